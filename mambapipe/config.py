@@ -1,0 +1,141 @@
+"""Typed schema of every config key a user can type.
+
+Registered with Hydra's ConfigStore as the schema of `config.yaml` and of the `model/` group, so a
+mistyped key or a wrongly typed value fails when the config is composed, never as a silent new key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+STEP_NAMES = ("download", "convert", "build", "evaluate")
+
+
+class Source(str, Enum):
+    hub = "hub"
+    local = "local"
+    synthetic = "synthetic"
+
+
+class DType(str, Enum):
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
+class BackendName(str, Enum):
+    auto = "auto"
+    native = "native"
+    trtllm = "trtllm"
+
+
+class DeviceName(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class EvalTask(str, Enum):
+    summarize = "summarize"
+    benchmark = "benchmark"
+
+
+@dataclass
+class ArchConfig:
+    """Architecture, mirroring `mambapipe.models.ModelSpec` (what `synthetic` builds, what plans check)."""
+    mamba_version: str = MISSING
+    hidden_size: int = MISSING
+    num_layers: int = MISSING
+    vocab_size: int = MISSING
+    state_size: int = MISSING
+    conv_kernel: int = 4
+    expand: int = 2
+    head_dim: int = 64
+    n_groups: int = 1
+    chunk_size: int = 256
+    time_step_rank: int = 0
+    use_bias: bool = False
+    use_conv_bias: bool = True
+    tie_embeddings: bool = True
+    rms_norm: bool = True
+    residual_in_fp32: bool = True
+    pad_vocab_size_multiple: int = 1
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    source: Source = Source.synthetic
+    repo_id: Optional[str] = None
+    revision: Optional[str] = None  # branch, tag or commit; hub downloads pin the resolved commit
+    path: Optional[str] = None  # for source=local
+    tokenizer: Optional[str] = None  # hub id or local directory; synthetic models make their own
+    source_dtype: DType = DType.float32  # dtype the source checkpoint is saved in (synthetic writes it)
+    seed: int = 0  # synthetic weights
+    trust_remote_code: bool = False
+    arch: ArchConfig = field(default_factory=ArchConfig)
+
+
+@dataclass
+class BuildConfig:
+    max_batch_size: int = 8
+    max_input_len: int = 924
+    max_seq_len: int = 1024
+    # TensorRT-LLM backend only (trtllm-build flags); the native engine ignores them.
+    paged_state: bool = True
+    mamba_conv1d_plugin: str = "auto"
+    remove_input_padding: bool = True
+    gemm_plugin: str = "auto"
+
+
+@dataclass
+class BenchmarkScenario:
+    batch: int = 1
+    input_len: int = 100
+    output_len: int = 100
+
+
+@dataclass
+class EvalConfig:
+    task: EvalTask = EvalTask.summarize
+    dataset: str = "sample"  # sample | cnn_dailymail | path to .jsonl/.parquet
+    dataset_hub_id: str = "ccdv/cnn_dailymail"
+    dataset_config: str = "3.0.0"
+    dataset_split: str = "test"
+    max_ite: int = 20
+    batch_size: int = 1
+    max_input_length: int = 923
+    output_len: int = 100
+    check_accuracy: bool = False
+    rouge1_threshold: float = 15.0
+    compare_hf: bool = False
+    random_seed: int = 0
+    scenarios: list[BenchmarkScenario] = field(default_factory=list)
+    warmup: int = 1
+    repeats: int = 3
+
+
+@dataclass
+class MambapipeConfig:
+    model: ModelConfig = MISSING
+    dtype: DType = DType.float16
+    tp_size: int = 1
+    backend: BackendName = BackendName.auto
+    device: DeviceName = DeviceName.auto
+    build: BuildConfig = field(default_factory=BuildConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    cache_dir: str = "${oc.env:MAMBAPIPE_CACHE,~/.cache/mambapipe}"
+    steps: list[str] = field(default_factory=lambda: list(STEP_NAMES))
+    force: list[str] = field(default_factory=list)
+    plan_only: bool = False
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="mambapipe_schema", node=MambapipeConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)

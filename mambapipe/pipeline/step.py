@@ -1,0 +1,40 @@
+"""What a pipeline step is: a small named unit that declares the config keys it reads.
+
+A step never sees the whole config. The runner hands it `params`, a flat dict holding exactly the
+resolved values of the dotted keys in `uses` (plus the resolved `backend`/`device` facts of the plan),
+and `inputs`, the artifact directories of the steps in `needs`. Its cache key hashes those params,
+the keys of those inputs, and `version`; bump `version` whenever the step's output would change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class StepError(Exception):
+    """A user-facing failure: the message is one line naming the bad thing and what to do."""
+
+
+@dataclass
+class StepContext:
+    """Where a step runs and what it may write besides its artifact."""
+    run_dir: Path  # the Hydra run directory (metrics.json, predictions.jsonl go here via the runner)
+    show_progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Step(Protocol):
+    name: str  # "download" | "convert" | "build" | "evaluate"
+    version: int
+    uses: tuple[str, ...]  # dotted config keys, e.g. ("dtype", "tp_size", "build.max_batch_size")
+    needs: tuple[str, ...]  # upstream step names whose artifacts this step reads
+
+    def check(self, params: dict[str, Any]) -> None:
+        """Plan-time validation from params alone (no artifact exists yet); raise StepError."""
+
+    def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
+            ctx: StepContext) -> dict[str, Any]:
+        """Do the work, writing only under `out_dir` (a staging dir the runner renames into place).
+        Returns step-specific facts the runner records in the artifact's manifest."""
