@@ -38,3 +38,14 @@ class Step(Protocol):
             ctx: StepContext) -> dict[str, Any]:
         """Do the work, writing only under `out_dir` (a staging dir the runner renames into place).
         Returns step-specific facts the runner records in the artifact's manifest."""
+
+
+# Optional methods a step may also define; the runner calls them when present.
+#
+#   environment(params) -> dict
+#       Facts outside the config that change the output (e.g. tensorrt_llm/TensorRT versions, the GPU's
+#       compute capability). Hashed into the key and recorded in the manifest.
+#
+#   describe(params, inputs, out_dir) -> list[str]
+#       Extra plan lines, e.g. the exact `trtllm-build ...` command line (printed with plan_only=true).
+#       `inputs` and `out_dir` are the final artifact paths (they may not exist yet).
