@@ -1,0 +1,1 @@
+"""The evaluate step's tasks: cnn_dailymail-style summarization scored with ROUGE, and a speed benchmark."""
