@@ -1,0 +1,192 @@
+"""Seeded random Mamba checkpoints in the real Hugging Face layout, at any size.
+
+`write_synthetic_checkpoint` lets every step run without the model hub: it writes what
+`MambaForCausalLM.save_pretrained` / `Mamba2ForCausalLM.save_pretrained` would write (config.json and
+safetensors shards with an index), but streams one tensor at a time so a 7B model fits on a small
+machine. `write_synthetic_tokenizer` trains a real byte-level BPE tokenizer on the bundled sample data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from mambapipe.models import ModelSpec
+
+EOS_TOKEN = "<|endoftext|>"
+MAX_SHARD_BYTES = 2 * 1024**3
+WEIGHT_STD = 0.02
+DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def hf_config(spec: ModelSpec, dtype: str):
+    """The transformers MambaConfig / Mamba2Config for `spec` (token ids match the synthetic tokenizer)."""
+    from transformers import Mamba2Config, MambaConfig
+
+    common = dict(vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, state_size=spec.state_size,
+                  num_hidden_layers=spec.num_layers, expand=spec.expand, conv_kernel=spec.conv_kernel,
+                  use_bias=spec.use_bias, use_conv_bias=spec.use_conv_bias,
+                  residual_in_fp32=spec.residual_in_fp32, tie_word_embeddings=spec.tie_embeddings,
+                  bos_token_id=0, eos_token_id=0, pad_token_id=0, dtype=dtype)
+    if spec.is_mamba2:
+        config = Mamba2Config(num_heads=spec.num_heads, head_dim=spec.head_dim, n_groups=spec.n_groups,
+                              chunk_size=spec.chunk_size, **common)
+        config.architectures = ["Mamba2ForCausalLM"]
+    else:
+        config = MambaConfig(time_step_rank=spec.dt_rank, **common)
+        config.architectures = ["MambaForCausalLM"]
+    return config
+
+
+def tensor_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the HF state dict, read off a model built on the meta device (no memory)."""
+    from transformers import Mamba2ForCausalLM, MambaForCausalLM
+
+    model_cls = Mamba2ForCausalLM if spec.is_mamba2 else MambaForCausalLM
+    with torch.device("meta"):
+        model = model_cls(hf_config(spec, "float32"))
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if spec.tie_embeddings:
+        shapes.pop("lm_head.weight", None)  # tied: save_pretrained drops it as well
+    return shapes
+
+
+def init_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """A float32 tensor initialised the way mamba_ssm initialises that parameter, so generations are
+    not degenerate (decaying but non-trivial state, unit norms, small projections)."""
+    leaf = name.rsplit(".", 1)[-1]
+    parent = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
+    if leaf == "A_log":
+        return _a_log(shape)
+    if leaf == "D" or (leaf == "weight" and parent in ("norm", "norm_f")):
+        return torch.ones(shape)
+    if leaf == "dt_bias" or (parent == "dt_proj" and leaf == "bias"):
+        return _dt_bias(shape, gen)
+    if leaf == "bias":
+        return torch.zeros(shape)
+    if parent == "conv1d":
+        # Variance of PyTorch's default kaiming-uniform conv init (bound 1/sqrt(K)) as a normal.
+        return torch.randn(shape, generator=gen) * (3 * shape[-1]) ** -0.5  # (C, 1, K)
+    if parent in ("embeddings", "lm_head"):
+        return torch.randn(shape, generator=gen) * WEIGHT_STD  # (V, H)
+    # Projections: std 1/sqrt(fan_in) keeps activations at unit scale whatever the width; at the real
+    # models' widths (2560-4096) this is the usual 0.02.
+    return torch.randn(shape, generator=gen) * shape[-1] ** -0.5  # (out, in)
+
+
+def _a_log(shape: tuple[int, ...]) -> torch.Tensor:
+    if len(shape) == 2:  # Mamba1 S4D-real init: A[c, n] = n + 1 for every channel
+        channels, state = shape
+        return torch.log(torch.arange(1, state + 1, dtype=torch.float32)).repeat(channels, 1)  # (Di, N)
+    # Mamba2: one scalar A per head, spread over mamba_ssm's A_init_range (1, 16)
+    return torch.log(torch.linspace(1.0, 16.0, shape[0]))  # (Hh,)
+
+
+def _dt_bias(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """Inverse softplus of dt drawn log-uniform in [DT_MIN, DT_MAX], so softplus(bias) is that dt."""
+    u = torch.rand(shape, generator=gen)
+    dt = torch.exp(u * (math.log(DT_MAX) - math.log(DT_MIN)) + math.log(DT_MIN)).clamp(min=DT_FLOOR)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def plan_shards(shapes: dict[str, tuple[int, ...]], itemsize: int,
+                max_bytes: int = MAX_SHARD_BYTES) -> list[list[str]]:
+    """Group tensor names, in order, into shards of at most `max_bytes` (a larger tensor gets its own)."""
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, shape in shapes.items():
+        nbytes = math.prod(shape) * itemsize
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards
+
+
+def _shard_names(count: int) -> list[str]:
+    if count == 1:
+        return ["model.safetensors"]
+    return [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+
+
+def _seeded(seed: int, name: str) -> torch.Generator:
+    # Seed per tensor name so each tensor is the same whatever the shard size or write order.
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+
+
+def write_synthetic_checkpoint(spec: ModelSpec, out_dir: Path | str, dtype: str, seed: int,
+                               max_shard_bytes: int = MAX_SHARD_BYTES, progress: bool = True) -> dict[str, Any]:
+    """Write a seeded random HF Mamba/Mamba2 checkpoint of shape `spec` into `out_dir` in `dtype`.
+
+    Peak memory is one shard (≤ `max_shard_bytes`) plus one float32 tensor. Returns manifest facts."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch_dtype = _DTYPES[dtype]
+    shapes = tensor_shapes(spec)
+    shards = plan_shards(shapes, torch_dtype.itemsize, max_shard_bytes)
+    files = _shard_names(len(shards))
+    total = sum(math.prod(s) for s in shapes.values())
+    bar = tqdm(total=total * torch_dtype.itemsize, unit="B", unit_scale=True, desc="synthetic weights",
+               disable=not progress)
+    for file, names in zip(files, shards):
+        tensors = {}
+        for name in names:
+            tensors[name] = init_tensor(name, shapes[name], _seeded(seed, name)).to(torch_dtype).contiguous()
+            bar.update(tensors[name].numel() * torch_dtype.itemsize)
+        save_file(tensors, str(out_dir / file), metadata={"format": "pt"})
+        del tensors
+    bar.close()
+    if len(files) > 1:
+        index = {"metadata": {"total_size": total * torch_dtype.itemsize},
+                 "weight_map": {name: file for file, names in zip(files, shards) for name in names}}
+        (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    hf_config(spec, dtype).save_pretrained(out_dir)
+    return {"format": "hf_mamba2" if spec.is_mamba2 else "hf_mamba", "dtype": dtype, "seed": seed,
+            "num_parameters": total, "files": files}
+
+
+# ---- tokenizer ---------------------------------------------------------------------------------
+
+def sample_texts() -> Iterator[str]:
+    """Articles and highlights of the bundled sample dataset, in file order."""
+    path = resources.files("mambapipe.evaluate") / "data" / "sample.jsonl"
+    with path.open("r", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                record = json.loads(line)
+                yield record["article"]
+                yield record["highlights"]
+
+
+def write_synthetic_tokenizer(out_dir: Path | str, vocab_size: int,
+                              texts: Iterable[str] | None = None) -> dict[str, Any]:
+    """Train a byte-level BPE tokenizer (at most `vocab_size` tokens, `<|endoftext|>` = id 0) and save
+    it as a PreTrainedTokenizerFast that `AutoTokenizer.from_pretrained(out_dir)` loads."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 257:  # 256 byte tokens + the special token
+        raise ValueError(f"a byte-level tokenizer needs vocab_size >= 257, got {vocab_size}")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(list(texts if texts is not None else sample_texts()), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
+                                   unk_token=EOS_TOKEN, pad_token=EOS_TOKEN)
+    out_dir = Path(out_dir)
+    fast.save_pretrained(out_dir)
+    return {"vocab_size": tokenizer.get_vocab_size(), "eos_id": tokenizer.token_to_id(EOS_TOKEN)}
