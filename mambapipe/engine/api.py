@@ -1,0 +1,74 @@
+"""Small Python API of the native engine, usable without the pipeline.
+
+    from mambapipe.engine.api import load_engine, generate_text
+    gen = load_engine("~/.cache/mambapipe/build/<key>", device="cpu")
+    out = gen.generate([[1, 2, 3]], max_new_tokens=20)          # token ids in, new token ids out
+    texts = generate_text(gen, "path/to/tokenizer", ["Hello"], max_new_tokens=20)
+
+Under tensor parallelism every rank calls `load_engine` after `mambapipe.parallel.init_distributed`;
+each rank picks its own weights from torch.distributed's rank.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from mambapipe.backends.base import SamplingConfig
+from mambapipe.engine.build import ENGINE_FORMAT, dtype_problem
+from mambapipe.engine.generate import EngineGenerator, Limits
+from mambapipe.engine.model import Comm, MambaModel
+from mambapipe.engine.weights import load_rank
+from mambapipe.models import ModelSpec
+
+
+def read_engine_config(engine_dir: Path) -> dict:
+    path = Path(engine_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: not an engine directory; run the build step first")
+    cfg = json.loads(path.read_text())
+    if cfg.get("version") != ENGINE_FORMAT:
+        raise ValueError(f"{path} is a {cfg.get('version')!r} engine, not {ENGINE_FORMAT!r}; rebuild it with "
+                         f"backend=native")
+    return cfg
+
+
+def _rank_and_world(tp_size: int) -> tuple[int, int]:
+    dist = torch.distributed
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world != tp_size:
+        raise RuntimeError(f"engine was built for tp_size={tp_size} but {world} rank(s) are running; launch "
+                           f"{tp_size} ranks with mambapipe.parallel.launch")
+    return (dist.get_rank() if world > 1 else 0), world
+
+
+def load_engine(engine_dir: str | Path, device: str = "cpu") -> EngineGenerator:
+    """Memory-map this rank's engine weights onto `device` and return a ready `Generator`."""
+    engine_dir = Path(engine_dir).expanduser()
+    cfg = read_engine_config(engine_dir)
+    build = cfg["build_config"]
+    problem = dtype_problem(build["dtype"], device.split(":")[0])
+    if problem:
+        raise RuntimeError(problem)
+    spec = ModelSpec.from_trtllm_config(cfg["pretrained_config"])
+    rank, world = _rank_and_world(int(build["tp_size"]))
+    glob, layers = load_rank(engine_dir, rank, spec, device)
+    model = MambaModel(spec, glob, layers, Comm(world))
+    limits = Limits(int(build["max_batch_size"]), int(build["max_input_len"]), int(build["max_seq_len"]))
+    return EngineGenerator(model, limits, device=device, dtype=build["dtype"], tp_size=world)
+
+
+def generate_text(generator: EngineGenerator, tokenizer_dir: str | Path, texts: Sequence[str],
+                  max_new_tokens: int, sampling: SamplingConfig = SamplingConfig(),
+                  eos_id: Optional[int] = None) -> list[str]:
+    """Tokenize `texts`, generate, and decode only the new tokens (stopping at the tokenizer's eos)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    prompts = [tokenizer.encode(t, add_special_tokens=True) for t in texts]
+    eos = tokenizer.eos_token_id if eos_id is None else eos_id
+    out = generator.generate(prompts, max_new_tokens, sampling, eos_id=eos)
+    return tokenizer.batch_decode(out.output_ids, skip_special_tokens=True)
