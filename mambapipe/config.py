@@ -40,6 +40,13 @@ class DeviceName(str, Enum):
     cuda = "cuda"
 
 
+class StepName(str, Enum):
+    download = "download"
+    convert = "convert"
+    build = "build"
+    evaluate = "evaluate"
+
+
 class EvalTask(str, Enum):
     summarize = "summarize"
     benchmark = "benchmark"
@@ -78,6 +85,9 @@ class ModelConfig:
     source_dtype: DType = DType.float32  # dtype the source checkpoint is saved in (synthetic writes it)
     seed: int = 0  # synthetic weights
     trust_remote_code: bool = False
+    # source=hub: which repo files to fetch (None = all); e.g. codestral ships both a Mistral and an
+    # HF copy of its 14.6 GB of weights and we need only one.
+    allow_patterns: Optional[list[str]] = None
     arch: ArchConfig = field(default_factory=ArchConfig)
 
 
@@ -118,6 +128,9 @@ class EvalConfig:
     scenarios: list[BenchmarkScenario] = field(default_factory=list)
     warmup: int = 1
     repeats: int = 3
+    # Device memory bandwidth for the benchmark's floor_pct, in GB/s. None: 4300 on an H200 (measured
+    # there), else a quick copy-bandwidth measurement on the device.
+    bandwidth_gbps: Optional[float] = None
 
 
 @dataclass
@@ -130,8 +143,9 @@ class MambapipeConfig:
     build: BuildConfig = field(default_factory=BuildConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     cache_dir: str = "${oc.env:MAMBAPIPE_CACHE,~/.cache/mambapipe}"
-    steps: list[str] = field(default_factory=lambda: list(STEP_NAMES))
-    force: list[str] = field(default_factory=list)
+    # Enums, so a mistyped step name fails at compose time like any other bad value.
+    steps: list[StepName] = field(default_factory=lambda: [StepName(s) for s in STEP_NAMES])
+    force: list[StepName] = field(default_factory=list)
     plan_only: bool = False
 
 

@@ -1,0 +1,113 @@
+"""The benchmark task: random-token prompts over a (batch, input_len, output_len) grid, timing prefill
+and decode, and comparing each decode step with the memory-bandwidth floor of the engine's own shape."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+import torch
+from tqdm import tqdm
+
+from mambapipe.backends.base import Generator, SamplingConfig
+from mambapipe.evaluate.floor import decode_step_traffic
+
+PROMPT_TOKEN_HIGH = 1000  # prompts are randint(1, 1000), as mamba_ssm's benchmark script draws them
+
+
+@dataclass(frozen=True)
+class Scenario:
+    batch: int
+    input_len: int
+    output_len: int
+
+
+# anchors-h200.md S1-S4: mamba_ssm latency and throughput defaults, the Mamba paper's long prompt, and
+# TensorRT-LLM summarize.py's setting.
+DEFAULT_SCENARIOS = (Scenario(1, 100, 100), Scenario(64, 100, 100), Scenario(1, 2048, 128), Scenario(8, 923, 100))
+
+
+def scenarios_from_config(raw: Optional[Iterable[dict[str, int]]]) -> list[Scenario]:
+    """`eval.scenarios` as Scenario objects; the anchors' S1-S4 when it is empty."""
+    items = [Scenario(int(s["batch"]), int(s["input_len"]), int(s["output_len"])) for s in (raw or [])]
+    return items or list(DEFAULT_SCENARIOS)
+
+
+def limit_problem(generator: Generator, scenario: Scenario) -> Optional[str]:
+    """Why the engine cannot run `scenario` (it exceeds a build limit), or None."""
+    if scenario.batch > generator.max_batch_size:
+        return f"batch {scenario.batch} > engine max_batch_size {generator.max_batch_size}"
+    if scenario.input_len > generator.max_input_len:
+        return f"input_len {scenario.input_len} > engine max_input_len {generator.max_input_len}"
+    if scenario.input_len + scenario.output_len > generator.max_seq_len:
+        return (f"input_len + output_len {scenario.input_len + scenario.output_len} > engine max_seq_len "
+                f"{generator.max_seq_len}")
+    return None
+
+
+def random_prompts(scenario: Scenario, vocab_size: int, seed: int) -> list[list[int]]:
+    gen = torch.Generator().manual_seed(seed)
+    high = min(PROMPT_TOKEN_HIGH, vocab_size)
+    return torch.randint(1, high, (scenario.batch, scenario.input_len), generator=gen).tolist()  # (B, L)
+
+
+def time_scenario(generator: Generator, scenario: Scenario, warmup: int, repeats: int, seed: int,
+                  bar: tqdm) -> dict[str, float]:
+    """Median prefill, decode-step and end-to-end times over `repeats` runs after `warmup` runs.
+    End-of-sequence is ignored so every run decodes exactly `output_len` tokens."""
+    prompts = random_prompts(scenario, generator.spec.vocab_size, seed)
+    prefill, decode, total, peak = [], [], [], 0.0
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        out = generator.generate(prompts, scenario.output_len, SamplingConfig(greedy=True), eos_id=None,
+                                 stop_at_eos=False)
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        bar.update(1)
+        if i < warmup:
+            continue
+        prefill.append(out.prefill_ms)
+        decode.append(out.decode_ms_per_step)
+        total.append(elapsed_ms)
+        peak = max(peak, out.peak_memory_mb)
+        bar.set_postfix(tok_s=f"{scenario.batch * scenario.output_len / (elapsed_ms / 1e3):.1f}")
+    return {"prefill_ms": statistics.median(prefill), "decode_ms_per_step": statistics.median(decode),
+            "total_ms": statistics.median(total), "peak_memory_mb": peak}
+
+
+def benchmark_row(generator: Generator, scenario: Scenario, timing: dict[str, float], tp_size: int,
+                  bytes_per_s: float) -> dict[str, Any]:
+    traffic = decode_step_traffic(generator.spec, generator.dtype, scenario.batch, tp_size)
+    floor_ms = traffic.floor_ms(bytes_per_s)
+    decode_ms = timing["decode_ms_per_step"]
+    return {"batch": scenario.batch, "input_len": scenario.input_len, "output_len": scenario.output_len,
+            "prefill_ms": timing["prefill_ms"], "decode_ms_per_step": decode_ms,
+            "tokens_per_s": scenario.batch * scenario.output_len / (timing["total_ms"] / 1e3),
+            "floor_pct": floor_ms / decode_ms * 100 if decode_ms > 0 else None,
+            "floor_ms_per_step": floor_ms, "decode_bytes_per_step": traffic.total_bytes,
+            "total_ms": timing["total_ms"], "peak_memory_mb": timing["peak_memory_mb"]}
+
+
+def skipped_row(scenario: Scenario, reason: str) -> dict[str, Any]:
+    return {"batch": scenario.batch, "input_len": scenario.input_len, "output_len": scenario.output_len,
+            "prefill_ms": None, "decode_ms_per_step": None, "tokens_per_s": None, "floor_pct": None,
+            "skipped": reason}
+
+
+def run_benchmark(generator: Generator, scenarios: list[Scenario], *, warmup: int, repeats: int, seed: int,
+                  tp_size: int, bytes_per_s: float, show_progress: bool) -> list[dict[str, Any]]:
+    """One row per scenario, in order; scenarios beyond the engine's limits get a `skipped` note."""
+    runnable = [s for s in scenarios if limit_problem(generator, s) is None]
+    bar = tqdm(total=len(runnable) * (warmup + repeats), desc="benchmark", unit="run", disable=not show_progress)
+    rows = []
+    for scenario in scenarios:
+        problem = limit_problem(generator, scenario)
+        if problem is not None:
+            rows.append(skipped_row(scenario, problem))
+            continue
+        bar.set_description(f"benchmark B={scenario.batch} {scenario.input_len}/{scenario.output_len}")
+        timing = time_scenario(generator, scenario, warmup, repeats, seed, bar)
+        rows.append(benchmark_row(generator, scenario, timing, tp_size, bytes_per_s))
+    bar.close()
+    return rows

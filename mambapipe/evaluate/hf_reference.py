@@ -1,0 +1,112 @@
+"""A `Generator` over HF transformers' AutoModelForCausalLM: summarize.py's --test_hf reference.
+
+It runs one prompt at a time: batching would left-pad, and padding changes what HF's Mamba computes
+(summarize.py warns about the same thing), so the reference stays exact at any eval.batch_size.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from mambapipe.backends.base import GenerationOutput, SamplingConfig
+from mambapipe.models import MAMBA1, MAMBA2, ModelSpec
+
+HF_MODEL_TYPES = {"mamba": MAMBA1, "mamba2": MAMBA2}
+_TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def hf_layout_problem(model_dir: Path) -> Optional[str]:
+    """None when `model_dir` is a transformers Mamba/Mamba2 checkpoint; else why not, in one line."""
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        return f"{model_dir} has no config.json (not the HF layout)"
+    model_type = json.loads(config_path.read_text()).get("model_type")
+    if model_type not in HF_MODEL_TYPES:
+        return f"{config_path} has model_type={model_type!r}, not one of {sorted(HF_MODEL_TYPES)} (not the HF layout)"
+    return None
+
+
+def spec_from_hf_config(config) -> ModelSpec:
+    """The ModelSpec of a transformers MambaConfig / Mamba2Config."""
+    common = dict(hidden_size=config.hidden_size, num_layers=config.num_hidden_layers,
+                  vocab_size=config.vocab_size, state_size=config.state_size, conv_kernel=config.conv_kernel,
+                  expand=config.expand, use_bias=config.use_bias, use_conv_bias=config.use_conv_bias,
+                  tie_embeddings=config.tie_word_embeddings)
+    if config.model_type == "mamba2":
+        return ModelSpec(MAMBA2, head_dim=config.head_dim, n_groups=config.n_groups,
+                         chunk_size=config.chunk_size, **common)
+    return ModelSpec(MAMBA1, time_step_rank=config.time_step_rank, **common)
+
+
+class _FirstTokenClock:
+    """A generate() streamer noting when the first new token arrives (its first put() is the prompt)."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+        self.first_token_at: Optional[float] = None
+
+    def put(self, value) -> None:
+        self.puts += 1
+        if self.puts == 2:
+            self.first_token_at = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+class HFGenerator:
+    """Greedy generation with transformers, behind the same interface the engines implement."""
+
+    def __init__(self, model_dir: Path, dtype: str, device: str, max_batch_size: int = 2**31,
+                 max_input_len: int = 2**31, max_seq_len: int = 2**31) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_TORCH_DTYPES[dtype],
+                                                          trust_remote_code=False).to(device).eval()
+        self.spec = spec_from_hf_config(self.model.config)
+        self.dtype, self.device = dtype, device
+        self.max_batch_size, self.max_input_len, self.max_seq_len = max_batch_size, max_input_len, max_seq_len
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                 sampling: SamplingConfig = SamplingConfig(), eos_id: Optional[int] = None,
+                 stop_at_eos: bool = True) -> GenerationOutput:
+        if not sampling.greedy:
+            raise ValueError("the HF reference only decodes greedily, as summarize.py's --test_hf")
+        outputs, prefill, decode = [], [], []
+        for prompt in prompts:
+            new_ids, prefill_ms, decode_ms = self._generate_one(prompt, max_new_tokens, eos_id if stop_at_eos else None)
+            outputs.append(new_ids)
+            prefill.append(prefill_ms)
+            decode.extend([decode_ms] if decode_ms is not None else [])
+        return GenerationOutput(output_ids=outputs, prefill_ms=sum(prefill) / len(prefill),
+                                decode_ms_per_step=sum(decode) / len(decode) if decode else 0.0,
+                                peak_memory_mb=self._peak_memory_mb())
+
+    def _generate_one(self, prompt: Sequence[int], max_new_tokens: int,
+                      eos_id: Optional[int]) -> tuple[list[int], float, Optional[float]]:
+        input_ids = torch.tensor([list(prompt)], device=self.device)  # (1, L)
+        clock = _FirstTokenClock()
+        start = time.perf_counter()
+        # An explicit eos_token_id=None overrides the model's generation_config, so eos is then ignored.
+        sequences = self.model.generate(
+            input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens, do_sample=False,
+            eos_token_id=eos_id, pad_token_id=eos_id if eos_id is not None else 0, streamer=clock)  # (1, L + T)
+        end = time.perf_counter()
+        new_ids = sequences[0, input_ids.shape[1]:].tolist()
+        first = clock.first_token_at or end
+        decode_ms = (end - first) * 1e3 / (len(new_ids) - 1) if len(new_ids) > 1 else None
+        return new_ids, (first - start) * 1e3, decode_ms
+
+    def _peak_memory_mb(self) -> float:
+        if self.device == "cuda":
+            return torch.cuda.max_memory_allocated() / 2**20
+        return 0.0
+
+    def close(self) -> None:
+        del self.model

@@ -1,0 +1,57 @@
+"""The readable table printed at the end of an evaluation."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.table import Table
+
+SUMMARIZE_ROWS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("rougeLsum", "ROUGE-Lsum"),
+                  ("samples", "samples"), ("output_tokens", "output tokens"), ("tokens_per_s", "tokens/s"),
+                  ("ttft_ms", "TTFT ms"), ("decode_ms_per_step", "decode ms/step"), ("peak_memory_mb", "peak MiB"))
+BENCHMARK_COLUMNS = (("batch", "batch"), ("input_len", "in"), ("output_len", "out"), ("prefill_ms", "prefill ms"),
+                     ("decode_ms_per_step", "decode ms/step"), ("tokens_per_s", "tok/s"),
+                     ("floor_ms_per_step", "floor ms/step"), ("floor_pct", "% of floor"), ("peak_memory_mb", "peak MiB"))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def summarize_table(metrics: dict[str, Any]) -> Table:
+    hf: Optional[dict[str, Any]] = metrics.get("hf")
+    with_hf = bool(hf) and "skipped" not in hf
+    table = Table(title=f"summarize: {metrics.get('dataset', '')}")
+    table.add_column("metric")
+    table.add_column(metrics.get("backend", "engine"), justify="right")
+    if with_hf:
+        table.add_column("HF transformers", justify="right")
+    for key, label in SUMMARIZE_ROWS:
+        table.add_row(label, _fmt(metrics.get(key)), *([_fmt(hf.get(key))] if with_hf else []))
+    if with_hf:
+        table.caption = f"identical output tokens: {metrics['hf_token_agreement'] * 100:.1f}%"
+    elif hf:
+        table.caption = f"HF comparison skipped: {hf['skipped']}"
+    return table
+
+
+def benchmark_table(metrics: dict[str, Any]) -> Table:
+    table = Table(title="benchmark", caption=f"bandwidth: {metrics.get('bandwidth_source', '?')}")
+    for _, label in BENCHMARK_COLUMNS:
+        table.add_column(label, justify="right")
+    for row in metrics["rows"]:
+        if row.get("skipped"):
+            table.add_row(*[_fmt(row[k]) for k, _ in BENCHMARK_COLUMNS[:3]], f"skipped: {row['skipped']}")
+        else:
+            table.add_row(*[_fmt(row.get(k)) for k, _ in BENCHMARK_COLUMNS])
+    return table
+
+
+def print_report(metrics: dict[str, Any], console: Optional[Console] = None) -> None:
+    table = benchmark_table(metrics) if metrics["task"] == "benchmark" else summarize_table(metrics)
+    (console or Console(stderr=True)).print(table)

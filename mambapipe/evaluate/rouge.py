@@ -1,0 +1,41 @@
+"""ROUGE exactly as the `evaluate` library's "rouge" metric computes it with its defaults.
+
+summarize.py scores with `evaluate.load("rouge").compute()`, which fetches the metric's code from the
+hub at run time. Its defaults are reproduced here with `rouge-score` directly: rouge1/2/L/Lsum, the
+default tokenizer, no stemmer, a `BootstrapAggregator` and its mid F-measure, with numpy's global RNG
+seeded to 0 just before aggregating (summarize.py calls `np.random.seed(0)` there). Texts are passed
+unchanged: rougeLsum's summary-level LCS splits on "\\n" inside rouge-score, so the newline-separated
+highlights count as sentences and the single-line predictions as one.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+BOOTSTRAP_SEED = 0
+
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """{rouge type: bootstrap mid F-measure x 100} over the (prediction, reference) pairs."""
+    from rouge_score import rouge_scorer, scoring
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if not predictions:
+        raise ValueError("ROUGE needs at least one prediction")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+    aggregator = scoring.BootstrapAggregator()
+    for prediction, reference in zip(predictions, references):
+        aggregator.add_scores(scorer.score(reference, prediction))  # score(target, prediction)
+    # The bootstrap samples with numpy's global RNG; seed it as summarize.py does, then put the caller's
+    # RNG state back so scoring has no side effects.
+    saved = np.random.get_state()
+    np.random.seed(BOOTSTRAP_SEED)
+    try:
+        aggregate = aggregator.aggregate()
+    finally:
+        np.random.set_state(saved)
+    return {name: float(aggregate[name].mid.fmeasure * 100) for name in ROUGE_TYPES}

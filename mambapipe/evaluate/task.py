@@ -1,0 +1,132 @@
+"""Run `eval.task` against an engine and write `metrics.json` / `predictions.jsonl`.
+
+The same code runs in-process (tp_size 1) and on every rank under the launcher (worker.py): every rank
+drives the engine identically, and only rank 0 scores, writes files and prints the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from mambapipe.backends import get_backend
+from mambapipe.backends.base import Generator
+from mambapipe.evaluate import benchmark, summarize
+from mambapipe.evaluate.data import load_articles
+from mambapipe.evaluate.floor import device_bandwidth
+from mambapipe.evaluate.hf_reference import HFGenerator, hf_layout_problem
+from mambapipe.evaluate.prompts import TokenizerBundle, load_tokenizer
+from mambapipe.evaluate.report import print_report
+from mambapipe.evaluate.rouge import rouge_scores
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+Outputs = tuple[Optional[dict[str, Any]], Optional[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """What one evaluation needs: resolved params plus the upstream artifact directories."""
+    params: dict[str, Any]
+    engine_dir: Path
+    download_dir: Path
+    out_dir: Path
+    show_progress: bool = True
+
+    def get(self, key: str) -> Any:
+        value = self.params[key]
+        return getattr(value, "value", value)  # Enum members (eval.task, dtype) as their plain value
+
+
+def run_evaluation(job: EvalJob, rank: int = 0) -> Optional[dict[str, Any]]:
+    """Run the task; on rank 0 write metrics.json (+ predictions.jsonl) and return the metrics."""
+    show = job.show_progress and rank == 0
+    task = _benchmark if job.get("eval.task") == "benchmark" else _summarize
+    metrics, predictions = task(job, rank, show)
+    if rank != 0 or metrics is None:
+        return None
+    metrics.update(backend=job.get("backend"), device=job.get("device"), tp_size=job.get("tp_size"))
+    write_outputs(job.out_dir, metrics, predictions)
+    print_report(metrics)
+    return metrics
+
+
+@contextmanager
+def loaded_engine(job: EvalJob) -> Iterator[Generator]:
+    generator = get_backend(job.get("backend")).load(job.engine_dir, job.get("device"))
+    try:
+        yield generator
+    finally:
+        generator.close()
+
+
+def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
+    settings = summarize.SummarizeSettings(job.get("eval.batch_size"), job.get("eval.max_ite"),
+                                           job.get("eval.max_input_length"), job.get("eval.output_len"))
+    bundle = load_tokenizer(job.download_dir / "tokenizer")
+    articles = load_articles(job.get("eval.dataset"), job.get("eval.dataset_hub_id"), job.get("eval.dataset_config"),
+                             job.get("eval.dataset_split"), seed=job.get("eval.random_seed"))
+    batches = summarize.prepare_samples(articles, bundle, settings)
+    with loaded_engine(job) as generator:
+        run = summarize.generate_batches(generator, batches, settings.output_len, bundle.eos_id,
+                                         job.get("backend"), show)
+        dtype = generator.dtype
+    if rank != 0:
+        return None, None
+    samples = [s for batch in batches for s in batch]
+    texts = summarize.decode_outputs(bundle, run.output_ids)
+    metrics = {**summarize.summarize_metrics(samples, texts, run), "dataset": job.get("eval.dataset"),
+               "dtype": dtype}
+    if job.get("eval.compare_hf"):
+        metrics.update(_compare_hf(job, bundle, batches, run, dtype, show))
+    return metrics, summarize.prediction_records(samples, texts, run)
+
+
+def _compare_hf(job: EvalJob, bundle: TokenizerBundle, batches: list[list[summarize.Sample]],
+                engine_run: summarize.GenerationRun, dtype: str, show: bool) -> dict[str, Any]:
+    """summarize.py's --test_hf: the same prompts through transformers, scored the same way. It runs
+    after the engine is closed, so the two never hold device memory at once."""
+    model_dir = job.download_dir / "model"
+    problem = hf_layout_problem(model_dir)
+    if problem is not None:
+        log.warning("eval.compare_hf skipped: %s; only HF-layout sources load in transformers", problem)
+        return {"hf": {"skipped": problem}}
+    hf = HFGenerator(model_dir, dtype, job.get("device"))
+    try:
+        run = summarize.generate_batches(hf, batches, job.get("eval.output_len"), bundle.eos_id, "HF", show)
+    finally:
+        hf.close()
+    texts = summarize.decode_outputs(bundle, run.output_ids)
+    references = [s.reference for batch in batches for s in batch]
+    return {"hf": {**rouge_scores(texts, references), "output_tokens": run.output_tokens, **run.speed()},
+            "hf_token_agreement": summarize.token_agreement(engine_run.output_ids, run.output_ids),
+            "hf_identical_samples": sum(a == b for a, b in zip(engine_run.output_ids, run.output_ids))}
+
+
+def _benchmark(job: EvalJob, rank: int, show: bool) -> Outputs:
+    scenarios = benchmark.scenarios_from_config(job.get("eval.scenarios"))
+    bytes_per_s, source = device_bandwidth(job.get("device"), job.get("eval.bandwidth_gbps"))
+    with loaded_engine(job) as generator:
+        rows = benchmark.run_benchmark(generator, scenarios, warmup=job.get("eval.warmup"),
+                                       repeats=job.get("eval.repeats"), seed=job.get("eval.random_seed"),
+                                       tp_size=job.get("tp_size"), bytes_per_s=bytes_per_s, show_progress=show)
+        dtype = generator.dtype
+    if rank != 0:
+        return None, None
+    return {"task": "benchmark", "rows": rows, "dtype": dtype, "bandwidth_bytes_per_s": bytes_per_s,
+            "bandwidth_source": source, "statistic": f"median of {job.get('eval.repeats')} runs after "
+                                                     f"{job.get('eval.warmup')} warm-up"}, None
+
+
+def write_outputs(out_dir: Path, metrics: dict[str, Any], predictions: Optional[list[dict[str, Any]]]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    if predictions is not None:
+        with (out_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as f:
+            for record in predictions:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
