@@ -1,0 +1,113 @@
+"""Convert any supported Mamba checkpoint into the TensorRT-LLM checkpoint: `config.json` plus one
+`rank{r}.safetensors` per tensor-parallel rank, streamed tensor by tensor.
+
+Failure leaves nothing that looks complete: rank files are written under a `.partial` name and renamed
+only when all of them are finished, and `config.json` is written last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mambapipe.checkpoint.detect import SourceInfo, detect_source
+from mambapipe.checkpoint.errors import ConvertError
+from mambapipe.checkpoint.safetensors_io import PlannedTensor, StreamingSafetensorsWriter
+from mambapipe.checkpoint.sources import TensorSource, open_source
+from mambapipe.checkpoint.tp import shard, shard_shape
+from mambapipe.checkpoint.trtllm import TrtTensor, trtllm_tensors
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_FINITE_CHECK_CHUNK = 1 << 24  # elements per isfinite() pass, so the check never doubles a big tensor
+
+
+def convert_checkpoint(model_dir: str | Path, out_dir: str | Path, dtype: str, tp_size: int = 1,
+                       progress: bool = True) -> dict[str, Any]:
+    """Returns the manifest facts: source format and files, spec, dtype, tp_size and each output's sha256."""
+    model_dtype = parse_dtype(dtype)
+    info = detect_source(model_dir)
+    problems = info.spec.tp_problems(tp_size)
+    if problems:
+        raise ConvertError(f"{info.config_file}: cannot split this model {tp_size} ways: {'; '.join(problems)}")
+    source = open_source(info)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").unlink(missing_ok=True)  # a stale config must not vouch for new rank files
+    digests = _write_ranks(source, trtllm_tensors(info.spec), out_dir, model_dtype, tp_size, progress)
+    config = json.dumps(info.spec.to_trtllm_config(dtype, tp_size), indent=2).encode()
+    _write_atomic(out_dir / "config.json", config)
+    digests["config.json"] = hashlib.sha256(config).hexdigest()
+    return {"source_format": info.format, "source_files": [str(f) for f in info.weight_files],
+            "spec": dataclasses.asdict(info.spec), "dtype": dtype, "tp_size": tp_size, "sha256": digests}
+
+
+def parse_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ConvertError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _write_ranks(source: TensorSource, tensors: list[TrtTensor], out_dir: Path, model_dtype: torch.dtype,
+                 tp_size: int, progress: bool) -> dict[str, str]:
+    """Each full tensor is produced once and its shards go to every rank file, so the source is read once."""
+    finals = [out_dir / f"rank{r}.safetensors" for r in range(tp_size)]
+    writers = [StreamingSafetensorsWriter(f.with_name(f.name + ".partial"), _rank_plan(tensors, model_dtype, tp_size))
+               for f in finals]
+    try:
+        for tensor in tqdm(tensors, desc=f"convert tp{tp_size}", unit="tensor", disable=not progress):
+            full = produce(source, tensor, model_dtype)
+            for rank, writer in enumerate(writers):
+                writer.write(tensor.name, shard(full, tensor.split, tp_size, rank))
+            del full
+        digests = [w.close() for w in writers]
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    for writer, final in zip(writers, finals):
+        os.replace(writer.path, final)
+    return {f.name: d for f, d in zip(finals, digests)}
+
+
+def _rank_plan(tensors: list[TrtTensor], model_dtype: torch.dtype, tp_size: int) -> list[PlannedTensor]:
+    return [PlannedTensor(t.name, shard_shape(t.shape, t.split, tp_size), torch.float32 if t.fp32 else model_dtype)
+            for t in tensors]
+
+
+def produce(source: TensorSource, tensor: TrtTensor, model_dtype: torch.dtype) -> torch.Tensor:
+    """The full (unsharded) TensorRT-LLM tensor: sources rounded to the model dtype, then transformed."""
+    inputs = [_load_rounded(source, name, model_dtype) for name in tensor.sources]
+    out = tensor.transform(*inputs)
+    return out.float() if tensor.fp32 else out
+
+
+def _load_rounded(source: TensorSource, name: str, model_dtype: torch.dtype) -> torch.Tensor:
+    raw = source.load(name)
+    rounded = raw.to(model_dtype)
+    if not _all_finite(rounded):
+        entry = source.tensors[name]
+        if not _all_finite(raw):
+            raise ConvertError(f"{entry.where()} contains NaN or inf; the checkpoint is corrupt, re-download it")
+        peak = float(raw.abs().max())
+        raise ConvertError(f"{entry.where()} has values up to {peak:.4g}, beyond {model_dtype} "
+                           f"(they would become inf); convert with dtype=bfloat16 or float32")
+    return rounded
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    flat = t.reshape(-1)
+    return all(bool(torch.isfinite(flat[s:s + _FINITE_CHECK_CHUNK]).all())
+               for s in range(0, flat.numel(), _FINITE_CHECK_CHUNK))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

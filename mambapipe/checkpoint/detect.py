@@ -1,0 +1,94 @@
+"""Recognise a checkpoint's layout from its files' content (never from the directory's name)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mambapipe.checkpoint import source_specs
+from mambapipe.checkpoint.errors import ConvertError
+from mambapipe.models import ModelSpec
+
+HF_MAMBA = "hf_mamba"
+HF_MAMBA2 = "hf_mamba2"
+MAMBA_SSM = "mamba_ssm"
+MISTRAL = "mistral"
+FORMATS = (HF_MAMBA, HF_MAMBA2, MAMBA_SSM, MISTRAL)
+
+MISTRAL_WEIGHTS = "consolidated.safetensors"
+# Preference order when a directory holds several: safetensors (memory-safe, no pickle) before .bin.
+_WEIGHT_CANDIDATES = ("model.safetensors.index.json", "model.safetensors",
+                      "pytorch_model.bin.index.json", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    format: str  # one of FORMATS
+    spec: ModelSpec
+    model_dir: Path
+    config_file: Path  # the file the spec was read from (config.json or params.json)
+    weight_files: tuple[Path, ...]
+
+
+def detect_source(model_dir: str | Path) -> SourceInfo:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ConvertError(f"{model_dir}: not a directory; point at the downloaded checkpoint directory")
+    params, config = model_dir / "params.json", model_dir / "config.json"
+    if params.is_file() and (model_dir / MISTRAL_WEIGHTS).is_file():
+        spec = source_specs.spec_from_mistral(_load_json(params), params)
+        return SourceInfo(MISTRAL, spec, model_dir, params, (model_dir / MISTRAL_WEIGHTS,))
+    if not config.is_file():
+        raise ConvertError(f"{model_dir}: no config.json (nor params.json + {MISTRAL_WEIGHTS}); "
+                           "not a Mamba checkpoint directory")
+    cfg = _load_json(config)
+    fmt = _config_format(cfg, config)
+    spec = {HF_MAMBA: source_specs.spec_from_hf_mamba, HF_MAMBA2: source_specs.spec_from_hf_mamba2,
+            MAMBA_SSM: source_specs.spec_from_mamba_ssm}[fmt](cfg, config)
+    return SourceInfo(fmt, spec, model_dir, config, _weight_files(model_dir))
+
+
+def _config_format(cfg: dict[str, Any], path: Path) -> str:
+    model_type, archs = cfg.get("model_type"), cfg.get("architectures") or []
+    if model_type == "mamba" or "MambaForCausalLM" in archs:
+        return HF_MAMBA
+    if model_type == "mamba2" or "Mamba2ForCausalLM" in archs:
+        return HF_MAMBA2
+    if model_type is None and {"d_model", "n_layer"} <= cfg.keys() and "ssm_cfg" in cfg:
+        return MAMBA_SSM
+    raise ConvertError(f"{path}: unknown architecture (model_type={model_type!r}, architectures={archs}); "
+                       "expected HF Mamba/Mamba2, a mamba_ssm config (d_model, n_layer, ssm_cfg) or Mistral params.json")
+
+
+def _weight_files(model_dir: Path) -> tuple[Path, ...]:
+    for name in _WEIGHT_CANDIDATES:
+        path = model_dir / name
+        if not path.is_file():
+            continue
+        if name.endswith(".index.json"):
+            return _index_files(path)
+        return (path,)
+    raise ConvertError(f"{model_dir}: no weights found (looked for {', '.join(_WEIGHT_CANDIDATES)})")
+
+
+def _index_files(index: Path) -> tuple[Path, ...]:
+    weight_map = _load_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ConvertError(f"{index}: no weight_map; re-download the checkpoint")
+    files = tuple(index.parent / name for name in sorted(set(weight_map.values())))
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise ConvertError(f"{index}: lists shard(s) {missing} that are missing; re-download the checkpoint")
+    return files
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConvertError(f"{path}: unreadable JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConvertError(f"{path}: expected a JSON object")
+    return data

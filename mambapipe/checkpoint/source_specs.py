@@ -1,0 +1,156 @@
+"""ModelSpec from each source layout's own config file, honouring every field that changes the math.
+
+Fields that only matter for training initialisation are ignored; fields whose non-default values the
+TensorRT-LLM Mamba layers cannot express (hybrid attention, MLP blocks, norm-before-gate, ...) are refused
+instead of silently dropped, which is what TensorRT-LLM's converter does with `ssm_cfg` (reference §1.7).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from mambapipe.checkpoint.errors import ConvertError
+from mambapipe.models import MAMBA1, MAMBA2, ModelSpec
+
+# mamba_ssm module defaults (mamba_simple.Mamba, mamba2.Mamba2) used when ssm_cfg leaves a field out.
+_MAMBA1_DEFAULTS = {"d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": "auto", "bias": False, "conv_bias": True}
+_MAMBA2_DEFAULTS = {"d_state": 128, "d_conv": 4, "expand": 2, "headdim": 64, "ngroups": 1, "chunk_size": 256,
+                    "bias": False, "conv_bias": True}
+# Values the TensorRT-LLM layers hard-wire; a source asking for anything else cannot be converted faithfully.
+_MAMBA2_FIXED = {"rmsnorm": True, "norm_before_gate": False, "D_has_hdim": False, "d_ssm": None,
+                 "activation": "silu", "learnable_init_states": False}
+_INIT_ONLY = {"layer", "dt_min", "dt_max", "dt_init", "dt_scale", "dt_init_floor", "dt_limit", "A_init_range",
+              "conv_init", "use_fast_path", "layer_idx", "sequence_parallel", "process_group", "device", "dtype"}
+
+
+def spec_from_hf_mamba(cfg: dict[str, Any], path: Path) -> ModelSpec:
+    hidden, expand = _int(cfg, "hidden_size", path), int(cfg.get("expand", 2))
+    if "intermediate_size" in cfg and int(cfg["intermediate_size"]) != expand * hidden:
+        raise ConvertError(f"{path}: intermediate_size={cfg['intermediate_size']} is not expand*hidden_size="
+                           f"{expand * hidden}; fix the config")
+    return ModelSpec(
+        mamba_version=MAMBA1, hidden_size=hidden, num_layers=_int(cfg, "num_hidden_layers", path),
+        vocab_size=_int(cfg, "vocab_size", path), state_size=int(cfg.get("state_size", 16)),
+        conv_kernel=int(cfg.get("conv_kernel", 4)), expand=expand,
+        time_step_rank=_time_step_rank(cfg.get("time_step_rank", "auto"), hidden),
+        use_bias=bool(cfg.get("use_bias", False)), use_conv_bias=bool(cfg.get("use_conv_bias", True)),
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", True)), rms_norm=_rms_norm(cfg, path),
+        residual_in_fp32=bool(cfg.get("residual_in_fp32", True)),
+        pad_vocab_size_multiple=int(cfg.get("pad_vocab_size_multiple", 1)))
+
+
+def spec_from_hf_mamba2(cfg: dict[str, Any], path: Path) -> ModelSpec:
+    hidden, expand = _int(cfg, "hidden_size", path), int(cfg.get("expand", 2))
+    head_dim, num_heads = int(cfg.get("head_dim", 64)), int(cfg.get("num_heads", 128))
+    if num_heads * head_dim != expand * hidden:
+        raise ConvertError(f"{path}: num_heads*head_dim={num_heads * head_dim} != expand*hidden_size="
+                           f"{expand * hidden}; fix the config")
+    _require_no_dt_limit(cfg.get("time_step_limit"), path, "time_step_limit")
+    return ModelSpec(
+        mamba_version=MAMBA2, hidden_size=hidden, num_layers=_int(cfg, "num_hidden_layers", path),
+        vocab_size=_int(cfg, "vocab_size", path), state_size=int(cfg.get("state_size", 128)),
+        conv_kernel=int(cfg.get("conv_kernel", 4)), expand=expand, head_dim=head_dim,
+        n_groups=int(cfg.get("n_groups", 8)), chunk_size=int(cfg.get("chunk_size", 256)),
+        use_bias=bool(cfg.get("use_bias", False)), use_conv_bias=bool(cfg.get("use_conv_bias", True)),
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)), rms_norm=_rms_norm(cfg, path),
+        residual_in_fp32=bool(cfg.get("residual_in_fp32", True)),
+        pad_vocab_size_multiple=int(cfg.get("pad_vocab_size_multiple", 1)))
+
+
+def spec_from_mamba_ssm(cfg: dict[str, Any], path: Path) -> ModelSpec:
+    if int(cfg.get("d_intermediate", 0)):
+        raise ConvertError(f"{path}: d_intermediate={cfg['d_intermediate']} (MLP blocks) is not a pure Mamba "
+                           "model; TensorRT-LLM's Mamba checkpoint cannot hold it")
+    if cfg.get("attn_layer_idx"):
+        raise ConvertError(f"{path}: attn_layer_idx={cfg['attn_layer_idx']} makes a hybrid model; only pure "
+                           "Mamba models convert")
+    ssm_cfg = dict(cfg.get("ssm_cfg") or {})
+    layer = ssm_cfg.get("layer", MAMBA1)
+    if layer not in (MAMBA1, MAMBA2):
+        raise ConvertError(f"{path}: ssm_cfg.layer={layer!r} is unknown; expected 'Mamba1' or 'Mamba2'")
+    pad = int(cfg.get("pad_vocab_size_multiple", 8))
+    common = dict(hidden_size=_int(cfg, "d_model", path), num_layers=_int(cfg, "n_layer", path),
+                  vocab_size=math.ceil(int(cfg.get("vocab_size", 50277)) / pad) * pad,  # the model pads its vocab
+                  tie_embeddings=bool(cfg.get("tie_embeddings", True)), rms_norm=_rms_norm(cfg, path),
+                  residual_in_fp32=bool(cfg.get("residual_in_fp32", True)), pad_vocab_size_multiple=pad)
+    if layer == MAMBA1:
+        return ModelSpec(mamba_version=MAMBA1, **common, **_mamba1_ssm_fields(ssm_cfg, common["hidden_size"], path))
+    return ModelSpec(mamba_version=MAMBA2, **common, **_mamba2_ssm_fields(ssm_cfg, path))
+
+
+def spec_from_mistral(params: dict[str, Any], path: Path) -> ModelSpec:
+    """mistral-inference builds `MambaLMHeadModel(ssm_cfg={"ngroups": n_groups, "layer": "Mamba2"})`, so
+    every other mixer field takes mamba_ssm's Mamba2 default."""
+    if params.get("model_type", "mamba") != "mamba":
+        raise ConvertError(f"{path}: model_type={params['model_type']!r} is not a Mamba model")
+    pad = int(params.get("pad_vocab_size_multiple", 1))
+    ssm_cfg = {"ngroups": int(params.get("n_groups", 1))}
+    return ModelSpec(
+        mamba_version=MAMBA2, hidden_size=_int(params, "dim", path), num_layers=_int(params, "n_layers", path),
+        vocab_size=math.ceil(_int(params, "vocab_size", path) / pad) * pad,
+        tie_embeddings=bool(params.get("tie_embeddings", False)), rms_norm=_rms_norm(params, path),
+        residual_in_fp32=bool(params.get("residual_in_fp32", True)), pad_vocab_size_multiple=pad,
+        **_mamba2_ssm_fields(ssm_cfg, path))
+
+
+def _mamba1_ssm_fields(ssm_cfg: dict[str, Any], hidden: int, path: Path) -> dict[str, Any]:
+    _refuse_unknown(ssm_cfg, set(_MAMBA1_DEFAULTS), path)
+    c = _MAMBA1_DEFAULTS | ssm_cfg
+    return dict(state_size=int(c["d_state"]), conv_kernel=int(c["d_conv"]), expand=int(c["expand"]),
+                time_step_rank=_time_step_rank(c["dt_rank"], hidden), use_bias=bool(c["bias"]),
+                use_conv_bias=bool(c["conv_bias"]))
+
+
+def _mamba2_ssm_fields(ssm_cfg: dict[str, Any], path: Path) -> dict[str, Any]:
+    _refuse_unknown(ssm_cfg, set(_MAMBA2_DEFAULTS) | set(_MAMBA2_FIXED), path)
+    for key, required in _MAMBA2_FIXED.items():
+        if key in ssm_cfg and ssm_cfg[key] != required:
+            raise ConvertError(f"{path}: ssm_cfg.{key}={ssm_cfg[key]!r} is not supported by TensorRT-LLM's "
+                               f"Mamba2 layer (needs {required!r})")
+    _require_no_dt_limit(ssm_cfg.get("dt_limit"), path, "ssm_cfg.dt_limit")
+    c = _MAMBA2_DEFAULTS | ssm_cfg
+    return dict(state_size=int(c["d_state"]), conv_kernel=int(c["d_conv"]), expand=int(c["expand"]),
+                head_dim=int(c["headdim"]), n_groups=int(c["ngroups"]), chunk_size=int(c["chunk_size"]),
+                use_bias=bool(c["bias"]), use_conv_bias=bool(c["conv_bias"]))
+
+
+def _refuse_unknown(ssm_cfg: dict[str, Any], known: set[str], path: Path) -> None:
+    unknown = sorted(set(ssm_cfg) - known - _INIT_ONLY)
+    if unknown:
+        raise ConvertError(f"{path}: unknown ssm_cfg field(s) {unknown}; refusing to guess what they change")
+
+
+def _time_step_rank(value: Any, hidden: int) -> int:
+    """0 stands for mamba's "auto" (ceil(H/16)), so "auto" and its resolved value give the same spec."""
+    rank = math.ceil(hidden / 16) if value == "auto" else int(value)
+    return 0 if rank == math.ceil(hidden / 16) else rank
+
+
+def _rms_norm(cfg: dict[str, Any], path: Path) -> bool:
+    if not cfg.get("rms_norm", True):
+        raise ConvertError(f"{path}: rms_norm=false (LayerNorm blocks) is not supported; "
+                           "all Mamba checkpoints this converts use RMSNorm")
+    return True
+
+
+def _require_no_dt_limit(limit: Any, path: Path, field: str) -> None:
+    """TensorRT-LLM never clamps dt, so only the no-op limit (0, inf) converts faithfully."""
+    if limit is None:
+        return
+    low, high = (_as_float(v) for v in limit)
+    if low != 0.0 or high != math.inf:
+        raise ConvertError(f"{path}: {field}={[low, high]} clamps dt, which TensorRT-LLM's Mamba layer "
+                           "does not do; only (0, inf) converts")
+
+
+def _as_float(value: Any) -> float:
+    # transformers 5 writes non-finite floats as {"__float__": "Infinity"}.
+    return float(value["__float__"]) if isinstance(value, dict) else float(value)
+
+
+def _int(cfg: dict[str, Any], key: str, path: Path) -> int:
+    if key not in cfg:
+        raise ConvertError(f"{path}: missing required field {key!r}")
+    return int(cfg[key])

@@ -1,0 +1,100 @@
+"""Lazy, canonically named access to a checkpoint's tensors, whatever files hold them.
+
+Only metadata (name, shape, dtype) is read up front, so the whole source can be checked against the
+spec before a single output byte is written. Tensor data is read one tensor at a time and nothing keeps
+a memory map open between reads (a map keeps every page it touched resident: see safetensors_io).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mambapipe.checkpoint import safetensors_io
+from mambapipe.checkpoint.detect import SourceInfo
+from mambapipe.checkpoint.errors import ConvertError
+from mambapipe.checkpoint.naming import LM_HEAD, canonical_name, expected_source_shapes
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class SourceTensor:
+    file: Path
+    key: str  # the name as stored in the file
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    record: safetensors_io.TensorRecord | None = None  # byte range, for safetensors files
+
+    def where(self) -> str:
+        return f"{self.file}: tensor {self.key!r}"
+
+
+class TensorSource:
+    def __init__(self, tensors: dict[str, SourceTensor]):
+        self.tensors = tensors  # canonical name -> where it lives
+
+    def load(self, name: str) -> torch.Tensor:
+        entry = self.tensors[name]
+        if entry.record is not None:
+            return safetensors_io.read_tensor(entry.file, entry.record)
+        return _load_bin(entry.file)[entry.key]
+
+
+def open_source(info: SourceInfo) -> TensorSource:
+    """Index the source's tensors and check them against the spec: every expected tensor present with
+    its exact shape and a float dtype, nothing unexpected."""
+    tensors: dict[str, SourceTensor] = {}
+    for file in info.weight_files:
+        for entry in _index_file(file):
+            name = canonical_name(entry.key)
+            if name in tensors:
+                raise ConvertError(f"{entry.where()} duplicates {tensors[name].where()}; remove one copy")
+            tensors[name] = entry
+    _check_against_spec(info, tensors)
+    return TensorSource(tensors)
+
+
+def _check_against_spec(info: SourceInfo, tensors: dict[str, SourceTensor]) -> None:
+    expected = expected_source_shapes(info.spec)
+    where = ", ".join(str(f) for f in info.weight_files)
+    for name, shape in expected.items():
+        if name not in tensors:
+            if name == LM_HEAD and info.spec.tie_embeddings:
+                continue  # a tied head is the embedding; HF omits it
+            raise ConvertError(f"{where}: missing tensor {name!r} (expected shape {list(shape)} from "
+                               f"{info.config_file.name}); the checkpoint is incomplete or not this model")
+        entry = tensors[name]
+        if entry.shape != shape:
+            raise ConvertError(f"{entry.where()} has shape {list(entry.shape)}, expected {list(shape)} from "
+                               f"{info.config_file.name}; the weights do not match the config")
+        if entry.dtype not in _FLOAT_DTYPES:
+            raise ConvertError(f"{entry.where()} has dtype {entry.dtype}; expected a floating-point tensor")
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        first = tensors[unexpected[0]]
+        raise ConvertError(f"{first.where()} is unexpected for this {info.spec.mamba_version} config "
+                           f"({len(unexpected)} unexpected in all); the weights do not match the config")
+
+
+def _index_file(file: Path) -> list[SourceTensor]:
+    if file.suffix == ".safetensors":
+        return [SourceTensor(file, r.key, r.shape, r.dtype, r) for r in safetensors_io.read_header(file).values()]
+    return [SourceTensor(file, key, tuple(t.shape), t.dtype) for key, t in _load_bin(file).items()]
+
+
+def _load_bin(file: Path) -> dict[str, torch.Tensor]:
+    """A memory-mapped, weights-only state dict. Callers drop it after taking one tensor, which unmaps it."""
+    try:
+        state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise ConvertError(f"{file}: not a loadable weights-only PyTorch state dict "
+                           f"({str(e).splitlines()[0][:200]}); re-download it") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ConvertError(f"{file}: holds a {type(state).__name__}, not a state dict of named tensors; "
+                           "save the model's state_dict()")
+    return state
