@@ -35,7 +35,8 @@ TRTLLM_BUILD_DEFAULTS: dict[str, Any] = {"paged_state": True, "mamba_conv1d_plug
 OPTION_DEFAULTS: dict[str, Any] = {**TRTLLM_BUILD_DEFAULTS, "gemm_plugin": "auto"}
 PLUGIN_DTYPES = ("auto", "float16", "bfloat16", "float32", "disable")
 GEMM_PLUGIN_CHOICES = PLUGIN_DTYPES + ("fp8",)
-_ERROR_LINE = re.compile(r"error|exception|assert|traceback|failed", re.IGNORECASE)
+# "Traceback (most recent call last)" is never the informative line; the exception line after it is.
+_ERROR_LINE = re.compile(r"error|exception|assert|failed", re.IGNORECASE)
 
 
 def build_options(settings: BuildSettings) -> dict[str, Any]:

@@ -1,0 +1,62 @@
+"""The trtllm-build command line: the seed's flags (trtllm-mamba-format.md §3) from the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mambapipe.backends.base import BuildSettings
+from mambapipe.backends.trtllm import BACKEND, describe_build, trtllm_build_command
+from mambapipe.pipeline.step import StepError
+
+CKPT, OUT = Path("/cache/convert/abc"), Path("/cache/build/.staging/def")
+# NVIDIA's README command (examples/models/core/mamba), the same for every seed model.
+SEED = ("trtllm-build --checkpoint_dir {ckpt} --paged_kv_cache disable --gemm_plugin auto --max_batch_size 8 "
+        "--max_input_len 924 --max_seq_len 1024 --output_dir {out}")
+
+
+def settings(**options) -> BuildSettings:
+    return BuildSettings(max_batch_size=8, max_input_len=924, max_seq_len=1024, device="cuda", options=options)
+
+
+def test_seed_defaults_give_the_seed_command():
+    defaults = dict(paged_state=True, mamba_conv1d_plugin="auto", remove_input_padding=True, gemm_plugin="auto")
+    for options in ({}, defaults, {f"build.{k}": v for k, v in defaults.items()}):
+        assert trtllm_build_command(CKPT, OUT, settings(**options)) == SEED.format(ckpt=CKPT, out=OUT).split()
+
+
+def test_limits_and_plugins_follow_the_config():
+    cmd = trtllm_build_command(CKPT, OUT, BuildSettings(16, 2000, 2048, "cuda", {
+        "paged_state": False, "remove_input_padding": False, "mamba_conv1d_plugin": "bfloat16",
+        "gemm_plugin": "disable"}))
+    assert cmd == ["trtllm-build", "--checkpoint_dir", str(CKPT), "--paged_kv_cache", "disable",
+                   "--gemm_plugin", "disable", "--max_batch_size", "16", "--max_input_len", "2000",
+                   "--max_seq_len", "2048", "--paged_state", "disable", "--mamba_conv1d_plugin", "bfloat16",
+                   "--remove_input_padding", "disable", "--output_dir", str(OUT)]
+
+
+def test_describe_build_is_the_exact_shell_quoted_line():
+    out = Path("/tmp/my engines/x")
+    (line,) = describe_build(CKPT, out, settings())
+    assert line == SEED.format(ckpt=CKPT, out="'/tmp/my engines/x'")
+    assert BACKEND.describe_build(CKPT, out, settings()) == [line]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mamba_conv1d_plugin": "disable"}, "mamba_conv1d_plugin=disable needs build.paged_state=false"),
+    ({"mamba_conv1d_plugin": "disable", "paged_state": False},
+     "mamba_conv1d_plugin=disable needs build.remove_input_padding=false"),
+    ({"mamba_conv1d_plugin": "fp16"}, "build.mamba_conv1d_plugin='fp16' is not one of"),
+    ({"gemm_plugin": "yes"}, "build.gemm_plugin='yes' is not one of"),
+])
+def test_impossible_plugin_settings_fail_at_plan_time(options, message):
+    with pytest.raises(StepError, match=message):
+        describe_build(CKPT, OUT, settings(**options))
+
+
+def test_conv1d_plugin_off_is_allowed_with_padding_and_paged_state_off():
+    cmd = trtllm_build_command(CKPT, OUT, settings(mamba_conv1d_plugin="disable", paged_state=False,
+                                                   remove_input_padding=False))
+    assert cmd[-8:-2] == ["--paged_state", "disable", "--mamba_conv1d_plugin", "disable",
+                          "--remove_input_padding", "disable"]
