@@ -142,7 +142,7 @@ class MambapipeConfig:
     device: DeviceName = DeviceName.auto
     build: BuildConfig = field(default_factory=BuildConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    cache_dir: str = "${oc.env:MAMBAPIPE_CACHE,~/.cache/mambapipe}"
+    cache_dir: str = "${oc.env:MAMBAPIPE_CACHE,'~/.cache/mambapipe'}"
     # Enums, so a mistyped step name fails at compose time like any other bad value.
     steps: list[StepName] = field(default_factory=lambda: [StepName(s) for s in STEP_NAMES])
     force: list[StepName] = field(default_factory=list)

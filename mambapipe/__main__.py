@@ -1,0 +1,3 @@
+from mambapipe.cli import main
+
+main()

@@ -1,0 +1,150 @@
+"""The plan: for every step its params, key, and whether it runs, is cached, or is skipped, and why.
+
+Keys depend only on the config (and each step's `environment`), never on artifacts existing, so the
+whole plan is known before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from mambapipe.pipeline.keys import step_key
+from mambapipe.pipeline.resolve import Resolved, flatten, select
+from mambapipe.pipeline.step import Step, StepError
+from mambapipe.pipeline.store import ArtifactStore
+
+RUN, CACHED, SKIP, MISSING = "run", "cached", "skip", "missing"
+_MAX_REASONS = 4
+
+
+@dataclass
+class PlannedStep:
+    step: Step
+    params: dict[str, Any]
+    inputs: dict[str, str]  # upstream step name -> its key
+    environment: dict[str, Any]
+    key: str
+    action: str  # run | cached | skip | missing
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)  # the step's describe() lines
+
+    @property
+    def name(self) -> str:
+        return self.step.name
+
+
+@dataclass
+class Plan:
+    resolved: Resolved
+    store: ArtifactStore
+    steps: list[PlannedStep]
+    problems: list[str]  # one line each; any problem stops the run before work starts
+
+    def get(self, name: str) -> PlannedStep:
+        return next(p for p in self.steps if p.name == name)
+
+    def artifact(self, name: str) -> Path:
+        return self.store.path(name, self.get(name).key)
+
+
+def _fmt(value: Any) -> str:
+    text = "∅" if value is None else str(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def explain_miss(store: ArtifactStore, step: Step, params: dict[str, Any], inputs: dict[str, str],
+                 environment: dict[str, Any]) -> str:
+    """Why `step` must run: what differs from the newest artifact of the same step."""
+    previous = store.newest_manifest(step.name)
+    if previous is None:
+        return "not cached"
+    changes = []
+    if previous.get("version") != step.version:
+        changes.append(f"{step.name} version {previous.get('version')}→{step.version}")
+    old, new = flatten(previous.get("params", {})), flatten(params)
+    changes += [f"{k} {_fmt(old.get(k))}→{_fmt(new.get(k))}" for k in sorted(old.keys() | new.keys())
+                if old.get(k) != new.get(k)]
+    changes += [f"upstream {name} changed" for name, key in inputs.items()
+                if previous.get("inputs", {}).get(name) != key]
+    old_env, new_env = flatten(previous.get("environment", {})), flatten(environment)
+    changes += [f"{k} changed" for k in sorted(old_env.keys() | new_env.keys()) if old_env.get(k) != new_env.get(k)]
+    if not changes:
+        return "not cached"
+    extra = len(changes) - _MAX_REASONS
+    return "; ".join(changes[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
+
+
+def _environment(step: Step, params: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    if not hasattr(step, "environment"):
+        return {}
+    try:
+        return step.environment(params)
+    except StepError as exc:
+        problems.append(f"{step.name}: {exc}")
+        return {"unresolved": str(exc)}
+
+
+def _action(planned: PlannedStep, store: ArtifactStore, selected: set[str], needed: set[str],
+            forced: set[str]) -> tuple[str, str]:
+    name, complete = planned.name, store.is_complete(planned.name, planned.key)
+    if name in forced:
+        return RUN, "forced"
+    if name in selected:
+        if complete:
+            return CACHED, ""
+        return RUN, explain_miss(store, planned.step, planned.params, planned.inputs, planned.environment)
+    if name in needed:
+        return (CACHED, "needed upstream") if complete else (MISSING, f"needed upstream but not cached: add {name} to steps")
+    return SKIP, "not in steps"
+
+
+def _needed(steps: Sequence[Step], selected: set[str]) -> set[str]:
+    """Every step a selected step reads from, transitively."""
+    by_name = {s.name: s for s in steps}
+    needed: set[str] = set()
+    stack = [n for name in selected for n in by_name[name].needs]
+    while stack:
+        name = stack.pop()
+        if name not in needed:
+            needed.add(name)
+            stack.extend(by_name[name].needs)
+    return needed
+
+
+def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) -> Plan:
+    config = resolved.config
+    forced = set(config["force"])
+    selected = set(config["steps"]) | forced
+    needed = _needed(steps, selected) - selected
+    problems: list[str] = []
+    planned_steps: list[PlannedStep] = []
+    keys: dict[str, str] = {}
+    for step in steps:
+        params = select(config, step.uses)
+        environment = _environment(step, params, problems)
+        inputs = {name: keys[name] for name in step.needs}
+        keys[step.name] = step_key(step.name, step.version, params, inputs, environment)
+        planned = PlannedStep(step, params, inputs, environment, keys[step.name], SKIP)
+        planned.action, planned.reason = _action(planned, store, selected, needed, forced)
+        if planned.action == MISSING:
+            problems.append(f"{step.name}: {planned.reason}")
+        planned_steps.append(planned)
+    plan = Plan(resolved, store, planned_steps, problems)
+    for planned in plan.steps:
+        _check_and_describe(plan, planned)
+    return plan
+
+
+def _check_and_describe(plan: Plan, planned: PlannedStep) -> None:
+    if planned.action != RUN:
+        return
+    step = planned.step
+    try:
+        step.check(planned.params)
+        if hasattr(step, "describe"):
+            inputs = {name: plan.artifact(name) for name in step.needs}
+            planned.notes = list(step.describe(planned.params, inputs, plan.artifact(step.name)))
+    except StepError as exc:
+        plan.problems.append(f"{step.name}: {exc}")

@@ -1,0 +1,65 @@
+"""What the runner prints: the plan before work starts and a summary table users can paste."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from mambapipe.pipeline.keys import short
+from mambapipe.pipeline.plan import CACHED, MISSING, RUN, Plan
+
+_ACTION_STYLE = {RUN: "yellow", CACHED: "green", MISSING: "red"}
+_SUMMARIZE_HEADLINE = ("rouge1", "rouge2", "rougeL", "rougeLsum", "tokens_per_s")
+
+
+def make_console() -> Console:
+    # Logs and CI are not terminals: a fixed width keeps the tables from folding at 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+
+
+def print_plan(console: Console, plan: Plan, show_notes: bool) -> None:
+    config = plan.resolved.config
+    model = config["model"]
+    console.print(f"[bold]mambapipe[/] model {model['name']} ({model['source']}), dtype {config['dtype']}, "
+                  f"tp {config['tp_size']}")
+    console.print(f"device  {config['device']} ({plan.resolved.device_why})")
+    console.print(f"backend {config['backend']} ({plan.resolved.backend_why})")
+    console.print(f"cache   {plan.store.root}")
+    table = Table(title="plan", title_justify="left")
+    for column in ("step", "key", "action", "why"):
+        table.add_column(column)
+    for planned in plan.steps:
+        style = _ACTION_STYLE.get(planned.action, "dim")
+        table.add_row(planned.name, short(planned.key), f"[{style}]{planned.action}[/]", planned.reason)
+    console.print(table)
+    if show_notes:
+        for planned in plan.steps:
+            for note in planned.notes:
+                console.print(f"  {planned.name}: {note}", soft_wrap=True)
+    for problem in plan.problems:
+        console.print(f"[red]problem[/] {problem}")
+
+
+def headline(metrics: Optional[dict[str, Any]]) -> str:
+    """The few numbers worth a glance: ROUGE and throughput, or the benchmark's best row."""
+    if not metrics:
+        return ""
+    if metrics.get("task") == "benchmark":
+        rows = metrics.get("rows", [])
+        best = max((r.get("tokens_per_s") or 0 for r in rows), default=0)
+        return f"{len(rows)} scenarios, best {best:.1f} tokens/s"
+    parts = [f"{k} {metrics[k]:.2f}" for k in _SUMMARIZE_HEADLINE if isinstance(metrics.get(k), (int, float))]
+    return ", ".join(parts)
+
+
+def print_summary(console: Console, outcomes: Sequence[Any], metrics: Optional[dict[str, Any]]) -> None:
+    table = Table(title="summary", title_justify="left")
+    for column in ("step", "key", "status", "seconds", "result"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for outcome in outcomes:
+        result = headline(metrics) if outcome.name == "evaluate" else ""
+        table.add_row(outcome.name, short(outcome.key), outcome.status, f"{outcome.seconds:.1f}", result)
+    console.print(table)

@@ -1,0 +1,61 @@
+"""From a composed Hydra config to the plain values steps see: interpolations resolved, enums as
+strings, `device` and `backend` decided once for the whole run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass(frozen=True)
+class Resolved:
+    config: dict[str, Any]  # the whole config, plain, with device/backend replaced by their decisions
+    device_why: str
+    backend_why: str
+
+
+def resolve_device(requested: str) -> tuple[str, str]:
+    if requested != "auto":
+        return requested, "requested"
+    import torch  # only when asked to look: importing torch costs a second
+
+    if torch.cuda.is_available():
+        return "cuda", f"auto: {torch.cuda.device_count()} CUDA device(s) visible"
+    return "cpu", "auto: no CUDA device visible"
+
+
+def resolve_config(cfg: DictConfig) -> Resolved:
+    from mambapipe.backends import resolve_backend
+
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
+    config["cache_dir"] = str(Path(config["cache_dir"]).expanduser())
+    config["device"], device_why = resolve_device(config["device"])
+    config["backend"], backend_why = resolve_backend(config["backend"], config["device"])
+    return Resolved(config, device_why, backend_why)
+
+
+def lookup(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"config has no key {dotted!r}")
+        node = node[part]
+    return node
+
+
+def select(config: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """The params slice a step declared: {dotted key: value} (subtrees as plain dicts)."""
+    return {key: lookup(config, key) for key in keys}
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists and scalars are leaves."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, sub in value.items():
+        flat.update(flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+    return flat

@@ -1,0 +1,191 @@
+"""`run_recipe(cfg)`: plan, run the steps that are not cached, record the run.
+
+The run directory gets the resolved `config.yaml`, `run.json`, and the evaluate step's
+`metrics.json` / `predictions.jsonl`. Artifacts live in the cache (see store.py), never in the run dir.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from filelock import Timeout
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from mambapipe.pipeline.keys import short
+from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan
+from mambapipe.pipeline.provenance import git_commit, utc_now, versions
+from mambapipe.pipeline.report import make_console, print_plan, print_summary
+from mambapipe.pipeline.resolve import resolve_config
+from mambapipe.pipeline.step import Step, StepContext, StepError
+
+log = logging.getLogger(__name__)
+RUN_DIR_FILES = ("metrics.json", "predictions.jsonl")
+
+
+class RunFailed(Exception):
+    """Raised by the CLI in multirun mode so Hydra marks the job failed and carries on."""
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    key: str
+    status: str  # cached | ran | failed | skipped
+    seconds: float
+    artifact: Optional[str]
+
+
+@dataclass
+class RunResult:
+    outcomes: list[StepOutcome]
+    reason: Optional[str]  # one line; None on success
+    run_dir: Path
+
+    @property
+    def failed(self) -> bool:
+        return self.reason is not None
+
+
+def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = (),
+               steps: Optional[Sequence[Step]] = None, console: Optional[Console] = None) -> RunResult:
+    """Plan and run the pipeline `cfg` describes; `steps` defaults to the four real steps."""
+    console = console or make_console()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = resolve_config(cfg)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
+    if steps is None:
+        from mambapipe.steps import load_steps
+        steps = load_steps()
+    from mambapipe.pipeline.store import ArtifactStore
+    plan = build_plan(resolved, steps, ArtifactStore(resolved.config["cache_dir"]))
+    plan_only = resolved.config["plan_only"]
+    print_plan(console, plan, show_notes=plan_only)
+    if plan.problems or plan_only:
+        outcomes = [_not_run(plan, p) for p in plan.steps]
+        reason = "; ".join(plan.problems) if plan.problems else None
+        return _finish(console, run_dir, outcomes, reason, overrides, resumable=False)
+    outcomes, reason = _execute(plan, run_dir, list(overrides), console)
+    return _finish(console, run_dir, outcomes, reason, overrides, resumable=True)
+
+
+def _not_run(plan: Plan, planned: PlannedStep) -> StepOutcome:
+    cached = planned.action == CACHED
+    artifact = str(plan.artifact(planned.name)) if cached else None
+    return StepOutcome(planned.name, planned.key, "cached" if cached else "skipped", 0.0, artifact)
+
+
+def _execute(plan: Plan, run_dir: Path, overrides: list[str],
+             console: Console) -> tuple[list[StepOutcome], Optional[str]]:
+    outcomes: list[StepOutcome] = []
+    reason: Optional[str] = None
+    for planned in plan.steps:
+        if reason is not None:
+            outcomes.append(StepOutcome(planned.name, planned.key, "skipped", 0.0, None))
+            continue
+        if planned.action != RUN:
+            outcomes.append(_not_run(plan, planned))
+            if outcomes[-1].artifact:
+                _publish(Path(outcomes[-1].artifact), run_dir)
+            continue
+        started = time.perf_counter()
+        try:
+            outcomes.append(_run_step(plan, planned, run_dir, overrides, console))
+            continue
+        except StepError as exc:
+            reason = f"{planned.name}: {exc}"
+        except Exception as exc:  # a bug, not bad input: keep the traceback for the log
+            log.error("step %s crashed", planned.name, exc_info=True)
+            first_line = (str(exc).splitlines() or [""])[0]
+            reason = f"{planned.name}: unexpected {type(exc).__name__}: {first_line}"
+        seconds = time.perf_counter() - started
+        outcomes.append(StepOutcome(planned.name, planned.key, "failed", round(seconds, 3), None))
+        console.print(f"[red]✗ {planned.name}[/] failed after {seconds:.1f}s")
+    return outcomes, reason
+
+
+def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[str],
+              console: Console) -> StepOutcome:
+    store, name, key = plan.store, planned.name, planned.key
+    console.print(f"[bold]▶ {name}[/] {short(key)} ({planned.reason})")
+    lock = store.lock(name, key)
+    try:
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        console.print(f"  waiting for another run that is making {name} {short(key)} ...")
+        lock.acquire()
+    try:
+        if store.is_complete(name, key) and name not in plan.resolved.config["force"]:
+            console.print(f"[green]✓ {name}[/] made by another run meanwhile: cached")
+            return _published(StepOutcome(name, key, "cached", 0.0, str(store.path(name, key))), run_dir)
+        store.clear_staging(name, key)
+        seconds, facts, staging = _call_step(plan, planned, run_dir)
+        manifest = _manifest(planned, seconds, facts, overrides)
+        artifact = store.commit(staging, name, key, manifest)
+    finally:
+        lock.release()
+    console.print(f"[green]✓ {name}[/] ran in {seconds:.1f}s")
+    return _published(StepOutcome(name, key, "ran", round(seconds, 3), str(artifact)), run_dir)
+
+
+def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path) -> tuple[float, dict[str, Any], Path]:
+    """Run the step in a fresh staging dir; on any failure (or Ctrl-C) the staging dir goes away,
+    after the files the run dir keeps (a failed accuracy gate's metrics) are copied out."""
+    staging = plan.store.new_staging(planned.name, planned.key)
+    inputs = {name: plan.artifact(name) for name in planned.step.needs}
+    ctx = StepContext(run_dir=run_dir, extra={"environment": planned.environment})
+    started = time.perf_counter()
+    try:
+        facts = planned.step.run(planned.params, inputs, staging, ctx) or {}
+    except BaseException:
+        _publish(staging, run_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return time.perf_counter() - started, facts, staging
+
+
+def _manifest(planned: PlannedStep, seconds: float, facts: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    return {"step": planned.name, "key": planned.key, "version": planned.step.version,
+            "params": planned.params, "inputs": planned.inputs, "environment": planned.environment,
+            "created": utc_now(), "seconds": round(seconds, 3), "facts": facts,
+            "git_commit": git_commit(), "overrides": overrides}
+
+
+def _publish(source_dir: Path, run_dir: Path) -> None:
+    for name in RUN_DIR_FILES:
+        if (source_dir / name).is_file():
+            shutil.copyfile(source_dir / name, run_dir / name)
+
+
+def _published(outcome: StepOutcome, run_dir: Path) -> StepOutcome:
+    _publish(Path(outcome.artifact), run_dir)
+    return outcome
+
+
+def resume_command(overrides: Sequence[str]) -> str:
+    program = "mambapipe" if Path(sys.argv[0]).name == "mambapipe" else "python -m mambapipe"
+    return " ".join([program, *map(shlex.quote, overrides)])
+
+
+def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str],
+            overrides: Sequence[str], resumable: bool) -> RunResult:
+    record = {"steps": [asdict(o) for o in outcomes], "versions": versions(), "git_commit": git_commit()}
+    (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    print_summary(console, outcomes, metrics)
+    console.print(f"run directory: {run_dir}")
+    if reason is not None:
+        hint = "resume (finished steps are cached)" if resumable else "fix it, then run"
+        console.print(f"{hint}: {resume_command(overrides)}", soft_wrap=True)
+        console.print(f"[red]FAILED[/] {reason}", soft_wrap=True)
+    return RunResult(outcomes, reason, run_dir)

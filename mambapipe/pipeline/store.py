@@ -1,0 +1,82 @@
+"""The artifact cache on disk: `cache_dir/<step>/<key>/`, complete only once `manifest.json` exists.
+
+A step writes into `cache_dir/<step>/.staging/<key>.<pid>.<nonce>/`; `commit` writes the manifest
+there and renames the directory into place, so a killed or failing step never leaves a directory
+that looks complete. One `filelock.FileLock` per key serialises processes that need the same artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from filelock import FileLock
+
+MANIFEST = "manifest.json"
+STAGING = ".staging"
+LOCKS = ".locks"
+
+
+class ArtifactStore:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def path(self, step: str, key: str) -> Path:
+        return self.root / step / key
+
+    def is_complete(self, step: str, key: str) -> bool:
+        return (self.path(step, key) / MANIFEST).is_file()
+
+    def manifest(self, step: str, key: str) -> Optional[dict[str, Any]]:
+        file = self.path(step, key) / MANIFEST
+        return json.loads(file.read_text()) if file.is_file() else None
+
+    def artifacts(self, step: Optional[str] = None) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """(directory, manifest) of every complete artifact, optionally of one step."""
+        steps = [self.root / step] if step else sorted(p for p in self.root.glob("*") if p.is_dir())
+        for step_dir in steps:
+            for manifest in sorted(step_dir.glob(f"*/{MANIFEST}")):
+                if not manifest.parent.name.startswith("."):
+                    yield manifest.parent, json.loads(manifest.read_text())
+
+    def newest_manifest(self, step: str) -> Optional[dict[str, Any]]:
+        manifests = [m for _, m in self.artifacts(step)]
+        return max(manifests, key=lambda m: m.get("created", ""), default=None)
+
+    def lock(self, step: str, key: str) -> FileLock:
+        lock_dir = self.root / step / LOCKS
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(lock_dir / f"{key}.lock"))
+
+    def new_staging(self, step: str, key: str) -> Path:
+        staging = self.root / step / STAGING / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        return staging
+
+    def clear_staging(self, step: str, key: str) -> None:
+        """Remove leftovers of killed runs for `key`; call only while holding the key's lock."""
+        for leftover in (self.root / step / STAGING).glob(f"{key}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def commit(self, staging: Path, step: str, key: str, manifest: dict[str, Any]) -> Path:
+        """Write the manifest last, then move the staging dir into place (replacing a forced re-run's
+        old artifact). Call only while holding the key's lock."""
+        tmp = staging / f"{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, staging / MANIFEST)
+        final = self.path(step, key)
+        if final.exists():
+            self.remove_dir(final)
+        os.rename(staging, final)
+        return final
+
+    def remove_dir(self, directory: Path) -> None:
+        """Delete an artifact so that it stops looking complete at once, then free its space."""
+        trash = directory.parent / STAGING / f"{directory.name}.removed.{uuid.uuid4().hex[:8]}"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(directory, trash)
+        shutil.rmtree(trash, ignore_errors=True)

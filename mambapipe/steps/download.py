@@ -1,0 +1,213 @@
+"""Download step: put the source checkpoint in `model/` and its tokenizer in `tokenizer/`.
+
+Three sources (`model.source`):
+  synthetic  seeded random weights at `model.arch`'s shape plus a byte-level BPE tokenizer (no network);
+  local      a directory the user already has, validated, fingerprinted and linked file by file;
+  hub        `huggingface_hub.snapshot_download` pinned to the commit resolved at plan time, linked
+             from the Hugging Face cache (HF_HOME, HF_HUB_OFFLINE and HF_TOKEN work as usual).
+Files of local and hub sources are symlinks, so the artifact costs no disk space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from mambapipe.models import ModelSpec
+from mambapipe.pipeline.step import StepContext, StepError
+
+TOKENIZER_PATTERNS = ["tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "*.model",
+                      "config.json"]
+_SMALL_FILE = 1 << 20  # local files below this size are hashed by content, larger ones by size+mtime
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+# ---- source layouts ----------------------------------------------------------------------------
+
+def detect_layout(model_dir: Path) -> str:
+    """Which of the four source layouts `model_dir` holds; StepError when none."""
+    names = {p.name for p in model_dir.iterdir()} if model_dir.is_dir() else set()
+    if {"params.json", "consolidated.safetensors"} <= names:
+        return "mistral"
+    if "config.json" in names:
+        config = json.loads((model_dir / "config.json").read_text())
+        has_weights = any(n.endswith((".safetensors", ".bin")) for n in names)
+        if has_weights and "ssm_cfg" in config and "d_model" in config:
+            return "mamba_ssm"
+        if has_weights and config.get("model_type") in ("mamba", "mamba2"):
+            return f"hf_{config['model_type']}"
+    raise StepError(f"{model_dir} is not a Mamba checkpoint: expected config.json (HF or mamba_ssm) with "
+                    "*.safetensors/*.bin weights, or params.json + consolidated.safetensors; fix model.path")
+
+
+def has_tokenizer(directory: Path) -> bool:
+    return any((directory / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+
+
+def link_tree(source: Path, dest: Path, patterns: Optional[list[str]] = None) -> tuple[int, int]:
+    """Symlink every file under `source` (optionally only names matching `patterns`) into `dest`.
+    Returns (files, bytes)."""
+    count = size = 0
+    for path in sorted(source.rglob("*")):
+        if not path.is_file() or path.name.startswith(".") or ".cache" in path.parts:
+            continue
+        if patterns and not any(path.match(p) for p in patterns):
+            continue
+        target = dest / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(path.absolute(), target)
+        count, size = count + 1, size + path.stat().st_size
+    return count, size
+
+
+def fingerprint(directory: Path) -> str:
+    """Hash of relative names, sizes and mtimes (and contents of small files) of every file."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        if stat.st_size < _SMALL_FILE:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+# ---- hub -------------------------------------------------------------------------------------
+
+def _cached_commit(repo_id: str, revision: str) -> Optional[str]:
+    """The commit a branch/tag points to in the local Hugging Face cache, if it was downloaded."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / revision
+    return ref.read_text().strip() if ref.is_file() else None
+
+
+def _not_available(repo_id: str, why: str) -> StepError:
+    return StepError(f"cannot reach {repo_id} on the Hugging Face hub ({why}) and it is not in the local cache: "
+                     f"set model.source=local model.path=/path/to/copy, or unset HF_HUB_OFFLINE")
+
+
+def resolve_commit(repo_id: str, revision: Optional[str]) -> str:
+    """The commit sha `revision` (default main) of `repo_id` points to: asked of the hub when online,
+    read from the local cache's refs when offline or unreachable."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    revision = revision or "main"
+    if _COMMIT.match(revision):
+        return revision
+    if constants.is_offline_mode():
+        commit = _cached_commit(repo_id, revision)
+        if commit is None:
+            raise _not_available(repo_id, "HF_HUB_OFFLINE is set")
+        return commit
+    try:
+        return HfApi().model_info(repo_id, revision=revision).sha
+    except GatedRepoError:
+        raise StepError(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise StepError(f"{repo_id}@{revision} not found on the hub: check model.repo_id / model.revision") from None
+    except Exception as exc:  # network down: fall back to what is cached
+        commit = _cached_commit(repo_id, revision)
+        if commit is None:
+            raise _not_available(repo_id, type(exc).__name__) from None
+        return commit
+
+
+def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]]) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        raise _not_available(repo_id, "offline") from None
+
+
+# ---- the step ----------------------------------------------------------------------------------
+
+class DownloadStep:
+    name = "download"
+    version = 1
+    uses = ("model",)
+    needs = ()
+
+    def check(self, params: dict[str, Any]) -> None:
+        model = params["model"]
+        source = model["source"]
+        if source == "hub" and not model.get("repo_id"):
+            raise StepError("model.source=hub needs model.repo_id (e.g. state-spaces/mamba-130m-hf)")
+        if source == "local":
+            if not model.get("path"):
+                raise StepError("model.source=local needs model.path=/path/to/checkpoint")
+            detect_layout(Path(model["path"]).expanduser())
+        if source == "synthetic":
+            try:
+                spec = ModelSpec(**model["arch"])
+            except (TypeError, ValueError) as exc:
+                raise StepError(f"model.arch is not a valid architecture: {exc}") from None
+            if spec.vocab_size < 257:
+                raise StepError(f"model.arch.vocab_size={spec.vocab_size} is below 257, the smallest byte-level vocab")
+
+    def environment(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What outside the config decides the files: the hub commits, or the local directory's state."""
+        model = params["model"]
+        env: dict[str, Any] = {}
+        if model["source"] == "hub":
+            env["commit"] = resolve_commit(model["repo_id"], model.get("revision"))
+        if model["source"] == "local":
+            env["fingerprint"] = fingerprint(Path(model["path"]).expanduser())
+        tokenizer = model.get("tokenizer")
+        if model["source"] != "synthetic" and tokenizer:
+            if Path(tokenizer).expanduser().is_dir():
+                env["tokenizer_fingerprint"] = fingerprint(Path(tokenizer).expanduser())
+            else:
+                env["tokenizer_commit"] = resolve_commit(tokenizer, None)
+        return env
+
+    def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
+            ctx: StepContext) -> dict[str, Any]:
+        model = params["model"]
+        if model["source"] == "synthetic":
+            return self._synthetic(model, out_dir, ctx)
+        # The environment the runner hashed into the key (the pinned commits), not a fresh lookup that
+        # could see a branch that moved since the plan.
+        env = ctx.extra.get("environment") or self.environment(params)
+        if model["source"] == "local":
+            source_dir = Path(model["path"]).expanduser().resolve()
+        else:
+            source_dir = fetch_snapshot(model["repo_id"], env["commit"], model.get("allow_patterns"))
+        layout = detect_layout(source_dir)
+        files, size = link_tree(source_dir, out_dir / "model")
+        self._tokenizer(model, source_dir, env, out_dir / "tokenizer")
+        return {"source": model["source"], "layout": layout, "files": files, "bytes": size,
+                "from": str(source_dir), **env}
+
+    def _synthetic(self, model: dict[str, Any], out_dir: Path, ctx: StepContext) -> dict[str, Any]:
+        from mambapipe.synthetic import write_synthetic_checkpoint, write_synthetic_tokenizer
+
+        spec = ModelSpec(**model["arch"])
+        facts = write_synthetic_checkpoint(spec, out_dir / "model", model["source_dtype"], model["seed"],
+                                           progress=ctx.show_progress)
+        tokenizer = write_synthetic_tokenizer(out_dir / "tokenizer", spec.vocab_size)
+        return {"source": "synthetic", "layout": facts["format"], "num_parameters": facts["num_parameters"],
+                "tokenizer_vocab_size": tokenizer["vocab_size"], "eos_id": tokenizer["eos_id"]}
+
+    def _tokenizer(self, model: dict[str, Any], source_dir: Path, env: dict[str, Any], dest: Path) -> None:
+        tokenizer = model.get("tokenizer")
+        if tokenizer and Path(tokenizer).expanduser().is_dir():
+            tok_dir = Path(tokenizer).expanduser().resolve()
+        elif tokenizer:
+            tok_dir = fetch_snapshot(tokenizer, env["tokenizer_commit"], TOKENIZER_PATTERNS)
+        else:
+            tok_dir = source_dir
+        if not has_tokenizer(tok_dir):
+            raise StepError(f"no tokenizer files in {tok_dir}: set model.tokenizer to a hub id or a directory")
+        link_tree(tok_dir, dest, TOKENIZER_PATTERNS)
+
+
+STEP = DownloadStep()
