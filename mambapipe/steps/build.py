@@ -1,0 +1,73 @@
+"""The build step: TensorRT-LLM checkpoint (convert artifact) -> engine directory, on either backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mambapipe.backends import get_backend
+from mambapipe.backends.base import BuildSettings
+from mambapipe.engine.build import dtype_problem, limits_problem
+from mambapipe.pipeline.step import StepContext, StepError
+
+OPTION_KEYS = ("build.paged_state", "build.mamba_conv1d_plugin", "build.remove_input_padding", "build.gemm_plugin")
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)  # config enums (DType, BackendName, ...) -> their strings
+
+
+def settings_from(params: dict[str, Any]) -> BuildSettings:
+    return BuildSettings(max_batch_size=int(params["build.max_batch_size"]),
+                         max_input_len=int(params["build.max_input_len"]),
+                         max_seq_len=int(params["build.max_seq_len"]), device=_plain(params["device"]),
+                         options={key.split(".", 1)[1]: _plain(params[key]) for key in OPTION_KEYS})
+
+
+def _check_checkpoint_matches(params: dict[str, Any], checkpoint_dir: Path) -> None:
+    path = checkpoint_dir / "config.json"
+    if not path.is_file():
+        raise StepError(f"{path} is missing; rerun the convert step (force=[convert])")
+    cfg = json.loads(path.read_text())
+    tp = int(cfg.get("mapping", {}).get("tp_size", 1))
+    if cfg.get("dtype") != _plain(params["dtype"]) or tp != int(params["tp_size"]):
+        raise StepError(f"checkpoint {checkpoint_dir} is dtype={cfg.get('dtype')} tp_size={tp} but the build asks "
+                        f"for dtype={_plain(params['dtype'])} tp_size={params['tp_size']}; rerun convert")
+
+
+class BuildStep:
+    name = "build"
+    version = 1
+    uses = ("dtype", "tp_size", "backend", "device", "build.max_batch_size", "build.max_input_len",
+            "build.max_seq_len", *OPTION_KEYS)
+    needs = ("convert",)
+
+    def check(self, params: dict[str, Any]) -> None:
+        s = settings_from(params)
+        backend = get_backend(_plain(params["backend"]))
+        for problem in (limits_problem(s.max_batch_size, s.max_input_len, s.max_seq_len),
+                        dtype_problem(_plain(params["dtype"]), s.device), backend.unavailable_reason(s.device)):
+            if problem:
+                raise StepError(problem)
+        if int(params["tp_size"]) < 1:
+            raise StepError(f"tp_size must be >= 1, got {params['tp_size']}")
+
+    def environment(self, params: dict[str, Any]) -> dict[str, Any]:
+        backend = get_backend(_plain(params["backend"]))
+        return backend.environment() if hasattr(backend, "environment") else {}
+
+    def describe(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path) -> list[str]:
+        backend = get_backend(_plain(params["backend"]))
+        if not hasattr(backend, "describe_build"):
+            return []
+        return backend.describe_build(Path(inputs["convert"]), Path(out_dir), settings_from(params))
+
+    def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path, ctx: StepContext) -> dict[str, Any]:
+        self.check(params)
+        _check_checkpoint_matches(params, Path(inputs["convert"]))
+        facts = get_backend(_plain(params["backend"])).build(Path(inputs["convert"]), out_dir, settings_from(params))
+        return {"backend": _plain(params["backend"]), **facts}
+
+
+STEP = BuildStep()
