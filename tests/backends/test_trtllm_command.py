@@ -60,3 +60,27 @@ def test_conv1d_plugin_off_is_allowed_with_padding_and_paged_state_off():
                                                    remove_input_padding=False))
     assert cmd[-8:-2] == ["--paged_state", "disable", "--mamba_conv1d_plugin", "disable",
                           "--remove_input_padding", "disable"]
+
+
+SEED_RECIPES = ("mamba_130m", "mamba_2p8b", "mamba2_130m", "mamba2_2p7b", "codestral", "codestral_tp2")
+
+
+@pytest.fixture(scope="module")
+def compose_recipe():
+    from hydra import compose, initialize_config_dir
+
+    from mambapipe.config import register_configs
+
+    register_configs()
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        yield lambda name: compose("config", overrides=[f"recipe={name}"])
+
+
+@pytest.mark.parametrize("recipe", SEED_RECIPES)
+def test_each_seed_recipe_gives_the_seed_command(compose_recipe, recipe):
+    build = compose_recipe(recipe).build
+    options = {key: build[key] for key in ("paged_state", "mamba_conv1d_plugin", "remove_input_padding",
+                                           "gemm_plugin")}
+    settings = BuildSettings(build.max_batch_size, build.max_input_len, build.max_seq_len, "cuda", options)
+    assert describe_build(CKPT, OUT, settings) == [SEED.format(ckpt=CKPT, out=OUT)]
