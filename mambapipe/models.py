@@ -84,12 +84,12 @@ class ModelSpec:
             return [f"tp_size must be >= 1, got {tp_size}"]
         if tp_size == 1:
             return []
-        if not self.is_mamba2:
-            return [] if self.intermediate_size % tp_size == 0 else [
-                f"d_inner {self.intermediate_size} is not divisible by tp_size {tp_size}"]
+        # lm_head is split by vocab rows on every rank (Mamba1 too), so the vocab must divide as well.
+        sizes = [("d_inner", self.intermediate_size), ("vocab_size", self.vocab_size)]
+        if self.is_mamba2:
+            sizes += [("ngroups", self.n_groups), ("nheads", self.num_heads)]
         problems = []
-        for what, n in (("d_inner", self.intermediate_size), ("ngroups", self.n_groups),
-                        ("nheads", self.num_heads), ("vocab_size", self.vocab_size)):
+        for what, n in sizes:
             if n % tp_size:
                 problems.append(f"{what}={n} is not divisible by tp_size={tp_size}")
         return problems
