@@ -72,13 +72,15 @@ def _plain(value: Any) -> Any:
 
 
 def _download_revision(download_dir: Path) -> str | None:
-    """The commit the download step resolved, when its manifest records one."""
+    """The hub commit the download step pinned, when its manifest records one."""
     manifest = download_dir / "manifest.json"
     if not manifest.is_file():
         return None
     data = json.loads(manifest.read_text())
-    facts = data.get("facts", data) if isinstance(data, dict) else {}
-    return facts.get("revision") or facts.get("resolved_revision")
+    for section in (data, data.get("facts") or {}, data.get("environment") or {}):
+        if isinstance(section, dict) and section.get("commit"):
+            return str(section["commit"])
+    return None
 
 
 STEP = ConvertStep()
