@@ -57,7 +57,7 @@ def _fmt(value: Any) -> str:
 def explain_miss(store: ArtifactStore, step: Step, params: dict[str, Any], inputs: dict[str, str],
                  environment: dict[str, Any]) -> str:
     """Why `step` must run: what differs from the newest artifact of the same step."""
-    previous = store.newest_manifest(step.name)
+    previous = store.newest_manifest(step.name, inputs)
     if previous is None:
         return "not cached"
     changes = []

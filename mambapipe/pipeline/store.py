@@ -43,9 +43,12 @@ class ArtifactStore:
                 if not manifest.parent.name.startswith("."):
                     yield manifest.parent, json.loads(manifest.read_text())
 
-    def newest_manifest(self, step: str) -> Optional[dict[str, Any]]:
+    def newest_manifest(self, step: str, inputs: Optional[dict[str, str]] = None) -> Optional[dict[str, Any]]:
+        """The newest manifest of `step`, preferring ones made from the same `inputs` (so a plan
+        explains a miss by this step's own keys rather than by an unrelated model's)."""
         manifests = [m for _, m in self.artifacts(step)]
-        return max(manifests, key=lambda m: m.get("created", ""), default=None)
+        same_inputs = [m for m in manifests if inputs is not None and m.get("inputs") == inputs]
+        return max(same_inputs or manifests, key=lambda m: m.get("created", ""), default=None)
 
     def lock(self, step: str, key: str) -> FileLock:
         lock_dir = self.root / step / LOCKS

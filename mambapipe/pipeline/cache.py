@@ -1,0 +1,127 @@
+"""List and remove cached artifacts: `mambapipe-cache ls|rm` (or `python -m mambapipe.pipeline.cache`).
+
+  mambapipe-cache ls [--step build]              size, age and config slice of each artifact
+  mambapipe-cache rm --step evaluate             every artifact of one step
+  mambapipe-cache rm --older-than 2026-01-31     artifacts created before that day (UTC)
+  mambapipe-cache rm --all                       everything, including leftovers of killed runs
+The cache directory is `--cache-dir`, else $MAMBAPIPE_CACHE, else ~/.cache/mambapipe (as the runner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from rich.table import Table
+
+from mambapipe.pipeline.keys import short
+from mambapipe.pipeline.report import make_console
+from mambapipe.pipeline.resolve import flatten
+from mambapipe.pipeline.store import STAGING, ArtifactStore
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MAMBAPIPE_CACHE", "~/.cache/mambapipe")).expanduser()
+
+
+def dir_size(path: Path) -> int:
+    """Bytes of the files an artifact holds (symlinks count as their own small size, not the target)."""
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def age(created: str, now: Optional[datetime] = None) -> str:
+    seconds = ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(created)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def config_slice(manifest: dict[str, Any]) -> str:
+    """The params an artifact came from, flattened; the architecture is summed up by the model name."""
+    flat = flatten(manifest.get("params", {}))
+    params = [f"{k}={v}" for k, v in flat.items() if v is not None and not k.startswith("model.arch.")]
+    inputs = [f"<-{step} {short(key)}" for step, key in manifest.get("inputs", {}).items()]
+    return " ".join(params + inputs)
+
+
+def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Table:
+    table = Table(title=f"artifacts in {store.root}", title_justify="left")
+    for column in ("step", "key", "size", "age", "config"):
+        table.add_column(column, justify="right" if column in ("size", "age") else "left")
+    for directory, manifest in store.artifacts(step):
+        table.add_row(manifest.get("step", directory.parent.name), short(directory.name),
+                      human_size(dir_size(directory)), age(manifest["created"]), config_slice(manifest))
+    return table
+
+
+def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Optional[str]) -> list[Path]:
+    cutoff = datetime.fromisoformat(older_than).replace(tzinfo=timezone.utc) if older_than else None
+    return [directory for directory, manifest in store.artifacts(step)
+            if cutoff is None or datetime.fromisoformat(manifest["created"]) < cutoff]
+
+
+def remove(store: ArtifactStore, step: Optional[str], older_than: Optional[str], everything: bool) -> int:
+    """Remove the selected artifacts (taking each key's lock, so a run using it is not cut short).
+    With `everything` (or a whole step) the leftovers of killed runs go too. Returns how many."""
+    victims = select_for_removal(store, step, older_than)
+    for directory in victims:
+        with store.lock(directory.parent.name, directory.name):
+            if directory.exists():
+                store.remove_dir(directory)
+    if everything or (step and not older_than):
+        for staging in ([store.root / step / STAGING] if step else store.root.glob(f"*/{STAGING}")):
+            shutil.rmtree(staging, ignore_errors=True)
+    return len(victims)
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mambapipe-cache", description=__doc__.split("\n")[0],
+                                     epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: $MAMBAPIPE_CACHE or ~/.cache/mambapipe")
+    commands = parser.add_subparsers(dest="command", required=True)
+    ls = commands.add_parser("ls", help="list cached artifacts")
+    ls.add_argument("--step", choices=("download", "convert", "build", "evaluate"))
+    rm = commands.add_parser("rm", help="remove cached artifacts")
+    what = rm.add_mutually_exclusive_group(required=True)
+    what.add_argument("--all", action="store_true", dest="everything")
+    what.add_argument("--step", choices=("download", "convert", "build", "evaluate"))
+    what.add_argument("--older-than", metavar="YYYY-MM-DD", type=_date)
+    return parser.parse_args(argv)
+
+
+def _date(text: str) -> str:
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31") from None
+    return text
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    store = ArtifactStore(args.cache_dir or default_cache_dir())
+    console = make_console()
+    if args.command == "ls":
+        console.print(list_artifacts(store, args.step))
+        return 0
+    count = remove(store, args.step, args.older_than, args.everything)
+    console.print(f"removed {count} artifact(s) from {store.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

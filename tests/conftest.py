@@ -1,0 +1,31 @@
+"""Fixtures every test area may use: composing the shipped Hydra configs in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from mambapipe.config import register_configs
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO / "configs"
+RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+
+
+@pytest.fixture
+def compose_config(tmp_path: Path) -> Callable[..., DictConfig]:
+    """compose_config("recipe=quickstart", "dtype=float16") -> the composed config, with the cache in
+    tmp_path/cache unless the overrides name one."""
+    register_configs()
+
+    def _compose(*overrides: str) -> DictConfig:
+        extra = [] if any(o.startswith("cache_dir=") for o in overrides) else [f"cache_dir={tmp_path / 'cache'}"]
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose("config", overrides=[*overrides, *extra])
+
+    return _compose
