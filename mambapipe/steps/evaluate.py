@@ -1,0 +1,141 @@
+"""Evaluate step: run `eval.task` (summarize with ROUGE, or the speed benchmark) against the built engine.
+
+Writes `metrics.json` and `predictions.jsonl` (summarize only) at the artifact root; the runner copies
+them into the run directory. With tp_size > 1 the task runs on every rank under the launcher.
+With `eval.check_accuracy`, a rouge1 at or below `eval.rouge1_threshold` fails the step *after* the
+outputs are written, and they are also copied into the run directory, since a failed step's staging
+directory is not kept as an artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mambapipe.evaluate.data import LOCAL_BUILDERS
+from mambapipe.evaluate.task import METRICS_FILE, PREDICTIONS_FILE, EvalJob, run_evaluation
+from mambapipe.pipeline.step import StepContext, StepError
+
+LAUNCHERS = {"native": "torchrun", "trtllm": "mpirun"}
+_POSITIVE = ("eval.batch_size", "eval.max_ite", "eval.max_input_length", "eval.output_len", "eval.repeats")
+
+
+def _value(params: dict[str, Any], key: str) -> Any:
+    value = params[key]
+    return getattr(value, "value", value)
+
+
+class EvaluateStep:
+    name = "evaluate"
+    version = 1
+    uses = ("eval.task", "eval.dataset", "eval.dataset_hub_id", "eval.dataset_config", "eval.dataset_split",
+            "eval.max_ite", "eval.batch_size", "eval.max_input_length", "eval.output_len", "eval.check_accuracy",
+            "eval.rouge1_threshold", "eval.compare_hf", "eval.random_seed", "eval.scenarios", "eval.warmup",
+            "eval.repeats", "eval.bandwidth_gbps", "device", "backend", "tp_size",
+            "build.max_batch_size", "build.max_input_len", "build.max_seq_len")
+    needs = ("build", "download")
+
+    def environment(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The GPU model: timings (and, in low precision, outputs) depend on it."""
+        if _value(params, "device") != "cuda":
+            return {}
+        import torch
+
+        return {"gpu": torch.cuda.get_device_name()}
+
+    def check(self, params: dict[str, Any]) -> None:
+        for key in _POSITIVE:
+            if _value(params, key) < 1:
+                raise StepError(f"{key} must be >= 1, got {_value(params, key)}")
+        if _value(params, "eval.warmup") < 0:
+            raise StepError(f"eval.warmup must be >= 0, got {_value(params, 'eval.warmup')}")
+        if _value(params, "eval.task") == "benchmark":
+            _check_scenarios(params["eval.scenarios"] or [])
+        else:
+            _check_summarize_limits(params)
+            _check_dataset(_value(params, "eval.dataset"))
+
+    def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
+            ctx: StepContext) -> dict[str, Any]:
+        job = EvalJob(params, Path(inputs["build"]), Path(inputs["download"]), Path(out_dir), ctx.show_progress)
+        tp_size = _value(params, "tp_size")
+        if tp_size > 1:
+            _run_launched(job, tp_size)
+        else:
+            run_evaluation(job)
+        metrics = json.loads((out_dir / METRICS_FILE).read_text())
+        _accuracy_gate(params, metrics, out_dir, ctx)
+        return _facts(metrics)
+
+
+def _check_summarize_limits(params: dict[str, Any]) -> None:
+    batch, max_batch = _value(params, "eval.batch_size"), _value(params, "build.max_batch_size")
+    if batch > max_batch:
+        raise StepError(f"eval.batch_size {batch} > build.max_batch_size {max_batch}; lower one or raise the other")
+    length, max_input = _value(params, "eval.max_input_length"), _value(params, "build.max_input_len")
+    if length > max_input:
+        raise StepError(f"eval.max_input_length {length} > build.max_input_len {max_input}; lower one or raise "
+                        "the other")
+    total, max_seq = length + _value(params, "eval.output_len"), _value(params, "build.max_seq_len")
+    if total > max_seq:
+        raise StepError(f"eval.max_input_length + eval.output_len = {total} > build.max_seq_len {max_seq}; "
+                        "raise build.max_seq_len or shorten them")
+
+
+def _check_dataset(dataset: str) -> None:
+    if dataset in ("sample", "cnn_dailymail"):
+        return
+    path = Path(dataset).expanduser()
+    if path.suffix.lower() not in LOCAL_BUILDERS:
+        raise StepError(f"eval.dataset={dataset!r} is not sample, cnn_dailymail or a .jsonl/.parquet file; "
+                        "pass one of those")
+    if not path.is_file():
+        raise StepError(f"eval.dataset file {dataset!r} does not exist; check the path")
+
+
+def _check_scenarios(scenarios: list[Any]) -> None:
+    for i, scenario in enumerate(scenarios):
+        for key in ("batch", "input_len", "output_len"):
+            if int(scenario[key]) < 1:
+                raise StepError(f"eval.scenarios[{i}].{key} must be >= 1, got {scenario[key]}")
+
+
+def _run_launched(job: EvalJob, tp_size: int) -> None:
+    """Every rank runs worker.py on the same job file; rank 0 writes the outputs into out_dir."""
+    from mambapipe.evaluate.worker import write_job
+    from mambapipe.parallel import launch
+
+    with tempfile.TemporaryDirectory(prefix="mambapipe-eval-") as tmp:
+        job_file = Path(tmp) / "job.json"
+        write_job(job, job_file)
+        launch(tp_size, "mambapipe.evaluate.worker", [str(job_file)], launcher=LAUNCHERS[job.get("backend")])
+    if not (job.out_dir / METRICS_FILE).is_file():
+        raise StepError(f"the {tp_size} evaluation ranks exited without writing {METRICS_FILE}; see their log above")
+
+
+def _accuracy_gate(params: dict[str, Any], metrics: dict[str, Any], out_dir: Path, ctx: StepContext) -> None:
+    """summarize.py's --check_accuracy: rouge1 must be strictly above the threshold."""
+    if metrics["task"] != "summarize" or not _value(params, "eval.check_accuracy"):
+        return
+    rouge1, threshold = metrics["rouge1"], _value(params, "eval.rouge1_threshold")
+    if rouge1 > threshold:
+        return
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in (METRICS_FILE, PREDICTIONS_FILE):
+        if (out_dir / name).is_file():
+            shutil.copy2(out_dir / name, ctx.run_dir / name)
+    raise StepError(f"rouge1 {rouge1:.2f} <= threshold {threshold:.2f} (eval.check_accuracy); outputs kept in "
+                    f"{ctx.run_dir}; check the engine against eval.compare_hf=true or lower eval.rouge1_threshold")
+
+
+def _facts(metrics: dict[str, Any]) -> dict[str, Any]:
+    if metrics["task"] == "benchmark":
+        return {"task": "benchmark", "scenarios": len(metrics["rows"]),
+                "skipped": sum(1 for r in metrics["rows"] if r.get("skipped"))}
+    return {"task": "summarize", "samples": metrics["samples"], "rouge1": metrics["rouge1"]}
+
+
+STEP = EvaluateStep()

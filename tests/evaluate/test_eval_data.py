@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mambapipe.evaluate.data import load_articles, sample_path
+from mambapipe.pipeline.step import StepError
+
+
+def _records():
+    return [json.loads(line) for line in sample_path().read_text().splitlines() if line.strip()]
+
+
+def test_bundled_sample_is_news_style():
+    records = _records()
+    assert 18 <= len(records) <= 24
+    assert len({r["id"] for r in records}) == len(records)
+    for r in records:
+        assert 120 <= len(r["article"].split()) <= 250, r["id"]
+        assert 2 <= len(r["highlights"].split("\n")) <= 4, r["id"]
+    assert sum(" n't" in r["article"] for r in records) >= 3  # CNN-style contractions for the fix
+
+
+def test_sample_is_shuffled_like_datasets_with_seed_0():
+    from datasets import Dataset
+
+    expected = Dataset.from_list(_records()).shuffle(seed=0)["id"]
+    articles = load_articles("sample", seed=0)
+    assert articles["id"] == expected
+    assert articles["id"] != [r["id"] for r in _records()]
+    assert load_articles("sample", seed=1)["id"] != expected
+
+
+def test_local_jsonl_and_parquet_load_in_the_same_order(tmp_path):
+    import pandas as pd
+
+    rows = [{"article": f"Article number {i}.", "highlights": f"Number {i}."} for i in range(12)]
+    jsonl = tmp_path / "mine.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    parquet = tmp_path / "mine.parquet"
+    pd.DataFrame(rows).to_parquet(parquet)
+    from_jsonl, from_parquet = load_articles(str(jsonl)), load_articles(str(parquet))
+    assert from_jsonl["article"] == from_parquet["article"]
+    assert sorted(from_jsonl["id"], key=int) == [str(i) for i in range(12)]  # ids made from row numbers
+    assert from_jsonl[0]["highlights"] == from_jsonl[0]["article"].replace("Article number", "Number")
+
+
+def test_bad_local_inputs_are_one_line_step_errors(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "no article here"}) + "\n")
+    with pytest.raises(StepError, match=r"lacks field\(s\) \['article', 'highlights'\]"):
+        load_articles(str(bad))
+    with pytest.raises(StepError, match="does not exist"):
+        load_articles(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(StepError, match="not sample, cnn_dailymail or a .jsonl/.parquet"):
+        load_articles(str(tmp_path / "data.csv"))
+
+
+def test_hub_dataset_offline_is_a_clear_step_error(monkeypatch):
+    import datasets
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(StepError, match="could not load dataset 'ccdv/cnn_dailymail'.*local .jsonl/.parquet") as err:
+        load_articles("cnn_dailymail")
+    assert "\n" not in str(err.value)

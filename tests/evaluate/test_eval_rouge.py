@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rouge_score import rouge_scorer, scoring
+
+from mambapipe.evaluate.rouge import ROUGE_TYPES, rouge_scores
+
+PREDICTIONS = [
+    "the council closed the old bridge after engineers found cracks",
+    "orcas hunt herring off norway with new calls",
+    "bread prices rose by a fifth in a year as harvests failed",
+    "a cat came home after three years away",
+    "shares fell sharply after a profit warning",
+]
+REFERENCES = [
+    "Council closes old stone bridge to cars.\nEngineers found cracks in two arches.",
+    "Orcas hunt herring cooperatively off northern Norway.\nThey use new calls.",
+    "Bread prices rose more than 20 percent in a year.\nPoor harvests pushed up costs.",
+    "Cat Biscuit is reunited with her family.\nA microchip identified her.",
+    "Bellamy Foods shares fell 14 percent.\nCocoa and sugar costs hit profits.",
+]
+
+
+def _direct(predictions, references, seed=0):
+    """What evaluate's rouge metric does with its defaults, written out with rouge-score."""
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+    aggregator = scoring.BootstrapAggregator()
+    for p, r in zip(predictions, references):
+        aggregator.add_scores(scorer.score(r, p))
+    np.random.seed(seed)
+    result = aggregator.aggregate()
+    return {k: result[k].mid.fmeasure * 100 for k in ROUGE_TYPES}
+
+
+def test_matches_rouge_score_bootstrap_mid_with_seed_0():
+    ours = rouge_scores(PREDICTIONS, REFERENCES)
+    assert ours == pytest.approx(_direct(PREDICTIONS, REFERENCES, seed=0), abs=1e-12)
+    assert set(ours) == set(ROUGE_TYPES)
+
+
+def test_bootstrap_mid_is_not_the_plain_mean():
+    """The seed matters: the mid of bootstrap resamples differs from the plain mean of F-measures."""
+    scorer = rouge_scorer.RougeScorer(["rouge2"], use_stemmer=False)
+    mean = np.mean([scorer.score(r, p)["rouge2"].fmeasure for p, r in zip(PREDICTIONS, REFERENCES)]) * 100
+    assert rouge_scores(PREDICTIONS, REFERENCES)["rouge2"] != pytest.approx(mean, abs=1e-9)
+
+
+def test_hand_computed_single_pair():
+    scores = rouge_scores(["the cat sat on the mat"], ["the cat lay on the mat"])
+    # 5 of 6 unigrams and 3 of 5 bigrams match; the LCS is 5 tokens long.
+    assert scores["rouge1"] == pytest.approx(500 / 6)
+    assert scores["rouge2"] == pytest.approx(60.0)
+    assert scores["rougeL"] == pytest.approx(500 / 6)
+
+
+def test_rougelsum_splits_references_on_newlines():
+    """Highlights are passed unchanged, so rougeLsum sees their lines as sentences (rougeL does not)."""
+    prediction = ["engineers found cracks the council closed the bridge"]
+    lines = rouge_scores(prediction, ["the council closed the bridge\nengineers found cracks"])
+    one_line = rouge_scores(prediction, ["the council closed the bridge engineers found cracks"])
+    assert lines["rougeL"] == pytest.approx(one_line["rougeL"])
+    assert lines["rougeLsum"] > one_line["rougeLsum"]
+    assert lines["rougeLsum"] == pytest.approx(100.0)
+
+
+def test_global_numpy_rng_is_left_untouched():
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    rouge_scores(PREDICTIONS, REFERENCES)
+    assert np.random.rand() == expected
+
+
+def test_rejects_mismatched_or_empty_inputs():
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        rouge_scores(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="at least one"):
+        rouge_scores([], [])

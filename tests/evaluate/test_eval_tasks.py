@@ -1,0 +1,119 @@
+"""The summarize and benchmark tasks end to end on a tiny real model (HF transformers generator)."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+import pytest
+
+from mambapipe.evaluate import benchmark, summarize, task
+from mambapipe.evaluate.data import load_articles
+from mambapipe.evaluate.rouge import rouge_scores
+
+SETTINGS = summarize.SummarizeSettings(batch_size=2, max_ite=2, max_input_length=64, output_len=8)
+
+
+def _params(**overrides):
+    params = {"eval.task": "summarize", "eval.dataset": "sample", "eval.dataset_hub_id": "ccdv/cnn_dailymail",
+              "eval.dataset_config": "3.0.0", "eval.dataset_split": "test", "eval.max_ite": 2, "eval.batch_size": 2,
+              "eval.max_input_length": 64, "eval.output_len": 8, "eval.check_accuracy": False,
+              "eval.rouge1_threshold": 15.0, "eval.compare_hf": False, "eval.random_seed": 0, "eval.scenarios": [],
+              "eval.warmup": 1, "eval.repeats": 2, "eval.bandwidth_gbps": None, "device": "cpu",
+              "backend": "native", "tp_size": 1, "dtype": "float32"}
+    params.update(overrides)
+    return params
+
+
+@pytest.fixture
+def engine_is_hf(monkeypatch, hf_generator):
+    """Stand the HF generator in for a built engine (the native backend is tested in tests/engine)."""
+    @contextmanager
+    def loaded(job):
+        yield hf_generator
+    monkeypatch.setattr(task, "loaded_engine", loaded)
+
+
+def test_prepare_samples_takes_max_ite_batches_in_shuffled_order(tokenizer_bundle):
+    batches = summarize.prepare_samples(load_articles("sample"), tokenizer_bundle, SETTINGS)
+    assert [len(b) for b in batches] == [2, 2]
+    assert [s.id for b in batches for s in b] == load_articles("sample")["id"][:4]
+    assert all(len(s.input_ids) <= 64 for b in batches for s in b)
+
+
+def test_summarize_writes_metrics_and_predictions(engine_is_hf, download_dir, tmp_path, tokenizer_bundle):
+    job = task.EvalJob(_params(), tmp_path / "engine", download_dir, tmp_path / "out", show_progress=False)
+    metrics = task.run_evaluation(job)
+    on_disk = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert on_disk == metrics
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "samples", "input_tokens", "output_tokens",
+                "tokens_per_s", "ttft_ms", "decode_ms_per_step", "peak_memory_mb"):
+        assert key in metrics, key
+    assert metrics["task"] == "summarize" and metrics["samples"] == 4
+    lines = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert [set(x) for x in lines] == [{"id", "input_len", "output_ids", "output_text", "reference"}] * 4
+    assert metrics["output_tokens"] == sum(len(x["output_ids"]) for x in lines)
+    assert metrics["input_tokens"] == sum(x["input_len"] for x in lines)
+    assert all(0 < len(x["output_ids"]) <= 8 for x in lines)
+    texts = [tokenizer_bundle.tokenizer.decode(x["output_ids"], skip_special_tokens=True) for x in lines]
+    assert texts == [x["output_text"] for x in lines]
+    assert metrics["rouge1"] == pytest.approx(rouge_scores(texts, [x["reference"] for x in lines])["rouge1"])
+    assert metrics["tokens_per_s"] > 0 and metrics["decode_ms_per_step"] > 0
+
+
+def test_compare_hf_reports_both_scores_and_token_agreement(engine_is_hf, download_dir, tmp_path):
+    job = task.EvalJob(_params(**{"eval.compare_hf": True}), tmp_path / "engine", download_dir, tmp_path / "out",
+                       show_progress=False)
+    metrics = task.run_evaluation(job)
+    # The "engine" here is the same HF model, so the reference must agree token for token.
+    assert metrics["hf_token_agreement"] == 1.0 and metrics["hf_identical_samples"] == 4
+    assert metrics["hf"]["rouge1"] == pytest.approx(metrics["rouge1"])
+
+
+def test_compare_hf_skips_non_hf_layouts_with_a_note(engine_is_hf, download_dir, tmp_path):
+    fake_download = tmp_path / "download"
+    (fake_download / "model").mkdir(parents=True)
+    (fake_download / "model" / "params.json").write_text("{}")
+    (fake_download / "tokenizer").symlink_to(download_dir / "tokenizer")
+    job = task.EvalJob(_params(**{"eval.compare_hf": True}), tmp_path / "engine", fake_download, tmp_path / "out",
+                       show_progress=False)
+    assert "not the HF layout" in task.run_evaluation(job)["hf"]["skipped"]
+
+
+def test_token_agreement_counts_length_differences_as_mismatches():
+    assert summarize.token_agreement([[1, 2, 3]], [[1, 2, 3]]) == 1.0
+    assert summarize.token_agreement([[1, 2, 3, 4]], [[1, 9]]) == pytest.approx(1 / 4)
+    assert summarize.token_agreement([[1], [5, 6]], [[1], [5, 7]]) == pytest.approx(2 / 3)
+
+
+def test_benchmark_rows_and_skips(engine_is_hf, download_dir, tmp_path):
+    scenarios = [{"batch": 2, "input_len": 16, "output_len": 4}, {"batch": 8, "input_len": 16, "output_len": 4},
+                 {"batch": 1, "input_len": 150, "output_len": 4}, {"batch": 1, "input_len": 100, "output_len": 100}]
+    job = task.EvalJob(_params(**{"eval.task": "benchmark", "eval.scenarios": scenarios,
+                                  "eval.bandwidth_gbps": 50.0}),
+                       tmp_path / "engine", download_dir, tmp_path / "out", show_progress=False)
+    metrics = task.run_evaluation(job)
+    assert not (tmp_path / "out" / "predictions.jsonl").exists()
+    rows = metrics["rows"]
+    assert [r.get("skipped") for r in rows] == [
+        None, "batch 8 > engine max_batch_size 4", "input_len 150 > engine max_input_len 128",
+        "input_len + output_len 200 > engine max_seq_len 160"]
+    row = rows[0]
+    assert set(row) >= {"batch", "input_len", "output_len", "prefill_ms", "decode_ms_per_step", "tokens_per_s",
+                        "floor_pct"}
+    assert row["tokens_per_s"] == pytest.approx(2 * 4 / (row["total_ms"] / 1e3))
+    floor_ms = row["decode_bytes_per_step"] / 50e9 * 1e3
+    assert row["floor_pct"] == pytest.approx(floor_ms / row["decode_ms_per_step"] * 100)
+    assert metrics["bandwidth_source"] == "configured: eval.bandwidth_gbps=50"
+
+
+def test_default_scenarios_are_the_h200_anchors():
+    assert benchmark.scenarios_from_config([]) == [benchmark.Scenario(1, 100, 100), benchmark.Scenario(64, 100, 100),
+                                                   benchmark.Scenario(1, 2048, 128), benchmark.Scenario(8, 923, 100)]
+
+
+def test_random_prompts_are_seeded_and_in_range():
+    scenario = benchmark.Scenario(3, 50, 1)
+    prompts = benchmark.random_prompts(scenario, vocab_size=512, seed=0)
+    assert prompts == benchmark.random_prompts(scenario, vocab_size=512, seed=0)
+    assert len(prompts) == 3 and all(len(p) == 50 and 1 <= min(p) and max(p) < 512 for p in prompts)
