@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from mambapipe.backends.base import BuildSettings
 from mambapipe.backends.trtllm import BACKEND, describe_build, trtllm_build_command
 from mambapipe.pipeline.step import StepError
+from mambapipe.steps.build import STEP as BUILD_STEP
 
 CKPT, OUT = Path("/cache/convert/abc"), Path("/cache/build/.staging/def")
 # NVIDIA's README command (examples/models/core/mamba), the same for every seed model.
@@ -65,22 +67,9 @@ def test_conv1d_plugin_off_is_allowed_with_padding_and_paged_state_off():
 SEED_RECIPES = ("mamba_130m", "mamba_2p8b", "mamba2_130m", "mamba2_2p7b", "codestral", "codestral_tp2")
 
 
-@pytest.fixture(scope="module")
-def compose_recipe():
-    from hydra import compose, initialize_config_dir
-
-    from mambapipe.config import register_configs
-
-    register_configs()
-    configs = Path(__file__).resolve().parents[2] / "configs"
-    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
-        yield lambda name: compose("config", overrides=[f"recipe={name}"])
-
-
 @pytest.mark.parametrize("recipe", SEED_RECIPES)
-def test_each_seed_recipe_gives_the_seed_command(compose_recipe, recipe):
-    build = compose_recipe(recipe).build
-    options = {key: build[key] for key in ("paged_state", "mamba_conv1d_plugin", "remove_input_padding",
-                                           "gemm_plugin")}
-    settings = BuildSettings(build.max_batch_size, build.max_input_len, build.max_seq_len, "cuda", options)
-    assert describe_build(CKPT, OUT, settings) == [SEED.format(ckpt=CKPT, out=OUT)]
+def test_each_seed_recipe_gives_the_seed_command(compose_config, recipe):
+    """Recipe -> the build step's params and BuildSettings -> the command (the path a real run takes)."""
+    cfg = compose_config(f"recipe={recipe}", "backend=trtllm", "device=cuda")
+    params = {key: OmegaConf.select(cfg, key) for key in BUILD_STEP.uses}
+    assert BUILD_STEP.describe(params, {"convert": CKPT}, OUT) == [SEED.format(ckpt=CKPT, out=OUT)]

@@ -1,0 +1,41 @@
+"""backend=trtllm through the real runner: without TensorRT-LLM the run stops before any work; with it,
+plan_only prints the exact trtllm-build line for the build step."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+
+import pytest
+from rich.console import Console
+
+import mambapipe.backends.trtllm as trtllm
+from mambapipe.pipeline.runner import run_recipe
+
+
+def quiet_console() -> Console:
+    return Console(file=io.StringIO(), width=400, color_system=None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_llm") is not None, reason="needs a machine without it")
+def test_missing_tensorrt_llm_stops_the_run_before_any_work(compose_config, tmp_path):
+    cfg = compose_config("recipe=quickstart", "backend=trtllm")
+    result = run_recipe(cfg, tmp_path / "run", console=quiet_console())
+    assert result.failed
+    assert result.reason.startswith("build: backend=trtllm needs TensorRT-LLM, which is not installed: pip install")
+    assert "backend=native" in result.reason
+    assert [o.status for o in result.outcomes] == ["skipped"] * 4
+    assert not any(p.is_dir() and any(p.iterdir()) for p in (tmp_path / "cache").glob("*/*"))  # no artifact
+
+
+def test_plan_only_prints_the_trtllm_build_line(compose_config, tmp_path, monkeypatch):
+    monkeypatch.setattr(trtllm, "unavailable_reason", lambda device: None)  # as on a GPU box with TensorRT-LLM
+    cfg = compose_config("recipe=mamba_130m", "backend=trtllm", "model.source=synthetic", "plan_only=true")
+    console = quiet_console()
+    result = run_recipe(cfg, tmp_path / "run", console=console)
+    assert not result.failed
+    text = console.file.getvalue()
+    line = next(l for l in text.splitlines() if "trtllm-build" in l)
+    assert (f"trtllm-build --checkpoint_dir {tmp_path / 'cache' / 'convert'}/") in line
+    assert ("--paged_kv_cache disable --gemm_plugin auto --max_batch_size 8 --max_input_len 924 --max_seq_len 1024 "
+            f"--output_dir {tmp_path / 'cache' / 'build'}/") in line
