@@ -1,0 +1,43 @@
+"""Fixtures for the runner tests: the quickstart recipe run in-process with fake steps."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from mambapipe.pipeline.runner import RunResult, run_recipe
+from mambapipe.pipeline.store import ArtifactStore
+from pipeline_fakes import fake_steps, journal_lines
+
+
+class FakePipeline:
+    def __init__(self, tmp_path: Path, compose_config):
+        self.tmp, self.compose = tmp_path, compose_config
+        self.journal = tmp_path / "journal.txt"
+        self.store = ArtifactStore(tmp_path / "cache")
+        self.output = ""
+        self._runs = itertools.count()
+
+    def run(self, *overrides: str, **behaviour: str) -> RunResult:
+        """Run quickstart (+ overrides) with fake steps; `behaviour` e.g. convert="fail"."""
+        buffer = io.StringIO()
+        run_dir = self.tmp / "runs" / str(next(self._runs))
+        result = run_recipe(self.compose(*overrides), run_dir, list(overrides),
+                            steps=fake_steps(self.journal, **behaviour), console=Console(file=buffer, width=200))
+        self.output = buffer.getvalue()
+        return result
+
+    def ran(self) -> list[str]:
+        """Steps executed since the last call."""
+        lines = journal_lines(self.journal)
+        self.journal.unlink(missing_ok=True)
+        return lines
+
+
+@pytest.fixture
+def pipeline(tmp_path, compose_config) -> FakePipeline:
+    return FakePipeline(tmp_path, compose_config)

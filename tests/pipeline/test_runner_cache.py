@@ -1,0 +1,143 @@
+"""The runner's cache: hits on re-run, the right steps re-run after each kind of change, force,
+partial runs, plan_only, and the records it writes (run.json, manifest.json)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mambapipe.pipeline.keys import short
+
+
+def statuses(result) -> dict[str, str]:
+    return {o.name: o.status for o in result.outcomes}
+
+
+def test_first_run_runs_everything_then_rerun_is_all_cached(pipeline):
+    first = pipeline.run()
+    assert not first.failed
+    assert pipeline.ran() == ["download", "convert", "build", "evaluate"]
+    assert set(statuses(first).values()) == {"ran"}
+    second = pipeline.run()
+    assert pipeline.ran() == []
+    assert set(statuses(second).values()) == {"cached"}
+    assert [o.key for o in first.outcomes] == [o.key for o in second.outcomes]
+    assert "cached" in pipeline.output
+
+
+@pytest.mark.parametrize("override, expected, reason", [
+    ("eval.max_ite=5", ["evaluate"], "eval.max_ite 4→5"),
+    ("dtype=float16", ["convert", "build", "evaluate"], "dtype float32→float16"),
+    ("build.max_batch_size=4", ["build", "evaluate"], "build.max_batch_size 2→4"),
+    ("model.seed=7", ["download", "convert", "build", "evaluate"], "model.seed 0→7"),
+    ("tp_size=2", ["convert", "build", "evaluate"], "tp_size 1→2"),
+])
+def test_a_change_reruns_exactly_the_steps_that_read_it(pipeline, override, expected, reason):
+    pipeline.run()
+    pipeline.ran()
+    result = pipeline.run(override)
+    assert pipeline.ran() == expected
+    assert [n for n, s in statuses(result).items() if s == "ran"] == expected
+    assert reason in pipeline.output
+
+
+def test_plan_names_upstream_change(pipeline):
+    pipeline.run()
+    result = pipeline.run("dtype=float16", "plan_only=true")
+    assert pipeline.ran() == ["download", "convert", "build", "evaluate"]  # only the first run
+    assert "upstream convert changed" in pipeline.output
+    assert statuses(result) == {"download": "cached", "convert": "skipped", "build": "skipped", "evaluate": "skipped"}
+
+
+def test_plan_only_runs_nothing_and_says_why(pipeline):
+    result = pipeline.run("plan_only=true")
+    assert not result.failed
+    assert pipeline.ran() == []
+    assert set(statuses(result).values()) == {"skipped"}
+    assert "not cached" in pipeline.output
+    assert not any(pipeline.store.artifacts())
+
+
+def test_force_reruns_a_cached_step_only(pipeline):
+    first = pipeline.run()
+    pipeline.ran()
+    created = pipeline.store.manifest("build", first.outcomes[2].key)["created"]
+    result = pipeline.run("force=[build]")
+    assert pipeline.ran() == ["build"]
+    assert statuses(result)["build"] == "ran" and statuses(result)["evaluate"] == "cached"
+    assert "forced" in pipeline.output
+    assert pipeline.store.manifest("build", first.outcomes[2].key)["created"] > created
+
+
+def test_steps_subset_skips_the_rest(pipeline):
+    result = pipeline.run("steps=[download,convert]")
+    assert pipeline.ran() == ["download", "convert"]
+    assert statuses(result) == {"download": "ran", "convert": "ran", "build": "skipped", "evaluate": "skipped"}
+    assert json.loads((result.run_dir / "run.json").read_text())["steps"][2]["artifact"] is None
+
+
+def test_upstream_of_selected_steps_comes_from_cache(pipeline):
+    pipeline.run()
+    pipeline.ran()
+    result = pipeline.run("steps=[evaluate]", "eval.output_len=8")
+    assert pipeline.ran() == ["evaluate"]
+    assert statuses(result) == {"download": "cached", "convert": "cached", "build": "cached", "evaluate": "ran"}
+
+
+def test_missing_upstream_stops_before_any_work(pipeline):
+    result = pipeline.run("steps=[build]")
+    assert result.failed and "add convert to steps" in result.reason
+    assert pipeline.ran() == []
+
+
+def test_check_failure_stops_before_any_work(pipeline):
+    result = pipeline.run(build="bad-config")
+    assert result.failed and result.reason == "build: build refuses this config: fix it"
+    assert pipeline.ran() == []
+
+
+def test_run_json_has_exactly_the_promised_schema(pipeline):
+    result = pipeline.run()
+    record = json.loads((result.run_dir / "run.json").read_text())
+    assert set(record) == {"steps", "versions", "git_commit"}
+    assert [s["name"] for s in record["steps"]] == ["download", "convert", "build", "evaluate"]
+    for step in record["steps"]:
+        assert set(step) == {"name", "key", "status", "seconds", "artifact"}
+        assert isinstance(step["seconds"], float) and step["status"] in ("cached", "ran", "failed", "skipped")
+        assert (pipeline.store.root / step["name"] / step["key"]).samefile(step["artifact"])
+    assert {"mambapipe", "torch", "hydra-core", "omegaconf"} <= set(record["versions"])
+    assert record["git_commit"] is None or len(record["git_commit"]) == 40
+
+
+def test_run_dir_holds_resolved_config_and_evaluate_outputs(pipeline):
+    result = pipeline.run()
+    config = (result.run_dir / "config.yaml").read_text()
+    assert "${" not in config and "cache_dir: " + str(pipeline.store.root) in config
+    assert "device: cpu" in config and "backend: native" in config
+    assert json.loads((result.run_dir / "metrics.json").read_text())["rouge1"] == 1.5
+    assert (result.run_dir / "predictions.jsonl").is_file()
+    cached = pipeline.run()  # a cached evaluate still publishes its files
+    assert (cached.run_dir / "metrics.json").is_file()
+    assert "rouge1 1.50" in pipeline.output
+
+
+def test_manifest_records_provenance(pipeline):
+    result = pipeline.run("eval.output_len=9")
+    build, evaluate = result.outcomes[2], result.outcomes[3]
+    manifest = pipeline.store.manifest("evaluate", evaluate.key)
+    assert manifest["step"] == "evaluate" and manifest["key"] == evaluate.key and manifest["version"] == 1
+    assert manifest["inputs"] == {"build": build.key, "download": result.outcomes[0].key}
+    assert manifest["params"]["eval"]["output_len"] == 9 and set(manifest["params"]) == {"eval", "device", "backend", "tp_size"}
+    assert manifest["overrides"] == ["eval.output_len=9"] and manifest["facts"] == {"fake": True}
+    assert {"created", "seconds", "environment", "git_commit"} <= set(manifest)
+    assert short(evaluate.key) in pipeline.output
+
+
+def test_steps_receive_only_declared_and_resolved_params(pipeline):
+    result = pipeline.run("device=auto", "backend=auto")
+    payload = json.loads((pipeline.store.path("build", result.outcomes[2].key) / "payload.json").read_text())
+    assert set(payload["params"]) == {"dtype", "tp_size", "backend", "device", "build.max_batch_size",
+                                      "build.max_input_len", "build.max_seq_len"}
+    assert payload["params"]["device"] in ("cpu", "cuda") and payload["params"]["backend"] in ("native", "trtllm")
+    assert "auto:" in pipeline.output  # the plan says why auto chose what it chose

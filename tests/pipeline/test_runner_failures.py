@@ -1,0 +1,104 @@
+"""Failures leave nothing that looks complete: a step that raises, a process killed mid-step, and two
+processes racing for the same artifact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline_fakes import journal_lines
+
+FAKE_RUN = Path(__file__).with_name("fake_run.py")
+
+
+def complete_artifacts(store, step):
+    return [d for d, _ in store.artifacts(step)]
+
+
+def leftovers(store, step):
+    """Directories under the step's folder other than the runner's own bookkeeping."""
+    step_dir = store.root / step
+    return [p for p in step_dir.iterdir() if not p.name.startswith(".")] if step_dir.exists() else []
+
+
+def test_step_error_leaves_nothing_and_next_run_redoes_it(pipeline):
+    result = pipeline.run(convert="fail")
+    assert result.failed
+    assert result.reason == "convert: convert cannot do this: a one-line reason"  # verbatim
+    assert [(o.name, o.status) for o in result.outcomes] == [
+        ("download", "ran"), ("convert", "failed"), ("build", "skipped"), ("evaluate", "skipped")]
+    assert leftovers(pipeline.store, "convert") == []
+    assert not any((pipeline.store.root / "convert" / ".staging").iterdir())
+    record = json.loads((result.run_dir / "run.json").read_text())
+    assert record["steps"][1]["status"] == "failed" and record["steps"][1]["artifact"] is None
+    assert "resume" in pipeline.output and "python -m mambapipe" in pipeline.output
+    assert pipeline.output.rstrip().splitlines()[-1].endswith("convert cannot do this: a one-line reason")
+    assert "Traceback" not in pipeline.output
+    pipeline.ran()
+    again = pipeline.run()
+    assert pipeline.ran() == ["convert", "build", "evaluate"]
+    assert not again.failed
+
+
+def test_unexpected_exception_is_summarised_with_its_type(pipeline, caplog):
+    result = pipeline.run(build="crash")
+    assert result.failed and result.reason == "build: unexpected RuntimeError: something broke"
+    assert leftovers(pipeline.store, "build") == []
+    assert any(r.exc_info for r in caplog.records)  # the traceback goes to the log
+
+
+def test_failed_evaluate_keeps_its_metrics_in_the_run_dir_but_not_in_the_cache(pipeline):
+    result = pipeline.run(evaluate="fail")
+    assert result.failed
+    assert json.loads((result.run_dir / "metrics.json").read_text())["rouge1"] == 1.5
+    assert complete_artifacts(pipeline.store, "evaluate") == []
+
+
+def _start(tmp: Path, run: str, behaviour: dict, *overrides: str) -> subprocess.Popen:
+    args = [sys.executable, str(FAKE_RUN), str(tmp / "cache"), str(tmp / run), str(tmp / "journal.txt"),
+            json.dumps(behaviour), *overrides]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_step_leaves_nothing_complete(tmp_path, pipeline):
+    proc = _start(tmp_path, "killed", {"convert": "sleep:60"})
+    try:
+        _wait_for(lambda: "convert" in journal_lines(tmp_path / "journal.txt"))
+        time.sleep(0.2)  # inside the step, with its staging dir written to
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    store = pipeline.store
+    assert len(complete_artifacts(store, "download")) == 1
+    assert complete_artifacts(store, "convert") == [] and leftovers(store, "convert") == []
+    assert any((store.root / "convert" / ".staging").iterdir())  # the half-written attempt, set apart
+    pipeline.ran()
+    result = pipeline.run()
+    assert pipeline.ran() == ["convert", "build", "evaluate"] and not result.failed
+    assert not any((store.root / "convert" / ".staging").iterdir())  # cleaned under the lock
+
+
+def test_two_concurrent_runs_make_one_artifact(tmp_path, pipeline):
+    procs = [_start(tmp_path, f"run{i}", {"convert": "sleep:2"}) for i in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    ran = journal_lines(tmp_path / "journal.txt")
+    assert sorted(ran) == sorted(["download", "convert", "build", "evaluate"]), (ran, outputs)
+    for step in ("download", "convert", "build", "evaluate"):
+        assert len(complete_artifacts(pipeline.store, step)) == 1
+    records = [json.loads((tmp_path / f"run{i}" / "run.json").read_text()) for i in range(2)]
+    convert = sorted(r["steps"][1]["status"] for r in records)
+    assert convert == ["cached", "ran"]
+    assert any("waiting for another run" in out for out in outputs)
