@@ -1,0 +1,77 @@
+"""The evaluate step's contract: declared keys, plan-time checks and the accuracy gate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from mambapipe.config import MambapipeConfig
+from mambapipe.pipeline.step import StepContext, StepError
+from mambapipe.steps.evaluate import STEP, _accuracy_gate
+
+
+def _params(**overrides):
+    cfg = OmegaConf.structured(MambapipeConfig)
+    params = {key: OmegaConf.select(cfg, key) for key in STEP.uses if key not in ("device", "backend")}
+    params.update({"device": "cpu", "backend": "native"})
+    params.update(overrides)
+    return params
+
+
+def test_uses_only_keys_of_the_schema():
+    cfg = OmegaConf.structured(MambapipeConfig)
+    for key in STEP.uses:
+        assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", key
+    assert STEP.name == "evaluate" and set(STEP.needs) == {"build", "download"}
+
+
+def test_defaults_pass_the_plan_check():
+    STEP.check(_params())  # eval 923 + 100 tokens fit the default build limits 924 / 1024
+    STEP.check(_params(**{"eval.task": "benchmark"}))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"eval.batch_size": 16}, "eval.batch_size 16 > build.max_batch_size 8"),
+    ({"eval.max_input_length": 1000}, "eval.max_input_length 1000 > build.max_input_len 924"),
+    ({"eval.output_len": 200}, "= 1123 > build.max_seq_len 1024"),
+    ({"eval.max_ite": 0}, "eval.max_ite must be >= 1"),
+    ({"eval.dataset": "/nowhere/data.jsonl"}, "does not exist"),
+    ({"eval.dataset": "articles.csv"}, "not sample, cnn_dailymail or a .jsonl/.parquet"),
+    ({"eval.task": "benchmark", "eval.scenarios": [{"batch": 0, "input_len": 1, "output_len": 1}]},
+     r"eval.scenarios\[0\].batch must be >= 1"),
+])
+def test_plan_check_rejects_bad_settings(overrides, message):
+    with pytest.raises(StepError, match=message):
+        STEP.check(_params(**overrides))
+
+
+def _write_outputs(out_dir, rouge1):
+    out_dir.mkdir()
+    (out_dir / "metrics.json").write_text(json.dumps({"task": "summarize", "rouge1": rouge1}))
+    (out_dir / "predictions.jsonl").write_text('{"id": "x"}\n')
+    return json.loads((out_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("rouge1, fails", [(12.3, True), (15.0, True), (15.01, False)])
+def test_accuracy_gate_is_strictly_greater_and_keeps_the_outputs(tmp_path, rouge1, fails):
+    metrics = _write_outputs(tmp_path / "staging", rouge1)
+    ctx = StepContext(run_dir=tmp_path / "run")
+    params = _params(**{"eval.check_accuracy": True})
+    if not fails:
+        _accuracy_gate(params, metrics, tmp_path / "staging", ctx)
+        assert not (tmp_path / "run").exists()
+        return
+    with pytest.raises(StepError, match=f"rouge1 {rouge1:.2f} <= threshold 15.00") as err:
+        _accuracy_gate(params, metrics, tmp_path / "staging", ctx)
+    assert "\n" not in str(err.value)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["rouge1"] == rouge1
+    assert (tmp_path / "run" / "predictions.jsonl").is_file()
+
+
+def test_accuracy_gate_is_off_unless_asked(tmp_path):
+    metrics = _write_outputs(tmp_path / "staging", 1.0)
+    _accuracy_gate(_params(), metrics, tmp_path / "staging", StepContext(run_dir=tmp_path / "run"))
+    _accuracy_gate(_params(**{"eval.check_accuracy": True, "eval.rouge1_threshold": 0.5}), metrics,
+                   tmp_path / "staging", StepContext(run_dir=tmp_path / "run"))
