@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import shutil
 
 from mambapipe.backends.base import Backend
 
@@ -25,4 +26,6 @@ def resolve_backend(requested: str, device: str) -> tuple[str, str]:
         return "native", f"auto: device is {device}, TensorRT-LLM needs a GPU"
     if importlib.util.find_spec("tensorrt_llm") is None:
         return "native", "auto: tensorrt_llm is not installed"
-    return "trtllm", "auto: tensorrt_llm is importable and a GPU is present"
+    if shutil.which("trtllm-build") is None:  # the trtllm build step would refuse to plan without it
+        return "native", "auto: trtllm-build is not on PATH"
+    return "trtllm", "auto: tensorrt_llm is importable, trtllm-build is on PATH and a GPU is present"

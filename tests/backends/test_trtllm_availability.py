@@ -47,3 +47,17 @@ def test_importing_the_backend_does_not_import_tensorrt_llm():
     code = ("import sys, mambapipe.backends.trtllm as t; t.BACKEND.environment(); "
             "assert not any(m.split('.')[0] in ('tensorrt_llm', 'tensorrt') for m in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_auto_picks_trtllm_only_where_it_can_run(monkeypatch):
+    import mambapipe.backends as backends
+
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(backends.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert resolve_backend("auto", "cpu") == ("native", "auto: device is cpu, TensorRT-LLM needs a GPU")
+    assert resolve_backend("auto", "cuda")[0] == "trtllm"
+    assert resolve_backend("native", "cuda") == ("native", "requested")
+    monkeypatch.setattr(backends.shutil, "which", lambda name: None)
+    assert resolve_backend("auto", "cuda") == ("native", "auto: trtllm-build is not on PATH")
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: None)
+    assert resolve_backend("auto", "cuda") == ("native", "auto: tensorrt_llm is not installed")
