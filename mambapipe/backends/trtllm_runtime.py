@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -67,7 +67,7 @@ def _device_memory_in_use_mb() -> float:
 
 class TrtllmGenerator:
     def __init__(self, runner: Any, info: EngineInfo, rank: int, world_size: int, uses_cpp: bool,
-                 broadcast: Any = None) -> None:
+                 broadcast: Optional[Callable[[Any, int], Any]] = None) -> None:
         self.runner, self.info, self.rank, self.world_size = runner, info, rank, world_size
         self.uses_cpp = uses_cpp
         self._broadcast = broadcast  # tensorrt_llm._utils.mpi_broadcast when ranks must share rank 0's output
@@ -76,9 +76,12 @@ class TrtllmGenerator:
             info.max_batch_size, info.max_input_len, info.max_seq_len)
 
     def _check_limits(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
-        longest = max((len(p) for p in prompts), default=0)
+        """The limits ModelRunnerCpp checks, raised before any GPU work and worded like the native engine's."""
         if not prompts or min(len(p) for p in prompts) == 0:
-            raise ValueError("generate needs at least one non-empty prompt")
+            raise ValueError("generate needs at least one prompt and no empty ones; give each at least one token")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        longest = max(len(p) for p in prompts)
         if len(prompts) > self.max_batch_size:
             raise ValueError(f"batch of {len(prompts)} exceeds the engine's max_batch_size {self.max_batch_size}; "
                              "rebuild with a larger build.max_batch_size")

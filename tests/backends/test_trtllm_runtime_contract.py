@@ -124,3 +124,11 @@ def test_cpu_device_is_refused(engine_dir):
     ([1, 2, 3], 2, 5, [1, 2]), ([1, 3], 2, 5, [1, 3, 2]), ([1, 3], 2, 2, [1, 3]), ([1, 2], None, 5, [1, 2])])
 def test_finish_at_eos(tokens, eos, limit, expected):
     assert finish_at_eos(tokens, eos, limit) == expected
+
+
+def test_empty_prompt_and_zero_tokens_are_refused(fake_trtllm, engine_dir):
+    gen = _load(fake_trtllm, engine_dir)
+    with pytest.raises(ValueError, match="no empty ones"):
+        gen.generate([[1], []], 4)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
+        gen.generate([[1]], 0)
