@@ -14,7 +14,7 @@ returns the same `GenerationOutput`, as the native engine does.
 from __future__ import annotations
 
 import importlib
-import time
+from time import perf_counter
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -95,38 +95,38 @@ class TrtllmGenerator:
     def _timed_generate(self, batch: list[torch.Tensor], max_new_tokens: int,
                         kwargs: dict[str, Any]) -> tuple[Any, float]:
         _synchronize()
-        start = time.perf_counter()
+        start = perf_counter()
         with torch.no_grad():
             outputs = self.runner.generate(batch, max_new_tokens=max_new_tokens, **kwargs)
         _synchronize()
-        return outputs, (time.perf_counter() - start) * 1e3
+        return outputs, (perf_counter() - start) * 1e3
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: SamplingConfig = SamplingConfig(), eos_id: Optional[int] = None,
                  stop_at_eos: bool = True) -> GenerationOutput:
         self._check_limits(prompts, max_new_tokens)
         batch = [torch.tensor(list(p), dtype=torch.int32) for p in prompts]  # each (L_i,)
-        end_id = eos_id if (stop_at_eos and eos_id is not None) else NO_END_ID
-        kwargs = {"end_id": end_id, "pad_id": eos_id if eos_id is not None else 0, "num_beams": 1,
+        stop_id = eos_id if stop_at_eos else None
+        kwargs = {"end_id": NO_END_ID if stop_id is None else stop_id, "pad_id": eos_id if eos_id is not None else 0, "num_beams": 1,
                   "return_dict": True, "output_sequence_lengths": True, **sampling_kwargs(sampling)}
         # Time to first token: a separate one-token run (TensorRT-LLM reports no per-phase timing).
         prefill_ms = self._timed_generate(batch, 1, kwargs)[1] if max_new_tokens > 1 else None
         outputs, total_ms = self._timed_generate(batch, max_new_tokens, kwargs)
         result = None
         if self.rank == 0 or not self.uses_cpp:
-            result = self._to_output(outputs, [len(p) for p in prompts], prefill_ms, total_ms,
-                                     end_id if end_id != NO_END_ID else None, max_new_tokens)
+            result = self._to_output(outputs, [len(p) for p in prompts], prefill_ms, total_ms, stop_id,
+                                     max_new_tokens)
         if self._broadcast is not None:
             result = self._broadcast(result, 0)
         return result
 
     def _to_output(self, outputs: dict[str, torch.Tensor], input_lengths: list[int], prefill_ms: Optional[float],
-                   total_ms: float, end_id: Optional[int], max_new_tokens: int) -> GenerationOutput:
-        tokens = [finish_at_eos(t, end_id, max_new_tokens) for t in new_tokens(outputs, input_lengths)]
-        steps = max(len(t) for t in tokens)
-        if prefill_ms is None or steps <= 1:
+                   total_ms: float, stop_id: Optional[int], max_new_tokens: int) -> GenerationOutput:
+        tokens = [finish_at_eos(t, stop_id, max_new_tokens) for t in new_tokens(outputs, input_lengths)]
+        steps = max(len(t) for t in tokens)  # the full run's decode steps end with its longest sequence
+        if prefill_ms is None:  # a one-token run is all prefill
             return GenerationOutput(tokens, total_ms, 0.0, _device_memory_in_use_mb())
-        decode_ms = max(total_ms - prefill_ms, 0.0) / (steps - 1)
+        decode_ms = max(total_ms - prefill_ms, 0.0) / (steps - 1) if steps > 1 else 0.0
         return GenerationOutput(tokens, prefill_ms, decode_ms, _device_memory_in_use_mb())
 
     def close(self) -> None:

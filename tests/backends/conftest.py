@@ -45,6 +45,8 @@ class FakeTrtllm:
         self.generate_calls: list[dict[str, Any]] = []
         self.broadcast_calls: list[tuple[Any, int]] = []
         self.rank0_result: Any = None  # what rank 0 would broadcast, for runs as another rank
+        self.clock_s = 0.0  # a fake perf_counter that generate() advances by cost_s(max_new_tokens)
+        self.cost_s = lambda max_new_tokens: 0.0
 
     def _runner_class(self, name: str) -> type:
         fake = self
@@ -59,6 +61,7 @@ class FakeTrtllm:
 
             def generate(self, batch_input_ids, **kwargs):
                 fake.generate_calls.append({"batch_input_ids": batch_input_ids, "runner": name, **kwargs})
+                fake.clock_s += fake.cost_s(kwargs["max_new_tokens"])
                 if name == "ModelRunnerCpp" and fake.rank != 0:
                     return []  # ModelRunnerCpp: only the leader rank gets outputs
                 return fake.answer(batch_input_ids, kwargs["max_new_tokens"], kwargs["end_id"], self.max_seq_len)

@@ -132,3 +132,16 @@ def test_empty_prompt_and_zero_tokens_are_refused(fake_trtllm, engine_dir):
         gen.generate([[1], []], 4)
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
         gen.generate([[1]], 0)
+
+
+def test_prefill_and_decode_timing_arithmetic(fake_trtllm, engine_dir, monkeypatch):
+    import mambapipe.backends.trtllm_runtime as runtime
+
+    monkeypatch.setattr(runtime, "perf_counter", lambda: fake_trtllm.clock_s)
+    fake_trtllm.cost_s = lambda n: 0.030 + 0.010 * (n - 1)  # 30 ms to the first token, then 10 ms per step
+    gen = _load(fake_trtllm, engine_dir)
+    out = gen.generate(PROMPTS, max_new_tokens=5, eos_id=EOS, stop_at_eos=False)
+    assert out.prefill_ms == pytest.approx(30.0) and out.decode_ms_per_step == pytest.approx(10.0)
+    # With EOS stopping the run lasts as long as its longest sequence: SCRIPT[1] never stops, 4 decode steps.
+    assert gen.generate(PROMPTS, 5, eos_id=EOS).decode_ms_per_step == pytest.approx(10.0)
+    assert gen.generate(PROMPTS, 1, eos_id=EOS).prefill_ms == pytest.approx(30.0)
