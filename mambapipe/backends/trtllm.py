@@ -71,7 +71,10 @@ def _check_checkpoint(checkpoint_dir: Path) -> int:
     path = checkpoint_dir / "config.json"
     if not path.is_file():
         raise StepError(f"{checkpoint_dir} has no config.json: not a TensorRT-LLM checkpoint; rerun the convert step")
-    cfg = json.loads(path.read_text())
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise StepError(f"{path} is not valid JSON ({err.msg}); rerun the convert step") from None
     if cfg.get("architecture") != ARCHITECTURE:
         raise StepError(f"checkpoint {checkpoint_dir} is a {cfg.get('architecture')!r}, not {ARCHITECTURE!r}; "
                         "rerun the convert step")
@@ -110,7 +113,7 @@ class TrtllmBackend:
         info = read_engine_config(Path(out_dir))  # proves trtllm-build wrote a complete engine
         return {"command": shlex.join(cmd), "build_seconds": round(time.perf_counter() - start, 2),
                 "engine_version": info.version, "tp_size": info.tp_size,
-                "inflight_batching": info.supports_inflight_batching, **environment()}
+                "inflight_batching": info.supports_inflight_batching}
 
     def load(self, engine_dir: Path, device: str) -> Generator:
         return load_generator(Path(engine_dir), device)

@@ -134,8 +134,6 @@ def test_last_error_line_prefers_error_lines():
 def trtllm_available(monkeypatch):
     """Pretend TensorRT-LLM and a GPU are here, so build() reaches the (fake) trtllm-build."""
     monkeypatch.setattr(trtllm, "unavailable_reason", lambda device: None)
-    monkeypatch.setattr(trtllm, "environment", lambda: {"tensorrt_llm": "0.18.0", "tensorrt": "10.8.0",
-                                                         "gpu_compute_capability": "9.0"})
 
 
 def test_backend_build_produces_a_readable_engine(tmp_path, monkeypatch, trtllm_available):
@@ -144,7 +142,7 @@ def test_backend_build_produces_a_readable_engine(tmp_path, monkeypatch, trtllm_
     facts = trtllm.BACKEND.build(ckpt, out, SETTINGS)
     assert facts["command"] == (f"trtllm-build --checkpoint_dir {ckpt} --paged_kv_cache disable --gemm_plugin auto "
                                 f"--max_batch_size 8 --max_input_len 924 --max_seq_len 1024 --output_dir {out}")
-    assert (facts["tp_size"], facts["inflight_batching"], facts["gpu_compute_capability"]) == (2, True, "9.0")
+    assert (facts["tp_size"], facts["inflight_batching"], facts["engine_version"]) == (2, True, "0.18.0")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.cache", "rank0.engine", "rank1.engine"]
 
 
@@ -156,6 +154,9 @@ def test_backend_build_rejects_a_bad_checkpoint_before_running(tmp_path, monkeyp
         trtllm.BACKEND.build(ckpt, tmp_path / "engine", SETTINGS)
     with pytest.raises(StepError, match="has no config.json"):
         trtllm.BACKEND.build(tmp_path, tmp_path / "engine", SETTINGS)
+    (ckpt / "config.json").write_text("{")
+    with pytest.raises(StepError, match="is not valid JSON"):
+        trtllm.BACKEND.build(ckpt, tmp_path / "engine", SETTINGS)
 
 
 def test_backend_build_refuses_when_unavailable(tmp_path):
