@@ -179,7 +179,7 @@ class ModelSpec:
             tie_embeddings=bool(extra.get("tie_embeddings", False)),
             rms_norm=bool(cfg.get("rms_norm", True)), residual_in_fp32=bool(cfg.get("residual_in_fp32", True)),
             pad_vocab_size_multiple=int(cfg.get("pad_vocab_size_multiple", 1)),
-            time_step_rank=int(extra.get("time_step_rank", 0)),
+            time_step_rank=_explicit_dt_rank(int(extra.get("time_step_rank", 0)), hidden, version),
         )
         if version == MAMBA2:
             kwargs.update(head_dim=int(cfg["rnn_head_size"]), n_groups=int(cfg["ngroups"]),
@@ -188,3 +188,8 @@ class ModelSpec:
 
     def replace(self, **changes: Any) -> "ModelSpec":
         return dataclasses.replace(self, **changes)
+
+
+def _explicit_dt_rank(rank: int, hidden: int, version: str) -> int:
+    """0 (= ceil(H/16)) when the written rank is the default or unused, so specs round-trip through config.json."""
+    return 0 if version == MAMBA2 or rank == math.ceil(hidden / 16) else rank
