@@ -31,21 +31,30 @@ _FINITE_CHECK_CHUNK = 1 << 24  # elements per isfinite() pass, so the check neve
 def convert_checkpoint(model_dir: str | Path, out_dir: str | Path, dtype: str, tp_size: int = 1,
                        progress: bool = True) -> dict[str, Any]:
     """Returns the manifest facts: source format and files, spec, dtype, tp_size and each output's sha256."""
+    out_dir = _clear_outputs(Path(model_dir), Path(out_dir))
     model_dtype = parse_dtype(dtype)
     info = detect_source(model_dir)
     problems = info.spec.tp_problems(tp_size)
     if problems:
         raise ConvertError(f"{info.config_file}: cannot split this model {tp_size} ways: {'; '.join(problems)}")
     source = open_source(info)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").unlink(missing_ok=True)  # a stale config must not vouch for new rank files
     digests = _write_ranks(source, trtllm_tensors(info.spec), out_dir, model_dtype, tp_size, progress)
     config = json.dumps(info.spec.to_trtllm_config(dtype, tp_size), indent=2).encode()
     _write_atomic(out_dir / "config.json", config)
     digests["config.json"] = hashlib.sha256(config).hexdigest()
     return {"source_format": info.format, "source_files": [str(f) for f in info.weight_files],
             "spec": dataclasses.asdict(info.spec), "dtype": dtype, "tp_size": tp_size, "sha256": digests}
+
+
+def _clear_outputs(model_dir: Path, out_dir: Path) -> Path:
+    """Remove an earlier run's checkpoint first, so a failure now cannot leave it looking like this run's."""
+    if out_dir.resolve() == model_dir.resolve():
+        raise ConvertError(f"{out_dir}: the output directory is the source checkpoint; choose another one")
+    if out_dir.is_dir():
+        for stale in [out_dir / "config.json", *out_dir.glob("rank*.safetensors"), *out_dir.glob("*.partial")]:
+            stale.unlink(missing_ok=True)
+    return out_dir
 
 
 def parse_dtype(dtype: str) -> torch.dtype:

@@ -1,0 +1,122 @@
+"""Bad input fails with one line naming the file and the tensor, and leaves nothing that looks complete."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import MAMBA2_MISTRAL, as_mamba_ssm, build_hf
+from safetensors.torch import load_file, save_file
+
+from mambapipe.checkpoint import ConvertError, convert_checkpoint
+
+
+@pytest.fixture
+def hf_copy(tmp_path, hf_mamba1) -> Path:
+    return Path(shutil.copytree(hf_mamba1, tmp_path / "src"))
+
+
+def edit_weights(src: Path, edit) -> None:
+    weights = src / "model.safetensors"
+    tensors = load_file(str(weights))
+    edit(tensors)
+    save_file(tensors, str(weights))
+
+
+def assert_fails_cleanly(src: Path, out: Path, match: str, dtype: str = "float16", tp_size: int = 1) -> str:
+    out.mkdir(exist_ok=True)
+    (out / "config.json").write_text("{}")  # a stale config from an earlier run must not survive
+    with pytest.raises(ConvertError, match=match) as info:
+        convert_checkpoint(src, out, dtype, tp_size, progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert sorted(p.name for p in out.iterdir()) == []
+    return message
+
+
+def test_missing_tensor(tmp_path, hf_copy):
+    edit_weights(hf_copy, lambda t: t.pop("backbone.layers.1.mixer.D"))
+    msg = assert_fails_cleanly(hf_copy, tmp_path / "out", r"missing tensor 'layers\.1\.mixer\.D'")
+    assert "model.safetensors" in msg
+
+
+def test_unexpected_tensor(tmp_path, hf_copy):
+    edit_weights(hf_copy, lambda t: t.update({"backbone.layers.0.mixer.extra.weight": torch.zeros(2)}))
+    assert_fails_cleanly(hf_copy, tmp_path / "out", r"model\.safetensors: tensor 'backbone\.layers\.0\.mixer\.extra"
+                                                    r"\.weight' is unexpected")
+
+
+def test_mis_shaped_tensor(tmp_path, hf_copy):
+    edit_weights(hf_copy, lambda t: t.update({"backbone.layers.0.mixer.conv1d.weight": torch.zeros(32, 1, 3)}))
+    assert_fails_cleanly(hf_copy, tmp_path / "out", r"model\.safetensors: tensor 'backbone\.layers\.0\.mixer\.conv1d"
+                                                    r"\.weight' has shape \[32, 1, 3\], expected \[32, 1, 4\]")
+
+
+def test_non_float_tensor(tmp_path, hf_copy):
+    edit_weights(hf_copy, lambda t: t.update({"backbone.norm_f.weight": torch.ones(16, dtype=torch.int32)}))
+    assert_fails_cleanly(hf_copy, tmp_path / "out", r"'backbone\.norm_f\.weight' has dtype torch\.int32")
+
+
+def test_truncated_safetensors(tmp_path, hf_copy):
+    weights = hf_copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert_fails_cleanly(hf_copy, tmp_path / "out", r"model\.safetensors: truncated safetensors file \(tensor '.*'")
+
+
+def test_unknown_architecture(tmp_path, hf_copy):
+    config = json.loads((hf_copy / "config.json").read_text())
+    config.update(model_type="llama", architectures=["LlamaForCausalLM"])
+    (hf_copy / "config.json").write_text(json.dumps(config))
+    assert_fails_cleanly(hf_copy, tmp_path / "out", r"config\.json: unknown architecture \(model_type='llama'")
+
+
+def test_hybrid_mamba_ssm_refused(tmp_path):
+    src = as_mamba_ssm(build_hf(MAMBA2_MISTRAL), tmp_path / "ssm")
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps(config | {"attn_layer_idx": [1]}))
+    assert_fails_cleanly(src, tmp_path / "out", r"attn_layer_idx=\[1\] makes a hybrid model")
+
+
+@pytest.mark.parametrize("payload, match", [
+    ([1, 2, 3], r"pytorch_model\.bin: holds a list, not a state dict"),
+    ({"backbone.norm_f.weight": "not a tensor"}, r"pytorch_model\.bin: holds a dict, not a state dict"),
+])
+def test_bin_that_is_not_a_state_dict(tmp_path, payload, match):
+    src = as_mamba_ssm(build_hf(MAMBA2_MISTRAL), tmp_path / "ssm")
+    torch.save(payload, src / "pytorch_model.bin")
+    assert_fails_cleanly(src, tmp_path / "out", match)
+
+
+def test_bin_with_arbitrary_pickle(tmp_path):
+    src = as_mamba_ssm(build_hf(MAMBA2_MISTRAL), tmp_path / "ssm")
+    torch.save({"weights": Path("/etc")}, src / "pytorch_model.bin")  # a global weights_only refuses
+    assert_fails_cleanly(src, tmp_path / "out", r"pytorch_model\.bin: not a loadable weights-only PyTorch state dict")
+
+
+def test_values_that_overflow_float16(tmp_path, hf_copy):
+    """The bad tensor is late in the write order, so rank files were half written when it is found."""
+    def poison(t):
+        t["backbone.layers.1.mixer.out_proj.weight"][0, 0] = 1e6
+    edit_weights(hf_copy, poison)
+    assert_fails_cleanly(hf_copy, tmp_path / "out", r"'backbone\.layers\.1\.mixer\.out_proj\.weight' has values up "
+                                                    r"to 1e\+06, beyond torch\.float16.*bfloat16", tp_size=2)
+    convert_checkpoint(hf_copy, tmp_path / "bf16", "bfloat16", progress=False)  # bf16 can hold it
+
+
+def test_nan_in_source(tmp_path, hf_copy):
+    edit_weights(hf_copy, lambda t: t["backbone.norm_f.weight"].__setitem__(3, float("nan")))
+    assert_fails_cleanly(hf_copy, tmp_path / "out", r"'backbone\.norm_f\.weight' contains NaN or inf", "float32")
+
+
+def test_unknown_dtype(tmp_path, hf_copy):
+    with pytest.raises(ConvertError, match=r"unknown dtype 'float8'; use one of float16, bfloat16, float32"):
+        convert_checkpoint(hf_copy, tmp_path / "out", "float8", progress=False)
+
+
+def test_not_a_checkpoint_dir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConvertError, match=r"empty: no config\.json"):
+        convert_checkpoint(tmp_path / "empty", tmp_path / "out", "float16", progress=False)

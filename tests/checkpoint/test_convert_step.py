@@ -1,0 +1,81 @@
+"""The `convert` step: plan-time checks, the run on a download artifact, and arch mismatches."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from mambapipe.checkpoint import detect_source
+from mambapipe.models import ModelSpec
+from mambapipe.pipeline.step import StepContext, StepError
+from mambapipe.steps.convert import STEP
+from mambapipe.synthetic import write_synthetic_checkpoint
+
+CODESTRAL = dict(mamba_version="Mamba2", hidden_size=4096, num_layers=64, vocab_size=32768, state_size=128,
+                 n_groups=8, tie_embeddings=False)
+MAMBA2_130M = dict(mamba_version="Mamba2", hidden_size=768, num_layers=24, vocab_size=50288, state_size=128,
+                   pad_vocab_size_multiple=16)
+
+
+def params(arch: dict, dtype: str = "float16", tp_size: int = 1) -> dict:
+    return {"dtype": dtype, "tp_size": tp_size, "model.arch": arch}
+
+
+def test_declares_its_inputs():
+    assert STEP.name == "convert" and STEP.needs == ("download",)
+    assert set(STEP.uses) == {"dtype", "tp_size", "model.arch"}
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4, 8])
+def test_check_accepts_codestral_tp(tp):
+    STEP.check(params(CODESTRAL, tp_size=tp))
+
+
+def test_check_refuses_single_group_tp2():
+    with pytest.raises(StepError, match=r"tp_size=2 .*ngroups=1 is not divisible by tp_size=2"):
+        STEP.check(params(MAMBA2_130M, tp_size=2))
+
+
+def test_check_refuses_unknown_dtype():
+    with pytest.raises(StepError, match="unknown dtype 'int4'"):
+        STEP.check(params(MAMBA2_130M, dtype="int4"))
+
+
+def download_artifact(tmp_path, spec: ModelSpec, commit: str | None = None):
+    download = tmp_path / "download"
+    write_synthetic_checkpoint(spec, download / "model", "float32", seed=0, progress=False)
+    if commit:
+        (download / "manifest.json").write_text(json.dumps({"facts": {"commit": commit}}))
+    return download
+
+
+def test_run_converts_the_synthetic_download(tmp_path):
+    spec = ModelSpec("Mamba2", 64, 2, 64, 4, head_dim=8, n_groups=8)
+    download = download_artifact(tmp_path, spec, commit="a" * 40)
+    arch = dataclasses.asdict(spec)
+    STEP.check(params(arch, tp_size=4))
+    facts = STEP.run(params(arch, tp_size=4), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
+    assert facts["source_format"] == "hf_mamba2" and facts["source_revision"] == "a" * 40
+    assert sorted(facts["sha256"]) == ["config.json"] + [f"rank{r}.safetensors" for r in range(4)]
+    assert ModelSpec.from_trtllm_config(json.loads((tmp_path / "out/config.json").read_text())) == spec
+
+
+def test_run_refuses_a_checkpoint_that_is_not_model_arch(tmp_path, hf_mamba1):
+    download = tmp_path / "download"
+    shutil.copytree(hf_mamba1, download / "model")
+    arch = dataclasses.asdict(detect_source(hf_mamba1).spec) | {"hidden_size": 32}
+    with pytest.raises(StepError, match=r"does not match model\.arch \(hidden_size: config 32, checkpoint 16; "):
+        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
+
+
+def test_run_reports_bad_weights_as_step_error(tmp_path, hf_mamba1):
+    download = tmp_path / "download"
+    shutil.copytree(hf_mamba1, download / "model")
+    weights = download / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    arch = dataclasses.asdict(detect_source(hf_mamba1).spec)
+    with pytest.raises(StepError, match=r"model\.safetensors: truncated safetensors file"):
+        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
