@@ -6,6 +6,7 @@ whole plan is known before anything runs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -15,6 +16,7 @@ from mambapipe.pipeline.resolve import Resolved, flatten, select
 from mambapipe.pipeline.step import Step, StepError
 from mambapipe.pipeline.store import ArtifactStore
 
+log = logging.getLogger(__name__)
 RUN, CACHED, SKIP, MISSING = "run", "cached", "skip", "missing"
 _MAX_REASONS = 4
 
@@ -76,13 +78,20 @@ def explain_miss(store: ArtifactStore, step: Step, params: dict[str, Any], input
     return "; ".join(changes[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
 
 
+def _problem(step: Step, exc: Exception) -> str:
+    if isinstance(exc, StepError):
+        return f"{step.name}: {exc}"
+    log.error("%s failed while planning", step.name, exc_info=True)
+    return f"{step.name}: unexpected {type(exc).__name__} while planning: {(str(exc).splitlines() or [''])[0]}"
+
+
 def _environment(step: Step, params: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     if not hasattr(step, "environment"):
         return {}
     try:
         return step.environment(params)
-    except StepError as exc:
-        problems.append(f"{step.name}: {exc}")
+    except Exception as exc:  # the plan still shows every step; the run stops before any work
+        problems.append(_problem(step, exc))
         return {"unresolved": str(exc)}
 
 
@@ -118,7 +127,7 @@ def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) 
     forced = set(config["force"])
     selected = set(config["steps"]) | forced
     needed = _needed(steps, selected) - selected
-    problems: list[str] = []
+    problems: list[str] = list(resolved.problems)
     planned_steps: list[PlannedStep] = []
     keys: dict[str, str] = {}
     for step in steps:
@@ -146,5 +155,5 @@ def _check_and_describe(plan: Plan, planned: PlannedStep) -> None:
         if hasattr(step, "describe"):
             inputs = {name: plan.artifact(name) for name in step.needs}
             planned.notes = list(step.describe(planned.params, inputs, plan.artifact(step.name)))
-    except StepError as exc:
-        plan.problems.append(f"{step.name}: {exc}")
+    except Exception as exc:
+        plan.problems.append(_problem(step, exc))

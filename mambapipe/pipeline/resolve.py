@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,16 +15,22 @@ class Resolved:
     config: dict[str, Any]  # the whole config, plain, with device/backend replaced by their decisions
     device_why: str
     backend_why: str
+    problems: tuple[str, ...] = ()
 
 
-def resolve_device(requested: str) -> tuple[str, str]:
-    if requested != "auto":
-        return requested, "requested"
-    import torch  # only when asked to look: importing torch costs a second
+def resolve_device(requested: str) -> tuple[str, str, Optional[str]]:
+    """(device, why, problem): `auto` picks cuda when torch sees a GPU; `cuda` without one is a problem."""
+    if requested == "cpu":
+        return "cpu", "requested", None
+    import torch  # only when there is a GPU to look for: importing torch costs a second
 
-    if torch.cuda.is_available():
-        return "cuda", f"auto: {torch.cuda.device_count()} CUDA device(s) visible"
-    return "cpu", "auto: no CUDA device visible"
+    visible = torch.cuda.is_available()
+    if requested == "cuda":
+        problem = None if visible else "device=cuda but torch sees no CUDA device: use device=cpu or auto"
+        return "cuda", "requested", problem
+    if visible:
+        return "cuda", f"auto: {torch.cuda.device_count()} CUDA device(s) visible", None
+    return "cpu", "auto: no CUDA device visible", None
 
 
 def resolve_config(cfg: DictConfig) -> Resolved:
@@ -32,9 +38,9 @@ def resolve_config(cfg: DictConfig) -> Resolved:
 
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
     config["cache_dir"] = str(Path(config["cache_dir"]).expanduser())
-    config["device"], device_why = resolve_device(config["device"])
+    config["device"], device_why, problem = resolve_device(config["device"])
     config["backend"], backend_why = resolve_backend(config["backend"], config["device"])
-    return Resolved(config, device_why, backend_why)
+    return Resolved(config, device_why, backend_why, (problem,) if problem else ())
 
 
 def lookup(config: dict[str, Any], dotted: str) -> Any:

@@ -1,0 +1,78 @@
+"""`mambapipe-cache ls|rm` on a cache filled by fake runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from mambapipe.pipeline.cache import age, main
+
+
+def run_cli(capsys, store, *args):
+    code = main(["--cache-dir", str(store.root), *args])
+    return code, capsys.readouterr().out
+
+
+@pytest.fixture
+def filled(pipeline):
+    pipeline.run()
+    pipeline.run("eval.max_ite=5")  # a second evaluate artifact
+    return pipeline.store
+
+
+def test_ls_lists_every_artifact_with_size_age_and_config(capsys, filled):
+    code, out = run_cli(capsys, filled, "ls")
+    assert code == 0
+    assert out.count("evaluate") == 2 and "convert" in out and "download" in out
+    assert "eval.max_ite=5" in out and "eval.max_ite=4" in out and "model.name=tiny-mamba2" in out
+    assert " B" in out or "KB" in out
+
+
+def test_ls_one_step(capsys, filled):
+    _, out = run_cli(capsys, filled, "ls", "--step", "convert")
+    assert "convert" in out and "evaluate" not in out
+
+
+def test_rm_step_removes_only_that_step(capsys, filled):
+    code, out = run_cli(capsys, filled, "rm", "--step", "evaluate")
+    assert code == 0 and "removed 2" in out
+    assert list(filled.artifacts("evaluate")) == []
+    assert len(list(filled.artifacts("build"))) == 1
+
+
+def test_rm_older_than_uses_the_manifest_date(capsys, filled):
+    directory, manifest = next(iter(filled.artifacts("download")))
+    manifest["created"] = "2020-01-01T00:00:00.000+00:00"
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    _, out = run_cli(capsys, filled, "rm", "--older-than", "2021-01-01")
+    assert "removed 1" in out
+    assert list(filled.artifacts("download")) == [] and len(list(filled.artifacts("evaluate"))) == 2
+
+
+def test_rm_all_empties_the_cache_and_leftovers(capsys, filled):
+    (filled.root / "convert" / ".staging" / "deadbeef.1.x").mkdir(parents=True)
+    _, out = run_cli(capsys, filled, "rm", "--all")
+    assert "removed 5" in out
+    assert list(filled.artifacts()) == []
+    assert not (filled.root / "convert" / ".staging").exists()
+
+
+def test_removed_artifacts_are_rebuilt(capsys, filled, pipeline):
+    run_cli(capsys, filled, "rm", "--step", "build")
+    pipeline.ran()
+    pipeline.run()
+    assert pipeline.ran() == ["build"]  # same key: the cached evaluate made from it still stands
+
+
+def test_bad_date_is_rejected(capsys, filled):
+    with pytest.raises(SystemExit):
+        main(["--cache-dir", str(filled.root), "rm", "--older-than", "last week"])
+    assert "is not a date" in capsys.readouterr().err
+
+
+def test_age_is_human():
+    now = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    assert age((now - timedelta(hours=5)).isoformat(), now) == "5h"
+    assert age((now - timedelta(days=3)).isoformat(), now) == "3d"

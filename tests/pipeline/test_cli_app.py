@@ -1,0 +1,66 @@
+"""The installed app, run as users run it: `python -m mambapipe` and the `mambapipe` console script
+(as Hydra's own tests/test_installed_app.py does)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COMMANDS = {"python -m": [sys.executable, "-m", "mambapipe"], "console script": ["mambapipe"]}
+
+
+def run(command: list[str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MAMBAPIPE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf")}
+    return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(params=sorted(COMMANDS))
+def command(request) -> list[str]:
+    if request.param == "console script" and shutil.which("mambapipe") is None:
+        pytest.fail("the mambapipe console script is not installed: pip install -e .")
+    return COMMANDS[request.param]
+
+
+def test_info_shows_the_config_dir_and_groups(command, tmp_path):
+    out = run(command, tmp_path, "--info")
+    assert out.returncode == 0, out.stderr
+    assert f"file://{REPO / 'configs'}" in out.stdout
+    assert "recipe" in out.stdout and "model" in out.stdout
+
+
+def test_help_lists_recipes_and_examples(command, tmp_path):
+    out = run(command, tmp_path, "--help")
+    assert "recipe: codestral, codestral_tp2" in out.stdout and "python -m mambapipe recipe=" in out.stdout
+
+
+def test_plan_only_exits_zero_and_writes_the_run_dir(command, tmp_path):
+    out = run(command, tmp_path, "plan_only=true", "hydra.run.dir=run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "not cached" in out.stdout
+    assert {"config.yaml", "run.json", "mambapipe.log"} <= {p.name for p in (tmp_path / "run").iterdir()}
+    assert not (tmp_path / "cache" / "download").exists() or not any((tmp_path / "cache" / "download").iterdir())
+
+
+def test_failure_exits_nonzero_with_reason_last(tmp_path):
+    out = run(COMMANDS["python -m"], tmp_path, "recipe=mamba_130m", "hydra.run.dir=run")
+    assert out.returncode == 1
+    last = out.stdout.rstrip().splitlines()[-1]
+    assert "state-spaces/mamba-130m-hf" in last and "model.source=local model.path=" in last
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_mistyped_key_fails_at_compose(tmp_path):
+    out = run(COMMANDS["python -m"], tmp_path, "build.max_batch_sise=16")
+    assert out.returncode != 0 and "max_batch_sise" in out.stderr
+
+
+def test_cache_console_script(tmp_path):
+    out = subprocess.run(["mambapipe-cache", "--cache-dir", str(tmp_path), "ls"], capture_output=True, text=True)
+    assert out.returncode == 0 and "artifacts in" in out.stdout
