@@ -7,6 +7,7 @@ It runs one prompt at a time: batching would left-pad, and padding changes what 
 from __future__ import annotations
 
 import json
+import resource
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -106,7 +107,7 @@ class HFGenerator:
     def _peak_memory_mb(self) -> float:
         if self.device == "cuda":
             return torch.cuda.max_memory_allocated() / 2**20
-        return 0.0
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak RSS; Linux reports KiB
 
     def close(self) -> None:
         del self.model

@@ -103,7 +103,8 @@ def _compare_hf(job: EvalJob, bundle: TokenizerBundle, batches: list[list[summar
         hf.close()
     texts = summarize.decode_outputs(bundle, run.output_ids)
     references = [s.reference for batch in batches for s in batch]
-    return {"hf": {**rouge_scores(texts, references), "output_tokens": run.output_tokens, **run.speed()},
+    return {"hf": {**rouge_scores(texts, references), "samples": len(references), "output_tokens": run.output_tokens,
+                   **run.speed()},
             "hf_token_agreement": summarize.token_agreement(engine_run.output_ids, run.output_ids),
             "hf_identical_samples": sum(a == b for a, b in zip(engine_run.output_ids, run.output_ids))}
 

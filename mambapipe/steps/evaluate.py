@@ -3,14 +3,13 @@
 Writes `metrics.json` and `predictions.jsonl` (summarize only) at the artifact root; the runner copies
 them into the run directory. With tp_size > 1 the task runs on every rank under the launcher.
 With `eval.check_accuracy`, a rouge1 at or below `eval.rouge1_threshold` fails the step *after* the
-outputs are written, and they are also copied into the run directory, since a failed step's staging
-directory is not kept as an artifact.
+outputs are written: the runner copies a failed step's metrics/predictions into the run directory
+before it discards the staging directory, so the scores stay readable but nothing is cached.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,7 @@ class EvaluateStep:
         else:
             run_evaluation(job)
         metrics = json.loads((out_dir / METRICS_FILE).read_text())
-        _accuracy_gate(params, metrics, out_dir, ctx)
+        _accuracy_gate(params, metrics)
         return _facts(metrics)
 
 
@@ -116,19 +115,14 @@ def _run_launched(job: EvalJob, tp_size: int) -> None:
         raise StepError(f"the {tp_size} evaluation ranks exited without writing {METRICS_FILE}; see their log above")
 
 
-def _accuracy_gate(params: dict[str, Any], metrics: dict[str, Any], out_dir: Path, ctx: StepContext) -> None:
+def _accuracy_gate(params: dict[str, Any], metrics: dict[str, Any]) -> None:
     """summarize.py's --check_accuracy: rouge1 must be strictly above the threshold."""
     if metrics["task"] != "summarize" or not _value(params, "eval.check_accuracy"):
         return
     rouge1, threshold = metrics["rouge1"], _value(params, "eval.rouge1_threshold")
-    if rouge1 > threshold:
-        return
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    for name in (METRICS_FILE, PREDICTIONS_FILE):
-        if (out_dir / name).is_file():
-            shutil.copy2(out_dir / name, ctx.run_dir / name)
-    raise StepError(f"rouge1 {rouge1:.2f} <= threshold {threshold:.2f} (eval.check_accuracy); outputs kept in "
-                    f"{ctx.run_dir}; check the engine against eval.compare_hf=true or lower eval.rouge1_threshold")
+    if rouge1 <= threshold:
+        raise StepError(f"rouge1 {rouge1:.2f} <= threshold {threshold:.2f} (eval.check_accuracy); metrics.json "
+                        "is in the run directory; compare with eval.compare_hf=true or lower eval.rouge1_threshold")
 
 
 def _facts(metrics: dict[str, Any]) -> dict[str, Any]:
