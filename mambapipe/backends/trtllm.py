@@ -66,8 +66,8 @@ def environment() -> dict[str, Any]:
             "gpu_compute_capability": capability}
 
 
-def _check_checkpoint(checkpoint_dir: Path) -> int:
-    """The convert artifact must be a TensorRT-LLM Mamba checkpoint; returns its world size."""
+def _check_checkpoint(checkpoint_dir: Path) -> None:
+    """The convert artifact must be a TensorRT-LLM Mamba checkpoint with every rank's weights."""
     path = checkpoint_dir / "config.json"
     if not path.is_file():
         raise StepError(f"{checkpoint_dir} has no config.json: not a TensorRT-LLM checkpoint; rerun the convert step")
@@ -84,7 +84,6 @@ def _check_checkpoint(checkpoint_dir: Path) -> int:
     if missing:
         raise StepError(f"checkpoint {checkpoint_dir} lacks {missing[0]} (world_size {world_size}); "
                         "rerun the convert step")
-    return world_size
 
 
 class TrtllmBackend:

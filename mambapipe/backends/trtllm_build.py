@@ -40,11 +40,9 @@ _ERROR_LINE = re.compile(r"error|exception|assert|failed", re.IGNORECASE)
 
 
 def build_options(settings: BuildSettings) -> dict[str, Any]:
-    """The four trtllm plugin settings, read from `settings.options` (keys as in config.BuildConfig,
-    with or without the `build.` prefix the step's params use) and checked; raises StepError."""
-    options = {}
-    for key, default in OPTION_DEFAULTS.items():
-        options[key] = settings.options.get(key, settings.options.get(f"build.{key}", default))
+    """The four trtllm plugin settings from `settings.options` (keys as in config.BuildConfig, e.g.
+    "paged_state"; the build step fills them from build.*), checked; raises StepError."""
+    options = {key: settings.options.get(key, default) for key, default in OPTION_DEFAULTS.items()}
     _check_options(options)
     return options
 
