@@ -24,7 +24,9 @@ from mambapipe.pipeline.step import StepError
 # NVLink SHARP / multicast paths are not available on the machines we target; keep every rank off them.
 RANK_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 LAUNCHERS = ("torchrun", "mpirun")
-_FAILED_RANK = (re.compile(r"rank: (\d+) \(local_rank"),  # torchrun's "Root Cause" summary
+# A rank's own exception line, e.g. "[rank1]: FileNotFoundError: ..." (not the launcher's ChildFailedError).
+_RANK_ERROR = re.compile(r"^(?:\[rank\d+\]:\s*)?((?!.*ChildFailedError)[\w.]*(?:Error|Exception): .*)")
+_FAILED_RANK = (re.compile(r"rank\s*:\s*(\d+) \(local_rank"),  # torchrun's "Root Cause" summary
                 re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]"))  # mpirun's first failed process
 
 
@@ -75,7 +77,8 @@ def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "
     if code != 0:
         rank = failed_rank(tail)
         who = f"rank {rank}" if rank is not None else "a rank"
-        last = next((l.strip() for l in reversed(tail) if "Error" in l), f"exit code {code}")
+        errors = [m.group(1).strip() for m in map(_RANK_ERROR.match, tail) if m]
+        last = errors[-1] if errors else f"exit code {code}"
         raise StepError(f"{who} of {nprocs} ({launcher} -m {module}) failed: {last}")
 
 

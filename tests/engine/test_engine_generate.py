@@ -1,0 +1,99 @@
+"""Generation semantics: slots joining/leaving a running batch, limits, EOS, sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import MAMBA1, MAMBA2, build_from_hf, hf_model
+
+from mambapipe.backends.base import SamplingConfig
+from mambapipe.engine.api import load_engine
+from mambapipe.engine.generate import LimitError
+from mambapipe.engine.sampling import filter_logits
+from mambapipe.models import ModelSpec
+
+
+@pytest.fixture(scope="module", params=["mamba1", "mamba2"])
+def engine_dir(request, tmp_path_factory):
+    spec = ModelSpec(**(MAMBA1 if request.param == "mamba1" else MAMBA2))
+    return build_from_hf(hf_model(spec), spec, tmp_path_factory.mktemp(request.param),
+                         max_batch_size=3, max_input_len=16, max_seq_len=30)
+
+
+def _prompts(n: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, 90, (int(torch.randint(1, 15, (1,), generator=g)),), generator=g).tolist()
+            for _ in range(n)]
+
+
+def test_sequences_joining_and_leaving_match_running_alone(engine_dir):
+    gen = load_engine(engine_dir)
+    prompts = _prompts(7)
+    budgets = [3, 9, 5, 12, 2, 7, 4]  # unequal lengths make sequences leave at different steps
+    alone = [gen.generate([p], n).output_ids[0] for p, n in zip(prompts, budgets)]
+    # Queue all 7 through 3 slots, with per-sequence stops from an EOS that is each one's last token.
+    longest = gen.serve(prompts, max(budgets)).output_ids
+    assert [len(t) for t in longest] == [max(budgets)] * 7
+    for p, n, ref, full in zip(prompts, budgets, alone, longest):
+        assert full[:n] == ref  # same tokens whatever else shared the batch
+    stopped = gen.serve(prompts, 12, eos_id=alone[1][-1]).output_ids
+    for tokens, full in zip(stopped, longest):
+        cut = full.index(alone[1][-1]) + 1 if alone[1][-1] in full else len(full)
+        assert tokens == full[:cut]
+
+
+def test_stop_at_eos_per_sequence(engine_dir):
+    gen = load_engine(engine_dir)
+    prompts = _prompts(3, seed=1)
+    free = gen.generate(prompts, 10).output_ids
+    eos = free[0][2]
+    stopped = gen.generate(prompts, 10, eos_id=eos).output_ids
+    for tokens, ref in zip(stopped, free):
+        assert tokens == (ref[: ref.index(eos) + 1] if eos in ref else ref)
+    assert gen.generate(prompts, 10, eos_id=eos, stop_at_eos=False).output_ids == free
+
+
+@pytest.mark.parametrize("prompts,new,message", [
+    ([[1]] * 4, 2, "max_batch_size=3"),
+    ([list(range(1, 18))], 2, "max_input_len=16"),
+    ([list(range(1, 16))], 16, "max_seq_len=30"),
+    ([[]], 2, "empty"),
+])
+def test_limits_are_enforced_with_one_line_errors(engine_dir, prompts, new, message):
+    gen = load_engine(engine_dir)
+    with pytest.raises(LimitError, match=message) as err:
+        gen.generate(prompts, new)
+    assert "\n" not in str(err.value)
+
+
+def test_seeded_sampling_is_reproducible_and_differs_from_greedy(engine_dir):
+    gen = load_engine(engine_dir)
+    prompts = _prompts(3, seed=2)
+    cfg = SamplingConfig(greedy=False, temperature=1.5, top_k=20, top_p=0.95, seed=7)
+    first = gen.generate(prompts, 12, cfg).output_ids
+    assert gen.generate(prompts, 12, cfg).output_ids == first
+    assert first != gen.generate(prompts, 12).output_ids
+    # summarize.py's top_k=1 sampling is greedy decoding
+    topk1 = SamplingConfig(greedy=False, top_k=1, seed=3)
+    assert gen.generate(prompts, 12, topk1).output_ids == gen.generate(prompts, 12).output_ids
+
+
+def test_top_k_and_top_p_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = lambda cfg: torch.isfinite(filter_logits(logits, cfg))[0].tolist()  # noqa: E731
+    assert kept(SamplingConfig(greedy=False, top_k=2)) == [True, True, False, False]
+    assert kept(SamplingConfig(greedy=False, top_p=0.7)) == [True, True, False, False]
+    assert kept(SamplingConfig(greedy=False, top_p=0.85)) == [True, True, True, False]
+    assert kept(SamplingConfig(greedy=False, top_p=0.1)) == [True, False, False, False]
+
+
+def test_output_reports_timings(engine_dir):
+    out = load_engine(engine_dir).generate(_prompts(2, seed=3), 5)
+    assert out.prefill_ms > 0 and out.decode_ms_per_step > 0 and out.peak_memory_mb > 0
+
+
+def test_load_refuses_engine_built_for_more_ranks(tmp_path):
+    spec = ModelSpec(**MAMBA2)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path, tp=2)
+    with pytest.raises(RuntimeError, match="tp_size=2"):
+        load_engine(engine)

@@ -1,0 +1,87 @@
+"""Tensor parallelism on the CPU (gloo): ranks launched by mambapipe.parallel generate what TP=1 does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import MAMBA1, MAMBA2, build_from_hf, hf_model
+
+from mambapipe.backends.base import SamplingConfig
+from mambapipe.engine.api import load_engine
+from mambapipe.models import ModelSpec
+from mambapipe.parallel import RANK_ENV, failed_rank, launch, launch_command
+from mambapipe.pipeline.step import StepError
+
+PROMPTS = [[5, 17, 3, 88, 41, 9, 60], [12], [70, 2, 33, 8]]
+NEW_TOKENS = 10
+SAMPLED = SamplingConfig(greedy=False, temperature=1.0, top_k=30, seed=11)
+
+
+def _launched(engine, tp, out, sample=False):
+    args = ["--engine-dir", str(engine), "--prompt-ids", json.dumps(PROMPTS),
+            "--max-new-tokens", str(NEW_TOKENS), "--out", str(out)]
+    if sample:
+        args += ["--sample", "--top-k", str(SAMPLED.top_k), "--seed", str(SAMPLED.seed)]
+    launch(tp, "mambapipe.engine", args)
+    return json.loads(out.read_text())["output_ids"]
+
+
+@pytest.mark.parametrize("arch,tp_sizes,sample", [
+    ("mamba2-g4", (2, 4), False),  # ngroups=4: each rank holds 2 or 1 whole groups
+    ("mamba1", (2,), True),  # d_inner split with one all-reduce of the x_proj output; seeded sampling
+])
+def test_tensor_parallel_generation_equals_tp1(arch, tp_sizes, sample, tmp_path):
+    spec = ModelSpec(**(MAMBA2 if arch.startswith("mamba2") else MAMBA1))
+    model = hf_model(spec, seed=5)
+    sampling = SAMPLED if sample else SamplingConfig()
+    reference = load_engine(build_from_hf(model, spec, tmp_path)).generate(PROMPTS, NEW_TOKENS, sampling).output_ids
+    for tp in tp_sizes:
+        engine = build_from_hf(model, spec, tmp_path, tp=tp)
+        assert _launched(engine, tp, tmp_path / f"tp{tp}.json", sample) == reference, f"tp={tp}"
+
+
+def test_failed_rank_is_named(tmp_path):
+    with pytest.raises(StepError, match=r"rank \d of 2 .*failed: FileNotFoundError: .*missing"):
+        launch(2, "mambapipe.engine", ["--engine-dir", str(tmp_path / "missing"), "--prompt-ids", "[[1]]"])
+
+
+def test_launch_commands_and_rank_environment():
+    torchrun = launch_command(2, "mambapipe.evaluate.worker", ["--x", "1"])
+    assert torchrun[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
+    mpirun = launch_command(4, "m", [], launcher="mpirun")
+    assert mpirun[:4] == ["mpirun", "-n", "4", "--allow-run-as-root"]
+    assert all(key in mpirun for key in RANK_ENV)
+    assert RANK_ENV == {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+    assert failed_rank(["  rank      : 3 (local_rank: 3)"]) == 3
+    assert failed_rank(["  Process name: [[5012,1],2]"]) == 2
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is not None, reason="mpirun is installed here")
+def test_mpirun_missing_is_a_clear_error():
+    with pytest.raises(StepError, match="mpirun"):
+        launch(2, "mambapipe.engine", [], launcher="mpirun")
+
+
+def test_rank_environment_reaches_the_ranks(monkeypatch):
+    seen = {}
+
+    class FakePopen:
+        def __init__(self, cmd, env, **kwargs):
+            seen.update(env)
+            self.stderr = iter(())
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr("mambapipe.parallel.subprocess.Popen", FakePopen)
+    monkeypatch.setenv("NCCL_NVLS_ENABLE", "1")  # a user's setting must not switch NVLS back on
+    launch(2, "m", [])
+    assert {k: seen[k] for k in RANK_ENV} == RANK_ENV
