@@ -14,6 +14,8 @@ from mambapipe.pipeline.step import StepContext, StepError
 # Fields that mean nothing for one version: never let them cause a mismatch.
 _MAMBA1_ONLY = {"time_step_rank"}
 _MAMBA2_ONLY = {"head_dim", "n_groups", "chunk_size"}
+# Bookkeeping only: the padded vocab_size it produced is compared, and HF configs often omit it.
+_NOT_COMPARED = {"pad_vocab_size_multiple"}
 
 
 class ConvertStep:
@@ -51,7 +53,7 @@ class ConvertStep:
 
 def spec_mismatches(configured: ModelSpec, found: ModelSpec) -> list[str]:
     """`field: config X, checkpoint Y` for every architecture field that differs."""
-    ignored = _MAMBA2_ONLY if found.mamba_version == "Mamba1" else _MAMBA1_ONLY
+    ignored = _NOT_COMPARED | (_MAMBA2_ONLY if found.mamba_version == "Mamba1" else _MAMBA1_ONLY)
     want, got = _normalised(configured), _normalised(found)
     return [f"{k}: config {want[k]}, checkpoint {got[k]}" for k in want if k not in ignored and want[k] != got[k]]
 
