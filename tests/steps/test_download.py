@@ -1,0 +1,169 @@
+"""The download step: synthetic checkpoints HF can load, local directories validated and
+fingerprinted, hub snapshots pinned to the resolved commit (mocked online, real offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from unittest import mock
+
+import httpx2
+import pytest
+import torch
+
+from mambapipe.models import ModelSpec
+from mambapipe.pipeline.resolve import resolve_config
+from mambapipe.pipeline.step import StepContext, StepError
+from mambapipe.steps.download import STEP, detect_layout, resolve_commit
+from mambapipe.synthetic import write_synthetic_checkpoint, write_synthetic_tokenizer
+
+COMMIT = "a" * 40
+TEXTS = ["the cat sat on the mat and did n't move. " * 4, "news of the day: markets rose, rain fell."] * 5
+
+
+def model_params(compose_config, *overrides: str) -> dict:
+    return {"model": resolve_config(compose_config(*overrides)).config["model"]}
+
+
+def run_step(params: dict, out_dir: Path, environment: dict | None = None) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = StepContext(run_dir=out_dir.parent, show_progress=False, extra={"environment": environment or {}})
+    return STEP.run(params, {}, out_dir, ctx)
+
+
+@pytest.fixture(scope="module")
+def local_copy(tmp_path_factory) -> Path:
+    """A user's local HF Mamba2 checkpoint with its tokenizer."""
+    directory = tmp_path_factory.mktemp("local") / "my-mamba2"
+    spec = ModelSpec("Mamba2", 64, 2, 512, 16, head_dim=16, n_groups=2, chunk_size=16)
+    write_synthetic_checkpoint(spec, directory, "float32", seed=3, progress=False)
+    write_synthetic_tokenizer(directory, 512, TEXTS)
+    return directory
+
+
+@pytest.mark.parametrize("model", ["tiny_mamba", "tiny_mamba2"])
+def test_synthetic_writes_a_checkpoint_and_tokenizer_transformers_loads(compose_config, tmp_path, model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    params = model_params(compose_config, f"model={model}")
+    facts = run_step(params, tmp_path / "out")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "model")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out" / "tokenizer")
+    assert tokenizer.eos_token == "<|endoftext|>" and tokenizer.eos_token_id == hf.config.eos_token_id == 0
+    assert len(tokenizer) <= hf.config.vocab_size == params["model"]["arch"]["vocab_size"]
+    ids = tokenizer("The council did n't vote.", return_tensors="pt").input_ids
+    assert tokenizer.decode(ids[0]) == "The council did n't vote."
+    logits = hf(ids).logits  # (1, L, V)
+    assert torch.isfinite(logits).all() and facts["layout"] == f"hf_{hf.config.model_type}"
+
+
+def test_synthetic_check_rejects_an_impossible_architecture(compose_config):
+    with pytest.raises(StepError, match="model.arch"):
+        STEP.check(model_params(compose_config, "model=tiny_mamba2", "model.arch.n_groups=3"))
+
+
+def test_local_is_validated_linked_and_fingerprinted(compose_config, tmp_path, local_copy):
+    params = model_params(compose_config, "model.source=local", f"model.path={local_copy}")
+    STEP.check(params)
+    before = STEP.environment(params)
+    facts = run_step(params, tmp_path / "out", before)
+    assert facts["layout"] == "hf_mamba2" and facts["files"] >= 3
+    linked = tmp_path / "out" / "model" / "config.json"
+    assert linked.is_symlink() and linked.resolve() == (local_copy / "config.json").resolve()
+    assert (tmp_path / "out" / "tokenizer" / "tokenizer.json").is_symlink()
+    config = local_copy / "config.json"
+    config.write_text(config.read_text() + "\n")  # the user edits a file: a new key, so a new artifact
+    assert STEP.environment(params)["fingerprint"] != before["fingerprint"]
+
+
+@pytest.mark.parametrize("files, layout", [
+    ({"params.json": "{}", "consolidated.safetensors": ""}, "mistral"),
+    ({"config.json": json.dumps({"d_model": 768, "ssm_cfg": {"layer": "Mamba2"}}), "pytorch_model.bin": ""}, "mamba_ssm"),
+    ({"config.json": json.dumps({"model_type": "mamba"}), "model.safetensors": ""}, "hf_mamba"),
+])
+def test_the_four_layouts_are_recognised(tmp_path, files, layout):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert detect_layout(tmp_path) == layout
+
+
+def test_local_without_a_checkpoint_is_one_clear_line(compose_config, tmp_path):
+    (tmp_path / "notes.txt").write_text("hi")
+    params = model_params(compose_config, "model.source=local", f"model.path={tmp_path}")
+    with pytest.raises(StepError) as info:
+        STEP.check(params)
+    assert str(tmp_path) in str(info.value) and "model.path" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_hub_pins_the_resolved_commit(compose_config, tmp_path, local_copy):
+    params = model_params(compose_config, "model=mamba2_130m")
+    info = mock.Mock(sha=COMMIT)
+    with mock.patch("huggingface_hub.HfApi.model_info", return_value=info) as model_info, \
+         mock.patch("huggingface_hub.constants.HF_HUB_OFFLINE", False):
+        env = STEP.environment(params)
+    assert env == {"commit": COMMIT, "tokenizer_commit": COMMIT}
+    assert model_info.call_args_list[0].args[0] == "state-spaces/mamba2-130m"
+    with mock.patch("huggingface_hub.snapshot_download", return_value=str(local_copy)) as download:
+        facts = run_step(params, tmp_path / "out", env)
+    assert [c.kwargs["revision"] for c in download.call_args_list] == [COMMIT, COMMIT]
+    assert download.call_args_list[1].args[0] == "EleutherAI/gpt-neox-20b"
+    assert facts["commit"] == COMMIT and (tmp_path / "out" / "model" / "config.json").is_symlink()
+
+
+def test_hub_gated_repo_says_what_to_do():
+    error = __import__("huggingface_hub").errors.GatedRepoError(
+        "gated", response=httpx2.Response(401, request=httpx2.Request("GET", "https://huggingface.co")))
+    with mock.patch("huggingface_hub.HfApi.model_info", side_effect=error), \
+         mock.patch("huggingface_hub.constants.HF_HUB_OFFLINE", False):
+        with pytest.raises(StepError, match="HF_TOKEN"):
+            resolve_commit("mistralai/Mamba-Codestral-7B-v0.1", None)
+
+
+OFFLINE_SCRIPT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from mambapipe.pipeline.step import StepContext, StepError
+    from mambapipe.steps.download import STEP, resolve_commit
+    try:
+        commit = resolve_commit("state-spaces/mamba2-130m", None)
+    except StepError as exc:
+        print("ERROR", exc)
+        sys.exit(0)
+    model = {"source": "hub", "repo_id": "state-spaces/mamba2-130m", "revision": None, "tokenizer": None,
+             "allow_patterns": None}
+    out = Path(sys.argv[1])
+    out.mkdir()
+    facts = STEP.run({"model": model}, {}, out, StepContext(run_dir=out, extra={"environment": {"commit": commit}}))
+    print("OK", facts["commit"], facts["layout"])
+""")
+
+
+def offline(tmp_path: Path, hf_home: Path) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home)}
+    env.pop("HF_HUB_CACHE", None)
+    out = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, str(tmp_path / "artifact")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_offline_with_an_empty_cache_names_the_repo_and_the_fix(tmp_path):
+    line = offline(tmp_path, tmp_path / "empty-hf-home")
+    assert line.startswith("ERROR") and "state-spaces/mamba2-130m" in line
+    assert "model.source=local model.path=" in line and "HF_HUB_OFFLINE" in line
+
+
+def test_offline_with_a_cached_snapshot_uses_it(tmp_path, local_copy):
+    repo = tmp_path / "hf" / "hub" / "models--state-spaces--mamba2-130m"
+    snapshot = repo / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    for file in local_copy.iterdir():
+        (snapshot / file.name).symlink_to(file)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    assert offline(tmp_path, tmp_path / "hf") == f"OK {COMMIT} hf_mamba2"
+    assert (tmp_path / "artifact" / "tokenizer" / "tokenizer.json").exists()
