@@ -1,0 +1,100 @@
+"""The build step: plan-time refusals, and a real native build from a convert-step checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mambapipe.backends import get_backend
+from mambapipe.checkpoint.convert import convert_checkpoint
+from mambapipe.engine.api import load_engine
+from mambapipe.models import ModelSpec
+from mambapipe.pipeline.step import StepContext, StepError
+from mambapipe.steps.build import STEP
+from mambapipe.synthetic import write_synthetic_checkpoint
+
+SPEC = ModelSpec(mamba_version="Mamba2", hidden_size=32, num_layers=2, vocab_size=64, state_size=8,
+                 head_dim=8, n_groups=2, chunk_size=8)
+
+
+def _params(**changes) -> dict:
+    params = {"dtype": "float32", "tp_size": 1, "backend": "native", "device": "cpu",
+              "build.max_batch_size": 2, "build.max_input_len": 16, "build.max_seq_len": 24,
+              "build.paged_state": True, "build.mamba_conv1d_plugin": "auto",
+              "build.remove_input_padding": True, "build.gemm_plugin": "auto"}
+    params.update({k.replace("__", "."): v for k, v in changes.items()})
+    return params
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[int, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    write_synthetic_checkpoint(SPEC, root / "hf", "float32", seed=0, progress=False)
+    out = {}
+    for tp in (1, 2):
+        convert_checkpoint(root / "hf", root / f"tp{tp}", "float32", tp, progress=False)
+        out[tp] = root / f"tp{tp}"
+    return out
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(build__max_input_len=30), "max_input_len=30 exceeds build.max_seq_len=24"),
+    (dict(build__max_batch_size=0), "must be >= 1"),
+    (dict(dtype="float64"), "dtype 'float64'"),
+])
+def test_check_refuses_limits_that_cannot_work(changes, message):
+    with pytest.raises(StepError, match=message) as err:
+        STEP.check(_params(**changes))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_check_refuses_cuda_without_a_gpu():
+    with pytest.raises(StepError, match="cuda"):
+        STEP.check(_params(device="cuda"))
+
+
+def test_check_refuses_an_unavailable_backend():
+    reason = get_backend("trtllm").unavailable_reason("cpu")
+    if reason is None:
+        pytest.skip("TensorRT-LLM can run here")
+    with pytest.raises(StepError) as err:
+        STEP.check(_params(backend="trtllm"))
+    assert str(err.value) == reason
+
+
+def test_build_writes_a_loadable_engine(checkpoints, tmp_path):
+    facts = STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext(run_dir=tmp_path))
+    assert facts["backend"] == "native" and facts["tp_size"] == 1
+    cfg = json.loads((tmp_path / "engine" / "config.json").read_text())
+    assert set(cfg) == {"version", "pretrained_config", "build_config"}
+    assert cfg["build_config"]["max_seq_len"] == 24 and cfg["build_config"]["device"] == "cpu"
+    assert ModelSpec.from_trtllm_config(cfg["pretrained_config"]) == SPEC
+    out = load_engine(tmp_path / "engine").generate([[1, 2, 3], [4]], max_new_tokens=5)
+    assert [len(t) for t in out.output_ids] == [5, 5]
+
+
+def test_build_splits_weights_per_rank(checkpoints, tmp_path):
+    STEP.run(_params(tp_size=2), {"convert": checkpoints[2]}, tmp_path / "e2", StepContext(run_dir=tmp_path))
+    from safetensors import safe_open
+
+    for rank in (0, 1):
+        with safe_open(str(tmp_path / "e2" / f"rank{rank}.safetensors"), "pt") as f:
+            assert f.get_slice("layers.0.out_proj").get_shape() == [32, SPEC.intermediate_size // 2]
+            assert f.get_slice("lm_head").get_shape() == [SPEC.vocab_size // 2, 32]
+
+
+def test_build_refuses_a_checkpoint_of_another_dtype_or_tp(checkpoints, tmp_path):
+    with pytest.raises(StepError, match="rerun convert"):
+        STEP.run(_params(dtype="float16"), {"convert": checkpoints[1]}, tmp_path / "x", StepContext(run_dir=tmp_path))
+    with pytest.raises(StepError, match="tp_size=1"):
+        STEP.run(_params(tp_size=2), {"convert": checkpoints[1]}, tmp_path / "y", StepContext(run_dir=tmp_path))
+
+
+def test_plan_hooks_describe_the_build(checkpoints, tmp_path):
+    assert STEP.environment(_params())["engine_format"]
+    (line,) = STEP.describe(_params(), {"convert": checkpoints[1]}, tmp_path / "engine")
+    assert "max_seq_len=24" in line
