@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mambapipe.config import register_configs
-from mambapipe.pipeline.runner import RunFailed, run_recipe
+from mambapipe.pipeline.runner import run_recipe
 
 register_configs()
 # configs/ sits beside the package in the source tree (the editable install is the supported one). An
@@ -22,8 +22,12 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # Each job in its own child process and GPUs; a failure is recorded, never raised (Hydra would
+        # stop the sweep), and the sweep summary callback sets the exit code.
+        from mambapipe.sweep.job import run_isolated_job
+        run_isolated_job(cfg, hydra_cfg)
+        return
     result = run_recipe(cfg, run_dir=hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task))
     if result.failed:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise RunFailed(result.reason)  # Hydra records the job as failed and carries on with the sweep
         sys.exit(1)

@@ -1,0 +1,5 @@
+import sys
+
+from mambapipe.sweep.cli import main
+
+sys.exit(main())

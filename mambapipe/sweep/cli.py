@@ -1,0 +1,44 @@
+"""`mambapipe-sweep summarize SWEEP_DIR` (or `python -m mambapipe.sweep summarize ...`): rebuild a sweep's
+summary.md, summary.csv and plots from its run directories, e.g. after a job was rerun by hand or when
+the sweep was interrupted. Exits 1 when any job failed, as the sweep itself does."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from mambapipe.pipeline.report import make_console
+from mambapipe.sweep.report import summarize_sweep
+from mambapipe.sweep.tables import print_table
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mambapipe-sweep", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    summarize = commands.add_parser("summarize", help="rebuild summary.md/.csv and plots of a sweep dir")
+    summarize.add_argument("sweep_dir", type=Path, help="the multirun directory (holds multirun.yaml)")
+    summarize.add_argument("--no-plots", action="store_true", help="tables only")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    console = make_console()
+    if not args.sweep_dir.is_dir():
+        console.print(f"[red]error[/] {args.sweep_dir} is not a directory: pass the sweep dir "
+                      "(multirun/<date>/<time>, or the sweep's hydra.sweep.dir)")
+        return 2
+    rows = summarize_sweep(args.sweep_dir, plots=not args.no_plots)
+    if not rows:
+        console.print(f"[red]error[/] no job run dirs (.hydra/overrides.yaml) under {args.sweep_dir}: "
+                      "is it a sweep directory?")
+        return 2
+    print_table(console, rows, args.sweep_dir)
+    console.print(f"summary: {args.sweep_dir / 'summary.md'}")
+    return 1 if any(row.failed for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The sweep job: what `mambapipe.cli.main` does for each job of `python -m mambapipe -m ...`.
+
+Hydra's basic launcher runs every job in one process, and joblib's loky workers are reused, so each job
+re-executes the pipeline in a child interpreter (`mambapipe.sweep.child`) pinned to its own GPUs. A
+failed job never raises: Hydra's sweeper would stop the sweep at the first failed batch and skip the
+summary. Failures are recorded in the job's sweep_job.json, and the summary callback sets the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mambapipe.sweep.gpus import lease_gpus
+from mambapipe.sweep.record import read_job_record, update_job_record
+
+GPU_LEASES = ".gpu_leases"
+
+
+def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
+    """Run one sweep job in a child process; return (and record) its exit code and failure reason."""
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    job_num = int(hydra_cfg.job.num)
+    update_job_record(run_dir, job_num=job_num, overrides=overrides, host=socket.gethostname(),
+                      reason=None, exit_code=None)
+    try:
+        config_yaml = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True))
+    except Exception as exc:  # an interpolation that cannot resolve: this job's config is bad
+        return update_job_record(run_dir, exit_code=1, reason=f"config: {type(exc).__name__}: {exc}")
+    uses_gpu = cfg.device != "cpu"
+    started = time.perf_counter()
+    with lease_gpus(job_num, int(cfg.tp_size), Path(hydra_cfg.sweep.dir) / GPU_LEASES,
+                    visible=None if uses_gpu else []) as gpus:
+        env = dict(os.environ) if gpus is None else {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
+        update_job_record(run_dir, cuda_visible_devices=gpus)
+        child = subprocess.run([sys.executable, "-m", "mambapipe.sweep.child", str(run_dir),
+                                json.dumps(overrides)], input=config_yaml, text=True, env=env)
+    return _record_exit(run_dir, child.returncode, time.perf_counter() - started)
+
+
+def _record_exit(run_dir: Path, code: int, seconds: float) -> dict[str, Any]:
+    facts: dict[str, Any] = {"exit_code": code, "seconds": round(seconds, 3)}
+    if code < 0:  # killed by a signal (the OOM killer sends SIGKILL): the child wrote no reason
+        facts["reason"] = f"job process killed by signal {-code}"
+    elif code != 0:
+        facts["reason"] = read_job_record(run_dir).get("reason") or f"job process exited with code {code}"
+    return update_job_record(run_dir, **facts)
+

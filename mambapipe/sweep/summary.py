@@ -1,0 +1,136 @@
+"""One row per sweep job, read back from its run directory alone, so a sweep's summary can be rebuilt
+at any time: `.hydra/overrides.yaml` (what the job changed), `config.yaml` (the resolved config the
+runner wrote), `run.json` (step statuses), `metrics.json` (evaluate's scores) and `sweep_job.json`
+(exit code and failure reason)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from mambapipe.config import STEP_NAMES
+from mambapipe.sweep.record import read_job_record
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+@dataclass
+class JobRow:
+    job: str  # the run dir relative to the sweep dir (Hydra's job number by default)
+    run_dir: Path
+    overrides: list[str]
+    status: str  # ok | failed
+    reason: Optional[str]
+    steps: dict[str, str]  # step name -> cached | ran | failed | skipped | "" (not recorded)
+    config: dict[str, Any]  # model, dtype, tp_size, backend, device, max_batch_size, eval_batch_size, task
+    metrics: dict[str, Optional[float]]  # rouge*, tokens_per_s, decode_ms_per_step, ttft_ms
+    throughput: list[tuple[int, float]] = field(default_factory=list)  # (batch, tokens/s) points
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def find_run_dirs(sweep_dir: Path) -> list[Path]:
+    """Every job directory under the sweep dir (any `hydra.sweep.subdir` layout), in job order."""
+    dirs = [p.parent.parent for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")]
+    return sorted(dirs, key=lambda d: _job_sort_key(d.relative_to(sweep_dir)))
+
+
+def _job_sort_key(relative: Path) -> tuple:
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in relative.parts)
+
+
+def collect_rows(sweep_dir: Path) -> list[JobRow]:
+    sweep_dir = Path(sweep_dir)
+    return [read_row(sweep_dir, run_dir) for run_dir in find_run_dirs(sweep_dir)]
+
+
+def _load(path: Path, loader) -> Any:
+    return loader(path) if path.is_file() else None
+
+
+def _yaml(path: Path) -> Any:
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def read_row(sweep_dir: Path, run_dir: Path) -> JobRow:
+    overrides = _load(run_dir / ".hydra" / "overrides.yaml", _yaml) or []
+    config = _load(run_dir / "config.yaml", _yaml) or {}
+    run = _load(run_dir / "run.json", _json) or {}
+    metrics = _load(run_dir / "metrics.json", _json) or {}
+    record = read_job_record(run_dir)
+    steps = {s["name"]: s["status"] for s in run.get("steps", [])}
+    status, reason = _status(run, steps, record)
+    return JobRow(job=str(run_dir.relative_to(sweep_dir)), run_dir=run_dir, overrides=list(overrides),
+                  status=status, reason=reason, steps={name: steps.get(name, "") for name in STEP_NAMES},
+                  config=_config_facts(config), metrics=_metric_facts(metrics),
+                  throughput=_throughput(metrics, config))
+
+
+def _status(run: dict, steps: dict[str, str], record: dict) -> tuple[str, Optional[str]]:
+    if record.get("exit_code") not in (None, 0):
+        return "failed", record.get("reason") or f"exit code {record['exit_code']}"
+    if "failed" in steps.values():
+        return "failed", record.get("reason") or "a step failed (see the job's log)"
+    if not run:
+        return "failed", record.get("reason") or "no run.json: the job did not finish (killed, or still running)"
+    return "ok", None
+
+
+def _config_facts(config: dict) -> dict[str, Any]:
+    model, build, evaluate = config.get("model") or {}, config.get("build") or {}, config.get("eval") or {}
+    return {"model": model.get("name"), "dtype": config.get("dtype"), "tp_size": config.get("tp_size"),
+            "backend": config.get("backend"), "device": config.get("device"),
+            "max_batch_size": build.get("max_batch_size"), "eval_batch_size": evaluate.get("batch_size"),
+            "task": evaluate.get("task")}
+
+
+def _best_benchmark_row(metrics: dict) -> dict:
+    rows = [r for r in metrics.get("rows", []) if r.get("tokens_per_s") is not None]
+    return max(rows, key=lambda r: r["tokens_per_s"], default={})
+
+
+def _metric_facts(metrics: dict) -> dict[str, Optional[float]]:
+    """Headline numbers; for the benchmark task, those of its fastest scenario."""
+    source = _best_benchmark_row(metrics) if metrics.get("task") == "benchmark" else metrics
+    facts = {key: metrics.get(key) for key in ROUGE_KEYS}
+    facts.update({key: source.get(key) for key in ("tokens_per_s", "decode_ms_per_step")})
+    facts["ttft_ms"] = metrics.get("ttft_ms")
+    return facts
+
+
+def _throughput(metrics: dict, config: dict) -> list[tuple[int, float]]:
+    """(batch size, tokens/s): every benchmark scenario, or the summarize run at eval.batch_size."""
+    if metrics.get("task") == "benchmark":
+        return [(int(r["batch"]), float(r["tokens_per_s"])) for r in metrics.get("rows", [])
+                if r.get("tokens_per_s") is not None]
+    batch = (config.get("eval") or {}).get("batch_size")
+    if metrics.get("tokens_per_s") is None or batch is None:
+        return []
+    return [(int(batch), float(metrics["tokens_per_s"]))]
+
+
+def varying_overrides(rows: list[JobRow]) -> set[str]:
+    """Override keys whose value differs between jobs: what tells the jobs apart."""
+    values: dict[str, set[str]] = {}
+    for row in rows:
+        for override in row.overrides:
+            key, _, value = override.partition("=")
+            values.setdefault(key, set()).add(value)
+    return {key for key, seen in values.items() if len(seen) > 1 or any(
+        key not in {o.partition("=")[0] for o in row.overrides} for row in rows)}
+
+
+def job_label(row: JobRow, keys: set[str]) -> str:
+    """`dtype=bfloat16 build.max_batch_size=8`: the job's overrides that differ across the sweep."""
+    shown = [o for o in row.overrides if o.partition("=")[0] in keys]
+    return " ".join(shown) or " ".join(row.overrides) or row.job

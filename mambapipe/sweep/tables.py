@@ -1,0 +1,87 @@
+"""The sweep summary as summary.csv (every fact, for spreadsheets), summary.md (to paste into an issue)
+and a rich table on the console at the end of the sweep."""
+
+from __future__ import annotations
+
+import csv
+import shlex
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from mambapipe.config import STEP_NAMES
+from mambapipe.sweep.summary import ROUGE_KEYS, JobRow, job_label, varying_overrides
+
+CONFIG_COLUMNS = ("model", "dtype", "tp_size", "backend", "device", "max_batch_size", "eval_batch_size", "task")
+METRIC_COLUMNS = (*ROUGE_KEYS, "tokens_per_s", "decode_ms_per_step", "ttft_ms")
+CSV_COLUMNS = ("job", "overrides", "status", *STEP_NAMES, *CONFIG_COLUMNS, *METRIC_COLUMNS, "reason", "run_dir")
+MARKDOWN_METRICS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
+                    "tokens_per_s": "tokens/s", "decode_ms_per_step": "decode ms/step"}
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def csv_record(row: JobRow) -> dict[str, Any]:
+    return {"job": row.job, "overrides": " ".join(row.overrides), "status": row.status, **row.steps,
+            **row.config, **row.metrics, "reason": row.reason or "", "run_dir": str(row.run_dir)}
+
+
+def write_csv(rows: Sequence[JobRow], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_record(row) for row in rows)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Sequence[JobRow]) -> list[str]:
+    keys = varying_overrides(list(rows))
+    header = ["job", "overrides", "status", *STEP_NAMES, *MARKDOWN_METRICS.values()]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.job, job_label(row, keys), row.status, *row.steps.values(),
+                 *(fmt(row.metrics[k]) for k in MARKDOWN_METRICS)]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
+
+
+def failure_lines(rows: Sequence[JobRow]) -> list[str]:
+    """Each failed job: why, and the command that reruns just it (finished steps come from the cache)."""
+    lines = []
+    for row in rows:
+        if row.failed:
+            command = " ".join(["python -m mambapipe", *map(shlex.quote, row.overrides)])
+            lines += [f"- job {row.job}: {row.reason}", f"  rerun: `{command}`"]
+    return lines
+
+
+def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: Sequence[Path]) -> None:
+    failed = sum(row.failed for row in rows)
+    lines = [f"# Sweep summary", "", f"Sweep directory: `{sweep_dir}`", "",
+             f"{len(rows)} jobs: {len(rows) - failed} ok, {failed} failed.", "", *markdown_table(rows)]
+    if failed:
+        lines += ["", "## Failed jobs", "", *failure_lines(rows)]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Path] = None) -> None:
+    keys = varying_overrides(list(rows))
+    table = Table(title=f"sweep summary{f' ({sweep_dir})' if sweep_dir else ''}", title_justify="left")
+    for column in ("job", "overrides", "status", "rouge1", "tokens/s", "decode ms/step", "reason"):
+        table.add_column(column)
+    for row in rows:
+        status = f"[red]{row.status}[/]" if row.failed else f"[green]{row.status}[/]"
+        table.add_row(row.job, job_label(row, keys), status, fmt(row.metrics["rouge1"]),
+                      fmt(row.metrics["tokens_per_s"]), fmt(row.metrics["decode_ms_per_step"]), row.reason or "")
+    console.print(table)
