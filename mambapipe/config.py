@@ -143,10 +143,11 @@ class MambapipeConfig:
     build: BuildConfig = field(default_factory=BuildConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     cache_dir: str = "${oc.env:MAMBAPIPE_CACHE,'~/.cache/mambapipe'}"
-    # Enums, so a mistyped step name fails at compose time like any other bad value.
+    # Steps to run (enums, so a mistyped name fails at compose time). Upstream steps they read from
+    # must already be cached: a missing one stops the run before any work, naming the step to add.
     steps: list[StepName] = field(default_factory=lambda: [StepName(s) for s in STEP_NAMES])
-    force: list[StepName] = field(default_factory=list)
-    plan_only: bool = False
+    force: list[StepName] = field(default_factory=list)  # re-run even when cached (implies "in steps")
+    plan_only: bool = False  # print the plan and stop; exit 0 unless the plan has problems
 
 
 def register_configs() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -35,16 +36,28 @@ def test_info_shows_the_config_dir_and_groups(command, tmp_path):
     assert "recipe" in out.stdout and "model" in out.stdout
 
 
-def test_help_lists_recipes_and_examples(command, tmp_path):
-    out = run(command, tmp_path, "--help")
-    assert "recipe: codestral, codestral_tp2" in out.stdout and "python -m mambapipe recipe=" in out.stdout
+def test_help_lists_recipes_and_examples(tmp_path):
+    out = run(COMMANDS["python -m"], tmp_path, "--help")
+    recipes = next(line for line in out.stdout.splitlines() if line.startswith("recipe: "))
+    assert {"quickstart", "codestral_tp2", "mamba_2p8b"} <= set(recipes[len("recipe: "):].split(", "))
+    assert "python -m mambapipe recipe=" in out.stdout
 
 
-def test_plan_only_exits_zero_and_writes_the_run_dir(command, tmp_path):
-    out = run(command, tmp_path, "plan_only=true", "hydra.run.dir=run")
+def test_tab_completion_offers_recipes_and_keys(tmp_path):
+    env_line = {"COMP_LINE": "mambapipe recipe=code"}
+    out = subprocess.run(["mambapipe", "-sc", "query=bash"], env={**os.environ, **env_line},
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["recipe=codestral", "recipe=codestral_tp2"]
+
+
+def test_multirun_plan_only_from_the_console_script(tmp_path):
+    out = run(COMMANDS["console script"], tmp_path, "-m", "eval.max_ite=4,5", "plan_only=true",
+              "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "not cached" in out.stdout
-    assert {"config.yaml", "run.json", "mambapipe.log"} <= {p.name for p in (tmp_path / "run").iterdir()}
+    assert "Launching 2 jobs" in out.stdout + out.stderr
+    for job in ("0", "1"):
+        record = json.loads((tmp_path / "sweep" / job / "run.json").read_text())
+        assert [s["status"] for s in record["steps"]] == ["skipped"] * 4
     assert not (tmp_path / "cache" / "download").exists() or not any((tmp_path / "cache" / "download").iterdir())
 
 
