@@ -10,7 +10,6 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from conftest import MODELS, RECIPES, REPO
 from mambapipe.config import MambapipeConfig
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.plan import RUN, build_plan
@@ -27,6 +26,9 @@ REAL_SHAPES = {"mamba_130m": ("Mamba1", 768, 24, 50280, 16, 1, True),
                "mamba2_130m": ("Mamba2", 768, 24, 50288, 128, 1, True),
                "mamba2_2p7b": ("Mamba2", 2560, 64, 50288, 128, 1, True),
                "codestral_7b": ("Mamba2", 4096, 64, 32768, 128, 8, False)}
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml"))
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 

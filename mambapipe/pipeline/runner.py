@@ -26,13 +26,10 @@ from mambapipe.pipeline.provenance import git_commit, utc_now, versions
 from mambapipe.pipeline.report import make_console, print_plan, print_summary
 from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.step import Step, StepContext, StepError
+from mambapipe.pipeline.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 RUN_DIR_FILES = ("metrics.json", "predictions.jsonl")
-
-
-class RunFailed(Exception):
-    """Raised by the CLI in multirun mode so Hydra marks the job failed and carries on."""
 
 
 @dataclass
@@ -66,7 +63,6 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     if steps is None:
         from mambapipe.steps import load_steps
         steps = load_steps()
-    from mambapipe.pipeline.store import ArtifactStore
     plan = build_plan(resolved, steps, ArtifactStore(resolved.config["cache_dir"]))
     plan_only = resolved.config["plan_only"]
     print_plan(console, plan, show_notes=plan_only)
