@@ -44,11 +44,10 @@ def benchmark_table(metrics: dict[str, Any]) -> Table:
     table = Table(title="benchmark", caption=f"bandwidth: {metrics.get('bandwidth_source', '?')}")
     for _, label in BENCHMARK_COLUMNS:
         table.add_column(label, justify="right")
+    table.add_column("note")
     for row in metrics["rows"]:
-        if row.get("skipped"):
-            table.add_row(*[_fmt(row[k]) for k, _ in BENCHMARK_COLUMNS[:3]], f"skipped: {row['skipped']}")
-        else:
-            table.add_row(*[_fmt(row.get(k)) for k, _ in BENCHMARK_COLUMNS])
+        note = f"skipped: {row['skipped']}" if row.get("skipped") else ""
+        table.add_row(*[_fmt(row.get(k)) for k, _ in BENCHMARK_COLUMNS], note)
     return table
 
 

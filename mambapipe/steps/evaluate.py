@@ -39,10 +39,10 @@ class EvaluateStep:
 
     def environment(self, params: dict[str, Any]) -> dict[str, Any]:
         """The GPU model: timings (and, in low precision, outputs) depend on it."""
-        if _value(params, "device") != "cuda":
-            return {}
         import torch
 
+        if _value(params, "device") != "cuda" or not torch.cuda.is_available():
+            return {}  # the runner reports a missing GPU itself
         return {"gpu": torch.cuda.get_device_name()}
 
     def check(self, params: dict[str, Any]) -> None:
