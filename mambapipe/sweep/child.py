@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def main(argv: list[str]) -> int:
     # The schema first, so enum- and int-typed keys come back typed as Hydra composed them.
     cfg = OmegaConf.merge(OmegaConf.structured(MambapipeConfig), OmegaConf.create(sys.stdin.read()))
     result = run_recipe(cfg, run_dir, overrides)
-    update_job_record(run_dir, reason=result.reason)
+    update_job_record(run_dir, reason=result.reason, pid=os.getpid())
     return 1 if result.failed else 0
 
 

@@ -17,8 +17,8 @@ ROUGE_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "r
 SERIES_EXTRAS = ("tp_size", "backend", "device")  # added to a series name only when the sweep varies them
 
 
-def fmt_score(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
+def fmt_score(value: float) -> str:
+    return f"{value:.1f}"
 
 
 def series_name(row: JobRow, rows: Sequence[JobRow]) -> str:
@@ -97,7 +97,10 @@ def plot_rouge(rows: Sequence[JobRow], path: Path) -> bool:
         positions = [j + (i - 1.5) * height for j in range(len(jobs))]
         bars = ax.barh(positions, [row.metrics.get(key) or 0.0 for row in jobs], height=height,
                        label=ROUGE_NAMES[key])
-        ax.bar_label(bars, labels=[fmt_score(row.metrics.get(key)) for row in jobs], padding=2, fontsize="x-small")
+        texts = [("failed" if row.failed else "n/a") if i == 0 else "" for row in jobs]
+        texts = [fmt_score(row.metrics[key]) if row.metrics.get(key) is not None else text
+                 for row, text in zip(jobs, texts)]
+        ax.bar_label(bars, labels=texts, padding=2, fontsize="x-small")
     labels = [f"{row.job}: {job_label(row, keys)}" + (" (failed)" if row.failed else "") for row in jobs]
     ax.set_yticks(range(len(jobs)), labels, fontsize="small")
     ax.invert_yaxis()  # job 0 on top, as in the tables

@@ -1,0 +1,88 @@
+"""GPU assignment of sweep jobs: blocks of tp_size GPUs, preference by job number, file-lock leases,
+and what a job records when its process dies."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from filelock import FileLock
+
+from mambapipe.sweep.gpus import gpu_blocks, lease_gpus, preference_order, visible_gpus
+from mambapipe.sweep.job import _record_exit
+
+EIGHT = [str(i) for i in range(8)]
+
+
+def test_blocks_are_disjoint_tp_sized_groups():
+    assert gpu_blocks(EIGHT, 1) == [[g] for g in EIGHT]
+    assert gpu_blocks(EIGHT, 2) == [["0", "1"], ["2", "3"], ["4", "5"], ["6", "7"]]
+    assert gpu_blocks(["0", "1", "2"], 2) == [["0", "1"]]  # the odd GPU out stays idle
+    assert gpu_blocks(["0"], 2) == [["0"]]  # too few: all of them, the engine will say what is missing
+
+
+def test_jobs_prefer_their_number_modulo_the_blocks():
+    assert preference_order(0, 4) == [0, 1, 2, 3]
+    assert preference_order(6, 4) == [2, 3, 0, 1]
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5,")
+    assert visible_gpus() == ["3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
+
+
+def test_a_busy_block_sends_the_job_to_a_free_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    with lease_gpus(5, 2, tmp_path, visible=EIGHT) as first:  # 5 % 4 -> block 1
+        assert first == "2,3"
+        with lease_gpus(1, 2, tmp_path, visible=EIGHT) as second:  # block 1 busy -> next free
+            assert second == "4,5"
+            with lease_gpus(2, 1, tmp_path, visible=EIGHT) as third:  # GPUs 2-5 leased above -> 6
+                assert third == "6"
+    with lease_gpus(1, 2, tmp_path, visible=EIGHT) as again:  # released on exit
+        assert again == "2,3"
+
+
+def test_a_job_waits_while_every_gpu_is_leased(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setattr("mambapipe.sweep.gpus.POLL_SECONDS", 0.01)
+    calls = []
+
+    def sleep_then_free(seconds):
+        calls.append(seconds)
+        held.release()
+
+    lock_dir = tmp_path / socket.gethostname()
+    lock_dir.mkdir()
+    held = FileLock(str(lock_dir / "gpu0.lock"))
+    held.acquire()
+    monkeypatch.setattr("mambapipe.sweep.gpus.time.sleep", sleep_then_free)
+    with lease_gpus(0, 1, tmp_path, visible=["0"]) as gpus:
+        assert gpus == "0"
+    assert calls == [0.01]
+
+
+def test_slurm_allocation_is_used_as_is(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    with lease_gpus(3, 1, tmp_path, visible=["0", "1"]) as gpus:
+        assert gpus == "0,1"
+    assert not any(tmp_path.iterdir())  # no lease files on the shared filesystem
+
+
+def test_no_gpu_leaves_cuda_visible_devices_alone(tmp_path):
+    with lease_gpus(0, 1, tmp_path, visible=[]) as gpus:
+        assert gpus is None
+
+
+@pytest.mark.parametrize("code, child_reason, expected", [
+    (-9, None, "job process killed by signal 9"),
+    (1, "build: out of memory", "build: out of memory"),
+    (3, None, "job process exited with code 3"),
+])
+def test_job_record_says_why_the_child_failed(tmp_path, code, child_reason, expected):
+    (tmp_path / "sweep_job.json").write_text(json.dumps({"job_num": 0, "reason": child_reason}))
+    record = _record_exit(tmp_path, code, 1.5)
+    assert record["reason"] == expected and record["exit_code"] == code and record["job_num"] == 0

@@ -1,0 +1,103 @@
+"""The sweep summary rebuilt from run dirs: rows, CSV, Markdown, plots and the summarize command."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from matplotlib.image import imread
+
+from mambapipe.sweep.cli import main as sweep_cli
+from mambapipe.sweep.report import summarize_sweep
+from mambapipe.sweep.summary import collect_rows, find_run_dirs, varying_overrides
+from conftest import summarize_metrics
+
+
+def test_rows_read_statuses_metrics_and_failure_reason(sweep_dir):
+    rows = collect_rows(sweep_dir)
+    assert [r.job for r in rows] == ["0", "1", "2"]
+    assert [r.status for r in rows] == ["ok", "ok", "failed"]
+    assert rows[1].steps == {"download": "cached", "convert": "ran", "build": "ran", "evaluate": "ran"}
+    assert rows[0].metrics["rouge1"] == 21.5 and rows[1].metrics["tokens_per_s"] == 95.5
+    assert rows[1].throughput == [(1, 95.5)]
+    assert rows[2].reason.startswith("build: max_seq_len 64") and rows[2].metrics["rouge1"] is None
+
+
+def test_job_dirs_sort_by_number_not_text(tmp_path, job_writer):
+    for num in (10, 2, 1):
+        job_writer(tmp_path, num, [f"x={num}"])
+    assert [d.name for d in find_run_dirs(tmp_path)] == ["1", "2", "10"]
+
+
+def test_killed_job_without_run_json_is_failed(tmp_path, job_writer):
+    run_dir = job_writer(tmp_path, 0, ["dtype=float32"], exit_code=None)
+    (run_dir / "run.json").unlink()
+    [row] = collect_rows(tmp_path)
+    assert row.failed and "no run.json" in row.reason
+
+
+def test_benchmark_job_reports_its_fastest_scenario(tmp_path, job_writer):
+    rows = [{"batch": b, "tokens_per_s": t, "decode_ms_per_step": d}
+            for b, t, d in ((1, 50.0, 20.0), (8, 300.0, 26.6), (64, None, None))]
+    job_writer(tmp_path, 0, ["eval.task=benchmark"], metrics={"task": "benchmark", "rows": rows})
+    [row] = collect_rows(tmp_path)
+    assert row.metrics["tokens_per_s"] == 300.0 and row.metrics["decode_ms_per_step"] == 26.6
+    assert row.throughput == [(1, 50.0), (8, 300.0)]
+
+
+def test_labels_keep_only_the_overrides_that_vary(sweep_dir):
+    assert varying_overrides(collect_rows(sweep_dir)) == {"dtype"}
+
+
+def test_csv_has_one_row_per_job_with_every_fact(sweep_dir):
+    summarize_sweep(sweep_dir, plots=False)
+    with open(sweep_dir / "summary.csv", newline="") as handle:
+        records = list(csv.DictReader(handle))
+    assert [r["status"] for r in records] == ["ok", "ok", "failed"]
+    assert records[0]["overrides"] == "recipe=quickstart dtype=float32"
+    assert float(records[1]["rouge1"]) == 20.25 and float(records[1]["decode_ms_per_step"]) == 10.0
+    assert records[2]["build"] == "failed" and records[2]["evaluate"] == "skipped"
+    assert records[2]["reason"].startswith("build:") and records[2]["dtype"] == "float16"
+
+
+def test_markdown_lists_jobs_failures_and_rerun_commands(sweep_dir):
+    summarize_sweep(sweep_dir)
+    text = (sweep_dir / "summary.md").read_text()
+    assert "3 jobs: 2 ok, 1 failed." in text
+    assert "| 1 | dtype=bfloat16 | ok | cached | ran | ran | ran | 20.250 |" in text
+    assert "- job 2: build: max_seq_len 64 < max_input_len 256" in text
+    assert "rerun: `python -m mambapipe recipe=quickstart dtype=float16`" in text
+    assert "![tokens_per_s](tokens_per_s.png)" in text and "![rouge](rouge.png)" in text
+
+
+@pytest.mark.parametrize("batches", [(1,), (1, 4, 16)])
+def test_plots_are_real_pngs(tmp_path, job_writer, batches):
+    for num, (batch, dtype) in enumerate((b, d) for b in batches for d in ("float32", "bfloat16")):
+        job_writer(tmp_path, num, [f"eval.batch_size={batch}", f"dtype={dtype}"], dtype=dtype, eval_batch=batch,
+                   metrics=summarize_metrics(10.0 + num, 40.0 * batch + num, 5.0))
+    summarize_sweep(tmp_path)
+    for name in ("tokens_per_s.png", "rouge.png"):
+        image = imread(tmp_path / name)  # (H, W, 4)
+        assert image.shape[0] > 200 and image.shape[1] > 500
+        assert image[..., :3].std() > 0.05  # something drawn, not a blank canvas
+
+
+def test_no_metrics_means_no_plots(tmp_path, job_writer):
+    job_writer(tmp_path, 0, ["dtype=float32"], statuses=("ran", "failed", "skipped", "skipped"), exit_code=1,
+               reason="convert: boom")
+    summarize_sweep(tmp_path)
+    assert not list(tmp_path.glob("*.png")) and (tmp_path / "summary.md").is_file()
+
+
+def test_summarize_command_exit_codes(sweep_dir, tmp_path, capsys):
+    assert sweep_cli(["summarize", str(sweep_dir)]) == 1  # job 2 failed
+    assert "build: max_seq_len 64" in capsys.readouterr().out  # the reason, on the console too
+    json_record = sweep_dir / "2" / "sweep_job.json"
+    json_record.write_text(json.dumps({"exit_code": 0, "reason": None}))
+    (sweep_dir / "2" / "run.json").write_text(json.dumps({"steps": []}))
+    assert sweep_cli(["summarize", str(sweep_dir), "--no-plots"]) == 0
+    assert sweep_cli(["summarize", str(tmp_path / "nowhere")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert sweep_cli(["summarize", str(tmp_path / "empty")]) == 2
+    assert "is it a sweep directory?" in capsys.readouterr().out
