@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mambapipe.checkpoint.detect import SourceInfo, detect_source
+from mambapipe.checkpoint.detect import detect_source
 from mambapipe.checkpoint.errors import ConvertError
 from mambapipe.checkpoint.safetensors_io import PlannedTensor, StreamingSafetensorsWriter
 from mambapipe.checkpoint.sources import TensorSource, open_source
@@ -43,7 +43,7 @@ def convert_checkpoint(model_dir: str | Path, out_dir: str | Path, dtype: str, t
     config = json.dumps(info.spec.to_trtllm_config(dtype, tp_size), indent=2).encode()
     _write_atomic(out_dir / "config.json", config)
     digests["config.json"] = hashlib.sha256(config).hexdigest()
-    return {"source_format": info.format, "source_files": [str(f) for f in info.weight_files],
+    return {"source_format": info.format, "source_files": [f.name for f in info.weight_files],
             "spec": dataclasses.asdict(info.spec), "dtype": dtype, "tp_size": tp_size, "sha256": digests}
 
 

@@ -71,3 +71,27 @@ def test_mamba_ssm_pads_vocab(tmp_path):
     cfg = (src / "config.json").read_text().replace('"vocab_size": 64', '"vocab_size": 60')
     (src / "config.json").write_text(cfg.replace('"pad_vocab_size_multiple": 1', '"pad_vocab_size_multiple": 16'))
     assert detect_source(src).spec.vocab_size == 64
+
+
+def test_sharded_bin_index(tmp_path):
+    """mamba_ssm-style weights split over pytorch_model-0000x.bin files with an index read like one file."""
+    import json
+
+    import torch
+    from conftest import ssm_state_dict
+
+    model = build_hf(MAMBA2_MISTRAL, seed=2)
+    single = as_mamba_ssm(model, tmp_path / "single")
+    sharded = as_mamba_ssm(model, tmp_path / "sharded")
+    (sharded / "pytorch_model.bin").unlink()
+    state = ssm_state_dict(model)
+    names = sorted(state)
+    weight_map = {}
+    for part, chunk in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
+        file = f"pytorch_model-0000{part + 1}-of-00002.bin"
+        torch.save({n: state[n] for n in chunk}, sharded / file)
+        weight_map.update({n: file for n in chunk})
+    (sharded / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    convert_checkpoint(single, tmp_path / "a", "float16", progress=False)
+    convert_checkpoint(sharded, tmp_path / "b", "float16", progress=False)
+    assert (tmp_path / "a/rank0.safetensors").read_bytes() == (tmp_path / "b/rank0.safetensors").read_bytes()

@@ -79,3 +79,12 @@ def test_run_reports_bad_weights_as_step_error(tmp_path, hf_mamba1):
     arch = dataclasses.asdict(detect_source(hf_mamba1).spec)
     with pytest.raises(StepError, match=r"model\.safetensors: truncated safetensors file"):
         STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
+
+
+def test_run_accepts_hf_config_without_vocab_padding_field(tmp_path):
+    """HF configs may omit pad_vocab_size_multiple; the padded vocab_size itself is still compared."""
+    spec = ModelSpec("Mamba1", 16, 2, 64, 4, pad_vocab_size_multiple=8)
+    download = download_artifact(tmp_path, spec)
+    facts = STEP.run(params(dataclasses.asdict(spec)), {"download": download}, tmp_path / "out",
+                     StepContext(tmp_path, False))
+    assert facts["source_format"] == "hf_mamba" and facts["source_files"] == ["model.safetensors"]
