@@ -18,8 +18,10 @@ from typing import Optional, Sequence
 import torch
 
 from mambapipe.backends.base import GenerationOutput, SamplingConfig
+from mambapipe.engine import kernels
+from mambapipe.engine.cuda_graphs import maybe_graphed_decode
 from mambapipe.engine.model import MambaModel
-from mambapipe.engine.sampling import sample
+from mambapipe.engine.sampling import is_greedy, sample
 from mambapipe.engine.state import InferenceState
 
 
@@ -71,8 +73,10 @@ class EngineGenerator:
         self.limits = limits
         self.max_batch_size, self.max_input_len, self.max_seq_len = (
             limits.max_batch_size, limits.max_input_len, limits.max_seq_len)
-        self.state = InferenceState.allocate(model.spec, tp_size, limits.max_batch_size, model.dtype, device)
+        self.state = InferenceState.allocate(model.spec, tp_size, limits.max_batch_size, model.dtype, device,
+                                             ssm_dtype=kernels.ssm_state_dtype(model.dtype, device))
         self._tokens = torch.zeros(limits.max_batch_size, dtype=torch.long, device=device)  # decode input
+        self._graphs = maybe_graphed_decode(model, self.state, self._tokens)  # None off CUDA
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: SamplingConfig = SamplingConfig(), eos_id: Optional[int] = None,
@@ -129,12 +133,18 @@ class EngineGenerator:
 
     def _step(self, live, sampling, rng, emit, times) -> None:
         """One decode step over the slot span holding every live sequence (idle slots ride along)."""
-        lo, hi = min(live), max(live) + 1
+        graphed = self._graphs is not None and is_greedy(sampling)  # graphs always start at slot 0
+        lo, hi = (0 if graphed else min(live)), max(live) + 1
+        span = [0] * (hi - lo)
         for slot, seq in live.items():
-            self._tokens[slot] = seq.tokens[-1]
+            span[slot - lo] = seq.tokens[-1]
+        self._tokens[lo:hi].copy_(torch.tensor(span))  # one host-to-device copy, not one per sequence
         start = time.perf_counter()
-        logits = self.model.decode(self._tokens[lo:hi], self.state, lo)  # (hi-lo, V)
-        chosen = sample(logits, sampling, rng).tolist()
+        if graphed:
+            chosen = self._graphs.greedy_step(hi).tolist()
+        else:
+            logits = self.model.decode(self._tokens[lo:hi], self.state, lo)  # (hi-lo, V)
+            chosen = sample(logits, sampling, rng).tolist()
         times.decode_s += time.perf_counter() - start
         times.decode_steps += 1
         for slot in list(live):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mambapipe.engine import ops
+from mambapipe.engine import kernels, ops
 from mambapipe.engine.state import InferenceState
 from mambapipe.engine.weights import LayerWeights
 from mambapipe.models import TRTLLM_NORM_EPSILON, ModelSpec
@@ -73,6 +73,10 @@ class MambaModel:
     @torch.inference_mode()
     def decode(self, tokens: Tensor, state: InferenceState, lo: int) -> Tensor:
         """One token (B,) for the slots [lo, lo+B); updates their states in place. Returns (B, V) fp32."""
+        if kernels.enabled(tokens):  # same computation on the fused Triton kernels
+            from mambapipe.engine.kernels.decode import fused_decode
+
+            return fused_decode(self, tokens, state, lo)
         residual = F.embedding(tokens, self.glob["embedding"]).float()  # (B, H)
         mixer = self._mamba2_step if self.spec.is_mamba2 else self._mamba1_step
         for i, w in enumerate(self.layers):
@@ -106,7 +110,10 @@ class MambaModel:
         x = x.transpose(1, 2)  # (B, L, Di/tp)
         delta, B, C = self._mamba1_ssm_inputs(w, x)
         delta = delta * valid[..., None]  # padding steps leave the state untouched
-        y, ssm = ops.selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp)
+        scan = ops.selective_scan
+        if kernels.enabled(x):  # the register-resident Triton scan instead of a per-token loop of ops
+            from mambapipe.engine.kernels.scan import selective_scan as scan
+        y, ssm = scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp)
         return self._out_proj(w, y), conv, ssm
 
     def _mamba1_step(self, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -> Tensor:

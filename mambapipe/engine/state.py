@@ -3,7 +3,8 @@
 Like TensorRT-LLM's paged state pool (one slot per sequence), the tensors are allocated once for
 `max_batch_size` slots; a sequence takes a free slot when it joins and gives it back when it leaves, so
 sequences can enter and leave a running batch without reallocating or moving anyone else's state.
-The SSM state is kept in fp32 (as TensorRT-LLM's pool is) whatever the weight dtype.
+The SSM state is fp32 on the plain torch path; the fused CUDA path keeps it in the model dtype by default
+(half the state traffic, as mamba_ssm and TensorRT-LLM do), fp32 as an option (see kernels.ssm_state_dtype).
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ from mambapipe.models import ModelSpec
 @dataclass
 class InferenceState:
     conv: Tensor  # (layers, slots, conv_dim/tp, K-1), weight dtype, oldest input first
-    ssm: Tensor  # Mamba1 (layers, slots, Di/tp, N); Mamba2 (layers, slots, Hh/tp, P, N); fp32
+    ssm: Tensor  # Mamba1 (layers, slots, Di/tp, N); Mamba2 (layers, slots, Hh/tp, P, N); fp32 or weight dtype
     free: list[int] = field(default_factory=list)
 
     @classmethod
     def allocate(cls, spec: ModelSpec, tp_size: int, slots: int, dtype: torch.dtype,
-                 device: torch.device | str) -> "InferenceState":
+                 device: torch.device | str, ssm_dtype: torch.dtype = torch.float32) -> "InferenceState":
         layers, K, N = spec.num_layers, spec.conv_kernel, spec.state_size
         conv = torch.zeros(layers, slots, spec.conv_dim // tp_size, K - 1, dtype=dtype, device=device)
         if spec.is_mamba2:
             ssm_shape = (layers, slots, spec.num_heads // tp_size, spec.head_dim, N)
         else:
             ssm_shape = (layers, slots, spec.intermediate_size // tp_size, N)
-        ssm = torch.zeros(ssm_shape, dtype=torch.float32, device=device)
+        ssm = torch.zeros(ssm_shape, dtype=ssm_dtype, device=device)
         return cls(conv=conv, ssm=ssm, free=list(range(slots)))
 
     @property
@@ -52,7 +53,7 @@ class InferenceState:
     def write(self, layer: int, slots: Tensor, conv: Tensor, ssm: Tensor) -> None:
         """Store the states a prefill produced for `slots` (B,) of one layer."""
         self.conv[layer].index_copy_(0, slots, conv.to(self.conv.dtype))
-        self.ssm[layer].index_copy_(0, slots, ssm)
+        self.ssm[layer].index_copy_(0, slots, ssm.to(self.ssm.dtype))
 
     def span(self, layer: int, lo: int, hi: int) -> tuple[Tensor, Tensor]:
         """Views of slots [lo, hi) of one layer, which a decode step updates in place."""

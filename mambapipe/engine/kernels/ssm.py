@@ -1,0 +1,126 @@
+"""Fused SSM decode steps: softplus(dt + bias), decay, state update, C-reduction, D skip (and Mamba1's
+z gate) in one kernel that reads x, B, C, dt and z straight out of the projection outputs.
+
+A arrives precomputed (= -exp(A_log), fp32, done at build time). The state may be fp32 or the model dtype:
+the update runs in fp32 registers and is rounded once on store.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from mambapipe.engine import ops
+
+
+@triton.jit
+def _softplus(x):
+    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))  # torch's softplus threshold
+
+
+@triton.jit
+def _mamba2_update_kernel(state_ptr, x_ptr, dt_ptr, dt_bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, y_ptr,
+                          stride_sb, stride_sh, stride_sp, stride_xb, stride_dtb, stride_bb, stride_cb,
+                          stride_yb, P, heads_per_group,
+                          N: tl.constexpr, BLOCK_P: tl.constexpr):
+    row, head, pblock = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    p = pblock * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
+    n = tl.arange(0, N)  # (N,)
+    pmask = p < P
+    group = head // heads_per_group
+    dt = _softplus(tl.load(dt_ptr + row * stride_dtb + head).to(tl.float32) + tl.load(dt_bias_ptr + head))
+    dA = tl.exp(dt * tl.load(A_ptr + head))
+    x = tl.load(x_ptr + row * stride_xb + head * P + p, mask=pmask, other=0.0).to(tl.float32)  # (BP,)
+    B = tl.load(B_ptr + row * stride_bb + group * N + n).to(tl.float32)  # (N,)
+    C = tl.load(C_ptr + row * stride_cb + group * N + n).to(tl.float32)  # (N,)
+    s_ptrs = state_ptr + row * stride_sb + head * stride_sh + p[:, None] * stride_sp + n[None, :]  # (BP, N)
+    s = tl.load(s_ptrs, mask=pmask[:, None], other=0.0).to(tl.float32)
+    s = s * dA + (x * dt)[:, None] * B[None, :]
+    tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=pmask[:, None])
+    y = tl.sum(s * C[None, :], axis=1) + x * tl.load(D_ptr + head)  # (BP,)
+    tl.store(y_ptr + row * stride_yb + head * P + p, y, mask=pmask)
+
+
+def mamba2_state_update(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, A: Tensor, B: Tensor,
+                        C: Tensor, D: Tensor) -> Tensor:
+    """state (Bt, Hh, P, N) in place (unit last stride); x (Bt, Hh*P); dt (Bt, Hh) before softplus and
+    bias; dt_bias, A, D (Hh,) fp32; B, C (Bt, G*N). x, dt, B, C may be column slices (unit inner stride).
+    Returns y = C.h + D x as (Bt, Hh*P) fp32 (the gate is applied by the gated norm)."""
+    batch, heads, P, N = state.shape
+    groups = B.shape[1] // N
+    y = torch.empty(batch, heads * P, dtype=torch.float32, device=x.device)
+    block_p = min(16, triton.next_power_of_2(P))
+    grid = (batch, heads, triton.cdiv(P, block_p))
+    _mamba2_update_kernel[grid](state, x, dt, dt_bias, A, B, C, D, y, state.stride(0), state.stride(1),
+                                state.stride(2), x.stride(0), dt.stride(0), B.stride(0), C.stride(0),
+                                y.stride(0), P, heads // groups, N=N, BLOCK_P=block_p, num_warps=4)
+    return y
+
+
+def mamba2_state_update_ref(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, A: Tensor, B: Tensor,
+                            C: Tensor, D: Tensor) -> Tensor:
+    """The torch twin (the model's softplus + `ops.ssd_state_update`), updating `state` in place."""
+    batch, heads, P, N = state.shape
+    work = state.float()
+    y = ops.ssd_state_update(work, x.reshape(batch, heads, P), F.softplus(dt.float() + dt_bias), A,
+                             B.reshape(batch, -1, N), C.reshape(batch, -1, N), D)
+    state.copy_(work)
+    return y.flatten(1)
+
+
+@triton.jit
+def _mamba1_update_kernel(state_ptr, x_ptr, dtr_ptr, dtw_ptr, dt_bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
+                          y_ptr, Di, R, stride_sb, stride_sd, stride_xb, stride_dtb, stride_bb, stride_cb,
+                          stride_zb, stride_yb, N: tl.constexpr, BLOCK_D: tl.constexpr,
+                          BLOCK_R: tl.constexpr):
+    row = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
+    r = tl.arange(0, BLOCK_R)
+    n = tl.arange(0, N)
+    dmask, rmask = d < Di, r < R
+    # dt_proj fused in: delta = softplus(W[d, :] . dt_low + bias[d]).
+    dt_low = tl.load(dtr_ptr + row * stride_dtb + r, mask=rmask, other=0.0).to(tl.float32)  # (BR,)
+    W = tl.load(dtw_ptr + d[:, None] * R + r[None, :], mask=dmask[:, None] & rmask[None, :], other=0.0)
+    delta = _softplus(tl.sum(W.to(tl.float32) * dt_low[None, :], axis=1)
+                      + tl.load(dt_bias_ptr + d, mask=dmask, other=0.0))  # (BD,)
+    x = tl.load(x_ptr + row * stride_xb + d, mask=dmask, other=0.0).to(tl.float32)
+    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N)
+    B = tl.load(B_ptr + row * stride_bb + n).to(tl.float32)
+    C = tl.load(C_ptr + row * stride_cb + n).to(tl.float32)
+    s_ptrs = state_ptr + row * stride_sb + d[:, None] * stride_sd + n[None, :]
+    s = tl.load(s_ptrs, mask=dmask[:, None], other=0.0).to(tl.float32)
+    s = s * tl.exp(delta[:, None] * A) + (delta * x)[:, None] * B[None, :]
+    tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=dmask[:, None])
+    y = tl.sum(s * C[None, :], axis=1) + x * tl.load(D_ptr + d, mask=dmask, other=0.0)
+    z = tl.load(z_ptr + row * stride_zb + d, mask=dmask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + row * stride_yb + d, (y * z * tl.sigmoid(z)).to(y_ptr.dtype.element_ty), mask=dmask)
+
+
+def mamba1_state_update(state: Tensor, x: Tensor, dt_low: Tensor, dt_proj: Tensor, dt_bias: Tensor, A: Tensor,
+                        B: Tensor, C: Tensor, D: Tensor, z: Tensor) -> Tensor:
+    """state (Bt, Di, N) in place (unit last stride); x, z (Bt, Di); dt_low (Bt, R); dt_proj (Di, R)
+    contiguous; dt_bias, D (Di,) and A (Di, N) fp32; B, C (Bt, N). Slices of x_proj / in_proj outputs are
+    fine (unit inner stride). Returns (C.h + D x) * silu(z) as (Bt, Di) in x's dtype."""
+    batch, d_inner, N = state.shape
+    R = dt_proj.shape[1]
+    y = torch.empty(batch, d_inner, dtype=x.dtype, device=x.device)
+    block_d = 32
+    grid = (batch, triton.cdiv(d_inner, block_d))
+    _mamba1_update_kernel[grid](state, x, dt_low, dt_proj, dt_bias, A, B, C, D, z, y, d_inner, R,
+                                state.stride(0), state.stride(1), x.stride(0), dt_low.stride(0), B.stride(0),
+                                C.stride(0), z.stride(0), y.stride(0), N=N, BLOCK_D=block_d,
+                                BLOCK_R=triton.next_power_of_2(R), num_warps=4)
+    return y
+
+
+def mamba1_state_update_ref(state: Tensor, x: Tensor, dt_low: Tensor, dt_proj: Tensor, dt_bias: Tensor,
+                            A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor) -> Tensor:
+    """The torch twin (the model's dt_proj + softplus + `ops.selective_state_update`), in fp32."""
+    delta = F.softplus(F.linear(dt_low.float(), dt_proj.float()) + dt_bias)  # (Bt, Di)
+    work = state.float()
+    y = ops.selective_state_update(work, x, delta, A, B, C, D, z)
+    state.copy_(work)
+    return y
