@@ -14,8 +14,8 @@ returns the same `GenerationOutput`, as the native engine does.
 from __future__ import annotations
 
 import importlib
-from time import perf_counter
 from pathlib import Path
+from time import perf_counter
 from typing import Any, Callable, Optional, Sequence
 
 import torch

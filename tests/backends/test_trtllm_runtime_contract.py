@@ -145,3 +145,11 @@ def test_prefill_and_decode_timing_arithmetic(fake_trtllm, engine_dir, monkeypat
     # With EOS stopping the run lasts as long as its longest sequence: SCRIPT[1] never stops, 4 decode steps.
     assert gen.generate(PROMPTS, 5, eos_id=EOS).decode_ms_per_step == pytest.approx(10.0)
     assert gen.generate(PROMPTS, 1, eos_id=EOS).prefill_ms == pytest.approx(30.0)
+
+
+def test_broken_tensorrt_llm_install_is_one_line(engine_dir, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # makes `import tensorrt_llm` raise ImportError
+    with pytest.raises(StepError, match=r"cannot import tensorrt_llm .*pip install -e '\.\[trtllm\]'.*backend=native"):
+        load_generator(engine_dir("codestral_tp2"), "cuda")
