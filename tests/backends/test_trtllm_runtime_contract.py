@@ -4,6 +4,8 @@ how we read its answer, not TensorRT-LLM itself (test_trtllm_end_to_end.py does 
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -148,8 +150,6 @@ def test_prefill_and_decode_timing_arithmetic(fake_trtllm, engine_dir, monkeypat
 
 
 def test_broken_tensorrt_llm_install_is_one_line(engine_dir, monkeypatch):
-    import sys
-
     monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # makes `import tensorrt_llm` raise ImportError
     with pytest.raises(StepError, match=r"cannot import tensorrt_llm .*pip install -e '\.\[trtllm\]'.*backend=native"):
         load_generator(engine_dir("codestral_tp2"), "cuda")
