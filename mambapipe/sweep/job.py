@@ -31,7 +31,7 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
     overrides = list(hydra_cfg.overrides.task)
     job_num = int(hydra_cfg.job.num)
     update_job_record(run_dir, job_num=job_num, overrides=overrides, host=socket.gethostname(),
-                      reason=None, exit_code=None)
+                      launcher_pid=os.getpid(), reason=None, exit_code=None)
     try:
         config_yaml = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True))
     except Exception as exc:  # an interpolation that cannot resolve: this job's config is bad

@@ -1,0 +1,74 @@
+"""Real sweeps of the quickstart recipe, run as users run them (`python -m mambapipe -m ...`), with the
+basic and the joblib launcher: every job in its own process, one shared cache, failures recorded and
+the summary written (and rebuilt later by `python -m mambapipe.sweep summarize`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+TINY_EVAL = ("recipe=quickstart", "eval.max_ite=1", "eval.output_len=4")
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MAMBAPIPE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf")}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=400)
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def job_records(sweep: Path, n: int) -> list[dict]:
+    return [json.loads((sweep / str(i) / "sweep_job.json").read_text()) for i in range(n)]
+
+
+def test_basic_launcher_sweep_keeps_going_past_failures(tmp_path):
+    out = run(tmp_path, "-m", "mambapipe", "-m", *TINY_EVAL, "tp_size=3,1", "build.max_batch_size=1,2",
+              "hydra.sweep.dir=sweep")
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "FAILED 2 of 4 jobs: 0, 1" in out.stdout
+    sweep = tmp_path / "sweep"
+    rows = csv_rows(sweep / "summary.csv")
+    assert [r["status"] for r in rows] == ["failed", "failed", "ok", "ok"]  # jobs after failures still ran
+    assert all("tp_size=3" in r["reason"] for r in rows[:2])
+    assert all(float(r["tokens_per_s"]) > 0 and r["rouge1"] != "" for r in rows[2:])
+    # One cache: the tp_size=1 jobs differ only in the build limits, so download/convert ran once.
+    assert [(r["download"], r["convert"], r["build"]) for r in rows[2:]] == [("ran", "ran", "ran"),
+                                                                            ("cached", "cached", "ran")]
+    records = job_records(sweep, 4)
+    assert len({r["launcher_pid"] for r in records}) == 1  # the basic launcher: one process for all jobs
+    assert len({r["pid"] for r in records}) == 4  # ... yet each job ran in a process of its own
+    assert {p.name for p in sweep.glob("*.png")} == {"tokens_per_s.png", "rouge.png"}
+
+    before = (sweep / "summary.csv").read_text()
+    for name in ("summary.csv", "summary.md", "tokens_per_s.png", "rouge.png"):
+        (sweep / name).unlink()
+    rebuilt = run(tmp_path, "-m", "mambapipe.sweep", "summarize", "sweep")
+    assert rebuilt.returncode == 1 and (sweep / "summary.csv").read_text() == before
+    assert (sweep / "rouge.png").is_file() and "- job 1: convert: tp_size=3" in (sweep / "summary.md").read_text()
+
+
+def test_joblib_sweep_runs_jobs_in_parallel_on_one_cache(tmp_path):
+    out = run(tmp_path, "-m", "mambapipe", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_EVAL,
+              "build.max_batch_size=1,2", "hydra.sweep.dir=sweep")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr
+    rows = csv_rows(tmp_path / "sweep" / "summary.csv")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    # Both jobs started together: one made each shared artifact, the other waited on its lock and reused it.
+    assert sorted(r["download"] for r in rows) == ["cached", "ran"]
+    assert sorted(r["convert"] for r in rows) == ["cached", "ran"]
+    assert [r["build"] for r in rows] == ["ran", "ran"]
+    assert len({r["pid"] for r in job_records(tmp_path / "sweep", 2)}) == 2
