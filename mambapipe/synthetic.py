@@ -22,7 +22,7 @@ from tqdm import tqdm
 from mambapipe.models import ModelSpec
 
 EOS_TOKEN = "<|endoftext|>"
-MAX_SHARD_BYTES = 2 * 1024**3
+MAX_SHARD_BYTES = 2_000_000_000  # decimal GB, as save_pretrained counts max_shard_size
 WEIGHT_STD = 0.02
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
