@@ -1,0 +1,163 @@
+"""Issue 6 on one GPU, in one call: fused path vs torch path, greedy tokens vs HF, and every scenario of
+anchors-h200.md timed against the decode floor.
+
+    PYTHONPATH=$PWD python benchmarks/gpu_bench.py --out $OUT [--models mamba_130m,...] [--skip-hf]
+
+Prints a table last; writes results.json (and the HF check) under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_common import MODELS, generator, model_spec, random_model  # noqa: E402
+
+from mambapipe.engine.state import InferenceState  # noqa: E402
+from mambapipe.evaluate.benchmark import Scenario, run_benchmark  # noqa: E402
+from mambapipe.evaluate.floor import H200_BYTES_PER_S  # noqa: E402
+
+SCENARIOS = {"S1": Scenario(1, 100, 100), "S2": Scenario(64, 100, 100), "S3": Scenario(1, 2048, 128),
+             "S4": Scenario(8, 923, 100)}
+# anchors-h200.md, mamba_ssm: S1 prefill, S1 decode, S1 tok/s, S2 decode, S2 tok/s, S3 prefill, S4 tok/s
+MAMBA_SSM = {"mamba_130m": (13.0, 0.772, 1118, 0.874, 60255, 12.9, 8865),
+             "mamba_2p8b": (32.8, 3.339, 275, 4.669, 9873, 37.0, 1668),
+             "mamba2_130m": (27.3, 0.764, 971, 1.457, 34898, 52.1, 6753),
+             "mamba2_2p7b": (89.5, 3.538, 227, 9.730, 5915, 85.8, 1616),
+             "codestral_7b": (85.0, 5.552, 158, 15.676, 3553, 87.9, 888)}
+
+
+@contextlib.contextmanager
+def torch_path():
+    """The plain torch engine (no Triton kernels, no graphs, fp32 state), for the baseline and checks."""
+    saved = {k: os.environ.get(k) for k in ("MAMBAPIPE_KERNELS", "MAMBAPIPE_CUDA_GRAPHS")}
+    os.environ.update(MAMBAPIPE_KERNELS="0", MAMBAPIPE_CUDA_GRAPHS="0")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def fused_vs_torch(model, batch: int = 2, prompt: int = 64, steps: int = 8) -> dict:
+    """Logits of the fused path (fp16 state) vs the torch path (fp32 state) on the same fp16 weights,
+    teacher-forced with the torch path's greedy tokens."""
+    spec = model.spec
+    tokens = torch.randint(1, 1000, (batch, prompt), device="cuda")
+    lengths, slots = torch.full((batch,), prompt, device="cuda"), torch.arange(batch, device="cuda")
+    with torch_path():
+        st = InferenceState.allocate(spec, 1, batch, model.dtype, "cuda")
+        ref = model.prefill(tokens, lengths, st, slots)
+    sf = InferenceState.allocate(spec, 1, batch, model.dtype, "cuda", ssm_dtype=model.dtype)
+    out = model.prefill(tokens, lengths, sf, slots)
+    errs, agree = [_rel(out, ref)], [float((out.argmax(-1) == ref.argmax(-1)).float().mean())]
+    tok = ref.argmax(-1)
+    for _ in range(steps):
+        with torch_path():
+            ref = model.decode(tok, st, 0)
+        out = model.decode(tok, sf, 0)
+        errs.append(_rel(out, ref))
+        agree.append(float((out.argmax(-1) == ref.argmax(-1)).float().mean()))
+        tok = ref.argmax(-1)
+    return {"prefill_rel_err": errs[0], "decode_rel_err_max": max(errs[1:]), "argmax_agree": min(agree)}
+
+
+def bench(model, scenarios: dict, repeats: int) -> dict:
+    gen = generator(model, max(s.batch for s in scenarios.values()), max(s.input_len for s in scenarios.values()),
+                    max(s.input_len + s.output_len for s in scenarios.values()))
+    rows = run_benchmark(gen, list(scenarios.values()), warmup=1, repeats=repeats, seed=0, tp_size=1,
+                         bytes_per_s=H200_BYTES_PER_S, show_progress=False)
+    gen.close()
+    return dict(zip(scenarios, rows))
+
+
+def run_model(name: str, torch_baseline: bool) -> dict:
+    spec = model_spec(name)
+    start = time.perf_counter()
+    model = random_model(spec)
+    result = {"check": fused_vs_torch(model)}
+    print(f"[{name}] fused vs torch: {result['check']}", flush=True)
+    result["fused"] = bench(model, SCENARIOS, repeats=3)
+    if torch_baseline:
+        with torch_path():
+            result["torch"] = bench(model, {"S1": SCENARIOS["S1"]}, repeats=1)
+    result["seconds"] = time.perf_counter() - start
+    print(f"[{name}] {json.dumps(result)}", flush=True)
+    del model
+    torch.cuda.empty_cache()
+    return result
+
+
+def _fmt(v, spec=".2f"):
+    return "-" if v is None else format(v, spec)
+
+
+def table(results: dict) -> str:
+    head = ("| model | path | S1 prefill ms | S1 decode ms/step | S1 tok/s | S1 % floor | S2 decode ms/step | "
+            "S2 tok/s | S2 % floor | S3 prefill(2048) ms | S3 tok/s | S4 tok/s |")
+    lines = [head, "|" + "---|" * 12]
+    for name, r in results.items():
+        f = r["fused"]
+        lines.append(f"| {name} | mambapipe fused+graphs | {_fmt(f['S1']['prefill_ms'], '.1f')} | "
+                     f"{_fmt(f['S1']['decode_ms_per_step'], '.3f')} | {_fmt(f['S1']['tokens_per_s'], '.0f')} | "
+                     f"{_fmt(f['S1']['floor_pct'], '.0f')} | {_fmt(f['S2']['decode_ms_per_step'], '.3f')} | "
+                     f"{_fmt(f['S2']['tokens_per_s'], '.0f')} | {_fmt(f['S2']['floor_pct'], '.0f')} | "
+                     f"{_fmt(f['S3']['prefill_ms'], '.1f')} | {_fmt(f['S3']['tokens_per_s'], '.0f')} | "
+                     f"{_fmt(f['S4']['tokens_per_s'], '.0f')} |")
+        if "torch" in r:
+            t = r["torch"]["S1"]
+            lines.append(f"| {name} | mambapipe torch (eager) | {_fmt(t['prefill_ms'], '.1f')} | "
+                         f"{_fmt(t['decode_ms_per_step'], '.3f')} | {_fmt(t['tokens_per_s'], '.0f')} | "
+                         f"{_fmt(t['floor_pct'], '.0f')} | | | | | | |")
+        m = MAMBA_SSM[name]
+        lines.append(f"| {name} | mamba_ssm (anchor) | {m[0]} | {m[1]} | {m[2]} | | {m[3]} | {m[4]} | | {m[5]} | | "
+                     f"{m[6]} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("gpu_out"))
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--no-torch-baseline", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    import triton
+
+    env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name()}
+    print(json.dumps(env), flush=True)
+    out = {"env": env}
+    if not args.skip_hf:
+        from gpu_hf_check import check
+
+        out["hf"] = {n: check(model_spec(n)) for n in ("mamba_130m", "mamba2_130m")}
+        print("HF check:", json.dumps(out["hf"]), flush=True)
+    out["models"] = {}
+    for name in args.models.split(","):
+        try:  # one model's failure must not cost the other models' device minutes
+            out["models"][name] = run_model(name, torch_baseline=not args.no_torch_baseline)
+        except Exception:  # noqa: BLE001 - reported in the log and results.json, then the run goes on
+            out.setdefault("errors", {})[name] = traceback.format_exc()
+            print(out["errors"][name], flush=True)
+        (args.out / "results.json").write_text(json.dumps(out, indent=1))
+    text = table(out["models"])
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Shared pieces of the GPU benchmarks: the five models' specs (from configs/model) and engines with
+random weights at the real shapes built directly on the GPU (speed does not depend on the values; writing
+14 GB through the pipeline for a timing run would waste device minutes)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from mambapipe.engine.generate import EngineGenerator, Limits
+from mambapipe.engine.model import Comm, MambaModel
+from mambapipe.engine.weights import LayerWeights
+from mambapipe.models import ModelSpec
+
+MODELS = ("mamba_130m", "mamba_2p8b", "mamba2_130m", "mamba2_2p7b", "codestral_7b")
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "model"
+
+
+def model_spec(name: str) -> ModelSpec:
+    return ModelSpec(**OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml").arch))
+
+
+def _normal(shape, std, dtype, gen):
+    return (torch.randn(shape, device="cuda", generator=gen) * std).to(dtype)
+
+
+def _layer(spec: ModelSpec, dtype: torch.dtype, gen: torch.Generator) -> LayerWeights:
+    H, Di, N, K = spec.hidden_size, spec.intermediate_size, spec.state_size, spec.conv_kernel
+    C = spec.conv_dim
+    w = LayerWeights(norm=torch.ones(H, dtype=dtype, device="cuda"),
+                     in_proj=_normal((spec.in_proj_rows, H), H ** -0.5, dtype, gen),
+                     conv_weight=_normal((C, K), K ** -0.5, dtype, gen), conv_bias=_normal((C,), 0.1, dtype, gen),
+                     out_proj=_normal((H, Di), Di ** -0.5 / math.sqrt(spec.num_layers), dtype, gen))
+    if spec.is_mamba2:
+        heads = spec.num_heads
+        w.update(A=-torch.arange(1, heads + 1, device="cuda", dtype=torch.float32) / heads * 16,
+                 D=torch.ones(heads, device="cuda"), dt_bias=_normal((heads,), 1.0, torch.float32, gen) - 4,
+                 gate_norm=torch.ones(Di, dtype=dtype, device="cuda"))
+    else:
+        R = spec.dt_rank
+        w.update(x_proj=_normal((R + 2 * N, Di), Di ** -0.5, dtype, gen), dt_proj=_normal((Di, R), R ** -0.5, dtype, gen),
+                 A=-torch.arange(1, N + 1, device="cuda", dtype=torch.float32).repeat(Di, 1),
+                 D=torch.ones(Di, device="cuda"), dt_bias=_normal((Di,), 1.0, torch.float32, gen) - 4)
+    return w
+
+
+def random_model(spec: ModelSpec, dtype: torch.dtype = torch.float16, seed: int = 0) -> MambaModel:
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    embedding = _normal((spec.vocab_size, spec.hidden_size), 1.0, dtype, gen)
+    lm_head = embedding if spec.tie_embeddings else _normal((spec.vocab_size, spec.hidden_size), 0.02, dtype, gen)
+    glob = {"embedding": embedding, "norm_f": torch.ones(spec.hidden_size, dtype=dtype, device="cuda"),
+            "lm_head": lm_head}
+    layers = [_layer(spec, dtype, gen) for _ in range(spec.num_layers)]
+    return MambaModel(spec, glob, layers, Comm(1))
+
+
+def generator(model: MambaModel, max_batch: int, max_input: int, max_seq: int) -> EngineGenerator:
+    return EngineGenerator(model, Limits(max_batch, max_input, max_seq), device="cuda", dtype="float16")
