@@ -120,3 +120,16 @@ def test_not_a_checkpoint_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConvertError, match=r"empty: no config\.json"):
         convert_checkpoint(tmp_path / "empty", tmp_path / "out", "float16", progress=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_finiteness_check_by_exponent_bits(dtype):
+    from mambapipe.checkpoint.convert import _all_finite
+
+    values = torch.randn(100).to(dtype)
+    values[:3] = torch.tensor([torch.finfo(dtype).max, torch.finfo(dtype).tiny, -0.0], dtype=dtype)
+    assert _all_finite(values)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        poisoned = values.clone()
+        poisoned[50] = bad
+        assert not _all_finite(poisoned)
