@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -50,14 +49,11 @@ def test_tab_completion_offers_recipes_and_keys(tmp_path):
     assert out.stdout.split() == ["recipe=codestral", "recipe=codestral_tp2"]
 
 
-def test_multirun_plan_only_from_the_console_script(tmp_path):
-    out = run(COMMANDS["console script"], tmp_path, "-m", "eval.max_ite=4,5", "plan_only=true",
-              "hydra.sweep.dir=sweep")
+def test_plan_only_exits_zero_and_writes_the_run_dir(tmp_path):
+    out = run(COMMANDS["console script"], tmp_path, "plan_only=true", "hydra.run.dir=run")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "Launching 2 jobs" in out.stdout + out.stderr
-    for job in ("0", "1"):
-        record = json.loads((tmp_path / "sweep" / job / "run.json").read_text())
-        assert [s["status"] for s in record["steps"]] == ["skipped"] * 4
+    assert "not cached" in out.stdout
+    assert {"config.yaml", "run.json", "mambapipe.log"} <= {p.name for p in (tmp_path / "run").iterdir()}
     assert not (tmp_path / "cache" / "download").exists() or not any((tmp_path / "cache" / "download").iterdir())
 
 
