@@ -12,7 +12,8 @@ from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, MISSING, RUN, Plan
 
 _ACTION_STYLE = {RUN: "yellow", CACHED: "green", MISSING: "red"}
-_SUMMARIZE_HEADLINE = ("rouge1", "rouge2", "rougeL", "rougeLsum", "tokens_per_s")
+_SUMMARIZE_HEADLINE = {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL", "rougeLsum": "rougeLsum",
+                       "tokens_per_s": "tok/s"}
 
 
 def make_console() -> Console:
@@ -50,8 +51,9 @@ def headline(metrics: Optional[dict[str, Any]]) -> str:
     if metrics.get("task") == "benchmark":
         rows = metrics.get("rows", [])
         best = max((r.get("tokens_per_s") or 0 for r in rows), default=0)
-        return f"{len(rows)} scenarios, best {best:.1f} tokens/s"
-    parts = [f"{k} {metrics[k]:.2f}" for k in _SUMMARIZE_HEADLINE if isinstance(metrics.get(k), (int, float))]
+        return f"{len(rows)} scenarios, best {best:.1f} tok/s"
+    parts = [f"{label} {metrics[key]:.2f}" for key, label in _SUMMARIZE_HEADLINE.items()
+             if isinstance(metrics.get(key), (int, float))]
     return ", ".join(parts)
 
 
