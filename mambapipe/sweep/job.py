@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mambapipe.pipeline.provenance import utc_now
 from mambapipe.sweep.gpus import lease_gpus
 from mambapipe.sweep.record import read_job_record, update_job_record
 
@@ -37,14 +38,22 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
     except Exception as exc:  # an interpolation that cannot resolve: this job's config is bad
         return update_job_record(run_dir, exit_code=1, reason=f"config: {type(exc).__name__}: {exc}")
     uses_gpu = cfg.device != "cpu"
-    started = time.perf_counter()
-    with lease_gpus(job_num, int(cfg.tp_size), Path(hydra_cfg.sweep.dir) / GPU_LEASES,
+    with lease_gpus(job_num, int(cfg.tp_size), sweep_dir_of(hydra_cfg) / GPU_LEASES,
                     visible=None if uses_gpu else []) as gpus:
         env = dict(os.environ) if gpus is None else {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
-        update_job_record(run_dir, cuda_visible_devices=gpus)
+        update_job_record(run_dir, cuda_visible_devices=gpus, started=utc_now())
+        started = time.perf_counter()
         child = subprocess.run([sys.executable, "-m", "mambapipe.sweep.child", str(run_dir),
                                 json.dumps(overrides)], input=config_yaml, text=True, env=env)
-    return _record_exit(run_dir, child.returncode, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+    return _record_exit(run_dir, child.returncode, seconds)
+
+
+def sweep_dir_of(hydra_cfg: DictConfig) -> Path:
+    """The sweep dir this job's output dir was made from (Hydra: sweep.dir / sweep.subdir); read back
+    from the output dir, since re-resolving `${now:...}` in a launcher's worker could name another."""
+    output_dir, subdir = Path(hydra_cfg.runtime.output_dir), Path(str(hydra_cfg.sweep.subdir))
+    return Path(*output_dir.parts[:len(output_dir.parts) - len(subdir.parts)])
 
 
 def _record_exit(run_dir: Path, code: int, seconds: float) -> dict[str, Any]:

@@ -86,3 +86,13 @@ def test_job_record_says_why_the_child_failed(tmp_path, code, child_reason, expe
     (tmp_path / "sweep_job.json").write_text(json.dumps({"job_num": 0, "reason": child_reason}))
     record = _record_exit(tmp_path, code, 1.5)
     assert record["reason"] == expected and record["exit_code"] == code and record["job_num"] == 0
+
+
+def test_sweep_dir_is_read_back_from_the_job_output_dir():
+    from omegaconf import OmegaConf
+
+    from mambapipe.sweep.job import sweep_dir_of
+
+    hydra_cfg = OmegaConf.create({"runtime": {"output_dir": "/x/multirun/2026-11-29/00-10-00/dtype=bf16/3"},
+                                  "sweep": {"subdir": "dtype=bf16/3"}})
+    assert sweep_dir_of(hydra_cfg).as_posix() == "/x/multirun/2026-11-29/00-10-00"
