@@ -7,6 +7,7 @@ an exception from a callback into a warning, hence `SystemExit` for the exit cod
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,6 +17,8 @@ from omegaconf import DictConfig
 from mambapipe.pipeline.report import make_console
 from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.tables import print_table
+
+log = logging.getLogger(__name__)
 
 
 class SweepSummaryCallback(Callback):
@@ -29,8 +32,14 @@ class SweepSummaryCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = self.sweep_dir or Path(config.hydra.sweep.dir)
-        rows = summarize_sweep(sweep_dir, plots=self.plots)
         console = make_console()
+        try:
+            rows = summarize_sweep(sweep_dir, plots=self.plots)
+        except Exception as exc:  # results exist but cannot be read back: not a green sweep
+            log.error("sweep summary failed", exc_info=True)
+            console.print(f"[red]FAILED[/] could not summarize {sweep_dir}: {type(exc).__name__}: {exc}; "
+                          f"after a fix: mambapipe-sweep summarize {sweep_dir}", soft_wrap=True)
+            raise SystemExit(1) from exc
         print_table(console, rows, sweep_dir)
         console.print(f"summary: {sweep_dir / 'summary.md'}")
         failed = [row.job for row in rows if row.failed]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,5 +19,7 @@ def read_job_record(run_dir: Path) -> dict[str, Any]:
 def update_job_record(run_dir: Path, **facts: Any) -> dict[str, Any]:
     """Merge `facts` into the record (the child writes the reason, the parent the exit code)."""
     record = {**read_job_record(run_dir), **facts}
-    (Path(run_dir) / JOB_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    staging = Path(run_dir) / f".{JOB_RECORD}.tmp"
+    staging.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(staging, Path(run_dir) / JOB_RECORD)  # a summary made meanwhile never reads half a file
     return record

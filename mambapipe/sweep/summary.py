@@ -126,8 +126,8 @@ def varying_overrides(rows: list[JobRow]) -> set[str]:
         for override in row.overrides:
             key, _, value = override.partition("=")
             values.setdefault(key, set()).add(value)
-    return {key for key, seen in values.items() if len(seen) > 1 or any(
-        key not in {o.partition("=")[0] for o in row.overrides} for row in rows)}
+    key_sets = [{o.partition("=")[0] for o in row.overrides} for row in rows]
+    return {key for key, seen in values.items() if len(seen) > 1 or any(key not in ks for ks in key_sets)}
 
 
 def job_label(row: JobRow, keys: set[str]) -> str:

@@ -66,7 +66,7 @@ def failure_lines(rows: Sequence[JobRow]) -> list[str]:
 
 def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: Sequence[Path]) -> None:
     failed = sum(row.failed for row in rows)
-    lines = [f"# Sweep summary", "", f"Sweep directory: `{sweep_dir}`", "",
+    lines = ["# Sweep summary", "", f"Sweep directory: `{sweep_dir}`", "",
              f"{len(rows)} jobs: {len(rows) - failed} ok, {failed} failed.", "", *markdown_table(rows)]
     if failed:
         lines += ["", "## Failed jobs", "", *failure_lines(rows)]

@@ -1,0 +1,39 @@
+"""The end-of-sweep callback: writes the summary, and its exit code says whether any job failed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from mambapipe.sweep.callback import SweepSummaryCallback
+
+
+def finish(sweep_dir, plots: bool = True) -> None:
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
+    callback = SweepSummaryCallback(plots=plots)
+    callback.on_multirun_start(config=config)
+    callback.on_multirun_end(config=config)
+
+
+def test_a_failed_job_fails_the_sweep_after_the_summary(sweep_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        finish(sweep_dir)
+    assert exit_info.value.code == 1
+    assert "FAILED 1 of 3 jobs: 2" in capsys.readouterr().out
+    assert {"summary.md", "summary.csv", "tokens_per_s.png", "rouge.png"} <= {p.name for p in sweep_dir.iterdir()}
+
+
+def test_all_jobs_ok_returns_normally(sweep_dir):
+    (sweep_dir / "2" / "sweep_job.json").write_text(json.dumps({"exit_code": 0}))
+    (sweep_dir / "2" / "run.json").write_text(json.dumps({"steps": []}))
+    finish(sweep_dir, plots=False)
+    assert (sweep_dir / "summary.csv").is_file() and not (sweep_dir / "rouge.png").exists()
+
+
+def test_unreadable_results_fail_the_sweep_with_a_rebuild_hint(sweep_dir, capsys):
+    (sweep_dir / "0" / "metrics.json").write_text("{truncated")
+    with pytest.raises(SystemExit):
+        finish(sweep_dir)
+    assert "mambapipe-sweep summarize" in capsys.readouterr().out
