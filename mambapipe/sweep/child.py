@@ -13,21 +13,27 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mambapipe.config import MambapipeConfig
 from mambapipe.pipeline.runner import run_recipe
 from mambapipe.sweep.record import update_job_record
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:
     run_dir, overrides = Path(argv[0]), json.loads(argv[1])
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "mambapipe.log")])
-    # The schema first, so enum- and int-typed keys come back typed as Hydra composed them.
-    cfg = OmegaConf.merge(OmegaConf.structured(MambapipeConfig), OmegaConf.create(sys.stdin.read()))
-    result = run_recipe(cfg, run_dir, overrides)
-    update_job_record(run_dir, reason=result.reason, pid=os.getpid())
+    update_job_record(run_dir, pid=os.getpid())
+    try:
+        # Already composed, validated and resolved by Hydra in the parent: plain values suffice.
+        result = run_recipe(OmegaConf.create(sys.stdin.read()), run_dir, overrides)
+    except Exception as exc:  # a bug outside any step (those the runner reports itself)
+        log.error("sweep job crashed", exc_info=True)
+        first_line = (str(exc).splitlines() or [""])[0]
+        update_job_record(run_dir, reason=f"unexpected {type(exc).__name__}: {first_line}")
+        return 1
+    update_job_record(run_dir, reason=result.reason)
     return 1 if result.failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -34,7 +34,7 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
     update_job_record(run_dir, job_num=job_num, overrides=overrides, host=socket.gethostname(),
                       launcher_pid=os.getpid(), reason=None, exit_code=None)
     try:
-        config_yaml = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True))
+        config_yaml = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     except Exception as exc:  # an interpolation that cannot resolve: this job's config is bad
         return update_job_record(run_dir, exit_code=1, reason=f"config: {type(exc).__name__}: {exc}")
     uses_gpu = cfg.device != "cpu"

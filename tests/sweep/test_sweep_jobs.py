@@ -1,5 +1,5 @@
-"""GPU assignment of sweep jobs: blocks of tp_size GPUs, preference by job number, file-lock leases,
-and what a job records when its process dies."""
+"""A sweep job's own machinery: GPU assignment (blocks of tp_size GPUs, preference by job number,
+file-lock leases), the sweep dir it leases under, and what it records when its child process fails."""
 
 from __future__ import annotations
 
@@ -96,3 +96,14 @@ def test_sweep_dir_is_read_back_from_the_job_output_dir():
     hydra_cfg = OmegaConf.create({"runtime": {"output_dir": "/x/multirun/2026-11-29/00-10-00/dtype=bf16/3"},
                                   "sweep": {"subdir": "dtype=bf16/3"}})
     assert sweep_dir_of(hydra_cfg).as_posix() == "/x/multirun/2026-11-29/00-10-00"
+
+
+def test_child_records_a_crash_outside_the_steps(tmp_path, monkeypatch):
+    import io
+
+    from mambapipe.sweep.child import main as child_main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("{}"))  # a config without cache_dir: the runner crashes
+    assert child_main([str(tmp_path), "[]"]) == 1
+    record = json.loads((tmp_path / "sweep_job.json").read_text())
+    assert record["reason"].startswith("unexpected KeyError") and isinstance(record["pid"], int)
