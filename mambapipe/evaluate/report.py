@@ -10,6 +10,7 @@ from rich.table import Table
 SUMMARIZE_ROWS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("rougeLsum", "ROUGE-Lsum"),
                   ("samples", "samples"), ("output_tokens", "output tokens"), ("tokens_per_s", "tokens/s"),
                   ("ttft_ms", "TTFT ms"), ("decode_ms_per_step", "decode ms/step"), ("peak_memory_mb", "peak MiB"))
+LOG_WIDTH = 140
 BENCHMARK_COLUMNS = (("batch", "batch"), ("input_len", "in"), ("output_len", "out"), ("prefill_ms", "prefill ms"),
                      ("decode_ms_per_step", "decode ms/step"), ("tokens_per_s", "tok/s"),
                      ("floor_ms_per_step", "floor ms/step"), ("floor_pct", "% of floor"), ("peak_memory_mb", "peak MiB"))
@@ -53,4 +54,8 @@ def benchmark_table(metrics: dict[str, Any]) -> Table:
 
 def print_report(metrics: dict[str, Any], console: Optional[Console] = None) -> None:
     table = benchmark_table(metrics) if metrics["task"] == "benchmark" else summarize_table(metrics)
-    (console or Console(stderr=True)).print(table)
+    if console is None:
+        console = Console(stderr=True)
+        if not console.is_terminal:  # logs and pipes: rich's 80 columns would truncate the numbers
+            console.width = max(console.width, LOG_WIDTH)
+    console.print(table)
