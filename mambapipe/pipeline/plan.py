@@ -143,6 +143,7 @@ def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) 
     plan = Plan(resolved, store, planned_steps, problems)
     for planned in plan.steps:
         _check_and_describe(plan, planned)
+    plan.problems = list(dict.fromkeys(plan.problems))  # environment() and check() may agree
     return plan
 
 

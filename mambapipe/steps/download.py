@@ -155,6 +155,7 @@ class DownloadStep:
 
     def environment(self, params: dict[str, Any]) -> dict[str, Any]:
         """What outside the config decides the files: the hub commits, or the local directory's state."""
+        self.check(params)  # a missing repo_id or path is a config error, not a lookup failure
         model = params["model"]
         env: dict[str, Any] = {}
         if model["source"] == "hub":

@@ -167,3 +167,12 @@ def test_offline_with_a_cached_snapshot_uses_it(tmp_path, local_copy):
     (repo / "refs" / "main").write_text(COMMIT)
     assert offline(tmp_path, tmp_path / "hf") == f"OK {COMMIT} hf_mamba2"
     assert (tmp_path / "artifact" / "tokenizer" / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize("overrides, needed", [
+    (("model.source=local",), "model.path"),
+    (("model=mamba_130m", "model.repo_id=null"), "model.repo_id"),
+])
+def test_a_missing_location_is_a_config_error_at_plan_time(compose_config, overrides, needed):
+    with pytest.raises(StepError, match=needed):
+        STEP.environment(model_params(compose_config, *overrides))
