@@ -12,7 +12,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from mambapipe.evaluate.task import EvalJob, run_evaluation
 
@@ -20,22 +19,16 @@ MPI_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 
 
 def write_job(job: EvalJob, path: Path) -> None:
+    """The job as JSON for the ranks (params are plain values: the runner resolves them so)."""
     path.write_text(json.dumps({"params": {k: job.get(k) for k in job.params}, "engine_dir": str(job.engine_dir),
                                 "download_dir": str(job.download_dir), "out_dir": str(job.out_dir),
-                                "show_progress": job.show_progress}, default=_plain))
+                                "show_progress": job.show_progress}))
 
 
 def read_job(path: Path) -> EvalJob:
     raw = json.loads(path.read_text())
     return EvalJob(raw["params"], Path(raw["engine_dir"]), Path(raw["download_dir"]), Path(raw["out_dir"]),
                    raw["show_progress"])
-
-
-def _plain(value: Any) -> Any:
-    """JSON for OmegaConf containers that reach params (e.g. eval.scenarios)."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
 
 
 def this_rank(job: EvalJob) -> int:
@@ -53,7 +46,12 @@ def main(argv: list[str]) -> int:
         print("usage: python -m mambapipe.evaluate.worker <job.json>", file=sys.stderr)
         return 2
     job = read_job(Path(argv[0]))
-    run_evaluation(job, rank=this_rank(job))
+    try:
+        run_evaluation(job, rank=this_rank(job))
+    finally:
+        from mambapipe.parallel import shutdown_distributed
+
+        shutdown_distributed()
     return 0
 
 
