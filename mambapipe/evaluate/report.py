@@ -13,7 +13,8 @@ SUMMARIZE_ROWS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUG
 LOG_WIDTH = 140
 BENCHMARK_COLUMNS = (("batch", "batch"), ("input_len", "in"), ("output_len", "out"), ("prefill_ms", "prefill ms"),
                      ("decode_ms_per_step", "decode ms/step"), ("tokens_per_s", "tok/s"),
-                     ("floor_ms_per_step", "floor ms/step"), ("floor_pct", "% of floor"), ("peak_memory_mb", "peak MiB"))
+                     ("floor_ms_per_step", "floor ms/step"), ("floor_pct", "% of floor"),
+                     ("peak_memory_mb", "peak MiB"))
 
 
 def _fmt(value: Any) -> str:

@@ -37,7 +37,8 @@ def test_special_tokens_survive_left_truncation(download_dir, tmp_path):
 
     tok = AutoTokenizer.from_pretrained(str(download_dir / "tokenizer"))
     bos = tok.bos_token
-    tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.bos_token_id)])
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{bos} $A",
+                                                              special_tokens=[(bos, tok.bos_token_id)])
     tok.save_pretrained(tmp_path)
     bundle = load_tokenizer(tmp_path)
     body = bundle.tokenizer.encode(build_prompt(LONG_ARTICLE), add_special_tokens=False)
