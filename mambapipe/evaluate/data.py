@@ -21,7 +21,7 @@ def sample_path() -> Path:
     return Path(str(resources.files("mambapipe.evaluate") / "data" / "sample.jsonl"))
 
 
-def load_articles(dataset: str, hub_id: str = "ccdv/cnn_dailymail", hub_config: str = "3.0.0",
+def load_articles(dataset: str, hub_id: str = "abisee/cnn_dailymail", hub_config: str = "3.0.0",
                   split: str = "test", seed: int = 0):
     """A shuffled `datasets.Dataset` with `article`, `highlights` and `id` columns.
 
@@ -55,6 +55,11 @@ def _load_hub(hub_id: str, hub_config: str, split: str):
 
     try:
         return load_dataset(hub_id, hub_config, split=split)
+    except RuntimeError as exc:
+        if "scripts are no longer supported" not in str(exc):
+            raise
+        raise StepError(f"dataset {hub_id!r} is a loading script, which the installed datasets cannot run; set "
+                        "eval.dataset_hub_id=abisee/cnn_dailymail (parquet) or a local .jsonl/.parquet") from exc
     except Exception as exc:  # offline, gated or renamed: datasets raises many unrelated types
         raise StepError(
             f"could not load dataset {hub_id!r} ({hub_config}, split {split}): {type(exc).__name__}; "

@@ -63,6 +63,17 @@ def test_hub_dataset_offline_is_a_clear_step_error(monkeypatch):
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(StepError, match="could not load dataset 'ccdv/cnn_dailymail'.*local .jsonl/.parquet") as err:
+    with pytest.raises(StepError, match="could not load dataset 'abisee/cnn_dailymail'.*local .jsonl/.parquet") as err:
         load_articles("cnn_dailymail")
     assert "\n" not in str(err.value)
+
+
+def test_loading_script_repos_get_a_pointer_to_the_parquet_copy(monkeypatch):
+    import datasets
+
+    def script_repo(*args, **kwargs):
+        raise RuntimeError("Dataset scripts are no longer supported, but found cnn_dailymail.py")
+
+    monkeypatch.setattr(datasets, "load_dataset", script_repo)
+    with pytest.raises(StepError, match="is a loading script.*eval.dataset_hub_id=abisee/cnn_dailymail"):
+        load_articles("cnn_dailymail", hub_id="ccdv/cnn_dailymail")
