@@ -111,3 +111,5 @@ class HFGenerator:
 
     def close(self) -> None:
         del self.model
+        if self.device == "cuda":
+            torch.cuda.empty_cache()  # hand the reference's memory back before anything else loads
