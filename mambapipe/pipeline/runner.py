@@ -99,6 +99,8 @@ def _execute(plan: Plan, run_dir: Path, overrides: list[str],
             continue
         except StepError as exc:
             reason = f"{planned.name}: {exc}"
+        except KeyboardInterrupt:  # the staging dir is already gone; record the run and say how to resume
+            reason = f"{planned.name}: interrupted"
         except Exception as exc:  # a bug, not bad input: keep the traceback for the log
             log.error("step %s crashed", planned.name, exc_info=True)
             first_line = (str(exc).splitlines() or [""])[0]

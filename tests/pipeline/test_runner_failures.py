@@ -102,3 +102,15 @@ def test_two_concurrent_runs_make_one_artifact(tmp_path, pipeline):
     convert = sorted(r["steps"][1]["status"] for r in records)
     assert convert == ["cached", "ran"]
     assert any("waiting for another run" in out for out in outputs)
+
+
+def test_ctrl_c_is_recorded_and_resumable(pipeline, monkeypatch):
+    from pipeline_fakes import FakeStep
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(FakeStep, "run", interrupted)
+    result = pipeline.run()
+    assert result.reason == "download: interrupted"
+    assert json.loads((result.run_dir / "run.json").read_text())["steps"][0]["status"] == "failed"
+    assert leftovers(pipeline.store, "download") == [] and "resume" in pipeline.output
