@@ -105,7 +105,7 @@ def selective_state_update(state: Tensor, x: Tensor, delta: Tensor, A: Tensor, B
     Returns y (B, Di) in x's dtype.
     """
     dt = delta.float()[..., None]  # (B, Di, 1)
-    state.mul_(torch.exp(dt * A)).add_(dt * B.float()[:, None, :] * x.float()[..., None])  # (B, Di, N)
+    state.mul_(torch.exp(dt * A)).addcmul_(dt * x.float()[..., None], B.float()[:, None, :])  # (B, Di, N)
     y = torch.einsum("bdn,bn->bd", state, C.float()) + x.float() * D  # (B, Di)
     return (y * F.silu(z.float())).to(x.dtype)
 
@@ -160,10 +160,12 @@ def ssd_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
     state: (B, Hh, P, N) fp32; x: (B, Hh, P); dt: (B, Hh) softplus'd; A, D: (Hh,); B, C: (B, G, N).
     Returns y = C.h + D x as (B, Hh, P) fp32 (the gate is applied by the gated norm).
     """
-    heads, groups = x.shape[1], B.shape[1]
+    batch, heads, P = x.shape
+    groups, N = B.shape[1:]
     dtf = dt.float()
-    Bh = B.float().repeat_interleave(heads // groups, 1)  # (B, Hh, N)
-    Ch = C.float().repeat_interleave(heads // groups, 1)  # (B, Hh, N)
-    xdt = x.float() * dtf[..., None]  # (B, Hh, P)
-    state.mul_(torch.exp(dtf * A)[..., None, None]).add_(xdt[..., None] * Bh[:, :, None, :])  # (B, Hh, P, N)
-    return torch.einsum("bhpn,bhn->bhp", state, Ch) + x.float() * D[:, None]  # (B, Hh, P)
+    by_group = state.view(batch, groups, heads // groups, P, N)  # heads of a group share B and C
+    xdt = (x.float() * dtf[..., None]).view(batch, groups, heads // groups, P, 1)
+    state.mul_(torch.exp(dtf * A)[..., None, None])  # (B, Hh, P, N)
+    by_group.addcmul_(xdt, B.float()[:, :, None, None, :])
+    y = torch.einsum("bgkpn,bgn->bgkp", by_group, C.float()).reshape(batch, heads, P)  # (B, Hh, P)
+    return y + x.float() * D[:, None]

@@ -1,0 +1,105 @@
+"""Tokens/s of the native engine vs HF transformers' `generate` on the same synthetic model, on this CPU.
+
+    python benchmarks/cpu_generate.py                       # mamba-130m and mamba2-130m shapes, batch 1 and 8
+    python benchmarks/cpu_generate.py --models mamba2-130m --batches 1 --prompt-len 16 --new-tokens 16
+
+Both sides get the same seeded random weights (mambapipe.synthetic -> HF dir; the engine is built from it
+through the convert step's converter), the same prompts, greedy decoding, no early stop, fp32. Tokens/s
+counts generated tokens over the whole call (prefill included); the table shows the median of --repeats
+runs after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mambapipe.backends.base import BuildSettings
+from mambapipe.checkpoint.convert import convert_checkpoint
+from mambapipe.engine.api import load_engine
+from mambapipe.engine.build import build_engine
+from mambapipe.models import ModelSpec
+from mambapipe.synthetic import write_synthetic_checkpoint
+
+SHAPES = {  # the real models' architectures (reference §2), random weights
+    "mamba-130m": ModelSpec("Mamba1", hidden_size=768, num_layers=24, vocab_size=50280, state_size=16),
+    "mamba2-130m": ModelSpec("Mamba2", hidden_size=768, num_layers=24, vocab_size=50288, state_size=128,
+                             head_dim=64, n_groups=1, chunk_size=256),
+}
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _prepare(name: str, root: Path, max_batch: int, max_seq: int):
+    from transformers import AutoModelForCausalLM
+
+    spec = SHAPES[name]
+    write_synthetic_checkpoint(spec, root / "hf", "float32", seed=0, progress=False)
+    convert_checkpoint(root / "hf", root / "ckpt", "float32", 1, progress=False)
+    build_engine(root / "ckpt", root / "engine", BuildSettings(max_batch, max_seq - 1, max_seq, "cpu"),
+                 show_progress=False)
+    hf = AutoModelForCausalLM.from_pretrained(root / "hf", dtype=torch.float32).eval()
+    return spec, hf, load_engine(root / "engine", "cpu")
+
+
+def bench_model(name: str, batches: list[int], prompt_len: int, new_tokens: int, repeats: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, hf, engine = _prepare(name, Path(tmp), max(batches), prompt_len + new_tokens + 1)
+        for batch in batches:
+            prompts = torch.randint(1, spec.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(0))
+
+            def run_hf():
+                with torch.inference_mode():
+                    return hf.generate(prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                       do_sample=False, eos_token_id=None, pad_token_id=0)
+
+            def run_native():
+                return engine.generate(prompts.tolist(), new_tokens)
+
+            hf_s, native_s = _median_seconds(run_hf, repeats), _median_seconds(run_native, repeats)
+            same = run_hf()[:, prompt_len:].tolist() == run_native().output_ids
+            out = run_native()
+            rows.append({"model": name, "batch": batch, "hf_tok_s": batch * new_tokens / hf_s,
+                         "native_tok_s": batch * new_tokens / native_s, "speedup": hf_s / native_s,
+                         "prefill_ms": out.prefill_ms, "decode_ms": out.decode_ms_per_step, "same_tokens": same})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, prompt {args.prompt_len}, "
+          f"{args.new_tokens} new tokens, greedy")
+    print("| model | batch | HF tok/s | native tok/s | speedup | native prefill ms | native decode ms/step | same tokens |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.models:
+        for r in bench_model(name, args.batches, args.prompt_len, args.new_tokens, args.repeats):
+            print(f"| {r['model']} | {r['batch']} | {r['hf_tok_s']:.1f} | {r['native_tok_s']:.1f} | "
+                  f"{r['speedup']:.1f}x | {r['prefill_ms']:.0f} | {r['decode_ms']:.1f} | {r['same_tokens']} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
