@@ -36,10 +36,11 @@ def detect_layout(model_dir: Path) -> str:
     if "config.json" in names:
         config = json.loads((model_dir / "config.json").read_text())
         has_weights = any(n.endswith((".safetensors", ".bin")) for n in names)
-        if has_weights and "ssm_cfg" in config and "d_model" in config:
-            return "mamba_ssm"
+        # model_type first: the -hf Mamba1 configs also carry mamba_ssm's d_model and an empty ssm_cfg.
         if has_weights and config.get("model_type") in ("mamba", "mamba2"):
             return f"hf_{config['model_type']}"
+        if has_weights and "d_model" in config:
+            return "mamba_ssm"
     raise StepError(f"{model_dir} is not a Mamba checkpoint: expected config.json (HF or mamba_ssm) with "
                     "*.safetensors/*.bin weights, or params.json + consolidated.safetensors; fix model.path")
 
