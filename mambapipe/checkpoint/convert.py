@@ -25,7 +25,7 @@ from mambapipe.checkpoint.tp import shard, shard_shape
 from mambapipe.checkpoint.trtllm import TrtTensor, trtllm_tensors
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-_FINITE_CHECK_CHUNK = 1 << 24  # elements per finiteness pass, so the check never doubles a big tensor
+_FINITE_CHECK_CHUNK = 1 << 22  # elements per finiteness pass, so the check never doubles a big tensor
 _EXPONENT_BITS = {torch.float16: (torch.int16, 0x7C00), torch.bfloat16: (torch.int16, 0x7F80),
                   torch.float32: (torch.int32, 0x7F800000)}
 
