@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--no-torch-baseline", action="store_true")
+    parser.add_argument("--tune-scan", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import triton
@@ -141,6 +142,13 @@ def main() -> None:
     env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name()}
     print(json.dumps(env), flush=True)
     out = {"env": env}
+    if args.tune_scan:  # pick the Mamba1 scan shape on this GPU before anything runs it
+        from gpu_micro import mamba2_update_variants, scan_variants, ssd_times, use_fastest_scan
+
+        variants = scan_variants()
+        out["micro"] = {"scan_ms_per_layer": variants, "scan_choice": use_fastest_scan(variants),
+                        "mamba2_update_ms": mamba2_update_variants(), "ssd_ms_per_layer": ssd_times()}
+        print("micro:", json.dumps(out["micro"]), flush=True)
     if not args.skip_hf:
         from gpu_hf_check import check
 

@@ -1,40 +1,63 @@
 """Per-layer prefill pieces at 2048 tokens, to choose kernel shapes: the Triton Mamba1 scan (mamba-2.8b
-shape) over block sizes and warps, and the Mamba2 chunked SSD (mamba2-2.7b and Codestral shapes).
+shape) over tokens-per-chunk, channel block and warps, and the Mamba2 chunked SSD (mamba2-2.7b and
+Codestral shapes), reference vs regrouped.
 
     PYTHONPATH=$PWD python benchmarks/gpu_micro.py
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import torch
 import torch.nn.functional as F
-import triton
 from triton.testing import do_bench
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import scan
+from mambapipe.engine.kernels import scan, ssd, ssm
 
 
 def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
-    u, z = torch.randn(1, L, Di, device="cuda", dtype=torch.float16), torch.randn(1, L, Di, device="cuda", dtype=torch.float16)
+    """Median ms of one layer's scan per (tokens per chunk, channel block, warps)."""
+    u, z = (torch.randn(1, L, Di, device="cuda", dtype=torch.float16) for _ in range(2))
     delta = F.softplus(torch.randn(1, L, Di, device="cuda") - 4)
     BC = torch.randn(1, L, 2 * N, device="cuda", dtype=torch.float16)
     A, D = -torch.rand(Di, N, device="cuda") * 4, torch.ones(Di, device="cuda")
-    y, h = torch.empty_like(u), torch.empty(1, Di, N, device="cuda")
-    B, C = BC[..., :N], BC[..., N:]
     results = {}
-    for block in (16, 32, 64):
-        for warps in (1, 2, 4):
-            for stages in (1, 3):
-                def launch():
-                    scan._scan_kernel[(1, triton.cdiv(Di, block))](
-                        u, delta, A, B, C, D, z, y, h, L, Di, u.stride(0), u.stride(1), delta.stride(0),
-                        delta.stride(1), B.stride(0), B.stride(1), C.stride(0), C.stride(1), z.stride(0),
-                        z.stride(1), y.stride(0), y.stride(1), N=N, BLOCK_D=block, num_warps=warps,
-                        num_stages=stages)
-                results[f"block{block}_w{warps}_s{stages}"] = do_bench(launch, return_mode="median")
+    for T, block, warps in itertools.product((8, 16, 32), (16, 32), (4, 8)):
+        scan.TOKENS_PER_CHUNK, scan.BLOCK_D, scan.NUM_WARPS = T, block, warps
+        try:
+            results[f"T{T}_bd{block}_w{warps}"] = do_bench(
+                lambda: scan.selective_scan(u, delta, A, BC[..., :N], BC[..., N:], D, z), return_mode="median")
+        except Exception as err:  # noqa: BLE001 - a shape the compiler rejects is just not a candidate
+            results[f"T{T}_bd{block}_w{warps}"] = repr(err)[:200]
+    return results
+
+
+def use_fastest_scan(results: dict) -> str:
+    """Set the scan's module constants to the fastest measured variant; returns its name."""
+    best = min((v, k) for k, v in results.items() if isinstance(v, float))[1]
+    T, block, warps = (int(part[len(tag):]) for part, tag in zip(best.split("_"), ("T", "bd", "w")))
+    scan.TOKENS_PER_CHUNK, scan.BLOCK_D, scan.NUM_WARPS = T, block, warps
+    return best
+
+
+def mamba2_update_variants(batch: int = 64, heads: int = 80, P: int = 64, N: int = 128) -> dict:
+    """Median ms of one mamba2-2.7b layer's decode SSM update at batch 64 per (BLOCK_P, warps)."""
+    state = torch.randn(batch, heads, P, N, device="cuda", dtype=torch.float16)
+    xbc = torch.randn(batch, heads * P + 2 * N, device="cuda", dtype=torch.float16)
+    dt, dt_bias = torch.randn(batch, heads, device="cuda"), torch.randn(heads, device="cuda")
+    A, D = -torch.rand(heads, device="cuda"), torch.ones(heads, device="cuda")
+    x, B, C = xbc.split([heads * P, N, N], dim=1)
+    results = {}
+    for block, warps in itertools.product((8, 16, 32, 64), (2, 4, 8)):
+        ssm.BLOCK_P_LARGE, ssm.MAMBA2_WARPS = block, warps
+        results[f"bp{block}_w{warps}"] = do_bench(lambda: ssm.mamba2_state_update(state, x, dt, dt_bias, A, B, C, D),
+                                                  return_mode="median")
+    best = min((v, k) for k, v in results.items())[1]
+    ssm.BLOCK_P_LARGE, ssm.MAMBA2_WARPS = (int(p[len(t):]) for p, t in zip(best.split("_"), ("bp", "w")))
+    results["choice"] = best
     return results
 
 
@@ -45,10 +68,15 @@ def ssd_times(L: int = 2048) -> dict:
         dt = F.softplus(torch.randn(1, L, heads, device="cuda") - 4)
         B, C = (torch.randn(1, L, groups, 128, device="cuda", dtype=torch.float16) for _ in range(2))
         A, D = -torch.rand(heads, device="cuda") * 4, torch.ones(heads, device="cuda")
-        results[name] = do_bench(lambda: ops.ssd_chunk_scan(x, dt, A, B, C, D, 256), return_mode="median")
+        for label, fn in (("reference", ops.ssd_chunk_scan), ("regrouped", ssd.ssd_chunk_scan)):
+            results[f"{name}_{label}"] = do_bench(lambda: fn(x, dt, A, B, C, D, 256), return_mode="median")
+        y, h = ssd.ssd_chunk_scan(x, dt, A, B, C, D, 256)
+        y_ref, h_ref = ops.ssd_chunk_scan(x, dt, A, B, C, D, 256)
+        results[f"{name}_rel_err"] = float((y - y_ref).norm() / y_ref.norm())
     return results
 
 
 if __name__ == "__main__":
-    out = {"scan_ms_per_layer": scan_variants(), "ssd_ms_per_layer": ssd_times()}
-    print(json.dumps(out, indent=1))
+    variants = scan_variants()
+    print(json.dumps({"scan_ms_per_layer": variants, "fastest": use_fastest_scan(variants),
+                      "mamba2_update_ms": mamba2_update_variants(), "ssd_ms_per_layer": ssd_times()}, indent=1))

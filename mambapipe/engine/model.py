@@ -140,7 +140,10 @@ class MambaModel:
         xBC, conv = ops.causal_conv1d(xBC.transpose(1, 2), w.conv_weight, w.conv_bias, lengths)  # (B, C/tp, L)
         x, B, C = xBC.transpose(1, 2).split([self.d_inner, self.bc_size, self.bc_size], -1)
         dt = F.softplus(dt.float() + w.dt_bias) * valid[..., None]  # (B, L, Hh/tp); 0 at padding
-        y, ssm = ops.ssd_chunk_scan(x.reshape(batch, length, self.heads, P), dt, w.A,
+        ssd = ops.ssd_chunk_scan
+        if kernels.enabled(x):  # C.B^T per group and a cheaper decay mask: fewer, larger GPU matmuls
+            from mambapipe.engine.kernels.ssd import ssd_chunk_scan as ssd
+        y, ssm = ssd(x.reshape(batch, length, self.heads, P), dt, w.A,
                                     B.reshape(batch, length, -1, N), C.reshape(batch, length, -1, N),
                                     w.D, self.spec.chunk_size)  # (B, L, Hh/tp, P)
         return self._mamba2_gate_out(w, y.flatten(2), z), conv, ssm

@@ -16,7 +16,7 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton", reason="the fused kernels need Triton (a test dependency)")
 
 from mambapipe.engine import ops  # noqa: E402
-from mambapipe.engine.kernels import conv, norms, scan, ssm  # noqa: E402
+from mambapipe.engine.kernels import conv, norms, scan, ssd, ssm  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF = torch.float16  # on the CPU the interpreter (numpy) has fp16 but no bf16
@@ -81,8 +81,9 @@ def test_mamba2_state_update(state_dtype, tol):
         _close(state, state_ref, tol)
 
 
+@pytest.mark.parametrize("fuse_dt_proj", [True, False])
 @pytest.mark.parametrize("state_dtype,tol", [(torch.float32, 1e-5), (HALF, 2e-2)])
-def test_mamba1_state_update_with_fused_dt_proj(state_dtype, tol):
+def test_mamba1_state_update(state_dtype, tol, fuse_dt_proj):
     batch, Di, N, R = 2, 40, 8, 6  # Di not a multiple of the block, R not a power of two
     x_dbl = _rand(batch, R + 2 * N)
     dt_low, Bm, Cm = x_dbl[:, :R], x_dbl[:, R: R + N], x_dbl[:, R + N:]
@@ -93,21 +94,35 @@ def test_mamba1_state_update_with_fused_dt_proj(state_dtype, tol):
     state = _rand(batch, Di, N).to(state_dtype)
     state_ref = state.clone()
     for _ in range(2):
-        y = ssm.mamba1_state_update(state, x, dt_low, dt_proj, dt_bias, A, Bm, Cm, D, z)
+        y = ssm.mamba1_state_update(state, x, dt_low, dt_proj, dt_bias, A, Bm, Cm, D, z, fuse_dt_proj)
         y_ref = ssm.mamba1_state_update_ref(state_ref, x, dt_low, dt_proj, dt_bias, A, Bm, Cm, D, z)
         _close(y, y_ref, tol)
         _close(state, state_ref, tol)
 
 
 def test_selective_scan_matches_torch_scan():
-    batch, L, Di, N = 2, 11, 40, 8
+    batch, L, Di, N = 2, 37, 40, 8  # several chunks of tokens, the last one partial
     x_dbl = _rand(batch, L, 2 * N)
     Bm, Cm = x_dbl[..., :N], x_dbl[..., N:]
     u, z = _rand(batch, L, Di), _rand(batch, L, Di)
     delta = torch.nn.functional.softplus(_rand(batch, L, Di))
-    delta[1, 7:] = 0  # right padding: zero steps leave the state untouched
+    delta[1, 21:] = 0  # right padding: zero steps leave the state untouched
     A, D = -torch.rand(Di, N, device=DEVICE) * 4 - 0.5, _rand(Di)
     y, h = scan.selective_scan(u, delta, A, Bm, Cm, D, z)
     y_ref, h_ref = ops.selective_scan(u, delta, A, Bm, Cm, D, z)
+    _close(y, y_ref, 1e-5)
+    _close(h, h_ref, 1e-5)
+
+
+@pytest.mark.parametrize("length", [5, 37])  # inside one chunk; several chunks with a partial last one
+def test_ssd_chunk_scan_regrouped_matches_reference(length):
+    batch, heads, P, G, N = 2, 6, 4, 3, 8
+    x, D = _rand(batch, length, heads, P), _rand(heads)
+    dt = torch.nn.functional.softplus(_rand(batch, length, heads))
+    dt[1, length // 2:] = 0  # right padding
+    A = -torch.rand(heads, device=DEVICE) * 4
+    B, C = _rand(batch, length, G, N), _rand(batch, length, G, N)
+    y, h = ssd.ssd_chunk_scan(x, dt, A, B, C, D, 16)
+    y_ref, h_ref = ops.ssd_chunk_scan(x, dt, A, B, C, D, 16)
     _close(y, y_ref, 1e-5)
     _close(h, h_ref, 1e-5)

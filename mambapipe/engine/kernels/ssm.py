@@ -7,6 +7,8 @@ the update runs in fp32 registers and is rounded once on store.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -14,6 +16,9 @@ import triton.language as tl
 from torch import Tensor
 
 from mambapipe.engine import ops
+
+FUSED_DT_MAX_BATCH = 4
+BLOCK_P_SMALL, BLOCK_P_LARGE, MAMBA2_WARPS = 16, 16, 4
 
 
 @triton.jit
@@ -52,11 +57,12 @@ def mamba2_state_update(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, A
     batch, heads, P, N = state.shape
     groups = B.shape[1] // N
     y = torch.empty(batch, heads * P, dtype=torch.float32, device=x.device)
-    block_p = min(16, triton.next_power_of_2(P))
+    # Small batches need narrow tiles to fill the GPU; large ones fewer, wider programs (tuned on the H200).
+    block_p = min(BLOCK_P_SMALL if batch * heads < 1024 else BLOCK_P_LARGE, triton.next_power_of_2(P))
     grid = (batch, heads, triton.cdiv(P, block_p))
     _mamba2_update_kernel[grid](state, x, dt, dt_bias, A, B, C, D, y, state.stride(0), state.stride(1),
                                 state.stride(2), x.stride(0), dt.stride(0), B.stride(0), C.stride(0),
-                                y.stride(0), P, heads // groups, N=N, BLOCK_P=block_p, num_warps=4)
+                                y.stride(0), P, heads // groups, N=N, BLOCK_P=block_p, num_warps=MAMBA2_WARPS)
     return y
 
 
@@ -75,17 +81,20 @@ def mamba2_state_update_ref(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tenso
 def _mamba1_update_kernel(state_ptr, x_ptr, dtr_ptr, dtw_ptr, dt_bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
                           y_ptr, Di, R, stride_sb, stride_sd, stride_xb, stride_dtb, stride_bb, stride_cb,
                           stride_zb, stride_yb, N: tl.constexpr, BLOCK_D: tl.constexpr,
-                          BLOCK_R: tl.constexpr):
+                          BLOCK_R: tl.constexpr, FUSED_DT: tl.constexpr):
     row = tl.program_id(0)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
-    r = tl.arange(0, BLOCK_R)
     n = tl.arange(0, N)
-    dmask, rmask = d < Di, r < R
-    # dt_proj fused in: delta = softplus(W[d, :] . dt_low + bias[d]).
-    dt_low = tl.load(dtr_ptr + row * stride_dtb + r, mask=rmask, other=0.0).to(tl.float32)  # (BR,)
-    W = tl.load(dtw_ptr + d[:, None] * R + r[None, :], mask=dmask[:, None] & rmask[None, :], other=0.0)
-    delta = _softplus(tl.sum(W.to(tl.float32) * dt_low[None, :], axis=1)
-                      + tl.load(dt_bias_ptr + d, mask=dmask, other=0.0))  # (BD,)
+    dmask = d < Di
+    if FUSED_DT:  # dt_proj in-kernel: delta = softplus(W[d, :] . dt_low + bias[d])
+        r = tl.arange(0, BLOCK_R)
+        rmask = r < R
+        dt_low = tl.load(dtr_ptr + row * stride_dtb + r, mask=rmask, other=0.0).to(tl.float32)  # (BR,)
+        W = tl.load(dtw_ptr + d[:, None] * R + r[None, :], mask=dmask[:, None] & rmask[None, :], other=0.0)
+        dt = tl.sum(W.to(tl.float32) * dt_low[None, :], axis=1)  # (BD,)
+    else:  # dtr_ptr already holds dt_proj(dt_low), (Bt, Di)
+        dt = tl.load(dtr_ptr + row * stride_dtb + d, mask=dmask, other=0.0).to(tl.float32)
+    delta = _softplus(dt + tl.load(dt_bias_ptr + d, mask=dmask, other=0.0))  # (BD,)
     x = tl.load(x_ptr + row * stride_xb + d, mask=dmask, other=0.0).to(tl.float32)
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N)
     B = tl.load(B_ptr + row * stride_bb + n).to(tl.float32)
@@ -100,19 +109,25 @@ def _mamba1_update_kernel(state_ptr, x_ptr, dtr_ptr, dtw_ptr, dt_bias_ptr, A_ptr
 
 
 def mamba1_state_update(state: Tensor, x: Tensor, dt_low: Tensor, dt_proj: Tensor, dt_bias: Tensor, A: Tensor,
-                        B: Tensor, C: Tensor, D: Tensor, z: Tensor) -> Tensor:
+                        B: Tensor, C: Tensor, D: Tensor, z: Tensor, fuse_dt_proj: Optional[bool] = None) -> Tensor:
     """state (Bt, Di, N) in place (unit last stride); x, z (Bt, Di); dt_low (Bt, R); dt_proj (Di, R)
     contiguous; dt_bias, D (Di,) and A (Di, N) fp32; B, C (Bt, N). Slices of x_proj / in_proj outputs are
-    fine (unit inner stride). Returns (C.h + D x) * silu(z) as (Bt, Di) in x's dtype."""
+    fine (unit inner stride). Returns (C.h + D x) * silu(z) as (Bt, Di) in x's dtype.
+
+    dt_proj runs in-kernel at small batch (saves a launch); from FUSED_DT_MAX_BATCH rows on, every row
+    would re-read the whole dt_proj weight, so a GEMM computes it once instead."""
     batch, d_inner, N = state.shape
     R = dt_proj.shape[1]
+    fused = batch <= FUSED_DT_MAX_BATCH if fuse_dt_proj is None else fuse_dt_proj
+    if not fused:
+        dt_low = F.linear(dt_low, dt_proj)  # (Bt, Di)
     y = torch.empty(batch, d_inner, dtype=x.dtype, device=x.device)
     block_d = 32
     grid = (batch, triton.cdiv(d_inner, block_d))
     _mamba1_update_kernel[grid](state, x, dt_low, dt_proj, dt_bias, A, B, C, D, z, y, d_inner, R,
                                 state.stride(0), state.stride(1), x.stride(0), dt_low.stride(0), B.stride(0),
                                 C.stride(0), z.stride(0), y.stride(0), N=N, BLOCK_D=block_d,
-                                BLOCK_R=triton.next_power_of_2(R), num_warps=4)
+                                BLOCK_R=triton.next_power_of_2(R), FUSED_DT=fused, num_warps=4)
     return y
 
 

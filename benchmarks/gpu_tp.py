@@ -1,0 +1,106 @@
+"""Issue 9: the codestral_tp2 recipe on two GPUs vs tp_size=1 on the same synthetic weights.
+
+    PYTHONPATH=$PWD python benchmarks/gpu_tp.py --cache /tmp/mpc --out $OUT [--model codestral_7b]
+
+Runs `python -m mambapipe recipe=codestral_tp2 model.source=synthetic eval.task=benchmark` at tp 2 and 1
+(one shared download), then greedy 32 tokens from both engines (tp 2 under torchrun), and prints a table of
+decode ms/step and tokens/s at batch 1, 8 and 64 side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+SCENARIOS = "[{batch:1,input_len:100,output_len:100},{batch:8,input_len:100,output_len:100},"\
+            "{batch:64,input_len:100,output_len:100}]"
+MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+NEW_TOKENS = 32
+
+
+def run_recipe(cache: Path, tp: int, model: str) -> None:
+    cmd = [sys.executable, "-m", "mambapipe", "recipe=codestral_tp2", "model.source=synthetic",
+           "eval.task=benchmark", f"tp_size={tp}", f"cache_dir={cache}", "build.max_batch_size=64",
+           f"eval.scenarios={SCENARIOS}", "eval.repeats=3"]
+    if model != "codestral_7b":
+        cmd.append(f"model={model}")
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env={**os.environ, **MULTICAST_OFF})
+
+
+def artifact(cache: Path, step: str, tp: int) -> Path:
+    """The newest artifact of `step` whose manifest params say tp_size=tp."""
+    for manifest in sorted((cache / step).glob("*/manifest.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        if int(json.loads(manifest.read_text())["params"].get("tp_size", -1)) == tp:
+            return manifest.parent
+    raise FileNotFoundError(f"no {step} artifact with tp_size={tp} under {cache}")
+
+
+def greedy_tokens(engine: Path, out_file: Path) -> None:
+    """Rank entry point: 32 greedy tokens for 4 fixed random prompts; rank 0 writes them."""
+    from mambapipe.backends.base import SamplingConfig
+    from mambapipe.engine.api import load_engine
+    from mambapipe.parallel import init_distributed
+
+    cuda = torch.cuda.is_available()
+    rank, world = init_distributed("cuda" if cuda else "cpu")
+    print(f"rank {rank}/{world}: " + " ".join(f"{k}={os.environ.get(k)}" for k in MULTICAST_OFF), flush=True)
+    gen = load_engine(engine, f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
+    high = min(1000, gen.spec.vocab_size)
+    prompts = torch.randint(1, high, (4, 50), generator=torch.Generator().manual_seed(0)).tolist()
+    out = gen.generate(prompts, NEW_TOKENS, SamplingConfig(greedy=True), stop_at_eos=False)
+    if rank == 0:
+        out_file.write_text(json.dumps(out.output_ids))
+
+
+def tokens_for(engine: Path, tp: int, out_file: Path) -> list[list[int]]:
+    cmd = [sys.executable, __file__, "--tokens", str(engine), "--tokens-out", str(out_file)]
+    if tp > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={tp}", *cmd[1:]]
+    subprocess.run(cmd, check=True, env={**os.environ, **MULTICAST_OFF})
+    return json.loads(out_file.read_text())
+
+
+def table(rows: dict[int, list[dict]]) -> str:
+    """Decode ms/step, tokens/s and % of floor per batch, one column group per tp size that ran."""
+    tps = sorted(rows)
+    lines = ["| batch | " + " | ".join(f"tp{t} decode ms/step | tp{t} tok/s | tp{t} % floor" for t in tps) + " |",
+             "|---|" + "---|---|---|" * len(tps)]
+    for i, first in enumerate(rows[tps[0]]):
+        cells = [f"{rows[t][i]['decode_ms_per_step']:.3f} | {rows[t][i]['tokens_per_s']:.0f} | "
+                 f"{rows[t][i]['floor_pct']:.0f}" for t in tps]
+        lines.append(f"| {first['batch']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/mambapipe-tp"))
+    parser.add_argument("--out", type=Path, default=Path("gpu_tp_out"))
+    parser.add_argument("--model", default="codestral_7b")
+    parser.add_argument("--tp", type=int, nargs="+", default=[2, 1], help="tp sizes to run (1 alone: one GPU)")
+    parser.add_argument("--tokens", type=Path, help="(internal) rank entry: engine dir")
+    parser.add_argument("--tokens-out", type=Path)
+    args = parser.parse_args()
+    if args.tokens:
+        return greedy_tokens(args.tokens, args.tokens_out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, tokens = {}, {}
+    for tp in args.tp:
+        run_recipe(args.cache, tp, args.model)
+        rows[tp] = json.loads((artifact(args.cache, "evaluate", tp) / "metrics.json").read_text())["rows"]
+        tokens[tp] = tokens_for(artifact(args.cache, "build", tp), tp, args.out / f"tokens_tp{tp}.json")
+    same = tokens[1] == tokens[2] if len(tokens) == 2 else "not compared (one tp size ran)"
+    text = table(rows) + f"\n\nfirst {NEW_TOKENS} greedy tokens, tp2 == tp1 on 4 prompts: {same}"
+    (args.out / "tp_table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
