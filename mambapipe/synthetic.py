@@ -63,8 +63,7 @@ def tensor_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
 def init_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
     """A float32 tensor initialised the way mamba_ssm initialises that parameter, so generations are
     not degenerate (decaying but non-trivial state, unit norms, small projections)."""
-    leaf = name.rsplit(".", 1)[-1]
-    parent = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
+    parent, leaf = name.split(".")[-2:]  # e.g. "conv1d", "weight"
     if leaf == "A_log":
         return _a_log(shape)
     if leaf == "D" or (leaf == "weight" and parent in ("norm", "norm_f")):
