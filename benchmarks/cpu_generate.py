@@ -33,44 +33,47 @@ SHAPES = {  # the real models' architectures (reference §2), random weights
 }
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def _median_seconds(fn, repeats: int, device: str) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def _prepare(name: str, root: Path, max_batch: int, max_seq: int):
+def _prepare(name: str, root: Path, max_batch: int, max_seq: int, device: str):
     from transformers import AutoModelForCausalLM
 
     spec = SHAPES[name]
     write_synthetic_checkpoint(spec, root / "hf", "float32", seed=0, progress=False)
     convert_checkpoint(root / "hf", root / "ckpt", "float32", 1, progress=False)
-    build_engine(root / "ckpt", root / "engine", BuildSettings(max_batch, max_seq - 1, max_seq, "cpu"),
+    build_engine(root / "ckpt", root / "engine", BuildSettings(max_batch, max_seq - 1, max_seq, device),
                  show_progress=False)
-    hf = AutoModelForCausalLM.from_pretrained(root / "hf", dtype=torch.float32).eval()
-    return spec, hf, load_engine(root / "engine", "cpu")
+    hf = AutoModelForCausalLM.from_pretrained(root / "hf", dtype=torch.float32).eval().to(device)
+    return spec, hf, load_engine(root / "engine", device)
 
 
-def bench_model(name: str, batches: list[int], prompt_len: int, new_tokens: int, repeats: int) -> list[dict]:
+def bench_model(name: str, batches: list[int], prompt_len: int, new_tokens: int, repeats: int,
+                device: str) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        spec, hf, engine = _prepare(name, Path(tmp), max(batches), prompt_len + new_tokens + 1)
+        spec, hf, engine = _prepare(name, Path(tmp), max(batches), prompt_len + new_tokens + 1, device)
         for batch in batches:
             prompts = torch.randint(1, spec.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(0))
 
             def run_hf():
                 with torch.inference_mode():
-                    return hf.generate(prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                    return hf.generate(prompts.to(device), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                        do_sample=False, eos_token_id=None, pad_token_id=0)
 
             def run_native():
                 return engine.generate(prompts.tolist(), new_tokens)
 
-            hf_s, native_s = _median_seconds(run_hf, repeats), _median_seconds(run_native, repeats)
+            hf_s, native_s = _median_seconds(run_hf, repeats, device), _median_seconds(run_native, repeats, device)
             same = run_hf()[:, prompt_len:].tolist() == run_native().output_ids
             out = run_native()
             rows.append({"model": name, "batch": batch, "hf_tok_s": batch * new_tokens / hf_s,
@@ -86,16 +89,17 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, prompt {args.prompt_len}, "
+    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, fp32, prompt {args.prompt_len}, "
           f"{args.new_tokens} new tokens, greedy")
     print("| model | batch | HF tok/s | native tok/s | speedup | native prefill ms | native decode ms/step | same tokens |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
-        for r in bench_model(name, args.batches, args.prompt_len, args.new_tokens, args.repeats):
+        for r in bench_model(name, args.batches, args.prompt_len, args.new_tokens, args.repeats, args.device):
             print(f"| {r['model']} | {r['batch']} | {r['hf_tok_s']:.1f} | {r['native_tok_s']:.1f} | "
                   f"{r['speedup']:.1f}x | {r['prefill_ms']:.0f} | {r['decode_ms']:.1f} | {r['same_tokens']} |",
                   flush=True)
