@@ -171,6 +171,17 @@ class DownloadStep:
                 env["tokenizer_commit"] = resolve_commit(tokenizer, None)
         return env
 
+    def describe(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path) -> list[str]:
+        model = params["model"]
+        if model["source"] == "synthetic":
+            arch = model["arch"]
+            return [f"seeded ({model['seed']}) random {arch['mamba_version']} H{arch['hidden_size']} "
+                    f"L{arch['num_layers']} V{arch['vocab_size']} in {model['source_dtype']} -> {out_dir}/model"]
+        if model["source"] == "local":
+            return [f"link {model['path']} -> {out_dir}/model"]
+        return [f"huggingface_hub.snapshot_download({model['repo_id']!r}, revision=<{model.get('revision') or 'main'} "
+                f"pinned>, allow_patterns={model.get('allow_patterns')}) -> {out_dir}/model"]
+
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
         model = params["model"]

@@ -178,3 +178,9 @@ def test_offline_with_a_cached_snapshot_uses_it(tmp_path, local_copy):
 def test_a_missing_location_is_a_config_error_at_plan_time(compose_config, overrides, needed):
     with pytest.raises(StepError, match=needed):
         STEP.environment(model_params(compose_config, *overrides))
+
+
+def test_describe_says_what_will_be_fetched(compose_config, tmp_path):
+    lines = STEP.describe(model_params(compose_config, "model=codestral_7b"), {}, tmp_path)
+    assert "snapshot_download('mistralai/Mamba-Codestral-7B-v0.1'" in lines[0] and "consolidated.safetensors" in lines[0]
+    assert "Mamba2 H64 L2" in STEP.describe(model_params(compose_config), {}, tmp_path)[0]
