@@ -65,8 +65,10 @@ class LayerWeights(dict):
     __getattr__ = dict.get
 
 
-def load_rank(engine_dir: Path, rank: int, spec: ModelSpec, device: str) -> tuple[dict[str, Tensor], list[LayerWeights]]:
-    """Memory-map `rank{rank}.safetensors` onto `device`: (global tensors, per-layer tensors)."""
+def load_rank(engine_dir: Path, rank: int, spec: ModelSpec,
+              device: str) -> tuple[dict[str, Tensor], list[LayerWeights]]:
+    """This rank's tensors, read one at a time from the memory-mapped `rank{rank}.safetensors` straight
+    onto `device` (no second host copy of the file): (global tensors, per-layer tensors)."""
     path = engine_dir / f"rank{rank}.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"engine weights {path} are missing; rebuild the engine (force=[build])")
