@@ -1,0 +1,46 @@
+"""Cache keys are stable hashes of exactly what a step depends on; the store's commit is atomic."""
+
+from __future__ import annotations
+
+import json
+
+from mambapipe.pipeline.keys import short, step_key
+from mambapipe.pipeline.store import ArtifactStore
+
+BASE = dict(name="build", version=1, params={"dtype": "float16", "build.max_batch_size": 8},
+            inputs={"convert": "c" * 64}, environment={})
+
+
+def key(**changes) -> str:
+    return step_key(**{**BASE, **changes})
+
+
+def test_key_ignores_dict_order_and_sees_every_ingredient():
+    assert key() == key(params={"build.max_batch_size": 8, "dtype": "float16"})
+    variants = [key(version=2), key(name="convert"), key(inputs={"convert": "d" * 64}),
+                key(environment={"tensorrt_llm": "0.20"}), key(params={**BASE["params"], "dtype": "bfloat16"})]
+    assert len({key(), *variants}) == 6
+    assert len(key()) == 64 and short(key()) == key()[:12]
+
+
+def test_commit_writes_manifest_last_and_replaces_a_forced_artifact(tmp_path):
+    store = ArtifactStore(tmp_path)
+    for attempt in ("first", "second"):
+        staging = store.new_staging("build", "k")
+        (staging / "engine.bin").write_text(attempt)
+        assert store.is_complete("build", "k") == (attempt == "second")  # staging never counts
+        with store.lock("build", "k"):
+            final = store.commit(staging, "build", "k", {"step": "build", "created": attempt})
+    assert (final / "engine.bin").read_text() == "second" and store.manifest("build", "k")["created"] == "second"
+    assert [d.name for d, _ in store.artifacts()] == ["k"]
+    assert not any(p.name.startswith("k.") for p in (tmp_path / "build" / ".staging").iterdir())
+
+
+def test_a_directory_without_manifest_is_never_an_artifact(tmp_path):
+    store = ArtifactStore(tmp_path)
+    (tmp_path / "convert" / "half").mkdir(parents=True)
+    (tmp_path / "convert" / "half" / "rank0.safetensors").write_text("partial")
+    assert not store.is_complete("convert", "half") and list(store.artifacts()) == []
+    (tmp_path / "convert" / "done").mkdir()
+    (tmp_path / "convert" / "done" / "manifest.json").write_text(json.dumps({"created": "x"}))
+    assert [d.name for d, _ in store.artifacts("convert")] == ["done"]
