@@ -79,12 +79,15 @@ def fingerprint(directory: Path) -> str:
 # ---- hub -------------------------------------------------------------------------------------
 
 def _cached_commit(repo_id: str, revision: str) -> Optional[str]:
-    """The commit a branch/tag points to in the local Hugging Face cache, if it was downloaded."""
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
+    """The commit a branch/tag points to in the local Hugging Face cache, if it was downloaded: the
+    library resolves the ref offline and names the snapshot folder after the commit."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / revision
-    return ref.read_text().strip() if ref.is_file() else None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True)).name
+    except LocalEntryNotFoundError:
+        return None
 
 
 def _not_available(repo_id: str, why: str) -> StepError:
