@@ -6,7 +6,8 @@ import json
 import shutil
 
 import pytest
-from conftest import MAMBA1, MAMBA2, build_from_hf, hf_model
+import torch
+from conftest import MAMBA1, MAMBA2, build_from_hf, hf_model, write_trtllm_checkpoint
 
 from mambapipe.backends.base import SamplingConfig
 from mambapipe.engine.api import load_engine
@@ -85,3 +86,22 @@ def test_rank_environment_reaches_the_ranks(monkeypatch):
     monkeypatch.setenv("NCCL_NVLS_ENABLE", "1")  # a user's setting must not switch NVLS back on
     launch(2, "m", [])
     assert {k: seen[k] for k in RANK_ENV} == RANK_ENV
+
+
+@pytest.mark.parametrize("arch", ["mamba1", "mamba2-g4"])
+def test_convert_step_shards_match_the_reference_layout(arch, tmp_path):
+    """The convert step's TP shards are exactly what this runtime is tested on (reference §1.6/§1.7)."""
+    convert = pytest.importorskip("mambapipe.checkpoint.convert")
+    from safetensors.torch import load_file
+
+    spec = ModelSpec(**(MAMBA2 if arch.startswith("mamba2") else MAMBA1))
+    model = hf_model(spec, seed=5)
+    model.save_pretrained(tmp_path / "hf")
+    convert.convert_checkpoint(tmp_path / "hf", tmp_path / "theirs", "float32", 2, progress=False)
+    write_trtllm_checkpoint(model, spec, tmp_path / "ours", "float32", 2)
+    for rank in (0, 1):
+        theirs = load_file(str(tmp_path / "theirs" / f"rank{rank}.safetensors"))
+        ours = load_file(str(tmp_path / "ours" / f"rank{rank}.safetensors"))
+        assert set(ours) <= set(theirs)
+        for name, tensor in ours.items():
+            torch.testing.assert_close(theirs[name], tensor, rtol=0, atol=0, msg=f"rank {rank} {name}")
