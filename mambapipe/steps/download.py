@@ -91,8 +91,11 @@ def _cached_commit(repo_id: str, revision: str) -> Optional[str]:
 
 
 def _not_available(repo_id: str, why: str) -> StepError:
+    from huggingface_hub import constants
+
+    other_fix = "unset HF_HUB_OFFLINE" if constants.is_offline_mode() else "check the network"
     return StepError(f"cannot reach {repo_id} on the Hugging Face hub ({why}) and it is not in the local cache: "
-                     f"set model.source=local model.path=/path/to/copy, or unset HF_HUB_OFFLINE")
+                     f"set model.source=local model.path=/path/to/copy, or {other_fix}")
 
 
 def resolve_commit(repo_id: str, revision: Optional[str]) -> str:
