@@ -6,6 +6,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mambapipe.pipeline.keys import short
@@ -34,14 +35,14 @@ def print_plan(console: Console, plan: Plan, show_notes: bool) -> None:
         table.add_column(column)
     for planned in plan.steps:
         style = _ACTION_STYLE.get(planned.action, "dim")
-        table.add_row(planned.name, short(planned.key), f"[{style}]{planned.action}[/]", planned.reason)
+        table.add_row(planned.name, short(planned.key), f"[{style}]{planned.action}[/]", escape(planned.reason))
     console.print(table)
     if show_notes:
         for planned in plan.steps:
             for note in planned.notes:
-                console.print(f"  {planned.name}: {note}", soft_wrap=True)
+                console.print(f"  {planned.name}: {escape(note)}", soft_wrap=True)
     for problem in plan.problems:
-        console.print(f"[red]problem[/] {problem}")
+        console.print(f"[red]problem[/] {escape(problem)}")
 
 
 def headline(metrics: Optional[dict[str, Any]]) -> str:
@@ -63,5 +64,5 @@ def print_summary(console: Console, outcomes: Sequence[Any], metrics: Optional[d
         table.add_column(column, justify="right" if column == "seconds" else "left")
     for outcome in outcomes:
         result = headline(metrics) if outcome.name == "evaluate" else ""
-        table.add_row(outcome.name, short(outcome.key), outcome.status, f"{outcome.seconds:.1f}", result)
+        table.add_row(outcome.name, short(outcome.key), outcome.status, f"{outcome.seconds:.1f}", escape(result))
     console.print(table)

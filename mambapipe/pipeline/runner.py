@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 from filelock import Timeout
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan
@@ -114,7 +115,7 @@ def _execute(plan: Plan, run_dir: Path, overrides: list[str],
 def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[str],
               console: Console) -> StepOutcome:
     store, name, key = plan.store, planned.name, planned.key
-    console.print(f"[bold]▶ {name}[/] {short(key)} ({planned.reason})")
+    console.print(f"[bold]▶ {name}[/] {short(key)} ({escape(planned.reason)})")
     lock = store.lock(name, key)
     try:
         lock.acquire(timeout=0.5)
@@ -184,6 +185,6 @@ def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason
     console.print(f"run directory: {run_dir}")
     if reason is not None:
         hint = "resume (finished steps are cached)" if resumable else "fix it, then run"
-        console.print(f"{hint}: {resume_command(overrides)}", soft_wrap=True)
-        console.print(f"[red]FAILED[/] {reason}", soft_wrap=True)
+        console.print(f"{hint}: {escape(resume_command(overrides))}", soft_wrap=True)
+        console.print(f"[red]FAILED[/] {escape(reason)}", soft_wrap=True)
     return RunResult(outcomes, reason, run_dir)

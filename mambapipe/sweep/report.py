@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mambapipe.sweep.plots import write_plots
 from mambapipe.sweep.summary import JobRow, collect_rows
 from mambapipe.sweep.tables import write_csv, write_markdown
 
@@ -14,7 +13,11 @@ def summarize_sweep(sweep_dir: Path | str, plots: bool = True) -> list[JobRow]:
     """Rebuild summary.csv, summary.md and the PNG plots in `sweep_dir` from its run dirs; the rows."""
     sweep_dir = Path(sweep_dir)
     rows = collect_rows(sweep_dir)
-    made = write_plots(rows, sweep_dir) if plots else []
+    made: list = []
+    if plots:
+        from mambapipe.sweep.plots import write_plots  # matplotlib costs ~1 s: only sweeps pay it
+
+        made = write_plots(rows, sweep_dir)
     write_csv(rows, sweep_dir / "summary.csv")
     write_markdown(rows, sweep_dir / "summary.md", sweep_dir, made)
     return rows
