@@ -1,0 +1,64 @@
+"""The hub models' own config files give the architectures of the reference's §2 table.
+
+The config dicts below are the published files' fields (mamba-*-hf config.json, state-spaces mamba2
+config.json, Codestral params.json); the expected numbers are the §2 table, not the parser's output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mambapipe.checkpoint.errors import ConvertError
+from mambapipe.checkpoint.source_specs import spec_from_hf_mamba, spec_from_mamba_ssm, spec_from_mistral
+
+MAMBA_130M_HF = {"architectures": ["MambaForCausalLM"], "model_type": "mamba", "d_model": 768, "n_layer": 24,
+                 "hidden_size": 768, "num_hidden_layers": 24, "intermediate_size": 1536, "d_inner": 1536,
+                 "expand": 2, "state_size": 16, "conv_kernel": 4, "time_step_rank": 48, "vocab_size": 50280,
+                 "pad_vocab_size_multiple": 8, "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True,
+                 "ssm_cfg": {}, "use_bias": False, "use_conv_bias": True, "layer_norm_epsilon": 1e-5}
+MAMBA_2P8B_HF = MAMBA_130M_HF | {"d_model": 2560, "hidden_size": 2560, "n_layer": 64, "num_hidden_layers": 64,
+                                 "intermediate_size": 5120, "d_inner": 5120, "time_step_rank": 160}
+MAMBA2_130M = {"d_model": 768, "d_intermediate": 0, "n_layer": 24, "vocab_size": 50277,
+               "ssm_cfg": {"layer": "Mamba2"}, "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True,
+               "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 16, "tie_embeddings": True}
+MAMBA2_2P7B = MAMBA2_130M | {"d_model": 2560, "n_layer": 64}
+CODESTRAL = {"dim": 4096, "n_layers": 64, "vocab_size": 32768, "n_groups": 8, "rms_norm": True,
+             "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 1,
+             "tie_embeddings": False, "model_type": "mamba"}
+
+# §2: d_model, layers, vocab (stored), N, Di, heads, G, conv_dim, in_proj rows, dt_rank, tied
+TABLE = {
+    "mamba-130m-hf": (spec_from_hf_mamba, MAMBA_130M_HF, (768, 24, 50280, 16, 1536, 0, 1, 1536, 3072, 48, True)),
+    "mamba-2.8b-hf": (spec_from_hf_mamba, MAMBA_2P8B_HF, (2560, 64, 50280, 16, 5120, 0, 1, 5120, 10240, 160, True)),
+    "mamba2-130m": (spec_from_mamba_ssm, MAMBA2_130M, (768, 24, 50288, 128, 1536, 24, 1, 1792, 3352, None, True)),
+    "mamba2-2.7b": (spec_from_mamba_ssm, MAMBA2_2P7B, (2560, 64, 50288, 128, 5120, 80, 1, 5376, 10576, None, True)),
+    "codestral-7b": (spec_from_mistral, CODESTRAL, (4096, 64, 32768, 128, 8192, 128, 8, 10240, 18560, None, False)),
+}
+
+
+@pytest.mark.parametrize("name", TABLE)
+def test_hub_configs_give_reference_shapes(name):
+    parse, config, expected = TABLE[name]
+    s = parse(config, Path(name))
+    dt_rank = s.dt_rank if not s.is_mamba2 else None
+    got = (s.hidden_size, s.num_layers, s.vocab_size, s.state_size, s.intermediate_size, s.num_heads,
+           s.n_groups, s.conv_dim, s.in_proj_rows, dt_rank, s.tie_embeddings)
+    assert got == expected
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("norm_before_gate", True, r"ssm_cfg\.norm_before_gate=True is not supported"),
+    ("D_has_hdim", True, r"ssm_cfg\.D_has_hdim=True is not supported"),
+    ("dt_limit", [0.001, 0.1], r"ssm_cfg\.dt_limit=\[0\.001, 0\.1\] clamps dt"),
+    ("mystery_knob", 3, r"unknown ssm_cfg field\(s\) \['mystery_knob'\]"),
+])
+def test_mamba_ssm_fields_trtllm_cannot_express_are_refused(field, value, match):
+    config = MAMBA2_130M | {"ssm_cfg": {"layer": "Mamba2", field: value}}
+    with pytest.raises(ConvertError, match=match):
+        spec_from_mamba_ssm(config, Path("config.json"))
+
+
+def test_mamba_ssm_mlp_blocks_refused():
+    with pytest.raises(ConvertError, match=r"d_intermediate=4096 \(MLP blocks\)"):
+        spec_from_mamba_ssm(MAMBA2_130M | {"d_intermediate": 4096}, Path("config.json"))
