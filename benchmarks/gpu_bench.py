@@ -143,11 +143,11 @@ def main() -> None:
     print(json.dumps(env), flush=True)
     out = {"env": env}
     if args.tune_scan:  # pick the Mamba1 scan shape on this GPU before anything runs it
-        from gpu_micro import mamba2_update_variants, scan_variants, ssd_times, use_fastest_scan
+        from gpu_micro import scan_variants, ssd_times, use_fastest_scan
 
         variants = scan_variants()
         out["micro"] = {"scan_ms_per_layer": variants, "scan_choice": use_fastest_scan(variants),
-                        "mamba2_update_ms": mamba2_update_variants(), "ssd_ms_per_layer": ssd_times()}
+                        "ssd_ms_per_layer": ssd_times()}
         print("micro:", json.dumps(out["micro"]), flush=True)
     if not args.skip_hf:
         from gpu_hf_check import check

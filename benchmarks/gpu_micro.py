@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import scan, ssd, ssm
+from mambapipe.engine.kernels import scan, ssd
 
 
 def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
@@ -43,24 +43,6 @@ def use_fastest_scan(results: dict) -> str:
     return best
 
 
-def mamba2_update_variants(batch: int = 64, heads: int = 80, P: int = 64, N: int = 128) -> dict:
-    """Median ms of one mamba2-2.7b layer's decode SSM update at batch 64 per (BLOCK_P, warps)."""
-    state = torch.randn(batch, heads, P, N, device="cuda", dtype=torch.float16)
-    xbc = torch.randn(batch, heads * P + 2 * N, device="cuda", dtype=torch.float16)
-    dt, dt_bias = torch.randn(batch, heads, device="cuda"), torch.randn(heads, device="cuda")
-    A, D = -torch.rand(heads, device="cuda"), torch.ones(heads, device="cuda")
-    x, B, C = xbc.split([heads * P, N, N], dim=1)
-    results = {}
-    for block, warps in itertools.product((8, 16, 32, 64), (2, 4, 8)):
-        ssm.BLOCK_P_LARGE, ssm.MAMBA2_WARPS = block, warps
-        results[f"bp{block}_w{warps}"] = do_bench(lambda: ssm.mamba2_state_update(state, x, dt, dt_bias, A, B, C, D),
-                                                  return_mode="median")
-    best = min((v, k) for k, v in results.items())[1]
-    ssm.BLOCK_P_LARGE, ssm.MAMBA2_WARPS = (int(p[len(t):]) for p, t in zip(best.split("_"), ("bp", "w")))
-    results["choice"] = best
-    return results
-
-
 def ssd_times(L: int = 2048) -> dict:
     results = {}
     for name, heads, groups in (("mamba2_2p7b", 80, 1), ("codestral_7b", 128, 8)):
@@ -79,4 +61,4 @@ def ssd_times(L: int = 2048) -> dict:
 if __name__ == "__main__":
     variants = scan_variants()
     print(json.dumps({"scan_ms_per_layer": variants, "fastest": use_fastest_scan(variants),
-                      "mamba2_update_ms": mamba2_update_variants(), "ssd_ms_per_layer": ssd_times()}, indent=1))
+                      "ssd_ms_per_layer": ssd_times()}, indent=1))

@@ -1,4 +1,7 @@
-"""One decode step of the depthwise causal conv + SiLU, twin of `ops.causal_conv1d_update`."""
+"""One decode step of the depthwise causal conv + SiLU, twin of `ops.causal_conv1d_update`.
+
+`conv_step` is the per-channel body, shared with the fused Mamba2 step (kernels/mamba2_step.py).
+"""
 
 from __future__ import annotations
 
@@ -13,29 +16,36 @@ WIDTH = 4  # d_conv of every Mamba/Mamba2 model we serve
 
 
 @triton.jit
+def conv_step(x, state_row, w_row, b_row, mask, HAS_BIAS: tl.constexpr, WRITE_STATE: tl.constexpr):
+    """silu(conv) of new inputs x (fp32) for channels whose 3 state columns start at `state_row`;
+    optionally shifts x into the state. Each channel's loads and stores come from the same thread, so
+    reading all three columns before writing any makes the in-place shift safe."""
+    s0 = tl.load(state_row, mask=mask, other=0.0)
+    s1 = tl.load(state_row + 1, mask=mask, other=0.0)
+    s2 = tl.load(state_row + 2, mask=mask, other=0.0)
+    acc = (s0.to(tl.float32) * tl.load(w_row, mask=mask, other=0.0).to(tl.float32)
+           + s1.to(tl.float32) * tl.load(w_row + 1, mask=mask, other=0.0).to(tl.float32)
+           + s2.to(tl.float32) * tl.load(w_row + 2, mask=mask, other=0.0).to(tl.float32)
+           + x * tl.load(w_row + 3, mask=mask, other=0.0).to(tl.float32))
+    if HAS_BIAS:
+        acc += tl.load(b_row, mask=mask, other=0.0).to(tl.float32)
+    if WRITE_STATE:
+        tl.store(state_row, s1, mask=mask)
+        tl.store(state_row + 1, s2, mask=mask)
+        tl.store(state_row + 2, x.to(state_row.dtype.element_ty), mask=mask)
+    return acc * tl.sigmoid(acc)
+
+
+@triton.jit
 def _conv_update_kernel(x_ptr, state_ptr, w_ptr, b_ptr, out_ptr, C, stride_x, stride_sb, stride_sc,
                         stride_out, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr):
     row = tl.program_id(0)
     ch = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = ch < C
-    state_row = state_ptr + row * stride_sb + ch * stride_sc
     x = tl.load(x_ptr + row * stride_x + ch, mask=mask, other=0.0)
-    # Every model has d_conv = 4: three state columns. Each channel's loads and stores are issued by the
-    # same thread, so reading all three columns before writing any makes the in-place shift safe.
-    s0 = tl.load(state_row, mask=mask, other=0.0)
-    s1 = tl.load(state_row + 1, mask=mask, other=0.0)
-    s2 = tl.load(state_row + 2, mask=mask, other=0.0)
-    w = w_ptr + ch * 4
-    acc = (s0.to(tl.float32) * tl.load(w, mask=mask, other=0.0).to(tl.float32)
-           + s1.to(tl.float32) * tl.load(w + 1, mask=mask, other=0.0).to(tl.float32)
-           + s2.to(tl.float32) * tl.load(w + 2, mask=mask, other=0.0).to(tl.float32)
-           + x.to(tl.float32) * tl.load(w + 3, mask=mask, other=0.0).to(tl.float32))
-    tl.store(state_row, s1, mask=mask)
-    tl.store(state_row + 1, s2, mask=mask)
-    tl.store(state_row + 2, x.to(state_ptr.dtype.element_ty), mask=mask)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + ch, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * stride_out + ch, (acc * tl.sigmoid(acc)).to(out_ptr.dtype.element_ty), mask=mask)
+    y = conv_step(x.to(tl.float32), state_ptr + row * stride_sb + ch * stride_sc, w_ptr + ch * 4, b_ptr + ch,
+                  mask, HAS_BIAS=HAS_BIAS, WRITE_STATE=True)
+    tl.store(out_ptr + row * stride_out + ch, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:

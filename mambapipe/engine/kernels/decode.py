@@ -1,6 +1,7 @@
-"""The whole-model decode step on the fused kernels: per layer one add+RMSNorm, the in_proj GEMM, the conv
-update, the fused SSM update, (Mamba2) the gated norm, and the out_proj GEMM; no splits or copies of the
-projection outputs. Same contract and same weights as `MambaModel.decode`, which dispatches here on CUDA.
+"""The whole-model decode step on the fused kernels, per layer: one add+RMSNorm, the in_proj GEMM, then
+Mamba1: conv update, x_proj GEMM, SSM update (dt_proj, D skip and z gate inside); Mamba2: conv + SSM update
+in one kernel and the gated norm (kernels/mamba2_step.py); then the out_proj GEMM. No splits or copies of
+the projection outputs. Same contract and weights as `MambaModel.decode`, which dispatches here on CUDA.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mambapipe.engine.kernels.conv import causal_conv1d_update
+from mambapipe.engine.kernels.mamba2_step import mamba2_step
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
 from mambapipe.engine.kernels.ssm import mamba1_state_update, mamba2_state_update
 from mambapipe.engine.state import InferenceState
@@ -43,9 +45,13 @@ def _mamba1_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -
 
 def _mamba2_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -> Tensor:
     zxbcdt = F.linear(h, w.in_proj, w.in_proj_bias)  # (B, rows/tp)
+    group = model.spec.intermediate_size // model.spec.n_groups
+    if model.d_inner // group == model.bc_size // model.spec.state_size:  # conv fused into the SSM kernel
+        gated = mamba2_step(zxbcdt, conv, w.conv_weight, w.conv_bias, ssm, w.dt_bias, w.A, w.D, w.gate_norm,
+                            group, EPS)  # (B, Di/tp)
+        return model._out_proj(w, gated)
     z, xBC, dt = zxbcdt.split([model.d_inner, model.d_inner + 2 * model.bc_size, model.heads], dim=-1)
     xBC = causal_conv1d_update(xBC, conv, w.conv_weight, w.conv_bias)  # (B, C/tp)
     x, B, C = xBC.split([model.d_inner, model.bc_size, model.bc_size], dim=-1)
     y = mamba2_state_update(ssm, x, dt, w.dt_bias, w.A, B, C, w.D)  # (B, Di/tp) fp32
-    group = model.spec.intermediate_size // model.spec.n_groups
     return model._out_proj(w, gated_rms_norm(y, z, w.gate_norm, group, EPS))

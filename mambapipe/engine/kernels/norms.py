@@ -54,17 +54,24 @@ def add_rms_norm_ref(residual: Tensor, delta: Optional[Tensor], weight: Tensor, 
 
 
 @triton.jit
-def _gated_rms_norm_kernel(y_ptr, z_ptr, w_ptr, out_ptr, D, G, stride_y, stride_z, stride_out, eps,
-                           BLOCK: tl.constexpr):
-    row, group = tl.program_id(0), tl.program_id(1)
+def gated_norm_group(y_row, z_row, w_ptr, out_row, group, G, eps, BLOCK: tl.constexpr):
+    """One group of RMSNorm(y * silu(z)) * w for one row (shared with the fused Mamba2 step)."""
     cols = group * G + tl.arange(0, BLOCK)
     mask = tl.arange(0, BLOCK) < G
-    y = tl.load(y_ptr + row * stride_y + cols, mask=mask, other=0.0).to(tl.float32)
-    z = tl.load(z_ptr + row * stride_z + cols, mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_row + cols, mask=mask, other=0.0).to(tl.float32)
+    z = tl.load(z_row + cols, mask=mask, other=0.0).to(tl.float32)
     x = y * z * tl.sigmoid(z)  # y * silu(z)
     rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / G + eps)
     w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * stride_out + cols, (x * rstd * w).to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_row + cols, (x * rstd * w).to(out_row.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _gated_rms_norm_kernel(y_ptr, z_ptr, w_ptr, out_ptr, D, G, stride_y, stride_z, stride_out, eps,
+                           BLOCK: tl.constexpr):
+    row, group = tl.program_id(0), tl.program_id(1)
+    gated_norm_group(y_ptr + row * stride_y, z_ptr + row * stride_z, w_ptr, out_ptr + row * stride_out, group, G,
+                     eps, BLOCK=BLOCK)
 
 
 def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, group_size: int, eps: float) -> Tensor:

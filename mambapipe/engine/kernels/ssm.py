@@ -22,7 +22,7 @@ BLOCK_P_SMALL, BLOCK_P_LARGE, MAMBA2_WARPS = 16, 16, 4
 
 
 @triton.jit
-def _softplus(x):
+def softplus(x):
     return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))  # torch's softplus threshold
 
 
@@ -36,7 +36,7 @@ def _mamba2_update_kernel(state_ptr, x_ptr, dt_ptr, dt_bias_ptr, A_ptr, B_ptr, C
     n = tl.arange(0, N)  # (N,)
     pmask = p < P
     group = head // heads_per_group
-    dt = _softplus(tl.load(dt_ptr + row * stride_dtb + head).to(tl.float32) + tl.load(dt_bias_ptr + head))
+    dt = softplus(tl.load(dt_ptr + row * stride_dtb + head).to(tl.float32) + tl.load(dt_bias_ptr + head))
     dA = tl.exp(dt * tl.load(A_ptr + head))
     x = tl.load(x_ptr + row * stride_xb + head * P + p, mask=pmask, other=0.0).to(tl.float32)  # (BP,)
     B = tl.load(B_ptr + row * stride_bb + group * N + n).to(tl.float32)  # (N,)
@@ -94,7 +94,7 @@ def _mamba1_update_kernel(state_ptr, x_ptr, dtr_ptr, dtw_ptr, dt_bias_ptr, A_ptr
         dt = tl.sum(W.to(tl.float32) * dt_low[None, :], axis=1)  # (BD,)
     else:  # dtr_ptr already holds dt_proj(dt_low), (Bt, Di)
         dt = tl.load(dtr_ptr + row * stride_dtb + d, mask=dmask, other=0.0).to(tl.float32)
-    delta = _softplus(dt + tl.load(dt_bias_ptr + d, mask=dmask, other=0.0))  # (BD,)
+    delta = softplus(dt + tl.load(dt_bias_ptr + d, mask=dmask, other=0.0))  # (BD,)
     x = tl.load(x_ptr + row * stride_xb + d, mask=dmask, other=0.0).to(tl.float32)
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N)
     B = tl.load(B_ptr + row * stride_bb + n).to(tl.float32)
