@@ -28,9 +28,11 @@ def model(request, tmp_path_factory):
     return load_engine(engine, DEVICE).model
 
 
+@pytest.mark.parametrize("fuse_conv_ssm", ["0", "1"])
 @pytest.mark.parametrize("ssm_dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2)])
-def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, monkeypatch):
+def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, fuse_conv_ssm, monkeypatch):
     monkeypatch.setenv("MAMBAPIPE_KERNELS", "0")  # model.decode takes the torch path even on CUDA
+    monkeypatch.setenv("MAMBAPIPE_FUSED_CONV_SSM", fuse_conv_ssm)
     torch.manual_seed(0)
     batch, length = 3, 5
     tokens = torch.randint(1, 90, (batch, length), device=DEVICE)

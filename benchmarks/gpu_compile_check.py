@@ -1,0 +1,49 @@
+"""Compile the fused decode kernels for sm_90 (H100/H200) on a machine without a GPU: Triton's bundled
+ptxas catches type and lowering errors before a device call spends minutes on them.
+
+    python benchmarks/gpu_compile_check.py      # prints one line per kernel, exits 1 on a failure
+"""
+
+from __future__ import annotations
+
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from mambapipe.engine.kernels import conv, mamba2_step, norms
+
+H, F, I, C = "*fp16", "*fp32", "i32", "constexpr"
+KERNELS = [
+    (conv._conv_update_kernel,
+     dict(x_ptr=H, state_ptr=H, w_ptr=H, b_ptr=H, out_ptr=H, C=I, stride_x=I, stride_sb=I, stride_sc=I,
+          stride_out=I, HAS_BIAS=C, BLOCK_C=C), dict(HAS_BIAS=True, BLOCK_C=256)),
+    (mamba2_step._conv_ssm_kernel,
+     dict(in_ptr=H, cs_ptr=H, cw_ptr=H, cb_ptr=H, state_ptr=H, dt_bias_ptr=F, A_ptr=F, D_ptr=F, y_ptr=F,
+          stride_in=I, stride_csb=I, stride_csc=I, stride_sb=I, stride_sh=I, stride_sp=I, stride_y=I, xbc_off=I,
+          dt_off=I, Di=I, BC=I, P=I, heads_per_group=I, N=C, BLOCK_P=C, HAS_BIAS=C),
+     dict(N=128, BLOCK_P=16, HAS_BIAS=True)),
+    (mamba2_step._gate_norm_shift_kernel,
+     dict(y_ptr=F, in_ptr=H, w_ptr=H, out_ptr=H, cs_ptr=H, stride_y=I, stride_in=I, stride_out=I, stride_csb=I,
+          stride_csc=I, xbc_off=I, Di=I, BC=I, G=I, eps="fp32", N=C, BLOCK=C), dict(N=128, BLOCK=1024)),
+    (norms._gated_rms_norm_kernel,
+     dict(y_ptr=F, z_ptr=H, w_ptr=H, out_ptr=H, D=I, G=I, stride_y=I, stride_z=I, stride_out=I, eps="fp32",
+          BLOCK=C), dict(BLOCK=1024)),
+]
+
+
+def main() -> int:
+    failed = 0
+    for kernel, signature, constants in KERNELS:
+        try:
+            triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32))
+            print(f"{kernel.__name__}: compiled for sm_90")
+        except Exception as err:  # noqa: BLE001 - report every kernel, then fail
+            failed += 1
+            print(f"{kernel.__name__}: FAILED {err}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
