@@ -44,6 +44,8 @@ def hf_config(spec: ModelSpec, dtype: str):
     else:
         config = MambaConfig(time_step_rank=spec.dt_rank, **common)
         config.architectures = ["MambaForCausalLM"]
+    # Not a transformers field, but the state-spaces -hf configs carry it and converters read it.
+    config.pad_vocab_size_multiple = spec.pad_vocab_size_multiple
     return config
 
 
