@@ -44,8 +44,11 @@ def torch_path():
     try:
         yield
     finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -18,7 +18,9 @@ from torch import Tensor
 from mambapipe.engine import ops
 
 FUSED_DT_MAX_BATCH = 4
-BLOCK_P_SMALL, BLOCK_P_LARGE, MAMBA2_WARPS = 16, 16, 4
+# Head-dim rows per Mamba2 program. At batch 64 (mamba2-2.7b shape) tiles of 16-64 rows with 2-8 warps
+# all took 0.049-0.054 ms a layer on the H200 (GPU_NOTES.md v2); 16 rows keep batch 1 spread over the SMs.
+BLOCK_P, MAMBA2_WARPS = 16, 4
 
 
 @triton.jit
@@ -57,8 +59,7 @@ def mamba2_state_update(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, A
     batch, heads, P, N = state.shape
     groups = B.shape[1] // N
     y = torch.empty(batch, heads * P, dtype=torch.float32, device=x.device)
-    # Small batches need narrow tiles to fill the GPU; large ones fewer, wider programs (tuned on the H200).
-    block_p = min(BLOCK_P_SMALL if batch * heads < 1024 else BLOCK_P_LARGE, triton.next_power_of_2(P))
+    block_p = min(BLOCK_P, triton.next_power_of_2(P))
     grid = (batch, heads, triton.cdiv(P, block_p))
     _mamba2_update_kernel[grid](state, x, dt, dt_bias, A, B, C, D, y, state.stride(0), state.stride(1),
                                 state.stride(2), x.stride(0), dt.stride(0), B.stride(0), C.stride(0),
