@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MAMBA2_MISTRAL, as_mamba_ssm, build_hf
+from checkpoint_support import MAMBA2_MISTRAL, as_mamba_ssm, build_hf
 from safetensors.torch import load_file, save_file
 
 from mambapipe.checkpoint import ConvertError, convert_checkpoint

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import MAMBA1_UNTIED_BIAS, MAMBA2_MISTRAL, as_mamba_ssm, as_mistral, build_hf, save_hf
+from checkpoint_support import MAMBA1_UNTIED_BIAS, MAMBA2_MISTRAL, as_mamba_ssm, as_mistral, build_hf, save_hf, ssm_state_dict
 
 from mambapipe.checkpoint import HF_MAMBA, HF_MAMBA2, MAMBA_SSM, MISTRAL, convert_checkpoint, detect_source
 
@@ -78,7 +78,6 @@ def test_sharded_bin_index(tmp_path):
     import json
 
     import torch
-    from conftest import ssm_state_dict
 
     model = build_hf(MAMBA2_MISTRAL, seed=2)
     single = as_mamba_ssm(model, tmp_path / "single")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import MAMBA1_TIED, MAMBA1_UNTIED_BIAS, MAMBA2_MISTRAL, MAMBA2_TP8, build_hf, save_hf
+from checkpoint_support import MAMBA1_TIED, MAMBA1_UNTIED_BIAS, MAMBA2_MISTRAL, MAMBA2_TP8, build_hf, save_hf
 from safetensors import safe_open
 
 from mambapipe.checkpoint import convert_checkpoint

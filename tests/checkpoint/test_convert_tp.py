@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import MAMBA1_UNTIED_BIAS, build_hf, save_hf
+from checkpoint_support import MAMBA1_UNTIED_BIAS, MAMBA2_TP8, build_hf, save_hf
 from safetensors import safe_open
 
 from mambapipe.checkpoint import ConvertError, convert_checkpoint
@@ -31,7 +31,6 @@ def mamba2_dims(cfg: dict) -> dict[str, int]:
 
 @pytest.mark.parametrize("tp", [2, 4, 8])
 def test_mamba2_shards_rebuild_tp1(tmp_path, hf_mamba2_tp8, tp):
-    from conftest import MAMBA2_TP8
     convert_checkpoint(hf_mamba2_tp8, tmp_path / "tp1", "float16", 1, progress=False)
     convert_checkpoint(hf_mamba2_tp8, tmp_path / "tpn", "float16", tp, progress=False)
     full = load_rank(tmp_path / "tp1" / "rank0.safetensors")

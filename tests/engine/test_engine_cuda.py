@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import MAMBA1, MAMBA2, build_from_hf, hf_model
+from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model
 
 from mambapipe.engine.api import load_engine
 from mambapipe.models import ModelSpec

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import MAMBA1, MAMBA2, build_from_hf, hf_model, write_trtllm_checkpoint
+from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model, write_trtllm_checkpoint
 
 from mambapipe.backends.base import SamplingConfig
 from mambapipe.engine.api import load_engine

@@ -11,7 +11,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton", reason="the fused kernels need Triton (a test dependency)")
-from conftest import MAMBA1, MAMBA2, build_from_hf, hf_model  # noqa: E402
+from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model  # noqa: E402
 
 from mambapipe.engine.api import load_engine  # noqa: E402
 from mambapipe.engine.kernels.decode import fused_decode  # noqa: E402

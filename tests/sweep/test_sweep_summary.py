@@ -11,7 +11,7 @@ from matplotlib.image import imread
 from mambapipe.sweep.cli import main as sweep_cli
 from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.summary import collect_rows, find_run_dirs, varying_overrides
-from conftest import summarize_metrics
+from sweep_support import summarize_metrics
 
 
 def test_rows_read_statuses_metrics_and_failure_reason(sweep_dir):

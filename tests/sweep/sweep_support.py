@@ -1,0 +1,56 @@
+"""Fixtures for the sweep tests: hand-made job run dirs (the files a sweep job leaves behind)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+import yaml
+
+STEPS = ("download", "convert", "build", "evaluate")
+
+
+def write_job(sweep_dir: Path, num: int, overrides: list[str], *, dtype: str = "float32",
+              model: str = "tiny-mamba2", eval_batch: int = 1, metrics: Optional[dict[str, Any]] = None,
+              statuses: tuple[str, ...] = ("ran", "ran", "ran", "ran"), exit_code: Optional[int] = 0,
+              reason: Optional[str] = None) -> Path:
+    run_dir = sweep_dir / str(num)
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    config = {"model": {"name": model}, "dtype": dtype, "tp_size": 1, "backend": "native", "device": "cpu",
+              "build": {"max_batch_size": 8}, "eval": {"batch_size": eval_batch, "task": "summarize"}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    steps = [{"name": n, "key": "k" * 64, "status": s, "seconds": 0.1, "artifact": None}
+             for n, s in zip(STEPS, statuses)]
+    (run_dir / "run.json").write_text(json.dumps({"steps": steps}))
+    if metrics is not None:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    if exit_code is not None:
+        (run_dir / "sweep_job.json").write_text(json.dumps({"exit_code": exit_code, "reason": reason}))
+    return run_dir
+
+
+def summarize_metrics(rouge1: float, tokens_per_s: float, decode_ms: float) -> dict[str, Any]:
+    return {"task": "summarize", "rouge1": rouge1, "rouge2": rouge1 / 2, "rougeL": rouge1 * 0.8,
+            "rougeLsum": rouge1 * 0.9, "tokens_per_s": tokens_per_s, "decode_ms_per_step": decode_ms,
+            "ttft_ms": 12.5}
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path) -> Path:
+    """A sweep of three jobs: two finished (float32, bfloat16), one failed at build."""
+    root = tmp_path / "sweep"
+    write_job(root, 0, ["recipe=quickstart", "dtype=float32"], metrics=summarize_metrics(21.5, 120.0, 8.0))
+    write_job(root, 1, ["recipe=quickstart", "dtype=bfloat16"], dtype="bfloat16",
+              metrics=summarize_metrics(20.25, 95.5, 10.0), statuses=("cached", "ran", "ran", "ran"))
+    write_job(root, 2, ["recipe=quickstart", "dtype=float16"], dtype="float16",
+              statuses=("cached", "ran", "failed", "skipped"), exit_code=1,
+              reason="build: max_seq_len 64 < max_input_len 256: raise build.max_seq_len")
+    return root
+
+
+@pytest.fixture
+def job_writer() -> Callable[..., Path]:
+    return write_job
