@@ -82,13 +82,23 @@ class EngineGenerator:
                  sampling: SamplingConfig = SamplingConfig(), eos_id: Optional[int] = None,
                  stop_at_eos: bool = True) -> GenerationOutput:
         self.limits.check(prompts, max_new_tokens)
+        self._check_token_ids(prompts)
         return self._run(prompts, max_new_tokens, sampling, eos_id if stop_at_eos else None)
 
     def serve(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
               sampling: SamplingConfig = SamplingConfig(), eos_id: Optional[int] = None) -> GenerationOutput:
         """Like `generate`, but any number of prompts: they queue for slots and join the running batch."""
         self.limits.check(prompts, max_new_tokens, queue=True)
+        self._check_token_ids(prompts)
         return self._run(prompts, max_new_tokens, sampling, eos_id)
+
+    def _check_token_ids(self, prompts: Sequence[Sequence[int]]) -> None:
+        vocab = self.spec.vocab_size
+        for i, p in enumerate(prompts):
+            bad = next((t for t in p if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise LimitError(f"prompt {i} has token id {bad} outside the vocabulary [0, {vocab}); "
+                                 f"use the tokenizer that belongs to this model")
 
     def close(self) -> None:
         self.model = self.state = None  # drop the weights' mmap and the state pool

@@ -58,6 +58,7 @@ def test_stop_at_eos_per_sequence(engine_dir):
     ([list(range(1, 18))], 2, "max_input_len=16"),
     ([list(range(1, 16))], 16, "max_seq_len=30"),
     ([[]], 2, "empty"),
+    ([[1, 96]], 2, r"token id 96 outside the vocabulary \[0, 96\)"),
 ])
 def test_limits_are_enforced_with_one_line_errors(engine_dir, prompts, new, message):
     gen = load_engine(engine_dir)
