@@ -1,0 +1,201 @@
+"""Mamba2 prefill as Triton kernels: the chunked SSD of `ops.ssd_chunk_scan` (same contract, same math),
+split the way mamba_ssm's `mamba_chunk_scan_combined` is (the known-good structure):
+
+1. `_chunk_cumsum`  cum[b, h, c, t] = sum_{s <= t} dt_s A within each chunk (fp32).
+2. `_bmm_chunk`     CB[b, c, g] = C Bᵀ per chunk and group, once for all heads of the group (tensor cores).
+3. `_chunk_state`   each chunk's own end state, Σ_l x_l dt_l exp(cum_end - cum_l) B_lᵀ (tensor cores).
+4. `_state_passing` the short sequential pass over chunks: the state entering each chunk, and the final one.
+5. `_chunk_scan`    y_l = exp(cum_l) C_l h_in + Σ_{s<=l} CB_ls exp(cum_l - cum_s) dt_s x_s + D x_l (tensor cores).
+
+Products accumulate in fp32 from operands in the input dtype, so fp16/bf16 inputs run on tensor cores; fp32
+inputs use exact fp32 dots (not tf32), which keeps the fp32 path a tight twin of the reference.
+Padding convention as in `ops`: dt is zero at padded positions, which leaves the state untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+# Tile sizes, after mamba_ssm's sm_90 configs for headdim 64 / d_state 128 / chunk 256: 64-row tiles give
+# (64 x 64) @ (64 x 64) tensor-core dots into a (64 x 64) fp32 accumulator (16 KB of registers over 4
+# warps); one program covers a whole 64-channel head; 4 row tiles a chunk, so a 2048-token mamba2-2.7b
+# layer runs 8 chunks x 80 heads x 4 = 2560 chunk-scan programs, enough to fill 132 SMs several times.
+# d_state is walked 64 at a time so the B/C and state tiles stay small in shared memory.
+BLOCK_L, BLOCK_S, BLOCK_P, BLOCK_N = 64, 64, 64, 64
+BLOCK_HEADS = 16  # heads per cumsum program: that pass is tiny and elementwise
+STATE_BLOCK = 1024  # state entries per state-passing program: 8 programs per 64 x 128 head state
+NUM_WARPS = 4
+
+
+@triton.jit
+def _chunk_cumsum(dt_ptr, A_ptr, cum_ptr, L, H, T, s_dt_b, s_dt_l, s_dt_h,
+                  BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+    b, c, hb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    t = tl.arange(0, BLOCK_T)  # (BT,)
+    h = hb * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,)
+    mask = ((t < T) & (c * T + t < L))[:, None] & (h < H)[None, :]
+    dt = tl.load(dt_ptr + b * s_dt_b + (c * T + t)[:, None] * s_dt_l + h[None, :] * s_dt_h,
+                 mask=mask, other=0.0)  # (BT, BH)
+    A = tl.load(A_ptr + h, mask=h < H, other=0.0)  # (BH,)
+    cum = tl.cumsum(dt * A[None, :], axis=0)  # (BT, BH); constant past the sequence end (dt = 0 there)
+    out = cum_ptr + ((b * H + h[None, :]) * tl.num_programs(1) + c) * T + t[:, None]  # cum is (B, H, c, T)
+    tl.store(out, cum, mask=(t < T)[:, None] & (h < H)[None, :])
+
+
+@triton.jit
+def _bmm_chunk(C_ptr, B_ptr, cb_ptr, L, G, N, T, s_cb, s_cl, s_cg, s_cn, s_bb, s_bl, s_bg, s_bn,
+               BLOCK_L: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    tile, cg, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    c, g = cg // G, cg % G
+    lb, sb = tile // tl.cdiv(T, BLOCK_S), tile % tl.cdiv(T, BLOCK_S)
+    if sb * BLOCK_S > lb * BLOCK_L + BLOCK_L - 1:  # wholly above the diagonal: causal, never read
+        return
+    l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,) positions within the chunk
+    s = sb * BLOCK_S + tl.arange(0, BLOCK_S)  # (BS,)
+    l_ok, s_ok = (l < T) & (c * T + l < L), (s < T) & (c * T + s < L)
+    c_rows = C_ptr + b * s_cb + (c * T + l)[:, None] * s_cl + g * s_cg  # (BL, 1)
+    b_cols = B_ptr + b * s_bb + (c * T + s)[None, :] * s_bl + g * s_bg  # (1, BS)
+    acc = tl.zeros((BLOCK_L, BLOCK_S), dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        n = n0 + tl.arange(0, BLOCK_N)
+        Cl = tl.load(c_rows + n[None, :] * s_cn, mask=l_ok[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN)
+        Bs = tl.load(b_cols + n[:, None] * s_bn, mask=s_ok[None, :] & (n < N)[:, None], other=0.0)  # (BN, BS)
+        acc += tl.dot(Cl, Bs, input_precision=PRECISION)
+    out = cb_ptr + ((b * tl.num_programs(1) + cg) * T + l[:, None]) * T + s[None, :]  # CB is (B, c, G, T, T)
+    tl.store(out, acc, mask=(l < T)[:, None] & (s < T)[None, :])
+
+
+@triton.jit
+def _chunk_state(x_ptr, dt_ptr, B_ptr, cum_ptr, states_ptr, L, H, P, N, T, n_chunks, heads_per_group,
+                 s_xb, s_xl, s_xh, s_xp, s_dt_b, s_dt_l, s_dt_h, s_bb, s_bl, s_bg, s_bn,
+                 BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PRECISION: tl.constexpr):
+    pn, bc, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, c = bc // n_chunks, bc % n_chunks
+    pb, nb = pn // tl.cdiv(N, BLOCK_N), pn % tl.cdiv(N, BLOCK_N)
+    p = pb * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
+    n = nb * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
+    cum_chunk = cum_ptr + ((b * H + h) * n_chunks + c) * T
+    cum_end = tl.load(cum_chunk + T - 1)
+    x_cols = x_ptr + b * s_xb + h * s_xh + p[:, None] * s_xp  # (BP, 1)
+    b_cols = B_ptr + b * s_bb + (h // heads_per_group) * s_bg + n[None, :] * s_bn  # (1, BN)
+    acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
+    for l0 in range(0, T, BLOCK_L):
+        l = l0 + tl.arange(0, BLOCK_L)  # (BL,) positions within the chunk
+        pos, ok = c * T + l, (l < T) & (c * T + l < L)
+        xT = tl.load(x_cols + pos[None, :] * s_xl, mask=(p < P)[:, None] & ok[None, :], other=0.0)  # (BP, BL)
+        dt = tl.load(dt_ptr + b * s_dt_b + pos * s_dt_l + h * s_dt_h, mask=ok, other=0.0)  # (BL,)
+        cum = tl.load(cum_chunk + l, mask=l < T, other=0.0)  # (BL,)
+        Bl = tl.load(b_cols + pos[:, None] * s_bl, mask=ok[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN)
+        weight = tl.exp(cum_end - cum) * dt  # (BL,): decay from l to the chunk's end, times the step
+        acc += tl.dot(xT, (Bl.to(tl.float32) * weight[:, None]).to(xT.dtype), input_precision=PRECISION)
+    out = states_ptr + ((bc * H + h) * P + p[:, None]) * N + n[None, :]  # states is (B, c, H, P, N)
+    tl.store(out, acc, mask=(p < P)[:, None] & (n < N)[None, :])
+
+
+@triton.jit
+def _state_passing(states_ptr, cum_ptr, final_ptr, H, T, n_chunks, PN, BLOCK: tl.constexpr):
+    """In place: each chunk's own end state becomes the state entering that chunk."""
+    i, b, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    e = i * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat (P, N) entries
+    mask = e < PN
+    state = tl.zeros((BLOCK,), dtype=tl.float32)
+    for c in range(n_chunks):  # few chunks (L / 256): sequential, the state stays in registers
+        ptr = states_ptr + ((b * n_chunks + c) * H + h) * PN + e
+        own = tl.load(ptr, mask=mask, other=0.0)
+        tl.store(ptr, state, mask=mask)
+        decay = tl.exp(tl.load(cum_ptr + ((b * H + h) * n_chunks + c) * T + T - 1))
+        state = state * decay + own
+    tl.store(final_ptr + (b * H + h) * PN + e, state, mask=mask)
+
+
+@triton.jit
+def _carried_in(c_rows, l_ok, state_ptr, p, P, N, s_cn, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr,
+                BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """C_l . h_in for a (BL, BP) tile: the state entering the chunk, read out at each row."""
+    acc = tl.zeros((BLOCK_L, BLOCK_P), dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        n = n0 + tl.arange(0, BLOCK_N)
+        Cl = tl.load(c_rows + n[None, :] * s_cn, mask=l_ok[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN)
+        h_in = tl.load(state_ptr + p[None, :] * N + n[:, None], mask=(n < N)[:, None] & (p < P)[None, :],
+                       other=0.0)  # (BN, BP)
+        acc += tl.dot(Cl, h_in.to(Cl.dtype), input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
+                L, H, G, P, N, T, n_chunks, heads_per_group,
+                s_xb, s_xl, s_xh, s_xp, s_dt_b, s_dt_l, s_dt_h, s_cb, s_cl, s_cg, s_cn,
+                BLOCK_L: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+                PRECISION: tl.constexpr):
+    lp, bc, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, c, g = bc // n_chunks, bc % n_chunks, h // heads_per_group
+    lb, pb = lp // tl.cdiv(P, BLOCK_P), lp % tl.cdiv(P, BLOCK_P)
+    l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,) positions within the chunk
+    p = pb * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
+    l_ok = (l < T) & (c * T + l < L)
+    cum_chunk = cum_ptr + ((b * H + h) * n_chunks + c) * T
+    cum_l = tl.load(cum_chunk + l, mask=l < T, other=0.0)  # (BL,)
+    c_rows = C_ptr + b * s_cb + (c * T + l)[:, None] * s_cl + g * s_cg  # (BL, 1)
+    acc = _carried_in(c_rows, l_ok, states_ptr + (bc * H + h) * P * N, p, P, N, s_cn,
+                      BLOCK_L, BLOCK_P, BLOCK_N, PRECISION) * tl.exp(cum_l)[:, None]  # (BL, BP)
+    x_head = x_ptr + b * s_xb + h * s_xh + p[None, :] * s_xp  # (1, BP)
+    cb_rows = cb_ptr + ((bc * G + g) * T + l[:, None]) * T  # (BL, 1)
+    for s0 in range(0, tl.minimum(lb * BLOCK_L + BLOCK_L, T), BLOCK_S):  # causal: stop at the diagonal
+        s = s0 + tl.arange(0, BLOCK_S)  # (BS,)
+        s_ok = (s < T) & (c * T + s < L)
+        cb = tl.load(cb_rows + s[None, :], mask=(l < T)[:, None] & s_ok[None, :], other=0.0)  # (BL, BS)
+        cum_s = tl.load(cum_chunk + s, mask=s < T, other=0.0)
+        dt_s = tl.load(dt_ptr + b * s_dt_b + (c * T + s) * s_dt_l + h * s_dt_h, mask=s_ok, other=0.0)
+        decay = tl.where(s[None, :] <= l[:, None], tl.exp(cum_l[:, None] - cum_s[None, :]), 0.0)  # (BL, BS)
+        xs = tl.load(x_head + (c * T + s)[:, None] * s_xl, mask=s_ok[:, None] & (p < P)[None, :],
+                     other=0.0)  # (BS, BP)
+        acc += tl.dot((cb * decay * dt_s[None, :]).to(xs.dtype), xs, input_precision=PRECISION)
+    xl = tl.load(x_head + (c * T + l)[:, None] * s_xl, mask=l_ok[:, None] & (p < P)[None, :], other=0.0)
+    acc += xl.to(tl.float32) * tl.load(D_ptr + h)  # the D skip
+    out = y_ptr + (((b * L + c * T + l[:, None]) * H + h) * P + p[None, :])  # y is (B, L, H, P)
+    tl.store(out, acc, mask=l_ok[:, None] & (p < P)[None, :])
+
+
+def _fit(block: int, size: int) -> int:
+    """The block size, shrunk to the problem's (tiny test shapes); tl.dot needs at least 16."""
+    return max(16, min(block, triton.next_power_of_2(size)))
+
+
+def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                   chunk_size: int) -> tuple[Tensor, Tensor]:
+    """x (Bt, L, Hh, P); dt (Bt, L, Hh) softplus'd (zero at padding); A, D (Hh,) fp32; B, C (Bt, L, G, N).
+    Returns y = SSM(x) + D x as (Bt, L, Hh, P) fp32 and the final state (Bt, Hh, P, N) fp32, as
+    `ops.ssd_chunk_scan`. Any strides; B and C are read in x's dtype."""
+    batch, length, heads, P = x.shape
+    G, N = B.shape[2:]
+    T = min(chunk_size, length)
+    n_chunks = triton.cdiv(length, T)
+    dt, A, D = dt.float(), A.float().contiguous(), D.float().contiguous()
+    B, C = B.to(x.dtype), C.to(x.dtype)
+    f32 = dict(device=x.device, dtype=torch.float32)
+    cum = torch.empty(batch, heads, n_chunks, T, **f32)
+    cb = torch.empty(batch, n_chunks, G, T, T, **f32)  # tiles above the diagonal stay unwritten, unread
+    states = torch.empty(batch, n_chunks, heads, P, N, **f32)
+    final = torch.empty(batch, heads, P, N, **f32)
+    y = torch.empty(batch, length, heads, P, **f32)
+    bl, bs, bp, bn = _fit(BLOCK_L, T), _fit(BLOCK_S, T), _fit(BLOCK_P, P), _fit(BLOCK_N, N)
+    precision = "ieee" if x.dtype == torch.float32 else "tf32"  # half inputs: tensor cores either way
+    _chunk_cumsum[(batch, n_chunks, triton.cdiv(heads, BLOCK_HEADS))](
+        dt, A, cum, length, heads, T, *dt.stride(), BLOCK_T=triton.next_power_of_2(T), BLOCK_H=BLOCK_HEADS)
+    _bmm_chunk[(triton.cdiv(T, bl) * triton.cdiv(T, bs), n_chunks * G, batch)](
+        C, B, cb, length, G, N, T, *C.stride(), *B.stride(), BLOCK_L=bl, BLOCK_S=bs, BLOCK_N=bn,
+        PRECISION=precision, num_warps=NUM_WARPS)
+    _chunk_state[(triton.cdiv(P, bp) * triton.cdiv(N, bn), batch * n_chunks, heads)](
+        x, dt, B, cum, states, length, heads, P, N, T, n_chunks, heads // G, *x.stride(), *dt.stride(),
+        *B.stride(), BLOCK_P=bp, BLOCK_N=bn, BLOCK_L=bl, PRECISION=precision, num_warps=NUM_WARPS)
+    _state_passing[(triton.cdiv(P * N, STATE_BLOCK), batch, heads)](
+        states, cum, final, heads, T, n_chunks, P * N, BLOCK=STATE_BLOCK)
+    _chunk_scan[(triton.cdiv(T, bl) * triton.cdiv(P, bp), batch * n_chunks, heads)](
+        x, dt, C, D, cum, cb, states, y, length, heads, G, P, N, T, n_chunks, heads // G,
+        *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_S=bs, BLOCK_P=bp, BLOCK_N=bn,
+        PRECISION=precision, num_warps=NUM_WARPS)
+    return y, final
