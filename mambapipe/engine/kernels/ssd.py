@@ -14,6 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# Opt-in until measured on a GPU: the Triton chunked SSD (`ssd_triton`, tensor-core tiles, no (T x T) decay
+# tensors in memory) instead of the torch ops below. The benchmark sets it to time both in one run.
+TRITON_SSD = False
+
 
 def _chunks(t: Tensor, T: int, pad: int) -> Tensor:
     """(B, L, ...) -> (B, c, T, ...) with zero padding at the end of the sequence."""
@@ -25,6 +29,10 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
                    chunk_size: int) -> tuple[Tensor, Tensor]:
     """x (Bt, L, Hh, P); dt (Bt, L, Hh) softplus'd (zero at padding); A, D (Hh,) fp32; B, C (Bt, L, G, N).
     Returns y = SSM(x) + D x as (Bt, L, Hh, P) fp32 and the final state (Bt, Hh, P, N) fp32."""
+    if TRITON_SSD:
+        from mambapipe.engine.kernels import ssd_triton
+
+        return ssd_triton.ssd_chunk_scan(x, dt, A, B, C, D, chunk_size)
     batch, length, heads, P = x.shape
     G, N = B.shape[2:]
     T = min(chunk_size, length)
