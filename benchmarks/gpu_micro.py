@@ -1,12 +1,13 @@
 """Per-layer prefill pieces at 2048 tokens, to choose kernel shapes: the Triton Mamba1 scan (mamba-2.8b
 shape) over tokens-per-chunk, channel block and warps, and the Mamba2 chunked SSD (mamba2-2.7b and
-Codestral shapes), reference vs regrouped.
+Codestral shapes): torch reference vs regrouped torch vs the Triton kernels (over their tile sizes).
 
-    PYTHONPATH=$PWD python benchmarks/gpu_micro.py
+    PYTHONPATH=$PWD python benchmarks/gpu_micro.py [--ssd-only]
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import scan, ssd
+from mambapipe.engine.kernels import scan, ssd, ssd_triton
 
 
 def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
@@ -43,22 +44,63 @@ def use_fastest_scan(results: dict) -> str:
     return best
 
 
+SSD_SHAPES = (("mamba2_2p7b", 80, 1), ("codestral_7b", 128, 8))  # (name, heads, groups); P 64, N 128
+# Triton SSD tiles tried: (BLOCK_L = BLOCK_S, BLOCK_N, warps); BLOCK_P stays 64 = one head a program.
+SSD_TILES = ((64, 64, 4), (64, 128, 4), (128, 64, 4), (128, 64, 8), (32, 64, 4), (64, 64, 8))
+
+
+def _ssd_inputs(heads: int, groups: int, L: int) -> tuple:
+    x = torch.randn(1, L, heads, 64, device="cuda", dtype=torch.float16)
+    dt = F.softplus(torch.randn(1, L, heads, device="cuda") - 4)
+    B, C = (torch.randn(1, L, groups, 128, device="cuda", dtype=torch.float16) for _ in range(2))
+    A, D = -torch.rand(heads, device="cuda") * 4, torch.ones(heads, device="cuda")
+    return x, dt, A, B, C, D
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
 def ssd_times(L: int = 2048) -> dict:
+    """Median ms of one layer's SSD (reference, regrouped, Triton at its current tiles) and the Triton
+    kernel's relative error against the reference."""
     results = {}
-    for name, heads, groups in (("mamba2_2p7b", 80, 1), ("codestral_7b", 128, 8)):
-        x = torch.randn(1, L, heads, 64, device="cuda", dtype=torch.float16)
-        dt = F.softplus(torch.randn(1, L, heads, device="cuda") - 4)
-        B, C = (torch.randn(1, L, groups, 128, device="cuda", dtype=torch.float16) for _ in range(2))
-        A, D = -torch.rand(heads, device="cuda") * 4, torch.ones(heads, device="cuda")
-        for label, fn in (("reference", ops.ssd_chunk_scan), ("regrouped", ssd.ssd_chunk_scan)):
-            results[f"{name}_{label}"] = do_bench(lambda: fn(x, dt, A, B, C, D, 256), return_mode="median")
-        y, h = ssd.ssd_chunk_scan(x, dt, A, B, C, D, 256)
-        y_ref, h_ref = ops.ssd_chunk_scan(x, dt, A, B, C, D, 256)
-        results[f"{name}_rel_err"] = float((y - y_ref).norm() / y_ref.norm())
+    for name, heads, groups in SSD_SHAPES:
+        args = _ssd_inputs(heads, groups, L)
+        for label, fn in (("reference", ops.ssd_chunk_scan), ("regrouped", ssd.ssd_chunk_scan),
+                          ("triton", ssd_triton.ssd_chunk_scan)):
+            results[f"{name}_{label}"] = do_bench(lambda: fn(*args, 256), return_mode="median")
+        y_ref, h_ref = ops.ssd_chunk_scan(*args, 256)
+        for label, fn in (("regrouped", ssd.ssd_chunk_scan), ("triton", ssd_triton.ssd_chunk_scan)):
+            y, h = fn(*args, 256)
+            results[f"{name}_{label}_rel_err"] = {"y": _rel(y, y_ref), "state": _rel(h, h_ref)}
+    return results
+
+
+def ssd_triton_variants(L: int = 2048) -> dict:
+    """Median ms of one layer's Triton SSD per tile choice, both shapes; restores the module defaults."""
+    saved = (ssd_triton.BLOCK_L, ssd_triton.BLOCK_S, ssd_triton.BLOCK_N, ssd_triton.NUM_WARPS)
+    results = {}
+    for name, heads, groups in SSD_SHAPES:
+        args = _ssd_inputs(heads, groups, L)
+        for rows, n_block, warps in SSD_TILES:
+            ssd_triton.BLOCK_L = ssd_triton.BLOCK_S = rows
+            ssd_triton.BLOCK_N, ssd_triton.NUM_WARPS = n_block, warps
+            key = f"{name}_L{rows}_n{n_block}_w{warps}"
+            try:
+                results[key] = do_bench(lambda: ssd_triton.ssd_chunk_scan(*args, 256), return_mode="median")
+            except Exception as err:  # noqa: BLE001 - a tile the compiler rejects (shared memory) is no candidate
+                results[key] = repr(err)[:200]
+    ssd_triton.BLOCK_L, ssd_triton.BLOCK_S, ssd_triton.BLOCK_N, ssd_triton.NUM_WARPS = saved
     return results
 
 
 if __name__ == "__main__":
-    variants = scan_variants()
-    print(json.dumps({"scan_ms_per_layer": variants, "fastest": use_fastest_scan(variants),
-                      "ssd_ms_per_layer": ssd_times()}, indent=1))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ssd-only", action="store_true", help="skip the Mamba1 scan sweep")
+    ssd_only = parser.parse_args().ssd_only
+    report = {"ssd_ms_per_layer": ssd_times(), "ssd_triton_tiles_ms_per_layer": ssd_triton_variants()}
+    if not ssd_only:
+        variants = scan_variants()
+        report.update(scan_ms_per_layer=variants, fastest=use_fastest_scan(variants))
+    print(json.dumps(report, indent=1))
