@@ -2,6 +2,7 @@
 anchors-h200.md timed against the decode floor.
 
     PYTHONPATH=$PWD python benchmarks/gpu_bench.py --out $OUT [--models mamba_130m,...] [--skip-hf]
+        [--fused-conv-ssm]
 
 Prints a table last; writes results.json (and the HF check) under --out.
 """
@@ -9,9 +10,7 @@ Prints a table last; writes results.json (and the HF check) under --out.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
 import time
 import traceback
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import MODELS, generator, model_spec, random_model  # noqa: E402
+from gpu_common import MODELS, generator, model_spec, random_model, torch_twin  # noqa: E402
 
 from mambapipe.engine.state import InferenceState  # noqa: E402
 from mambapipe.evaluate.benchmark import Scenario, run_benchmark  # noqa: E402
@@ -36,21 +35,6 @@ MAMBA_SSM = {"mamba_130m": (13.0, 0.772, 1118, 0.874, 60255, 12.9, 8865),
              "codestral_7b": (85.0, 5.552, 158, 15.676, 3553, 87.9, 888)}
 
 
-@contextlib.contextmanager
-def torch_path():
-    """The plain torch engine (no Triton kernels, no graphs, fp32 state), for the baseline and checks."""
-    saved = {k: os.environ.get(k) for k in ("MAMBAPIPE_KERNELS", "MAMBAPIPE_CUDA_GRAPHS")}
-    os.environ.update(MAMBAPIPE_KERNELS="0", MAMBAPIPE_CUDA_GRAPHS="0")
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key)
-            else:
-                os.environ[key] = value
-
-
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
@@ -61,16 +45,15 @@ def fused_vs_torch(model, batch: int = 2, prompt: int = 64, steps: int = 8) -> d
     spec = model.spec
     tokens = torch.randint(1, 1000, (batch, prompt), device="cuda")
     lengths, slots = torch.full((batch,), prompt, device="cuda"), torch.arange(batch, device="cuda")
-    with torch_path():
-        st = InferenceState.allocate(spec, 1, batch, model.dtype, "cuda")
-        ref = model.prefill(tokens, lengths, st, slots)
+    baseline = torch_twin(model)
+    st = InferenceState.allocate(spec, 1, batch, model.dtype, "cuda")
+    ref = baseline.prefill(tokens, lengths, st, slots)
     sf = InferenceState.allocate(spec, 1, batch, model.dtype, "cuda", ssm_dtype=model.dtype)
     out = model.prefill(tokens, lengths, sf, slots)
     errs, agree = [_rel(out, ref)], [float((out.argmax(-1) == ref.argmax(-1)).float().mean())]
     tok = ref.argmax(-1)
     for _ in range(steps):
-        with torch_path():
-            ref = model.decode(tok, st, 0)
+        ref = baseline.decode(tok, st, 0)
         out = model.decode(tok, sf, 0)
         errs.append(_rel(out, ref))
         agree.append(float((out.argmax(-1) == ref.argmax(-1)).float().mean()))
@@ -78,25 +61,26 @@ def fused_vs_torch(model, batch: int = 2, prompt: int = 64, steps: int = 8) -> d
     return {"prefill_rel_err": errs[0], "decode_rel_err_max": max(errs[1:]), "argmax_agree": min(agree)}
 
 
-def bench(model, scenarios: dict, repeats: int) -> dict:
+def bench(model, scenarios: dict, repeats: int, **engine_options) -> dict:
     gen = generator(model, max(s.batch for s in scenarios.values()), max(s.input_len for s in scenarios.values()),
-                    max(s.input_len + s.output_len for s in scenarios.values()))
+                    max(s.input_len + s.output_len for s in scenarios.values()), **engine_options)
     rows = run_benchmark(gen, list(scenarios.values()), warmup=1, repeats=repeats, seed=0, tp_size=1,
                          bytes_per_s=H200_BYTES_PER_S, show_progress=False)
     gen.close()
     return dict(zip(scenarios, rows))
 
 
-def run_model(name: str, torch_baseline: bool) -> dict:
+def run_model(name: str, torch_baseline: bool, fuse_conv_ssm: bool = False) -> dict:
     spec = model_spec(name)
     start = time.perf_counter()
-    model = random_model(spec)
+    model = random_model(spec, fuse_conv_ssm=fuse_conv_ssm)
     result = {"check": fused_vs_torch(model)}
     print(f"[{name}] fused vs torch: {result['check']}", flush=True)
     result["fused"] = bench(model, SCENARIOS, repeats=3)
     if torch_baseline:
-        with torch_path():
-            result["torch"] = bench(model, {"S1": SCENARIOS["S1"]}, repeats=1)
+        # The plain torch engine: no Triton kernels, no graphs, fp32 state
+        result["torch"] = bench(torch_twin(model), {"S1": SCENARIOS["S1"]}, repeats=1, ssm_state_dtype="float32",
+                                cuda_graphs=False)
     result["seconds"] = time.perf_counter() - start
     print(f"[{name}] {json.dumps(result)}", flush=True)
     del model
@@ -138,6 +122,7 @@ def main() -> None:
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--no-torch-baseline", action="store_true")
     parser.add_argument("--tune-scan", action="store_true")
+    parser.add_argument("--fused-conv-ssm", action="store_true", help="as build.fused_conv_ssm=true (Mamba2)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import triton
@@ -160,7 +145,8 @@ def main() -> None:
     out["models"] = {}
     for name in args.models.split(","):
         try:  # one model's failure must not cost the other models' device minutes
-            out["models"][name] = run_model(name, torch_baseline=not args.no_torch_baseline)
+            out["models"][name] = run_model(name, torch_baseline=not args.no_torch_baseline,
+                                            fuse_conv_ssm=args.fused_conv_ssm)
         except Exception:  # noqa: BLE001 - reported in the log and results.json, then the run goes on
             out.setdefault("errors", {})[name] = traceback.format_exc()
             print(out["errors"][name], flush=True)

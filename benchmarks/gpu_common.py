@@ -47,15 +47,25 @@ def _layer(spec: ModelSpec, dtype: torch.dtype, gen: torch.Generator) -> LayerWe
     return w
 
 
-def random_model(spec: ModelSpec, dtype: torch.dtype = torch.float16, seed: int = 0) -> MambaModel:
+def random_model(spec: ModelSpec, dtype: torch.dtype = torch.float16, seed: int = 0,
+                 fuse_conv_ssm: bool = False) -> MambaModel:
+    """fuse_conv_ssm: as an engine built with build.fused_conv_ssm=true."""
     gen = torch.Generator(device="cuda").manual_seed(seed)
     embedding = _normal((spec.vocab_size, spec.hidden_size), 1.0, dtype, gen)
     lm_head = embedding if spec.tie_embeddings else _normal((spec.vocab_size, spec.hidden_size), 0.02, dtype, gen)
     glob = {"embedding": embedding, "norm_f": torch.ones(spec.hidden_size, dtype=dtype, device="cuda"),
             "lm_head": lm_head}
     layers = [_layer(spec, dtype, gen) for _ in range(spec.num_layers)]
-    return MambaModel(spec, glob, layers, Comm(1))
+    return MambaModel(spec, glob, layers, Comm(1), fuse_conv_ssm=fuse_conv_ssm)
 
 
-def generator(model: MambaModel, max_batch: int, max_input: int, max_seq: int) -> EngineGenerator:
-    return EngineGenerator(model, Limits(max_batch, max_input, max_seq), device="cuda", dtype="float16")
+def torch_twin(model: MambaModel) -> MambaModel:
+    """The same weights on the plain torch ops (kernels="torch"): the baseline and the reference."""
+    return MambaModel(model.spec, model.glob, model.layers, model.comm, kernel_choice="torch")
+
+
+def generator(model: MambaModel, max_batch: int, max_input: int, max_seq: int, ssm_state_dtype: str = "float16",
+              cuda_graphs: bool = True) -> EngineGenerator:
+    """As `load_engine` would give for an fp16 engine built with build.ssm_state_dtype=`ssm_state_dtype`."""
+    return EngineGenerator(model, Limits(max_batch, max_input, max_seq), device="cuda", dtype="float16",
+                           ssm_state_dtype=ssm_state_dtype, cuda_graphs=cuda_graphs)

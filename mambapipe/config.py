@@ -28,6 +28,13 @@ class DType(str, Enum):
     float32 = "float32"
 
 
+class StateDType(str, Enum):
+    auto = "auto"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
 class BackendName(str, Enum):
     auto = "auto"
     native = "native"
@@ -96,6 +103,13 @@ class BuildConfig:
     max_batch_size: int = 8
     max_input_len: int = 924
     max_seq_len: int = 1024
+    # Native engine only. The dtype the SSM state is kept in between tokens (updates compute in fp32 and
+    # round once per step). auto = the model dtype on CUDA (the Triton kernels: half the state traffic, as
+    # mamba_ssm), float32 on the CPU torch path; the engine config records the resolved choice.
+    ssm_state_dtype: StateDType = StateDType.auto
+    # Native engine only. Mamba2 decode: conv + SSM update in one Triton kernel on CUDA. Interpreter-tested
+    # and compiled for sm_90 but not yet measured on a GPU, hence off; no effect on the CPU torch path.
+    fused_conv_ssm: bool = False
     # TensorRT-LLM backend only (trtllm-build flags); the native engine ignores them.
     paged_state: bool = True
     mamba_conv1d_plugin: str = "auto"

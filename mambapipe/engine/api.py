@@ -7,6 +7,11 @@
 
 Under tensor parallelism every rank calls `load_engine` after `mambapipe.parallel.init_distributed`;
 each rank picks its own weights from torch.distributed's rank.
+
+What the engine computes is fixed by its config (dtype, `ssm_state_dtype`, `fused_conv_ssm`, all in the
+build step's cache key). Two load options choose only how, for benchmarks and debugging: `kernels="torch"`
+runs the plain torch ops instead of the Triton kernels on CUDA, `cuda_graphs=False` decodes eagerly. The
+pipeline always loads with the defaults, and `gen.runtime_path` says which path a generator runs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 from mambapipe.backends.base import SamplingConfig
 from mambapipe.engine.build import ENGINE_FORMAT, dtype_problem
 from mambapipe.engine.generate import EngineGenerator, Limits
+from mambapipe.engine.kernels import kernels_problem
 from mambapipe.engine.model import Comm, MambaModel
 from mambapipe.engine.weights import load_rank
 from mambapipe.models import ModelSpec
@@ -45,20 +51,24 @@ def _rank_and_world(tp_size: int) -> tuple[int, int]:
     return (dist.get_rank() if world > 1 else 0), world
 
 
-def load_engine(engine_dir: str | Path, device: str = "cpu") -> EngineGenerator:
-    """Memory-map this rank's engine weights onto `device` and return a ready `Generator`."""
+def load_engine(engine_dir: str | Path, device: str = "cpu", kernels: str = "auto",
+                cuda_graphs: bool = True) -> EngineGenerator:
+    """Memory-map this rank's engine weights onto `device` and return a ready `Generator`.
+    kernels: "auto" (Triton kernels on CUDA) or "torch"; cuda_graphs: capture the greedy decode on CUDA."""
     engine_dir = Path(engine_dir).expanduser()
     cfg = read_engine_config(engine_dir)
     build = cfg["build_config"]
-    problem = dtype_problem(build["dtype"], device.split(":")[0])
-    if problem:
-        raise RuntimeError(problem)
+    for problem in (kernels_problem(kernels), dtype_problem(build["dtype"], device.split(":")[0])):
+        if problem:
+            raise RuntimeError(problem)
     spec = ModelSpec.from_trtllm_config(cfg["pretrained_config"])
     rank, world = _rank_and_world(int(build["tp_size"]))
     glob, layers = load_rank(engine_dir, rank, spec, device)
-    model = MambaModel(spec, glob, layers, Comm(world))
+    model = MambaModel(spec, glob, layers, Comm(world), kernel_choice=kernels,
+                       fuse_conv_ssm=bool(build["fused_conv_ssm"]))
     limits = Limits(int(build["max_batch_size"]), int(build["max_input_len"]), int(build["max_seq_len"]))
-    return EngineGenerator(model, limits, device=device, dtype=build["dtype"], tp_size=world)
+    return EngineGenerator(model, limits, device=device, dtype=build["dtype"], tp_size=world,
+                           ssm_state_dtype=build["ssm_state_dtype"], cuda_graphs=cuda_graphs)
 
 
 def generate_text(generator: EngineGenerator, tokenizer_dir: str | Path, texts: Sequence[str],

@@ -1,9 +1,9 @@
 """Build a native engine directory from a TensorRT-LLM Mamba checkpoint.
 
 The engine dir mirrors TensorRT-LLM's: `config.json` = {"version", "pretrained_config" (the checkpoint's
-config), "build_config" (limits, dtype, tp, device kind)} plus one `rank{r}.safetensors` per rank with the
-weights already renamed, fused, transposed and split for inference (see weights.py). Loading it needs
-nothing from the checkpoint.
+config), "build_config" (limits, dtype, tp, device kind, the resolved SSM state dtype, fused conv+SSM)}
+plus one `rank{r}.safetensors` per rank with the weights already renamed, fused, transposed and split for
+inference (see weights.py). Loading it needs nothing from the checkpoint.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from mambapipe.backends.base import BuildSettings
 from mambapipe.engine.weights import engine_tensors
 from mambapipe.models import ModelSpec
 
-ENGINE_FORMAT = "mambapipe-native-1"
+# -2: build_config's ssm_state_dtype is the dtype the engine really keeps its state in (-1 wrote "float32"
+# while the CUDA path kept it in the model dtype), and build_config gained fused_conv_ssm.
+ENGINE_FORMAT = "mambapipe-native-2"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+SSM_STATE_DTYPES = ("auto", *DTYPES)
 
 
 def limits_problem(max_batch_size: int, max_input_len: int, max_seq_len: int) -> Optional[str]:
@@ -47,6 +50,24 @@ def dtype_problem(dtype: str, device: str) -> Optional[str]:
     return None
 
 
+def ssm_state_dtype_problem(setting: str, device: str) -> Optional[str]:
+    """Why build.ssm_state_dtype=`setting` cannot run on `device` (None when it can)."""
+    if setting not in SSM_STATE_DTYPES:
+        return f"build.ssm_state_dtype={setting!r} is not one of {list(SSM_STATE_DTYPES)}; pick one of those"
+    no_bf16 = device == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported()
+    if setting == "bfloat16" and no_bf16:
+        return "this GPU cannot hold a bfloat16 SSM state (needs compute capability >= 8.0); use float16 or float32"
+    return None
+
+
+def resolve_ssm_state_dtype(setting: str, dtype: str, device: str) -> str:
+    """auto: the model dtype on CUDA (the Triton kernels' choice, as mamba_ssm's: half the state traffic
+    of fp32, the dominant decode term of Mamba2 at batch), float32 on the CPU torch path."""
+    if setting != "auto":
+        return setting
+    return dtype if device == "cuda" else "float32"
+
+
 def read_checkpoint_config(checkpoint_dir: Path) -> dict[str, Any]:
     path = checkpoint_dir / "config.json"
     if not path.is_file():
@@ -64,6 +85,7 @@ def build_engine(checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
                     dtype_problem(cfg["dtype"], settings.device), *spec.tp_problems(tp_size)):
         if problem:
             raise ValueError(problem)
+    runtime = runtime_settings(settings, cfg["dtype"])
     out_dir.mkdir(parents=True, exist_ok=True)
     for rank in tqdm(range(tp_size), desc="build ranks", disable=not show_progress or tp_size == 1):
         src = checkpoint_dir / f"rank{rank}.safetensors"
@@ -74,8 +96,20 @@ def build_engine(checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
     build_config = {"max_batch_size": settings.max_batch_size, "max_input_len": settings.max_input_len,
                     "max_seq_len": settings.max_seq_len, "max_beam_width": 1, "dtype": cfg["dtype"],
                     "tp_size": tp_size, "device": settings.device, "backend": "native",
-                    "ssm_state_dtype": "float32", "options": dict(settings.options)}
+                    **runtime,
+                    "options": {k: v for k, v in settings.options.items() if k not in runtime}}
     engine_cfg = {"version": ENGINE_FORMAT, "pretrained_config": cfg, "build_config": build_config}
     (out_dir / "config.json").write_text(json.dumps(engine_cfg, indent=2))
     return {"engine_format": ENGINE_FORMAT, "tp_size": tp_size, "dtype": cfg["dtype"],
-            "mamba_version": spec.mamba_version, "ranks": tp_size}
+            "mamba_version": spec.mamba_version, "ranks": tp_size, **runtime}
+
+
+def runtime_settings(settings: BuildSettings, dtype: str) -> dict[str, Any]:
+    """The native engine's own build.* options (from BuildSettings.options), resolved as it will run them;
+    raises ValueError for a bad one."""
+    setting = settings.options.get("ssm_state_dtype", "auto")
+    problem = ssm_state_dtype_problem(setting, settings.device)
+    if problem:
+        raise ValueError(problem)
+    return {"ssm_state_dtype": resolve_ssm_state_dtype(setting, dtype, settings.device),
+            "fused_conv_ssm": bool(settings.options.get("fused_conv_ssm", False))}

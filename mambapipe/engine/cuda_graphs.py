@@ -9,7 +9,6 @@ is built, before any sequence is live, so the warm-up steps may scribble on the 
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
@@ -56,8 +55,9 @@ class GraphedGreedyDecode:
         return self.next_tokens[:bucket]
 
 
-def maybe_graphed_decode(model, state: InferenceState, tokens: Tensor) -> Optional[GraphedGreedyDecode]:
-    """Graphs on CUDA unless MAMBAPIPE_CUDA_GRAPHS=0; None (eager decode) elsewhere."""
-    if not tokens.is_cuda or os.environ.get("MAMBAPIPE_CUDA_GRAPHS", "1") == "0":
+def maybe_graphed_decode(model, state: InferenceState, tokens: Tensor,
+                         enabled: bool = True) -> Optional[GraphedGreedyDecode]:
+    """Graphs on CUDA when `enabled` (the load option `cuda_graphs`); None (eager decode) otherwise."""
+    if not tokens.is_cuda or not enabled:
         return None
     return GraphedGreedyDecode(model, state, tokens, bucket_sizes(state.num_slots))

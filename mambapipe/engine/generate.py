@@ -19,6 +19,7 @@ import torch
 
 from mambapipe.backends.base import GenerationOutput, SamplingConfig
 from mambapipe.engine import kernels
+from mambapipe.engine.build import DTYPES
 from mambapipe.engine.cuda_graphs import maybe_graphed_decode
 from mambapipe.engine.model import MambaModel
 from mambapipe.engine.sampling import is_greedy, sample
@@ -68,15 +69,24 @@ class _Timings:
 class EngineGenerator:
     """The native backend's `Generator` (see backends/base.py) over one loaded rank."""
 
-    def __init__(self, model: MambaModel, limits: Limits, device: str, dtype: str, tp_size: int = 1):
+    def __init__(self, model: MambaModel, limits: Limits, device: str, dtype: str, tp_size: int = 1,
+                 ssm_state_dtype: str = "float32", cuda_graphs: bool = True):
         self.model, self.spec, self.device, self.dtype = model, model.spec, device, dtype
         self.limits = limits
         self.max_batch_size, self.max_input_len, self.max_seq_len = (
             limits.max_batch_size, limits.max_input_len, limits.max_seq_len)
         self.state = InferenceState.allocate(model.spec, tp_size, limits.max_batch_size, model.dtype, device,
-                                             ssm_dtype=kernels.ssm_state_dtype(model.dtype, device))
+                                             ssm_dtype=DTYPES[ssm_state_dtype])
         self._tokens = torch.zeros(limits.max_batch_size, dtype=torch.long, device=device)  # decode input
-        self._graphs = maybe_graphed_decode(model, self.state, self._tokens)  # None off CUDA
+        self._graphs = maybe_graphed_decode(model, self.state, self._tokens, cuda_graphs)  # None off CUDA
+        self.runtime_path = self._runtime_path()
+
+    def _runtime_path(self) -> dict[str, object]:
+        """Which computation this generator runs (the evaluate step records it in metrics.json)."""
+        triton = kernels.enabled(self._tokens, self.model.kernel_choice)
+        return {"kernels": "triton" if triton else "torch", "cuda_graphs": self._graphs is not None,
+                "ssm_state_dtype": str(self.state.ssm.dtype).removeprefix("torch."),
+                "fused_conv_ssm": triton and kernels.fuses_conv_ssm(self.model)}
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: SamplingConfig = SamplingConfig(), eos_id: Optional[int] = None,

@@ -43,8 +43,11 @@ def _linear(x: Tensor, w: LayerWeights, name: str) -> Tensor:
 
 
 class MambaModel:
-    def __init__(self, spec: ModelSpec, glob: dict[str, Tensor], layers: list[LayerWeights], comm: Comm):
+    def __init__(self, spec: ModelSpec, glob: dict[str, Tensor], layers: list[LayerWeights], comm: Comm,
+                 kernel_choice: str = "auto", fuse_conv_ssm: bool = False):
         self.spec, self.glob, self.layers, self.comm = spec, glob, layers, comm
+        # Load options (engine/api.py): Triton or torch ops (kernels.KERNEL_CHOICES), the fused conv+SSM step
+        self.kernel_choice, self.fuse_conv_ssm = kernel_choice, fuse_conv_ssm
         tp = comm.world_size
         self.d_inner, self.heads = spec.intermediate_size // tp, spec.num_heads // tp
         self.bc_size = spec.n_groups * spec.state_size // tp  # Mamba2: local B (and C) width
@@ -73,7 +76,7 @@ class MambaModel:
     @torch.inference_mode()
     def decode(self, tokens: Tensor, state: InferenceState, lo: int) -> Tensor:
         """One token (B,) for the slots [lo, lo+B); updates their states in place. Returns (B, V) fp32."""
-        if kernels.enabled(tokens):  # same computation on the fused Triton kernels
+        if kernels.enabled(tokens, self.kernel_choice):  # same computation on the fused Triton kernels
             from mambapipe.engine.kernels.decode import fused_decode
 
             return fused_decode(self, tokens, state, lo)
@@ -111,7 +114,7 @@ class MambaModel:
         delta, B, C = self._mamba1_ssm_inputs(w, x)
         delta = delta * valid[..., None]  # padding steps leave the state untouched
         scan = ops.selective_scan
-        if kernels.enabled(x):  # the register-resident Triton scan instead of a per-token loop of ops
+        if kernels.enabled(x, self.kernel_choice):  # the register-resident Triton scan, not a per-token loop
             from mambapipe.engine.kernels.scan import selective_scan as scan
         y, ssm = scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp)
         return self._out_proj(w, y), conv, ssm
@@ -141,7 +144,7 @@ class MambaModel:
         x, B, C = xBC.transpose(1, 2).split([self.d_inner, self.bc_size, self.bc_size], -1)
         dt = F.softplus(dt.float() + w.dt_bias) * valid[..., None]  # (B, L, Hh/tp); 0 at padding
         ssd = ops.ssd_chunk_scan
-        if kernels.enabled(x):  # C.B^T per group and a cheaper decay mask: fewer, larger GPU matmuls
+        if kernels.enabled(x, self.kernel_choice):  # C.B^T per group, a cheaper decay mask: fewer, larger matmuls
             from mambapipe.engine.kernels.ssd import ssd_chunk_scan as ssd
         y, ssm = ssd(x.reshape(batch, length, self.heads, P), dt, w.A,
                                     B.reshape(batch, length, -1, N), C.reshape(batch, length, -1, N),

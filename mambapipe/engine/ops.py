@@ -103,16 +103,25 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     return y.to(u.dtype), h.clone()
 
 
+def _store(state: Tensor, h: Tensor) -> None:
+    """Write the fp32 working state back: one rounding per step for a low-precision state, as the
+    Triton kernels store theirs (y is read from the unrounded h, as there)."""
+    if h is not state:
+        state.copy_(h)
+
+
 def selective_state_update(state: Tensor, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                            D: Tensor, z: Tensor) -> Tensor:
     """One Mamba1 decode step; updates `state` in place.
 
-    state: (B, Di, N) fp32; x, delta (softplus'd), z: (B, Di); A: (Di, N); B, C: (B, N); D: (Di,).
-    Returns y (B, Di) in x's dtype.
+    state: (B, Di, N) fp32 or lower (build.ssm_state_dtype); x, delta (softplus'd), z: (B, Di); A: (Di, N);
+    B, C: (B, N); D: (Di,). Returns y (B, Di) in x's dtype.
     """
     dt = delta.float()[..., None]  # (B, Di, 1)
-    state.mul_(torch.exp(dt * A)).addcmul_(dt * x.float()[..., None], B.float()[:, None, :])  # (B, Di, N)
-    y = torch.einsum("bdn,bn->bd", state, C.float()) + x.float() * D  # (B, Di)
+    h = state.float()  # (B, Di, N) fp32: `state` itself when it is fp32
+    h.mul_(torch.exp(dt * A)).addcmul_(dt * x.float()[..., None], B.float()[:, None, :])  # (B, Di, N)
+    _store(state, h)
+    y = torch.einsum("bdn,bn->bd", h, C.float()) + x.float() * D  # (B, Di)
     return (y * F.silu(z.float())).to(x.dtype)
 
 
@@ -163,15 +172,17 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
 def ssd_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor) -> Tensor:
     """One Mamba2 decode step; updates `state` in place.
 
-    state: (B, Hh, P, N) fp32; x: (B, Hh, P); dt: (B, Hh) softplus'd; A, D: (Hh,); B, C: (B, G, N).
-    Returns y = C.h + D x as (B, Hh, P) fp32 (the gate is applied by the gated norm).
+    state: (B, Hh, P, N) fp32 or lower (build.ssm_state_dtype); x: (B, Hh, P); dt: (B, Hh) softplus'd;
+    A, D: (Hh,); B, C: (B, G, N). Returns y = C.h + D x as (B, Hh, P) fp32 (the gated norm applies the gate).
     """
     batch, heads, P = x.shape
     groups, N = B.shape[1:]
     dtf = dt.float()
-    by_group = state.view(batch, groups, heads // groups, P, N)  # heads of a group share B and C
+    h = state.float()  # (B, Hh, P, N) fp32: `state` itself when it is fp32
+    by_group = h.view(batch, groups, heads // groups, P, N)  # heads of a group share B and C
     xdt = (x.float() * dtf[..., None]).view(batch, groups, heads // groups, P, 1)
-    state.mul_(torch.exp(dtf * A)[..., None, None])  # (B, Hh, P, N)
+    h.mul_(torch.exp(dtf * A)[..., None, None])  # (B, Hh, P, N)
     by_group.addcmul_(xdt, B.float()[:, :, None, None, :])
+    _store(state, h)
     y = torch.einsum("bgkpn,bgn->bgkp", by_group, C.float()).reshape(batch, heads, P)  # (B, Hh, P)
     return y + x.float() * D[:, None]

@@ -3,8 +3,9 @@
 Like TensorRT-LLM's paged state pool (one slot per sequence), the tensors are allocated once for
 `max_batch_size` slots; a sequence takes a free slot when it joins and gives it back when it leaves, so
 sequences can enter and leave a running batch without reallocating or moving anyone else's state.
-The SSM state is fp32 on the plain torch path; the fused CUDA path keeps it in the model dtype by default
-(half the state traffic, as mamba_ssm and TensorRT-LLM do), fp32 as an option (see kernels.ssm_state_dtype).
+The SSM state's dtype is the engine's `build.ssm_state_dtype` (resolved at build time and read from the
+engine config: by default the model dtype on CUDA, half the state traffic as in mamba_ssm, and fp32 on the
+CPU); every update computes in fp32 and rounds once when it stores a lower-precision state.
 """
 
 from __future__ import annotations

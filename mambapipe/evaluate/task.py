@@ -65,6 +65,13 @@ def loaded_engine(job: EvalJob) -> Iterator[Generator]:
         generator.close()
 
 
+def runtime_path(generator: Generator) -> dict[str, Any]:
+    """Which computation produced the results (native: kernels, cuda_graphs, ssm_state_dtype,
+    fused_conv_ssm), so two metrics files say whether they are comparable. Backends that choose no such
+    path (trtllm: TensorRT-LLM picks its own) report nothing."""
+    return dict(getattr(generator, "runtime_path", {}))
+
+
 def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
     settings = summarize.SummarizeSettings(job.get("eval.batch_size"), job.get("eval.max_ite"),
                                            job.get("eval.max_input_length"), job.get("eval.output_len"))
@@ -75,13 +82,13 @@ def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
     with loaded_engine(job) as generator:
         run = summarize.generate_batches(generator, batches, settings.output_len, bundle.eos_id,
                                          job.get("backend"), show)
-        dtype = generator.dtype
+        dtype, path = generator.dtype, runtime_path(generator)
     if rank != 0:
         return None, None
     samples = [s for batch in batches for s in batch]
     texts = summarize.decode_outputs(bundle, run.output_ids)
     metrics = {**summarize.summarize_metrics(samples, texts, run), "dataset": job.get("eval.dataset"),
-               "dtype": dtype}
+               "dtype": dtype, **path}
     if job.get("eval.compare_hf"):
         metrics.update(_compare_hf(job, bundle, batches, run, dtype, show))
     return metrics, summarize.prediction_records(samples, texts, run)
@@ -116,10 +123,10 @@ def _benchmark(job: EvalJob, rank: int, show: bool) -> Outputs:
         rows = benchmark.run_benchmark(generator, scenarios, warmup=job.get("eval.warmup"),
                                        repeats=job.get("eval.repeats"), seed=job.get("eval.random_seed"),
                                        tp_size=job.get("tp_size"), bytes_per_s=bytes_per_s, show_progress=show)
-        dtype = generator.dtype
+        dtype, path = generator.dtype, runtime_path(generator)
     if rank != 0:
         return None, None
-    return {"task": "benchmark", "rows": rows, "dtype": dtype, "bandwidth_bytes_per_s": bytes_per_s,
+    return {"task": "benchmark", "rows": rows, "dtype": dtype, **path, "bandwidth_bytes_per_s": bytes_per_s,
             "bandwidth_source": source, "statistic": f"median of {job.get('eval.repeats')} runs after "
                                                      f"{job.get('eval.warmup')} warm-up"}, None
 

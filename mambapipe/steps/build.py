@@ -8,10 +8,13 @@ from typing import Any
 
 from mambapipe.backends import get_backend
 from mambapipe.backends.base import BuildSettings
-from mambapipe.engine.build import dtype_problem, limits_problem
+from mambapipe.engine.build import dtype_problem, limits_problem, ssm_state_dtype_problem
 from mambapipe.pipeline.step import StepContext, StepError
 
-OPTION_KEYS = ("build.paged_state", "build.mamba_conv1d_plugin", "build.remove_input_padding", "build.gemm_plugin")
+TRTLLM_KEYS = ("build.paged_state", "build.mamba_conv1d_plugin", "build.remove_input_padding", "build.gemm_plugin")
+NATIVE_KEYS = ("build.ssm_state_dtype", "build.fused_conv_ssm")
+NATIVE_DEFAULTS = {"build.ssm_state_dtype": "auto", "build.fused_conv_ssm": False}
+OPTION_KEYS = TRTLLM_KEYS + NATIVE_KEYS
 
 
 def _plain(value: Any) -> Any:
@@ -36,6 +39,20 @@ def _check_checkpoint_matches(params: dict[str, Any], checkpoint_dir: Path) -> N
                         f"for dtype={_plain(params['dtype'])} tp_size={params['tp_size']}; rerun convert")
 
 
+def _check_native_options(params: dict[str, Any], device: str) -> None:
+    problem = ssm_state_dtype_problem(_plain(params["build.ssm_state_dtype"]), device)
+    if problem:
+        raise StepError(problem)
+    if _plain(params["backend"]) == "native":
+        return
+    changed = [key for key in NATIVE_KEYS if _plain(params[key]) != NATIVE_DEFAULTS[key]]
+    if changed:  # refused rather than silently ignored: the key would claim a computation that never ran
+        asked = ", ".join(f"{key}={_plain(params[key])}" for key in changed)
+        defaults = ", ".join(f"{key}={NATIVE_DEFAULTS[key]}" for key in changed)
+        raise StepError(f"backend={_plain(params['backend'])} cannot honour {asked} (TensorRT-LLM picks its own "
+                        f"state dtype and kernels); set {defaults} or use backend=native")
+
+
 class BuildStep:
     name = "build"
     version = 1
@@ -45,6 +62,7 @@ class BuildStep:
 
     def check(self, params: dict[str, Any]) -> None:
         s = settings_from(params)
+        _check_native_options(params, s.device)
         backend = get_backend(_plain(params["backend"]))
         for problem in (limits_problem(s.max_batch_size, s.max_input_len, s.max_seq_len),
                         dtype_problem(_plain(params["dtype"]), s.device), backend.unavailable_reason(s.device)):

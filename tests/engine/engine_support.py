@@ -102,10 +102,13 @@ def write_trtllm_checkpoint(model, spec: ModelSpec, out_dir: Path, dtype: str = 
 
 
 def build_from_hf(model, spec: ModelSpec, root: Path, dtype: str = "float32", tp: int = 1,
-                  max_batch_size: int = 4, max_input_len: int = 64, max_seq_len: int = 128) -> Path:
+                  max_batch_size: int = 4, max_input_len: int = 64, max_seq_len: int = 128,
+                  ssm_state_dtype: str = "auto") -> Path:
     ckpt = write_trtllm_checkpoint(model, spec, root / f"ckpt_{dtype}_tp{tp}", dtype, tp)
-    engine = root / f"engine_{dtype}_tp{tp}"
-    build_engine(ckpt, engine, BuildSettings(max_batch_size, max_input_len, max_seq_len, "cpu"), show_progress=False)
+    engine = root / f"engine_{dtype}_tp{tp}_state_{ssm_state_dtype}"
+    settings = BuildSettings(max_batch_size, max_input_len, max_seq_len, "cpu",
+                             options={"ssm_state_dtype": ssm_state_dtype})
+    build_engine(ckpt, engine, settings, show_progress=False)
     return engine
 
 

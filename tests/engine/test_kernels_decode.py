@@ -15,6 +15,7 @@ from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model  # noqa: E402
 
 from mambapipe.engine.api import load_engine  # noqa: E402
 from mambapipe.engine.kernels.decode import fused_decode  # noqa: E402
+from mambapipe.engine.model import MambaModel  # noqa: E402
 from mambapipe.engine.state import InferenceState  # noqa: E402
 from mambapipe.models import ModelSpec  # noqa: E402
 
@@ -28,23 +29,23 @@ def model(request, tmp_path_factory):
     return load_engine(engine, DEVICE).model
 
 
-@pytest.mark.parametrize("fuse_conv_ssm", ["0", "1"])
+@pytest.mark.parametrize("fuse_conv_ssm", [False, True])
 @pytest.mark.parametrize("ssm_dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2)])
-def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, fuse_conv_ssm, monkeypatch):
-    monkeypatch.setenv("MAMBAPIPE_KERNELS", "0")  # model.decode takes the torch path even on CUDA
-    monkeypatch.setenv("MAMBAPIPE_FUSED_CONV_SSM", fuse_conv_ssm)
+def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, fuse_conv_ssm):
+    reference = MambaModel(model.spec, model.glob, model.layers, model.comm, kernel_choice="torch")  # even on CUDA
+    fused = MambaModel(model.spec, model.glob, model.layers, model.comm, fuse_conv_ssm=fuse_conv_ssm)
     torch.manual_seed(0)
     batch, length = 3, 5
     tokens = torch.randint(1, 90, (batch, length), device=DEVICE)
     lengths, slots = torch.tensor([5, 3, 4], device=DEVICE), torch.arange(batch, device=DEVICE)
     ref_state = InferenceState.allocate(model.spec, 1, batch, model.dtype, DEVICE)
     state = InferenceState.allocate(model.spec, 1, batch, model.dtype, DEVICE, ssm_dtype=ssm_dtype)
-    model.prefill(tokens, lengths, ref_state, slots)
-    model.prefill(tokens, lengths, state, slots)
+    reference.prefill(tokens, lengths, ref_state, slots)
+    reference.prefill(tokens, lengths, state, slots)
     step = torch.randint(1, 90, (batch,), device=DEVICE)
     for _ in range(3):  # the updated states must feed the next step identically
-        ref = model.decode(step, ref_state, 0)
-        out = fused_decode(model, step, state, 0)
+        ref = reference.decode(step, ref_state, 0)
+        out = fused_decode(fused, step, state, 0)
         err = float((out - ref).norm() / ref.norm())
         assert torch.isfinite(out).all() and err < tol, f"relative logits error {err:.2e}"
         step = ref.argmax(-1)

@@ -11,8 +11,13 @@ import torch
 from mambapipe.backends import get_backend
 from mambapipe.checkpoint.convert import convert_checkpoint
 from mambapipe.engine.api import load_engine
+from mambapipe.engine.build import resolve_ssm_state_dtype
 from mambapipe.models import ModelSpec
+from mambapipe.pipeline.plan import build_plan
+from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.step import StepContext, StepError
+from mambapipe.pipeline.store import ArtifactStore
+from mambapipe.steps import load_steps
 from mambapipe.steps.build import STEP
 from mambapipe.synthetic import write_synthetic_checkpoint
 
@@ -24,7 +29,8 @@ def _params(**changes) -> dict:
     params = {"dtype": "float32", "tp_size": 1, "backend": "native", "device": "cpu",
               "build.max_batch_size": 2, "build.max_input_len": 16, "build.max_seq_len": 24,
               "build.paged_state": True, "build.mamba_conv1d_plugin": "auto",
-              "build.remove_input_padding": True, "build.gemm_plugin": "auto"}
+              "build.remove_input_padding": True, "build.gemm_plugin": "auto",
+              "build.ssm_state_dtype": "auto", "build.fused_conv_ssm": False}
     params.update({k.replace("__", "."): v for k, v in changes.items()})
     return params
 
@@ -44,6 +50,9 @@ def checkpoints(tmp_path_factory) -> dict[int, Path]:
     (dict(build__max_input_len=30), "max_input_len=30 exceeds build.max_seq_len=24"),
     (dict(build__max_batch_size=0), "must be >= 1"),
     (dict(dtype="float64"), "dtype 'float64'"),
+    (dict(build__ssm_state_dtype="float64"), "build.ssm_state_dtype='float64' is not one of"),
+    (dict(backend="trtllm", build__ssm_state_dtype="float16"), "cannot honour build.ssm_state_dtype=float16"),
+    (dict(backend="trtllm", build__fused_conv_ssm=True), "cannot honour build.fused_conv_ssm=True"),
 ])
 def test_check_refuses_limits_that_cannot_work(changes, message):
     with pytest.raises(StepError, match=message) as err:
@@ -98,3 +107,52 @@ def test_plan_hooks_describe_the_build(checkpoints, tmp_path):
     assert STEP.environment(_params())["engine_format"]
     (line,) = STEP.describe(_params(), {"convert": checkpoints[1]}, tmp_path / "engine")
     assert "max_seq_len=24" in line
+
+
+@pytest.mark.parametrize("setting,resolved", [("auto", "float32"), ("bfloat16", "bfloat16")])
+def test_build_records_the_resolved_state_dtype(checkpoints, tmp_path, setting, resolved):
+    facts = STEP.run(_params(build__ssm_state_dtype=setting), {"convert": checkpoints[1]}, tmp_path / "engine",
+                     StepContext(run_dir=tmp_path))
+    build = json.loads((tmp_path / "engine" / "config.json").read_text())["build_config"]
+    assert build["ssm_state_dtype"] == facts["ssm_state_dtype"] == resolved
+    assert build["fused_conv_ssm"] is False and "ssm_state_dtype" not in build["options"]
+    assert load_engine(tmp_path / "engine").state.ssm.dtype == getattr(torch, resolved)
+
+
+def test_auto_state_dtype_is_the_model_dtype_on_cuda_and_fp32_on_the_cpu():
+    assert resolve_ssm_state_dtype("auto", "float16", "cuda") == "float16"
+    assert resolve_ssm_state_dtype("auto", "bfloat16", "cpu") == "float32"
+    assert resolve_ssm_state_dtype("float32", "float16", "cuda") == "float32"
+
+
+def test_load_engine_refuses_an_unknown_kernel_choice(checkpoints, tmp_path):
+    STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext(run_dir=tmp_path))
+    with pytest.raises(RuntimeError, match="kernels='triton' is not one of"):
+        load_engine(tmp_path / "engine", kernels="triton")
+
+
+def _plan(compose_config, *overrides):
+    resolved = resolve_config(compose_config("device=cpu", *overrides))
+    return build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"]))
+
+
+@pytest.mark.parametrize("override", ["build.ssm_state_dtype=float32", "build.ssm_state_dtype=bfloat16",
+                                      "build.fused_conv_ssm=true"])
+def test_engine_options_are_in_the_build_and_evaluate_keys(compose_config, override):
+    base, changed = _plan(compose_config), _plan(compose_config, override)
+    assert base.problems == [] and changed.problems == []
+    keys = {p.name: (p.key, changed.get(p.name).key) for p in base.steps}
+    assert keys["convert"][0] == keys["convert"][1]
+    assert keys["build"][0] != keys["build"][1] and keys["evaluate"][0] != keys["evaluate"][1]
+
+
+def test_a_mistyped_state_dtype_fails_at_compose(compose_config):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        compose_config("build.ssm_state_dtype=fp8")
+
+
+def test_the_plan_refuses_native_options_on_trtllm(compose_config):
+    problems = _plan(compose_config, "backend=trtllm", "build.ssm_state_dtype=float16").problems
+    assert any("cannot honour build.ssm_state_dtype=float16" in p for p in problems), problems

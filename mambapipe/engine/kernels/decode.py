@@ -1,17 +1,17 @@
 """The whole-model decode step on the fused kernels, per layer: one add+RMSNorm, the in_proj GEMM, then
 Mamba1: conv update, x_proj GEMM, SSM update (dt_proj, D skip and z gate inside); Mamba2: conv update,
-SSM update and gated norm (or, opt-in, conv + SSM in one kernel: kernels/mamba2_step.py); then out_proj.
+SSM update and gated norm (or, with build.fused_conv_ssm, conv + SSM in one kernel: kernels/mamba2_step.py);
+then out_proj.
 No splits or copies of the projection outputs. Same contract and weights as `MambaModel.decode`, which
 dispatches here on CUDA.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch.nn.functional as F
 from torch import Tensor
 
+from mambapipe.engine.kernels import fuses_conv_ssm
 from mambapipe.engine.kernels.conv import causal_conv1d_update
 from mambapipe.engine.kernels.mamba2_step import mamba2_step
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
@@ -35,13 +35,6 @@ def fused_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tenso
     return model.comm.gather_last_dim(logits) if model.lm_head_split else logits
 
 
-def _fuse_conv_ssm() -> bool:
-    """The conv+SSM kernel (kernels/mamba2_step.py) is opt-in, MAMBAPIPE_FUSED_CONV_SSM=1, until it has
-    been measured on a GPU: it passes the interpreter tests and compiles for sm_90, but no device time was
-    left to run it (benchmarks/GPU_NOTES.md, v3)."""
-    return os.environ.get("MAMBAPIPE_FUSED_CONV_SSM", "0") == "1"
-
-
 def _mamba1_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -> Tensor:
     N = model.spec.state_size
     xz = F.linear(h, w.in_proj, w.in_proj_bias)  # (B, 2Di/tp)
@@ -56,7 +49,7 @@ def _mamba1_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -
 def _mamba2_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -> Tensor:
     zxbcdt = F.linear(h, w.in_proj, w.in_proj_bias)  # (B, rows/tp)
     group = model.spec.intermediate_size // model.spec.n_groups
-    if _fuse_conv_ssm() and model.d_inner // group == model.bc_size // model.spec.state_size:
+    if fuses_conv_ssm(model):
         gated = mamba2_step(zxbcdt, conv, w.conv_weight, w.conv_bias, ssm, w.dt_bias, w.A, w.D, w.gate_norm,
                             group, EPS)  # (B, Di/tp)
         return model._out_proj(w, gated)
