@@ -10,6 +10,8 @@ split the way mamba_ssm's `mamba_chunk_scan_combined` is (the known-good structu
 Products accumulate in fp32 from operands in the input dtype, so fp16/bf16 inputs run on tensor cores; fp32
 inputs use exact fp32 dots (not tf32), which keeps the fp32 path a tight twin of the reference.
 Padding convention as in `ops`: dt is zero at padded positions, which leaves the state untouched.
+Offsets grow from the batch (or batch x chunk) program id cast to int64: at batch 128 x 2048 tokens a Codestral
+y or chunk-state tensor passes 2^31 elements.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-# Tile sizes, after mamba_ssm's sm_90 configs for headdim 64 / d_state 128 / chunk 256: 64-row tiles give
-# (64 x 64) @ (64 x 64) tensor-core dots into a (64 x 64) fp32 accumulator (16 KB of registers over 4
-# warps); one program covers a whole 64-channel head; 4 row tiles a chunk, so a 2048-token mamba2-2.7b
-# layer runs 8 chunks x 80 heads x 4 = 2560 chunk-scan programs, enough to fill 132 SMs several times.
-# d_state is walked 64 at a time so the B/C and state tiles stay small in shared memory.
+# Tile sizes for headdim 64 / d_state 128 / chunk 256 on the H200 (a first choice; gpu_micro.py sweeps them):
+# 64-row tiles give (64 x 64) @ (64 x 64) tensor-core dots into a (64 x 64) fp32 accumulator (16 KB of
+# registers over 4 warps); one program covers a whole 64-channel head; 4 row tiles a chunk, so a 2048-token
+# mamba2-2.7b layer runs 8 chunks x 80 heads x 4 = 2560 chunk-scan programs, several waves on 132 SMs.
+# d_state is walked 64 at a time: the chunk-scan kernel then needs 49 KB of shared memory (sm_90 build).
 BLOCK_L, BLOCK_S, BLOCK_P, BLOCK_N = 64, 64, 64, 64
 BLOCK_HEADS = 16  # heads per cumsum program: that pass is tiny and elementwise
 STATE_BLOCK = 1024  # state entries per state-passing program: 8 programs per 64 x 128 head state
@@ -33,7 +35,7 @@ NUM_WARPS = 4
 @triton.jit
 def _chunk_cumsum(dt_ptr, A_ptr, cum_ptr, L, H, T, s_dt_b, s_dt_l, s_dt_h,
                   BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
-    b, c, hb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, c, hb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     t = tl.arange(0, BLOCK_T)  # (BT,)
     h = hb * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,)
     mask = ((t < T) & (c * T + t < L))[:, None] & (h < H)[None, :]
@@ -48,7 +50,7 @@ def _chunk_cumsum(dt_ptr, A_ptr, cum_ptr, L, H, T, s_dt_b, s_dt_l, s_dt_h,
 @triton.jit
 def _bmm_chunk(C_ptr, B_ptr, cb_ptr, L, G, N, T, s_cb, s_cl, s_cg, s_cn, s_bb, s_bl, s_bg, s_bn,
                BLOCK_L: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
-    tile, cg, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    tile, cg, b = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     c, g = cg // G, cg % G
     lb, sb = tile // tl.cdiv(T, BLOCK_S), tile % tl.cdiv(T, BLOCK_S)
     if sb * BLOCK_S > lb * BLOCK_L + BLOCK_L - 1:  # wholly above the diagonal: causal, never read
@@ -72,7 +74,7 @@ def _bmm_chunk(C_ptr, B_ptr, cb_ptr, L, G, N, T, s_cb, s_cl, s_cg, s_cn, s_bb, s
 def _chunk_state(x_ptr, dt_ptr, B_ptr, cum_ptr, states_ptr, L, H, P, N, T, n_chunks, heads_per_group,
                  s_xb, s_xl, s_xh, s_xp, s_dt_b, s_dt_l, s_dt_h, s_bb, s_bl, s_bg, s_bn,
                  BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PRECISION: tl.constexpr):
-    pn, bc, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pn, bc, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, c = bc // n_chunks, bc % n_chunks
     pb, nb = pn // tl.cdiv(N, BLOCK_N), pn % tl.cdiv(N, BLOCK_N)
     p = pb * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
@@ -98,7 +100,7 @@ def _chunk_state(x_ptr, dt_ptr, B_ptr, cum_ptr, states_ptr, L, H, P, N, T, n_chu
 @triton.jit
 def _state_passing(states_ptr, cum_ptr, final_ptr, H, T, n_chunks, PN, BLOCK: tl.constexpr):
     """In place: each chunk's own end state becomes the state entering that chunk."""
-    i, b, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i, b, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     e = i * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat (P, N) entries
     mask = e < PN
     state = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -131,7 +133,7 @@ def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
                 s_xb, s_xl, s_xh, s_xp, s_dt_b, s_dt_l, s_dt_h, s_cb, s_cl, s_cg, s_cn,
                 BLOCK_L: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
                 PRECISION: tl.constexpr):
-    lp, bc, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    lp, bc, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, c, g = bc // n_chunks, bc % n_chunks, h // heads_per_group
     lb, pb = lp // tl.cdiv(P, BLOCK_P), lp % tl.cdiv(P, BLOCK_P)
     l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,) positions within the chunk
