@@ -23,7 +23,7 @@ import torch
 from mambapipe.backends.base import BuildSettings, Generator
 from mambapipe.backends.trtllm_build import (BUILD_EXECUTABLE, describe_build, run_build_command,
                                              trtllm_build_command)
-from mambapipe.backends.trtllm_engine import ARCHITECTURE, read_engine_config
+from mambapipe.backends.trtllm_engine import ARCHITECTURE, read_config_json, read_engine_config
 from mambapipe.backends.trtllm_runtime import load_generator
 from mambapipe.pipeline.step import StepError
 
@@ -68,13 +68,7 @@ def environment() -> dict[str, Any]:
 
 def _check_checkpoint(checkpoint_dir: Path) -> None:
     """The convert artifact must be a TensorRT-LLM Mamba checkpoint with every rank's weights."""
-    path = checkpoint_dir / "config.json"
-    if not path.is_file():
-        raise StepError(f"{checkpoint_dir} has no config.json: not a TensorRT-LLM checkpoint; rerun the convert step")
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise StepError(f"{path} is not valid JSON ({err.msg}); rerun the convert step") from None
+    cfg = read_config_json(checkpoint_dir, "a TensorRT-LLM checkpoint", "convert")
     if cfg.get("architecture") != ARCHITECTURE:
         raise StepError(f"checkpoint {checkpoint_dir} is a {cfg.get('architecture')!r}, not {ARCHITECTURE!r}; "
                         "rerun the convert step")

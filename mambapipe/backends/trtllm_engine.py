@@ -43,17 +43,22 @@ def _plugin_value(value: Any) -> Optional[str]:
     return None if value in (None, "disable", False) else str(value)
 
 
-def _load(engine_dir: Path) -> dict[str, Any]:
-    path = engine_dir / "config.json"
+def read_config_json(directory: Path, what: str, step: str) -> dict[str, Any]:
+    """`directory/config.json` parsed, or a one-line StepError naming the file and the step to rerun."""
+    path = directory / "config.json"
     if not path.is_file():
-        raise StepError(f"{engine_dir} has no config.json: not an engine directory; rerun the build step")
+        raise StepError(f"{directory} has no config.json: not {what}; rerun the {step} step")
     try:
-        cfg = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise StepError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); rerun the build step") from None
+        raise StepError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); rerun the {step} step") from None
+
+
+def _load(engine_dir: Path) -> dict[str, Any]:
+    cfg = read_config_json(engine_dir, "an engine directory", "build")
     missing = [k for k in ("pretrained_config", "build_config") if not isinstance(cfg.get(k), dict)]
     if missing:
-        raise StepError(f"{path} lacks {missing[0]!r}: not a TensorRT-LLM engine config; rebuild with backend=trtllm")
+        raise StepError(f"{engine_dir / 'config.json'} lacks {missing[0]!r}: not a TensorRT-LLM engine config; rebuild with backend=trtllm")
     return cfg
 
 
