@@ -9,10 +9,11 @@ before it discards the staging directory, so the scores stay readable but nothin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from mambapipe.evaluate.data import LOCAL_BUILDERS
 from mambapipe.evaluate.task import METRICS_FILE, PREDICTIONS_FILE, EvalJob, run_evaluation
@@ -38,12 +39,19 @@ class EvaluateStep:
     needs = ("build", "download")
 
     def environment(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The GPU model: timings (and, in low precision, outputs) depend on it."""
+        """Facts outside the config the metrics depend on: the contents of a local eval.dataset file (its
+        path alone would keep serving old scores after the file is edited) and the GPU model (timings
+        and, in low precision, outputs depend on it)."""
         import torch
 
-        if _value(params, "device") != "cuda" or not torch.cuda.is_available():
-            return {}  # the runner reports a missing GPU itself
-        return {"gpu": torch.cuda.get_device_name()}
+        env: dict[str, Any] = {}
+        dataset = _local_dataset(_value(params, "eval.dataset"))
+        if _value(params, "eval.task") == "summarize" and dataset is not None and dataset.is_file():
+            with dataset.open("rb") as f:
+                env["dataset_sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+        if _value(params, "device") == "cuda" and torch.cuda.is_available():  # else the runner reports it
+            env["gpu"] = torch.cuda.get_device_name()
+        return env
 
     def check(self, params: dict[str, Any]) -> None:
         for key in _POSITIVE:
@@ -84,10 +92,15 @@ def _check_summarize_limits(params: dict[str, Any]) -> None:
                         "raise build.max_seq_len or shorten them")
 
 
+def _local_dataset(dataset: str) -> Optional[Path]:
+    """The file eval.dataset names, or None for the bundled sample and the hub's cnn_dailymail."""
+    return None if dataset in ("sample", "cnn_dailymail") else Path(dataset).expanduser()
+
+
 def _check_dataset(dataset: str) -> None:
-    if dataset in ("sample", "cnn_dailymail"):
+    path = _local_dataset(dataset)
+    if path is None:
         return
-    path = Path(dataset).expanduser()
     if path.suffix.lower() not in LOCAL_BUILDERS:
         raise StepError(f"eval.dataset={dataset!r} is not sample, cnn_dailymail or a .jsonl/.parquet file; "
                         "pass one of those")

@@ -62,3 +62,15 @@ def test_accuracy_gate_is_off_unless_asked():
     _accuracy_gate(_params(), metrics)
     _accuracy_gate(_params(**{"eval.check_accuracy": True, "eval.rouge1_threshold": 0.5}), metrics)
     _accuracy_gate(_params(**{"eval.check_accuracy": True}), {"task": "benchmark", "rows": []})
+
+
+def test_local_dataset_contents_enter_the_key(tmp_path):
+    """Editing a local eval.dataset file must change the evaluate key, not serve the old scores."""
+    data = tmp_path / "articles.jsonl"
+    data.write_text('{"article": "a b c", "highlights": "a"}\n')
+    params = _params(**{"eval.dataset": str(data)})
+    before = STEP.environment(params)
+    data.write_text('{"article": "x y z", "highlights": "x"}\n')
+    after = STEP.environment(params)
+    assert before["dataset_sha256"] != after["dataset_sha256"]
+    assert "dataset_sha256" not in STEP.environment(_params())  # the bundled sample is versioned with the code
