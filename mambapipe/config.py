@@ -91,7 +91,6 @@ class ModelConfig:
     tokenizer: Optional[str] = None  # hub id or local directory; synthetic models make their own
     source_dtype: DType = DType.float32  # dtype the source checkpoint is saved in (synthetic writes it)
     seed: int = 0  # synthetic weights
-    trust_remote_code: bool = False
     # source=hub: which repo files to fetch (None = all); e.g. codestral ships both a Mistral and an
     # HF copy of its 14.6 GB of weights and we need only one.
     allow_patterns: Optional[list[str]] = None
