@@ -1,8 +1,8 @@
 """What a pipeline step is: a small named unit that declares the config keys it reads.
 
 A step never sees the whole config. The runner hands it `params`, a flat dict holding exactly the
-resolved values of the dotted keys in `uses` (plus the resolved `backend`/`device` facts of the plan),
-and `inputs`, the artifact directories of the steps in `needs`. Its cache key hashes those params,
+resolved values of the dotted keys in `uses` (a step whose output depends on `backend` or `device`
+declares them there, and gets the runner's decision, never `auto`), and `inputs`, the artifact directories of the steps in `needs`. Its cache key hashes those params,
 the keys of those inputs, and `version`; bump `version` whenever the step's output would change.
 """
 
