@@ -50,15 +50,15 @@ def has_tokenizer(directory: Path) -> bool:
 
 
 def link_tree(source: Path, dest: Path, patterns: Optional[list[str]] = None) -> tuple[int, int]:
-    """Symlink every file under `source` (optionally only names matching `patterns`) into `dest`.
-    Returns (files, bytes)."""
+    """Symlink every file under `source` (optionally only relative paths matching `patterns`, matched as
+    `snapshot_download(allow_patterns=...)` matches them) into `dest`. Returns (files, bytes)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    files = {path.relative_to(source).as_posix(): path for path in sorted(source.rglob("*"))
+             if path.is_file() and not path.name.startswith(".") and ".cache" not in path.parts}
     count = size = 0
-    for path in sorted(source.rglob("*")):
-        if not path.is_file() or path.name.startswith(".") or ".cache" in path.parts:
-            continue
-        if patterns and not any(path.match(p) for p in patterns):
-            continue
-        target = dest / path.relative_to(source)
+    for relative in filter_repo_objects(files, allow_patterns=patterns):
+        path, target = files[relative], dest / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(path.absolute(), target)
         count, size = count + 1, size + path.stat().st_size
@@ -135,6 +135,17 @@ def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]]) -> 
         raise _not_available(repo_id, "offline") from None
 
 
+def _linked_layout(model: dict[str, Any], model_dir: Path) -> str:
+    """The layout of the linked files; for the hub, a miss is the patterns' fault, not model.path's."""
+    try:
+        return detect_layout(model_dir)
+    except StepError:
+        if model["source"] != "hub":
+            raise
+    raise StepError(f"the files of {model['repo_id']} that model.allow_patterns={model.get('allow_patterns')} "
+                    "selects are not a Mamba checkpoint; widen model.allow_patterns (null fetches everything)")
+
+
 # ---- the step ----------------------------------------------------------------------------------
 
 class DownloadStep:
@@ -200,8 +211,11 @@ class DownloadStep:
             source_dir = Path(model["path"]).expanduser().resolve()
         else:
             source_dir = fetch_snapshot(model["repo_id"], env["commit"], model.get("allow_patterns"))
-        layout = detect_layout(source_dir)
-        files, size = link_tree(source_dir, out_dir / "model")
+        # A hub snapshot folder is shared by every download of that commit, so it may also hold files
+        # another run's allow_patterns fetched: link only the ones this config asked for.
+        patterns = model.get("allow_patterns") if model["source"] == "hub" else None
+        files, size = link_tree(source_dir, out_dir / "model", patterns)
+        layout = _linked_layout(model, out_dir / "model")
         self._tokenizer(model, source_dir, env, out_dir / "tokenizer")
         return {"source": model["source"], "layout": layout, "files": files, "bytes": size,
                 "from": str(source_dir), **env}

@@ -116,6 +116,27 @@ def test_hub_pins_the_resolved_commit(compose_config, tmp_path, local_copy):
     assert facts["commit"] == COMMIT and (tmp_path / "out" / "model" / "config.json").is_symlink()
 
 
+
+def test_hub_links_only_the_files_allow_patterns_selects(compose_config, tmp_path, local_copy):
+    """The snapshot folder of a commit is shared: files another config fetched must not leak in."""
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    for file in local_copy.iterdir():
+        (snapshot / file.name).symlink_to(file)
+    (snapshot / "consolidated.safetensors").write_bytes(b"")  # the Mistral copy another run fetched
+    (snapshot / "params.json").write_text("{}")
+    params = model_params(compose_config, "model=mamba2_130m", "model.tokenizer=null",
+                          "model.allow_patterns=[config.json,'model*.safetensors*','tokenizer*']")
+    with mock.patch("huggingface_hub.snapshot_download", return_value=str(snapshot)):
+        facts = run_step(params, tmp_path / "out", {"commit": COMMIT})
+    linked = sorted(p.name for p in (tmp_path / "out" / "model").iterdir())
+    assert "params.json" not in linked and "consolidated.safetensors" not in linked
+    assert facts["layout"] == "hf_mamba2" and "config.json" in linked and facts["files"] == len(linked)
+    params["model"]["allow_patterns"] = ["tokenizer*"]
+    with mock.patch("huggingface_hub.snapshot_download", return_value=str(snapshot)), \
+         pytest.raises(StepError, match="widen model.allow_patterns"):
+        run_step(params, tmp_path / "out2", {"commit": COMMIT})
+
 def test_hub_gated_repo_says_what_to_do():
     error = __import__("huggingface_hub").errors.GatedRepoError(
         "gated", response=httpx2.Response(401, request=httpx2.Request("GET", "https://huggingface.co")))
