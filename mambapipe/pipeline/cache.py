@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,15 +75,16 @@ def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Op
 
 def remove(store: ArtifactStore, step: Optional[str], older_than: Optional[str], everything: bool) -> int:
     """Remove the selected artifacts (taking each key's lock, so a run using it is not cut short).
-    With `everything` (or a whole step) the leftovers of killed runs go too. Returns how many."""
+    With `everything` (or a whole step) the leftovers of killed runs go too, but not the staging dir of
+    a run still writing. Returns how many artifacts were removed."""
     victims = select_for_removal(store, step, older_than)
     for directory in victims:
         with store.lock(directory.parent.name, directory.name):
             if directory.exists():
                 store.remove_dir(directory)
-    if everything or (step and not older_than):
-        for staging in ([store.root / step / STAGING] if step else store.root.glob(f"*/{STAGING}")):
-            shutil.rmtree(staging, ignore_errors=True)
+    if everything or step:
+        for step_name in [step] if step else [p.parent.name for p in store.root.glob(f"*/{STAGING}")]:
+            store.remove_leftovers(step_name)
     return len(victims)
 
 

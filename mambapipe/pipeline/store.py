@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 MANIFEST = "manifest.json"
 STAGING = ".staging"
@@ -64,6 +64,24 @@ class ArtifactStore:
         """Remove leftovers of killed runs for `key`; call only while holding the key's lock."""
         for leftover in (self.root / step / STAGING).glob(f"{key}.*"):
             shutil.rmtree(leftover, ignore_errors=True)
+
+    def remove_leftovers(self, step: str) -> None:
+        """Remove the staging dirs of killed runs of `step`, but not the one a live run is writing
+        (it holds its key's lock from before its step starts until the artifact is in place)."""
+        staging_root = self.root / step / STAGING
+        keys = {p.name.split(".")[0] for p in staging_root.iterdir()} if staging_root.is_dir() else set()
+        for key in sorted(keys):
+            lock = self.lock(step, key)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            try:
+                self.clear_staging(step, key)
+            finally:
+                lock.release()
+        if staging_root.is_dir() and not any(staging_root.iterdir()):
+            staging_root.rmdir()
 
     def commit(self, staging: Path, step: str, key: str, manifest: dict[str, Any]) -> Path:
         """Write the manifest last, then move the staging dir into place (replacing a forced re-run's

@@ -59,6 +59,20 @@ def test_rm_all_empties_the_cache_and_leftovers(capsys, filled):
     assert not (filled.root / "convert" / ".staging").exists()
 
 
+
+def test_rm_spares_the_staging_dir_of_a_run_still_writing(capsys, filled):
+    """A live run holds its key's lock while its step writes into staging: removing that dir would make
+    the run crash when it commits."""
+    staging = filled.root / "convert" / ".staging"
+    live, dead = staging / "feedface.42.a", staging / "deadbeef.1.x"
+    live.mkdir(parents=True)
+    dead.mkdir()
+    with filled.lock("convert", "feedface"):
+        run_cli(capsys, filled, "rm", "--all")
+        assert live.is_dir() and not dead.exists()
+    run_cli(capsys, filled, "rm", "--step", "convert")
+    assert not staging.exists()
+
 def test_removed_artifacts_are_rebuilt(capsys, filled, pipeline):
     run_cli(capsys, filled, "rm", "--step", "build")
     pipeline.ran()
