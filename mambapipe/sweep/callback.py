@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+from rich.markup import escape
 
 from mambapipe.pipeline.report import make_console
 from mambapipe.sweep.report import summarize_sweep
@@ -37,7 +38,7 @@ class SweepSummaryCallback(Callback):
             rows = summarize_sweep(sweep_dir, plots=self.plots)
         except Exception as exc:  # results exist but cannot be read back: not a green sweep
             log.error("sweep summary failed", exc_info=True)
-            console.print(f"[red]FAILED[/] could not summarize {sweep_dir}: {type(exc).__name__}: {exc}; "
+            console.print(f"[red]FAILED[/] could not summarize {sweep_dir}: {type(exc).__name__}: {escape(str(exc))}; "
                           f"after a fix: mambapipe-sweep summarize {sweep_dir}", soft_wrap=True)
             raise SystemExit(1) from exc
         print_table(console, rows, sweep_dir)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mambapipe.config import STEP_NAMES
@@ -82,6 +83,8 @@ def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Pa
         table.add_column(column)
     for row in rows:
         status = f"[red]{row.status}[/]" if row.failed else f"[green]{row.status}[/]"
-        table.add_row(row.job, job_label(row, keys), status, fmt(row.metrics["rouge1"]),
-                      fmt(row.metrics["tokens_per_s"]), fmt(row.metrics["decode_ms_per_step"]), row.reason or "")
+        # Overrides and reasons are user text: `steps=[evaluate]` is not rich markup.
+        table.add_row(row.job, escape(job_label(row, keys)), status, fmt(row.metrics["rouge1"]),
+                      fmt(row.metrics["tokens_per_s"]), fmt(row.metrics["decode_ms_per_step"]),
+                      escape(row.reason or ""))
     console.print(table)

@@ -101,3 +101,13 @@ def test_summarize_command_exit_codes(sweep_dir, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert sweep_cli(["summarize", str(tmp_path / "empty")]) == 2
     assert "is it a sweep directory?" in capsys.readouterr().out
+
+
+def test_console_table_shows_overrides_and_reasons_verbatim(tmp_path, job_writer, capsys):
+    """List overrides look like rich markup tags; the table must print them as typed."""
+    job_writer(tmp_path, 0, ["steps=[evaluate]"], statuses=("cached", "cached", "cached", "failed"), exit_code=1,
+               reason="evaluate: cannot load the tokenizer; re-run the download step (force=[download])")
+    job_writer(tmp_path, 1, ["steps=[build,evaluate]"], metrics=summarize_metrics(21.5, 120.0, 8.0))
+    assert sweep_cli(["summarize", str(tmp_path), "--no-plots"]) == 1
+    out = " ".join(capsys.readouterr().out.split())  # the table may wrap long cells
+    assert "steps=[evaluate]" in out and "steps=[build,evaluate]" in out and "(force=[download])" in out
