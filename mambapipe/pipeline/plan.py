@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from mambapipe.pipeline.keys import step_key
 from mambapipe.pipeline.resolve import Resolved, flatten, select

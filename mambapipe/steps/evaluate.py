@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mambapipe.evaluate.data import LOCAL_BUILDERS
-from mambapipe.evaluate.task import METRICS_FILE, PREDICTIONS_FILE, EvalJob, run_evaluation
+from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
 from mambapipe.pipeline.step import StepContext, StepError
 
 LAUNCHERS = {"native": "torchrun", "trtllm": "mpirun"}

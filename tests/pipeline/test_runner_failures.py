@@ -4,7 +4,6 @@ processes racing for the same artifact."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
