@@ -111,12 +111,15 @@ class EngineGenerator:
                                  f"use the tokenizer that belongs to this model")
 
     def close(self) -> None:
-        self.model = self.state = None  # drop the weights' mmap and the state pool
+        # drop the weights' mmap, the state pool and the captured graphs (which hold both, and their memory pool)
+        self.model = self.state = self._graphs = None
 
     def _run(self, prompts, max_new_tokens, sampling, eos_id) -> GenerationOutput:
         rng = torch.Generator(device=self.device).manual_seed(sampling.seed)
         outputs: list[list[int]] = [[] for _ in prompts]
         waiting, live, times = deque(range(len(prompts))), {}, _Timings()
+        # No sequence outlives a call: slots a failed call left taken would otherwise starve this one.
+        self.state.release_all()
 
         def emit(slot: int, token: int) -> None:
             seq = live[slot]

@@ -51,6 +51,9 @@ class InferenceState:
     def release(self, slots: list[int]) -> None:
         self.free.extend(slots)
 
+    def release_all(self) -> None:
+        self.free = list(range(self.num_slots))
+
     def write(self, layer: int, slots: Tensor, conv: Tensor, ssm: Tensor) -> None:
         """Store the states a prefill produced for `slots` (B,) of one layer."""
         self.conv[layer].index_copy_(0, slots, conv.to(self.conv.dtype))
