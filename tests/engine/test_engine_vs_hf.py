@@ -113,7 +113,7 @@ def test_half_precision_within_tolerance(shape, dtype, tmp_path):
 @pytest.mark.parametrize("shape", ["mamba1", "mamba2-g4"])
 def test_engine_from_convert_step_checkpoint_matches_hf(shape, tmp_path):
     """The convert engineer's converter (HF save_pretrained -> TensorRT-LLM checkpoint) feeds this engine."""
-    convert = pytest.importorskip("mambapipe.checkpoint.convert")
+    from mambapipe.checkpoint import convert  # imported, not importorskip: a broken converter must fail here
     spec = ModelSpec(**SHAPES[shape])
     model = hf_model(spec)
     model.save_pretrained(tmp_path / "hf")
