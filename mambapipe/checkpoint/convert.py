@@ -69,9 +69,11 @@ def _write_ranks(source: TensorSource, tensors: list[TrtTensor], out_dir: Path, 
                  tp_size: int, progress: bool) -> dict[str, str]:
     """Each full tensor is produced once and its shards go to every rank file, so the source is read once."""
     finals = [out_dir / f"rank{r}.safetensors" for r in range(tp_size)]
-    writers = [StreamingSafetensorsWriter(f.with_name(f.name + ".partial"), _rank_plan(tensors, model_dtype, tp_size))
-               for f in finals]
-    try:
+    plan = _rank_plan(tensors, model_dtype, tp_size)
+    writers: list[StreamingSafetensorsWriter] = []
+    try:  # writers open inside: one that fails to open must not leave the earlier ones' files behind
+        for final in finals:
+            writers.append(StreamingSafetensorsWriter(final.with_name(final.name + ".partial"), plan))
         for tensor in tqdm(tensors, desc=f"convert tp{tp_size}", unit="tensor", disable=not progress):
             full = produce(source, tensor, model_dtype)
             for rank, writer in enumerate(writers):

@@ -112,7 +112,11 @@ class StreamingSafetensorsWriter:
         self._next = 0
         self._sha = hashlib.sha256()
         self._file: BinaryIO = open(path, "wb")
-        self._emit(_encode_header(self._plan, metadata or {"format": "pt"}))
+        try:
+            self._emit(_encode_header(self._plan, metadata or {"format": "pt"}))
+        except BaseException:  # the caller never gets a writer to abort, so clean up here
+            self.abort()
+            raise
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         if self._next >= len(self._plan):

@@ -133,3 +133,22 @@ def test_finiteness_check_by_exponent_bits(dtype):
         poisoned = values.clone()
         poisoned[50] = bad
         assert not _all_finite(poisoned)
+
+
+def test_a_rank_file_that_cannot_open_leaves_no_partial_files(tmp_path, hf_copy, monkeypatch):
+    from mambapipe.checkpoint import convert
+
+    class SecondOpenFails(convert.StreamingSafetensorsWriter):
+        opened = 0
+
+        def __init__(self, path, plan, metadata=None):
+            SecondOpenFails.opened += 1
+            if SecondOpenFails.opened == 2:
+                raise OSError(f"{path}: no space left on device")
+            super().__init__(path, plan, metadata)
+
+    monkeypatch.setattr(convert, "StreamingSafetensorsWriter", SecondOpenFails)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="no space left"):
+        convert_checkpoint(hf_copy, out, "float32", 2, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == []  # rank0's .partial is gone too
