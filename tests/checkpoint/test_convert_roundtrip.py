@@ -17,14 +17,21 @@ def load_rank(path) -> dict[str, torch.Tensor]:
         return {k: f.get_tensor(k) for k in f.keys()}
 
 
-def expected_mamba1(sd: dict, cfg, dt: torch.dtype) -> dict[str, torch.Tensor]:
-    Di = cfg.intermediate_size
+def expected_outside_mixers(sd: dict, cfg, dt: torch.dtype) -> dict[str, torch.Tensor]:
+    """Embedding, final norm, lm_head (the embedding when tied) and each layer's input norm."""
     out = {"backbone.vocab_embedding.weight": sd["backbone.embeddings.weight"].to(dt),
            "backbone.ln_f.weight": sd["backbone.norm_f.weight"].to(dt),
            "lm_head.weight": sd.get("lm_head.weight", sd["backbone.embeddings.weight"]).to(dt)}
     for i in range(cfg.num_hidden_layers):
-        s, t = f"backbone.layers.{i}.mixer.", f"backbone.layers.{i}.ssm."
         out[f"backbone.layers.{i}.input_layernorm.weight"] = sd[f"backbone.layers.{i}.norm.weight"].to(dt)
+    return out
+
+
+def expected_mamba1(sd: dict, cfg, dt: torch.dtype) -> dict[str, torch.Tensor]:
+    Di = cfg.intermediate_size
+    out = expected_outside_mixers(sd, cfg, dt)
+    for i in range(cfg.num_hidden_layers):
+        s, t = f"backbone.layers.{i}.mixer.", f"backbone.layers.{i}.ssm."
         out[t + "in_proj_x.weight"] = sd[s + "in_proj.weight"][:Di].to(dt)
         out[t + "in_proj_z.weight"] = sd[s + "in_proj.weight"][Di:].to(dt)
         out[t + "conv1d.weight"] = sd[s + "conv1d.weight"].to(dt).unsqueeze(3)
@@ -43,12 +50,9 @@ def expected_mamba1(sd: dict, cfg, dt: torch.dtype) -> dict[str, torch.Tensor]:
 
 
 def expected_mamba2(sd: dict, cfg, dt: torch.dtype) -> dict[str, torch.Tensor]:
-    out = {"backbone.vocab_embedding.weight": sd["backbone.embeddings.weight"].to(dt),
-           "backbone.ln_f.weight": sd["backbone.norm_f.weight"].to(dt),
-           "lm_head.weight": sd.get("lm_head.weight", sd["backbone.embeddings.weight"]).to(dt)}
+    out = expected_outside_mixers(sd, cfg, dt)
     for i in range(cfg.num_hidden_layers):
         s, t = f"backbone.layers.{i}.mixer.", f"backbone.layers.{i}.ssm."
-        out[f"backbone.layers.{i}.input_layernorm.weight"] = sd[f"backbone.layers.{i}.norm.weight"].to(dt)
         for name in ("in_proj.weight", "conv1d.bias", "norm.weight", "out_proj.weight"):
             out[t + name] = sd[s + name].to(dt)
         out[t + "conv1d.weight"] = sd[s + "conv1d.weight"].to(dt).unsqueeze(3)
