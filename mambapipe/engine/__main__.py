@@ -41,7 +41,10 @@ def main() -> None:
         result = generator.generate(json.loads(args.prompt_ids), args.max_new_tokens, sampling, args.eos_id)
         if rank == 0:
             text = json.dumps(dataclasses.asdict(result))
-            Path(args.out).write_text(text) if args.out else print(text)
+            if args.out:
+                Path(args.out).write_text(text)
+            else:
+                print(text)
     finally:
         shutdown_distributed()
 
