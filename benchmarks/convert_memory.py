@@ -66,6 +66,11 @@ def ensure_source(name: str, workdir: Path, dtype: str) -> Path:
     return src
 
 
+def _itemsize(dtype: str) -> int:
+    import torch
+    return getattr(torch, dtype).itemsize
+
+
 def child(code: str, *args: str) -> dict:
     done = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True, cwd=REPO)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -77,7 +82,7 @@ def measure(name: str, tp: int, workdir: Path, dtype: str, baseline: int) -> dic
     result = child(_CHILD_CONVERT, str(src), str(out), dtype, str(tp))
     written = sum(f.stat().st_size for f in out.iterdir())
     shutil.rmtree(out)
-    largest = largest_tensor_bytes(model_spec(name), 2)
+    largest = largest_tensor_bytes(model_spec(name), _itemsize(dtype))  # source and output share --dtype
     target = 2 * largest + baseline
     return {"run": f"{name} tp{tp}", "largest": largest, "target": target, "written": written, **result,
             "ok": result["peak_rss"] < target}
