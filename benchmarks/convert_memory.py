@@ -18,7 +18,6 @@ import math
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from omegaconf import OmegaConf

@@ -12,7 +12,6 @@ interleaved runs after one warm-up (the least disturbed run on a shared machine)
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
