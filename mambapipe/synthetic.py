@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -162,8 +161,9 @@ def write_synthetic_checkpoint(spec: ModelSpec, out_dir: Path | str, dtype: str,
 
 def sample_texts() -> Iterator[str]:
     """Articles and highlights of the bundled sample dataset, in file order."""
-    path = resources.files("mambapipe.evaluate") / "data" / "sample.jsonl"
-    with path.open("r", encoding="utf-8") as f:
+    from mambapipe.evaluate.data import sample_path
+
+    with sample_path().open("r", encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 record = json.loads(line)
