@@ -45,5 +45,5 @@ class SweepSummaryCallback(Callback):
         console.print(f"summary: {sweep_dir / 'summary.md'}")
         failed = [row.job for row in rows if row.failed]
         if failed:
-            console.print(f"[red]FAILED[/] {len(failed)} of {len(rows)} jobs: {', '.join(failed)}")
+            console.print(f"[red]FAILED[/] {len(failed)} of {len(rows)} jobs: {', '.join(failed)}", soft_wrap=True)
             raise SystemExit(1)

@@ -28,12 +28,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     console = make_console()
     if not args.sweep_dir.is_dir():
         console.print(f"[red]error[/] {args.sweep_dir} is not a directory: pass the sweep dir "
-                      "(multirun/<date>/<time>, or the sweep's hydra.sweep.dir)")
+                      "(multirun/<date>/<time>, or the sweep's hydra.sweep.dir)", soft_wrap=True)
         return 2
     rows = summarize_sweep(args.sweep_dir, plots=not args.no_plots)
     if not rows:
         console.print(f"[red]error[/] no job run dirs (.hydra/overrides.yaml) under {args.sweep_dir}: "
-                      "is it a sweep directory?")
+                      "is it a sweep directory?", soft_wrap=True)  # one line, however long the path
         return 2
     print_table(console, rows, args.sweep_dir)
     console.print(f"summary: {args.sweep_dir / 'summary.md'}")
