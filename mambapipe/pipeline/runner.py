@@ -128,8 +128,11 @@ def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[s
             return _published(StepOutcome(name, key, "cached", 0.0, str(store.path(name, key))), run_dir)
         store.clear_staging(name, key)
         seconds, facts, staging = _call_step(plan, planned, run_dir)
-        manifest = _manifest(planned, seconds, facts, overrides)
-        artifact = store.commit(staging, name, key, manifest)
+        try:
+            artifact = store.commit(staging, name, key, _manifest(planned, seconds, facts, overrides))
+        except BaseException:  # e.g. Ctrl-C or a full disk: don't leave a whole artifact's worth in staging
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     finally:
         lock.release()
     console.print(f"[green]✓ {name}[/] ran in {seconds:.1f}s")

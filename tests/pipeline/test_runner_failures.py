@@ -51,6 +51,19 @@ def test_unexpected_exception_is_summarised_with_its_type(pipeline, caplog):
     assert any(r.exc_info for r in caplog.records)  # the traceback goes to the log
 
 
+
+def test_a_failed_commit_leaves_no_staging_behind(pipeline, monkeypatch):
+    """The step finished but moving its output into place failed (full disk, Ctrl-C): its staging
+    dir, a whole artifact's worth of files, must not stay behind."""
+    from mambapipe.pipeline.store import ArtifactStore
+
+    def disk_full(self, staging, step, key, manifest):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(ArtifactStore, "commit", disk_full)
+    result = pipeline.run()
+    assert result.reason == "download: unexpected OSError: [Errno 28] No space left on device"
+    assert not any((pipeline.store.root / "download" / ".staging").iterdir())
+
 def test_failed_evaluate_keeps_its_metrics_in_the_run_dir_but_not_in_the_cache(pipeline):
     result = pipeline.run(evaluate="fail")
     assert result.failed
