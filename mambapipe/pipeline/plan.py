@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from mambapipe.pipeline.keys import step_key
 from mambapipe.pipeline.resolve import Resolved, flatten, select
-from mambapipe.pipeline.step import Step, StepError
+from mambapipe.pipeline.step import Step, StepError, crash_summary
 from mambapipe.pipeline.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _problem(step: Step, exc: Exception) -> str:
     if isinstance(exc, StepError):
         return f"{step.name}: {exc}"
     log.error("%s failed while planning", step.name, exc_info=True)
-    return f"{step.name}: unexpected {type(exc).__name__} while planning: {(str(exc).splitlines() or [''])[0]}"
+    return f"{step.name}: {crash_summary(exc)} (while planning)"
 
 
 def _environment(step: Step, params: dict[str, Any], problems: list[str]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan
 from mambapipe.pipeline.provenance import git_commit, utc_now, versions
 from mambapipe.pipeline.report import make_console, print_plan, print_summary
 from mambapipe.pipeline.resolve import resolve_config
-from mambapipe.pipeline.step import Step, StepContext, StepError
+from mambapipe.pipeline.step import Step, StepContext, StepError, crash_summary
 from mambapipe.pipeline.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,7 @@ def _execute(plan: Plan, run_dir: Path, overrides: list[str],
             reason = f"{planned.name}: interrupted"
         except Exception as exc:  # a bug, not bad input: keep the traceback for the log
             log.error("step %s crashed", planned.name, exc_info=True)
-            first_line = (str(exc).splitlines() or [""])[0]
-            reason = f"{planned.name}: unexpected {type(exc).__name__}: {first_line}"
+            reason = f"{planned.name}: {crash_summary(exc)}"
         seconds = time.perf_counter() - started
         outcomes.append(StepOutcome(planned.name, planned.key, "failed", round(seconds, 3), None))
         console.print(f"[red]✗ {planned.name}[/] failed after {seconds:.1f}s")

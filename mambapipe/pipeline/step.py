@@ -17,6 +17,12 @@ class StepError(Exception):
     """A user-facing failure: the message is one line naming the bad thing and what to do."""
 
 
+def crash_summary(exc: BaseException) -> str:
+    """One line for a crash (a bug, not bad input); the traceback goes to the log, not the summary."""
+    first_line = (str(exc).splitlines() or [""])[0]
+    return f"unexpected {type(exc).__name__}: {first_line}"
+
+
 @dataclass
 class StepContext:
     """Where a step runs and what it may write besides its artifact."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from mambapipe.pipeline.runner import run_recipe
+from mambapipe.pipeline.step import crash_summary
 from mambapipe.sweep.record import update_job_record
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,7 @@ def main(argv: list[str]) -> int:
         result = run_recipe(OmegaConf.create(sys.stdin.read()), run_dir, overrides)
     except Exception as exc:  # a bug outside any step (those the runner reports itself)
         log.error("sweep job crashed", exc_info=True)
-        first_line = (str(exc).splitlines() or [""])[0]
-        update_job_record(run_dir, reason=f"unexpected {type(exc).__name__}: {first_line}")
+        update_job_record(run_dir, reason=crash_summary(exc))
         return 1
     update_job_record(run_dir, reason=result.reason)
     return 1 if result.failed else 0
