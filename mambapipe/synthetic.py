@@ -18,13 +18,13 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.models import ModelSpec
 
 EOS_TOKEN = "<|endoftext|>"
 MAX_SHARD_BYTES = 2_000_000_000  # decimal GB, as save_pretrained counts max_shard_size
 WEIGHT_STD = 0.02
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def hf_config(spec: ModelSpec, dtype: str):
@@ -129,11 +129,11 @@ def write_synthetic_checkpoint(spec: ModelSpec, out_dir: Path | str, dtype: str,
     """Write a seeded random HF Mamba/Mamba2 checkpoint of shape `spec` into `out_dir` in `dtype`.
 
     Peak memory is one shard (≤ `max_shard_bytes`) plus one float32 tensor. Returns manifest facts."""
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch_dtype = _DTYPES[dtype]
+    torch_dtype = TORCH_DTYPES[dtype]
     shapes = tensor_shapes(spec)
     shards = plan_shards(shapes, torch_dtype.itemsize, max_shard_bytes)
     files = _shard_names(len(shards))

@@ -23,8 +23,8 @@ from mambapipe.checkpoint.safetensors_io import PlannedTensor, StreamingSafetens
 from mambapipe.checkpoint.sources import TensorSource, open_source
 from mambapipe.checkpoint.tp import shard, shard_shape
 from mambapipe.checkpoint.trtllm import TrtTensor, trtllm_tensors
+from mambapipe.dtypes import TORCH_DTYPES
 
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _FINITE_CHECK_CHUNK = 1 << 22  # elements per finiteness pass, so the check never doubles a big tensor
 _EXPONENT_BITS = {torch.float16: (torch.int16, 0x7C00), torch.bfloat16: (torch.int16, 0x7F80),
                   torch.float32: (torch.int32, 0x7F800000)}
@@ -60,9 +60,9 @@ def _clear_outputs(model_dir: Path, out_dir: Path) -> Path:
 
 
 def parse_dtype(dtype: str) -> torch.dtype:
-    if dtype not in DTYPES:
-        raise ConvertError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    if dtype not in TORCH_DTYPES:
+        raise ConvertError(f"unknown dtype {dtype!r}; use one of {', '.join(TORCH_DTYPES)}")
+    return TORCH_DTYPES[dtype]
 
 
 def _write_ranks(source: TensorSource, tensors: list[TrtTensor], out_dir: Path, model_dtype: torch.dtype,

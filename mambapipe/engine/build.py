@@ -17,14 +17,14 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from mambapipe.backends.base import BuildSettings
+from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.engine.weights import engine_tensors
 from mambapipe.models import ModelSpec
 
 # -2: build_config's ssm_state_dtype is the dtype the engine really keeps its state in (-1 wrote "float32"
 # while the CUDA path kept it in the model dtype), and build_config gained fused_conv_ssm.
 ENGINE_FORMAT = "mambapipe-native-2"
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-SSM_STATE_DTYPES = ("auto", *DTYPES)
+SSM_STATE_DTYPES = ("auto", *TORCH_DTYPES)
 
 
 def limits_problem(max_batch_size: int, max_input_len: int, max_seq_len: int) -> Optional[str]:
@@ -40,8 +40,8 @@ def limits_problem(max_batch_size: int, max_input_len: int, max_seq_len: int) ->
 
 def dtype_problem(dtype: str, device: str) -> Optional[str]:
     """Why `device` cannot run `dtype` (None when it can)."""
-    if dtype not in DTYPES:
-        return f"dtype {dtype!r} is not one of {sorted(DTYPES)}"
+    if dtype not in TORCH_DTYPES:
+        return f"dtype {dtype!r} is not one of {sorted(TORCH_DTYPES)}"
     if device == "cuda":
         if not torch.cuda.is_available():
             return "device=cuda but no CUDA device is visible; use device=cpu"

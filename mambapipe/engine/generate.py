@@ -18,8 +18,8 @@ from typing import Optional, Sequence
 import torch
 
 from mambapipe.backends.base import GenerationOutput, SamplingConfig
+from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.engine import kernels
-from mambapipe.engine.build import DTYPES
 from mambapipe.engine.cuda_graphs import maybe_graphed_decode
 from mambapipe.engine.model import MambaModel
 from mambapipe.engine.sampling import is_greedy, sample
@@ -76,7 +76,7 @@ class EngineGenerator:
         self.max_batch_size, self.max_input_len, self.max_seq_len = (
             limits.max_batch_size, limits.max_input_len, limits.max_seq_len)
         self.state = InferenceState.allocate(model.spec, tp_size, limits.max_batch_size, model.dtype, device,
-                                             ssm_dtype=DTYPES[ssm_state_dtype])
+                                             ssm_dtype=TORCH_DTYPES[ssm_state_dtype])
         self._tokens = torch.zeros(limits.max_batch_size, dtype=torch.long, device=device)  # decode input
         self._graphs = maybe_graphed_decode(model, self.state, self._tokens, cuda_graphs)  # None off CUDA
         self.runtime_path = self._runtime_path()

@@ -15,10 +15,10 @@ from typing import Optional, Sequence
 import torch
 
 from mambapipe.backends.base import GenerationOutput, SamplingConfig
+from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.models import MAMBA1, MAMBA2, ModelSpec
 
 HF_MODEL_TYPES = {"mamba": MAMBA1, "mamba2": MAMBA2}
-_TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def hf_layout_problem(model_dir: Path) -> Optional[str]:
@@ -67,7 +67,7 @@ class HFGenerator:
                  max_input_len: int = 2**31, max_seq_len: int = 2**31) -> None:
         from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_TORCH_DTYPES[dtype],
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=TORCH_DTYPES[dtype],
                                                           trust_remote_code=False).to(device).eval()
         self.spec = spec_from_hf_config(self.model.config)
         self.dtype, self.device = dtype, device

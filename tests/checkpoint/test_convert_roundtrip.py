@@ -8,8 +8,8 @@ from checkpoint_support import MAMBA1_TIED, MAMBA1_UNTIED_BIAS, MAMBA2_MISTRAL, 
 from safetensors import safe_open
 
 from mambapipe.checkpoint import convert_checkpoint
+from mambapipe.dtypes import TORCH_DTYPES
 
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def load_rank(path) -> dict[str, torch.Tensor]:
@@ -72,7 +72,7 @@ def test_every_tensor_matches_hf_source(tmp_path, config, dtype):
 
     got = load_rank(tmp_path / "out" / "rank0.safetensors")
     sd = model.state_dict()
-    expect = (expected_mamba2 if "num_heads" in config else expected_mamba1)(sd, model.config, DTYPES[dtype])
+    expect = (expected_mamba2 if "num_heads" in config else expected_mamba1)(sd, model.config, TORCH_DTYPES[dtype])
     assert sorted(got) == sorted(expect)
     for name, want in expect.items():
         assert got[name].dtype == want.dtype, name
