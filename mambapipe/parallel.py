@@ -88,6 +88,11 @@ def _env_int(*names: str) -> Optional[int]:
     return None
 
 
+def launcher_rank() -> int:
+    """This process's rank as torchrun or an MPI launcher numbers it; 0 outside a launcher."""
+    return _env_int("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK") or 0
+
+
 def init_distributed(device: str) -> tuple[int, int]:
     """Join the launcher's process group (gloo on CPU, NCCL on CUDA); (rank, world_size).
     Outside a launcher this is a no-op returning (0, 1)."""

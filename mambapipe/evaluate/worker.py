@@ -9,14 +9,10 @@ mpirun for TensorRT-LLM). Every rank runs the same task code; only rank 0 writes
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from mambapipe.evaluate.task import EvalJob, run_evaluation
-
-MPI_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
-
 
 def write_job(job: EvalJob, path: Path) -> None:
     """The job as JSON for the ranks (params are plain values: the runner resolves them so)."""
@@ -38,7 +34,9 @@ def this_rank(job: EvalJob) -> int:
         rank, _ = init_distributed(job.get("device"))
         return rank
     # TensorRT-LLM ranks are MPI ranks; its runtime reads them itself, we only need to know rank 0.
-    return next((int(os.environ[v]) for v in MPI_RANK_VARIABLES if v in os.environ), 0)
+    from mambapipe.parallel import launcher_rank
+
+    return launcher_rank()
 
 
 def main(argv: list[str]) -> int:
