@@ -17,15 +17,12 @@ NATIVE_DEFAULTS = {"build.ssm_state_dtype": "auto", "build.fused_conv_ssm": Fals
 OPTION_KEYS = TRTLLM_KEYS + NATIVE_KEYS
 
 
-def _plain(value: Any) -> Any:
-    return getattr(value, "value", value)  # config enums (DType, BackendName, ...) -> their strings
-
 
 def settings_from(params: dict[str, Any]) -> BuildSettings:
     return BuildSettings(max_batch_size=int(params["build.max_batch_size"]),
                          max_input_len=int(params["build.max_input_len"]),
-                         max_seq_len=int(params["build.max_seq_len"]), device=_plain(params["device"]),
-                         options={key.split(".", 1)[1]: _plain(params[key]) for key in OPTION_KEYS})
+                         max_seq_len=int(params["build.max_seq_len"]), device=params["device"],
+                         options={key.split(".", 1)[1]: params[key] for key in OPTION_KEYS})
 
 
 def _check_checkpoint_matches(params: dict[str, Any], checkpoint_dir: Path) -> None:
@@ -34,22 +31,22 @@ def _check_checkpoint_matches(params: dict[str, Any], checkpoint_dir: Path) -> N
         raise StepError(f"{path} is missing; rerun the convert step (force=[convert])")
     cfg = json.loads(path.read_text())
     tp = int(cfg.get("mapping", {}).get("tp_size", 1))
-    if cfg.get("dtype") != _plain(params["dtype"]) or tp != int(params["tp_size"]):
+    if cfg.get("dtype") != params["dtype"] or tp != int(params["tp_size"]):
         raise StepError(f"checkpoint {checkpoint_dir} is dtype={cfg.get('dtype')} tp_size={tp} but the build asks "
-                        f"for dtype={_plain(params['dtype'])} tp_size={params['tp_size']}; rerun convert")
+                        f"for dtype={params['dtype']} tp_size={params['tp_size']}; rerun convert")
 
 
 def _check_native_options(params: dict[str, Any], device: str) -> None:
-    problem = ssm_state_dtype_problem(_plain(params["build.ssm_state_dtype"]), device)
+    problem = ssm_state_dtype_problem(params["build.ssm_state_dtype"], device)
     if problem:
         raise StepError(problem)
-    if _plain(params["backend"]) == "native":
+    if params["backend"] == "native":
         return
-    changed = [key for key in NATIVE_KEYS if _plain(params[key]) != NATIVE_DEFAULTS[key]]
+    changed = [key for key in NATIVE_KEYS if params[key] != NATIVE_DEFAULTS[key]]
     if changed:  # refused rather than silently ignored: the key would claim a computation that never ran
-        asked = ", ".join(f"{key}={_plain(params[key])}" for key in changed)
+        asked = ", ".join(f"{key}={params[key]}" for key in changed)
         defaults = ", ".join(f"{key}={NATIVE_DEFAULTS[key]}" for key in changed)
-        raise StepError(f"backend={_plain(params['backend'])} cannot honour {asked} (TensorRT-LLM picks its own "
+        raise StepError(f"backend={params['backend']} cannot honour {asked} (TensorRT-LLM picks its own "
                         f"state dtype and kernels); set {defaults} or use backend=native")
 
 
@@ -63,20 +60,20 @@ class BuildStep:
     def check(self, params: dict[str, Any]) -> None:
         s = settings_from(params)
         _check_native_options(params, s.device)
-        backend = get_backend(_plain(params["backend"]))
+        backend = get_backend(params["backend"])
         for problem in (limits_problem(s.max_batch_size, s.max_input_len, s.max_seq_len),
-                        dtype_problem(_plain(params["dtype"]), s.device), backend.unavailable_reason(s.device)):
+                        dtype_problem(params["dtype"], s.device), backend.unavailable_reason(s.device)):
             if problem:
                 raise StepError(problem)
         if int(params["tp_size"]) < 1:
             raise StepError(f"tp_size must be >= 1, got {params['tp_size']}")
 
     def environment(self, params: dict[str, Any]) -> dict[str, Any]:
-        backend = get_backend(_plain(params["backend"]))
+        backend = get_backend(params["backend"])
         return backend.environment() if hasattr(backend, "environment") else {}
 
     def describe(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path) -> list[str]:
-        backend = get_backend(_plain(params["backend"]))
+        backend = get_backend(params["backend"])
         if not hasattr(backend, "describe_build"):
             return []
         return backend.describe_build(Path(inputs["convert"]), Path(out_dir), settings_from(params))
@@ -84,8 +81,8 @@ class BuildStep:
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path, ctx: StepContext) -> dict[str, Any]:
         self.check(params)
         _check_checkpoint_matches(params, Path(inputs["convert"]))
-        facts = get_backend(_plain(params["backend"])).build(Path(inputs["convert"]), out_dir, settings_from(params))
-        return {"backend": _plain(params["backend"]), **facts}
+        facts = get_backend(params["backend"]).build(Path(inputs["convert"]), out_dir, settings_from(params))
+        return {"backend": params["backend"], **facts}
 
 
 STEP = BuildStep()

@@ -27,7 +27,7 @@ class ConvertStep:
     def check(self, params: dict[str, Any]) -> None:
         spec = _configured_spec(params)
         try:
-            parse_dtype(_plain(params["dtype"]))
+            parse_dtype(params["dtype"])
         except ConvertError as e:
             raise StepError(str(e)) from None
         problems = spec.tp_problems(int(params["tp_size"]))
@@ -43,7 +43,7 @@ class ConvertStep:
             if mismatches:
                 raise StepError(f"{model_dir}: checkpoint does not match model.arch ({'; '.join(mismatches)}); "
                                 "fix the model config or point at the right checkpoint")
-            facts = convert_checkpoint(model_dir, out_dir, _plain(params["dtype"]), int(params["tp_size"]),
+            facts = convert_checkpoint(model_dir, out_dir, params["dtype"], int(params["tp_size"]),
                                        progress=ctx.show_progress)
         except ConvertError as e:
             raise StepError(str(e)) from None
@@ -64,13 +64,9 @@ def _normalised(spec: ModelSpec) -> dict[str, Any]:
 
 def _configured_spec(params: dict[str, Any]) -> ModelSpec:
     try:
-        return ModelSpec(**{k: _plain(v) for k, v in dict(params["model.arch"]).items()})
+        return ModelSpec(**params["model.arch"])
     except (TypeError, ValueError) as e:
         raise StepError(f"model.arch is not a valid architecture: {e}") from None
-
-
-def _plain(value: Any) -> Any:
-    return getattr(value, "value", value)  # enum members (e.g. DType) -> their string
 
 
 def _download_revision(download_dir: Path) -> str | None:
