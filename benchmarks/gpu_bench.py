@@ -2,7 +2,7 @@
 anchors-h200.md timed against the decode floor.
 
     PYTHONPATH=$PWD python benchmarks/gpu_bench.py --out $OUT [--models mamba_130m,...] [--skip-hf]
-        [--fused-conv-ssm] [--triton-ssd]
+        [--fused-conv-ssm] [--triton-ssd] [--tune-gemv] [--gemv-max-batch N] [--scenarios S1,S3]
 
 Prints a table last; writes results.json (and the HF check) under --out.
 """
@@ -70,13 +70,13 @@ def bench(model, scenarios: dict, repeats: int, **engine_options) -> dict:
     return dict(zip(scenarios, rows))
 
 
-def run_model(name: str, torch_baseline: bool, fuse_conv_ssm: bool = False) -> dict:
+def run_model(name: str, torch_baseline: bool, scenarios: dict, fuse_conv_ssm: bool = False) -> dict:
     spec = model_spec(name)
     start = time.perf_counter()
     model = random_model(spec, fuse_conv_ssm=fuse_conv_ssm)
     result = {"check": fused_vs_torch(model)}
     print(f"[{name}] fused vs torch: {result['check']}", flush=True)
-    result["fused"] = bench(model, SCENARIOS, repeats=3)
+    result["fused"] = bench(model, scenarios, repeats=3)
     if torch_baseline:
         # The plain torch engine: no Triton kernels, no graphs, fp32 state
         result["torch"] = bench(torch_twin(model), {"S1": SCENARIOS["S1"]}, repeats=1, ssm_state_dtype="float32",
@@ -97,13 +97,13 @@ def table(results: dict) -> str:
             "S2 tok/s | S2 % floor | S3 prefill(2048) ms | S3 tok/s | S4 tok/s |")
     lines = [head, "|" + "---|" * 12]
     for name, r in results.items():
-        f = r["fused"]
-        lines.append(f"| {name} | mambapipe fused+graphs | {_fmt(f['S1']['prefill_ms'], '.1f')} | "
-                     f"{_fmt(f['S1']['decode_ms_per_step'], '.3f')} | {_fmt(f['S1']['tokens_per_s'], '.0f')} | "
-                     f"{_fmt(f['S1']['floor_pct'], '.0f')} | {_fmt(f['S2']['decode_ms_per_step'], '.3f')} | "
-                     f"{_fmt(f['S2']['tokens_per_s'], '.0f')} | {_fmt(f['S2']['floor_pct'], '.0f')} | "
-                     f"{_fmt(f['S3']['prefill_ms'], '.1f')} | {_fmt(f['S3']['tokens_per_s'], '.0f')} | "
-                     f"{_fmt(f['S4']['tokens_per_s'], '.0f')} |")
+        f = {s: r["fused"].get(s, {}) for s in SCENARIOS}  # scenarios left out print as "-"
+        lines.append(f"| {name} | mambapipe fused+graphs | {_fmt(f['S1'].get('prefill_ms'), '.1f')} | "
+                     f"{_fmt(f['S1'].get('decode_ms_per_step'), '.3f')} | {_fmt(f['S1'].get('tokens_per_s'), '.0f')} | "
+                     f"{_fmt(f['S1'].get('floor_pct'), '.0f')} | {_fmt(f['S2'].get('decode_ms_per_step'), '.3f')} | "
+                     f"{_fmt(f['S2'].get('tokens_per_s'), '.0f')} | {_fmt(f['S2'].get('floor_pct'), '.0f')} | "
+                     f"{_fmt(f['S3'].get('prefill_ms'), '.1f')} | {_fmt(f['S3'].get('tokens_per_s'), '.0f')} | "
+                     f"{_fmt(f['S4'].get('tokens_per_s'), '.0f')} |")
         if "torch" in r:
             t = r["torch"]["S1"]
             lines.append(f"| {name} | mambapipe torch (eager) | {_fmt(t['prefill_ms'], '.1f')} | "
@@ -124,11 +124,18 @@ def main() -> None:
     parser.add_argument("--tune-scan", action="store_true")
     parser.add_argument("--fused-conv-ssm", action="store_true", help="as build.fused_conv_ssm=true (Mamba2)")
     parser.add_argument("--triton-ssd", action="store_true", help="Mamba2 prefill SSD through kernels/ssd_triton")
+    parser.add_argument("--gemv-max-batch", type=int, help="decode batches up to this take kernels/gemv.py (0: none)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="a subset of S1,S2,S3,S4")
+    parser.add_argument("--tune-gemv", action="store_true", help="sweep the small-batch GEMV tiles first, use the best")
     args = parser.parse_args()
     if args.triton_ssd:  # opt-in until timed; the fused-vs-torch check then covers it at the real shapes
         from mambapipe.engine.kernels import ssd
 
         ssd.TRITON_SSD = True
+    if args.gemv_max_batch is not None:
+        from mambapipe.engine.kernels import decode
+
+        decode.GEMV_MAX_BATCH = args.gemv_max_batch
     args.out.mkdir(parents=True, exist_ok=True)
     import triton
 
@@ -142,15 +149,31 @@ def main() -> None:
         out["micro"] = {"scan_ms_per_layer": variants, "scan_choice": use_fastest_scan(variants),
                         "ssd_ms_per_layer": ssd_times()}
         print("micro:", json.dumps(out["micro"]), flush=True)
+    if args.tune_gemv:  # time the small-batch projections per tile choice; the models then run the fastest
+        from gpu_gemv import sweep, use_fastest_tiles
+
+        try:  # a failed sweep leaves the default tiles; the models' runs still count
+            out["gemv"] = sweep([1])
+            out["gemv_tiles"] = use_fastest_tiles(out["gemv"])
+            print("gemv tiles:", json.dumps(out["gemv_tiles"]), flush=True)
+            (args.out / "results.json").write_text(json.dumps(out, indent=1))
+        except Exception:  # noqa: BLE001 - reported, then the run goes on
+            out["gemv_error"] = traceback.format_exc()
+            print(out["gemv_error"], flush=True)
     if not args.skip_hf:
         from gpu_hf_check import check
 
-        out["hf"] = {n: check(model_spec(n)) for n in ("mamba_130m", "mamba2_130m")}
-        print("HF check:", json.dumps(out["hf"]), flush=True)
+        try:  # a failed check is reported; the timing runs still count
+            out["hf"] = {n: check(model_spec(n)) for n in ("mamba_130m", "mamba2_130m")}
+            print("HF check:", json.dumps(out["hf"]), flush=True)
+        except Exception:  # noqa: BLE001 - reported in the log and results.json, then the run goes on
+            out["hf_error"] = traceback.format_exc()
+            print(out["hf_error"], flush=True)
     out["models"] = {}
     for name in args.models.split(","):
         try:  # one model's failure must not cost the other models' device minutes
             out["models"][name] = run_model(name, torch_baseline=not args.no_torch_baseline,
+                                            scenarios={s: SCENARIOS[s] for s in args.scenarios.split(",")},
                                             fuse_conv_ssm=args.fused_conv_ssm)
         except Exception:  # noqa: BLE001 - reported in the log and results.json, then the run goes on
             out.setdefault("errors", {})[name] = traceback.format_exc()

@@ -12,7 +12,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from mambapipe.engine.kernels import conv, mamba2_step, norms
+from mambapipe.engine.kernels import conv, gemv, mamba2_step, norms
 
 H, F, I, C = "*fp16", "*fp32", "i32", "constexpr"
 KERNELS = [
@@ -27,6 +27,15 @@ KERNELS = [
     (mamba2_step._gate_norm_shift_kernel,
      dict(y_ptr=F, in_ptr=H, w_ptr=H, out_ptr=H, cs_ptr=H, stride_y=I, stride_in=I, stride_out=I, stride_csb=I,
           stride_csc=I, xbc_off=I, Di=I, BC=I, G=I, eps="fp32", N=C, BLOCK=C), dict(N=128, BLOCK=1024)),
+    (gemv._norm_gemv_kernel,
+     dict(res_ptr=F, norm_w_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=H, cs_ptr=H, cw_ptr=H, cb_ptr=H, M=I, N=I, K=I,
+          conv_lo=I, conv_hi=I, stride_res=I, stride_out=I, stride_csb=I, stride_csc=I, eps="fp32", HAS_BIAS=C,
+          CONV=C, CONV_BIAS=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C),
+     dict(HAS_BIAS=False, CONV=True, CONV_BIAS=True, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256)),
+    (gemv._gemv_residual_kernel,
+     dict(y_ptr=F, z_ptr=H, g_ptr=H, w_ptr=H, bias_ptr=H, res_ptr=F, M=I, N=I, K=I, G=I, stride_y=I, stride_z=I,
+          stride_res=I, eps="fp32", GATED=C, HAS_BIAS=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C),
+     dict(GATED=True, HAS_BIAS=True, BLOCK_M=8, BLOCK_N=4, BLOCK_K=128)),
     (norms._gated_rms_norm_kernel,
      dict(y_ptr=F, z_ptr=H, w_ptr=H, out_ptr=H, D=I, G=I, stride_y=I, stride_z=I, stride_out=I, eps="fp32",
           BLOCK=C), dict(BLOCK=1024)),

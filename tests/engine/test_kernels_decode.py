@@ -14,6 +14,7 @@ pytest.importorskip("triton", reason="the fused kernels need Triton (a test depe
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model  # noqa: E402
 
 from mambapipe.engine.api import load_engine  # noqa: E402
+from mambapipe.engine.kernels import decode  # noqa: E402
 from mambapipe.engine.kernels.decode import fused_decode  # noqa: E402
 from mambapipe.engine.model import MambaModel  # noqa: E402
 from mambapipe.engine.state import InferenceState  # noqa: E402
@@ -29,9 +30,11 @@ def model(request, tmp_path_factory):
     return load_engine(engine, DEVICE).model
 
 
-@pytest.mark.parametrize("fuse_conv_ssm", [False, True])
+# small batches take the matrix-vector kernels (kernels/gemv.py), larger ones cuBLAS GEMMs
+@pytest.mark.parametrize("gemv_max_batch,fuse_conv_ssm", [(8, False), (0, False), (0, True)])
 @pytest.mark.parametrize("ssm_dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2)])
-def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, fuse_conv_ssm):
+def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, gemv_max_batch, fuse_conv_ssm, monkeypatch):
+    monkeypatch.setattr(decode, "GEMV_MAX_BATCH", gemv_max_batch)
     reference = MambaModel(model.spec, model.glob, model.layers, model.comm, kernel_choice="torch")  # even on CUDA
     fused = MambaModel(model.spec, model.glob, model.layers, model.comm, fuse_conv_ssm=fuse_conv_ssm)
     torch.manual_seed(0)

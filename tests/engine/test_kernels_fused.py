@@ -16,7 +16,7 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton", reason="the fused kernels need Triton (a test dependency)")
 
 from mambapipe.engine import ops  # noqa: E402
-from mambapipe.engine.kernels import conv, mamba2_step, norms, scan, ssd, ssm  # noqa: E402
+from mambapipe.engine.kernels import conv, gemv, mamba2_step, norms, scan, ssd, ssm  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF = torch.float16  # on the CPU the interpreter (numpy) has fp16 but no bf16
@@ -146,3 +146,38 @@ def test_mamba2_fused_step_matches_conv_ssm_gated_norm(dtype, tol):
         torch.testing.assert_close(conv_state, conv_ref)
         _close(ssm_state, ssm_ref, tol)
         zxbcdt = _rand(batch, Di + C + heads, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])
+@pytest.mark.parametrize("batch,with_bias", [(1, False), (3, True)])
+def test_norm_gemv_with_conv_rows_matches_torch(dtype, tol, batch, with_bias):
+    H, N, lo, C = 300, 100, 30, 50  # 300 columns: two K tiles, the second one ragged
+    residual, norm_w = _rand(batch, H, scale=3.0), _rand(H, dtype=dtype)
+    weight, bias = _rand(N, H, dtype=dtype, scale=H ** -0.5), _rand(N, dtype=dtype) if with_bias else None
+    conv_w, conv_b = _rand(C, 4, dtype=dtype, scale=0.5), _rand(C, dtype=dtype)
+    slots = _rand(batch + 2, C, 3, dtype=dtype)  # the decode works on a span of the slot pool
+    state, state_ref = slots[1:batch + 1], slots[1:batch + 1].clone()
+    for _ in range(2):  # the shifted conv state must feed the next step
+        out = gemv.norm_gemv(residual, norm_w, weight, bias, 1e-5, conv=(state, conv_w, conv_b, lo))
+        ref = gemv.norm_gemv_ref(residual, norm_w, weight, bias, 1e-5, conv=(state_ref, conv_w, conv_b, lo))
+        _close(out, ref, tol)
+        _close(state, state_ref, tol)  # the new input is F.linear's output, equal up to rounding
+        residual = _rand(batch, H, scale=3.0)
+    logits = gemv.norm_gemv(residual, norm_w, weight, None, 1e-5, out_dtype=torch.float32)  # the lm_head use
+    assert logits.dtype == torch.float32
+    _close(logits, gemv.norm_gemv_ref(residual, norm_w, weight, None, 1e-5, out_dtype=torch.float32), tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])
+@pytest.mark.parametrize("gated,batch,with_bias", [(True, 1, False), (True, 3, True), (False, 2, True)])
+def test_gemv_residual_matches_torch(dtype, tol, gated, batch, with_bias):
+    D, H, group = 96, 70, 48  # two norm groups, each ending inside a K tile
+    packed = _rand(batch, 160, dtype=dtype)  # z is a column slice of the in_proj output
+    y = _rand(batch, D) if gated else _rand(batch, D, dtype=dtype)
+    gate = (packed[:, 32:128], _rand(D, dtype=dtype), group) if gated else None
+    weight, bias = _rand(H, D, dtype=dtype, scale=D ** -0.5), _rand(H, dtype=dtype) if with_bias else None
+    residual = _rand(batch, H)
+    expected = residual.clone()
+    gemv.gemv_residual(residual, y, weight, bias, gate=gate, eps=1e-5)
+    gemv.gemv_residual_ref(expected, y, weight, bias, gate=gate, eps=1e-5)
+    _close(residual, expected, tol)

@@ -1,17 +1,22 @@
-"""The whole-model decode step on the fused kernels, per layer: one add+RMSNorm, the in_proj GEMM, then
-Mamba1: conv update, x_proj GEMM, SSM update (dt_proj, D skip and z gate inside); Mamba2: conv update,
-SSM update and gated norm (or, with build.fused_conv_ssm, conv + SSM in one kernel: kernels/mamba2_step.py);
-then out_proj.
-No splits or copies of the projection outputs. Same contract and weights as `MambaModel.decode`, which
-dispatches here on CUDA.
+"""The whole-model decode step on the fused kernels. Same contract and weights as `MambaModel.decode`,
+which dispatches here on CUDA. No splits or copies of the projection outputs.
+
+Batch 1 (GEMV_MAX_BATCH, on one rank) takes the matrix-vector kernels of kernels/gemv.py, per
+layer: norm + in_proj + conv update; Mamba1: x_proj GEMM, SSM update (dt_proj, D skip and z gate inside);
+Mamba2: SSM update; then out_proj added into the residual (Mamba2: with the gated norm in front).
+Larger batches, and tensor-parallel ranks (whose out_proj partial sums need an all-reduce before the
+residual add), take cuBLAS GEMMs with one add+RMSNorm, then Mamba1: conv update, x_proj, SSM update;
+Mamba2: conv update, SSM update and gated norm (or, with build.fused_conv_ssm, conv + SSM in one kernel:
+kernels/mamba2_step.py); then out_proj.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mambapipe.engine.kernels import fuses_conv_ssm
+from mambapipe.engine.kernels import fuses_conv_ssm, gemv
 from mambapipe.engine.kernels.conv import causal_conv1d_update
 from mambapipe.engine.kernels.mamba2_step import mamba2_step
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
@@ -21,8 +26,16 @@ from mambapipe.engine.weights import LayerWeights
 from mambapipe.models import TRTLLM_NORM_EPSILON as EPS
 
 
+# Batch 1 only: there the matrix-vector kernels beat cuBLAS + the separate small kernels (S1 decode 4-25 %
+# faster on the H200); at batch 8 their register-tile products fall to a third of cuBLAS's bandwidth
+# (GPU_NOTES.md, v5). The kernels accept up to gemv.MAX_BATCH rows (tested), so this is a speed choice.
+GEMV_MAX_BATCH = 1
+
+
 def fused_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tensor:
     """One token (B,) for slots [lo, lo+B) of `model` (a MambaModel); returns (B, V) fp32 logits."""
+    if len(tokens) <= min(GEMV_MAX_BATCH, gemv.MAX_BATCH) and model.comm.world_size == 1:
+        return _gemv_decode(model, tokens, state, lo)
     residual = F.embedding(tokens, model.glob["embedding"]).float()  # (B, H)
     step = _mamba2_step if model.spec.is_mamba2 else _mamba1_step
     delta = None  # the previous layer's output, added to the residual inside the next norm
@@ -58,3 +71,35 @@ def _mamba2_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -
     x, B, C = xBC.split([model.d_inner, model.bc_size, model.bc_size], dim=-1)
     y = mamba2_state_update(ssm, x, dt, w.dt_bias, w.A, B, C, w.D)  # (B, Di/tp) fp32
     return model._out_proj(w, gated_rms_norm(y, z, w.gate_norm, group, EPS))
+
+
+# ---- small batches: matrix-vector kernels with the norms, conv and residual add fused in ----------------
+
+def _gemv_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tensor:
+    residual = F.embedding(tokens, model.glob["embedding"]).float()  # (B, H), each layer adds into it
+    step = _mamba2_gemv_step if model.spec.is_mamba2 else _mamba1_gemv_step
+    for i, w in enumerate(model.layers):
+        conv, ssm = state.span(i, lo, lo + len(tokens))
+        step(model, w, residual, conv, ssm)
+    return gemv.norm_gemv(residual, model.glob["norm_f"], model.glob["lm_head"], None, EPS,
+                          out_dtype=torch.float32)  # (B, V)
+
+
+def _mamba1_gemv_step(model, w: LayerWeights, residual: Tensor, conv: Tensor, ssm: Tensor) -> None:
+    N = model.spec.state_size
+    xz = gemv.norm_gemv(residual, w.norm, w.in_proj, w.in_proj_bias, EPS,
+                        conv=(conv, w.conv_weight, w.conv_bias, 0))  # (B, 2Di): x already conv'd
+    x, z = xz.split(model.d_inner, dim=-1)
+    x_dbl = F.linear(x, w.x_proj)  # (B, R+2N)
+    dt_low, B, C = x_dbl.split([x_dbl.shape[-1] - 2 * N, N, N], dim=-1)
+    y = mamba1_state_update(ssm, x, dt_low, w.dt_proj, w.dt_bias, w.A, B, C, w.D, z)  # (B, Di)
+    gemv.gemv_residual(residual, y, w.out_proj, w.out_proj_bias)
+
+
+def _mamba2_gemv_step(model, w: LayerWeights, residual: Tensor, conv: Tensor, ssm: Tensor) -> None:
+    zxbcdt = gemv.norm_gemv(residual, w.norm, w.in_proj, w.in_proj_bias, EPS,
+                            conv=(conv, w.conv_weight, w.conv_bias, model.d_inner))  # (B, rows): xBC conv'd
+    z, x, B, C, dt = zxbcdt.split([model.d_inner, model.d_inner, model.bc_size, model.bc_size, model.heads], -1)
+    y = mamba2_state_update(ssm, x, dt, w.dt_bias, w.A, B, C, w.D)  # (B, Di) fp32
+    group = model.spec.intermediate_size // model.spec.n_groups
+    gemv.gemv_residual(residual, y, w.out_proj, w.out_proj_bias, gate=(z, w.gate_norm, group), eps=EPS)

@@ -1,0 +1,201 @@
+"""Small-batch projections of the decode step with their neighbours fused in, so a Mamba2 layer is three
+kernels (norm + in_proj + conv, SSM update, gated norm + out_proj + residual) and a Mamba1 layer four.
+
+At batch 1 a decode layer is a handful of matrix-vector products and tiny elementwise kernels; on the H200
+the tiny kernels and the gaps between them cost a large share of the step (GPU_NOTES.md, v5 profile).
+Each program owns BLOCK_N output rows for every batch row, so it can also:
+- normalize the input vector itself: it reads the whole (few-KB, L2-resident) input anyway, sums its
+  squares on the way, and scales its finished dot products by 1/rms (one pass, no norm kernel);
+- run the causal-conv update on the in_proj rows that are conv channels, since each channel's output is
+  produced by exactly one program (no race on its conv state);
+- add its rows of out_proj into the fp32 residual stream in place (again one owner per element).
+A product of a few rows is memory-bound, so the weights stream through plain fp32 FMAs into register
+accumulators (no tensor-core tiles, no shared-memory staging). Against the torch path (`ops.rms_norm` on
+`residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input to the
+model dtype is skipped (it stays fp32), so the fused engine stays within fp16/bf16 rounding of the plain one.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from mambapipe.engine import ops
+from mambapipe.engine.kernels.conv import WIDTH, conv_step
+
+MAX_BATCH = 8  # batch rows one program multiplies at once
+# (BLOCK_N, BLOCK_K, warps, stages) by (N, K, BLOCK_M) of a weight (N, K). Filled with the fastest tiles
+# measured on the H200 for the five models' weights at batch 1 (`benchmarks/gpu_gemv.py`, GPU_NOTES.md v5);
+# other shapes take `default_tiles`. The benchmark sweeps candidates through this table.
+TILES: dict[tuple[int, int, int], tuple[int, int, int, int]] = {
+    (3072, 768, 1): (8, 256, 4, 1), (768, 1536, 1): (8, 1024, 4, 2), (50280, 768, 1): (32, 128, 4, 3),
+    (10240, 2560, 1): (16, 256, 4, 3), (2560, 5120, 1): (8, 1024, 4, 2), (50280, 2560, 1): (32, 128, 4, 3),
+    (3352, 768, 1): (16, 256, 4, 1), (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 256, 4, 1),
+    (50288, 2560, 1): (8, 512, 4, 3), (18560, 4096, 1): (16, 128, 4, 3), (4096, 8192, 1): (8, 512, 4, 3),
+    (32768, 4096, 1): (16, 128, 4, 3)}
+
+
+def default_tiles(N: int, K: int, block_m: int) -> tuple[int, int, int, int]:
+    """About 4096 products in flight a program (its fp32 accumulators stay in registers), wide K tiles."""
+    block_k = min(256, triton.next_power_of_2(K))
+    return max(2, 4096 // (block_k * block_m)), block_k, 4, 2
+
+
+def _launch_shape(weight: Tensor, M: int) -> tuple[int, tuple[int, int, int, int]]:
+    (N, K), block_m = weight.shape, triton.next_power_of_2(M)
+    block_n, block_k, warps, stages = TILES.get((N, K, block_m)) or default_tiles(N, K, block_m)
+    if weight.dtype == torch.float32:  # tests and reference runs: no staged copies of 4-byte tiles
+        stages = 1
+    return block_m, (block_n, block_k, warps, stages)
+
+
+@triton.jit
+def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_ptr, cb_ptr,
+                      M, N, K, conv_lo, conv_hi, stride_res, stride_out, stride_csb, stride_csc, eps,
+                      HAS_BIAS: tl.constexpr, CONV: tl.constexpr, CONV_BIAS: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    dtype = w_ptr.dtype.element_ty
+    rows = tl.arange(0, BLOCK_M)  # (BM,) batch rows
+    row_ok = rows < M
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,) output rows
+    n_ok = n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # summed over K once, after the loop
+    sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
+    for k0 in range(0, K, BLOCK_K):  # one pass: the 1/rms factor is applied to the finished sums
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < K
+        r = tl.load(res_ptr + rows[:, None] * stride_res + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                    other=0.0).to(dtype).to(tl.float32)  # (BM, BK): the torch path norms residual.to(dtype)
+        sq += r * r
+        x = r * tl.load(norm_w_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        w = tl.load(w_ptr + n[:, None] * K + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        acc += x[:, None, :] * w.to(tl.float32)[None, :, :]
+    rstd = 1.0 / tl.sqrt(tl.sum(sq, axis=1) / K + eps)  # (BM,)
+    out = tl.sum(acc, axis=2) * rstd[:, None]  # (BM, BN)
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    out = out.to(dtype)  # F.linear's output rounding
+    if CONV:  # rows [conv_lo, conv_hi) are conv channels: silu(conv) of the new input, state shifted
+        c = n - conv_lo  # (BN,) channel of each row
+        is_conv = (n >= conv_lo) & (n < conv_hi)
+        mask = row_ok[:, None] & (n_ok & is_conv)[None, :]  # (BM, BN)
+        zero = rows[:, None] * 0  # broadcasts the per-channel pointers over the batch rows
+        y = conv_step(out.to(tl.float32), cs_ptr + rows[:, None] * stride_csb + c[None, :] * stride_csc,
+                      cw_ptr + c[None, :] * 4 + zero, cb_ptr + c[None, :] + zero, mask,
+                      HAS_BIAS=CONV_BIAS, WRITE_STATE=True)
+        out = tl.where(is_conv[None, :], y.to(dtype), out)
+    tl.store(out_ptr + rows[:, None] * stride_out + n[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & n_ok[None, :])
+
+
+def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optional[Tensor], eps: float,
+              conv: Optional[tuple[Tensor, Tensor, Optional[Tensor], int]] = None,
+              out_dtype: Optional[torch.dtype] = None) -> Tensor:
+    """F.linear(RMSNorm(residual.to(dtype)) * norm_weight, weight, bias) for residual (M, H) fp32 with
+    M <= MAX_BATCH, weight (N, H) contiguous. Returns (M, N) in out_dtype (default: weight's dtype; values
+    are rounded to weight's dtype first, as F.linear's output).
+
+    conv = (conv_state (M, C, K-1), conv_weight (C, K) contiguous, conv_bias (C,) or None, first row): output
+    rows [first, first + C) are replaced by the causal-conv update of those channels (`ops.causal_conv1d_update`
+    on F.linear's output), and conv_state (unit last stride) is shifted in place."""
+    M, K = residual.shape
+    N = weight.shape[0]
+    out = torch.empty(M, N, dtype=out_dtype or weight.dtype, device=residual.device)
+    state, conv_w, conv_b, lo = conv if conv is not None else (out, weight, None, 0)
+    if conv is not None and conv_w.shape[1] != WIDTH:
+        raise ValueError(f"fused conv update supports d_conv={WIDTH}, got {conv_w.shape[1]}")
+    hi = lo + (conv_w.shape[0] if conv is not None else 0)
+    block_m, (block_n, block_k, warps, stages) = _launch_shape(weight, M)
+    _norm_gemv_kernel[(triton.cdiv(N, block_n),)](
+        residual, norm_weight, weight, bias if bias is not None else weight, out, state, conv_w,
+        conv_b if conv_b is not None else conv_w, M, N, K, lo, hi, residual.stride(0), out.stride(0),
+        state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
+        CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        num_warps=warps, num_stages=stages)
+    return out
+
+
+def norm_gemv_ref(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optional[Tensor], eps: float,
+                  conv: Optional[tuple[Tensor, Tensor, Optional[Tensor], int]] = None,
+                  out_dtype: Optional[torch.dtype] = None) -> Tensor:
+    """The torch twin: the model's rms_norm, F.linear and `ops.causal_conv1d_update` on the conv rows."""
+    out = F.linear(ops.rms_norm(residual.to(weight.dtype), norm_weight, eps), weight, bias)  # (M, N)
+    if conv is not None:
+        state, conv_w, conv_b, lo = conv
+        hi = lo + conv_w.shape[0]
+        out[:, lo:hi] = ops.causal_conv1d_update(out[:, lo:hi], state, conv_w, conv_b)
+    return out.to(out_dtype or weight.dtype)
+
+
+@triton.jit
+def _gemv_residual_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, res_ptr, M, N, K, G, stride_y, stride_z,
+                          stride_res, eps, GATED: tl.constexpr, HAS_BIAS: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    dtype = w_ptr.dtype.element_ty
+    rows = tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # the current norm group's products
+    sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
+    # One flat loop (it pipelines; a loop per group would restart at every group): BLOCK_K divides the
+    # group size G, and the last tile of each group scales the group's finished sums by its 1/rms.
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < K
+        mask = row_ok[:, None] & k_ok[None, :]
+        x = tl.load(y_ptr + rows[:, None] * stride_y + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+        if GATED:  # y * silu(z) * gate_norm (`norms.gated_norm_group`)
+            z = tl.load(z_ptr + rows[:, None] * stride_z + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+            x = x * z * tl.sigmoid(z)
+            sq += x * x
+            x = x * tl.load(g_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        w = tl.load(w_ptr + n[:, None] * K + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        part += x[:, None, :] * w.to(tl.float32)[None, :, :]
+        if GATED:
+            if (k0 + BLOCK_K) % G == 0:
+                acc += tl.sum(part, axis=2) / tl.sqrt(tl.sum(sq, axis=1) / G + eps)[:, None]
+                part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)
+                sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
+    if not GATED:
+        acc = tl.sum(part, axis=2)
+    out = acc.to(dtype)  # F.linear's output rounding, then the bias add in the model dtype
+    if HAS_BIAS:
+        out = (out.to(tl.float32) + tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]).to(dtype)
+    res = res_ptr + rows[:, None] * stride_res + n[None, :]
+    mask = row_ok[:, None] & n_ok[None, :]
+    tl.store(res, tl.load(res, mask=mask, other=0.0) + out.to(tl.float32), mask=mask)
+
+
+def gemv_residual(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
+                  gate: Optional[tuple[Tensor, Tensor, int]] = None, eps: float = 0.0) -> None:
+    """residual (M, H) fp32 += F.linear(x, weight) (+ bias, in weight's dtype), in place, for weight
+    (H, D) contiguous and M <= MAX_BATCH. x = y (M, D) (unit inner stride), or with gate = (z (M, D) with a
+    unit inner stride, gate_norm (D,), group size): x = RMSNorm_per_group(y * silu(z)) * gate_norm
+    (`ops.gated_rms_norm`) in weight's dtype."""
+    M, K = y.shape
+    N = weight.shape[0]
+    z, gate_w, group = gate if gate is not None else (y, weight, K)
+    block_m, (block_n, block_k, warps, stages) = _launch_shape(weight, M)
+    _gemv_residual_kernel[(triton.cdiv(N, block_n),)](
+        y, z, gate_w, weight, bias if bias is not None else weight, residual, M, N, K, group, y.stride(0),
+        z.stride(0), residual.stride(0), eps, GATED=gate is not None, HAS_BIAS=bias is not None,
+        # group & -group: the largest power of two dividing the group size, so no tile straddles two groups
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=min(block_k, group & -group) if gate is not None else block_k,
+        num_warps=warps, num_stages=stages)
+
+
+def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
+                      gate: Optional[tuple[Tensor, Tensor, int]] = None, eps: float = 0.0) -> None:
+    """The torch twin: the model's gated norm (Mamba2), out_proj, bias and fp32 residual add."""
+    if gate is not None:
+        z, gate_w, group = gate
+        y = ops.gated_rms_norm(y, z, gate_w, group, eps)
+    out = F.linear(y.to(weight.dtype), weight)
+    residual += (out + bias if bias is not None else out).float()
