@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mambapipe.backends import get_backend
 from mambapipe.backends.base import BuildSettings
+from mambapipe.checkpoint.config_json import read_config_json
 from mambapipe.engine.build import dtype_problem, limits_problem, ssm_state_dtype_problem
 from mambapipe.pipeline.step import StepContext, StepError
 
@@ -26,10 +26,7 @@ def settings_from(params: dict[str, Any]) -> BuildSettings:
 
 
 def _check_checkpoint_matches(params: dict[str, Any], checkpoint_dir: Path) -> None:
-    path = checkpoint_dir / "config.json"
-    if not path.is_file():
-        raise StepError(f"{path} is missing; rerun the convert step (force=[convert])")
-    cfg = json.loads(path.read_text())
+    cfg = read_config_json(checkpoint_dir, "a TensorRT-LLM checkpoint", "convert")
     tp = int(cfg.get("mapping", {}).get("tp_size", 1))
     if cfg.get("dtype") != params["dtype"] or tp != int(params["tp_size"]):
         raise StepError(f"checkpoint {checkpoint_dir} is dtype={cfg.get('dtype')} tp_size={tp} but the build asks "

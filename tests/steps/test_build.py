@@ -18,7 +18,7 @@ from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.pipeline.store import ArtifactStore
 from mambapipe.steps import load_steps
-from mambapipe.steps.build import STEP
+from mambapipe.steps.build import STEP, settings_from
 from mambapipe.synthetic import write_synthetic_checkpoint
 
 SPEC = ModelSpec(mamba_version="Mamba2", hidden_size=32, num_layers=2, vocab_size=64, state_size=8,
@@ -101,6 +101,30 @@ def test_build_refuses_a_checkpoint_of_another_dtype_or_tp(checkpoints, tmp_path
         STEP.run(_params(dtype="float16"), {"convert": checkpoints[1]}, tmp_path / "x", StepContext(run_dir=tmp_path))
     with pytest.raises(StepError, match="tp_size=1"):
         STEP.run(_params(tp_size=2), {"convert": checkpoints[1]}, tmp_path / "y", StepContext(run_dir=tmp_path))
+
+
+@pytest.mark.parametrize("content", [None, "{", "[]"])
+def test_build_refuses_a_missing_or_broken_checkpoint_config(checkpoints, tmp_path, content):
+    """The step and the native backend read the checkpoint's config.json through one reader."""
+    broken = tmp_path / "ckpt"
+    broken.mkdir()
+    (broken / "rank0.safetensors").symlink_to(checkpoints[1] / "rank0.safetensors")
+    if content is not None:
+        (broken / "config.json").write_text(content)
+    for build in (lambda: STEP.run(_params(), {"convert": broken}, tmp_path / "x", StepContext(run_dir=tmp_path)),
+                  lambda: get_backend("native").build(broken, tmp_path / "y", settings_from(_params()))):
+        with pytest.raises(StepError, match=r"config\.json.*not a TensorRT-LLM checkpoint; rerun the convert step "
+                                            r"\(force=\[convert\]\)") as err:
+            build()
+        assert str(broken) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_load_engine_refuses_a_broken_engine_config(checkpoints, tmp_path):
+    STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext(run_dir=tmp_path))
+    (tmp_path / "engine" / "config.json").write_text('{"version": ')
+    with pytest.raises(StepError, match=r"engine/config\.json is not valid JSON .*: not an engine directory; "
+                                        r"rerun the build step \(force=\[build\]\)"):
+        load_engine(tmp_path / "engine")
 
 
 def test_plan_hooks_describe_the_build(checkpoints, tmp_path):
