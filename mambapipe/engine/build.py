@@ -90,8 +90,7 @@ def build_engine(checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
     build_config = {"max_batch_size": settings.max_batch_size, "max_input_len": settings.max_input_len,
                     "max_seq_len": settings.max_seq_len, "max_beam_width": 1, "dtype": cfg["dtype"],
                     "tp_size": tp_size, "device": settings.device, "backend": "native",
-                    **runtime,
-                    "options": {k: v for k, v in settings.options.items() if k not in runtime}}
+                    **runtime}
     engine_cfg = {"version": ENGINE_FORMAT, "pretrained_config": cfg, "build_config": build_config}
     (out_dir / "config.json").write_text(json.dumps(engine_cfg, indent=2))
     return {"engine_format": ENGINE_FORMAT, "tp_size": tp_size, "dtype": cfg["dtype"],
