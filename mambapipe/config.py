@@ -109,7 +109,7 @@ class BuildConfig:
     # Native engine only. Mamba2 decode: conv + SSM update in one Triton kernel on CUDA. Interpreter-tested
     # and compiled for sm_90 but not yet measured on a GPU, hence off; no effect on the CPU torch path.
     fused_conv_ssm: bool = False
-    # TensorRT-LLM backend only (trtllm-build flags); the native engine ignores them.
+    # TensorRT-LLM backend only (trtllm-build flags); a native build neither reads them nor has them in its key.
     paged_state: bool = True
     mamba_conv1d_plugin: str = "auto"
     remove_input_padding: bool = True

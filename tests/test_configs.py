@@ -34,7 +34,8 @@ FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 def plan_for(cfg):
     resolved = resolve_config(cfg)
-    with mock.patch("mambapipe.steps.download.resolve_commit", return_value=FAKE_COMMIT):
+    with mock.patch("mambapipe.steps.download.resolve_commit", return_value=FAKE_COMMIT), \
+         mock.patch("mambapipe.steps.evaluate.hub_commit", return_value=FAKE_COMMIT):
         return build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"]))
 
 

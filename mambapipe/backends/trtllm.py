@@ -22,8 +22,9 @@ import torch
 from mambapipe.backends.base import BuildSettings, Generator
 from mambapipe.backends.trtllm_build import (BUILD_EXECUTABLE, describe_build, run_build_command,
                                              trtllm_build_command)
-from mambapipe.backends.trtllm_engine import ARCHITECTURE, read_config_json, read_engine_config
+from mambapipe.backends.trtllm_engine import ARCHITECTURE, read_engine_config
 from mambapipe.backends.trtllm_runtime import load_generator
+from mambapipe.checkpoint.config_json import read_config_json
 from mambapipe.pipeline.step import StepError
 
 INSTALL_HINT = ("pip install -e '.[trtllm]' --extra-index-url https://pypi.nvidia.com on a machine with an "

@@ -7,11 +7,11 @@ as a `ModelSpec` so NVIDIA's own quirks (e.g. codestral's rnn_conv_dim_size 1843
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from mambapipe.checkpoint.config_json import read_config_json
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepError
 
@@ -41,17 +41,6 @@ class EngineInfo:
 
 def _plugin_value(value: Any) -> Optional[str]:
     return None if value in (None, "disable", False) else str(value)
-
-
-def read_config_json(directory: Path, what: str, step: str) -> dict[str, Any]:
-    """`directory/config.json` parsed, or a one-line StepError naming the file and the step to rerun."""
-    path = directory / "config.json"
-    if not path.is_file():
-        raise StepError(f"{directory} has no config.json: not {what}; rerun the {step} step")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise StepError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); rerun the {step} step") from None
 
 
 def _load(engine_dir: Path) -> dict[str, Any]:

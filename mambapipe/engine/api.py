@@ -16,13 +16,13 @@ pipeline always loads with the defaults, and `gen.runtime_path` says which path 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
 from mambapipe.backends.base import SamplingConfig
+from mambapipe.checkpoint.config_json import CONFIG_FILE, read_config_json
 from mambapipe.engine.build import ENGINE_FORMAT, dtype_problem
 from mambapipe.engine.generate import EngineGenerator, Limits
 from mambapipe.engine.kernels import kernels_problem
@@ -32,13 +32,10 @@ from mambapipe.models import ModelSpec
 
 
 def read_engine_config(engine_dir: Path) -> dict:
-    path = Path(engine_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: not an engine directory; run the build step first")
-    cfg = json.loads(path.read_text())
+    cfg = read_config_json(Path(engine_dir), "an engine directory", "build")
     if cfg.get("version") != ENGINE_FORMAT:
-        raise ValueError(f"{path} is a {cfg.get('version')!r} engine, not {ENGINE_FORMAT!r}; rebuild it with "
-                         f"backend=native")
+        raise ValueError(f"{Path(engine_dir) / CONFIG_FILE} is a {cfg.get('version')!r} engine, not "
+                         f"{ENGINE_FORMAT!r}; rebuild it with backend=native")
     return cfg
 
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from mambapipe.backends.base import BuildSettings
+from mambapipe.checkpoint.config_json import read_config_json
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.engine.weights import engine_tensors
 from mambapipe.models import ModelSpec
@@ -68,17 +69,10 @@ def resolve_ssm_state_dtype(setting: str, dtype: str, device: str) -> str:
     return dtype if device == "cuda" else "float32"
 
 
-def read_checkpoint_config(checkpoint_dir: Path) -> dict[str, Any]:
-    path = checkpoint_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: not a TensorRT-LLM checkpoint; rerun the convert step")
-    return json.loads(path.read_text())
-
-
 def build_engine(checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
                  show_progress: bool = True) -> dict[str, Any]:
     """Write the engine dir for `checkpoint_dir` into `out_dir`; return facts for the manifest."""
-    cfg = read_checkpoint_config(checkpoint_dir)
+    cfg = read_config_json(checkpoint_dir, "a TensorRT-LLM checkpoint", "convert")
     spec = ModelSpec.from_trtllm_config(cfg)
     tp_size = int(cfg.get("mapping", {}).get("tp_size", cfg.get("mapping", {}).get("world_size", 1)))
     for problem in (limits_problem(settings.max_batch_size, settings.max_input_len, settings.max_seq_len),
@@ -96,8 +90,7 @@ def build_engine(checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
     build_config = {"max_batch_size": settings.max_batch_size, "max_input_len": settings.max_input_len,
                     "max_seq_len": settings.max_seq_len, "max_beam_width": 1, "dtype": cfg["dtype"],
                     "tp_size": tp_size, "device": settings.device, "backend": "native",
-                    **runtime,
-                    "options": {k: v for k, v in settings.options.items() if k not in runtime}}
+                    **runtime}
     engine_cfg = {"version": ENGINE_FORMAT, "pretrained_config": cfg, "build_config": build_config}
     (out_dir / "config.json").write_text(json.dumps(engine_cfg, indent=2))
     return {"engine_format": ENGINE_FORMAT, "tp_size": tp_size, "dtype": cfg["dtype"],

@@ -2,18 +2,23 @@
 
 All three go through `datasets` and are shuffled with `Dataset.shuffle(seed=...)`, exactly as
 TensorRT-LLM's summarize.py does, so the first `max_ite * batch_size` articles are the same ones.
+The hub dataset is loaded at the commit the evaluate step pinned at plan time (`hub_commit`).
 """
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
+from mambapipe import hub
 from mambapipe.pipeline.step import StepError
 
 INPUT_FIELD = "article"
 REFERENCE_FIELD = "highlights"
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_WITHOUT_HUB = ("set eval.dataset=sample (the bundled sample) or eval.dataset=/path/to/articles.jsonl (or "
+                f".parquet) with {INPUT_FIELD!r} and {REFERENCE_FIELD!r} fields")
 
 
 def sample_path() -> Path:
@@ -21,15 +26,22 @@ def sample_path() -> Path:
     return Path(str(resources.files("mambapipe.evaluate") / "data" / "sample.jsonl"))
 
 
+def hub_commit(hub_id: str) -> str:
+    """The commit of the dataset repo's main branch (from the local cache when offline), which the
+    evaluate step hashes into its key and loads; a one-line StepError when it cannot be known."""
+    return hub.resolve_commit(hub_id, None, "dataset", "eval.dataset_hub_id", _WITHOUT_HUB)
+
+
 def load_articles(dataset: str, hub_id: str = "abisee/cnn_dailymail", hub_config: str = "3.0.0",
-                  split: str = "test", seed: int = 0):
+                  split: str = "test", seed: int = 0, revision: Optional[str] = None):
     """A shuffled `datasets.Dataset` with `article`, `highlights` and `id` columns.
 
-    `dataset` is "sample", "cnn_dailymail" (loaded from `hub_id`/`hub_config`/`split`) or a local path."""
+    `dataset` is "sample", "cnn_dailymail" (loaded from `hub_id`/`hub_config`/`split` at commit `revision`,
+    None = the main branch) or a local path."""
     if dataset == "sample":
         articles = _load_local(sample_path())
     elif dataset == "cnn_dailymail":
-        articles = _load_hub(hub_id, hub_config, split)
+        articles = _load_hub(hub_id, hub_config, split, revision)
     else:
         articles = _load_local(Path(dataset).expanduser())
     _check_fields(articles, dataset)
@@ -50,11 +62,11 @@ def _load_local(path: Path):
     return load_dataset(builder, data_files=str(path), split="train")
 
 
-def _load_hub(hub_id: str, hub_config: str, split: str):
+def _load_hub(hub_id: str, hub_config: str, split: str, revision: Optional[str]):
     from datasets import load_dataset
 
     try:
-        return load_dataset(hub_id, hub_config, split=split)
+        return load_dataset(hub_id, hub_config, split=split, revision=revision)
     except RuntimeError as exc:
         if "scripts are no longer supported" not in str(exc):
             raise

@@ -37,6 +37,7 @@ class EvalJob:
     download_dir: Path
     out_dir: Path
     show_progress: bool = True
+    dataset_revision: Optional[str] = None  # the hub dataset's commit, pinned at plan time
 
     def get(self, key: str) -> Any:
         value = self.params[key]
@@ -77,7 +78,8 @@ def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
                                            job.get("eval.max_input_length"), job.get("eval.output_len"))
     bundle = load_tokenizer(job.download_dir / "tokenizer")
     articles = load_articles(job.get("eval.dataset"), job.get("eval.dataset_hub_id"), job.get("eval.dataset_config"),
-                             job.get("eval.dataset_split"), seed=job.get("eval.random_seed"))
+                             job.get("eval.dataset_split"), seed=job.get("eval.random_seed"),
+                             revision=job.dataset_revision)
     batches = summarize.prepare_samples(articles, bundle, settings)
     with loaded_engine(job) as generator:
         run = summarize.generate_batches(generator, batches, settings.output_len, bundle.eos_id,

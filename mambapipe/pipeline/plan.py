@@ -85,6 +85,14 @@ def _problem(step: Step, exc: Exception) -> str:
     return f"{step.name}: {crash_summary(exc)} (while planning)"
 
 
+def step_params(step: Step, config: dict[str, Any]) -> dict[str, Any]:
+    """The config slice `step` reads: its `uses`, plus its `extra_uses` for those values."""
+    params = select(config, step.uses)
+    if hasattr(step, "extra_uses"):
+        params.update(select(config, step.extra_uses(params)))
+    return params
+
+
 def _environment(step: Step, params: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     if not hasattr(step, "environment"):
         return {}
@@ -131,12 +139,14 @@ def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) 
     planned_steps: list[PlannedStep] = []
     keys: dict[str, str] = {}
     for step in steps:
-        params = select(config, step.uses)
-        environment = _environment(step, params, problems)
+        params, lookup_problems = step_params(step, config), []
+        environment = _environment(step, params, lookup_problems)
         inputs = {name: keys[name] for name in step.needs}
         keys[step.name] = step_key(step.name, step.version, params, inputs, environment)
         planned = PlannedStep(step, params, inputs, environment, keys[step.name], SKIP)
         planned.action, planned.reason = _action(planned, store, selected, needed, forced)
+        if planned.action != SKIP:  # nothing uses a skipped step's key: e.g. no dataset lookup for steps=[build]
+            problems.extend(lookup_problems)
         if planned.action == MISSING:
             problems.append(f"{step.name}: {planned.reason}")
         planned_steps.append(planned)

@@ -1,9 +1,10 @@
 """What a pipeline step is: a small named unit that declares the config keys it reads.
 
 A step never sees the whole config. The runner hands it `params`, a flat dict holding exactly the
-resolved values of the dotted keys in `uses` (a step whose output depends on `backend` or `device`
-declares them there, and gets the runner's decision, never `auto`), and `inputs`, the artifact directories of the steps in `needs`. Its cache key hashes those params,
-the keys of those inputs, and `version`; bump `version` whenever the step's output would change.
+resolved values of the dotted keys in `uses` and in the optional `extra_uses` (below); a step whose output
+depends on `backend` or `device` declares them there, and gets the runner's decision, never `auto`. It
+also hands it `inputs`, the artifact directories of the steps in `needs`. Its cache key hashes those
+params, the keys of those inputs, and `version`; bump `version` whenever the step's output would change.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class Step(Protocol):
 
 
 # Optional methods a step may also define; the runner calls them when present.
+#
+#   extra_uses(params) -> tuple[str, ...]
+#       Dotted keys the step reads only for some values of its `uses` keys, which `params` holds (e.g. build
+#       reads the trtllm-only build.* flags only when backend=trtllm). They join `params`, and so the key,
+#       exactly like `uses`; keys left out can change without invalidating the artifact.
 #
 #   environment(params) -> dict
 #       Facts outside the config that change the output (e.g. tensorrt_llm/TensorRT versions, the GPU's

@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mambapipe.backends import get_backend
 from mambapipe.backends.base import BuildSettings
+from mambapipe.checkpoint.config_json import read_config_json
 from mambapipe.engine.build import dtype_problem, limits_problem, ssm_state_dtype_problem
 from mambapipe.pipeline.step import StepContext, StepError
 
 TRTLLM_KEYS = ("build.paged_state", "build.mamba_conv1d_plugin", "build.remove_input_padding", "build.gemm_plugin")
 NATIVE_KEYS = ("build.ssm_state_dtype", "build.fused_conv_ssm")
 NATIVE_DEFAULTS = {"build.ssm_state_dtype": "auto", "build.fused_conv_ssm": False}
-OPTION_KEYS = TRTLLM_KEYS + NATIVE_KEYS
-
+# The build.* options each backend reads, and so the only ones in its key: a trtllm plugin flag must not
+# rebuild a native engine. trtllm reads the native ones too, to refuse values it cannot honour.
+BACKEND_OPTION_KEYS = {"native": NATIVE_KEYS, "trtllm": TRTLLM_KEYS + NATIVE_KEYS}
 
 
 def settings_from(params: dict[str, Any]) -> BuildSettings:
+    option_keys = BACKEND_OPTION_KEYS[params["backend"]]
     return BuildSettings(max_batch_size=int(params["build.max_batch_size"]),
                          max_input_len=int(params["build.max_input_len"]),
                          max_seq_len=int(params["build.max_seq_len"]), device=params["device"],
-                         options={key.split(".", 1)[1]: params[key] for key in OPTION_KEYS})
+                         options={key.split(".", 1)[1]: params[key] for key in option_keys})
 
 
 def _check_checkpoint_matches(params: dict[str, Any], checkpoint_dir: Path) -> None:
-    path = checkpoint_dir / "config.json"
-    if not path.is_file():
-        raise StepError(f"{path} is missing; rerun the convert step (force=[convert])")
-    cfg = json.loads(path.read_text())
+    cfg = read_config_json(checkpoint_dir, "a TensorRT-LLM checkpoint", "convert")
     tp = int(cfg.get("mapping", {}).get("tp_size", 1))
     if cfg.get("dtype") != params["dtype"] or tp != int(params["tp_size"]):
         raise StepError(f"checkpoint {checkpoint_dir} is dtype={cfg.get('dtype')} tp_size={tp} but the build asks "
@@ -54,8 +53,12 @@ class BuildStep:
     name = "build"
     version = 1
     uses = ("dtype", "tp_size", "backend", "device", "build.max_batch_size", "build.max_input_len",
-            "build.max_seq_len", *OPTION_KEYS)
+            "build.max_seq_len")
     needs = ("convert",)
+
+    def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
+        """The build.* options of the resolved backend."""
+        return BACKEND_OPTION_KEYS[params["backend"]]
 
     def check(self, params: dict[str, Any]) -> None:
         s = settings_from(params)

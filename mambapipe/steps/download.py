@@ -13,17 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Optional
 
+from mambapipe import hub
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
 
 TOKENIZER_PATTERNS = ["tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "*.model",
                       "config.json"]
 _SMALL_FILE = 1 << 20  # local files below this size are hashed by content, larger ones by size+mtime
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_WITHOUT_HUB = "set model.source=local model.path=/path/to/copy"
 
 
 # ---- source layouts ----------------------------------------------------------------------------
@@ -78,51 +78,9 @@ def fingerprint(directory: Path) -> str:
 
 # ---- hub -------------------------------------------------------------------------------------
 
-def _cached_commit(repo_id: str, revision: str) -> Optional[str]:
-    """The commit a branch/tag points to in the local Hugging Face cache, if it was downloaded: the
-    library resolves the ref offline and names the snapshot folder after the commit."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True)).name
-    except LocalEntryNotFoundError:
-        return None
-
-
-def _not_available(repo_id: str, why: str) -> StepError:
-    from huggingface_hub import constants
-
-    other_fix = "unset HF_HUB_OFFLINE" if constants.is_offline_mode() else "check the network"
-    return StepError(f"cannot reach {repo_id} on the Hugging Face hub ({why}) and it is not in the local cache: "
-                     f"set model.source=local model.path=/path/to/copy, or {other_fix}")
-
-
 def resolve_commit(repo_id: str, revision: Optional[str]) -> str:
-    """The commit sha `revision` (default main) of `repo_id` points to: asked of the hub when online,
-    read from the local cache's refs when offline or unreachable."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
-
-    revision = revision or "main"
-    if _COMMIT.match(revision):
-        return revision
-    if constants.is_offline_mode():
-        commit = _cached_commit(repo_id, revision)
-        if commit is None:
-            raise _not_available(repo_id, "HF_HUB_OFFLINE is set")
-        return commit
-    try:
-        return HfApi().model_info(repo_id, revision=revision).sha
-    except GatedRepoError:
-        raise StepError(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN") from None
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise StepError(f"{repo_id}@{revision} not found on the hub: check model.repo_id / model.revision") from None
-    except Exception as exc:  # network down: fall back to what is cached
-        commit = _cached_commit(repo_id, revision)
-        if commit is None:
-            raise _not_available(repo_id, type(exc).__name__) from None
-        return commit
+    """The commit a model repo's `revision` (default main) points to, pinned as mambapipe.hub does."""
+    return hub.resolve_commit(repo_id, revision, "model", "model.repo_id / model.revision", _WITHOUT_HUB)
 
 
 def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]]) -> Path:
@@ -132,7 +90,7 @@ def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]]) -> 
     try:
         return Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns))
     except LocalEntryNotFoundError:
-        raise _not_available(repo_id, "offline") from None
+        raise hub.not_available(repo_id, "offline", _WITHOUT_HUB) from None
 
 
 def _linked_layout(model: dict[str, Any], model_dir: Path) -> str:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from mambapipe.evaluate.data import LOCAL_BUILDERS
+from mambapipe.evaluate.data import LOCAL_BUILDERS, hub_commit
 from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
 from mambapipe.pipeline.step import StepContext, StepError
 
@@ -39,16 +39,11 @@ class EvaluateStep:
     needs = ("build", "download")
 
     def environment(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Facts outside the config the metrics depend on: the contents of a local eval.dataset file (its
-        path alone would keep serving old scores after the file is edited) and the GPU model (timings
-        and, in low precision, outputs depend on it)."""
+        """Facts outside the config the metrics depend on: which articles the dataset holds (see
+        _dataset_environment) and the GPU model (timings and, in low precision, outputs depend on it)."""
         import torch
 
-        env: dict[str, Any] = {}
-        dataset = _local_dataset(_value(params, "eval.dataset"))
-        if _value(params, "eval.task") == "summarize" and dataset is not None and dataset.is_file():
-            with dataset.open("rb") as f:
-                env["dataset_sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+        env = _dataset_environment(params) if _value(params, "eval.task") == "summarize" else {}
         if _value(params, "device") == "cuda" and torch.cuda.is_available():  # else the runner reports it
             env["gpu"] = torch.cuda.get_device_name()
         return env
@@ -67,7 +62,11 @@ class EvaluateStep:
 
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
-        job = EvalJob(params, Path(inputs["build"]), Path(inputs["download"]), Path(out_dir), ctx.show_progress)
+        # The environment the runner hashed into the key (the pinned dataset commit), not a fresh lookup
+        # that could see a branch that moved since the plan.
+        env = ctx.extra["environment"] if "environment" in ctx.extra else self.environment(params)
+        job = EvalJob(params, Path(inputs["build"]), Path(inputs["download"]), Path(out_dir), ctx.show_progress,
+                      dataset_revision=env.get("dataset_commit"))
         tp_size = _value(params, "tp_size")
         if tp_size > 1:
             _run_launched(job, tp_size)
@@ -90,6 +89,19 @@ def _check_summarize_limits(params: dict[str, Any]) -> None:
     if total > max_seq:
         raise StepError(f"eval.max_input_length + eval.output_len = {total} > build.max_seq_len {max_seq}; "
                         "raise build.max_seq_len or shorten them")
+
+
+def _dataset_environment(params: dict[str, Any]) -> dict[str, Any]:
+    """What pins the articles beyond eval.dataset's name: the hub dataset's commit (its main branch can
+    move), or a local file's contents (its path alone would keep serving old scores after an edit)."""
+    dataset = _value(params, "eval.dataset")
+    if dataset == "cnn_dailymail":
+        return {"dataset_commit": hub_commit(_value(params, "eval.dataset_hub_id"))}
+    path = _local_dataset(dataset)
+    if path is not None and path.is_file():
+        with path.open("rb") as f:
+            return {"dataset_sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+    return {}
 
 
 def _local_dataset(dataset: str) -> Optional[Path]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from mambapipe.backends.base import BuildSettings
 from mambapipe.backends.trtllm import BACKEND, describe_build, trtllm_build_command
+from mambapipe.pipeline.plan import step_params
+from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.step import StepError
 from mambapipe.steps.build import STEP as BUILD_STEP
 
@@ -70,6 +71,6 @@ SEED_RECIPES = ("mamba_130m", "mamba_2p8b", "mamba2_130m", "mamba2_2p7b", "codes
 @pytest.mark.parametrize("recipe", SEED_RECIPES)
 def test_each_seed_recipe_gives_the_seed_command(compose_config, recipe):
     """Recipe -> the build step's params and BuildSettings -> the command (the path a real run takes)."""
-    cfg = compose_config(f"recipe={recipe}", "backend=trtllm", "device=cuda")
-    params = {key: OmegaConf.select(cfg, key) for key in BUILD_STEP.uses}
+    resolved = resolve_config(compose_config(f"recipe={recipe}", "backend=trtllm", "device=cuda"))
+    params = step_params(BUILD_STEP, resolved.config)
     assert BUILD_STEP.describe(params, {"convert": CKPT}, OUT) == [SEED.format(ckpt=CKPT, out=OUT)]

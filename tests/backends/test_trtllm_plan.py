@@ -30,7 +30,8 @@ def test_missing_tensorrt_llm_stops_the_run_before_any_work(compose_config, tmp_
 
 def test_plan_only_prints_the_trtllm_build_line(compose_config, tmp_path, monkeypatch):
     monkeypatch.setattr(trtllm, "unavailable_reason", lambda device: None)  # as on a GPU box with TensorRT-LLM
-    cfg = compose_config("recipe=mamba_130m", "backend=trtllm", "model.source=synthetic", "plan_only=true")
+    cfg = compose_config("recipe=mamba_130m", "backend=trtllm", "model.source=synthetic", "eval.dataset=sample",
+                         "plan_only=true")  # synthetic and sample: no hub commits to resolve
     console = quiet_console()
     result = run_recipe(cfg, tmp_path / "run", console=console)
     assert not result.failed

@@ -18,7 +18,7 @@ from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.pipeline.store import ArtifactStore
 from mambapipe.steps import load_steps
-from mambapipe.steps.build import STEP
+from mambapipe.steps.build import STEP, TRTLLM_KEYS, settings_from
 from mambapipe.synthetic import write_synthetic_checkpoint
 
 SPEC = ModelSpec(mamba_version="Mamba2", hidden_size=32, num_layers=2, vocab_size=64, state_size=8,
@@ -32,7 +32,8 @@ def _params(**changes) -> dict:
               "build.remove_input_padding": True, "build.gemm_plugin": "auto",
               "build.ssm_state_dtype": "auto", "build.fused_conv_ssm": False}
     params.update({k.replace("__", "."): v for k, v in changes.items()})
-    return params
+    declared = (*STEP.uses, *STEP.extra_uses(params))  # as the plan selects them: nothing undeclared
+    return {key: value for key, value in params.items() if key in declared}
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +104,30 @@ def test_build_refuses_a_checkpoint_of_another_dtype_or_tp(checkpoints, tmp_path
         STEP.run(_params(tp_size=2), {"convert": checkpoints[1]}, tmp_path / "y", StepContext(run_dir=tmp_path))
 
 
+@pytest.mark.parametrize("content", [None, "{", "[]"])
+def test_build_refuses_a_missing_or_broken_checkpoint_config(checkpoints, tmp_path, content):
+    """The step and the native backend read the checkpoint's config.json through one reader."""
+    broken = tmp_path / "ckpt"
+    broken.mkdir()
+    (broken / "rank0.safetensors").symlink_to(checkpoints[1] / "rank0.safetensors")
+    if content is not None:
+        (broken / "config.json").write_text(content)
+    for build in (lambda: STEP.run(_params(), {"convert": broken}, tmp_path / "x", StepContext(run_dir=tmp_path)),
+                  lambda: get_backend("native").build(broken, tmp_path / "y", settings_from(_params()))):
+        with pytest.raises(StepError, match=r"config\.json.*not a TensorRT-LLM checkpoint; rerun the convert step "
+                                            r"\(force=\[convert\]\)") as err:
+            build()
+        assert str(broken) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_load_engine_refuses_a_broken_engine_config(checkpoints, tmp_path):
+    STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext(run_dir=tmp_path))
+    (tmp_path / "engine" / "config.json").write_text('{"version": ')
+    with pytest.raises(StepError, match=r"engine/config\.json is not valid JSON .*: not an engine directory; "
+                                        r"rerun the build step \(force=\[build\]\)"):
+        load_engine(tmp_path / "engine")
+
+
 def test_plan_hooks_describe_the_build(checkpoints, tmp_path):
     assert STEP.environment(_params())["engine_format"]
     (line,) = STEP.describe(_params(), {"convert": checkpoints[1]}, tmp_path / "engine")
@@ -115,7 +140,7 @@ def test_build_records_the_resolved_state_dtype(checkpoints, tmp_path, setting, 
                      StepContext(run_dir=tmp_path))
     build = json.loads((tmp_path / "engine" / "config.json").read_text())["build_config"]
     assert build["ssm_state_dtype"] == facts["ssm_state_dtype"] == resolved
-    assert build["fused_conv_ssm"] is False and "ssm_state_dtype" not in build["options"]
+    assert build["fused_conv_ssm"] is False
     assert load_engine(tmp_path / "engine").state.ssm.dtype == getattr(torch, resolved)
 
 
@@ -144,6 +169,49 @@ def test_engine_options_are_in_the_build_and_evaluate_keys(compose_config, overr
     keys = {p.name: (p.key, changed.get(p.name).key) for p in base.steps}
     assert keys["convert"][0] == keys["convert"][1]
     assert keys["build"][0] != keys["build"][1] and keys["evaluate"][0] != keys["evaluate"][1]
+
+
+TRTLLM_FLAGS = ["build.paged_state=false", "build.mamba_conv1d_plugin=disable", "build.remove_input_padding=false",
+                "build.gemm_plugin=float16"]
+
+
+@pytest.mark.parametrize("override", TRTLLM_FLAGS)
+def test_trtllm_flags_leave_a_native_build_cached(compose_config, override):
+    base = _plan(compose_config, "backend=native")
+    assert not set(TRTLLM_KEYS) & base.get("build").params.keys()  # the native build never sees them
+    _store_artifact(base, "build")
+    changed = _plan(compose_config, "backend=native", override)
+    assert changed.get("build").key == base.get("build").key and changed.get("build").action == "cached"
+    assert changed.get("evaluate").key == base.get("evaluate").key
+
+
+@pytest.mark.parametrize("override", TRTLLM_FLAGS)
+def test_trtllm_flags_are_in_the_trtllm_build_key(compose_config, override):
+    base = _plan(compose_config, "backend=trtllm")  # plans (with an "unavailable" problem) without TensorRT-LLM
+    _store_artifact(base, "build")
+    changed = _plan(compose_config, "backend=trtllm", override).get("build")
+    key, value = override.split("=")
+    old = base.get("build").params[key]
+    assert changed.key != base.get("build").key and changed.action == "run"
+    assert changed.reason == f"{key} {old}→{value.replace('false', 'False')}"
+
+
+@pytest.mark.parametrize("backend", ["native", "trtllm"])
+def test_a_changed_limit_is_explained_on_either_backend(compose_config, backend):
+    base = _plan(compose_config, f"backend={backend}")
+    _store_artifact(base, "build")
+    changed = _plan(compose_config, f"backend={backend}", "build.max_batch_size=16").get("build")
+    old = base.get("build").params["build.max_batch_size"]
+    assert changed.action == "run" and changed.reason == f"build.max_batch_size {old}→16"
+
+
+def _store_artifact(plan, name: str) -> None:
+    """Put a complete artifact of `name` under its planned key, as the runner would after running it."""
+    planned = plan.get(name)
+    staging = plan.store.new_staging(name, planned.key)
+    plan.store.commit(staging, name, planned.key, {"step": name, "key": planned.key, "version": planned.step.version,
+                                                   "params": planned.params, "inputs": planned.inputs,
+                                                   "environment": planned.environment, "created": "2026"})
 
 
 def test_a_mistyped_state_dtype_fails_at_compose(compose_config):

@@ -1,0 +1,66 @@
+"""Pinning a Hugging Face hub repo (a model or a dataset) to a commit at plan time.
+
+A step that reads a hub repo hashes the commit its branch or tag points to into its key and fetches
+exactly that commit, so a cached artifact never stands for files the branch has since moved past.
+Offline (HF_HUB_OFFLINE) or with the hub unreachable, the local Hugging Face cache's refs say which
+commit was fetched last; with nothing cached, a one-line StepError names the repo and how to do without it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+from mambapipe.pipeline.step import StepError
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def cached_commit(repo_id: str, revision: str, repo_type: str) -> Optional[str]:
+    """The commit a branch/tag points to in the local Hugging Face cache, if it was downloaded: the
+    library resolves the ref offline and names the snapshot folder after the commit."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, repo_type=repo_type, local_files_only=True)).name
+    except LocalEntryNotFoundError:
+        return None
+
+
+def not_available(repo_id: str, why: str, without_hub: str) -> StepError:
+    """The error for a repo neither reachable nor cached; `without_hub` says how to do without it."""
+    from huggingface_hub import constants
+
+    other_fix = "unset HF_HUB_OFFLINE" if constants.is_offline_mode() else "check the network"
+    return StepError(f"cannot reach {repo_id} on the Hugging Face hub ({why}) and it is not in the local cache: "
+                     f"{without_hub}, or {other_fix}")
+
+
+def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settings: str, without_hub: str) -> str:
+    """The commit sha `revision` (default main) of `repo_id` points to: asked of the hub when online,
+    read from the local cache's refs when offline or unreachable. For the one-line errors, `settings`
+    names the config keys that choose the repo and `without_hub` how to do without it."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    revision = revision or "main"
+    if _COMMIT.match(revision):
+        return revision
+    if constants.is_offline_mode():
+        commit = cached_commit(repo_id, revision, repo_type)
+        if commit is None:
+            raise not_available(repo_id, "HF_HUB_OFFLINE is set", without_hub)
+        return commit
+    try:
+        return HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type).sha
+    except GatedRepoError:
+        raise StepError(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise StepError(f"{repo_id}@{revision} not found on the hub: check {settings}") from None
+    except Exception as exc:  # network down: fall back to what is cached
+        commit = cached_commit(repo_id, revision, repo_type)
+        if commit is None:
+            raise not_available(repo_id, type(exc).__name__, without_hub) from None
+        return commit

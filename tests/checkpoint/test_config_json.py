@@ -1,0 +1,28 @@
+"""The one reader of TensorRT-LLM config.json files: a bad file is one line naming it and the step to rerun."""
+
+from __future__ import annotations
+
+import pytest
+
+from mambapipe.checkpoint.config_json import read_config_json
+from mambapipe.pipeline.step import StepError
+
+
+def test_reads_the_object(tmp_path):
+    (tmp_path / "config.json").write_text('{"architecture": "MambaForCausalLM", "dtype": "float16"}')
+    assert read_config_json(tmp_path, "a TensorRT-LLM checkpoint", "convert")["dtype"] == "float16"
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "has no config.json"),
+    ('{"dtype": "float16",', r"config\.json is not valid JSON \(.* at line 1\)"),
+    ("[1, 2]", r"config\.json holds a JSON list, not an object"),
+])
+def test_a_bad_file_is_one_line_naming_it_and_the_step_to_rerun(tmp_path, content, problem):
+    if content is not None:
+        (tmp_path / "config.json").write_text(content)
+    with pytest.raises(StepError, match=problem) as err:
+        read_config_json(tmp_path, "a TensorRT-LLM checkpoint", "convert")
+    message = str(err.value)
+    assert str(tmp_path) in message and "\n" not in message
+    assert message.endswith("not a TensorRT-LLM checkpoint; rerun the convert step (force=[convert])")
