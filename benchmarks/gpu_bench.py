@@ -2,7 +2,7 @@
 anchors-h200.md timed against the decode floor.
 
     PYTHONPATH=$PWD python benchmarks/gpu_bench.py --out $OUT [--models mamba_130m,...] [--skip-hf]
-        [--fused-conv-ssm] [--triton-ssd] [--tune-gemv] [--gemv-max-batch N] [--scenarios S1,S3]
+        [--triton-ssd] [--tune-gemv] [--gemv-max-batch N] [--scenarios S1,S3]
 
 Prints a table last; writes results.json (and the HF check) under --out.
 """
@@ -70,10 +70,10 @@ def bench(model, scenarios: dict, repeats: int, **engine_options) -> dict:
     return dict(zip(scenarios, rows))
 
 
-def run_model(name: str, torch_baseline: bool, scenarios: dict, fuse_conv_ssm: bool = False) -> dict:
+def run_model(name: str, torch_baseline: bool, scenarios: dict) -> dict:
     spec = model_spec(name)
     start = time.perf_counter()
-    model = random_model(spec, fuse_conv_ssm=fuse_conv_ssm)
+    model = random_model(spec)
     result = {"check": fused_vs_torch(model)}
     print(f"[{name}] fused vs torch: {result['check']}", flush=True)
     result["fused"] = bench(model, scenarios, repeats=3)
@@ -122,7 +122,6 @@ def main() -> None:
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--no-torch-baseline", action="store_true")
     parser.add_argument("--tune-scan", action="store_true")
-    parser.add_argument("--fused-conv-ssm", action="store_true", help="as build.fused_conv_ssm=true (Mamba2)")
     parser.add_argument("--triton-ssd", action="store_true", help="Mamba2 prefill SSD through kernels/ssd_triton")
     parser.add_argument("--gemv-max-batch", type=int, help="decode batches up to this take kernels/gemv.py (0: none)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="a subset of S1,S2,S3,S4")
@@ -173,8 +172,7 @@ def main() -> None:
     for name in args.models.split(","):
         try:  # one model's failure must not cost the other models' device minutes
             out["models"][name] = run_model(name, torch_baseline=not args.no_torch_baseline,
-                                            scenarios={s: SCENARIOS[s] for s in args.scenarios.split(",")},
-                                            fuse_conv_ssm=args.fused_conv_ssm)
+                                            scenarios={s: SCENARIOS[s] for s in args.scenarios.split(",")})
         except Exception:  # noqa: BLE001 - reported in the log and results.json, then the run goes on
             out.setdefault("errors", {})[name] = traceback.format_exc()
             print(out["errors"][name], flush=True)

@@ -47,16 +47,14 @@ def _layer(spec: ModelSpec, dtype: torch.dtype, gen: torch.Generator) -> LayerWe
     return w
 
 
-def random_model(spec: ModelSpec, dtype: torch.dtype = torch.float16, seed: int = 0,
-                 fuse_conv_ssm: bool = False) -> MambaModel:
-    """fuse_conv_ssm: as an engine built with build.fused_conv_ssm=true."""
+def random_model(spec: ModelSpec, dtype: torch.dtype = torch.float16, seed: int = 0) -> MambaModel:
     gen = torch.Generator(device="cuda").manual_seed(seed)
     embedding = _normal((spec.vocab_size, spec.hidden_size), 1.0, dtype, gen)
     lm_head = embedding if spec.tie_embeddings else _normal((spec.vocab_size, spec.hidden_size), 0.02, dtype, gen)
     glob = {"embedding": embedding, "norm_f": torch.ones(spec.hidden_size, dtype=dtype, device="cuda"),
             "lm_head": lm_head}
     layers = [_layer(spec, dtype, gen) for _ in range(spec.num_layers)]
-    return MambaModel(spec, glob, layers, Comm(1), fuse_conv_ssm=fuse_conv_ssm)
+    return MambaModel(spec, glob, layers, Comm(1))
 
 
 def torch_twin(model: MambaModel) -> MambaModel:

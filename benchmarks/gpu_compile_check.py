@@ -12,21 +12,13 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from mambapipe.engine.kernels import conv, gemv, mamba2_step, norms
+from mambapipe.engine.kernels import conv, gemv, norms
 
 H, F, I, C = "*fp16", "*fp32", "i32", "constexpr"
 KERNELS = [
     (conv._conv_update_kernel,
      dict(x_ptr=H, state_ptr=H, w_ptr=H, b_ptr=H, out_ptr=H, C=I, stride_x=I, stride_sb=I, stride_sc=I,
           stride_out=I, HAS_BIAS=C, BLOCK_C=C), dict(HAS_BIAS=True, BLOCK_C=256)),
-    (mamba2_step._conv_ssm_kernel,
-     dict(in_ptr=H, cs_ptr=H, cw_ptr=H, cb_ptr=H, state_ptr=H, dt_bias_ptr=F, A_ptr=F, D_ptr=F, y_ptr=F,
-          stride_in=I, stride_csb=I, stride_csc=I, stride_sb=I, stride_sh=I, stride_sp=I, stride_y=I, xbc_off=I,
-          dt_off=I, Di=I, BC=I, P=I, heads_per_group=I, N=C, BLOCK_P=C, HAS_BIAS=C),
-     dict(N=128, BLOCK_P=16, HAS_BIAS=True)),
-    (mamba2_step._gate_norm_shift_kernel,
-     dict(y_ptr=F, in_ptr=H, w_ptr=H, out_ptr=H, cs_ptr=H, stride_y=I, stride_in=I, stride_out=I, stride_csb=I,
-          stride_csc=I, xbc_off=I, Di=I, BC=I, G=I, eps="fp32", N=C, BLOCK=C), dict(N=128, BLOCK=1024)),
     (gemv._norm_gemv_kernel,
      dict(res_ptr=F, norm_w_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=H, cs_ptr=H, cw_ptr=H, cb_ptr=H, M=I, N=I, K=I,
           conv_lo=I, conv_hi=I, stride_res=I, stride_out=I, stride_csb=I, stride_csc=I, eps="fp32", HAS_BIAS=C,

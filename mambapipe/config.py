@@ -106,9 +106,6 @@ class BuildConfig:
     # round once per step). auto = the model dtype on CUDA (the Triton kernels: half the state traffic, as
     # mamba_ssm), float32 on the CPU torch path; the engine config records the resolved choice.
     ssm_state_dtype: StateDType = StateDType.auto
-    # Native engine only. Mamba2 decode: conv + SSM update in one Triton kernel on CUDA. Interpreter-tested
-    # and compiled for sm_90 but not yet measured on a GPU, hence off; no effect on the CPU torch path.
-    fused_conv_ssm: bool = False
     # TensorRT-LLM backend only (trtllm-build flags); a native build neither reads them nor has them in its key.
     paged_state: bool = True
     mamba_conv1d_plugin: str = "auto"

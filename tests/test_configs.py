@@ -95,6 +95,7 @@ def test_a_synthetic_model_keeps_the_real_shape(compose_config):
 
 @pytest.mark.parametrize("override, name", [
     ("build.max_batch_sise=16", "max_batch_sise"),  # mistyped key
+    ("build.fused_conv_ssm=true", "fused_conv_ssm"),  # a removed option
     ("model.sorce=hub", "sorce"),
     ("tp_size=two", "tp_size"),  # wrong type
     ("dtype=fp8", "dtype"),  # not an allowed value

@@ -8,8 +8,8 @@
 Under tensor parallelism every rank calls `load_engine` after `mambapipe.parallel.init_distributed`;
 each rank picks its own weights from torch.distributed's rank.
 
-What the engine computes is fixed by its config (dtype, `ssm_state_dtype`, `fused_conv_ssm`, all in the
-build step's cache key). Two load options choose only how, for benchmarks and debugging: `kernels="torch"`
+What the engine computes is fixed by its config (dtype, `ssm_state_dtype`, both in the build step's
+cache key). Two load options choose only how, for benchmarks and debugging: `kernels="torch"`
 runs the plain torch ops instead of the Triton kernels on CUDA, `cuda_graphs=False` decodes eagerly. The
 pipeline always loads with the defaults, and `gen.runtime_path` says which path a generator runs.
 """
@@ -61,8 +61,7 @@ def load_engine(engine_dir: str | Path, device: str = "cpu", kernels: str = "aut
     spec = ModelSpec.from_trtllm_config(cfg["pretrained_config"])
     rank, world = _rank_and_world(int(build["tp_size"]))
     glob, layers = load_rank(engine_dir, rank, spec, device)
-    model = MambaModel(spec, glob, layers, Comm(world), kernel_choice=kernels,
-                       fuse_conv_ssm=bool(build["fused_conv_ssm"]))
+    model = MambaModel(spec, glob, layers, Comm(world), kernel_choice=kernels)
     limits = Limits(int(build["max_batch_size"]), int(build["max_input_len"]), int(build["max_seq_len"]))
     return EngineGenerator(model, limits, device=device, dtype=build["dtype"], tp_size=world,
                            ssm_state_dtype=build["ssm_state_dtype"], cuda_graphs=cuda_graphs)

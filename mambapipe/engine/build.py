@@ -1,7 +1,7 @@
 """Build a native engine directory from a TensorRT-LLM Mamba checkpoint.
 
 The engine dir mirrors TensorRT-LLM's: `config.json` = {"version", "pretrained_config" (the checkpoint's
-config), "build_config" (limits, dtype, tp, device kind, the resolved SSM state dtype, fused conv+SSM)}
+config), "build_config" (limits, dtype, tp, device kind, the resolved SSM state dtype)}
 plus one `rank{r}.safetensors` per rank with the weights already renamed, fused, transposed and split for
 inference (see weights.py). Loading it needs nothing from the checkpoint.
 """
@@ -23,7 +23,9 @@ from mambapipe.engine.weights import engine_tensors
 from mambapipe.models import ModelSpec
 
 # -2: build_config's ssm_state_dtype is the dtype the engine really keeps its state in (-1 wrote "float32"
-# while the CUDA path kept it in the model dtype), and build_config gained fused_conv_ssm.
+# while the CUDA path kept it in the model dtype), and build_config gained fused_conv_ssm. That option is
+# gone (its kernel made no measured case faster); an older -2 engine that still has the key loads as before
+# and the key is ignored, without a bump: it chose only a decode kernel, not what the engine computes.
 ENGINE_FORMAT = "mambapipe-native-2"
 SSM_STATE_DTYPES = ("auto", *TORCH_DTYPES)
 
@@ -104,5 +106,4 @@ def runtime_settings(settings: BuildSettings, dtype: str) -> dict[str, Any]:
     problem = ssm_state_dtype_problem(setting, settings.device)
     if problem:
         raise ValueError(problem)
-    return {"ssm_state_dtype": resolve_ssm_state_dtype(setting, dtype, settings.device),
-            "fused_conv_ssm": bool(settings.options.get("fused_conv_ssm", False))}
+    return {"ssm_state_dtype": resolve_ssm_state_dtype(setting, dtype, settings.device)}

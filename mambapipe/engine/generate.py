@@ -85,8 +85,7 @@ class EngineGenerator:
         """Which computation this generator runs (the evaluate step records it in metrics.json)."""
         triton = kernels.enabled(self._tokens, self.model.kernel_choice)
         return {"kernels": "triton" if triton else "torch", "cuda_graphs": self._graphs is not None,
-                "ssm_state_dtype": str(self.state.ssm.dtype).removeprefix("torch."),
-                "fused_conv_ssm": triton and kernels.fuses_conv_ssm(self.model)}
+                "ssm_state_dtype": str(self.state.ssm.dtype).removeprefix("torch.")}
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: SamplingConfig = SamplingConfig(), eos_id: Optional[int] = None,

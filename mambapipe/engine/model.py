@@ -44,10 +44,9 @@ def _linear(x: Tensor, w: LayerWeights, name: str) -> Tensor:
 
 class MambaModel:
     def __init__(self, spec: ModelSpec, glob: dict[str, Tensor], layers: list[LayerWeights], comm: Comm,
-                 kernel_choice: str = "auto", fuse_conv_ssm: bool = False):
+                 kernel_choice: str = "auto"):
         self.spec, self.glob, self.layers, self.comm = spec, glob, layers, comm
-        # Load options (engine/api.py): Triton or torch ops (kernels.KERNEL_CHOICES), the fused conv+SSM step
-        self.kernel_choice, self.fuse_conv_ssm = kernel_choice, fuse_conv_ssm
+        self.kernel_choice = kernel_choice  # load option (engine/api.py): Triton or torch ops (kernels.KERNEL_CHOICES)
         tp = comm.world_size
         self.d_inner, self.heads = spec.intermediate_size // tp, spec.num_heads // tp
         self.bc_size = spec.n_groups * spec.state_size // tp  # Mamba2: local B (and C) width

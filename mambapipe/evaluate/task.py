@@ -67,8 +67,8 @@ def loaded_engine(job: EvalJob) -> Iterator[Generator]:
 
 
 def runtime_path(generator: Generator) -> dict[str, Any]:
-    """Which computation produced the results (native: kernels, cuda_graphs, ssm_state_dtype,
-    fused_conv_ssm), so two metrics files say whether they are comparable. Backends that choose no such
+    """Which computation produced the results (native: kernels, cuda_graphs, ssm_state_dtype), so two
+    metrics files say whether they are comparable. Backends that choose no such
     path (trtllm: TensorRT-LLM picks its own) report nothing."""
     return dict(getattr(generator, "runtime_path", {}))
 

@@ -12,8 +12,8 @@ from mambapipe.engine.build import dtype_problem, limits_problem, ssm_state_dtyp
 from mambapipe.pipeline.step import StepContext, StepError
 
 TRTLLM_KEYS = ("build.paged_state", "build.mamba_conv1d_plugin", "build.remove_input_padding", "build.gemm_plugin")
-NATIVE_KEYS = ("build.ssm_state_dtype", "build.fused_conv_ssm")
-NATIVE_DEFAULTS = {"build.ssm_state_dtype": "auto", "build.fused_conv_ssm": False}
+NATIVE_KEYS = ("build.ssm_state_dtype",)
+NATIVE_DEFAULTS = {"build.ssm_state_dtype": "auto"}
 # The build.* options each backend reads, and so the only ones in its key: a trtllm plugin flag must not
 # rebuild a native engine. trtllm reads the native ones too, to refuse values it cannot honour.
 BACKEND_OPTION_KEYS = {"native": NATIVE_KEYS, "trtllm": TRTLLM_KEYS + NATIVE_KEYS}

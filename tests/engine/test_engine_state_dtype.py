@@ -41,8 +41,7 @@ def test_engine_config_and_state_follow_the_setting(engines, setting, resolved):
     assert build["ssm_state_dtype"] == resolved  # auto on the CPU is fp32, the torch path's dtype
     gen = load_engine(engines[setting])
     assert gen.state.ssm.dtype == getattr(torch, resolved)
-    assert gen.runtime_path == {"kernels": "torch", "cuda_graphs": False, "ssm_state_dtype": resolved,
-                                "fused_conv_ssm": False}
+    assert gen.runtime_path == {"kernels": "torch", "cuda_graphs": False, "ssm_state_dtype": resolved}
     out = gen.generate([[1, 2, 3], [4, 5]], max_new_tokens=4)
     assert [len(t) for t in out.output_ids] == [4, 4]
 

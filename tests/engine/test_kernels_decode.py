@@ -31,12 +31,12 @@ def model(request, tmp_path_factory):
 
 
 # small batches take the matrix-vector kernels (kernels/gemv.py), larger ones cuBLAS GEMMs
-@pytest.mark.parametrize("gemv_max_batch,fuse_conv_ssm", [(8, False), (0, False), (0, True)])
+@pytest.mark.parametrize("gemv_max_batch", [8, 0])
 @pytest.mark.parametrize("ssm_dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2)])
-def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, gemv_max_batch, fuse_conv_ssm, monkeypatch):
+def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, gemv_max_batch, monkeypatch):
     monkeypatch.setattr(decode, "GEMV_MAX_BATCH", gemv_max_batch)
     reference = MambaModel(model.spec, model.glob, model.layers, model.comm, kernel_choice="torch")  # even on CUDA
-    fused = MambaModel(model.spec, model.glob, model.layers, model.comm, fuse_conv_ssm=fuse_conv_ssm)
+    fused = MambaModel(model.spec, model.glob, model.layers, model.comm)
     torch.manual_seed(0)
     batch, length = 3, 5
     tokens = torch.randint(1, 90, (batch, length), device=DEVICE)

@@ -16,7 +16,7 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton", reason="the fused kernels need Triton (a test dependency)")
 
 from mambapipe.engine import ops  # noqa: E402
-from mambapipe.engine.kernels import conv, gemv, mamba2_step, norms, scan, ssd, ssm  # noqa: E402
+from mambapipe.engine.kernels import conv, gemv, norms, scan, ssd, ssm  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF = torch.float16  # on the CPU the interpreter (numpy) has fp16 but no bf16
@@ -126,26 +126,6 @@ def test_ssd_chunk_scan_regrouped_matches_reference(length):
     y_ref, h_ref = ops.ssd_chunk_scan(x, dt, A, B, C, D, 16)
     _close(y, y_ref, 1e-5)
     _close(h, h_ref, 1e-5)
-
-
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (HALF, 2e-2)])
-def test_mamba2_fused_step_matches_conv_ssm_gated_norm(dtype, tol):
-    batch, heads, P, N, G = 2, 4, 16, 16, 2
-    Di, C = heads * P, heads * P + 2 * G * N
-    zxbcdt = _rand(batch, Di + C + heads, dtype=dtype)
-    conv_w, conv_b, gate_w = _rand(C, 4, dtype=dtype, scale=0.5), _rand(C, dtype=dtype), _rand(Di, dtype=dtype)
-    dt_bias, A, D = _rand(heads), -torch.rand(heads, device=DEVICE) * 4 - 0.5, _rand(heads)
-    conv_state, ssm_state = _rand(batch, C, 3, dtype=dtype), _rand(batch, heads, P, N, dtype=dtype)
-    conv_ref, ssm_ref = conv_state.clone(), ssm_state.clone()
-    for _ in range(2):  # the shifted conv state (x, B and C channels) must feed the next step
-        out = mamba2_step.mamba2_step(zxbcdt, conv_state, conv_w, conv_b, ssm_state, dt_bias, A, D, gate_w,
-                                      Di // G, 1e-5)
-        ref = mamba2_step.mamba2_step_ref(zxbcdt, conv_ref, conv_w, conv_b, ssm_ref, dt_bias, A, D, gate_w,
-                                          Di // G, 1e-5)
-        _close(out, ref, tol)
-        torch.testing.assert_close(conv_state, conv_ref)
-        _close(ssm_state, ssm_ref, tol)
-        zxbcdt = _rand(batch, Di + C + heads, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])

@@ -15,7 +15,7 @@ from mambapipe.pipeline.runner import run_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_EVAL = ("eval.max_ite=2", "eval.output_len=8")
-PATH_KEYS = ("kernels", "cuda_graphs", "ssm_state_dtype", "fused_conv_ssm")  # the native engine's runtime path
+PATH_KEYS = ("kernels", "cuda_graphs", "ssm_state_dtype")  # the native engine's runtime path
 
 
 def _predictions(run_dir: Path) -> list[dict]:
@@ -33,7 +33,7 @@ def test_native_engine_summarize_agrees_with_hf(compose_config, tmp_path):
     assert metrics["hf_token_agreement"] >= 0.9
     assert len(_predictions(tmp_path / "run")) == 2
     assert {k: metrics[k] for k in PATH_KEYS} == {"kernels": "torch", "cuda_graphs": False,
-                                                  "ssm_state_dtype": "float32", "fused_conv_ssm": False}
+                                                  "ssm_state_dtype": "float32"}
 
 
 def test_metrics_say_which_state_dtype_ran(compose_config, tmp_path):

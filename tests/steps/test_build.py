@@ -30,7 +30,7 @@ def _params(**changes) -> dict:
               "build.max_batch_size": 2, "build.max_input_len": 16, "build.max_seq_len": 24,
               "build.paged_state": True, "build.mamba_conv1d_plugin": "auto",
               "build.remove_input_padding": True, "build.gemm_plugin": "auto",
-              "build.ssm_state_dtype": "auto", "build.fused_conv_ssm": False}
+              "build.ssm_state_dtype": "auto"}
     params.update({k.replace("__", "."): v for k, v in changes.items()})
     declared = (*STEP.uses, *STEP.extra_uses(params))  # as the plan selects them: nothing undeclared
     return {key: value for key, value in params.items() if key in declared}
@@ -53,7 +53,6 @@ def checkpoints(tmp_path_factory) -> dict[int, Path]:
     (dict(dtype="float64"), "dtype 'float64'"),
     (dict(build__ssm_state_dtype="float64"), "build.ssm_state_dtype='float64' is not one of"),
     (dict(backend="trtllm", build__ssm_state_dtype="float16"), "cannot honour build.ssm_state_dtype=float16"),
-    (dict(backend="trtllm", build__fused_conv_ssm=True), "cannot honour build.fused_conv_ssm=True"),
 ])
 def test_check_refuses_limits_that_cannot_work(changes, message):
     with pytest.raises(StepError, match=message) as err:
@@ -140,8 +139,17 @@ def test_build_records_the_resolved_state_dtype(checkpoints, tmp_path, setting, 
                      StepContext(run_dir=tmp_path))
     build = json.loads((tmp_path / "engine" / "config.json").read_text())["build_config"]
     assert build["ssm_state_dtype"] == facts["ssm_state_dtype"] == resolved
-    assert build["fused_conv_ssm"] is False
     assert load_engine(tmp_path / "engine").state.ssm.dtype == getattr(torch, resolved)
+
+
+def test_an_engine_config_with_the_removed_fused_conv_ssm_key_still_loads(checkpoints, tmp_path):
+    STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext(run_dir=tmp_path))
+    expected = load_engine(tmp_path / "engine").generate([[1, 2, 3]], max_new_tokens=4).output_ids
+    config = tmp_path / "engine" / "config.json"
+    engine_cfg = json.loads(config.read_text())
+    engine_cfg["build_config"]["fused_conv_ssm"] = True  # as native-2 engines built before its removal
+    config.write_text(json.dumps(engine_cfg))
+    assert load_engine(tmp_path / "engine").generate([[1, 2, 3]], max_new_tokens=4).output_ids == expected
 
 
 def test_auto_state_dtype_is_the_model_dtype_on_cuda_and_fp32_on_the_cpu():
@@ -161,8 +169,7 @@ def _plan(compose_config, *overrides):
     return build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"]))
 
 
-@pytest.mark.parametrize("override", ["build.ssm_state_dtype=float32", "build.ssm_state_dtype=bfloat16",
-                                      "build.fused_conv_ssm=true"])
+@pytest.mark.parametrize("override", ["build.ssm_state_dtype=float32", "build.ssm_state_dtype=bfloat16"])
 def test_engine_options_are_in_the_build_and_evaluate_keys(compose_config, override):
     base, changed = _plan(compose_config), _plan(compose_config, override)
     assert base.problems == [] and changed.problems == []

@@ -33,13 +33,3 @@ def kernels_problem(kernels: str) -> Optional[str]:
 def enabled(t: torch.Tensor, kernels: str = "auto") -> bool:
     """Whether the Triton path runs for tensors like `t` under the `kernels` choice."""
     return kernels == "auto" and HAVE_TRITON and t.is_cuda
-
-
-def fuses_conv_ssm(model) -> bool:
-    """Whether the fused Mamba2 decode of `model` runs conv + SSM in one kernel (kernels/mamba2_step.py):
-    only when the engine was built with build.fused_conv_ssm=true (opt-in until measured on a GPU: it passes
-    the interpreter tests and compiles for sm_90, but no device time was left to time it; GPU_NOTES.md, v3),
-    and only where each head group's x rows line up with its own B/C state rows."""
-    group = model.spec.intermediate_size // model.spec.n_groups
-    return (model.fuse_conv_ssm and model.spec.is_mamba2
-            and model.d_inner // group == model.bc_size // model.spec.state_size)

@@ -1,6 +1,6 @@
 """One decode step of the depthwise causal conv + SiLU, twin of `ops.causal_conv1d_update`.
 
-`conv_step` is the per-channel body, shared with the fused Mamba2 step (kernels/mamba2_step.py).
+`conv_step` is the per-channel body, shared with the matrix-vector in_proj + conv kernel (kernels/gemv.py).
 """
 
 from __future__ import annotations

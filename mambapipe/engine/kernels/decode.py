@@ -6,8 +6,7 @@ layer: norm + in_proj + conv update; Mamba1: x_proj GEMM, SSM update (dt_proj, D
 Mamba2: SSM update; then out_proj added into the residual (Mamba2: with the gated norm in front).
 Larger batches, and tensor-parallel ranks (whose out_proj partial sums need an all-reduce before the
 residual add), take cuBLAS GEMMs with one add+RMSNorm, then Mamba1: conv update, x_proj, SSM update;
-Mamba2: conv update, SSM update and gated norm (or, with build.fused_conv_ssm, conv + SSM in one kernel:
-kernels/mamba2_step.py); then out_proj.
+Mamba2: conv update, SSM update and gated norm; then out_proj.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mambapipe.engine.kernels import fuses_conv_ssm, gemv
+from mambapipe.engine.kernels import gemv
 from mambapipe.engine.kernels.conv import causal_conv1d_update
-from mambapipe.engine.kernels.mamba2_step import mamba2_step
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
 from mambapipe.engine.kernels.ssm import mamba1_state_update, mamba2_state_update
 from mambapipe.engine.state import InferenceState
@@ -62,10 +60,6 @@ def _mamba1_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -
 def _mamba2_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -> Tensor:
     zxbcdt = F.linear(h, w.in_proj, w.in_proj_bias)  # (B, rows/tp)
     group = model.spec.intermediate_size // model.spec.n_groups
-    if fuses_conv_ssm(model):
-        gated = mamba2_step(zxbcdt, conv, w.conv_weight, w.conv_bias, ssm, w.dt_bias, w.A, w.D, w.gate_norm,
-                            group, EPS)  # (B, Di/tp)
-        return model._out_proj(w, gated)
     z, xBC, dt = zxbcdt.split([model.d_inner, model.d_inner + 2 * model.bc_size, model.heads], dim=-1)
     xBC = causal_conv1d_update(xBC, conv, w.conv_weight, w.conv_bias)  # (B, C/tp)
     x, B, C = xBC.split([model.d_inner, model.bc_size, model.bc_size], dim=-1)
