@@ -2,7 +2,7 @@
 anchors-h200.md timed against the decode floor.
 
     PYTHONPATH=$PWD python benchmarks/gpu_bench.py --out $OUT [--models mamba_130m,...] [--skip-hf]
-        [--fused-conv-ssm] [--triton-ssd]
+        [--fused-conv-ssm] [--torch-ssd]
 
 Prints a table last; writes results.json (and the HF check) under --out.
 """
@@ -123,12 +123,13 @@ def main() -> None:
     parser.add_argument("--no-torch-baseline", action="store_true")
     parser.add_argument("--tune-scan", action="store_true")
     parser.add_argument("--fused-conv-ssm", action="store_true", help="as build.fused_conv_ssm=true (Mamba2)")
-    parser.add_argument("--triton-ssd", action="store_true", help="Mamba2 prefill SSD through kernels/ssd_triton")
+    parser.add_argument("--torch-ssd", action="store_true",
+                        help="Mamba2 prefill SSD through the regrouped torch ops (kernels/ssd.py), not ssd_triton")
     args = parser.parse_args()
-    if args.triton_ssd:  # opt-in until timed; the fused-vs-torch check then covers it at the real shapes
+    if args.torch_ssd:  # the Triton SSD is the default; this times the torch one it replaced
         from mambapipe.engine.kernels import ssd
 
-        ssd.TRITON_SSD = True
+        ssd.TRITON_SSD = False
     args.out.mkdir(parents=True, exist_ok=True)
     import triton
 

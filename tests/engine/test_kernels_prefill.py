@@ -19,7 +19,7 @@ from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model  # noqa: E402
 
 from mambapipe.engine import ops  # noqa: E402
 from mambapipe.engine.api import load_engine  # noqa: E402
-from mambapipe.engine.kernels import prefill, scan  # noqa: E402
+from mambapipe.engine.kernels import prefill, scan, ssd  # noqa: E402
 from mambapipe.engine.model import MambaModel  # noqa: E402
 from mambapipe.engine.state import InferenceState  # noqa: E402
 from mambapipe.models import ModelSpec  # noqa: E402
@@ -55,8 +55,9 @@ def test_conv_prefill_matches_causal_conv1d(dtype, tol, with_bias):
 @pytest.mark.parametrize("dtype", [torch.float32, HALF])
 def test_dt_softplus_matches_torch(dtype):
     lengths = torch.tensor(LENGTHS, device=DEVICE)
-    packed = _rand(len(LENGTHS), 37, 40, dtype=dtype, scale=3.0)  # wide enough to cross softplus's threshold
-    dt, bias = packed[..., 30:36], _rand(6, scale=8.0)  # the in_proj output's last columns; 6 heads
+    packed = _rand(len(LENGTHS), 37, 40, dtype=dtype, scale=3.0)
+    dt = packed[..., 30:36]  # the in_proj output's last columns; 6 heads
+    bias = torch.linspace(-25.0, 25.0, 6, device=DEVICE)  # both sides of softplus's threshold (20) and its far tail
     out = prefill.dt_softplus(dt, bias, lengths)
     valid = torch.arange(37, device=DEVICE) < lengths[:, None]  # (B, L)
     ref = F.softplus(dt.float() + bias) * valid[..., None]  # the model's torch path
@@ -89,10 +90,12 @@ def model(request, tmp_path_factory):
 
 
 # The last-token gather does not depend on the mixer, so only the cheaper Mamba2 runs it (the interpreted
-# Mamba1 scan takes ~10 s a prefill).
-@pytest.mark.parametrize("model,all_logits", [("mamba1", True), ("mamba2", True), ("mamba2", False)],
+# Mamba1 scan takes ~10 s a prefill); Mamba2 also runs with the regrouped torch SSD (the --torch-ssd switch).
+@pytest.mark.parametrize("model,all_logits,triton_ssd", [("mamba1", True, True), ("mamba2", True, True),
+                                                         ("mamba2", False, True), ("mamba2", True, False)],
                          indirect=["model"])
-def test_fused_prefill_matches_torch_prefill(model, all_logits):
+def test_fused_prefill_matches_torch_prefill(model, all_logits, triton_ssd, monkeypatch):
+    monkeypatch.setattr(ssd, "TRITON_SSD", triton_ssd)
     reference = MambaModel(model.spec, model.glob, model.layers, model.comm, kernel_choice="torch")  # even on CUDA
     torch.manual_seed(0)
     tokens = torch.randint(1, 90, (3, 11), device=DEVICE)  # 11 tokens: more than one Mamba2 chunk (8)
