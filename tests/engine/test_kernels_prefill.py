@@ -84,18 +84,26 @@ def test_scan_with_folded_softplus_matches_torch(dtype, tol):
 
 @pytest.fixture(scope="module")
 def model(request, tmp_path_factory):
-    spec = ModelSpec(**(MAMBA1 if request.param == "mamba1" else MAMBA2))
-    engine = build_from_hf(hf_model(spec), spec, tmp_path_factory.mktemp(request.param), max_batch_size=3)
+    arch, dtype = request.param
+    spec = ModelSpec(**(MAMBA1 if arch == "mamba1" else MAMBA2))
+    engine = build_from_hf(hf_model(spec), spec, tmp_path_factory.mktemp(arch), dtype, max_batch_size=3)
     return load_engine(engine, DEVICE).model
 
 
+# fp32 engines: the same math, so tight; fp16: each path rounds at its own places (GPU_NOTES.md documents 1e-2
+# for fp16 logits; measured here 1.6e-3 for the Mamba2 model, 3.7e-3 for the Mamba1 one).
+TOLERANCE = {"float32": 1e-5, "float16": 1e-2}
+
+
 # The last-token gather does not depend on the mixer, so only the cheaper Mamba2 runs it (the interpreted
-# Mamba1 scan takes ~10 s a prefill); Mamba2 also runs with the regrouped torch SSD (the --torch-ssd switch).
-@pytest.mark.parametrize("model,all_logits,triton_ssd", [("mamba1", True, True), ("mamba2", True, True),
-                                                         ("mamba2", False, True), ("mamba2", True, False)],
-                         indirect=["model"])
+# Mamba1 scan takes ~10 s a prefill), as does fp16; Mamba2 also runs the regrouped torch SSD (--torch-ssd).
+@pytest.mark.parametrize("model,all_logits,triton_ssd", [
+    (("mamba1", "float32"), True, True), (("mamba2", "float32"), True, True), (("mamba2", "float32"), False, True),
+    (("mamba2", "float32"), True, False), (("mamba2", "float16"), True, True)], indirect=["model"],
+    ids=["mamba1", "mamba2", "mamba2-last-token", "mamba2-torch-ssd", "mamba2-fp16"])
 def test_fused_prefill_matches_torch_prefill(model, all_logits, triton_ssd, monkeypatch):
     monkeypatch.setattr(ssd, "TRITON_SSD", triton_ssd)
+    tol = TOLERANCE[str(model.dtype).removeprefix("torch.")]
     reference = MambaModel(model.spec, model.glob, model.layers, model.comm, kernel_choice="torch")  # even on CUDA
     torch.manual_seed(0)
     tokens = torch.randint(1, 90, (3, 11), device=DEVICE)  # 11 tokens: more than one Mamba2 chunk (8)
@@ -107,6 +115,6 @@ def test_fused_prefill_matches_torch_prefill(model, all_logits, triton_ssd, monk
         out = prefill.fused_prefill(model, tokens, lengths, states[1], slots, all_logits=all_logits)
     assert out.shape == ref.shape
     # Every position, padding included: the fused path computes the same garbage there as the torch path.
-    assert _rel(out, ref) < 1e-5
-    assert _rel(states[1].conv, states[0].conv) < 1e-6
-    assert _rel(states[1].ssm, states[0].ssm) < 1e-5
+    assert _rel(out, ref) < tol
+    assert _rel(states[1].conv, states[0].conv) < tol
+    assert _rel(states[1].ssm, states[0].ssm) < tol

@@ -26,7 +26,9 @@ from mambapipe.engine.state import InferenceState
 from mambapipe.engine.weights import LayerWeights
 from mambapipe.models import TRTLLM_NORM_EPSILON as EPS
 
-CONV_BLOCK_L, CONV_BLOCK_C = 16, 256  # 16 tokens x 256 channels: 512-byte coalesced fp16 rows
+# 16 tokens x 256 channels a program: 512-byte coalesced fp16 rows; the K shifted loads of a tile overlap, so
+# they are served from L1/L2 and DRAM sees each input about once.
+CONV_BLOCK_L, CONV_BLOCK_C = 16, 256
 DT_BLOCK_L = 64
 
 
