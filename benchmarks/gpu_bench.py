@@ -2,7 +2,7 @@
 anchors-h200.md timed against the decode floor.
 
     PYTHONPATH=$PWD python benchmarks/gpu_bench.py --out $OUT [--models mamba_130m,...] [--skip-hf]
-        [--triton-ssd] [--tune-gemv] [--gemv-max-batch N] [--scenarios S1,S3]
+        [--torch-ssd] [--tune-gemv] [--gemv-max-batch N] [--scenarios S1,S3]
 
 Prints a table last; writes results.json (and the HF check) under --out.
 """
@@ -122,15 +122,16 @@ def main() -> None:
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--no-torch-baseline", action="store_true")
     parser.add_argument("--tune-scan", action="store_true")
-    parser.add_argument("--triton-ssd", action="store_true", help="Mamba2 prefill SSD through kernels/ssd_triton")
+    parser.add_argument("--torch-ssd", action="store_true",
+                        help="Mamba2 prefill SSD through the regrouped torch ops (kernels/ssd.py), not ssd_triton")
     parser.add_argument("--gemv-max-batch", type=int, help="decode batches up to this take kernels/gemv.py (0: none)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="a subset of S1,S2,S3,S4")
     parser.add_argument("--tune-gemv", action="store_true", help="sweep the small-batch GEMV tiles first, use the best")
     args = parser.parse_args()
-    if args.triton_ssd:  # opt-in until timed; the fused-vs-torch check then covers it at the real shapes
+    if args.torch_ssd:  # the Triton SSD is the default; this times the torch one it replaced
         from mambapipe.engine.kernels import ssd
 
-        ssd.TRITON_SSD = True
+        ssd.TRITON_SSD = False
     if args.gemv_max_batch is not None:
         from mambapipe.engine.kernels import decode
 

@@ -1,5 +1,5 @@
-"""Compile the fused decode kernels for sm_90 (H100/H200) on a machine without a GPU: Triton's bundled
-ptxas catches type and lowering errors before a device call spends minutes on them.
+"""Compile the fused decode and prefill kernels for sm_90 (H100/H200) on a machine without a GPU: Triton's
+bundled ptxas catches type and lowering errors before a device call spends minutes on them.
 
     python benchmarks/gpu_compile_check.py      # prints one line per kernel, exits 1 on a failure
 """
@@ -12,9 +12,9 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from mambapipe.engine.kernels import conv, gemv, norms
+from mambapipe.engine.kernels import conv, gemv, norms, prefill, scan
 
-H, F, I, C = "*fp16", "*fp32", "i32", "constexpr"
+H, F, I, C, L64 = "*fp16", "*fp32", "i32", "constexpr", "*i64"
 KERNELS = [
     (conv._conv_update_kernel,
      dict(x_ptr=H, state_ptr=H, w_ptr=H, b_ptr=H, out_ptr=H, C=I, stride_x=I, stride_sb=I, stride_sc=I,
@@ -31,6 +31,22 @@ KERNELS = [
     (norms._gated_rms_norm_kernel,
      dict(y_ptr=F, z_ptr=H, w_ptr=H, out_ptr=H, D=I, G=I, stride_y=I, stride_z=I, stride_out=I, eps="fp32",
           BLOCK=C), dict(BLOCK=1024)),
+    (norms._add_rms_norm_kernel,
+     dict(res_ptr=F, delta_ptr=H, w_ptr=H, out_ptr=H, H=I, stride_res=I, stride_delta=I, stride_out=I, eps="fp32",
+          HAS_DELTA=C, BLOCK_H=C), dict(HAS_DELTA=True, BLOCK_H=4096)),
+    (prefill._conv_prefill_kernel,
+     dict(x_ptr=H, w_ptr=H, b_ptr=H, len_ptr=L64, out_ptr=H, state_ptr=H, L=I, C=I, s_xb=I, s_xl=I, s_ob=I, s_ol=I,
+          s_sb=I, s_sc=I, K=C, HAS_BIAS=C, BLOCK_L=C, BLOCK_C=C, STATE_COLS=C),
+     dict(K=4, HAS_BIAS=True, BLOCK_L=prefill.CONV_BLOCK_L, BLOCK_C=prefill.CONV_BLOCK_C, STATE_COLS=4)),
+    (prefill._dt_softplus_kernel,
+     dict(dt_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, L=I, H=I, s_db=I, s_dl=I, BLOCK_L=C, BLOCK_H=C),
+     dict(BLOCK_L=prefill.DT_BLOCK_L, BLOCK_H=128)),
+    (scan._scan_kernel,  # the Mamba1 prefill scan with softplus(dt + bias) and the padding mask folded in
+     dict(u_ptr=H, delta_ptr=H, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, dt_bias_ptr=F,
+          len_ptr=L64, L=I, Di=I, **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl "
+                                                  "stride_cb stride_cl stride_zb stride_zl stride_yb stride_yl").split()},
+          N=C, T=C, BLOCK_D=C, DT_SOFTPLUS=C),
+     dict(N=16, T=scan.TOKENS_PER_CHUNK, BLOCK_D=scan.BLOCK_D, DT_SOFTPLUS=True)),
 ]
 
 

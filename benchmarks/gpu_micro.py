@@ -67,11 +67,11 @@ def ssd_times(L: int = 2048) -> dict:
     results = {}
     for name, heads, groups in SSD_SHAPES:
         args = _ssd_inputs(heads, groups, L)
-        for label, fn in (("reference", ops.ssd_chunk_scan), ("regrouped", ssd.ssd_chunk_scan),
+        for label, fn in (("reference", ops.ssd_chunk_scan), ("regrouped", ssd.regrouped_ssd_chunk_scan),
                           ("triton", ssd_triton.ssd_chunk_scan)):
             results[f"{name}_{label}"] = do_bench(lambda: fn(*args, 256), return_mode="median")
         y_ref, h_ref = ops.ssd_chunk_scan(*args, 256)
-        for label, fn in (("regrouped", ssd.ssd_chunk_scan), ("triton", ssd_triton.ssd_chunk_scan)):
+        for label, fn in (("regrouped", ssd.regrouped_ssd_chunk_scan), ("triton", ssd_triton.ssd_chunk_scan)):
             y, h = fn(*args, 256)
             results[f"{name}_{label}_rel_err"] = {"y": _rel(y, y_ref), "state": _rel(h, h_ref)}
     return results

@@ -60,6 +60,10 @@ class MambaModel:
                 all_logits: bool = False) -> Tensor:
         """Run right-padded prompts (B, L) from a zero state; store their final states in `slots`.
         Returns fp32 logits at each prompt's last token (B, V), or at every position (B, L, V)."""
+        if kernels.enabled(tokens, self.kernel_choice):  # same computation on the fused Triton kernels
+            from mambapipe.engine.kernels.prefill import fused_prefill
+
+            return fused_prefill(self, tokens, lengths, state, slots, all_logits)
         valid = torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None]  # (B, L)
         residual = F.embedding(tokens, self.glob["embedding"]).float()  # (B, L, H)
         mixer = self._mamba2_prefill if self.spec.is_mamba2 else self._mamba1_prefill
@@ -112,10 +116,7 @@ class MambaModel:
         x = x.transpose(1, 2)  # (B, L, Di/tp)
         delta, B, C = self._mamba1_ssm_inputs(w, x)
         delta = delta * valid[..., None]  # padding steps leave the state untouched
-        scan = ops.selective_scan
-        if kernels.enabled(x, self.kernel_choice):  # the register-resident Triton scan, not a per-token loop
-            from mambapipe.engine.kernels.scan import selective_scan as scan
-        y, ssm = scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp)
+        y, ssm = ops.selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp)
         return self._out_proj(w, y), conv, ssm
 
     def _mamba1_step(self, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -> Tensor:
@@ -142,10 +143,7 @@ class MambaModel:
         xBC, conv = ops.causal_conv1d(xBC.transpose(1, 2), w.conv_weight, w.conv_bias, lengths)  # (B, C/tp, L)
         x, B, C = xBC.transpose(1, 2).split([self.d_inner, self.bc_size, self.bc_size], -1)
         dt = F.softplus(dt.float() + w.dt_bias) * valid[..., None]  # (B, L, Hh/tp); 0 at padding
-        ssd = ops.ssd_chunk_scan
-        if kernels.enabled(x, self.kernel_choice):  # C.B^T per group, a cheaper decay mask: fewer, larger matmuls
-            from mambapipe.engine.kernels.ssd import ssd_chunk_scan as ssd
-        y, ssm = ssd(x.reshape(batch, length, self.heads, P), dt, w.A,
+        y, ssm = ops.ssd_chunk_scan(x.reshape(batch, length, self.heads, P), dt, w.A,
                                     B.reshape(batch, length, -1, N), C.reshape(batch, length, -1, N),
                                     w.D, self.spec.chunk_size)  # (B, L, Hh/tp, P)
         return self._mamba2_gate_out(w, y.flatten(2), z), conv, ssm

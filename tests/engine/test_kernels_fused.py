@@ -122,7 +122,7 @@ def test_ssd_chunk_scan_regrouped_matches_reference(length):
     dt[1, length // 2:] = 0  # right padding
     A = -torch.rand(heads, device=DEVICE) * 4
     B, C = _rand(batch, length, G, N), _rand(batch, length, G, N)
-    y, h = ssd.ssd_chunk_scan(x, dt, A, B, C, D, 16)
+    y, h = ssd.regrouped_ssd_chunk_scan(x, dt, A, B, C, D, 16)
     y_ref, h_ref = ops.ssd_chunk_scan(x, dt, A, B, C, D, 16)
     _close(y, y_ref, 1e-5)
     _close(h, h_ref, 1e-5)

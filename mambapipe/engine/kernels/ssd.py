@@ -1,5 +1,5 @@
-"""Mamba2 prefill for the GPU path: the chunked SSD of `ops.ssd_chunk_scan` rearranged for few, large
-batched matmuls (same contract, same math).
+"""Mamba2 prefill's SSD for the GPU path: the Triton kernels of `ssd_triton` by default, or the chunked SSD
+of `ops.ssd_chunk_scan` rearranged for few, large batched matmuls (same contract, same math).
 
 Two changes against the reference: C.B^T is formed once per group instead of once per head (heads of a
 group share B and C; Codestral has 16 heads a group, mamba2-2.7b 80), and the in-chunk decay matrix is
@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Opt-in until measured on a GPU: the Triton chunked SSD (`ssd_triton`, tensor-core tiles, no (T x T) decay
-# tensors in memory) instead of the torch ops below. The benchmark sets it to time both in one run.
-TRITON_SSD = False
+# The GPU path's SSD is the Triton chunked SSD (`ssd_triton`: tensor-core tiles, no (T x T) decay tensors in
+# memory), measured on the H200 at 10.6x (mamba2-2.7b) / 9.1x (codestral) less time a layer than the torch ops
+# below (GPU_NOTES.md, v5). The switch stays so `benchmarks/gpu_bench.py --torch-ssd` can time those.
+TRITON_SSD = True
 
 
 def _chunks(t: Tensor, T: int, pad: int) -> Tensor:
@@ -27,12 +28,19 @@ def _chunks(t: Tensor, T: int, pad: int) -> Tensor:
 
 def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                    chunk_size: int) -> tuple[Tensor, Tensor]:
-    """x (Bt, L, Hh, P); dt (Bt, L, Hh) softplus'd (zero at padding); A, D (Hh,) fp32; B, C (Bt, L, G, N).
-    Returns y = SSM(x) + D x as (Bt, L, Hh, P) fp32 and the final state (Bt, Hh, P, N) fp32."""
+    """The GPU path's SSD: `ssd_triton.ssd_chunk_scan`, or `regrouped_ssd_chunk_scan` with TRITON_SSD off.
+    Same contract as both (and as `ops.ssd_chunk_scan`)."""
     if TRITON_SSD:
         from mambapipe.engine.kernels import ssd_triton
 
         return ssd_triton.ssd_chunk_scan(x, dt, A, B, C, D, chunk_size)
+    return regrouped_ssd_chunk_scan(x, dt, A, B, C, D, chunk_size)
+
+
+def regrouped_ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                             chunk_size: int) -> tuple[Tensor, Tensor]:
+    """x (Bt, L, Hh, P); dt (Bt, L, Hh) softplus'd (zero at padding); A, D (Hh,) fp32; B, C (Bt, L, G, N).
+    Returns y = SSM(x) + D x as (Bt, L, Hh, P) fp32 and the final state (Bt, Hh, P, N) fp32."""
     batch, length, heads, P = x.shape
     G, N = B.shape[2:]
     T = min(chunk_size, length)

@@ -1,0 +1,156 @@
+"""The whole-model prefill on the fused kernels: same contract, weights and rounding as `MambaModel.prefill`,
+which dispatches here on CUDA.
+
+Per layer: one add+RMSNorm over the (B*L, H) rows (the previous layer's output is added to the fp32 residual
+inside it), the in_proj GEMM, the channels-last causal conv + SiLU reading its input columns in place, then
+Mamba1: x_proj and dt_proj GEMMs and the Triton scan (softplus(dt + bias) and the padding mask inside);
+Mamba2: softplus(dt + bias) masked, the chunked SSD (kernels/ssd.py), the gated norm reading z in place;
+then out_proj. No transposes, and no fp32 copies of (L, Di)-sized tensors besides the SSD's y.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from mambapipe.engine.kernels import ssd
+from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
+from mambapipe.engine.kernels.scan import selective_scan
+from mambapipe.engine.kernels.ssm import softplus
+from mambapipe.engine.state import InferenceState
+from mambapipe.engine.weights import LayerWeights
+from mambapipe.models import TRTLLM_NORM_EPSILON as EPS
+
+# 16 tokens x 256 channels a program: 512-byte coalesced fp16 rows; the K shifted loads of a tile overlap, so
+# they are served from L1/L2 and DRAM sees each input about once.
+CONV_BLOCK_L, CONV_BLOCK_C = 16, 256
+DT_BLOCK_L = 64
+
+
+@triton.jit
+def _conv_prefill_kernel(x_ptr, w_ptr, b_ptr, len_ptr, out_ptr, state_ptr, L, C, s_xb, s_xl, s_ob, s_ol, s_sb,
+                         s_sc, K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr,
+                         BLOCK_C: tl.constexpr, STATE_COLS: tl.constexpr):
+    b, lb = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    t = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,)
+    c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
+    c_ok = c < C
+    x_rows = x_ptr + b * s_xb + c[None, :]  # (1, BC)
+    acc = tl.zeros((BLOCK_L, BLOCK_C), dtype=tl.float32)
+    for k in tl.static_range(K):  # tap k reads input t - (K-1) + k; before the prompt the input is zero
+        src = t - (K - 1) + k
+        xk = tl.load(x_rows + src[:, None] * s_xl, mask=((src >= 0) & (src < L))[:, None] & c_ok[None, :],
+                     other=0.0)  # (BL, BC)
+        acc += xk.to(tl.float32) * tl.load(w_ptr + c * K + k, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    out = out_ptr + b * s_ob + t[:, None] * s_ol + c[None, :]
+    tl.store(out, (acc * tl.sigmoid(acc)).to(out_ptr.dtype.element_ty), mask=(t < L)[:, None] & c_ok[None, :])
+    if lb == 0:  # the first token block of each channel block also stores the row's conv state
+        _store_conv_state(x_ptr + b * s_xb, s_xl, tl.load(len_ptr + b), state_ptr + b * s_sb, s_sc, c, c_ok,
+                          K=K, STATE_COLS=STATE_COLS)
+
+
+@triton.jit
+def _store_conv_state(x_row, s_xl, length, state_row, s_sc, c, c_ok, K: tl.constexpr, STATE_COLS: tl.constexpr):
+    """state[c, j] = x[length - (K-1) + j, c] for j < K-1: the row's last K-1 real inputs, zero before the prompt."""
+    j = tl.arange(0, STATE_COLS)  # (SC,)
+    src = length - (K - 1) + j  # (SC,)
+    ok = c_ok[:, None] & (j < K - 1)[None, :]  # (BC, SC)
+    xs = tl.load(x_row + src[None, :] * s_xl + c[:, None], mask=ok & (src >= 0)[None, :], other=0.0)  # (BC, SC)
+    tl.store(state_row + c[:, None] * s_sc + j[None, :], xs, mask=ok)
+
+
+def causal_conv1d_prefill(x: Tensor, weight: Tensor, bias: Optional[Tensor], lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Twin of `ops.causal_conv1d` in channels-last layout: x (B, L, C) with a unit inner stride (columns of the
+    in_proj output, read in place); weight (C, K) contiguous; bias (C,) or None; lengths (B,) real tokens a row.
+    Returns silu(conv) as a new (B, L, C) in x's dtype (garbage past each length, as there) and the conv
+    state (B, C, K-1) in x's dtype: the last K-1 real inputs of each row, zeros where the prompt is shorter."""
+    batch, length, channels = x.shape
+    width = weight.shape[1]
+    out = torch.empty(batch, length, channels, dtype=x.dtype, device=x.device)
+    state = torch.empty(batch, channels, width - 1, dtype=x.dtype, device=x.device)
+    grid = (batch, triton.cdiv(length, CONV_BLOCK_L), triton.cdiv(channels, CONV_BLOCK_C))
+    _conv_prefill_kernel[grid](x, weight, bias if bias is not None else weight, lengths, out, state, length,
+                               channels, x.stride(0), x.stride(1), out.stride(0), out.stride(1), state.stride(0),
+                               state.stride(1), K=width, HAS_BIAS=bias is not None, BLOCK_L=CONV_BLOCK_L,
+                               BLOCK_C=CONV_BLOCK_C, STATE_COLS=triton.next_power_of_2(width - 1), num_warps=4)
+    return out, state
+
+
+@triton.jit
+def _dt_softplus_kernel(dt_ptr, bias_ptr, len_ptr, out_ptr, L, H, s_db, s_dl, BLOCK_L: tl.constexpr,
+                        BLOCK_H: tl.constexpr):
+    b, lb = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    t = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,)
+    h = tl.arange(0, BLOCK_H)  # (BH,)
+    mask = (t < L)[:, None] & (h < H)[None, :]
+    dt = tl.load(dt_ptr + b * s_db + t[:, None] * s_dl + h[None, :], mask=mask, other=0.0).to(tl.float32)
+    dt = softplus(dt + tl.load(bias_ptr + h, mask=h < H, other=0.0)[None, :])  # (BL, BH)
+    dt = tl.where((t < tl.load(len_ptr + b))[:, None], dt, 0.0)  # padding steps leave the state untouched
+    tl.store(out_ptr + (b * L + t[:, None]) * H + h[None, :], dt, mask=mask)
+
+
+def dt_softplus(dt: Tensor, dt_bias: Tensor, lengths: Tensor) -> Tensor:
+    """Mamba2's step sizes: softplus(dt + dt_bias) at t < lengths[row], 0 after, as a new (B, L, Hh) fp32.
+    dt (B, L, Hh) with a unit inner stride (the in_proj output's last columns); dt_bias (Hh,) fp32.
+    Twin of the model's `F.softplus(dt.float() + dt_bias) * valid[..., None]`."""
+    batch, length, heads = dt.shape
+    out = torch.empty(batch, length, heads, dtype=torch.float32, device=dt.device)
+    grid = (batch, triton.cdiv(length, DT_BLOCK_L))
+    _dt_softplus_kernel[grid](dt, dt_bias, lengths, out, length, heads, dt.stride(0), dt.stride(1),
+                              BLOCK_L=DT_BLOCK_L, BLOCK_H=triton.next_power_of_2(heads), num_warps=4)
+    return out
+
+
+def fused_prefill(model, tokens: Tensor, lengths: Tensor, state: InferenceState, slots: Tensor,
+                  all_logits: bool = False) -> Tensor:
+    """Right-padded prompts (B, L) through `model` (a MambaModel) from a zero state; stores their final states
+    in `slots`. Returns fp32 logits at each prompt's last token (B, V), or at every position (B, L, V)."""
+    batch, length = tokens.shape
+    residual = F.embedding(tokens, model.glob["embedding"]).float().flatten(0, 1)  # (B*L, H) fp32
+    mixer = _mamba2_mixer if model.spec.is_mamba2 else _mamba1_mixer
+    delta = None  # the previous layer's output, added to the residual inside the next norm
+    for i, w in enumerate(model.layers):
+        h = add_rms_norm(residual, delta, w.norm, EPS).view(batch, length, -1)  # (B, L, H)
+        out, conv, ssm = mixer(model, w, h, lengths)
+        state.write(i, slots, conv, ssm)
+        delta = out.flatten(0, 1)  # (B*L, H)
+    if not all_logits:  # only the last real token of each row reaches the final norm
+        rows = torch.arange(batch, device=tokens.device) * length + lengths - 1  # (B,)
+        residual, delta = residual[rows], delta[rows]  # (B, H)
+    h = add_rms_norm(residual, delta, model.glob["norm_f"], EPS)  # (B*L or B, H)
+    logits = F.linear(h, model.glob["lm_head"]).float()  # (..., V/tp)
+    logits = model.comm.gather_last_dim(logits) if model.lm_head_split else logits
+    return logits.view(batch, length, -1) if all_logits else logits
+
+
+def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    N = model.spec.state_size
+    x, z = F.linear(h, w.in_proj, w.in_proj_bias).split(model.d_inner, dim=-1)  # (B, L, Di/tp) each
+    x, conv = causal_conv1d_prefill(x, w.conv_weight, w.conv_bias, lengths)  # (B, L, Di/tp), (B, Di/tp, K-1)
+    x_dbl = model.comm.all_reduce(F.linear(x, w.x_proj))  # (B, L, R+2N): d_inner-split partial sums
+    dt_low, B, C = x_dbl.split([x_dbl.shape[-1] - 2 * N, N, N], dim=-1)
+    dt = F.linear(dt_low, w.dt_proj)  # (B, L, Di/tp) raw: the scan adds dt_bias, softplus and padding mask
+    y, ssm = selective_scan(x, dt, w.A, B, C, w.D, z, dt_bias=w.dt_bias, lengths=lengths)  # (B, L, Di/tp)
+    return model._out_proj(w, y), conv, ssm
+
+
+def _mamba2_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    batch, length, _ = h.shape
+    P, N = model.spec.head_dim, model.spec.state_size
+    zxbcdt = F.linear(h, w.in_proj, w.in_proj_bias)  # (B, L, rows/tp)
+    z, xBC, dt = zxbcdt.split([model.d_inner, model.d_inner + 2 * model.bc_size, model.heads], dim=-1)
+    xBC, conv = causal_conv1d_prefill(xBC, w.conv_weight, w.conv_bias, lengths)  # (B, L, C/tp), (B, C/tp, K-1)
+    x, B, C = xBC.split([model.d_inner, model.bc_size, model.bc_size], dim=-1)
+    dt = dt_softplus(dt, w.dt_bias, lengths)  # (B, L, Hh/tp) fp32; 0 at padding
+    y, ssm = ssd.ssd_chunk_scan(x.unflatten(-1, (model.heads, P)), dt, w.A, B.unflatten(-1, (-1, N)),
+                                C.unflatten(-1, (-1, N)), w.D, model.spec.chunk_size)  # (B, L, Hh/tp, P) fp32
+    group = model.spec.intermediate_size // model.spec.n_groups  # groups never straddle ranks
+    gated = gated_rms_norm(y.reshape(batch * length, -1), z.flatten(0, 1), w.gate_norm, group, EPS)  # (B*L, Di/tp)
+    return model._out_proj(w, gated.view(batch, length, -1)), conv, ssm
