@@ -24,10 +24,10 @@ KERNELS = [
           conv_lo=I, conv_hi=I, stride_res=I, stride_out=I, stride_csb=I, stride_csc=I, eps="fp32", HAS_BIAS=C,
           CONV=C, CONV_BIAS=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C),
      dict(HAS_BIAS=False, CONV=True, CONV_BIAS=True, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256)),
-    (gemv._gemv_residual_kernel,
-     dict(y_ptr=F, z_ptr=H, g_ptr=H, w_ptr=H, bias_ptr=H, res_ptr=F, M=I, N=I, K=I, G=I, stride_y=I, stride_z=I,
-          stride_res=I, eps="fp32", GATED=C, HAS_BIAS=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C),
-     dict(GATED=True, HAS_BIAS=True, BLOCK_M=8, BLOCK_N=4, BLOCK_K=128)),
+    (gemv._gemv_kernel,
+     dict(y_ptr=F, z_ptr=H, g_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=F, M=I, N=I, K=I, G=I, stride_y=I, stride_z=I,
+          stride_out=I, eps="fp32", GATED=C, HAS_BIAS=C, ACCUMULATE=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C),
+     dict(GATED=True, HAS_BIAS=True, ACCUMULATE=True, BLOCK_M=1, BLOCK_N=8, BLOCK_K=1024)),
     (norms._gated_rms_norm_kernel,
      dict(y_ptr=F, z_ptr=H, w_ptr=H, out_ptr=H, D=I, G=I, stride_y=I, stride_z=I, stride_out=I, eps="fp32",
           BLOCK=C), dict(BLOCK=1024)),
@@ -41,12 +41,11 @@ KERNELS = [
     (prefill._dt_softplus_kernel,
      dict(dt_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, L=I, H=I, s_db=I, s_dl=I, BLOCK_L=C, BLOCK_H=C),
      dict(BLOCK_L=prefill.DT_BLOCK_L, BLOCK_H=128)),
-    (scan._scan_kernel,  # the Mamba1 prefill scan with softplus(dt + bias) and the padding mask folded in
-     dict(u_ptr=H, delta_ptr=H, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, dt_bias_ptr=F,
-          len_ptr=L64, L=I, Di=I, **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl "
-                                                  "stride_cb stride_cl stride_zb stride_zl stride_yb stride_yl").split()},
-          N=C, T=C, BLOCK_D=C, DT_SOFTPLUS=C),
-     dict(N=16, T=scan.TOKENS_PER_CHUNK, BLOCK_D=scan.BLOCK_D, DT_SOFTPLUS=True)),
+    (scan._scan_kernel,
+     dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, L=I, Di=I,
+          **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
+                            "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C),
+     dict(N=16, T=scan.TOKENS_PER_CHUNK, BLOCK_D=scan.BLOCK_D)),
 ]
 
 

@@ -1,7 +1,8 @@
 """The small-batch decode projections (kernels/gemv.py) against the unfused kernels they replace, per
 weight shape of the five models, both replayed in CUDA graphs (as the decode runs): norm + in_proj + conv
-update, (gated norm +) out_proj + residual add, norm + lm_head. Sweeps the tile table and reports the
-fastest tiles, which `use_fastest_tiles` installs in `gemv.TILES` for a later run in the same process.
+update, (gated norm +) out_proj + residual add, norm + lm_head, Mamba1's x_proj. Sweeps the tile table and
+reports the fastest tiles, which `use_fastest_tiles` installs in `gemv.TILES` for a later run in the same
+process.
 
     PYTHONPATH=$PWD python3 benchmarks/gpu_gemv.py [--batches 1 8] [--out DIR]
 """
@@ -25,7 +26,8 @@ from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
 
 # (BLOCK_N, BLOCK_K, warps, stages) tried per batch tile (BLOCK_M = 1 and 8)
 CANDIDATES = {1: [(4, 512, 4, 1), (4, 512, 4, 3), (8, 256, 4, 1), (8, 256, 4, 3), (8, 512, 4, 3), (16, 128, 4, 3),
-                  (16, 256, 4, 1), (16, 256, 4, 3), (32, 128, 4, 3), (32, 256, 8, 3), (16, 512, 8, 3), (8, 1024, 4, 2)],
+                  (16, 256, 4, 1), (16, 256, 4, 3), (32, 128, 4, 3), (32, 256, 8, 3), (16, 512, 8, 3), (8, 1024, 4, 2),
+                  (2, 1024, 4, 2), (2, 512, 4, 3), (4, 1024, 4, 2)],  # the last ones for x_proj's few rows
               8: [(2, 256, 4, 2), (4, 128, 4, 2), (4, 256, 4, 2), (8, 128, 4, 2)]}
 EPS = 1e-5
 
@@ -59,11 +61,16 @@ def projections(name: str, batch: int) -> dict:
     def head_unfused():
         F.linear(add_rms_norm(residual, None, norm_w, EPS), w_head).float()
 
-    return {"in_proj": (lambda: gemv.norm_gemv(residual, norm_w, w_in, None, EPS, conv=(state, conv_w, conv_b, conv_lo)),
-                        in_unfused, w_in),
-            "out_proj": (lambda: gemv.gemv_residual(residual, y, w_out, None, gate=gate, eps=EPS), out_unfused, w_out),
-            "lm_head": (lambda: gemv.norm_gemv(residual, norm_w, w_head, None, EPS, out_dtype=torch.float32),
-                        head_unfused, w_head)}
+    calls = {"in_proj": (lambda: gemv.norm_gemv(residual, norm_w, w_in, None, EPS, conv=(state, conv_w, conv_b,
+                                                                                         conv_lo)), in_unfused, w_in),
+             "out_proj": (lambda: gemv.gemv_residual(residual, y, w_out, None, gate=gate, eps=EPS), out_unfused, w_out),
+             "lm_head": (lambda: gemv.norm_gemv(residual, norm_w, w_head, None, EPS, out_dtype=torch.float32),
+                         head_unfused, w_head)}
+    if not spec.is_mamba2:
+        w_x = _rand(spec.dt_rank + 2 * spec.state_size, Di, scale=Di ** -0.5)
+        x = _rand(batch, 2 * Di)[:, :Di]
+        calls["x_proj"] = (lambda: gemv.gemv(x, w_x), lambda: F.linear(x, w_x), w_x)
+    return calls
 
 
 def _time(fn) -> float:

@@ -2,7 +2,7 @@
 which dispatches here on CUDA. No splits or copies of the projection outputs.
 
 Batch 1 (GEMV_MAX_BATCH, on one rank) takes the matrix-vector kernels of kernels/gemv.py, per
-layer: norm + in_proj + conv update; Mamba1: x_proj GEMM, SSM update (dt_proj, D skip and z gate inside);
+layer: norm + in_proj + conv update; Mamba1: x_proj, SSM update (dt_proj, D skip and z gate inside);
 Mamba2: SSM update; then out_proj added into the residual (Mamba2: with the gated norm in front).
 Larger batches, and tensor-parallel ranks (whose out_proj partial sums need an all-reduce before the
 residual add), take cuBLAS GEMMs with one add+RMSNorm, then Mamba1: conv update, x_proj, SSM update;
@@ -84,7 +84,7 @@ def _mamba1_gemv_step(model, w: LayerWeights, residual: Tensor, conv: Tensor, ss
     xz = gemv.norm_gemv(residual, w.norm, w.in_proj, w.in_proj_bias, EPS,
                         conv=(conv, w.conv_weight, w.conv_bias, 0))  # (B, 2Di): x already conv'd
     x, z = xz.split(model.d_inner, dim=-1)
-    x_dbl = F.linear(x, w.x_proj)  # (B, R+2N)
+    x_dbl = gemv.gemv(x, w.x_proj)  # (B, R+2N)
     dt_low, B, C = x_dbl.split([x_dbl.shape[-1] - 2 * N, N, N], dim=-1)
     y = mamba1_state_update(ssm, x, dt_low, w.dt_proj, w.dt_bias, w.A, B, C, w.D, z)  # (B, Di)
     gemv.gemv_residual(residual, y, w.out_proj, w.out_proj_bias)

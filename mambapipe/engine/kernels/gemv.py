@@ -1,5 +1,6 @@
 """Small-batch projections of the decode step with their neighbours fused in, so a Mamba2 layer is three
-kernels (norm + in_proj + conv, SSM update, gated norm + out_proj + residual) and a Mamba1 layer four.
+kernels (norm + in_proj + conv, SSM update, gated norm + out_proj + residual) and a Mamba1 layer four
+(norm + in_proj + conv, x_proj, SSM update, out_proj + residual).
 
 At batch 1 a decode layer is a handful of matrix-vector products and tiny elementwise kernels; on the H200
 the tiny kernels and the gaps between them cost a large share of the step (GPU_NOTES.md, v5 profile).
@@ -9,6 +10,7 @@ Each program owns BLOCK_N output rows for every batch row, so it can also:
 - run the causal-conv update on the in_proj rows that are conv channels, since each channel's output is
   produced by exactly one program (no race on its conv state);
 - add its rows of out_proj into the fp32 residual stream in place (again one owner per element).
+Mamba1's x_proj (a few hundred output rows) runs on the same kernel without the extras.
 A product of a few rows is memory-bound, so the weights stream through plain fp32 FMAs into register
 accumulators (no tensor-core tiles, no shared-memory staging). Against the torch path (`ops.rms_norm` on
 `residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input to the
@@ -34,10 +36,10 @@ MAX_BATCH = 8  # batch rows one program multiplies at once
 # other shapes take `default_tiles`. The benchmark sweeps candidates through this table.
 TILES: dict[tuple[int, int, int], tuple[int, int, int, int]] = {
     (3072, 768, 1): (8, 256, 4, 1), (768, 1536, 1): (8, 1024, 4, 2), (50280, 768, 1): (32, 128, 4, 3),
-    (10240, 2560, 1): (16, 256, 4, 3), (2560, 5120, 1): (8, 1024, 4, 2), (50280, 2560, 1): (32, 128, 4, 3),
-    (3352, 768, 1): (16, 256, 4, 1), (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 256, 4, 1),
-    (50288, 2560, 1): (8, 512, 4, 3), (18560, 4096, 1): (16, 128, 4, 3), (4096, 8192, 1): (8, 512, 4, 3),
-    (32768, 4096, 1): (16, 128, 4, 3)}
+    (80, 1536, 1): (2, 1024, 4, 2), (10240, 2560, 1): (16, 256, 4, 3), (2560, 5120, 1): (8, 1024, 4, 2),
+    (50280, 2560, 1): (32, 128, 4, 3), (192, 5120, 1): (2, 1024, 4, 2), (3352, 768, 1): (16, 256, 4, 1),
+    (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 256, 4, 3), (50288, 2560, 1): (8, 512, 4, 3),
+    (18560, 4096, 1): (16, 128, 4, 3), (4096, 8192, 1): (8, 512, 4, 3), (32768, 4096, 1): (16, 128, 4, 3)}
 
 
 def default_tiles(N: int, K: int, block_m: int) -> tuple[int, int, int, int]:
@@ -133,9 +135,9 @@ def norm_gemv_ref(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: O
 
 
 @triton.jit
-def _gemv_residual_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, res_ptr, M, N, K, G, stride_y, stride_z,
-                          stride_res, eps, GATED: tl.constexpr, HAS_BIAS: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, G, stride_y, stride_z, stride_out, eps,
+                 GATED: tl.constexpr, HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     dtype = w_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_M)
     row_ok = rows < M
@@ -168,9 +170,12 @@ def _gemv_residual_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, res_ptr, M, N, K
     out = acc.to(dtype)  # F.linear's output rounding, then the bias add in the model dtype
     if HAS_BIAS:
         out = (out.to(tl.float32) + tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]).to(dtype)
-    res = res_ptr + rows[:, None] * stride_res + n[None, :]
+    dst = out_ptr + rows[:, None] * stride_out + n[None, :]
     mask = row_ok[:, None] & n_ok[None, :]
-    tl.store(res, tl.load(res, mask=mask, other=0.0) + out.to(tl.float32), mask=mask)
+    if ACCUMULATE:  # into the fp32 residual stream
+        tl.store(dst, tl.load(dst, mask=mask, other=0.0) + out.to(tl.float32), mask=mask)
+    else:
+        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def gemv_residual(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
@@ -182,10 +187,26 @@ def gemv_residual(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Te
     M, K = y.shape
     N = weight.shape[0]
     z, gate_w, group = gate if gate is not None else (y, weight, K)
+    _launch_gemv(y, weight, bias, residual, gate, eps, accumulate=True)
+
+
+def gemv(y: Tensor, weight: Tensor) -> Tensor:
+    """F.linear(y, weight) for y (M, D) with a unit inner stride, M <= MAX_BATCH, weight (N, D) contiguous;
+    returns (M, N) in weight's dtype (Mamba1's x_proj, whose few output rows cuBLAS splits over K)."""
+    out = torch.empty(y.shape[0], weight.shape[0], dtype=weight.dtype, device=y.device)
+    _launch_gemv(y, weight, None, out, None, 0.0, accumulate=False)
+    return out
+
+
+def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
+                 gate: Optional[tuple[Tensor, Tensor, int]], eps: float, accumulate: bool) -> None:
+    M, K = y.shape
+    N = weight.shape[0]
+    z, gate_w, group = gate if gate is not None else (y, weight, K)
     block_m, (block_n, block_k, warps, stages) = _launch_shape(weight, M)
-    _gemv_residual_kernel[(triton.cdiv(N, block_n),)](
-        y, z, gate_w, weight, bias if bias is not None else weight, residual, M, N, K, group, y.stride(0),
-        z.stride(0), residual.stride(0), eps, GATED=gate is not None, HAS_BIAS=bias is not None,
+    _gemv_kernel[(triton.cdiv(N, block_n),)](
+        y, z, gate_w, weight, bias if bias is not None else weight, out, M, N, K, group, y.stride(0),
+        z.stride(0), out.stride(0), eps, GATED=gate is not None, HAS_BIAS=bias is not None, ACCUMULATE=accumulate,
         # group & -group: the largest power of two dividing the group size, so no tile straddles two groups
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=min(block_k, group & -group) if gate is not None else block_k,
         num_warps=warps, num_stages=stages)

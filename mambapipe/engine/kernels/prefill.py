@@ -3,9 +3,9 @@ which dispatches here on CUDA.
 
 Per layer: one add+RMSNorm over the (B*L, H) rows (the previous layer's output is added to the fp32 residual
 inside it), the in_proj GEMM, the channels-last causal conv + SiLU reading its input columns in place, then
-Mamba1: x_proj and dt_proj GEMMs and the Triton scan (softplus(dt + bias) and the padding mask inside);
+Mamba1: x_proj and dt_proj GEMMs, softplus(dt + bias) masked, the Triton scan (kernels/scan.py);
 Mamba2: softplus(dt + bias) masked, the chunked SSD (kernels/ssd.py), the gated norm reading z in place;
-then out_proj. No transposes, and no fp32 copies of (L, Di)-sized tensors besides the SSD's y.
+then out_proj. No transposes; the fp32 (L, Di)-sized tensors are Mamba1's step sizes and the SSD's y.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from mambapipe.models import TRTLLM_NORM_EPSILON as EPS
 # 16 tokens x 256 channels a program: 512-byte coalesced fp16 rows; the K shifted loads of a tile overlap, so
 # they are served from L1/L2 and DRAM sees each input about once.
 CONV_BLOCK_L, CONV_BLOCK_C = 16, 256
-DT_BLOCK_L = 64
+DT_BLOCK_L, DT_BLOCK_H = 64, 128
 
 
 @triton.jit
@@ -88,7 +88,7 @@ def _dt_softplus_kernel(dt_ptr, bias_ptr, len_ptr, out_ptr, L, H, s_db, s_dl, BL
                         BLOCK_H: tl.constexpr):
     b, lb = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,)
-    h = tl.arange(0, BLOCK_H)  # (BH,)
+    h = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,)
     mask = (t < L)[:, None] & (h < H)[None, :]
     dt = tl.load(dt_ptr + b * s_db + t[:, None] * s_dl + h[None, :], mask=mask, other=0.0).to(tl.float32)
     dt = softplus(dt + tl.load(bias_ptr + h, mask=h < H, other=0.0)[None, :])  # (BL, BH)
@@ -97,14 +97,16 @@ def _dt_softplus_kernel(dt_ptr, bias_ptr, len_ptr, out_ptr, L, H, s_db, s_dl, BL
 
 
 def dt_softplus(dt: Tensor, dt_bias: Tensor, lengths: Tensor) -> Tensor:
-    """Mamba2's step sizes: softplus(dt + dt_bias) at t < lengths[row], 0 after, as a new (B, L, Hh) fp32.
-    dt (B, L, Hh) with a unit inner stride (the in_proj output's last columns); dt_bias (Hh,) fp32.
+    """Step sizes softplus(dt + dt_bias) at t < lengths[row], 0 after, as a new (B, L, H) fp32, for Mamba2's
+    per-head dt (the in_proj output's last columns) and Mamba1's per-channel dt (the dt_proj output).
+    dt (B, L, H) with a unit inner stride; dt_bias (H,) fp32.
     Twin of the model's `F.softplus(dt.float() + dt_bias) * valid[..., None]`."""
     batch, length, heads = dt.shape
     out = torch.empty(batch, length, heads, dtype=torch.float32, device=dt.device)
-    grid = (batch, triton.cdiv(length, DT_BLOCK_L))
+    block_h = min(DT_BLOCK_H, triton.next_power_of_2(heads))
+    grid = (batch, triton.cdiv(length, DT_BLOCK_L), triton.cdiv(heads, block_h))
     _dt_softplus_kernel[grid](dt, dt_bias, lengths, out, length, heads, dt.stride(0), dt.stride(1),
-                              BLOCK_L=DT_BLOCK_L, BLOCK_H=triton.next_power_of_2(heads), num_warps=4)
+                              BLOCK_L=DT_BLOCK_L, BLOCK_H=block_h, num_warps=4)
     return out
 
 
@@ -136,8 +138,10 @@ def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor) -> tuple[T
     x, conv = causal_conv1d_prefill(x, w.conv_weight, w.conv_bias, lengths)  # (B, L, Di/tp), (B, Di/tp, K-1)
     x_dbl = model.comm.all_reduce(F.linear(x, w.x_proj))  # (B, L, R+2N): d_inner-split partial sums
     dt_low, B, C = x_dbl.split([x_dbl.shape[-1] - 2 * N, N, N], dim=-1)
-    dt = F.linear(dt_low, w.dt_proj)  # (B, L, Di/tp) raw: the scan adds dt_bias, softplus and padding mask
-    y, ssm = selective_scan(x, dt, w.A, B, C, w.D, z, dt_bias=w.dt_bias, lengths=lengths)  # (B, L, Di/tp)
+    # softplus and the padding mask in their own pass: folded into the scan they made it 3.2x slower on the
+    # H200 (0.74 vs 0.23 ms a mamba-2.8b layer, GPU_NOTES.md v6), far more than this pass costs
+    delta = dt_softplus(F.linear(dt_low, w.dt_proj), w.dt_bias, lengths)  # (B, L, Di/tp) fp32
+    y, ssm = selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp)
     return model._out_proj(w, y), conv, ssm
 
 

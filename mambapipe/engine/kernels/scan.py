@@ -6,20 +6,14 @@ inputs arrive in one coalesced 2-D load, their decays and inputs are formed in p
 first-order recurrence h_t = a_t h_{t-1} + b_t runs as a parallel prefix scan over the T tokens
 (tl.associative_scan), seeded with the carried state. A token-by-token loop instead waits one global-memory
 round trip per token (measured 1.17 ms per mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1).
-With `dt_bias` the kernel also forms delta = softplus(dt + dt_bias), zero past each row's length, from the raw
-dt_proj output: the prefill then never writes or re-reads an fp32 (L, Di) delta tensor.
 """
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-
-from mambapipe.engine.kernels.ssm import softplus
 
 TOKENS_PER_CHUNK = 32  # tuned on the H200 (GPU_NOTES.md v2): 0.233 ms per mamba-2.8b layer at 2048 tokens
 BLOCK_D = 16
@@ -33,19 +27,16 @@ def _linear_recurrence(a1, b1, a2, b2):
 
 
 @triton.jit
-def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, dt_bias_ptr, len_ptr, L, Di,
+def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
                  stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
                  stride_zb, stride_zl, stride_yb, stride_yl,
-                 N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, DT_SOFTPLUS: tl.constexpr):
+                 N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr):
     row = tl.program_id(0)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
     n = tl.arange(0, N)
     dmask = d < Di
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N) fp32
     Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)
-    if DT_SOFTPLUS:
-        dt_bias = tl.load(dt_bias_ptr + d, mask=dmask, other=0.0)  # (BD,)
-        length = tl.load(len_ptr + row)
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
     last = (tl.arange(0, T) == T - 1)[:, None, None]  # (T, 1, 1): picks the chunk's final state
     for t0 in range(0, L, T):
@@ -58,8 +49,6 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, sta
         B = tl.load(B_ptr + row * stride_bb + t[:, None] * stride_bl + n[None, :], mask=tn, other=0.0).to(tl.float32)
         C = tl.load(C_ptr + row * stride_cb + t[:, None] * stride_cl + n[None, :], mask=tn, other=0.0).to(tl.float32)
         dt = dt.to(tl.float32)
-        if DT_SOFTPLUS:  # padding steps (t >= length) get delta 0: they leave the state untouched
-            dt = tl.where((t < length)[:, None], softplus(dt + dt_bias[None, :]), 0.0)
         a = tl.exp(dt[:, :, None] * A[None, :, :])  # (T, BD, N); 1 past the end: state kept
         b = (dt * u)[:, :, None] * B[:, None, :]  # (T, BD, N)
         a_cum, b_cum = tl.associative_scan((a, b), 0, _linear_recurrence)
@@ -70,12 +59,10 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, sta
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
 
-def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
-                   dt_bias: Optional[Tensor] = None, lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                   z: Tensor) -> tuple[Tensor, Tensor]:
     """Same contract as `ops.selective_scan`: u, delta (softplus'd, zero at padding), z (Bt, L, Di);
     A (Di, N) fp32; B, C (Bt, L, N); D (Di,). Inner strides must be 1 (slices of x_proj output are fine).
-    With dt_bias (Di,) fp32 and lengths (Bt,), `delta` is the raw dt_proj output instead and the kernel uses
-    softplus(delta + dt_bias) at t < lengths[row], 0 after (the model's Mamba1 prefill, in fp32).
     Returns y (Bt, L, Di) in u's dtype and the final state (Bt, Di, N) fp32."""
     # Channel loads are coalesced only with a unit channel stride (the conv output arrives transposed).
     u, delta, z = (t if t.stride(-1) == 1 else t.contiguous() for t in (u, delta, z))
@@ -84,10 +71,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     y = torch.empty(batch, length, d_inner, dtype=u.dtype, device=u.device)
     state = torch.empty(batch, d_inner, N, dtype=torch.float32, device=u.device)
     grid = (batch, triton.cdiv(d_inner, BLOCK_D))
-    fold_softplus = dt_bias is not None
-    _scan_kernel[grid](u, delta, A, B, C, D, z, y, state, dt_bias if fold_softplus else D,
-                       lengths if fold_softplus else D, length, d_inner,
+    _scan_kernel[grid](u, delta, A, B, C, D, z, y, state, length, d_inner,
                        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
                        C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1),
-                       N=N, T=TOKENS_PER_CHUNK, BLOCK_D=BLOCK_D, DT_SOFTPLUS=fold_softplus, num_warps=NUM_WARPS)
+                       N=N, T=TOKENS_PER_CHUNK, BLOCK_D=BLOCK_D, num_warps=NUM_WARPS)
     return y, state
