@@ -46,17 +46,20 @@ def greedy_tokens(engine: Path, out_file: Path) -> None:
     """Rank entry point: 32 greedy tokens for 4 fixed random prompts; rank 0 writes them."""
     from mambapipe.backends.base import SamplingConfig
     from mambapipe.engine.api import load_engine
-    from mambapipe.parallel import init_distributed
+    from mambapipe.parallel import init_distributed, shutdown_distributed
 
     cuda = torch.cuda.is_available()
     rank, world = init_distributed("cuda" if cuda else "cpu")
     print(f"rank {rank}/{world}: " + " ".join(f"{k}={os.environ.get(k)}" for k in MULTICAST_OFF), flush=True)
-    gen = load_engine(engine, f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
-    high = min(1000, gen.spec.vocab_size)
-    prompts = torch.randint(1, high, (4, 50), generator=torch.Generator().manual_seed(0)).tolist()
-    out = gen.generate(prompts, NEW_TOKENS, SamplingConfig(greedy=True), stop_at_eos=False)
-    if rank == 0:
-        out_file.write_text(json.dumps(out.output_ids))
+    try:
+        gen = load_engine(engine, f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
+        high = min(1000, gen.spec.vocab_size)
+        prompts = torch.randint(1, high, (4, 50), generator=torch.Generator().manual_seed(0)).tolist()
+        out = gen.generate(prompts, NEW_TOKENS, SamplingConfig(greedy=True), stop_at_eos=False)
+        if rank == 0:
+            out_file.write_text(json.dumps(out.output_ids))
+    finally:  # a process group left alive at exit aborts the rank (gloo: "terminate called ...")
+        shutdown_distributed()
 
 
 def tokens_for(engine: Path, tp: int, out_file: Path) -> list[list[int]]:
