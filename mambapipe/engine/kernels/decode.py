@@ -24,9 +24,9 @@ from mambapipe.engine.weights import LayerWeights
 from mambapipe.models import TRTLLM_NORM_EPSILON as EPS
 
 
-# Batch 1 only: there the matrix-vector kernels beat cuBLAS + the separate small kernels (S1 decode 4-25 %
-# faster on the H200); at batch 8 their register-tile products fall to a third of cuBLAS's bandwidth
-# (GPU_NOTES.md, v5). The kernels accept up to gemv.MAX_BATCH rows (tested), so this is a speed choice.
+# Batch 1 only: there the matrix-vector kernels beat cuBLAS + the separate small kernels (S1 decode 2-25 %
+# less time a step on the H200); at batch 8 their register-tile products reach a third of cuBLAS's
+# bandwidth (GPU_NOTES.md, v6). The kernels accept up to gemv.MAX_BATCH rows (tested): a speed choice.
 GEMV_MAX_BATCH = 1
 
 

@@ -3,7 +3,7 @@ kernels (norm + in_proj + conv, SSM update, gated norm + out_proj + residual) an
 (norm + in_proj + conv, x_proj, SSM update, out_proj + residual).
 
 At batch 1 a decode layer is a handful of matrix-vector products and tiny elementwise kernels; on the H200
-the tiny kernels and the gaps between them cost a large share of the step (GPU_NOTES.md, v5 profile).
+the tiny kernels and the gaps between them cost a large share of the step (GPU_NOTES.md, v6 profile).
 Each program owns BLOCK_N output rows for every batch row, so it can also:
 - normalize the input vector itself: it reads the whole (few-KB, L2-resident) input anyway, sums its
   squares on the way, and scales its finished dot products by 1/rms (one pass, no norm kernel);
@@ -32,7 +32,7 @@ from mambapipe.engine.kernels.conv import WIDTH, conv_step
 
 MAX_BATCH = 8  # batch rows one program multiplies at once
 # (BLOCK_N, BLOCK_K, warps, stages) by (N, K, BLOCK_M) of a weight (N, K). Filled with the fastest tiles
-# measured on the H200 for the five models' weights at batch 1 (`benchmarks/gpu_gemv.py`, GPU_NOTES.md v5);
+# measured on the H200 for the five models' weights at batch 1 (`benchmarks/gpu_gemv.py`, GPU_NOTES.md v6);
 # other shapes take `default_tiles`. The benchmark sweeps candidates through this table.
 TILES: dict[tuple[int, int, int], tuple[int, int, int, int]] = {
     (3072, 768, 1): (8, 256, 4, 1), (768, 1536, 1): (8, 1024, 4, 2), (50280, 768, 1): (32, 128, 4, 3),
@@ -183,7 +183,7 @@ def gemv_residual(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Te
     """residual (M, H) fp32 += F.linear(x, weight) (+ bias, in weight's dtype), in place, for weight
     (H, D) contiguous and M <= MAX_BATCH. x = y (M, D) (unit inner stride), or with gate = (z (M, D) with a
     unit inner stride, gate_norm (D,), group size): x = RMSNorm_per_group(y * silu(z)) * gate_norm
-    (`ops.gated_rms_norm`) in weight's dtype."""
+    (`ops.gated_rms_norm`), kept in fp32 (the torch path rounds it to weight's dtype)."""
     M, K = y.shape
     N = weight.shape[0]
     z, gate_w, group = gate if gate is not None else (y, weight, K)

@@ -139,7 +139,7 @@ def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor) -> tuple[T
     x_dbl = model.comm.all_reduce(F.linear(x, w.x_proj))  # (B, L, R+2N): d_inner-split partial sums
     dt_low, B, C = x_dbl.split([x_dbl.shape[-1] - 2 * N, N, N], dim=-1)
     # softplus and the padding mask in their own pass: folded into the scan they made it 3.2x slower on the
-    # H200 (0.74 vs 0.23 ms a mamba-2.8b layer, GPU_NOTES.md v6), far more than this pass costs
+    # H200 (0.74 vs 0.23 ms a mamba-2.8b layer, GPU_NOTES.md v5), far more than this pass costs
     delta = dt_softplus(F.linear(dt_low, w.dt_proj), w.dt_bias, lengths)  # (B, L, Di/tp) fp32
     y, ssm = selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp)
     return model._out_proj(w, y), conv, ssm
