@@ -153,7 +153,7 @@ def main() -> None:
         from gpu_gemv import sweep, use_fastest_tiles
 
         try:  # a failed sweep leaves the default tiles; the models' runs still count
-            out["gemv"] = sweep([1])
+            out["gemv"] = sweep([1], tuple(args.models.split(",")))
             out["gemv_tiles"] = use_fastest_tiles(out["gemv"])
             print("gemv tiles:", json.dumps(out["gemv_tiles"]), flush=True)
             (args.out / "results.json").write_text(json.dumps(out, indent=1))

@@ -63,7 +63,10 @@ def projections(name: str, batch: int) -> dict:
 
     calls = {"in_proj": (lambda: gemv.norm_gemv(residual, norm_w, w_in, None, EPS, conv=(state, conv_w, conv_b,
                                                                                          conv_lo)), in_unfused, w_in),
-             "out_proj": (lambda: gemv.gemv_residual(residual, y, w_out, None, gate=gate, eps=EPS), out_unfused, w_out),
+             "out_proj": (lambda: gemv.gemv_residual(residual, y, w_out, None, gate=gate, eps=EPS), out_unfused, w_out)
+             if spec.n_groups == 1 else  # as kernels/decode.py runs it: the gated norm first
+             (lambda: gemv.gemv_residual(residual, gated_rms_norm(y, z, gate_w, group, EPS), w_out, None),
+              out_unfused, w_out),
              "lm_head": (lambda: gemv.norm_gemv(residual, norm_w, w_head, None, EPS, out_dtype=torch.float32),
                          head_unfused, w_head)}
     if not spec.is_mamba2:
@@ -78,9 +81,9 @@ def _time(fn) -> float:
     return do_bench_cudagraph(fn, rep=20, return_mode="median") * 1e3  # µs
 
 
-def sweep(batches: list[int]) -> dict:
+def sweep(batches: list[int], models: tuple[str, ...] = MODELS) -> dict:
     results = {}
-    for name, batch in itertools.product(MODELS, batches):
+    for name, batch in itertools.product(models, batches):
         for proj, (fused, unfused, weight) in projections(name, batch).items():
             shape = tuple(weight.shape)
             if proj == "lm_head" and batch > 1:
