@@ -34,7 +34,7 @@ def detect_layout(model_dir: Path) -> str:
     if {"params.json", "consolidated.safetensors"} <= names:
         return "mistral"
     if "config.json" in names:
-        config = json.loads((model_dir / "config.json").read_text())
+        config = _source_config(model_dir / "config.json")
         has_weights = any(n.endswith((".safetensors", ".bin")) for n in names)
         # model_type first: the -hf Mamba1 configs also carry mamba_ssm's d_model and an empty ssm_cfg.
         if has_weights and config.get("model_type") in ("mamba", "mamba2"):
@@ -43,6 +43,18 @@ def detect_layout(model_dir: Path) -> str:
             return "mamba_ssm"
     raise StepError(f"{model_dir} is not a Mamba checkpoint: expected config.json (HF or mamba_ssm) with "
                     "*.safetensors/*.bin weights, or params.json + consolidated.safetensors; fix model.path")
+
+
+def _source_config(path: Path) -> dict:
+    """A source checkpoint's config.json; a StepError naming the file when it is not a JSON object."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StepError(f"{path} is unreadable ({err}): not a Mamba checkpoint's config; fix the file or "
+                        "model.path") from None
+    if not isinstance(config, dict):
+        raise StepError(f"{path} holds a JSON {type(config).__name__}, not an object; fix the file or model.path")
+    return config
 
 
 def has_tokenizer(directory: Path) -> bool:

@@ -93,6 +93,16 @@ def test_the_four_layouts_are_recognised(tmp_path, files, layout):
     assert detect_layout(tmp_path) == layout
 
 
+@pytest.mark.parametrize("text", ['{"model_type": "mamba", ', "[1, 2]"])  # truncated; not an object
+def test_a_broken_source_config_is_one_line_naming_it(tmp_path, text):
+    (tmp_path / "config.json").write_text(text)
+    (tmp_path / "model.safetensors").write_text("")
+    with pytest.raises(StepError) as info:
+        detect_layout(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "config.json") in message and "model.path" in message and "\n" not in message
+
+
 def test_local_without_a_checkpoint_is_one_clear_line(compose_config, tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
     params = model_params(compose_config, "model.source=local", f"model.path={tmp_path}")
