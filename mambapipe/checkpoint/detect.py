@@ -38,12 +38,12 @@ def detect_source(model_dir: str | Path) -> SourceInfo:
         raise ConvertError(f"{model_dir}: not a directory; point at the downloaded checkpoint directory")
     params, config = model_dir / "params.json", model_dir / "config.json"
     if params.is_file() and (model_dir / MISTRAL_WEIGHTS).is_file():
-        spec = source_specs.spec_from_mistral(_load_json(params), params)
+        spec = source_specs.spec_from_mistral(load_json_object(params), params)
         return SourceInfo(MISTRAL, spec, model_dir, params, (model_dir / MISTRAL_WEIGHTS,))
     if not config.is_file():
         raise ConvertError(f"{model_dir}: no config.json (nor params.json + {MISTRAL_WEIGHTS}); "
                            "not a Mamba checkpoint directory")
-    cfg = _load_json(config)
+    cfg = load_json_object(config)
     fmt = _config_format(cfg, config)
     spec = {HF_MAMBA: source_specs.spec_from_hf_mamba, HF_MAMBA2: source_specs.spec_from_hf_mamba2,
             MAMBA_SSM: source_specs.spec_from_mamba_ssm}[fmt](cfg, config)
@@ -74,7 +74,7 @@ def _weight_files(model_dir: Path) -> tuple[Path, ...]:
 
 
 def _index_files(index: Path) -> tuple[Path, ...]:
-    weight_map = _load_json(index).get("weight_map")
+    weight_map = load_json_object(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise ConvertError(f"{index}: no weight_map; re-download the checkpoint")
     files = tuple(index.parent / name for name in sorted(set(weight_map.values())))
@@ -84,7 +84,8 @@ def _index_files(index: Path) -> tuple[Path, ...]:
     return files
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def load_json_object(path: Path) -> dict[str, Any]:
+    """`path` as a JSON object; a ConvertError naming the file when it is unreadable or not an object."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mambapipe import hub
+from mambapipe.checkpoint.detect import load_json_object
+from mambapipe.checkpoint.errors import ConvertError
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
 
@@ -46,15 +48,11 @@ def detect_layout(model_dir: Path) -> str:
 
 
 def _source_config(path: Path) -> dict:
-    """A source checkpoint's config.json; a StepError naming the file when it is not a JSON object."""
+    """A source checkpoint's config.json (the convert step's reader), its errors as one-line StepErrors."""
     try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StepError(f"{path} is unreadable ({err}): not a Mamba checkpoint's config; fix the file or "
-                        "model.path") from None
-    if not isinstance(config, dict):
-        raise StepError(f"{path} holds a JSON {type(config).__name__}, not an object; fix the file or model.path")
-    return config
+        return load_json_object(path)
+    except ConvertError as err:
+        raise StepError(f"{err}; fix the file or model.path") from None
 
 
 def has_tokenizer(directory: Path) -> bool:
