@@ -127,7 +127,13 @@ def main() -> None:
     parser.add_argument("--gemv-max-batch", type=int, help="decode batches up to this take kernels/gemv.py (0: none)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="a subset of S1,S2,S3,S4")
     parser.add_argument("--tune-gemv", action="store_true", help="sweep the small-batch GEMV tiles first, use the best")
+    parser.add_argument("--no-pdl", action="store_true",
+                        help="launch the decode kernels without programmatic dependent launch (kernels/pdl.py)")
     args = parser.parse_args()
+    if args.no_pdl:
+        from mambapipe.engine.kernels import pdl
+
+        pdl.ENABLED = False
     if args.torch_ssd:  # the Triton SSD is the default; this times the torch one it replaced
         from mambapipe.engine.kernels import ssd
 
@@ -139,7 +145,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     import triton
 
-    env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name()}
+    env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name(),
+           "pdl": not args.no_pdl}
     print(json.dumps(env), flush=True)
     out = {"env": env}
     if args.tune_scan:  # pick the Mamba1 scan shape on this GPU before anything runs it

@@ -12,28 +12,40 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from mambapipe.engine.kernels import conv, gemv, norms, prefill, scan
+from mambapipe.engine.kernels import conv, gemv, norms, prefill, scan, ssm
 
 H, F, I, C, L64 = "*fp16", "*fp32", "i32", "constexpr", "*i64"
 KERNELS = [
     (conv._conv_update_kernel,
      dict(x_ptr=H, state_ptr=H, w_ptr=H, b_ptr=H, out_ptr=H, C=I, stride_x=I, stride_sb=I, stride_sc=I,
-          stride_out=I, HAS_BIAS=C, BLOCK_C=C), dict(HAS_BIAS=True, BLOCK_C=256)),
+          stride_out=I, HAS_BIAS=C, BLOCK_C=C, PDL=C), dict(HAS_BIAS=True, BLOCK_C=256, PDL=True)),
     (gemv._norm_gemv_kernel,
      dict(res_ptr=F, norm_w_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=H, cs_ptr=H, cw_ptr=H, cb_ptr=H, M=I, N=I, K=I,
           conv_lo=I, conv_hi=I, stride_res=I, stride_out=I, stride_csb=I, stride_csc=I, eps="fp32", HAS_BIAS=C,
-          CONV=C, CONV_BIAS=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C),
-     dict(HAS_BIAS=False, CONV=True, CONV_BIAS=True, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256)),
+          CONV=C, CONV_BIAS=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PDL=C, PREFETCH_LINES=C),
+     dict(HAS_BIAS=False, CONV=True, CONV_BIAS=True, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, PDL=True,
+          PREFETCH_LINES=1024)),
     (gemv._gemv_kernel,
      dict(y_ptr=F, z_ptr=H, g_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=F, M=I, N=I, K=I, G=I, stride_y=I, stride_z=I,
-          stride_out=I, eps="fp32", GATED=C, HAS_BIAS=C, ACCUMULATE=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C),
-     dict(GATED=True, HAS_BIAS=True, ACCUMULATE=True, BLOCK_M=1, BLOCK_N=8, BLOCK_K=1024)),
+          stride_out=I, eps="fp32", GATED=C, HAS_BIAS=C, ACCUMULATE=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PDL=C,
+          PREFETCH_LINES=C),
+     dict(GATED=True, HAS_BIAS=True, ACCUMULATE=True, BLOCK_M=1, BLOCK_N=8, BLOCK_K=1024, PDL=True,
+          PREFETCH_LINES=1024)),
     (norms._gated_rms_norm_kernel,
      dict(y_ptr=F, z_ptr=H, w_ptr=H, out_ptr=H, D=I, G=I, stride_y=I, stride_z=I, stride_out=I, eps="fp32",
-          BLOCK=C), dict(BLOCK=1024)),
+          BLOCK=C, PDL=C), dict(BLOCK=1024, PDL=True)),
     (norms._add_rms_norm_kernel,
      dict(res_ptr=F, delta_ptr=H, w_ptr=H, out_ptr=H, H=I, stride_res=I, stride_delta=I, stride_out=I, eps="fp32",
-          HAS_DELTA=C, BLOCK_H=C), dict(HAS_DELTA=True, BLOCK_H=4096)),
+          HAS_DELTA=C, BLOCK_H=C, PDL=C), dict(HAS_DELTA=True, BLOCK_H=4096, PDL=True)),
+    (ssm._mamba2_update_kernel,
+     dict(state_ptr=H, x_ptr=H, dt_ptr=H, dt_bias_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, y_ptr=F,
+          **{n: I for n in "stride_sb stride_sh stride_sp stride_xb stride_dtb stride_bb stride_cb stride_yb".split()},
+          P=I, heads_per_group=I, N=C, BLOCK_P=C, PDL=C), dict(N=128, BLOCK_P=ssm.BLOCK_P, PDL=True)),
+    (ssm._mamba1_update_kernel,
+     dict(state_ptr=H, x_ptr=H, dtr_ptr=H, dtw_ptr=H, dt_bias_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H,
+          y_ptr=H, Di=I, R=I, **{n: I for n in "stride_sb stride_sd stride_xb stride_dtb stride_bb stride_cb "
+                                             "stride_zb stride_yb".split()},
+          N=C, BLOCK_D=C, BLOCK_R=C, FUSED_DT=C, PDL=C), dict(N=16, BLOCK_D=32, BLOCK_R=256, FUSED_DT=True, PDL=True)),
     (prefill._conv_prefill_kernel,
      dict(x_ptr=H, w_ptr=H, b_ptr=H, len_ptr=L64, out_ptr=H, state_ptr=H, L=I, C=I, s_xb=I, s_xl=I, s_ob=I, s_ol=I,
           s_sb=I, s_sc=I, K=C, HAS_BIAS=C, BLOCK_L=C, BLOCK_C=C, STATE_COLS=C),
@@ -53,7 +65,9 @@ def main() -> int:
     failed = 0
     for kernel, signature, constants in KERNELS:
         try:
-            triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32))
+            # launch_pdl as the decode kernels are launched on an H200 (kernels/pdl.py)
+            triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32),
+                           options={"launch_pdl": constants.get("PDL", False)})
             print(f"{kernel.__name__}: compiled for sm_90")
         except Exception as err:  # noqa: BLE001 - report every kernel, then fail
             failed += 1

@@ -14,7 +14,7 @@ pytest.importorskip("triton", reason="the fused kernels need Triton (a test depe
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model  # noqa: E402
 
 from mambapipe.engine.api import load_engine  # noqa: E402
-from mambapipe.engine.kernels import decode  # noqa: E402
+from mambapipe.engine.kernels import decode, pdl  # noqa: E402
 from mambapipe.engine.kernels.decode import fused_decode  # noqa: E402
 from mambapipe.engine.model import MambaModel  # noqa: E402
 from mambapipe.engine.state import InferenceState  # noqa: E402
@@ -52,3 +52,35 @@ def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, gemv_max_batch
         err = float((out - ref).norm() / ref.norm())
         assert torch.isfinite(out).all() and err < tol, f"relative logits error {err:.2e}"
         step = ref.argmax(-1)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="programmatic dependent launch runs only compiled, on a GPU")
+@pytest.mark.parametrize("gemv_max_batch", [8, 0])
+def test_pdl_changes_timing_not_results(model, gemv_max_batch, monkeypatch):
+    """The decode kernels read their weights and own state before waiting for the kernel before them
+    (kernels/pdl.py); an early read of anything an earlier kernel writes would show up as a difference."""
+    if not pdl.active(torch.zeros(1, device=DEVICE)):
+        pytest.skip("this GPU has no programmatic dependent launch (needs sm_90+)")
+    monkeypatch.setattr(decode, "GEMV_MAX_BATCH", gemv_max_batch)
+    fused = MambaModel(model.spec, model.glob, model.layers, model.comm)
+    tokens = torch.randint(1, 90, (3, 5), device=DEVICE)
+    lengths, slots = torch.tensor([5, 3, 4], device=DEVICE), torch.arange(3, device=DEVICE)
+    runs = {}
+    for enabled in (False, True):
+        monkeypatch.setattr(pdl, "ENABLED", enabled)
+        state = InferenceState.allocate(model.spec, 1, 3, model.dtype, DEVICE, ssm_dtype=model.dtype)
+        fused.prefill(tokens, lengths, state, slots)
+        step, logits = tokens[:, 0], []
+        for _ in range(2):  # eagerly, then replayed from a CUDA graph (how the generator runs it)
+            logits.append(fused_decode(fused, step, state, 0).clone())
+            step = logits[-1].argmax(-1)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            graphed = fused_decode(fused, step, state, 0)
+        for _ in range(3):
+            graph.replay()
+            logits.append(graphed.clone())
+        runs[enabled] = (logits, state.conv.clone(), state.ssm.clone())
+    for plain, early in zip(runs[False][0], runs[True][0]):
+        assert torch.equal(plain, early)
+    assert torch.equal(runs[False][1], runs[True][1]) and torch.equal(runs[False][2], runs[True][2])

@@ -12,6 +12,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mambapipe.engine.kernels import pdl
+
 WIDTH = 4  # d_conv of every Mamba/Mamba2 model we serve
 
 
@@ -38,10 +40,12 @@ def conv_step(x, state_row, w_row, b_row, mask, HAS_BIAS: tl.constexpr, WRITE_ST
 
 @triton.jit
 def _conv_update_kernel(x_ptr, state_ptr, w_ptr, b_ptr, out_ptr, C, stride_x, stride_sb, stride_sc,
-                        stride_out, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr):
+                        stride_out, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
     ch = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = ch < C
+    pdl.allow_next(PDL)
+    pdl.wait_previous(PDL)
     x = tl.load(x_ptr + row * stride_x + ch, mask=mask, other=0.0)
     y = conv_step(x.to(tl.float32), state_ptr + row * stride_sb + ch * stride_sc, w_ptr + ch * 4, b_ptr + ch,
                   mask, HAS_BIAS=HAS_BIAS, WRITE_STATE=True)
@@ -58,7 +62,8 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Op
     out = torch.empty(batch, channels, dtype=x.dtype, device=x.device)
     block = 256
     grid = (batch, triton.cdiv(channels, block))
+    launch = pdl.launch_options(x)
     _conv_update_kernel[grid](x, conv_state, weight, bias if bias is not None else weight, out, channels,
                               x.stride(0), conv_state.stride(0), conv_state.stride(1), out.stride(0),
-                              HAS_BIAS=bias is not None, BLOCK_C=block, num_warps=2)
+                              HAS_BIAS=bias is not None, BLOCK_C=block, PDL=bool(launch), num_warps=2, **launch)
     return out

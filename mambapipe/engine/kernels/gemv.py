@@ -28,6 +28,7 @@ import triton.language as tl
 from torch import Tensor
 
 from mambapipe.engine import ops
+from mambapipe.engine.kernels import pdl
 from mambapipe.engine.kernels.conv import WIDTH, conv_step
 
 MAX_BATCH = 8  # batch rows one program multiplies at once
@@ -56,16 +57,34 @@ def _launch_shape(weight: Tensor, M: int) -> tuple[int, tuple[int, int, int, int
     return block_m, (block_n, block_k, warps, stages)
 
 
+def _prefetch_lines(weight: Tensor, block_n: int) -> int:
+    return pdl.prefetch_lines(block_n * weight.shape[1] * weight.element_size())
+
+
+@triton.jit
+def _weights_first(w_ptr, N, K, BLOCK_N: tl.constexpr, PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr):
+    """Under PDL (kernels/pdl.py): let the next kernel launch, pull this program's weight rows (one contiguous
+    range of the row-major weight) into L2 while the previous kernel finishes, then wait for it."""
+    pdl.allow_next(PDL)
+    if PDL:
+        first = tl.program_id(0) * BLOCK_N
+        size = tl.minimum(N - first, BLOCK_N) * K * (w_ptr.dtype.element_ty.primitive_bitwidth // 8)
+        pdl.prefetch_l2(w_ptr + first * K, size, LINES=PREFETCH_LINES)
+    pdl.wait_previous(PDL)
+
+
 @triton.jit
 def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_ptr, cb_ptr,
                       M, N, K, conv_lo, conv_hi, stride_res, stride_out, stride_csb, stride_csc, eps,
                       HAS_BIAS: tl.constexpr, CONV: tl.constexpr, CONV_BIAS: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                      PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr):
     dtype = w_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_M)  # (BM,) batch rows
     row_ok = rows < M
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,) output rows
     n_ok = n < N
+    _weights_first(w_ptr, N, K, BLOCK_N, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # summed over K once, after the loop
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
     for k0 in range(0, K, BLOCK_K):  # one pass: the 1/rms factor is applied to the finished sums
@@ -113,12 +132,14 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         raise ValueError(f"fused conv update supports d_conv={WIDTH}, got {conv_w.shape[1]}")
     hi = lo + (conv_w.shape[0] if conv is not None else 0)
     block_m, (block_n, block_k, warps, stages) = _launch_shape(weight, M)
+    launch = pdl.launch_options(weight)
     _norm_gemv_kernel[(triton.cdiv(N, block_n),)](
         residual, norm_weight, weight, bias if bias is not None else weight, out, state, conv_w,
         conv_b if conv_b is not None else conv_w, M, N, K, lo, hi, residual.stride(0), out.stride(0),
         state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=warps, num_stages=stages)
+        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, block_n), num_warps=warps, num_stages=stages,
+        **launch)
     return out
 
 
@@ -137,12 +158,14 @@ def norm_gemv_ref(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: O
 @triton.jit
 def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, G, stride_y, stride_z, stride_out, eps,
                  GATED: tl.constexpr, HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr):
     dtype = w_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_M)
     row_ok = rows < M
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < N
+    _weights_first(w_ptr, N, K, BLOCK_N, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # the current norm group's products
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
@@ -204,12 +227,14 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
     N = weight.shape[0]
     z, gate_w, group = gate if gate is not None else (y, weight, K)
     block_m, (block_n, block_k, warps, stages) = _launch_shape(weight, M)
+    launch = pdl.launch_options(weight)
     _gemv_kernel[(triton.cdiv(N, block_n),)](
         y, z, gate_w, weight, bias if bias is not None else weight, out, M, N, K, group, y.stride(0),
         z.stride(0), out.stride(0), eps, GATED=gate is not None, HAS_BIAS=bias is not None, ACCUMULATE=accumulate,
         # group & -group: the largest power of two dividing the group size, so no tile straddles two groups
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=min(block_k, group & -group) if gate is not None else block_k,
-        num_warps=warps, num_stages=stages)
+        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, block_n), num_warps=warps, num_stages=stages,
+        **launch)
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],

@@ -14,14 +14,18 @@ import triton.language as tl
 from torch import Tensor
 
 from mambapipe.engine import ops
+from mambapipe.engine.kernels import pdl
 
 
 @triton.jit
 def _add_rms_norm_kernel(res_ptr, delta_ptr, w_ptr, out_ptr, H, stride_res, stride_delta, stride_out, eps,
-                         HAS_DELTA: tl.constexpr, BLOCK_H: tl.constexpr):
+                         HAS_DELTA: tl.constexpr, BLOCK_H: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK_H)
     mask = cols < H
+    pdl.allow_next(PDL)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0)
+    pdl.wait_previous(PDL)
     r = tl.load(res_ptr + row * stride_res + cols, mask=mask, other=0.0)
     if HAS_DELTA:
         r += tl.load(delta_ptr + row * stride_delta + cols, mask=mask, other=0.0).to(tl.float32)
@@ -29,7 +33,6 @@ def _add_rms_norm_kernel(res_ptr, delta_ptr, w_ptr, out_ptr, H, stride_res, stri
     x = r.to(out_ptr.dtype.element_ty).to(tl.float32)  # the torch path norms residual.to(dtype)
     rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / H + eps)
     normed = (x * rstd).to(out_ptr.dtype.element_ty)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0)
     tl.store(out_ptr + row * stride_out + cols, (normed * w).to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -39,10 +42,11 @@ def add_rms_norm(residual: Tensor, delta: Optional[Tensor], weight: Tensor, eps:
     M, H = residual.shape
     out = torch.empty(M, H, dtype=weight.dtype, device=residual.device)
     block = triton.next_power_of_2(H)
+    launch = pdl.launch_options(residual)
     _add_rms_norm_kernel[(M,)](residual, delta if delta is not None else residual, weight, out, H,
                                residual.stride(0), (delta if delta is not None else residual).stride(0),
-                               out.stride(0), eps, HAS_DELTA=delta is not None, BLOCK_H=block,
-                               num_warps=min(16, max(1, block // 256)))
+                               out.stride(0), eps, HAS_DELTA=delta is not None, BLOCK_H=block, PDL=bool(launch),
+                               num_warps=min(16, max(1, block // 256)), **launch)
     return out
 
 
@@ -68,8 +72,10 @@ def gated_norm_group(y_row, z_row, w_ptr, out_row, group, G, eps, BLOCK: tl.cons
 
 @triton.jit
 def _gated_rms_norm_kernel(y_ptr, z_ptr, w_ptr, out_ptr, D, G, stride_y, stride_z, stride_out, eps,
-                           BLOCK: tl.constexpr):
+                           BLOCK: tl.constexpr, PDL: tl.constexpr):
     row, group = tl.program_id(0), tl.program_id(1)
+    pdl.allow_next(PDL)
+    pdl.wait_previous(PDL)
     gated_norm_group(y_ptr + row * stride_y, z_ptr + row * stride_z, w_ptr, out_ptr + row * stride_out, group, G,
                      eps, BLOCK=BLOCK)
 
@@ -80,7 +86,8 @@ def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, group_size: int, eps: f
     M, D = y.shape
     out = torch.empty(M, D, dtype=weight.dtype, device=y.device)
     block = triton.next_power_of_2(group_size)
+    launch = pdl.launch_options(y)
     _gated_rms_norm_kernel[(M, D // group_size)](y, z, weight, out, D, group_size, y.stride(0), z.stride(0),
-                                                 out.stride(0), eps, BLOCK=block,
-                                                 num_warps=min(16, max(1, block // 256)))
+                                                 out.stride(0), eps, BLOCK=block, PDL=bool(launch),
+                                                 num_warps=min(16, max(1, block // 256)), **launch)
     return out

@@ -16,6 +16,7 @@ import triton.language as tl
 from torch import Tensor
 
 from mambapipe.engine import ops
+from mambapipe.engine.kernels import pdl
 
 FUSED_DT_MAX_BATCH = 4
 # Head-dim rows per Mamba2 program. At batch 64 (mamba2-2.7b shape) tiles of 16-64 rows with 2-8 warps
@@ -32,22 +33,27 @@ def softplus(x):
 def _mamba2_update_kernel(state_ptr, x_ptr, dt_ptr, dt_bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, y_ptr,
                           stride_sb, stride_sh, stride_sp, stride_xb, stride_dtb, stride_bb, stride_cb,
                           stride_yb, P, heads_per_group,
-                          N: tl.constexpr, BLOCK_P: tl.constexpr):
+                          N: tl.constexpr, BLOCK_P: tl.constexpr, PDL: tl.constexpr):
     row, head, pblock = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     p = pblock * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
     n = tl.arange(0, N)  # (N,)
     pmask = p < P
     group = head // heads_per_group
-    dt = softplus(tl.load(dt_ptr + row * stride_dtb + head).to(tl.float32) + tl.load(dt_bias_ptr + head))
-    dA = tl.exp(dt * tl.load(A_ptr + head))
+    pdl.allow_next(PDL)
+    # The state and the weights first: no earlier kernel of the step writes them (kernels/pdl.py), so under
+    # PDL their loads overlap the kernel before, whose outputs (x, dt, B, C) are read after the wait.
+    s_ptrs = state_ptr + row * stride_sb + head * stride_sh + p[:, None] * stride_sp + n[None, :]  # (BP, N)
+    s = tl.load(s_ptrs, mask=pmask[:, None], other=0.0).to(tl.float32)
+    A, D, dt_bias = tl.load(A_ptr + head), tl.load(D_ptr + head), tl.load(dt_bias_ptr + head)
+    pdl.wait_previous(PDL)
+    dt = softplus(tl.load(dt_ptr + row * stride_dtb + head).to(tl.float32) + dt_bias)
+    dA = tl.exp(dt * A)
     x = tl.load(x_ptr + row * stride_xb + head * P + p, mask=pmask, other=0.0).to(tl.float32)  # (BP,)
     B = tl.load(B_ptr + row * stride_bb + group * N + n).to(tl.float32)  # (N,)
     C = tl.load(C_ptr + row * stride_cb + group * N + n).to(tl.float32)  # (N,)
-    s_ptrs = state_ptr + row * stride_sb + head * stride_sh + p[:, None] * stride_sp + n[None, :]  # (BP, N)
-    s = tl.load(s_ptrs, mask=pmask[:, None], other=0.0).to(tl.float32)
     s = s * dA + (x * dt)[:, None] * B[None, :]
     tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=pmask[:, None])
-    y = tl.sum(s * C[None, :], axis=1) + x * tl.load(D_ptr + head)  # (BP,)
+    y = tl.sum(s * C[None, :], axis=1) + x * D  # (BP,)
     tl.store(y_ptr + row * stride_yb + head * P + p, y, mask=pmask)
 
 
@@ -61,9 +67,11 @@ def mamba2_state_update(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, A
     y = torch.empty(batch, heads * P, dtype=torch.float32, device=x.device)
     block_p = min(BLOCK_P, triton.next_power_of_2(P))
     grid = (batch, heads, triton.cdiv(P, block_p))
+    launch = pdl.launch_options(state)
     _mamba2_update_kernel[grid](state, x, dt, dt_bias, A, B, C, D, y, state.stride(0), state.stride(1),
                                 state.stride(2), x.stride(0), dt.stride(0), B.stride(0), C.stride(0),
-                                y.stride(0), P, heads // groups, N=N, BLOCK_P=block_p, num_warps=MAMBA2_WARPS)
+                                y.stride(0), P, heads // groups, N=N, BLOCK_P=block_p, PDL=bool(launch),
+                                num_warps=MAMBA2_WARPS, **launch)
     return y
 
 
@@ -82,29 +90,35 @@ def mamba2_state_update_ref(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tenso
 def _mamba1_update_kernel(state_ptr, x_ptr, dtr_ptr, dtw_ptr, dt_bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
                           y_ptr, Di, R, stride_sb, stride_sd, stride_xb, stride_dtb, stride_bb, stride_cb,
                           stride_zb, stride_yb, N: tl.constexpr, BLOCK_D: tl.constexpr,
-                          BLOCK_R: tl.constexpr, FUSED_DT: tl.constexpr):
+                          BLOCK_R: tl.constexpr, FUSED_DT: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
     n = tl.arange(0, N)
     dmask = d < Di
-    if FUSED_DT:  # dt_proj in-kernel: delta = softplus(W[d, :] . dt_low + bias[d])
-        r = tl.arange(0, BLOCK_R)
-        rmask = r < R
-        dt_low = tl.load(dtr_ptr + row * stride_dtb + r, mask=rmask, other=0.0).to(tl.float32)  # (BR,)
+    r = tl.arange(0, BLOCK_R)
+    rmask = r < R
+    pdl.allow_next(PDL)
+    # The state and the weights first, before the wait for the kernel before (see the Mamba2 kernel above)
+    s_ptrs = state_ptr + row * stride_sb + d[:, None] * stride_sd + n[None, :]
+    s = tl.load(s_ptrs, mask=dmask[:, None], other=0.0).to(tl.float32)  # (BD, N)
+    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N)
+    Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)
+    dt_bias = tl.load(dt_bias_ptr + d, mask=dmask, other=0.0)
+    if FUSED_DT:
         W = tl.load(dtw_ptr + d[:, None] * R + r[None, :], mask=dmask[:, None] & rmask[None, :], other=0.0)
+    pdl.wait_previous(PDL)
+    if FUSED_DT:  # dt_proj in-kernel: delta = softplus(W[d, :] . dt_low + bias[d])
+        dt_low = tl.load(dtr_ptr + row * stride_dtb + r, mask=rmask, other=0.0).to(tl.float32)  # (BR,)
         dt = tl.sum(W.to(tl.float32) * dt_low[None, :], axis=1)  # (BD,)
     else:  # dtr_ptr already holds dt_proj(dt_low), (Bt, Di)
         dt = tl.load(dtr_ptr + row * stride_dtb + d, mask=dmask, other=0.0).to(tl.float32)
-    delta = softplus(dt + tl.load(dt_bias_ptr + d, mask=dmask, other=0.0))  # (BD,)
+    delta = softplus(dt + dt_bias)  # (BD,)
     x = tl.load(x_ptr + row * stride_xb + d, mask=dmask, other=0.0).to(tl.float32)
-    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N)
     B = tl.load(B_ptr + row * stride_bb + n).to(tl.float32)
     C = tl.load(C_ptr + row * stride_cb + n).to(tl.float32)
-    s_ptrs = state_ptr + row * stride_sb + d[:, None] * stride_sd + n[None, :]
-    s = tl.load(s_ptrs, mask=dmask[:, None], other=0.0).to(tl.float32)
     s = s * tl.exp(delta[:, None] * A) + (delta * x)[:, None] * B[None, :]
     tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=dmask[:, None])
-    y = tl.sum(s * C[None, :], axis=1) + x * tl.load(D_ptr + d, mask=dmask, other=0.0)
+    y = tl.sum(s * C[None, :], axis=1) + x * Dskip
     z = tl.load(z_ptr + row * stride_zb + d, mask=dmask, other=0.0).to(tl.float32)
     tl.store(y_ptr + row * stride_yb + d, (y * z * tl.sigmoid(z)).to(y_ptr.dtype.element_ty), mask=dmask)
 
@@ -125,10 +139,12 @@ def mamba1_state_update(state: Tensor, x: Tensor, dt_low: Tensor, dt_proj: Tenso
     y = torch.empty(batch, d_inner, dtype=x.dtype, device=x.device)
     block_d = 32
     grid = (batch, triton.cdiv(d_inner, block_d))
+    launch = pdl.launch_options(state)
     _mamba1_update_kernel[grid](state, x, dt_low, dt_proj, dt_bias, A, B, C, D, z, y, d_inner, R,
                                 state.stride(0), state.stride(1), x.stride(0), dt_low.stride(0), B.stride(0),
                                 C.stride(0), z.stride(0), y.stride(0), N=N, BLOCK_D=block_d,
-                                BLOCK_R=triton.next_power_of_2(R), FUSED_DT=fused, num_warps=4)
+                                BLOCK_R=triton.next_power_of_2(R), FUSED_DT=fused, PDL=bool(launch),
+                                num_warps=4, **launch)
     return y
 
 
