@@ -129,11 +129,14 @@ def main() -> None:
     parser.add_argument("--tune-gemv", action="store_true", help="sweep the small-batch GEMV tiles first, use the best")
     parser.add_argument("--no-pdl", action="store_true",
                         help="launch the decode kernels without programmatic dependent launch (kernels/pdl.py)")
+    parser.add_argument("--pdl-prefetch-max-mb", type=float, help="decode GEMV weights up to this size are prefetched "
+                        "into L2 before the PDL wait (default: pdl.PREFETCH_MAX_BYTES)")
     args = parser.parse_args()
-    if args.no_pdl:
-        from mambapipe.engine.kernels import pdl
+    from mambapipe.engine.kernels import pdl
 
-        pdl.ENABLED = False
+    pdl.ENABLED = not args.no_pdl
+    if args.pdl_prefetch_max_mb is not None:
+        pdl.PREFETCH_MAX_BYTES = int(args.pdl_prefetch_max_mb * 2**20)
     if args.torch_ssd:  # the Triton SSD is the default; this times the torch one it replaced
         from mambapipe.engine.kernels import ssd
 
@@ -146,7 +149,7 @@ def main() -> None:
     import triton
 
     env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name(),
-           "pdl": not args.no_pdl}
+           "pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES}
     print(json.dumps(env), flush=True)
     out = {"env": env}
     if args.tune_scan:  # pick the Mamba1 scan shape on this GPU before anything runs it

@@ -26,6 +26,12 @@ def test_pdl_follows_the_switch_and_the_interpreter(monkeypatch):
     assert pdl.launch_options(t) == {}
 
 
-@pytest.mark.parametrize("n_bytes,lines", [(1, 1), (128, 1), (129, 2), (16 * 2560 * 2, 1024), (5 * 128, 8)])
-def test_prefetch_lines_cover_the_range(n_bytes, lines):
-    assert pdl.prefetch_lines(n_bytes) == lines
+@pytest.mark.parametrize("weight_bytes,row_bytes,lines", [
+    (3352 * 768 * 2, 768 * 2, 16),  # mamba2-130m in_proj, fp16: 12 lines a row, rounded up
+    (768 * 1536 * 2, 1536 * 2, 32),
+    (50288 * 768 * 2, 768 * 2, 0),  # its lm_head: 77 MB, past the cap
+    (16 * 2**20, 100, 1),  # at the cap
+    (16 * 2**20 + 1, 100, 0),
+])
+def test_prefetch_whole_rows_of_small_weights_only(weight_bytes, row_bytes, lines):
+    assert pdl.prefetch_lines_per_row(weight_bytes, row_bytes) == lines

@@ -57,19 +57,20 @@ def _launch_shape(weight: Tensor, M: int) -> tuple[int, tuple[int, int, int, int
     return block_m, (block_n, block_k, warps, stages)
 
 
-def _prefetch_lines(weight: Tensor, block_n: int) -> int:
-    return pdl.prefetch_lines(block_n * weight.shape[1] * weight.element_size())
+def _prefetch_lines(weight: Tensor) -> int:
+    return pdl.prefetch_lines_per_row(weight.numel() * weight.element_size(), weight.shape[1] * weight.element_size())
 
 
 @triton.jit
 def _weights_first(w_ptr, N, K, BLOCK_N: tl.constexpr, PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr):
-    """Under PDL (kernels/pdl.py): let the next kernel launch, pull this program's weight rows (one contiguous
-    range of the row-major weight) into L2 while the previous kernel finishes, then wait for it."""
+    """Under PDL (kernels/pdl.py): let the next kernel launch, ask L2 for this program's weight rows
+    (PREFETCH_LINES 128-byte lines a row; 0: none) while the previous kernel finishes, then wait for it."""
     pdl.allow_next(PDL)
-    if PDL:
-        first = tl.program_id(0) * BLOCK_N
-        size = tl.minimum(N - first, BLOCK_N) * K * (w_ptr.dtype.element_ty.primitive_bitwidth // 8)
-        pdl.prefetch_l2(w_ptr + first * K, size, LINES=PREFETCH_LINES)
+    if PDL and PREFETCH_LINES > 0:
+        rows = tl.minimum(tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N), N - 1)  # (BN,) clamped: valid
+        per_line = 128 // (w_ptr.dtype.element_ty.primitive_bitwidth // 8)  # elements in one 128-byte line
+        cols = tl.minimum(tl.arange(0, PREFETCH_LINES) * per_line, K - 1)  # (LINES,)
+        pdl.prefetch_l2(w_ptr + rows[:, None] * K + cols[None, :])
     pdl.wait_previous(PDL)
 
 
@@ -138,7 +139,7 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         conv_b if conv_b is not None else conv_w, M, N, K, lo, hi, residual.stride(0), out.stride(0),
         state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, block_n), num_warps=warps, num_stages=stages,
+        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight), num_warps=warps, num_stages=stages,
         **launch)
     return out
 
@@ -227,14 +228,14 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
     N = weight.shape[0]
     z, gate_w, group = gate if gate is not None else (y, weight, K)
     block_m, (block_n, block_k, warps, stages) = _launch_shape(weight, M)
+    if gate is not None:  # group & -group: the largest power of two dividing the group size, so no tile
+        block_k = min(block_k, group & -group)  # straddles two groups
     launch = pdl.launch_options(weight)
     _gemv_kernel[(triton.cdiv(N, block_n),)](
         y, z, gate_w, weight, bias if bias is not None else weight, out, M, N, K, group, y.stride(0),
         z.stride(0), out.stride(0), eps, GATED=gate is not None, HAS_BIAS=bias is not None, ACCUMULATE=accumulate,
-        # group & -group: the largest power of two dividing the group size, so no tile straddles two groups
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=min(block_k, group & -group) if gate is not None else block_k,
-        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, block_n), num_warps=warps, num_stages=stages,
-        **launch)
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
+        PREFETCH_LINES=_prefetch_lines(weight), num_warps=warps, num_stages=stages, **launch)
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],

@@ -26,6 +26,13 @@ import triton.language as tl
 # Module switch: `benchmarks/gpu_bench.py --no-pdl` turns PDL off to measure what it buys.
 ENABLED = True
 L2_LINE = 128  # bytes
+# Weights up to this size are pulled into L2 whole (each program its own rows) before the wait; larger ones
+# are not prefetched. Measured at batch 1 on the H200 (GPU_NOTES.md v7, device calls 2-4 of 2026-11-29):
+# prefetching helps where a layer's weights fit in L2 (the 130m models: 0.417 -> 0.370 ms a step) and hurts
+# the big Mamba2 models in every variant tried (whole slices, 8-32 KB prefixes, the first 1-4 K tiles of each
+# row: mamba2-2.7b 2.17 -> 2.28-2.70 ms, Codestral 4.21 -> 4.54-5.60 ms): there each kernel streams tens of MB
+# and the early requests compete with the kernel still running, or are evicted before use.
+PREFETCH_MAX_BYTES = 16 * 2**20
 
 
 @functools.cache
@@ -61,15 +68,16 @@ def wait_previous(PDL: tl.constexpr):
 
 
 @triton.jit
-def prefetch_l2(base, n_bytes, LINES: tl.constexpr):
-    """Ask L2 for the bytes [base, base + n_bytes), one 128-byte line per element (LINES >= the lines needed;
-    lines past the range re-request the first). A hint: nothing waits for it, later loads find the lines."""
-    offsets = tl.arange(0, LINES) * 128  # (LINES,) bytes; 128 = L2_LINE
-    lines = base.to(tl.pointer_type(tl.int8)) + tl.where(offsets < n_bytes, offsets, 0)
-    tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [lines], dtype=tl.int32,
+def prefetch_l2(ptrs):
+    """Ask L2 for the 128-byte lines holding `ptrs` (a tensor of valid addresses; duplicates are harmless).
+    A hint: nothing waits for it, later loads find the lines there."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
                               is_pure=False, pack=1)
 
 
-def prefetch_lines(n_bytes: int) -> int:
-    """The LINES constexpr of `prefetch_l2` for a range of n_bytes: a power of two (tl.arange needs one)."""
-    return triton.next_power_of_2(max(1, triton.cdiv(n_bytes, L2_LINE)))
+def prefetch_lines_per_row(weight_bytes: int, row_bytes: int) -> int:
+    """The 128-byte lines of each weight row to prefetch, as a power of two (tl.arange needs one): the whole
+    row for a weight within PREFETCH_MAX_BYTES, else 0 (none)."""
+    if weight_bytes > PREFETCH_MAX_BYTES:
+        return 0
+    return triton.next_power_of_2(triton.cdiv(row_bytes, L2_LINE))
