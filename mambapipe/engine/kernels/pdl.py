@@ -27,11 +27,12 @@ import triton.language as tl
 ENABLED = True
 L2_LINE = 128  # bytes
 # Weights up to this size are pulled into L2 whole (each program its own rows) before the wait; larger ones
-# are not prefetched. Measured at batch 1 on the H200 (GPU_NOTES.md v7, device calls 2-4 of 2026-11-29):
+# are not prefetched. Measured at batch 1 on the H200 (GPU_NOTES.md v7, device calls 10-12 of 2026-11-29):
 # prefetching helps where a layer's weights fit in L2 (the 130m models: 0.417 -> 0.370 ms a step) and hurts
 # the big Mamba2 models in every variant tried (whole slices, 8-32 KB prefixes, the first 1-4 K tiles of each
-# row: mamba2-2.7b 2.17 -> 2.28-2.70 ms, Codestral 4.21 -> 4.54-5.60 ms): there each kernel streams tens of MB
-# and the early requests compete with the kernel still running, or are evicted before use.
+# row: mamba2-2.7b 2.17 -> 2.28-2.70 ms, Codestral 4.21 -> 4.54-5.60 ms). Not profiled; the likely reason is
+# that each of their kernels streams tens of MB, so early requests compete with the kernel still running or
+# are evicted before use, while a 130m layer's few MB stay in L2.
 PREFETCH_MAX_BYTES = 16 * 2**20
 
 
