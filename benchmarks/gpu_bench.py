@@ -131,8 +131,13 @@ def main() -> None:
                         help="launch the decode kernels without programmatic dependent launch (kernels/pdl.py)")
     parser.add_argument("--pdl-prefetch-max-mb", type=float, help="decode GEMV weights up to this size are prefetched "
                         "into L2 before the PDL wait (default: pdl.PREFETCH_MAX_BYTES)")
+    parser.add_argument("--fused-gate-max-groups", type=int,
+                        help="batch-1 Mamba2 decode: gate inside out_proj up to this many norm groups")
     args = parser.parse_args()
-    from mambapipe.engine.kernels import pdl
+    from mambapipe.engine.kernels import decode, pdl
+
+    if args.fused_gate_max_groups is not None:
+        decode.FUSED_GATE_MAX_GROUPS = args.fused_gate_max_groups
 
     pdl.ENABLED = not args.no_pdl
     if args.pdl_prefetch_max_mb is not None:
@@ -142,14 +147,13 @@ def main() -> None:
 
         ssd.TRITON_SSD = False
     if args.gemv_max_batch is not None:
-        from mambapipe.engine.kernels import decode
-
         decode.GEMV_MAX_BATCH = args.gemv_max_batch
     args.out.mkdir(parents=True, exist_ok=True)
     import triton
 
     env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name(),
-           "pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES}
+           "pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES,
+           "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS}
     print(json.dumps(env), flush=True)
     out = {"env": env}
     if args.tune_scan:  # pick the Mamba1 scan shape on this GPU before anything runs it

@@ -30,11 +30,14 @@ def model(request, tmp_path_factory):
     return load_engine(engine, DEVICE).model
 
 
-# small batches take the matrix-vector kernels (kernels/gemv.py), larger ones cuBLAS GEMMs
-@pytest.mark.parametrize("gemv_max_batch", [8, 0])
+# small batches take the matrix-vector kernels (kernels/gemv.py), larger ones cuBLAS GEMMs; the tiny Mamba2
+# has 4 norm groups: its gate runs inside out_proj (max groups 8) or as its own kernel (max groups 1)
+@pytest.mark.parametrize("gemv_max_batch,fused_gate_max_groups", [(8, 1), (8, 8), (0, 1)])
 @pytest.mark.parametrize("ssm_dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2)])
-def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, gemv_max_batch, monkeypatch):
+def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, gemv_max_batch, fused_gate_max_groups,
+                                           monkeypatch):
     monkeypatch.setattr(decode, "GEMV_MAX_BATCH", gemv_max_batch)
+    monkeypatch.setattr(decode, "FUSED_GATE_MAX_GROUPS", fused_gate_max_groups)
     reference = MambaModel(model.spec, model.glob, model.layers, model.comm, kernel_choice="torch")  # even on CUDA
     fused = MambaModel(model.spec, model.glob, model.layers, model.comm)
     torch.manual_seed(0)

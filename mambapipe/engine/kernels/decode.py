@@ -28,6 +28,9 @@ from mambapipe.models import TRTLLM_NORM_EPSILON as EPS
 # less time a step on the H200); at batch 8 their register-tile products reach a third of cuBLAS's
 # bandwidth (GPU_NOTES.md, v6). The kernels accept up to gemv.MAX_BATCH rows (tested): a speed choice.
 GEMV_MAX_BATCH = 1
+# Models with up to this many gated-norm groups get the gate inside the out_proj kernel; more groups
+# (Codestral's 8) take the gated-norm kernel first, then the plain product (GPU_NOTES.md v6: 28.3 -> 22.1 us).
+FUSED_GATE_MAX_GROUPS = 1
 
 
 def fused_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tensor:
@@ -96,8 +99,7 @@ def _mamba2_gemv_step(model, w: LayerWeights, residual: Tensor, conv: Tensor, ss
     z, x, B, C, dt = zxbcdt.split([model.d_inner, model.d_inner, model.bc_size, model.bc_size, model.heads], -1)
     y = mamba2_state_update(ssm, x, dt, w.dt_bias, w.A, B, C, w.D)  # (B, Di) fp32
     group = model.spec.intermediate_size // model.spec.n_groups
-    if model.spec.n_groups == 1:
+    if model.spec.n_groups <= FUSED_GATE_MAX_GROUPS:
         gemv.gemv_residual(residual, y, w.out_proj, w.out_proj_bias, gate=(z, w.gate_norm, group), eps=EPS)
-    else:  # several norm groups (Codestral's 8): fused, the gate ran at 2.4 TB/s (28.3 us); the gated-norm
-        # kernel first and the plain product take 22.1 us (GPU_NOTES.md v6). One group: fused is faster.
+    else:
         gemv.gemv_residual(residual, gated_rms_norm(y, z, w.gate_norm, group, EPS), w.out_proj, w.out_proj_bias)
