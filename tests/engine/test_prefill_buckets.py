@@ -82,12 +82,22 @@ def test_padding_to_a_bucket_keeps_logits_and_states(cpu_engine, width, pad_toke
     _assert_same_prefill(_prefill(model, width, pad_token), _prefill(model, max(map(len, PROMPTS))))
 
 
+def _rel(actual, expected) -> float:
+    return float((actual - expected).norm() / expected.norm())
+
+
 def test_padding_to_a_bucket_keeps_the_fused_prefill(cpu_engine):
+    """The fused prefill of the padded batch against the torch prefill of the unpadded one (one interpreted
+    prefill, ~4 s: the torch path's padding is checked exactly above, and the two paths agree to ~4e-7)."""
     model = cpu_engine.model
     if not model.spec.is_mamba2:
         pytest.skip("the interpreted Mamba1 scan is slow; the GPU tests cover it compiled")
     width = length_bucket(11, MAX_INPUT_LEN)  # 16: two SSD chunks, the second all padding past row 0's end
-    _assert_same_prefill(_prefill(model, width, 77, fused=True), _prefill(model, 11, fused=True))
+    (logits, state), (ref_logits, ref_state) = _prefill(model, width, 77, fused=True), _prefill(model, 11)
+    # measured: relative errors 3.5e-7 (logits), 1.8e-7 (conv), 3.4e-7 (ssm)
+    assert _rel(logits, ref_logits) < 1e-5
+    assert _rel(state.conv, ref_state.conv) < 1e-5
+    assert _rel(state.ssm, ref_state.ssm) < 1e-5
 
 
 def test_no_prefill_graphs_off_cuda(cpu_engine):
