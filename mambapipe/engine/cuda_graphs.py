@@ -68,8 +68,8 @@ def maybe_graphed_decode(model, state: InferenceState, tokens: Tensor,
 # ---- prefill ------------------------------------------------------------------------------------------------
 
 MIN_LENGTH_BUCKET = 16
-# B * Lb above this runs eagerly: such a prefill is GPU-bound (the host launches far ahead of the GPU, so a
-# graph saves nothing), and its graph would pin activations of that size in the pool for the generator's life.
+# B * Lb above this runs eagerly: such a prefill is GPU-bound (its kernels outlast their eager launches, which
+# the host issues ahead of the GPU), and its graph would pin activations of that size in the pool for good.
 PREFILL_TOKEN_BUDGET = 16384
 # Keys past this many run eagerly: each graph costs a capture (two warm-up prefills and the capture) and keeps
 # its kernels' launch records; a few (batch, length) shapes cover an evaluation's batches.
