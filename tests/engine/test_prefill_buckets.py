@@ -1,7 +1,9 @@
 """The prefill graphs' prompt-length buckets (engine/cuda_graphs.py), and that right-padding a batch out to its
 bucket changes neither the logits nor the stored conv/SSM states, on the tiny fp32 models: on the torch path,
 and on the fused kernels that the graphs capture (interpreted on the CPU, so Mamba2 only: the interpreted
-Mamba1 scan costs seconds a prefill; tests/engine/test_engine_cuda.py runs both compiled on a GPU).
+Mamba1 scan costs seconds a prefill; tests/engine/test_engine_cuda.py runs both compiled on a GPU). Last,
+`GraphedPrefill`'s host side (keys, static buffers, budget, cap, the generator's fallback) with the CUDA capture
+stood in for by a rerun of the prefill into the same output tensor.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ if not torch.cuda.is_available():
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model  # noqa: E402
 
 from mambapipe.engine.api import load_engine  # noqa: E402
-from mambapipe.engine.cuda_graphs import length_bucket, maybe_graphed_prefill, pad_prompts  # noqa: E402
+from mambapipe.engine import cuda_graphs  # noqa: E402
+from mambapipe.engine.cuda_graphs import (GraphedPrefill, length_bucket, maybe_graphed_prefill,  # noqa: E402
+                                          pad_prompts)
 from mambapipe.engine.state import InferenceState  # noqa: E402
 from mambapipe.models import ModelSpec  # noqa: E402
 
@@ -103,3 +107,44 @@ def test_padding_to_a_bucket_keeps_the_fused_prefill(cpu_engine):
 def test_no_prefill_graphs_off_cuda(cpu_engine):
     assert maybe_graphed_prefill(cpu_engine.model, cpu_engine.state, MAX_INPUT_LEN) is None
     assert cpu_engine._prefill_graphs is None  # the generator prefills eagerly on the CPU
+
+
+@pytest.fixture
+def rerun_graphs(monkeypatch):
+    """On the CPU, a 'capture' runs the prefill once and a 'replay' reruns it into the same logits tensor."""
+    def capture(self, pool):
+        self.logits = self._run()
+        rerun = torch.inference_mode()(lambda: self.logits.copy_(self._run()))
+        self.graph = type("Rerun", (), {"replay": staticmethod(rerun)})()
+
+    monkeypatch.setattr(cuda_graphs._PrefillGraph, "capture", capture)
+    monkeypatch.setattr(cuda_graphs.torch.cuda, "graph_pool_handle", lambda: None)
+
+
+def test_graphed_prefill_bookkeeping(cpu_engine, rerun_graphs):
+    model, state = cpu_engine.model, cpu_engine.state
+    graphs = GraphedPrefill(model, state, MAX_INPUT_LEN)
+    eager = _prefill(model, 11)[0]
+    out = graphs.run(PROMPTS, SLOTS)
+    assert set(graphs.graphs) == {(4, 16)} and graphs.graphs[(4, 16)].tokens.shape == (4, 16)
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
+    shuffled = [PROMPTS[i] for i in (2, 0, 3, 1)]  # same key: the static buffers take the new batch
+    assert graphs.run(shuffled, SLOTS) is out and set(graphs.graphs) == {(4, 16)}
+    torch.testing.assert_close(out, eager[[2, 0, 3, 1]], rtol=1e-5, atol=1e-5)
+    graphs.token_budget = 2 * 16 - 1
+    assert graphs.run(PROMPTS[:2], SLOTS[:2]) is None  # (2, 16): over the budget
+    graphs.token_budget, graphs.max_graphs = 4 * 64, 1
+    assert graphs.run(PROMPTS[:2], SLOTS[:2]) is None and set(graphs.graphs) == {(4, 16)}  # past the cap
+
+
+def test_generator_prefills_through_graphs_and_falls_back(cpu_engine, rerun_graphs):
+    expected = cpu_engine.generate(PROMPTS, 6).output_ids
+    cpu_engine._prefill_graphs = GraphedPrefill(cpu_engine.model, cpu_engine.state, MAX_INPUT_LEN)
+    try:
+        assert cpu_engine.generate(PROMPTS, 6).output_ids == expected
+        assert set(cpu_engine._prefill_graphs.graphs) == {(4, 16)}
+        cpu_engine._prefill_graphs.max_graphs = 1  # (2, 16) is not graphed: the generator prefills eagerly
+        assert cpu_engine.generate(PROMPTS[:2], 6).output_ids == expected[:2]
+        assert set(cpu_engine._prefill_graphs.graphs) == {(4, 16)}
+    finally:
+        cpu_engine._prefill_graphs = None
