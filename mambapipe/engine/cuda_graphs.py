@@ -1,4 +1,5 @@
-"""The whole greedy decode step (embedding, every layer, logits, argmax) as one CUDA graph per batch bucket.
+"""CUDA graphs of the native engine: the whole greedy decode step (embedding, every layer, logits, argmax) as
+one graph per batch bucket, and the prefill as one graph per (batch, prompt-length bucket), `GraphedPrefill`.
 
 The small models are launch-bound: a few hundred kernels per token cost more in CPU launch time than their
 bytes take on the GPU. Replaying a captured graph issues them all at once. Each bucket's graph runs over the
@@ -9,11 +10,12 @@ is built, before any sequence is live, so the warm-up steps may scribble on the 
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from mambapipe.engine import kernels
 from mambapipe.engine.state import InferenceState
 
 
@@ -61,3 +63,120 @@ def maybe_graphed_decode(model, state: InferenceState, tokens: Tensor,
     if not tokens.is_cuda or not enabled:
         return None
     return GraphedGreedyDecode(model, state, tokens, bucket_sizes(state.num_slots))
+
+
+# ---- prefill ------------------------------------------------------------------------------------------------
+
+MIN_LENGTH_BUCKET = 16
+# B * Lb above this runs eagerly: such a prefill is GPU-bound (its kernels outlast their eager launches, which
+# the host issues ahead of the GPU), and its graph would pin activations of that size in the pool for good.
+PREFILL_TOKEN_BUDGET = 16384
+# Keys past this many run eagerly: each graph costs a capture (two warm-up prefills and the capture) and keeps
+# its kernels' launch records; a few (batch, length) shapes cover an evaluation's batches.
+MAX_PREFILL_GRAPHS = 16
+
+
+def length_bucket(length: int, max_input_len: int) -> int:
+    """The padded length a prefill graph runs for prompts of at most `length` tokens: the next power of two
+    from 16 up, capped at `max_input_len` (itself a bucket, so the longest prompts get a graph too)."""
+    if not 1 <= length <= max_input_len:
+        raise ValueError(f"prompt length {length} is outside [1, max_input_len={max_input_len}]")
+    return min(max(MIN_LENGTH_BUCKET, 1 << (length - 1).bit_length()), max_input_len)
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]], width: int) -> Tensor:
+    """Token lists right-padded with 0 to (B, width) long, built on the host (one device copy later).
+    The prefill masks the padding (dt = 0 there, conv state gathered at each row's length), so its value
+    and the width do not change the result."""
+    tokens = torch.zeros(len(prompts), width, dtype=torch.long)  # (B, width)
+    for row, prompt in enumerate(prompts):
+        tokens[row, : len(prompt)] = torch.as_tensor(prompt, dtype=torch.long)
+    return tokens
+
+
+class _PrefillGraph:
+    """One (batch, length bucket) prefill: static inputs (tokens, lengths, slots) and the (B, V) fp32 logits."""
+
+    def __init__(self, model, state: InferenceState, batch: int, length: int):
+        self.model, self.state = model, state
+        device = state.conv.device
+        self.tokens = torch.zeros(batch, length, dtype=torch.long, device=device)  # (B, Lb) right-padded
+        self.lengths = torch.ones(batch, dtype=torch.long, device=device)  # (B,)
+        self.slots = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
+        self.logits: Optional[Tensor] = None  # (B, V) fp32, filled by capture
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+
+    def load(self, prompts: Sequence[Sequence[int]], slots: Sequence[int]) -> None:
+        self.tokens.copy_(pad_prompts(prompts, self.tokens.shape[1]))
+        self.lengths.copy_(torch.tensor([len(p) for p in prompts]))
+        self.slots.copy_(torch.tensor(slots))
+
+    def _run(self) -> Tensor:
+        return self.model.prefill(self.tokens, self.lengths, self.state, self.slots)  # (B, V) fp32
+
+    def capture(self, pool) -> None:
+        """Warm up and capture with the inputs already loaded. The warm-up prefills write the states of the
+        loaded slots only, which are the free slots being admitted (the replay overwrites them), so sequences
+        live in other slots are untouched: capture may happen mid-run."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # Triton JIT and cuBLAS workspaces happen outside capture
+            for _ in range(2):
+                self._run()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.logits = self._run()
+
+
+class GraphedPrefill:
+    """The prefill as one CUDA graph per (batch B, length bucket Lb), captured on first use of a key.
+
+    A 100-token prefill is a few ms of GPU work but ~700-970 kernel launches through Triton's Python launcher;
+    a replay issues them at once. Prompts are right-padded to Lb (`length_bucket`), so a few graphs cover any
+    prompt lengths. Keys with B * Lb over `token_budget`, and keys past `max_graphs`, are not graphed: `run`
+    returns None and the caller prefills eagerly.
+
+    All graphs share one memory pool, which then holds about the largest graph's working set, not the sum.
+    Sharing is safe because replays run one at a time on one stream (no two graphs' intermediates are ever
+    live together) and the one output that outlives a replay, the logits, is read before the next prefill:
+    each graph keeps its logits referenced, so no later capture takes that memory, and the generator samples
+    from them (a host sync) before any other graph, possibly captured earlier over that memory, replays.
+    """
+
+    def __init__(self, model, state: InferenceState, max_input_len: int,
+                 token_budget: int = PREFILL_TOKEN_BUDGET, max_graphs: int = MAX_PREFILL_GRAPHS):
+        self.model, self.state, self.max_input_len = model, state, max_input_len
+        self.token_budget, self.max_graphs = token_budget, max_graphs
+        self.graphs: dict[tuple[int, int], _PrefillGraph] = {}
+        self._pool = torch.cuda.graph_pool_handle()
+
+    def key(self, prompts: Sequence[Sequence[int]]) -> tuple[int, int]:
+        return len(prompts), length_bucket(max(len(p) for p in prompts), self.max_input_len)
+
+    def run(self, prompts: Sequence[Sequence[int]], slots: Sequence[int]) -> Optional[Tensor]:
+        """Prefill `prompts` into `slots` by a graph replay; returns the graph's (B, V) fp32 logits, valid until
+        the next prefill replay, or None when this key is not graphed (the caller then prefills eagerly)."""
+        key = self.key(prompts)
+        graph = self.graphs.get(key)
+        if graph is None:
+            if key[0] * key[1] > self.token_budget or len(self.graphs) >= self.max_graphs:
+                return None
+            graph = self.graphs[key] = _PrefillGraph(self.model, self.state, *key)
+            graph.load(prompts, slots)
+            graph.capture(self._pool)
+        else:
+            graph.load(prompts, slots)
+        graph.graph.replay()
+        return graph.logits
+
+
+def maybe_graphed_prefill(model, state: InferenceState, max_input_len: int,
+                          enabled: bool = True) -> Optional[GraphedPrefill]:
+    """Prefill graphs when `enabled` (the load option `cuda_graphs`), on CUDA, on the fused kernels (the torch
+    path is a debugging baseline and not capture-safe) and on one rank (no collectives inside a capture);
+    None (eager prefill) otherwise."""
+    device_ok = state.conv.is_cuda and kernels.enabled(state.conv, model.kernel_choice)
+    if not enabled or not device_ok or model.comm.world_size != 1:
+        return None
+    return GraphedPrefill(model, state, max_input_len)

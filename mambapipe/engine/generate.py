@@ -20,7 +20,7 @@ import torch
 from mambapipe.backends.base import GenerationOutput, SamplingConfig
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.engine import kernels
-from mambapipe.engine.cuda_graphs import maybe_graphed_decode
+from mambapipe.engine.cuda_graphs import maybe_graphed_decode, maybe_graphed_prefill, pad_prompts
 from mambapipe.engine.model import MambaModel
 from mambapipe.engine.sampling import is_greedy, sample
 from mambapipe.engine.state import InferenceState
@@ -79,6 +79,7 @@ class EngineGenerator:
                                              ssm_dtype=TORCH_DTYPES[ssm_state_dtype])
         self._tokens = torch.zeros(limits.max_batch_size, dtype=torch.long, device=device)  # decode input
         self._graphs = maybe_graphed_decode(model, self.state, self._tokens, cuda_graphs)  # None off CUDA
+        self._prefill_graphs = maybe_graphed_prefill(model, self.state, limits.max_input_len, cuda_graphs)
         self.runtime_path = self._runtime_path()
 
     def _runtime_path(self) -> dict[str, object]:
@@ -110,8 +111,8 @@ class EngineGenerator:
                                  f"use the tokenizer that belongs to this model")
 
     def close(self) -> None:
-        # drop the weights' mmap, the state pool and the captured graphs (which hold both, and their memory pool)
-        self.model = self.state = self._graphs = None
+        # drop the weights' mmap, the state pool and the captured graphs (which hold both, and their memory pools)
+        self.model = self.state = self._graphs = self._prefill_graphs = None
 
     def _run(self, prompts, max_new_tokens, sampling, eos_id) -> GenerationOutput:
         rng = torch.Generator(device=self.device).manual_seed(sampling.seed)
@@ -141,17 +142,24 @@ class EngineGenerator:
         """Prefill as many waiting prompts as there are free slots, and emit their first tokens."""
         requests = [waiting.popleft() for _ in range(min(len(waiting), len(self.state.free)))]
         slots = self.state.acquire(len(requests))
-        lengths = torch.tensor([len(prompts[r]) for r in requests], device=self.device)  # (B,)
-        tokens = torch.zeros(len(requests), int(lengths.max()), dtype=torch.long, device=self.device)
-        for row, r in enumerate(requests):
-            tokens[row, : len(prompts[r])] = torch.as_tensor(prompts[r])  # right-padded (B, L)
         start = time.perf_counter()
-        logits = self.model.prefill(tokens, lengths, self.state, torch.tensor(slots, device=self.device))
-        first = sample(logits, sampling, rng).tolist()
+        logits = self._prefill([prompts[r] for r in requests], slots)  # (B, V) fp32
+        first = sample(logits, sampling, rng).tolist()  # read before the next prefill: graph outputs are reused
         times.prefill_s += time.perf_counter() - start
         for slot, r, token in zip(slots, requests, first):
             live[slot] = _Live(request=r)
             emit(slot, token)
+
+    def _prefill(self, rows: list[Sequence[int]], slots: list[int]) -> torch.Tensor:
+        """Prefill `rows` into `slots`: a graph replay when one covers this batch (CUDA, `cuda_graphs`), else eager."""
+        if self._prefill_graphs is not None:
+            logits = self._prefill_graphs.run(rows, slots)  # None: over the token budget or the graph cap
+            if logits is not None:
+                return logits
+        lengths = [len(p) for p in rows]
+        tokens = pad_prompts(rows, max(lengths)).to(self.device)  # (B, L) right-padded
+        return self.model.prefill(tokens, torch.tensor(lengths, device=self.device), self.state,
+                                  torch.tensor(slots, device=self.device))
 
     def _step(self, live, sampling, rng, emit, times) -> None:
         """One decode step over the slot span holding every live sequence (idle slots ride along)."""
