@@ -133,8 +133,13 @@ def main() -> None:
                         "into L2 before the PDL wait (default: pdl.PREFETCH_MAX_BYTES)")
     parser.add_argument("--fused-gate-max-groups", type=int,
                         help="batch-1 Mamba2 decode: gate inside out_proj up to this many norm groups")
+    parser.add_argument("--no-prefill-graphs", action="store_true", help="prefill eagerly (the decode stays graphed)")
     args = parser.parse_args()
+    from mambapipe.engine import cuda_graphs
     from mambapipe.engine.kernels import decode, pdl
+
+    if args.no_prefill_graphs:
+        cuda_graphs.PREFILL_TOKEN_BUDGET = 0
 
     if args.fused_gate_max_groups is not None:
         decode.FUSED_GATE_MAX_GROUPS = args.fused_gate_max_groups
@@ -153,7 +158,8 @@ def main() -> None:
 
     env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name(),
            "pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES,
-           "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS}
+           "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS,
+           "prefill_graph_token_budget": cuda_graphs.PREFILL_TOKEN_BUDGET}
     print(json.dumps(env), flush=True)
     out = {"env": env}
     if args.tune_scan:  # pick the Mamba1 scan shape on this GPU before anything runs it

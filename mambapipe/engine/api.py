@@ -10,7 +10,8 @@ each rank picks its own weights from torch.distributed's rank.
 
 What the engine computes is fixed by its config (dtype, `ssm_state_dtype`, both in the build step's
 cache key). Two load options choose only how, for benchmarks and debugging: `kernels="torch"`
-runs the plain torch ops instead of the Triton kernels on CUDA, `cuda_graphs=False` decodes eagerly. The
+runs the plain torch ops instead of the Triton kernels on CUDA, `cuda_graphs=False` decodes and prefills
+eagerly (with it on, small prefills replay a graph per batch and prompt-length bucket, engine/cuda_graphs.py). The
 pipeline always loads with the defaults, and `gen.runtime_path` says which path a generator runs.
 """
 
@@ -51,7 +52,8 @@ def _rank_and_world(tp_size: int) -> tuple[int, int]:
 def load_engine(engine_dir: str | Path, device: str = "cpu", kernels: str = "auto",
                 cuda_graphs: bool = True) -> EngineGenerator:
     """Memory-map this rank's engine weights onto `device` and return a ready `Generator`.
-    kernels: "auto" (Triton kernels on CUDA) or "torch"; cuda_graphs: capture the greedy decode on CUDA."""
+    kernels: "auto" (Triton kernels on CUDA) or "torch"; cuda_graphs: capture the greedy decode (and small
+    prefills) on CUDA."""
     engine_dir = Path(engine_dir).expanduser()
     cfg = read_engine_config(engine_dir)
     build = cfg["build_config"]

@@ -144,10 +144,10 @@ class GraphedPrefill:
     from them (a host sync) before any other graph, possibly captured earlier over that memory, replays.
     """
 
-    def __init__(self, model, state: InferenceState, max_input_len: int,
-                 token_budget: int = PREFILL_TOKEN_BUDGET, max_graphs: int = MAX_PREFILL_GRAPHS):
+    def __init__(self, model, state: InferenceState, max_input_len: int):
         self.model, self.state, self.max_input_len = model, state, max_input_len
-        self.token_budget, self.max_graphs = token_budget, max_graphs
+        # read when built, not at import, so `gpu_bench.py --no-prefill-graphs` can set the budget to 0
+        self.token_budget, self.max_graphs = PREFILL_TOKEN_BUDGET, MAX_PREFILL_GRAPHS
         self.graphs: dict[tuple[int, int], _PrefillGraph] = {}
         self._pool = torch.cuda.graph_pool_handle()
 
