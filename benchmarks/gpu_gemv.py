@@ -16,18 +16,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import triton
 from triton.testing import do_bench_cudagraph
 
 from gpu_common import MODELS, model_spec
-from mambapipe.engine.kernels import gemv
+from mambapipe.engine.kernels import decode, gemv
 from mambapipe.engine.kernels.conv import causal_conv1d_update
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
 
 # (BLOCK_N, BLOCK_K, warps, stages) tried per batch tile (BLOCK_M = 1 and 8)
 CANDIDATES = {1: [(4, 512, 4, 1), (4, 512, 4, 3), (8, 256, 4, 1), (8, 256, 4, 3), (8, 512, 4, 3), (16, 128, 4, 3),
                   (16, 256, 4, 1), (16, 256, 4, 3), (32, 128, 4, 3), (32, 256, 8, 3), (16, 512, 8, 3), (8, 1024, 4, 2),
-                  (2, 1024, 4, 2), (2, 512, 4, 3), (4, 1024, 4, 2)],  # the last ones for x_proj's few rows
+                  (2, 1024, 4, 2), (2, 512, 4, 3), (4, 1024, 4, 2),  # the last ones for x_proj's few rows
+                  # 2026-11-29 (v7): stages made no difference (no loop pipelining of plain loads), so the
+                  # added tiles vary the warps and the work a thread has in flight instead
+                  (8, 128, 2, 1), (16, 128, 2, 1), (16, 64, 2, 1), (32, 64, 4, 1), (8, 256, 2, 1), (4, 256, 2, 1),
+                  (4, 512, 2, 1), (16, 128, 8, 1), (32, 128, 8, 1), (8, 512, 8, 1), (4, 1024, 8, 1), (2, 2048, 8, 1),
+                  (4, 2048, 8, 1), (16, 128, 4, 1)],
               8: [(2, 256, 4, 2), (4, 128, 4, 2), (4, 256, 4, 2), (8, 128, 4, 2)]}
 EPS = 1e-5
 
@@ -37,7 +41,8 @@ def _rand(*shape, dtype=torch.float16, scale=1.0):
 
 
 def projections(name: str, batch: int) -> dict:
-    """name -> (fused call, unfused call, weight) at one model's shapes."""
+    """name -> (fused call, unfused call, weight, gated) at one model's shapes (gated: the out_proj kernel with
+    the gated norm inside, which has its own TILES entries)."""
     spec = model_spec(name)
     H, Di, rows = spec.hidden_size, spec.intermediate_size, spec.in_proj_rows
     conv_lo = Di if spec.is_mamba2 else 0
@@ -61,18 +66,21 @@ def projections(name: str, batch: int) -> dict:
     def head_unfused():
         F.linear(add_rms_norm(residual, None, norm_w, EPS), w_head).float()
 
+    gated = spec.is_mamba2 and spec.n_groups <= decode.FUSED_GATE_MAX_GROUPS  # as kernels/decode.py runs it
     calls = {"in_proj": (lambda: gemv.norm_gemv(residual, norm_w, w_in, None, EPS, conv=(state, conv_w, conv_b,
-                                                                                         conv_lo)), in_unfused, w_in),
-             "out_proj": (lambda: gemv.gemv_residual(residual, y, w_out, None, gate=gate, eps=EPS), out_unfused, w_out)
-             if spec.n_groups == 1 else  # as kernels/decode.py runs it: the gated norm first
-             (lambda: gemv.gemv_residual(residual, gated_rms_norm(y, z, gate_w, group, EPS), w_out, None),
-              out_unfused, w_out),
+                                                                                         conv_lo)), in_unfused, w_in,
+                         False),
+             "out_proj": (lambda: gemv.gemv_residual(residual, y, w_out, None, gate=gate, eps=EPS), out_unfused, w_out,
+                          True)
+             if gated else  # several norm groups: the gated norm first, then the plain product
+             (lambda: gemv.gemv_residual(residual, gated_rms_norm(y, z, gate_w, group, EPS) if spec.is_mamba2 else y,
+                                         w_out, None), out_unfused, w_out, False),
              "lm_head": (lambda: gemv.norm_gemv(residual, norm_w, w_head, None, EPS, out_dtype=torch.float32),
-                         head_unfused, w_head)}
+                         head_unfused, w_head, False)}
     if not spec.is_mamba2:
         w_x = _rand(spec.dt_rank + 2 * spec.state_size, Di, scale=Di ** -0.5)
         x = _rand(batch, 2 * Di)[:, :Di]
-        calls["x_proj"] = (lambda: gemv.gemv(x, w_x), lambda: F.linear(x, w_x), w_x)
+        calls["x_proj"] = (lambda: gemv.gemv(x, w_x), lambda: F.linear(x, w_x), w_x, False)
     return calls
 
 
@@ -84,11 +92,10 @@ def _time(fn) -> float:
 def sweep(batches: list[int], models: tuple[str, ...] = MODELS) -> dict:
     results = {}
     for name, batch in itertools.product(models, batches):
-        for proj, (fused, unfused, weight) in projections(name, batch).items():
-            shape = tuple(weight.shape)
+        for proj, (fused, unfused, weight, gated) in projections(name, batch).items():
             if proj == "lm_head" and batch > 1:
                 continue
-            key = (*shape, triton.next_power_of_2(batch))
+            key = gemv.tiles_key(weight, batch, gated)
             row = {"key": key, "unfused_us": _time(unfused), "tiles_us": {}}
             for tiles in CANDIDATES[min(key[2], 8)]:
                 gemv.TILES[key] = tiles

@@ -172,3 +172,13 @@ def test_gemv_matches_linear(dtype, tol, batch):
     out = gemv.gemv(x, weight)
     assert out.dtype == dtype
     _close(out, F.linear(x, weight), tol)
+
+
+def test_gated_out_proj_has_its_own_tiles():
+    """The out_proj with the gated norm inside is another kernel body than the plain product: mamba2-2.7b's
+    gated out_proj and mamba-2.8b's plain one share a weight shape but not their fastest tiles (GPU_NOTES v7)."""
+    w = torch.empty(2560, 5120, dtype=HALF)
+    assert gemv.tiles_key(w, 1) == (2560, 5120, 1)
+    assert gemv.tiles_key(w, 3, gated=True) == (2560, 5120, 4, "gated")
+    assert gemv._launch_shape(w, 1)[1] == gemv.TILES[(2560, 5120, 1)]
+    assert gemv._launch_shape(w, 1, gated=True)[1] == gemv.TILES[(2560, 5120, 1, "gated")]

@@ -32,15 +32,17 @@ from mambapipe.engine.kernels import pdl
 from mambapipe.engine.kernels.conv import WIDTH, conv_step
 
 MAX_BATCH = 8  # batch rows one program multiplies at once
-# (BLOCK_N, BLOCK_K, warps, stages) by (N, K, BLOCK_M) of a weight (N, K). Filled with the fastest tiles
-# measured on the H200 for the five models' weights at batch 1 (`benchmarks/gpu_gemv.py`, GPU_NOTES.md v6);
-# other shapes take `default_tiles`. The benchmark sweeps candidates through this table.
-TILES: dict[tuple[int, int, int], tuple[int, int, int, int]] = {
+# (BLOCK_N, BLOCK_K, warps, stages) by (N, K, BLOCK_M) of a weight (N, K), and by (N, K, BLOCK_M, "gated") for
+# the out_proj with the gated norm inside (another kernel body: same shape, other best tiles). The fastest
+# tiles measured on the H200 for the five models' weights at batch 1 (`benchmarks/gpu_gemv.py`, GPU_NOTES.md
+# v6, v7); other shapes take `default_tiles`. The benchmark sweeps candidates through this table.
+TILES: dict[tuple, tuple[int, int, int, int]] = {
     (3072, 768, 1): (8, 256, 4, 1), (768, 1536, 1): (8, 1024, 4, 2), (50280, 768, 1): (32, 128, 4, 3),
-    (80, 1536, 1): (2, 1024, 4, 2), (10240, 2560, 1): (16, 256, 4, 3), (2560, 5120, 1): (8, 1024, 4, 2),
-    (50280, 2560, 1): (32, 128, 4, 3), (192, 5120, 1): (2, 1024, 4, 2), (3352, 768, 1): (16, 256, 4, 1),
-    (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 256, 4, 3), (50288, 2560, 1): (8, 512, 4, 3),
-    (18560, 4096, 1): (16, 128, 4, 3), (4096, 8192, 1): (8, 1024, 4, 2), (32768, 4096, 1): (16, 128, 4, 3)}
+    (80, 1536, 1): (2, 1024, 4, 2), (10240, 2560, 1): (16, 256, 4, 3), (2560, 5120, 1): (4, 1024, 8, 1),
+    (50280, 2560, 1): (32, 128, 4, 3), (192, 5120, 1): (4, 2048, 8, 1), (3352, 768, 1): (16, 256, 4, 1),
+    (768, 1536, 1, "gated"): (8, 1024, 4, 2), (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 256, 4, 3),
+    (2560, 5120, 1, "gated"): (8, 1024, 4, 2), (50288, 2560, 1): (8, 512, 4, 3), (18560, 4096, 1): (16, 128, 4, 3),
+    (4096, 8192, 1): (8, 1024, 4, 2), (32768, 4096, 1): (16, 128, 4, 3)}
 
 
 def default_tiles(N: int, K: int, block_m: int) -> tuple[int, int, int, int]:
@@ -49,9 +51,14 @@ def default_tiles(N: int, K: int, block_m: int) -> tuple[int, int, int, int]:
     return max(2, 4096 // (block_k * block_m)), block_k, 4, 2
 
 
-def _launch_shape(weight: Tensor, M: int) -> tuple[int, tuple[int, int, int, int]]:
+def tiles_key(weight: Tensor, M: int, gated: bool = False) -> tuple:
+    """The TILES key of a product of M rows with `weight` (gated: the out_proj kernel with the gated norm)."""
+    return (*weight.shape, triton.next_power_of_2(M)) + (("gated",) if gated else ())
+
+
+def _launch_shape(weight: Tensor, M: int, gated: bool = False) -> tuple[int, tuple[int, int, int, int]]:
     (N, K), block_m = weight.shape, triton.next_power_of_2(M)
-    block_n, block_k, warps, stages = TILES.get((N, K, block_m)) or default_tiles(N, K, block_m)
+    block_n, block_k, warps, stages = TILES.get(tiles_key(weight, M, gated)) or default_tiles(N, K, block_m)
     if weight.dtype == torch.float32:  # tests and reference runs: no staged copies of 4-byte tiles
         stages = 1
     return block_m, (block_n, block_k, warps, stages)
@@ -227,7 +234,7 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
     M, K = y.shape
     N = weight.shape[0]
     z, gate_w, group = gate if gate is not None else (y, weight, K)
-    block_m, (block_n, block_k, warps, stages) = _launch_shape(weight, M)
+    block_m, (block_n, block_k, warps, stages) = _launch_shape(weight, M, gated=gate is not None)
     if gate is not None:  # group & -group: the largest power of two dividing the group size, so no tile
         block_k = min(block_k, group & -group)  # straddles two groups
     launch = pdl.launch_options(weight)
