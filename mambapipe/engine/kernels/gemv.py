@@ -64,7 +64,10 @@ def _launch_shape(weight: Tensor, M: int, gated: bool = False) -> tuple[int, tup
     return block_m, (block_n, block_k, warps, stages)
 
 
-def _prefetch_lines(weight: Tensor) -> int:
+def _prefetch_lines(weight: Tensor, launch: dict) -> int:
+    """PREFETCH_LINES of `_weights_first`: 0 without PDL, so those launches share one compiled variant."""
+    if not launch:
+        return 0
     return pdl.prefetch_lines_per_row(weight.numel() * weight.element_size(), weight.shape[1] * weight.element_size())
 
 
@@ -146,7 +149,7 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         conv_b if conv_b is not None else conv_w, M, N, K, lo, hi, residual.stride(0), out.stride(0),
         state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight), num_warps=warps, num_stages=stages,
+        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch), num_warps=warps, num_stages=stages,
         **launch)
     return out
 
@@ -242,7 +245,7 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
         y, z, gate_w, weight, bias if bias is not None else weight, out, M, N, K, group, y.stride(0),
         z.stride(0), out.stride(0), eps, GATED=gate is not None, HAS_BIAS=bias is not None, ACCUMULATE=accumulate,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
-        PREFETCH_LINES=_prefetch_lines(weight), num_warps=warps, num_stages=stages, **launch)
+        PREFETCH_LINES=_prefetch_lines(weight, launch), num_warps=warps, num_stages=stages, **launch)
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
