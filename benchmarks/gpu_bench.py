@@ -115,7 +115,7 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     parser.add_argument("--models", default=",".join(MODELS))
@@ -134,32 +134,37 @@ def main() -> None:
     parser.add_argument("--fused-gate-max-groups", type=int,
                         help="batch-1 Mamba2 decode: gate inside out_proj up to this many norm groups")
     parser.add_argument("--no-prefill-graphs", action="store_true", help="prefill eagerly (the decode stays graphed)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def apply_engine_switches(args: argparse.Namespace) -> dict:
+    """Set the engine's module switches the flags name; returns them as they now stand (for results.json)."""
     from mambapipe.engine import cuda_graphs
-    from mambapipe.engine.kernels import decode, pdl
+    from mambapipe.engine.kernels import decode, pdl, ssd
 
     if args.no_prefill_graphs:
         cuda_graphs.PREFILL_TOKEN_BUDGET = 0
-
     if args.fused_gate_max_groups is not None:
         decode.FUSED_GATE_MAX_GROUPS = args.fused_gate_max_groups
-
+    if args.gemv_max_batch is not None:
+        decode.GEMV_MAX_BATCH = args.gemv_max_batch
     pdl.ENABLED = not args.no_pdl
     if args.pdl_prefetch_max_mb is not None:
         pdl.PREFETCH_MAX_BYTES = int(args.pdl_prefetch_max_mb * 2**20)
     if args.torch_ssd:  # the Triton SSD is the default; this times the torch one it replaced
-        from mambapipe.engine.kernels import ssd
-
         ssd.TRITON_SSD = False
-    if args.gemv_max_batch is not None:
-        decode.GEMV_MAX_BATCH = args.gemv_max_batch
+    return {"pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES,
+            "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS, "gemv_max_batch": decode.GEMV_MAX_BATCH,
+            "triton_ssd": ssd.TRITON_SSD, "prefill_graph_token_budget": cuda_graphs.PREFILL_TOKEN_BUDGET}
+
+
+def main() -> None:
+    args = parse_args()
+    switches = apply_engine_switches(args)
     args.out.mkdir(parents=True, exist_ok=True)
     import triton
 
-    env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name(),
-           "pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES,
-           "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS,
-           "prefill_graph_token_budget": cuda_graphs.PREFILL_TOKEN_BUDGET}
+    env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name(), **switches}
     print(json.dumps(env), flush=True)
     out = {"env": env}
     if args.tune_scan:  # pick the Mamba1 scan shape on this GPU before anything runs it
