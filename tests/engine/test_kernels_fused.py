@@ -182,3 +182,19 @@ def test_gated_out_proj_has_its_own_tiles():
     assert gemv.tiles_key(w, 3, gated=True) == (2560, 5120, 4, "gated")
     assert gemv._launch_shape(w, 1)[1] == gemv.TILES[(2560, 5120, 1)]
     assert gemv._launch_shape(w, 1, gated=True)[1] == gemv.TILES[(2560, 5120, 1, "gated")]
+
+
+@pytest.mark.parametrize("load_ahead", [True, False])
+def test_gemv_weight_tiles_loaded_ahead_or_in_place(load_ahead, monkeypatch):
+    """Both weight-tile orders of the decode GEMVs (gemv.LOAD_AHEAD) give the torch result, over several K tiles."""
+    monkeypatch.setattr(gemv, "LOAD_AHEAD", load_ahead)
+    monkeypatch.setitem(gemv.TILES, (24, 200, 1), (8, 64, 4, 1))  # 4 K tiles, the last one partly past K
+    monkeypatch.setitem(gemv.TILES, (24, 200, 1, "gated"), (8, 64, 4, 1))
+    res, norm_w, w = _rand(1, 200), _rand(200), _rand(24, 200)
+    _close(gemv.norm_gemv(res, norm_w, w, None, 1e-5), gemv.norm_gemv_ref(res, norm_w, w, None, 1e-5), 1e-5)
+    y, z, gate_w, w_out = _rand(1, 200), _rand(1, 200), _rand(200), _rand(24, 200)
+    for gate in (None, (z, gate_w, 40)):  # 40: groups of 5 tiles of 8 columns (BLOCK_K shrinks to 8)
+        out, ref = torch.zeros(1, 24, device=DEVICE), torch.zeros(1, 24, device=DEVICE)
+        gemv.gemv_residual(out, y, w_out, None, gate=gate, eps=1e-5)
+        gemv.gemv_residual_ref(ref, y, w_out, None, gate=gate, eps=1e-5)
+        _close(out, ref, 1e-5)

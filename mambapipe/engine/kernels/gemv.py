@@ -45,6 +45,11 @@ TILES: dict[tuple, tuple[int, int, int, int]] = {
     (4096, 8192, 1): (8, 1024, 4, 2), (32768, 4096, 1): (16, 128, 4, 3)}
 
 
+# Each loop iteration issues the next weight tile's loads before using the current one (gpu_bench.py
+# --no-gemv-load-ahead measures without).
+LOAD_AHEAD = True
+
+
 def default_tiles(N: int, K: int, block_m: int) -> tuple[int, int, int, int]:
     """About 4096 products in flight a program (its fp32 accumulators stay in registers), wide K tiles."""
     block_k = min(256, triton.next_power_of_2(K))
@@ -72,16 +77,37 @@ def _prefetch_lines(weight: Tensor, launch: dict) -> int:
 
 
 @triton.jit
-def _weights_first(w_ptr, N, K, BLOCK_N: tl.constexpr, PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr):
+def _weight_tile(w_ptr, n, n_ok, k0, K, BLOCK_K: tl.constexpr):
+    """Rows n, columns [k0, k0 + BLOCK_K) of the row-major weight (N, K), zero past K: (BN, BK)."""
+    ks = k0 + tl.arange(0, BLOCK_K)
+    return tl.load(w_ptr + n[:, None] * K + ks[None, :], mask=n_ok[:, None] & (ks < K)[None, :], other=0.0)
+
+
+@triton.jit
+def _weights_first(w_ptr, n, n_ok, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+                   PREFETCH_LINES: tl.constexpr):
     """Under PDL (kernels/pdl.py): let the next kernel launch, ask L2 for this program's weight rows
-    (PREFETCH_LINES 128-byte lines a row; 0: none) while the previous kernel finishes, then wait for it."""
+    (PREFETCH_LINES 128-byte lines a row; 0: none) and load the first weight tile while the previous kernel
+    finishes, then wait for it. Returns that first (BN, BK) tile."""
     pdl.allow_next(PDL)
     if PDL and PREFETCH_LINES > 0:
         rows = tl.minimum(tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N), N - 1)  # (BN,) clamped: valid
         per_line = 128 // (w_ptr.dtype.element_ty.primitive_bitwidth // 8)  # elements in one 128-byte line
         cols = tl.minimum(tl.arange(0, PREFETCH_LINES) * per_line, K - 1)  # (LINES,)
         pdl.prefetch_l2(w_ptr + rows[:, None] * K + cols[None, :])
+    first = _weight_tile(w_ptr, n, n_ok, 0, K, BLOCK_K)
     pdl.wait_previous(PDL)
+    return first
+
+
+@triton.jit
+def _next_weights(w_ptr, n, n_ok, k0, K, ahead, BLOCK_K: tl.constexpr, LOAD_AHEAD: tl.constexpr):
+    """The tile for columns k0 and the one the next iteration takes. LOAD_AHEAD: the tile loaded one iteration
+    earlier (`ahead`) now, and the next one's loads issued here, in flight during this tile's products;
+    otherwise loaded here and used at once (Triton does not pipeline these plain loads, GPU_NOTES.md v7)."""
+    if LOAD_AHEAD:
+        return ahead, _weight_tile(w_ptr, n, n_ok, k0 + BLOCK_K, K, BLOCK_K)
+    return _weight_tile(w_ptr, n, n_ok, k0, K, BLOCK_K), ahead
 
 
 @triton.jit
@@ -89,23 +115,23 @@ def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_
                       M, N, K, conv_lo, conv_hi, stride_res, stride_out, stride_csb, stride_csc, eps,
                       HAS_BIAS: tl.constexpr, CONV: tl.constexpr, CONV_BIAS: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                      PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr):
+                      PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr, LOAD_AHEAD: tl.constexpr):
     dtype = w_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_M)  # (BM,) batch rows
     row_ok = rows < M
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,) output rows
     n_ok = n < N
-    _weights_first(w_ptr, N, K, BLOCK_N, PDL, PREFETCH_LINES)
+    ahead = _weights_first(w_ptr, n, n_ok, N, K, BLOCK_N, BLOCK_K, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # summed over K once, after the loop
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
     for k0 in range(0, K, BLOCK_K):  # one pass: the 1/rms factor is applied to the finished sums
+        w, ahead = _next_weights(w_ptr, n, n_ok, k0, K, ahead, BLOCK_K, LOAD_AHEAD)  # (BN, BK)
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         r = tl.load(res_ptr + rows[:, None] * stride_res + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
                     other=0.0).to(dtype).to(tl.float32)  # (BM, BK): the torch path norms residual.to(dtype)
         sq += r * r
         x = r * tl.load(norm_w_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        w = tl.load(w_ptr + n[:, None] * K + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         acc += x[:, None, :] * w.to(tl.float32)[None, :, :]
     rstd = 1.0 / tl.sqrt(tl.sum(sq, axis=1) / K + eps)  # (BM,)
     out = tl.sum(acc, axis=2) * rstd[:, None]  # (BM, BN)
@@ -149,8 +175,8 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         conv_b if conv_b is not None else conv_w, M, N, K, lo, hi, residual.stride(0), out.stride(0),
         state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch), num_warps=warps, num_stages=stages,
-        **launch)
+        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch), LOAD_AHEAD=LOAD_AHEAD, num_warps=warps,
+        num_stages=stages, **launch)
     return out
 
 
@@ -170,19 +196,20 @@ def norm_gemv_ref(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: O
 def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, G, stride_y, stride_z, stride_out, eps,
                  GATED: tl.constexpr, HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr):
+                 PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr, LOAD_AHEAD: tl.constexpr):
     dtype = w_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_M)
     row_ok = rows < M
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < N
-    _weights_first(w_ptr, N, K, BLOCK_N, PDL, PREFETCH_LINES)
+    ahead = _weights_first(w_ptr, n, n_ok, N, K, BLOCK_N, BLOCK_K, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # the current norm group's products
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
     # One flat loop (it pipelines; a loop per group would restart at every group): BLOCK_K divides the
     # group size G, and the last tile of each group scales the group's finished sums by its 1/rms.
     for k0 in range(0, K, BLOCK_K):
+        w, ahead = _next_weights(w_ptr, n, n_ok, k0, K, ahead, BLOCK_K, LOAD_AHEAD)  # (BN, BK)
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         mask = row_ok[:, None] & k_ok[None, :]
@@ -192,7 +219,6 @@ def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, G, stri
             x = x * z * tl.sigmoid(z)
             sq += x * x
             x = x * tl.load(g_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        w = tl.load(w_ptr + n[:, None] * K + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         part += x[:, None, :] * w.to(tl.float32)[None, :, :]
         if GATED:
             if (k0 + BLOCK_K) % G == 0:
@@ -245,7 +271,8 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
         y, z, gate_w, weight, bias if bias is not None else weight, out, M, N, K, group, y.stride(0),
         z.stride(0), out.stride(0), eps, GATED=gate is not None, HAS_BIAS=bias is not None, ACCUMULATE=accumulate,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
-        PREFETCH_LINES=_prefetch_lines(weight, launch), num_warps=warps, num_stages=stages, **launch)
+        PREFETCH_LINES=_prefetch_lines(weight, launch), LOAD_AHEAD=LOAD_AHEAD, num_warps=warps, num_stages=stages,
+        **launch)
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
