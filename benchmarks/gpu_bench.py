@@ -134,8 +134,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fused-gate-max-groups", type=int,
                         help="batch-1 Mamba2 decode: gate inside out_proj up to this many norm groups")
     parser.add_argument("--no-prefill-graphs", action="store_true", help="prefill eagerly (the decode stays graphed)")
-    parser.add_argument("--no-gemv-load-ahead", action="store_true",
-                        help="decode GEMVs load each weight tile where they use it (gemv.LOAD_AHEAD off)")
+    parser.add_argument("--gemv-load-ahead-max-mb", type=float, help="decode GEMV weights up to this size are read "
+                        "one tile ahead (default: gemv.LOAD_AHEAD_MAX_BYTES; 0: none)")
     return parser.parse_args()
 
 
@@ -144,7 +144,8 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
     from mambapipe.engine import cuda_graphs
     from mambapipe.engine.kernels import decode, gemv, pdl, ssd
 
-    gemv.LOAD_AHEAD = not args.no_gemv_load_ahead
+    if args.gemv_load_ahead_max_mb is not None:
+        gemv.LOAD_AHEAD_MAX_BYTES = int(args.gemv_load_ahead_max_mb * 2**20)
     if args.no_prefill_graphs:
         cuda_graphs.PREFILL_TOKEN_BUDGET = 0
     if args.fused_gate_max_groups is not None:
@@ -159,7 +160,7 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
     return {"pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES,
             "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS, "gemv_max_batch": decode.GEMV_MAX_BATCH,
             "triton_ssd": ssd.TRITON_SSD, "prefill_graph_token_budget": cuda_graphs.PREFILL_TOKEN_BUDGET,
-            "gemv_load_ahead": gemv.LOAD_AHEAD}
+            "gemv_load_ahead_max_bytes": gemv.LOAD_AHEAD_MAX_BYTES}
 
 
 def main() -> None:

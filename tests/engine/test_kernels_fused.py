@@ -186,8 +186,9 @@ def test_gated_out_proj_has_its_own_tiles():
 
 @pytest.mark.parametrize("load_ahead", [True, False])
 def test_gemv_weight_tiles_loaded_ahead_or_in_place(load_ahead, monkeypatch):
-    """Both weight-tile orders of the decode GEMVs (gemv.LOAD_AHEAD) give the torch result, over several K tiles."""
-    monkeypatch.setattr(gemv, "LOAD_AHEAD", load_ahead)
+    """Both weight-tile orders of the decode GEMVs (gemv.LOAD_AHEAD_MAX_BYTES) give the torch result, over several
+    K tiles."""
+    monkeypatch.setattr(gemv, "LOAD_AHEAD_MAX_BYTES", 2**30 if load_ahead else 0)
     monkeypatch.setitem(gemv.TILES, (24, 200, 1), (8, 64, 4, 1))  # 4 K tiles, the last one partly past K
     monkeypatch.setitem(gemv.TILES, (24, 200, 1, "gated"), (8, 64, 4, 1))
     res, norm_w, w = _rand(1, 200), _rand(200), _rand(24, 200)

@@ -45,9 +45,12 @@ TILES: dict[tuple, tuple[int, int, int, int]] = {
     (4096, 8192, 1): (8, 1024, 4, 2), (32768, 4096, 1): (16, 128, 4, 3)}
 
 
-# Each loop iteration issues the next weight tile's loads before using the current one (gpu_bench.py
-# --no-gemv-load-ahead measures without).
-LOAD_AHEAD = True
+# Weights up to this size are read one tile ahead: each loop iteration issues the next tile's loads before
+# using the current one (Triton does not pipeline these plain loads). Measured at batch 1 on the H200
+# (GPU_NOTES.md v7, device call 18): mamba2-130m 0.358 -> 0.306 ms a step, mamba-130m 0.349 -> 0.344; for every
+# weight it took the big models 16-30 % longer (2.7b 2.165 -> 2.823 ms; the out_proj tile's registers 160 ->
+# 233, fewer programs an SM). `gpu_bench.py --gemv-load-ahead-max-mb` changes the size.
+LOAD_AHEAD_MAX_BYTES = 16 * 2**20
 
 
 def default_tiles(N: int, K: int, block_m: int) -> tuple[int, int, int, int]:
@@ -69,6 +72,10 @@ def _launch_shape(weight: Tensor, M: int, gated: bool = False) -> tuple[int, tup
     return block_m, (block_n, block_k, warps, stages)
 
 
+def _load_ahead(weight: Tensor) -> bool:
+    return weight.numel() * weight.element_size() <= LOAD_AHEAD_MAX_BYTES
+
+
 def _prefetch_lines(weight: Tensor, launch: dict) -> int:
     """PREFETCH_LINES of `_weights_first`: 0 without PDL, so those launches share one compiled variant."""
     if not launch:
@@ -88,7 +95,8 @@ def _weights_first(w_ptr, n, n_ok, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.cons
                    PREFETCH_LINES: tl.constexpr):
     """Under PDL (kernels/pdl.py): let the next kernel launch, ask L2 for this program's weight rows
     (PREFETCH_LINES 128-byte lines a row; 0: none) and load the first weight tile while the previous kernel
-    finishes, then wait for it. Returns that first (BN, BK) tile."""
+    finishes, then wait for it. Returns that first (BN, BK) tile (a loop that does not read ahead leaves it
+    unused, and the compiler drops the load)."""
     pdl.allow_next(PDL)
     if PDL and PREFETCH_LINES > 0:
         rows = tl.minimum(tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N), N - 1)  # (BN,) clamped: valid
@@ -175,8 +183,8 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         conv_b if conv_b is not None else conv_w, M, N, K, lo, hi, residual.stride(0), out.stride(0),
         state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch), LOAD_AHEAD=LOAD_AHEAD, num_warps=warps,
-        num_stages=stages, **launch)
+        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch), LOAD_AHEAD=_load_ahead(weight),
+        num_warps=warps, num_stages=stages, **launch)
     return out
 
 
@@ -271,7 +279,7 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
         y, z, gate_w, weight, bias if bias is not None else weight, out, M, N, K, group, y.stride(0),
         z.stride(0), out.stride(0), eps, GATED=gate is not None, HAS_BIAS=bias is not None, ACCUMULATE=accumulate,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
-        PREFETCH_LINES=_prefetch_lines(weight, launch), LOAD_AHEAD=LOAD_AHEAD, num_warps=warps, num_stages=stages,
+        PREFETCH_LINES=_prefetch_lines(weight, launch), LOAD_AHEAD=_load_ahead(weight), num_warps=warps, num_stages=stages,
         **launch)
 
 
