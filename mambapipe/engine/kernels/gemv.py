@@ -279,8 +279,8 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
         y, z, gate_w, weight, bias if bias is not None else weight, out, M, N, K, group, y.stride(0),
         z.stride(0), out.stride(0), eps, GATED=gate is not None, HAS_BIAS=bias is not None, ACCUMULATE=accumulate,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
-        PREFETCH_LINES=_prefetch_lines(weight, launch), LOAD_AHEAD=_load_ahead(weight), num_warps=warps, num_stages=stages,
-        **launch)
+        PREFETCH_LINES=_prefetch_lines(weight, launch), LOAD_AHEAD=_load_ahead(weight), num_warps=warps,
+        num_stages=stages, **launch)
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
