@@ -91,15 +91,14 @@ def _weight_tile(w_ptr, n, n_ok, k0, K, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def _weights_first(w_ptr, n, n_ok, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
-                   PREFETCH_LINES: tl.constexpr):
+def _weights_first(w_ptr, n, n_ok, N, K, BLOCK_K: tl.constexpr, PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr):
     """Under PDL (kernels/pdl.py): let the next kernel launch, ask L2 for this program's weight rows
     (PREFETCH_LINES 128-byte lines a row; 0: none) and load the first weight tile while the previous kernel
     finishes, then wait for it. Returns that first (BN, BK) tile (a loop that does not read ahead leaves it
     unused, and the compiler drops the load)."""
     pdl.allow_next(PDL)
     if PDL and PREFETCH_LINES > 0:
-        rows = tl.minimum(tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N), N - 1)  # (BN,) clamped: valid
+        rows = tl.minimum(n, N - 1)  # (BN,) clamped: valid addresses
         per_line = 128 // (w_ptr.dtype.element_ty.primitive_bitwidth // 8)  # elements in one 128-byte line
         cols = tl.minimum(tl.arange(0, PREFETCH_LINES) * per_line, K - 1)  # (LINES,)
         pdl.prefetch_l2(w_ptr + rows[:, None] * K + cols[None, :])
@@ -129,7 +128,7 @@ def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_
     row_ok = rows < M
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,) output rows
     n_ok = n < N
-    ahead = _weights_first(w_ptr, n, n_ok, N, K, BLOCK_N, BLOCK_K, PDL, PREFETCH_LINES)
+    ahead = _weights_first(w_ptr, n, n_ok, N, K, BLOCK_K, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # summed over K once, after the loop
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
     for k0 in range(0, K, BLOCK_K):  # one pass: the 1/rms factor is applied to the finished sums
@@ -210,7 +209,7 @@ def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, G, stri
     row_ok = rows < M
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < N
-    ahead = _weights_first(w_ptr, n, n_ok, N, K, BLOCK_N, BLOCK_K, PDL, PREFETCH_LINES)
+    ahead = _weights_first(w_ptr, n, n_ok, N, K, BLOCK_K, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # the current norm group's products
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
@@ -252,9 +251,6 @@ def gemv_residual(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Te
     (H, D) contiguous and M <= MAX_BATCH. x = y (M, D) (unit inner stride), or with gate = (z (M, D) with a
     unit inner stride, gate_norm (D,), group size): x = RMSNorm_per_group(y * silu(z)) * gate_norm
     (`ops.gated_rms_norm`), kept in fp32 (the torch path rounds it to weight's dtype)."""
-    M, K = y.shape
-    N = weight.shape[0]
-    z, gate_w, group = gate if gate is not None else (y, weight, K)
     _launch_gemv(y, weight, bias, residual, gate, eps, accumulate=True)
 
 
