@@ -163,10 +163,9 @@ class GraphedPrefill:
             if key[0] * key[1] > self.token_budget or len(self.graphs) >= self.max_graphs:
                 return None
             graph = self.graphs[key] = _PrefillGraph(self.model, self.state, *key)
-            graph.load(prompts, slots)
+        graph.load(prompts, slots)
+        if graph.graph is None:  # first use of this key: capture with these inputs loaded
             graph.capture(self._pool)
-        else:
-            graph.load(prompts, slots)
         graph.graph.replay()
         return graph.logits
 
