@@ -2,7 +2,7 @@
 anchors-h200.md timed against the decode floor.
 
     PYTHONPATH=$PWD python benchmarks/gpu_bench.py --out $OUT [--models mamba_130m,...] [--skip-hf]
-        [--torch-ssd] [--tune-gemv] [--gemv-max-batch N] [--scenarios S1,S3]
+        [--torch-ssd] [--tune-gemv | --tune-gemv-split] [--gemv-tiles JSON] [--gemv-max-batch N] [--scenarios S1,S3]
 
 Prints a table last; writes results.json (and the HF check) under --out.
 """
@@ -127,6 +127,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gemv-max-batch", type=int, help="decode batches up to this take kernels/gemv.py (0: none)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="a subset of S1,S2,S3,S4")
     parser.add_argument("--tune-gemv", action="store_true", help="sweep the small-batch GEMV tiles first, use the best")
+    parser.add_argument("--tune-gemv-split", action="store_true",
+                        help="sweep only the out_proj / x_proj tiles with K split over programs (and the current one)")
+    parser.add_argument("--gemv-tiles", type=json.loads, default={},
+                        help='JSON {"N,K,M[,gated]": [BLOCK_N, BLOCK_K, warps, stages, split]} set in gemv.TILES')
     parser.add_argument("--no-pdl", action="store_true",
                         help="launch the decode kernels without programmatic dependent launch (kernels/pdl.py)")
     parser.add_argument("--pdl-prefetch-max-mb", type=float, help="decode GEMV weights up to this size are prefetched "
@@ -144,6 +148,8 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
     from mambapipe.engine import cuda_graphs
     from mambapipe.engine.kernels import decode, gemv, pdl, ssd
 
+    for key, tiles in args.gemv_tiles.items():
+        gemv.TILES[tuple(int(k) if k.isdigit() else k for k in key.split(","))] = tuple(tiles)
     if args.gemv_load_ahead_max_mb is not None:
         gemv.LOAD_AHEAD_MAX_BYTES = int(args.gemv_load_ahead_max_mb * 2**20)
     if args.no_prefill_graphs:
@@ -160,7 +166,8 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
     return {"pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES,
             "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS, "gemv_max_batch": decode.GEMV_MAX_BATCH,
             "triton_ssd": ssd.TRITON_SSD, "prefill_graph_token_budget": cuda_graphs.PREFILL_TOKEN_BUDGET,
-            "gemv_load_ahead_max_bytes": gemv.LOAD_AHEAD_MAX_BYTES}
+            "gemv_load_ahead_max_bytes": gemv.LOAD_AHEAD_MAX_BYTES,
+            "gemv_tiles_set": {k: list(v) for k, v in args.gemv_tiles.items()}}
 
 
 def main() -> None:
@@ -179,11 +186,11 @@ def main() -> None:
         out["micro"] = {"scan_ms_per_layer": variants, "scan_choice": use_fastest_scan(variants),
                         "ssd_ms_per_layer": ssd_times()}
         print("micro:", json.dumps(out["micro"]), flush=True)
-    if args.tune_gemv:  # time the small-batch projections per tile choice; the models then run the fastest
+    if args.tune_gemv or args.tune_gemv_split:  # time the projections per tile; the models then run the fastest
         from gpu_gemv import sweep, use_fastest_tiles
 
         try:  # a failed sweep leaves the default tiles; the models' runs still count
-            out["gemv"] = sweep([1], tuple(args.models.split(",")))
+            out["gemv"] = sweep([1], tuple(args.models.split(",")), split=args.tune_gemv_split)
             out["gemv_tiles"] = use_fastest_tiles(out["gemv"])
             print("gemv tiles:", json.dumps(out["gemv_tiles"]), flush=True)
             (args.out / "results.json").write_text(json.dumps(out, indent=1))

@@ -33,6 +33,11 @@ CANDIDATES = {1: [(4, 512, 4, 1), (4, 512, 4, 3), (8, 256, 4, 1), (8, 256, 4, 3)
                   (4, 512, 2, 1), (16, 128, 8, 1), (32, 128, 8, 1), (8, 512, 8, 1), (4, 1024, 8, 1), (2, 2048, 8, 1),
                   (4, 2048, 8, 1), (16, 128, 4, 1)],
               8: [(2, 256, 4, 2), (4, 128, 4, 2), (4, 256, 4, 2), (8, 128, 4, 2)]}
+# K split over 2, 4 or 8 programs a row block (gemv.py): only the out_proj and x_proj kernel splits, and the
+# split sweep (`split_sweep`) tries these next to the table's current tile
+SPLIT_CANDIDATES = [(*tiles, split) for tiles in ((8, 1024, 4, 1), (8, 512, 4, 1), (16, 256, 4, 1), (4, 1024, 8, 1),
+                                                   (16, 512, 8, 1), (8, 256, 4, 1)) for split in (2, 4, 8)]
+SPLIT_PROJECTIONS = ("out_proj", "x_proj")
 EPS = 1e-5
 
 
@@ -89,15 +94,19 @@ def _time(fn) -> float:
     return do_bench_cudagraph(fn, rep=20, return_mode="median") * 1e3  # µs
 
 
-def sweep(batches: list[int], models: tuple[str, ...] = MODELS) -> dict:
+def sweep(batches: list[int], models: tuple[str, ...] = MODELS, split: bool = False) -> dict:
+    """Every candidate tile per projection; split: only the projections that can split K, trying
+    SPLIT_CANDIDATES and the table's current tile."""
     results = {}
     for name, batch in itertools.product(models, batches):
         for proj, (fused, unfused, weight, gated) in projections(name, batch).items():
-            if proj == "lm_head" and batch > 1:
+            if (proj == "lm_head" and batch > 1) or (split and proj not in SPLIT_PROJECTIONS):
                 continue
             key = gemv.tiles_key(weight, batch, gated)
+            current = gemv.TILES.pop(key, None)
+            candidates = ([current] if current else []) + SPLIT_CANDIDATES if split else CANDIDATES[min(key[2], 8)]
             row = {"key": key, "unfused_us": _time(unfused), "tiles_us": {}}
-            for tiles in CANDIDATES[min(key[2], 8)]:
+            for tiles in candidates:
                 gemv.TILES[key] = tiles
                 try:
                     row["tiles_us"][str(tiles)] = _time(fused)
@@ -105,6 +114,8 @@ def sweep(batches: list[int], models: tuple[str, ...] = MODELS) -> dict:
                     row["tiles_us"][str(tiles)] = repr(err)[:120]
             gemv.TILES.pop(key)
             row["default_us"] = _time(fused)
+            if current:
+                gemv.TILES[key] = current
             timed = {k: v for k, v in row["tiles_us"].items() if isinstance(v, float)}
             row["best"] = min(timed, key=timed.get)
             row["best_us"] = timed[row["best"]]

@@ -87,3 +87,40 @@ def test_pdl_changes_timing_not_results(model, gemv_max_batch, monkeypatch):
     for plain, early in zip(runs[False][0], runs[True][0]):
         assert torch.equal(plain, early)
     assert torch.equal(runs[False][1], runs[True][1]) and torch.equal(runs[False][2], runs[True][2])
+
+
+@pytest.mark.parametrize("fused_gate_max_groups", [1, 8])
+def test_split_k_out_proj_in_the_decode_step(model, fused_gate_max_groups, monkeypatch):
+    """Batch-1 decode with out_proj (and Mamba1's x_proj) split over K (gemv.TILES' fifth entry) against the
+    torch decode; on a GPU, replayed from a CUDA graph, it repeats the eager step bit for bit (the arrival
+    counters are reset by each launch)."""
+    monkeypatch.setattr(decode, "FUSED_GATE_MAX_GROUPS", fused_gate_max_groups)
+    from mambapipe.engine.kernels import gemv
+
+    gated = model.spec.is_mamba2 and model.spec.n_groups <= fused_gate_max_groups
+    w = model.layers[0]
+    for weight, key_gated in [(w.out_proj, gated)] + ([] if model.spec.is_mamba2 else [(w.x_proj, False)]):
+        monkeypatch.setitem(gemv.TILES, gemv.tiles_key(weight, 1, key_gated), (8, 16, 4, 1, 2))
+    reference = MambaModel(model.spec, model.glob, model.layers, model.comm, kernel_choice="torch")
+    fused = MambaModel(model.spec, model.glob, model.layers, model.comm)
+    tokens, lengths, slots = torch.randint(1, 90, (1, 4), device=DEVICE), torch.tensor([4], device=DEVICE), \
+        torch.arange(1, device=DEVICE)
+    states = [InferenceState.allocate(model.spec, 1, 1, model.dtype, DEVICE) for _ in range(2)]
+    for state in states:
+        reference.prefill(tokens, lengths, state, slots)
+    step = tokens[:, -1]
+    for _ in range(2):
+        ref = reference.decode(step, states[0], 0)
+        out = fused_decode(fused, step, states[1], 0)
+        assert float((out - ref).norm() / ref.norm()) < 1e-4
+        step = ref.argmax(-1)
+    if DEVICE == "cuda":
+        before = (states[1].conv.clone(), states[1].ssm.clone())
+        eager = fused_decode(fused, step, states[1], 0).clone()
+        states[1].conv.copy_(before[0]), states[1].ssm.copy_(before[1])
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            graphed = fused_decode(fused, step, states[1], 0)
+        states[1].conv.copy_(before[0]), states[1].ssm.copy_(before[1])
+        graph.replay()
+        assert torch.equal(graphed, eager)

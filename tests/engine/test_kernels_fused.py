@@ -180,8 +180,8 @@ def test_gated_out_proj_has_its_own_tiles():
     w = torch.empty(2560, 5120, dtype=HALF)
     assert gemv.tiles_key(w, 1) == (2560, 5120, 1)
     assert gemv.tiles_key(w, 3, gated=True) == (2560, 5120, 4, "gated")
-    assert gemv._launch_shape(w, 1)[1] == gemv.TILES[(2560, 5120, 1)]
-    assert gemv._launch_shape(w, 1, gated=True)[1] == gemv.TILES[(2560, 5120, 1, "gated")]
+    assert gemv._launch_shape(w, 1)[1][:4] == gemv.TILES[(2560, 5120, 1)][:4]
+    assert gemv._launch_shape(w, 1, gated=True)[1][:4] == gemv.TILES[(2560, 5120, 1, "gated")][:4]
 
 
 @pytest.mark.parametrize("load_ahead", [True, False])
@@ -199,3 +199,42 @@ def test_gemv_weight_tiles_loaded_ahead_or_in_place(load_ahead, monkeypatch):
         gemv.gemv_residual(out, y, w_out, None, gate=gate, eps=1e-5)
         gemv.gemv_residual_ref(ref, y, w_out, None, gate=gate, eps=1e-5)
         _close(out, ref, 1e-5)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("split", [2, 4])
+def test_split_k_gemv_matches_torch_and_repeats_exactly(dtype, tol, batch, split, monkeypatch):
+    """K split over several programs a row block (the fifth TILES entry), for the plain product (ragged last
+    K tile), the gated out_proj with whole norm groups per program, and with its one group spread over the
+    programs (1/rms at the reduce). The partial sums are added in split order, so a second launch repeats
+    the first bit for bit, and every arrival counter is left at zero for the next launch."""
+    monkeypatch.setitem(gemv.TILES, (40, 300, triton.next_power_of_2(batch)), (8, 64, 4, 1, split))
+    monkeypatch.setitem(gemv.TILES, (24, 192, triton.next_power_of_2(batch), "gated"), (8, 32, 4, 1, split))
+    x, w = _rand(batch, 300, dtype=dtype), _rand(40, 300, dtype=dtype, scale=300 ** -0.5)
+    first = gemv.gemv(x, w)
+    _close(first, F.linear(x, w), tol)
+    assert torch.equal(gemv.gemv(x, w), first)
+    y, z, gate_w = _rand(batch, 192), _rand(batch, 192, dtype=dtype), _rand(192, dtype=dtype)
+    w_out, bias, residual = _rand(24, 192, dtype=dtype, scale=192 ** -0.5), _rand(24, dtype=dtype), _rand(batch, 24)
+    for group in (96, 192):  # two groups: a program holds whole ones; one group: the reduce norms it
+        out, again, expected = residual.clone(), residual.clone(), residual.clone()
+        gemv.gemv_residual(out, y, w_out, bias, gate=(z, gate_w, group), eps=1e-5)
+        gemv.gemv_residual(again, y, w_out, bias, gate=(z, gate_w, group), eps=1e-5)
+        gemv.gemv_residual_ref(expected, y, w_out, bias, gate=(z, gate_w, group), eps=1e-5)
+        _close(out, expected, tol)
+        assert torch.equal(out, again)
+    assert all(int(c.abs().sum()) == 0 for c in gemv._COUNTERS.values())
+
+
+def test_split_k_columns_hold_whole_norm_groups():
+    assert gemv.k_split(8192, 1024, 4, None) == 2048
+    assert gemv.k_split(300, 64, 2, None) == 192  # whole tiles: 192 + 108 columns
+    assert gemv.k_split(8192, 1024, 3, 1024) == 3072  # 8 groups of 1024 over 3 programs: 3 + 3 + 2
+    assert gemv.k_split(5120, 1024, 2, 5120) == 3072  # one group: tiles, normed at the reduce
+
+
+def test_norm_gemv_refuses_a_split_tile(monkeypatch):
+    monkeypatch.setitem(gemv.TILES, (24, 200, 1), (8, 64, 4, 1, 2))
+    with pytest.raises(ValueError, match="does not split K"):
+        gemv.norm_gemv(_rand(1, 200), _rand(200), _rand(24, 200), None, 1e-5)

@@ -11,6 +11,10 @@ Each program owns BLOCK_N output rows for every batch row, so it can also:
   produced by exactly one program (no race on its conv state);
 - add its rows of out_proj into the fp32 residual stream in place (again one owner per element).
 Mamba1's x_proj (a few hundred output rows) runs on the same kernel without the extras.
+The out_proj and x_proj kernel can also split K over SPLIT programs a row block (the fifth TILES entry):
+a weight of few rows otherwise makes too few programs to keep every SM streaming to the end. Each
+program writes its fp32 partial sums, and the last of a row block to finish (an atomic counter, which it
+resets) adds them in split order, so the result does not depend on which program finishes first.
 A product of a few rows is memory-bound, so the weights stream through plain fp32 FMAs into register
 accumulators (no tensor-core tiles, no shared-memory staging). Against the torch path (`ops.rms_norm` on
 `residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input to the
@@ -32,13 +36,15 @@ from mambapipe.engine.kernels import pdl
 from mambapipe.engine.kernels.conv import WIDTH, conv_step
 
 MAX_BATCH = 8  # batch rows one program multiplies at once
-# (BLOCK_N, BLOCK_K, warps, stages) by (N, K, BLOCK_M) of a weight (N, K), and by (N, K, BLOCK_M, "gated") for
-# the out_proj with the gated norm inside (another kernel body: same shape, other best tiles). The fastest
+# (BLOCK_N, BLOCK_K, warps, stages[, split]) by (N, K, BLOCK_M) of a weight (N, K), and by (N, K, BLOCK_M,
+# "gated") for the out_proj with the gated norm inside (another kernel body: same shape, other best tiles).
+# split (default 1): programs sharing a row block over K, for `gemv` and `gemv_residual` only. The fastest
 # tiles measured on the H200 for the five models' weights at batch 1 (`benchmarks/gpu_gemv.py`, GPU_NOTES.md
-# v6, v7); other shapes take `default_tiles`. The benchmark sweeps candidates through this table.
-TILES: dict[tuple, tuple[int, int, int, int]] = {
+# v6, v7, v9: only mamba-2.8b's out_proj gained from a split); other shapes take `default_tiles`. The
+# benchmark sweeps candidates through this table.
+TILES: dict[tuple, tuple[int, ...]] = {
     (3072, 768, 1): (8, 256, 4, 1), (768, 1536, 1): (8, 1024, 4, 2), (50280, 768, 1): (32, 128, 4, 3),
-    (80, 1536, 1): (2, 1024, 4, 2), (10240, 2560, 1): (16, 256, 4, 3), (2560, 5120, 1): (4, 1024, 8, 1),
+    (80, 1536, 1): (2, 1024, 4, 2), (10240, 2560, 1): (16, 256, 4, 3), (2560, 5120, 1): (8, 512, 4, 1, 2),
     (50280, 2560, 1): (32, 128, 4, 3), (192, 5120, 1): (4, 2048, 8, 1), (3352, 768, 1): (16, 256, 4, 1),
     (768, 1536, 1, "gated"): (8, 1024, 4, 2), (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 256, 4, 3),
     (2560, 5120, 1, "gated"): (8, 1024, 4, 2), (50288, 2560, 1): (8, 512, 4, 3), (18560, 4096, 1): (16, 128, 4, 3),
@@ -64,57 +70,60 @@ def tiles_key(weight: Tensor, M: int, gated: bool = False) -> tuple:
     return (*weight.shape, triton.next_power_of_2(M)) + (("gated",) if gated else ())
 
 
-def _launch_shape(weight: Tensor, M: int, gated: bool = False) -> tuple[int, tuple[int, int, int, int]]:
+def _launch_shape(weight: Tensor, M: int, gated: bool = False) -> tuple[int, tuple[int, int, int, int, int]]:
+    """BLOCK_M and (BLOCK_N, BLOCK_K, warps, stages, split) of a product of M rows with `weight`."""
     (N, K), block_m = weight.shape, triton.next_power_of_2(M)
-    block_n, block_k, warps, stages = TILES.get(tiles_key(weight, M, gated)) or default_tiles(N, K, block_m)
+    block_n, block_k, warps, stages, *split = TILES.get(tiles_key(weight, M, gated)) or default_tiles(N, K, block_m)
     if weight.dtype == torch.float32:  # tests and reference runs: no staged copies of 4-byte tiles
         stages = 1
-    return block_m, (block_n, block_k, warps, stages)
+    return block_m, (block_n, block_k, warps, stages, split[0] if split else 1)
 
 
 def _load_ahead(weight: Tensor) -> bool:
     return weight.numel() * weight.element_size() <= LOAD_AHEAD_MAX_BYTES
 
 
-def _prefetch_lines(weight: Tensor, launch: dict) -> int:
-    """PREFETCH_LINES of `_weights_first`: 0 without PDL, so those launches share one compiled variant."""
+def _prefetch_lines(weight: Tensor, launch: dict, columns: int) -> int:
+    """PREFETCH_LINES of `_weights_first` for programs reading `columns` of each row: 0 without PDL, so
+    those launches share one compiled variant."""
     if not launch:
         return 0
-    return pdl.prefetch_lines_per_row(weight.numel() * weight.element_size(), weight.shape[1] * weight.element_size())
+    return pdl.prefetch_lines_per_row(weight.numel() * weight.element_size(), columns * weight.element_size())
 
 
 @triton.jit
-def _weight_tile(w_ptr, n, n_ok, k0, K, BLOCK_K: tl.constexpr):
-    """Rows n, columns [k0, k0 + BLOCK_K) of the row-major weight (N, K), zero past K: (BN, BK)."""
+def _weight_tile(w_ptr, n, n_ok, k0, K, k_end, BLOCK_K: tl.constexpr):
+    """Rows n, columns [k0, k0 + BLOCK_K) of the row-major weight (N, K), zero from k_end on: (BN, BK)."""
     ks = k0 + tl.arange(0, BLOCK_K)
-    return tl.load(w_ptr + n[:, None] * K + ks[None, :], mask=n_ok[:, None] & (ks < K)[None, :], other=0.0)
+    return tl.load(w_ptr + n[:, None] * K + ks[None, :], mask=n_ok[:, None] & (ks < k_end)[None, :], other=0.0)
 
 
 @triton.jit
-def _weights_first(w_ptr, n, n_ok, N, K, BLOCK_K: tl.constexpr, PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr):
-    """Under PDL (kernels/pdl.py): let the next kernel launch, ask L2 for this program's weight rows
-    (PREFETCH_LINES 128-byte lines a row; 0: none) and load the first weight tile while the previous kernel
-    finishes, then wait for it. Returns that first (BN, BK) tile (a loop that does not read ahead leaves it
-    unused, and the compiler drops the load)."""
+def _weights_first(w_ptr, n, n_ok, N, K, k_lo, k_end, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+                   PREFETCH_LINES: tl.constexpr):
+    """Under PDL (kernels/pdl.py): let the next kernel launch, ask L2 for this program's columns [k_lo, k_end)
+    of its weight rows (PREFETCH_LINES 128-byte lines a row; 0: none) and load their first tile while the
+    previous kernel finishes, then wait for it. Returns that first (BN, BK) tile (a loop that does not read
+    ahead leaves it unused, and the compiler drops the load)."""
     pdl.allow_next(PDL)
     if PDL and PREFETCH_LINES > 0:
         rows = tl.minimum(n, N - 1)  # (BN,) clamped: valid addresses
         per_line = 128 // (w_ptr.dtype.element_ty.primitive_bitwidth // 8)  # elements in one 128-byte line
-        cols = tl.minimum(tl.arange(0, PREFETCH_LINES) * per_line, K - 1)  # (LINES,)
+        cols = tl.minimum(k_lo + tl.arange(0, PREFETCH_LINES) * per_line, k_end - 1)  # (LINES,)
         pdl.prefetch_l2(w_ptr + rows[:, None] * K + cols[None, :])
-    first = _weight_tile(w_ptr, n, n_ok, 0, K, BLOCK_K)
+    first = _weight_tile(w_ptr, n, n_ok, k_lo, K, k_end, BLOCK_K)
     pdl.wait_previous(PDL)
     return first
 
 
 @triton.jit
-def _next_weights(w_ptr, n, n_ok, k0, K, ahead, BLOCK_K: tl.constexpr, LOAD_AHEAD: tl.constexpr):
+def _next_weights(w_ptr, n, n_ok, k0, K, k_end, ahead, BLOCK_K: tl.constexpr, LOAD_AHEAD: tl.constexpr):
     """The tile for columns k0 and the one the next iteration takes. LOAD_AHEAD: the tile loaded one iteration
     earlier (`ahead`) now, and the next one's loads issued here, in flight during this tile's products;
     otherwise loaded here and used at once (Triton does not pipeline these plain loads, GPU_NOTES.md v7)."""
     if LOAD_AHEAD:
-        return ahead, _weight_tile(w_ptr, n, n_ok, k0 + BLOCK_K, K, BLOCK_K)
-    return _weight_tile(w_ptr, n, n_ok, k0, K, BLOCK_K), ahead
+        return ahead, _weight_tile(w_ptr, n, n_ok, k0 + BLOCK_K, K, k_end, BLOCK_K)
+    return _weight_tile(w_ptr, n, n_ok, k0, K, k_end, BLOCK_K), ahead
 
 
 @triton.jit
@@ -128,11 +137,11 @@ def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_
     row_ok = rows < M
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,) output rows
     n_ok = n < N
-    ahead = _weights_first(w_ptr, n, n_ok, N, K, BLOCK_K, PDL, PREFETCH_LINES)
+    ahead = _weights_first(w_ptr, n, n_ok, N, K, 0, K, BLOCK_K, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # summed over K once, after the loop
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
     for k0 in range(0, K, BLOCK_K):  # one pass: the 1/rms factor is applied to the finished sums
-        w, ahead = _next_weights(w_ptr, n, n_ok, k0, K, ahead, BLOCK_K, LOAD_AHEAD)  # (BN, BK)
+        w, ahead = _next_weights(w_ptr, n, n_ok, k0, K, K, ahead, BLOCK_K, LOAD_AHEAD)  # (BN, BK)
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         r = tl.load(res_ptr + rows[:, None] * stride_res + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
@@ -175,14 +184,17 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
     if conv is not None and conv_w.shape[1] != WIDTH:
         raise ValueError(f"fused conv update supports d_conv={WIDTH}, got {conv_w.shape[1]}")
     hi = lo + (conv_w.shape[0] if conv is not None else 0)
-    block_m, (block_n, block_k, warps, stages) = _launch_shape(weight, M)
+    block_m, (block_n, block_k, warps, stages, split) = _launch_shape(weight, M)
+    if split != 1:
+        raise ValueError(f"norm_gemv does not split K (its conv rows need whole sums); TILES gives {split} for "
+                         f"{tiles_key(weight, M)}")
     launch = pdl.launch_options(weight)
     _norm_gemv_kernel[(triton.cdiv(N, block_n),)](
         residual, norm_weight, weight, bias if bias is not None else weight, out, state, conv_w,
         conv_b if conv_b is not None else conv_w, M, N, K, lo, hi, residual.stride(0), out.stride(0),
         state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch), LOAD_AHEAD=_load_ahead(weight),
+        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch, K), LOAD_AHEAD=_load_ahead(weight),
         num_warps=warps, num_stages=stages, **launch)
     return out
 
@@ -200,25 +212,47 @@ def norm_gemv_ref(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: O
 
 
 @triton.jit
-def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, G, stride_y, stride_z, stride_out, eps,
-                 GATED: tl.constexpr, HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr,
+def _store_sums(acc, out_ptr, bias_ptr, rows, row_ok, n, n_ok, stride_out, dtype: tl.constexpr,
+                HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr):
+    """The finished (BM, BN) fp32 sums: rounded to the model dtype (F.linear's output), bias added in that
+    dtype, then stored, or added into the fp32 residual stream (ACCUMULATE)."""
+    out = acc.to(dtype)
+    if HAS_BIAS:
+        out = (out.to(tl.float32) + tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]).to(dtype)
+    dst = out_ptr + rows[:, None] * stride_out + n[None, :]
+    mask = row_ok[:, None] & n_ok[None, :]
+    if ACCUMULATE:
+        tl.store(dst, tl.load(dst, mask=mask, other=0.0) + out.to(tl.float32), mask=mask)
+    else:
+        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, part_ptr, sq_ptr, count_ptr,
+                 M, N, K, G, K_SPLIT, stride_y, stride_z, stride_out, eps,
+                 GATED: tl.constexpr, NORM_AT_REDUCE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 ACCUMULATE: tl.constexpr, SPLIT: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                  PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr, LOAD_AHEAD: tl.constexpr):
     dtype = w_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_M)
     row_ok = rows < M
-    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    block, split = tl.program_id(0), tl.program_id(1)
+    n = block * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < N
-    ahead = _weights_first(w_ptr, n, n_ok, N, K, BLOCK_K, PDL, PREFETCH_LINES)
+    k_lo = split * K_SPLIT  # this program's columns [k_lo, k_end)
+    k_end = tl.minimum(k_lo + K_SPLIT, K)
+    ahead = _weights_first(w_ptr, n, n_ok, N, K, k_lo, k_end, BLOCK_K, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # the current norm group's products
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
     # One flat loop (it pipelines; a loop per group would restart at every group): BLOCK_K divides the
-    # group size G, and the last tile of each group scales the group's finished sums by its 1/rms.
-    for k0 in range(0, K, BLOCK_K):
-        w, ahead = _next_weights(w_ptr, n, n_ok, k0, K, ahead, BLOCK_K, LOAD_AHEAD)  # (BN, BK)
+    # group size G, and the last tile of each group scales the group's finished sums by its 1/rms, unless
+    # the one group spans several programs (NORM_AT_REDUCE: the reduce applies it).
+    for k0 in range(k_lo, k_end, BLOCK_K):
+        w, ahead = _next_weights(w_ptr, n, n_ok, k0, K, k_end, ahead, BLOCK_K, LOAD_AHEAD)  # (BN, BK)
         ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K
+        k_ok = ks < k_end
         mask = row_ok[:, None] & k_ok[None, :]
         x = tl.load(y_ptr + rows[:, None] * stride_y + ks[None, :], mask=mask, other=0.0).to(tl.float32)
         if GATED:  # y * silu(z) * gate_norm (`norms.gated_norm_group`)
@@ -227,22 +261,34 @@ def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, G, stri
             sq += x * x
             x = x * tl.load(g_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
         part += x[:, None, :] * w.to(tl.float32)[None, :, :]
-        if GATED:
+        if GATED and not NORM_AT_REDUCE:
             if (k0 + BLOCK_K) % G == 0:
                 acc += tl.sum(part, axis=2) / tl.sqrt(tl.sum(sq, axis=1) / G + eps)[:, None]
                 part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)
                 sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
-    if not GATED:
-        acc = tl.sum(part, axis=2)
-    out = acc.to(dtype)  # F.linear's output rounding, then the bias add in the model dtype
-    if HAS_BIAS:
-        out = (out.to(tl.float32) + tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]).to(dtype)
-    dst = out_ptr + rows[:, None] * stride_out + n[None, :]
-    mask = row_ok[:, None] & n_ok[None, :]
-    if ACCUMULATE:  # into the fp32 residual stream
-        tl.store(dst, tl.load(dst, mask=mask, other=0.0) + out.to(tl.float32), mask=mask)
-    else:
-        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=mask)
+    if NORM_AT_REDUCE or not GATED:
+        acc = tl.sum(part, axis=2)  # (BM, BN)
+    if SPLIT == 1:
+        _store_sums(acc, out_ptr, bias_ptr, rows, row_ok, n, n_ok, stride_out, dtype, HAS_BIAS, ACCUMULATE)
+    else:  # partial sums (SPLIT, M, N); the last program of the row block to finish adds them in split order
+        sums = rows[:, None] * N + n[None, :]  # (BM, BN) offsets into one split's partials
+        mask = row_ok[:, None] & n_ok[None, :]
+        sq_at = block * BLOCK_M + rows  # (BM,) into one split's (row blocks, BM) sums of squares
+        tl.store(part_ptr + split * M * N + sums, acc, mask=mask)
+        if NORM_AT_REDUCE:
+            tl.store(sq_ptr + split * tl.num_programs(0) * BLOCK_M + sq_at, tl.sum(sq, axis=1))
+        tl.debug_barrier()  # all of this program's partials are written before the counter says so
+        if tl.atomic_add(count_ptr + block, 1, sem="acq_rel") == SPLIT - 1:
+            total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            sumsq = tl.zeros((BLOCK_M,), tl.float32)
+            for s in tl.static_range(SPLIT):  # .cg: from L2, where the other SMs' writes are
+                total += tl.load(part_ptr + s * M * N + sums, mask=mask, other=0.0, cache_modifier=".cg")
+                if NORM_AT_REDUCE:
+                    sumsq += tl.load(sq_ptr + s * tl.num_programs(0) * BLOCK_M + sq_at, cache_modifier=".cg")
+            if NORM_AT_REDUCE:
+                total = total / tl.sqrt(sumsq / K + eps)[:, None]
+            _store_sums(total, out_ptr, bias_ptr, rows, row_ok, n, n_ok, stride_out, dtype, HAS_BIAS, ACCUMULATE)
+            tl.store(count_ptr + block, 0)  # ready for the next launch
 
 
 def gemv_residual(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
@@ -262,21 +308,54 @@ def gemv(y: Tensor, weight: Tensor) -> Tensor:
     return out
 
 
+def k_split(K: int, block_k: int, split: int, group: Optional[int]) -> int:
+    """Columns each of a row block's programs sums when `split` are asked for: whole BLOCK_K tiles, and with
+    the gated norm either whole norm groups or (one group, `group` = K) any tiles, the reduce then applying
+    its 1/rms. cdiv(K, result) programs share a row block, at most `split`."""
+    unit = group if group is not None and group < K else block_k
+    return triton.cdiv(triton.cdiv(K, split), unit) * unit
+
+
+_COUNTERS: dict[tuple[str, int], Tensor] = {}
+
+
+def _counters(device: torch.device, blocks: int) -> Tensor:
+    """Zeroed arrival counters, one per row block, kept for the process: each split launch leaves them zero
+    again, so a CUDA graph replays them as captured."""
+    key = (str(device), blocks)
+    if key not in _COUNTERS:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("split-K GEMV counters are made on the first eager call; run the step once "
+                               "before capturing it in a CUDA graph")
+        _COUNTERS[key] = torch.zeros(blocks, dtype=torch.int32, device=device)
+    return _COUNTERS[key]
+
+
 def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
                  gate: Optional[tuple[Tensor, Tensor, int]], eps: float, accumulate: bool) -> None:
     M, K = y.shape
     N = weight.shape[0]
     z, gate_w, group = gate if gate is not None else (y, weight, K)
-    block_m, (block_n, block_k, warps, stages) = _launch_shape(weight, M, gated=gate is not None)
+    block_m, (block_n, block_k, warps, stages, split) = _launch_shape(weight, M, gated=gate is not None)
     if gate is not None:  # group & -group: the largest power of two dividing the group size, so no tile
         block_k = min(block_k, group & -group)  # straddles two groups
+    columns = k_split(K, block_k, split, group if gate is not None else None)
+    grid = (triton.cdiv(N, block_n), triton.cdiv(K, columns))
+    norm_at_reduce = gate is not None and group == K and grid[1] > 1
+    part = sq = count = out  # unused without a split
+    if grid[1] > 1:
+        part = torch.empty(grid[1], M, N, dtype=torch.float32, device=y.device)  # (SPLIT, M, N)
+        if norm_at_reduce:
+            sq = torch.empty(grid[1], grid[0], block_m, dtype=torch.float32, device=y.device)
+        count = _counters(y.device, grid[0])
     launch = pdl.launch_options(weight)
-    _gemv_kernel[(triton.cdiv(N, block_n),)](
-        y, z, gate_w, weight, bias if bias is not None else weight, out, M, N, K, group, y.stride(0),
-        z.stride(0), out.stride(0), eps, GATED=gate is not None, HAS_BIAS=bias is not None, ACCUMULATE=accumulate,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
-        PREFETCH_LINES=_prefetch_lines(weight, launch), LOAD_AHEAD=_load_ahead(weight), num_warps=warps,
-        num_stages=stages, **launch)
+    _gemv_kernel[grid](
+        y, z, gate_w, weight, bias if bias is not None else weight, out, part, sq, count, M, N, K, group,
+        columns, y.stride(0), z.stride(0), out.stride(0), eps, GATED=gate is not None,
+        NORM_AT_REDUCE=norm_at_reduce, HAS_BIAS=bias is not None,
+        ACCUMULATE=accumulate, SPLIT=grid[1], BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
+        PREFETCH_LINES=_prefetch_lines(weight, launch, columns), LOAD_AHEAD=_load_ahead(weight),
+        num_warps=warps, num_stages=stages, **launch)
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
