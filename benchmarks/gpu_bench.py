@@ -138,6 +138,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fused-gate-max-groups", type=int,
                         help="batch-1 Mamba2 decode: gate inside out_proj up to this many norm groups")
     parser.add_argument("--no-prefill-graphs", action="store_true", help="prefill eagerly (the decode stays graphed)")
+    parser.add_argument("--first-tile-early", help="comma list of the GEMV kernels (norm_gemv, gemv) that load their "
+                        "first weight tile before the PDL wait (default: gemv.FIRST_TILE_EARLY; 'none': neither)")
     parser.add_argument("--gemv-load-ahead-max-mb", type=float, help="decode GEMV weights up to this size are read "
                         "one tile ahead (default: gemv.LOAD_AHEAD_MAX_BYTES; 0: none)")
     return parser.parse_args()
@@ -150,6 +152,8 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
 
     for key, tiles in args.gemv_tiles.items():
         gemv.TILES[tuple(int(k) if k.isdigit() else k for k in key.split(","))] = tuple(tiles)
+    if args.first_tile_early is not None:
+        gemv.FIRST_TILE_EARLY = frozenset(k for k in args.first_tile_early.split(",") if k != "none")
     if args.gemv_load_ahead_max_mb is not None:
         gemv.LOAD_AHEAD_MAX_BYTES = int(args.gemv_load_ahead_max_mb * 2**20)
     if args.no_prefill_graphs:
@@ -166,7 +170,7 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
     return {"pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES,
             "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS, "gemv_max_batch": decode.GEMV_MAX_BATCH,
             "triton_ssd": ssd.TRITON_SSD, "prefill_graph_token_budget": cuda_graphs.PREFILL_TOKEN_BUDGET,
-            "gemv_load_ahead_max_bytes": gemv.LOAD_AHEAD_MAX_BYTES,
+            "gemv_load_ahead_max_bytes": gemv.LOAD_AHEAD_MAX_BYTES, "first_tile_early": sorted(gemv.FIRST_TILE_EARLY),
             "gemv_tiles_set": {k: list(v) for k, v in args.gemv_tiles.items()}}
 
 

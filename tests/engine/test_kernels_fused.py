@@ -184,11 +184,13 @@ def test_gated_out_proj_has_its_own_tiles():
     assert gemv._launch_shape(w, 1, gated=True)[1][:4] == gemv.TILES[(2560, 5120, 1, "gated")][:4]
 
 
-@pytest.mark.parametrize("load_ahead", [True, False])
-def test_gemv_weight_tiles_loaded_ahead_or_in_place(load_ahead, monkeypatch):
-    """Both weight-tile orders of the decode GEMVs (gemv.LOAD_AHEAD_MAX_BYTES) give the torch result, over several
+@pytest.mark.parametrize("load_ahead,first_early", [(True, False), (False, True), (False, False)])
+def test_gemv_weight_tiles_loaded_ahead_or_in_place(load_ahead, first_early, monkeypatch):
+    """Every weight-tile order of the decode GEMVs (read ahead: gemv.LOAD_AHEAD_MAX_BYTES; in place, with or
+    without the first tile taken before the loop: gemv.FIRST_TILE_EARLY) gives the torch result, over several
     K tiles."""
     monkeypatch.setattr(gemv, "LOAD_AHEAD_MAX_BYTES", 2**30 if load_ahead else 0)
+    monkeypatch.setattr(gemv, "FIRST_TILE_EARLY", frozenset({"norm_gemv", "gemv"} if first_early else ()))
     monkeypatch.setitem(gemv.TILES, (24, 200, 1), (8, 64, 4, 1))  # 4 K tiles, the last one partly past K
     monkeypatch.setitem(gemv.TILES, (24, 200, 1, "gated"), (8, 64, 4, 1))
     res, norm_w, w = _rand(1, 200), _rand(200), _rand(24, 200)
@@ -204,11 +206,13 @@ def test_gemv_weight_tiles_loaded_ahead_or_in_place(load_ahead, monkeypatch):
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("split", [2, 4])
-def test_split_k_gemv_matches_torch_and_repeats_exactly(dtype, tol, batch, split, monkeypatch):
+@pytest.mark.parametrize("load_ahead", [True, False])  # in place: each program's first tile before its loop
+def test_split_k_gemv_matches_torch_and_repeats_exactly(dtype, tol, batch, split, load_ahead, monkeypatch):
     """K split over several programs a row block (the fifth TILES entry), for the plain product (ragged last
     K tile), the gated out_proj with whole norm groups per program, and with its one group spread over the
     programs (1/rms at the reduce). The partial sums are added in split order, so a second launch repeats
     the first bit for bit, and every arrival counter is left at zero for the next launch."""
+    monkeypatch.setattr(gemv, "LOAD_AHEAD_MAX_BYTES", 2**30 if load_ahead else 0)
     monkeypatch.setitem(gemv.TILES, (40, 300, triton.next_power_of_2(batch)), (8, 64, 4, 1, split))
     monkeypatch.setitem(gemv.TILES, (24, 192, triton.next_power_of_2(batch), "gated"), (8, 32, 4, 1, split))
     x, w = _rand(batch, 300, dtype=dtype), _rand(40, 300, dtype=dtype, scale=300 ** -0.5)

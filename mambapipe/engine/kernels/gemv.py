@@ -57,6 +57,9 @@ TILES: dict[tuple, tuple[int, ...]] = {
 # weight it took the big models 16-30 % longer (2.7b 2.165 -> 2.823 ms; the out_proj tile's registers 160 ->
 # 233, fewer programs an SM). `gpu_bench.py --gemv-load-ahead-max-mb` changes the size.
 LOAD_AHEAD_MAX_BYTES = 16 * 2**20
+# The kernels ("norm_gemv", "gemv") whose weights, when not read ahead, still load their first tile before
+# the PDL wait for the kernel before, and use it up before the loop (so it holds no registers through it).
+FIRST_TILE_EARLY = frozenset({"norm_gemv", "gemv"})
 
 
 def default_tiles(N: int, K: int, block_m: int) -> tuple[int, int, int, int]:
@@ -81,6 +84,12 @@ def _launch_shape(weight: Tensor, M: int, gated: bool = False) -> tuple[int, tup
 
 def _load_ahead(weight: Tensor) -> bool:
     return weight.numel() * weight.element_size() <= LOAD_AHEAD_MAX_BYTES
+
+
+def _first_early(weight: Tensor, kernel: str) -> bool:
+    """FIRST_EARLY of `kernel`: a weight not read ahead still has its first tile loaded before the PDL wait
+    (the loads that read ahead do so anyway). Without PDL the order is the same, there is no wait."""
+    return kernel in FIRST_TILE_EARLY and not _load_ahead(weight)
 
 
 def _prefetch_lines(weight: Tensor, launch: dict, columns: int) -> int:
@@ -127,11 +136,26 @@ def _next_weights(w_ptr, n, n_ok, k0, K, k_end, ahead, BLOCK_K: tl.constexpr, LO
 
 
 @triton.jit
+def _norm_gemv_tile(w, k0, acc, sq, res_ptr, norm_w_ptr, rows, row_ok, K, stride_res, BLOCK_K: tl.constexpr):
+    """One K tile of `_norm_gemv_kernel`: the squares of the residual's columns, and the normed columns'
+    products with the weight tile w (BN, BK)."""
+    ks = k0 + tl.arange(0, BLOCK_K)
+    k_ok = ks < K
+    r = tl.load(res_ptr + rows[:, None] * stride_res + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                other=0.0).to(w.dtype).to(tl.float32)  # (BM, BK): the torch path norms residual.to(dtype)
+    sq += r * r
+    x = r * tl.load(norm_w_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+    acc += x[:, None, :] * w.to(tl.float32)[None, :, :]
+    return acc, sq
+
+
+@triton.jit
 def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_ptr, cb_ptr,
                       M, N, K, conv_lo, conv_hi, stride_res, stride_out, stride_csb, stride_csc, eps,
                       HAS_BIAS: tl.constexpr, CONV: tl.constexpr, CONV_BIAS: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                      PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr, LOAD_AHEAD: tl.constexpr):
+                      PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr, LOAD_AHEAD: tl.constexpr,
+                      FIRST_EARLY: tl.constexpr):
     dtype = w_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_M)  # (BM,) batch rows
     row_ok = rows < M
@@ -140,15 +164,13 @@ def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_
     ahead = _weights_first(w_ptr, n, n_ok, N, K, 0, K, BLOCK_K, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # summed over K once, after the loop
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
-    for k0 in range(0, K, BLOCK_K):  # one pass: the 1/rms factor is applied to the finished sums
+    k_start = 0
+    if FIRST_EARLY:  # the tile loaded before the PDL wait, used up before the loop (not live through it)
+        acc, sq = _norm_gemv_tile(ahead, 0, acc, sq, res_ptr, norm_w_ptr, rows, row_ok, K, stride_res, BLOCK_K)
+        k_start = BLOCK_K
+    for k0 in range(k_start, K, BLOCK_K):  # one pass: the 1/rms factor is applied to the finished sums
         w, ahead = _next_weights(w_ptr, n, n_ok, k0, K, K, ahead, BLOCK_K, LOAD_AHEAD)  # (BN, BK)
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K
-        r = tl.load(res_ptr + rows[:, None] * stride_res + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                    other=0.0).to(dtype).to(tl.float32)  # (BM, BK): the torch path norms residual.to(dtype)
-        sq += r * r
-        x = r * tl.load(norm_w_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        acc += x[:, None, :] * w.to(tl.float32)[None, :, :]
+        acc, sq = _norm_gemv_tile(w, k0, acc, sq, res_ptr, norm_w_ptr, rows, row_ok, K, stride_res, BLOCK_K)
     rstd = 1.0 / tl.sqrt(tl.sum(sq, axis=1) / K + eps)  # (BM,)
     out = tl.sum(acc, axis=2) * rstd[:, None]  # (BM, BN)
     if HAS_BIAS:
@@ -195,7 +217,7 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
         PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch, K), LOAD_AHEAD=_load_ahead(weight),
-        num_warps=warps, num_stages=stages, **launch)
+        FIRST_EARLY=_first_early(weight, "norm_gemv"), num_warps=warps, num_stages=stages, **launch)
     return out
 
 
@@ -228,12 +250,40 @@ def _store_sums(acc, out_ptr, bias_ptr, rows, row_ok, n, n_ok, stride_out, dtype
 
 
 @triton.jit
+def _gemv_tile(w, k0, k_end, acc, part, sq, y_ptr, z_ptr, g_ptr, rows, row_ok, stride_y, stride_z, G, eps,
+               GATED: tl.constexpr, NORM_AT_REDUCE: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One K tile of `_gemv_kernel`: the input columns (gated and normed on the way) times the weight tile
+    w (BN, BK) into `part`. One flat loop over the tiles (it pipelines; a loop per group would restart at
+    every group): BLOCK_K divides the group size G, and the last tile of each group scales the group's
+    finished sums by its 1/rms into `acc`, unless the one group spans several programs (NORM_AT_REDUCE: the
+    reduce applies it)."""
+    ks = k0 + tl.arange(0, BLOCK_K)
+    k_ok = ks < k_end
+    mask = row_ok[:, None] & k_ok[None, :]
+    x = tl.load(y_ptr + rows[:, None] * stride_y + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+    if GATED:  # y * silu(z) * gate_norm (`norms.gated_norm_group`)
+        z = tl.load(z_ptr + rows[:, None] * stride_z + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+        x = x * z * tl.sigmoid(z)
+        sq += x * x
+        x = x * tl.load(g_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+    part += x[:, None, :] * w.to(tl.float32)[None, :, :]
+    if GATED and not NORM_AT_REDUCE:
+        if (k0 + BLOCK_K) % G == 0:
+            acc += tl.sum(part, axis=2) / tl.sqrt(tl.sum(sq, axis=1) / G + eps)[:, None]
+            part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)
+            sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
+    return acc, part, sq
+
+
+@triton.jit
 def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, part_ptr, sq_ptr, count_ptr,
                  M, N, K, G, K_SPLIT, stride_y, stride_z, stride_out, eps,
                  GATED: tl.constexpr, NORM_AT_REDUCE: tl.constexpr, HAS_BIAS: tl.constexpr,
                  ACCUMULATE: tl.constexpr, SPLIT: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr, LOAD_AHEAD: tl.constexpr):
+                 PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr, LOAD_AHEAD: tl.constexpr,
+                 FIRST_EARLY: tl.constexpr):
     dtype = w_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_M)
     row_ok = rows < M
@@ -246,26 +296,15 @@ def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, part_ptr, sq_ptr
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # the current norm group's products
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
-    # One flat loop (it pipelines; a loop per group would restart at every group): BLOCK_K divides the
-    # group size G, and the last tile of each group scales the group's finished sums by its 1/rms, unless
-    # the one group spans several programs (NORM_AT_REDUCE: the reduce applies it).
-    for k0 in range(k_lo, k_end, BLOCK_K):
+    k_start = k_lo
+    if FIRST_EARLY:  # the tile loaded before the PDL wait, used up before the loop (not live through it)
+        acc, part, sq = _gemv_tile(ahead, k_lo, k_end, acc, part, sq, y_ptr, z_ptr, g_ptr, rows, row_ok,
+                                   stride_y, stride_z, G, eps, GATED, NORM_AT_REDUCE, BLOCK_M, BLOCK_N, BLOCK_K)
+        k_start = k_lo + BLOCK_K
+    for k0 in range(k_start, k_end, BLOCK_K):
         w, ahead = _next_weights(w_ptr, n, n_ok, k0, K, k_end, ahead, BLOCK_K, LOAD_AHEAD)  # (BN, BK)
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < k_end
-        mask = row_ok[:, None] & k_ok[None, :]
-        x = tl.load(y_ptr + rows[:, None] * stride_y + ks[None, :], mask=mask, other=0.0).to(tl.float32)
-        if GATED:  # y * silu(z) * gate_norm (`norms.gated_norm_group`)
-            z = tl.load(z_ptr + rows[:, None] * stride_z + ks[None, :], mask=mask, other=0.0).to(tl.float32)
-            x = x * z * tl.sigmoid(z)
-            sq += x * x
-            x = x * tl.load(g_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        part += x[:, None, :] * w.to(tl.float32)[None, :, :]
-        if GATED and not NORM_AT_REDUCE:
-            if (k0 + BLOCK_K) % G == 0:
-                acc += tl.sum(part, axis=2) / tl.sqrt(tl.sum(sq, axis=1) / G + eps)[:, None]
-                part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)
-                sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
+        acc, part, sq = _gemv_tile(w, k0, k_end, acc, part, sq, y_ptr, z_ptr, g_ptr, rows, row_ok,
+                                   stride_y, stride_z, G, eps, GATED, NORM_AT_REDUCE, BLOCK_M, BLOCK_N, BLOCK_K)
     if NORM_AT_REDUCE or not GATED:
         acc = tl.sum(part, axis=2)  # (BM, BN)
     if SPLIT == 1:
@@ -355,7 +394,7 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
         NORM_AT_REDUCE=norm_at_reduce, HAS_BIAS=bias is not None,
         ACCUMULATE=accumulate, SPLIT=grid[1], BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
         PREFETCH_LINES=_prefetch_lines(weight, launch, columns), LOAD_AHEAD=_load_ahead(weight),
-        num_warps=warps, num_stages=stages, **launch)
+        FIRST_EARLY=_first_early(weight, "gemv"), num_warps=warps, num_stages=stages, **launch)
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
