@@ -154,7 +154,7 @@ def _mamba2_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor) -> tuple[T
     x, B, C = xBC.split([model.d_inner, model.bc_size, model.bc_size], dim=-1)
     dt = dt_softplus(dt, w.dt_bias, lengths)  # (B, L, Hh/tp) fp32; 0 at padding
     y, ssm = ssd.ssd_chunk_scan(x.unflatten(-1, (model.heads, P)), dt, w.A, B.unflatten(-1, (-1, N)),
-                                C.unflatten(-1, (-1, N)), w.D, model.spec.chunk_size)  # (B, L, Hh/tp, P) fp32
+                                C.unflatten(-1, (-1, N)), w.D, model.spec.chunk_size)  # (B, L, Hh/tp, P)
     group = model.spec.intermediate_size // model.spec.n_groups  # groups never straddle ranks
     gated = gated_rms_norm(y.reshape(batch * length, -1), z.flatten(0, 1), w.gate_norm, group, EPS)  # (B*L, Di/tp)
     return model._out_proj(w, gated.view(batch, length, -1)), conv, ssm

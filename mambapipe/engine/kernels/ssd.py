@@ -28,8 +28,8 @@ def _chunks(t: Tensor, T: int, pad: int) -> Tensor:
 
 def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                    chunk_size: int) -> tuple[Tensor, Tensor]:
-    """The GPU path's SSD: `ssd_triton.ssd_chunk_scan`, or `regrouped_ssd_chunk_scan` with TRITON_SSD off.
-    Same contract as both (and as `ops.ssd_chunk_scan`)."""
+    """The GPU path's SSD: `ssd_triton.ssd_chunk_scan` (y in x's dtype), or `regrouped_ssd_chunk_scan` with
+    TRITON_SSD off (y fp32, as `ops.ssd_chunk_scan`). Otherwise the same contract."""
     if TRITON_SSD:
         from mambapipe.engine.kernels import ssd_triton
 

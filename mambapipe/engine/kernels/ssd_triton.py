@@ -8,7 +8,11 @@ split the way mamba_ssm's `mamba_chunk_scan_combined` is (the known-good structu
 5. `_chunk_scan`    y_l = exp(cum_l) C_l h_in + Σ_{s<=l} CB_ls exp(cum_l - cum_s) dt_s x_s + D x_l (tensor cores).
 
 Products accumulate in fp32 from operands in the input dtype, so fp16/bf16 inputs run on tensor cores; fp32
-inputs use exact fp32 dots (not tf32), which keeps the fp32 path a tight twin of the reference.
+inputs use exact fp32 dots (not tf32), which keeps the fp32 path a tight twin of the reference. What passes
+between the kernels in volume (C.Bᵀ, the state entering each chunk, y) is stored in the input dtype, as
+mamba_ssm does for the states and y: the chunk scan rounds C.Bᵀ-times-decay and the state to that dtype for
+its dots anyway, and in fp16 these are half the bytes the chunk scan reads from L2 (GPU_NOTES.md v9). Each
+chunk's own end state and the final state stay fp32: the state pass adds them up.
 Padding convention as in `ops`: dt is zero at padded positions, which leaves the state untouched.
 Offsets grow from the batch (or batch x chunk) program id cast to int64: at batch 128 x 2048 tokens a Codestral
 y or chunk-state tensor passes 2^31 elements.
@@ -67,7 +71,7 @@ def _bmm_chunk(C_ptr, B_ptr, cb_ptr, L, G, N, T, s_cb, s_cl, s_cg, s_cn, s_bb, s
         Bs = tl.load(b_cols + n[:, None] * s_bn, mask=s_ok[None, :] & (n < N)[:, None], other=0.0)  # (BN, BS)
         acc += tl.dot(Cl, Bs, input_precision=PRECISION)
     out = cb_ptr + ((b * tl.num_programs(1) + cg) * T + l[:, None]) * T + s[None, :]  # CB is (B, c, G, T, T)
-    tl.store(out, acc, mask=(l < T)[:, None] & (s < T)[None, :])
+    tl.store(out, acc.to(cb_ptr.dtype.element_ty), mask=(l < T)[:, None] & (s < T)[None, :])
 
 
 @triton.jit
@@ -98,16 +102,16 @@ def _chunk_state(x_ptr, dt_ptr, B_ptr, cum_ptr, states_ptr, L, H, P, N, T, n_chu
 
 
 @triton.jit
-def _state_passing(states_ptr, cum_ptr, final_ptr, H, T, n_chunks, PN, BLOCK: tl.constexpr):
-    """In place: each chunk's own end state becomes the state entering that chunk."""
+def _state_passing(states_ptr, carried_ptr, cum_ptr, final_ptr, H, T, n_chunks, PN, BLOCK: tl.constexpr):
+    """From each chunk's own end state (fp32) the state entering that chunk (carried, in the input dtype)."""
     i, b, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     e = i * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat (P, N) entries
     mask = e < PN
     state = tl.zeros((BLOCK,), dtype=tl.float32)
     for c in range(n_chunks):  # few chunks (L / 256): sequential, the state stays in registers
-        ptr = states_ptr + ((b * n_chunks + c) * H + h) * PN + e
-        own = tl.load(ptr, mask=mask, other=0.0)
-        tl.store(ptr, state, mask=mask)
+        at = ((b * n_chunks + c) * H + h) * PN + e
+        own = tl.load(states_ptr + at, mask=mask, other=0.0)
+        tl.store(carried_ptr + at, state.to(carried_ptr.dtype.element_ty), mask=mask)
         decay = tl.exp(tl.load(cum_ptr + ((b * H + h) * n_chunks + c) * T + T - 1))
         state = state * decay + own
     tl.store(final_ptr + (b * H + h) * PN + e, state, mask=mask)
@@ -149,7 +153,7 @@ def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
     for s0 in range(0, tl.minimum(lb * BLOCK_L + BLOCK_L, T), BLOCK_S):  # causal: stop at the diagonal
         s = s0 + tl.arange(0, BLOCK_S)  # (BS,)
         s_ok = (s < T) & (c * T + s < L)
-        cb = tl.load(cb_rows + s[None, :], mask=(l < T)[:, None] & s_ok[None, :], other=0.0)  # (BL, BS)
+        cb = tl.load(cb_rows + s[None, :], mask=(l < T)[:, None] & s_ok[None, :], other=0.0).to(tl.float32)
         cum_s = tl.load(cum_chunk + s, mask=s < T, other=0.0)
         dt_s = tl.load(dt_ptr + b * s_dt_b + (c * T + s) * s_dt_l + h * s_dt_h, mask=s_ok, other=0.0)
         decay = tl.where(s[None, :] <= l[:, None], tl.exp(cum_l[:, None] - cum_s[None, :]), 0.0)  # (BL, BS)
@@ -159,7 +163,7 @@ def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
     xl = tl.load(x_head + (c * T + l)[:, None] * s_xl, mask=l_ok[:, None] & (p < P)[None, :], other=0.0)
     acc += xl.to(tl.float32) * tl.load(D_ptr + h)  # the D skip
     out = y_ptr + (((b * L + c * T + l[:, None]) * H + h) * P + p[None, :])  # y is (B, L, H, P)
-    tl.store(out, acc, mask=l_ok[:, None] & (p < P)[None, :])
+    tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=l_ok[:, None] & (p < P)[None, :])
 
 
 def _fit(block: int, size: int) -> int:
@@ -170,8 +174,8 @@ def _fit(block: int, size: int) -> int:
 def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                    chunk_size: int) -> tuple[Tensor, Tensor]:
     """x (Bt, L, Hh, P); dt (Bt, L, Hh) softplus'd (zero at padding); A, D (Hh,) fp32; B, C (Bt, L, G, N).
-    Returns y = SSM(x) + D x as (Bt, L, Hh, P) fp32 and the final state (Bt, Hh, P, N) fp32, as
-    `ops.ssd_chunk_scan`. Any strides; B and C are read in x's dtype."""
+    Returns y = SSM(x) + D x as (Bt, L, Hh, P) in x's dtype and the final state (Bt, Hh, P, N) fp32, as
+    `ops.ssd_chunk_scan` (whose y is fp32). Any strides; B and C are read in x's dtype."""
     batch, length, heads, P = x.shape
     G, N = B.shape[2:]
     T = min(chunk_size, length)
@@ -180,10 +184,12 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     B, C = B.to(x.dtype), C.to(x.dtype)
     f32 = dict(device=x.device, dtype=torch.float32)
     cum = torch.empty(batch, heads, n_chunks, T, **f32)
-    cb = torch.empty(batch, n_chunks, G, T, T, **f32)  # tiles above the diagonal stay unwritten, unread
-    states = torch.empty(batch, n_chunks, heads, P, N, **f32)
+    half = dict(device=x.device, dtype=x.dtype)  # the input dtype (fp32 in the fp32 twin tests)
+    cb = torch.empty(batch, n_chunks, G, T, T, **half)  # tiles above the diagonal stay unwritten, unread
+    states = torch.empty(batch, n_chunks, heads, P, N, **f32)  # each chunk's own end state
+    carried = torch.empty(batch, n_chunks, heads, P, N, **half)  # the state entering each chunk
     final = torch.empty(batch, heads, P, N, **f32)
-    y = torch.empty(batch, length, heads, P, **f32)
+    y = torch.empty(batch, length, heads, P, **half)
     bl, bs, bp, bn = _fit(BLOCK_L, T), _fit(BLOCK_S, T), _fit(BLOCK_P, P), _fit(BLOCK_N, N)
     precision = "ieee" if x.dtype == torch.float32 else "tf32"  # half inputs: tensor cores either way
     _chunk_cumsum[(batch, n_chunks, triton.cdiv(heads, BLOCK_HEADS))](
@@ -195,9 +201,9 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
         x, dt, B, cum, states, length, heads, P, N, T, n_chunks, heads // G, *x.stride(), *dt.stride(),
         *B.stride(), BLOCK_P=bp, BLOCK_N=bn, BLOCK_L=bl, PRECISION=precision, num_warps=NUM_WARPS)
     _state_passing[(triton.cdiv(P * N, STATE_BLOCK), batch, heads)](
-        states, cum, final, heads, T, n_chunks, P * N, BLOCK=STATE_BLOCK)
+        states, carried, cum, final, heads, T, n_chunks, P * N, BLOCK=STATE_BLOCK)
     _chunk_scan[(triton.cdiv(T, bl) * triton.cdiv(P, bp), batch * n_chunks, heads)](
-        x, dt, C, D, cum, cb, states, y, length, heads, G, P, N, T, n_chunks, heads // G,
+        x, dt, C, D, cum, cb, carried, y, length, heads, G, P, N, T, n_chunks, heads // G,
         *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_S=bs, BLOCK_P=bp, BLOCK_N=bn,
         PRECISION=precision, num_warps=NUM_WARPS)
     return y, final
