@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import scan, ssd, ssd_triton
+from mambapipe.engine.kernels import prefill, scan, ssd, ssd_triton
 
 
 def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
@@ -95,11 +95,34 @@ def ssd_triton_variants(L: int = 2048) -> dict:
     return results
 
 
+CONV_TILES = ((16, 256), (32, 256), (64, 128), (16, 512), (32, 128), (8, 512), (64, 64))  # (BLOCK_L, BLOCK_C)
+
+
+def conv_variants(L: int = 2048) -> dict:
+    """Median ms of the prefill conv (kernels/prefill.py) per tile at mamba2-2.7b's and Codestral's conv
+    widths; restores the module defaults."""
+    saved = (prefill.CONV_BLOCK_L, prefill.CONV_BLOCK_C)
+    results = {}
+    for name, channels in (("mamba2_2p7b", 5376), ("codestral_7b", 10240)):
+        xz = torch.randn(1, L, channels + 512, device="cuda", dtype=torch.float16)  # the conv reads a column slice
+        weight, bias = (torch.randn(*shape, device="cuda", dtype=torch.float16)
+                        for shape in ((channels, 4), (channels,)))
+        x, lengths = xz[..., 256:256 + channels], torch.tensor([L], device="cuda")
+        for rows, cols in CONV_TILES:
+            prefill.CONV_BLOCK_L, prefill.CONV_BLOCK_C = rows, cols
+            results[f"{name}_L{rows}_C{cols}"] = do_bench(
+                lambda: prefill.causal_conv1d_prefill(x, weight, bias, lengths),
+                return_mode="median")
+    prefill.CONV_BLOCK_L, prefill.CONV_BLOCK_C = saved
+    return results
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--ssd-only", action="store_true", help="skip the Mamba1 scan sweep")
     ssd_only = parser.parse_args().ssd_only
-    report = {"ssd_ms_per_layer": ssd_times(), "ssd_triton_tiles_ms_per_layer": ssd_triton_variants()}
+    report = {"ssd_ms_per_layer": ssd_times(), "ssd_triton_tiles_ms_per_layer": ssd_triton_variants(),
+              "conv_tiles_ms_per_layer": conv_variants()}
     if not ssd_only:
         variants = scan_variants()
         report.update(scan_ms_per_layer=variants, fastest=use_fastest_scan(variants))
