@@ -11,10 +11,11 @@ Each program owns BLOCK_N output rows for every batch row, so it can also:
   produced by exactly one program (no race on its conv state);
 - add its rows of out_proj into the fp32 residual stream in place (again one owner per element).
 Mamba1's x_proj (a few hundred output rows) runs on the same kernel without the extras.
-The out_proj and x_proj kernel can also split K over SPLIT programs a row block (the fifth TILES entry):
-a weight of few rows otherwise makes too few programs to keep every SM streaming to the end. Each
-program writes its fp32 partial sums, and the last of a row block to finish (an atomic counter, which it
-resets) adds them in split order, so the result does not depend on which program finishes first.
+The out_proj and x_proj kernel can also split K over SPLIT programs a row block (the fifth TILES entry),
+for a weight of few rows whose grid is otherwise a wave or two of programs (on the H200 only mamba-2.8b's
+out_proj gained from it, GPU_NOTES.md v9). Each program writes its fp32 partial sums, and the last of a
+row block to finish (an atomic counter, which it resets) adds them in split order, so the result does not
+depend on which program finishes first.
 A product of a few rows is memory-bound, so the weights stream through plain fp32 FMAs into register
 accumulators (no tensor-core tiles, no shared-memory staging). Against the torch path (`ops.rms_norm` on
 `residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input to the
@@ -59,6 +60,8 @@ TILES: dict[tuple, tuple[int, ...]] = {
 LOAD_AHEAD_MAX_BYTES = 16 * 2**20
 # The kernels ("norm_gemv", "gemv") whose weights, when not read ahead, still load their first tile before
 # the PDL wait for the kernel before, and use it up before the loop (so it holds no registers through it).
+# Measured on the H200 (GPU_NOTES.md v9, device call 22): mamba-2.8b 2.35 -> 2.23 ms a step, mamba2-2.7b
+# 2.17 -> 2.13, the others within noise. `gpu_bench.py --first-tile-early` changes the set.
 FIRST_TILE_EARLY = frozenset({"norm_gemv", "gemv"})
 
 
