@@ -59,6 +59,11 @@ class InferenceState:
         self.conv[layer].index_copy_(0, slots, conv.to(self.conv.dtype))
         self.ssm[layer].index_copy_(0, slots, ssm.to(self.ssm.dtype))
 
+    def layer(self, layer: int) -> tuple[Tensor, Tensor]:
+        """One layer's conv and SSM states over all slots, which the fused prefill's kernels write into at
+        the prompts' slots."""
+        return self.conv[layer], self.ssm[layer]
+
     def span(self, layer: int, lo: int, hi: int) -> tuple[Tensor, Tensor]:
         """Views of slots [lo, hi) of one layer, which a decode step updates in place."""
         return self.conv[layer, lo:hi], self.ssm[layer, lo:hi]

@@ -50,6 +50,11 @@ def test_conv_prefill_matches_causal_conv1d(dtype, tol, with_bias):
     assert y.dtype == dtype and state.dtype == dtype
     assert _rel(y, y_ref.transpose(1, 2)) < tol
     torch.testing.assert_close(state, state_ref, rtol=0, atol=0)  # copied inputs, zeros before the prompt
+    states = torch.full((len(LENGTHS) + 2, 270, 3), 7.0, device=DEVICE, dtype=dtype)  # an inference state's layer
+    slots = torch.arange(len(LENGTHS), device=DEVICE).flip(0) + 1  # the rows in reverse, from slot 1
+    y_into, stored = prefill.causal_conv1d_prefill(x, w, b, lengths, into=(states, slots))
+    assert stored is None and torch.equal(y_into, y)
+    assert torch.equal(states[slots], state) and (states[0] == 7.0).all() and (states[-1] == 7.0).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, HALF])

@@ -112,6 +112,21 @@ def test_switch_in_gpu_ssd_selects_triton(monkeypatch):
     args = _inputs(1, 20, 2, 1, P=16, N=16, seed=5)
     monkeypatch.setattr(ssd, "TRITON_SSD", True)
     calls = []
-    monkeypatch.setattr(ssd_triton, "ssd_chunk_scan", lambda *a: calls.append(a) or ops.ssd_chunk_scan(*a))
+    monkeypatch.setattr(ssd_triton, "ssd_chunk_scan", lambda *a: calls.append(a) or ops.ssd_chunk_scan(*a[:7]))
     ssd.ssd_chunk_scan(*args, 16)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("triton_ssd", [True, False])
+def test_final_states_stored_into_slots(triton_ssd, monkeypatch):
+    """into = (states, slots): each row's final state lands in its slot, in the states' dtype (the inference
+    state's layer), the other slots untouched; y as without it."""
+    monkeypatch.setattr(ssd, "TRITON_SSD", triton_ssd)
+    args = _inputs(2, 37, 4, 2, P=16, N=16, seed=7)
+    y_ref, final = ssd.ssd_chunk_scan(*args, 16)
+    states = torch.full((4, 4, 16, 16), 7.0, device=DEVICE, dtype=torch.float16)
+    slots = torch.tensor([3, 1], device=DEVICE)
+    y, stored = ssd.ssd_chunk_scan(*args, 16, into=(states, slots))
+    assert stored is None and torch.equal(y, y_ref)
+    assert torch.equal(states[slots], final.to(torch.float16))
+    assert (states[[0, 2]] == 7.0).all()

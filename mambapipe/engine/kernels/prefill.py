@@ -34,9 +34,9 @@ DT_BLOCK_L, DT_BLOCK_H = 64, 128
 
 
 @triton.jit
-def _conv_prefill_kernel(x_ptr, w_ptr, b_ptr, len_ptr, out_ptr, state_ptr, L, C, s_xb, s_xl, s_ob, s_ol, s_sb,
-                         s_sc, K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr,
-                         BLOCK_C: tl.constexpr, STATE_COLS: tl.constexpr):
+def _conv_prefill_kernel(x_ptr, w_ptr, b_ptr, len_ptr, out_ptr, state_ptr, slot_ptr, L, C, s_xb, s_xl, s_ob, s_ol,
+                         s_sb, s_sc, K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr,
+                         BLOCK_C: tl.constexpr, STATE_COLS: tl.constexpr, SLOTS: tl.constexpr):
     b, lb = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,)
     c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
@@ -53,7 +53,8 @@ def _conv_prefill_kernel(x_ptr, w_ptr, b_ptr, len_ptr, out_ptr, state_ptr, L, C,
     out = out_ptr + b * s_ob + t[:, None] * s_ol + c[None, :]
     tl.store(out, (acc * tl.sigmoid(acc)).to(out_ptr.dtype.element_ty), mask=(t < L)[:, None] & c_ok[None, :])
     if lb == 0:  # the first token block of each channel block also stores the row's conv state
-        _store_conv_state(x_ptr + b * s_xb, s_xl, tl.load(len_ptr + b), state_ptr + b * s_sb, s_sc, c, c_ok,
+        dst = tl.load(slot_ptr + b).to(tl.int64) if SLOTS else b  # the row's slot, or its own row
+        _store_conv_state(x_ptr + b * s_xb, s_xl, tl.load(len_ptr + b), state_ptr + dst * s_sb, s_sc, c, c_ok,
                           K=K, STATE_COLS=STATE_COLS)
 
 
@@ -64,24 +65,29 @@ def _store_conv_state(x_row, s_xl, length, state_row, s_sc, c, c_ok, K: tl.const
     src = length - (K - 1) + j  # (SC,)
     ok = c_ok[:, None] & (j < K - 1)[None, :]  # (BC, SC)
     xs = tl.load(x_row + src[None, :] * s_xl + c[:, None], mask=ok & (src >= 0)[None, :], other=0.0)  # (BC, SC)
-    tl.store(state_row + c[:, None] * s_sc + j[None, :], xs, mask=ok)
+    tl.store(state_row + c[:, None] * s_sc + j[None, :], xs.to(state_row.dtype.element_ty), mask=ok)
 
 
-def causal_conv1d_prefill(x: Tensor, weight: Tensor, bias: Optional[Tensor], lengths: Tensor) -> tuple[Tensor, Tensor]:
+def causal_conv1d_prefill(x: Tensor, weight: Tensor, bias: Optional[Tensor], lengths: Tensor,
+                          into: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Optional[Tensor]]:
     """Twin of `ops.causal_conv1d` in channels-last layout: x (B, L, C) with a unit inner stride (columns of the
     in_proj output, read in place); weight (C, K) contiguous; bias (C,) or None; lengths (B,) real tokens a row.
     Returns silu(conv) as a new (B, L, C) in x's dtype (garbage past each length, as there) and the conv
-    state (B, C, K-1) in x's dtype: the last K-1 real inputs of each row, zeros where the prompt is shorter."""
+    state (B, C, K-1) in x's dtype: the last K-1 real inputs of each row, zeros where the prompt is shorter.
+    into = (states (S, C, K-1) with a unit last stride, slots (B,)): row b's state goes to states[slots[b]]
+    instead (in states' dtype; the inference state's layer, no copy after), and None is returned for it."""
     batch, length, channels = x.shape
     width = weight.shape[1]
     out = torch.empty(batch, length, channels, dtype=x.dtype, device=x.device)
-    state = torch.empty(batch, channels, width - 1, dtype=x.dtype, device=x.device)
+    state, slots = into if into is not None else (torch.empty(batch, channels, width - 1, dtype=x.dtype,
+                                                              device=x.device), lengths)
     grid = (batch, triton.cdiv(length, CONV_BLOCK_L), triton.cdiv(channels, CONV_BLOCK_C))
-    _conv_prefill_kernel[grid](x, weight, bias if bias is not None else weight, lengths, out, state, length,
+    _conv_prefill_kernel[grid](x, weight, bias if bias is not None else weight, lengths, out, state, slots, length,
                                channels, x.stride(0), x.stride(1), out.stride(0), out.stride(1), state.stride(0),
                                state.stride(1), K=width, HAS_BIAS=bias is not None, BLOCK_L=CONV_BLOCK_L,
-                               BLOCK_C=CONV_BLOCK_C, STATE_COLS=triton.next_power_of_2(width - 1), num_warps=4)
-    return out, state
+                               BLOCK_C=CONV_BLOCK_C, STATE_COLS=triton.next_power_of_2(width - 1),
+                               SLOTS=into is not None, num_warps=4)
+    return out, (None if into is not None else state)
 
 
 @triton.jit
@@ -121,8 +127,8 @@ def fused_prefill(model, tokens: Tensor, lengths: Tensor, state: InferenceState,
     delta = None  # the previous layer's output, added to the residual inside the next norm
     for i, w in enumerate(model.layers):
         h = add_rms_norm(residual, delta, w.norm, EPS).view(batch, length, -1)  # (B, L, H)
-        out, conv, ssm = mixer(model, w, h, lengths)
-        state.write(i, slots, conv, ssm)
+        conv_states, ssm_states = state.layer(i)  # the kernels store each row's final states at its slot
+        out = mixer(model, w, h, lengths, (conv_states, slots), (ssm_states, slots))
         delta = out.flatten(0, 1)  # (B*L, H)
     if not all_logits:  # only the last real token of each row reaches the final norm
         rows = torch.arange(batch, device=tokens.device) * length + lengths - 1  # (B,)
@@ -133,29 +139,36 @@ def fused_prefill(model, tokens: Tensor, lengths: Tensor, state: InferenceState,
     return logits.view(batch, length, -1) if all_logits else logits
 
 
-def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+# A mixer returns the layer's output (B, L, H) and stores each row's final conv and SSM states into
+# (states, slots): the inference state's layer at the rows' slots.
+Into = tuple[Tensor, Tensor]
+
+
+def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor, conv_into: Into, ssm_into: Into) -> Tensor:
     N = model.spec.state_size
     x, z = F.linear(h, w.in_proj, w.in_proj_bias).split(model.d_inner, dim=-1)  # (B, L, Di/tp) each
-    x, conv = causal_conv1d_prefill(x, w.conv_weight, w.conv_bias, lengths)  # (B, L, Di/tp), (B, Di/tp, K-1)
+    x, _ = causal_conv1d_prefill(x, w.conv_weight, w.conv_bias, lengths, into=conv_into)  # (B, L, Di/tp)
     x_dbl = model.comm.all_reduce(F.linear(x, w.x_proj))  # (B, L, R+2N): d_inner-split partial sums
     dt_low, B, C = x_dbl.split([x_dbl.shape[-1] - 2 * N, N, N], dim=-1)
     # softplus and the padding mask in their own pass: folded into the scan they made it 3.2x slower on the
     # H200 (0.74 vs 0.23 ms a mamba-2.8b layer, GPU_NOTES.md v5), far more than this pass costs
     delta = dt_softplus(F.linear(dt_low, w.dt_proj), w.dt_bias, lengths)  # (B, L, Di/tp) fp32
-    y, ssm = selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp)
-    return model._out_proj(w, y), conv, ssm
+    y, ssm = selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp), (B, Di/tp, N) fp32
+    states, slots = ssm_into
+    states.index_copy_(0, slots, ssm.to(states.dtype))
+    return model._out_proj(w, y)
 
 
-def _mamba2_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _mamba2_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor, conv_into: Into, ssm_into: Into) -> Tensor:
     batch, length, _ = h.shape
     P, N = model.spec.head_dim, model.spec.state_size
     zxbcdt = F.linear(h, w.in_proj, w.in_proj_bias)  # (B, L, rows/tp)
     z, xBC, dt = zxbcdt.split([model.d_inner, model.d_inner + 2 * model.bc_size, model.heads], dim=-1)
-    xBC, conv = causal_conv1d_prefill(xBC, w.conv_weight, w.conv_bias, lengths)  # (B, L, C/tp), (B, C/tp, K-1)
+    xBC, _ = causal_conv1d_prefill(xBC, w.conv_weight, w.conv_bias, lengths, into=conv_into)  # (B, L, C/tp)
     x, B, C = xBC.split([model.d_inner, model.bc_size, model.bc_size], dim=-1)
     dt = dt_softplus(dt, w.dt_bias, lengths)  # (B, L, Hh/tp) fp32; 0 at padding
-    y, ssm = ssd.ssd_chunk_scan(x.unflatten(-1, (model.heads, P)), dt, w.A, B.unflatten(-1, (-1, N)),
-                                C.unflatten(-1, (-1, N)), w.D, model.spec.chunk_size)  # (B, L, Hh/tp, P)
+    y, _ = ssd.ssd_chunk_scan(x.unflatten(-1, (model.heads, P)), dt, w.A, B.unflatten(-1, (-1, N)),
+                              C.unflatten(-1, (-1, N)), w.D, model.spec.chunk_size, into=ssm_into)  # (B, L, Hh/tp, P)
     group = model.spec.intermediate_size // model.spec.n_groups  # groups never straddle ranks
     gated = gated_rms_norm(y.reshape(batch * length, -1), z.flatten(0, 1), w.gate_norm, group, EPS)  # (B*L, Di/tp)
-    return model._out_proj(w, gated.view(batch, length, -1)), conv, ssm
+    return model._out_proj(w, gated.view(batch, length, -1))

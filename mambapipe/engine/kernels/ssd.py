@@ -10,6 +10,8 @@ differences (mamba_ssm's chunk-scan kernels form the same differences).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,15 +28,21 @@ def _chunks(t: Tensor, T: int, pad: int) -> Tensor:
     return t.unflatten(1, (-1, T))
 
 
-def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
-                   chunk_size: int) -> tuple[Tensor, Tensor]:
+def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int,
+                   into: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Optional[Tensor]]:
     """The GPU path's SSD: `ssd_triton.ssd_chunk_scan` (y in x's dtype), or `regrouped_ssd_chunk_scan` with
-    TRITON_SSD off (y fp32, as `ops.ssd_chunk_scan`). Otherwise the same contract."""
+    TRITON_SSD off (y fp32, as `ops.ssd_chunk_scan`). Otherwise the same contract, and `into` as
+    `ssd_triton.ssd_chunk_scan`'s: the final states stored into those slots, None returned for them."""
     if TRITON_SSD:
         from mambapipe.engine.kernels import ssd_triton
 
-        return ssd_triton.ssd_chunk_scan(x, dt, A, B, C, D, chunk_size)
-    return regrouped_ssd_chunk_scan(x, dt, A, B, C, D, chunk_size)
+        return ssd_triton.ssd_chunk_scan(x, dt, A, B, C, D, chunk_size, into)
+    y, final = regrouped_ssd_chunk_scan(x, dt, A, B, C, D, chunk_size)
+    if into is None:
+        return y, final
+    states, slots = into
+    states.index_copy_(0, slots, final.to(states.dtype))
+    return y, None
 
 
 def regrouped_ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,

@@ -20,6 +20,8 @@ y or chunk-state tensor passes 2^31 elements.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
@@ -102,8 +104,10 @@ def _chunk_state(x_ptr, dt_ptr, B_ptr, cum_ptr, states_ptr, L, H, P, N, T, n_chu
 
 
 @triton.jit
-def _state_passing(states_ptr, carried_ptr, cum_ptr, final_ptr, H, T, n_chunks, PN, BLOCK: tl.constexpr):
-    """From each chunk's own end state (fp32) the state entering that chunk (carried, in the input dtype)."""
+def _state_passing(states_ptr, carried_ptr, cum_ptr, final_ptr, slot_ptr, H, T, n_chunks, PN, s_final,
+                   BLOCK: tl.constexpr, SLOTS: tl.constexpr):
+    """From each chunk's own end state (fp32) the state entering that chunk (carried, in the input dtype), and
+    the final state into row b of final (or its row slots[b]: SLOTS), in final's dtype."""
     i, b, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     e = i * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat (P, N) entries
     mask = e < PN
@@ -114,7 +118,8 @@ def _state_passing(states_ptr, carried_ptr, cum_ptr, final_ptr, H, T, n_chunks, 
         tl.store(carried_ptr + at, state.to(carried_ptr.dtype.element_ty), mask=mask)
         decay = tl.exp(tl.load(cum_ptr + ((b * H + h) * n_chunks + c) * T + T - 1))
         state = state * decay + own
-    tl.store(final_ptr + (b * H + h) * PN + e, state, mask=mask)
+    dst = tl.load(slot_ptr + b).to(tl.int64) if SLOTS else b
+    tl.store(final_ptr + dst * s_final + h * PN + e, state.to(final_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -171,11 +176,14 @@ def _fit(block: int, size: int) -> int:
     return max(16, min(block, triton.next_power_of_2(size)))
 
 
-def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
-                   chunk_size: int) -> tuple[Tensor, Tensor]:
+def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int,
+                   into: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Optional[Tensor]]:
     """x (Bt, L, Hh, P); dt (Bt, L, Hh) softplus'd (zero at padding); A, D (Hh,) fp32; B, C (Bt, L, G, N).
     Returns y = SSM(x) + D x as (Bt, L, Hh, P) in x's dtype and the final state (Bt, Hh, P, N) fp32, as
-    `ops.ssd_chunk_scan` (whose y is fp32). Any strides; B and C are read in x's dtype."""
+    `ops.ssd_chunk_scan` (whose y is fp32). Any strides; B and C are read in x's dtype.
+    into = (states (S, Hh, P, N), contiguous past the first dim; slots (Bt,)): row b's final state goes to
+    states[slots[b]] instead (in states' dtype: the inference state's layer, no copy after), and None is
+    returned for it."""
     batch, length, heads, P = x.shape
     G, N = B.shape[2:]
     T = min(chunk_size, length)
@@ -188,7 +196,9 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     cb = torch.empty(batch, n_chunks, G, T, T, **half)  # tiles above the diagonal stay unwritten, unread
     states = torch.empty(batch, n_chunks, heads, P, N, **f32)  # each chunk's own end state
     carried = torch.empty(batch, n_chunks, heads, P, N, **half)  # the state entering each chunk
-    final = torch.empty(batch, heads, P, N, **f32)
+    final, slots = into if into is not None else (torch.empty(batch, heads, P, N, **f32), cum)
+    if final[0].stride()[-3:] != (P * N, N, 1):
+        raise ValueError(f"final states need contiguous (Hh, P, N) rows, got strides {final.stride()}")
     y = torch.empty(batch, length, heads, P, **half)
     bl, bs, bp, bn = _fit(BLOCK_L, T), _fit(BLOCK_S, T), _fit(BLOCK_P, P), _fit(BLOCK_N, N)
     precision = "ieee" if x.dtype == torch.float32 else "tf32"  # half inputs: tensor cores either way
@@ -201,9 +211,10 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
         x, dt, B, cum, states, length, heads, P, N, T, n_chunks, heads // G, *x.stride(), *dt.stride(),
         *B.stride(), BLOCK_P=bp, BLOCK_N=bn, BLOCK_L=bl, PRECISION=precision, num_warps=NUM_WARPS)
     _state_passing[(triton.cdiv(P * N, STATE_BLOCK), batch, heads)](
-        states, carried, cum, final, heads, T, n_chunks, P * N, BLOCK=STATE_BLOCK)
+        states, carried, cum, final, slots, heads, T, n_chunks, P * N, final.stride(0), BLOCK=STATE_BLOCK,
+        SLOTS=into is not None)
     _chunk_scan[(triton.cdiv(T, bl) * triton.cdiv(P, bp), batch * n_chunks, heads)](
         x, dt, C, D, cum, cb, carried, y, length, heads, G, P, N, T, n_chunks, heads // G,
         *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_S=bs, BLOCK_P=bp, BLOCK_N=bn,
         PRECISION=precision, num_warps=NUM_WARPS)
-    return y, final
+    return y, (None if into is not None else final)
