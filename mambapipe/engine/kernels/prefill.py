@@ -79,6 +79,7 @@ def causal_conv1d_prefill(x: Tensor, weight: Tensor, bias: Optional[Tensor], len
     batch, length, channels = x.shape
     width = weight.shape[1]
     out = torch.empty(batch, length, channels, dtype=x.dtype, device=x.device)
+    # without `into`: a new state tensor, row b for row b (SLOTS off, so `lengths` stands in for no slots)
     state, slots = into if into is not None else (torch.empty(batch, channels, width - 1, dtype=x.dtype,
                                                               device=x.device), lengths)
     grid = (batch, triton.cdiv(length, CONV_BLOCK_L), triton.cdiv(channels, CONV_BLOCK_C))

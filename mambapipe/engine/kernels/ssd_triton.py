@@ -196,6 +196,7 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     cb = torch.empty(batch, n_chunks, G, T, T, **half)  # tiles above the diagonal stay unwritten, unread
     states = torch.empty(batch, n_chunks, heads, P, N, **f32)  # each chunk's own end state
     carried = torch.empty(batch, n_chunks, heads, P, N, **half)  # the state entering each chunk
+    # without `into`: a new final-state tensor, row b for row b (SLOTS off, so `cum` stands in for no slots)
     final, slots = into if into is not None else (torch.empty(batch, heads, P, N, **f32), cum)
     if final[0].stride()[-3:] != (P * N, N, 1):
         raise ValueError(f"final states need contiguous (Hh, P, N) rows, got strides {final.stride()}")
