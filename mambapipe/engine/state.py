@@ -17,6 +17,15 @@ from torch import Tensor
 
 from mambapipe.models import ModelSpec
 
+# Where a prefill stores the final states of its rows: (one layer's states over all slots, the rows' slots (B,)).
+Into = tuple[Tensor, Tensor]
+
+
+def store_at_slots(into: Into, rows: Tensor) -> None:
+    """states[slots[b]] = rows[b], rounded to the states' dtype."""
+    states, slots = into
+    states.index_copy_(0, slots, rows.to(states.dtype))
+
 
 @dataclass
 class InferenceState:
@@ -56,8 +65,8 @@ class InferenceState:
 
     def write(self, layer: int, slots: Tensor, conv: Tensor, ssm: Tensor) -> None:
         """Store the states a prefill produced for `slots` (B,) of one layer."""
-        self.conv[layer].index_copy_(0, slots, conv.to(self.conv.dtype))
-        self.ssm[layer].index_copy_(0, slots, ssm.to(self.ssm.dtype))
+        store_at_slots((self.conv[layer], slots), conv)
+        store_at_slots((self.ssm[layer], slots), ssm)
 
     def layer(self, layer: int) -> tuple[Tensor, Tensor]:
         """One layer's conv and SSM states over all slots, which the fused prefill's kernels write into at

@@ -22,7 +22,7 @@ from mambapipe.engine.kernels import ssd
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
 from mambapipe.engine.kernels.scan import selective_scan
 from mambapipe.engine.kernels.ssm import softplus
-from mambapipe.engine.state import InferenceState
+from mambapipe.engine.state import InferenceState, Into, store_at_slots
 from mambapipe.engine.weights import LayerWeights
 from mambapipe.models import TRTLLM_NORM_EPSILON as EPS
 
@@ -69,7 +69,7 @@ def _store_conv_state(x_row, s_xl, length, state_row, s_sc, c, c_ok, K: tl.const
 
 
 def causal_conv1d_prefill(x: Tensor, weight: Tensor, bias: Optional[Tensor], lengths: Tensor,
-                          into: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Optional[Tensor]]:
+                          into: Optional[Into] = None) -> tuple[Tensor, Optional[Tensor]]:
     """Twin of `ops.causal_conv1d` in channels-last layout: x (B, L, C) with a unit inner stride (columns of the
     in_proj output, read in place); weight (C, K) contiguous; bias (C,) or None; lengths (B,) real tokens a row.
     Returns silu(conv) as a new (B, L, C) in x's dtype (garbage past each length, as there) and the conv
@@ -142,9 +142,6 @@ def fused_prefill(model, tokens: Tensor, lengths: Tensor, state: InferenceState,
 
 # A mixer returns the layer's output (B, L, H) and stores each row's final conv and SSM states into
 # (states, slots): the inference state's layer at the rows' slots.
-Into = tuple[Tensor, Tensor]
-
-
 def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor, conv_into: Into, ssm_into: Into) -> Tensor:
     N = model.spec.state_size
     x, z = F.linear(h, w.in_proj, w.in_proj_bias).split(model.d_inner, dim=-1)  # (B, L, Di/tp) each
@@ -155,8 +152,7 @@ def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor, conv_into:
     # H200 (0.74 vs 0.23 ms a mamba-2.8b layer, GPU_NOTES.md v5), far more than this pass costs
     delta = dt_softplus(F.linear(dt_low, w.dt_proj), w.dt_bias, lengths)  # (B, L, Di/tp) fp32
     y, ssm = selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp), (B, Di/tp, N) fp32
-    states, slots = ssm_into
-    states.index_copy_(0, slots, ssm.to(states.dtype))
+    store_at_slots(ssm_into, ssm)
     return model._out_proj(w, y)
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mambapipe.engine.state import Into, store_at_slots
+
 # The GPU path's SSD is the Triton chunked SSD (`ssd_triton`: tensor-core tiles, no (T x T) decay tensors in
 # memory), measured on the H200 at 10.6x (mamba2-2.7b) / 9.1x (codestral) less time a layer than the torch ops
 # below (GPU_NOTES.md, v5). The switch stays so `benchmarks/gpu_bench.py --torch-ssd` can time those.
@@ -29,7 +31,7 @@ def _chunks(t: Tensor, T: int, pad: int) -> Tensor:
 
 
 def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int,
-                   into: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Optional[Tensor]]:
+                   into: Optional[Into] = None) -> tuple[Tensor, Optional[Tensor]]:
     """The GPU path's SSD: `ssd_triton.ssd_chunk_scan` (y in x's dtype), or `regrouped_ssd_chunk_scan` with
     TRITON_SSD off (y fp32, as `ops.ssd_chunk_scan`). Otherwise the same contract, and `into` as
     `ssd_triton.ssd_chunk_scan`'s: the final states stored into those slots, None returned for them."""
@@ -40,8 +42,7 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     y, final = regrouped_ssd_chunk_scan(x, dt, A, B, C, D, chunk_size)
     if into is None:
         return y, final
-    states, slots = into
-    states.index_copy_(0, slots, final.to(states.dtype))
+    store_at_slots(into, final)
     return y, None
 
 

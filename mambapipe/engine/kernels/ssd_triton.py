@@ -27,6 +27,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mambapipe.engine.state import Into
+
 # Tile sizes for headdim 64 / d_state 128 / chunk 256 on the H200 (a first choice; gpu_micro.py sweeps them):
 # 64-row tiles give (64 x 64) @ (64 x 64) tensor-core dots into a (64 x 64) fp32 accumulator (16 KB of
 # registers over 4 warps); one program covers a whole 64-channel head; 4 row tiles a chunk, so a 2048-token
@@ -177,7 +179,7 @@ def _fit(block: int, size: int) -> int:
 
 
 def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int,
-                   into: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Optional[Tensor]]:
+                   into: Optional[Into] = None) -> tuple[Tensor, Optional[Tensor]]:
     """x (Bt, L, Hh, P); dt (Bt, L, Hh) softplus'd (zero at padding); A, D (Hh,) fp32; B, C (Bt, L, G, N).
     Returns y = SSM(x) + D x as (Bt, L, Hh, P) in x's dtype and the final state (Bt, Hh, P, N) fp32, as
     `ops.ssd_chunk_scan` (whose y is fp32). Any strides; B and C are read in x's dtype.
