@@ -12,7 +12,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from mambapipe.engine.kernels import conv, gemv, norms, prefill, scan, ssm
+from mambapipe.engine.kernels import conv, gemv, norms, prefill, scan, ssd_triton, ssm
 
 H, F, I, C, L64 = "*fp16", "*fp32", "i32", "constexpr", "*i64"
 KERNELS = [
@@ -61,6 +61,29 @@ KERNELS = [
           **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
                             "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C),
      dict(N=16, T=scan.TOKENS_PER_CHUNK, BLOCK_D=scan.BLOCK_D)),
+    # the Triton SSD at mamba2-2.7b / Codestral's head dim 64, d_state 128, chunk 256 (fp16 inputs)
+    (ssd_triton._chunk_cumsum,
+     dict(dt_ptr=H, A_ptr=F, cum_ptr=F, bias_ptr=F, len_ptr=L64, dt_out_ptr=F, L=I, H=I, T=I, s_dt_b=I, s_dt_l=I,
+          s_dt_h=I, BLOCK_T=C, BLOCK_H=C, SOFTPLUS=C), dict(BLOCK_T=256, BLOCK_H=ssd_triton.BLOCK_HEADS, SOFTPLUS=True)),
+    (ssd_triton._bmm_chunk,
+     dict(C_ptr=H, B_ptr=H, cb_ptr=H, L=I, G=I, N=I, T=I, **{n: I for n in "s_cb s_cl s_cg s_cn s_bb s_bl s_bg s_bn".split()},
+          BLOCK_L=C, BLOCK_N=C, PRECISION=C),
+     dict(BLOCK_L=ssd_triton.BLOCK_L, BLOCK_N=ssd_triton.BLOCK_N, PRECISION="tf32")),
+    (ssd_triton._chunk_state,
+     dict(x_ptr=H, dt_ptr=F, B_ptr=H, cum_ptr=F, states_ptr=F, L=I, H=I, P=I, N=I, T=I, n_chunks=I,
+          heads_per_group=I, **{n: I for n in "s_xb s_xl s_xh s_xp s_dt_b s_dt_l s_dt_h s_bb s_bl s_bg s_bn".split()},
+          BLOCK_P=C, BLOCK_N=C, BLOCK_L=C, PRECISION=C),
+     dict(BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.CHUNK_STATE_BLOCK_N, BLOCK_L=ssd_triton.BLOCK_L,
+          PRECISION="tf32")),
+    (ssd_triton._state_passing,
+     dict(states_ptr=F, carried_ptr=H, cum_ptr=F, final_ptr=H, slot_ptr=L64, H=I, T=I, n_chunks=I, PN=I, s_final=I,
+          BLOCK=C, SLOTS=C), dict(BLOCK=ssd_triton.STATE_BLOCK, SLOTS=True)),
+    (ssd_triton._chunk_scan,
+     dict(x_ptr=H, dt_ptr=F, C_ptr=H, D_ptr=F, cum_ptr=F, cb_ptr=H, states_ptr=H, y_ptr=H, L=I, H=I, G=I, P=I, N=I,
+          T=I, n_chunks=I, heads_per_group=I,
+          **{n: I for n in "s_xb s_xl s_xh s_xp s_dt_b s_dt_l s_dt_h s_cb s_cl s_cg s_cn".split()},
+          BLOCK_L=C, BLOCK_P=C, BLOCK_N=C, PRECISION=C),
+     dict(BLOCK_L=ssd_triton.BLOCK_L, BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.BLOCK_N, PRECISION="tf32")),
 ]
 
 

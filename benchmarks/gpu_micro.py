@@ -13,7 +13,7 @@ import json
 
 import torch
 import torch.nn.functional as F
-from triton.testing import do_bench
+from triton.testing import do_bench, do_bench_cudagraph
 
 from mambapipe.engine import ops
 from mambapipe.engine.kernels import prefill, scan, ssd, ssd_triton
@@ -45,8 +45,18 @@ def use_fastest_scan(results: dict) -> str:
 
 
 SSD_SHAPES = (("mamba2_2p7b", 80, 1), ("codestral_7b", 128, 8))  # (name, heads, groups); P 64, N 128
-# Triton SSD tiles tried: (BLOCK_L = BLOCK_S, BLOCK_N, warps); BLOCK_P stays 64 = one head a program.
-SSD_TILES = ((64, 64, 4), (64, 128, 4), (128, 64, 4), (128, 64, 8), (32, 64, 4), (64, 64, 8))
+# Triton SSD launch settings tried, one kernel at a time (the others at their defaults): the chunk scan's
+# (BLOCK_L, warps, stages), the chunk state's (BLOCK_L, BLOCK_N, warps, stages), the heads a cumsum program
+# and the state entries a state-passing program.
+SSD_SETTINGS = {
+    ("BLOCK_L", "CHUNK_SCAN_WARPS", "CHUNK_SCAN_STAGES"):
+        ((64, 4, 3), (64, 4, 2), (64, 8, 3), (64, 8, 2), (32, 4, 3), (32, 4, 2), (32, 2, 3), (128, 8, 2)),
+    ("CHUNK_STATE_BLOCK_L", "CHUNK_STATE_BLOCK_N", "CHUNK_STATE_WARPS", "CHUNK_STATE_STAGES"):
+        ((64, 64, 4, 3), (64, 128, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (128, 64, 4, 3), (64, 64, 8, 3),
+         (64, 64, 4, 2), (32, 128, 4, 3)),
+    ("BLOCK_HEADS",): ((16,), (8,), (4,), (2,)),
+    ("STATE_BLOCK",): ((1024,), (2048,), (512,), (256,)),
+}
 
 
 def _ssd_inputs(heads: int, groups: int, L: int) -> tuple:
@@ -62,14 +72,14 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def ssd_times(L: int = 2048) -> dict:
-    """Median ms of one layer's SSD (reference, regrouped, Triton at its current tiles) and the Triton
-    kernel's relative error against the reference."""
+    """Median ms of one layer's SSD (the torch reference and regrouped ops eagerly, the Triton kernels at their
+    current tiles as a CUDA graph) and their relative errors against the reference."""
     results = {}
     for name, heads, groups in SSD_SHAPES:
         args = _ssd_inputs(heads, groups, L)
-        for label, fn in (("reference", ops.ssd_chunk_scan), ("regrouped", ssd.regrouped_ssd_chunk_scan),
-                          ("triton", ssd_triton.ssd_chunk_scan)):
+        for label, fn in (("reference", ops.ssd_chunk_scan), ("regrouped", ssd.regrouped_ssd_chunk_scan)):
             results[f"{name}_{label}"] = do_bench(lambda: fn(*args, 256), return_mode="median")
+        results[f"{name}_triton"] = _graph_ms(lambda: ssd_triton.ssd_chunk_scan(*args, 256))
         y_ref, h_ref = ops.ssd_chunk_scan(*args, 256)
         for label, fn in (("regrouped", ssd.regrouped_ssd_chunk_scan), ("triton", ssd_triton.ssd_chunk_scan)):
             y, h = fn(*args, 256)
@@ -77,21 +87,30 @@ def ssd_times(L: int = 2048) -> dict:
     return results
 
 
+def _graph_ms(fn) -> float:
+    """Median ms of fn replayed as a CUDA graph: kernel time and the gaps between kernels, not the host's
+    launch cost (which bounds an eager call of the five SSD kernels)."""
+    return do_bench_cudagraph(fn, return_mode="median")
+
+
 def ssd_triton_variants(L: int = 2048) -> dict:
-    """Median ms of one layer's Triton SSD per tile choice, both shapes; restores the module defaults."""
-    saved = (ssd_triton.BLOCK_L, ssd_triton.BLOCK_S, ssd_triton.BLOCK_N, ssd_triton.NUM_WARPS)
+    """Median ms (as a CUDA graph) of one layer's Triton SSD per launch setting of each of its kernels, both
+    shapes; restores the module defaults."""
     results = {}
-    for name, heads, groups in SSD_SHAPES:
-        args = _ssd_inputs(heads, groups, L)
-        for rows, n_block, warps in SSD_TILES:
-            ssd_triton.BLOCK_L = ssd_triton.BLOCK_S = rows
-            ssd_triton.BLOCK_N, ssd_triton.NUM_WARPS = n_block, warps
-            key = f"{name}_L{rows}_n{n_block}_w{warps}"
-            try:
-                results[key] = do_bench(lambda: ssd_triton.ssd_chunk_scan(*args, 256), return_mode="median")
-            except Exception as err:  # noqa: BLE001 - a tile the compiler rejects (shared memory) is no candidate
-                results[key] = repr(err)[:200]
-    ssd_triton.BLOCK_L, ssd_triton.BLOCK_S, ssd_triton.BLOCK_N, ssd_triton.NUM_WARPS = saved
+    for knobs, settings in SSD_SETTINGS.items():
+        saved = tuple(getattr(ssd_triton, knob) for knob in knobs)
+        for name, heads, groups in SSD_SHAPES:
+            args = _ssd_inputs(heads, groups, L)
+            for setting in settings:
+                for knob, value in zip(knobs, setting):
+                    setattr(ssd_triton, knob, value)
+                key = f"{name}_{knobs[0]}_" + "_".join(map(str, setting))
+                try:
+                    results[key] = _graph_ms(lambda: ssd_triton.ssd_chunk_scan(*args, 256))
+                except Exception as err:  # noqa: BLE001 - a setting the compiler rejects is no candidate
+                    results[key] = repr(err)[:200]
+        for knob, value in zip(knobs, saved):
+            setattr(ssd_triton, knob, value)
     return results
 
 

@@ -62,8 +62,9 @@ def test_fp32_matches_twin(batch, length, heads, groups, chunk):
 
 def test_small_tiles_cover_every_loop(monkeypatch):
     """Tiles of 16 inside a 40-token chunk: several row tiles, d_state and head-dim blocks, causal skips."""
-    for name in ("BLOCK_L", "BLOCK_S", "BLOCK_P", "BLOCK_N"):
+    for name in ("BLOCK_L", "BLOCK_P", "BLOCK_N", "CHUNK_STATE_BLOCK_N"):
         monkeypatch.setattr(ssd_triton, name, 16)
+    monkeypatch.setattr(ssd_triton, "CHUNK_STATE_BLOCK_L", 32)  # its own tile: a short second step in a chunk
     monkeypatch.setattr(ssd_triton, "STATE_BLOCK", 256)  # several state-passing programs a head
     args = _inputs(2, 90, 4, 2, P=32, N=48, seed=1)
     y, state = ssd_triton.ssd_chunk_scan(*args, 40)
@@ -130,3 +131,20 @@ def test_final_states_stored_into_slots(triton_ssd, monkeypatch):
     assert stored is None and torch.equal(y, y_ref)
     assert torch.equal(states[slots], final.to(torch.float16))
     assert (states[[0, 2]] == 7.0).all()
+
+
+@pytest.mark.parametrize("triton_ssd", [True, False])
+def test_raw_dt_with_bias_equals_softplus_first(triton_ssd, monkeypatch):
+    """dt_bias + lengths: the raw projection (a strided fp16 column view, as the in_proj output's dt columns)
+    gives what the step sizes softplus(dt + dt_bias), zeroed past each length, give."""
+    monkeypatch.setattr(ssd, "TRITON_SSD", triton_ssd)
+    x, _, A, B, C, D = _inputs(2, 37, 4, 2, P=16, N=16, seed=8)
+    projection = (torch.randn(2, 37, 9, device=DEVICE) * 3).to(torch.float16)  # past softplus's threshold too
+    raw = projection[..., 3:7]  # (B, L, Hh) strided
+    bias, lengths = torch.randn(4, device=DEVICE), torch.tensor([37, 23], device=DEVICE)
+    valid = torch.arange(37, device=DEVICE)[None, :] < lengths[:, None]
+    steps = F.softplus(raw.float() + bias) * valid[..., None]
+    y_ref, final_ref = ssd.ssd_chunk_scan(x, steps, A, B, C, D, 16)
+    y, final = ssd.ssd_chunk_scan(x, raw, A, B, C, D, 16, dt_bias=bias, lengths=lengths)
+    assert _rel(y, y_ref) < 1e-6 and _rel(final, final_ref) < 1e-6
+    assert _rel(final[1], ssd.ssd_chunk_scan(x[1:, :23], steps[1:, :23], A, B[1:, :23], C[1:, :23], D, 16)[1][0]) < 1e-5

@@ -4,8 +4,8 @@ which dispatches here on CUDA.
 Per layer: one add+RMSNorm over the (B*L, H) rows (the previous layer's output is added to the fp32 residual
 inside it), the in_proj GEMM, the channels-last causal conv + SiLU reading its input columns in place, then
 Mamba1: x_proj and dt_proj GEMMs, softplus(dt + bias) masked, the Triton scan (kernels/scan.py);
-Mamba2: softplus(dt + bias) masked, the chunked SSD (kernels/ssd.py), the gated norm reading z in place;
-then out_proj. No transposes; the fp32 (L, Di)-sized tensors are Mamba1's step sizes and the SSD's y.
+Mamba2: the chunked SSD (kernels/ssd.py; softplus(dt + bias) masked in its first pass), the gated norm
+reading z in place; then out_proj. No transposes; the fp32 (L, Di)-sized tensors are Mamba1's step sizes and the SSD's y.
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def _dt_softplus_kernel(dt_ptr, bias_ptr, len_ptr, out_ptr, L, H, s_db, s_dl, BL
 
 
 def dt_softplus(dt: Tensor, dt_bias: Tensor, lengths: Tensor) -> Tensor:
-    """Step sizes softplus(dt + dt_bias) at t < lengths[row], 0 after, as a new (B, L, H) fp32, for Mamba2's
-    per-head dt (the in_proj output's last columns) and Mamba1's per-channel dt (the dt_proj output).
+    """Step sizes softplus(dt + dt_bias) at t < lengths[row], 0 after, as a new (B, L, H) fp32, for Mamba1's
+    per-channel dt (the dt_proj output); Mamba2's per-head dt gets the same in the SSD's first kernel.
     dt (B, L, H) with a unit inner stride; dt_bias (H,) fp32.
     Twin of the model's `F.softplus(dt.float() + dt_bias) * valid[..., None]`."""
     batch, length, heads = dt.shape
@@ -163,9 +163,10 @@ def _mamba2_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor, conv_into:
     z, xBC, dt = zxbcdt.split([model.d_inner, model.d_inner + 2 * model.bc_size, model.heads], dim=-1)
     xBC, _ = causal_conv1d_prefill(xBC, w.conv_weight, w.conv_bias, lengths, into=conv_into)  # (B, L, C/tp)
     x, B, C = xBC.split([model.d_inner, model.bc_size, model.bc_size], dim=-1)
-    dt = dt_softplus(dt, w.dt_bias, lengths)  # (B, L, Hh/tp) fp32; 0 at padding
+    # the raw dt (B, L, Hh/tp): the SSD applies softplus(dt + dt_bias) and the padding mask in its first pass
     y, _ = ssd.ssd_chunk_scan(x.unflatten(-1, (model.heads, P)), dt, w.A, B.unflatten(-1, (-1, N)),
-                              C.unflatten(-1, (-1, N)), w.D, model.spec.chunk_size, into=ssm_into)  # (B, L, Hh/tp, P)
+                              C.unflatten(-1, (-1, N)), w.D, model.spec.chunk_size, into=ssm_into,
+                              dt_bias=w.dt_bias, lengths=lengths)  # (B, L, Hh/tp, P)
     group = model.spec.intermediate_size // model.spec.n_groups  # groups never straddle ranks
     gated = gated_rms_norm(y.reshape(batch * length, -1), z.flatten(0, 1), w.gate_norm, group, EPS)  # (B*L, Di/tp)
     return model._out_proj(w, gated.view(batch, length, -1))

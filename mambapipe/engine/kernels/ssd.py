@@ -31,14 +31,19 @@ def _chunks(t: Tensor, T: int, pad: int) -> Tensor:
 
 
 def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int,
-                   into: Optional[Into] = None) -> tuple[Tensor, Optional[Tensor]]:
+                   into: Optional[Into] = None, dt_bias: Optional[Tensor] = None,
+                   lengths: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
     """The GPU path's SSD: `ssd_triton.ssd_chunk_scan` (y in x's dtype), or `regrouped_ssd_chunk_scan` with
-    TRITON_SSD off (y fp32, as `ops.ssd_chunk_scan`). Otherwise the same contract, and `into` as
-    `ssd_triton.ssd_chunk_scan`'s: the final states stored into those slots, None returned for them."""
+    TRITON_SSD off (y fp32, as `ops.ssd_chunk_scan`). Otherwise the same contract, and `into`, `dt_bias` and
+    `lengths` as `ssd_triton.ssd_chunk_scan`'s: the final states stored into those slots, None returned for
+    them; the raw dt projection turned into step sizes (softplus, zero past each length)."""
     if TRITON_SSD:
         from mambapipe.engine.kernels import ssd_triton
 
-        return ssd_triton.ssd_chunk_scan(x, dt, A, B, C, D, chunk_size, into)
+        return ssd_triton.ssd_chunk_scan(x, dt, A, B, C, D, chunk_size, into, dt_bias, lengths)
+    if dt_bias is not None:
+        valid = torch.arange(dt.shape[1], device=dt.device) < lengths[:, None]  # (Bt, L)
+        dt = F.softplus(dt.float() + dt_bias) * valid[..., None]  # (Bt, L, Hh)
     y, final = regrouped_ssd_chunk_scan(x, dt, A, B, C, D, chunk_size)
     if into is None:
         return y, final

@@ -1,11 +1,14 @@
 """Mamba2 prefill as Triton kernels: the chunked SSD of `ops.ssd_chunk_scan` (same contract, same math),
 split the way mamba_ssm's `mamba_chunk_scan_combined` is (the known-good structure):
 
-1. `_chunk_cumsum`  cum[b, h, c, t] = sum_{s <= t} dt_s A within each chunk (fp32).
+1. `_chunk_cumsum`  cum[b, h, c, t] = sum_{s <= t} dt_s A within each chunk (fp32); given the raw projection
+                    and dt_bias, it first forms dt = softplus(dt + dt_bias), zero past each row's length,
+                    and stores it for the kernels below (one pass fewer than a separate softplus kernel).
 2. `_bmm_chunk`     CB[b, c, g] = C Bᵀ per chunk and group, once for all heads of the group (tensor cores).
 3. `_chunk_state`   each chunk's own end state, Σ_l x_l dt_l exp(cum_end - cum_l) B_lᵀ (tensor cores).
 4. `_state_passing` the short sequential pass over chunks: the state entering each chunk, and the final one.
 5. `_chunk_scan`    y_l = exp(cum_l) C_l h_in + Σ_{s<=l} CB_ls exp(cum_l - cum_s) dt_s x_s + D x_l (tensor cores).
+                    Below the diagonal tile the decay factors into a row and a column scale (see there).
 
 Products accumulate in fp32 from operands in the input dtype, so fp16/bf16 inputs run on tensor cores; fp32
 inputs use exact fp32 dots (not tf32), which keeps the fp32 path a tight twin of the reference. What passes
@@ -27,28 +30,39 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mambapipe.engine.kernels.ssm import softplus
 from mambapipe.engine.state import Into
 
-# Tile sizes for headdim 64 / d_state 128 / chunk 256 on the H200 (a first choice; gpu_micro.py sweeps them):
-# 64-row tiles give (64 x 64) @ (64 x 64) tensor-core dots into a (64 x 64) fp32 accumulator (16 KB of
-# registers over 4 warps); one program covers a whole 64-channel head; 4 row tiles a chunk, so a 2048-token
-# mamba2-2.7b layer runs 8 chunks x 80 heads x 4 = 2560 chunk-scan programs, several waves on 132 SMs.
-# d_state is walked 64 at a time: the chunk-scan kernel then needs 49 KB of shared memory (sm_90 build).
-BLOCK_L, BLOCK_S, BLOCK_P, BLOCK_N = 64, 64, 64, 64
+# Tile sizes for headdim 64 / d_state 128 / chunk 256 on the H200 (`gpu_micro.ssd_triton_variants` sweeps
+# them, timing the SSD as a CUDA graph). The chunk scan: (BLOCK_L x 64) @ (64 x 64) tensor-core dots into a
+# (BLOCK_L x 64) fp32 accumulator; one program covers a whole 64-channel head and BLOCK_L rows of a chunk.
+# C.Bᵀ is formed in the same square (BLOCK_L x BLOCK_L) tiles, so a row tile's diagonal tile is one tile.
+# What bounds these kernels is occupancy more than arithmetic: ptxas gives the (64-row, 4-warp, 3-stage)
+# chunk scan 180 registers a thread, i.e. two programs an SM.
+BLOCK_L, BLOCK_P, BLOCK_N = 64, 64, 64  # chunk-scan rows, head-dim columns, d_state step of C.h_in and C.Bᵀ
+CHUNK_SCAN_WARPS, CHUNK_SCAN_STAGES = 4, 3
+# The chunk state's (64 x BLOCK_N) accumulator over CHUNK_STATE_BLOCK_L positions a step.
+CHUNK_STATE_BLOCK_L, CHUNK_STATE_BLOCK_N, CHUNK_STATE_WARPS, CHUNK_STATE_STAGES = 64, 64, 4, 3
 BLOCK_HEADS = 16  # heads per cumsum program: that pass is tiny and elementwise
 STATE_BLOCK = 1024  # state entries per state-passing program: 8 programs per 64 x 128 head state
-NUM_WARPS = 4
+NUM_WARPS = 4  # C.Bᵀ
 
 
 @triton.jit
-def _chunk_cumsum(dt_ptr, A_ptr, cum_ptr, L, H, T, s_dt_b, s_dt_l, s_dt_h,
-                  BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+def _chunk_cumsum(dt_ptr, A_ptr, cum_ptr, bias_ptr, len_ptr, dt_out_ptr, L, H, T, s_dt_b, s_dt_l, s_dt_h,
+                  BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """SOFTPLUS: dt is the raw projection; dt = softplus(dt + bias) at t < len[b], 0 after, stored (B, L, H)."""
     b, c, hb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     t = tl.arange(0, BLOCK_T)  # (BT,)
     h = hb * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,)
-    mask = ((t < T) & (c * T + t < L))[:, None] & (h < H)[None, :]
-    dt = tl.load(dt_ptr + b * s_dt_b + (c * T + t)[:, None] * s_dt_l + h[None, :] * s_dt_h,
-                 mask=mask, other=0.0)  # (BT, BH)
+    pos = c * T + t  # (BT,) positions in the sequence
+    mask = ((t < T) & (pos < L))[:, None] & (h < H)[None, :]
+    dt = tl.load(dt_ptr + b * s_dt_b + pos[:, None] * s_dt_l + h[None, :] * s_dt_h, mask=mask,
+                 other=0.0).to(tl.float32)  # (BT, BH)
+    if SOFTPLUS:
+        dt = softplus(dt + tl.load(bias_ptr + h, mask=h < H, other=0.0)[None, :])
+        dt = tl.where(mask & (pos < tl.load(len_ptr + b))[:, None], dt, 0.0)  # padding leaves the state as is
+        tl.store(dt_out_ptr + (b * L + pos[:, None]) * H + h[None, :], dt, mask=mask)
     A = tl.load(A_ptr + h, mask=h < H, other=0.0)  # (BH,)
     cum = tl.cumsum(dt * A[None, :], axis=0)  # (BT, BH); constant past the sequence end (dt = 0 there)
     out = cum_ptr + ((b * H + h[None, :]) * tl.num_programs(1) + c) * T + t[:, None]  # cum is (B, H, c, T)
@@ -57,22 +71,22 @@ def _chunk_cumsum(dt_ptr, A_ptr, cum_ptr, L, H, T, s_dt_b, s_dt_l, s_dt_h,
 
 @triton.jit
 def _bmm_chunk(C_ptr, B_ptr, cb_ptr, L, G, N, T, s_cb, s_cl, s_cg, s_cn, s_bb, s_bl, s_bg, s_bn,
-               BLOCK_L: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+               BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     tile, cg, b = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     c, g = cg // G, cg % G
-    lb, sb = tile // tl.cdiv(T, BLOCK_S), tile % tl.cdiv(T, BLOCK_S)
-    if sb * BLOCK_S > lb * BLOCK_L + BLOCK_L - 1:  # wholly above the diagonal: causal, never read
+    lb, sb = tile // tl.cdiv(T, BLOCK_L), tile % tl.cdiv(T, BLOCK_L)
+    if sb > lb:  # wholly above the diagonal: causal, never read
         return
     l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,) positions within the chunk
-    s = sb * BLOCK_S + tl.arange(0, BLOCK_S)  # (BS,)
+    s = sb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,)
     l_ok, s_ok = (l < T) & (c * T + l < L), (s < T) & (c * T + s < L)
     c_rows = C_ptr + b * s_cb + (c * T + l)[:, None] * s_cl + g * s_cg  # (BL, 1)
-    b_cols = B_ptr + b * s_bb + (c * T + s)[None, :] * s_bl + g * s_bg  # (1, BS)
-    acc = tl.zeros((BLOCK_L, BLOCK_S), dtype=tl.float32)
+    b_cols = B_ptr + b * s_bb + (c * T + s)[None, :] * s_bl + g * s_bg  # (1, BL)
+    acc = tl.zeros((BLOCK_L, BLOCK_L), dtype=tl.float32)
     for n0 in range(0, N, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         Cl = tl.load(c_rows + n[None, :] * s_cn, mask=l_ok[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN)
-        Bs = tl.load(b_cols + n[:, None] * s_bn, mask=s_ok[None, :] & (n < N)[:, None], other=0.0)  # (BN, BS)
+        Bs = tl.load(b_cols + n[:, None] * s_bn, mask=s_ok[None, :] & (n < N)[:, None], other=0.0)  # (BN, BL)
         acc += tl.dot(Cl, Bs, input_precision=PRECISION)
     out = cb_ptr + ((b * tl.num_programs(1) + cg) * T + l[:, None]) * T + s[None, :]  # CB is (B, c, G, T, T)
     tl.store(out, acc.to(cb_ptr.dtype.element_ty), mask=(l < T)[:, None] & (s < T)[None, :])
@@ -100,7 +114,8 @@ def _chunk_state(x_ptr, dt_ptr, B_ptr, cum_ptr, states_ptr, L, H, P, N, T, n_chu
         cum = tl.load(cum_chunk + l, mask=l < T, other=0.0)  # (BL,)
         Bl = tl.load(b_cols + pos[:, None] * s_bl, mask=ok[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN)
         weight = tl.exp(cum_end - cum) * dt  # (BL,): decay from l to the chunk's end, times the step
-        acc += tl.dot(xT, (Bl.to(tl.float32) * weight[:, None]).to(xT.dtype), input_precision=PRECISION)
+        # weighted on the x side: (BP, BL) is the smaller tile when BLOCK_N > BLOCK_P
+        acc += tl.dot((xT.to(tl.float32) * weight[None, :]).to(xT.dtype), Bl, input_precision=PRECISION)
     out = states_ptr + ((bc * H + h) * P + p[:, None]) * N + n[None, :]  # states is (B, c, H, P, N)
     tl.store(out, acc, mask=(p < P)[:, None] & (n < N)[None, :])
 
@@ -142,32 +157,44 @@ def _carried_in(c_rows, l_ok, state_ptr, p, P, N, s_cn, BLOCK_L: tl.constexpr, B
 def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
                 L, H, G, P, N, T, n_chunks, heads_per_group,
                 s_xb, s_xl, s_xh, s_xp, s_dt_b, s_dt_l, s_dt_h, s_cb, s_cl, s_cg, s_cn,
-                BLOCK_L: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                PRECISION: tl.constexpr):
+                BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     lp, bc, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, c, g = bc // n_chunks, bc % n_chunks, h // heads_per_group
     lb, pb = lp // tl.cdiv(P, BLOCK_P), lp % tl.cdiv(P, BLOCK_P)
-    l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,) positions within the chunk
+    l0 = lb * BLOCK_L
+    l = l0 + tl.arange(0, BLOCK_L)  # (BL,) positions within the chunk
     p = pb * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
     l_ok = (l < T) & (c * T + l < L)
     cum_chunk = cum_ptr + ((b * H + h) * n_chunks + c) * T
     cum_l = tl.load(cum_chunk + l, mask=l < T, other=0.0)  # (BL,)
+    # cum never increases (dt >= 0, A < 0), so cum_l <= cum_ref <= cum_s for every row l of this tile and every
+    # s of an earlier tile: exp(cum_l - cum_s) = exp(cum_l - cum_ref) * exp(cum_ref - cum_s), both factors in
+    # (0, 1]. Those tiles then need a column scale (BL exps) instead of a (BL x BL) decay matrix, and the row
+    # scale is applied once at the end; the carried-in term exp(cum_l) C_l h_in rides along the same way.
+    cum_ref = tl.load(cum_chunk + l0)
     c_rows = C_ptr + b * s_cb + (c * T + l)[:, None] * s_cl + g * s_cg  # (BL, 1)
     acc = _carried_in(c_rows, l_ok, states_ptr + (bc * H + h) * P * N, p, P, N, s_cn,
-                      BLOCK_L, BLOCK_P, BLOCK_N, PRECISION) * tl.exp(cum_l)[:, None]  # (BL, BP)
+                      BLOCK_L, BLOCK_P, BLOCK_N, PRECISION) * tl.exp(cum_ref)  # (BL, BP)
     x_head = x_ptr + b * s_xb + h * s_xh + p[None, :] * s_xp  # (1, BP)
     cb_rows = cb_ptr + ((bc * G + g) * T + l[:, None]) * T  # (BL, 1)
-    for s0 in range(0, tl.minimum(lb * BLOCK_L + BLOCK_L, T), BLOCK_S):  # causal: stop at the diagonal
-        s = s0 + tl.arange(0, BLOCK_S)  # (BS,)
-        s_ok = (s < T) & (c * T + s < L)
-        cb = tl.load(cb_rows + s[None, :], mask=(l < T)[:, None] & s_ok[None, :], other=0.0).to(tl.float32)
-        cum_s = tl.load(cum_chunk + s, mask=s < T, other=0.0)
-        dt_s = tl.load(dt_ptr + b * s_dt_b + (c * T + s) * s_dt_l + h * s_dt_h, mask=s_ok, other=0.0)
-        decay = tl.where(s[None, :] <= l[:, None], tl.exp(cum_l[:, None] - cum_s[None, :]), 0.0)  # (BL, BS)
+    dt_head = dt_ptr + b * s_dt_b + h * s_dt_h
+    for s0 in range(0, l0, BLOCK_L):  # the tiles below the diagonal tile
+        s = s0 + tl.arange(0, BLOCK_L)  # (BL,)
+        s_ok = c * T + s < L
+        cb = tl.load(cb_rows + s[None, :], mask=(l < T)[:, None], other=0.0).to(tl.float32)  # (BL, BL)
+        cum_s = tl.load(cum_chunk + s)
+        dt_s = tl.load(dt_head + (c * T + s) * s_dt_l, mask=s_ok, other=0.0)
         xs = tl.load(x_head + (c * T + s)[:, None] * s_xl, mask=s_ok[:, None] & (p < P)[None, :],
-                     other=0.0)  # (BS, BP)
-        acc += tl.dot((cb * decay * dt_s[None, :]).to(xs.dtype), xs, input_precision=PRECISION)
+                     other=0.0)  # (BL, BP)
+        column = tl.exp(cum_ref - cum_s) * dt_s  # (BL,)
+        acc += tl.dot((cb * column[None, :]).to(xs.dtype), xs, input_precision=PRECISION)
+    acc *= tl.exp(tl.minimum(cum_l - cum_ref, 0.0))[:, None]  # the row scale (rows past T: clamped, unused)
+    # the diagonal tile: the full decay matrix, masked to s <= l; its x tile is this tile's rows, for D too
+    cb = tl.load(cb_rows + l[None, :], mask=(l < T)[:, None] & l_ok[None, :], other=0.0).to(tl.float32)
+    dt_l = tl.load(dt_head + (c * T + l) * s_dt_l, mask=l_ok, other=0.0)
+    decay = tl.where(l[None, :] <= l[:, None], tl.exp(cum_l[:, None] - cum_l[None, :]), 0.0)  # (BL, BL)
     xl = tl.load(x_head + (c * T + l)[:, None] * s_xl, mask=l_ok[:, None] & (p < P)[None, :], other=0.0)
+    acc += tl.dot((cb * decay * dt_l[None, :]).to(xl.dtype), xl, input_precision=PRECISION)
     acc += xl.to(tl.float32) * tl.load(D_ptr + h)  # the D skip
     out = y_ptr + (((b * L + c * T + l[:, None]) * H + h) * P + p[None, :])  # y is (B, L, H, P)
     tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=l_ok[:, None] & (p < P)[None, :])
@@ -179,45 +206,64 @@ def _fit(block: int, size: int) -> int:
 
 
 def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int,
-                   into: Optional[Into] = None) -> tuple[Tensor, Optional[Tensor]]:
+                   into: Optional[Into] = None, dt_bias: Optional[Tensor] = None,
+                   lengths: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
     """x (Bt, L, Hh, P); dt (Bt, L, Hh) softplus'd (zero at padding); A, D (Hh,) fp32; B, C (Bt, L, G, N).
     Returns y = SSM(x) + D x as (Bt, L, Hh, P) in x's dtype and the final state (Bt, Hh, P, N) fp32, as
     `ops.ssd_chunk_scan` (whose y is fp32). Any strides; B and C are read in x's dtype.
     into = (states (S, Hh, P, N), contiguous past the first dim; slots (Bt,)): row b's final state goes to
     states[slots[b]] instead (in states' dtype: the inference state's layer, no copy after), and None is
-    returned for it."""
+    returned for it.
+    dt_bias (Hh,) fp32 with lengths (Bt,): dt is the raw projection instead (any float dtype and strides), and
+    the step sizes are softplus(dt + dt_bias) at t < lengths[b], 0 after (as `prefill.dt_softplus`)."""
     batch, length, heads, P = x.shape
-    G, N = B.shape[2:]
     T = min(chunk_size, length)
     n_chunks = triton.cdiv(length, T)
-    dt, A, D = dt.float(), A.float().contiguous(), D.float().contiguous()
-    B, C = B.to(x.dtype), C.to(x.dtype)
     f32 = dict(device=x.device, dtype=torch.float32)
     cum = torch.empty(batch, heads, n_chunks, T, **f32)
+    A = A.float().contiguous()
+    steps = torch.empty(batch, length, heads, **f32) if dt_bias is not None else dt.float()
+    raw = dt if dt_bias is not None else steps  # what the cumsum reads
+    # without dt_bias the bias and lengths arguments are never read: A and cum stand in for them
+    _chunk_cumsum[(batch, n_chunks, triton.cdiv(heads, BLOCK_HEADS))](
+        raw, A, cum, dt_bias if dt_bias is not None else A, lengths if lengths is not None else cum, steps,
+        length, heads, T, *raw.stride(), BLOCK_T=triton.next_power_of_2(T), BLOCK_H=BLOCK_HEADS,
+        SOFTPLUS=dt_bias is not None)
+    # without `into`: a new final-state tensor, row b for row b (SLOTS off, so `cum` stands in for no slots)
+    final, slots = into if into is not None else (torch.empty(batch, heads, x.shape[3], B.shape[3], **f32), cum)
+    if final[0].stride()[-3:] != (P * B.shape[3], B.shape[3], 1):
+        raise ValueError(f"final states need contiguous (Hh, P, N) rows, got strides {final.stride()}")
+    y = _chunked_ssd(x, steps, cum, B.to(x.dtype), C.to(x.dtype), D.float().contiguous(), final, slots,
+                     slotted=into is not None)
+    return y, (None if into is not None else final)
+
+
+def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Tensor, final: Tensor,
+                 slots: Tensor, slotted: bool) -> Tensor:
+    """Kernels 2-5 from the step sizes dt (Bt, L, Hh) fp32 and their chunk cumsums (Bt, Hh, c, T)."""
+    batch, length, heads, P = x.shape
+    G, N = B.shape[2:]
+    n_chunks, T = cum.shape[2:]
     half = dict(device=x.device, dtype=x.dtype)  # the input dtype (fp32 in the fp32 twin tests)
     cb = torch.empty(batch, n_chunks, G, T, T, **half)  # tiles above the diagonal stay unwritten, unread
-    states = torch.empty(batch, n_chunks, heads, P, N, **f32)  # each chunk's own end state
+    states = torch.empty(batch, n_chunks, heads, P, N, device=x.device, dtype=torch.float32)  # chunks' own
     carried = torch.empty(batch, n_chunks, heads, P, N, **half)  # the state entering each chunk
-    # without `into`: a new final-state tensor, row b for row b (SLOTS off, so `cum` stands in for no slots)
-    final, slots = into if into is not None else (torch.empty(batch, heads, P, N, **f32), cum)
-    if final[0].stride()[-3:] != (P * N, N, 1):
-        raise ValueError(f"final states need contiguous (Hh, P, N) rows, got strides {final.stride()}")
     y = torch.empty(batch, length, heads, P, **half)
-    bl, bs, bp, bn = _fit(BLOCK_L, T), _fit(BLOCK_S, T), _fit(BLOCK_P, P), _fit(BLOCK_N, N)
+    bl, bp, bn = _fit(BLOCK_L, T), _fit(BLOCK_P, P), _fit(BLOCK_N, N)
+    state_bl, state_bn = _fit(CHUNK_STATE_BLOCK_L, T), _fit(CHUNK_STATE_BLOCK_N, N)
     precision = "ieee" if x.dtype == torch.float32 else "tf32"  # half inputs: tensor cores either way
-    _chunk_cumsum[(batch, n_chunks, triton.cdiv(heads, BLOCK_HEADS))](
-        dt, A, cum, length, heads, T, *dt.stride(), BLOCK_T=triton.next_power_of_2(T), BLOCK_H=BLOCK_HEADS)
-    _bmm_chunk[(triton.cdiv(T, bl) * triton.cdiv(T, bs), n_chunks * G, batch)](
-        C, B, cb, length, G, N, T, *C.stride(), *B.stride(), BLOCK_L=bl, BLOCK_S=bs, BLOCK_N=bn,
-        PRECISION=precision, num_warps=NUM_WARPS)
-    _chunk_state[(triton.cdiv(P, bp) * triton.cdiv(N, bn), batch * n_chunks, heads)](
+    _bmm_chunk[(triton.cdiv(T, bl) ** 2, n_chunks * G, batch)](
+        C, B, cb, length, G, N, T, *C.stride(), *B.stride(), BLOCK_L=bl, BLOCK_N=bn, PRECISION=precision,
+        num_warps=NUM_WARPS)
+    _chunk_state[(triton.cdiv(P, bp) * triton.cdiv(N, state_bn), batch * n_chunks, heads)](
         x, dt, B, cum, states, length, heads, P, N, T, n_chunks, heads // G, *x.stride(), *dt.stride(),
-        *B.stride(), BLOCK_P=bp, BLOCK_N=bn, BLOCK_L=bl, PRECISION=precision, num_warps=NUM_WARPS)
+        *B.stride(), BLOCK_P=bp, BLOCK_N=state_bn, BLOCK_L=state_bl, PRECISION=precision,
+        num_warps=CHUNK_STATE_WARPS, num_stages=CHUNK_STATE_STAGES)
     _state_passing[(triton.cdiv(P * N, STATE_BLOCK), batch, heads)](
         states, carried, cum, final, slots, heads, T, n_chunks, P * N, final.stride(0), BLOCK=STATE_BLOCK,
-        SLOTS=into is not None)
+        SLOTS=slotted)
     _chunk_scan[(triton.cdiv(T, bl) * triton.cdiv(P, bp), batch * n_chunks, heads)](
         x, dt, C, D, cum, cb, carried, y, length, heads, G, P, N, T, n_chunks, heads // G,
-        *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_S=bs, BLOCK_P=bp, BLOCK_N=bn,
-        PRECISION=precision, num_warps=NUM_WARPS)
-    return y, (None if into is not None else final)
+        *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=bn, PRECISION=precision,
+        num_warps=CHUNK_SCAN_WARPS, num_stages=CHUNK_SCAN_STAGES)
+    return y
