@@ -51,11 +51,12 @@ KERNELS = [
           N=C, BLOCK_D=C, BLOCK_R=C, FUSED_DT=C, PDL=C), dict(N=16, BLOCK_D=32, BLOCK_R=256, FUSED_DT=True, PDL=True)),
     (prefill._conv_prefill_kernel,
      dict(x_ptr=H, w_ptr=H, b_ptr=H, len_ptr=L64, out_ptr=H, state_ptr=H, slot_ptr=L64, L=I, C=I, s_xb=I, s_xl=I,
-          s_ob=I, s_ol=I, s_sb=I, s_sc=I, K=C, HAS_BIAS=C, BLOCK_L=C, BLOCK_C=C, STATE_COLS=C, SLOTS=C),
-     dict(K=4, HAS_BIAS=True, BLOCK_L=prefill.CONV_BLOCK_L, BLOCK_C=prefill.CONV_BLOCK_C, STATE_COLS=4, SLOTS=True)),
+          s_ob=I, s_ol=I, s_sb=I, s_sc=I, K=C, HAS_BIAS=C, BLOCK_L=C, BLOCK_C=C, STATE_COLS=C, SLOTS=C, PDL=C),
+     dict(K=4, HAS_BIAS=True, BLOCK_L=prefill.CONV_BLOCK_L, BLOCK_C=prefill.CONV_BLOCK_C, STATE_COLS=4, SLOTS=True,
+          PDL=True)),
     (prefill._dt_softplus_kernel,
-     dict(dt_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, L=I, H=I, s_db=I, s_dl=I, BLOCK_L=C, BLOCK_H=C),
-     dict(BLOCK_L=prefill.DT_BLOCK_L, BLOCK_H=128)),
+     dict(dt_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, L=I, H=I, s_db=I, s_dl=I, BLOCK_L=C, BLOCK_H=C, PDL=C),
+     dict(BLOCK_L=prefill.DT_BLOCK_L, BLOCK_H=128, PDL=True)),
     (scan._scan_kernel,
      dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, L=I, Di=I,
           **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
@@ -64,26 +65,28 @@ KERNELS = [
     # the Triton SSD at mamba2-2.7b / Codestral's head dim 64, d_state 128, chunk 256 (fp16 inputs)
     (ssd_triton._chunk_cumsum,
      dict(dt_ptr=H, A_ptr=F, cum_ptr=F, bias_ptr=F, len_ptr=L64, dt_out_ptr=F, L=I, H=I, T=I, s_dt_b=I, s_dt_l=I,
-          s_dt_h=I, BLOCK_T=C, BLOCK_H=C, SOFTPLUS=C), dict(BLOCK_T=256, BLOCK_H=ssd_triton.BLOCK_HEADS, SOFTPLUS=True)),
+          s_dt_h=I, BLOCK_T=C, BLOCK_H=C, SOFTPLUS=C, PDL=C),
+     dict(BLOCK_T=256, BLOCK_H=ssd_triton.BLOCK_HEADS, SOFTPLUS=True, PDL=True)),
     (ssd_triton._bmm_chunk,
      dict(C_ptr=H, B_ptr=H, cb_ptr=H, L=I, G=I, N=I, T=I, **{n: I for n in "s_cb s_cl s_cg s_cn s_bb s_bl s_bg s_bn".split()},
-          BLOCK_L=C, BLOCK_N=C, PRECISION=C),
-     dict(BLOCK_L=ssd_triton.BLOCK_L, BLOCK_N=ssd_triton.BLOCK_N, PRECISION="tf32")),
+          BLOCK_L=C, BLOCK_N=C, PRECISION=C, PDL=C),
+     dict(BLOCK_L=ssd_triton.BLOCK_L, BLOCK_N=ssd_triton.BLOCK_N, PRECISION="tf32", PDL=True)),
     (ssd_triton._chunk_state,
      dict(x_ptr=H, dt_ptr=F, B_ptr=H, cum_ptr=F, states_ptr=F, L=I, H=I, P=I, N=I, T=I, n_chunks=I,
           heads_per_group=I, **{n: I for n in "s_xb s_xl s_xh s_xp s_dt_b s_dt_l s_dt_h s_bb s_bl s_bg s_bn".split()},
-          BLOCK_P=C, BLOCK_N=C, BLOCK_L=C, PRECISION=C),
-     dict(BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.CHUNK_STATE_BLOCK_N, BLOCK_L=ssd_triton.BLOCK_L,
-          PRECISION="tf32")),
+          BLOCK_P=C, BLOCK_N=C, BLOCK_L=C, PRECISION=C, PDL=C),
+     dict(BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.CHUNK_STATE_BLOCK_N, BLOCK_L=ssd_triton.CHUNK_STATE_BLOCK_L,
+          PRECISION="tf32", PDL=True)),
     (ssd_triton._state_passing,
      dict(states_ptr=F, carried_ptr=H, cum_ptr=F, final_ptr=H, slot_ptr=L64, H=I, T=I, n_chunks=I, PN=I, s_final=I,
-          BLOCK=C, SLOTS=C), dict(BLOCK=ssd_triton.STATE_BLOCK, SLOTS=True)),
+          BLOCK=C, SLOTS=C, PDL=C), dict(BLOCK=ssd_triton.STATE_BLOCK, SLOTS=True, PDL=True)),
     (ssd_triton._chunk_scan,
      dict(x_ptr=H, dt_ptr=F, C_ptr=H, D_ptr=F, cum_ptr=F, cb_ptr=H, states_ptr=H, y_ptr=H, L=I, H=I, G=I, P=I, N=I,
           T=I, n_chunks=I, heads_per_group=I,
           **{n: I for n in "s_xb s_xl s_xh s_xp s_dt_b s_dt_l s_dt_h s_cb s_cl s_cg s_cn".split()},
-          BLOCK_L=C, BLOCK_P=C, BLOCK_N=C, PRECISION=C),
-     dict(BLOCK_L=ssd_triton.BLOCK_L, BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.BLOCK_N, PRECISION="tf32")),
+          BLOCK_L=C, BLOCK_P=C, BLOCK_N=C, PRECISION=C, PDL=C),
+     dict(BLOCK_L=ssd_triton.BLOCK_L, BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.BLOCK_N, PRECISION="tf32",
+          PDL=True)),
 ]
 
 
@@ -91,7 +94,7 @@ def main() -> int:
     failed = 0
     for kernel, signature, constants in KERNELS:
         try:
-            # launch_pdl as the decode kernels are launched on an H200 (kernels/pdl.py)
+            # launch_pdl as the decode and prefill kernels are launched on an H200 (kernels/pdl.py)
             triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32),
                            options={"launch_pdl": constants.get("PDL", False)})
             print(f"{kernel.__name__}: compiled for sm_90")

@@ -1,4 +1,4 @@
-"""Programmatic dependent launch (PDL) for the decode-step kernels, on Hopper and newer GPUs.
+"""Programmatic dependent launch (PDL) for the decode-step and prefill kernels, on Hopper and newer GPUs.
 
 A batch-1 decode step is 80-260 short kernels in a row (GPU_NOTES.md v6). Launched plainly, each kernel starts
 only once the previous one has finished, and then spends its first microseconds fetching weights that never
@@ -12,6 +12,9 @@ returns, a kernel reads only what no earlier kernel of the same step writes:
 Everything a previous kernel produced (the residual stream, projection outputs) is read after the wait, which
 returns once the previous kernel has finished and its writes are visible. A kernel launched with PDL must
 always wait before such reads, even when its predecessor is not a PDL kernel.
+The prefill's Triton kernels (norms, conv, the SSD's five, the Mamba1 scan) launch with PDL too: there each
+kernel's inputs are its predecessors' outputs, so they allow the next launch and wait first thing, and only
+the launch latency between two kernels overlaps.
 """
 
 from __future__ import annotations
@@ -66,6 +69,14 @@ def wait_previous(PDL: tl.constexpr):
     """Block until the previous kernel has finished and its writes are visible."""
     if PDL:
         tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def allow_next_then_wait(PDL: tl.constexpr):
+    """First thing in a kernel all of whose inputs (weights aside) are earlier kernels' outputs, as in the
+    prefill: only the next kernel's launch latency overlaps this one (a ~1 µs gap between graphed kernels)."""
+    allow_next(PDL)
+    wait_previous(PDL)
 
 
 @triton.jit

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mambapipe.engine.kernels import ssd
+from mambapipe.engine.kernels import pdl, ssd
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
 from mambapipe.engine.kernels.scan import selective_scan
 from mambapipe.engine.kernels.ssm import softplus
@@ -36,7 +36,8 @@ DT_BLOCK_L, DT_BLOCK_H = 64, 128
 @triton.jit
 def _conv_prefill_kernel(x_ptr, w_ptr, b_ptr, len_ptr, out_ptr, state_ptr, slot_ptr, L, C, s_xb, s_xl, s_ob, s_ol,
                          s_sb, s_sc, K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr,
-                         BLOCK_C: tl.constexpr, STATE_COLS: tl.constexpr, SLOTS: tl.constexpr):
+                         BLOCK_C: tl.constexpr, STATE_COLS: tl.constexpr, SLOTS: tl.constexpr, PDL: tl.constexpr):
+    pdl.allow_next_then_wait(PDL)
     b, lb = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,)
     c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
@@ -83,17 +84,19 @@ def causal_conv1d_prefill(x: Tensor, weight: Tensor, bias: Optional[Tensor], len
     state, slots = into if into is not None else (torch.empty(batch, channels, width - 1, dtype=x.dtype,
                                                               device=x.device), lengths)
     grid = (batch, triton.cdiv(length, CONV_BLOCK_L), triton.cdiv(channels, CONV_BLOCK_C))
+    launch = pdl.launch_options(x)
     _conv_prefill_kernel[grid](x, weight, bias if bias is not None else weight, lengths, out, state, slots, length,
                                channels, x.stride(0), x.stride(1), out.stride(0), out.stride(1), state.stride(0),
                                state.stride(1), K=width, HAS_BIAS=bias is not None, BLOCK_L=CONV_BLOCK_L,
                                BLOCK_C=CONV_BLOCK_C, STATE_COLS=triton.next_power_of_2(width - 1),
-                               SLOTS=into is not None, num_warps=4)
+                               SLOTS=into is not None, num_warps=4, PDL=bool(launch), **launch)
     return out, (None if into is not None else state)
 
 
 @triton.jit
 def _dt_softplus_kernel(dt_ptr, bias_ptr, len_ptr, out_ptr, L, H, s_db, s_dl, BLOCK_L: tl.constexpr,
-                        BLOCK_H: tl.constexpr):
+                        BLOCK_H: tl.constexpr, PDL: tl.constexpr):
+    pdl.allow_next_then_wait(PDL)
     b, lb = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,)
     h = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,)
@@ -113,8 +116,9 @@ def dt_softplus(dt: Tensor, dt_bias: Tensor, lengths: Tensor) -> Tensor:
     out = torch.empty(batch, length, heads, dtype=torch.float32, device=dt.device)
     block_h = min(DT_BLOCK_H, triton.next_power_of_2(heads))
     grid = (batch, triton.cdiv(length, DT_BLOCK_L), triton.cdiv(heads, block_h))
+    launch = pdl.launch_options(dt)
     _dt_softplus_kernel[grid](dt, dt_bias, lengths, out, length, heads, dt.stride(0), dt.stride(1),
-                              BLOCK_L=DT_BLOCK_L, BLOCK_H=block_h, num_warps=4)
+                              BLOCK_L=DT_BLOCK_L, BLOCK_H=block_h, num_warps=4, PDL=bool(launch), **launch)
     return out
 
 

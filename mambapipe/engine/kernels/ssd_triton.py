@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mambapipe.engine.kernels import pdl
 from mambapipe.engine.kernels.ssm import softplus
 from mambapipe.engine.state import Into
 
@@ -50,8 +51,10 @@ NUM_WARPS = 4  # C.Bᵀ
 
 @triton.jit
 def _chunk_cumsum(dt_ptr, A_ptr, cum_ptr, bias_ptr, len_ptr, dt_out_ptr, L, H, T, s_dt_b, s_dt_l, s_dt_h,
-                  BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, SOFTPLUS: tl.constexpr):
+                  BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, SOFTPLUS: tl.constexpr,
+                  PDL: tl.constexpr):
     """SOFTPLUS: dt is the raw projection; dt = softplus(dt + bias) at t < len[b], 0 after, stored (B, L, H)."""
+    pdl.allow_next_then_wait(PDL)
     b, c, hb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     t = tl.arange(0, BLOCK_T)  # (BT,)
     h = hb * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,)
@@ -71,7 +74,8 @@ def _chunk_cumsum(dt_ptr, A_ptr, cum_ptr, bias_ptr, len_ptr, dt_out_ptr, L, H, T
 
 @triton.jit
 def _bmm_chunk(C_ptr, B_ptr, cb_ptr, L, G, N, T, s_cb, s_cl, s_cg, s_cn, s_bb, s_bl, s_bg, s_bn,
-               BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+               BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
+    pdl.allow_next_then_wait(PDL)
     tile, cg, b = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     c, g = cg // G, cg % G
     lb, sb = tile // tl.cdiv(T, BLOCK_L), tile % tl.cdiv(T, BLOCK_L)
@@ -95,7 +99,9 @@ def _bmm_chunk(C_ptr, B_ptr, cb_ptr, L, G, N, T, s_cb, s_cl, s_cg, s_cn, s_bb, s
 @triton.jit
 def _chunk_state(x_ptr, dt_ptr, B_ptr, cum_ptr, states_ptr, L, H, P, N, T, n_chunks, heads_per_group,
                  s_xb, s_xl, s_xh, s_xp, s_dt_b, s_dt_l, s_dt_h, s_bb, s_bl, s_bg, s_bn,
-                 BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PRECISION: tl.constexpr):
+                 BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PRECISION: tl.constexpr,
+                 PDL: tl.constexpr):
+    pdl.allow_next_then_wait(PDL)
     pn, bc, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, c = bc // n_chunks, bc % n_chunks
     pb, nb = pn // tl.cdiv(N, BLOCK_N), pn % tl.cdiv(N, BLOCK_N)
@@ -122,9 +128,10 @@ def _chunk_state(x_ptr, dt_ptr, B_ptr, cum_ptr, states_ptr, L, H, P, N, T, n_chu
 
 @triton.jit
 def _state_passing(states_ptr, carried_ptr, cum_ptr, final_ptr, slot_ptr, H, T, n_chunks, PN, s_final,
-                   BLOCK: tl.constexpr, SLOTS: tl.constexpr):
+                   BLOCK: tl.constexpr, SLOTS: tl.constexpr, PDL: tl.constexpr):
     """From each chunk's own end state (fp32) the state entering that chunk (carried, in the input dtype), and
     the final state into row b of final (or its row slots[b]: SLOTS), in final's dtype."""
+    pdl.allow_next_then_wait(PDL)
     i, b, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     e = i * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat (P, N) entries
     mask = e < PN
@@ -157,7 +164,9 @@ def _carried_in(c_rows, l_ok, state_ptr, p, P, N, s_cn, BLOCK_L: tl.constexpr, B
 def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
                 L, H, G, P, N, T, n_chunks, heads_per_group,
                 s_xb, s_xl, s_xh, s_xp, s_dt_b, s_dt_l, s_dt_h, s_cb, s_cl, s_cg, s_cn,
-                BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+                PDL: tl.constexpr):
+    pdl.allow_next_then_wait(PDL)
     lp, bc, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, c, g = bc // n_chunks, bc % n_chunks, h // heads_per_group
     lb, pb = lp // tl.cdiv(P, BLOCK_P), lp % tl.cdiv(P, BLOCK_P)
@@ -222,13 +231,14 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     f32 = dict(device=x.device, dtype=torch.float32)
     cum = torch.empty(batch, heads, n_chunks, T, **f32)
     A = A.float().contiguous()
+    launch = pdl.launch_options(x)
     steps = torch.empty(batch, length, heads, **f32) if dt_bias is not None else dt.float()
     raw = dt if dt_bias is not None else steps  # what the cumsum reads
     # without dt_bias the bias and lengths arguments are never read: A and cum stand in for them
     _chunk_cumsum[(batch, n_chunks, triton.cdiv(heads, BLOCK_HEADS))](
         raw, A, cum, dt_bias if dt_bias is not None else A, lengths if lengths is not None else cum, steps,
         length, heads, T, *raw.stride(), BLOCK_T=triton.next_power_of_2(T), BLOCK_H=BLOCK_HEADS,
-        SOFTPLUS=dt_bias is not None)
+        SOFTPLUS=dt_bias is not None, PDL=bool(launch), **launch)
     # without `into`: a new final-state tensor, row b for row b (SLOTS off, so `cum` stands in for no slots)
     final, slots = into if into is not None else (torch.empty(batch, heads, x.shape[3], B.shape[3], **f32), cum)
     if final[0].stride()[-3:] != (P * B.shape[3], B.shape[3], 1):
@@ -252,18 +262,19 @@ def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Te
     bl, bp, bn = _fit(BLOCK_L, T), _fit(BLOCK_P, P), _fit(BLOCK_N, N)
     state_bl, state_bn = _fit(CHUNK_STATE_BLOCK_L, T), _fit(CHUNK_STATE_BLOCK_N, N)
     precision = "ieee" if x.dtype == torch.float32 else "tf32"  # half inputs: tensor cores either way
+    launch = pdl.launch_options(x)
     _bmm_chunk[(triton.cdiv(T, bl) ** 2, n_chunks * G, batch)](
         C, B, cb, length, G, N, T, *C.stride(), *B.stride(), BLOCK_L=bl, BLOCK_N=bn, PRECISION=precision,
-        num_warps=NUM_WARPS)
+        num_warps=NUM_WARPS, PDL=bool(launch), **launch)
     _chunk_state[(triton.cdiv(P, bp) * triton.cdiv(N, state_bn), batch * n_chunks, heads)](
         x, dt, B, cum, states, length, heads, P, N, T, n_chunks, heads // G, *x.stride(), *dt.stride(),
         *B.stride(), BLOCK_P=bp, BLOCK_N=state_bn, BLOCK_L=state_bl, PRECISION=precision,
-        num_warps=CHUNK_STATE_WARPS, num_stages=CHUNK_STATE_STAGES)
+        num_warps=CHUNK_STATE_WARPS, num_stages=CHUNK_STATE_STAGES, PDL=bool(launch), **launch)
     _state_passing[(triton.cdiv(P * N, STATE_BLOCK), batch, heads)](
         states, carried, cum, final, slots, heads, T, n_chunks, P * N, final.stride(0), BLOCK=STATE_BLOCK,
-        SLOTS=slotted)
+        SLOTS=slotted, PDL=bool(launch), **launch)
     _chunk_scan[(triton.cdiv(T, bl) * triton.cdiv(P, bp), batch * n_chunks, heads)](
         x, dt, C, D, cum, cb, carried, y, length, heads, G, P, N, T, n_chunks, heads // G,
         *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=bn, PRECISION=precision,
-        num_warps=CHUNK_SCAN_WARPS, num_stages=CHUNK_SCAN_STAGES)
+        num_warps=CHUNK_SCAN_WARPS, num_stages=CHUNK_SCAN_STAGES, PDL=bool(launch), **launch)
     return y
