@@ -35,6 +35,9 @@ BLOCK_D = 8  # channels a program; with 4 warps, 32 tile elements a thread (not 
 NUM_WARPS = 4
 CARRY_BLOCK_D = 32  # channels a program of the carry pass: (32, N) fp32 states, a few elements a thread
 CARRY_WARPS = 4
+# exp(x) as exp2(x log2(e)) with A scaled once a program: tl.exp2 is one MUFU.EX2 (ex2.approx.ftz), while
+# tl.exp costs a multiply, a compare and two predicated multiplies more for every (token, channel, state).
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
@@ -50,9 +53,10 @@ def _load_tokens(ptr, stride_l, t, cols, mask):
 
 
 @triton.jit
-def _chunk_states(h, u, dt, B, A):
-    """States after each of a chunk's tokens, from h: u, dt (T, BD), B (T, N), A, h (BD, N) -> (T, BD, N)."""
-    a = tl.exp(dt[:, :, None] * A[None, :, :])  # (T, BD, N); 1 past the end (dt = 0): state kept
+def _chunk_states(h, u, dt, B, A2):
+    """States after each of a chunk's tokens, from h: u, dt (T, BD), B (T, N), A2 = A log2(e), h (BD, N)
+    -> (T, BD, N)."""
+    a = tl.exp2(dt[:, :, None] * A2[None, :, :])  # (T, BD, N); 1 past the end (dt = 0): state kept
     b = (dt * u)[:, :, None] * B[:, None, :]  # (T, BD, N)
     a_cum, b_cum = tl.associative_scan((a, b), 0, _linear_recurrence)
     return a_cum * h[None, :, :] + b_cum
@@ -66,7 +70,7 @@ def _segment_state_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, end_ptr, dtsum_ptr, L,
     seg, row = tl.program_id(1), tl.program_id(2)
     n = tl.arange(0, N)
     dmask = d < Di
-    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N) fp32
+    A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0) * LOG2E  # (BD, N) fp32
     start = seg * seg_len
     stop = tl.minimum(start + seg_len, L)
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
@@ -78,7 +82,7 @@ def _segment_state_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, end_ptr, dtsum_ptr, L,
         u = _load_tokens(u_ptr + row * stride_ub, stride_ul, t, d, m2)  # (T, BD)
         dt = _load_tokens(delta_ptr + row * stride_db, stride_dl, t, d, m2)  # (T, BD)
         B = _load_tokens(B_ptr + row * stride_bb, stride_bl, t, n, (t < stop)[:, None])  # (T, N)
-        h = tl.sum(tl.where(last, _chunk_states(h, u, dt, B, A), 0.0), axis=0)  # (BD, N)
+        h = tl.sum(tl.where(last, _chunk_states(h, u, dt, B, A2), 0.0), axis=0)  # (BD, N)
         dt_sum += tl.sum(dt, axis=0)
     at = (row * n_seg + seg) * Di + d  # (BD,): row-major (B, n_seg, Di)
     tl.store(end_ptr + at[:, None] * N + n[None, :], h, mask=dmask[:, None])
@@ -92,14 +96,14 @@ def _segment_carry_kernel(end_ptr, dtsum_ptr, A_ptr, h_in_ptr, state_ptr, Di, n_
     row = tl.program_id(1)
     n = tl.arange(0, N)
     dmask = d[:, None] < Di  # (BD, 1)
-    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask, other=0.0)  # (BD, N) fp32
+    A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask, other=0.0) * LOG2E  # (BD, N) fp32
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
     for seg in range(0, n_seg):
         at = ((row * n_seg + seg) * Di + d)[:, None] * N + n[None, :]  # (BD, N) offsets into (B, n_seg, Di, N)
         tl.store(h_in_ptr + at, h, mask=dmask)
         end = tl.load(end_ptr + at, mask=dmask, other=0.0)  # (BD, N)
         dt_sum = tl.load(dtsum_ptr + (row * n_seg + seg) * Di + d[:, None], mask=dmask, other=0.0)  # (BD, 1)
-        h = tl.exp(dt_sum * A) * h + end
+        h = tl.exp2(dt_sum * A2) * h + end
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask)
 
 
@@ -112,7 +116,7 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, h_i
     seg, row = tl.program_id(1), tl.program_id(2)
     n = tl.arange(0, N)
     dmask = d < Di
-    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N) fp32
+    A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0) * LOG2E  # (BD, N) fp32
     Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)
     if SEGMENTED:  # the state entering this segment, from the carry pass
         at = ((row * n_seg + seg) * Di + d)[:, None] * N + n[None, :]  # (BD, N)
@@ -130,7 +134,7 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, h_i
         z = _load_tokens(z_ptr + row * stride_zb, stride_zl, t, d, m2)  # (T, BD)
         B = _load_tokens(B_ptr + row * stride_bb, stride_bl, t, n, (t < stop)[:, None])  # (T, N)
         C = _load_tokens(C_ptr + row * stride_cb, stride_cl, t, n, (t < stop)[:, None])  # (T, N)
-        hs = _chunk_states(h, u, dt, B, A)  # (T, BD, N): the state after each token
+        hs = _chunk_states(h, u, dt, B, A2)  # (T, BD, N): the state after each token
         y = (tl.sum(hs * C[:, None, :], axis=2) + Dskip[None, :] * u) * (z * tl.sigmoid(z))  # (T, BD)
         tl.store(y_ptr + row * stride_yb + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
         h = tl.sum(tl.where(last, hs, 0.0), axis=0)  # (BD, N)
