@@ -53,6 +53,24 @@ def _load_tokens(ptr, stride_l, t, cols, mask):
 
 
 @triton.jit
+def _load_chunk(u_ptr, dt_ptr, B_ptr, stride_ul, stride_dl, stride_bl, t0, stop, d, dmask, n, T: tl.constexpr):
+    """u, dt (T, BD) and B (T, N) of the T tokens from t0, fp32, zeros from `stop` on."""
+    t = t0 + tl.arange(0, T)  # (T,)
+    m2 = (t < stop)[:, None] & dmask[None, :]  # (T, BD)
+    u = _load_tokens(u_ptr, stride_ul, t, d, m2)  # (T, BD)
+    dt = _load_tokens(dt_ptr, stride_dl, t, d, m2)  # (T, BD)
+    return u, dt, _load_tokens(B_ptr, stride_bl, t, n, (t < stop)[:, None])  # (T, N)
+
+
+@triton.jit
+def _load_output_chunk(z_ptr, C_ptr, stride_zl, stride_cl, t0, stop, d, dmask, n, T: tl.constexpr):
+    """z (T, BD) and C (T, N) of the T tokens from t0, fp32, zeros from `stop` on: what y needs besides."""
+    t = t0 + tl.arange(0, T)  # (T,)
+    z = _load_tokens(z_ptr, stride_zl, t, d, (t < stop)[:, None] & dmask[None, :])  # (T, BD)
+    return z, _load_tokens(C_ptr, stride_cl, t, n, (t < stop)[:, None])  # (T, N)
+
+
+@triton.jit
 def _chunk_states(h, u, dt, B, A2):
     """States after each of a chunk's tokens, from h: u, dt (T, BD), B (T, N), A2 = A log2(e), h (BD, N)
     -> (T, BD, N)."""
@@ -76,12 +94,14 @@ def _segment_state_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, end_ptr, dtsum_ptr, L,
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
     dt_sum = tl.zeros((BLOCK_D,), dtype=tl.float32)
     last = (tl.arange(0, T) == T - 1)[:, None, None]  # (T, 1, 1): picks the chunk's final state
+    u_ptr, delta_ptr, B_ptr = u_ptr + row * stride_ub, delta_ptr + row * stride_db, B_ptr + row * stride_bb
+    u_next, dt_next, B_next = _load_chunk(u_ptr, delta_ptr, B_ptr, stride_ul, stride_dl, stride_bl, start, stop,
+                                          d, dmask, n, T)
     for t0 in range(start, stop, T):
-        t = t0 + tl.arange(0, T)  # (T,)
-        m2 = (t < stop)[:, None] & dmask[None, :]  # (T, BD)
-        u = _load_tokens(u_ptr + row * stride_ub, stride_ul, t, d, m2)  # (T, BD)
-        dt = _load_tokens(delta_ptr + row * stride_db, stride_dl, t, d, m2)  # (T, BD)
-        B = _load_tokens(B_ptr + row * stride_bb, stride_bl, t, n, (t < stop)[:, None])  # (T, N)
+        u, dt, B = u_next, dt_next, B_next
+        # loads for the next chunk go out before this chunk's math (see _scan_kernel)
+        u_next, dt_next, B_next = _load_chunk(u_ptr, delta_ptr, B_ptr, stride_ul, stride_dl, stride_bl, t0 + T,
+                                              stop, d, dmask, n, T)
         h = tl.sum(tl.where(last, _chunk_states(h, u, dt, B, A2), 0.0), axis=0)  # (BD, N)
         dt_sum += tl.sum(dt, axis=0)
     at = (row * n_seg + seg) * Di + d  # (BD,): row-major (B, n_seg, Di)
@@ -126,17 +146,24 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, h_i
     start = seg * seg_len
     stop = tl.minimum(start + seg_len, L)
     last = (tl.arange(0, T) == T - 1)[:, None, None]  # (T, 1, 1): picks the chunk's final state
+    u_ptr, delta_ptr, B_ptr = u_ptr + row * stride_ub, delta_ptr + row * stride_db, B_ptr + row * stride_bb
+    z_ptr, C_ptr = z_ptr + row * stride_zb, C_ptr + row * stride_cb
+    u_next, dt_next, B_next = _load_chunk(u_ptr, delta_ptr, B_ptr, stride_ul, stride_dl, stride_bl, start, stop,
+                                          d, dmask, n, T)
+    z_next, C_next = _load_output_chunk(z_ptr, C_ptr, stride_zl, stride_cl, start, stop, d, dmask, n, T)
     for t0 in range(start, stop, T):
+        u, dt, B, z, C = u_next, dt_next, B_next, z_next, C_next
+        # The next chunk's loads go out before this chunk's math, so their round trip to memory overlaps it:
+        # loaded where used, every chunk waited one (v1's token loop: ~0.57 µs a step, GPU_NOTES.md).
+        u_next, dt_next, B_next = _load_chunk(u_ptr, delta_ptr, B_ptr, stride_ul, stride_dl, stride_bl, t0 + T,
+                                              stop, d, dmask, n, T)
+        z_next, C_next = _load_output_chunk(z_ptr, C_ptr, stride_zl, stride_cl, t0 + T, stop, d, dmask, n, T)
         t = t0 + tl.arange(0, T)  # (T,)
         m2 = (t < stop)[:, None] & dmask[None, :]  # (T, BD)
-        u = _load_tokens(u_ptr + row * stride_ub, stride_ul, t, d, m2)  # (T, BD)
-        dt = _load_tokens(delta_ptr + row * stride_db, stride_dl, t, d, m2)  # (T, BD)
-        z = _load_tokens(z_ptr + row * stride_zb, stride_zl, t, d, m2)  # (T, BD)
-        B = _load_tokens(B_ptr + row * stride_bb, stride_bl, t, n, (t < stop)[:, None])  # (T, N)
-        C = _load_tokens(C_ptr + row * stride_cb, stride_cl, t, n, (t < stop)[:, None])  # (T, N)
         hs = _chunk_states(h, u, dt, B, A2)  # (T, BD, N): the state after each token
         y = (tl.sum(hs * C[:, None, :], axis=2) + Dskip[None, :] * u) * (z * tl.sigmoid(z))  # (T, BD)
-        tl.store(y_ptr + row * stride_yb + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
+        y_at = y_ptr + row * stride_yb + t[:, None] * stride_yl + d[None, :]  # (T, BD)
+        tl.store(y_at, y.to(y_ptr.dtype.element_ty), mask=m2)
         h = tl.sum(tl.where(last, hs, 0.0), axis=0)  # (BD, N)
     if not SEGMENTED:  # segmented: the carry pass wrote the final state
         tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
