@@ -2,21 +2,24 @@
 `ops.selective_scan`.
 
 A program walks its tokens for BLOCK_D channels of one sequence, T tokens at a time: the T tokens' inputs
-arrive in one coalesced 2-D load, their decays and inputs are formed in parallel, and the first-order
-recurrence h_t = a_t h_{t-1} + b_t runs as a parallel prefix scan over the T tokens (tl.associative_scan),
-seeded with the carried state. A token-by-token loop instead waits one global-memory round trip per token
-(measured 1.17 ms per mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1).
+arrive in one coalesced 2-D load (issued one chunk ahead, so the memory round trip overlaps the previous
+chunk's math), their decays and inputs are formed in parallel, and the first-order recurrence
+h_t = a_t h_{t-1} + b_t runs as a parallel prefix scan over the T tokens (tl.associative_scan), seeded with
+the carried state. A token-by-token loop instead waits one global-memory round trip per token (measured
+1.17 ms per mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1).
 
-Why segments: one program per (row, channel block) walking the whole prompt gives mamba-2.8b at batch 1 only
-320 programs of 4 warps, whose ~250 registers a thread let 2 of them onto an SM: 264 run, then 56 run on a
-mostly idle GPU, each chunk's load latency hidden by almost nothing. So the prompt is cut into segments of
-SEGMENT_TOKENS tokens scanned in parallel, in three launches:
-1. `_segment_state_kernel`: each segment from a zero state; its end state and its Σ dt per channel
-   (the decay across the whole segment is exp(A Σdt)).
+Why segments: occupancy. One program per (row, channel block) walking the whole prompt gives a GPU only
+rows x Di / BLOCK_D programs; v2's 16-channel tiles gave mamba-2.8b at batch 1 320 programs of 4 warps, whose
+~250 registers a thread let 2 onto an SM: 264 ran, then 56 on a mostly idle GPU. Cutting the prompt into
+segments of SEGMENT_TOKENS tokens scanned in parallel multiplies the programs, in three launches:
+1. `_segment_state_kernel`: each segment from a zero state (u, delta, B only); its end state and its Σ dt
+   per channel (the decay across the whole segment is exp(A Σdt)).
 2. `_segment_carry_kernel`: the short sequential pass over segments: the state entering each one,
    h_in[s] = exp(A Σdt[s-1]) h_in[s-1] + end[s-1], and the final state.
 3. `_scan_kernel`: each segment again from its h_in, writing y.
-That reads u, delta and B twice and takes exps twice, for n_segments x more programs (and smaller tiles fit).
+The price: u, delta and B read twice and every exp taken twice (pass 1 is ~40 % of pass 3's instructions),
+so segments pay only where rows x channel blocks leave SMs short of warps; smaller channel blocks are the
+other way to more programs, without that price.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-TOKENS_PER_CHUNK = 32  # tuned on the H200 (GPU_NOTES.md v2): 0.233 ms per mamba-2.8b layer at 2048 tokens
+TOKENS_PER_CHUNK = 16
 # Segments scanned in parallel (a multiple of TOKENS_PER_CHUNK). A prompt of at most one segment takes the
-# single-pass path (no passes 1-2): both exist because which one wins depends on the row count and length, and
-# the single pass is the measured v2 baseline the GPU A/B compares against (set this >= L to get it).
-SEGMENT_TOKENS = 256
-BLOCK_D = 8  # channels a program; with 4 warps, 32 tile elements a thread (not 64): more programs fit on an SM
+# single pass (no passes 1-2). Both paths exist because which wins depends on how many programs the rows'
+# channel blocks already give (the GPU A/B times both, gpu_micro.scan_variants). The default is one segment up
+# to 2048 tokens: with 8-channel blocks mamba-2.8b's 640 programs at batch 1 all fit on the H200 at once
+# (88 registers a thread: 5 of 4 warps an SM), so segments would only add pass 1's work.
+SEGMENT_TOKENS = 2048
+BLOCK_D = 8  # 16 of a (16, 8, 16) tile's elements a thread: few registers, so every program is resident
 NUM_WARPS = 4
 CARRY_BLOCK_D = 32  # channels a program of the carry pass: (32, N) fp32 states, a few elements a thread
 CARRY_WARPS = 4
