@@ -57,11 +57,23 @@ KERNELS = [
     (prefill._dt_softplus_kernel,
      dict(dt_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, L=I, H=I, s_db=I, s_dl=I, BLOCK_L=C, BLOCK_H=C, PDL=C),
      dict(BLOCK_L=prefill.DT_BLOCK_L, BLOCK_H=128, PDL=True)),
-    (scan._scan_kernel,
-     dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, L=I, Di=I,
-          **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
-                            "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C),
-     dict(N=16, T=scan.TOKENS_PER_CHUNK, BLOCK_D=scan.BLOCK_D)),
+    *[(scan._scan_kernel,
+       dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H, y_ptr=H, h_in_ptr=F, state_ptr=F,
+            L=I, Di=I, seg_len=I, n_seg=I,
+            **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
+                              "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C, SEGMENTED=C,
+            PDL=C),
+       dict(N=16, T=scan.TOKENS_PER_CHUNK, BLOCK_D=scan.BLOCK_D, SEGMENTED=segmented, PDL=True,
+            num_warps=scan.NUM_WARPS))
+      for segmented in (True, False)],  # from each segment's carried state; the single pass over a short prompt
+    (scan._segment_state_kernel,
+     dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, end_ptr=F, dtsum_ptr=F, L=I, Di=I, seg_len=I, n_seg=I,
+          **{n: I for n in "stride_ub stride_ul stride_db stride_dl stride_bb stride_bl".split()}, N=C, T=C,
+          BLOCK_D=C, PDL=C),
+     dict(N=16, T=scan.TOKENS_PER_CHUNK, BLOCK_D=scan.BLOCK_D, PDL=True, num_warps=scan.NUM_WARPS)),
+    (scan._segment_carry_kernel,
+     dict(end_ptr=F, dtsum_ptr=F, A_ptr=F, h_in_ptr=F, state_ptr=F, Di=I, n_seg=I, N=C, BLOCK_D=C, PDL=C),
+     dict(N=16, BLOCK_D=scan.CARRY_BLOCK_D, PDL=True, num_warps=scan.CARRY_WARPS)),
     # the Triton SSD at mamba2-2.7b / Codestral's head dim 64, d_state 128, chunk 256 (fp16 inputs)
     (ssd_triton._chunk_cumsum,
      dict(dt_ptr=H, A_ptr=F, cum_ptr=F, bias_ptr=F, len_ptr=L64, dt_out_ptr=F, L=I, H=I, T=I, s_dt_b=I, s_dt_l=I,
@@ -76,7 +88,7 @@ KERNELS = [
           heads_per_group=I, **{n: I for n in "s_xb s_xl s_xh s_xp s_dt_b s_dt_l s_dt_h s_bb s_bl s_bg s_bn".split()},
           BLOCK_P=C, BLOCK_N=C, BLOCK_L=C, PRECISION=C, PDL=C),
      dict(BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.CHUNK_STATE_BLOCK_N, BLOCK_L=ssd_triton.CHUNK_STATE_BLOCK_L,
-          PRECISION="tf32", PDL=True)),
+          PRECISION="tf32", PDL=True, num_warps=ssd_triton.CHUNK_STATE_WARPS)),
     (ssd_triton._state_passing,
      dict(states_ptr=F, carried_ptr=H, cum_ptr=F, final_ptr=H, slot_ptr=L64, H=I, T=I, n_chunks=I, PN=I, s_final=I,
           BLOCK=C, SLOTS=C, PDL=C), dict(BLOCK=ssd_triton.STATE_BLOCK, SLOTS=True, PDL=True)),
@@ -86,17 +98,19 @@ KERNELS = [
           **{n: I for n in "s_xb s_xl s_xh s_xp s_dt_b s_dt_l s_dt_h s_cb s_cl s_cg s_cn".split()},
           BLOCK_L=C, BLOCK_P=C, BLOCK_N=C, PRECISION=C, PDL=C),
      dict(BLOCK_L=ssd_triton.BLOCK_L, BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.BLOCK_N, PRECISION="tf32",
-          PDL=True)),
+          PDL=True, num_warps=ssd_triton.CHUNK_SCAN_WARPS)),
 ]
 
 
 def main() -> int:
     failed = 0
     for kernel, signature, constants in KERNELS:
+        constants = dict(constants)
+        # launch_pdl as the decode and prefill kernels are launched on an H200 (kernels/pdl.py); num_warps as
+        # launched
+        options = {"launch_pdl": constants.get("PDL", False), "num_warps": constants.pop("num_warps", 4)}
         try:
-            # launch_pdl as the decode and prefill kernels are launched on an H200 (kernels/pdl.py)
-            triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32),
-                           options={"launch_pdl": constants.get("PDL", False)})
+            triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32), options=options)
             print(f"{kernel.__name__}: compiled for sm_90")
         except Exception as err:  # noqa: BLE001 - report every kernel, then fail
             failed += 1
