@@ -57,23 +57,11 @@ KERNELS = [
     (prefill._dt_softplus_kernel,
      dict(dt_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, L=I, H=I, s_db=I, s_dl=I, BLOCK_L=C, BLOCK_H=C, PDL=C),
      dict(BLOCK_L=prefill.DT_BLOCK_L, BLOCK_H=128, PDL=True)),
-    *[(scan._scan_kernel,
-       dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H, y_ptr=H, h_in_ptr=F, state_ptr=F,
-            L=I, Di=I, seg_len=I, n_seg=I,
-            **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
-                              "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C, SEGMENTED=C,
-            PDL=C),
-       dict(N=16, T=scan.TOKENS_PER_CHUNK, BLOCK_D=scan.BLOCK_D, SEGMENTED=segmented, PDL=True,
-            num_warps=scan.NUM_WARPS))
-      for segmented in (True, False)],  # from each segment's carried state; the single pass over a short prompt
-    (scan._segment_state_kernel,
-     dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, end_ptr=F, dtsum_ptr=F, L=I, Di=I, seg_len=I, n_seg=I,
-          **{n: I for n in "stride_ub stride_ul stride_db stride_dl stride_bb stride_bl".split()}, N=C, T=C,
-          BLOCK_D=C, PDL=C),
+    (scan._scan_kernel,
+     dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, L=I, Di=I,
+          **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
+                            "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C, PDL=C),
      dict(N=16, T=scan.TOKENS_PER_CHUNK, BLOCK_D=scan.BLOCK_D, PDL=True, num_warps=scan.NUM_WARPS)),
-    (scan._segment_carry_kernel,
-     dict(end_ptr=F, dtsum_ptr=F, A_ptr=F, h_in_ptr=F, state_ptr=F, Di=I, n_seg=I, N=C, BLOCK_D=C, PDL=C),
-     dict(N=16, BLOCK_D=scan.CARRY_BLOCK_D, PDL=True, num_warps=scan.CARRY_WARPS)),
     # the Triton SSD at mamba2-2.7b / Codestral's head dim 64, d_state 128, chunk 256 (fp16 inputs)
     (ssd_triton._chunk_cumsum,
      dict(dt_ptr=H, A_ptr=F, cum_ptr=F, bias_ptr=F, len_ptr=L64, dt_out_ptr=F, L=I, H=I, T=I, s_dt_b=I, s_dt_l=I,

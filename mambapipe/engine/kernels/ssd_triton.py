@@ -38,13 +38,15 @@ from mambapipe.engine.state import Into
 # them, timing the SSD as a CUDA graph). The chunk scan: (BLOCK_L x 64) @ (64 x 64) tensor-core dots into a
 # (BLOCK_L x 64) fp32 accumulator; one program covers a whole 64-channel head and BLOCK_L rows of a chunk.
 # C.Bᵀ is formed in the same square (BLOCK_L x BLOCK_L) tiles, so a row tile's diagonal tile is one tile.
-# What bounds these kernels is occupancy more than arithmetic: ptxas gives the (64-row, 4-warp, 3-stage)
-# chunk scan 180 registers a thread, i.e. two programs an SM.
+# Its 64 rows, 4 warps and 3 stages were the fastest of 6 settings (GPU_NOTES.md v10), though ptxas gives
+# them 180 registers a thread (two programs an SM); 8 warps or 32 rows fit more programs and ran slower.
 BLOCK_L, BLOCK_P, BLOCK_N = 64, 64, 64  # chunk-scan rows, head-dim columns, d_state step of C.h_in and C.Bᵀ
 CHUNK_SCAN_WARPS, CHUNK_SCAN_STAGES = 4, 3
-# The chunk state's (64 x BLOCK_N) accumulator over CHUNK_STATE_BLOCK_L positions a step.
-CHUNK_STATE_BLOCK_L, CHUNK_STATE_BLOCK_N, CHUNK_STATE_WARPS, CHUNK_STATE_STAGES = 64, 64, 4, 3
-BLOCK_HEADS = 16  # heads per cumsum program: that pass is tiny and elementwise
+# The chunk state's (64 x BLOCK_N) accumulator over CHUNK_STATE_BLOCK_L positions a step: with the whole
+# d_state in one program x is read once; the fastest of 5 settings on the H200 (GPU_NOTES.md v10): a
+# mamba2-2.7b / Codestral layer's SSD 0.110 -> 0.104 / 0.172 -> 0.165 ms against (64, 64, 4, 3).
+CHUNK_STATE_BLOCK_L, CHUNK_STATE_BLOCK_N, CHUNK_STATE_WARPS, CHUNK_STATE_STAGES = 32, 128, 4, 3
+BLOCK_HEADS = 2  # heads per cumsum program: a tiny latency-bound pass, so many programs (16 measured 1 us slower)
 STATE_BLOCK = 1024  # state entries per state-passing program: 8 programs per 64 x 128 head state
 NUM_WARPS = 4  # C.Bᵀ
 
