@@ -46,13 +46,14 @@ def use_fastest_scan(results: dict) -> str:
 
 SSD_SHAPES = (("mamba2_2p7b", 80, 1), ("codestral_7b", 128, 8))  # (name, heads, groups); P 64, N 128
 # Triton SSD launch settings tried, one kernel at a time (the others at their defaults): the chunk scan's
-# (BLOCK_L, warps, stages), the chunk state's (BLOCK_L, BLOCK_N, warps, stages) and the state entries a
-# state-passing program.
+# (BLOCK_L, warps, stages), the chunk state's (BLOCK_L, BLOCK_N, warps, stages), the heads a cumsum program
+# and the state entries a state-passing program.
 SSD_SETTINGS = {
     ("BLOCK_L", "CHUNK_SCAN_WARPS", "CHUNK_SCAN_STAGES"):
         ((64, 4, 3), (64, 8, 3), (64, 8, 2), (32, 4, 3), (32, 4, 2), (32, 2, 3)),
     ("CHUNK_STATE_BLOCK_L", "CHUNK_STATE_BLOCK_N", "CHUNK_STATE_WARPS", "CHUNK_STATE_STAGES"):
         ((64, 64, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 8, 3), (32, 128, 4, 3)),
+    ("BLOCK_HEADS",): ((16,), (4,), (2,)),
     ("STATE_BLOCK",): ((1024,), (256,), (4096,)),
 }
 

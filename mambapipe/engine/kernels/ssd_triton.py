@@ -1,13 +1,13 @@
 """Mamba2 prefill as Triton kernels: the chunked SSD of `ops.ssd_chunk_scan` (same contract, same math),
 split the way mamba_ssm's `mamba_chunk_scan_combined` is (the known-good structure):
 
-1. `_bmm_chunk`     CB[b, c, g] = C Bᵀ per chunk and group, once for all heads of the group (tensor cores).
-2. `_chunk_state`   first the chunk's step sizes and cum[b, h, c, t] = sum_{s <= t} dt_s A (fp32), stored for
-                    the kernels after it (given the raw projection and dt_bias, dt = softplus(dt + dt_bias),
-                    zero past each row's length, is formed here too: no separate softplus or cumsum pass);
-                    then the chunk's own end state, Σ_l x_l dt_l exp(cum_end - cum_l) B_lᵀ (tensor cores).
-3. `_state_passing` the short sequential pass over chunks: the state entering each chunk, and the final one.
-4. `_chunk_scan`    y_l = exp(cum_l) C_l h_in + Σ_{s<=l} CB_ls exp(cum_l - cum_s) dt_s x_s + D x_l (tensor cores).
+1. `_chunk_cumsum`  cum[b, h, c, t] = sum_{s <= t} dt_s A within each chunk (fp32); given the raw projection
+                    and dt_bias, it first forms dt = softplus(dt + dt_bias), zero past each row's length,
+                    and stores it for the kernels below (one pass fewer than a separate softplus kernel).
+2. `_bmm_chunk`     CB[b, c, g] = C Bᵀ per chunk and group, once for all heads of the group (tensor cores).
+3. `_chunk_state`   each chunk's own end state, Σ_l x_l dt_l exp(cum_end - cum_l) B_lᵀ (tensor cores).
+4. `_state_passing` the short sequential pass over chunks: the state entering each chunk, and the final one.
+5. `_chunk_scan`    y_l = exp(cum_l) C_l h_in + Σ_{s<=l} CB_ls exp(cum_l - cum_s) dt_s x_s + D x_l (tensor cores).
                     Below the diagonal tile the decay factors into a row and a column scale (see there).
 
 Products accumulate in fp32 from operands in the input dtype, so fp16/bf16 inputs run on tensor cores; fp32
@@ -46,8 +46,32 @@ CHUNK_SCAN_WARPS, CHUNK_SCAN_STAGES = 4, 3
 # d_state in one program x is read once; the fastest of 5 settings on the H200 (GPU_NOTES.md v10): a
 # mamba2-2.7b / Codestral layer's SSD 0.110 -> 0.104 / 0.172 -> 0.165 ms against (64, 64, 4, 3).
 CHUNK_STATE_BLOCK_L, CHUNK_STATE_BLOCK_N, CHUNK_STATE_WARPS, CHUNK_STATE_STAGES = 32, 128, 4, 3
+BLOCK_HEADS = 2  # heads per cumsum program: a tiny latency-bound pass, so many programs (16 measured 1 us slower)
 STATE_BLOCK = 1024  # state entries per state-passing program: 8 programs per 64 x 128 head state
 NUM_WARPS = 4  # C.Bᵀ
+
+
+@triton.jit
+def _chunk_cumsum(dt_ptr, A_ptr, cum_ptr, bias_ptr, len_ptr, dt_out_ptr, L, H, T, s_dt_b, s_dt_l, s_dt_h,
+                  BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, SOFTPLUS: tl.constexpr,
+                  PDL: tl.constexpr):
+    """SOFTPLUS: dt is the raw projection; dt = softplus(dt + bias) at t < len[b], 0 after, stored (B, L, H)."""
+    pdl.allow_next_then_wait(PDL)
+    b, c, hb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    t = tl.arange(0, BLOCK_T)  # (BT,)
+    h = hb * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,)
+    pos = c * T + t  # (BT,) positions in the sequence
+    mask = ((t < T) & (pos < L))[:, None] & (h < H)[None, :]
+    dt = tl.load(dt_ptr + b * s_dt_b + pos[:, None] * s_dt_l + h[None, :] * s_dt_h, mask=mask,
+                 other=0.0).to(tl.float32)  # (BT, BH)
+    if SOFTPLUS:
+        dt = softplus(dt + tl.load(bias_ptr + h, mask=h < H, other=0.0)[None, :])
+        dt = tl.where(mask & (pos < tl.load(len_ptr + b))[:, None], dt, 0.0)  # padding leaves the state as is
+        tl.store(dt_out_ptr + (b * L + pos[:, None]) * H + h[None, :], dt, mask=mask)
+    A = tl.load(A_ptr + h, mask=h < H, other=0.0)  # (BH,)
+    cum = tl.cumsum(dt * A[None, :], axis=0)  # (BT, BH); constant past the sequence end (dt = 0 there)
+    out = cum_ptr + ((b * H + h[None, :]) * tl.num_programs(1) + c) * T + t[:, None]  # cum is (B, H, c, T)
+    tl.store(out, cum, mask=(t < T)[:, None] & (h < H)[None, :])
 
 
 @triton.jit
@@ -75,28 +99,10 @@ def _bmm_chunk(C_ptr, B_ptr, cb_ptr, L, G, N, T, s_cb, s_cl, s_cg, s_cn, s_bb, s
 
 
 @triton.jit
-def _chunk_steps(raw_ptr, A_ptr, bias_ptr, len_ptr, dt_ptr, cum_chunk, b, c, h, L, H, T, s_raw_b, s_raw_l,
-                 s_raw_h, BLOCK_T: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """Chunk c of row b, head h: the step sizes (SOFTPLUS: softplus(raw + bias) at t < len[b], 0 after, stored
-    into dt (B, L, H); otherwise raw is dt already) and their cumulative sums times A, into cum_chunk (T,)."""
-    t = tl.arange(0, BLOCK_T)  # (BT,)
-    pos = c * T + t  # (BT,) positions in the sequence
-    ok = (t < T) & (pos < L)
-    dt = tl.load(raw_ptr + b * s_raw_b + pos * s_raw_l + h * s_raw_h, mask=ok, other=0.0).to(tl.float32)
-    if SOFTPLUS:
-        dt = softplus(dt + tl.load(bias_ptr + h))
-        dt = tl.where(ok & (pos < tl.load(len_ptr + b)), dt, 0.0)  # padding leaves the state as it is
-        tl.store(dt_ptr + (b * L + pos) * H + h, dt, mask=ok)
-    # constant past the sequence end (dt = 0 there)
-    tl.store(cum_chunk + t, tl.cumsum(dt * tl.load(A_ptr + h), axis=0), mask=t < T)
-
-
-@triton.jit
-def _chunk_state(x_ptr, raw_ptr, A_ptr, bias_ptr, len_ptr, dt_ptr, cum_ptr, B_ptr, states_ptr, L, H, P, N, T,
-                 n_chunks, heads_per_group, s_xb, s_xl, s_xh, s_xp, s_raw_b, s_raw_l, s_raw_h,
-                 s_dt_b, s_dt_l, s_dt_h, s_bb, s_bl, s_bg, s_bn,
-                 BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_T: tl.constexpr,
-                 PRECISION: tl.constexpr, SOFTPLUS: tl.constexpr, PDL: tl.constexpr):
+def _chunk_state(x_ptr, dt_ptr, B_ptr, cum_ptr, states_ptr, L, H, P, N, T, n_chunks, heads_per_group,
+                 s_xb, s_xl, s_xh, s_xp, s_dt_b, s_dt_l, s_dt_h, s_bb, s_bl, s_bg, s_bn,
+                 BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PRECISION: tl.constexpr,
+                 PDL: tl.constexpr):
     pdl.allow_next_then_wait(PDL)
     pn, bc, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, c = bc // n_chunks, bc % n_chunks
@@ -104,11 +110,6 @@ def _chunk_state(x_ptr, raw_ptr, A_ptr, bias_ptr, len_ptr, dt_ptr, cum_ptr, B_pt
     p = pb * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
     n = nb * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
     cum_chunk = cum_ptr + ((b * H + h) * n_chunks + c) * T
-    # Every program of this (row, chunk, head) stores the same steps (one, at the real shapes); the barrier
-    # lets its threads read back what the others stored.
-    _chunk_steps(raw_ptr, A_ptr, bias_ptr, len_ptr, dt_ptr, cum_chunk, b, c, h, L, H, T, s_raw_b, s_raw_l,
-                 s_raw_h, BLOCK_T, SOFTPLUS)
-    tl.debug_barrier()
     cum_end = tl.load(cum_chunk + T - 1)
     x_cols = x_ptr + b * s_xb + h * s_xh + p[:, None] * s_xp  # (BP, 1)
     b_cols = B_ptr + b * s_bb + (h // heads_per_group) * s_bg + n[None, :] * s_bn  # (1, BN)
@@ -137,18 +138,11 @@ def _state_passing(states_ptr, carried_ptr, cum_ptr, final_ptr, slot_ptr, H, T, 
     e = i * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat (P, N) entries
     mask = e < PN
     state = tl.zeros((BLOCK,), dtype=tl.float32)
-    head_cum = cum_ptr + (b * H + h) * n_chunks * T + T - 1  # each chunk's last cumsum: its whole decay
-    own_next = tl.load(states_ptr + (b * n_chunks * H + h) * PN + e, mask=mask, other=0.0)
-    decay_next = tl.load(head_cum)
     for c in range(n_chunks):  # few chunks (L / 256): sequential, the state stays in registers
         at = ((b * n_chunks + c) * H + h) * PN + e
-        own, decay = own_next, tl.exp(decay_next)
-        # the next chunk's loads go out before this one's update, so their latency overlaps it (a chain of
-        # dependent loads otherwise: one memory round trip a chunk); the last chunk reloads itself, unused
-        nxt = tl.minimum(c + 1, n_chunks - 1)
-        own_next = tl.load(states_ptr + ((b * n_chunks + nxt) * H + h) * PN + e, mask=mask, other=0.0)
-        decay_next = tl.load(head_cum + nxt * T)
+        own = tl.load(states_ptr + at, mask=mask, other=0.0)
         tl.store(carried_ptr + at, state.to(carried_ptr.dtype.element_ty), mask=mask)
+        decay = tl.exp(tl.load(cum_ptr + ((b * H + h) * n_chunks + c) * T + T - 1))
         state = state * decay + own
     dst = tl.load(slot_ptr + b).to(tl.int64) if SLOTS else b
     tl.store(final_ptr + dst * s_final + h * PN + e, state.to(final_ptr.dtype.element_ty), mask=mask)
@@ -234,31 +228,39 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     dt_bias (Hh,) fp32 with lengths (Bt,): dt is the raw projection instead (any float dtype and strides), and
     the step sizes are softplus(dt + dt_bias) at t < lengths[b], 0 after (as `prefill.dt_softplus`)."""
     batch, length, heads, P = x.shape
-    N = B.shape[3]
     T = min(chunk_size, length)
+    n_chunks = triton.cdiv(length, T)
     f32 = dict(device=x.device, dtype=torch.float32)
-    # without `into`: a new final-state tensor, row b for row b
-    final, slots = into if into is not None else (torch.empty(batch, heads, P, N, **f32), None)
-    if final[0].stride()[-3:] != (P * N, N, 1):
+    cum = torch.empty(batch, heads, n_chunks, T, **f32)
+    A = A.float().contiguous()
+    launch = pdl.launch_options(x)
+    steps = torch.empty(batch, length, heads, **f32) if dt_bias is not None else dt.float()
+    raw = dt if dt_bias is not None else steps  # what the cumsum reads
+    # without dt_bias the bias and lengths arguments are never read: A and cum stand in for them
+    _chunk_cumsum[(batch, n_chunks, triton.cdiv(heads, BLOCK_HEADS))](
+        raw, A, cum, dt_bias if dt_bias is not None else A, lengths if lengths is not None else cum, steps,
+        length, heads, T, *raw.stride(), BLOCK_T=triton.next_power_of_2(T), BLOCK_H=BLOCK_HEADS,
+        SOFTPLUS=dt_bias is not None, PDL=bool(launch), **launch)
+    # without `into`: a new final-state tensor, row b for row b (SLOTS off, so `cum` stands in for no slots)
+    final, slots = into if into is not None else (torch.empty(batch, heads, x.shape[3], B.shape[3], **f32), cum)
+    if final[0].stride()[-3:] != (P * B.shape[3], B.shape[3], 1):
         raise ValueError(f"final states need contiguous (Hh, P, N) rows, got strides {final.stride()}")
-    steps = torch.empty(batch, length, heads, **f32) if dt_bias is not None else dt.float()  # what later kernels read
-    y = torch.empty(batch, length, heads, P, device=x.device, dtype=x.dtype)
-    _launch(x, dt, steps, A.float().contiguous(), dt_bias, lengths, B.to(x.dtype), C.to(x.dtype),
-            D.float().contiguous(), T, final, slots, y)
+    y = _chunked_ssd(x, steps, cum, B.to(x.dtype), C.to(x.dtype), D.float().contiguous(), final, slots,
+                     slotted=into is not None)
     return y, (None if into is not None else final)
 
 
-def _launch(x: Tensor, raw: Tensor, dt: Tensor, A: Tensor, dt_bias: Optional[Tensor], lengths: Optional[Tensor],
-            B: Tensor, C: Tensor, D: Tensor, T: int, final: Tensor, slots: Optional[Tensor], y: Tensor) -> None:
-    """The four kernels. raw: what the chunk state reads the steps from (dt itself without dt_bias)."""
+def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Tensor, final: Tensor,
+                 slots: Tensor, slotted: bool) -> Tensor:
+    """Kernels 2-5 from the step sizes dt (Bt, L, Hh) fp32 and their chunk cumsums (Bt, Hh, c, T)."""
     batch, length, heads, P = x.shape
     G, N = B.shape[2:]
-    n_chunks = triton.cdiv(length, T)
+    n_chunks, T = cum.shape[2:]
     half = dict(device=x.device, dtype=x.dtype)  # the input dtype (fp32 in the fp32 twin tests)
-    cum = torch.empty(batch, heads, n_chunks, T, device=x.device, dtype=torch.float32)
     cb = torch.empty(batch, n_chunks, G, T, T, **half)  # tiles above the diagonal stay unwritten, unread
     states = torch.empty(batch, n_chunks, heads, P, N, device=x.device, dtype=torch.float32)  # chunks' own
     carried = torch.empty(batch, n_chunks, heads, P, N, **half)  # the state entering each chunk
+    y = torch.empty(batch, length, heads, P, **half)
     bl, bp, bn = _fit(BLOCK_L, T), _fit(BLOCK_P, P), _fit(BLOCK_N, N)
     state_bl, state_bn = _fit(CHUNK_STATE_BLOCK_L, T), _fit(CHUNK_STATE_BLOCK_N, N)
     precision = "ieee" if x.dtype == torch.float32 else "tf32"  # half inputs: tensor cores either way
@@ -266,18 +268,15 @@ def _launch(x: Tensor, raw: Tensor, dt: Tensor, A: Tensor, dt_bias: Optional[Ten
     _bmm_chunk[(triton.cdiv(T, bl) ** 2, n_chunks * G, batch)](
         C, B, cb, length, G, N, T, *C.stride(), *B.stride(), BLOCK_L=bl, BLOCK_N=bn, PRECISION=precision,
         num_warps=NUM_WARPS, PDL=bool(launch), **launch)
-    # without dt_bias the bias and lengths arguments are never read: A and cum stand in for them
     _chunk_state[(triton.cdiv(P, bp) * triton.cdiv(N, state_bn), batch * n_chunks, heads)](
-        x, raw, A, dt_bias if dt_bias is not None else A, lengths if lengths is not None else cum, dt, cum, B,
-        states, length, heads, P, N, T, n_chunks, heads // G, *x.stride(), *raw.stride(), *dt.stride(),
-        *B.stride(), BLOCK_P=bp, BLOCK_N=state_bn, BLOCK_L=state_bl, BLOCK_T=triton.next_power_of_2(T),
-        PRECISION=precision, SOFTPLUS=dt_bias is not None, num_warps=CHUNK_STATE_WARPS,
-        num_stages=CHUNK_STATE_STAGES, PDL=bool(launch), **launch)
-    # slots None: row b's final state to row b (SLOTS off, so `cum` stands in for the slots)
+        x, dt, B, cum, states, length, heads, P, N, T, n_chunks, heads // G, *x.stride(), *dt.stride(),
+        *B.stride(), BLOCK_P=bp, BLOCK_N=state_bn, BLOCK_L=state_bl, PRECISION=precision,
+        num_warps=CHUNK_STATE_WARPS, num_stages=CHUNK_STATE_STAGES, PDL=bool(launch), **launch)
     _state_passing[(triton.cdiv(P * N, STATE_BLOCK), batch, heads)](
-        states, carried, cum, final, slots if slots is not None else cum, heads, T, n_chunks, P * N,
-        final.stride(0), BLOCK=STATE_BLOCK, SLOTS=slots is not None, PDL=bool(launch), **launch)
+        states, carried, cum, final, slots, heads, T, n_chunks, P * N, final.stride(0), BLOCK=STATE_BLOCK,
+        SLOTS=slotted, PDL=bool(launch), **launch)
     _chunk_scan[(triton.cdiv(T, bl) * triton.cdiv(P, bp), batch * n_chunks, heads)](
         x, dt, C, D, cum, cb, carried, y, length, heads, G, P, N, T, n_chunks, heads // G,
         *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=bn, PRECISION=precision,
         num_warps=CHUNK_SCAN_WARPS, num_stages=CHUNK_SCAN_STAGES, PDL=bool(launch), **launch)
+    return y
