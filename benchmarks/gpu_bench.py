@@ -135,9 +135,6 @@ def parse_args() -> argparse.Namespace:
                         help="launch the decode kernels without programmatic dependent launch (kernels/pdl.py)")
     parser.add_argument("--pdl-prefetch-max-mb", type=float, help="decode GEMV weights up to this size are prefetched "
                         "into L2 before the PDL wait (default: pdl.PREFETCH_MAX_BYTES)")
-    parser.add_argument("--gemv-prefix-prefetch-mb", type=float, help="decode out_proj weights past the prefetch "
-                        "cap have this many MB of their rows' first columns prefetched into L2 before the PDL wait "
-                        "(default: pdl.PREFIX_PREFETCH_BYTES)")
     parser.add_argument("--fused-gate-max-groups", type=int,
                         help="batch-1 Mamba2 decode: gate inside out_proj up to this many norm groups")
     parser.add_argument("--no-prefill-graphs", action="store_true", help="prefill eagerly (the decode stays graphed)")
@@ -168,12 +165,9 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
     pdl.ENABLED = not args.no_pdl
     if args.pdl_prefetch_max_mb is not None:
         pdl.PREFETCH_MAX_BYTES = int(args.pdl_prefetch_max_mb * 2**20)
-    if args.gemv_prefix_prefetch_mb is not None:
-        pdl.PREFIX_PREFETCH_BYTES = int(args.gemv_prefix_prefetch_mb * 2**20)
     if args.torch_ssd:  # the Triton SSD is the default; this times the torch one it replaced
         ssd.TRITON_SSD = False
     return {"pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES,
-            "pdl_prefix_prefetch_bytes": pdl.PREFIX_PREFETCH_BYTES,
             "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS, "gemv_max_batch": decode.GEMV_MAX_BATCH,
             "triton_ssd": ssd.TRITON_SSD, "prefill_graph_token_budget": cuda_graphs.PREFILL_TOKEN_BUDGET,
             "gemv_load_ahead_max_bytes": gemv.LOAD_AHEAD_MAX_BYTES, "first_tile_early": sorted(gemv.FIRST_TILE_EARLY),

@@ -35,17 +35,3 @@ def test_pdl_follows_the_switch_and_the_interpreter(monkeypatch):
 ])
 def test_prefetch_whole_rows_of_small_weights_only(weight_bytes, row_bytes, lines):
     assert pdl.prefetch_lines_per_row(weight_bytes, row_bytes) == lines
-
-
-@pytest.mark.parametrize("budget_mb,weight_bytes,row_bytes,lines", [
-    (16, 4096 * 8192 * 2, 8192 * 2, 32),  # Codestral's out_proj: 4096 rows x 32 lines x 128 B = 16 MiB
-    (16, 2560 * 5120 * 2, 5120 * 2, 32),  # mamba2-2.7b's: 51 lines fit, rounded down to a power of two
-    (16, 2560 * 5120 * 2, 2560 * 2, 16),  # split in two over K: twice the row slices, half the lines each
-    (64, 2560 * 5120 * 2, 5120 * 2, 64),  # never more than the row holds (80 lines: 64 as a power of two)
-    (0, 4096 * 8192 * 2, 8192 * 2, 0),  # off
-    (0.25, 4096 * 8192 * 2, 8192 * 2, 0),  # under one line a row
-])
-def test_prefix_prefetch_after_short_kernels_within_budget(budget_mb, weight_bytes, row_bytes, lines, monkeypatch):
-    monkeypatch.setattr(pdl, "PREFIX_PREFETCH_BYTES", int(budget_mb * 2**20))
-    assert pdl.prefetch_lines_per_row(weight_bytes, row_bytes, after_short_kernel=True) == lines
-    assert pdl.prefetch_lines_per_row(weight_bytes, row_bytes) == 0  # not after a streaming kernel

@@ -95,13 +95,12 @@ def _first_early(weight: Tensor, kernel: str) -> bool:
     return kernel in FIRST_TILE_EARLY and not _load_ahead(weight)
 
 
-def _prefetch_lines(weight: Tensor, launch: dict, columns: int, after_short_kernel: bool = False) -> int:
+def _prefetch_lines(weight: Tensor, launch: dict, columns: int) -> int:
     """PREFETCH_LINES of `_weights_first` for programs reading `columns` of each row: 0 without PDL, so
     those launches share one compiled variant."""
     if not launch:
         return 0
-    return pdl.prefetch_lines_per_row(weight.numel() * weight.element_size(), columns * weight.element_size(),
-                                      after_short_kernel)
+    return pdl.prefetch_lines_per_row(weight.numel() * weight.element_size(), columns * weight.element_size())
 
 
 @triton.jit
@@ -397,10 +396,8 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
         columns, y.stride(0), z.stride(0), out.stride(0), eps, GATED=gate is not None,
         NORM_AT_REDUCE=norm_at_reduce, HAS_BIAS=bias is not None,
         ACCUMULATE=accumulate, SPLIT=grid[1], BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
-        # the out_proj (accumulating into the residual) always follows the SSM update or the gated norm
-        PREFETCH_LINES=_prefetch_lines(weight, launch, columns, after_short_kernel=accumulate),
-        LOAD_AHEAD=_load_ahead(weight), FIRST_EARLY=_first_early(weight, "gemv"), num_warps=warps,
-        num_stages=stages, **launch)
+        PREFETCH_LINES=_prefetch_lines(weight, launch, columns), LOAD_AHEAD=_load_ahead(weight),
+        FIRST_EARLY=_first_early(weight, "gemv"), num_warps=warps, num_stages=stages, **launch)
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],

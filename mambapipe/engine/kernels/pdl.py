@@ -37,12 +37,6 @@ L2_LINE = 128  # bytes
 # that each of their kernels streams tens of MB, so early requests compete with the kernel still running or
 # are evicted before use, while a 130m layer's few MB stay in L2.
 PREFETCH_MAX_BYTES = 16 * 2**20
-# Larger weights of a kernel that follows a short, memory-light one (the decode's out_proj after the SSM update
-# or the gated norm) have the first columns of their rows prefetched, this many bytes in all: DRAM is idle
-# while those short kernels run (~2-4 µs a layer), so their window can hold the head of the out_proj's stream.
-# 0: none. `gpu_bench.py --gemv-prefix-prefetch-mb` sets it (the v7 tries prefetched before every kernel,
-# in_proj's too, whose predecessor streams its own weights).
-PREFIX_PREFETCH_BYTES = 0
 
 
 @functools.cache
@@ -93,14 +87,9 @@ def prefetch_l2(ptrs):
                               is_pure=False, pack=1)
 
 
-def prefetch_lines_per_row(weight_bytes: int, row_bytes: int, after_short_kernel: bool = False) -> int:
+def prefetch_lines_per_row(weight_bytes: int, row_bytes: int) -> int:
     """The 128-byte lines of each weight row to prefetch, as a power of two (tl.arange needs one): the whole
-    row for a weight within PREFETCH_MAX_BYTES; past it, after a short kernel, the lines a row that keep the
-    whole weight's prefetch within PREFIX_PREFETCH_BYTES (rounded down); else 0 (none)."""
-    row_lines = triton.cdiv(row_bytes, L2_LINE)
-    if weight_bytes <= PREFETCH_MAX_BYTES:
-        return triton.next_power_of_2(row_lines)
-    if not after_short_kernel:
+    row for a weight within PREFETCH_MAX_BYTES, else 0 (none)."""
+    if weight_bytes > PREFETCH_MAX_BYTES:
         return 0
-    lines = min(row_lines, PREFIX_PREFETCH_BYTES * row_bytes // (weight_bytes * L2_LINE))
-    return 1 << (lines.bit_length() - 1) if lines > 0 else 0
+    return triton.next_power_of_2(triton.cdiv(row_bytes, L2_LINE))
