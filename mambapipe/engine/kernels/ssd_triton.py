@@ -192,15 +192,13 @@ def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
     for s0 in range(0, l0, BLOCK_L):  # the tiles below the diagonal tile
         s = s0 + tl.arange(0, BLOCK_L)  # (BL,)
         s_ok = c * T + s < L
-        cb = tl.load(cb_rows + s[None, :], mask=(l < T)[:, None], other=0.0)  # (BL, BL) in the input dtype
+        cb = tl.load(cb_rows + s[None, :], mask=(l < T)[:, None], other=0.0).to(tl.float32)  # (BL, BL)
         cum_s = tl.load(cum_chunk + s)
         dt_s = tl.load(dt_head + (c * T + s) * s_dt_l, mask=s_ok, other=0.0)
         xs = tl.load(x_head + (c * T + s)[:, None] * s_xl, mask=s_ok[:, None] & (p < P)[None, :],
                      other=0.0)  # (BL, BP)
-        # scaled in the input dtype (packed half multiplies, no conversions of the tile): one rounding more,
-        # of the column scale
-        column = (tl.exp(cum_ref - cum_s) * dt_s).to(cb.dtype)  # (BL,)
-        acc += tl.dot(cb * column[None, :], xs, input_precision=PRECISION)
+        column = tl.exp(cum_ref - cum_s) * dt_s  # (BL,)
+        acc += tl.dot((cb * column[None, :]).to(xs.dtype), xs, input_precision=PRECISION)
     acc *= tl.exp(tl.minimum(cum_l - cum_ref, 0.0))[:, None]  # the row scale (rows past T: clamped, unused)
     # the diagonal tile: the full decay matrix, masked to s <= l; its x tile is this tile's rows, for D too
     cb = tl.load(cb_rows + l[None, :], mask=(l < T)[:, None] & l_ok[None, :], other=0.0).to(tl.float32)
