@@ -1,7 +1,15 @@
 """Mamba1 prefill: the selective scan with each channel block's state held in registers, twin of
-`ops.selective_scan`.
+`ops.selective_scan`. Two kernels, chosen by `KERNEL`, until the GPU A/B picks one:
 
-One program walks the whole prompt for BLOCK_D channels of one sequence, T tokens at a time: the T tokens'
+"sequential" (`_sequential_scan_kernel`): the (BLOCK_D, N) state tile stays in registers and each token is one
+unrolled step h = exp2(dt A log2 e) h + (dt u) B: an in-thread FMA per (channel, state) element, no shuffles for
+the recurrence and none to pick a chunk's last state. Only y_t = C_t.h_t crosses the (few) lanes that share a
+channel. A chunk's per-token y values are gathered with tl.join (in-thread) and stored, with the D skip and the
+silu(z) gate, as one (T, BLOCK_D) tile at the chunk's end: no store sits between the chunk's loads, so the
+compiler may issue all of them before the first token's arithmetic (a per-token store would serialise one
+memory round trip per token, the v1 kernel's 1.17 ms, GPU_NOTES.md v1).
+
+"associative" (`_scan_kernel`, v2): one program walks the whole prompt for BLOCK_D channels of one sequence, T tokens at a time: the T tokens'
 inputs arrive in one coalesced 2-D load, their decays and inputs are formed in parallel, and the
 first-order recurrence h_t = a_t h_{t-1} + b_t runs as a parallel prefix scan over the T tokens
 (tl.associative_scan), seeded with the carried state. A token-by-token loop instead waits one global-memory
@@ -17,9 +25,12 @@ from torch import Tensor
 
 from mambapipe.engine.kernels import pdl
 
-TOKENS_PER_CHUNK = 32  # tuned on the H200 (GPU_NOTES.md v2): 0.233 ms per mamba-2.8b layer at 2048 tokens
-BLOCK_D = 16
-NUM_WARPS = 4
+# The kernel a launch uses. The A/B on the H200 (benchmarks/gpu_micro.py scan_variants) decides; the loser is
+# deleted after it, with its entry in gpu_compile_check.py.
+KERNEL = "sequential"  # or "associative" (v2: 0.233 ms per mamba-2.8b layer at 2048 tokens, GPU_NOTES.md v2)
+# Launch shape per kernel: (tokens per chunk, channel block, warps).
+SHAPES = {"sequential": (16, 32, 4), "associative": (32, 16, 4)}
+LOG2E = 1.4426950408889634
 
 
 @triton.jit
@@ -62,21 +73,93 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, sta
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
 
+@triton.jit
+def _tokens(h, A2, u_row, dt_row, B_row, C_row, n, dmask, t0, L, stride_ul, stride_dl, stride_bl, stride_cl,
+            N: tl.constexpr, i0: tl.constexpr, COUNT: tl.constexpr):
+    """Advance the state h (BD, N) over tokens t0+i0 .. t0+i0+COUNT-1 (unrolled). Returns h and their C.h as
+    (BD, 2, ..., 2), token i0 + Σ_k bit_k 2^k at [:, bit_0, bit_1, ...] (tl.join adds an in-thread last dim)."""
+    if COUNT == 1:
+        t = t0 + i0
+        # past the end: dt = 0, so a = 1 and b = 0 keep the state (masks as tensors: the interpreter wants them)
+        live_d, live_n = dmask & (tl.full(dmask.shape, t, tl.int32) < L), tl.full(n.shape, t, tl.int32) < L
+        u = tl.load(u_row + t * stride_ul, mask=live_d, other=0.0).to(tl.float32)  # (BD,)
+        dt = tl.load(dt_row + t * stride_dl, mask=live_d, other=0.0).to(tl.float32)  # (BD,)
+        B = tl.load(B_row + t * stride_bl + n, mask=live_n, other=0.0).to(tl.float32)  # (N,)
+        C = tl.load(C_row + t * stride_cl + n, mask=live_n, other=0.0).to(tl.float32)  # (N,)
+        h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * B[None, :]  # (BD, N)
+        y = tl.sum(h * C[None, :], axis=1)  # (BD,)
+    else:
+        h, y_lo = _tokens(h, A2, u_row, dt_row, B_row, C_row, n, dmask, t0, L, stride_ul, stride_dl, stride_bl,
+                          stride_cl, N, i0, COUNT // 2)
+        h, y_hi = _tokens(h, A2, u_row, dt_row, B_row, C_row, n, dmask, t0, L, stride_ul, stride_dl, stride_bl,
+                          stride_cl, N, i0 + COUNT // 2, COUNT // 2)
+        y = tl.join(y_lo, y_hi)  # (BD, 2, ..., 2)
+    return h, y
+
+
+@triton.jit
+def _token_major(y, BLOCK_D: tl.constexpr, T: tl.constexpr, LOG2_T: tl.constexpr):
+    """(BD, 2, ..., 2) from `_tokens` -> (T, BD) in token order (its bits are stored lowest first)."""
+    if LOG2_T == 1:
+        y2 = y
+    elif LOG2_T == 2:
+        y2 = tl.permute(y, (0, 2, 1))
+    elif LOG2_T == 3:
+        y2 = tl.permute(y, (0, 3, 2, 1))
+    elif LOG2_T == 4:
+        y2 = tl.permute(y, (0, 4, 3, 2, 1))
+    else:
+        tl.static_assert(LOG2_T == 5, "tokens per chunk: 2 to 32")
+        y2 = tl.permute(y, (0, 5, 4, 3, 2, 1))
+    return tl.trans(tl.reshape(y2, (BLOCK_D, T)))
+
+
+@triton.jit
+def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
+                            stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
+                            stride_zb, stride_zl, stride_yb, stride_yl,
+                            N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
+    pdl.allow_next_then_wait(PDL)
+    row = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
+    n = tl.arange(0, N)
+    dmask = d < Di
+    A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0) * LOG2E  # (BD, N)
+    Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)  # (BD,)
+    u_row, dt_row = u_ptr + row * stride_ub + d, delta_ptr + row * stride_db + d  # (BD,)
+    B_row, C_row = B_ptr + row * stride_bb, C_ptr + row * stride_cb
+    h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+    for t0 in range(0, L, T):
+        h, y = _tokens(h, A2, u_row, dt_row, B_row, C_row, n, dmask, t0, L, stride_ul, stride_dl, stride_bl,
+                       stride_cl, N, 0, T)
+        y = _token_major(y, BLOCK_D, T, LOG2_T=T.bit_length() - 1)  # (T, BD): C.h per token
+        t = t0 + tl.arange(0, T)
+        m2 = (t < L)[:, None] & dmask[None, :]  # (T, BD)
+        # D skip and gate once per chunk on a (T, BD) tile; u comes back from L1/L2, z is read once
+        u = tl.load(u_ptr + row * stride_ub + t[:, None] * stride_ul + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + row * stride_zb + t[:, None] * stride_zl + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        y = (y + Dskip[None, :] * u) * (z * tl.sigmoid(z))
+        tl.store(y_ptr + row * stride_yb + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
+    tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
+
+
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                    z: Tensor) -> tuple[Tensor, Tensor]:
     """Same contract as `ops.selective_scan`: u, delta (softplus'd, zero at padding), z (Bt, L, Di);
     A (Di, N) fp32; B, C (Bt, L, N); D (Di,). Inner strides must be 1 (slices of x_proj output are fine).
-    Returns y (Bt, L, Di) in u's dtype and the final state (Bt, Di, N) fp32."""
+    Returns y (Bt, L, Di) in u's dtype and the final state (Bt, Di, N) fp32. Runs the `KERNEL` kernel."""
     # Channel loads are coalesced only with a unit channel stride (the conv output arrives transposed).
     u, delta, z = (t if t.stride(-1) == 1 else t.contiguous() for t in (u, delta, z))
     batch, length, d_inner = u.shape
     N = A.shape[1]
     y = torch.empty(batch, length, d_inner, dtype=u.dtype, device=u.device)
     state = torch.empty(batch, d_inner, N, dtype=torch.float32, device=u.device)
-    grid = (batch, triton.cdiv(d_inner, BLOCK_D))
+    tokens, block_d, warps = SHAPES[KERNEL]
+    kernel = {"sequential": _sequential_scan_kernel, "associative": _scan_kernel}[KERNEL]
     launch = pdl.launch_options(u)
-    _scan_kernel[grid](u, delta, A, B, C, D, z, y, state, length, d_inner,
-                       u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
-                       C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1),
-                       N=N, T=TOKENS_PER_CHUNK, BLOCK_D=BLOCK_D, num_warps=NUM_WARPS, PDL=bool(launch), **launch)
+    kernel[(batch, triton.cdiv(d_inner, block_d))](
+        u, delta, A, B, C, D, z, y, state, length, d_inner,
+        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
+        C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1),
+        N=N, T=tokens, BLOCK_D=block_d, num_warps=warps, PDL=bool(launch), **launch)
     return y, state
