@@ -30,7 +30,7 @@ from mambapipe.engine.kernels import pdl
 KERNEL = "sequential"  # or "associative" (v2: 0.233 ms per mamba-2.8b layer at 2048 tokens, GPU_NOTES.md v2)
 # Launch shape per kernel: (tokens per chunk, channel block, warps).
 SHAPES = {"sequential": (16, 32, 4), "associative": (32, 16, 4)}
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
 
 
 @triton.jit
@@ -74,25 +74,27 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, sta
 
 
 @triton.jit
-def _tokens(h, A2, u_row, dt_row, B_row, C_row, n, dmask, t0, L, stride_ul, stride_dl, stride_bl, stride_cl,
-            N: tl.constexpr, i0: tl.constexpr, COUNT: tl.constexpr):
-    """Advance the state h (BD, N) over tokens t0+i0 .. t0+i0+COUNT-1 (unrolled). Returns h and their C.h as
-    (BD, 2, ..., 2), token i0 + Σ_k bit_k 2^k at [:, bit_0, bit_1, ...] (tl.join adds an in-thread last dim)."""
+def _tokens(h, A2, u_c, dt_c, B_c, C_c, dmask, left, stride_ul, stride_dl, stride_bl, stride_cl,
+            MASKED: tl.constexpr, i0: tl.constexpr, COUNT: tl.constexpr):
+    """Advance the state h (BD, N) over a chunk's tokens i0 .. i0+COUNT-1 (unrolled); u_c, dt_c (BD,) and B_c,
+    C_c (N,) point at the chunk's first token, `left` tokens of which are real. Returns h and the tokens' C.h
+    as (BD, 2, ..., 2), token i0 + Σ_k bit_k 2^k at [:, bit_0, bit_1, ...] (tl.join adds an in-thread dim)."""
     if COUNT == 1:
-        t = t0 + i0
-        # past the end: dt = 0, so a = 1 and b = 0 keep the state (masks as tensors: the interpreter wants them)
-        live_d, live_n = dmask & (tl.full(dmask.shape, t, tl.int32) < L), tl.full(n.shape, t, tl.int32) < L
-        u = tl.load(u_row + t * stride_ul, mask=live_d, other=0.0).to(tl.float32)  # (BD,)
-        dt = tl.load(dt_row + t * stride_dl, mask=live_d, other=0.0).to(tl.float32)  # (BD,)
-        B = tl.load(B_row + t * stride_bl + n, mask=live_n, other=0.0).to(tl.float32)  # (N,)
-        C = tl.load(C_row + t * stride_cl + n, mask=live_n, other=0.0).to(tl.float32)  # (N,)
+        if MASKED:  # past the end: dt = 0, so a = 1 and b = 0 keep the state (tensor masks for the interpreter)
+            live_d, live_n = dmask & (tl.full(dmask.shape, i0, tl.int32) < left), tl.full(B_c.shape, i0, tl.int32) < left
+        else:
+            live_d, live_n = dmask, tl.full(B_c.shape, 1, tl.int1)
+        u = tl.load(u_c + i0 * stride_ul, mask=live_d, other=0.0).to(tl.float32)  # (BD,)
+        dt = tl.load(dt_c + i0 * stride_dl, mask=live_d, other=0.0).to(tl.float32)  # (BD,)
+        B = tl.load(B_c + i0 * stride_bl, mask=live_n, other=0.0).to(tl.float32)  # (N,)
+        C = tl.load(C_c + i0 * stride_cl, mask=live_n, other=0.0).to(tl.float32)  # (N,)
         h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * B[None, :]  # (BD, N)
         y = tl.sum(h * C[None, :], axis=1)  # (BD,)
     else:
-        h, y_lo = _tokens(h, A2, u_row, dt_row, B_row, C_row, n, dmask, t0, L, stride_ul, stride_dl, stride_bl,
-                          stride_cl, N, i0, COUNT // 2)
-        h, y_hi = _tokens(h, A2, u_row, dt_row, B_row, C_row, n, dmask, t0, L, stride_ul, stride_dl, stride_bl,
-                          stride_cl, N, i0 + COUNT // 2, COUNT // 2)
+        h, y_lo = _tokens(h, A2, u_c, dt_c, B_c, C_c, dmask, left, stride_ul, stride_dl, stride_bl, stride_cl,
+                          MASKED, i0, COUNT // 2)
+        h, y_hi = _tokens(h, A2, u_c, dt_c, B_c, C_c, dmask, left, stride_ul, stride_dl, stride_bl, stride_cl,
+                          MASKED, i0 + COUNT // 2, COUNT // 2)
         y = tl.join(y_lo, y_hi)  # (BD, 2, ..., 2)
     return h, y
 
@@ -115,6 +117,26 @@ def _token_major(y, BLOCK_D: tl.constexpr, T: tl.constexpr, LOG2_T: tl.constexpr
 
 
 @triton.jit
+def _chunk(h, A2, Dskip, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, t0, L, d, n, dmask,
+           stride_ul, stride_dl, stride_bl, stride_cl, stride_zl, stride_yl,
+           T: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr):
+    """Tokens t0 .. t0+T-1 of one row (pointers at the row's start): returns the state after them and stores
+    their y. MASKED: the last, partial chunk (the full ones skip the per-token length checks)."""
+    h, y = _tokens(h, A2, u_ptr + t0 * stride_ul + d, delta_ptr + t0 * stride_dl + d, B_ptr + t0 * stride_bl + n,
+                   C_ptr + t0 * stride_cl + n, dmask, L - t0, stride_ul, stride_dl, stride_bl, stride_cl,
+                   MASKED, 0, T)
+    y = _token_major(y, BLOCK_D, T, LOG2_T=T.bit_length() - 1)  # (T, BD): C.h per token
+    t = t0 + tl.arange(0, T)
+    m2 = (t < L)[:, None] & dmask[None, :]  # (T, BD)
+    # D skip and gate once per chunk on a (T, BD) tile; u comes back from L1/L2, z is read once
+    u = tl.load(u_ptr + t[:, None] * stride_ul + d[None, :], mask=m2, other=0.0).to(tl.float32)
+    z = tl.load(z_ptr + t[:, None] * stride_zl + d[None, :], mask=m2, other=0.0).to(tl.float32)
+    y = (y + Dskip[None, :] * u) * (z * tl.sigmoid(z))
+    tl.store(y_ptr + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
+    return h
+
+
+@triton.jit
 def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
                             stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
                             stride_zb, stride_zl, stride_yb, stride_yl,
@@ -126,20 +148,17 @@ def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     dmask = d < Di
     A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0) * LOG2E  # (BD, N)
     Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)  # (BD,)
-    u_row, dt_row = u_ptr + row * stride_ub + d, delta_ptr + row * stride_db + d  # (BD,)
-    B_row, C_row = B_ptr + row * stride_bb, C_ptr + row * stride_cb
+    u_ptr, delta_ptr, z_ptr, y_ptr = (u_ptr + row * stride_ub, delta_ptr + row * stride_db, z_ptr + row * stride_zb,
+                                      y_ptr + row * stride_yb)
+    B_ptr, C_ptr = B_ptr + row * stride_bb, C_ptr + row * stride_cb
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
-    for t0 in range(0, L, T):
-        h, y = _tokens(h, A2, u_row, dt_row, B_row, C_row, n, dmask, t0, L, stride_ul, stride_dl, stride_bl,
-                       stride_cl, N, 0, T)
-        y = _token_major(y, BLOCK_D, T, LOG2_T=T.bit_length() - 1)  # (T, BD): C.h per token
-        t = t0 + tl.arange(0, T)
-        m2 = (t < L)[:, None] & dmask[None, :]  # (T, BD)
-        # D skip and gate once per chunk on a (T, BD) tile; u comes back from L1/L2, z is read once
-        u = tl.load(u_ptr + row * stride_ub + t[:, None] * stride_ul + d[None, :], mask=m2, other=0.0).to(tl.float32)
-        z = tl.load(z_ptr + row * stride_zb + t[:, None] * stride_zl + d[None, :], mask=m2, other=0.0).to(tl.float32)
-        y = (y + Dskip[None, :] * u) * (z * tl.sigmoid(z))
-        tl.store(y_ptr + row * stride_yb + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
+    full = (L // T) * T
+    for t0 in range(0, full, T):
+        h = _chunk(h, A2, Dskip, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, t0, L, d, n, dmask, stride_ul,
+                   stride_dl, stride_bl, stride_cl, stride_zl, stride_yl, T, BLOCK_D, MASKED=False)
+    if full < L:
+        h = _chunk(h, A2, Dskip, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, full, L, d, n, dmask, stride_ul,
+                   stride_dl, stride_bl, stride_cl, stride_zl, stride_yl, T, BLOCK_D, MASKED=True)
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
 
