@@ -74,62 +74,65 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, sta
 
 
 @triton.jit
-def _tokens(h, A2, u_c, dt_c, B_c, C_c, dmask, left, stride_ul, stride_dl, stride_bl, stride_cl,
-            MASKED: tl.constexpr, i0: tl.constexpr, COUNT: tl.constexpr):
-    """Advance the state h (BD, N) over a chunk's tokens i0 .. i0+COUNT-1 (unrolled); u_c, dt_c (BD,) and B_c,
-    C_c (N,) point at the chunk's first token, `left` tokens of which are real. Returns h and the tokens' C.h
-    as (BD, 2, ..., 2), token i0 + Σ_k bit_k 2^k at [:, bit_0, bit_1, ...] (tl.join adds an in-thread dim)."""
+def _tokens(h, A2, u, dt, B, C, COUNT: tl.constexpr):
+    """Advance the state h (BD, N) over COUNT tokens (unrolled). u, dt (BD, 2, ..., 2) and B, C (N, 2, ..., 2)
+    hold the tokens in-thread, token Σ_k bit_k 2^k at [:, bit_0, bit_1, ...]: tl.split of the last dim halves
+    them. Returns h and the tokens' C.h, (BD, 2, ..., 2) in the same order."""
     if COUNT == 1:
-        if MASKED:  # past the end: dt = 0, so a = 1 and b = 0 keep the state (tensor masks for the interpreter)
-            live_d, live_n = dmask & (tl.full(dmask.shape, i0, tl.int32) < left), tl.full(B_c.shape, i0, tl.int32) < left
-        else:
-            live_d, live_n = dmask, tl.full(B_c.shape, 1, tl.int1)
-        u = tl.load(u_c + i0 * stride_ul, mask=live_d, other=0.0).to(tl.float32)  # (BD,)
-        dt = tl.load(dt_c + i0 * stride_dl, mask=live_d, other=0.0).to(tl.float32)  # (BD,)
-        B = tl.load(B_c + i0 * stride_bl, mask=live_n, other=0.0).to(tl.float32)  # (N,)
-        C = tl.load(C_c + i0 * stride_cl, mask=live_n, other=0.0).to(tl.float32)  # (N,)
         h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * B[None, :]  # (BD, N)
         y = tl.sum(h * C[None, :], axis=1)  # (BD,)
     else:
-        h, y_lo = _tokens(h, A2, u_c, dt_c, B_c, C_c, dmask, left, stride_ul, stride_dl, stride_bl, stride_cl,
-                          MASKED, i0, COUNT // 2)
-        h, y_hi = _tokens(h, A2, u_c, dt_c, B_c, C_c, dmask, left, stride_ul, stride_dl, stride_bl, stride_cl,
-                          MASKED, i0 + COUNT // 2, COUNT // 2)
+        u_lo, u_hi = tl.split(u)
+        dt_lo, dt_hi = tl.split(dt)
+        B_lo, B_hi = tl.split(B)
+        C_lo, C_hi = tl.split(C)
+        h, y_lo = _tokens(h, A2, u_lo, dt_lo, B_lo, C_lo, COUNT // 2)
+        h, y_hi = _tokens(h, A2, u_hi, dt_hi, B_hi, C_hi, COUNT // 2)
         y = tl.join(y_lo, y_hi)  # (BD, 2, ..., 2)
     return h, y
 
 
 @triton.jit
-def _token_major(y, BLOCK_D: tl.constexpr, T: tl.constexpr, LOG2_T: tl.constexpr):
-    """(BD, 2, ..., 2) from `_tokens` -> (T, BD) in token order (its bits are stored lowest first)."""
+def _reverse_bits(x, LOG2_T: tl.constexpr):
+    """Reverse the order of x's 2-sized dims 1..LOG2_T (its own inverse)."""
     if LOG2_T == 1:
-        y2 = y
+        r = x
     elif LOG2_T == 2:
-        y2 = tl.permute(y, (0, 2, 1))
+        r = tl.permute(x, (0, 2, 1))
     elif LOG2_T == 3:
-        y2 = tl.permute(y, (0, 3, 2, 1))
+        r = tl.permute(x, (0, 3, 2, 1))
     elif LOG2_T == 4:
-        y2 = tl.permute(y, (0, 4, 3, 2, 1))
+        r = tl.permute(x, (0, 4, 3, 2, 1))
     else:
         tl.static_assert(LOG2_T == 5, "tokens per chunk: 2 to 32")
-        y2 = tl.permute(y, (0, 5, 4, 3, 2, 1))
-    return tl.trans(tl.reshape(y2, (BLOCK_D, T)))
+        r = tl.permute(x, (0, 5, 4, 3, 2, 1))
+    return r
+
+
+@triton.jit
+def _token_bits(x, T: tl.constexpr, LOG2_T: tl.constexpr):
+    """(T, K) in token order -> (K, 2, ..., 2) with token Σ_k bit_k 2^k at [:, bit_0, bit_1, ...]."""
+    K: tl.constexpr = x.shape[1]
+    return _reverse_bits(tl.reshape(tl.trans(x), (K,) + (2,) * LOG2_T), LOG2_T)
 
 
 @triton.jit
 def _chunk(h, A2, Dskip, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, t0, L, d, n, dmask,
            stride_ul, stride_dl, stride_bl, stride_cl, stride_zl, stride_yl,
-           T: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr):
+           T: tl.constexpr, BLOCK_D: tl.constexpr):
     """Tokens t0 .. t0+T-1 of one row (pointers at the row's start): returns the state after them and stores
-    their y. MASKED: the last, partial chunk (the full ones skip the per-token length checks)."""
-    h, y = _tokens(h, A2, u_ptr + t0 * stride_ul + d, delta_ptr + t0 * stride_dl + d, B_ptr + t0 * stride_bl + n,
-                   C_ptr + t0 * stride_cl + n, dmask, L - t0, stride_ul, stride_dl, stride_bl, stride_cl,
-                   MASKED, 0, T)
-    y = _token_major(y, BLOCK_D, T, LOG2_T=T.bit_length() - 1)  # (T, BD): C.h per token
+    their y. Inputs arrive as coalesced (T, ...) tiles; past the end dt = 0, so a = 1 and b = 0 keep the state."""
+    LOG2_T: tl.constexpr = T.bit_length() - 1
     t = t0 + tl.arange(0, T)
     m2 = (t < L)[:, None] & dmask[None, :]  # (T, BD)
-    # D skip and gate once per chunk on a (T, BD) tile; u comes back from L1/L2, z is read once
-    u = tl.load(u_ptr + t[:, None] * stride_ul + d[None, :], mask=m2, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + t[:, None] * stride_ul + d[None, :], mask=m2, other=0.0).to(tl.float32)  # (T, BD)
+    dt = tl.load(delta_ptr + t[:, None] * stride_dl + d[None, :], mask=m2, other=0.0).to(tl.float32)  # (T, BD)
+    B = tl.load(B_ptr + t[:, None] * stride_bl + n[None, :], mask=(t < L)[:, None], other=0.0).to(tl.float32)
+    C = tl.load(C_ptr + t[:, None] * stride_cl + n[None, :], mask=(t < L)[:, None], other=0.0).to(tl.float32)
+    h, y = _tokens(h, A2, _token_bits(u, T, LOG2_T), _token_bits(dt, T, LOG2_T), _token_bits(B, T, LOG2_T),
+                   _token_bits(C, T, LOG2_T), T)
+    y = tl.trans(tl.reshape(_reverse_bits(y, LOG2_T), (BLOCK_D, T)))  # (T, BD): C.h per token
+    # D skip and gate once per chunk on a (T, BD) tile
     z = tl.load(z_ptr + t[:, None] * stride_zl + d[None, :], mask=m2, other=0.0).to(tl.float32)
     y = (y + Dskip[None, :] * u) * (z * tl.sigmoid(z))
     tl.store(y_ptr + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
@@ -152,13 +155,9 @@ def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
                                       y_ptr + row * stride_yb)
     B_ptr, C_ptr = B_ptr + row * stride_bb, C_ptr + row * stride_cb
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
-    full = (L // T) * T
-    for t0 in range(0, full, T):
+    for t0 in range(0, L, T):
         h = _chunk(h, A2, Dskip, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, t0, L, d, n, dmask, stride_ul,
-                   stride_dl, stride_bl, stride_cl, stride_zl, stride_yl, T, BLOCK_D, MASKED=False)
-    if full < L:
-        h = _chunk(h, A2, Dskip, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, full, L, d, n, dmask, stride_ul,
-                   stride_dl, stride_bl, stride_cl, stride_zl, stride_yl, T, BLOCK_D, MASKED=True)
+                   stride_dl, stride_bl, stride_cl, stride_zl, stride_yl, T, BLOCK_D)
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
 
