@@ -1,19 +1,23 @@
 """Mamba1 prefill: the selective scan with each channel block's state held in registers, twin of
-`ops.selective_scan`. Two kernels, chosen by `KERNEL`, until the GPU A/B picks one:
+`ops.selective_scan`. One program walks the whole prompt for BLOCK_D channels of one sequence, T tokens (a
+chunk) at a time, each chunk's inputs in one coalesced 2-D load. Two kernels, chosen by `KERNEL`, until the
+GPU A/B picks one:
 
-"sequential" (`_sequential_scan_kernel`): the (BLOCK_D, N) state tile stays in registers and each token is one
-unrolled step h = exp2(dt A log2 e) h + (dt u) B: an in-thread FMA per (channel, state) element, no shuffles for
-the recurrence and none to pick a chunk's last state. Only y_t = C_t.h_t crosses the (few) lanes that share a
-channel. A chunk's per-token y values are gathered with tl.join (in-thread) and stored, with the D skip and the
-silu(z) gate, as one (T, BLOCK_D) tile at the chunk's end: no store sits between the chunk's loads, so the
-compiler may issue all of them before the first token's arithmetic (a per-token store would serialise one
-memory round trip per token, the v1 kernel's 1.17 ms, GPU_NOTES.md v1).
+"sequential" (`_sequential_scan_kernel`): the (BLOCK_D, N) state tile is spread 4 states a lane, 4 lanes a
+channel, and each token is one unrolled step h = exp2(dt A log2 e) h + (dt u) B, an in-thread FMA per (channel,
+state) element: no shuffles for the recurrence and none to pick a chunk's last state (it is h). The chunk's
+(T, .) input tiles are reshaped to (., 2, ..., 2) so that every thread holds all T tokens of its channels and
+states (one trip through shared memory a chunk, placed by Triton), then halved with tl.split down to single
+tokens; the per-token y_t = C_t.h_t (the only sum that crosses lanes, 2 shuffles) are gathered back with tl.join
+and stored with the D skip and the silu(z) gate as one (T, BLOCK_D) tile. No global access sits between a
+chunk's loads and its store, so nothing waits on memory per token (the v1 token loop did: 1.17 ms per
+mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1). Compiled for sm_90 its chunk loop is ~9-10
+SASS instructions per (token, channel, state) element against the associative kernel's ~22-25.
 
-"associative" (`_scan_kernel`, v2): one program walks the whole prompt for BLOCK_D channels of one sequence, T tokens at a time: the T tokens'
-inputs arrive in one coalesced 2-D load, their decays and inputs are formed in parallel, and the
-first-order recurrence h_t = a_t h_{t-1} + b_t runs as a parallel prefix scan over the T tokens
-(tl.associative_scan), seeded with the carried state. A token-by-token loop instead waits one global-memory
-round trip per token (measured 1.17 ms per mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1).
+"associative" (`_scan_kernel`, v2): the T tokens' decays and inputs are formed in parallel as (T, BLOCK_D, N)
+tiles and the first-order recurrence h_t = a_t h_{t-1} + b_t runs as a parallel prefix scan over them
+(tl.associative_scan), seeded with the carried state; T spread across lanes costs shuffles a level, and the
+chunk's last state another cross-lane reduction.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from mambapipe.engine.kernels import pdl
 # The kernel a launch uses. The A/B on the H200 (benchmarks/gpu_micro.py scan_variants) decides; the loser is
 # deleted after it, with its entry in gpu_compile_check.py.
 KERNEL = "sequential"  # or "associative" (v2: 0.233 ms per mamba-2.8b layer at 2048 tokens, GPU_NOTES.md v2)
-# Launch shape per kernel: (tokens per chunk, channel block, warps).
-SHAPES = {"sequential": (16, 32, 4), "associative": (32, 16, 4)}
+# Launch shape per kernel: (tokens per chunk, channel block, warps). sequential: one channel a thread, 320
+# programs of 2 warps for mamba-2.8b's 5120 channels (all resident on the H200's 132 SMs at 157 registers);
+# not yet timed on a GPU. associative: tuned on the H200 (GPU_NOTES.md v2).
+SHAPES = {"sequential": (16, 16, 2), "associative": (32, 16, 4)}
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
 
 
