@@ -20,12 +20,12 @@ from mambapipe.engine.kernels import prefill, scan, ssd, ssd_triton
 
 
 # (tokens per chunk, channel block, warps) per scan kernel. The sequential kernel's (BLOCK_D, N=16) state tile is
-# laid out 8 channels x 4 lanes a warp, 4 states a lane, so BLOCK_D / (8 warps) channels a thread; its loop is
-# 8.7-10.4 SASS instructions an element at these shapes (no spills; 96-249 registers), fewer with more channels
-# a thread or longer chunks, at fewer resident warps.
+# laid out 8 channels x 4 lanes a warp, 4 states a lane, so BLOCK_D / (8 warps) channels a thread; compiled for
+# sm_90 its chunk loop is 9.1-10.8 SASS instructions an element at these shapes (120-255 registers, no spills):
+# fewer with more channels a thread or longer chunks, at fewer resident warps.
 SCAN_SHAPES = {
-    "sequential": ((8, 16, 1), (32, 16, 1), (8, 16, 2), (16, 16, 2), (16, 32, 2), (8, 64, 2), (8, 32, 4),
-                   (16, 32, 4), (8, 64, 4), (16, 64, 4), (8, 128, 4), (16, 64, 8)),
+    "sequential": ((8, 16, 1), (4, 32, 1), (8, 16, 2), (16, 16, 2), (8, 32, 2), (16, 32, 2), (8, 64, 2), (8, 32, 4),
+                   (16, 32, 4), (8, 64, 4), (8, 128, 4), (16, 64, 8)),
     "associative": ((32, 16, 4), (16, 16, 4), (8, 16, 4), (32, 32, 4), (16, 32, 8)),  # v2: (32, 16, 4) 0.233 ms
 }
 

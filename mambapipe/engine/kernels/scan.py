@@ -9,9 +9,9 @@ state) element: no shuffles for the recurrence and none to pick a chunk's last s
 (T, .) input tiles are reshaped to (., 2, ..., 2) so that every thread holds all T tokens of its channels and
 states (one trip through shared memory a chunk, placed by Triton), then halved with tl.split down to single
 tokens; the per-token y_t = C_t.h_t (the only sum that crosses lanes, 2 shuffles) are gathered back with tl.join
-and stored with the D skip and the silu(z) gate as one (T, BLOCK_D) tile. No global access sits between a
-chunk's loads and its store, so nothing waits on memory per token (the v1 token loop did: 1.17 ms per
-mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1). Compiled for sm_90 its chunk loop is ~9-10
+and stored with the D skip and the silu(z) gate as one (T, BLOCK_D) tile. Nothing waits on memory per token
+(the v1 token loop did: 1.17 ms per mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1), and the
+next chunk's loads are issued before this chunk's arithmetic, so their latency overlaps it. Compiled for sm_90 its chunk loop is ~9-10
 SASS instructions per (token, channel, state) element against the associative kernel's ~22-25.
 
 "associative" (`_scan_kernel`, v2): the T tokens' decays and inputs are formed in parallel as (T, BLOCK_D, N)
@@ -123,25 +123,33 @@ def _token_bits(x, T: tl.constexpr, LOG2_T: tl.constexpr):
 
 
 @triton.jit
-def _chunk(h, A2, Dskip, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, t0, L, d, n, dmask,
-           stride_ul, stride_dl, stride_bl, stride_cl, stride_zl, stride_yl,
-           T: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Tokens t0 .. t0+T-1 of one row (pointers at the row's start): returns the state after them and stores
-    their y. Inputs arrive as coalesced (T, ...) tiles; past the end dt = 0, so a = 1 and b = 0 keep the state."""
-    LOG2_T: tl.constexpr = T.bit_length() - 1
+def _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0, L, d, n, dmask, stride_ul, stride_dl, stride_zl,
+                stride_bl, stride_cl, T: tl.constexpr):
+    """Tokens t0 .. t0+T-1 of one row's inputs as loaded (pointers at the row's start): u, dt, z (T, BD) and
+    B, C (T, N), zero past the end (dt = 0 there: a = 1 and b = 0 keep the state)."""
     t = t0 + tl.arange(0, T)
     m2 = (t < L)[:, None] & dmask[None, :]  # (T, BD)
-    u = tl.load(u_ptr + t[:, None] * stride_ul + d[None, :], mask=m2, other=0.0).to(tl.float32)  # (T, BD)
-    dt = tl.load(delta_ptr + t[:, None] * stride_dl + d[None, :], mask=m2, other=0.0).to(tl.float32)  # (T, BD)
-    B = tl.load(B_ptr + t[:, None] * stride_bl + n[None, :], mask=(t < L)[:, None], other=0.0).to(tl.float32)
-    C = tl.load(C_ptr + t[:, None] * stride_cl + n[None, :], mask=(t < L)[:, None], other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + t[:, None] * stride_ul + d[None, :], mask=m2, other=0.0)
+    dt = tl.load(delta_ptr + t[:, None] * stride_dl + d[None, :], mask=m2, other=0.0)
+    z = tl.load(z_ptr + t[:, None] * stride_zl + d[None, :], mask=m2, other=0.0)
+    B = tl.load(B_ptr + t[:, None] * stride_bl + n[None, :], mask=(t < L)[:, None], other=0.0)
+    C = tl.load(C_ptr + t[:, None] * stride_cl + n[None, :], mask=(t < L)[:, None], other=0.0)
+    return u, dt, z, B, C
+
+
+@triton.jit
+def _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One chunk from `_load_chunk`'s tiles: returns the state after it and stores its y (pointer at the row's
+    start)."""
+    LOG2_T: tl.constexpr = T.bit_length() - 1
+    u, dt, z, B, C = u.to(tl.float32), dt.to(tl.float32), z.to(tl.float32), B.to(tl.float32), C.to(tl.float32)
     h, y = _tokens(h, A2, _token_bits(u, T, LOG2_T), _token_bits(dt, T, LOG2_T), _token_bits(B, T, LOG2_T),
                    _token_bits(C, T, LOG2_T), T)
     y = tl.trans(tl.reshape(_reverse_bits(y, LOG2_T), (BLOCK_D, T)))  # (T, BD): C.h per token
-    # D skip and gate once per chunk on a (T, BD) tile
-    z = tl.load(z_ptr + t[:, None] * stride_zl + d[None, :], mask=m2, other=0.0).to(tl.float32)
-    y = (y + Dskip[None, :] * u) * (z * tl.sigmoid(z))
-    tl.store(y_ptr + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
+    y = (y + Dskip[None, :] * u) * (z * tl.sigmoid(z))  # D skip and gate once per chunk on a (T, BD) tile
+    t = t0 + tl.arange(0, T)
+    tl.store(y_ptr + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty),
+             mask=(t < L)[:, None] & dmask[None, :])
     return h
 
 
@@ -161,9 +169,15 @@ def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
                                       y_ptr + row * stride_yb)
     B_ptr, C_ptr = B_ptr + row * stride_bb, C_ptr + row * stride_cb
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+    # the next chunk's loads are issued before this chunk's arithmetic, which hides their latency
+    u, dt, z, B, C = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, 0, L, d, n, dmask, stride_ul, stride_dl,
+                                 stride_zl, stride_bl, stride_cl, T)
     for t0 in range(0, L, T):
-        h = _chunk(h, A2, Dskip, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, t0, L, d, n, dmask, stride_ul,
-                   stride_dl, stride_bl, stride_cl, stride_zl, stride_yl, T, BLOCK_D)
+        u_next, dt_next, z_next, B_next, C_next = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0 + T, L, d, n,
+                                                              dmask, stride_ul, stride_dl, stride_zl, stride_bl,
+                                                              stride_cl, T)
+        h = _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T, BLOCK_D)
+        u, dt, z, B, C = u_next, dt_next, z_next, B_next, C_next
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
 
