@@ -11,8 +11,8 @@ states (one trip through shared memory a chunk, placed by Triton), then halved w
 tokens; the per-token y_t = C_t.h_t (the only sum that crosses lanes, 2 shuffles) are gathered back with tl.join
 and stored with the D skip and the silu(z) gate as one (T, BLOCK_D) tile. Nothing waits on memory per token
 (the v1 token loop did: 1.17 ms per mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1), and the
-next chunk's loads are issued before this chunk's arithmetic, so their latency overlaps it. Compiled for sm_90 its chunk loop is ~9-10
-SASS instructions per (token, channel, state) element against the associative kernel's ~22-25.
+next chunk's loads are issued before this chunk's arithmetic, so their latency overlaps it. Compiled for sm_90
+its chunk loop is ~9-11 SASS instructions per (token, channel, state) element, the associative kernel's ~22-25.
 
 "associative" (`_scan_kernel`, v2): the T tokens' decays and inputs are formed in parallel as (T, BLOCK_D, N)
 tiles and the first-order recurrence h_t = a_t h_{t-1} + b_t runs as a parallel prefix scan over them
