@@ -62,6 +62,17 @@ def test_scan_matches_ops(kernel, dtype, length):
     assert _rel(state, state_ref) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("shape", [(2, 64, 1), (4, 32, 2), (8, 16, 2), (32, 16, 1)])  # (T, BLOCK_D, warps)
+def test_sequential_chunk_shapes(shape, monkeypatch):
+    """Every chunk length the GPU sweep may pick (the per-token split/join depth changes with it)."""
+    monkeypatch.setattr(scan, "KERNEL", "sequential")
+    monkeypatch.setitem(scan.SHAPES, "sequential", shape)
+    args = _inputs(1, 37, torch.float32, seed=shape[0])
+    y, state = scan.selective_scan(*args)
+    y_ref, state_ref = ops.selective_scan(*args)
+    assert _rel(y, y_ref) < 1e-5 and _rel(state, state_ref) < 1e-5
+
+
 def test_padded_row_keeps_its_state(kernel):
     """Batch 2, row 1 padded after 21 of 37 tokens (delta 0 there, as dt_softplus masks it): its final state is
     the state at token 21, and every y matches the reference."""
