@@ -33,7 +33,7 @@ from mambapipe.engine.kernels import pdl
 # deleted after it, with its entry in gpu_compile_check.py.
 KERNEL = "sequential"  # or "associative" (v2: 0.233 ms per mamba-2.8b layer at 2048 tokens, GPU_NOTES.md v2)
 # Launch shape per kernel: (tokens per chunk, channel block, warps). sequential: one channel a thread, 320
-# programs of 2 warps for mamba-2.8b's 5120 channels (all resident on the H200's 132 SMs at 157 registers);
+# programs of 2 warps for mamba-2.8b's 5120 channels (all resident on the H200's 132 SMs at 168 registers);
 # not yet timed on a GPU. associative: tuned on the H200 (GPU_NOTES.md v2).
 SHAPES = {"sequential": (16, 16, 2), "associative": (32, 16, 4)}
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
