@@ -1,6 +1,6 @@
 """Per-layer prefill pieces at 2048 tokens, to choose kernel shapes: the Triton Mamba1 scan (mamba-2.8b
-shape) over tokens-per-chunk, channel block and warps, and the Mamba2 chunked SSD (mamba2-2.7b and
-Codestral shapes): torch reference vs regrouped torch vs the Triton kernels (over their tile sizes).
+shape; both `scan.KERNEL`s) over tokens-per-chunk, channel block and warps, and the Mamba2 chunked SSD
+(mamba2-2.7b and Codestral shapes): torch reference vs regrouped torch vs the Triton kernels (over their tile sizes).
 
     PYTHONPATH=$PWD python benchmarks/gpu_micro.py [--ssd-only]
 """
@@ -19,28 +19,41 @@ from mambapipe.engine import ops
 from mambapipe.engine.kernels import prefill, scan, ssd, ssd_triton
 
 
+# (tokens per chunk, channel block, warps) per scan kernel. The sequential kernel's (BLOCK_D, N=16) state tile is
+# laid out 8 channels x 4 lanes a warp, 4 states a lane, so BLOCK_D / (8 warps) channels a thread; compiled for
+# sm_90 its chunk loop is 9.1-10.8 SASS instructions an element at these shapes (120-255 registers, no spills):
+# fewer with more channels a thread or longer chunks, at fewer resident warps.
+SCAN_SHAPES = {
+    "sequential": ((8, 16, 1), (4, 32, 1), (8, 16, 2), (16, 16, 2), (8, 32, 2), (16, 32, 2), (8, 64, 2), (8, 32, 4),
+                   (16, 32, 4), (8, 64, 4), (8, 128, 4), (16, 64, 8)),
+    "associative": ((32, 16, 4), (16, 16, 4), (8, 16, 4), (32, 32, 4), (16, 32, 8)),  # v2: (32, 16, 4) 0.233 ms
+}
+
+
 def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
-    """Median ms (as a CUDA graph) of one layer's scan per (tokens per chunk, channel block, warps)."""
+    """Median ms (as a CUDA graph) of one layer's scan per kernel and (tokens per chunk, channel block, warps)."""
     u, z = (torch.randn(1, L, Di, device="cuda", dtype=torch.float16) for _ in range(2))
     delta = F.softplus(torch.randn(1, L, Di, device="cuda") - 4)
     BC = torch.randn(1, L, 2 * N, device="cuda", dtype=torch.float16)
     A, D = -torch.rand(Di, N, device="cuda") * 4, torch.ones(Di, device="cuda")
     results = {}
-    for T, block, warps in itertools.product((8, 16, 32), (16, 32), (4, 8)):
-        scan.TOKENS_PER_CHUNK, scan.BLOCK_D, scan.NUM_WARPS = T, block, warps
-        try:
-            results[f"T{T}_bd{block}_w{warps}"] = _graph_ms(
-                lambda: scan.selective_scan(u, delta, A, BC[..., :N], BC[..., N:], D, z))
-        except Exception as err:  # noqa: BLE001 - a shape the compiler rejects is just not a candidate
-            results[f"T{T}_bd{block}_w{warps}"] = repr(err)[:200]
+    for kernel, shapes in SCAN_SHAPES.items():
+        for T, block, warps in shapes:
+            key = f"{kernel}_T{T}_bd{block}_w{warps}"
+            scan.KERNEL, scan.SHAPES[kernel] = kernel, (T, block, warps)
+            try:
+                results[key] = _graph_ms(lambda: scan.selective_scan(u, delta, A, BC[..., :N], BC[..., N:], D, z))
+            except Exception as err:  # noqa: BLE001 - a shape the compiler rejects is just not a candidate
+                results[key] = repr(err)[:200]
     return results
 
 
 def use_fastest_scan(results: dict) -> str:
-    """Set the scan's module constants to the fastest measured variant; returns its name."""
+    """Set the scan's kernel and its launch shape to the fastest measured variant; returns its name."""
     best = min((v, k) for k, v in results.items() if isinstance(v, float))[1]
-    T, block, warps = (int(part[len(tag):]) for part, tag in zip(best.split("_"), ("T", "bd", "w")))
-    scan.TOKENS_PER_CHUNK, scan.BLOCK_D, scan.NUM_WARPS = T, block, warps
+    kernel, *parts = best.split("_")
+    scan.KERNEL = kernel
+    scan.SHAPES[kernel] = tuple(int(part[len(tag):]) for part, tag in zip(parts, ("T", "bd", "w")))
     return best
 
 

@@ -1,11 +1,23 @@
 """Mamba1 prefill: the selective scan with each channel block's state held in registers, twin of
-`ops.selective_scan`.
+`ops.selective_scan`. One program walks the whole prompt for BLOCK_D channels of one sequence, T tokens (a
+chunk) at a time, each chunk's inputs in one coalesced 2-D load. Two kernels, chosen by `KERNEL`, until the
+GPU A/B picks one:
 
-One program walks the whole prompt for BLOCK_D channels of one sequence, T tokens at a time: the T tokens'
-inputs arrive in one coalesced 2-D load, their decays and inputs are formed in parallel, and the
-first-order recurrence h_t = a_t h_{t-1} + b_t runs as a parallel prefix scan over the T tokens
-(tl.associative_scan), seeded with the carried state. A token-by-token loop instead waits one global-memory
-round trip per token (measured 1.17 ms per mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1).
+"sequential" (`_sequential_scan_kernel`): the (BLOCK_D, N) state tile is spread 4 states a lane, 4 lanes a
+channel, and each token is one unrolled step h = exp2(dt A log2 e) h + (dt u) B, an in-thread FMA per (channel,
+state) element: no shuffles for the recurrence and none to pick a chunk's last state (it is h). The chunk's
+(T, .) input tiles are reshaped to (., 2, ..., 2) so that every thread holds all T tokens of its channels and
+states (one trip through shared memory a chunk, placed by Triton), then halved with tl.split down to single
+tokens; the per-token y_t = C_t.h_t (the only sum that crosses lanes, 2 shuffles) are gathered back with tl.join
+and stored with the D skip and the silu(z) gate as one (T, BLOCK_D) tile. Nothing waits on memory per token
+(the v1 token loop did: 1.17 ms per mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1), and the
+next chunk's loads are issued before this chunk's arithmetic, so their latency overlaps it. Compiled for sm_90
+its chunk loop is ~9-11 SASS instructions per (token, channel, state) element, the associative kernel's ~22-25.
+
+"associative" (`_scan_kernel`, v2): the T tokens' decays and inputs are formed in parallel as (T, BLOCK_D, N)
+tiles and the first-order recurrence h_t = a_t h_{t-1} + b_t runs as a parallel prefix scan over them
+(tl.associative_scan), seeded with the carried state; T spread across lanes costs shuffles a level, and the
+chunk's last state another cross-lane reduction.
 """
 
 from __future__ import annotations
@@ -17,9 +29,14 @@ from torch import Tensor
 
 from mambapipe.engine.kernels import pdl
 
-TOKENS_PER_CHUNK = 32  # tuned on the H200 (GPU_NOTES.md v2): 0.233 ms per mamba-2.8b layer at 2048 tokens
-BLOCK_D = 16
-NUM_WARPS = 4
+# The kernel a launch uses. The A/B on the H200 (benchmarks/gpu_micro.py scan_variants) decides; the loser is
+# deleted after it, with its entry in gpu_compile_check.py.
+KERNEL = "sequential"  # or "associative" (v2: 0.233 ms per mamba-2.8b layer at 2048 tokens, GPU_NOTES.md v2)
+# Launch shape per kernel: (tokens per chunk, channel block, warps). sequential: one channel a thread, 320
+# programs of 2 warps for mamba-2.8b's 5120 channels (all resident on the H200's 132 SMs at 168 registers);
+# not yet timed on a GPU. associative: tuned on the H200 (GPU_NOTES.md v2).
+SHAPES = {"sequential": (16, 16, 2), "associative": (32, 16, 4)}
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
 
 
 @triton.jit
@@ -62,21 +79,125 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, sta
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
 
+@triton.jit
+def _tokens(h, A2, u, dt, B, C, COUNT: tl.constexpr):
+    """Advance the state h (BD, N) over COUNT tokens (unrolled). u, dt (BD, 2, ..., 2) and B, C (N, 2, ..., 2)
+    hold the tokens in-thread, token Σ_k bit_k 2^k at [:, bit_0, bit_1, ...]: tl.split of the last dim halves
+    them. Returns h and the tokens' C.h, (BD, 2, ..., 2) in the same order."""
+    if COUNT == 1:
+        h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * B[None, :]  # (BD, N)
+        y = tl.sum(h * C[None, :], axis=1)  # (BD,)
+    else:
+        u_lo, u_hi = tl.split(u)
+        dt_lo, dt_hi = tl.split(dt)
+        B_lo, B_hi = tl.split(B)
+        C_lo, C_hi = tl.split(C)
+        h, y_lo = _tokens(h, A2, u_lo, dt_lo, B_lo, C_lo, COUNT // 2)
+        h, y_hi = _tokens(h, A2, u_hi, dt_hi, B_hi, C_hi, COUNT // 2)
+        y = tl.join(y_lo, y_hi)  # (BD, 2, ..., 2)
+    return h, y
+
+
+@triton.jit
+def _reverse_bits(x, LOG2_T: tl.constexpr):
+    """Reverse the order of x's 2-sized dims 1..LOG2_T (its own inverse)."""
+    if LOG2_T == 1:
+        r = x
+    elif LOG2_T == 2:
+        r = tl.permute(x, (0, 2, 1))
+    elif LOG2_T == 3:
+        r = tl.permute(x, (0, 3, 2, 1))
+    elif LOG2_T == 4:
+        r = tl.permute(x, (0, 4, 3, 2, 1))
+    else:
+        tl.static_assert(LOG2_T == 5, "tokens per chunk: 2 to 32")
+        r = tl.permute(x, (0, 5, 4, 3, 2, 1))
+    return r
+
+
+@triton.jit
+def _token_bits(x, T: tl.constexpr, LOG2_T: tl.constexpr):
+    """(T, K) in token order -> (K, 2, ..., 2) with token Σ_k bit_k 2^k at [:, bit_0, bit_1, ...]."""
+    K: tl.constexpr = x.shape[1]
+    return _reverse_bits(tl.reshape(tl.trans(x), (K,) + (2,) * LOG2_T), LOG2_T)
+
+
+@triton.jit
+def _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0, L, d, n, dmask, stride_ul, stride_dl, stride_zl,
+                stride_bl, stride_cl, T: tl.constexpr):
+    """Tokens t0 .. t0+T-1 of one row's inputs as loaded (pointers at the row's start): u, dt, z (T, BD) and
+    B, C (T, N), zero past the end (dt = 0 there: a = 1 and b = 0 keep the state)."""
+    t = t0 + tl.arange(0, T)
+    m2 = (t < L)[:, None] & dmask[None, :]  # (T, BD)
+    u = tl.load(u_ptr + t[:, None] * stride_ul + d[None, :], mask=m2, other=0.0)
+    dt = tl.load(delta_ptr + t[:, None] * stride_dl + d[None, :], mask=m2, other=0.0)
+    z = tl.load(z_ptr + t[:, None] * stride_zl + d[None, :], mask=m2, other=0.0)
+    B = tl.load(B_ptr + t[:, None] * stride_bl + n[None, :], mask=(t < L)[:, None], other=0.0)
+    C = tl.load(C_ptr + t[:, None] * stride_cl + n[None, :], mask=(t < L)[:, None], other=0.0)
+    return u, dt, z, B, C
+
+
+@triton.jit
+def _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One chunk from `_load_chunk`'s tiles: returns the state after it and stores its y (pointer at the row's
+    start)."""
+    LOG2_T: tl.constexpr = T.bit_length() - 1
+    u, dt, z, B, C = u.to(tl.float32), dt.to(tl.float32), z.to(tl.float32), B.to(tl.float32), C.to(tl.float32)
+    h, y = _tokens(h, A2, _token_bits(u, T, LOG2_T), _token_bits(dt, T, LOG2_T), _token_bits(B, T, LOG2_T),
+                   _token_bits(C, T, LOG2_T), T)
+    y = tl.trans(tl.reshape(_reverse_bits(y, LOG2_T), (BLOCK_D, T)))  # (T, BD): C.h per token
+    y = (y + Dskip[None, :] * u) * (z * tl.sigmoid(z))  # D skip and gate once per chunk on a (T, BD) tile
+    t = t0 + tl.arange(0, T)
+    tl.store(y_ptr + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty),
+             mask=(t < L)[:, None] & dmask[None, :])
+    return h
+
+
+@triton.jit
+def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
+                            stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
+                            stride_zb, stride_zl, stride_yb, stride_yl,
+                            N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
+    pdl.allow_next_then_wait(PDL)
+    row = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
+    n = tl.arange(0, N)
+    dmask = d < Di
+    A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0) * LOG2E  # (BD, N)
+    Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)  # (BD,)
+    u_ptr, delta_ptr, z_ptr, y_ptr = (u_ptr + row * stride_ub, delta_ptr + row * stride_db, z_ptr + row * stride_zb,
+                                      y_ptr + row * stride_yb)
+    B_ptr, C_ptr = B_ptr + row * stride_bb, C_ptr + row * stride_cb
+    h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+    # the next chunk's loads are issued before this chunk's arithmetic, which hides their latency
+    u, dt, z, B, C = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, 0, L, d, n, dmask, stride_ul, stride_dl,
+                                 stride_zl, stride_bl, stride_cl, T)
+    for t0 in range(0, L, T):
+        u_next, dt_next, z_next, B_next, C_next = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0 + T, L, d, n,
+                                                              dmask, stride_ul, stride_dl, stride_zl, stride_bl,
+                                                              stride_cl, T)
+        h = _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T, BLOCK_D)
+        u, dt, z, B, C = u_next, dt_next, z_next, B_next, C_next
+    tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
+
+
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                    z: Tensor) -> tuple[Tensor, Tensor]:
     """Same contract as `ops.selective_scan`: u, delta (softplus'd, zero at padding), z (Bt, L, Di);
     A (Di, N) fp32; B, C (Bt, L, N); D (Di,). Inner strides must be 1 (slices of x_proj output are fine).
-    Returns y (Bt, L, Di) in u's dtype and the final state (Bt, Di, N) fp32."""
+    Returns y (Bt, L, Di) in u's dtype and the final state (Bt, Di, N) fp32. Runs the `KERNEL` kernel."""
     # Channel loads are coalesced only with a unit channel stride (the conv output arrives transposed).
     u, delta, z = (t if t.stride(-1) == 1 else t.contiguous() for t in (u, delta, z))
     batch, length, d_inner = u.shape
     N = A.shape[1]
     y = torch.empty(batch, length, d_inner, dtype=u.dtype, device=u.device)
     state = torch.empty(batch, d_inner, N, dtype=torch.float32, device=u.device)
-    grid = (batch, triton.cdiv(d_inner, BLOCK_D))
+    tokens, block_d, warps = SHAPES[KERNEL]
+    kernel = {"sequential": _sequential_scan_kernel, "associative": _scan_kernel}[KERNEL]
     launch = pdl.launch_options(u)
-    _scan_kernel[grid](u, delta, A, B, C, D, z, y, state, length, d_inner,
-                       u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
-                       C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1),
-                       N=N, T=TOKENS_PER_CHUNK, BLOCK_D=BLOCK_D, num_warps=NUM_WARPS, PDL=bool(launch), **launch)
+    kernel[(batch, triton.cdiv(d_inner, block_d))](
+        u, delta, A, B, C, D, z, y, state, length, d_inner,
+        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
+        C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1),
+        N=N, T=tokens, BLOCK_D=block_d, num_warps=warps, PDL=bool(launch), **launch)
     return y, state

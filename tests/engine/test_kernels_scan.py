@@ -1,0 +1,96 @@
+"""The Mamba1 prefill scan kernels (kernels/scan.py, both `KERNEL` choices) against `ops.selective_scan` on fresh
+random inputs: prompts shorter than a chunk, lengths that are not a multiple of the chunk, a partial last channel
+block, B and C as column slices of one projection, and a padded row (delta zero past its length) whose final
+state must be the state at its length. Under TRITON_INTERPRET=1 on a machine without CUDA, compiled on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton", reason="the scan kernels need Triton (a test dependency)")
+from mambapipe.engine import ops  # noqa: E402
+from mambapipe.engine.kernels import scan  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+HALF = torch.float16  # on the CPU the interpreter (numpy) has fp16 but no bf16
+KERNELS = sorted(scan.SHAPES)
+TOLERANCE = {torch.float32: 1e-5, HALF: 5e-3}
+D_INNER, N = 40, 16  # 40: a partial last channel block for every kernel's BLOCK_D
+
+
+def _inputs(batch: int, length: int, dtype: torch.dtype, seed: int):
+    """u, delta, A, B, C, D, z as the prefill passes them (B and C are column slices of x_proj's output)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen) * scale).to(DEVICE)
+
+    u, z = rand(batch, length, D_INNER).to(dtype), rand(batch, length, D_INNER).to(dtype)
+    delta = F.softplus(rand(batch, length, D_INNER) - 1.0)  # fp32, as prefill.dt_softplus returns it
+    x_proj = rand(batch, length, 8 + 2 * N).to(dtype)  # (B, L, R + 2N): dt rank 8, then B, then C
+    A = -torch.exp(rand(D_INNER, N, scale=0.5)) * 2  # fp32, both slow and fast decays
+    D = rand(D_INNER)
+    return u, delta, A, x_proj[..., 8:8 + N], x_proj[..., 8 + N:], D, z
+
+
+def _rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    assert torch.isfinite(actual).all()
+    return float((actual.float() - expected.float()).norm() / expected.float().norm())
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request, monkeypatch):
+    monkeypatch.setattr(scan, "KERNEL", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, HALF])
+@pytest.mark.parametrize("length", [5, 37])  # shorter than a chunk; two full chunks of 16 (one of 32) and a tail
+def test_scan_matches_ops(kernel, dtype, length):
+    args = _inputs(1, length, dtype, seed=length)
+    y, state = scan.selective_scan(*args)
+    y_ref, state_ref = ops.selective_scan(*args)
+    assert y.dtype == dtype and state.dtype == torch.float32
+    assert _rel(y, y_ref) < TOLERANCE[dtype]
+    assert _rel(state, state_ref) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 1), (4, 32, 2), (8, 16, 2), (32, 16, 1)])  # (T, BLOCK_D, warps)
+def test_sequential_chunk_shapes(shape, monkeypatch):
+    """Every chunk length the GPU sweep may pick (the per-token split/join depth changes with it)."""
+    monkeypatch.setattr(scan, "KERNEL", "sequential")
+    monkeypatch.setitem(scan.SHAPES, "sequential", shape)
+    args = _inputs(1, 37, torch.float32, seed=shape[0])
+    y, state = scan.selective_scan(*args)
+    y_ref, state_ref = ops.selective_scan(*args)
+    assert _rel(y, y_ref) < 1e-5 and _rel(state, state_ref) < 1e-5
+
+
+def test_padded_row_keeps_its_state(kernel):
+    """Batch 2, row 1 padded after 21 of 37 tokens (delta 0 there, as dt_softplus masks it): its final state is
+    the state at token 21, and every y matches the reference."""
+    u, delta, A, B, C, D, z = _inputs(2, 37, torch.float32, seed=7)
+    delta[1, 21:] = 0
+    y, state = scan.selective_scan(u, delta, A, B, C, D, z)
+    y_ref, state_ref = ops.selective_scan(u, delta, A, B, C, D, z)
+    _, state_at_length = ops.selective_scan(u[1:, :21], delta[1:, :21], A, B[1:, :21], C[1:, :21], D, z[1:, :21])
+    assert _rel(y, y_ref) < 1e-5
+    assert _rel(state[:1], state_ref[:1]) < 1e-5
+    assert _rel(state[1:], state_at_length) < 1e-5
+
+
+def test_tolerance_catches_a_lost_carry():
+    """The comparisons above would fail a kernel that dropped the state between chunks: a scan restarted from
+    zero at token 16 (a chunk boundary of the sequential kernel) is far outside the fp32 tolerance."""
+    u, delta, A, B, C, D, z = _inputs(1, 37, torch.float32, seed=37)
+    y_ref, _ = ops.selective_scan(u, delta, A, B, C, D, z)
+    halves = [ops.selective_scan(*(t[:, part] for t in (u, delta)), A, *(t[:, part] for t in (B, C)), D, z[:, part])[0]
+              for part in (slice(0, 16), slice(16, None))]
+    assert _rel(torch.cat(halves, dim=1), y_ref) > 100 * TOLERANCE[torch.float32]
