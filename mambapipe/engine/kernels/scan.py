@@ -31,7 +31,7 @@ from mambapipe.engine.kernels import pdl
 
 # The kernel a launch uses. The A/B on the H200 (benchmarks/gpu_micro.py scan_variants) decides; the loser is
 # deleted after it, with its entry in gpu_compile_check.py.
-KERNEL = "sequential"  # or "associative" (v2: 0.233 ms per mamba-2.8b layer at 2048 tokens, GPU_NOTES.md v2)
+KERNEL = "associative"  # or "sequential" (v2: 0.233 ms per mamba-2.8b layer at 2048 tokens, GPU_NOTES.md v2)
 # Launch shape per kernel: (tokens per chunk, channel block, warps). sequential: one channel a thread, 320
 # programs of 2 warps for mamba-2.8b's 5120 channels (all resident on the H200's 132 SMs at 168 registers);
 # not yet timed on a GPU. associative: tuned on the H200 (GPU_NOTES.md v2).
