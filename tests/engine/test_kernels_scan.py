@@ -94,3 +94,11 @@ def test_tolerance_catches_a_lost_carry():
     halves = [ops.selective_scan(*(t[:, part] for t in (u, delta)), A, *(t[:, part] for t in (B, C)), D, z[:, part])[0]
               for part in (slice(0, 16), slice(16, None))]
     assert _rel(torch.cat(halves, dim=1), y_ref) > 100 * TOLERANCE[torch.float32]
+
+
+def test_kernel_by_program_count():
+    """The sequential kernel only where its wide channel blocks still give enough programs (call 35 on the
+    H200: mamba-2.8b's 80 faster with it, mamba-130m's 24 slower)."""
+    assert scan._kernel_for(1, 5120) == "sequential"
+    assert scan._kernel_for(1, 1536) == "associative"
+    assert scan._kernel_for(8, 1536) == "sequential"

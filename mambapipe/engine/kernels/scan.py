@@ -1,7 +1,7 @@
 """Mamba1 prefill: the selective scan with each channel block's state held in registers, twin of
 `ops.selective_scan`. One program walks the whole prompt for BLOCK_D channels of one sequence, T tokens (a
-chunk) at a time, each chunk's inputs in one coalesced 2-D load. Two kernels, chosen by `KERNEL`, until the
-GPU A/B picks one:
+chunk) at a time, each chunk's inputs in one coalesced 2-D load. Two kernels, each the faster at some shapes
+on the H200 (`_kernel_for`):
 
 "sequential" (`_sequential_scan_kernel`): the (BLOCK_D, N) state tile is spread 4 states a lane, 4 lanes a
 channel, and each token is one unrolled step h = exp2(dt A log2 e) h + (dt u) B, an in-thread FMA per (channel,
@@ -29,13 +29,15 @@ from torch import Tensor
 
 from mambapipe.engine.kernels import pdl
 
-# The kernel a launch uses. The A/B on the H200 (benchmarks/gpu_micro.py scan_variants) decides; the loser is
-# deleted after it, with its entry in gpu_compile_check.py.
-KERNEL = "associative"  # or "sequential" (v2: 0.233 ms per mamba-2.8b layer at 2048 tokens, GPU_NOTES.md v2)
-# Launch shape per kernel: (tokens per chunk, channel block, warps). sequential: one channel a thread, 320
-# programs of 2 warps for mamba-2.8b's 5120 channels (all resident on the H200's 132 SMs at 168 registers);
-# not yet timed on a GPU. associative: tuned on the H200 (GPU_NOTES.md v2).
-SHAPES = {"sequential": (16, 16, 2), "associative": (32, 16, 4)}
+# Launch shape per kernel: (tokens per chunk, channel block, warps), the fastest of the H200 sweep at
+# mamba-2.8b's shape (GPU_NOTES.md v10, device call 35, one layer at 2048 tokens): sequential 0.188 ms,
+# associative 0.228 (v2's tile; the best sequential shape of v2's size, (16, 16, 2), 0.232).
+SHAPES = {"sequential": (16, 64, 8), "associative": (32, 16, 4)}
+# The sequential kernel's 64-channel programs need enough of them to fill the GPU: at mamba-2.8b's 80 a row
+# it won, while mamba-130m's 24 (1536 channels) made that model's 2048-token prefill 5.4 -> 6.3 ms (call
+# 35); below this many programs the associative kernel's 16-channel ones run.
+SEQUENTIAL_MIN_PROGRAMS = 64
+KERNEL = None  # None: chosen by SEQUENTIAL_MIN_PROGRAMS; "sequential" or "associative" forces one (sweeps)
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
 
 
@@ -181,19 +183,25 @@ def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
 
+def _kernel_for(batch: int, d_inner: int) -> str:
+    programs = batch * triton.cdiv(d_inner, SHAPES["sequential"][1])
+    return "sequential" if programs >= SEQUENTIAL_MIN_PROGRAMS else "associative"
+
+
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                    z: Tensor) -> tuple[Tensor, Tensor]:
     """Same contract as `ops.selective_scan`: u, delta (softplus'd, zero at padding), z (Bt, L, Di);
     A (Di, N) fp32; B, C (Bt, L, N); D (Di,). Inner strides must be 1 (slices of x_proj output are fine).
-    Returns y (Bt, L, Di) in u's dtype and the final state (Bt, Di, N) fp32. Runs the `KERNEL` kernel."""
+    Returns y (Bt, L, Di) in u's dtype and the final state (Bt, Di, N) fp32."""
     # Channel loads are coalesced only with a unit channel stride (the conv output arrives transposed).
     u, delta, z = (t if t.stride(-1) == 1 else t.contiguous() for t in (u, delta, z))
     batch, length, d_inner = u.shape
     N = A.shape[1]
     y = torch.empty(batch, length, d_inner, dtype=u.dtype, device=u.device)
     state = torch.empty(batch, d_inner, N, dtype=torch.float32, device=u.device)
-    tokens, block_d, warps = SHAPES[KERNEL]
-    kernel = {"sequential": _sequential_scan_kernel, "associative": _scan_kernel}[KERNEL]
+    name = KERNEL or _kernel_for(batch, d_inner)
+    tokens, block_d, warps = SHAPES[name]
+    kernel = {"sequential": _sequential_scan_kernel, "associative": _scan_kernel}[name]
     launch = pdl.launch_options(u)
     kernel[(batch, triton.cdiv(d_inner, block_d))](
         u, delta, A, B, C, D, z, y, state, length, d_inner,
