@@ -75,9 +75,9 @@ KERNELS = [
     (ssd_triton._chunk_state,
      dict(x_ptr=H, dt_ptr=F, B_ptr=H, cum_ptr=F, states_ptr=F, L=I, H=I, P=I, N=I, T=I, n_chunks=I,
           heads_per_group=I, **{n: I for n in "s_xb s_xl s_xh s_xp s_dt_b s_dt_l s_dt_h s_bb s_bl s_bg s_bn".split()},
-          BLOCK_P=C, BLOCK_N=C, BLOCK_L=C, PRECISION=C, PDL=C),
+          BLOCK_P=C, BLOCK_N=C, BLOCK_L=C, PRECISION=C, EVEN=C, PDL=C),
      dict(BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.CHUNK_STATE_BLOCK_N, BLOCK_L=ssd_triton.CHUNK_STATE_BLOCK_L,
-          PRECISION="tf32", PDL=True, num_warps=ssd_triton.CHUNK_STATE_WARPS)),
+          PRECISION="tf32", EVEN=True, PDL=True, num_warps=ssd_triton.CHUNK_STATE_WARPS)),
     (ssd_triton._state_passing,
      dict(states_ptr=F, carried_ptr=H, cum_ptr=F, final_ptr=H, slot_ptr=L64, H=I, T=I, n_chunks=I, PN=I, s_final=I,
           BLOCK=C, SLOTS=C, PDL=C), dict(BLOCK=ssd_triton.STATE_BLOCK, SLOTS=True, PDL=True)),
@@ -85,9 +85,9 @@ KERNELS = [
      dict(x_ptr=H, dt_ptr=F, C_ptr=H, D_ptr=F, cum_ptr=F, cb_ptr=H, states_ptr=H, y_ptr=H, L=I, H=I, G=I, P=I, N=I,
           T=I, n_chunks=I, heads_per_group=I,
           **{n: I for n in "s_xb s_xl s_xh s_xp s_dt_b s_dt_l s_dt_h s_cb s_cl s_cg s_cn".split()},
-          BLOCK_L=C, BLOCK_P=C, BLOCK_N=C, PRECISION=C, PDL=C),
+          BLOCK_L=C, BLOCK_P=C, BLOCK_N=C, PRECISION=C, EVEN=C, PDL=C),
      dict(BLOCK_L=ssd_triton.BLOCK_L, BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.BLOCK_N, PRECISION="tf32",
-          PDL=True, num_warps=ssd_triton.CHUNK_SCAN_WARPS)),
+          EVEN=True, PDL=True, num_warps=ssd_triton.CHUNK_SCAN_WARPS)),
 ]
 
 

@@ -49,7 +49,7 @@ def _rel(actual, expected):
 @pytest.mark.parametrize("batch,length,heads,groups,chunk", [
     (2, 37, 4, 2, 16),  # 16 does not divide 37: a short last chunk
     (1, 37, 4, 1, 64),  # chunk longer than the sequence: one chunk of 37 (not a power of 2)
-    (2, 48, 6, 3, 16),  # three chunks, three groups of two heads
+    (2, 48, 6, 3, 16),  # three whole chunks, three groups of two heads: the EVEN (unmasked) kernels
     (1, 1, 2, 1, 16),  # one token
 ])
 def test_fp32_matches_twin(batch, length, heads, groups, chunk):

@@ -102,13 +102,15 @@ def _bmm_chunk(C_ptr, B_ptr, cb_ptr, L, G, N, T, s_cb, s_cl, s_cg, s_cn, s_bb, s
 def _chunk_state(x_ptr, dt_ptr, B_ptr, cum_ptr, states_ptr, L, H, P, N, T, n_chunks, heads_per_group,
                  s_xb, s_xl, s_xh, s_xp, s_dt_b, s_dt_l, s_dt_h, s_bb, s_bl, s_bg, s_bn,
                  BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PRECISION: tl.constexpr,
-                 PDL: tl.constexpr):
+                 EVEN: tl.constexpr, PDL: tl.constexpr):
+    """EVEN as `_chunk_scan`'s: every bound check `| True`, folded away."""
     pdl.allow_next_then_wait(PDL)
     pn, bc, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, c = bc // n_chunks, bc % n_chunks
     pb, nb = pn // tl.cdiv(N, BLOCK_N), pn % tl.cdiv(N, BLOCK_N)
     p = pb * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
     n = nb * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
+    p_ok, n_ok = (p < P) | EVEN, (n < N) | EVEN  # (BP,), (BN,)
     cum_chunk = cum_ptr + ((b * H + h) * n_chunks + c) * T
     cum_end = tl.load(cum_chunk + T - 1)
     x_cols = x_ptr + b * s_xb + h * s_xh + p[:, None] * s_xp  # (BP, 1)
@@ -116,16 +118,17 @@ def _chunk_state(x_ptr, dt_ptr, B_ptr, cum_ptr, states_ptr, L, H, P, N, T, n_chu
     acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
     for l0 in range(0, T, BLOCK_L):
         l = l0 + tl.arange(0, BLOCK_L)  # (BL,) positions within the chunk
-        pos, ok = c * T + l, (l < T) & (c * T + l < L)
-        xT = tl.load(x_cols + pos[None, :] * s_xl, mask=(p < P)[:, None] & ok[None, :], other=0.0)  # (BP, BL)
+        pos, in_chunk = c * T + l, (l < T) | EVEN
+        ok = in_chunk & ((pos < L) | EVEN)  # (BL,)
+        xT = tl.load(x_cols + pos[None, :] * s_xl, mask=p_ok[:, None] & ok[None, :], other=0.0)  # (BP, BL)
         dt = tl.load(dt_ptr + b * s_dt_b + pos * s_dt_l + h * s_dt_h, mask=ok, other=0.0)  # (BL,)
-        cum = tl.load(cum_chunk + l, mask=l < T, other=0.0)  # (BL,)
-        Bl = tl.load(b_cols + pos[:, None] * s_bl, mask=ok[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN)
+        cum = tl.load(cum_chunk + l, mask=in_chunk, other=0.0)  # (BL,)
+        Bl = tl.load(b_cols + pos[:, None] * s_bl, mask=ok[:, None] & n_ok[None, :], other=0.0)  # (BL, BN)
         weight = tl.exp(cum_end - cum) * dt  # (BL,): decay from l to the chunk's end, times the step
         # weighted on the x side: (BP, BL) is the smaller tile when BLOCK_N > BLOCK_P
         acc += tl.dot((xT.to(tl.float32) * weight[None, :]).to(xT.dtype), Bl, input_precision=PRECISION)
     out = states_ptr + ((bc * H + h) * P + p[:, None]) * N + n[None, :]  # states is (B, c, H, P, N)
-    tl.store(out, acc, mask=(p < P)[:, None] & (n < N)[None, :])
+    tl.store(out, acc, mask=p_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
@@ -150,13 +153,15 @@ def _state_passing(states_ptr, carried_ptr, cum_ptr, final_ptr, slot_ptr, H, T, 
 
 @triton.jit
 def _carried_in(c_rows, l_ok, state_ptr, p, P, N, s_cn, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr,
-                BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, EVEN: tl.constexpr):
     """C_l . h_in for a (BL, BP) tile: the state entering the chunk, read out at each row."""
     acc = tl.zeros((BLOCK_L, BLOCK_P), dtype=tl.float32)
+    p_ok = (p < P) | EVEN  # (BP,)
     for n0 in range(0, N, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
-        Cl = tl.load(c_rows + n[None, :] * s_cn, mask=l_ok[:, None] & (n < N)[None, :], other=0.0)  # (BL, BN)
-        h_in = tl.load(state_ptr + p[None, :] * N + n[:, None], mask=(n < N)[:, None] & (p < P)[None, :],
+        n_ok = (n < N) | EVEN  # (BN,)
+        Cl = tl.load(c_rows + n[None, :] * s_cn, mask=l_ok[:, None] & n_ok[None, :], other=0.0)  # (BL, BN)
+        h_in = tl.load(state_ptr + p[None, :] * N + n[:, None], mask=n_ok[:, None] & p_ok[None, :],
                        other=0.0)  # (BN, BP)
         acc += tl.dot(Cl, h_in.to(Cl.dtype), input_precision=PRECISION)
     return acc
@@ -167,7 +172,9 @@ def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
                 L, H, G, P, N, T, n_chunks, heads_per_group,
                 s_xb, s_xl, s_xh, s_xp, s_dt_b, s_dt_l, s_dt_h, s_cb, s_cl, s_cg, s_cn,
                 BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-                PDL: tl.constexpr):
+                EVEN: tl.constexpr, PDL: tl.constexpr):
+    """EVEN: every chunk full and every tile whole (L a multiple of T, the blocks dividing T, P and N), so
+    each bound check below is `| True` and folds away at compile time: fewer integer instructions."""
     pdl.allow_next_then_wait(PDL)
     lp, bc, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, c, g = bc // n_chunks, bc % n_chunks, h // heads_per_group
@@ -175,9 +182,11 @@ def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
     l0 = lb * BLOCK_L
     l = l0 + tl.arange(0, BLOCK_L)  # (BL,) positions within the chunk
     p = pb * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
-    l_ok = (l < T) & (c * T + l < L)
+    in_chunk = (l < T) | EVEN  # (BL,)
+    l_ok = in_chunk & ((c * T + l < L) | EVEN)
+    p_ok = (p < P) | EVEN  # (BP,)
     cum_chunk = cum_ptr + ((b * H + h) * n_chunks + c) * T
-    cum_l = tl.load(cum_chunk + l, mask=l < T, other=0.0)  # (BL,)
+    cum_l = tl.load(cum_chunk + l, mask=in_chunk, other=0.0)  # (BL,)
     # cum never increases (dt >= 0, A < 0), so cum_l <= cum_ref <= cum_s for every row l of this tile and every
     # s of an earlier tile: exp(cum_l - cum_s) = exp(cum_l - cum_ref) * exp(cum_ref - cum_s), both factors in
     # (0, 1]. Those tiles then need a column scale (BL exps) instead of a (BL x BL) decay matrix, and the row
@@ -185,30 +194,30 @@ def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
     cum_ref = tl.load(cum_chunk + l0)
     c_rows = C_ptr + b * s_cb + (c * T + l)[:, None] * s_cl + g * s_cg  # (BL, 1)
     acc = _carried_in(c_rows, l_ok, states_ptr + (bc * H + h) * P * N, p, P, N, s_cn,
-                      BLOCK_L, BLOCK_P, BLOCK_N, PRECISION) * tl.exp(cum_ref)  # (BL, BP)
+                      BLOCK_L, BLOCK_P, BLOCK_N, PRECISION, EVEN) * tl.exp(cum_ref)  # (BL, BP)
     x_head = x_ptr + b * s_xb + h * s_xh + p[None, :] * s_xp  # (1, BP)
     cb_rows = cb_ptr + ((bc * G + g) * T + l[:, None]) * T  # (BL, 1)
     dt_head = dt_ptr + b * s_dt_b + h * s_dt_h
     for s0 in range(0, l0, BLOCK_L):  # the tiles below the diagonal tile
         s = s0 + tl.arange(0, BLOCK_L)  # (BL,)
-        s_ok = c * T + s < L
-        cb = tl.load(cb_rows + s[None, :], mask=(l < T)[:, None], other=0.0).to(tl.float32)  # (BL, BL)
+        s_ok = (c * T + s < L) | EVEN
+        cb = tl.load(cb_rows + s[None, :], mask=in_chunk[:, None], other=0.0).to(tl.float32)  # (BL, BL)
         cum_s = tl.load(cum_chunk + s)
         dt_s = tl.load(dt_head + (c * T + s) * s_dt_l, mask=s_ok, other=0.0)
-        xs = tl.load(x_head + (c * T + s)[:, None] * s_xl, mask=s_ok[:, None] & (p < P)[None, :],
+        xs = tl.load(x_head + (c * T + s)[:, None] * s_xl, mask=s_ok[:, None] & p_ok[None, :],
                      other=0.0)  # (BL, BP)
         column = tl.exp(cum_ref - cum_s) * dt_s  # (BL,)
         acc += tl.dot((cb * column[None, :]).to(xs.dtype), xs, input_precision=PRECISION)
     acc *= tl.exp(tl.minimum(cum_l - cum_ref, 0.0))[:, None]  # the row scale (rows past T: clamped, unused)
     # the diagonal tile: the full decay matrix, masked to s <= l; its x tile is this tile's rows, for D too
-    cb = tl.load(cb_rows + l[None, :], mask=(l < T)[:, None] & l_ok[None, :], other=0.0).to(tl.float32)
+    cb = tl.load(cb_rows + l[None, :], mask=in_chunk[:, None] & l_ok[None, :], other=0.0).to(tl.float32)
     dt_l = tl.load(dt_head + (c * T + l) * s_dt_l, mask=l_ok, other=0.0)
     decay = tl.where(l[None, :] <= l[:, None], tl.exp(cum_l[:, None] - cum_l[None, :]), 0.0)  # (BL, BL)
-    xl = tl.load(x_head + (c * T + l)[:, None] * s_xl, mask=l_ok[:, None] & (p < P)[None, :], other=0.0)
+    xl = tl.load(x_head + (c * T + l)[:, None] * s_xl, mask=l_ok[:, None] & p_ok[None, :], other=0.0)
     acc += tl.dot((cb * decay * dt_l[None, :]).to(xl.dtype), xl, input_precision=PRECISION)
     acc += xl.to(tl.float32) * tl.load(D_ptr + h)  # the D skip
     out = y_ptr + (((b * L + c * T + l[:, None]) * H + h) * P + p[None, :])  # y is (B, L, H, P)
-    tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=l_ok[:, None] & (p < P)[None, :])
+    tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=l_ok[:, None] & p_ok[None, :])
 
 
 def _fit(block: int, size: int) -> int:
@@ -271,6 +280,7 @@ def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Te
     _chunk_state[(triton.cdiv(P, bp) * triton.cdiv(N, state_bn), batch * n_chunks, heads)](
         x, dt, B, cum, states, length, heads, P, N, T, n_chunks, heads // G, *x.stride(), *dt.stride(),
         *B.stride(), BLOCK_P=bp, BLOCK_N=state_bn, BLOCK_L=state_bl, PRECISION=precision,
+        EVEN=length % T == 0 and T % state_bl == 0 and P % bp == 0 and N % state_bn == 0,
         num_warps=CHUNK_STATE_WARPS, num_stages=CHUNK_STATE_STAGES, PDL=bool(launch), **launch)
     _state_passing[(triton.cdiv(P * N, STATE_BLOCK), batch, heads)](
         states, carried, cum, final, slots, heads, T, n_chunks, P * N, final.stride(0), BLOCK=STATE_BLOCK,
@@ -278,5 +288,6 @@ def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Te
     _chunk_scan[(triton.cdiv(T, bl) * triton.cdiv(P, bp), batch * n_chunks, heads)](
         x, dt, C, D, cum, cb, carried, y, length, heads, G, P, N, T, n_chunks, heads // G,
         *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=bn, PRECISION=precision,
+        EVEN=length % T == 0 and T % bl == 0 and P % bp == 0 and N % bn == 0,
         num_warps=CHUNK_SCAN_WARPS, num_stages=CHUNK_SCAN_STAGES, PDL=bool(launch), **launch)
     return y
