@@ -60,12 +60,9 @@ KERNELS = [
     *[(kernel,
        dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, L=I, Di=I,
             **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
-                              "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C, PDL=C,
-            **even),
-       dict(N=16, T=scan.SHAPES[name][0], BLOCK_D=scan.SHAPES[name][1], PDL=True, num_warps=scan.SHAPES[name][2],
-            **{k: True for k in even}))
-      for name, kernel, even in (("sequential", scan._sequential_scan_kernel, {"EVEN": C}),
-                                 ("associative", scan._scan_kernel, {}))],
+                              "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C, PDL=C),
+       dict(N=16, T=scan.SHAPES[name][0], BLOCK_D=scan.SHAPES[name][1], PDL=True, num_warps=scan.SHAPES[name][2]))
+      for name, kernel in (("sequential", scan._sequential_scan_kernel), ("associative", scan._scan_kernel))],
     # the Triton SSD at mamba2-2.7b / Codestral's head dim 64, d_state 128, chunk 256 (fp16 inputs)
     (ssd_triton._chunk_cumsum,
      dict(dt_ptr=H, A_ptr=F, cum_ptr=F, bias_ptr=F, len_ptr=L64, dt_out_ptr=F, L=I, H=I, T=I, s_dt_b=I, s_dt_l=I,

@@ -126,23 +126,21 @@ def _token_bits(x, T: tl.constexpr, LOG2_T: tl.constexpr):
 
 @triton.jit
 def _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0, L, d, n, dmask, stride_ul, stride_dl, stride_zl,
-                stride_bl, stride_cl, T: tl.constexpr, EVEN: tl.constexpr):
+                stride_bl, stride_cl, T: tl.constexpr):
     """Tokens t0 .. t0+T-1 of one row's inputs as loaded (pointers at the row's start): u, dt, z (T, BD) and
     B, C (T, N), zero past the end (dt = 0 there: a = 1 and b = 0 keep the state)."""
     t = t0 + tl.arange(0, T)
-    t_ok = (t < L) | EVEN  # (T,)
-    m2 = t_ok[:, None] & dmask[None, :]  # (T, BD)
+    m2 = (t < L)[:, None] & dmask[None, :]  # (T, BD)
     u = tl.load(u_ptr + t[:, None] * stride_ul + d[None, :], mask=m2, other=0.0)
     dt = tl.load(delta_ptr + t[:, None] * stride_dl + d[None, :], mask=m2, other=0.0)
     z = tl.load(z_ptr + t[:, None] * stride_zl + d[None, :], mask=m2, other=0.0)
-    B = tl.load(B_ptr + t[:, None] * stride_bl + n[None, :], mask=t_ok[:, None], other=0.0)
-    C = tl.load(C_ptr + t[:, None] * stride_cl + n[None, :], mask=t_ok[:, None], other=0.0)
+    B = tl.load(B_ptr + t[:, None] * stride_bl + n[None, :], mask=(t < L)[:, None], other=0.0)
+    C = tl.load(C_ptr + t[:, None] * stride_cl + n[None, :], mask=(t < L)[:, None], other=0.0)
     return u, dt, z, B, C
 
 
 @triton.jit
-def _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T: tl.constexpr, BLOCK_D: tl.constexpr,
-           EVEN: tl.constexpr):
+def _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T: tl.constexpr, BLOCK_D: tl.constexpr):
     """One chunk from `_load_chunk`'s tiles: returns the state after it and stores its y (pointer at the row's
     start)."""
     LOG2_T: tl.constexpr = T.bit_length() - 1
@@ -153,7 +151,7 @@ def _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T: t
     y = (y + Dskip[None, :] * u) * (z * tl.sigmoid(z))  # D skip and gate once per chunk on a (T, BD) tile
     t = t0 + tl.arange(0, T)
     tl.store(y_ptr + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty),
-             mask=((t < L) | EVEN)[:, None] & dmask[None, :])
+             mask=(t < L)[:, None] & dmask[None, :])
     return h
 
 
@@ -161,15 +159,12 @@ def _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T: t
 def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
                             stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
                             stride_zb, stride_zl, stride_yb, stride_yl,
-                            N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
-                            PDL: tl.constexpr):
-    """EVEN: L a positive multiple of T and Di of BLOCK_D, so every bound check is `| True` and folds away at
-    compile time (as in the SSD kernels; fewer integer instructions)."""
+                            N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
     pdl.allow_next_then_wait(PDL)
     row = tl.program_id(0)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
     n = tl.arange(0, N)
-    dmask = (d < Di) | EVEN
+    dmask = d < Di
     A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0) * LOG2E  # (BD, N)
     Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)  # (BD,)
     u_ptr, delta_ptr, z_ptr, y_ptr = (u_ptr + row * stride_ub, delta_ptr + row * stride_db, z_ptr + row * stride_zb,
@@ -178,15 +173,12 @@ def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
     # the next chunk's loads are issued before this chunk's arithmetic, which hides their latency
     u, dt, z, B, C = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, 0, L, d, n, dmask, stride_ul, stride_dl,
-                                 stride_zl, stride_bl, stride_cl, T, EVEN)
+                                 stride_zl, stride_bl, stride_cl, T)
     for t0 in range(0, L, T):
-        nxt = t0 + T
-        if EVEN:  # unmasked: the last chunk's look-ahead reloads that chunk (in bounds) instead, unused
-            nxt = tl.minimum(nxt, L - T)
-        u_next, dt_next, z_next, B_next, C_next = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, nxt, L, d, n,
+        u_next, dt_next, z_next, B_next, C_next = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0 + T, L, d, n,
                                                               dmask, stride_ul, stride_dl, stride_zl, stride_bl,
-                                                              stride_cl, T, EVEN)
-        h = _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T, BLOCK_D, EVEN)
+                                                              stride_cl, T)
+        h = _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T, BLOCK_D)
         u, dt, z, B, C = u_next, dt_next, z_next, B_next, C_next
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
@@ -210,11 +202,10 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     name = KERNEL or _kernel_for(batch, d_inner)
     tokens, block_d, warps = SHAPES[name]
     kernel = {"sequential": _sequential_scan_kernel, "associative": _scan_kernel}[name]
-    even = {"EVEN": length > 0 and length % tokens == 0 and d_inner % block_d == 0} if name == "sequential" else {}
     launch = pdl.launch_options(u)
     kernel[(batch, triton.cdiv(d_inner, block_d))](
         u, delta, A, B, C, D, z, y, state, length, d_inner,
         u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
         C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1),
-        N=N, T=tokens, BLOCK_D=block_d, num_warps=warps, PDL=bool(launch), **even, **launch)
+        N=N, T=tokens, BLOCK_D=block_d, num_warps=warps, PDL=bool(launch), **launch)
     return y, state
