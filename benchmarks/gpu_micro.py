@@ -8,7 +8,6 @@ shape; both `scan.KERNEL`s) over tokens-per-chunk, channel block and warps, and 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 
 import torch

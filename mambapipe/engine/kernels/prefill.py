@@ -5,7 +5,7 @@ Per layer: one add+RMSNorm over the (B*L, H) rows (the previous layer's output i
 inside it), the in_proj GEMM, the channels-last causal conv + SiLU reading its input columns in place, then
 Mamba1: x_proj and dt_proj GEMMs, softplus(dt + bias) masked, the Triton scan (kernels/scan.py);
 Mamba2: the chunked SSD (kernels/ssd.py; softplus(dt + bias) masked in its first pass), the gated norm
-reading z in place; then out_proj. No transposes; the fp32 (L, Di)-sized tensors are Mamba1's step sizes and the SSD's y.
+reading z in place; then out_proj. No transposes; the one fp32 (L, Di)-sized tensor is Mamba1's step sizes.
 """
 
 from __future__ import annotations

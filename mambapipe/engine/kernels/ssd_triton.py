@@ -237,6 +237,7 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     dt_bias (Hh,) fp32 with lengths (Bt,): dt is the raw projection instead (any float dtype and strides), and
     the step sizes are softplus(dt + dt_bias) at t < lengths[b], 0 after (as `prefill.dt_softplus`)."""
     batch, length, heads, P = x.shape
+    N = B.shape[3]
     T = min(chunk_size, length)
     n_chunks = triton.cdiv(length, T)
     f32 = dict(device=x.device, dtype=torch.float32)
@@ -251,12 +252,17 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
         length, heads, T, *raw.stride(), BLOCK_T=triton.next_power_of_2(T), BLOCK_H=BLOCK_HEADS,
         SOFTPLUS=dt_bias is not None, PDL=bool(launch), **launch)
     # without `into`: a new final-state tensor, row b for row b (SLOTS off, so `cum` stands in for no slots)
-    final, slots = into if into is not None else (torch.empty(batch, heads, x.shape[3], B.shape[3], **f32), cum)
-    if final[0].stride()[-3:] != (P * B.shape[3], B.shape[3], 1):
+    final, slots = into if into is not None else (torch.empty(batch, heads, P, N, **f32), cum)
+    if final[0].stride()[-3:] != (P * N, N, 1):
         raise ValueError(f"final states need contiguous (Hh, P, N) rows, got strides {final.stride()}")
     y = _chunked_ssd(x, steps, cum, B.to(x.dtype), C.to(x.dtype), D.float().contiguous(), final, slots,
                      slotted=into is not None)
     return y, (None if into is not None else final)
+
+
+def _whole_tiles(length: int, T: int, block_l: int, *sizes_and_blocks: tuple[int, int]) -> bool:
+    """EVEN: every chunk full, every row tile inside its chunk, every other block dividing its size."""
+    return length % T == 0 and T % block_l == 0 and all(size % block == 0 for size, block in sizes_and_blocks)
 
 
 def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Tensor, final: Tensor,
@@ -280,7 +286,7 @@ def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Te
     _chunk_state[(triton.cdiv(P, bp) * triton.cdiv(N, state_bn), batch * n_chunks, heads)](
         x, dt, B, cum, states, length, heads, P, N, T, n_chunks, heads // G, *x.stride(), *dt.stride(),
         *B.stride(), BLOCK_P=bp, BLOCK_N=state_bn, BLOCK_L=state_bl, PRECISION=precision,
-        EVEN=length % T == 0 and T % state_bl == 0 and P % bp == 0 and N % state_bn == 0,
+        EVEN=_whole_tiles(length, T, state_bl, (P, bp), (N, state_bn)),
         num_warps=CHUNK_STATE_WARPS, num_stages=CHUNK_STATE_STAGES, PDL=bool(launch), **launch)
     _state_passing[(triton.cdiv(P * N, STATE_BLOCK), batch, heads)](
         states, carried, cum, final, slots, heads, T, n_chunks, P * N, final.stride(0), BLOCK=STATE_BLOCK,
@@ -288,6 +294,6 @@ def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Te
     _chunk_scan[(triton.cdiv(T, bl) * triton.cdiv(P, bp), batch * n_chunks, heads)](
         x, dt, C, D, cum, cb, carried, y, length, heads, G, P, N, T, n_chunks, heads // G,
         *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=bn, PRECISION=precision,
-        EVEN=length % T == 0 and T % bl == 0 and P % bp == 0 and N % bn == 0,
+        EVEN=_whole_tiles(length, T, bl, (P, bp), (N, bn)),
         num_warps=CHUNK_SCAN_WARPS, num_stages=CHUNK_SCAN_STAGES, PDL=bool(launch), **launch)
     return y
