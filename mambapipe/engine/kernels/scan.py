@@ -48,17 +48,23 @@ def _linear_recurrence(a1, b1, a2, b2):
 
 
 @triton.jit
-def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
-                 stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
-                 stride_zb, stride_zl, stride_yb, stride_yl,
-                 N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
-    pdl.allow_next_then_wait(PDL)
+def _channel_block(A_ptr, D_ptr, Di, N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's row and channels (grid: rows x channel blocks), its A (BD, N) fp32 and D (BD,)."""
     row = tl.program_id(0)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
     n = tl.arange(0, N)
     dmask = d < Di
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N) fp32
-    Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)
+    return row, d, n, dmask, A, tl.load(D_ptr + d, mask=dmask, other=0.0)
+
+
+@triton.jit
+def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
+                 stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
+                 stride_zb, stride_zl, stride_yb, stride_yl,
+                 N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
+    pdl.allow_next_then_wait(PDL)
+    row, d, n, dmask, A, Dskip = _channel_block(A_ptr, D_ptr, Di, N, BLOCK_D)
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
     last = (tl.arange(0, T) == T - 1)[:, None, None]  # (T, 1, 1): picks the chunk's final state
     for t0 in range(0, L, T):
@@ -161,12 +167,8 @@ def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
                             stride_zb, stride_zl, stride_yb, stride_yl,
                             N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
     pdl.allow_next_then_wait(PDL)
-    row = tl.program_id(0)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
-    n = tl.arange(0, N)
-    dmask = d < Di
-    A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0) * LOG2E  # (BD, N)
-    Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)  # (BD,)
+    row, d, n, dmask, A, Dskip = _channel_block(A_ptr, D_ptr, Di, N, BLOCK_D)
+    A2 = A * LOG2E  # (BD, N)
     u_ptr, delta_ptr, z_ptr, y_ptr = (u_ptr + row * stride_ub, delta_ptr + row * stride_db, z_ptr + row * stride_zb,
                                       y_ptr + row * stride_yb)
     B_ptr, C_ptr = B_ptr + row * stride_bb, C_ptr + row * stride_cb
