@@ -256,7 +256,7 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     if final[0].stride()[-3:] != (P * N, N, 1):
         raise ValueError(f"final states need contiguous (Hh, P, N) rows, got strides {final.stride()}")
     y = _chunked_ssd(x, steps, cum, B.to(x.dtype), C.to(x.dtype), D.float().contiguous(), final, slots,
-                     slotted=into is not None)
+                     slotted=into is not None, launch=launch)
     return y, (None if into is not None else final)
 
 
@@ -266,8 +266,9 @@ def _whole_tiles(length: int, T: int, block_l: int, *sizes_and_blocks: tuple[int
 
 
 def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Tensor, final: Tensor,
-                 slots: Tensor, slotted: bool) -> Tensor:
-    """Kernels 2-5 from the step sizes dt (Bt, L, Hh) fp32 and their chunk cumsums (Bt, Hh, c, T)."""
+                 slots: Tensor, slotted: bool, launch: dict) -> Tensor:
+    """Kernels 2-5 from the step sizes dt (Bt, L, Hh) fp32 and their chunk cumsums (Bt, Hh, c, T); `launch`:
+    `pdl.launch_options` for x."""
     batch, length, heads, P = x.shape
     G, N = B.shape[2:]
     n_chunks, T = cum.shape[2:]
@@ -279,7 +280,6 @@ def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Te
     bl, bp, bn = _fit(BLOCK_L, T), _fit(BLOCK_P, P), _fit(BLOCK_N, N)
     state_bl, state_bn = _fit(CHUNK_STATE_BLOCK_L, T), _fit(CHUNK_STATE_BLOCK_N, N)
     precision = "ieee" if x.dtype == torch.float32 else "tf32"  # half inputs: tensor cores either way
-    launch = pdl.launch_options(x)
     _bmm_chunk[(triton.cdiv(T, bl) ** 2, n_chunks * G, batch)](
         C, B, cb, length, G, N, T, *C.stride(), *B.stride(), BLOCK_L=bl, BLOCK_N=bn, PRECISION=precision,
         num_warps=NUM_WARPS, PDL=bool(launch), **launch)
