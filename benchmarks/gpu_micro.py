@@ -30,14 +30,15 @@ SCAN_SHAPES = {
 
 
 def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
-    """Median ms (as a CUDA graph) of one layer's scan per kernel and (tokens per chunk, channel block, warps)."""
+    """Median ms (as a CUDA graph) of one layer's scan per kernel and (tokens per chunk, channel block, warps);
+    restores the module defaults, as `ssd_triton_variants` does (`use_fastest_scan` then sets a choice)."""
     u, z = (torch.randn(1, L, Di, device="cuda", dtype=torch.float16) for _ in range(2))
     delta = F.softplus(torch.randn(1, L, Di, device="cuda") - 4)
     BC = torch.randn(1, L, 2 * N, device="cuda", dtype=torch.float16)
     A, D = -torch.rand(Di, N, device="cuda") * 4, torch.ones(Di, device="cuda")
     args = (u, delta, A, BC[..., :N], BC[..., N:], D, z)
     y_ref = ops.selective_scan(*args)[0].float()
-    results = {}
+    results, saved = {}, (scan.KERNEL, dict(scan.SHAPES))
     for kernel, shapes in SCAN_SHAPES.items():
         for T, block, warps in shapes:
             key = f"{kernel}_T{T}_bd{block}_w{warps}"
@@ -48,6 +49,7 @@ def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
                                 else f"rel. error {error:.2e} against ops.selective_scan")
             except Exception as err:  # noqa: BLE001 - a shape the compiler rejects is just not a candidate
                 results[key] = repr(err)[:200]
+    scan.KERNEL, scan.SHAPES = saved[0], saved[1]
     return results
 
 
