@@ -138,6 +138,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fused-gate-max-groups", type=int,
                         help="batch-1 Mamba2 decode: gate inside out_proj up to this many norm groups")
     parser.add_argument("--no-prefill-graphs", action="store_true", help="prefill eagerly (the decode stays graphed)")
+    parser.add_argument("--no-queue-ahead", action="store_true",
+                        help="read each greedy decode step's tokens before issuing the next (engine/generate.py)")
     parser.add_argument("--first-tile-early", help="comma list of the GEMV kernels (norm_gemv, gemv) that load their "
                         "first weight tile before the PDL wait (default: gemv.FIRST_TILE_EARLY; 'none': neither)")
     parser.add_argument("--gemv-load-ahead-max-mb", type=float, help="decode GEMV weights up to this size are read "
@@ -147,7 +149,7 @@ def parse_args() -> argparse.Namespace:
 
 def apply_engine_switches(args: argparse.Namespace) -> dict:
     """Set the engine's module switches the flags name; returns them as they now stand (for results.json)."""
-    from mambapipe.engine import cuda_graphs
+    from mambapipe.engine import cuda_graphs, generate
     from mambapipe.engine.kernels import decode, gemv, pdl, ssd
 
     for key, tiles in args.gemv_tiles.items():
@@ -158,6 +160,7 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
         gemv.LOAD_AHEAD_MAX_BYTES = int(args.gemv_load_ahead_max_mb * 2**20)
     if args.no_prefill_graphs:
         cuda_graphs.PREFILL_TOKEN_BUDGET = 0
+    generate.QUEUE_AHEAD = not args.no_queue_ahead
     if args.fused_gate_max_groups is not None:
         decode.FUSED_GATE_MAX_GROUPS = args.fused_gate_max_groups
     if args.gemv_max_batch is not None:
@@ -167,7 +170,7 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
         pdl.PREFETCH_MAX_BYTES = int(args.pdl_prefetch_max_mb * 2**20)
     if args.torch_ssd:  # the Triton SSD is the default; this times the torch one it replaced
         ssd.TRITON_SSD = False
-    return {"pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES,
+    return {"pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES, "queue_ahead": generate.QUEUE_AHEAD,
             "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS, "gemv_max_batch": decode.GEMV_MAX_BATCH,
             "triton_ssd": ssd.TRITON_SSD, "prefill_graph_token_budget": cuda_graphs.PREFILL_TOKEN_BUDGET,
             "gemv_load_ahead_max_bytes": gemv.LOAD_AHEAD_MAX_BYTES, "first_tile_early": sorted(gemv.FIRST_TILE_EARLY),

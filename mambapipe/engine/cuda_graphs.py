@@ -3,8 +3,9 @@ one graph per batch bucket, and the prefill as one graph per (batch, prompt-leng
 
 The small models are launch-bound: a few hundred kernels per token cost more in CPU launch time than their
 bytes take on the GPU. Replaying a captured graph issues them all at once. Each bucket's graph runs over the
-state slots [0, bucket) with static buffers (the generator's token buffer in, `next_tokens` out); idle slots
-ride along and are overwritten by the next prefill that takes them. Graphs are captured when the generator
+state slots [0, bucket) on the generator's static token buffer: it reads each slot's last token there and
+writes the next one back in its place, so steps can follow each other without the host in between; idle
+slots ride along and are overwritten by the next prefill that takes them. Graphs are captured when the generator
 is built, before any sequence is live, so the warm-up steps may scribble on the state freely.
 """
 
@@ -27,8 +28,7 @@ def bucket_sizes(max_batch_size: int) -> list[int]:
 
 class GraphedGreedyDecode:
     def __init__(self, model, state: InferenceState, tokens: Tensor, buckets: list[int]):
-        self.model, self.state, self.tokens = model, state, tokens  # tokens: (slots,) static input
-        self.next_tokens = torch.zeros_like(tokens)  # (slots,) static output
+        self.model, self.state, self.tokens = model, state, tokens  # tokens: (slots,) static input and output
         self.buckets = sorted(buckets)
         self._pool = torch.cuda.graph_pool_handle()
         # Largest first, so the smaller graphs reuse the larger one's pool memory.
@@ -36,7 +36,7 @@ class GraphedGreedyDecode:
 
     def _run(self, n: int) -> None:
         logits = self.model.decode(self.tokens[:n], self.state, 0)  # (n, V) fp32
-        self.next_tokens[:n].copy_(logits.argmax(-1))
+        torch.argmax(logits, dim=-1, out=self.tokens[:n])  # in place of the inputs, no extra copy kernel
 
     def _capture(self, n: int) -> torch.cuda.CUDAGraph:
         side = torch.cuda.Stream()
@@ -51,10 +51,11 @@ class GraphedGreedyDecode:
         return graph
 
     def greedy_step(self, span: int) -> Tensor:
-        """Advance slots [0, bucket >= span) by one greedy token; returns their next tokens (bucket,)."""
+        """Advance slots [0, bucket >= span) by one greedy token; returns their next tokens (bucket,), a view
+        of the token buffer that the next step reads and overwrites."""
         bucket = next(b for b in self.buckets if b >= span)
         self._graphs[bucket].replay()
-        return self.next_tokens[:bucket]
+        return self.tokens[:bucket]
 
 
 def maybe_graphed_decode(model, state: InferenceState, tokens: Tensor,

@@ -5,6 +5,12 @@ sequence advances one token per decode step; a sequence that hits end-of-sequenc
 leaves and frees its slot, and a waiting one can take it (continuous batching, as TensorRT-LLM's
 in-flight batching does). A decode step runs over the contiguous slot span [lo, hi) as views of the
 preallocated state, so no state is gathered, copied or reallocated while decoding.
+
+Greedy decoding on a GPU keeps one step queued ahead: each step writes its tokens into the device buffer
+the next step reads, so step t+1 is issued before the host has read step t's tokens, and the host's work
+(the token copy back, end-of-sequence checks, bookkeeping) overlaps the GPU's. The step ahead covers the
+same slots; whatever it computes for a sequence that has meanwhile ended is dropped, and it is read before
+any prefill admits new sequences, so the tokens are those of the one-at-a-time loop.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from mambapipe.engine.cuda_graphs import maybe_graphed_decode, maybe_graphed_pre
 from mambapipe.engine.model import MambaModel
 from mambapipe.engine.sampling import is_greedy, sample
 from mambapipe.engine.state import InferenceState
+
+
+# Module switch: `benchmarks/gpu_bench.py --no-queue-ahead` reads every greedy step before issuing the next.
+QUEUE_AHEAD = True
 
 
 class LimitError(ValueError):
@@ -60,6 +70,23 @@ class _Live:
 
 
 @dataclass
+class _Issued:
+    """A greedy decode step queued on the device and not yet read: its slot span, the live slots it
+    advances, and the host copy of its tokens (on CUDA pinned, complete once `done` has fired)."""
+
+    lo: int
+    hi: int
+    slots: tuple[int, ...]
+    host: torch.Tensor  # (hi - lo,)
+    done: Optional[torch.cuda.Event]
+
+    def read(self) -> list[int]:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.host.tolist()
+
+
+@dataclass
 class _Timings:
     prefill_s: float = 0.0
     decode_s: float = 0.0
@@ -77,8 +104,15 @@ class EngineGenerator:
             limits.max_batch_size, limits.max_input_len, limits.max_seq_len)
         self.state = InferenceState.allocate(model.spec, tp_size, limits.max_batch_size, model.dtype, device,
                                              ssm_dtype=TORCH_DTYPES[ssm_state_dtype])
-        self._tokens = torch.zeros(limits.max_batch_size, dtype=torch.long, device=device)  # decode input
+        # each slot's last token: the decode step's input, which a greedy step overwrites with its output
+        self._tokens = torch.zeros(limits.max_batch_size, dtype=torch.long, device=device)
         self._graphs = maybe_graphed_decode(model, self.state, self._tokens, cuda_graphs)  # None off CUDA
+        # Greedy steps queued one ahead (module docstring) on CUDA, where the host does not wait for a launch;
+        # their tokens come back through two pinned buffers, one per step in flight.
+        on_gpu = device.startswith("cuda")
+        self.queue_ahead = on_gpu and QUEUE_AHEAD
+        self._host_tokens = [torch.empty(limits.max_batch_size, dtype=torch.long, pin_memory=on_gpu) for _ in "ab"]
+        self._issued: Optional[_Issued] = None
         self._prefill_graphs = maybe_graphed_prefill(model, self.state, limits.max_input_len, cuda_graphs)
         self.runtime_path = self._runtime_path()
 
@@ -129,17 +163,23 @@ class EngineGenerator:
                 del live[slot]
                 self.state.release([slot])
 
+        self._issued = None  # a step a failed call left queued wrote only its own slots' states and tokens
         while waiting or live:
             if waiting and self.state.free:
                 self._admit(prompts, waiting, live, sampling, rng, emit, times)
             elif live:
-                self._step(live, sampling, rng, emit, times)
+                self._step(live, max_new_tokens, sampling, rng, emit, times)
+        if self._issued is not None:  # a step queued for sequences that all ended at end-of-sequence
+            self._issued.read()
+            self._issued = None
         return GenerationOutput(output_ids=outputs, prefill_ms=1e3 * times.prefill_s,
                                 decode_ms_per_step=1e3 * times.decode_s / max(times.decode_steps, 1),
                                 peak_memory_mb=_peak_memory_mb(self.device))
 
     def _admit(self, prompts, waiting, live, sampling, rng, emit, times) -> None:
         """Prefill as many waiting prompts as there are free slots, and emit their first tokens."""
+        if self._issued is not None:  # read the queued step first: the new slots' tokens are uploaded after it
+            self._emit_issued(live, emit, times)
         requests = [waiting.popleft() for _ in range(min(len(waiting), len(self.state.free)))]
         slots = self.state.acquire(len(requests))
         start = time.perf_counter()
@@ -161,24 +201,71 @@ class EngineGenerator:
         return self.model.prefill(tokens, torch.tensor(lengths, device=self.device), self.state,
                                   torch.tensor(slots, device=self.device))
 
-    def _step(self, live, sampling, rng, emit, times) -> None:
+    def _step(self, live, max_new_tokens, sampling, rng, emit, times) -> None:
         """One decode step over the slot span holding every live sequence (idle slots ride along)."""
-        graphed = self._graphs is not None and is_greedy(sampling)  # graphs always start at slot 0
-        lo, hi = (0 if graphed else min(live)), max(live) + 1
+        start = time.perf_counter()
+        if not is_greedy(sampling):
+            lo, hi = self._upload_last_tokens(live, graphed=False)
+            logits = self.model.decode(self._tokens[lo:hi], self.state, lo)  # (hi-lo, V)
+            chosen = sample(logits, sampling, rng).tolist()
+            self._count_step(start, times)
+            for slot in list(live):
+                emit(slot, chosen[slot - lo])
+            return
+        current = self._issued
+        if current is None:
+            lo, hi = self._upload_last_tokens(live, graphed=self._graphs is not None)
+            current = self._issue_greedy(lo, hi, tuple(live))
+        # queue the next step before reading this one, unless every sequence ends with this one's token
+        needed = any(len(live[slot].tokens) + 1 < max_new_tokens for slot in current.slots if slot in live)
+        if self.queue_ahead and needed:
+            self._issued = self._issue_greedy(current.lo, current.hi, current.slots)
+        else:
+            self._issued = None
+        self._emit(current, live, emit, times, start)
+
+    def _upload_last_tokens(self, live, graphed: bool) -> tuple[int, int]:
+        """Copy each live sequence's last token into the token buffer; returns the slot span [lo, hi)."""
+        lo, hi = (0 if graphed else min(live)), max(live) + 1  # graphs always start at slot 0
         span = [0] * (hi - lo)
         for slot, seq in live.items():
             span[slot - lo] = seq.tokens[-1]
         self._tokens[lo:hi].copy_(torch.tensor(span))  # one host-to-device copy, not one per sequence
-        start = time.perf_counter()
-        if graphed:
-            chosen = self._graphs.greedy_step(hi).tolist()
+        return lo, hi
+
+    def _issue_greedy(self, lo: int, hi: int, slots: tuple[int, ...]) -> _Issued:
+        """Queue one greedy step over [lo, hi): its tokens replace its inputs in the token buffer, then are
+        copied to the host buffer that the previous issue did not take."""
+        if self._graphs is not None:
+            chosen = self._graphs.greedy_step(hi)[lo:hi]
         else:
-            logits = self.model.decode(self._tokens[lo:hi], self.state, lo)  # (hi-lo, V)
-            chosen = sample(logits, sampling, rng).tolist()
+            chosen = self.model.decode(self._tokens[lo:hi], self.state, lo).argmax(-1)  # (hi-lo,)
+            self._tokens[lo:hi].copy_(chosen)
+        self._host_tokens.reverse()
+        host = self._host_tokens[0][: hi - lo]
+        host.copy_(chosen, non_blocking=self.queue_ahead)
+        done = torch.cuda.Event() if host.is_pinned() else None
+        if done is not None:
+            done.record()
+        return _Issued(lo, hi, slots, host, done)
+
+    def _emit_issued(self, live, emit, times) -> None:
+        """Read the queued step and emit its tokens (before a prefill: admitted slots upload their tokens)."""
+        issued, self._issued = self._issued, None
+        self._emit(issued, live, emit, times, time.perf_counter())
+
+    def _emit(self, issued: _Issued, live, emit, times, start: float) -> None:
+        """Wait for `issued`, count the step, and emit its tokens to the sequences still live."""
+        chosen = issued.read()
+        self._count_step(start, times)
+        for slot in issued.slots:
+            if slot in live:
+                emit(slot, chosen[slot - issued.lo])
+
+    @staticmethod
+    def _count_step(start: float, times: _Timings) -> None:
         times.decode_s += time.perf_counter() - start
         times.decode_steps += 1
-        for slot in list(live):
-            emit(slot, chosen[slot - lo])
 
 
 def _peak_memory_mb(device: str) -> float:

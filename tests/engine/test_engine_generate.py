@@ -53,6 +53,27 @@ def test_stop_at_eos_per_sequence(engine_dir):
     assert gen.generate(prompts, 10, eos_id=eos, stop_at_eos=False).output_ids == free
 
 
+def test_greedy_steps_queued_ahead_give_the_same_tokens(engine_dir):
+    """The GPU's loop (a greedy step queued before the previous one is read, generate.py) against the
+    one-at-a-time loop, forced on here: sequences leaving at their budgets or at end-of-sequence, and
+    queued prompts joining slots freed mid-run; a step queued for sequences that all ended is read and
+    dropped, not left behind for the next call."""
+    gen = load_engine(engine_dir)
+    prompts = _prompts(7, seed=4)
+    budgets = [3, 9, 5, 12, 2, 7, 4]
+    runs = {}
+    for queue_ahead in (False, True):
+        gen.queue_ahead = queue_ahead
+        free = gen.generate(prompts[:3], 10).output_ids
+        eos = free[0][2]
+        runs[queue_ahead] = [free, gen.generate(prompts[:3], 10, eos_id=eos).output_ids,
+                             [gen.generate([p], n).output_ids[0] for p, n in zip(prompts, budgets)],
+                             gen.serve(prompts, 12, eos_id=eos).output_ids]
+        assert gen._issued is None
+    assert runs[True] == runs[False]
+    assert any(len(t) < 10 for t in runs[True][1])  # end-of-sequence did stop a sequence early
+
+
 @pytest.mark.parametrize("prompts,new,message", [
     ([[1]] * 4, 2, "max_batch_size=3"),
     ([list(range(1, 18))], 2, "max_input_len=16"),
