@@ -14,7 +14,7 @@ import triton.language as tl
 from torch import Tensor
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import pdl
+from mambapipe.engine.kernels import fastmath, pdl
 
 
 @triton.jit
@@ -64,7 +64,7 @@ def gated_norm_group(y_row, z_row, w_ptr, out_row, group, G, eps, BLOCK: tl.cons
     mask = tl.arange(0, BLOCK) < G
     y = tl.load(y_row + cols, mask=mask, other=0.0).to(tl.float32)
     z = tl.load(z_row + cols, mask=mask, other=0.0).to(tl.float32)
-    x = y * z * tl.sigmoid(z)  # y * silu(z)
+    x = y * fastmath.silu(z, HALF=out_row.dtype.element_ty != tl.float32)
     rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / G + eps)
     w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_row + cols, (x * rstd * w).to(out_row.dtype.element_ty), mask=mask)

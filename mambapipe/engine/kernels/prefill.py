@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mambapipe.engine.kernels import pdl, ssd
+from mambapipe.engine.kernels import fastmath, pdl, ssd
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
 from mambapipe.engine.kernels.scan import selective_scan
 from mambapipe.engine.kernels.ssm import softplus
@@ -52,7 +52,8 @@ def _conv_prefill_kernel(x_ptr, w_ptr, b_ptr, len_ptr, out_ptr, state_ptr, slot_
     if HAS_BIAS:
         acc += tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
     out = out_ptr + b * s_ob + t[:, None] * s_ol + c[None, :]
-    tl.store(out, (acc * tl.sigmoid(acc)).to(out_ptr.dtype.element_ty), mask=(t < L)[:, None] & c_ok[None, :])
+    silu = fastmath.silu(acc, HALF=out_ptr.dtype.element_ty != tl.float32)
+    tl.store(out, silu.to(out_ptr.dtype.element_ty), mask=(t < L)[:, None] & c_ok[None, :])
     if lb == 0:  # the first token block of each channel block also stores the row's conv state
         dst = tl.load(slot_ptr + b).to(tl.int64) if SLOTS else b  # the row's slot, or its own row
         _store_conv_state(x_ptr + b * s_xb, s_xl, tl.load(len_ptr + b), state_ptr + dst * s_sb, s_sc, c, c_ok,
@@ -102,7 +103,8 @@ def _dt_softplus_kernel(dt_ptr, bias_ptr, len_ptr, out_ptr, L, H, s_db, s_dl, BL
     h = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,)
     mask = (t < L)[:, None] & (h < H)[None, :]
     dt = tl.load(dt_ptr + b * s_db + t[:, None] * s_dl + h[None, :], mask=mask, other=0.0).to(tl.float32)
-    dt = softplus(dt + tl.load(bias_ptr + h, mask=h < H, other=0.0)[None, :])  # (BL, BH)
+    dt = softplus(dt + tl.load(bias_ptr + h, mask=h < H, other=0.0)[None, :],  # (BL, BH)
+                  HALF=dt_ptr.dtype.element_ty != tl.float32)
     dt = tl.where((t < tl.load(len_ptr + b))[:, None], dt, 0.0)  # padding steps leave the state untouched
     tl.store(out_ptr + (b * L + t[:, None]) * H + h[None, :], dt, mask=mask)
 

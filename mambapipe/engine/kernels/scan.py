@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mambapipe.engine.kernels import pdl
+from mambapipe.engine.kernels import fastmath, pdl
 
 # Launch shape per kernel: (tokens per chunk, channel block, warps), the fastest of the H200 sweep at
 # mamba-2.8b's shape (GPU_NOTES.md v10, device call 35, one layer at 2048 tokens): sequential 0.188 ms,
@@ -81,7 +81,8 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, sta
         b = (dt * u)[:, :, None] * B[:, None, :]  # (T, BD, N)
         a_cum, b_cum = tl.associative_scan((a, b), 0, _linear_recurrence)
         hs = a_cum * h[None, :, :] + b_cum  # (T, BD, N): the state after each token
-        y = (tl.sum(hs * C[:, None, :], axis=2) + Dskip[None, :] * u) * (z * tl.sigmoid(z))  # (T, BD)
+        gate = fastmath.silu(z, HALF=y_ptr.dtype.element_ty != tl.float32)
+        y = (tl.sum(hs * C[:, None, :], axis=2) + Dskip[None, :] * u) * gate  # (T, BD)
         tl.store(y_ptr + row * stride_yb + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
         h = tl.sum(tl.where(last, hs, 0.0), axis=0)  # (BD, N)
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
@@ -154,7 +155,8 @@ def _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T: t
     h, y = _tokens(h, A2, _token_bits(u, T, LOG2_T), _token_bits(dt, T, LOG2_T), _token_bits(B, T, LOG2_T),
                    _token_bits(C, T, LOG2_T), T)
     y = tl.trans(tl.reshape(_reverse_bits(y, LOG2_T), (BLOCK_D, T)))  # (T, BD): C.h per token
-    y = (y + Dskip[None, :] * u) * (z * tl.sigmoid(z))  # D skip and gate once per chunk on a (T, BD) tile
+    gate = fastmath.silu(z, HALF=y_ptr.dtype.element_ty != tl.float32)
+    y = (y + Dskip[None, :] * u) * gate  # D skip and gate once per chunk on a (T, BD) tile
     t = t0 + tl.arange(0, T)
     tl.store(y_ptr + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty),
              mask=(t < L)[:, None] & dmask[None, :])

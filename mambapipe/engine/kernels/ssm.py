@@ -16,7 +16,7 @@ import triton.language as tl
 from torch import Tensor
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import pdl
+from mambapipe.engine.kernels import fastmath, pdl
 
 FUSED_DT_MAX_BATCH = 4
 # Head-dim rows per Mamba2 program. At batch 64 (mamba2-2.7b shape) tiles of 16-64 rows with 2-8 warps
@@ -25,8 +25,9 @@ BLOCK_P, MAMBA2_WARPS = 16, 4
 
 
 @triton.jit
-def softplus(x):
-    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))  # torch's softplus threshold
+def softplus(x, HALF: tl.constexpr = False):
+    """torch's softplus (and its threshold) of fp32 x; HALF: the log approximated (kernels/fastmath.py)."""
+    return tl.where(x > 20.0, x, fastmath.log(1.0 + tl.exp(x), HALF))
 
 
 @triton.jit
