@@ -24,7 +24,11 @@ from mambapipe.engine.kernels import prefill, scan, ssd, ssd_triton
 # fewer with more channels a thread or longer chunks, at fewer resident warps.
 SCAN_SHAPES = {
     "sequential": ((8, 16, 1), (4, 32, 1), (8, 16, 2), (16, 16, 2), (8, 32, 2), (16, 32, 2), (8, 64, 2), (8, 32, 4),
-                   (16, 32, 4), (8, 64, 4), (8, 128, 4), (16, 64, 8)),
+                   (16, 32, 4), (8, 64, 4), (8, 128, 4), (16, 64, 8),
+                   # 2026-11-29 (v11): ncu put (16, 64, 8) at 12.5 % occupancy (164 registers, one program an SM)
+                   # on 80 of the 132 SMs, MUFU pipe 41 % busy: more warps a program or more programs
+                   (16, 64, 16), (8, 64, 16), (8, 64, 8), (16, 32, 8), (8, 32, 8), (16, 16, 4), (8, 16, 4),
+                   (16, 16, 8)),
     "associative": ((32, 16, 4), (16, 16, 4), (8, 16, 4), (32, 32, 4), (16, 32, 8)),  # v2: (32, 16, 4) 0.233 ms
 }
 
@@ -135,8 +139,9 @@ CONV_TILES = ((16, 256), (32, 256), (64, 128), (16, 512), (32, 128), (8, 512), (
 
 
 def conv_variants(L: int = 2048) -> dict:
-    """Median ms of the prefill conv (kernels/prefill.py) per tile at mamba2-2.7b's and Codestral's conv
-    widths; restores the module defaults."""
+    """Median ms (as a CUDA graph: timed eagerly, one Triton launch costs about what the kernel does) of the
+    prefill conv (kernels/prefill.py) per tile at mamba2-2.7b's and Codestral's conv widths; restores the
+    module defaults."""
     saved = (prefill.CONV_BLOCK_L, prefill.CONV_BLOCK_C)
     results = {}
     for name, channels in (("mamba2_2p7b", 5376), ("codestral_7b", 10240)):
@@ -146,9 +151,8 @@ def conv_variants(L: int = 2048) -> dict:
         x, lengths = xz[..., 256:256 + channels], torch.tensor([L], device="cuda")
         for rows, cols in CONV_TILES:
             prefill.CONV_BLOCK_L, prefill.CONV_BLOCK_C = rows, cols
-            results[f"{name}_L{rows}_C{cols}"] = do_bench(
-                lambda: prefill.causal_conv1d_prefill(x, weight, bias, lengths),
-                return_mode="median")
+            results[f"{name}_L{rows}_C{cols}"] = _graph_ms(lambda: prefill.causal_conv1d_prefill(x, weight, bias,
+                                                                                                 lengths))
     prefill.CONV_BLOCK_L, prefill.CONV_BLOCK_C = saved
     return results
 
