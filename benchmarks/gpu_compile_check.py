@@ -23,9 +23,10 @@ KERNELS = [
        dict(res_ptr=F, norm_w_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=H, cs_ptr=H, cw_ptr=H, cb_ptr=H, M=I, N=I, K=I,
             conv_lo=I, conv_hi=I, stride_res=I, stride_out=I, stride_csb=I, stride_csc=I, eps="fp32", HAS_BIAS=C,
             CONV=C, CONV_BIAS=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PDL=C, PREFETCH_LINES=C, LOAD_AHEAD=C,
-            FIRST_EARLY=C),
+            FIRST_EARLY=C, CONV_EARLY=C),
        dict(HAS_BIAS=False, CONV=True, CONV_BIAS=True, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, PDL=True,
-            PREFETCH_LINES=4 if ahead else 0, LOAD_AHEAD=ahead, FIRST_EARLY=not ahead)) for ahead in (True, False)],
+            PREFETCH_LINES=4 if ahead else 0, LOAD_AHEAD=ahead, FIRST_EARLY=not ahead, CONV_EARLY=ahead))
+      for ahead in (True, False)],  # a small weight (read ahead, conv inputs early) and a large one
     *[(gemv._gemv_kernel,
        dict(y_ptr=F, z_ptr=H, g_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=F, part_ptr=F, sq_ptr=F, count_ptr="*i32", M=I,
             N=I, K=I, G=I, K_SPLIT=I, stride_y=I, stride_z=I, stride_out=I, eps="fp32", GATED=C, NORM_AT_REDUCE=C,

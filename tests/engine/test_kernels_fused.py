@@ -131,7 +131,9 @@ def test_ssd_chunk_scan_regrouped_matches_reference(length):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])
 @pytest.mark.parametrize("batch,with_bias", [(1, False), (3, True)])
-def test_norm_gemv_with_conv_rows_matches_torch(dtype, tol, batch, with_bias):
+@pytest.mark.parametrize("conv_early", [True, False])  # the conv inputs read before the weights or after them
+def test_norm_gemv_with_conv_rows_matches_torch(dtype, tol, batch, with_bias, conv_early, monkeypatch):
+    monkeypatch.setattr(gemv, "CONV_EARLY_MAX_BYTES", 2**30 if conv_early else 0)
     H, N, lo, C = 300, 100, 30, 50  # 300 columns: two K tiles, the second one ragged
     residual, norm_w = _rand(batch, H, scale=3.0), _rand(H, dtype=dtype)
     weight, bias = _rand(N, H, dtype=dtype, scale=H ** -0.5), _rand(N, dtype=dtype) if with_bias else None

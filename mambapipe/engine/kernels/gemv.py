@@ -34,7 +34,7 @@ from torch import Tensor
 
 from mambapipe.engine import ops
 from mambapipe.engine.kernels import pdl
-from mambapipe.engine.kernels.conv import WIDTH, conv_step
+from mambapipe.engine.kernels.conv import WIDTH, conv_inputs, conv_step
 
 MAX_BATCH = 8  # batch rows one program multiplies at once
 # (BLOCK_N, BLOCK_K, warps, stages[, split]) by (N, K, BLOCK_M) of a weight (N, K), and by (N, K, BLOCK_M,
@@ -63,6 +63,12 @@ LOAD_AHEAD_MAX_BYTES = 16 * 2**20
 # Measured on the H200 (GPU_NOTES.md v9, device call 22): mamba-2.8b 2.35 -> 2.23 ms a step, mamba2-2.7b
 # 2.17 -> 2.13, the others within noise. `gpu_bench.py --first-tile-early` changes the set.
 FIRST_TILE_EARLY = frozenset({"norm_gemv", "gemv"})
+# In_proj weights up to this size have their conv channels' state, taps and bias read before the PDL wait (safe:
+# kernels/conv.py), taking that memory round trip off the latency-bound small kernels' critical path. Measured on
+# the H200 (GPU_NOTES.md v11, device call 45, S1 decode ms a step, two runs each): mamba-130m 0.328 -> 0.306 /
+# 0.303, mamba2-130m 0.293 / 0.297 -> 0.283; for every weight it took the big models 12-19 % longer (2.7b 2.07
+# -> 2.47): the values live through the K loop, 80 -> 96 registers for the (16, 256) tile, one program fewer an SM.
+CONV_EARLY_MAX_BYTES = 16 * 2**20
 
 
 def default_tiles(N: int, K: int, block_m: int) -> tuple[int, int, int, int]:
@@ -158,12 +164,21 @@ def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_
                       HAS_BIAS: tl.constexpr, CONV: tl.constexpr, CONV_BIAS: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                       PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr, LOAD_AHEAD: tl.constexpr,
-                      FIRST_EARLY: tl.constexpr):
+                      FIRST_EARLY: tl.constexpr, CONV_EARLY: tl.constexpr):
     dtype = w_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_M)  # (BM,) batch rows
     row_ok = rows < M
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,) output rows
     n_ok = n < N
+    if CONV:  # rows [conv_lo, conv_hi) are conv channels
+        c = n - conv_lo  # (BN,) channel of each row
+        is_conv = (n >= conv_lo) & (n < conv_hi)
+        conv_mask = row_ok[:, None] & (n_ok & is_conv)[None, :]  # (BM, BN)
+        zero = rows[:, None] * 0  # broadcasts the per-channel pointers over the batch rows
+        state_rows = cs_ptr + rows[:, None] * stride_csb + c[None, :] * stride_csc
+        conv_w, conv_b = cw_ptr + c[None, :] * 4 + zero, cb_ptr + c[None, :] + zero
+        if CONV_EARLY:  # their state, taps and bias before the PDL wait (CONV_EARLY_MAX_BYTES)
+            s0, s1, s2, w0, w1, w2, w3, conv_bias = conv_inputs(state_rows, conv_w, conv_b, conv_mask, CONV_BIAS)
     ahead = _weights_first(w_ptr, n, n_ok, N, K, 0, K, BLOCK_K, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # summed over K once, after the loop
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
@@ -179,14 +194,11 @@ def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_
     if HAS_BIAS:
         out += tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     out = out.to(dtype)  # F.linear's output rounding
-    if CONV:  # rows [conv_lo, conv_hi) are conv channels: silu(conv) of the new input, state shifted
-        c = n - conv_lo  # (BN,) channel of each row
-        is_conv = (n >= conv_lo) & (n < conv_hi)
-        mask = row_ok[:, None] & (n_ok & is_conv)[None, :]  # (BM, BN)
-        zero = rows[:, None] * 0  # broadcasts the per-channel pointers over the batch rows
-        y = conv_step(out.to(tl.float32), cs_ptr + rows[:, None] * stride_csb + c[None, :] * stride_csc,
-                      cw_ptr + c[None, :] * 4 + zero, cb_ptr + c[None, :] + zero, mask,
-                      HAS_BIAS=CONV_BIAS, WRITE_STATE=True)
+    if CONV:  # the conv channels: silu(conv) of the new input, state shifted
+        if not CONV_EARLY:
+            s0, s1, s2, w0, w1, w2, w3, conv_bias = conv_inputs(state_rows, conv_w, conv_b, conv_mask, CONV_BIAS)
+        y = conv_step(out.to(tl.float32), s0, s1, s2, w0, w1, w2, w3, conv_bias, state_rows, conv_mask,
+                      WRITE_STATE=True)
         out = tl.where(is_conv[None, :], y.to(dtype), out)
     tl.store(out_ptr + rows[:, None] * stride_out + n[None, :], out.to(out_ptr.dtype.element_ty),
              mask=row_ok[:, None] & n_ok[None, :])
@@ -220,7 +232,9 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
         PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch, K), LOAD_AHEAD=_load_ahead(weight),
-        FIRST_EARLY=_first_early(weight, "norm_gemv"), num_warps=warps, num_stages=stages, **launch)
+        FIRST_EARLY=_first_early(weight, "norm_gemv"),
+        CONV_EARLY=weight.numel() * weight.element_size() <= CONV_EARLY_MAX_BYTES, num_warps=warps,
+        num_stages=stages, **launch)
     return out
 
 
@@ -265,7 +279,7 @@ def _gemv_tile(w, k0, k_end, acc, part, sq, y_ptr, z_ptr, g_ptr, rows, row_ok, s
     k_ok = ks < k_end
     mask = row_ok[:, None] & k_ok[None, :]
     x = tl.load(y_ptr + rows[:, None] * stride_y + ks[None, :], mask=mask, other=0.0).to(tl.float32)
-    if GATED:  # y * silu(z) * gate_norm (`norms.gated_norm_group`)
+    if GATED:  # y * silu(z) * gate_norm, normed per group (`norms.gated_rms_norm`)
         z = tl.load(z_ptr + rows[:, None] * stride_z + ks[None, :], mask=mask, other=0.0).to(tl.float32)
         x = x * z * tl.sigmoid(z)
         sq += x * x
