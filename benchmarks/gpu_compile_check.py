@@ -45,11 +45,13 @@ KERNELS = [
      dict(state_ptr=H, x_ptr=H, dt_ptr=H, dt_bias_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, y_ptr=F,
           **{n: I for n in "stride_sb stride_sh stride_sp stride_xb stride_dtb stride_bb stride_cb stride_yb".split()},
           P=I, heads_per_group=I, N=C, BLOCK_P=C, PDL=C), dict(N=128, BLOCK_P=ssm.BLOCK_P, PDL=True)),
-    (ssm._mamba1_update_kernel,
-     dict(state_ptr=H, x_ptr=H, dtr_ptr=H, dtw_ptr=H, dt_bias_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H,
-          y_ptr=H, Di=I, R=I, **{n: I for n in "stride_sb stride_sd stride_xb stride_dtb stride_bb stride_cb "
-                                             "stride_zb stride_yb".split()},
-          N=C, BLOCK_D=C, BLOCK_R=C, FUSED_DT=C, PDL=C), dict(N=16, BLOCK_D=32, BLOCK_R=256, FUSED_DT=True, PDL=True)),
+    *[(ssm._mamba1_update_kernel,
+       dict(state_ptr=H, x_ptr=H, dtr_ptr=H, dtw_ptr=H, dt_bias_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H,
+            y_ptr=H, Bt=I, Di=I, R=I, **{n: I for n in "stride_sb stride_sd stride_xb stride_dtb stride_bb stride_cb "
+                                                     "stride_zb stride_yb".split()},
+            N=C, BLOCK_D=C, BLOCK_R=C, ROWS=C, FUSED_DT=C, PDL=C),
+       dict(N=16, BLOCK_D=block_d, BLOCK_R=256, ROWS=rows, FUSED_DT=fused, PDL=True, num_warps=warps))
+      for fused, (rows, block_d, warps) in ((True, (1, 32, 4)), (False, ssm.BATCHED_SHAPE))],  # batch 1; batched
     (prefill._conv_prefill_kernel,
      dict(x_ptr=H, w_ptr=H, b_ptr=H, len_ptr=L64, out_ptr=H, state_ptr=H, slot_ptr=L64, L=I, C=I, s_xb=I, s_xl=I,
           s_ob=I, s_ol=I, s_sb=I, s_sc=I, K=C, HAS_BIAS=C, BLOCK_L=C, BLOCK_C=C, STATE_COLS=C, SLOTS=C, PDL=C),

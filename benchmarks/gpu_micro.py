@@ -1,6 +1,7 @@
-"""Per-layer prefill pieces at 2048 tokens, to choose kernel shapes: the Triton Mamba1 scan (mamba-2.8b
-shape; both `scan.KERNEL`s) over tokens-per-chunk, channel block and warps, and the Mamba2 chunked SSD
-(mamba2-2.7b and Codestral shapes): torch reference vs regrouped torch vs the Triton kernels (over their tile sizes).
+"""Per-layer pieces, to choose kernel shapes: at 2048 tokens the Triton Mamba1 scan (mamba-2.8b shape; both
+`scan.KERNEL`s) over tokens-per-chunk, channel block and warps, the Mamba2 chunked SSD (mamba2-2.7b and
+Codestral shapes): torch reference vs regrouped torch vs the Triton kernels (over their tile sizes), and the
+prefill conv's tiles; the batched Mamba1 decode update over its launch shapes.
 
     PYTHONPATH=$PWD python benchmarks/gpu_micro.py [--ssd-only]
 """
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from triton.testing import do_bench, do_bench_cudagraph
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import prefill, scan, ssd, ssd_triton
+from mambapipe.engine.kernels import prefill, scan, ssd, ssd_triton, ssm
 
 
 # (tokens per chunk, channel block, warps) per scan kernel. The sequential kernel's (BLOCK_D, N=16) state tile is
@@ -135,6 +136,39 @@ def ssd_triton_variants(L: int = 2048) -> dict:
     return results
 
 
+# (rows, channels, warps) of a batched Mamba1 decode update program (kernels/ssm.py BATCHED_SHAPE)
+MAMBA1_UPDATE_SHAPES = ((1, 32, 4), (2, 32, 4), (4, 32, 4), (8, 32, 4), (1, 64, 4), (2, 64, 4), (4, 64, 4),
+                        (4, 64, 8), (8, 64, 8), (2, 128, 4), (4, 32, 2), (2, 32, 2))
+
+
+def mamba1_update_variants(batches: tuple[int, ...] = (64, 8)) -> dict:
+    """Microseconds (as a CUDA graph, the dt_proj GEMM included) of one layer's batched Mamba1 decode update per
+    launch shape, at mamba-2.8b's and mamba-130m's widths, each first checked against the torch twin on an
+    untouched state; restores the module default."""
+    saved, results = ssm.BATCHED_SHAPE, {}
+    for name, Di, R in (("mamba_2p8b", 5120, 160), ("mamba_130m", 1536, 48)):
+        for batch in batches:
+            N = 16
+            state = torch.randn(batch, Di, N, device="cuda").half()
+            x, z, dt_low = (torch.randn(batch, cols, device="cuda").half() for cols in (Di, Di, R))
+            dt_proj = (torch.randn(Di, R, device="cuda") * R ** -0.5).half()
+            dt_bias, D = torch.randn(Di, device="cuda") - 4, torch.ones(Di, device="cuda")
+            A = -torch.rand(Di, N, device="cuda") * 4
+            B, C = (torch.randn(batch, N, device="cuda").half() for _ in range(2))
+            ref = ssm.mamba1_state_update_ref(state.clone(), x, dt_low, dt_proj, dt_bias, A, B, C, D, z)
+            for shape in MAMBA1_UPDATE_SHAPES:
+                ssm.BATCHED_SHAPE = shape
+                y = ssm.mamba1_state_update(state.clone(), x, dt_low, dt_proj, dt_bias, A, B, C, D, z, False)
+                error = _rel(y.float(), ref.float())
+                work = state.clone()  # the timed updates evolve their own copy
+                results[f"{name}_B{batch}_{shape}"] = (
+                    do_bench_cudagraph(lambda: ssm.mamba1_state_update(work, x, dt_low, dt_proj, dt_bias, A, B, C, D,
+                                                                       z, False)) * 1e3
+                    if error < 1e-2 else f"rel. error {error:.2e} against the torch twin")
+    ssm.BATCHED_SHAPE = saved
+    return results
+
+
 CONV_TILES = ((16, 256), (32, 256), (64, 128), (16, 512), (32, 128), (8, 512), (64, 64))  # (BLOCK_L, BLOCK_C)
 
 
@@ -162,7 +196,7 @@ if __name__ == "__main__":
     parser.add_argument("--ssd-only", action="store_true", help="skip the Mamba1 scan sweep")
     ssd_only = parser.parse_args().ssd_only
     report = {"ssd_ms_per_layer": ssd_times(), "ssd_triton_tiles_ms_per_layer": ssd_triton_variants(),
-              "conv_tiles_ms_per_layer": conv_variants()}
+              "conv_tiles_ms_per_layer": conv_variants(), "mamba1_update_us_per_layer": mamba1_update_variants()}
     if not ssd_only:
         variants = scan_variants()
         report.update(scan_ms_per_layer=variants, fastest=use_fastest_scan(variants))

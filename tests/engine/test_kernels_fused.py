@@ -82,10 +82,16 @@ def test_mamba2_state_update(state_dtype, tol):
         _close(state, state_ref, tol)
 
 
-@pytest.mark.parametrize("fuse_dt_proj", [True, False])
+@pytest.mark.parametrize("fuse_dt_proj,batch,batched_shape", [(True, 2, None), (False, 2, (1, 32, 4)),
+                                                              (False, 6, (4, 16, 4)),  # 6 rows: 4 + 2
+                                                              (False, 5, None)])  # the default shape, ragged
 @pytest.mark.parametrize("state_dtype,tol", [(torch.float32, 1e-5), (HALF, 2e-2)])
-def test_mamba1_state_update(state_dtype, tol, fuse_dt_proj):
-    batch, Di, N, R = 2, 40, 8, 6  # Di not a multiple of the block, R not a power of two
+def test_mamba1_state_update(state_dtype, tol, fuse_dt_proj, batch, batched_shape, monkeypatch):
+    """dt_proj in-kernel (one row a program) or as a GEMM first (several rows a program, the last program's
+    rows partly past the batch)."""
+    if batched_shape is not None:
+        monkeypatch.setattr(ssm, "BATCHED_SHAPE", batched_shape)
+    Di, N, R = 40, 8, 6  # Di not a multiple of the block, R not a power of two
     x_dbl = _rand(batch, R + 2 * N)
     dt_low, Bm, Cm = x_dbl[:, :R], x_dbl[:, R: R + N], x_dbl[:, R + N:]
     xz = _rand(batch, 2 * Di)

@@ -19,6 +19,10 @@ from mambapipe.engine import ops
 from mambapipe.engine.kernels import fastmath, pdl
 
 FUSED_DT_MAX_BATCH = 4
+# (rows, channels, warps) of a Mamba1 program once dt_proj runs as a GEMM (batches over FUSED_DT_MAX_BATCH):
+# the fastest of 12 at mamba-2.8b's width and batch 64 on the H200 (GPU_NOTES.md v11, device call 47, CUDA
+# graphs with the dt_proj GEMM): 10.78 us a layer against 16.1 for one row of 32 channels a program.
+BATCHED_SHAPE = (2, 64, 4)
 # Head-dim rows per Mamba2 program. At batch 64 (mamba2-2.7b shape) tiles of 16-64 rows with 2-8 warps
 # all took 0.049-0.054 ms a layer on the H200 (GPU_NOTES.md v2); 16 rows keep batch 1 spread over the SMs.
 BLOCK_P, MAMBA2_WARPS = 16, 4
@@ -89,19 +93,20 @@ def mamba2_state_update_ref(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tenso
 
 @triton.jit
 def _mamba1_update_kernel(state_ptr, x_ptr, dtr_ptr, dtw_ptr, dt_bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
-                          y_ptr, Di, R, stride_sb, stride_sd, stride_xb, stride_dtb, stride_bb, stride_cb,
-                          stride_zb, stride_yb, N: tl.constexpr, BLOCK_D: tl.constexpr,
-                          BLOCK_R: tl.constexpr, FUSED_DT: tl.constexpr, PDL: tl.constexpr):
-    row = tl.program_id(0)
+                          y_ptr, Bt, Di, R, stride_sb, stride_sd, stride_xb, stride_dtb, stride_bb, stride_cb,
+                          stride_zb, stride_yb, N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr,
+                          ROWS: tl.constexpr, FUSED_DT: tl.constexpr, PDL: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # (RW,) batch rows, sharing A, D and dt_bias
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
     n = tl.arange(0, N)
     dmask = d < Di
+    m2 = (rows < Bt)[:, None] & dmask[None, :]  # (RW, BD)
     r = tl.arange(0, BLOCK_R)
     rmask = r < R
     pdl.allow_next(PDL)
     # The state and the weights first, before the wait for the kernel before (see the Mamba2 kernel above)
-    s_ptrs = state_ptr + row * stride_sb + d[:, None] * stride_sd + n[None, :]
-    s = tl.load(s_ptrs, mask=dmask[:, None], other=0.0).to(tl.float32)  # (BD, N)
+    s_ptrs = state_ptr + rows[:, None, None] * stride_sb + d[None, :, None] * stride_sd + n[None, None, :]
+    s = tl.load(s_ptrs, mask=m2[:, :, None], other=0.0).to(tl.float32)  # (RW, BD, N)
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N)
     Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)
     dt_bias = tl.load(dt_bias_ptr + d, mask=dmask, other=0.0)
@@ -109,19 +114,21 @@ def _mamba1_update_kernel(state_ptr, x_ptr, dtr_ptr, dtw_ptr, dt_bias_ptr, A_ptr
         W = tl.load(dtw_ptr + d[:, None] * R + r[None, :], mask=dmask[:, None] & rmask[None, :], other=0.0)
     pdl.wait_previous(PDL)
     if FUSED_DT:  # dt_proj in-kernel: delta = softplus(W[d, :] . dt_low + bias[d])
-        dt_low = tl.load(dtr_ptr + row * stride_dtb + r, mask=rmask, other=0.0).to(tl.float32)  # (BR,)
-        dt = tl.sum(W.to(tl.float32) * dt_low[None, :], axis=1)  # (BD,)
+        dt_low = tl.load(dtr_ptr + rows[:, None] * stride_dtb + r[None, :], mask=(rows < Bt)[:, None] & rmask[None, :],
+                         other=0.0).to(tl.float32)  # (RW, BR)
+        dt = tl.sum(W.to(tl.float32)[None, :, :] * dt_low[:, None, :], axis=2)  # (RW, BD)
     else:  # dtr_ptr already holds dt_proj(dt_low), (Bt, Di)
-        dt = tl.load(dtr_ptr + row * stride_dtb + d, mask=dmask, other=0.0).to(tl.float32)
-    delta = softplus(dt + dt_bias)  # (BD,)
-    x = tl.load(x_ptr + row * stride_xb + d, mask=dmask, other=0.0).to(tl.float32)
-    B = tl.load(B_ptr + row * stride_bb + n).to(tl.float32)
-    C = tl.load(C_ptr + row * stride_cb + n).to(tl.float32)
-    s = s * tl.exp(delta[:, None] * A) + (delta * x)[:, None] * B[None, :]
-    tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=dmask[:, None])
-    y = tl.sum(s * C[None, :], axis=1) + x * Dskip
-    z = tl.load(z_ptr + row * stride_zb + d, mask=dmask, other=0.0).to(tl.float32)
-    tl.store(y_ptr + row * stride_yb + d, (y * z * tl.sigmoid(z)).to(y_ptr.dtype.element_ty), mask=dmask)
+        dt = tl.load(dtr_ptr + rows[:, None] * stride_dtb + d[None, :], mask=m2, other=0.0).to(tl.float32)
+    delta = softplus(dt + dt_bias[None, :])  # (RW, BD)
+    x = tl.load(x_ptr + rows[:, None] * stride_xb + d[None, :], mask=m2, other=0.0).to(tl.float32)
+    B = tl.load(B_ptr + rows[:, None] * stride_bb + n[None, :], mask=(rows < Bt)[:, None], other=0.0)  # (RW, N)
+    C = tl.load(C_ptr + rows[:, None] * stride_cb + n[None, :], mask=(rows < Bt)[:, None], other=0.0)
+    s = s * tl.exp(delta[:, :, None] * A[None, :, :]) + (delta * x)[:, :, None] * B.to(tl.float32)[:, None, :]
+    tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=m2[:, :, None])
+    y = tl.sum(s * C.to(tl.float32)[:, None, :], axis=2) + x * Dskip[None, :]  # (RW, BD)
+    z = tl.load(z_ptr + rows[:, None] * stride_zb + d[None, :], mask=m2, other=0.0).to(tl.float32)
+    tl.store(y_ptr + rows[:, None] * stride_yb + d[None, :], (y * z * tl.sigmoid(z)).to(y_ptr.dtype.element_ty),
+             mask=m2)
 
 
 def mamba1_state_update(state: Tensor, x: Tensor, dt_low: Tensor, dt_proj: Tensor, dt_bias: Tensor, A: Tensor,
@@ -131,21 +138,22 @@ def mamba1_state_update(state: Tensor, x: Tensor, dt_low: Tensor, dt_proj: Tenso
     fine (unit inner stride). Returns (C.h + D x) * silu(z) as (Bt, Di) in x's dtype.
 
     dt_proj runs in-kernel at small batch (saves a launch); from FUSED_DT_MAX_BATCH rows on, every row
-    would re-read the whole dt_proj weight, so a GEMM computes it once instead."""
+    would re-read the whole dt_proj weight, so a GEMM computes it once instead, and each program then takes
+    several rows (BATCHED_SHAPE), which share its A, D and dt_bias loads."""
     batch, d_inner, N = state.shape
     R = dt_proj.shape[1]
     fused = batch <= FUSED_DT_MAX_BATCH if fuse_dt_proj is None else fuse_dt_proj
     if not fused:
         dt_low = F.linear(dt_low, dt_proj)  # (Bt, Di)
     y = torch.empty(batch, d_inner, dtype=x.dtype, device=x.device)
-    block_d = 32
-    grid = (batch, triton.cdiv(d_inner, block_d))
+    rows, block_d, warps = (1, 32, 4) if fused else BATCHED_SHAPE
+    grid = (triton.cdiv(batch, rows), triton.cdiv(d_inner, block_d))
     launch = pdl.launch_options(state)
-    _mamba1_update_kernel[grid](state, x, dt_low, dt_proj, dt_bias, A, B, C, D, z, y, d_inner, R,
+    _mamba1_update_kernel[grid](state, x, dt_low, dt_proj, dt_bias, A, B, C, D, z, y, batch, d_inner, R,
                                 state.stride(0), state.stride(1), x.stride(0), dt_low.stride(0), B.stride(0),
                                 C.stride(0), z.stride(0), y.stride(0), N=N, BLOCK_D=block_d,
-                                BLOCK_R=triton.next_power_of_2(R), FUSED_DT=fused, PDL=bool(launch),
-                                num_warps=4, **launch)
+                                BLOCK_R=triton.next_power_of_2(R), ROWS=rows, FUSED_DT=fused, PDL=bool(launch),
+                                num_warps=warps, **launch)
     return y
 
 
