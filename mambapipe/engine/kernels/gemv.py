@@ -91,8 +91,12 @@ def _launch_shape(weight: Tensor, M: int, gated: bool = False) -> tuple[int, tup
     return block_m, (block_n, block_k, warps, stages, split[0] if split else 1)
 
 
+def _at_most(weight: Tensor, max_bytes: int) -> bool:
+    return weight.numel() * weight.element_size() <= max_bytes
+
+
 def _load_ahead(weight: Tensor) -> bool:
-    return weight.numel() * weight.element_size() <= LOAD_AHEAD_MAX_BYTES
+    return _at_most(weight, LOAD_AHEAD_MAX_BYTES)
 
 
 def _first_early(weight: Tensor, kernel: str) -> bool:
@@ -233,8 +237,7 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
         PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch, K), LOAD_AHEAD=_load_ahead(weight),
         FIRST_EARLY=_first_early(weight, "norm_gemv"),
-        CONV_EARLY=weight.numel() * weight.element_size() <= CONV_EARLY_MAX_BYTES, num_warps=warps,
-        num_stages=stages, **launch)
+        CONV_EARLY=_at_most(weight, CONV_EARLY_MAX_BYTES), num_warps=warps, num_stages=stages, **launch)
     return out
 
 
