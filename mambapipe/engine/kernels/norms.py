@@ -59,7 +59,7 @@ def add_rms_norm_ref(residual: Tensor, delta: Optional[Tensor], weight: Tensor, 
 
 @triton.jit
 def gated_norm_group(y_row, z_row, w_ptr, out_row, group, G, eps, BLOCK: tl.constexpr):
-    """One group of RMSNorm(y * silu(z)) * w for one row (shared with the fused Mamba2 step)."""
+    """One group of RMSNorm(y * silu(z)) * w for one row (the body of `_gated_rms_norm_kernel`)."""
     cols = group * G + tl.arange(0, BLOCK)
     mask = tl.arange(0, BLOCK) < G
     y = tl.load(y_row + cols, mask=mask, other=0.0).to(tl.float32)
