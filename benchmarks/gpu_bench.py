@@ -3,6 +3,7 @@ anchors-h200.md timed against the decode floor.
 
     PYTHONPATH=$PWD python benchmarks/gpu_bench.py --out $OUT [--models mamba_130m,...] [--skip-hf]
         [--torch-ssd] [--tune-gemv | --tune-gemv-split] [--gemv-tiles JSON] [--gemv-max-batch N] [--scenarios S1,S3]
+        [--tune-scan] [--no-pdl] [--no-queue-ahead] [--no-prefill-graphs] ... (--help lists every switch)
 
 Prints a table last; writes results.json (and the HF check) under --out.
 """
