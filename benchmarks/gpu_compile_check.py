@@ -35,9 +35,10 @@ KERNELS = [
        dict(GATED=True, NORM_AT_REDUCE=norm_at_reduce, HAS_BIAS=True, ACCUMULATE=True, SPLIT=split, BLOCK_M=1,
             BLOCK_N=8, BLOCK_K=1024, PDL=True, PREFETCH_LINES=4, LOAD_AHEAD=split == 1, FIRST_EARLY=split > 1))
       for split, norm_at_reduce in ((1, False), (4, False), (2, True))],  # unsplit; split K, and normed at the reduce
-    (norms._gated_rms_norm_kernel,
-     dict(y_ptr=F, z_ptr=H, w_ptr=H, out_ptr=H, D=I, G=I, stride_y=I, stride_z=I, stride_out=I, eps="fp32",
-          BLOCK=C, PDL=C), dict(BLOCK=1024, PDL=True)),
+    *[(norms._gated_rms_norm_kernel,
+       dict(y_ptr=F, z_ptr=H, w_ptr=H, out_ptr=H, D=I, G=I, stride_y=I, stride_z=I, stride_out=I, eps="fp32",
+            BLOCK=C, WEIGHT_EARLY=C, PDL=C), dict(BLOCK=1024, WEIGHT_EARLY=early, PDL=True))
+      for early in (True, False)],  # batch 1; batched
     (norms._add_rms_norm_kernel,
      dict(res_ptr=F, delta_ptr=H, w_ptr=H, out_ptr=H, H=I, stride_res=I, stride_delta=I, stride_out=I, eps="fp32",
           HAS_DELTA=C, BLOCK_H=C, PDL=C), dict(HAS_DELTA=True, BLOCK_H=4096, PDL=True)),
