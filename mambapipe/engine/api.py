@@ -49,11 +49,18 @@ def _rank_and_world(tp_size: int) -> tuple[int, int]:
     return (dist.get_rank() if world > 1 else 0), world
 
 
+def explicit_device(device: str) -> str:
+    """A bare "cuda" as the current CUDA device with its index: torch reads "cuda" as the current device (a
+    tensor-parallel rank's own, once `init_distributed` has set it), but safetensors reads it as cuda:0."""
+    return f"cuda:{torch.cuda.current_device()}" if device == "cuda" else device
+
+
 def load_engine(engine_dir: str | Path, device: str = "cpu", kernels: str = "auto",
                 cuda_graphs: bool = True) -> EngineGenerator:
     """Memory-map this rank's engine weights onto `device` and return a ready `Generator`.
     kernels: "auto" (Triton kernels on CUDA) or "torch"; cuda_graphs: capture the greedy decode (and small
     prefills) on CUDA."""
+    device = explicit_device(device)
     engine_dir = Path(engine_dir).expanduser()
     cfg = read_engine_config(engine_dir)
     build = cfg["build_config"]

@@ -105,3 +105,13 @@ def test_convert_step_shards_match_the_reference_layout(arch, tmp_path):
         assert set(ours) <= set(theirs)
         for name, tensor in ours.items():
             torch.testing.assert_close(theirs[name], tensor, rtol=0, atol=0, msg=f"rank {rank} {name}")
+
+
+def test_a_bare_cuda_device_names_the_ranks_own_gpu(monkeypatch):
+    """A rank that set its GPU (init_distributed) loads its weights there: safetensors would read a bare
+    "cuda" as cuda:0 while the generator's tensors go to the current device (the x2 run of issue 9 failed so)."""
+    from mambapipe.engine.api import explicit_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert explicit_device("cuda") == "cuda:1"
+    assert explicit_device("cuda:0") == "cuda:0" and explicit_device("cpu") == "cpu"
