@@ -145,6 +145,8 @@ def parse_args() -> argparse.Namespace:
                         "first weight tile before the PDL wait (default: gemv.FIRST_TILE_EARLY; 'none': neither)")
     parser.add_argument("--gemv-load-ahead-max-mb", type=float, help="decode GEMV weights up to this size are read "
                         "one tile ahead (default: gemv.LOAD_AHEAD_MAX_BYTES; 0: none)")
+    parser.add_argument("--tma-min-mb", type=float, help="batch-1 norm + in_proj / lm_head weights over this size "
+                        "take the TMA kernel (default: gemv.TMA_MIN_BYTES)")
     return parser.parse_args()
 
 
@@ -159,6 +161,8 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
         gemv.FIRST_TILE_EARLY = frozenset(k for k in args.first_tile_early.split(",") if k != "none")
     if args.gemv_load_ahead_max_mb is not None:
         gemv.LOAD_AHEAD_MAX_BYTES = int(args.gemv_load_ahead_max_mb * 2**20)
+    if args.tma_min_mb is not None:
+        gemv.TMA_MIN_BYTES = int(args.tma_min_mb * 2**20)
     if args.no_prefill_graphs:
         cuda_graphs.PREFILL_TOKEN_BUDGET = 0
     generate.QUEUE_AHEAD = not args.no_queue_ahead
@@ -175,7 +179,7 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
             "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS, "gemv_max_batch": decode.GEMV_MAX_BATCH,
             "triton_ssd": ssd.TRITON_SSD, "prefill_graph_token_budget": cuda_graphs.PREFILL_TOKEN_BUDGET,
             "gemv_load_ahead_max_bytes": gemv.LOAD_AHEAD_MAX_BYTES, "first_tile_early": sorted(gemv.FIRST_TILE_EARLY),
-            "gemv_tiles_set": {k: list(v) for k, v in args.gemv_tiles.items()}}
+            "gemv_tiles_set": {k: list(v) for k, v in args.gemv_tiles.items()}, "tma_min_bytes": gemv.TMA_MIN_BYTES}
 
 
 def main() -> None:

@@ -27,6 +27,11 @@ KERNELS = [
        dict(HAS_BIAS=False, CONV=True, CONV_BIAS=True, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, PDL=True,
             PREFETCH_LINES=4 if ahead else 0, LOAD_AHEAD=ahead, FIRST_EARLY=not ahead, CONV_EARLY=ahead))
       for ahead in (True, False)],  # a small weight (read ahead, conv inputs early) and a large one
+    (gemv._lm_head_tma_kernel,
+     dict(res_ptr=F, norm_w_ptr=H, w_desc="tensordesc<fp16[%d, %d]>" % gemv.TMA_DEFAULT_TILES[:2], out_ptr=F, M=I, N=I,
+          K=I, stride_res=I, stride_out=I, eps="fp32", BLOCK_N=C, BLOCK_K=C, PDL=C),
+     dict(BLOCK_N=gemv.TMA_DEFAULT_TILES[0], BLOCK_K=gemv.TMA_DEFAULT_TILES[1], PDL=True,
+          num_warps=gemv.TMA_DEFAULT_TILES[3])),
     *[(gemv._gemv_kernel,
        dict(y_ptr=F, z_ptr=H, g_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=F, part_ptr=F, sq_ptr=F, count_ptr="*i32", M=I,
             N=I, K=I, G=I, K_SPLIT=I, stride_y=I, stride_z=I, stride_out=I, eps="fp32", GATED=C, NORM_AT_REDUCE=C,

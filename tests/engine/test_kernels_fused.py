@@ -158,6 +158,20 @@ def test_norm_gemv_with_conv_rows_matches_torch(dtype, tol, batch, with_bias, co
     _close(logits, gemv.norm_gemv_ref(residual, norm_w, weight, None, 1e-5, out_dtype=torch.float32), tol)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_lm_head_on_tma_matches_torch(batch, monkeypatch):
+    """The final norm + lm_head of a half-precision weight on the TMA kernel (here for any size), rows and
+    columns both ragged against its tiles."""
+    monkeypatch.setattr(gemv, "TMA_MIN_BYTES", 0)
+    H, V = 296, 100  # 296 columns: the last 128-column tile ragged; 100 rows: the last 64-row tile ragged
+    residual, norm_w = _rand(batch, H, scale=3.0), _rand(H, dtype=HALF)
+    weight = _rand(V, H, dtype=HALF, scale=H ** -0.5)
+    assert gemv._use_tma(weight, norm_w, batch)
+    logits = gemv.norm_gemv(residual, norm_w, weight, None, 1e-5, out_dtype=torch.float32)
+    assert logits.dtype == torch.float32
+    _close(logits, gemv.norm_gemv_ref(residual, norm_w, weight, None, 1e-5, out_dtype=torch.float32), 1e-2)
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])
 @pytest.mark.parametrize("gated,batch,with_bias", [(True, 1, False), (True, 3, True), (False, 2, True)])
 def test_gemv_residual_matches_torch(dtype, tol, gated, batch, with_bias):

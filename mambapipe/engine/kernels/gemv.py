@@ -17,7 +17,8 @@ out_proj gained from it, GPU_NOTES.md v9). Each program writes its fp32 partial 
 row block to finish (an atomic counter, which it resets) adds them in split order, so the result does not
 depend on which program finishes first.
 A product of a few rows is memory-bound, so the weights stream through plain fp32 FMAs into register
-accumulators (no tensor-core tiles, no shared-memory staging). Against the torch path (`ops.rms_norm` on
+accumulators (no tensor-core tiles, no shared-memory staging); only the large lm_heads stream theirs through
+TMA into a tensor-core dot (`_lm_head_tma_kernel`), the one way Triton pipelines the loads many tiles ahead. Against the torch path (`ops.rms_norm` on
 `residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input to the
 model dtype is skipped (it stays fp32), so the fused engine stays within fp16/bf16 rounding of the plain one.
 """
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from mambapipe.engine import ops
 from mambapipe.engine.kernels import pdl
@@ -69,6 +71,20 @@ FIRST_TILE_EARLY = frozenset({"norm_gemv", "gemv"})
 # 0.303, mamba2-130m 0.293 / 0.297 -> 0.283; for every weight it took the big models 12-19 % longer (2.7b 2.07
 # -> 2.47): the values live through the K loop, 80 -> 96 registers for the (16, 256) tile, one program fewer an SM.
 CONV_EARLY_MAX_BYTES = 16 * 2**20
+
+
+# lm_head weights over this size take `_lm_head_tma_kernel` (TMA-fed tensor-core dots, pipelined). Measured
+# on the H200 at batch 1: alone (device call 53, CUDA graphs, weight copies rotated past L2) Codestral's lm_head
+# 68.9 -> 62.7 us; in the decode step (calls 54, 55, S1 ms a step, two runs each) mamba-130m 0.297, 0.298 ->
+# 0.291, 0.294 and mamba2-130m 0.284-0.287 -> 0.274-0.282, the big models within noise (Codestral 4.043, 4.048
+# -> 4.038, 4.046). The in_proj on the same kernel was faster alone (Codestral 39.5 -> 37.8 us, mamba2-2.7b
+# 17.3 -> 15.1) but made every big model's step slower (call 54: Codestral 3.99 -> 5.68 ms, 2.7b 2.07 -> 2.23;
+# not profiled), so the in_proj keeps `_norm_gemv_kernel`.
+TMA_MIN_BYTES = 16 * 2**20
+# (BLOCK_N, BLOCK_K, stages, warps) of the TMA kernel by weight shape: Codestral's lm_head the fastest of 8 in
+# call 53; the others TMA_DEFAULT_TILES, the fastest at the 2.7b / 2.8b in_proj shapes there.
+TMA_TILES = {(32768, 4096): (128, 128, 3, 4)}
+TMA_DEFAULT_TILES = (64, 128, 4, 4)
 
 
 def default_tiles(N: int, K: int, block_m: int) -> tuple[int, int, int, int]:
@@ -208,6 +224,36 @@ def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_
              mask=row_ok[:, None] & n_ok[None, :])
 
 
+@triton.jit
+def _lm_head_tma_kernel(res_ptr, norm_w_ptr, w_desc, out_ptr, M, N, K, stride_res, stride_out, eps,
+                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+    """`_norm_gemv_kernel` without bias or conv rows (the final norm + lm_head) for large weights: the (BN, BK)
+    weight tiles come through TMA, pipelined over num_stages by the compiler because they feed a tensor-core
+    dot with the normed input, padded to 16 batch rows as the dot's N side (plain loads are not pipelined,
+    GPU_NOTES.md v7)."""
+    dtype = norm_w_ptr.dtype.element_ty  # the weight's (the launcher checks)
+    rows = tl.arange(0, 16)  # (16,) batch rows, the dot's N side
+    row_ok = rows < M
+    n0 = tl.program_id(0) * BLOCK_N
+    n = n0 + tl.arange(0, BLOCK_N)  # (BN,) output rows
+    pdl.allow_next(PDL)
+    pdl.wait_previous(PDL)  # before the loop: its pipelined prologue would otherwise read the residual early
+    acc = tl.zeros((BLOCK_N, 16), tl.float32)
+    sq = tl.zeros((16, BLOCK_K), tl.float32)
+    for k0 in range(0, K, BLOCK_K):  # one pass: the 1/rms factor is applied to the finished sums
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < K
+        r = tl.load(res_ptr + rows[:, None] * stride_res + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                    other=0.0).to(dtype).to(tl.float32)  # (16, BK): the torch path norms residual.to(dtype)
+        sq += r * r
+        x = (r * tl.load(norm_w_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]).to(dtype)
+        acc = tl.dot(w_desc.load([n0, k0]), tl.trans(x), acc)  # (BN, 16); past N or K TMA reads zeros
+    rstd = 1.0 / tl.sqrt(tl.sum(sq, axis=1) / K + eps)  # (16,)
+    out = (tl.trans(acc) * rstd[:, None]).to(dtype)  # (16, BN): F.linear's output rounding
+    tl.store(out_ptr + rows[:, None] * stride_out + n[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & (n < N)[None, :])
+
+
 def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optional[Tensor], eps: float,
               conv: Optional[tuple[Tensor, Tensor, Optional[Tensor], int]] = None,
               out_dtype: Optional[torch.dtype] = None) -> Tensor:
@@ -225,11 +271,18 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
     if conv is not None and conv_w.shape[1] != WIDTH:
         raise ValueError(f"fused conv update supports d_conv={WIDTH}, got {conv_w.shape[1]}")
     hi = lo + (conv_w.shape[0] if conv is not None else 0)
+    launch = pdl.launch_options(weight)
+    if conv is None and bias is None and _use_tma(weight, norm_weight, M):
+        block_n, block_k, stages, warps = TMA_TILES.get(tuple(weight.shape), TMA_DEFAULT_TILES)
+        _lm_head_tma_kernel[(triton.cdiv(N, block_n),)](
+            residual, norm_weight, _descriptor(weight, block_n, block_k), out, M, N, K, residual.stride(0),
+            out.stride(0), eps, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch), num_warps=warps,
+            num_stages=stages, **launch)
+        return out
     block_m, (block_n, block_k, warps, stages, split) = _launch_shape(weight, M)
     if split != 1:
         raise ValueError(f"norm_gemv does not split K (its conv rows need whole sums); TILES gives {split} for "
                          f"{tiles_key(weight, M)}")
-    launch = pdl.launch_options(weight)
     _norm_gemv_kernel[(triton.cdiv(N, block_n),)](
         residual, norm_weight, weight, bias if bias is not None else weight, out, state, conv_w,
         conv_b if conv_b is not None else conv_w, M, N, K, lo, hi, residual.stride(0), out.stride(0),
@@ -239,6 +292,24 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         FIRST_EARLY=_first_early(weight, "norm_gemv"),
         CONV_EARLY=_at_most(weight, CONV_EARLY_MAX_BYTES), num_warps=warps, num_stages=stages, **launch)
     return out
+
+
+def _use_tma(weight: Tensor, norm_weight: Tensor, M: int) -> bool:
+    """The TMA kernel: a half-precision weight over TMA_MIN_BYTES whose rows TMA can address (16-byte
+    multiples), a norm weight of its dtype, at most 16 batch rows (its dot's N side)."""
+    return (weight.dtype in (torch.float16, torch.bfloat16) and norm_weight.dtype == weight.dtype
+            and not _at_most(weight, TMA_MIN_BYTES) and M <= 16 and (weight.shape[1] * weight.element_size()) % 16 == 0)
+
+
+_DESCRIPTORS: dict[tuple, TensorDescriptor] = {}
+
+
+def _descriptor(weight: Tensor, block_n: int, block_k: int) -> TensorDescriptor:
+    """The weight's TMA descriptor for (block_n, block_k) tiles, made once per weight (weights never move)."""
+    key = (weight.data_ptr(), tuple(weight.shape), block_n, block_k)
+    if key not in _DESCRIPTORS:
+        _DESCRIPTORS[key] = TensorDescriptor.from_tensor(weight, [block_n, block_k])
+    return _DESCRIPTORS[key]
 
 
 def norm_gemv_ref(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optional[Tensor], eps: float,
