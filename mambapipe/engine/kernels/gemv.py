@@ -17,10 +17,11 @@ out_proj gained from it, GPU_NOTES.md v9). Each program writes its fp32 partial 
 row block to finish (an atomic counter, which it resets) adds them in split order, so the result does not
 depend on which program finishes first.
 A product of a few rows is memory-bound, so the weights stream through plain fp32 FMAs into register
-accumulators (no tensor-core tiles, no shared-memory staging); only the large lm_heads stream theirs through
-TMA into a tensor-core dot (`_lm_head_tma_kernel`), the one way Triton pipelines the loads many tiles ahead. Against the torch path (`ops.rms_norm` on
+accumulators (no tensor-core tiles, no shared-memory staging). Against the torch path (`ops.rms_norm` on
 `residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input to the
 model dtype is skipped (it stays fp32), so the fused engine stays within fp16/bf16 rounding of the plain one.
+Only the large lm_heads stream their weights through TMA into a tensor-core dot (`_lm_head_tma_kernel`): the
+one way Triton pipelines the loads many tiles ahead.
 """
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ def _lm_head_tma_kernel(res_ptr, norm_w_ptr, w_desc, out_ptr, M, N, K, stride_re
     """`_norm_gemv_kernel` without bias or conv rows (the final norm + lm_head) for large weights: the (BN, BK)
     weight tiles come through TMA, pipelined over num_stages by the compiler because they feed a tensor-core
     dot with the normed input, padded to 16 batch rows as the dot's N side (plain loads are not pipelined,
-    GPU_NOTES.md v7)."""
+    GPU_NOTES.md v7). The dot's input is residual.to(dtype) * norm weight rounded to the model dtype, its 1/rms
+    applied to the finished sums (the torch path rounds once, after both factors)."""
     dtype = norm_w_ptr.dtype.element_ty  # the weight's (the launcher checks)
     rows = tl.arange(0, 16)  # (16,) batch rows, the dot's N side
     row_ok = rows < M
@@ -297,8 +299,9 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
 def _use_tma(weight: Tensor, norm_weight: Tensor, M: int) -> bool:
     """The TMA kernel: a half-precision weight over TMA_MIN_BYTES whose rows TMA can address (16-byte
     multiples), a norm weight of its dtype, at most 16 batch rows (its dot's N side)."""
-    return (weight.dtype in (torch.float16, torch.bfloat16) and norm_weight.dtype == weight.dtype
-            and not _at_most(weight, TMA_MIN_BYTES) and M <= 16 and (weight.shape[1] * weight.element_size()) % 16 == 0)
+    half = weight.dtype in (torch.float16, torch.bfloat16) and norm_weight.dtype == weight.dtype
+    rows_addressable = (weight.shape[1] * weight.element_size()) % 16 == 0
+    return half and rows_addressable and not _at_most(weight, TMA_MIN_BYTES) and M <= 16
 
 
 _DESCRIPTORS: dict[tuple, TensorDescriptor] = {}
