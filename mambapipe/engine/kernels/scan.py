@@ -59,31 +59,38 @@ def _channel_block(A_ptr, D_ptr, Di, N: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
+def _row_start(u_ptr, delta_ptr, z_ptr, y_ptr, B_ptr, C_ptr, row, stride_ub, stride_db, stride_zb, stride_yb,
+               stride_bb, stride_cb):
+    """The pointers moved to sequence `row`'s start (each kernel then steps through its tokens)."""
+    return (u_ptr + row * stride_ub, delta_ptr + row * stride_db, z_ptr + row * stride_zb, y_ptr + row * stride_yb,
+            B_ptr + row * stride_bb, C_ptr + row * stride_cb)
+
+
+@triton.jit
 def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
                  stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
                  stride_zb, stride_zl, stride_yb, stride_yl,
                  N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
     pdl.allow_next_then_wait(PDL)
     row, d, n, dmask, A, Dskip = _channel_block(A_ptr, D_ptr, Di, N, BLOCK_D)
+    u_ptr, delta_ptr, z_ptr, y_ptr, B_ptr, C_ptr = _row_start(u_ptr, delta_ptr, z_ptr, y_ptr, B_ptr, C_ptr, row,
+                                                              stride_ub, stride_db, stride_zb, stride_yb, stride_bb,
+                                                              stride_cb)
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
     last = (tl.arange(0, T) == T - 1)[:, None, None]  # (T, 1, 1): picks the chunk's final state
     for t0 in range(0, L, T):
-        t = t0 + tl.arange(0, T)  # (T,)
-        m2 = (t < L)[:, None] & dmask[None, :]  # (T, BD)
-        u = tl.load(u_ptr + row * stride_ub + t[:, None] * stride_ul + d[None, :], mask=m2, other=0.0).to(tl.float32)
-        dt = tl.load(delta_ptr + row * stride_db + t[:, None] * stride_dl + d[None, :], mask=m2, other=0.0)
-        z = tl.load(z_ptr + row * stride_zb + t[:, None] * stride_zl + d[None, :], mask=m2, other=0.0).to(tl.float32)
-        tn = (t < L)[:, None]
-        B = tl.load(B_ptr + row * stride_bb + t[:, None] * stride_bl + n[None, :], mask=tn, other=0.0).to(tl.float32)
-        C = tl.load(C_ptr + row * stride_cb + t[:, None] * stride_cl + n[None, :], mask=tn, other=0.0).to(tl.float32)
-        dt = dt.to(tl.float32)
+        u, dt, z, B, C = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0, L, d, n, dmask, stride_ul, stride_dl,
+                                     stride_zl, stride_bl, stride_cl, T)
+        u, dt, z, B, C = u.to(tl.float32), dt.to(tl.float32), z.to(tl.float32), B.to(tl.float32), C.to(tl.float32)
         a = tl.exp(dt[:, :, None] * A[None, :, :])  # (T, BD, N); 1 past the end: state kept
         b = (dt * u)[:, :, None] * B[:, None, :]  # (T, BD, N)
         a_cum, b_cum = tl.associative_scan((a, b), 0, _linear_recurrence)
         hs = a_cum * h[None, :, :] + b_cum  # (T, BD, N): the state after each token
         gate = fastmath.silu(z, HALF=y_ptr.dtype.element_ty != tl.float32)
         y = (tl.sum(hs * C[:, None, :], axis=2) + Dskip[None, :] * u) * gate  # (T, BD)
-        tl.store(y_ptr + row * stride_yb + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
+        t = t0 + tl.arange(0, T)
+        tl.store(y_ptr + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty),
+                 mask=(t < L)[:, None] & dmask[None, :])
         h = tl.sum(tl.where(last, hs, 0.0), axis=0)  # (BD, N)
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
@@ -171,9 +178,9 @@ def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     pdl.allow_next_then_wait(PDL)
     row, d, n, dmask, A, Dskip = _channel_block(A_ptr, D_ptr, Di, N, BLOCK_D)
     A2 = A * LOG2E  # (BD, N)
-    u_ptr, delta_ptr, z_ptr, y_ptr = (u_ptr + row * stride_ub, delta_ptr + row * stride_db, z_ptr + row * stride_zb,
-                                      y_ptr + row * stride_yb)
-    B_ptr, C_ptr = B_ptr + row * stride_bb, C_ptr + row * stride_cb
+    u_ptr, delta_ptr, z_ptr, y_ptr, B_ptr, C_ptr = _row_start(u_ptr, delta_ptr, z_ptr, y_ptr, B_ptr, C_ptr, row,
+                                                              stride_ub, stride_db, stride_zb, stride_yb, stride_bb,
+                                                              stride_cb)
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
     # the next chunk's loads are issued before this chunk's arithmetic, which hides their latency
     u, dt, z, B, C = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, 0, L, d, n, dmask, stride_ul, stride_dl,
