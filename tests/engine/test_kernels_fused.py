@@ -226,6 +226,32 @@ def test_gemv_weight_tiles_loaded_ahead_or_in_place(load_ahead, first_early, mon
         _close(out, ref, 1e-5)
 
 
+@pytest.mark.parametrize("block_k", [256, 64])  # the whole 200 columns in one tile; four tiles
+def test_gemv_slices_of_one_tile_and_one_norm_group(block_k, monkeypatch):
+    """A program slice of one K tile (BLOCK_K >= K: loaded whole before the wait, never read ahead, even for a
+    weight under gemv.LOAD_AHEAD_MAX_BYTES) gives the torch result in every kernel, and so does the gated
+    out_proj's one norm group, normed once its sums are complete, whether BLOCK_K spans it or not."""
+    monkeypatch.setattr(gemv, "LOAD_AHEAD_MAX_BYTES", 2**30)
+    for key in ((24, 200, 1), (24, 200, 1, "gated")):
+        monkeypatch.setitem(gemv.TILES, key, (8, block_k, 4, 1))
+    w = _rand(24, 200)
+    assert gemv._load_ahead(w, block_k, 200) == (block_k < 200)
+    res, norm_w = _rand(1, 200), _rand(200)
+    conv_w, conv_b, state = _rand(10, 4), _rand(10), _rand(1, 10, 3)
+    state_ref = state.clone()
+    out = gemv.norm_gemv(res, norm_w, w, None, 1e-5, conv=(state, conv_w, conv_b, 5))
+    _close(out, gemv.norm_gemv_ref(res, norm_w, w, None, 1e-5, conv=(state_ref, conv_w, conv_b, 5)), 1e-5)
+    _close(state, state_ref, 1e-5)
+    y, z, gate_w = _rand(1, 200), _rand(1, 200), _rand(200)
+    _close(gemv.gemv(y, w), F.linear(y, w), 1e-5)
+    for gate in (None, (z, gate_w, 200)):
+        got = _rand(1, 24)
+        expected = got.clone()
+        gemv.gemv_residual(got, y, w, None, gate=gate, eps=1e-5)
+        gemv.gemv_residual_ref(expected, y, w, None, gate=gate, eps=1e-5)
+        _close(got, expected, 1e-5)
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("split", [2, 4])

@@ -45,12 +45,14 @@ MAX_BATCH = 8  # batch rows one program multiplies at once
 # split (default 1): programs sharing a row block over K, for `gemv` and `gemv_residual` only. The fastest
 # tiles measured on the H200 for the five models' weights at batch 1 (`benchmarks/gpu_gemv.py`, GPU_NOTES.md
 # v6, v7, v9: only mamba-2.8b's out_proj gained from a split); other shapes take `default_tiles`. The
-# benchmark sweeps candidates through this table.
+# benchmark sweeps candidates through this table. The 130m models' tiles were picked in the decode step
+# instead (v13, device calls 59-61), where their weights' loads overlap the kernel before (PDL): their
+# out_proj and x_proj slices are one K tile each, loaded whole before the wait, and their in_proj takes two.
 TILES: dict[tuple, tuple[int, ...]] = {
-    (3072, 768, 1): (8, 256, 4, 1), (768, 1536, 1): (8, 1024, 4, 2), (50280, 768, 1): (32, 128, 4, 3),
-    (80, 1536, 1): (2, 1024, 4, 2), (10240, 2560, 1): (16, 256, 4, 3), (2560, 5120, 1): (8, 512, 4, 1, 2),
-    (50280, 2560, 1): (32, 128, 4, 3), (192, 5120, 1): (4, 2048, 8, 1), (3352, 768, 1): (16, 256, 4, 1),
-    (768, 1536, 1, "gated"): (8, 1024, 4, 2), (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 256, 4, 3),
+    (3072, 768, 1): (8, 512, 4, 1), (768, 1536, 1): (4, 2048, 8, 1), (50280, 768, 1): (32, 128, 4, 3),
+    (80, 1536, 1): (2, 2048, 4, 1), (10240, 2560, 1): (16, 256, 4, 3), (2560, 5120, 1): (8, 512, 4, 1, 2),
+    (50280, 2560, 1): (32, 128, 4, 3), (192, 5120, 1): (4, 2048, 8, 1), (3352, 768, 1): (16, 512, 4, 1),
+    (768, 1536, 1, "gated"): (4, 2048, 8, 1), (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 256, 4, 3),
     (2560, 5120, 1, "gated"): (8, 1024, 4, 2), (50288, 2560, 1): (8, 512, 4, 3), (18560, 4096, 1): (16, 128, 4, 3),
     (4096, 8192, 1): (8, 1024, 4, 2), (32768, 4096, 1): (16, 128, 4, 3)}
 
@@ -78,9 +80,10 @@ CONV_EARLY_MAX_BYTES = 16 * 2**20
 # on the H200 at batch 1: alone (device call 53, CUDA graphs, weight copies rotated past L2) Codestral's lm_head
 # 68.9 -> 62.7 us; in the decode step (calls 54, 55, S1 ms a step, two runs each) mamba-130m 0.297, 0.298 ->
 # 0.291, 0.294 and mamba2-130m 0.284-0.287 -> 0.274-0.282, the big models within noise (Codestral 4.043, 4.048
-# -> 4.038, 4.046). The in_proj on the same kernel was faster alone (Codestral 39.5 -> 37.8 us, mamba2-2.7b
-# 17.3 -> 15.1) but made every big model's step slower (call 54: Codestral 3.99 -> 5.68 ms, 2.7b 2.07 -> 2.23;
-# not profiled), so the in_proj keeps `_norm_gemv_kernel`.
+# -> 4.038, 4.046). The in_proj on the same kernel was faster alone without its conv rows (Codestral 39.5 ->
+# 37.8 us, mamba2-2.7b 17.3 -> 15.1) but made every big model's step slower (call 54: Codestral 3.99 -> 5.68
+# ms, 2.7b 2.07 -> 2.23), and with its conv rows it was slower alone too, at each of 8 tiles (v13, calls 56-57:
+# Codestral 39.7 -> 45.7-103 us), so the in_proj keeps `_norm_gemv_kernel`.
 TMA_MIN_BYTES = 16 * 2**20
 # (BLOCK_N, BLOCK_K, stages, warps) of the TMA kernel by weight shape: Codestral's lm_head the fastest of 8 in
 # call 53; the others TMA_DEFAULT_TILES, the fastest at the 2.7b / 2.8b in_proj shapes there.
@@ -112,20 +115,23 @@ def _at_most(weight: Tensor, max_bytes: int) -> bool:
     return weight.numel() * weight.element_size() <= max_bytes
 
 
-def _load_ahead(weight: Tensor) -> bool:
-    return _at_most(weight, LOAD_AHEAD_MAX_BYTES)
+def _load_ahead(weight: Tensor, block_k: int, columns: int) -> bool:
+    """LOAD_AHEAD for programs reading `columns` of each weight row in BLOCK_K tiles: a small weight whose
+    slice spans several tiles (a one-tile slice has no next tile: FIRST_EARLY loads it before the wait)."""
+    return _at_most(weight, LOAD_AHEAD_MAX_BYTES) and block_k < columns
 
 
-def _first_early(weight: Tensor, kernel: str) -> bool:
+def _first_early(weight: Tensor, kernel: str, block_k: int, columns: int) -> bool:
     """FIRST_EARLY of `kernel`: a weight not read ahead still has its first tile loaded before the PDL wait
     (the loads that read ahead do so anyway). Without PDL the order is the same, there is no wait."""
-    return kernel in FIRST_TILE_EARLY and not _load_ahead(weight)
+    return kernel in FIRST_TILE_EARLY and not _load_ahead(weight, block_k, columns)
 
 
-def _prefetch_lines(weight: Tensor, launch: dict, columns: int) -> int:
-    """PREFETCH_LINES of `_weights_first` for programs reading `columns` of each row: 0 without PDL, so
-    those launches share one compiled variant."""
-    if not launch:
+def _prefetch_lines(weight: Tensor, launch: dict, block_k: int, columns: int) -> int:
+    """PREFETCH_LINES of `_weights_first` for programs reading `columns` of each row in BLOCK_K tiles: 0
+    without PDL, so those launches share one compiled variant, and 0 for a slice of one tile, whose load
+    before the wait fetches it all anyway."""
+    if not launch or block_k >= columns:
         return 0
     return pdl.prefetch_lines_per_row(weight.numel() * weight.element_size(), columns * weight.element_size())
 
@@ -290,8 +296,8 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         conv_b if conv_b is not None else conv_w, M, N, K, lo, hi, residual.stride(0), out.stride(0),
         state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch, K), LOAD_AHEAD=_load_ahead(weight),
-        FIRST_EARLY=_first_early(weight, "norm_gemv"),
+        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch, block_k, K), LOAD_AHEAD=_load_ahead(weight, block_k, K),
+        FIRST_EARLY=_first_early(weight, "norm_gemv", block_k, K),
         CONV_EARLY=_at_most(weight, CONV_EARLY_MAX_BYTES), num_warps=warps, num_stages=stages, **launch)
     return out
 
@@ -350,8 +356,8 @@ def _gemv_tile(w, k0, k_end, acc, part, sq, y_ptr, z_ptr, g_ptr, rows, row_ok, s
     """One K tile of `_gemv_kernel`: the input columns (gated and normed on the way) times the weight tile
     w (BN, BK) into `part`. One flat loop over the tiles (it pipelines; a loop per group would restart at
     every group): BLOCK_K divides the group size G, and the last tile of each group scales the group's
-    finished sums by its 1/rms into `acc`, unless the one group spans several programs (NORM_AT_REDUCE: the
-    reduce applies it)."""
+    finished sums by its 1/rms into `acc`, unless there is one group (NORM_AT_REDUCE: its 1/rms is applied
+    to the finished sums, by the program or, split over K, by the reduce; BLOCK_K may then exceed G)."""
     ks = k0 + tl.arange(0, BLOCK_K)
     k_ok = ks < k_end
     mask = row_ok[:, None] & k_ok[None, :]
@@ -402,6 +408,8 @@ def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, part_ptr, sq_ptr
     if NORM_AT_REDUCE or not GATED:
         acc = tl.sum(part, axis=2)  # (BM, BN)
     if SPLIT == 1:
+        if NORM_AT_REDUCE:  # the one norm group's 1/rms
+            acc = acc / tl.sqrt(tl.sum(sq, axis=1) / K + eps)[:, None]
         _store_sums(acc, out_ptr, bias_ptr, rows, row_ok, n, n_ok, stride_out, dtype, HAS_BIAS, ACCUMULATE)
     else:  # partial sums (SPLIT, M, N); the last program of the row block to finish adds them in split order
         sums = rows[:, None] * N + n[None, :]  # (BM, BN) offsets into one split's partials
@@ -470,11 +478,11 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
     N = weight.shape[0]
     z, gate_w, group = gate if gate is not None else (y, weight, K)
     block_m, (block_n, block_k, warps, stages, split) = _launch_shape(weight, M, gated=gate is not None)
-    if gate is not None:  # group & -group: the largest power of two dividing the group size, so no tile
-        block_k = min(block_k, group & -group)  # straddles two groups
+    norm_at_reduce = gate is not None and group == K  # one norm group: normed once its sums are complete
+    if gate is not None and not norm_at_reduce:  # group & -group: the largest power of two dividing the group
+        block_k = min(block_k, group & -group)  # size, so no tile straddles two groups
     columns = k_split(K, block_k, split, group if gate is not None else None)
     grid = (triton.cdiv(N, block_n), triton.cdiv(K, columns))
-    norm_at_reduce = gate is not None and group == K and grid[1] > 1
     part = sq = count = out  # unused without a split
     if grid[1] > 1:
         part = torch.empty(grid[1], M, N, dtype=torch.float32, device=y.device)  # (SPLIT, M, N)
@@ -487,8 +495,8 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
         columns, y.stride(0), z.stride(0), out.stride(0), eps, GATED=gate is not None,
         NORM_AT_REDUCE=norm_at_reduce, HAS_BIAS=bias is not None,
         ACCUMULATE=accumulate, SPLIT=grid[1], BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
-        PREFETCH_LINES=_prefetch_lines(weight, launch, columns), LOAD_AHEAD=_load_ahead(weight),
-        FIRST_EARLY=_first_early(weight, "gemv"), num_warps=warps, num_stages=stages, **launch)
+        PREFETCH_LINES=_prefetch_lines(weight, launch, block_k, columns), LOAD_AHEAD=_load_ahead(weight, block_k, columns),
+        FIRST_EARLY=_first_early(weight, "gemv", block_k, columns), num_warps=warps, num_stages=stages, **launch)
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
