@@ -66,12 +66,12 @@ KERNELS = [
     (prefill._dt_softplus_kernel,
      dict(dt_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, L=I, H=I, s_db=I, s_dl=I, BLOCK_L=C, BLOCK_H=C, PDL=C),
      dict(BLOCK_L=prefill.DT_BLOCK_L, BLOCK_H=128, PDL=True)),
-    *[(kernel,
+    *[(scan._scan_kernel,
        dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, L=I, Di=I,
             **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
                               "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C, PDL=C),
-       dict(N=16, T=scan.SHAPES[name][0], BLOCK_D=scan.SHAPES[name][1], PDL=True, num_warps=scan.SHAPES[name][2]))
-      for name, kernel in (("sequential", scan._sequential_scan_kernel), ("associative", scan._scan_kernel))],
+       dict(N=16, T=shape[0], BLOCK_D=shape[1], PDL=True, num_warps=shape[2]))
+      for shape in scan.SHAPES.values()],
     # the Triton SSD at mamba2-2.7b / Codestral's head dim 64, d_state 128, chunk 256 (fp16 inputs)
     (ssd_triton._chunk_cumsum,
      dict(dt_ptr=H, A_ptr=F, cum_ptr=F, bias_ptr=F, len_ptr=L64, dt_out_ptr=F, L=I, H=I, T=I, s_dt_b=I, s_dt_l=I,

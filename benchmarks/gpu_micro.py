@@ -1,5 +1,5 @@
-"""Per-layer pieces, to choose kernel shapes: at 2048 tokens the Triton Mamba1 scan (mamba-2.8b shape; both
-`scan.KERNEL`s) over tokens-per-chunk, channel block and warps, the Mamba2 chunked SSD (mamba2-2.7b and
+"""Per-layer pieces, to choose kernel shapes: at 2048 tokens the Triton Mamba1 scan (mamba-2.8b shape) over
+tokens-per-chunk, channel block and warps, the Mamba2 chunked SSD (mamba2-2.7b and
 Codestral shapes): torch reference vs regrouped torch vs the Triton kernels (over their tile sizes), and the
 prefill conv's tiles; the batched Mamba1 decode update over its launch shapes.
 
@@ -19,57 +19,48 @@ from mambapipe.engine import ops
 from mambapipe.engine.kernels import prefill, scan, ssd, ssd_triton, ssm
 
 
-# (tokens per chunk, channel block, warps) per scan kernel. The sequential kernel's (BLOCK_D, N=16) state tile is
-# laid out 8 channels x 4 lanes a warp, 4 states a lane, so BLOCK_D / (8 warps) channels a thread; compiled for
-# sm_90 its chunk loop is 9.1-10.8 SASS instructions an element at these shapes (120-255 registers, no spills):
-# fewer with more channels a thread or longer chunks, at fewer resident warps.
-SCAN_SHAPES = {
-    "sequential": ((8, 16, 1), (4, 32, 1), (8, 16, 2), (16, 16, 2), (8, 32, 2), (16, 32, 2), (8, 64, 2), (8, 32, 4),
-                   (16, 32, 4), (8, 64, 4), (8, 128, 4), (16, 64, 8),
-                   # 2026-11-29 (v11): ncu put (16, 64, 8) at 12.5 % occupancy (164 registers, one program an SM)
-                   # on 80 of the 132 SMs, MUFU pipe 41 % busy: more warps a program or more programs
-                   (16, 64, 16), (8, 64, 16), (8, 64, 8), (16, 32, 8), (8, 32, 8), (16, 16, 4), (8, 16, 4),
-                   (16, 16, 8)),
-    "associative": ((32, 16, 4), (16, 16, 4), (8, 16, 4), (32, 32, 4), (16, 32, 8)),  # v2: (32, 16, 4) 0.233 ms
-}
+# (tokens per chunk, channel block, warps) of the scan. Its (BLOCK_D, N=16) state tile is laid out 8 channels x 4
+# lanes a warp, 4 states a lane, so BLOCK_D / (8 warps) channels a thread; compiled for sm_90 its chunk loop is
+# 9.1-10.8 SASS instructions an element at these shapes (120-255 registers, no spills): fewer with more channels
+# a thread or longer chunks, at fewer resident warps.
+SCAN_SHAPES = ((8, 16, 1), (4, 32, 1), (8, 16, 2), (16, 16, 2), (8, 32, 2), (16, 32, 2), (8, 64, 2), (8, 32, 4),
+               (16, 32, 4), (8, 64, 4), (8, 128, 4), (16, 64, 8),
+               # 2026-11-29 (v11): ncu put (16, 64, 8) at 12.5 % occupancy (164 registers, one program an SM) on
+               # 80 of the 132 SMs, MUFU pipe 41 % busy: more warps a program or more programs
+               (16, 64, 16), (8, 64, 16), (8, 64, 8), (16, 32, 8), (8, 32, 8), (16, 16, 4), (8, 16, 4), (16, 16, 8))
 
 
 def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
-    """Median ms (as a CUDA graph) of one layer's scan per kernel and (tokens per chunk, channel block, warps);
-    restores the module defaults, as `ssd_triton_variants` does (`use_fastest_scan` then sets the shapes)."""
+    """Median ms (as a CUDA graph) of one layer's scan at width Di per (tokens per chunk, channel block, warps);
+    restores the module's shapes, as `ssd_triton_variants` does (`use_fastest_scan` then sets one)."""
     u, z = (torch.randn(1, L, Di, device="cuda", dtype=torch.float16) for _ in range(2))
     delta = F.softplus(torch.randn(1, L, Di, device="cuda") - 4)
     BC = torch.randn(1, L, 2 * N, device="cuda", dtype=torch.float16)
     A, D = -torch.rand(Di, N, device="cuda") * 4, torch.ones(Di, device="cuda")
     args = (u, delta, A, BC[..., :N], BC[..., N:], D, z)
     y_ref = ops.selective_scan(*args)[0].float()
-    results, saved = {}, (scan.KERNEL, dict(scan.SHAPES))
-    for kernel, shapes in SCAN_SHAPES.items():
-        for T, block, warps in shapes:
-            key = f"{kernel}_T{T}_bd{block}_w{warps}"
-            scan.KERNEL, scan.SHAPES[kernel] = kernel, (T, block, warps)
-            try:  # a variant off the torch scan is reported, never timed, so it cannot be chosen
-                error = _rel(scan.selective_scan(*args)[0].float(), y_ref)
-                results[key] = (_graph_ms(lambda: scan.selective_scan(*args)) if error < 1e-2
-                                else f"rel. error {error:.2e} against ops.selective_scan")
-            except Exception as err:  # noqa: BLE001 - a shape the compiler rejects is just not a candidate
-                results[key] = repr(err)[:200]
-    scan.KERNEL, scan.SHAPES = saved[0], saved[1]
+    results, saved = {}, dict(scan.SHAPES)
+    for T, block, warps in SCAN_SHAPES:
+        key = f"T{T}_bd{block}_w{warps}"
+        scan.SHAPES.update(dict.fromkeys(saved, (T, block, warps)))  # whichever shape the width picks
+        try:  # a variant off the torch scan is reported, never timed, so it cannot be chosen
+            error = _rel(scan.selective_scan(*args)[0].float(), y_ref)
+            results[key] = (_graph_ms(lambda: scan.selective_scan(*args)) if error < 1e-2
+                            else f"rel. error {error:.2e} against ops.selective_scan")
+        except Exception as err:  # noqa: BLE001 - a shape the compiler rejects is just not a candidate
+            results[key] = repr(err)[:200]
+    scan.SHAPES.update(saved)
     return results
 
 
-def use_fastest_scan(results: dict) -> dict[str, str]:
-    """Set each scan kernel's launch shape to its fastest measured variant; returns their names. Which kernel a
-    model runs stays the program-count rule's (`scan._kernel_for`): forcing the overall fastest onto every
-    model put the sequential kernel on mamba-130m's 24 programs (GPU_NOTES.md v10: 5.4 -> 6.3 ms)."""
-    chosen = {}
-    for kernel in SCAN_SHAPES:
-        timed = {k: v for k, v in results.items() if k.startswith(kernel + "_") and isinstance(v, float)}
-        if timed:
-            chosen[kernel] = min(timed, key=timed.get)
-            parts = chosen[kernel].split("_")[1:]
-            scan.SHAPES[kernel] = tuple(int(part[len(tag):]) for part, tag in zip(parts, ("T", "bd", "w")))
-    return chosen
+def use_fastest_scan(results: dict) -> str:
+    """Set the wide launch shape (`scan.SHAPES`) to the fastest of a sweep at mamba-2.8b's width; returns its
+    name. The narrow shape is left as measured in the model: at mamba-130m's width this sweep ranked (8, 16, 2)
+    first, which made that model's 2048-token prefill 5.5 -> 6.5 ms (GPU_NOTES.md v13, device call 58)."""
+    timed = {k: v for k, v in results.items() if isinstance(v, float)}
+    fastest = min(timed, key=timed.get)
+    scan.SHAPES["wide"] = tuple(int(part[len(tag):]) for part, tag in zip(fastest.split("_"), ("T", "bd", "w")))
+    return fastest
 
 
 SSD_SHAPES = (("mamba2_2p7b", 80, 1), ("codestral_7b", 128, 8))  # (name, heads, groups); P 64, N 128

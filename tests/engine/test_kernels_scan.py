@@ -1,4 +1,4 @@
-"""The Mamba1 prefill scan kernels (kernels/scan.py, both `KERNEL` choices) against `ops.selective_scan` on fresh
+"""The Mamba1 prefill scan kernel (kernels/scan.py, both launch `SHAPES`) against `ops.selective_scan` on fresh
 random inputs: prompts shorter than a chunk, lengths that are not a multiple of the chunk, a partial last channel
 block, B and C as column slices of one projection, and a padded row (delta zero past its length) whose final
 state must be the state at its length. Under TRITON_INTERPRET=1 on a machine without CUDA, compiled on a GPU.
@@ -14,15 +14,15 @@ import torch.nn.functional as F
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton", reason="the scan kernels need Triton (a test dependency)")
+pytest.importorskip("triton", reason="the scan kernel needs Triton (a test dependency)")
 from mambapipe.engine import ops  # noqa: E402
 from mambapipe.engine.kernels import scan  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF = torch.float16  # on the CPU the interpreter (numpy) has fp16 but no bf16
-KERNELS = sorted(scan.SHAPES)
+SHAPES = sorted(scan.SHAPES)
 TOLERANCE = {torch.float32: 1e-5, HALF: 5e-3}
-D_INNER, N = 40, 16  # 40: a partial last channel block for every kernel's BLOCK_D
+D_INNER, N = 40, 16  # 40: a partial last channel block for every shape's BLOCK_D
 
 
 def _inputs(batch: int, length: int, dtype: torch.dtype, seed: int):
@@ -45,15 +45,17 @@ def _rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float((actual.float() - expected.float()).norm() / expected.float().norm())
 
 
-@pytest.fixture(params=KERNELS)
-def kernel(request, monkeypatch):
-    monkeypatch.setattr(scan, "KERNEL", request.param)
+@pytest.fixture(params=SHAPES)
+def shape(request, monkeypatch):
+    """Every launch shape on these small inputs (whichever `_shape_for` picks runs it)."""
+    for name in scan.SHAPES:
+        monkeypatch.setitem(scan.SHAPES, name, scan.SHAPES[request.param])
     return request.param
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, HALF])
 @pytest.mark.parametrize("length", [5, 37])  # shorter than a chunk; two full chunks of 16 (one of 32) and a tail
-def test_scan_matches_ops(kernel, dtype, length):
+def test_scan_matches_ops(shape, dtype, length):
     args = _inputs(1, length, dtype, seed=length)
     y, state = scan.selective_scan(*args)
     y_ref, state_ref = ops.selective_scan(*args)
@@ -65,15 +67,15 @@ def test_scan_matches_ops(kernel, dtype, length):
 @pytest.mark.parametrize("shape", [(2, 64, 1), (4, 32, 2), (8, 16, 2), (32, 16, 1)])  # (T, BLOCK_D, warps)
 def test_sequential_chunk_shapes(shape, monkeypatch):
     """Every chunk length the GPU sweep may pick (the per-token split/join depth changes with it)."""
-    monkeypatch.setattr(scan, "KERNEL", "sequential")
-    monkeypatch.setitem(scan.SHAPES, "sequential", shape)
+    for name in scan.SHAPES:
+        monkeypatch.setitem(scan.SHAPES, name, shape)
     args = _inputs(1, 37, torch.float32, seed=shape[0])
     y, state = scan.selective_scan(*args)
     y_ref, state_ref = ops.selective_scan(*args)
     assert _rel(y, y_ref) < 1e-5 and _rel(state, state_ref) < 1e-5
 
 
-def test_padded_row_keeps_its_state(kernel):
+def test_padded_row_keeps_its_state(shape):
     """Batch 2, row 1 padded after 21 of 37 tokens (delta 0 there, as dt_softplus masks it): its final state is
     the state at token 21, and every y matches the reference."""
     u, delta, A, B, C, D, z = _inputs(2, 37, torch.float32, seed=7)
@@ -88,7 +90,7 @@ def test_padded_row_keeps_its_state(kernel):
 
 def test_tolerance_catches_a_lost_carry():
     """The comparisons above would fail a kernel that dropped the state between chunks: a scan restarted from
-    zero at token 16 (a chunk boundary of the sequential kernel) is far outside the fp32 tolerance."""
+    zero at token 16 (a chunk boundary) is far outside the fp32 tolerance."""
     u, delta, A, B, C, D, z = _inputs(1, 37, torch.float32, seed=37)
     y_ref, _ = ops.selective_scan(u, delta, A, B, C, D, z)
     halves = [ops.selective_scan(*(t[:, part] for t in (u, delta)), A, *(t[:, part] for t in (B, C)), D, z[:, part])[0]
@@ -96,9 +98,9 @@ def test_tolerance_catches_a_lost_carry():
     assert _rel(torch.cat(halves, dim=1), y_ref) > 100 * TOLERANCE[torch.float32]
 
 
-def test_kernel_by_program_count():
-    """The sequential kernel only where its wide channel blocks still give enough programs (call 35 on the
-    H200: mamba-2.8b's 80 faster with it, mamba-130m's 24 slower)."""
-    assert scan._kernel_for(1, 5120) == "sequential"
-    assert scan._kernel_for(1, 1536) == "associative"
-    assert scan._kernel_for(8, 1536) == "sequential"
+def test_shape_by_program_count():
+    """The wide channel blocks only where they still give enough programs (calls 35 and 60 on the H200:
+    mamba-2.8b's 80 faster with them, mamba-130m's 24 slower than its 96 narrow ones)."""
+    assert scan._shape_for(1, 5120) == "wide"
+    assert scan._shape_for(1, 1536) == "narrow"
+    assert scan._shape_for(8, 1536) == "wide"

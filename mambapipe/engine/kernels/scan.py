@@ -1,23 +1,19 @@
 """Mamba1 prefill: the selective scan with each channel block's state held in registers, twin of
 `ops.selective_scan`. One program walks the whole prompt for BLOCK_D channels of one sequence, T tokens (a
-chunk) at a time, each chunk's inputs in one coalesced 2-D load. Two kernels, each the faster at some shapes
-on the H200 (`_kernel_for`):
+chunk) at a time, each chunk's inputs in one coalesced 2-D load.
 
-"sequential" (`_sequential_scan_kernel`): the (BLOCK_D, N) state tile is spread 4 states a lane, 4 lanes a
-channel, and each token is one unrolled step h = exp2(dt A log2 e) h + (dt u) B, an in-thread FMA per (channel,
-state) element: no shuffles for the recurrence and none to pick a chunk's last state (it is h). The chunk's
-(T, .) input tiles are reshaped to (., 2, ..., 2) so that every thread holds all T tokens of its channels and
-states (one trip through shared memory a chunk, placed by Triton), then halved with tl.split down to single
-tokens; the per-token y_t = C_t.h_t (the only sum that crosses lanes, 2 shuffles) are gathered back with tl.join
-and stored with the D skip and the silu(z) gate as one (T, BLOCK_D) tile. Nothing waits on memory per token
-(the v1 token loop did: 1.17 ms per mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1), and the
-next chunk's loads are issued before this chunk's arithmetic, so their latency overlaps it. Compiled for sm_90
-its chunk loop is ~9-11 SASS instructions per (token, channel, state) element, the associative kernel's ~22-25.
-
-"associative" (`_scan_kernel`, v2): the T tokens' decays and inputs are formed in parallel as (T, BLOCK_D, N)
-tiles and the first-order recurrence h_t = a_t h_{t-1} + b_t runs as a parallel prefix scan over them
-(tl.associative_scan), seeded with the carried state; T spread across lanes costs shuffles a level, and the
-chunk's last state another cross-lane reduction.
+The (BLOCK_D, N) state tile is spread 4 states a lane, 4 lanes a channel, and each token is one unrolled step
+h = exp2(dt A log2 e) h + (dt u) B, an in-thread FMA per (channel, state) element: no shuffles for the
+recurrence and none to pick a chunk's last state (it is h). The chunk's (T, .) input tiles are reshaped to
+(., 2, ..., 2) so that every thread holds all T tokens of its channels and states (one trip through shared
+memory a chunk, placed by Triton), then halved with tl.split down to single tokens; the per-token y_t = C_t.h_t
+(the only sum that crosses lanes, 2 shuffles) are gathered back with tl.join and stored with the D skip and the
+silu(z) gate as one (T, BLOCK_D) tile. Nothing waits on memory per token (the v1 token loop did: 1.17 ms per
+mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1), and the next chunk's loads are issued before this
+chunk's arithmetic, so their latency overlaps it. Compiled for sm_90 its chunk loop is ~9-11 SASS instructions
+per (token, channel, state) element. (A second kernel, a parallel prefix scan over each chunk with
+tl.associative_scan at ~22-25 instructions an element, ran the narrow models until the narrow launch shape
+below beat it, GPU_NOTES.md v13.)
 """
 
 from __future__ import annotations
@@ -29,22 +25,16 @@ from torch import Tensor
 
 from mambapipe.engine.kernels import fastmath, pdl
 
-# Launch shape per kernel: (tokens per chunk, channel block, warps), the fastest of the H200 sweep at
-# mamba-2.8b's shape (GPU_NOTES.md v10, device call 35, one layer at 2048 tokens): sequential 0.188 ms,
-# associative 0.228 (v2's tile; the best sequential shape of v2's size, (16, 16, 2), 0.232).
-SHAPES = {"sequential": (16, 64, 8), "associative": (32, 16, 4)}
-# The sequential kernel's 64-channel programs need enough of them to fill the GPU: at mamba-2.8b's 80 a row
-# it won, while mamba-130m's 24 (1536 channels) made that model's 2048-token prefill 5.4 -> 6.3 ms (call
-# 35); below this many programs the associative kernel's 16-channel ones run.
-SEQUENTIAL_MIN_PROGRAMS = 64
-KERNEL = None  # None: chosen by SEQUENTIAL_MIN_PROGRAMS; "sequential" or "associative" forces one (sweeps)
+# Launch shapes (tokens per chunk, channel block, warps), the fastest measured on the H200 for each grid:
+# "wide" at mamba-2.8b's width (GPU_NOTES.md v10, device call 35, one layer at 2048 tokens: 0.188 ms),
+# "narrow" at mamba-130m's (v13, device calls 59-60, the 2048-token prefill 5.32-5.50 -> 4.54-4.75 ms against
+# the associative kernel's 16-channel blocks, which it replaced).
+SHAPES = {"wide": (16, 64, 8), "narrow": (16, 16, 4)}
+# The wide 64-channel blocks need enough programs to fill the GPU: mamba-2.8b's 80 a row ran fastest with them,
+# while mamba-130m's 24 made its 2048-token prefill 5.4 -> 6.3 ms (call 35) and 6.46 ms against the narrow
+# blocks' 4.67 (call 60). Below this many wide programs the narrow shape runs.
+WIDE_MIN_PROGRAMS = 64
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
-
-
-@triton.jit
-def _linear_recurrence(a1, b1, a2, b2):
-    """Compose h -> a1 h + b1 then h -> a2 h + b2."""
-    return a1 * a2, a2 * b1 + b2
 
 
 @triton.jit
@@ -56,43 +46,6 @@ def _channel_block(A_ptr, D_ptr, Di, N: tl.constexpr, BLOCK_D: tl.constexpr):
     dmask = d < Di
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N) fp32
     return row, d, n, dmask, A, tl.load(D_ptr + d, mask=dmask, other=0.0)
-
-
-@triton.jit
-def _row_start(u_ptr, delta_ptr, z_ptr, y_ptr, B_ptr, C_ptr, row, stride_ub, stride_db, stride_zb, stride_yb,
-               stride_bb, stride_cb):
-    """The pointers moved to sequence `row`'s start (each kernel then steps through its tokens)."""
-    return (u_ptr + row * stride_ub, delta_ptr + row * stride_db, z_ptr + row * stride_zb, y_ptr + row * stride_yb,
-            B_ptr + row * stride_bb, C_ptr + row * stride_cb)
-
-
-@triton.jit
-def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
-                 stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
-                 stride_zb, stride_zl, stride_yb, stride_yl,
-                 N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
-    pdl.allow_next_then_wait(PDL)
-    row, d, n, dmask, A, Dskip = _channel_block(A_ptr, D_ptr, Di, N, BLOCK_D)
-    u_ptr, delta_ptr, z_ptr, y_ptr, B_ptr, C_ptr = _row_start(u_ptr, delta_ptr, z_ptr, y_ptr, B_ptr, C_ptr, row,
-                                                              stride_ub, stride_db, stride_zb, stride_yb, stride_bb,
-                                                              stride_cb)
-    h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
-    last = (tl.arange(0, T) == T - 1)[:, None, None]  # (T, 1, 1): picks the chunk's final state
-    for t0 in range(0, L, T):
-        u, dt, z, B, C = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0, L, d, n, dmask, stride_ul, stride_dl,
-                                     stride_zl, stride_bl, stride_cl, T)
-        u, dt, z, B, C = u.to(tl.float32), dt.to(tl.float32), z.to(tl.float32), B.to(tl.float32), C.to(tl.float32)
-        a = tl.exp(dt[:, :, None] * A[None, :, :])  # (T, BD, N); 1 past the end: state kept
-        b = (dt * u)[:, :, None] * B[:, None, :]  # (T, BD, N)
-        a_cum, b_cum = tl.associative_scan((a, b), 0, _linear_recurrence)
-        hs = a_cum * h[None, :, :] + b_cum  # (T, BD, N): the state after each token
-        gate = fastmath.silu(z, HALF=y_ptr.dtype.element_ty != tl.float32)
-        y = (tl.sum(hs * C[:, None, :], axis=2) + Dskip[None, :] * u) * gate  # (T, BD)
-        t = t0 + tl.arange(0, T)
-        tl.store(y_ptr + t[:, None] * stride_yl + d[None, :], y.to(y_ptr.dtype.element_ty),
-                 mask=(t < L)[:, None] & dmask[None, :])
-        h = tl.sum(tl.where(last, hs, 0.0), axis=0)  # (BD, N)
-    tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
 
 @triton.jit
@@ -171,16 +124,15 @@ def _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T: t
 
 
 @triton.jit
-def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
-                            stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
-                            stride_zb, stride_zl, stride_yb, stride_yl,
-                            N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
+def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
+                 stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
+                 stride_zb, stride_zl, stride_yb, stride_yl,
+                 N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
     pdl.allow_next_then_wait(PDL)
     row, d, n, dmask, A, Dskip = _channel_block(A_ptr, D_ptr, Di, N, BLOCK_D)
     A2 = A * LOG2E  # (BD, N)
-    u_ptr, delta_ptr, z_ptr, y_ptr, B_ptr, C_ptr = _row_start(u_ptr, delta_ptr, z_ptr, y_ptr, B_ptr, C_ptr, row,
-                                                              stride_ub, stride_db, stride_zb, stride_yb, stride_bb,
-                                                              stride_cb)
+    u_ptr, delta_ptr, z_ptr = u_ptr + row * stride_ub, delta_ptr + row * stride_db, z_ptr + row * stride_zb
+    y_ptr, B_ptr, C_ptr = y_ptr + row * stride_yb, B_ptr + row * stride_bb, C_ptr + row * stride_cb  # row's start
     h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
     # the next chunk's loads are issued before this chunk's arithmetic, which hides their latency
     u, dt, z, B, C = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, 0, L, d, n, dmask, stride_ul, stride_dl,
@@ -194,9 +146,9 @@ def _sequential_scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
 
-def _kernel_for(batch: int, d_inner: int) -> str:
-    programs = batch * triton.cdiv(d_inner, SHAPES["sequential"][1])
-    return "sequential" if programs >= SEQUENTIAL_MIN_PROGRAMS else "associative"
+def _shape_for(batch: int, d_inner: int) -> str:
+    wide_programs = batch * triton.cdiv(d_inner, SHAPES["wide"][1])
+    return "wide" if wide_programs >= WIDE_MIN_PROGRAMS else "narrow"
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
@@ -210,11 +162,9 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     N = A.shape[1]
     y = torch.empty(batch, length, d_inner, dtype=u.dtype, device=u.device)
     state = torch.empty(batch, d_inner, N, dtype=torch.float32, device=u.device)
-    name = KERNEL or _kernel_for(batch, d_inner)
-    tokens, block_d, warps = SHAPES[name]
-    kernel = {"sequential": _sequential_scan_kernel, "associative": _scan_kernel}[name]
+    tokens, block_d, warps = SHAPES[_shape_for(batch, d_inner)]
     launch = pdl.launch_options(u)
-    kernel[(batch, triton.cdiv(d_inner, block_d))](
+    _scan_kernel[(batch, triton.cdiv(d_inner, block_d))](
         u, delta, A, B, C, D, z, y, state, length, d_inner,
         u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
         C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1),
