@@ -197,14 +197,16 @@ def test_gemv_matches_linear(dtype, tol, batch):
     _close(out, F.linear(x, weight), tol)
 
 
-def test_gated_out_proj_has_its_own_tiles():
-    """The out_proj with the gated norm inside is another kernel body than the plain product: mamba2-2.7b's
-    gated out_proj and mamba-2.8b's plain one share a weight shape but not their fastest tiles (GPU_NOTES v7)."""
+def test_gated_out_proj_has_its_own_tiles(monkeypatch):
+    """The out_proj with the gated norm inside is another kernel body than the plain product, so a weight
+    shape has a tile for each (mamba2-2.7b's gated out_proj and mamba-2.8b's plain one share theirs)."""
     w = torch.empty(2560, 5120, dtype=HALF)
     assert gemv.tiles_key(w, 1) == (2560, 5120, 1)
     assert gemv.tiles_key(w, 3, gated=True) == (2560, 5120, 4, "gated")
-    assert gemv._launch_shape(w, 1)[1][:4] == gemv.TILES[(2560, 5120, 1)][:4]
-    assert gemv._launch_shape(w, 1, gated=True)[1][:4] == gemv.TILES[(2560, 5120, 1, "gated")][:4]
+    monkeypatch.setitem(gemv.TILES, (2560, 5120, 1), (8, 512, 4, 1))
+    monkeypatch.setitem(gemv.TILES, (2560, 5120, 1, "gated"), (4, 1024, 8, 1))
+    assert gemv._launch_shape(w, 1)[1][:4] == (8, 512, 4, 1)
+    assert gemv._launch_shape(w, 1, gated=True)[1][:4] == (4, 1024, 8, 1)
 
 
 @pytest.mark.parametrize("load_ahead,first_early", [(True, False), (False, True), (False, False)])

@@ -23,6 +23,9 @@ FUSED_DT_MAX_BATCH = 4
 # the fastest of 12 at mamba-2.8b's width and batch 64 on the H200 (GPU_NOTES.md v11, device call 47, CUDA
 # graphs with the dt_proj GEMM): 10.78 us a layer against 16.1 for one row of 32 channels a program.
 BATCHED_SHAPE = (2, 64, 4)
+# (rows, channels, warps) of a Mamba1 program with dt_proj in-kernel (batches up to FUSED_DT_MAX_BATCH). In the
+# batch-1 decode step on the H200 five other shapes were no faster (GPU_NOTES.md v13, device call 64).
+FUSED_SHAPE = (1, 32, 4)
 # Head-dim rows per Mamba2 program. At batch 64 (mamba2-2.7b shape) tiles of 16-64 rows with 2-8 warps
 # all took 0.049-0.054 ms a layer on the H200 (GPU_NOTES.md v2); 16 rows keep batch 1 spread over the SMs.
 BLOCK_P, MAMBA2_WARPS = 16, 4
@@ -146,7 +149,7 @@ def mamba1_state_update(state: Tensor, x: Tensor, dt_low: Tensor, dt_proj: Tenso
     if not fused:
         dt_low = F.linear(dt_low, dt_proj)  # (Bt, Di)
     y = torch.empty(batch, d_inner, dtype=x.dtype, device=x.device)
-    rows, block_d, warps = (1, 32, 4) if fused else BATCHED_SHAPE
+    rows, block_d, warps = FUSED_SHAPE if fused else BATCHED_SHAPE
     grid = (triton.cdiv(batch, rows), triton.cdiv(d_inner, block_d))
     launch = pdl.launch_options(state)
     _mamba1_update_kernel[grid](state, x, dt_low, dt_proj, dt_bias, A, B, C, D, z, y, batch, d_inner, R,
