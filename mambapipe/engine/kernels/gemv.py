@@ -12,10 +12,11 @@ Each program owns BLOCK_N output rows for every batch row, so it can also:
 - add its rows of out_proj into the fp32 residual stream in place (again one owner per element).
 Mamba1's x_proj (a few hundred output rows) runs on the same kernel without the extras.
 The out_proj and x_proj kernel can also split K over SPLIT programs a row block (the fifth TILES entry),
-for a weight of few rows whose grid is otherwise a wave or two of programs (on the H200 only mamba-2.8b's
-out_proj gained from it, GPU_NOTES.md v9). Each program writes its fp32 partial sums, and the last of a
-row block to finish (an atomic counter, which it resets) adds them in split order, so the result does not
-depend on which program finishes first.
+for a weight of few rows whose grid is otherwise a wave or two of programs. Each program writes its fp32
+partial sums, and the last of a row block to finish (an atomic counter, which it resets) adds them in split
+order, so the result does not depend on which program finishes first. On the H200 it won only for
+mamba-2.8b's out_proj (GPU_NOTES.md v9), until 8 warps a program beat it there (v13): no tile of the table
+splits now; the GEMV sweep (`gpu_gemv.py`, `gpu_bench.py --tune-gemv-split`) still tries it.
 A product of a few rows is memory-bound, so the weights stream through plain fp32 FMAs into register
 accumulators (no tensor-core tiles, no shared-memory staging). Against the torch path (`ops.rms_norm` on
 `residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input to the
@@ -45,7 +46,7 @@ MAX_BATCH = 8  # batch rows one program multiplies at once
 # split (default 1): programs sharing a row block over K, for `gemv` and `gemv_residual` only. The fastest
 # tiles measured on the H200 for the five models' weights at batch 1 (`benchmarks/gpu_gemv.py`, GPU_NOTES.md
 # v6, v7, v9); other shapes take `default_tiles`. The benchmark sweeps candidates through this table. Timed
-# in the decode step instead (v13, device calls 59-63), where the weights' loads overlap the kernel before
+# in the decode step instead (v13, device calls 58-64), where the weights' loads overlap the kernel before
 # (PDL), some won that lost alone: the 130m models' out_proj and x_proj slices are one K tile each, loaded
 # whole before the wait, and their in_proj takes two; the 2.7b / 2.8b out_proj run 8 warps a program
 # (mamba-2.8b's no longer splits K), and mamba-2.8b's x_proj takes 4096-column tiles.
