@@ -45,10 +45,10 @@ MAX_BATCH = 8  # batch rows one program multiplies at once
 # "gated") for the out_proj with the gated norm inside (another kernel body: same shape, other best tiles).
 # split (default 1): programs sharing a row block over K, for `gemv` and `gemv_residual` only. The fastest
 # tiles measured on the H200 for the five models' weights at batch 1 (`benchmarks/gpu_gemv.py`, GPU_NOTES.md
-# v6, v7, v9); other shapes take `default_tiles`. The benchmark sweeps candidates through this table. Timed
-# in the decode step instead (v13, device calls 58-64), where the weights' loads overlap the kernel before
-# (PDL), some won that lost alone: the 130m models' out_proj and x_proj slices are one K tile each, loaded
-# whole before the wait, and their in_proj takes two; the 2.7b / 2.8b out_proj run 8 warps a program
+# v6, v7, v9); other shapes take `default_tiles`. The benchmark sweeps candidates through this table, each
+# kernel alone. Timed in the decode step instead (v13, device calls 58-64), where the weights' loads overlap
+# the kernel before (PDL), other tiles won: the 130m models' out_proj and x_proj slices are one K tile each,
+# loaded whole before the wait, and their in_proj takes two; the 2.7b / 2.8b out_proj run 8 warps a program
 # (mamba-2.8b's no longer splits K), and mamba-2.8b's x_proj takes 4096-column tiles.
 TILES: dict[tuple, tuple[int, ...]] = {
     (3072, 768, 1): (8, 512, 4, 1), (768, 1536, 1): (4, 2048, 8, 1), (50280, 768, 1): (32, 128, 4, 3),
