@@ -297,10 +297,10 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         residual, norm_weight, weight, bias if bias is not None else weight, out, state, conv_w,
         conv_b if conv_b is not None else conv_w, M, N, K, lo, hi, residual.stride(0), out.stride(0),
         state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
-        CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        PDL=bool(launch), PREFETCH_LINES=_prefetch_lines(weight, launch, block_k, K), LOAD_AHEAD=_load_ahead(weight, block_k, K),
-        FIRST_EARLY=_first_early(weight, "norm_gemv", block_k, K),
-        CONV_EARLY=_at_most(weight, CONV_EARLY_MAX_BYTES), num_warps=warps, num_stages=stages, **launch)
+        CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
+        PREFETCH_LINES=_prefetch_lines(weight, launch, block_k, K), LOAD_AHEAD=_load_ahead(weight, block_k, K),
+        FIRST_EARLY=_first_early(weight, "norm_gemv", block_k, K), CONV_EARLY=_at_most(weight, CONV_EARLY_MAX_BYTES),
+        num_warps=warps, num_stages=stages, **launch)
     return out
 
 
@@ -497,8 +497,9 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
         columns, y.stride(0), z.stride(0), out.stride(0), eps, GATED=gate is not None,
         NORM_AT_REDUCE=norm_at_reduce, HAS_BIAS=bias is not None,
         ACCUMULATE=accumulate, SPLIT=grid[1], BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
-        PREFETCH_LINES=_prefetch_lines(weight, launch, block_k, columns), LOAD_AHEAD=_load_ahead(weight, block_k, columns),
-        FIRST_EARLY=_first_early(weight, "gemv", block_k, columns), num_warps=warps, num_stages=stages, **launch)
+        PREFETCH_LINES=_prefetch_lines(weight, launch, block_k, columns),
+        LOAD_AHEAD=_load_ahead(weight, block_k, columns), FIRST_EARLY=_first_early(weight, "gemv", block_k, columns),
+        num_warps=warps, num_stages=stages, **launch)
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
