@@ -24,34 +24,35 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def _normal(shape, std, dtype, gen):
-    return (torch.randn(shape, device="cuda", generator=gen) * std).to(dtype)
+    return (torch.randn(shape, device=gen.device, generator=gen) * std).to(dtype)
 
 
 def _layer(spec: ModelSpec, dtype: torch.dtype, gen: torch.Generator) -> LayerWeights:
     H, Di, N, K = spec.hidden_size, spec.intermediate_size, spec.state_size, spec.conv_kernel
-    C = spec.conv_dim
-    w = LayerWeights(norm=torch.ones(H, dtype=dtype, device="cuda"),
+    C, device = spec.conv_dim, gen.device
+    w = LayerWeights(norm=torch.ones(H, dtype=dtype, device=device),
                      in_proj=_normal((spec.in_proj_rows, H), H ** -0.5, dtype, gen),
                      conv_weight=_normal((C, K), K ** -0.5, dtype, gen), conv_bias=_normal((C,), 0.1, dtype, gen),
                      out_proj=_normal((H, Di), Di ** -0.5 / math.sqrt(spec.num_layers), dtype, gen))
     if spec.is_mamba2:
         heads = spec.num_heads
-        w.update(A=-torch.arange(1, heads + 1, device="cuda", dtype=torch.float32) / heads * 16,
-                 D=torch.ones(heads, device="cuda"), dt_bias=_normal((heads,), 1.0, torch.float32, gen) - 4,
-                 gate_norm=torch.ones(Di, dtype=dtype, device="cuda"))
+        w.update(A=-torch.arange(1, heads + 1, device=device, dtype=torch.float32) / heads * 16,
+                 D=torch.ones(heads, device=device), dt_bias=_normal((heads,), 1.0, torch.float32, gen) - 4,
+                 gate_norm=torch.ones(Di, dtype=dtype, device=device))
     else:
         R = spec.dt_rank
         w.update(x_proj=_normal((R + 2 * N, Di), Di ** -0.5, dtype, gen), dt_proj=_normal((Di, R), R ** -0.5, dtype, gen),
-                 A=-torch.arange(1, N + 1, device="cuda", dtype=torch.float32).repeat(Di, 1),
-                 D=torch.ones(Di, device="cuda"), dt_bias=_normal((Di,), 1.0, torch.float32, gen) - 4)
+                 A=-torch.arange(1, N + 1, device=device, dtype=torch.float32).repeat(Di, 1),
+                 D=torch.ones(Di, device=device), dt_bias=_normal((Di,), 1.0, torch.float32, gen) - 4)
     return w
 
 
-def random_model(spec: ModelSpec, dtype: torch.dtype = torch.float16, seed: int = 0) -> MambaModel:
-    gen = torch.Generator(device="cuda").manual_seed(seed)
+def random_model(spec: ModelSpec, dtype: torch.dtype = torch.float16, seed: int = 0,
+                 device: str = "cuda") -> MambaModel:
+    gen = torch.Generator(device=device).manual_seed(seed)
     embedding = _normal((spec.vocab_size, spec.hidden_size), 1.0, dtype, gen)
     lm_head = embedding if spec.tie_embeddings else _normal((spec.vocab_size, spec.hidden_size), 0.02, dtype, gen)
-    glob = {"embedding": embedding, "norm_f": torch.ones(spec.hidden_size, dtype=dtype, device="cuda"),
+    glob = {"embedding": embedding, "norm_f": torch.ones(spec.hidden_size, dtype=dtype, device=device),
             "lm_head": lm_head}
     layers = [_layer(spec, dtype, gen) for _ in range(spec.num_layers)]
     return MambaModel(spec, glob, layers, Comm(1))
@@ -64,6 +65,8 @@ def torch_twin(model: MambaModel) -> MambaModel:
 
 def generator(model: MambaModel, max_batch: int, max_input: int, max_seq: int, ssm_state_dtype: str = "float16",
               cuda_graphs: bool = True) -> EngineGenerator:
-    """As `load_engine` would give for an fp16 engine built with build.ssm_state_dtype=`ssm_state_dtype`."""
-    return EngineGenerator(model, Limits(max_batch, max_input, max_seq), device="cuda", dtype="float16",
-                           ssm_state_dtype=ssm_state_dtype, cuda_graphs=cuda_graphs)
+    """As `load_engine` would give for an fp16 engine built with build.ssm_state_dtype=`ssm_state_dtype`, on the
+    model's device (CUDA graphs only there)."""
+    device = model.glob["embedding"].device
+    return EngineGenerator(model, Limits(max_batch, max_input, max_seq), device=str(device), dtype="float16",
+                           ssm_state_dtype=ssm_state_dtype, cuda_graphs=cuda_graphs and device.type == "cuda")
