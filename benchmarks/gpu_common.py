@@ -1,6 +1,7 @@
 """Shared pieces of the GPU benchmarks: the five models' specs (from configs/model) and engines with
 random weights at the real shapes built directly on the GPU (speed does not depend on the values; writing
-14 GB through the pipeline for a timing run would waste device minutes)."""
+14 GB through the pipeline for a timing run would waste device minutes), or on the CPU, to check a script
+with the tiny models."""
 
 from __future__ import annotations
 
