@@ -2,7 +2,9 @@
 weight shape of the five models, both replayed in CUDA graphs (as the decode runs): norm + in_proj + conv
 update, (gated norm +) out_proj + residual add, norm + lm_head, Mamba1's x_proj. Sweeps the tile table and
 reports the fastest tiles, which `use_fastest_tiles` installs in `gemv.TILES` for a later run in the same
-process.
+process. Each kernel is timed alone here, with no kernel before it for its PDL-early loads to overlap: for the
+130m models the decode step ranked tiles differently (GPU_NOTES.md v13), so confirm a pick with
+`gpu_step_sweep.py`.
 
     PYTHONPATH=$PWD python3 benchmarks/gpu_gemv.py [--batches 1 8] [--out DIR]
 """
