@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import MODELS, generator, model_spec, random_model, torch_twin  # noqa: E402
+from gpu_common import MODELS, generator, model_spec, random_model, table_key, torch_twin  # noqa: E402
 
 from mambapipe.engine.state import InferenceState  # noqa: E402
 from mambapipe.evaluate.benchmark import Scenario, run_benchmark  # noqa: E402
@@ -156,7 +156,7 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
     from mambapipe.engine.kernels import decode, gemv, pdl, ssd
 
     for key, tiles in args.gemv_tiles.items():
-        gemv.TILES[tuple(int(k) if k.isdigit() else k for k in key.split(","))] = tuple(tiles)
+        gemv.TILES[table_key(key)] = tuple(tiles)
     if args.first_tile_early is not None:
         gemv.FIRST_TILE_EARLY = frozenset(k for k in args.first_tile_early.split(",") if k != "none")
     if args.gemv_load_ahead_max_mb is not None:

@@ -24,6 +24,14 @@ def model_spec(name: str) -> ModelSpec:
     return ModelSpec(**OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml").arch))
 
 
+def table_key(text: str) -> object:
+    """A table key as given on a command line: '3352,768,1' -> (3352, 768, 1), '768,1536,1,gated' ->
+    (768, 1536, 1, 'gated') (gemv.TILES); a key without commas stays a string (scan.SHAPES)."""
+    if "," not in text:
+        return text
+    return tuple(int(part) if part.isdigit() else part for part in text.split(","))
+
+
 def _normal(shape, std, dtype, gen):
     return (torch.randn(shape, device=gen.device, generator=gen) * std).to(dtype)
 

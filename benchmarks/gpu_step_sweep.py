@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_bench import SCENARIOS, bench  # noqa: E402
-from gpu_common import model_spec, random_model  # noqa: E402
+from gpu_common import model_spec, random_model, table_key  # noqa: E402
 
 BASE = "base"
 
@@ -41,17 +41,10 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, json.loads(settings)
 
 
-def _table_key(key: str) -> Any:
-    """'3352,768,1' -> (3352, 768, 1); '768,1536,1,gated' -> (768, 1536, 1, 'gated'); other keys unchanged."""
-    if "," not in key:
-        return key
-    return tuple(int(part) if part.isdigit() else part for part in key.split(","))
-
-
 def _as_set(old: Any, new: Any) -> Any:
     """The value to set: lists as tuples, a dict merged into a copy of the old one."""
     if isinstance(new, dict):
-        return {**old, **{_table_key(k): _as_set(None, v) for k, v in new.items()}}
+        return {**old, **{table_key(k): _as_set(None, v) for k, v in new.items()}}
     return tuple(new) if isinstance(new, list) else new
 
 
