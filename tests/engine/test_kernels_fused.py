@@ -282,6 +282,14 @@ def test_split_k_gemv_matches_torch_and_repeats_exactly(dtype, tol, batch, split
     assert all(int(c.abs().sum()) == 0 for c in gemv._COUNTERS.values())
 
 
+def test_gated_out_proj_refuses_norm_groups_its_lane_sums_cannot_tile():
+    """Tiles of a multi-group gated out_proj lie inside one norm group and hold whole runs of gemv.LANE_SUM
+    columns, so a group of 12 columns gets a clear error naming the way around it."""
+    y, z, gate_w, w = _rand(1, 24), _rand(1, 24), _rand(24), _rand(8, 24)
+    with pytest.raises(ValueError, match="multiple of 8 columns, got 12.*FUSED_GATE_MAX_GROUPS"):
+        gemv.gemv_residual(_rand(1, 8), y, w, None, gate=(z, gate_w, 12), eps=1e-5)
+
+
 def test_split_k_columns_hold_whole_norm_groups():
     assert gemv.k_split(8192, 1024, 4, None) == 2048
     assert gemv.k_split(300, 64, 2, None) == 192  # whole tiles: 192 + 108 columns

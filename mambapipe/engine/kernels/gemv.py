@@ -18,7 +18,10 @@ order, so the result does not depend on which program finishes first. On the H20
 mamba-2.8b's out_proj (GPU_NOTES.md v9), until 8 warps a program beat it there (v13): no tile of the table
 splits now; the GEMV sweep (`gpu_gemv.py`, `gpu_bench.py --tune-gemv-split`) still tries it.
 A product of a few rows is memory-bound, so the weights stream through plain fp32 FMAs into register
-accumulators (no tensor-core tiles, no shared-memory staging). Against the torch path (`ops.rms_norm` on
+accumulators (no tensor-core tiles, no shared-memory staging). Each thread first sums the LANE_SUM adjacent
+columns one vector load brought it, so the accumulators carried through the K loop are an eighth of the tile:
+registers that were holding partial products now let a program hold twice the weight columns a tile (fewer
+trips to memory a row) or let more programs share an SM (GPU_NOTES.md v14). Against the torch path (`ops.rms_norm` on
 `residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input to the
 model dtype is skipped (it stays fp32), so the fused engine stays within fp16/bf16 rounding of the plain one.
 Only the large lm_heads stream their weights through TMA into a tensor-core dot (`_lm_head_tma_kernel`): the
@@ -41,6 +44,7 @@ from mambapipe.engine.kernels import pdl
 from mambapipe.engine.kernels.conv import WIDTH, conv_inputs, conv_step
 
 MAX_BATCH = 8  # batch rows one program multiplies at once
+LANE_SUM = tl.constexpr(8)  # adjacent columns a thread sums before accumulating: one 16-byte load of fp16
 # (BLOCK_N, BLOCK_K, warps, stages[, split]) by (N, K, BLOCK_M) of a weight (N, K), and by (N, K, BLOCK_M,
 # "gated") for the out_proj with the gated norm inside (another kernel body: same shape, other best tiles).
 # split (default 1): programs sharing a row block over K, for `gemv` and `gemv_residual` only. The fastest
@@ -49,14 +53,16 @@ MAX_BATCH = 8  # batch rows one program multiplies at once
 # kernel alone. Timed in the decode step instead (v13, device calls 58-64), where the weights' loads overlap
 # the kernel before (PDL), other tiles won: the 130m models' out_proj and x_proj slices are one K tile each,
 # loaded whole before the wait, and their in_proj takes two; the 2.7b / 2.8b out_proj run 8 warps a program
-# (mamba-2.8b's no longer splits K), and mamba-2.8b's x_proj takes 4096-column tiles.
+# (mamba-2.8b's no longer splits K), and mamba-2.8b's x_proj takes 4096-column tiles. With the lane sums
+# (v14, device calls 70-72, in the step) the big models' in_proj tiles are 512 columns wide and their out_proj
+# tiles 2048 (at the old tiles the lane-sum kernels were 13-25 % slower a step).
 TILES: dict[tuple, tuple[int, ...]] = {
     (3072, 768, 1): (8, 512, 4, 1), (768, 1536, 1): (4, 2048, 8, 1), (50280, 768, 1): (32, 128, 4, 3),
-    (80, 1536, 1): (2, 2048, 4, 1), (10240, 2560, 1): (16, 256, 4, 3), (2560, 5120, 1): (8, 1024, 8, 1),
-    (50280, 2560, 1): (32, 128, 4, 3), (192, 5120, 1): (2, 4096, 8, 1), (3352, 768, 1): (16, 512, 4, 1),
-    (768, 1536, 1, "gated"): (4, 2048, 8, 1), (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 256, 4, 3),
-    (2560, 5120, 1, "gated"): (8, 1024, 8, 1), (50288, 2560, 1): (8, 512, 4, 3), (18560, 4096, 1): (16, 128, 4, 3),
-    (4096, 8192, 1): (8, 1024, 4, 2), (32768, 4096, 1): (16, 128, 4, 3)}
+    (80, 1536, 1): (2, 2048, 4, 1), (10240, 2560, 1): (16, 512, 4, 3), (2560, 5120, 1): (4, 2048, 8, 1),
+    (50280, 2560, 1): (32, 128, 4, 3), (192, 5120, 1): (4, 4096, 8, 1), (3352, 768, 1): (16, 512, 4, 1),
+    (768, 1536, 1, "gated"): (4, 2048, 8, 1), (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 512, 4, 3),
+    (2560, 5120, 1, "gated"): (8, 2048, 8, 1), (50288, 2560, 1): (8, 512, 4, 3), (18560, 4096, 1): (16, 512, 4, 3),
+    (4096, 8192, 1): (8, 2048, 8, 1), (32768, 4096, 1): (16, 128, 4, 3)}
 
 
 # Weights up to this size are read one tile ahead: each loop iteration issues the next tile's loads before
@@ -95,7 +101,7 @@ TMA_DEFAULT_TILES = (64, 128, 4, 4)
 
 def default_tiles(N: int, K: int, block_m: int) -> tuple[int, int, int, int]:
     """About 4096 products in flight a program (its fp32 accumulators stay in registers), wide K tiles."""
-    block_k = min(256, triton.next_power_of_2(K))
+    block_k = max(LANE_SUM.value, min(256, triton.next_power_of_2(K)))
     return max(2, 4096 // (block_k * block_m)), block_k, 4, 2
 
 
@@ -174,6 +180,17 @@ def _next_weights(w_ptr, n, n_ok, k0, K, k_end, ahead, BLOCK_K: tl.constexpr, LO
 
 
 @triton.jit
+def _products(x, w):
+    """x (BM, BK) fp32 times the weight tile w (BN, BK), each run of LANE_SUM adjacent columns summed:
+    (BM, BN, BK / LANE_SUM) fp32. A thread's vector load holds such a run, so the sum stays in the thread,
+    and the accumulators the loop carries are LANE_SUM times fewer than the tile's elements."""
+    runs: tl.constexpr = w.shape[1] // LANE_SUM
+    w3 = tl.reshape(w.to(tl.float32), (1, w.shape[0], runs, LANE_SUM))
+    x3 = tl.reshape(x, (x.shape[0], 1, runs, LANE_SUM))
+    return tl.sum(x3 * w3, axis=3)
+
+
+@triton.jit
 def _norm_gemv_tile(w, k0, acc, sq, res_ptr, norm_w_ptr, rows, row_ok, K, stride_res, BLOCK_K: tl.constexpr):
     """One K tile of `_norm_gemv_kernel`: the squares of the residual's columns, and the normed columns'
     products with the weight tile w (BN, BK)."""
@@ -183,7 +200,7 @@ def _norm_gemv_tile(w, k0, acc, sq, res_ptr, norm_w_ptr, rows, row_ok, K, stride
                 other=0.0).to(w.dtype).to(tl.float32)  # (BM, BK): the torch path norms residual.to(dtype)
     sq += r * r
     x = r * tl.load(norm_w_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-    acc += x[:, None, :] * w.to(tl.float32)[None, :, :]
+    acc += _products(x, w)
     return acc, sq
 
 
@@ -209,7 +226,7 @@ def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_
         if CONV_EARLY:  # their state, taps and bias before the PDL wait (CONV_EARLY_MAX_BYTES)
             s0, s1, s2, w0, w1, w2, w3, conv_bias = conv_inputs(state_rows, conv_w, conv_b, conv_mask, CONV_BIAS)
     ahead = _weights_first(w_ptr, n, n_ok, N, K, 0, K, BLOCK_K, PDL, PREFETCH_LINES)
-    acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # summed over K once, after the loop
+    acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K // LANE_SUM), tl.float32)  # summed over K once, after the loop
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
     k_start = 0
     if FIRST_EARLY:  # the tile loaded before the PDL wait, used up before the loop (not live through it)
@@ -369,11 +386,11 @@ def _gemv_tile(w, k0, k_end, acc, part, sq, y_ptr, z_ptr, g_ptr, rows, row_ok, s
         x = x * z * tl.sigmoid(z)
         sq += x * x
         x = x * tl.load(g_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-    part += x[:, None, :] * w.to(tl.float32)[None, :, :]
+    part += _products(x, w)
     if GATED and not NORM_AT_REDUCE:
         if (k0 + BLOCK_K) % G == 0:
             acc += tl.sum(part, axis=2) / tl.sqrt(tl.sum(sq, axis=1) / G + eps)[:, None]
-            part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)
+            part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K // LANE_SUM), tl.float32)
             sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
     return acc, part, sq
 
@@ -396,7 +413,7 @@ def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, part_ptr, sq_ptr
     k_end = tl.minimum(k_lo + K_SPLIT, K)
     ahead = _weights_first(w_ptr, n, n_ok, N, K, k_lo, k_end, BLOCK_K, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), tl.float32)  # the current norm group's products
+    part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K // LANE_SUM), tl.float32)  # the current norm group's products
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
     k_start = k_lo
     if FIRST_EARLY:  # the tile loaded before the PDL wait, used up before the loop (not live through it)
@@ -483,6 +500,9 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
     norm_at_reduce = gate is not None and group == K  # one norm group: normed once its sums are complete
     if gate is not None and not norm_at_reduce:  # group & -group: the largest power of two dividing the group
         block_k = min(block_k, group & -group)  # size, so no tile straddles two groups
+        if block_k < LANE_SUM.value:
+            raise ValueError(f"the gated out_proj kernel needs norm groups of a multiple of {LANE_SUM.value} columns, "
+                             f"got {group}: take the gated-norm kernel first (decode.FUSED_GATE_MAX_GROUPS)")
     columns = k_split(K, block_k, split, group if gate is not None else None)
     grid = (triton.cdiv(N, block_n), triton.cdiv(K, columns))
     part = sq = count = out  # unused without a split
