@@ -67,8 +67,10 @@ def test_conv_update_shifts_state_like_torch(dtype, tol):
 
 
 @pytest.mark.parametrize("state_dtype,tol", [(torch.float32, 1e-5), (HALF, 2e-2)])
-def test_mamba2_state_update(state_dtype, tol):
-    batch, heads, P, N, G = 2, 4, 16, 16, 2
+@pytest.mark.parametrize("wide_rows", [32, 16])  # 32: two programs a 64-row head, 16: four
+def test_mamba2_state_update(state_dtype, tol, wide_rows, monkeypatch):
+    monkeypatch.setattr(ssm, "WIDE_BLOCK_P", wide_rows)
+    batch, heads, P, N, G = 2, 4, 64, 16, 2
     packed = _rand(batch, heads * P + 2 * G * N + heads + 8)  # x | B | C | dt, read in place
     x = packed[:, : heads * P]
     Bm, Cm = packed[:, heads * P: heads * P + G * N], packed[:, heads * P + G * N: heads * P + 2 * G * N]
@@ -81,6 +83,18 @@ def test_mamba2_state_update(state_dtype, tol):
         y_ref = ssm.mamba2_state_update_ref(state_ref, x, dt, dt_bias, A, Bm, Cm, D)
         _close(y, y_ref, tol)
         _close(state, state_ref, tol)
+
+
+def test_mamba2_update_takes_wide_programs_while_every_sm_has_one(monkeypatch):
+    """32 head-dim rows a program (ssm.WIDE_BLOCK_P) where the grid still covers the 132 SMs of an H200,
+    else 16 (ssm.BLOCK_P); never more rows than the head has."""
+    monkeypatch.setattr(ssm, "_multiprocessors", lambda device: 132)
+    cuda = torch.device("cuda")
+    assert ssm.rows_per_program(1, 80, 64, cuda) == 32  # mamba2-2.7b: 160 programs
+    assert ssm.rows_per_program(1, 128, 64, cuda) == 32  # Codestral: 256
+    assert ssm.rows_per_program(1, 24, 64, cuda) == 16  # mamba2-130m: 48 would leave SMs idle
+    assert ssm.rows_per_program(8, 24, 64, cuda) == 32  # ... unless the batch fills them
+    assert ssm.rows_per_program(64, 4, 8, cuda) == 8  # a head of 8 rows
 
 
 @pytest.mark.parametrize("fuse_dt_proj,batch,batched_shape", [(True, 2, None), (False, 2, (1, 32, 4)),

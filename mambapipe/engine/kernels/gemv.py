@@ -54,13 +54,14 @@ LANE_SUM = tl.constexpr(8)  # adjacent columns a thread sums before accumulating
 # the kernel before (PDL), other tiles won: the 130m models' out_proj and x_proj slices are one K tile each,
 # loaded whole before the wait, and their in_proj takes two; the 2.7b / 2.8b out_proj run 8 warps a program
 # (mamba-2.8b's no longer splits K), and mamba-2.8b's x_proj takes 4096-column tiles. With the lane sums
-# (v14, device calls 70-72, in the step) the big models' in_proj tiles are 512 columns wide and their out_proj
-# tiles 2048 (at the old tiles the lane-sum kernels were 13-25 % slower a step).
+# (v14, device calls 71-73, in the step) the big models' in_proj tiles are 512 columns wide and their out_proj
+# tiles 2048 (at the old tiles the lane-sum kernels were 13-25 % slower a step); mamba-130m's in_proj is one
+# 1024-column tile of 8 rows and mamba2-130m's gated out_proj takes 8 rows (call 75).
 TILES: dict[tuple, tuple[int, ...]] = {
-    (3072, 768, 1): (8, 512, 4, 1), (768, 1536, 1): (4, 2048, 8, 1), (50280, 768, 1): (32, 128, 4, 3),
+    (3072, 768, 1): (8, 1024, 4, 1), (768, 1536, 1): (4, 2048, 8, 1), (50280, 768, 1): (32, 128, 4, 3),
     (80, 1536, 1): (2, 2048, 4, 1), (10240, 2560, 1): (16, 512, 4, 3), (2560, 5120, 1): (4, 2048, 8, 1),
     (50280, 2560, 1): (32, 128, 4, 3), (192, 5120, 1): (4, 4096, 8, 1), (3352, 768, 1): (16, 512, 4, 1),
-    (768, 1536, 1, "gated"): (4, 2048, 8, 1), (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 512, 4, 3),
+    (768, 1536, 1, "gated"): (8, 2048, 8, 1), (50288, 768, 1): (16, 128, 4, 3), (10576, 2560, 1): (16, 512, 4, 3),
     (2560, 5120, 1, "gated"): (8, 2048, 8, 1), (50288, 2560, 1): (8, 512, 4, 3), (18560, 4096, 1): (16, 512, 4, 3),
     (4096, 8192, 1): (8, 2048, 8, 1), (32768, 4096, 1): (16, 128, 4, 3)}
 

@@ -7,6 +7,7 @@ the update runs in fp32 registers and is rounded once on store.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -26,9 +27,12 @@ BATCHED_SHAPE = (2, 64, 4)
 # (rows, channels, warps) of a Mamba1 program with dt_proj in-kernel (batches up to FUSED_DT_MAX_BATCH). In the
 # batch-1 decode step on the H200 five other shapes were no faster (GPU_NOTES.md v13, device call 64).
 FUSED_SHAPE = (1, 32, 4)
-# Head-dim rows per Mamba2 program. At batch 64 (mamba2-2.7b shape) tiles of 16-64 rows with 2-8 warps
-# all took 0.049-0.054 ms a layer on the H200 (GPU_NOTES.md v2); 16 rows keep batch 1 spread over the SMs.
-BLOCK_P, MAMBA2_WARPS = 16, 4
+# Head-dim rows per Mamba2 program: WIDE_BLOCK_P where that still gives every SM a program, else BLOCK_P.
+# At batch 64 (mamba2-2.7b shape) tiles of 16-64 rows with 2-8 warps all took 0.049-0.054 ms a layer on the
+# H200 (GPU_NOTES.md v2). At batch 1, 32 rows took mamba2-2.7b's decode step 1.962-1.977 -> 1.938 ms and
+# Codestral's 3.967-4.008 -> 3.939-3.964 (v14, device call 75; 64 rows the same), while mamba2-130m (24 heads:
+# 48 programs of 32 rows) was fastest at 16 (v13, call 64).
+BLOCK_P, WIDE_BLOCK_P, MAMBA2_WARPS = 16, 32, 4
 
 
 @triton.jit
@@ -73,7 +77,7 @@ def mamba2_state_update(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, A
     batch, heads, P, N = state.shape
     groups = B.shape[1] // N
     y = torch.empty(batch, heads * P, dtype=torch.float32, device=x.device)
-    block_p = min(BLOCK_P, triton.next_power_of_2(P))
+    block_p = rows_per_program(batch, heads, P, x.device)
     grid = (batch, heads, triton.cdiv(P, block_p))
     launch = pdl.launch_options(state)
     _mamba2_update_kernel[grid](state, x, dt, dt_bias, A, B, C, D, y, state.stride(0), state.stride(1),
@@ -81,6 +85,19 @@ def mamba2_state_update(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, A
                                 y.stride(0), P, heads // groups, N=N, BLOCK_P=block_p, PDL=bool(launch),
                                 num_warps=MAMBA2_WARPS, **launch)
     return y
+
+
+def rows_per_program(batch: int, heads: int, P: int, device: torch.device) -> int:
+    """The Mamba2 update's head-dim rows a program: WIDE_BLOCK_P if the grid still has a program for each
+    multiprocessor, else BLOCK_P (each at most the head dim, rounded up to a power of two)."""
+    narrow, wide = (min(rows, triton.next_power_of_2(P)) for rows in (BLOCK_P, WIDE_BLOCK_P))
+    return wide if batch * heads * triton.cdiv(P, wide) >= _multiprocessors(device) else narrow
+
+
+@functools.cache
+def _multiprocessors(device: torch.device) -> int:
+    """SMs of a CUDA device; 1 elsewhere (the interpreter runs programs one at a time)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
 def mamba2_state_update_ref(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, A: Tensor, B: Tensor,
