@@ -33,7 +33,9 @@ CANDIDATES = {1: [(4, 512, 4, 1), (4, 512, 4, 3), (8, 256, 4, 1), (8, 256, 4, 3)
                   # added tiles vary the warps and the work a thread has in flight instead
                   (8, 128, 2, 1), (16, 128, 2, 1), (16, 64, 2, 1), (32, 64, 4, 1), (8, 256, 2, 1), (4, 256, 2, 1),
                   (4, 512, 2, 1), (16, 128, 8, 1), (32, 128, 8, 1), (8, 512, 8, 1), (4, 1024, 8, 1), (2, 2048, 8, 1),
-                  (4, 2048, 8, 1), (16, 128, 4, 1)],
+                  (4, 2048, 8, 1), (16, 128, 4, 1),
+                  # v14: with the lane sums, the in-step picks were twice as wide
+                  (16, 512, 4, 3), (8, 2048, 8, 1), (4, 4096, 8, 1), (8, 1024, 4, 1)],
               8: [(2, 256, 4, 2), (4, 128, 4, 2), (4, 256, 4, 2), (8, 128, 4, 2)]}
 # K split over 2, 4 or 8 programs a row block (gemv.py): only the out_proj and x_proj kernel splits, and the
 # split sweep (`split_sweep`) tries these next to the table's current tile
