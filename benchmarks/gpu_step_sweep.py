@@ -12,6 +12,11 @@ A variant sets attributes of modules under `mambapipe.engine.kernels` ("module.N
 (gemv.TILES, scan.SHAPES) has the given entries merged in; keys "N,K,M[,gated]" become the table's tuples and
 lists become tuples. Prints a table; writes step_sweep.json under --out. `--device cpu` runs the same loop on
 the CPU (torch kernels, no graphs: a check of the script, not a timing of the GPU kernels).
+
+`--leave-out in_proj,out_proj,...` adds a variant per kind of kernel of the batch-1 decode step that skips
+its launches (each output an uninitialised tensor of its shape: timing only, the tokens are garbage), so
+base minus that variant is the kind's marginal cost in the step. Under PDL the kernels overlap, so profiler
+times per kernel do not add up to the step; this does (GPU_NOTES.md v14).
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_bench import SCENARIOS, bench  # noqa: E402
 from gpu_common import model_spec, random_model, table_key  # noqa: E402
+from mambapipe.engine.kernels import gemv  # noqa: E402
 
 BASE = "base"
+LEAVE_OUT = ("in_proj", "x_proj", "ssm_update", "gated_norm", "out_proj")
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -65,6 +72,41 @@ def applied(settings: dict[str, Any]) -> Iterator[None]:
             setattr(module, attr, old)
 
 
+class _GemvWithout:
+    """kernels.gemv as decode.py calls it, with the functions given replaced."""
+
+    def __init__(self, **replaced: Any) -> None:
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(gemv, name)
+
+
+def _without_in_proj(residual, norm_weight, weight, bias, eps, conv=None, out_dtype=None):
+    """norm_gemv for the lm_head only (the one launch with fp32 out), an empty in_proj output otherwise."""
+    if out_dtype is torch.float32:
+        return gemv.norm_gemv(residual, norm_weight, weight, bias, eps, conv=conv, out_dtype=out_dtype)
+    return torch.empty(residual.shape[0], weight.shape[0], dtype=weight.dtype, device=residual.device)
+
+
+def left_out(kind: str) -> dict[str, Any]:
+    """Settings (for `applied`) under which the batch-1 decode step does not launch `kind`'s kernels."""
+    if kind == "in_proj":
+        return {"decode.gemv": _GemvWithout(norm_gemv=_without_in_proj)}
+    if kind == "x_proj":
+        return {"decode.gemv": _GemvWithout(gemv=lambda y, weight: torch.empty(
+            y.shape[0], weight.shape[0], dtype=weight.dtype, device=y.device))}
+    if kind == "out_proj":
+        return {"decode.gemv": _GemvWithout(gemv_residual=lambda *args, **kwargs: None)}
+    if kind == "ssm_update":  # Mamba2's y is fp32 (B, heads * P), Mamba1's (B, d_inner) in x's dtype
+        return {"decode.mamba2_state_update": lambda state, x, *rest: torch.empty(
+                    x.shape[0], state.shape[1] * state.shape[2], dtype=torch.float32, device=x.device),
+                "decode.mamba1_state_update": lambda state, x, *rest, **kwargs: torch.empty_like(x)}
+    if kind == "gated_norm":
+        return {"decode.gated_rms_norm": lambda y, z, *rest: torch.empty(y.shape, dtype=z.dtype, device=y.device)}
+    raise ValueError(f"no kernel kind {kind!r}; expected one of {', '.join(LEAVE_OUT)}")
+
+
 def sweep(models: list[str], variants: dict[str, dict[str, Any]], scenario: str, rounds: int,
           device: str) -> dict[str, dict[str, list[dict[str, float]]]]:
     """model -> variant -> one row per round (decode ms a step, prefill ms, tokens/s), base first in each
@@ -89,8 +131,8 @@ def sweep(models: list[str], variants: dict[str, dict[str, Any]], scenario: str,
 
 
 def table(results: dict[str, dict[str, list[dict[str, float]]]]) -> str:
-    lines = ["| model | variant | decode ms/step (each round) | best vs base | prefill ms (each round) |",
-             "|---|---|---|---|---|"]
+    lines = ["| model | variant | decode ms/step (each round) | best vs base | best - base ms | "
+             "prefill ms (each round) |", "|---|---|---|---|---|---|"]
     for name, rows in results.items():
         base = min(r["decode_ms_per_step"] for r in rows[BASE])
         for variant, runs in rows.items():
@@ -98,7 +140,8 @@ def table(results: dict[str, dict[str, list[dict[str, float]]]]) -> str:
             change = (min(decode) / base - 1) * 100
             decode_text = ", ".join(f"{d:.4f}" for d in decode)
             prefill_text = ", ".join(f"{r['prefill_ms']:.2f}" for r in runs)
-            lines.append(f"| {name} | {variant} | {decode_text} | {change:+.1f} % | {prefill_text} |")
+            lines.append(f"| {name} | {variant} | {decode_text} | {change:+.1f} % | {min(decode) - base:+.4f} | "
+                         f"{prefill_text} |")
     return "\n".join(lines)
 
 
@@ -107,18 +150,24 @@ def main() -> None:
     parser.add_argument("--models", required=True, help="comma-separated names from configs/model")
     parser.add_argument("--variant", action="append", default=[], type=parse_variant,
                         help='NAME={"module.NAME": value, ...}; repeat for more variants')
+    parser.add_argument("--leave-out", default="", help=f"comma-separated, of: {', '.join(LEAVE_OUT)}")
     parser.add_argument("--scenario", default="S1", choices=sorted(SCENARIOS))
     parser.add_argument("--rounds", type=int, default=2, help="each variant is timed once a round")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     args = parser.parse_args()
     variants = dict(args.variant)
+    described = dict(variants)  # what step_sweep.json records of each variant
+    for kind in filter(None, args.leave_out.split(",")):
+        if kind not in LEAVE_OUT:
+            parser.error(f"--leave-out {kind!r}: expected some of {', '.join(LEAVE_OUT)}")
+        variants[f"without_{kind}"], described[f"without_{kind}"] = left_out(kind), f"{kind} not launched"
     for settings in variants.values():  # fail on a misspelt name before any model is built
         with applied(settings):
             pass
     results = sweep(args.models.split(","), variants, args.scenario, args.rounds, args.device)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "step_sweep.json").write_text(json.dumps({"variants": variants, "results": results}, indent=1))
+    (args.out / "step_sweep.json").write_text(json.dumps({"variants": described, "results": results}, indent=1))
     print(table(results))
 
 
