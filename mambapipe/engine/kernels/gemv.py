@@ -192,15 +192,24 @@ def _products(x, w):
 
 
 @triton.jit
-def _norm_gemv_tile(w, k0, acc, sq, res_ptr, norm_w_ptr, rows, row_ok, K, stride_res, BLOCK_K: tl.constexpr):
-    """One K tile of `_norm_gemv_kernel`: the squares of the residual's columns, and the normed columns'
-    products with the weight tile w (BN, BK)."""
+def _normed_columns(res_ptr, norm_w_ptr, rows, row_ok, k0, K, stride_res, sq, dtype: tl.constexpr,
+                    BLOCK_K: tl.constexpr):
+    """Columns [k0, k0 + BLOCK_K) of the batch rows' residual.to(dtype) (the torch path norms that) in fp32,
+    zero past K: their squares added to sq (BM, BK), and the columns times the norm weight, the input before
+    its 1/rms."""
     ks = k0 + tl.arange(0, BLOCK_K)
     k_ok = ks < K
     r = tl.load(res_ptr + rows[:, None] * stride_res + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                other=0.0).to(w.dtype).to(tl.float32)  # (BM, BK): the torch path norms residual.to(dtype)
+                other=0.0).to(dtype).to(tl.float32)  # (BM, BK)
     sq += r * r
-    x = r * tl.load(norm_w_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+    return sq, r * tl.load(norm_w_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+
+
+@triton.jit
+def _norm_gemv_tile(w, k0, acc, sq, res_ptr, norm_w_ptr, rows, row_ok, K, stride_res, BLOCK_K: tl.constexpr):
+    """One K tile of `_norm_gemv_kernel`: the squares of the residual's columns, and the normed columns'
+    products with the weight tile w (BN, BK)."""
+    sq, x = _normed_columns(res_ptr, norm_w_ptr, rows, row_ok, k0, K, stride_res, sq, w.dtype, BLOCK_K)
     acc += _products(x, w)
     return acc, sq
 
@@ -269,12 +278,8 @@ def _lm_head_tma_kernel(res_ptr, norm_w_ptr, w_desc, out_ptr, M, N, K, stride_re
     acc = tl.zeros((BLOCK_N, 16), tl.float32)
     sq = tl.zeros((16, BLOCK_K), tl.float32)
     for k0 in range(0, K, BLOCK_K):  # one pass: the 1/rms factor is applied to the finished sums
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K
-        r = tl.load(res_ptr + rows[:, None] * stride_res + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                    other=0.0).to(dtype).to(tl.float32)  # (16, BK): the torch path norms residual.to(dtype)
-        sq += r * r
-        x = (r * tl.load(norm_w_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]).to(dtype)
+        sq, x = _normed_columns(res_ptr, norm_w_ptr, rows, row_ok, k0, K, stride_res, sq, dtype, BLOCK_K)  # (16, BK)
+        x = x.to(dtype)  # the dot's operand
         acc = tl.dot(w_desc.load([n0, k0]), tl.trans(x), acc)  # (BN, 16); past N or K TMA reads zeros
     rstd = 1.0 / tl.sqrt(tl.sum(sq, axis=1) / K + eps)  # (16,)
     out = (tl.trans(acc) * rstd[:, None]).to(dtype)  # (16, BN): F.linear's output rounding
