@@ -69,7 +69,7 @@ SSD_SHAPES = (("mamba2_2p7b", 80, 1), ("codestral_7b", 128, 8))  # (name, heads,
 # and the state entries a state-passing program.
 SSD_SETTINGS = {
     ("BLOCK_L", "CHUNK_SCAN_WARPS", "CHUNK_SCAN_STAGES"):
-        ((64, 4, 3), (64, 8, 3), (64, 8, 2), (32, 4, 3), (32, 4, 2), (32, 2, 3)),
+        ((64, 4, 1), (64, 4, 2), (64, 4, 3), (64, 8, 3), (64, 8, 2), (32, 4, 3), (32, 4, 2), (32, 2, 3)),
     ("CHUNK_STATE_BLOCK_L", "CHUNK_STATE_BLOCK_N", "CHUNK_STATE_WARPS", "CHUNK_STATE_STAGES"):
         ((64, 64, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 8, 3), (32, 128, 4, 3)),
     ("BLOCK_HEADS",): ((16,), (4,), (2,)),

@@ -38,10 +38,13 @@ from mambapipe.engine.state import Into
 # them, timing the SSD as a CUDA graph). The chunk scan: (BLOCK_L x 64) @ (64 x 64) tensor-core dots into a
 # (BLOCK_L x 64) fp32 accumulator; one program covers a whole 64-channel head and BLOCK_L rows of a chunk.
 # C.Bᵀ is formed in the same square (BLOCK_L x BLOCK_L) tiles, so a row tile's diagonal tile is one tile.
-# Its 64 rows, 4 warps and 3 stages were the fastest of 6 settings (GPU_NOTES.md v10), though ptxas gives
-# them 180 registers a thread (two programs an SM); 8 warps or 32 rows fit more programs and ran slower.
+# Its 64 rows and 4 warps were the fastest of 6 settings (GPU_NOTES.md v10), though ptxas gives them 166
+# registers a thread (two or three programs an SM); 8 warps or 32 rows fit more programs and ran slower. One
+# stage: its loops are 0-3 tiles long, too short for staged copies to pay; a layer's SSD 89.3 -> 85.8 us
+# (mamba2-2.7b), 140.6 -> 132.4 (Codestral) against 3 stages (GPU_NOTES.md v15). Head-dim tiles of 32,
+# 128-row tiles, and the tiles through TMA descriptors were all slower.
 BLOCK_L, BLOCK_P, BLOCK_N = 64, 64, 64  # chunk-scan rows, head-dim columns, d_state step of C.h_in and C.Bᵀ
-CHUNK_SCAN_WARPS, CHUNK_SCAN_STAGES = 4, 3
+CHUNK_SCAN_WARPS, CHUNK_SCAN_STAGES = 4, 1
 # The chunk state's (64 x BLOCK_N) accumulator over CHUNK_STATE_BLOCK_L positions a step: with the whole
 # d_state in one program x is read once; the fastest of 5 settings on the H200 (GPU_NOTES.md v10): a
 # mamba2-2.7b / Codestral layer's SSD 0.110 -> 0.104 / 0.172 -> 0.165 ms against (64, 64, 4, 3).
