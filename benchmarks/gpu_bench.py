@@ -139,6 +139,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fused-gate-max-groups", type=int,
                         help="batch-1 Mamba2 decode: gate inside out_proj up to this many norm groups")
     parser.add_argument("--no-prefill-graphs", action="store_true", help="prefill eagerly (the decode stays graphed)")
+    parser.add_argument("--prefill-eager-min-work", type=float,
+                        help="padded prefills of at least this many prompt tokens x layer weights run eagerly "
+                             "(cuda_graphs.EAGER_MIN_WORK; inf: every prefill within the token budget is graphed)")
     parser.add_argument("--no-queue-ahead", action="store_true",
                         help="read each greedy decode step's tokens before issuing the next (engine/generate.py)")
     parser.add_argument("--first-tile-early", help="comma list of the GEMV kernels (norm_gemv, gemv) that load their "
@@ -165,6 +168,8 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
         gemv.TMA_MIN_BYTES = int(args.tma_min_mb * 2**20)
     if args.no_prefill_graphs:
         cuda_graphs.PREFILL_TOKEN_BUDGET = 0
+    if args.prefill_eager_min_work is not None:
+        cuda_graphs.EAGER_MIN_WORK = args.prefill_eager_min_work
     generate.QUEUE_AHEAD = not args.no_queue_ahead
     if args.fused_gate_max_groups is not None:
         decode.FUSED_GATE_MAX_GROUPS = args.fused_gate_max_groups
@@ -178,6 +183,7 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
     return {"pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES, "queue_ahead": generate.QUEUE_AHEAD,
             "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS, "gemv_max_batch": decode.GEMV_MAX_BATCH,
             "triton_ssd": ssd.TRITON_SSD, "prefill_graph_token_budget": cuda_graphs.PREFILL_TOKEN_BUDGET,
+            "prefill_eager_min_work": cuda_graphs.EAGER_MIN_WORK,
             "gemv_load_ahead_max_bytes": gemv.LOAD_AHEAD_MAX_BYTES, "first_tile_early": sorted(gemv.FIRST_TILE_EARLY),
             "gemv_tiles_set": {k: list(v) for k, v in args.gemv_tiles.items()}, "tma_min_bytes": gemv.TMA_MIN_BYTES}
 

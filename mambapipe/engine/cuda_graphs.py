@@ -75,6 +75,14 @@ PREFILL_TOKEN_BUDGET = 16384
 # Keys past this many run eagerly: each graph costs a capture (two warm-up prefills and the capture) and keeps
 # its kernels' launch records; a few (batch, length) shapes cover an evaluation's batches.
 MAX_PREFILL_GRAPHS = 16
+# A graph computes its bucket's padding too; an eager prefill computes the batch's own length but pays the host's
+# launches (~30 ms for a 64-layer model through Triton's launcher: mamba2-2.7b's 2048-token prefill took 30 ms
+# eagerly against 23.5 as a graph). Past this much work, prompt tokens x layer weight elements (~half the FLOPs),
+# the GPU time outlasts those launches, so a batch that its bucket would pad by more than EAGER_MIN_PADDING runs
+# eagerly. Measured on the H200 (GPU_NOTES.md v15): 64 prompts of 100 tokens (padded to 128 as a graph) prefilled
+# in 84-90 ms eagerly against 105 (mamba-2.8b), 84 against 94 (mamba2-2.7b), 198 against 238 (Codestral).
+EAGER_MIN_WORK = 1e13
+EAGER_MIN_PADDING = 0.1
 
 
 def length_bucket(length: int, max_input_len: int) -> int:
@@ -135,8 +143,9 @@ class GraphedPrefill:
 
     A 100-token prefill is a few ms of GPU work but ~700-970 kernel launches through Triton's Python launcher;
     a replay issues them at once. Prompts are right-padded to Lb (`length_bucket`), so a few graphs cover any
-    prompt lengths. Keys with B * Lb over `token_budget`, and keys past `max_graphs`, are not graphed: `run`
-    returns None and the caller prefills eagerly.
+    prompt lengths. Keys with B * Lb over `token_budget`, keys past `max_graphs`, and GPU-bound batches that
+    their bucket would pad much (`eager_is_faster`) are not graphed: `run` returns None and the caller
+    prefills eagerly.
 
     All graphs share one memory pool, which then holds about the largest graph's working set, not the sum.
     Sharing is safe because replays run one at a time on one stream (no two graphs' intermediates are ever
@@ -149,16 +158,25 @@ class GraphedPrefill:
         self.model, self.state, self.max_input_len = model, state, max_input_len
         # read when built, not at import, so `gpu_bench.py --no-prefill-graphs` can set the budget to 0
         self.token_budget, self.max_graphs = PREFILL_TOKEN_BUDGET, MAX_PREFILL_GRAPHS
+        self.weights_per_token = sum(t.numel() for layer in model.layers for t in layer.values())
         self.graphs: dict[tuple[int, int], _PrefillGraph] = {}
         self._pool = torch.cuda.graph_pool_handle()
 
     def key(self, prompts: Sequence[Sequence[int]]) -> tuple[int, int]:
         return len(prompts), length_bucket(max(len(p) for p in prompts), self.max_input_len)
 
+    def eager_is_faster(self, key: tuple[int, int], longest: int) -> bool:
+        """A GPU-bound batch (EAGER_MIN_WORK) that the bucket would pad by more than EAGER_MIN_PADDING."""
+        batch, bucket = key
+        work = batch * longest * self.weights_per_token
+        return work >= EAGER_MIN_WORK and bucket > longest * (1 + EAGER_MIN_PADDING)
+
     def run(self, prompts: Sequence[Sequence[int]], slots: Sequence[int]) -> Optional[Tensor]:
         """Prefill `prompts` into `slots` by a graph replay; returns the graph's (B, V) fp32 logits, valid until
         the next prefill replay, or None when this key is not graphed (the caller then prefills eagerly)."""
         key = self.key(prompts)
+        if self.eager_is_faster(key, max(len(p) for p in prompts)):
+            return None
         graph = self.graphs.get(key)
         if graph is None:
             if key[0] * key[1] > self.token_budget or len(self.graphs) >= self.max_graphs:

@@ -139,6 +139,19 @@ def test_graphed_prefill_bookkeeping(cpu_engine, rerun_graphs):
     assert graphs.run(PROMPTS[:2], SLOTS[:2]) is None and set(graphs.graphs) == {(4, 16)}  # past the cap
 
 
+def test_gpu_bound_batches_padded_by_their_bucket_run_eagerly(cpu_engine, rerun_graphs, monkeypatch):
+    """Past EAGER_MIN_WORK (prompt tokens x layer weights), a batch whose bucket pads it by more than
+    EAGER_MIN_PADDING is not graphed; one that fills its bucket, or does less work, is."""
+    graphs = GraphedPrefill(cpu_engine.model, cpu_engine.state, MAX_INPUT_LEN)
+    assert graphs.weights_per_token == sum(t.numel() for layer in cpu_engine.model.layers for t in layer.values())
+    monkeypatch.setattr(cuda_graphs, "EAGER_MIN_WORK", 4 * 11 * graphs.weights_per_token)  # PROMPTS' work exactly
+    assert graphs.run(PROMPTS, SLOTS) is None and not graphs.graphs  # 11 tokens padded to 16
+    full = [[7] * 16] + PROMPTS[1:]  # 16 tokens: the bucket is not padding
+    assert graphs.run(full, SLOTS) is not None and set(graphs.graphs) == {(4, 16)}
+    assert graphs.run(PROMPTS[:2], SLOTS[:2]) is not None  # half the work: graphed, though padded
+    assert graphs.eager_is_faster((4, 16), 15) is False  # 15 -> 16 is within EAGER_MIN_PADDING
+
+
 def test_generator_prefills_through_graphs_and_falls_back(cpu_engine, rerun_graphs):
     expected = cpu_engine.generate(PROMPTS, 6).output_ids
     cpu_engine._prefill_graphs = GraphedPrefill(cpu_engine.model, cpu_engine.state, MAX_INPUT_LEN)
