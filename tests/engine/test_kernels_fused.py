@@ -311,6 +311,14 @@ def test_split_k_columns_hold_whole_norm_groups():
     assert gemv.k_split(5120, 1024, 2, 5120) == 3072  # one group: tiles, normed at the reduce
 
 
+def test_a_set_tile_narrower_than_the_lane_sums_is_refused(monkeypatch):
+    """A tile set by hand (gpu_bench --gemv-tiles, a sweep) under gemv.LANE_SUM columns gets our error, not
+    Triton's reshape failure."""
+    monkeypatch.setitem(gemv.TILES, (24, 200, 1), (8, 4, 4, 1))
+    with pytest.raises(ValueError, match=r"gemv.TILES\(24, 200, 1\) has BLOCK_K 4: .* at least 8 columns"):
+        gemv.gemv(_rand(1, 200), _rand(24, 200))
+
+
 def test_norm_gemv_refuses_a_split_tile(monkeypatch):
     monkeypatch.setitem(gemv.TILES, (24, 200, 1), (8, 64, 4, 1, 2))
     with pytest.raises(ValueError, match="does not split K"):

@@ -115,6 +115,9 @@ def _launch_shape(weight: Tensor, M: int, gated: bool = False) -> tuple[int, tup
     """BLOCK_M and (BLOCK_N, BLOCK_K, warps, stages, split) of a product of M rows with `weight`."""
     (N, K), block_m = weight.shape, triton.next_power_of_2(M)
     block_n, block_k, warps, stages, *split = TILES.get(tiles_key(weight, M, gated)) or default_tiles(N, K, block_m)
+    if block_k < LANE_SUM.value:  # a set tile (gpu_bench --gemv-tiles, a sweep); default_tiles never is
+        raise ValueError(f"gemv.TILES{tiles_key(weight, M, gated)} has BLOCK_K {block_k}: the lane sums need tiles "
+                         f"of at least {LANE_SUM.value} columns")
     if weight.dtype == torch.float32:  # tests and reference runs: no staged copies of 4-byte tiles
         stages = 1
     return block_m, (block_n, block_k, warps, stages, split[0] if split else 1)
