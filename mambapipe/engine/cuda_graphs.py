@@ -162,9 +162,6 @@ class GraphedPrefill:
         self.graphs: dict[tuple[int, int], _PrefillGraph] = {}
         self._pool = torch.cuda.graph_pool_handle()
 
-    def key(self, prompts: Sequence[Sequence[int]]) -> tuple[int, int]:
-        return len(prompts), length_bucket(max(len(p) for p in prompts), self.max_input_len)
-
     def eager_is_faster(self, key: tuple[int, int], longest: int) -> bool:
         """A GPU-bound batch (EAGER_MIN_WORK) that the bucket would pad by more than EAGER_MIN_PADDING."""
         batch, bucket = key
@@ -174,8 +171,9 @@ class GraphedPrefill:
     def run(self, prompts: Sequence[Sequence[int]], slots: Sequence[int]) -> Optional[Tensor]:
         """Prefill `prompts` into `slots` by a graph replay; returns the graph's (B, V) fp32 logits, valid until
         the next prefill replay, or None when this key is not graphed (the caller then prefills eagerly)."""
-        key = self.key(prompts)
-        if self.eager_is_faster(key, max(len(p) for p in prompts)):
+        longest = max(len(p) for p in prompts)
+        key = (len(prompts), length_bucket(longest, self.max_input_len))  # (batch, length bucket)
+        if self.eager_is_faster(key, longest):
             return None
         graph = self.graphs.get(key)
         if graph is None:
