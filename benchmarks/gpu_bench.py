@@ -138,6 +138,8 @@ def parse_args() -> argparse.Namespace:
                         "into L2 before the PDL wait (default: pdl.PREFETCH_MAX_BYTES)")
     parser.add_argument("--fused-gate-max-groups", type=int,
                         help="batch-1 Mamba2 decode: gate inside out_proj up to this many norm groups")
+    parser.add_argument("--decode-blas", choices=("cublas", "cublaslt"),
+                        help="the BLAS library the decode graphs capture (cuda_graphs.DECODE_BLAS)")
     parser.add_argument("--no-prefill-graphs", action="store_true", help="prefill eagerly (the decode stays graphed)")
     parser.add_argument("--prefill-eager-min-work", type=float,
                         help="padded prefills of at least this many prompt tokens x layer weights run eagerly "
@@ -170,6 +172,8 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
         cuda_graphs.PREFILL_TOKEN_BUDGET = 0
     if args.prefill_eager_min_work is not None:
         cuda_graphs.EAGER_MIN_WORK = args.prefill_eager_min_work
+    if args.decode_blas is not None:
+        cuda_graphs.DECODE_BLAS = args.decode_blas
     generate.QUEUE_AHEAD = not args.no_queue_ahead
     if args.fused_gate_max_groups is not None:
         decode.FUSED_GATE_MAX_GROUPS = args.fused_gate_max_groups
@@ -183,7 +187,7 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
     return {"pdl": pdl.ENABLED, "pdl_prefetch_max_bytes": pdl.PREFETCH_MAX_BYTES, "queue_ahead": generate.QUEUE_AHEAD,
             "fused_gate_max_groups": decode.FUSED_GATE_MAX_GROUPS, "gemv_max_batch": decode.GEMV_MAX_BATCH,
             "triton_ssd": ssd.TRITON_SSD, "prefill_graph_token_budget": cuda_graphs.PREFILL_TOKEN_BUDGET,
-            "prefill_eager_min_work": cuda_graphs.EAGER_MIN_WORK,
+            "prefill_eager_min_work": cuda_graphs.EAGER_MIN_WORK, "decode_blas": cuda_graphs.DECODE_BLAS,
             "gemv_load_ahead_max_bytes": gemv.LOAD_AHEAD_MAX_BYTES, "first_tile_early": sorted(gemv.FIRST_TILE_EARLY),
             "gemv_tiles_set": {k: list(v) for k, v in args.gemv_tiles.items()}, "tma_min_bytes": gemv.TMA_MIN_BYTES}
 

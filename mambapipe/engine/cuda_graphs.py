@@ -11,7 +11,8 @@ is built, before any sequence is live, so the warm-up steps may scribble on the 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -24,6 +25,23 @@ def bucket_sizes(max_batch_size: int) -> list[int]:
     """Powers of two below max_batch_size, and max_batch_size itself: 1, 2, 4, 8, ..., max."""
     sizes = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i < max_batch_size]
     return sizes + [max_batch_size]
+
+
+# The BLAS library whose kernels the decode graphs capture. At batch 64 cuBLAS's default heuristics pick split-K
+# kernels and a reduce for the projections; cuBLASLt's picks ran Codestral's out_proj (4096 x 8192) in 20.5 us
+# against 25.1 and mamba-2.8b's (2560 x 5120) in 11.3 against 12.8, equal at batch 8 (GPU_NOTES.md v16).
+DECODE_BLAS = "cublaslt"
+
+
+@contextmanager
+def preferred_blas(library: str) -> Iterator[None]:
+    """torch's preferred BLAS library inside the block (what a graph captured there keeps), restored after."""
+    saved = torch.backends.cuda.preferred_blas_library()
+    torch.backends.cuda.preferred_blas_library(library)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.preferred_blas_library(saved)
 
 
 class GraphedGreedyDecode:
@@ -41,13 +59,14 @@ class GraphedGreedyDecode:
     def _capture(self, n: int) -> torch.cuda.CUDAGraph:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # Triton JIT, cuBLAS workspaces and NCCL setup happen outside capture
-            for _ in range(2):
+        with preferred_blas(DECODE_BLAS):
+            with torch.cuda.stream(side):  # Triton JIT, BLAS workspaces and NCCL setup happen outside capture
+                for _ in range(2):
+                    self._run(n)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
                 self._run(n)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            self._run(n)
         return graph
 
     def greedy_step(self, span: int) -> Tensor:
