@@ -55,9 +55,11 @@ KERNELS = [
        dict(state_ptr=H, x_ptr=H, dtr_ptr=H, dtw_ptr=H, dt_bias_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H,
             y_ptr=H, Bt=I, Di=I, R=I, **{n: I for n in "stride_sb stride_sd stride_xb stride_dtb stride_bb stride_cb "
                                                      "stride_zb stride_yb".split()},
-            N=C, BLOCK_D=C, BLOCK_R=C, ROWS=C, FUSED_DT=C, PDL=C),
-       dict(N=16, BLOCK_D=block_d, BLOCK_R=256, ROWS=rows, FUSED_DT=fused, PDL=True, num_warps=warps))
-      for fused, (rows, block_d, warps) in ((True, (1, 32, 4)), (False, ssm.BATCHED_SHAPE))],  # batch 1; batched
+            N=C, BLOCK_D=C, BLOCK_R=C, ROWS=C, FUSED_DT=C, DOT_DT=C, PDL=C),
+       dict(N=16, BLOCK_D=block_d, BLOCK_R=256 if rows == 1 else 64, ROWS=rows, FUSED_DT=fused, DOT_DT=dot, PDL=True,
+            num_warps=warps))
+      for fused, dot, (rows, block_d, warps) in ((True, False, ssm.FUSED_SHAPE), (False, False, ssm.BATCHED_SHAPE),
+                                                 (True, True, ssm.DOT_SHAPE))],  # batch 1; batched; batched, R 64
     (prefill._conv_prefill_kernel,
      dict(x_ptr=H, w_ptr=H, b_ptr=H, len_ptr=L64, out_ptr=H, state_ptr=H, slot_ptr=L64, L=I, C=I, s_xb=I, s_xl=I,
           s_ob=I, s_ol=I, s_sb=I, s_sc=I, K=C, HAS_BIAS=C, BLOCK_L=C, BLOCK_C=C, STATE_COLS=C, SLOTS=C, PDL=C),

@@ -97,15 +97,17 @@ def test_mamba2_update_takes_wide_programs_while_every_sm_has_one(monkeypatch):
     assert ssm.rows_per_program(64, 4, 8, cuda) == 8  # a head of 8 rows
 
 
-@pytest.mark.parametrize("fuse_dt_proj,batch,batched_shape", [(True, 2, None), (False, 2, (1, 32, 4)),
-                                                              (False, 6, (4, 16, 4)),  # 6 rows: 4 + 2
-                                                              (False, 5, None)])  # the default shape, ragged
+@pytest.mark.parametrize("fuse_dt_proj,batch,shape", [(True, 2, None), (False, 2, ("BATCHED_SHAPE", (1, 32, 4))),
+                                                      (False, 6, ("BATCHED_SHAPE", (4, 16, 4))),  # 6 rows: 4 + 2
+                                                      (False, 5, None),  # the GEMM's default shape, ragged
+                                                      (True, 6, ("DOT_SHAPE", (16, 16, 4))),  # the dot, 6 of 16 rows
+                                                      (None, 20, None)])  # the default at 20 rows: 16 + 4
 @pytest.mark.parametrize("state_dtype,tol", [(torch.float32, 1e-5), (HALF, 2e-2)])
-def test_mamba1_state_update(state_dtype, tol, fuse_dt_proj, batch, batched_shape, monkeypatch):
-    """dt_proj in-kernel (one row a program) or as a GEMM first (several rows a program, the last program's
-    rows partly past the batch)."""
-    if batched_shape is not None:
-        monkeypatch.setattr(ssm, "BATCHED_SHAPE", batched_shape)
+def test_mamba1_state_update(state_dtype, tol, fuse_dt_proj, batch, shape, monkeypatch):
+    """dt_proj in-kernel (one row a program, or a dot over several rows a program) or as a GEMM first
+    (several rows a program); the last program's rows partly past the batch."""
+    if shape is not None:
+        monkeypatch.setattr(ssm, *shape)
     Di, N, R = 40, 8, 6  # Di not a multiple of the block, R not a power of two
     x_dbl = _rand(batch, R + 2 * N)
     dt_low, Bm, Cm = x_dbl[:, :R], x_dbl[:, R: R + N], x_dbl[:, R + N:]

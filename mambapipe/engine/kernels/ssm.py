@@ -24,6 +24,13 @@ FUSED_DT_MAX_BATCH = 4
 # the fastest of 12 at mamba-2.8b's width and batch 64 on the H200 (GPU_NOTES.md v11, device call 47, CUDA
 # graphs with the dt_proj GEMM): 10.78 us a layer against 16.1 for one row of 32 channels a program.
 BATCHED_SHAPE = (2, 64, 4)
+# For a dt rank R up to DOT_DT_MAX_RANK, batches over FUSED_DT_MAX_BATCH compute dt_proj in-kernel after all,
+# as a tensor-core dot (rows x R) @ (R x channels) in DOT_SHAPE programs, whose rows (a multiple of 16, the
+# dot's least) share each weight load. In the batch-64 decode step on the H200 (GPU_NOTES.md v16, device call
+# 93) mamba-130m (R 48) took 0.673-0.692 ms a step against 0.735-0.739 with the GEMM, while mamba-2.8b (R 160,
+# padded to 256 in the dot) took 4.025-4.037 against 3.995-4.017: each of its programs reads 16 x 256 of
+# weights and 16 x 256 of dt_low from L2 beside 8 KB of state.
+DOT_DT_MAX_RANK, DOT_SHAPE = 64, (16, 16, 4)
 # (rows, channels, warps) of a Mamba1 program with dt_proj in-kernel (batches up to FUSED_DT_MAX_BATCH). In the
 # batch-1 decode step on the H200 five other shapes were no faster (GPU_NOTES.md v13, device call 64).
 FUSED_SHAPE = (1, 32, 4)
@@ -115,7 +122,8 @@ def mamba2_state_update_ref(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tenso
 def _mamba1_update_kernel(state_ptr, x_ptr, dtr_ptr, dtw_ptr, dt_bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
                           y_ptr, Bt, Di, R, stride_sb, stride_sd, stride_xb, stride_dtb, stride_bb, stride_cb,
                           stride_zb, stride_yb, N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr,
-                          ROWS: tl.constexpr, FUSED_DT: tl.constexpr, PDL: tl.constexpr):
+                          ROWS: tl.constexpr, FUSED_DT: tl.constexpr, DOT_DT: tl.constexpr, PDL: tl.constexpr):
+    """FUSED_DT: dt_proj in-kernel, by broadcast products or (DOT_DT) a tensor-core dot; else dtr is dt."""
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # (RW,) batch rows, sharing A, D and dt_bias
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
     n = tl.arange(0, N)
@@ -135,8 +143,11 @@ def _mamba1_update_kernel(state_ptr, x_ptr, dtr_ptr, dtw_ptr, dt_bias_ptr, A_ptr
     pdl.wait_previous(PDL)
     if FUSED_DT:  # dt_proj in-kernel: delta = softplus(W[d, :] . dt_low + bias[d])
         dt_low = tl.load(dtr_ptr + rows[:, None] * stride_dtb + r[None, :], mask=(rows < Bt)[:, None] & rmask[None, :],
-                         other=0.0).to(tl.float32)  # (RW, BR)
-        dt = tl.sum(W.to(tl.float32)[None, :, :] * dt_low[:, None, :], axis=2)  # (RW, BD)
+                         other=0.0)  # (RW, BR)
+        if DOT_DT:  # fp32 operands (tests) multiply exactly, not in tf32
+            dt = tl.dot(dt_low, tl.trans(W), input_precision="ieee" if W.dtype == tl.float32 else "tf32")  # (RW, BD)
+        else:
+            dt = tl.sum(W.to(tl.float32)[None, :, :] * dt_low.to(tl.float32)[:, None, :], axis=2)  # (RW, BD)
     else:  # dtr_ptr already holds dt_proj(dt_low), (Bt, Di)
         dt = tl.load(dtr_ptr + rows[:, None] * stride_dtb + d[None, :], mask=m2, other=0.0).to(tl.float32)
     delta = softplus(dt + dt_bias[None, :])  # (RW, BD)
@@ -157,23 +168,27 @@ def mamba1_state_update(state: Tensor, x: Tensor, dt_low: Tensor, dt_proj: Tenso
     contiguous; dt_bias, D (Di,) and A (Di, N) fp32; B, C (Bt, N). Slices of x_proj / in_proj outputs are
     fine (unit inner stride). Returns (C.h + D x) * silu(z) as (Bt, Di) in x's dtype.
 
-    dt_proj runs in-kernel at small batch (saves a launch); from FUSED_DT_MAX_BATCH rows on, every row
-    would re-read the whole dt_proj weight, so a GEMM computes it once instead, and each program then takes
-    several rows (BATCHED_SHAPE), which share its A, D and dt_bias loads."""
+    dt_proj runs in-kernel at small batch (saves a launch); from FUSED_DT_MAX_BATCH rows on, a program of
+    one row would re-read the whole dt_proj weight for each row, so either a tensor-core dot shares it among
+    DOT_SHAPE's rows (a rank up to DOT_DT_MAX_RANK), or a GEMM computes it once first and each program then
+    takes several rows (BATCHED_SHAPE), which share its A, D and dt_bias loads. `fuse_dt_proj` forces
+    in-kernel (True, the dot at batches over FUSED_DT_MAX_BATCH) or the GEMM (False)."""
     batch, d_inner, N = state.shape
     R = dt_proj.shape[1]
-    fused = batch <= FUSED_DT_MAX_BATCH if fuse_dt_proj is None else fuse_dt_proj
+    small = batch <= FUSED_DT_MAX_BATCH
+    fused = (small or R <= DOT_DT_MAX_RANK) if fuse_dt_proj is None else fuse_dt_proj
+    dot = fused and not small
     if not fused:
         dt_low = F.linear(dt_low, dt_proj)  # (Bt, Di)
     y = torch.empty(batch, d_inner, dtype=x.dtype, device=x.device)
-    rows, block_d, warps = FUSED_SHAPE if fused else BATCHED_SHAPE
+    rows, block_d, warps = DOT_SHAPE if dot else FUSED_SHAPE if fused else BATCHED_SHAPE
     grid = (triton.cdiv(batch, rows), triton.cdiv(d_inner, block_d))
     launch = pdl.launch_options(state)
     _mamba1_update_kernel[grid](state, x, dt_low, dt_proj, dt_bias, A, B, C, D, z, y, batch, d_inner, R,
                                 state.stride(0), state.stride(1), x.stride(0), dt_low.stride(0), B.stride(0),
                                 C.stride(0), z.stride(0), y.stride(0), N=N, BLOCK_D=block_d,
-                                BLOCK_R=triton.next_power_of_2(R), ROWS=rows, FUSED_DT=fused, PDL=bool(launch),
-                                num_warps=warps, **launch)
+                                BLOCK_R=max(16 if dot else 1, triton.next_power_of_2(R)), ROWS=rows, FUSED_DT=fused,
+                                DOT_DT=dot, PDL=bool(launch), num_warps=warps, **launch)
     return y
 
 
