@@ -27,9 +27,10 @@ def bucket_sizes(max_batch_size: int) -> list[int]:
     return sizes + [max_batch_size]
 
 
-# The BLAS library whose kernels the decode graphs capture. At batch 64 cuBLAS's default heuristics pick split-K
-# kernels and a reduce for the projections; cuBLASLt's picks ran Codestral's out_proj (4096 x 8192) in 20.5 us
-# against 25.1 and mamba-2.8b's (2560 x 5120) in 11.3 against 12.8, equal at batch 8 (GPU_NOTES.md v16).
+# The BLAS library whose kernels the decode graphs capture (the prefill keeps torch's default). At batch 64
+# cuBLASLt's picks ran Codestral's out_proj (4096 x 8192) alone in 20.5 us against cuBLAS's 25.1 and mamba-2.8b's
+# (2560 x 5120) in 11.3 against 12.8, equal at batch 8; in the step only Codestral's batch-64 decode gained
+# (9.95 -> 9.69-9.71 ms), the other models' within noise (GPU_NOTES.md v16).
 DECODE_BLAS = "cublaslt"
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model
 
+from mambapipe.engine import cuda_graphs
 from mambapipe.engine.api import load_engine
 from mambapipe.models import ModelSpec
 
@@ -30,6 +31,19 @@ def test_cuda_matches_cpu(arch, dtype, rel, tmp_path):
     assert (out - ref).abs().max() <= rel * ref.abs().max()
     if dtype == "float32":
         assert gpu.generate(PROMPTS, 12).output_ids == cpu.generate(PROMPTS, 12).output_ids
+
+
+def test_decode_graph_capture_leaves_the_blas_choice_as_it_was(tmp_path):
+    """Capturing the decode graphs switches to cuda_graphs.DECODE_BLAS and back: the process's choice stays."""
+    spec = ModelSpec(**MAMBA1)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path)
+    before = torch.backends.cuda.preferred_blas_library()
+    with cuda_graphs.preferred_blas("cublaslt"):
+        assert torch.backends.cuda.preferred_blas_library() == torch._C._BlasBackend.Cublaslt
+    assert torch.backends.cuda.preferred_blas_library() == before
+    generator = load_engine(engine, "cuda")  # captures a decode graph per batch bucket
+    assert generator._graphs is not None
+    assert torch.backends.cuda.preferred_blas_library() == before
 
 
 # ---- prefill graphs (engine/cuda_graphs.py: GraphedPrefill) ------------------------------------------------
