@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -51,11 +52,11 @@ def greedy_tokens(engine: Path, out_file: Path) -> None:
     cuda = torch.cuda.is_available()
     rank, world = init_distributed("cuda" if cuda else "cpu")
     print(f"rank {rank}/{world}: " + " ".join(f"{k}={os.environ.get(k)}" for k in MULTICAST_OFF), flush=True)
-    try:
-        gen = load_engine(engine, f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
-        high = min(1000, gen.spec.vocab_size)
-        prompts = torch.randint(1, high, (4, 50), generator=torch.Generator().manual_seed(0)).tolist()
-        out = gen.generate(prompts, NEW_TOKENS, SamplingConfig(greedy=True), stop_at_eos=False)
+    try:  # the generator's CUDA graphs go before the process group (see mambapipe/engine/__main__.py)
+        with closing(load_engine(engine, f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")) as gen:
+            high = min(1000, gen.spec.vocab_size)
+            prompts = torch.randint(1, high, (4, 50), generator=torch.Generator().manual_seed(0)).tolist()
+            out = gen.generate(prompts, NEW_TOKENS, SamplingConfig(greedy=True), stop_at_eos=False)
         if rank == 0:
             out_file.write_text(json.dumps(out.output_ids))
     finally:  # a process group left alive at exit aborts the rank (gloo: "terminate called ...")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from contextlib import closing
 from pathlib import Path
 
 from mambapipe.backends.base import SamplingConfig
@@ -35,10 +36,12 @@ def main() -> None:
 
     rank, _ = init_distributed(args.device)
     try:
-        generator = load_engine(Path(args.engine_dir), args.device)
-        sampling = SamplingConfig(greedy=not args.sample, temperature=args.temperature, top_k=args.top_k,
-                                  top_p=args.top_p, seed=args.seed)
-        result = generator.generate(json.loads(args.prompt_ids), args.max_new_tokens, sampling, args.eos_id)
+        # Closed before the process group goes: while CUDA graphs that captured NCCL collectives live,
+        # destroy_process_group hangs (pytorch/pytorch#115388; closing drops the graphs).
+        with closing(load_engine(Path(args.engine_dir), args.device)) as generator:
+            sampling = SamplingConfig(greedy=not args.sample, temperature=args.temperature, top_k=args.top_k,
+                                      top_p=args.top_p, seed=args.seed)
+            result = generator.generate(json.loads(args.prompt_ids), args.max_new_tokens, sampling, args.eos_id)
         if rank == 0:
             text = json.dumps(dataclasses.asdict(result))
             if args.out:

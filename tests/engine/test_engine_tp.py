@@ -43,6 +43,23 @@ def test_tensor_parallel_generation_equals_tp1(arch, tp_sizes, sample, tmp_path)
         assert _launched(engine, tp, tmp_path / f"tp{tp}.json", sample) == reference, f"tp={tp}"
 
 
+def test_engine_cli_closes_its_generator_before_leaving_the_process_group(tmp_path, monkeypatch, capsys):
+    """While CUDA graphs that captured NCCL collectives live, destroy_process_group hangs (pytorch#115388), so
+    a rank of `python -m mambapipe.engine` closes its generator (dropping the graphs) before shutting down."""
+    from mambapipe.engine import __main__ as cli
+
+    spec = ModelSpec(**MAMBA1)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path)
+    loaded, closed_at_shutdown = [], []
+    monkeypatch.setattr(cli, "load_engine", lambda *args: loaded.append(load_engine(*args)) or loaded[-1])
+    monkeypatch.setattr(cli, "shutdown_distributed", lambda: closed_at_shutdown.append(loaded[0].model is None))
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[5, 17]]",
+                                     "--max-new-tokens", "3"])
+    cli.main()
+    assert len(json.loads(capsys.readouterr().out)["output_ids"][0]) == 3
+    assert closed_at_shutdown == [True]
+
+
 def test_failed_rank_is_named(tmp_path):
     with pytest.raises(StepError, match=r"rank \d of 2 .*failed: [\w.]*StepError: .*missing has no config\.json"):
         launch(2, "mambapipe.engine", ["--engine-dir", str(tmp_path / "missing"), "--prompt-ids", "[[1]]"])
