@@ -51,7 +51,12 @@ def test_engine_cli_closes_its_generator_before_leaving_the_process_group(tmp_pa
     spec = ModelSpec(**MAMBA1)
     engine = build_from_hf(hf_model(spec), spec, tmp_path)
     loaded, closed_at_shutdown = [], []
-    monkeypatch.setattr(cli, "load_engine", lambda *args: loaded.append(load_engine(*args)) or loaded[-1])
+
+    def load_and_keep(*args):
+        loaded.append(load_engine(*args))
+        return loaded[-1]
+
+    monkeypatch.setattr(cli, "load_engine", load_and_keep)
     monkeypatch.setattr(cli, "shutdown_distributed", lambda: closed_at_shutdown.append(loaded[0].model is None))
     monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[5, 17]]",
                                      "--max-new-tokens", "3"])
