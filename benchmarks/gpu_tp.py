@@ -3,7 +3,8 @@
     PYTHONPATH=$PWD python benchmarks/gpu_tp.py --cache /tmp/mpc --out $OUT [--model codestral_7b]
 
 Runs `python -m mambapipe recipe=codestral_tp2 model.source=synthetic eval.task=benchmark` at tp 2 and 1
-(one shared download), then greedy 32 tokens from both engines (tp 2 under torchrun), and prints a table of
+(one shared download), then greedy 32 tokens from both engines (`python -m mambapipe.engine`, its tp ranks
+launched by `mambapipe.parallel.launch`), and prints a table of
 decode ms/step and tokens/s at batch 1, 8 and 64 side by side.
 """
 
@@ -11,17 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-from contextlib import closing
 from pathlib import Path
 
 import torch
 
+from mambapipe.engine.api import read_engine_config
+from mambapipe.parallel import launch
+
 SCENARIOS = "[{batch:1,input_len:100,output_len:100},{batch:8,input_len:100,output_len:100},"\
             "{batch:64,input_len:100,output_len:100}]"
-MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 NEW_TOKENS = 32
 
 
@@ -32,7 +33,7 @@ def run_recipe(cache: Path, tp: int, model: str) -> None:
     if model != "codestral_7b":
         cmd.append(f"model={model}")
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, **MULTICAST_OFF})
+    subprocess.run(cmd, check=True)  # the pipeline launches its ranks with parallel.RANK_ENV itself
 
 
 def artifact(cache: Path, step: str, tp: int) -> Path:
@@ -43,32 +44,16 @@ def artifact(cache: Path, step: str, tp: int) -> Path:
     raise FileNotFoundError(f"no {step} artifact with tp_size={tp} under {cache}")
 
 
-def greedy_tokens(engine: Path, out_file: Path) -> None:
-    """Rank entry point: 32 greedy tokens for 4 fixed random prompts; rank 0 writes them."""
-    from mambapipe.backends.base import SamplingConfig
-    from mambapipe.engine.api import load_engine
-    from mambapipe.parallel import init_distributed, shutdown_distributed
-
-    cuda = torch.cuda.is_available()
-    rank, world = init_distributed("cuda" if cuda else "cpu")
-    print(f"rank {rank}/{world}: " + " ".join(f"{k}={os.environ.get(k)}" for k in MULTICAST_OFF), flush=True)
-    try:  # the generator's CUDA graphs go before the process group (see mambapipe/engine/__main__.py)
-        with closing(load_engine(engine, f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")) as gen:
-            high = min(1000, gen.spec.vocab_size)
-            prompts = torch.randint(1, high, (4, 50), generator=torch.Generator().manual_seed(0)).tolist()
-            out = gen.generate(prompts, NEW_TOKENS, SamplingConfig(greedy=True), stop_at_eos=False)
-        if rank == 0:
-            out_file.write_text(json.dumps(out.output_ids))
-    finally:  # a process group left alive at exit aborts the rank (gloo: "terminate called ...")
-        shutdown_distributed()
-
-
 def tokens_for(engine: Path, tp: int, out_file: Path) -> list[list[int]]:
-    cmd = [sys.executable, __file__, "--tokens", str(engine), "--tokens-out", str(out_file)]
-    if tp > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={tp}", *cmd[1:]]
-    subprocess.run(cmd, check=True, env={**os.environ, **MULTICAST_OFF})
-    return json.loads(out_file.read_text())
+    """The first NEW_TOKENS greedy tokens of 4 fixed random prompts, from `python -m mambapipe.engine` run as tp
+    ranks by the project's launcher (which closes its generator before leaving the process group and puts
+    parallel.RANK_ENV into every rank's environment)."""
+    vocab = read_engine_config(engine)["pretrained_config"]["vocab_size"]
+    prompts = torch.randint(1, min(1000, vocab), (4, 50), generator=torch.Generator().manual_seed(0)).tolist()
+    launch(tp, "mambapipe.engine", ["--engine-dir", str(engine), "--device", "cuda" if torch.cuda.is_available()
+                                    else "cpu", "--prompt-ids", json.dumps(prompts), "--max-new-tokens",
+                                    str(NEW_TOKENS), "--out", str(out_file)])  # no --eos-id: all 32 tokens
+    return json.loads(out_file.read_text())["output_ids"]
 
 
 def table(rows: dict[int, list[dict]]) -> str:
@@ -89,11 +74,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("gpu_tp_out"))
     parser.add_argument("--model", default="codestral_7b")
     parser.add_argument("--tp", type=int, nargs="+", default=[2, 1], help="tp sizes to run (1 alone: one GPU)")
-    parser.add_argument("--tokens", type=Path, help="(internal) rank entry: engine dir")
-    parser.add_argument("--tokens-out", type=Path)
     args = parser.parse_args()
-    if args.tokens:
-        return greedy_tokens(args.tokens, args.tokens_out)
     args.out.mkdir(parents=True, exist_ok=True)
     rows, tokens = {}, {}
     for tp in args.tp:
