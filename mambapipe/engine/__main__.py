@@ -3,7 +3,8 @@
     python -m mambapipe.engine --engine-dir DIR --prompt-ids '[[1, 2, 3]]' --max-new-tokens 20 --out out.json
     python -m torch.distributed.run --standalone --nproc-per-node 2 -m mambapipe.engine --engine-dir DIR ...
 
-Only rank 0 writes `--out` (JSON: output_ids, prefill_ms, decode_ms_per_step).
+Only rank 0 writes `--out` (JSON: output_ids, prefill_ms, decode_ms_per_step) and `--logits-out` (torch.save of
+a list with each prompt's fp32 logits at every position, (len, V): `EngineGenerator.score`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import dataclasses
 import json
 from contextlib import closing
 from pathlib import Path
+
+import torch
 
 from mambapipe.backends.base import SamplingConfig
 from mambapipe.engine.api import load_engine
@@ -32,6 +35,7 @@ def main() -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--logits-out", default=None, help="also save every prompt position's logits here")
     args = parser.parse_args()
 
     rank, _ = init_distributed(args.device)
@@ -41,8 +45,12 @@ def main() -> None:
         with closing(load_engine(Path(args.engine_dir), args.device)) as generator:
             sampling = SamplingConfig(greedy=not args.sample, temperature=args.temperature, top_k=args.top_k,
                                       top_p=args.top_p, seed=args.seed)
-            result = generator.generate(json.loads(args.prompt_ids), args.max_new_tokens, sampling, args.eos_id)
+            prompts = json.loads(args.prompt_ids)
+            result = generator.generate(prompts, args.max_new_tokens, sampling, args.eos_id)
+            logits = generator.score(prompts) if args.logits_out else None  # every rank: the TP collectives
         if rank == 0:
+            if logits is not None:
+                torch.save(logits, args.logits_out)
             text = json.dumps(dataclasses.asdict(result))
             if args.out:
                 Path(args.out).write_text(text)

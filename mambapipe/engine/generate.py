@@ -136,6 +136,19 @@ class EngineGenerator:
         self._check_token_ids(prompts)
         return self._run(prompts, max_new_tokens, sampling, eos_id)
 
+    def score(self, prompts: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """The fp32 logits at every position of each prompt, (len, V) on the host, from one eager prefill:
+        what comparing two engines (TP sizes, dtypes, kernels) needs beyond their greedy tokens, which flip
+        wherever the top two logits are closer than the engines' rounding differences."""
+        self.limits.check(prompts, max_new_tokens=1)
+        self._check_token_ids(prompts)
+        lengths = [len(p) for p in prompts]
+        tokens = pad_prompts(prompts, max(lengths)).to(self.device)  # (B, L)
+        slots = torch.arange(len(prompts), device=self.device)  # no call is live between calls: any slots do
+        logits = self.model.prefill(tokens, torch.tensor(lengths, device=self.device), self.state, slots,
+                                    all_logits=True)  # (B, L, V)
+        return [row[:n].cpu() for row, n in zip(logits, lengths)]
+
     def _check_token_ids(self, prompts: Sequence[Sequence[int]]) -> None:
         vocab = self.spec.vocab_size
         for i, p in enumerate(prompts):

@@ -43,6 +43,21 @@ def test_tensor_parallel_generation_equals_tp1(arch, tp_sizes, sample, tmp_path)
         assert _launched(engine, tp, tmp_path / f"tp{tp}.json", sample) == reference, f"tp={tp}"
 
 
+def test_tensor_parallel_logits_match_tp1(tmp_path):
+    """`--logits-out`: every position's logits of a tp=2 engine, saved by rank 0, against the tp=1 engine's."""
+    spec = ModelSpec(**MAMBA2)
+    model = hf_model(spec, seed=6)
+    reference = load_engine(build_from_hf(model, spec, tmp_path)).score(PROMPTS)
+    engine = build_from_hf(model, spec, tmp_path, tp=2)
+    launch(2, "mambapipe.engine", ["--engine-dir", str(engine), "--prompt-ids", json.dumps(PROMPTS),
+                                   "--max-new-tokens", "1", "--out", str(tmp_path / "out.json"),
+                                   "--logits-out", str(tmp_path / "logits.pt")])
+    ours = torch.load(tmp_path / "logits.pt")
+    assert [t.shape for t in ours] == [(len(p), spec.vocab_size) for p in PROMPTS]
+    for row, ref in zip(ours, reference):
+        torch.testing.assert_close(row, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
 def test_engine_cli_closes_its_generator_before_leaving_the_process_group(tmp_path, monkeypatch, capsys):
     """While CUDA graphs that captured NCCL collectives live, destroy_process_group hangs (pytorch#115388), so
     a rank of `python -m mambapipe.engine` closes its generator (dropping the graphs) before shutting down."""
