@@ -209,10 +209,11 @@ class GraphedPrefill:
 
 def maybe_graphed_prefill(model, state: InferenceState, max_input_len: int,
                           enabled: bool = True) -> Optional[GraphedPrefill]:
-    """Prefill graphs when `enabled` (the load option `cuda_graphs`), on CUDA, on the fused kernels (the torch
-    path is a debugging baseline and not capture-safe) and on one rank (no collectives inside a capture);
-    None (eager prefill) otherwise."""
+    """Prefill graphs when `enabled` (the load option `cuda_graphs`), on CUDA and on the fused kernels (the torch
+    path is a debugging baseline and not capture-safe); None (eager prefill) otherwise. Tensor-parallel ranks
+    capture their collectives as the decode graphs do: every rank admits the same prompts, so all of them
+    capture and replay the same keys in the same order."""
     device_ok = state.conv.is_cuda and kernels.enabled(state.conv, model.kernel_choice)
-    if not enabled or not device_ok or model.comm.world_size != 1:
+    if not enabled or not device_ok:
         return None
     return GraphedPrefill(model, state, max_input_len)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,6 +58,30 @@ def test_tensor_parallel_logits_match_tp1(tmp_path):
     assert [t.shape for t in ours] == [(len(p), spec.vocab_size) for p in PROMPTS]
     for row, ref in zip(ours, reference):
         torch.testing.assert_close(row, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's check (interpreted kernels, gloo); on GPUs "
+                    "benchmarks/gpu_tp.py compares tp=2 with tp=1 (the device's Triton 3.6 interpreter rejects "
+                    "the kernels' tensor loop bounds)")
+@pytest.mark.parametrize("arch", ["mamba1", "mamba2-g4"])
+def test_fused_batch1_decode_under_tensor_parallelism_matches_tp1(arch, tmp_path, monkeypatch):
+    """The matrix-vector decode kernels on tp=2 ranks (their x_proj / out_proj partial sums all-reduced before
+    use), under Triton's interpreter, against the tp=1 engine's torch decode on the same weights."""
+    pytest.importorskip("triton", reason="the fused kernels need Triton (a test dependency)")
+    spec = ModelSpec(**(MAMBA2 if arch.startswith("mamba2") else MAMBA1))
+    model = hf_model(spec, seed=7)
+    prompt, steps = [5, 17, 3, 88], [41, 9, 60]
+    generator = load_engine(build_from_hf(model, spec, tmp_path))
+    reference = [generator.model.prefill(torch.tensor([prompt]), torch.tensor([len(prompt)]), generator.state,
+                                         torch.tensor([0]))]
+    reference += [generator.model.decode(torch.tensor([t]), generator.state, 0) for t in steps]
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    launch(2, "tp_fused_rank", [str(build_from_hf(model, spec, tmp_path, tp=2)), json.dumps(prompt),
+                                json.dumps(steps), str(tmp_path / "logits.pt")])
+    for step, (ours, ref) in enumerate(zip(torch.load(tmp_path / "logits.pt"), reference, strict=True)):
+        err = float((ours - ref).norm() / ref.norm())
+        assert err < 1e-4, f"step {step}: relative logits error {err:.2e}"
 
 
 def test_engine_cli_closes_its_generator_before_leaving_the_process_group(tmp_path, monkeypatch, capsys):

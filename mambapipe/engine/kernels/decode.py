@@ -1,12 +1,12 @@
 """The whole-model decode step on the fused kernels. Same contract and weights as `MambaModel.decode`,
 which dispatches here on CUDA. No splits or copies of the projection outputs.
 
-Batch 1 (GEMV_MAX_BATCH, on one rank) takes the matrix-vector kernels of kernels/gemv.py, per
-layer: norm + in_proj + conv update; Mamba1: x_proj, SSM update (dt_proj, D skip and z gate inside);
-Mamba2: SSM update; then out_proj added into the residual (Mamba2: with the gated norm in front).
-Larger batches, and tensor-parallel ranks (whose out_proj partial sums need an all-reduce before the
-residual add), take cuBLAS GEMMs with one add+RMSNorm, then Mamba1: conv update, x_proj, SSM update;
-Mamba2: conv update, SSM update and gated norm; then out_proj.
+Batch 1 (GEMV_MAX_BATCH) takes the matrix-vector kernels of kernels/gemv.py, per layer: norm + in_proj +
+conv update; Mamba1: x_proj, SSM update (dt_proj, D skip and z gate inside); Mamba2: SSM update; then
+out_proj added into the residual (Mamba2: with the gated norm in front). A tensor-parallel rank's x_proj and
+out_proj give partial sums over its slice of d_inner: they are all-reduced first, and the out_proj's then
+added to the residual. Larger batches take cuBLAS GEMMs with one add+RMSNorm, then Mamba1: conv update,
+x_proj, SSM update; Mamba2: conv update, SSM update and gated norm; then out_proj.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ FUSED_GATE_MAX_GROUPS = 1
 
 def fused_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tensor:
     """One token (B,) for slots [lo, lo+B) of `model` (a MambaModel); returns (B, V) fp32 logits."""
-    if len(tokens) <= min(GEMV_MAX_BATCH, gemv.MAX_BATCH) and model.comm.world_size == 1:
+    if len(tokens) <= min(GEMV_MAX_BATCH, gemv.MAX_BATCH):
         return _gemv_decode(model, tokens, state, lo)
     residual = F.embedding(tokens, model.glob["embedding"]).float()  # (B, H)
     step = _mamba2_step if model.spec.is_mamba2 else _mamba1_step
@@ -79,8 +79,9 @@ def _gemv_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tenso
     for i, w in enumerate(model.layers):
         conv, ssm = state.span(i, lo, lo + len(tokens))
         step(model, w, residual, conv, ssm)
-    return gemv.norm_gemv(residual, model.glob["norm_f"], model.glob["lm_head"], None, EPS,
-                          out_dtype=torch.float32)  # (B, V)
+    logits = gemv.norm_gemv(residual, model.glob["norm_f"], model.glob["lm_head"], None, EPS,
+                            out_dtype=torch.float32)  # (B, V/tp)
+    return model.comm.gather_last_dim(logits) if model.lm_head_split else logits
 
 
 def _mamba1_gemv_step(model, w: LayerWeights, residual: Tensor, conv: Tensor, ssm: Tensor) -> None:
@@ -88,19 +89,30 @@ def _mamba1_gemv_step(model, w: LayerWeights, residual: Tensor, conv: Tensor, ss
     xz = gemv.norm_gemv(residual, w.norm, w.in_proj, w.in_proj_bias, EPS,
                         conv=(conv, w.conv_weight, w.conv_bias, 0))  # (B, 2Di): x already conv'd
     x, z = xz.split(model.d_inner, dim=-1)
-    x_dbl = gemv.gemv(x, w.x_proj)  # (B, R+2N)
+    x_dbl = model.comm.all_reduce(gemv.gemv(x, w.x_proj))  # (B, R+2N): d_inner-split partial sums
     dt_low, B, C = x_dbl.split([x_dbl.shape[-1] - 2 * N, N, N], dim=-1)
-    y = mamba1_state_update(ssm, x, dt_low, w.dt_proj, w.dt_bias, w.A, B, C, w.D, z)  # (B, Di)
-    gemv.gemv_residual(residual, y, w.out_proj, w.out_proj_bias)
+    y = mamba1_state_update(ssm, x, dt_low, w.dt_proj, w.dt_bias, w.A, B, C, w.D, z)  # (B, Di/tp)
+    _add_out_proj(model, w, residual, y)
 
 
 def _mamba2_gemv_step(model, w: LayerWeights, residual: Tensor, conv: Tensor, ssm: Tensor) -> None:
     zxbcdt = gemv.norm_gemv(residual, w.norm, w.in_proj, w.in_proj_bias, EPS,
                             conv=(conv, w.conv_weight, w.conv_bias, model.d_inner))  # (B, rows): xBC conv'd
     z, x, B, C, dt = zxbcdt.split([model.d_inner, model.d_inner, model.bc_size, model.bc_size, model.heads], -1)
-    y = mamba2_state_update(ssm, x, dt, w.dt_bias, w.A, B, C, w.D)  # (B, Di) fp32
+    y = mamba2_state_update(ssm, x, dt, w.dt_bias, w.A, B, C, w.D)  # (B, Di/tp) fp32
     group = model.spec.intermediate_size // model.spec.n_groups
-    if model.spec.n_groups <= FUSED_GATE_MAX_GROUPS:
+    if model.spec.n_groups <= FUSED_GATE_MAX_GROUPS and model.comm.world_size == 1:
         gemv.gemv_residual(residual, y, w.out_proj, w.out_proj_bias, gate=(z, w.gate_norm, group), eps=EPS)
     else:
-        gemv.gemv_residual(residual, gated_rms_norm(y, z, w.gate_norm, group, EPS), w.out_proj, w.out_proj_bias)
+        _add_out_proj(model, w, residual, gated_rms_norm(y, z, w.gate_norm, group, EPS))
+
+
+def _add_out_proj(model, w: LayerWeights, residual: Tensor, y: Tensor) -> None:
+    """residual (B, H) fp32 += out_proj(y). One rank adds inside the matrix-vector kernel; a tensor-parallel
+    rank's products are partial sums, all-reduced before the add (the torch path's order and roundings:
+    F.linear's, the all-reduce in the model dtype, the bias, then the fp32 add)."""
+    if model.comm.world_size == 1:
+        gemv.gemv_residual(residual, y, w.out_proj, w.out_proj_bias)
+        return
+    out = model.comm.all_reduce(gemv.gemv(y, w.out_proj))  # (B, H)
+    residual += (out + w.out_proj_bias if w.out_proj_bias is not None else out).float()

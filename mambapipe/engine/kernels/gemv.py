@@ -56,8 +56,12 @@ LANE_SUM = tl.constexpr(8)  # adjacent columns a thread sums before accumulating
 # (mamba-2.8b's no longer splits K), and mamba-2.8b's x_proj takes 4096-column tiles. With the lane sums
 # (v14, device calls 71-73, in the step) the big models' in_proj tiles are 512 columns wide and their out_proj
 # tiles 2048 (at the old tiles the lane-sum kernels were 13-25 % slower a step); mamba-130m's in_proj is one
-# 1024-column tile of 8 rows and mamba2-130m's gated out_proj takes 8 rows (call 75).
+# 1024-column tile of 8 rows and mamba2-130m's gated out_proj takes 8 rows (call 75). A tp=2 Codestral rank's
+# in_proj (9280, 4096) and out_proj (4096, 4096) (its partial sums, then the all-reduce) were timed in the step of
+# a one-GPU model of those shapes (GPU_NOTES.md, eleventh session, device calls 103-104): 4.35 ms a step at the
+# old default tiles, 2.15 at these, 2.20 with the out_proj at (4, 2048, 8), 2.63 at (16, 512, 4, 3).
 TILES: dict[tuple, tuple[int, ...]] = {
+    (9280, 4096, 1): (16, 512, 4, 3), (4096, 4096, 1): (8, 2048, 8, 1),
     (3072, 768, 1): (8, 1024, 4, 1), (768, 1536, 1): (4, 2048, 8, 1), (50280, 768, 1): (32, 128, 4, 3),
     (80, 1536, 1): (2, 2048, 4, 1), (10240, 2560, 1): (16, 512, 4, 3), (2560, 5120, 1): (4, 2048, 8, 1),
     (50280, 2560, 1): (32, 128, 4, 3), (192, 5120, 1): (4, 4096, 8, 1), (3352, 768, 1): (16, 512, 4, 1),
@@ -101,7 +105,14 @@ TMA_DEFAULT_TILES = (64, 128, 4, 4)
 
 
 def default_tiles(N: int, K: int, block_m: int) -> tuple[int, int, int, int]:
-    """About 4096 products in flight a program (its fp32 accumulators stay in registers), wide K tiles."""
+    """At batch 1 a large weight takes the table's tiles for its kind: a tall one (an in_proj: N > K) 16 x 512
+    at 4 warps, a wide one (an out_proj or x_proj: K >= 2048) 4 x 2048 at 8 warps. On a tp=2 mamba-2.8b rank's
+    shapes (one GPU, device call 104) the step took 1.44 ms with these against 3.07 with the rule below, which
+    gives other shapes about 4096 products in flight a program, wide K tiles."""
+    if block_m == 1 and K >= 512 and N > K:
+        return 16, 512, 4, 3
+    if block_m == 1 and K >= 2048:
+        return 4, 2048, 8, 1
     block_k = max(LANE_SUM.value, min(256, triton.next_power_of_2(K)))
     return max(2, 4096 // (block_k * block_m)), block_k, 4, 2
 
