@@ -13,6 +13,10 @@ A variant sets attributes of modules under `mambapipe.engine.kernels` ("module.N
 lists become tuples. Prints a table; writes step_sweep.json under --out. `--device cpu` runs the same loop on
 the CPU (torch kernels, no graphs: a check of the script, not a timing of the GPU kernels).
 
+`--arch expand=1,n_groups=4,vocab_size=16384` builds each model with those fields of its architecture replaced:
+e.g. at the shapes one tensor-parallel rank of it multiplies (that one is Codestral's at tp=2: its in_proj
+(9280, 4096) and out_proj (4096, 4096), GPU_NOTES.md eleventh session), without the all-reduces.
+
 `--leave-out in_proj,out_proj,...` adds a variant per kind of kernel of the batch-1 decode step that skips
 its launches (each output an uninitialised tensor of its shape: timing only, the tokens are garbage), so
 base minus that variant is the kind's marginal cost in the step. Under PDL the kernels overlap, so profiler
@@ -23,11 +27,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -35,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_bench import SCENARIOS, bench  # noqa: E402
 from gpu_common import model_spec, random_model, table_key  # noqa: E402
 from mambapipe.engine.kernels import gemv  # noqa: E402
+from mambapipe.models import ModelSpec  # noqa: E402
 
 BASE = "base"
 LEAVE_OUT = ("in_proj", "x_proj", "ssm_update", "gated_norm", "out_proj")
@@ -107,14 +113,26 @@ def left_out(kind: str) -> dict[str, Any]:
     raise ValueError(f"no kernel kind {kind!r}; expected one of {', '.join(LEAVE_OUT)}")
 
 
+def parse_arch(text: str) -> dict[str, int]:
+    """'expand=1,n_groups=4' -> {"expand": 1, "n_groups": 4} (ModelSpec fields, integers)."""
+    fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    arch = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields or not value.isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r}: expected FIELD=INTEGER with FIELD one of ModelSpec's")
+        arch[key] = int(value)
+    return arch
+
+
 def sweep(models: list[str], variants: dict[str, dict[str, Any]], scenario: str, rounds: int,
-          device: str) -> dict[str, dict[str, list[dict[str, float]]]]:
+          device: str, arch: Optional[dict[str, int]] = None) -> dict[str, dict[str, list[dict[str, float]]]]:
     """model -> variant -> one row per round (decode ms a step, prefill ms, tokens/s), base first in each
-    forward round and last in each backward one."""
+    forward round and last in each backward one. arch: ModelSpec fields replaced in every model."""
     order = [BASE, *variants]
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     for name in models:
-        model = random_model(model_spec(name), device=device)
+        model = random_model(dataclasses.replace(model_spec(name), **(arch or {})), device=device)
         rows: dict[str, list[dict[str, float]]] = {v: [] for v in order}
         for r in range(rounds):
             for variant in order if r % 2 == 0 else order[::-1]:
@@ -150,6 +168,7 @@ def main() -> None:
     parser.add_argument("--models", required=True, help="comma-separated names from configs/model")
     parser.add_argument("--variant", action="append", default=[], type=parse_variant,
                         help='NAME={"module.NAME": value, ...}; repeat for more variants')
+    parser.add_argument("--arch", default="", type=parse_arch, help="FIELD=INT,...: ModelSpec fields replaced")
     parser.add_argument("--leave-out", default="", help=f"comma-separated, of: {', '.join(LEAVE_OUT)}")
     parser.add_argument("--scenario", default="S1", choices=sorted(SCENARIOS))
     parser.add_argument("--rounds", type=int, default=2, help="each variant is timed once a round")
@@ -165,7 +184,7 @@ def main() -> None:
     for settings in variants.values():  # fail on a misspelt name before any model is built
         with applied(settings):
             pass
-    results = sweep(args.models.split(","), variants, args.scenario, args.rounds, args.device)
+    results = sweep(args.models.split(","), variants, args.scenario, args.rounds, args.device, args.arch)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "step_sweep.json").write_text(json.dumps({"variants": described, "results": results}, indent=1))
     print(table(results))
