@@ -47,20 +47,25 @@ class Limits:
     max_seq_len: int
 
     def check(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, queue: bool = False) -> None:
+        if max_new_tokens < 1:
+            raise LimitError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.check_prompts(prompts, queue)
+        for i, p in enumerate(prompts):
+            if len(p) + max_new_tokens > self.max_seq_len:
+                raise LimitError(f"prompt {i} ({len(p)} tokens) + max_new_tokens={max_new_tokens} exceeds "
+                                 f"max_seq_len={self.max_seq_len}; ask for fewer tokens or rebuild larger")
+
+    def check_prompts(self, prompts: Sequence[Sequence[int]], queue: bool = False) -> None:
+        """What a prefill needs: at most max_batch_size prompts (unless they queue), none empty or too long."""
         if not queue and len(prompts) > self.max_batch_size:
             raise LimitError(f"batch of {len(prompts)} prompts exceeds max_batch_size={self.max_batch_size}; "
                              f"send smaller batches or rebuild with a larger build.max_batch_size")
-        if max_new_tokens < 1:
-            raise LimitError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         for i, p in enumerate(prompts):
             if not p:
                 raise LimitError(f"prompt {i} is empty; give at least one token")
             if len(p) > self.max_input_len:
                 raise LimitError(f"prompt {i} has {len(p)} tokens > max_input_len={self.max_input_len}; "
                                  f"truncate it or rebuild with a larger build.max_input_len")
-            if len(p) + max_new_tokens > self.max_seq_len:
-                raise LimitError(f"prompt {i} ({len(p)} tokens) + max_new_tokens={max_new_tokens} exceeds "
-                                 f"max_seq_len={self.max_seq_len}; ask for fewer tokens or rebuild larger")
 
 
 @dataclass
@@ -140,7 +145,7 @@ class EngineGenerator:
         """The fp32 logits at every position of each prompt, (len, V) on the host, from one eager prefill:
         what comparing two engines (TP sizes, dtypes, kernels) needs beyond their greedy tokens, which flip
         wherever the top two logits are closer than the engines' rounding differences."""
-        self.limits.check(prompts, max_new_tokens=1)
+        self.limits.check_prompts(prompts)
         self._check_token_ids(prompts)
         lengths = [len(p) for p in prompts]
         tokens = pad_prompts(prompts, max(lengths)).to(self.device)  # (B, L)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model
@@ -86,6 +88,25 @@ def test_limits_are_enforced_with_one_line_errors(engine_dir, prompts, new, mess
     with pytest.raises(LimitError, match=message) as err:
         gen.generate(prompts, new)
     assert "\n" not in str(err.value)
+
+
+def test_score_checks_prompts_as_a_prefill_and_matches_generation(engine_dir):
+    """`score` refuses what a prefill cannot take, but no room for new tokens is needed; each prompt's last
+    position's argmax is the first greedy token."""
+    gen = load_engine(engine_dir)
+    for prompts, message in [([[1]] * 4, "max_batch_size=3"), ([list(range(1, 18))], "max_input_len=16"),
+                             ([[]], "empty"), ([[1, 96]], "outside the vocabulary")]:
+        with pytest.raises(LimitError, match=message):
+            gen.score(prompts)
+    prompts = _prompts(3, seed=4) + [list(range(1, 17))]  # 16 tokens: as long as a prompt may be
+    logits = gen.score(prompts[:3]) + gen.score(prompts[3:])
+    assert [t.shape[0] for t in logits] == [len(p) for p in prompts]
+    first = gen.generate(prompts[:3], 1).output_ids + gen.generate(prompts[3:], 1).output_ids
+    assert [int(t[-1].argmax()) for t in logits] == [f[0] for f in first]
+    gen.limits = dataclasses.replace(gen.limits, max_seq_len=16)  # a full-length prompt leaves no room to generate
+    with pytest.raises(LimitError, match="max_seq_len=16"):
+        gen.generate(prompts[3:], 1)
+    torch.testing.assert_close(gen.score(prompts[3:])[0], logits[3])
 
 
 def test_seeded_sampling_is_reproducible_and_differs_from_greedy(engine_dir):

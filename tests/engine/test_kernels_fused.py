@@ -213,6 +213,16 @@ def test_gemv_matches_linear(dtype, tol, batch):
     _close(out, F.linear(x, weight), tol)
 
 
+@pytest.mark.parametrize("shape", [(24, 2560), (600, 520)])
+def test_batch1_default_tiles_of_large_weights(shape):
+    """Shapes outside gemv.TILES (a tensor-parallel rank's) take the batch-1 default for their kind: a wide
+    weight 4 x 2048 tiles (here the second partly past K), a tall one 16 x 512 (the last partly past K)."""
+    N, K = shape
+    x, weight = _rand(1, K, dtype=HALF), _rand(N, K, dtype=HALF, scale=K ** -0.5)
+    assert gemv._launch_shape(weight, 1)[1][:2] == ((4, 2048) if K >= 2048 else (16, 512))
+    _close(gemv.gemv(x, weight), F.linear(x, weight), 1e-2)
+
+
 def test_gated_out_proj_has_its_own_tiles(monkeypatch):
     """The out_proj with the gated norm inside is another kernel body than the plain product, so a weight
     shape has a tile for each (mamba2-2.7b's gated out_proj and mamba-2.8b's plain one share theirs)."""
