@@ -147,12 +147,9 @@ class EngineGenerator:
         wherever the top two logits are closer than the engines' rounding differences."""
         self.limits.check_prompts(prompts)
         self._check_token_ids(prompts)
-        lengths = [len(p) for p in prompts]
-        tokens = pad_prompts(prompts, max(lengths)).to(self.device)  # (B, L)
-        slots = torch.arange(len(prompts), device=self.device)  # no call is live between calls: any slots do
-        logits = self.model.prefill(tokens, torch.tensor(lengths, device=self.device), self.state, slots,
-                                    all_logits=True)  # (B, L, V)
-        return [row[:n].cpu() for row, n in zip(logits, lengths)]
+        # no call is live between calls, so any slots do
+        logits = self._eager_prefill(prompts, list(range(len(prompts))), all_logits=True)  # (B, L, V)
+        return [row[:len(p)].cpu() for row, p in zip(logits, prompts)]
 
     def _check_token_ids(self, prompts: Sequence[Sequence[int]]) -> None:
         vocab = self.spec.vocab_size
@@ -214,10 +211,14 @@ class EngineGenerator:
             logits = self._prefill_graphs.run(rows, slots)  # None: over the token budget or the graph cap
             if logits is not None:
                 return logits
+        return self._eager_prefill(rows, slots)
+
+    def _eager_prefill(self, rows: Sequence[Sequence[int]], slots: list[int], all_logits: bool = False) -> torch.Tensor:
+        """`rows` right-padded into one batch through the model's prefill; fp32 logits (B, V), or (B, L, V)."""
         lengths = [len(p) for p in rows]
         tokens = pad_prompts(rows, max(lengths)).to(self.device)  # (B, L) right-padded
         return self.model.prefill(tokens, torch.tensor(lengths, device=self.device), self.state,
-                                  torch.tensor(slots, device=self.device))
+                                  torch.tensor(slots, device=self.device), all_logits=all_logits)
 
     def _step(self, live, max_new_tokens, sampling, rng, emit, times) -> None:
         """One decode step over the slot span holding every live sequence (idle slots ride along)."""
