@@ -21,12 +21,13 @@ KERNELS = [
           stride_out=I, HAS_BIAS=C, BLOCK_C=C, PDL=C), dict(HAS_BIAS=True, BLOCK_C=256, PDL=True)),
     *[(gemv._norm_gemv_kernel,
        dict(res_ptr=F, norm_w_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=H, cs_ptr=H, cw_ptr=H, cb_ptr=H, M=I, N=I, K=I,
-            conv_lo=I, conv_hi=I, stride_res=I, stride_out=I, stride_csb=I, stride_csc=I, eps="fp32", HAS_BIAS=C,
+            row_quads=I, conv_lo=I, conv_hi=I, stride_res=I, stride_out=I, stride_csb=I, stride_csc=I, eps="fp32", HAS_BIAS=C,
             CONV=C, CONV_BIAS=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PDL=C, PREFETCH_LINES=C, LOAD_AHEAD=C,
-            FIRST_EARLY=C, CONV_EARLY=C),
+            FIRST_EARLY=C, CONV_EARLY=C, QUADS=C),
        dict(HAS_BIAS=False, CONV=True, CONV_BIAS=True, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, PDL=True,
-            PREFETCH_LINES=4 if ahead else 0, LOAD_AHEAD=ahead, FIRST_EARLY=not ahead, CONV_EARLY=ahead))
-      for ahead in (True, False)],  # a small weight (read ahead, conv inputs early) and a large one
+            PREFETCH_LINES=4 if ahead else 0, LOAD_AHEAD=ahead, FIRST_EARLY=not ahead, CONV_EARLY=ahead, QUADS=quads))
+      # a small weight (read ahead, conv inputs early); a large one; a large one in 8-byte loads (gemv.QUAD_LOADS)
+      for ahead, quads in ((True, False), (False, False), (False, True))],
     (gemv._lm_head_tma_kernel,
      dict(res_ptr=F, norm_w_ptr=H, w_desc="tensordesc<fp16[%d, %d]>" % gemv.TMA_DEFAULT_TILES[:2], out_ptr=F, M=I, N=I,
           K=I, stride_res=I, stride_out=I, eps="fp32", BLOCK_N=C, BLOCK_K=C, PDL=C),
