@@ -1,12 +1,24 @@
 """Compile the fused decode and prefill kernels for sm_90 (H100/H200) on a machine without a GPU: Triton's
 bundled ptxas catches type and lowering errors before a device call spends minutes on them.
 
-    python benchmarks/gpu_compile_check.py      # prints one line per kernel, exits 1 on a failure
+    python benchmarks/gpu_compile_check.py            # prints one line per kernel, exits 1 on a failure
+    python benchmarks/gpu_compile_check.py --report   # and each kernel's registers, stack and in-loop
+                                                      # layout conversions, as a big model launches it
+
+`--report` compiles as a launch at real shapes is specialised: every pointer 16-byte aligned, every integer
+but the batch rows (M, Bt) a multiple of 16, except those the kernel keeps off alignment specialisation.
+Registers decide how many programs share an SM; a `convert_layout` inside a loop moves a tile through shared
+memory every iteration (GPU_NOTES.md twelfth session: the in_proj's weight tile did so until QUAD_LOADS).
 """
 
 from __future__ import annotations
 
+import argparse
+import re
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import triton
 from triton.backends.compiler import GPUTarget
@@ -21,12 +33,12 @@ KERNELS = [
           stride_out=I, HAS_BIAS=C, BLOCK_C=C, PDL=C), dict(HAS_BIAS=True, BLOCK_C=256, PDL=True)),
     *[(gemv._norm_gemv_kernel,
        dict(res_ptr=F, norm_w_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=H, cs_ptr=H, cw_ptr=H, cb_ptr=H, M=I, N=I, K=I,
-            row_quads=I, conv_lo=I, conv_hi=I, stride_res=I, stride_out=I, stride_csb=I, stride_csc=I, eps="fp32", HAS_BIAS=C,
-            CONV=C, CONV_BIAS=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PDL=C, PREFETCH_LINES=C, LOAD_AHEAD=C,
+            row_quads=I, conv_lo=I, conv_hi=I, stride_res=I, stride_out=I, stride_csb=I, stride_csc=I, eps="fp32",
+            HAS_BIAS=C, CONV=C, CONV_BIAS=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PDL=C, PREFETCH_LINES=C, LOAD_AHEAD=C,
             FIRST_EARLY=C, CONV_EARLY=C, QUADS=C),
-       dict(HAS_BIAS=False, CONV=True, CONV_BIAS=True, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, PDL=True,
+       dict(HAS_BIAS=False, CONV=True, CONV_BIAS=True, BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, PDL=True,
             PREFETCH_LINES=4 if ahead else 0, LOAD_AHEAD=ahead, FIRST_EARLY=not ahead, CONV_EARLY=ahead, QUADS=quads))
-      # a small weight (read ahead, conv inputs early); a large one; a large one in 8-byte loads (gemv.QUAD_LOADS)
+      # the (16, 512) tile: a small weight (read ahead, conv inputs early); a large one; one in 8-byte loads
       for ahead, quads in ((True, False), (False, False), (False, True))],
     (gemv._lm_head_tma_kernel,
      dict(res_ptr=F, norm_w_ptr=H, w_desc="tensordesc<fp16[%d, %d]>" % gemv.TMA_DEFAULT_TILES[:2], out_ptr=F, M=I, N=I,
@@ -104,16 +116,53 @@ KERNELS = [
 ]
 
 
+BATCH_ROWS = {"M", "Bt"}  # 1 at batch-1 decode: never a multiple of 16
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+
+
+def launch_alignment(kernel, signature: dict[str, str]) -> dict[tuple[int], list]:
+    """Triton's divisibility attributes of a launch at real shapes (see the module docstring)."""
+    kept_off = set(kernel.do_not_specialize_on_alignment or ())
+    aligned = [name for name, kind in signature.items()
+               if kind.startswith("*") or (kind == "i32" and name not in BATCH_ROWS | kept_off)]
+    return {(list(signature).index(name),): [["tt.divisibility", 16]] for name in aligned}
+
+
+def report(compiled) -> str:
+    """Registers and stack a thread (cuobjdump of the cubin) and the convert_layouts inside loops (TTGIR)."""
+    usage = "registers n/a"
+    if CUOBJDUMP.exists():
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+            cubin.write(compiled.asm["cubin"])
+            cubin.flush()
+            dump = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", cubin.name], capture_output=True,
+                                  text=True).stdout
+        found = re.search(r"REG:(\d+) STACK:(\d+)", dump)
+        usage = f"{found[1]} registers, {found[2]} B stack" if found else usage
+    converted, depth = [], 0
+    for line in compiled.asm["ttgir"].splitlines():
+        depth += "scf.for" in line
+        depth -= depth > 0 and "scf.yield" in line
+        if depth and "ttg.convert_layout" in line:
+            converted.append(re.search(r"tensor<([^,>]+)", line)[1])
+    return f"{usage}; in loops: " + (", ".join(f"convert_layout of {shape}" for shape in converted) or "no conversion")
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", action="store_true", help="registers, stack and in-loop layout conversions")
+    args = parser.parse_args()
     failed = 0
     for kernel, signature, constants in KERNELS:
         constants = dict(constants)
         # launch_pdl as the decode and prefill kernels are launched on an H200 (kernels/pdl.py); num_warps as
         # launched
         options = {"launch_pdl": constants.get("PDL", False), "num_warps": constants.pop("num_warps", 4)}
+        attrs = launch_alignment(kernel, signature) if args.report else None
         try:
-            triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32), options=options)
-            print(f"{kernel.__name__}: compiled for sm_90")
+            compiled = triton.compile(ASTSource(kernel, signature, constants, attrs), target=GPUTarget("cuda", 90, 32),
+                                      options=options)
+            print(f"{kernel.__name__}: compiled for sm_90" + (f"; {report(compiled)}" if args.report else ""))
         except Exception as err:  # noqa: BLE001 - report every kernel, then fail
             failed += 1
             print(f"{kernel.__name__}: FAILED {err}")

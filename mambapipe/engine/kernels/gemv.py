@@ -18,14 +18,15 @@ order, so the result does not depend on which program finishes first. On the H20
 mamba-2.8b's out_proj (GPU_NOTES.md v9), until 8 warps a program beat it there (v13): no tile of the table
 splits now; the GEMV sweep (`gpu_gemv.py`, `gpu_bench.py --tune-gemv-split`) still tries it.
 A product of a few rows is memory-bound, so the weights stream through plain fp32 FMAs into register
-accumulators (no tensor-core tiles). Each run of LANE_SUM adjacent columns is summed first, within a thread and
-its neighbour lane, so the accumulators carried through the K loop are an eighth of the tile: registers that
-were holding partial products now let a program hold twice the weight columns a tile (fewer trips to memory a
-row) or let more programs share an SM (GPU_NOTES.md v14). The compiler lays the products out 4 columns a
-thread, as the fp32 input row loads; weight tiles loaded 8 columns a thread are converted to that layout through
-shared memory, unless they load in 8-byte pieces (QUAD_LOADS, GPU_NOTES.md twelfth session). Against the torch path (`ops.rms_norm` on
-`residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input to the
-model dtype is skipped (it stays fp32), so the fused engine stays within fp16/bf16 rounding of the plain one.
+accumulators (no tensor-core tiles). Each run of LANE_SUM adjacent columns is summed first, so the accumulators
+carried through the K loop are an eighth of the tile: registers that were holding partial products now let a
+program hold twice the weight columns a tile (fewer trips to memory a row) or let more programs share an SM
+(GPU_NOTES.md v14). The products take the layout of the fp32 input row: where that gives a thread 4 columns (the
+in_proj's (16, 512) tiles at 4 warps), a run lies in two neighbour lanes, and a tile loaded 8 columns a thread
+is converted to that layout through shared memory every K step unless it loads in 8-byte pieces (QUAD_LOADS,
+GPU_NOTES.md twelfth session). Against the torch path (`ops.rms_norm` on `residual.to(dtype)`, F.linear,
+`residual += out.float()`) only the rounding of the normed input to the model dtype is skipped (it stays fp32),
+so the fused engine stays within fp16/bf16 rounding of the plain one.
 Only the large lm_heads stream their weights through TMA into a tensor-core dot (`_lm_head_tma_kernel`): the
 one way Triton pipelines the loads many tiles ahead.
 """
@@ -214,8 +215,8 @@ def _next_weights(w_ptr, n, n_ok, k0, K, k_end, ahead, BLOCK_K: tl.constexpr, LO
 @triton.jit
 def _products(x, w):
     """x (BM, BK) fp32 times the weight tile w (BN, BK), each run of LANE_SUM adjacent columns summed:
-    (BM, BN, BK / LANE_SUM) fp32. On sm_90 a run lies in two neighbour lanes, 4 columns each (one shuffle),
-    and the accumulators the loop carries are LANE_SUM times fewer than the tile's elements."""
+    (BM, BN, BK / LANE_SUM) fp32 (a run is summed in its thread, or in two neighbour lanes where the products lie
+    4 columns a thread), and the accumulators the loop carries are LANE_SUM times fewer than the tile's elements."""
     runs: tl.constexpr = w.shape[1] // LANE_SUM
     w3 = tl.reshape(w.to(tl.float32), (1, w.shape[0], runs, LANE_SUM))
     x3 = tl.reshape(x, (x.shape[0], 1, runs, LANE_SUM))
@@ -358,7 +359,8 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
         PREFETCH_LINES=_prefetch_lines(weight, launch, block_k, K), LOAD_AHEAD=_load_ahead(weight, block_k, K),
         FIRST_EARLY=_first_early(weight, "norm_gemv", block_k, K), CONV_EARLY=_at_most(weight, CONV_EARLY_MAX_BYTES),
-        QUADS=quads, num_warps=warps, num_stages=stages, **launch, **({"maxnreg": register_cap} if register_cap else {}))
+        QUADS=quads, num_warps=warps, num_stages=stages, **launch,
+        **({"maxnreg": register_cap} if register_cap else {}))
     return out
 
 
