@@ -122,10 +122,9 @@ CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuob
 
 def launch_alignment(kernel, signature: dict[str, str]) -> dict[tuple[int], list]:
     """Triton's divisibility attributes of a launch at real shapes (see the module docstring)."""
-    kept_off = set(kernel.do_not_specialize_on_alignment or ())
-    aligned = [name for name, kind in signature.items()
-               if kind.startswith("*") or (kind == "i32" and name not in BATCH_ROWS | kept_off)]
-    return {(list(signature).index(name),): [["tt.divisibility", 16]] for name in aligned}
+    unaligned = BATCH_ROWS | set(kernel.do_not_specialize_on_alignment or ())
+    return {(index,): [["tt.divisibility", 16]] for index, (name, kind) in enumerate(signature.items())
+            if kind.startswith("*") or (kind == "i32" and name not in unaligned)}
 
 
 def report(compiled) -> str:

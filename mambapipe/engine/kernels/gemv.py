@@ -350,8 +350,9 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
     if split != 1:
         raise ValueError(f"norm_gemv does not split K (its conv rows need whole sums); TILES gives {split} for "
                          f"{tiles_key(weight, M)}")
-    quads = tiles_key(weight, M) in QUAD_LOADS and K % 4 == 0
-    register_cap = QUAD_LOADS.get(tiles_key(weight, M)) if quads else None
+    key = tiles_key(weight, M)
+    quads = key in QUAD_LOADS and K % 4 == 0
+    register_cap = QUAD_LOADS[key] if quads else None
     _norm_gemv_kernel[(triton.cdiv(N, block_n),)](
         residual, norm_weight, weight, bias if bias is not None else weight, out, state, conv_w,
         conv_b if conv_b is not None else conv_w, M, N, K, K // 4, lo, hi, residual.stride(0), out.stride(0),
