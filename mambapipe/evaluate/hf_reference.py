@@ -6,6 +6,7 @@ It runs one prompt at a time: batching would left-pad, and padding changes what 
 
 from __future__ import annotations
 
+import inspect
 import json
 import resource
 import time
@@ -21,14 +22,32 @@ from mambapipe.models import MAMBA1, MAMBA2, ModelSpec
 HF_MODEL_TYPES = {"mamba": MAMBA1, "mamba2": MAMBA2}
 
 
-def hf_layout_problem(model_dir: Path) -> Optional[str]:
-    """None when `model_dir` is a transformers Mamba/Mamba2 checkpoint; else why not, in one line."""
+def hf_norms_groups() -> bool:
+    """Whether the installed transformers norms Mamba2's gated RMSNorm in groups of d_inner / n_groups, as
+    mamba_ssm and TensorRT-LLM do. Older releases (5.17 among them; 5.24 groups) norm all of d_inner at once,
+    which is another model wherever n_groups > 1, as in Mamba-Codestral (huggingface/transformers#40861)."""
+    from transformers.models.mamba2.modeling_mamba2 import MambaRMSNormGated
+
+    return "group_size" in inspect.signature(MambaRMSNormGated).parameters
+
+
+def hf_reference_problem(model_dir: Path) -> Optional[str]:
+    """None when transformers can load `model_dir` as the model the engines run; else why not, in one line:
+    not a transformers Mamba/Mamba2 checkpoint, or a grouped Mamba2 that this transformers norms ungrouped."""
     config_path = model_dir / "config.json"
     if not config_path.is_file():
-        return f"{model_dir} has no config.json (not the HF layout)"
-    model_type = json.loads(config_path.read_text()).get("model_type")
+        return f"{model_dir} has no config.json (not the HF layout; only HF-layout sources load in transformers)"
+    config = json.loads(config_path.read_text())
+    model_type = config.get("model_type")
     if model_type not in HF_MODEL_TYPES:
-        return f"{config_path} has model_type={model_type!r}, not one of {sorted(HF_MODEL_TYPES)} (not the HF layout)"
+        return (f"{config_path} has model_type={model_type!r}, not one of {sorted(HF_MODEL_TYPES)} (not the HF "
+                "layout; only HF-layout sources load in transformers)")
+    groups = config.get("n_groups", 1)
+    if model_type == "mamba2" and groups > 1 and not hf_norms_groups():
+        import transformers
+
+        return (f"transformers {transformers.__version__} norms Mamba2's gated RMSNorm over all {groups} groups at "
+                "once, unlike mamba_ssm and these engines; upgrade transformers (5.24 norms each group)")
     return None
 
 

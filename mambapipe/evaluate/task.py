@@ -18,7 +18,7 @@ from mambapipe.backends.base import Generator
 from mambapipe.evaluate import benchmark, summarize
 from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.floor import device_bandwidth
-from mambapipe.evaluate.hf_reference import HFGenerator, hf_layout_problem
+from mambapipe.evaluate.hf_reference import HFGenerator, hf_reference_problem
 from mambapipe.evaluate.prompts import TokenizerBundle, load_tokenizer
 from mambapipe.evaluate.report import print_report
 from mambapipe.evaluate.rouge import rouge_scores
@@ -101,9 +101,9 @@ def _compare_hf(job: EvalJob, bundle: TokenizerBundle, batches: list[list[summar
     """summarize.py's --test_hf: the same prompts through transformers, scored the same way. It runs
     after the engine is closed, so the two never hold device memory at once."""
     model_dir = job.download_dir / "model"
-    problem = hf_layout_problem(model_dir)
+    problem = hf_reference_problem(model_dir)
     if problem is not None:
-        log.warning("eval.compare_hf skipped: %s; only HF-layout sources load in transformers", problem)
+        log.warning("eval.compare_hf skipped: %s", problem)
         return {"hf": {"skipped": problem}}
     hf = HFGenerator(model_dir, dtype, job.get("device"))
     try:

@@ -1,0 +1,54 @@
+"""When transformers can stand as the reference for a model: the checkpoint's layout, and for a grouped
+Mamba2 whether the installed transformers norms the gated RMSNorm per group, as the engines do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mambapipe.evaluate import hf_reference
+
+
+def _model_dir(tmp_path, config):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_hf_norms_groups_matches_how_the_installed_transformers_norms():
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    config = Mamba2Config(vocab_size=16, hidden_size=16, num_hidden_layers=1, state_size=4, num_heads=4,
+                          head_dim=8, n_groups=2)
+    norm = Mamba2ForCausalLM(config).backbone.layers[0].mixer.norm.eval()
+    x = torch.randn(1, 32)
+    x[:, 16:] *= 100.0  # the two groups at very different scales
+    with torch.no_grad():
+        out = norm(x)
+    per_group = x.view(1, 2, 16) * torch.rsqrt(x.view(1, 2, 16).pow(2).mean(-1, keepdim=True) + 1e-6)
+    grouped = torch.allclose(out, per_group.view(1, 32), rtol=1e-4, atol=1e-5)
+    assert hf_reference.hf_norms_groups() == grouped
+
+
+@pytest.mark.parametrize("norms_groups", [True, False])
+def test_grouped_mamba2_needs_a_transformers_that_norms_per_group(tmp_path, monkeypatch, norms_groups):
+    monkeypatch.setattr(hf_reference, "hf_norms_groups", lambda: norms_groups)
+    grouped = _model_dir(tmp_path, {"model_type": "mamba2", "n_groups": 8})
+    problem = hf_reference.hf_reference_problem(grouped)
+    assert (problem is None) == norms_groups
+    if problem is not None:
+        assert "over all 8 groups at once" in problem and "upgrade transformers" in problem
+
+
+def test_ungrouped_models_need_no_grouped_norm(tmp_path, monkeypatch):
+    monkeypatch.setattr(hf_reference, "hf_norms_groups", lambda: False)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert hf_reference.hf_reference_problem(_model_dir(tmp_path / "a", {"model_type": "mamba2", "n_groups": 1})) is None
+    assert hf_reference.hf_reference_problem(_model_dir(tmp_path / "b", {"model_type": "mamba"})) is None
+
+
+def test_non_hf_layouts_are_named(tmp_path):
+    assert "no config.json" in hf_reference.hf_reference_problem(tmp_path)
+    assert "model_type='mistral'" in hf_reference.hf_reference_problem(_model_dir(tmp_path, {"model_type": "mistral"}))
