@@ -5,6 +5,8 @@ with the tiny models."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 from pathlib import Path
 
@@ -30,6 +32,18 @@ def table_key(text: str) -> object:
     if "," not in text:
         return text
     return tuple(int(part) if part.isdigit() else part for part in text.split(","))
+
+
+def parse_arch(text: str) -> dict[str, int]:
+    """'expand=1,n_groups=4' -> {"expand": 1, "n_groups": 4} (ModelSpec fields, integers)."""
+    fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    arch = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields or not value.isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r}: expected FIELD=INTEGER with FIELD one of ModelSpec's")
+        arch[key] = int(value)
+    return arch
 
 
 def _normal(shape, std, dtype, gen):

@@ -38,9 +38,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_bench import SCENARIOS, bench  # noqa: E402
-from gpu_common import model_spec, random_model, table_key  # noqa: E402
+from gpu_common import model_spec, parse_arch, random_model, table_key  # noqa: E402
 from mambapipe.engine.kernels import gemv  # noqa: E402
-from mambapipe.models import ModelSpec  # noqa: E402
 
 BASE = "base"
 LEAVE_OUT = ("in_proj", "x_proj", "ssm_update", "gated_norm", "out_proj")
@@ -111,18 +110,6 @@ def left_out(kind: str) -> dict[str, Any]:
     if kind == "gated_norm":
         return {"decode.gated_rms_norm": lambda y, z, *rest: torch.empty(y.shape, dtype=z.dtype, device=y.device)}
     raise ValueError(f"no kernel kind {kind!r}; expected one of {', '.join(LEAVE_OUT)}")
-
-
-def parse_arch(text: str) -> dict[str, int]:
-    """'expand=1,n_groups=4' -> {"expand": 1, "n_groups": 4} (ModelSpec fields, integers)."""
-    fields = {f.name for f in dataclasses.fields(ModelSpec)}
-    arch = {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key not in fields or not value.isdigit():
-            raise argparse.ArgumentTypeError(f"{item!r}: expected FIELD=INTEGER with FIELD one of ModelSpec's")
-        arch[key] = int(value)
-    return arch
 
 
 def sweep(models: list[str], variants: dict[str, dict[str, Any]], scenario: str, rounds: int,
