@@ -9,6 +9,10 @@ bundled ptxas catches type and lowering errors before a device call spends minut
 but the batch rows (M, Bt) a multiple of 16, except those the kernel keeps off alignment specialisation.
 Registers decide how many programs share an SM; a `convert_layout` inside a loop moves a tile through shared
 memory every iteration (GPU_NOTES.md twelfth session: the in_proj's weight tile did so until QUAD_LOADS).
+Both are the installed Triton's: the H200 machine's Triton 3.6 compiles some kernels otherwise than 3.9 does
+here (GPU_NOTES.md v18: the narrow Mamba1 scan 121 registers there against 144 here; an in_proj variant
+without in-loop conversions here ran 25 % slower there), so run `--report` on the machine too before a count
+decides a change.
 """
 
 from __future__ import annotations
