@@ -28,7 +28,7 @@ from mambapipe.backends.base import BuildSettings, SamplingConfig
 from mambapipe.checkpoint.convert import convert_checkpoint
 from mambapipe.engine.api import load_engine
 from mambapipe.engine.build import build_engine
-from mambapipe.evaluate.hf_reference import hf_norms_groups
+from mambapipe.evaluate.hf_reference import grouped_norm_problem
 from mambapipe.synthetic import write_synthetic_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,8 +66,9 @@ def _prefill_logits(gen, prompts: torch.Tensor, device: str) -> torch.Tensor:
 
 
 def check(spec, seed: int = 0, device: str = "cuda") -> dict:
-    if spec.is_mamba2 and spec.n_groups > 1 and not hf_norms_groups():  # HF would be another model
-        return {"skipped": "this transformers norms Mamba2's gated RMSNorm ungrouped (hf_reference.hf_norms_groups)"}
+    problem = grouped_norm_problem(spec.n_groups) if spec.is_mamba2 else None
+    if problem is not None:  # HF would be another model
+        return {"skipped": problem}
     prompts = torch.randint(1, min(1000, spec.vocab_size), (2, 16), generator=torch.Generator().manual_seed(seed))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

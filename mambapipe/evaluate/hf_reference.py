@@ -31,6 +31,16 @@ def hf_norms_groups() -> bool:
     return "group_size" in inspect.signature(MambaRMSNormGated).parameters
 
 
+def grouped_norm_problem(n_groups: int) -> Optional[str]:
+    """Why this transformers is no reference for a Mamba2 of `n_groups` groups, in one line; None if it is."""
+    if n_groups == 1 or hf_norms_groups():
+        return None
+    import transformers
+
+    return (f"transformers {transformers.__version__} norms Mamba2's gated RMSNorm over all {n_groups} groups at "
+            "once, unlike mamba_ssm and these engines; upgrade transformers (5.24 norms each group)")
+
+
 def hf_reference_problem(model_dir: Path) -> Optional[str]:
     """None when transformers can load `model_dir` as the model the engines run; else why not, in one line:
     not a transformers Mamba/Mamba2 checkpoint, or a grouped Mamba2 that this transformers norms ungrouped."""
@@ -42,13 +52,7 @@ def hf_reference_problem(model_dir: Path) -> Optional[str]:
     if model_type not in HF_MODEL_TYPES:
         return (f"{config_path} has model_type={model_type!r}, not one of {sorted(HF_MODEL_TYPES)} (not the HF "
                 "layout; only HF-layout sources load in transformers)")
-    groups = config.get("n_groups", 1)
-    if model_type == "mamba2" and groups > 1 and not hf_norms_groups():
-        import transformers
-
-        return (f"transformers {transformers.__version__} norms Mamba2's gated RMSNorm over all {groups} groups at "
-                "once, unlike mamba_ssm and these engines; upgrade transformers (5.24 norms each group)")
-    return None
+    return grouped_norm_problem(config.get("n_groups", 1)) if model_type == "mamba2" else None
 
 
 def spec_from_hf_config(config) -> ModelSpec:

@@ -9,7 +9,7 @@ from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model
 from mambapipe.backends.base import BuildSettings
 from mambapipe.engine.api import load_engine
 from mambapipe.engine.build import build_engine
-from mambapipe.evaluate.hf_reference import hf_norms_groups
+from mambapipe.evaluate.hf_reference import grouped_norm_problem
 from mambapipe.models import ModelSpec
 
 SHAPES = {
@@ -27,9 +27,9 @@ REL_TOL_FP32 = 2e-5  # max |engine - HF| relative to max |HF| logit
 @pytest.fixture(scope="module", params=list(SHAPES))
 def case(request, tmp_path_factory):
     spec = ModelSpec(**SHAPES[request.param])
-    if spec.is_mamba2 and spec.n_groups > 1 and not hf_norms_groups():
-        pytest.skip("this transformers norms Mamba2's gated RMSNorm ungrouped, so it is no reference for "
-                    "n_groups > 1 (mambapipe.evaluate.hf_reference.hf_norms_groups)")
+    problem = grouped_norm_problem(spec.n_groups) if spec.is_mamba2 else None
+    if problem is not None:
+        pytest.skip(problem)
     model = hf_model(spec, seed=len(request.param))
     engine = build_from_hf(model, spec, tmp_path_factory.mktemp(request.param))
     return spec, model, load_engine(engine)

@@ -11,9 +11,10 @@ import torch
 from mambapipe.evaluate import hf_reference
 
 
-def _model_dir(tmp_path, config):
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    return tmp_path
+def _model_dir(path, config):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config))
+    return path
 
 
 def test_hf_norms_groups_matches_how_the_installed_transformers_norms():
@@ -43,8 +44,6 @@ def test_grouped_mamba2_needs_a_transformers_that_norms_per_group(tmp_path, monk
 
 def test_ungrouped_models_need_no_grouped_norm(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_reference, "hf_norms_groups", lambda: False)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     assert hf_reference.hf_reference_problem(_model_dir(tmp_path / "a", {"model_type": "mamba2", "n_groups": 1})) is None
     assert hf_reference.hf_reference_problem(_model_dir(tmp_path / "b", {"model_type": "mamba"})) is None
 
