@@ -201,7 +201,7 @@ def main() -> None:
     env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name(), **switches}
     print(json.dumps(env), flush=True)
     out = {"env": env}
-    if args.tune_scan:  # pick the Mamba1 scan's wide shape on this GPU before anything runs it
+    if args.tune_scan:  # pick the launch shape of a mamba-2.8b row's scan on this GPU before anything runs it
         from gpu_micro import scan_variants, ssd_times, use_fastest_scan
 
         variants = scan_variants()

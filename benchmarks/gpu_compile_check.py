@@ -83,14 +83,16 @@ KERNELS = [
      dict(K=4, HAS_BIAS=True, BLOCK_L=prefill.CONV_BLOCK_L, BLOCK_C=prefill.CONV_BLOCK_C, STATE_COLS=4, SLOTS=True,
           PDL=True)),
     (prefill._dt_softplus_kernel,
-     dict(dt_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, L=I, H=I, s_db=I, s_dl=I, BLOCK_L=C, BLOCK_H=C, PDL=C),
-     dict(BLOCK_L=prefill.DT_BLOCK_L, BLOCK_H=128, PDL=True)),
+     dict(dt_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, bc_ptr=H, bc_out_ptr=F, L=I, H=I, s_db=I, s_dl=I, s_bcb=I,
+          s_bcl=I, BC=C, BLOCK_L=C, BLOCK_H=C, BLOCK_BC=C, PDL=C),
+     dict(BC=32, BLOCK_L=prefill.DT_BLOCK_L, BLOCK_H=128, BLOCK_BC=32, PDL=True)),
     *[(scan._scan_kernel,
-       dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, C_ptr=H, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, L=I, Di=I,
+       dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=bc, C_ptr=bc, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, L=I, Di=I,
             **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
                               "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C, PDL=C),
        dict(N=16, T=shape[0], BLOCK_D=shape[1], PDL=True, num_warps=shape[2]))
-      for shape in scan.SHAPES.values()],
+      # the narrow launch reads fp32 B and C (scan.wants_fp32_bc)
+      for shape, bc in ((scan.SHAPES["wide"], H), (scan.SHAPES["narrow"], F))],
     # the Triton SSD at mamba2-2.7b / Codestral's head dim 64, d_state 128, chunk 256 (fp16 inputs)
     (ssd_triton._chunk_cumsum,
      dict(dt_ptr=H, A_ptr=F, cum_ptr=F, bias_ptr=F, len_ptr=L64, dt_out_ptr=F, L=I, H=I, T=I, s_dt_b=I, s_dt_l=I,

@@ -9,6 +9,7 @@ prefill conv's tiles; the batched Mamba1 decode update over its launch shapes.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 import torch
@@ -31,17 +32,19 @@ SCAN_SHAPES = ((8, 16, 1), (4, 32, 1), (8, 16, 2), (16, 16, 2), (8, 32, 2), (16,
 
 
 def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
-    """Median ms (as a CUDA graph) of one layer's scan at width Di per (tokens per chunk, channel block, warps);
-    restores the module's shapes, as `ssd_triton_variants` does (`use_fastest_scan` then sets one)."""
+    """Median ms (as a CUDA graph) of one layer's scan at width Di per (tokens per chunk, channel block, warps),
+    with B and C in fp16 (as the wide launch reads them) and in fp32 (key suffix `_fp32bc`, as the prefill
+    widens them for the narrow launch: `scan.wants_fp32_bc`); restores the module's shapes, as
+    `ssd_triton_variants` does (`use_fastest_scan` then sets one)."""
     u, z = (torch.randn(1, L, Di, device="cuda", dtype=torch.float16) for _ in range(2))
     delta = F.softplus(torch.randn(1, L, Di, device="cuda") - 4)
     BC = torch.randn(1, L, 2 * N, device="cuda", dtype=torch.float16)
     A, D = -torch.rand(Di, N, device="cuda") * 4, torch.ones(Di, device="cuda")
-    args = (u, delta, A, BC[..., :N], BC[..., N:], D, z)
-    y_ref = ops.selective_scan(*args)[0].float()
+    y_ref = ops.selective_scan(u, delta, A, BC[..., :N], BC[..., N:], D, z)[0].float()
     results, saved = {}, dict(scan.SHAPES)
-    for T, block, warps in SCAN_SHAPES:
-        key = f"T{T}_bd{block}_w{warps}"
+    for (T, block, warps), bc in itertools.product(SCAN_SHAPES, (BC, BC.float())):
+        key = f"T{T}_bd{block}_w{warps}" + ("_fp32bc" if bc.dtype == torch.float32 else "")
+        args = (u, delta, A, bc[..., :N], bc[..., N:], D, z)
         scan.SHAPES.update(dict.fromkeys(saved, (T, block, warps)))  # whichever shape the width picks
         try:  # a variant off the torch scan is reported, never timed, so it cannot be chosen
             error = _rel(scan.selective_scan(*args)[0].float(), y_ref)
@@ -53,13 +56,17 @@ def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
     return results
 
 
-def use_fastest_scan(results: dict) -> str:
-    """Set the wide launch shape (`scan.SHAPES`) to the fastest of a sweep at mamba-2.8b's width; returns its
-    name. The narrow shape is left as measured in the model: at mamba-130m's width this sweep ranked (8, 16, 2)
-    first, which made that model's 2048-token prefill 5.5 -> 6.5 ms (GPU_NOTES.md v13, device call 58)."""
-    timed = {k: v for k, v in results.items() if isinstance(v, float)}
+def use_fastest_scan(results: dict, Di: int = 5120) -> str:
+    """Set the launch shape that one row at width Di runs (`scan._shape_for`: the narrow one at mamba-2.8b's
+    width since v21) to the sweep's fastest with B and C in the dtype that launch reads them in; returns its
+    name. At mamba-130m's width a sweep like this ranked (8, 16, 2) first, which made that model's 2048-token
+    prefill 5.5 -> 6.5 ms (GPU_NOTES.md v13, device call 58), so sweep at the width you set."""
+    name = scan._shape_for(1, Di)
+    fp32_bc = scan.wants_fp32_bc(1, Di)
+    timed = {k: v for k, v in results.items() if isinstance(v, float) and k.endswith("_fp32bc") == fp32_bc}
     fastest = min(timed, key=timed.get)
-    scan.SHAPES["wide"] = tuple(int(part[len(tag):]) for part, tag in zip(fastest.split("_"), ("T", "bd", "w")))
+    parts = fastest.removesuffix("_fp32bc").split("_")
+    scan.SHAPES[name] = tuple(int(part[len(tag):]) for part, tag in zip(parts, ("T", "bd", "w")))
     return fastest
 
 

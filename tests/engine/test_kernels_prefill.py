@@ -64,11 +64,15 @@ def test_dt_softplus_matches_torch(dtype, heads, first):
     packed = _rand(len(LENGTHS), 37, 310, dtype=dtype, scale=3.0)
     dt = packed[..., first:first + heads]  # a column view, as in the model
     bias = torch.linspace(-25.0, 25.0, heads, device=DEVICE)  # both sides of softplus's threshold (20), far tail
-    out = prefill.dt_softplus(dt, bias, lengths)
+    bc = packed[..., 310 - 24:]  # Mamba1's B and C columns (N = 12), widened to fp32 in the same pass
+    out, no_bc = prefill.dt_softplus(dt, bias, lengths)
+    out_with_bc, bc32 = prefill.dt_softplus(dt, bias, lengths, bc)
     valid = torch.arange(37, device=DEVICE) < lengths[:, None]  # (B, L)
     ref = F.softplus(dt.float() + bias) * valid[..., None]  # the model's torch path
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     assert (out[~valid] == 0).all()
+    assert no_bc is None and torch.equal(out_with_bc, out)
+    assert bc32.dtype == torch.float32 and torch.equal(bc32, bc.float())
 
 
 @pytest.fixture(scope="module")

@@ -99,8 +99,22 @@ def test_tolerance_catches_a_lost_carry():
 
 
 def test_shape_by_program_count():
-    """The wide channel blocks only where they still give enough programs (calls 35 and 60 on the H200:
-    mamba-2.8b's 80 faster with them, mamba-130m's 24 slower than its 96 narrow ones)."""
-    assert scan._shape_for(1, 5120) == "wide"
+    """The wide channel blocks only where they give a program for every SM (GPU_NOTES.md v21: one mamba-2.8b
+    row's 80 slower than its 320 narrow ones with fp32 B and C; mamba-130m's 24 slower since v13), and fp32 B
+    and C only for the narrow launch."""
+    assert scan._shape_for(1, 5120) == "narrow" and scan.wants_fp32_bc(1, 5120)
+    assert scan._shape_for(2, 5120) == "wide" and not scan.wants_fp32_bc(2, 5120)
     assert scan._shape_for(1, 1536) == "narrow"
     assert scan._shape_for(8, 1536) == "wide"
+
+
+def test_scan_reads_fp32_bc(shape):
+    """B and C widened to fp32 (as the prefill passes them to the narrow launch) give the fp16 ones' result."""
+    u, delta, A, B, C, D, z = _inputs(1, 37, HALF, seed=3)
+    y, state = scan.selective_scan(u, delta, A, B.float(), C.float(), D, z)
+    y_half, state_half = scan.selective_scan(u, delta, A, B, C, D, z)
+    y_ref, state_ref = ops.selective_scan(u, delta, A, B, C, D, z)
+    assert _rel(y, y_ref) < TOLERANCE[HALF] and _rel(state, state_ref) < TOLERANCE[HALF]
+    # the same fp32 arithmetic after the load: fp16 B and C are widened exactly, in the kernel or before it
+    torch.testing.assert_close(state, state_half, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(y, y_half, rtol=1e-3, atol=1e-3)

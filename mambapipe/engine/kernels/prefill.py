@@ -18,9 +18,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mambapipe.engine.kernels import fastmath, pdl, ssd
+from mambapipe.engine.kernels import fastmath, pdl, scan, ssd
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
-from mambapipe.engine.kernels.scan import selective_scan
 from mambapipe.engine.kernels.ssm import softplus
 from mambapipe.engine.state import InferenceState, Into, store_at_slots
 from mambapipe.engine.weights import LayerWeights
@@ -95,8 +94,9 @@ def causal_conv1d_prefill(x: Tensor, weight: Tensor, bias: Optional[Tensor], len
 
 
 @triton.jit
-def _dt_softplus_kernel(dt_ptr, bias_ptr, len_ptr, out_ptr, L, H, s_db, s_dl, BLOCK_L: tl.constexpr,
-                        BLOCK_H: tl.constexpr, PDL: tl.constexpr):
+def _dt_softplus_kernel(dt_ptr, bias_ptr, len_ptr, out_ptr, bc_ptr, bc_out_ptr, L, H, s_db, s_dl, s_bcb, s_bcl,
+                        BC: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_BC: tl.constexpr,
+                        PDL: tl.constexpr):
     pdl.allow_next_then_wait(PDL)
     b, lb = tl.program_id(0).to(tl.int64), tl.program_id(1)
     t = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,)
@@ -107,21 +107,34 @@ def _dt_softplus_kernel(dt_ptr, bias_ptr, len_ptr, out_ptr, L, H, s_db, s_dl, BL
                   HALF=dt_ptr.dtype.element_ty != tl.float32)
     dt = tl.where((t < tl.load(len_ptr + b))[:, None], dt, 0.0)  # padding steps leave the state untouched
     tl.store(out_ptr + (b * L + t[:, None]) * H + h[None, :], dt, mask=mask)
+    if BC > 0:  # the first column block of programs also widens its tokens' B and C columns
+        if tl.program_id(2) == 0:
+            c = tl.arange(0, BLOCK_BC)  # (BBC,)
+            bc_mask = (t < L)[:, None] & (c < BC)[None, :]
+            bc = tl.load(bc_ptr + b * s_bcb + t[:, None] * s_bcl + c[None, :], mask=bc_mask, other=0.0)
+            tl.store(bc_out_ptr + (b * L + t[:, None]) * BC + c[None, :], bc.to(tl.float32), mask=bc_mask)
 
 
-def dt_softplus(dt: Tensor, dt_bias: Tensor, lengths: Tensor) -> Tensor:
+def dt_softplus(dt: Tensor, dt_bias: Tensor, lengths: Tensor,
+                bc: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
     """Step sizes softplus(dt + dt_bias) at t < lengths[row], 0 after, as a new (B, L, H) fp32, for Mamba1's
     per-channel dt (the dt_proj output); Mamba2's per-head dt gets the same in the SSD's first kernel.
-    dt (B, L, H) with a unit inner stride; dt_bias (H,) fp32.
-    Twin of the model's `F.softplus(dt.float() + dt_bias) * valid[..., None]`."""
+    dt (B, L, H) with a unit inner stride; dt_bias (H,) fp32. Given Mamba1's B and C columns bc (B, L, 2N, a
+    unit inner stride), also returns them as a new fp32 (B, L, 2N), else None.
+    Twin of the model's `F.softplus(dt.float() + dt_bias) * valid[..., None]` (and `bc.float()`)."""
     batch, length, heads = dt.shape
     out = torch.empty(batch, length, heads, dtype=torch.float32, device=dt.device)
+    bc_out = None if bc is None else torch.empty(bc.shape, dtype=torch.float32, device=dt.device)
+    bc_width = 0 if bc is None else bc.shape[-1]
+    bc_in = (bc, bc_out, bc.stride(0), bc.stride(1)) if bc is not None else (dt, out, 0, 0)  # unread at BC=0
     block_h = min(DT_BLOCK_H, triton.next_power_of_2(heads))
     grid = (batch, triton.cdiv(length, DT_BLOCK_L), triton.cdiv(heads, block_h))
     launch = pdl.launch_options(dt)
-    _dt_softplus_kernel[grid](dt, dt_bias, lengths, out, length, heads, dt.stride(0), dt.stride(1),
-                              BLOCK_L=DT_BLOCK_L, BLOCK_H=block_h, num_warps=4, PDL=bool(launch), **launch)
-    return out
+    _dt_softplus_kernel[grid](dt, dt_bias, lengths, out, bc_in[0], bc_in[1], length, heads, dt.stride(0),
+                              dt.stride(1), bc_in[2], bc_in[3], BC=bc_width, BLOCK_L=DT_BLOCK_L, BLOCK_H=block_h,
+                              BLOCK_BC=triton.next_power_of_2(max(bc_width, 1)), num_warps=4, PDL=bool(launch),
+                              **launch)
+    return out, bc_out
 
 
 def fused_prefill(model, tokens: Tensor, lengths: Tensor, state: InferenceState, slots: Tensor,
@@ -153,11 +166,15 @@ def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor, conv_into:
     x, z = F.linear(h, w.in_proj, w.in_proj_bias).split(model.d_inner, dim=-1)  # (B, L, Di/tp) each
     x, _ = causal_conv1d_prefill(x, w.conv_weight, w.conv_bias, lengths, into=conv_into)  # (B, L, Di/tp)
     x_dbl = model.comm.all_reduce(F.linear(x, w.x_proj))  # (B, L, R+2N): d_inner-split partial sums
-    dt_low, B, C = x_dbl.split([x_dbl.shape[-1] - 2 * N, N, N], dim=-1)
+    dt_low, BC = x_dbl.split([x_dbl.shape[-1] - 2 * N, 2 * N], dim=-1)
     # softplus and the padding mask in their own pass: folded into the scan they made it 3.2x slower on the
-    # H200 (0.74 vs 0.23 ms a mamba-2.8b layer, GPU_NOTES.md v5), far more than this pass costs
-    delta = dt_softplus(F.linear(dt_low, w.dt_proj), w.dt_bias, lengths)  # (B, L, Di/tp) fp32
-    y, ssm = selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp), (B, Di/tp, N) fp32
+    # H200 (0.74 vs 0.23 ms a mamba-2.8b layer, GPU_NOTES.md v5), far more than this pass costs. The pass also
+    # widens B and C to fp32 where the scan's launch reads them faster so (GPU_NOTES.md v21)
+    widen = scan.wants_fp32_bc(x.shape[0], model.d_inner)
+    delta, BC32 = dt_softplus(F.linear(dt_low, w.dt_proj), w.dt_bias, lengths,  # (B, L, Di/tp) fp32
+                              BC if widen else None)
+    B, C = (BC32 if widen else BC).split(N, dim=-1)  # (B, L, N) each
+    y, ssm = scan.selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp), (B, Di/tp, N) fp32
     store_at_slots(ssm_into, ssm)
     return model._out_proj(w, y)
 

@@ -30,10 +30,16 @@ from mambapipe.engine.kernels import fastmath, pdl
 # "narrow" at mamba-130m's (v13, device calls 59-60, the 2048-token prefill 5.32-5.50 -> 4.54-4.75 ms against
 # the associative kernel's 16-channel blocks, which it replaced).
 SHAPES = {"wide": (16, 64, 8), "narrow": (16, 16, 4)}
-# The wide 64-channel blocks need enough programs to fill the GPU: mamba-2.8b's 80 a row ran fastest with them,
-# while mamba-130m's 24 made its 2048-token prefill 5.4 -> 6.3 ms (call 35) and 6.46 ms against the narrow
-# blocks' 4.67 (call 60). Below this many wide programs the narrow shape runs.
-WIDE_MIN_PROGRAMS = 64
+# The wide 64-channel blocks need a program for every SM: mamba-130m's 24 a row made its 2048-token prefill 5.4
+# -> 6.3 ms (call 35) and 6.46 ms against the narrow blocks' 4.67 (call 60); mamba-2.8b's 80 a row were faster
+# than narrow blocks of fp16 B and C, but not than narrow blocks of fp32 ones (v21, below). Below this many
+# wide programs the narrow shape runs.
+WIDE_MIN_PROGRAMS = 132
+# The narrow shape reads B and C in fp32, widened by the prefill's softplus pass (`wants_fp32_bc`): fp16 ones
+# cost every thread 8 conversions a token (Triton 3.6 converts them after the chunk's trip through shared memory;
+# the chunk loop 711 -> 599 SASS instructions), and one mamba-2.8b row's scan took 0.169 ms a layer against the
+# wide shape's 0.186 (v21). They take the kernel from 121 to 150 registers (3 programs an SM, not 4); capped at
+# 128 it compiled without spills but made mamba-2.8b's 2048-token prefill 30.5 -> 33.9 ms (v21).
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
 
 
@@ -151,10 +157,17 @@ def _shape_for(batch: int, d_inner: int) -> str:
     return "wide" if wide_programs >= WIDE_MIN_PROGRAMS else "narrow"
 
 
+def wants_fp32_bc(batch: int, d_inner: int) -> bool:
+    """Whether the scan of `batch` rows at this width should get B and C in fp32 (the narrow shape's launch);
+    the wide one ran 2-3 % slower with them (GPU_NOTES.md v21), so it keeps the projection's dtype."""
+    return _shape_for(batch, d_inner) == "narrow"
+
+
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                    z: Tensor) -> tuple[Tensor, Tensor]:
     """Same contract as `ops.selective_scan`: u, delta (softplus'd, zero at padding), z (Bt, L, Di);
-    A (Di, N) fp32; B, C (Bt, L, N); D (Di,). Inner strides must be 1 (slices of x_proj output are fine).
+    A (Di, N) fp32; B, C (Bt, L, N), fp32 where `wants_fp32_bc`; D (Di,). Inner strides must be 1 (slices of
+    x_proj output are fine).
     Returns y (Bt, L, Di) in u's dtype and the final state (Bt, Di, N) fp32."""
     # Channel loads are coalesced only with a unit channel stride (the conv output arrives transposed).
     u, delta, z = (t if t.stride(-1) == 1 else t.contiguous() for t in (u, delta, z))
