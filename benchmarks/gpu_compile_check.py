@@ -82,10 +82,12 @@ KERNELS = [
           s_ob=I, s_ol=I, s_sb=I, s_sc=I, K=C, HAS_BIAS=C, BLOCK_L=C, BLOCK_C=C, STATE_COLS=C, SLOTS=C, PDL=C),
      dict(K=4, HAS_BIAS=True, BLOCK_L=prefill.CONV_BLOCK_L, BLOCK_C=prefill.CONV_BLOCK_C, STATE_COLS=4, SLOTS=True,
           PDL=True)),
-    (prefill._dt_softplus_kernel,
-     dict(dt_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, bc_ptr=H, bc_out_ptr=F, L=I, H=I, s_db=I, s_dl=I, s_bcb=I,
-          s_bcl=I, BC=C, BLOCK_L=C, BLOCK_H=C, BLOCK_BC=C, PDL=C),
-     dict(BC=32, BLOCK_L=prefill.DT_BLOCK_L, BLOCK_H=128, BLOCK_BC=32, PDL=True)),
+    (prefill._dt_proj_softplus_kernel,
+     dict(a_ptr=H, w_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, bc_ptr=H, bc_out_ptr=F, L=I, D=I, R=I, s_ab=I,
+          s_al=I, s_bcb=I, s_bcl=I, BC=C, BLOCK_L=C, BLOCK_D=C, BLOCK_R=C, BLOCK_BC=C, PRECISION=C, PDL=C),
+     dict(BC=32, BLOCK_L=prefill.DT_PROJ_TILE[0], BLOCK_D=prefill.DT_PROJ_TILE[1], BLOCK_R=prefill.DT_PROJ_TILE[2],
+          BLOCK_BC=32, PRECISION="tf32", PDL=True, num_warps=prefill.DT_PROJ_TILE[3],
+          num_stages=prefill.DT_PROJ_TILE[4])),
     *[(scan._scan_kernel,
        dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=bc, C_ptr=bc, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, L=I, Di=I,
             **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
@@ -160,9 +162,10 @@ def main() -> int:
     failed = 0
     for kernel, signature, constants in KERNELS:
         constants = dict(constants)
-        # launch_pdl as the decode and prefill kernels are launched on an H200 (kernels/pdl.py); num_warps as
-        # launched
-        options = {"launch_pdl": constants.get("PDL", False), "num_warps": constants.pop("num_warps", 4)}
+        # launch_pdl as the decode and prefill kernels are launched on an H200 (kernels/pdl.py); num_warps and
+        # num_stages as launched (Triton's defaults where a launch does not set them)
+        options = {"launch_pdl": constants.get("PDL", False), "num_warps": constants.pop("num_warps", 4),
+                   "num_stages": constants.pop("num_stages", 3)}
         attrs = launch_alignment(kernel, signature) if args.report else None
         try:
             compiled = triton.compile(ASTSource(kernel, signature, constants, attrs), target=GPUTarget("cuda", 90, 32),

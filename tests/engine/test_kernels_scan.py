@@ -33,7 +33,7 @@ def _inputs(batch: int, length: int, dtype: torch.dtype, seed: int):
         return (torch.randn(*shape, generator=gen) * scale).to(DEVICE)
 
     u, z = rand(batch, length, D_INNER).to(dtype), rand(batch, length, D_INNER).to(dtype)
-    delta = F.softplus(rand(batch, length, D_INNER) - 1.0)  # fp32, as prefill.dt_softplus returns it
+    delta = F.softplus(rand(batch, length, D_INNER) - 1.0)  # fp32, as prefill.dt_proj_softplus returns it
     x_proj = rand(batch, length, 8 + 2 * N).to(dtype)  # (B, L, R + 2N): dt rank 8, then B, then C
     A = -torch.exp(rand(D_INNER, N, scale=0.5)) * 2  # fp32, both slow and fast decays
     D = rand(D_INNER)
@@ -76,7 +76,7 @@ def test_sequential_chunk_shapes(shape, monkeypatch):
 
 
 def test_padded_row_keeps_its_state(shape):
-    """Batch 2, row 1 padded after 21 of 37 tokens (delta 0 there, as dt_softplus masks it): its final state is
+    """Batch 2, row 1 padded after 21 of 37 tokens (delta 0 there, as dt_proj_softplus masks it): its final state is
     the state at token 21, and every y matches the reference."""
     u, delta, A, B, C, D, z = _inputs(2, 37, torch.float32, seed=7)
     delta[1, 21:] = 0

@@ -146,6 +146,6 @@ def test_raw_dt_with_bias_equals_softplus_first(triton_ssd, monkeypatch):
     steps = F.softplus(raw.float() + bias) * valid[..., None]
     y_ref, final_ref = ssd.ssd_chunk_scan(x, steps, A, B, C, D, 16)
     y, final = ssd.ssd_chunk_scan(x, raw, A, B, C, D, 16, dt_bias=bias, lengths=lengths)
-    # the kernel's softplus, log(1 + exp(x)), rounds apart from torch's (`prefill.dt_softplus`'s test: 1e-5)
+    # the kernel's softplus, log(1 + exp(x)), rounds apart from torch's (`prefill.dt_proj_softplus`'s test: 1e-5)
     assert _rel(y, y_ref) < 1e-5 and _rel(final, final_ref) < 1e-5
     assert _rel(final[1], ssd.ssd_chunk_scan(x[1:, :23], steps[1:, :23], A, B[1:, :23], C[1:, :23], D, 16)[1][0]) < 1e-5

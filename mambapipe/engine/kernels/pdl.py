@@ -12,9 +12,10 @@ returns, a kernel reads only what no earlier kernel of the same step writes:
 Everything a previous kernel produced (the residual stream, projection outputs) is read after the wait, which
 returns once the previous kernel has finished and its writes are visible. A kernel launched with PDL must
 always wait before such reads, even when its predecessor is not a PDL kernel.
-The prefill's Triton kernels (norms, conv, the SSD's five, the Mamba1 scan) launch with PDL too: there each
-kernel's inputs are its predecessors' outputs, so they allow the next launch and wait first thing, and only
-the launch latency between two kernels overlaps.
+The prefill's Triton kernels (norms, conv, the SSD's five, Mamba1's dt_proj and scan) launch with PDL too:
+there each kernel's inputs are its predecessors' outputs, so they allow the next launch and wait first thing,
+and only the launch latency between two kernels overlaps. Mamba1's dt_proj kernel allows the next launch at its
+end instead (kernels/prefill.py): the scan after it, launched early, made a mamba-130m prefill 40 % slower.
 """
 
 from __future__ import annotations

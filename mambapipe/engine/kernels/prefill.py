@@ -3,7 +3,8 @@ which dispatches here on CUDA.
 
 Per layer: one add+RMSNorm over the (B*L, H) rows (the previous layer's output is added to the fp32 residual
 inside it), the in_proj GEMM, the channels-last causal conv + SiLU reading its input columns in place, then
-Mamba1: x_proj and dt_proj GEMMs, softplus(dt + bias) masked, the Triton scan (kernels/scan.py);
+Mamba1: the x_proj GEMM, dt_proj with softplus(dt + bias) masked in one Triton pass, the Triton scan
+(kernels/scan.py);
 Mamba2: the chunked SSD (kernels/ssd.py; softplus(dt + bias) masked in its first pass), the gated norm
 reading z in place; then out_proj. No transposes; the one fp32 (L, Di)-sized tensor is Mamba1's step sizes.
 """
@@ -29,7 +30,12 @@ from mambapipe.models import TRTLLM_NORM_EPSILON as EPS
 # they are served from L1/L2 and DRAM sees each input about once. The fastest of 7 tiles on the H200 at
 # 2048 tokens (`gpu_micro.conv_variants`, GPU_NOTES.md v9): 23.5 us (mamba2-2.7b), 38.8 us (Codestral).
 CONV_BLOCK_L, CONV_BLOCK_C = 16, 256
-DT_BLOCK_L, DT_BLOCK_H = 64, 128
+# (BLOCK_L, BLOCK_D, BLOCK_R, warps, stages) of Mamba1's dt_proj + softplus: (tokens x R) @ (R x channels) tiles.
+# The fastest of 10 on the H200 at every shape timed (GPU_NOTES.md v22): 23.6 us at mamba-2.8b's 2048-token row
+# (cuBLAS's dt_proj + the softplus pass before: 30.3), 6.9 us at mamba-130m's (11.0). Unlike the other prefill
+# kernels it lets the next one (the scan) launch only at its end: allowed first thing, the 2048-token prefill of
+# mamba-130m took 5.38 ms as a CUDA graph against 3.83 (mamba-2.8b's within noise).
+DT_PROJ_TILE = (64, 64, 32, 4, 2)
 
 
 @triton.jit
@@ -94,46 +100,63 @@ def causal_conv1d_prefill(x: Tensor, weight: Tensor, bias: Optional[Tensor], len
 
 
 @triton.jit
-def _dt_softplus_kernel(dt_ptr, bias_ptr, len_ptr, out_ptr, bc_ptr, bc_out_ptr, L, H, s_db, s_dl, s_bcb, s_bcl,
-                        BC: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_BC: tl.constexpr,
-                        PDL: tl.constexpr):
-    pdl.allow_next_then_wait(PDL)
-    b, lb = tl.program_id(0).to(tl.int64), tl.program_id(1)
+def _dt_proj_softplus_kernel(a_ptr, w_ptr, bias_ptr, len_ptr, out_ptr, bc_ptr, bc_out_ptr, L, D, R, s_ab, s_al,
+                             s_bcb, s_bcl, BC: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+                             BLOCK_R: tl.constexpr, BLOCK_BC: tl.constexpr, PRECISION: tl.constexpr,
+                             PDL: tl.constexpr):
+    pdl.wait_previous(PDL)  # the next launch is allowed at the end, not first thing: see DT_PROJ_TILE
+    db, lb, b = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     t = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # (BL,)
-    h = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,)
-    mask = (t < L)[:, None] & (h < H)[None, :]
-    dt = tl.load(dt_ptr + b * s_db + t[:, None] * s_dl + h[None, :], mask=mask, other=0.0).to(tl.float32)
-    dt = softplus(dt + tl.load(bias_ptr + h, mask=h < H, other=0.0)[None, :],  # (BL, BH)
-                  HALF=dt_ptr.dtype.element_ty != tl.float32)
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
+    t_ok, d_ok = t < L, d < D
+    acc = tl.zeros((BLOCK_L, BLOCK_D), dtype=tl.float32)
+    for r0 in range(0, R, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)  # (BR,)
+        a = tl.load(a_ptr + b * s_ab + t[:, None] * s_al + r[None, :], mask=t_ok[:, None] & (r < R)[None, :],
+                    other=0.0)  # (BL, BR): dt_low
+        w = tl.load(w_ptr + d[None, :] * R + r[:, None], mask=(r < R)[:, None] & d_ok[None, :], other=0.0)  # (BR, BD)
+        acc += tl.dot(a, w, input_precision=PRECISION)
+    dtype = a_ptr.dtype.element_ty
+    dt = acc.to(dtype).to(tl.float32) + tl.load(bias_ptr + d, mask=d_ok, other=0.0)[None, :]  # F.linear's rounding
+    dt = softplus(dt, HALF=dtype != tl.float32)  # (BL, BD)
     dt = tl.where((t < tl.load(len_ptr + b))[:, None], dt, 0.0)  # padding steps leave the state untouched
-    tl.store(out_ptr + (b * L + t[:, None]) * H + h[None, :], dt, mask=mask)
+    tl.store(out_ptr + (b * L + t[:, None]) * D + d[None, :], dt, mask=t_ok[:, None] & d_ok[None, :])
     if BC > 0:  # the first column block of programs also widens its tokens' B and C columns
-        if tl.program_id(2) == 0:
+        if db == 0:
             c = tl.arange(0, BLOCK_BC)  # (BBC,)
-            bc_mask = (t < L)[:, None] & (c < BC)[None, :]
+            bc_mask = t_ok[:, None] & (c < BC)[None, :]
             bc = tl.load(bc_ptr + b * s_bcb + t[:, None] * s_bcl + c[None, :], mask=bc_mask, other=0.0)
             tl.store(bc_out_ptr + (b * L + t[:, None]) * BC + c[None, :], bc.to(tl.float32), mask=bc_mask)
+    pdl.allow_next(PDL)
 
 
-def dt_softplus(dt: Tensor, dt_bias: Tensor, lengths: Tensor,
-                bc: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
-    """Step sizes softplus(dt + dt_bias) at t < lengths[row], 0 after, as a new (B, L, H) fp32, for Mamba1's
-    per-channel dt (the dt_proj output); Mamba2's per-head dt gets the same in the SSD's first kernel.
-    dt (B, L, H) with a unit inner stride; dt_bias (H,) fp32. Given Mamba1's B and C columns bc (B, L, 2N, a
-    unit inner stride), also returns them as a new fp32 (B, L, 2N), else None.
-    Twin of the model's `F.softplus(dt.float() + dt_bias) * valid[..., None]` (and `bc.float()`)."""
-    batch, length, heads = dt.shape
-    out = torch.empty(batch, length, heads, dtype=torch.float32, device=dt.device)
-    bc_out = None if bc is None else torch.empty(bc.shape, dtype=torch.float32, device=dt.device)
+def dt_proj_softplus(dt_low: Tensor, dt_proj: Tensor, dt_bias: Tensor, lengths: Tensor,
+                     bc: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+    """Mamba1's step sizes softplus(dt_low @ dt_projᵀ + dt_bias) at t < lengths[row], 0 after, as a new
+    (B, L, Di) fp32: the dt_proj product and the softplus in one pass, so its output never goes to memory in
+    the model dtype and back. dt_low (B, L, R) with a unit inner stride (the x_proj output's first columns);
+    dt_proj (Di, R) contiguous, in dt_low's dtype; dt_bias (Di,) fp32. Given Mamba1's B and C columns bc
+    (B, L, 2N, a unit inner stride), also returns them as a new fp32 (B, L, 2N), else None.
+    Twin of the model's `F.softplus(F.linear(dt_low, dt_proj).float() + dt_bias) * valid[..., None]` (and
+    `bc.float()`): the product is rounded to the model dtype before the bias, as F.linear's output is."""
+    batch, length, rank = dt_low.shape
+    d_inner = dt_proj.shape[0]
+    if dt_proj.stride() != (rank, 1):
+        raise ValueError(f"dt_proj_softplus needs a contiguous (Di, R) dt_proj, got strides {dt_proj.stride()}")
+    out = torch.empty(batch, length, d_inner, dtype=torch.float32, device=dt_low.device)
+    bc_out = None if bc is None else torch.empty(bc.shape, dtype=torch.float32, device=dt_low.device)
     bc_width = 0 if bc is None else bc.shape[-1]
-    bc_in = (bc, bc_out, bc.stride(0), bc.stride(1)) if bc is not None else (dt, out, 0, 0)  # unread at BC=0
-    block_h = min(DT_BLOCK_H, triton.next_power_of_2(heads))
-    grid = (batch, triton.cdiv(length, DT_BLOCK_L), triton.cdiv(heads, block_h))
-    launch = pdl.launch_options(dt)
-    _dt_softplus_kernel[grid](dt, dt_bias, lengths, out, bc_in[0], bc_in[1], length, heads, dt.stride(0),
-                              dt.stride(1), bc_in[2], bc_in[3], BC=bc_width, BLOCK_L=DT_BLOCK_L, BLOCK_H=block_h,
-                              BLOCK_BC=triton.next_power_of_2(max(bc_width, 1)), num_warps=4, PDL=bool(launch),
-                              **launch)
+    bc_in = (bc, bc_out, bc.stride(0), bc.stride(1)) if bc is not None else (dt_low, out, 0, 0)  # unread at BC=0
+    block_l, block_d, block_r, warps, stages = DT_PROJ_TILE
+    block_r = max(16, min(block_r, triton.next_power_of_2(rank)))  # tl.dot needs K >= 16
+    grid = (triton.cdiv(d_inner, block_d), triton.cdiv(length, block_l), batch)
+    launch = pdl.launch_options(dt_low)
+    _dt_proj_softplus_kernel[grid](
+        dt_low, dt_proj, dt_bias, lengths, out, bc_in[0], bc_in[1], length, d_inner, rank, dt_low.stride(0),
+        dt_low.stride(1), bc_in[2], bc_in[3], BC=bc_width, BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_R=block_r,
+        BLOCK_BC=triton.next_power_of_2(max(bc_width, 1)),
+        PRECISION="ieee" if dt_low.dtype == torch.float32 else "tf32", num_warps=warps, num_stages=stages,
+        PDL=bool(launch), **launch)
     return out, bc_out
 
 
@@ -167,12 +190,12 @@ def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor, conv_into:
     x, _ = causal_conv1d_prefill(x, w.conv_weight, w.conv_bias, lengths, into=conv_into)  # (B, L, Di/tp)
     x_dbl = model.comm.all_reduce(F.linear(x, w.x_proj))  # (B, L, R+2N): d_inner-split partial sums
     dt_low, BC = x_dbl.split([x_dbl.shape[-1] - 2 * N, 2 * N], dim=-1)
-    # softplus and the padding mask in their own pass: folded into the scan they made it 3.2x slower on the
-    # H200 (0.74 vs 0.23 ms a mamba-2.8b layer, GPU_NOTES.md v5), far more than this pass costs. The pass also
-    # widens B and C to fp32 where the scan's launch reads them faster so (GPU_NOTES.md v21)
+    # softplus and the padding mask with the dt_proj product, not in the scan: folded into the scan they made it
+    # 3.2x slower on the H200 (0.74 vs 0.23 ms a mamba-2.8b layer, GPU_NOTES.md v5), far more than this pass
+    # costs. The pass also widens B and C to fp32 where the scan's launch reads them faster so (v21)
     widen = scan.wants_fp32_bc(x.shape[0], model.d_inner)
-    delta, BC32 = dt_softplus(F.linear(dt_low, w.dt_proj), w.dt_bias, lengths,  # (B, L, Di/tp) fp32
-                              BC if widen else None)
+    delta, BC32 = dt_proj_softplus(dt_low, w.dt_proj, w.dt_bias, lengths,  # (B, L, Di/tp) fp32
+                                   BC if widen else None)
     B, C = (BC32 if widen else BC).split(N, dim=-1)  # (B, L, N) each
     y, ssm = scan.selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp), (B, Di/tp, N) fp32
     store_at_slots(ssm_into, ssm)

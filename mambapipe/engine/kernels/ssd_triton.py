@@ -238,7 +238,7 @@ def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
     states[slots[b]] instead (in states' dtype: the inference state's layer, no copy after), and None is
     returned for it.
     dt_bias (Hh,) fp32 with lengths (Bt,): dt is the raw projection instead (any float dtype and strides), and
-    the step sizes are softplus(dt + dt_bias) at t < lengths[b], 0 after (as `prefill.dt_softplus`)."""
+    the step sizes are softplus(dt + dt_bias) at t < lengths[b], 0 after (as `prefill.dt_proj_softplus`)."""
     batch, length, heads, P = x.shape
     N = B.shape[3]
     T = min(chunk_size, length)
