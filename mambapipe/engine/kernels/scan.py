@@ -35,11 +35,11 @@ SHAPES = {"wide": (16, 64, 8), "narrow": (16, 16, 4)}
 # than narrow blocks of fp16 B and C, but not than narrow blocks of fp32 ones (v21, below). Below this many
 # wide programs the narrow shape runs.
 WIDE_MIN_PROGRAMS = 132
-# The narrow shape reads B and C in fp32, widened by the prefill's softplus pass (`wants_fp32_bc`): fp16 ones
-# cost every thread 8 conversions a token (Triton 3.6 converts them after the chunk's trip through shared memory;
-# the chunk loop 711 -> 599 SASS instructions), and one mamba-2.8b row's scan took 0.169 ms a layer against the
-# wide shape's 0.186 (v21). They take the kernel from 121 to 150 registers (3 programs an SM, not 4); capped at
-# 128 it compiled without spills but made mamba-2.8b's 2048-token prefill 30.5 -> 33.9 ms (v21).
+# The narrow shape reads B and C in fp32, widened by the prefill's dt_proj + softplus kernel (`wants_fp32_bc`):
+# fp16 ones cost every thread 8 conversions a token (Triton 3.6 converts them after the chunk's trip through
+# shared memory; the chunk loop 711 -> 599 SASS instructions), and one mamba-2.8b row's scan took 0.169 ms a
+# layer against the wide shape's 0.186 (v21). They take the kernel from 121 to 150 registers (3 programs an SM,
+# not 4); capped at 128 it compiled without spills but made mamba-2.8b's 2048-token prefill 30.5 -> 33.9 ms (v21).
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
 
 
