@@ -110,7 +110,8 @@ KERNELS = [
           heads_per_group=I, **{n: I for n in "s_xb s_xl s_xh s_xp s_dt_b s_dt_l s_dt_h s_bb s_bl s_bg s_bn".split()},
           BLOCK_P=C, BLOCK_N=C, BLOCK_L=C, PRECISION=C, EVEN=C, PDL=C),
      dict(BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.CHUNK_STATE_BLOCK_N, BLOCK_L=ssd_triton.CHUNK_STATE_BLOCK_L,
-          PRECISION="tf32", EVEN=True, PDL=True, num_warps=ssd_triton.CHUNK_STATE_WARPS)),
+          PRECISION="tf32", EVEN=True, PDL=True, num_warps=ssd_triton.CHUNK_STATE_WARPS,
+          num_stages=ssd_triton.CHUNK_STATE_STAGES)),
     (ssd_triton._state_passing,
      dict(states_ptr=F, carried_ptr=H, cum_ptr=F, final_ptr=H, slot_ptr=L64, H=I, T=I, n_chunks=I, PN=I, s_final=I,
           BLOCK=C, SLOTS=C, PDL=C), dict(BLOCK=ssd_triton.STATE_BLOCK, SLOTS=True, PDL=True)),
@@ -119,8 +120,9 @@ KERNELS = [
           T=I, n_chunks=I, heads_per_group=I,
           **{n: I for n in "s_xb s_xl s_xh s_xp s_dt_b s_dt_l s_dt_h s_cb s_cl s_cg s_cn".split()},
           BLOCK_L=C, BLOCK_P=C, BLOCK_N=C, PRECISION=C, EVEN=C, PDL=C),
-     dict(BLOCK_L=ssd_triton.BLOCK_L, BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.BLOCK_N, PRECISION="tf32",
-          EVEN=True, PDL=True, num_warps=ssd_triton.CHUNK_SCAN_WARPS)),
+     dict(BLOCK_L=ssd_triton.BLOCK_L, BLOCK_P=ssd_triton.BLOCK_P, BLOCK_N=ssd_triton.CHUNK_SCAN_BLOCK_N,
+          PRECISION="tf32", EVEN=True, PDL=True, num_warps=ssd_triton.CHUNK_SCAN_WARPS,
+          num_stages=ssd_triton.CHUNK_SCAN_STAGES)),
 ]
 
 

@@ -62,7 +62,7 @@ def test_fp32_matches_twin(batch, length, heads, groups, chunk):
 
 def test_small_tiles_cover_every_loop(monkeypatch):
     """Tiles of 16 inside a 40-token chunk: several row tiles, d_state and head-dim blocks, causal skips."""
-    for name in ("BLOCK_L", "BLOCK_P", "BLOCK_N", "CHUNK_STATE_BLOCK_N"):
+    for name in ("BLOCK_L", "BLOCK_P", "BLOCK_N", "CHUNK_SCAN_BLOCK_N", "CHUNK_STATE_BLOCK_N"):
         monkeypatch.setattr(ssd_triton, name, 16)
     monkeypatch.setattr(ssd_triton, "CHUNK_STATE_BLOCK_L", 32)  # its own tile: a short second step in a chunk
     monkeypatch.setattr(ssd_triton, "STATE_BLOCK", 256)  # several state-passing programs a head

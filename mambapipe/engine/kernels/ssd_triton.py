@@ -43,8 +43,14 @@ from mambapipe.engine.state import Into
 # stage: its loops are 0-3 tiles long, too short for staged copies to pay; a layer's SSD 89.3 -> 85.8 us
 # (mamba2-2.7b), 140.6 -> 132.4 (Codestral) against 3 stages (GPU_NOTES.md v15). Head-dim tiles of 32,
 # 128-row tiles, and the tiles through TMA descriptors were all slower.
-BLOCK_L, BLOCK_P, BLOCK_N = 64, 64, 64  # chunk-scan rows, head-dim columns, d_state step of C.h_in and C.Bᵀ
+BLOCK_L, BLOCK_P, BLOCK_N = 64, 64, 64  # chunk-scan rows, head-dim columns, d_state step of C.Bᵀ
 CHUNK_SCAN_WARPS, CHUNK_SCAN_STAGES = 4, 1
+# The chunk scan's d_state step of C.h_in: the whole d_state (128) in one dot, so its loads are not split over two
+# dependent rounds; the diagonal tile is formed first for the same reason. Against a step of 64 and the diagonal
+# tile last, a layer's SSD as a CUDA graph took 130.5 -> 127.2 us (Codestral), 84.3 -> 82.3 (mamba2-2.7b), 41.5
+# either way (mamba2-130m) (GPU_NOTES.md v23). Unrolled loops over masked tiles, 8 warps, and launching the
+# heaviest row tiles first were slower on Codestral.
+CHUNK_SCAN_BLOCK_N = 128
 # The chunk state's (64 x BLOCK_N) accumulator over CHUNK_STATE_BLOCK_L positions a step: with the whole
 # d_state in one program x is read once; the fastest of 5 settings on the H200 (GPU_NOTES.md v10): a
 # mamba2-2.7b / Codestral layer's SSD 0.110 -> 0.104 / 0.172 -> 0.165 ms against (64, 64, 4, 3).
@@ -195,12 +201,20 @@ def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
     # (0, 1]. Those tiles then need a column scale (BL exps) instead of a (BL x BL) decay matrix, and the row
     # scale is applied once at the end; the carried-in term exp(cum_l) C_l h_in rides along the same way.
     cum_ref = tl.load(cum_chunk + l0)
-    c_rows = C_ptr + b * s_cb + (c * T + l)[:, None] * s_cl + g * s_cg  # (BL, 1)
-    acc = _carried_in(c_rows, l_ok, states_ptr + (bc * H + h) * P * N, p, P, N, s_cn,
-                      BLOCK_L, BLOCK_P, BLOCK_N, PRECISION, EVEN) * tl.exp(cum_ref)  # (BL, BP)
     x_head = x_ptr + b * s_xb + h * s_xh + p[None, :] * s_xp  # (1, BP)
     cb_rows = cb_ptr + ((bc * G + g) * T + l[:, None]) * T  # (BL, 1)
     dt_head = dt_ptr + b * s_dt_b + h * s_dt_h
+    # the diagonal tile first (its loads depend on no loop): the full decay matrix, masked to s <= l; its x tile
+    # is this tile's rows, for the D skip too
+    cb = tl.load(cb_rows + l[None, :], mask=in_chunk[:, None] & l_ok[None, :], other=0.0).to(tl.float32)
+    dt_l = tl.load(dt_head + (c * T + l) * s_dt_l, mask=l_ok, other=0.0)
+    xl = tl.load(x_head + (c * T + l)[:, None] * s_xl, mask=l_ok[:, None] & p_ok[None, :], other=0.0)  # (BL, BP)
+    decay = tl.where(l[None, :] <= l[:, None], tl.exp(cum_l[:, None] - cum_l[None, :]), 0.0)  # (BL, BL)
+    diagonal = tl.dot((cb * decay * dt_l[None, :]).to(xl.dtype), xl, input_precision=PRECISION)  # (BL, BP)
+    diagonal += xl.to(tl.float32) * tl.load(D_ptr + h)  # the D skip
+    c_rows = C_ptr + b * s_cb + (c * T + l)[:, None] * s_cl + g * s_cg  # (BL, 1)
+    acc = _carried_in(c_rows, l_ok, states_ptr + (bc * H + h) * P * N, p, P, N, s_cn,
+                      BLOCK_L, BLOCK_P, BLOCK_N, PRECISION, EVEN) * tl.exp(cum_ref)  # (BL, BP)
     for s0 in range(0, l0, BLOCK_L):  # the tiles below the diagonal tile
         s = s0 + tl.arange(0, BLOCK_L)  # (BL,)
         s_ok = (c * T + s < L) | EVEN
@@ -212,13 +226,7 @@ def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
         column = tl.exp(cum_ref - cum_s) * dt_s  # (BL,)
         acc += tl.dot((cb * column[None, :]).to(xs.dtype), xs, input_precision=PRECISION)
     acc *= tl.exp(tl.minimum(cum_l - cum_ref, 0.0))[:, None]  # the row scale (rows past T: clamped, unused)
-    # the diagonal tile: the full decay matrix, masked to s <= l; its x tile is this tile's rows, for D too
-    cb = tl.load(cb_rows + l[None, :], mask=in_chunk[:, None] & l_ok[None, :], other=0.0).to(tl.float32)
-    dt_l = tl.load(dt_head + (c * T + l) * s_dt_l, mask=l_ok, other=0.0)
-    decay = tl.where(l[None, :] <= l[:, None], tl.exp(cum_l[:, None] - cum_l[None, :]), 0.0)  # (BL, BL)
-    xl = tl.load(x_head + (c * T + l)[:, None] * s_xl, mask=l_ok[:, None] & p_ok[None, :], other=0.0)
-    acc += tl.dot((cb * decay * dt_l[None, :]).to(xl.dtype), xl, input_precision=PRECISION)
-    acc += xl.to(tl.float32) * tl.load(D_ptr + h)  # the D skip
+    acc += diagonal
     out = y_ptr + (((b * L + c * T + l[:, None]) * H + h) * P + p[None, :])  # y is (B, L, H, P)
     tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=l_ok[:, None] & p_ok[None, :])
 
@@ -280,7 +288,7 @@ def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Te
     states = torch.empty(batch, n_chunks, heads, P, N, device=x.device, dtype=torch.float32)  # chunks' own
     carried = torch.empty(batch, n_chunks, heads, P, N, **half)  # the state entering each chunk
     y = torch.empty(batch, length, heads, P, **half)
-    bl, bp, bn = _fit(BLOCK_L, T), _fit(BLOCK_P, P), _fit(BLOCK_N, N)
+    bl, bp, bn, scan_bn = _fit(BLOCK_L, T), _fit(BLOCK_P, P), _fit(BLOCK_N, N), _fit(CHUNK_SCAN_BLOCK_N, N)
     state_bl, state_bn = _fit(CHUNK_STATE_BLOCK_L, T), _fit(CHUNK_STATE_BLOCK_N, N)
     precision = "ieee" if x.dtype == torch.float32 else "tf32"  # half inputs: tensor cores either way
     _bmm_chunk[(triton.cdiv(T, bl) ** 2, n_chunks * G, batch)](
@@ -296,7 +304,7 @@ def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Te
         SLOTS=slotted, PDL=bool(launch), **launch)
     _chunk_scan[(triton.cdiv(T, bl) * triton.cdiv(P, bp), batch * n_chunks, heads)](
         x, dt, C, D, cum, cb, carried, y, length, heads, G, P, N, T, n_chunks, heads // G,
-        *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=bn, PRECISION=precision,
-        EVEN=_whole_tiles(length, T, bl, (P, bp), (N, bn)),
+        *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=scan_bn, PRECISION=precision,
+        EVEN=_whole_tiles(length, T, bl, (P, bp), (N, scan_bn)),
         num_warps=CHUNK_SCAN_WARPS, num_stages=CHUNK_SCAN_STAGES, PDL=bool(launch), **launch)
     return y
