@@ -173,24 +173,27 @@ def mamba1_update_variants(batches: tuple[int, ...] = (64, 8)) -> dict:
     return results
 
 
-CONV_TILES = ((16, 256), (32, 256), (64, 128), (16, 512), (32, 128), (8, 512), (64, 64))  # (BLOCK_L, BLOCK_C)
+CONV_TILES = ((16, 128), (16, 256), (32, 128), (8, 256), (32, 64), (64, 64), (8, 512))  # (BLOCK_L, BLOCK_C)
+CONV_WIDTHS = (("mamba_130m", 1536), ("mamba2_130m", 1792), ("mamba_2p8b", 5120), ("mamba2_2p7b", 5376),
+               ("codestral_7b", 10240))  # conv channels: d_inner (Mamba1), d_inner + 2 G N (Mamba2)
 
 
-def conv_variants(L: int = 2048) -> dict:
-    """Median ms (as a CUDA graph: timed eagerly, one Triton launch costs about what the kernel does) of the
-    prefill conv (kernels/prefill.py) per tile at mamba2-2.7b's and Codestral's conv widths; restores the
-    module defaults."""
+def conv_variants(L: int = 2048, inputs: int = 4) -> dict:
+    """Median ms of the prefill conv (kernels/prefill.py) per tile at each model's conv width, as a CUDA graph
+    (timed eagerly, one Triton launch costs about what the kernel does) convolving `inputs` inputs in turn, so
+    they come from HBM as a layer's in_proj output mostly does, not from L2; restores the module defaults."""
     saved = (prefill.CONV_BLOCK_L, prefill.CONV_BLOCK_C)
     results = {}
-    for name, channels in (("mamba2_2p7b", 5376), ("codestral_7b", 10240)):
-        xz = torch.randn(1, L, channels + 512, device="cuda", dtype=torch.float16)  # the conv reads a column slice
+    for name, channels in CONV_WIDTHS:
+        # the conv reads a column slice of the in_proj output
+        xz = [torch.randn(1, L, channels + 512, device="cuda", dtype=torch.float16) for _ in range(inputs)]
         weight, bias = (torch.randn(*shape, device="cuda", dtype=torch.float16)
                         for shape in ((channels, 4), (channels,)))
-        x, lengths = xz[..., 256:256 + channels], torch.tensor([L], device="cuda")
+        xs, lengths = [t[..., 256:256 + channels] for t in xz], torch.tensor([L], device="cuda")
         for rows, cols in CONV_TILES:
             prefill.CONV_BLOCK_L, prefill.CONV_BLOCK_C = rows, cols
-            results[f"{name}_L{rows}_C{cols}"] = _graph_ms(lambda: prefill.causal_conv1d_prefill(x, weight, bias,
-                                                                                                 lengths))
+            results[f"{name}_L{rows}_C{cols}"] = _graph_ms(
+                lambda: [prefill.causal_conv1d_prefill(x, weight, bias, lengths) for x in xs]) / inputs
     prefill.CONV_BLOCK_L, prefill.CONV_BLOCK_C = saved
     return results
 

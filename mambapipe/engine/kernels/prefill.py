@@ -26,10 +26,12 @@ from mambapipe.engine.state import InferenceState, Into, store_at_slots
 from mambapipe.engine.weights import LayerWeights
 from mambapipe.models import TRTLLM_NORM_EPSILON as EPS
 
-# 16 tokens x 256 channels a program: 512-byte coalesced fp16 rows; the K shifted loads of a tile overlap, so
-# they are served from L1/L2 and DRAM sees each input about once. The fastest of 7 tiles on the H200 at
-# 2048 tokens (`gpu_micro.conv_variants`, GPU_NOTES.md v9): 23.5 us (mamba2-2.7b), 38.8 us (Codestral).
-CONV_BLOCK_L, CONV_BLOCK_C = 16, 256
+# 16 tokens x 128 channels a program: 256-byte coalesced fp16 rows; the K shifted loads of a tile overlap, so
+# they are served from L1/L2 and DRAM sees each input about once. The fastest of 7 tiles on the H200 at 2048
+# tokens at all five models' widths, inputs from HBM (`gpu_micro.conv_variants`, GPU_NOTES.md v23): Codestral
+# 33.4 -> 28.8 us, mamba2-2.7b 18.7 -> 16.0, mamba-2.8b 17.8 -> 15.1 against v9's (16, 256), which was picked
+# timing one input that L2 partly held.
+CONV_BLOCK_L, CONV_BLOCK_C = 16, 128
 # (BLOCK_L, BLOCK_D, BLOCK_R, warps, stages) of Mamba1's dt_proj + softplus: (tokens x R) @ (R x channels) tiles.
 # The fastest of 10 on the H200 at every shape timed (GPU_NOTES.md v22): 23.6 us at mamba-2.8b's 2048-token row
 # (cuBLAS's dt_proj + the softplus pass before: 30.3), 6.9 us at mamba-130m's (11.0). Unlike the other prefill
