@@ -28,7 +28,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from mambapipe.engine.kernels import conv, gemv, norms, prefill, scan, ssd_triton, ssm
+from mambapipe.engine.kernels import conv, gemv, gemv_slice, norms, prefill, scan, ssd_triton, ssm
 
 H, F, I, C, L64 = "*fp16", "*fp32", "i32", "constexpr", "*i64"
 KERNELS = [
@@ -57,6 +57,13 @@ KERNELS = [
        dict(GATED=True, NORM_AT_REDUCE=norm_at_reduce, HAS_BIAS=True, ACCUMULATE=True, SPLIT=split, BLOCK_M=1,
             BLOCK_N=8, BLOCK_K=1024, PDL=True, PREFETCH_LINES=4, LOAD_AHEAD=split == 1, FIRST_EARLY=split > 1))
       for split, norm_at_reduce in ((1, False), (4, False), (2, True))],  # unsplit; split K, and normed at the reduce
+    *[(gemv_slice._slice_kernel,
+       dict(res_ptr=F, norm_w_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=H, cs_ptr=H, cw_ptr=H, cb_ptr=H, N=I, conv_lo=I,
+            conv_hi=I, stride_csc=I, eps="fp32", K=C, K_MAIN=C, K_REST=C, HAS_BIAS=C, CONV=C, CONV_BIAS=C,
+            BLOCK_N=C, PDL=C),
+       dict(K=K, K_MAIN=gemv_slice.pieces(K)[0], K_REST=gemv_slice.pieces(K)[1], HAS_BIAS=False, CONV=True,
+            CONV_BIAS=True, BLOCK_N=tiles[0], PDL=True, num_warps=tiles[1]))
+      for (_, K), tiles in gemv_slice.TILES.items()],  # mamba2-2.7b's in_proj (K in two pieces), Codestral's
     *[(norms._gated_rms_norm_kernel,
        dict(y_ptr=F, z_ptr=H, w_ptr=H, out_ptr=H, D=I, G=I, stride_y=I, stride_z=I, stride_out=I, eps="fp32",
             BLOCK=C, WEIGHT_EARLY=C, PDL=C), dict(BLOCK=1024, WEIGHT_EARLY=early, PDL=True))

@@ -17,7 +17,7 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton", reason="the fused kernels need Triton (a test dependency)")
 
 from mambapipe.engine import ops  # noqa: E402
-from mambapipe.engine.kernels import conv, gemv, norms, scan, ssd, ssm  # noqa: E402
+from mambapipe.engine.kernels import conv, gemv, gemv_slice, norms, scan, ssd, ssm  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF = torch.float16  # on the CPU the interpreter (numpy) has fp16 but no bf16
@@ -367,3 +367,43 @@ def test_norm_gemv_refuses_a_split_tile(monkeypatch):
     monkeypatch.setitem(gemv.TILES, (24, 200, 1), (8, 64, 4, 1, 2))
     with pytest.raises(ValueError, match="does not split K"):
         gemv.norm_gemv(_rand(1, 200), _rand(200), _rand(24, 200), None, 1e-5)
+
+
+@pytest.mark.parametrize("K", [320, 300, 256])  # two pieces (256 + 64, the second ragged at 300); one
+@pytest.mark.parametrize("block_n,with_bias", [(4, False), (8, True)])  # 30 rows: the last program ragged
+def test_slice_in_proj_matches_torch(K, block_n, with_bias, monkeypatch):
+    """A batch-1 in_proj listed in gemv_slice.TILES (each program's whole rows loaded before the wait) against
+    the torch twin, with conv rows whose shifted state feeds the next step; batch 2 and fp32 weights keep
+    the tiled kernel."""
+    monkeypatch.setitem(gemv_slice.TILES, (30, K), (block_n, 2))
+    launches = []
+    monkeypatch.setattr(gemv_slice, "_slice_kernel", _Launches(gemv_slice._slice_kernel, launches))
+    w, bias = _rand(30, K, dtype=HALF, scale=K ** -0.5), _rand(30, dtype=HALF) if with_bias else None
+    norm_w = _rand(K, dtype=HALF)
+    conv_w, conv_b, state = _rand(12, 4, dtype=HALF, scale=0.5), _rand(12, dtype=HALF), _rand(1, 12, 3, dtype=HALF)
+    state_ref = state.clone()
+    for _ in range(2):  # the shifted conv state feeds the next step
+        residual = _rand(1, K, scale=3.0)
+        out = gemv.norm_gemv(residual, norm_w, w, bias, 1e-5, conv=(state, conv_w, conv_b, 10))
+        _close(out, gemv.norm_gemv_ref(residual, norm_w, w, bias, 1e-5, conv=(state_ref, conv_w, conv_b, 10)), 1e-2)
+        _close(state, state_ref, 1e-2)
+    assert len(launches) == 2
+    assert not gemv_slice.applies(w, 2) and not gemv_slice.applies(w.float(), 1)
+
+
+class _Launches(_Recorded):
+    """A Triton kernel whose launches are appended to `launches`."""
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launches.append(grid)
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+def test_slice_pieces_are_powers_of_two():
+    assert gemv_slice.pieces(2560) == (2048, 512)
+    assert gemv_slice.pieces(5120) == (4096, 1024)
+    assert gemv_slice.pieces(4096) == (4096, 0)
+    assert gemv_slice.pieces(320) == (256, 64)
+    assert gemv_slice.pieces(300) == (256, 64)  # 44 columns, padded and masked

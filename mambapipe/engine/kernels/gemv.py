@@ -29,6 +29,8 @@ GPU_NOTES.md twelfth session). Against the torch path (`ops.rms_norm` on `residu
 so the fused engine stays within fp16/bf16 rounding of the plain one.
 Only the large lm_heads stream their weights through TMA into a tensor-core dot (`_lm_head_tma_kernel`): the
 one way Triton pipelines the loads many tiles ahead.
+At batch 1 the in_projs listed in `gemv_slice.TILES` (the big Mamba2 models') take that module's kernel, whose
+programs load their whole weight slice before the PDL wait.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from torch import Tensor
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import pdl
+from mambapipe.engine.kernels import gemv_slice, pdl
 from mambapipe.engine.kernels.conv import WIDTH, conv_inputs, conv_step
 
 MAX_BATCH = 8  # batch rows one program multiplies at once
@@ -347,6 +349,8 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
             out.stride(0), eps, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch), num_warps=warps,
             num_stages=stages, **launch)
         return out
+    if gemv_slice.applies(weight, M):
+        return gemv_slice.norm_gemv(residual, norm_weight, weight, bias, eps, out, conv=conv)
     block_m, (block_n, block_k, warps, stages, split) = _launch_shape(weight, M)
     if split != 1:
         raise ValueError(f"norm_gemv does not split K (its conv rows need whole sums); TILES gives {split} for "
