@@ -5,12 +5,13 @@ against its own forward pass; where the tokens part, both sides' top-1 margins t
 difference); and the fp16 / bf16 engines' logits against the fp32 engine's on the same checkpoint.
 
     PYTHONPATH=$PWD:$PWD/benchmarks python3 benchmarks/gpu_hf_check.py [--models mamba_2p8b,mamba2_2p7b]
-        [--arch num_layers=4] [--out DIR] [--device cpu]
+        [--arch num_layers=4] [--prompt-length 16] [--out DIR] [--device cpu]
 
 `gpu_bench.py` runs it on the two 130m models. A kernel's launch (tiles, 8-byte loads, scan shape) follows
 the model's widths, not its depth, so `--arch num_layers=4` checks the big models' kernels against HF at
 their real widths on a few layers: a checkpoint written four times (HF, then converted and built per dtype)
-at 64 layers would not fit the GPU machine's disk for Codestral."""
+at 64 layers would not fit the GPU machine's disk for Codestral. Launches also follow the prompt's length (the
+Mamba1 scan is cut into time segments from 512 tokens): `--prompt-length 1024` checks those."""
 
 from __future__ import annotations
 
@@ -37,10 +38,12 @@ from gpu_common import model_spec, parse_arch  # noqa: E402
 NEW_TOKENS = 32
 
 
-def _engine(hf_dir: Path, root: Path, dtype: str, device: str):
+def _engine(hf_dir: Path, root: Path, dtype: str, device: str, prompt_length: int):
     ckpt, engine = root / f"ckpt_{dtype}", root / f"engine_{dtype}"
     convert_checkpoint(hf_dir, ckpt, dtype, 1, progress=False)
-    build_engine(ckpt, engine, BuildSettings(4, 64, 128, device), show_progress=False)
+    longest = prompt_length + NEW_TOKENS  # the teacher-forced prefill's input
+    build_engine(ckpt, engine, BuildSettings(4, max(64, longest), max(128, longest + NEW_TOKENS), device),
+                 show_progress=False)
     return load_engine(engine, device)
 
 
@@ -65,16 +68,17 @@ def _prefill_logits(gen, prompts: torch.Tensor, device: str) -> torch.Tensor:
     return gen.model.prefill(prompts.to(device), lengths, state, slots, all_logits=True)  # (B, L, V) fp32
 
 
-def check(spec, seed: int = 0, device: str = "cuda") -> dict:
+def check(spec, seed: int = 0, device: str = "cuda", prompt_length: int = 16) -> dict:
     problem = grouped_norm_problem(spec.n_groups) if spec.is_mamba2 else None
     if problem is not None:  # HF would be another model
         return {"skipped": problem}
-    prompts = torch.randint(1, min(1000, spec.vocab_size), (2, 16), generator=torch.Generator().manual_seed(seed))
+    prompts = torch.randint(1, min(1000, spec.vocab_size), (2, prompt_length),
+                            generator=torch.Generator().manual_seed(seed))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_synthetic_checkpoint(spec, root / "hf", "float32", seed, progress=False)
         hf_tokens, hf_logits, hf_self = _hf_greedy(root / "hf", prompts, device)
-        gen32 = _engine(root / "hf", root, "float32", device)
+        gen32 = _engine(root / "hf", root, "float32", device, prompt_length)
         ours = gen32.generate(prompts.tolist(), NEW_TOKENS, SamplingConfig(greedy=True), stop_at_eos=False)
         # the engine's logits at HF's tokens (teacher-forced, one prefill): the step HF chose each token at
         forced = torch.cat([prompts, torch.tensor(hf_tokens)[:, :-1]], 1)
@@ -86,7 +90,7 @@ def check(spec, seed: int = 0, device: str = "cuda") -> dict:
                   "logits_vs_hf": {"max_abs": float(diff.max()), "rel": float(diff.norm() / hf_logits.norm())},
                   "hf_generate_vs_forward": hf_self}
         for dtype in ("float16", "bfloat16"):
-            logits = _prefill_logits(_engine(root / "hf", root, dtype, device), prompts, device)
+            logits = _prefill_logits(_engine(root / "hf", root, dtype, device, prompt_length), prompts, device)
             diff = (logits - ref).abs()
             result[dtype] = {"max_abs": float(diff.max()), "rel": float(diff.norm() / ref.norm()),
                              "logit_std": float(ref.std()),
@@ -114,14 +118,17 @@ def main() -> None:
     parser.add_argument("--arch", default="", type=parse_arch, help="FIELD=INT,...: ModelSpec fields replaced")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
                         help="cpu: the torch engine, a check of the script with tiny widths (--arch)")
+    parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     args = parser.parse_args()
     results = {}
     for name in args.models.split(","):
-        results[name] = check(dataclasses.replace(model_spec(name), **args.arch), device=args.device)
+        results[name] = check(dataclasses.replace(model_spec(name), **args.arch), device=args.device,
+                              prompt_length=args.prompt_length)
         print(name, json.dumps(results[name]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hf_check.json").write_text(json.dumps({"arch": args.arch, "models": results}, indent=1))
+    (args.out / "hf_check.json").write_text(json.dumps({"arch": args.arch, "prompt_length": args.prompt_length,
+                                                        "models": results}, indent=1))
 
 
 if __name__ == "__main__":

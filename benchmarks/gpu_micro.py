@@ -56,14 +56,14 @@ def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
     return results
 
 
-def use_fastest_scan(results: dict, Di: int = 5120) -> str:
-    """Set the launch shape that one row at width Di runs (`scan._shape_for`: the narrow one at mamba-2.8b's
-    width since v21) to the sweep's fastest with B and C in the dtype that launch reads them in; returns its
-    name. One row of mamba-130m takes the same narrow launch, so a pick other than the default moves that
-    model's prefill too; at its width a sweep like this ranked (8, 16, 2) first, which made its 2048-token
-    prefill 5.5 -> 6.5 ms (GPU_NOTES.md v13, device call 58)."""
-    name = scan._shape_for(1, Di)
-    fp32_bc = scan.wants_fp32_bc(1, Di)
+def use_fastest_scan(results: dict, Di: int = 5120, L: int = 2048) -> str:
+    """Set the launch shape that one row of L tokens at width Di runs (`scan.launch_for`: the segmented one at
+    2048 tokens since v25) to the sweep's fastest with B and C in the dtype that launch reads them in; returns its
+    name. One row of mamba-130m takes the same launch, so a pick other than the default moves that model's
+    prefill too; at its width a sweep like this ranked (8, 16, 2) first, which made its 2048-token prefill
+    5.5 -> 6.5 ms (GPU_NOTES.md v13, device call 58)."""
+    name, _ = scan.launch_for(1, Di, L)
+    fp32_bc = scan.wants_fp32_bc(1, Di, L)
     timed = {k: v for k, v in results.items() if isinstance(v, float) and k.endswith("_fp32bc") == fp32_bc}
     fastest = min(timed, key=timed.get)
     parts = fastest.removesuffix("_fp32bc").split("_")

@@ -47,7 +47,7 @@ def _rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 @pytest.fixture(params=SHAPES)
 def shape(request, monkeypatch):
-    """Every launch shape on these small inputs (whichever `_shape_for` picks runs it)."""
+    """Every launch shape on these small inputs (whichever `launch_for` picks runs it)."""
     for name in scan.SHAPES:
         monkeypatch.setitem(scan.SHAPES, name, scan.SHAPES[request.param])
     return request.param
@@ -98,14 +98,38 @@ def test_tolerance_catches_a_lost_carry():
     assert _rel(torch.cat(halves, dim=1), y_ref) > 100 * TOLERANCE[torch.float32]
 
 
-def test_shape_by_program_count():
-    """The wide channel blocks only where they give a program for every SM (GPU_NOTES.md v21: one mamba-2.8b
-    row's 80 slower than its 320 narrow ones with fp32 B and C; mamba-130m's 24 slower since v13), and fp32 B
-    and C only for the narrow launch."""
-    assert scan._shape_for(1, 5120) == "narrow" and scan.wants_fp32_bc(1, 5120)
-    assert scan._shape_for(2, 5120) == "wide" and not scan.wants_fp32_bc(2, 5120)
-    assert scan._shape_for(1, 1536) == "narrow"
-    assert scan._shape_for(8, 1536) == "wide"
+@pytest.mark.parametrize("segments", [2, 3, 4, 8])  # 101 tokens: 2x64 | 3x48 | 4x32 | 7x16, the last one ragged
+def test_time_segments_match_ops(shape, segments, monkeypatch):
+    """The prompt cut into time segments (each folding the ones before it) gives the one-pass scan's y and final
+    state, for a padded row too (batch 2, row 1 padded after 70 tokens)."""
+    monkeypatch.setattr(scan, "SEGMENT_MIN_TOKENS", 1)
+    monkeypatch.setattr(scan, "MAX_SEGMENTS", segments)
+    assert scan.launch_for(2, D_INNER, 101) == ("segmented", segments)
+    u, delta, A, B, C, D, z = _inputs(2, 101, torch.float32, seed=segments)
+    delta[1, 70:] = 0
+    y, state = scan.selective_scan(u, delta, A, B, C, D, z)
+    y_ref, state_ref = ops.selective_scan(u, delta, A, B, C, D, z)
+    assert _rel(y, y_ref) < 1e-5 and _rel(state, state_ref) < 1e-5
+    y_half, state_half = scan.selective_scan(u.to(HALF), delta, A, B, C, D, z.to(HALF))
+    y_half_ref, state_half_ref = ops.selective_scan(u.to(HALF), delta, A, B, C, D, z.to(HALF))
+    assert _rel(y_half, y_half_ref) < TOLERANCE[HALF] and _rel(state_half, state_half_ref) < TOLERANCE[HALF]
+
+
+def test_launch_by_width_and_length():
+    """A long prompt over few channels is cut into time segments (GPU_NOTES.md v25: one row of mamba-130m 160 -> 50
+    us a layer at 2048 tokens, eight rows slower); otherwise the wide channel blocks only where they give a
+    program for every SM, and below that the narrow ones (v21: one mamba-2.8b row's 80 wide programs slower than
+    its 320 narrow ones with fp32 B and C, mamba-130m's 24 slower since v13); fp32 B and C only for the narrow
+    launch."""
+    long_prompt, short_prompt = 2048, 2 * scan.SEGMENT_MIN_TOKENS - 1
+    assert scan.launch_for(1, 5120, long_prompt) == ("segmented", scan.MAX_SEGMENTS)
+    assert scan.launch_for(2, 1536, 4 * scan.SEGMENT_MIN_TOKENS) == ("segmented", 4)
+    assert scan.launch_for(1, 5120, short_prompt) == ("narrow", 1) and scan.wants_fp32_bc(1, 5120, short_prompt)
+    assert not scan.wants_fp32_bc(1, 5120, long_prompt)
+    assert scan.launch_for(4, 1536, long_prompt) == ("narrow", 1)
+    for batch, width in ((2, 5120), (8, 1536)):
+        assert scan.launch_for(batch, width, long_prompt) == ("wide", 1)
+        assert not scan.wants_fp32_bc(batch, width, short_prompt)
 
 
 def test_scan_reads_fp32_bc(shape):

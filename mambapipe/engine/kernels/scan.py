@@ -1,6 +1,6 @@
 """Mamba1 prefill: the selective scan with each channel block's state held in registers, twin of
-`ops.selective_scan`. One program walks the whole prompt for BLOCK_D channels of one sequence, T tokens (a
-chunk) at a time, each chunk's inputs in one coalesced 2-D load.
+`ops.selective_scan`. One program walks the prompt (or one time segment of it, below) for BLOCK_D channels of
+one sequence, T tokens (a chunk) at a time, each chunk's inputs in one coalesced 2-D load.
 
 The (BLOCK_D, N) state tile is spread 4 states a lane, 4 lanes a channel, and each token is one unrolled step
 h = exp2(dt A log2 e) h + (dt u) B, an in-thread FMA per (channel, state) element: no shuffles for the
@@ -28,8 +28,10 @@ from mambapipe.engine.kernels import fastmath, pdl
 # Launch shapes (tokens per chunk, channel block, warps), the fastest measured on the H200 for each grid:
 # "wide" at mamba-2.8b's width (GPU_NOTES.md v10, device call 35, one layer at 2048 tokens: 0.188 ms),
 # "narrow" at mamba-130m's (v13, device calls 59-60, the 2048-token prefill 5.32-5.50 -> 4.54-4.75 ms against
-# the associative kernel's 16-channel blocks, which it replaced).
-SHAPES = {"wide": (16, 64, 8), "narrow": (16, 16, 4)}
+# the associative kernel's 16-channel blocks, which it replaced), "segmented" for a prompt cut into time
+# segments (below; v25, device call 178, one layer at 2048 tokens in 8 segments: the fastest of 6 shapes at
+# mamba-130m's width, 50 us against the narrow shape's 160 in one pass, and among the fastest at mamba-2.8b's).
+SHAPES = {"wide": (16, 64, 8), "narrow": (16, 16, 4), "segmented": (16, 32, 4)}
 # The wide 64-channel blocks need a program for every SM: mamba-130m's 24 a row made its 2048-token prefill 5.4
 # -> 6.3 ms (call 35) and 6.46 ms against the narrow blocks' 4.67 (call 60); mamba-2.8b's 80 a row were faster
 # than narrow blocks of fp16 B and C, but not than narrow blocks of fp32 ones (v21, below). Below this many
@@ -40,6 +42,14 @@ WIDE_MIN_PROGRAMS = 132
 # shared memory; the chunk loop 711 -> 599 SASS instructions), and one mamba-2.8b row's scan took 0.169 ms a
 # layer against the wide shape's 0.186 (v21). They take the kernel from 121 to 150 registers (3 programs an SM,
 # not 4); capped at 128 it compiled without spills but made mamba-2.8b's 2048-token prefill 30.5 -> 33.9 ms (v21).
+# Where the rows hold at most SEGMENT_MAX_CHANNELS channels in all, a prompt of two SEGMENT_MIN_TOKENS or more is
+# cut into up to MAX_SEGMENTS time segments: a first kernel runs every segment but the last from a zero state to
+# its end state, then each segment's program folds the end states before it into its start state and scans its
+# tokens. That is more arithmetic than one pass (the state twice over most of the prompt) in ~8x the programs,
+# which pays where one pass leaves the SMs short of warps to hide its latency (v20). One 2048-token layer, us
+# (v25, device calls 178-179): mamba-130m's width, one row 160 -> 50, two rows 191 -> 99; mamba-2.8b's, one row
+# 167 -> 163; but four rows at mamba-130m's width 194 -> 183 at best and eight rows at either width slower.
+SEGMENT_MAX_CHANNELS, SEGMENT_MIN_TOKENS, MAX_SEGMENTS = 5120, 256, 8
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
 
 
@@ -74,6 +84,19 @@ def _tokens(h, A2, u, dt, B, C, COUNT: tl.constexpr):
 
 
 @triton.jit
+def _advance(h, A2, u, dt, B, COUNT: tl.constexpr):
+    """`_tokens` without the output: the state h (BD, N) after COUNT tokens, for a segment's end state."""
+    if COUNT == 1:
+        h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * B[None, :]  # (BD, N)
+    else:
+        u_lo, u_hi = tl.split(u)
+        dt_lo, dt_hi = tl.split(dt)
+        B_lo, B_hi = tl.split(B)
+        h = _advance(_advance(h, A2, u_lo, dt_lo, B_lo, COUNT // 2), A2, u_hi, dt_hi, B_hi, COUNT // 2)
+    return h
+
+
+@triton.jit
 def _reverse_bits(x, LOG2_T: tl.constexpr):
     """Reverse the order of x's 2-sized dims 1..LOG2_T (its own inverse)."""
     if LOG2_T == 1:
@@ -98,16 +121,25 @@ def _token_bits(x, T: tl.constexpr, LOG2_T: tl.constexpr):
 
 
 @triton.jit
-def _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0, L, d, n, dmask, stride_ul, stride_dl, stride_zl,
-                stride_bl, stride_cl, T: tl.constexpr):
-    """Tokens t0 .. t0+T-1 of one row's inputs as loaded (pointers at the row's start): u, dt, z (T, BD) and
-    B, C (T, N), zero past the end (dt = 0 there: a = 1 and b = 0 keep the state)."""
+def _load_state_inputs(u_ptr, delta_ptr, B_ptr, t0, L, d, n, dmask, stride_ul, stride_dl, stride_bl,
+                       T: tl.constexpr):
+    """Tokens t0 .. t0+T-1 of what the state reads (pointers at the row's start): u, dt (T, BD), B (T, N), zero
+    past the end (dt = 0 there: a = 1 and b = 0 keep the state)."""
     t = t0 + tl.arange(0, T)
     m2 = (t < L)[:, None] & dmask[None, :]  # (T, BD)
     u = tl.load(u_ptr + t[:, None] * stride_ul + d[None, :], mask=m2, other=0.0)
     dt = tl.load(delta_ptr + t[:, None] * stride_dl + d[None, :], mask=m2, other=0.0)
-    z = tl.load(z_ptr + t[:, None] * stride_zl + d[None, :], mask=m2, other=0.0)
     B = tl.load(B_ptr + t[:, None] * stride_bl + n[None, :], mask=(t < L)[:, None], other=0.0)
+    return u, dt, B
+
+
+@triton.jit
+def _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0, L, d, n, dmask, stride_ul, stride_dl, stride_zl,
+                stride_bl, stride_cl, T: tl.constexpr):
+    """`_load_state_inputs` and what the output reads as well: u, dt, z (T, BD), B, C (T, N)."""
+    u, dt, B = _load_state_inputs(u_ptr, delta_ptr, B_ptr, t0, L, d, n, dmask, stride_ul, stride_dl, stride_bl, T)
+    t = t0 + tl.arange(0, T)
+    z = tl.load(z_ptr + t[:, None] * stride_zl + d[None, :], mask=(t < L)[:, None] & dmask[None, :], other=0.0)
     C = tl.load(C_ptr + t[:, None] * stride_cl + n[None, :], mask=(t < L)[:, None], other=0.0)
     return u, dt, z, B, C
 
@@ -130,37 +162,90 @@ def _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T: t
 
 
 @triton.jit
-def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, L, Di,
-                 stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
+def _segment_end_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, D_ptr, end_ptr, dt_sum_ptr, L, Di, seg_len,
+                        stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl,
+                        N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
+    """Grid (rows, channel blocks, segments but the last): each segment's end state from a zero start, and its
+    summed dt (the segment's decay is exp(A sum dt) per state), for `_scan_kernel` to fold."""
+    pdl.allow_next_then_wait(PDL)
+    row, d, n, dmask, A, _ = _channel_block(A_ptr, D_ptr, Di, N, BLOCK_D)
+    A2 = A * LOG2E  # (BD, N)
+    seg = tl.program_id(2)
+    LOG2_T: tl.constexpr = T.bit_length() - 1
+    u_ptr, delta_ptr, B_ptr = u_ptr + row * stride_ub, delta_ptr + row * stride_db, B_ptr + row * stride_bb
+    h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+    dt_sum = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    t_start = seg * seg_len
+    u, dt, B = _load_state_inputs(u_ptr, delta_ptr, B_ptr, t_start, L, d, n, dmask, stride_ul, stride_dl,
+                                  stride_bl, T)
+    for t0 in range(t_start, t_start + seg_len, T):
+        u_next, dt_next, B_next = _load_state_inputs(u_ptr, delta_ptr, B_ptr, t0 + T, L, d, n, dmask, stride_ul,
+                                                     stride_dl, stride_bl, T)
+        u, dt, B = u.to(tl.float32), dt.to(tl.float32), B.to(tl.float32)
+        dt_sum += tl.sum(dt, axis=0)
+        h = _advance(h, A2, _token_bits(u, T, LOG2_T), _token_bits(dt, T, LOG2_T), _token_bits(B, T, LOG2_T), T)
+        u, dt, B = u_next, dt_next, B_next
+    at = (row * tl.num_programs(2) + seg) * Di + d  # (BD,): this (row, segment)'s channels
+    tl.store(end_ptr + at[:, None] * N + n[None, :], h, mask=dmask[:, None])
+    tl.store(dt_sum_ptr + at, dt_sum, mask=dmask)
+
+
+@triton.jit
+def _state_entering(end_ptr, dt_sum_ptr, A2, row, seg, segments_before_last, Di, d, n, dmask,
+                    N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The state entering segment `seg`: the end states of the segments before it, each carried through the
+    later ones' decay, in order (`_segment_end_kernel`'s outputs)."""
+    h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+    for j in range(0, seg):
+        at = (row * segments_before_last + j) * Di + d  # (BD,)
+        decay = tl.exp2(tl.load(dt_sum_ptr + at, mask=dmask, other=0.0)[:, None] * A2)  # (BD, N)
+        h = decay * h + tl.load(end_ptr + at[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)
+    return h
+
+
+@triton.jit
+def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, end_ptr, dt_sum_ptr, L, Di,
+                 seg_len, stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
                  stride_zb, stride_zl, stride_yb, stride_yl,
                  N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
+    """Grid (rows, channel blocks, segments): y over one segment of the prompt; the last segment's program
+    stores the final state."""
     pdl.allow_next_then_wait(PDL)
     row, d, n, dmask, A, Dskip = _channel_block(A_ptr, D_ptr, Di, N, BLOCK_D)
     A2 = A * LOG2E  # (BD, N)
+    seg, segments = tl.program_id(2), tl.num_programs(2)
     u_ptr, delta_ptr, z_ptr = u_ptr + row * stride_ub, delta_ptr + row * stride_db, z_ptr + row * stride_zb
     y_ptr, B_ptr, C_ptr = y_ptr + row * stride_yb, B_ptr + row * stride_bb, C_ptr + row * stride_cb  # row's start
-    h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+    h = _state_entering(end_ptr, dt_sum_ptr, A2, row, seg, segments - 1, Di, d, n, dmask, N, BLOCK_D)
+    t_start = seg * seg_len
     # the next chunk's loads are issued before this chunk's arithmetic, which hides their latency
-    u, dt, z, B, C = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, 0, L, d, n, dmask, stride_ul, stride_dl,
-                                 stride_zl, stride_bl, stride_cl, T)
-    for t0 in range(0, L, T):
+    u, dt, z, B, C = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t_start, L, d, n, dmask, stride_ul,
+                                 stride_dl, stride_zl, stride_bl, stride_cl, T)
+    for t0 in range(t_start, tl.minimum(t_start + seg_len, L), T):
         u_next, dt_next, z_next, B_next, C_next = _load_chunk(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0 + T, L, d, n,
                                                               dmask, stride_ul, stride_dl, stride_zl, stride_bl,
                                                               stride_cl, T)
         h = _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T, BLOCK_D)
         u, dt, z, B, C = u_next, dt_next, z_next, B_next, C_next
-    tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
+    if seg == segments - 1:
+        tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
 
-def _shape_for(batch: int, d_inner: int) -> str:
-    wide_programs = batch * triton.cdiv(d_inner, SHAPES["wide"][1])
-    return "wide" if wide_programs >= WIDE_MIN_PROGRAMS else "narrow"
+def launch_for(batch: int, d_inner: int, length: int) -> tuple[str, int]:
+    """The launch shape's name in SHAPES and the number of time segments for a scan of this size."""
+    segments = min(MAX_SEGMENTS, length // SEGMENT_MIN_TOKENS)
+    if batch * d_inner <= SEGMENT_MAX_CHANNELS and segments > 1:
+        return "segmented", segments
+    if batch * triton.cdiv(d_inner, SHAPES["wide"][1]) >= WIDE_MIN_PROGRAMS:
+        return "wide", 1
+    return "narrow", 1
 
 
-def wants_fp32_bc(batch: int, d_inner: int) -> bool:
-    """Whether the scan of `batch` rows at this width should get B and C in fp32 (the narrow shape's launch);
-    the wide one ran 2-3 % slower with them (GPU_NOTES.md v21), so it keeps the projection's dtype."""
-    return _shape_for(batch, d_inner) == "narrow"
+def wants_fp32_bc(batch: int, d_inner: int, length: int) -> bool:
+    """Whether the scan of `batch` rows at this width and length should get B and C in fp32 (the narrow shape's
+    launch); the wide one ran 2-3 % slower with them (GPU_NOTES.md v21), so it keeps the projection's dtype, as
+    the segmented one does (within 0.5 % either way, v25)."""
+    return launch_for(batch, d_inner, length)[0] == "narrow"
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
@@ -175,10 +260,22 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     N = A.shape[1]
     y = torch.empty(batch, length, d_inner, dtype=u.dtype, device=u.device)
     state = torch.empty(batch, d_inner, N, dtype=torch.float32, device=u.device)
-    tokens, block_d, warps = SHAPES[_shape_for(batch, d_inner)]
+    shape, segments = launch_for(batch, d_inner, length)
+    tokens, block_d, warps = SHAPES[shape]
+    seg_len = triton.cdiv(triton.cdiv(length, segments), tokens) * tokens
+    segments = triton.cdiv(length, seg_len)  # every segment holds a token
     launch = pdl.launch_options(u)
-    _scan_kernel[(batch, triton.cdiv(d_inner, block_d))](
-        u, delta, A, B, C, D, z, y, state, length, d_inner,
+    if segments > 1:
+        end = torch.empty(batch, segments - 1, d_inner, N, dtype=torch.float32, device=u.device)
+        dt_sum = torch.empty(batch, segments - 1, d_inner, dtype=torch.float32, device=u.device)
+        _segment_end_kernel[(batch, triton.cdiv(d_inner, block_d), segments - 1)](
+            u, delta, A, B, D, end, dt_sum, length, d_inner, seg_len,
+            u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
+            N=N, T=tokens, BLOCK_D=block_d, num_warps=warps, PDL=bool(launch), **launch)
+    else:
+        end = dt_sum = state  # not read: one segment folds no earlier ones
+    _scan_kernel[(batch, triton.cdiv(d_inner, block_d), segments)](
+        u, delta, A, B, C, D, z, y, state, end, dt_sum, length, d_inner, seg_len,
         u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
         C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1),
         N=N, T=tokens, BLOCK_D=block_d, num_warps=warps, PDL=bool(launch), **launch)
