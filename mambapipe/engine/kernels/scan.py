@@ -65,12 +65,25 @@ def _channel_block(A_ptr, D_ptr, Di, N: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
+def _advance(h, A2, u, dt, B, COUNT: tl.constexpr):
+    """The state h (BD, N) after COUNT tokens (`_tokens`' layout), without their outputs: a segment's end state."""
+    if COUNT == 1:
+        h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * B[None, :]  # (BD, N)
+    else:
+        u_lo, u_hi = tl.split(u)
+        dt_lo, dt_hi = tl.split(dt)
+        B_lo, B_hi = tl.split(B)
+        h = _advance(_advance(h, A2, u_lo, dt_lo, B_lo, COUNT // 2), A2, u_hi, dt_hi, B_hi, COUNT // 2)
+    return h
+
+
+@triton.jit
 def _tokens(h, A2, u, dt, B, C, COUNT: tl.constexpr):
     """Advance the state h (BD, N) over COUNT tokens (unrolled). u, dt (BD, 2, ..., 2) and B, C (N, 2, ..., 2)
     hold the tokens in-thread, token Σ_k bit_k 2^k at [:, bit_0, bit_1, ...]: tl.split of the last dim halves
     them. Returns h and the tokens' C.h, (BD, 2, ..., 2) in the same order."""
     if COUNT == 1:
-        h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * B[None, :]  # (BD, N)
+        h = _advance(h, A2, u, dt, B, 1)  # (BD, N)
         y = tl.sum(h * C[None, :], axis=1)  # (BD,)
     else:
         u_lo, u_hi = tl.split(u)
@@ -81,19 +94,6 @@ def _tokens(h, A2, u, dt, B, C, COUNT: tl.constexpr):
         h, y_hi = _tokens(h, A2, u_hi, dt_hi, B_hi, C_hi, COUNT // 2)
         y = tl.join(y_lo, y_hi)  # (BD, 2, ..., 2)
     return h, y
-
-
-@triton.jit
-def _advance(h, A2, u, dt, B, COUNT: tl.constexpr):
-    """`_tokens` without the output: the state h (BD, N) after COUNT tokens, for a segment's end state."""
-    if COUNT == 1:
-        h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * B[None, :]  # (BD, N)
-    else:
-        u_lo, u_hi = tl.split(u)
-        dt_lo, dt_hi = tl.split(dt)
-        B_lo, B_hi = tl.split(B)
-        h = _advance(_advance(h, A2, u_lo, dt_lo, B_lo, COUNT // 2), A2, u_hi, dt_hi, B_hi, COUNT // 2)
-    return h
 
 
 @triton.jit
