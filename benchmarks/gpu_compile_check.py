@@ -104,7 +104,7 @@ KERNELS = [
       # the narrow launch reads fp32 B and C (scan.wants_fp32_bc)
       for shape, bc in ((scan.SHAPES["wide"], H), (scan.SHAPES["narrow"], F), (scan.SHAPES["segmented"], H))],
     (scan._segment_end_kernel,  # only the segmented launch cuts the prompt
-     dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, D_ptr=F, end_ptr=F, dt_sum_ptr=F, L=I, Di=I, seg_len=I,
+     dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, end_ptr=F, dt_sum_ptr=F, L=I, Di=I, seg_len=I,
           **{n: I for n in "stride_ub stride_ul stride_db stride_dl stride_bb stride_bl".split()},
           N=C, T=C, BLOCK_D=C, PDL=C),
      dict(N=16, T=scan.SHAPES["segmented"][0], BLOCK_D=scan.SHAPES["segmented"][1], PDL=True,

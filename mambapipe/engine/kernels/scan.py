@@ -54,14 +54,14 @@ LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 sa
 
 
 @triton.jit
-def _channel_block(A_ptr, D_ptr, Di, N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """This program's row and channels (grid: rows x channel blocks), its A (BD, N) fp32 and D (BD,)."""
+def _channel_block(A_ptr, Di, N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's row and channels (grid: rows x channel blocks), and their A log2 e (BD, N) fp32."""
     row = tl.program_id(0)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
     n = tl.arange(0, N)
     dmask = d < Di
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dmask[:, None], other=0.0)  # (BD, N) fp32
-    return row, d, n, dmask, A, tl.load(D_ptr + d, mask=dmask, other=0.0)
+    return row, d, n, dmask, A * LOG2E
 
 
 @triton.jit
@@ -162,14 +162,13 @@ def _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T: t
 
 
 @triton.jit
-def _segment_end_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, D_ptr, end_ptr, dt_sum_ptr, L, Di, seg_len,
+def _segment_end_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, end_ptr, dt_sum_ptr, L, Di, seg_len,
                         stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl,
                         N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows, channel blocks, segments but the last): each segment's end state from a zero start, and its
     summed dt (the segment's decay is exp(A sum dt) per state), for `_scan_kernel` to fold."""
     pdl.allow_next_then_wait(PDL)
-    row, d, n, dmask, A, _ = _channel_block(A_ptr, D_ptr, Di, N, BLOCK_D)
-    A2 = A * LOG2E  # (BD, N)
+    row, d, n, dmask, A2 = _channel_block(A_ptr, Di, N, BLOCK_D)
     seg = tl.program_id(2)
     LOG2_T: tl.constexpr = T.bit_length() - 1
     u_ptr, delta_ptr, B_ptr = u_ptr + row * stride_ub, delta_ptr + row * stride_db, B_ptr + row * stride_bb
@@ -211,8 +210,8 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, sta
     """Grid (rows, channel blocks, segments): y over one segment of the prompt; the last segment's program
     stores the final state."""
     pdl.allow_next_then_wait(PDL)
-    row, d, n, dmask, A, Dskip = _channel_block(A_ptr, D_ptr, Di, N, BLOCK_D)
-    A2 = A * LOG2E  # (BD, N)
+    row, d, n, dmask, A2 = _channel_block(A_ptr, Di, N, BLOCK_D)
+    Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)  # (BD,)
     seg, segments = tl.program_id(2), tl.num_programs(2)
     u_ptr, delta_ptr, z_ptr = u_ptr + row * stride_ub, delta_ptr + row * stride_db, z_ptr + row * stride_zb
     y_ptr, B_ptr, C_ptr = y_ptr + row * stride_yb, B_ptr + row * stride_bb, C_ptr + row * stride_cb  # row's start
@@ -269,7 +268,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         end = torch.empty(batch, segments - 1, d_inner, N, dtype=torch.float32, device=u.device)
         dt_sum = torch.empty(batch, segments - 1, d_inner, dtype=torch.float32, device=u.device)
         _segment_end_kernel[(batch, triton.cdiv(d_inner, block_d), segments - 1)](
-            u, delta, A, B, D, end, dt_sum, length, d_inner, seg_len,
+            u, delta, A, B, end, dt_sum, length, d_inner, seg_len,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
             N=N, T=tokens, BLOCK_D=block_d, num_warps=warps, PDL=bool(launch), **launch)
     else:
