@@ -102,13 +102,13 @@ KERNELS = [
                               "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C, PDL=C),
        dict(N=16, T=shape[0], BLOCK_D=shape[1], PDL=True, num_warps=shape[2]))
       # the narrow launch reads fp32 B and C (scan.wants_fp32_bc)
-      for shape, bc in ((scan.SHAPES["wide"], H), (scan.SHAPES["narrow"], F), (scan.SHAPES["segmented"], H))],
-    (scan._segment_end_kernel,  # only the segmented launch cuts the prompt
+      for shape, bc in ((scan.SHAPES["narrow"], F), (scan.SHAPES["standard"], H))],
+    (scan._segment_end_kernel,  # only the standard launch cuts the prompt
      dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, end_ptr=F, dt_sum_ptr=F, L=I, Di=I, seg_len=I,
           **{n: I for n in "stride_ub stride_ul stride_db stride_dl stride_bb stride_bl".split()},
           N=C, T=C, BLOCK_D=C, PDL=C),
-     dict(N=16, T=scan.SHAPES["segmented"][0], BLOCK_D=scan.SHAPES["segmented"][1], PDL=True,
-          num_warps=scan.SHAPES["segmented"][2])),
+     dict(N=16, T=scan.SHAPES["standard"][0], BLOCK_D=scan.SHAPES["standard"][1], PDL=True,
+          num_warps=scan.SHAPES["standard"][2])),
     # the Triton SSD at mamba2-2.7b / Codestral's head dim 64, d_state 128, chunk 256 (fp16 inputs)
     (ssd_triton._chunk_cumsum,
      dict(dt_ptr=H, A_ptr=F, cum_ptr=F, bias_ptr=F, len_ptr=L64, dt_out_ptr=F, L=I, H=I, T=I, s_dt_b=I, s_dt_l=I,

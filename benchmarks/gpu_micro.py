@@ -33,7 +33,7 @@ SCAN_SHAPES = ((8, 16, 1), (4, 32, 1), (8, 16, 2), (16, 16, 2), (8, 32, 2), (16,
 
 def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
     """Median ms (as a CUDA graph) of one layer's scan at width Di per (tokens per chunk, channel block, warps),
-    with B and C in fp16 (as the wide launch reads them) and in fp32 (key suffix `_fp32bc`, as the prefill
+    with B and C in fp16 (as the standard launch reads them) and in fp32 (key suffix `_fp32bc`, as the prefill
     widens them for the narrow launch: `scan.wants_fp32_bc`); restores the module's shapes, as
     `ssd_triton_variants` does (`use_fastest_scan` then sets one)."""
     u, z = (torch.randn(1, L, Di, device="cuda", dtype=torch.float16) for _ in range(2))
@@ -57,11 +57,11 @@ def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
 
 
 def use_fastest_scan(results: dict, Di: int = 5120, L: int = 2048) -> str:
-    """Set the launch shape that one row of L tokens at width Di runs (`scan.launch_for`: the segmented one at
-    2048 tokens since v25) to the sweep's fastest with B and C in the dtype that launch reads them in; returns its
-    name. One row of mamba-130m takes the same launch, so a pick other than the default moves that model's
-    prefill too; at its width a sweep like this ranked (8, 16, 2) first, which made its 2048-token prefill
-    5.5 -> 6.5 ms (GPU_NOTES.md v13, device call 58)."""
+    """Set the launch shape that one row of L tokens at width Di runs (`scan.launch_for`: the standard one, in
+    time segments at 2048 tokens since v25) to the sweep's fastest with B and C in the dtype that launch reads
+    them in; returns its name. Batches of rows and one row of mamba-130m take the same shape, so a pick other
+    than the default moves their prefills too; at mamba-130m's width a sweep like this ranked (8, 16, 2) first,
+    which made its 2048-token prefill 5.5 -> 6.5 ms (GPU_NOTES.md v13, device call 58)."""
     name, _ = scan.launch_for(1, Di, L)
     fp32_bc = scan.wants_fp32_bc(1, Di, L)
     timed = {k: v for k, v in results.items() if isinstance(v, float) and k.endswith("_fp32bc") == fp32_bc}

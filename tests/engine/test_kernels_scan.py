@@ -104,7 +104,7 @@ def test_time_segments_match_ops(shape, segments, monkeypatch):
     state, for a padded row too (batch 2, row 1 padded after 70 tokens)."""
     monkeypatch.setattr(scan, "SEGMENT_MIN_TOKENS", 1)
     monkeypatch.setattr(scan, "MAX_SEGMENTS", segments)
-    assert scan.launch_for(2, D_INNER, 101) == ("segmented", segments)
+    assert scan.launch_for(2, D_INNER, 101) == ("standard", segments)
     u, delta, A, B, C, D, z = _inputs(2, 101, torch.float32, seed=segments)
     delta[1, 70:] = 0
     y, state = scan.selective_scan(u, delta, A, B, C, D, z)
@@ -117,18 +117,17 @@ def test_time_segments_match_ops(shape, segments, monkeypatch):
 
 def test_launch_by_width_and_length():
     """A long prompt over few channels is cut into time segments (GPU_NOTES.md v25: one row of mamba-130m 160 -> 50
-    us a layer at 2048 tokens, eight rows slower); otherwise the wide channel blocks only where they give a
-    program for every SM, and below that the narrow ones (v21: one mamba-2.8b row's 80 wide programs slower than
-    its 320 narrow ones with fp32 B and C, mamba-130m's 24 slower since v13); fp32 B and C only for the narrow
-    launch."""
+    us a layer at 2048 tokens); other grids run in one pass, on the narrow channel blocks while they fit one wave
+    of programs (v26: 4 rows of mamba-130m, v21: one short mamba-2.8b row) and on the standard ones past that
+    (v26: 5 rows of mamba-130m and 2 of mamba-2.8b on); fp32 B and C only for the narrow launch."""
     long_prompt, short_prompt = 2048, 2 * scan.SEGMENT_MIN_TOKENS - 1
-    assert scan.launch_for(1, 5120, long_prompt) == ("segmented", scan.MAX_SEGMENTS)
-    assert scan.launch_for(2, 1536, 4 * scan.SEGMENT_MIN_TOKENS) == ("segmented", 4)
+    assert scan.launch_for(1, 5120, long_prompt) == ("standard", scan.MAX_SEGMENTS)
+    assert scan.launch_for(2, 1536, 4 * scan.SEGMENT_MIN_TOKENS) == ("standard", 4)
     assert scan.launch_for(1, 5120, short_prompt) == ("narrow", 1) and scan.wants_fp32_bc(1, 5120, short_prompt)
     assert not scan.wants_fp32_bc(1, 5120, long_prompt)
     assert scan.launch_for(4, 1536, long_prompt) == ("narrow", 1)
-    for batch, width in ((2, 5120), (8, 1536)):
-        assert scan.launch_for(batch, width, long_prompt) == ("wide", 1)
+    for batch, width in ((5, 1536), (2, 5120), (64, 1536)):
+        assert scan.launch_for(batch, width, long_prompt) == ("standard", 1)
         assert not scan.wants_fp32_bc(batch, width, short_prompt)
 
 

@@ -25,30 +25,31 @@ from torch import Tensor
 
 from mambapipe.engine.kernels import fastmath, pdl
 
-# Launch shapes (tokens per chunk, channel block, warps), the fastest measured on the H200 for each grid:
-# "wide" at mamba-2.8b's width (GPU_NOTES.md v10, device call 35, one layer at 2048 tokens: 0.188 ms),
-# "narrow" at mamba-130m's (v13, device calls 59-60, the 2048-token prefill 5.32-5.50 -> 4.54-4.75 ms against
-# the associative kernel's 16-channel blocks, which it replaced), "segmented" for a prompt cut into time
-# segments (below; v25, device call 178, one layer at 2048 tokens in 8 segments: the fastest of 6 shapes at
-# mamba-130m's width, 50 us against the narrow shape's 160 in one pass, and among the fastest at mamba-2.8b's).
-SHAPES = {"wide": (16, 64, 8), "narrow": (16, 16, 4), "segmented": (16, 32, 4)}
-# The wide 64-channel blocks need a program for every SM: mamba-130m's 24 a row made its 2048-token prefill 5.4
-# -> 6.3 ms (call 35) and 6.46 ms against the narrow blocks' 4.67 (call 60); mamba-2.8b's 80 a row were faster
-# than narrow blocks of fp16 B and C, but not than narrow blocks of fp32 ones (v21, below). Below this many
-# wide programs the narrow shape runs.
-WIDE_MIN_PROGRAMS = 132
+# Launch shapes (tokens per chunk, channel block, warps), measured on the H200. "standard": 32-channel blocks,
+# fp16 B and C, three programs an SM (160 registers); once its grid fills the SMs it does the most work a
+# program slot of the shapes measured (GPU_NOTES.md v26, device calls 190-191, one layer: 8 rows x 1024 tokens
+# at mamba-2.8b's width 486 -> 384 us, at mamba-130m's 194 -> 113, 64 rows x 128 tokens 506 -> 365 and 157 ->
+# 114, against the 64-channel, 8-warp shape that ran batches before, v10, which it replaced). "narrow":
+# 16-channel blocks, fp32 B and C, for grids too small for the standard shape to fill the SMs in one pass (v13).
+SHAPES = {"standard": (16, 32, 4), "narrow": (16, 16, 4)}
+# The narrow shape runs a one-pass grid of at most this many programs: one wave at three programs an SM on the
+# H200's 132 SMs. v26: 4 rows x 1024 tokens at mamba-130m's width (384 narrow programs) 85 us against the
+# standard shape's 109; 5 rows (480) 147 against 111.
+NARROW_MAX_PROGRAMS = 396
 # The narrow shape reads B and C in fp32, widened by the prefill's dt_proj + softplus kernel (`wants_fp32_bc`):
 # fp16 ones cost every thread 8 conversions a token (Triton 3.6 converts them after the chunk's trip through
 # shared memory; the chunk loop 711 -> 599 SASS instructions), and one mamba-2.8b row's scan took 0.169 ms a
-# layer against the wide shape's 0.186 (v21). They take the kernel from 121 to 150 registers (3 programs an SM,
-# not 4); capped at 128 it compiled without spills but made mamba-2.8b's 2048-token prefill 30.5 -> 33.9 ms (v21).
+# layer against the 64-channel shape's 0.186 (v21). They take the kernel from 121 to 150 registers (3 programs an
+# SM, not 4); capped at 128 it compiled without spills but made mamba-2.8b's 2048-token prefill 30.5 -> 33.9 ms
+# (v21).
 # Where the rows hold at most SEGMENT_MAX_CHANNELS channels in all, a prompt of two SEGMENT_MIN_TOKENS or more is
 # cut into up to MAX_SEGMENTS time segments: a first kernel runs every segment but the last from a zero state to
 # its end state, then each segment's program folds the end states before it into its start state and scans its
 # tokens. That is more arithmetic than one pass (the state twice over most of the prompt) in ~8x the programs,
 # which pays where one pass leaves the SMs short of warps to hide its latency (v20). One 2048-token layer, us
 # (v25, device calls 178-179): mamba-130m's width, one row 160 -> 50, two rows 191 -> 99; mamba-2.8b's, one row
-# 167 -> 163; but four rows at mamba-130m's width 194 -> 183 at best and eight rows at either width slower.
+# 167 -> 163. Once the rows fill the SMs, one pass is faster (v26: 2 rows at mamba-2.8b's width 221 us in one
+# pass, 275-304 in 2-8 segments).
 SEGMENT_MAX_CHANNELS, SEGMENT_MIN_TOKENS, MAX_SEGMENTS = 5120, 256, 8
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
 
@@ -234,16 +235,16 @@ def launch_for(batch: int, d_inner: int, length: int) -> tuple[str, int]:
     """The launch shape's name in SHAPES and the number of time segments for a scan of this size."""
     segments = min(MAX_SEGMENTS, length // SEGMENT_MIN_TOKENS)
     if batch * d_inner <= SEGMENT_MAX_CHANNELS and segments > 1:
-        return "segmented", segments
-    if batch * triton.cdiv(d_inner, SHAPES["wide"][1]) >= WIDE_MIN_PROGRAMS:
-        return "wide", 1
-    return "narrow", 1
+        return "standard", segments
+    if batch * triton.cdiv(d_inner, SHAPES["narrow"][1]) <= NARROW_MAX_PROGRAMS:
+        return "narrow", 1
+    return "standard", 1
 
 
 def wants_fp32_bc(batch: int, d_inner: int, length: int) -> bool:
     """Whether the scan of `batch` rows at this width and length should get B and C in fp32 (the narrow shape's
-    launch); the wide one ran 2-3 % slower with them (GPU_NOTES.md v21), so it keeps the projection's dtype, as
-    the segmented one does (within 0.5 % either way, v25)."""
+    launch); the standard one keeps the projection's dtype (within 0.5 % either way in time segments, v25; the
+    64-channel shape before it ran 2-3 % slower with fp32 ones, v21)."""
     return launch_for(batch, d_inner, length)[0] == "narrow"
 
 
