@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -93,3 +94,28 @@ def generator(model: MambaModel, max_batch: int, max_input: int, max_seq: int, s
     device = model.glob["embedding"].device
     return EngineGenerator(model, Limits(max_batch, max_input, max_seq), device=str(device), dtype="float16",
                            ssm_state_dtype=ssm_state_dtype, cuda_graphs=cuda_graphs and device.type == "cuda")
+
+
+def graph_replay_ms(fn, replays: int = 20, device: str = "cuda") -> float:
+    """ms a call of `fn`: median of `replays` replays of its CUDA graph (on the CPU: of plain calls)."""
+    fn()  # compile outside the graph
+    if device == "cpu":
+        times = []
+        for _ in range(replays):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return sorted(times)[len(times) // 2]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    graph.replay()
+    times = []
+    for _ in range(replays):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(begin.elapsed_time(end))
+    return sorted(times)[len(times) // 2]

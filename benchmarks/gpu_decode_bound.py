@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import model_spec, parse_arch  # noqa: E402
+from gpu_common import graph_replay_ms, model_spec, parse_arch  # noqa: E402
 from mambapipe.engine.kernels import pdl  # noqa: E402
 from mambapipe.models import ModelSpec  # noqa: E402
 
@@ -91,31 +90,6 @@ def step_buffers(spec: ModelSpec, device: str) -> list[torch.Tensor]:
     return buffers + [buf(spec.vocab_size * H)]
 
 
-def _graph_ms(fn, replays: int, device: str) -> float:
-    """ms a call of `fn`: median of `replays` replays of its CUDA graph (on the CPU: of plain calls)."""
-    fn()  # compile outside the graph
-    if device == "cpu":
-        times = []
-        for _ in range(replays):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-        return sorted(times)[len(times) // 2]
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    graph.replay()
-    times = []
-    for _ in range(replays):
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(begin.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
-
-
 def _check(buffers: list[torch.Tensor], out: torch.Tensor, shape: tuple[int, int, int]) -> None:
     """The read kernel's per-program sums add up to torch's sum of each buffer (a kernel that skipped
     loads would time faster than the bytes allow)."""
@@ -134,9 +108,9 @@ def bound(spec: ModelSpec, replays: int, device: str) -> dict:
     rows = {"bytes": total_bytes, "kernels": len(buffers), "shapes": {}}
     for shape in READ_SHAPES:
         _check(buffers, out, shape)
-        timed = {"one kernel": _graph_ms(lambda: read(flat, out, shape, "off"), replays, device)}
+        timed = {"one kernel": graph_replay_ms(lambda: read(flat, out, shape, "off"), replays, device)}
         for mode in ("off", "wait first", "loads first"):
-            timed[f"chain, PDL {mode}"] = _graph_ms(lambda: [read(b, out, shape, mode) for b in buffers], replays,
+            timed[f"chain, PDL {mode}"] = graph_replay_ms(lambda: [read(b, out, shape, mode) for b in buffers], replays,
                                                     device)
         rows["shapes"][str(shape)] = timed
         print(f"{spec.num_layers} layers, {shape}: " + ", ".join(f"{k} {v:.4f} ms" for k, v in timed.items()),

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import model_spec, parse_arch  # noqa: E402
+from gpu_common import graph_replay_ms, model_spec, parse_arch  # noqa: E402
 from mambapipe.engine.kernels import pdl  # noqa: E402
 
 
@@ -238,24 +238,6 @@ class Chain:
         return err
 
 
-def graph_ms(fn, replays: int = 20) -> float:
-    """Median ms of `replays` replays of fn's CUDA graph."""
-    fn()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    graph.replay()
-    times = []
-    for _ in range(replays):
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(begin.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
-
-
 # (rows a block: in_proj and lm_head, out_proj; warps) and, persistent, the programs an SM asked for
 KERNEL_SHAPES = [(8, 4, 8), (4, 2, 8), (8, 4, 4), (4, 2, 4), (16, 8, 8)]
 PERSISTENT_SHAPES = [(8, 4, 8, 1), (4, 2, 8, 2), (8, 4, 4, 2), (4, 2, 4, 4), (16, 8, 8, 1), (2, 1, 4, 4)]
@@ -271,7 +253,7 @@ def time_model(name: str, arch: dict, with_kernels: bool) -> dict:
 
     def record(label, fn, checked=True):
         err = chain.error(fn, want) if checked else float("nan")
-        rows[label] = graph_ms(fn)
+        rows[label] = graph_replay_ms(fn)
         print(f"{name} {label}: {rows[label]:.4f} ms ({step_bytes / rows[label] / 1e9:.2f} TB/s), rel. err {err:.1e}",
               flush=True)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
