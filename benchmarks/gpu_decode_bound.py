@@ -110,8 +110,8 @@ def bound(spec: ModelSpec, replays: int, device: str) -> dict:
         _check(buffers, out, shape)
         timed = {"one kernel": graph_replay_ms(lambda: read(flat, out, shape, "off"), replays, device)}
         for mode in ("off", "wait first", "loads first"):
-            timed[f"chain, PDL {mode}"] = graph_replay_ms(lambda: [read(b, out, shape, mode) for b in buffers], replays,
-                                                    device)
+            timed[f"chain, PDL {mode}"] = graph_replay_ms(lambda: [read(b, out, shape, mode) for b in buffers],
+                                                          replays, device)
         rows["shapes"][str(shape)] = timed
         print(f"{spec.num_layers} layers, {shape}: " + ", ".join(f"{k} {v:.4f} ms" for k, v in timed.items()),
               flush=True)
