@@ -1,7 +1,8 @@
 """The Mamba1 prefill scan kernel (kernels/scan.py, every launch in `SHAPES`, in one pass or in time segments)
 against `ops.selective_scan` on fresh random inputs: prompts shorter than a chunk, lengths that are not a multiple
 of the chunk, a partial last channel block, B and C as column slices of one projection, a ragged last segment, and
-a padded row (delta zero past its length) whose final state must be the state at its length. Under TRITON_INTERPRET=1 on a machine without CUDA, compiled on a GPU.
+a padded row (delta zero past its length) whose final state must be the state at its length. Under
+TRITON_INTERPRET=1 on a machine without CUDA, compiled on a GPU.
 """
 
 from __future__ import annotations
