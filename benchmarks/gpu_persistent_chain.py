@@ -36,7 +36,9 @@ from mambapipe.engine.kernels import pdl  # noqa: E402
 
 
 def pieces(K: int) -> tuple[int, int]:
-    """K as two power-of-two pieces (tl.arange needs them): halves of a power of two, else 2560 = 2048 + 512."""
+    """K as two power-of-two pieces (tl.arange needs them): halves of a power of two, else 2560 = 2048 + 512.
+    Not `gemv_slice.pieces`, which pads the second piece and gives none for a power of two: `_tile` loads both
+    pieces unmasked, so each must be exact and non-empty."""
     if K & (K - 1) == 0:
         return K // 2, K // 2
     main = triton.next_power_of_2(K) // 2
