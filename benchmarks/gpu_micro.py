@@ -62,8 +62,9 @@ def use_fastest_scan(results: dict, Di: int = 5120, L: int = 2048) -> str:
     them in; returns its name. Batches of rows and one row of mamba-130m take the same shape, so a pick other
     than the default moves their prefills too; at mamba-130m's width a sweep like this ranked (8, 16, 2) first,
     which made its 2048-token prefill 5.5 -> 6.5 ms (GPU_NOTES.md v13, device call 58)."""
-    name, _ = scan.launch_for(1, Di, L)
-    fp32_bc = scan.wants_fp32_bc(1, Di, L)
+    cuda = torch.device("cuda")
+    name, _ = scan.launch_for(1, Di, L, cuda)
+    fp32_bc = scan.wants_fp32_bc(1, Di, L, cuda)
     timed = {k: v for k, v in results.items() if isinstance(v, float) and k.endswith("_fp32bc") == fp32_bc}
     fastest = min(timed, key=timed.get)
     parts = fastest.removesuffix("_fp32bc").split("_")

@@ -88,7 +88,7 @@ def test_mamba2_state_update(state_dtype, tol, wide_rows, monkeypatch):
 def test_mamba2_update_takes_wide_programs_while_every_sm_has_one(monkeypatch):
     """32 head-dim rows a program (ssm.WIDE_BLOCK_P) where the grid still covers the 132 SMs of an H200,
     else 16 (ssm.BLOCK_P); never more rows than the head has."""
-    monkeypatch.setattr(ssm, "_multiprocessors", lambda device: 132)
+    monkeypatch.setattr(ssm, "multiprocessors", lambda device: 132)
     cuda = torch.device("cuda")
     assert ssm.rows_per_program(1, 80, 64, cuda) == 32  # mamba2-2.7b: 160 programs
     assert ssm.rows_per_program(1, 128, 64, cuda) == 32  # Codestral: 256

@@ -105,7 +105,7 @@ def test_time_segments_match_ops(shape, segments, monkeypatch):
     state, for a padded row too (batch 2, row 1 padded after 70 tokens)."""
     monkeypatch.setattr(scan, "SEGMENT_MIN_TOKENS", 1)
     monkeypatch.setattr(scan, "MAX_SEGMENTS", segments)
-    assert scan.launch_for(2, D_INNER, 101) == ("standard", segments)
+    assert scan.launch_for(2, D_INNER, 101, torch.device(DEVICE)) == ("standard", segments)
     u, delta, A, B, C, D, z = _inputs(2, 101, torch.float32, seed=segments)
     delta[1, 70:] = 0
     y, state = scan.selective_scan(u, delta, A, B, C, D, z)
@@ -116,20 +116,33 @@ def test_time_segments_match_ops(shape, segments, monkeypatch):
     assert _rel(y_half, y_half_ref) < TOLERANCE[HALF] and _rel(state_half, state_half_ref) < TOLERANCE[HALF]
 
 
-def test_launch_by_width_and_length():
+def test_launch_by_width_and_length(monkeypatch):
     """A long prompt over few channels is cut into time segments (GPU_NOTES.md v25: one row of mamba-130m 160 -> 50
     us a layer at 2048 tokens); other grids run in one pass, on the narrow channel blocks while they fit one wave
     of programs (v26: 4 rows of mamba-130m, v21: one short mamba-2.8b row) and on the standard ones past that
-    (v26: 5 rows of mamba-130m and 2 of mamba-2.8b on); fp32 B and C only for the narrow launch."""
+    (v26: 5 rows of mamba-130m and 2 of mamba-2.8b on); fp32 B and C only for the narrow launch. Without CUDA the
+    rule is the H200's."""
+    monkeypatch.setattr(scan, "multiprocessors", lambda device: 132)
     long_prompt, short_prompt = 2048, 2 * scan.SEGMENT_MIN_TOKENS - 1
-    assert scan.launch_for(1, 5120, long_prompt) == ("standard", scan.MAX_SEGMENTS)
-    assert scan.launch_for(2, 1536, 4 * scan.SEGMENT_MIN_TOKENS) == ("standard", 4)
-    assert scan.launch_for(1, 5120, short_prompt) == ("narrow", 1) and scan.wants_fp32_bc(1, 5120, short_prompt)
-    assert not scan.wants_fp32_bc(1, 5120, long_prompt)
-    assert scan.launch_for(4, 1536, long_prompt) == ("narrow", 1)
-    for batch, width in ((5, 1536), (2, 5120), (64, 1536)):
-        assert scan.launch_for(batch, width, long_prompt) == ("standard", 1)
-        assert not scan.wants_fp32_bc(batch, width, short_prompt)
+    for device in (torch.device("cuda"), torch.device("cpu")):
+        assert scan.launch_for(1, 5120, long_prompt, device) == ("standard", scan.MAX_SEGMENTS)
+        assert scan.launch_for(2, 1536, 4 * scan.SEGMENT_MIN_TOKENS, device) == ("standard", 4)
+        assert scan.launch_for(1, 5120, short_prompt, device) == ("narrow", 1)
+        assert scan.wants_fp32_bc(1, 5120, short_prompt, device)
+        assert not scan.wants_fp32_bc(1, 5120, long_prompt, device)
+        assert scan.launch_for(4, 1536, long_prompt, device) == ("narrow", 1)
+        for batch, width in ((5, 1536), (2, 5120), (64, 1536)):
+            assert scan.launch_for(batch, width, long_prompt, device) == ("standard", 1)
+            assert not scan.wants_fp32_bc(batch, width, short_prompt, device)
+
+
+def test_narrow_launch_bound_follows_the_sm_count(monkeypatch):
+    """The narrow shape's one-wave bound is three programs an SM of the GPU at hand: 4 rows of mamba-130m (384
+    narrow programs) fit an H200's 132 SMs (396), not a GPU of 108 (324)."""
+    cuda = torch.device("cuda")
+    for sms, expected in ((132, "narrow"), (108, "standard")):
+        monkeypatch.setattr(scan, "multiprocessors", lambda device, sms=sms: sms)
+        assert scan.launch_for(4, 1536, 2048, cuda) == (expected, 1)
 
 
 def test_scan_reads_fp32_bc(shape):

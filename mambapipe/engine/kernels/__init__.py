@@ -10,6 +10,7 @@ environment variable, and the evaluate step records the path that ran in metrics
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import Optional
 
@@ -33,3 +34,10 @@ def kernels_problem(kernels: str) -> Optional[str]:
 def enabled(t: torch.Tensor, kernels: str = "auto") -> bool:
     """Whether the Triton path runs for tensors like `t` under the `kernels` choice."""
     return kernels == "auto" and HAVE_TRITON and t.is_cuda
+
+
+@functools.cache
+def multiprocessors(device: torch.device) -> int:
+    """SMs of a CUDA device, which size the launch rules' grids; 1 elsewhere (the interpreter runs programs one at
+    a time)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1

@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mambapipe.engine.kernels import fastmath, pdl
+from mambapipe.engine.kernels import fastmath, multiprocessors, pdl
 
 # Launch shapes (tokens per chunk, channel block, warps), measured on the H200. "standard": 32-channel blocks,
 # fp16 B and C, three programs an SM (160 registers); once its grid fills the SMs it does the most work a
@@ -32,10 +32,12 @@ from mambapipe.engine.kernels import fastmath, pdl
 # 114, against the 64-channel, 8-warp shape that ran batches before, v10, which it replaced). "narrow":
 # 16-channel blocks, fp32 B and C, for grids too small for the standard shape to fill the SMs in one pass (v13).
 SHAPES = {"standard": (16, 32, 4), "narrow": (16, 16, 4)}
-# The narrow shape runs a one-pass grid of at most this many programs: one wave at three programs an SM on the
-# H200's 132 SMs. v26: 4 rows x 1024 tokens at mamba-130m's width (384 narrow programs) 85 us against the
-# standard shape's 109; 5 rows (480) 147 against 111.
-NARROW_MAX_PROGRAMS = 396
+# The narrow shape runs a one-pass grid while it is one wave: at most this many programs an SM (146 registers a
+# thread at 4 warps, so three share an SM's 64K registers). On the H200's 132 SMs, 396 programs (v26: 4 rows x
+# 1024 tokens at mamba-130m's width, 384 narrow programs, 85 us against the standard shape's 109; 5 rows, 480, 147
+# against 111). Other GPUs get the same bound per SM, not measured there. Where there is no CUDA device (the
+# interpreter in CI) the rule is the H200's, so it stays the one the GPU measurements chose.
+NARROW_PROGRAMS_PER_SM, H200_MULTIPROCESSORS = 3, 132
 # The narrow shape reads B and C in fp32, widened by the prefill's dt_proj + softplus kernel (`wants_fp32_bc`):
 # fp16 ones cost every thread 8 conversions a token (Triton 3.6 converts them after the chunk's trip through
 # shared memory; the chunk loop 711 -> 599 SASS instructions), and one mamba-2.8b row's scan took 0.169 ms a
@@ -49,7 +51,8 @@ NARROW_MAX_PROGRAMS = 396
 # which pays where one pass leaves the SMs short of warps to hide its latency (v20). One 2048-token layer, us
 # (v25, device calls 178-179): mamba-130m's width, one row 160 -> 50, two rows 191 -> 99; mamba-2.8b's, one row
 # 167 -> 163. Once the rows fill the SMs, one pass is faster (v26: 2 rows at mamba-2.8b's width 221 us in one
-# pass, 275-304 in 2-8 segments).
+# pass, 275-304 in 2-8 segments). The bound is the H200's, somewhere between 160 and 320 standard programs (1.2 and
+# 2.4 an SM), so it is not scaled by a GPU's SM count as the narrow bound is.
 SEGMENT_MAX_CHANNELS, SEGMENT_MIN_TOKENS, MAX_SEGMENTS = 5120, 256, 8
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
 
@@ -231,21 +234,22 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, sta
         tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
 
 
-def launch_for(batch: int, d_inner: int, length: int) -> tuple[str, int]:
-    """The launch shape's name in SHAPES and the number of time segments for a scan of this size."""
+def launch_for(batch: int, d_inner: int, length: int, device: torch.device) -> tuple[str, int]:
+    """The launch shape's name in SHAPES and the number of time segments for a scan of this size on `device`."""
     segments = min(MAX_SEGMENTS, length // SEGMENT_MIN_TOKENS)
     if batch * d_inner <= SEGMENT_MAX_CHANNELS and segments > 1:
         return "standard", segments
-    if batch * triton.cdiv(d_inner, SHAPES["narrow"][1]) <= NARROW_MAX_PROGRAMS:
+    sms = multiprocessors(device) if device.type == "cuda" else H200_MULTIPROCESSORS
+    if batch * triton.cdiv(d_inner, SHAPES["narrow"][1]) <= NARROW_PROGRAMS_PER_SM * sms:
         return "narrow", 1
     return "standard", 1
 
 
-def wants_fp32_bc(batch: int, d_inner: int, length: int) -> bool:
+def wants_fp32_bc(batch: int, d_inner: int, length: int, device: torch.device) -> bool:
     """Whether the scan of `batch` rows at this width and length should get B and C in fp32 (the narrow shape's
     launch); the standard one keeps the projection's dtype (within 0.5 % either way in time segments, v25; the
     64-channel shape before it ran 2-3 % slower with fp32 ones, v21)."""
-    return launch_for(batch, d_inner, length)[0] == "narrow"
+    return launch_for(batch, d_inner, length, device)[0] == "narrow"
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
@@ -260,7 +264,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     N = A.shape[1]
     y = torch.empty(batch, length, d_inner, dtype=u.dtype, device=u.device)
     state = torch.empty(batch, d_inner, N, dtype=torch.float32, device=u.device)
-    shape, segments = launch_for(batch, d_inner, length)
+    shape, segments = launch_for(batch, d_inner, length, u.device)
     tokens, block_d, warps = SHAPES[shape]
     seg_len = triton.cdiv(triton.cdiv(length, segments), tokens) * tokens
     segments = triton.cdiv(length, seg_len)  # every segment holds a token

@@ -7,7 +7,6 @@ the update runs in fp32 registers and is rounded once on store.
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
@@ -17,7 +16,7 @@ import triton.language as tl
 from torch import Tensor
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import fastmath, pdl
+from mambapipe.engine.kernels import fastmath, multiprocessors, pdl
 
 FUSED_DT_MAX_BATCH = 4
 # (rows, channels, warps) of a Mamba1 program once dt_proj runs as a GEMM (batches over FUSED_DT_MAX_BATCH):
@@ -98,13 +97,7 @@ def rows_per_program(batch: int, heads: int, P: int, device: torch.device) -> in
     """The Mamba2 update's head-dim rows a program: WIDE_BLOCK_P if the grid still has a program for each
     multiprocessor, else BLOCK_P (each at most the head dim, rounded up to a power of two)."""
     narrow, wide = (min(rows, triton.next_power_of_2(P)) for rows in (BLOCK_P, WIDE_BLOCK_P))
-    return wide if batch * heads * triton.cdiv(P, wide) >= _multiprocessors(device) else narrow
-
-
-@functools.cache
-def _multiprocessors(device: torch.device) -> int:
-    """SMs of a CUDA device; 1 elsewhere (the interpreter runs programs one at a time)."""
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    return wide if batch * heads * triton.cdiv(P, wide) >= multiprocessors(device) else narrow
 
 
 def mamba2_state_update_ref(state: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, A: Tensor, B: Tensor,
