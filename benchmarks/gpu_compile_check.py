@@ -90,25 +90,28 @@ KERNELS = [
      dict(K=4, HAS_BIAS=True, BLOCK_L=prefill.CONV_BLOCK_L, BLOCK_C=prefill.CONV_BLOCK_C, STATE_COLS=4, SLOTS=True,
           PDL=True)),
     (prefill._dt_proj_softplus_kernel,
-     dict(a_ptr=H, w_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=F, bc_ptr=H, bc_out_ptr=F, L=I, D=I, R=I, s_ab=I,
+     dict(a_ptr=H, w_ptr=H, bias_ptr=F, len_ptr=L64, out_ptr=H, bc_ptr=H, bc_out_ptr=F, L=I, D=I, R=I, s_ab=I,
           s_al=I, s_bcb=I, s_bcl=I, BC=C, BLOCK_L=C, BLOCK_D=C, BLOCK_R=C, BLOCK_BC=C, PRECISION=C, PDL=C),
      dict(BC=32, BLOCK_L=prefill.DT_PROJ_TILE[0], BLOCK_D=prefill.DT_PROJ_TILE[1], BLOCK_R=prefill.DT_PROJ_TILE[2],
           BLOCK_BC=32, PRECISION="tf32", PDL=True, num_warps=prefill.DT_PROJ_TILE[3],
           num_stages=prefill.DT_PROJ_TILE[4])),
     *[(scan._scan_kernel,
-       dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=bc, C_ptr=bc, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, end_ptr=F,
+       dict(u_ptr=H, delta_ptr=dt, A_ptr=F, B_ptr=bc, C_ptr=bc, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, end_ptr=F,
             dt_sum_ptr=F, L=I, Di=I, seg_len=I,
             **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
                               "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C, PDL=C),
        dict(N=16, T=shape[0], BLOCK_D=shape[1], PDL=True, num_warps=shape[2]))
-      # the narrow launch reads fp32 B and C (scan.wants_fp32_bc)
-      for shape, bc in ((scan.SHAPES["narrow"], F), (scan.SHAPES["standard"], H))],
-    (scan._segment_end_kernel,  # only the standard launch cuts the prompt
-     dict(u_ptr=H, delta_ptr=F, A_ptr=F, B_ptr=H, end_ptr=F, dt_sum_ptr=F, L=I, Di=I, seg_len=I,
-          **{n: I for n in "stride_ub stride_ul stride_db stride_dl stride_bb stride_bl".split()},
-          N=C, T=C, BLOCK_D=C, PDL=C),
-     dict(N=16, T=scan.SHAPES["standard"][0], BLOCK_D=scan.SHAPES["standard"][1], PDL=True,
-          num_warps=scan.SHAPES["standard"][2])),
+      # the narrow launch reads fp32 B and C (scan.wants_fp32_bc); the standard one fp32 or fp16 step sizes
+      # (scan.wants_half_step_sizes)
+      for shape, bc, dt in ((scan.SHAPES["narrow"], F, F), (scan.SHAPES["standard"], H, F),
+                            (scan.SHAPES["standard"], H, H))],
+    *[(scan._segment_end_kernel,  # only the standard launch cuts the prompt
+       dict(u_ptr=H, delta_ptr=dt, A_ptr=F, B_ptr=H, end_ptr=F, dt_sum_ptr=F, L=I, Di=I, seg_len=I,
+            **{n: I for n in "stride_ub stride_ul stride_db stride_dl stride_bb stride_bl".split()},
+            N=C, T=C, BLOCK_D=C, PDL=C),
+       dict(N=16, T=scan.SHAPES["standard"][0], BLOCK_D=scan.SHAPES["standard"][1], PDL=True,
+            num_warps=scan.SHAPES["standard"][2]))
+      for dt in (F, H)],
     # the Triton SSD at mamba2-2.7b / Codestral's head dim 64, d_state 128, chunk 256 (fp16 inputs)
     (ssd_triton._chunk_cumsum,
      dict(dt_ptr=H, A_ptr=F, cum_ptr=F, bias_ptr=F, len_ptr=L64, dt_out_ptr=F, L=I, H=I, T=I, s_dt_b=I, s_dt_l=I,

@@ -19,7 +19,7 @@ from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model  # noqa: E402
 
 from mambapipe.engine import ops  # noqa: E402
 from mambapipe.engine.api import load_engine  # noqa: E402
-from mambapipe.engine.kernels import prefill, ssd  # noqa: E402
+from mambapipe.engine.kernels import prefill, scan, ssd  # noqa: E402
 from mambapipe.engine.model import MambaModel  # noqa: E402
 from mambapipe.engine.state import InferenceState  # noqa: E402
 from mambapipe.models import ModelSpec  # noqa: E402
@@ -72,6 +72,8 @@ def test_dt_proj_softplus_matches_torch(dtype, rtol, atol, d_inner, rank):
     ref = F.softplus(F.linear(dt_low, dt_proj).float() + bias) * valid[..., None]  # the model's torch path
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=rtol, atol=atol)
+    half, _ = prefill.dt_proj_softplus(dt_low, dt_proj, bias, lengths, half=True)
+    assert half.dtype == HALF and torch.equal(half, out.to(HALF))  # the same values, rounded once at the store
     assert (out[~valid] == 0).all()
     assert no_bc is None and torch.equal(out_with_bc, out)
     assert bc32.dtype == torch.float32 and torch.equal(bc32, bc.float())
@@ -98,6 +100,27 @@ TOLERANCE = {"float32": 1e-5, "float16": 1e-2}
     ids=["mamba1", "mamba2", "mamba2-last-token", "mamba2-torch-ssd", "mamba2-fp16"])
 def test_fused_prefill_matches_torch_prefill(model, all_logits, triton_ssd, monkeypatch):
     monkeypatch.setattr(ssd, "TRITON_SSD", triton_ssd)
+    _assert_prefills_agree(model, all_logits)
+
+
+@pytest.mark.parametrize("model", [("mamba1", "float16")], indirect=True)
+def test_fused_prefill_with_half_step_sizes(model, monkeypatch):
+    """A half Mamba1 model whose scan gets fp16 step sizes (forced here; on the GPU where its grid is big) stays
+    within fp16 rounding of the torch prefill, and the step sizes reach the scan in fp16."""
+    monkeypatch.setattr(scan, "wants_half_step_sizes", lambda *args: True)
+    step_dtypes = []
+    scan_kernel = scan.selective_scan
+
+    def recording_scan(u, delta, *rest):
+        step_dtypes.append(delta.dtype)
+        return scan_kernel(u, delta, *rest)
+
+    monkeypatch.setattr(scan, "selective_scan", recording_scan)
+    _assert_prefills_agree(model, all_logits=True)
+    assert step_dtypes == [torch.float16] * len(model.layers)
+
+
+def _assert_prefills_agree(model, all_logits: bool) -> None:
     tol = TOLERANCE[str(model.dtype).removeprefix("torch.")]
     reference = MambaModel(model.spec, model.glob, model.layers, model.comm, kernel_choice="torch")  # even on CUDA
     torch.manual_seed(0)

@@ -145,6 +145,28 @@ def test_narrow_launch_bound_follows_the_sm_count(monkeypatch):
         assert scan.launch_for(4, 1536, 2048, cuda) == (expected, 1)
 
 
+def test_scan_reads_half_step_sizes(shape):
+    """Step sizes in fp16 (as the prefill passes them where `wants_half_step_sizes`) are widened in the kernel: the
+    torch scan on the same fp16 values, in fp32, gives the same result."""
+    u, delta, A, B, C, D, z = _inputs(2, 37, HALF, seed=5)
+    delta = delta.to(HALF)
+    y, state = scan.selective_scan(u, delta, A, B, C, D, z)
+    y_ref, state_ref = ops.selective_scan(u, delta.float(), A, B, C, D, z)
+    assert _rel(y, y_ref) < TOLERANCE[HALF] and _rel(state, state_ref) < 1e-5
+
+
+def test_half_step_sizes_where_the_grid_outgrows_three_programs_an_sm(monkeypatch):
+    """fp16 step sizes (four standard programs an SM) where the scan's grid has more than three an SM hold (GPU_NOTES.md
+    v27: one mamba-2.8b row in 8 segments, 1280 programs; 8 x 1024 of it; 64 x 128 of mamba-130m), fp32 ones within
+    that (one mamba-130m row in 8 segments, 384; 8 x 1024 of it, 384; 2 mamba-2.8b rows, 320; any narrow launch)."""
+    monkeypatch.setattr(scan, "multiprocessors", lambda device: 132)
+    for device in (torch.device("cuda"), torch.device("cpu")):
+        for batch, width, length in ((1, 5120, 2048), (8, 5120, 1024), (64, 1536, 128)):
+            assert scan.wants_half_step_sizes(batch, width, length, device)
+        for batch, width, length in ((1, 1536, 2048), (8, 1536, 1024), (2, 5120, 2048), (1, 5120, 384)):
+            assert not scan.wants_half_step_sizes(batch, width, length, device)
+
+
 def test_scan_reads_fp32_bc(shape):
     """B and C widened to fp32 (as the prefill passes them to the narrow launch) give the fp16 ones' result."""
     u, delta, A, B, C, D, z = _inputs(1, 37, HALF, seed=3)

@@ -1,12 +1,14 @@
 """The whole-model prefill on the fused kernels: same contract, weights and rounding as `MambaModel.prefill`,
-which dispatches here on CUDA.
+which dispatches here on CUDA, but for one rounding: a half model's Mamba1 step sizes are stored in fp16 where
+the scan's grid is big (`scan.wants_half_step_sizes`).
 
 Per layer: one add+RMSNorm over the (B*L, H) rows (the previous layer's output is added to the fp32 residual
 inside it), the in_proj GEMM, the channels-last causal conv + SiLU reading its input columns in place, then
 Mamba1: the x_proj GEMM, dt_proj with softplus(dt + bias) masked in one Triton pass, the Triton scan
 (kernels/scan.py);
 Mamba2: the chunked SSD (kernels/ssd.py; softplus(dt + bias) masked in its first pass), the gated norm
-reading z in place; then out_proj. No transposes; the one fp32 (L, Di)-sized tensor is Mamba1's step sizes.
+reading z in place; then out_proj. No transposes; the one fp32 (L, Di)-sized tensor is Mamba1's step sizes
+(where they are not fp16).
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ def _dt_proj_softplus_kernel(a_ptr, w_ptr, bias_ptr, len_ptr, out_ptr, bc_ptr, b
     dt = acc.to(dtype).to(tl.float32) + tl.load(bias_ptr + d, mask=d_ok, other=0.0)[None, :]  # F.linear's rounding
     dt = softplus(dt, HALF=dtype != tl.float32)  # (BL, BD)
     dt = tl.where((t < tl.load(len_ptr + b))[:, None], dt, 0.0)  # padding steps leave the state untouched
-    tl.store(out_ptr + (b * L + t[:, None]) * D + d[None, :], dt, mask=t_ok[:, None] & d_ok[None, :])
+    tl.store(out_ptr + (b * L + t[:, None]) * D + d[None, :], dt.to(out_ptr.dtype.element_ty),
+             mask=t_ok[:, None] & d_ok[None, :])
     if BC > 0:  # the first column block of programs also widens its tokens' B and C columns
         if db == 0:
             c = tl.arange(0, BLOCK_BC)  # (BBC,)
@@ -133,19 +136,20 @@ def _dt_proj_softplus_kernel(a_ptr, w_ptr, bias_ptr, len_ptr, out_ptr, bc_ptr, b
 
 
 def dt_proj_softplus(dt_low: Tensor, dt_proj: Tensor, dt_bias: Tensor, lengths: Tensor,
-                     bc: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+                     bc: Optional[Tensor] = None, half: bool = False) -> tuple[Tensor, Optional[Tensor]]:
     """Mamba1's step sizes softplus(dt_low @ dt_projᵀ + dt_bias) at t < lengths[row], 0 after, as a new
-    (B, L, Di) fp32: the dt_proj product and the softplus in one pass, so its output never goes to memory in
-    the model dtype and back. dt_low (B, L, R) with a unit inner stride (the x_proj output's first columns);
-    dt_proj (Di, R) contiguous, in dt_low's dtype; dt_bias (Di,) fp32. Given Mamba1's B and C columns bc
-    (B, L, 2N, a unit inner stride), also returns them as a new fp32 (B, L, 2N), else None.
+    (B, L, Di) fp32, or fp16 if `half` (rounded once, at the store): the dt_proj product and the softplus in one
+    pass, so its output never goes to memory in the model dtype and back. dt_low (B, L, R) with a unit inner
+    stride (the x_proj output's first columns); dt_proj (Di, R) contiguous, in dt_low's dtype; dt_bias (Di,)
+    fp32. Given Mamba1's B and C columns bc (B, L, 2N, a unit inner stride), also returns them as a new fp32
+    (B, L, 2N), else None.
     Twin of the model's `F.softplus(F.linear(dt_low, dt_proj).float() + dt_bias) * valid[..., None]` (and
     `bc.float()`): the product is rounded to the model dtype before the bias, as F.linear's output is."""
     batch, length, rank = dt_low.shape
     d_inner = dt_proj.shape[0]
     if dt_proj.stride() != (rank, 1):
         raise ValueError(f"dt_proj_softplus needs a contiguous (Di, R) dt_proj, got strides {dt_proj.stride()}")
-    out = torch.empty(batch, length, d_inner, dtype=torch.float32, device=dt_low.device)
+    out = torch.empty(batch, length, d_inner, dtype=torch.float16 if half else torch.float32, device=dt_low.device)
     bc_out = None if bc is None else torch.empty(bc.shape, dtype=torch.float32, device=dt_low.device)
     bc_width = 0 if bc is None else bc.shape[-1]
     bc_in = (bc, bc_out, bc.stride(0), bc.stride(1)) if bc is not None else (dt_low, out, 0, 0)  # unread at BC=0
@@ -196,8 +200,10 @@ def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor, conv_into:
     # 3.2x slower on the H200 (0.74 vs 0.23 ms a mamba-2.8b layer, GPU_NOTES.md v5), far more than this pass
     # costs. The pass also widens B and C to fp32 where the scan's launch reads them faster so (v21)
     widen = scan.wants_fp32_bc(x.shape[0], model.d_inner, x.shape[1], x.device)
-    delta, BC32 = dt_proj_softplus(dt_low, w.dt_proj, w.dt_bias, lengths,  # (B, L, Di/tp) fp32
-                                   BC if widen else None)
+    # and rounds the step sizes to fp16 where the scan's grid is big enough to run faster on them (v27)
+    half = x.dtype != torch.float32 and scan.wants_half_step_sizes(x.shape[0], model.d_inner, x.shape[1], x.device)
+    delta, BC32 = dt_proj_softplus(dt_low, w.dt_proj, w.dt_bias, lengths,  # (B, L, Di/tp) fp32 or fp16
+                                   BC if widen else None, half)
     B, C = (BC32 if widen else BC).split(N, dim=-1)  # (B, L, N) each
     y, ssm = scan.selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp), (B, Di/tp, N) fp32
     store_at_slots(ssm_into, ssm)

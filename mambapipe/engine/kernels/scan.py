@@ -32,12 +32,21 @@ from mambapipe.engine.kernels import fastmath, multiprocessors, pdl
 # 114, against the 64-channel, 8-warp shape that ran batches before, v10, which it replaced). "narrow":
 # 16-channel blocks, fp32 B and C, for grids too small for the standard shape to fill the SMs in one pass (v13).
 SHAPES = {"standard": (16, 32, 4), "narrow": (16, 16, 4)}
-# The narrow shape runs a one-pass grid while it is one wave: at most this many programs an SM (146 registers a
-# thread at 4 warps, so three share an SM's 64K registers). On the H200's 132 SMs, 396 programs (v26: 4 rows x
-# 1024 tokens at mamba-130m's width, 384 narrow programs, 85 us against the standard shape's 109; 5 rows, 480, 147
-# against 111). Other GPUs get the same bound per SM, not measured there. Where there is no CUDA device (the
-# interpreter in CI) the rule is the H200's, so it stays the one the GPU measurements chose.
-NARROW_PROGRAMS_PER_SM, H200_MULTIPROCESSORS = 3, 132
+# Programs of either shape an SM holds with fp32 step sizes: 146 and 160 registers a thread at 4 warps, so three
+# share an SM's 64K registers. The narrow shape runs a one-pass grid while it is one wave of these: on the H200's
+# 132 SMs, 396 programs (v26: 4 rows x 1024 tokens at mamba-130m's width, 384 narrow programs, 85 us against the
+# standard shape's 109; 5 rows, 480, 147 against 111). Other GPUs get the same bound per SM, not measured there.
+# Where there is no CUDA device (the interpreter in CI) the rules are the H200's, as the GPU measurements chose.
+PROGRAMS_PER_SM, H200_MULTIPROCESSORS = 3, 132
+# With fp16 step sizes (`wants_half_step_sizes`) the standard scan kernel compiles to 128 registers (Triton 3.6,
+# sm_90), so four programs share an SM. That pays for a grid of more programs than three an SM hold; within that
+# many the fourth slot only packs the grid onto fewer SMs. One layer, us, fp32 / fp16 step sizes (GPU_NOTES.md v27,
+# device call 195): mamba-2.8b's width, 1 row x 2048 tokens in 8 segments (1280 programs) 162.4 / 150.2, 8 x
+# 1024 (1280) 387.7 / 344.8, 64 x 128 (10240) 367.3 / 327.8; mamba-130m's 64 x 128 (3072) 114.6 / 103.6; but
+# mamba-130m's 1 x 2048 in 8 segments (384) 50.1 / 56.7, 8 x 1024 (384) 113.5 / 142.3, and mamba-2.8b's 2 x
+# 2048 (320) 221.7 / 281.3. In the model under this rule (call 196, prefill ms, three rounds, fp32 step sizes /
+# the rule): mamba-2.8b S3 29.76-29.81 / 28.71-28.75, S4 88.2-89.9 / 85.9-86.0, S2 82.2-82.8 / 80.1-81.0;
+# mamba-130m's within noise (S3 fp16 step sizes throughout: 3.24-3.31 against 3.03-3.22).
 # The narrow shape reads B and C in fp32, widened by the prefill's dt_proj + softplus kernel (`wants_fp32_bc`):
 # fp16 ones cost every thread 8 conversions a token (Triton 3.6 converts them after the chunk's trip through
 # shared memory; the chunk loop 711 -> 599 SASS instructions), and one mamba-2.8b row's scan took 0.169 ms a
@@ -239,10 +248,14 @@ def launch_for(batch: int, d_inner: int, length: int, device: torch.device) -> t
     segments = min(MAX_SEGMENTS, length // SEGMENT_MIN_TOKENS)
     if batch * d_inner <= SEGMENT_MAX_CHANNELS and segments > 1:
         return "standard", segments
-    sms = multiprocessors(device) if device.type == "cuda" else H200_MULTIPROCESSORS
-    if batch * triton.cdiv(d_inner, SHAPES["narrow"][1]) <= NARROW_PROGRAMS_PER_SM * sms:
+    if batch * triton.cdiv(d_inner, SHAPES["narrow"][1]) <= PROGRAMS_PER_SM * _multiprocessors(device):
         return "narrow", 1
     return "standard", 1
+
+
+def _multiprocessors(device: torch.device) -> int:
+    """The SMs the launch rules count: the GPU's, or the H200's where there is none (H200_MULTIPROCESSORS)."""
+    return multiprocessors(device) if device.type == "cuda" else H200_MULTIPROCESSORS
 
 
 def wants_fp32_bc(batch: int, d_inner: int, length: int, device: torch.device) -> bool:
@@ -252,9 +265,19 @@ def wants_fp32_bc(batch: int, d_inner: int, length: int, device: torch.device) -
     return launch_for(batch, d_inner, length, device)[0] == "narrow"
 
 
+def wants_half_step_sizes(batch: int, d_inner: int, length: int, device: torch.device) -> bool:
+    """Whether the scan of `batch` rows at this width and length should get its step sizes (delta) in fp16 (from a
+    half model): where its grid has more programs than PROGRAMS_PER_SM an SM hold, so the kernel's fourth program
+    an SM finds work. The one rounding costs y ~3e-4 relative against fp32 step sizes (v27)."""
+    shape, segments = launch_for(batch, d_inner, length, device)
+    programs = batch * triton.cdiv(d_inner, SHAPES[shape][1]) * segments
+    return programs > PROGRAMS_PER_SM * _multiprocessors(device)
+
+
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                    z: Tensor) -> tuple[Tensor, Tensor]:
-    """Same contract as `ops.selective_scan`: u, delta (softplus'd, zero at padding), z (Bt, L, Di);
+    """Same contract as `ops.selective_scan`: u, delta (softplus'd, zero at padding; fp32, or fp16 where
+    `wants_half_step_sizes`), z (Bt, L, Di);
     A (Di, N) fp32; B, C (Bt, L, N), fp32 where `wants_fp32_bc`; D (Di,). Inner strides must be 1 (slices of
     x_proj output are fine).
     Returns y (Bt, L, Di) in u's dtype and the final state (Bt, Di, N) fp32."""
