@@ -120,20 +120,17 @@ def test_launch_by_width_and_length(monkeypatch):
     """A long prompt over few channels is cut into time segments (GPU_NOTES.md v25: one row of mamba-130m 160 -> 50
     us a layer at 2048 tokens); other grids run in one pass, on the narrow channel blocks while they fit one wave
     of programs (v26: 4 rows of mamba-130m, v21: one short mamba-2.8b row) and on the standard ones past that
-    (v26: 5 rows of mamba-130m and 2 of mamba-2.8b on); fp32 B and C only for the narrow launch. Without CUDA the
-    rule is the H200's."""
+    (v26: 5 rows of mamba-130m and 2 of mamba-2.8b on); fp32 B and C only for the narrow launch. On an H200."""
     monkeypatch.setattr(scan, "multiprocessors", lambda device: 132)
-    long_prompt, short_prompt = 2048, 2 * scan.SEGMENT_MIN_TOKENS - 1
-    for device in (torch.device("cuda"), torch.device("cpu")):
-        assert scan.launch_for(1, 5120, long_prompt, device) == ("standard", scan.MAX_SEGMENTS)
-        assert scan.launch_for(2, 1536, 4 * scan.SEGMENT_MIN_TOKENS, device) == ("standard", 4)
-        assert scan.launch_for(1, 5120, short_prompt, device) == ("narrow", 1)
-        assert scan.wants_fp32_bc(1, 5120, short_prompt, device)
-        assert not scan.wants_fp32_bc(1, 5120, long_prompt, device)
-        assert scan.launch_for(4, 1536, long_prompt, device) == ("narrow", 1)
-        for batch, width in ((5, 1536), (2, 5120), (64, 1536)):
-            assert scan.launch_for(batch, width, long_prompt, device) == ("standard", 1)
-            assert not scan.wants_fp32_bc(batch, width, short_prompt, device)
+    long_prompt, short_prompt, cuda = 2048, 2 * scan.SEGMENT_MIN_TOKENS - 1, torch.device("cuda")
+    assert scan.launch_for(1, 5120, long_prompt, cuda) == ("standard", scan.MAX_SEGMENTS)
+    assert scan.launch_for(2, 1536, 4 * scan.SEGMENT_MIN_TOKENS, cuda) == ("standard", 4)
+    assert scan.launch_for(1, 5120, short_prompt, cuda) == ("narrow", 1)
+    assert scan.wants_fp32_bc(1, 5120, short_prompt, cuda) and not scan.wants_fp32_bc(1, 5120, long_prompt, cuda)
+    assert scan.launch_for(4, 1536, long_prompt, cuda) == ("narrow", 1)
+    for batch, width in ((5, 1536), (2, 5120), (64, 1536)):
+        assert scan.launch_for(batch, width, long_prompt, cuda) == ("standard", 1)
+        assert not scan.wants_fp32_bc(batch, width, short_prompt, cuda)
 
 
 def test_narrow_launch_bound_follows_the_sm_count(monkeypatch):
@@ -160,11 +157,11 @@ def test_half_step_sizes_where_the_grid_outgrows_three_programs_an_sm(monkeypatc
     v27: one mamba-2.8b row in 8 segments, 1280 programs; 8 x 1024 of it; 64 x 128 of mamba-130m), fp32 ones within
     that (one mamba-130m row in 8 segments, 384; 8 x 1024 of it, 384; 2 mamba-2.8b rows, 320; any narrow launch)."""
     monkeypatch.setattr(scan, "multiprocessors", lambda device: 132)
-    for device in (torch.device("cuda"), torch.device("cpu")):
-        for batch, width, length in ((1, 5120, 2048), (8, 5120, 1024), (64, 1536, 128)):
-            assert scan.wants_half_step_sizes(batch, width, length, device)
-        for batch, width, length in ((1, 1536, 2048), (8, 1536, 1024), (2, 5120, 2048), (1, 5120, 384)):
-            assert not scan.wants_half_step_sizes(batch, width, length, device)
+    cuda = torch.device("cuda")
+    for batch, width, length in ((1, 5120, 2048), (8, 5120, 1024), (64, 1536, 128)):
+        assert scan.wants_half_step_sizes(batch, width, length, cuda)
+    for batch, width, length in ((1, 1536, 2048), (8, 1536, 1024), (2, 5120, 2048), (1, 5120, 384)):
+        assert not scan.wants_half_step_sizes(batch, width, length, cuda)
 
 
 def test_scan_reads_fp32_bc(shape):

@@ -36,8 +36,7 @@ SHAPES = {"standard": (16, 32, 4), "narrow": (16, 16, 4)}
 # share an SM's 64K registers. The narrow shape runs a one-pass grid while it is one wave of these: on the H200's
 # 132 SMs, 396 programs (v26: 4 rows x 1024 tokens at mamba-130m's width, 384 narrow programs, 85 us against the
 # standard shape's 109; 5 rows, 480, 147 against 111). Other GPUs get the same bound per SM, not measured there.
-# Where there is no CUDA device (the interpreter in CI) the rules are the H200's, as the GPU measurements chose.
-PROGRAMS_PER_SM, H200_MULTIPROCESSORS = 3, 132
+PROGRAMS_PER_SM = 3
 # With fp16 step sizes (`wants_half_step_sizes`) the standard scan kernel compiles to 128 registers (Triton 3.6,
 # sm_90), so four programs share an SM. That pays for a grid of more programs than three an SM hold; within that
 # many the fourth slot only packs the grid onto fewer SMs. One layer, us, fp32 / fp16 step sizes (GPU_NOTES.md v27,
@@ -248,14 +247,9 @@ def launch_for(batch: int, d_inner: int, length: int, device: torch.device) -> t
     segments = min(MAX_SEGMENTS, length // SEGMENT_MIN_TOKENS)
     if batch * d_inner <= SEGMENT_MAX_CHANNELS and segments > 1:
         return "standard", segments
-    if batch * triton.cdiv(d_inner, SHAPES["narrow"][1]) <= PROGRAMS_PER_SM * _multiprocessors(device):
+    if batch * triton.cdiv(d_inner, SHAPES["narrow"][1]) <= PROGRAMS_PER_SM * multiprocessors(device):
         return "narrow", 1
     return "standard", 1
-
-
-def _multiprocessors(device: torch.device) -> int:
-    """The SMs the launch rules count: the GPU's, or the H200's where there is none (H200_MULTIPROCESSORS)."""
-    return multiprocessors(device) if device.type == "cuda" else H200_MULTIPROCESSORS
 
 
 def wants_fp32_bc(batch: int, d_inner: int, length: int, device: torch.device) -> bool:
@@ -271,7 +265,7 @@ def wants_half_step_sizes(batch: int, d_inner: int, length: int, device: torch.d
     an SM finds work. The one rounding costs y ~3e-4 relative against fp32 step sizes (v27)."""
     shape, segments = launch_for(batch, d_inner, length, device)
     programs = batch * triton.cdiv(d_inner, SHAPES[shape][1]) * segments
-    return programs > PROGRAMS_PER_SM * _multiprocessors(device)
+    return programs > PROGRAMS_PER_SM * multiprocessors(device)
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
