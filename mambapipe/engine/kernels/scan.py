@@ -39,7 +39,8 @@ SHAPES = {"standard": (16, 32, 4), "narrow": (16, 16, 4)}
 PROGRAMS_PER_SM = 3
 # With fp16 step sizes (`wants_half_step_sizes`) the standard scan kernel compiles to 128 registers (Triton 3.6,
 # sm_90), so four programs share an SM. That pays for a grid of more programs than three an SM hold; within that
-# many the fourth slot only packs the grid onto fewer SMs. One layer, us, fp32 / fp16 step sizes (GPU_NOTES.md v27,
+# many it loses (not profiled: the grid may land on fewer SMs, or each program run slower in 128 registers). One
+# layer, us, fp32 / fp16 step sizes (GPU_NOTES.md v27,
 # device call 195): mamba-2.8b's width, 1 row x 2048 tokens in 8 segments (1280 programs) 162.4 / 150.2, 8 x
 # 1024 (1280) 387.7 / 344.8, 64 x 128 (10240) 367.3 / 327.8; mamba-130m's 64 x 128 (3072) 114.6 / 103.6; but
 # mamba-130m's 1 x 2048 in 8 segments (384) 50.1 / 56.7, 8 x 1024 (384) 113.5 / 142.3, and mamba-2.8b's 2 x
