@@ -40,13 +40,13 @@ PROGRAMS_PER_SM = 3
 # With fp16 step sizes (`wants_half_step_sizes`) the standard scan kernel compiles to 128 registers (Triton 3.6,
 # sm_90), so four programs share an SM. That pays for a grid of more programs than three an SM hold; within that
 # many it loses (not profiled: the grid may land on fewer SMs, or each program run slower in 128 registers). One
-# layer, us, fp32 / fp16 step sizes (GPU_NOTES.md v27,
-# device call 195): mamba-2.8b's width, 1 row x 2048 tokens in 8 segments (1280 programs) 162.4 / 150.2, 8 x
-# 1024 (1280) 387.7 / 344.8, 64 x 128 (10240) 367.3 / 327.8; mamba-130m's 64 x 128 (3072) 114.6 / 103.6; but
-# mamba-130m's 1 x 2048 in 8 segments (384) 50.1 / 56.7, 8 x 1024 (384) 113.5 / 142.3, and mamba-2.8b's 2 x
-# 2048 (320) 221.7 / 281.3. In the model under this rule (call 196, prefill ms, three rounds, fp32 step sizes /
-# the rule): mamba-2.8b S3 29.76-29.81 / 28.71-28.75, S4 88.2-89.9 / 85.9-86.0, S2 82.2-82.8 / 80.1-81.0;
-# mamba-130m's within noise (S3 fp16 step sizes throughout: 3.24-3.31 against 3.03-3.22).
+# layer, us, fp32 / fp16 step sizes (GPU_NOTES.md v27, device call 195): mamba-2.8b's width, 1 row x 2048 tokens in
+# 8 segments (1280 programs) 162.4 / 150.2, 8 x 1024 (1280) 387.7 / 344.8, 64 x 128 (10240) 367.3 / 327.8;
+# mamba-130m's 64 x 128 (3072) 114.6 / 103.6; but mamba-130m's 1 x 2048 in 8 segments (384) 50.1 / 56.7, 8 x 1024
+# (384) 113.5 / 142.3, and mamba-2.8b's 2 x 2048 (320) 221.7 / 281.3. In the model under this rule (call 196,
+# prefill ms, three rounds, fp32 step sizes / the rule): mamba-2.8b S3 29.76-29.81 / 28.71-28.75, S4 88.2-89.9 /
+# 85.9-86.0, S2 82.2-82.8 / 80.1-81.0; mamba-130m's within noise (S3 fp16 step sizes throughout: 3.24-3.31 against
+# 3.03-3.22).
 # The narrow shape reads B and C in fp32, widened by the prefill's dt_proj + softplus kernel (`wants_fp32_bc`):
 # fp16 ones cost every thread 8 conversions a token (Triton 3.6 converts them after the chunk's trip through
 # shared memory; the chunk loop 711 -> 599 SASS instructions), and one mamba-2.8b row's scan took 0.169 ms a
