@@ -74,6 +74,8 @@ def test_dt_proj_softplus_matches_torch(dtype, rtol, atol, d_inner, rank):
     torch.testing.assert_close(out, ref, rtol=rtol, atol=atol)
     half, _ = prefill.dt_proj_softplus(dt_low, dt_proj, bias, lengths, half=True)
     assert half.dtype == HALF and torch.equal(half, out.to(HALF))  # the same values, rounded once at the store
+    huge, _ = prefill.dt_proj_softplus(dt_low, dt_proj, bias + 1e5, lengths, half=True)  # past fp16's range
+    assert (huge[valid] == torch.finfo(HALF).max).all()
     assert (out[~valid] == 0).all()
     assert no_bc is None and torch.equal(out_with_bc, out)
     assert bc32.dtype == torch.float32 and torch.equal(bc32, bc.float())

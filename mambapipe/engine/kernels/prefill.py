@@ -124,6 +124,8 @@ def _dt_proj_softplus_kernel(a_ptr, w_ptr, bias_ptr, len_ptr, out_ptr, bc_ptr, b
     dt = acc.to(dtype).to(tl.float32) + tl.load(bias_ptr + d, mask=d_ok, other=0.0)[None, :]  # F.linear's rounding
     dt = softplus(dt, HALF=dtype != tl.float32)  # (BL, BD)
     dt = tl.where((t < tl.load(len_ptr + b))[:, None], dt, 0.0)  # padding steps leave the state untouched
+    if out_ptr.dtype.element_ty == tl.float16:  # fp16 step sizes: a bf16 model's past fp16's range stay finite
+        dt = tl.minimum(dt, 65504.0)
     tl.store(out_ptr + (b * L + t[:, None]) * D + d[None, :], dt.to(out_ptr.dtype.element_ty),
              mask=t_ok[:, None] & d_ok[None, :])
     if BC > 0:  # the first column block of programs also widens its tokens' B and C columns
