@@ -96,11 +96,12 @@ KERNELS = [
           BLOCK_BC=32, PRECISION="tf32", PDL=True, num_warps=prefill.DT_PROJ_TILE[3],
           num_stages=prefill.DT_PROJ_TILE[4])),
     *[(scan._scan_kernel,
-       dict(u_ptr=H, delta_ptr=dt, A_ptr=F, B_ptr=bc, C_ptr=bc, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=F, end_ptr=F,
-            dt_sum_ptr=F, L=I, Di=I, seg_len=I,
+       dict(u_ptr=H, delta_ptr=dt, A_ptr=F, B_ptr=bc, C_ptr=bc, D_ptr=F, z_ptr=H, y_ptr=H, state_ptr=H, slot_ptr=L64,
+            end_ptr=F, dt_sum_ptr=F, L=I, Di=I, seg_len=I,
             **{n: I for n in ("stride_ub stride_ul stride_db stride_dl stride_bb stride_bl stride_cb stride_cl "
-                              "stride_zb stride_zl stride_yb stride_yl").split()}, N=C, T=C, BLOCK_D=C, PDL=C),
-       dict(N=16, T=shape[0], BLOCK_D=shape[1], PDL=True, num_warps=shape[2]))
+                              "stride_zb stride_zl stride_yb stride_yl stride_state").split()},
+            N=C, T=C, BLOCK_D=C, SLOTS=C, PDL=C),
+       dict(N=16, T=shape[0], BLOCK_D=shape[1], SLOTS=True, PDL=True, num_warps=shape[2]))
       # the narrow launch reads fp32 B and C (scan.wants_fp32_bc); the standard one fp32 or fp16 step sizes
       # (scan.wants_half_step_sizes)
       for shape, bc, dt in ((scan.SHAPES["narrow"], F, F), (scan.SHAPES["standard"], H, F),

@@ -115,9 +115,9 @@ def test_fused_prefill_with_half_step_sizes(model, monkeypatch):
     step_dtypes = []
     scan_kernel = scan.selective_scan
 
-    def recording_scan(u, delta, *rest):
+    def recording_scan(u, delta, *rest, **options):
         step_dtypes.append(delta.dtype)
-        return scan_kernel(u, delta, *rest)
+        return scan_kernel(u, delta, *rest, **options)
 
     monkeypatch.setattr(scan, "selective_scan", recording_scan)
     _assert_prefills_agree(model, all_logits=True)

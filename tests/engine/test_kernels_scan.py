@@ -89,6 +89,19 @@ def test_padded_row_keeps_its_state(shape):
     assert _rel(state[1:], state_at_length) < 1e-5
 
 
+def test_final_states_into_slots(shape):
+    """With `into`, each row's final state lands in its slot of a layer's states (out of order), rounded once to
+    their dtype, and the other slots are untouched; y is the same."""
+    args = _inputs(2, 37, HALF, seed=11)
+    y, state = scan.selective_scan(*args)
+    states = torch.full((4, D_INNER, N), 7.0, dtype=HALF, device=DEVICE)
+    slots = torch.tensor([3, 1], device=DEVICE)
+    y_into, none = scan.selective_scan(*args, into=(states, slots))
+    assert none is None and torch.equal(y_into, y)
+    assert torch.equal(states[slots], state.to(HALF))
+    assert (states[[0, 2]] == 7.0).all()
+
+
 def test_tolerance_catches_a_lost_carry():
     """The comparisons above would fail a kernel that dropped the state between chunks: a scan restarted from
     zero at token 16 (a chunk boundary) is far outside the fp32 tolerance."""

@@ -24,7 +24,7 @@ from torch import Tensor
 from mambapipe.engine.kernels import fastmath, pdl, scan, ssd
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
 from mambapipe.engine.kernels.ssm import softplus
-from mambapipe.engine.state import InferenceState, Into, store_at_slots
+from mambapipe.engine.state import InferenceState, Into
 from mambapipe.engine.weights import LayerWeights
 from mambapipe.models import TRTLLM_NORM_EPSILON as EPS
 
@@ -207,8 +207,7 @@ def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor, conv_into:
     delta, BC32 = dt_proj_softplus(dt_low, w.dt_proj, w.dt_bias, lengths,  # (B, L, Di/tp) fp32 or fp16
                                    BC if widen else None, half)
     B, C = (BC32 if widen else BC).split(N, dim=-1)  # (B, L, N) each
-    y, ssm = scan.selective_scan(x, delta, w.A, B, C, w.D, z)  # (B, L, Di/tp), (B, Di/tp, N) fp32
-    store_at_slots(ssm_into, ssm)
+    y, _ = scan.selective_scan(x, delta, w.A, B, C, w.D, z, into=ssm_into)  # (B, L, Di/tp); states into slots
     return model._out_proj(w, y)
 
 

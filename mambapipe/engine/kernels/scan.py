@@ -18,12 +18,15 @@ below beat it, GPU_NOTES.md v13.)
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
 from mambapipe.engine.kernels import fastmath, multiprocessors, pdl
+from mambapipe.engine.state import Into
 
 # Launch shapes (tokens per chunk, channel block, warps), measured on the H200. "standard": 32-channel blocks,
 # fp16 B and C, three programs an SM (160 registers); once its grid fills the SMs it does the most work a
@@ -216,12 +219,12 @@ def _state_entering(end_ptr, dt_sum_ptr, A2, row, seg, segments_before_last, Di,
 
 
 @triton.jit
-def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, end_ptr, dt_sum_ptr, L, Di,
-                 seg_len, stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
-                 stride_zb, stride_zl, stride_yb, stride_yl,
-                 N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr):
+def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, state_ptr, slot_ptr, end_ptr, dt_sum_ptr,
+                 L, Di, seg_len, stride_ub, stride_ul, stride_db, stride_dl, stride_bb, stride_bl, stride_cb, stride_cl,
+                 stride_zb, stride_zl, stride_yb, stride_yl, stride_state,
+                 N: tl.constexpr, T: tl.constexpr, BLOCK_D: tl.constexpr, SLOTS: tl.constexpr, PDL: tl.constexpr):
     """Grid (rows, channel blocks, segments): y over one segment of the prompt; the last segment's program
-    stores the final state."""
+    stores the final state into row `row` of the states, or row slots[row] (SLOTS), in their dtype."""
     pdl.allow_next_then_wait(PDL)
     row, d, n, dmask, A2 = _channel_block(A_ptr, Di, N, BLOCK_D)
     Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0)  # (BD,)
@@ -240,7 +243,9 @@ def _scan_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, sta
         h = _chunk(h, A2, Dskip, u, dt, z, B, C, y_ptr, t0, L, d, dmask, stride_yl, T, BLOCK_D)
         u, dt, z, B, C = u_next, dt_next, z_next, B_next, C_next
     if seg == segments - 1:
-        tl.store(state_ptr + row * Di * N + d[:, None] * N + n[None, :], h, mask=dmask[:, None])
+        dst = tl.load(slot_ptr + row).to(tl.int64) if SLOTS else row
+        tl.store(state_ptr + dst * stride_state + d[:, None] * N + n[None, :], h.to(state_ptr.dtype.element_ty),
+                 mask=dmask[:, None])
 
 
 def launch_for(batch: int, d_inner: int, length: int, device: torch.device) -> tuple[str, int]:
@@ -269,19 +274,24 @@ def wants_half_step_sizes(batch: int, d_inner: int, length: int, device: torch.d
     return programs > PROGRAMS_PER_SM * multiprocessors(device)
 
 
-def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
-                   z: Tensor) -> tuple[Tensor, Tensor]:
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
+                   into: Optional[Into] = None) -> tuple[Tensor, Optional[Tensor]]:
     """Same contract as `ops.selective_scan`: u, delta (softplus'd, zero at padding; fp32, or fp16 where
     `wants_half_step_sizes`), z (Bt, L, Di);
     A (Di, N) fp32; B, C (Bt, L, N), fp32 where `wants_fp32_bc`; D (Di,). Inner strides must be 1 (slices of
     x_proj output are fine).
-    Returns y (Bt, L, Di) in u's dtype and the final state (Bt, Di, N) fp32."""
+    Returns y (Bt, L, Di) in u's dtype and the final state (Bt, Di, N) fp32; with `into` = (states, slots) the
+    final states go to states[slots[b]] instead, rounded once to the states' dtype, and None is returned for them."""
     # Channel loads are coalesced only with a unit channel stride (the conv output arrives transposed).
     u, delta, z = (t if t.stride(-1) == 1 else t.contiguous() for t in (u, delta, z))
     batch, length, d_inner = u.shape
     N = A.shape[1]
     y = torch.empty(batch, length, d_inner, dtype=u.dtype, device=u.device)
-    state = torch.empty(batch, d_inner, N, dtype=torch.float32, device=u.device)
+    # without `into`: a new final-state tensor, row b for row b (SLOTS off, so A stands in for no slots)
+    state, slots = into if into is not None else (torch.empty(batch, d_inner, N, dtype=torch.float32,
+                                                              device=u.device), A)
+    if state[0].stride() != (N, 1):
+        raise ValueError(f"final states need contiguous (Di, N) rows, got strides {state.stride()}")
     shape, segments = launch_for(batch, d_inner, length, u.device)
     tokens, block_d, warps = SHAPES[shape]
     seg_len = triton.cdiv(triton.cdiv(length, segments), tokens) * tokens
@@ -295,10 +305,10 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
             N=N, T=tokens, BLOCK_D=block_d, num_warps=warps, PDL=bool(launch), **launch)
     else:
-        end = dt_sum = state  # not read: one segment folds no earlier ones
+        end = dt_sum = A  # not read: one segment folds no earlier ones
     _scan_kernel[(batch, triton.cdiv(d_inner, block_d), segments)](
-        u, delta, A, B, C, D, z, y, state, end, dt_sum, length, d_inner, seg_len,
+        u, delta, A, B, C, D, z, y, state, slots, end, dt_sum, length, d_inner, seg_len,
         u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
-        C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1),
-        N=N, T=tokens, BLOCK_D=block_d, num_warps=warps, PDL=bool(launch), **launch)
-    return y, state
+        C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1), state.stride(0),
+        N=N, T=tokens, BLOCK_D=block_d, SLOTS=into is not None, num_warps=warps, PDL=bool(launch), **launch)
+    return y, (None if into is not None else state)
