@@ -110,8 +110,8 @@ KERNELS = [
        dict(u_ptr=H, delta_ptr=dt, A_ptr=F, B_ptr=H, end_ptr=F, dt_sum_ptr=F, L=I, Di=I, seg_len=I,
             **{n: I for n in "stride_ub stride_ul stride_db stride_dl stride_bb stride_bl".split()},
             N=C, T=C, BLOCK_D=C, PDL=C),
-       dict(N=16, T=scan.SHAPES["standard"][0], BLOCK_D=scan.SHAPES["standard"][1], PDL=True,
-            num_warps=scan.SHAPES["standard"][2]))
+       dict(N=16, T=scan.SHAPES["segment_end"][0], BLOCK_D=scan.SHAPES["segment_end"][1], PDL=True,
+            num_warps=scan.SHAPES["segment_end"][2]))
       for dt in (F, H)],
     # the Triton SSD at mamba2-2.7b / Codestral's head dim 64, d_state 128, chunk 256 (fp16 inputs)
     (ssd_triton._chunk_cumsum,

@@ -129,6 +129,21 @@ def test_time_segments_match_ops(shape, segments, monkeypatch):
     assert _rel(y_half, y_half_ref) < TOLERANCE[HALF] and _rel(state_half, state_half_ref) < TOLERANCE[HALF]
 
 
+@pytest.mark.parametrize("end_shape", [(4, 16, 2), (32, 8, 1)])  # (T, BLOCK_D, warps): shorter, longer chunks
+def test_segment_end_shape_of_its_own(end_shape, monkeypatch):
+    """The segment-end kernel on a launch shape other than the scan's: segments are whole chunks of both kernels
+    (with 32-token chunks there, 101 tokens make 2 segments of 64, not 3 of 48), and y and the final state still
+    match."""
+    monkeypatch.setitem(scan.SHAPES, "segment_end", end_shape)
+    monkeypatch.setattr(scan, "SEGMENT_MIN_TOKENS", 1)
+    monkeypatch.setattr(scan, "MAX_SEGMENTS", 3)
+    u, delta, A, B, C, D, z = _inputs(2, 101, torch.float32, seed=end_shape[0])
+    delta[1, 70:] = 0
+    y, state = scan.selective_scan(u, delta, A, B, C, D, z)
+    y_ref, state_ref = ops.selective_scan(u, delta, A, B, C, D, z)
+    assert _rel(y, y_ref) < 1e-5 and _rel(state, state_ref) < 1e-5
+
+
 def test_launch_by_width_and_length(monkeypatch):
     """A long prompt over few channels is cut into time segments (GPU_NOTES.md v25: one row of mamba-130m 160 -> 50
     us a layer at 2048 tokens); other grids run in one pass, on the narrow channel blocks while they fit one wave

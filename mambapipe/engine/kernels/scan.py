@@ -34,11 +34,13 @@ from mambapipe.engine.state import Into
 # at mamba-2.8b's width 486 -> 384 us, at mamba-130m's 194 -> 113, 64 rows x 128 tokens 506 -> 365 and 157 ->
 # 114, against the 64-channel, 8-warp shape that ran batches before, v10, which it replaced). "narrow":
 # 16-channel blocks, fp32 B and C, for grids too small for the standard shape to fill the SMs in one pass (v13).
-SHAPES = {"standard": (16, 32, 4), "narrow": (16, 16, 4)}
-# Programs of either shape an SM holds with fp32 step sizes: 146 and 160 registers a thread at 4 warps, so three
-# share an SM's 64K registers. The narrow shape runs a one-pass grid while it is one wave of these: on the H200's
-# 132 SMs, 396 programs (v26: 4 rows x 1024 tokens at mamba-130m's width, 384 narrow programs, 85 us against the
-# standard shape's 109; 5 rows, 480, 147 against 111). Other GPUs get the same bound per SM, not measured there.
+# "segment_end": `_segment_end_kernel`'s, below.
+SHAPES = {"standard": (16, 32, 4), "narrow": (16, 16, 4), "segment_end": (16, 16, 2)}
+# Programs of the standard or narrow shape an SM holds with fp32 step sizes: 146 and 160 registers a thread at 4
+# warps, so three share an SM's 64K registers. The narrow shape runs a one-pass grid while it is one wave of these:
+# on the H200's 132 SMs, 396 programs (v26: 4 rows x 1024 tokens at mamba-130m's width, 384 narrow programs, 85 us
+# against the standard shape's 109; 5 rows, 480, 147 against 111). Other GPUs get the same bound per SM, not
+# measured there.
 PROGRAMS_PER_SM = 3
 # With fp16 step sizes (`wants_half_step_sizes`) the standard scan kernel compiles to 128 registers (Triton 3.6,
 # sm_90), so four programs share an SM. That pays for a grid of more programs than three an SM hold; within that
@@ -65,6 +67,11 @@ PROGRAMS_PER_SM = 3
 # 167 -> 163. Once the rows fill the SMs, one pass is faster (v26: 2 rows at mamba-2.8b's width 221 us in one
 # pass, 275-304 in 2-8 segments). The bound is the H200's, somewhere between 160 and 320 standard programs (1.2 and
 # 2.4 an SM), so it is not scaled by a GPU's SM count as the narrow bound is.
+# The segment-end kernel runs on programs of two warps and 16 channels: 95 registers with fp16 step sizes (ten
+# programs an SM, 20 warps) and 158 with fp32 ones (six, 12 warps), against the standard shape's 160 (three, 12
+# warps). One row of 2048 tokens in 8 segments, that kernel alone, us, standard shape / its own (GPU_NOTES.md v28,
+# device call 208): mamba-2.8b's width 58.8 / 52.0 (fp16 step sizes), 61.2 / 59.0 (fp32); mamba-130m's 20.6 /
+# 19.0, 21.1 / 20.2. mamba-2.8b's 2048-token prefill, three rounds (call 209): 28.20-28.37 -> 27.81-27.95 ms.
 SEGMENT_MAX_CHANNELS, SEGMENT_MIN_TOKENS, MAX_SEGMENTS = 5120, 256, 8
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the exp2 saves a multiply an element
 
@@ -294,16 +301,18 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         raise ValueError(f"final states need contiguous (Di, N) rows, got strides {state.stride()}")
     shape, segments = launch_for(batch, d_inner, length, u.device)
     tokens, block_d, warps = SHAPES[shape]
-    seg_len = triton.cdiv(triton.cdiv(length, segments), tokens) * tokens
+    end_tokens, end_block_d, end_warps = SHAPES["segment_end"]
+    chunk = max(tokens, end_tokens)  # both powers of two: a segment is whole chunks of either kernel
+    seg_len = triton.cdiv(triton.cdiv(length, segments), chunk) * chunk
     segments = triton.cdiv(length, seg_len)  # every segment holds a token
     launch = pdl.launch_options(u)
     if segments > 1:
         end = torch.empty(batch, segments - 1, d_inner, N, dtype=torch.float32, device=u.device)
         dt_sum = torch.empty(batch, segments - 1, d_inner, dtype=torch.float32, device=u.device)
-        _segment_end_kernel[(batch, triton.cdiv(d_inner, block_d), segments - 1)](
+        _segment_end_kernel[(batch, triton.cdiv(d_inner, end_block_d), segments - 1)](
             u, delta, A, B, end, dt_sum, length, d_inner, seg_len,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
-            N=N, T=tokens, BLOCK_D=block_d, num_warps=warps, PDL=bool(launch), **launch)
+            N=N, T=end_tokens, BLOCK_D=end_block_d, num_warps=end_warps, PDL=bool(launch), **launch)
     else:
         end = dt_sum = A  # not read: one segment folds no earlier ones
     _scan_kernel[(batch, triton.cdiv(d_inner, block_d), segments)](
