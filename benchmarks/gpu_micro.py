@@ -32,9 +32,9 @@ SCAN_SHAPES = ((8, 16, 1), (4, 32, 1), (8, 16, 2), (16, 16, 2), (8, 32, 2), (16,
 
 
 def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
-    """Median ms (as a CUDA graph) of one layer's scan at width Di per (tokens per chunk, channel block, warps),
-    with B and C in fp16 (as the standard launch reads them) and in fp32 (key suffix `_fp32bc`, as the prefill
-    widens them for the narrow launch: `scan.wants_fp32_bc`); restores the module's shapes, as
+    """Median ms (as a CUDA graph) of one layer's scan at width Di per (tokens per chunk, channel block, warps) of the
+    scan kernel, with B and C in fp16 (as the standard launch reads them) and in fp32 (key suffix `_fp32bc`, as the
+    prefill widens them for the narrow launch: `scan.wants_fp32_bc`); restores the module's shapes, as
     `ssd_triton_variants` does (`use_fastest_scan` then sets one)."""
     u, z = (torch.randn(1, L, Di, device="cuda", dtype=torch.float16) for _ in range(2))
     delta = F.softplus(torch.randn(1, L, Di, device="cuda") - 4)
@@ -45,7 +45,8 @@ def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
     for (T, block, warps), bc in itertools.product(SCAN_SHAPES, (BC, BC.float())):
         key = f"T{T}_bd{block}_w{warps}" + ("_fp32bc" if bc.dtype == torch.float32 else "")
         args = (u, delta, A, bc[..., :N], bc[..., N:], D, z)
-        scan.SHAPES.update(dict.fromkeys(saved, (T, block, warps)))  # whichever shape the width picks
+        # whichever shape `launch_for` picks (the segment-end kernel keeps its own, as `use_fastest_scan` does)
+        scan.SHAPES.update(dict.fromkeys(("standard", "narrow"), (T, block, warps)))
         try:  # a variant off the torch scan is reported, never timed, so it cannot be chosen
             error = _rel(scan.selective_scan(*args)[0].float(), y_ref)
             results[key] = (_graph_ms(lambda: scan.selective_scan(*args)) if error < 1e-2
