@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from triton.testing import do_bench, do_bench_cudagraph
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import prefill, scan, ssd, ssd_triton, ssm
+from mambapipe.engine.kernels import prefill, scan, scan_cuda, ssd, ssd_triton, ssm
 
 
 # (tokens per chunk, channel block, warps) of the scan. Its (BLOCK_D, N=16) state tile is laid out 8 channels x 4
@@ -35,13 +35,17 @@ def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
     """Median ms (as a CUDA graph) of one layer's scan at width Di per (tokens per chunk, channel block, warps) of the
     scan kernel, with B and C in fp16 (as the standard launch reads them) and in fp32 (key suffix `_fp32bc`, as the
     prefill widens them for the narrow launch: `scan.wants_fp32_bc`); restores the module's shapes, as
-    `ssd_triton_variants` does (`use_fastest_scan` then sets one)."""
+    `ssd_triton_variants` does (`use_fastest_scan` then sets one). These fp16 prompts run the CUDA kernel in the
+    model (`scan_cuda`), so the Triton kernels are timed with it switched off, and it is timed once (key "cuda")."""
     u, z = (torch.randn(1, L, Di, device="cuda", dtype=torch.float16) for _ in range(2))
     delta = F.softplus(torch.randn(1, L, Di, device="cuda") - 4)
     BC = torch.randn(1, L, 2 * N, device="cuda", dtype=torch.float16)
     A, D = -torch.rand(Di, N, device="cuda") * 4, torch.ones(Di, device="cuda")
     y_ref = ops.selective_scan(u, delta, A, BC[..., :N], BC[..., N:], D, z)[0].float()
-    results, saved = {}, dict(scan.SHAPES)
+    args = (u, delta, A, BC[..., :N], BC[..., N:], D, z)
+    results = {"cuda": _graph_ms(lambda: scan.selective_scan(*args))} if scan_cuda.usable(
+        *args, torch.empty(1, Di, N, device="cuda"), None) else {}
+    saved, cuda_enabled, scan_cuda.ENABLED = dict(scan.SHAPES), scan_cuda.ENABLED, False
     for (T, block, warps), bc in itertools.product(SCAN_SHAPES, (BC, BC.float())):
         key = f"T{T}_bd{block}_w{warps}" + ("_fp32bc" if bc.dtype == torch.float32 else "")
         args = (u, delta, A, bc[..., :N], bc[..., N:], D, z)
@@ -54,6 +58,7 @@ def scan_variants(L: int = 2048, Di: int = 5120, N: int = 16) -> dict:
         except Exception as err:  # noqa: BLE001 - a shape the compiler rejects is just not a candidate
             results[key] = repr(err)[:200]
     scan.SHAPES.update(saved)
+    scan_cuda.ENABLED = cuda_enabled
     return results
 
 
@@ -66,7 +71,8 @@ def use_fastest_scan(results: dict, Di: int = 5120, L: int = 2048) -> str:
     cuda = torch.device("cuda")
     name, _ = scan.launch_for(1, Di, L, cuda)
     fp32_bc = scan.wants_fp32_bc(1, Di, L, cuda)
-    timed = {k: v for k, v in results.items() if isinstance(v, float) and k.endswith("_fp32bc") == fp32_bc}
+    timed = {k: v for k, v in results.items()
+             if k.startswith("T") and isinstance(v, float) and k.endswith("_fp32bc") == fp32_bc}
     fastest = min(timed, key=timed.get)
     parts = fastest.removesuffix("_fp32bc").split("_")
     scan.SHAPES[name] = tuple(int(part[len(tag):]) for part, tag in zip(parts, ("T", "bd", "w")))

@@ -201,7 +201,7 @@ def _mamba1_mixer(model, w: LayerWeights, h: Tensor, lengths: Tensor, conv_into:
     # softplus and the padding mask with the dt_proj product, not in the scan: folded into the scan they made it
     # 3.2x slower on the H200 (0.74 vs 0.23 ms a mamba-2.8b layer, GPU_NOTES.md v5), far more than this pass
     # costs. The pass also widens B and C to fp32 where the scan's launch reads them faster so (v21)
-    widen = scan.wants_fp32_bc(x.shape[0], model.d_inner, x.shape[1], x.device)
+    widen = scan.wants_fp32_bc(x.shape[0], model.d_inner, x.shape[1], x.device, x.dtype)
     # and rounds the step sizes to fp16 where the scan's grid is big enough to run faster on them (v27)
     half = x.dtype != torch.float32 and scan.wants_half_step_sizes(x.shape[0], model.d_inner, x.shape[1], x.device)
     delta, BC32 = dt_proj_softplus(dt_low, w.dt_proj, w.dt_bias, lengths,  # (B, L, Di/tp) fp32 or fp16

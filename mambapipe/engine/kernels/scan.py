@@ -13,7 +13,8 @@ mamba-2.8b layer at 2048 tokens on the H200, GPU_NOTES.md v1), and the next chun
 chunk's arithmetic, so their latency overlaps it. Compiled for sm_90 its chunk loop is ~9-11 SASS instructions
 per (token, channel, state) element. (A second kernel, a parallel prefix scan over each chunk with
 tl.associative_scan at ~22-25 instructions an element, ran the narrow models until the narrow launch shape
-below beat it, GPU_NOTES.md v13.)
+below beat it, GPU_NOTES.md v13.) Half-precision prompts on a GPU run the CUDA C twin of these kernels instead
+(`scan_cuda.py`, 9-35 % faster on the H200, GPU_NOTES.md v29) where its inputs allow; these run everything else.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mambapipe.engine.kernels import fastmath, multiprocessors, pdl
+from mambapipe.engine.kernels import fastmath, multiprocessors, pdl, scan_cuda
 from mambapipe.engine.state import Into
 
 # Launch shapes (tokens per chunk, channel block, warps), measured on the H200. "standard": 32-channel blocks,
@@ -265,11 +266,13 @@ def launch_for(batch: int, d_inner: int, length: int, device: torch.device) -> t
     return "standard", 1
 
 
-def wants_fp32_bc(batch: int, d_inner: int, length: int, device: torch.device) -> bool:
-    """Whether the scan of `batch` rows at this width and length should get B and C in fp32 (the narrow shape's
-    launch); the standard one keeps the projection's dtype (within 0.5 % either way in time segments, v25; the
-    64-channel shape before it ran 2-3 % slower with fp32 ones, v21)."""
-    return launch_for(batch, d_inner, length, device)[0] == "narrow"
+def wants_fp32_bc(batch: int, d_inner: int, length: int, device: torch.device,
+                  dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the scan of `batch` rows at this width and length in this model dtype should get B and C in fp32
+    (the narrow shape's launch); the standard one keeps the projection's dtype (within 0.5 % either way in time
+    segments, v25; the 64-channel shape before it ran 2-3 % slower with fp32 ones, v21), and so does the CUDA
+    kernel, which widens them in shared memory."""
+    return launch_for(batch, d_inner, length, device)[0] == "narrow" and not scan_cuda.takes(dtype, device)
 
 
 def wants_half_step_sizes(batch: int, d_inner: int, length: int, device: torch.device) -> bool:
@@ -300,6 +303,9 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     if state[0].stride() != (N, 1):
         raise ValueError(f"final states need contiguous (Di, N) rows, got strides {state.stride()}")
     shape, segments = launch_for(batch, d_inner, length, u.device)
+    if scan_cuda.usable(u, delta, A, B, C, D, z, state, slots if into is not None else None):
+        scan_cuda.selective_scan(u, delta, A, B, C, D, z, y, state, slots if into is not None else None, segments)
+        return y, (None if into is not None else state)
     tokens, block_d, warps = SHAPES[shape]
     end_tokens, end_block_d, end_warps = SHAPES["segment_end"]
     chunk = max(tokens, end_tokens)  # both powers of two: a segment is whole chunks of either kernel

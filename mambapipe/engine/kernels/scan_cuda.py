@@ -1,0 +1,90 @@
+"""The Mamba1 prefill scan as CUDA C (`scan_cuda.cu`), compiled at run time by NVRTC through torch, for the
+half-precision prompts where it beats the Triton kernels of scan.py: one layer, us, the Triton kernels / this one
+(GPU_NOTES.md v29, device call 215, H200): mamba-2.8b's width, 1 row x 2048 tokens 144.6 / 124.7, 2 x 2048
+282.7 / 186.2, 8 x 1024 352.5 / 305.2, 64 x 128 333.0 / 303.3; mamba-130m's, 1 x 2048 50.4 / 42.9, 8 x 1024
+116.4 / 94.9, 64 x 128 105.2 / 95.4. Same arithmetic and segment split as the Triton kernels (y and states agree
+with `ops.selective_scan` as theirs do).
+
+`selective_scan` in scan.py takes this path where `usable` says so, the Triton one elsewhere: fp32 models, B and C
+widened to fp32, state sizes other than 16, unaligned rows, torch builds without NVRTC (`torch.cuda._compile_kernel`,
+torch 2.8 and later), and under TRITON_INTERPRET=1, so CI on the CPU never reaches it; its tests run on the GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from typing import Callable, Optional
+
+import torch
+import triton
+from torch import Tensor
+
+from mambapipe.engine.kernels import fastmath
+
+ENABLED = True  # off: the Triton kernels everywhere (A/B in benchmarks/gpu_step_sweep.py)
+TOKENS, CHANNELS = 32, 32  # a chunk and a block (SCAN_T, SCAN_BD); 4 lanes a channel, so 128 threads a block
+STATES = 16  # the kernel's states a channel (SPT x lanes)
+_STATE_KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+@functools.cache
+def compiler_available() -> bool:
+    """Whether this process can compile CUDA C at run time: a CUDA device, NVRTC through torch, and not under
+    TRITON_INTERPRET=1 (where the kernels run as the interpreter's twins)."""
+    return torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel") and bool(fastmath.COMPILED)
+
+
+def takes(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether prompts of this model dtype on this device run here (given aligned inputs; see `usable`)."""
+    return ENABLED and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and compiler_available()
+
+
+def _aligned(t: Tensor) -> bool:
+    """16-byte copies of t's rows: a 16-byte aligned start, row strides of whole 16-byte pieces, unit inner stride."""
+    pieces = 16 // t.element_size()
+    return t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(s % pieces == 0 for s in t.stride()[:-1])
+
+
+def usable(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, state: Tensor,
+           slots: Optional[Tensor]) -> bool:
+    """Whether this kernel runs these inputs (see the module doc); scan.py's contract otherwise."""
+    return (takes(u.dtype, u.device) and B.dtype == C.dtype == z.dtype == u.dtype
+            and delta.dtype in (torch.float16, torch.float32) and state.dtype in _STATE_KINDS
+            and A.shape[1] == STATES and A.dtype == D.dtype == torch.float32 and A.is_contiguous()
+            and u.shape[-1] % CHANNELS == 0 and (slots is None or slots.dtype == torch.int64)
+            and all(_aligned(t) for t in (u, delta, B, C, z, A)))
+
+
+@functools.cache
+def _kernels(bf16: bool, half_steps: bool, state_kind: int) -> tuple[Callable, Callable]:
+    """(segment_end, scan) for these dtypes, compiled once per process for the current device."""
+    source = importlib.resources.files(__package__).joinpath("scan_cuda.cu").read_text()
+    options = [f"-DSCAN_T={TOKENS}", f"-DSCAN_BD={CHANNELS}", f"-DHALF_BF16={int(bf16)}",
+               f"-DDT_HALF={int(half_steps)}", f"-DSTATE_KIND={state_kind}", "--std=c++17"]
+    return tuple(torch.cuda._compile_kernel(source, name, nvcc_options=list(options)) for name in ("segment_end", "scan"))
+
+
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, y: Tensor,
+                   state: Tensor, slots: Optional[Tensor], segments: int) -> None:
+    """y (Bt, L, Di) and the final states for inputs that `usable` accepts, in up to `segments` time segments;
+    the final states go to state[slots[b]] (or state[b] where slots is None) in state's dtype."""
+    batch, length, d_inner = u.shape
+    segment_end, scan = _kernels(u.dtype == torch.bfloat16, delta.dtype == torch.float16,
+                                 _STATE_KINDS[state.dtype])
+    seg_len = triton.cdiv(triton.cdiv(length, segments), TOKENS) * TOKENS
+    segments = triton.cdiv(length, seg_len)  # every segment holds a token
+    block = (CHANNELS * STATES // 4, 1, 1)  # 4 states a thread
+    if segments > 1:
+        end = torch.empty(batch, segments - 1, d_inner, STATES, dtype=torch.float32, device=u.device)
+        dt_sum = torch.empty(batch, segments - 1, d_inner, dtype=torch.float32, device=u.device)
+        segment_end(grid=(d_inner // CHANNELS, segments - 1, batch), block=block,
+                    args=[u, delta, A, B, end, dt_sum, length, d_inner, seg_len, u.stride(0), u.stride(1),
+                          delta.stride(0), delta.stride(1), B.stride(0), B.stride(1)])
+    else:
+        end = dt_sum = A  # not read: one segment folds no earlier ones
+    scan(grid=(d_inner // CHANNELS, segments, batch), block=block,
+         args=[u, delta, A, B, C, D, z, y, state, slots if slots is not None else A, int(slots is not None), end,
+               dt_sum, length, d_inner, seg_len, u.stride(0), u.stride(1), delta.stride(0), delta.stride(1),
+               B.stride(0), B.stride(1), C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1),
+               state.stride(0)])
