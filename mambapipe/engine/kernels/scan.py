@@ -303,8 +303,9 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     if state[0].stride() != (N, 1):
         raise ValueError(f"final states need contiguous (Di, N) rows, got strides {state.stride()}")
     shape, segments = launch_for(batch, d_inner, length, u.device)
-    if scan_cuda.usable(u, delta, A, B, C, D, z, state, slots if into is not None else None):
-        scan_cuda.selective_scan(u, delta, A, B, C, D, z, y, state, slots if into is not None else None, segments)
+    into_slots = slots if into is not None else None
+    if scan_cuda.usable(u, delta, A, B, C, D, z, state, into_slots):
+        scan_cuda.selective_scan(u, delta, A, B, C, D, z, y, state, into_slots, segments)
         return y, (None if into is not None else state)
     tokens, block_d, warps = SHAPES[shape]
     end_tokens, end_block_d, end_warps = SHAPES["segment_end"]

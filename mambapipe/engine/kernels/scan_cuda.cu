@@ -123,7 +123,7 @@ __device__ __forceinline__ void widen(float* dst, const bits16* src) {
     }
 }
 
-// Row strides in elements; a row's tensors start at the row's first token and the block's first channel.
+// A row's chunk inputs: pointers at the row's first token and the block's first channel, token strides in bytes
 struct Rows {
     const char *u, *dt, *z, *B, *C;
     long long su, sdt, sz, sB, sC;  // token strides in bytes
@@ -139,6 +139,16 @@ __device__ __forceinline__ void load_chunk(Chunk& c, const Rows& r, int t0, int 
     }
     copies_issued();
 }
+
+// h = exp(dt A) h + x for this thread's states (A log2 e in a): a token's step (x = dt u B), or a whole segment's
+// decay and end state when folding segments (dt = the segment's summed step sizes)
+__device__ __forceinline__ void decay_add(float* h, const float* a, float dt, float4 x) {
+    h[0] = ex2(dt * a[0]) * h[0] + x.x;
+    h[1] = ex2(dt * a[1]) * h[1] + x.y;
+    h[2] = ex2(dt * a[2]) * h[2] + x.z;
+    h[3] = ex2(dt * a[3]) * h[3] + x.w;
+}
+__device__ __forceinline__ float4 scaled(float4 v, float s) { return make_float4(s * v.x, s * v.y, s * v.z, s * v.w); }
 
 // This thread's channel c and its lane q within the channel; A log2 e for its states (SPT,)
 __device__ __forceinline__ void channel_of_thread(const float* A, int d0, int& c, int& q, float* a) {
@@ -177,10 +187,7 @@ extern "C" __global__ void __launch_bounds__(NT) segment_end(
             const float dtv = step_to_float(ck.dt[t][c]), dtu = dtv * half_to_float(ck.u[t][c]);
             const float4 b = *(const float4*)&Bf[t][SPT * q];
             dsum += dtv;
-            h[0] = ex2(dtv * a[0]) * h[0] + dtu * b.x;
-            h[1] = ex2(dtv * a[1]) * h[1] + dtu * b.y;
-            h[2] = ex2(dtv * a[2]) * h[2] + dtu * b.z;
-            h[3] = ex2(dtv * a[3]) * h[3] + dtu * b.w;
+            decay_add(h, a, dtv, scaled(b, dtu));
         }
     }
     wait_all_copies();
@@ -222,11 +229,7 @@ extern "C" __global__ void __launch_bounds__(NT) scan(
     for (int j = 0; j < seg; ++j) {  // the end states of the segments before this one, carried through the later ones
         const long long at = ((long long)row * (gridDim.y - 1) + j) * Di + d0 + c;
         const float4 e = *(const float4*)&end[at * NS + SPT * q];
-        const float decay_time = dt_sum[at];
-        h[0] = ex2(decay_time * a[0]) * h[0] + e.x;
-        h[1] = ex2(decay_time * a[1]) * h[1] + e.y;
-        h[2] = ex2(decay_time * a[2]) * h[2] + e.z;
-        h[3] = ex2(decay_time * a[3]) * h[3] + e.w;
+        decay_add(h, a, dt_sum[at], e);
     }
     // the output stage: each thread one token row of 8 channels a step (16-byte stores)
     constexpr int PIECES = BD / 8;
@@ -255,10 +258,7 @@ extern "C" __global__ void __launch_bounds__(NT) scan(
             const float dtv = step_to_float(ck.dt[t][c]), dtu = dtv * half_to_float(ck.u[t][c]);
             const float4 b = *(const float4*)&Bf[t][SPT * q];
             const float4 cc = *(const float4*)&Cf[t][SPT * q];
-            h[0] = ex2(dtv * a[0]) * h[0] + dtu * b.x;
-            h[1] = ex2(dtv * a[1]) * h[1] + dtu * b.y;
-            h[2] = ex2(dtv * a[2]) * h[2] + dtu * b.z;
-            h[3] = ex2(dtv * a[3]) * h[3] + dtu * b.w;
+            decay_add(h, a, dtv, scaled(b, dtu));
             partial[t] = cc.x * h[0] + cc.y * h[1] + cc.z * h[2] + cc.w * h[3];
         }
         int first = 0;  // this lane ends with the whole sums of tokens first .. first + T / LPC - 1
