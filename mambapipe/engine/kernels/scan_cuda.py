@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import logging
 from typing import Callable, Optional
 
 import torch
@@ -21,6 +22,8 @@ import triton
 from torch import Tensor
 
 from mambapipe.engine.kernels import fastmath
+
+log = logging.getLogger(__name__)
 
 ENABLED = True  # off: the Triton kernels everywhere (A/B in benchmarks/gpu_step_sweep.py)
 TOKENS, CHANNELS = 32, 32  # a chunk and a block (SCAN_T, SCAN_BD); 4 lanes a channel, so 128 threads a block
@@ -53,16 +56,23 @@ def usable(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
             and delta.dtype in (torch.float16, torch.float32) and state.dtype in _STATE_KINDS
             and A.shape[1] == STATES and A.dtype == D.dtype == torch.float32 and A.is_contiguous()
             and u.shape[-1] % CHANNELS == 0 and (slots is None or slots.dtype == torch.int64)
-            and all(_aligned(t) for t in (u, delta, B, C, z, A)))
+            and all(_aligned(t) for t in (u, delta, B, C, z, A))
+            and _kernels(u.dtype == torch.bfloat16, delta.dtype == torch.float16, _STATE_KINDS[state.dtype]) is not None)
 
 
 @functools.cache
-def _kernels(bf16: bool, half_steps: bool, state_kind: int) -> tuple[Callable, Callable]:
-    """(segment_end, scan) for these dtypes, compiled once per process for the current device."""
+def _kernels(bf16: bool, half_steps: bool, state_kind: int) -> Optional[tuple[Callable, Callable]]:
+    """(segment_end, scan) for these dtypes, compiled once per process for the current device; None, with one
+    warning, where NVRTC fails (a torch build without its library, say): the Triton kernels run instead."""
     source = importlib.resources.files(__package__).joinpath("scan_cuda.cu").read_text()
     options = [f"-DSCAN_T={TOKENS}", f"-DSCAN_BD={CHANNELS}", f"-DHALF_BF16={int(bf16)}",
                f"-DDT_HALF={int(half_steps)}", f"-DSTATE_KIND={state_kind}", "--std=c++17"]
-    return tuple(torch.cuda._compile_kernel(source, name, nvcc_options=list(options)) for name in ("segment_end", "scan"))
+    try:
+        return tuple(torch.cuda._compile_kernel(source, name, nvcc_options=list(options))
+                     for name in ("segment_end", "scan"))
+    except Exception as err:  # noqa: BLE001 - any failure to compile or load leaves the Triton kernels in charge
+        log.warning("the CUDA C scan did not compile (%s); the Triton scan runs instead", err)
+        return None
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, y: Tensor,
