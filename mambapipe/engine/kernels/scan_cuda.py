@@ -56,8 +56,11 @@ def usable(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
             and delta.dtype in (torch.float16, torch.float32) and state.dtype in _STATE_KINDS
             and A.shape[1] == STATES and A.dtype == D.dtype == torch.float32 and A.is_contiguous()
             and u.shape[-1] % CHANNELS == 0 and (slots is None or slots.dtype == torch.int64)
-            and all(_aligned(t) for t in (u, delta, B, C, z, A))
-            and _kernels(u.dtype == torch.bfloat16, delta.dtype == torch.float16, _STATE_KINDS[state.dtype]) is not None)
+            and all(_aligned(t) for t in (u, delta, B, C, z, A)) and _kernels_for(u, delta, state) is not None)
+
+
+def _kernels_for(u: Tensor, delta: Tensor, state: Tensor) -> Optional[tuple[Callable, Callable]]:
+    return _kernels(u.dtype == torch.bfloat16, delta.dtype == torch.float16, _STATE_KINDS[state.dtype])
 
 
 @functools.cache
@@ -80,8 +83,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     """y (Bt, L, Di) and the final states for inputs that `usable` accepts, in up to `segments` time segments;
     the final states go to state[slots[b]] (or state[b] where slots is None) in state's dtype."""
     batch, length, d_inner = u.shape
-    segment_end, scan = _kernels(u.dtype == torch.bfloat16, delta.dtype == torch.float16,
-                                 _STATE_KINDS[state.dtype])
+    segment_end, scan = _kernels_for(u, delta, state)
     seg_len = triton.cdiv(triton.cdiv(length, segments), TOKENS) * TOKENS
     segments = triton.cdiv(length, seg_len)  # every segment holds a token
     block = (CHANNELS * STATES // 4, 1, 1)  # 4 states a thread
