@@ -41,3 +41,11 @@ def multiprocessors(device: torch.device) -> int:
     """SMs of a CUDA device, which size the launch rules' grids; 1 elsewhere (the interpreter runs programs one at
     a time)."""
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def time_segments(length: int, segments: int, chunk: int) -> tuple[int, int]:
+    """(tokens a segment, segments) for a Mamba1 scan of `length` tokens cut into up to `segments` time segments
+    of whole `chunk`-token chunks, every segment holding a token."""
+    per_segment = (length + segments - 1) // segments
+    seg_len = (per_segment + chunk - 1) // chunk * chunk
+    return seg_len, (length + seg_len - 1) // seg_len

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mambapipe.engine.kernels import fastmath, multiprocessors, pdl, scan_cuda
+from mambapipe.engine.kernels import fastmath, multiprocessors, pdl, scan_cuda, time_segments
 from mambapipe.engine.state import Into
 
 # Launch shapes (tokens per chunk, channel block, warps), measured on the H200. "standard": 32-channel blocks,
@@ -297,21 +297,19 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     batch, length, d_inner = u.shape
     N = A.shape[1]
     y = torch.empty(batch, length, d_inner, dtype=u.dtype, device=u.device)
-    # without `into`: a new final-state tensor, row b for row b (SLOTS off, so A stands in for no slots)
+    # without `into`: a new final-state tensor, row b for row b
     state, slots = into if into is not None else (torch.empty(batch, d_inner, N, dtype=torch.float32,
-                                                              device=u.device), A)
+                                                              device=u.device), None)
     if state[0].stride() != (N, 1):
         raise ValueError(f"final states need contiguous (Di, N) rows, got strides {state.stride()}")
     shape, segments = launch_for(batch, d_inner, length, u.device)
-    into_slots = slots if into is not None else None
-    if scan_cuda.usable(u, delta, A, B, C, D, z, state, into_slots):
-        scan_cuda.selective_scan(u, delta, A, B, C, D, z, y, state, into_slots, segments)
+    if scan_cuda.usable(u, delta, A, B, C, D, z, state, slots):
+        scan_cuda.selective_scan(u, delta, A, B, C, D, z, y, state, slots, segments)
         return y, (None if into is not None else state)
     tokens, block_d, warps = SHAPES[shape]
     end_tokens, end_block_d, end_warps = SHAPES["segment_end"]
-    chunk = max(tokens, end_tokens)  # both powers of two: a segment is whole chunks of either kernel
-    seg_len = triton.cdiv(triton.cdiv(length, segments), chunk) * chunk
-    segments = triton.cdiv(length, seg_len)  # every segment holds a token
+    # both powers of two: a segment is whole chunks of either kernel
+    seg_len, segments = time_segments(length, segments, max(tokens, end_tokens))
     launch = pdl.launch_options(u)
     if segments > 1:
         end = torch.empty(batch, segments - 1, d_inner, N, dtype=torch.float32, device=u.device)
@@ -323,8 +321,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     else:
         end = dt_sum = A  # not read: one segment folds no earlier ones
     _scan_kernel[(batch, triton.cdiv(d_inner, block_d), segments)](
-        u, delta, A, B, C, D, z, y, state, slots, end, dt_sum, length, d_inner, seg_len,
+        u, delta, A, B, C, D, z, y, state, slots if slots is not None else A, end, dt_sum, length, d_inner, seg_len,
         u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
         C.stride(0), C.stride(1), z.stride(0), z.stride(1), y.stride(0), y.stride(1), state.stride(0),
-        N=N, T=tokens, BLOCK_D=block_d, SLOTS=into is not None, num_warps=warps, PDL=bool(launch), **launch)
+        N=N, T=tokens, BLOCK_D=block_d, SLOTS=slots is not None, num_warps=warps, PDL=bool(launch), **launch)
     return y, (None if into is not None else state)

@@ -18,10 +18,9 @@ import logging
 from typing import Callable, Optional
 
 import torch
-import triton
 from torch import Tensor
 
-from mambapipe.engine.kernels import fastmath
+from mambapipe.engine.kernels import fastmath, time_segments
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +83,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     the final states go to state[slots[b]] (or state[b] where slots is None) in state's dtype."""
     batch, length, d_inner = u.shape
     segment_end, scan = _kernels_for(u, delta, state)
-    seg_len = triton.cdiv(triton.cdiv(length, segments), TOKENS) * TOKENS
-    segments = triton.cdiv(length, seg_len)  # every segment holds a token
+    seg_len, segments = time_segments(length, segments, TOKENS)
     block = (CHANNELS * STATES // 4, 1, 1)  # 4 states a thread
     if segments > 1:
         end = torch.empty(batch, segments - 1, d_inner, STATES, dtype=torch.float32, device=u.device)
