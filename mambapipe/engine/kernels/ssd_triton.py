@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mambapipe.engine.kernels import pdl, ssd_cuda
+from mambapipe.engine.kernels import pdl
 from mambapipe.engine.kernels.ssm import softplus
 from mambapipe.engine.state import Into
 
@@ -302,9 +302,6 @@ def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Te
     _state_passing[(triton.cdiv(P * N, STATE_BLOCK), batch, heads)](
         states, carried, cum, final, slots, heads, T, n_chunks, P * N, final.stride(0), BLOCK=STATE_BLOCK,
         SLOTS=slotted, PDL=bool(launch), **launch)
-    if ssd_cuda.usable(x, C, T):
-        ssd_cuda.chunk_scan(x, dt, C, D, cum, cb, carried, y)
-        return y
     _chunk_scan[(triton.cdiv(T, bl) * triton.cdiv(P, bp), batch * n_chunks, heads)](
         x, dt, C, D, cum, cb, carried, y, length, heads, G, P, N, T, n_chunks, heads // G,
         *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=scan_bn, PRECISION=precision,
