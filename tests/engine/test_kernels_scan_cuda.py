@@ -18,7 +18,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernel modules import triton
 pytest.importorskip("triton", reason="the scan module needs Triton (a test dependency)")
 from mambapipe.engine import ops  # noqa: E402
-from mambapipe.engine.kernels import scan, scan_cuda  # noqa: E402
+from mambapipe.engine.kernels import cuda_c, scan, scan_cuda  # noqa: E402
 
 
 def needs_gpu(test):
@@ -106,7 +106,7 @@ def test_a_failed_compile_leaves_the_scan_to_triton(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "_compile_kernel", no_nvrtc, raising=False)
     scan_cuda._kernels.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger=scan_cuda.__name__):
+        with caplog.at_level(logging.WARNING, logger=cuda_c.__name__):
             assert scan_cuda._kernels(False, True, 1) is None
     finally:
         scan_cuda._kernels.cache_clear()

@@ -15,27 +15,7 @@
 #define NS 16  // states a channel
 #define SPT 4  // states a thread
 constexpr int T = SCAN_T, BD = SCAN_BD, LPC = NS / SPT, NT = BD * LPC;  // LPC lanes a channel, NT threads a block
-constexpr float LOG2E = 1.4426950408889634f;  // exp(x) = exp2(x log2 e)
-typedef unsigned short bits16;                 // an fp16 or bf16 element, converted by the helpers below
 
-__device__ __forceinline__ float half_to_float(bits16 x) {
-#if HALF_BF16
-    return __uint_as_float((unsigned)x << 16);
-#else
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
-    return f;
-#endif
-}
-__device__ __forceinline__ bits16 float_to_half(float f) {
-    bits16 x;
-#if HALF_BF16
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(x) : "f"(f));
-#else
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(x) : "f"(f));
-#endif
-    return x;
-}
 __device__ __forceinline__ float fp16_to_float(bits16 x) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
@@ -63,26 +43,7 @@ __device__ __forceinline__ state_t to_state(float f) {
     return x;
 }
 #endif
-// approximate exp2 and reciprocal (relative errors ~2^-22 and one ulp), as fastmath.py uses in the Triton kernels
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ float rcp(float x) {
-    float y;
-    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-// 16 bytes global -> shared, asynchronously; zero-filled (nothing read) where !pred
-__device__ __forceinline__ void copy16(void* smem, const void* gmem, bool pred) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(pred ? 16 : 0));
-}
-__device__ __forceinline__ void copies_issued() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void wait_all_but_last_copies() { asm volatile("cp.async.wait_group 1;\n" ::); }
-__device__ __forceinline__ void wait_all_copies() { asm volatile("cp.async.wait_all;\n" ::); }
 
 // One chunk's inputs in shared memory, as they are in global memory (tokens are rows)
 struct Chunk {

@@ -13,16 +13,12 @@ torch 2.8 and later), and under TRITON_INTERPRET=1, so CI on the CPU never reach
 from __future__ import annotations
 
 import functools
-import importlib.resources
-import logging
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from mambapipe.engine.kernels import fastmath, time_segments
-
-log = logging.getLogger(__name__)
+from mambapipe.engine.kernels import cuda_c, time_segments
 
 ENABLED = True  # off: the Triton kernels everywhere (A/B in benchmarks/gpu_step_sweep.py)
 TOKENS, CHANNELS = 32, 32  # a chunk and a block (SCAN_T, SCAN_BD); 4 lanes a channel, so 128 threads a block
@@ -30,22 +26,10 @@ STATES = 16  # the kernel's states a channel (SPT x lanes)
 _STATE_KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
-@functools.cache
-def compiler_available() -> bool:
-    """Whether this process can compile CUDA C at run time: a CUDA device, NVRTC through torch, and not under
-    TRITON_INTERPRET=1 (where the kernels run as the interpreter's twins)."""
-    return torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel") and bool(fastmath.COMPILED)
-
-
 def takes(dtype: torch.dtype, device: torch.device) -> bool:
     """Whether prompts of this model dtype on this device run here (given aligned inputs; see `usable`)."""
-    return ENABLED and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and compiler_available()
-
-
-def _aligned(t: Tensor) -> bool:
-    """16-byte copies of t's rows: a 16-byte aligned start, row strides of whole 16-byte pieces, unit inner stride."""
-    pieces = 16 // t.element_size()
-    return t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(s % pieces == 0 for s in t.stride()[:-1])
+    return (ENABLED and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+            and cuda_c.compiler_available())
 
 
 def usable(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, state: Tensor,
@@ -55,7 +39,7 @@ def usable(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
             and delta.dtype in (torch.float16, torch.float32) and state.dtype in _STATE_KINDS
             and A.shape[1] == STATES and A.dtype == D.dtype == torch.float32 and A.is_contiguous()
             and u.shape[-1] % CHANNELS == 0 and (slots is None or slots.dtype == torch.int64)
-            and all(_aligned(t) for t in (u, delta, B, C, z, A)) and _kernels_for(u, delta, state) is not None)
+            and all(cuda_c.aligned(t) for t in (u, delta, B, C, z, A)) and _kernels_for(u, delta, state) is not None)
 
 
 def _kernels_for(u: Tensor, delta: Tensor, state: Tensor) -> Optional[tuple[Callable, Callable]]:
@@ -64,17 +48,11 @@ def _kernels_for(u: Tensor, delta: Tensor, state: Tensor) -> Optional[tuple[Call
 
 @functools.cache
 def _kernels(bf16: bool, half_steps: bool, state_kind: int) -> Optional[tuple[Callable, Callable]]:
-    """(segment_end, scan) for these dtypes, compiled once per process for the current device; None, with one
-    warning, where NVRTC fails (a torch build without its library, say): the Triton kernels run instead."""
-    source = importlib.resources.files(__package__).joinpath("scan_cuda.cu").read_text()
-    options = [f"-DSCAN_T={TOKENS}", f"-DSCAN_BD={CHANNELS}", f"-DHALF_BF16={int(bf16)}",
-               f"-DDT_HALF={int(half_steps)}", f"-DSTATE_KIND={state_kind}", "--std=c++17"]
-    try:
-        return tuple(torch.cuda._compile_kernel(source, name, nvcc_options=list(options))
-                     for name in ("segment_end", "scan"))
-    except Exception as err:  # noqa: BLE001 - any failure to compile or load leaves the Triton kernels in charge
-        log.warning("the CUDA C scan did not compile (%s); the Triton scan runs instead", err)
-        return None
+    """(segment_end, scan) for these dtypes, compiled once per process for the current device; None where NVRTC
+    fails: the Triton kernels run instead."""
+    macros = dict(SCAN_T=TOKENS, SCAN_BD=CHANNELS, HALF_BF16=int(bf16), DT_HALF=int(half_steps),
+                  STATE_KIND=state_kind)
+    return cuda_c.compile_kernels("scan_cuda.cu", ("segment_end", "scan"), macros, fallback="the Triton scan")
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, y: Tensor,
