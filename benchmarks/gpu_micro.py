@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from triton.testing import do_bench, do_bench_cudagraph
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import prefill, scan, scan_cuda, ssd, ssd_triton, ssm
+from mambapipe.engine.kernels import prefill, scan, scan_cuda, ssd, ssd_cuda, ssd_triton, ssm
 
 
 # (tokens per chunk, channel block, warps) of the scan. Its (BLOCK_D, N=16) state tile is laid out 8 channels x 4
@@ -106,14 +106,18 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def ssd_times(L: int = 2048) -> dict:
-    """Median ms of one layer's SSD (the torch reference and regrouped ops eagerly, the Triton kernels at their
-    current tiles as a CUDA graph) and their relative errors against the reference."""
+    """Median ms of one layer's SSD (the torch reference and regrouped ops eagerly; the kernels as the engine runs
+    them, the CUDA C chunk scan where it takes the inputs, and with the Triton chunk scan, as CUDA graphs) and their
+    relative errors against the reference."""
     results = {}
     for name, heads, groups in SSD_SHAPES:
         args = _ssd_inputs(heads, groups, L)
         for label, fn in (("reference", ops.ssd_chunk_scan), ("regrouped", ssd.regrouped_ssd_chunk_scan)):
             results[f"{name}_{label}"] = do_bench(lambda: fn(*args, 256), return_mode="median")
         results[f"{name}_triton"] = _graph_ms(lambda: ssd_triton.ssd_chunk_scan(*args, 256))
+        enabled, ssd_cuda.ENABLED = ssd_cuda.ENABLED, False
+        results[f"{name}_triton_chunk_scan"] = _graph_ms(lambda: ssd_triton.ssd_chunk_scan(*args, 256))
+        ssd_cuda.ENABLED = enabled
         y_ref, h_ref = ops.ssd_chunk_scan(*args, 256)
         for label, fn in (("regrouped", ssd.regrouped_ssd_chunk_scan), ("triton", ssd_triton.ssd_chunk_scan)):
             y, h = fn(*args, 256)

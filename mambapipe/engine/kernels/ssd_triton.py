@@ -9,6 +9,8 @@ split the way mamba_ssm's `mamba_chunk_scan_combined` is (the known-good structu
 4. `_state_passing` the short sequential pass over chunks: the state entering each chunk, and the final one.
 5. `_chunk_scan`    y_l = exp(cum_l) C_l h_in + Σ_{s<=l} CB_ls exp(cum_l - cum_s) dt_s x_s + D x_l (tensor cores).
                     Below the diagonal tile the decay factors into a row and a column scale (see there).
+                    Half-precision prompts of whole chunks run ssd_cuda.py's CUDA C twin of it instead (faster on
+                    the H200: GPU_NOTES.md v30).
 
 Products accumulate in fp32 from operands in the input dtype, so fp16/bf16 inputs run on tensor cores; fp32
 inputs use exact fp32 dots (not tf32), which keeps the fp32 path a tight twin of the reference. What passes
@@ -30,7 +32,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mambapipe.engine.kernels import pdl
+from mambapipe.engine.kernels import pdl, ssd_cuda
 from mambapipe.engine.kernels.ssm import softplus
 from mambapipe.engine.state import Into
 
@@ -302,6 +304,9 @@ def _chunked_ssd(x: Tensor, dt: Tensor, cum: Tensor, B: Tensor, C: Tensor, D: Te
     _state_passing[(triton.cdiv(P * N, STATE_BLOCK), batch, heads)](
         states, carried, cum, final, slots, heads, T, n_chunks, P * N, final.stride(0), BLOCK=STATE_BLOCK,
         SLOTS=slotted, PDL=bool(launch), **launch)
+    if ssd_cuda.usable(x, C, T):
+        ssd_cuda.chunk_scan(x, dt, C, D, cum, cb, carried, y)
+        return y
     _chunk_scan[(triton.cdiv(T, bl) * triton.cdiv(P, bp), batch * n_chunks, heads)](
         x, dt, C, D, cum, cb, carried, y, length, heads, G, P, N, T, n_chunks, heads // G,
         *x.stride(), *dt.stride(), *C.stride(), BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=scan_bn, PRECISION=precision,
