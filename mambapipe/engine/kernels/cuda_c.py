@@ -25,6 +25,11 @@ def compiler_available() -> bool:
     return torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel") and bool(fastmath.COMPILED)
 
 
+def takes_half(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the CUDA C kernels can run half-precision (fp16 or bf16) work on this device."""
+    return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and compiler_available()
+
+
 def aligned(t: Tensor) -> bool:
     """16-byte copies of t's rows: a 16-byte aligned start, row strides of whole 16-byte pieces, unit inner stride."""
     pieces = 16 // t.element_size()

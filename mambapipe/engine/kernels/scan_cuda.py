@@ -28,8 +28,7 @@ _STATE_KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 def takes(dtype: torch.dtype, device: torch.device) -> bool:
     """Whether prompts of this model dtype on this device run here (given aligned inputs; see `usable`)."""
-    return (ENABLED and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
-            and cuda_c.compiler_available())
+    return ENABLED and cuda_c.takes_half(dtype, device)
 
 
 def usable(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, state: Tensor,

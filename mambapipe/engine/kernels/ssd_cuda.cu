@@ -177,7 +177,7 @@ __device__ __forceinline__ void below_tiles(float (&acc)[8][4], const HeadInputs
 
 // y's 16 rows of row block rb for one head: C.h_in (C in registers), the tiles below the block's diagonal tile,
 // the diagonal tile, the D skip
-__device__ __forceinline__ void head_rows(const HeadInputs& in, const Shared& s, const unsigned (&c_frag)[8][4],
+__device__ __forceinline__ void head_rows(const HeadInputs& in, const bits16* cb, const unsigned (&c_frag)[8][4],
                                           float d_skip, bits16* y_top, long long row_step, int rb, int lane) {
     const int tq = lane % 4, r0 = rb * 16 + lane / 4, lb = rb / 4, l0 = lb * TILE;
     float acc[8][4] = {};
@@ -191,7 +191,7 @@ __device__ __forceinline__ void head_rows(const HeadInputs& in, const Shared& s,
     for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[j][e] *= carried_scale;
-    below_tiles(acc, in, s.cb, rb, lb, lane);
+    below_tiles(acc, in, cb, rb, lb, lane);
     const float cum_top = in.cum[r0], cum_bottom = in.cum[r0 + 8];
     const float scale_top = ex2((cum_top - cum_ref) * LOG2E), scale_bottom = ex2((cum_bottom - cum_ref) * LOG2E);
 #pragma unroll
@@ -200,7 +200,7 @@ __device__ __forceinline__ void head_rows(const HeadInputs& in, const Shared& s,
         acc[j][2] *= scale_bottom, acc[j][3] *= scale_bottom;
     }
     // the diagonal tile: the full decay, zero above the diagonal; the block's rows see its column steps 0 .. rb % 4
-    const bits16* cb_top = s.cb + cb_offset(lb) + (r0 - l0) * cb_pad(lb) + 2 * tq;
+    const bits16* cb_top = cb + cb_offset(lb) + (r0 - l0) * cb_pad(lb) + 2 * tq;
 #pragma unroll
     for (int ks = 0; ks < TILE / 16; ++ks) {
         if (ks > rb % 4) break;
@@ -272,7 +272,7 @@ extern "C" __global__ void __launch_bounds__(NT, 1) chunk_scan(
         }
         __syncthreads();
         const int h = h_first + i, r0 = rb * 16 + lane / 4;
-        head_rows(in, s, c_frag, D[h], y + (((long long)b * L + pos0 + r0) * H + h) * P + 2 * (lane % 4),
+        head_rows(in, s.cb, c_frag, D[h], y + (((long long)b * L + pos0 + r0) * H + h) * P + 2 * (lane % 4),
                   (long long)H * P, rb, lane);
     }
 }

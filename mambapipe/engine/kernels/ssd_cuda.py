@@ -30,8 +30,7 @@ CHUNKS = (64, 128, 256)  # chunk lengths it compiles for: whole 64-token tiles, 
 
 def takes(dtype: torch.dtype, device: torch.device) -> bool:
     """Whether prompts of this model dtype on this device run here (given the shapes `usable` checks)."""
-    return (ENABLED and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
-            and cuda_c.compiler_available())
+    return ENABLED and cuda_c.takes_half(dtype, device)
 
 
 def usable(x: Tensor, C: Tensor, chunk: int) -> bool:
