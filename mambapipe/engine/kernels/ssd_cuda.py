@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from mambapipe.engine.kernels import cuda_c
+from mambapipe.engine.kernels import cuda_c, multiprocessors
 
 ENABLED = True  # off: the Triton chunk scan everywhere (A/B in benchmarks/gpu_step_sweep.py)
 HEAD_DIM, STATES = 64, 128  # the kernel's fixed P and N
@@ -37,7 +37,7 @@ def usable(x: Tensor, C: Tensor, chunk: int) -> bool:
     """Whether this kernel runs the chunk scan of x (Bt, L, Hh, P) with C (Bt, L, G, N) in `chunk`-token chunks."""
     length = x.shape[1]
     return (takes(x.dtype, x.device) and C.dtype == x.dtype and x.shape[-1] == HEAD_DIM and C.shape[-1] == STATES
-            and chunk in CHUNKS and length % chunk == 0 and cuda_c.aligned(x) and cuda_c.aligned(C)
+            and chunk in CHUNKS and length % chunk == 0 and all(cuda_c.aligned(t) for t in (x, C))
             and _kernel(x.dtype == torch.bfloat16, chunk) is not None)
 
 
@@ -75,8 +75,7 @@ def chunk_scan(x: Tensor, dt: Tensor, C: Tensor, D: Tensor, cum: Tensor, cb: Ten
     batch, length, heads, _ = x.shape
     n_chunks, chunk = cum.shape[2:]
     groups = C.shape[2]
-    per_block = heads_per_block(batch * n_chunks * groups, heads // groups,
-                                torch.cuda.get_device_properties(x.device).multi_processor_count)
+    per_block = heads_per_block(batch * n_chunks * groups, heads // groups, multiprocessors(x.device))
     _kernel(x.dtype == torch.bfloat16, chunk)(
         grid=(batch * n_chunks, heads // per_block, 1), block=(2 * chunk, 1, 1), shared_mem=shared_bytes(chunk),
         args=[x, dt, C, D, cum, cb, carried, y, length, heads, groups, n_chunks, per_block, x.stride(0),
