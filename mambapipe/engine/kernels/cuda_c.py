@@ -37,15 +37,17 @@ def aligned(t: Tensor) -> bool:
 
 
 def compile_kernels(file: str, names: tuple[str, ...], macros: dict[str, int], fallback: str,
-                    shared_bytes: int = 0) -> Optional[tuple[Callable, ...]]:
+                    shared_bytes: int = 0, arch: Optional[str] = None) -> Optional[tuple[Callable, ...]]:
     """The kernels `names` of `file` (next to this module) with these macros defined, each allowed `shared_bytes`
-    of dynamic shared memory; None, with one warning naming `fallback` (what runs instead), where NVRTC or that
-    setting fails (a torch build without NVRTC or the setting, say)."""
+    of dynamic shared memory, for the current device or the compute capability `arch` ("90a": Hopper's
+    architecture-specific instructions); None, with one warning naming `fallback` (what runs instead), where NVRTC
+    or that setting fails (a torch build without NVRTC or the setting, say)."""
     package = importlib.resources.files(__package__)
     source = package.joinpath("cuda_common.cuh").read_text() + package.joinpath(file).read_text()
     options = [f"-D{name}={value}" for name, value in macros.items()] + ["--std=c++17"]
     try:
-        kernels = tuple(torch.cuda._compile_kernel(source, name, nvcc_options=list(options)) for name in names)
+        kernels = tuple(torch.cuda._compile_kernel(source, name, compute_capability=arch, nvcc_options=list(options))
+                        for name in names)
         for kernel in kernels if shared_bytes else ():
             kernel.set_shared_memory_config(shared_bytes)
         return kernels

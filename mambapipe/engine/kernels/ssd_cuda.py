@@ -1,7 +1,8 @@
-"""The Mamba2 prefill's chunk scan as CUDA C (`ssd_cuda.cu`), compiled at run time by NVRTC through torch, for
-half-precision prompts of whole chunks: the last of ssd_triton.py's five kernels, with the same contract. A layer's
-whole SSD at 2048 tokens (GPU_NOTES.md v30, H200, us, with the Triton chunk scan / with this one): Codestral
-127.3-128.2 / 115.0-115.3, mamba2-2.7b 81.9-82.0 / 77.2-77.6, mamba2-130m 41.7-41.8 / 37.9-38.6.
+"""The Mamba2 prefill's chunk scan as CUDA C (`ssd_cuda.cu`) on Hopper's warpgroup MMA, compiled at run time by
+NVRTC through torch for sm_90a, for half-precision prompts of whole chunks: the last of ssd_triton.py's five
+kernels, with the same contract. A layer's whole SSD at 2048 tokens (GPU_NOTES.md v31, H200, us, with the Triton
+chunk scan / v30's mma.sync form of this kernel / this one): Codestral 128.7-129.5 / 115.7-116.2 / 106.9-107.3,
+mamba2-2.7b 83.3-83.8 / 78.3-78.8 / 72.9-73.4, mamba2-130m 41.6-41.9 / 38.6-39.1 / 36.8-37.0.
 
 Its arithmetic is the Triton kernel's but for one rounding: the column weights below the diagonal tile,
 exp(cum_ref - cum_s) dt_s, are rounded to the model dtype before they multiply C.Bᵀ (one packed multiply a pair),
@@ -9,8 +10,8 @@ where Triton rounds only the product; y stays as close to the fp32 twin as the T
 
 `ssd_triton.ssd_chunk_scan` takes this path where `usable` says so, the Triton kernel elsewhere: fp32 models, head
 dims other than 64 or d_state other than 128, a last chunk cut short, chunks other than 64, 128 or 256 tokens,
-unaligned rows, torch builds without NVRTC, and under TRITON_INTERPRET=1, so CI on the CPU never reaches it; its
-tests run on the GPU.
+unaligned rows, GPUs other than compute capability 9.0 (the H100/H200 class), torch builds without NVRTC, and
+under TRITON_INTERPRET=1, so CI on the CPU never reaches it; its tests run on the GPU.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ CHUNKS = (64, 128, 256)  # chunk lengths it compiles for: whole 64-token tiles, 
 
 
 def takes(dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether prompts of this model dtype on this device run here (given the shapes `usable` checks)."""
-    return ENABLED and cuda_c.takes_half(dtype, device)
+    """Whether prompts of this model dtype on this device run here (given the shapes `usable` checks): wgmma
+    exists on compute capability 9.0 only."""
+    return ENABLED and cuda_c.takes_half(dtype, device) and torch.cuda.get_device_capability(device) == (9, 0)
 
 
 def usable(x: Tensor, C: Tensor, chunk: int) -> bool:
@@ -42,14 +44,18 @@ def usable(x: Tensor, C: Tensor, chunk: int) -> bool:
 
 
 def shared_bytes(chunk: int) -> int:
-    """The kernel's `Shared` struct: C.Bᵀ's rows on and below the diagonal tiles (row tile t reaching column
-    64 (t + 1)), then C's padded (chunk, 128) staging rows or two heads' inputs (the state's padded (64, 128)
-    rows and x's padded (chunk, 64) rows; cum and dt over the chunk in fp32, the tiles' column weights in the model
-    dtype)."""
+    """The kernel's `Shared` struct and the 1024 bytes it may need to start on a 1024-byte boundary: C.Bᵀ's rows on
+    and below the diagonal tiles (row tile t reaching column 64 (t + 1), padded by 8), then C's padded (chunk, 128)
+    staging rows or two heads' inputs, each from a 1024-byte boundary (the state (64, 128) and x (chunk, 64) as
+    unpadded rows, cum and dt over the chunk in fp32, the tiles' column weights in the model dtype)."""
     tiles = chunk // 64
     cb = 2 * sum(64 * (64 * (t + 1) + 8) for t in range(tiles))
-    head = 2 * (HEAD_DIM * (STATES + 8) + chunk * (HEAD_DIM + 8)) + 4 * chunk * 2 + 2 * chunk * tiles
-    return cb + max(2 * chunk * (STATES + 8), 2 * head)
+    head = _round_up(2 * (HEAD_DIM * STATES + chunk * HEAD_DIM) + 4 * chunk * 2 + 2 * chunk * tiles, 1024)
+    return _round_up(cb, 1024) + max(2 * chunk * (STATES + 8), 2 * head) + 1024
+
+
+def _round_up(size: int, multiple: int) -> int:
+    return -(-size // multiple) * multiple
 
 
 def heads_per_block(blocks: int, per_group: int, slots: int) -> int:
@@ -63,7 +69,7 @@ def heads_per_block(blocks: int, per_group: int, slots: int) -> int:
 def _kernel(bf16: bool, chunk: int) -> Optional[Callable]:
     """The chunk scan for this dtype and chunk length, compiled once per process; None where NVRTC fails."""
     kernels = cuda_c.compile_kernels("ssd_cuda.cu", ("chunk_scan",), dict(HALF_BF16=int(bf16), CHUNK=chunk),
-                                     fallback="the Triton chunk scan", shared_bytes=shared_bytes(chunk))
+                                     fallback="the Triton chunk scan", shared_bytes=shared_bytes(chunk), arch="90a")
     return None if kernels is None else kernels[0]
 
 
