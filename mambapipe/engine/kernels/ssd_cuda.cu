@@ -38,7 +38,8 @@ struct alignas(1024) HeadInputs {  // one head's inputs, double-buffered over th
     float cum[CHUNK];              // cumsum of dt A over the chunk
     float dt[CHUNK];
     bits16 below[TILES][CHUNK];  // row tile t's column weights below its diagonal, exp(cum[64 t] - cum[s]) dt[s],
-                                 // in the model dtype: one packed multiply a pair of C.Bᵀ elements
+                                 // in the model dtype (one packed multiply a pair of C.Bᵀ elements), written and
+                                 // read by warpgroup t alone
 };
 struct Shared {                  // dynamic shared memory from a 1024-byte boundary, `ssd_cuda.shared_bytes` of it
     bits16 cb[cb_offset(TILES)];  // the chunk's C.Bᵀ on and below the diagonal tiles, shared by the group's heads
@@ -255,13 +256,12 @@ __device__ __forceinline__ void head_rows(const HeadInputs& in, const bits16* cb
         }
     }
     const float cum_top = in.cum[r0], cum_bottom = in.cum[r0 + 8];
-    unsigned diag[4][4];
-    diagonal_operands(diag, in, cb_top, l0, r0, sub, lane, cum_top, cum_bottom);
-    wgmma_wait<0>(acc);
+    wgmma_wait<0>(acc);  // a is free: the diagonal's operands reuse it (a second set spilled at 128 registers)
+    diagonal_operands(a, in, cb_top, l0, r0, sub, lane, cum_top, cum_bottom);
     scale(acc, ex2((cum_top - cum_ref) * LOG2E), ex2((cum_bottom - cum_ref) * LOG2E));
     wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < TILE / 16; ++ks) wgmma<1>(acc, diag[ks], operand(&in.x[(l0 + ks * 16) * ROW]));
+    for (int ks = 0; ks < TILE / 16; ++ks) wgmma<1>(acc, a[ks], operand(&in.x[(l0 + ks * 16) * ROW]));
     wgmma_commit();
     wgmma_wait<0>(acc);
     // the D skip from x's (swizzled) rows, and y in the model dtype
@@ -314,12 +314,11 @@ extern "C" __global__ void __launch_bounds__(NT, 1) chunk_scan(
         if (i + 1 < heads_per_block)
             load_head(s.head[(i + 1) & 1], x, dt, cum, carried, b, c, h_first + i + 1, H, n_chunks, s_xb, s_xl,
                       s_xh, s_dtb, s_dtl, s_dth);
-        for (int e = threadIdx.x; e < TILES * CHUNK; e += NT) {
-            const int t = e / CHUNK, sp = e % CHUNK;
-            if (sp < t * TILE)
-                in.below[t][sp] = float_to_half(ex2((in.cum[t * TILE] - in.cum[sp]) * LOG2E) * in.dt[sp]);
+        if (lb > 0) {  // warpgroup lb's own row of the table, behind a barrier of its 4 warps alone (id lb: 1 .. 3)
+            for (int sp = threadIdx.x % 128; sp < lb * TILE; sp += 128)
+                in.below[lb][sp] = float_to_half(ex2((in.cum[lb * TILE] - in.cum[sp]) * LOG2E) * in.dt[sp]);
+            asm volatile("bar.sync %0, 128;\n" ::"r"(lb) : "memory");
         }
-        __syncthreads();
         const int h = h_first + i, r0 = warp * 16 + lane / 4;
         head_rows(in, s.cb, c_frag, D[h], y + (((long long)b * L + pos0 + r0) * H + h) * P + 2 * (lane % 4),
                   (long long)H * P, lb, sub, lane);

@@ -1,8 +1,8 @@
 """The Mamba2 prefill's chunk scan as CUDA C (`ssd_cuda.cu`) on Hopper's warpgroup MMA, compiled at run time by
 NVRTC through torch for sm_90a, for half-precision prompts of whole chunks: the last of ssd_triton.py's five
 kernels, with the same contract. A layer's whole SSD at 2048 tokens (GPU_NOTES.md v31, H200, us, with the Triton
-chunk scan / v30's mma.sync form of this kernel / this one): Codestral 128.7-129.5 / 115.7-116.2 / 106.9-107.3,
-mamba2-2.7b 83.3-83.8 / 78.3-78.8 / 72.9-73.4, mamba2-130m 41.6-41.9 / 38.6-39.1 / 36.8-37.0.
+chunk scan / v30's mma.sync form of this kernel / this one): Codestral 127.9-128.1 / 115.7-116.2 / 102.4-102.7,
+mamba2-2.7b 82.9-83.1 / 78.3-78.8 / 69.8-69.9, mamba2-130m 41.2-41.6 / 38.6-39.1 / 35.9-36.1.
 
 Its arithmetic is the Triton kernel's but for one rounding: the column weights below the diagonal tile,
 exp(cum_ref - cum_s) dt_s, are rounded to the model dtype before they multiply C.Bᵀ (one packed multiply a pair),
