@@ -107,3 +107,11 @@ def test_heads_per_block_fills_one_wave_else_takes_the_group():
     assert ssd_cuda.heads_per_block(8, 80, 132) == 5  # mamba2-2.7b's: 128 blocks
     assert ssd_cuda.heads_per_block(8, 24, 132) == 2  # mamba2-130m's: 96 blocks
     assert ssd_cuda.heads_per_block(512, 16, 132) == 16  # 64 rows of one chunk: more blocks than SMs anyway
+
+
+@pytest.mark.parametrize("capability,runs", [((9, 0), True), ((8, 0), False), ((10, 0), False)])
+def test_only_hopper_runs_the_wgmma_kernel(capability, runs, monkeypatch):
+    """wgmma is sm_90a's: other GPUs keep the Triton chunk scan (anywhere, with the device's answers faked)."""
+    monkeypatch.setattr(ssd_cuda.cuda_c, "takes_half", lambda dtype, device: True)
+    monkeypatch.setattr(ssd_cuda.cuda_c, "capability", lambda device: capability)
+    assert ssd_cuda.takes(torch.float16, torch.device("cuda")) is runs

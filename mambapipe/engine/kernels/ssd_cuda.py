@@ -32,7 +32,7 @@ CHUNKS = (64, 128, 256)  # chunk lengths it compiles for: whole 64-token tiles, 
 def takes(dtype: torch.dtype, device: torch.device) -> bool:
     """Whether prompts of this model dtype on this device run here (given the shapes `usable` checks): wgmma
     exists on compute capability 9.0 only."""
-    return ENABLED and cuda_c.takes_half(dtype, device) and torch.cuda.get_device_capability(device) == (9, 0)
+    return ENABLED and cuda_c.takes_half(dtype, device) and cuda_c.capability(device) == (9, 0)
 
 
 def usable(x: Tensor, C: Tensor, chunk: int) -> bool:
