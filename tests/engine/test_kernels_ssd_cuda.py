@@ -113,5 +113,5 @@ def test_heads_per_block_fills_one_wave_else_takes_the_group():
 def test_only_hopper_runs_the_wgmma_kernel(capability, runs, monkeypatch):
     """wgmma is sm_90a's: other GPUs keep the Triton chunk scan (anywhere, with the device's answers faked)."""
     monkeypatch.setattr(ssd_cuda.cuda_c, "takes_half", lambda dtype, device: True)
-    monkeypatch.setattr(ssd_cuda.cuda_c, "capability", lambda device: capability)
+    monkeypatch.setattr(ssd_cuda, "capability", lambda device: capability)
     assert ssd_cuda.takes(torch.float16, torch.device("cuda")) is runs

@@ -43,6 +43,13 @@ def multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
+@functools.cache
+def capability(device: torch.device) -> tuple[int, int]:
+    """A CUDA device's compute capability (major, minor), looked up once: kernels that exist for one architecture
+    ask it every call."""
+    return torch.cuda.get_device_capability(device)
+
+
 def time_segments(length: int, segments: int, chunk: int) -> tuple[int, int]:
     """(tokens a segment, segments) for a Mamba1 scan of `length` tokens cut into up to `segments` time segments
     of whole `chunk`-token chunks, every segment holding a token."""

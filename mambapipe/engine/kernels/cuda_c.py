@@ -30,12 +30,6 @@ def takes_half(dtype: torch.dtype, device: torch.device) -> bool:
     return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and compiler_available()
 
 
-@functools.cache
-def capability(device: torch.device) -> tuple[int, int]:
-    """A CUDA device's compute capability (major, minor), looked up once: launch rules ask it every call."""
-    return torch.cuda.get_device_capability(device)
-
-
 def aligned(t: Tensor) -> bool:
     """16-byte copies of t's rows: a 16-byte aligned start, row strides of whole 16-byte pieces, unit inner stride."""
     pieces = 16 // t.element_size()

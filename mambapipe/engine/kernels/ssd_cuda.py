@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from mambapipe.engine.kernels import cuda_c, multiprocessors
+from mambapipe.engine.kernels import capability, cuda_c, multiprocessors
 
 ENABLED = True  # off: the Triton chunk scan everywhere (A/B in benchmarks/gpu_step_sweep.py)
 HEAD_DIM, STATES = 64, 128  # the kernel's fixed P and N
@@ -32,7 +32,7 @@ CHUNKS = (64, 128, 256)  # chunk lengths it compiles for: whole 64-token tiles, 
 def takes(dtype: torch.dtype, device: torch.device) -> bool:
     """Whether prompts of this model dtype on this device run here (given the shapes `usable` checks): wgmma
     exists on compute capability 9.0 only."""
-    return ENABLED and cuda_c.takes_half(dtype, device) and cuda_c.capability(device) == (9, 0)
+    return ENABLED and cuda_c.takes_half(dtype, device) and capability(device) == (9, 0)
 
 
 def usable(x: Tensor, C: Tensor, chunk: int) -> bool:
