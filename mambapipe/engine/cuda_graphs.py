@@ -55,7 +55,12 @@ class GraphedGreedyDecode:
 
     def _run(self, n: int) -> None:
         logits = self.model.decode(self.tokens[:n], self.state, 0)  # (n, V) fp32
-        torch.argmax(logits, dim=-1, out=self.tokens[:n])  # in place of the inputs, no extra copy kernel
+        if kernels.enabled(logits, self.model.kernel_choice):  # in place of the inputs, no extra copy kernel
+            from mambapipe.engine.kernels import tokens
+            if tokens.ENABLED:
+                tokens.argmax_into(logits, self.tokens[:n])
+                return
+        torch.argmax(logits, dim=-1, out=self.tokens[:n])
 
     def _capture(self, n: int) -> torch.cuda.CUDAGraph:
         side = torch.cuda.Stream()
