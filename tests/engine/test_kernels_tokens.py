@@ -1,6 +1,7 @@
 """The decode step's token kernels (kernels/tokens.py) against their torch twins on fresh random inputs: the
 argmax with ties inside a slice and across slices, -inf entries, rows of one slice and of many, a ragged last
-slice; the embedding rows in fp32. Under TRITON_INTERPRET=1 on a machine without CUDA."""
+slice; the embedding rows in fp32. Under TRITON_INTERPRET=1 on a machine without CUDA; the interpreter takes the
+first of equal maxima whatever Triton's tie-break flag says, so only the compiled run (on a GPU) checks that flag."""
 
 from __future__ import annotations
 
