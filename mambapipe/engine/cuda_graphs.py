@@ -56,11 +56,10 @@ class GraphedGreedyDecode:
     def _run(self, n: int) -> None:
         logits = self.model.decode(self.tokens[:n], self.state, 0)  # (n, V) fp32
         if kernels.enabled(logits, self.model.kernel_choice):  # in place of the inputs, no extra copy kernel
-            from mambapipe.engine.kernels import tokens
-            if tokens.ENABLED:
-                tokens.argmax_into(logits, self.tokens[:n])
-                return
-        torch.argmax(logits, dim=-1, out=self.tokens[:n])
+            from mambapipe.engine.kernels.tokens import argmax_into
+            argmax_into(logits, self.tokens[:n])
+        else:
+            torch.argmax(logits, dim=-1, out=self.tokens[:n])
 
     def _capture(self, n: int) -> torch.cuda.CUDAGraph:
         side = torch.cuda.Stream()

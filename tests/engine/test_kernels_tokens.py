@@ -43,3 +43,13 @@ def test_embedding_rows_in_fp32(dtype, H):
     ids = torch.tensor([3, 499, 0, 3], device=DEVICE)
     out = tokens.embed(ids, table)
     assert out.dtype == torch.float32 and torch.equal(out, F.embedding(ids, table).float())
+
+
+def test_embedding_of_a_strided_table_and_the_torch_ops_when_off(monkeypatch):
+    wide = torch.randn(50, 200).to(DEVICE)
+    table, ids = wide[:, 8:136], torch.tensor([7, 0, 49], device=DEVICE)  # rows 200 apart
+    assert torch.equal(tokens.embed(ids, table), F.embedding(ids, table).float())
+    monkeypatch.setattr(tokens, "ENABLED", False)
+    logits, out = torch.randn(2, 300).to(DEVICE), torch.empty(2, dtype=torch.int64, device=DEVICE)
+    tokens.argmax_into(logits, out)
+    assert torch.equal(out, logits.argmax(-1)) and torch.equal(tokens.embed(ids, table), F.embedding(ids, table))

@@ -38,7 +38,7 @@ def fused_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tenso
     """One token (B,) for slots [lo, lo+B) of `model` (a MambaModel); returns (B, V) fp32 logits."""
     if len(tokens) <= min(GEMV_MAX_BATCH, gemv.MAX_BATCH):
         return _gemv_decode(model, tokens, state, lo)
-    residual = _embedding(model, tokens)  # (B, H)
+    residual = token_kernels.embed(tokens, model.glob["embedding"])  # (B, H) fp32
     step = _mamba2_step if model.spec.is_mamba2 else _mamba1_step
     delta = None  # the previous layer's output, added to the residual inside the next norm
     for i, w in enumerate(model.layers):
@@ -48,13 +48,6 @@ def fused_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tenso
     h = add_rms_norm(residual, delta, model.glob["norm_f"], EPS)
     logits = F.linear(h, model.glob["lm_head"]).float()  # (B, V/tp)
     return model.comm.gather_last_dim(logits) if model.lm_head_split else logits
-
-
-def _embedding(model, tokens: Tensor) -> Tensor:
-    """The tokens' embedding rows in fp32 (B, H): the residual stream's start."""
-    if token_kernels.ENABLED:
-        return token_kernels.embed(tokens, model.glob["embedding"])
-    return F.embedding(tokens, model.glob["embedding"]).float()
 
 
 def _mamba1_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -> Tensor:
@@ -81,7 +74,7 @@ def _mamba2_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -
 # ---- small batches: matrix-vector kernels with the norms, conv and residual add fused in ----------------
 
 def _gemv_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tensor:
-    residual = _embedding(model, tokens)  # (B, H), each layer adds into it
+    residual = token_kernels.embed(tokens, model.glob["embedding"])  # (B, H) fp32, each layer adds into it
     step = _mamba2_gemv_step if model.spec.is_mamba2 else _mamba1_gemv_step
     for i, w in enumerate(model.layers):
         conv, ssm = state.span(i, lo, lo + len(tokens))

@@ -12,6 +12,7 @@ work is done (the argument of kernels/pdl.py). Ties go to the lowest index, as t
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -24,21 +25,24 @@ EMBED_BLOCK = 1024  # columns of an embedding row a program copies
 
 
 @triton.jit
-def _embed_kernel(tokens_ptr, table_ptr, out_ptr, H, BLOCK_H: tl.constexpr):
+def _embed_kernel(tokens_ptr, table_ptr, out_ptr, H, stride_table, BLOCK_H: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     mask = cols < H
     token = tl.load(tokens_ptr + row).to(tl.int64)
-    values = tl.load(table_ptr + token * H + cols, mask=mask, other=0.0)
+    values = tl.load(table_ptr + token * stride_table + cols, mask=mask, other=0.0)
     tl.store(out_ptr + row * H + cols, values.to(tl.float32), mask=mask)
 
 
 def embed(tokens: Tensor, table: Tensor) -> Tensor:
-    """F.embedding(tokens, table).float() for tokens (B,) and a contiguous table (V, H): (B, H) fp32."""
+    """F.embedding(tokens, table).float() for tokens (B,) and a table (V, H) with a unit inner stride: (B, H) fp32;
+    torch's ops where ENABLED is off."""
+    if not ENABLED:
+        return F.embedding(tokens, table).float()
     H = table.shape[1]
     out = torch.empty(len(tokens), H, dtype=torch.float32, device=tokens.device)
-    _embed_kernel[(len(tokens), triton.cdiv(H, EMBED_BLOCK))](tokens, table, out, H, BLOCK_H=EMBED_BLOCK,
-                                                               num_warps=4)
+    _embed_kernel[(len(tokens), triton.cdiv(H, EMBED_BLOCK))](tokens, table, out, H, table.stride(0),
+                                                               BLOCK_H=EMBED_BLOCK, num_warps=4)
     return out
 
 
@@ -69,7 +73,11 @@ def _row_max_kernel(max_ptr, at_ptr, out_ptr, PIECES, BLOCK_P: tl.constexpr, PDL
 
 
 def argmax_into(logits: Tensor, out: Tensor) -> None:
-    """out (B,) int64 = torch.argmax(logits, dim=-1) for fp32 logits (B, V) with a unit inner stride."""
+    """out (B,) int64 = torch.argmax(logits, dim=-1) for fp32 logits (B, V) with a unit inner stride; torch's
+    argmax where ENABLED is off."""
+    if not ENABLED:
+        torch.argmax(logits, dim=-1, out=out)
+        return
     batch, V = logits.shape
     pieces = triton.cdiv(V, BLOCK)
     maxima = torch.empty(batch, pieces, dtype=torch.float32, device=logits.device)
