@@ -4,11 +4,11 @@
 // state to its end state, then `scan` folds the earlier segments' ends into its start state and walks its
 // segment. A block owns BD channels of one row; a channel's 16 states sit 4 a lane on 4 lanes, so a thread's
 // recurrence is 4 independent in-register FMA chains. What Triton could not express: each chunk's inputs go
-// global -> shared memory by cp.async one chunk ahead (no registers held for them), B and C are widened to fp32
-// once per chunk by the whole block instead of by every thread, every token reads its inputs from shared memory
-// with immediate offsets, and the per-token sums C.h cross the 4 lanes as one reduce-scatter per chunk. That keeps
-// a thread at ~80 registers (Triton's kernel: 126-160), so more warps share an SM to hide the exp2 and FMA
-// latencies (GPU_NOTES.md v29).
+// global -> shared memory by cp.async one chunk ahead (no registers held for them), every token reads its inputs
+// from shared memory with immediate offsets, and the per-token sums C.h cross the 4 lanes as one reduce-scatter per
+// chunk. That keeps a thread at ~80 registers (Triton's kernel: 126-160), so more warps share an SM to hide the
+// exp2 and FMA latencies (GPU_NOTES.md v29). `segment_end` widens each chunk's B to fp32 once, by the whole block;
+// `scan`, whose shared-memory reads bound it, reads its B and C as halves, one 16-byte load a token (`interleave`).
 //
 // Macros, set by scan_cuda.py: SCAN_T tokens a chunk, SCAN_BD channels a block, HALF_BF16 (u, z, B, C, y are
 // bf16, else fp16), DT_HALF (step sizes fp16, else fp32), STATE_KIND (final states fp32 0, fp16 1, bf16 2).
@@ -82,6 +82,26 @@ __device__ __forceinline__ void widen(float* dst, const bits16* src) {
                                                 half_to_float(h[3]));
         }
     }
+}
+
+// (T, NS) B and C -> per token and lane of a channel, that lane's 4 states of B then of C (8 halves, 16 bytes), so
+// a token's step reads its B and C in one 16-byte load: half the shared-memory wavefronts of two fp32 float4 loads
+// (a warp's 16-byte load is 4 wavefronts, whatever it broadcasts), for 8 conversions a token a thread. Those loads
+// bound `scan` (GPU_NOTES.md v33: ncu, L1 throughput 90 %, 62 % so); in the MUFU-bound `segment_end` the
+// conversions cost more than they save.
+__device__ __forceinline__ void interleave(uint4 (*dst)[LPC], const bits16 (*B)[NS], const bits16 (*C)[NS]) {
+#pragma unroll
+    for (int i = 0; i < (T * LPC + NT - 1) / NT; ++i) {
+        const int p = threadIdx.x + i * NT, t = p / LPC, q = p % LPC;
+        if ((T * LPC) % NT == 0 || p < T * LPC) {
+            const uint2 b = *(const uint2*)&B[t][SPT * q], c = *(const uint2*)&C[t][SPT * q];
+            dst[t][q] = make_uint4(b.x, b.y, c.x, c.y);
+        }
+    }
+}
+__device__ __forceinline__ float4 widen4(unsigned lo, unsigned hi) {
+    return make_float4(half_to_float((bits16)(lo & 0xffffu)), half_to_float((bits16)(lo >> 16)),
+                       half_to_float((bits16)(hi & 0xffffu)), half_to_float((bits16)(hi >> 16)));
 }
 
 // A row's chunk inputs: pointers at the row's first token and the block's first channel, token strides in bytes
@@ -180,9 +200,12 @@ extern "C" __global__ void __launch_bounds__(NT) scan(
     const float* dt_sum, int L, int Di, int seg_len, int sub, int sul, int sdb, int sdl, int sbb, int sbl, int scb,
     int scl, int szb, int szl, int syb, int syl, int sstate) {
     __shared__ __align__(16) Chunk chunks[2];
-    __shared__ __align__(16) float Bf[T][NS];
-    __shared__ __align__(16) float Cf[T][NS];
-    __shared__ __align__(16) float ys[T][BD];  // C.h per (token, channel)
+    __shared__ __align__(16) uint4 bc[T][LPC];  // B and C by token and lane (`interleave`)
+    // C.h per (token, channel); token t's channel c at column c ^ (SWIZZLE (t / (T / LPC))): a channel's lanes write
+    // T / LPC tokens apart, which without the swizzle puts them on one bank (LPC-way conflicts)
+    __shared__ __align__(16) float ys[T][BD];
+    constexpr int SWIZZLE = 32 / LPC;  // a warp's channels
+    static_assert(BD % 32 == 0, "the swizzle keeps a channel within its 32-column group");
     const int d0 = blockIdx.x * BD, seg = blockIdx.y, row = blockIdx.z;
     int c, q;
     float a[SPT], h[SPT] = {};
@@ -210,22 +233,21 @@ extern "C" __global__ void __launch_bounds__(NT) scan(
         load_chunk(chunks[(k & 1) ^ 1], r, t0 + T, L, true);
         wait_all_but_last_copies();
         __syncthreads();
-        widen(&Bf[0][0], &ck.B[0][0]);
-        widen(&Cf[0][0], &ck.C[0][0]);
+        interleave(bc, ck.B, ck.C);
         __syncthreads();
         float partial[T];  // this lane's 4 states' share of C.h, per token
 #pragma unroll
         for (int t = 0; t < T; ++t) {
             const float dtv = step_to_float(ck.dt[t][c]), dtu = dtv * half_to_float(ck.u[t][c]);
-            const float4 b = *(const float4*)&Bf[t][SPT * q];
-            const float4 cc = *(const float4*)&Cf[t][SPT * q];
+            const uint4 v = bc[t][q];
+            const float4 b = widen4(v.x, v.y), cc = widen4(v.z, v.w);
             decay_add(h, a, dtv, scaled(b, dtu));
             partial[t] = cc.x * h[0] + cc.y * h[1] + cc.z * h[2] + cc.w * h[3];
         }
         int first = 0;  // this lane ends with the whole sums of tokens first .. first + T / LPC - 1
         reduce_scatter<LPC / 2, T>(partial, q, first);
 #pragma unroll
-        for (int i = 0; i < T / LPC; ++i) ys[first + i][c] = partial[i];
+        for (int i = 0; i < T / LPC; ++i) ys[first + i][c ^ (SWIZZLE * q)] = partial[i];  // first = q T / LPC
         __syncthreads();
 #pragma unroll
         for (int i = 0; i < (T * PIECES + NT - 1) / NT; ++i) {
@@ -233,7 +255,8 @@ extern "C" __global__ void __launch_bounds__(NT) scan(
             if ((T * PIECES % NT == 0 || p < T * PIECES) && t < L) {
                 const uint4 uu = *(const uint4*)&ck.u[tr][col], zz = *(const uint4*)&ck.z[tr][col];
                 const bits16 *uh = (const bits16*)&uu, *zh = (const bits16*)&zz;
-                const float4 s0 = *(const float4*)&ys[tr][col], s1 = *(const float4*)&ys[tr][col + 4];
+                const int at = col ^ (SWIZZLE * (tr / (T / LPC)));  // the writer's swizzle
+                const float4 s0 = *(const float4*)&ys[tr][at], s1 = *(const float4*)&ys[tr][at + 4];
                 const float sums[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
                 uint4 out;
                 bits16* oh = (bits16*)&out;

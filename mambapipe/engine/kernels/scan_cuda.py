@@ -2,8 +2,9 @@
 half-precision prompts where it beats the Triton kernels of scan.py: one layer, us, the Triton kernels / this one
 (GPU_NOTES.md v29, device call 215, H200): mamba-2.8b's width, 1 row x 2048 tokens 144.6 / 124.7, 2 x 2048
 282.7 / 186.2, 8 x 1024 352.5 / 305.2, 64 x 128 333.0 / 303.3; mamba-130m's, 1 x 2048 50.4 / 42.9, 8 x 1024
-116.4 / 94.9, 64 x 128 105.2 / 95.4. Same arithmetic and segment split as the Triton kernels (y and states agree
-with `ops.selective_scan` as theirs do).
+116.4 / 94.9, 64 x 128 105.2 / 95.4. Reading B and C as halves in `scan` (v33, device call 269) took mamba-2.8b's
+shapes to 120.6 / 278.8 / 275 (from 126.5 / 305.1 / 302.4). Same arithmetic and segment split as the Triton
+kernels (y and states agree with `ops.selective_scan` as theirs do).
 
 `selective_scan` in scan.py takes this path where `usable` says so, the Triton one elsewhere: fp32 models, B and C
 widened to fp32, state sizes other than 16, unaligned rows, torch builds without NVRTC (`torch.cuda._compile_kernel`,
