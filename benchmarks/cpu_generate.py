@@ -97,9 +97,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, fp32, prompt {args.prompt_len}, "
-          f"{args.new_tokens} new tokens, greedy")
-    print("| model | batch | HF tok/s | native tok/s | speedup | native prefill ms | native decode ms/step | same tokens |")
+    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, fp32, "
+          f"prompt {args.prompt_len}, {args.new_tokens} new tokens, greedy")
+    print("| model | batch | HF tok/s | native tok/s | speedup | native prefill ms | native decode ms/step "
+          "| same tokens |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
         for r in bench_model(name, args.batches, args.prompt_len, args.new_tokens, args.repeats, args.device):

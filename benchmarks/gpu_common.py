@@ -65,7 +65,8 @@ def _layer(spec: ModelSpec, dtype: torch.dtype, gen: torch.Generator) -> LayerWe
                  gate_norm=torch.ones(Di, dtype=dtype, device=device))
     else:
         R = spec.dt_rank
-        w.update(x_proj=_normal((R + 2 * N, Di), Di ** -0.5, dtype, gen), dt_proj=_normal((Di, R), R ** -0.5, dtype, gen),
+        w.update(x_proj=_normal((R + 2 * N, Di), Di ** -0.5, dtype, gen),
+                 dt_proj=_normal((Di, R), R ** -0.5, dtype, gen),
                  A=-torch.arange(1, N + 1, device=device, dtype=torch.float32).repeat(Di, 1),
                  D=torch.ones(Di, device=device), dt_bias=_normal((Di,), 1.0, torch.float32, gen) - 4)
     return w

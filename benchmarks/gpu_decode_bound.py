@@ -116,7 +116,6 @@ def bound(spec: ModelSpec, replays: int, device: str) -> dict:
         print(f"{spec.num_layers} layers, {shape}: " + ", ".join(f"{k} {v:.4f} ms" for k, v in timed.items()),
               flush=True)
     rows["best"] = {k: min(t[k] for t in rows["shapes"].values()) for k in next(iter(rows["shapes"].values()))}
-    del flat, buffers
     return rows
 
 

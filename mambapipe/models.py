@@ -109,7 +109,8 @@ class ModelSpec:
     def state_elements_per_sequence(self) -> tuple[int, int]:
         """(conv, ssm) state elements one sequence carries across all layers."""
         conv = (self.conv_kernel - 1) * self.conv_dim
-        ssm = self.num_heads * self.head_dim * self.state_size if self.is_mamba2 else self.intermediate_size * self.state_size
+        channels = self.num_heads * self.head_dim if self.is_mamba2 else self.intermediate_size
+        ssm = channels * self.state_size
         return conv * self.num_layers, ssm * self.num_layers
 
     # ---- TensorRT-LLM checkpoint config.json --------------------------------------------------

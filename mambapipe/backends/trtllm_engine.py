@@ -47,7 +47,8 @@ def _load(engine_dir: Path) -> dict[str, Any]:
     cfg = read_config_json(engine_dir, "an engine directory", "build")
     missing = [k for k in ("pretrained_config", "build_config") if not isinstance(cfg.get(k), dict)]
     if missing:
-        raise StepError(f"{engine_dir / 'config.json'} lacks {missing[0]!r}: not a TensorRT-LLM engine config; rebuild with backend=trtllm")
+        raise StepError(f"{engine_dir / 'config.json'} lacks {missing[0]!r}: not a TensorRT-LLM engine config; "
+                        "rebuild with backend=trtllm")
     return cfg
 
 
@@ -58,7 +59,8 @@ def read_engine_config(engine_dir: Path) -> EngineInfo:
     pretrained, build = cfg["pretrained_config"], cfg["build_config"]
     arch = pretrained.get("architecture")
     if arch != ARCHITECTURE:
-        raise StepError(f"engine in {engine_dir} is a {arch!r}, not {ARCHITECTURE!r}; point mambapipe at a Mamba engine")
+        raise StepError(f"engine in {engine_dir} is a {arch!r}, not {ARCHITECTURE!r}; "
+                        "point mambapipe at a Mamba engine")
     try:
         spec = ModelSpec.from_trtllm_config(pretrained)
         mapping = pretrained.get("mapping") or {}

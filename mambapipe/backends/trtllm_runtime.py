@@ -107,8 +107,8 @@ class TrtllmGenerator:
         self._check_limits(prompts, max_new_tokens)
         batch = [torch.tensor(list(p), dtype=torch.int32) for p in prompts]  # each (L_i,)
         stop_id = eos_id if stop_at_eos else None
-        kwargs = {"end_id": NO_END_ID if stop_id is None else stop_id, "pad_id": eos_id if eos_id is not None else 0, "num_beams": 1,
-                  "return_dict": True, "output_sequence_lengths": True, **sampling_kwargs(sampling)}
+        kwargs = {"end_id": NO_END_ID if stop_id is None else stop_id, "pad_id": eos_id if eos_id is not None else 0,
+                  "num_beams": 1, "return_dict": True, "output_sequence_lengths": True, **sampling_kwargs(sampling)}
         # Time to first token: a separate one-token run (TensorRT-LLM reports no per-phase timing).
         prefill_ms = self._timed_generate(batch, 1, kwargs)[1] if max_new_tokens > 1 else None
         outputs, total_ms = self._timed_generate(batch, max_new_tokens, kwargs)

@@ -59,7 +59,8 @@ def _config_format(cfg: dict[str, Any], path: Path) -> str:
     if model_type is None and {"d_model", "n_layer"} <= cfg.keys() and "ssm_cfg" in cfg:
         return MAMBA_SSM
     raise ConvertError(f"{path}: unknown architecture (model_type={model_type!r}, architectures={archs}); "
-                       "expected HF Mamba/Mamba2, a mamba_ssm config (d_model, n_layer, ssm_cfg) or Mistral params.json")
+                       "expected HF Mamba/Mamba2, a mamba_ssm config (d_model, n_layer, ssm_cfg) "
+                       "or Mistral params.json")
 
 
 def _weight_files(model_dir: Path) -> tuple[Path, ...]:

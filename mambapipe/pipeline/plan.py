@@ -113,7 +113,9 @@ def _action(planned: PlannedStep, store: ArtifactStore, selected: set[str], need
             return CACHED, ""
         return RUN, explain_miss(store, planned.step, planned.params, planned.inputs, planned.environment)
     if name in needed:
-        return (CACHED, "needed upstream") if complete else (MISSING, f"needed upstream but not cached: add {name} to steps")
+        if complete:
+            return CACHED, "needed upstream"
+        return MISSING, f"needed upstream but not cached: add {name} to steps"
     return SKIP, "not in steps"
 
 

@@ -11,7 +11,6 @@ Files of local and hub sources are symlinks, so the artifact costs no disk space
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional

@@ -29,7 +29,8 @@ def test_each_missing_piece_is_named(monkeypatch):
     assert trtllm.unavailable_reason("cpu") == "backend=trtllm needs a CUDA GPU (device is cpu); use backend=native"
     monkeypatch.setattr(trtllm.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(trtllm.shutil, "which", lambda name: None)
-    assert trtllm.unavailable_reason("cuda").startswith("trtllm-build is not on PATH although tensorrt_llm is installed")
+    reason = trtllm.unavailable_reason("cuda")
+    assert reason.startswith("trtllm-build is not on PATH although tensorrt_llm is installed")
     monkeypatch.setattr(trtllm.shutil, "which", lambda name: "/usr/bin/trtllm-build")
     assert trtllm.unavailable_reason("cuda") is None
 

@@ -45,7 +45,8 @@ def test_conv1d_plugin_disabled_means_no_inflight_batching(engine_dir):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda c: c["pretrained_config"].update(architecture="LlamaForCausalLM"), "'LlamaForCausalLM', not 'MambaForCausalLM'"),
+    (lambda c: c["pretrained_config"].update(architecture="LlamaForCausalLM"),
+     "'LlamaForCausalLM', not 'MambaForCausalLM'"),
     (lambda c: c.pop("build_config"), "lacks 'build_config'"),
     (lambda c: c["build_config"].pop("max_seq_len"), "incomplete or malformed"),
     (lambda c: c["pretrained_config"].pop("state_size"), "incomplete or malformed"),

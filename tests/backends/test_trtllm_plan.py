@@ -36,7 +36,7 @@ def test_plan_only_prints_the_trtllm_build_line(compose_config, tmp_path, monkey
     result = run_recipe(cfg, tmp_path / "run", console=console)
     assert not result.failed
     text = console.file.getvalue()
-    line = next(l for l in text.splitlines() if "trtllm-build" in l)
+    line = next(row for row in text.splitlines() if "trtllm-build" in row)
     assert (f"trtllm-build --checkpoint_dir {tmp_path / 'cache' / 'convert'}/") in line
     assert ("--paged_kv_cache disable --gemm_plugin auto --max_batch_size 8 --max_input_len 924 --max_seq_len 1024 "
             f"--output_dir {tmp_path / 'cache' / 'build'}/") in line

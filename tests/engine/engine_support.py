@@ -69,7 +69,8 @@ def _mixer(sd: dict, spec: ModelSpec, i: int, tp: int, r: int) -> dict[str, torc
            dst + "out_proj.weight": _split(sd[src + "out_proj.weight"], tp, r, 1)}
     A = -torch.exp(sd[src + "A_log"].float())
     if spec.is_mamba2:
-        out.update({dst + "in_proj.weight": _pieces(sd[src + "in_proj.weight"], [Di, Di, GN, GN, spec.num_heads], tp, r),
+        in_proj = _pieces(sd[src + "in_proj.weight"], [Di, Di, GN, GN, spec.num_heads], tp, r)
+        out.update({dst + "in_proj.weight": in_proj,
                     dst + "conv1d.weight": _pieces(conv_w, [Di, GN, GN], tp, r),
                     dst + "conv1d.bias": _pieces(sd[src + "conv1d.bias"], [Di, GN, GN], tp, r),
                     dst + "A": _split(A, tp, r), dst + "dt_bias": _split(sd[src + "dt_bias"].float(), tp, r),
@@ -77,7 +78,8 @@ def _mixer(sd: dict, spec: ModelSpec, i: int, tp: int, r: int) -> dict[str, torc
         return out
     x, z = sd[src + "in_proj.weight"].chunk(2)
     out.update({dst + "in_proj_x.weight": _split(x, tp, r), dst + "in_proj_z.weight": _split(z, tp, r),
-                dst + "conv1d.weight": _split(conv_w, tp, r), dst + "conv1d.bias": _split(sd[src + "conv1d.bias"], tp, r),
+                dst + "conv1d.weight": _split(conv_w, tp, r),
+                dst + "conv1d.bias": _split(sd[src + "conv1d.bias"], tp, r),
                 dst + "x_proj.weight": _split(sd[src + "x_proj.weight"], tp, r, 1),
                 dst + "dt_proj.weight": _split(sd[src + "dt_proj.weight"], tp, r),
                 dst + "dt_bias": _split(sd[src + "dt_proj.bias"].float(), tp, r),

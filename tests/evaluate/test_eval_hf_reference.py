@@ -44,7 +44,8 @@ def test_grouped_mamba2_needs_a_transformers_that_norms_per_group(tmp_path, monk
 
 def test_ungrouped_models_need_no_grouped_norm(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_reference, "hf_norms_groups", lambda: False)
-    assert hf_reference.hf_reference_problem(_model_dir(tmp_path / "a", {"model_type": "mamba2", "n_groups": 1})) is None
+    one_group = _model_dir(tmp_path / "a", {"model_type": "mamba2", "n_groups": 1})
+    assert hf_reference.hf_reference_problem(one_group) is None
     assert hf_reference.hf_reference_problem(_model_dir(tmp_path / "b", {"model_type": "mamba"})) is None
 
 

@@ -128,7 +128,8 @@ def test_manifest_records_provenance(pipeline):
     manifest = pipeline.store.manifest("evaluate", evaluate.key)
     assert manifest["step"] == "evaluate" and manifest["key"] == evaluate.key and manifest["version"] == 1
     assert manifest["inputs"] == {"build": build.key, "download": result.outcomes[0].key}
-    assert manifest["params"]["eval"]["output_len"] == 9 and set(manifest["params"]) == {"eval", "device", "backend", "tp_size"}
+    assert manifest["params"]["eval"]["output_len"] == 9
+    assert set(manifest["params"]) == {"eval", "device", "backend", "tp_size"}
     assert manifest["overrides"] == ["eval.output_len=9"] and manifest["facts"] == {"fake": True}
     assert {"created", "seconds", "environment", "git_commit"} <= set(manifest)
     assert short(evaluate.key) in pipeline.output

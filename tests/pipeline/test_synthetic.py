@@ -36,7 +36,8 @@ def test_same_seed_same_weights_whatever_the_sharding(tmp_path):
 
 def test_shards_are_bounded_and_indexed_like_save_pretrained(tmp_path):
     limit = 50_000
-    facts = write_synthetic_checkpoint(MAMBA2_UNTIED, tmp_path, "bfloat16", seed=0, max_shard_bytes=limit, progress=False)
+    facts = write_synthetic_checkpoint(MAMBA2_UNTIED, tmp_path, "bfloat16", seed=0, max_shard_bytes=limit,
+                                       progress=False)
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     shapes = tensor_shapes(MAMBA2_UNTIED)
     assert set(index["weight_map"]) == set(shapes) and set(index["weight_map"].values()) == set(facts["files"])
@@ -71,7 +72,8 @@ def test_mamba1_initialisation(tmp_path):
 def test_mamba2_initialisation(tmp_path):
     write_synthetic_checkpoint(MAMBA2_UNTIED, tmp_path, "float32", seed=0, progress=False)
     w = load_all(tmp_path)
-    assert w["lm_head.weight"].shape == (512, 64) and not torch.equal(w["lm_head.weight"], w["backbone.embeddings.weight"])
+    assert w["lm_head.weight"].shape == (512, 64)
+    assert not torch.equal(w["lm_head.weight"], w["backbone.embeddings.weight"])
     a = torch.exp(w["backbone.layers.0.mixer.A_log"])  # (Hh,)
     assert a.shape == (8,) and a.min() == pytest.approx(1.0) and a.max() == pytest.approx(16.0)
     dt = torch.nn.functional.softplus(w["backbone.layers.0.mixer.dt_bias"])

@@ -82,7 +82,8 @@ def test_local_is_validated_linked_and_fingerprinted(compose_config, tmp_path, l
 
 @pytest.mark.parametrize("files, layout", [
     ({"params.json": "{}", "consolidated.safetensors": ""}, "mistral"),
-    ({"config.json": json.dumps({"d_model": 768, "ssm_cfg": {"layer": "Mamba2"}}), "pytorch_model.bin": ""}, "mamba_ssm"),
+    ({"config.json": json.dumps({"d_model": 768, "ssm_cfg": {"layer": "Mamba2"}}), "pytorch_model.bin": ""},
+     "mamba_ssm"),
     ({"config.json": json.dumps({"model_type": "mamba", "d_model": 768, "ssm_cfg": {}}), "model.safetensors": ""},
      "hf_mamba"),  # as state-spaces/mamba-130m-hf's config.json
     ({"config.json": json.dumps({"d_model": 768, "ssm_cfg": {}}), "pytorch_model.bin": ""}, "mamba_ssm"),
@@ -213,5 +214,6 @@ def test_a_missing_location_is_a_config_error_at_plan_time(compose_config, overr
 
 def test_describe_says_what_will_be_fetched(compose_config, tmp_path):
     lines = STEP.describe(model_params(compose_config, "model=codestral_7b"), {}, tmp_path)
-    assert "snapshot_download('mistralai/Mamba-Codestral-7B-v0.1'" in lines[0] and "consolidated.safetensors" in lines[0]
+    assert "snapshot_download('mistralai/Mamba-Codestral-7B-v0.1'" in lines[0]
+    assert "consolidated.safetensors" in lines[0]
     assert "Mamba2 H64 L2" in STEP.describe(model_params(compose_config), {}, tmp_path)[0]
