@@ -211,7 +211,8 @@ def _chunk_scan(x_ptr, dt_ptr, C_ptr, D_ptr, cum_ptr, cb_ptr, states_ptr, y_ptr,
     cb = tl.load(cb_rows + l[None, :], mask=in_chunk[:, None] & l_ok[None, :], other=0.0).to(tl.float32)
     dt_l = tl.load(dt_head + (c * T + l) * s_dt_l, mask=l_ok, other=0.0)
     xl = tl.load(x_head + (c * T + l)[:, None] * s_xl, mask=l_ok[:, None] & p_ok[None, :], other=0.0)  # (BL, BP)
-    decay = tl.where(l[None, :] <= l[:, None], tl.exp(cum_l[:, None] - cum_l[None, :]), 0.0)  # (BL, BL)
+    # above the diagonal cum_l - cum_s > 0 and its exp may overflow: clamped (below it the difference is <= 0)
+    decay = tl.where(l[None, :] <= l[:, None], tl.exp(tl.minimum(cum_l[:, None] - cum_l[None, :], 0.0)), 0.0)
     diagonal = tl.dot((cb * decay * dt_l[None, :]).to(xl.dtype), xl, input_precision=PRECISION)  # (BL, BP)
     diagonal += xl.to(tl.float32) * tl.load(D_ptr + h)  # the D skip
     c_rows = C_ptr + b * s_cb + (c * T + l)[:, None] * s_cl + g * s_cg  # (BL, 1)
