@@ -69,6 +69,12 @@ __device__ __forceinline__ void load_rows(void* dst, const char* src, long long 
     }
 }
 
+// Four halves (two 32-bit words, the lower half first) -> fp32
+__device__ __forceinline__ float4 widen4(unsigned lo, unsigned hi) {
+    return make_float4(half_to_float((bits16)(lo & 0xffffu)), half_to_float((bits16)(lo >> 16)),
+                       half_to_float((bits16)(hi & 0xffffu)), half_to_float((bits16)(hi >> 16)));
+}
+
 // (T, NS) half -> fp32, four elements a thread a step
 __device__ __forceinline__ void widen(float* dst, const bits16* src) {
     constexpr int QUADS = T * NS / 4;
@@ -76,10 +82,8 @@ __device__ __forceinline__ void widen(float* dst, const bits16* src) {
     for (int i = 0; i < (QUADS + NT - 1) / NT; ++i) {
         const int p = threadIdx.x + i * NT;
         if (QUADS % NT == 0 || p < QUADS) {
-            uint2 v = *(const uint2*)&src[4 * p];
-            const bits16* h = (const bits16*)&v;
-            *(float4*)&dst[4 * p] = make_float4(half_to_float(h[0]), half_to_float(h[1]), half_to_float(h[2]),
-                                                half_to_float(h[3]));
+            const uint2 v = *(const uint2*)&src[4 * p];
+            *(float4*)&dst[4 * p] = widen4(v.x, v.y);
         }
     }
 }
@@ -87,7 +91,7 @@ __device__ __forceinline__ void widen(float* dst, const bits16* src) {
 // (T, NS) B and C -> per token and lane of a channel, that lane's 4 states of B then of C (8 halves, 16 bytes), so
 // a token's step reads its B and C in one 16-byte load: half the shared-memory wavefronts of two fp32 float4 loads
 // (a warp's 16-byte load is 4 wavefronts, whatever it broadcasts), for 8 conversions a token a thread. Those loads
-// bound `scan` (GPU_NOTES.md v33: ncu, L1 throughput 90 %, 62 % so); in the MUFU-bound `segment_end` the
+// bound `scan` (GPU_NOTES.md v33: ncu, L1 throughput 90 % before, 62 % after); in the MUFU-bound `segment_end` the
 // conversions cost more than they save.
 __device__ __forceinline__ void interleave(uint4 (*dst)[LPC], const bits16 (*B)[NS], const bits16 (*C)[NS]) {
 #pragma unroll
@@ -98,10 +102,6 @@ __device__ __forceinline__ void interleave(uint4 (*dst)[LPC], const bits16 (*B)[
             dst[t][q] = make_uint4(b.x, b.y, c.x, c.y);
         }
     }
-}
-__device__ __forceinline__ float4 widen4(unsigned lo, unsigned hi) {
-    return make_float4(half_to_float((bits16)(lo & 0xffffu)), half_to_float((bits16)(lo >> 16)),
-                       half_to_float((bits16)(hi & 0xffffu)), half_to_float((bits16)(hi >> 16)));
 }
 
 // A row's chunk inputs: pointers at the row's first token and the block's first channel, token strides in bytes
