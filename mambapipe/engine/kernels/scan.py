@@ -271,7 +271,7 @@ def wants_fp32_bc(batch: int, d_inner: int, length: int, device: torch.device,
     """Whether the scan of `batch` rows at this width and length in this model dtype should get B and C in fp32
     (the narrow shape's launch); the standard one keeps the projection's dtype (within 0.5 % either way in time
     segments, v25; the 64-channel shape before it ran 2-3 % slower with fp32 ones, v21), and so does the CUDA
-    kernel, which widens them in shared memory."""
+    kernel, which keeps them as halves in shared memory and widens them there or as it reads them (v33)."""
     return launch_for(batch, d_inner, length, device)[0] == "narrow" and not scan_cuda.takes(dtype, device)
 
 
