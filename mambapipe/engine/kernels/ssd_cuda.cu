@@ -124,27 +124,17 @@ __device__ __forceinline__ void copy4(void* smem, const void* gmem) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem));
 }
 
-// ROWS_ rows of 64 halves, global rows `stride` elements apart -> swizzled 128-byte shared rows, in 16-byte pieces
-// spread over the block
-template <int ROWS_>
-__device__ __forceinline__ void load_swizzled(bits16* dst, const bits16* src, long long stride) {
-    constexpr int TOTAL = ROWS_ * 8;
-#pragma unroll
-    for (int i = 0; i < TOTAL / NT; ++i) {
-        const int p = threadIdx.x + i * NT, r = p / 8, j = p % 8;
-        copy16(dst + r * ROW + (j ^ (r % 8)) * 8, src + r * stride + j * 8, true);
-    }
-}
-
-// A (ROWS_, WIDTH) tile of halves, global rows `stride` elements apart -> padded shared rows `pad` apart,
-// in 16-byte pieces spread over the block
-template <int ROWS_, int WIDTH>
+// A (ROWS_, WIDTH) tile of halves, global rows `stride` elements apart -> shared rows `pad` halves apart, in 16-byte
+// pieces spread over the block; SWIZZLED: 64-half rows whose piece j of row r lands at piece j ^ (r % 8) (the
+// 128-byte swizzle the wgmma descriptors name)
+template <int ROWS_, int WIDTH, bool SWIZZLED>
 __device__ __forceinline__ void load_tile(bits16* dst, int pad, const bits16* src, long long stride) {
+    static_assert(!SWIZZLED || WIDTH == ROW, "a swizzled row is one 128-byte atom");
     constexpr int PIECES = WIDTH / 8, TOTAL = ROWS_ * PIECES;
 #pragma unroll
     for (int i = 0; i < TOTAL / NT; ++i) {
-        const int p = threadIdx.x + i * NT, r = p / PIECES, col = (p % PIECES) * 8;
-        copy16(dst + r * pad + col, src + r * stride + col, true);
+        const int p = threadIdx.x + i * NT, r = p / PIECES, j = p % PIECES;
+        copy16(dst + r * pad + (SWIZZLED ? j ^ (r % 8) : j) * 8, src + r * stride + j * 8, true);
     }
 }
 
@@ -171,9 +161,9 @@ __device__ __forceinline__ void load_head(HeadInputs& in, const bits16* x, const
                                           int s_xl, int s_xh, int s_dtb, int s_dtl, int s_dth) {
     const long long pos0 = (long long)c * CHUNK;
     const bits16* state = carried + (((long long)b * n_chunks + c) * H + h) * P * NSTATE;
-    load_swizzled<P>(in.h_in[0], state, NSTATE);
-    load_swizzled<P>(in.h_in[1], state + ROW, NSTATE);
-    load_swizzled<CHUNK>(in.x, x + b * (long long)s_xb + pos0 * s_xl + h * (long long)s_xh, s_xl);
+    load_tile<P, ROW, true>(in.h_in[0], ROW, state, NSTATE);
+    load_tile<P, ROW, true>(in.h_in[1], ROW, state + ROW, NSTATE);
+    load_tile<CHUNK, ROW, true>(in.x, ROW, x + b * (long long)s_xb + pos0 * s_xl + h * (long long)s_xh, s_xl);
     const float* cum_chunk = cum + (((long long)b * H + h) * n_chunks + c) * CHUNK;
     for (int p = threadIdx.x; p < CHUNK / 4; p += NT) copy16(&in.cum[4 * p], cum_chunk + 4 * p, true);
     for (int p = threadIdx.x; p < CHUNK; p += NT)
@@ -289,7 +279,7 @@ extern "C" __global__ void __launch_bounds__(NT, 1) chunk_scan(
     const int g = blockIdx.y / slices, h_first = g * (H / G) + blockIdx.y % slices * heads_per_block;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, lb = warp / 4, sub = warp % 4;
     const long long pos0 = (long long)c * CHUNK;
-    load_tile<CHUNK, NSTATE>(s.c_rows, HS, C + b * (long long)s_cb + pos0 * s_cl + g * (long long)s_cg, s_cl);
+    load_tile<CHUNK, NSTATE, false>(s.c_rows, HS, C + b * (long long)s_cb + pos0 * s_cl + g * (long long)s_cg, s_cl);
     const bits16* cb_chunk = cb + (((long long)b * n_chunks + c) * G + g) * CHUNK * CHUNK;
 #pragma unroll
     for (int t = 0; t < TILES; ++t)  // row tile t: 64 rows of 64 (t + 1) columns, 16-byte pieces over the block
