@@ -29,8 +29,8 @@ GPU_NOTES.md twelfth session). Against the torch path (`ops.rms_norm` on `residu
 so the fused engine stays within fp16/bf16 rounding of the plain one.
 Only the large lm_heads stream their weights through TMA into a tensor-core dot (`_lm_head_tma_kernel`): the
 one way Triton pipelines the loads many tiles ahead.
-At batch 1 the in_projs listed in `gemv_slice.TILES` (the big Mamba2 models') take that module's kernel, whose
-programs load their whole weight slice before the PDL wait.
+At batch 1 the in_projs listed in `gemv_slice.TILES` (the big models' and mamba2-130m's) take that module's kernel,
+whose programs load their whole weight slice before the PDL wait.
 """
 
 from __future__ import annotations

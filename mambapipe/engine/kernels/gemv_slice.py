@@ -12,11 +12,11 @@ Here a program owns BLOCK_N whole rows: it loads its (BLOCK_N, K) weight slice i
 power-of-two piece, or two: 2560 = 2048 + 512), the norm weight and its conv channels' state, then waits for
 the kernel before, then reads the residual row, norms it and finishes its rows as `_norm_gemv_kernel` does
 (the normed input in fp32, its 1/rms applied to the finished sums, then the conv update of conv rows).
-Measured in the decode step (GPU_NOTES.md v24, calls 172-175), it is faster for the Mamba2 in_projs only
-(TILES); mamba-2.8b's in_proj on it was 1-1.5 % slower a step at its best tile. The out_projs on the same
-structure, whose programs each read a 5120- or 8192-column input (y and z) after the wait, made every model's
-step slower than with the in_proj alone on it (mamba2-2.7b by 11-13 %, at three tiles), so they keep the tiled
-kernel.
+Measured in the decode step (GPU_NOTES.md v24, calls 172-175, and v35), it is faster for the big models'
+in_projs and mamba2-130m's (TILES): mamba-2.8b's at 4 rows and 2 warps a program, which v24 did not try (its
+tiles were 1-1.5 % slower a step than the tiled kernel). The out_projs on the same structure, whose programs each
+read a 5120- or 8192-column input (y and z) after the wait, made every model's step slower than with the in_proj
+alone on it (mamba2-2.7b by 11-13 %, at three tiles), so they keep the tiled kernel.
 """
 
 from __future__ import annotations
@@ -34,8 +34,14 @@ from mambapipe.engine.kernels.conv import conv_inputs, conv_step
 # (BLOCK_N, warps) of the in_proj shapes (N, K) that take the slice kernel at batch 1. In the decode step on the
 # H200 (S1 ms a step, 2 rounds, against the tiled kernel in the same rounds): mamba2-2.7b 1.777-1.785 against
 # 1.806-1.813 (calls 173, 174), Codestral 3.773-3.786 against 3.867-3.877 (call 174). Slower: (2, 4) tiles,
-# +1.5 to +14 % on the three big models, and (4, 8), +0.5 to +8 % (calls 174, 175).
-TILES: dict[tuple[int, int], tuple[int, int]] = {(10576, 2560): (4, 4), (18560, 4096): (4, 4)}
+# +1.5 to +14 % on the three big models, and (4, 8), +0.5 to +8 % (calls 174, 175). Fewer warps (v35, calls
+# 293-297, 3 rounds): at (4, 2) mamba2-2.7b 1.7137-1.7181 against 1.7585-1.7603 at (4, 4), and mamba-2.8b
+# 1.7723-1.7731 against 1.8393-1.8414 on the tiled kernel (1.8593-1.8614 at (4, 4)); (2, 1), (2, 2), (8, 4) and
+# (4, 1) were slower than (4, 2) for both (and (8, 2) for mamba-2.8b), every tile tried for Codestral than its
+# (4, 4). The 130m models, against the tiled kernel: mamba2-130m at (2, 1) 0.1943-0.1962 against 0.2075-0.2102,
+# its other six tiles slower than (2, 1); mamba-130m slower at all four tried (+2.8 to +5.1 %): the tiled kernel.
+TILES: dict[tuple[int, int], tuple[int, int]] = {(10576, 2560): (4, 2), (10240, 2560): (4, 2), (18560, 4096): (4, 4),
+                                                 (3352, 768): (2, 1)}
 
 
 def applies(weight: Tensor, M: int) -> bool:
