@@ -8,7 +8,7 @@ bundled ptxas catches type and lowering errors before a device call spends minut
 `--report` compiles as a launch at real shapes is specialised: every pointer 16-byte aligned, every integer
 but the batch rows (M, Bt) a multiple of 16, except those the kernel keeps off alignment specialisation.
 Registers decide how many programs share an SM; a `convert_layout` inside a loop moves a tile through shared
-memory every iteration (GPU_NOTES.md twelfth session: the in_proj's weight tile did so until QUAD_LOADS).
+memory every iteration (GPU_NOTES.md twelfth session: the in_proj's weight tile in 16-byte loads does so).
 Both are the installed Triton's: the H200 machine's Triton 3.6 compiles some kernels otherwise than 3.9 does
 here (GPU_NOTES.md v18: the narrow Mamba1 scan 121 registers there against 144 here; an in_proj variant
 without in-loop conversions here ran 25 % slower there), so run `--report` on the machine too before a count
@@ -37,13 +37,13 @@ KERNELS = [
           stride_out=I, HAS_BIAS=C, BLOCK_C=C, PDL=C), dict(HAS_BIAS=True, BLOCK_C=256, PDL=True)),
     *[(gemv._norm_gemv_kernel,
        dict(res_ptr=F, norm_w_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=H, cs_ptr=H, cw_ptr=H, cb_ptr=H, M=I, N=I, K=I,
-            row_quads=I, conv_lo=I, conv_hi=I, stride_res=I, stride_out=I, stride_csb=I, stride_csc=I, eps="fp32",
+            conv_lo=I, conv_hi=I, stride_res=I, stride_out=I, stride_csb=I, stride_csc=I, eps="fp32",
             HAS_BIAS=C, CONV=C, CONV_BIAS=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PDL=C, PREFETCH_LINES=C, LOAD_AHEAD=C,
-            FIRST_EARLY=C, CONV_EARLY=C, QUADS=C),
+            FIRST_EARLY=C, CONV_EARLY=C),
        dict(HAS_BIAS=False, CONV=True, CONV_BIAS=True, BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, PDL=True,
-            PREFETCH_LINES=4 if ahead else 0, LOAD_AHEAD=ahead, FIRST_EARLY=not ahead, CONV_EARLY=ahead, QUADS=quads))
-      # the (16, 512) tile: a small weight (read ahead, conv inputs early); a large one; one in 8-byte loads
-      for ahead, quads in ((True, False), (False, False), (False, True))],
+            PREFETCH_LINES=4 if ahead else 0, LOAD_AHEAD=ahead, FIRST_EARLY=not ahead, CONV_EARLY=ahead))
+      # the (16, 512) tile: a small weight (read ahead, conv inputs early); a large one
+      for ahead in (True, False)],
     (gemv._lm_head_tma_kernel,
      dict(res_ptr=F, norm_w_ptr=H, w_desc="tensordesc<fp16[%d, %d]>" % gemv.TMA_DEFAULT_TILES[:2], out_ptr=F, M=I, N=I,
           K=I, stride_res=I, stride_out=I, eps="fp32", BLOCK_N=C, BLOCK_K=C, PDL=C),

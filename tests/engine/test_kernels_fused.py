@@ -174,38 +174,6 @@ def test_norm_gemv_with_conv_rows_matches_torch(dtype, tol, batch, with_bias, co
     _close(logits, gemv.norm_gemv_ref(residual, norm_w, weight, None, 1e-5, out_dtype=torch.float32), tol)
 
 
-@pytest.mark.parametrize("K,quads", [(300, True), (298, False)])  # 298 is no multiple of 4: 16-byte loads stay
-def test_norm_gemv_in_quad_loads_matches_torch(K, quads, monkeypatch):
-    """An in_proj listed in gemv.QUAD_LOADS (rows addressed through K / 4) against the torch twin, at a ragged
-    last K tile and with conv rows; a register cap is a compile option, so it changes nothing here."""
-    N, lo, C = 100, 30, 50
-    weight = _rand(N, K, dtype=HALF, scale=K ** -0.5)
-    monkeypatch.setitem(gemv.QUAD_LOADS, gemv.tiles_key(weight, 1), 80)
-    residual, norm_w = _rand(1, K, scale=3.0), _rand(K, dtype=HALF)
-    conv_w, conv_b = _rand(C, 4, dtype=HALF, scale=0.5), _rand(C, dtype=HALF)
-    state = _rand(1, C, 3, dtype=HALF)
-    state_ref = state.clone()
-    launches = []
-    monkeypatch.setattr(gemv, "_norm_gemv_kernel", _Recorded(gemv._norm_gemv_kernel, launches))
-    out = gemv.norm_gemv(residual, norm_w, weight, None, 1e-5, conv=(state, conv_w, conv_b, lo))
-    _close(out, gemv.norm_gemv_ref(residual, norm_w, weight, None, 1e-5, conv=(state_ref, conv_w, conv_b, lo)), 1e-2)
-    _close(state, state_ref, 1e-2)
-    assert launches == [quads]
-
-
-class _Recorded:
-    """A Triton kernel whose launches append their QUADS setting to `launches`."""
-
-    def __init__(self, kernel, launches):
-        self.kernel, self.launches = kernel, launches
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.launches.append(kwargs["QUADS"])
-            return self.kernel[grid](*args, **kwargs)
-        return launch
-
-
 @pytest.mark.parametrize("batch", [1, 3])
 def test_lm_head_on_tma_matches_torch(batch, monkeypatch):
     """The final norm + lm_head of a half-precision weight on the TMA kernel (here for any size), rows and
@@ -391,8 +359,11 @@ def test_slice_in_proj_matches_torch(K, block_n, with_bias, monkeypatch):
     assert not gemv_slice.applies(w, 2) and not gemv_slice.applies(w.float(), 1)
 
 
-class _Launches(_Recorded):
+class _Launches:
     """A Triton kernel whose launches are appended to `launches`."""
+
+    def __init__(self, kernel, launches):
+        self.kernel, self.launches = kernel, launches
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):

@@ -22,11 +22,11 @@ accumulators (no tensor-core tiles). Each run of LANE_SUM adjacent columns is su
 carried through the K loop are an eighth of the tile: registers that were holding partial products now let a
 program hold twice the weight columns a tile (fewer trips to memory a row) or let more programs share an SM
 (GPU_NOTES.md v14). The products take the layout of the fp32 input row: where that gives a thread 4 columns (the
-in_proj's (16, 512) tiles at 4 warps), a run lies in two neighbour lanes, and a tile loaded 8 columns a thread
-is converted to that layout through shared memory every K step unless it loads in 8-byte pieces (QUAD_LOADS,
-GPU_NOTES.md twelfth session). Against the torch path (`ops.rms_norm` on `residual.to(dtype)`, F.linear,
-`residual += out.float()`) only the rounding of the normed input to the model dtype is skipped (it stays fp32),
-so the fused engine stays within fp16/bf16 rounding of the plain one.
+in_proj's (16, 512) tiles at 4 warps), a run lies in two neighbour lanes, and a tile loaded 8 columns a thread is
+converted to that layout through shared memory every K step (GPU_NOTES.md twelfth session; 8-byte loads avoided that for
+the big models' in_projs, which take gemv_slice's kernel since v35). Against the torch path (`ops.rms_norm` on
+`residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input to the model dtype is
+skipped (it stays fp32), so the fused engine stays within fp16/bf16 rounding of the plain one.
 Only the large lm_heads stream their weights through TMA into a tensor-core dot (`_lm_head_tma_kernel`): the
 one way Triton pipelines the loads many tiles ahead.
 At batch 1 the in_projs listed in `gemv_slice.TILES` (the big models' and mamba2-130m's) take that module's kernel,
@@ -92,21 +92,6 @@ FIRST_TILE_EARLY = frozenset({"norm_gemv", "gemv"})
 # 0.303, mamba2-130m 0.293 / 0.297 -> 0.283; for every weight it took the big models 12-19 % longer (2.7b 2.07
 # -> 2.47): the values live through the K loop, 80 -> 96 registers for the (16, 256) tile, one program fewer an SM.
 CONV_EARLY_MAX_BYTES = 16 * 2**20
-
-
-# In_proj weights whose tiles load in 8-byte pieces ("quads"), by TILES key, with a register cap a thread (None:
-# ptxas's choice). The products run in the layout of the fp32 input row: 4 columns a thread. A tile loaded
-# 16 bytes (8 columns) a thread arrives in another layout, so every K step moved it through shared memory, with
-# barriers (sm_90 TTGIR: a convert_layout of the whole (16, 512) tile in the loop). Quads arrive in the products'
-# layout: `norm_gemv` passes the row stride as K / 4, unspecialised, so Triton knows 8-byte alignment only. The
-# kernel then compiles to 114 registers (4 programs an SM); under a cap of 104 to 96 (5), of 96 to 80 (6), of 80
-# to 72 (7), none spilling. In the decode step on the H200 (GPU_NOTES.md twelfth session, device calls 113, 114
-# and 116, S1 ms a step, 2 rounds each): mamba-2.8b uncapped 1.865-1.871 against 1.951-1.962 (capped at 104 /
-# 96 / 80: 1.885 / 1.874 / 2.08); mamba2-2.7b at 80 1.808-1.819 against 1.934-1.948 (its 661 programs need 6
-# an SM to run in one wave; uncapped 2.00, at 104 / 96 1.868 / 1.880); Codestral at 104 3.791-3.793 against
-# 3.910-3.919 (at 96 the same, uncapped -1.5 to +0.1 %, at 80 +1.3 to +3.1 %); mamba2-130m uncapped +6 %
-# (not listed).
-QUAD_LOADS: dict[tuple, Optional[int]] = {(10240, 2560, 1): None, (10576, 2560, 1): 80, (18560, 4096, 1): 104}
 
 
 # lm_head weights over this size take `_lm_head_tma_kernel` (TMA-fed tensor-core dots, pipelined). Measured
@@ -181,8 +166,8 @@ def _prefetch_lines(weight: Tensor, launch: dict, block_k: int, columns: int) ->
 
 @triton.jit
 def _weight_tile(w_ptr, n, n_ok, k0, row, k_end, BLOCK_K: tl.constexpr):
-    """Rows n, columns [k0, k0 + BLOCK_K) of the row-major weight, its rows `row` elements apart (K, or K given
-    as a multiple of 4: QUAD_LOADS), zero from k_end on: (BN, BK)."""
+    """Rows n, columns [k0, k0 + BLOCK_K) of the row-major weight, its rows `row` elements apart, zero from k_end
+    on: (BN, BK)."""
     ks = k0 + tl.arange(0, BLOCK_K)
     return tl.load(w_ptr + n[:, None] * row + ks[None, :], mask=n_ok[:, None] & (ks < k_end)[None, :], other=0.0)
 
@@ -249,14 +234,13 @@ def _norm_gemv_tile(w, k0, acc, sq, res_ptr, norm_w_ptr, rows, row_ok, K, stride
     return acc, sq
 
 
-@triton.jit(do_not_specialize_on_alignment=["row_quads"])
+@triton.jit
 def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_ptr, cb_ptr,
-                      M, N, K, row_quads, conv_lo, conv_hi, stride_res, stride_out, stride_csb, stride_csc, eps,
+                      M, N, K, conv_lo, conv_hi, stride_res, stride_out, stride_csb, stride_csc, eps,
                       HAS_BIAS: tl.constexpr, CONV: tl.constexpr, CONV_BIAS: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                       PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr, LOAD_AHEAD: tl.constexpr,
-                      FIRST_EARLY: tl.constexpr, CONV_EARLY: tl.constexpr, QUADS: tl.constexpr):
-    """QUADS: weight rows K = row_quads * 4 elements apart, known 8-byte aligned only (QUAD_LOADS)."""
+                      FIRST_EARLY: tl.constexpr, CONV_EARLY: tl.constexpr):
     dtype = w_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_M)  # (BM,) batch rows
     row_ok = rows < M
@@ -271,8 +255,7 @@ def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_
         conv_w, conv_b = cw_ptr + c[None, :] * 4 + zero, cb_ptr + c[None, :] + zero
         if CONV_EARLY:  # their state, taps and bias before the PDL wait (CONV_EARLY_MAX_BYTES)
             s0, s1, s2, w0, w1, w2, w3, conv_bias = conv_inputs(state_rows, conv_w, conv_b, conv_mask, CONV_BIAS)
-    w_row = row_quads * 4 if QUADS else K  # elements from one weight row to the next
-    ahead = _weights_first(w_ptr, n, n_ok, N, w_row, 0, K, BLOCK_K, PDL, PREFETCH_LINES)
+    ahead = _weights_first(w_ptr, n, n_ok, N, K, 0, K, BLOCK_K, PDL, PREFETCH_LINES)
     acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K // LANE_SUM), tl.float32)  # summed over K once, after the loop
     sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
     k_start = 0
@@ -280,7 +263,7 @@ def _norm_gemv_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_
         acc, sq = _norm_gemv_tile(ahead, 0, acc, sq, res_ptr, norm_w_ptr, rows, row_ok, K, stride_res, BLOCK_K)
         k_start = BLOCK_K
     for k0 in range(k_start, K, BLOCK_K):  # one pass: the 1/rms factor is applied to the finished sums
-        w, ahead = _next_weights(w_ptr, n, n_ok, k0, w_row, K, ahead, BLOCK_K, LOAD_AHEAD)  # (BN, BK)
+        w, ahead = _next_weights(w_ptr, n, n_ok, k0, K, K, ahead, BLOCK_K, LOAD_AHEAD)  # (BN, BK)
         acc, sq = _norm_gemv_tile(w, k0, acc, sq, res_ptr, norm_w_ptr, rows, row_ok, K, stride_res, BLOCK_K)
     rstd = 1.0 / tl.sqrt(tl.sum(sq, axis=1) / K + eps)  # (BM,)
     out = tl.sum(acc, axis=2) * rstd[:, None]  # (BM, BN)
@@ -355,18 +338,14 @@ def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optio
     if split != 1:
         raise ValueError(f"norm_gemv does not split K (its conv rows need whole sums); TILES gives {split} for "
                          f"{tiles_key(weight, M)}")
-    key = tiles_key(weight, M)
-    quads = key in QUAD_LOADS and K % 4 == 0
-    register_cap = QUAD_LOADS[key] if quads else None
     _norm_gemv_kernel[(triton.cdiv(N, block_n),)](
         residual, norm_weight, weight, bias if bias is not None else weight, out, state, conv_w,
-        conv_b if conv_b is not None else conv_w, M, N, K, K // 4, lo, hi, residual.stride(0), out.stride(0),
+        conv_b if conv_b is not None else conv_w, M, N, K, lo, hi, residual.stride(0), out.stride(0),
         state.stride(0), state.stride(1), eps, HAS_BIAS=bias is not None, CONV=conv is not None,
         CONV_BIAS=conv_b is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
         PREFETCH_LINES=_prefetch_lines(weight, launch, block_k, K), LOAD_AHEAD=_load_ahead(weight, block_k, K),
         FIRST_EARLY=_first_early(weight, "norm_gemv", block_k, K), CONV_EARLY=_at_most(weight, CONV_EARLY_MAX_BYTES),
-        QUADS=quads, num_warps=warps, num_stages=stages, **launch,
-        **({"maxnreg": register_cap} if register_cap else {}))
+        num_warps=warps, num_stages=stages, **launch)
     return out
 
 
