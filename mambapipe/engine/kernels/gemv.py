@@ -23,10 +23,10 @@ carried through the K loop are an eighth of the tile: registers that were holdin
 program hold twice the weight columns a tile (fewer trips to memory a row) or let more programs share an SM
 (GPU_NOTES.md v14). The products take the layout of the fp32 input row: where that gives a thread 4 columns (the
 in_proj's (16, 512) tiles at 4 warps), a run lies in two neighbour lanes, and a tile loaded 8 columns a thread is
-converted to that layout through shared memory every K step (GPU_NOTES.md twelfth session; 8-byte loads avoided that for
-the big models' in_projs, which take gemv_slice's kernel since v35). Against the torch path (`ops.rms_norm` on
-`residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input to the model dtype is
-skipped (it stays fp32), so the fused engine stays within fp16/bf16 rounding of the plain one.
+converted to that layout through shared memory every K step (GPU_NOTES.md twelfth session; the big models'
+in_projs, where 8-byte loads avoided it, take gemv_slice's kernel since v24 and v35). Against the torch path
+(`ops.rms_norm` on `residual.to(dtype)`, F.linear, `residual += out.float()`) only the rounding of the normed input
+to the model dtype is skipped (it stays fp32), so the fused engine stays within fp16/bf16 rounding of the plain one.
 Only the large lm_heads stream their weights through TMA into a tensor-core dot (`_lm_head_tma_kernel`): the
 one way Triton pipelines the loads many tiles ahead.
 At batch 1 the in_projs listed in `gemv_slice.TILES` (the big models' and mamba2-130m's) take that module's kernel,
