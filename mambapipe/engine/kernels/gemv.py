@@ -165,15 +165,14 @@ def _prefetch_lines(weight: Tensor, launch: dict, block_k: int, columns: int) ->
 
 
 @triton.jit
-def _weight_tile(w_ptr, n, n_ok, k0, row, k_end, BLOCK_K: tl.constexpr):
-    """Rows n, columns [k0, k0 + BLOCK_K) of the row-major weight, its rows `row` elements apart, zero from k_end
-    on: (BN, BK)."""
+def _weight_tile(w_ptr, n, n_ok, k0, K, k_end, BLOCK_K: tl.constexpr):
+    """Rows n, columns [k0, k0 + BLOCK_K) of the row-major (N, K) weight, zero from k_end on: (BN, BK)."""
     ks = k0 + tl.arange(0, BLOCK_K)
-    return tl.load(w_ptr + n[:, None] * row + ks[None, :], mask=n_ok[:, None] & (ks < k_end)[None, :], other=0.0)
+    return tl.load(w_ptr + n[:, None] * K + ks[None, :], mask=n_ok[:, None] & (ks < k_end)[None, :], other=0.0)
 
 
 @triton.jit
-def _weights_first(w_ptr, n, n_ok, N, row, k_lo, k_end, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+def _weights_first(w_ptr, n, n_ok, N, K, k_lo, k_end, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
                    PREFETCH_LINES: tl.constexpr):
     """Under PDL (kernels/pdl.py): let the next kernel launch, ask L2 for this program's columns [k_lo, k_end)
     of its weight rows (PREFETCH_LINES 128-byte lines a row; 0: none) and load their first tile while the
@@ -184,20 +183,20 @@ def _weights_first(w_ptr, n, n_ok, N, row, k_lo, k_end, BLOCK_K: tl.constexpr, P
         rows = tl.minimum(n, N - 1)  # (BN,) clamped: valid addresses
         per_line = 128 // (w_ptr.dtype.element_ty.primitive_bitwidth // 8)  # elements in one 128-byte line
         cols = tl.minimum(k_lo + tl.arange(0, PREFETCH_LINES) * per_line, k_end - 1)  # (LINES,)
-        pdl.prefetch_l2(w_ptr + rows[:, None] * row + cols[None, :])
-    first = _weight_tile(w_ptr, n, n_ok, k_lo, row, k_end, BLOCK_K)
+        pdl.prefetch_l2(w_ptr + rows[:, None] * K + cols[None, :])
+    first = _weight_tile(w_ptr, n, n_ok, k_lo, K, k_end, BLOCK_K)
     pdl.wait_previous(PDL)
     return first
 
 
 @triton.jit
-def _next_weights(w_ptr, n, n_ok, k0, row, k_end, ahead, BLOCK_K: tl.constexpr, LOAD_AHEAD: tl.constexpr):
+def _next_weights(w_ptr, n, n_ok, k0, K, k_end, ahead, BLOCK_K: tl.constexpr, LOAD_AHEAD: tl.constexpr):
     """The tile for columns k0 and the one the next iteration takes. LOAD_AHEAD: the tile loaded one iteration
     earlier (`ahead`) now, and the next one's loads issued here, in flight during this tile's products;
     otherwise loaded here and used at once (Triton does not pipeline these plain loads, GPU_NOTES.md v7)."""
     if LOAD_AHEAD:
-        return ahead, _weight_tile(w_ptr, n, n_ok, k0 + BLOCK_K, row, k_end, BLOCK_K)
-    return _weight_tile(w_ptr, n, n_ok, k0, row, k_end, BLOCK_K), ahead
+        return ahead, _weight_tile(w_ptr, n, n_ok, k0 + BLOCK_K, K, k_end, BLOCK_K)
+    return _weight_tile(w_ptr, n, n_ok, k0, K, k_end, BLOCK_K), ahead
 
 
 @triton.jit
