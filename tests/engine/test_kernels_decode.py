@@ -57,6 +57,28 @@ def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, gemv_max_batch
         step = ref.argmax(-1)
 
 
+@pytest.mark.parametrize("fused_gate_max_groups", [1, 8])
+def test_the_norms_read_the_rounded_stream_with_the_same_results(model, fused_gate_max_groups, monkeypatch):
+    """Batch-1 decode with the norms reading the residual stream's copy in the model dtype (decode.ROUNDED_INPUT)
+    or the fp32 stream: the same logits and states, step after step, bit for bit."""
+    monkeypatch.setattr(decode, "GEMV_MAX_BATCH", 1)
+    monkeypatch.setattr(decode, "FUSED_GATE_MAX_GROUPS", fused_gate_max_groups)
+    fused = MambaModel(model.spec, model.glob, model.layers, model.comm)
+    tokens, lengths, slots = torch.tensor([[5, 17, 3, 88]], device=DEVICE), torch.tensor([4], device=DEVICE), \
+        torch.zeros(1, dtype=torch.long, device=DEVICE)
+    runs = []
+    for rounded in (False, True):
+        monkeypatch.setattr(decode, "ROUNDED_INPUT", rounded)
+        state = InferenceState.allocate(model.spec, 1, 1, model.dtype, DEVICE, ssm_dtype=model.dtype)
+        fused.prefill(tokens, lengths, state, slots)
+        step, logits = tokens[:, -1], []
+        for _ in range(3):
+            logits.append(fused_decode(fused, step, state, 0))
+            step = logits[-1].argmax(-1)
+        runs.append((torch.stack(logits), state.conv.clone(), state.ssm.clone()))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
 @pytest.mark.skipif(DEVICE != "cuda", reason="programmatic dependent launch runs only compiled, on a GPU")
 @pytest.mark.parametrize("gemv_max_batch", [8, 0])
 def test_pdl_changes_timing_not_results(model, gemv_max_batch, monkeypatch):

@@ -198,9 +198,11 @@ def test_gemv_residual_matches_torch(dtype, tol, gated, batch, with_bias):
     weight, bias = _rand(H, D, dtype=dtype, scale=D ** -0.5), _rand(H, dtype=dtype) if with_bias else None
     residual = _rand(batch, H)
     expected = residual.clone()
-    gemv.gemv_residual(residual, y, weight, bias, gate=gate, eps=1e-5)
+    rounded = torch.empty(batch, H, dtype=dtype, device=DEVICE)
+    gemv.gemv_residual(residual, y, weight, bias, gate=gate, eps=1e-5, rounded=rounded)
     gemv.gemv_residual_ref(expected, y, weight, bias, gate=gate, eps=1e-5)
     _close(residual, expected, tol)
+    assert torch.equal(rounded, residual.to(dtype))  # the stream's copy in the model dtype, as it now stands
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])
@@ -300,11 +302,12 @@ def test_split_k_gemv_matches_torch_and_repeats_exactly(dtype, tol, batch, split
     w_out, bias, residual = _rand(24, 192, dtype=dtype, scale=192 ** -0.5), _rand(24, dtype=dtype), _rand(batch, 24)
     for group in (96, 192):  # two groups: a program holds whole ones; one group: the reduce norms it
         out, again, expected = residual.clone(), residual.clone(), residual.clone()
-        gemv.gemv_residual(out, y, w_out, bias, gate=(z, gate_w, group), eps=1e-5)
+        rounded = torch.empty(batch, 24, dtype=dtype, device=DEVICE)
+        gemv.gemv_residual(out, y, w_out, bias, gate=(z, gate_w, group), eps=1e-5, rounded=rounded)
         gemv.gemv_residual(again, y, w_out, bias, gate=(z, gate_w, group), eps=1e-5)
         gemv.gemv_residual_ref(expected, y, w_out, bias, gate=(z, gate_w, group), eps=1e-5)
         _close(out, expected, tol)
-        assert torch.equal(out, again)
+        assert torch.equal(out, again) and torch.equal(rounded, out.to(dtype))  # the reduce stores the copy
     assert all(int(c.abs().sum()) == 0 for c in gemv._COUNTERS.values())
 
 
@@ -335,6 +338,21 @@ def test_norm_gemv_refuses_a_split_tile(monkeypatch):
     monkeypatch.setitem(gemv.TILES, (24, 200, 1), (8, 64, 4, 1, 2))
     with pytest.raises(ValueError, match="does not split K"):
         gemv.norm_gemv(_rand(1, 200), _rand(200), _rand(24, 200), None, 1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["tiled", "slice", "tma"])
+def test_norm_gemv_reads_the_rounded_stream_as_the_fp32_one(kernel, monkeypatch):
+    """Given the residual already rounded to the model dtype (decode.ROUNDED_INPUT), each norm + product kernel
+    gives what it gives for the fp32 residual, which it rounds as it reads it: bit for bit."""
+    monkeypatch.setattr(gemv, "TMA_MIN_BYTES", 0 if kernel == "tma" else 2**40)
+    if kernel == "slice":
+        monkeypatch.setitem(gemv_slice.TILES, (30, 296), (4, 2))
+    residual, norm_w, weight = _rand(1, 296, scale=3.0), _rand(296, dtype=HALF), _rand(30, 296, dtype=HALF)
+    assert gemv_slice.applies(weight, 1) == (kernel == "slice")
+    assert gemv._use_tma(weight, norm_w, 1) == (kernel == "tma")
+    from_fp32 = gemv.norm_gemv(residual, norm_w, weight, None, 1e-5, out_dtype=torch.float32)
+    assert torch.equal(gemv.norm_gemv(residual.to(HALF), norm_w, weight, None, 1e-5, out_dtype=torch.float32),
+                       from_fp32)
 
 
 @pytest.mark.parametrize("K", [320, 300, 256])  # two pieces (256 + 64, the second ragged at 300); one

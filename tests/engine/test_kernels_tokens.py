@@ -41,8 +41,10 @@ def test_embedding_rows_in_fp32(dtype, H):
     gen = torch.Generator().manual_seed(H)
     table = torch.randn(500, H, generator=gen).to(dtype).to(DEVICE)
     ids = torch.tensor([3, 499, 0, 3], device=DEVICE)
-    out = tokens.embed(ids, table)
+    rows = torch.empty(4, H, dtype=dtype, device=DEVICE)
+    out = tokens.embed(ids, table, rows=rows)
     assert out.dtype == torch.float32 and torch.equal(out, F.embedding(ids, table).float())
+    assert torch.equal(rows, F.embedding(ids, table))  # the rows as the table has them, too
 
 
 def test_embedding_of_a_strided_table_and_the_torch_ops_when_off(monkeypatch):
@@ -52,4 +54,6 @@ def test_embedding_of_a_strided_table_and_the_torch_ops_when_off(monkeypatch):
     monkeypatch.setattr(tokens, "ENABLED", False)
     logits, out = torch.randn(2, 300).to(DEVICE), torch.empty(2, dtype=torch.int64, device=DEVICE)
     tokens.argmax_into(logits, out)
-    assert torch.equal(out, logits.argmax(-1)) and torch.equal(tokens.embed(ids, table), F.embedding(ids, table))
+    rows = torch.empty(3, 128, device=DEVICE)
+    assert torch.equal(out, logits.argmax(-1)) and torch.equal(tokens.embed(ids, table, rows), F.embedding(ids, table))
+    assert torch.equal(rows, F.embedding(ids, table))

@@ -32,6 +32,11 @@ GEMV_MAX_BATCH = 1
 # (Codestral's 8) take the gated-norm kernel first, then the plain product (GPU_NOTES.md v6: 28.3 -> 22.1 us;
 # v7, under PDL: Codestral's step 5.055 ms with the gate fused, 4.199 split).
 FUSED_GATE_MAX_GROUPS = 1
+# Batch 1 keeps a copy of the residual stream rounded to the model dtype, written where the stream is (the
+# embedding, each out_proj's add), for the norm + in_proj kernels (and the final norm + lm_head) to read: the
+# torch path norms residual.to(dtype) anyway, and every program of those kernels reads the whole row, so half
+# the bytes come through L2 after the PDL wait (GPU_NOTES.md v37). False: they read the fp32 stream.
+ROUNDED_INPUT = True
 
 
 def fused_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tensor:
@@ -73,46 +78,63 @@ def _mamba2_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -
 
 # ---- small batches: matrix-vector kernels with the norms, conv and residual add fused in ----------------
 
+class _Stream:
+    """The batch-1 residual stream: `fp32` (B, H), each layer adds into it, and where ROUNDED_INPUT its copy in the
+    model dtype, `rounded`, which the norms read (`normed`)."""
+
+    def __init__(self, tokens: Tensor, table: Tensor):
+        self.rounded = torch.empty(len(tokens), table.shape[1], dtype=table.dtype, device=tokens.device) \
+            if ROUNDED_INPUT else None
+        self.fp32 = token_kernels.embed(tokens, table, rows=self.rounded)
+
+    @property
+    def normed(self) -> Tensor:
+        return self.rounded if self.rounded is not None else self.fp32
+
+
 def _gemv_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tensor:
-    residual = token_kernels.embed(tokens, model.glob["embedding"])  # (B, H) fp32, each layer adds into it
+    stream = _Stream(tokens, model.glob["embedding"])
     step = _mamba2_gemv_step if model.spec.is_mamba2 else _mamba1_gemv_step
     for i, w in enumerate(model.layers):
         conv, ssm = state.span(i, lo, lo + len(tokens))
-        step(model, w, residual, conv, ssm)
-    logits = gemv.norm_gemv(residual, model.glob["norm_f"], model.glob["lm_head"], None, EPS,
+        step(model, w, stream, conv, ssm)
+    logits = gemv.norm_gemv(stream.normed, model.glob["norm_f"], model.glob["lm_head"], None, EPS,
                             out_dtype=torch.float32)  # (B, V/tp)
     return model.comm.gather_last_dim(logits) if model.lm_head_split else logits
 
 
-def _mamba1_gemv_step(model, w: LayerWeights, residual: Tensor, conv: Tensor, ssm: Tensor) -> None:
+def _mamba1_gemv_step(model, w: LayerWeights, stream: _Stream, conv: Tensor, ssm: Tensor) -> None:
     N = model.spec.state_size
-    xz = gemv.norm_gemv(residual, w.norm, w.in_proj, w.in_proj_bias, EPS,
+    xz = gemv.norm_gemv(stream.normed, w.norm, w.in_proj, w.in_proj_bias, EPS,
                         conv=(conv, w.conv_weight, w.conv_bias, 0))  # (B, 2Di): x already conv'd
     x, z = xz.split(model.d_inner, dim=-1)
     x_dbl = model.comm.all_reduce(gemv.gemv(x, w.x_proj))  # (B, R+2N): d_inner-split partial sums
     dt_low, B, C = x_dbl.split([x_dbl.shape[-1] - 2 * N, N, N], dim=-1)
     y = mamba1_state_update(ssm, x, dt_low, w.dt_proj, w.dt_bias, w.A, B, C, w.D, z)  # (B, Di/tp)
-    _add_out_proj(model, w, residual, y)
+    _add_out_proj(model, w, stream, y)
 
 
-def _mamba2_gemv_step(model, w: LayerWeights, residual: Tensor, conv: Tensor, ssm: Tensor) -> None:
-    zxbcdt = gemv.norm_gemv(residual, w.norm, w.in_proj, w.in_proj_bias, EPS,
+def _mamba2_gemv_step(model, w: LayerWeights, stream: _Stream, conv: Tensor, ssm: Tensor) -> None:
+    zxbcdt = gemv.norm_gemv(stream.normed, w.norm, w.in_proj, w.in_proj_bias, EPS,
                             conv=(conv, w.conv_weight, w.conv_bias, model.d_inner))  # (B, rows): xBC conv'd
     z, x, B, C, dt = zxbcdt.split([model.d_inner, model.d_inner, model.bc_size, model.bc_size, model.heads], -1)
     y = mamba2_state_update(ssm, x, dt, w.dt_bias, w.A, B, C, w.D)  # (B, Di/tp) fp32
     group = model.spec.intermediate_size // model.spec.n_groups
     if model.spec.n_groups <= FUSED_GATE_MAX_GROUPS and model.comm.world_size == 1:
-        gemv.gemv_residual(residual, y, w.out_proj, w.out_proj_bias, gate=(z, w.gate_norm, group), eps=EPS)
+        gemv.gemv_residual(stream.fp32, y, w.out_proj, w.out_proj_bias, gate=(z, w.gate_norm, group), eps=EPS,
+                           rounded=stream.rounded)
     else:
-        _add_out_proj(model, w, residual, gated_rms_norm(y, z, w.gate_norm, group, EPS))
+        _add_out_proj(model, w, stream, gated_rms_norm(y, z, w.gate_norm, group, EPS))
 
 
-def _add_out_proj(model, w: LayerWeights, residual: Tensor, y: Tensor) -> None:
-    """residual (B, H) fp32 += out_proj(y). One rank adds inside the matrix-vector kernel; a tensor-parallel
-    rank's products are partial sums, all-reduced before the add (the torch path's order and roundings:
-    F.linear's, the all-reduce in the model dtype, the bias, then the fp32 add)."""
+def _add_out_proj(model, w: LayerWeights, stream: _Stream, y: Tensor) -> None:
+    """The stream += out_proj(y). One rank adds inside the matrix-vector kernel; a tensor-parallel rank's
+    products are partial sums, all-reduced before the add (the torch path's order and roundings: F.linear's,
+    the all-reduce in the model dtype, the bias, then the fp32 add)."""
     if model.comm.world_size == 1:
-        gemv.gemv_residual(residual, y, w.out_proj, w.out_proj_bias)
+        gemv.gemv_residual(stream.fp32, y, w.out_proj, w.out_proj_bias, rounded=stream.rounded)
         return
     out = model.comm.all_reduce(gemv.gemv(y, w.out_proj))  # (B, H)
-    residual += (out + w.out_proj_bias if w.out_proj_bias is not None else out).float()
+    stream.fp32 += (out + w.out_proj_bias if w.out_proj_bias is not None else out).float()
+    if stream.rounded is not None:
+        stream.rounded.copy_(stream.fp32)

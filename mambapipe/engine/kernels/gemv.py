@@ -309,9 +309,10 @@ def _lm_head_tma_kernel(res_ptr, norm_w_ptr, w_desc, out_ptr, M, N, K, stride_re
 def norm_gemv(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: Optional[Tensor], eps: float,
               conv: Optional[tuple[Tensor, Tensor, Optional[Tensor], int]] = None,
               out_dtype: Optional[torch.dtype] = None) -> Tensor:
-    """F.linear(RMSNorm(residual.to(dtype)) * norm_weight, weight, bias) for residual (M, H) fp32 with
-    M <= MAX_BATCH, weight (N, H) contiguous. Returns (M, N) in out_dtype (default: weight's dtype; values
-    are rounded to weight's dtype first, as F.linear's output).
+    """F.linear(RMSNorm(residual.to(dtype)) * norm_weight, weight, bias) for residual (M, H) fp32, or already
+    in weight's dtype (half the bytes for every program to read), with M <= MAX_BATCH, weight (N, H) contiguous.
+    Returns (M, N) in out_dtype (default: weight's dtype; values are rounded to weight's dtype first, as
+    F.linear's output).
 
     conv = (conv_state (M, C, K-1), conv_weight (C, K) contiguous, conv_bias (C,) or None, first row): output
     rows [first, first + C) are replaced by the causal-conv update of those channels (`ops.causal_conv1d_update`
@@ -380,17 +381,21 @@ def norm_gemv_ref(residual: Tensor, norm_weight: Tensor, weight: Tensor, bias: O
 
 
 @triton.jit
-def _store_sums(acc, out_ptr, bias_ptr, rows, row_ok, n, n_ok, stride_out, dtype: tl.constexpr,
-                HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr):
+def _store_sums(acc, out_ptr, bias_ptr, rounded_ptr, rows, row_ok, n, n_ok, stride_out, stride_rounded,
+                dtype: tl.constexpr, HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr, ROUNDED: tl.constexpr):
     """The finished (BM, BN) fp32 sums: rounded to the model dtype (F.linear's output), bias added in that
-    dtype, then stored, or added into the fp32 residual stream (ACCUMULATE)."""
+    dtype, then stored, or added into the fp32 residual stream (ACCUMULATE), whose new values also go to
+    rounded_ptr in the model dtype (ROUNDED)."""
     out = acc.to(dtype)
     if HAS_BIAS:
         out = (out.to(tl.float32) + tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]).to(dtype)
     dst = out_ptr + rows[:, None] * stride_out + n[None, :]
     mask = row_ok[:, None] & n_ok[None, :]
     if ACCUMULATE:
-        tl.store(dst, tl.load(dst, mask=mask, other=0.0) + out.to(tl.float32), mask=mask)
+        total = tl.load(dst, mask=mask, other=0.0) + out.to(tl.float32)
+        tl.store(dst, total, mask=mask)
+        if ROUNDED:
+            tl.store(rounded_ptr + rows[:, None] * stride_rounded + n[None, :], total.to(dtype), mask=mask)
     else:
         tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -423,10 +428,10 @@ def _gemv_tile(w, k0, k_end, acc, part, sq, y_ptr, z_ptr, g_ptr, rows, row_ok, s
 
 
 @triton.jit
-def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, part_ptr, sq_ptr, count_ptr,
-                 M, N, K, G, K_SPLIT, stride_y, stride_z, stride_out, eps,
+def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, rounded_ptr, part_ptr, sq_ptr, count_ptr,
+                 M, N, K, G, K_SPLIT, stride_y, stride_z, stride_out, stride_rounded, eps,
                  GATED: tl.constexpr, NORM_AT_REDUCE: tl.constexpr, HAS_BIAS: tl.constexpr,
-                 ACCUMULATE: tl.constexpr, SPLIT: tl.constexpr,
+                 ACCUMULATE: tl.constexpr, ROUNDED: tl.constexpr, SPLIT: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                  PDL: tl.constexpr, PREFETCH_LINES: tl.constexpr, LOAD_AHEAD: tl.constexpr,
                  FIRST_EARLY: tl.constexpr):
@@ -456,7 +461,8 @@ def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, part_ptr, sq_ptr
     if SPLIT == 1:
         if NORM_AT_REDUCE:  # the one norm group's 1/rms
             acc = acc / tl.sqrt(tl.sum(sq, axis=1) / K + eps)[:, None]
-        _store_sums(acc, out_ptr, bias_ptr, rows, row_ok, n, n_ok, stride_out, dtype, HAS_BIAS, ACCUMULATE)
+        _store_sums(acc, out_ptr, bias_ptr, rounded_ptr, rows, row_ok, n, n_ok, stride_out, stride_rounded, dtype,
+                    HAS_BIAS, ACCUMULATE, ROUNDED)
     else:  # partial sums (SPLIT, M, N); the last program of the row block to finish adds them in split order
         sums = rows[:, None] * N + n[None, :]  # (BM, BN) offsets into one split's partials
         mask = row_ok[:, None] & n_ok[None, :]
@@ -474,17 +480,20 @@ def _gemv_kernel(y_ptr, z_ptr, g_ptr, w_ptr, bias_ptr, out_ptr, part_ptr, sq_ptr
                     sumsq += tl.load(sq_ptr + s * tl.num_programs(0) * BLOCK_M + sq_at, cache_modifier=".cg")
             if NORM_AT_REDUCE:
                 total = total / tl.sqrt(sumsq / K + eps)[:, None]
-            _store_sums(total, out_ptr, bias_ptr, rows, row_ok, n, n_ok, stride_out, dtype, HAS_BIAS, ACCUMULATE)
+            _store_sums(total, out_ptr, bias_ptr, rounded_ptr, rows, row_ok, n, n_ok, stride_out, stride_rounded,
+                        dtype, HAS_BIAS, ACCUMULATE, ROUNDED)
             tl.store(count_ptr + block, 0)  # ready for the next launch
 
 
 def gemv_residual(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
-                  gate: Optional[tuple[Tensor, Tensor, int]] = None, eps: float = 0.0) -> None:
+                  gate: Optional[tuple[Tensor, Tensor, int]] = None, eps: float = 0.0,
+                  rounded: Optional[Tensor] = None) -> None:
     """residual (M, H) fp32 += F.linear(x, weight) (+ bias, in weight's dtype), in place, for weight
     (H, D) contiguous and M <= MAX_BATCH. x = y (M, D) (unit inner stride), or with gate = (z (M, D) with a
     unit inner stride, gate_norm (D,), group size): x = RMSNorm_per_group(y * silu(z)) * gate_norm
-    (`ops.gated_rms_norm`), kept in fp32 (the torch path rounds it to weight's dtype)."""
-    _launch_gemv(y, weight, bias, residual, gate, eps, accumulate=True)
+    (`ops.gated_rms_norm`), kept in fp32 (the torch path rounds it to weight's dtype). With `rounded` (M, H) in
+    weight's dtype (unit inner stride), the new residual.to(weight.dtype) is stored there too."""
+    _launch_gemv(y, weight, bias, residual, gate, eps, accumulate=True, rounded=rounded)
 
 
 def gemv(y: Tensor, weight: Tensor) -> Tensor:
@@ -519,7 +528,8 @@ def _counters(device: torch.device, blocks: int) -> Tensor:
 
 
 def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
-                 gate: Optional[tuple[Tensor, Tensor, int]], eps: float, accumulate: bool) -> None:
+                 gate: Optional[tuple[Tensor, Tensor, int]], eps: float, accumulate: bool,
+                 rounded: Optional[Tensor] = None) -> None:
     M, K = y.shape
     N = weight.shape[0]
     z, gate_w, group = gate if gate is not None else (y, weight, K)
@@ -540,20 +550,25 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
         count = _counters(y.device, grid[0])
     launch = pdl.launch_options(weight)
     _gemv_kernel[grid](
-        y, z, gate_w, weight, bias if bias is not None else weight, out, part, sq, count, M, N, K, group,
-        columns, y.stride(0), z.stride(0), out.stride(0), eps, GATED=gate is not None,
+        y, z, gate_w, weight, bias if bias is not None else weight, out, rounded if rounded is not None else out,
+        part, sq, count, M, N, K, group, columns, y.stride(0), z.stride(0), out.stride(0),
+        rounded.stride(0) if rounded is not None else 0, eps, GATED=gate is not None,
         NORM_AT_REDUCE=norm_at_reduce, HAS_BIAS=bias is not None,
-        ACCUMULATE=accumulate, SPLIT=grid[1], BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=bool(launch),
+        ACCUMULATE=accumulate, ROUNDED=rounded is not None, SPLIT=grid[1], BLOCK_M=block_m, BLOCK_N=block_n,
+        BLOCK_K=block_k, PDL=bool(launch),
         PREFETCH_LINES=_prefetch_lines(weight, launch, block_k, columns),
         LOAD_AHEAD=_load_ahead(weight, block_k, columns), FIRST_EARLY=_first_early(weight, "gemv", block_k, columns),
         num_warps=warps, num_stages=stages, **launch)
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
-                      gate: Optional[tuple[Tensor, Tensor, int]] = None, eps: float = 0.0) -> None:
+                      gate: Optional[tuple[Tensor, Tensor, int]] = None, eps: float = 0.0,
+                      rounded: Optional[Tensor] = None) -> None:
     """The torch twin: the model's gated norm (Mamba2), out_proj, bias and fp32 residual add."""
     if gate is not None:
         z, gate_w, group = gate
         y = ops.gated_rms_norm(y, z, gate_w, group, eps)
     out = F.linear(y.to(weight.dtype), weight)
     residual += (out + bias if bias is not None else out).float()
+    if rounded is not None:
+        rounded.copy_(residual)

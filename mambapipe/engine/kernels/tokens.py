@@ -11,6 +11,8 @@ work is done (the argument of kernels/pdl.py). Ties go to the lowest index, as t
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -25,24 +27,31 @@ EMBED_BLOCK = 1024  # columns of an embedding row a program copies
 
 
 @triton.jit
-def _embed_kernel(tokens_ptr, table_ptr, out_ptr, H, stride_table, BLOCK_H: tl.constexpr):
+def _embed_kernel(tokens_ptr, table_ptr, out_ptr, rows_ptr, H, stride_table, BLOCK_H: tl.constexpr,
+                  ROWS: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     mask = cols < H
     token = tl.load(tokens_ptr + row).to(tl.int64)
     values = tl.load(table_ptr + token * stride_table + cols, mask=mask, other=0.0)
     tl.store(out_ptr + row * H + cols, values.to(tl.float32), mask=mask)
+    if ROWS:
+        tl.store(rows_ptr + row * H + cols, values, mask=mask)
 
 
-def embed(tokens: Tensor, table: Tensor) -> Tensor:
+def embed(tokens: Tensor, table: Tensor, rows: Optional[Tensor] = None) -> Tensor:
     """F.embedding(tokens, table).float() for tokens (B,) and a table (V, H) with a unit inner stride: (B, H) fp32;
-    torch's ops where ENABLED is off."""
+    torch's ops where ENABLED is off. The rows themselves, in the table's dtype, also go to `rows` (B, H)
+    (contiguous) where given."""
     if not ENABLED:
+        if rows is not None:
+            rows.copy_(F.embedding(tokens, table))
         return F.embedding(tokens, table).float()
     H = table.shape[1]
     out = torch.empty(len(tokens), H, dtype=torch.float32, device=tokens.device)
-    _embed_kernel[(len(tokens), triton.cdiv(H, EMBED_BLOCK))](tokens, table, out, H, table.stride(0),
-                                                               BLOCK_H=EMBED_BLOCK, num_warps=4)
+    _embed_kernel[(len(tokens), triton.cdiv(H, EMBED_BLOCK))](tokens, table, out, rows if rows is not None else out,
+                                                               H, table.stride(0), BLOCK_H=EMBED_BLOCK,
+                                                               ROWS=rows is not None, num_warps=4)
     return out
 
 
