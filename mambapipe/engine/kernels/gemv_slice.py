@@ -40,7 +40,10 @@ from mambapipe.engine.kernels.conv import conv_inputs, conv_step
 # (4, 1) were slower than (4, 2) for both (and (8, 2) for mamba-2.8b), every tile tried for Codestral than its
 # (4, 4). The 130m models, against the tiled kernel: mamba2-130m at (2, 1) 0.1943-0.1962 against 0.2075-0.2102,
 # its other six tiles slower than (2, 1); mamba-130m slower at all four tried (+2.8 to +5.1 %): the tiled kernel.
-TILES: dict[tuple[int, int], tuple[int, int]] = {(10576, 2560): (4, 2), (10240, 2560): (4, 2), (18560, 4096): (4, 4),
+# Reading the residual stream's copy in the model dtype (decode.ROUNDED_INPUT, v37, call 311, 3 rounds): mamba2-2.7b
+# at (2, 1) 1.6973-1.7033 against 1.7065-1.7105 at (4, 2), (8, 4) and (4, 1) slower; mamba-2.8b's (4, 2) and
+# Codestral's (4, 4) still the fastest of (8, 4), (4, 1) / (4, 2), (2, 1) / (2, 2).
+TILES: dict[tuple[int, int], tuple[int, int]] = {(10576, 2560): (2, 1), (10240, 2560): (4, 2), (18560, 4096): (4, 4),
                                                  (3352, 768): (2, 1)}
 
 
