@@ -64,8 +64,8 @@ def test_the_norms_read_the_rounded_stream_with_the_same_results(model, fused_ga
     monkeypatch.setattr(decode, "GEMV_MAX_BATCH", 1)
     monkeypatch.setattr(decode, "FUSED_GATE_MAX_GROUPS", fused_gate_max_groups)
     fused = MambaModel(model.spec, model.glob, model.layers, model.comm)
-    tokens, lengths, slots = torch.tensor([[5, 17, 3, 88]], device=DEVICE), torch.tensor([4], device=DEVICE), \
-        torch.zeros(1, dtype=torch.long, device=DEVICE)
+    tokens, lengths = torch.tensor([[5, 17, 3, 88]], device=DEVICE), torch.tensor([4], device=DEVICE)
+    slots = torch.zeros(1, dtype=torch.long, device=DEVICE)
     runs = []
     for rounded in (False, True):
         monkeypatch.setattr(decode, "ROUNDED_INPUT", rounded)

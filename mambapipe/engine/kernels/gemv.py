@@ -562,13 +562,10 @@ def _launch_gemv(y: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
 
 
 def gemv_residual_ref(residual: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
-                      gate: Optional[tuple[Tensor, Tensor, int]] = None, eps: float = 0.0,
-                      rounded: Optional[Tensor] = None) -> None:
+                      gate: Optional[tuple[Tensor, Tensor, int]] = None, eps: float = 0.0) -> None:
     """The torch twin: the model's gated norm (Mamba2), out_proj, bias and fp32 residual add."""
     if gate is not None:
         z, gate_w, group = gate
         y = ops.gated_rms_norm(y, z, gate_w, group, eps)
     out = F.linear(y.to(weight.dtype), weight)
     residual += (out + bias if bias is not None else out).float()
-    if rounded is not None:
-        rounded.copy_(residual)

@@ -44,9 +44,10 @@ def embed(tokens: Tensor, table: Tensor, rows: Optional[Tensor] = None) -> Tenso
     torch's ops where ENABLED is off. The rows themselves, in the table's dtype, also go to `rows` (B, H)
     (contiguous) where given."""
     if not ENABLED:
+        looked_up = F.embedding(tokens, table)
         if rows is not None:
-            rows.copy_(F.embedding(tokens, table))
-        return F.embedding(tokens, table).float()
+            rows.copy_(looked_up)
+        return looked_up.float()
     H = table.shape[1]
     out = torch.empty(len(tokens), H, dtype=torch.float32, device=tokens.device)
     _embed_kernel[(len(tokens), triton.cdiv(H, EMBED_BLOCK))](tokens, table, out, rows if rows is not None else out,
