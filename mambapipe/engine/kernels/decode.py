@@ -80,11 +80,13 @@ def _mamba2_step(model, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -
 
 class _Stream:
     """The batch-1 residual stream: `fp32` (B, H), each layer adds into it, and where ROUNDED_INPUT its copy in the
-    model dtype, `rounded`, which the norms read (`normed`)."""
+    model dtype, `rounded`, which the norms read (`normed`). One rank only: a tensor-parallel rank adds its
+    all-reduced out_proj in torch, where the copy would take a kernel of its own (not measured)."""
 
-    def __init__(self, tokens: Tensor, table: Tensor):
-        self.rounded = torch.empty(len(tokens), table.shape[1], dtype=table.dtype, device=tokens.device) \
-            if ROUNDED_INPUT else None
+    def __init__(self, tokens: Tensor, table: Tensor, keep_rounded: bool):
+        self.rounded = None
+        if keep_rounded:
+            self.rounded = torch.empty(len(tokens), table.shape[1], dtype=table.dtype, device=tokens.device)
         self.fp32 = token_kernels.embed(tokens, table, rows=self.rounded)
 
     @property
@@ -93,7 +95,7 @@ class _Stream:
 
 
 def _gemv_decode(model, tokens: Tensor, state: InferenceState, lo: int) -> Tensor:
-    stream = _Stream(tokens, model.glob["embedding"])
+    stream = _Stream(tokens, model.glob["embedding"], ROUNDED_INPUT and model.comm.world_size == 1)
     step = _mamba2_gemv_step if model.spec.is_mamba2 else _mamba1_gemv_step
     for i, w in enumerate(model.layers):
         conv, ssm = state.span(i, lo, lo + len(tokens))
@@ -136,5 +138,3 @@ def _add_out_proj(model, w: LayerWeights, stream: _Stream, y: Tensor) -> None:
         return
     out = model.comm.all_reduce(gemv.gemv(y, w.out_proj))  # (B, H)
     stream.fp32 += (out + w.out_proj_bias if w.out_proj_bias is not None else out).float()
-    if stream.rounded is not None:
-        stream.rounded.copy_(stream.fp32)
