@@ -1,7 +1,7 @@
 """Issue 6 on one GPU, in one call: fused path vs torch path, greedy tokens vs HF, and every scenario of
 anchors-h200.md timed against the decode floor.
 
-    PYTHONPATH=$PWD python benchmarks/gpu_bench.py --out $OUT [--models mamba_130m,...] [--skip-hf]
+    PYTHONPATH=$PWD python benchmarks/gpu_bench.py --out $OUT [--models mamba_130m,...] [--dtype bfloat16] [--skip-hf]
         [--torch-ssd] [--tune-gemv | --tune-gemv-split] [--gemv-tiles JSON] [--gemv-max-batch N] [--scenarios S1,S3]
         [--tune-scan] [--no-pdl] [--no-queue-ahead] [--no-prefill-graphs] ... (--help lists every switch)
 
@@ -71,10 +71,10 @@ def bench(model, scenarios: dict, repeats: int, **engine_options) -> dict:
     return dict(zip(scenarios, rows))
 
 
-def run_model(name: str, torch_baseline: bool, scenarios: dict) -> dict:
+def run_model(name: str, torch_baseline: bool, scenarios: dict, dtype: torch.dtype = torch.float16) -> dict:
     spec = model_spec(name)
     start = time.perf_counter()
-    model = random_model(spec)
+    model = random_model(spec, dtype)
     result = {"check": fused_vs_torch(model)}
     print(f"[{name}] fused vs torch: {result['check']}", flush=True)
     result["fused"] = bench(model, scenarios, repeats=3)
@@ -120,6 +120,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"),
+                        help="the models' weights and activations (the anchors and targets are fp16's)")
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--no-torch-baseline", action="store_true")
     parser.add_argument("--tune-scan", action="store_true")
@@ -198,7 +200,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     import triton
 
-    env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name(), **switches}
+    env = {"torch": torch.__version__, "triton": triton.__version__, "gpu": torch.cuda.get_device_name(),
+           "dtype": args.dtype, **switches}
     print(json.dumps(env), flush=True)
     out = {"env": env}
     if args.tune_scan:  # pick the launch shape of a mamba-2.8b row's scan on this GPU before anything runs it
@@ -232,7 +235,8 @@ def main() -> None:
     for name in args.models.split(","):
         try:  # one model's failure must not cost the other models' device minutes
             out["models"][name] = run_model(name, torch_baseline=not args.no_torch_baseline,
-                                            scenarios={s: SCENARIOS[s] for s in args.scenarios.split(",")})
+                                            scenarios={s: SCENARIOS[s] for s in args.scenarios.split(",")},
+                                            dtype=getattr(torch, args.dtype))
         except Exception:  # noqa: BLE001 - reported in the log and results.json, then the run goes on
             out.setdefault("errors", {})[name] = traceback.format_exc()
             print(out["errors"][name], flush=True)

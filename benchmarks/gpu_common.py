@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from mambapipe.engine.build import resolve_ssm_state_dtype
 from mambapipe.engine.generate import EngineGenerator, Limits
 from mambapipe.engine.model import Comm, MambaModel
 from mambapipe.engine.weights import LayerWeights
@@ -88,13 +89,15 @@ def torch_twin(model: MambaModel) -> MambaModel:
     return MambaModel(model.spec, model.glob, model.layers, model.comm, kernel_choice="torch")
 
 
-def generator(model: MambaModel, max_batch: int, max_input: int, max_seq: int, ssm_state_dtype: str = "float16",
+def generator(model: MambaModel, max_batch: int, max_input: int, max_seq: int, ssm_state_dtype: str = "auto",
               cuda_graphs: bool = True) -> EngineGenerator:
-    """As `load_engine` would give for an fp16 engine built with build.ssm_state_dtype=`ssm_state_dtype`, on the
-    model's device (CUDA graphs only there)."""
+    """As `load_engine` would give for an engine of the model's dtype built with
+    build.ssm_state_dtype=`ssm_state_dtype`, on the model's device (CUDA graphs only there)."""
     device = model.glob["embedding"].device
-    return EngineGenerator(model, Limits(max_batch, max_input, max_seq), device=str(device), dtype="float16",
-                           ssm_state_dtype=ssm_state_dtype, cuda_graphs=cuda_graphs and device.type == "cuda")
+    dtype = str(model.dtype).removeprefix("torch.")
+    return EngineGenerator(model, Limits(max_batch, max_input, max_seq), device=str(device), dtype=dtype,
+                           ssm_state_dtype=resolve_ssm_state_dtype(ssm_state_dtype, dtype, device.type),
+                           cuda_graphs=cuda_graphs and device.type == "cuda")
 
 
 def graph_replay_ms(fn, replays: int = 20, device: str = "cuda") -> float:
