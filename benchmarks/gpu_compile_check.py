@@ -50,12 +50,13 @@ KERNELS = [
      dict(BLOCK_N=gemv.TMA_DEFAULT_TILES[0], BLOCK_K=gemv.TMA_DEFAULT_TILES[1], PDL=True,
           num_warps=gemv.TMA_DEFAULT_TILES[3])),
     *[(gemv._gemv_kernel,
-       dict(y_ptr=F, z_ptr=H, g_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=F, part_ptr=F, sq_ptr=F, count_ptr="*i32", M=I,
-            N=I, K=I, G=I, K_SPLIT=I, stride_y=I, stride_z=I, stride_out=I, eps="fp32", GATED=C, NORM_AT_REDUCE=C,
-            HAS_BIAS=C, ACCUMULATE=C, SPLIT=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PDL=C, PREFETCH_LINES=C,
-            LOAD_AHEAD=C),
-       dict(GATED=True, NORM_AT_REDUCE=norm_at_reduce, HAS_BIAS=True, ACCUMULATE=True, SPLIT=split, BLOCK_M=1,
-            BLOCK_N=8, BLOCK_K=1024, PDL=True, PREFETCH_LINES=4, LOAD_AHEAD=split == 1, FIRST_EARLY=split > 1))
+       dict(y_ptr=F, z_ptr=H, g_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=F, rounded_ptr=H, part_ptr=F, sq_ptr=F,
+            count_ptr="*i32", M=I, N=I, K=I, G=I, K_SPLIT=I, stride_y=I, stride_z=I, stride_out=I, stride_rounded=I,
+            eps="fp32", GATED=C, NORM_AT_REDUCE=C, HAS_BIAS=C, ACCUMULATE=C, ROUNDED=C, SPLIT=C, BLOCK_M=C,
+            BLOCK_N=C, BLOCK_K=C, PDL=C, PREFETCH_LINES=C, LOAD_AHEAD=C, FIRST_EARLY=C),
+       dict(GATED=True, NORM_AT_REDUCE=norm_at_reduce, HAS_BIAS=True, ACCUMULATE=True, ROUNDED=True, SPLIT=split,
+            BLOCK_M=1, BLOCK_N=8, BLOCK_K=1024, PDL=True, PREFETCH_LINES=4, LOAD_AHEAD=split == 1,
+            FIRST_EARLY=split > 1))
       for split, norm_at_reduce in ((1, False), (4, False), (2, True))],  # unsplit; split K, and normed at the reduce
     *[(gemv_slice._slice_kernel,
        dict(res_ptr=F, norm_w_ptr=H, w_ptr=H, bias_ptr=H, out_ptr=H, cs_ptr=H, cw_ptr=H, cb_ptr=H, N=I, conv_lo=I,
