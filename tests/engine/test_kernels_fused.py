@@ -21,6 +21,8 @@ from mambapipe.engine.kernels import conv, gemv, gemv_slice, norms, scan, ssd, s
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF = torch.float16  # on the CPU the interpreter (numpy) has fp16 but no bf16
+# compiled, the projections also run bf16, whose weights widen by their own conversion (fastmath.widen)
+HALVES = [(HALF, 1e-2)] + ([(torch.bfloat16, 3e-2)] if DEVICE == "cuda" else [])
 
 
 def _rand(*shape, dtype=torch.float32, scale=1.0):
@@ -152,7 +154,7 @@ def test_ssd_chunk_scan_regrouped_matches_reference(length):
     _close(h, h_ref, 1e-5)
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), *HALVES])
 @pytest.mark.parametrize("batch,with_bias", [(1, False), (3, True)])
 @pytest.mark.parametrize("conv_early", [True, False])  # the conv inputs read before the weights or after them
 def test_norm_gemv_with_conv_rows_matches_torch(dtype, tol, batch, with_bias, conv_early, monkeypatch):
@@ -188,7 +190,7 @@ def test_lm_head_on_tma_matches_torch(batch, monkeypatch):
     _close(logits, gemv.norm_gemv_ref(residual, norm_w, weight, None, 1e-5, out_dtype=torch.float32), 1e-2)
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), *HALVES])
 @pytest.mark.parametrize("gated,batch,with_bias", [(True, 1, False), (True, 3, True), (False, 2, True)])
 def test_gemv_residual_matches_torch(dtype, tol, gated, batch, with_bias):
     D, H, group = 96, 70, 48  # two norm groups, each ending inside a K tile
@@ -205,7 +207,7 @@ def test_gemv_residual_matches_torch(dtype, tol, gated, batch, with_bias):
     assert torch.equal(rounded, residual.to(dtype))  # the stream's copy in the model dtype, as it now stands
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (HALF, 1e-2)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), *HALVES])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_gemv_matches_linear(dtype, tol, batch):
     packed = _rand(batch, 400, dtype=dtype)  # x is a column slice of the in_proj output, as in the model
@@ -340,39 +342,42 @@ def test_norm_gemv_refuses_a_split_tile(monkeypatch):
         gemv.norm_gemv(_rand(1, 200), _rand(200), _rand(24, 200), None, 1e-5)
 
 
+@pytest.mark.parametrize("dtype", [dtype for dtype, _ in HALVES])
 @pytest.mark.parametrize("kernel", ["tiled", "slice", "tma"])
-def test_norm_gemv_reads_the_rounded_stream_as_the_fp32_one(kernel, monkeypatch):
+def test_norm_gemv_reads_the_rounded_stream_as_the_fp32_one(kernel, dtype, monkeypatch):
     """Given the residual already rounded to the model dtype (decode.ROUNDED_INPUT), each norm + product kernel
     gives what it gives for the fp32 residual, which it rounds as it reads it: bit for bit."""
     monkeypatch.setattr(gemv, "TMA_MIN_BYTES", 0 if kernel == "tma" else 2**40)
     if kernel == "slice":
         monkeypatch.setitem(gemv_slice.TILES, (30, 296), (4, 2))
-    residual, norm_w, weight = _rand(1, 296, scale=3.0), _rand(296, dtype=HALF), _rand(30, 296, dtype=HALF)
+    residual, norm_w, weight = _rand(1, 296, scale=3.0), _rand(296, dtype=dtype), _rand(30, 296, dtype=dtype)
     assert gemv_slice.applies(weight, 1) == (kernel == "slice")
     assert gemv._use_tma(weight, norm_w, 1) == (kernel == "tma")
     from_fp32 = gemv.norm_gemv(residual, norm_w, weight, None, 1e-5, out_dtype=torch.float32)
-    assert torch.equal(gemv.norm_gemv(residual.to(HALF), norm_w, weight, None, 1e-5, out_dtype=torch.float32),
+    assert torch.equal(gemv.norm_gemv(residual.to(dtype), norm_w, weight, None, 1e-5, out_dtype=torch.float32),
                        from_fp32)
 
 
+@pytest.mark.parametrize("dtype,tol", HALVES)
 @pytest.mark.parametrize("K", [320, 300, 256])  # two pieces (256 + 64, the second ragged at 300); one
 @pytest.mark.parametrize("block_n,with_bias", [(4, False), (8, True)])  # 30 rows: the last program ragged
-def test_slice_in_proj_matches_torch(K, block_n, with_bias, monkeypatch):
+def test_slice_in_proj_matches_torch(K, block_n, with_bias, dtype, tol, monkeypatch):
     """A batch-1 in_proj listed in gemv_slice.TILES (each program's whole rows loaded before the wait) against
     the torch twin, with conv rows whose shifted state feeds the next step; batch 2 and fp32 weights keep
     the tiled kernel."""
     monkeypatch.setitem(gemv_slice.TILES, (30, K), (block_n, 2))
     launches = []
     monkeypatch.setattr(gemv_slice, "_slice_kernel", _Launches(gemv_slice._slice_kernel, launches))
-    w, bias = _rand(30, K, dtype=HALF, scale=K ** -0.5), _rand(30, dtype=HALF) if with_bias else None
-    norm_w = _rand(K, dtype=HALF)
-    conv_w, conv_b, state = _rand(12, 4, dtype=HALF, scale=0.5), _rand(12, dtype=HALF), _rand(1, 12, 3, dtype=HALF)
+    w, bias = _rand(30, K, dtype=dtype, scale=K ** -0.5), _rand(30, dtype=dtype) if with_bias else None
+    norm_w = _rand(K, dtype=dtype)
+    conv_w, conv_b = _rand(12, 4, dtype=dtype, scale=0.5), _rand(12, dtype=dtype)
+    state = _rand(1, 12, 3, dtype=dtype)
     state_ref = state.clone()
     for _ in range(2):  # the shifted conv state feeds the next step
         residual = _rand(1, K, scale=3.0)
         out = gemv.norm_gemv(residual, norm_w, w, bias, 1e-5, conv=(state, conv_w, conv_b, 10))
-        _close(out, gemv.norm_gemv_ref(residual, norm_w, w, bias, 1e-5, conv=(state_ref, conv_w, conv_b, 10)), 1e-2)
-        _close(state, state_ref, 1e-2)
+        _close(out, gemv.norm_gemv_ref(residual, norm_w, w, bias, 1e-5, conv=(state_ref, conv_w, conv_b, 10)), tol)
+        _close(state, state_ref, tol)
     assert len(launches) == 2
     assert not gemv_slice.applies(w, 2) and not gemv_slice.applies(w.float(), 1)
 

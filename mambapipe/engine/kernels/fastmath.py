@@ -1,5 +1,6 @@
 """Approximate SiLU and log for the fused kernels' half-precision data, where Triton's exact forms cost
-more instructions than the kernel's memory traffic allows.
+more instructions than the kernel's memory traffic allows; and bf16 widened to fp32 in fewer instructions
+than Triton's conversion (`widen`).
 
 Compiled for sm_90, `x * tl.sigmoid(x)` is about ten instructions an element (a correctly rounded division
 after the exp2, with their range fix-ups), and `tl.log` a libdevice polynomial of about twenty; the prefill
@@ -48,3 +49,25 @@ def log(x, HALF: tl.constexpr):
     else:
         y = tl.log(x)
     return y
+
+
+@triton.jit
+def widen(x):
+    """fp16, bf16 or fp32 x in fp32, exactly. A bf16 value is its fp32's upper half: one byte permute an element
+    (PRMT, on the integer pipe), where Triton's conversion takes 1.5 instructions an element on sm_90 (the upper
+    half of a loaded pair extracted, then shifted) and made bf16's batch-1 in_proj 4 % slower than fp16's
+    (GPU_NOTES.md v38). fp16 keeps Triton's conversion, one instruction an element."""
+    if COMPILED and x.dtype == tl.bfloat16:
+        y = tl.inline_asm_elementwise("{ .reg .b16 zero; mov.b16 zero, 0; mov.b32 $0, {zero, $1}; }", "=r,h", [x],
+                                      dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        y = x.to(tl.float32)
+    return y
+
+
+@triton.jit
+def widen_rounded(x, dtype: tl.constexpr):
+    """x rounded to the half dtype (nothing to do where x is in it already), in fp32: `widen` of x.to(dtype)."""
+    if x.dtype != dtype:
+        x = x.to(dtype)
+    return widen(x)

@@ -45,7 +45,7 @@ from torch import Tensor
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from mambapipe.engine import ops
-from mambapipe.engine.kernels import gemv_slice, pdl
+from mambapipe.engine.kernels import fastmath, gemv_slice, pdl
 from mambapipe.engine.kernels.conv import WIDTH, conv_inputs, conv_step
 
 MAX_BATCH = 8  # batch rows one program multiplies at once
@@ -205,7 +205,7 @@ def _products(x, w):
     (BM, BN, BK / LANE_SUM) fp32 (a run is summed in its thread, or in two neighbour lanes where the products lie
     4 columns a thread), and the accumulators the loop carries are LANE_SUM times fewer than the tile's elements."""
     runs: tl.constexpr = w.shape[1] // LANE_SUM
-    w3 = tl.reshape(w.to(tl.float32), (1, w.shape[0], runs, LANE_SUM))
+    w3 = tl.reshape(fastmath.widen(w), (1, w.shape[0], runs, LANE_SUM))
     x3 = tl.reshape(x, (x.shape[0], 1, runs, LANE_SUM))
     return tl.sum(x3 * w3, axis=3)
 
@@ -218,10 +218,10 @@ def _normed_columns(res_ptr, norm_w_ptr, rows, row_ok, k0, K, stride_res, sq, dt
     its 1/rms."""
     ks = k0 + tl.arange(0, BLOCK_K)
     k_ok = ks < K
-    r = tl.load(res_ptr + rows[:, None] * stride_res + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                other=0.0).to(dtype).to(tl.float32)  # (BM, BK)
+    r = fastmath.widen_rounded(tl.load(res_ptr + rows[:, None] * stride_res + ks[None, :],
+                                       mask=row_ok[:, None] & k_ok[None, :], other=0.0), dtype)  # (BM, BK)
     sq += r * r
-    return sq, r * tl.load(norm_w_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+    return sq, r * fastmath.widen(tl.load(norm_w_ptr + ks, mask=k_ok, other=0.0))[None, :]
 
 
 @triton.jit
@@ -412,12 +412,12 @@ def _gemv_tile(w, k0, k_end, acc, part, sq, y_ptr, z_ptr, g_ptr, rows, row_ok, s
     ks = k0 + tl.arange(0, BLOCK_K)
     k_ok = ks < k_end
     mask = row_ok[:, None] & k_ok[None, :]
-    x = tl.load(y_ptr + rows[:, None] * stride_y + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+    x = fastmath.widen(tl.load(y_ptr + rows[:, None] * stride_y + ks[None, :], mask=mask, other=0.0))
     if GATED:  # y * silu(z) * gate_norm, normed per group (`norms.gated_rms_norm`)
-        z = tl.load(z_ptr + rows[:, None] * stride_z + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+        z = fastmath.widen(tl.load(z_ptr + rows[:, None] * stride_z + ks[None, :], mask=mask, other=0.0))
         x = x * z * tl.sigmoid(z)
         sq += x * x
-        x = x * tl.load(g_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        x = x * fastmath.widen(tl.load(g_ptr + ks, mask=k_ok, other=0.0))[None, :]
     part += _products(x, w)
     if GATED and not NORM_AT_REDUCE:
         if (k0 + BLOCK_K) % G == 0:

@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mambapipe.engine.kernels import pdl
+from mambapipe.engine.kernels import fastmath, pdl
 from mambapipe.engine.kernels.conv import conv_inputs, conv_step
 
 # (BLOCK_N, warps) of the in_proj shapes (N, K) that take the slice kernel at batch 1. In the decode step on the
@@ -63,7 +63,7 @@ def pieces(K: int) -> tuple[int, int]:
 @triton.jit
 def _vector(ptr, ks, K):
     """Columns ks of a vector in fp32, zero past K."""
-    return tl.load(ptr + ks, mask=ks < K, other=0.0).to(tl.float32)
+    return fastmath.widen(tl.load(ptr + ks, mask=ks < K, other=0.0))
 
 
 @triton.jit
@@ -92,13 +92,13 @@ def _slice_kernel(res_ptr, norm_w_ptr, w_ptr, bias_ptr, out_ptr, cs_ptr, cw_ptr,
         s0, s1, s2, t0, t1, t2, t3, conv_bias = conv_inputs(state_row, cw_ptr + c * 4, cb_ptr + c, conv_mask,
                                                             CONV_BIAS)
     pdl.wait_previous(PDL)
-    # the torch path norms residual.to(dtype)
-    x_main = _vector(res_ptr, ka, K).to(dtype).to(tl.float32)  # (K_MAIN,)
-    x_rest = _vector(res_ptr, kb, K).to(dtype).to(tl.float32)  # (K_REST,)
+    # the torch path norms residual.to(dtype) (the stream's copy, decode.ROUNDED_INPUT, is that already)
+    x_main = fastmath.widen_rounded(tl.load(res_ptr + ka, mask=ka < K, other=0.0), dtype)  # (K_MAIN,)
+    x_rest = fastmath.widen_rounded(tl.load(res_ptr + kb, mask=kb < K, other=0.0), dtype)  # (K_REST,)
     sq = tl.sum(x_main * x_main, axis=0) + tl.sum(x_rest * x_rest, axis=0)
-    acc = tl.sum(w_main.to(tl.float32) * (x_main * v_main)[None, :], axis=1)  # (BN,)
+    acc = tl.sum(fastmath.widen(w_main) * (x_main * v_main)[None, :], axis=1)  # (BN,)
     if K_REST > 0:
-        acc += tl.sum(w_rest.to(tl.float32) * (x_rest * v_rest)[None, :], axis=1)
+        acc += tl.sum(fastmath.widen(w_rest) * (x_rest * v_rest)[None, :], axis=1)
     acc = acc / tl.sqrt(sq / K + eps)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(tl.float32)
