@@ -6,7 +6,8 @@ loads overlap; timed in the decode step, other tiles won for the 130m models tha
 
     PYTHONPATH=$PWD python3 benchmarks/gpu_step_sweep.py --models mamba2_130m,mamba_130m \\
         --variant 'in512={"gemv.TILES": {"3352,768,1": [16, 512, 4, 1]}}' \\
-        --variant 'p64={"ssm.BLOCK_P": 64, "ssm.MAMBA2_WARPS": 4}' [--scenario S1] [--rounds 2] [--out DIR]
+        --variant 'p64={"ssm.BLOCK_P": 64, "ssm.MAMBA2_WARPS": 4}' [--scenario S1] [--rounds 2] [--dtype bfloat16]
+        [--out DIR]
 
 A variant sets attributes of modules under `mambapipe.engine.kernels` ("module.NAME": value). A dict attribute
 (gemv.TILES, scan.SHAPES) has the given entries merged in; keys "N,K,M[,gated]" become the table's tuples and
@@ -113,13 +114,14 @@ def left_out(kind: str) -> dict[str, Any]:
 
 
 def sweep(models: list[str], variants: dict[str, dict[str, Any]], scenario: str, rounds: int,
-          device: str, arch: Optional[dict[str, int]] = None) -> dict[str, dict[str, list[dict[str, float]]]]:
+          device: str, arch: Optional[dict[str, int]] = None,
+          dtype: torch.dtype = torch.float16) -> dict[str, dict[str, list[dict[str, float]]]]:
     """model -> variant -> one row per round (decode ms a step, prefill ms, tokens/s), base first in each
     forward round and last in each backward one. arch: ModelSpec fields replaced in every model."""
     order = [BASE, *variants]
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     for name in models:
-        model = random_model(dataclasses.replace(model_spec(name), **(arch or {})), device=device)
+        model = random_model(dataclasses.replace(model_spec(name), **(arch or {})), dtype, device=device)
         rows: dict[str, list[dict[str, float]]] = {v: [] for v in order}
         for r in range(rounds):
             for variant in order if r % 2 == 0 else order[::-1]:
@@ -160,6 +162,7 @@ def main() -> None:
     parser.add_argument("--scenario", default="S1", choices=sorted(SCENARIOS))
     parser.add_argument("--rounds", type=int, default=2, help="each variant is timed once a round")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"), help="the models' dtype")
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     args = parser.parse_args()
     variants = dict(args.variant)
@@ -171,7 +174,8 @@ def main() -> None:
     for settings in variants.values():  # fail on a misspelt name before any model is built
         with applied(settings):
             pass
-    results = sweep(args.models.split(","), variants, args.scenario, args.rounds, args.device, args.arch)
+    results = sweep(args.models.split(","), variants, args.scenario, args.rounds, args.device, args.arch,
+                    getattr(torch, args.dtype))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "step_sweep.json").write_text(json.dumps({"variants": described, "results": results}, indent=1))
     print(table(results))
