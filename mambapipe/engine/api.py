@@ -24,6 +24,7 @@ import torch
 
 from mambapipe.backends.base import SamplingConfig
 from mambapipe.checkpoint.config_json import CONFIG_FILE, read_config_json
+from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.engine.build import ENGINE_FORMAT, dtype_problem
 from mambapipe.engine.generate import EngineGenerator, Limits
 from mambapipe.engine.kernels import kernels_problem
@@ -55,6 +56,18 @@ def explicit_device(device: str) -> str:
     return f"cuda:{torch.cuda.current_device()}" if device == "cuda" else device
 
 
+def create_blas_handle(device: str, dtype: torch.dtype) -> None:
+    """One tiny product on `device`, so that cuBLAS sets up its handle there before the weights are loaded.
+    Measured on the H200 (GPU_NOTES.md v40, device calls 330-334): in a process whose first cuBLAS call came after
+    the weights (at the decode graphs' capture), every boundary next to a cuBLAS kernel of mamba-2.8b's batched
+    decode graphs idled ~0.5 us longer, the kernels' own times unchanged: 0.35 ms of gaps a batch-64 step against
+    0.09, 4.00 against 3.75 ms a step (batch 8: 3.13 against 2.87), in every fresh process either way. Moving the
+    weights' addresses (a reserved or a live block first, expandable segments) did not change it; creating the
+    handle first did. Why, was not found; the other models' steps were within noise."""
+    rows = torch.zeros(64, 256, dtype=dtype, device=device)  # (M, K)
+    torch.nn.functional.linear(rows, torch.zeros(512, 256, dtype=dtype, device=device))  # (M, N)
+
+
 def load_engine(engine_dir: str | Path, device: str = "cpu", kernels: str = "auto",
                 cuda_graphs: bool = True) -> EngineGenerator:
     """Memory-map this rank's engine weights onto `device` and return a ready `Generator`.
@@ -69,6 +82,8 @@ def load_engine(engine_dir: str | Path, device: str = "cpu", kernels: str = "aut
             raise RuntimeError(problem)
     spec = ModelSpec.from_trtllm_config(cfg["pretrained_config"])
     rank, world = _rank_and_world(int(build["tp_size"]))
+    if device.startswith("cuda"):
+        create_blas_handle(device, TORCH_DTYPES[build["dtype"]])
     glob, layers = load_rank(engine_dir, rank, spec, device)
     model = MambaModel(spec, glob, layers, Comm(world), kernel_choice=kernels)
     limits = Limits(int(build["max_batch_size"]), int(build["max_input_len"]), int(build["max_seq_len"]))
