@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_common import MODELS, generator, model_spec, random_model, table_key, torch_twin  # noqa: E402
 
+from mambapipe.dtypes import TORCH_DTYPES  # noqa: E402
 from mambapipe.engine.state import InferenceState  # noqa: E402
 from mambapipe.evaluate.benchmark import Scenario, run_benchmark  # noqa: E402
 from mambapipe.evaluate.floor import H200_BYTES_PER_S  # noqa: E402
@@ -236,7 +237,7 @@ def main() -> None:
         try:  # one model's failure must not cost the other models' device minutes
             out["models"][name] = run_model(name, torch_baseline=not args.no_torch_baseline,
                                             scenarios={s: SCENARIOS[s] for s in args.scenarios.split(",")},
-                                            dtype=getattr(torch, args.dtype))
+                                            dtype=TORCH_DTYPES[args.dtype])
         except Exception:  # noqa: BLE001 - reported in the log and results.json, then the run goes on
             out.setdefault("errors", {})[name] = traceback.format_exc()
             print(out["errors"][name], flush=True)

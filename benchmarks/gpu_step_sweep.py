@@ -40,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_bench import SCENARIOS, bench  # noqa: E402
 from gpu_common import model_spec, parse_arch, random_model, table_key  # noqa: E402
+from mambapipe.dtypes import TORCH_DTYPES  # noqa: E402
 from mambapipe.engine.kernels import gemv  # noqa: E402
 
 BASE = "base"
@@ -175,7 +176,7 @@ def main() -> None:
         with applied(settings):
             pass
     results = sweep(args.models.split(","), variants, args.scenario, args.rounds, args.device, args.arch,
-                    getattr(torch, args.dtype))
+                    TORCH_DTYPES[args.dtype])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "step_sweep.json").write_text(json.dumps({"variants": described, "results": results}, indent=1))
     print(table(results))
