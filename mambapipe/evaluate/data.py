@@ -50,9 +50,19 @@ def load_articles(dataset: str, hub_id: str = "abisee/cnn_dailymail", hub_config
     return articles.shuffle(seed=seed)
 
 
-def _load_local(path: Path):
-    from datasets import load_dataset
+def require_datasets():
+    """`datasets.load_dataset`, or a one-line error when the install cannot import it (the evaluate step's plan
+    check calls this, so a broken install stops the run before its first step)."""
+    try:
+        from datasets import load_dataset
+    except ImportError as err:
+        raise StepError(f"the summarize task cannot import datasets ({err}); repair the install with "
+                        "pip install -e .") from err
+    return load_dataset
 
+
+def _load_local(path: Path):
+    load_dataset = require_datasets()
     builder = LOCAL_BUILDERS.get(path.suffix.lower())
     if builder is None:
         raise StepError(f"eval.dataset={str(path)!r} is not sample, cnn_dailymail or a .jsonl/.parquet file; "
@@ -63,8 +73,7 @@ def _load_local(path: Path):
 
 
 def _load_hub(hub_id: str, hub_config: str, split: str, revision: Optional[str]):
-    from datasets import load_dataset
-
+    load_dataset = require_datasets()
     try:
         return load_dataset(hub_id, hub_config, split=split, revision=revision)
     except RuntimeError as exc:

@@ -14,14 +14,27 @@ from typing import Sequence
 
 import numpy as np
 
+from mambapipe.pipeline.step import StepError
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 BOOTSTRAP_SEED = 0
 
 
+def require_scorer():
+    """rouge-score's `rouge_scorer` and `scoring` modules. The evaluate step's plan check calls this, so an
+    install that cannot score (rouge-score imports nltk, which imports packages of its own) stops the run with
+    one line before its first step, not with a traceback after the whole generation."""
+    try:
+        from rouge_score import rouge_scorer, scoring
+    except ImportError as err:
+        raise StepError(f"the summarize task cannot import rouge-score ({err}); repair the install with "
+                        "pip install -e . (rouge-score and nltk with their dependencies)") from err
+    return rouge_scorer, scoring
+
+
 def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """{rouge type: bootstrap mid F-measure x 100} over the (prediction, reference) pairs."""
-    from rouge_score import rouge_scorer, scoring
-
+    rouge_scorer, scoring = require_scorer()
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:

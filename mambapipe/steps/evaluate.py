@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from mambapipe.evaluate.data import LOCAL_BUILDERS, hub_commit
+from mambapipe.evaluate.data import LOCAL_BUILDERS, hub_commit, require_datasets
+from mambapipe.evaluate.rouge import require_scorer
 from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
 from mambapipe.pipeline.step import StepContext, StepError
 
@@ -59,6 +60,8 @@ class EvaluateStep:
         else:
             _check_summarize_limits(params)
             _check_dataset(_value(params, "eval.dataset"))
+            require_datasets()
+            require_scorer()
 
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:

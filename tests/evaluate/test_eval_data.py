@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -77,3 +78,10 @@ def test_loading_script_repos_get_a_pointer_to_the_parquet_copy(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", script_repo)
     with pytest.raises(StepError, match="is a loading script.*eval.dataset_hub_id=abisee/cnn_dailymail"):
         load_articles("cnn_dailymail", hub_id="ccdv/cnn_dailymail")
+
+
+def test_an_install_that_cannot_import_datasets_is_a_one_line_step_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # what a missing or broken package looks like to import
+    with pytest.raises(StepError, match=r"cannot import datasets .*pip install -e \.") as err:
+        load_articles("sample")
+    assert "\n" not in str(err.value)

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from rouge_score import rouge_scorer, scoring
 
 from mambapipe.evaluate.rouge import ROUGE_TYPES, rouge_scores
+from mambapipe.pipeline.step import StepError
 
 PREDICTIONS = [
     "the council closed the old bridge after engineers found cracks",
@@ -77,3 +80,10 @@ def test_rejects_mismatched_or_empty_inputs():
         rouge_scores(["a", "b"], ["a"])
     with pytest.raises(ValueError, match="at least one"):
         rouge_scores([], [])
+
+
+def test_an_install_that_cannot_import_rouge_score_is_a_one_line_step_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "rouge_score", None)  # e.g. nltk missing one of its own dependencies
+    with pytest.raises(StepError, match=r"cannot import rouge-score .*pip install -e \.") as err:
+        rouge_scores(PREDICTIONS, REFERENCES)
+    assert "\n" not in str(err.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -43,6 +45,14 @@ def test_defaults_pass_the_plan_check():
 def test_plan_check_rejects_bad_settings(overrides, message):
     with pytest.raises(StepError, match=message):
         STEP.check(_params(**overrides))
+
+
+@pytest.mark.parametrize("module, package", [("datasets", "datasets"), ("rouge_score", "rouge-score")])
+def test_plan_check_stops_a_summarize_run_whose_install_cannot_import_its_libraries(monkeypatch, module, package):
+    monkeypatch.setitem(sys.modules, module, None)  # what a missing or broken package looks like to import
+    STEP.check(_params(**{"eval.task": "benchmark"}))  # the benchmark needs neither
+    with pytest.raises(StepError, match=f"summarize task cannot import {package} "):
+        STEP.check(_params())
 
 
 @pytest.mark.parametrize("rouge1, fails", [(12.3, True), (15.0, True), (15.01, False)])
