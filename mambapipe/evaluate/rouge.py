@@ -10,6 +10,7 @@ highlights count as sentences and the single-line predictions as one.
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import numpy as np
@@ -39,7 +40,13 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
         raise ValueError("ROUGE needs at least one prediction")
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+    absl_log = logging.getLogger("absl")  # the scorer logs "Using default tokenizer." at INFO into the run's output
+    level = absl_log.level
+    absl_log.setLevel(logging.WARNING)
+    try:
+        scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+    finally:
+        absl_log.setLevel(level)
     aggregator = scoring.BootstrapAggregator()
     for prediction, reference in zip(predictions, references):
         aggregator.add_scores(scorer.score(reference, prediction))  # score(target, prediction)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import sys
 
 import numpy as np
@@ -87,3 +88,11 @@ def test_an_install_that_cannot_import_rouge_score_is_a_one_line_step_error(monk
     with pytest.raises(StepError, match=r"cannot import rouge-score .*pip install -e \.") as err:
         rouge_scores(PREDICTIONS, REFERENCES)
     assert "\n" not in str(err.value)
+
+
+def test_scoring_keeps_rouge_scores_info_line_out_of_the_run_output(caplog):
+    level = logging.getLogger("absl").level
+    with caplog.at_level(logging.INFO):
+        rouge_scores(PREDICTIONS, REFERENCES)
+    assert [r.getMessage() for r in caplog.records if r.name == "absl"] == []
+    assert logging.getLogger("absl").level == level
