@@ -9,10 +9,11 @@ import torch
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model
 
 from mambapipe.backends.base import SamplingConfig
-from mambapipe.engine.api import load_engine
+from mambapipe.engine.api import generate_text, load_engine
 from mambapipe.engine.generate import LimitError
 from mambapipe.engine.sampling import filter_logits
 from mambapipe.models import ModelSpec
+from mambapipe.synthetic import write_synthetic_tokenizer
 
 
 @pytest.fixture(scope="module", params=["mamba1", "mamba2"])
@@ -152,3 +153,22 @@ def test_a_failed_call_leaves_no_slot_taken(engine_dir, monkeypatch):
         gen.generate(prompts, 4)
     monkeypatch.undo()
     assert gen.generate(prompts, 4).output_ids == expected
+
+
+def test_generate_text_returns_the_decoded_new_tokens_of_each_prompt(tmp_path):
+    from transformers import AutoTokenizer
+
+    spec = ModelSpec(**{**MAMBA2, "vocab_size": 320})  # a byte-level tokenizer needs >= 257 ids
+    engine = build_from_hf(hf_model(spec), spec, tmp_path, max_batch_size=2, max_input_len=32, max_seq_len=48)
+    eos = write_synthetic_tokenizer(tmp_path / "tokenizer", 300)["eos_id"]
+    gen = load_engine(engine)
+    texts = ["The council closed the old bridge.", "Orcas hunt herring"]
+    out = generate_text(gen, tmp_path / "tokenizer", texts, max_new_tokens=8)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "tokenizer"))
+    prompts = [tokenizer.encode(t) for t in texts]
+    new_ids = gen.generate(prompts, 8, eos_id=eos).output_ids
+    assert out == [tokenizer.decode(ids, skip_special_tokens=True) for ids in new_ids]
+    assert all(0 < len(ids) <= 8 for ids in new_ids) and not any(o.startswith(t) for o, t in zip(out, texts))
+    stop = new_ids[0][2]  # an end-of-sequence id the first prompt reaches by its third token
+    cut = generate_text(gen, tmp_path / "tokenizer", texts[:1], max_new_tokens=8, eos_id=stop)
+    assert cut == [tokenizer.decode(new_ids[0][:new_ids[0].index(stop) + 1], skip_special_tokens=True)]
