@@ -61,15 +61,21 @@ def require_datasets():
     return load_dataset
 
 
-def _load_local(path: Path):
-    load_dataset = require_datasets()
+def local_builder(path: Path) -> str:
+    """The `datasets` builder of a local articles file, or a one-line error naming what is wrong with it (the
+    evaluate step's plan check and the loader share it)."""
     builder = LOCAL_BUILDERS.get(path.suffix.lower())
     if builder is None:
         raise StepError(f"eval.dataset={str(path)!r} is not sample, cnn_dailymail or a .jsonl/.parquet file; "
                         "pass one of those")
     if not path.is_file():
         raise StepError(f"eval.dataset file {str(path)!r} does not exist; check the path")
-    return load_dataset(builder, data_files=str(path), split="train")
+    return builder
+
+
+def _load_local(path: Path):
+    load_dataset = require_datasets()
+    return load_dataset(local_builder(path), data_files=str(path), split="train")
 
 
 def _load_hub(hub_id: str, hub_config: str, split: str, revision: Optional[str]):

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from mambapipe.evaluate.data import LOCAL_BUILDERS, hub_commit, require_datasets
+from mambapipe.evaluate.data import hub_commit, local_builder, require_datasets
 from mambapipe.evaluate.rouge import require_scorer
 from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
 from mambapipe.pipeline.step import StepContext, StepError
@@ -114,13 +114,8 @@ def _local_dataset(dataset: str) -> Optional[Path]:
 
 def _check_dataset(dataset: str) -> None:
     path = _local_dataset(dataset)
-    if path is None:
-        return
-    if path.suffix.lower() not in LOCAL_BUILDERS:
-        raise StepError(f"eval.dataset={dataset!r} is not sample, cnn_dailymail or a .jsonl/.parquet file; "
-                        "pass one of those")
-    if not path.is_file():
-        raise StepError(f"eval.dataset file {dataset!r} does not exist; check the path")
+    if path is not None:
+        local_builder(path)
 
 
 def _check_scenarios(scenarios: list[Any]) -> None:
