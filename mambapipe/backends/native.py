@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 
 from mambapipe.backends.base import BuildSettings, Generator
-from mambapipe.engine.build import ENGINE_FORMAT, build_engine
+from mambapipe.engine.build import ENGINE_FORMAT, NO_CUDA_DEVICE, build_engine
 from mambapipe.pipeline.step import StepError
 
 
@@ -17,7 +17,7 @@ class NativeBackend:
 
     def unavailable_reason(self, device: str) -> Optional[str]:
         if device == "cuda" and not torch.cuda.is_available():
-            return "backend=native with device=cuda but torch sees no CUDA device; use device=cpu or device=auto"
+            return NO_CUDA_DEVICE
         return None
 
     def environment(self) -> dict[str, Any]:

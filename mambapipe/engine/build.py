@@ -41,13 +41,16 @@ def limits_problem(max_batch_size: int, max_input_len: int, max_seq_len: int) ->
     return None
 
 
+NO_CUDA_DEVICE = "device=cuda but torch sees no CUDA device; use device=cpu or device=auto"
+
+
 def dtype_problem(dtype: str, device: str) -> Optional[str]:
     """Why `device` cannot run `dtype` (None when it can)."""
     if dtype not in TORCH_DTYPES:
         return f"dtype {dtype!r} is not one of {sorted(TORCH_DTYPES)}"
     if device == "cuda":
         if not torch.cuda.is_available():
-            return "device=cuda but no CUDA device is visible; use device=cpu"
+            return NO_CUDA_DEVICE
         if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
             return "this GPU cannot run bfloat16 (needs compute capability >= 8.0); use dtype=float16"
     return None

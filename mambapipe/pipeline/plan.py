@@ -155,8 +155,15 @@ def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) 
     plan = Plan(resolved, store, planned_steps, problems)
     for planned in plan.steps:
         _check_and_describe(plan, planned)
-    plan.problems = list(dict.fromkeys(plan.problems))  # environment() and check() may agree
+    plan.problems = _distinct(plan.problems, resolved.problems, [s.name for s in steps])
     return plan
+
+
+def _distinct(problems: list[str], run_problems: Sequence[str], step_names: list[str]) -> list[str]:
+    """Each problem once: a step's environment() and check() may agree, and a step may restate a problem of the
+    run itself (device=cuda with no GPU), which the plan already names without a step."""
+    restated = {f"{name}: {problem}" for name in step_names for problem in run_problems}
+    return [p for p in dict.fromkeys(problems) if p not in restated]
 
 
 def _check_and_describe(plan: Plan, planned: PlannedStep) -> None:

@@ -24,10 +24,11 @@ def resolve_device(requested: str) -> tuple[str, str, Optional[str]]:
         return "cpu", "requested", None
     import torch  # only when there is a GPU to look for: importing torch costs a second
 
+    from mambapipe.engine.build import NO_CUDA_DEVICE
+
     visible = torch.cuda.is_available()
     if requested == "cuda":
-        problem = None if visible else "device=cuda but torch sees no CUDA device: use device=cpu or auto"
-        return "cuda", "requested", problem
+        return "cuda", "requested", None if visible else NO_CUDA_DEVICE
     if visible:
         return "cuda", f"auto: {torch.cuda.device_count()} CUDA device(s) visible", None
     return "cpu", "auto: no CUDA device visible", None

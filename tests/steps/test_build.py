@@ -231,3 +231,11 @@ def test_a_mistyped_state_dtype_fails_at_compose(compose_config):
 def test_the_plan_refuses_native_options_on_trtllm(compose_config):
     problems = _plan(compose_config, "backend=trtllm", "build.ssm_state_dtype=float16").problems
     assert any("cannot honour build.ssm_state_dtype=float16" in p for p in problems), problems
+
+
+def test_device_cuda_without_a_gpu_is_named_once(compose_config, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    problems = _plan(compose_config, "device=cuda", "tp_size=3").problems
+    assert problems[0] == "device=cuda but torch sees no CUDA device; use device=cpu or device=auto"
+    assert sum("CUDA" in p for p in problems) == 1, problems  # not again by the build step's checks
+    assert any(p.startswith("convert: tp_size=3 does not fit") for p in problems), problems  # others still shown
