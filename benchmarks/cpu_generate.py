@@ -4,9 +4,10 @@
     python benchmarks/cpu_generate.py --models mamba2-130m --batches 1 --prompt-len 16 --new-tokens 16
 
 Both sides get the same seeded random weights (mambapipe.synthetic -> HF dir; the engine is built from it
-through the convert step's converter), the same prompts, greedy decoding, no early stop, fp32. Tokens/s
+through the convert step's converter), the same prompts, greedy decoding, no early stop, fp32 by default. Tokens/s
 counts generated tokens over the whole call (prefill included); the table shows the best of --repeats
-interleaved runs after one warm-up (the least disturbed run on a shared machine).
+interleaved runs after one warm-up (the least disturbed run on a shared machine). `--dtype float16` (or bfloat16)
+runs both sides in that dtype instead; their greedy tokens can then part at the random weights' near ties.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from mambapipe.backends.base import BuildSettings
 from mambapipe.checkpoint.convert import convert_checkpoint
+from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.engine.api import load_engine
 from mambapipe.engine.build import build_engine
 from mambapipe.models import ModelSpec
@@ -48,23 +50,23 @@ def _best_seconds(fns, repeats: int, device: str) -> list[float]:
     return best
 
 
-def _prepare(name: str, root: Path, max_batch: int, max_seq: int, device: str):
+def _prepare(name: str, root: Path, max_batch: int, max_seq: int, device: str, dtype: str):
     from transformers import AutoModelForCausalLM
 
     spec = SHAPES[name]
     write_synthetic_checkpoint(spec, root / "hf", "float32", seed=0, progress=False)
-    convert_checkpoint(root / "hf", root / "ckpt", "float32", 1, progress=False)
+    convert_checkpoint(root / "hf", root / "ckpt", dtype, 1, progress=False)
     build_engine(root / "ckpt", root / "engine", BuildSettings(max_batch, max_seq - 1, max_seq, device),
                  show_progress=False)
-    hf = AutoModelForCausalLM.from_pretrained(root / "hf", dtype=torch.float32).eval().to(device)
+    hf = AutoModelForCausalLM.from_pretrained(root / "hf", dtype=TORCH_DTYPES[dtype]).eval().to(device)
     return spec, hf, load_engine(root / "engine", device)
 
 
 def bench_model(name: str, batches: list[int], prompt_len: int, new_tokens: int, repeats: int,
-                device: str) -> list[dict]:
+                device: str, dtype: str = "float32") -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        spec, hf, engine = _prepare(name, Path(tmp), max(batches), prompt_len + new_tokens + 1, device)
+        spec, hf, engine = _prepare(name, Path(tmp), max(batches), prompt_len + new_tokens + 1, device, dtype)
         for batch in batches:
             prompts = torch.randint(1, spec.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(0))
 
@@ -93,17 +95,19 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=list(TORCH_DTYPES))
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, fp32, "
+    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, {args.dtype}, "
           f"prompt {args.prompt_len}, {args.new_tokens} new tokens, greedy")
     print("| model | batch | HF tok/s | native tok/s | speedup | native prefill ms | native decode ms/step "
           "| same tokens |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
-        for r in bench_model(name, args.batches, args.prompt_len, args.new_tokens, args.repeats, args.device):
+        for r in bench_model(name, args.batches, args.prompt_len, args.new_tokens, args.repeats, args.device,
+                             args.dtype):
             print(f"| {r['model']} | {r['batch']} | {r['hf_tok_s']:.1f} | {r['native_tok_s']:.1f} | "
                   f"{r['speedup']:.1f}x | {r['prefill_ms']:.0f} | {r['decode_ms']:.1f} | {r['same_tokens']} |",
                   flush=True)
