@@ -39,7 +39,7 @@ class Comm:
 
 
 def _linear(x: Tensor, w: LayerWeights, name: str) -> Tensor:
-    return F.linear(x, w[name], w.get(name + "_bias"))
+    return ops.linear(x, w[name], w.get(name + "_bias"))
 
 
 class MambaModel:
@@ -93,11 +93,11 @@ class MambaModel:
 
     def _logits(self, residual: Tensor) -> Tensor:
         h = ops.rms_norm(residual.to(self.dtype), self.glob["norm_f"], EPS)  # (..., H)
-        logits = F.linear(h, self.glob["lm_head"]).float()  # (..., V/tp)
+        logits = ops.linear(h, self.glob["lm_head"]).float()  # (..., V/tp)
         return self.comm.gather_last_dim(logits) if self.lm_head_split else logits
 
     def _out_proj(self, w: LayerWeights, y: Tensor) -> Tensor:
-        out = self.comm.all_reduce(F.linear(y, w.out_proj))  # row-parallel: partial sums
+        out = self.comm.all_reduce(ops.linear(y, w.out_proj))  # row-parallel: partial sums
         return out + w.out_proj_bias if w.out_proj_bias is not None else out
 
     # ---- Mamba1 ---------------------------------------------------------------------------------
@@ -105,9 +105,9 @@ class MambaModel:
     def _mamba1_ssm_inputs(self, w: LayerWeights, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (..., Di/tp) -> softplus'd delta (..., Di/tp), B and C (..., N)."""
         N = self.spec.state_size
-        x_dbl = self.comm.all_reduce(F.linear(x, w.x_proj))  # (..., R+2N): d_inner-split partial sums
+        x_dbl = self.comm.all_reduce(ops.linear(x, w.x_proj))  # (..., R+2N): d_inner-split partial sums
         dt, B, C = x_dbl.split([x_dbl.shape[-1] - 2 * N, N, N], dim=-1)
-        delta = F.softplus(F.linear(dt, w.dt_proj).float() + w.dt_bias)  # (..., Di/tp)
+        delta = F.softplus(ops.linear(dt, w.dt_proj).float() + w.dt_bias)  # (..., Di/tp)
         return delta, B, C
 
     def _mamba1_prefill(self, w: LayerWeights, h: Tensor, lengths: Tensor, valid: Tensor):

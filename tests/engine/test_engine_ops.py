@@ -142,3 +142,27 @@ def test_norms_match_hf():
         plain.weight.uniform_(0.5, 1.5)
         torch.testing.assert_close(ops.gated_rms_norm(x, z, gated.weight, group, 1e-5), gated(x, z))
         torch.testing.assert_close(ops.rms_norm(x, plain.weight, 1e-5), plain(x))
+
+
+@pytest.mark.parametrize("rows", [ops.CPU_HALF_PRODUCT_ROWS, 37])
+def test_cpu_half_products_are_fp32_sums_rounded_once(rows):
+    """Many-row float16 products on the CPU: exactly the fp32 product of the operands, rounded once (torch's own
+    float16 kernel sums in fp32 too, in another order, so some elements differ from it by an ulp)."""
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(*shape, generator=gen).half() for shape in ((rows, 192), (96, 192), (96,)))
+    expected = F.linear(x.float(), w.float(), b.float()).half()
+    assert torch.equal(ops.linear(x, w, b), expected)
+    assert torch.equal(ops.linear(x[None], w), F.linear(x.float(), w.float()).half()[None])  # (B, L, K) input
+    one_row = x[:1]
+    assert torch.equal(ops.linear(one_row, w, b), F.linear(one_row, w, b))  # few rows: torch's fp16 kernel
+    assert torch.equal(ops.linear(x.float(), w.float()), F.linear(x.float(), w.float()))
+
+
+def test_cpu_half_conv_is_the_fp32_conv_rounded_once():
+    """(torch's float16 conv differs from this at ~1e-4 of the elements: 12 of these 153600.)"""
+    gen = torch.Generator().manual_seed(1)
+    x, weight, bias = (torch.randn(*shape, generator=gen) for shape in ((2, 256, 300), (256, 4), (256,)))
+    y16, _ = ops.causal_conv1d(x.half(), weight.half(), bias.half(), torch.tensor([300, 17]))
+    padded = F.pad(x.half().float(), (3, 0))
+    conv = F.conv1d(padded, weight.half().float().unsqueeze(1), bias.half().float(), groups=256)
+    assert torch.equal(y16, F.silu(conv.half()))
