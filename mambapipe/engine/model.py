@@ -145,7 +145,7 @@ class MambaModel:
         dt = F.softplus(dt.float() + w.dt_bias) * valid[..., None]  # (B, L, Hh/tp); 0 at padding
         y, ssm = ops.ssd_chunk_scan(x.reshape(batch, length, self.heads, P), dt, w.A,
                                     B.reshape(batch, length, -1, N), C.reshape(batch, length, -1, N),
-                                    w.D, self.spec.chunk_size)  # (B, L, Hh/tp, P)
+                                    w.D, min(self.spec.chunk_size, ops.TORCH_SSD_CHUNK))  # (B, L, Hh/tp, P)
         return self._mamba2_gate_out(w, y.flatten(2), z), conv, ssm
 
     def _mamba2_step(self, w: LayerWeights, h: Tensor, conv: Tensor, ssm: Tensor) -> Tensor:

@@ -160,6 +160,12 @@ def _segsum(x: Tensor) -> Tensor:
     return out.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device)), -torch.inf)
 
 
+# The torch path cuts Mamba2 prompts into chunks of at most this many tokens, whatever the model's chunk_size: any
+# length gives the same result up to fp32 rounding (rel. ~3e-7), and a chunk's (T, T) blocks are most of the work on
+# the CPU (mamba2-130m's shape, one layer, 923 tokens: 56.5 ms in chunks of 256, 24.8 in chunks of 64).
+TORCH_SSD_CHUNK = 64
+
+
 def ssd_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                    chunk_size: int) -> tuple[Tensor, Tensor]:
     """Mamba2 prefill by the chunked state-space-duality algorithm, from a zero state.

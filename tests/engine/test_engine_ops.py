@@ -112,6 +112,20 @@ def test_ssd_chunk_scan_matches_recurrence(length, chunk, groups):
     torch.testing.assert_close(h, h_ref, rtol=1e-4, atol=1e-4)
 
 
+def test_ssd_chunk_length_changes_only_the_rounding():
+    """What lets the model's torch path cut prompts into chunks of ops.TORCH_SSD_CHUNK tokens, whatever its own
+    chunk_size: a 300-token prompt in chunks of 256 and of the cap, 3 of them ragged."""
+    torch.manual_seed(6)
+    Bsz, L, Hh, P, N, G = 2, 300, 4, 8, 16, 2
+    x, dt = torch.randn(Bsz, L, Hh, P), F.softplus(torch.randn(Bsz, L, Hh)) * 0.2
+    A, D = -torch.rand(Hh) * 4, torch.randn(Hh)
+    Bm, Cm = torch.randn(Bsz, L, G, N), torch.randn(Bsz, L, G, N)
+    y_model, h_model = ops.ssd_chunk_scan(x, dt, A, Bm, Cm, D, 256)
+    y_capped, h_capped = ops.ssd_chunk_scan(x, dt, A, Bm, Cm, D, ops.TORCH_SSD_CHUNK)
+    torch.testing.assert_close(y_capped, y_model, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h_capped, h_model, rtol=1e-5, atol=1e-5)
+
+
 def test_ssd_state_update_continues_the_scan():
     torch.manual_seed(4)
     Bsz, L, Hh, P, N, G = 2, 7, 4, 3, 5, 2
