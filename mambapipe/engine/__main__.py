@@ -12,17 +12,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from contextlib import closing
 from pathlib import Path
 
 import torch
 
 from mambapipe.backends.base import SamplingConfig
-from mambapipe.engine.api import load_engine
+from mambapipe.engine.api import EngineLoadError, load_engine
 from mambapipe.parallel import init_distributed, shutdown_distributed
+from mambapipe.pipeline.step import StepError
+
+# What a wrong engine directory, device or prompt raises (json's decode error and LimitError are ValueErrors):
+# one line each, not a traceback.
+USER_ERRORS = (ValueError, OSError, StepError, EngineLoadError)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m mambapipe.engine", description=__doc__.split("\n")[0])
     parser.add_argument("--engine-dir", required=True)
     parser.add_argument("--device", default="cpu")
@@ -37,7 +43,27 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--logits-out", default=None, help="also save every prompt position's logits here")
     args = parser.parse_args()
+    try:
+        _generate(args)
+    except USER_ERRORS as err:
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)  # the form mambapipe.parallel.launch quotes
+        return 1
+    return 0
 
+
+def _prompts(text: str) -> list[list[int]]:
+    try:
+        prompts = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--prompt-ids is not JSON ({err}); pass a list of token-id lists, e.g. '[[1, 2, 3]]'") \
+            from None
+    if not isinstance(prompts, list) or not all(isinstance(p, list) for p in prompts):
+        raise ValueError(f"--prompt-ids must be a list of token-id lists, e.g. '[[1, 2, 3]]', got {text!r}")
+    return prompts
+
+
+def _generate(args: argparse.Namespace) -> None:
+    prompts = _prompts(args.prompt_ids)
     rank, _ = init_distributed(args.device)
     try:
         # Closed before the process group goes: while CUDA graphs that captured NCCL collectives live,
@@ -45,7 +71,6 @@ def main() -> None:
         with closing(load_engine(Path(args.engine_dir), args.device)) as generator:
             sampling = SamplingConfig(greedy=not args.sample, temperature=args.temperature, top_k=args.top_k,
                                       top_p=args.top_p, seed=args.seed)
-            prompts = json.loads(args.prompt_ids)
             result = generator.generate(prompts, args.max_new_tokens, sampling, args.eos_id)
             logits = generator.score(prompts) if args.logits_out else None  # every rank: the TP collectives
         if rank == 0:
@@ -61,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -33,6 +33,10 @@ from mambapipe.engine.weights import load_rank
 from mambapipe.models import ModelSpec
 
 
+class EngineLoadError(RuntimeError):
+    """An engine that cannot run here as asked: this device, kernel choice or number of ranks."""
+
+
 def read_engine_config(engine_dir: Path) -> dict:
     cfg = read_config_json(Path(engine_dir), "an engine directory", "build")
     if cfg.get("version") != ENGINE_FORMAT:
@@ -45,7 +49,7 @@ def _rank_and_world(tp_size: int) -> tuple[int, int]:
     dist = torch.distributed
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     if world != tp_size:
-        raise RuntimeError(f"engine was built for tp_size={tp_size} but {world} rank(s) are running; launch "
+        raise EngineLoadError(f"engine was built for tp_size={tp_size} but {world} rank(s) are running; launch "
                            f"{tp_size} ranks with mambapipe.parallel.launch")
     return (dist.get_rank() if world > 1 else 0), world
 
@@ -73,13 +77,13 @@ def load_engine(engine_dir: str | Path, device: str = "cpu", kernels: str = "aut
     """Memory-map this rank's engine weights onto `device` and return a ready `Generator`.
     kernels: "auto" (Triton kernels on CUDA) or "torch"; cuda_graphs: capture the greedy decode (and small
     prefills) on CUDA."""
-    device = explicit_device(device)
     engine_dir = Path(engine_dir).expanduser()
     cfg = read_engine_config(engine_dir)
     build = cfg["build_config"]
     for problem in (kernels_problem(kernels), dtype_problem(build["dtype"], device.split(":")[0])):
         if problem:
-            raise RuntimeError(problem)
+            raise EngineLoadError(problem)
+    device = explicit_device(device)
     spec = ModelSpec.from_trtllm_config(cfg["pretrained_config"])
     rank, world = _rank_and_world(int(build["tp_size"]))
     if device.startswith("cuda"):

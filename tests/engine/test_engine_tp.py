@@ -106,6 +106,25 @@ def test_engine_cli_closes_its_generator_before_leaving_the_process_group(tmp_pa
     assert closed_at_shutdown == [True]
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--engine-dir", "missing", "--prompt-ids", "[[1]]"], "StepError: missing has no config.json"),
+    (["--prompt-ids", "[[1, 2"], "ValueError: --prompt-ids is not JSON"),
+    (["--prompt-ids", "[1, 2]"], "ValueError: --prompt-ids must be a list of token-id lists"),
+    (["--prompt-ids", "[[1, 999]]"], "LimitError: prompt 0 has token id 999 outside the vocabulary"),
+])
+def test_engine_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, message):
+    from mambapipe.engine import __main__ as cli
+
+    spec = ModelSpec(**MAMBA1)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path)
+    argv = ["--engine-dir", str(engine), *args] if "--engine-dir" not in args else args
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", *argv])
+    assert cli.main() == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and "\n" not in err, err
+
+
 def test_failed_rank_is_named(tmp_path):
     with pytest.raises(StepError, match=r"rank \d of 2 .*failed: [\w.]*StepError: .*missing has no config\.json"):
         launch(2, "mambapipe.engine", ["--engine-dir", str(tmp_path / "missing"), "--prompt-ids", "[[1]]"])
