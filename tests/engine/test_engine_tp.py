@@ -111,6 +111,7 @@ def test_engine_cli_closes_its_generator_before_leaving_the_process_group(tmp_pa
     (["--prompt-ids", "[[1, 2"], "ValueError: --prompt-ids is not JSON"),
     (["--prompt-ids", "[1, 2]"], "ValueError: --prompt-ids must be a list of token-id lists"),
     (["--prompt-ids", "[[1, 999]]"], "LimitError: prompt 0 has token id 999 outside the vocabulary"),
+    (["--prompt-ids", "[[1]]", "--device", "cuda"], "EngineLoadError: device=cuda but torch sees no CUDA device"),
 ])
 def test_engine_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, message):
     from mambapipe.engine import __main__ as cli
@@ -119,6 +120,7 @@ def test_engine_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, m
     engine = build_from_hf(hf_model(spec), spec, tmp_path)
     argv = ["--engine-dir", str(engine), *args] if "--engine-dir" not in args else args
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the device case, on a GPU machine too
     monkeypatch.setattr("sys.argv", ["mambapipe.engine", *argv])
     assert cli.main() == 1
     err = capsys.readouterr().err.strip()
