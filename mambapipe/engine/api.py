@@ -50,7 +50,7 @@ def _rank_and_world(tp_size: int) -> tuple[int, int]:
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     if world != tp_size:
         raise EngineLoadError(f"engine was built for tp_size={tp_size} but {world} rank(s) are running; launch "
-                           f"{tp_size} ranks with mambapipe.parallel.launch")
+                              f"{tp_size} ranks with mambapipe.parallel.launch")
     return (dist.get_rank() if world > 1 else 0), world
 
 

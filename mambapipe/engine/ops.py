@@ -36,11 +36,12 @@ def gated_rms_norm(x: Tensor, z: Tensor, weight: Tensor, group_size: int, eps: f
     return weight * groups.flatten(-2).to(x.dtype)
 
 
-# torch's CPU kernels multiply and convolve float16 tensors element by element unless the CPU has AVX512-FP16 (an AMD
-# EPYC with AVX512-BF16: a (256, 768) @ (768, 3072) product in 23.8 ms, 6.2 ms on fp32 copies of the operands; the
-# depthwise conv of 1536 channels x 259 steps in 6.7 ms, 0.28 ms), so the CPU path runs such float16 work on fp32
-# copies and rounds once: the fp32 sums torch's float16 kernels also take, in another order. Below this many rows a
-# product stays on torch's float16 matrix-vector kernel, which is as fast as fp32's (8 rows: 0.72 / 0.58 ms).
+# torch's CPU kernels for float16 products and convolutions are slow on a CPU without float16 arithmetic (measured on
+# an AMD EPYC with AVX512-BF16, no AVX512-FP16): a product's time grows row by row ((256, 768) @ (768, 3072) in 23.8
+# ms, 6.2 ms on fp32 copies of the operands) and the depthwise conv runs channel by channel (1536 channels x 259
+# steps in 6.7 ms, 0.28 ms). So the CPU path runs such float16 work on fp32 copies and rounds once: the fp32 sums
+# torch's float16 kernels also take, in another order. Below this many rows a product stays on torch's float16
+# matrix-vector kernel, which is as fast as fp32's (8 rows: 0.72 / 0.58 ms).
 CPU_HALF_PRODUCT_ROWS = 8
 
 
