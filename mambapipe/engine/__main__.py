@@ -21,6 +21,7 @@ import torch
 from mambapipe.backends.base import SamplingConfig
 from mambapipe.engine.api import EngineLoadError, load_engine
 from mambapipe.parallel import init_distributed, shutdown_distributed
+from mambapipe.pipeline.resolve import resolve_device
 from mambapipe.pipeline.step import StepError
 
 # What a wrong engine directory, device or prompt raises (json's decode error and LimitError are ValueErrors):
@@ -31,7 +32,8 @@ USER_ERRORS = (ValueError, OSError, StepError, EngineLoadError)
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m mambapipe.engine", description=__doc__.split("\n")[0])
     parser.add_argument("--engine-dir", required=True)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", type=_device,
+                        help="cpu, cuda, cuda:N, or auto (cuda where torch sees a GPU, else cpu)")
     parser.add_argument("--prompt-ids", required=True, help="JSON list of token-id lists")
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--eos-id", type=int, default=None)
@@ -49,6 +51,15 @@ def main() -> int:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)  # the form mambapipe.parallel.launch quotes
         return 1
     return 0
+
+
+def _device(text: str) -> str:
+    """The --device value as torch names it; `auto` is decided here, as the pipeline's device=auto is."""
+    if text == "auto":
+        return resolve_device("auto")[0]
+    if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not cpu, cuda, cuda:N or auto")
 
 
 def _prompts(text: str) -> list[list[int]]:

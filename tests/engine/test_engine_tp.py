@@ -127,6 +127,25 @@ def test_engine_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, m
     assert err.startswith(message) and "\n" not in err, err
 
 
+def test_engine_cli_device_auto_and_bad_device(tmp_path, monkeypatch, capsys):
+    from mambapipe.engine import __main__ as cli
+
+    spec = ModelSpec(**MAMBA1)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto means the CPU, on a GPU machine too
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[5, 17]]",
+                                     "--max-new-tokens", "2", "--device", "auto"])
+    assert cli.main() == 0
+    assert len(json.loads(capsys.readouterr().out)["output_ids"][0]) == 2
+
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[5]]",
+                                     "--device", "gpu"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert "argument --device: 'gpu' is not cpu, cuda, cuda:N or auto" in capsys.readouterr().err
+
+
 def test_failed_rank_is_named(tmp_path):
     with pytest.raises(StepError, match=r"rank \d of 2 .*failed: [\w.]*StepError: .*missing has no config\.json"):
         launch(2, "mambapipe.engine", ["--engine-dir", str(tmp_path / "missing"), "--prompt-ids", "[[1]]"])
