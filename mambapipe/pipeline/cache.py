@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -64,6 +64,9 @@ def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Table:
     for directory, manifest in store.artifacts(step):
         table.add_row(manifest.get("step", directory.parent.name), short(directory.name),
                       human_size(dir_size(directory)), age(manifest["created"]), config_slice(manifest))
+    for directory in store.unreadable(step):
+        table.add_row(directory.parent.name, short(directory.name), human_size(dir_size(directory)), "?",
+                      f"[red]damaged manifest.json: not cached; rm --step {directory.parent.name} removes it[/]")
     return table
 
 
@@ -78,6 +81,8 @@ def remove(store: ArtifactStore, step: Optional[str], older_than: Optional[str],
     With `everything` (or a whole step) the leftovers of killed runs go too, but not the staging dir of
     a run still writing. Returns how many artifacts were removed."""
     victims = select_for_removal(store, step, older_than)
+    if everything or step:
+        victims += list(store.unreadable(step))
     for directory in victims:
         with store.lock(directory.parent.name, directory.name):
             if directory.exists():
@@ -105,16 +110,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def _date(text: str) -> str:
     try:
-        datetime.strptime(text, "%Y-%m-%d")
+        return date.fromisoformat(text).isoformat()
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31") from None
-    return text
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     store = ArtifactStore(args.cache_dir or default_cache_dir())
     console = make_console()
+    if not store.root.is_dir():
+        console.print(f"[yellow]{store.root} does not exist[/]: nothing is cached there (a wrong --cache-dir, "
+                      "or no run has used it yet)")
     if args.command == "ls":
         console.print(list_artifacts(store, args.step))
         return 0

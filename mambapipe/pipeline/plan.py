@@ -58,10 +58,20 @@ def _fmt(value: Any) -> str:
 
 def explain_miss(store: ArtifactStore, step: Step, params: dict[str, Any], inputs: dict[str, str],
                  environment: dict[str, Any]) -> str:
-    """Why `step` must run: what differs from the newest artifact of the same step."""
-    previous = store.newest_manifest(step.name, inputs)
-    if previous is None:
+    """Why `step` must run: what differs from the closest artifact of the same step (fewest differences, then
+    newest), so that the reason names what this run changed, not what some other run did."""
+    manifests = sorted((m for _, m in store.artifacts(step.name)), key=lambda m: m.get("created", ""), reverse=True)
+    if not manifests:
         return "not cached"
+    changes = min((_changes(step, m, params, inputs, environment) for m in manifests), key=len)  # ties: newest
+    if not changes:
+        return "not cached"
+    extra = len(changes) - _MAX_REASONS
+    return "; ".join(changes[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
+
+
+def _changes(step: Step, previous: dict[str, Any], params: dict[str, Any], inputs: dict[str, str],
+             environment: dict[str, Any]) -> list[str]:
     changes = []
     if previous.get("version") != step.version:
         changes.append(f"{step.name} version {previous.get('version')}→{step.version}")
@@ -72,10 +82,7 @@ def explain_miss(store: ArtifactStore, step: Step, params: dict[str, Any], input
                 if previous.get("inputs", {}).get(name) != key]
     old_env, new_env = flatten(previous.get("environment", {})), flatten(environment)
     changes += [f"{k} changed" for k in sorted(old_env.keys() | new_env.keys()) if old_env.get(k) != new_env.get(k)]
-    if not changes:
-        return "not cached"
-    extra = len(changes) - _MAX_REASONS
-    return "; ".join(changes[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
+    return changes
 
 
 def _problem(step: Step, exc: Exception) -> str:
@@ -103,55 +110,62 @@ def _environment(step: Step, params: dict[str, Any], problems: list[str]) -> dic
         return {"unresolved": str(exc)}
 
 
-def _action(planned: PlannedStep, store: ArtifactStore, selected: set[str], needed: set[str],
-            forced: set[str]) -> tuple[str, str]:
-    name, complete = planned.name, store.is_complete(planned.name, planned.key)
+def _action(planned: PlannedStep, complete: bool, selected: set[str], forced: set[str],
+            read_by_a_run: bool, read_by_selected: bool) -> tuple[str, str]:
+    name = planned.name
     if name in forced:
         return RUN, "forced"
-    if name in selected:
-        if complete:
+    if complete:
+        if name in selected:
             return CACHED, ""
-        return RUN, explain_miss(store, planned.step, planned.params, planned.inputs, planned.environment)
-    if name in needed:
-        if complete:
-            return CACHED, "needed upstream"
+        return (CACHED, "needed upstream") if read_by_a_run else (SKIP, "not in steps")
+    if name in selected:
+        if read_by_selected and not read_by_a_run:  # e.g. a convert removed to free disk, its engine cached
+            return SKIP, "not needed: the steps that read it are cached"
+        return RUN, ""  # why: explain_miss, once the step is known to run
+    if read_by_a_run:
         return MISSING, f"needed upstream but not cached: add {name} to steps"
     return SKIP, "not in steps"
 
 
-def _needed(steps: Sequence[Step], selected: set[str]) -> set[str]:
-    """Every step a selected step reads from, transitively."""
-    by_name = {s.name: s for s in steps}
-    needed: set[str] = set()
-    stack = [n for name in selected for n in by_name[name].needs]
-    while stack:
-        name = stack.pop()
-        if name not in needed:
-            needed.add(name)
-            stack.extend(by_name[name].needs)
-    return needed
+def _decide_actions(planned_steps: Sequence[PlannedStep], store: ArtifactStore, selected: set[str],
+                    forced: set[str]) -> None:
+    """Last step first, since a step's artifact is needed only where a step that reads it will run: a cached
+    engine is evaluated again without its checkpoint, which may have been removed to free disk."""
+    runs: set[str] = set()
+    for planned in reversed(planned_steps):
+        readers = [p.name for p in planned_steps if planned.name in p.step.needs]
+        complete = store.is_complete(planned.name, planned.key)
+        planned.action, planned.reason = _action(planned, complete, selected, forced,
+                                                 read_by_a_run=any(r in runs for r in readers),
+                                                 read_by_selected=any(r in selected for r in readers))
+        if planned.action == RUN:
+            runs.add(planned.name)
+            if not planned.reason:
+                planned.reason = explain_miss(store, planned.step, planned.params, planned.inputs,
+                                              planned.environment)
 
 
 def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) -> Plan:
     config = resolved.config
     forced = set(config["force"])
     selected = set(config["steps"]) | forced
-    needed = _needed(steps, selected) - selected
-    problems: list[str] = list(resolved.problems)
     planned_steps: list[PlannedStep] = []
+    lookup_problems: dict[str, list[str]] = {}
     keys: dict[str, str] = {}
     for step in steps:
-        params, lookup_problems = step_params(step, config), []
-        environment = _environment(step, params, lookup_problems)
+        params, lookup_problems[step.name] = step_params(step, config), []
+        environment = _environment(step, params, lookup_problems[step.name])
         inputs = {name: keys[name] for name in step.needs}
         keys[step.name] = step_key(step.name, step.version, params, inputs, environment)
-        planned = PlannedStep(step, params, inputs, environment, keys[step.name], SKIP)
-        planned.action, planned.reason = _action(planned, store, selected, needed, forced)
+        planned_steps.append(PlannedStep(step, params, inputs, environment, keys[step.name], SKIP))
+    _decide_actions(planned_steps, store, selected, forced)
+    problems: list[str] = list(resolved.problems)
+    for planned in planned_steps:
         if planned.action != SKIP:  # nothing uses a skipped step's key: e.g. no dataset lookup for steps=[build]
-            problems.extend(lookup_problems)
+            problems.extend(lookup_problems[planned.name])
         if planned.action == MISSING:
-            problems.append(f"{step.name}: {planned.reason}")
-        planned_steps.append(planned)
+            problems.append(f"{planned.name}: {planned.reason}")
     plan = Plan(resolved, store, planned_steps, problems)
     for planned in plan.steps:
         _check_and_describe(plan, planned)

@@ -38,7 +38,7 @@ def resolve_config(cfg: DictConfig) -> Resolved:
     from mambapipe.backends import resolve_backend
 
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
-    config["cache_dir"] = str(Path(config["cache_dir"]).expanduser())
+    config["cache_dir"] = str(Path(config["cache_dir"]).expanduser().absolute())  # run.json names real paths
     config["device"], device_why, problem = resolve_device(config["device"])
     config["backend"], backend_why = resolve_backend(config["backend"], config["device"])
     return Resolved(config, device_why, backend_why, (problem,) if problem else ())

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -21,6 +22,16 @@ STAGING = ".staging"
 LOCKS = ".locks"
 
 
+def read_manifest(file: Path) -> Optional[dict[str, Any]]:
+    """The manifest at `file`; None when there is none or it is damaged (not JSON, or without its date)."""
+    try:
+        manifest = json.loads(file.read_text())
+        datetime.fromisoformat(manifest["created"])
+    except (OSError, ValueError, TypeError, KeyError):  # missing or unreadable; not JSON, not a dict, no date
+        return None
+    return manifest
+
+
 class ArtifactStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -29,26 +40,31 @@ class ArtifactStore:
         return self.root / step / key
 
     def is_complete(self, step: str, key: str) -> bool:
-        return (self.path(step, key) / MANIFEST).is_file()
+        return self.manifest(step, key) is not None
 
     def manifest(self, step: str, key: str) -> Optional[dict[str, Any]]:
-        file = self.path(step, key) / MANIFEST
-        return json.loads(file.read_text()) if file.is_file() else None
+        return read_manifest(self.path(step, key) / MANIFEST)
 
     def artifacts(self, step: Optional[str] = None) -> Iterator[tuple[Path, dict[str, Any]]]:
         """(directory, manifest) of every complete artifact, optionally of one step."""
+        for directory in self._artifact_dirs(step):
+            manifest = read_manifest(directory / MANIFEST)
+            if manifest is not None:
+                yield directory, manifest
+
+    def unreadable(self, step: Optional[str] = None) -> Iterator[Path]:
+        """Artifact directories whose manifest is damaged (cut short, hand-edited): not cached, so the next run
+        that needs one remakes it, and `mambapipe-cache rm` removes them."""
+        for directory in self._artifact_dirs(step):
+            if read_manifest(directory / MANIFEST) is None:
+                yield directory
+
+    def _artifact_dirs(self, step: Optional[str]) -> Iterator[Path]:
         steps = [self.root / step] if step else sorted(p for p in self.root.glob("*") if p.is_dir())
         for step_dir in steps:
             for manifest in sorted(step_dir.glob(f"*/{MANIFEST}")):
                 if not manifest.parent.name.startswith("."):
-                    yield manifest.parent, json.loads(manifest.read_text())
-
-    def newest_manifest(self, step: str, inputs: Optional[dict[str, str]] = None) -> Optional[dict[str, Any]]:
-        """The newest manifest of `step`, preferring ones made from the same `inputs` (so a plan
-        explains a miss by this step's own keys rather than by an unrelated model's)."""
-        manifests = [m for _, m in self.artifacts(step)]
-        same_inputs = [m for m in manifests if inputs is not None and m.get("inputs") == inputs]
-        return max(same_inputs or manifests, key=lambda m: m.get("created", ""), default=None)
+                    yield manifest.parent
 
     def lock(self, step: str, key: str) -> FileLock:
         lock_dir = self.root / step / LOCKS

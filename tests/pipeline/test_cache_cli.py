@@ -73,17 +73,39 @@ def test_rm_spares_the_staging_dir_of_a_run_still_writing(capsys, filled):
     run_cli(capsys, filled, "rm", "--step", "convert")
     assert not staging.exists()
 
-def test_removed_artifacts_are_rebuilt(capsys, filled, pipeline):
+def test_removed_artifacts_are_remade_only_where_a_step_reads_them(capsys, filled, pipeline):
     run_cli(capsys, filled, "rm", "--step", "build")
     pipeline.ran()
     pipeline.run()
-    assert pipeline.ran() == ["build"]  # same key: the cached evaluate made from it still stands
+    assert pipeline.ran() == []  # the cached evaluate made from it still stands
+    assert "not needed: the steps that read it are cached" in pipeline.output
+    pipeline.run("eval.max_ite=6")
+    assert pipeline.ran() == ["build", "evaluate"]
 
 
-def test_bad_date_is_rejected(capsys, filled):
-    with pytest.raises(SystemExit):
-        main(["--cache-dir", str(filled.root), "rm", "--older-than", "last week"])
-    assert "is not a date" in capsys.readouterr().err
+def test_a_damaged_manifest_is_listed_remade_and_removable(capsys, filled, pipeline):
+    directory, _ = next(iter(filled.artifacts("build")))
+    (directory / "manifest.json").write_text('{"step": "build", trunc')
+    code, out = run_cli(capsys, filled, "ls")
+    assert code == 0 and "damaged manifest.json" in out and "rm --step build" in out
+    assert run_cli(capsys, filled, "rm", "--step", "build")[1].startswith("removed 1 artifact")
+    assert not directory.exists()
+    (next(iter(filled.artifacts("convert")))[0] / "manifest.json").write_text("[]")
+    pipeline.ran()
+    assert not pipeline.run("eval.max_ite=6").failed
+    assert pipeline.ran() == ["convert", "build", "evaluate"]
+
+
+@pytest.mark.parametrize("text", ["last week", "2026-1-5", "2026-13-01"])
+def test_bad_date_is_rejected(capsys, filled, text):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--cache-dir", str(filled.root), "rm", "--older-than", text])
+    assert exit_info.value.code == 2 and f"{text!r} is not a date like 2026-01-31" in capsys.readouterr().err
+
+
+def test_a_cache_dir_that_does_not_exist_is_named(capsys, tmp_path):
+    code = main(["--cache-dir", str(tmp_path / "typo"), "ls"])
+    assert code == 0 and f"{tmp_path / 'typo'} does not exist" in capsys.readouterr().out.replace("\n", "")
 
 
 def test_age_is_human():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mambapipe.pipeline.keys import short, step_key
 from mambapipe.pipeline.store import ArtifactStore
 
@@ -25,13 +27,13 @@ def test_key_ignores_dict_order_and_sees_every_ingredient():
 
 def test_commit_writes_manifest_last_and_replaces_a_forced_artifact(tmp_path):
     store = ArtifactStore(tmp_path)
-    for attempt in ("first", "second"):
+    for attempt, created in (("first", "2026-11-01T00:00:00"), ("second", "2026-11-02T00:00:00")):
         staging = store.new_staging("build", "k")
         (staging / "engine.bin").write_text(attempt)
         assert store.is_complete("build", "k") == (attempt == "second")  # staging never counts
         with store.lock("build", "k"):
-            final = store.commit(staging, "build", "k", {"step": "build", "created": attempt})
-    assert (final / "engine.bin").read_text() == "second" and store.manifest("build", "k")["created"] == "second"
+            final = store.commit(staging, "build", "k", {"step": "build", "created": created})
+    assert (final / "engine.bin").read_text() == "second" and store.manifest("build", "k")["created"] == created
     assert [d.name for d, _ in store.artifacts()] == ["k"]
     assert not any(p.name.startswith("k.") for p in (tmp_path / "build" / ".staging").iterdir())
 
@@ -42,5 +44,14 @@ def test_a_directory_without_manifest_is_never_an_artifact(tmp_path):
     (tmp_path / "convert" / "half" / "rank0.safetensors").write_text("partial")
     assert not store.is_complete("convert", "half") and list(store.artifacts()) == []
     (tmp_path / "convert" / "done").mkdir()
-    (tmp_path / "convert" / "done" / "manifest.json").write_text(json.dumps({"created": "x"}))
+    (tmp_path / "convert" / "done" / "manifest.json").write_text(json.dumps({"created": "2026-11-01T00:00:00"}))
     assert [d.name for d, _ in store.artifacts("convert")] == ["done"]
+
+
+@pytest.mark.parametrize("text", ['{"created": "2026-11-01T00:0', "[]", '{"step": "convert"}', '{"created": "x"}'])
+def test_a_damaged_manifest_is_not_an_artifact(tmp_path, text):
+    store = ArtifactStore(tmp_path)
+    (tmp_path / "convert" / "k").mkdir(parents=True)
+    (tmp_path / "convert" / "k" / "manifest.json").write_text(text)
+    assert not store.is_complete("convert", "k") and list(store.artifacts()) == []
+    assert [d.name for d in store.unreadable("convert")] == ["k"]

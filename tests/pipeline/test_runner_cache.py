@@ -82,7 +82,25 @@ def test_upstream_of_selected_steps_comes_from_cache(pipeline):
     pipeline.ran()
     result = pipeline.run("steps=[evaluate]", "eval.output_len=8")
     assert pipeline.ran() == ["evaluate"]
-    assert statuses(result) == {"download": "cached", "convert": "cached", "build": "cached", "evaluate": "ran"}
+    assert statuses(result) == {"download": "cached", "convert": "skipped", "build": "cached", "evaluate": "ran"}
+
+
+def test_a_removed_checkpoint_is_not_needed_by_a_cached_engine(pipeline):
+    first = pipeline.run()
+    pipeline.store.remove_dir(pipeline.store.path("convert", first.outcomes[1].key))  # e.g. to free disk
+    pipeline.ran()
+    result = pipeline.run("steps=[evaluate]", "eval.output_len=8")
+    assert not result.failed and pipeline.ran() == ["evaluate"]
+    assert pipeline.run("steps=[evaluate]", "eval.output_len=8").outcomes[3].status == "cached"
+    assert pipeline.run("build.max_batch_size=4", "steps=[build,evaluate]").failed  # a new engine needs it
+    assert "convert: needed upstream but not cached: add convert to steps" in pipeline.output
+
+
+def test_the_reason_names_what_differs_from_the_closest_artifact(pipeline):
+    pipeline.run()
+    pipeline.run("eval.max_ite=5", "eval.output_len=9")  # the newest evaluate artifact
+    pipeline.run("eval.output_len=7", "plan_only=true")
+    assert "eval.output_len 16→7" in pipeline.output and "eval.max_ite" not in pipeline.output
 
 
 def test_missing_upstream_stops_before_any_work(pipeline):

@@ -218,7 +218,7 @@ def _store_artifact(plan, name: str) -> None:
     staging = plan.store.new_staging(name, planned.key)
     plan.store.commit(staging, name, planned.key, {"step": name, "key": planned.key, "version": planned.step.version,
                                                    "params": planned.params, "inputs": planned.inputs,
-                                                   "environment": planned.environment, "created": "2026"})
+                                                   "environment": planned.environment, "created": "2026-11-30"})
 
 
 def test_a_mistyped_state_dtype_fails_at_compose(compose_config):
