@@ -41,8 +41,14 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def created_at(created: str) -> datetime:
+    """A manifest's `created`, read as UTC where it names no zone (a hand-written one)."""
+    moment = datetime.fromisoformat(created)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def age(created: str, now: Optional[datetime] = None) -> str:
-    seconds = ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(created)).total_seconds()
+    seconds = ((now or datetime.now(timezone.utc)) - created_at(created)).total_seconds()
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size:.0f}{unit}"
@@ -73,7 +79,7 @@ def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Table:
 def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Optional[str]) -> list[Path]:
     cutoff = datetime.fromisoformat(older_than).replace(tzinfo=timezone.utc) if older_than else None
     return [directory for directory, manifest in store.artifacts(step)
-            if cutoff is None or datetime.fromisoformat(manifest["created"]) < cutoff]
+            if cutoff is None or created_at(manifest["created"]) < cutoff]
 
 
 def remove(store: ArtifactStore, step: Optional[str], older_than: Optional[str], everything: bool) -> int:

@@ -112,3 +112,4 @@ def test_age_is_human():
     now = datetime(2026, 1, 2, tzinfo=timezone.utc)
     assert age((now - timedelta(hours=5)).isoformat(), now) == "5h"
     assert age((now - timedelta(days=3)).isoformat(), now) == "3d"
+    assert age("2026-01-01T12:00:00", now) == "12h"  # no zone: UTC
