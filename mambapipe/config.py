@@ -6,9 +6,9 @@ mistyped key or a wrongly typed value fails when the config is composed, never a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from enum import Enum
-from typing import Optional
+from typing import Any, Optional, get_args, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -166,3 +166,26 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="mambapipe_schema", node=MambapipeConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
+
+
+def unknown_keys(config: dict[str, Any], schema: type = MambapipeConfig, prefix: str = "") -> list[str]:
+    """Dotted keys of a composed config (as plain dicts) that its schema lacks. Hydra's `+key=value` adds
+    them (its own error for a mistyped key suggests the `+`), and no step would read them."""
+    hints = get_type_hints(schema)
+    found = []
+    for key, value in config.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in hints:
+            found.append(dotted)
+        elif (inner := _dataclass_in(hints[key])) is not None:
+            items = enumerate(value) if isinstance(value, list) else [(None, value)]
+            found += [k for i, item in items if isinstance(item, dict)
+                      for k in unknown_keys(item, inner, dotted if i is None else f"{dotted}[{i}]")]
+    return found
+
+
+def _dataclass_in(annotation: Any) -> Optional[type]:
+    """The schema class a field holds: itself, or inside Optional[...] / list[...]."""
+    if is_dataclass(annotation):
+        return annotation
+    return next((c for c in map(_dataclass_in, get_args(annotation)) if c is not None), None)

@@ -109,6 +109,18 @@ def test_bad_keys_and_values_fail_at_compose(compose_config, override, name):
     assert name in str(info.value) or isinstance(info.value, ConfigCompositionException)
 
 
+def test_a_key_added_with_plus_outside_the_schema_is_a_plan_problem(compose_config):
+    """Hydra's error for a mistyped key suggests `+key=value`, which composes: the plan must still refuse it."""
+    problems = plan_for(compose_config("+eval.max_iter=5", "+model.arch.hiden=8", "eval.scenarios=[{batch:1}]",
+                                       "+eval.scenarios.0.x=1", "+extra=1")).problems
+    unread = "is not a config key (added with +?) and nothing reads it;"
+    assert set(problems) >= {f"model.arch.hiden {unread} did you mean model.arch.hidden_size?",
+                             f"eval.max_iter {unread} did you mean eval.max_ite?",
+                             f"eval.scenarios[0].x {unread} see python -m mambapipe --help",
+                             f"extra {unread} see python -m mambapipe --help"}
+    assert plan_for(compose_config("recipe=codestral_tp2")).problems == []
+
+
 def test_default_is_quickstart_offline_on_cpu(compose_config):
     cfg = compose_config()
     assert cfg.model.source.value == "synthetic" and cfg.device.value == "cpu" and cfg.eval.dataset == "sample"

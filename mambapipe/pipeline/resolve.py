@@ -3,11 +3,15 @@ strings, `device` and `backend` decided once for the whole run."""
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
+
+from mambapipe.config import unknown_keys
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,16 @@ def resolve_config(cfg: DictConfig) -> Resolved:
     config["cache_dir"] = str(Path(config["cache_dir"]).expanduser().absolute())  # run.json names real paths
     config["device"], device_why, problem = resolve_device(config["device"])
     config["backend"], backend_why = resolve_backend(config["backend"], config["device"])
-    return Resolved(config, device_why, backend_why, (problem,) if problem else ())
+    problems = [*map(partial(_unknown_key_problem, config), unknown_keys(config)), *([problem] if problem else [])]
+    return Resolved(config, device_why, backend_why, tuple(problems))
+
+
+def _unknown_key_problem(config: dict[str, Any], dotted: str) -> str:
+    parent, _, leaf = dotted.rpartition(".")
+    siblings = {} if "[" in parent else lookup(config, parent) if parent else config  # no hints inside lists
+    close = difflib.get_close_matches(leaf, [k for k in siblings if k != leaf], n=1)
+    hint = f"did you mean {dotted[:-len(leaf)]}{close[0]}?" if close else "see python -m mambapipe --help"
+    return f"{dotted} is not a config key (added with +?) and nothing reads it; {hint}"
 
 
 def lookup(config: dict[str, Any], dotted: str) -> Any:
