@@ -59,6 +59,8 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     console = console or make_console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_DIR_FILES:  # a reused run dir (hydra.run.dir=...) must not show an earlier run's results
+        (run_dir / name).unlink(missing_ok=True)
     resolved = resolve_config(cfg)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
     if steps is None:
@@ -179,7 +181,8 @@ def resume_command(overrides: Sequence[str]) -> str:
 
 def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str],
             overrides: Sequence[str], resumable: bool) -> RunResult:
-    record = {"steps": [asdict(o) for o in outcomes], "versions": versions(), "git_commit": git_commit()}
+    record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "versions": versions(),
+              "git_commit": git_commit()}
     (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None

@@ -3,11 +3,15 @@ partial runs, plan_only, and the records it writes (run.json, manifest.json)."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from rich.console import Console
 
 from mambapipe.pipeline.keys import short
+from mambapipe.pipeline.runner import run_recipe
+from pipeline_fakes import fake_steps
 
 
 def statuses(result) -> dict[str, str]:
@@ -118,7 +122,7 @@ def test_check_failure_stops_before_any_work(pipeline):
 def test_run_json_has_exactly_the_promised_schema(pipeline):
     result = pipeline.run()
     record = json.loads((result.run_dir / "run.json").read_text())
-    assert set(record) == {"steps", "versions", "git_commit"}
+    assert set(record) == {"steps", "reason", "versions", "git_commit"} and record["reason"] is None
     assert [s["name"] for s in record["steps"]] == ["download", "convert", "build", "evaluate"]
     for step in record["steps"]:
         assert set(step) == {"name", "key", "status", "seconds", "artifact"}
@@ -138,6 +142,14 @@ def test_run_dir_holds_resolved_config_and_evaluate_outputs(pipeline):
     cached = pipeline.run()  # a cached evaluate still publishes its files
     assert (cached.run_dir / "metrics.json").is_file()
     assert "rouge1 1.50" in pipeline.output
+
+
+def test_a_reused_run_dir_shows_no_earlier_results(pipeline):
+    first = pipeline.run()
+    again = run_recipe(pipeline.compose("plan_only=true"), first.run_dir, ["plan_only=true"],
+                       steps=fake_steps(pipeline.journal), console=Console(file=io.StringIO()))
+    assert again.run_dir == first.run_dir
+    assert not (first.run_dir / "metrics.json").exists() and not (first.run_dir / "predictions.jsonl").exists()
 
 
 def test_manifest_records_provenance(pipeline):
