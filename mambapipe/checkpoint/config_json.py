@@ -21,6 +21,8 @@ def read_config_json(directory: Path, what: str, step: str) -> dict[str, Any]:
     checkpoint"), `step` the pipeline step that writes it; a StepError tells the user to rerun that step."""
     path = Path(directory) / CONFIG_FILE
     remedy = f"rerun the {step} step (force=[{step}])"
+    if not Path(directory).exists():
+        raise StepError(f"{directory} does not exist (it should be {what}); check the path, or {remedy}")
     if not path.is_file():
         raise StepError(f"{directory} has no {CONFIG_FILE}: not {what}; {remedy}")
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mambapipe.backends.base import SamplingConfig
-from mambapipe.engine.api import EngineLoadError, load_engine
+from mambapipe.engine.api import EngineLoadError, load_engine, read_engine_config
 from mambapipe.parallel import init_distributed, shutdown_distributed
 from mambapipe.pipeline.resolve import resolve_device
 from mambapipe.pipeline.step import StepError
@@ -38,12 +39,13 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--eos-id", type=int, default=None)
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--temperature", type=_temperature, default=1.0, help=">= 0; 0 decodes greedily")
+    parser.add_argument("--top-k", type=_top_k, default=0, help=">= 0; 0 is off, 1 decodes greedily")
+    parser.add_argument("--top-p", type=_top_p, default=1.0, help="in [0, 1]; 1 is off, 0 decodes greedily")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--logits-out", default=None, help="also save every prompt position's logits here")
+    parser.add_argument("--out", default=None, type=_output_file)
+    parser.add_argument("--logits-out", default=None, type=_output_file,
+                        help="also save every prompt position's logits here")
     args = parser.parse_args()
     try:
         _generate(args)
@@ -62,31 +64,84 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r} is not cpu, cuda, cuda:N or auto")
 
 
+# The greedy and "off" values named below are SamplingConfig's and sampling.is_greedy's conventions.
+def _temperature(text: str) -> float:
+    return _finite_in(text, 0, math.inf, "a number >= 0 (0 decodes greedily)")
+
+
+def _top_p(text: str) -> float:
+    return _finite_in(text, 0, 1, "a number in [0, 1] (1 is off, 0 decodes greedily)")
+
+
+def _top_k(text: str) -> int:
+    if not text.isdecimal():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 0 (0 is off, 1 decodes greedily)")
+    return int(text)
+
+
+def _finite_in(text: str, low: float, high: float, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan  # then the one message below, not argparse's "invalid _top_p value"
+    if not (math.isfinite(value) and low <= value <= high):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def _output_file(text: str) -> str:
+    """A path whose directory exists, checked before the engine loads rather than after it generated."""
+    directory = Path(text).parent
+    if not directory.is_dir():
+        raise argparse.ArgumentTypeError(f"directory {directory} does not exist; create it or pick another path")
+    return text
+
+
 def _prompts(text: str) -> list[list[int]]:
     try:
         prompts = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"--prompt-ids is not JSON ({err}); pass a list of token-id lists, e.g. '[[1, 2, 3]]'") \
             from None
-    if not isinstance(prompts, list) or not all(isinstance(p, list) for p in prompts):
-        raise ValueError(f"--prompt-ids must be a list of token-id lists, e.g. '[[1, 2, 3]]', got {text!r}")
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, list) for p in prompts):
+        raise ValueError(f"--prompt-ids must be a non-empty list of token-id lists, e.g. '[[1, 2, 3]]', got {text!r}")
+    for index, prompt in enumerate(prompts):
+        # `type(...) is int`: JSON's true and false load as bools, an int subclass, and 1.9 would be truncated
+        not_ids = [token for token in prompt if type(token) is not int]
+        if not_ids:
+            raise ValueError(f"--prompt-ids must be lists of integer token ids; prompt {index} holds "
+                             f"{json.dumps(not_ids[0])}")
     return prompts
+
+
+def _check_rank_count(engine_dir: Path, world: int) -> None:
+    """load_engine's own check names mambapipe.parallel.launch, the pipeline's launcher; a CLI user needs the
+    command line to type."""
+    tp_size = int(read_engine_config(engine_dir)["build_config"]["tp_size"])
+    if tp_size != world:
+        command = "python -m mambapipe.engine" if tp_size == 1 else \
+            f"torchrun --standalone --nproc-per-node {tp_size} -m mambapipe.engine"
+        raise EngineLoadError(f"the engine was built for tp_size={tp_size} but {world} rank(s) are running; run it "
+                              f"as `{command} ...` with the same arguments")
 
 
 def _generate(args: argparse.Namespace) -> None:
     prompts = _prompts(args.prompt_ids)
-    rank, _ = init_distributed(args.device)
+    engine_dir = Path(args.engine_dir).expanduser()
+    rank, world = init_distributed(args.device)
     try:
+        _check_rank_count(engine_dir, world)
         # Closed before the process group goes: while CUDA graphs that captured NCCL collectives live,
         # destroy_process_group hangs (pytorch/pytorch#115388; closing drops the graphs).
-        with closing(load_engine(Path(args.engine_dir), args.device)) as generator:
+        with closing(load_engine(engine_dir, args.device)) as generator:
             sampling = SamplingConfig(greedy=not args.sample, temperature=args.temperature, top_k=args.top_k,
                                       top_p=args.top_p, seed=args.seed)
             result = generator.generate(prompts, args.max_new_tokens, sampling, args.eos_id)
             logits = generator.score(prompts) if args.logits_out else None  # every rank: the TP collectives
         if rank == 0:
             if logits is not None:
-                torch.save(logits, args.logits_out)
+                with open(args.logits_out, "wb") as file:  # open's OSError is one line; torch.save's RuntimeError not
+                    torch.save(logits, file)
             text = json.dumps(dataclasses.asdict(result))
             if args.out:
                 Path(args.out).write_text(text)

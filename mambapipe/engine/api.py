@@ -80,7 +80,7 @@ def load_engine(engine_dir: str | Path, device: str = "cpu", kernels: str = "aut
     engine_dir = Path(engine_dir).expanduser()
     cfg = read_engine_config(engine_dir)
     build = cfg["build_config"]
-    for problem in (kernels_problem(kernels), dtype_problem(build["dtype"], device.split(":")[0])):
+    for problem in (kernels_problem(kernels), dtype_problem(build["dtype"], device)):
         if problem:
             raise EngineLoadError(problem)
     device = explicit_device(device)

@@ -41,16 +41,20 @@ def limits_problem(max_batch_size: int, max_input_len: int, max_seq_len: int) ->
     return None
 
 
-NO_CUDA_DEVICE = "device=cuda but torch sees no CUDA device; use device=cpu or device=auto"
+def no_cuda_device(device: str = "cuda") -> str:
+    return f"device={device} but torch sees no CUDA device; use device=cpu or device=auto"
 
 
 def dtype_problem(dtype: str, device: str) -> Optional[str]:
-    """Why `device` cannot run `dtype` (None when it can)."""
+    """Why `device` (cpu, cuda or cuda:N) cannot run `dtype` (None when it can)."""
     if dtype not in TORCH_DTYPES:
         return f"dtype {dtype!r} is not one of {sorted(TORCH_DTYPES)}"
-    if device == "cuda":
+    if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            return NO_CUDA_DEVICE
+            return no_cuda_device(device)
+        index, count = device.partition(":")[2], torch.cuda.device_count()
+        if index and int(index) >= count:  # else torch's "invalid device ordinal" at the first allocation
+            return f"device={device} but torch sees {count} CUDA device(s); use cuda:0 to cuda:{count - 1}, or cuda"
         if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
             return "this GPU cannot run bfloat16 (needs compute capability >= 8.0); use dtype=float16"
     return None

@@ -14,12 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from mambapipe.models import ModelSpec
+from mambapipe.pipeline.step import StepError
 
 _SSM = "backbone.layers.{i}.ssm."
+_REBUILD = "rebuild the engine (force=[build])"
 
 
 def _layer_from_checkpoint(ckpt: dict[str, Tensor], spec: ModelSpec, i: int) -> dict[str, Tensor]:
@@ -68,12 +70,20 @@ class LayerWeights(dict):
 def load_rank(engine_dir: Path, rank: int, spec: ModelSpec,
               device: str) -> tuple[dict[str, Tensor], list[LayerWeights]]:
     """This rank's tensors, read one at a time from the memory-mapped `rank{rank}.safetensors` straight
-    onto `device` (no second host copy of the file): (global tensors, per-layer tensors)."""
+    onto `device` (no second host copy of the file): (global tensors, per-layer tensors).
+    A missing or damaged file is a StepError, so the CLI and the evaluate step both report it in one line."""
     path = engine_dir / f"rank{rank}.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"engine weights {path} are missing; rebuild the engine (force=[build])")
+        raise StepError(f"engine weights {path} are missing; {_REBUILD}")
+    try:
+        return _read_rank(path, spec.num_layers, device)
+    except SafetensorError as err:  # e.g. a file truncated by a full disk or an interrupted copy
+        raise StepError(f"engine weights {path} are damaged ({err}); {_REBUILD}") from None
+
+
+def _read_rank(path: Path, num_layers: int, device: str) -> tuple[dict[str, Tensor], list[LayerWeights]]:
     glob: dict[str, Tensor] = {}
-    layers = [LayerWeights() for _ in range(spec.num_layers)]
+    layers = [LayerWeights() for _ in range(num_layers)]
     with safe_open(str(path), framework="pt", device=device) as f:
         for name in f.keys():
             if name.startswith("layers."):

@@ -28,11 +28,11 @@ def resolve_device(requested: str) -> tuple[str, str, Optional[str]]:
         return "cpu", "requested", None
     import torch  # only when there is a GPU to look for: importing torch costs a second
 
-    from mambapipe.engine.build import NO_CUDA_DEVICE
+    from mambapipe.engine.build import no_cuda_device
 
     visible = torch.cuda.is_available()
     if requested == "cuda":
-        return "cuda", "requested", None if visible else NO_CUDA_DEVICE
+        return "cuda", "requested", None if visible else no_cuda_device()
     if visible:
         return "cuda", f"auto: {torch.cuda.device_count()} CUDA device(s) visible", None
     return "cpu", "auto: no CUDA device visible", None

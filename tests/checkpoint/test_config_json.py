@@ -26,3 +26,10 @@ def test_a_bad_file_is_one_line_naming_it_and_the_step_to_rerun(tmp_path, conten
     message = str(err.value)
     assert str(tmp_path) in message and "\n" not in message
     assert message.endswith("not a TensorRT-LLM checkpoint; rerun the convert step (force=[convert])")
+
+
+def test_a_missing_directory_is_named_as_missing(tmp_path):
+    with pytest.raises(StepError) as err:
+        read_config_json(tmp_path / "gone", "an engine directory", "build")
+    assert str(err.value) == (f"{tmp_path / 'gone'} does not exist (it should be an engine directory); check the path, "
+                              "or rerun the build step (force=[build])")

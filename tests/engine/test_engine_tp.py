@@ -107,11 +107,21 @@ def test_engine_cli_closes_its_generator_before_leaving_the_process_group(tmp_pa
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--engine-dir", "missing", "--prompt-ids", "[[1]]"], "StepError: missing has no config.json"),
+    (["--engine-dir", "missing", "--prompt-ids", "[[1]]"], "StepError: missing does not exist"),
+    (["--engine-dir", ".", "--prompt-ids", "[[1]]"], "StepError: . has no config.json"),
     (["--prompt-ids", "[[1, 2"], "ValueError: --prompt-ids is not JSON"),
-    (["--prompt-ids", "[1, 2]"], "ValueError: --prompt-ids must be a list of token-id lists"),
+    (["--prompt-ids", "[1, 2]"], "ValueError: --prompt-ids must be a non-empty list of token-id lists"),
+    (["--prompt-ids", "[]"], "ValueError: --prompt-ids must be a non-empty list of token-id lists"),
+    (["--prompt-ids", "[[1, 1.9]]"], "ValueError: --prompt-ids must be lists of integer token ids; prompt 0 "
+                                     "holds 1.9"),
+    (["--prompt-ids", "[[1], [false]]"], "ValueError: --prompt-ids must be lists of integer token ids; prompt 1 "
+                                         "holds false"),
+    (["--prompt-ids", '[["a"]]'], "ValueError: --prompt-ids must be lists of integer token ids; prompt 0 holds \"a\""),
+    (["--prompt-ids", "[[null]]"], "ValueError: --prompt-ids must be lists of integer token ids; prompt 0 holds null"),
     (["--prompt-ids", "[[1, 999]]"], "LimitError: prompt 0 has token id 999 outside the vocabulary"),
     (["--prompt-ids", "[[1]]", "--device", "cuda"], "EngineLoadError: device=cuda but torch sees no CUDA device"),
+    (["--prompt-ids", "[[1]]", "--device", "cuda:1"], "EngineLoadError: device=cuda:1 but torch sees no CUDA device"),
+    (["--prompt-ids", "[[1]]", "--logits-out", "."], "IsADirectoryError: "),
 ])
 def test_engine_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, message):
     from mambapipe.engine import __main__ as cli
@@ -125,6 +135,97 @@ def test_engine_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, m
     assert cli.main() == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and "\n" not in err, err
+
+
+def test_engine_cli_names_the_launch_an_engine_needs(tmp_path, monkeypatch, capsys):
+    """A CLI user is told the torchrun command (not the pipeline's mambapipe.parallel.launch), and a tp=1 engine
+    started under a launcher is told to run without one."""
+    from mambapipe.engine import __main__ as cli
+
+    spec = ModelSpec(**MAMBA1)
+    model = hf_model(spec)
+    for tp, world, command in [(2, 1, "torchrun --standalone --nproc-per-node 2 -m mambapipe.engine"),
+                               (1, 2, "python -m mambapipe.engine")]:
+        engine = build_from_hf(model, spec, tmp_path, tp=tp)
+        monkeypatch.setattr(cli, "init_distributed", lambda device, world=world: (0, world))
+        monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[1]]"])
+        assert cli.main() == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"EngineLoadError: the engine was built for tp_size={tp} but {world} rank(s) are "
+                              f"running; run it as `{command} ...`") and "\n" not in err, err
+
+
+def test_a_cuda_index_beyond_the_visible_gpus_is_one_line(tmp_path, monkeypatch, capsys):
+    from mambapipe.engine import __main__ as cli
+
+    spec = ModelSpec(**MAMBA1)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # one GPU, on a CPU machine too
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[1]]",
+                                     "--device", "cuda:3"])
+    assert cli.main() == 1
+    assert capsys.readouterr().err.strip() == ("EngineLoadError: device=cuda:3 but torch sees 1 CUDA device(s); "
+                                               "use cuda:0 to cuda:0, or cuda")
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--temperature", "-1", "'-1' is not a number >= 0"),
+    ("--temperature", "nan", "'nan' is not a number >= 0"),
+    ("--top-k", "-5", "'-5' is not an integer >= 0"),
+    ("--top-k", "1.5", "'1.5' is not an integer >= 0"),
+    ("--top-p", "1.5", "'1.5' is not a number in [0, 1]"),
+    ("--top-p", "-0.1", "'-0.1' is not a number in [0, 1]"),
+    ("--out", "/nonexistent/out.json", "directory /nonexistent does not exist"),
+    ("--logits-out", "/nonexistent/l.pt", "directory /nonexistent does not exist"),
+])
+def test_engine_cli_rejects_bad_options_before_loading(monkeypatch, capsys, option, value, message):
+    from mambapipe.engine import __main__ as cli
+
+    monkeypatch.setattr(cli, "load_engine", lambda *args: pytest.fail("loaded the engine despite a bad option"))
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", "unused", "--prompt-ids", "[[1]]",
+                                     "--sample", option, value])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert f"argument {option}: {message}" in capsys.readouterr().err
+
+
+def test_engine_cli_keeps_the_sampling_conventions(tmp_path, monkeypatch, capsys):
+    """temperature 0 and top_p 0 mean greedy (sampling.is_greedy), top_k 0 and top_p 1 mean off."""
+    from mambapipe.engine import __main__ as cli
+
+    spec = ModelSpec(**MAMBA1)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path)
+    greedy = load_engine(engine).generate([[5, 17]], 3).output_ids
+    for options in (["--temperature", "0"], ["--top-p", "0"], ["--top-k", "1"]):
+        monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[5, 17]]",
+                                         "--max-new-tokens", "3", "--sample", *options])
+        assert cli.main() == 0
+        assert json.loads(capsys.readouterr().out)["output_ids"] == greedy, options
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[5, 17]]",
+                                     "--max-new-tokens", "3", "--sample", "--top-k", "0", "--top-p", "1"])
+    assert cli.main() == 0
+
+
+def test_damaged_engine_weights_are_one_line_saying_to_rebuild(tmp_path, monkeypatch, capsys):
+    """A truncated rank file is a StepError, as a missing one is, so the evaluate step reports it in one line too."""
+    from mambapipe.engine import __main__ as cli
+
+    spec = ModelSpec(**MAMBA1)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path)
+    weights = engine / "rank0.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    rebuild = r"; rebuild the engine \(force=\[build\]\)$"
+    with pytest.raises(StepError, match=r"rank0\.safetensors are damaged \(.*\)" + rebuild):
+        load_engine(engine)
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[1]]"])
+    assert cli.main() == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"StepError: engine weights {weights} are damaged") and "\n" not in err, err
+    weights.unlink()
+    with pytest.raises(StepError, match=r"rank0\.safetensors are missing" + rebuild):
+        load_engine(engine)
 
 
 def test_engine_cli_device_auto_and_bad_device(tmp_path, monkeypatch, capsys):
@@ -147,7 +248,7 @@ def test_engine_cli_device_auto_and_bad_device(tmp_path, monkeypatch, capsys):
 
 
 def test_failed_rank_is_named(tmp_path):
-    with pytest.raises(StepError, match=r"rank \d of 2 .*failed: [\w.]*StepError: .*missing has no config\.json"):
+    with pytest.raises(StepError, match=r"rank \d of 2 .*failed: [\w.]*StepError: .*missing does not exist"):
         launch(2, "mambapipe.engine", ["--engine-dir", str(tmp_path / "missing"), "--prompt-ids", "[[1]]"])
 
 
