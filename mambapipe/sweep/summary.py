@@ -1,21 +1,25 @@
 """One row per sweep job, read back from its run directory alone, so a sweep's summary can be rebuilt
 at any time: `.hydra/overrides.yaml` (what the job changed), `config.yaml` (the resolved config the
 runner wrote), `run.json` (step statuses), `metrics.json` (evaluate's scores) and `sweep_job.json`
-(exit code and failure reason)."""
+(exit code and failure reason). A damaged file fails its own job, named in the reason, not the summary."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+import yaml  # omegaconf's YAML parser, whose errors OmegaConf lets through
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mambapipe.config import STEP_NAMES
-from mambapipe.sweep.record import read_job_record
+from mambapipe.sweep.record import JOB_RECORD
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+OVERRIDES_FILE = ".hydra/overrides.yaml"
+PARSE_ERRORS = (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException)  # ValueError: JSON, UTF-8
 
 
 @dataclass
@@ -29,6 +33,7 @@ class JobRow:
     config: dict[str, Any]  # model, dtype, tp_size, backend, device, max_batch_size, eval_batch_size, task
     metrics: dict[str, Optional[float]]  # rouge*, tokens_per_s, decode_ms_per_step, ttft_ms
     throughput: list[tuple[int, float]] = field(default_factory=list)  # (batch, tokens/s) points
+    unreadable: list[str] = field(default_factory=list)  # damaged files, relative to the run dir
 
     @property
     def failed(self) -> bool:
@@ -37,7 +42,7 @@ class JobRow:
 
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
     """Every job directory under the sweep dir (any `hydra.sweep.subdir` layout), in job order."""
-    dirs = [p.parent.parent for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")]
+    dirs = [p.parent.parent for p in Path(sweep_dir).rglob(OVERRIDES_FILE)]
     return sorted(dirs, key=lambda d: _job_sort_key(d.relative_to(sweep_dir)))
 
 
@@ -50,30 +55,58 @@ def collect_rows(sweep_dir: Path) -> list[JobRow]:
     return [read_row(sweep_dir, run_dir) for run_dir in find_run_dirs(sweep_dir)]
 
 
-def _load(path: Path, loader) -> Any:
-    return loader(path) if path.is_file() else None
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [""])[0]  # YAML errors go on with the offending text and a caret
 
 
-def _yaml(path: Path) -> Any:
-    return OmegaConf.to_container(OmegaConf.load(path))
+def _parse_yaml(text: str) -> Any:
+    return OmegaConf.to_container(OmegaConf.create(text))
 
 
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text())
+@dataclass
+class _RunDirFiles:
+    """Reads a job's files; a damaged one reads as absent and is noted, so one bad job spoils no others."""
+
+    run_dir: Path
+    problems: dict[str, str] = field(default_factory=dict)  # file -> what is wrong with it
+
+    def read(self, name: str, parse: Callable[[str], Any], kind: type) -> Any:
+        """The parsed file, None when absent or damaged."""
+        path = self.run_dir / name
+        if not path.is_file():
+            return None
+        try:
+            text = path.read_text()
+            if not text.strip():  # checked first: YAML would read an emptied config.yaml as {}
+                return self._damaged(name, "empty file")
+            value = parse(text)
+        except PARSE_ERRORS as exc:
+            return self._damaged(name, f"{type(exc).__name__}: {_first_line(exc)}")
+        if not isinstance(value, kind):
+            return self._damaged(name, f"a {type(value).__name__} where a {kind.__name__} belongs")
+        return value
+
+    def _damaged(self, name: str, problem: str) -> None:
+        self.problems[name] = problem
+
+    def reason(self) -> str:
+        return "; ".join(f"unreadable {name} ({problem})" for name, problem in self.problems.items())
 
 
 def read_row(sweep_dir: Path, run_dir: Path) -> JobRow:
-    overrides = _load(run_dir / ".hydra" / "overrides.yaml", _yaml) or []
-    config = _load(run_dir / "config.yaml", _yaml) or {}
-    run = _load(run_dir / "run.json", _json) or {}
-    metrics = _load(run_dir / "metrics.json", _json) or {}
-    record = read_job_record(run_dir)
+    files = _RunDirFiles(run_dir)
+    overrides = files.read(OVERRIDES_FILE, _parse_yaml, list) or []
+    config = files.read("config.yaml", _parse_yaml, dict) or {}
+    run = files.read("run.json", json.loads, dict) or {}
+    metrics = files.read("metrics.json", json.loads, dict) or {}
+    record = files.read(JOB_RECORD, json.loads, dict) or {}
     steps = {s["name"]: s["status"] for s in run.get("steps", [])}
-    status, reason = _status(run, steps, record)
+    # A damaged file leaves the outcome unknown: the job cannot count as ok.
+    status, reason = ("failed", files.reason()) if files.problems else _status(run, steps, record)
     return JobRow(job=str(run_dir.relative_to(sweep_dir)), run_dir=run_dir, overrides=list(overrides),
                   status=status, reason=reason, steps={name: steps.get(name, "") for name in STEP_NAMES},
                   config=_config_facts(config), metrics=_metric_facts(metrics),
-                  throughput=_throughput(metrics, config))
+                  throughput=_throughput(metrics, config), unreadable=list(files.problems))
 
 
 def _status(run: dict, steps: dict[str, str], record: dict) -> tuple[str, Optional[str]]:

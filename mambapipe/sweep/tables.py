@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mambapipe.config import STEP_NAMES
-from mambapipe.sweep.summary import ROUGE_KEYS, JobRow, job_label, varying_overrides
+from mambapipe.sweep.summary import OVERRIDES_FILE, ROUGE_KEYS, JobRow, job_label, varying_overrides
 
 CONFIG_COLUMNS = ("model", "dtype", "tp_size", "backend", "device", "max_batch_size", "eval_batch_size", "task")
 METRIC_COLUMNS = (*ROUGE_KEYS, "tokens_per_s", "decode_ms_per_step", "ttft_ms")
@@ -59,9 +59,14 @@ def failure_lines(rows: Sequence[JobRow]) -> list[str]:
     """Each failed job: why, and the command that reruns just it (finished steps come from the cache)."""
     lines = []
     for row in rows:
-        if row.failed:
+        if not row.failed:
+            continue
+        lines.append(f"- job {row.job}: {row.reason}")
+        if OVERRIDES_FILE in row.unreadable:  # without its overrides a rerun would run some other config
+            lines.append(f"  rerun: not known ({OVERRIDES_FILE} is unreadable)")
+        else:
             command = " ".join(["python -m mambapipe", *map(shlex.quote, row.overrides)])
-            lines += [f"- job {row.job}: {row.reason}", f"  rerun: `{command}`"]
+            lines.append(f"  rerun: `{command}`")
     return lines
 
 

@@ -32,8 +32,18 @@ def test_all_jobs_ok_returns_normally(sweep_dir):
     assert (sweep_dir / "summary.csv").is_file() and not (sweep_dir / "rouge.png").exists()
 
 
-def test_unreadable_results_fail_the_sweep_with_a_rebuild_hint(sweep_dir, capsys):
+def test_a_damaged_results_file_fails_its_job_not_the_summary(sweep_dir, capsys):
     (sweep_dir / "0" / "metrics.json").write_text("{truncated")
-    with pytest.raises(SystemExit):
-        finish(sweep_dir)
+    with pytest.raises(SystemExit) as exit_info:
+        finish(sweep_dir, plots=False)
+    assert exit_info.value.code == 1
+    assert "FAILED 2 of 3 jobs: 0, 2" in capsys.readouterr().out
+    assert "- job 0: unreadable metrics.json (JSONDecodeError: " in (sweep_dir / "summary.md").read_text()
+
+
+def test_a_summary_that_cannot_be_written_fails_the_sweep_with_a_rebuild_hint(sweep_dir, capsys):
+    (sweep_dir / "summary.md").mkdir()  # writing it raises IsADirectoryError
+    with pytest.raises(SystemExit) as exit_info:
+        finish(sweep_dir, plots=False)
+    assert exit_info.value.code == 1
     assert "mambapipe-sweep summarize" in capsys.readouterr().out

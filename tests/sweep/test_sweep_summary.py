@@ -112,3 +112,45 @@ def test_console_table_shows_overrides_and_reasons_verbatim(tmp_path, job_writer
     assert sweep_cli(["summarize", str(tmp_path), "--no-plots"]) == 1
     out = " ".join(capsys.readouterr().out.split())  # the table may wrap long cells
     assert "steps=[evaluate]" in out and "steps=[build,evaluate]" in out and "(force=[download])" in out
+
+
+def csv_records(sweep_dir):
+    with open(sweep_dir / "summary.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+DAMAGED_FILES = [
+    ("run.json", ""),  # `: > run.json`
+    ("run.json", '{"steps": [{"name": "download"'),  # cut off mid-write
+    ("run.json", "[1, 2]"),
+    ("metrics.json", "{truncated"),
+    ("sweep_job.json", ""),
+    ("config.yaml", ""),
+    ("config.yaml", "model: {name: [tiny"),
+    (".hydra/overrides.yaml", "- dtype=float32\n- [unclosed"),
+]
+
+
+@pytest.mark.parametrize("name, text", DAMAGED_FILES)
+def test_a_damaged_file_fails_its_job_and_names_the_file(sweep_dir, name, text):
+    (sweep_dir / "0" / name).write_text(text)
+    rows = collect_rows(sweep_dir)
+    assert rows[0].failed and rows[0].reason.startswith(f"unreadable {name} (")
+    assert [r.status for r in rows[1:]] == ["ok", "failed"] and rows[2].reason.startswith("build:")
+
+
+def test_summarize_reports_a_damaged_job_instead_of_crashing(sweep_dir, capsys):
+    (sweep_dir / "1" / "run.json").write_text("")
+    assert sweep_cli(["summarize", str(sweep_dir), "--no-plots"]) == 1
+    assert "unreadable run.json (empty file)" in " ".join(capsys.readouterr().out.split())
+    records = csv_records(sweep_dir)
+    assert [r["status"] for r in records] == ["ok", "failed", "failed"]
+    assert records[1]["reason"] == "unreadable run.json (empty file)" and float(records[1]["rouge1"]) == 20.25
+
+
+def test_a_job_with_unreadable_overrides_gets_no_rerun_command(sweep_dir):
+    (sweep_dir / "2" / ".hydra" / "overrides.yaml").write_text("[unclosed")
+    summarize_sweep(sweep_dir, plots=False)
+    text = (sweep_dir / "summary.md").read_text()
+    assert "- job 2: unreadable .hydra/overrides.yaml (" in text
+    assert "rerun: not known (.hydra/overrides.yaml is unreadable)" in text and "hydra.run.dir=" not in text
