@@ -181,8 +181,9 @@ def resume_command(overrides: Sequence[str]) -> str:
 
 def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str],
             overrides: Sequence[str], resumable: bool) -> RunResult:
-    record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "versions": versions(),
-              "git_commit": git_commit()}
+    # `reason` and `finished` let a sweep summary tell a rerun by hand from the sweep's own run of a job.
+    record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "finished": utc_now(),
+              "versions": versions(), "git_commit": git_commit()}
     (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mambapipe.pipeline.provenance import utc_now
 from mambapipe.sweep.gpus import lease_gpus
-from mambapipe.sweep.record import read_job_record, update_job_record
+from mambapipe.sweep.record import read_job_record, record_outcome, update_job_record
 
 GPU_LEASES = ".gpu_leases"
 
@@ -36,7 +36,7 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
     try:
         config_yaml = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     except Exception as exc:  # an interpolation that cannot resolve: this job's config is bad
-        return update_job_record(run_dir, exit_code=1, reason=f"config: {type(exc).__name__}: {exc}")
+        return record_outcome(run_dir, exit_code=1, reason=f"config: {type(exc).__name__}: {exc}")
     uses_gpu = cfg.device != "cpu"
     with lease_gpus(job_num, int(cfg.tp_size), sweep_dir_of(hydra_cfg) / GPU_LEASES,
                     visible=None if uses_gpu else []) as gpus:
@@ -62,5 +62,5 @@ def _record_exit(run_dir: Path, code: int, seconds: float) -> dict[str, Any]:
         facts["reason"] = f"job process killed by signal {-code}"
     elif code != 0:
         facts["reason"] = read_job_record(run_dir).get("reason") or f"job process exited with code {code}"
-    return update_job_record(run_dir, **facts)
+    return record_outcome(run_dir, **facts)
 

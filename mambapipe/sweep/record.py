@@ -1,14 +1,18 @@
 """`sweep_job.json`: what the sweep knows about one job beyond the runner's run.json
-(exit code, the one-line failure reason, the GPUs it had), read back by the summary."""
+(exit code, the one-line failure reason, the GPUs it had), read back by the summary.
+
+The record names the run.json it accounts for (by the runner's `finished` stamp in it): a run.json
+with another stamp was written later, by a rerun of the job by hand into its run dir, and is the newer."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 JOB_RECORD = "sweep_job.json"
+RUN_JSON_STAMP = "run_json_finished"  # the record's key for the `finished` of the run.json it accounts for
 
 
 def read_job_record(run_dir: Path) -> dict[str, Any]:
@@ -23,3 +27,17 @@ def update_job_record(run_dir: Path, **facts: Any) -> dict[str, Any]:
     staging.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(staging, Path(run_dir) / JOB_RECORD)  # a summary made meanwhile never reads half a file
     return record
+
+
+def run_json_finished(run_dir: Path) -> Optional[str]:
+    """The `finished` stamp of the run dir's run.json; None when there is none (or none to read)."""
+    try:
+        run = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return run.get("finished") if isinstance(run, dict) else None
+
+
+def record_outcome(run_dir: Path, **facts: Any) -> dict[str, Any]:
+    """Record the job's outcome (exit code, reason, ...) as accounting for the run.json now in its run dir."""
+    return update_job_record(run_dir, **facts, **{RUN_JSON_STAMP: run_json_finished(run_dir)})

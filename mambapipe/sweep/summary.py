@@ -1,7 +1,8 @@
 """One row per sweep job, read back from its run directory alone, so a sweep's summary can be rebuilt
 at any time: `.hydra/overrides.yaml` (what the job changed), `config.yaml` (the resolved config the
-runner wrote), `run.json` (step statuses), `metrics.json` (evaluate's scores) and `sweep_job.json`
-(exit code and failure reason). A damaged file fails its own job, named in the reason, not the summary."""
+runner wrote), `run.json` (step statuses, failure reason), `metrics.json` (evaluate's scores) and
+`sweep_job.json` (exit code and failure reason), unless run.json is newer (see record.py).
+A damaged file fails its own job, named in the reason, not the summary."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mambapipe.config import STEP_NAMES
-from mambapipe.sweep.record import JOB_RECORD
+from mambapipe.sweep.record import JOB_RECORD, RUN_JSON_STAMP
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 OVERRIDES_FILE = ".hydra/overrides.yaml"
@@ -110,13 +111,22 @@ def read_row(sweep_dir: Path, run_dir: Path) -> JobRow:
 
 
 def _status(run: dict, steps: dict[str, str], record: dict) -> tuple[str, Optional[str]]:
+    if _rerun_since(record, run):  # the record tells of an earlier run of the job: run.json has the outcome
+        record = {}
     if record.get("exit_code") not in (None, 0):
         return "failed", record.get("reason") or f"exit code {record['exit_code']}"
-    if "failed" in steps.values():
-        return "failed", record.get("reason") or "a step failed (see the job's log)"
+    reason = record.get("reason") or run.get("reason")
+    if "failed" in steps.values() or run.get("reason"):
+        return "failed", reason or "a step failed (see the job's log)"
     if not run:
-        return "failed", record.get("reason") or "no run.json: the job did not finish (killed, or still running)"
+        return "failed", reason or "no run.json: the job did not finish (killed, or still running)"
     return "ok", None
+
+
+def _rerun_since(record: dict, run: dict) -> bool:
+    """Whether run.json was written after the record: by a run the sweep did not record (a rerun by hand).
+    A run.json without a stamp predates them: the record stands, as it always did."""
+    return run.get("finished") is not None and run["finished"] != record.get(RUN_JSON_STAMP)
 
 
 def _config_facts(config: dict) -> dict[str, Any]:

@@ -4,6 +4,7 @@ and a rich table on the console at the end of the sweep."""
 from __future__ import annotations
 
 import csv
+import re
 import shlex
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -20,6 +21,7 @@ METRIC_COLUMNS = (*ROUGE_KEYS, "tokens_per_s", "decode_ms_per_step", "ttft_ms")
 CSV_COLUMNS = ("job", "overrides", "status", *STEP_NAMES, *CONFIG_COLUMNS, *METRIC_COLUMNS, "reason", "run_dir")
 MARKDOWN_METRICS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
                     "tokens_per_s": "tokens/s", "decode_ms_per_step": "decode ms/step"}
+HYDRA_PLAIN_VALUE = re.compile(r"[\w/.+\-@%:]+", re.ASCII)  # read back verbatim by Hydra's override grammar
 
 
 def fmt(value: Any) -> str:
@@ -55,6 +57,22 @@ def markdown_table(rows: Sequence[JobRow]) -> list[str]:
     return lines
 
 
+def hydra_quoted(value: str) -> str:
+    """`value` as Hydra's override grammar reads it back verbatim: quoted unless plain (unquoted, `,` in a
+    path would make a sweep and `~` or `é` a parse error). In quotes, `\\"` is a quote and backslashes
+    before a quote, or before the closing one, are doubled."""
+    if HYDRA_PLAIN_VALUE.fullmatch(value):
+        return value
+    escaped = re.sub(r'(\\*)("|\Z)', lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""), value)
+    return f'"{escaped}"'
+
+
+def rerun_command(row: JobRow) -> str:
+    """The command that reruns just this job into its run dir, so a later summary reports the new outcome."""
+    arguments = [*row.overrides, f"hydra.run.dir={hydra_quoted(str(row.run_dir))}"]
+    return " ".join(["python -m mambapipe", *map(shlex.quote, arguments)])
+
+
 def failure_lines(rows: Sequence[JobRow]) -> list[str]:
     """Each failed job: why, and the command that reruns just it (finished steps come from the cache)."""
     lines = []
@@ -65,8 +83,7 @@ def failure_lines(rows: Sequence[JobRow]) -> list[str]:
         if OVERRIDES_FILE in row.unreadable:  # without its overrides a rerun would run some other config
             lines.append(f"  rerun: not known ({OVERRIDES_FILE} is unreadable)")
         else:
-            command = " ".join(["python -m mambapipe", *map(shlex.quote, row.overrides)])
-            lines.append(f"  rerun: `{command}`")
+            lines.append(f"  rerun: `{rerun_command(row)}`")
     return lines
 
 

@@ -122,7 +122,8 @@ def test_check_failure_stops_before_any_work(pipeline):
 def test_run_json_has_exactly_the_promised_schema(pipeline):
     result = pipeline.run()
     record = json.loads((result.run_dir / "run.json").read_text())
-    assert set(record) == {"steps", "reason", "versions", "git_commit"} and record["reason"] is None
+    assert set(record) == {"steps", "reason", "finished", "versions", "git_commit"}
+    assert record["reason"] is None and record["finished"].endswith("+00:00")
     assert [s["name"] for s in record["steps"]] == ["download", "convert", "build", "evaluate"]
     for step in record["steps"]:
         assert set(step) == {"name", "key", "status", "seconds", "artifact"}

@@ -35,7 +35,7 @@ def test_step_error_leaves_nothing_and_next_run_redoes_it(pipeline):
     assert not any((pipeline.store.root / "convert" / ".staging").iterdir())
     record = json.loads((result.run_dir / "run.json").read_text())
     assert record["steps"][1]["status"] == "failed" and record["steps"][1]["artifact"] is None
-    assert record["reason"] == result.reason
+    assert record["reason"] == result.reason  # what a sweep summary reports after a rerun by hand
     assert "resume" in pipeline.output and "python -m mambapipe" in pipeline.output
     assert pipeline.output.rstrip().splitlines()[-1].endswith("convert cannot do this: a one-line reason")
     assert "Traceback" not in pipeline.output

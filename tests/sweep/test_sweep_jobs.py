@@ -10,7 +10,7 @@ import pytest
 from filelock import FileLock
 
 from mambapipe.sweep.gpus import gpu_blocks, lease_gpus, preference_order, visible_gpus
-from mambapipe.sweep.job import _record_exit
+from mambapipe.sweep.job import _record_exit, run_isolated_job
 
 EIGHT = [str(i) for i in range(8)]
 
@@ -86,6 +86,25 @@ def test_job_record_says_why_the_child_failed(tmp_path, code, child_reason, expe
     (tmp_path / "sweep_job.json").write_text(json.dumps({"job_num": 0, "reason": child_reason}))
     record = _record_exit(tmp_path, code, 1.5)
     assert record["reason"] == expected and record["exit_code"] == code and record["job_num"] == 0
+
+
+def test_job_record_names_the_run_json_it_accounts_for(tmp_path):
+    """So the summary can tell a later rerun by hand (a run.json of another `finished`) from the sweep's own run."""
+    assert _record_exit(tmp_path, -9, 1.0)["run_json_finished"] is None  # killed before the runner wrote one
+    (tmp_path / "run.json").write_text(json.dumps({"steps": [], "reason": None, "finished": "2026-12-01T10:00:00Z"}))
+    assert _record_exit(tmp_path, 0, 1.0)["run_json_finished"] == "2026-12-01T10:00:00Z"
+
+
+def test_a_job_whose_config_cannot_resolve_accounts_for_the_run_json_already_there(tmp_path):
+    """A run.json left by an earlier sweep into the same dir must not read as a newer rerun of this job."""
+    from omegaconf import OmegaConf
+
+    (tmp_path / "run.json").write_text(json.dumps({"steps": [], "reason": None, "finished": "2026-12-01T10:00:00Z"}))
+    hydra_cfg = OmegaConf.create({"runtime": {"output_dir": str(tmp_path)}, "overrides": {"task": ["x=1"]},
+                                  "job": {"num": 0}})
+    record = run_isolated_job(OmegaConf.create({"x": "${missing}"}), hydra_cfg)
+    assert record["exit_code"] == 1 and record["reason"].startswith("config: ")
+    assert record["run_json_finished"] == "2026-12-01T10:00:00Z"
 
 
 def test_sweep_dir_is_read_back_from_the_job_output_dir():

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shlex
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.image import imread
 
 from mambapipe.sweep.cli import main as sweep_cli
 from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.summary import collect_rows, find_run_dirs, varying_overrides
-from sweep_support import summarize_metrics
+from sweep_support import STEPS, summarize_metrics
 
 
 def test_rows_read_statuses_metrics_and_failure_reason(sweep_dir):
@@ -67,7 +70,7 @@ def test_markdown_lists_jobs_failures_and_rerun_commands(sweep_dir):
     assert "3 jobs: 2 ok, 1 failed." in text
     assert "| 1 | dtype=bfloat16 | ok | cached | ran | ran | ran | 20.250 |" in text
     assert "- job 2: build: max_seq_len 64 < max_input_len 256" in text
-    assert "rerun: `python -m mambapipe recipe=quickstart dtype=float16`" in text
+    assert f"rerun: `python -m mambapipe recipe=quickstart dtype=float16 hydra.run.dir={sweep_dir / '2'}`" in text
     assert "![tokens_per_s](tokens_per_s.png)" in text and "![rouge](rouge.png)" in text
 
 
@@ -154,3 +157,50 @@ def test_a_job_with_unreadable_overrides_gets_no_rerun_command(sweep_dir):
     text = (sweep_dir / "summary.md").read_text()
     assert "- job 2: unreadable .hydra/overrides.yaml (" in text
     assert "rerun: not known (.hydra/overrides.yaml is unreadable)" in text and "hydra.run.dir=" not in text
+
+
+RERUN_FINISHED = "2026-12-01T10:00:00.000+00:00"
+
+
+def rerun_by_hand(run_dir, statuses, reason=None, metrics=None):
+    """What `python -m mambapipe <the job's overrides> hydra.run.dir=<run_dir>` leaves: a new run.json
+    (and metrics.json); the sweep's sweep_job.json stays as the sweep wrote it."""
+    steps = [{"name": name, "key": "k" * 64, "status": status, "seconds": 0.1, "artifact": None}
+             for name, status in zip(STEPS, statuses)]
+    (run_dir / "run.json").write_text(json.dumps({"steps": steps, "reason": reason, "finished": RERUN_FINISHED}))
+    if metrics is not None:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_a_job_rerun_by_hand_reports_its_new_outcome(sweep_dir):
+    rerun_by_hand(sweep_dir / "2", ("cached", "cached", "ran", "ran"), metrics=summarize_metrics(19.0, 80.0, 9.0))
+    row = collect_rows(sweep_dir)[2]
+    assert (row.status, row.reason, row.steps["build"], row.metrics["rouge1"]) == ("ok", None, "ran", 19.0)
+    assert sweep_cli(["summarize", str(sweep_dir), "--no-plots"]) == 0
+
+
+def test_a_failed_rerun_by_hand_reports_its_own_reason(sweep_dir):
+    rerun_by_hand(sweep_dir / "2", ("skipped",) * 4, reason="tp_size=3 does not fit the model")
+    row = collect_rows(sweep_dir)[2]
+    assert row.failed and row.reason == "tp_size=3 does not fit the model"
+
+
+def test_the_sweep_record_stands_for_the_run_json_it_accounts_for(sweep_dir):
+    """Killed after the runner wrote run.json: the record knows that run.json, so its verdict is the newer."""
+    run_dir = sweep_dir / "0"
+    rerun_by_hand(run_dir, ("ran",) * 4)
+    (run_dir / "sweep_job.json").write_text(json.dumps({"exit_code": -9, "reason": "job process killed by signal 9",
+                                                        "run_json_finished": RERUN_FINISHED}))
+    row = collect_rows(sweep_dir)[0]
+    assert row.failed and row.reason == "job process killed by signal 9"
+
+
+def test_rerun_command_reruns_the_job_into_its_run_dir(tmp_path, job_writer):
+    sweep = tmp_path / "my sweep,v2~"  # a space for the shell; a comma and a tilde for Hydra's grammar
+    overrides = ["recipe=quickstart", "eval.task=summarize"]
+    job_writer(sweep, 0, overrides, statuses=("ran", "failed", "skipped", "skipped"), exit_code=1, reason="boom")
+    summarize_sweep(sweep, plots=False)
+    command = shlex.split(re.search(r"rerun: `(.*)`", (sweep / "summary.md").read_text())[1])
+    assert command[:3 + len(overrides)] == ["python", "-m", "mambapipe", *overrides]
+    run_dir_override = OverridesParser.create().parse_override(command[-1])
+    assert (run_dir_override.key_or_group, run_dir_override.value()) == ("hydra.run.dir", str(sweep / "0"))
