@@ -5,12 +5,14 @@ the sweep was interrupted. Exits 1 when any job failed, as the sweep itself does
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from mambapipe.pipeline.report import make_console
 from mambapipe.sweep.report import summarize_sweep
+from mambapipe.sweep.summary import OVERRIDES_FILE
 from mambapipe.sweep.tables import print_table
 
 
@@ -26,17 +28,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     console = make_console()
-    if not args.sweep_dir.is_dir():
-        console.print(f"[red]error[/] {args.sweep_dir} is not a directory: pass the sweep dir "
+    sweep_dir = Path(os.path.abspath(args.sweep_dir))  # as the summary files will name it
+    if not sweep_dir.is_dir():
+        console.print(f"[red]error[/] {sweep_dir} is not a directory: pass the sweep dir "
                       "(multirun/<date>/<time>, or the sweep's hydra.sweep.dir)", soft_wrap=True)
         return 2
-    rows = summarize_sweep(args.sweep_dir, plots=not args.no_plots)
-    if not rows:
-        console.print(f"[red]error[/] no job run dirs (.hydra/overrides.yaml) under {args.sweep_dir}: "
+    rows = summarize_sweep(sweep_dir, plots=not args.no_plots)
+    if not rows:  # summarize_sweep wrote nothing
+        console.print(f"[red]error[/] no job run dirs ({OVERRIDES_FILE}) under {sweep_dir}: "
                       "is it a sweep directory?", soft_wrap=True)  # one line, however long the path
         return 2
-    print_table(console, rows, args.sweep_dir)
-    console.print(f"summary: {args.sweep_dir / 'summary.md'}")
+    print_table(console, rows, sweep_dir)
+    console.print(f"summary: {sweep_dir / 'summary.md'}")
     return 1 if any(row.failed for row in rows) else 0
 
 

@@ -3,6 +3,7 @@ and `mambapipe-sweep summarize` call."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mambapipe.sweep.summary import JobRow, collect_rows
@@ -10,9 +11,13 @@ from mambapipe.sweep.tables import write_csv, write_markdown
 
 
 def summarize_sweep(sweep_dir: Path | str, plots: bool = True) -> list[JobRow]:
-    """Rebuild summary.csv, summary.md and the PNG plots in `sweep_dir` from its run dirs; the rows."""
-    sweep_dir = Path(sweep_dir)
+    """Rebuild summary.csv, summary.md and the PNG plots in `sweep_dir` from its run dirs; the rows.
+    Without any job run dir nothing is written: the directory is not a sweep, and its files are not ours."""
+    # Absolute, as the jobs' own run dirs are (Hydra's runtime.output_dir): the summary's paths work from anywhere.
+    sweep_dir = Path(os.path.abspath(sweep_dir))
     rows = collect_rows(sweep_dir)
+    if not rows:
+        return rows
     made: list = []
     if plots:
         from mambapipe.sweep.plots import write_plots  # matplotlib costs ~1 s: only sweeps pay it

@@ -204,3 +204,18 @@ def test_rerun_command_reruns_the_job_into_its_run_dir(tmp_path, job_writer):
     assert command[:3 + len(overrides)] == ["python", "-m", "mambapipe", *overrides]
     run_dir_override = OverridesParser.create().parse_override(command[-1])
     assert (run_dir_override.key_or_group, run_dir_override.value()) == ("hydra.run.dir", str(sweep / "0"))
+
+
+def test_summarize_leaves_a_directory_that_is_not_a_sweep_alone(tmp_path, capsys):
+    (tmp_path / "summary.md").write_text("my notes\n")
+    assert sweep_cli(["summarize", str(tmp_path)]) == 2
+    assert "is it a sweep directory?" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.md"]
+    assert (tmp_path / "summary.md").read_text() == "my notes\n"
+
+
+def test_a_relative_sweep_dir_is_summarized_with_absolute_paths(sweep_dir, monkeypatch):
+    monkeypatch.chdir(sweep_dir.parent)
+    assert sweep_cli(["summarize", sweep_dir.name, "--no-plots"]) == 1
+    assert [r["run_dir"] for r in csv_records(sweep_dir)] == [str(sweep_dir / job) for job in "012"]
+    assert f"Sweep directory: `{sweep_dir}`" in (sweep_dir / "summary.md").read_text()
