@@ -25,6 +25,13 @@ TOKENIZER_PATTERNS = ["tokenizer*", "special_tokens_map.json", "vocab.*", "merge
                       "config.json"]
 _SMALL_FILE = 1 << 20  # local files below this size are hashed by content, larger ones by size+mtime
 _WITHOUT_HUB = "set model.source=local model.path=/path/to/copy"
+# The model.* keys each source reads, and so the only ones in the download key: a display name
+# (model.name) or a key another source reads (model.tokenizer for synthetic) re-runs nothing.
+SOURCE_KEYS = {
+    "synthetic": ("model.arch", "model.seed", "model.source_dtype"),
+    "local": ("model.path", "model.tokenizer"),
+    "hub": ("model.repo_id", "model.revision", "model.allow_patterns", "model.tokenizer"),
+}
 
 
 # ---- source layouts ----------------------------------------------------------------------------
@@ -118,30 +125,21 @@ def _linked_layout(model: dict[str, Any], model_dir: Path) -> str:
 class DownloadStep:
     name = "download"
     version = 1
-    uses = ("model",)
+    uses = ("model.source",)
     needs = ()
 
+    def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
+        """The model.* keys the chosen source reads."""
+        return SOURCE_KEYS[params["model.source"]]
+
     def check(self, params: dict[str, Any]) -> None:
-        model = params["model"]
-        source = model["source"]
-        if source == "hub" and not model.get("repo_id"):
-            raise StepError("model.source=hub needs model.repo_id (e.g. state-spaces/mamba-130m-hf)")
-        if source == "local":
-            if not model.get("path"):
-                raise StepError("model.source=local needs model.path=/path/to/checkpoint")
-            detect_layout(Path(model["path"]).expanduser())
-        if source == "synthetic":
-            try:
-                spec = ModelSpec(**model["arch"])
-            except (TypeError, ValueError) as exc:
-                raise StepError(f"model.arch is not a valid architecture: {exc}") from None
-            if spec.vocab_size < 257:
-                raise StepError(f"model.arch.vocab_size={spec.vocab_size} is below 257, the smallest byte-level vocab")
+        model = model_settings(params)
+        CHECKS[model["source"]](model)
 
     def environment(self, params: dict[str, Any]) -> dict[str, Any]:
         """What outside the config decides the files: the hub commits, or the local directory's state."""
         self.check(params)  # a missing repo_id or path is a config error, not a lookup failure
-        model = params["model"]
+        model = model_settings(params)
         env: dict[str, Any] = {}
         if model["source"] == "hub":
             env["commit"] = resolve_commit(model["repo_id"], model.get("revision"))
@@ -156,7 +154,7 @@ class DownloadStep:
         return env
 
     def describe(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path) -> list[str]:
-        model = params["model"]
+        model = model_settings(params)
         if model["source"] == "synthetic":
             arch = model["arch"]
             return [f"seeded ({model['seed']}) random {arch['mamba_version']} H{arch['hidden_size']} "
@@ -168,7 +166,7 @@ class DownloadStep:
 
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
-        model = params["model"]
+        model = model_settings(params)
         if model["source"] == "synthetic":
             return self._synthetic(model, out_dir, ctx)
         # The environment the runner hashed into the key (the pinned commits), not a fresh lookup that
@@ -208,6 +206,35 @@ class DownloadStep:
         if not has_tokenizer(tok_dir):
             raise StepError(f"no tokenizer files in {tok_dir}: set model.tokenizer to a hub id or a directory")
         link_tree(tok_dir, dest, TOKENIZER_PATTERNS)
+
+
+def _check_synthetic(model: dict[str, Any]) -> None:
+    try:
+        spec = ModelSpec(**model["arch"])
+    except (TypeError, ValueError) as exc:
+        raise StepError(f"model.arch is not a valid architecture: {exc}") from None
+    if spec.vocab_size < 257:
+        raise StepError(f"model.arch.vocab_size={spec.vocab_size} is below 257, the smallest byte-level vocab")
+
+
+def _check_local(model: dict[str, Any]) -> None:
+    if not model.get("path"):
+        raise StepError("model.source=local needs model.path=/path/to/checkpoint")
+    detect_layout(Path(model["path"]).expanduser())
+
+
+def _check_hub(model: dict[str, Any]) -> None:
+    if not model.get("repo_id"):
+        raise StepError("model.source=hub needs model.repo_id (e.g. state-spaces/mamba-130m-hf)")
+
+
+CHECKS = {"synthetic": _check_synthetic, "local": _check_local, "hub": _check_hub}
+
+
+def model_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The step's model.* params by their names under model (`source`, `path`, ...); keys the source does not
+    read are absent, so `.get` gives None for them."""
+    return {key.removeprefix("model."): value for key, value in params.items()}
 
 
 STEP = DownloadStep()

@@ -16,8 +16,11 @@ import pytest
 import torch
 
 from mambapipe.models import ModelSpec
+from mambapipe.pipeline.plan import build_plan, step_params
 from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.step import StepContext, StepError
+from mambapipe.pipeline.store import ArtifactStore
+from mambapipe.steps import load_steps
 from mambapipe.steps.download import STEP, detect_layout, resolve_commit
 from mambapipe.synthetic import write_synthetic_checkpoint, write_synthetic_tokenizer
 
@@ -26,7 +29,8 @@ TEXTS = ["the cat sat on the mat and did n't move. " * 4, "news of the day: mark
 
 
 def model_params(compose_config, *overrides: str) -> dict:
-    return {"model": resolve_config(compose_config(*overrides)).config["model"]}
+    """The params the runner hands the download step for this config."""
+    return step_params(STEP, resolve_config(compose_config(*overrides)).config)
 
 
 def run_step(params: dict, out_dir: Path, environment: dict | None = None) -> dict:
@@ -54,7 +58,7 @@ def test_synthetic_writes_a_checkpoint_and_tokenizer_transformers_loads(compose_
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "model")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out" / "tokenizer")
     assert tokenizer.eos_token == "<|endoftext|>" and tokenizer.eos_token_id == hf.config.eos_token_id == 0
-    assert len(tokenizer) <= hf.config.vocab_size == params["model"]["arch"]["vocab_size"]
+    assert len(tokenizer) <= hf.config.vocab_size == params["model.arch"]["vocab_size"]
     ids = tokenizer("The council did n't vote.", return_tensors="pt").input_ids
     assert tokenizer.decode(ids[0]) == "The council did n't vote."
     logits = hf(ids).logits  # (1, L, V)
@@ -143,7 +147,7 @@ def test_hub_links_only_the_files_allow_patterns_selects(compose_config, tmp_pat
     linked = sorted(p.name for p in (tmp_path / "out" / "model").iterdir())
     assert "params.json" not in linked and "consolidated.safetensors" not in linked
     assert facts["layout"] == "hf_mamba2" and "config.json" in linked and facts["files"] == len(linked)
-    params["model"]["allow_patterns"] = ["tokenizer*"]
+    params["model.allow_patterns"] = ["tokenizer*"]
     with mock.patch("huggingface_hub.snapshot_download", return_value=str(snapshot)), \
          pytest.raises(StepError, match="widen model.allow_patterns"):
         run_step(params, tmp_path / "out2", {"commit": COMMIT})
@@ -167,11 +171,11 @@ OFFLINE_SCRIPT = textwrap.dedent("""
     except StepError as exc:
         print("ERROR", exc)
         sys.exit(0)
-    model = {"source": "hub", "repo_id": "state-spaces/mamba2-130m", "revision": None, "tokenizer": None,
-             "allow_patterns": None}
+    params = {"model.source": "hub", "model.repo_id": "state-spaces/mamba2-130m", "model.revision": None,
+              "model.tokenizer": None, "model.allow_patterns": None}
     out = Path(sys.argv[1])
     out.mkdir()
-    facts = STEP.run({"model": model}, {}, out, StepContext(run_dir=out, extra={"environment": {"commit": commit}}))
+    facts = STEP.run(params, {}, out, StepContext(run_dir=out, extra={"environment": {"commit": commit}}))
     print("OK", facts["commit"], facts["layout"])
 """)
 
@@ -217,3 +221,37 @@ def test_describe_says_what_will_be_fetched(compose_config, tmp_path):
     assert "snapshot_download('mistralai/Mamba-Codestral-7B-v0.1'" in lines[0]
     assert "consolidated.safetensors" in lines[0]
     assert "Mamba2 H64 L2" in STEP.describe(model_params(compose_config), {}, tmp_path)[0]
+
+
+def plan_keys(compose_config, *overrides: str) -> dict[str, str]:
+    """Every step's key for quickstart + overrides, with the hub lookups pinned to COMMIT."""
+    resolved = resolve_config(compose_config(*overrides))
+    with mock.patch("mambapipe.steps.download.resolve_commit", return_value=COMMIT):
+        plan = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"]))
+    return {planned.name: planned.key for planned in plan.steps}
+
+
+NOT_READ = {"synthetic": ("model.name=renamed", "model.tokenizer=foo/bar", "model.path=/elsewhere",
+                          "model.repo_id=other/repo"),
+            "local": ("model.name=renamed", "model.seed=7", "model.source_dtype=float16", "model.repo_id=other/repo"),
+            "hub": ("model.name=renamed", "model.path=/elsewhere", "model.seed=7", "model.source_dtype=float16")}
+READ = {"synthetic": ("model.seed=7", "model.source_dtype=float16"), "local": ("model.tokenizer=foo/bar",),
+        "hub": ("model.repo_id=other/repo", "model.revision=v1", "model.tokenizer=foo/bar")}
+
+
+def source_overrides(source: str, local_copy: Path) -> tuple[str, ...]:
+    location = {"synthetic": (), "local": (f"model.path={local_copy}",),
+                "hub": ("model.repo_id=state-spaces/mamba2-130m",)}
+    return (f"model.source={source}", *location[source])
+
+
+@pytest.mark.parametrize("source, override", [(s, o) for s, overrides in NOT_READ.items() for o in overrides])
+def test_a_key_the_source_does_not_read_leaves_every_step_cached(compose_config, local_copy, source, override):
+    base = source_overrides(source, local_copy)
+    assert plan_keys(compose_config, *base, override) == plan_keys(compose_config, *base)
+
+
+@pytest.mark.parametrize("source, override", [(s, o) for s, overrides in READ.items() for o in overrides])
+def test_a_key_the_source_reads_reruns_download(compose_config, local_copy, source, override):
+    base = source_overrides(source, local_copy)
+    assert plan_keys(compose_config, *base, override)["download"] != plan_keys(compose_config, *base)["download"]
