@@ -25,6 +25,8 @@ TOKENIZER_PATTERNS = ["tokenizer*", "special_tokens_map.json", "vocab.*", "merge
                       "config.json"]
 _SMALL_FILE = 1 << 20  # local files below this size are hashed by content, larger ones by size+mtime
 _WITHOUT_HUB = "set model.source=local model.path=/path/to/copy"
+# model.tokenizer values that read as a path: a directory, never a hub id, even when it does not exist.
+_PATH_PREFIXES = ("/", "./", "../", "~")
 # The model.* keys each source reads, and so the only ones in the download key: a display name
 # (model.name) or a key another source reads (model.tokenizer for synthetic) re-runs nothing.
 SOURCE_KEYS = {
@@ -32,6 +34,9 @@ SOURCE_KEYS = {
     "local": ("model.path", "model.tokenizer"),
     "hub": ("model.repo_id", "model.revision", "model.allow_patterns", "model.tokenizer"),
 }
+# What model.tokenizer=null means for each source that reads it.
+_NULL_TOKENIZER = {"local": "null to use the tokenizer files in model.path",
+                   "hub": "null to use the tokenizer files of model.repo_id"}
 
 
 # ---- source layouts ----------------------------------------------------------------------------
@@ -65,6 +70,34 @@ def has_tokenizer(directory: Path) -> bool:
     return any((directory / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
 
 
+def tokenizer_dir(model: dict[str, Any]) -> Optional[Path]:
+    """The local directory model.tokenizer names; None when it is a hub id or null. A value that reads as a
+    path and is not a directory is a StepError here, where the hub would call it a malformed repo id."""
+    tokenizer = model.get("tokenizer")
+    if not tokenizer:
+        return None
+    path = Path(tokenizer).expanduser()
+    if path.is_dir():
+        if not has_tokenizer(path):
+            raise StepError(f"model.tokenizer={tokenizer} holds no tokenizer files (tokenizer.json, "
+                            "tokenizer_config.json or tokenizer.model); point it at a tokenizer directory")
+        return path
+    if tokenizer.startswith(_PATH_PREFIXES):
+        raise StepError(f"model.tokenizer={tokenizer}: no such directory; set it to a tokenizer directory or a hub "
+                        f"id, or {_NULL_TOKENIZER[model['source']]}")
+    return None
+
+
+def _tokenizer_without_hub(model: dict[str, Any]) -> str:
+    """How to do without the hub when model.tokenizer's repo cannot be reached. Said, never done silently: a
+    fallback would make the same config pick a different tokenizer depending on the network."""
+    if model["source"] == "local" and not has_tokenizer(Path(model["path"]).expanduser()):
+        return ("model.tokenizer names it; set model.tokenizer=/path/to/tokenizer/dir (model.path has no "
+                "tokenizer files)")
+    return (f"model.tokenizer names it; set model.tokenizer={_NULL_TOKENIZER[model['source']]}, "
+            "or model.tokenizer=/path/to/tokenizer/dir")
+
+
 def link_tree(source: Path, dest: Path, patterns: Optional[list[str]] = None) -> tuple[int, int]:
     """Symlink every file under `source` (optionally only relative paths matching `patterns`, matched as
     `snapshot_download(allow_patterns=...)` matches them) into `dest`. Returns (files, bytes)."""
@@ -94,19 +127,21 @@ def fingerprint(directory: Path) -> str:
 
 # ---- hub -------------------------------------------------------------------------------------
 
-def resolve_commit(repo_id: str, revision: Optional[str]) -> str:
-    """The commit a model repo's `revision` (default main) points to, pinned as mambapipe.hub does."""
-    return hub.resolve_commit(repo_id, revision, "model", "model.repo_id / model.revision", _WITHOUT_HUB)
+def resolve_commit(repo_id: str, revision: Optional[str], settings: str = "model.repo_id / model.revision",
+                   without_hub: str = _WITHOUT_HUB) -> str:
+    """The commit a model repo's `revision` (default main) points to, pinned as mambapipe.hub does; `settings`
+    and `without_hub` name the keys that chose the repo and how to do without it, for the one-line errors."""
+    return hub.resolve_commit(repo_id, revision, "model", settings, without_hub)
 
 
-def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]]) -> Path:
+def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], without_hub: str = _WITHOUT_HUB) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns))
     except LocalEntryNotFoundError:
-        raise hub.not_available(repo_id, "offline", _WITHOUT_HUB) from None
+        raise hub.not_available(repo_id, "offline", without_hub) from None
 
 
 def _linked_layout(model: dict[str, Any], model_dir: Path) -> str:
@@ -145,12 +180,13 @@ class DownloadStep:
             env["commit"] = resolve_commit(model["repo_id"], model.get("revision"))
         if model["source"] == "local":
             env["fingerprint"] = fingerprint(Path(model["path"]).expanduser())
-        tokenizer = model.get("tokenizer")
-        if model["source"] != "synthetic" and tokenizer:
-            if Path(tokenizer).expanduser().is_dir():
-                env["tokenizer_fingerprint"] = fingerprint(Path(tokenizer).expanduser())
+        if model["source"] != "synthetic" and model.get("tokenizer"):
+            local_tokenizer = tokenizer_dir(model)
+            if local_tokenizer is not None:
+                env["tokenizer_fingerprint"] = fingerprint(local_tokenizer)
             else:
-                env["tokenizer_commit"] = resolve_commit(tokenizer, None)
+                env["tokenizer_commit"] = resolve_commit(model["tokenizer"], None, "model.tokenizer",
+                                                         _tokenizer_without_hub(model))
         return env
 
     def describe(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path) -> list[str]:
@@ -196,11 +232,12 @@ class DownloadStep:
                 "tokenizer_vocab_size": tokenizer["vocab_size"], "eos_id": tokenizer["eos_id"]}
 
     def _tokenizer(self, model: dict[str, Any], source_dir: Path, env: dict[str, Any], dest: Path) -> None:
-        tokenizer = model.get("tokenizer")
-        if tokenizer and Path(tokenizer).expanduser().is_dir():
-            tok_dir = Path(tokenizer).expanduser().resolve()
-        elif tokenizer:
-            tok_dir = fetch_snapshot(tokenizer, env["tokenizer_commit"], TOKENIZER_PATTERNS)
+        local_tokenizer = tokenizer_dir(model)
+        if local_tokenizer is not None:
+            tok_dir = local_tokenizer.resolve()
+        elif model.get("tokenizer"):
+            tok_dir = fetch_snapshot(model["tokenizer"], env["tokenizer_commit"], TOKENIZER_PATTERNS,
+                                     _tokenizer_without_hub(model))
         else:
             tok_dir = source_dir
         if not has_tokenizer(tok_dir):
@@ -220,12 +257,18 @@ def _check_synthetic(model: dict[str, Any]) -> None:
 def _check_local(model: dict[str, Any]) -> None:
     if not model.get("path"):
         raise StepError("model.source=local needs model.path=/path/to/checkpoint")
-    detect_layout(Path(model["path"]).expanduser())
+    model_dir = Path(model["path"]).expanduser()
+    detect_layout(model_dir)
+    tokenizer_dir(model)
+    if not model.get("tokenizer") and not has_tokenizer(model_dir):
+        raise StepError(f"model.path={model['path']} has no tokenizer files and model.tokenizer is null; set "
+                        "model.tokenizer to a tokenizer directory or a hub id")
 
 
 def _check_hub(model: dict[str, Any]) -> None:
     if not model.get("repo_id"):
         raise StepError("model.source=hub needs model.repo_id (e.g. state-spaces/mamba-130m-hf)")
+    tokenizer_dir(model)
 
 
 CHECKS = {"synthetic": _check_synthetic, "local": _check_local, "hub": _check_hub}

@@ -223,6 +223,55 @@ def test_describe_says_what_will_be_fetched(compose_config, tmp_path):
     assert "Mamba2 H64 L2" in STEP.describe(model_params(compose_config), {}, tmp_path)[0]
 
 
+def test_an_unreachable_hub_tokenizer_names_model_tokenizer_and_the_local_fixes(compose_config, local_copy):
+    """The README's local example offline: the hub lookup left is the recipe's model.tokenizer."""
+    params = model_params(compose_config, "recipe=mamba_130m", "model.source=local", f"model.path={local_copy}")
+    with mock.patch("huggingface_hub.HfApi.model_info", side_effect=OSError("network down")), \
+         mock.patch("huggingface_hub.constants.HF_HUB_OFFLINE", False), \
+         mock.patch("mambapipe.hub.cached_commit", return_value=None), pytest.raises(StepError) as info:
+        STEP.environment(params)
+    message = str(info.value)
+    assert "EleutherAI/gpt-neox-20b" in message and "model.tokenizer names it" in message
+    assert "model.tokenizer=null to use the tokenizer files in model.path" in message
+    assert "model.source=local" not in message and "\n" not in message
+
+
+def test_model_tokenizer_null_uses_the_tokenizer_files_in_model_path(compose_config, tmp_path, local_copy):
+    params = model_params(compose_config, "recipe=mamba_130m", "model.source=local", f"model.path={local_copy}",
+                          "model.tokenizer=null")
+    env = STEP.environment(params)  # no hub lookup left
+    assert set(env) == {"fingerprint"}
+    run_step(params, tmp_path / "out", env)
+    linked = tmp_path / "out" / "tokenizer" / "tokenizer.json"
+    assert linked.resolve() == (local_copy / "tokenizer.json").resolve()
+
+
+@pytest.mark.parametrize("tokenizer", ["/nonexistent/dir", "./no-such-tokenizer", "../no-such-tokenizer",
+                                       "~/no-such-tokenizer"])
+def test_a_tokenizer_path_that_does_not_exist_is_named_not_taken_for_a_hub_id(compose_config, local_copy, tokenizer):
+    params = model_params(compose_config, "model.source=local", f"model.path={local_copy}",
+                          f"model.tokenizer='{tokenizer}'")  # quoted: Hydra's grammar reads ~ as an operator
+    with pytest.raises(StepError) as info:
+        STEP.check(params)
+    message = str(info.value)
+    assert message.startswith(f"model.tokenizer={tokenizer}: no such directory") and "\n" not in message
+
+
+def test_a_tokenizer_directory_without_tokenizer_files_fails_at_plan_time(compose_config, tmp_path, local_copy):
+    params = model_params(compose_config, "model.source=local", f"model.path={local_copy}",
+                          f"model.tokenizer={tmp_path}")
+    with pytest.raises(StepError, match=f"model.tokenizer={tmp_path} holds no tokenizer files"):
+        STEP.check(params)
+
+
+def test_a_local_copy_without_tokenizer_files_needs_model_tokenizer(compose_config, tmp_path, local_copy):
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).symlink_to(local_copy / name)
+    params = model_params(compose_config, "model.source=local", f"model.path={tmp_path}")
+    with pytest.raises(StepError, match="has no tokenizer files and model.tokenizer is null"):
+        STEP.check(params)
+
+
 def plan_keys(compose_config, *overrides: str) -> dict[str, str]:
     """Every step's key for quickstart + overrides, with the hub lookups pinned to COMMIT."""
     resolved = resolve_config(compose_config(*overrides))
