@@ -16,6 +16,10 @@ MAMBA1 = "Mamba1"
 MAMBA2 = "Mamba2"
 # TensorRT-LLM ignores the source's layer_norm_epsilon and always uses PretrainedConfig's default.
 TRTLLM_NORM_EPSILON = 1e-5
+# Sizes that must be at least 1: a 0 divides by zero in the engine or builds a model that computes nothing.
+_POSITIVE = ("hidden_size", "num_layers", "vocab_size", "state_size", "conv_kernel", "expand",
+             "pad_vocab_size_multiple")
+_POSITIVE_MAMBA2 = ("head_dim", "n_groups", "chunk_size")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,11 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.mamba_version not in (MAMBA1, MAMBA2):
             raise ValueError(f"mamba_version must be {MAMBA1!r} or {MAMBA2!r}, got {self.mamba_version!r}")
+        for name in _POSITIVE + (_POSITIVE_MAMBA2 if self.is_mamba2 else ()):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.time_step_rank < 0:
+            raise ValueError(f"time_step_rank must be >= 0 (0: ceil(hidden_size / 16)), got {self.time_step_rank}")
         if self.is_mamba2:
             if self.intermediate_size % self.head_dim:
                 raise ValueError(f"d_inner {self.intermediate_size} is not a multiple of head_dim {self.head_dim}")

@@ -44,6 +44,25 @@ def test_check_refuses_unknown_dtype():
         STEP.check(params(MAMBA2_130M, dtype="int4"))
 
 
+MAMBA1_130M = dict(mamba_version="Mamba1", hidden_size=768, num_layers=24, vocab_size=50280, state_size=16)
+
+
+@pytest.mark.parametrize("arch, field, value", [
+    (MAMBA2_130M, "hidden_size", 0), (MAMBA1_130M, "num_layers", 0), (MAMBA2_130M, "vocab_size", 0),
+    (MAMBA1_130M, "state_size", -1), (MAMBA1_130M, "conv_kernel", 0), (MAMBA2_130M, "expand", 0),
+    (MAMBA2_130M, "head_dim", 0), (MAMBA2_130M, "n_groups", 0), (MAMBA2_130M, "chunk_size", 0),
+    (MAMBA1_130M, "time_step_rank", -1),
+])
+def test_check_refuses_a_size_below_its_minimum_naming_it(arch, field, value):
+    """Caught at plan time: a 0 hidden_size divided by zero mid-run, 0 layers built a model computing nothing."""
+    with pytest.raises(StepError, match=rf"^model\.arch is not a valid architecture: {field} must be >= "):
+        STEP.check(params(arch | {field: value}))
+
+
+def test_sizes_a_version_does_not_use_are_not_checked():
+    STEP.check(params(MAMBA1_130M | {"head_dim": 0, "n_groups": 0, "chunk_size": 0}))
+
+
 def download_artifact(tmp_path, spec: ModelSpec, commit: str | None = None):
     download = tmp_path / "download"
     write_synthetic_checkpoint(spec, download / "model", "float32", seed=0, progress=False)
