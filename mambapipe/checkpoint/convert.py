@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from mambapipe.checkpoint.detect import detect_source
-from mambapipe.checkpoint.errors import ConvertError
+from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
 from mambapipe.checkpoint.safetensors_io import PlannedTensor, StreamingSafetensorsWriter
 from mambapipe.checkpoint.sources import TensorSource, open_source
 from mambapipe.checkpoint.tp import shard, shard_shape
@@ -107,7 +107,7 @@ def _load_rounded(source: TensorSource, name: str, model_dtype: torch.dtype) -> 
     if not _all_finite(rounded):
         entry = source.tensors[name]
         if not _all_finite(raw):
-            raise ConvertError(f"{entry.where()} contains NaN or inf; the checkpoint is corrupt, re-download it")
+            raise DamagedFileError(entry.file, f"tensor {entry.key!r} contains NaN or inf")
         peak = float(raw.abs().max())
         raise ConvertError(f"{entry.where()} has values up to {peak:.4g}, beyond {model_dtype} "
                            f"(they would become inf); convert with dtype=bfloat16 or float32")

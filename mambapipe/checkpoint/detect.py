@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mambapipe.checkpoint import source_specs
-from mambapipe.checkpoint.errors import ConvertError
+from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
 from mambapipe.models import ModelSpec
 
 HF_MAMBA = "hf_mamba"
@@ -77,7 +77,7 @@ def _weight_files(model_dir: Path) -> tuple[Path, ...]:
 def _index_files(index: Path) -> tuple[Path, ...]:
     weight_map = load_json_object(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
-        raise ConvertError(f"{index}: no weight_map; re-download the checkpoint")
+        raise DamagedFileError(index, "no weight_map")
     files = tuple(index.parent / name for name in sorted(set(weight_map.values())))
     missing = [f.name for f in files if not f.is_file()]
     if missing:

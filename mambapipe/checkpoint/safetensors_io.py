@@ -22,7 +22,7 @@ from typing import BinaryIO, Sequence
 
 import torch
 
-from mambapipe.checkpoint.errors import ConvertError
+from mambapipe.checkpoint.errors import DamagedFileError
 
 DTYPE_CODES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -49,17 +49,17 @@ def read_header(path: Path) -> dict[str, TensorRecord]:
     with open(path, "rb") as f:
         prefix = f.read(8)
         if len(prefix) < 8:
-            raise ConvertError(f"{path}: truncated safetensors file (no header); re-download it")
+            raise DamagedFileError(path, "truncated safetensors file (no header)")
         (header_len,) = struct.unpack("<Q", prefix)
         if 8 + header_len > size:
-            raise ConvertError(f"{path}: truncated safetensors file (header needs {header_len} bytes, "
-                               f"file has {size - 8}); re-download it")
+            raise DamagedFileError(path, f"truncated safetensors file (header needs {header_len} bytes, "
+                                         f"file has {size - 8})")
         try:
             header = json.loads(f.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConvertError(f"{path}: corrupt safetensors header ({e}); re-download it") from None
+            raise DamagedFileError(path, f"corrupt safetensors header ({e})") from None
     if not isinstance(header, dict):
-        raise ConvertError(f"{path}: corrupt safetensors header (not a JSON object); re-download it")
+        raise DamagedFileError(path, "corrupt safetensors header (not a JSON object)")
     base = 8 + header_len
     return {key: _record(path, key, meta, base, size) for key, meta in header.items() if key != "__metadata__"}
 
@@ -70,15 +70,14 @@ def _record(path: Path, key: str, meta: dict, base: int, size: int) -> TensorRec
         shape = tuple(int(n) for n in meta["shape"])
         begin, end = (int(n) for n in meta["data_offsets"])
     except (KeyError, TypeError, ValueError):
-        raise ConvertError(f"{path}: tensor {key!r} has an unreadable header entry {meta!r}; "
-                           "re-download the file") from None
+        raise DamagedFileError(path, f"tensor {key!r} has an unreadable header entry {meta!r}") from None
     expected = math.prod(shape) * dtype.itemsize
     if end - begin != expected:
-        raise ConvertError(f"{path}: tensor {key!r} spans {end - begin} bytes but shape {list(shape)} "
-                           f"{meta['dtype']} needs {expected}; re-download the file")
+        raise DamagedFileError(path, f"tensor {key!r} spans {end - begin} bytes but shape {list(shape)} "
+                                     f"{meta['dtype']} needs {expected}")
     if base + end > size:
-        raise ConvertError(f"{path}: truncated safetensors file (tensor {key!r} ends at byte {base + end}, "
-                           f"file has {size}); re-download it")
+        raise DamagedFileError(path, f"truncated safetensors file (tensor {key!r} ends at byte {base + end}, "
+                                     f"file has {size})")
     return TensorRecord(key, shape, dtype, base + begin, base + end)
 
 
@@ -90,8 +89,7 @@ def read_tensor(path: Path, record: TensorRecord) -> torch.Tensor:
         f.seek(record.begin)
         got = f.readinto(buffer)
     if got != record.end - record.begin:
-        raise ConvertError(f"{path}: truncated safetensors file while reading tensor {record.key!r}; "
-                           "re-download it")
+        raise DamagedFileError(path, f"truncated safetensors file while reading tensor {record.key!r}")
     return tensor
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mambapipe.checkpoint import ConvertError, convert_checkpoint, detect_source, parse_dtype
+from mambapipe.checkpoint import ConvertError, DamagedFileError, convert_checkpoint, detect_source, parse_dtype
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
 
@@ -16,6 +16,13 @@ _MAMBA1_ONLY = {"time_step_rank"}
 _MAMBA2_ONLY = {"head_dim", "n_groups", "chunk_size"}
 # Bookkeeping only: the padded vocab_size it produced is compared, and HF configs often omit it.
 _NOT_COMPARED = {"pad_vocab_size_multiple"}
+# How to get a good copy of a damaged source file, by the source the download step took it from.
+_DAMAGED_FILE_FIX = {
+    "local": "fix or replace it in model.path",
+    "hub": "remove the damaged copy from the Hugging Face cache (hf cache rm model/{repo_id}), then run with "
+           "force=[download]",
+    "synthetic": "the cached download is damaged: run with force=[download]",
+}
 
 
 class ConvertStep:
@@ -37,17 +44,18 @@ class ConvertStep:
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
         model_dir = Path(inputs["download"]) / "model"
+        download = _download_manifest(Path(inputs["download"]))
         try:
             found = detect_source(model_dir).spec
             mismatches = spec_mismatches(_configured_spec(params), found)
             if mismatches:
-                raise StepError(f"{model_dir}: checkpoint does not match model.arch ({'; '.join(mismatches)}); "
-                                "fix the model config or point at the right checkpoint")
+                raise StepError(f"{_source_dir(model_dir, download)}: checkpoint does not match model.arch "
+                                f"({'; '.join(mismatches)}); fix the model config or point at the right checkpoint")
             facts = convert_checkpoint(model_dir, out_dir, params["dtype"], int(params["tp_size"]),
                                        progress=ctx.show_progress)
         except ConvertError as e:
-            raise StepError(str(e)) from None
-        revision = _download_revision(Path(inputs["download"]))
+            raise StepError(_source_error(e, model_dir, download)) from None
+        revision = _download_revision(download)
         return facts | ({"source_revision": revision} if revision else {})
 
 
@@ -69,16 +77,35 @@ def _configured_spec(params: dict[str, Any]) -> ModelSpec:
         raise StepError(f"model.arch is not a valid architecture: {e}") from None
 
 
-def _download_revision(download_dir: Path) -> str | None:
-    """The hub commit the download step pinned, when its manifest records one."""
+def _download_manifest(download_dir: Path) -> dict[str, Any]:
     manifest = download_dir / "manifest.json"
-    if not manifest.is_file():
-        return None
-    data = json.loads(manifest.read_text())
-    for section in (data, data.get("facts") or {}, data.get("environment") or {}):
+    return json.loads(manifest.read_text()) if manifest.is_file() else {}
+
+
+def _download_revision(manifest: dict[str, Any]) -> str | None:
+    """The hub commit the download step pinned, when its manifest records one."""
+    for section in (manifest, manifest.get("facts") or {}, manifest.get("environment") or {}):
         if isinstance(section, dict) and section.get("commit"):
             return str(section["commit"])
     return None
+
+
+def _source_dir(model_dir: Path, manifest: dict[str, Any]) -> str:
+    """The directory the download artifact's links point into (model.path, or the hub snapshot); the
+    artifact's own directory for a synthetic checkpoint, whose files live there."""
+    return (manifest.get("facts") or {}).get("from") or str(model_dir)
+
+
+def _source_error(error: ConvertError, model_dir: Path, manifest: dict[str, Any]) -> str:
+    """The error naming the user's file, not the cache's link to it (both have the same path below their
+    directory), and for a damaged file the fix that fits where it came from."""
+    facts = manifest.get("facts") or {}
+    message = str(error)
+    if isinstance(error, DamagedFileError) and facts.get("source") in _DAMAGED_FILE_FIX:
+        repo_id = (manifest.get("params") or {}).get("model.repo_id")
+        fix = _DAMAGED_FILE_FIX[facts["source"]].format(repo_id=repo_id)
+        message = f"{error.path}: {error.problem}; {fix}"
+    return message.replace(str(model_dir), _source_dir(model_dir, manifest))
 
 
 STEP = ConvertStep()

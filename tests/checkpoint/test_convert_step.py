@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from mambapipe.checkpoint import detect_source
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.steps.convert import STEP
+from mambapipe.steps.download import link_tree
 from mambapipe.synthetic import write_synthetic_checkpoint
 
 CODESTRAL = dict(mamba_version="Mamba2", hidden_size=4096, num_layers=64, vocab_size=32768, state_size=128,
@@ -97,6 +100,51 @@ def test_run_reports_bad_weights_as_step_error(tmp_path, hf_mamba1):
     weights.write_bytes(weights.read_bytes()[:-8])
     arch = dataclasses.asdict(detect_source(hf_mamba1).spec)
     with pytest.raises(StepError, match=r"model\.safetensors: truncated safetensors file"):
+        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
+
+
+@pytest.mark.parametrize("source, fix", [
+    ("local", "fix or replace it in model.path"),
+    ("hub", "remove the damaged copy from the Hugging Face cache (hf cache rm model/state-spaces/mamba-130m-hf), "
+            "then run with force=[download]"),
+])
+def test_a_damaged_file_is_named_where_the_source_keeps_it_with_the_fix_for_that_source(tmp_path, hf_mamba1,
+                                                                                       source, fix):
+    """Not the download artifact's link to it, nor "re-download" for a file the user keeps in model.path."""
+    origin = Path(shutil.copytree(hf_mamba1, tmp_path / "origin"))  # model.path, or the hub snapshot
+    weights = origin / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    download = tmp_path / "cache" / "download" / "key"
+    link_tree(origin, download / "model")
+    manifest = {"params": {"model.source": source, "model.repo_id": "state-spaces/mamba-130m-hf"},
+                "facts": {"source": source, "from": str(origin)}}
+    (download / "manifest.json").write_text(json.dumps(manifest))
+    arch = dataclasses.asdict(detect_source(hf_mamba1).spec)
+    with pytest.raises(StepError) as info:
+        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
+    message = str(info.value)
+    assert message.startswith(f"{weights}: truncated safetensors file (") and message.endswith(f"; {fix}")
+    assert str(download) not in message and "re-download" not in message
+
+
+def test_an_arch_mismatch_names_model_path_not_the_cache(tmp_path, hf_mamba1):
+    download = tmp_path / "cache" / "download" / "key"
+    link_tree(hf_mamba1, download / "model")
+    manifest = {"params": {"model.source": "local"}, "facts": {"source": "local", "from": str(hf_mamba1)}}
+    (download / "manifest.json").write_text(json.dumps(manifest))
+    arch = dataclasses.asdict(detect_source(hf_mamba1).spec) | {"hidden_size": 32}
+    with pytest.raises(StepError, match=rf"^{re.escape(str(hf_mamba1))}: checkpoint does not match model\.arch"):
+        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
+
+
+def test_a_damaged_synthetic_file_says_to_make_the_download_again(tmp_path, hf_mamba1):
+    download = tmp_path / "download"
+    shutil.copytree(hf_mamba1, download / "model")
+    (download / "model" / "model.safetensors").write_bytes(b"\0" * 4)
+    (download / "manifest.json").write_text(json.dumps({"params": {}, "facts": {"source": "synthetic"}}))
+    arch = dataclasses.asdict(detect_source(hf_mamba1).spec)
+    with pytest.raises(StepError, match=r"model\.safetensors: truncated safetensors file \(no header\); the cached "
+                                        r"download is damaged: run with force=\[download\]$"):
         STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
 
 
