@@ -165,7 +165,9 @@ class MambapipeConfig:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="mambapipe_schema", node=MambapipeConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
+    # Outside the model group (the files of configs/model/ extend it as /model_schema@_here_): a schema in the
+    # group would be offered by --help and tab completion as a model, one whose mandatory keys are all unset.
+    cs.store(name="model_schema", node=ModelConfig)
 
 
 def unknown_keys(config: dict[str, Any], schema: type = MambapipeConfig, prefix: str = "") -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from mambapipe.config import unknown_keys
+from mambapipe.pipeline.step import StepError
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,23 @@ def resolve_device(requested: str) -> tuple[str, str, Optional[str]]:
     return "cpu", "auto: no CUDA device visible", None
 
 
+def missing_values_problem(cfg: DictConfig) -> Optional[str]:
+    """The keys left `???` (a mandatory value nobody set), which no plan can be made without."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if not missing:
+        return None
+    verb, pronoun = ("has", "it") if len(missing) == 1 else ("have", "them")
+    return (f"{', '.join(missing)} {verb} no value (???): set {pronoun} on the command line (e.g. {missing[0]}=...) "
+            "or pick a config that does (e.g. model=<a file of configs/model>)")
+
+
 def resolve_config(cfg: DictConfig) -> Resolved:
+    """The plain config; a StepError (one line) when a mandatory value is unset."""
     from mambapipe.backends import resolve_backend
 
+    problem = missing_values_problem(cfg)
+    if problem:
+        raise StepError(problem)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
     config["cache_dir"] = str(Path(config["cache_dir"]).expanduser().absolute())  # run.json names real paths
     config["device"], device_why, problem = resolve_device(config["device"])

@@ -61,7 +61,10 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in RUN_DIR_FILES:  # a reused run dir (hydra.run.dir=...) must not show an earlier run's results
         (run_dir / name).unlink(missing_ok=True)
-    resolved = resolve_config(cfg)
+    try:
+        resolved = resolve_config(cfg)
+    except StepError as exc:  # no plan can be made without the config, e.g. a mandatory value left ???
+        return _finish(console, run_dir, [], f"config: {exc}", overrides, resumable=False)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
     if steps is None:
         from mambapipe.steps import load_steps

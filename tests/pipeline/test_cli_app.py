@@ -16,8 +16,10 @@ COMMANDS = {"python -m": [sys.executable, "-m", "mambapipe"], "console script": 
 
 
 def run(command: list[str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    # The package of this checkout, wherever the editable install points (a git worktree's points elsewhere).
+    this_checkout = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "MAMBAPIPE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
-           "HF_HOME": str(tmp_path / "hf")}
+           "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": this_checkout}
     return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -40,6 +42,20 @@ def test_help_lists_recipes_and_examples(tmp_path):
     recipes = next(line for line in out.stdout.splitlines() if line.startswith("recipe: "))
     assert {"quickstart", "codestral_tp2", "mamba_2p8b"} <= set(recipes[len("recipe: "):].split(", "))
     assert "python -m mambapipe recipe=" in out.stdout
+
+
+def test_help_offers_models_but_not_their_schema(tmp_path):
+    out = run(COMMANDS["python -m"], tmp_path, "--help")
+    models = next(line for line in out.stdout.splitlines() if line.startswith("model: "))
+    assert set(models[len("model: "):].split(", ")) == {p.stem for p in (REPO / "configs" / "model").glob("*.yaml")}
+
+
+@pytest.mark.parametrize("override, key", [("model.arch.hidden_size=???", "model.arch.hidden_size"),
+                                           ("model.name=???", "model.name")])
+def test_a_missing_mandatory_value_is_one_line_naming_the_key(tmp_path, override, key):
+    out = run(COMMANDS["python -m"], tmp_path, override, "plan_only=true", "hydra.run.dir=run")
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert out.stdout.rstrip().splitlines()[-1].startswith(f"FAILED config: {key} has no value (???): set it")
 
 
 def test_tab_completion_offers_recipes_and_keys(tmp_path):
