@@ -4,6 +4,8 @@ strings, `device` and `backend` decided once for the whole run."""
 from __future__ import annotations
 
 import difflib
+import os
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -14,13 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 from mambapipe.config import unknown_keys
 from mambapipe.pipeline.step import StepError
 
+_CACHE_DIR_FIX = "set cache_dir (or MAMBAPIPE_CACHE) to a directory you can write to"
+
 
 @dataclass(frozen=True)
 class Resolved:
     config: dict[str, Any]  # the whole config, plain, with device/backend replaced by their decisions
     device_why: str
     backend_why: str
-    problems: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()  # of the run itself (device, cache_dir), one line each
 
 
 def resolve_device(requested: str) -> tuple[str, str, Optional[str]]:
@@ -37,6 +41,21 @@ def resolve_device(requested: str) -> tuple[str, str, Optional[str]]:
     if visible:
         return "cuda", f"auto: {torch.cuda.device_count()} CUDA device(s) visible", None
     return "cpu", "auto: no CUDA device visible", None
+
+
+def cache_dir_problem(cache_dir: Path) -> Optional[str]:
+    """Why artifacts cannot be written under `cache_dir` (None when they can). Tried, not read off permission
+    bits, which miss read-only and virtual file systems (/proc) and which root passes anyway: a directory is
+    made and removed in cache_dir, or in its nearest existing parent when cache_dir is still to be made."""
+    existing = next(p for p in (cache_dir, *cache_dir.parents) if os.path.exists(p))
+    if not existing.is_dir():
+        return f"cache_dir={cache_dir} cannot be created: {existing} is not a directory; {_CACHE_DIR_FIX}"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mambapipe-write-test-", dir=existing))
+    except OSError as exc:
+        what = "written to" if existing == cache_dir else "created"
+        return f"cache_dir={cache_dir} cannot be {what} ({exc.strerror}); {_CACHE_DIR_FIX}"
+    return None
 
 
 def missing_values_problem(cfg: DictConfig) -> Optional[str]:
@@ -58,10 +77,11 @@ def resolve_config(cfg: DictConfig) -> Resolved:
         raise StepError(problem)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
     config["cache_dir"] = str(Path(config["cache_dir"]).expanduser().absolute())  # run.json names real paths
-    config["device"], device_why, problem = resolve_device(config["device"])
+    config["device"], device_why, device_problem = resolve_device(config["device"])
     config["backend"], backend_why = resolve_backend(config["backend"], config["device"])
-    problems = [*map(partial(_unknown_key_problem, config), unknown_keys(config)), *([problem] if problem else [])]
-    return Resolved(config, device_why, backend_why, tuple(problems))
+    problems = [*map(partial(_unknown_key_problem, config), unknown_keys(config)), device_problem,
+                cache_dir_problem(Path(config["cache_dir"]))]
+    return Resolved(config, device_why, backend_why, tuple(p for p in problems if p))
 
 
 def _unknown_key_problem(config: dict[str, Any], dotted: str) -> str:

@@ -58,6 +58,19 @@ def test_a_missing_mandatory_value_is_one_line_naming_the_key(tmp_path, override
     assert out.stdout.rstrip().splitlines()[-1].startswith(f"FAILED config: {key} has no value (???): set it")
 
 
+@pytest.mark.parametrize("cache_dir, why", [
+    ("/proc/nope", "cannot be created"), ("/proc", "cannot be written to"),  # refused even to root
+    ("{tmp}/a-file/cache", "cannot be created: {tmp}/a-file is not a directory"),
+])
+def test_a_cache_dir_that_cannot_be_written_stops_the_plan_naming_it(tmp_path, cache_dir, why):
+    (tmp_path / "a-file").write_text("")
+    cache_dir, why = cache_dir.format(tmp=tmp_path), why.format(tmp=tmp_path)
+    out = run(COMMANDS["python -m"], tmp_path, f"cache_dir={cache_dir}", "plan_only=true", "hydra.run.dir=run")
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert out.stdout.rstrip().splitlines()[-1].startswith(f"FAILED cache_dir={cache_dir} {why}")
+    assert "set cache_dir (or MAMBAPIPE_CACHE) to a directory you can write to" in out.stdout
+
+
 def test_tab_completion_offers_recipes_and_keys(tmp_path):
     env_line = {"COMP_LINE": "mambapipe recipe=code"}
     out = subprocess.run(["mambapipe", "-sc", "query=bash"], env={**os.environ, **env_line},
