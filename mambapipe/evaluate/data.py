@@ -7,6 +7,8 @@ The hub dataset is loaded at the commit the evaluate step pinned at plan time (`
 
 from __future__ import annotations
 
+import json
+import reprlib
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -75,7 +77,55 @@ def local_builder(path: Path) -> str:
 
 def _load_local(path: Path):
     load_dataset = require_datasets()
-    return load_dataset(local_builder(path), data_files=str(path), split="train")
+    builder = local_builder(path)
+    try:
+        return load_dataset(builder, data_files=str(path), split="train")
+    except Exception as exc:  # datasets reports an empty or malformed file as StopIteration, ValueError, ...
+        problem = _json_lines_problem(path) if builder == "json" else _parquet_problem(path)
+        if problem is None:  # the file looks fine to us: a crash worth its traceback, not bad input
+            raise
+        raise StepError(problem) from exc
+
+
+def _no_records(dataset: str) -> str:
+    return f"eval.dataset {dataset!r} has no records; point it at a file with at least one article"
+
+
+def _json_lines_problem(path: Path) -> Optional[str]:
+    """The first line of `path` that is no JSON object, or that it holds no record, in one line (datasets' own
+    error names neither the file nor the line); None when every line is a JSON object."""
+    records = 0
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            problem = _json_object_problem(line)
+            if problem:
+                return (f"eval.dataset {str(path)!r} is not valid JSON Lines: line {number} {problem}; write one "
+                        f"JSON object per line, with {INPUT_FIELD!r} and {REFERENCE_FIELD!r} fields")
+            records += 1
+    return None if records else _no_records(str(path))
+
+
+def _json_object_problem(line: str) -> Optional[str]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        return f"is not JSON ({err.msg} at column {err.colno})"
+    return None if isinstance(record, dict) else f"is a JSON {type(record).__name__}, not an object"
+
+
+def _parquet_problem(path: Path) -> Optional[str]:
+    """Why `path` is no parquet table of articles, in one line, or None when its footer looks sound."""
+    import pyarrow
+    import pyarrow.parquet
+
+    try:
+        rows = pyarrow.parquet.read_metadata(path).num_rows
+    except (OSError, pyarrow.ArrowException) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        return f"eval.dataset {str(path)!r} is not a readable parquet file ({reason}); check the file"
+    return None if rows else _no_records(str(path))
 
 
 def _load_hub(hub_id: str, hub_config: str, split: str, revision: Optional[str]):
@@ -100,4 +150,16 @@ def _check_fields(articles, dataset: str) -> None:
         raise StepError(f"eval.dataset {dataset!r} lacks field(s) {missing} (has {articles.column_names}); "
                         f"each record needs {INPUT_FIELD!r} and {REFERENCE_FIELD!r}")
     if len(articles) == 0:
-        raise StepError(f"eval.dataset {dataset!r} has no records; point it at a non-empty file")
+        raise StepError(_no_records(dataset))
+    for field in (INPUT_FIELD, REFERENCE_FIELD):
+        _check_text_column(articles, field, dataset)
+
+
+def _check_text_column(articles, field: str, dataset: str) -> None:
+    """Every record's `field` must be a string: the prompt is `article + ' TL;DR: '`, ROUGE reads highlights."""
+    column = articles.data.column(field)  # pyarrow: the type and null count cost nothing to read
+    if str(column.type) in ("string", "large_string") and column.null_count == 0:
+        return
+    index, value = next((i, v) for i, v in enumerate(articles[field]) if not isinstance(v, str))
+    raise StepError(f"eval.dataset {dataset!r} record {index + 1} has {field}={reprlib.repr(value)}; each record's "
+                    f"{field!r} must be a string")

@@ -85,3 +85,55 @@ def test_an_install_that_cannot_import_datasets_is_a_one_line_step_error(monkeyp
     with pytest.raises(StepError, match=r"cannot import datasets .*pip install -e \.") as err:
         load_articles("sample")
     assert "\n" not in str(err.value)
+
+
+def _empty_parquet(path):
+    import pandas as pd
+
+    pd.DataFrame({"article": pd.Series([], dtype=str), "highlights": pd.Series([], dtype=str)}).to_parquet(path)
+
+
+@pytest.mark.parametrize("name, write", [
+    ("empty.jsonl", lambda path: path.write_text("")),
+    ("blank.jsonl", lambda path: path.write_text("\n  \n\n")),
+    ("empty.parquet", _empty_parquet),
+])
+def test_a_file_without_records_says_so(tmp_path, name, write):
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(StepError, match=f"eval.dataset '{path}' has no records; ") as err:
+        load_articles(str(path))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("bad_line, reason", [
+    ("{not json", r"line 2 is not JSON \(Expecting property name enclosed in double quotes at column 2\)"),
+    ('["a", "b"]', "line 2 is a JSON list, not an object"),
+])
+def test_a_malformed_json_line_is_named_with_its_line_number(tmp_path, bad_line, reason):
+    path = tmp_path / "articles.jsonl"
+    path.write_text(json.dumps({"article": "A story.", "highlights": "Story."}) + "\n" + bad_line + "\n")
+    with pytest.raises(StepError, match=f"eval.dataset '{path}' is not valid JSON Lines: {reason}; ") as err:
+        load_articles(str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_an_unreadable_parquet_file_is_a_one_line_step_error(tmp_path):
+    path = tmp_path / "articles.parquet"
+    path.write_text("not parquet at all")
+    with pytest.raises(StepError, match=f"eval.dataset '{path}' is not a readable parquet file") as err:
+        load_articles(str(path))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("records, field, shown", [
+    ([{"article": "A story.", "highlights": "Story."}, {"article": None, "highlights": "Story."}],
+     "article", "record 2 has article=None"),
+    ([{"article": 5, "highlights": ["a"]}], "article", "record 1 has article=5"),
+    ([{"article": "A story.", "highlights": ["a"]}], "highlights", r"record 1 has highlights=\['a'\]"),
+])
+def test_a_record_whose_text_is_not_a_string_is_named(tmp_path, records, field, shown):
+    path = tmp_path / "articles.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(StepError, match=f"{shown}; each record's '{field}' must be a string"):
+        load_articles(str(path))
