@@ -93,10 +93,15 @@ def _problem(step: Step, exc: Exception) -> str:
 
 
 def step_params(step: Step, config: dict[str, Any]) -> dict[str, Any]:
-    """The config slice `step` reads: its `uses`, plus its `extra_uses` for those values."""
+    """The config slice `step` reads: its `uses`, plus its `extra_uses` for those values, asked again while it
+    names keys not yet selected (a key it adds may decide others: eval.task=summarize brings
+    eval.check_accuracy, whose value decides eval.rouge1_threshold)."""
     params = select(config, step.uses)
-    if hasattr(step, "extra_uses"):
-        params.update(select(config, step.extra_uses(params)))
+    while hasattr(step, "extra_uses"):
+        added = [key for key in step.extra_uses(params) if key not in params]
+        if not added:
+            break
+        params.update(select(config, added))
     return params
 
 

@@ -50,9 +50,11 @@ class Step(Protocol):
 # Optional methods a step may also define; the runner calls them when present.
 #
 #   extra_uses(params) -> tuple[str, ...]
-#       Dotted keys the step reads only for some values of its `uses` keys, which `params` holds (e.g. build
-#       reads the trtllm-only build.* flags only when backend=trtllm). They join `params`, and so the key,
-#       exactly like `uses`; keys left out can change without invalidating the artifact.
+#       Dotted keys the step reads only for some values of the keys `params` holds (e.g. build reads the
+#       trtllm-only build.* flags only when backend=trtllm). They join `params`, and so the key, exactly like
+#       `uses`; keys left out can change without invalidating the artifact. It is asked again with the keys it
+#       added until it adds none, so an extra key may decide further ones (evaluate: eval.task=summarize adds
+#       eval.check_accuracy, and check_accuracy=true adds eval.rouge1_threshold).
 #
 #   environment(params) -> dict
 #       Facts outside the config that change the output (e.g. tensorrt_llm/TensorRT versions, the GPU's

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from mambapipe.pipeline.keys import short, step_key
+from mambapipe.pipeline.plan import step_params
 from mambapipe.pipeline.store import ArtifactStore
 
 BASE = dict(name="build", version=1, params={"dtype": "float16", "build.max_batch_size": 8},
@@ -23,6 +24,23 @@ def test_key_ignores_dict_order_and_sees_every_ingredient():
                 key(environment={"tensorrt_llm": "0.20"}), key(params={**BASE["params"], "dtype": "bfloat16"})]
     assert len({key(), *variants}) == 6
     assert len(key()) == 64 and short(key()) == key()[:12]
+
+
+class ChainedStep:
+    """Reads `mode`; mode=deep brings `depth`, and depth > 1 brings `detail`."""
+    uses = ("mode",)
+
+    def extra_uses(self, params):
+        if params["mode"] != "deep":
+            return ()
+        return ("depth", "detail") if params.get("depth", 0) > 1 else ("depth",)
+
+
+def test_extra_uses_is_asked_again_until_it_adds_nothing():
+    config = {"mode": "deep", "depth": 2, "detail": "x", "unread": 1}
+    assert step_params(ChainedStep(), config) == {"mode": "deep", "depth": 2, "detail": "x"}
+    assert step_params(ChainedStep(), {**config, "depth": 1}) == {"mode": "deep", "depth": 1}
+    assert step_params(ChainedStep(), {**config, "mode": "shallow"}) == {"mode": "shallow"}
 
 
 def test_commit_writes_manifest_last_and_replaces_a_forced_artifact(tmp_path):
