@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 Outputs = tuple[Optional[dict[str, Any]], Optional[list[dict[str, Any]]]]
+HUB_ARGUMENTS = {"hub_id": "eval.dataset_hub_id", "hub_config": "eval.dataset_config", "split": "eval.dataset_split"}
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,7 @@ def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
     settings = summarize.SummarizeSettings(job.get("eval.batch_size"), job.get("eval.max_ite"),
                                            job.get("eval.max_input_length"), job.get("eval.output_len"))
     bundle = load_tokenizer(job.download_dir / "tokenizer")
-    articles = load_articles(job.get("eval.dataset"), job.get("eval.dataset_hub_id"), job.get("eval.dataset_config"),
-                             job.get("eval.dataset_split"), seed=job.get("eval.random_seed"),
+    articles = load_articles(job.get("eval.dataset"), **_hub_source(job), seed=job.get("eval.random_seed"),
                              revision=job.dataset_revision)
     batches = summarize.prepare_samples(articles, bundle, settings)
     with loaded_engine(job) as generator:
@@ -94,6 +94,11 @@ def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
     if job.get("eval.compare_hf"):
         metrics.update(_compare_hf(job, bundle, batches, run, dtype, show))
     return metrics, summarize.prediction_records(samples, texts, run)
+
+
+def _hub_source(job: EvalJob) -> dict[str, str]:
+    """load_articles' hub arguments; the evaluate step selects their keys only for eval.dataset=cnn_dailymail."""
+    return {arg: job.get(key) for arg, key in HUB_ARGUMENTS.items() if key in job.params}
 
 
 def _compare_hf(job: EvalJob, bundle: TokenizerBundle, batches: list[list[summarize.Sample]],

@@ -21,7 +21,15 @@ from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
 from mambapipe.pipeline.step import StepContext, StepError
 
 LAUNCHERS = {"native": "torchrun", "trtllm": "mpirun"}
-_POSITIVE = ("eval.batch_size", "eval.max_ite", "eval.max_input_length", "eval.output_len", "eval.repeats")
+# The eval.* keys each task reads, and so the only ones in its key: a benchmark setting must not re-run a
+# summarize evaluation, nor the reverse. The build limits are in both for the plan-time checks.
+TASK_KEYS = {
+    "summarize": ("eval.dataset", "eval.max_ite", "eval.batch_size", "eval.max_input_length", "eval.output_len",
+                  "eval.compare_hf", "eval.check_accuracy"),
+    "benchmark": ("eval.scenarios", "eval.warmup", "eval.repeats", "eval.bandwidth_gbps"),
+}
+HUB_DATASET_KEYS = ("eval.dataset_hub_id", "eval.dataset_config", "eval.dataset_split")  # eval.dataset=cnn_dailymail
+_SUMMARIZE_POSITIVE = ("eval.batch_size", "eval.max_ite", "eval.max_input_length", "eval.output_len")
 
 
 def _value(params: dict[str, Any], key: str) -> Any:
@@ -32,12 +40,18 @@ def _value(params: dict[str, Any], key: str) -> Any:
 class EvaluateStep:
     name = "evaluate"
     version = 1
-    uses = ("eval.task", "eval.dataset", "eval.dataset_hub_id", "eval.dataset_config", "eval.dataset_split",
-            "eval.max_ite", "eval.batch_size", "eval.max_input_length", "eval.output_len", "eval.check_accuracy",
-            "eval.rouge1_threshold", "eval.compare_hf", "eval.random_seed", "eval.scenarios", "eval.warmup",
-            "eval.repeats", "eval.bandwidth_gbps", "device", "backend", "tp_size",
+    uses = ("eval.task", "eval.random_seed", "device", "backend", "tp_size",
             "build.max_batch_size", "build.max_input_len", "build.max_seq_len")
     needs = ("build", "download")
+
+    def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
+        """The keys of the chosen task; summarize's threshold only when it gates, its hub keys only for the hub."""
+        keys = TASK_KEYS[_value(params, "eval.task")]
+        if params.get("eval.check_accuracy"):
+            keys += ("eval.rouge1_threshold",)
+        if params.get("eval.dataset") == "cnn_dailymail":
+            keys += HUB_DATASET_KEYS
+        return keys
 
     def environment(self, params: dict[str, Any]) -> dict[str, Any]:
         """Facts outside the config the metrics depend on: which articles the dataset holds (see
@@ -50,18 +64,10 @@ class EvaluateStep:
         return env
 
     def check(self, params: dict[str, Any]) -> None:
-        for key in _POSITIVE:
-            if _value(params, key) < 1:
-                raise StepError(f"{key} must be >= 1, got {_value(params, key)}")
-        if _value(params, "eval.warmup") < 0:
-            raise StepError(f"eval.warmup must be >= 0, got {_value(params, 'eval.warmup')}")
         if _value(params, "eval.task") == "benchmark":
-            _check_scenarios(params["eval.scenarios"] or [])
+            _check_benchmark(params)
         else:
-            _check_summarize_limits(params)
-            _check_dataset(_value(params, "eval.dataset"))
-            require_datasets()
-            require_scorer()
+            _check_summarize(params)
 
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
@@ -78,6 +84,16 @@ class EvaluateStep:
         metrics = json.loads((out_dir / METRICS_FILE).read_text())
         _accuracy_gate(params, metrics)
         return _facts(metrics)
+
+
+def _check_summarize(params: dict[str, Any]) -> None:
+    for key in _SUMMARIZE_POSITIVE:
+        if _value(params, key) < 1:
+            raise StepError(f"{key} must be >= 1, got {_value(params, key)}")
+    _check_summarize_limits(params)
+    _check_dataset(_value(params, "eval.dataset"))
+    require_datasets()
+    require_scorer()
 
 
 def _check_summarize_limits(params: dict[str, Any]) -> None:
@@ -118,7 +134,15 @@ def _check_dataset(dataset: str) -> None:
         local_builder(path)
 
 
-def _check_scenarios(scenarios: list[Any]) -> None:
+def _check_benchmark(params: dict[str, Any]) -> None:
+    if _value(params, "eval.repeats") < 1:
+        raise StepError(f"eval.repeats must be >= 1, got {_value(params, 'eval.repeats')}")
+    if _value(params, "eval.warmup") < 0:
+        raise StepError(f"eval.warmup must be >= 0, got {_value(params, 'eval.warmup')}")
+    _check_scenario_lengths(params["eval.scenarios"] or [])
+
+
+def _check_scenario_lengths(scenarios: list[Any]) -> None:
     for i, scenario in enumerate(scenarios):
         for key in ("batch", "input_len", "output_len"):
             if int(scenario[key]) < 1:

@@ -8,23 +8,52 @@ import pytest
 from omegaconf import OmegaConf
 
 from mambapipe.config import MambapipeConfig
+from mambapipe.pipeline.plan import step_params
 from mambapipe.pipeline.step import StepError
 from mambapipe.steps.evaluate import STEP, _accuracy_gate
 
 
 def _params(**overrides):
+    """The params the plan hands the step for the schema's defaults plus these dotted overrides."""
     cfg = OmegaConf.structured(MambapipeConfig)
-    params = {key: OmegaConf.select(cfg, key) for key in STEP.uses if key not in ("device", "backend")}
-    params.update({"device": "cpu", "backend": "native"})
-    params.update(overrides)
-    return params
+    for key, value in {"device": "cpu", "backend": "native", **overrides}.items():
+        OmegaConf.update(cfg, key, value)
+    return step_params(STEP, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
-def test_uses_only_keys_of_the_schema():
+@pytest.mark.parametrize("overrides", [{}, {"eval.check_accuracy": True, "eval.dataset": "cnn_dailymail"},
+                                       {"eval.task": "benchmark"}])
+def test_uses_only_keys_of_the_schema(overrides):
     cfg = OmegaConf.structured(MambapipeConfig)
-    for key in STEP.uses:
+    for key in _params(**overrides):
         assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", key
     assert STEP.name == "evaluate" and set(STEP.needs) == {"build", "download"}
+
+
+SUMMARIZE_ONLY = {"eval.dataset": "cnn_dailymail", "eval.max_ite": 5, "eval.batch_size": 2,
+                  "eval.max_input_length": 500, "eval.output_len": 50, "eval.compare_hf": True,
+                  "eval.check_accuracy": True}
+BENCHMARK_ONLY = {"eval.warmup": 0, "eval.repeats": 7, "eval.bandwidth_gbps": 50.0,
+                  "eval.scenarios": [{"batch": 1, "input_len": 10, "output_len": 10}]}
+
+
+@pytest.mark.parametrize("task, read, unread", [("summarize", SUMMARIZE_ONLY, BENCHMARK_ONLY),
+                                                ("benchmark", BENCHMARK_ONLY, SUMMARIZE_ONLY)])
+def test_the_params_hold_only_the_keys_the_task_reads(task, read, unread):
+    """The params are what the key hashes: a key of the other task must leave them (and the artifact) alone."""
+    params = _params(**{"eval.task": task})
+    assert _params(**{"eval.task": task}, **unread) == params
+    for key, value in read.items():
+        assert _params(**{"eval.task": task, key: value})[key] == value, key
+
+
+def test_rouge1_threshold_counts_only_when_it_gates_and_hub_keys_only_for_the_hub():
+    assert _params(**{"eval.rouge1_threshold": 1.0}) == _params()
+    gated = _params(**{"eval.check_accuracy": True})
+    assert _params(**{"eval.check_accuracy": True, "eval.rouge1_threshold": 1.0}) != gated
+    hub_keys = {"eval.dataset_hub_id", "eval.dataset_config", "eval.dataset_split"}
+    assert not hub_keys & set(_params())
+    assert hub_keys <= set(_params(**{"eval.dataset": "cnn_dailymail"}))
 
 
 def test_defaults_pass_the_plan_check():
@@ -41,10 +70,12 @@ def test_defaults_pass_the_plan_check():
     ({"eval.dataset": "articles.csv"}, "not sample, cnn_dailymail or a .jsonl/.parquet"),
     ({"eval.task": "benchmark", "eval.scenarios": [{"batch": 0, "input_len": 1, "output_len": 1}]},
      r"eval.scenarios\[0\].batch must be >= 1"),
+    ({"eval.task": "benchmark", "eval.repeats": 0}, "eval.repeats must be >= 1"),
 ])
 def test_plan_check_rejects_bad_settings(overrides, message):
-    with pytest.raises(StepError, match=message):
+    with pytest.raises(StepError, match=message) as err:
         STEP.check(_params(**overrides))
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("module, package", [("datasets", "datasets"), ("rouge_score", "rouge-score")])

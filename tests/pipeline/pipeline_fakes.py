@@ -1,5 +1,6 @@
 """Small stand-in steps for testing the generic runner: same names, `uses` and `needs` as the real
-steps, cheap work, and a journal file that records every real execution (across processes)."""
+steps (evaluate's task-dependent keys too), cheap work, and a journal file that records every real
+execution (across processes)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from mambapipe.pipeline.step import StepContext, StepError
+from mambapipe.steps.evaluate import STEP as EVALUATE
 
 USES = {
     "download": ("model",),
     "convert": ("dtype", "tp_size", "model.arch"),
     "build": ("dtype", "tp_size", "backend", "device", "build.max_batch_size", "build.max_input_len",
               "build.max_seq_len"),
-    "evaluate": ("eval", "device", "backend", "tp_size"),
+    "evaluate": EVALUATE.uses,
 }
 NEEDS = {"download": (), "convert": ("download",), "build": ("convert",), "evaluate": ("build", "download")}
 
@@ -26,6 +28,10 @@ class FakeStep:
     def __init__(self, name: str, journal: Path, behaviour: str = ""):
         self.name, self.uses, self.needs = name, USES[name], NEEDS[name]
         self.journal, self.behaviour = journal, behaviour
+
+    def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
+        # evaluate's keys depend on eval.task as the real step's do, so the cache tests see the same key split
+        return EVALUATE.extra_uses(params) if self.name == "evaluate" else ()
 
     def check(self, params: dict[str, Any]) -> None:
         if self.behaviour == "bad-config":

@@ -46,6 +46,15 @@ def test_a_change_reruns_exactly_the_steps_that_read_it(pipeline, override, expe
     assert reason in pipeline.output
 
 
+@pytest.mark.parametrize("task, reruns", [("summarize", False), ("benchmark", True)])
+def test_a_benchmark_setting_reruns_only_a_benchmark(pipeline, task, reruns):
+    pipeline.run(f"eval.task={task}")
+    pipeline.ran()
+    result = pipeline.run(f"eval.task={task}", "eval.repeats=5")
+    assert pipeline.ran() == (["evaluate"] if reruns else [])
+    assert statuses(result)["evaluate"] == ("ran" if reruns else "cached")
+
+
 def test_plan_names_upstream_change(pipeline):
     pipeline.run()
     result = pipeline.run("dtype=float16", "plan_only=true")
@@ -159,8 +168,11 @@ def test_manifest_records_provenance(pipeline):
     manifest = pipeline.store.manifest("evaluate", evaluate.key)
     assert manifest["step"] == "evaluate" and manifest["key"] == evaluate.key and manifest["version"] == 1
     assert manifest["inputs"] == {"build": build.key, "download": result.outcomes[0].key}
-    assert manifest["params"]["eval"]["output_len"] == 9
-    assert set(manifest["params"]) == {"eval", "device", "backend", "tp_size"}
+    assert manifest["params"]["eval.output_len"] == 9
+    assert set(manifest["params"]) == {"eval.task", "eval.random_seed", "device", "backend", "tp_size",
+                                       "build.max_batch_size", "build.max_input_len", "build.max_seq_len",
+                                       "eval.dataset", "eval.max_ite", "eval.batch_size", "eval.max_input_length",
+                                       "eval.output_len", "eval.compare_hf", "eval.check_accuracy"}
     assert manifest["overrides"] == ["eval.output_len=9"] and manifest["facts"] == {"fake": True}
     assert {"created", "seconds", "environment", "git_commit"} <= set(manifest)
     assert short(evaluate.key) in pipeline.output
