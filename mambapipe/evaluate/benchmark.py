@@ -35,16 +35,28 @@ def scenarios_from_config(raw: Optional[Iterable[dict[str, int]]]) -> list[Scena
     return items or list(DEFAULT_SCENARIOS)
 
 
-def limit_problem(generator: Generator, scenario: Scenario) -> Optional[str]:
-    """Why the engine cannot run `scenario` (it exceeds a build limit), or None."""
-    if scenario.batch > generator.max_batch_size:
-        return f"batch {scenario.batch} > engine max_batch_size {generator.max_batch_size}"
-    if scenario.input_len > generator.max_input_len:
-        return f"input_len {scenario.input_len} > engine max_input_len {generator.max_input_len}"
-    if scenario.input_len + scenario.output_len > generator.max_seq_len:
+@dataclass(frozen=True)
+class EngineLimits:
+    """The build limits a scenario must fit: a loaded engine's, or the build.* params at plan time."""
+    max_batch_size: int
+    max_input_len: int
+    max_seq_len: int
+
+
+def limit_problem(limits: EngineLimits | Generator, scenario: Scenario) -> Optional[str]:
+    """Why an engine of these limits cannot run `scenario`, or None."""
+    if scenario.batch > limits.max_batch_size:
+        return f"batch {scenario.batch} > engine max_batch_size {limits.max_batch_size}"
+    if scenario.input_len > limits.max_input_len:
+        return f"input_len {scenario.input_len} > engine max_input_len {limits.max_input_len}"
+    if scenario.input_len + scenario.output_len > limits.max_seq_len:
         return (f"input_len + output_len {scenario.input_len + scenario.output_len} > engine max_seq_len "
-                f"{generator.max_seq_len}")
+                f"{limits.max_seq_len}")
     return None
+
+
+def scenario_label(scenario: Scenario) -> str:
+    return f"B={scenario.batch} {scenario.input_len}/{scenario.output_len}"
 
 
 def random_prompts(scenario: Scenario, vocab_size: int, seed: int) -> list[list[int]]:
@@ -106,7 +118,7 @@ def run_benchmark(generator: Generator, scenarios: list[Scenario], *, warmup: in
         if problem is not None:
             rows.append(skipped_row(scenario, problem))
             continue
-        bar.set_description(f"benchmark B={scenario.batch} {scenario.input_len}/{scenario.output_len}")
+        bar.set_description(f"benchmark {scenario_label(scenario)}")
         timing = time_scenario(generator, scenario, warmup, repeats, seed, bar)
         rows.append(benchmark_row(generator, scenario, timing, tp_size, bytes_per_s))
     bar.close()

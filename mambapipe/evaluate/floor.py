@@ -52,7 +52,7 @@ def decode_step_traffic(spec: ModelSpec, dtype: str, batch: int, tp_size: int = 
 def device_bandwidth(device: str, configured_gbps: Optional[float] = None) -> tuple[float, str]:
     """(bytes/s, where the number comes from) for the floor: the configured value, the H200 figure, or a
     quick copy measurement on `device`."""
-    if configured_gbps:
+    if configured_gbps is not None:  # the evaluate step refuses values <= 0 at plan time
         return configured_gbps * 1e9, f"configured: eval.bandwidth_gbps={configured_gbps:g}"
     if device == "cuda":
         import torch

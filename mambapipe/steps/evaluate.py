@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from mambapipe.evaluate import benchmark
 from mambapipe.evaluate.data import hub_commit, local_builder, require_datasets
 from mambapipe.evaluate.rouge import require_scorer
 from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
@@ -139,7 +140,13 @@ def _check_benchmark(params: dict[str, Any]) -> None:
         raise StepError(f"eval.repeats must be >= 1, got {_value(params, 'eval.repeats')}")
     if _value(params, "eval.warmup") < 0:
         raise StepError(f"eval.warmup must be >= 0, got {_value(params, 'eval.warmup')}")
-    _check_scenario_lengths(params["eval.scenarios"] or [])
+    bandwidth = _value(params, "eval.bandwidth_gbps")
+    if bandwidth is not None and bandwidth <= 0:
+        raise StepError(f"eval.bandwidth_gbps must be > 0 (GB/s), got {bandwidth}; or leave it null to use the "
+                        "H200 figure or measure the device")
+    raw = params["eval.scenarios"] or []
+    _check_scenario_lengths(raw)
+    _check_some_scenario_fits(benchmark.scenarios_from_config(raw), params)
 
 
 def _check_scenario_lengths(scenarios: list[Any]) -> None:
@@ -147,6 +154,18 @@ def _check_scenario_lengths(scenarios: list[Any]) -> None:
         for key in ("batch", "input_len", "output_len"):
             if int(scenario[key]) < 1:
                 raise StepError(f"eval.scenarios[{i}].{key} must be >= 1, got {scenario[key]}")
+
+
+def _check_some_scenario_fits(scenarios: list[benchmark.Scenario], params: dict[str, Any]) -> None:
+    """A benchmark whose every scenario the engine refuses would 'succeed' with nothing measured. Scenarios
+    that do not fit beside others that do are kept, as `skipped` rows."""
+    limits = benchmark.EngineLimits(_value(params, "build.max_batch_size"), _value(params, "build.max_input_len"),
+                                    _value(params, "build.max_seq_len"))
+    problems = [benchmark.limit_problem(limits, s) for s in scenarios]
+    if all(problems):
+        reasons = "; ".join(f"{benchmark.scenario_label(s)}: {p}" for s, p in zip(scenarios, problems))
+        raise StepError(f"no eval.scenarios fit the engine's build limits ({reasons}); raise build.max_batch_size, "
+                        "build.max_input_len or build.max_seq_len, or give scenarios within them")
 
 
 def _run_launched(job: EvalJob, tp_size: int) -> None:

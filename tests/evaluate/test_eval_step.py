@@ -71,11 +71,24 @@ def test_defaults_pass_the_plan_check():
     ({"eval.task": "benchmark", "eval.scenarios": [{"batch": 0, "input_len": 1, "output_len": 1}]},
      r"eval.scenarios\[0\].batch must be >= 1"),
     ({"eval.task": "benchmark", "eval.repeats": 0}, "eval.repeats must be >= 1"),
+    ({"eval.task": "benchmark", "eval.bandwidth_gbps": -5.0}, r"eval.bandwidth_gbps must be > 0 \(GB/s\), got -5.0"),
+    ({"eval.task": "benchmark", "eval.bandwidth_gbps": 0.0}, "eval.bandwidth_gbps must be > 0"),
+    ({"eval.task": "benchmark", "build.max_batch_size": 2,
+      "eval.scenarios": [{"batch": 8, "input_len": 923, "output_len": 100}]},
+     r"no eval.scenarios fit the engine's build limits \(B=8 923/100: batch 8 > engine max_batch_size 2\); "),
+    ({"eval.task": "benchmark", "build.max_seq_len": 150, "build.max_input_len": 100},
+     "no eval.scenarios fit"),  # the anchors' shortest scenario needs 200
 ])
 def test_plan_check_rejects_bad_settings(overrides, message):
     with pytest.raises(StepError, match=message) as err:
         STEP.check(_params(**overrides))
     assert "\n" not in str(err.value)
+
+
+def test_a_benchmark_runs_when_some_scenario_fits_the_engine():
+    scenarios = [{"batch": 8, "input_len": 923, "output_len": 100}, {"batch": 2, "input_len": 100, "output_len": 100}]
+    STEP.check(_params(**{"eval.task": "benchmark", "build.max_batch_size": 2, "eval.scenarios": scenarios,
+                          "eval.bandwidth_gbps": 50.0}))
 
 
 @pytest.mark.parametrize("module, package", [("datasets", "datasets"), ("rouge_score", "rouge-score")])
