@@ -66,9 +66,10 @@ def random_prompts(scenario: Scenario, vocab_size: int, seed: int) -> list[list[
 
 
 def time_scenario(generator: Generator, scenario: Scenario, warmup: int, repeats: int, seed: int,
-                  bar: tqdm) -> dict[str, float]:
+                  bar: tqdm) -> dict[str, Optional[float]]:
     """Median prefill, decode-step and end-to-end times over `repeats` runs after `warmup` runs.
-    End-of-sequence is ignored so every run decodes exactly `output_len` tokens."""
+    End-of-sequence is ignored so every run decodes exactly `output_len` tokens; with one token there is no
+    decode step, so no decode time (None, not the 0.0 the generators report)."""
     prompts = random_prompts(scenario, generator.spec.vocab_size, seed)
     prefill, decode, total, peak = [], [], [], 0.0
     for i in range(warmup + repeats):
@@ -84,11 +85,12 @@ def time_scenario(generator: Generator, scenario: Scenario, warmup: int, repeats
         total.append(elapsed_ms)
         peak = max(peak, out.peak_memory_mb)
         bar.set_postfix(tok_s=f"{scenario.batch * scenario.output_len / (elapsed_ms / 1e3):.1f}")
-    return {"prefill_ms": statistics.median(prefill), "decode_ms_per_step": statistics.median(decode),
+    decode_ms = statistics.median(decode) if scenario.output_len > 1 else None  # token 1 comes from the prefill
+    return {"prefill_ms": statistics.median(prefill), "decode_ms_per_step": decode_ms,
             "total_ms": statistics.median(total), "peak_memory_mb": peak}
 
 
-def benchmark_row(generator: Generator, scenario: Scenario, timing: dict[str, float], tp_size: int,
+def benchmark_row(generator: Generator, scenario: Scenario, timing: dict[str, Optional[float]], tp_size: int,
                   bytes_per_s: float) -> dict[str, Any]:
     traffic = decode_step_traffic(generator.spec, generator.dtype, scenario.batch, tp_size)
     floor_ms = traffic.floor_ms(bytes_per_s)
@@ -96,7 +98,7 @@ def benchmark_row(generator: Generator, scenario: Scenario, timing: dict[str, fl
     return {"batch": scenario.batch, "input_len": scenario.input_len, "output_len": scenario.output_len,
             "prefill_ms": timing["prefill_ms"], "decode_ms_per_step": decode_ms,
             "tokens_per_s": scenario.batch * scenario.output_len / (timing["total_ms"] / 1e3),
-            "floor_pct": floor_ms / decode_ms * 100 if decode_ms > 0 else None,
+            "floor_pct": floor_ms / decode_ms * 100 if decode_ms else None,
             "floor_ms_per_step": floor_ms, "decode_bytes_per_step": traffic.total_bytes,
             "total_ms": timing["total_ms"], "peak_memory_mb": timing["peak_memory_mb"]}
 

@@ -43,11 +43,11 @@ class GenerationRun:
     def output_tokens(self) -> int:
         return sum(len(ids) for ids in self.output_ids)
 
-    def speed(self) -> dict[str, float]:
-        steps = sum(n for _, n in self.decode_ms)
+    def speed(self) -> dict[str, Optional[float]]:
+        steps = sum(n for _, n in self.decode_ms)  # none when every sample stopped at its first token
         return {"tokens_per_s": self.output_tokens / self.seconds if self.seconds else 0.0,
                 "ttft_ms": sum(self.prefill_ms) / len(self.prefill_ms) if self.prefill_ms else 0.0,
-                "decode_ms_per_step": sum(ms * n for ms, n in self.decode_ms) / steps if steps else 0.0,
+                "decode_ms_per_step": sum(ms * n for ms, n in self.decode_ms) / steps if steps else None,
                 "peak_memory_mb": self.peak_memory_mb, "generate_s": self.seconds}
 
 

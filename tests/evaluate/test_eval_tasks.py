@@ -107,6 +107,18 @@ def test_benchmark_rows_and_skips(engine_is_hf, download_dir, tmp_path):
     assert metrics["bandwidth_source"] == "configured: eval.bandwidth_gbps=50"
 
 
+def test_one_new_token_has_no_decode_time(engine_is_hf, download_dir, tmp_path):
+    """The only token of output_len=1 comes from the prefill: no decode step ran, so none was timed."""
+    scenarios = [{"batch": 1, "input_len": 8, "output_len": 1}]
+    job = task.EvalJob(_params(**{"eval.task": "benchmark", "eval.scenarios": scenarios, "eval.bandwidth_gbps": 50.0,
+                                  "eval.repeats": 1}),
+                       tmp_path / "engine", download_dir, tmp_path / "out", show_progress=False)
+    row = task.run_evaluation(job)["rows"][0]
+    assert row["decode_ms_per_step"] is None and row["floor_pct"] is None and row["tokens_per_s"] > 0
+    run = summarize.GenerationRun(output_ids=[[7]], seconds=0.5, prefill_ms=[2.0], decode_ms=[(0.0, 0)])
+    assert run.speed()["decode_ms_per_step"] is None
+
+
 def test_default_scenarios_are_the_h200_anchors():
     assert benchmark.scenarios_from_config([]) == [benchmark.Scenario(1, 100, 100), benchmark.Scenario(64, 100, 100),
                                                    benchmark.Scenario(1, 2048, 128), benchmark.Scenario(8, 923, 100)]
