@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from mambapipe.backends.base import Generator, SamplingConfig
 from mambapipe.evaluate.floor import decode_step_traffic
+from mambapipe.evaluate.memory import reset_peak_memory
 
 PROMPT_TOKEN_HIGH = 1000  # prompts are randint(1, 1000), as mamba_ssm's benchmark script draws them
 
@@ -72,6 +73,7 @@ def time_scenario(generator: Generator, scenario: Scenario, warmup: int, repeats
     decode step, so no decode time (None, not the 0.0 the generators report)."""
     prompts = random_prompts(scenario, generator.spec.vocab_size, seed)
     prefill, decode, total, peak = [], [], [], 0.0
+    reset_peak_memory(generator.device)  # this scenario's peak, not an earlier one's
     for i in range(warmup + repeats):
         start = time.perf_counter()
         out = generator.generate(prompts, scenario.output_len, SamplingConfig(greedy=True), eos_id=None,

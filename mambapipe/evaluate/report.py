@@ -35,15 +35,23 @@ def summarize_table(metrics: dict[str, Any]) -> Table:
         table.add_column("HF transformers", justify="right")
     for key, label in SUMMARIZE_ROWS:
         table.add_row(label, _fmt(metrics.get(key)), *([_fmt(hf.get(key))] if with_hf else []))
+    notes = [_peak_memory_note(metrics)]
     if with_hf:
-        table.caption = f"identical output tokens: {metrics['hf_token_agreement'] * 100:.1f}%"
+        notes.append(f"identical output tokens: {metrics['hf_token_agreement'] * 100:.1f}%")
     elif hf:
-        table.caption = f"HF comparison skipped: {hf['skipped']}"
+        notes.append(f"HF comparison skipped: {hf['skipped']}")
+    table.caption = "\n".join(notes)
     return table
 
 
+def _peak_memory_note(metrics: dict[str, Any]) -> str:
+    """What 'peak MiB' means here: on the CPU it is the whole process's resident set, not the engine's share."""
+    return f"peak MiB: {metrics.get('peak_memory', '?')}"
+
+
 def benchmark_table(metrics: dict[str, Any]) -> Table:
-    table = Table(title="benchmark", caption=f"bandwidth: {metrics.get('bandwidth_source', '?')}")
+    table = Table(title="benchmark", caption=f"bandwidth: {metrics.get('bandwidth_source', '?')}\n"
+                                             f"{_peak_memory_note(metrics)}")
     for _, label in BENCHMARK_COLUMNS:
         table.add_column(label, justify="right")
     table.add_column("note")

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from mambapipe.backends.base import Generator, SamplingConfig
 from mambapipe.evaluate.data import INPUT_FIELD, REFERENCE_FIELD
+from mambapipe.evaluate.memory import reset_peak_memory
 from mambapipe.evaluate.prompts import TokenizerBundle, encode_prompt
 from mambapipe.evaluate.rouge import rouge_scores
 
@@ -64,6 +65,7 @@ def generate_batches(generator: Generator, batches: list[list[Sample]], output_l
                      eos_id: Optional[int], label: str, show_progress: bool) -> GenerationRun:
     """Greedy generation over all batches after one untimed warm-up prompt (summarize.py's dataset[0:1]),
     with a progress bar showing the running tokens/s."""
+    reset_peak_memory(generator.device)  # this generator's peak: the HF reference runs after the engine
     generator.generate([batches[0][0].input_ids], output_len, SamplingConfig(greedy=True), eos_id)
     run = GenerationRun()
     bar = tqdm(batches, desc=f"summarize ({label})", unit="batch", disable=not show_progress)

@@ -19,6 +19,7 @@ from mambapipe.evaluate import benchmark, summarize
 from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.floor import device_bandwidth
 from mambapipe.evaluate.hf_reference import HFGenerator, hf_reference_problem
+from mambapipe.evaluate.memory import peak_memory_meaning
 from mambapipe.evaluate.prompts import TokenizerBundle, load_tokenizer
 from mambapipe.evaluate.report import print_report
 from mambapipe.evaluate.rouge import rouge_scores
@@ -52,7 +53,8 @@ def run_evaluation(job: EvalJob, rank: int = 0) -> Optional[dict[str, Any]]:
     metrics, predictions = task(job, rank, show)
     if rank != 0 or metrics is None:
         return None
-    metrics.update(backend=job.get("backend"), device=job.get("device"), tp_size=job.get("tp_size"))
+    metrics.update(backend=job.get("backend"), device=job.get("device"), tp_size=job.get("tp_size"),
+                   peak_memory=peak_memory_meaning(job.get("device")))
     write_outputs(job.out_dir, metrics, predictions)
     print_report(metrics)
     return metrics

@@ -40,7 +40,7 @@ def _value(params: dict[str, Any], key: str) -> Any:
 
 class EvaluateStep:
     name = "evaluate"
-    version = 1
+    version = 2
     uses = ("eval.task", "eval.random_seed", "device", "backend", "tp_size",
             "build.max_batch_size", "build.max_input_len", "build.max_seq_len")
     needs = ("build", "download")

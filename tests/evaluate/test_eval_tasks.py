@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import resource
 from contextlib import contextmanager
 
 import pytest
+import torch
 
-from mambapipe.evaluate import benchmark, summarize, task
+from mambapipe.evaluate import benchmark, memory, summarize, task
 from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.rouge import rouge_scores
 
@@ -117,6 +119,25 @@ def test_one_new_token_has_no_decode_time(engine_is_hf, download_dir, tmp_path):
     assert row["decode_ms_per_step"] is None and row["floor_pct"] is None and row["tokens_per_s"] > 0
     run = summarize.GenerationRun(output_ids=[[7]], seconds=0.5, prefill_ms=[2.0], decode_ms=[(0.0, 0)])
     assert run.speed()["decode_ms_per_step"] is None
+
+
+@pytest.mark.parametrize("overrides, peak_of", [
+    ({}, lambda metrics: metrics["peak_memory_mb"]),
+    ({"eval.task": "benchmark", "eval.scenarios": [{"batch": 1, "input_len": 8, "output_len": 4}],
+      "eval.bandwidth_gbps": 50.0}, lambda metrics: metrics["rows"][0]["peak_memory_mb"]),
+])
+def test_peak_memory_is_the_runs_own_not_the_process_so_far(engine_is_hf, download_dir, tmp_path, overrides,
+                                                             peak_of):
+    """768 MiB freed before the run, as the bandwidth probe's copy buffers are, must not show in its peak."""
+    if not memory.reset_peak_memory("cpu"):
+        pytest.skip("this system cannot reset the process's peak RSS")
+    ballast = torch.ones(768 * 2**20 // 4)
+    del ballast
+    process_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    job = task.EvalJob(_params(**overrides), tmp_path / "engine", download_dir, tmp_path / "out", show_progress=False)
+    metrics = task.run_evaluation(job)
+    assert metrics["peak_memory"] == memory.CPU_MEANING
+    assert 0 < peak_of(metrics) < process_peak_mb - 512
 
 
 def test_default_scenarios_are_the_h200_anchors():

@@ -1,0 +1,40 @@
+"""Where the evaluate tasks' peak-memory figures start, and what they mean.
+
+The generators report a high-water mark that, left alone, covers the whole process: on the CPU the peak
+resident set since start (so the bandwidth probe's 512 MiB, or the engine's peak before the HF reference
+ran, showed in every row), on CUDA torch's peak allocation since start (so a large scenario showed in every
+later one). Each task therefore resets it before what it measures: a benchmark scenario, or one
+generator's summarize run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CLEAR_REFS = Path("/proc/self/clear_refs")
+CUDA_MEANING = "peak GPU memory of each run, as the backend reports it"
+CPU_MEANING = "the process's peak RSS during each run (libraries and weights included)"
+CPU_LIFETIME_MEANING = "the process's peak RSS since it started (this system cannot reset it)"
+
+
+def reset_peak_memory(device: str) -> bool:
+    """Start a new high-water mark for the generators' peak_memory_mb on `device`; False where it cannot."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        return True
+    try:
+        # Linux >= 4.0: "5" sets the peak resident set (VmHWM, which getrusage's ru_maxrss reads) to the current one.
+        CLEAR_REFS.write_text("5")
+    except OSError:  # not Linux, or a sandbox without it
+        return False
+    return True
+
+
+def peak_memory_meaning(device: str) -> str:
+    """What peak_memory_mb measures on `device`, for metrics.json and the report. On the CPU it tries a reset,
+    which is harmless between runs, to learn whether the figures are per run or the process's lifetime peak."""
+    if device.startswith("cuda"):
+        return CUDA_MEANING
+    return CPU_MEANING if reset_peak_memory(device) else CPU_LIFETIME_MEANING
