@@ -54,7 +54,8 @@ def dtype_problem(dtype: str, device: str) -> Optional[str]:
             return no_cuda_device(device)
         index, count = device.partition(":")[2], torch.cuda.device_count()
         if index and int(index) >= count:  # else torch's "invalid device ordinal" at the first allocation
-            return f"device={device} but torch sees {count} CUDA device(s); use cuda:0 to cuda:{count - 1}, or cuda"
+            choices = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            return f"device={device} but torch sees {count} CUDA device(s); use {choices}, or cuda"
         if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
             return "this GPU cannot run bfloat16 (needs compute capability >= 8.0); use dtype=float16"
     return None

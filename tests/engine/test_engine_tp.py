@@ -166,7 +166,7 @@ def test_a_cuda_index_beyond_the_visible_gpus_is_one_line(tmp_path, monkeypatch,
                                      "--device", "cuda:3"])
     assert cli.main() == 1
     assert capsys.readouterr().err.strip() == ("EngineLoadError: device=cuda:3 but torch sees 1 CUDA device(s); "
-                                               "use cuda:0 to cuda:0, or cuda")
+                                               "use cuda:0, or cuda")
 
 
 @pytest.mark.parametrize("option,value,message", [
