@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from mambapipe.checkpoint import ConvertError, DamagedFileError, convert_checkpoint, detect_source, parse_dtype
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
+from mambapipe.pipeline.store import MANIFEST, read_manifest
 
 # Fields that mean nothing for one version: never let them cause a mismatch.
 _MAMBA1_ONLY = {"time_step_rank"}
@@ -44,7 +44,7 @@ class ConvertStep:
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
         model_dir = Path(inputs["download"]) / "model"
-        download = _download_manifest(Path(inputs["download"]))
+        download = read_manifest(Path(inputs["download"]) / MANIFEST) or {}
         try:
             found = detect_source(model_dir).spec
             mismatches = spec_mismatches(_configured_spec(params), found)
@@ -75,11 +75,6 @@ def _configured_spec(params: dict[str, Any]) -> ModelSpec:
         return ModelSpec(**params["model.arch"])
     except (TypeError, ValueError) as e:
         raise StepError(f"model.arch is not a valid architecture: {e}") from None
-
-
-def _download_manifest(download_dir: Path) -> dict[str, Any]:
-    manifest = download_dir / "manifest.json"
-    return json.loads(manifest.read_text()) if manifest.is_file() else {}
 
 
 def _download_revision(manifest: dict[str, Any]) -> str | None:

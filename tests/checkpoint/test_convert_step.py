@@ -17,6 +17,8 @@ from mambapipe.steps.convert import STEP
 from mambapipe.steps.download import link_tree
 from mambapipe.synthetic import write_synthetic_checkpoint
 
+CREATED = "2026-11-30T00:00:00+00:00"  # a download manifest is complete with its date, as the runner writes it
+
 CODESTRAL = dict(mamba_version="Mamba2", hidden_size=4096, num_layers=64, vocab_size=32768, state_size=128,
                  n_groups=8, tie_embeddings=False)
 MAMBA2_130M = dict(mamba_version="Mamba2", hidden_size=768, num_layers=24, vocab_size=50288, state_size=128,
@@ -70,7 +72,7 @@ def download_artifact(tmp_path, spec: ModelSpec, commit: str | None = None):
     download = tmp_path / "download"
     write_synthetic_checkpoint(spec, download / "model", "float32", seed=0, progress=False)
     if commit:
-        (download / "manifest.json").write_text(json.dumps({"facts": {"commit": commit}}))
+        (download / "manifest.json").write_text(json.dumps({"facts": {"commit": commit}, "created": CREATED}))
     return download
 
 
@@ -118,7 +120,7 @@ def test_a_damaged_file_is_named_where_the_source_keeps_it_with_the_fix_for_that
     link_tree(origin, download / "model")
     manifest = {"params": {"model.source": source, "model.repo_id": "state-spaces/mamba-130m-hf"},
                 "facts": {"source": source, "from": str(origin)}}
-    (download / "manifest.json").write_text(json.dumps(manifest))
+    (download / "manifest.json").write_text(json.dumps(manifest | {"created": CREATED}))
     arch = dataclasses.asdict(detect_source(hf_mamba1).spec)
     with pytest.raises(StepError) as info:
         STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
@@ -131,7 +133,7 @@ def test_an_arch_mismatch_names_model_path_not_the_cache(tmp_path, hf_mamba1):
     download = tmp_path / "cache" / "download" / "key"
     link_tree(hf_mamba1, download / "model")
     manifest = {"params": {"model.source": "local"}, "facts": {"source": "local", "from": str(hf_mamba1)}}
-    (download / "manifest.json").write_text(json.dumps(manifest))
+    (download / "manifest.json").write_text(json.dumps(manifest | {"created": CREATED}))
     arch = dataclasses.asdict(detect_source(hf_mamba1).spec) | {"hidden_size": 32}
     with pytest.raises(StepError, match=rf"^{re.escape(str(hf_mamba1))}: checkpoint does not match model\.arch"):
         STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
@@ -141,7 +143,8 @@ def test_a_damaged_synthetic_file_says_to_make_the_download_again(tmp_path, hf_m
     download = tmp_path / "download"
     shutil.copytree(hf_mamba1, download / "model")
     (download / "model" / "model.safetensors").write_bytes(b"\0" * 4)
-    (download / "manifest.json").write_text(json.dumps({"params": {}, "facts": {"source": "synthetic"}}))
+    manifest = {"params": {}, "facts": {"source": "synthetic"}, "created": CREATED}
+    (download / "manifest.json").write_text(json.dumps(manifest))
     arch = dataclasses.asdict(detect_source(hf_mamba1).spec)
     with pytest.raises(StepError, match=r"model\.safetensors: truncated safetensors file \(no header\); the cached "
                                         r"download is damaged: run with force=\[download\]$"):
