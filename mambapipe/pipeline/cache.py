@@ -56,9 +56,13 @@ def age(created: str, now: Optional[datetime] = None) -> str:
 
 
 def config_slice(manifest: dict[str, Any]) -> str:
-    """The params an artifact came from, flattened; the architecture is summed up by the model name."""
+    """The params an artifact came from, flattened; the architecture summed up in one item."""
     flat = flatten(manifest.get("params", {}))
     params = [f"{k}={v}" for k, v in flat.items() if v is not None and not k.startswith("model.arch.")]
+    arch = {k.removeprefix("model.arch."): v for k, v in flat.items() if k.startswith("model.arch.")}
+    if arch:
+        params.append(f"model.arch={arch.get('mamba_version')} H{arch.get('hidden_size')} L{arch.get('num_layers')} "
+                      f"V{arch.get('vocab_size')}")
     inputs = [f"<-{step} {short(key)}" for step, key in manifest.get("inputs", {}).items()]
     return " ".join(params + inputs)
 

@@ -1,5 +1,5 @@
-"""Small stand-in steps for testing the generic runner: same names, `uses` and `needs` as the real
-steps (evaluate's task-dependent keys too), cheap work, and a journal file that records every real
+"""Small stand-in steps for testing the generic runner: the real steps' names, `uses`, `extra_uses` and
+`needs` (so the cache tests see the real key split), cheap work, and a journal file that records every real
 execution (across processes)."""
 
 from __future__ import annotations
@@ -9,29 +9,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mambapipe.pipeline.step import StepContext, StepError
-from mambapipe.steps.evaluate import STEP as EVALUATE
+from mambapipe.pipeline.step import Step, StepContext, StepError
+from mambapipe.steps import load_steps
 
-USES = {
-    "download": ("model",),
-    "convert": ("dtype", "tp_size", "model.arch"),
-    "build": ("dtype", "tp_size", "backend", "device", "build.max_batch_size", "build.max_input_len",
-              "build.max_seq_len"),
-    "evaluate": EVALUATE.uses,
-}
-NEEDS = {"download": (), "convert": ("download",), "build": ("convert",), "evaluate": ("build", "download")}
+REAL_STEPS = {step.name: step for step in load_steps()}
 
 
 class FakeStep:
     version = 1
 
-    def __init__(self, name: str, journal: Path, behaviour: str = ""):
-        self.name, self.uses, self.needs = name, USES[name], NEEDS[name]
+    def __init__(self, real: Step, journal: Path, behaviour: str = ""):
+        self.real, self.name, self.uses, self.needs = real, real.name, real.uses, real.needs
         self.journal, self.behaviour = journal, behaviour
 
     def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
-        # evaluate's keys depend on eval.task as the real step's do, so the cache tests see the same key split
-        return EVALUATE.extra_uses(params) if self.name == "evaluate" else ()
+        return self.real.extra_uses(params) if hasattr(self.real, "extra_uses") else ()
 
     def check(self, params: dict[str, Any]) -> None:
         if self.behaviour == "bad-config":
@@ -56,7 +48,7 @@ class FakeStep:
 
 
 def fake_steps(journal: Path, **behaviour: str) -> list[FakeStep]:
-    return [FakeStep(name, journal, behaviour.get(name, "")) for name in USES]
+    return [FakeStep(real, journal, behaviour.get(name, "")) for name, real in REAL_STEPS.items()]
 
 
 def journal_lines(journal: Path) -> list[str]:

@@ -26,7 +26,8 @@ def test_ls_lists_every_artifact_with_size_age_and_config(capsys, filled):
     code, out = run_cli(capsys, filled, "ls")
     assert code == 0
     assert out.count("evaluate") == 2 and "convert" in out and "download" in out
-    assert "eval.max_ite=5" in out and "eval.max_ite=4" in out and "model.name=tiny-mamba2" in out
+    assert "eval.max_ite=5" in out and "eval.max_ite=4" in out
+    assert "model.seed=0 model.source=synthetic" in out and "model.arch=Mamba2 H64 L2" in out
     assert " B" in out or "KB" in out
 
 

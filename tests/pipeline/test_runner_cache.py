@@ -182,6 +182,6 @@ def test_steps_receive_only_declared_and_resolved_params(pipeline):
     result = pipeline.run("device=auto", "backend=auto")
     payload = json.loads((pipeline.store.path("build", result.outcomes[2].key) / "payload.json").read_text())
     assert set(payload["params"]) == {"dtype", "tp_size", "backend", "device", "build.max_batch_size",
-                                      "build.max_input_len", "build.max_seq_len"}
+                                      "build.max_input_len", "build.max_seq_len", "build.ssm_state_dtype"}
     assert payload["params"]["device"] in ("cpu", "cuda") and payload["params"]["backend"] in ("native", "trtllm")
     assert "auto:" in pipeline.output  # the plan says why auto chose what it chose
