@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from mambapipe.pipeline.keys import step_key
 from mambapipe.pipeline.resolve import Resolved, flatten, select
 from mambapipe.pipeline.step import Step, StepError, crash_summary
-from mambapipe.pipeline.store import ArtifactStore
+from mambapipe.pipeline.store import MANIFEST, ArtifactStore
 
 log = logging.getLogger(__name__)
 RUN, CACHED, SKIP, MISSING = "run", "cached", "skip", "missing"
@@ -56,31 +56,32 @@ def _fmt(value: Any) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
-def explain_miss(store: ArtifactStore, step: Step, params: dict[str, Any], inputs: dict[str, str],
-                 environment: dict[str, Any]) -> str:
-    """Why `step` must run: what differs from the closest artifact of the same step (fewest differences, then
+def explain_miss(store: ArtifactStore, planned: PlannedStep) -> str:
+    """Why a step must run: what differs from the closest artifact of the same step (fewest differences, then
     newest), so that the reason names what this run changed, not what some other run did."""
-    manifests = sorted((m for _, m in store.artifacts(step.name)), key=lambda m: m.get("created", ""), reverse=True)
-    if not manifests:
-        return "not cached"
-    changes = min((_changes(step, m, params, inputs, environment) for m in manifests), key=len)  # ties: newest
+    if (store.path(planned.name, planned.key) / MANIFEST).exists():
+        return "not cached: its manifest.json is damaged"
+    manifests = sorted((m for _, m in store.artifacts(planned.name)), key=lambda m: m["created"], reverse=True)
+    changes = min((_changes(planned, m) for m in manifests), key=len, default=[])  # ties: the newest
     if not changes:
         return "not cached"
     extra = len(changes) - _MAX_REASONS
     return "; ".join(changes[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
 
 
-def _changes(step: Step, previous: dict[str, Any], params: dict[str, Any], inputs: dict[str, str],
-             environment: dict[str, Any]) -> list[str]:
+def _changes(planned: PlannedStep, previous: dict[str, Any]) -> list[str]:
+    step = planned.step
     changes = []
     if previous.get("version") != step.version:
         changes.append(f"{step.name} version {previous.get('version')}→{step.version}")
-    old, new = flatten(previous.get("params", {})), flatten(params)
-    changes += [f"{k} {_fmt(old.get(k))}→{_fmt(new.get(k))}" for k in sorted(old.keys() | new.keys())
-                if old.get(k) != new.get(k)]
-    changes += [f"upstream {name} changed" for name, key in inputs.items()
+    old, new = flatten(previous.get("params", {})), flatten(planned.params)
+    # Keys the step no longer reads (eval.dataset once eval.task=benchmark) are no change of this run; a changed
+    # value comes before a key read now and not then, so that eval.task summarize→benchmark leads.
+    changed = sorted((k for k in new if old.get(k) != new[k]), key=lambda k: (k not in old, k))
+    changes += [f"{k} {_fmt(old.get(k))}→{_fmt(new[k])}" for k in changed]
+    changes += [f"upstream {name} changed" for name, key in planned.inputs.items()
                 if previous.get("inputs", {}).get(name) != key]
-    old_env, new_env = flatten(previous.get("environment", {})), flatten(environment)
+    old_env, new_env = flatten(previous.get("environment", {})), flatten(planned.environment)
     changes += [f"{k} changed" for k in sorted(old_env.keys() | new_env.keys()) if old_env.get(k) != new_env.get(k)]
     return changes
 
@@ -147,8 +148,7 @@ def _decide_actions(planned_steps: Sequence[PlannedStep], store: ArtifactStore, 
         if planned.action == RUN:
             runs.add(planned.name)
             if not planned.reason:
-                planned.reason = explain_miss(store, planned.step, planned.params, planned.inputs,
-                                              planned.environment)
+                planned.reason = explain_miss(store, planned)
 
 
 def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) -> Plan:

@@ -23,13 +23,23 @@ LOCKS = ".locks"
 
 
 def read_manifest(file: Path) -> Optional[dict[str, Any]]:
-    """The manifest at `file`; None when there is none or it is damaged (not JSON, or without its date)."""
+    """The manifest at `file`; None when there is none or it is damaged (not JSON, without its date, or its
+    sections not of the shapes the runner writes)."""
     try:
         manifest = json.loads(file.read_text())
         datetime.fromisoformat(manifest["created"])
     except (OSError, ValueError, TypeError, KeyError):  # missing or unreadable; not JSON, not a dict, no date
         return None
-    return manifest
+    return manifest if _well_formed(manifest) else None
+
+
+def _well_formed(manifest: dict[str, Any]) -> bool:
+    """The parts the plan and `mambapipe-cache` read have the shapes the runner writes (a hand edit or another
+    version's manifest may not)."""
+    sections = [manifest.get(name, {}) for name in ("params", "inputs", "environment", "facts")]
+    inputs = manifest.get("inputs", {})
+    return all(isinstance(section, dict) for section in sections) and all(
+        isinstance(key, str) for key in inputs.values())
 
 
 class ArtifactStore:

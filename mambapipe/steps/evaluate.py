@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -141,9 +142,9 @@ def _check_benchmark(params: dict[str, Any]) -> None:
     if _value(params, "eval.warmup") < 0:
         raise StepError(f"eval.warmup must be >= 0, got {_value(params, 'eval.warmup')}")
     bandwidth = _value(params, "eval.bandwidth_gbps")
-    if bandwidth is not None and bandwidth <= 0:
-        raise StepError(f"eval.bandwidth_gbps must be > 0 (GB/s), got {bandwidth}; or leave it null to use the "
-                        "H200 figure or measure the device")
+    if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
+        raise StepError(f"eval.bandwidth_gbps must be a number > 0 (GB/s), got {bandwidth}; or leave it null to use "
+                        "the H200 figure or measure the device")
     raw = params["eval.scenarios"] or []
     _check_scenario_lengths(raw)
     _check_some_scenario_fits(benchmark.scenarios_from_config(raw), params)

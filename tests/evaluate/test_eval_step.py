@@ -71,8 +71,11 @@ def test_defaults_pass_the_plan_check():
     ({"eval.task": "benchmark", "eval.scenarios": [{"batch": 0, "input_len": 1, "output_len": 1}]},
      r"eval.scenarios\[0\].batch must be >= 1"),
     ({"eval.task": "benchmark", "eval.repeats": 0}, "eval.repeats must be >= 1"),
-    ({"eval.task": "benchmark", "eval.bandwidth_gbps": -5.0}, r"eval.bandwidth_gbps must be > 0 \(GB/s\), got -5.0"),
-    ({"eval.task": "benchmark", "eval.bandwidth_gbps": 0.0}, "eval.bandwidth_gbps must be > 0"),
+    ({"eval.task": "benchmark", "eval.bandwidth_gbps": -5.0}, r"eval.bandwidth_gbps must be a number > 0 \(GB/s\), "
+                                                               "got -5.0"),
+    ({"eval.task": "benchmark", "eval.bandwidth_gbps": 0.0}, "eval.bandwidth_gbps must be a number > 0"),
+    ({"eval.task": "benchmark", "eval.bandwidth_gbps": float("nan")}, "eval.bandwidth_gbps must be a number > 0"),
+    ({"eval.task": "benchmark", "eval.bandwidth_gbps": float("inf")}, "eval.bandwidth_gbps must be a number > 0"),
     ({"eval.task": "benchmark", "build.max_batch_size": 2,
       "eval.scenarios": [{"batch": 8, "input_len": 923, "output_len": 100}]},
      r"no eval.scenarios fit the engine's build limits \(B=8 923/100: batch 8 > engine max_batch_size 2\); "),

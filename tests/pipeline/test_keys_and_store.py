@@ -66,7 +66,9 @@ def test_a_directory_without_manifest_is_never_an_artifact(tmp_path):
     assert [d.name for d, _ in store.artifacts("convert")] == ["done"]
 
 
-@pytest.mark.parametrize("text", ['{"created": "2026-11-01T00:0', "[]", '{"step": "convert"}', '{"created": "x"}'])
+@pytest.mark.parametrize("text", ['{"created": "2026-11-01T00:0', "[]", '{"step": "convert"}', '{"created": "x"}',
+                                  '{"created": "2026-11-01", "inputs": 3}', '{"created": "2026-11-01", "params": []}',
+                                  '{"created": "2026-11-01", "inputs": {"x": 5}}'])
 def test_a_damaged_manifest_is_not_an_artifact(tmp_path, text):
     store = ArtifactStore(tmp_path)
     (tmp_path / "convert" / "k").mkdir(parents=True)

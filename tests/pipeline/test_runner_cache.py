@@ -154,6 +154,21 @@ def test_run_dir_holds_resolved_config_and_evaluate_outputs(pipeline):
     assert "rouge1 1.50" in pipeline.output
 
 
+def test_a_damaged_manifest_is_the_reason_given(pipeline):
+    first = pipeline.run()
+    pipeline.run("build.max_batch_size=1")  # a closer-looking artifact for the reason to be measured against
+    (pipeline.store.path("build", first.outcomes[2].key) / "manifest.json").write_text("{")
+    pipeline.run("force=[evaluate]", "plan_only=true")  # evaluate reads the build, which must be remade
+    assert "not cached: its manifest.json is damaged" in pipeline.output and "max_batch_size" not in pipeline.output
+
+
+def test_a_task_switch_leads_the_reason_and_keys_no_longer_read_are_left_out(pipeline):
+    pipeline.run()
+    pipeline.run("eval.task=benchmark", "eval.scenarios=[{batch:1,input_len:8,output_len:4}]", "plan_only=true")
+    why = next(line for line in pipeline.output.splitlines() if line.startswith("│ evaluate"))
+    assert "eval.task summarize→benchmark" in why and "eval.dataset" not in why
+
+
 def test_a_reused_run_dir_shows_no_earlier_results(pipeline):
     first = pipeline.run()
     again = run_recipe(pipeline.compose("plan_only=true"), first.run_dir, ["plan_only=true"],
