@@ -43,8 +43,13 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
     read from the local cache's refs when offline or unreachable. For the one-line errors, `settings`
     names the config keys that choose the repo and `without_hub` how to do without it."""
     from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import validate_repo_id
 
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:  # else it surfaces from the cache lookup below as an unexpected crash
+        raise StepError(f"{repo_id!r} is not a hub repo id ({exc}); check {settings}") from None
     revision = revision or "main"
     if _COMMIT.match(revision):
         return revision

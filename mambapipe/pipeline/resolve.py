@@ -76,7 +76,10 @@ def resolve_config(cfg: DictConfig) -> Resolved:
     if problem:
         raise StepError(problem)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
-    config["cache_dir"] = str(Path(config["cache_dir"]).expanduser().absolute())  # run.json names real paths
+    # Absolute: run.json names real paths, and model.path=m and model.path=$PWD/m are one key.
+    config["cache_dir"] = str(Path(config["cache_dir"]).expanduser().absolute())
+    if config["model"]["path"]:
+        config["model"]["path"] = str(Path(config["model"]["path"]).expanduser().absolute())
     config["device"], device_why, device_problem = resolve_device(config["device"])
     config["backend"], backend_why = resolve_backend(config["backend"], config["device"])
     problems = [*map(partial(_unknown_key_problem, config), unknown_keys(config)), device_problem,

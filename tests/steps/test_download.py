@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -161,6 +162,13 @@ def test_hub_gated_repo_says_what_to_do():
             resolve_commit("mistralai/Mamba-Codestral-7B-v0.1", None)
 
 
+@pytest.mark.parametrize("repo_id, settings", [("bad id with spaces", "model.tokenizer"),
+                                              ("a b", "model.repo_id / model.revision")])
+def test_a_malformed_repo_id_is_one_line_naming_the_key(repo_id, settings):
+    with pytest.raises(StepError, match=rf"^'{repo_id}' is not a hub repo id \(.*\); check {re.escape(settings)}$"):
+        resolve_commit(repo_id, None, settings)
+
+
 OFFLINE_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
@@ -298,6 +306,12 @@ def source_overrides(source: str, local_copy: Path) -> tuple[str, ...]:
 def test_a_key_the_source_does_not_read_leaves_every_step_cached(compose_config, local_copy, source, override):
     base = source_overrides(source, local_copy)
     assert plan_keys(compose_config, *base, override) == plan_keys(compose_config, *base)
+
+
+def test_a_relative_model_path_is_the_same_key_as_the_absolute_one(compose_config, local_copy, monkeypatch):
+    monkeypatch.chdir(local_copy.parent)
+    relative = plan_keys(compose_config, "model.source=local", f"model.path={local_copy.name}")
+    assert relative == plan_keys(compose_config, "model.source=local", f"model.path={local_copy}")
 
 
 @pytest.mark.parametrize("source, override", [(s, o) for s, overrides in READ.items() for o in overrides])
