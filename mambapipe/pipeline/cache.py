@@ -125,9 +125,21 @@ def _date(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31") from None
 
 
+def cache_dir_origin(args: argparse.Namespace) -> str:
+    """Where the cache directory came from, as the user would name it."""
+    if args.cache_dir:
+        return "--cache-dir"
+    return "$MAMBAPIPE_CACHE" if "MAMBAPIPE_CACHE" in os.environ else "the default cache directory"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     store = ArtifactStore(args.cache_dir or default_cache_dir())
+    if store.root.exists() and not store.root.is_dir():
+        # A bad argument, unlike a directory no run has made yet: argparse's form and exit status
+        print(f"mambapipe-cache: error: {cache_dir_origin(args)} {store.root} is a file, not a directory; "
+              "pass the cache directory", file=sys.stderr)
+        return 2
     console = make_console()
     if not store.root.is_dir():
         console.print(f"[yellow]{store.root} does not exist[/]: nothing is cached there (a wrong --cache-dir, "

@@ -109,6 +109,25 @@ def test_a_cache_dir_that_does_not_exist_is_named(capsys, tmp_path):
     assert code == 0 and f"{tmp_path / 'typo'} does not exist" in capsys.readouterr().out.replace("\n", "")
 
 
+@pytest.mark.parametrize("command", [["ls"], ["rm", "--all"]])
+def test_a_file_given_as_cache_dir_is_a_user_error(capsys, tmp_path, command):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    code = main(["--cache-dir", str(a_file), *command])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and a_file.is_file()
+    assert captured.err == (f"mambapipe-cache: error: --cache-dir {a_file} is a file, not a directory; "
+                            "pass the cache directory\n")
+
+
+def test_a_file_named_by_the_cache_variable_is_a_user_error(capsys, tmp_path, monkeypatch):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    monkeypatch.setenv("MAMBAPIPE_CACHE", str(a_file))
+    assert main(["ls"]) == 2
+    assert f"error: $MAMBAPIPE_CACHE {a_file} is a file, not a directory" in capsys.readouterr().err
+
+
 def test_age_is_human():
     now = datetime(2026, 1, 2, tzinfo=timezone.utc)
     assert age((now - timedelta(hours=5)).isoformat(), now) == "5h"
