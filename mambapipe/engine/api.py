@@ -31,6 +31,7 @@ from mambapipe.engine.kernels import kernels_problem
 from mambapipe.engine.model import Comm, MambaModel
 from mambapipe.engine.weights import load_rank
 from mambapipe.models import ModelSpec
+from mambapipe.pipeline.step import StepError
 
 
 class EngineLoadError(RuntimeError):
@@ -39,8 +40,13 @@ class EngineLoadError(RuntimeError):
 
 def read_engine_config(engine_dir: Path) -> dict:
     cfg = read_config_json(Path(engine_dir), "an engine directory", "build")
-    if cfg.get("version") != ENGINE_FORMAT:
-        raise ValueError(f"{Path(engine_dir) / CONFIG_FILE} is a {cfg.get('version')!r} engine, not "
+    # A model checkpoint (HF) or a convert output has a config.json too, without the engine's "version"; a
+    # StepError, as read_config_json's other "not an engine directory" lines, so the pipeline reports it in one line.
+    if "version" not in cfg:
+        raise StepError(f"{engine_dir} is not an engine directory: its {CONFIG_FILE} names no engine format (a model "
+                        "checkpoint or a convert output?); pass the build step's output, <cache>/build/<key>")
+    if cfg["version"] != ENGINE_FORMAT:
+        raise ValueError(f"{Path(engine_dir) / CONFIG_FILE} is a {cfg['version']!r} engine, not "
                          f"{ENGINE_FORMAT!r}; rebuild it with backend=native")
     return cfg
 

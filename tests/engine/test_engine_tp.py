@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model, write_trtllm_checkpoint
 
 from mambapipe.backends.base import SamplingConfig
-from mambapipe.engine.api import load_engine
+from mambapipe.engine.api import load_engine, read_engine_config
 from mambapipe.models import ModelSpec
 from mambapipe.parallel import RANK_ENV, failed_rank, launch, launch_command
 from mambapipe.pipeline.step import StepError
@@ -122,6 +123,8 @@ def test_engine_cli_closes_its_generator_before_leaving_the_process_group(tmp_pa
     (["--prompt-ids", "[[1]]", "--device", "cuda"], "EngineLoadError: device=cuda but torch sees no CUDA device"),
     (["--prompt-ids", "[[1]]", "--device", "cuda:1"], "EngineLoadError: device=cuda:1 but torch sees no CUDA device"),
     (["--prompt-ids", "[[1]]", "--logits-out", "."], "IsADirectoryError: "),
+    (["--engine-dir", "ckpt_float32_tp1", "--prompt-ids", "[[1]]"],  # the convert output build_from_hf made
+     "StepError: ckpt_float32_tp1 is not an engine directory"),
 ])
 def test_engine_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, message):
     from mambapipe.engine import __main__ as cli
@@ -189,6 +192,24 @@ def test_engine_cli_rejects_bad_options_before_loading(monkeypatch, capsys, opti
         cli.main()
     assert exit_info.value.code == 2
     assert f"argument {option}: {message}" in capsys.readouterr().err
+
+
+def test_a_checkpoint_given_as_engine_dir_is_named_as_not_an_engine(tmp_path):
+    """A model checkpoint or a convert output has a config.json but no engine format: say what it is not and what
+    to pass, not "a None engine"; an engine of another format still says to rebuild it."""
+    spec = ModelSpec(**MAMBA1)
+    model = hf_model(spec)
+    model.config.save_pretrained(tmp_path / "hf")
+    for directory in (tmp_path / "hf", write_trtllm_checkpoint(model, spec, tmp_path / "converted")):
+        not_an_engine = re.escape(f"{directory} is not an engine directory: its config.json names no engine format "
+                                  "(a model checkpoint or a convert output?); pass the build step's output")
+        with pytest.raises(StepError, match="^" + not_an_engine):
+            read_engine_config(directory)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps({"version": "mambapipe-native-1"}))
+    with pytest.raises(ValueError, match=r"is a 'mambapipe-native-1' engine, not 'mambapipe-native-2'; rebuild it "
+                                         r"with backend=native$"):
+        read_engine_config(tmp_path / "old")
 
 
 def test_engine_cli_keeps_the_sampling_conventions(tmp_path, monkeypatch, capsys):
