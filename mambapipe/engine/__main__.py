@@ -90,10 +90,15 @@ def _finite_in(text: str, low: float, high: float, what: str) -> float:
 
 
 def _output_file(text: str) -> str:
-    """A path whose directory exists, checked before the engine loads rather than after it generated."""
-    directory = Path(text).parent
-    if not directory.is_dir():
-        raise argparse.ArgumentTypeError(f"directory {directory} does not exist; create it or pick another path")
+    """A path that can be opened as a file in an existing directory, checked before the engine loads rather than
+    when writing, after it generated."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; give a file's path, e.g. one inside it")
+    if not path.parent.exists():
+        raise argparse.ArgumentTypeError(f"directory {path.parent} does not exist; create it or pick another path")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path.parent} is not a directory; pick another path")
     return text
 
 

@@ -122,7 +122,6 @@ def test_engine_cli_closes_its_generator_before_leaving_the_process_group(tmp_pa
     (["--prompt-ids", "[[1, 999]]"], "LimitError: prompt 0 has token id 999 outside the vocabulary"),
     (["--prompt-ids", "[[1]]", "--device", "cuda"], "EngineLoadError: device=cuda but torch sees no CUDA device"),
     (["--prompt-ids", "[[1]]", "--device", "cuda:1"], "EngineLoadError: device=cuda:1 but torch sees no CUDA device"),
-    (["--prompt-ids", "[[1]]", "--logits-out", "."], "IsADirectoryError: "),
     (["--engine-dir", "ckpt_float32_tp1", "--prompt-ids", "[[1]]"],  # the convert output build_from_hf made
      "StepError: ckpt_float32_tp1 is not an engine directory"),
 ])
@@ -181,10 +180,16 @@ def test_a_cuda_index_beyond_the_visible_gpus_is_one_line(tmp_path, monkeypatch,
     ("--top-p", "-0.1", "'-0.1' is not a number in [0, 1]"),
     ("--out", "/nonexistent/out.json", "directory /nonexistent does not exist"),
     ("--logits-out", "/nonexistent/l.pt", "directory /nonexistent does not exist"),
+    ("--out", ".", "'.' is a directory"),
+    ("--logits-out", "logits", "'logits' is a directory"),
+    ("--logits-out", "afile/l.pt", "afile is not a directory"),
 ])
-def test_engine_cli_rejects_bad_options_before_loading(monkeypatch, capsys, option, value, message):
+def test_engine_cli_rejects_bad_options_before_loading(tmp_path, monkeypatch, capsys, option, value, message):
     from mambapipe.engine import __main__ as cli
 
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "logits").mkdir()
+    (tmp_path / "afile").write_text("")
     monkeypatch.setattr(cli, "load_engine", lambda *args: pytest.fail("loaded the engine despite a bad option"))
     monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", "unused", "--prompt-ids", "[[1]]",
                                      "--sample", option, value])
