@@ -39,14 +39,17 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--eos-id", type=int, default=None)
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=_temperature, default=1.0, help=">= 0; 0 decodes greedily")
-    parser.add_argument("--top-k", type=_top_k, default=0, help=">= 0; 0 is off, 1 decodes greedily")
-    parser.add_argument("--top-p", type=_top_p, default=1.0, help="in [0, 1]; 1 is off, 0 decodes greedily")
+    # Defaults None, SamplingConfig's own (1, 0, 1) standing in: a value given without --sample can then be told
+    # from no value and refused, instead of being ignored by the greedy decode.
+    parser.add_argument("--temperature", type=_temperature, help=">= 0 (default 1); 0 decodes greedily; needs --sample")
+    parser.add_argument("--top-k", type=_top_k, help=">= 0 (default 0, off); 1 decodes greedily; needs --sample")
+    parser.add_argument("--top-p", type=_top_p, help="in [0, 1] (default 1, off); 0 decodes greedily; needs --sample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, type=_output_file)
     parser.add_argument("--logits-out", default=None, type=_output_file,
                         help="also save every prompt position's logits here")
     args = parser.parse_args()
+    _refuse_sampling_options_without_sample(parser, args)
     try:
         _generate(args)
     except USER_ERRORS as err:
@@ -62,6 +65,21 @@ def _device(text: str) -> str:
     if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
     raise argparse.ArgumentTypeError(f"{text!r} is not cpu, cuda, cuda:N or auto")
+
+
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p")
+
+
+def _refuse_sampling_options_without_sample(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    given = [f"--{name.replace('_', '-')}" for name in SAMPLING_OPTIONS if getattr(args, name) is not None]
+    if given and not args.sample:
+        names = ", ".join(given)
+        parser.error(f"without --sample decoding is greedy and ignores {names}; add --sample, or leave {names} out")
+
+
+def _sampling(args: argparse.Namespace) -> SamplingConfig:
+    given = {name: getattr(args, name) for name in SAMPLING_OPTIONS if getattr(args, name) is not None}
+    return SamplingConfig(greedy=not args.sample, seed=args.seed, **given)
 
 
 # The greedy and "off" values named below are SamplingConfig's and sampling.is_greedy's conventions.
@@ -139,9 +157,7 @@ def _generate(args: argparse.Namespace) -> None:
         # Closed before the process group goes: while CUDA graphs that captured NCCL collectives live,
         # destroy_process_group hangs (pytorch/pytorch#115388; closing drops the graphs).
         with closing(load_engine(engine_dir, args.device)) as generator:
-            sampling = SamplingConfig(greedy=not args.sample, temperature=args.temperature, top_k=args.top_k,
-                                      top_p=args.top_p, seed=args.seed)
-            result = generator.generate(prompts, args.max_new_tokens, sampling, args.eos_id)
+            result = generator.generate(prompts, args.max_new_tokens, _sampling(args), args.eos_id)
             logits = generator.score(prompts) if args.logits_out else None  # every rank: the TP collectives
         if rank == 0:
             if logits is not None:

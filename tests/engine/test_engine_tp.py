@@ -199,6 +199,24 @@ def test_engine_cli_rejects_bad_options_before_loading(tmp_path, monkeypatch, ca
     assert f"argument {option}: {message}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("options,named", [
+    (["--temperature", "0.5"], "--temperature"),
+    (["--top-k", "5", "--top-p", "0.9"], "--top-k, --top-p"),
+    (["--temperature", "1"], "--temperature"),  # the default value, given explicitly: still refused
+])
+def test_engine_cli_refuses_sampling_options_without_sample(monkeypatch, capsys, options, named):
+    """Without --sample decoding is greedy, so a temperature or top-k given without it would be silently ignored."""
+    from mambapipe.engine import __main__ as cli
+
+    monkeypatch.setattr(cli, "load_engine", lambda *args: pytest.fail("loaded the engine despite a bad option"))
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", "unused", "--prompt-ids", "[[1]]", *options])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"error: without --sample decoding is greedy and ignores {named}; add --sample, or leave {named} out")
+
+
 def test_a_checkpoint_given_as_engine_dir_is_named_as_not_an_engine(tmp_path):
     """A model checkpoint or a convert output has a config.json but no engine format: say what it is not and what
     to pass, not "a None engine"; an engine of another format still says to rebuild it."""
