@@ -16,11 +16,14 @@ import pytest
 pytestmark = pytest.mark.slow
 TINY_EVAL = ("recipe=quickstart", "eval.max_ite=1", "eval.output_len=4")
 STEPS = ("download", "convert", "build", "evaluate")
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    # Run from tmp_path, `-m mambapipe` would import whichever checkout is installed, not the one under test.
+    python_path = os.pathsep.join(filter(None, [str(SOURCE_ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "MAMBAPIPE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
-           "HF_HOME": str(tmp_path / "hf")}
+           "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": python_path}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=400)
