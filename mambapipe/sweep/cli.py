@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from rich.markup import escape
+
 from mambapipe.pipeline.report import make_console
 from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.summary import OVERRIDES_FILE
@@ -32,6 +34,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not sweep_dir.is_dir():
         console.print(f"[red]error[/] {sweep_dir} is not a directory: pass the sweep dir "
                       "(multirun/<date>/<time>, or the sweep's hydra.sweep.dir)", soft_wrap=True)
+        return 2
+    if (sweep_dir / OVERRIDES_FILE).is_file():  # its summary would land among a run's own files
+        console.print(f"[red]error[/] {escape(str(sweep_dir))} is a single run's directory (it has its own "
+                      f"{OVERRIDES_FILE}): pass the sweep directory above its job dirs", soft_wrap=True)
         return 2
     rows = summarize_sweep(sweep_dir, plots=not args.no_plots)
     if not rows:  # summarize_sweep wrote nothing

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mambapipe.pipeline.provenance import utc_now
 from mambapipe.sweep.gpus import lease_gpus
-from mambapipe.sweep.record import read_job_record, record_outcome, update_job_record
+from mambapipe.sweep.record import SWEEP_STAMP, read_job_record, record_outcome, sweep_config_digest, update_job_record
 
 GPU_LEASES = ".gpu_leases"
 
@@ -31,14 +31,17 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     job_num = int(hydra_cfg.job.num)
+    sweep_dir = sweep_dir_of(hydra_cfg)
+    # Hydra wrote the sweep's multirun.yaml before launching any job: naming it marks this dir as this sweep's.
     update_job_record(run_dir, job_num=job_num, overrides=overrides, host=socket.gethostname(),
-                      launcher_pid=os.getpid(), reason=None, exit_code=None)
+                      launcher_pid=os.getpid(), reason=None, exit_code=None,
+                      **{SWEEP_STAMP: sweep_config_digest(sweep_dir)})
     try:
         config_yaml = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     except Exception as exc:  # an interpolation that cannot resolve: this job's config is bad
         return record_outcome(run_dir, exit_code=1, reason=f"config: {type(exc).__name__}: {exc}")
     uses_gpu = cfg.device != "cpu"
-    with lease_gpus(job_num, int(cfg.tp_size), sweep_dir_of(hydra_cfg) / GPU_LEASES,
+    with lease_gpus(job_num, int(cfg.tp_size), sweep_dir / GPU_LEASES,
                     visible=None if uses_gpu else []) as gpus:
         env = dict(os.environ) if gpus is None else {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
         update_job_record(run_dir, cuda_visible_devices=gpus, started=utc_now())

@@ -2,10 +2,15 @@
 (exit code, the one-line failure reason, the GPUs it had), read back by the summary.
 
 The record names the run.json it accounts for (by the runner's `finished` stamp in it): a run.json
-with another stamp was written later, by a rerun of the job by hand into its run dir, and is the newer."""
+with another stamp was written later, by a rerun of the job by hand into its run dir, and is the newer.
+
+It also names the sweep the job ran in, by the sha256 of the sweep dir's multirun.yaml, which Hydra rewrites
+at the start of every multirun: a job dir whose record names another one was left by an earlier sweep into
+the same directory. Contents, not file times, so copies of a sweep dir and reruns by hand keep their jobs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,6 +18,8 @@ from typing import Any, Optional
 
 JOB_RECORD = "sweep_job.json"
 RUN_JSON_STAMP = "run_json_finished"  # the record's key for the `finished` of the run.json it accounts for
+SWEEP_CONFIG = "multirun.yaml"  # Hydra's, in the sweep dir
+SWEEP_STAMP = "multirun_yaml_sha256"  # the record's key for the digest of the sweep's multirun.yaml
 
 
 def read_job_record(run_dir: Path) -> dict[str, Any]:
@@ -41,3 +48,11 @@ def run_json_finished(run_dir: Path) -> Optional[str]:
 def record_outcome(run_dir: Path, **facts: Any) -> dict[str, Any]:
     """Record the job's outcome (exit code, reason, ...) as accounting for the run.json now in its run dir."""
     return update_job_record(run_dir, **facts, **{RUN_JSON_STAMP: run_json_finished(run_dir)})
+
+
+def sweep_config_digest(sweep_dir: Path) -> Optional[str]:
+    """The sha256 of the sweep dir's multirun.yaml; None when there is none (a sweeper that writes none)."""
+    try:
+        return hashlib.sha256((Path(sweep_dir) / SWEEP_CONFIG).read_bytes()).hexdigest()
+    except OSError:
+        return None

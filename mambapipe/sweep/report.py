@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mambapipe.sweep.summary import JobRow, collect_rows
+from mambapipe.sweep.summary import JobRow, find_sweep_jobs, read_row
 from mambapipe.sweep.tables import write_csv, write_markdown
 
 
@@ -15,7 +15,8 @@ def summarize_sweep(sweep_dir: Path | str, plots: bool = True) -> list[JobRow]:
     Without any job run dir nothing is written: the directory is not a sweep, and its files are not ours."""
     # Absolute, as the jobs' own run dirs are (Hydra's runtime.output_dir): the summary's paths work from anywhere.
     sweep_dir = Path(os.path.abspath(sweep_dir))
-    rows = collect_rows(sweep_dir)
+    jobs = find_sweep_jobs(sweep_dir)
+    rows = [read_row(sweep_dir, run_dir) for run_dir in jobs.current]
     if not rows:
         return rows
     made: list = []
@@ -24,5 +25,5 @@ def summarize_sweep(sweep_dir: Path | str, plots: bool = True) -> list[JobRow]:
 
         made = write_plots(rows, sweep_dir)
     write_csv(rows, sweep_dir / "summary.csv")
-    write_markdown(rows, sweep_dir / "summary.md", sweep_dir, made)
+    write_markdown(rows, sweep_dir / "summary.md", sweep_dir, made, left_out=jobs.earlier)
     return rows

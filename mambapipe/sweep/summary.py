@@ -2,7 +2,8 @@
 at any time: `.hydra/overrides.yaml` (what the job changed), `config.yaml` (the resolved config the
 runner wrote), `run.json` (step statuses, failure reason), `metrics.json` (evaluate's scores) and
 `sweep_job.json` (exit code and failure reason), unless run.json is newer (see record.py).
-A damaged file fails its own job, named in the reason, not the summary."""
+A damaged file fails its own job, named in the reason, not the summary. Job dirs an earlier sweep into the
+same directory left behind are left out (see record.py), and counted in the summary."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mambapipe.config import STEP_NAMES
-from mambapipe.sweep.record import JOB_RECORD, RUN_JSON_STAMP
+from mambapipe.sweep.record import JOB_RECORD, RUN_JSON_STAMP, SWEEP_STAMP, sweep_config_digest
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 OVERRIDES_FILE = ".hydra/overrides.yaml"
@@ -41,10 +42,39 @@ class JobRow:
         return self.status == "failed"
 
 
+@dataclass
+class SweepJobDirs:
+    current: list[Path]  # the job dirs of the sweep that last ran in the directory, in job order
+    earlier: list[Path]  # those an earlier sweep into the same directory left, in job order
+
+
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
-    """Every job directory under the sweep dir (any `hydra.sweep.subdir` layout), in job order."""
-    dirs = [p.parent.parent for p in Path(sweep_dir).rglob(OVERRIDES_FILE)]
+    """Every job directory under the sweep dir (any `hydra.sweep.subdir` layout), in job order. Never the
+    sweep dir itself: one with its own overrides is a single run's directory, not a job of a sweep."""
+    sweep_dir = Path(sweep_dir)
+    dirs = [p.parent.parent for p in sweep_dir.rglob(OVERRIDES_FILE) if p.parent.parent != sweep_dir]
     return sorted(dirs, key=lambda d: _job_sort_key(d.relative_to(sweep_dir)))
+
+
+def find_sweep_jobs(sweep_dir: Path) -> SweepJobDirs:
+    """The job dirs, split by the sweep they ran in. Only a job whose record names another multirun.yaml is
+    known to be stale; one that names none (an older mambapipe, a damaged record) is counted as ever."""
+    current_sweep = sweep_config_digest(sweep_dir)
+    jobs = SweepJobDirs(current=[], earlier=[])
+    for run_dir in find_run_dirs(sweep_dir):
+        recorded_sweep = _recorded_sweep(run_dir)
+        stale = None not in (current_sweep, recorded_sweep) and recorded_sweep != current_sweep
+        (jobs.earlier if stale else jobs.current).append(run_dir)
+    return jobs
+
+
+def _recorded_sweep(run_dir: Path) -> Optional[str]:
+    """The multirun.yaml digest in the job's record; None when unknown (read_row reports a damaged record)."""
+    try:
+        record = json.loads((run_dir / JOB_RECORD).read_text())
+    except PARSE_ERRORS:
+        return None
+    return record.get(SWEEP_STAMP) if isinstance(record, dict) else None
 
 
 def _job_sort_key(relative: Path) -> tuple:
@@ -52,8 +82,9 @@ def _job_sort_key(relative: Path) -> tuple:
 
 
 def collect_rows(sweep_dir: Path) -> list[JobRow]:
+    """The rows of the sweep that last ran in the directory."""
     sweep_dir = Path(sweep_dir)
-    return [read_row(sweep_dir, run_dir) for run_dir in find_run_dirs(sweep_dir)]
+    return [read_row(sweep_dir, run_dir) for run_dir in find_sweep_jobs(sweep_dir).current]
 
 
 def _first_line(exc: Exception) -> str:

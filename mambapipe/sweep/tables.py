@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mambapipe.config import STEP_NAMES
+from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
 from mambapipe.sweep.summary import OVERRIDES_FILE, ROUGE_KEYS, JobRow, job_label, varying_overrides
 
 CONFIG_COLUMNS = ("model", "dtype", "tp_size", "backend", "device", "max_batch_size", "eval_batch_size", "task")
@@ -87,10 +88,22 @@ def failure_lines(rows: Sequence[JobRow]) -> list[str]:
     return lines
 
 
-def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: Sequence[Path]) -> None:
+def left_out_line(left_out: Sequence[Path], sweep_dir: Path) -> str:
+    """Job dirs of an earlier sweep into the same directory: not in the tables, but said, so none goes missing."""
+    names = ", ".join(f"`{run_dir.relative_to(sweep_dir)}`" for run_dir in left_out)
+    count = f"{len(left_out)} job dir{'s' if len(left_out) > 1 else ''}"
+    return (f"{count} left out, from an earlier sweep into this directory: {names} "
+            f"({JOB_RECORD} names a {SWEEP_CONFIG} other than this sweep's).")
+
+
+def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: Sequence[Path],
+                   left_out: Sequence[Path] = ()) -> None:
     failed = sum(row.failed for row in rows)
     lines = ["# Sweep summary", "", f"Sweep directory: `{sweep_dir}`", "",
-             f"{len(rows)} jobs: {len(rows) - failed} ok, {failed} failed.", "", *markdown_table(rows)]
+             f"{len(rows)} jobs: {len(rows) - failed} ok, {failed} failed.", ""]
+    if left_out:
+        lines += [left_out_line(left_out, sweep_dir), ""]
+    lines += markdown_table(rows)
     if failed:
         lines += ["", "## Failed jobs", "", *failure_lines(rows)]
     if plots:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -15,9 +16,9 @@ STEPS = ("download", "convert", "build", "evaluate")
 def write_job(sweep_dir: Path, num: int, overrides: list[str], *, dtype: str = "float32",
               model: str = "tiny-mamba2", eval_batch: int = 1, metrics: Optional[dict[str, Any]] = None,
               statuses: tuple[str, ...] = ("ran", "ran", "ran", "ran"), exit_code: Optional[int] = 0,
-              reason: Optional[str] = None) -> Path:
+              reason: Optional[str] = None, multirun_yaml_sha256: Optional[str] = None) -> Path:
     run_dir = sweep_dir / str(num)
-    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)  # a later sweep into the same dir writes over a job
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     config = {"model": {"name": model}, "dtype": dtype, "tp_size": 1, "backend": "native", "device": "cpu",
               "build": {"max_batch_size": 8}, "eval": {"batch_size": eval_batch, "task": "summarize"}}
@@ -28,8 +29,19 @@ def write_job(sweep_dir: Path, num: int, overrides: list[str], *, dtype: str = "
     if metrics is not None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
     if exit_code is not None:
-        (run_dir / "sweep_job.json").write_text(json.dumps({"exit_code": exit_code, "reason": reason}))
+        record = {"exit_code": exit_code, "reason": reason}
+        if multirun_yaml_sha256 is not None:  # the sweep the job ran in, as a job records it
+            record["multirun_yaml_sha256"] = multirun_yaml_sha256
+        (run_dir / "sweep_job.json").write_text(json.dumps(record))
     return run_dir
+
+
+def start_sweep(sweep_dir: Path, *overrides: str) -> str:
+    """What Hydra does at the start of every multirun: (re)write multirun.yaml. Its sha256, as jobs record it."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    text = "hydra:\n  overrides:\n    task:\n" + "".join(f"    - {o}\n" for o in overrides)
+    (sweep_dir / "multirun.yaml").write_text(text)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def summarize_metrics(rouge1: float, tokens_per_s: float, decode_ms: float) -> dict[str, Any]:

@@ -3,6 +3,7 @@ file-lock leases), the sweep dir it leases under, and what it records when its c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 
@@ -95,16 +96,40 @@ def test_job_record_names_the_run_json_it_accounts_for(tmp_path):
     assert _record_exit(tmp_path, 0, 1.0)["run_json_finished"] == "2026-12-01T10:00:00Z"
 
 
-def test_a_job_whose_config_cannot_resolve_accounts_for_the_run_json_already_there(tmp_path):
-    """A run.json left by an earlier sweep into the same dir must not read as a newer rerun of this job."""
+def job_hydra_config(sweep_dir, num: int):
+    """The parts of a sweep job's Hydra config that run_isolated_job reads."""
     from omegaconf import OmegaConf
 
-    (tmp_path / "run.json").write_text(json.dumps({"steps": [], "reason": None, "finished": "2026-12-01T10:00:00Z"}))
-    hydra_cfg = OmegaConf.create({"runtime": {"output_dir": str(tmp_path)}, "overrides": {"task": ["x=1"]},
-                                  "job": {"num": 0}})
-    record = run_isolated_job(OmegaConf.create({"x": "${missing}"}), hydra_cfg)
+    return OmegaConf.create({"runtime": {"output_dir": str(sweep_dir / str(num))}, "overrides": {"task": ["x=1"]},
+                             "job": {"num": num}, "sweep": {"subdir": str(num)}})
+
+
+def run_job_with_a_bad_config(sweep_dir, num: int = 0) -> dict:
+    """The quickest way through run_isolated_job: a config that cannot resolve fails before any child starts."""
+    from omegaconf import OmegaConf
+
+    (sweep_dir / str(num)).mkdir(parents=True, exist_ok=True)
+    return run_isolated_job(OmegaConf.create({"x": "${missing}"}), job_hydra_config(sweep_dir, num))
+
+
+def test_a_job_whose_config_cannot_resolve_accounts_for_the_run_json_already_there(tmp_path):
+    """A run.json left by an earlier sweep into the same dir must not read as a newer rerun of this job."""
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "run.json").write_text(json.dumps({"steps": [], "reason": None,
+                                                         "finished": "2026-12-01T10:00:00Z"}))
+    record = run_job_with_a_bad_config(tmp_path)
     assert record["exit_code"] == 1 and record["reason"].startswith("config: ")
     assert record["run_json_finished"] == "2026-12-01T10:00:00Z"
+
+
+def test_a_job_records_the_multirun_yaml_of_its_sweep(tmp_path):
+    """Hydra rewrites multirun.yaml at each multirun start: its digest tells this sweep's job dirs from older ones."""
+    multirun_yaml = b"hydra:\n  overrides:\n    task:\n    - x=1,2\n"
+    (tmp_path / "multirun.yaml").write_bytes(multirun_yaml)
+    record = run_job_with_a_bad_config(tmp_path, 1)
+    assert record["multirun_yaml_sha256"] == hashlib.sha256(multirun_yaml).hexdigest()
+    (tmp_path / "multirun.yaml").unlink()  # a sweeper that writes none: nothing to record
+    assert run_job_with_a_bad_config(tmp_path, 1)["multirun_yaml_sha256"] is None
 
 
 def test_sweep_dir_is_read_back_from_the_job_output_dir():

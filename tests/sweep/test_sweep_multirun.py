@@ -75,3 +75,23 @@ def test_joblib_sweep_runs_jobs_in_parallel_on_one_cache(tmp_path):
     assert sorted(r["convert"] for r in rows) == ["cached", "ran"]
     assert [r["build"] for r in rows] == ["ran", "ran"]
     assert len({r["pid"] for r in job_records(tmp_path / "sweep", 2)}) == 2
+
+
+def test_a_reused_sweep_dir_is_summarized_as_its_latest_sweep(tmp_path):
+    """The second sweep into one dir leaves job 1 of the first; a rerun by hand and a copy keep the second's jobs."""
+    first = run(tmp_path, "-m", "mambapipe", "-m", *TINY_EVAL[:2], "eval.output_len=3,4", "hydra.sweep.dir=sweep")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    second = run(tmp_path, "-m", "mambapipe", "-m", *TINY_EVAL[:2], "eval.output_len=5", "hydra.sweep.dir=sweep")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    assert (sweep / "1" / "run.json").is_file()  # Hydra left it there
+    rerun = run(tmp_path, "-m", "mambapipe", *TINY_EVAL[:2], "eval.output_len=5", f"hydra.run.dir={sweep / '0'}")
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    subprocess.run(["cp", "-r", "sweep", "copy"], cwd=tmp_path, check=True)
+    for directory in ("sweep", "copy"):
+        rebuilt = run(tmp_path, "-m", "mambapipe.sweep", "summarize", directory, "--no-plots")
+        assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
+        rows = csv_rows(tmp_path / directory / "summary.csv")
+        assert [(r["job"], r["overrides"].split()[-1], r["evaluate"]) for r in rows] == [("0", "eval.output_len=5",
+                                                                                           "cached")]
+        assert "1 job dir left out, from an earlier sweep" in (tmp_path / directory / "summary.md").read_text()

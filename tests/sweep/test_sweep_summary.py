@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shlex
+import subprocess
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -14,7 +16,7 @@ from matplotlib.image import imread
 from mambapipe.sweep.cli import main as sweep_cli
 from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.summary import collect_rows, find_run_dirs, varying_overrides
-from sweep_support import STEPS, summarize_metrics
+from sweep_support import STEPS, start_sweep, summarize_metrics
 
 
 def test_rows_read_statuses_metrics_and_failure_reason(sweep_dir):
@@ -219,3 +221,83 @@ def test_a_relative_sweep_dir_is_summarized_with_absolute_paths(sweep_dir, monke
     assert sweep_cli(["summarize", sweep_dir.name, "--no-plots"]) == 1
     assert [r["run_dir"] for r in csv_records(sweep_dir)] == [str(sweep_dir / job) for job in "012"]
     assert f"Sweep directory: `{sweep_dir}`" in (sweep_dir / "summary.md").read_text()
+
+
+def files_under(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+
+def test_summarize_refuses_a_single_run_dir_and_writes_nothing(tmp_path, job_writer, capsys):
+    """A plain `python -m mambapipe` run dir has its own .hydra/overrides.yaml: it is no sweep, nor its own job."""
+    run_dir = job_writer(tmp_path, 0, ["recipe=quickstart"], metrics=summarize_metrics(21.5, 120.0, 8.0),
+                         exit_code=None)  # a single run writes no sweep_job.json
+    before = files_under(run_dir)
+    assert sweep_cli(["summarize", str(run_dir)]) == 2
+    [line] = capsys.readouterr().out.splitlines()
+    assert "is a single run's directory" in line and line.endswith("pass the sweep directory above its job dirs")
+    assert summarize_sweep(run_dir, plots=False) == []  # the end-of-sweep path: no job `.` either
+    assert files_under(run_dir) == before
+
+
+def reuse_sweep_dir(sweep_dir, job_writer) -> str:
+    """`-m hydra.sweep.dir=D eval.max_ite=1,2,3`, then `-m hydra.sweep.dir=D eval.output_len=3,4`: Hydra rewrites
+    D/multirun.yaml and jobs 0 and 1, and job 2 of the first sweep stays. The second sweep's multirun.yaml sha256."""
+    first = start_sweep(sweep_dir, "eval.max_ite=1,2,3")
+    for num in range(3):
+        job_writer(sweep_dir, num, [f"eval.max_ite={num + 1}"], multirun_yaml_sha256=first,
+                   metrics=summarize_metrics(10.0, 50.0, 5.0))
+    second = start_sweep(sweep_dir, "eval.output_len=3,4")
+    for num in range(2):
+        job_writer(sweep_dir, num, [f"eval.output_len={num + 3}"], multirun_yaml_sha256=second,
+                   metrics=summarize_metrics(20.0, 60.0, 5.0))
+    return second
+
+
+def assert_only_the_latest_sweep_is_summarized(sweep_dir):
+    assert [r.overrides for r in collect_rows(sweep_dir)] == [["eval.output_len=3"], ["eval.output_len=4"]]
+    assert sweep_cli(["summarize", str(sweep_dir), "--no-plots"]) == 0
+    assert [r["job"] for r in csv_records(sweep_dir)] == ["0", "1"]
+    text = (sweep_dir / "summary.md").read_text()
+    assert "2 jobs: 2 ok, 0 failed." in text and "eval.max_ite" not in text
+    assert "1 job dir left out, from an earlier sweep into this directory: `2`" in text
+
+
+def test_job_dirs_of_an_earlier_sweep_into_the_same_dir_are_left_out_and_counted(tmp_path, job_writer):
+    reuse_sweep_dir(tmp_path / "sweep", job_writer)
+    assert_only_the_latest_sweep_is_summarized(tmp_path / "sweep")
+
+
+def test_a_copy_of_a_reused_sweep_dir_is_summarized_alike_whatever_its_file_times(tmp_path, job_writer):
+    reuse_sweep_dir(tmp_path / "sweep", job_writer)
+    subprocess.run(["cp", "-r", str(tmp_path / "sweep"), str(tmp_path / "copy")], check=True)  # new mtimes
+    copy = tmp_path / "copy"
+    os.utime(copy / "multirun.yaml", (0, 0))  # older than every job dir: file times must play no part
+    os.utime(copy / "2" / ".hydra" / "overrides.yaml", (4e9, 4e9))  # ... even the stale job's newer
+    assert_only_the_latest_sweep_is_summarized(copy)
+
+
+def test_a_job_rerun_by_hand_into_a_reused_sweep_dir_still_counts(tmp_path, job_writer):
+    """A rerun by hand rewrites .hydra/, run.json and metrics.json, not the sweep's sweep_job.json."""
+    sweep = tmp_path / "sweep"
+    reuse_sweep_dir(sweep, job_writer)
+    rerun_by_hand(sweep / "1", ("cached", "cached", "ran", "failed"), reason="evaluate: boom")
+    rows = collect_rows(sweep)
+    assert [r.job for r in rows] == ["0", "1"] and rows[1].reason == "evaluate: boom"
+
+
+def test_without_multirun_yaml_every_job_dir_counts(tmp_path, job_writer):
+    sweep = tmp_path / "sweep"
+    reuse_sweep_dir(sweep, job_writer)
+    (sweep / "multirun.yaml").unlink()  # nothing to compare the jobs' records with
+    assert [r.job for r in collect_rows(sweep)] == ["0", "1", "2"]
+
+
+def test_a_job_dir_without_a_recorded_sweep_counts(tmp_path, job_writer):
+    """Jobs of an older mambapipe recorded no multirun.yaml: nothing tells they are stale, so they stay."""
+    sweep = tmp_path / "sweep"
+    current = start_sweep(sweep, "dtype=float32,bfloat16")
+    job_writer(sweep, 0, ["dtype=float32"], multirun_yaml_sha256=current)
+    job_writer(sweep, 1, ["dtype=bfloat16"])  # no multirun_yaml_sha256 in its sweep_job.json
+    job_writer(sweep, 2, ["dtype=float16"], exit_code=None)  # no sweep_job.json at all
+    (sweep / "2" / "sweep_job.json").write_text("{damaged")  # read as unknown here, reported failed as ever
+    assert [r.job for r in collect_rows(sweep)] == ["0", "1", "2"]
