@@ -32,22 +32,31 @@ class SourceInfo:
     weight_files: tuple[Path, ...]
 
 
-def detect_source(model_dir: str | Path) -> SourceInfo:
-    model_dir = Path(model_dir)
+def source_format(model_dir: Path) -> str:
+    """Which of FORMATS `model_dir` holds, from its config files alone (the download step's plan-time check
+    and the convert step's detection, so that both accept the same directories)."""
     if not model_dir.is_dir():
         raise ConvertError(f"{model_dir}: not a directory; point at the downloaded checkpoint directory")
-    params, config = model_dir / "params.json", model_dir / "config.json"
-    if params.is_file() and (model_dir / MISTRAL_WEIGHTS).is_file():
-        spec = source_specs.spec_from_mistral(load_json_object(params), params)
-        return SourceInfo(MISTRAL, spec, model_dir, params, (model_dir / MISTRAL_WEIGHTS,))
+    if (model_dir / "params.json").is_file() and (model_dir / MISTRAL_WEIGHTS).is_file():
+        return MISTRAL
+    config = model_dir / "config.json"
     if not config.is_file():
         raise ConvertError(f"{model_dir}: no config.json (nor params.json + {MISTRAL_WEIGHTS}); "
                            "not a Mamba checkpoint directory")
+    return _config_format(load_json_object(config), config)
+
+
+def detect_source(model_dir: str | Path) -> SourceInfo:
+    model_dir = Path(model_dir)
+    fmt = source_format(model_dir)
+    params, config = model_dir / "params.json", model_dir / "config.json"
+    if fmt == MISTRAL:
+        spec = source_specs.spec_from_mistral(load_json_object(params), params)
+        return SourceInfo(MISTRAL, spec, model_dir, params, (model_dir / MISTRAL_WEIGHTS,))
     cfg = load_json_object(config)
-    fmt = _config_format(cfg, config)
     spec = {HF_MAMBA: source_specs.spec_from_hf_mamba, HF_MAMBA2: source_specs.spec_from_hf_mamba2,
             MAMBA_SSM: source_specs.spec_from_mamba_ssm}[fmt](cfg, config)
-    return SourceInfo(fmt, spec, model_dir, config, _weight_files(model_dir))
+    return SourceInfo(fmt, spec, model_dir, config, weight_files(model_dir))
 
 
 def _config_format(cfg: dict[str, Any], path: Path) -> str:
@@ -56,14 +65,13 @@ def _config_format(cfg: dict[str, Any], path: Path) -> str:
         return HF_MAMBA
     if model_type == "mamba2" or "Mamba2ForCausalLM" in archs:
         return HF_MAMBA2
-    if model_type is None and {"d_model", "n_layer"} <= cfg.keys() and "ssm_cfg" in cfg:
+    if model_type is None and {"d_model", "n_layer"} <= cfg.keys():  # ssm_cfg is optional: mamba_ssm defaults it
         return MAMBA_SSM
     raise ConvertError(f"{path}: unknown architecture (model_type={model_type!r}, architectures={archs}); "
-                       "expected HF Mamba/Mamba2, a mamba_ssm config (d_model, n_layer, ssm_cfg) "
-                       "or Mistral params.json")
+                       "expected HF Mamba/Mamba2, a mamba_ssm config (d_model, n_layer) or Mistral params.json")
 
 
-def _weight_files(model_dir: Path) -> tuple[Path, ...]:
+def weight_files(model_dir: Path) -> tuple[Path, ...]:
     for name in _WEIGHT_CANDIDATES:
         path = model_dir / name
         if not path.is_file():

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mambapipe import hub
-from mambapipe.checkpoint.detect import load_json_object
+from mambapipe.checkpoint.detect import MISTRAL, source_format, weight_files
 from mambapipe.checkpoint.errors import ConvertError
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
@@ -42,28 +42,15 @@ _NULL_TOKENIZER = {"local": "null to use the tokenizer files in model.path",
 # ---- source layouts ----------------------------------------------------------------------------
 
 def detect_layout(model_dir: Path) -> str:
-    """Which of the four source layouts `model_dir` holds; StepError when none."""
-    names = {p.name for p in model_dir.iterdir()} if model_dir.is_dir() else set()
-    if {"params.json", "consolidated.safetensors"} <= names:
-        return "mistral"
-    if "config.json" in names:
-        config = _source_config(model_dir / "config.json")
-        has_weights = any(n.endswith((".safetensors", ".bin")) for n in names)
-        # model_type first: the -hf Mamba1 configs also carry mamba_ssm's d_model and an empty ssm_cfg.
-        if has_weights and config.get("model_type") in ("mamba", "mamba2"):
-            return f"hf_{config['model_type']}"
-        if has_weights and "d_model" in config:
-            return "mamba_ssm"
-    raise StepError(f"{model_dir} is not a Mamba checkpoint: expected config.json (HF or mamba_ssm) with "
-                    "*.safetensors/*.bin weights, or params.json + consolidated.safetensors; fix model.path")
-
-
-def _source_config(path: Path) -> dict:
-    """A source checkpoint's config.json (the convert step's reader), its errors as one-line StepErrors."""
+    """Which of the four source layouts `model_dir` holds, detected as the convert step detects it (so a
+    directory this plan-time check passes is one convert reads); StepError when none."""
     try:
-        return load_json_object(path)
+        layout = source_format(model_dir)
+        if layout != MISTRAL:
+            weight_files(model_dir)
     except ConvertError as err:
         raise StepError(f"{err}; fix the file or model.path") from None
+    return layout
 
 
 def has_tokenizer(directory: Path) -> bool:

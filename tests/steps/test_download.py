@@ -87,11 +87,14 @@ def test_local_is_validated_linked_and_fingerprinted(compose_config, tmp_path, l
 
 @pytest.mark.parametrize("files, layout", [
     ({"params.json": "{}", "consolidated.safetensors": ""}, "mistral"),
-    ({"config.json": json.dumps({"d_model": 768, "ssm_cfg": {"layer": "Mamba2"}}), "pytorch_model.bin": ""},
-     "mamba_ssm"),
+    ({"config.json": json.dumps({"d_model": 768, "n_layer": 2, "ssm_cfg": {"layer": "Mamba2"}}),
+      "pytorch_model.bin": ""}, "mamba_ssm"),
     ({"config.json": json.dumps({"model_type": "mamba", "d_model": 768, "ssm_cfg": {}}), "model.safetensors": ""},
      "hf_mamba"),  # as state-spaces/mamba-130m-hf's config.json
-    ({"config.json": json.dumps({"d_model": 768, "ssm_cfg": {}}), "pytorch_model.bin": ""}, "mamba_ssm"),
+    ({"config.json": json.dumps({"d_model": 768, "n_layer": 2, "ssm_cfg": {}}), "pytorch_model.bin": ""},
+     "mamba_ssm"),
+    ({"config.json": json.dumps({"d_model": 768, "n_layer": 2}), "pytorch_model.bin": ""}, "mamba_ssm"),  # ssm_cfg {}
+    ({"config.json": json.dumps({"architectures": ["Mamba2ForCausalLM"]}), "model.safetensors": ""}, "hf_mamba2"),
 ])
 def test_the_four_layouts_are_recognised(tmp_path, files, layout):
     for name, text in files.items():
