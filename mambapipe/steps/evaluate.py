@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from mambapipe.engine.generate import LimitError
 from mambapipe.evaluate import benchmark
 from mambapipe.evaluate.data import hub_commit, local_builder, require_datasets
 from mambapipe.evaluate.rouge import require_scorer
@@ -28,7 +29,7 @@ LAUNCHERS = {"native": "torchrun", "trtllm": "mpirun"}
 TASK_KEYS = {
     "summarize": ("eval.dataset", "eval.max_ite", "eval.batch_size", "eval.max_input_length", "eval.output_len",
                   "eval.compare_hf", "eval.check_accuracy"),
-    "benchmark": ("eval.scenarios", "eval.warmup", "eval.repeats", "eval.bandwidth_gbps"),
+    "benchmark": ("eval.scenarios", "eval.warmup", "eval.repeats", "eval.bandwidth_gbps", "eval.compare_hf"),
 }
 HUB_DATASET_KEYS = ("eval.dataset_hub_id", "eval.dataset_config", "eval.dataset_split")  # eval.dataset=cnn_dailymail
 _SUMMARIZE_POSITIVE = ("eval.batch_size", "eval.max_ite", "eval.max_input_length", "eval.output_len")
@@ -82,7 +83,10 @@ class EvaluateStep:
         if tp_size > 1:
             _run_launched(job, tp_size)
         else:
-            run_evaluation(job)
+            try:
+                run_evaluation(job)
+            except LimitError as err:  # e.g. a tokenizer that is not the model's; launched ranks say it in one line too
+                raise StepError(f"LimitError: {err}") from None
         metrics = json.loads((out_dir / METRICS_FILE).read_text())
         _accuracy_gate(params, metrics)
         return _facts(metrics)
@@ -137,6 +141,9 @@ def _check_dataset(dataset: str) -> None:
 
 
 def _check_benchmark(params: dict[str, Any]) -> None:
+    if _value(params, "eval.compare_hf"):  # refused rather than ignored: the metrics would claim no comparison ran
+        raise StepError("eval.compare_hf=true compares summaries with HF transformers' (eval.task=summarize); the "
+                        "benchmark times the engine alone: set eval.compare_hf=false")
     if _value(params, "eval.repeats") < 1:
         raise StepError(f"eval.repeats must be >= 1, got {_value(params, 'eval.repeats')}")
     if _value(params, "eval.warmup") < 0:

@@ -31,8 +31,7 @@ def test_uses_only_keys_of_the_schema(overrides):
 
 
 SUMMARIZE_ONLY = {"eval.dataset": "cnn_dailymail", "eval.max_ite": 5, "eval.batch_size": 2,
-                  "eval.max_input_length": 500, "eval.output_len": 50, "eval.compare_hf": True,
-                  "eval.check_accuracy": True}
+                  "eval.max_input_length": 500, "eval.output_len": 50, "eval.check_accuracy": True}
 BENCHMARK_ONLY = {"eval.warmup": 0, "eval.repeats": 7, "eval.bandwidth_gbps": 50.0,
                   "eval.scenarios": [{"batch": 1, "input_len": 10, "output_len": 10}]}
 
@@ -71,6 +70,8 @@ def test_defaults_pass_the_plan_check():
     ({"eval.task": "benchmark", "eval.scenarios": [{"batch": 0, "input_len": 1, "output_len": 1}]},
      r"eval.scenarios\[0\].batch must be >= 1"),
     ({"eval.task": "benchmark", "eval.repeats": 0}, "eval.repeats must be >= 1"),
+    ({"eval.task": "benchmark", "eval.compare_hf": True}, "eval.compare_hf=true compares summaries .* set "
+                                                         "eval.compare_hf=false"),
     ({"eval.task": "benchmark", "eval.bandwidth_gbps": -5.0}, r"eval.bandwidth_gbps must be a number > 0 \(GB/s\), "
                                                                "got -5.0"),
     ({"eval.task": "benchmark", "eval.bandwidth_gbps": 0.0}, "eval.bandwidth_gbps must be a number > 0"),
@@ -131,3 +132,19 @@ def test_local_dataset_contents_enter_the_key(tmp_path):
     after = STEP.environment(params)
     assert before["dataset_sha256"] != after["dataset_sha256"]
     assert "dataset_sha256" not in STEP.environment(_params())  # the bundled sample is versioned with the code
+
+
+def test_a_request_outside_the_engine_limits_is_one_line_on_one_rank(monkeypatch, tmp_path):
+    """At tp_size=1 the evaluation runs in this process: its LimitError (e.g. a tokenizer that is not the model's)
+    must reach the runner as the StepError a launched rank's failure already is, not as a crash."""
+    from mambapipe.engine.generate import LimitError
+    from mambapipe.pipeline.step import StepContext
+    from mambapipe.steps import evaluate
+
+    def refuse(job):
+        raise LimitError("prompt 0 has token id 510 outside the vocabulary [0, 510)")
+
+    monkeypatch.setattr(evaluate, "run_evaluation", refuse)
+    ctx = StepContext(run_dir=tmp_path, show_progress=False, extra={"environment": {}})
+    with pytest.raises(StepError, match=r"^LimitError: prompt 0 has token id 510 outside the vocabulary"):
+        STEP.run(_params(), {"build": tmp_path, "download": tmp_path}, tmp_path / "out", ctx)
