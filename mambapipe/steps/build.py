@@ -17,6 +17,7 @@ NATIVE_DEFAULTS = {"build.ssm_state_dtype": "auto"}
 # The build.* options each backend reads, and so the only ones in its key: a trtllm plugin flag must not
 # rebuild a native engine. trtllm reads the native ones too, to refuse values it cannot honour.
 BACKEND_OPTION_KEYS = {"native": NATIVE_KEYS, "trtllm": TRTLLM_KEYS + NATIVE_KEYS}
+TRTLLM_ARCH_KEYS = ("model.arch.mamba_version",)  # for _check_trtllm_parallelism
 
 
 def settings_from(params: dict[str, Any]) -> BuildSettings:
@@ -49,6 +50,14 @@ def _check_native_options(params: dict[str, Any], device: str) -> None:
                         f"state dtype and kernels); set {defaults} or use backend=native")
 
 
+def _check_trtllm_parallelism(params: dict[str, Any]) -> None:
+    """TensorRT-LLM's Mamba1 layer asserts tp_size == 1 (tensorrt_llm/models/mamba/model.py), which trtllm-build
+    would only hit after the checkpoint was converted; the native engine splits Mamba1 too."""
+    if params["backend"] == "trtllm" and params["model.arch.mamba_version"] == "Mamba1" and int(params["tp_size"]) > 1:
+        raise StepError(f"backend=trtllm cannot split a Mamba1 model (tp_size={params['tp_size']}): TensorRT-LLM runs "
+                        "Mamba1 on one GPU only; use tp_size=1, or backend=native")
+
+
 class BuildStep:
     name = "build"
     version = 1
@@ -57,12 +66,13 @@ class BuildStep:
     needs = ("convert",)
 
     def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
-        """The build.* options of the resolved backend."""
-        return BACKEND_OPTION_KEYS[params["backend"]]
+        """The build.* options of the resolved backend; for trtllm also what it cannot build (below)."""
+        return BACKEND_OPTION_KEYS[params["backend"]] + (TRTLLM_ARCH_KEYS if params["backend"] == "trtllm" else ())
 
     def check(self, params: dict[str, Any]) -> None:
         s = settings_from(params)
         _check_native_options(params, s.device)
+        _check_trtllm_parallelism(params)
         backend = get_backend(params["backend"])
         for problem in (limits_problem(s.max_batch_size, s.max_input_len, s.max_seq_len),
                         dtype_problem(params["dtype"], s.device), backend.unavailable_reason(s.device)):

@@ -30,7 +30,7 @@ def _params(**changes) -> dict:
               "build.max_batch_size": 2, "build.max_input_len": 16, "build.max_seq_len": 24,
               "build.paged_state": True, "build.mamba_conv1d_plugin": "auto",
               "build.remove_input_padding": True, "build.gemm_plugin": "auto",
-              "build.ssm_state_dtype": "auto"}
+              "build.ssm_state_dtype": "auto", "model.arch.mamba_version": "Mamba2"}
     params.update({k.replace("__", "."): v for k, v in changes.items()})
     declared = (*STEP.uses, *STEP.extra_uses(params))  # as the plan selects them: nothing undeclared
     return {key: value for key, value in params.items() if key in declared}
@@ -239,3 +239,13 @@ def test_device_cuda_without_a_gpu_is_named_once(compose_config, monkeypatch):
     assert problems[0] == "device=cuda but torch sees no CUDA device; use device=cpu or device=auto"
     assert sum("CUDA" in p for p in problems) == 1, problems  # not again by the build step's checks
     assert any(p.startswith("convert: tp_size=3 does not fit") for p in problems), problems  # others still shown
+
+
+def test_trtllm_refuses_a_split_mamba1_at_plan_time(compose_config):
+    """TensorRT-LLM's Mamba1 layer asserts tp_size == 1; the native engine splits Mamba1 (and TensorRT-LLM Mamba2)."""
+    problems = _plan(compose_config, "model=tiny_mamba", "tp_size=2", "backend=trtllm").problems
+    assert "build: backend=trtllm cannot split a Mamba1 model (tp_size=2): TensorRT-LLM runs Mamba1 on one GPU only; " \
+           "use tp_size=1, or backend=native" in problems
+    for overrides in (("model=tiny_mamba", "tp_size=2", "backend=native"), ("model=tiny_mamba2", "tp_size=2",
+                                                                            "backend=trtllm")):
+        assert not any("cannot split" in p for p in _plan(compose_config, *overrides).problems)
