@@ -127,6 +127,9 @@ class ModelSpec:
     def to_trtllm_config(self, dtype: str, tp_size: int) -> dict[str, Any]:
         """The `config.json` TensorRT-LLM's MambaConfig writes (reference §1.3), with correct values
         where its converter has bugs (conv dim, ssm_cfg, world size)."""
+        # TensorRT-LLM's MambaModel pads vocab_size up to this multiple and expects the embedding and lm_head padded
+        # alike; ours hold vocab_size rows (the source's own count), so a vocab off the multiple is written as 1.
+        pad_multiple = self.pad_vocab_size_multiple if self.vocab_size % self.pad_vocab_size_multiple == 0 else 1
         cfg: dict[str, Any] = {
             "architecture": "MambaForCausalLM",
             "dtype": dtype,
@@ -147,7 +150,7 @@ class ModelSpec:
             "rotary_embedding_dim": 0,
             "runtime_defaults": None,
             "residual_in_fp32": self.residual_in_fp32,
-            "pad_vocab_size_multiple": self.pad_vocab_size_multiple,
+            "pad_vocab_size_multiple": pad_multiple,
             "layer_types": ["recurrent"],
             "intermediate_size": self.intermediate_size,
             "mamba_version": self.mamba_version,

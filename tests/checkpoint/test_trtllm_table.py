@@ -119,3 +119,11 @@ def test_mamba1_config_keys(tmp_path, hf_mamba1):
     assert (cfg["mamba_version"], cfg["rnn_conv_dim_size"], cfg["state_size"]) == ("Mamba1", 32, 4)
     assert (cfg["vocab_size"], cfg["pad_vocab_size_multiple"], cfg["dtype"]) == (64, 8, "bfloat16")
     assert same_spec(ModelSpec.from_trtllm_config(cfg), detect_source(hf_mamba1).spec)
+
+
+@pytest.mark.parametrize("vocab, multiple, written", [(512, 16, 16), (510, 16, 1), (50280, 8, 8)])
+def test_a_vocab_off_its_pad_multiple_is_written_as_multiple_one(vocab, multiple, written):
+    """TensorRT-LLM's MambaModel pads vocab_size up to pad_vocab_size_multiple and then expects that many embedding
+    and lm_head rows; the checkpoint holds the source's own count, so an unpadded vocab must not ask for padding."""
+    cfg = ModelSpec("Mamba2", 64, 2, vocab, 16, pad_vocab_size_multiple=multiple).to_trtllm_config("float16", 1)
+    assert (cfg["vocab_size"], cfg["pad_vocab_size_multiple"]) == (vocab, written)
