@@ -19,11 +19,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024**2
+MODELS = sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml"))
 
 _PEAK_RSS = """
 def peak_rss():
@@ -97,19 +99,33 @@ def print_table(rows: list[dict], baseline: int) -> None:
               f"  {'yes' if r['ok'] else 'NO'}")
 
 
-def main() -> None:
+def model_and_tp(text: str) -> tuple[str, int]:
+    """An argparse type: 'codestral_7b:2' -> ("codestral_7b", 2), checked before any source is written."""
+    name, _, tp = text.partition(":")
+    if name not in MODELS or not tp.isdigit() or int(tp) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected MODEL:TP, TP a positive integer and MODEL one of "
+                                         f"{', '.join(MODELS)}")
+    return name, int(tp)
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", default=["mamba_2p8b:1", "codestral_7b:1", "codestral_7b:2"],
+    # argparse runs `type` over a string default only, so the list default is given already parsed
+    parser.add_argument("--runs", nargs="+", type=model_and_tp,
+                        default=[("mamba_2p8b", 1), ("codestral_7b", 1), ("codestral_7b", 2)],
                         help="model:tp pairs (model = configs/model/<name>.yaml)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mambapipe-convert-bench"))
     parser.add_argument("--dtype", default="float16", help="source and output dtype")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     baseline = child(_CHILD_BASELINE)["peak_rss"]
     rows = []
-    for run in args.runs:
-        name, tp = run.split(":")
-        rows.append(measure(name, int(tp), args.workdir, args.dtype, baseline))
+    for name, tp in args.runs:
+        rows.append(measure(name, tp, args.workdir, args.dtype, baseline))
         print(json.dumps(rows[-1]), flush=True)
     print_table(rows, baseline)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import MODELS, generator, model_spec, random_model, table_key, torch_twin  # noqa: E402
+from gpu_common import MODELS, generator, model_spec, random_model, require_cuda, table_key, torch_twin  # noqa: E402
 
 from mambapipe.dtypes import TORCH_DTYPES  # noqa: E402
 from mambapipe.engine.state import InferenceState  # noqa: E402
@@ -208,6 +208,7 @@ def apply_engine_switches(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     args = parse_args()
+    require_cuda()
     switches = apply_engine_switches(args)
     args.out.mkdir(parents=True, exist_ok=True)
     import triton

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,17 @@ from mambapipe.models import ModelSpec
 
 MODELS = ("mamba_130m", "mamba_2p8b", "mamba2_130m", "mamba2_2p7b", "codestral_7b")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "model"
+
+
+def require_cuda(gpus: int = 1) -> None:
+    """Exit with one line, before any work, where torch sees fewer than `gpus` CUDA GPUs: the scripts put their
+    tensors on "cuda", so on a CPU box they would otherwise end in a traceback (gpu_tp.py: run a 7B model on the
+    CPU and write 21 GB)."""
+    seen = torch.cuda.device_count()
+    if seen < gpus:
+        needed = "a CUDA GPU" if gpus == 1 else f"{gpus} CUDA GPUs"
+        print(f"{Path(sys.argv[0]).name} needs {needed}; torch sees {seen}", file=sys.stderr)
+        raise SystemExit(2)  # as argparse exits on a command line it refuses
 
 
 def model_spec(name: str) -> ModelSpec:

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import graph_replay_ms, model_spec, parse_arch  # noqa: E402
+from gpu_common import graph_replay_ms, model_spec, parse_arch, require_cuda  # noqa: E402
 from mambapipe.engine.kernels import pdl  # noqa: E402
 from mambapipe.models import ModelSpec  # noqa: E402
 
@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     args = parser.parse_args()
+    if args.device == "cuda":
+        require_cuda()
     results = {}
     for name in args.models.split(","):
         spec = dataclasses.replace(model_spec(name), **args.arch)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench_cudagraph
 
-from gpu_common import MODELS, model_spec
+from gpu_common import MODELS, model_spec, require_cuda
 from mambapipe.engine.kernels import decode, gemv
 from mambapipe.engine.kernels.conv import causal_conv1d_update
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1])
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     args = parser.parse_args()
+    require_cuda()
     args.out.mkdir(parents=True, exist_ok=True)
     results = sweep(args.batches)
     (args.out / "gpu_gemv.json").write_text(json.dumps(results, indent=1))

@@ -33,7 +33,7 @@ from mambapipe.evaluate.hf_reference import grouped_norm_problem
 from mambapipe.synthetic import write_synthetic_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import model_spec, parse_arch  # noqa: E402
+from gpu_common import model_spec, parse_arch, require_cuda  # noqa: E402
 
 NEW_TOKENS = 32
 
@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     args = parser.parse_args()
+    if args.device == "cuda":
+        require_cuda()
     results = {}
     for name in args.models.split(","):
         results[name] = check(dataclasses.replace(model_spec(name), **args.arch), device=args.device,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench, do_bench_cudagraph
 
+from gpu_common import require_cuda
 from mambapipe.engine import ops
 from mambapipe.engine.kernels import prefill, scan, scan_cuda, ssd, ssd_cuda, ssd_triton, ssm
 
@@ -214,6 +215,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--ssd-only", action="store_true", help="skip the Mamba1 scan sweep")
     ssd_only = parser.parse_args().ssd_only
+    require_cuda()
     report = {"ssd_ms_per_layer": ssd_times(), "ssd_triton_tiles_ms_per_layer": ssd_triton_variants(),
               "conv_tiles_ms_per_layer": conv_variants(), "mamba1_update_us_per_layer": mamba1_update_variants()}
     if not ssd_only:

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import graph_replay_ms, model_spec, parse_arch  # noqa: E402
+from gpu_common import graph_replay_ms, model_spec, parse_arch, require_cuda  # noqa: E402
 from mambapipe.engine.kernels import pdl  # noqa: E402
 
 
@@ -280,6 +280,7 @@ def main() -> None:
     parser.add_argument("--no-kernels", action="store_true", help="time the persistent kernel only")
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     args = parser.parse_args()
+    require_cuda()
     counter = torch.zeros(1, device="cuda", dtype=torch.int32)
     _arrive_kernel[(264,)](counter, num_warps=8)  # the barrier counts one arrival a program, not a thread
     torch.cuda.synchronize()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
-from gpu_common import MODELS, model_spec, random_model
+from gpu_common import MODELS, model_spec, random_model, require_cuda
 from mambapipe.engine.cuda_graphs import GraphedGreedyDecode
 from mambapipe.engine.state import InferenceState
 
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     parser.add_argument("--decode-only", action="store_true")
     args = parser.parse_args()
+    require_cuda()
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.models.split(","):

@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_bench import SCENARIOS, bench  # noqa: E402
-from gpu_common import model_spec, parse_arch, random_model, table_key  # noqa: E402
+from gpu_common import model_spec, parse_arch, random_model, require_cuda, table_key  # noqa: E402
 from mambapipe.dtypes import TORCH_DTYPES  # noqa: E402
 from mambapipe.engine.kernels import gemv  # noqa: E402
 
@@ -166,6 +166,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"), help="the models' dtype")
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     args = parser.parse_args()
+    if args.device == "cuda":
+        require_cuda()
     variants = dict(args.variant)
     described = dict(variants)  # what step_sweep.json records of each variant
     for kind in filter(None, args.leave_out.split(",")):

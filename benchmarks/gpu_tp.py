@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from gpu_common import require_cuda
 from mambapipe.engine.api import read_engine_config
 from mambapipe.parallel import launch
 
@@ -58,9 +59,9 @@ def run_engine(engine: Path, tp: int, prompts: list[list[int]], out: Path, *extr
     """The first `new_tokens` greedy tokens of `prompts`, from `python -m mambapipe.engine` run as tp ranks by the
     project's launcher (which closes its generator before leaving the process group and puts
     parallel.RANK_ENV into every rank's environment)."""
-    launch(tp, "mambapipe.engine", ["--engine-dir", str(engine), "--device", "cuda" if torch.cuda.is_available()
-                                    else "cpu", "--prompt-ids", json.dumps(prompts), "--max-new-tokens",
-                                    str(new_tokens), "--out", str(out), *extra])  # no --eos-id: all of them
+    launch(tp, "mambapipe.engine", ["--engine-dir", str(engine), "--device", "cuda", "--prompt-ids",
+                                    json.dumps(prompts), "--max-new-tokens", str(new_tokens), "--out", str(out),
+                                    *extra])  # no --eos-id: all of them
     return json.loads(out.read_text())["output_ids"]
 
 
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--model", default="codestral_7b")
     parser.add_argument("--tp", type=int, nargs="+", default=[2, 1], help="tp sizes to run (1 alone: one GPU)")
     args = parser.parse_args()
+    require_cuda(max(args.tp))  # before the recipe: on the CPU it would build and write the 7B model
     args.out.mkdir(parents=True, exist_ok=True)
     rows, tokens, engines = {}, {}, {}
     for tp in args.tp:

@@ -1,0 +1,65 @@
+"""The benchmark scripts refuse what they cannot run in one line, before any work: a GPU script on a machine
+without the GPUs it needs, and cpu_generate.py's or convert_memory.py's arguments that would only fail later
+(a NaN row, a traceback from deep inside)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import convert_memory  # noqa: E402
+import cpu_generate  # noqa: E402
+import gpu_common  # noqa: E402
+
+
+@pytest.mark.parametrize("seen, gpus, line", [(0, 1, "needs a CUDA GPU; torch sees 0"),
+                                               (1, 2, "needs 2 CUDA GPUs; torch sees 1")])
+def test_require_cuda_exits_with_one_line(monkeypatch, capsys, seen, gpus, line):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: seen)
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_common.require_cuda(gpus)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and line in err
+
+
+def test_require_cuda_passes_with_enough_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    gpu_common.require_cuda(2)
+
+
+@pytest.mark.parametrize("flag", ["--repeats", "--batches", "--new-tokens", "--prompt-len"])
+def test_cpu_generate_refuses_zero(capsys, flag):
+    with pytest.raises(SystemExit) as exit_info:
+        cpu_generate.parse_args([flag, "0"])
+    assert exit_info.value.code == 2
+    assert "'0': expected a positive integer" in capsys.readouterr().err
+
+
+def test_cpu_generate_refuses_cuda_without_a_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        cpu_generate.parse_args(["--device", "cuda"])
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_cpu_generate_defaults_parse():
+    args = cpu_generate.parse_args([])
+    assert (args.batches, args.repeats, args.device) == ([1, 8], 3, "cpu")
+
+
+@pytest.mark.parametrize("run", ["nosuch:1", "tiny_mamba2", "tiny_mamba2:0"])
+def test_convert_memory_refuses_a_malformed_run(capsys, run):
+    with pytest.raises(SystemExit) as exit_info:
+        convert_memory.parse_args(["--runs", run])
+    assert exit_info.value.code == 2
+    assert "expected MODEL:TP" in capsys.readouterr().err
+
+
+def test_convert_memory_runs_parse():
+    assert convert_memory.parse_args(["--runs", "tiny_mamba2:2"]).runs == [("tiny_mamba2", 2)]
+    assert convert_memory.parse_args([]).runs[0] == ("mamba_2p8b", 1)
