@@ -22,13 +22,15 @@ POLL_SECONDS = 1.0
 
 
 def visible_gpus() -> list[str]:
-    """GPU ids this process may use: `CUDA_VISIBLE_DEVICES` if set, else every device torch counts."""
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None:
-        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+    """GPU ids this process may use: those of `CUDA_VISIBLE_DEVICES` that torch finds (a list copied onto a
+    machine without them must not make CPU jobs queue for leases), else every device torch counts."""
     import torch  # only here: the parent of a CPU job never pays for importing torch
 
-    return [str(i) for i in range(torch.cuda.device_count())]
+    found = torch.cuda.device_count()  # counts the listed devices only, as CUDA enumerates them
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(found)]
+    return [gpu.strip() for gpu in listed.split(",") if gpu.strip()][:found]
 
 
 def gpu_blocks(visible: Sequence[str], tp_size: int) -> list[list[str]]:

@@ -8,6 +8,7 @@ import json
 import socket
 
 import pytest
+import torch
 from filelock import FileLock
 
 from mambapipe.sweep.gpus import gpu_blocks, lease_gpus, preference_order, visible_gpus
@@ -29,9 +30,17 @@ def test_jobs_prefer_their_number_modulo_the_blocks():
 
 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # what torch finds of the listed devices
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5,")
     assert visible_gpus() == ["3", "5"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
+
+
+def test_listed_gpus_that_torch_does_not_find_are_not_leased(monkeypatch):
+    """CUDA_VISIBLE_DEVICES=0,1 on a machine without them: device=auto jobs run on the CPU, and must not queue."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     assert visible_gpus() == []
 
 
