@@ -27,7 +27,7 @@ _DAMAGED_FILE_FIX = {
 
 class ConvertStep:
     name = "convert"
-    version = 1
+    version = 2  # 2: a vocab off its pad multiple is written with multiple 1 (models.to_trtllm_config)
     uses = ("dtype", "tp_size", "model.arch")
     needs = ("download",)
 
