@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from mambapipe.backends.base import Generator, SamplingConfig
+from mambapipe.engine.generate import Limits
 from mambapipe.evaluate.floor import decode_step_traffic
 from mambapipe.evaluate.memory import reset_peak_memory
 
@@ -36,16 +37,9 @@ def scenarios_from_config(raw: Optional[Iterable[dict[str, int]]]) -> list[Scena
     return items or list(DEFAULT_SCENARIOS)
 
 
-@dataclass(frozen=True)
-class EngineLimits:
-    """The build limits a scenario must fit: a loaded engine's, or the build.* params at plan time."""
-    max_batch_size: int
-    max_input_len: int
-    max_seq_len: int
-
-
-def limit_problem(limits: EngineLimits | Generator, scenario: Scenario) -> Optional[str]:
-    """Why an engine of these limits cannot run `scenario`, or None."""
+def limit_problem(limits: Limits | Generator, scenario: Scenario) -> Optional[str]:
+    """Why an engine of these limits (a loaded engine's, or the build.* params at plan time) cannot run
+    `scenario`, or None."""
     if scenario.batch > limits.max_batch_size:
         return f"batch {scenario.batch} > engine max_batch_size {limits.max_batch_size}"
     if scenario.input_len > limits.max_input_len:

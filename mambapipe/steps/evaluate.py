@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from mambapipe.engine.generate import LimitError
+from mambapipe.engine.generate import LimitError, Limits
 from mambapipe.evaluate import benchmark
 from mambapipe.evaluate.data import hub_commit, local_builder, require_datasets
 from mambapipe.evaluate.rouge import require_scorer
@@ -167,8 +167,8 @@ def _check_scenario_lengths(scenarios: list[Any]) -> None:
 def _check_some_scenario_fits(scenarios: list[benchmark.Scenario], params: dict[str, Any]) -> None:
     """A benchmark whose every scenario the engine refuses would 'succeed' with nothing measured. Scenarios
     that do not fit beside others that do are kept, as `skipped` rows."""
-    limits = benchmark.EngineLimits(_value(params, "build.max_batch_size"), _value(params, "build.max_input_len"),
-                                    _value(params, "build.max_seq_len"))
+    limits = Limits(_value(params, "build.max_batch_size"), _value(params, "build.max_input_len"),
+                    _value(params, "build.max_seq_len"))
     problems = [benchmark.limit_problem(limits, s) for s in scenarios]
     if all(problems):
         reasons = "; ".join(f"{benchmark.scenario_label(s)}: {p}" for s, p in zip(scenarios, problems))
