@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mambapipe.backends.base import SamplingConfig
-from mambapipe.engine.api import EngineLoadError, load_engine, read_engine_config
+from mambapipe.engine.api import EngineLoadError, load_engine
 from mambapipe.parallel import init_distributed, shutdown_distributed
 from mambapipe.pipeline.resolve import resolve_device
 from mambapipe.pipeline.step import StepError
@@ -137,23 +137,11 @@ def _prompts(text: str) -> list[list[int]]:
     return prompts
 
 
-def _check_rank_count(engine_dir: Path, world: int) -> None:
-    """load_engine's own check names mambapipe.parallel.launch, the pipeline's launcher; a CLI user needs the
-    command line to type."""
-    tp_size = int(read_engine_config(engine_dir)["build_config"]["tp_size"])
-    if tp_size != world:
-        command = "python -m mambapipe.engine" if tp_size == 1 else \
-            f"torchrun --standalone --nproc-per-node {tp_size} -m mambapipe.engine"
-        raise EngineLoadError(f"the engine was built for tp_size={tp_size} but {world} rank(s) are running; run it "
-                              f"as `{command} ...` with the same arguments")
-
-
 def _generate(args: argparse.Namespace) -> None:
     prompts = _prompts(args.prompt_ids)
     engine_dir = Path(args.engine_dir).expanduser()
-    rank, world = init_distributed(args.device)
+    rank, _ = init_distributed(args.device)
     try:
-        _check_rank_count(engine_dir, world)
         # Closed before the process group goes: while CUDA graphs that captured NCCL collectives live,
         # destroy_process_group hangs (pytorch/pytorch#115388; closing drops the graphs).
         with closing(load_engine(engine_dir, args.device)) as generator:

@@ -55,8 +55,10 @@ def _rank_and_world(tp_size: int) -> tuple[int, int]:
     dist = torch.distributed
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     if world != tp_size:
-        raise EngineLoadError(f"engine was built for tp_size={tp_size} but {world} rank(s) are running; launch "
-                              f"{tp_size} ranks with mambapipe.parallel.launch")
+        command = "python -m mambapipe.engine" if tp_size == 1 else \
+            f"torchrun --standalone --nproc-per-node {tp_size} -m mambapipe.engine"
+        raise EngineLoadError(f"the engine was built for tp_size={tp_size} but {world} rank(s) are running; run it "
+                              f"as `{command} ...` with the same arguments (from Python: mambapipe.parallel.launch)")
     return (dist.get_rank() if world > 1 else 0), world
 
 

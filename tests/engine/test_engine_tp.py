@@ -149,7 +149,11 @@ def test_engine_cli_names_the_launch_an_engine_needs(tmp_path, monkeypatch, caps
     for tp, world, command in [(2, 1, "torchrun --standalone --nproc-per-node 2 -m mambapipe.engine"),
                                (1, 2, "python -m mambapipe.engine")]:
         engine = build_from_hf(model, spec, tmp_path, tp=tp)
+        # `world` ranks as a launcher's process group shows them to load_engine
         monkeypatch.setattr(cli, "init_distributed", lambda device, world=world: (0, world))
+        monkeypatch.setattr(cli, "shutdown_distributed", lambda: None)
+        monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.distributed, "get_world_size", lambda world=world: world)
         monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[1]]"])
         assert cli.main() == 1
         err = capsys.readouterr().err.strip()
