@@ -81,7 +81,7 @@ def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Table:
 
 
 def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Optional[str]) -> list[Path]:
-    cutoff = datetime.fromisoformat(older_than).replace(tzinfo=timezone.utc) if older_than else None
+    cutoff = created_at(older_than) if older_than else None  # a day without a zone, as UTC
     return [directory for directory, manifest in store.artifacts(step)
             if cutoff is None or created_at(manifest["created"]) < cutoff]
 
