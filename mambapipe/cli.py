@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mambapipe.config import register_configs
+from mambapipe.config import CONFIG_DIR, register_configs
+from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.runner import run_recipe
 
 register_configs()
-# configs/ sits beside the package in the source tree (the editable install is the supported one). An
-# absolute path, because under `python -m` Hydra would read a relative one as a module path.
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+INTERRUPTED_EXIT = 130  # what shells report for a command stopped by Ctrl-C (128 + SIGINT)
+
+
+def main() -> None:
+    """Run the app; a Ctrl-C that the runner did not already report ends in one line (and, in a sweep,
+    the summary of the jobs so far), not a traceback."""
+    try:
+        _hydra_app()
+    except KeyboardInterrupt:
+        from mambapipe.sweep.callback import summarize_interrupted_sweep
+
+        console = make_console()
+        if not summarize_interrupted_sweep(console):
+            console.print("[red]INTERRUPTED[/]")
+        sys.exit(INTERRUPTED_EXIT)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
+def _hydra_app(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # Each job in its own child process and GPUs; a failure is recorded, never raised (Hydra would
@@ -30,4 +42,4 @@ def main(cfg: DictConfig) -> None:
         return
     result = run_recipe(cfg, run_dir=hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task))
     if result.failed:
-        sys.exit(1)
+        sys.exit(INTERRUPTED_EXIT if result.interrupted else 1)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, is_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional, get_args, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 STEP_NAMES = ("download", "convert", "build", "evaluate")
+# configs/ sits beside the package in the source tree (the editable install is the supported one). An
+# absolute path, because under `python -m` Hydra would read a relative one as a module path.
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
 
 class Source(str, Enum):

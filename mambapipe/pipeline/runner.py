@@ -47,6 +47,7 @@ class RunResult:
     outcomes: list[StepOutcome]
     reason: Optional[str]  # one line; None on success
     run_dir: Path
+    interrupted: bool = False  # by Ctrl-C, within a step
 
     @property
     def failed(self) -> bool:
@@ -76,8 +77,8 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
         outcomes = [_not_run(plan, p) for p in plan.steps]
         reason = "; ".join(plan.problems) if plan.problems else None
         return _finish(console, run_dir, outcomes, reason, overrides, resumable=False)
-    outcomes, reason = _execute(plan, run_dir, list(overrides), console)
-    return _finish(console, run_dir, outcomes, reason, overrides, resumable=True)
+    outcomes, reason, interrupted = _execute(plan, run_dir, list(overrides), console)
+    return _finish(console, run_dir, outcomes, reason, overrides, resumable=True, interrupted=interrupted)
 
 
 def _not_run(plan: Plan, planned: PlannedStep) -> StepOutcome:
@@ -87,9 +88,11 @@ def _not_run(plan: Plan, planned: PlannedStep) -> StepOutcome:
 
 
 def _execute(plan: Plan, run_dir: Path, overrides: list[str],
-             console: Console) -> tuple[list[StepOutcome], Optional[str]]:
+             console: Console) -> tuple[list[StepOutcome], Optional[str], bool]:
+    """Run the plan's steps in order; the outcomes, the failure reason, and whether Ctrl-C stopped it."""
     outcomes: list[StepOutcome] = []
     reason: Optional[str] = None
+    interrupted = False
     for planned in plan.steps:
         if reason is not None:
             outcomes.append(StepOutcome(planned.name, planned.key, "skipped", 0.0, None))
@@ -106,14 +109,14 @@ def _execute(plan: Plan, run_dir: Path, overrides: list[str],
         except StepError as exc:
             reason = f"{planned.name}: {exc}"
         except KeyboardInterrupt:  # the staging dir is already gone; record the run and say how to resume
-            reason = f"{planned.name}: interrupted"
+            reason, interrupted = f"{planned.name}: interrupted", True
         except Exception as exc:  # a bug, not bad input: keep the traceback for the log
             log.error("step %s crashed", planned.name, exc_info=True)
             reason = f"{planned.name}: {crash_summary(exc)}"
         seconds = time.perf_counter() - started
         outcomes.append(StepOutcome(planned.name, planned.key, "failed", round(seconds, 3), None))
         console.print(f"[red]✗ {planned.name}[/] failed after {seconds:.1f}s")
-    return outcomes, reason
+    return outcomes, reason, interrupted
 
 
 def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[str],
@@ -183,7 +186,7 @@ def resume_command(overrides: Sequence[str]) -> str:
 
 
 def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str],
-            overrides: Sequence[str], resumable: bool) -> RunResult:
+            overrides: Sequence[str], resumable: bool, interrupted: bool = False) -> RunResult:
     # `reason` and `finished` let a sweep summary tell a rerun by hand from the sweep's own run of a job.
     record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "finished": utc_now(),
               "versions": versions(), "git_commit": git_commit()}
@@ -196,4 +199,4 @@ def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason
         hint = "resume (finished steps are cached)" if resumable else "fix it, then run"
         console.print(f"{hint}: {escape(resume_command(overrides))}", soft_wrap=True)
         console.print(f"[red]FAILED[/] {escape(reason)}", soft_wrap=True)
-    return RunResult(outcomes, reason, run_dir)
+    return RunResult(outcomes, reason, run_dir, interrupted)

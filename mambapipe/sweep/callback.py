@@ -2,7 +2,9 @@
 write the sweep summary and exit non-zero when any job failed.
 
 Jobs never raise (see job.py), so Hydra finishes every job and then calls `on_multirun_end`; Hydra turns
-an exception from a callback into a warning, hence `SystemExit` for the exit code.
+an exception from a callback into a warning, hence `SystemExit` for the exit code. Ctrl-C is the one way a
+sweep ends early: Hydra then calls no callback, so `mambapipe.cli` asks `summarize_interrupted_sweep` for
+the summary of the sweep this callback saw start.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+from rich.console import Console
 from rich.markup import escape
 
 from mambapipe.pipeline.report import make_console
 from mambapipe.sweep.report import summarize_sweep
-from mambapipe.sweep.tables import print_table
+from mambapipe.sweep.summary import NOT_RUN, JobRow
+from mambapipe.sweep.tables import count_line, print_table, resume_sweep_command
 
 log = logging.getLogger(__name__)
+# The sweep dir of the multirun running in this process, for the summary after a Ctrl-C (Hydra then
+# calls no callback, and its config is gone by the time the interrupt reaches `mambapipe.cli`).
+_running_sweep_dir: Optional[Path] = None
 
 
 class SweepSummaryCallback(Callback):
@@ -28,22 +35,47 @@ class SweepSummaryCallback(Callback):
         self.sweep_dir: Optional[Path] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _running_sweep_dir
         # Resolved once: `${now:...}` in hydra.sweep.dir must give the directory the jobs used.
-        self.sweep_dir = Path(config.hydra.sweep.dir)
+        self.sweep_dir = _running_sweep_dir = Path(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = self.sweep_dir or Path(config.hydra.sweep.dir)
         console = make_console()
-        try:
-            rows = summarize_sweep(sweep_dir, plots=self.plots)
-        except Exception as exc:  # results exist but cannot be read back: not a green sweep
-            log.error("sweep summary failed", exc_info=True)
-            console.print(f"[red]FAILED[/] could not summarize {sweep_dir}: {type(exc).__name__}: {escape(str(exc))}; "
-                          f"after a fix: mambapipe-sweep summarize {sweep_dir}", soft_wrap=True)
-            raise SystemExit(1) from exc
-        print_table(console, rows, sweep_dir)
-        console.print(f"summary: {sweep_dir / 'summary.md'}")
-        failed = [row.job for row in rows if row.failed]
+        rows = _summarize(console, sweep_dir, self.plots)
+        failed = [row.job for row in rows if not row.ok]
         if failed:
             console.print(f"[red]FAILED[/] {len(failed)} of {len(rows)} jobs: {', '.join(failed)}", soft_wrap=True)
             raise SystemExit(1)
+
+
+def summarize_interrupted_sweep(console: Console) -> bool:
+    """After a Ctrl-C: the summary of the sweep running in this process, and how to finish it. False
+    when no sweep is running here (a single run)."""
+    if _running_sweep_dir is None:
+        return False
+    rows = _summarize(console, _running_sweep_dir, plots=True)
+    if not rows:
+        console.print(f"[red]INTERRUPTED[/] before any job of the sweep started ({_running_sweep_dir})",
+                      soft_wrap=True)
+        return True
+    console.print(f"[red]INTERRUPTED[/] {count_line(rows)}", soft_wrap=True)
+    resume = resume_sweep_command(_running_sweep_dir)
+    if resume and any(row.status == NOT_RUN for row in rows):
+        console.print(f"finish it (finished steps come from the cache): {escape(resume)}", soft_wrap=True)
+    return True
+
+
+def _summarize(console: Console, sweep_dir: Path, plots: bool) -> list[JobRow]:
+    """Write the summary files and print the table; the rows."""
+    try:
+        rows = summarize_sweep(sweep_dir, plots=plots)
+    except Exception as exc:  # results exist but cannot be read back: not a green sweep
+        log.error("sweep summary failed", exc_info=True)
+        console.print(f"[red]FAILED[/] could not summarize {sweep_dir}: {type(exc).__name__}: {escape(str(exc))}; "
+                      f"after a fix: mambapipe-sweep summarize {sweep_dir}", soft_wrap=True)
+        raise SystemExit(1) from exc
+    if rows:
+        print_table(console, rows, sweep_dir)
+        console.print(f"summary: {sweep_dir / 'summary.md'}")
+    return rows

@@ -1,7 +1,7 @@
 """The child process of one sweep job: `python -m mambapipe.sweep.child RUN_DIR OVERRIDES_JSON`,
 the job's resolved config as YAML on stdin. Runs the recipe exactly as a single run would, in a fresh
 interpreter (no CUDA state or engine memory carried over from the previous job), and exits 1 on failure
-after writing the runner's one-line reason to sweep_job.json."""
+after writing the runner's one-line reason to sweep_job.json; 130 when Ctrl-C stopped it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from mambapipe.pipeline.step import crash_summary
 from mambapipe.sweep.record import update_job_record
 
 log = logging.getLogger(__name__)
+INTERRUPTED_EXIT = 130
 
 
 def main(argv: list[str]) -> int:
@@ -28,11 +29,16 @@ def main(argv: list[str]) -> int:
     try:
         # Already composed, validated and resolved by Hydra in the parent: plain values suffice.
         result = run_recipe(OmegaConf.create(sys.stdin.read()), run_dir, overrides)
+    except KeyboardInterrupt:  # outside any step (a step's own is the runner's to report), e.g. in the plan
+        update_job_record(run_dir, reason="interrupted")
+        return INTERRUPTED_EXIT
     except Exception as exc:  # a bug outside any step (those the runner reports itself)
         log.error("sweep job crashed", exc_info=True)
         update_job_record(run_dir, reason=crash_summary(exc))
         return 1
     update_job_record(run_dir, reason=result.reason)
+    if result.interrupted:
+        return INTERRUPTED_EXIT
     return 1 if result.failed else 0
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`mambapipe-sweep summarize SWEEP_DIR` (or `python -m mambapipe.sweep summarize ...`): rebuild a sweep's
 summary.md, summary.csv and plots from its run directories, e.g. after a job was rerun by hand or when
-the sweep was interrupted. Exits 1 when any job failed, as the sweep itself does."""
+the sweep was interrupted. Exits 1 when any job failed or was not run, as the sweep itself does."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print_table(console, rows, sweep_dir)
     console.print(f"summary: {sweep_dir / 'summary.md'}")
-    return 1 if any(row.failed for row in rows) else 0
+    return 0 if all(row.ok for row in rows) else 1
 
 
 if __name__ == "__main__":

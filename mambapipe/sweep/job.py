@@ -4,12 +4,15 @@ Hydra's basic launcher runs every job in one process, and joblib's loky workers 
 re-executes the pipeline in a child interpreter (`mambapipe.sweep.child`) pinned to its own GPUs. A
 failed job never raises: Hydra's sweeper would stop the sweep at the first failed batch and skip the
 summary. Failures are recorded in the job's sweep_job.json, and the summary callback sets the exit code.
+Ctrl-C is the exception: the job waits for its child to record where it stopped, records the job as
+interrupted, and lets the KeyboardInterrupt stop the sweep (`mambapipe.cli` then writes the summary).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,10 +23,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mambapipe.pipeline.provenance import utc_now
+from mambapipe.pipeline.report import make_console
 from mambapipe.sweep.gpus import lease_gpus
 from mambapipe.sweep.record import SWEEP_STAMP, read_job_record, record_outcome, sweep_config_digest, update_job_record
 
 GPU_LEASES = ".gpu_leases"
+# A Ctrl-C at the terminal reaches the child too; a SIGINT sent to the launcher alone does not, so it is
+# passed on when the child has not stopped this long after it.
+FORWARD_SIGINT_AFTER_S = 5.0
 
 
 def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
@@ -46,10 +53,43 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
         env = dict(os.environ) if gpus is None else {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
         update_job_record(run_dir, cuda_visible_devices=gpus, started=utc_now())
         started = time.perf_counter()
-        child = subprocess.run([sys.executable, "-m", "mambapipe.sweep.child", str(run_dir),
-                                json.dumps(overrides)], input=config_yaml, text=True, env=env)
+        child = subprocess.Popen([sys.executable, "-m", "mambapipe.sweep.child", str(run_dir),
+                                  json.dumps(overrides)], stdin=subprocess.PIPE, text=True, env=env)
+        _send_config(child, config_yaml)
+        interrupted = _wait_through_interrupts(child, job_num)
         seconds = time.perf_counter() - started
-    return _record_exit(run_dir, child.returncode, seconds)
+    outcome = _record_exit(run_dir, child.returncode, seconds, interrupted)
+    if interrupted:
+        raise KeyboardInterrupt  # Hydra launches no further job; mambapipe.cli summarizes the sweep
+    return outcome
+
+
+def _send_config(child: subprocess.Popen, config_yaml: str) -> None:
+    try:
+        child.stdin.write(config_yaml)
+        child.stdin.close()
+    except BrokenPipeError:  # the child is already gone; its exit code says why
+        pass
+
+
+def _wait_through_interrupts(child: subprocess.Popen, job_num: int) -> bool:
+    """Wait until the child has ended; whether Ctrl-C came meanwhile. After the first Ctrl-C the child
+    records its step as interrupted and removes what it half made, so wait for it; a second one kills it."""
+    interrupted = forwarded = False
+    while True:
+        try:
+            child.wait(timeout=FORWARD_SIGINT_AFTER_S if interrupted and not forwarded else None)
+            return interrupted
+        except subprocess.TimeoutExpired:  # the SIGINT was this process's alone
+            child.send_signal(signal.SIGINT)
+            forwarded = True
+        except KeyboardInterrupt:
+            if interrupted:
+                child.kill()
+            else:
+                make_console().print(f"[yellow]interrupting[/] sweep job {job_num}: waiting for it to stop "
+                                     "(Ctrl-C again kills it)")
+            interrupted = True
 
 
 def sweep_dir_of(hydra_cfg: DictConfig) -> Path:
@@ -59,11 +99,19 @@ def sweep_dir_of(hydra_cfg: DictConfig) -> Path:
     return Path(*output_dir.parts[:len(output_dir.parts) - len(subdir.parts)])
 
 
-def _record_exit(run_dir: Path, code: int, seconds: float) -> dict[str, Any]:
+def _record_exit(run_dir: Path, code: int, seconds: float, interrupted: bool = False) -> dict[str, Any]:
     facts: dict[str, Any] = {"exit_code": code, "seconds": round(seconds, 3)}
-    if code < 0:  # killed by a signal (the OOM killer sends SIGKILL): the child wrote no reason
-        facts["reason"] = f"job process killed by signal {-code}"
-    elif code != 0:
-        facts["reason"] = read_job_record(run_dir).get("reason") or f"job process exited with code {code}"
+    if code != 0:
+        facts["reason"] = _exit_reason(read_job_record(run_dir).get("reason"), code, interrupted)
     return record_outcome(run_dir, **facts)
+
+
+def _exit_reason(child_reason: str | None, code: int, interrupted: bool) -> str:
+    if interrupted and code == -signal.SIGKILL:
+        return "interrupted: killed by a second Ctrl-C"
+    if interrupted and code == -signal.SIGINT:  # stopped before the child could catch it
+        return "interrupted"
+    if code < 0:  # killed by a signal (the OOM killer sends SIGKILL): the child wrote no reason
+        return f"job process killed by signal {-code}"
+    return child_reason or ("interrupted" if interrupted else f"job process exited with code {code}")
 

@@ -3,7 +3,8 @@ at any time: `.hydra/overrides.yaml` (what the job changed), `config.yaml` (the 
 runner wrote), `run.json` (step statuses, failure reason), `metrics.json` (evaluate's scores) and
 `sweep_job.json` (exit code and failure reason), unless run.json is newer (see record.py).
 A damaged file fails its own job, named in the reason, not the summary. Job dirs an earlier sweep into the
-same directory left behind are left out (see record.py), and counted in the summary."""
+same directory left behind are left out (see record.py), and counted in the summary. Jobs the sweep never
+started (it was interrupted) have no run dir: they come from the sweep's multirun.yaml (see expected.py)."""
 
 from __future__ import annotations
 
@@ -17,19 +18,22 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mambapipe.config import STEP_NAMES
+from mambapipe.sweep.expected import ExpectedJob, expected_jobs
 from mambapipe.sweep.record import JOB_RECORD, RUN_JSON_STAMP, SWEEP_STAMP, sweep_config_digest
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 OVERRIDES_FILE = ".hydra/overrides.yaml"
 PARSE_ERRORS = (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException)  # ValueError: JSON, UTF-8
+OK, FAILED, NOT_RUN = "ok", "failed", "not run"
+NOT_RUN_REASON = "not started: the sweep stopped before this job"
 
 
 @dataclass
 class JobRow:
     job: str  # the run dir relative to the sweep dir (Hydra's job number by default)
-    run_dir: Path
+    run_dir: Optional[Path]  # None for a job not run, where hydra.sweep.subdir is not the job number
     overrides: list[str]
-    status: str  # ok | failed
+    status: str  # OK | FAILED | NOT_RUN
     reason: Optional[str]
     steps: dict[str, str]  # step name -> cached | ran | failed | skipped | "" (not recorded)
     config: dict[str, Any]  # model, dtype, tp_size, backend, device, max_batch_size, eval_batch_size, task
@@ -39,13 +43,24 @@ class JobRow:
 
     @property
     def failed(self) -> bool:
-        return self.status == "failed"
+        return self.status == FAILED
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
 
 
 @dataclass
 class SweepJobDirs:
     current: list[Path]  # the job dirs of the sweep that last ran in the directory, in job order
     earlier: list[Path]  # those an earlier sweep into the same directory left, in job order
+    not_started: list[ExpectedJob]  # the sweep's jobs without a dir of this sweep (unknown: none listed)
+
+
+@dataclass
+class SweepRows:
+    rows: list[JobRow]  # the jobs of the sweep that last ran in the directory: run dirs, then jobs not run
+    earlier: list[Path]  # job dirs an earlier sweep into the same directory left
 
 
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
@@ -60,31 +75,51 @@ def find_sweep_jobs(sweep_dir: Path) -> SweepJobDirs:
     """The job dirs, split by the sweep they ran in. Only a job whose record names another multirun.yaml is
     known to be stale; one that names none (an older mambapipe, a damaged record) is counted as ever."""
     current_sweep = sweep_config_digest(sweep_dir)
-    jobs = SweepJobDirs(current=[], earlier=[])
+    jobs = SweepJobDirs(current=[], earlier=[], not_started=[])
+    started: set[int] = set()
     for run_dir in find_run_dirs(sweep_dir):
-        recorded_sweep = _recorded_sweep(run_dir)
+        record = _job_record(run_dir)
+        recorded_sweep = record.get(SWEEP_STAMP)
         stale = None not in (current_sweep, recorded_sweep) and recorded_sweep != current_sweep
         (jobs.earlier if stale else jobs.current).append(run_dir)
+        if not stale:
+            started.add(_job_num(record, run_dir.relative_to(sweep_dir)))
+    jobs.not_started = [job for job in expected_jobs(sweep_dir) or [] if job.num not in started]
     return jobs
 
 
-def _recorded_sweep(run_dir: Path) -> Optional[str]:
-    """The multirun.yaml digest in the job's record; None when unknown (read_row reports a damaged record)."""
+def _job_record(run_dir: Path) -> dict[str, Any]:
+    """The job's sweep_job.json; {} when absent or unreadable (read_row reports a damaged record)."""
     try:
         record = json.loads((run_dir / JOB_RECORD).read_text())
     except PARSE_ERRORS:
-        return None
-    return record.get(SWEEP_STAMP) if isinstance(record, dict) else None
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _job_num(record: dict[str, Any], relative: Path) -> Optional[int]:
+    """The job's number: recorded by the sweep; for a job run by hand into its dir, the dir's name."""
+    if isinstance(record.get("job_num"), int):
+        return record["job_num"]
+    return int(relative.name) if str(relative).isdigit() else None
 
 
 def _job_sort_key(relative: Path) -> tuple:
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in relative.parts)
 
 
-def collect_rows(sweep_dir: Path) -> list[JobRow]:
-    """The rows of the sweep that last ran in the directory."""
+def collect_rows(sweep_dir: Path) -> SweepRows:
+    """The rows of the sweep that last ran in the directory, and the job dirs left out."""
     sweep_dir = Path(sweep_dir)
-    return [read_row(sweep_dir, run_dir) for run_dir in find_sweep_jobs(sweep_dir).current]
+    jobs = find_sweep_jobs(sweep_dir)
+    rows = [read_row(sweep_dir, run_dir) for run_dir in jobs.current]
+    return SweepRows(rows + [not_run_row(sweep_dir, job) for job in jobs.not_started], jobs.earlier)
+
+
+def not_run_row(sweep_dir: Path, job: ExpectedJob) -> JobRow:
+    label = str(job.run_dir.relative_to(sweep_dir)) if job.run_dir else f"#{job.num}"
+    return JobRow(job=label, run_dir=job.run_dir, overrides=job.overrides, status=NOT_RUN, reason=NOT_RUN_REASON,
+                  steps={name: "" for name in STEP_NAMES}, config=_config_facts({}), metrics=_metric_facts({}))
 
 
 def _first_line(exc: Exception) -> str:
@@ -134,7 +169,7 @@ def read_row(sweep_dir: Path, run_dir: Path) -> JobRow:
     record = files.read(JOB_RECORD, json.loads, dict) or {}
     steps = {s["name"]: s["status"] for s in run.get("steps", [])}
     # A damaged file leaves the outcome unknown: the job cannot count as ok.
-    status, reason = ("failed", files.reason()) if files.problems else _status(run, steps, record)
+    status, reason = (FAILED, files.reason()) if files.problems else _status(run, steps, record)
     return JobRow(job=str(run_dir.relative_to(sweep_dir)), run_dir=run_dir, overrides=list(overrides),
                   status=status, reason=reason, steps={name: steps.get(name, "") for name in STEP_NAMES},
                   config=_config_facts(config), metrics=_metric_facts(metrics),
@@ -145,13 +180,13 @@ def _status(run: dict, steps: dict[str, str], record: dict) -> tuple[str, Option
     if _rerun_since(record, run):  # the record tells of an earlier run of the job: run.json has the outcome
         record = {}
     if record.get("exit_code") not in (None, 0):
-        return "failed", record.get("reason") or f"exit code {record['exit_code']}"
+        return FAILED, record.get("reason") or f"exit code {record['exit_code']}"
     reason = record.get("reason") or run.get("reason")
     if "failed" in steps.values() or run.get("reason"):
-        return "failed", reason or "a step failed (see the job's log)"
+        return FAILED, reason or "a step failed (see the job's log)"
     if not run:
-        return "failed", reason or "no run.json: the job did not finish (killed, or still running)"
-    return "ok", None
+        return FAILED, reason or "no run.json: the job did not finish (killed, or still running)"
+    return OK, None
 
 
 def _rerun_since(record: dict, run: dict) -> bool:

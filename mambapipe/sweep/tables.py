@@ -14,8 +14,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from mambapipe.config import STEP_NAMES
+from omegaconf import OmegaConf
+
+from mambapipe.sweep.expected import read_sweep_config
 from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
-from mambapipe.sweep.summary import OVERRIDES_FILE, ROUGE_KEYS, JobRow, job_label, varying_overrides
+from mambapipe.sweep.summary import (FAILED, NOT_RUN, OK, OVERRIDES_FILE, ROUGE_KEYS, JobRow, job_label,
+                                     varying_overrides)
 
 CONFIG_COLUMNS = ("model", "dtype", "tp_size", "backend", "device", "max_batch_size", "eval_batch_size", "task")
 METRIC_COLUMNS = (*ROUGE_KEYS, "tokens_per_s", "decode_ms_per_step", "ttft_ms")
@@ -33,7 +37,7 @@ def fmt(value: Any) -> str:
 
 def csv_record(row: JobRow) -> dict[str, Any]:
     return {"job": row.job, "overrides": " ".join(row.overrides), "status": row.status, **row.steps,
-            **row.config, **row.metrics, "reason": row.reason or "", "run_dir": str(row.run_dir)}
+            **row.config, **row.metrics, "reason": row.reason or "", "run_dir": str(row.run_dir or "")}
 
 
 def write_csv(rows: Sequence[JobRow], path: Path) -> None:
@@ -74,6 +78,18 @@ def rerun_command(row: JobRow) -> str:
     return " ".join(["python -m mambapipe", *map(shlex.quote, arguments)])
 
 
+def resume_sweep_command(sweep_dir: Path) -> Optional[str]:
+    """The command that runs the sweep in `sweep_dir` again, into the same directory (None when its
+    multirun.yaml, which holds the sweep's command-line overrides, cannot be read)."""
+    config = read_sweep_config(sweep_dir)
+    overrides = OmegaConf.select(config, "hydra.overrides") if config is not None else None
+    if overrides is None:
+        return None
+    kept = [o for o in overrides.get("hydra") or [] if o.partition("=")[0] not in ("hydra.mode", "hydra.sweep.dir")]
+    arguments = [*(overrides.get("task") or []), *kept, f"hydra.sweep.dir={hydra_quoted(str(sweep_dir))}"]
+    return " ".join(["python -m mambapipe -m", *map(shlex.quote, arguments)])
+
+
 def failure_lines(rows: Sequence[JobRow]) -> list[str]:
     """Each failed job: why, and the command that reruns just it (finished steps come from the cache)."""
     lines = []
@@ -88,6 +104,28 @@ def failure_lines(rows: Sequence[JobRow]) -> list[str]:
     return lines
 
 
+def not_run_lines(rows: Sequence[JobRow], resume: Optional[str]) -> list[str]:
+    """Each job the sweep never started, with the command that runs just it into its job dir (when its dir
+    is known), then the one that runs the whole sweep again into this directory."""
+    lines = []
+    for row in rows:
+        if row.status != NOT_RUN:
+            continue
+        lines.append(f"- job {row.job}: `{' '.join(row.overrides)}`")
+        if row.run_dir is not None:
+            lines.append(f"  run: `{rerun_command(row)}`")
+    if resume:
+        lines += ["", f"Or run the whole sweep again (finished steps come from the cache): `{resume}`"]
+    return lines
+
+
+def count_line(rows: Sequence[JobRow]) -> str:
+    """`4 jobs: 1 ok, 1 failed, 2 not run.` (`not run` only when some are)."""
+    counts = {status: sum(row.status == status for row in rows) for status in (OK, FAILED, NOT_RUN)}
+    shown = [f"{n} {status}" for status, n in counts.items() if n or status != NOT_RUN]
+    return f"{len(rows)} jobs: {', '.join(shown)}."
+
+
 def left_out_line(left_out: Sequence[Path], sweep_dir: Path) -> str:
     """Job dirs of an earlier sweep into the same directory: not in the tables, but said, so none goes missing."""
     names = ", ".join(f"`{run_dir.relative_to(sweep_dir)}`" for run_dir in left_out)
@@ -97,15 +135,15 @@ def left_out_line(left_out: Sequence[Path], sweep_dir: Path) -> str:
 
 
 def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: Sequence[Path],
-                   left_out: Sequence[Path] = ()) -> None:
-    failed = sum(row.failed for row in rows)
-    lines = ["# Sweep summary", "", f"Sweep directory: `{sweep_dir}`", "",
-             f"{len(rows)} jobs: {len(rows) - failed} ok, {failed} failed.", ""]
+                   left_out: Sequence[Path] = (), resume: Optional[str] = None) -> None:
+    lines = ["# Sweep summary", "", f"Sweep directory: `{sweep_dir}`", "", count_line(rows), ""]
     if left_out:
         lines += [left_out_line(left_out, sweep_dir), ""]
     lines += markdown_table(rows)
-    if failed:
+    if any(row.failed for row in rows):
         lines += ["", "## Failed jobs", "", *failure_lines(rows)]
+    if any(row.status == NOT_RUN for row in rows):
+        lines += ["", "## Jobs not run", "", *not_run_lines(rows, resume)]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     path.write_text("\n".join(lines) + "\n")
@@ -117,7 +155,8 @@ def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Pa
     for column in ("job", "overrides", "status", "rouge1", "tokens/s", "decode ms/step", "reason"):
         table.add_column(column)
     for row in rows:
-        status = f"[red]{row.status}[/]" if row.failed else f"[green]{row.status}[/]"
+        color = {OK: "green", FAILED: "red"}.get(row.status, "yellow")
+        status = f"[{color}]{row.status}[/]"
         # Overrides and reasons are user text: `steps=[evaluate]` is not rich markup.
         table.add_row(row.job, escape(job_label(row, keys)), status, fmt(row.metrics["rouge1"]),
                       fmt(row.metrics["tokens_per_s"]), fmt(row.metrics["decode_ms_per_step"]),

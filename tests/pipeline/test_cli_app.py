@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,16 @@ REPO = Path(__file__).resolve().parents[2]
 COMMANDS = {"python -m": [sys.executable, "-m", "mambapipe"], "console script": ["mambapipe"]}
 
 
-def run(command: list[str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def app_env(tmp_path: Path) -> dict[str, str]:
     # The package of this checkout, wherever the editable install points (a git worktree's points elsewhere).
     this_checkout = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "MAMBAPIPE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
-           "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": this_checkout}
-    return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return {**os.environ, "MAMBAPIPE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+            "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": this_checkout}
+
+
+def run(command: list[str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*command, *args], cwd=tmp_path, env=app_env(tmp_path), capture_output=True, text=True,
+                          timeout=120)
 
 
 @pytest.fixture(params=sorted(COMMANDS))
@@ -102,3 +107,20 @@ def test_mistyped_key_fails_at_compose(tmp_path):
 def test_cache_console_script(tmp_path):
     out = subprocess.run(["mambapipe-cache", "--cache-dir", str(tmp_path), "ls"], capture_output=True, text=True)
     assert out.returncode == 0 and "artifacts in" in out.stdout
+
+
+def test_ctrl_c_in_a_step_exits_130_with_the_resume_command(tmp_path):
+    """Ctrl-C at the terminal (SIGINT to the process group) once the first step has started."""
+    app = subprocess.Popen([*COMMANDS["python -m"], "hydra.run.dir=run"], cwd=tmp_path, env=app_env(tmp_path),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = []
+    for line in app.stdout:  # the plan, then `▶ download ...` as the step starts
+        lines.append(line)
+        if line.startswith("▶ download"):
+            os.killpg(app.pid, signal.SIGINT)
+            break
+    out = "".join(lines) + app.communicate(timeout=60)[0]
+    assert app.returncode == 130, out[-3000:]
+    assert "Traceback" not in out and "FAILED download: interrupted" in out, out[-3000:]
+    assert "resume (finished steps are cached): python -m mambapipe\n" in out

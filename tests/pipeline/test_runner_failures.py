@@ -124,6 +124,6 @@ def test_ctrl_c_is_recorded_and_resumable(pipeline, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(FakeStep, "run", interrupted)
     result = pipeline.run()
-    assert result.reason == "download: interrupted"
+    assert result.reason == "download: interrupted" and result.interrupted
     assert json.loads((result.run_dir / "run.json").read_text())["steps"][0]["status"] == "failed"
     assert leftovers(pipeline.store, "download") == [] and "resume" in pipeline.output

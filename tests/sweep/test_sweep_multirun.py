@@ -7,8 +7,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,14 +21,18 @@ STEPS = ("download", "convert", "build", "evaluate")
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def sweep_env(tmp_path: Path) -> dict[str, str]:
     # Run from tmp_path, `-m mambapipe` would import whichever checkout is installed, not the one under test.
     python_path = os.pathsep.join(filter(None, [str(SOURCE_ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "MAMBAPIPE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
            "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": python_path}
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=400)
+    return env
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=sweep_env(tmp_path), capture_output=True,
+                          text=True, timeout=400)
 
 
 def csv_rows(path: Path) -> list[dict[str, str]]:
@@ -95,3 +101,26 @@ def test_a_reused_sweep_dir_is_summarized_as_its_latest_sweep(tmp_path):
         assert [(r["job"], r["overrides"].split()[-1], r["evaluate"]) for r in rows] == [("0", "eval.output_len=5",
                                                                                            "cached")]
         assert "1 job dir left out, from an earlier sweep" in (tmp_path / directory / "summary.md").read_text()
+
+
+def test_ctrl_c_stops_the_sweep_with_its_summary_and_no_traceback(tmp_path):
+    """Ctrl-C at the terminal (SIGINT to the whole process group) while job 1 of 3 runs."""
+    sweep = tmp_path / "sweep"
+    # A new session, as a terminal's foreground group; SIGINT at its default (a shell's `&` would ignore it).
+    sweep_process = subprocess.Popen(
+        [sys.executable, "-m", "mambapipe", "-m", *TINY_EVAL, "eval.output_len=4,5,6", "hydra.sweep.dir=sweep"],
+        cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    job_record, deadline = sweep / "1" / "sweep_job.json", time.monotonic() + 300
+    while not (job_record.is_file() and "pid" in json.loads(job_record.read_text())):  # job 1's child runs
+        assert sweep_process.poll() is None and time.monotonic() < deadline, sweep_process.communicate()[0]
+        time.sleep(0.05)
+    os.killpg(sweep_process.pid, signal.SIGINT)
+    out = sweep_process.communicate(timeout=120)[0]
+    assert sweep_process.returncode == 130, out[-3000:]
+    assert "Traceback" not in out and "INTERRUPTED 3 jobs: 1 ok, 1 failed, 1 not run." in out, out[-3000:]
+    rows = csv_rows(sweep / "summary.csv")
+    assert [r["status"] for r in rows] == ["ok", "failed", "not run"]
+    assert rows[1]["reason"].endswith("interrupted")
+    assert not (sweep / "2").exists()  # no job started after the Ctrl-C
+    assert not [p for p in (tmp_path / "cache").rglob(".staging/*")]  # nothing half-made left in the cache

@@ -20,7 +20,7 @@ from sweep_support import STEPS, start_sweep, summarize_metrics
 
 
 def test_rows_read_statuses_metrics_and_failure_reason(sweep_dir):
-    rows = collect_rows(sweep_dir)
+    rows = collect_rows(sweep_dir).rows
     assert [r.job for r in rows] == ["0", "1", "2"]
     assert [r.status for r in rows] == ["ok", "ok", "failed"]
     assert rows[1].steps == {"download": "cached", "convert": "ran", "build": "ran", "evaluate": "ran"}
@@ -38,7 +38,7 @@ def test_job_dirs_sort_by_number_not_text(tmp_path, job_writer):
 def test_killed_job_without_run_json_is_failed(tmp_path, job_writer):
     run_dir = job_writer(tmp_path, 0, ["dtype=float32"], exit_code=None)
     (run_dir / "run.json").unlink()
-    [row] = collect_rows(tmp_path)
+    [row] = collect_rows(tmp_path).rows
     assert row.failed and "no run.json" in row.reason
 
 
@@ -46,13 +46,13 @@ def test_benchmark_job_reports_its_fastest_scenario(tmp_path, job_writer):
     rows = [{"batch": b, "tokens_per_s": t, "decode_ms_per_step": d}
             for b, t, d in ((1, 50.0, 20.0), (8, 300.0, 26.6), (64, None, None))]
     job_writer(tmp_path, 0, ["eval.task=benchmark"], metrics={"task": "benchmark", "rows": rows})
-    [row] = collect_rows(tmp_path)
+    [row] = collect_rows(tmp_path).rows
     assert row.metrics["tokens_per_s"] == 300.0 and row.metrics["decode_ms_per_step"] == 26.6
     assert row.throughput == [(1, 50.0), (8, 300.0)]
 
 
 def test_labels_keep_only_the_overrides_that_vary(sweep_dir):
-    assert varying_overrides(collect_rows(sweep_dir)) == {"dtype"}
+    assert varying_overrides(collect_rows(sweep_dir).rows) == {"dtype"}
 
 
 def test_csv_has_one_row_per_job_with_every_fact(sweep_dir):
@@ -139,7 +139,7 @@ DAMAGED_FILES = [
 @pytest.mark.parametrize("name, text", DAMAGED_FILES)
 def test_a_damaged_file_fails_its_job_and_names_the_file(sweep_dir, name, text):
     (sweep_dir / "0" / name).write_text(text)
-    rows = collect_rows(sweep_dir)
+    rows = collect_rows(sweep_dir).rows
     assert rows[0].failed and rows[0].reason.startswith(f"unreadable {name} (")
     assert [r.status for r in rows[1:]] == ["ok", "failed"] and rows[2].reason.startswith("build:")
 
@@ -176,14 +176,14 @@ def rerun_by_hand(run_dir, statuses, reason=None, metrics=None):
 
 def test_a_job_rerun_by_hand_reports_its_new_outcome(sweep_dir):
     rerun_by_hand(sweep_dir / "2", ("cached", "cached", "ran", "ran"), metrics=summarize_metrics(19.0, 80.0, 9.0))
-    row = collect_rows(sweep_dir)[2]
+    row = collect_rows(sweep_dir).rows[2]
     assert (row.status, row.reason, row.steps["build"], row.metrics["rouge1"]) == ("ok", None, "ran", 19.0)
     assert sweep_cli(["summarize", str(sweep_dir), "--no-plots"]) == 0
 
 
 def test_a_failed_rerun_by_hand_reports_its_own_reason(sweep_dir):
     rerun_by_hand(sweep_dir / "2", ("skipped",) * 4, reason="tp_size=3 does not fit the model")
-    row = collect_rows(sweep_dir)[2]
+    row = collect_rows(sweep_dir).rows[2]
     assert row.failed and row.reason == "tp_size=3 does not fit the model"
 
 
@@ -193,7 +193,7 @@ def test_the_sweep_record_stands_for_the_run_json_it_accounts_for(sweep_dir):
     rerun_by_hand(run_dir, ("ran",) * 4)
     (run_dir / "sweep_job.json").write_text(json.dumps({"exit_code": -9, "reason": "job process killed by signal 9",
                                                         "run_json_finished": RERUN_FINISHED}))
-    row = collect_rows(sweep_dir)[0]
+    row = collect_rows(sweep_dir).rows[0]
     assert row.failed and row.reason == "job process killed by signal 9"
 
 
@@ -254,7 +254,7 @@ def reuse_sweep_dir(sweep_dir, job_writer) -> str:
 
 
 def assert_only_the_latest_sweep_is_summarized(sweep_dir):
-    assert [r.overrides for r in collect_rows(sweep_dir)] == [["eval.output_len=3"], ["eval.output_len=4"]]
+    assert [r.overrides for r in collect_rows(sweep_dir).rows] == [["eval.output_len=3"], ["eval.output_len=4"]]
     assert sweep_cli(["summarize", str(sweep_dir), "--no-plots"]) == 0
     assert [r["job"] for r in csv_records(sweep_dir)] == ["0", "1"]
     text = (sweep_dir / "summary.md").read_text()
@@ -281,7 +281,7 @@ def test_a_job_rerun_by_hand_into_a_reused_sweep_dir_still_counts(tmp_path, job_
     sweep = tmp_path / "sweep"
     reuse_sweep_dir(sweep, job_writer)
     rerun_by_hand(sweep / "1", ("cached", "cached", "ran", "failed"), reason="evaluate: boom")
-    rows = collect_rows(sweep)
+    rows = collect_rows(sweep).rows
     assert [r.job for r in rows] == ["0", "1"] and rows[1].reason == "evaluate: boom"
 
 
@@ -289,7 +289,7 @@ def test_without_multirun_yaml_every_job_dir_counts(tmp_path, job_writer):
     sweep = tmp_path / "sweep"
     reuse_sweep_dir(sweep, job_writer)
     (sweep / "multirun.yaml").unlink()  # nothing to compare the jobs' records with
-    assert [r.job for r in collect_rows(sweep)] == ["0", "1", "2"]
+    assert [r.job for r in collect_rows(sweep).rows] == ["0", "1", "2"]
 
 
 def test_a_job_dir_without_a_recorded_sweep_counts(tmp_path, job_writer):
@@ -300,4 +300,4 @@ def test_a_job_dir_without_a_recorded_sweep_counts(tmp_path, job_writer):
     job_writer(sweep, 1, ["dtype=bfloat16"])  # no multirun_yaml_sha256 in its sweep_job.json
     job_writer(sweep, 2, ["dtype=float16"], exit_code=None)  # no sweep_job.json at all
     (sweep / "2" / "sweep_job.json").write_text("{damaged")  # read as unknown here, reported failed as ever
-    assert [r.job for r in collect_rows(sweep)] == ["0", "1", "2"]
+    assert [r.job for r in collect_rows(sweep).rows] == ["0", "1", "2"]

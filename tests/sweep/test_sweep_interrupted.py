@@ -1,0 +1,185 @@
+"""A sweep stopped by Ctrl-C: the job waits for its child and records it as interrupted, the jobs never
+started are read back from multirun.yaml, and the summary lists them with the commands that finish the sweep."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+import mambapipe.cli as cli
+import mambapipe.sweep.callback as callback
+from mambapipe.sweep.cli import main as sweep_cli
+from mambapipe.sweep.expected import BASIC_SWEEPER, expected_jobs
+from mambapipe.sweep.job import _record_exit, _wait_through_interrupts
+from mambapipe.sweep.summary import collect_rows
+from sweep_support import summarize_metrics, write_job
+
+
+def write_multirun_yaml(sweep_dir: Path, *task: str, params: dict | None = None,
+                        subdir: str = "${hydra.job.num}", sweeper: str = BASIC_SWEEPER) -> None:
+    """The parts of Hydra's multirun.yaml that say which jobs a sweep runs."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    hydra = {"sweep": {"dir": str(sweep_dir), "subdir": subdir},
+             "sweeper": {"_target_": sweeper, "max_batch_size": None, "params": params},
+             "overrides": {"hydra": ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}"], "task": list(task)}}
+    (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+
+
+def test_expected_jobs_expand_as_the_basic_sweeper_does(tmp_path):
+    write_multirun_yaml(tmp_path, "recipe=quickstart", "dtype=float32,bfloat16", "eval.max_ite=range(1,3)",
+                        params={"seed": "1,2"})
+    jobs = expected_jobs(tmp_path)
+    assert [job.num for job in jobs] == list(range(8))
+    assert jobs[0].overrides == ["seed=1", "recipe=quickstart", "dtype=float32", "eval.max_ite=1"]
+    assert jobs[7].overrides == ["seed=2", "recipe=quickstart", "dtype=bfloat16", "eval.max_ite=2"]
+    assert jobs[3].run_dir == tmp_path / "3"
+
+
+def test_expected_jobs_glob_a_config_group_outside_a_running_app(tmp_path):
+    write_multirun_yaml(tmp_path, "model=glob(mamba2_*)")
+    assert [job.overrides for job in expected_jobs(tmp_path)] == [["model=mamba2_130m"], ["model=mamba2_2p7b"]]
+
+
+def test_expected_jobs_are_unknown_for_other_sweepers_and_unreadable_files(tmp_path):
+    write_multirun_yaml(tmp_path, "dtype=float32,bfloat16", sweeper="hydra_plugins.optuna.OptunaSweeper")
+    assert expected_jobs(tmp_path) is None
+    (tmp_path / "multirun.yaml").write_text("hydra: [unclosed\n")
+    assert expected_jobs(tmp_path) is None
+    assert expected_jobs(tmp_path / "absent") is None
+
+
+def test_a_custom_subdir_gives_jobs_without_a_known_dir(tmp_path):
+    write_multirun_yaml(tmp_path, "dtype=float32,bfloat16", subdir="${hydra.job.override_dirname}")
+    assert [job.run_dir for job in expected_jobs(tmp_path)] == [None, None]
+
+
+def write_done_job(sweep_dir: Path, num: int, overrides: list[str], exit_code: int = 0,
+                   reason: str | None = None) -> None:
+    """A job dir as the sweep leaves it, recorded under the sweep's multirun.yaml."""
+    digest = hashlib.sha256((sweep_dir / "multirun.yaml").read_bytes()).hexdigest()
+    write_job(sweep_dir, num, overrides, metrics=summarize_metrics(20.0, 100.0, 9.0) if not exit_code else None,
+              statuses=("ran",) * 4 if not exit_code else ("cached", "cached", "ran", "failed"),
+              exit_code=exit_code, reason=reason, multirun_yaml_sha256=digest)
+    record = json.loads((sweep_dir / str(num) / "sweep_job.json").read_text())
+    (sweep_dir / str(num) / "sweep_job.json").write_text(json.dumps({**record, "job_num": num}))
+
+
+@pytest.fixture
+def interrupted_sweep(tmp_path: Path) -> Path:
+    """Three jobs asked for; job 0 ran, job 1 was interrupted, job 2 never started."""
+    sweep = tmp_path / "sweep"
+    write_multirun_yaml(sweep, "recipe=quickstart", "dtype=float32,bfloat16,float16")
+    write_done_job(sweep, 0, ["recipe=quickstart", "dtype=float32"])
+    write_done_job(sweep, 1, ["recipe=quickstart", "dtype=bfloat16"], exit_code=130,
+                   reason="evaluate: interrupted")
+    return sweep
+
+
+def test_summary_lists_the_jobs_never_started(interrupted_sweep, capsys):
+    assert sweep_cli(["summarize", str(interrupted_sweep), "--no-plots"]) == 1  # not a complete sweep
+    rows = list(csv.DictReader(open(interrupted_sweep / "summary.csv", newline="")))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "failed"), ("2", "not run")]
+    assert rows[1]["reason"] == "evaluate: interrupted" and rows[2]["run_dir"] == str(interrupted_sweep / "2")
+    markdown = (interrupted_sweep / "summary.md").read_text()
+    assert "3 jobs: 1 ok, 1 failed, 1 not run." in markdown
+    not_run = markdown.split("## Jobs not run")[1]
+    assert "- job 2: `recipe=quickstart dtype=float16`" in not_run
+    assert f"hydra.run.dir={interrupted_sweep / '2'}" in not_run
+    assert (f"`python -m mambapipe -m recipe=quickstart dtype=float32,bfloat16,float16 "
+            f"hydra.sweep.dir={interrupted_sweep}`") in not_run
+
+
+def test_a_complete_sweep_says_nothing_of_jobs_not_run(interrupted_sweep):
+    write_done_job(interrupted_sweep, 1, ["recipe=quickstart", "dtype=bfloat16"])
+    write_done_job(interrupted_sweep, 2, ["recipe=quickstart", "dtype=float16"])
+    assert [r.status for r in collect_rows(interrupted_sweep).rows] == ["ok", "ok", "ok"]
+    assert sweep_cli(["summarize", str(interrupted_sweep), "--no-plots"]) == 0
+    markdown = (interrupted_sweep / "summary.md").read_text()
+    assert "3 jobs: 3 ok, 0 failed." in markdown and "not run" not in markdown
+
+
+def test_a_job_run_by_hand_into_its_dir_counts_as_started(interrupted_sweep):
+    """The `run:` command of a job not run writes its dir without a sweep record: its number is its dir's name."""
+    write_job(interrupted_sweep, 2, ["recipe=quickstart", "dtype=float16"], exit_code=None)
+    assert [r.status for r in collect_rows(interrupted_sweep).rows] == ["ok", "failed", "ok"]
+
+
+class ScriptedChild:
+    """A child process whose `wait` plays a script: a KeyboardInterrupt or TimeoutExpired, or it exits."""
+
+    def __init__(self, *script: object, returncode: int = 130) -> None:
+        self.script, self.returncode, self.signals = list(script), returncode, []
+
+    def wait(self, timeout: float | None = None) -> int:
+        event = self.script.pop(0) if self.script else None
+        if event is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        if event is subprocess.TimeoutExpired:
+            assert timeout is not None  # only a wait with a timeout can time out
+            raise subprocess.TimeoutExpired("child", timeout)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        self.signals.append(sig)
+
+    def kill(self) -> None:
+        self.signals.append(signal.SIGKILL)
+
+
+def test_the_first_ctrl_c_waits_for_the_child_that_heard_it_too(capsys):
+    child = ScriptedChild(KeyboardInterrupt)
+    assert _wait_through_interrupts(child, 3) is True and child.signals == []
+    assert "interrupting sweep job 3" in capsys.readouterr().out
+
+
+def test_a_sigint_sent_to_the_launcher_alone_is_passed_on():
+    child = ScriptedChild(KeyboardInterrupt, subprocess.TimeoutExpired)
+    assert _wait_through_interrupts(child, 0) is True and child.signals == [signal.SIGINT]
+
+
+def test_a_second_ctrl_c_kills_the_child():
+    child = ScriptedChild(KeyboardInterrupt, KeyboardInterrupt, returncode=-signal.SIGKILL)
+    assert _wait_through_interrupts(child, 0) is True and child.signals == [signal.SIGKILL]
+
+
+def test_without_ctrl_c_the_child_just_ends():
+    assert _wait_through_interrupts(ScriptedChild(returncode=0), 0) is False
+
+
+@pytest.mark.parametrize("code, child_reason, expected", [
+    (130, "evaluate: interrupted", "evaluate: interrupted"),
+    (130, None, "interrupted"),
+    (-signal.SIGINT, None, "interrupted"),
+    (-signal.SIGKILL, None, "interrupted: killed by a second Ctrl-C"),
+    (0, None, None),  # it finished before it heard the Ctrl-C
+])
+def test_an_interrupted_job_records_why(tmp_path, code, child_reason, expected):
+    (tmp_path / "sweep_job.json").write_text(json.dumps({"job_num": 1, "reason": child_reason}))
+    record = _record_exit(tmp_path, code, 1.0, interrupted=True)
+    assert record["reason"] == expected and record["exit_code"] == code
+
+
+def test_ctrl_c_outside_a_step_is_one_line_and_exit_130(monkeypatch, capsys):
+    monkeypatch.setattr(callback, "_running_sweep_dir", None)
+    monkeypatch.setattr(cli, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 130 and capsys.readouterr().out.strip() == "INTERRUPTED"
+
+
+def test_ctrl_c_in_a_sweep_prints_its_summary_and_how_to_finish_it(interrupted_sweep, monkeypatch, capsys):
+    monkeypatch.setattr(callback, "_running_sweep_dir", interrupted_sweep)
+    monkeypatch.setattr(cli, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    out = capsys.readouterr().out
+    assert stopped.value.code == 130
+    assert "INTERRUPTED 3 jobs: 1 ok, 1 failed, 1 not run." in out
+    assert f"hydra.sweep.dir={interrupted_sweep}" in out and (interrupted_sweep / "summary.md").is_file()
