@@ -174,15 +174,23 @@ def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) 
     plan = Plan(resolved, store, planned_steps, problems)
     for planned in plan.steps:
         _check_and_describe(plan, planned)
-    plan.problems = _distinct(plan.problems, resolved.problems, [s.name for s in steps])
+    plan.problems = _distinct(plan.problems, [s.name for s in steps])
     return plan
 
 
-def _distinct(problems: list[str], run_problems: Sequence[str], step_names: list[str]) -> list[str]:
-    """Each problem once: a step's environment() and check() may agree, and a step may restate a problem of the
-    run itself (device=cuda with no GPU), which the plan already names without a step."""
-    restated = {f"{name}: {problem}" for name in step_names for problem in run_problems}
-    return [p for p in dict.fromkeys(problems) if p not in restated]
+def _distinct(problems: list[str], step_names: list[str]) -> list[str]:
+    """Each problem once, as the first to find it names it: a step's environment() and check() may agree, two
+    steps that read one key may find the same fault in it (a bad model.arch: download and convert), and a step
+    may restate a problem of the run itself (device=cuda with no GPU), which comes first, named without a step."""
+    said: set[str] = set()
+    kept = []
+    for problem in problems:
+        name, sep, message = problem.partition(": ")
+        what = message if sep and name in step_names else problem
+        if what not in said:
+            said.add(what)
+            kept.append(problem)
+    return kept
 
 
 def _check_and_describe(plan: Plan, planned: PlannedStep) -> None:

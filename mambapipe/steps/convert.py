@@ -32,7 +32,7 @@ class ConvertStep:
     needs = ("download",)
 
     def check(self, params: dict[str, Any]) -> None:
-        spec = _configured_spec(params)
+        spec = arch_spec(params["model.arch"])
         try:
             parse_dtype(params["dtype"])
         except ConvertError as e:
@@ -47,7 +47,7 @@ class ConvertStep:
         download = read_manifest(Path(inputs["download"]) / MANIFEST) or {}
         try:
             found = detect_source(model_dir).spec
-            mismatches = spec_mismatches(_configured_spec(params), found)
+            mismatches = spec_mismatches(arch_spec(params["model.arch"]), found)
             if mismatches:
                 raise StepError(f"{_source_dir(model_dir, download)}: checkpoint does not match model.arch "
                                 f"({'; '.join(mismatches)}); fix the model config or point at the right checkpoint")
@@ -70,9 +70,12 @@ def _normalised(spec: ModelSpec) -> dict[str, Any]:
     return dataclasses.asdict(spec) | {"time_step_rank": spec.dt_rank}
 
 
-def _configured_spec(params: dict[str, Any]) -> ModelSpec:
+def arch_spec(arch: dict[str, Any]) -> ModelSpec:
+    """The ModelSpec model.arch describes, or the one-line StepError for it. This step reads model.arch for every
+    source; download reads it too (synthetic only) and checks it here, so both name a bad value alike and the plan
+    shows it once."""
     try:
-        return ModelSpec(**params["model.arch"])
+        return ModelSpec(**arch)
     except (TypeError, ValueError) as e:
         raise StepError(f"model.arch is not a valid architecture: {e}") from None
 

@@ -20,6 +20,7 @@ from mambapipe.checkpoint.detect import MISTRAL, source_format, weight_files
 from mambapipe.checkpoint.errors import ConvertError
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
+from mambapipe.steps.convert import arch_spec
 
 TOKENIZER_PATTERNS = ["tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "*.model",
                       "config.json"]
@@ -233,10 +234,7 @@ class DownloadStep:
 
 
 def _check_synthetic(model: dict[str, Any]) -> None:
-    try:
-        spec = ModelSpec(**model["arch"])
-    except (TypeError, ValueError) as exc:
-        raise StepError(f"model.arch is not a valid architecture: {exc}") from None
+    spec = arch_spec(model["arch"])
     if spec.vocab_size < 257:
         raise StepError(f"model.arch.vocab_size={spec.vocab_size} is below 257, the smallest byte-level vocab")
 

@@ -71,6 +71,16 @@ def test_synthetic_check_rejects_an_impossible_architecture(compose_config):
         STEP.check(model_params(compose_config, "model=tiny_mamba2", "model.arch.n_groups=3"))
 
 
+@pytest.mark.parametrize("source", [(), ("model.source=local", "model.path=/elsewhere")])
+def test_a_bad_arch_is_one_plan_problem_whichever_steps_read_it(compose_config, source):
+    """download (synthetic only) and convert both read model.arch: the plan names its fault once, by the first."""
+    resolved = resolve_config(compose_config("device=cpu", "model=tiny_mamba2", *source, "model.arch.hidden_size=0"))
+    problems = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"])).problems
+    arch_problems = [p for p in problems if "model.arch" in p]
+    step = "convert" if source else "download"
+    assert arch_problems == [f"{step}: model.arch is not a valid architecture: hidden_size must be >= 1, got 0"]
+
+
 def test_local_is_validated_linked_and_fingerprinted(compose_config, tmp_path, local_copy):
     params = model_params(compose_config, "model.source=local", f"model.path={local_copy}")
     STEP.check(params)
