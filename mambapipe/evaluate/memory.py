@@ -32,9 +32,9 @@ def reset_peak_memory(device: str) -> bool:
     return True
 
 
-def peak_memory_meaning(device: str) -> str:
-    """What peak_memory_mb measures on `device`, for metrics.json and the report. On the CPU it tries a reset,
-    which is harmless between runs, to learn whether the figures are per run or the process's lifetime peak."""
+def peak_memory_meaning(device: str, resettable: bool) -> str:
+    """What peak_memory_mb measures on `device`, for metrics.json and the report: per run where `resettable`
+    (reset_peak_memory worked on it), else on the CPU the process's lifetime peak."""
     if device.startswith("cuda"):
         return CUDA_MEANING
-    return CPU_MEANING if reset_peak_memory(device) else CPU_LIFETIME_MEANING
+    return CPU_MEANING if resettable else CPU_LIFETIME_MEANING

@@ -19,7 +19,7 @@ from mambapipe.evaluate import benchmark, summarize
 from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.floor import device_bandwidth
 from mambapipe.evaluate.hf_reference import HFGenerator, hf_reference_problem
-from mambapipe.evaluate.memory import peak_memory_meaning
+from mambapipe.evaluate.memory import peak_memory_meaning, reset_peak_memory
 from mambapipe.evaluate.prompts import TokenizerBundle, load_tokenizer
 from mambapipe.evaluate.report import print_report
 from mambapipe.evaluate.rouge import rouge_scores
@@ -50,11 +50,15 @@ def run_evaluation(job: EvalJob, rank: int = 0) -> Optional[dict[str, Any]]:
     """Run the task; on rank 0 write metrics.json (+ predictions.jsonl) and return the metrics."""
     show = job.show_progress and rank == 0
     task = _benchmark if job.get("eval.task") == "benchmark" else _summarize
+    device = job.get("device")
+    # Every run the task measures resets the peak where it starts; this reset, before any of them, learns whether
+    # they can. CUDA's always can, and is left alone here so that no device is set up before the engine's.
+    resettable = device.startswith("cuda") or reset_peak_memory(device)
     metrics, predictions = task(job, rank, show)
     if rank != 0 or metrics is None:
         return None
-    metrics.update(backend=job.get("backend"), device=job.get("device"), tp_size=job.get("tp_size"),
-                   peak_memory=peak_memory_meaning(job.get("device")))
+    metrics.update(backend=job.get("backend"), device=device, tp_size=job.get("tp_size"),
+                   peak_memory=peak_memory_meaning(device, resettable))
     write_outputs(job.out_dir, metrics, predictions)
     print_report(metrics)
     return metrics

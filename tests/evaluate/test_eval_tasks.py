@@ -140,6 +140,16 @@ def test_peak_memory_is_the_runs_own_not_the_process_so_far(engine_is_hf, downlo
     assert 0 < peak_of(metrics) < process_peak_mb - 512
 
 
+def test_peak_memory_is_the_lifetime_peak_where_the_system_cannot_reset_it(engine_is_hf, download_dir, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(memory, "CLEAR_REFS", tmp_path / "no-proc" / "clear_refs")  # as on a system without it
+    job = task.EvalJob(_params(**{"eval.task": "benchmark", "eval.scenarios": [{"batch": 1, "input_len": 8,
+                                                                                 "output_len": 2}],
+                                  "eval.bandwidth_gbps": 50.0, "eval.repeats": 1}),
+                       tmp_path / "engine", download_dir, tmp_path / "out", show_progress=False)
+    assert task.run_evaluation(job)["peak_memory"] == memory.CPU_LIFETIME_MEANING
+
+
 def test_default_scenarios_are_the_h200_anchors():
     assert benchmark.scenarios_from_config([]) == [benchmark.Scenario(1, 100, 100), benchmark.Scenario(64, 100, 100),
                                                    benchmark.Scenario(1, 2048, 128), benchmark.Scenario(8, 923, 100)]
