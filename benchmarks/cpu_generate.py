@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from gpu_common import require_cuda
 from mambapipe.backends.base import BuildSettings
 from mambapipe.checkpoint.convert import convert_checkpoint
 from mambapipe.dtypes import TORCH_DTYPES
@@ -106,8 +107,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", choices=list(TORCH_DTYPES))
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA GPU")
+    if args.device == "cuda":
+        require_cuda()
     return args
 
 

@@ -41,10 +41,11 @@ def test_cpu_generate_refuses_zero(capsys, flag):
 
 
 def test_cpu_generate_refuses_cuda_without_a_gpu(monkeypatch, capsys):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(SystemExit):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(SystemExit) as exit_info:
         cpu_generate.parse_args(["--device", "cuda"])
-    assert "torch sees no CUDA GPU" in capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "needs a CUDA GPU; torch sees 0" in capsys.readouterr().err
 
 
 def test_cpu_generate_defaults_parse():
