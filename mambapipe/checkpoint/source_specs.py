@@ -31,14 +31,9 @@ def spec_from_hf_mamba(cfg: dict[str, Any], path: Path) -> ModelSpec:
         raise ConvertError(f"{path}: intermediate_size={cfg['intermediate_size']} is not expand*hidden_size="
                            f"{expand * hidden}; fix the config")
     return ModelSpec(
-        mamba_version=MAMBA1, hidden_size=hidden, num_layers=_int(cfg, "num_hidden_layers", path),
-        vocab_size=_int(cfg, "vocab_size", path), state_size=int(cfg.get("state_size", 16)),
-        conv_kernel=int(cfg.get("conv_kernel", 4)), expand=expand,
-        time_step_rank=_time_step_rank(cfg.get("time_step_rank", "auto"), hidden),
-        use_bias=bool(cfg.get("use_bias", False)), use_conv_bias=bool(cfg.get("use_conv_bias", True)),
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", True)), rms_norm=_rms_norm(cfg, path),
-        residual_in_fp32=bool(cfg.get("residual_in_fp32", True)),
-        pad_vocab_size_multiple=int(cfg.get("pad_vocab_size_multiple", 1)))
+        mamba_version=MAMBA1, hidden_size=hidden, expand=expand, **_hf_shared_fields(cfg, path),
+        state_size=int(cfg.get("state_size", 16)), tie_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+        time_step_rank=_time_step_rank(cfg.get("time_step_rank", "auto"), hidden))
 
 
 def spec_from_hf_mamba2(cfg: dict[str, Any], path: Path) -> ModelSpec:
@@ -49,14 +44,19 @@ def spec_from_hf_mamba2(cfg: dict[str, Any], path: Path) -> ModelSpec:
                            f"{expand * hidden}; fix the config")
     _require_no_dt_limit(cfg.get("time_step_limit"), path, "time_step_limit")
     return ModelSpec(
-        mamba_version=MAMBA2, hidden_size=hidden, num_layers=_int(cfg, "num_hidden_layers", path),
-        vocab_size=_int(cfg, "vocab_size", path), state_size=int(cfg.get("state_size", 128)),
-        conv_kernel=int(cfg.get("conv_kernel", 4)), expand=expand, head_dim=head_dim,
-        n_groups=int(cfg.get("n_groups", 8)), chunk_size=int(cfg.get("chunk_size", 256)),
-        use_bias=bool(cfg.get("use_bias", False)), use_conv_bias=bool(cfg.get("use_conv_bias", True)),
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)), rms_norm=_rms_norm(cfg, path),
-        residual_in_fp32=bool(cfg.get("residual_in_fp32", True)),
-        pad_vocab_size_multiple=int(cfg.get("pad_vocab_size_multiple", 1)))
+        mamba_version=MAMBA2, hidden_size=hidden, expand=expand, **_hf_shared_fields(cfg, path),
+        state_size=int(cfg.get("state_size", 128)), tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        head_dim=head_dim, n_groups=int(cfg.get("n_groups", 8)), chunk_size=int(cfg.get("chunk_size", 256)))
+
+
+def _hf_shared_fields(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The fields both HF layouts read from the same keys with the same defaults (their state_size and
+    tie_word_embeddings default differently, so each reads those itself)."""
+    return dict(num_layers=_int(cfg, "num_hidden_layers", path), vocab_size=_int(cfg, "vocab_size", path),
+                conv_kernel=int(cfg.get("conv_kernel", 4)), use_bias=bool(cfg.get("use_bias", False)),
+                use_conv_bias=bool(cfg.get("use_conv_bias", True)), rms_norm=_rms_norm(cfg, path),
+                residual_in_fp32=bool(cfg.get("residual_in_fp32", True)),
+                pad_vocab_size_multiple=int(cfg.get("pad_vocab_size_multiple", 1)))
 
 
 def spec_from_mamba_ssm(cfg: dict[str, Any], path: Path) -> ModelSpec:
