@@ -96,14 +96,15 @@ def _problem(step: Step, exc: Exception) -> str:
 def step_params(step: Step, config: dict[str, Any]) -> dict[str, Any]:
     """The config slice `step` reads: its `uses`, plus its `extra_uses` for those values, asked again while it
     names keys not yet selected (a key it adds may decide others: eval.task=summarize brings
-    eval.check_accuracy, whose value decides eval.rouge1_threshold)."""
+    eval.check_accuracy, whose value decides eval.rouge1_threshold), normalized by the step where it has
+    several spellings of one value, so they share a key."""
     params = select(config, step.uses)
     while hasattr(step, "extra_uses"):
         added = [key for key in step.extra_uses(params) if key not in params]
         if not added:
             break
         params.update(select(config, added))
-    return params
+    return step.normalize(params) if hasattr(step, "normalize") else params
 
 
 def _environment(step: Step, params: dict[str, Any], problems: list[str]) -> dict[str, Any]:

@@ -56,6 +56,11 @@ class Step(Protocol):
 #       added until it adds none, so an extra key may decide further ones (evaluate: eval.task=summarize adds
 #       eval.check_accuracy, and check_accuracy=true adds eval.rouge1_threshold).
 #
+#   normalize(params) -> dict
+#       The params as keyed: a value that means the same as another is written as that one, so both settings
+#       find one artifact (build: an explicit build.ssm_state_dtype equal to what `auto` resolves to is `auto`).
+#       Called once `uses` and `extra_uses` are selected; `check` and `run` get the normalized params.
+#
 #   environment(params) -> dict
 #       Facts outside the config that change the output (e.g. tensorrt_llm/TensorRT versions, the GPU's
 #       compute capability). Hashed into the key and recorded in the manifest.

@@ -8,7 +8,7 @@ from typing import Any
 from mambapipe.backends import get_backend
 from mambapipe.backends.base import BuildSettings
 from mambapipe.checkpoint.config_json import read_config_json
-from mambapipe.engine.build import dtype_problem, limits_problem, ssm_state_dtype_problem
+from mambapipe.engine.build import dtype_problem, limits_problem, resolve_ssm_state_dtype, ssm_state_dtype_problem
 from mambapipe.pipeline.step import StepContext, StepError
 
 TRTLLM_KEYS = ("build.paged_state", "build.mamba_conv1d_plugin", "build.remove_input_padding", "build.gemm_plugin")
@@ -68,6 +68,14 @@ class BuildStep:
     def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
         """The build.* options of the resolved backend; for trtllm also what it cannot build (below)."""
         return BACKEND_OPTION_KEYS[params["backend"]] + (TRTLLM_ARCH_KEYS if params["backend"] == "trtllm" else ())
+
+    def normalize(self, params: dict[str, Any]) -> dict[str, Any]:
+        """An explicit build.ssm_state_dtype equal to what auto resolves to builds the same engine, so it keys as
+        auto. Native only: on trtllm auto is TensorRT-LLM's own choice and check() refuses any other value."""
+        auto_resolves_to = resolve_ssm_state_dtype("auto", params["dtype"], params["device"])
+        if params["backend"] == "native" and params["build.ssm_state_dtype"] == auto_resolves_to:
+            return {**params, "build.ssm_state_dtype": "auto"}
+        return params
 
     def check(self, params: dict[str, Any]) -> None:
         s = settings_from(params)

@@ -1,5 +1,5 @@
-"""Small stand-in steps for testing the generic runner: the real steps' names, `uses`, `extra_uses` and
-`needs` (so the cache tests see the real key split), cheap work, and a journal file that records every real
+"""Small stand-in steps for testing the generic runner: the real steps' names, `uses`, `extra_uses`, `normalize`
+and `needs` (so the cache tests see the real key split), cheap work, and a journal file that records every real
 execution (across processes)."""
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ class FakeStep:
 
     def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
         return self.real.extra_uses(params) if hasattr(self.real, "extra_uses") else ()
+
+    def normalize(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self.real.normalize(params) if hasattr(self.real, "normalize") else params
 
     def check(self, params: dict[str, Any]) -> None:
         if self.behaviour == "bad-config":

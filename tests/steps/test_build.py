@@ -169,13 +169,26 @@ def _plan(compose_config, *overrides):
     return build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"]))
 
 
-@pytest.mark.parametrize("override", ["build.ssm_state_dtype=float32", "build.ssm_state_dtype=bfloat16"])
+@pytest.mark.parametrize("override", ["build.ssm_state_dtype=float16", "build.ssm_state_dtype=bfloat16"])
 def test_engine_options_are_in_the_build_and_evaluate_keys(compose_config, override):
     base, changed = _plan(compose_config), _plan(compose_config, override)
     assert base.problems == [] and changed.problems == []
     keys = {p.name: (p.key, changed.get(p.name).key) for p in base.steps}
     assert keys["convert"][0] == keys["convert"][1]
     assert keys["build"][0] != keys["build"][1] and keys["evaluate"][0] != keys["evaluate"][1]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_an_explicit_state_dtype_that_auto_resolves_to_keys_as_auto(compose_config, dtype):
+    """On the CPU auto is float32 whatever the model dtype: typing it builds the same engine, so it is cached."""
+    auto = _plan(compose_config, "backend=native", f"dtype={dtype}")
+    _store_artifact(auto, "build")
+    explicit = _plan(compose_config, "backend=native", f"dtype={dtype}", "build.ssm_state_dtype=float32")
+    assert explicit.problems == []
+    assert explicit.get("build").key == auto.get("build").key and explicit.get("build").action == "cached"
+    assert explicit.get("evaluate").key == auto.get("evaluate").key
+    other = _plan(compose_config, "backend=native", f"dtype={dtype}", "build.ssm_state_dtype=bfloat16").get("build")
+    assert other.key != auto.get("build").key and other.reason == "build.ssm_state_dtype auto→bfloat16"
 
 
 TRTLLM_FLAGS = ["build.paged_state=false", "build.mamba_conv1d_plugin=disable", "build.remove_input_padding=false",
@@ -228,9 +241,10 @@ def test_a_mistyped_state_dtype_fails_at_compose(compose_config):
         compose_config("build.ssm_state_dtype=fp8")
 
 
-def test_the_plan_refuses_native_options_on_trtllm(compose_config):
-    problems = _plan(compose_config, "backend=trtllm", "build.ssm_state_dtype=float16").problems
-    assert any("cannot honour build.ssm_state_dtype=float16" in p for p in problems), problems
+@pytest.mark.parametrize("state_dtype", ["float16", "float32"])  # float32: what native's auto is on the CPU
+def test_the_plan_refuses_native_options_on_trtllm(compose_config, state_dtype):
+    problems = _plan(compose_config, "backend=trtllm", f"build.ssm_state_dtype={state_dtype}").problems
+    assert any(f"cannot honour build.ssm_state_dtype={state_dtype}" in p for p in problems), problems
 
 
 def test_device_cuda_without_a_gpu_is_named_once(compose_config, monkeypatch):
