@@ -2,7 +2,8 @@
 
   mambapipe-cache ls [--step build]              size, age and config slice of each artifact
   mambapipe-cache rm --step evaluate             every artifact of one step
-  mambapipe-cache rm --older-than 2026-01-31     artifacts created before that day (UTC)
+  mambapipe-cache rm --older-than 2026-01-31     artifacts created before that day (UTC); one whose manifest.json
+                                                 is damaged has no date to read, so it goes by that file's mtime
   mambapipe-cache rm --all                       everything, including leftovers of killed runs
 The cache directory is `--cache-dir`, else $MAMBAPIPE_CACHE, else ~/.cache/mambapipe (as the runner).
 """
@@ -21,7 +22,7 @@ from rich.table import Table
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.resolve import flatten
-from mambapipe.pipeline.store import STAGING, ArtifactStore
+from mambapipe.pipeline.store import MANIFEST, STAGING, ArtifactStore
 
 
 def default_cache_dir() -> Path:
@@ -45,6 +46,12 @@ def created_at(created: str) -> datetime:
     """A manifest's `created`, read as UTC where it names no zone (a hand-written one)."""
     moment = datetime.fromisoformat(created)
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def damaged_created(directory: Path) -> str:
+    """The date of an artifact whose manifest is damaged, its `created` unreadable: when its manifest.json was last
+    written (the runner writes it last, at commit; a hand edit that damaged it dates it at the edit)."""
+    return datetime.fromtimestamp((directory / MANIFEST).stat().st_mtime, timezone.utc).isoformat()
 
 
 def age(created: str, now: Optional[datetime] = None) -> str:
@@ -75,15 +82,21 @@ def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Table:
         table.add_row(manifest.get("step", directory.parent.name), short(directory.name),
                       human_size(dir_size(directory)), age(manifest["created"]), config_slice(manifest))
     for directory in store.unreadable(step):
-        table.add_row(directory.parent.name, short(directory.name), human_size(dir_size(directory)), "?",
+        table.add_row(directory.parent.name, short(directory.name), human_size(dir_size(directory)),
+                      age(damaged_created(directory)),
                       f"[red]damaged manifest.json: not cached; rm --step {directory.parent.name} removes it[/]")
     return table
 
 
 def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Optional[str]) -> list[Path]:
-    cutoff = created_at(older_than) if older_than else None  # a day without a zone, as UTC
-    return [directory for directory, manifest in store.artifacts(step)
-            if cutoff is None or created_at(manifest["created"]) < cutoff]
+    """The artifacts of `step` (or of all steps), damaged ones included; with `older_than` only those created
+    before that day, a damaged one dated by damaged_created."""
+    if older_than is None:
+        return [directory for directory, _ in store.artifacts(step)] + list(store.unreadable(step))
+    cutoff = created_at(older_than)  # a day without a zone, as UTC
+    dated = [(directory, manifest["created"]) for directory, manifest in store.artifacts(step)]
+    dated += [(directory, damaged_created(directory)) for directory in store.unreadable(step)]
+    return [directory for directory, created in dated if created_at(created) < cutoff]
 
 
 def remove(store: ArtifactStore, step: Optional[str], older_than: Optional[str], everything: bool) -> int:
@@ -91,8 +104,6 @@ def remove(store: ArtifactStore, step: Optional[str], older_than: Optional[str],
     With `everything` (or a whole step) the leftovers of killed runs go too, but not the staging dir of
     a run still writing. Returns how many artifacts were removed."""
     victims = select_for_removal(store, step, older_than)
-    if everything or step:
-        victims += list(store.unreadable(step))
     for directory in victims:
         with store.lock(directory.parent.name, directory.name):
             if directory.exists():
@@ -114,7 +125,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     what = rm.add_mutually_exclusive_group(required=True)
     what.add_argument("--all", action="store_true", dest="everything")
     what.add_argument("--step", choices=("download", "convert", "build", "evaluate"))
-    what.add_argument("--older-than", metavar="YYYY-MM-DD", type=_date)
+    what.add_argument("--older-than", metavar="YYYY-MM-DD", type=_date,
+                      help="artifacts created before this day (UTC); a damaged one by its manifest.json's mtime")
     return parser.parse_args(argv)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -95,6 +97,18 @@ def test_a_damaged_manifest_is_listed_remade_and_removable(capsys, filled, pipel
     pipeline.ran()
     assert not pipeline.run("eval.max_ite=6").failed
     assert pipeline.ran() == ["convert", "build", "evaluate"]
+
+
+def test_rm_older_than_dates_a_damaged_manifest_by_its_mtime(capsys, filled):
+    """A damaged manifest has no `created` to read; its file's last write dates it, in ls as in rm --older-than."""
+    (old, _), (new, _) = list(filled.artifacts("evaluate"))
+    for directory in (old, new):
+        (directory / "manifest.json").write_text('{"step": "evaluate", trunc')
+    os.utime(old / "manifest.json", (datetime(2020, 1, 1, tzinfo=timezone.utc).timestamp(),) * 2)
+    listing = run_cli(capsys, filled, "ls")[1]
+    assert re.search(rf"{old.name[:12]} │ [^│]+ │ +\d{{4}}d │ damaged manifest.json", listing), listing
+    assert run_cli(capsys, filled, "rm", "--older-than", "2021-01-01")[1].startswith("removed 1 artifact")
+    assert not old.exists() and new.is_dir() and len(list(filled.artifacts())) == 3
 
 
 @pytest.mark.parametrize("text", ["last week", "2026-1-5", "2026-13-01"])
