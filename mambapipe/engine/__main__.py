@@ -39,12 +39,12 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--eos-id", type=int, default=None)
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    # Defaults None, SamplingConfig's own (1, 0, 1) standing in: a value given without --sample can then be told
-    # from no value and refused, instead of being ignored by the greedy decode.
+    # Defaults None, SamplingConfig's own (temperature 1, top-k 0, top-p 1, seed 0) standing in: a value given without
+    # --sample can then be told from no value and refused, instead of being ignored by the greedy decode.
     parser.add_argument("--temperature", type=_temperature, help=">= 0 (default 1); 0 decodes greedily; needs --sample")
     parser.add_argument("--top-k", type=_top_k, help=">= 0 (default 0, off); 1 decodes greedily; needs --sample")
     parser.add_argument("--top-p", type=_top_p, help="in [0, 1] (default 1, off); 0 decodes greedily; needs --sample")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="the sampling's random seed (default 0); needs --sample")
     parser.add_argument("--out", default=None, type=_output_file)
     parser.add_argument("--logits-out", default=None, type=_output_file,
                         help="also save every prompt position's logits here")
@@ -67,7 +67,7 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r} is not cpu, cuda, cuda:N or auto")
 
 
-SAMPLING_OPTIONS = ("temperature", "top_k", "top_p")
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "seed")
 
 
 def _refuse_sampling_options_without_sample(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -79,7 +79,7 @@ def _refuse_sampling_options_without_sample(parser: argparse.ArgumentParser, arg
 
 def _sampling(args: argparse.Namespace) -> SamplingConfig:
     given = {name: getattr(args, name) for name in SAMPLING_OPTIONS if getattr(args, name) is not None}
-    return SamplingConfig(greedy=not args.sample, seed=args.seed, **given)
+    return SamplingConfig(greedy=not args.sample, **given)
 
 
 # The greedy and "off" values named below are SamplingConfig's and sampling.is_greedy's conventions.

@@ -12,7 +12,7 @@ import pytest
 import torch
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model, write_trtllm_checkpoint
 
-from mambapipe.backends.base import SamplingConfig
+from mambapipe.backends.base import GenerationOutput, SamplingConfig
 from mambapipe.engine.api import load_engine, read_engine_config
 from mambapipe.models import ModelSpec
 from mambapipe.parallel import RANK_ENV, failed_rank, launch, launch_command
@@ -207,6 +207,8 @@ def test_engine_cli_rejects_bad_options_before_loading(tmp_path, monkeypatch, ca
     (["--temperature", "0.5"], "--temperature"),
     (["--top-k", "5", "--top-p", "0.9"], "--top-k, --top-p"),
     (["--temperature", "1"], "--temperature"),  # the default value, given explicitly: still refused
+    (["--seed", "7"], "--seed"),
+    (["--seed", "0"], "--seed"),  # its default too
 ])
 def test_engine_cli_refuses_sampling_options_without_sample(monkeypatch, capsys, options, named):
     """Without --sample decoding is greedy, so a temperature or top-k given without it would be silently ignored."""
@@ -219,6 +221,35 @@ def test_engine_cli_refuses_sampling_options_without_sample(monkeypatch, capsys,
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().endswith(
         f"error: without --sample decoding is greedy and ignores {named}; add --sample, or leave {named} out")
+
+
+class _SamplingRecorder:
+    """Stands in for load_engine and the generator it returns, keeping the SamplingConfig each generate got."""
+
+    def __init__(self):
+        self.sampling: list[SamplingConfig] = []
+
+    def __call__(self, *args):
+        return self
+
+    def generate(self, prompts, max_new_tokens, sampling, eos_id):
+        self.sampling.append(sampling)
+        return GenerationOutput(output_ids=[[1]], prefill_ms=0.0, decode_ms_per_step=0.0)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("options,seed", [([], 0), (["--seed", "7"], 7)])
+def test_engine_cli_samples_with_the_seed_given_else_0(monkeypatch, capsys, options, seed):
+    from mambapipe.engine import __main__ as cli
+
+    recorder = _SamplingRecorder()
+    monkeypatch.setattr(cli, "load_engine", recorder)
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", "unused", "--prompt-ids", "[[1]]",
+                                     "--sample", *options])
+    assert cli.main() == 0 and json.loads(capsys.readouterr().out)["output_ids"] == [[1]]
+    assert recorder.sampling == [SamplingConfig(greedy=False, seed=seed)]
 
 
 def test_a_checkpoint_given_as_engine_dir_is_named_as_not_an_engine(tmp_path):
