@@ -127,7 +127,7 @@ class BenchmarkScenario:
 @dataclass
 class EvalConfig:
     task: EvalTask = EvalTask.summarize
-    dataset: str = "sample"  # sample | cnn_dailymail | path to .jsonl/.parquet
+    dataset: str = "sample"  # sample | cnn_dailymail | path to .jsonl/.json (JSON Lines or an array)/.parquet
     # summarize.py loads ccdv/cnn_dailymail, a loading-script repo that datasets>=4 refuses to run; abisee's
     # is the parquet copy of the same splits (3.0.0 test: 11,490 articles), built from the same URL lists.
     dataset_hub_id: str = "abisee/cnn_dailymail"

@@ -1,4 +1,4 @@
-"""Evaluation data: the bundled sample, cnn_dailymail from the hub, or a local .jsonl/.parquet file.
+"""Evaluation data: the bundled sample, cnn_dailymail from the hub, or a local .jsonl/.json/.parquet file.
 
 All three go through `datasets` and are shuffled with `Dataset.shuffle(seed=...)`, exactly as
 TensorRT-LLM's summarize.py does, so the first `max_ite * batch_size` articles are the same ones.
@@ -21,6 +21,8 @@ REFERENCE_FIELD = "highlights"
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _WITHOUT_HUB = ("set eval.dataset=sample (the bundled sample) or eval.dataset=/path/to/articles.jsonl (or "
                 f".parquet) with {INPUT_FIELD!r} and {REFERENCE_FIELD!r} fields")
+_JSON_SHAPES = (f"write JSON Lines (one JSON object per line) or one JSON array of objects, each with {INPUT_FIELD!r} "
+                f"and {REFERENCE_FIELD!r} fields")
 
 
 def sample_path() -> Path:
@@ -68,7 +70,7 @@ def local_builder(path: Path) -> str:
     evaluate step's plan check and the loader share it)."""
     builder = LOCAL_BUILDERS.get(path.suffix.lower())
     if builder is None:
-        raise StepError(f"eval.dataset={str(path)!r} is not sample, cnn_dailymail or a .jsonl/.parquet file; "
+        raise StepError(f"eval.dataset={str(path)!r} is not sample, cnn_dailymail or a .jsonl/.json/.parquet file; "
                         "pass one of those")
     if not path.is_file():
         raise StepError(f"eval.dataset file {str(path)!r} does not exist; check the path")
@@ -78,9 +80,17 @@ def local_builder(path: Path) -> str:
 def _load_local(path: Path):
     load_dataset = require_datasets()
     builder = local_builder(path)
+    json_array = builder == "json" and _opens_an_array(path)
+    # Checked before loading, not after a failure: datasets loads an array of strings or lists as a made-up
+    # "text" column, which would then be reported missing its fields.
+    problem = _json_array_problem(path) if json_array else None
+    if problem:
+        raise StepError(problem)
     try:
         return load_dataset(builder, data_files=str(path), split="train")
     except Exception as exc:  # datasets reports an empty or malformed file as StopIteration, ValueError, ...
+        if json_array:  # its shape is checked above: a crash worth its traceback, not bad input
+            raise
         problem = _json_lines_problem(path) if builder == "json" else _parquet_problem(path)
         if problem is None:  # the file looks fine to us: a crash worth its traceback, not bad input
             raise
@@ -89,6 +99,32 @@ def _load_local(path: Path):
 
 def _no_records(dataset: str) -> str:
     return f"eval.dataset {dataset!r} has no records; point it at a file with at least one article"
+
+
+def _opens_an_array(path: Path) -> bool:
+    """Whether the file's first non-blank character is `[`: datasets reads such a file as one JSON array of records,
+    any other as JSON Lines."""
+    with path.open(encoding="utf-8-sig", errors="replace") as text:
+        for line in text:
+            if line.strip():
+                return line.lstrip().startswith("[")
+    return False
+
+
+def _json_array_problem(path: Path) -> Optional[str]:
+    """Why `path`, a JSON array, holds no records: not JSON (with the line and column, which the JSON Lines check
+    would miss, blaming the array's first line), an element that is no object, or none at all."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
+    except json.JSONDecodeError as err:
+        return (f"eval.dataset {str(path)!r} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}; "
+                f"{_JSON_SHAPES}")
+    not_objects = [(index, record) for index, record in enumerate(records) if not isinstance(record, dict)]
+    if not_objects:
+        index, element = not_objects[0]
+        return (f"eval.dataset {str(path)!r} is a JSON array whose element {index + 1} is a JSON "
+                f"{type(element).__name__}, not an object; {_JSON_SHAPES}")
+    return None if records else _no_records(str(path))
 
 
 def _json_lines_problem(path: Path) -> Optional[str]:
@@ -101,8 +137,7 @@ def _json_lines_problem(path: Path) -> Optional[str]:
                 continue
             problem = _json_object_problem(line)
             if problem:
-                return (f"eval.dataset {str(path)!r} is not valid JSON Lines: line {number} {problem}; write one "
-                        f"JSON object per line, with {INPUT_FIELD!r} and {REFERENCE_FIELD!r} fields")
+                return f"eval.dataset {str(path)!r} is not valid JSON Lines: line {number} {problem}; {_JSON_SHAPES}"
             records += 1
     return None if records else _no_records(str(path))
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -33,16 +34,18 @@ def test_sample_is_shuffled_like_datasets_with_seed_0():
     assert load_articles("sample", seed=1)["id"] != expected
 
 
-def test_local_jsonl_and_parquet_load_in_the_same_order(tmp_path):
+def test_local_jsonl_json_array_and_parquet_load_in_the_same_order(tmp_path):
     import pandas as pd
 
     rows = [{"article": f"Article number {i}.", "highlights": f"Number {i}."} for i in range(12)]
     jsonl = tmp_path / "mine.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    json_array = tmp_path / "mine.json"
+    json_array.write_text(json.dumps(rows, indent=2))
     parquet = tmp_path / "mine.parquet"
     pd.DataFrame(rows).to_parquet(parquet)
     from_jsonl, from_parquet = load_articles(str(jsonl)), load_articles(str(parquet))
-    assert from_jsonl["article"] == from_parquet["article"]
+    assert from_jsonl["article"] == from_parquet["article"] == load_articles(str(json_array))["article"]
     assert sorted(from_jsonl["id"], key=int) == [str(i) for i in range(12)]  # ids made from row numbers
     assert from_jsonl[0]["highlights"] == from_jsonl[0]["article"].replace("Article number", "Number")
 
@@ -54,7 +57,7 @@ def test_bad_local_inputs_are_one_line_step_errors(tmp_path):
         load_articles(str(bad))
     with pytest.raises(StepError, match="does not exist"):
         load_articles(str(tmp_path / "missing.jsonl"))
-    with pytest.raises(StepError, match="not sample, cnn_dailymail or a .jsonl/.parquet"):
+    with pytest.raises(StepError, match="not sample, cnn_dailymail or a .jsonl/.json/.parquet"):
         load_articles(str(tmp_path / "data.csv"))
 
 
@@ -95,6 +98,7 @@ def _empty_parquet(path):
 
 @pytest.mark.parametrize("name, write", [
     ("empty.jsonl", lambda path: path.write_text("")),
+    ("empty.json", lambda path: path.write_text(" [\n]\n")),
     ("blank.jsonl", lambda path: path.write_text("\n  \n\n")),
     ("empty.parquet", _empty_parquet),
 ])
@@ -114,6 +118,25 @@ def test_a_malformed_json_line_is_named_with_its_line_number(tmp_path, bad_line,
     path = tmp_path / "articles.jsonl"
     path.write_text(json.dumps({"article": "A story.", "highlights": "Story."}) + "\n" + bad_line + "\n")
     with pytest.raises(StepError, match=f"eval.dataset '{path}' is not valid JSON Lines: {reason}; ") as err:
+        load_articles(str(path))
+    assert "\n" not in str(err.value)
+
+
+ARTICLE = {"article": "A story.", "highlights": "Story."}
+
+
+@pytest.mark.parametrize("text, reason", [
+    # A trailing comma: the array's line, not its opening line 1, and no "JSON Lines" it was never meant to be
+    (f"[\n  {json.dumps(ARTICLE)},\n]\n", "is not valid JSON: Expecting value at line 3 column 1"),
+    (f"[{json.dumps(ARTICLE)}, 5]", "is a JSON array whose element 2 is a JSON int, not an object"),
+    ('[["A story.", "Story."]]', "is a JSON array whose element 1 is a JSON list, not an object"),  # else a "text"
+    ('["A story."]', "is a JSON array whose element 1 is a JSON str, not an object"),  # column said to lack fields
+])
+def test_a_json_array_that_is_no_array_of_records_says_what_is_expected(tmp_path, text, reason):
+    path = tmp_path / "articles.json"
+    path.write_text(text)
+    expected = "write JSON Lines (one JSON object per line) or one JSON array of objects, each with 'article' and "
+    with pytest.raises(StepError, match=re.escape(f"eval.dataset '{path}' {reason}; {expected}")) as err:
         load_articles(str(path))
     assert "\n" not in str(err.value)
 

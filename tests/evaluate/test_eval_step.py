@@ -66,7 +66,7 @@ def test_defaults_pass_the_plan_check():
     ({"eval.output_len": 200}, "= 1123 > build.max_seq_len 1024"),
     ({"eval.max_ite": 0}, "eval.max_ite must be >= 1"),
     ({"eval.dataset": "/nowhere/data.jsonl"}, "does not exist"),
-    ({"eval.dataset": "articles.csv"}, "not sample, cnn_dailymail or a .jsonl/.parquet"),
+    ({"eval.dataset": "articles.csv"}, "not sample, cnn_dailymail or a .jsonl/.json/.parquet"),
     ({"eval.task": "benchmark", "eval.scenarios": [{"batch": 0, "input_len": 1, "output_len": 1}]},
      r"eval.scenarios\[0\].batch must be >= 1"),
     ({"eval.task": "benchmark", "eval.repeats": 0}, "eval.repeats must be >= 1"),
