@@ -195,13 +195,23 @@ def _distinct(problems: list[str], step_names: list[str]) -> list[str]:
 
 
 def _check_and_describe(plan: Plan, planned: PlannedStep) -> None:
+    """Check a step that will run, and take its description (e.g. the trtllm-build command line). A step that
+    fails its check is still described where it can be, so a plan made without the step's software (no
+    TensorRT-LLM) still shows what it would run; a description that fails after a failed check adds nothing."""
     if planned.action != RUN:
         return
     step = planned.step
     try:
         step.check(planned.params)
-        if hasattr(step, "describe"):
-            inputs = {name: plan.artifact(name) for name in step.needs}
-            planned.notes = list(step.describe(planned.params, inputs, plan.artifact(step.name)))
+        checked = True
     except Exception as exc:
         plan.problems.append(_problem(step, exc))
+        checked = False
+    if not hasattr(step, "describe"):
+        return
+    try:
+        inputs = {name: plan.artifact(name) for name in step.needs}
+        planned.notes = list(step.describe(planned.params, inputs, plan.artifact(step.name)))
+    except Exception as exc:
+        if checked:
+            plan.problems.append(_problem(step, exc))

@@ -42,7 +42,7 @@ def print_plan(console: Console, plan: Plan, show_notes: bool) -> None:
             for note in planned.notes:
                 console.print(f"  {planned.name}: {escape(note)}", soft_wrap=True)
     for problem in plan.problems:
-        console.print(f"[red]problem[/] {escape(problem)}")
+        console.print(f"[red]problem[/] {escape(problem)}", soft_wrap=True)
 
 
 def headline(metrics: Optional[dict[str, Any]]) -> str:

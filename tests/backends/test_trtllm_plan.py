@@ -1,5 +1,5 @@
-"""backend=trtllm through the real runner: without TensorRT-LLM the run stops before any work; with it,
-plan_only prints the exact trtllm-build line for the build step."""
+"""backend=trtllm through the real runner: without TensorRT-LLM the run stops before any work; with it or
+without, plan_only prints the exact trtllm-build line for the build step."""
 
 from __future__ import annotations
 
@@ -40,3 +40,25 @@ def test_plan_only_prints_the_trtllm_build_line(compose_config, tmp_path, monkey
     assert (f"trtllm-build --checkpoint_dir {tmp_path / 'cache' / 'convert'}/") in line
     assert ("--paged_kv_cache disable --gemm_plugin auto --max_batch_size 8 --max_input_len 924 --max_seq_len 1024 "
             f"--output_dir {tmp_path / 'cache' / 'build'}/") in line
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_llm") is not None, reason="needs a machine without it")
+def test_plan_only_without_tensorrt_llm_shows_the_build_line_beside_the_install_problem(compose_config, tmp_path):
+    cfg = compose_config("recipe=mamba_130m", "backend=trtllm", "model.source=synthetic", "eval.dataset=sample",
+                         "plan_only=true")
+    console = quiet_console()
+    result = run_recipe(cfg, tmp_path / "run", console=console)
+    lines = console.file.getvalue().splitlines()
+    assert result.reason.startswith("build: backend=trtllm needs TensorRT-LLM")
+    assert any(line.startswith("  build: trtllm-build --checkpoint_dir ") for line in lines)
+    assert [line for line in lines if line.startswith("problem ")] == [f"problem {result.reason}"]
+
+
+def test_a_description_that_fails_after_a_failed_check_adds_no_second_problem(compose_config, tmp_path, monkeypatch):
+    from mambapipe.steps import build
+
+    monkeypatch.setattr(trtllm, "unavailable_reason", lambda device: "no TensorRT-LLM here")
+    monkeypatch.setattr(build.BuildStep, "describe", lambda *args: 1 / 0)
+    cfg = compose_config("recipe=quickstart", "backend=trtllm", "plan_only=true")
+    result = run_recipe(cfg, tmp_path / "run", console=quiet_console())
+    assert result.reason == "build: no TensorRT-LLM here"
