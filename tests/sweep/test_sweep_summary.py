@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -16,6 +17,7 @@ from matplotlib.image import imread
 from mambapipe.sweep.cli import main as sweep_cli
 from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.summary import collect_rows, find_run_dirs, varying_overrides
+from mambapipe.sweep.tables import CSV_COLUMNS
 from sweep_support import STEPS, start_sweep, summarize_metrics
 
 
@@ -301,3 +303,9 @@ def test_a_job_dir_without_a_recorded_sweep_counts(tmp_path, job_writer):
     job_writer(sweep, 2, ["dtype=float16"], exit_code=None)  # no sweep_job.json at all
     (sweep / "2" / "sweep_job.json").write_text("{damaged")  # read as unknown here, reported failed as ever
     assert [r.job for r in collect_rows(sweep).rows] == ["0", "1", "2"]
+
+
+def test_the_docs_name_every_summary_csv_column():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "sweeps.md").read_text()
+    paragraph = docs.split("`summary.csv` has every fact")[1].split("\n\n")[0]
+    assert [c for c in CSV_COLUMNS if f"`{c}`" not in paragraph] == []
