@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import shutil
 import sys
@@ -31,6 +32,7 @@ from mambapipe.pipeline.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 RUN_DIR_FILES = ("metrics.json", "predictions.jsonl")
+HYDRA_PLAIN_VALUE = re.compile(r"[\w/.+\-@%:]+", re.ASCII)  # read back verbatim by Hydra's override grammar
 
 
 @dataclass
@@ -180,9 +182,21 @@ def _published(outcome: StepOutcome, run_dir: Path) -> StepOutcome:
     return outcome
 
 
-def resume_command(overrides: Sequence[str]) -> str:
+def resume_command(overrides: Sequence[str], run_dir: Path) -> str:
+    """The command that runs `overrides` again into `run_dir` (finished steps come from the cache)."""
     program = "mambapipe" if Path(sys.argv[0]).name == "mambapipe" else "python -m mambapipe"
-    return " ".join([program, *map(shlex.quote, overrides)])
+    arguments = [*overrides, f"hydra.run.dir={hydra_quoted(str(run_dir))}"]
+    return " ".join([program, *map(shlex.quote, arguments)])
+
+
+def hydra_quoted(value: str) -> str:
+    """`value` as Hydra's override grammar reads it back verbatim: quoted unless plain (unquoted, `,` in a
+    path would make a sweep and `~` or `é` a parse error). In quotes, `\\"` is a quote and backslashes
+    before a quote, or before the closing one, are doubled."""
+    if HYDRA_PLAIN_VALUE.fullmatch(value):
+        return value
+    escaped = re.sub(r'(\\*)("|\Z)', lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""), value)
+    return f'"{escaped}"'
 
 
 def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str],
@@ -197,6 +211,6 @@ def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason
     console.print(f"run directory: {run_dir}")
     if reason is not None:
         hint = "resume (finished steps are cached)" if resumable else "fix it, then run"
-        console.print(f"{hint}: {escape(resume_command(overrides))}", soft_wrap=True)
+        console.print(f"{hint}: {escape(resume_command(overrides, run_dir))}", soft_wrap=True)
         console.print(f"[red]FAILED[/] {escape(reason)}", soft_wrap=True)
     return RunResult(outcomes, reason, run_dir, interrupted)

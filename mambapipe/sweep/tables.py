@@ -4,18 +4,17 @@ and a rich table on the console at the end of the sweep."""
 from __future__ import annotations
 
 import csv
-import re
 import shlex
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from mambapipe.config import STEP_NAMES
-from omegaconf import OmegaConf
-
+from mambapipe.pipeline.runner import hydra_quoted, resume_command
 from mambapipe.sweep.expected import read_sweep_config
 from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
 from mambapipe.sweep.summary import (FAILED, NOT_RUN, OK, OVERRIDES_FILE, ROUGE_KEYS, JobRow, job_label,
@@ -26,7 +25,6 @@ METRIC_COLUMNS = (*ROUGE_KEYS, "tokens_per_s", "decode_ms_per_step", "ttft_ms")
 CSV_COLUMNS = ("job", "overrides", "status", *STEP_NAMES, *CONFIG_COLUMNS, *METRIC_COLUMNS, "reason", "run_dir")
 MARKDOWN_METRICS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
                     "tokens_per_s": "tokens/s", "decode_ms_per_step": "decode ms/step"}
-HYDRA_PLAIN_VALUE = re.compile(r"[\w/.+\-@%:]+", re.ASCII)  # read back verbatim by Hydra's override grammar
 
 
 def fmt(value: Any) -> str:
@@ -62,20 +60,9 @@ def markdown_table(rows: Sequence[JobRow]) -> list[str]:
     return lines
 
 
-def hydra_quoted(value: str) -> str:
-    """`value` as Hydra's override grammar reads it back verbatim: quoted unless plain (unquoted, `,` in a
-    path would make a sweep and `~` or `é` a parse error). In quotes, `\\"` is a quote and backslashes
-    before a quote, or before the closing one, are doubled."""
-    if HYDRA_PLAIN_VALUE.fullmatch(value):
-        return value
-    escaped = re.sub(r'(\\*)("|\Z)', lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""), value)
-    return f'"{escaped}"'
-
-
 def rerun_command(row: JobRow) -> str:
     """The command that reruns just this job into its run dir, so a later summary reports the new outcome."""
-    arguments = [*row.overrides, f"hydra.run.dir={hydra_quoted(str(row.run_dir))}"]
-    return " ".join(["python -m mambapipe", *map(shlex.quote, arguments)])
+    return resume_command(row.overrides, row.run_dir)
 
 
 def resume_sweep_command(sweep_dir: Path) -> Optional[str]:

@@ -123,4 +123,4 @@ def test_ctrl_c_in_a_step_exits_130_with_the_resume_command(tmp_path):
     out = "".join(lines) + app.communicate(timeout=60)[0]
     assert app.returncode == 130, out[-3000:]
     assert "Traceback" not in out and "FAILED download: interrupted" in out, out[-3000:]
-    assert "resume (finished steps are cached): python -m mambapipe\n" in out
+    assert f"resume (finished steps are cached): python -m mambapipe hydra.run.dir={tmp_path / 'run'}\n" in out

@@ -108,7 +108,7 @@ def test_ctrl_c_stops_the_sweep_with_its_summary_and_no_traceback(tmp_path):
     sweep = tmp_path / "sweep"
     # A new session, as a terminal's foreground group; SIGINT at its default (a shell's `&` would ignore it).
     sweep_process = subprocess.Popen(
-        [sys.executable, "-m", "mambapipe", "-m", *TINY_EVAL, "eval.output_len=4,5,6", "hydra.sweep.dir=sweep"],
+        [sys.executable, "-m", "mambapipe", "-m", *TINY_EVAL[:2], "eval.output_len=4,5,6", "hydra.sweep.dir=sweep"],
         cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     job_record, deadline = sweep / "1" / "sweep_job.json", time.monotonic() + 300
