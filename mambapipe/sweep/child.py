@@ -11,9 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from mambapipe.pipeline.runner import run_recipe
 from mambapipe.pipeline.step import crash_summary
 from mambapipe.sweep.record import update_job_record
 
@@ -27,9 +24,8 @@ def main(argv: list[str]) -> int:
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "mambapipe.log")])
     update_job_record(run_dir, pid=os.getpid())
     try:
-        # Already composed, validated and resolved by Hydra in the parent: plain values suffice.
-        result = run_recipe(OmegaConf.create(sys.stdin.read()), run_dir, overrides)
-    except KeyboardInterrupt:  # outside any step (a step's own is the runner's to report), e.g. in the plan
+        result = _run(run_dir, overrides)
+    except KeyboardInterrupt:  # outside any step (a step's own is the runner's to report): imports, the plan
         update_job_record(run_dir, reason="interrupted")
         return INTERRUPTED_EXIT
     except Exception as exc:  # a bug outside any step (those the runner reports itself)
@@ -40,6 +36,18 @@ def main(argv: list[str]) -> int:
     if result.interrupted:
         return INTERRUPTED_EXIT
     return 1 if result.failed else 0
+
+
+def _run(run_dir: Path, overrides: list[str]):
+    # Imported here, under main's Ctrl-C guard: these imports take a second or more on a cold machine, and a
+    # Ctrl-C pressed between two jobs lands in the next job's start as often as anywhere.
+    from omegaconf import OmegaConf
+
+    from mambapipe.pipeline.runner import run_recipe
+
+    # Already composed, validated and resolved by Hydra in the parent: plain values suffice.
+    return run_recipe(OmegaConf.create(sys.stdin.read()), run_dir, overrides)
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -183,3 +183,17 @@ def test_ctrl_c_in_a_sweep_prints_its_summary_and_how_to_finish_it(interrupted_s
     assert stopped.value.code == 130
     assert "INTERRUPTED 3 jobs: 1 ok, 1 failed, 1 not run." in out
     assert f"hydra.sweep.dir={interrupted_sweep}" in out and (interrupted_sweep / "summary.md").is_file()
+
+
+def test_a_child_stopped_before_the_runner_took_over_records_the_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C between two jobs lands in the next child's start (its imports): a record, exit 130, no traceback."""
+    import logging
+
+    from mambapipe.sweep import child
+
+    monkeypatch.setattr(child, "_run", lambda run_dir, overrides: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(logging.root, "handlers", [])  # main's basicConfig adds its handlers to a clean root
+    assert child.main([str(tmp_path), "[]"]) == 130
+    assert json.loads((tmp_path / "sweep_job.json").read_text())["reason"] == "interrupted"
+    for handler in logging.root.handlers:
+        handler.close()
