@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from mambapipe.pipeline.keys import step_key
 from mambapipe.pipeline.resolve import Resolved, flatten, select
@@ -59,7 +59,7 @@ def _fmt(value: Any) -> str:
 def explain_miss(store: ArtifactStore, planned: PlannedStep) -> str:
     """Why a step must run: what differs from the closest artifact of the same step (fewest differences, then
     newest), so that the reason names what this run changed, not what some other run did."""
-    if (store.path(planned.name, planned.key) / MANIFEST).exists():
+    if _damaged(store, planned):
         return "not cached: its manifest.json is damaged"
     manifests = sorted((m for _, m in store.artifacts(planned.name)), key=lambda m: m["created"], reverse=True)
     changes = min((_changes(planned, m) for m in manifests), key=len, default=[])  # ties: the newest
@@ -67,6 +67,11 @@ def explain_miss(store: ArtifactStore, planned: PlannedStep) -> str:
         return "not cached"
     extra = len(changes) - _MAX_REASONS
     return "; ".join(changes[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
+
+
+def _damaged(store: ArtifactStore, planned: PlannedStep) -> bool:
+    """Whether the step's artifact has a manifest the store cannot read; called only for one it found incomplete."""
+    return (store.path(planned.name, planned.key) / MANIFEST).exists()
 
 
 def _changes(planned: PlannedStep, previous: dict[str, Any]) -> list[str]:
@@ -118,38 +123,53 @@ def _environment(step: Step, params: dict[str, Any], problems: list[str]) -> dic
 
 
 def _action(planned: PlannedStep, complete: bool, selected: set[str], forced: set[str],
-            read_by_a_run: bool, read_by_selected: bool) -> tuple[str, str]:
+            read_by_a_maker: bool, read_by_selected: bool) -> tuple[str, str]:
     name = planned.name
     if name in forced:
         return RUN, "forced"
     if complete:
         if name in selected:
             return CACHED, ""
-        return (CACHED, "needed upstream") if read_by_a_run else (SKIP, "not in steps")
+        return (CACHED, "needed upstream") if read_by_a_maker else (SKIP, "not in steps")
     if name in selected:
-        if read_by_selected and not read_by_a_run:  # e.g. a convert removed to free disk, its engine cached
+        if read_by_selected and not read_by_a_maker:  # e.g. a convert removed to free disk, its engine cached
             return SKIP, "not needed: the steps that read it are cached"
         return RUN, ""  # why: explain_miss, once the step is known to run
-    if read_by_a_run:
-        return MISSING, f"needed upstream but not cached: add {name} to steps"
+    if read_by_a_maker:
+        return MISSING, "needed upstream but not cached"  # the fix for all of them: _missing_problem
     return SKIP, "not in steps"
 
 
 def _decide_actions(planned_steps: Sequence[PlannedStep], store: ArtifactStore, selected: set[str],
                     forced: set[str]) -> None:
     """Last step first, since a step's artifact is needed only where a step that reads it will run: a cached
-    engine is evaluated again without its checkpoint, which may have been removed to free disk."""
-    runs: set[str] = set()
+    engine is evaluated again without its checkpoint, which may have been removed to free disk. A missing step
+    counts as one that will run, since it must be added to steps: its own inputs are needed too, so that one plan
+    names every step to add (evaluate on an empty cache: build, and the convert build reads), not a step a round."""
+    makers: set[str] = set()  # the steps whose artifact is made: those that run, and those that must be added
     for planned in reversed(planned_steps):
         readers = [p.name for p in planned_steps if planned.name in p.step.needs]
         complete = store.is_complete(planned.name, planned.key)
         planned.action, planned.reason = _action(planned, complete, selected, forced,
-                                                 read_by_a_run=any(r in runs for r in readers),
+                                                 read_by_a_maker=any(r in makers for r in readers),
                                                  read_by_selected=any(r in selected for r in readers))
-        if planned.action == RUN:
-            runs.add(planned.name)
-            if not planned.reason:
-                planned.reason = explain_miss(store, planned)
+        if planned.action in (RUN, MISSING):
+            makers.add(planned.name)
+        if planned.action == RUN and not planned.reason:
+            planned.reason = explain_miss(store, planned)
+        if planned.action == MISSING and _damaged(store, planned):
+            planned.reason += ": its manifest.json is damaged"
+
+
+def _missing_problem(planned_steps: Sequence[PlannedStep], steps: Sequence[str]) -> Optional[str]:
+    """One problem for all the missing steps, with the steps= value that adds them to the user's, in pipeline
+    order, so that a single fix makes the plan whole."""
+    missing = [p.name for p in planned_steps if p.action == MISSING]
+    if not missing:
+        return None
+    use = [p.name for p in planned_steps if p.name in missing or p.name in steps]
+    return (f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} needed upstream but not cached: "
+            f"use steps=[{','.join(use)}]")
 
 
 def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) -> Plan:
@@ -170,8 +190,9 @@ def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) 
     for planned in planned_steps:
         if planned.action != SKIP:  # nothing uses a skipped step's key: e.g. no dataset lookup for steps=[build]
             problems.extend(lookup_problems[planned.name])
-        if planned.action == MISSING:
-            problems.append(f"{planned.name}: {planned.reason}")
+    missing = _missing_problem(planned_steps, config["steps"])
+    if missing:
+        problems.append(missing)
     plan = Plan(resolved, store, planned_steps, problems)
     for planned in plan.steps:
         _check_and_describe(plan, planned)

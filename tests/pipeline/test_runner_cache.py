@@ -106,7 +106,7 @@ def test_a_removed_checkpoint_is_not_needed_by_a_cached_engine(pipeline):
     assert not result.failed and pipeline.ran() == ["evaluate"]
     assert pipeline.run("steps=[evaluate]", "eval.output_len=8").outcomes[3].status == "cached"
     assert pipeline.run("build.max_batch_size=4", "steps=[build,evaluate]").failed  # a new engine needs it
-    assert "convert: needed upstream but not cached: add convert to steps" in pipeline.output
+    assert "convert is needed upstream but not cached: use steps=[convert,build,evaluate]" in pipeline.output
 
 
 def test_the_reason_names_what_differs_from_the_closest_artifact(pipeline):
@@ -118,8 +118,42 @@ def test_the_reason_names_what_differs_from_the_closest_artifact(pipeline):
 
 def test_missing_upstream_stops_before_any_work(pipeline):
     result = pipeline.run("steps=[build]")
-    assert result.failed and "add convert to steps" in result.reason
+    assert result.failed and "use steps=[download,convert,build]" in result.reason
     assert pipeline.ran() == []
+
+
+def plan_row(output: str, step: str) -> list[str]:
+    """The action and why of `step` in the printed plan."""
+    line = next(line for line in output.splitlines() if line.startswith(f"│ {step} "))
+    return [cell.strip() for cell in line.split("│")[3:5]]
+
+
+def test_one_plan_names_every_missing_upstream_step_in_pipeline_order(pipeline):
+    """The convert a missing build reads is missing too: one problem names both, with the steps= value that adds
+    them to the user's (in pipeline order), so that one fix is enough, not a round per step."""
+    result = pipeline.run("steps=[evaluate,download]")
+    assert result.reason == ("convert, build are needed upstream but not cached: "
+                             "use steps=[download,convert,build,evaluate]")
+    assert plan_row(pipeline.output, "convert") == ["missing", "needed upstream but not cached"]
+    assert pipeline.ran() == []
+    assert not pipeline.run("steps=[download,convert,build,evaluate]").failed
+
+
+def test_a_cached_upstream_step_is_used_and_not_named_missing(pipeline):
+    pipeline.run()
+    result = pipeline.run("steps=[evaluate]", "dtype=float16")
+    assert result.reason == "convert, build are needed upstream but not cached: use steps=[convert,build,evaluate]"
+    assert plan_row(pipeline.output, "download") == ["cached", "needed upstream"]
+
+
+def test_a_missing_step_with_a_damaged_manifest_says_so(pipeline):
+    first = pipeline.run()
+    (pipeline.store.path("build", first.outcomes[2].key) / "manifest.json").write_text("{")
+    result = pipeline.run("steps=[evaluate]", "eval.output_len=8")
+    assert result.reason == "build is needed upstream but not cached: use steps=[build,evaluate]"
+    why = "needed upstream but not cached: its manifest.json is damaged"
+    assert plan_row(pipeline.output, "build") == ["missing", why]
+    assert plan_row(pipeline.output, "convert") == ["cached", "needed upstream"]
 
 
 def test_check_failure_stops_before_any_work(pipeline):
