@@ -11,7 +11,7 @@ import json
 import reprlib
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from mambapipe import hub
 from mambapipe.pipeline.step import StepError
@@ -75,6 +75,45 @@ def local_builder(path: Path) -> str:
     if not path.is_file():
         raise StepError(f"eval.dataset file {str(path)!r} does not exist; check the path")
     return builder
+
+
+def check_first_record(path: Path, dataset: str) -> None:
+    """The loader's missing-field error for the local file `dataset` names, found from its first record alone (a
+    parquet file's schema), so the evaluate step's plan check stops a run before the steps ahead of it do their work.
+    A first record this cannot read is left to the loader, which names what is wrong with the file."""
+    if local_builder(path) == "parquet":
+        fields = _parquet_fields(path)
+    else:
+        record = _first_json_record(path)
+        fields = list(record) if isinstance(record, dict) else None
+    if fields is not None:
+        _require_fields(fields, dataset)
+
+
+def _parquet_fields(path: Path) -> Optional[list[str]]:
+    import pyarrow
+    import pyarrow.parquet
+
+    try:
+        return pyarrow.parquet.read_schema(path).names  # from the footer alone
+    except (OSError, pyarrow.ArrowException):
+        return None
+
+
+def _first_json_record(path: Path) -> Any:
+    """The first value of a JSON Lines file, or the first element of a JSON array, reading only as far as it ends
+    (twice as much text each try, so a large file is not read whole); None when the file ends first."""
+    decoder = json.JSONDecoder()
+    with path.open(encoding="utf-8-sig", errors="replace") as file:
+        text, size = "", 1 << 16
+        while chunk := file.read(size):
+            text, size = text + chunk, size * 2
+            start = text.lstrip()
+            try:
+                return decoder.raw_decode(start[1:].lstrip() if start.startswith("[") else start)[0]
+            except json.JSONDecodeError:  # cut short, or not JSON: the loader says which
+                continue
+    return None
 
 
 def _load_local(path: Path):
@@ -180,14 +219,18 @@ def _load_hub(hub_id: str, hub_config: str, split: str, revision: Optional[str])
 
 
 def _check_fields(articles, dataset: str) -> None:
-    missing = [f for f in (INPUT_FIELD, REFERENCE_FIELD) if f not in articles.column_names]
-    if missing:
-        raise StepError(f"eval.dataset {dataset!r} lacks field(s) {missing} (has {articles.column_names}); "
-                        f"each record needs {INPUT_FIELD!r} and {REFERENCE_FIELD!r}")
+    _require_fields(articles.column_names, dataset)
     if len(articles) == 0:
         raise StepError(_no_records(dataset))
     for field in (INPUT_FIELD, REFERENCE_FIELD):
         _check_text_column(articles, field, dataset)
+
+
+def _require_fields(fields: list[str], dataset: str) -> None:
+    missing = [f for f in (INPUT_FIELD, REFERENCE_FIELD) if f not in fields]
+    if missing:
+        raise StepError(f"eval.dataset {dataset!r} lacks field(s) {missing} (has {fields}); "
+                        f"each record needs {INPUT_FIELD!r} and {REFERENCE_FIELD!r}")
 
 
 def _check_text_column(articles, field: str, dataset: str) -> None:

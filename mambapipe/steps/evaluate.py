@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from mambapipe.engine.generate import LimitError, Limits
 from mambapipe.evaluate import benchmark
-from mambapipe.evaluate.data import hub_commit, local_builder, require_datasets
+from mambapipe.evaluate.data import check_first_record, hub_commit, require_datasets
 from mambapipe.evaluate.rouge import require_scorer
 from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
 from mambapipe.pipeline.step import StepContext, StepError
@@ -97,8 +97,8 @@ def _check_summarize(params: dict[str, Any]) -> None:
         if _value(params, key) < 1:
             raise StepError(f"{key} must be >= 1, got {_value(params, key)}")
     _check_summarize_limits(params)
+    require_datasets()  # before the dataset check, which reads a parquet schema with the pyarrow datasets brings
     _check_dataset(_value(params, "eval.dataset"))
-    require_datasets()
     require_scorer()
 
 
@@ -137,7 +137,7 @@ def _local_dataset(dataset: str) -> Optional[Path]:
 def _check_dataset(dataset: str) -> None:
     path = _local_dataset(dataset)
     if path is not None:
-        local_builder(path)
+        check_first_record(path, dataset)
 
 
 def _check_benchmark(params: dict[str, Any]) -> None:

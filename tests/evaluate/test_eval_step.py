@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
 from omegaconf import OmegaConf
 
 from mambapipe.config import MambapipeConfig
+from mambapipe.evaluate.data import load_articles
 from mambapipe.pipeline.plan import step_params
 from mambapipe.pipeline.step import StepError
 from mambapipe.steps.evaluate import STEP, _accuracy_gate
@@ -87,6 +89,43 @@ def test_plan_check_rejects_bad_settings(overrides, message):
     with pytest.raises(StepError, match=message) as err:
         STEP.check(_params(**overrides))
     assert "\n" not in str(err.value)
+
+
+def _write_records(path, records):
+    """`records` in the format `path`'s suffix names: JSON Lines, one JSON array on one line, or parquet."""
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        pd.DataFrame(records).to_parquet(path)
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(records))
+    else:
+        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+
+
+@pytest.mark.parametrize("name", ["articles.jsonl", "articles.json", "articles.parquet"])
+@pytest.mark.parametrize("record", [{"text": "A story.", "summary": "Story."},
+                                    {"article": "A story " * 20_000, "summary": "Story."}])  # > the first read
+def test_plan_check_finds_a_local_file_without_the_fields_with_the_loaders_message(tmp_path, name, record):
+    path = tmp_path / name
+    _write_records(path, [record] * 3)
+    with pytest.raises(StepError) as loaded:
+        load_articles(str(path))
+    with pytest.raises(StepError, match=r"lacks field\(s\) \[") as checked:
+        STEP.check(_params(**{"eval.dataset": str(path)}))
+    assert str(checked.value) == str(loaded.value)
+
+
+@pytest.mark.parametrize("name, text", [
+    ("good.jsonl", '{"article": "A story.", "highlights": "Story."}\n{"text": "the loader checks the rest"}\n'),
+    ("bad.jsonl", "{not json\n"), ("cut.json", '[{"article": "A sto'), ("empty.json", "[]"), ("empty.jsonl", ""),
+    ("strings.json", '["A story."]'), ("bad.parquet", "not parquet"),
+])
+def test_plan_check_leaves_a_file_whose_first_record_it_cannot_fault_to_the_loader(tmp_path, name, text):
+    """Only the first record's fields are checked at plan time; what else is wrong the loader names, as before."""
+    path = tmp_path / name
+    path.write_text(text)
+    STEP.check(_params(**{"eval.dataset": str(path)}))
 
 
 def test_a_benchmark_runs_when_some_scenario_fits_the_engine():

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from mambapipe.pipeline.store import ArtifactStore
+
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = {"python -m": [sys.executable, "-m", "mambapipe"], "console script": ["mambapipe"]}
 
@@ -98,6 +100,17 @@ def test_failure_exits_nonzero_with_reason_last(tmp_path):
     last = out.stdout.rstrip().splitlines()[-1]
     assert "state-spaces/mamba-130m-hf" in last and "model.source=local model.path=" in last
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_a_local_dataset_without_the_fields_stops_the_plan_before_any_step(tmp_path):
+    """Not after download, convert and build have done their work, which only evaluate's loader would learn."""
+    dataset = tmp_path / "articles.jsonl"
+    dataset.write_text('{"text": "A story.", "summary": "Story."}\n')
+    out = run(COMMANDS["python -m"], tmp_path, f"eval.dataset={dataset}", "hydra.run.dir=run")
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert (f"problem evaluate: eval.dataset '{dataset}' lacks field(s) ['article', 'highlights'] (has ['text', "
+            "'summary'])") in out.stdout.replace("\n", "")
+    assert "▶" not in out.stdout and not list(ArtifactStore(tmp_path / "cache").artifacts())
 
 
 def test_mistyped_key_fails_at_compose(tmp_path):
