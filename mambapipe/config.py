@@ -6,10 +6,11 @@ mistyped key or a wrongly typed value fails when the config is composed, never a
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional, get_args, get_type_hints
+from typing import Any, Iterable, Optional, get_args, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -195,3 +196,32 @@ def _dataclass_in(annotation: Any) -> Optional[type]:
     if is_dataclass(annotation):
         return annotation
     return next((c for c in map(_dataclass_in, get_args(annotation)) if c is not None), None)
+
+
+def schema_key(dotted: str, schema: Optional[type] = MambapipeConfig) -> Optional[str]:
+    """The schema's key `dotted` most likely means: itself when the schema has it, else with each part the schema
+    lacks replaced by the closest field there; None when some part is close to none. Below a field that holds no
+    schema class (a dict, a list of plain values) any key is taken as is, as are list indices (eval.scenarios.0)."""
+    if schema is None or not dotted:
+        return dotted
+    part, dot, rest = dotted.partition(".")
+    inner: Optional[type] = schema
+    if not part.isdigit():  # an index keeps the list's item class; Hydra refuses one into no list itself
+        hints = get_type_hints(schema)
+        part = part if part in hints else close_key(part, hints)
+        if part is None:
+            return None
+        inner = _dataclass_in(hints[part])
+    fixed = schema_key(rest, inner)
+    return None if fixed is None else part + dot + fixed
+
+
+def close_key(name: str, keys: Iterable[str]) -> Optional[str]:
+    """The one of `keys` a mistyped `name` most likely meant (difflib's closest), None when none is close."""
+    close = difflib.get_close_matches(name, [k for k in keys if k != name], n=1)
+    return close[0] if close else None
+
+
+def key_hint(meant: Optional[str]) -> str:
+    """How an unknown key's error ends: the key it likely meant, else where the keys are listed."""
+    return f"did you mean {meant}?" if meant else "see python -m mambapipe --help"

@@ -3,7 +3,6 @@ strings, `device` and `backend` decided once for the whole run."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from mambapipe.config import unknown_keys
+from mambapipe.config import close_key, key_hint, unknown_keys
 from mambapipe.pipeline.step import StepError
 
 _CACHE_DIR_FIX = "set cache_dir (or MAMBAPIPE_CACHE) to a directory you can write to"
@@ -90,8 +89,8 @@ def resolve_config(cfg: DictConfig) -> Resolved:
 def _unknown_key_problem(config: dict[str, Any], dotted: str) -> str:
     parent, _, leaf = dotted.rpartition(".")
     siblings = {} if "[" in parent else lookup(config, parent) if parent else config  # no hints inside lists
-    close = difflib.get_close_matches(leaf, [k for k in siblings if k != leaf], n=1)
-    hint = f"did you mean {dotted[:-len(leaf)]}{close[0]}?" if close else "see python -m mambapipe --help"
+    close = close_key(leaf, siblings)
+    hint = key_hint(close and dotted[:-len(leaf)] + close)
     return f"{dotted} is not a config key (added with +?) and nothing reads it; {hint}"
 
 

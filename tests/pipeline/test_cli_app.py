@@ -113,9 +113,29 @@ def test_a_local_dataset_without_the_fields_stops_the_plan_before_any_step(tmp_p
     assert "▶" not in out.stdout and not list(ArtifactStore(tmp_path / "cache").artifacts())
 
 
-def test_mistyped_key_fails_at_compose(tmp_path):
-    out = run(COMMANDS["python -m"], tmp_path, "build.max_batch_sise=16")
-    assert out.returncode != 0 and "max_batch_sise" in out.stderr
+def test_a_mistyped_key_is_one_line_naming_the_key_meant(tmp_path):
+    """Before Hydra composes: its own error spans six lines and suggests `+build.max_batch_sise=16`."""
+    out = run(COMMANDS["python -m"], tmp_path, "recipe=mamba_130m", "build.max_batch_sise=16", "hydra.run.dir=run")
+    assert out.returncode == 1 and out.stderr == ""
+    assert out.stdout == "FAILED build.max_batch_sise is not a config key; did you mean build.max_batch_size?\n"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, shows", [
+    (["--cfg", "job", "recipe=bench_codestral", "model=mamba_130m", "eval.scenarios.0.batch=3", "+extra=1",
+      "hydra.run.dir=run"], "batch: 3"),
+    (["--cfg", "hydra", "hydra/launcher=mambapipe_slurm", "hydra.launcher.partition=gpu"], "partition: gpu"),
+    (["-sc", "install=bash"], "hydra_bash_completion"),
+])
+def test_what_hydra_accepts_passes_the_key_check(tmp_path, args, shows):
+    out = run(COMMANDS["python -m"], tmp_path, *args)
+    assert out.returncode == 0 and shows in out.stdout, out.stdout + out.stderr
+
+
+def test_a_sweep_passes_the_key_check(tmp_path):
+    out = run(COMMANDS["python -m"], tmp_path, "-m", "dtype=float32,bfloat16", "plan_only=true", "hydra.sweep.dir=s")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "dtype=float32" in out.stdout and "dtype=bfloat16" in out.stdout
 
 
 def test_cache_console_script(tmp_path):

@@ -1,0 +1,62 @@
+"""The command line's key check (mambapipe.cli.unknown_key_problem), run before Hydra composes: a key the
+schema lacks is one line with the key it likely meant; whatever Hydra accepts passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import OmegaConf
+
+from mambapipe.cli import unknown_key_problem
+from mambapipe.config import CONFIG_DIR
+
+RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))
+
+
+def dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every key of a plain config, nested ones and list items included: {'a': [{'b': 1}]} -> a, a.0, a.0.b."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    keys = []
+    for key, value in items:
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        keys += [dotted, *dotted_keys(value, dotted)]
+    return keys
+
+
+@pytest.mark.parametrize("recipe", [None, *RECIPES])
+def test_every_key_of_a_composed_config_passes(compose_config, recipe):
+    cfg = compose_config(*([f"recipe={recipe}"] if recipe else []))
+    keys = dotted_keys(OmegaConf.to_container(cfg))
+    assert {"model.arch.n_groups", "build.max_batch_size", "steps.0"} <= set(keys)
+    assert unknown_key_problem([f"{key}=1" for key in keys]) is None
+
+
+@pytest.mark.parametrize("override, meant", [
+    ("build.max_batch_szie=16", "did you mean build.max_batch_size?"),
+    ("biuld.max_batch_size=16", "did you mean build.max_batch_size?"),  # a mistyped middle part: the whole path
+    ("model.arhc.n_grups=2", "did you mean model.arch.n_groups?"),
+    ("eval.scenarios.0.batc=2", "did you mean eval.scenarios.0.batch?"),
+    ("recipie=quickstart", "did you mean recipe?"),
+    ("xyz=1", "see python -m mambapipe --help"),
+    ("model.arch.xyz=1", "see python -m mambapipe --help"),
+])
+def test_an_unknown_key_names_the_key_meant(override, meant):
+    key = override.partition("=")[0]
+    assert unknown_key_problem(["dtype=float32", override]) == f"{key} is not a config key; {meant}"
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "dtype=float32,bfloat16"], ["--cfg", "job", "tp_size=2"], ["--help"], ["--version"],
+    ["-sc", "install=bash"],
+    ["recipe=codestral_tp2", "model=mamba_130m", "hydra/launcher=mambapipe_slurm", "model@model=tiny_mamba"],
+    ["+extra=1", "++eval.extra=2", "~model.revision"],  # resolve_config names added keys nothing reads
+    ["hydra.run.dir=x", "hydra.job.chdir=true"],
+    ["model.allow_patterns=[a]", "eval.scenarios=[{batch:1}]", "steps.0=build"],
+    ["xyz=["],  # does not parse: Hydra says so
+    ["--bogus", "xyz=1"], ["--config-name", "mine", "xyz=1"], ["--config-dir", "/my/configs", "mygroup=a"],
+])
+def test_what_hydra_handles_itself_passes_silently(capsys, argv):
+    assert unknown_key_problem(argv) is None
+    assert capsys.readouterr() == ("", "")
