@@ -100,11 +100,16 @@ def print_table(rows: list[dict], baseline: int) -> None:
 
 
 def model_and_tp(text: str) -> tuple[str, int]:
-    """An argparse type: 'codestral_7b:2' -> ("codestral_7b", 2), checked before any source is written."""
+    """An argparse type: 'codestral_7b:2' -> ("codestral_7b", 2), checked before any source is written (the
+    split too, as the pipeline's plan checks tp_size: the converter would refuse it only once the source is)."""
     name, _, tp = text.partition(":")
     if name not in MODELS or not tp.isdigit() or int(tp) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected MODEL:TP, TP a positive integer and MODEL one of "
                                          f"{', '.join(MODELS)}")
+    problems = model_spec(name).tp_problems(int(tp))
+    if problems:
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot split {name} {tp} ways: {'; '.join(problems)}; "
+                                         "pick a TP that divides them")
     return name, int(tp)
 
 

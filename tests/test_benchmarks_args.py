@@ -61,6 +61,15 @@ def test_convert_memory_refuses_a_malformed_run(capsys, run):
     assert "expected MODEL:TP" in capsys.readouterr().err
 
 
+def test_convert_memory_refuses_a_split_the_model_cannot_take(capsys):
+    """mamba2_130m has one group: converting it 2 ways fails, but only after its 247 MB source is written."""
+    with pytest.raises(SystemExit) as exit_info:
+        convert_memory.parse_args(["--runs", "mamba2_130m:2"])
+    assert exit_info.value.code == 2
+    assert ("'mamba2_130m:2': cannot split mamba2_130m 2 ways: ngroups=1 is not divisible by tp_size=2; "
+            "pick a TP that divides them") in capsys.readouterr().err
+
+
 def test_convert_memory_runs_parse():
     assert convert_memory.parse_args(["--runs", "tiny_mamba2:2"]).runs == [("tiny_mamba2", 2)]
     assert convert_memory.parse_args([]).runs[0] == ("mamba_2p8b", 1)
