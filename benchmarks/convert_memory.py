@@ -73,7 +73,12 @@ def _itemsize(dtype: str) -> int:
 
 
 def child(code: str, *args: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True, cwd=REPO)
+    """The JSON that `code`, run in a fresh interpreter, prints last. A failed child exits this script with its
+    last error line: the child's stderr is captured, so a traceback here would only say that it failed."""
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
+    if done.returncode:
+        why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        sys.exit(f"a measuring child failed: {why}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

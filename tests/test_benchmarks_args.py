@@ -70,6 +70,12 @@ def test_convert_memory_refuses_a_split_the_model_cannot_take(capsys):
             "pick a TP that divides them") in capsys.readouterr().err
 
 
+def test_convert_memory_a_failed_child_exits_with_its_last_error_line():
+    with pytest.raises(SystemExit) as exit_info:
+        convert_memory.child("raise ValueError('first line\\nlast line')")
+    assert exit_info.value.code == "a measuring child failed: last line"
+
+
 def test_convert_memory_runs_parse():
     assert convert_memory.parse_args(["--runs", "tiny_mamba2:2"]).runs == [("tiny_mamba2", 2)]
     assert convert_memory.parse_args([]).runs[0] == ("mamba_2p8b", 1)
