@@ -1,4 +1,4 @@
-"""The command line's key check (mambapipe.cli.unknown_key_problem), run before Hydra composes: a key the
+"""The command line's key check (mambapipe.cli_keys.unknown_key_problem), run before Hydra composes: a key the
 schema lacks is one line with the key it likely meant; whatever Hydra accepts passes."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from mambapipe.cli import unknown_key_problem
+from mambapipe.cli_keys import unknown_key_problem
 from mambapipe.config import CONFIG_DIR
 
 RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))

@@ -1,0 +1,59 @@
+"""The command line's keys, checked against the schema before Hydra composes: a mistyped key gets one line
+naming the key it likely meant, where Hydra's own error spans six lines and suggests `+key`."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Optional
+
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
+from hydra.errors import HydraException
+
+from mambapipe.config import CONFIG_DIR, close_key, key_hint, schema_key
+
+
+def unknown_key_problem(argv: list[str]) -> Optional[str]:
+    """The first override of `argv` that sets a key the schema lacks, as one line with the key it likely meant.
+    Checked before Hydra composes: its own error for a mistyped key spans six lines and suggests `+key`, which
+    would add the typo as a new key that no step reads."""
+    groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
+    for key in _changed_keys(_overrides(argv), groups):
+        meant = schema_key(key) or close_key(key, groups)
+        if meant != key:
+            return f"{key} is not a config key; {key_hint(meant)}"
+    return None
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    """The overrides of a command line, as Hydra's own argument parser reads them. None when Hydra will refuse
+    the line itself, or when the schema may not be what they set: another config (--config-name, --config-path,
+    --config-dir), a rerun, or -sc (whose `install=bash` is no override)."""
+    try:
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # argparse's usage, --version
+            args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        return []
+    if args.shell_completion or args.config_path or args.config_name or args.config_dir or args.experimental_rerun:
+        return []
+    return args.overrides
+
+
+def _changed_keys(overrides: list[str], groups: set[str]) -> list[str]:
+    """The config keys `overrides` change. Left out: overrides that do not parse (Hydra reports them),
+    `+key`/`++key`/`~key` (resolve_config names added keys that nothing reads), Hydra's own keys, and config
+    group choices (recipe=..., hydra/launcher=..., group@package=...)."""
+    parser, keys = OverridesParser.create(), []
+    for text in overrides:
+        try:
+            override = parser.parse_override(text)
+        except HydraException:
+            continue
+        key = override.key_or_group
+        if (override.type == OverrideType.CHANGE and override.package is None and "/" not in key
+                and key not in groups and key.partition(".")[0] != "hydra"):
+            keys.append(key)
+    return keys
