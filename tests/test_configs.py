@@ -121,6 +121,13 @@ def test_a_key_added_with_plus_outside_the_schema_is_a_plan_problem(compose_conf
     assert plan_for(compose_config("recipe=codestral_tp2")).problems == []
 
 
+@pytest.mark.parametrize("source", ["synthetic", "hub"])
+def test_a_model_path_the_source_does_not_read_is_a_plan_problem(compose_config, tmp_path, source):
+    problems = plan_for(compose_config(f"model.source={source}", f"model.path={tmp_path}")).problems
+    assert (f"model.path is set but model.source={source} reads no path: add model.source=local to use {tmp_path}, "
+            "or drop model.path") in problems
+
+
 def test_default_is_quickstart_offline_on_cpu(compose_config):
     cfg = compose_config()
     assert cfg.model.source.value == "synthetic" and cfg.device.value == "cpu" and cfg.eval.dataset == "sample"

@@ -81,9 +81,19 @@ def resolve_config(cfg: DictConfig) -> Resolved:
         config["model"]["path"] = str(Path(config["model"]["path"]).expanduser().absolute())
     config["device"], device_why, device_problem = resolve_device(config["device"])
     config["backend"], backend_why = resolve_backend(config["backend"], config["device"])
-    problems = [*map(partial(_unknown_key_problem, config), unknown_keys(config)), device_problem,
-                cache_dir_problem(Path(config["cache_dir"]))]
+    problems = [*map(partial(_unknown_key_problem, config), unknown_keys(config)), unread_path_problem(config),
+                device_problem, cache_dir_problem(Path(config["cache_dir"]))]
     return Resolved(config, device_why, backend_why, tuple(p for p in problems if p))
+
+
+def unread_path_problem(config: dict[str, Any]) -> Optional[str]:
+    """model.path set for a source that reads none: most likely model.source=local was meant, and the run
+    would otherwise make (or download) some other model without a word."""
+    source = config["model"]["source"]
+    if config["model"]["path"] is None or source == "local":
+        return None
+    return (f"model.path is set but model.source={source} reads no path: add model.source=local to use "
+            f"{config['model']['path']}, or drop model.path")
 
 
 def _unknown_key_problem(config: dict[str, Any], dotted: str) -> str:
