@@ -10,7 +10,7 @@ import difflib
 from dataclasses import dataclass, field, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Optional, get_args, get_type_hints
+from typing import Any, Iterable, Optional, get_args, get_origin, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -198,22 +198,28 @@ def _dataclass_in(annotation: Any) -> Optional[type]:
     return next((c for c in map(_dataclass_in, get_args(annotation)) if c is not None), None)
 
 
-def schema_key(dotted: str, schema: Optional[type] = MambapipeConfig) -> Optional[str]:
+def schema_key(dotted: str, schema: Optional[type] = MambapipeConfig, listed: bool = False) -> Optional[str]:
     """The schema's key `dotted` most likely means: itself when the schema has it, else with each part the schema
-    lacks replaced by the closest field there; None when some part is close to none. Below a field that holds no
-    schema class (a dict, a list of plain values) any key is taken as is, as are list indices (eval.scenarios.0)."""
+    lacks replaced by the closest field there (and a list's missing index put in as 0); None when some part is
+    close to none. Below a field that holds no schema class (a dict, a list of plain values) any key is taken as
+    is. `listed`: `dotted` starts inside a list of `schema` items, where an index comes first."""
     if schema is None or not dotted:
         return dotted
     part, dot, rest = dotted.partition(".")
-    inner: Optional[type] = schema
-    if not part.isdigit():  # an index keeps the list's item class; Hydra refuses one into no list itself
-        hints = get_type_hints(schema)
-        part = part if part in hints else close_key(part, hints)
-        if part is None:
-            return None
-        inner = _dataclass_in(hints[part])
-    fixed = schema_key(rest, inner)
+    if listed:  # eval.scenarios.0.batch; Hydra reads eval.scenarios.batch as a bad index
+        fixed = schema_key(rest, schema) if part.isdigit() else schema_key(dotted, schema)
+        return None if fixed is None else (part + dot if part.isdigit() else "0.") + fixed
+    hints = get_type_hints(schema)
+    part = part if part in hints else close_key(part, hints)
+    if part is None:
+        return None
+    fixed = schema_key(rest, _dataclass_in(hints[part]), _is_list(hints[part]))
     return None if fixed is None else part + dot + fixed
+
+
+def _is_list(annotation: Any) -> bool:
+    """Whether a field holds a list (also inside Optional[...])."""
+    return get_origin(annotation) is list or any(map(_is_list, get_args(annotation)))
 
 
 def close_key(name: str, keys: Iterable[str]) -> Optional[str]:

@@ -19,6 +19,7 @@ from mambapipe.pipeline.step import StepError
 INPUT_FIELD = "article"
 REFERENCE_FIELD = "highlights"
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+FIRST_RECORD_MAX_CHARS = 1 << 24  # 16 Mi: the plan's first-record check never holds a whole large file in memory
 _WITHOUT_HUB = ("set eval.dataset=sample (the bundled sample) or eval.dataset=/path/to/articles.jsonl (or "
                 f".parquet) with {INPUT_FIELD!r} and {REFERENCE_FIELD!r} fields")
 _JSON_SHAPES = (f"write JSON Lines (one JSON object per line) or one JSON array of objects, each with {INPUT_FIELD!r} "
@@ -102,11 +103,12 @@ def _parquet_fields(path: Path) -> Optional[list[str]]:
 
 def _first_json_record(path: Path) -> Any:
     """The first value of a JSON Lines file, or the first element of a JSON array, reading only as far as it ends
-    (twice as much text each try, so a large file is not read whole); None when the file ends first."""
+    (twice as much text each try) and at most FIRST_RECORD_MAX_CHARS; None when no record ends by then (text that
+    is no JSON, e.g. a compressed file datasets can still open: the loader judges it)."""
     decoder = json.JSONDecoder()
     with path.open(encoding="utf-8-sig", errors="replace") as file:
         text, size = "", 1 << 16
-        while chunk := file.read(size):
+        while len(text) < FIRST_RECORD_MAX_CHARS and (chunk := file.read(size)):
             text, size = text + chunk, size * 2
             start = text.lstrip()
             try:

@@ -90,7 +90,7 @@ def unread_path_problem(config: dict[str, Any]) -> Optional[str]:
     """model.path set for a source that reads none: most likely model.source=local was meant, and the run
     would otherwise make (or download) some other model without a word."""
     source = config["model"]["source"]
-    if config["model"]["path"] is None or source == "local":
+    if not config["model"]["path"] or source == "local":  # '' as unset as null
         return None
     return (f"model.path is set but model.source={source} reads no path: add model.source=local to use "
             f"{config['model']['path']}, or drop model.path")

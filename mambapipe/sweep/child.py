@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def main(argv: list[str]) -> int:
         log.error("sweep job crashed", exc_info=True)
         update_job_record(run_dir, reason=crash_summary(exc))
         return 1
+    # The run is over and recorded in run.json: a Ctrl-C from here on (this interpreter's shutdown takes a
+    # second) would only turn a finished job's exit status into a kill. The launcher's second Ctrl-C still kills.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     update_job_record(run_dir, reason=result.reason)
     if result.interrupted:
         return INTERRUPTED_EXIT

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from hydra import initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from mambapipe.config import CONFIG_DIR
 from mambapipe.sweep.record import SWEEP_CONFIG
@@ -34,25 +34,27 @@ class ExpectedJob:
     run_dir: Optional[Path]  # where the job writes; None unless hydra.sweep.subdir is the default
 
 
-def read_sweep_config(sweep_dir: Path) -> Optional[DictConfig]:
-    """The sweep's multirun.yaml (None when there is none, or it cannot be read)."""
+def read_sweep_config(sweep_dir: Path) -> Optional[dict[str, Any]]:
+    """The `hydra` part of the sweep's multirun.yaml as plain values, interpolations left as written (as
+    Hydra's sweeper reads its arguments: `${hydra.job.num}` in an override means each job's own number);
+    None when there is none or it cannot be read."""
     try:
-        return OmegaConf.load(Path(sweep_dir) / SWEEP_CONFIG)
+        hydra = OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / SWEEP_CONFIG), resolve=False)["hydra"]
     except Exception as exc:  # noqa: BLE001 - OSError, YAML and OmegaConf errors alike: unknown
         log.debug("cannot read %s of %s: %s", SWEEP_CONFIG, sweep_dir, exc)
         return None
+    return hydra if isinstance(hydra, dict) else None
 
 
 def expected_jobs(sweep_dir: Path) -> Optional[list[ExpectedJob]]:
     """Every job of the sweep that last ran in `sweep_dir`, in job order; None when that cannot be known."""
-    config = read_sweep_config(sweep_dir)
+    hydra = read_sweep_config(sweep_dir)
     try:
-        hydra = config.hydra
-        if hydra.sweeper._target_ != BASIC_SWEEPER:
+        if hydra["sweeper"]["_target_"] != BASIC_SWEEPER:
             return None
-        arguments = [f"{key}={value}" for key, value in (hydra.sweeper.params or {}).items()]
-        jobs = _expand(arguments + list(hydra.overrides.task))
-        subdir = OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir")
+        arguments = [f"{key}={value}" for key, value in (hydra["sweeper"].get("params") or {}).items()]
+        jobs = _expand(arguments + list(hydra["overrides"]["task"]))
+        subdir = hydra["sweep"].get("subdir")
     except Exception as exc:  # noqa: BLE001 - a summary without the never-started jobs beats no summary
         log.debug("the jobs of %s are not known: %s", sweep_dir, exc)
         return None

@@ -109,8 +109,8 @@ def _record_exit(run_dir: Path, code: int, seconds: float, interrupted: bool = F
 def _exit_reason(child_reason: str | None, code: int, interrupted: bool) -> str:
     if interrupted and code == -signal.SIGKILL:
         return "interrupted: killed by a second Ctrl-C"
-    if interrupted and code == -signal.SIGINT:  # stopped before the child could catch it
-        return "interrupted"
+    if interrupted and code == -signal.SIGINT:  # stopped where the child could not catch it
+        return child_reason or "interrupted"
     if code < 0:  # killed by a signal (the OOM killer sends SIGKILL): the child wrote no reason
         return f"job process killed by signal {-code}"
     return child_reason or ("interrupted" if interrupted else f"job process exited with code {code}")

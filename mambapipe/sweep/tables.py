@@ -8,7 +8,6 @@ import shlex
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -68,9 +67,9 @@ def rerun_command(row: JobRow) -> str:
 def resume_sweep_command(sweep_dir: Path) -> Optional[str]:
     """The command that runs the sweep in `sweep_dir` again, into the same directory (None when its
     multirun.yaml, which holds the sweep's command-line overrides, cannot be read)."""
-    config = read_sweep_config(sweep_dir)
-    overrides = OmegaConf.select(config, "hydra.overrides") if config is not None else None
-    if overrides is None:
+    hydra = read_sweep_config(sweep_dir)
+    overrides = (hydra or {}).get("overrides")
+    if not isinstance(overrides, dict):
         return None
     kept = [o for o in overrides.get("hydra") or [] if o.partition("=")[0] not in ("hydra.mode", "hydra.sweep.dir")]
     arguments = [*(overrides.get("task") or []), *kept, f"hydra.sweep.dir={hydra_quoted(str(sweep_dir))}"]

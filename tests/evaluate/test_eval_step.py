@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -126,6 +127,28 @@ def test_plan_check_leaves_a_file_whose_first_record_it_cannot_fault_to_the_load
     path = tmp_path / name
     path.write_text(text)
     STEP.check(_params(**{"eval.dataset": str(path)}))
+
+
+def test_plan_check_reads_no_further_than_its_cap_for_a_record(tmp_path, monkeypatch):
+    """Text that never makes a JSON record (a gzip file datasets can still open) is not read whole at plan time."""
+    import mambapipe.evaluate.data as data
+
+    path = tmp_path / "packed.jsonl"
+    path.write_bytes(bytes(range(256)) * 4096)  # 1 MiB of no JSON
+    reads: list[int] = []
+    real_open = Path.open
+
+    def counting_open(self, *args, **kwargs):
+        handle = real_open(self, *args, **kwargs)
+        if self != path:
+            return handle
+        read = handle.read
+        handle.read = lambda size=-1: reads.append(len(text := read(size))) or text
+        return handle
+    monkeypatch.setattr(data, "FIRST_RECORD_MAX_CHARS", 1 << 17)
+    monkeypatch.setattr(Path, "open", counting_open)
+    STEP.check(_params(**{"eval.dataset": str(path)}))
+    assert 0 < sum(reads) <= 3 << 16  # 64 Ki then 128 Ki, and no further read past the 128 Ki cap
 
 
 def test_a_benchmark_runs_when_some_scenario_fits_the_engine():

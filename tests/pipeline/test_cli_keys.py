@@ -38,6 +38,7 @@ def test_every_key_of_a_composed_config_passes(compose_config, recipe):
     ("biuld.max_batch_size=16", "did you mean build.max_batch_size?"),  # a mistyped middle part: the whole path
     ("model.arhc.n_grups=2", "did you mean model.arch.n_groups?"),
     ("eval.scenarios.0.batc=2", "did you mean eval.scenarios.0.batch?"),
+    ("eval.scenarios.batch=2", "did you mean eval.scenarios.0.batch?"),  # a list's index left out
     ("recipie=quickstart", "did you mean recipe?"),
     ("xyz=1", "see python -m mambapipe --help"),
     ("model.arch.xyz=1", "see python -m mambapipe --help"),

@@ -19,16 +19,18 @@ from mambapipe.sweep.cli import main as sweep_cli
 from mambapipe.sweep.expected import BASIC_SWEEPER, expected_jobs
 from mambapipe.sweep.job import _record_exit, _wait_through_interrupts
 from mambapipe.sweep.summary import collect_rows
+from mambapipe.sweep.tables import resume_sweep_command
 from sweep_support import summarize_metrics, write_job
 
 
-def write_multirun_yaml(sweep_dir: Path, *task: str, params: dict | None = None,
-                        subdir: str = "${hydra.job.num}", sweeper: str = BASIC_SWEEPER) -> None:
+def write_multirun_yaml(sweep_dir: Path, *task: str, params: dict | None = None, subdir: str = "${hydra.job.num}",
+                        sweeper: str = BASIC_SWEEPER, hydra_overrides: tuple[str, ...] | list[str] = ()) -> None:
     """The parts of Hydra's multirun.yaml that say which jobs a sweep runs."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     hydra = {"sweep": {"dir": str(sweep_dir), "subdir": subdir},
              "sweeper": {"_target_": sweeper, "max_batch_size": None, "params": params},
-             "overrides": {"hydra": ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}"], "task": list(task)}}
+             "overrides": {"hydra": ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}", *hydra_overrides],
+                           "task": list(task)}}
     (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
 
 
@@ -40,6 +42,17 @@ def test_expected_jobs_expand_as_the_basic_sweeper_does(tmp_path):
     assert jobs[0].overrides == ["seed=1", "recipe=quickstart", "dtype=float32", "eval.max_ite=1"]
     assert jobs[7].overrides == ["seed=2", "recipe=quickstart", "dtype=bfloat16", "eval.max_ite=2"]
     assert jobs[3].run_dir == tmp_path / "3"
+
+
+def test_interpolations_in_the_sweep_stay_as_written(tmp_path):
+    """Resolving them would bake one job's value into every job (or fail outside a job, for hydra.job.num)."""
+    write_multirun_yaml(tmp_path, "eval.max_ite=1,2", "eval.output_len=${eval.max_ite}",
+                        hydra_overrides=["hydra.sweep.subdir=j_${hydra.job.num}"])
+    # As Hydra writes a job's overrides.yaml: the interpolation escaped, which its override parser reads back.
+    assert expected_jobs(tmp_path)[1].overrides == ["eval.max_ite=2", "eval.output_len=$\\{eval.max_ite\\}"]
+    assert resume_sweep_command(tmp_path) == (
+        "python -m mambapipe -m eval.max_ite=1,2 'eval.output_len=${eval.max_ite}' "
+        f"'hydra.sweep.subdir=j_${{hydra.job.num}}' hydra.sweep.dir={tmp_path}")
 
 
 def test_expected_jobs_glob_a_config_group_outside_a_running_app(tmp_path):
@@ -157,6 +170,7 @@ def test_without_ctrl_c_the_child_just_ends():
     (130, "evaluate: interrupted", "evaluate: interrupted"),
     (130, None, "interrupted"),
     (-signal.SIGINT, None, "interrupted"),
+    (-signal.SIGINT, "download: interrupted", "download: interrupted"),  # killed while it shut down
     (-signal.SIGKILL, None, "interrupted: killed by a second Ctrl-C"),
     (0, None, None),  # it finished before it heard the Ctrl-C
 ])
@@ -195,5 +209,23 @@ def test_a_child_stopped_before_the_runner_took_over_records_the_interrupt(tmp_p
     monkeypatch.setattr(logging.root, "handlers", [])  # main's basicConfig adds its handlers to a clean root
     assert child.main([str(tmp_path), "[]"]) == 130
     assert json.loads((tmp_path / "sweep_job.json").read_text())["reason"] == "interrupted"
+    for handler in logging.root.handlers:
+        handler.close()
+
+
+def test_a_child_whose_run_is_over_ignores_a_late_ctrl_c(tmp_path, monkeypatch):
+    """Its interpreter's shutdown takes a second: a Ctrl-C then must not record a finished job as killed."""
+    import logging
+    from types import SimpleNamespace
+
+    from mambapipe.sweep import child
+
+    finished = SimpleNamespace(reason=None, interrupted=False, failed=False)
+    monkeypatch.setattr(child, "_run", lambda run_dir, overrides: finished)
+    monkeypatch.setattr(logging.root, "handlers", [])
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: calls.append((sig, handler)))
+    calls: list = []
+    assert child.main([str(tmp_path), "[]"]) == 0
+    assert calls == [(signal.SIGINT, signal.SIG_IGN)]
     for handler in logging.root.handlers:
         handler.close()
