@@ -13,7 +13,7 @@ from rich.markup import escape
 from mambapipe.cli_keys import unknown_key_problem
 from mambapipe.config import CONFIG_DIR, register_configs
 from mambapipe.pipeline.report import make_console
-from mambapipe.pipeline.runner import run_recipe
+from mambapipe.pipeline.runner import command_line_config_dirs, run_recipe
 
 register_configs()
 INTERRUPTED_EXIT = 130  # what shells report for a command stopped by Ctrl-C (128 + SIGINT)
@@ -46,6 +46,7 @@ def _hydra_app(cfg: DictConfig) -> None:
         from mambapipe.sweep.job import run_isolated_job
         run_isolated_job(cfg, hydra_cfg)
         return
-    result = run_recipe(cfg, run_dir=hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task))
+    result = run_recipe(cfg, run_dir=hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task),
+                        config_dirs=command_line_config_dirs(hydra_cfg.runtime.config_sources))
     if result.failed:
         sys.exit(INTERRUPTED_EXIT if result.interrupted else 1)

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from filelock import Timeout
 from omegaconf import DictConfig, OmegaConf
@@ -57,9 +57,12 @@ class RunResult:
 
 
 def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = (),
-               steps: Optional[Sequence[Step]] = None, console: Optional[Console] = None) -> RunResult:
-    """Plan and run the pipeline `cfg` describes; `steps` defaults to the four real steps."""
+               steps: Optional[Sequence[Step]] = None, console: Optional[Console] = None,
+               config_dirs: Sequence[str] = ()) -> RunResult:
+    """Plan and run the pipeline `cfg` describes; `steps` defaults to the four real steps. `overrides` and
+    `config_dirs` (the command line's --config-dir) are the command the resume line repeats."""
     console = console or make_console()
+    command = CommandLine(list(overrides), list(config_dirs))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in RUN_DIR_FILES:  # a reused run dir (hydra.run.dir=...) must not show an earlier run's results
@@ -67,7 +70,7 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     try:
         resolved = resolve_config(cfg)
     except StepError as exc:  # no plan can be made without the config, e.g. a mandatory value left ???
-        return _finish(console, run_dir, [], f"config: {exc}", overrides, resumable=False)
+        return _finish(console, run_dir, [], f"config: {exc}", command, resumable=False)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
     if steps is None:
         from mambapipe.steps import load_steps
@@ -78,9 +81,9 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     if plan.problems or plan_only:
         outcomes = [_not_run(plan, p) for p in plan.steps]
         reason = "; ".join(plan.problems) if plan.problems else None
-        return _finish(console, run_dir, outcomes, reason, overrides, resumable=False)
+        return _finish(console, run_dir, outcomes, reason, command, resumable=False)
     outcomes, reason, interrupted = _execute(plan, run_dir, list(overrides), console)
-    return _finish(console, run_dir, outcomes, reason, overrides, resumable=True, interrupted=interrupted)
+    return _finish(console, run_dir, outcomes, reason, command, resumable=True, interrupted=interrupted)
 
 
 def _not_run(plan: Plan, planned: PlannedStep) -> StepOutcome:
@@ -182,11 +185,28 @@ def _published(outcome: StepOutcome, run_dir: Path) -> StepOutcome:
     return outcome
 
 
-def resume_command(overrides: Sequence[str], run_dir: Path) -> str:
+@dataclass
+class CommandLine:
+    """What a run's command line said: its overrides, and the config dirs it added with --config-dir (where a
+    recipe of the user's own may live, so a command that repeats the run must name them too)."""
+    overrides: list[str]
+    config_dirs: list[str]
+
+
+def command_line_config_dirs(config_sources: Iterable[Any]) -> list[str]:
+    """The dirs of Hydra's runtime.config_sources that the command line added (--config-dir)."""
+    return [source["path"] for source in config_sources if source["provider"] == "command-line"]
+
+
+def resume_command(overrides: Sequence[str], run_dir: Path, config_dirs: Sequence[str] = ()) -> str:
     """The command that runs `overrides` again into `run_dir` (finished steps come from the cache)."""
     program = "mambapipe" if Path(sys.argv[0]).name == "mambapipe" else "python -m mambapipe"
-    arguments = [*overrides, f"hydra.run.dir={hydra_quoted(str(run_dir))}"]
+    arguments = [*config_dir_arguments(config_dirs), *overrides, f"hydra.run.dir={hydra_quoted(str(run_dir))}"]
     return " ".join([program, *map(shlex.quote, arguments)])
+
+
+def config_dir_arguments(config_dirs: Sequence[str]) -> list[str]:
+    return [argument for config_dir in config_dirs for argument in ("--config-dir", config_dir)]
 
 
 def hydra_quoted(value: str) -> str:
@@ -200,7 +220,7 @@ def hydra_quoted(value: str) -> str:
 
 
 def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str],
-            overrides: Sequence[str], resumable: bool, interrupted: bool = False) -> RunResult:
+            command: CommandLine, resumable: bool, interrupted: bool = False) -> RunResult:
     # `reason` and `finished` let a sweep summary tell a rerun by hand from the sweep's own run of a job.
     record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "finished": utc_now(),
               "versions": versions(), "git_commit": git_commit()}
@@ -211,6 +231,7 @@ def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason
     console.print(f"run directory: {run_dir}")
     if reason is not None:
         hint = "resume (finished steps are cached)" if resumable else "fix it, then run"
-        console.print(f"{hint}: {escape(resume_command(overrides, run_dir))}", soft_wrap=True)
+        resume = resume_command(command.overrides, run_dir, command.config_dirs)
+        console.print(f"{hint}: {escape(resume)}", soft_wrap=True)
         console.print(f"[red]FAILED[/] {escape(reason)}", soft_wrap=True)
     return RunResult(outcomes, reason, run_dir, interrupted)

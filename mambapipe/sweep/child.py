@@ -1,4 +1,4 @@
-"""The child process of one sweep job: `python -m mambapipe.sweep.child RUN_DIR OVERRIDES_JSON`,
+"""The child process of one sweep job: `python -m mambapipe.sweep.child RUN_DIR OVERRIDES_JSON CONFIG_DIRS_JSON`,
 the job's resolved config as YAML on stdin. Runs the recipe exactly as a single run would, in a fresh
 interpreter (no CUDA state or engine memory carried over from the previous job), and exits 1 on failure
 after writing the runner's one-line reason to sweep_job.json; 130 when Ctrl-C stopped it."""
@@ -20,12 +20,12 @@ INTERRUPTED_EXIT = 130
 
 
 def main(argv: list[str]) -> int:
-    run_dir, overrides = Path(argv[0]), json.loads(argv[1])
+    run_dir, overrides, config_dirs = Path(argv[0]), json.loads(argv[1]), json.loads(argv[2])
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "mambapipe.log")])
     update_job_record(run_dir, pid=os.getpid())
     try:
-        result = _run(run_dir, overrides)
+        result = _run(run_dir, overrides, config_dirs)
     except KeyboardInterrupt:  # outside any step (a step's own is the runner's to report): imports, the plan
         update_job_record(run_dir, reason="interrupted")
         return INTERRUPTED_EXIT
@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     return 1 if result.failed else 0
 
 
-def _run(run_dir: Path, overrides: list[str]):
+def _run(run_dir: Path, overrides: list[str], config_dirs: list[str]):
     # Imported here, under main's Ctrl-C guard: these imports take a second or more on a cold machine, and a
     # Ctrl-C pressed between two jobs lands in the next job's start as often as anywhere.
     from omegaconf import OmegaConf
@@ -50,7 +50,7 @@ def _run(run_dir: Path, overrides: list[str]):
     from mambapipe.pipeline.runner import run_recipe
 
     # Already composed, validated and resolved by Hydra in the parent: plain values suffice.
-    return run_recipe(OmegaConf.create(sys.stdin.read()), run_dir, overrides)
+    return run_recipe(OmegaConf.create(sys.stdin.read()), run_dir, overrides, config_dirs=config_dirs)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mambapipe.pipeline.provenance import utc_now
 from mambapipe.pipeline.report import make_console
+from mambapipe.pipeline.runner import command_line_config_dirs
 from mambapipe.sweep.gpus import lease_gpus
 from mambapipe.sweep.record import SWEEP_STAMP, read_job_record, record_outcome, sweep_config_digest, update_job_record
 
@@ -53,8 +54,9 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
         env = dict(os.environ) if gpus is None else {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
         update_job_record(run_dir, cuda_visible_devices=gpus, started=utc_now())
         started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "mambapipe.sweep.child", str(run_dir),
-                                  json.dumps(overrides)], stdin=subprocess.PIPE, text=True, env=env)
+        config_dirs = command_line_config_dirs(hydra_cfg.runtime.config_sources)
+        child = subprocess.Popen([sys.executable, "-m", "mambapipe.sweep.child", str(run_dir), json.dumps(overrides),
+                                  json.dumps(config_dirs)], stdin=subprocess.PIPE, text=True, env=env)
         _send_config(child, config_yaml)
         interrupted = _wait_through_interrupts(child, job_num)
         seconds = time.perf_counter() - started

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mambapipe.config import STEP_NAMES
-from mambapipe.pipeline.runner import hydra_quoted, resume_command
+from mambapipe.pipeline.runner import command_line_config_dirs, config_dir_arguments, hydra_quoted, resume_command
 from mambapipe.sweep.expected import read_sweep_config
 from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
 from mambapipe.sweep.summary import (FAILED, NOT_RUN, OK, OVERRIDES_FILE, ROUGE_KEYS, JobRow, job_label,
@@ -59,9 +59,18 @@ def markdown_table(rows: Sequence[JobRow]) -> list[str]:
     return lines
 
 
-def rerun_command(row: JobRow) -> str:
+def rerun_command(row: JobRow, config_dirs: Sequence[str] = ()) -> str:
     """The command that reruns just this job into its run dir, so a later summary reports the new outcome."""
-    return resume_command(row.overrides, row.run_dir)
+    return resume_command(row.overrides, row.run_dir, config_dirs)
+
+
+def sweep_config_dirs(sweep_dir: Path) -> list[str]:
+    """The config dirs the sweep's command line added (--config-dir), from its multirun.yaml."""
+    runtime = (read_sweep_config(sweep_dir) or {}).get("runtime") or {}
+    try:
+        return command_line_config_dirs(runtime.get("config_sources") or [])
+    except (KeyError, TypeError):  # a multirun.yaml not of Hydra's making
+        return []
 
 
 def resume_sweep_command(sweep_dir: Path) -> Optional[str]:
@@ -72,11 +81,12 @@ def resume_sweep_command(sweep_dir: Path) -> Optional[str]:
     if not isinstance(overrides, dict):
         return None
     kept = [o for o in overrides.get("hydra") or [] if o.partition("=")[0] not in ("hydra.mode", "hydra.sweep.dir")]
-    arguments = [*(overrides.get("task") or []), *kept, f"hydra.sweep.dir={hydra_quoted(str(sweep_dir))}"]
+    arguments = [*config_dir_arguments(sweep_config_dirs(sweep_dir)), *(overrides.get("task") or []), *kept,
+                 f"hydra.sweep.dir={hydra_quoted(str(sweep_dir))}"]
     return " ".join(["python -m mambapipe -m", *map(shlex.quote, arguments)])
 
 
-def failure_lines(rows: Sequence[JobRow]) -> list[str]:
+def failure_lines(rows: Sequence[JobRow], config_dirs: Sequence[str] = ()) -> list[str]:
     """Each failed job: why, and the command that reruns just it (finished steps come from the cache)."""
     lines = []
     for row in rows:
@@ -86,11 +96,11 @@ def failure_lines(rows: Sequence[JobRow]) -> list[str]:
         if OVERRIDES_FILE in row.unreadable:  # without its overrides a rerun would run some other config
             lines.append(f"  rerun: not known ({OVERRIDES_FILE} is unreadable)")
         else:
-            lines.append(f"  rerun: `{rerun_command(row)}`")
+            lines.append(f"  rerun: `{rerun_command(row, config_dirs)}`")
     return lines
 
 
-def not_run_lines(rows: Sequence[JobRow], resume: Optional[str]) -> list[str]:
+def not_run_lines(rows: Sequence[JobRow], resume: Optional[str], config_dirs: Sequence[str] = ()) -> list[str]:
     """Each job the sweep never started, with the command that runs just it into its job dir (when its dir
     is known), then the one that runs the whole sweep again into this directory."""
     lines = []
@@ -99,7 +109,7 @@ def not_run_lines(rows: Sequence[JobRow], resume: Optional[str]) -> list[str]:
             continue
         lines.append(f"- job {row.job}: `{' '.join(row.overrides)}`")
         if row.run_dir is not None:
-            lines.append(f"  run: `{rerun_command(row)}`")
+            lines.append(f"  run: `{rerun_command(row, config_dirs)}`")
     if resume:
         lines += ["", f"Or run the whole sweep again (finished steps come from the cache): `{resume}`"]
     return lines
@@ -127,9 +137,9 @@ def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: S
         lines += [left_out_line(left_out, sweep_dir), ""]
     lines += markdown_table(rows)
     if any(row.failed for row in rows):
-        lines += ["", "## Failed jobs", "", *failure_lines(rows)]
+        lines += ["", "## Failed jobs", "", *failure_lines(rows, sweep_config_dirs(sweep_dir))]
     if any(row.status == NOT_RUN for row in rows):
-        lines += ["", "## Jobs not run", "", *not_run_lines(rows, resume)]
+        lines += ["", "## Jobs not run", "", *not_run_lines(rows, resume, sweep_config_dirs(sweep_dir))]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     path.write_text("\n".join(lines) + "\n")

@@ -113,6 +113,16 @@ def test_a_local_dataset_without_the_fields_stops_the_plan_before_any_step(tmp_p
     assert "▶" not in out.stdout and not list(ArtifactStore(tmp_path / "cache").artifacts())
 
 
+def test_a_recipe_of_ones_own_in_a_config_dir_is_named_again_by_the_rerun_line(tmp_path):
+    """`-cd DIR recipe=NAME` reads DIR/recipe/NAME.yaml; a rerun without the -cd would not find it."""
+    (tmp_path / "mine" / "recipe").mkdir(parents=True)
+    (tmp_path / "mine" / "recipe" / "too_wide.yaml").write_text("# @package _global_\ntp_size: 3\n")
+    out = run(COMMANDS["python -m"], tmp_path, "-cd", str(tmp_path / "mine"), "recipe=too_wide", "hydra.run.dir=run")
+    assert out.returncode == 1 and "tp_size=3" in out.stdout, out.stdout + out.stderr
+    assert (f"fix it, then run: python -m mambapipe --config-dir {tmp_path / 'mine'} recipe=too_wide "
+            f"hydra.run.dir={tmp_path / 'run'}") in out.stdout
+
+
 def test_a_mistyped_key_is_one_line_naming_the_key_meant(tmp_path):
     """Before Hydra composes: its own error spans six lines and suggests `+build.max_batch_sise=16`."""
     out = run(COMMANDS["python -m"], tmp_path, "recipe=mamba_130m", "build.max_batch_sise=16", "hydra.run.dir=run")

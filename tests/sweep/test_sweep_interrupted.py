@@ -24,10 +24,13 @@ from sweep_support import summarize_metrics, write_job
 
 
 def write_multirun_yaml(sweep_dir: Path, *task: str, params: dict | None = None, subdir: str = "${hydra.job.num}",
-                        sweeper: str = BASIC_SWEEPER, hydra_overrides: tuple[str, ...] | list[str] = ()) -> None:
-    """The parts of Hydra's multirun.yaml that say which jobs a sweep runs."""
+                        sweeper: str = BASIC_SWEEPER, hydra_overrides: tuple[str, ...] | list[str] = (),
+                        config_dir: str | None = None) -> None:
+    """The parts of Hydra's multirun.yaml that say which jobs a sweep runs (and `-cd config_dir`)."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    hydra = {"sweep": {"dir": str(sweep_dir), "subdir": subdir},
+    sources = [{"path": "/repo/configs", "schema": "file", "provider": "main"}]
+    sources += [{"path": config_dir, "schema": "file", "provider": "command-line"}] if config_dir else []
+    hydra = {"sweep": {"dir": str(sweep_dir), "subdir": subdir}, "runtime": {"config_sources": sources},
              "sweeper": {"_target_": sweeper, "max_batch_size": None, "params": params},
              "overrides": {"hydra": ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}", *hydra_overrides],
                            "task": list(task)}}
@@ -205,9 +208,9 @@ def test_a_child_stopped_before_the_runner_took_over_records_the_interrupt(tmp_p
 
     from mambapipe.sweep import child
 
-    monkeypatch.setattr(child, "_run", lambda run_dir, overrides: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(child, "_run", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
     monkeypatch.setattr(logging.root, "handlers", [])  # main's basicConfig adds its handlers to a clean root
-    assert child.main([str(tmp_path), "[]"]) == 130
+    assert child.main([str(tmp_path), "[]", "[]"]) == 130
     assert json.loads((tmp_path / "sweep_job.json").read_text())["reason"] == "interrupted"
     for handler in logging.root.handlers:
         handler.close()
@@ -221,11 +224,22 @@ def test_a_child_whose_run_is_over_ignores_a_late_ctrl_c(tmp_path, monkeypatch):
     from mambapipe.sweep import child
 
     finished = SimpleNamespace(reason=None, interrupted=False, failed=False)
-    monkeypatch.setattr(child, "_run", lambda run_dir, overrides: finished)
+    monkeypatch.setattr(child, "_run", lambda *args: finished)
     monkeypatch.setattr(logging.root, "handlers", [])
     monkeypatch.setattr(signal, "signal", lambda sig, handler: calls.append((sig, handler)))
     calls: list = []
-    assert child.main([str(tmp_path), "[]"]) == 0
+    assert child.main([str(tmp_path), "[]", "[]"]) == 0
     assert calls == [(signal.SIGINT, signal.SIG_IGN)]
     for handler in logging.root.handlers:
         handler.close()
+
+
+def test_commands_that_finish_a_sweep_name_its_config_dir(tmp_path):
+    """A recipe of the user's own, found with -cd, must be found again by the commands that finish the sweep."""
+    sweep = tmp_path / "sweep"
+    write_multirun_yaml(sweep, "recipe=mine", "dtype=float32,bfloat16", config_dir="/home/me/recipes")
+    write_done_job(sweep, 0, ["recipe=mine", "dtype=float32"], exit_code=130, reason="build: interrupted")
+    assert sweep_cli(["summarize", str(sweep), "--no-plots"]) == 1
+    markdown = (sweep / "summary.md").read_text()
+    assert markdown.count("python -m mambapipe --config-dir /home/me/recipes recipe=mine dtype=") == 2  # rerun, run
+    assert resume_sweep_command(sweep).startswith("python -m mambapipe -m --config-dir /home/me/recipes recipe=mine ")

@@ -157,6 +157,6 @@ def test_child_records_a_crash_outside_the_steps(tmp_path, monkeypatch):
     from mambapipe.sweep.child import main as child_main
 
     monkeypatch.setattr("sys.stdin", io.StringIO("{}"))  # a config without cache_dir: the runner crashes
-    assert child_main([str(tmp_path), "[]"]) == 1
+    assert child_main([str(tmp_path), "[]", "[]"]) == 1
     record = json.loads((tmp_path / "sweep_job.json").read_text())
     assert record["reason"].startswith("unexpected KeyError") and isinstance(record["pid"], int)
