@@ -200,9 +200,13 @@ def command_line_config_dirs(config_sources: Iterable[Any]) -> list[str]:
 
 def resume_command(overrides: Sequence[str], run_dir: Path, config_dirs: Sequence[str] = ()) -> str:
     """The command that runs `overrides` again into `run_dir` (finished steps come from the cache)."""
-    program = "mambapipe" if Path(sys.argv[0]).name == "mambapipe" else "python -m mambapipe"
     arguments = [*config_dir_arguments(config_dirs), *overrides, f"hydra.run.dir={hydra_quoted(str(run_dir))}"]
-    return " ".join([program, *map(shlex.quote, arguments)])
+    return " ".join([program_name(), *map(shlex.quote, arguments)])
+
+
+def program_name() -> str:
+    """How the user started mambapipe: the console script, or `python -m mambapipe` (also for any other tool)."""
+    return "mambapipe" if Path(sys.argv[0]).name == "mambapipe" else "python -m mambapipe"
 
 
 def config_dir_arguments(config_dirs: Sequence[str]) -> list[str]:

@@ -20,8 +20,9 @@ from rich.markup import escape
 
 from mambapipe.pipeline.report import make_console
 from mambapipe.sweep.report import summarize_sweep
-from mambapipe.sweep.summary import NOT_RUN, JobRow
-from mambapipe.sweep.tables import count_line, print_table, resume_sweep_command
+from mambapipe.sweep.expected import SweepConfig
+from mambapipe.sweep.summary import JobRow
+from mambapipe.sweep.tables import count_line, print_table
 
 log = logging.getLogger(__name__)
 # The sweep dir of the multirun running in this process, for the summary after a Ctrl-C (Hydra then
@@ -60,8 +61,8 @@ def summarize_interrupted_sweep(console: Console) -> bool:
                       soft_wrap=True)
         return True
     console.print(f"[red]INTERRUPTED[/] {count_line(rows)}", soft_wrap=True)
-    resume = resume_sweep_command(_running_sweep_dir)
-    if resume and any(row.status == NOT_RUN for row in rows):
+    resume = SweepConfig.read(_running_sweep_dir).resume_command()
+    if resume and any(row.not_run for row in rows):
         console.print(f"finish it (finished steps come from the cache): {escape(resume)}", soft_wrap=True)
     return True
 

@@ -1,5 +1,6 @@
-"""The jobs a sweep was asked to run, read back from its multirun.yaml, so a summary made after an
-interrupted sweep can list the jobs that never started (they left no run dir to read).
+"""What a sweep's multirun.yaml says, for its summary: the jobs it was asked to run, so a summary made after an
+interrupted sweep can list the jobs that never started (they left no run dir to read), and the command line
+that runs it again (its overrides and --config-dir).
 
 Only Hydra's basic sweeper (the default) numbers its jobs in an order we can re-derive: its sweep
 parameters (`hydra.sweeper.params`, then the command line's task overrides) expanded as it expands them.
@@ -8,6 +9,7 @@ For any other sweeper, or a multirun.yaml that cannot be read, the jobs are unkn
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +22,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from mambapipe.config import CONFIG_DIR
+from mambapipe.pipeline.runner import (command_line_config_dirs, config_dir_arguments, hydra_quoted,
+                                       program_name)
 from mambapipe.sweep.record import SWEEP_CONFIG
 
 log = logging.getLogger(__name__)
@@ -34,33 +38,55 @@ class ExpectedJob:
     run_dir: Optional[Path]  # where the job writes; None unless hydra.sweep.subdir is the default
 
 
-def read_sweep_config(sweep_dir: Path) -> Optional[dict[str, Any]]:
-    """The `hydra` part of the sweep's multirun.yaml as plain values, interpolations left as written (as
-    Hydra's sweeper reads its arguments: `${hydra.job.num}` in an override means each job's own number);
-    None when there is none or it cannot be read."""
-    try:
-        hydra = OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / SWEEP_CONFIG), resolve=False)["hydra"]
-    except Exception as exc:  # noqa: BLE001 - OSError, YAML and OmegaConf errors alike: unknown
-        log.debug("cannot read %s of %s: %s", SWEEP_CONFIG, sweep_dir, exc)
-        return None
-    return hydra if isinstance(hydra, dict) else None
+@dataclass(frozen=True)
+class SweepConfig:
+    """The `hydra` part of a sweep's multirun.yaml as plain values, read once for everything a summary takes
+    from it, its interpolations left as written (as Hydra's sweeper reads its arguments: `${hydra.job.num}` in
+    an override means each job's own number). `hydra` is None when there is no file or it cannot be read."""
+    sweep_dir: Path
+    hydra: Optional[dict[str, Any]]
 
+    @classmethod
+    def read(cls, sweep_dir: Path) -> SweepConfig:
+        try:
+            hydra = OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / SWEEP_CONFIG), resolve=False)["hydra"]
+        except Exception as exc:  # noqa: BLE001 - OSError, YAML and OmegaConf errors alike: unknown
+            log.debug("cannot read %s of %s: %s", SWEEP_CONFIG, sweep_dir, exc)
+            hydra = None
+        return cls(Path(sweep_dir), hydra if isinstance(hydra, dict) else None)
 
-def expected_jobs(sweep_dir: Path) -> Optional[list[ExpectedJob]]:
-    """Every job of the sweep that last ran in `sweep_dir`, in job order; None when that cannot be known."""
-    hydra = read_sweep_config(sweep_dir)
-    try:
-        if hydra["sweeper"]["_target_"] != BASIC_SWEEPER:
+    def jobs(self) -> Optional[list[ExpectedJob]]:
+        """Every job of the sweep, in job order; None when that cannot be known."""
+        try:
+            if self.hydra["sweeper"]["_target_"] != BASIC_SWEEPER:
+                return None
+            arguments = [f"{key}={value}" for key, value in (self.hydra["sweeper"].get("params") or {}).items()]
+            jobs = _expand(arguments + list(self.hydra["overrides"]["task"]))
+            subdir = self.hydra["sweep"].get("subdir")
+        except Exception as exc:  # noqa: BLE001 - a summary without the never-started jobs beats no summary
+            log.debug("the jobs of %s are not known: %s", self.sweep_dir, exc)
             return None
-        arguments = [f"{key}={value}" for key, value in (hydra["sweeper"].get("params") or {}).items()]
-        jobs = _expand(arguments + list(hydra["overrides"]["task"]))
-        subdir = hydra["sweep"].get("subdir")
-    except Exception as exc:  # noqa: BLE001 - a summary without the never-started jobs beats no summary
-        log.debug("the jobs of %s are not known: %s", sweep_dir, exc)
-        return None
-    numbered_dirs = subdir == DEFAULT_SUBDIR
-    return [ExpectedJob(num, overrides, Path(sweep_dir) / str(num) if numbered_dirs else None)
-            for num, overrides in enumerate(jobs)]
+        numbered_dirs = subdir == DEFAULT_SUBDIR
+        return [ExpectedJob(num, overrides, self.sweep_dir / str(num) if numbered_dirs else None)
+                for num, overrides in enumerate(jobs)]
+
+    def config_dirs(self) -> list[str]:
+        """The config dirs the sweep's command line added (--config-dir)."""
+        runtime = (self.hydra or {}).get("runtime") or {}
+        try:
+            return command_line_config_dirs(runtime.get("config_sources") or [])
+        except (KeyError, TypeError):  # a multirun.yaml not of Hydra's making
+            return []
+
+    def resume_command(self) -> Optional[str]:
+        """The command that runs the sweep again, into the same directory; None without its overrides."""
+        overrides = (self.hydra or {}).get("overrides")
+        if not isinstance(overrides, dict):
+            return None
+        kept = [o for o in overrides.get("hydra") or [] if o.partition("=")[0] not in ("hydra.mode", "hydra.sweep.dir")]
+        arguments = [*config_dir_arguments(self.config_dirs()), *(overrides.get("task") or []), *kept,
+                     f"hydra.sweep.dir={hydra_quoted(str(self.sweep_dir))}"]
+        return " ".join([program_name(), "-m", *map(shlex.quote, arguments)])
 
 
 def _expand(arguments: list[str]) -> list[list[str]]:

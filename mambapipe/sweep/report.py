@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mambapipe.sweep.summary import NOT_RUN, JobRow, collect_rows
-from mambapipe.sweep.tables import resume_sweep_command, write_csv, write_markdown
+from mambapipe.sweep.summary import JobRow, collect_rows
+from mambapipe.sweep.tables import write_csv, write_markdown
 
 
 def summarize_sweep(sweep_dir: Path | str, plots: bool = True) -> list[JobRow]:
@@ -17,14 +17,15 @@ def summarize_sweep(sweep_dir: Path | str, plots: bool = True) -> list[JobRow]:
     sweep_dir = Path(os.path.abspath(sweep_dir))
     found = collect_rows(sweep_dir)
     rows = found.rows
-    if all(row.status == NOT_RUN for row in rows):  # no job dir at all: not a sweep dir, or a sweep stopped
+    if all(row.not_run for row in rows):  # no job dir at all: not a sweep dir, or a sweep stopped
         return []  # before its first job; either way nothing to summarize
     made: list = []
     if plots:
         from mambapipe.sweep.plots import write_plots  # matplotlib costs ~1 s: only sweeps pay it
 
-        made = write_plots([row for row in rows if row.status != NOT_RUN], sweep_dir)
+        made = write_plots([row for row in rows if not row.not_run], sweep_dir)
     write_csv(rows, sweep_dir / "summary.csv")
-    resume = resume_sweep_command(sweep_dir) if any(row.status == NOT_RUN for row in rows) else None
-    write_markdown(rows, sweep_dir / "summary.md", sweep_dir, made, left_out=found.earlier, resume=resume)
+    resume = found.sweep_config.resume_command() if any(row.not_run for row in rows) else None
+    write_markdown(rows, sweep_dir / "summary.md", sweep_dir, made, left_out=found.earlier, resume=resume,
+                   config_dirs=found.sweep_config.config_dirs())
     return rows

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mambapipe.config import STEP_NAMES
-from mambapipe.sweep.expected import ExpectedJob, expected_jobs
+from mambapipe.sweep.expected import ExpectedJob, SweepConfig
 from mambapipe.sweep.record import JOB_RECORD, RUN_JSON_STAMP, SWEEP_STAMP, sweep_config_digest
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -49,6 +49,10 @@ class JobRow:
     def ok(self) -> bool:
         return self.status == OK
 
+    @property
+    def not_run(self) -> bool:
+        return self.status == NOT_RUN
+
 
 @dataclass
 class SweepJobDirs:
@@ -61,6 +65,7 @@ class SweepJobDirs:
 class SweepRows:
     rows: list[JobRow]  # the jobs of the sweep that last ran in the directory: run dirs, then jobs not run
     earlier: list[Path]  # job dirs an earlier sweep into the same directory left
+    sweep_config: SweepConfig  # its multirun.yaml, as read for the rows
 
 
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
@@ -71,9 +76,10 @@ def find_run_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(dirs, key=lambda d: _job_sort_key(d.relative_to(sweep_dir)))
 
 
-def find_sweep_jobs(sweep_dir: Path) -> SweepJobDirs:
-    """The job dirs, split by the sweep they ran in. Only a job whose record names another multirun.yaml is
-    known to be stale; one that names none (an older mambapipe, a damaged record) is counted as ever."""
+def find_sweep_jobs(sweep_dir: Path, sweep_config: SweepConfig) -> SweepJobDirs:
+    """The job dirs, split by the sweep they ran in, and the sweep's jobs that have none. Only a job whose record
+    names another multirun.yaml is known to be stale; one that names none (an older mambapipe, a damaged record)
+    is counted as ever."""
     current_sweep = sweep_config_digest(sweep_dir)
     jobs = SweepJobDirs(current=[], earlier=[], not_started=[])
     started: set[int] = set()
@@ -84,7 +90,7 @@ def find_sweep_jobs(sweep_dir: Path) -> SweepJobDirs:
         (jobs.earlier if stale else jobs.current).append(run_dir)
         if not stale:
             started.add(_job_num(record, run_dir.relative_to(sweep_dir)))
-    jobs.not_started = [job for job in expected_jobs(sweep_dir) or [] if job.num not in started]
+    jobs.not_started = [job for job in sweep_config.jobs() or [] if job.num not in started]
     return jobs
 
 
@@ -111,9 +117,10 @@ def _job_sort_key(relative: Path) -> tuple:
 def collect_rows(sweep_dir: Path) -> SweepRows:
     """The rows of the sweep that last ran in the directory, and the job dirs left out."""
     sweep_dir = Path(sweep_dir)
-    jobs = find_sweep_jobs(sweep_dir)
+    sweep_config = SweepConfig.read(sweep_dir)
+    jobs = find_sweep_jobs(sweep_dir, sweep_config)
     rows = [read_row(sweep_dir, run_dir) for run_dir in jobs.current]
-    return SweepRows(rows + [not_run_row(sweep_dir, job) for job in jobs.not_started], jobs.earlier)
+    return SweepRows(rows + [not_run_row(sweep_dir, job) for job in jobs.not_started], jobs.earlier, sweep_config)
 
 
 def not_run_row(sweep_dir: Path, job: ExpectedJob) -> JobRow:

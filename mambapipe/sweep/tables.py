@@ -4,7 +4,6 @@ and a rich table on the console at the end of the sweep."""
 from __future__ import annotations
 
 import csv
-import shlex
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -13,8 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mambapipe.config import STEP_NAMES
-from mambapipe.pipeline.runner import command_line_config_dirs, config_dir_arguments, hydra_quoted, resume_command
-from mambapipe.sweep.expected import read_sweep_config
+from mambapipe.pipeline.runner import resume_command
 from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
 from mambapipe.sweep.summary import (FAILED, NOT_RUN, OK, OVERRIDES_FILE, ROUGE_KEYS, JobRow, job_label,
                                      varying_overrides)
@@ -64,28 +62,6 @@ def rerun_command(row: JobRow, config_dirs: Sequence[str] = ()) -> str:
     return resume_command(row.overrides, row.run_dir, config_dirs)
 
 
-def sweep_config_dirs(sweep_dir: Path) -> list[str]:
-    """The config dirs the sweep's command line added (--config-dir), from its multirun.yaml."""
-    runtime = (read_sweep_config(sweep_dir) or {}).get("runtime") or {}
-    try:
-        return command_line_config_dirs(runtime.get("config_sources") or [])
-    except (KeyError, TypeError):  # a multirun.yaml not of Hydra's making
-        return []
-
-
-def resume_sweep_command(sweep_dir: Path) -> Optional[str]:
-    """The command that runs the sweep in `sweep_dir` again, into the same directory (None when its
-    multirun.yaml, which holds the sweep's command-line overrides, cannot be read)."""
-    hydra = read_sweep_config(sweep_dir)
-    overrides = (hydra or {}).get("overrides")
-    if not isinstance(overrides, dict):
-        return None
-    kept = [o for o in overrides.get("hydra") or [] if o.partition("=")[0] not in ("hydra.mode", "hydra.sweep.dir")]
-    arguments = [*config_dir_arguments(sweep_config_dirs(sweep_dir)), *(overrides.get("task") or []), *kept,
-                 f"hydra.sweep.dir={hydra_quoted(str(sweep_dir))}"]
-    return " ".join(["python -m mambapipe -m", *map(shlex.quote, arguments)])
-
-
 def failure_lines(rows: Sequence[JobRow], config_dirs: Sequence[str] = ()) -> list[str]:
     """Each failed job: why, and the command that reruns just it (finished steps come from the cache)."""
     lines = []
@@ -105,7 +81,7 @@ def not_run_lines(rows: Sequence[JobRow], resume: Optional[str], config_dirs: Se
     is known), then the one that runs the whole sweep again into this directory."""
     lines = []
     for row in rows:
-        if row.status != NOT_RUN:
+        if not row.not_run:
             continue
         lines.append(f"- job {row.job}: `{' '.join(row.overrides)}`")
         if row.run_dir is not None:
@@ -131,15 +107,16 @@ def left_out_line(left_out: Sequence[Path], sweep_dir: Path) -> str:
 
 
 def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: Sequence[Path],
-                   left_out: Sequence[Path] = (), resume: Optional[str] = None) -> None:
+                   left_out: Sequence[Path] = (), resume: Optional[str] = None,
+                   config_dirs: Sequence[str] = ()) -> None:
     lines = ["# Sweep summary", "", f"Sweep directory: `{sweep_dir}`", "", count_line(rows), ""]
     if left_out:
         lines += [left_out_line(left_out, sweep_dir), ""]
     lines += markdown_table(rows)
     if any(row.failed for row in rows):
-        lines += ["", "## Failed jobs", "", *failure_lines(rows, sweep_config_dirs(sweep_dir))]
-    if any(row.status == NOT_RUN for row in rows):
-        lines += ["", "## Jobs not run", "", *not_run_lines(rows, resume, sweep_config_dirs(sweep_dir))]
+        lines += ["", "## Failed jobs", "", *failure_lines(rows, config_dirs)]
+    if any(row.not_run for row in rows):
+        lines += ["", "## Jobs not run", "", *not_run_lines(rows, resume, config_dirs)]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     path.write_text("\n".join(lines) + "\n")

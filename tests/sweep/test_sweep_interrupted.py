@@ -16,10 +16,9 @@ import yaml
 import mambapipe.cli as cli
 import mambapipe.sweep.callback as callback
 from mambapipe.sweep.cli import main as sweep_cli
-from mambapipe.sweep.expected import BASIC_SWEEPER, expected_jobs
+from mambapipe.sweep.expected import BASIC_SWEEPER, SweepConfig
 from mambapipe.sweep.job import _record_exit, _wait_through_interrupts
 from mambapipe.sweep.summary import collect_rows
-from mambapipe.sweep.tables import resume_sweep_command
 from sweep_support import summarize_metrics, write_job
 
 
@@ -40,7 +39,7 @@ def write_multirun_yaml(sweep_dir: Path, *task: str, params: dict | None = None,
 def test_expected_jobs_expand_as_the_basic_sweeper_does(tmp_path):
     write_multirun_yaml(tmp_path, "recipe=quickstart", "dtype=float32,bfloat16", "eval.max_ite=range(1,3)",
                         params={"seed": "1,2"})
-    jobs = expected_jobs(tmp_path)
+    jobs = SweepConfig.read(tmp_path).jobs()
     assert [job.num for job in jobs] == list(range(8))
     assert jobs[0].overrides == ["seed=1", "recipe=quickstart", "dtype=float32", "eval.max_ite=1"]
     assert jobs[7].overrides == ["seed=2", "recipe=quickstart", "dtype=bfloat16", "eval.max_ite=2"]
@@ -52,28 +51,29 @@ def test_interpolations_in_the_sweep_stay_as_written(tmp_path):
     write_multirun_yaml(tmp_path, "eval.max_ite=1,2", "eval.output_len=${eval.max_ite}",
                         hydra_overrides=["hydra.sweep.subdir=j_${hydra.job.num}"])
     # As Hydra writes a job's overrides.yaml: the interpolation escaped, which its override parser reads back.
-    assert expected_jobs(tmp_path)[1].overrides == ["eval.max_ite=2", "eval.output_len=$\\{eval.max_ite\\}"]
-    assert resume_sweep_command(tmp_path) == (
+    assert SweepConfig.read(tmp_path).jobs()[1].overrides == ["eval.max_ite=2", "eval.output_len=$\\{eval.max_ite\\}"]
+    assert SweepConfig.read(tmp_path).resume_command() == (
         "python -m mambapipe -m eval.max_ite=1,2 'eval.output_len=${eval.max_ite}' "
         f"'hydra.sweep.subdir=j_${{hydra.job.num}}' hydra.sweep.dir={tmp_path}")
 
 
 def test_expected_jobs_glob_a_config_group_outside_a_running_app(tmp_path):
     write_multirun_yaml(tmp_path, "model=glob(mamba2_*)")
-    assert [job.overrides for job in expected_jobs(tmp_path)] == [["model=mamba2_130m"], ["model=mamba2_2p7b"]]
+    jobs = SweepConfig.read(tmp_path).jobs()
+    assert [job.overrides for job in jobs] == [["model=mamba2_130m"], ["model=mamba2_2p7b"]]
 
 
 def test_expected_jobs_are_unknown_for_other_sweepers_and_unreadable_files(tmp_path):
     write_multirun_yaml(tmp_path, "dtype=float32,bfloat16", sweeper="hydra_plugins.optuna.OptunaSweeper")
-    assert expected_jobs(tmp_path) is None
+    assert SweepConfig.read(tmp_path).jobs() is None
     (tmp_path / "multirun.yaml").write_text("hydra: [unclosed\n")
-    assert expected_jobs(tmp_path) is None
-    assert expected_jobs(tmp_path / "absent") is None
+    assert SweepConfig.read(tmp_path).jobs() is None
+    assert SweepConfig.read(tmp_path / "absent").jobs() is None
 
 
 def test_a_custom_subdir_gives_jobs_without_a_known_dir(tmp_path):
     write_multirun_yaml(tmp_path, "dtype=float32,bfloat16", subdir="${hydra.job.override_dirname}")
-    assert [job.run_dir for job in expected_jobs(tmp_path)] == [None, None]
+    assert [job.run_dir for job in SweepConfig.read(tmp_path).jobs()] == [None, None]
 
 
 def write_done_job(sweep_dir: Path, num: int, overrides: list[str], exit_code: int = 0,
@@ -242,4 +242,5 @@ def test_commands_that_finish_a_sweep_name_its_config_dir(tmp_path):
     assert sweep_cli(["summarize", str(sweep), "--no-plots"]) == 1
     markdown = (sweep / "summary.md").read_text()
     assert markdown.count("python -m mambapipe --config-dir /home/me/recipes recipe=mine dtype=") == 2  # rerun, run
-    assert resume_sweep_command(sweep).startswith("python -m mambapipe -m --config-dir /home/me/recipes recipe=mine ")
+    resume = SweepConfig.read(sweep).resume_command()
+    assert resume.startswith("python -m mambapipe -m --config-dir /home/me/recipes recipe=mine ")
