@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from mambapipe.pipeline.step import StepError
+from mambapipe.process_tree import run_tree
 
 # NVLink SHARP / multicast paths are not available on the machines we target; keep every rank off them.
 RANK_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -68,11 +69,13 @@ def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "
     child_env.setdefault("MASTER_ADDR", "127.0.0.1")
     child_env.setdefault("MASTER_PORT", str(_free_port()))
     tail: collections.deque[str] = collections.deque(maxlen=200)
-    with subprocess.Popen(cmd, env=child_env, stderr=subprocess.PIPE, text=True) as proc:
-        for line in proc.stderr:  # tee the ranks' stderr, keeping the tail to find the failure
-            sys.stderr.write(line)
-            tail.append(line)
-        code = proc.wait()
+
+    def tee(line: str) -> None:  # the ranks' stderr goes on to ours; its tail names the failure
+        sys.stderr.write(line)
+        tail.append(line)
+
+    code = run_tree(f"the {nprocs} ranks ({launcher})", cmd, "stderr", tee, env=child_env, stderr=subprocess.PIPE,
+                     text=True)
     if code != 0:
         rank = failed_rank(tail)
         who = f"rank {rank}" if rank is not None else "a rank"

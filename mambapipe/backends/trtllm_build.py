@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from mambapipe.backends.base import BuildSettings
 from mambapipe.pipeline.step import StepError
+from mambapipe.process_tree import run_tree
 
 log = logging.getLogger("mambapipe.trtllm")
 
@@ -91,22 +92,21 @@ def run_build_command(cmd: list[str], cwd: Path, tail_lines: int = 50) -> None:
     directory by default) lands in the artifact instead of the user's current directory."""
     log.info("running: %s", shlex.join(cmd))
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+
+    def log_line(line: str) -> None:
+        line = line.rstrip()
+        log.info("[trtllm-build] %s", line)
+        if line.strip():
+            tail.append(line.strip())
+
     try:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, errors="replace", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        code = run_tree(cmd[0], cmd, "stdout", log_line, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, bufsize=1, errors="replace", env={**os.environ, "PYTHONUNBUFFERED": "1"})
     except FileNotFoundError:
         raise StepError(f"{cmd[0]} is not on PATH; install TensorRT-LLM (pip install -e '.[trtllm]' "
                         "--extra-index-url https://pypi.nvidia.com) or use backend=native") from None
-    with proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            log.info("[trtllm-build] %s", line)
-            if line.strip():
-                tail.append(line.strip())
-    if proc.returncode != 0:
-        raise StepError(f"{cmd[0]} exited with code {proc.returncode}: {last_error_line(tail)} "
-                        "(full output in the run log)")
+    if code != 0:
+        raise StepError(f"{cmd[0]} exited with code {code}: {last_error_line(tail)} (full output in the run log)")
 
 
 def last_error_line(lines: Iterable[str]) -> str:

@@ -351,21 +351,11 @@ def test_mpirun_missing_is_a_clear_error():
 def test_rank_environment_reaches_the_ranks(monkeypatch):
     seen = {}
 
-    class FakePopen:
-        def __init__(self, cmd, env, **kwargs):
-            seen.update(env)
-            self.stderr = iter(())
+    def fake_run_tree(what, cmd, stream, on_line, env, **popen_kwargs):
+        seen.update(env)
+        return 0
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def wait(self, timeout=None):
-            return 0
-
-    monkeypatch.setattr("mambapipe.parallel.subprocess.Popen", FakePopen)
+    monkeypatch.setattr("mambapipe.parallel.run_tree", fake_run_tree)
     monkeypatch.setenv("NCCL_NVLS_ENABLE", "1")  # a user's setting must not switch NVLS back on
     launch(2, "m", [])
     assert {k: seen[k] for k in RANK_ENV} == RANK_ENV

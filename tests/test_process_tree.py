@@ -1,0 +1,114 @@
+"""A launcher and what it starts stop together on Ctrl-C, even when the SIGINT reached our process alone and the
+ranks run in sessions of their own (as torchrun starts them)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from mambapipe.process_tree import run_tree
+
+# A launcher that starts one "rank" in a session of its own, both writing their pids and sleeping; argv: pid file,
+# whether to ignore the signal a Ctrl-C sends them.
+LAUNCHER = textwrap.dedent("""
+    import os, signal, subprocess, sys, time
+    if sys.argv[2] == "ignore":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    with open(sys.argv[1], "w") as f:
+        f.write(f"{os.getpid()} {rank.pid}")
+    print("ranks started", flush=True)
+    time.sleep(120)
+""")
+# Our side: run the launcher as parallel.launch runs torchrun, exit 130 when the KeyboardInterrupt comes back.
+DRIVER = textwrap.dedent("""
+    import subprocess, sys
+    from mambapipe.process_tree import run_tree
+    try:
+        run_tree("the launcher", [sys.executable, "-c", sys.argv[1], *sys.argv[2:]], "stdout", print,
+                  stdout=subprocess.PIPE, text=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def _start_driver(tmp_path: Path, on_sigint: str) -> tuple[subprocess.Popen, list[int]]:
+    pid_file = tmp_path / "pids"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, LAUNCHER, str(pid_file), on_sigint],
+                              start_new_session=True, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert driver.stdout.readline() == "ranks started\n"
+    return driver, [int(pid) for pid in pid_file.read_text().split()]
+
+
+def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in pids if _alive(pid)]
+
+
+def test_lines_reach_the_callback_and_the_exit_code_comes_back():
+    lines: list[str] = []
+    child = "import sys; print('a'); print('b', file=sys.stderr); sys.exit(3)"
+    code = run_tree("a child", [sys.executable, "-c", child], "stderr", lines.append, stderr=subprocess.PIPE,
+                     text=True)
+    assert (code, lines) == (3, ["b\n"])
+
+
+def test_a_sigint_to_our_process_alone_stops_the_launcher_and_its_ranks(tmp_path):
+    driver, pids = _start_driver(tmp_path, on_sigint="default")
+    os.kill(driver.pid, signal.SIGINT)  # not the group: as a sweep job passes a Ctrl-C on
+    assert driver.wait(timeout=20) == 130
+    assert _wait_gone(pids) == []
+
+
+def test_a_second_ctrl_c_kills_a_group_that_ignores_the_first(tmp_path):
+    driver, pids = _start_driver(tmp_path, on_sigint="ignore")
+    os.kill(driver.pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert driver.poll() is None and _alive(pids[0])  # the launcher is let finish its own shutdown
+    os.kill(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=20) == 130
+    assert _wait_gone(pids) == []
+
+
+def test_torchrun_ranks_stop_with_a_sigint_to_our_process_alone(tmp_path):
+    """The same through mambapipe.parallel.launch and a real torchrun, as the evaluate step runs it."""
+    (tmp_path / "sleeping_rank.py").write_text(textwrap.dedent("""
+        import os, sys, time
+        with open(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}"), "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(120)
+    """))
+    driver_code = textwrap.dedent("""
+        import sys
+        from mambapipe.parallel import launch
+        try:
+            launch(2, "sleeping_rank", [sys.argv[1]])
+        except KeyboardInterrupt:
+            sys.exit(130)
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", driver_code, str(tmp_path)], start_new_session=True,
+                              stderr=subprocess.DEVNULL,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])})
+    pid_files = [tmp_path / "rank0", tmp_path / "rank1"]
+    deadline = time.monotonic() + 60
+    while not all(f.is_file() and f.read_text() for f in pid_files) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = [int(f.read_text()) for f in pid_files]
+    os.kill(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=30) == 130
+    assert _wait_gone(pids) == []
