@@ -5,6 +5,7 @@
   mambapipe-cache rm --older-than 2026-01-31     artifacts created before that day (UTC); one whose manifest.json
                                                  is damaged has no date to read, so it goes by that file's mtime
   mambapipe-cache rm --all                       everything, including leftovers of killed runs
+An artifact a running run is reading is kept (and named; the exit status is then 1).
 The cache directory is `--cache-dir`, else $MAMBAPIPE_CACHE, else ~/.cache/mambapipe (as the runner).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -22,16 +24,11 @@ from rich.table import Table
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.resolve import flatten
-from mambapipe.pipeline.store import MANIFEST, STAGING, ArtifactStore
+from mambapipe.pipeline.store import MANIFEST, STAGING, ArtifactStore, dir_size
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MAMBAPIPE_CACHE", "~/.cache/mambapipe")).expanduser()
-
-
-def dir_size(path: Path) -> int:
-    """Bytes of the files an artifact holds (symlinks count as their own small size, not the target)."""
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() or p.is_symlink())
 
 
 def human_size(n: float) -> str:
@@ -51,7 +48,11 @@ def created_at(created: str) -> datetime:
 def damaged_created(directory: Path) -> str:
     """The date of an artifact whose manifest is damaged, its `created` unreadable: when its manifest.json was last
     written (the runner writes it last, at commit; a hand edit that damaged it dates it at the edit)."""
-    return datetime.fromtimestamp((directory / MANIFEST).stat().st_mtime, timezone.utc).isoformat()
+    return modified(directory / MANIFEST)
+
+
+def modified(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
 
 
 def age(created: str, now: Optional[datetime] = None) -> str:
@@ -85,6 +86,12 @@ def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Table:
         table.add_row(directory.parent.name, short(directory.name), human_size(dir_size(directory)),
                       age(damaged_created(directory)),
                       f"[red]damaged manifest.json: not cached; rm --step {directory.parent.name} removes it[/]")
+    for staging_dir in store.staging_dirs(step):
+        step_name = staging_dir.parent.parent.name
+        note = ("[yellow]being written by a running run[/]" if store.is_being_written(staging_dir) else
+                f"[yellow]left by a killed run: not cached; rm --step {step_name} removes it[/]")
+        table.add_row(step_name, short(staging_dir.name.split(".")[0]), human_size(dir_size(staging_dir)),
+                      age(modified(staging_dir)), note)
     return table
 
 
@@ -99,19 +106,30 @@ def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Op
     return [directory for directory, created in dated if created_at(created) < cutoff]
 
 
-def remove(store: ArtifactStore, step: Optional[str], older_than: Optional[str], everything: bool) -> int:
-    """Remove the selected artifacts (taking each key's lock, so a run using it is not cut short).
-    With `everything` (or a whole step) the leftovers of killed runs go too, but not the staging dir of
-    a run still writing. Returns how many artifacts were removed."""
-    victims = select_for_removal(store, step, older_than)
-    for directory in victims:
-        with store.lock(directory.parent.name, directory.name):
-            if directory.exists():
+@dataclass
+class Removal:
+    artifacts: int  # how many were removed
+    in_use: list[Path]  # selected, but kept: a running run is reading them
+    leftover_bytes: int  # freed by removing the leftovers of killed runs
+
+
+def remove(store: ArtifactStore, step: Optional[str], older_than: Optional[str], everything: bool) -> Removal:
+    """Remove the selected artifacts, each under its key's lock and only if no running run reads it (a step
+    claims what it reads: store.reading). With `everything` (or a whole step) the leftovers of killed runs go
+    too, but not the staging dir of a run still writing."""
+    removal = Removal(0, [], 0)
+    for directory in select_for_removal(store, step, older_than):
+        step_name, key = directory.parent.name, directory.name
+        with store.lock(step_name, key), store.unread(step_name, key, wait=False) as unread:
+            if not unread:
+                removal.in_use.append(directory)
+            elif directory.exists():
                 store.remove_dir(directory)
+                removal.artifacts += 1
     if everything or step:
         for step_name in [step] if step else [p.parent.name for p in store.root.glob(f"*/{STAGING}")]:
-            store.remove_leftovers(step_name)
-    return len(victims)
+            removal.leftover_bytes += store.remove_leftovers(step_name)
+    return removal
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -159,9 +177,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "ls":
         console.print(list_artifacts(store, args.step))
         return 0
-    count = remove(store, args.step, args.older_than, args.everything)
-    console.print(f"removed {count} artifact(s) from {store.root}")
-    return 0
+    removal = remove(store, args.step, args.older_than, args.everything)
+    leftovers = f" and {human_size(removal.leftover_bytes)} left by killed runs" if removal.leftover_bytes else ""
+    console.print(f"removed {removal.artifacts} artifact(s){leftovers} from {store.root}")
+    for directory in removal.in_use:
+        console.print(f"[yellow]kept {directory.parent.name} {short(directory.name)}[/]: a running run is reading it; "
+                      "run the same rm again once it has finished")
+    return 1 if removal.in_use else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The run directory gets the resolved `config.yaml`, `run.json`, and the evaluate 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -141,7 +142,8 @@ def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[s
         store.clear_staging(name, key)
         seconds, facts, staging = _call_step(plan, planned, run_dir)
         try:
-            artifact = store.commit(staging, name, key, _manifest(planned, seconds, facts, overrides))
+            artifact = store.commit(staging, name, key, _manifest(planned, seconds, facts, overrides), on_wait=lambda:
+                                    console.print(f"  waiting for the runs reading the old {name} {short(key)} ..."))
         except BaseException:  # e.g. Ctrl-C or a full disk: don't leave a whole artifact's worth in staging
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -159,7 +161,10 @@ def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path) -> tuple[float, 
     ctx = StepContext(run_dir=run_dir, extra={"environment": planned.environment})
     started = time.perf_counter()
     try:
-        facts = planned.step.run(planned.params, inputs, staging, ctx) or {}
+        with contextlib.ExitStack() as claims:  # what the step reads stays while it reads it (mambapipe-cache rm)
+            for name in planned.step.needs:
+                claims.enter_context(plan.store.reading(name, plan.get(name).key))
+            facts = planned.step.run(planned.params, inputs, staging, ctx) or {}
     except BaseException:
         _publish(staging, run_dir)
         shutil.rmtree(staging, ignore_errors=True)

@@ -3,17 +3,21 @@
 A step writes into `cache_dir/<step>/.staging/<key>.<pid>.<nonce>/`; `commit` writes the manifest
 there and renames the directory into place, so a killed or failing step never leaves a directory
 that looks complete. One `filelock.FileLock` per key serialises processes that need the same artifact.
+A step also holds a shared claim on each artifact it reads (`reading`), so that `mambapipe-cache rm`
+leaves that artifact alone and a forced re-run of its step waits before replacing it (`unread`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from filelock import FileLock, Timeout
 
@@ -40,6 +44,11 @@ def _well_formed(manifest: dict[str, Any]) -> bool:
     inputs = manifest.get("inputs", {})
     return all(isinstance(section, dict) for section in sections) and all(
         isinstance(key, str) for key in inputs.values())
+
+
+def dir_size(path: Path) -> int:
+    """Bytes of the files a directory holds (symlinks count as their own small size, not the target)."""
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() or p.is_symlink())
 
 
 class ArtifactStore:
@@ -81,6 +90,34 @@ class ArtifactStore:
         lock_dir.mkdir(parents=True, exist_ok=True)
         return FileLock(str(lock_dir / f"{key}.lock"))
 
+    @contextlib.contextmanager
+    def reading(self, step: str, key: str) -> Iterator[None]:
+        """Claim the artifact for reading (shared with other readers) while the block runs."""
+        with self._readers_flock(step, key, fcntl.LOCK_SH):
+            yield
+
+    @contextlib.contextmanager
+    def unread(self, step: str, key: str, wait: bool) -> Iterator[bool]:
+        """Hold the artifact with no run reading it; yields False at once if one is and `wait` is False."""
+        with self._readers_flock(step, key, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)) as held:
+            yield held
+
+    @contextlib.contextmanager
+    def _readers_flock(self, step: str, key: str, operation: int) -> Iterator[bool]:
+        # flock, unlike filelock's locks, can be shared, and the kernel drops it with a killed process.
+        lock_dir = self.root / step / LOCKS
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(lock_dir / f"{key}.readers", "a") as claim:
+            try:
+                fcntl.flock(claim, operation)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(claim, fcntl.LOCK_UN)
+
     def new_staging(self, step: str, key: str) -> Path:
         staging = self.root / step / STAGING / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         staging.mkdir(parents=True)
@@ -91,35 +128,68 @@ class ArtifactStore:
         for leftover in (self.root / step / STAGING).glob(f"{key}.*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
-    def remove_leftovers(self, step: str) -> None:
-        """Remove the staging dirs of killed runs of `step`, but not the one a live run is writing
-        (it holds its key's lock from before its step starts until the artifact is in place)."""
+    def staging_dirs(self, step: Optional[str] = None) -> list[Path]:
+        """What is in the steps' staging dirs: what a running run is writing, and the leftovers of killed
+        runs (`<key>.<pid>.<nonce>`, or `<key>.removed.<nonce>` where a kill cut a removal short)."""
+        roots = [self.root / step / STAGING] if step else sorted(self.root.glob(f"*/{STAGING}"))
+        return sorted(p for root in roots if root.is_dir() for p in root.iterdir())
+
+    def is_being_written(self, staging_dir: Path) -> bool:
+        """Whether a live run holds the lock of the key this staging dir is for (it holds it from before its
+        step starts until the artifact is in place)."""
+        lock = self.lock(staging_dir.parent.parent.name, staging_dir.name.split(".")[0])
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
+    def remove_leftovers(self, step: str) -> int:
+        """Remove the staging dirs of killed runs of `step`, but not the one a live run is writing; the
+        bytes freed."""
         staging_root = self.root / step / STAGING
-        keys = {p.name.split(".")[0] for p in staging_root.iterdir()} if staging_root.is_dir() else set()
-        for key in sorted(keys):
+        keys = sorted({p.name.split(".")[0] for p in self.staging_dirs(step)})
+        freed = 0
+        for key in keys:
             lock = self.lock(step, key)
             try:
                 lock.acquire(timeout=0)
             except Timeout:
                 continue
             try:
+                freed += sum(dir_size(p) for p in staging_root.glob(f"{key}.*"))
                 self.clear_staging(step, key)
             finally:
                 lock.release()
         if staging_root.is_dir() and not any(staging_root.iterdir()):
             staging_root.rmdir()
+        return freed
 
-    def commit(self, staging: Path, step: str, key: str, manifest: dict[str, Any]) -> Path:
-        """Write the manifest last, then move the staging dir into place (replacing a forced re-run's
-        old artifact). Call only while holding the key's lock."""
+    def commit(self, staging: Path, step: str, key: str, manifest: dict[str, Any],
+               on_wait: Callable[[], None] = lambda: None) -> Path:
+        """Write the manifest last, then move the staging dir into place, replacing a forced re-run's old
+        artifact once no run is reading it (`on_wait` is called if that means waiting). Call only while
+        holding the key's lock."""
         tmp = staging / f"{MANIFEST}.tmp"
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
         os.replace(tmp, staging / MANIFEST)
         final = self.path(step, key)
-        if final.exists():
-            self.remove_dir(final)
-        os.rename(staging, final)
+        with self._unread_after_waiting(step, key, on_wait):
+            if final.exists():
+                self.remove_dir(final)
+            os.rename(staging, final)
         return final
+
+    @contextlib.contextmanager
+    def _unread_after_waiting(self, step: str, key: str, on_wait: Callable[[], None]) -> Iterator[None]:
+        with self.unread(step, key, wait=False) as unread:
+            if unread:
+                yield
+                return
+        on_wait()
+        with self.unread(step, key, wait=True):
+            yield
 
     def remove_dir(self, directory: Path) -> None:
         """Delete an artifact so that it stops looking complete at once, then free its space."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mambapipe.pipeline.step import Step, StepContext, StepError
+from mambapipe.pipeline.store import ArtifactStore
 from mambapipe.steps import load_steps
 
 REAL_STEPS = {step.name: step for step in load_steps()}
@@ -41,6 +42,12 @@ class FakeStep:
         if self.name == "evaluate":
             (out_dir / "metrics.json").write_text(json.dumps({"task": "summarize", "rouge1": 1.5, "tokens_per_s": 9.0}))
             (out_dir / "predictions.jsonl").write_text('{"id": "a"}\n')
+        if self.behaviour == "expect-claims":  # what the step reads is claimed against mambapipe-cache rm
+            for upstream in inputs.values():
+                with ArtifactStore(upstream.parent.parent).unread(upstream.parent.name, upstream.name,
+                                                                  wait=False) as unread:
+                    if unread:
+                        raise StepError(f"{upstream} is not claimed while {self.name} reads it")
         if self.behaviour.startswith("sleep:"):
             time.sleep(float(self.behaviour.split(":")[1]))
         if self.behaviour == "fail":

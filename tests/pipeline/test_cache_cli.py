@@ -76,6 +76,29 @@ def test_rm_spares_the_staging_dir_of_a_run_still_writing(capsys, filled):
     run_cli(capsys, filled, "rm", "--step", "convert")
     assert not staging.exists()
 
+def test_rm_keeps_an_artifact_a_running_run_is_reading(capsys, filled):
+    (engine, _), = filled.artifacts("build")
+    with filled.reading("build", engine.name):
+        code, out = run_cli(capsys, filled, "rm", "--all")
+        assert code == 1 and engine.is_dir() and [d for d, _ in filled.artifacts()] == [engine]
+        assert f"kept build {engine.name[:12]}: a running run is reading it" in out
+    code, out = run_cli(capsys, filled, "rm", "--all")
+    assert code == 0 and not engine.exists()
+
+
+def test_ls_shows_what_is_in_staging_and_rm_says_what_it_freed(capsys, filled):
+    staging = filled.root / "convert" / ".staging"
+    for name in ("feedface.42.a", "deadbeef.1.x"):
+        (staging / name).mkdir(parents=True)
+        (staging / name / "rank0.safetensors").write_bytes(b"0" * 3072)
+    with filled.lock("convert", "feedface"):
+        _, out = run_cli(capsys, filled, "ls")
+        assert re.search(r"convert .*feedface .*3\.0 KB .*being written by a running run", out)
+        assert re.search(r"convert .*deadbeef .*3\.0 KB .*left by a killed run: not cached; rm --step convert", out)
+        _, out = run_cli(capsys, filled, "rm", "--step", "convert")
+    assert "removed 1 artifact(s) and 3.0 KB left by killed runs" in out
+
+
 def test_removed_artifacts_are_remade_only_where_a_step_reads_them(capsys, filled, pipeline):
     run_cli(capsys, filled, "rm", "--step", "build")
     pipeline.ran()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 
@@ -54,6 +56,37 @@ def test_commit_writes_manifest_last_and_replaces_a_forced_artifact(tmp_path):
     assert (final / "engine.bin").read_text() == "second" and store.manifest("build", "k")["created"] == created
     assert [d.name for d, _ in store.artifacts()] == ["k"]
     assert not any(p.name.startswith("k.") for p in (tmp_path / "build" / ".staging").iterdir())
+
+
+def test_a_forced_artifact_is_replaced_only_once_no_run_reads_it(tmp_path):
+    store = ArtifactStore(tmp_path)
+    for attempt in ("old", "new"):
+        staging = store.new_staging("build", "k")
+        (staging / "engine.bin").write_text(attempt)
+        if attempt == "new":
+            break
+        store.commit(staging, "build", "k", {"step": "build", "created": "2026-11-01T00:00:00"})
+    waited = threading.Event()
+    reader = store.reading("build", "k")
+    reader.__enter__()
+    committer = threading.Thread(target=store.commit, args=(staging, "build", "k", {"created": "2026-11-02T00:00:00"}),
+                                 kwargs={"on_wait": waited.set})
+    committer.start()
+    assert waited.wait(timeout=10)
+    time.sleep(0.2)
+    assert (store.path("build", "k") / "engine.bin").read_text() == "old"  # still there for its reader
+    reader.__exit__(None, None, None)
+    committer.join(timeout=10)
+    assert (store.path("build", "k") / "engine.bin").read_text() == "new"
+
+
+def test_readers_share_a_claim_that_excludes_removal(tmp_path):
+    store = ArtifactStore(tmp_path)
+    with store.reading("build", "k"), store.reading("build", "k"):
+        with store.unread("build", "k", wait=False) as unread:
+            assert not unread
+    with store.unread("build", "k", wait=False) as unread:
+        assert unread
 
 
 def test_a_directory_without_manifest_is_never_an_artifact(tmp_path):

@@ -58,12 +58,16 @@ def test_a_failed_commit_leaves_no_staging_behind(pipeline, monkeypatch):
     dir, a whole artifact's worth of files, must not stay behind."""
     from mambapipe.pipeline.store import ArtifactStore
 
-    def disk_full(self, staging, step, key, manifest):
+    def disk_full(self, staging, step, key, manifest, on_wait):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(ArtifactStore, "commit", disk_full)
     result = pipeline.run()
     assert result.reason == "download: unexpected OSError: [Errno 28] No space left on device"
     assert not any((pipeline.store.root / "download" / ".staging").iterdir())
+
+def test_a_step_claims_what_it_reads_while_it_runs(pipeline):
+    assert not pipeline.run(convert="expect-claims", build="expect-claims", evaluate="expect-claims").failed
+
 
 def test_failed_evaluate_keeps_its_metrics_in_the_run_dir_but_not_in_the_cache(pipeline):
     result = pipeline.run(evaluate="fail")
