@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -181,10 +180,13 @@ def _run_launched(job: EvalJob, tp_size: int) -> None:
     from mambapipe.evaluate.worker import write_job
     from mambapipe.parallel import launch
 
-    with tempfile.TemporaryDirectory(prefix="mambapipe-eval-") as tmp:
-        job_file = Path(tmp) / "job.json"
-        write_job(job, job_file)
+    # In the staging dir rather than /tmp: a killed run's copy goes with the rest of its leftovers.
+    job_file = job.out_dir / ".rank_job.json"
+    write_job(job, job_file)
+    try:
         launch(tp_size, "mambapipe.evaluate.worker", [str(job_file)], launcher=LAUNCHERS[job.get("backend")])
+    finally:
+        job_file.unlink()
     if not (job.out_dir / METRICS_FILE).is_file():
         raise StepError(f"the {tp_size} evaluation ranks exited without writing {METRICS_FILE}; see their log above")
 
