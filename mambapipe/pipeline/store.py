@@ -176,9 +176,10 @@ class ArtifactStore:
         os.replace(tmp, staging / MANIFEST)
         final = self.path(step, key)
         with self._unread_after_waiting(step, key, on_wait):
-            if final.exists():
-                self.remove_dir(final)
-            os.rename(staging, final)
+            old = self._move_aside(final) if final.exists() else None
+            os.rename(staging, final)  # right after: a kill between the two renames loses the least
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         return final
 
     @contextlib.contextmanager
@@ -193,7 +194,10 @@ class ArtifactStore:
 
     def remove_dir(self, directory: Path) -> None:
         """Delete an artifact so that it stops looking complete at once, then free its space."""
+        shutil.rmtree(self._move_aside(directory), ignore_errors=True)
+
+    def _move_aside(self, directory: Path) -> Path:
         trash = directory.parent / STAGING / f"{directory.name}.removed.{uuid.uuid4().hex[:8]}"
         trash.parent.mkdir(parents=True, exist_ok=True)
         os.rename(directory, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        return trash
