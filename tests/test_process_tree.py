@@ -85,30 +85,48 @@ def test_a_second_ctrl_c_kills_a_group_that_ignores_the_first(tmp_path):
     assert _wait_gone(pids) == []
 
 
-def test_torchrun_ranks_stop_with_a_sigint_to_our_process_alone(tmp_path):
-    """The same through mambapipe.parallel.launch and a real torchrun, as the evaluate step runs it."""
-    (tmp_path / "sleeping_rank.py").write_text(textwrap.dedent("""
-        import os, sys, time
-        with open(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}"), "w") as f:
-            f.write(str(os.getpid()))
-        time.sleep(120)
-    """))
-    driver_code = textwrap.dedent("""
-        import sys
-        from mambapipe.parallel import launch
-        try:
-            launch(2, "sleeping_rank", [sys.argv[1]])
-        except KeyboardInterrupt:
-            sys.exit(130)
-    """)
-    driver = subprocess.Popen([sys.executable, "-c", driver_code, str(tmp_path)], start_new_session=True,
+SLEEPING_RANK = textwrap.dedent("""
+    import os, sys, time
+    from mambapipe.parallel import init_distributed
+    init_distributed("cpu")
+    with open(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+""")
+LAUNCHING_DRIVER = textwrap.dedent("""
+    import sys
+    from mambapipe.parallel import launch
+    try:
+        launch(2, "sleeping_rank", [sys.argv[1]])
+    except KeyboardInterrupt:
+        sys.exit(130)
+""")
+
+
+def _launch_sleeping_ranks(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """Two torchrun ranks launched as the evaluate step launches its own, once both are running."""
+    (tmp_path / "sleeping_rank.py").write_text(SLEEPING_RANK)
+    driver = subprocess.Popen([sys.executable, "-c", LAUNCHING_DRIVER, str(tmp_path)], start_new_session=True,
                               stderr=subprocess.DEVNULL,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])})
     pid_files = [tmp_path / "rank0", tmp_path / "rank1"]
     deadline = time.monotonic() + 60
     while not all(f.is_file() and f.read_text() for f in pid_files) and time.monotonic() < deadline:
         time.sleep(0.1)
-    pids = [int(f.read_text()) for f in pid_files]
+    return driver, [int(f.read_text()) for f in pid_files]
+
+
+def test_torchrun_ranks_stop_with_a_sigint_to_our_process_alone(tmp_path):
+    """The same through mambapipe.parallel.launch and a real torchrun."""
+    driver, pids = _launch_sleeping_ranks(tmp_path)
     os.kill(driver.pid, signal.SIGINT)
     assert driver.wait(timeout=30) == 130
+    assert _wait_gone(pids) == []
+
+
+def test_ranks_end_themselves_when_the_launching_process_is_killed(tmp_path):
+    """kill -9 (or the OOM killer) leaves the launching process no chance to stop its ranks."""
+    driver, pids = _launch_sleeping_ranks(tmp_path)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=10)
     assert _wait_gone(pids) == []
