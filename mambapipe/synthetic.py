@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
+from mambapipe.checkpoint.safetensors_io import save_file
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.models import ModelSpec
 
@@ -145,7 +145,7 @@ def write_synthetic_checkpoint(spec: ModelSpec, out_dir: Path | str, dtype: str,
         for name in names:
             tensors[name] = init_tensor(name, shapes[name], _seeded(seed, name)).to(torch_dtype).contiguous()
             bar.update(tensors[name].numel() * torch_dtype.itemsize)
-        save_file(tensors, str(out_dir / file), metadata={"format": "pt"})
+        save_file(tensors, out_dir / file, metadata={"format": "pt"})
         del tensors
     bar.close()
     if len(files) > 1:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
+import safetensors.torch
 import torch
 
 from mambapipe.checkpoint.errors import DamagedFileError
@@ -142,6 +144,24 @@ class StreamingSafetensorsWriter:
         view = memoryview(data)
         self._file.write(view)
         self._sha.update(view)
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' `save_file`, leaving the file as readable as the umask lets any new file be.
+
+    safetensors writes through a temporary file of mode 0600 that it renames into place, so without the chmod
+    the weights in a cache shared between users (one SLURM cluster's) would be readable by their writer alone,
+    while every other file of the cache follows the umask."""
+    safetensors.torch.save_file(tensors, str(path), metadata=metadata)
+    path.chmod(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    # Python can read the umask only by setting it: 0o077 for that instant, so that a file another thread
+    # creates meanwhile is made private rather than world-writable.
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
 
 
 def _encode_header(plan: Sequence[PlannedTensor], metadata: dict[str, str]) -> bytes:

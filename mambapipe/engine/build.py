@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from mambapipe.backends.base import BuildSettings
 from mambapipe.checkpoint.config_json import read_config_json
+from mambapipe.checkpoint.safetensors_io import save_file
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.engine.weights import engine_tensors
 from mambapipe.models import ModelSpec
@@ -95,7 +96,7 @@ def build_engine(checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
         src = checkpoint_dir / f"rank{rank}.safetensors"
         if not src.is_file():
             raise FileNotFoundError(f"{src} is missing: the checkpoint has fewer ranks than tp_size={tp_size}")
-        save_file(engine_tensors(load_file(str(src)), spec), str(out_dir / f"rank{rank}.safetensors"),
+        save_file(engine_tensors(load_file(str(src)), spec), out_dir / f"rank{rank}.safetensors",
                   metadata={"format": ENGINE_FORMAT, "rank": str(rank)})
     build_config = {"max_batch_size": settings.max_batch_size, "max_input_len": settings.max_input_len,
                     "max_seq_len": settings.max_seq_len, "max_beam_width": 1, "dtype": cfg["dtype"],

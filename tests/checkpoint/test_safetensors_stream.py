@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from mambapipe.checkpoint import safetensors_io
 from mambapipe.checkpoint.safetensors_io import PlannedTensor, StreamingSafetensorsWriter, read_header, read_tensor
 
 
@@ -47,3 +49,17 @@ def test_writer_refuses_off_plan_tensors(tmp_path):
         writer.close()
     writer.abort()
     assert not (tmp_path / "z.safetensors").exists()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_save_file_leaves_the_mode_the_umask_gives(tmp_path, umask, mode):
+    """safetensors' own save_file leaves 0600 whatever the umask: a cache shared between users could not be read."""
+    path = tmp_path / "w.safetensors"
+    previous = os.umask(umask)
+    try:
+        safetensors_io.save_file({"w": torch.ones(2)}, path, metadata={"format": "pt"})
+        assert os.umask(umask) == umask  # the umask is put back
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == mode
+    assert torch.equal(load_file(str(path))["w"], torch.ones(2))

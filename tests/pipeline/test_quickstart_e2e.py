@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 
 import pytest
@@ -37,3 +38,19 @@ def test_quickstart_runs_then_caches_then_reruns_only_evaluate(compose_config, t
 
     changed, _ = run("changed", "eval.output_len=8")
     assert [o.status for o in changed.outcomes] == ["cached", "cached", "cached", "ran"]
+
+
+@pytest.mark.slow
+def test_every_cached_file_is_as_readable_as_the_umask_allows(compose_config, tmp_path):
+    """A cache shared between users (one SLURM cluster's) needs every file readable by the others that the umask
+    lets read, the weights that safetensors writes through a private temporary file included."""
+    previous = os.umask(0o022)
+    try:
+        result = run_recipe(compose_config(), tmp_path / "run", [], console=Console(file=io.StringIO()))
+    finally:
+        os.umask(previous)
+    assert not result.failed
+    files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert any(p.name == "model.safetensors" for p in files) and any(p.name == "rank0.safetensors" for p in files)
+    assert {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files if
+            p.stat().st_mode & 0o777 != 0o644} == {}
