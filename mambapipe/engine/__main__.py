@@ -21,6 +21,7 @@ import torch
 
 from mambapipe.backends.base import SamplingConfig
 from mambapipe.engine.api import EngineLoadError, load_engine
+from mambapipe.models import ModelSpec
 from mambapipe.parallel import init_distributed, shutdown_distributed
 from mambapipe.pipeline.resolve import resolve_device
 from mambapipe.pipeline.step import StepError
@@ -37,14 +38,18 @@ def main() -> int:
                         help="cpu, cuda, cuda:N, or auto (cuda where torch sees a GPU, else cpu)")
     parser.add_argument("--prompt-ids", required=True, help="JSON list of token-id lists")
     parser.add_argument("--max-new-tokens", type=int, default=20)
-    parser.add_argument("--eos-id", type=int, default=None)
+    parser.add_argument("--eos-id", type=_token_id, default=None,
+                        help="stop a prompt's generation at this token id (within the engine's vocabulary)")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     # Defaults None, SamplingConfig's own (temperature 1, top-k 0, top-p 1, seed 0) standing in: a value given without
     # --sample can then be told from no value and refused, instead of being ignored by the greedy decode.
     parser.add_argument("--temperature", type=_temperature, help=">= 0 (default 1); 0 decodes greedily; needs --sample")
     parser.add_argument("--top-k", type=_top_k, help=">= 0 (default 0, off); 1 decodes greedily; needs --sample")
     parser.add_argument("--top-p", type=_top_p, help="in [0, 1] (default 1, off); 0 decodes greedily; needs --sample")
-    parser.add_argument("--seed", type=int, help="the sampling's random seed (default 0); needs --sample")
+    parser.add_argument("--seed", type=_seed,
+                        help=f"the sampling's random seed, an integer in [0, {MAX_SEED}] (default 0); needs --sample. "
+                             "One random stream serves the whole batch, so a prompt's sampled tokens depend on the "
+                             "other prompts given with it")
     parser.add_argument("--out", default=None, type=_output_file)
     parser.add_argument("--logits-out", default=None, type=_output_file,
                         help="also save every prompt position's logits here")
@@ -97,6 +102,22 @@ def _top_k(text: str) -> int:
     return int(text)
 
 
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64 bits
+
+
+def _seed(text: str) -> int:
+    if not (text.isdecimal() and int(text) <= MAX_SEED):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer in [0, {MAX_SEED}]")
+    return int(text)
+
+
+def _token_id(text: str) -> int:
+    """An integer >= 0; whether the engine's vocabulary holds it is checked once the engine is loaded."""
+    if not text.isdecimal():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a token id (an integer >= 0)")
+    return int(text)
+
+
 def _finite_in(text: str, low: float, high: float, what: str) -> float:
     try:
         value = float(text)
@@ -137,6 +158,13 @@ def _prompts(text: str) -> list[list[int]]:
     return prompts
 
 
+def _check_eos_id(eos_id: int | None, spec: ModelSpec) -> None:
+    """An id outside the vocabulary is never generated: the run would silently go on to --max-new-tokens."""
+    if eos_id is not None and eos_id >= spec.vocab_size:
+        raise ValueError(f"--eos-id {eos_id} is outside the engine's vocabulary of {spec.vocab_size} token ids; "
+                         f"give the tokenizer's end-of-sequence id, below {spec.vocab_size}")
+
+
 def _generate(args: argparse.Namespace) -> None:
     prompts = _prompts(args.prompt_ids)
     engine_dir = Path(args.engine_dir).expanduser()
@@ -145,6 +173,7 @@ def _generate(args: argparse.Namespace) -> None:
         # Closed before the process group goes: while CUDA graphs that captured NCCL collectives live,
         # destroy_process_group hangs (pytorch/pytorch#115388; closing drops the graphs).
         with closing(load_engine(engine_dir, args.device)) as generator:
+            _check_eos_id(args.eos_id, generator.spec)
             result = generator.generate(prompts, args.max_new_tokens, _sampling(args), args.eos_id)
             logits = generator.score(prompts) if args.logits_out else None  # every rank: the TP collectives
         if rank == 0:

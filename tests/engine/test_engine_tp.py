@@ -120,6 +120,9 @@ def test_engine_cli_closes_its_generator_before_leaving_the_process_group(tmp_pa
     (["--prompt-ids", '[["a"]]'], "ValueError: --prompt-ids must be lists of integer token ids; prompt 0 holds \"a\""),
     (["--prompt-ids", "[[null]]"], "ValueError: --prompt-ids must be lists of integer token ids; prompt 0 holds null"),
     (["--prompt-ids", "[[1, 999]]"], "LimitError: prompt 0 has token id 999 outside the vocabulary"),
+    (["--prompt-ids", "[[1]]", "--eos-id", "96"], "ValueError: --eos-id 96 is outside the engine's vocabulary of "
+                                                  "96 token ids; give the tokenizer's end-of-sequence id, below 96"),
+    (["--prompt-ids", "[[1]]", "--eos-id", "99999"], "ValueError: --eos-id 99999 is outside the engine's vocabulary"),
     (["--prompt-ids", "[[1]]", "--device", "cuda"], "EngineLoadError: device=cuda but torch sees no CUDA device"),
     (["--prompt-ids", "[[1]]", "--device", "cuda:1"], "EngineLoadError: device=cuda:1 but torch sees no CUDA device"),
     (["--engine-dir", "ckpt_float32_tp1", "--prompt-ids", "[[1]]"],  # the convert output build_from_hf made
@@ -182,6 +185,12 @@ def test_a_cuda_index_beyond_the_visible_gpus_is_one_line(tmp_path, monkeypatch,
     ("--top-k", "1.5", "'1.5' is not an integer >= 0"),
     ("--top-p", "1.5", "'1.5' is not a number in [0, 1]"),
     ("--top-p", "-0.1", "'-0.1' is not a number in [0, 1]"),
+    ("--seed", "99999999999999999999999", "'99999999999999999999999' is not an integer in [0, 18446744073709551615]"),
+    ("--seed", "18446744073709551616", "'18446744073709551616' is not an integer in [0, 18446744073709551615]"),
+    ("--seed", "-1", "'-1' is not an integer in [0, 18446744073709551615]"),
+    ("--seed", "1.5", "'1.5' is not an integer in [0, 18446744073709551615]"),
+    ("--eos-id", "-5", "'-5' is not a token id (an integer >= 0)"),
+    ("--eos-id", "x", "'x' is not a token id (an integer >= 0)"),
     ("--out", "/nonexistent/out.json", "directory /nonexistent does not exist"),
     ("--logits-out", "/nonexistent/l.pt", "directory /nonexistent does not exist"),
     ("--out", ".", "'.' is a directory"),
@@ -228,6 +237,7 @@ class _SamplingRecorder:
 
     def __init__(self):
         self.sampling: list[SamplingConfig] = []
+        self.spec = ModelSpec(**MAMBA1)  # as every Generator has: the CLI checks --eos-id against its vocabulary
 
     def __call__(self, *args):
         return self
@@ -240,7 +250,7 @@ class _SamplingRecorder:
         pass
 
 
-@pytest.mark.parametrize("options,seed", [([], 0), (["--seed", "7"], 7)])
+@pytest.mark.parametrize("options,seed", [([], 0), (["--seed", "7"], 7), (["--seed", str(2**64 - 1)], 2**64 - 1)])
 def test_engine_cli_samples_with_the_seed_given_else_0(monkeypatch, capsys, options, seed):
     from mambapipe.engine import __main__ as cli
 
@@ -388,3 +398,25 @@ def test_a_bare_cuda_device_names_the_ranks_own_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     assert explicit_device("cuda") == "cuda:1"
     assert explicit_device("cuda:0") == "cuda:0" and explicit_device("cpu") == "cpu"
+
+
+def test_engine_cli_stops_at_an_eos_id_at_the_top_of_the_vocabulary(tmp_path, monkeypatch, capsys):
+    from mambapipe.engine import __main__ as cli
+
+    spec = ModelSpec(**MAMBA1)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path)
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[5, 17]]",
+                                     "--max-new-tokens", "3", "--eos-id", str(spec.vocab_size - 1)])
+    assert cli.main() == 0
+    assert len(json.loads(capsys.readouterr().out)["output_ids"][0]) <= 3
+
+
+def test_engine_cli_seed_help_says_the_batch_shares_one_random_stream(monkeypatch, capsys):
+    from mambapipe.engine import __main__ as cli
+
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--help"])
+    monkeypatch.setenv("COLUMNS", "400")  # argparse wraps the help at the terminal's width
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "One random stream serves the whole batch, so a prompt's sampled tokens depend on the other prompts" \
+        in capsys.readouterr().out
