@@ -4,9 +4,10 @@ naming the key it likely meant, where Hydra's own error spans six lines and sugg
 from __future__ import annotations
 
 import io
+import shlex
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -14,6 +15,33 @@ from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
 
 from mambapipe.config import CONFIG_DIR, close_key, key_hint, schema_key
+
+
+class OtherCommand(NamedTuple):
+    script: str
+    module: str
+    usage: str  # the arguments to suggest when none follow the word
+    note: str = ""
+
+
+# Words a user may guess are commands of mambapipe, and the program that has them. Hydra would read one as an
+# override without `=` and answer with a parse error of its grammar.
+OTHER_COMMANDS = {
+    "cache": OtherCommand("mambapipe-cache", "mambapipe.pipeline.cache", "ls"),
+    "sweep": OtherCommand("mambapipe-sweep", "mambapipe.sweep", "summarize SWEEP_DIR",
+                          "; to run a sweep, add -m and comma-separated values (-m dtype=float16,bfloat16)"),
+}
+
+
+def other_command_problem(argv: list[str]) -> Optional[str]:
+    """One line pointing to the right program when the command line starts with a command of another one
+    (`python -m mambapipe cache ls` for `mambapipe-cache ls`); None otherwise."""
+    if not argv or argv[0] not in OTHER_COMMANDS:
+        return None
+    other = OTHER_COMMANDS[argv[0]]
+    arguments = shlex.join(argv[1:]) or other.usage
+    return (f"mambapipe: {argv[0]!r} is a command of {other.script}, not an override: run `{other.script} "
+            f"{arguments}` (or python -m {other.module} {arguments}){other.note}")
 
 
 def unknown_key_problem(argv: list[str]) -> Optional[str]:

@@ -131,6 +131,15 @@ def test_a_mistyped_key_is_one_line_naming_the_key_meant(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args, script", [(["cache", "ls"], "mambapipe-cache ls"),
+                                          (["sweep", "summarize", "s"], "mambapipe-sweep summarize s")])
+def test_a_command_of_another_program_is_one_line_naming_it(tmp_path, command, args, script):
+    """Hydra's own answer is a parse error of its override grammar (`missing EQUAL at '<EOF>'`)."""
+    out = run(command, tmp_path, *args)
+    assert out.returncode == 2 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and f"run `{script}`" in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize("args, shows", [
     (["--cfg", "job", "recipe=bench_codestral", "model=mamba_130m", "eval.scenarios.0.batch=3", "+extra=1",
       "hydra.run.dir=run"], "batch: 3"),

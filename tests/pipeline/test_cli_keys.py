@@ -3,13 +3,14 @@ schema lacks is one line with the key it likely meant; whatever Hydra accepts pa
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
 
-from mambapipe.cli_keys import unknown_key_problem
+from mambapipe.cli_keys import OTHER_COMMANDS, other_command_problem, unknown_key_problem
 from mambapipe.config import CONFIG_DIR
 
 RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))
@@ -61,3 +62,34 @@ def test_an_unknown_key_names_the_key_meant(override, meant):
 def test_what_hydra_handles_itself_passes_silently(capsys, argv):
     assert unknown_key_problem(argv) is None
     assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["cache", "ls"], "mambapipe: 'cache' is a command of mambapipe-cache, not an override: run `mambapipe-cache ls` "
+                      "(or python -m mambapipe.pipeline.cache ls)"),
+    (["cache"], "mambapipe: 'cache' is a command of mambapipe-cache, not an override: run `mambapipe-cache ls` "
+                "(or python -m mambapipe.pipeline.cache ls)"),
+    (["cache", "rm", "--step", "my build"], "run `mambapipe-cache rm --step 'my build'` "
+                                            "(or python -m mambapipe.pipeline.cache rm --step 'my build')"),
+    (["sweep"], "mambapipe: 'sweep' is a command of mambapipe-sweep, not an override: run `mambapipe-sweep summarize "
+                "SWEEP_DIR` (or python -m mambapipe.sweep summarize SWEEP_DIR); to run a sweep, add -m"),
+    (["sweep", "summarize", "multirun/x"], "run `mambapipe-sweep summarize multirun/x` "
+                                           "(or python -m mambapipe.sweep summarize multirun/x)"),
+])
+def test_a_command_of_another_program_points_to_it(argv, problem):
+    assert problem in other_command_problem(argv)
+
+
+@pytest.mark.parametrize("argv", [[], ["dtype=float32"], ["recipe=quickstart", "cache"], ["cache_dir=/tmp/c"],
+                                  ["-m", "sweep"]])
+def test_only_a_first_word_naming_another_program_is_one(argv):
+    assert other_command_problem(argv) is None
+
+
+def test_the_programs_pointed_to_are_the_console_scripts_and_modules_that_exist():
+    scripts = tomllib.loads((Path(CONFIG_DIR).parent / "pyproject.toml").read_text())["project"]["scripts"]
+    for other in OTHER_COMMANDS.values():
+        script_module = scripts[other.script].partition(":")[0]  # mambapipe.sweep.cli for mambapipe.sweep
+        assert script_module == other.module or script_module.startswith(other.module + "."), other
+        module_file = Path(CONFIG_DIR).parent.joinpath(*other.module.split("."))
+        assert (module_file / "__main__.py").is_file() or "__main__" in module_file.with_suffix(".py").read_text()
