@@ -7,9 +7,13 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.table import Table
 
+from mambapipe.evaluate.rouge import ROUGE_TYPES
+
 SUMMARIZE_ROWS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("rougeLsum", "ROUGE-Lsum"),
                   ("samples", "samples"), ("output_tokens", "output tokens"), ("tokens_per_s", "tokens/s"),
                   ("ttft_ms", "TTFT ms"), ("decode_ms_per_step", "decode ms/step"), ("peak_memory_mb", "peak MiB"))
+# ×100 scores, printed as the run summary's headline prints them (pipeline/report.py), so the two tables agree
+ROUGE_DECIMALS = 2
 LOG_WIDTH = 140
 BENCHMARK_COLUMNS = (("batch", "batch"), ("input_len", "in"), ("output_len", "out"), ("prefill_ms", "prefill ms"),
                      ("decode_ms_per_step", "decode ms/step"), ("tokens_per_s", "tok/s"),
@@ -17,9 +21,12 @@ BENCHMARK_COLUMNS = (("batch", "batch"), ("input_len", "in"), ("output_len", "ou
                      ("peak_memory_mb", "peak MiB"))
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, key: str = "") -> str:
+    """A table cell: ROUGE at a fixed precision; timings and rates at three decimals below 10, else one."""
     if value is None:
         return "-"
+    if key in ROUGE_TYPES:
+        return f"{value:.{ROUGE_DECIMALS}f}"
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
@@ -34,7 +41,7 @@ def summarize_table(metrics: dict[str, Any]) -> Table:
     if with_hf:
         table.add_column("HF transformers", justify="right")
     for key, label in SUMMARIZE_ROWS:
-        table.add_row(label, _fmt(metrics.get(key)), *([_fmt(hf.get(key))] if with_hf else []))
+        table.add_row(label, _fmt(metrics.get(key), key), *([_fmt(hf.get(key), key)] if with_hf else []))
     notes = [_peak_memory_note(metrics)]
     if with_hf:
         notes.append(f"identical output tokens: {metrics['hf_token_agreement'] * 100:.1f}%")
