@@ -20,6 +20,17 @@ def canonical_name(key: str) -> str:
     return name
 
 
+def source_key(name: str, backbone_prefix: str, hf_layout: bool) -> str:
+    """canonical_name undone: the key under which a source stores canonical tensor `name`, given the prefix before
+    its backbone's tensors (`backbone.`, mistral-inference's `model.backbone.`) and whether it names the
+    embedding HF's way (`embeddings`). The lm_head sits beside the backbone, under the prefix's outer part."""
+    if name == LM_HEAD:
+        return backbone_prefix.removesuffix("backbone.") + name
+    if name == EMBEDDING and hf_layout:
+        return backbone_prefix + "embeddings.weight"
+    return backbone_prefix + name
+
+
 def expected_source_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Every tensor the source must hold, with its shape. A tied lm_head is optional (handled by the caller)."""
     H, V = spec.hidden_size, spec.vocab_size

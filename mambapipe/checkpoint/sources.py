@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from mambapipe.checkpoint import safetensors_io
-from mambapipe.checkpoint.detect import SourceInfo
+from mambapipe.checkpoint.detect import HF_MAMBA, HF_MAMBA2, MISTRAL, SourceInfo
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
-from mambapipe.checkpoint.naming import LM_HEAD, canonical_name, expected_source_shapes
+from mambapipe.checkpoint.naming import LM_HEAD, canonical_name, expected_source_shapes, source_key
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -65,7 +65,8 @@ def _check_against_spec(info: SourceInfo, tensors: dict[str, SourceTensor]) -> N
         if name not in tensors:
             if name == LM_HEAD and info.spec.tie_embeddings:
                 continue  # a tied head is the embedding; HF omits it
-            raise ConvertError(f"{where}: missing tensor {name!r} (expected shape {list(shape)} from "
+            key = source_key(name, _backbone_prefix(info, tensors), info.format in (HF_MAMBA, HF_MAMBA2))
+            raise ConvertError(f"{where}: missing tensor {key!r} (expected shape {list(shape)} from "
                                f"{info.config_file.name}); the checkpoint is incomplete or not this model")
         entry = tensors[name]
         if entry.shape != shape:
@@ -78,6 +79,15 @@ def _check_against_spec(info: SourceInfo, tensors: dict[str, SourceTensor]) -> N
         first = tensors[unexpected[0]]
         raise ConvertError(f"{first.where()} is unexpected for this {info.spec.mamba_version} config "
                            f"({len(unexpected)} unexpected in all); the weights do not match the config")
+
+
+def _backbone_prefix(info: SourceInfo, tensors: dict[str, SourceTensor]) -> str:
+    """What the source writes before a backbone tensor's canonical name, read off one it holds, so that a missing
+    tensor is named as the user's files spell their keys; the layout's usual prefix when it holds none."""
+    for name, entry in tensors.items():
+        if name.startswith("layers.") or name == "norm_f.weight":  # stored as prefix + canonical name
+            return entry.key.removesuffix(name)
+    return "model.backbone." if info.format == MISTRAL else "backbone."
 
 
 def _index_file(file: Path) -> list[SourceTensor]:

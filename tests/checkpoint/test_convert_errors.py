@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from checkpoint_support import MAMBA2_MISTRAL, as_mamba_ssm, build_hf
+from checkpoint_support import MAMBA2_MISTRAL, as_mamba_ssm, as_mistral, build_hf, save_hf
 from safetensors.torch import load_file, save_file
 
 from mambapipe.checkpoint import ConvertError, convert_checkpoint
@@ -39,8 +40,35 @@ def assert_fails_cleanly(src: Path, out: Path, match: str, dtype: str = "float16
 
 def test_missing_tensor(tmp_path, hf_copy):
     edit_weights(hf_copy, lambda t: t.pop("backbone.layers.1.mixer.D"))
-    msg = assert_fails_cleanly(hf_copy, tmp_path / "out", r"missing tensor 'layers\.1\.mixer\.D'")
+    msg = assert_fails_cleanly(hf_copy, tmp_path / "out", r"missing tensor 'backbone\.layers\.1\.mixer\.D'")
     assert "model.safetensors" in msg
+
+
+LAYOUTS = {"hf": (save_hf, "model.safetensors"), "mamba_ssm": (as_mamba_ssm, "pytorch_model.bin"),
+           "mistral": (as_mistral, "consolidated.safetensors")}
+
+
+@pytest.mark.parametrize("layout, key", [
+    ("hf", "backbone.layers.1.mixer.D"), ("hf", "backbone.embeddings.weight"), ("hf", "lm_head.weight"),
+    ("mamba_ssm", "backbone.layers.0.mixer.conv1d.bias"), ("mamba_ssm", "backbone.embedding.weight"),
+    ("mamba_ssm", "lm_head.weight"),
+    ("mistral", "model.backbone.norm_f.weight"), ("mistral", "model.backbone.embedding.weight"),
+    ("mistral", "model.lm_head.weight"),
+])
+def test_a_missing_tensor_is_named_as_the_source_spells_its_keys(tmp_path, layout, key):
+    """Not by the internal canonical name (`layers.1.mixer.D`), which the user's files do not contain."""
+    write, weights_file = LAYOUTS[layout]
+    src = write(build_hf(MAMBA2_MISTRAL), tmp_path / "src")
+    weights = src / weights_file
+    if weights.suffix == ".bin":
+        tensors = torch.load(weights, weights_only=True)
+        del tensors[key]
+        torch.save(tensors, weights)
+    else:
+        tensors = load_file(str(weights))
+        del tensors[key]
+        save_file(tensors, str(weights))
+    assert_fails_cleanly(src, tmp_path / "out", f"{re.escape(weights_file)}: missing tensor {re.escape(repr(key))} ")
 
 
 def test_unexpected_tensor(tmp_path, hf_copy):
