@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from mambapipe.checkpoint import source_specs
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
@@ -16,6 +16,7 @@ HF_MAMBA2 = "hf_mamba2"
 MAMBA_SSM = "mamba_ssm"
 MISTRAL = "mistral"
 FORMATS = (HF_MAMBA, HF_MAMBA2, MAMBA_SSM, MISTRAL)
+HF_CONFIG_CLASSES = {HF_MAMBA: "MambaConfig", HF_MAMBA2: "Mamba2Config"}  # transformers' reader of each HF layout
 
 MISTRAL_WEIGHTS = "consolidated.safetensors"
 # Preference order when a directory holds several: safetensors (memory-safe, no pickle) before .bin.
@@ -54,9 +55,40 @@ def detect_source(model_dir: str | Path) -> SourceInfo:
         spec = source_specs.spec_from_mistral(load_json_object(params), params)
         return SourceInfo(MISTRAL, spec, model_dir, params, (model_dir / MISTRAL_WEIGHTS,))
     cfg = load_json_object(config)
+    if fmt in HF_CONFIG_CLASSES:
+        check_with_transformers(config, cfg, HF_CONFIG_CLASSES[fmt])
     spec = {HF_MAMBA: source_specs.spec_from_hf_mamba, HF_MAMBA2: source_specs.spec_from_hf_mamba2,
             MAMBA_SSM: source_specs.spec_from_mamba_ssm}[fmt](cfg, config)
     return SourceInfo(fmt, spec, model_dir, config, weight_files(model_dir))
+
+
+def check_with_transformers(path: Path, cfg: dict[str, Any], class_name: str) -> None:
+    """An HF-layout config.json as transformers' own config class reads it, which the evaluate step does twice
+    (AutoTokenizer parses the config.json linked beside the tokenizer, eval.compare_hf loads the model): a field it
+    refuses (a dtype torch lacks, a size written as text or a fraction) is one line naming it here, not a traceback
+    after convert and build. transformers' strict config dataclasses know their own rules; they are not copied here."""
+    import transformers
+
+    try:
+        getattr(transformers, class_name).from_json_file(path)
+    except Exception as err:  # strict-dataclass errors, a torch dtype it cannot find, ...: all the file's fault
+        raise ConvertError(_refusal(path, cfg, class_name, err)) from None
+
+
+def _refusal(path: Path, cfg: dict[str, Any], class_name: str, err: Exception) -> str:
+    reason = (str(err.__cause__ or err).splitlines() or [type(err).__name__])[0]  # a strict error's cause: one line
+    field = _quoted_field(cfg, f"{err} {reason}")
+    what = f"{field}={json.dumps(cfg[field])}" if field else "it"
+    fix = f"correct {field} in {path.name}" if field else f"correct {path.name}"
+    return f"{path}: transformers' {class_name} refuses {what} ({reason}); {fix}"
+
+
+def _quoted_field(cfg: dict[str, Any], message: str) -> Optional[str]:
+    """The field of `cfg` an error message names: by its name (strict-dataclass errors), else by its text value
+    (torch's "has no attribute 'float17'" names only the dtype's value); None when it names neither."""
+    by_name = [key for key in cfg if f"'{key}'" in message]
+    by_value = [key for key, value in cfg.items() if isinstance(value, str) and f"'{value}'" in message]
+    return next(iter(by_name + by_value), None)
 
 
 def _config_format(cfg: dict[str, Any], path: Path) -> str:

@@ -5,12 +5,16 @@ config.json, Codestral params.json); the expected numbers are the §2 table, not
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from mambapipe.checkpoint import detect_source
 from mambapipe.checkpoint.errors import ConvertError
-from mambapipe.checkpoint.source_specs import spec_from_hf_mamba, spec_from_mamba_ssm, spec_from_mistral
+from mambapipe.checkpoint.source_specs import (spec_from_hf_mamba, spec_from_hf_mamba2, spec_from_mamba_ssm,
+                                               spec_from_mistral)
 
 MAMBA_130M_HF = {"architectures": ["MambaForCausalLM"], "model_type": "mamba", "d_model": 768, "n_layer": 24,
                  "hidden_size": 768, "num_hidden_layers": 24, "intermediate_size": 1536, "d_inner": 1536,
@@ -62,3 +66,49 @@ def test_mamba_ssm_fields_trtllm_cannot_express_are_refused(field, value, match)
 def test_mamba_ssm_mlp_blocks_refused():
     with pytest.raises(ConvertError, match=r"d_intermediate=4096 \(MLP blocks\)"):
         spec_from_mamba_ssm(MAMBA2_130M | {"d_intermediate": 4096}, Path("config.json"))
+
+
+HF_MAMBA2 = {"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 512, "num_heads": 8,
+             "head_dim": 16, "n_groups": 1, "state_size": 16}
+
+
+@pytest.mark.parametrize("parse, config, field, shown, expected", [
+    (spec_from_hf_mamba, MAMBA_130M_HF | {"hidden_size": "sixty-four"}, "hidden_size", '"sixty-four"', "an integer"),
+    (spec_from_hf_mamba, MAMBA_130M_HF | {"vocab_size": 512.7}, "vocab_size", "512.7", "an integer"),  # not 512
+    (spec_from_hf_mamba, MAMBA_130M_HF | {"expand": None}, "expand", "null", "an integer"),
+    (spec_from_hf_mamba, MAMBA_130M_HF | {"use_bias": "false"}, "use_bias", '"false"', "true or false"),
+    (spec_from_hf_mamba, MAMBA_130M_HF | {"time_step_rank": "48"}, "time_step_rank", '"48"', 'an integer or "auto"'),
+    (spec_from_hf_mamba2, HF_MAMBA2 | {"time_step_limit": "abc"}, "time_step_limit", '"abc"', "a pair of numbers"),
+    (spec_from_hf_mamba2, HF_MAMBA2 | {"num_heads": True}, "num_heads", "true", "an integer"),
+    (spec_from_mamba_ssm, MAMBA2_130M | {"d_model": "768"}, "d_model", '"768"', "an integer"),
+    (spec_from_mamba_ssm, MAMBA2_130M | {"ssm_cfg": {"layer": "Mamba2", "expand": None}}, "ssm_cfg.expand", "null",
+     "an integer"),
+    (spec_from_mamba_ssm, MAMBA2_130M | {"ssm_cfg": "Mamba2"}, "ssm_cfg", '"Mamba2"', "an object"),
+    (spec_from_mamba_ssm, MAMBA2_130M | {"tie_embeddings": "no"}, "tie_embeddings", '"no"', "true or false"),
+    (spec_from_mistral, CODESTRAL | {"n_groups": 8.0}, "n_groups", "8.0", "an integer"),
+])
+def test_a_field_of_the_wrong_type_is_named_in_one_line(parse, config, field, shown, expected):
+    """int() and bool() would truncate 512.7, read "false" as true, or crash on "sixty-four" with neither file nor
+    field named."""
+    path = Path("/models/mine/config.json")
+    with pytest.raises(ConvertError) as info:
+        parse(config, path)
+    assert str(info.value) == f"{path}: {field}={shown} is not {expected}; correct {field} in config.json"
+
+
+@pytest.mark.parametrize("field, value, shown, reason", [
+    ("dtype", "float17", '"float17"', "module 'torch' has no attribute 'float17'"),  # found by its value
+    ("vocab_size", 512.7, "512.7", "Field 'vocab_size' expected int, got float (value: 512.7)"),
+    ("num_heads", "2", '"2"', "Field 'num_heads' expected int, got str (value: '2')"),
+])
+def test_an_hf_config_transformers_refuses_is_one_line_naming_the_field(tmp_path, hf_mamba2, field, value, shown,
+                                                                        reason):
+    """The evaluate step's AutoTokenizer and compare_hf read config.json through transformers: what it refuses is
+    found where the checkpoint is detected (the download step's plan check, the convert step), not after the build."""
+    model_dir = shutil.copytree(hf_mamba2, tmp_path / "model")
+    config = model_dir / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {field: value}))
+    with pytest.raises(ConvertError) as info:
+        detect_source(model_dir)
+    assert str(info.value) == (f"{config}: transformers' Mamba2Config refuses {field}={shown} ({reason}); "
+                               f"correct {field} in config.json")
