@@ -6,7 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from mambapipe.checkpoint import ConvertError, DamagedFileError, convert_checkpoint, detect_source, parse_dtype
+from mambapipe.checkpoint import (MAMBA_SSM, ConvertError, DamagedFileError, SourceInfo, convert_checkpoint,
+                                  detect_source, parse_dtype)
+from mambapipe.checkpoint.detect import load_json_object
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.pipeline.store import MANIFEST, read_manifest
@@ -46,8 +48,9 @@ class ConvertStep:
         model_dir = Path(inputs["download"]) / "model"
         download = read_manifest(Path(inputs["download"]) / MANIFEST) or {}
         try:
-            found = detect_source(model_dir).spec
-            mismatches = spec_mismatches(arch_spec(params["model.arch"]), found)
+            found = detect_source(model_dir)
+            mismatches = [m + _version_evidence(found) if m.startswith("mamba_version:") else m
+                          for m in spec_mismatches(arch_spec(params["model.arch"]), found.spec)]
             if mismatches:
                 raise StepError(f"{_source_dir(model_dir, download)}: checkpoint does not match model.arch "
                                 f"({'; '.join(mismatches)}); fix the model config or point at the right checkpoint")
@@ -64,6 +67,17 @@ def spec_mismatches(configured: ModelSpec, found: ModelSpec) -> list[str]:
     ignored = _NOT_COMPARED | (_MAMBA2_ONLY if found.mamba_version == "Mamba1" else _MAMBA1_ONLY)
     want, got = _normalised(configured), _normalised(found)
     return [f"{k}: config {want[k]}, checkpoint {got[k]}" for k in want if k not in ignored and want[k] != got[k]]
+
+
+def _version_evidence(found: SourceInfo) -> str:
+    """Why a mamba_ssm config reads as the version it does: only its ssm_cfg.layer says, and mamba_ssm builds Mamba1
+    without one, so a Mamba2 checkpoint whose config lost its ssm_cfg looks like a Mamba1."""
+    if found.format != MAMBA_SSM:
+        return ""
+    layer = (load_json_object(found.config_file).get("ssm_cfg") or {}).get("layer")
+    if layer:
+        return f' (its ssm_cfg.layer is "{layer}")'
+    return f' ({found.config_file.name} has no ssm_cfg with layer "Mamba2", so mamba_ssm reads it as Mamba1)'
 
 
 def _normalised(spec: ModelSpec) -> dict[str, Any]:

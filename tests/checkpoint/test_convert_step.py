@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint_support import MAMBA2_MISTRAL, as_mamba_ssm, build_hf
 from mambapipe.checkpoint import detect_source
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
@@ -163,3 +164,16 @@ def test_run_accepts_hf_config_without_vocab_padding_field(tmp_path):
     facts = STEP.run(params(dataclasses.asdict(spec)), {"download": download}, tmp_path / "out",
                      StepContext(tmp_path, False))
     assert facts["source_format"] == "hf_mamba" and facts["source_files"] == ["model.safetensors"]
+
+
+def test_a_mamba_ssm_mamba2_without_its_ssm_cfg_says_why_it_reads_as_mamba1(tmp_path):
+    """mamba_ssm builds Mamba1 unless ssm_cfg.layer says "Mamba2": a config that lost its ssm_cfg says so."""
+    model = as_mamba_ssm(build_hf(MAMBA2_MISTRAL), tmp_path / "download" / "model")
+    arch = dataclasses.asdict(detect_source(model).spec)
+    config = json.loads((model / "config.json").read_text())
+    del config["ssm_cfg"]
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(StepError) as info:
+        STEP.run(params(arch), {"download": tmp_path / "download"}, tmp_path / "out", StepContext(tmp_path, False))
+    assert ('mamba_version: config Mamba2, checkpoint Mamba1 (config.json has no ssm_cfg with layer "Mamba2", so '
+            "mamba_ssm reads it as Mamba1)") in str(info.value)
