@@ -161,10 +161,11 @@ def _decide_actions(planned_steps: Sequence[PlannedStep], store: ArtifactStore, 
             planned.reason += ": its manifest.json is damaged"
 
 
-def _missing_problem(planned_steps: Sequence[PlannedStep], steps: Sequence[str]) -> Optional[str]:
+def _missing_problem(planned_steps: Sequence[PlannedStep], steps: Sequence[str], unknown: set[str]) -> Optional[str]:
     """One problem for all the missing steps, with the steps= value that adds them to the user's, in pipeline
-    order, so that a single fix makes the plan whole."""
-    missing = [p.name for p in planned_steps if p.action == MISSING]
+    order, so that a single fix makes the plan whole. A step whose key is `unknown` (its lookup failed, or an
+    upstream one's) is left out: its artifact may well be cached, and the lookup's own problem says what to fix."""
+    missing = [p.name for p in planned_steps if p.action == MISSING and p.name not in unknown]
     if not missing:
         return None
     use = [p.name for p in planned_steps if p.name in missing or p.name in steps]
@@ -179,18 +180,24 @@ def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) 
     planned_steps: list[PlannedStep] = []
     lookup_problems: dict[str, list[str]] = {}
     keys: dict[str, str] = {}
+    unknown_keys: set[str] = set()  # steps whose key rests on a failed lookup, theirs or upstream
     for step in steps:
         params, lookup_problems[step.name] = step_params(step, config), []
         environment = _environment(step, params, lookup_problems[step.name])
+        if lookup_problems[step.name] or unknown_keys.intersection(step.needs):
+            unknown_keys.add(step.name)
         inputs = {name: keys[name] for name in step.needs}
         keys[step.name] = step_key(step.name, step.version, params, inputs, environment)
         planned_steps.append(PlannedStep(step, params, inputs, environment, keys[step.name], SKIP))
     _decide_actions(planned_steps, store, selected, forced)
+    for planned in planned_steps:
+        if planned.name in unknown_keys and planned.action in (RUN, MISSING):  # no artifact to compare it with
+            planned.reason = "key unknown: a lookup failed (see problems)"
     problems: list[str] = list(resolved.problems)
     for planned in planned_steps:
         if planned.action != SKIP:  # nothing uses a skipped step's key: e.g. no dataset lookup for steps=[build]
             problems.extend(lookup_problems[planned.name])
-    missing = _missing_problem(planned_steps, config["steps"])
+    missing = _missing_problem(planned_steps, config["steps"], unknown_keys)
     if missing:
         problems.append(missing)
     plan = Plan(resolved, store, planned_steps, problems)

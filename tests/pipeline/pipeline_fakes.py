@@ -29,6 +29,11 @@ class FakeStep:
     def normalize(self, params: dict[str, Any]) -> dict[str, Any]:
         return self.real.normalize(params) if hasattr(self.real, "normalize") else params
 
+    def environment(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.behaviour == "bad-lookup":  # e.g. model.path gone, or the hub unreachable
+            raise StepError(f"{self.name} cannot look up its inputs: a one-line reason")
+        return {}
+
     def check(self, params: dict[str, Any]) -> None:
         if self.behaviour == "bad-config":
             raise StepError(f"{self.name} refuses this config: fix it")

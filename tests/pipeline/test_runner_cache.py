@@ -234,3 +234,14 @@ def test_steps_receive_only_declared_and_resolved_params(pipeline):
                                       "build.max_input_len", "build.max_seq_len", "build.ssm_state_dtype"}
     assert payload["params"]["device"] in ("cpu", "cuda") and payload["params"]["backend"] in ("native", "trtllm")
     assert "auto:" in pipeline.output  # the plan says why auto chose what it chose
+
+
+def test_a_failed_lookup_is_the_problem_not_the_cached_steps_its_key_hides(pipeline):
+    """With download's lookup failing, no step downstream of it has a known key: calling them "needed upstream but
+    not cached" (and suggesting steps= that fail the same way) would hide the one fault there is."""
+    pipeline.run()
+    pipeline.ran()
+    result = pipeline.run("steps=[evaluate]", download="bad-lookup")
+    assert result.reason == "download: download cannot look up its inputs: a one-line reason"
+    assert plan_row(pipeline.output, "convert") == ["missing", "key unknown: a lookup failed (see problems)"]
+    assert pipeline.ran() == []
