@@ -20,9 +20,10 @@ from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.floor import device_bandwidth
 from mambapipe.evaluate.hf_reference import HFGenerator, hf_reference_problem
 from mambapipe.evaluate.memory import peak_memory_meaning, reset_peak_memory
-from mambapipe.evaluate.prompts import TokenizerBundle, load_tokenizer
+from mambapipe.evaluate.prompts import FIX_LOCAL_TOKENIZER, REDOWNLOAD, TokenizerBundle, load_tokenizer
 from mambapipe.evaluate.report import print_report
 from mambapipe.evaluate.rouge import rouge_scores
+from mambapipe.pipeline.store import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -83,7 +84,7 @@ def runtime_path(generator: Generator) -> dict[str, Any]:
 def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
     settings = summarize.SummarizeSettings(job.get("eval.batch_size"), job.get("eval.max_ite"),
                                            job.get("eval.max_input_length"), job.get("eval.output_len"))
-    bundle = load_tokenizer(job.download_dir / "tokenizer")
+    bundle = load_tokenizer(job.download_dir / "tokenizer", _tokenizer_fix(job.download_dir))
     articles = load_articles(job.get("eval.dataset"), **_hub_source(job), seed=job.get("eval.random_seed"),
                              revision=job.dataset_revision)
     batches = summarize.prepare_samples(articles, bundle, settings)
@@ -100,6 +101,13 @@ def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
     if job.get("eval.compare_hf"):
         metrics.update(_compare_hf(job, bundle, batches, run, dtype, show))
     return metrics, summarize.prediction_records(samples, texts, run)
+
+
+def _tokenizer_fix(download_dir: Path) -> str:
+    """How to mend tokenizer files that do not load: a local source's are the user's own, which downloading again
+    would only link again."""
+    facts = (read_manifest(download_dir / MANIFEST) or {}).get("facts") or {}
+    return FIX_LOCAL_TOKENIZER if facts.get("source") == "local" else REDOWNLOAD
 
 
 def _hub_source(job: EvalJob) -> dict[str, str]:

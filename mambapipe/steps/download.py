@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 from mambapipe import hub
-from mambapipe.checkpoint.detect import MISTRAL, source_format, weight_files
+from mambapipe.checkpoint.detect import MISTRAL, detect_source, source_format, weight_files
 from mambapipe.checkpoint.errors import ConvertError
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
@@ -158,11 +159,13 @@ class DownloadStep:
     def check(self, params: dict[str, Any]) -> None:
         model = model_settings(params)
         CHECKS[model["source"]](model)
+        if model["source"] == "local":  # checked where the step runs, not on every plan that finds it cached
+            _check_local_contents(model)
 
     def environment(self, params: dict[str, Any]) -> dict[str, Any]:
         """What outside the config decides the files: the hub commits, or the local directory's state."""
-        self.check(params)  # a missing repo_id or path is a config error, not a lookup failure
         model = model_settings(params)
+        CHECKS[model["source"]](model)  # a missing repo_id or path is a config error, not a lookup failure
         env: dict[str, Any] = {}
         if model["source"] == "hub":
             env["commit"] = resolve_commit(model["repo_id"], model.get("revision"))
@@ -243,11 +246,42 @@ def _check_local(model: dict[str, Any]) -> None:
     if not model.get("path"):
         raise StepError("model.source=local needs model.path=/path/to/checkpoint")
     model_dir = Path(model["path"]).expanduser()
+    if not model_dir.exists():  # e.g. moved or removed since an earlier run cached its steps
+        raise StepError(f"model.path={model['path']} does not exist; set model.path to the checkpoint's directory")
     detect_layout(model_dir)
     tokenizer_dir(model)
     if not model.get("tokenizer") and not has_tokenizer(model_dir):
         raise StepError(f"model.path={model['path']} has no tokenizer files and model.tokenizer is null; set "
                         "model.tokenizer to a tokenizer directory or a hub id")
+
+
+def _check_local_contents(model: dict[str, Any]) -> None:
+    """What the later steps will read from a local source, read now: its architecture and its tokenizer."""
+    check_architecture(Path(model["path"]).expanduser())
+    _check_local_tokenizer(model)
+
+
+def check_architecture(model_dir: Path) -> None:
+    """Read the architecture from `model_dir` as the convert step will (for the HF layouts also through transformers'
+    own config class, as the evaluate step will), so that a bad field is a plan problem naming it, not a failure
+    after the steps ahead of it ran."""
+    try:
+        detect_source(model_dir)
+    except ConvertError as err:
+        raise StepError(str(err)) from None
+
+
+def _check_local_tokenizer(model: dict[str, Any]) -> None:
+    """Load the local tokenizer from the files the step will link, as the evaluate step will: a broken one is a plan
+    problem naming the user's files. Once transformers is imported (for check_architecture), it takes milliseconds."""
+    from mambapipe.evaluate.prompts import FIX_LOCAL_TOKENIZER, load_tokenizer
+
+    source = tokenizer_dir(model) or (None if model.get("tokenizer") else Path(model["path"]).expanduser())
+    if source is None:  # a hub id: fetched when the step runs
+        return
+    with tempfile.TemporaryDirectory(prefix="mambapipe-tokenizer-") as linked:
+        link_tree(source, Path(linked), TOKENIZER_PATTERNS)
+        load_tokenizer(Path(linked), FIX_LOCAL_TOKENIZER)
 
 
 def _check_hub(model: dict[str, Any]) -> None:

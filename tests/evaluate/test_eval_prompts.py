@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
-from mambapipe.evaluate.prompts import build_prompt, encode_prompt, load_tokenizer
+from mambapipe.evaluate.prompts import FIX_LOCAL_TOKENIZER, build_prompt, encode_prompt, load_tokenizer
+from mambapipe.pipeline.step import StepError
+from mambapipe.steps.download import link_tree
 
 LONG_ARTICLE = " ".join(f"Paragraph {i} says the council did n't meet." for i in range(60))
 
@@ -63,7 +67,18 @@ def test_tokenizer_pad_falls_back_to_eos(tokenizer_bundle):
 
 
 def test_missing_tokenizer_is_a_step_error(tmp_path):
-    from mambapipe.pipeline.step import StepError
-
     with pytest.raises(StepError, match="cannot load the tokenizer"):
         load_tokenizer(tmp_path)
+
+
+def test_a_tokenizer_that_does_not_load_is_named_where_its_files_are_in_one_line(download_dir, tmp_path):
+    """The download step links a local source's files into the cache: the user mends them in model.path, so the
+    message names that directory, not the link's, and transformers' several-line reasons come out as one."""
+    user_dir = shutil.copytree(download_dir / "tokenizer", tmp_path / "mine")
+    (user_dir / "tokenizer.json").unlink()  # tokenizer_config.json alone: transformers explains over four lines
+    link_tree(user_dir, tmp_path / "cache" / "tokenizer")
+    with pytest.raises(StepError) as info:
+        load_tokenizer(tmp_path / "cache" / "tokenizer", FIX_LOCAL_TOKENIZER)
+    message = str(info.value)
+    assert message.startswith(f"cannot load the tokenizer from {user_dir} (tokenizer_config.json): ")
+    assert message.endswith(f"; {FIX_LOCAL_TOKENIZER}") and "\n" not in message and "cache" not in message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -331,3 +332,60 @@ def test_a_relative_model_path_is_the_same_key_as_the_absolute_one(compose_confi
 def test_a_key_the_source_reads_reruns_download(compose_config, local_copy, source, override):
     base = source_overrides(source, local_copy)
     assert plan_keys(compose_config, *base, override)["download"] != plan_keys(compose_config, *base)["download"]
+
+
+def plan_problems(compose_config, *overrides: str) -> list[str]:
+    resolved = resolve_config(compose_config("device=cpu", *overrides))
+    return build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"])).problems
+
+
+def edited_copy(source: Path, destination: Path, **config_changes) -> Path:
+    copy = Path(shutil.copytree(source, destination))
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(config | config_changes))
+    return copy
+
+
+@pytest.mark.parametrize("field, value", [("dtype", "float17"), ("vocab_size", 512.7), ("hidden_size", "sixty-four")])
+def test_a_bad_field_in_a_local_config_is_a_plan_problem_naming_it(compose_config, tmp_path, local_copy, field, value):
+    """Not a traceback from the evaluate step's tokenizer (or the converter's int()) after convert and build ran."""
+    copy = edited_copy(local_copy, tmp_path / "mine", **{field: value})
+    problems = plan_problems(compose_config, "model.source=local", f"model.path={copy}")
+    [problem] = [p for p in problems if p.startswith("download:")]
+    assert problem.startswith(f"download: {copy / 'config.json'}: transformers' Mamba2Config refuses "
+                              f"{field}={json.dumps(value)} (")
+    assert problem.endswith(f"); correct {field} in config.json") and "\n" not in problem
+
+
+def test_a_bad_field_in_a_mamba_ssm_config_is_found_at_plan_time(compose_config, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"d_model": 64, "n_layer": 2, "ssm_cfg": {"expand": None}}))
+    (tmp_path / "pytorch_model.bin").write_text("")
+    write_synthetic_tokenizer(tmp_path, 512, TEXTS)
+    with pytest.raises(StepError) as info:
+        STEP.check(model_params(compose_config, "model.source=local", f"model.path={tmp_path}"))
+    assert str(info.value) == (f"{tmp_path / 'config.json'}: ssm_cfg.expand=null is not an integer; correct "
+                               "ssm_cfg.expand in config.json")
+
+
+@pytest.mark.parametrize("broken", ["not json", "config only"])
+def test_a_local_tokenizer_that_does_not_load_is_a_plan_problem_naming_its_files(compose_config, tmp_path,
+                                                                                 local_copy, broken):
+    """Named where the user keeps it, with a fix that helps: downloading again would link the same files."""
+    copy = Path(shutil.copytree(local_copy, tmp_path / "mine"))
+    if broken == "not json":
+        (copy / "tokenizer.json").write_text("{not json")
+    else:
+        (copy / "tokenizer.json").unlink()
+    with pytest.raises(StepError) as info:
+        STEP.check(model_params(compose_config, "model.source=local", f"model.path={copy}"))
+    message = str(info.value)
+    assert message.startswith(f"cannot load the tokenizer from {copy} (config.json, ")
+    assert message.endswith("; fix those files, or set model.tokenizer to a tokenizer directory or hub id")
+    assert "\n" not in message and "force=[download]" not in message
+
+
+def test_a_model_path_removed_after_a_run_is_the_one_problem(compose_config, tmp_path):
+    """Not the upstream steps "needed but not cached" (their keys hash model.path's files, which are gone)."""
+    gone = tmp_path / "moved-away"
+    problems = plan_problems(compose_config, "model.source=local", f"model.path={gone}", "steps=[evaluate]")
+    assert problems == [f"download: model.path={gone} does not exist; set model.path to the checkpoint's directory"]
