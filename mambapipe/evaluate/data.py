@@ -7,6 +7,7 @@ The hub dataset is loaded at the commit the evaluate step pinned at plan time (`
 
 from __future__ import annotations
 
+import codecs
 import json
 import reprlib
 from importlib import resources
@@ -20,6 +21,8 @@ INPUT_FIELD = "article"
 REFERENCE_FIELD = "highlights"
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 FIRST_RECORD_MAX_CHARS = 1 << 24  # 16 Mi: the plan's first-record check never holds a whole large file in memory
+_NO_RECORDS = object()  # what _first_json_record finds in a blank file or an empty array
+_UTF8_CHUNK = 1 << 22
 _WITHOUT_HUB = ("set eval.dataset=sample (the bundled sample) or eval.dataset=/path/to/articles.jsonl (or "
                 f".parquet) with {INPUT_FIELD!r} and {REFERENCE_FIELD!r} fields")
 _JSON_SHAPES = (f"write JSON Lines (one JSON object per line) or one JSON array of objects, each with {INPUT_FIELD!r} "
@@ -79,32 +82,68 @@ def local_builder(path: Path) -> str:
 
 
 def check_first_record(path: Path, dataset: str) -> None:
-    """The loader's missing-field error for the local file `dataset` names, found from its first record alone (a
-    parquet file's schema), so the evaluate step's plan check stops a run before the steps ahead of it do their work.
-    A first record this cannot read is left to the loader, which names what is wrong with the file."""
+    """The loader's errors for the local file `dataset` names that are found cheaply, so the evaluate step's plan
+    check stops a run before the steps ahead of it do their work: a file with no records, a JSON file that is not
+    UTF-8 (streamed whole, as hashing it into the evaluate key already reads it), and the missing fields of its first
+    record alone (a parquet file's footer). A first record this cannot read is left to the loader, which names what
+    is wrong with the file."""
     if local_builder(path) == "parquet":
-        fields = _parquet_fields(path)
+        fields, rows = _parquet_fields_and_rows(path)
     else:
+        problem = _utf8_problem(path)
+        if problem:
+            raise StepError(problem)
         record = _first_json_record(path)
-        fields = list(record) if isinstance(record, dict) else None
+        fields, rows = (list(record) if isinstance(record, dict) else None), (0 if record is _NO_RECORDS else None)
     if fields is not None:
         _require_fields(fields, dataset)
+    if rows == 0:
+        raise StepError(_no_records(dataset))
 
 
-def _parquet_fields(path: Path) -> Optional[list[str]]:
+def _parquet_fields_and_rows(path: Path) -> tuple[Optional[list[str]], Optional[int]]:
+    """The columns and row count from the footer alone; (None, None) when there is no readable footer."""
     import pyarrow
     import pyarrow.parquet
 
     try:
-        return pyarrow.parquet.read_schema(path).names  # from the footer alone
+        metadata = pyarrow.parquet.read_metadata(path)
     except (OSError, pyarrow.ArrowException):
+        return None, None
+    return metadata.schema.to_arrow_schema().names, metadata.num_rows
+
+
+def _utf8_problem(path: Path) -> Optional[str]:
+    """Where `path` stops being UTF-8, as one line naming the file and line (datasets raises a bare
+    UnicodeDecodeError, or reads past a record it never samples); None when all of it decodes. Read in chunks, so
+    the file is never held whole. A compressed file (datasets opens gzip, zstd, ... by their magic numbers) is left
+    to the loader: its text is known only once decompressed."""
+    from datasets.utils.extract import Extractor
+
+    if Extractor.infer_extractor_format(path):
         return None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with path.open("rb") as file:
+        while True:
+            chunk = file.read(_UTF8_CHUNK)
+            data = decoder.getstate()[0] + chunk  # what the decoder sees: a character cut by the last chunk, then this
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as err:
+                bad_line = line + data.count(b"\n", 0, err.start)
+                return (f"eval.dataset {str(path)!r} is not UTF-8 text: line {bad_line} holds byte "
+                        f"0x{data[err.start]:02X} ({err.reason}); save the file as UTF-8")
+            if not chunk:
+                return None
+            line += chunk.count(b"\n")
 
 
 def _first_json_record(path: Path) -> Any:
     """The first value of a JSON Lines file, or the first element of a JSON array, reading only as far as it ends
-    (twice as much text each try) and at most FIRST_RECORD_MAX_CHARS; None when no record ends by then (text that
-    is no JSON, e.g. a compressed file datasets can still open: the loader judges it)."""
+    (twice as much text each try) and at most FIRST_RECORD_MAX_CHARS; _NO_RECORDS for a file that is blank or an
+    empty array; None when no record ends by then (text that is no JSON, e.g. a compressed file datasets can still
+    open: the loader judges it)."""
     decoder = json.JSONDecoder()
     with path.open(encoding="utf-8-sig", errors="replace") as file:
         text, size = "", 1 << 16
@@ -115,16 +154,15 @@ def _first_json_record(path: Path) -> Any:
                 return decoder.raw_decode(start[1:].lstrip() if start.startswith("[") else start)[0]
             except json.JSONDecodeError:  # cut short, or not JSON: the loader says which
                 continue
-    return None
+    body = text.strip()
+    return _NO_RECORDS if body == "" or (body[:1] == "[" and body[1:].strip() == "]") else None
 
 
 def _load_local(path: Path):
     load_dataset = require_datasets()
     builder = local_builder(path)
     json_array = builder == "json" and _opens_an_array(path)
-    # Checked before loading, not after a failure: datasets loads an array of strings or lists as a made-up
-    # "text" column, which would then be reported missing its fields.
-    problem = _json_array_problem(path) if json_array else None
+    problem = _json_problem_before_loading(path, json_array) if builder == "json" else None
     if problem:
         raise StepError(problem)
     try:
@@ -136,6 +174,13 @@ def _load_local(path: Path):
         if problem is None:  # the file looks fine to us: a crash worth its traceback, not bad input
             raise
         raise StepError(problem) from exc
+
+
+def _json_problem_before_loading(path: Path, json_array: bool) -> Optional[str]:
+    """Found before loading, not after a failure: pyarrow takes bytes that are no UTF-8 into its string columns (a
+    record then fails when it is read, if it is sampled at all), and datasets loads an array of strings or lists as a
+    made-up "text" column, which would then be reported missing its fields."""
+    return _utf8_problem(path) or (_json_array_problem(path) if json_array else None)
 
 
 def _no_records(dataset: str) -> str:

@@ -160,3 +160,11 @@ def test_a_record_whose_text_is_not_a_string_is_named(tmp_path, records, field, 
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(StepError, match=f"{shown}; each record's '{field}' must be a string"):
         load_articles(str(path))
+
+
+def test_a_compressed_jsonl_file_datasets_opens_is_not_taken_for_text_that_is_no_utf8(tmp_path):
+    import gzip
+
+    path = tmp_path / "articles.jsonl"
+    path.write_bytes(gzip.compress(sample_path().read_bytes()))
+    assert len(load_articles(str(path))) == len(_records())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -119,8 +121,8 @@ def test_plan_check_finds_a_local_file_without_the_fields_with_the_loaders_messa
 
 @pytest.mark.parametrize("name, text", [
     ("good.jsonl", '{"article": "A story.", "highlights": "Story."}\n{"text": "the loader checks the rest"}\n'),
-    ("bad.jsonl", "{not json\n"), ("cut.json", '[{"article": "A sto'), ("empty.json", "[]"), ("empty.jsonl", ""),
-    ("strings.json", '["A story."]'), ("bad.parquet", "not parquet"),
+    ("bad.jsonl", "{not json\n"), ("cut.json", '[{"article": "A sto'), ("strings.json", '["A story."]'),
+    ("bad.parquet", "not parquet"),
 ])
 def test_plan_check_leaves_a_file_whose_first_record_it_cannot_fault_to_the_loader(tmp_path, name, text):
     """Only the first record's fields are checked at plan time; what else is wrong the loader names, as before."""
@@ -129,12 +131,57 @@ def test_plan_check_leaves_a_file_whose_first_record_it_cannot_fault_to_the_load
     STEP.check(_params(**{"eval.dataset": str(path)}))
 
 
+def _empty_parquet(path: Path) -> None:
+    import pandas as pd
+
+    pd.DataFrame({"article": pd.Series([], dtype=str), "highlights": pd.Series([], dtype=str)}).to_parquet(path)
+
+
+@pytest.mark.parametrize("name, write", [
+    ("empty.jsonl", lambda path: path.write_text("")),
+    ("blank.jsonl", lambda path: path.write_text("\n  \n\n")),
+    ("empty.json", lambda path: path.write_text(" [\n ]\n")),
+    ("empty.parquet", _empty_parquet),
+])
+def test_plan_check_finds_a_file_without_records_with_the_loaders_message(tmp_path, name, write):
+    """Before convert and build run, not at the evaluate step after them."""
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(StepError) as loaded:
+        load_articles(str(path))
+    with pytest.raises(StepError, match="has no records") as checked:
+        STEP.check(_params(**{"eval.dataset": str(path)}))
+    assert str(checked.value) == str(loaded.value)
+
+
+ARTICLE = json.dumps({"article": "A story about the council.", "highlights": "The council met."}).encode()
+LATIN1 = json.dumps({"article": "A café story.", "highlights": "Café."}, ensure_ascii=False).encode("latin-1")
+
+
+@pytest.mark.parametrize("name, data, line, byte", [
+    # a record past the first, which eval.max_ite=1 never samples: datasets keeps its bytes, and passes
+    ("articles.jsonl", b"\n".join([ARTICLE, ARTICLE, ARTICLE.replace(b"about", b"\xff\xfeabout"), ARTICLE]), 3, "0xFF"),
+    ("latin1.jsonl", LATIN1 + b"\n" + LATIN1 + b"\n", 1, "0xE9"),
+    ("articles.json", b"[\n" + b",\n".join([ARTICLE, ARTICLE.replace(b"council.", b"council\xe9.")]) + b"\n]", 3,
+     "0xE9"),
+])
+def test_plan_check_and_loader_name_the_line_of_a_file_that_is_not_utf8(tmp_path, name, data, line, byte):
+    path = tmp_path / name
+    path.write_bytes(data)
+    expected = f"eval.dataset {str(path)!r} is not UTF-8 text: line {line} holds byte {byte} ("
+    for attempt in (lambda: STEP.check(_params(**{"eval.dataset": str(path), "eval.max_ite": 1})),
+                    lambda: load_articles(str(path))):
+        with pytest.raises(StepError) as info:
+            attempt()
+        assert str(info.value).startswith(expected) and str(info.value).endswith("; save the file as UTF-8")
+
+
 def test_plan_check_reads_no_further_than_its_cap_for_a_record(tmp_path, monkeypatch):
     """Text that never makes a JSON record (a gzip file datasets can still open) is not read whole at plan time."""
     import mambapipe.evaluate.data as data
 
     path = tmp_path / "packed.jsonl"
-    path.write_bytes(bytes(range(256)) * 4096)  # 1 MiB of no JSON
+    path.write_bytes(gzip.compress(random.Random(0).randbytes(1 << 20)))  # 1 MiB of no JSON text, nor UTF-8
     reads: list[int] = []
     real_open = Path.open
 
