@@ -4,17 +4,36 @@ A step that reads a hub repo hashes the commit its branch or tag points to into 
 exactly that commit, so a cached artifact never stands for files the branch has since moved past.
 Offline (HF_HUB_OFFLINE) or with the hub unreachable, the local Hugging Face cache's refs say which
 commit was fetched last; with nothing cached, a one-line StepError names the repo and how to do without it.
+A hub found unreachable at plan time is not asked again when the step fetches the files
+(`use_local_files_only`): huggingface_hub would retry for ~20 s a repo before reading its cache.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from pathlib import Path
 from typing import Optional
 
 from mambapipe.pipeline.step import StepError
 
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+log = logging.getLogger("mambapipe.hub")
+
+# Why this process found the hub unreachable (the first lookup's exception), None while it has not.
+_unreachable: Optional[str] = None
+
+
+def use_local_files_only() -> bool:
+    """Whether fetching should read the local cache only: offline, or the hub found unreachable here."""
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode() or _unreachable is not None
+
+
+def offline_why() -> str:
+    """Why the hub is not asked, for a message: HF_HUB_OFFLINE, or what the lookup that failed raised."""
+    from huggingface_hub import constants
+
+    return "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else f"unreachable: {_unreachable}"
 
 
 def cached_commit(repo_id: str, revision: str, repo_type: str) -> Optional[str]:
@@ -29,20 +48,20 @@ def cached_commit(repo_id: str, revision: str, repo_type: str) -> Optional[str]:
         return None
 
 
-def not_available(repo_id: str, why: str, without_hub: str) -> StepError:
-    """The error for a repo neither reachable nor cached; `without_hub` says how to do without it."""
+def not_available(repo_id: str, revision: str, without_hub: str) -> StepError:
+    """The error for a revision neither reachable nor cached; `without_hub` says how to do without it."""
     from huggingface_hub import constants
 
     other_fix = "unset HF_HUB_OFFLINE" if constants.is_offline_mode() else "check the network"
-    return StepError(f"cannot reach {repo_id} on the Hugging Face hub ({why}) and it is not in the local cache: "
-                     f"{without_hub}, or {other_fix}")
+    return StepError(f"cannot reach {repo_id} on the Hugging Face hub ({offline_why()}) and its revision {revision} "
+                     f"is not in the local cache: {without_hub}, or {other_fix}")
 
 
 def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settings: str, without_hub: str) -> str:
     """The commit sha `revision` (default main) of `repo_id` points to: asked of the hub when online,
     read from the local cache's refs when offline or unreachable. For the one-line errors, `settings`
     names the config keys that choose the repo and `without_hub` how to do without it."""
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
     from huggingface_hub.utils import validate_repo_id
 
@@ -51,21 +70,28 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
     except HFValidationError as exc:  # else it surfaces from the cache lookup below as an unexpected crash
         raise StepError(f"{repo_id!r} is not a hub repo id ({exc}); check {settings}") from None
     revision = revision or "main"
-    if _COMMIT.match(revision):
-        return revision
-    if constants.is_offline_mode():
-        commit = cached_commit(repo_id, revision, repo_type)
-        if commit is None:
-            raise not_available(repo_id, "HF_HUB_OFFLINE is set", without_hub)
-        return commit
-    try:
-        return HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type).sha
-    except GatedRepoError:
-        raise StepError(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN") from None
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise StepError(f"{repo_id}@{revision} not found on the hub: check {settings}") from None
-    except Exception as exc:  # network down: fall back to what is cached
-        commit = cached_commit(repo_id, revision, repo_type)
-        if commit is None:
-            raise not_available(repo_id, type(exc).__name__, without_hub) from None
-        return commit
+    if not use_local_files_only():
+        try:  # a commit too: whether the hub has it, and whether the hub can be reached at all
+            return HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type).sha
+        except GatedRepoError:
+            raise StepError(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN") from None
+        except (RepositoryNotFoundError, RevisionNotFoundError):
+            raise StepError(f"{repo_id}@{revision} not found on the hub: check {settings}") from None
+        except Exception as exc:  # network down: what is cached stands in, here and when the step fetches
+            _found_unreachable(exc)
+    commit = cached_commit(repo_id, revision, repo_type)
+    if commit is None:
+        raise not_available(repo_id, revision, without_hub)
+    return commit
+
+
+def forget_unreachable() -> None:
+    """Ask the hub again from now on (a new run finds out for itself whether it can be reached)."""
+    global _unreachable
+    _unreachable = None
+
+
+def _found_unreachable(exc: Exception) -> None:
+    global _unreachable
+    _unreachable = type(exc).__name__
+    log.warning("the Hugging Face hub is unreachable (%s): using the local cache's copies", _unreachable)

@@ -11,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from mambapipe import hub
 from mambapipe.config import register_configs
 
 # Triton decides at decoration time whether a kernel is interpreted, so the switch must be set before any
@@ -22,6 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "configs"
 RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def hub_reachability_unknown():
+    """A test that makes the hub unreachable must not leave every later test in its process offline."""
+    hub.forget_unreachable()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
+from mambapipe import hub
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan
 from mambapipe.pipeline.provenance import git_commit, utc_now, versions
@@ -76,6 +77,7 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     if steps is None:
         from mambapipe.steps import load_steps
         steps = load_steps()
+    hub.forget_unreachable()  # an earlier run in this process may have found it down
     plan = build_plan(resolved, steps, ArtifactStore(resolved.config["cache_dir"]))
     plan_only = resolved.config["plan_only"]
     print_plan(console, plan, show_notes=plan_only)

@@ -11,6 +11,7 @@ Files of local and hub sources are symlinks, so the artifact costs no disk space
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -128,20 +129,27 @@ def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], wit
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns))
+        return Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns,
+                                      local_files_only=hub.use_local_files_only()))
     except LocalEntryNotFoundError:
-        raise hub.not_available(repo_id, "offline", without_hub) from None
+        raise hub.not_available(repo_id, commit, without_hub) from None
 
 
-def _linked_layout(model: dict[str, Any], model_dir: Path) -> str:
-    """The layout of the linked files; for the hub, a miss is the patterns' fault, not model.path's."""
+def _linked_layout(model: dict[str, Any], model_dir: Path, commit: str) -> str:
+    """The layout of the linked files; for the hub, a miss is the patterns' fault, or, read from the local cache
+    alone, an incomplete download's."""
     try:
         return detect_layout(model_dir)
     except StepError:
         if model["source"] != "hub":
             raise
-    raise StepError(f"the files of {model['repo_id']} that model.allow_patterns={model.get('allow_patterns')} "
-                    "selects are not a Mamba checkpoint; widen model.allow_patterns (null fetches everything)")
+    repo, patterns = model["repo_id"], model.get("allow_patterns")
+    if hub.use_local_files_only():
+        raise StepError(f"the local cache's snapshot of {repo} at {commit} holds no Mamba checkpoint (an "
+                        f"interrupted download, or one limited by allow_patterns; {hub.offline_why()}): run once "
+                        "with the hub reachable to complete it")
+    raise StepError(f"the files of {repo} that model.allow_patterns={json.dumps(patterns)} selects are not a Mamba "
+                    "checkpoint; widen model.allow_patterns (null fetches everything)")
 
 
 # ---- the step ----------------------------------------------------------------------------------
@@ -207,7 +215,7 @@ class DownloadStep:
         # another run's allow_patterns fetched: link only the ones this config asked for.
         patterns = model.get("allow_patterns") if model["source"] == "hub" else None
         files, size = link_tree(source_dir, out_dir / "model", patterns)
-        layout = _linked_layout(model, out_dir / "model")
+        layout = _linked_layout(model, out_dir / "model", env.get("commit", ""))
         self._tokenizer(model, source_dir, env, out_dir / "tokenizer")
         return {"source": model["source"], "layout": layout, "files": files, "bytes": size,
                 "from": str(source_dir), **env}

@@ -389,3 +389,60 @@ def test_a_model_path_removed_after_a_run_is_the_one_problem(compose_config, tmp
     gone = tmp_path / "moved-away"
     problems = plan_problems(compose_config, "model.source=local", f"model.path={gone}", "steps=[evaluate]")
     assert problems == [f"download: model.path={gone} does not exist; set model.path to the checkpoint's directory"]
+
+
+@pytest.fixture
+def hub_snapshot(monkeypatch, tmp_path, local_copy) -> Path:
+    """A hand-built Hugging Face cache whose my-org/my-mamba2 main is COMMIT, a snapshot of the local copy."""
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hf-hub" / "models--my-org--my-mamba2"
+    snapshot = repo / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    for file in local_copy.iterdir():
+        (snapshot / file.name).symlink_to(file)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    return snapshot
+
+
+def hub_params(compose_config, *overrides: str) -> dict:
+    return model_params(compose_config, "model.source=hub", "model.repo_id=my-org/my-mamba2", "model.tokenizer=null",
+                        *overrides)
+
+
+def test_a_hub_found_unreachable_at_plan_time_is_not_asked_again_for_the_files(compose_config, tmp_path,
+                                                                                hub_snapshot):
+    """huggingface_hub would retry for ~20 s before reading the cache it reads at once with local_files_only."""
+    import huggingface_hub
+
+    params = hub_params(compose_config)
+    with mock.patch("huggingface_hub.HfApi.repo_info", side_effect=OSError("network down")) as asked, \
+         mock.patch("huggingface_hub.snapshot_download", wraps=huggingface_hub.snapshot_download) as fetch:
+        env = STEP.environment(params)
+        facts = run_step(params, tmp_path / "out", env)
+    assert env == {"commit": COMMIT} and facts["layout"] == "hf_mamba2" and asked.call_count == 1
+    assert fetch.call_args.kwargs["local_files_only"] is True
+
+
+@pytest.mark.parametrize("revision", ["3" * 40, "v3"])
+def test_an_uncached_revision_offline_is_named_at_plan_time(compose_config, monkeypatch, hub_snapshot, revision):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(StepError) as info:
+        STEP.environment(hub_params(compose_config, f"model.revision='{revision}'"))
+    assert str(info.value).startswith(f"cannot reach my-org/my-mamba2 on the Hugging Face hub (HF_HUB_OFFLINE is set) "
+                                      f"and its revision {revision} is not in the local cache")
+
+
+def test_an_incomplete_cached_snapshot_says_to_complete_it_online(compose_config, monkeypatch, tmp_path,
+                                                                    hub_snapshot):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    (hub_snapshot / "model.safetensors").unlink()  # what an interrupted download leaves
+    params = hub_params(compose_config)
+    with pytest.raises(StepError) as info:
+        run_step(params, tmp_path / "out", STEP.environment(params))
+    message = str(info.value)
+    assert message.startswith(f"the local cache's snapshot of my-org/my-mamba2 at {COMMIT} holds no Mamba checkpoint")
+    assert message.endswith("run once with the hub reachable to complete it") and "allow_patterns=None" not in message
