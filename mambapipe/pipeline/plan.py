@@ -50,6 +50,11 @@ class Plan:
     def artifact(self, name: str) -> Path:
         return self.store.path(name, self.get(name).key)
 
+    def refused_steps(self) -> set[str]:
+        """The steps a problem names as its own (`<step>: ...`): those it stops, as a run records them."""
+        names = {planned.name for planned in self.steps}
+        return {name for name, _, _ in (problem.partition(": ") for problem in self.problems) if name in names}
+
 
 def _fmt(value: Any) -> str:
     text = "∅" if value is None else str(value)

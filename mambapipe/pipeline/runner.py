@@ -82,7 +82,9 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     plan_only = resolved.config["plan_only"]
     print_plan(console, plan, show_notes=plan_only)
     if plan.problems or plan_only:
-        outcomes = [_not_run(plan, p) for p in plan.steps]
+        refused = plan.refused_steps()  # failed, not skipped: so a summary filtered on failed steps finds them
+        outcomes = [StepOutcome(p.name, p.key, "failed", 0.0, None) if p.name in refused else _not_run(plan, p)
+                    for p in plan.steps]
         reason = "; ".join(plan.problems) if plan.problems else None
         return _finish(console, run_dir, outcomes, reason, command, resumable=False)
     outcomes, reason, interrupted = _execute(plan, run_dir, list(overrides), console)

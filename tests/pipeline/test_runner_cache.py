@@ -160,6 +160,8 @@ def test_check_failure_stops_before_any_work(pipeline):
     result = pipeline.run(build="bad-config")
     assert result.failed and result.reason == "build: build refuses this config: fix it"
     assert pipeline.ran() == []
+    # The step the problem names is the failed one, as a run records a step that raised.
+    assert statuses(result) == {"download": "skipped", "convert": "skipped", "build": "failed", "evaluate": "skipped"}
 
 
 def test_run_json_has_exactly_the_promised_schema(pipeline):
