@@ -64,15 +64,18 @@ def age(created: str, now: Optional[datetime] = None) -> str:
 
 
 def config_slice(manifest: dict[str, Any]) -> str:
-    """The params an artifact came from, flattened; the architecture summed up in one item."""
+    """The params an artifact came from, flattened; the architecture summed up in one item; the hub commits it
+    was pinned to (a branch's name alone does not say which files it holds)."""
     flat = flatten(manifest.get("params", {}))
     params = [f"{k}={v}" for k, v in flat.items() if v is not None and not k.startswith("model.arch.")]
     arch = {k.removeprefix("model.arch."): v for k, v in flat.items() if k.startswith("model.arch.")}
     if arch:
         params.append(f"model.arch={arch.get('mamba_version')} H{arch.get('hidden_size')} L{arch.get('num_layers')} "
                       f"V{arch.get('vocab_size')}")
+    commits = [f"{name}={value[:12]}" for name, value in manifest.get("environment", {}).items()
+               if name.endswith("commit") and isinstance(value, str)]
     inputs = [f"<-{step} {short(key)}" for step, key in manifest.get("inputs", {}).items()]
-    return " ".join(params + inputs)
+    return " ".join(params + commits + inputs)
 
 
 def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Table:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from mambapipe.pipeline.cache import age, main
+from mambapipe.pipeline.store import ArtifactStore
 
 
 def run_cli(capsys, store, *args):
@@ -31,6 +32,15 @@ def test_ls_lists_every_artifact_with_size_age_and_config(capsys, filled):
     assert "eval.max_ite=5" in out and "eval.max_ite=4" in out
     assert "model.seed=0 model.source=synthetic" in out and "model.arch=Mamba2 H64 L2" in out
     assert " B" in out or "KB" in out
+
+
+def test_ls_names_the_hub_commits_an_artifact_was_pinned_to(capsys, tmp_path):
+    store = ArtifactStore(tmp_path)
+    manifest = {"step": "download", "created": "2026-11-30T00:00:00+00:00", "params": {"model.revision": "main"},
+                "environment": {"commit": "c" * 40, "tokenizer_commit": "d" * 40}}
+    store.commit(store.new_staging("download", "k" * 64), "download", "k" * 64, manifest)
+    _, out = run_cli(capsys, store, "ls")
+    assert f"model.revision=main commit={'c' * 12} tokenizer_commit={'d' * 12}" in out
 
 
 def test_ls_one_step(capsys, filled):
