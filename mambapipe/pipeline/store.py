@@ -104,10 +104,11 @@ class ArtifactStore:
 
     @contextlib.contextmanager
     def _readers_flock(self, step: str, key: str, operation: int) -> Iterator[bool]:
-        # flock, unlike filelock's locks, can be shared, and the kernel drops it with a killed process.
+        # flock, unlike filelock's locks, can be shared, and the kernel drops it with a killed process. Opened for
+        # reading too: NFS turns flock into a POSIX lock, whose shared form needs a readable file.
         lock_dir = self.root / step / LOCKS
         lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{key}.readers", "a") as claim:
+        with open(lock_dir / f"{key}.readers", "a+") as claim:
             try:
                 fcntl.flock(claim, operation)
             except BlockingIOError:

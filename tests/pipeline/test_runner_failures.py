@@ -69,6 +69,24 @@ def test_a_step_claims_what_it_reads_while_it_runs(pipeline):
     assert not pipeline.run(convert="expect-claims", build="expect-claims", evaluate="expect-claims").failed
 
 
+def test_an_input_removed_between_the_plan_and_its_claim_is_one_line(pipeline, monkeypatch):
+    """mambapipe-cache rm may win the race for an artifact the plan found cached: the step must not start."""
+    from mambapipe.pipeline.store import ArtifactStore
+
+    pipeline.run()
+    claim = ArtifactStore.reading
+
+    def removed_first(self, step, key):
+        if step == "build":
+            self.remove_dir(self.path(step, key))
+        return claim(self, step, key)
+
+    monkeypatch.setattr(ArtifactStore, "reading", removed_first)
+    result = pipeline.run("force=[evaluate]")
+    assert result.reason.startswith("evaluate: build ") and result.reason.endswith(
+        " was removed after the plan found it (mambapipe-cache rm?); run again to remake it")
+
+
 def test_failed_evaluate_keeps_its_metrics_in_the_run_dir_but_not_in_the_cache(pipeline):
     result = pipeline.run(evaluate="fail")
     assert result.failed
