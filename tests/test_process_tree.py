@@ -11,24 +11,28 @@ import textwrap
 import time
 from pathlib import Path
 
-from mambapipe.process_tree import run_tree
+from mambapipe.process_tree import STRAGGLER_WAIT_S, run_tree
 
 # A launcher that starts one "rank" in a session of its own, both writing their pids and sleeping; argv: pid file,
-# whether to ignore the signal a Ctrl-C sends them.
+# then how they take the SIGTERM a Ctrl-C sends: "default" (it ends them), "ignore" (both ignore it), "rank-ignores",
+# or "orphan" (the launcher exits at once, leaving the rank to init, holding the output pipe).
 LAUNCHER = textwrap.dedent("""
     import os, signal, subprocess, sys, time
-    if sys.argv[2] == "ignore":
+    mode = sys.argv[2]
+    if mode in ("ignore", "rank-ignores"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    if mode == "rank-ignores":
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with open(sys.argv[1], "w") as f:
         f.write(f"{os.getpid()} {rank.pid}")
     print("ranks started", flush=True)
-    time.sleep(120)
+    time.sleep(0 if mode == "orphan" else 120)
 """)
 # Our side: run the launcher as parallel.launch runs torchrun, exit 130 when the KeyboardInterrupt comes back.
 DRIVER = textwrap.dedent("""
     import subprocess, sys
-    from mambapipe.process_tree import run_tree
+    from mambapipe.process_tree import STRAGGLER_WAIT_S, run_tree
     try:
         run_tree("the launcher", [sys.executable, "-c", sys.argv[1], *sys.argv[2:]], "stdout", print,
                   stdout=subprocess.PIPE, text=True)
@@ -73,6 +77,32 @@ def test_a_sigint_to_our_process_alone_stops_the_launcher_and_its_ranks(tmp_path
     os.kill(driver.pid, signal.SIGINT)  # not the group: as a sweep job passes a Ctrl-C on
     assert driver.wait(timeout=20) == 130
     assert _wait_gone(pids) == []
+
+
+def test_a_rank_that_ignores_sigterm_is_killed_after_the_launcher_has_stopped(tmp_path):
+    driver, pids = _start_driver(tmp_path, on_sigint="rank-ignores")
+    started = time.monotonic()
+    os.kill(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=20) == 130 and _wait_gone(pids, timeout=1) == []
+    assert time.monotonic() - started >= STRAGGLER_WAIT_S - 0.5  # it was given its time to stop
+
+
+def test_a_second_ctrl_c_while_a_rank_lingers_kills_it_at_once(tmp_path):
+    driver, pids = _start_driver(tmp_path, on_sigint="rank-ignores")
+    os.kill(driver.pid, signal.SIGINT)
+    time.sleep(1.0)
+    started = time.monotonic()
+    os.kill(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=20) == 130 and _wait_gone(pids, timeout=1) == []
+    assert time.monotonic() - started < STRAGGLER_WAIT_S - 1
+
+
+def test_a_rank_whose_launcher_has_exited_is_still_found_by_its_mark(tmp_path):
+    """Reparented to init, it is no longer the launcher's descendant, and it still holds the output pipe."""
+    driver, pids = _start_driver(tmp_path, on_sigint="orphan")
+    _wait_gone(pids[:1])
+    os.kill(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=20) == 130 and _wait_gone(pids) == []
 
 
 def test_a_second_ctrl_c_kills_a_group_that_ignores_the_first(tmp_path):
@@ -125,8 +155,9 @@ def test_torchrun_ranks_stop_with_a_sigint_to_our_process_alone(tmp_path):
 
 
 def test_ranks_end_themselves_when_the_launching_process_is_killed(tmp_path):
-    """kill -9 (or the OOM killer) leaves the launching process no chance to stop its ranks."""
+    """kill -9 (or the OOM killer) leaves the launching process no chance to stop its ranks. Not reaped here until
+    the end, it stays a zombie meanwhile, as under a parent slow to read its status."""
     driver, pids = _launch_sleeping_ranks(tmp_path)
     os.kill(driver.pid, signal.SIGKILL)
-    driver.wait(timeout=10)
     assert _wait_gone(pids) == []
+    driver.wait(timeout=10)
