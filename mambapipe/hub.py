@@ -77,8 +77,9 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
             raise StepError(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN") from None
         except (RepositoryNotFoundError, RevisionNotFoundError):
             raise StepError(f"{repo_id}@{revision} not found on the hub: check {settings}") from None
-        except Exception as exc:  # network down: what is cached stands in, here and when the step fetches
-            _found_unreachable(exc)
+        except Exception as exc:  # network down, or the hub failing: what is cached stands in
+            if _is_network_failure(exc):  # and will when the step fetches; a 429 or 5xx says nothing of the rest
+                _found_unreachable(exc)
     commit = cached_commit(repo_id, revision, repo_type)
     if commit is None:
         raise not_available(repo_id, revision, without_hub)
@@ -91,7 +92,18 @@ def forget_unreachable() -> None:
     _unreachable = None
 
 
+def _is_network_failure(exc: Exception) -> bool:
+    """A connection or timeout error, of the socket (OSError) or of the HTTP client huggingface_hub uses (httpx's
+    TransportError, by name: the client's package differs between huggingface_hub releases); not an answer of
+    the hub's, which is an OSError too."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, HfHubHTTPError):
+        return False
+    return isinstance(exc, OSError) or any(cls.__name__ == "TransportError" for cls in type(exc).__mro__)
+
+
 def _found_unreachable(exc: Exception) -> None:
     global _unreachable
     _unreachable = type(exc).__name__
-    log.warning("the Hugging Face hub is unreachable (%s): using the local cache's copies", _unreachable)
+    log.warning("the Hugging Face hub is unreachable (%s): this run will read the local cache only", _unreachable)

@@ -446,3 +446,14 @@ def test_an_incomplete_cached_snapshot_says_to_complete_it_online(compose_config
     message = str(info.value)
     assert message.startswith(f"the local cache's snapshot of my-org/my-mamba2 at {COMMIT} holds no Mamba checkpoint")
     assert message.endswith("run once with the hub reachable to complete it") and "allow_patterns=None" not in message
+
+
+def test_a_hub_error_other_than_the_network_is_not_taken_for_an_unreachable_hub(compose_config, hub_snapshot):
+    """A 5xx for one lookup falls back to the cache for that lookup only: the files are still asked of the hub."""
+    from mambapipe import hub
+
+    error = __import__("huggingface_hub").errors.HfHubHTTPError(
+        "busy", response=httpx2.Response(503, request=httpx2.Request("GET", "https://huggingface.co")))
+    with mock.patch("huggingface_hub.HfApi.repo_info", side_effect=error):
+        assert STEP.environment(hub_params(compose_config)) == {"commit": COMMIT}
+    assert not hub.use_local_files_only()
