@@ -9,6 +9,8 @@ import pytest
 from mambapipe.evaluate.data import load_articles, sample_path
 from mambapipe.pipeline.step import StepError
 
+from empty_datasets import EMPTY_DATASETS
+
 
 def _records():
     return [json.loads(line) for line in sample_path().read_text().splitlines() if line.strip()]
@@ -90,18 +92,7 @@ def test_an_install_that_cannot_import_datasets_is_a_one_line_step_error(monkeyp
     assert "\n" not in str(err.value)
 
 
-def _empty_parquet(path):
-    import pandas as pd
-
-    pd.DataFrame({"article": pd.Series([], dtype=str), "highlights": pd.Series([], dtype=str)}).to_parquet(path)
-
-
-@pytest.mark.parametrize("name, write", [
-    ("empty.jsonl", lambda path: path.write_text("")),
-    ("empty.json", lambda path: path.write_text(" [\n]\n")),
-    ("blank.jsonl", lambda path: path.write_text("\n  \n\n")),
-    ("empty.parquet", _empty_parquet),
-])
+@pytest.mark.parametrize("name, write", EMPTY_DATASETS)
 def test_a_file_without_records_says_so(tmp_path, name, write):
     path = tmp_path / name
     write(path)

@@ -17,6 +17,8 @@ from mambapipe.pipeline.plan import step_params
 from mambapipe.pipeline.step import StepError
 from mambapipe.steps.evaluate import STEP, _accuracy_gate
 
+from empty_datasets import EMPTY_DATASETS
+
 
 def _params(**overrides):
     """The params the plan hands the step for the schema's defaults plus these dotted overrides."""
@@ -131,18 +133,7 @@ def test_plan_check_leaves_a_file_whose_first_record_it_cannot_fault_to_the_load
     STEP.check(_params(**{"eval.dataset": str(path)}))
 
 
-def _empty_parquet(path: Path) -> None:
-    import pandas as pd
-
-    pd.DataFrame({"article": pd.Series([], dtype=str), "highlights": pd.Series([], dtype=str)}).to_parquet(path)
-
-
-@pytest.mark.parametrize("name, write", [
-    ("empty.jsonl", lambda path: path.write_text("")),
-    ("blank.jsonl", lambda path: path.write_text("\n  \n\n")),
-    ("empty.json", lambda path: path.write_text(" [\n ]\n")),
-    ("empty.parquet", _empty_parquet),
-])
+@pytest.mark.parametrize("name, write", EMPTY_DATASETS)
 def test_plan_check_finds_a_file_without_records_with_the_loaders_message(tmp_path, name, write):
     """Before convert and build run, not at the evaluate step after them."""
     path = tmp_path / name

@@ -217,14 +217,21 @@ def test_offline_with_an_empty_cache_names_the_repo_and_the_fix(tmp_path):
     assert "model.source=local model.path=" in line and "HF_HUB_OFFLINE" in line
 
 
-def test_offline_with_a_cached_snapshot_uses_it(tmp_path, local_copy):
-    repo = tmp_path / "hf" / "hub" / "models--state-spaces--mamba2-130m"
+def write_hub_snapshot(hub_cache: Path, repo_id: str, files: Path) -> Path:
+    """What huggingface_hub leaves in its cache for `repo_id` downloaded at COMMIT (its main): the snapshot,
+    here links to `files`' files, and refs/main."""
+    repo = hub_cache / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / COMMIT
     snapshot.mkdir(parents=True)
-    for file in local_copy.iterdir():
+    for file in files.iterdir():
         (snapshot / file.name).symlink_to(file)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(COMMIT)
+    return snapshot
+
+
+def test_offline_with_a_cached_snapshot_uses_it(tmp_path, local_copy):
+    write_hub_snapshot(tmp_path / "hf" / "hub", "state-spaces/mamba2-130m", local_copy)
     assert offline(tmp_path, tmp_path / "hf") == f"OK {COMMIT} hf_mamba2"
     assert (tmp_path / "artifact" / "tokenizer" / "tokenizer.json").exists()
 
@@ -396,13 +403,7 @@ def hub_snapshot(monkeypatch, tmp_path, local_copy) -> Path:
     """A hand-built Hugging Face cache whose my-org/my-mamba2 main is COMMIT, a snapshot of the local copy."""
     import huggingface_hub.constants
 
-    repo = tmp_path / "hf-hub" / "models--my-org--my-mamba2"
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    for file in local_copy.iterdir():
-        (snapshot / file.name).symlink_to(file)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
+    snapshot = write_hub_snapshot(tmp_path / "hf-hub", "my-org/my-mamba2", local_copy)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-hub"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     return snapshot
