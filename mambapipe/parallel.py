@@ -28,6 +28,7 @@ from mambapipe.process_tree import LAUNCHED_BY_ENV, run_tree
 # NVLink SHARP / multicast paths are not available on the machines we target; keep every rank off them.
 RANK_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 LAUNCHERS = ("torchrun", "mpirun")
+_watching = False  # whether this rank's end_with_the_launching_process has started its watch
 # A rank's own exception line, e.g. "[rank1]: FileNotFoundError: ..." (not the launcher's ChildFailedError).
 _RANK_ERROR = re.compile(r"^(?:\[rank\d+\]:\s*)?((?!.*ChildFailedError)[\w.]*(?:Error|Exception): .*)")
 _FAILED_RANK = (re.compile(r"rank\s*:\s*(\d+) \(local_rank"),  # torchrun's "Root Cause" summary
@@ -78,7 +79,7 @@ def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "
         tail.append(line)
 
     code = run_tree(f"the {nprocs} ranks ({launcher})", cmd, "stderr", tee, env=child_env, stderr=subprocess.PIPE,
-                     text=True)
+                    text=True, errors="replace")
     if code != 0:
         rank = failed_rank(tail)
         who = f"rank {rank}" if rank is not None else "a rank"
@@ -96,13 +97,14 @@ def _env_int(*names: str) -> Optional[int]:
 
 def launcher_rank() -> int:
     """This process's rank as torchrun or an MPI launcher numbers it; 0 outside a launcher."""
+    end_with_the_launching_process()  # TensorRT-LLM's ranks ask this, and never init_distributed
     return _env_int("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK") or 0
 
 
 def init_distributed(device: str) -> tuple[int, int]:
     """Join the launcher's process group (gloo on CPU, NCCL on CUDA); (rank, world_size).
     Outside a launcher this is a no-op returning (0, 1)."""
-    _end_with_the_launching_process()
+    end_with_the_launching_process()
     rank = _env_int("RANK", "OMPI_COMM_WORLD_RANK")
     world = _env_int("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE")
     if rank is None or world is None or world == 1:
@@ -117,30 +119,37 @@ def init_distributed(device: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _end_with_the_launching_process() -> None:
+def end_with_the_launching_process() -> None:
     """A rank that `launch` started ends itself once the process that called `launch` is gone (killed with -9,
     or by the OOM killer), which has no chance to stop it: a rank blocked in a collective would otherwise hold
-    its GPU until NCCL's timeout, minutes later."""
-    mark = os.environ.get(LAUNCHED_BY_ENV)
-    if mark is None:
+    its GPU until NCCL's timeout, minutes later. Called by each rank once; outside `launch` it does nothing."""
+    global _watching
+    mark = os.environ.get(LAUNCHED_BY_ENV, "")
+    if _watching or not mark.partition(":")[0].isdigit():
         return
-    pid, started = mark.split(":")
+    _watching = True
+    try:
+        caller = psutil.Process(int(mark.partition(":")[0]))
+        # Started after this rank: a later process given the caller's pid. (Compared once: psutil derives start
+        # times from the boot time, which moves when the wall clock is stepped; is_running() does not.)
+        reused = caller.create_time() > psutil.Process().create_time()
+    except psutil.NoSuchProcess:
+        reused = True
+    except psutil.AccessDenied:  # e.g. /proc mounted with hidepid: nothing to watch with
+        return
+    threading.Thread(target=_watch, args=(None if reused else caller,), name="mambapipe-caller-watch",
+                     daemon=True).start()
 
-    def caller_gone() -> bool:
-        try:
-            caller = psutil.Process(int(pid))
-            # A zombie has exited (its parent has not read its status yet); a start time of its own is a later
-            # process given the same pid.
-            return caller.status() == psutil.STATUS_ZOMBIE or abs(caller.create_time() - float(started)) > 0.01
-        except psutil.NoSuchProcess:
-            return True
 
-    def watch() -> None:
-        while not caller_gone():
+def _watch(caller: Optional[psutil.Process]) -> None:
+    try:
+        while caller is not None and caller.is_running() and caller.status() != psutil.STATUS_ZOMBIE:
             time.sleep(1.0)
-        os._exit(1)  # no one is left to read an exit status or a message
-
-    threading.Thread(target=watch, name="mambapipe-caller-watch", daemon=True).start()
+    except psutil.NoSuchProcess:  # a zombie's status, or gone between the two questions
+        pass
+    except psutil.AccessDenied:
+        return
+    os._exit(1)  # no one is left to read an exit status or a message
 
 
 def shutdown_distributed() -> None:

@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from typing import IO, Callable, Optional, Sequence
 
 import psutil
@@ -32,8 +33,6 @@ from mambapipe.pipeline.report import make_console
 LAUNCHED_BY_ENV = "MAMBAPIPE_LAUNCHED_BY"
 # How long a process of the tree may outlive the launcher after SIGTERM before it is killed.
 STRAGGLER_WAIT_S = 5.0
-# How long a stopped tree's output is still read after its launcher has exited.
-DRAIN_AFTER_EXIT_S = 2.0
 
 
 def launched_by_mark() -> str:
@@ -50,43 +49,60 @@ def run_tree(what: str, cmd: Sequence[str], stream: str, on_line: Callable[[str]
     `what` names them in the message saying so."""
     mark = launched_by_mark()
     with subprocess.Popen(cmd, env={**(env or os.environ), LAUNCHED_BY_ENV: mark}, **popen_kwargs) as proc:
-        lines: IO[str] = getattr(proc, stream)
         try:
-            for line in lines:
+            for line in getattr(proc, stream):
                 on_line(line)
         except KeyboardInterrupt:
-            make_console().print(f"[yellow]interrupted[/]: waiting for {what} to stop (Ctrl-C again kills them)")
-            if _stop_tree(proc, lines, mark):
-                setattr(proc, stream, None)  # closing a pipe that a reader still blocks on would block us too
+            _stop_tree(proc, stream, mark, what)
             raise
     return proc.returncode
 
 
-def _stop_tree(proc: subprocess.Popen, lines: IO[str], mark: str) -> bool:
-    """Stop the tree; whether its output is still being read (a process outside it holds the pipe)."""
-    tree = _tree(proc.pid, mark, [])
-    _send(tree, signal.SIGTERM)
-    # What the tree prints from here on is its shutdown messages and tracebacks: read, not shown.
-    drain = threading.Thread(target=_discard, args=(lines,), daemon=True)
-    drain.start()
+def _stop_tree(proc: subprocess.Popen, stream: str, mark: str, what: str) -> None:
+    """SIGTERM to the tree, then wait for the launcher and, STRAGGLER_WAIT_S at most, for the rest; SIGKILL to
+    what is left, or to all of it at a second Ctrl-C. Meanwhile a Ctrl-C only says so: raised as an exception
+    it could land before the SIGTERM, or between finding the tree and killing it, and stop nothing."""
+    again = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: again.set())
     try:
+        make_console().print(f"[yellow]interrupted[/]: waiting for {what} to stop (Ctrl-C again kills them)")
+        tree = _tree(proc, mark, [])
+        _send(tree, signal.SIGTERM)
+        # What the tree prints from here on is its shutdown messages and tracebacks: read, not shown. The thread
+        # owns the pipe: closing it while a process outside the tree still writes would block on the thread.
+        threading.Thread(target=_discard, args=(getattr(proc, stream),), daemon=True).start()
+        setattr(proc, stream, None)
+        left = _wait_for(proc, tree, again)
+        _send(_tree(proc, mark, tree) if again.is_set() else left, signal.SIGKILL)
         proc.wait()
-        _, stragglers = psutil.wait_procs(tree, timeout=STRAGGLER_WAIT_S)
-    except KeyboardInterrupt:  # the second Ctrl-C
-        stragglers = _tree(proc.pid, mark, tree)
-    _send(stragglers, signal.SIGKILL)
-    proc.wait()
-    drain.join(timeout=DRAIN_AFTER_EXIT_S)
-    return drain.is_alive()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-def _tree(pid: int, mark: str, known: list[psutil.Process]) -> list[psutil.Process]:
-    """The launcher, its descendants, the processes carrying `mark`, and the `known` ones."""
-    try:
-        launcher = psutil.Process(pid)
-        found = [launcher, *launcher.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        found = []
+def _wait_for(proc: subprocess.Popen, tree: list[psutil.Process], again: threading.Event) -> list[psutil.Process]:
+    """Wait for the launcher, then STRAGGLER_WAIT_S at most for the rest of the tree, or until `again`; what is
+    left of the tree."""
+    deadline = None
+    while not again.wait(0.05):
+        if proc.poll() is None:
+            continue
+        _, left = psutil.wait_procs(tree, timeout=0)
+        deadline = deadline or time.monotonic() + STRAGGLER_WAIT_S
+        if not left or time.monotonic() > deadline:
+            return left
+    return tree
+
+
+def _tree(proc: subprocess.Popen, mark: str, known: list[psutil.Process]) -> list[psutil.Process]:
+    """The launcher and its descendants (while the launcher has not been reaped: its pid may name another
+    process after that), the processes carrying `mark`, and the `known` ones."""
+    found: list[psutil.Process] = []
+    if proc.returncode is None:
+        try:
+            launcher = psutil.Process(proc.pid)
+            found = [launcher, *launcher.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
     for process in psutil.process_iter():
         try:
             if process.environ().get(LAUNCHED_BY_ENV) == mark and process not in found:

@@ -15,7 +15,8 @@ from mambapipe.process_tree import STRAGGLER_WAIT_S, run_tree
 
 # A launcher that starts one "rank" in a session of its own, both writing their pids and sleeping; argv: pid file,
 # then how they take the SIGTERM a Ctrl-C sends: "default" (it ends them), "ignore" (both ignore it), "rank-ignores",
-# or "orphan" (the launcher exits at once, leaving the rank to init, holding the output pipe).
+# "orphan" (the launcher exits at once, leaving the rank to init, holding the output pipe), or "stray" (besides,
+# a process outside the tree and without the mark holds the pipe, its pid written third).
 LAUNCHER = textwrap.dedent("""
     import os, signal, subprocess, sys, time
     mode = sys.argv[2]
@@ -24,8 +25,15 @@ LAUNCHER = textwrap.dedent("""
     rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
     if mode == "rank-ignores":
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    pids = [os.getpid(), rank.pid]
+    if mode == "stray":  # started by a process that exits at once: it is left to init, outside the tree
+        unmarked = {k: v for k, v in os.environ.items() if k != "MAMBAPIPE_LAUNCHED_BY"}
+        starter = ("import subprocess, sys; stray = subprocess.Popen([sys.executable, '-c', 'import time; "
+                   "time.sleep(120)']); open(sys.argv[1], 'w').write(str(stray.pid))")
+        subprocess.run([sys.executable, "-c", starter, sys.argv[1] + ".stray"], env=unmarked, check=True)
+        pids.append(int(open(sys.argv[1] + ".stray").read()))
     with open(sys.argv[1], "w") as f:
-        f.write(f"{os.getpid()} {rank.pid}")
+        f.write(" ".join(map(str, pids)))
     print("ranks started", flush=True)
     time.sleep(0 if mode == "orphan" else 120)
 """)
@@ -95,6 +103,28 @@ def test_a_second_ctrl_c_while_a_rank_lingers_kills_it_at_once(tmp_path):
     os.kill(driver.pid, signal.SIGINT)
     assert driver.wait(timeout=20) == 130 and _wait_gone(pids, timeout=1) == []
     assert time.monotonic() - started < STRAGGLER_WAIT_S - 1
+
+
+def test_two_quick_ctrl_cs_still_stop_the_tree(tmp_path):
+    """The second lands while the first is being handled: it must kill, not cut the handling short."""
+    driver, pids = _start_driver(tmp_path, on_sigint="rank-ignores")
+    os.kill(driver.pid, signal.SIGINT)
+    time.sleep(0.005)
+    os.kill(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=20) == 130 and _wait_gone(pids, timeout=2) == []
+
+
+def test_a_process_outside_the_tree_holding_the_pipe_does_not_hang_the_stop(tmp_path):
+    """Nothing can find it, and the pipe it holds open must not be closed under the thread reading it, even when
+    a second Ctrl-C cuts the wait short."""
+    driver, pids = _start_driver(tmp_path, on_sigint="stray")
+    try:
+        os.kill(driver.pid, signal.SIGINT)
+        time.sleep(0.5)
+        os.kill(driver.pid, signal.SIGINT)
+        assert driver.wait(timeout=20) == 130 and _wait_gone(pids[:2]) == []
+    finally:
+        os.kill(pids[2], signal.SIGKILL)  # alive: nothing could find it
 
 
 def test_a_rank_whose_launcher_has_exited_is_still_found_by_its_mark(tmp_path):
