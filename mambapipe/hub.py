@@ -48,13 +48,14 @@ def cached_commit(repo_id: str, revision: str, repo_type: str) -> Optional[str]:
         return None
 
 
-def not_available(repo_id: str, revision: str, without_hub: str) -> StepError:
-    """The error for a revision neither reachable nor cached; `without_hub` says how to do without it."""
+def not_available(repo_id: str, revision: str, without_hub: str, why: Optional[str] = None) -> StepError:
+    """The error for a revision neither reachable nor cached; `without_hub` says how to do without it, `why` what
+    the hub answered (by default, why it was not asked)."""
     from huggingface_hub import constants
 
     other_fix = "unset HF_HUB_OFFLINE" if constants.is_offline_mode() else "check the network"
-    return StepError(f"cannot reach {repo_id} on the Hugging Face hub ({offline_why()}) and its revision {revision} "
-                     f"is not in the local cache: {without_hub}, or {other_fix}")
+    return StepError(f"cannot reach {repo_id} on the Hugging Face hub ({why or offline_why()}) and its revision "
+                     f"{revision} is not in the local cache: {without_hub}, or {other_fix}")
 
 
 def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settings: str, without_hub: str) -> str:
@@ -70,6 +71,7 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
     except HFValidationError as exc:  # else it surfaces from the cache lookup below as an unexpected crash
         raise StepError(f"{repo_id!r} is not a hub repo id ({exc}); check {settings}") from None
     revision = revision or "main"
+    failure = None
     if not use_local_files_only():
         try:  # a commit too: whether the hub has it, and whether the hub can be reached at all
             return HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type).sha
@@ -78,12 +80,21 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
         except (RepositoryNotFoundError, RevisionNotFoundError):
             raise StepError(f"{repo_id}@{revision} not found on the hub: check {settings}") from None
         except Exception as exc:  # network down, or the hub failing: what is cached stands in
+            failure = f"{type(exc).__name__}: {_first_line(exc)}"
             if _is_network_failure(exc):  # and will when the step fetches; a 429 or 5xx says nothing of the rest
                 _found_unreachable(exc)
     commit = cached_commit(repo_id, revision, repo_type)
     if commit is None:
-        raise not_available(repo_id, revision, without_hub)
+        raise not_available(repo_id, revision, without_hub, failure)
+    if failure is not None:
+        log.warning("asking the hub for %s@%s failed (%s): pinned to the local cache's %s", repo_id, revision,
+                    failure, commit)
     return commit
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 def forget_unreachable() -> None:

@@ -458,3 +458,12 @@ def test_a_hub_error_other_than_the_network_is_not_taken_for_an_unreachable_hub(
     with mock.patch("huggingface_hub.HfApi.repo_info", side_effect=error):
         assert STEP.environment(hub_params(compose_config)) == {"commit": COMMIT}
     assert not hub.use_local_files_only()
+
+
+def test_a_hub_answer_with_nothing_cached_is_quoted(compose_config, hub_snapshot):
+    error = __import__("huggingface_hub").errors.HfHubHTTPError(
+        "429 Too Many Requests for url https://huggingface.co/api/models/my-org/other",
+        response=httpx2.Response(429, request=httpx2.Request("GET", "https://huggingface.co")))
+    with mock.patch("huggingface_hub.HfApi.repo_info", side_effect=error), pytest.raises(StepError) as info:
+        STEP.environment(hub_params(compose_config, "model.repo_id=my-org/other"))
+    assert "(HfHubHTTPError: 429 Too Many Requests for url" in str(info.value)
