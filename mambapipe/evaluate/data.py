@@ -217,7 +217,7 @@ def _json_lines_problem(path: Path) -> Optional[str]:
     """The first line of `path` that is no JSON object, or that it holds no record, in one line (datasets' own
     error names neither the file nor the line); None when every line is a JSON object."""
     records = 0
-    with path.open(encoding="utf-8", errors="replace") as lines:
+    with path.open(encoding="utf-8-sig", errors="replace") as lines:  # as datasets, a byte-order mark is no text
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue

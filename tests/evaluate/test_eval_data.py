@@ -105,9 +105,11 @@ def test_a_file_without_records_says_so(tmp_path, name, write):
     ("{not json", r"line 2 is not JSON \(Expecting property name enclosed in double quotes at column 2\)"),
     ('["a", "b"]', "line 2 is a JSON list, not an object"),
 ])
-def test_a_malformed_json_line_is_named_with_its_line_number(tmp_path, bad_line, reason):
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig"])  # with a byte-order mark, as some editors save
+def test_a_malformed_json_line_is_named_with_its_line_number(tmp_path, bad_line, reason, encoding):
     path = tmp_path / "articles.jsonl"
-    path.write_text(json.dumps({"article": "A story.", "highlights": "Story."}) + "\n" + bad_line + "\n")
+    path.write_text(json.dumps({"article": "A story.", "highlights": "Story."}) + "\n" + bad_line + "\n",
+                    encoding=encoding)
     with pytest.raises(StepError, match=f"eval.dataset '{path}' is not valid JSON Lines: {reason}; ") as err:
         load_articles(str(path))
     assert "\n" not in str(err.value)
