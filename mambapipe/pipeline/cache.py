@@ -82,10 +82,11 @@ def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Table:
     table = Table(title=f"artifacts in {store.root}", title_justify="left")
     for column in ("step", "key", "size", "age", "config"):
         table.add_column(column, justify="right" if column in ("size", "age") else "left")
-    for directory, manifest in store.artifacts(step):
+    complete, damaged = _split_by_manifest(store, step)
+    for directory, manifest in complete:
         table.add_row(manifest.get("step", directory.parent.name), short(directory.name),
                       human_size(dir_size(directory)), age(manifest["created"]), config_slice(manifest))
-    for directory in store.unreadable(step):
+    for directory in damaged:
         table.add_row(directory.parent.name, short(directory.name), human_size(dir_size(directory)),
                       age(damaged_created(directory)),
                       f"[red]damaged manifest.json: not cached; rm --step {directory.parent.name} removes it[/]")
@@ -101,12 +102,20 @@ def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Table:
 def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Optional[str]) -> list[Path]:
     """The artifacts of `step` (or of all steps), damaged ones included; with `older_than` only those created
     before that day, a damaged one dated by damaged_created."""
+    complete, damaged = _split_by_manifest(store, step)
     if older_than is None:
-        return [directory for directory, _ in store.artifacts(step)] + list(store.unreadable(step))
+        return [directory for directory, _ in complete] + damaged
     cutoff = created_at(older_than)  # a day without a zone, as UTC
-    dated = [(directory, manifest["created"]) for directory, manifest in store.artifacts(step)]
-    dated += [(directory, damaged_created(directory)) for directory in store.unreadable(step)]
+    dated = [(directory, manifest["created"]) for directory, manifest in complete]
+    dated += [(directory, damaged_created(directory)) for directory in damaged]
     return [directory for directory, created in dated if created_at(created) < cutoff]
+
+
+def _split_by_manifest(store: ArtifactStore, step: Optional[str]) -> tuple[list[tuple[Path, dict[str, Any]]],
+                                                                           list[Path]]:
+    """The complete artifacts with their manifests, and the directories whose manifest is damaged."""
+    entries = list(store.entries(step))
+    return [(d, m) for d, m in entries if m is not None], [d for d, m in entries if m is None]
 
 
 @dataclass

@@ -66,17 +66,14 @@ class ArtifactStore:
 
     def artifacts(self, step: Optional[str] = None) -> Iterator[tuple[Path, dict[str, Any]]]:
         """(directory, manifest) of every complete artifact, optionally of one step."""
-        for directory in self._artifact_dirs(step):
-            manifest = read_manifest(directory / MANIFEST)
-            if manifest is not None:
-                yield directory, manifest
+        return ((directory, manifest) for directory, manifest in self.entries(step) if manifest is not None)
 
-    def unreadable(self, step: Optional[str] = None) -> Iterator[Path]:
-        """Artifact directories whose manifest is damaged (cut short, hand-edited): not cached, so the next run
-        that needs one remakes it, and `mambapipe-cache rm` removes them."""
+    def entries(self, step: Optional[str] = None) -> Iterator[tuple[Path, Optional[dict[str, Any]]]]:
+        """(directory, manifest) of every artifact directory, the manifest None where it is damaged (cut short,
+        hand-edited): such a directory is not cached, so the next run that needs it remakes it, and
+        `mambapipe-cache rm` removes it."""
         for directory in self._artifact_dirs(step):
-            if read_manifest(directory / MANIFEST) is None:
-                yield directory
+            yield directory, read_manifest(directory / MANIFEST)
 
     def _artifact_dirs(self, step: Optional[str]) -> Iterator[Path]:
         steps = [self.root / step] if step else sorted(p for p in self.root.glob("*") if p.is_dir())

@@ -107,4 +107,4 @@ def test_a_damaged_manifest_is_not_an_artifact(tmp_path, text):
     (tmp_path / "convert" / "k").mkdir(parents=True)
     (tmp_path / "convert" / "k" / "manifest.json").write_text(text)
     assert not store.is_complete("convert", "k") and list(store.artifacts()) == []
-    assert [d.name for d in store.unreadable("convert")] == ["k"]
+    assert [(d.name, manifest) for d, manifest in store.entries("convert")] == [("k", None)]
