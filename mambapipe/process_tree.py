@@ -62,8 +62,9 @@ def _stop_tree(proc: subprocess.Popen, stream: str, mark: str, what: str) -> Non
     """SIGTERM to the tree, then wait for the launcher and, STRAGGLER_WAIT_S at most, for the rest; SIGKILL to
     what is left, or to all of it at a second Ctrl-C. Meanwhile a Ctrl-C only says so: raised as an exception
     it could land before the SIGTERM, or between finding the tree and killing it, and stop nothing."""
-    again = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: again.set())
+    # A plain flag: a handler that took a lock (threading.Event's) could run while this thread holds it.
+    again = _Flag()
+    previous = signal.signal(signal.SIGINT, again.raise_flag)
     try:
         make_console().print(f"[yellow]interrupted[/]: waiting for {what} to stop (Ctrl-C again kills them)")
         tree = _tree(proc, mark, [])
@@ -73,17 +74,25 @@ def _stop_tree(proc: subprocess.Popen, stream: str, mark: str, what: str) -> Non
         threading.Thread(target=_discard, args=(getattr(proc, stream),), daemon=True).start()
         setattr(proc, stream, None)
         left = _wait_for(proc, tree, again)
-        _send(_tree(proc, mark, tree) if again.is_set() else left, signal.SIGKILL)
+        _send(_tree(proc, mark, tree) if again.raised else left, signal.SIGKILL)
         proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
-def _wait_for(proc: subprocess.Popen, tree: list[psutil.Process], again: threading.Event) -> list[psutil.Process]:
-    """Wait for the launcher, then STRAGGLER_WAIT_S at most for the rest of the tree, or until `again`; what is
-    left of the tree."""
+class _Flag:
+    raised = False
+
+    def raise_flag(self, signum: int, frame: object) -> None:
+        self.raised = True
+
+
+def _wait_for(proc: subprocess.Popen, tree: list[psutil.Process], again: _Flag) -> list[psutil.Process]:
+    """Wait for the launcher, then STRAGGLER_WAIT_S at most for the rest of the tree, or until `again` is raised;
+    what is left of the tree."""
     deadline = None
-    while not again.wait(0.05):
+    while not again.raised:
+        time.sleep(0.05)
         if proc.poll() is None:
             continue
         _, left = psutil.wait_procs(tree, timeout=0)
