@@ -7,7 +7,7 @@ import io
 import shlex
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -17,17 +17,25 @@ from hydra.errors import HydraException
 from mambapipe.config import CONFIG_DIR, close_key, key_hint, schema_key
 
 
+def _cache_arguments(words: list[str]) -> list[str]:
+    """mambapipe's `cache_dir=DIR` is mambapipe-cache's `--cache-dir DIR`, an option before its command."""
+    cache_dirs = [word.partition("=")[2] for word in words if word.startswith("cache_dir=")]
+    rest = [word for word in words if not word.startswith("cache_dir=")]
+    return ["--cache-dir", cache_dirs[-1], *rest] if cache_dirs else rest
+
+
 class OtherCommand(NamedTuple):
     script: str
     module: str
     usage: str  # the arguments to suggest when none follow the word
     note: str = ""
+    arguments: Callable[[list[str]], list[str]] = list  # the words after it, as the other program takes them
 
 
 # Words a user may guess are commands of mambapipe, and the program that has them. Hydra would read one as an
 # override without `=` and answer with a parse error of its grammar.
 OTHER_COMMANDS = {
-    "cache": OtherCommand("mambapipe-cache", "mambapipe.pipeline.cache", "ls"),
+    "cache": OtherCommand("mambapipe-cache", "mambapipe.pipeline.cache", "ls", arguments=_cache_arguments),
     "sweep": OtherCommand("mambapipe-sweep", "mambapipe.sweep", "summarize SWEEP_DIR",
                           "; to run a sweep, add -m and comma-separated values (-m dtype=float16,bfloat16)"),
 }
@@ -38,9 +46,13 @@ def other_command_problem(argv: list[str]) -> Optional[str]:
     (`python -m mambapipe cache ls` for `mambapipe-cache ls`); None otherwise."""
     if not argv or argv[0] not in OTHER_COMMANDS:
         return None
-    other = OTHER_COMMANDS[argv[0]]
-    arguments = shlex.join(argv[1:]) or other.usage
-    return (f"mambapipe: {argv[0]!r} is a command of {other.script}, not an override: run `{other.script} "
+    word, words = argv[0], argv[1:]
+    if word == "sweep" and any("=" in w for w in words):  # values to sweep over: a multirun of this program
+        return (f"mambapipe: 'sweep' is not an override; a sweep is this program's multirun: python -m mambapipe -m "
+                f"{shlex.join(words)} (comma-separated values run one job each)")
+    other = OTHER_COMMANDS[word]
+    arguments = shlex.join(other.arguments(words)) or other.usage
+    return (f"mambapipe: {word!r} is a command of {other.script}, not an override: run `{other.script} "
             f"{arguments}` (or python -m {other.module} {arguments}){other.note}")
 
 

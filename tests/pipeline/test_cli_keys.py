@@ -75,6 +75,11 @@ def test_what_hydra_handles_itself_passes_silently(capsys, argv):
                 "SWEEP_DIR` (or python -m mambapipe.sweep summarize SWEEP_DIR); to run a sweep, add -m"),
     (["sweep", "summarize", "multirun/x"], "run `mambapipe-sweep summarize multirun/x` "
                                            "(or python -m mambapipe.sweep summarize multirun/x)"),
+    # What the other program takes: its --cache-dir option, and a sweep is this program's own -m.
+    (["cache", "ls", "cache_dir=/tmp/c c"], "run `mambapipe-cache --cache-dir '/tmp/c c' ls` "
+                                            "(or python -m mambapipe.pipeline.cache --cache-dir '/tmp/c c' ls)"),
+    (["sweep", "dtype=float32,float16"], "mambapipe: 'sweep' is not an override; a sweep is this program's multirun: "
+                                         "python -m mambapipe -m dtype=float32,float16 (comma-separated values"),
 ])
 def test_a_command_of_another_program_points_to_it(argv, problem):
     assert problem in other_command_problem(argv)
