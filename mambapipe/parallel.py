@@ -124,12 +124,12 @@ def end_with_the_launching_process() -> None:
     or by the OOM killer), which has no chance to stop it: a rank blocked in a collective would otherwise hold
     its GPU until NCCL's timeout, minutes later. Called by each rank once; outside `launch` it does nothing."""
     global _watching
-    mark = os.environ.get(LAUNCHED_BY_ENV, "")
-    if _watching or not mark.partition(":")[0].isdigit():
+    caller_pid = os.environ.get(LAUNCHED_BY_ENV, "").partition(":")[0]
+    if _watching or not caller_pid.isdigit():
         return
     _watching = True
     try:
-        caller = psutil.Process(int(mark.partition(":")[0]))
+        caller = psutil.Process(int(caller_pid))
         # Started after this rank: a later process given the caller's pid. (Compared once: psutil derives start
         # times from the boot time, which moves when the wall clock is stepped; is_running() does not.)
         reused = caller.create_time() > psutil.Process().create_time()

@@ -166,11 +166,11 @@ def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path) -> tuple[float, 
     started = time.perf_counter()
     try:
         with contextlib.ExitStack() as claims:  # what the step reads stays while it reads it (mambapipe-cache rm)
-            for name in planned.step.needs:
-                claims.enter_context(plan.store.reading(name, plan.get(name).key))
-                if not plan.store.is_complete(name, plan.get(name).key):
-                    raise StepError(f"{name} {short(plan.get(name).key)} was removed after the plan found it "
-                                    "(mambapipe-cache rm?); run again to remake it")
+            for name, key in planned.inputs.items():
+                claims.enter_context(plan.store.reading(name, key))
+                if not plan.store.is_complete(name, key):
+                    raise StepError(f"{name} {short(key)} was removed after the plan found it (mambapipe-cache rm?); "
+                                    "run again to remake it")
             facts = planned.step.run(planned.params, inputs, staging, ctx) or {}
     except BaseException:
         _publish(staging, run_dir)

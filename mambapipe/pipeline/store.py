@@ -83,9 +83,22 @@ class ArtifactStore:
                     yield manifest.parent
 
     def lock(self, step: str, key: str) -> FileLock:
+        return FileLock(str(self._lock_file(step, key, ".lock")))
+
+    def _lock_file(self, step: str, key: str, suffix: str) -> Path:
         lock_dir = self.root / step / LOCKS
         lock_dir.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(lock_dir / f"{key}.lock"))
+        return lock_dir / f"{key}{suffix}"
+
+    def _try_lock(self, step: str, key: str) -> Optional[FileLock]:
+        """The key's lock, acquired; None when a live run holds it (from before its step starts until the
+        artifact is in place)."""
+        lock = self.lock(step, key)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return None
+        return lock
 
     @contextlib.contextmanager
     def reading(self, step: str, key: str) -> Iterator[None]:
@@ -103,9 +116,7 @@ class ArtifactStore:
     def _readers_flock(self, step: str, key: str, operation: int) -> Iterator[bool]:
         # flock, unlike filelock's locks, can be shared, and the kernel drops it with a killed process. Opened for
         # reading too: NFS turns flock into a POSIX lock, whose shared form needs a readable file.
-        lock_dir = self.root / step / LOCKS
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{key}.readers", "a+") as claim:
+        with open(self._lock_file(step, key, ".readers"), "a+") as claim:
             try:
                 fcntl.flock(claim, operation)
             except BlockingIOError:
@@ -133,12 +144,9 @@ class ArtifactStore:
         return sorted(p for root in roots if root.is_dir() for p in root.iterdir())
 
     def is_being_written(self, staging_dir: Path) -> bool:
-        """Whether a live run holds the lock of the key this staging dir is for (it holds it from before its
-        step starts until the artifact is in place)."""
-        lock = self.lock(staging_dir.parent.parent.name, staging_dir.name.split(".")[0])
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
+        """Whether a live run holds the lock of the key this staging dir is for."""
+        lock = self._try_lock(staging_dir.parent.parent.name, staging_dir.name.split(".")[0])
+        if lock is None:
             return True
         lock.release()
         return False
@@ -150,10 +158,8 @@ class ArtifactStore:
         keys = sorted({p.name.split(".")[0] for p in self.staging_dirs(step)})
         freed = 0
         for key in keys:
-            lock = self.lock(step, key)
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
+            lock = self._try_lock(step, key)
+            if lock is None:
                 continue
             try:
                 freed += sum(dir_size(p) for p in staging_root.glob(f"{key}.*"))
