@@ -10,9 +10,10 @@ from __future__ import annotations
 import codecs
 import json
 import reprlib
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from mambapipe import hub
 from mambapipe.pipeline.step import StepError
@@ -41,15 +42,16 @@ def hub_commit(hub_id: str) -> str:
 
 
 def load_articles(dataset: str, hub_id: str = "abisee/cnn_dailymail", hub_config: str = "3.0.0",
-                  split: str = "test", seed: int = 0, revision: Optional[str] = None):
+                  split: str = "test", seed: int = 0, revision: Optional[str] = None,
+                  local_only: Optional[str] = None):
     """A shuffled `datasets.Dataset` with `article`, `highlights` and `id` columns.
 
     `dataset` is "sample", "cnn_dailymail" (loaded from `hub_id`/`hub_config`/`split` at commit `revision`,
-    None = the main branch) or a local path."""
+    None = the main branch; from the local datasets cache only when `local_only` says why) or a local path."""
     if dataset == "sample":
         articles = _load_local(sample_path())
     elif dataset == "cnn_dailymail":
-        articles = _load_hub(hub_id, hub_config, split, revision)
+        articles = _load_hub(hub_id, hub_config, split, revision, local_only)
     else:
         articles = _load_local(Path(dataset).expanduser())
     _check_fields(articles, dataset)
@@ -249,20 +251,35 @@ def _parquet_problem(path: Path) -> Optional[str]:
     return None if rows else _no_records(str(path))
 
 
-def _load_hub(hub_id: str, hub_config: str, split: str, revision: Optional[str]):
+def _load_hub(hub_id: str, hub_config: str, split: str, revision: Optional[str], local_only: Optional[str]):
     load_dataset = require_datasets()
     try:
-        return load_dataset(hub_id, hub_config, split=split, revision=revision)
+        with _datasets_offline(local_only is not None):
+            return load_dataset(hub_id, hub_config, split=split, revision=revision)
     except RuntimeError as exc:
         if "scripts are no longer supported" not in str(exc):
             raise
         raise StepError(f"dataset {hub_id!r} is a loading script, which the installed datasets cannot run; set "
                         "eval.dataset_hub_id=abisee/cnn_dailymail (parquet) or a local .jsonl/.parquet") from exc
     except Exception as exc:  # offline, gated or renamed: datasets raises many unrelated types
-        raise StepError(
-            f"could not load dataset {hub_id!r} ({hub_config}, split {split}): {type(exc).__name__}; "
-            "check the network or eval.dataset_hub_id, or set eval.dataset to a local .jsonl/.parquet file "
-            f"with {INPUT_FIELD!r} and {REFERENCE_FIELD!r} fields") from exc
+        where = (f"the local datasets cache does not hold it ({local_only}); run once with the network" if local_only
+                 else "check the network or eval.dataset_hub_id")
+        raise StepError(f"could not load dataset {hub_id!r} ({hub_config}, split {split}): {type(exc).__name__}; "
+                        f"{where}, or set eval.dataset to a local .jsonl/.parquet file with {INPUT_FIELD!r} and "
+                        f"{REFERENCE_FIELD!r} fields") from exc
+
+
+@contextmanager
+def _datasets_offline(offline: bool) -> Iterator[None]:
+    """datasets in offline mode for one load: it reads its own cache at once instead of retrying the hub."""
+    import datasets.config
+
+    saved = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = saved or offline
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE = saved
 
 
 def _check_fields(articles, dataset: str) -> None:

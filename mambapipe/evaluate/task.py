@@ -41,6 +41,7 @@ class EvalJob:
     out_dir: Path
     show_progress: bool = True
     dataset_revision: Optional[str] = None  # the hub dataset's commit, pinned at plan time
+    hub_local_only: Optional[str] = None  # why the hub dataset is read from the local cache only, or None
 
     def get(self, key: str) -> Any:
         value = self.params[key]
@@ -86,7 +87,7 @@ def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
                                            job.get("eval.max_input_length"), job.get("eval.output_len"))
     bundle = load_tokenizer(job.download_dir / "tokenizer", _tokenizer_fix(job.download_dir))
     articles = load_articles(job.get("eval.dataset"), **_hub_source(job), seed=job.get("eval.random_seed"),
-                             revision=job.dataset_revision)
+                             revision=job.dataset_revision, local_only=job.hub_local_only)
     batches = summarize.prepare_samples(articles, bundle, settings)
     with loaded_engine(job) as generator:
         run = summarize.generate_batches(generator, batches, settings.output_len, bundle.eos_id,

@@ -18,13 +18,14 @@ def write_job(job: EvalJob, path: Path) -> None:
     """The job as JSON for the ranks (params are plain values: the runner resolves them so)."""
     path.write_text(json.dumps({"params": {k: job.get(k) for k in job.params}, "engine_dir": str(job.engine_dir),
                                 "download_dir": str(job.download_dir), "out_dir": str(job.out_dir),
-                                "show_progress": job.show_progress, "dataset_revision": job.dataset_revision}))
+                                "show_progress": job.show_progress, "dataset_revision": job.dataset_revision,
+                                "hub_local_only": job.hub_local_only}))
 
 
 def read_job(path: Path) -> EvalJob:
     raw = json.loads(path.read_text())
     return EvalJob(raw["params"], Path(raw["engine_dir"]), Path(raw["download_dir"]), Path(raw["out_dir"]),
-                   raw["show_progress"], raw["dataset_revision"])
+                   raw["show_progress"], raw["dataset_revision"], raw["hub_local_only"])
 
 
 def this_rank(job: EvalJob) -> int:

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from mambapipe import hub
 from mambapipe.engine.generate import LimitError, Limits
 from mambapipe.evaluate import benchmark
 from mambapipe.evaluate.data import check_first_record, hub_commit, require_datasets
@@ -77,7 +78,7 @@ class EvaluateStep:
         # that could see a branch that moved since the plan.
         env = ctx.extra["environment"] if "environment" in ctx.extra else self.environment(params)
         job = EvalJob(params, Path(inputs["build"]), Path(inputs["download"]), Path(out_dir), ctx.show_progress,
-                      dataset_revision=env.get("dataset_commit"))
+                      dataset_revision=env.get("dataset_commit"), hub_local_only=_hub_local_only(env))
         tp_size = _value(params, "tp_size")
         if tp_size > 1:
             _run_launched(job, tp_size)
@@ -126,6 +127,12 @@ def _dataset_environment(params: dict[str, Any]) -> dict[str, Any]:
         with path.open("rb") as f:
             return {"dataset_sha256": hashlib.file_digest(f, "sha256").hexdigest()}
     return {}
+
+
+def _hub_local_only(env: dict[str, Any]) -> Optional[str]:
+    """Why the ranks must not ask the hub for a pinned dataset (offline, or found unreachable at plan time: datasets
+    would retry for ~20 s before reading its cache), or None. The ranks are other processes, so the job carries it."""
+    return hub.offline_why() if "dataset_commit" in env and hub.use_local_files_only() else None
 
 
 def _local_dataset(dataset: str) -> Optional[Path]:

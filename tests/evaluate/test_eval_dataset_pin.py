@@ -116,9 +116,25 @@ def test_the_run_loads_the_commit_the_plan_pinned(monkeypatch, compose_config, h
     planned = plan.get("evaluate")
     ctx = StepContext(run_dir=tmp_path, extra={"environment": planned.environment})
     evaluate_step.STEP.run(planned.params, {"build": tmp_path, "download": tmp_path}, tmp_path, ctx)
-    assert jobs[0].dataset_revision == COMMIT
+    assert jobs[0].dataset_revision == COMMIT and jobs[0].hub_local_only is None
     write_job(jobs[0], tmp_path / "job.json")  # what the ranks read when tp_size > 1
     assert read_job(tmp_path / "job.json").dataset_revision == COMMIT
+
+
+def test_a_hub_found_unreachable_at_plan_time_sends_the_ranks_to_the_local_cache(monkeypatch, compose_config,
+                                                                                hub_cache, tmp_path):
+    """datasets retries an unreachable hub for ~20 s before reading its cache; the job tells the ranks not to ask."""
+    _cache_ref(hub_cache, COMMIT)
+    resolved = resolve_config(compose_config("eval.dataset=cnn_dailymail"))
+    with mock.patch("huggingface_hub.HfApi.dataset_info", side_effect=ConnectionError("no route")):
+        planned = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"])).get("evaluate")
+    jobs = []
+    monkeypatch.setattr(evaluate_step, "run_evaluation", lambda job: jobs.append(job) or (job.out_dir / "metrics.json")
+                        .write_text(json.dumps({"task": "summarize", "samples": 1, "rouge1": 20.0})))
+    ctx = StepContext(run_dir=tmp_path, extra={"environment": planned.environment})
+    evaluate_step.STEP.run(planned.params, {"build": tmp_path, "download": tmp_path}, tmp_path, ctx)
+    write_job(jobs[0], tmp_path / "job.json")
+    assert read_job(tmp_path / "job.json").hub_local_only == "unreachable: ConnectionError"
 
 
 def test_load_articles_asks_datasets_for_that_commit(monkeypatch):
@@ -134,3 +150,25 @@ def test_load_articles_asks_datasets_for_that_commit(monkeypatch):
     articles = data.load_articles("cnn_dailymail", HUB_ID, "3.0.0", "test", revision=COMMIT)
     assert articles["highlights"] == ["Story."]
     assert calls == [((HUB_ID, "3.0.0"), {"split": "test", "revision": COMMIT})]
+
+
+def test_load_articles_with_local_only_keeps_datasets_off_the_hub_for_that_load(monkeypatch):
+    import datasets
+    import datasets.config
+
+    offline_during_load = []
+
+    def load_dataset(*args, **kwargs):
+        offline_during_load.append(datasets.config.HF_HUB_OFFLINE)
+        if len(offline_during_load) == 2:
+            raise ConnectionError("Couldn't reach 'abisee/cnn_dailymail' on the Hub (OfflineModeIsEnabled)")
+        return datasets.Dataset.from_list([{"article": "A long story.", "highlights": "Story."}])
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    data.load_articles("cnn_dailymail", HUB_ID, revision=COMMIT, local_only="unreachable: ConnectError")
+    with pytest.raises(StepError) as err:
+        data.load_articles("cnn_dailymail", HUB_ID, revision=COMMIT, local_only="HF_HUB_OFFLINE is set")
+    assert offline_during_load == [True, True] and datasets.config.HF_HUB_OFFLINE is False
+    assert "the local datasets cache does not hold it (HF_HUB_OFFLINE is set); run once with the network" in str(
+        err.value) and "\n" not in str(err.value)
