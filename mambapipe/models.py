@@ -48,6 +48,9 @@ class ModelSpec:
         for name in _POSITIVE + (_POSITIVE_MAMBA2 if self.is_mamba2 else ()):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.conv_kernel < 2:
+            raise ValueError(f"conv_kernel must be >= 2 (a width-1 conv keeps no state to decode with), got "
+                             f"{self.conv_kernel}")
         if self.time_step_rank < 0:
             raise ValueError(f"time_step_rank must be >= 0 (0: ceil(hidden_size / 16)), got {self.time_step_rank}")
         if self.is_mamba2:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mambapipe.checkpoint.detect import detect_source
+from mambapipe.checkpoint.detect import HF_MAMBA, HF_MAMBA2, SourceInfo, detect_source, load_json_object
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
 from mambapipe.checkpoint.safetensors_io import PlannedTensor, StreamingSafetensorsWriter
 from mambapipe.checkpoint.sources import TensorSource, open_source
 from mambapipe.checkpoint.tp import shard, shard_shape
 from mambapipe.checkpoint.trtllm import TrtTensor, trtllm_tensors
 from mambapipe.dtypes import TORCH_DTYPES
+from mambapipe.models import TRTLLM_NORM_EPSILON
+
+log = logging.getLogger(__name__)
 
 _FINITE_CHECK_CHUNK = 1 << 22  # elements per finiteness pass, so the check never doubles a big tensor
 _EXPONENT_BITS = {torch.float16: (torch.int16, 0x7C00), torch.bfloat16: (torch.int16, 0x7F80),
@@ -36,6 +40,7 @@ def convert_checkpoint(model_dir: str | Path, out_dir: str | Path, dtype: str, t
     out_dir = _clear_outputs(Path(model_dir), Path(out_dir))
     model_dtype = parse_dtype(dtype)
     info = detect_source(model_dir)
+    _say_if_norm_epsilon_dropped(info)
     problems = info.spec.tp_problems(tp_size)
     if problems:
         raise ConvertError(f"{info.config_file}: cannot split this model {tp_size} ways: {'; '.join(problems)}")
@@ -47,6 +52,18 @@ def convert_checkpoint(model_dir: str | Path, out_dir: str | Path, dtype: str, t
     digests["config.json"] = hashlib.sha256(config).hexdigest()
     return {"source_format": info.format, "source_files": [f.name for f in info.weight_files],
             "spec": dataclasses.asdict(info.spec), "dtype": dtype, "tp_size": tp_size, "sha256": digests}
+
+
+def _say_if_norm_epsilon_dropped(info: SourceInfo) -> None:
+    """TensorRT-LLM's format holds its own norm_epsilon and its converter drops HF's layer_norm_epsilon; this
+    converter does the same (TensorRT-LLM parity), and says so where that changes the model's outputs."""
+    if info.format not in (HF_MAMBA, HF_MAMBA2):
+        return
+    epsilon = load_json_object(info.config_file).get("layer_norm_epsilon", TRTLLM_NORM_EPSILON)
+    if epsilon != TRTLLM_NORM_EPSILON:
+        log.warning("%s: layer_norm_epsilon=%s is not carried over: TensorRT-LLM's Mamba checkpoint normalizes with "
+                    "%s, so logits differ slightly from transformers' on this checkpoint", info.config_file, epsilon,
+                    TRTLLM_NORM_EPSILON)
 
 
 def _clear_outputs(model_dir: Path, out_dir: Path) -> Path:

@@ -55,6 +55,9 @@ def spec_from_hf_mamba2(cfg: dict[str, Any], path: Path) -> ModelSpec:
 def _hf_shared_fields(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
     """The fields both HF layouts read from the same keys with the same defaults (their state_size and
     tie_word_embeddings default differently, so each reads those itself)."""
+    if cfg.get("hidden_act", "silu") != "silu":
+        raise ConvertError(f"{path}: hidden_act={json.dumps(cfg['hidden_act'])} is not supported: TensorRT-LLM's Mamba "
+                           "layers compute SiLU only; only hidden_act \"silu\" converts")
     return dict(num_layers=_int(cfg, "num_hidden_layers", path), vocab_size=_int(cfg, "vocab_size", path),
                 conv_kernel=_int(cfg, "conv_kernel", path, 4), use_bias=_bool(cfg, "use_bias", path, False),
                 use_conv_bias=_bool(cfg, "use_conv_bias", path, True), rms_norm=_rms_norm(cfg, path),

@@ -112,3 +112,34 @@ def test_an_hf_config_transformers_refuses_is_one_line_naming_the_field(tmp_path
         detect_source(model_dir)
     assert str(info.value) == (f"{config}: transformers' Mamba2Config refuses {field}={shown} ({reason}); "
                                f"correct {field} in config.json")
+
+
+@pytest.mark.parametrize("parse, config", [(spec_from_hf_mamba, MAMBA_130M_HF),
+                                           (spec_from_hf_mamba2, {"hidden_size": 64, "num_hidden_layers": 2,
+                                                                  "vocab_size": 100, "num_heads": 2, "n_groups": 1})])
+def test_an_activation_other_than_silu_is_refused(parse, config):
+    """TensorRT-LLM's layers hard-wire SiLU; a gelu model converted anyway would compute a different function."""
+    with pytest.raises(ConvertError, match=r'hidden_act="gelu" is not supported: .* only hidden_act "silu" converts'):
+        parse(config | {"hidden_act": "gelu"}, Path("config.json"))
+    assert parse(config | {"hidden_act": "silu"}, Path("config.json")).conv_kernel == 4
+
+
+def test_a_width_one_conv_is_refused_by_the_spec():
+    with pytest.raises(ValueError, match="conv_kernel must be >= 2"):
+        spec_from_hf_mamba(MAMBA_130M_HF | {"conv_kernel": 1}, Path("config.json"))
+
+
+def test_a_layer_norm_epsilon_the_format_drops_is_said_once_at_conversion(tmp_path, hf_mamba2, caplog):
+    from mambapipe.checkpoint.convert import convert_checkpoint
+
+    model_dir = shutil.copytree(hf_mamba2, tmp_path / "model")
+    config = model_dir / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"layer_norm_epsilon": 1e-6}))
+    convert_checkpoint(model_dir, tmp_path / "out", "float32", progress=False)
+    said = [r.getMessage() for r in caplog.records if "layer_norm_epsilon" in r.getMessage()]
+    assert said == [f"{config}: layer_norm_epsilon=1e-06 is not carried over: TensorRT-LLM's Mamba checkpoint "
+                    "normalizes with 1e-05, so logits differ slightly from transformers' on this checkpoint"]
+    caplog.clear()
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"layer_norm_epsilon": 1e-5}))
+    convert_checkpoint(model_dir, tmp_path / "out", "float32", progress=False)
+    assert not [r for r in caplog.records if "layer_norm_epsilon" in r.getMessage()]
