@@ -17,7 +17,9 @@ def is_greedy(cfg: SamplingConfig) -> bool:
 
 def filter_logits(logits: Tensor, cfg: SamplingConfig) -> Tensor:
     """Temperature, then top-k, then nucleus (top-p) filtering; removed entries become -inf. (B, V)."""
-    logits = logits / cfg.temperature
+    # The best logit moves to 0 before the division, so a tiny temperature sends the others to -inf (the greedy
+    # limit) instead of every logit to +-inf, which softmax would turn into NaN.
+    logits = (logits - logits.amax(-1, keepdim=True)) / cfg.temperature
     if cfg.top_k > 0:
         kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, -torch.inf)

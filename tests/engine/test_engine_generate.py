@@ -11,7 +11,7 @@ from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model
 from mambapipe.backends.base import SamplingConfig
 from mambapipe.engine.api import generate_text, load_engine
 from mambapipe.engine.generate import LimitError
-from mambapipe.engine.sampling import filter_logits
+from mambapipe.engine.sampling import filter_logits, sample
 from mambapipe.models import ModelSpec
 from mambapipe.synthetic import write_synthetic_tokenizer
 
@@ -129,6 +129,14 @@ def test_top_k_and_top_p_filters():
     assert kept(SamplingConfig(greedy=False, top_p=0.7)) == [True, True, False, False]
     assert kept(SamplingConfig(greedy=False, top_p=0.85)) == [True, True, True, False]
     assert kept(SamplingConfig(greedy=False, top_p=0.1)) == [True, False, False, False]
+
+
+def test_a_tiny_temperature_samples_the_best_token_instead_of_failing_on_nan():
+    """logits / 1e-40 overflow to +-inf, which softmax turns into NaN; the limit of T -> 0 is the argmax."""
+    logits = torch.tensor([[1.0, 3.0, 2.0], [-5.0, -7.0, -6.0]])
+    for top_p in (1.0, 0.9):
+        cfg = SamplingConfig(greedy=False, temperature=1e-40, top_p=top_p)
+        assert sample(logits, cfg, torch.Generator().manual_seed(0)).tolist() == [1, 0]
 
 
 def test_output_reports_timings(engine_dir):
