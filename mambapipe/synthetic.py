@@ -2,8 +2,9 @@
 
 `write_synthetic_checkpoint` lets every step run without the model hub: it writes what
 `MambaForCausalLM.save_pretrained` / `Mamba2ForCausalLM.save_pretrained` would write (config.json and
-safetensors shards with an index), but streams one tensor at a time so a 7B model fits on a small
-machine. `write_synthetic_tokenizer` trains a real byte-level BPE tokenizer on the bundled sample data.
+safetensors shards with an index), but generates and saves one shard at a time (up to 2 GB by default), so
+a 7B model fits on a small machine. `write_synthetic_tokenizer` trains a real byte-level BPE tokenizer on
+the bundled sample data.
 """
 
 from __future__ import annotations
@@ -98,27 +99,6 @@ def _dt_bias(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
     return dt + torch.log(-torch.expm1(-dt))
 
 
-def plan_shards(shapes: dict[str, tuple[int, ...]], itemsize: int,
-                max_bytes: int = MAX_SHARD_BYTES) -> list[list[str]]:
-    """Group tensor names, in order, into shards of at most `max_bytes` (a larger tensor gets its own)."""
-    shards: list[list[str]] = [[]]
-    size = 0
-    for name, shape in shapes.items():
-        nbytes = math.prod(shape) * itemsize
-        if shards[-1] and size + nbytes > max_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(name)
-        size += nbytes
-    return shards
-
-
-def _shard_names(count: int) -> list[str]:
-    if count == 1:
-        return ["model.safetensors"]
-    return [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
-
-
 def _seeded(seed: int, name: str) -> torch.Generator:
     # Seed per tensor name so each tensor is the same whatever the shard size or write order.
     return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
@@ -129,32 +109,37 @@ def write_synthetic_checkpoint(spec: ModelSpec, out_dir: Path | str, dtype: str,
     """Write a seeded random HF Mamba/Mamba2 checkpoint of shape `spec` into `out_dir` in `dtype`.
 
     Peak memory is one shard (≤ `max_shard_bytes`) plus one float32 tensor. Returns manifest facts."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
     if dtype not in TORCH_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch_dtype = TORCH_DTYPES[dtype]
     shapes = tensor_shapes(spec)
-    shards = plan_shards(shapes, torch_dtype.itemsize, max_shard_bytes)
-    files = _shard_names(len(shards))
-    total = sum(math.prod(s) for s in shapes.values())
-    bar = tqdm(total=total * torch_dtype.itemsize, unit="B", unit_scale=True, desc="synthetic weights",
-               disable=not progress)
-    for file, names in zip(files, shards):
-        tensors = {}
-        for name in names:
-            tensors[name] = init_tensor(name, shapes[name], _seeded(seed, name)).to(torch_dtype).contiguous()
-            bar.update(tensors[name].numel() * torch_dtype.itemsize)
-        save_file(tensors, out_dir / file, metadata={"format": "pt"})
-        del tensors
-    bar.close()
-    if len(files) > 1:
-        index = {"metadata": {"total_size": total * torch_dtype.itemsize},
-                 "weight_map": {name: file for file, names in zip(files, shards) for name in names}}
+    # Meta tensors give the splitter sizes without memory; it groups and names shards as save_pretrained does.
+    split = split_torch_state_dict_into_shards(
+        {name: torch.empty(shape, dtype=torch_dtype, device="meta") for name, shape in shapes.items()},
+        max_shard_size=max_shard_bytes)
+    with tqdm(total=split.metadata["total_size"], unit="B", unit_scale=True, desc="synthetic weights",
+              disable=not progress) as bar:
+        for file, names in split.filename_to_tensors.items():
+            _write_shard(out_dir / file, {name: shapes[name] for name in names}, torch_dtype, seed, bar)
+    if split.is_sharded:  # a single model.safetensors has no index, as with save_pretrained
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     hf_config(spec, dtype).save_pretrained(out_dir)
     return {"format": "hf_mamba2" if spec.is_mamba2 else "hf_mamba", "dtype": dtype, "seed": seed,
-            "num_parameters": total, "files": files}
+            "num_parameters": sum(math.prod(s) for s in shapes.values()), "files": list(split.filename_to_tensors)}
+
+
+def _write_shard(path: Path, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, seed: int, bar: tqdm) -> None:
+    # The shard's tensors are freed on return, before the next shard is generated.
+    tensors = {}
+    for name, shape in shapes.items():
+        tensors[name] = init_tensor(name, shape, _seeded(seed, name)).to(dtype).contiguous()
+        bar.update(tensors[name].numel() * dtype.itemsize)
+    save_file(tensors, path, metadata={"format": "pt"})
 
 
 # ---- tokenizer ---------------------------------------------------------------------------------

@@ -11,8 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from mambapipe.models import ModelSpec
-from mambapipe.synthetic import (DT_MAX, DT_MIN, plan_shards, tensor_shapes, write_synthetic_checkpoint,
-                                 write_synthetic_tokenizer)
+from mambapipe.synthetic import DT_MAX, DT_MIN, tensor_shapes, write_synthetic_checkpoint, write_synthetic_tokenizer
 
 MAMBA1 = ModelSpec("Mamba1", 64, 2, 512, 16)
 MAMBA2_UNTIED = ModelSpec("Mamba2", 64, 2, 512, 16, head_dim=16, n_groups=4, chunk_size=16, tie_embeddings=False)
@@ -34,8 +33,10 @@ def test_same_seed_same_weights_whatever_the_sharding(tmp_path):
     assert not torch.equal(a["backbone.layers.0.mixer.in_proj.weight"], c["backbone.layers.0.mixer.in_proj.weight"])
 
 
-def test_shards_are_bounded_and_indexed_like_save_pretrained(tmp_path):
-    limit = 50_000
+def test_shards_are_bounded_indexed_like_save_pretrained_and_load_in_transformers(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    limit = 50_000  # the bf16 embedding (64 KiB) is over it, so it takes a shard of its own
     facts = write_synthetic_checkpoint(MAMBA2_UNTIED, tmp_path, "bfloat16", seed=0, max_shard_bytes=limit,
                                        progress=False)
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
@@ -44,16 +45,20 @@ def test_shards_are_bounded_and_indexed_like_save_pretrained(tmp_path):
     assert index["metadata"]["total_size"] == 2 * sum(math.prod(s) for s in shapes.values())
     for file in facts["files"]:
         tensors = load_file(tmp_path / file)
+        assert set(tensors) == {name for name, f in index["weight_map"].items() if f == file}
         size = sum(t.numel() * t.element_size() for t in tensors.values())
         assert size <= limit or len(tensors) == 1  # a tensor larger than the limit gets a shard alone
         assert all(t.dtype == torch.bfloat16 for t in tensors.values())
     assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).state_dict()
+    written = load_all(tmp_path)
+    assert loaded.keys() == written.keys() and all(torch.equal(loaded[k], written[k]) for k in written)
 
 
-def test_plan_shards_never_splits_a_tensor():
-    shapes = {"a": (10,), "b": (100,), "c": (10,)}
-    assert plan_shards(shapes, 4, max_bytes=200) == [["a"], ["b"], ["c"]]
-    assert plan_shards(shapes, 1, max_bytes=200) == [["a", "b", "c"]]
+def test_a_single_shard_is_model_safetensors_without_an_index(tmp_path):
+    facts = write_synthetic_checkpoint(MAMBA1, tmp_path, "float32", seed=0, progress=False)
+    assert facts["files"] == ["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_mamba1_initialisation(tmp_path):
