@@ -52,7 +52,9 @@ def headline(metrics: Optional[dict[str, Any]]) -> str:
     if metrics.get("task") == "benchmark":
         rows = metrics.get("rows", [])
         best = max((r.get("tokens_per_s") or 0 for r in rows), default=0)
-        return f"{len(rows)} scenarios, best {best:.1f} tok/s"
+        skipped = sum(1 for r in rows if r.get("skipped"))
+        counted = f"{len(rows)} scenario{'s' * (len(rows) != 1)}" + (f" ({skipped} skipped)" if skipped else "")
+        return f"{counted}, best {best:.1f} tok/s"
     parts = [f"{label} {metrics[key]:.2f}" for key, label in _SUMMARIZE_HEADLINE.items()
              if isinstance(metrics.get(key), (int, float))]
     return ", ".join(parts)

@@ -34,3 +34,9 @@ def test_the_other_rows_keep_their_precision():
     assert {label: table[label][0] for label in ("samples", "tokens/s", "TTFT ms", "decode ms/step", "peak MiB")} == {
         "samples": "4", "tokens/s": "2264.1", "TTFT ms": "2.824", "decode ms/step": "0.276", "peak MiB": "612.3"}
     assert table["samples"][1] == "-"  # HF's metrics hold ROUGE only
+
+
+def test_the_benchmark_headline_counts_the_scenarios_the_engine_skipped():
+    rows = [{"tokens_per_s": 51.25}, {"tokens_per_s": None, "skipped": "batch 8 > max_batch_size 2"}]
+    assert headline({"task": "benchmark", "rows": rows}) == "2 scenarios (1 skipped), best 51.2 tok/s"
+    assert headline({"task": "benchmark", "rows": rows[:1]}) == "1 scenario, best 51.2 tok/s"
