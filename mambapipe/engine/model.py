@@ -7,6 +7,8 @@ its own split of d_inner (and of the vocabulary for lm_head); `Comm` adds the fe
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,6 +19,7 @@ from mambapipe.engine.weights import LayerWeights
 from mambapipe.models import TRTLLM_NORM_EPSILON, ModelSpec
 
 EPS = TRTLLM_NORM_EPSILON
+log = logging.getLogger(__name__)
 
 
 class Comm:
@@ -38,6 +41,17 @@ class Comm:
         return torch.cat(parts, dim=-1)
 
 
+def _kernels_for(spec: ModelSpec, choice: str, on_cuda: bool) -> str:
+    """The load option (engine/api.py: Triton or torch ops, kernels.KERNEL_CHOICES), with "auto" meaning the torch
+    ops for a shape the fused kernels cannot compute, said where it costs speed."""
+    problem = kernels.spec_problem(spec) if choice == "auto" else None
+    if problem is None:
+        return choice
+    if on_cuda:
+        log.warning("the fused kernels cannot run this model's %s: the engine runs the torch ops (slower)", problem)
+    return "torch"
+
+
 def _linear(x: Tensor, w: LayerWeights, name: str) -> Tensor:
     return ops.linear(x, w[name], w.get(name + "_bias"))
 
@@ -46,7 +60,7 @@ class MambaModel:
     def __init__(self, spec: ModelSpec, glob: dict[str, Tensor], layers: list[LayerWeights], comm: Comm,
                  kernel_choice: str = "auto"):
         self.spec, self.glob, self.layers, self.comm = spec, glob, layers, comm
-        self.kernel_choice = kernel_choice  # load option (engine/api.py): Triton or torch ops (kernels.KERNEL_CHOICES)
+        self.kernel_choice = _kernels_for(spec, kernel_choice, on_cuda=glob["embedding"].is_cuda)
         tp = comm.world_size
         self.d_inner, self.heads = spec.intermediate_size // tp, spec.num_heads // tp
         self.bc_size = spec.n_groups * spec.state_size // tp  # Mamba2: local B (and C) width

@@ -33,6 +33,15 @@ def test_cuda_matches_cpu(arch, dtype, rel, tmp_path):
         assert gpu.generate(PROMPTS, 12).output_ids == cpu.generate(PROMPTS, 12).output_ids
 
 
+@pytest.mark.parametrize("arch, shape", [("mamba1", {"conv_kernel": 3}), ("mamba2", {"state_size": 12})])
+def test_a_shape_the_fused_kernels_cannot_run_falls_back_to_the_torch_ops(arch, shape, tmp_path, caplog):
+    spec = ModelSpec(**(MAMBA1 if arch == "mamba1" else MAMBA2) | shape)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path)
+    gpu, cpu = load_engine(engine, "cuda"), load_engine(engine, "cpu")
+    assert gpu.runtime_path["kernels"] == "torch" and "the engine runs the torch ops" in caplog.text
+    assert gpu.generate(PROMPTS, 12).output_ids == cpu.generate(PROMPTS, 12).output_ids
+
+
 def test_decode_graph_capture_leaves_the_blas_choice_as_it_was(tmp_path):
     """Capturing the decode graphs switches to cuda_graphs.DECODE_BLAS and back: the process's choice stays."""
     spec = ModelSpec(**MAMBA1)

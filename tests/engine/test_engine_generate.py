@@ -180,3 +180,12 @@ def test_generate_text_returns_the_decoded_new_tokens_of_each_prompt(tmp_path):
     stop = new_ids[0][2]  # an end-of-sequence id the first prompt reaches by its third token
     cut = generate_text(gen, tmp_path / "tokenizer", texts[:1], max_new_tokens=8, eos_id=stop)
     assert cut == [tokenizer.decode(new_ids[0][:new_ids[0].index(stop) + 1], skip_special_tokens=True)]
+
+
+@pytest.mark.parametrize("arch, shape, kept", [("mamba1", {}, "auto"), ("mamba1", {"conv_kernel": 3}, "torch"),
+                                               ("mamba2", {"state_size": 12}, "torch"), ("mamba2", {}, "auto")])
+def test_kernels_auto_picks_the_torch_ops_for_a_shape_the_fused_kernels_cannot_run(arch, shape, kept, tmp_path):
+    """The Triton kernels unroll a width-4 conv and range over power-of-2 states; other shapes run the torch ops
+    on every device (test_engine_cuda checks the outputs on a GPU)."""
+    spec = ModelSpec(**(MAMBA1 if arch == "mamba1" else MAMBA2) | shape)
+    assert load_engine(build_from_hf(hf_model(spec), spec, tmp_path)).model.kernel_choice == kept

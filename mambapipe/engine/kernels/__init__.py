@@ -16,18 +16,32 @@ from typing import Optional
 
 import torch
 
+from mambapipe.models import ModelSpec
+
 # Looked up, not imported: importing triton here would fix its interpret mode before a test can set
 # TRITON_INTERPRET=1. The kernel modules import it when the fused path first runs.
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
 # auto: the Triton kernels wherever they can run (CUDA, Triton importable), torch ops elsewhere;
 # torch: the plain torch ops everywhere (the benchmarks' baseline and a debugging aid).
 KERNEL_CHOICES = ("auto", "torch")
+# The fused conv keeps its taps in registers as named values, one per column: d_conv of every model we serve.
+CONV_WIDTH = 4
 
 
 def kernels_problem(kernels: str) -> Optional[str]:
     """Why `kernels` is not a valid choice (None when it is)."""
     if kernels not in KERNEL_CHOICES:
         return f"kernels={kernels!r} is not one of {list(KERNEL_CHOICES)}"
+    return None
+
+
+def spec_problem(spec: ModelSpec) -> Optional[str]:
+    """Why the fused kernels cannot compute a model of this shape (None when they can); the engine then runs the
+    torch ops, which compute any shape the converter accepts."""
+    if spec.conv_kernel != CONV_WIDTH:
+        return f"conv_kernel {spec.conv_kernel} (they unroll a conv of width {CONV_WIDTH})"
+    if spec.state_size & (spec.state_size - 1):
+        return f"state_size {spec.state_size} (Triton ranges over states must be powers of 2)"
     return None
 
 

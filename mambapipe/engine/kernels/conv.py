@@ -15,9 +15,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mambapipe.engine.kernels import CONV_WIDTH as WIDTH
 from mambapipe.engine.kernels import pdl
-
-WIDTH = 4  # d_conv of every Mamba/Mamba2 model we serve
 
 
 @triton.jit
