@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from mambapipe.backends.base import Limits
 from mambapipe.engine.build import resolve_ssm_state_dtype
-from mambapipe.engine.generate import EngineGenerator, Limits
+from mambapipe.engine.generate import EngineGenerator
 from mambapipe.engine.model import Comm, MambaModel
 from mambapipe.engine.weights import LayerWeights
 from mambapipe.models import ModelSpec

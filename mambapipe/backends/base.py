@@ -1,7 +1,8 @@
 """The interface both engine backends (native, trtllm) implement.
 
 The build step calls `Backend.build`; the evaluate step calls `Backend.load` and then only talks to
-the returned `Generator`, so summarize and benchmark run unchanged on either backend.
+the returned `Generator`, so summarize and benchmark run unchanged on either backend. Both generators check
+requests against the engine's `Limits` and raise `LimitError` in the same words.
 """
 
 from __future__ import annotations
@@ -37,6 +38,43 @@ class GenerationOutput:
     prefill_ms: float  # wall time of the prompt pass (time to first token)
     decode_ms_per_step: float  # mean wall time of one decode step over the batch
     peak_memory_mb: float = 0.0
+
+
+class LimitError(ValueError):
+    """A request outside the limits the engine was built with (one-line message with the fix)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The build limits every backend's generator enforces before any device work, so a request too large
+    fails with the same one-line `LimitError` on either backend (the evaluate step prints it without a traceback)."""
+
+    max_batch_size: int
+    max_input_len: int
+    max_seq_len: int
+
+    def check(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, queue: bool = False) -> None:
+        if max_new_tokens < 1:
+            raise LimitError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.check_prompts(prompts, queue)
+        for i, p in enumerate(prompts):
+            if len(p) + max_new_tokens > self.max_seq_len:
+                raise LimitError(f"prompt {i} ({len(p)} tokens) + max_new_tokens={max_new_tokens} exceeds "
+                                 f"max_seq_len={self.max_seq_len}; ask for fewer tokens or rebuild larger")
+
+    def check_prompts(self, prompts: Sequence[Sequence[int]], queue: bool = False) -> None:
+        """What a prefill needs: some prompts, at most max_batch_size (unless they queue), none empty or too long."""
+        if not prompts:  # nothing to generate, and the trtllm adapter's timing needs at least one sequence
+            raise LimitError("no prompts given; give at least one")
+        if not queue and len(prompts) > self.max_batch_size:
+            raise LimitError(f"batch of {len(prompts)} prompts exceeds max_batch_size={self.max_batch_size}; "
+                             f"send smaller batches or rebuild with a larger build.max_batch_size")
+        for i, p in enumerate(prompts):
+            if not p:
+                raise LimitError(f"prompt {i} is empty; give at least one token")
+            if len(p) > self.max_input_len:
+                raise LimitError(f"prompt {i} has {len(p)} tokens > max_input_len={self.max_input_len}; "
+                                 f"truncate it or rebuild with a larger build.max_input_len")
 
 
 class Generator(Protocol):

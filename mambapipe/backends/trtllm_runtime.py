@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from mambapipe.backends.base import GenerationOutput, SamplingConfig
+from mambapipe.backends.base import GenerationOutput, Limits, SamplingConfig
 from mambapipe.backends.trtllm_engine import EngineInfo, read_engine_config
 from mambapipe.pipeline.step import StepError
 
@@ -74,23 +74,7 @@ class TrtllmGenerator:
         self.spec, self.dtype, self.device = info.spec, info.dtype, "cuda"
         self.max_batch_size, self.max_input_len, self.max_seq_len = (
             info.max_batch_size, info.max_input_len, info.max_seq_len)
-
-    def _check_limits(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
-        """The limits ModelRunnerCpp checks, raised before any GPU work and worded like the native engine's."""
-        if not prompts or min(len(p) for p in prompts) == 0:
-            raise ValueError("generate needs at least one prompt and no empty ones; give each at least one token")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        longest = max(len(p) for p in prompts)
-        if len(prompts) > self.max_batch_size:
-            raise ValueError(f"batch of {len(prompts)} exceeds the engine's max_batch_size {self.max_batch_size}; "
-                             "rebuild with a larger build.max_batch_size")
-        if longest > self.max_input_len:
-            raise ValueError(f"prompt of {longest} tokens exceeds the engine's max_input_len {self.max_input_len}; "
-                             "rebuild with a larger build.max_input_len")
-        if longest + max_new_tokens > self.max_seq_len:
-            raise ValueError(f"{longest} prompt + {max_new_tokens} new tokens exceeds the engine's max_seq_len "
-                             f"{self.max_seq_len}; rebuild with a larger build.max_seq_len")
+        self.limits = Limits(info.max_batch_size, info.max_input_len, info.max_seq_len)
 
     def _timed_generate(self, batch: list[torch.Tensor], max_new_tokens: int,
                         kwargs: dict[str, Any]) -> tuple[Any, float]:
@@ -104,7 +88,7 @@ class TrtllmGenerator:
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: SamplingConfig = SamplingConfig(), eos_id: Optional[int] = None,
                  stop_at_eos: bool = True) -> GenerationOutput:
-        self._check_limits(prompts, max_new_tokens)
+        self.limits.check(prompts, max_new_tokens)  # before any GPU work: what ModelRunnerCpp would refuse
         batch = [torch.tensor(list(p), dtype=torch.int32) for p in prompts]  # each (L_i,)
         stop_id = eos_id if stop_at_eos else None
         kwargs = {"end_id": NO_END_ID if stop_id is None else stop_id, "pad_id": eos_id if eos_id is not None else 0,

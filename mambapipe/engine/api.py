@@ -22,11 +22,11 @@ from typing import Optional, Sequence
 
 import torch
 
-from mambapipe.backends.base import SamplingConfig
+from mambapipe.backends.base import Limits, SamplingConfig
 from mambapipe.checkpoint.config_json import CONFIG_FILE, read_config_json
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.engine.build import ENGINE_FORMAT, dtype_problem
-from mambapipe.engine.generate import EngineGenerator, Limits
+from mambapipe.engine.generate import EngineGenerator
 from mambapipe.engine.kernels import kernels_problem
 from mambapipe.engine.model import Comm, MambaModel
 from mambapipe.engine.weights import load_rank

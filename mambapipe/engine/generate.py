@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from mambapipe.backends.base import GenerationOutput, SamplingConfig
+from mambapipe.backends.base import GenerationOutput, LimitError, Limits, SamplingConfig
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.engine import kernels
 from mambapipe.engine.cuda_graphs import maybe_graphed_decode, maybe_graphed_prefill, pad_prompts
@@ -34,38 +34,6 @@ from mambapipe.engine.state import InferenceState
 
 # Module switch: `benchmarks/gpu_bench.py --no-queue-ahead` reads every greedy step before issuing the next.
 QUEUE_AHEAD = True
-
-
-class LimitError(ValueError):
-    """A request outside the limits the engine was built with (one-line message with the fix)."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_batch_size: int
-    max_input_len: int
-    max_seq_len: int
-
-    def check(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, queue: bool = False) -> None:
-        if max_new_tokens < 1:
-            raise LimitError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        self.check_prompts(prompts, queue)
-        for i, p in enumerate(prompts):
-            if len(p) + max_new_tokens > self.max_seq_len:
-                raise LimitError(f"prompt {i} ({len(p)} tokens) + max_new_tokens={max_new_tokens} exceeds "
-                                 f"max_seq_len={self.max_seq_len}; ask for fewer tokens or rebuild larger")
-
-    def check_prompts(self, prompts: Sequence[Sequence[int]], queue: bool = False) -> None:
-        """What a prefill needs: at most max_batch_size prompts (unless they queue), none empty or too long."""
-        if not queue and len(prompts) > self.max_batch_size:
-            raise LimitError(f"batch of {len(prompts)} prompts exceeds max_batch_size={self.max_batch_size}; "
-                             f"send smaller batches or rebuild with a larger build.max_batch_size")
-        for i, p in enumerate(prompts):
-            if not p:
-                raise LimitError(f"prompt {i} is empty; give at least one token")
-            if len(p) > self.max_input_len:
-                raise LimitError(f"prompt {i} has {len(p)} tokens > max_input_len={self.max_input_len}; "
-                                 f"truncate it or rebuild with a larger build.max_input_len")
 
 
 @dataclass

@@ -11,8 +11,7 @@ from typing import Any, Iterable, Optional
 import torch
 from tqdm import tqdm
 
-from mambapipe.backends.base import Generator, SamplingConfig
-from mambapipe.engine.generate import Limits
+from mambapipe.backends.base import Generator, LimitError, Limits, SamplingConfig
 from mambapipe.evaluate.floor import decode_step_traffic
 from mambapipe.evaluate.memory import reset_peak_memory
 
@@ -39,14 +38,13 @@ def scenarios_from_config(raw: Optional[Iterable[dict[str, int]]]) -> list[Scena
 
 def limit_problem(limits: Limits | Generator, scenario: Scenario) -> Optional[str]:
     """Why an engine of these limits (a loaded engine's, or the build.* params at plan time) cannot run
-    `scenario`, or None."""
-    if scenario.batch > limits.max_batch_size:
-        return f"batch {scenario.batch} > engine max_batch_size {limits.max_batch_size}"
-    if scenario.input_len > limits.max_input_len:
-        return f"input_len {scenario.input_len} > engine max_input_len {limits.max_input_len}"
-    if scenario.input_len + scenario.output_len > limits.max_seq_len:
-        return (f"input_len + output_len {scenario.input_len + scenario.output_len} > engine max_seq_len "
-                f"{limits.max_seq_len}")
+    `scenario`, in the words the engine itself would refuse it with; or None."""
+    engine_limits = Limits(limits.max_batch_size, limits.max_input_len, limits.max_seq_len)
+    prompts = [[1] * scenario.input_len] * scenario.batch  # one row repeated: only the shape is checked
+    try:
+        engine_limits.check(prompts, scenario.output_len)
+    except LimitError as err:
+        return str(err)
     return None
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mambapipe import hub
-from mambapipe.engine.generate import LimitError, Limits
+from mambapipe.backends.base import LimitError, Limits
 from mambapipe.evaluate import benchmark
 from mambapipe.evaluate.data import check_first_record, hub_commit, require_datasets
 from mambapipe.evaluate.rouge import require_scorer

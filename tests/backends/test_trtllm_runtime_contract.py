@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from mambapipe.backends.base import SamplingConfig
+from mambapipe.backends.base import LimitError, SamplingConfig
 from mambapipe.backends.trtllm_runtime import NO_END_ID, finish_at_eos, load_generator
 from mambapipe.pipeline.step import StepError
 
@@ -85,14 +85,23 @@ def test_sampling_arguments_and_single_token_run(fake_trtllm, engine_dir):
     assert out.output_ids == [[5]] and out.decode_ms_per_step == 0.0
 
 
-def test_limits_are_checked_before_calling_trtllm(fake_trtllm, engine_dir):
+@pytest.mark.parametrize("prompts, new, message", [
+    ([[1]] * 9, 4, "batch of 9 prompts exceeds max_batch_size=8; send smaller batches or rebuild with a larger "
+                   "build.max_batch_size"),
+    ([[1] * 925], 4, "prompt 0 has 925 tokens > max_input_len=924; truncate it or rebuild with a larger "
+                     "build.max_input_len"),
+    ([[1] * 900], 200, "prompt 0 (900 tokens) + max_new_tokens=200 exceeds max_seq_len=1024; ask for fewer tokens "
+                       "or rebuild larger"),
+    ([[1], []], 4, "prompt 1 is empty; give at least one token"),
+    ([], 4, "no prompts given; give at least one"),
+    ([[1]], 0, "max_new_tokens must be >= 1, got 0"),
+])
+def test_limits_are_the_native_engines_checked_before_calling_trtllm(fake_trtllm, engine_dir, prompts, new, message):
+    """The native engine's LimitError and words, which the evaluate step reports in one line on either backend."""
     gen = _load(fake_trtllm, engine_dir)
-    with pytest.raises(ValueError, match="batch of 9 exceeds the engine's max_batch_size 8"):
-        gen.generate([[1]] * 9, 4)
-    with pytest.raises(ValueError, match="prompt of 925 tokens exceeds the engine's max_input_len 924"):
-        gen.generate([[1] * 925], 4)
-    with pytest.raises(ValueError, match="900 prompt \\+ 200 new tokens exceeds the engine's max_seq_len 1024"):
-        gen.generate([[1] * 900], 200)
+    with pytest.raises(LimitError) as err:
+        gen.generate(prompts, new)
+    assert str(err.value) == message
     assert fake_trtllm.generate_calls == []
 
 
@@ -126,14 +135,6 @@ def test_cpu_device_is_refused(engine_dir):
     ([1, 2, 3], 2, 5, [1, 2]), ([1, 3], 2, 5, [1, 3, 2]), ([1, 3], 2, 2, [1, 3]), ([1, 2], None, 5, [1, 2])])
 def test_finish_at_eos(tokens, eos, limit, expected):
     assert finish_at_eos(tokens, eos, limit) == expected
-
-
-def test_empty_prompt_and_zero_tokens_are_refused(fake_trtllm, engine_dir):
-    gen = _load(fake_trtllm, engine_dir)
-    with pytest.raises(ValueError, match="no empty ones"):
-        gen.generate([[1], []], 4)
-    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
-        gen.generate([[1]], 0)
 
 
 def test_prefill_and_decode_timing_arithmetic(fake_trtllm, engine_dir, monkeypatch):

@@ -8,9 +8,8 @@ import pytest
 import torch
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model
 
-from mambapipe.backends.base import SamplingConfig
+from mambapipe.backends.base import LimitError, SamplingConfig
 from mambapipe.engine.api import generate_text, load_engine
-from mambapipe.engine.generate import LimitError
 from mambapipe.engine.sampling import filter_logits, sample
 from mambapipe.models import ModelSpec
 from mambapipe.synthetic import write_synthetic_tokenizer

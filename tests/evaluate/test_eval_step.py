@@ -86,7 +86,7 @@ def test_defaults_pass_the_plan_check():
     ({"eval.task": "benchmark", "eval.bandwidth_gbps": float("inf")}, "eval.bandwidth_gbps must be a number > 0"),
     ({"eval.task": "benchmark", "build.max_batch_size": 2,
       "eval.scenarios": [{"batch": 8, "input_len": 923, "output_len": 100}]},
-     r"no eval.scenarios fit the engine's build limits \(B=8 923/100: batch 8 > engine max_batch_size 2\); "),
+     r"no eval.scenarios fit the engine's build limits \(B=8 923/100: batch of 8 prompts exceeds max_batch_size=2; "),
     ({"eval.task": "benchmark", "build.max_seq_len": 150, "build.max_input_len": 100},
      "no eval.scenarios fit"),  # the anchors' shortest scenario needs 200
 ])
@@ -237,7 +237,7 @@ def test_local_dataset_contents_enter_the_key(tmp_path):
 def test_a_request_outside_the_engine_limits_is_one_line_on_one_rank(monkeypatch, tmp_path):
     """At tp_size=1 the evaluation runs in this process: its LimitError (e.g. a tokenizer that is not the model's)
     must reach the runner as the StepError a launched rank's failure already is, not as a crash."""
-    from mambapipe.engine.generate import LimitError
+    from mambapipe.backends.base import LimitError
     from mambapipe.pipeline.step import StepContext
     from mambapipe.steps import evaluate
 

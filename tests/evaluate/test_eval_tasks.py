@@ -98,8 +98,10 @@ def test_benchmark_rows_and_skips(engine_is_hf, download_dir, tmp_path):
     assert not (tmp_path / "out" / "predictions.jsonl").exists()
     rows = metrics["rows"]
     assert [r.get("skipped") for r in rows] == [
-        None, "batch 8 > engine max_batch_size 4", "input_len 150 > engine max_input_len 128",
-        "input_len + output_len 200 > engine max_seq_len 160"]
+        None, "batch of 8 prompts exceeds max_batch_size=4; send smaller batches or rebuild with a larger "
+              "build.max_batch_size",
+        "prompt 0 has 150 tokens > max_input_len=128; truncate it or rebuild with a larger build.max_input_len",
+        "prompt 0 (100 tokens) + max_new_tokens=100 exceeds max_seq_len=160; ask for fewer tokens or rebuild larger"]
     row = rows[0]
     assert set(row) >= {"batch", "input_len", "output_len", "prefill_ms", "decode_ms_per_step", "tokens_per_s",
                         "floor_pct"}
