@@ -15,7 +15,6 @@ any prefill admits new sequences, so the tokens are those of the one-at-a-time l
 
 from __future__ import annotations
 
-import resource
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from mambapipe.engine.cuda_graphs import maybe_graphed_decode, maybe_graphed_pre
 from mambapipe.engine.model import MambaModel
 from mambapipe.engine.sampling import is_greedy, sample
 from mambapipe.engine.state import InferenceState
+from mambapipe.peak_memory import peak_memory_mb
 
 
 # Module switch: `benchmarks/gpu_bench.py --no-queue-ahead` reads every greedy step before issuing the next.
@@ -157,7 +157,7 @@ class EngineGenerator:
             self._issued = None
         return GenerationOutput(output_ids=outputs, prefill_ms=1e3 * times.prefill_s,
                                 decode_ms_per_step=1e3 * times.decode_s / max(times.decode_steps, 1),
-                                peak_memory_mb=_peak_memory_mb(self.device))
+                                peak_memory_mb=peak_memory_mb(self.device))
 
     def _admit(self, prompts, waiting, live, sampling, rng, emit, times) -> None:
         """Prefill as many waiting prompts as there are free slots, and emit their first tokens."""
@@ -253,10 +253,4 @@ class EngineGenerator:
     def _count_step(start: float, times: _Timings) -> None:
         times.decode_s += time.perf_counter() - start
         times.decode_steps += 1
-
-
-def _peak_memory_mb(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from mambapipe.backends.base import Generator, LimitError, Limits, SamplingConfig
 from mambapipe.evaluate.floor import decode_step_traffic
-from mambapipe.evaluate.memory import reset_peak_memory
+from mambapipe.peak_memory import reset_peak_memory
 
 PROMPT_TOKEN_HIGH = 1000  # prompts are randint(1, 1000), as mamba_ssm's benchmark script draws them
 

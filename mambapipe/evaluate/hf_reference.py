@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import resource
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,6 +17,7 @@ import torch
 from mambapipe.backends.base import GenerationOutput, SamplingConfig
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.models import MAMBA1, MAMBA2, ModelSpec
+from mambapipe.peak_memory import peak_memory_mb
 
 HF_MODEL_TYPES = {"mamba": MAMBA1, "mamba2": MAMBA2}
 
@@ -110,7 +110,7 @@ class HFGenerator:
             decode.extend([decode_ms] if decode_ms is not None else [])
         return GenerationOutput(output_ids=outputs, prefill_ms=sum(prefill) / len(prefill),
                                 decode_ms_per_step=sum(decode) / len(decode) if decode else 0.0,
-                                peak_memory_mb=self._peak_memory_mb())
+                                peak_memory_mb=peak_memory_mb(self.device))
 
     def _generate_one(self, prompt: Sequence[int], max_new_tokens: int,
                       eos_id: Optional[int]) -> tuple[list[int], float, Optional[float]]:
@@ -126,11 +126,6 @@ class HFGenerator:
         first = clock.first_token_at or end
         decode_ms = (end - first) * 1e3 / (len(new_ids) - 1) if len(new_ids) > 1 else None
         return new_ids, (first - start) * 1e3, decode_ms
-
-    def _peak_memory_mb(self) -> float:
-        if self.device == "cuda":
-            return torch.cuda.max_memory_allocated() / 2**20
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak RSS; Linux reports KiB
 
     def close(self) -> None:
         del self.model

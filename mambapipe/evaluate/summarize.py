@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from mambapipe.backends.base import Generator, SamplingConfig
 from mambapipe.evaluate.data import INPUT_FIELD, REFERENCE_FIELD
-from mambapipe.evaluate.memory import reset_peak_memory
+from mambapipe.peak_memory import reset_peak_memory
 from mambapipe.evaluate.prompts import TokenizerBundle, encode_prompt
 from mambapipe.evaluate.rouge import rouge_scores
 

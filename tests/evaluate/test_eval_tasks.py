@@ -9,7 +9,8 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from mambapipe.evaluate import benchmark, memory, summarize, task
+from mambapipe import peak_memory
+from mambapipe.evaluate import benchmark, summarize, task
 from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.rouge import rouge_scores
 
@@ -131,25 +132,25 @@ def test_one_new_token_has_no_decode_time(engine_is_hf, download_dir, tmp_path):
 def test_peak_memory_is_the_runs_own_not_the_process_so_far(engine_is_hf, download_dir, tmp_path, overrides,
                                                              peak_of):
     """768 MiB freed before the run, as the bandwidth probe's copy buffers are, must not show in its peak."""
-    if not memory.reset_peak_memory("cpu"):
+    if not peak_memory.reset_peak_memory("cpu"):
         pytest.skip("this system cannot reset the process's peak RSS")
     ballast = torch.ones(768 * 2**20 // 4)
     del ballast
     process_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     job = task.EvalJob(_params(**overrides), tmp_path / "engine", download_dir, tmp_path / "out", show_progress=False)
     metrics = task.run_evaluation(job)
-    assert metrics["peak_memory"] == memory.CPU_MEANING
+    assert metrics["peak_memory"] == peak_memory.CPU_MEANING
     assert 0 < peak_of(metrics) < process_peak_mb - 512
 
 
 def test_peak_memory_is_the_lifetime_peak_where_the_system_cannot_reset_it(engine_is_hf, download_dir, tmp_path,
                                                                           monkeypatch):
-    monkeypatch.setattr(memory, "CLEAR_REFS", tmp_path / "no-proc" / "clear_refs")  # as on a system without it
+    monkeypatch.setattr(peak_memory, "CLEAR_REFS", tmp_path / "no-proc" / "clear_refs")  # as on a system without it
     job = task.EvalJob(_params(**{"eval.task": "benchmark", "eval.scenarios": [{"batch": 1, "input_len": 8,
                                                                                  "output_len": 2}],
                                   "eval.bandwidth_gbps": 50.0, "eval.repeats": 1}),
                        tmp_path / "engine", download_dir, tmp_path / "out", show_progress=False)
-    assert task.run_evaluation(job)["peak_memory"] == memory.CPU_LIFETIME_MEANING
+    assert task.run_evaluation(job)["peak_memory"] == peak_memory.CPU_LIFETIME_MEANING
 
 
 def test_default_scenarios_are_the_h200_anchors():
