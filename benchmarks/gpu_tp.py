@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from gpu_common import require_cuda
-from mambapipe.engine.api import read_engine_config
+from mambapipe.engine.api import read_native_engine_config
 from mambapipe.parallel import launch
 
 SCENARIOS = "[{batch:1,input_len:100,output_len:100},{batch:8,input_len:100,output_len:100},"\
@@ -50,7 +50,7 @@ def artifact(cache: Path, step: str, tp: int) -> Path:
 
 def prompts_for(engine: Path) -> list[list[int]]:
     """4 fixed random prompts of 50 tokens."""
-    vocab = read_engine_config(engine)["pretrained_config"]["vocab_size"]
+    vocab = read_native_engine_config(engine)["pretrained_config"]["vocab_size"]
     return torch.randint(1, min(1000, vocab), (4, 50), generator=torch.Generator().manual_seed(0)).tolist()
 
 

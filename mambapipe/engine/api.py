@@ -38,7 +38,8 @@ class EngineLoadError(RuntimeError):
     """An engine that cannot run here as asked: this device, kernel choice or number of ranks."""
 
 
-def read_engine_config(engine_dir: Path) -> dict:
+def read_native_engine_config(engine_dir: Path) -> dict:
+    """A native engine directory's config.json (a trtllm-build one is read by backends/trtllm_engine.py)."""
     cfg = read_config_json(Path(engine_dir), "an engine directory", "build")
     # A model checkpoint (HF) or a convert output has a config.json too, without the engine's "version"; a
     # StepError, as read_config_json's other "not an engine directory" lines, so the pipeline reports it in one line.
@@ -86,7 +87,7 @@ def load_engine(engine_dir: str | Path, device: str = "cpu", kernels: str = "aut
     kernels: "auto" (Triton kernels on CUDA) or "torch"; cuda_graphs: capture the greedy decode (and small
     prefills) on CUDA."""
     engine_dir = Path(engine_dir).expanduser()
-    cfg = read_engine_config(engine_dir)
+    cfg = read_native_engine_config(engine_dir)
     build = cfg["build_config"]
     for problem in (kernels_problem(kernels), dtype_problem(build["dtype"], device)):
         if problem:

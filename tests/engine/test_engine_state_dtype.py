@@ -7,7 +7,7 @@ import pytest
 import torch
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model
 
-from mambapipe.engine.api import load_engine, read_engine_config
+from mambapipe.engine.api import load_engine, read_native_engine_config
 from mambapipe.models import ModelSpec
 
 # Worst relative logits error over the 6 teacher-forced decode steps below, measured on these tiny models:
@@ -37,7 +37,7 @@ def _teacher_forced_logits(engine, steps: int = 6) -> list[torch.Tensor]:
 @pytest.mark.parametrize("setting,resolved", [("auto", "float32"), ("float32", "float32"),
                                               ("float16", "float16"), ("bfloat16", "bfloat16")])
 def test_engine_config_and_state_follow_the_setting(engines, setting, resolved):
-    build = read_engine_config(engines[setting])["build_config"]
+    build = read_native_engine_config(engines[setting])["build_config"]
     assert build["ssm_state_dtype"] == resolved  # auto on the CPU is fp32, the torch path's dtype
     gen = load_engine(engines[setting])
     assert gen.state.ssm.dtype == getattr(torch, resolved)

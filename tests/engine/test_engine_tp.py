@@ -13,7 +13,7 @@ import torch
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model, write_trtllm_checkpoint
 
 from mambapipe.backends.base import GenerationOutput, SamplingConfig
-from mambapipe.engine.api import load_engine, read_engine_config
+from mambapipe.engine.api import load_engine, read_native_engine_config
 from mambapipe.models import ModelSpec
 from mambapipe.parallel import RANK_ENV, failed_rank, launch, launch_command
 from mambapipe.pipeline.step import StepError
@@ -272,12 +272,12 @@ def test_a_checkpoint_given_as_engine_dir_is_named_as_not_an_engine(tmp_path):
         not_an_engine = re.escape(f"{directory} is not an engine directory: its config.json names no engine format "
                                   "(a model checkpoint or a convert output?); pass the build step's output")
         with pytest.raises(StepError, match="^" + not_an_engine):
-            read_engine_config(directory)
+            read_native_engine_config(directory)
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.json").write_text(json.dumps({"version": "mambapipe-native-1"}))
     with pytest.raises(ValueError, match=r"is a 'mambapipe-native-1' engine, not 'mambapipe-native-2'; rebuild it "
                                          r"with backend=native$"):
-        read_engine_config(tmp_path / "old")
+        read_native_engine_config(tmp_path / "old")
 
 
 def test_engine_cli_keeps_the_sampling_conventions(tmp_path, monkeypatch, capsys):
