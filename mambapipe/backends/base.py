@@ -98,7 +98,9 @@ class Backend(Protocol):
     def unavailable_reason(self, device: str) -> Optional[str]:
         """None when this backend can build and run here; else a one-line reason with the fix."""
 
-    def build(self, checkpoint_dir: Path, out_dir: Path, settings: BuildSettings) -> dict[str, Any]:
-        """Turn a TensorRT-LLM checkpoint into an engine directory; return manifest facts."""
+    def build(self, checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
+              show_progress: bool = True) -> dict[str, Any]:
+        """Turn a TensorRT-LLM checkpoint into an engine directory; return manifest facts. `show_progress` is the
+        step context's, which the download and convert steps honour too."""
 
     def load(self, engine_dir: Path, device: str) -> Generator: ...

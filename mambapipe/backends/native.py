@@ -24,9 +24,10 @@ class NativeBackend:
                 f"max_input_len={settings.max_input_len}, max_seq_len={settings.max_seq_len}, "
                 f"device={settings.device})"]
 
-    def build(self, checkpoint_dir: Path, out_dir: Path, settings: BuildSettings) -> dict[str, Any]:
+    def build(self, checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
+              show_progress: bool = True) -> dict[str, Any]:
         try:
-            return build_engine(Path(checkpoint_dir), Path(out_dir), settings)
+            return build_engine(Path(checkpoint_dir), Path(out_dir), settings, show_progress)
         except (ValueError, FileNotFoundError, KeyError) as err:
             raise StepError(f"native build failed: {err}") from err
 

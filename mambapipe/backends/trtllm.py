@@ -93,8 +93,10 @@ class TrtllmBackend:
         """The exact shell-quoted `trtllm-build` line (printed in the plan with plan_only=true)."""
         return describe_build(Path(checkpoint_dir), Path(output_dir), settings)
 
-    def build(self, checkpoint_dir: Path, out_dir: Path, settings: BuildSettings) -> dict[str, Any]:
-        """Run trtllm-build on the convert artifact, streaming its output into the log."""
+    def build(self, checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
+              show_progress: bool = True) -> dict[str, Any]:
+        """Run trtllm-build on the convert artifact, streaming its output into the log. There is no bar to
+        show or hide (trtllm-build reports no progress of its own), so `show_progress` changes nothing."""
         reason = unavailable_reason(settings.device)
         if reason:
             raise StepError(reason)

@@ -102,7 +102,8 @@ class BuildStep:
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path, ctx: StepContext) -> dict[str, Any]:
         self.check(params)
         _check_checkpoint_matches(params, Path(inputs["convert"]))
-        facts = get_backend(params["backend"]).build(Path(inputs["convert"]), out_dir, settings_from(params))
+        facts = get_backend(params["backend"]).build(Path(inputs["convert"]), out_dir, settings_from(params),
+                                                     ctx.show_progress)
         return {"backend": params["backend"], **facts}
 
 

@@ -96,6 +96,14 @@ def test_build_splits_weights_per_rank(checkpoints, tmp_path):
             assert f.get_slice("lm_head").get_shape() == [SPEC.vocab_size // 2, 32]
 
 
+@pytest.mark.parametrize("show_progress", [True, False])
+def test_build_shows_its_rank_bar_only_when_the_run_shows_progress(checkpoints, tmp_path, capsys, show_progress):
+    """As the download and convert steps do: the run's StepContext decides, not the backend."""
+    STEP.run(_params(tp_size=2), {"convert": checkpoints[2]}, tmp_path / "e2",
+             StepContext(run_dir=tmp_path, show_progress=show_progress))
+    assert ("build ranks" in capsys.readouterr().err) == show_progress
+
+
 def test_build_refuses_a_checkpoint_of_another_dtype_or_tp(checkpoints, tmp_path):
     with pytest.raises(StepError, match="rerun convert"):
         STEP.run(_params(dtype="float16"), {"convert": checkpoints[1]}, tmp_path / "x", StepContext(run_dir=tmp_path))
