@@ -38,6 +38,7 @@ PLUGIN_DTYPES = ("auto", "float16", "bfloat16", "float32", "disable")
 GEMM_PLUGIN_CHOICES = PLUGIN_DTYPES + ("fp8",)
 # "Traceback (most recent call last)" is never the informative line; the exception line after it is.
 _ERROR_LINE = re.compile(r"error|exception|assert|failed", re.IGNORECASE)
+_TAIL_LINES = 50  # the last output lines searched for the error a failed trtllm-build reports in one line
 
 
 def build_options(settings: BuildSettings) -> dict[str, Any]:
@@ -85,13 +86,13 @@ def describe_build(checkpoint_dir: Path, output_dir: Path, settings: BuildSettin
     return [shlex.join(trtllm_build_command(checkpoint_dir, output_dir, settings))]
 
 
-def run_build_command(cmd: list[str], cwd: Path, tail_lines: int = 50) -> None:
+def run_build_command(cmd: list[str], cwd: Path) -> None:
     """Run `cmd` in `cwd`, logging each output line as it arrives; raise StepError on failure.
 
     `cwd` is the staging dir so trtllm-build's timing cache (`model.cache`, written to the working
     directory by default) lands in the artifact instead of the user's current directory."""
     log.info("running: %s", shlex.join(cmd))
-    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
 
     def log_line(line: str) -> None:
         line = line.rstrip()

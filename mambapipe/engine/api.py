@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from mambapipe.backends.base import Limits, SamplingConfig
+from mambapipe.backends.base import Limits
 from mambapipe.checkpoint.config_json import CONFIG_FILE, read_config_json
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.engine.build import ENGINE_FORMAT, dtype_problem
@@ -105,13 +105,12 @@ def load_engine(engine_dir: str | Path, device: str = "cpu", kernels: str = "aut
 
 
 def generate_text(generator: EngineGenerator, tokenizer_dir: str | Path, texts: Sequence[str],
-                  max_new_tokens: int, sampling: SamplingConfig = SamplingConfig(),
-                  eos_id: Optional[int] = None) -> list[str]:
-    """Tokenize `texts`, generate, and decode only the new tokens (stopping at the tokenizer's eos)."""
+                  max_new_tokens: int, eos_id: Optional[int] = None) -> list[str]:
+    """Tokenize `texts`, generate greedily, and decode only the new tokens (stopping at the tokenizer's eos)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     prompts = [tokenizer.encode(t, add_special_tokens=True) for t in texts]
     eos = tokenizer.eos_token_id if eos_id is None else eos_id
-    out = generator.generate(prompts, max_new_tokens, sampling, eos_id=eos)
+    out = generator.generate(prompts, max_new_tokens, eos_id=eos)
     return tokenizer.batch_decode(out.output_ids, skip_special_tokens=True)
