@@ -5,6 +5,9 @@
     out = gen.generate([[1, 2, 3]], max_new_tokens=20)          # token ids in, new token ids out
     texts = generate_text(gen, "path/to/tokenizer", ["Hello"], max_new_tokens=20)
 
+`gen.generate` takes at most the engine's max_batch_size prompts at once. `gen.serve` takes any number: they
+queue for the state slots and join the running batch as earlier sequences finish (continuous batching).
+
 Under tensor parallelism every rank calls `load_engine` after `mambapipe.parallel.init_distributed`;
 each rank picks its own weights from torch.distributed's rank.
 
