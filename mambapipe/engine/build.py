@@ -72,6 +72,15 @@ def ssm_state_dtype_problem(setting: str, device: str) -> Optional[str]:
     return None
 
 
+def residual_problem(spec: ModelSpec) -> Optional[str]:
+    """The native engine keeps the residual stream in float32, as every published Mamba checkpoint asks; a model
+    that rounds it to its own dtype would be computed otherwise (None when the spec asks for float32)."""
+    if spec.residual_in_fp32:
+        return None
+    return ("residual_in_fp32=false: the native engine keeps the residual stream in float32; build this checkpoint "
+            "with backend=trtllm, or set residual_in_fp32 true")
+
+
 def resolve_ssm_state_dtype(setting: str, dtype: str, device: str) -> str:
     """auto: the model dtype on CUDA (the Triton kernels' choice, as mamba_ssm's: half the state traffic
     of fp32, the dominant decode term of Mamba2 at batch), float32 on the CPU torch path."""
@@ -87,7 +96,7 @@ def build_engine(checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
     spec = ModelSpec.from_trtllm_config(cfg)
     tp_size = int(cfg.get("mapping", {}).get("tp_size", cfg.get("mapping", {}).get("world_size", 1)))
     for problem in (limits_problem(settings.max_batch_size, settings.max_input_len, settings.max_seq_len),
-                    dtype_problem(cfg["dtype"], settings.device), *spec.tp_problems(tp_size)):
+                    dtype_problem(cfg["dtype"], settings.device), residual_problem(spec), *spec.tp_problems(tp_size)):
         if problem:
             raise ValueError(problem)
     runtime = runtime_settings(settings, cfg["dtype"])

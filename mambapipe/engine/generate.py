@@ -15,6 +15,7 @@ any prefill admits new sequences, so the tokens are those of the one-at-a-time l
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -122,6 +123,10 @@ class EngineGenerator:
     def _check_token_ids(self, prompts: Sequence[Sequence[int]]) -> None:
         vocab = self.spec.vocab_size
         for i, p in enumerate(prompts):
+            # The tensor the prompts become would truncate 1.7 to 1 and read True as 1, a wrong prompt run silently.
+            not_int = next((t for t in p if isinstance(t, bool) or not isinstance(t, numbers.Integral)), None)
+            if not_int is not None:
+                raise LimitError(f"prompt {i} has token id {not_int!r}, which is no integer; pass token ids as ints")
             bad = next((t for t in p if not 0 <= t < vocab), None)
             if bad is not None:
                 raise LimitError(f"prompt {i} has token id {bad} outside the vocabulary [0, {vocab}); "

@@ -82,6 +82,9 @@ def test_greedy_steps_queued_ahead_give_the_same_tokens(engine_dir):
     ([list(range(1, 16))], 16, "max_seq_len=30"),
     ([[]], 2, "empty"),
     ([[1, 96]], 2, r"token id 96 outside the vocabulary \[0, 96\)"),
+    ([[1.7, 2]], 2, "token id 1.7, which is no integer"),  # a tensor of the prompts would truncate it to 1
+    ([[True, 2]], 2, "token id True, which is no integer"),
+    ([], 2, "no prompts given"),
 ])
 def test_limits_are_enforced_with_one_line_errors(engine_dir, prompts, new, message):
     gen = load_engine(engine_dir)

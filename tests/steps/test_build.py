@@ -111,6 +111,19 @@ def test_build_refuses_a_checkpoint_of_another_dtype_or_tp(checkpoints, tmp_path
         STEP.run(_params(tp_size=2), {"convert": checkpoints[1]}, tmp_path / "y", StepContext(run_dir=tmp_path))
 
 
+def test_the_native_build_refuses_a_residual_stream_in_the_model_dtype(checkpoints, tmp_path):
+    """The engine adds every layer's output into a float32 residual; residual_in_fp32=false asks otherwise."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "rank0.safetensors").symlink_to(checkpoints[1] / "rank0.safetensors")
+    config = json.loads((checkpoints[1] / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(config | {"residual_in_fp32": False}))
+    with pytest.raises(StepError, match="residual_in_fp32=false: the native engine keeps the residual stream in "
+                                        "float32; build this checkpoint with backend=trtllm"):
+        STEP.run(_params(), {"convert": ckpt}, tmp_path / "x", StepContext(run_dir=tmp_path))
+    assert not (tmp_path / "x" / "config.json").exists()
+
+
 @pytest.mark.parametrize("content", [None, "{", "[]"])
 def test_build_refuses_a_missing_or_broken_checkpoint_config(checkpoints, tmp_path, content):
     """The step and the native backend read the checkpoint's config.json through one reader."""
