@@ -43,23 +43,19 @@ class EvalJob:
     dataset_revision: Optional[str] = None  # the hub dataset's commit, pinned at plan time
     hub_local_only: Optional[str] = None  # why the hub dataset is read from the local cache only, or None
 
-    def get(self, key: str) -> Any:
-        value = self.params[key]
-        return getattr(value, "value", value)  # Enum members (eval.task, dtype) as their plain value
-
 
 def run_evaluation(job: EvalJob, rank: int = 0) -> Optional[dict[str, Any]]:
     """Run the task; on rank 0 write metrics.json (+ predictions.jsonl) and return the metrics."""
     show = job.show_progress and rank == 0
-    task = _benchmark if job.get("eval.task") == "benchmark" else _summarize
-    device = job.get("device")
+    task = _benchmark if job.params["eval.task"] == "benchmark" else _summarize
+    device = job.params["device"]
     # Every run the task measures resets the peak where it starts; this reset, before any of them, learns whether
     # they can. CUDA's always can, and is left alone here so that no device is set up before the engine's.
     resettable = device.startswith("cuda") or reset_peak_memory(device)
     metrics, predictions = task(job, rank, show)
     if rank != 0 or metrics is None:
         return None
-    metrics.update(backend=job.get("backend"), device=device, tp_size=job.get("tp_size"),
+    metrics.update(backend=job.params["backend"], device=device, tp_size=job.params["tp_size"],
                    peak_memory=peak_memory_meaning(device, resettable))
     write_outputs(job.out_dir, metrics, predictions)
     print_report(metrics)
@@ -68,7 +64,7 @@ def run_evaluation(job: EvalJob, rank: int = 0) -> Optional[dict[str, Any]]:
 
 @contextmanager
 def loaded_engine(job: EvalJob) -> Iterator[Generator]:
-    generator = get_backend(job.get("backend")).load(job.engine_dir, job.get("device"))
+    generator = get_backend(job.params["backend"]).load(job.engine_dir, job.params["device"])
     try:
         yield generator
     finally:
@@ -83,23 +79,23 @@ def runtime_path(generator: Generator) -> dict[str, Any]:
 
 
 def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
-    settings = summarize.SummarizeSettings(job.get("eval.batch_size"), job.get("eval.max_ite"),
-                                           job.get("eval.max_input_length"), job.get("eval.output_len"))
+    settings = summarize.SummarizeSettings(job.params["eval.batch_size"], job.params["eval.max_ite"],
+                                           job.params["eval.max_input_length"], job.params["eval.output_len"])
     bundle = load_tokenizer(job.download_dir / "tokenizer", _tokenizer_fix(job.download_dir))
-    articles = load_articles(job.get("eval.dataset"), **_hub_source(job), seed=job.get("eval.random_seed"),
+    articles = load_articles(job.params["eval.dataset"], **_hub_source(job), seed=job.params["eval.random_seed"],
                              revision=job.dataset_revision, local_only=job.hub_local_only)
     batches = summarize.prepare_samples(articles, bundle, settings)
     with loaded_engine(job) as generator:
         run = summarize.generate_batches(generator, batches, settings.output_len, bundle.eos_id,
-                                         job.get("backend"), show)
+                                         job.params["backend"], show)
         dtype, path = generator.dtype, runtime_path(generator)
     if rank != 0:
         return None, None
     samples = [s for batch in batches for s in batch]
     texts = summarize.decode_outputs(bundle, run.output_ids)
-    metrics = {**summarize.summarize_metrics(samples, texts, run), "dataset": job.get("eval.dataset"),
+    metrics = {**summarize.summarize_metrics(samples, texts, run), "dataset": job.params["eval.dataset"],
                "dtype": dtype, **path}
-    if job.get("eval.compare_hf"):
+    if job.params["eval.compare_hf"]:
         metrics.update(_compare_hf(job, bundle, batches, run, dtype, show))
     return metrics, summarize.prediction_records(samples, texts, run)
 
@@ -113,7 +109,7 @@ def _tokenizer_fix(download_dir: Path) -> str:
 
 def _hub_source(job: EvalJob) -> dict[str, str]:
     """load_articles' hub arguments; the evaluate step selects their keys only for eval.dataset=cnn_dailymail."""
-    return {arg: job.get(key) for arg, key in HUB_ARGUMENTS.items() if key in job.params}
+    return {arg: job.params[key] for arg, key in HUB_ARGUMENTS.items() if key in job.params}
 
 
 def _compare_hf(job: EvalJob, bundle: TokenizerBundle, batches: list[list[summarize.Sample]],
@@ -125,9 +121,9 @@ def _compare_hf(job: EvalJob, bundle: TokenizerBundle, batches: list[list[summar
     if problem is not None:
         log.warning("eval.compare_hf skipped: %s", problem)
         return {"hf": {"skipped": problem}}
-    hf = HFGenerator(model_dir, dtype, job.get("device"))
+    hf = HFGenerator(model_dir, dtype, job.params["device"])
     try:
-        run = summarize.generate_batches(hf, batches, job.get("eval.output_len"), bundle.eos_id, "HF", show)
+        run = summarize.generate_batches(hf, batches, job.params["eval.output_len"], bundle.eos_id, "HF", show)
     finally:
         hf.close()
     texts = summarize.decode_outputs(bundle, run.output_ids)
@@ -139,18 +135,18 @@ def _compare_hf(job: EvalJob, bundle: TokenizerBundle, batches: list[list[summar
 
 
 def _benchmark(job: EvalJob, rank: int, show: bool) -> Outputs:
-    scenarios = benchmark.scenarios_from_config(job.get("eval.scenarios"))
-    bytes_per_s, source = device_bandwidth(job.get("device"), job.get("eval.bandwidth_gbps"))
+    scenarios = benchmark.scenarios_from_config(job.params["eval.scenarios"])
+    bytes_per_s, source = device_bandwidth(job.params["device"], job.params["eval.bandwidth_gbps"])
     with loaded_engine(job) as generator:
-        rows = benchmark.run_benchmark(generator, scenarios, warmup=job.get("eval.warmup"),
-                                       repeats=job.get("eval.repeats"), seed=job.get("eval.random_seed"),
-                                       tp_size=job.get("tp_size"), bytes_per_s=bytes_per_s, show_progress=show)
+        rows = benchmark.run_benchmark(generator, scenarios, warmup=job.params["eval.warmup"],
+                                       repeats=job.params["eval.repeats"], seed=job.params["eval.random_seed"],
+                                       tp_size=job.params["tp_size"], bytes_per_s=bytes_per_s, show_progress=show)
         dtype, path = generator.dtype, runtime_path(generator)
     if rank != 0:
         return None, None
     return {"task": "benchmark", "rows": rows, "dtype": dtype, **path, "bandwidth_bytes_per_s": bytes_per_s,
-            "bandwidth_source": source, "statistic": f"median of {job.get('eval.repeats')} runs after "
-                                                     f"{job.get('eval.warmup')} warm-up"}, None
+            "bandwidth_source": source, "statistic": f"median of {job.params['eval.repeats']} runs after "
+                                                     f"{job.params['eval.warmup']} warm-up"}, None
 
 
 def write_outputs(out_dir: Path, metrics: dict[str, Any], predictions: Optional[list[dict[str, Any]]]) -> None:

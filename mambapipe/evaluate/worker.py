@@ -14,9 +14,10 @@ from pathlib import Path
 
 from mambapipe.evaluate.task import EvalJob, run_evaluation
 
+
 def write_job(job: EvalJob, path: Path) -> None:
     """The job as JSON for the ranks (params are plain values: the runner resolves them so)."""
-    path.write_text(json.dumps({"params": {k: job.get(k) for k in job.params}, "engine_dir": str(job.engine_dir),
+    path.write_text(json.dumps({"params": job.params, "engine_dir": str(job.engine_dir),
                                 "download_dir": str(job.download_dir), "out_dir": str(job.out_dir),
                                 "show_progress": job.show_progress, "dataset_revision": job.dataset_revision,
                                 "hub_local_only": job.hub_local_only}))
@@ -29,10 +30,10 @@ def read_job(path: Path) -> EvalJob:
 
 
 def this_rank(job: EvalJob) -> int:
-    if job.get("backend") == "native":
+    if job.params["backend"] == "native":
         from mambapipe.parallel import init_distributed
 
-        rank, _ = init_distributed(job.get("device"))
+        rank, _ = init_distributed(job.params["device"])
         return rank
     # TensorRT-LLM ranks are MPI ranks; its runtime reads them itself, we only need to know rank 0.
     from mambapipe.parallel import launcher_rank

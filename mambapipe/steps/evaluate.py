@@ -35,11 +35,6 @@ HUB_DATASET_KEYS = ("eval.dataset_hub_id", "eval.dataset_config", "eval.dataset_
 _SUMMARIZE_POSITIVE = ("eval.batch_size", "eval.max_ite", "eval.max_input_length", "eval.output_len")
 
 
-def _value(params: dict[str, Any], key: str) -> Any:
-    value = params[key]
-    return getattr(value, "value", value)
-
-
 class EvaluateStep:
     name = "evaluate"
     version = 2
@@ -49,7 +44,7 @@ class EvaluateStep:
 
     def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
         """The keys of the chosen task; summarize's threshold only when it gates, its hub keys only for the hub."""
-        keys = TASK_KEYS[_value(params, "eval.task")]
+        keys = TASK_KEYS[params["eval.task"]]
         if params.get("eval.check_accuracy"):
             keys += ("eval.rouge1_threshold",)
         if params.get("eval.dataset") == "cnn_dailymail":
@@ -61,13 +56,13 @@ class EvaluateStep:
         _dataset_environment) and the GPU model (timings and, in low precision, outputs depend on it)."""
         import torch
 
-        env = _dataset_environment(params) if _value(params, "eval.task") == "summarize" else {}
-        if _value(params, "device") == "cuda" and torch.cuda.is_available():  # else the runner reports it
+        env = _dataset_environment(params) if params["eval.task"] == "summarize" else {}
+        if params["device"] == "cuda" and torch.cuda.is_available():  # else the runner reports it
             env["gpu"] = torch.cuda.get_device_name()
         return env
 
     def check(self, params: dict[str, Any]) -> None:
-        if _value(params, "eval.task") == "benchmark":
+        if params["eval.task"] == "benchmark":
             _check_benchmark(params)
         else:
             _check_summarize(params)
@@ -79,7 +74,7 @@ class EvaluateStep:
         env = ctx.extra["environment"] if "environment" in ctx.extra else self.environment(params)
         job = EvalJob(params, Path(inputs["build"]), Path(inputs["download"]), Path(out_dir), ctx.show_progress,
                       dataset_revision=env.get("dataset_commit"), hub_local_only=_hub_local_only(env))
-        tp_size = _value(params, "tp_size")
+        tp_size = params["tp_size"]
         if tp_size > 1:
             _run_launched(job, tp_size)
         else:
@@ -94,23 +89,23 @@ class EvaluateStep:
 
 def _check_summarize(params: dict[str, Any]) -> None:
     for key in _SUMMARIZE_POSITIVE:
-        if _value(params, key) < 1:
-            raise StepError(f"{key} must be >= 1, got {_value(params, key)}")
+        if params[key] < 1:
+            raise StepError(f"{key} must be >= 1, got {params[key]}")
     _check_summarize_limits(params)
     require_datasets()  # before the dataset check, which reads a parquet schema with the pyarrow datasets brings
-    _check_dataset(_value(params, "eval.dataset"))
+    _check_dataset(params["eval.dataset"])
     require_scorer()
 
 
 def _check_summarize_limits(params: dict[str, Any]) -> None:
-    batch, max_batch = _value(params, "eval.batch_size"), _value(params, "build.max_batch_size")
+    batch, max_batch = params["eval.batch_size"], params["build.max_batch_size"]
     if batch > max_batch:
         raise StepError(f"eval.batch_size {batch} > build.max_batch_size {max_batch}; lower one or raise the other")
-    length, max_input = _value(params, "eval.max_input_length"), _value(params, "build.max_input_len")
+    length, max_input = params["eval.max_input_length"], params["build.max_input_len"]
     if length > max_input:
         raise StepError(f"eval.max_input_length {length} > build.max_input_len {max_input}; lower one or raise "
                         "the other")
-    total, max_seq = length + _value(params, "eval.output_len"), _value(params, "build.max_seq_len")
+    total, max_seq = length + params["eval.output_len"], params["build.max_seq_len"]
     if total > max_seq:
         raise StepError(f"eval.max_input_length + eval.output_len = {total} > build.max_seq_len {max_seq}; "
                         "raise build.max_seq_len or shorten them")
@@ -119,9 +114,9 @@ def _check_summarize_limits(params: dict[str, Any]) -> None:
 def _dataset_environment(params: dict[str, Any]) -> dict[str, Any]:
     """What pins the articles beyond eval.dataset's name: the hub dataset's commit (its main branch can
     move), or a local file's contents (its path alone would keep serving old scores after an edit)."""
-    dataset = _value(params, "eval.dataset")
+    dataset = params["eval.dataset"]
     if dataset == "cnn_dailymail":
-        return {"dataset_commit": hub_commit(_value(params, "eval.dataset_hub_id"))}
+        return {"dataset_commit": hub_commit(params["eval.dataset_hub_id"])}
     path = _local_dataset(dataset)
     if path is not None and path.is_file():
         with path.open("rb") as f:
@@ -147,14 +142,14 @@ def _check_dataset(dataset: str) -> None:
 
 
 def _check_benchmark(params: dict[str, Any]) -> None:
-    if _value(params, "eval.compare_hf"):  # refused rather than ignored: the metrics would claim no comparison ran
+    if params["eval.compare_hf"]:  # refused rather than ignored: the metrics would claim no comparison ran
         raise StepError("eval.compare_hf=true compares summaries with HF transformers' (eval.task=summarize); the "
                         "benchmark times the engine alone: set eval.compare_hf=false")
-    if _value(params, "eval.repeats") < 1:
-        raise StepError(f"eval.repeats must be >= 1, got {_value(params, 'eval.repeats')}")
-    if _value(params, "eval.warmup") < 0:
-        raise StepError(f"eval.warmup must be >= 0, got {_value(params, 'eval.warmup')}")
-    bandwidth = _value(params, "eval.bandwidth_gbps")
+    if params["eval.repeats"] < 1:
+        raise StepError(f"eval.repeats must be >= 1, got {params['eval.repeats']}")
+    if params["eval.warmup"] < 0:
+        raise StepError(f"eval.warmup must be >= 0, got {params['eval.warmup']}")
+    bandwidth = params["eval.bandwidth_gbps"]
     if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
         raise StepError(f"eval.bandwidth_gbps must be a number > 0 (GB/s), got {bandwidth}; or leave it null to use "
                         "the H200 figure or measure the device")
@@ -173,8 +168,7 @@ def _check_scenario_lengths(scenarios: list[Any]) -> None:
 def _check_some_scenario_fits(scenarios: list[benchmark.Scenario], params: dict[str, Any]) -> None:
     """A benchmark whose every scenario the engine refuses would 'succeed' with nothing measured. Scenarios
     that do not fit beside others that do are kept, as `skipped` rows."""
-    limits = Limits(_value(params, "build.max_batch_size"), _value(params, "build.max_input_len"),
-                    _value(params, "build.max_seq_len"))
+    limits = Limits(params["build.max_batch_size"], params["build.max_input_len"], params["build.max_seq_len"])
     problems = [benchmark.limit_problem(limits, s) for s in scenarios]
     if all(problems):
         reasons = "; ".join(f"{benchmark.scenario_label(s)}: {p}" for s, p in zip(scenarios, problems))
@@ -191,7 +185,7 @@ def _run_launched(job: EvalJob, tp_size: int) -> None:
     job_file = job.out_dir / ".rank_job.json"
     write_job(job, job_file)
     try:
-        launch(tp_size, "mambapipe.evaluate.worker", [str(job_file)], launcher=LAUNCHERS[job.get("backend")])
+        launch(tp_size, "mambapipe.evaluate.worker", [str(job_file)], launcher=LAUNCHERS[job.params["backend"]])
     finally:
         job_file.unlink()
     if not (job.out_dir / METRICS_FILE).is_file():
@@ -200,9 +194,9 @@ def _run_launched(job: EvalJob, tp_size: int) -> None:
 
 def _accuracy_gate(params: dict[str, Any], metrics: dict[str, Any]) -> None:
     """summarize.py's --check_accuracy: rouge1 must be strictly above the threshold."""
-    if metrics["task"] != "summarize" or not _value(params, "eval.check_accuracy"):
+    if metrics["task"] != "summarize" or not params["eval.check_accuracy"]:
         return
-    rouge1, threshold = metrics["rouge1"], _value(params, "eval.rouge1_threshold")
+    rouge1, threshold = metrics["rouge1"], params["eval.rouge1_threshold"]
     if rouge1 <= threshold:
         raise StepError(f"rouge1 {rouge1:.2f} <= threshold {threshold:.2f} (eval.check_accuracy); metrics.json "
                         "is in the run directory; compare with eval.compare_hf=true or lower eval.rouge1_threshold")
