@@ -162,7 +162,7 @@ def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path) -> tuple[float, 
     after the files the run dir keeps (a failed accuracy gate's metrics) are copied out."""
     staging = plan.store.new_staging(planned.name, planned.key)
     inputs = {name: plan.artifact(name) for name in planned.step.needs}
-    ctx = StepContext(run_dir=run_dir, extra={"environment": planned.environment})
+    ctx = StepContext(environment=planned.environment)
     started = time.perf_counter()
     try:
         with contextlib.ExitStack() as claims:  # what the step reads stays while it reads it (mambapipe-cache rm)

@@ -26,10 +26,11 @@ def crash_summary(exc: BaseException) -> str:
 
 @dataclass
 class StepContext:
-    """Where a step runs and what it may write besides its artifact."""
-    run_dir: Path  # the Hydra run directory (metrics.json, predictions.jsonl go here via the runner)
+    """What the runner hands a step besides its params and inputs."""
     show_progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    # What the step's environment() returned at plan time, as hashed into the key: a step reads it here rather
+    # than looking again, which could see a hub branch that moved since the plan. Empty for steps without one.
+    environment: dict[str, Any] = field(default_factory=dict)
 
 
 class Step(Protocol):

@@ -204,9 +204,7 @@ class DownloadStep:
         model = model_settings(params)
         if model["source"] == "synthetic":
             return self._synthetic(model, out_dir, ctx)
-        # The environment the runner hashed into the key (the pinned commits), not a fresh lookup that
-        # could see a branch that moved since the plan.
-        env = ctx.extra.get("environment") or self.environment(params)
+        env = ctx.environment  # the commits pinned at plan time
         if model["source"] == "local":
             source_dir = Path(model["path"]).expanduser().resolve()
         else:

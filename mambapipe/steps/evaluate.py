@@ -69,9 +69,7 @@ class EvaluateStep:
 
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
-        # The environment the runner hashed into the key (the pinned dataset commit), not a fresh lookup
-        # that could see a branch that moved since the plan.
-        env = ctx.extra["environment"] if "environment" in ctx.extra else self.environment(params)
+        env = ctx.environment  # the dataset commit pinned at plan time
         job = EvalJob(params, Path(inputs["build"]), Path(inputs["download"]), Path(out_dir), ctx.show_progress,
                       dataset_revision=env.get("dataset_commit"), hub_local_only=_hub_local_only(env))
         tp_size = params["tp_size"]

@@ -81,7 +81,8 @@ def test_run_converts_the_synthetic_download(tmp_path):
     download = download_artifact(tmp_path, spec, commit="a" * 40)
     arch = dataclasses.asdict(spec)
     STEP.check(params(arch, tp_size=4))
-    facts = STEP.run(params(arch, tp_size=4), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
+    facts = STEP.run(params(arch, tp_size=4), {"download": download}, tmp_path / "out",
+                     StepContext(show_progress=False))
     assert facts["source_format"] == "hf_mamba2" and facts["source_revision"] == "a" * 40
     assert sorted(facts["sha256"]) == ["config.json"] + [f"rank{r}.safetensors" for r in range(4)]
     assert ModelSpec.from_trtllm_config(json.loads((tmp_path / "out/config.json").read_text())) == spec
@@ -91,7 +92,7 @@ def arch_mismatch_error(tmp_path, checkpoint: Path, download: Path) -> str:
     """The StepError of a run on `download` whose model.arch is `checkpoint`'s own but for hidden_size 32."""
     arch = dataclasses.asdict(detect_source(checkpoint).spec) | {"hidden_size": 32}
     with pytest.raises(StepError) as info:
-        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
+        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(show_progress=False))
     return str(info.value)
 
 
@@ -109,7 +110,7 @@ def test_run_reports_bad_weights_as_step_error(tmp_path, hf_mamba1):
     weights.write_bytes(weights.read_bytes()[:-8])
     arch = dataclasses.asdict(detect_source(hf_mamba1).spec)
     with pytest.raises(StepError, match=r"model\.safetensors: truncated safetensors file"):
-        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
+        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(show_progress=False))
 
 
 @pytest.mark.parametrize("source, fix", [
@@ -130,7 +131,7 @@ def test_a_damaged_file_is_named_where_the_source_keeps_it_with_the_fix_for_that
     (download / "manifest.json").write_text(json.dumps(manifest | {"created": CREATED}))
     arch = dataclasses.asdict(detect_source(hf_mamba1).spec)
     with pytest.raises(StepError) as info:
-        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
+        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(show_progress=False))
     message = str(info.value)
     assert message.startswith(f"{weights}: truncated safetensors file (") and message.endswith(f"; {fix}")
     assert str(download) not in message and "re-download" not in message
@@ -154,7 +155,7 @@ def test_a_damaged_synthetic_file_says_to_make_the_download_again(tmp_path, hf_m
     arch = dataclasses.asdict(detect_source(hf_mamba1).spec)
     with pytest.raises(StepError, match=r"model\.safetensors: truncated safetensors file \(no header\); the cached "
                                         r"download is damaged: run with force=\[download\]$"):
-        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(tmp_path, False))
+        STEP.run(params(arch), {"download": download}, tmp_path / "out", StepContext(show_progress=False))
 
 
 def test_run_accepts_hf_config_without_vocab_padding_field(tmp_path):
@@ -162,7 +163,7 @@ def test_run_accepts_hf_config_without_vocab_padding_field(tmp_path):
     spec = ModelSpec("Mamba1", 16, 2, 64, 4, pad_vocab_size_multiple=8)
     download = download_artifact(tmp_path, spec)
     facts = STEP.run(params(dataclasses.asdict(spec)), {"download": download}, tmp_path / "out",
-                     StepContext(tmp_path, False))
+                     StepContext(show_progress=False))
     assert facts["source_format"] == "hf_mamba" and facts["source_files"] == ["model.safetensors"]
 
 
@@ -174,6 +175,6 @@ def test_a_mamba_ssm_mamba2_without_its_ssm_cfg_says_why_it_reads_as_mamba1(tmp_
     del config["ssm_cfg"]
     (model / "config.json").write_text(json.dumps(config))
     with pytest.raises(StepError) as info:
-        STEP.run(params(arch), {"download": tmp_path / "download"}, tmp_path / "out", StepContext(tmp_path, False))
+        STEP.run(params(arch), {"download": tmp_path / "download"}, tmp_path / "out", StepContext(show_progress=False))
     assert ('mamba_version: config Mamba2, checkpoint Mamba1 (config.json has no ssm_cfg with layer "Mamba2", so '
             "mamba_ssm reads it as Mamba1)") in str(info.value)

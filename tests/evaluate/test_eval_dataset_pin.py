@@ -114,7 +114,7 @@ def test_the_run_loads_the_commit_the_plan_pinned(monkeypatch, compose_config, h
 
     monkeypatch.setattr(evaluate_step, "run_evaluation", evaluation)
     planned = plan.get("evaluate")
-    ctx = StepContext(run_dir=tmp_path, extra={"environment": planned.environment})
+    ctx = StepContext(environment=planned.environment)
     evaluate_step.STEP.run(planned.params, {"build": tmp_path, "download": tmp_path}, tmp_path, ctx)
     assert jobs[0].dataset_revision == COMMIT and jobs[0].hub_local_only is None
     write_job(jobs[0], tmp_path / "job.json")  # what the ranks read when tp_size > 1
@@ -131,7 +131,7 @@ def test_a_hub_found_unreachable_at_plan_time_sends_the_ranks_to_the_local_cache
     jobs = []
     monkeypatch.setattr(evaluate_step, "run_evaluation", lambda job: jobs.append(job) or (job.out_dir / "metrics.json")
                         .write_text(json.dumps({"task": "summarize", "samples": 1, "rouge1": 20.0})))
-    ctx = StepContext(run_dir=tmp_path, extra={"environment": planned.environment})
+    ctx = StepContext(environment=planned.environment)
     evaluate_step.STEP.run(planned.params, {"build": tmp_path, "download": tmp_path}, tmp_path, ctx)
     write_job(jobs[0], tmp_path / "job.json")
     assert read_job(tmp_path / "job.json").hub_local_only == "unreachable: ConnectionError"

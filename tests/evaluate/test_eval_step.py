@@ -245,6 +245,6 @@ def test_a_request_outside_the_engine_limits_is_one_line_on_one_rank(monkeypatch
         raise LimitError("prompt 0 has token id 510 outside the vocabulary [0, 510)")
 
     monkeypatch.setattr(evaluate, "run_evaluation", refuse)
-    ctx = StepContext(run_dir=tmp_path, show_progress=False, extra={"environment": {}})
+    ctx = StepContext(show_progress=False)
     with pytest.raises(StepError, match=r"^LimitError: prompt 0 has token id 510 outside the vocabulary"):
         STEP.run(_params(), {"build": tmp_path, "download": tmp_path}, tmp_path / "out", ctx)

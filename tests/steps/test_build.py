@@ -76,7 +76,7 @@ def test_check_refuses_an_unavailable_backend():
 
 
 def test_build_writes_a_loadable_engine(checkpoints, tmp_path):
-    facts = STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext(run_dir=tmp_path))
+    facts = STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext())
     assert facts["backend"] == "native" and facts["tp_size"] == 1
     cfg = json.loads((tmp_path / "engine" / "config.json").read_text())
     assert set(cfg) == {"version", "pretrained_config", "build_config"}
@@ -87,7 +87,7 @@ def test_build_writes_a_loadable_engine(checkpoints, tmp_path):
 
 
 def test_build_splits_weights_per_rank(checkpoints, tmp_path):
-    STEP.run(_params(tp_size=2), {"convert": checkpoints[2]}, tmp_path / "e2", StepContext(run_dir=tmp_path))
+    STEP.run(_params(tp_size=2), {"convert": checkpoints[2]}, tmp_path / "e2", StepContext())
     from safetensors import safe_open
 
     for rank in (0, 1):
@@ -106,9 +106,9 @@ def test_build_shows_its_rank_bar_only_when_the_run_shows_progress(checkpoints, 
 
 def test_build_refuses_a_checkpoint_of_another_dtype_or_tp(checkpoints, tmp_path):
     with pytest.raises(StepError, match="rerun convert"):
-        STEP.run(_params(dtype="float16"), {"convert": checkpoints[1]}, tmp_path / "x", StepContext(run_dir=tmp_path))
+        STEP.run(_params(dtype="float16"), {"convert": checkpoints[1]}, tmp_path / "x", StepContext())
     with pytest.raises(StepError, match="tp_size=1"):
-        STEP.run(_params(tp_size=2), {"convert": checkpoints[1]}, tmp_path / "y", StepContext(run_dir=tmp_path))
+        STEP.run(_params(tp_size=2), {"convert": checkpoints[1]}, tmp_path / "y", StepContext())
 
 
 def test_the_native_build_refuses_a_residual_stream_in_the_model_dtype(checkpoints, tmp_path):
@@ -132,7 +132,7 @@ def test_build_refuses_a_missing_or_broken_checkpoint_config(checkpoints, tmp_pa
     (broken / "rank0.safetensors").symlink_to(checkpoints[1] / "rank0.safetensors")
     if content is not None:
         (broken / "config.json").write_text(content)
-    for build in (lambda: STEP.run(_params(), {"convert": broken}, tmp_path / "x", StepContext(run_dir=tmp_path)),
+    for build in (lambda: STEP.run(_params(), {"convert": broken}, tmp_path / "x", StepContext()),
                   lambda: get_backend("native").build(broken, tmp_path / "y", settings_from(_params()))):
         with pytest.raises(StepError, match=r"config\.json.*not a TensorRT-LLM checkpoint; rerun the convert step "
                                             r"\(force=\[convert\]\)") as err:
@@ -141,7 +141,7 @@ def test_build_refuses_a_missing_or_broken_checkpoint_config(checkpoints, tmp_pa
 
 
 def test_load_engine_refuses_a_broken_engine_config(checkpoints, tmp_path):
-    STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext(run_dir=tmp_path))
+    STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext())
     (tmp_path / "engine" / "config.json").write_text('{"version": ')
     with pytest.raises(StepError, match=r"engine/config\.json is not valid JSON .*: not an engine directory; "
                                         r"rerun the build step \(force=\[build\]\)"):
@@ -157,14 +157,14 @@ def test_plan_hooks_describe_the_build(checkpoints, tmp_path):
 @pytest.mark.parametrize("setting,resolved", [("auto", "float32"), ("bfloat16", "bfloat16")])
 def test_build_records_the_resolved_state_dtype(checkpoints, tmp_path, setting, resolved):
     facts = STEP.run(_params(build__ssm_state_dtype=setting), {"convert": checkpoints[1]}, tmp_path / "engine",
-                     StepContext(run_dir=tmp_path))
+                     StepContext())
     build = json.loads((tmp_path / "engine" / "config.json").read_text())["build_config"]
     assert build["ssm_state_dtype"] == facts["ssm_state_dtype"] == resolved
     assert load_engine(tmp_path / "engine").state.ssm.dtype == getattr(torch, resolved)
 
 
 def test_an_engine_config_with_the_removed_fused_conv_ssm_key_still_loads(checkpoints, tmp_path):
-    STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext(run_dir=tmp_path))
+    STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext())
     expected = load_engine(tmp_path / "engine").generate([[1, 2, 3]], max_new_tokens=4).output_ids
     config = tmp_path / "engine" / "config.json"
     engine_cfg = json.loads(config.read_text())
@@ -180,7 +180,7 @@ def test_auto_state_dtype_is_the_model_dtype_on_cuda_and_fp32_on_the_cpu():
 
 
 def test_load_engine_refuses_an_unknown_kernel_choice(checkpoints, tmp_path):
-    STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext(run_dir=tmp_path))
+    STEP.run(_params(), {"convert": checkpoints[1]}, tmp_path / "engine", StepContext())
     with pytest.raises(RuntimeError, match="kernels='triton' is not one of"):
         load_engine(tmp_path / "engine", kernels="triton")
 

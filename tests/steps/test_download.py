@@ -37,7 +37,7 @@ def model_params(compose_config, *overrides: str) -> dict:
 
 def run_step(params: dict, out_dir: Path, environment: dict | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = StepContext(run_dir=out_dir.parent, show_progress=False, extra={"environment": environment or {}})
+    ctx = StepContext(show_progress=False, environment=environment or {})
     return STEP.run(params, {}, out_dir, ctx)
 
 
@@ -197,7 +197,7 @@ OFFLINE_SCRIPT = textwrap.dedent("""
               "model.tokenizer": None, "model.allow_patterns": None}
     out = Path(sys.argv[1])
     out.mkdir()
-    facts = STEP.run(params, {}, out, StepContext(run_dir=out, extra={"environment": {"commit": commit}}))
+    facts = STEP.run(params, {}, out, StepContext(environment={"commit": commit}))
     print("OK", facts["commit"], facts["layout"])
 """)
 
