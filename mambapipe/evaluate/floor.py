@@ -11,9 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
+
+from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.models import ModelSpec
 
-DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 H200_BYTES_PER_S = 4.3e12  # measured copy bandwidth on the project's H200 (anchors-h200.md)
 COPY_PROBE_BYTES = 256 * 2**20
 
@@ -38,9 +40,9 @@ def decode_step_traffic(spec: ModelSpec, dtype: str, batch: int, tp_size: int = 
     B·2·state (read and written) + B·vocab (logits), in the model dtype. The state is what the engine
     really carries, (K-1) conv columns per channel; §6 rounds that up to K. With tensor parallelism each
     rank holds 1/tp of every large tensor and of the state (the replicated norms are negligible)."""
-    if dtype not in DTYPE_BYTES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {dtype!r}")
-    itemsize = DTYPE_BYTES[dtype]
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
+    itemsize = TORCH_DTYPES[dtype].itemsize
     lm_head = spec.vocab_size * spec.hidden_size
     params = spec.num_layers * spec.layer_param_count() + spec.hidden_size + lm_head  # + final norm
     conv_state, ssm_state = spec.state_elements_per_sequence()
@@ -55,8 +57,6 @@ def device_bandwidth(device: str, configured_gbps: Optional[float] = None) -> tu
     if configured_gbps is not None:  # the evaluate step refuses values <= 0 at plan time
         return configured_gbps * 1e9, f"configured: eval.bandwidth_gbps={configured_gbps:g}"
     if device == "cuda":
-        import torch
-
         name = torch.cuda.get_device_name()
         if "H200" in name:
             return H200_BYTES_PER_S, f"{name}: 4300 GB/s (copy bandwidth measured on the project's H200)"
@@ -66,8 +66,6 @@ def device_bandwidth(device: str, configured_gbps: Optional[float] = None) -> tu
 
 def measure_copy_bandwidth(device: str, nbytes: int = COPY_PROBE_BYTES, repeats: int = 5) -> float:
     """Bytes/s moved by `dst.copy_(src)` (each copy reads and writes `nbytes`), best of `repeats`."""
-    import torch
-
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     seconds = []
@@ -83,6 +81,4 @@ def measure_copy_bandwidth(device: str, nbytes: int = COPY_PROBE_BYTES, repeats:
 
 def _synchronize(device: str) -> None:
     if device == "cuda":
-        import torch
-
         torch.cuda.synchronize()
