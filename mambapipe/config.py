@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 STEP_NAMES = ("download", "convert", "build", "evaluate")
+DEFAULT_CACHE_DIR = "~/.cache/mambapipe"  # where artifacts go when neither cache_dir nor $MAMBAPIPE_CACHE is set
 # configs/ sits beside the package in the source tree (the editable install is the supported one). An
 # absolute path, because under `python -m` Hydra would read a relative one as a module path.
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -33,11 +34,8 @@ class DType(str, Enum):
     float32 = "float32"
 
 
-class StateDType(str, Enum):
-    auto = "auto"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-    float32 = "float32"
+# The SSM state's dtype: one of the model dtypes, or auto (the engine's choice for the device).
+StateDType = Enum("StateDType", {"auto": "auto", **{d.name: d.value for d in DType}}, type=str)
 
 
 class BackendName(str, Enum):
@@ -52,11 +50,7 @@ class DeviceName(str, Enum):
     cuda = "cuda"
 
 
-class StepName(str, Enum):
-    download = "download"
-    convert = "convert"
-    build = "build"
-    evaluate = "evaluate"
+StepName = Enum("StepName", {name: name for name in STEP_NAMES}, type=str)
 
 
 class EvalTask(str, Enum):
@@ -159,7 +153,7 @@ class MambapipeConfig:
     device: DeviceName = DeviceName.auto
     build: BuildConfig = field(default_factory=BuildConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    cache_dir: str = "${oc.env:MAMBAPIPE_CACHE,'~/.cache/mambapipe'}"
+    cache_dir: str = f"${{oc.env:MAMBAPIPE_CACHE,'{DEFAULT_CACHE_DIR}'}}"
     # Steps to run (enums, so a mistyped name fails at compose time). Upstream steps they read from
     # must already be cached: a missing one stops the run before any work, naming the step to add.
     steps: list[StepName] = field(default_factory=lambda: [StepName(s) for s in STEP_NAMES])

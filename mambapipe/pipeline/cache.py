@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence
 
 from rich.table import Table
 
+from mambapipe.config import DEFAULT_CACHE_DIR, STEP_NAMES
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.resolve import flatten
@@ -28,7 +29,7 @@ from mambapipe.pipeline.store import MANIFEST, STAGING, ArtifactStore, dir_size
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("MAMBAPIPE_CACHE", "~/.cache/mambapipe")).expanduser()
+    return Path(os.environ.get("MAMBAPIPE_CACHE", DEFAULT_CACHE_DIR)).expanduser()
 
 
 def human_size(n: float) -> str:
@@ -147,14 +148,14 @@ def remove(store: ArtifactStore, step: Optional[str], older_than: Optional[str],
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mambapipe-cache", description=__doc__.split("\n")[0],
                                      epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--cache-dir", type=Path, default=None, help="default: $MAMBAPIPE_CACHE or ~/.cache/mambapipe")
+    parser.add_argument("--cache-dir", type=Path, help=f"default: $MAMBAPIPE_CACHE or {DEFAULT_CACHE_DIR}")
     commands = parser.add_subparsers(dest="command", required=True)
     ls = commands.add_parser("ls", help="list cached artifacts")
-    ls.add_argument("--step", choices=("download", "convert", "build", "evaluate"))
+    ls.add_argument("--step", choices=STEP_NAMES)
     rm = commands.add_parser("rm", help="remove cached artifacts")
     what = rm.add_mutually_exclusive_group(required=True)
     what.add_argument("--all", action="store_true", dest="everything")
-    what.add_argument("--step", choices=("download", "convert", "build", "evaluate"))
+    what.add_argument("--step", choices=STEP_NAMES)
     what.add_argument("--older-than", metavar="YYYY-MM-DD", type=_date,
                       help="artifacts created before this day (UTC); a damaged one by its manifest.json's mtime")
     return parser.parse_args(argv)

@@ -34,7 +34,7 @@ class StepContext:
 
 
 class Step(Protocol):
-    name: str  # "download" | "convert" | "build" | "evaluate"
+    name: str  # one of mambapipe.config.STEP_NAMES
     version: int
     uses: tuple[str, ...]  # dotted config keys, e.g. ("dtype", "tp_size", "build.max_batch_size")
     needs: tuple[str, ...]  # upstream step names whose artifacts this step reads
