@@ -3,14 +3,15 @@ values fail at compose time."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from unittest import mock
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
-from mambapipe.config import MambapipeConfig
+from mambapipe.config import ArchConfig, MambapipeConfig
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.plan import RUN, build_plan
 from mambapipe.pipeline.resolve import resolve_config
@@ -81,6 +82,15 @@ def test_every_model_composes_to_a_valid_spec(compose_config, model):
     else:
         assert resolved["model"]["source"] == "synthetic"
     assert plan_for(cfg).problems == []
+
+
+def test_arch_config_mirrors_model_spec():
+    """model.arch is handed to ModelSpec as is: the same fields, in order, typed alike, with the same defaults
+    (a field ModelSpec requires is one the config leaves ???)."""
+    arch = [(f.name, f.type, f.default) for f in dataclasses.fields(ArchConfig)]
+    spec = [(f.name, f.type, MISSING if f.default is dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(ModelSpec)]
+    assert arch == spec
 
 
 def test_tiny_mamba2_splits_two_and_four_ways(compose_config):
