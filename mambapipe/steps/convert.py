@@ -58,7 +58,7 @@ class ConvertStep:
                                        progress=ctx.show_progress)
         except ConvertError as e:
             raise StepError(_source_error(e, model_dir, download)) from None
-        revision = _download_revision(download)
+        revision = (download.get("environment") or {}).get("commit")  # the hub commit download pinned, if any
         return facts | ({"source_revision": revision} if revision else {})
 
 
@@ -92,14 +92,6 @@ def arch_spec(arch: dict[str, Any]) -> ModelSpec:
         return ModelSpec(**arch)
     except (TypeError, ValueError) as e:
         raise StepError(f"model.arch is not a valid architecture: {e}") from None
-
-
-def _download_revision(manifest: dict[str, Any]) -> str | None:
-    """The hub commit the download step pinned, when its manifest records one."""
-    for section in (manifest, manifest.get("facts") or {}, manifest.get("environment") or {}):
-        if isinstance(section, dict) and section.get("commit"):
-            return str(section["commit"])
-    return None
 
 
 def _source_dir(model_dir: Path, manifest: dict[str, Any]) -> str:

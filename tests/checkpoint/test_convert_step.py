@@ -72,7 +72,7 @@ def download_artifact(tmp_path, spec: ModelSpec, commit: str | None = None):
     download = tmp_path / "download"
     write_synthetic_checkpoint(spec, download / "model", "float32", seed=0, progress=False)
     if commit:
-        (download / "manifest.json").write_text(json.dumps({"facts": {"commit": commit}, "created": CREATED}))
+        (download / "manifest.json").write_text(json.dumps({"environment": {"commit": commit}, "created": CREATED}))
     return download
 
 
