@@ -68,10 +68,9 @@ def benchmark_table(metrics: dict[str, Any]) -> Table:
     return table
 
 
-def print_report(metrics: dict[str, Any], console: Optional[Console] = None) -> None:
+def print_report(metrics: dict[str, Any]) -> None:
     table = benchmark_table(metrics) if metrics["task"] == "benchmark" else summarize_table(metrics)
-    if console is None:
-        console = Console(stderr=True)
-        if not console.is_terminal:  # logs and pipes: rich's 80 columns would truncate the numbers
-            console.width = max(console.width, LOG_WIDTH)
+    console = Console(stderr=True)
+    if not console.is_terminal:  # logs and pipes: rich's 80 columns would truncate the numbers
+        console.width = max(console.width, LOG_WIDTH)
     console.print(table)

@@ -18,10 +18,10 @@ from mambapipe.evaluate.rouge import rouge_scores
 
 @dataclass(frozen=True)
 class SummarizeSettings:
-    batch_size: int = 1
-    max_ite: int = 20
-    max_input_length: int = 923
-    output_len: int = 100
+    batch_size: int
+    max_ite: int
+    max_input_length: int
+    output_len: int
 
 
 @dataclass(frozen=True)
