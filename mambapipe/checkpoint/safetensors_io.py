@@ -106,14 +106,14 @@ class StreamingSafetensorsWriter:
     """Writes a safetensors file whose layout is fixed up front; tensors then arrive one by one,
     in plan order, and go straight to disk. The sha256 of the file is computed on the way."""
 
-    def __init__(self, path: Path, plan: Sequence[PlannedTensor], metadata: dict[str, str] | None = None):
+    def __init__(self, path: Path, plan: Sequence[PlannedTensor]):
         self.path = path
         self._plan = list(plan)
         self._next = 0
         self._sha = hashlib.sha256()
         self._file: BinaryIO = open(path, "wb")
         try:
-            self._emit(_encode_header(self._plan, metadata or {"format": "pt"}))
+            self._emit(_encode_header(self._plan))
         except BaseException:  # the caller never gets a writer to abort, so clean up here
             self.abort()
             raise
@@ -164,8 +164,8 @@ def _umask() -> int:
     return umask
 
 
-def _encode_header(plan: Sequence[PlannedTensor], metadata: dict[str, str]) -> bytes:
-    header: dict[str, object] = {"__metadata__": metadata}
+def _encode_header(plan: Sequence[PlannedTensor]) -> bytes:
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}  # as safetensors.torch's save_file marks it
     offset = 0
     for t in plan:
         nbytes = math.prod(t.shape) * t.dtype.itemsize

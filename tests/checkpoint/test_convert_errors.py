@@ -169,11 +169,11 @@ def test_a_rank_file_that_cannot_open_leaves_no_partial_files(tmp_path, hf_copy,
     class SecondOpenFails(convert.StreamingSafetensorsWriter):
         opened = 0
 
-        def __init__(self, path, plan, metadata=None):
+        def __init__(self, path, plan):
             SecondOpenFails.opened += 1
             if SecondOpenFails.opened == 2:
                 raise OSError(f"{path}: no space left on device")
-            super().__init__(path, plan, metadata)
+            super().__init__(path, plan)
 
     monkeypatch.setattr(convert, "StreamingSafetensorsWriter", SecondOpenFails)
     out = tmp_path / "out"
