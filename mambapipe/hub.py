@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from mambapipe.pipeline.step import StepError
+from mambapipe.pipeline.step import StepError, first_line
 
 log = logging.getLogger("mambapipe.hub")
 
@@ -80,7 +80,7 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
         except (RepositoryNotFoundError, RevisionNotFoundError):
             raise StepError(f"{repo_id}@{revision} not found on the hub: check {settings}") from None
         except Exception as exc:  # network down, or the hub failing: what is cached stands in
-            failure = f"{type(exc).__name__}: {_first_line(exc)}"
+            failure = f"{type(exc).__name__}: {first_line(exc) or 'no message'}"
             if _is_network_failure(exc):  # and will when the step fetches; a 429 or 5xx says nothing of the rest
                 _found_unreachable(exc)
     commit = cached_commit(repo_id, revision, repo_type)
@@ -90,11 +90,6 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
         log.warning("asking the hub for %s@%s failed (%s): pinned to the local cache's %s", repo_id, revision,
                     failure, commit)
     return commit
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no message"
 
 
 def forget_unreachable() -> None:

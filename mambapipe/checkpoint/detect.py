@@ -10,6 +10,7 @@ from typing import Any, Optional
 from mambapipe.checkpoint import source_specs
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
 from mambapipe.models import ModelSpec
+from mambapipe.pipeline.step import first_line
 
 HF_MAMBA = "hf_mamba"
 HF_MAMBA2 = "hf_mamba2"
@@ -76,7 +77,7 @@ def check_with_transformers(path: Path, cfg: dict[str, Any], class_name: str) ->
 
 
 def _refusal(path: Path, cfg: dict[str, Any], class_name: str, err: Exception) -> str:
-    reason = (str(err.__cause__ or err).splitlines() or [type(err).__name__])[0]  # a strict error's cause: one line
+    reason = first_line(err.__cause__ or err) or type(err).__name__  # a strict error's cause: one line
     field = _quoted_field(cfg, f"{err} {reason}")
     what = f"{field}={json.dumps(cfg[field])}" if field else "it"
     fix = f"correct {field} in {path.name}" if field else f"correct {path.name}"

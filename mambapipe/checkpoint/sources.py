@@ -17,6 +17,7 @@ from mambapipe.checkpoint import safetensors_io
 from mambapipe.checkpoint.detect import HF_MAMBA, HF_MAMBA2, MISTRAL, SourceInfo
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
 from mambapipe.checkpoint.naming import LM_HEAD, canonical_name, expected_source_shapes, source_key
+from mambapipe.pipeline.step import first_line
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -102,7 +103,7 @@ def _load_bin(file: Path) -> dict[str, torch.Tensor]:
         state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         raise DamagedFileError(file, "not a loadable weights-only PyTorch state dict "
-                                     f"({str(e).splitlines()[0][:200]})") from None
+                                     f"({(first_line(e) or type(e).__name__)[:200]})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise ConvertError(f"{file}: holds a {type(state).__name__}, not a state dict of named tensors; "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from mambapipe import hub
-from mambapipe.pipeline.step import StepError
+from mambapipe.pipeline.step import StepError, first_line
 
 INPUT_FIELD = "article"
 REFERENCE_FIELD = "highlights"
@@ -246,7 +246,7 @@ def _parquet_problem(path: Path) -> Optional[str]:
     try:
         rows = pyarrow.parquet.read_metadata(path).num_rows
     except (OSError, pyarrow.ArrowException) as err:
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        reason = first_line(err) or type(err).__name__
         return f"eval.dataset {str(path)!r} is not a readable parquet file ({reason}); check the file"
     return None if rows else _no_records(str(path))
 

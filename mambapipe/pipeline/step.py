@@ -18,10 +18,16 @@ class StepError(Exception):
     """A user-facing failure: the message is one line naming the bad thing and what to do."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, '' when it has none: for one-line summaries, as many messages go
+    on with detail (a YAML error's offending text and caret, a wrapped error's report)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def crash_summary(exc: BaseException) -> str:
     """One line for a crash (a bug, not bad input); the traceback goes to the log, not the summary."""
-    first_line = (str(exc).splitlines() or [""])[0]
-    return f"unexpected {type(exc).__name__}: {first_line}"
+    return f"unexpected {type(exc).__name__}: {first_line(exc)}"
 
 
 @dataclass

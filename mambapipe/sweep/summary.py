@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mambapipe.config import STEP_NAMES
+from mambapipe.pipeline.step import first_line
 from mambapipe.sweep.expected import ExpectedJob, SweepConfig
 from mambapipe.sweep.record import JOB_RECORD, RUN_JSON_STAMP, SWEEP_STAMP, sweep_config_digest
 
@@ -129,10 +130,6 @@ def not_run_row(sweep_dir: Path, job: ExpectedJob) -> JobRow:
                   steps={name: "" for name in STEP_NAMES}, config=_config_facts({}), metrics=_metric_facts({}))
 
 
-def _first_line(exc: Exception) -> str:
-    return (str(exc).splitlines() or [""])[0]  # YAML errors go on with the offending text and a caret
-
-
 def _parse_yaml(text: str) -> Any:
     return OmegaConf.to_container(OmegaConf.create(text))
 
@@ -155,7 +152,7 @@ class _RunDirFiles:
                 return self._damaged(name, "empty file")
             value = parse(text)
         except PARSE_ERRORS as exc:
-            return self._damaged(name, f"{type(exc).__name__}: {_first_line(exc)}")
+            return self._damaged(name, f"{type(exc).__name__}: {first_line(exc)}")
         if not isinstance(value, kind):
             return self._damaged(name, f"a {type(value).__name__} where a {kind.__name__} belongs")
         return value
