@@ -2,14 +2,15 @@
 
 One reader for every consumer (the build step, both backends, the native engine loader), so a missing,
 truncated or hand-edited file always fails the same way: one line naming the file and the step to rerun,
-instead of a bare JSONDecodeError traceback in some places and a clear message in others.
+instead of a bare JSONDecodeError traceback in some places and a clear message in others. read_json_object,
+beneath it, reads the source checkpoint's JSON files too.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mambapipe.pipeline.step import StepError
 
@@ -25,10 +26,20 @@ def read_config_json(directory: Path, what: str, step: str) -> dict[str, Any]:
         raise StepError(f"{directory} does not exist (it should be {what}); check the path, or {remedy}")
     if not path.is_file():
         raise StepError(f"{directory} has no {CONFIG_FILE}: not {what}; {remedy}")
+    return read_json_object(path, lambda problem: StepError(f"{path} {problem}: not {what}; {remedy}"))
+
+
+def read_json_object(path: Path, error: Callable[[str], Exception]) -> dict[str, Any]:
+    """`path` as a JSON object; else raises `error(problem)`, the problem phrased to follow the path ("is not valid
+    JSON (...)"), so that each caller raises its own kind of error with its own remedy."""
     try:
-        config = json.loads(path.read_text())
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise error(f"cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise error("is not valid JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as err:
-        raise StepError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}): not {what}; {remedy}") from None
-    if not isinstance(config, dict):
-        raise StepError(f"{path} holds a JSON {type(config).__name__}, not an object: not {what}; {remedy}")
-    return config
+        raise error(f"is not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise error(f"holds a JSON {type(data).__name__}, not an object")
+    return data

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mambapipe.checkpoint import source_specs
+from mambapipe.checkpoint.config_json import read_json_object
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import first_line
@@ -128,10 +129,4 @@ def _index_files(index: Path) -> tuple[Path, ...]:
 
 def load_json_object(path: Path) -> dict[str, Any]:
     """`path` as a JSON object; a ConvertError naming the file when it is unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConvertError(f"{path}: unreadable JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ConvertError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, lambda problem: ConvertError(f"{path} {problem}"))
