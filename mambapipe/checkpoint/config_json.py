@@ -29,6 +29,13 @@ def read_config_json(directory: Path, what: str, step: str) -> dict[str, Any]:
     return read_json_object(path, lambda problem: StepError(f"{path} {problem}: not {what}; {remedy}"))
 
 
+def config_tp_size(config: dict[str, Any]) -> int:
+    """The tensor-parallel size a TensorRT-LLM config.json's mapping names: its tp_size, else its world_size (the
+    same here, where pipeline parallelism is always 1), else 1 when it has no mapping."""
+    mapping = config.get("mapping") or {}
+    return int(mapping.get("tp_size", mapping.get("world_size", 1)))
+
+
 def read_json_object(path: Path, error: Callable[[str], Exception]) -> dict[str, Any]:
     """`path` as a JSON object; else raises `error(problem)`, the problem phrased to follow the path ("is not valid
     JSON (...)"), so that each caller raises its own kind of error with its own remedy."""

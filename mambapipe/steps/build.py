@@ -7,7 +7,7 @@ from typing import Any
 
 from mambapipe.backends import get_backend
 from mambapipe.backends.base import BuildSettings
-from mambapipe.checkpoint.config_json import read_config_json
+from mambapipe.checkpoint.config_json import config_tp_size, read_config_json
 from mambapipe.engine.build import dtype_problem, limits_problem, resolve_ssm_state_dtype, ssm_state_dtype_problem
 from mambapipe.pipeline.step import StepContext, StepError
 
@@ -30,7 +30,7 @@ def settings_from(params: dict[str, Any]) -> BuildSettings:
 
 def _check_checkpoint_matches(params: dict[str, Any], checkpoint_dir: Path) -> None:
     cfg = read_config_json(checkpoint_dir, "a TensorRT-LLM checkpoint", "convert")
-    tp = int(cfg.get("mapping", {}).get("tp_size", 1))
+    tp = config_tp_size(cfg)
     if cfg.get("dtype") != params["dtype"] or tp != int(params["tp_size"]):
         raise StepError(f"checkpoint {checkpoint_dir} is dtype={cfg.get('dtype')} tp_size={tp} but the build asks "
                         f"for dtype={params['dtype']} tp_size={params['tp_size']}; rerun convert")
