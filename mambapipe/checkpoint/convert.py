@@ -26,6 +26,7 @@ from mambapipe.checkpoint.tp import shard, shard_shape
 from mambapipe.checkpoint.trtllm import TrtTensor, trtllm_tensors
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.models import TRTLLM_NORM_EPSILON
+from mambapipe.pipeline.store import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def convert_checkpoint(model_dir: str | Path, out_dir: str | Path, dtype: str, t
     out_dir.mkdir(parents=True, exist_ok=True)
     digests = _write_ranks(source, trtllm_tensors(info.spec), out_dir, model_dtype, tp_size, progress)
     config = json.dumps(info.spec.to_trtllm_config(dtype, tp_size), indent=2).encode()
-    _write_atomic(out_dir / "config.json", config)
+    write_atomic(out_dir / "config.json", config)
     digests["config.json"] = hashlib.sha256(config).hexdigest()
     return {"source_format": info.format, "source_files": [f.name for f in info.weight_files],
             "spec": dataclasses.asdict(info.spec), "dtype": dtype, "tp_size": tp_size, "sha256": digests}
@@ -145,9 +146,3 @@ def _all_finite(t: torch.Tensor) -> bool:
         if bad:
             return False
     return True
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -46,6 +46,14 @@ def _well_formed(manifest: dict[str, Any]) -> bool:
         isinstance(key, str) for key in inputs.values())
 
 
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write `path` whole or not at all, so that a reader, or a run killed meanwhile, never leaves or sees half a
+    file: the data goes to a hidden `.<name>.partial` beside it, which then replaces `path` in one rename."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(partial, path)
+
+
 def dir_size(path: Path) -> int:
     """Bytes of the files a directory holds (symlinks count as their own small size, not the target)."""
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() or p.is_symlink())
@@ -175,9 +183,7 @@ class ArtifactStore:
         """Write the manifest last, then move the staging dir into place, replacing a forced re-run's old
         artifact once no run is reading it (`on_wait` is called if that means waiting). Call only while
         holding the key's lock."""
-        tmp = staging / f"{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, staging / MANIFEST)
+        write_atomic(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
         final = self.path(step, key)
         with self._unread_after_waiting(step, key, on_wait):
             old = self._move_aside(final) if final.exists() else None

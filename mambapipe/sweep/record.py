@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
+
+from mambapipe.pipeline.store import write_atomic
 
 JOB_RECORD = "sweep_job.json"
 RUN_JSON_STAMP = "run_json_finished"  # the record's key for the `finished` of the run.json it accounts for
@@ -30,9 +31,7 @@ def read_job_record(run_dir: Path) -> dict[str, Any]:
 def update_job_record(run_dir: Path, **facts: Any) -> dict[str, Any]:
     """Merge `facts` into the record (the child writes the reason, the parent the exit code)."""
     record = {**read_job_record(run_dir), **facts}
-    staging = Path(run_dir) / f".{JOB_RECORD}.tmp"
-    staging.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(staging, Path(run_dir) / JOB_RECORD)  # a summary made meanwhile never reads half a file
+    write_atomic(Path(run_dir) / JOB_RECORD, json.dumps(record, indent=2) + "\n")  # a summary may read it meanwhile
     return record
 
 
