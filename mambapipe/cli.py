@@ -14,9 +14,9 @@ from mambapipe.cli_keys import other_command_problem, unknown_key_problem
 from mambapipe.config import CONFIG_DIR, register_configs
 from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.runner import command_line_config_dirs, run_recipe
+from mambapipe.pipeline.step import INTERRUPTED_EXIT
 
 register_configs()
-INTERRUPTED_EXIT = 130  # what shells report for a command stopped by Ctrl-C (128 + SIGINT)
 
 
 def main() -> None:

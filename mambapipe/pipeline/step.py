@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+INTERRUPTED_EXIT = 130  # what shells report for a command stopped by Ctrl-C (128 + SIGINT): a run's, a sweep job's
+
+
 class StepError(Exception):
     """A user-facing failure: the message is one line naming the bad thing and what to do."""
 

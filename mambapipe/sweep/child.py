@@ -12,11 +12,10 @@ import signal
 import sys
 from pathlib import Path
 
-from mambapipe.pipeline.step import crash_summary
+from mambapipe.pipeline.step import INTERRUPTED_EXIT, crash_summary
 from mambapipe.sweep.record import update_job_record
 
 log = logging.getLogger(__name__)
-INTERRUPTED_EXIT = 130
 
 
 def main(argv: list[str]) -> int:
