@@ -69,9 +69,9 @@ def unknown_key_problem(argv: list[str]) -> Optional[str]:
 
 
 def _overrides(argv: list[str]) -> list[str]:
-    """The overrides of a command line, as Hydra's own argument parser reads them. None when Hydra will refuse
-    the line itself, or when the schema may not be what they set: another config (--config-name, --config-path,
-    --config-dir), a rerun, or -sc (whose `install=bash` is no override)."""
+    """The overrides of a command line, as Hydra's own argument parser reads them; an empty list when Hydra will
+    refuse the line itself, or when the schema may not be what they set: another config (--config-name,
+    --config-path, --config-dir), a rerun, or -sc (whose `install=bash` is no override)."""
     try:
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # argparse's usage, --version
             args = get_args_parser().parse_args(argv)

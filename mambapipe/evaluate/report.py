@@ -52,7 +52,8 @@ def summarize_table(metrics: dict[str, Any]) -> Table:
 
 
 def _peak_memory_note(metrics: dict[str, Any]) -> str:
-    """What 'peak MiB' means here: on the CPU it is the whole process's resident set, not the engine's share."""
+    """What 'peak MiB' measures, as metrics.json records it for the device (memory.peak_memory_meaning): e.g. on
+    the CPU the whole process's resident set, not the engine's share."""
     return f"peak MiB: {metrics.get('peak_memory', '?')}"
 
 
