@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mambapipe.config import STEP_NAMES
 from mambapipe.pipeline.step import first_line
 from mambapipe.sweep.expected import ExpectedJob, SweepConfig
-from mambapipe.sweep.record import JOB_RECORD, RUN_JSON_STAMP, SWEEP_STAMP, sweep_config_digest
+from mambapipe.sweep.record import JOB_RECORD, RUN_JSON_STAMP, SWEEP_STAMP, read_job_record, sweep_config_digest
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 OVERRIDES_FILE = ".hydra/overrides.yaml"
@@ -96,9 +96,10 @@ def find_sweep_jobs(sweep_dir: Path, sweep_config: SweepConfig) -> SweepJobDirs:
 
 
 def _job_record(run_dir: Path) -> dict[str, Any]:
-    """The job's sweep_job.json; {} when absent or unreadable (read_row reports a damaged record)."""
+    """The job's sweep_job.json as read_job_record reads it, but {} also where that raises or returns no object:
+    a damaged record (read_row reports it) must not stop the summary."""
     try:
-        record = json.loads((run_dir / JOB_RECORD).read_text())
+        record = read_job_record(run_dir)
     except PARSE_ERRORS:
         return {}
     return record if isinstance(record, dict) else {}
