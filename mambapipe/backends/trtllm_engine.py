@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from mambapipe.checkpoint.config_json import read_config_json
+from mambapipe.checkpoint.config_json import config_tp_size, read_config_json
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepError
 
@@ -63,8 +63,7 @@ def read_engine_config(engine_dir: Path) -> EngineInfo:
                         "point mambapipe at a Mamba engine")
     try:
         spec = ModelSpec.from_trtllm_config(pretrained)
-        mapping = pretrained.get("mapping") or {}
-        tp_size = int(mapping.get("tp_size", mapping.get("world_size", 1)))
+        tp_size = config_tp_size(pretrained)
         plugins = build.get("plugin_config") or {}
         info = EngineInfo(
             spec=spec, dtype=str(pretrained["dtype"]), tp_size=tp_size,

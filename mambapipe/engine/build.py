@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from mambapipe.backends.base import BuildSettings
-from mambapipe.checkpoint.config_json import read_config_json
+from mambapipe.checkpoint.config_json import config_tp_size, read_config_json
 from mambapipe.checkpoint.safetensors_io import save_file
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.engine.weights import engine_tensors
@@ -94,7 +94,7 @@ def build_engine(checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
     """Write the engine dir for `checkpoint_dir` into `out_dir`; return facts for the manifest."""
     cfg = read_config_json(checkpoint_dir, "a TensorRT-LLM checkpoint", "convert")
     spec = ModelSpec.from_trtllm_config(cfg)
-    tp_size = int(cfg.get("mapping", {}).get("tp_size", cfg.get("mapping", {}).get("world_size", 1)))
+    tp_size = config_tp_size(cfg)
     for problem in (limits_problem(settings.max_batch_size, settings.max_input_len, settings.max_seq_len),
                     dtype_problem(cfg["dtype"], settings.device), residual_problem(spec), *spec.tp_problems(tp_size)):
         if problem:

@@ -100,7 +100,7 @@ def test_build_splits_weights_per_rank(checkpoints, tmp_path):
 def test_build_shows_its_rank_bar_only_when_the_run_shows_progress(checkpoints, tmp_path, capsys, show_progress):
     """As the download and convert steps do: the run's StepContext decides, not the backend."""
     STEP.run(_params(tp_size=2), {"convert": checkpoints[2]}, tmp_path / "e2",
-             StepContext(run_dir=tmp_path, show_progress=show_progress))
+             StepContext(show_progress=show_progress))
     assert ("build ranks" in capsys.readouterr().err) == show_progress
 
 
@@ -120,7 +120,7 @@ def test_the_native_build_refuses_a_residual_stream_in_the_model_dtype(checkpoin
     (ckpt / "config.json").write_text(json.dumps(config | {"residual_in_fp32": False}))
     with pytest.raises(StepError, match="residual_in_fp32=false: the native engine keeps the residual stream in "
                                         "float32; build this checkpoint with backend=trtllm"):
-        STEP.run(_params(), {"convert": ckpt}, tmp_path / "x", StepContext(run_dir=tmp_path))
+        STEP.run(_params(), {"convert": ckpt}, tmp_path / "x", StepContext())
     assert not (tmp_path / "x" / "config.json").exists()
 
 
