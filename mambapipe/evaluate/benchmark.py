@@ -86,7 +86,9 @@ def time_scenario(generator: Generator, scenario: Scenario, warmup: int, repeats
 
 def benchmark_row(generator: Generator, scenario: Scenario, timing: dict[str, Optional[float]], tp_size: int,
                   bytes_per_s: float) -> dict[str, Any]:
-    traffic = decode_step_traffic(generator.spec, generator.dtype, scenario.batch, tp_size)
+    # The native engine says which dtype its SSM state is in; a backend that does not keeps it in the model's.
+    state_dtype = getattr(generator, "runtime_path", {}).get("ssm_state_dtype")
+    traffic = decode_step_traffic(generator.spec, generator.dtype, scenario.batch, tp_size, state_dtype)
     floor_ms = traffic.floor_ms(bytes_per_s)
     decode_ms = timing["decode_ms_per_step"]
     return {"batch": scenario.batch, "input_len": scenario.input_len, "output_len": scenario.output_len,

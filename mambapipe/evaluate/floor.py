@@ -35,19 +35,23 @@ class DecodeTraffic:
         return self.total_bytes / bytes_per_s * 1e3
 
 
-def decode_step_traffic(spec: ModelSpec, dtype: str, batch: int, tp_size: int = 1) -> DecodeTraffic:
+def decode_step_traffic(spec: ModelSpec, dtype: str, batch: int, tp_size: int = 1,
+                        ssm_state_dtype: Optional[str] = None) -> DecodeTraffic:
     """Bytes per decode step per rank, counted as performance-anchors §6: 2·(layer params + lm_head) +
-    B·2·state (read and written) + B·vocab (logits), in the model dtype. The state is what the engine
-    really carries, (K-1) conv columns per channel; §6 rounds that up to K. With tensor parallelism each
-    rank holds 1/tp of every large tensor and of the state (the replicated norms are negligible)."""
-    if dtype not in TORCH_DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
-    itemsize = TORCH_DTYPES[dtype].itemsize
+    B·2·state (read and written) + B·vocab (logits), in the model dtype, except the SSM state, which is counted
+    in the dtype the engine keeps it in (`ssm_state_dtype`, default the model dtype; float32 doubles a half
+    model's state bytes). The state is what the engine really carries, (K-1) conv columns per channel; §6
+    rounds that up to K. With tensor parallelism each rank holds 1/tp of every large tensor and of the state
+    (the replicated norms are negligible)."""
+    for name in (dtype, ssm_state_dtype or dtype):
+        if name not in TORCH_DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {name!r}")
+    itemsize, state_itemsize = TORCH_DTYPES[dtype].itemsize, TORCH_DTYPES[ssm_state_dtype or dtype].itemsize
     lm_head = spec.vocab_size * spec.hidden_size
     params = spec.num_layers * spec.layer_param_count() + spec.hidden_size + lm_head  # + final norm
     conv_state, ssm_state = spec.state_elements_per_sequence()
     return DecodeTraffic(weight_bytes=params * itemsize / tp_size,
-                         state_bytes=2 * batch * (conv_state + ssm_state) * itemsize / tp_size,
+                         state_bytes=2 * batch * (conv_state * itemsize + ssm_state * state_itemsize) / tp_size,
                          logits_bytes=batch * spec.vocab_size * itemsize / tp_size)
 
 

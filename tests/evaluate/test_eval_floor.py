@@ -31,6 +31,10 @@ def test_state_and_logits_terms():
     # state per sequence: (3 conv + 16 ssm) x 5120 channels x 64 layers, read and written, 2 bytes each
     assert traffic.state_bytes == 8 * 2 * (3 + 16) * 5120 * 64 * 2
     assert traffic.logits_bytes == 8 * 50280 * 2
+    # an fp32 SSM state (the CPU default, or build.ssm_state_dtype=float32) moves 4 bytes a state element
+    fp32_state = decode_step_traffic(MAMBA_2P8B, "float16", batch=8, ssm_state_dtype="float32")
+    assert fp32_state.state_bytes == 8 * 2 * (3 * 2 + 16 * 4) * 5120 * 64
+    assert fp32_state.weight_bytes == traffic.weight_bytes and fp32_state.logits_bytes == traffic.logits_bytes
 
 
 def test_dtype_and_tensor_parallel_scaling():
@@ -46,3 +50,19 @@ def test_bandwidth_sources():
     measured, source = device_bandwidth("cpu")
     assert source.startswith("measured") and measured > 1e8
     assert measure_copy_bandwidth("cpu", nbytes=8 << 20, repeats=2) > 1e8
+
+
+def test_a_benchmark_row_counts_the_state_in_the_dtype_the_generator_keeps_it_in():
+    """The native engine reports its SSM state dtype (float32 on the CPU by default); a backend that reports
+    none is counted at the model dtype."""
+    from types import SimpleNamespace
+
+    from mambapipe.evaluate.benchmark import Scenario, benchmark_row
+
+    timing = {"prefill_ms": 1.0, "decode_ms_per_step": 2.0, "total_ms": 10.0, "peak_memory_mb": 0.0}
+    scenario = Scenario(batch=8, input_len=16, output_len=4)
+    for runtime_path, state_dtype in (({"ssm_state_dtype": "float32"}, "float32"), ({}, "float16")):
+        generator = SimpleNamespace(spec=MAMBA_2P8B, dtype="float16", runtime_path=runtime_path)
+        row = benchmark_row(generator, scenario, timing, 1, H200_BYTES_PER_S)
+        expected = decode_step_traffic(MAMBA_2P8B, "float16", 8, ssm_state_dtype=state_dtype)
+        assert row["decode_bytes_per_step"] == expected.total_bytes
