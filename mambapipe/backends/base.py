@@ -38,6 +38,9 @@ class GenerationOutput:
     prefill_ms: float  # wall time of the prompt pass (time to first token)
     decode_ms_per_step: float  # mean wall time of one decode step over the batch
     peak_memory_mb: float = 0.0
+    # Wall time the call spent on a run made only to measure (trtllm's separate one-token run for the time to
+    # first token): a caller timing the call for throughput leaves it out.
+    probe_ms: float = 0.0
 
 
 class LimitError(ValueError):

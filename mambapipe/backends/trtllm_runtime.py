@@ -111,7 +111,7 @@ class TrtllmGenerator:
         if prefill_ms is None:  # a one-token run is all prefill
             return GenerationOutput(tokens, total_ms, 0.0, _device_memory_in_use_mb())
         decode_ms = max(total_ms - prefill_ms, 0.0) / (steps - 1) if steps > 1 else 0.0
-        return GenerationOutput(tokens, prefill_ms, decode_ms, _device_memory_in_use_mb())
+        return GenerationOutput(tokens, prefill_ms, decode_ms, _device_memory_in_use_mb(), probe_ms=prefill_ms)
 
     def close(self) -> None:
         executor = getattr(self.runner, "executor", None)

@@ -72,7 +72,7 @@ def generate_batches(generator: Generator, batches: list[list[Sample]], output_l
     for batch in bar:
         start = time.perf_counter()
         out = generator.generate([s.input_ids for s in batch], output_len, SamplingConfig(greedy=True), eos_id)
-        run.seconds += time.perf_counter() - start
+        run.seconds += time.perf_counter() - start - out.probe_ms / 1e3
         run.output_ids.extend(out.output_ids)
         run.prefill_ms.append(out.prefill_ms)
         run.decode_ms.append((out.decode_ms_per_step, max(len(ids) for ids in out.output_ids) - 1))

@@ -145,9 +145,11 @@ def test_prefill_and_decode_timing_arithmetic(fake_trtllm, engine_dir, monkeypat
     gen = _load(fake_trtllm, engine_dir)
     out = gen.generate(PROMPTS, max_new_tokens=5, eos_id=EOS, stop_at_eos=False)
     assert out.prefill_ms == pytest.approx(30.0) and out.decode_ms_per_step == pytest.approx(10.0)
+    assert out.probe_ms == pytest.approx(30.0)  # the one-token run for the prefill time, which throughput leaves out
     # With EOS stopping the run lasts as long as its longest sequence: SCRIPT[1] never stops, 4 decode steps.
     assert gen.generate(PROMPTS, 5, eos_id=EOS).decode_ms_per_step == pytest.approx(10.0)
-    assert gen.generate(PROMPTS, 1, eos_id=EOS).prefill_ms == pytest.approx(30.0)
+    one_token = gen.generate(PROMPTS, 1, eos_id=EOS)
+    assert one_token.prefill_ms == pytest.approx(30.0) and one_token.probe_ms == 0.0  # no separate run then
 
 
 def test_broken_tensorrt_llm_install_is_one_line(engine_dir, monkeypatch):

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from mambapipe import peak_memory
 from mambapipe.evaluate import benchmark, summarize, task
@@ -163,3 +164,31 @@ def test_random_prompts_are_seeded_and_in_range():
     prompts = benchmark.random_prompts(scenario, vocab_size=512, seed=0)
     assert prompts == benchmark.random_prompts(scenario, vocab_size=512, seed=0)
     assert len(prompts) == 3 and all(len(p) == 50 and 1 <= min(p) and max(p) < 512 for p in prompts)
+
+
+class _ProbingGenerator:
+    """A generator whose every call takes 50 ms of a fake clock, 20 of them a measurement-only probe run."""
+    device, dtype = "cpu", "float32"
+
+    def __init__(self, spec, clock):
+        self.spec, self.clock = spec, clock
+
+    def generate(self, prompts, max_new_tokens, sampling, eos_id=None, stop_at_eos=True):
+        from mambapipe.backends.base import GenerationOutput
+
+        self.clock[0] += 0.050
+        return GenerationOutput([[1] * max_new_tokens for _ in prompts], 20.0, 5.0, probe_ms=20.0)
+
+
+def test_throughput_leaves_out_the_time_a_backend_spent_probing(monkeypatch):
+    """trtllm times the first token in a separate one-token run; tokens/s must not pay for it."""
+    from mambapipe.models import ModelSpec
+
+    clock = [0.0]
+    monkeypatch.setattr("time.perf_counter", lambda: clock[0])
+    generator = _ProbingGenerator(ModelSpec("Mamba1", 16, 1, 32, 4), clock)
+    timing = benchmark.time_scenario(generator, benchmark.Scenario(2, 4, 3), 1, 3, 0, tqdm(disable=True))
+    assert timing["total_ms"] == pytest.approx(30.0)
+    batches = [[summarize.Sample(str(i), [1, 2], "ref") for i in range(2)]] * 3
+    run = summarize.generate_batches(generator, batches, 4, None, "probe", False)
+    assert run.seconds == pytest.approx(3 * 0.030)
