@@ -38,6 +38,17 @@ def engine_is_hf(monkeypatch, hf_generator):
     monkeypatch.setattr(task, "loaded_engine", loaded)
 
 
+def test_asking_for_more_articles_than_the_dataset_holds_scores_those_and_says_so(tokenizer_bundle, caplog):
+    articles = load_articles("sample")
+    settings = summarize.SummarizeSettings(batch_size=8, max_ite=1000, max_input_length=64, output_len=8)
+    batches = summarize.prepare_samples(articles, tokenizer_bundle, settings)
+    assert sum(len(b) for b in batches) == len(articles)
+    assert f"asks for 8000 articles and the dataset holds {len(articles)}" in caplog.text
+    caplog.clear()
+    summarize.prepare_samples(articles, tokenizer_bundle, SETTINGS)
+    assert "asks for" not in caplog.text
+
+
 def test_prepare_samples_takes_max_ite_batches_in_shuffled_order(tokenizer_bundle):
     batches = summarize.prepare_samples(load_articles("sample"), tokenizer_bundle, SETTINGS)
     assert [len(b) for b in batches] == [2, 2]
