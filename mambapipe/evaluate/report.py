@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mambapipe.evaluate.rouge import ROUGE_TYPES
@@ -42,13 +43,20 @@ def summarize_table(metrics: dict[str, Any]) -> Table:
         table.add_column("HF transformers", justify="right")
     for key, label in SUMMARIZE_ROWS:
         table.add_row(label, _fmt(metrics.get(key), key), *([_fmt(hf.get(key), key)] if with_hf else []))
-    notes = [_peak_memory_note(metrics)]
-    if with_hf:
+    return table
+
+
+def report_notes(metrics: dict[str, Any]) -> list[str]:
+    """The lines under the table: where the floor's bandwidth comes from, what peak MiB measures, the HF comparison.
+    Lines, not the table's caption, which rich wraps to the width of the table."""
+    notes = [f"bandwidth: {metrics.get('bandwidth_source', '?')}"] if metrics["task"] == "benchmark" else []
+    notes.append(_peak_memory_note(metrics))
+    hf: Optional[dict[str, Any]] = metrics.get("hf")
+    if hf and "skipped" not in hf:
         notes.append(f"identical output tokens: {metrics['hf_token_agreement'] * 100:.1f}%")
     elif hf:
         notes.append(f"HF comparison skipped: {hf['skipped']}")
-    table.caption = "\n".join(notes)
-    return table
+    return notes
 
 
 def _peak_memory_note(metrics: dict[str, Any]) -> str:
@@ -58,8 +66,7 @@ def _peak_memory_note(metrics: dict[str, Any]) -> str:
 
 
 def benchmark_table(metrics: dict[str, Any]) -> Table:
-    table = Table(title="benchmark", caption=f"bandwidth: {metrics.get('bandwidth_source', '?')}\n"
-                                             f"{_peak_memory_note(metrics)}")
+    table = Table(title="benchmark")
     for _, label in BENCHMARK_COLUMNS:
         table.add_column(label, justify="right")
     table.add_column("note")
@@ -70,8 +77,12 @@ def benchmark_table(metrics: dict[str, Any]) -> Table:
 
 
 def print_report(metrics: dict[str, Any]) -> None:
+    """On standard output, as the run's summary is: the results, where `> file` keeps them; progress and logs go
+    to standard error."""
     table = benchmark_table(metrics) if metrics["task"] == "benchmark" else summarize_table(metrics)
-    console = Console(stderr=True)
+    console = Console(highlight=False)
     if not console.is_terminal:  # logs and pipes: rich's 80 columns would truncate the numbers
         console.width = max(console.width, LOG_WIDTH)
     console.print(table)
+    for note in report_notes(metrics):
+        console.print(escape(note), soft_wrap=True)

@@ -40,3 +40,15 @@ def test_the_benchmark_headline_counts_the_scenarios_the_engine_skipped():
     rows = [{"tokens_per_s": 51.25}, {"tokens_per_s": None, "skipped": "batch 8 > max_batch_size 2"}]
     assert headline({"task": "benchmark", "rows": rows}) == "2 scenarios (1 skipped), best 51.2 tok/s"
     assert headline({"task": "benchmark", "rows": rows[:1]}) == "1 scenario, best 51.2 tok/s"
+
+
+def test_the_report_goes_to_standard_output_with_its_notes_as_whole_lines(capsys):
+    """`python -m mambapipe > out.txt` keeps the results, as it keeps the run summary; the notes are not wrapped
+    to the table's width."""
+    from mambapipe.evaluate.report import print_report
+
+    meaning = "the process's resident set (ru_maxrss), not the engine's share: it includes the Python runtime"
+    print_report(METRICS | {"peak_memory": meaning})
+    out, err = capsys.readouterr()
+    assert "ROUGE-1" in out and err == ""
+    assert f"peak MiB: {meaning}" in out.splitlines() and "identical output tokens: 50.0%" in out.splitlines()
