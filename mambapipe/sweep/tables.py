@@ -18,10 +18,10 @@ from mambapipe.sweep.summary import (FAILED, NOT_RUN, OK, OVERRIDES_FILE, ROUGE_
                                      varying_overrides)
 
 CONFIG_COLUMNS = ("model", "dtype", "tp_size", "backend", "device", "max_batch_size", "eval_batch_size", "task")
-METRIC_COLUMNS = (*ROUGE_KEYS, "tokens_per_s", "decode_ms_per_step", "ttft_ms")
+METRIC_COLUMNS = (*ROUGE_KEYS, "tokens_per_s", "throughput_of", "decode_ms_per_step", "ttft_ms")
 CSV_COLUMNS = ("job", "overrides", "status", *STEP_NAMES, *CONFIG_COLUMNS, *METRIC_COLUMNS, "reason", "run_dir")
 MARKDOWN_METRICS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
-                    "tokens_per_s": "tokens/s", "decode_ms_per_step": "decode ms/step"}
+                    "tokens_per_s": "tokens/s", "throughput_of": "tokens/s of", "decode_ms_per_step": "decode ms/step"}
 
 
 def fmt(value: Any) -> str:
@@ -125,13 +125,14 @@ def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: S
 def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Path] = None) -> None:
     keys = varying_overrides(list(rows))
     table = Table(title=f"sweep summary{f' ({sweep_dir})' if sweep_dir else ''}", title_justify="left")
-    for column in ("job", "overrides", "status", "rouge1", "tokens/s", "decode ms/step", "reason"):
+    # `evaluate` says whether the numbers were measured by this sweep (ran) or an earlier run (cached).
+    for column in ("job", "overrides", "status", "evaluate", "rouge1", "tokens/s", "decode ms/step", "reason"):
         table.add_column(column)
     for row in rows:
         color = {OK: "green", FAILED: "red"}.get(row.status, "yellow")
         status = f"[{color}]{row.status}[/]"
         # Overrides and reasons are user text: `steps=[evaluate]` is not rich markup.
-        table.add_row(row.job, escape(job_label(row, keys)), status, fmt(row.metrics["rouge1"]),
-                      fmt(row.metrics["tokens_per_s"]), fmt(row.metrics["decode_ms_per_step"]),
+        numbers = (fmt(row.metrics[key]) for key in ("rouge1", "tokens_per_s", "decode_ms_per_step"))
+        table.add_row(row.job, escape(job_label(row, keys)), status, row.steps["evaluate"], *numbers,
                       escape(row.reason or ""))
     console.print(table)

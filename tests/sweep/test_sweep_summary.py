@@ -45,11 +45,12 @@ def test_killed_job_without_run_json_is_failed(tmp_path, job_writer):
 
 
 def test_benchmark_job_reports_its_fastest_scenario(tmp_path, job_writer):
-    rows = [{"batch": b, "tokens_per_s": t, "decode_ms_per_step": d}
-            for b, t, d in ((1, 50.0, 20.0), (8, 300.0, 26.6), (64, None, None))]
+    rows = [{"batch": b, "input_len": 100, "output_len": 100, "tokens_per_s": t, "decode_ms_per_step": d,
+             "prefill_ms": p} for b, t, d, p in ((1, 50.0, 20.0, 3.0), (8, 300.0, 26.6, 9.5), (64, None, None, None))]
     job_writer(tmp_path, 0, ["eval.task=benchmark"], metrics={"task": "benchmark", "rows": rows})
     [row] = collect_rows(tmp_path).rows
     assert row.metrics["tokens_per_s"] == 300.0 and row.metrics["decode_ms_per_step"] == 26.6
+    assert row.metrics["throughput_of"] == "B=8 100/100" and row.metrics["ttft_ms"] == 9.5
     assert row.throughput == [(1, 50.0), (8, 300.0)]
 
 
@@ -309,3 +310,19 @@ def test_the_docs_name_every_summary_csv_column():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "sweeps.md").read_text()
     paragraph = docs.split("`summary.csv` has every fact")[1].split("\n\n")[0]
     assert [c for c in CSV_COLUMNS if f"`{c}`" not in paragraph] == []
+
+
+def test_the_console_table_says_which_jobs_numbers_an_earlier_run_measured(tmp_path, job_writer):
+    import io
+
+    from rich.console import Console
+
+    from mambapipe.sweep.tables import print_table
+
+    metrics = {"task": "summarize", "rouge1": 20.0, "tokens_per_s": 100.0}
+    job_writer(tmp_path, 0, ["dtype=float32"], metrics=metrics, statuses=("cached",) * 4)
+    job_writer(tmp_path, 1, ["dtype=bfloat16"], metrics=metrics)
+    console = Console(file=io.StringIO(), width=200)
+    print_table(console, collect_rows(tmp_path).rows)
+    lines = [line.split("│") for line in console.file.getvalue().splitlines() if line.startswith("│")]
+    assert [(cells[1].strip(), cells[4].strip()) for cells in lines] == [("0", "cached"), ("1", "ran")]
