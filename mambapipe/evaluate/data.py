@@ -55,9 +55,17 @@ def load_articles(dataset: str, hub_id: str = "abisee/cnn_dailymail", hub_config
     else:
         articles = _load_local(Path(dataset).expanduser())
     _check_fields(articles, dataset)
-    if "id" not in articles.column_names:
-        articles = articles.add_column("id", [str(i) for i in range(len(articles))])
-    return articles.shuffle(seed=seed)
+    return _with_ids(articles).shuffle(seed=seed)
+
+
+def _with_ids(articles):
+    """An `id` for every record: its own, else its position in the file (a file where only some records have one
+    would otherwise label the others "None" in predictions.jsonl)."""
+    if "id" in articles.column_names and articles.data.column("id").null_count == 0:
+        return articles
+    ids = articles["id"] if "id" in articles.column_names else [None] * len(articles)
+    labels = [str(i) if value is None else str(value) for i, value in enumerate(ids)]
+    return articles.remove_columns([c for c in ("id",) if c in articles.column_names]).add_column("id", labels)
 
 
 def require_datasets():
