@@ -27,7 +27,7 @@ def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda"):
         import torch
 
-        return torch.cuda.max_memory_allocated() / 2**20
+        return torch.cuda.max_memory_allocated(device) / 2**20  # that device's, whichever one is current
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -36,7 +36,7 @@ def reset_peak_memory(device: str) -> bool:
     if device.startswith("cuda"):
         import torch
 
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
         return True
     try:
         # Linux >= 4.0: "5" sets the peak resident set (VmHWM, which getrusage's ru_maxrss reads) to the current one.

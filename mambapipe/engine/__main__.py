@@ -3,8 +3,9 @@
     python -m mambapipe.engine --engine-dir DIR --prompt-ids '[[1, 2, 3]]' --max-new-tokens 20 --out out.json
     python -m torch.distributed.run --standalone --nproc-per-node 2 -m mambapipe.engine --engine-dir DIR ...
 
-Only rank 0 writes `--out` (JSON: output_ids, prefill_ms, decode_ms_per_step, peak_memory_mb) and `--logits-out`
-(torch.save of a list with each prompt's fp32 logits at every position, (len, V): `EngineGenerator.score`).
+Only rank 0 writes `--out` (JSON: output_ids, prefill_ms, decode_ms_per_step, peak_memory_mb, probe_ms) and
+`--logits-out` (torch.save of a list with each prompt's fp32 logits at every position, (len, V):
+`EngineGenerator.score`).
 """
 
 from __future__ import annotations

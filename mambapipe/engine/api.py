@@ -108,7 +108,7 @@ def load_engine(engine_dir: str | Path, device: str = "cpu", kernels: str = "aut
 
 
 def generate_text(generator: EngineGenerator, tokenizer_dir: str | Path, texts: Sequence[str],
-                  max_new_tokens: int, eos_id: Optional[int] = None) -> list[str]:
+                  max_new_tokens: int, *, eos_id: Optional[int] = None) -> list[str]:
     """Tokenize `texts`, generate greedily, and decode only the new tokens (stopping at the tokenizer's eos)."""
     from transformers import AutoTokenizer
 

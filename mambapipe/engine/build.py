@@ -78,7 +78,8 @@ def residual_problem(spec: ModelSpec) -> Optional[str]:
     if spec.residual_in_fp32:
         return None
     return ("residual_in_fp32=false: the native engine keeps the residual stream in float32; build this checkpoint "
-            "with backend=trtllm, or set residual_in_fp32 true")
+            "with backend=trtllm, or use one with residual_in_fp32 true (model.arch.residual_in_fp32 for "
+            "model.source=synthetic)")
 
 
 def resolve_ssm_state_dtype(setting: str, dtype: str, device: str) -> str:

@@ -59,13 +59,15 @@ def load_articles(dataset: str, hub_id: str = "abisee/cnn_dailymail", hub_config
 
 
 def _with_ids(articles):
-    """An `id` for every record: its own, else its position in the file (a file where only some records have one
-    would otherwise label the others "None" in predictions.jsonl)."""
-    if "id" in articles.column_names and articles.data.column("id").null_count == 0:
+    """An `id` for every record: its own; else its position in the file, as "3" in a file without ids and as "#3"
+    beside records that have one (a record's own "3" must not meet another's position; without this, datasets
+    labelled those records "None" in predictions.jsonl)."""
+    if "id" not in articles.column_names:
+        return articles.add_column("id", [str(i) for i in range(len(articles))])
+    if articles.data.column("id").null_count == 0:
         return articles
-    ids = articles["id"] if "id" in articles.column_names else [None] * len(articles)
-    labels = [str(i) if value is None else str(value) for i, value in enumerate(ids)]
-    return articles.remove_columns([c for c in ("id",) if c in articles.column_names]).add_column("id", labels)
+    labels = [f"#{i}" if value is None else str(value) for i, value in enumerate(articles["id"])]
+    return articles.remove_columns("id").add_column("id", labels)
 
 
 def require_datasets():
@@ -280,10 +282,13 @@ def _load_hub(hub_id: str, hub_config: str, split: str, revision: Optional[str],
 @contextmanager
 def _datasets_offline(offline: bool) -> Iterator[None]:
     """datasets in offline mode for one load: it reads its own cache at once instead of retrying the hub."""
+    if not offline:
+        yield
+        return
     import datasets.config
 
-    saved = datasets.config.HF_HUB_OFFLINE
-    datasets.config.HF_HUB_OFFLINE = saved or offline
+    saved = datasets.config.HF_HUB_OFFLINE  # datasets >= 2.21 (pyproject) reads its offline mode from here
+    datasets.config.HF_HUB_OFFLINE = True
     try:
         yield
     finally:

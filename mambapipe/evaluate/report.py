@@ -60,7 +60,7 @@ def report_notes(metrics: dict[str, Any]) -> list[str]:
 
 
 def _peak_memory_note(metrics: dict[str, Any]) -> str:
-    """What 'peak MiB' measures, as metrics.json records it for the device (memory.peak_memory_meaning): e.g. on
+    """What 'peak MiB' measures, as metrics.json records it for the device (peak_memory.peak_memory_meaning): e.g. on
     the CPU the whole process's resident set, not the engine's share."""
     return f"peak MiB: {metrics.get('peak_memory', '?')}"
 

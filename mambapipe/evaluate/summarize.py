@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -15,8 +14,6 @@ from mambapipe.evaluate.data import INPUT_FIELD, REFERENCE_FIELD
 from mambapipe.evaluate.prompts import TokenizerBundle, encode_prompt
 from mambapipe.evaluate.rouge import rouge_scores
 from mambapipe.peak_memory import reset_peak_memory
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,11 +54,7 @@ class GenerationRun:
 
 def prepare_samples(articles, bundle: TokenizerBundle, settings: SummarizeSettings) -> list[list[Sample]]:
     """The first `max_ite` batches of the (already shuffled) dataset, tokenised as summarize.py does."""
-    asked = settings.max_ite * settings.batch_size
-    count = min(len(articles), asked)
-    if count < asked:  # as summarize.py does; said, since metrics.json's `samples` is the only other trace of it
-        log.warning("eval.max_ite x eval.batch_size asks for %d articles and the dataset holds %d: scoring those %d",
-                    asked, count, count)
+    count = min(len(articles), settings.max_ite * settings.batch_size)  # as summarize.py does (task.py says so)
     rows = articles.select(range(count))
     samples = [Sample(str(row["id"]), encode_prompt(bundle.tokenizer, row[INPUT_FIELD], settings.max_input_length),
                       row[REFERENCE_FIELD]) for row in rows]

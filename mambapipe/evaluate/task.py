@@ -85,6 +85,10 @@ def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
     articles = load_articles(job.params["eval.dataset"], **_hub_source(job), seed=job.params["eval.random_seed"],
                              revision=job.dataset_revision, local_only=job.hub_local_only)
     batches = summarize.prepare_samples(articles, bundle, settings)
+    asked = settings.max_ite * settings.batch_size
+    if rank == 0 and len(articles) < asked:  # metrics.json's `samples` would be the only other trace of it
+        log.warning("eval.max_ite x eval.batch_size asks for %d articles and the dataset holds %d: scoring those %d",
+                    asked, len(articles), len(articles))
     with loaded_engine(job) as generator:
         run = summarize.generate_batches(generator, batches, settings.output_len, bundle.eos_id,
                                          job.params["backend"], show)

@@ -170,8 +170,8 @@ def _check_some_scenario_fits(scenarios: list[benchmark.Scenario], params: dict[
     problems = [benchmark.limit_problem(limits, s) for s in scenarios]
     if all(problems):
         reasons = "; ".join(f"{benchmark.scenario_label(s)}: {p}" for s, p in zip(scenarios, problems))
-        raise StepError(f"no eval.scenarios fit the engine's build limits ({reasons}); raise build.max_batch_size, "
-                        "build.max_input_len or build.max_seq_len, or give scenarios within them")
+        raise StepError(f"no eval.scenarios fit the engine's build limits ({reasons}); or give eval.scenarios "
+                        "within them")
 
 
 def _run_launched(job: EvalJob, tp_size: int) -> None:

@@ -164,11 +164,11 @@ def test_a_compressed_jsonl_file_datasets_opens_is_not_taken_for_text_that_is_no
 
 
 def test_records_without_an_id_are_labelled_by_their_position_even_beside_records_with_one(tmp_path):
-    records = [{"id": "a7", "article": "One.", "highlights": "1"}, {"article": "Two.", "highlights": "2"},
+    records = [{"id": "1", "article": "One.", "highlights": "1"}, {"article": "Two.", "highlights": "2"},
                {"id": "c9", "article": "Three.", "highlights": "3"}]
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     by_article = dict(zip(load_articles(str(path))["article"], load_articles(str(path))["id"]))
-    assert by_article == {"One.": "a7", "Two.": "1", "Three.": "c9"}
+    assert by_article == {"One.": "1", "Two.": "#1", "Three.": "c9"}  # "1" is the first record's own id
     path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "id"}) + "\n" for r in records))
     assert sorted(load_articles(str(path))["id"]) == ["0", "1", "2"]

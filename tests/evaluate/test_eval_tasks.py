@@ -38,15 +38,15 @@ def engine_is_hf(monkeypatch, hf_generator):
     monkeypatch.setattr(task, "loaded_engine", loaded)
 
 
-def test_asking_for_more_articles_than_the_dataset_holds_scores_those_and_says_so(tokenizer_bundle, caplog):
-    articles = load_articles("sample")
-    settings = summarize.SummarizeSettings(batch_size=8, max_ite=1000, max_input_length=64, output_len=8)
-    batches = summarize.prepare_samples(articles, tokenizer_bundle, settings)
-    assert sum(len(b) for b in batches) == len(articles)
-    assert f"asks for 8000 articles and the dataset holds {len(articles)}" in caplog.text
-    caplog.clear()
-    summarize.prepare_samples(articles, tokenizer_bundle, SETTINGS)
-    assert "asks for" not in caplog.text
+def test_asking_for_more_articles_than_the_dataset_holds_scores_those_and_rank_0_says_so(engine_is_hf, download_dir,
+                                                                                        tmp_path, caplog):
+    held = len(load_articles("sample"))
+    for rank in (1, 0):  # every rank scores the same articles; one warning, not one a rank
+        job = task.EvalJob(_params(**{"eval.max_ite": 1000, "eval.batch_size": 4, "eval.output_len": 2}),
+                           tmp_path / "engine", download_dir, tmp_path / f"out{rank}", show_progress=False)
+        task.run_evaluation(job, rank)
+        assert (f"asks for 4000 articles and the dataset holds {held}" in caplog.text) == (rank == 0)
+    assert json.loads((tmp_path / "out0" / "metrics.json").read_text())["samples"] == held
 
 
 def test_prepare_samples_takes_max_ite_batches_in_shuffled_order(tokenizer_bundle):
