@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-
 from gpu_common import require_cuda
+
 from mambapipe.backends.base import BuildSettings
 from mambapipe.checkpoint.convert import convert_checkpoint
 from mambapipe.dtypes import TORCH_DTYPES

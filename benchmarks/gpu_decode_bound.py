@@ -32,6 +32,7 @@ import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_common import graph_replay_ms, model_spec, parse_arch, require_cuda  # noqa: E402
+
 from mambapipe.engine.kernels import pdl  # noqa: E402
 from mambapipe.models import ModelSpec  # noqa: E402
 

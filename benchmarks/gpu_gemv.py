@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from gpu_common import MODELS, model_spec, require_cuda
 from triton.testing import do_bench_cudagraph
 
-from gpu_common import MODELS, model_spec, require_cuda
 from mambapipe.engine.kernels import decode, gemv
 from mambapipe.engine.kernels.conv import causal_conv1d_update
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm

@@ -14,12 +14,11 @@ import json
 
 import torch
 import torch.nn.functional as F
+from gpu_common import require_cuda
 from triton.testing import do_bench, do_bench_cudagraph
 
-from gpu_common import require_cuda
 from mambapipe.engine import ops
 from mambapipe.engine.kernels import prefill, scan, scan_cuda, ssd, ssd_cuda, ssd_triton, ssm
-
 
 # (tokens per chunk, channel block, warps) of the scan. Its (BLOCK_D, N=16) state tile is laid out 8 channels x 4
 # lanes a warp, 4 states a lane, so BLOCK_D / (8 warps) channels a thread; compiled for sm_90 its chunk loop is

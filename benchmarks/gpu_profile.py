@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from gpu_common import MODELS, model_spec, random_model, require_cuda
 from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
-from gpu_common import MODELS, model_spec, random_model, require_cuda
 from mambapipe.engine.cuda_graphs import GraphedGreedyDecode
 from mambapipe.engine.state import InferenceState
 

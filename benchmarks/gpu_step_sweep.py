@@ -40,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_bench import SCENARIOS, bench  # noqa: E402
 from gpu_common import model_spec, parse_arch, random_model, require_cuda, table_key  # noqa: E402
+
 from mambapipe.dtypes import TORCH_DTYPES  # noqa: E402
 from mambapipe.engine.kernels import gemv  # noqa: E402
 

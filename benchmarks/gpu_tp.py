@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 import torch
-
 from gpu_common import require_cuda
+
 from mambapipe.engine.api import read_native_engine_config
 from mambapipe.parallel import launch
 

@@ -20,8 +20,7 @@ from typing import Any, Optional
 import torch
 
 from mambapipe.backends.base import BuildSettings, Generator
-from mambapipe.backends.trtllm_build import (BUILD_EXECUTABLE, describe_build, run_build_command,
-                                             trtllm_build_command)
+from mambapipe.backends.trtllm_build import BUILD_EXECUTABLE, describe_build, run_build_command, trtllm_build_command
 from mambapipe.backends.trtllm_engine import ARCHITECTURE, read_engine_config
 from mambapipe.backends.trtllm_runtime import load_generator
 from mambapipe.checkpoint.config_json import read_config_json

@@ -32,7 +32,6 @@ from mambapipe.engine.sampling import is_greedy, sample
 from mambapipe.engine.state import InferenceState
 from mambapipe.peak_memory import peak_memory_mb
 
-
 # Module switch: `benchmarks/gpu_bench.py --no-queue-ahead` reads every greedy step before issuing the next.
 QUEUE_AHEAD = True
 

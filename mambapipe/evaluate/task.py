@@ -19,10 +19,10 @@ from mambapipe.evaluate import benchmark, summarize
 from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.floor import device_bandwidth
 from mambapipe.evaluate.hf_reference import HFGenerator, hf_reference_problem
-from mambapipe.peak_memory import peak_memory_meaning, reset_peak_memory
 from mambapipe.evaluate.prompts import FIX_LOCAL_TOKENIZER, REDOWNLOAD, TokenizerBundle, load_tokenizer
 from mambapipe.evaluate.report import print_report
 from mambapipe.evaluate.rouge import rouge_scores
+from mambapipe.peak_memory import peak_memory_meaning, reset_peak_memory
 from mambapipe.pipeline.store import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from mambapipe.checkpoint import (MAMBA_SSM, ConvertError, DamagedFileError, SourceInfo, convert_checkpoint,
-                                  detect_source, parse_dtype)
+from mambapipe.checkpoint import (
+    MAMBA_SSM,
+    ConvertError,
+    DamagedFileError,
+    SourceInfo,
+    convert_checkpoint,
+    detect_source,
+    parse_dtype,
+)
 from mambapipe.checkpoint.detect import load_json_object
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError

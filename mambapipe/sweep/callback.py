@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from mambapipe.pipeline.report import make_console
-from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.expected import SweepConfig
+from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.summary import JobRow
 from mambapipe.sweep.tables import count_line, print_table
 

@@ -22,8 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from mambapipe.config import CONFIG_DIR
-from mambapipe.pipeline.runner import (command_line_config_dirs, config_dir_arguments, hydra_quoted,
-                                       program_name)
+from mambapipe.pipeline.runner import command_line_config_dirs, config_dir_arguments, hydra_quoted, program_name
 from mambapipe.sweep.record import SWEEP_CONFIG
 
 log = logging.getLogger(__name__)

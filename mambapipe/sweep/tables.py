@@ -14,8 +14,16 @@ from rich.table import Table
 from mambapipe.config import STEP_NAMES
 from mambapipe.pipeline.runner import resume_command
 from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
-from mambapipe.sweep.summary import (FAILED, NOT_RUN, OK, OVERRIDES_FILE, ROUGE_KEYS, JobRow, job_label,
-                                     varying_overrides)
+from mambapipe.sweep.summary import (
+    FAILED,
+    NOT_RUN,
+    OK,
+    OVERRIDES_FILE,
+    ROUGE_KEYS,
+    JobRow,
+    job_label,
+    varying_overrides,
+)
 
 CONFIG_COLUMNS = ("model", "dtype", "tp_size", "backend", "device", "max_batch_size", "eval_batch_size", "task")
 METRIC_COLUMNS = (*ROUGE_KEYS, "tokens_per_s", "throughput_of", "decode_ms_per_step", "ttft_ms")

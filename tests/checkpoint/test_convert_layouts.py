@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from checkpoint_support import (MAMBA1_UNTIED_BIAS, MAMBA2_MISTRAL, as_mamba_ssm, as_mistral, build_hf, save_hf,
-                                ssm_state_dict)
+from checkpoint_support import (
+    MAMBA1_UNTIED_BIAS,
+    MAMBA2_MISTRAL,
+    as_mamba_ssm,
+    as_mistral,
+    build_hf,
+    save_hf,
+    ssm_state_dict,
+)
 
 from mambapipe.checkpoint import HF_MAMBA, HF_MAMBA2, MAMBA_SSM, MISTRAL, convert_checkpoint, detect_source
 

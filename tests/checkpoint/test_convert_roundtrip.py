@@ -11,7 +11,6 @@ from mambapipe.checkpoint import convert_checkpoint
 from mambapipe.dtypes import TORCH_DTYPES
 
 
-
 def load_rank(path) -> dict[str, torch.Tensor]:
     with safe_open(str(path), "pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}

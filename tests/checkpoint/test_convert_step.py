@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from checkpoint_support import MAMBA2_MISTRAL, as_mamba_ssm, build_hf
+
 from mambapipe.checkpoint import detect_source
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError

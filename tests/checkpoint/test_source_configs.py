@@ -13,8 +13,12 @@ import pytest
 
 from mambapipe.checkpoint import detect_source
 from mambapipe.checkpoint.errors import ConvertError
-from mambapipe.checkpoint.source_specs import (spec_from_hf_mamba, spec_from_hf_mamba2, spec_from_mamba_ssm,
-                                               spec_from_mistral)
+from mambapipe.checkpoint.source_specs import (
+    spec_from_hf_mamba,
+    spec_from_hf_mamba2,
+    spec_from_mamba_ssm,
+    spec_from_mistral,
+)
 
 MAMBA_130M_HF = {"architectures": ["MambaForCausalLM"], "model_type": "mamba", "d_model": 768, "n_layer": 24,
                  "hidden_size": 768, "num_hidden_layers": 24, "intermediate_size": 1536, "d_inner": 1536,

@@ -140,7 +140,7 @@ def test_ssd_state_update_continues_the_scan():
 
 
 def test_norms_match_hf():
-    from transformers.models.mamba2.modeling_mamba2 import MambaRMSNormGated, Mamba2RMSNorm
+    from transformers.models.mamba2.modeling_mamba2 import Mamba2RMSNorm, MambaRMSNormGated
 
     from mambapipe.evaluate.hf_reference import hf_norms_groups
 

@@ -374,8 +374,9 @@ def test_rank_environment_reaches_the_ranks(monkeypatch):
 @pytest.mark.parametrize("arch", ["mamba1", "mamba2-g4"])
 def test_convert_step_shards_match_the_reference_layout(arch, tmp_path):
     """The convert step's TP shards are exactly what this runtime is tested on (reference §1.6/§1.7)."""
-    from mambapipe.checkpoint import convert  # imported, not importorskip: a broken converter must fail here
     from safetensors.torch import load_file
+
+    from mambapipe.checkpoint import convert  # imported, not importorskip: a broken converter must fail here
 
     spec = ModelSpec(**(MAMBA2 if arch.startswith("mamba2") else MAMBA1))
     model = hf_model(spec, seed=5)

@@ -17,10 +17,9 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 from engine_support import MAMBA1, MAMBA2, build_from_hf, hf_model  # noqa: E402
 
-from mambapipe.engine.api import load_engine  # noqa: E402
 from mambapipe.engine import cuda_graphs  # noqa: E402
-from mambapipe.engine.cuda_graphs import (GraphedPrefill, length_bucket, maybe_graphed_prefill,  # noqa: E402
-                                          pad_prompts)
+from mambapipe.engine.api import load_engine  # noqa: E402
+from mambapipe.engine.cuda_graphs import GraphedPrefill, length_bucket, maybe_graphed_prefill, pad_prompts  # noqa: E402
 from mambapipe.engine.state import InferenceState  # noqa: E402
 from mambapipe.models import ModelSpec  # noqa: E402
 

@@ -5,11 +5,10 @@ import re
 import sys
 
 import pytest
+from empty_datasets import EMPTY_DATASETS
 
 from mambapipe.evaluate.data import load_articles, sample_path
 from mambapipe.pipeline.step import StepError
-
-from empty_datasets import EMPTY_DATASETS
 
 
 def _records():

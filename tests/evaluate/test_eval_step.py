@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from empty_datasets import EMPTY_DATASETS
 from omegaconf import OmegaConf
 
 from mambapipe.config import MambapipeConfig
@@ -16,8 +17,6 @@ from mambapipe.evaluate.data import load_articles
 from mambapipe.pipeline.plan import step_params
 from mambapipe.pipeline.step import StepError
 from mambapipe.steps.evaluate import STEP, _accuracy_gate
-
-from empty_datasets import EMPTY_DATASETS
 
 
 def _params(**overrides):

@@ -7,11 +7,11 @@ import itertools
 from pathlib import Path
 
 import pytest
+from pipeline_fakes import fake_steps, journal_lines
 from rich.console import Console
 
 from mambapipe.pipeline.runner import RunResult, run_recipe
 from mambapipe.pipeline.store import ArtifactStore
-from pipeline_fakes import fake_steps, journal_lines
 
 
 class FakePipeline:

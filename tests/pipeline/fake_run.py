@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from pipeline_fakes import fake_steps
 
 from mambapipe.config import register_configs
 from mambapipe.pipeline.runner import run_recipe
-from pipeline_fakes import fake_steps
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 

@@ -3,11 +3,11 @@ schema lacks is one line with the key it likely meant; whatever Hydra accepts pa
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 from omegaconf import OmegaConf
 
 from mambapipe.cli_keys import OTHER_COMMANDS, other_command_problem, unknown_key_problem

@@ -7,11 +7,11 @@ import io
 import json
 
 import pytest
+from pipeline_fakes import fake_steps
 from rich.console import Console
 
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.runner import run_recipe
-from pipeline_fakes import fake_steps
 
 
 def statuses(result) -> dict[str, str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sweep_support import summarize_metrics, write_job
 
 import mambapipe.cli as cli
 import mambapipe.sweep.callback as callback
@@ -19,7 +20,6 @@ from mambapipe.sweep.cli import main as sweep_cli
 from mambapipe.sweep.expected import BASIC_SWEEPER, SweepConfig
 from mambapipe.sweep.job import _record_exit, _wait_through_interrupts
 from mambapipe.sweep.summary import collect_rows
-from sweep_support import summarize_metrics, write_job
 
 
 def write_multirun_yaml(sweep_dir: Path, *task: str, params: dict | None = None, subdir: str = "${hydra.job.num}",

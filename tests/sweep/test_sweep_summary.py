@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.image import imread
+from sweep_support import STEPS, start_sweep, summarize_metrics
 
 from mambapipe.sweep.cli import main as sweep_cli
 from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.summary import collect_rows, find_run_dirs, varying_overrides
 from mambapipe.sweep.tables import CSV_COLUMNS
-from sweep_support import STEPS, start_sweep, summarize_metrics
 
 
 def test_rows_read_statuses_metrics_and_failure_reason(sweep_dir):

@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mambapipe.engine.kernels import gemv, tokens as token_kernels
+from mambapipe.engine.kernels import gemv
+from mambapipe.engine.kernels import tokens as token_kernels
 from mambapipe.engine.kernels.conv import causal_conv1d_update
 from mambapipe.engine.kernels.norms import add_rms_norm, gated_rms_norm
 from mambapipe.engine.kernels.ssm import mamba1_state_update, mamba2_state_update
 from mambapipe.engine.state import InferenceState
 from mambapipe.engine.weights import LayerWeights
 from mambapipe.models import TRTLLM_NORM_EPSILON as EPS
-
 
 # Batch 1 only: there the matrix-vector kernels beat cuBLAS + the separate small kernels (S1 decode 2-25 %
 # less time a step on the H200); at batch 8 their register-tile products reach a third of cuBLAS's
