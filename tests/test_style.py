@@ -1,6 +1,6 @@
 """The repository's style rules, checked with the test suite so that CI and the README's test command enforce
 them: ruff over every Python file with pyproject.toml's [tool.ruff] settings (pyflakes' errors, pycodestyle's,
-lines up to 120 characters)."""
+lines up to 120 characters, sorted imports)."""
 
 from __future__ import annotations
 
