@@ -88,13 +88,19 @@ def _tokenizer_without_hub(model: dict[str, Any]) -> str:
             "or model.tokenizer=/path/to/tokenizer/dir")
 
 
+def source_files(directory: Path) -> dict[str, Path]:
+    """The files of a checkpoint directory by relative path: every file but those under a dot-named name (.git,
+    .cache/huggingface, editor leftovers), which no step reads and a git status or a hub client rewrites."""
+    return {path.relative_to(directory).as_posix(): path for path in sorted(directory.rglob("*"))
+            if not any(part.startswith(".") for part in path.relative_to(directory).parts) and path.is_file()}
+
+
 def link_tree(source: Path, dest: Path, patterns: Optional[list[str]] = None) -> tuple[int, int]:
-    """Symlink every file under `source` (optionally only relative paths matching `patterns`, matched as
+    """Symlink every source file under `source` (optionally only relative paths matching `patterns`, matched as
     `snapshot_download(allow_patterns=...)` matches them) into `dest`. Returns (files, bytes)."""
     from huggingface_hub.utils import filter_repo_objects
 
-    files = {path.relative_to(source).as_posix(): path for path in sorted(source.rglob("*"))
-             if path.is_file() and not path.name.startswith(".") and ".cache" not in path.parts}
+    files = source_files(source)
     count = size = 0
     for relative in filter_repo_objects(files, allow_patterns=patterns):
         path, target = files[relative], dest / relative
@@ -105,13 +111,21 @@ def link_tree(source: Path, dest: Path, patterns: Optional[list[str]] = None) ->
 
 
 def fingerprint(directory: Path) -> str:
-    """Hash of relative names, sizes and mtimes (and contents of small files) of every file."""
+    """Hash of the source files' names and sizes, plus each small file's contents and each large file's mtime and
+    ctime: a rewrite changes the ctime even where its mtime was put back (touch -r, cp -p), and a touched small
+    file (a tokenizer.json) with the same bytes keys as it did."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
-        if stat.st_size < _SMALL_FILE:
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for relative, path in source_files(directory).items():
+        try:
+            stat = path.stat()
+            digest.update(f"{relative}\0{stat.st_size}\0".encode())
+            if stat.st_size < _SMALL_FILE:
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+            else:
+                digest.update(f"{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0".encode())
+        except OSError as err:
+            raise StepError(f"cannot read {path} ({err.strerror or err}); make it readable or move it out of "
+                            f"{directory}") from None
     return digest.hexdigest()
 
 

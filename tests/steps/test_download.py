@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -22,7 +23,7 @@ from mambapipe.pipeline.plan import build_plan, step_params
 from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.pipeline.store import ArtifactStore
-from mambapipe.steps import load_steps
+from mambapipe.steps import download, load_steps
 from mambapipe.steps.download import STEP, detect_layout, resolve_commit
 from mambapipe.synthetic import write_synthetic_checkpoint, write_synthetic_tokenizer
 
@@ -467,3 +468,36 @@ def test_a_hub_answer_with_nothing_cached_is_quoted(compose_config, hub_snapshot
     with mock.patch("huggingface_hub.HfApi.repo_info", side_effect=error), pytest.raises(StepError) as info:
         STEP.environment(hub_params(compose_config, "model.repo_id=my-org/other"))
     assert "(HfHubHTTPError: 429 Too Many Requests for url" in str(info.value)
+
+
+def test_the_fingerprint_follows_the_weights_not_touches_or_dot_files(tmp_path, monkeypatch):
+    """A large file is known by size, mtime and ctime (a rewrite whose mtime was put back still moves its ctime), a
+    small one by its bytes; .git and .cache, which no step reads and git or a hub client rewrite, not at all."""
+    monkeypatch.setattr(download, "_SMALL_FILE", 64)
+    (tmp_path / "tokenizer.json").write_text('{"small": true}')
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\1" * 1000)
+    before = download.fingerprint(tmp_path)
+    os.utime(tmp_path / "tokenizer.json")  # touched, same bytes
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "index").write_bytes(b"rewritten by git status")
+    (tmp_path / ".cache" / "huggingface").mkdir(parents=True)
+    (tmp_path / ".cache" / "huggingface" / "x.metadata").write_text("hub client state")
+    assert download.fingerprint(tmp_path) == before
+    stat = weights.stat()
+    time.sleep(0.01)
+    weights.write_bytes(b"\2" * 1000)  # same size, its old mtime put back: touch -r, cp -p
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert download.fingerprint(tmp_path) != before
+
+
+def test_an_unreadable_source_file_is_one_line_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "README.md").write_text("notes")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # as root, chmod 000 would not stop the read
+    with pytest.raises(StepError, match=rf"^cannot read {tmp_path}/README.md \(Permission denied\); make it readable "
+                                        rf"or move it out of {tmp_path}$"):
+        download.fingerprint(tmp_path)
