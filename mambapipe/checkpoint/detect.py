@@ -38,6 +38,13 @@ class SourceInfo:
 def source_format(model_dir: Path) -> str:
     """Which of FORMATS `model_dir` holds, from its config files alone (the download step's plan-time check
     and the convert step's detection, so that both accept the same directories)."""
+    try:
+        return _source_format(model_dir)
+    except PermissionError as err:  # a directory we may not list: is_file() raises rather than answering no
+        raise ConvertError(f"{err.filename or model_dir}: cannot be read ({err.strerror}); make it readable") from None
+
+
+def _source_format(model_dir: Path) -> str:
     if not model_dir.is_dir():
         raise ConvertError(f"{model_dir}: not a directory; point at the downloaded checkpoint directory")
     if (model_dir / "params.json").is_file() and (model_dir / MISTRAL_WEIGHTS).is_file():
@@ -120,6 +127,8 @@ def _index_files(index: Path) -> tuple[Path, ...]:
     weight_map = load_json_object(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise DamagedFileError(index, "no weight_map")
+    if not all(isinstance(name, str) and name for name in weight_map.values()):
+        raise DamagedFileError(index, "weight_map maps a tensor to something other than a shard's file name")
     files = tuple(index.parent / name for name in sorted(set(weight_map.values())))
     missing = [f.name for f in files if not f.is_file()]
     if missing:

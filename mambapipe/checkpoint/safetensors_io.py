@@ -24,7 +24,7 @@ from typing import BinaryIO, Sequence
 import safetensors.torch
 import torch
 
-from mambapipe.checkpoint.errors import DamagedFileError
+from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
 
 DTYPE_CODES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -46,7 +46,14 @@ class TensorRecord:
 
 
 def read_header(path: Path) -> dict[str, TensorRecord]:
-    """Parse and validate a safetensors header; a truncated or corrupt file raises ConvertError."""
+    """Parse and validate a safetensors header; a truncated, corrupt or unreadable file raises ConvertError."""
+    try:
+        return _read_header(path)
+    except OSError as err:
+        raise ConvertError(f"{path}: cannot be read ({err.strerror or err}); make it readable") from None
+
+
+def _read_header(path: Path) -> dict[str, TensorRecord]:
     size = path.stat().st_size
     with open(path, "rb") as f:
         prefix = f.read(8)

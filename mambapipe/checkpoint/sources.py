@@ -8,6 +8,8 @@ a memory map open between reads (a map keeps every page it touched resident: see
 from __future__ import annotations
 
 import pickle
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,6 @@ from mambapipe.checkpoint import safetensors_io
 from mambapipe.checkpoint.detect import HF_MAMBA, HF_MAMBA2, MISTRAL, SourceInfo
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
 from mambapipe.checkpoint.naming import LM_HEAD, canonical_name, expected_source_shapes, source_key
-from mambapipe.pipeline.step import first_line
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -99,13 +100,38 @@ def _index_file(file: Path) -> list[SourceTensor]:
 
 def _load_bin(file: Path) -> dict[str, torch.Tensor]:
     """A memory-mapped, weights-only state dict. Callers drop it after taking one tensor, which unmaps it."""
+    if not zipfile.is_zipfile(file):  # torch.save's format since 1.6 is a zip; only it can be memory-mapped
+        raise _not_mappable(file)
     try:
         state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+    except OSError as e:
+        raise ConvertError(f"{file}: cannot be read ({e.strerror or e}); make it readable") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise DamagedFileError(file, "not a loadable weights-only PyTorch state dict "
-                                     f"({(first_line(e) or type(e).__name__)[:200]})") from None
+        raise DamagedFileError(file, f"not a loadable weights-only PyTorch state dict ({_load_problem(e)})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise ConvertError(f"{file}: holds a {type(state).__name__}, not a state dict of named tensors; "
                            "save the model's state_dict()")
     return state
+
+
+def _not_mappable(file: Path) -> ConvertError:
+    """A legacy torch.save file (read whole for every tensor it would be, once per tensor) or no torch file at all;
+    this error path alone loads it once, to tell which."""
+    try:
+        torch.load(file, map_location="cpu", weights_only=True)
+    except OSError as e:
+        return ConvertError(f"{file}: cannot be read ({e.strerror or e}); make it readable")
+    except Exception as e:  # anything torch.load raises on a file that is no checkpoint
+        return DamagedFileError(file, f"not a loadable weights-only PyTorch state dict ({_load_problem(e)})")
+    return ConvertError(f"{file}: a legacy (pre-zip) torch.save file, which cannot be memory-mapped; re-save it with "
+                        f"torch.save(torch.load(path), path) or as safetensors")
+
+
+def _load_problem(error: Exception) -> str:
+    """What torch.load found wrong, in one line: its weights-only refusal carries advice and terminal escapes
+    around the finding, which follows 'WeightsUnpickler error:'."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    _, marker, finding = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (finding if marker else text).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:200]

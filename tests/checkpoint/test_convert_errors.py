@@ -121,7 +121,29 @@ def test_bin_that_is_not_a_state_dict(tmp_path, payload, match):
 def test_bin_with_arbitrary_pickle(tmp_path):
     src = as_mamba_ssm(build_hf(MAMBA2_MISTRAL), tmp_path / "ssm")
     torch.save({"weights": Path("/etc")}, src / "pytorch_model.bin")  # a global weights_only refuses
-    assert_fails_cleanly(src, tmp_path / "out", r"pytorch_model\.bin: not a loadable weights-only PyTorch state dict")
+    message = assert_fails_cleanly(src, tmp_path / "out", r"pytorch_model\.bin: not a loadable weights-only PyTorch "
+                                                          r"state dict \(Unsupported global: GLOBAL pathlib")
+    assert "\x1b" not in message  # torch's advice, with its terminal escapes, is left out
+
+
+@pytest.mark.parametrize("write, match", [
+    (lambda f: torch.save({"a": torch.ones(2)}, f, _use_new_zipfile_serialization=False),
+     r"pytorch_model\.bin: a legacy \(pre-zip\) torch.save file, which cannot be memory-mapped; re-save it"),
+    (lambda f: f.write_bytes(b"not a pickle at all"),
+     r"pytorch_model\.bin: not a loadable weights-only PyTorch state dict \(Unsupported operand 110\)"),
+])
+def test_a_bin_that_cannot_be_memory_mapped_says_which_kind_it_is(tmp_path, write, match):
+    """torch's own message for both is its hint to re-save with the zip format, which fits only the first."""
+    src = as_mamba_ssm(build_hf(MAMBA2_MISTRAL), tmp_path / "ssm")
+    write(src / "pytorch_model.bin")
+    assert "_use_new_zipfile_serialization" not in assert_fails_cleanly(src, tmp_path / "out", match)
+
+
+def test_an_index_that_maps_a_tensor_to_no_file_name_is_named(tmp_path, hf_copy):
+    index = {"metadata": {}, "weight_map": {"backbone.norm_f.weight": 3}}
+    (hf_copy / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert_fails_cleanly(hf_copy, tmp_path / "out", r"model\.safetensors\.index\.json: weight_map maps a tensor to "
+                                                     r"something other than a shard's file name")
 
 
 def test_values_that_overflow_float16(tmp_path, hf_copy):
@@ -180,3 +202,19 @@ def test_a_rank_file_that_cannot_open_leaves_no_partial_files(tmp_path, hf_copy,
     with pytest.raises(OSError, match="no space left"):
         convert_checkpoint(hf_copy, out, "float32", 2, progress=False)
     assert sorted(p.name for p in out.iterdir()) == []  # rank0's .partial is gone too
+
+
+def test_an_unreadable_weight_file_or_directory_is_one_line_naming_it(tmp_path, monkeypatch):
+    from mambapipe.checkpoint.detect import source_format
+    from mambapipe.checkpoint.safetensors_io import read_header
+
+    (tmp_path / "model.safetensors").mkdir()  # opening it fails as an unreadable file would (root reads any mode)
+    with pytest.raises(ConvertError, match=r"model\.safetensors: cannot be read \(Is a directory\); make it readable"):
+        read_header(tmp_path / "model.safetensors")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_dir", denied)
+    with pytest.raises(ConvertError, match=rf"^{tmp_path}: cannot be read \(Permission denied\); make it readable$"):
+        source_format(tmp_path)
