@@ -132,7 +132,7 @@ def _index_files(index: Path) -> tuple[Path, ...]:
     files = tuple(index.parent / name for name in sorted(set(weight_map.values())))
     missing = [f.name for f in files if not f.is_file()]
     if missing:
-        raise ConvertError(f"{index}: lists shard(s) {missing} that are missing; re-download the checkpoint")
+        raise DamagedFileError(index, f"lists shard(s) {missing} that are missing")
     return files
 
 

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from mambapipe import hub
 from mambapipe.checkpoint.detect import MISTRAL, detect_source, source_format, weight_files
-from mambapipe.checkpoint.errors import ConvertError
+from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.steps.convert import arch_spec
@@ -51,6 +51,8 @@ def detect_layout(model_dir: Path) -> str:
         layout = source_format(model_dir)
         if layout != MISTRAL:
             weight_files(model_dir)
+    except DamagedFileError as err:  # its own fix, "re-download it", is not one for a directory of the user's
+        raise StepError(f"{err.path}: {err.problem}; fix or replace it in model.path") from None
     except ConvertError as err:
         raise StepError(f"{err}; fix the file or model.path") from None
     return layout

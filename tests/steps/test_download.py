@@ -501,3 +501,17 @@ def test_an_unreadable_source_file_is_one_line_naming_it(tmp_path, monkeypatch):
     with pytest.raises(StepError, match=rf"^cannot read {tmp_path}/README.md \(Permission denied\); make it readable "
                                         rf"or move it out of {tmp_path}$"):
         download.fingerprint(tmp_path)
+
+
+@pytest.mark.parametrize("index, problem", [
+    ({"weight_map": {"backbone.norm_f.weight": "model-00002-of-00002.safetensors"}},
+     "lists shard(s) ['model-00002-of-00002.safetensors'] that are missing"),
+    ({"metadata": {}}, "no weight_map"),
+])
+def test_a_damaged_local_index_gets_the_local_fix_alone(tmp_path, index, problem):
+    """A damaged file's own fix is to download it again; in a directory of the user's, it is to fix or replace it."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba2"}))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(StepError) as info:
+        detect_layout(tmp_path)
+    assert str(info.value) == f"{tmp_path / 'model.safetensors.index.json'}: {problem}; fix or replace it in model.path"
