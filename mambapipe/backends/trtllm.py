@@ -21,9 +21,9 @@ import torch
 
 from mambapipe.backends.base import BuildSettings, Generator
 from mambapipe.backends.trtllm_build import BUILD_EXECUTABLE, describe_build, run_build_command, trtllm_build_command
-from mambapipe.backends.trtllm_engine import ARCHITECTURE, read_engine_config
+from mambapipe.backends.trtllm_engine import ARCHITECTURE, EngineInfo, read_engine_config
 from mambapipe.backends.trtllm_runtime import load_generator
-from mambapipe.checkpoint.config_json import read_config_json
+from mambapipe.checkpoint.config_json import config_tp_size, read_config_json
 from mambapipe.pipeline.step import StepError
 
 INSTALL_HINT = ("pip install -e '.[trtllm]' --extra-index-url https://pypi.nvidia.com on a machine with an "
@@ -65,8 +65,28 @@ def environment() -> dict[str, Any]:
             "gpu_compute_capability": capability}
 
 
-def _check_checkpoint(checkpoint_dir: Path) -> None:
-    """The convert artifact must be a TensorRT-LLM Mamba checkpoint with every rank's weights."""
+def _built_engine(out_dir: Path, checkpoint: dict[str, Any], settings: BuildSettings) -> EngineInfo:
+    """What trtllm-build wrote, which must be a complete engine of the checkpoint's dtype and ranks within the limits
+    asked for: the build key promises them, and an engine that clamped one would fail or mislabel every evaluation
+    that reused it."""
+    try:
+        info = read_engine_config(out_dir)
+    except StepError as err:
+        raise StepError(f"{BUILD_EXECUTABLE} exited 0 without writing a complete engine ({err}); its output is in "
+                        "the run log") from None
+    asked = {"dtype": checkpoint["dtype"], "tp_size": config_tp_size(checkpoint),
+             "max_batch_size": settings.max_batch_size, "max_input_len": settings.max_input_len,
+             "max_seq_len": settings.max_seq_len}
+    wrong = [f"{key} {getattr(info, key)}, asked {value}" for key, value in asked.items()
+             if getattr(info, key) != value]
+    if wrong:
+        raise StepError(f"{BUILD_EXECUTABLE} wrote an engine other than the one asked for ({'; '.join(wrong)}); see "
+                        "its output in the run log for why, and fix the install or the build.* limits")
+    return info
+
+
+def _check_checkpoint(checkpoint_dir: Path) -> dict[str, Any]:
+    """The convert artifact must be a TensorRT-LLM Mamba checkpoint with every rank's weights; returns its config."""
     cfg = read_config_json(checkpoint_dir, "a TensorRT-LLM checkpoint", "convert")
     if cfg.get("architecture") != ARCHITECTURE:
         raise StepError(f"checkpoint {checkpoint_dir} is a {cfg.get('architecture')!r}, not {ARCHITECTURE!r}; "
@@ -77,6 +97,7 @@ def _check_checkpoint(checkpoint_dir: Path) -> None:
     if missing:
         raise StepError(f"checkpoint {checkpoint_dir} lacks {missing[0]} (world_size {world_size}); "
                         "rerun the convert step")
+    return cfg
 
 
 class TrtllmBackend:
@@ -99,12 +120,12 @@ class TrtllmBackend:
         reason = unavailable_reason(settings.device)
         if reason:
             raise StepError(reason)
-        _check_checkpoint(Path(checkpoint_dir))
+        checkpoint = _check_checkpoint(Path(checkpoint_dir))
         cmd = trtllm_build_command(Path(checkpoint_dir), Path(out_dir), settings)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         run_build_command(cmd, cwd=Path(out_dir))
-        info = read_engine_config(Path(out_dir))  # proves trtllm-build wrote a complete engine
+        info = _built_engine(Path(out_dir), checkpoint, settings)
         return {"command": shlex.join(cmd), "build_seconds": round(time.perf_counter() - start, 2),
                 "engine_version": info.version, "tp_size": info.tp_size,
                 "inflight_batching": info.supports_inflight_batching}

@@ -18,6 +18,8 @@ import logging
 import os
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any, Iterable
@@ -59,7 +61,8 @@ def _check_options(options: dict[str, Any]) -> None:
     # TensorRT-LLM asserts both features on the conv1d plugin (builder.py, §3): refuse before building.
     needs_plugin = [k for k in ("paged_state", "remove_input_padding") if options[k]]
     if conv == "disable" and needs_plugin:
-        raise StepError(f"build.mamba_conv1d_plugin=disable needs build.{needs_plugin[0]}=false "
+        settings = " and ".join(f"build.{k}=false" for k in needs_plugin)
+        raise StepError(f"build.mamba_conv1d_plugin=disable needs {settings} "
                         "(TensorRT-LLM requires the conv1d plugin for paged state and packed input)")
 
 
@@ -103,9 +106,16 @@ def run_build_command(cmd: list[str], cwd: Path) -> None:
     try:
         code = run_tree(cmd[0], cmd, "stdout", log_line, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, bufsize=1, errors="replace", env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    except FileNotFoundError:
+    except FileNotFoundError as err:
+        if shutil.which(cmd[0]):  # found, yet it cannot start: a script whose interpreter (a moved venv) is gone
+            raise StepError(f"{shutil.which(cmd[0])} cannot be started ({err.strerror}: its interpreter or a library "
+                            "is missing); reinstall TensorRT-LLM") from None
         raise StepError(f"{cmd[0]} is not on PATH; install TensorRT-LLM (pip install -e '.[trtllm]' "
                         "--extra-index-url https://pypi.nvidia.com) or use backend=native") from None
+    if code < 0:  # a signal's doing, not trtllm-build's: its last lines say nothing of it
+        name = signal.Signals(-code).name
+        cause = ", most likely by the out-of-memory killer" if name == "SIGKILL" else ""
+        raise StepError(f"{cmd[0]} was killed by {name}{cause}; its output so far is in the run log")
     if code != 0:
         raise StepError(f"{cmd[0]} exited with code {code}: {last_error_line(tail)} (full output in the run log)")
 

@@ -31,6 +31,7 @@ args = parser.parse_args()
 print("[TRT-LLM] [I] Set mamba_conv1d_plugin to auto.", flush=True)
 {behaviour}
 ckpt = json.loads(pathlib.Path(args.checkpoint_dir, "config.json").read_text())
+ckpt["dtype"] = globals().get("ckpt_dtype", ckpt["dtype"])  # a behaviour may build another dtype than asked
 out = pathlib.Path(args.output_dir)
 plugins = {{"mamba_conv1d_plugin": "auto", "remove_input_padding": True, "paged_state": True}}
 build = {{"max_batch_size": int(args.max_batch_size), "max_input_len": int(args.max_input_len),
@@ -124,6 +125,26 @@ def test_missing_executable_says_how_to_install(tmp_path):
         run_build_command(["no-such-trtllm-build"], cwd=tmp_path)
 
 
+def test_a_build_killed_by_a_signal_says_so(tmp_path, monkeypatch):
+    """Its last line was an info line, quoted as if it were the error, and -9 said nothing of the OOM killer."""
+    install_fake_build(tmp_path, monkeypatch, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    with pytest.raises(StepError) as err:
+        run_build_command(trtllm.trtllm_build_command(write_checkpoint(tmp_path / "ckpt"), tmp_path, SETTINGS),
+                          cwd=tmp_path)
+    assert str(err.value) == ("trtllm-build was killed by SIGKILL, most likely by the out-of-memory killer; its "
+                              "output so far is in the run log")
+
+
+def test_an_executable_that_cannot_start_is_not_called_missing(tmp_path, monkeypatch):
+    """A trtllm-build whose interpreter is gone (a moved venv) is on PATH: 'not on PATH' would send the user astray."""
+    install_fake_build(tmp_path, monkeypatch)
+    script = tmp_path / "bin" / "trtllm-build"
+    script.write_text("#!/no/such/venv/bin/python\n" + script.read_text().split("\n", 1)[1])
+    with pytest.raises(StepError, match=rf"^{script} cannot be started \(No such file or directory: its interpreter or "
+                                        r"a library is missing\); reinstall TensorRT-LLM$"):
+        run_build_command(["trtllm-build"], cwd=tmp_path)
+
+
 def test_last_error_line_prefers_error_lines():
     assert last_error_line(["a", "[E] Error: bad", "done"]) == "[E] Error: bad"
     assert last_error_line(["a", "b"]) == "b"
@@ -144,6 +165,21 @@ def test_backend_build_produces_a_readable_engine(tmp_path, monkeypatch, trtllm_
                                 f"--max_batch_size 8 --max_input_len 924 --max_seq_len 1024 --output_dir {out}")
     assert (facts["tp_size"], facts["inflight_batching"], facts["engine_version"]) == (2, True, "0.18.0")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.cache", "rank0.engine", "rank1.engine"]
+
+
+@pytest.mark.parametrize("behaviour, message", [
+    ("args.max_seq_len = '256'", r"trtllm-build wrote an engine other than the one asked for \(max_seq_len 256, asked "
+                                 r"1024\); see its output in the run log"),
+    ("ckpt_dtype = 'bfloat16'", r"wrote an engine other than the one asked for \(dtype bfloat16, asked float16\)"),
+    ("sys.exit(0)", r"trtllm-build exited 0 without writing a complete engine \(.* has no config\.json"),
+])
+def test_backend_build_refuses_an_engine_other_than_the_one_asked_for(tmp_path, monkeypatch, trtllm_available,
+                                                                       behaviour, message):
+    """The build key promises the request's dtype, ranks and limits: an engine that clamped one, cached under that
+    key, failed every evaluation that reused it (or labelled its metrics with another dtype)."""
+    install_fake_build(tmp_path, monkeypatch, behaviour)
+    with pytest.raises(StepError, match=message):
+        trtllm.BACKEND.build(write_checkpoint(tmp_path / "ckpt"), tmp_path / "engine", SETTINGS)
 
 
 def test_backend_build_rejects_a_bad_checkpoint_before_running(tmp_path, monkeypatch, trtllm_available):

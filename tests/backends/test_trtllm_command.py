@@ -47,7 +47,8 @@ def test_describe_build_is_the_exact_shell_quoted_line():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"mamba_conv1d_plugin": "disable"}, "mamba_conv1d_plugin=disable needs build.paged_state=false"),
+    ({"mamba_conv1d_plugin": "disable"},  # both settings it conflicts with, not one and then the other
+     "mamba_conv1d_plugin=disable needs build.paged_state=false and build.remove_input_padding=false "),
     ({"mamba_conv1d_plugin": "disable", "paged_state": False},
      "mamba_conv1d_plugin=disable needs build.remove_input_padding=false"),
     ({"mamba_conv1d_plugin": "fp16"}, "build.mamba_conv1d_plugin='fp16' is not one of"),
