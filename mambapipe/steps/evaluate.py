@@ -21,6 +21,7 @@ from mambapipe.evaluate import benchmark
 from mambapipe.evaluate.data import check_first_record, hub_commit, require_datasets
 from mambapipe.evaluate.rouge import require_scorer
 from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
+from mambapipe.parallel import launcher_problem
 from mambapipe.pipeline.step import StepContext, StepError
 
 LAUNCHERS = {"native": "torchrun", "trtllm": "mpirun"}
@@ -62,6 +63,9 @@ class EvaluateStep:
         return env
 
     def check(self, params: dict[str, Any]) -> None:
+        problem = launcher_problem(LAUNCHERS[params["backend"]]) if params["tp_size"] > 1 else None
+        if problem:
+            raise StepError(problem)
         if params["eval.task"] == "benchmark":
             _check_benchmark(params)
         else:

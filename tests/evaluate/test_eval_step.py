@@ -247,3 +247,15 @@ def test_a_request_outside_the_engine_limits_is_one_line_on_one_rank(monkeypatch
     ctx = StepContext(show_progress=False)
     with pytest.raises(StepError, match=r"^LimitError: prompt 0 has token id 510 outside the vocabulary"):
         STEP.run(_params(), {"build": tmp_path, "download": tmp_path}, tmp_path / "out", ctx)
+
+
+def test_a_missing_mpirun_stops_a_trtllm_tensor_parallel_plan(monkeypatch):
+    """Found at run time only, it came after a 7B convert and engine build (codestral_tp2 on backend=trtllm)."""
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "mpirun" else real_which(name, *a, **k))
+    with pytest.raises(StepError, match="^`mpirun` is not on PATH, and backend=trtllm runs its tensor-parallel ranks"):
+        STEP.check(_params(backend="trtllm", tp_size=2))
+    STEP.check(_params(backend="trtllm", tp_size=1))  # one rank needs no launcher
+    STEP.check(_params(tp_size=2))  # the native engine's ranks run under torchrun, which comes with torch

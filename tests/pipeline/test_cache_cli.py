@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mambapipe.pipeline.cache import age, main
+from mambapipe.pipeline.cache import age, config_slice, main
 from mambapipe.pipeline.store import ArtifactStore
 
 
@@ -180,3 +180,12 @@ def test_age_is_human():
     assert age((now - timedelta(hours=5)).isoformat(), now) == "5h"
     assert age((now - timedelta(days=3)).isoformat(), now) == "3d"
     assert age("2026-01-01T12:00:00", now) == "12h"  # no zone: UTC
+
+
+def test_an_artifact_keyed_on_part_of_the_architecture_shows_that_part():
+    """trtllm's build keys model.arch.mamba_version alone: 'H None L None V None' said nothing true."""
+    partial = {"params": {"model.arch.mamba_version": "Mamba2", "backend": "trtllm"}}
+    whole = {"params": {"model.arch.mamba_version": "Mamba1", "model.arch.hidden_size": 768,
+                        "model.arch.num_layers": 24, "model.arch.vocab_size": 50280}}
+    assert config_slice(partial) == "backend=trtllm model.arch=Mamba2"
+    assert config_slice(whole) == "model.arch=Mamba1 H768 L24 V50280"
