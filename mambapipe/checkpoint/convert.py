@@ -37,8 +37,10 @@ _EXPONENT_BITS = {torch.float16: (torch.int16, 0x7C00), torch.bfloat16: (torch.i
 
 def convert_checkpoint(model_dir: str | Path, out_dir: str | Path, dtype: str, tp_size: int = 1,
                        progress: bool = True) -> dict[str, Any]:
-    """Returns the manifest facts: source format and files, spec, dtype, tp_size and each output's sha256."""
-    out_dir = _clear_outputs(Path(model_dir), Path(out_dir))
+    """Returns the manifest facts: source format and files, spec, dtype, tp_size and each output's sha256. Paths may
+    start with ~, as on the command line."""
+    model_dir = Path(model_dir).expanduser()
+    out_dir = _clear_outputs(model_dir, Path(out_dir).expanduser())
     model_dtype = parse_dtype(dtype)
     info = detect_source(model_dir)
     _say_if_norm_epsilon_dropped(info)

@@ -57,7 +57,7 @@ def _source_format(model_dir: Path) -> str:
 
 
 def detect_source(model_dir: str | Path) -> SourceInfo:
-    model_dir = Path(model_dir)
+    model_dir = Path(model_dir).expanduser()
     fmt = source_format(model_dir)
     params, config = model_dir / "params.json", model_dir / "config.json"
     if fmt == MISTRAL:

@@ -78,3 +78,15 @@ def test_every_tensor_matches_hf_source(tmp_path, config, dtype):
         assert torch.equal(got[name], want), name
     assert facts["source_format"] == ("hf_mamba2" if "num_heads" in config else "hf_mamba")
     assert set(facts["sha256"]) == {"rank0.safetensors", "config.json"}
+
+
+def test_the_api_takes_paths_under_the_home_directory(tmp_path, monkeypatch, hf_mamba2):
+    """~ works on the command line (model.path=~/m); convert_checkpoint, called from Python, took it literally."""
+    import shutil
+
+    from mambapipe.checkpoint.convert import convert_checkpoint
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(hf_mamba2, tmp_path / "m2")
+    facts = convert_checkpoint("~/m2", "~/out", "float32", progress=False)
+    assert facts["source_format"] == "hf_mamba2" and (tmp_path / "out" / "rank0.safetensors").is_file()
