@@ -84,9 +84,7 @@ class Generator(Protocol):
     spec: ModelSpec
     dtype: str
     device: str
-    max_batch_size: int
-    max_input_len: int
-    max_seq_len: int
+    limits: Limits  # the build limits `generate` enforces
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: SamplingConfig = SamplingConfig(), eos_id: Optional[int] = None,

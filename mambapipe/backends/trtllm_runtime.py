@@ -72,8 +72,6 @@ class TrtllmGenerator:
         self.uses_cpp = uses_cpp
         self._broadcast = broadcast  # tensorrt_llm._utils.mpi_broadcast when ranks must share rank 0's output
         self.spec, self.dtype, self.device = info.spec, info.dtype, "cuda"
-        self.max_batch_size, self.max_input_len, self.max_seq_len = (
-            info.max_batch_size, info.max_input_len, info.max_seq_len)
         self.limits = Limits(info.max_batch_size, info.max_input_len, info.max_seq_len)
 
     def _timed_generate(self, batch: list[torch.Tensor], max_new_tokens: int,

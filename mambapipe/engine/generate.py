@@ -73,8 +73,6 @@ class EngineGenerator:
                  ssm_state_dtype: str = "float32", cuda_graphs: bool = True):
         self.model, self.spec, self.device, self.dtype = model, model.spec, device, dtype
         self.limits = limits
-        self.max_batch_size, self.max_input_len, self.max_seq_len = (
-            limits.max_batch_size, limits.max_input_len, limits.max_seq_len)
         self.state = InferenceState.allocate(model.spec, tp_size, limits.max_batch_size, model.dtype, device,
                                              ssm_dtype=TORCH_DTYPES[ssm_state_dtype])
         # each slot's last token: the decode step's input, which a greedy step overwrites with its output

@@ -36,13 +36,12 @@ def scenarios_from_config(raw: Optional[Iterable[dict[str, int]]]) -> list[Scena
     return items or list(DEFAULT_SCENARIOS)
 
 
-def limit_problem(limits: Limits | Generator, scenario: Scenario) -> Optional[str]:
+def limit_problem(limits: Limits, scenario: Scenario) -> Optional[str]:
     """Why an engine of these limits (a loaded engine's, or the build.* params at plan time) cannot run
     `scenario`, in the words the engine itself would refuse it with; or None."""
-    engine_limits = Limits(limits.max_batch_size, limits.max_input_len, limits.max_seq_len)
     prompts = [[1] * scenario.input_len] * scenario.batch  # one row repeated: only the shape is checked
     try:
-        engine_limits.check(prompts, scenario.output_len)
+        limits.check(prompts, scenario.output_len)
     except LimitError as err:
         return str(err)
     return None
@@ -108,11 +107,11 @@ def skipped_row(scenario: Scenario, reason: str) -> dict[str, Any]:
 def run_benchmark(generator: Generator, scenarios: list[Scenario], *, warmup: int, repeats: int, seed: int,
                   tp_size: int, bytes_per_s: float, show_progress: bool) -> list[dict[str, Any]]:
     """One row per scenario, in order; scenarios beyond the engine's limits get a `skipped` note."""
-    runnable = [s for s in scenarios if limit_problem(generator, s) is None]
-    bar = tqdm(total=len(runnable) * (warmup + repeats), desc="benchmark", unit="run", disable=not show_progress)
+    problems = [limit_problem(generator.limits, s) for s in scenarios]
+    bar = tqdm(total=problems.count(None) * (warmup + repeats), desc="benchmark", unit="run",
+               disable=not show_progress)
     rows = []
-    for scenario in scenarios:
-        problem = limit_problem(generator, scenario)
+    for scenario, problem in zip(scenarios, problems):
         if problem is not None:
             rows.append(skipped_row(scenario, problem))
             continue

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from mambapipe.backends.base import GenerationOutput, SamplingConfig
+from mambapipe.backends.base import GenerationOutput, Limits, SamplingConfig
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.models import MAMBA1, MAMBA2, ModelSpec
 from mambapipe.peak_memory import peak_memory_mb
@@ -94,7 +94,7 @@ class HFGenerator:
                                                           trust_remote_code=False).to(device).eval()
         self.spec = spec_from_hf_config(self.model.config)
         self.dtype, self.device = dtype, device
-        self.max_batch_size, self.max_input_len, self.max_seq_len = max_batch_size, max_input_len, max_seq_len
+        self.limits = Limits(max_batch_size, max_input_len, max_seq_len)
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,

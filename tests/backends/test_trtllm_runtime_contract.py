@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from mambapipe.backends.base import LimitError, SamplingConfig
+from mambapipe.backends.base import LimitError, Limits, SamplingConfig
 from mambapipe.backends.trtllm_runtime import NO_END_ID, finish_at_eos, load_generator
 from mambapipe.pipeline.step import StepError
 
@@ -29,7 +29,7 @@ def test_inflight_engine_uses_model_runner_cpp_with_the_mpi_rank(fake_trtllm, en
     gen = _load(fake_trtllm, engine_dir, "codestral_tp2")
     (name, kwargs), = fake_trtllm.from_dir_calls
     assert name == "ModelRunnerCpp" and kwargs == {"engine_dir": str(tmp_path / "codestral_tp2"), "rank": 0}
-    assert (gen.max_batch_size, gen.max_input_len, gen.max_seq_len, gen.dtype) == (8, 924, 1024, "float16")
+    assert (gen.limits, gen.dtype) == (Limits(8, 924, 1024), "float16")
     assert gen.spec.n_groups == 8
 
 

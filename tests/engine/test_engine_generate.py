@@ -156,7 +156,7 @@ def test_load_refuses_engine_built_for_more_ranks(tmp_path):
 @pytest.mark.timeout(120)  # before the fix the next call spun forever with every slot taken
 def test_a_failed_call_leaves_no_slot_taken(engine_dir, monkeypatch):
     gen = load_engine(engine_dir)
-    prompts = _prompts(gen.max_batch_size, seed=3)  # a full batch: every slot taken when prefill fails
+    prompts = _prompts(gen.limits.max_batch_size, seed=3)  # a full batch: every slot taken when prefill fails
     expected = gen.generate(prompts, 4).output_ids
     monkeypatch.setattr(gen.model, "prefill", lambda *args, **kwargs: (_ for _ in ()).throw(MemoryError("oom")))
     with pytest.raises(MemoryError):
