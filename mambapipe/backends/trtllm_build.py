@@ -107,9 +107,10 @@ def run_build_command(cmd: list[str], cwd: Path) -> None:
         code = run_tree(cmd[0], cmd, "stdout", log_line, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, bufsize=1, errors="replace", env={**os.environ, "PYTHONUNBUFFERED": "1"})
     except FileNotFoundError as err:
-        if shutil.which(cmd[0]):  # found, yet it cannot start: a script whose interpreter (a moved venv) is gone
-            raise StepError(f"{shutil.which(cmd[0])} cannot be started ({err.strerror}: its interpreter or a library "
-                            "is missing); reinstall TensorRT-LLM") from None
+        found = shutil.which(cmd[0])
+        if found:  # on PATH, yet it cannot start: a script whose interpreter (a moved venv) is gone
+            raise StepError(f"{found} cannot be started ({err.strerror}: its interpreter or a library is missing); "
+                            "reinstall TensorRT-LLM") from None
         raise StepError(f"{cmd[0]} is not on PATH; install TensorRT-LLM (pip install -e '.[trtllm]' "
                         "--extra-index-url https://pypi.nvidia.com) or use backend=native") from None
     if code < 0:  # a signal's doing, not trtllm-build's: its last lines say nothing of it

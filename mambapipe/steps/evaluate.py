@@ -21,7 +21,7 @@ from mambapipe.evaluate import benchmark
 from mambapipe.evaluate.data import check_first_record, hub_commit, require_datasets
 from mambapipe.evaluate.rouge import require_scorer
 from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
-from mambapipe.parallel import launcher_problem
+from mambapipe.parallel import launch, launcher_problem
 from mambapipe.pipeline.step import StepContext, StepError
 
 LAUNCHERS = {"native": "torchrun", "trtllm": "mpirun"}
@@ -181,7 +181,6 @@ def _check_some_scenario_fits(scenarios: list[benchmark.Scenario], params: dict[
 def _run_launched(job: EvalJob, tp_size: int) -> None:
     """Every rank runs worker.py on the same job file; rank 0 writes the outputs into out_dir."""
     from mambapipe.evaluate.worker import write_job
-    from mambapipe.parallel import launch
 
     # In the staging dir rather than /tmp: a killed run's copy goes with the rest of its leftovers.
     job_file = job.out_dir / ".rank_job.json"
