@@ -159,6 +159,9 @@ class MambapipeConfig:
     steps: list[StepName] = field(default_factory=lambda: [StepName(s) for s in STEP_NAMES])
     force: list[StepName] = field(default_factory=list)  # re-run even when cached (implies "in steps")
     plan_only: bool = False  # print the plan and stop; exit 0 unless the plan has problems
+    # Progress bars on standard error. null: only when it is a terminal, as a log file or a CI log would collect
+    # every carriage-return update of a bar as text.
+    progress: Optional[bool] = None
 
 
 def register_configs() -> None:

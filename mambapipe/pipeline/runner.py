@@ -162,7 +162,8 @@ def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path) -> tuple[float, 
     after the files the run dir keeps (a failed accuracy gate's metrics) are copied out."""
     staging = plan.store.new_staging(planned.name, planned.key)
     inputs = {name: plan.artifact(name) for name in planned.step.needs}
-    ctx = StepContext(environment=planned.environment)
+    ctx = StepContext(show_progress=_progress_wanted(plan.resolved.config["progress"]),
+                      environment=planned.environment)
     started = time.perf_counter()
     try:
         with contextlib.ExitStack() as claims:  # what the step reads stays while it reads it (mambapipe-cache rm)
@@ -177,6 +178,11 @@ def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path) -> tuple[float, 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return time.perf_counter() - started, facts, staging
+
+
+def _progress_wanted(setting: Optional[bool]) -> bool:
+    """The `progress` setting decided: null shows bars only on a terminal."""
+    return sys.stderr.isatty() if setting is None else setting
 
 
 def _manifest(planned: PlannedStep, seconds: float, facts: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

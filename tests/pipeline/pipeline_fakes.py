@@ -43,7 +43,8 @@ class FakeStep:
             f.write(f"{self.name}\n")
         for upstream in inputs.values():
             assert (upstream / "manifest.json").is_file(), f"{upstream} is not complete"
-        (out_dir / "payload.json").write_text(json.dumps({"params": params}, default=str))
+        (out_dir / "payload.json").write_text(json.dumps({"params": params, "show_progress": ctx.show_progress},
+                                                         default=str))
         if self.name == "evaluate":
             (out_dir / "metrics.json").write_text(json.dumps({"task": "summarize", "rouge1": 1.5, "tokens_per_s": 9.0}))
             (out_dir / "predictions.jsonl").write_text('{"id": "a"}\n')

@@ -247,3 +247,17 @@ def test_a_failed_lookup_is_the_problem_not_the_cached_steps_its_key_hides(pipel
     assert result.reason == "download: download cannot look up its inputs: a one-line reason"
     assert plan_row(pipeline.output, "convert") == ["missing", "key unknown: a lookup failed (see problems)"]
     assert pipeline.ran() == []
+
+
+@pytest.mark.parametrize("setting, terminal, shown", [
+    ("progress=true", False, True), ("progress=false", True, False),
+    ("progress=null", True, True), ("progress=null", False, False),
+])
+def test_progress_bars_follow_the_setting_or_the_terminal_and_key_nothing(pipeline, monkeypatch, setting, terminal,
+                                                                          shown):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: terminal)
+    result = pipeline.run(setting)
+    payload = json.loads((pipeline.store.path("download", result.outcomes[0].key) / "payload.json").read_text())
+    assert payload["show_progress"] is shown
+    flipped = "progress=false" if shown else "progress=true"
+    assert set(statuses(pipeline.run(flipped)).values()) == {"cached"}
