@@ -110,21 +110,29 @@ class ArtifactStore:
 
     @contextlib.contextmanager
     def reading(self, step: str, key: str) -> Iterator[None]:
-        """Claim the artifact for reading (shared with other readers) while the block runs."""
-        with self._readers_flock(step, key, fcntl.LOCK_SH):
+        """Claim the artifact for reading (shared with other readers) while the block runs. The claim is taken
+        through the key's gate, which a waiting writer holds: new readers queue behind it instead of keeping
+        a forced re-run waiting for as long as their claims overlap."""
+        with contextlib.ExitStack() as claim:
+            with self._flock(step, key, ".gate", fcntl.LOCK_EX):
+                claim.enter_context(self._flock(step, key, ".readers", fcntl.LOCK_SH))
             yield
 
     @contextlib.contextmanager
     def unread(self, step: str, key: str, wait: bool) -> Iterator[bool]:
         """Hold the artifact with no run reading it; yields False at once if one is and `wait` is False."""
-        with self._readers_flock(step, key, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)) as held:
-            yield held
+        if not wait:
+            with self._flock(step, key, ".readers", fcntl.LOCK_EX | fcntl.LOCK_NB) as held:
+                yield held
+            return
+        with self._flock(step, key, ".gate", fcntl.LOCK_EX), self._flock(step, key, ".readers", fcntl.LOCK_EX):
+            yield True
 
     @contextlib.contextmanager
-    def _readers_flock(self, step: str, key: str, operation: int) -> Iterator[bool]:
+    def _flock(self, step: str, key: str, suffix: str, operation: int) -> Iterator[bool]:
         # flock, unlike filelock's locks, can be shared, and the kernel drops it with a killed process. Opened for
         # reading too: NFS turns flock into a POSIX lock, whose shared form needs a readable file.
-        with open(self._lock_file(step, key, ".readers"), "a+") as claim:
+        with open(self._lock_file(step, key, suffix), "a+") as claim:
             try:
                 fcntl.flock(claim, operation)
             except BlockingIOError:

@@ -80,6 +80,34 @@ def test_a_forced_artifact_is_replaced_only_once_no_run_reads_it(tmp_path):
     assert (store.path("build", "k") / "engine.bin").read_text() == "new"
 
 
+def test_a_waiting_forced_artifact_goes_ahead_of_readers_that_come_after_it(tmp_path):
+    """Without a writer preference, overlapping readers could keep a forced re-run waiting for ever."""
+    store = ArtifactStore(tmp_path)
+    old = store.new_staging("build", "k")
+    (old / "engine.bin").write_text("old")
+    store.commit(old, "build", "k", {"created": "2026-11-01T00:00:00"})
+    first_reader = store.reading("build", "k")
+    first_reader.__enter__()
+    new, waited, seen = store.new_staging("build", "k"), threading.Event(), []
+    (new / "engine.bin").write_text("new")
+    committer = threading.Thread(target=store.commit, args=(new, "build", "k", {"created": "2026-11-02T00:00:00"}),
+                                 kwargs={"on_wait": waited.set})
+    committer.start()
+    assert waited.wait(timeout=10)
+
+    def read_later():
+        with store.reading("build", "k"):
+            seen.append((store.path("build", "k") / "engine.bin").read_text())
+    later_reader = threading.Thread(target=read_later)
+    later_reader.start()
+    time.sleep(0.3)
+    assert seen == []  # queued behind the waiting commit, not reading beside the first reader
+    first_reader.__exit__(None, None, None)
+    committer.join(timeout=10)
+    later_reader.join(timeout=10)
+    assert seen == ["new"]
+
+
 def test_readers_share_a_claim_that_excludes_removal(tmp_path):
     store = ArtifactStore(tmp_path)
     with store.reading("build", "k"), store.reading("build", "k"):
