@@ -20,7 +20,14 @@ from typing import Any, Optional
 import torch
 
 from mambapipe.backends.base import BuildSettings, Generator
-from mambapipe.backends.trtllm_build import BUILD_EXECUTABLE, describe_build, run_build_command, trtllm_build_command
+from mambapipe.backends.trtllm_build import (
+    BUILD_EXECUTABLE,
+    BUILD_FLAGS_VERSION,
+    describe_build,
+    needed_max_num_tokens,
+    run_build_command,
+    trtllm_build_command,
+)
 from mambapipe.backends.trtllm_engine import ARCHITECTURE, EngineInfo, read_engine_config
 from mambapipe.backends.trtllm_runtime import load_generator
 from mambapipe.checkpoint.config_json import config_tp_size, read_config_json
@@ -57,12 +64,13 @@ def _tensorrt_version() -> Optional[str]:
 
 
 def environment() -> dict[str, Any]:
-    """Facts outside the config that change the engine; the build step hashes them into its key."""
+    """Facts outside the config that change the engine, and the version of our trtllm-build command line; the build
+    step hashes them into its key."""
     capability = None
     if torch.cuda.is_available():
         capability = "{}.{}".format(*torch.cuda.get_device_capability(0))
     return {"tensorrt_llm": _version("tensorrt_llm"), "tensorrt": _tensorrt_version(),
-            "gpu_compute_capability": capability}
+            "gpu_compute_capability": capability, "trtllm_build_flags": BUILD_FLAGS_VERSION}
 
 
 def _built_engine(out_dir: Path, checkpoint: dict[str, Any], settings: BuildSettings) -> EngineInfo:
@@ -77,6 +85,9 @@ def _built_engine(out_dir: Path, checkpoint: dict[str, Any], settings: BuildSett
     asked = {"dtype": checkpoint["dtype"], "tp_size": config_tp_size(checkpoint),
              "max_batch_size": settings.max_batch_size, "max_input_len": settings.max_input_len,
              "max_seq_len": settings.max_seq_len}
+    max_num_tokens = needed_max_num_tokens(settings)
+    if max_num_tokens is not None:  # else the command leaves it to trtllm-build, as NVIDIA's does
+        asked["max_num_tokens"] = max_num_tokens
     wrong = [f"{key} {getattr(info, key)}, asked {value}" for key, value in asked.items()
              if getattr(info, key) != value]
     if wrong:

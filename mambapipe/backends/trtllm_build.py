@@ -8,7 +8,8 @@ The command mirrors NVIDIA's Mamba example (trtllm-mamba-format.md §3):
 The three Mamba plugin switches (`--paged_state`, `--mamba_conv1d_plugin`, `--remove_input_padding`) are
 only written when the config departs from trtllm-build's own default, so the seed recipes produce the
 seed's exact command. The cache key still holds the configured values and the tensorrt_llm version, so
-a release that changed those defaults would rebuild rather than reuse.
+a release that changed those defaults would rebuild rather than reuse. `--max_num_tokens` likewise appears
+only when a full batch of the limits needs more than trtllm-build's default (`needed_max_num_tokens`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from mambapipe.backends.base import BuildSettings
 from mambapipe.pipeline.step import StepError
@@ -34,6 +35,11 @@ BUILD_EXECUTABLE = "trtllm-build"
 # trtllm-build's defaults for the flags we only emit when the config differs (tensorrt_llm/plugin/plugin.py).
 TRTLLM_BUILD_DEFAULTS: dict[str, Any] = {"paged_state": True, "mamba_conv1d_plugin": "auto",
                                          "remove_input_padding": True}
+# trtllm-build's --max_num_tokens default (BuildConfig.max_num_tokens, tensorrt_llm/builder.py).
+TRTLLM_DEFAULT_MAX_NUM_TOKENS = 8192
+# In the build key (TrtllmBackend.environment): bump it when the command for the same config changes, so that an
+# engine an older command built is not served as this one's. 2: --max_num_tokens for batches above the default.
+BUILD_FLAGS_VERSION = 2
 # Our config's defaults (config.BuildConfig), used when BuildSettings.options leaves a key out.
 OPTION_DEFAULTS: dict[str, Any] = {**TRTLLM_BUILD_DEFAULTS, "gemm_plugin": "auto"}
 PLUGIN_DTYPES = ("auto", "float16", "bfloat16", "float32", "disable")
@@ -70,6 +76,22 @@ def _switch(enabled: bool) -> str:
     return "enable" if enabled else "disable"
 
 
+def needed_max_num_tokens(settings: BuildSettings) -> Optional[int]:
+    """The --max_num_tokens a full batch of the limits needs (max_batch_size prompts of max_input_len tokens),
+    None where trtllm-build's default holds it or the flag means nothing; raises StepError for bad plugin settings.
+
+    With packed input (remove_input_padding) and paged state, the engine ModelRunnerCpp runs, one engine step takes
+    at most max_num_tokens prompt tokens (the input_ids profile, tensorrt_llm/models/generation_mixin.py), and the
+    scheduler leaves the prompts that do not fit for later steps (cpp/tensorrt_llm/batch_manager/
+    microBatchScheduler.cpp): a larger batch would be prefilled a few prompts at a time and timed as something
+    other than one batch. trtllm-build keeps its default whatever the limits (check_max_num_tokens,
+    tensorrt_llm/_common.py), and ignores the flag without packed input."""
+    packed_batch_tokens = settings.max_batch_size * settings.max_input_len
+    if not build_options(settings)["remove_input_padding"] or packed_batch_tokens <= TRTLLM_DEFAULT_MAX_NUM_TOKENS:
+        return None
+    return packed_batch_tokens
+
+
 def trtllm_build_command(checkpoint_dir: Path, output_dir: Path, settings: BuildSettings) -> list[str]:
     """argv for `trtllm-build`, in the seed's flag order; raises StepError for bad plugin settings."""
     options = build_options(settings)
@@ -77,6 +99,9 @@ def trtllm_build_command(checkpoint_dir: Path, output_dir: Path, settings: Build
            "--gemm_plugin", str(options["gemm_plugin"]),
            "--max_batch_size", str(settings.max_batch_size), "--max_input_len", str(settings.max_input_len),
            "--max_seq_len", str(settings.max_seq_len)]
+    max_num_tokens = needed_max_num_tokens(settings)
+    if max_num_tokens is not None:
+        cmd += ["--max_num_tokens", str(max_num_tokens)]
     for key in ("paged_state", "mamba_conv1d_plugin", "remove_input_padding"):
         value = options[key]
         if value != TRTLLM_BUILD_DEFAULTS[key]:

@@ -26,6 +26,7 @@ class EngineInfo:
     max_batch_size: int
     max_input_len: int
     max_seq_len: int
+    max_num_tokens: int  # prompt tokens one engine step takes, with packed input
     max_beam_width: int
     remove_input_padding: bool
     paged_state: bool
@@ -68,7 +69,8 @@ def read_engine_config(engine_dir: Path) -> EngineInfo:
         info = EngineInfo(
             spec=spec, dtype=str(pretrained["dtype"]), tp_size=tp_size,
             max_batch_size=int(build["max_batch_size"]), max_input_len=int(build["max_input_len"]),
-            max_seq_len=int(build["max_seq_len"]), max_beam_width=int(build.get("max_beam_width", 1)),
+            max_seq_len=int(build["max_seq_len"]), max_num_tokens=int(build["max_num_tokens"]),
+            max_beam_width=int(build.get("max_beam_width", 1)),
             remove_input_padding=bool(plugins.get("remove_input_padding", True)),
             paged_state=bool(plugins.get("paged_state", True)),
             mamba_conv1d_plugin=_plugin_value(plugins.get("mamba_conv1d_plugin", "auto")),

@@ -41,7 +41,7 @@ def test_environment_keys_feed_the_build_cache_key(monkeypatch):
     monkeypatch.setattr(trtllm, "_version", lambda dist: {"tensorrt_llm": "0.18.0"}.get(dist))
     monkeypatch.setattr(trtllm, "_tensorrt_version", lambda: "10.8.0.43")
     assert trtllm.BACKEND.environment() == {"tensorrt_llm": "0.18.0", "tensorrt": "10.8.0.43",
-                                            "gpu_compute_capability": "9.0"}
+                                            "gpu_compute_capability": "9.0", "trtllm_build_flags": 2}
 
 
 def test_importing_the_backend_does_not_import_tensorrt_llm():

@@ -15,10 +15,12 @@ import pytest
 import mambapipe.backends.trtllm as trtllm
 from mambapipe.backends.base import BuildSettings
 from mambapipe.backends.trtllm_build import last_error_line, run_build_command
+from mambapipe.backends.trtllm_engine import read_engine_config
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepError
 
 SETTINGS = BuildSettings(max_batch_size=8, max_input_len=924, max_seq_len=1024, device="cuda")
+BENCH_SETTINGS = BuildSettings(max_batch_size=64, max_input_len=2048, max_seq_len=2176, device="cuda")
 
 # Writes what trtllm-build writes: config.json {version, pretrained_config, build_config} + rank{r}.engine.
 FAKE_BUILD = """
@@ -27,6 +29,7 @@ parser = argparse.ArgumentParser()
 for flag in ("checkpoint_dir", "output_dir", "paged_kv_cache", "gemm_plugin", "max_batch_size",
              "max_input_len", "max_seq_len", "paged_state", "mamba_conv1d_plugin", "remove_input_padding"):
     parser.add_argument("--" + flag)
+parser.add_argument("--max_num_tokens", default="8192")
 args = parser.parse_args()
 print("[TRT-LLM] [I] Set mamba_conv1d_plugin to auto.", flush=True)
 {behaviour}
@@ -35,7 +38,8 @@ ckpt["dtype"] = globals().get("ckpt_dtype", ckpt["dtype"])  # a behaviour may bu
 out = pathlib.Path(args.output_dir)
 plugins = {{"mamba_conv1d_plugin": "auto", "remove_input_padding": True, "paged_state": True}}
 build = {{"max_batch_size": int(args.max_batch_size), "max_input_len": int(args.max_input_len),
-         "max_seq_len": int(args.max_seq_len), "max_beam_width": 1, "plugin_config": plugins}}
+         "max_seq_len": int(args.max_seq_len), "max_num_tokens": int(args.max_num_tokens), "max_beam_width": 1,
+         "plugin_config": plugins}}
 (out / "config.json").write_text(json.dumps({{"version": "0.18.0", "pretrained_config": ckpt, "build_config": build}}))
 for rank in range(ckpt["mapping"]["world_size"]):
     (out / f"rank{{rank}}.engine").write_bytes(b"engine")
@@ -165,6 +169,24 @@ def test_backend_build_produces_a_readable_engine(tmp_path, monkeypatch, trtllm_
                                 f"--max_batch_size 8 --max_input_len 924 --max_seq_len 1024 --output_dir {out}")
     assert (facts["tp_size"], facts["inflight_batching"], facts["engine_version"]) == (2, True, "0.18.0")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.cache", "rank0.engine", "rank1.engine"]
+
+
+def test_backend_build_asks_for_a_full_packed_batch_of_the_limits(tmp_path, monkeypatch, trtllm_available):
+    """The bench recipes' limits (64 prompts of 2048 tokens) need max_num_tokens 131072, not trtllm-build's 8192."""
+    install_fake_build(tmp_path, monkeypatch)
+    ckpt, out = write_checkpoint(tmp_path / "ckpt"), tmp_path / "engine"
+    facts = trtllm.BACKEND.build(ckpt, out, BENCH_SETTINGS)
+    assert " --max_seq_len 2176 --max_num_tokens 131072 --output_dir " in facts["command"]
+    assert read_engine_config(out).max_num_tokens == 64 * 2048
+
+
+def test_backend_build_refuses_an_engine_with_fewer_tokens_per_step(tmp_path, monkeypatch, trtllm_available):
+    """A release that clamped max_num_tokens would again prefill a full batch a few prompts at a time, under the key
+    of an engine that does not."""
+    install_fake_build(tmp_path, monkeypatch, "args.max_num_tokens = '16384'")
+    with pytest.raises(StepError, match=r"wrote an engine other than the one asked for \(max_num_tokens 16384, "
+                                        r"asked 131072\)"):
+        trtllm.BACKEND.build(write_checkpoint(tmp_path / "ckpt"), tmp_path / "engine", BENCH_SETTINGS)
 
 
 @pytest.mark.parametrize("behaviour, message", [

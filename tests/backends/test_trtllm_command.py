@@ -39,6 +39,21 @@ def test_limits_and_plugins_follow_the_config():
                    "--remove_input_padding", "disable", "--output_dir", str(OUT)]
 
 
+def test_max_num_tokens_covers_a_full_packed_batch_of_the_limits():
+    """trtllm-build's default (8192) would leave all but 4 of 64 prompts of 2048 tokens to later engine steps."""
+    cmd = trtllm_build_command(CKPT, OUT, BuildSettings(64, 2048, 2176, "cuda"))
+    assert cmd[cmd.index("--max_seq_len"):cmd.index("--output_dir")] == [
+        "--max_seq_len", "2176", "--max_num_tokens", str(64 * 2048)]
+
+
+@pytest.mark.parametrize("limits, options", [
+    ((8, 1024, 1024), {}),  # 8192 tokens: the default holds them, and the command stays NVIDIA's
+    ((64, 2048, 2176), {"remove_input_padding": False}),  # padded input: trtllm-build ignores max_num_tokens
+])
+def test_max_num_tokens_is_left_out_where_it_changes_nothing(limits, options):
+    assert "--max_num_tokens" not in trtllm_build_command(CKPT, OUT, BuildSettings(*limits, "cuda", options))
+
+
 def test_describe_build_is_the_exact_shell_quoted_line():
     out = Path("/tmp/my engines/x")
     (line,) = describe_build(CKPT, out, settings())
@@ -75,3 +90,11 @@ def test_each_seed_recipe_gives_the_seed_command(compose_config, recipe):
     resolved = resolve_config(compose_config(f"recipe={recipe}", "backend=trtllm", "device=cuda"))
     params = step_params(BUILD_STEP, resolved.config)
     assert BUILD_STEP.describe(params, {"convert": CKPT}, OUT) == [SEED.format(ckpt=CKPT, out=OUT)]
+
+
+@pytest.mark.parametrize("recipe", ("bench_mamba_130m", "bench_mamba2_130m", "bench_codestral"))
+def test_bench_recipes_build_for_their_largest_batch(compose_config, recipe):
+    resolved = resolve_config(compose_config(f"recipe={recipe}", "backend=trtllm", "device=cuda"))
+    params = step_params(BUILD_STEP, resolved.config)
+    (line,) = BUILD_STEP.describe(params, {"convert": CKPT}, OUT)
+    assert "--max_batch_size 64 --max_input_len 2048 --max_seq_len 2176 --max_num_tokens 131072 --output_dir" in line

@@ -20,6 +20,7 @@ def test_codestral_tp2_engine_reads_spec_and_limits(engine_dir):
     assert info.spec.vocab_size == 32768 and not info.spec.tie_embeddings
     assert (info.dtype, info.tp_size, info.version) == ("float16", 2, "0.18.0")
     assert (info.max_batch_size, info.max_input_len, info.max_seq_len, info.max_beam_width) == (8, 924, 1024, 1)
+    assert info.max_num_tokens == 8192  # NVIDIA's command leaves it at trtllm-build's default
     assert info.supports_inflight_batching  # packed input + paged state + conv1d plugin: ModelRunnerCpp
 
 
