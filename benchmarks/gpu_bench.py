@@ -24,8 +24,9 @@ from gpu_common import MODELS, generator, model_spec, random_model, require_cuda
 
 from mambapipe.dtypes import TORCH_DTYPES  # noqa: E402
 from mambapipe.engine.state import InferenceState  # noqa: E402
-from mambapipe.evaluate.benchmark import Scenario, run_benchmark  # noqa: E402
+from mambapipe.evaluate.benchmark import run_benchmark  # noqa: E402
 from mambapipe.evaluate.floor import H200_BYTES_PER_S  # noqa: E402
+from mambapipe.evaluate.scenarios import Scenario  # noqa: E402
 
 SCENARIOS = {"S1": Scenario(1, 100, 100), "S2": Scenario(64, 100, 100), "S3": Scenario(1, 2048, 128),
              "S4": Scenario(8, 923, 100)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 import torch
@@ -13,16 +12,10 @@ from tqdm import tqdm
 
 from mambapipe.backends.base import Generator, LimitError, Limits, SamplingConfig
 from mambapipe.evaluate.floor import decode_step_traffic
+from mambapipe.evaluate.scenarios import Scenario, scenario_label
 from mambapipe.peak_memory import reset_peak_memory
 
 PROMPT_TOKEN_HIGH = 1000  # prompts are randint(1, 1000), as mamba_ssm's benchmark script draws them
-
-
-@dataclass(frozen=True)
-class Scenario:
-    batch: int
-    input_len: int
-    output_len: int
 
 
 # anchors-h200.md S1-S4: mamba_ssm latency and throughput defaults, the Mamba paper's long prompt, and
@@ -45,10 +38,6 @@ def limit_problem(limits: Limits, scenario: Scenario) -> Optional[str]:
     except LimitError as err:
         return str(err)
     return None
-
-
-def scenario_label(scenario: Scenario) -> str:
-    return f"B={scenario.batch} {scenario.input_len}/{scenario.output_len}"
 
 
 def random_prompts(scenario: Scenario, vocab_size: int, seed: int) -> list[list[int]]:

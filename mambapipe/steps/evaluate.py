@@ -20,6 +20,7 @@ from mambapipe.backends.base import LimitError, Limits
 from mambapipe.evaluate import benchmark
 from mambapipe.evaluate.data import check_first_record, hub_commit, require_datasets
 from mambapipe.evaluate.rouge import require_scorer
+from mambapipe.evaluate.scenarios import Scenario, scenario_label
 from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
 from mambapipe.parallel import launch, launcher_problem
 from mambapipe.pipeline.step import StepContext, StepError
@@ -167,13 +168,13 @@ def _check_scenario_lengths(scenarios: list[Any]) -> None:
                 raise StepError(f"eval.scenarios[{i}].{key} must be >= 1, got {scenario[key]}")
 
 
-def _check_some_scenario_fits(scenarios: list[benchmark.Scenario], params: dict[str, Any]) -> None:
+def _check_some_scenario_fits(scenarios: list[Scenario], params: dict[str, Any]) -> None:
     """A benchmark whose every scenario the engine refuses would 'succeed' with nothing measured. Scenarios
     that do not fit beside others that do are kept, as `skipped` rows."""
     limits = Limits(params["build.max_batch_size"], params["build.max_input_len"], params["build.max_seq_len"])
     problems = [benchmark.limit_problem(limits, s) for s in scenarios]
     if all(problems):
-        reasons = "; ".join(f"{benchmark.scenario_label(s)}: {p}" for s, p in zip(scenarios, problems))
+        reasons = "; ".join(f"{scenario_label(s)}: {p}" for s, p in zip(scenarios, problems))
         raise StepError(f"no eval.scenarios fit the engine's build limits ({reasons}); or give eval.scenarios "
                         "within them")
 

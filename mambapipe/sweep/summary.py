@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mambapipe.config import STEP_NAMES
+from mambapipe.evaluate.scenarios import Scenario, scenario_label
 from mambapipe.pipeline.step import first_line
 from mambapipe.sweep.expected import ExpectedJob, SweepConfig
 from mambapipe.sweep.record import JOB_RECORD, RUN_JSON_STAMP, SWEEP_STAMP, read_job_record, sweep_config_digest
@@ -222,8 +223,8 @@ def _metric_facts(metrics: dict) -> dict[str, Any]:
     facts.update({key: source.get(key) for key in ("tokens_per_s", "decode_ms_per_step")})
     facts["ttft_ms"] = source.get("prefill_ms" if benchmark else "ttft_ms")
     if benchmark:
-        scenario = f"B={source.get('batch')} {source.get('input_len')}/{source.get('output_len')}"
-        facts["throughput_of"] = scenario if source else None
+        scenario = Scenario(source.get("batch"), source.get("input_len"), source.get("output_len"))
+        facts["throughput_of"] = scenario_label(scenario) if source else None
     else:
         facts["throughput_of"] = metrics.get("task")
     return facts

@@ -57,7 +57,8 @@ def test_a_benchmark_row_counts_the_state_in_the_dtype_the_generator_keeps_it_in
     none is counted at the model dtype."""
     from types import SimpleNamespace
 
-    from mambapipe.evaluate.benchmark import Scenario, benchmark_row
+    from mambapipe.evaluate.benchmark import benchmark_row
+    from mambapipe.evaluate.scenarios import Scenario
 
     timing = {"prefill_ms": 1.0, "decode_ms_per_step": 2.0, "total_ms": 10.0, "peak_memory_mb": 0.0}
     scenario = Scenario(batch=8, input_len=16, output_len=4)

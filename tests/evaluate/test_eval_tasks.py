@@ -14,6 +14,7 @@ from mambapipe import peak_memory
 from mambapipe.evaluate import benchmark, summarize, task
 from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.rouge import rouge_scores
+from mambapipe.evaluate.scenarios import Scenario
 
 SETTINGS = summarize.SummarizeSettings(batch_size=2, max_ite=2, max_input_length=64, output_len=8)
 
@@ -166,12 +167,12 @@ def test_peak_memory_is_the_lifetime_peak_where_the_system_cannot_reset_it(engin
 
 
 def test_default_scenarios_are_the_h200_anchors():
-    assert benchmark.scenarios_from_config([]) == [benchmark.Scenario(1, 100, 100), benchmark.Scenario(64, 100, 100),
-                                                   benchmark.Scenario(1, 2048, 128), benchmark.Scenario(8, 923, 100)]
+    assert benchmark.scenarios_from_config([]) == [Scenario(1, 100, 100), Scenario(64, 100, 100),
+                                                   Scenario(1, 2048, 128), Scenario(8, 923, 100)]
 
 
 def test_random_prompts_are_seeded_and_in_range():
-    scenario = benchmark.Scenario(3, 50, 1)
+    scenario = Scenario(3, 50, 1)
     prompts = benchmark.random_prompts(scenario, vocab_size=512, seed=0)
     assert prompts == benchmark.random_prompts(scenario, vocab_size=512, seed=0)
     assert len(prompts) == 3 and all(len(p) == 50 and 1 <= min(p) and max(p) < 512 for p in prompts)
@@ -198,7 +199,7 @@ def test_throughput_leaves_out_the_time_a_backend_spent_probing(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr("time.perf_counter", lambda: clock[0])
     generator = _ProbingGenerator(ModelSpec("Mamba1", 16, 1, 32, 4), clock)
-    timing = benchmark.time_scenario(generator, benchmark.Scenario(2, 4, 3), 1, 3, 0, tqdm(disable=True))
+    timing = benchmark.time_scenario(generator, Scenario(2, 4, 3), 1, 3, 0, tqdm(disable=True))
     assert timing["total_ms"] == pytest.approx(30.0)
     batches = [[summarize.Sample(str(i), [1, 2], "ref") for i in range(2)]] * 3
     run = summarize.generate_batches(generator, batches, 4, None, "probe", False)

@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,12 @@ def test_benchmark_job_reports_its_fastest_scenario(tmp_path, job_writer):
     assert row.metrics["tokens_per_s"] == 300.0 and row.metrics["decode_ms_per_step"] == 26.6
     assert row.metrics["throughput_of"] == "B=8 100/100" and row.metrics["ttft_ms"] == 9.5
     assert row.throughput == [(1, 50.0), (8, 300.0)]
+
+
+def test_summarizing_a_sweep_does_not_import_torch():
+    """The summary labels benchmark rows as the benchmark does, from a module kept apart from its torch."""
+    code = "import sys, mambapipe.sweep.cli, mambapipe.sweep.report; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_labels_keep_only_the_overrides_that_vary(sweep_dir):
