@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mambapipe.checkpoint.detect import HF_MAMBA, HF_MAMBA2, SourceInfo, detect_source, load_json_object
+from mambapipe.checkpoint.detect import SourceInfo, detect_source
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
 from mambapipe.checkpoint.safetensors_io import PlannedTensor, StreamingSafetensorsWriter
 from mambapipe.checkpoint.sources import TensorSource, open_source
@@ -60,13 +60,10 @@ def convert_checkpoint(model_dir: str | Path, out_dir: str | Path, dtype: str, t
 def _say_if_norm_epsilon_dropped(info: SourceInfo) -> None:
     """TensorRT-LLM's format holds its own norm_epsilon and its converter drops HF's layer_norm_epsilon; this
     converter does the same (TensorRT-LLM parity), and says so where that changes the model's outputs."""
-    if info.format not in (HF_MAMBA, HF_MAMBA2):
-        return
-    epsilon = load_json_object(info.config_file).get("layer_norm_epsilon", TRTLLM_NORM_EPSILON)
-    if epsilon != TRTLLM_NORM_EPSILON:
+    if info.norm_epsilon is not None and info.norm_epsilon != TRTLLM_NORM_EPSILON:
         log.warning("%s: layer_norm_epsilon=%s is not carried over: TensorRT-LLM's Mamba checkpoint normalizes with "
-                    "%s, so logits differ slightly from transformers' on this checkpoint", info.config_file, epsilon,
-                    TRTLLM_NORM_EPSILON)
+                    "%s, so logits differ slightly from transformers' on this checkpoint", info.config_file,
+                    info.norm_epsilon, TRTLLM_NORM_EPSILON)
 
 
 def _clear_outputs(model_dir: Path, out_dir: Path) -> Path:

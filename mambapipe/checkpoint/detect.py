@@ -33,42 +33,52 @@ class SourceInfo:
     model_dir: Path
     config_file: Path  # the file the spec was read from (config.json or params.json)
     weight_files: tuple[Path, ...]
+    # An HF config's layer_norm_epsilon (a float: transformers refuses anything else); None where the config
+    # leaves it out or its layout has none (mamba_ssm, Mistral).
+    norm_epsilon: Optional[float] = None
 
 
 def source_format(model_dir: Path) -> str:
     """Which of FORMATS `model_dir` holds, from its config files alone (the download step's plan-time check
     and the convert step's detection, so that both accept the same directories)."""
+    return _read_format(model_dir)[0]
+
+
+def _read_format(model_dir: Path) -> tuple[str, Optional[dict[str, Any]]]:
+    """The format, and the config.json it was recognised from (None for Mistral, recognised by its file names)."""
     try:
         return _source_format(model_dir)
     except PermissionError as err:  # a directory we may not list: is_file() raises rather than answering no
         raise ConvertError(f"{err.filename or model_dir}: cannot be read ({err.strerror}); make it readable") from None
 
 
-def _source_format(model_dir: Path) -> str:
+def _source_format(model_dir: Path) -> tuple[str, Optional[dict[str, Any]]]:
     if not model_dir.is_dir():
         raise ConvertError(f"{model_dir}: not a directory; point at the downloaded checkpoint directory")
     if (model_dir / "params.json").is_file() and (model_dir / MISTRAL_WEIGHTS).is_file():
-        return MISTRAL
+        return MISTRAL, None
     config = model_dir / "config.json"
     if not config.is_file():
         raise ConvertError(f"{model_dir}: no config.json (nor params.json + {MISTRAL_WEIGHTS}); "
                            "not a Mamba checkpoint directory")
-    return _config_format(load_json_object(config), config)
+    cfg = load_json_object(config)
+    return _config_format(cfg, config), cfg
 
 
 def detect_source(model_dir: str | Path) -> SourceInfo:
     model_dir = Path(model_dir).expanduser()
-    fmt = source_format(model_dir)
+    fmt, cfg = _read_format(model_dir)
     params, config = model_dir / "params.json", model_dir / "config.json"
-    if fmt == MISTRAL:
+    if cfg is None:  # Mistral
         spec = source_specs.spec_from_mistral(load_json_object(params), params)
         return SourceInfo(MISTRAL, spec, model_dir, params, (model_dir / MISTRAL_WEIGHTS,))
-    cfg = load_json_object(config)
+    norm_epsilon = None
     if fmt in HF_CONFIG_CLASSES:
         check_with_transformers(config, cfg, HF_CONFIG_CLASSES[fmt])
+        norm_epsilon = cfg.get("layer_norm_epsilon")
     spec = {HF_MAMBA: source_specs.spec_from_hf_mamba, HF_MAMBA2: source_specs.spec_from_hf_mamba2,
             MAMBA_SSM: source_specs.spec_from_mamba_ssm}[fmt](cfg, config)
-    return SourceInfo(fmt, spec, model_dir, config, weight_files(model_dir))
+    return SourceInfo(fmt, spec, model_dir, config, weight_files(model_dir), norm_epsilon)
 
 
 def check_with_transformers(path: Path, cfg: dict[str, Any], class_name: str) -> None:
