@@ -8,6 +8,8 @@ The hub dataset is loaded at the commit the evaluate step pinned at plan time (`
 from __future__ import annotations
 
 import codecs
+import hashlib
+import itertools
 import json
 import reprlib
 from contextlib import contextmanager
@@ -23,7 +25,7 @@ REFERENCE_FIELD = "highlights"
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 FIRST_RECORD_MAX_CHARS = 1 << 24  # 16 Mi: the plan's first-record check never holds a whole large file in memory
 _NO_RECORDS = object()  # what _first_json_record finds in a blank file or an empty array
-_UTF8_CHUNK = 1 << 22
+_READ_CHUNK = 1 << 22  # bytes of a dataset file read at a time, so that it is never held whole
 _WITHOUT_HUB = ("set eval.dataset=sample (the bundled sample) or eval.dataset=/path/to/articles.jsonl (or "
                 f".parquet) with {INPUT_FIELD!r} and {REFERENCE_FIELD!r} fields")
 _JSON_SHAPES = (f"write JSON Lines (one JSON object per line) or one JSON array of objects, each with {INPUT_FIELD!r} "
@@ -93,18 +95,28 @@ def local_builder(path: Path) -> str:
     return builder
 
 
+def local_dataset_sha256(path: Path) -> str:
+    """The sha256 the evaluate step keys a local eval.dataset file by. A JSON file is checked to be UTF-8 text in the
+    same read, so that the plan streams a large file once: a one-line StepError naming the line where it is not."""
+    digest = hashlib.sha256()
+    chunks = _hashed(_file_chunks(path), digest)
+    problem = _utf8_problem(path, chunks) if LOCAL_BUILDERS.get(path.suffix.lower()) == "json" else None
+    if problem:
+        raise StepError(problem)
+    for _ in chunks:  # what the UTF-8 check left unread: all of a parquet or compressed file
+        pass
+    return digest.hexdigest()
+
+
 def check_first_record(path: Path, dataset: str) -> None:
     """The loader's errors for the local file `dataset` names that are found cheaply, so the evaluate step's plan
-    check stops a run before the steps ahead of it do their work: a file with no records, a JSON file that is not
-    UTF-8 (streamed whole, as hashing it into the evaluate key already reads it), and the missing fields of its first
-    record alone (a parquet file's footer). A first record this cannot read is left to the loader, which names what
-    is wrong with the file."""
+    check stops a run before the steps ahead of it do their work: a file with no records, and the missing fields of
+    its first record alone (a parquet file's footer). A JSON file that is not UTF-8 is found as the plan hashes it
+    (local_dataset_sha256). A first record this cannot read is left to the loader, which names what is wrong with
+    the file."""
     if local_builder(path) == "parquet":
         fields, rows = _parquet_fields_and_rows(path)
     else:
-        problem = _utf8_problem(path)
-        if problem:
-            raise StepError(problem)
         record = _first_json_record(path)
         fields, rows = (list(record) if isinstance(record, dict) else None), (0 if record is _NO_RECORDS else None)
     if fields is not None:
@@ -125,30 +137,45 @@ def _parquet_fields_and_rows(path: Path) -> tuple[Optional[list[str]], Optional[
     return metadata.schema.to_arrow_schema().names, metadata.num_rows
 
 
-def _utf8_problem(path: Path) -> Optional[str]:
-    """Where `path` stops being UTF-8, as one line naming the file and line (datasets raises a bare
-    UnicodeDecodeError, or reads past a record it never samples); None when all of it decodes. Read in chunks, so
-    the file is never held whole. A compressed file (datasets opens gzip, zstd, ... by their magic numbers) is left
-    to the loader: its text is known only once decompressed."""
-    from datasets.utils.extract import Extractor
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := file.read(_READ_CHUNK):
+            yield chunk
 
-    if Extractor.infer_extractor_format(path):
-        return None
+
+def _hashed(chunks: Iterator[bytes], digest: Any) -> Iterator[bytes]:
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+
+
+def _utf8_problem(path: Path, chunks: Iterator[bytes]) -> Optional[str]:
+    """Where `path`, read as `chunks`, stops being UTF-8, as one line naming the file and line (datasets raises a
+    bare UnicodeDecodeError, or reads past a record it never samples); None when all of it decodes, every chunk read.
+    A compressed file (datasets opens gzip, zstd, ... by their magic numbers) is left to the loader: its text is
+    known only once decompressed."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     line = 1
-    with path.open("rb") as file:
-        while True:
-            chunk = file.read(_UTF8_CHUNK)
-            data = decoder.getstate()[0] + chunk  # what the decoder sees: a character cut by the last chunk, then this
-            try:
-                decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as err:
-                bad_line = line + data.count(b"\n", 0, err.start)
-                return (f"eval.dataset {str(path)!r} is not UTF-8 text: line {bad_line} holds byte "
-                        f"0x{data[err.start]:02X} ({err.reason}); save the file as UTF-8")
-            if not chunk:
+    for chunk in itertools.chain(chunks, [b""]):  # the empty chunk last: a character the file cuts short
+        data = decoder.getstate()[0] + chunk  # what the decoder sees: a character cut by the last chunk, then this
+        try:
+            decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as err:
+            if _compressed(path):
                 return None
-            line += chunk.count(b"\n")
+            bad_line = line + data.count(b"\n", 0, err.start)
+            return (f"eval.dataset {str(path)!r} is not UTF-8 text: line {bad_line} holds byte "
+                    f"0x{data[err.start]:02X} ({err.reason}); save the file as UTF-8")
+        line += chunk.count(b"\n")
+    return None
+
+
+def _compressed(path: Path) -> bool:
+    """Asked only of bytes that are no UTF-8, so that hashing a text file at plan time never imports datasets."""
+    require_datasets()  # its one-line error where the install cannot import datasets
+    from datasets.utils.extract import Extractor
+
+    return bool(Extractor.infer_extractor_format(path))
 
 
 def _first_json_record(path: Path) -> Any:
@@ -192,7 +219,7 @@ def _json_problem_before_loading(path: Path, json_array: bool) -> Optional[str]:
     """Found before loading, not after a failure: pyarrow takes bytes that are no UTF-8 into its string columns (a
     record then fails when it is read, if it is sampled at all), and datasets loads an array of strings or lists as a
     made-up "text" column, which would then be reported missing its fields."""
-    return _utf8_problem(path) or (_json_array_problem(path) if json_array else None)
+    return _utf8_problem(path, _file_chunks(path)) or (_json_array_problem(path) if json_array else None)
 
 
 def _no_records(dataset: str) -> str:

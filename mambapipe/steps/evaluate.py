@@ -9,7 +9,6 @@ before it discards the staging directory, so the scores stay readable but nothin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Optional
 from mambapipe import hub
 from mambapipe.backends.base import LimitError, Limits
 from mambapipe.evaluate import benchmark
-from mambapipe.evaluate.data import check_first_record, hub_commit, require_datasets
+from mambapipe.evaluate.data import check_first_record, hub_commit, local_dataset_sha256, require_datasets
 from mambapipe.evaluate.rouge import require_scorer
 from mambapipe.evaluate.scenarios import Scenario, scenario_label
 from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
@@ -116,14 +115,15 @@ def _check_summarize_limits(params: dict[str, Any]) -> None:
 
 def _dataset_environment(params: dict[str, Any]) -> dict[str, Any]:
     """What pins the articles beyond eval.dataset's name: the hub dataset's commit (its main branch can
-    move), or a local file's contents (its path alone would keep serving old scores after an edit)."""
+    move), or a local file's contents (its path alone would keep serving old scores after an edit). The read that
+    hashes a JSON file also checks that it is UTF-8 text, so the plan reads it once; a problem found there stops
+    the run as check()'s do."""
     dataset = params["eval.dataset"]
     if dataset == "cnn_dailymail":
         return {"dataset_commit": hub_commit(params["eval.dataset_hub_id"])}
     path = _local_dataset(dataset)
     if path is not None and path.is_file():
-        with path.open("rb") as f:
-            return {"dataset_sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+        return {"dataset_sha256": local_dataset_sha256(path)}
     return {}
 
 

@@ -155,15 +155,35 @@ LATIN1 = json.dumps({"article": "A café story.", "highlights": "Café."}, ensur
     ("articles.json", b"[\n" + b",\n".join([ARTICLE, ARTICLE.replace(b"council.", b"council\xe9.")]) + b"\n]", 3,
      "0xE9"),
 ])
-def test_plan_check_and_loader_name_the_line_of_a_file_that_is_not_utf8(tmp_path, name, data, line, byte):
+def test_plan_and_loader_name_the_line_of_a_file_that_is_not_utf8(tmp_path, name, data, line, byte):
+    """The plan finds it as it hashes the file into the key; the ranks' loader again, as the file may have changed
+    since (convert and build run in between)."""
     path = tmp_path / name
     path.write_bytes(data)
     expected = f"eval.dataset {str(path)!r} is not UTF-8 text: line {line} holds byte {byte} ("
-    for attempt in (lambda: STEP.check(_params(**{"eval.dataset": str(path), "eval.max_ite": 1})),
+    for attempt in (lambda: STEP.environment(_params(**{"eval.dataset": str(path), "eval.max_ite": 1})),
                     lambda: load_articles(str(path))):
         with pytest.raises(StepError) as info:
             attempt()
         assert str(info.value).startswith(expected) and str(info.value).endswith("; save the file as UTF-8")
+
+
+def _count_reads(path: Path, monkeypatch) -> list[int]:
+    """The sizes of the reads through Path.open of `path` (read and readinto, which hashlib.file_digest uses)."""
+    reads: list[int] = []
+    real_open = Path.open
+
+    def counting_open(self, *args, **kwargs):
+        handle = real_open(self, *args, **kwargs)
+        if self != path:
+            return handle
+        read, readinto = handle.read, getattr(handle, "readinto", None)
+        handle.read = lambda size=-1: reads.append(len(text := read(size))) or text
+        if readinto is not None:
+            handle.readinto = lambda buffer: reads.append(size := readinto(buffer)) or size
+        return handle
+    monkeypatch.setattr(Path, "open", counting_open)
+    return reads
 
 
 def test_plan_check_reads_no_further_than_its_cap_for_a_record(tmp_path, monkeypatch):
@@ -172,20 +192,34 @@ def test_plan_check_reads_no_further_than_its_cap_for_a_record(tmp_path, monkeyp
 
     path = tmp_path / "packed.jsonl"
     path.write_bytes(gzip.compress(random.Random(0).randbytes(1 << 20)))  # 1 MiB of no JSON text, nor UTF-8
-    reads: list[int] = []
-    real_open = Path.open
-
-    def counting_open(self, *args, **kwargs):
-        handle = real_open(self, *args, **kwargs)
-        if self != path:
-            return handle
-        read = handle.read
-        handle.read = lambda size=-1: reads.append(len(text := read(size))) or text
-        return handle
     monkeypatch.setattr(data, "FIRST_RECORD_MAX_CHARS", 1 << 17)
-    monkeypatch.setattr(Path, "open", counting_open)
+    reads = _count_reads(path, monkeypatch)
     STEP.check(_params(**{"eval.dataset": str(path)}))
     assert 0 < sum(reads) <= 3 << 16  # 64 Ki then 128 Ki, and no further read past the 128 Ki cap
+
+
+def test_the_plan_reads_a_local_dataset_whole_once(tmp_path, monkeypatch):
+    """Hashing it into the key and checking that it is UTF-8 text are one read of a file that may be large."""
+    path = tmp_path / "articles.jsonl"
+    path.write_bytes(b"\n".join([ARTICLE] * 20_000))  # 1.5 MB, of which the first-record check reads 64 Ki
+    reads = _count_reads(path, monkeypatch)
+    params = _params(**{"eval.dataset": str(path)})
+    STEP.environment(params)
+    STEP.check(params)
+    assert path.stat().st_size <= sum(reads) < 2 * path.stat().st_size
+
+
+def test_a_compressed_dataset_is_keyed_by_all_of_its_bytes(tmp_path, monkeypatch):
+    """Its bytes are no UTF-8 from the start, no problem for a file datasets decompresses: the hash reads on."""
+    import hashlib
+
+    import mambapipe.evaluate.data as data
+
+    path = tmp_path / "packed.jsonl"
+    path.write_bytes(gzip.compress(b"\n".join([ARTICLE] * 100)))
+    monkeypatch.setattr(data, "_READ_CHUNK", 64)  # many chunks past the first, which is no UTF-8
+    environment = STEP.environment(_params(**{"eval.dataset": str(path)}))
+    assert environment["dataset_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_a_benchmark_runs_when_some_scenario_fits_the_engine():
