@@ -45,17 +45,18 @@ def hub_commit(hub_id: str) -> str:
 
 def load_articles(dataset: str, hub_id: str = "abisee/cnn_dailymail", hub_config: str = "3.0.0",
                   split: str = "test", seed: int = 0, revision: Optional[str] = None,
-                  local_only: Optional[str] = None):
+                  local_only: Optional[str] = None, sha256: Optional[str] = None):
     """A shuffled `datasets.Dataset` with `article`, `highlights` and `id` columns.
 
     `dataset` is "sample", "cnn_dailymail" (loaded from `hub_id`/`hub_config`/`split` at commit `revision`,
-    None = the main branch; from the local datasets cache only when `local_only` says why) or a local path."""
+    None = the main branch; from the local datasets cache only when `local_only` says why) or a local path, which
+    must still hold the contents `sha256` names where the plan hashed it (local_dataset_sha256)."""
     if dataset == "sample":
         articles = _load_local(sample_path())
     elif dataset == "cnn_dailymail":
         articles = _load_hub(hub_id, hub_config, split, revision, local_only)
     else:
-        articles = _load_local(Path(dataset).expanduser())
+        articles = _load_local(Path(dataset).expanduser(), sha256)
     _check_fields(articles, dataset)
     return _with_ids(articles).shuffle(seed=seed)
 
@@ -197,11 +198,14 @@ def _first_json_record(path: Path) -> Any:
     return _NO_RECORDS if body == "" or (body[:1] == "[" and body[1:].strip() == "]") else None
 
 
-def _load_local(path: Path):
+def _load_local(path: Path, sha256: Optional[str] = None):
     load_dataset = require_datasets()
     builder = local_builder(path)
+    _check_contents(path, builder, sha256)
     json_array = builder == "json" and _opens_an_array(path)
-    problem = _json_problem_before_loading(path, json_array) if builder == "json" else None
+    # Before loading: datasets loads an array of strings or lists as a made-up "text" column, which would then be
+    # reported missing its fields.
+    problem = _json_array_problem(path) if json_array else None
     if problem:
         raise StepError(problem)
     try:
@@ -215,11 +219,18 @@ def _load_local(path: Path):
         raise StepError(problem) from exc
 
 
-def _json_problem_before_loading(path: Path, json_array: bool) -> Optional[str]:
-    """Found before loading, not after a failure: pyarrow takes bytes that are no UTF-8 into its string columns (a
-    record then fails when it is read, if it is sampled at all), and datasets loads an array of strings or lists as a
-    made-up "text" column, which would then be reported missing its fields."""
-    return _utf8_problem(path, _file_chunks(path)) or (_json_array_problem(path) if json_array else None)
+def _check_contents(path: Path, builder: str, sha256: Optional[str]) -> None:
+    """Before loading, not after a failure: pyarrow takes bytes that are no UTF-8 into its string columns (a record
+    then fails when it is read, if it is sampled at all). Where the plan hashed the file into the evaluate key, the
+    same read checks that it still holds those contents: scores of an edited file must not be cached as the old
+    one's (the steps between the plan and this load may take hours)."""
+    if sha256 is None:
+        problem = _utf8_problem(path, _file_chunks(path)) if builder == "json" else None
+        if problem:
+            raise StepError(problem)
+    elif local_dataset_sha256(path) != sha256:
+        raise StepError(f"eval.dataset {str(path)!r} changed after the plan hashed it; run again to evaluate what it "
+                        "holds now")
 
 
 def _no_records(dataset: str) -> str:

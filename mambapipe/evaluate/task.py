@@ -42,6 +42,7 @@ class EvalJob:
     show_progress: bool = True
     dataset_revision: Optional[str] = None  # the hub dataset's commit, pinned at plan time
     hub_local_only: Optional[str] = None  # why the hub dataset is read from the local cache only, or None
+    dataset_sha256: Optional[str] = None  # a local dataset file's contents, hashed at plan time
 
 
 def run_evaluation(job: EvalJob, rank: int = 0) -> Optional[dict[str, Any]]:
@@ -83,7 +84,7 @@ def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
                                            job.params["eval.max_input_length"], job.params["eval.output_len"])
     bundle = load_tokenizer(job.download_dir / "tokenizer", _tokenizer_fix(job.download_dir))
     articles = load_articles(job.params["eval.dataset"], **_hub_source(job), seed=job.params["eval.random_seed"],
-                             revision=job.dataset_revision, local_only=job.hub_local_only)
+                             revision=job.dataset_revision, local_only=job.hub_local_only, sha256=job.dataset_sha256)
     batches = summarize.prepare_samples(articles, bundle, settings)
     asked = settings.max_ite * settings.batch_size
     if rank == 0 and len(articles) < asked:  # metrics.json's `samples` would be the only other trace of it

@@ -20,13 +20,13 @@ def write_job(job: EvalJob, path: Path) -> None:
     path.write_text(json.dumps({"params": job.params, "engine_dir": str(job.engine_dir),
                                 "download_dir": str(job.download_dir), "out_dir": str(job.out_dir),
                                 "show_progress": job.show_progress, "dataset_revision": job.dataset_revision,
-                                "hub_local_only": job.hub_local_only}))
+                                "hub_local_only": job.hub_local_only, "dataset_sha256": job.dataset_sha256}))
 
 
 def read_job(path: Path) -> EvalJob:
     raw = json.loads(path.read_text())
     return EvalJob(raw["params"], Path(raw["engine_dir"]), Path(raw["download_dir"]), Path(raw["out_dir"]),
-                   raw["show_progress"], raw["dataset_revision"], raw["hub_local_only"])
+                   raw["show_progress"], raw["dataset_revision"], raw["hub_local_only"], raw["dataset_sha256"])
 
 
 def this_rank(job: EvalJob) -> int:

@@ -73,9 +73,10 @@ class EvaluateStep:
 
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
-        env = ctx.environment  # the dataset commit pinned at plan time
+        env = ctx.environment  # the dataset commit or file contents pinned at plan time
         job = EvalJob(params, Path(inputs["build"]), Path(inputs["download"]), Path(out_dir), ctx.show_progress,
-                      dataset_revision=env.get("dataset_commit"), hub_local_only=_hub_local_only(env))
+                      dataset_revision=env.get("dataset_commit"), hub_local_only=_hub_local_only(env),
+                      dataset_sha256=env.get("dataset_sha256"))
         tp_size = params["tp_size"]
         if tp_size > 1:
             _run_launched(job, tp_size)

@@ -7,7 +7,7 @@ import sys
 import pytest
 from empty_datasets import EMPTY_DATASETS
 
-from mambapipe.evaluate.data import load_articles, sample_path
+from mambapipe.evaluate.data import load_articles, local_dataset_sha256, sample_path
 from mambapipe.pipeline.step import StepError
 
 
@@ -49,6 +49,26 @@ def test_local_jsonl_json_array_and_parquet_load_in_the_same_order(tmp_path):
     assert from_jsonl["article"] == from_parquet["article"] == load_articles(str(json_array))["article"]
     assert sorted(from_jsonl["id"], key=int) == [str(i) for i in range(12)]  # ids made from row numbers
     assert from_jsonl[0]["highlights"] == from_jsonl[0]["article"].replace("Article number", "Number")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_local_file_changed_after_the_plan_hashed_it_is_refused(tmp_path, suffix):
+    """Its scores would be cached under the old contents' key."""
+    import pandas as pd
+
+    path = tmp_path / f"mine{suffix}"
+
+    def write(rows: int) -> None:
+        frame = pd.DataFrame([{"article": f"Article {i}.", "highlights": f"A {i}."} for i in range(rows)])
+        frame.to_parquet(path) if suffix == ".parquet" else frame.to_json(path, orient="records", lines=True)
+
+    write(3)
+    planned = local_dataset_sha256(path)
+    assert len(load_articles(str(path), sha256=planned)) == 3
+    write(4)
+    with pytest.raises(StepError, match=rf"^eval.dataset '{re.escape(str(path))}' changed after the plan hashed it; "
+                                        "run again to evaluate what it holds now$"):
+        load_articles(str(path), sha256=planned)
 
 
 def test_bad_local_inputs_are_one_line_step_errors(tmp_path):

@@ -121,6 +121,21 @@ def test_the_run_loads_the_commit_the_plan_pinned(monkeypatch, compose_config, h
     assert read_job(tmp_path / "job.json").dataset_revision == COMMIT
 
 
+def test_the_run_hands_the_ranks_the_local_files_planned_hash(monkeypatch, compose_config, tmp_path):
+    """The ranks load the file after convert and build ran: they must see the contents the key was made from."""
+    path = tmp_path / "articles.jsonl"
+    path.write_text('{"article": "a b c", "highlights": "a"}\n')
+    resolved = resolve_config(compose_config(f"eval.dataset={path}"))
+    planned = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"])).get("evaluate")
+    jobs = []
+    monkeypatch.setattr(evaluate_step, "run_evaluation", lambda job: jobs.append(job) or (job.out_dir / "metrics.json")
+                        .write_text(json.dumps({"task": "summarize", "samples": 1, "rouge1": 20.0})))
+    ctx = StepContext(environment=planned.environment)
+    evaluate_step.STEP.run(planned.params, {"build": tmp_path, "download": tmp_path}, tmp_path, ctx)
+    write_job(jobs[0], tmp_path / "job.json")
+    assert read_job(tmp_path / "job.json").dataset_sha256 == data.local_dataset_sha256(path)
+
+
 def test_a_hub_found_unreachable_at_plan_time_sends_the_ranks_to_the_local_cache(monkeypatch, compose_config,
                                                                                 hub_cache, tmp_path):
     """datasets retries an unreachable hub for ~20 s before reading its cache; the job tells the ranks not to ask."""

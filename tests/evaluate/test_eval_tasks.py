@@ -50,6 +50,20 @@ def test_asking_for_more_articles_than_the_dataset_holds_scores_those_and_rank_0
     assert json.loads((tmp_path / "out0" / "metrics.json").read_text())["samples"] == held
 
 
+def test_a_summary_of_a_local_file_edited_since_the_plan_is_refused(engine_is_hf, download_dir, tmp_path):
+    from mambapipe.evaluate.data import local_dataset_sha256
+    from mambapipe.pipeline.step import StepError
+
+    path = tmp_path / "articles.jsonl"
+    path.write_text('{"article": "a b c", "highlights": "a"}\n')
+    planned = local_dataset_sha256(path)
+    path.write_text('{"article": "x y z", "highlights": "x"}\n')
+    job = task.EvalJob(_params(**{"eval.dataset": str(path)}), tmp_path / "engine", download_dir, tmp_path / "out",
+                       show_progress=False, dataset_sha256=planned)
+    with pytest.raises(StepError, match="changed after the plan hashed it"):
+        task.run_evaluation(job)
+
+
 def test_prepare_samples_takes_max_ite_batches_in_shuffled_order(tokenizer_bundle):
     batches = summarize.prepare_samples(load_articles("sample"), tokenizer_bundle, SETTINGS)
     assert [len(b) for b in batches] == [2, 2]
