@@ -206,8 +206,10 @@ def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) 
     if missing:
         problems.append(missing)
     plan = Plan(resolved, store, planned_steps, problems)
+    valid: set[str] = set()  # steps with no problem of their own: a downstream check_upstream may read their params
     for planned in plan.steps:
-        _check_and_describe(plan, planned)
+        if _check_and_describe(plan, planned, valid) and planned.name not in unknown_keys:
+            valid.add(planned.name)
     plan.problems = _distinct(plan.problems, [s.name for s in steps])
     return plan
 
@@ -227,24 +229,37 @@ def _distinct(problems: list[str], step_names: list[str]) -> list[str]:
     return kept
 
 
-def _check_and_describe(plan: Plan, planned: PlannedStep) -> None:
+def _check_and_describe(plan: Plan, planned: PlannedStep, valid: set[str]) -> bool:
     """Check a step that will run, and take its description (e.g. the trtllm-build command line). A step that
     fails its check is still described where it can be, so a plan made without the step's software (no
-    TensorRT-LLM) still shows what it would run; a description that fails after a failed check adds nothing."""
+    TensorRT-LLM) still shows what it would run; a description that fails after a failed check adds nothing.
+    Returns whether the step's params are valid: it passed its checks, or its artifact is cached (made by a run
+    that passed them)."""
     if planned.action != RUN:
-        return
+        return planned.action == CACHED
     step = planned.step
     try:
         step.check(planned.params)
+        _check_upstream(plan, planned, valid)
         checked = True
     except Exception as exc:
         plan.problems.append(_problem(step, exc))
         checked = False
     if not hasattr(step, "describe"):
-        return
+        return checked
     try:
         inputs = {name: plan.artifact(name) for name in step.needs}
         planned.notes = list(step.describe(planned.params, inputs, plan.artifact(step.name)))
     except Exception as exc:
         if checked:
             plan.problems.append(_problem(step, exc))
+    return checked
+
+
+def _check_upstream(plan: Plan, planned: PlannedStep, valid: set[str]) -> None:
+    """The step's params against those of the steps it reads, once all of those are `valid`: an upstream step
+    with a problem (a local model.path that is no checkpoint) names it itself, and a check reading its params
+    would say it a second time, in other words."""
+    step = planned.step
+    if hasattr(step, "check_upstream") and valid.issuperset(step.needs):
+        step.check_upstream(planned.params, {name: plan.get(name).params for name in step.needs})

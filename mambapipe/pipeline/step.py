@@ -70,6 +70,13 @@ class Step(Protocol):
 #       find one artifact (build: an explicit build.ssm_state_dtype equal to what `auto` resolves to is `auto`).
 #       Called once `uses` and `extra_uses` are selected; `check` and `run` get the normalized params.
 #
+#   check_upstream(params, upstream) -> None
+#       Plan-time validation of the step's params against those of the steps in `needs`: `upstream` maps each
+#       to its params as keyed (convert compares model.arch with the checkpoint a local model.path holds). A step
+#       may read them without declaring them, since its key hashes theirs. Called after `check` passes, and only
+#       when every upstream step is cached or passed its own checks: a fault of theirs is theirs to name, once.
+#       Raise StepError.
+#
 #   environment(params) -> dict
 #       Facts outside the config that change the output (e.g. tensorrt_llm/TensorRT versions, the GPU's
 #       compute capability). Hashed into the key and recorded in the manifest.

@@ -50,23 +50,43 @@ class ConvertStep:
         if problems:
             raise StepError(f"tp_size={params['tp_size']} does not fit model.arch: {'; '.join(problems)}")
 
+    def check_upstream(self, params: dict[str, Any], upstream: dict[str, dict[str, Any]]) -> None:
+        """model.arch against the checkpoint of a local model.path, read as run() will read its links, so that a
+        mismatch is a plan problem rather than a failure once download ran. Its directory is read, not declared:
+        this key hashes download's, which hashes model.path and its files. A hub checkpoint is compared in run()
+        alone (its files are fetched then); a synthetic one is model.arch's own."""
+        download = upstream["download"]
+        if download["model.source"] != "local":
+            return
+        model_dir = Path(download["model.path"]).expanduser().resolve()  # as download records it: the run's name
+        try:
+            check_matches_arch(params["model.arch"], detect_source(model_dir), str(model_dir))
+        except ConvertError as e:  # download's check read the same directory: the same message, shown once
+            raise StepError(str(e)) from None
+
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
         model_dir = Path(inputs["download"]) / "model"
         download = read_manifest(Path(inputs["download"]) / MANIFEST) or {}
         try:
-            found = detect_source(model_dir)
-            mismatches = [m + _version_evidence(found) if m.startswith("mamba_version:") else m
-                          for m in spec_mismatches(arch_spec(params["model.arch"]), found.spec)]
-            if mismatches:
-                raise StepError(f"{_source_dir(model_dir, download)}: checkpoint does not match model.arch "
-                                f"({'; '.join(mismatches)}); fix the model config or point at the right checkpoint")
+            # Even for a local source, compared at plan time: its directory may have changed since.
+            check_matches_arch(params["model.arch"], detect_source(model_dir), _source_dir(model_dir, download))
             facts = convert_checkpoint(model_dir, out_dir, params["dtype"], int(params["tp_size"]),
                                        progress=ctx.show_progress)
         except ConvertError as e:
             raise StepError(_source_error(e, model_dir, download)) from None
         revision = (download.get("environment") or {}).get("commit")  # the hub commit download pinned, if any
         return facts | ({"source_revision": revision} if revision else {})
+
+
+def check_matches_arch(arch: dict[str, Any], found: SourceInfo, source_dir: str) -> None:
+    """StepError naming `source_dir` (the user's directory, not the cache's links to it) when the checkpoint
+    `found` there is not the architecture model.arch describes."""
+    mismatches = [m + _version_evidence(found) if m.startswith("mamba_version:") else m
+                  for m in spec_mismatches(arch_spec(arch), found.spec)]
+    if mismatches:
+        raise StepError(f"{source_dir}: checkpoint does not match model.arch ({'; '.join(mismatches)}); fix the "
+                        "model config or point at the right checkpoint")
 
 
 def spec_mismatches(configured: ModelSpec, found: ModelSpec) -> list[str]:

@@ -21,6 +21,7 @@ import torch
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.plan import build_plan, step_params
 from mambapipe.pipeline.resolve import resolve_config
+from mambapipe.pipeline.runner import run_recipe
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.pipeline.store import ArtifactStore
 from mambapipe.steps import download, load_steps
@@ -397,6 +398,40 @@ def test_a_model_path_removed_after_a_run_is_the_one_problem(compose_config, tmp
     gone = tmp_path / "moved-away"
     problems = plan_problems(compose_config, "model.source=local", f"model.path={gone}", "steps=[evaluate]")
     assert problems == [f"download: model.path={gone} does not exist; set model.path to the checkpoint's directory"]
+
+
+def arch_mismatch(directory: Path) -> str:
+    """The plan problem of quickstart's model.arch (n_groups 4) over a copy of local_copy (n_groups 2)."""
+    return (f"convert: {directory.resolve()}: checkpoint does not match model.arch (n_groups: config 4, checkpoint 2); "
+            "fix the model config or point at the right checkpoint")
+
+
+def test_plan_only_over_a_local_checkpoint_that_is_not_model_arch_fails_naming_it(compose_config, tmp_path,
+                                                                                 local_copy):
+    """Found by the plan, not by the convert step once download ran (the command line exits 1 on a failed run)."""
+    local = ("device=cpu", "model.source=local", f"model.path={local_copy}", "plan_only=true")
+    mismatched = run_recipe(compose_config(*local), tmp_path / "run")
+    assert mismatched.failed and mismatched.reason == arch_mismatch(local_copy)
+    matching = run_recipe(compose_config(*local, "model.arch.n_groups=2"), tmp_path / "run")
+    assert not matching.failed, matching.reason
+
+
+def test_a_cached_local_download_is_compared_with_a_changed_model_arch(compose_config, tmp_path, local_copy):
+    local = ("device=cpu", "model.source=local", f"model.path={local_copy}")
+    cached = run_recipe(compose_config(*local, "model.arch.n_groups=2", "steps=[download]"), tmp_path / "run")
+    assert not cached.failed, cached.reason
+    resolved = resolve_config(compose_config(*local))
+    plan = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"]))
+    assert plan.get("download").action == "cached" and plan.problems == [arch_mismatch(local_copy)]
+
+
+def test_a_local_directory_download_refuses_is_not_compared_with_model_arch_too(compose_config, tmp_path, local_copy):
+    """Its one fault named once, by download: not again by convert in other words (without download's fix)."""
+    copy = Path(shutil.copytree(local_copy, tmp_path / "mine"))
+    (copy / "config.json").write_text("{not json")
+    problems = plan_problems(compose_config, "model.source=local", f"model.path={copy}")
+    assert len(problems) == 1 and problems[0].startswith(f"download: {copy / 'config.json'} is not valid JSON ("), \
+        problems
 
 
 @pytest.fixture
