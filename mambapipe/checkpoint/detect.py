@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from mambapipe.checkpoint import source_specs
 from mambapipe.checkpoint.config_json import read_json_object
-from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
+from mambapipe.checkpoint.errors import ConvertError, DamagedFileError, UnreadableError
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import first_line
 
@@ -49,7 +49,7 @@ def _read_format(model_dir: Path) -> tuple[str, Optional[dict[str, Any]]]:
     try:
         return _source_format(model_dir)
     except PermissionError as err:  # a directory we may not list: is_file() raises rather than answering no
-        raise ConvertError(f"{err.filename or model_dir}: cannot be read ({err.strerror}); make it readable") from None
+        raise UnreadableError(err.filename or model_dir, err.strerror) from None
 
 
 def _source_format(model_dir: Path) -> tuple[str, Optional[dict[str, Any]]]:

@@ -16,3 +16,11 @@ class DamagedFileError(ConvertError):
     def __init__(self, path: Path, problem: str):
         super().__init__(f"{path}: {problem}; re-download it")
         self.path, self.problem = Path(path), problem
+
+
+class UnreadableError(ConvertError):
+    """A file or directory this process may not read: its fix, to make it readable, holds wherever it came from,
+    so a caller that adds its own fix to other errors leaves this one as it is."""
+
+    def __init__(self, path: Path | str, reason: str):
+        super().__init__(f"{path}: cannot be read ({reason}); make it readable")

@@ -24,7 +24,7 @@ from typing import BinaryIO, Sequence
 import safetensors.torch
 import torch
 
-from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
+from mambapipe.checkpoint.errors import DamagedFileError, UnreadableError
 
 DTYPE_CODES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -50,7 +50,7 @@ def read_header(path: Path) -> dict[str, TensorRecord]:
     try:
         return _read_header(path)
     except OSError as err:
-        raise ConvertError(f"{path}: cannot be read ({err.strerror or err}); make it readable") from None
+        raise UnreadableError(path, err.strerror or str(err)) from None
 
 
 def _read_header(path: Path) -> dict[str, TensorRecord]:

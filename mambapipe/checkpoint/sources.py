@@ -17,7 +17,7 @@ import torch
 
 from mambapipe.checkpoint import safetensors_io
 from mambapipe.checkpoint.detect import HF_MAMBA, HF_MAMBA2, MISTRAL, SourceInfo
-from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
+from mambapipe.checkpoint.errors import ConvertError, DamagedFileError, UnreadableError
 from mambapipe.checkpoint.naming import LM_HEAD, canonical_name, expected_source_shapes, source_key
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -105,7 +105,7 @@ def _load_bin(file: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
     except OSError as e:
-        raise ConvertError(f"{file}: cannot be read ({e.strerror or e}); make it readable") from None
+        raise UnreadableError(file, e.strerror or str(e)) from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         raise DamagedFileError(file, f"not a loadable weights-only PyTorch state dict ({_load_problem(e)})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -121,7 +121,7 @@ def _not_mappable(file: Path) -> ConvertError:
     try:
         torch.load(file, map_location="cpu", weights_only=True)
     except OSError as e:
-        return ConvertError(f"{file}: cannot be read ({e.strerror or e}); make it readable")
+        return UnreadableError(file, e.strerror or str(e))
     except Exception as e:  # anything torch.load raises on a file that is no checkpoint
         return DamagedFileError(file, f"not a loadable weights-only PyTorch state dict ({_load_problem(e)})")
     return ConvertError(f"{file}: a legacy (pre-zip) torch.save file, which cannot be memory-mapped; re-save it with "

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from mambapipe import hub
 from mambapipe.checkpoint.detect import MISTRAL, detect_source, source_format, weight_files
-from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
+from mambapipe.checkpoint.errors import ConvertError, DamagedFileError, UnreadableError
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.steps.convert import arch_spec
@@ -53,6 +53,8 @@ def detect_layout(model_dir: Path) -> str:
             weight_files(model_dir)
     except DamagedFileError as err:  # its own fix, "re-download it", is not one for a directory of the user's
         raise StepError(f"{err.path}: {err.problem}; fix or replace it in model.path") from None
+    except UnreadableError as err:  # its own fix, to make it readable, is the one: a second would only blur it
+        raise StepError(str(err)) from None
     except ConvertError as err:
         raise StepError(f"{err}; fix the file or model.path") from None
     return layout
@@ -270,6 +272,9 @@ def _check_local(model: dict[str, Any]) -> None:
     model_dir = Path(model["path"]).expanduser()
     if not model_dir.exists():  # e.g. moved or removed since an earlier run cached its steps
         raise StepError(f"model.path={model['path']} does not exist; set model.path to the checkpoint's directory")
+    if not model_dir.is_dir():  # e.g. its config.json or weights file: named here, as the user wrote it
+        raise StepError(f"model.path={model['path']} is a file, not a directory; set model.path to the checkpoint's "
+                        "directory")
     detect_layout(model_dir)
     tokenizer_dir(model)
     if not model.get("tokenizer") and not has_tokenizer(model_dir):

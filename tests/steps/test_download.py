@@ -434,6 +434,23 @@ def test_a_local_directory_download_refuses_is_not_compared_with_model_arch_too(
         problems
 
 
+def test_a_model_path_that_is_a_file_is_one_line_with_one_fix(compose_config, local_copy):
+    config = local_copy / "config.json"
+    problems = plan_problems(compose_config, "model.source=local", f"model.path={config}")
+    assert problems == [f"download: model.path={config} is a file, not a directory; set model.path to the "
+                        "checkpoint's directory"]
+
+
+def test_an_unreadable_model_path_keeps_its_own_fix_alone(tmp_path, monkeypatch):
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_dir", denied)  # as root, chmod 000 would not stop the listing
+    with pytest.raises(StepError) as info:
+        detect_layout(tmp_path)
+    assert str(info.value) == f"{tmp_path}: cannot be read (Permission denied); make it readable"
+
+
 @pytest.fixture
 def hub_snapshot(monkeypatch, tmp_path, local_copy) -> Path:
     """A hand-built Hugging Face cache whose my-org/my-mamba2 main is COMMIT, a snapshot of the local copy."""
