@@ -192,7 +192,8 @@ def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) 
         if lookup_problems[step.name] or unknown_keys.intersection(step.needs):
             unknown_keys.add(step.name)
         inputs = {name: keys[name] for name in step.needs}
-        keys[step.name] = step_key(step.name, step.version, params, inputs, environment)
+        keyed = step.key_params(params, environment) if hasattr(step, "key_params") else params
+        keys[step.name] = step_key(step.name, step.version, keyed, inputs, environment)
         planned_steps.append(PlannedStep(step, params, inputs, environment, keys[step.name], SKIP))
     _decide_actions(planned_steps, store, selected, forced)
     for planned in planned_steps:

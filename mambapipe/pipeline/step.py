@@ -77,6 +77,12 @@ class Step(Protocol):
 #       when every upstream step is cached or passed its own checks: a fault of theirs is theirs to name, once.
 #       Raise StepError.
 #
+#   key_params(params, environment) -> dict
+#       The params as the key hashes them, where `environment` pins what one of them names: download keys a hub
+#       model.revision as if unset once the commit it resolved to is in `environment`, so `main`, a tag and the
+#       commit itself find one artifact. By default the key hashes the params as they are; checks, descriptions,
+#       the run and the manifest always get them as they are.
+#
 #   environment(params) -> dict
 #       Facts outside the config that change the output (e.g. tensorrt_llm/TensorRT versions, the GPU's
 #       compute capability). Hashed into the key and recorded in the manifest.

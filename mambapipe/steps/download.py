@@ -206,6 +206,13 @@ class DownloadStep:
                                                          _tokenizer_without_hub(model))
         return env
 
+    def key_params(self, params: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:
+        """A hub model.revision keyed as if unset (as the recipes leave it, so their keys stay) once its commit is
+        pinned: the commit decides the files, whichever name the user gave it."""
+        if "commit" in environment:
+            return params | {"model.revision": None}
+        return params
+
     def describe(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path) -> list[str]:
         model = model_settings(params)
         if model["source"] == "synthetic":

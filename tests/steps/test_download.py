@@ -303,10 +303,10 @@ def test_a_local_copy_without_tokenizer_files_needs_model_tokenizer(compose_conf
         STEP.check(params)
 
 
-def plan_keys(compose_config, *overrides: str) -> dict[str, str]:
-    """Every step's key for quickstart + overrides, with the hub lookups pinned to COMMIT."""
+def plan_keys(compose_config, *overrides: str, commit: str = COMMIT) -> dict[str, str]:
+    """Every step's key for quickstart + overrides, with the hub lookups pinned to `commit`."""
     resolved = resolve_config(compose_config(*overrides))
-    with mock.patch("mambapipe.steps.download.resolve_commit", return_value=COMMIT):
+    with mock.patch("mambapipe.steps.download.resolve_commit", return_value=commit):
         plan = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"]))
     return {planned.name: planned.key for planned in plan.steps}
 
@@ -316,7 +316,7 @@ NOT_READ = {"synthetic": ("model.name=renamed", "model.tokenizer=foo/bar", "mode
             "local": ("model.name=renamed", "model.seed=7", "model.source_dtype=float16", "model.repo_id=other/repo"),
             "hub": ("model.name=renamed", "model.path=/elsewhere", "model.seed=7", "model.source_dtype=float16")}
 READ = {"synthetic": ("model.seed=7", "model.source_dtype=float16"), "local": ("model.tokenizer=foo/bar",),
-        "hub": ("model.repo_id=other/repo", "model.revision=v1", "model.tokenizer=foo/bar")}
+        "hub": ("model.repo_id=other/repo", "model.tokenizer=foo/bar")}
 
 
 def source_overrides(source: str, local_copy: Path) -> tuple[str, ...]:
@@ -341,6 +341,16 @@ def test_a_relative_model_path_is_the_same_key_as_the_absolute_one(compose_confi
 def test_a_key_the_source_reads_reruns_download(compose_config, local_copy, source, override):
     base = source_overrides(source, local_copy)
     assert plan_keys(compose_config, *base, override)["download"] != plan_keys(compose_config, *base)["download"]
+
+
+def test_a_hub_revision_is_keyed_by_the_commit_it_names(compose_config, local_copy):
+    """A branch, a tag and the commit they point to fetch the same files: one download, one conversion."""
+    base = source_overrides("hub", local_copy)
+    unset = plan_keys(compose_config, *base)
+    for revision in ("main", "v1", COMMIT):
+        assert plan_keys(compose_config, *base, f"model.revision='{revision}'") == unset
+    moved = plan_keys(compose_config, *base, "model.revision=main", commit="4" * 40)
+    assert moved["download"] != unset["download"] and moved["convert"] != unset["convert"]
 
 
 def plan_problems(compose_config, *overrides: str) -> list[str]:
