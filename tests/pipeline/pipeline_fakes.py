@@ -56,6 +56,10 @@ class FakeStep:
                         raise StepError(f"{upstream} is not claimed while {self.name} reads it")
         if self.behaviour.startswith("sleep:"):
             time.sleep(float(self.behaviour.split(":")[1]))
+        if self.behaviour.startswith("hold:"):  # until the test creates the file: a step that outlasts a race
+            release, deadline = Path(self.behaviour.split(":", 1)[1]), time.monotonic() + 120
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         if self.behaviour == "fail":
             raise StepError(f"{self.name} cannot do this: a one-line reason")
         if self.behaviour == "crash":

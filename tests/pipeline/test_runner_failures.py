@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -126,8 +127,21 @@ def test_sigkill_mid_step_leaves_nothing_complete(tmp_path, pipeline):
 
 
 def test_two_concurrent_runs_make_one_artifact(tmp_path, pipeline):
-    procs = [_start(tmp_path, f"run{i}", {"convert": "sleep:2"}) for i in range(2)]
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    """The first run holds convert until the second says it waits for it: however slowly either starts."""
+    release = tmp_path / "release"
+    behaviour = {"convert": f"hold:{release}"}
+    first = _start(tmp_path, "run0", behaviour)
+    _wait_for(lambda: "convert" in journal_lines(tmp_path / "journal.txt"))
+    second = _start(tmp_path, "run1", behaviour)
+    second_lines: list[str] = []
+    reader = threading.Thread(target=lambda: second_lines.extend(second.stdout))
+    reader.start()
+    _wait_for(lambda: any("waiting for another run" in line for line in second_lines))
+    release.touch()
+    procs = [first, second]
+    reader.join(timeout=120)
+    outputs = [first.communicate(timeout=120)[0], "".join(second_lines)]
+    second.wait(timeout=120)
     assert [p.returncode for p in procs] == [0, 0], outputs
     ran = journal_lines(tmp_path / "journal.txt")
     assert sorted(ran) == sorted(["download", "convert", "build", "evaluate"]), (ran, outputs)
