@@ -62,16 +62,15 @@ def _fmt(value: Any) -> str:
 
 
 def explain_miss(store: ArtifactStore, planned: PlannedStep) -> str:
-    """Why a step must run: what differs from the closest artifact of the same step (fewest differences, then
-    newest), so that the reason names what this run changed, not what some other run did."""
+    """Why a step must run: what differs from the closest artifact of the same step, so that the reason names what
+    this run changed, not what some other run did."""
     if _damaged(store, planned):
         return "not cached: its manifest.json is damaged"
-    manifests = sorted((m for _, m in store.artifacts(planned.name)), key=lambda m: m["created"], reverse=True)
-    changes = min((_changes(planned, m) for m in manifests), key=len, default=[])  # ties: the newest
-    if not changes:
+    closest = _closest(planned, [manifest for _, manifest in store.artifacts(planned.name)])
+    if closest is None or not closest.lines:
         return "not cached"
-    extra = len(changes) - _MAX_REASONS
-    return "; ".join(changes[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
+    extra = len(closest.lines) - _MAX_REASONS
+    return "; ".join(closest.lines[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
 
 
 def _damaged(store: ArtifactStore, planned: PlannedStep) -> bool:
@@ -79,21 +78,38 @@ def _damaged(store: ArtifactStore, planned: PlannedStep) -> bool:
     return (store.path(planned.name, planned.key) / MANIFEST).exists()
 
 
-def _changes(planned: PlannedStep, previous: dict[str, Any]) -> list[str]:
+@dataclass
+class _Differences:
+    """What differs from one artifact of the step: `lines` as the reason names them."""
+    lines: list[str]
+    upstream: int  # its inputs that are not this run's
+
+
+def _closest(planned: PlannedStep, manifests: list[dict[str, Any]]) -> Optional[_Differences]:
+    """The differences from the closest artifact: one made from the same upstream artifacts where there is one, so
+    that what this run changed in the step itself is not hidden behind an upstream change another run made; then
+    the fewest differences; ties: the newest."""
+    newest_first = sorted(manifests, key=lambda manifest: manifest["created"], reverse=True)
+    return min((_differences(planned, manifest) for manifest in newest_first),
+               key=lambda differences: (differences.upstream, len(differences.lines)), default=None)
+
+
+def _differences(planned: PlannedStep, previous: dict[str, Any]) -> _Differences:
     step = planned.step
-    changes = []
+    lines = []
     if previous.get("version") != step.version:
-        changes.append(f"{step.name} version {previous.get('version')}→{step.version}")
+        lines.append(f"{step.name} version {previous.get('version')}→{step.version}")
     old, new = flatten(previous.get("params", {})), flatten(planned.params)
     # Keys the step no longer reads (eval.dataset once eval.task=benchmark) are no change of this run; a changed
     # value comes before a key read now and not then, so that eval.task summarize→benchmark leads.
     changed = sorted((k for k in new if old.get(k) != new[k]), key=lambda k: (k not in old, k))
-    changes += [f"{k} {_fmt(old.get(k))}→{_fmt(new[k])}" for k in changed]
-    changes += [f"upstream {name} changed" for name, key in planned.inputs.items()
+    lines += [f"{k} {_fmt(old.get(k))}→{_fmt(new[k])}" for k in changed]
+    upstream = [f"upstream {name} changed" for name, key in planned.inputs.items()
                 if previous.get("inputs", {}).get(name) != key]
+    lines += upstream
     old_env, new_env = flatten(previous.get("environment", {})), flatten(planned.environment)
-    changes += [f"{k} changed" for k in sorted(old_env.keys() | new_env.keys()) if old_env.get(k) != new_env.get(k)]
-    return changes
+    lines += [f"{k} changed" for k in sorted(old_env.keys() | new_env.keys()) if old_env.get(k) != new_env.get(k)]
+    return _Differences(lines, len(upstream))
 
 
 def _problem(step: Step, exc: Exception) -> str:

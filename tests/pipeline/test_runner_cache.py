@@ -116,6 +116,14 @@ def test_the_reason_names_what_differs_from_the_closest_artifact(pipeline):
     assert "eval.output_len 16→7" in pipeline.output and "eval.max_ite" not in pipeline.output
 
 
+def test_the_reason_is_measured_against_an_artifact_made_from_the_same_upstream_artifacts(pipeline):
+    pipeline.run()
+    pipeline.run("dtype=float16", "eval.output_len=8")  # the newest evaluate artifact, of another engine
+    assert plan_row(pipeline.output, "evaluate") == ["run", "eval.output_len 16→8; upstream build changed"]
+    pipeline.run("eval.output_len=8", "plan_only=true")  # the first run's engine: its evaluation is the closest
+    assert plan_row(pipeline.output, "evaluate") == ["run", "eval.output_len 16→8"]
+
+
 def test_missing_upstream_stops_before_any_work(pipeline):
     result = pipeline.run("steps=[build]")
     assert result.failed and "use steps=[download,convert,build]" in result.reason
