@@ -18,7 +18,7 @@ from mambapipe.pipeline.store import MANIFEST, ArtifactStore
 
 log = logging.getLogger(__name__)
 RUN, CACHED, SKIP, MISSING = "run", "cached", "skip", "missing"
-_MAX_REASONS = 4
+_MAX_REASONS = 4  # what a reason lists; an artifact that differs in more is none to measure against
 
 
 @dataclass
@@ -83,15 +83,22 @@ class _Differences:
     """What differs from one artifact of the step: `lines` as the reason names them."""
     lines: list[str]
     upstream: int  # its inputs that are not this run's
+    one_sided: int  # of `lines`, keys only one of the two reads: they follow from another line (eval.task)
+
+    @property
+    def independent(self) -> int:
+        return len(self.lines) - self.one_sided
 
 
 def _closest(planned: PlannedStep, manifests: list[dict[str, Any]]) -> Optional[_Differences]:
     """The differences from the closest artifact: one made from the same upstream artifacts where there is one, so
     that what this run changed in the step itself is not hidden behind an upstream change another run made; then
-    the fewest differences; ties: the newest."""
+    the fewest differences; ties: the newest. An artifact that differs in more than _MAX_REASONS independent things
+    (another model, another recipe) is none to measure against: a list of them would say nothing about this run."""
     newest_first = sorted(manifests, key=lambda manifest: manifest["created"], reverse=True)
-    return min((_differences(planned, manifest) for manifest in newest_first),
-               key=lambda differences: (differences.upstream, len(differences.lines)), default=None)
+    comparable = [differences for differences in (_differences(planned, manifest) for manifest in newest_first)
+                  if differences.independent <= _MAX_REASONS]
+    return min(comparable, key=lambda differences: (differences.upstream, len(differences.lines)), default=None)
 
 
 def _differences(planned: PlannedStep, previous: dict[str, Any]) -> _Differences:
@@ -108,8 +115,10 @@ def _differences(planned: PlannedStep, previous: dict[str, Any]) -> _Differences
                 if previous.get("inputs", {}).get(name) != key]
     lines += upstream
     old_env, new_env = flatten(previous.get("environment", {})), flatten(planned.environment)
-    lines += [f"{k} changed" for k in sorted(old_env.keys() | new_env.keys()) if old_env.get(k) != new_env.get(k)]
-    return _Differences(lines, len(upstream))
+    changed_env = [k for k in sorted(old_env.keys() | new_env.keys()) if old_env.get(k) != new_env.get(k)]
+    lines += [f"{k} changed" for k in changed_env]
+    one_sided = sum(k not in old for k in changed) + sum((k in old_env) != (k in new_env) for k in changed_env)
+    return _Differences(lines, len(upstream), one_sided)
 
 
 def _problem(step: Step, exc: Exception) -> str:

@@ -124,6 +124,13 @@ def test_the_reason_is_measured_against_an_artifact_made_from_the_same_upstream_
     assert plan_row(pipeline.output, "evaluate") == ["run", "eval.output_len 16→8"]
 
 
+def test_another_model_is_not_cached_rather_than_a_list_of_what_differs(pipeline):
+    pipeline.run()  # quickstart: a tiny synthetic Mamba2
+    pipeline.run("recipe=mamba_130m", "model.source=synthetic", "device=cpu", "plan_only=true")
+    for step in ("download", "convert", "build", "evaluate"):
+        assert plan_row(pipeline.output, step) == ["run", "not cached"]
+
+
 def test_missing_upstream_stops_before_any_work(pipeline):
     result = pipeline.run("steps=[build]")
     assert result.failed and "use steps=[download,convert,build]" in result.reason
@@ -211,6 +218,13 @@ def test_a_task_switch_leads_the_reason_and_keys_no_longer_read_are_left_out(pip
     pipeline.run("eval.task=benchmark", "eval.scenarios=[{batch:1,input_len:8,output_len:4}]", "plan_only=true")
     why = next(line for line in pipeline.output.splitlines() if line.startswith("│ evaluate"))
     assert "eval.task summarize→benchmark" in why and "eval.dataset" not in why
+
+
+def test_the_keys_a_task_switch_brings_count_as_that_one_change(pipeline):
+    pipeline.run("eval.task=benchmark", "eval.scenarios=[{batch:1,input_len:8,output_len:4}]")
+    pipeline.run("plan_only=true")  # summarize reads eval.dataset, eval.max_ite, eval.output_len, ...
+    why = plan_row(pipeline.output, "evaluate")[1]
+    assert why.startswith("eval.task benchmark→summarize; ") and why.endswith(" more)")
 
 
 def test_a_reused_run_dir_shows_no_earlier_results(pipeline):
