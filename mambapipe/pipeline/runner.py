@@ -72,7 +72,7 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     try:
         resolved = resolve_config(cfg)
     except StepError as exc:  # no plan can be made without the config, e.g. a mandatory value left ???
-        return _finish(console, run_dir, [], f"config: {exc}", command, resumable=False)
+        return _finish(console, run_dir, [], f"config: {exc}", command, stopped_at_plan=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
     if steps is None:
         from mambapipe.steps import load_steps
@@ -86,9 +86,9 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
         outcomes = [StepOutcome(p.name, p.key, "failed", 0.0, None) if p.name in refused else _not_run(plan, p)
                     for p in plan.steps]
         reason = "; ".join(plan.problems) if plan.problems else None
-        return _finish(console, run_dir, outcomes, reason, command, resumable=False)
+        return _finish(console, run_dir, outcomes, reason, command, stopped_at_plan=True)
     outcomes, reason, interrupted = _execute(plan, run_dir, list(overrides), console)
-    return _finish(console, run_dir, outcomes, reason, command, resumable=True, interrupted=interrupted)
+    return _finish(console, run_dir, outcomes, reason, command, stopped_at_plan=False, interrupted=interrupted)
 
 
 def _not_run(plan: Plan, planned: PlannedStep) -> StepOutcome:
@@ -242,17 +242,18 @@ def hydra_quoted(value: str) -> str:
 
 
 def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str],
-            command: CommandLine, resumable: bool, interrupted: bool = False) -> RunResult:
-    # `reason` and `finished` let a sweep summary tell a rerun by hand from the sweep's own run of a job.
-    record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "finished": utc_now(),
-              "versions": versions(), "git_commit": git_commit()}
+            command: CommandLine, stopped_at_plan: bool, interrupted: bool = False) -> RunResult:
+    # `reason` and `finished` let a sweep summary tell a rerun by hand from the sweep's own run of a job;
+    # `stopped_at_plan` that no step started, so the statuses are the plan's (cached: there to reuse).
+    record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "stopped_at_plan": stopped_at_plan,
+              "finished": utc_now(), "versions": versions(), "git_commit": git_commit()}
     (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
     print_summary(console, outcomes, metrics)
     console.print(f"run directory: {run_dir}")
     if reason is not None:
-        hint = "resume (finished steps are cached)" if resumable else "fix it, then run"
+        hint = "fix it, then run" if stopped_at_plan else "resume (finished steps are cached)"
         resume = resume_command(command.overrides, run_dir, command.config_dirs)
         console.print(f"{hint}: {escape(resume)}", soft_wrap=True)
         console.print(f"[red]FAILED[/] {escape(reason)}", soft_wrap=True)

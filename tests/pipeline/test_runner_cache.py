@@ -68,6 +68,7 @@ def test_plan_only_runs_nothing_and_says_why(pipeline):
     assert not result.failed
     assert pipeline.ran() == []
     assert set(statuses(result).values()) == {"skipped"}
+    assert json.loads((result.run_dir / "run.json").read_text())["stopped_at_plan"] is True  # a summary says so
     assert "not cached" in pipeline.output
     assert not any(pipeline.store.artifacts())
 
@@ -177,13 +178,14 @@ def test_check_failure_stops_before_any_work(pipeline):
     assert pipeline.ran() == []
     # The step the problem names is the failed one, as a run records a step that raised.
     assert statuses(result) == {"download": "skipped", "convert": "skipped", "build": "failed", "evaluate": "skipped"}
+    assert json.loads((result.run_dir / "run.json").read_text())["stopped_at_plan"] is True  # refused, not run
 
 
 def test_run_json_has_exactly_the_promised_schema(pipeline):
     result = pipeline.run()
     record = json.loads((result.run_dir / "run.json").read_text())
-    assert set(record) == {"steps", "reason", "finished", "versions", "git_commit"}
-    assert record["reason"] is None and record["finished"].endswith("+00:00")
+    assert set(record) == {"steps", "reason", "stopped_at_plan", "finished", "versions", "git_commit"}
+    assert record["reason"] is None and record["stopped_at_plan"] is False and record["finished"].endswith("+00:00")
     assert [s["name"] for s in record["steps"]] == ["download", "convert", "build", "evaluate"]
     for step in record["steps"]:
         assert set(step) == {"name", "key", "status", "seconds", "artifact"}
