@@ -37,7 +37,7 @@ class JobRow:
     overrides: list[str]
     status: str  # OK | FAILED | NOT_RUN
     reason: Optional[str]
-    steps: dict[str, str]  # step name -> cached | ran | failed | skipped | "" (not recorded)
+    steps: dict[str, str]  # step name -> cached | ran | failed | skipped | refused | not run | "" (not recorded)
     config: dict[str, Any]  # model, dtype, tp_size, backend, device, max_batch_size, eval_batch_size, task
     metrics: dict[str, Any]  # rouge*, tokens_per_s, decode_ms_per_step, ttft_ms, throughput_of
     throughput: list[tuple[int, float]] = field(default_factory=list)  # (batch, tokens/s) points
@@ -173,13 +173,22 @@ def read_row(sweep_dir: Path, run_dir: Path) -> JobRow:
     run = files.read("run.json", json.loads, dict) or {}
     metrics = files.read("metrics.json", json.loads, dict) or {}
     record = files.read(JOB_RECORD, json.loads, dict) or {}
-    steps = {s["name"]: s["status"] for s in run.get("steps", [])}
+    steps = _step_cells(run)
     # A damaged file leaves the outcome unknown: the job cannot count as ok.
     status, reason = (FAILED, files.reason()) if files.problems else _status(run, steps, record)
     return JobRow(job=str(run_dir.relative_to(sweep_dir)), run_dir=run_dir, overrides=list(overrides),
                   status=status, reason=reason, steps={name: steps.get(name, "") for name in STEP_NAMES},
                   config=_config_facts(config), metrics=_metric_facts(metrics),
                   throughput=_throughput(metrics, config), unreadable=list(files.problems))
+
+
+def _step_cells(run: dict) -> dict[str, str]:
+    """Each step's status in run.json; for a run that stopped at its plan, what became of the step instead:
+    `refused` (a problem in the plan names it) or `not run`. The plan's cached or skipped would read as a run's."""
+    recorded = {s["name"]: s["status"] for s in run.get("steps", [])}
+    if run.get("stopped_at_plan"):
+        return {name: "refused" if status == "failed" else "not run" for name, status in recorded.items()}
+    return recorded
 
 
 def _status(run: dict, steps: dict[str, str], record: dict) -> tuple[str, Optional[str]]:

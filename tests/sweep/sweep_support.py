@@ -16,7 +16,8 @@ STEPS = ("download", "convert", "build", "evaluate")
 def write_job(sweep_dir: Path, num: int, overrides: list[str], *, dtype: str = "float32",
               model: str = "tiny-mamba2", eval_batch: int = 1, metrics: Optional[dict[str, Any]] = None,
               statuses: tuple[str, ...] = ("ran", "ran", "ran", "ran"), exit_code: Optional[int] = 0,
-              reason: Optional[str] = None, multirun_yaml_sha256: Optional[str] = None) -> Path:
+              reason: Optional[str] = None, multirun_yaml_sha256: Optional[str] = None,
+              stopped_at_plan: bool = False) -> Path:
     run_dir = sweep_dir / str(num)
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)  # a later sweep into the same dir writes over a job
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -25,7 +26,7 @@ def write_job(sweep_dir: Path, num: int, overrides: list[str], *, dtype: str = "
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     steps = [{"name": n, "key": "k" * 64, "status": s, "seconds": 0.1, "artifact": None}
              for n, s in zip(STEPS, statuses)]
-    (run_dir / "run.json").write_text(json.dumps({"steps": steps}))
+    (run_dir / "run.json").write_text(json.dumps({"steps": steps, "stopped_at_plan": stopped_at_plan}))
     if metrics is not None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
     if exit_code is not None:

@@ -52,7 +52,7 @@ def test_basic_launcher_sweep_keeps_going_past_failures(tmp_path):
     sweep = tmp_path / "sweep"
     rows = csv_rows(sweep / "summary.csv")
     assert [r["status"] for r in rows] == ["failed", "ok", "ok"]  # jobs after a failure still ran
-    assert "tp_size=3 does not fit" in rows[0]["reason"] and rows[0]["convert"] == "failed"
+    assert "tp_size=3 does not fit" in rows[0]["reason"] and rows[0]["convert"] == "refused"  # by the plan
     assert all(float(r["tokens_per_s"]) > 0 and r["rouge1"] != "" for r in rows[1:])
     # One cache: job 1 made every artifact, job 2 (same config) reused them all.
     assert [[r[s] for s in STEPS] for r in rows[1:]] == [["ran"] * 4, ["cached"] * 4]

@@ -45,6 +45,21 @@ def test_killed_job_without_run_json_is_failed(tmp_path, job_writer):
     assert row.failed and "no run.json" in row.reason
 
 
+def test_a_job_whose_plan_was_refused_shows_that_no_step_ran(tmp_path, job_writer):
+    """run.json gives such a run's statuses as planned (cached: there to reuse), which would read as a success."""
+    problem = "model.path is set but model.source=synthetic reads no path"
+    job_writer(tmp_path, 0, ["model.source=synthetic"], statuses=("cached", "cached", "cached", "skipped"),
+               exit_code=1, reason=problem, stopped_at_plan=True)
+    job_writer(tmp_path, 1, ["model.source=local"], statuses=("failed", "skipped", "skipped", "skipped"),
+               exit_code=1, reason="download: model.path=/nonexistent/dir does not exist", stopped_at_plan=True)
+    summarize_sweep(tmp_path, plots=False)
+    assert [r[s] for r in csv_records(tmp_path) for s in STEPS] == ["not run"] * 4 + ["refused"] + ["not run"] * 3
+    text = (tmp_path / "summary.md").read_text()
+    assert "| 0 | model.source=synthetic | failed | not run | not run | not run | not run |" in text
+    assert "| 1 | model.source=local | failed | refused | not run | not run | not run |" in text
+    assert f"- job 0: {problem}" in text
+
+
 def test_benchmark_job_reports_its_fastest_scenario(tmp_path, job_writer):
     rows = [{"batch": b, "input_len": 100, "output_len": 100, "tokens_per_s": t, "decode_ms_per_step": d,
              "prefill_ms": p} for b, t, d, p in ((1, 50.0, 20.0, 3.0), (8, 300.0, 26.6, 9.5), (64, None, None, None))]
