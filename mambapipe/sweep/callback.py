@@ -44,7 +44,7 @@ class SweepSummaryCallback(Callback):
         sweep_dir = self.sweep_dir or Path(config.hydra.sweep.dir)
         console = make_console()
         rows = _summarize(console, sweep_dir, self.plots)
-        failed = [row.job for row in rows if not row.ok]
+        failed = [row.job for row in rows if not row.succeeded]
         if failed:
             console.print(f"[red]FAILED[/] {len(failed)} of {len(rows)} jobs: {', '.join(failed)}", soft_wrap=True)
             raise SystemExit(1)

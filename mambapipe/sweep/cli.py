@@ -46,7 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print_table(console, rows, sweep_dir)
     console.print(f"summary: {sweep_dir / 'summary.md'}")
-    return 0 if all(row.ok for row in rows) else 1
+    return 0 if all(row.succeeded for row in rows) else 1
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from mambapipe.sweep.record import JOB_RECORD, RUN_JSON_STAMP, SWEEP_STAMP, read
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 OVERRIDES_FILE = ".hydra/overrides.yaml"
 PARSE_ERRORS = (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException)  # ValueError: JSON, UTF-8
-OK, FAILED, NOT_RUN = "ok", "failed", "not run"
+OK, FAILED, PLANNED, NOT_RUN = "ok", "failed", "planned", "not run"  # planned: plan_only=true, nothing ran
 NOT_RUN_REASON = "not started: the sweep stopped before this job"
 
 
@@ -35,7 +35,7 @@ class JobRow:
     job: str  # the run dir relative to the sweep dir (Hydra's job number by default)
     run_dir: Optional[Path]  # None for a job not run, where hydra.sweep.subdir is not the job number
     overrides: list[str]
-    status: str  # OK | FAILED | NOT_RUN
+    status: str  # OK | FAILED | PLANNED | NOT_RUN
     reason: Optional[str]
     steps: dict[str, str]  # step name -> cached | ran | failed | skipped | refused | not run | "" (not recorded)
     config: dict[str, Any]  # model, dtype, tp_size, backend, device, max_batch_size, eval_batch_size, task
@@ -48,12 +48,13 @@ class JobRow:
         return self.status == FAILED
 
     @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-    @property
     def not_run(self) -> bool:
         return self.status == NOT_RUN
+
+    @property
+    def succeeded(self) -> bool:
+        """Did what it was asked: ran, or with plan_only=true printed a plan without problems."""
+        return self.status in (OK, PLANNED)
 
 
 @dataclass
@@ -201,6 +202,8 @@ def _status(run: dict, steps: dict[str, str], record: dict) -> tuple[str, Option
         return FAILED, reason or "a step failed (see the job's log)"
     if not run:
         return FAILED, reason or "no run.json: the job did not finish (killed, or still running)"
+    if run.get("stopped_at_plan"):  # with no problem to stop it: plan_only=true
+        return PLANNED, None
     return OK, None
 
 

@@ -19,6 +19,7 @@ from mambapipe.sweep.summary import (
     NOT_RUN,
     OK,
     OVERRIDES_FILE,
+    PLANNED,
     ROUGE_KEYS,
     JobRow,
     job_label,
@@ -100,9 +101,12 @@ def not_run_lines(rows: Sequence[JobRow], resume: Optional[str], config_dirs: Se
 
 
 def count_line(rows: Sequence[JobRow]) -> str:
-    """`4 jobs: 1 ok, 1 failed, 2 not run.` (`not run` only when some are)."""
-    counts = {status: sum(row.status == status for row in rows) for status in (OK, FAILED, NOT_RUN)}
-    shown = [f"{n} {status}" for status, n in counts.items() if n or status != NOT_RUN]
+    """`4 jobs: 1 ok, 1 failed, 2 not run.` (`planned` and `not run` only when some are), or for a plan_only=true
+    sweep `2 jobs planned (plan_only=true): nothing ran.`"""
+    counts = {status: sum(row.status == status for row in rows) for status in (OK, FAILED, PLANNED, NOT_RUN)}
+    if counts[PLANNED] == len(rows):
+        return f"{len(rows)} jobs planned (plan_only=true): nothing ran."
+    shown = [f"{n} {status}" for status, n in counts.items() if n or status in (OK, FAILED)]
     return f"{len(rows)} jobs: {', '.join(shown)}."
 
 
@@ -137,7 +141,7 @@ def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Pa
     for column in ("job", "overrides", "status", "evaluate", "rouge1", "tokens/s", "decode ms/step", "reason"):
         table.add_column(column)
     for row in rows:
-        color = {OK: "green", FAILED: "red"}.get(row.status, "yellow")
+        color = {OK: "green", FAILED: "red", PLANNED: "cyan"}.get(row.status, "yellow")
         status = f"[{color}]{row.status}[/]"
         # Overrides and reasons are user text: `steps=[evaluate]` is not rich markup.
         numbers = (fmt(row.metrics[key]) for key in ("rouge1", "tokens_per_s", "decode_ms_per_step"))

@@ -155,6 +155,7 @@ def test_a_sweep_passes_the_key_check(tmp_path):
     out = run(COMMANDS["python -m"], tmp_path, "-m", "dtype=float32,bfloat16", "plan_only=true", "hydra.sweep.dir=s")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "dtype=float32" in out.stdout and "dtype=bfloat16" in out.stdout
+    assert "2 jobs planned (plan_only=true): nothing ran." in (tmp_path / "s" / "summary.md").read_text()
 
 
 def test_cache_console_script(tmp_path):

@@ -19,7 +19,7 @@ from sweep_support import STEPS, start_sweep, summarize_metrics
 from mambapipe.sweep.cli import main as sweep_cli
 from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.summary import collect_rows, find_run_dirs, varying_overrides
-from mambapipe.sweep.tables import CSV_COLUMNS
+from mambapipe.sweep.tables import CSV_COLUMNS, count_line
 
 
 def test_rows_read_statuses_metrics_and_failure_reason(sweep_dir):
@@ -58,6 +58,26 @@ def test_a_job_whose_plan_was_refused_shows_that_no_step_ran(tmp_path, job_write
     assert "| 0 | model.source=synthetic | failed | not run | not run | not run | not run |" in text
     assert "| 1 | model.source=local | failed | refused | not run | not run | not run |" in text
     assert f"- job 0: {problem}" in text
+
+
+def test_a_plan_only_sweep_says_its_jobs_only_planned(tmp_path, job_writer, capsys):
+    for num, dtype in enumerate(("float32", "float16")):
+        job_writer(tmp_path, num, [f"dtype={dtype}"], dtype=dtype, statuses=("cached", "skipped", "skipped", "skipped"),
+                   stopped_at_plan=True)
+    assert sweep_cli(["summarize", str(tmp_path), "--no-plots"]) == 0  # as plan_only=true exits
+    console = " ".join(capsys.readouterr().out.split())
+    assert "│ 0 │ dtype=float32 │ planned │ not run │" in console
+    records = csv_records(tmp_path)
+    assert [(r["status"], r["download"], r["rouge1"], r["tokens_per_s"]) for r in records] == [
+        ("planned", "not run", "", "")] * 2
+    text = (tmp_path / "summary.md").read_text()
+    assert "2 jobs planned (plan_only=true): nothing ran." in text and "| ok |" not in text
+
+
+def test_counts_name_planned_jobs_beside_the_others(tmp_path, job_writer):
+    job_writer(tmp_path, 0, ["plan_only=true"], statuses=("skipped",) * 4, stopped_at_plan=True)
+    job_writer(tmp_path, 1, ["plan_only=false"], metrics=summarize_metrics(21.5, 120.0, 8.0))
+    assert count_line(collect_rows(tmp_path).rows) == "2 jobs: 1 ok, 0 failed, 1 planned."
 
 
 def test_benchmark_job_reports_its_fastest_scenario(tmp_path, job_writer):
