@@ -11,6 +11,7 @@ from typing import Sequence
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from mambapipe.sweep.report import ROUGE_PLOT, THROUGHPUT_PLOT
 from mambapipe.sweep.summary import ROUGE_KEYS, JobRow, job_label, varying_overrides
 
 ROUGE_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
@@ -116,7 +117,7 @@ def plot_rouge(rows: Sequence[JobRow], path: Path) -> bool:
 def write_plots(rows: Sequence[JobRow], sweep_dir: Path) -> list[Path]:
     """Draw what the jobs measured; a plot with nothing to show is not written."""
     made = []
-    for name, draw in (("tokens_per_s.png", plot_throughput), ("rouge.png", plot_rouge)):
+    for name, draw in ((THROUGHPUT_PLOT, plot_throughput), (ROUGE_PLOT, plot_rouge)):
         if draw(rows, sweep_dir / name):
             made.append(sweep_dir / name)
     return made

@@ -9,9 +9,12 @@ from pathlib import Path
 from mambapipe.sweep.summary import JobRow, collect_rows
 from mambapipe.sweep.tables import write_csv, write_markdown
 
+THROUGHPUT_PLOT, ROUGE_PLOT = "tokens_per_s.png", "rouge.png"  # drawn by plots.py, which imports matplotlib
+
 
 def summarize_sweep(sweep_dir: Path | str, plots: bool = True) -> list[JobRow]:
-    """Rebuild summary.csv, summary.md and the PNG plots in `sweep_dir` from its run dirs; the rows.
+    """Rebuild summary.csv, summary.md and the PNG plots in `sweep_dir` from its run dirs (removing an earlier
+    summary's plots that it does not draw); the rows.
     Without any job run dir nothing is written: the directory is not a sweep, and its files are not ours."""
     # Absolute, as the jobs' own run dirs are (Hydra's runtime.output_dir): the summary's paths work from anywhere.
     sweep_dir = Path(os.path.abspath(sweep_dir))
@@ -24,8 +27,17 @@ def summarize_sweep(sweep_dir: Path | str, plots: bool = True) -> list[JobRow]:
         from mambapipe.sweep.plots import write_plots  # matplotlib costs ~1 s: only sweeps pay it
 
         made = write_plots([row for row in rows if not row.not_run], sweep_dir)
+    _remove_stale_plots(sweep_dir, made)
     write_csv(rows, sweep_dir / "summary.csv")
     resume = found.sweep_config.resume_command() if any(row.not_run for row in rows) else None
     write_markdown(rows, sweep_dir / "summary.md", sweep_dir, made, left_out=found.earlier, resume=resume,
                    config_dirs=found.sweep_config.config_dirs())
     return rows
+
+
+def _remove_stale_plots(sweep_dir: Path, drawn: list[Path]) -> None:
+    """Remove the plots an earlier summary drew and this one did not (--no-plots, or nothing left to show), which
+    would sit beside a summary.md of other numbers. Only our own files, by name: the sweep dir is the user's too."""
+    for name in (THROUGHPUT_PLOT, ROUGE_PLOT):
+        if sweep_dir / name not in drawn:
+            (sweep_dir / name).unlink(missing_ok=True)

@@ -140,6 +140,23 @@ def test_no_metrics_means_no_plots(tmp_path, job_writer):
     assert not list(tmp_path.glob("*.png")) and (tmp_path / "summary.md").is_file()
 
 
+def test_a_summary_without_plots_removes_its_earlier_plots_only(sweep_dir):
+    summarize_sweep(sweep_dir)
+    (sweep_dir / "mine.png").write_bytes(b"the user's own")
+    assert sweep_cli(["summarize", str(sweep_dir), "--no-plots"]) == 1  # job 2 failed
+    assert sorted(p.name for p in sweep_dir.glob("*.png")) == ["mine.png"]  # no plot of other numbers stays
+    assert "## Plots" not in (sweep_dir / "summary.md").read_text()
+
+
+def test_a_plot_with_nothing_left_to_show_is_removed(sweep_dir):
+    summarize_sweep(sweep_dir)
+    for run_dir in (sweep_dir / "0", sweep_dir / "1"):  # rerun as benchmark jobs: no ROUGE any more
+        (run_dir / "metrics.json").write_text(json.dumps({"task": "benchmark", "rows": [
+            {"batch": 1, "input_len": 8, "output_len": 8, "tokens_per_s": 50.0}]}))
+    summarize_sweep(sweep_dir)
+    assert sorted(p.name for p in sweep_dir.glob("*.png")) == ["tokens_per_s.png"]
+
+
 def test_summarize_command_exit_codes(sweep_dir, tmp_path, capsys):
     assert sweep_cli(["summarize", str(sweep_dir)]) == 1  # job 2 failed
     assert "build: max_seq_len 64" in capsys.readouterr().out  # the reason, on the console too
