@@ -105,8 +105,9 @@ def plot_rouge(rows: Sequence[JobRow], path: Path) -> bool:
     labels = [f"{row.job}: {job_label(row, keys)}" + (" (failed)" if row.failed else "") for row in jobs]
     ax.set_yticks(range(len(jobs)), labels, fontsize="small")
     ax.invert_yaxis()  # job 0 on top, as in the tables
-    top = max((row.metrics.get(k) or 0.0 for row in jobs for k in ROUGE_KEYS), default=0.0)
-    ax.set_xlim(0, max(top * 1.2, 1.0))  # all-zero scores (random weights) still get a readable axis
+    # The whole scale the label names: all-zero scores (random weights) read as 0 of 100, not as 0 of 1, and the
+    # plots of two sweeps compare at a glance; the bars' labels give the exact scores.
+    ax.set_xlim(0, 100)
     ax.set(xlabel="score (0-100)", title="ROUGE per configuration")
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize="small", loc="best")

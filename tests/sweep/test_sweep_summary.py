@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 from sweep_support import STEPS, start_sweep, summarize_metrics
 
 from mambapipe.sweep.cli import main as sweep_cli
+from mambapipe.sweep.plots import plot_rouge
 from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.summary import collect_rows, find_run_dirs, varying_overrides
 from mambapipe.sweep.tables import CSV_COLUMNS, count_line
@@ -131,6 +133,16 @@ def test_plots_are_real_pngs(tmp_path, job_writer, batches):
         image = imread(tmp_path / name)  # (H, W, 4)
         assert image.shape[0] > 200 and image.shape[1] > 500
         assert image[..., :3].std() > 0.05  # something drawn, not a blank canvas
+
+
+@pytest.mark.parametrize("rouge1", [0.0, 0.4, 35.0])
+def test_the_rouge_axis_spans_the_0_to_100_scale_its_label_names(tmp_path, job_writer, monkeypatch, rouge1):
+    figures = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: figures.append(figure))
+    job_writer(tmp_path, 0, ["dtype=float32"], metrics=summarize_metrics(rouge1, 40.0, 5.0))
+    assert plot_rouge(collect_rows(tmp_path).rows, tmp_path / "rouge.png")
+    [axes] = figures[0].axes
+    assert axes.get_xlabel() == "score (0-100)" and axes.get_xlim() == (0.0, 100.0)
 
 
 def test_no_metrics_means_no_plots(tmp_path, job_writer):
