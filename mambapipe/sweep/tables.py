@@ -31,6 +31,7 @@ METRIC_COLUMNS = (*ROUGE_KEYS, "tokens_per_s", "throughput_of", "decode_ms_per_s
 CSV_COLUMNS = ("job", "overrides", "status", *STEP_NAMES, *CONFIG_COLUMNS, *METRIC_COLUMNS, "reason", "run_dir")
 MARKDOWN_METRICS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
                     "tokens_per_s": "tokens/s", "throughput_of": "tokens/s of", "decode_ms_per_step": "decode ms/step"}
+CONSOLE_METRICS = {"rouge1": "rouge1", "tokens_per_s": "tokens/s", "decode_ms_per_step": "decode ms/step"}
 
 
 def fmt(value: Any) -> str:
@@ -51,17 +52,24 @@ def write_csv(rows: Sequence[JobRow], path: Path) -> None:
         writer.writerows(csv_record(row) for row in rows)
 
 
+def measured(rows: Sequence[JobRow], metrics: dict[str, str]) -> dict[str, str]:
+    """The metric columns some job has a value for. The tables leave out the others (ROUGE in a benchmark sweep);
+    summary.csv keeps every column, so its header is the same for every sweep and scripts can rely on it."""
+    return {key: title for key, title in metrics.items() if any(row.metrics[key] is not None for row in rows)}
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_table(rows: Sequence[JobRow]) -> list[str]:
     keys = varying_overrides(list(rows))
-    header = ["job", "overrides", "status", *STEP_NAMES, *MARKDOWN_METRICS.values()]
+    metrics = measured(rows, MARKDOWN_METRICS)
+    header = ["job", "overrides", "status", *STEP_NAMES, *metrics.values()]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.job, job_label(row, keys), row.status, *row.steps.values(),
-                 *(fmt(row.metrics[k]) for k in MARKDOWN_METRICS)]
+                 *(fmt(row.metrics[k]) for k in metrics)]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return lines
 
@@ -136,15 +144,16 @@ def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: S
 
 def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Path] = None) -> None:
     keys = varying_overrides(list(rows))
+    metrics = measured(rows, CONSOLE_METRICS)
     table = Table(title=f"sweep summary{f' ({sweep_dir})' if sweep_dir else ''}", title_justify="left")
     # `evaluate` says whether the numbers were measured by this sweep (ran) or an earlier run (cached).
-    for column in ("job", "overrides", "status", "evaluate", "rouge1", "tokens/s", "decode ms/step", "reason"):
+    for column in ("job", "overrides", "status", "evaluate", *metrics.values(), "reason"):
         table.add_column(column)
     for row in rows:
         color = {OK: "green", FAILED: "red", PLANNED: "cyan"}.get(row.status, "yellow")
         status = f"[{color}]{row.status}[/]"
         # Overrides and reasons are user text: `steps=[evaluate]` is not rich markup.
-        numbers = (fmt(row.metrics[key]) for key in ("rouge1", "tokens_per_s", "decode_ms_per_step"))
+        numbers = (fmt(row.metrics[key]) for key in metrics)
         table.add_row(row.job, escape(job_label(row, keys)), status, row.steps["evaluate"], *numbers,
                       escape(row.reason or ""))
     console.print(table)

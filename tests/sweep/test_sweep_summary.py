@@ -98,6 +98,21 @@ def test_summarizing_a_sweep_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_a_benchmark_sweep_shows_no_empty_rouge_columns_but_keeps_the_csv_schema(tmp_path, job_writer, capsys):
+    for num, batch in enumerate((1, 8)):
+        rows = [{"batch": batch, "input_len": 100, "output_len": 100, "tokens_per_s": 50.0 * batch,
+                 "decode_ms_per_step": 20.0, "prefill_ms": 3.0}]
+        job_writer(tmp_path, num, [f"eval.scenarios.0.batch={batch}"], metrics={"task": "benchmark", "rows": rows})
+    assert sweep_cli(["summarize", str(tmp_path), "--no-plots"]) == 0
+    console = capsys.readouterr().out
+    assert "tokens/s" in console and "rouge1" not in console
+    header = (tmp_path / "summary.md").read_text().split("| job |")[1].splitlines()[0]
+    assert header == " overrides | status | download | convert | build | evaluate | tokens/s | tokens/s of | " \
+                     "decode ms/step |"
+    with open(tmp_path / "summary.csv", newline="") as handle:
+        assert tuple(csv.DictReader(handle).fieldnames) == CSV_COLUMNS  # the same columns in every sweep
+
+
 def test_labels_keep_only_the_overrides_that_vary(sweep_dir):
     assert varying_overrides(collect_rows(sweep_dir).rows) == {"dtype"}
 
