@@ -32,6 +32,10 @@ CSV_COLUMNS = ("job", "overrides", "status", *STEP_NAMES, *CONFIG_COLUMNS, *METR
 MARKDOWN_METRICS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
                     "tokens_per_s": "tokens/s", "throughput_of": "tokens/s of", "decode_ms_per_step": "decode ms/step"}
 CONSOLE_METRICS = {"rouge1": "rouge1", "tokens_per_s": "tokens/s", "decode_ms_per_step": "decode ms/step"}
+# The two tasks time generation differently, and a row's tokens/s does not say which way it was timed.
+SUMMARIZE_SPEED_NOTE = ("summarize tokens/s: one timed pass over the eval batches after a one-prompt warm-up, as "
+                        "TensorRT-LLM's summarize.py measures it; for speed use eval.task=benchmark (the median of "
+                        "eval.repeats runs after eval.warmup warm-up runs).")
 
 
 def fmt(value: Any) -> str:
@@ -56,6 +60,13 @@ def measured(rows: Sequence[JobRow], metrics: dict[str, str]) -> dict[str, str]:
     """The metric columns some job has a value for. The tables leave out the others (ROUGE in a benchmark sweep);
     summary.csv keeps every column, so its header is the same for every sweep and scripts can rely on it."""
     return {key: title for key, title in metrics.items() if any(row.metrics[key] is not None for row in rows)}
+
+
+def speed_notes(rows: Sequence[JobRow]) -> list[str]:
+    """How the tables' tokens/s were measured, where some come from the summarize task."""
+    timed_by_summarize = any(row.metrics["throughput_of"] == "summarize" and row.metrics["tokens_per_s"] is not None
+                             for row in rows)
+    return [SUMMARIZE_SPEED_NOTE] if timed_by_summarize else []
 
 
 def _cell(text: str) -> str:
@@ -133,6 +144,7 @@ def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: S
     if left_out:
         lines += [left_out_line(left_out, sweep_dir), ""]
     lines += markdown_table(rows)
+    lines += [line for note in speed_notes(rows) for line in ("", note)]
     if any(row.failed for row in rows):
         lines += ["", "## Failed jobs", "", *failure_lines(rows, config_dirs)]
     if any(row.not_run for row in rows):
@@ -157,3 +169,5 @@ def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Pa
         table.add_row(row.job, escape(job_label(row, keys)), status, row.steps["evaluate"], *numbers,
                       escape(row.reason or ""))
     console.print(table)
+    for note in speed_notes(rows):
+        console.print(note, markup=False)

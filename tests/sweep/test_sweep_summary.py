@@ -113,6 +113,19 @@ def test_a_benchmark_sweep_shows_no_empty_rouge_columns_but_keeps_the_csv_schema
         assert tuple(csv.DictReader(handle).fieldnames) == CSV_COLUMNS  # the same columns in every sweep
 
 
+def test_the_tables_say_how_the_summarize_task_timed_its_tokens_per_s(sweep_dir, tmp_path, job_writer, capsys):
+    """One pass after a one-prompt warm-up, unlike the benchmark task's median: a reader cannot tell from the row."""
+    sweep_cli(["summarize", str(sweep_dir), "--no-plots"])
+    console = " ".join(capsys.readouterr().out.split())
+    note = "summarize tokens/s: one timed pass over the eval batches after a one-prompt warm-up"
+    assert note in (sweep_dir / "summary.md").read_text() and note in console
+    # A benchmark-only sweep: no such tokens/s, no note.
+    job_writer(tmp_path / "bench", 0, ["eval.task=benchmark"], metrics={"task": "benchmark", "rows": [
+        {"batch": 1, "input_len": 8, "output_len": 8, "tokens_per_s": 50.0}]})
+    summarize_sweep(tmp_path / "bench", plots=False)
+    assert "summarize tokens/s" not in (tmp_path / "bench" / "summary.md").read_text()
+
+
 def test_labels_keep_only_the_overrides_that_vary(sweep_dir):
     assert varying_overrides(collect_rows(sweep_dir).rows) == {"dtype"}
 
