@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from rich.markup import escape
 
 from mambapipe.cli_keys import other_command_problem, unknown_key_problem
+from mambapipe.cli_values import bad_value_problem
 from mambapipe.config import CONFIG_DIR, register_configs
 from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.runner import command_line_config_dirs, run_recipe
@@ -20,14 +21,15 @@ register_configs()
 
 
 def main() -> None:
-    """Run the app; a mistyped key on the command line, or a Ctrl-C that the runner did not already report,
+    """Run the app; a mistyped key on the command line, a recipe or model that does not exist, a value its
+    key's type refuses (each value of a sweep, before any job runs), or a Ctrl-C that the runner did not already report,
     ends in one line (a Ctrl-C in a sweep also in the summary of the jobs so far), not a traceback; so does a
     command of mambapipe-cache or mambapipe-sweep given to this one (exit 2, a usage error as argparse's)."""
     misplaced = other_command_problem(sys.argv[1:])
     if misplaced:
         print(misplaced, file=sys.stderr)
         sys.exit(2)
-    problem = unknown_key_problem(sys.argv[1:])
+    problem = unknown_key_problem(sys.argv[1:]) or bad_value_problem(sys.argv[1:])
     if problem:
         make_console().print(f"[red]FAILED[/] {escape(problem)}", soft_wrap=True)
         sys.exit(1)

@@ -3,6 +3,7 @@ naming the key it likely meant, where Hydra's own error spans six lines and sugg
 
 from __future__ import annotations
 
+import argparse
 import io
 import shlex
 from contextlib import redirect_stderr, redirect_stdout
@@ -68,18 +69,25 @@ def unknown_key_problem(argv: list[str]) -> Optional[str]:
     return None
 
 
-def _overrides(argv: list[str]) -> list[str]:
-    """The overrides of a command line, as Hydra's own argument parser reads them; an empty list when Hydra will
-    refuse the line itself, or when the schema may not be what they set: another config (--config-name,
-    --config-path, --config-dir), a rerun, or -sc (whose `install=bash` is no override)."""
+def parse_command_line(argv: list[str]) -> Optional[argparse.Namespace]:
+    """The command line as Hydra's own argument parser reads it; None when Hydra will refuse the line itself, or
+    when its primary config may not be this one: another config (--config-name, --config-path), a rerun, or -sc
+    (whose `install=bash` is no override)."""
     try:
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # argparse's usage, --version
             args = get_args_parser().parse_args(argv)
     except SystemExit:
-        return []
-    if args.shell_completion or args.config_path or args.config_name or args.config_dir or args.experimental_rerun:
-        return []
-    return args.overrides
+        return None
+    if args.shell_completion or args.config_path or args.config_name or args.experimental_rerun:
+        return None
+    return args
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    """The overrides of a command line whose keys the schema types: none when parse_command_line gives up, or
+    with --config-dir, whose configs may add groups and keys of their own."""
+    args = parse_command_line(argv)
+    return [] if args is None or args.config_dir else args.overrides
 
 
 def _changed_keys(overrides: list[str], groups: set[str]) -> list[str]:

@@ -131,6 +131,22 @@ def test_a_mistyped_key_is_one_line_naming_the_key_meant(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args, line", [
+    (["recipe=quickstrat"], "FAILED recipe=quickstrat: no such recipe; did you mean recipe=quickstart? (recipes: "),
+    (["model=tiny_mamba3"], "FAILED model=tiny_mamba3: no such model; did you mean model=tiny_mamba? (models: "),
+    (["eval.task=bench"], "FAILED eval.task=bench: Invalid value 'bench', expected one of [summarize, benchmark]\n"),
+    (["-m", "recipe=quickstart,quickstrat"], "FAILED recipe=quickstrat: no such recipe; did you mean"),
+    (["-m", "dtype=float32,float8"], "FAILED dtype=float8: Invalid value 'float8', expected one of [float16, "),
+])
+def test_a_bad_recipe_model_or_value_is_one_line_before_any_job(tmp_path, args, line):
+    """Hydra's own errors span 5 to 20 lines (a missing recipe's lists the search path); a sweep stops before any
+    job, naming the bad value of the sweep."""
+    out = run(COMMANDS["python -m"], tmp_path, *args, "plan_only=true", "hydra.run.dir=run", "hydra.sweep.dir=sweep")
+    assert out.returncode == 1 and out.stderr == "", out.stdout + out.stderr
+    assert out.stdout.startswith(line) and out.stdout.count("\n") == 1, out.stdout
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
 @pytest.mark.parametrize("args, script", [(["cache", "ls"], "mambapipe-cache ls"),
                                           (["sweep", "summarize", "s"], "mambapipe-sweep summarize s")])
 def test_a_command_of_another_program_is_one_line_naming_it(tmp_path, command, args, script):

@@ -1,0 +1,104 @@
+"""The command line's values, checked before Hydra composes: a config group option that does not exist
+(`recipe=quickstrat`) or a value that its key's type refuses (`dtype=float8`) is one line naming it, where
+Hydra's own errors take 5 to 20 lines. Each value of a sweep (`-m dtype=float16,float8`) is checked as the job
+that gets it, so a bad one stops the sweep before any job has run, and the line names that value alone."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from hydra._internal.config_repository import ConfigRepository
+from hydra._internal.utils import create_config_search_path
+from hydra.core.config_search_path import SearchPathQuery
+from hydra.core.object_type import ObjectType
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType, ValueType
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException, ValidationError
+
+from mambapipe.cli_keys import parse_command_line
+from mambapipe.config import CONFIG_DIR, MambapipeConfig, ModelConfig, close_key
+from mambapipe.pipeline.step import first_line
+
+
+def bad_value_problem(argv: list[str]) -> Optional[str]:
+    """The first value of `argv` that Hydra would refuse, as one line; None when none is (or when Hydra reads
+    the line with another primary config, or cannot parse it: then it reports that itself)."""
+    args = parse_command_line(argv)
+    if args is None:
+        return None
+    overrides = _job_overrides(args.overrides)
+    # hydra.searchpath adds config dirs that only the composed config names: their options are not known here.
+    options = None if any(o.key_or_group == "hydra.searchpath" for o in overrides) else _options(args.config_dir)
+    config = OmegaConf.structured(MambapipeConfig(model=ModelConfig()))
+    for override in overrides:
+        if options is not None and options.group_exists(override.key_or_group):
+            problem = _missing_option_problem(override, options)
+        else:
+            problem = _type_problem(override, config)
+        if problem:
+            return problem
+    return None
+
+
+def _job_overrides(texts: list[str]) -> list[Override]:
+    """The overrides as the jobs get them: a sweep's once per value, as Hydra's basic sweeper writes them out.
+    Left out: what does not parse (Hydra says so), and sweeps whose values are not listed on the command line
+    (glob(...) picks among a group's options itself, interval(...) is an optimizing sweeper's)."""
+    parser, jobs = OverridesParser.create(), []
+    for text in texts:
+        try:
+            override = parser.parse_override(text)
+            if not override.is_sweep_override():
+                jobs.append(override)
+            elif override.is_discrete_sweep() and override.value_type != ValueType.GLOB_CHOICE_SWEEP:
+                key = override.get_key_element()
+                jobs += [parser.parse_override(f"{key}={value}") for value in override.sweep_string_iterator()]
+        except HydraException:
+            continue
+    return jobs
+
+
+def _options(config_dir: Optional[str]) -> Optional[ConfigRepository]:
+    """The configs Hydra finds: this package's configs/, its plugins', and the command line's --config-dir (put
+    where Hydra puts it); None when that dir does not exist, which Hydra reports."""
+    search_path = create_config_search_path(f"file://{CONFIG_DIR}")
+    if config_dir is not None:
+        if not os.path.isdir(config_dir):
+            return None
+        search_path.prepend("command-line", f"file://{os.path.abspath(config_dir)}", SearchPathQuery(provider="schema"))
+    return ConfigRepository(search_path)
+
+
+def _missing_option_problem(override: Override, options: ConfigRepository) -> Optional[str]:
+    """`recipe=quickstrat: no such recipe; did you mean recipe=quickstart? (recipes: ...)` for a group choice
+    that names no config of the group (or a list of them, `group=[a,b]`, with one such)."""
+    group, key, value = override.key_or_group, override.get_key_element(), override.value()
+    chosen = value if isinstance(value, list) else [value]  # null: no config of the group, as Hydra takes it
+    missing = [name for name in chosen if name is not None and not options.config_exists(f"{group}/{name}")]
+    if override.is_delete() or not missing:
+        return None
+    names = options.get_group_options(group, results_filter=ObjectType.CONFIG)
+    meant = close_key(str(missing[0]), names)
+    suggestion = f"; did you mean {key}={meant}?" if meant else ""
+    return f"{key}={missing[0]}: no such {group}{suggestion} ({group}s: {', '.join(names)})"
+
+
+def _type_problem(override: Override, config: DictConfig) -> Optional[str]:
+    """The value's problem when the schema's type for the key refuses it (`dtype=float8: Invalid value 'float8',
+    expected one of [float16, bfloat16, float32]`): set on `config` (the schema's defaults, with the overrides
+    before it) as Hydra sets it on the composed config. Left to Hydra: added and removed keys, its own, and keys
+    through a list index (eval.scenarios.0.batch), whose list only a recipe fills; unknown keys are
+    unknown_key_problem's."""
+    key = override.key_or_group
+    if override.type != OverrideType.CHANGE or override.is_hydra_override() or any(map(str.isdigit, key.split("."))):
+        return None
+    try:
+        OmegaConf.update(config, key, override.value(), merge=True)
+    except ValidationError as exc:
+        return f"{override.input_line}: {first_line(exc)}"
+    except OmegaConfBaseException:  # e.g. a key the schema lacks: Hydra reports it, with the composed config
+        pass
+    return None

@@ -1,0 +1,95 @@
+"""The command line's value check (mambapipe.cli_values.bad_value_problem), run before Hydra composes: a group
+choice that names no config, or a value its key's type refuses, is one line naming it; whatever Hydra accepts
+passes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import OmegaConf
+
+from mambapipe.cli_values import bad_value_problem
+from mambapipe.config import CONFIG_DIR, register_configs
+
+RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _schema_registered():
+    register_configs()  # as mambapipe.cli does on import: the group configs extend the schema's
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["recipe=quickstrat"], f"recipe=quickstrat: no such recipe; did you mean recipe=quickstart? "
+                            f"(recipes: {', '.join(RECIPES)})"),
+    (["model=tiny_mamba3"], f"model=tiny_mamba3: no such model; did you mean model=tiny_mamba? "
+                            f"(models: {', '.join(MODELS)})"),
+    (["recipe=xyzzy"], f"recipe=xyzzy: no such recipe (recipes: {', '.join(RECIPES)})"),
+    (["hydra/launcher=mambapipe_slrum"], "hydra/launcher=mambapipe_slrum: no such hydra/launcher; did you mean "
+                                         "hydra/launcher=mambapipe_slurm? (hydra/launchers: "),
+    (["dtype=float8"], "dtype=float8: Invalid value 'float8', expected one of [float16, bfloat16, float32]"),
+    (["steps=[evalute]"], "steps=[evalute]: Invalid value 'evalute', expected one of [download, convert, build, "
+                          "evaluate]"),
+    (["eval.task=bench"], "eval.task=bench: Invalid value 'bench', expected one of [summarize, benchmark]"),
+    (["tp_size=3.5"], "tp_size=3.5: Value '3.5' of type 'float' could not be converted to Integer"),
+    (["model.arch.hidden_size=wide"], "model.arch.hidden_size=wide: Value 'wide' of type 'str' could not be "
+                                      "converted to Integer"),
+    (["eval.scenarios=[{batch:x}]"], "eval.scenarios=[{batch:x}]: Value 'x' of type 'str' could not be converted"),
+])
+def test_a_bad_value_is_one_line_naming_it(argv, problem):
+    assert bad_value_problem(["plan_only=true", *argv]).startswith(problem)
+
+
+@pytest.mark.parametrize("sweep, bad", [("recipe=quickstart,quickstrat", "recipe=quickstrat: no such recipe"),
+                                        ("dtype=float16,float8", "dtype=float8: Invalid value 'float8'"),
+                                        ("tp_size=choice(1,2.5)", "tp_size=2.5: Value '2.5'")])
+def test_each_value_of_a_sweep_is_checked_and_named_alone(sweep, bad):
+    assert bad_value_problem(["-m", sweep, "plan_only=true"]).startswith(bad)
+
+
+def as_overrides(node: Any, prefix: str = "") -> list[str]:
+    """`key=value` for each value of a plain config, in JSON (which Hydra's override grammar reads); a list of
+    plain values whole, a list of dicts item by item."""
+    if isinstance(node, dict):
+        return [o for key, value in node.items() for o in as_overrides(value, f"{prefix}{key}.")]
+    if isinstance(node, list) and any(isinstance(item, dict) for item in node):
+        return [o for i, item in enumerate(node) for o in as_overrides(item, f"{prefix}{i}.")]
+    return [f"{prefix[:-1]}={json.dumps(node)}"]
+
+
+@pytest.mark.parametrize("recipe", [None, *RECIPES])
+def test_every_value_of_a_composed_config_passes(compose_config, recipe):
+    """As the recipes set them: a list a recipe fills (eval.scenarios) is empty in the schema's defaults."""
+    cfg = compose_config(*([f"recipe={recipe}"] if recipe else []))
+    overrides = as_overrides(OmegaConf.to_container(cfg, enum_to_str=True))
+    assert any(o.startswith("model.arch.n_groups=") for o in overrides) and "eval.task" in str(overrides)
+    assert bad_value_problem(overrides) is None
+
+
+@pytest.mark.parametrize("argv", [
+    [f"recipe={recipe}" for recipe in RECIPES], [f"model={model}" for model in MODELS],
+    ["-m", f"recipe={','.join(RECIPES)}", "model=glob(tiny_*)", "tp_size=range(1,3)", "dtype=float16,float32"],
+    ["recipe=null"], ["~model"], ["model@model=tiny_mamba", "hydra/launcher=mambapipe_slurm"],
+    ["dtype=${model.source_dtype}", "model.arch.hidden_size=???", "model.revision=null"],
+    ["+extra=float8", "++eval.extra=2", "xyz=1"],  # added and unknown keys: resolve_config's and the key check's
+    ["eval.scenarios.0.batch=3", "steps.0=build"],  # through a list that a recipe may fill
+    ["hydra.searchpath=[file:///mine]", "recipe=mine"],  # a search path only the composed config has
+    ["--config-name", "mine", "recipe=mine", "dtype=float8"], ["-cd", "/no/such/dir", "recipe=mine"],
+    ["dtype=[", "--bogus"],  # Hydra's own errors
+])
+def test_what_hydra_accepts_or_reports_itself_passes(capsys, argv):
+    assert bad_value_problem(argv) is None
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_config_dirs_recipes_are_options_too(tmp_path):
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "too_wide.yaml").write_text("# @package _global_\ntp_size: 3\n")
+    assert bad_value_problem(["-cd", str(tmp_path), "recipe=too_wide"]) is None
+    problem = bad_value_problem(["-cd", str(tmp_path), "recipe=to_wide"])
+    assert problem.startswith("recipe=to_wide: no such recipe; did you mean recipe=too_wide? (recipes: ")
+    assert "too_wide" in problem and "quickstart" in problem
