@@ -1,59 +1,21 @@
-"""`python -m mambapipe` / `mambapipe`: compose the recipe with Hydra and hand it to the runner."""
+"""`python -m mambapipe` / `mambapipe`: start the app (mambapipe.app). Nothing but sys is imported before main's
+guard: a Ctrl-C during the second or so of imports that start the app (Hydra, rich, the runner) is one line, not a
+traceback, and on a busy machine even the import of dataclasses can take one."""
 
 from __future__ import annotations
 
 import sys
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
-from rich.markup import escape
-
-from mambapipe.cli_keys import other_command_problem, unknown_key_problem
-from mambapipe.cli_values import bad_value_problem
-from mambapipe.config import CONFIG_DIR, register_configs
-from mambapipe.pipeline.report import make_console
-from mambapipe.pipeline.runner import command_line_config_dirs, run_recipe
-from mambapipe.pipeline.step import INTERRUPTED_EXIT
-
-register_configs()
-
 
 def main() -> None:
-    """Run the app; a mistyped key on the command line, a recipe or model that does not exist, a value its
-    key's type refuses (each value of a sweep, before any job runs), or a Ctrl-C that the runner did not already report,
-    ends in one line (a Ctrl-C in a sweep also in the summary of the jobs so far), not a traceback; so does a
-    command of mambapipe-cache or mambapipe-sweep given to this one (exit 2, a usage error as argparse's)."""
-    misplaced = other_command_problem(sys.argv[1:])
-    if misplaced:
-        print(misplaced, file=sys.stderr)
-        sys.exit(2)
-    problem = unknown_key_problem(sys.argv[1:]) or bad_value_problem(sys.argv[1:])
-    if problem:
-        make_console().print(f"[red]FAILED[/] {escape(problem)}", soft_wrap=True)
-        sys.exit(1)
+    """Run the app; a Ctrl-C that reaches this far came before any step ran (the runner reports one within a
+    step, and the app a sweep's), and ends in one line and exit 130."""
     try:
-        _hydra_app()
+        from mambapipe.app import run_app
+
+        run_app()
     except KeyboardInterrupt:
-        from mambapipe.sweep.callback import summarize_interrupted_sweep
+        from mambapipe.pipeline.step import INTERRUPTED_EXIT
 
-        console = make_console()
-        if not summarize_interrupted_sweep(console):
-            console.print("[red]INTERRUPTED[/]")
+        print("INTERRUPTED before any step ran")
         sys.exit(INTERRUPTED_EXIT)
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def _hydra_app(cfg: DictConfig) -> None:
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        # Each job in its own child process and GPUs; a failure is recorded, never raised (Hydra would
-        # stop the sweep), and the sweep summary callback sets the exit code.
-        from mambapipe.sweep.job import run_isolated_job
-        run_isolated_job(cfg, hydra_cfg)
-        return
-    result = run_recipe(cfg, run_dir=hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task),
-                        config_dirs=command_line_config_dirs(hydra_cfg.runtime.config_sources))
-    if result.failed:
-        sys.exit(INTERRUPTED_EXIT if result.interrupted else 1)

@@ -3,7 +3,7 @@ write the sweep summary and exit non-zero when any job failed.
 
 Jobs never raise (see job.py), so Hydra finishes every job and then calls `on_multirun_end`; Hydra turns
 an exception from a callback into a warning, hence `SystemExit` for the exit code. Ctrl-C is the one way a
-sweep ends early: Hydra then calls no callback, so `mambapipe.cli` asks `summarize_interrupted_sweep` for
+sweep ends early: Hydra then calls no callback, so `mambapipe.app` asks `summarize_interrupted_sweep` for
 the summary of the sweep this callback saw start.
 """
 
@@ -26,7 +26,7 @@ from mambapipe.sweep.tables import count_line, print_table
 
 log = logging.getLogger(__name__)
 # The sweep dir of the multirun running in this process, for the summary after a Ctrl-C (Hydra then
-# calls no callback, and its config is gone by the time the interrupt reaches `mambapipe.cli`).
+# calls no callback, and its config is gone by the time the interrupt reaches `mambapipe.app`).
 _running_sweep_dir: Optional[Path] = None
 
 

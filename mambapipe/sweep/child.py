@@ -22,6 +22,7 @@ def main(argv: list[str]) -> int:
     run_dir, overrides, config_dirs = Path(argv[0]), json.loads(argv[1]), json.loads(argv[2])
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "mambapipe.log")])
+    logging.getLogger("torch").setLevel(logging.WARNING)  # as configs/config.yaml sets it for a single run: see there
     update_job_record(run_dir, pid=os.getpid())
     try:
         result = _run(run_dir, overrides, config_dirs)

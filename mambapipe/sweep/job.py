@@ -1,11 +1,11 @@
-"""The sweep job: what `mambapipe.cli.main` does for each job of `python -m mambapipe -m ...`.
+"""The sweep job: what `mambapipe.app` does for each job of `python -m mambapipe -m ...`.
 
 Hydra's basic launcher runs every job in one process, and joblib's loky workers are reused, so each job
 re-executes the pipeline in a child interpreter (`mambapipe.sweep.child`) pinned to its own GPUs. A
 failed job never raises: Hydra's sweeper would stop the sweep at the first failed batch and skip the
 summary. Failures are recorded in the job's sweep_job.json, and the summary callback sets the exit code.
 Ctrl-C is the exception: the job waits for its child to record where it stopped, records the job as
-interrupted, and lets the KeyboardInterrupt stop the sweep (`mambapipe.cli` then writes the summary).
+interrupted, and lets the KeyboardInterrupt stop the sweep (`mambapipe.app` then writes the summary).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
         seconds = time.perf_counter() - started
     outcome = _record_exit(run_dir, child.returncode, seconds, interrupted)
     if interrupted:
-        raise KeyboardInterrupt  # Hydra launches no further job; mambapipe.cli summarizes the sweep
+        raise KeyboardInterrupt  # Hydra launches no further job; mambapipe.app summarizes the sweep
     return outcome
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from mambapipe.pipeline.store import ArtifactStore
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = {"python -m": [sys.executable, "-m", "mambapipe"], "console script": ["mambapipe"]}
+LOG_LINE = re.compile(r"^\[[\d\- :,]+\]\[[\w.]+\]\[[A-Z]+\] - ", re.MULTILINE)  # Hydra's job_logging format
 
 
 def app_env(tmp_path: Path) -> dict[str, str]:
@@ -203,3 +205,46 @@ def test_ctrl_c_in_a_step_exits_130_with_the_resume_command(tmp_path):
     assert planned.returncode == 0 and app.returncode == 130, out[-3000:]
     assert "Traceback" not in out and "FAILED download: interrupted" in out, out[-3000:]
     assert f"resume (finished steps are cached): python -m mambapipe hydra.run.dir={tmp_path / 'run'}\n" in out
+
+
+def test_logs_go_to_standard_error(tmp_path):
+    """Standard output is the results' (`> results.txt`); Hydra's own logging config sends logs there too."""
+    out = run(COMMANDS["python -m"], tmp_path, "plan_only=true", "hydra.run.dir=run", "hydra.verbose=true")
+    assert out.returncode == 0 and "not cached" in out.stdout, out.stdout + out.stderr
+    assert LOG_LINE.search(out.stderr) and "[HYDRA]" in out.stderr, out.stderr
+    assert not LOG_LINE.search(out.stdout) and "[HYDRA]" not in out.stdout, out.stdout
+
+
+CTRL_C_IN_THE_APPS_IMPORTS = """
+import sys
+
+class CtrlC:  # pressed while the imports that start the app load, Hydra's first
+    def find_spec(self, name, path, target=None):
+        if name == "hydra":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, CtrlC())
+from mambapipe.cli import main  # as the console script starts it
+main()
+"""
+CTRL_C_IN_TORCHS_IMPORT = """
+import logging
+import mambapipe.steps
+
+def load_steps():  # the runner's import of the steps and torch, stopped after torch's exit handler was registered
+    logging.getLogger("torch._subclasses.fake_tensor").info("FakeTensor cache stats:")
+    raise KeyboardInterrupt
+
+mambapipe.steps.load_steps = load_steps
+from mambapipe.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("script", [CTRL_C_IN_THE_APPS_IMPORTS, CTRL_C_IN_TORCHS_IMPORT])
+def test_ctrl_c_before_any_step_is_one_line_and_exit_130(tmp_path, script):
+    """Not a KeyboardInterrupt's traceback, nor the INFO lines of a torch whose import stopped before it set its
+    own loggers to WARNING (its exit handler logs FakeTensor cache stats)."""
+    out = run([sys.executable, "-c", script], tmp_path, "hydra.run.dir=run")
+    assert out.returncode == 130 and out.stdout == "INTERRUPTED before any step ran\n", out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and "FakeTensor" not in out.stdout + out.stderr, out.stderr

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from sweep_support import summarize_metrics, write_job
 
+import mambapipe.app as app
 import mambapipe.cli as cli
 import mambapipe.sweep.callback as callback
 from mambapipe.sweep.cli import main as sweep_cli
@@ -185,15 +186,15 @@ def test_an_interrupted_job_records_why(tmp_path, code, child_reason, expected):
 
 def test_ctrl_c_outside_a_step_is_one_line_and_exit_130(monkeypatch, capsys):
     monkeypatch.setattr(callback, "_running_sweep_dir", None)
-    monkeypatch.setattr(cli, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(app, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(SystemExit) as stopped:
         cli.main()
-    assert stopped.value.code == 130 and capsys.readouterr().out.strip() == "INTERRUPTED"
+    assert stopped.value.code == 130 and capsys.readouterr().out == "INTERRUPTED before any step ran\n"
 
 
 def test_ctrl_c_in_a_sweep_prints_its_summary_and_how_to_finish_it(interrupted_sweep, monkeypatch, capsys):
     monkeypatch.setattr(callback, "_running_sweep_dir", interrupted_sweep)
-    monkeypatch.setattr(cli, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(app, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(SystemExit) as stopped:
         cli.main()
     out = capsys.readouterr().out
