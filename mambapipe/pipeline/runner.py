@@ -253,8 +253,16 @@ def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason
     print_summary(console, outcomes, metrics)
     console.print(f"run directory: {run_dir}")
     if reason is not None:
-        hint = "fix it, then run" if stopped_at_plan else "resume (finished steps are cached)"
-        resume = resume_command(command.overrides, run_dir, command.config_dirs)
-        console.print(f"{hint}: {escape(resume)}", soft_wrap=True)
+        rerun = resume_command(command.overrides, run_dir, command.config_dirs)
+        console.print(f"{_rerun_hint(stopped_at_plan, interrupted)}: {escape(rerun)}", soft_wrap=True)
         console.print(f"[red]FAILED[/] {escape(reason)}", soft_wrap=True)
     return RunResult(outcomes, reason, run_dir, interrupted)
+
+
+def _rerun_hint(stopped_at_plan: bool, interrupted: bool) -> str:
+    """What the command that repeats the run is for. Only an interrupted run is sure to resume as it is: a failed
+    step (an accuracy gate missed, a damaged engine) fails again until its reason is dealt with, though the steps
+    that finished are not redone."""
+    if interrupted:
+        return "resume (finished steps are cached)"
+    return "fix it, then run" if stopped_at_plan else "run again once fixed (finished steps are cached)"

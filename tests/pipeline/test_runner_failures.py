@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from pipeline_fakes import journal_lines
 
 FAKE_RUN = Path(__file__).with_name("fake_run.py")
@@ -37,7 +38,7 @@ def test_step_error_leaves_nothing_and_next_run_redoes_it(pipeline):
     record = json.loads((result.run_dir / "run.json").read_text())
     assert record["steps"][1]["status"] == "failed" and record["steps"][1]["artifact"] is None
     assert record["reason"] == result.reason  # what a sweep summary reports after a rerun by hand
-    assert "resume" in pipeline.output and "python -m mambapipe" in pipeline.output
+    assert "run again once fixed (finished steps are cached): python -m mambapipe" in pipeline.output
     assert pipeline.output.rstrip().splitlines()[-1].endswith("convert cannot do this: a one-line reason")
     assert "Traceback" not in pipeline.output
     pipeline.ran()
@@ -162,4 +163,18 @@ def test_ctrl_c_is_recorded_and_resumable(pipeline, monkeypatch):
     result = pipeline.run()
     assert result.reason == "download: interrupted" and result.interrupted
     assert json.loads((result.run_dir / "run.json").read_text())["steps"][0]["status"] == "failed"
-    assert leftovers(pipeline.store, "download") == [] and "resume" in pipeline.output
+    assert leftovers(pipeline.store, "download") == []
+    assert "resume (finished steps are cached): python -m mambapipe" in pipeline.output
+
+
+@pytest.mark.parametrize("behaviour, hint", [
+    ({"evaluate": "fail"}, "run again once fixed (finished steps are cached)"),  # e.g. eval.check_accuracy's gate
+    ({"build": "crash"}, "run again once fixed (finished steps are cached)"),
+    ({"convert": "bad-config"}, "fix it, then run"),  # refused by the plan: no step ran
+])
+def test_a_failed_run_is_not_offered_a_resume(pipeline, behaviour, hint):
+    """The same command fails the same way until the reason is dealt with: only Ctrl-C's run resumes as it is."""
+    result = pipeline.run(**behaviour)
+    assert result.failed and not result.interrupted
+    assert pipeline.output.rstrip().splitlines()[-2].startswith(f"{hint}: python -m mambapipe hydra.run.dir=")
+    assert "resume" not in pipeline.output
