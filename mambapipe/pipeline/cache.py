@@ -1,6 +1,8 @@
 """List and remove cached artifacts: `mambapipe-cache ls|rm` (or `python -m mambapipe.pipeline.cache`).
 
   mambapipe-cache ls [--step build]              size, age and config slice of each artifact
+  mambapipe-cache rm --key 1a2b3c4d5e6f          one artifact, by its key as ls and the plan print it (a shorter
+                 [--step build]                  start will do where it is one artifact's; --step looks in one)
   mambapipe-cache rm --step evaluate             every artifact of one step
   mambapipe-cache rm --older-than 2026-01-31     artifacts created before that day (UTC); one whose manifest.json
                                                  is damaged has no date to read, so it goes by that file's mtime
@@ -13,19 +15,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from rich.console import Console
 from rich.table import Table
 
 from mambapipe.config import DEFAULT_CACHE_DIR, STEP_NAMES
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.resolve import flatten
-from mambapipe.pipeline.store import MANIFEST, STAGING, ArtifactStore, dir_size
+from mambapipe.pipeline.store import MANIFEST, ArtifactStore, dir_size
 
 
 def default_cache_dir() -> Path:
@@ -101,16 +105,35 @@ def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Table:
     return table
 
 
-def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Optional[str]) -> list[Path]:
+class KeyPrefixError(ValueError):
+    """rm --key names no artifact, or more than one."""
+
+
+def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Optional[str],
+                       key_prefix: Optional[str]) -> list[Path]:
     """The artifacts of `step` (or of all steps), damaged ones included; with `older_than` only those created
-    before that day, a damaged one dated by damaged_created."""
+    before that day, a damaged one dated by damaged_created; with `key_prefix` the one whose key starts so."""
     complete, damaged = _split_by_manifest(store, step)
+    if key_prefix is not None:
+        return [the_one_with_key(key_prefix, [directory for directory, _ in complete] + damaged, step)]
     if older_than is None:
         return [directory for directory, _ in complete] + damaged
     cutoff = created_at(older_than)  # a day without a zone, as UTC
     dated = [(directory, manifest["created"]) for directory, manifest in complete]
     dated += [(directory, damaged_created(directory)) for directory in damaged]
     return [directory for directory, created in dated if created_at(created) < cutoff]
+
+
+def the_one_with_key(prefix: str, directories: list[Path], step: Optional[str]) -> Path:
+    matches = [directory for directory in directories if directory.name.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    where = f" of step {step}" if step else ""
+    if not matches:
+        raise KeyPrefixError(f"no artifact{where} has a key that starts with {prefix}; mambapipe-cache ls lists them")
+    names = ", ".join(f"{directory.parent.name} {short(directory.name)}" for directory in matches)
+    raise KeyPrefixError(f"key {prefix} is ambiguous: {len(matches)} artifacts{where} start with it ({names}); "
+                         f"give more of the key{'' if step else ' or --step'}")
 
 
 def _split_by_manifest(store: ArtifactStore, step: Optional[str]) -> tuple[list[tuple[Path, dict[str, Any]]],
@@ -127,12 +150,12 @@ class Removal:
     leftover_bytes: int  # freed by removing the leftovers of killed runs
 
 
-def remove(store: ArtifactStore, step: Optional[str], older_than: Optional[str], everything: bool) -> Removal:
+def remove(store: ArtifactStore, selected: list[Path], whole_steps: list[str]) -> Removal:
     """Remove the selected artifacts, each under its key's lock and only if no running run reads it (a step
-    claims what it reads: store.reading). With `everything` (or a whole step) the leftovers of killed runs go
-    too, but not the staging dir of a run still writing."""
+    claims what it reads: store.reading). From `whole_steps` the leftovers of killed runs go too, but not the
+    staging dir of a run still writing."""
     removal = Removal(0, [], 0)
-    for directory in select_for_removal(store, step, older_than):
+    for directory in selected:
         step_name, key = directory.parent.name, directory.name
         with store.lock(step_name, key), store.unread(step_name, key, wait=False) as unread:
             if not unread:
@@ -140,10 +163,15 @@ def remove(store: ArtifactStore, step: Optional[str], older_than: Optional[str],
             elif directory.exists():
                 store.remove_dir(directory)
                 removal.artifacts += 1
-    if everything or step:
-        for step_name in [step] if step else [p.parent.name for p in store.root.glob(f"*/{STAGING}")]:
-            removal.leftover_bytes += store.remove_leftovers(step_name)
+    for step_name in whole_steps:
+        removal.leftover_bytes += store.remove_leftovers(step_name)
     return removal
+
+
+def steps_removed_whole(store: ArtifactStore, args: argparse.Namespace) -> list[str]:
+    if args.everything:
+        return sorted(p.name for p in store.root.glob("*") if p.is_dir() and not p.name.startswith("."))
+    return [args.step] if args.step and not args.key else []
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -154,12 +182,24 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ls = commands.add_parser("ls", help="list cached artifacts")
     ls.add_argument("--step", choices=STEP_NAMES)
     rm = commands.add_parser("rm", help="remove cached artifacts")
-    what = rm.add_mutually_exclusive_group(required=True)
+    what = rm.add_mutually_exclusive_group()
     what.add_argument("--all", action="store_true", dest="everything")
-    what.add_argument("--step", choices=STEP_NAMES)
     what.add_argument("--older-than", metavar="YYYY-MM-DD", type=_date,
                       help="artifacts created before this day (UTC); a damaged one by its manifest.json's mtime")
-    return parser.parse_args(argv)
+    what.add_argument("--key", type=_key_prefix, help="the artifact whose key starts so (ls prints 12 characters)")
+    rm.add_argument("--step", choices=STEP_NAMES, help="every artifact of this step; with --key, where to look")
+    args = parser.parse_args(argv)
+    if args.command == "rm" and not (args.everything or args.older_than or args.key or args.step):
+        rm.error("say what to remove: --all, --step STEP, --older-than YYYY-MM-DD or --key KEY")
+    if args.command == "rm" and args.step and (args.everything or args.older_than):
+        rm.error("--step goes alone or with --key, not with --all or --older-than")
+    return args
+
+
+def _key_prefix(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{4,64}", text.lower()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a key: give the key that ls prints (4 characters or more)")
+    return text.lower()
 
 
 def _date(text: str) -> str:
@@ -191,7 +231,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "ls":
         console.print(list_artifacts(store, args.step))
         return 0
-    removal = remove(store, args.step, args.older_than, args.everything)
+    return remove_and_report(store, args, console)
+
+
+def remove_and_report(store: ArtifactStore, args: argparse.Namespace, console: Console) -> int:
+    try:
+        selected = select_for_removal(store, args.step, args.older_than, args.key)
+    except KeyPrefixError as error:  # a bad argument: argparse's form and exit status
+        print(f"mambapipe-cache rm: error: {error}", file=sys.stderr)
+        return 2
+    removal = remove(store, selected, steps_removed_whole(store, args))
     leftovers = f" and {human_size(removal.leftover_bytes)} left by killed runs" if removal.leftover_bytes else ""
     console.print(f"removed {removal.artifacts} artifact(s){leftovers} from {store.root}")
     for directory in removal.in_use:

@@ -72,6 +72,48 @@ def test_rm_all_empties_the_cache_and_leftovers(capsys, filled):
     assert not (filled.root / "convert" / ".staging").exists()
 
 
+def test_rm_key_removes_that_one_artifact(capsys, filled):
+    (first, _), (second, _) = filled.artifacts("evaluate")
+    code, out = run_cli(capsys, filled, "rm", "--key", first.name[:12])
+    assert code == 0 and out.startswith("removed 1 artifact(s)")
+    assert not first.exists() and second.is_dir() and len(list(filled.artifacts())) == 4
+
+
+def test_rm_key_refuses_a_prefix_of_several_keys_naming_them(capsys, tmp_path):
+    store = ArtifactStore(tmp_path)
+    for digit, step in (("1", "evaluate"), ("2", "evaluate"), ("3", "build")):
+        key = f"abcd{digit}".ljust(64, "0")
+        store.commit(store.new_staging(step, key), step, key, {"step": step, "created": "2026-11-30T00:00:00+00:00"})
+    assert main(["--cache-dir", str(tmp_path), "rm", "--key", "ABCD"]) == 2
+    assert capsys.readouterr().err == (
+        "mambapipe-cache rm: error: key abcd is ambiguous: 3 artifacts start with it (build abcd30000000, "
+        "evaluate abcd10000000, evaluate abcd20000000); give more of the key or --step\n")
+    assert len(list(store.artifacts())) == 3
+    assert main(["--cache-dir", str(tmp_path), "rm", "--step", "build", "--key", "abcd"]) == 0
+    assert [directory.parent.name for directory, _ in store.artifacts()] == ["evaluate", "evaluate"]
+    assert main(["--cache-dir", str(tmp_path), "rm", "--step", "build", "--key", "abcd"]) == 2
+    assert "error: no artifact of step build has a key that starts with abcd; mambapipe-cache ls lists them\n" in \
+        capsys.readouterr().err
+
+
+def test_rm_key_keeps_an_artifact_a_running_run_is_reading(capsys, filled):
+    (engine, _), = filled.artifacts("build")
+    with filled.reading("build", engine.name):
+        code, out = run_cli(capsys, filled, "rm", "--key", engine.name[:12])
+    assert code == 1 and engine.is_dir() and f"kept build {engine.name[:12]}: a running run is reading it" in out
+
+
+@pytest.mark.parametrize("args, error", [
+    ([], "say what to remove: --all, --step STEP, --older-than YYYY-MM-DD or --key KEY"),
+    (["--all", "--step", "build"], "--step goes alone or with --key, not with --all or --older-than"),
+    (["--key", "abc"], "'abc' is not a key: give the key that ls prints (4 characters or more)"),
+    (["--key", "1a2b", "--older-than", "2026-01-01"], "not allowed with argument"),
+])
+def test_rm_arguments_that_do_not_say_what_to_remove_are_rejected(capsys, tmp_path, args, error):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--cache-dir", str(tmp_path), "rm", *args])
+    assert exit_info.value.code == 2 and error in capsys.readouterr().err
+
 
 def test_rm_spares_the_staging_dir_of_a_run_still_writing(capsys, filled):
     """A live run holds its key's lock while its step writes into staging: removing that dir would make
