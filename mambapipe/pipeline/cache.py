@@ -1,6 +1,6 @@
 """List and remove cached artifacts: `mambapipe-cache ls|rm` (or `python -m mambapipe.pipeline.cache`).
 
-  mambapipe-cache ls [--step build]              size, age and config slice of each artifact
+  mambapipe-cache ls [--step build]              each artifact's key, date, size and what it is; the total
   mambapipe-cache rm --key 1a2b3c4d5e6f          one artifact, by its key as ls and the plan print it (a shorter
                  [--step build]                  start will do where it is one artifact's; --step looks in one)
   mambapipe-cache rm --step evaluate             every artifact of one step
@@ -20,10 +20,12 @@ import sys
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mambapipe.config import DEFAULT_CACHE_DIR, STEP_NAMES
 from mambapipe.pipeline.keys import short
@@ -60,49 +62,141 @@ def modified(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
 
 
-def age(created: str, now: Optional[datetime] = None) -> str:
-    seconds = ((now or datetime.now(timezone.utc)) - created_at(created)).total_seconds()
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size:.0f}{unit}"
-    return f"{seconds:.0f}s"
+def created_column(created: str) -> str:
+    """A manifest's `created` to the minute, in UTC: the zone `rm --older-than` reads its day in."""
+    return created_at(created).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def config_slice(manifest: dict[str, Any]) -> str:
+def config_items(manifest: dict[str, Any]) -> list[str]:
     """The params an artifact came from, flattened; the architecture summed up in one item; the hub commits it
-    was pinned to (a branch's name alone does not say which files it holds)."""
+    was pinned to (a branch's name alone does not say which files it holds); the artifacts it was made from."""
     flat = flatten(manifest.get("params", {}))
     params = [f"{k}={v}" for k, v in flat.items() if v is not None and not k.startswith("model.arch.")]
     arch = {k.removeprefix("model.arch."): v for k, v in flat.items() if k.startswith("model.arch.")}
     if arch:  # a step keyed on part of it (trtllm's build: mamba_version alone) shows that part
-        sizes = " ".join(f"{letter}{arch[key]}" for letter, key in (("H", "hidden_size"), ("L", "num_layers"),
-                                                                     ("V", "vocab_size")) if key in arch)
-        params.append(" ".join(filter(None, (f"model.arch={arch.get('mamba_version')}", sizes))))
+        params.append(f"model.arch={arch_summary(arch)}")
     commits = [f"{name}={value[:12]}" for name, value in manifest.get("environment", {}).items()
                if name.endswith("commit") and isinstance(value, str)]
     inputs = [f"<-{step} {short(key)}" for step, key in manifest.get("inputs", {}).items()]
-    return " ".join(params + commits + inputs)
+    return params + commits + inputs
 
 
-def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Table:
+def arch_summary(arch: dict[str, Any]) -> str:
+    sizes = [f"{letter}{arch[key]}" for letter, key in (("H", "hidden_size"), ("L", "num_layers"),
+                                                        ("V", "vocab_size")) if key in arch]
+    return " ".join(str(part) for part in [arch.get("mamba_version"), *sizes] if part is not None)
+
+
+# Said by the summary that leads each description (model, dtype, task), so not repeated among what differs
+SUMMARISED = ("model.source", "model.repo_id", "model.path", "dtype", "eval.task")
+
+
+def describe(listed: list[tuple[Path, dict[str, Any]]], manifests: dict[tuple[str, str], dict[str, Any]]
+             ) -> dict[Path, str]:
+    """What each listed artifact is, in a line: its model and dtype (from its inputs where it has no such
+    params) and task, then its config items that the other listed artifacts of its step do not share. All its
+    params made an evaluate row five lines high, most of them the same in every row."""
+    items = {directory: config_items(manifest) for directory, manifest in listed}
+    items_by_step: dict[str, list[set[str]]] = {}
+    for directory, _ in listed:
+        items_by_step.setdefault(directory.parent.name, []).append(set(items[directory]))
+    shared = {step: set.intersection(*step_items) for step, step_items in items_by_step.items()}
+    descriptions = {}
+    for directory, manifest in listed:
+        differing = [item for item in items[directory] if item not in shared[directory.parent.name]
+                     and item.split("=")[0] not in SUMMARISED]
+        descriptions[directory] = " ".join(summary(manifest, manifests) + differing)
+    return descriptions
+
+
+def summary(manifest: dict[str, Any], manifests: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """The model, dtype and task, each found in the manifest or the nearest of those it was made from."""
+    found = [along_inputs(manifest, manifests, lambda m: model_name(m.get("params", {}))),
+             along_inputs(manifest, manifests, lambda m: m.get("params", {}).get("dtype")),
+             manifest.get("params", {}).get("eval.task")]
+    return [str(value) for value in found if value is not None]
+
+
+def along_inputs(manifest: dict[str, Any], manifests: dict[tuple[str, str], dict[str, Any]],
+                 read: Callable[[dict[str, Any]], Any]) -> Any:
+    """What `read` finds first in the manifest, else breadth-first in those of the cached artifacts it was made
+    from; None where none has it."""
+    queue = [manifest]
+    while queue:
+        current = queue.pop(0)
+        if (value := read(current)) is not None:
+            return value
+        queue += [manifests[ref] for ref in current.get("inputs", {}).items() if ref in manifests]
+    return None
+
+
+def model_name(params: dict[str, Any]) -> Optional[str]:
+    """The download step's model, short: the hub repository's or the local directory's name, or which Mamba a
+    synthetic one is (the rest of its shape shows where it differs)."""
+    source, where = params.get("model.source"), params.get("model.repo_id") or params.get("model.path")
+    if source in ("hub", "local") and isinstance(where, str):
+        return where.rstrip("/").rsplit("/", 1)[-1]
+    arch = params.get("model.arch")
+    if source == "synthetic" and isinstance(arch, dict) and arch.get("mamba_version"):
+        return f"synthetic {arch['mamba_version']}"
+    return source
+
+
+@dataclass
+class Row:
+    step: str
+    key: str
+    created: str  # ISO, as a manifest has it
+    size: int
+    what: str
+    in_staging: bool = False
+
+
+def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Group:
+    """A row for each artifact and staging dir, kept to one line (the description cut short where it must be),
+    and the total below."""
+    rows = artifact_rows(store, step)
     table = Table(title=f"artifacts in {store.root}", title_justify="left")
-    for column in ("step", "key", "size", "age", "config"):
-        table.add_column(column, justify="right" if column in ("size", "age") else "left")
+    for column in ("step", "key", "created (UTC)", "size"):
+        table.add_column(column, justify="right" if column == "size" else "left", no_wrap=True)
+    table.add_column("what")  # wrappable, so that it is what narrows on a narrow terminal
+    for row in rows:
+        table.add_row(row.step, short(row.key), created_column(row.created), human_size(row.size),
+                      one_line(row.what))
+    return Group(table, total_line(rows))
+
+
+def one_line(markup: str) -> Text:
+    """Cut short with an ellipsis where the column is too narrow, instead of wrapped."""
+    text = Text.from_markup(markup, overflow="ellipsis")
+    text.no_wrap = True
+    return text
+
+
+def artifact_rows(store: ArtifactStore, step: Optional[str]) -> list[Row]:
     complete, damaged = _split_by_manifest(store, step)
-    for directory, manifest in complete:
-        table.add_row(manifest.get("step", directory.parent.name), short(directory.name),
-                      human_size(dir_size(directory)), age(manifest["created"]), config_slice(manifest))
-    for directory in damaged:
-        table.add_row(directory.parent.name, short(directory.name), human_size(dir_size(directory)),
-                      age(damaged_created(directory)),
-                      f"[red]damaged manifest.json: not cached; rm --step {directory.parent.name} removes it[/]")
+    upstream = store.artifacts() if step else complete  # what the listed ones were made from
+    descriptions = describe(complete, {(d.parent.name, d.name): m for d, m in upstream})
+    rows = [Row(manifest.get("step", directory.parent.name), directory.name, manifest["created"],
+                dir_size(directory), escape(descriptions[directory])) for directory, manifest in complete]
+    rows += [Row(directory.parent.name, directory.name, damaged_created(directory), dir_size(directory),
+                 "[red]damaged manifest.json: not cached; rm --key removes it[/]") for directory in damaged]
     for staging_dir in store.staging_dirs(step):
         step_name = staging_dir.parent.parent.name
         note = ("[yellow]being written by a running run[/]" if store.is_being_written(staging_dir) else
                 f"[yellow]left by a killed run: not cached; rm --step {step_name} removes it[/]")
-        table.add_row(step_name, short(staging_dir.name.split(".")[0]), human_size(dir_size(staging_dir)),
-                      age(modified(staging_dir)), note)
-    return table
+        rows.append(Row(step_name, staging_dir.name.split(".")[0], modified(staging_dir), dir_size(staging_dir),
+                        note, in_staging=True))
+    return rows
+
+
+def total_line(rows: list[Row]) -> str:
+    artifacts = [row.size for row in rows if not row.in_staging]
+    staged = [row.size for row in rows if row.in_staging]
+    total = f"total: {len(artifacts)} artifact(s), {sum(artifacts):,} bytes ({human_size(sum(artifacts))})"
+    if staged:
+        total += f"; and in staging {sum(staged):,} bytes ({human_size(sum(staged))})"
+    return total
 
 
 class KeyPrefixError(ValueError):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
-from mambapipe.pipeline.cache import age, config_slice, main
-from mambapipe.pipeline.store import ArtifactStore
+from mambapipe.pipeline.cache import config_items, created_column, main
+from mambapipe.pipeline.store import ArtifactStore, dir_size
 
 
 def run_cli(capsys, store, *args):
@@ -25,22 +25,44 @@ def filled(pipeline):
     return pipeline.store
 
 
-def test_ls_lists_every_artifact_with_size_age_and_config(capsys, filled):
+def test_ls_lists_every_artifact_with_its_date_size_and_what_it_is(capsys, filled):
     code, out = run_cli(capsys, filled, "ls")
     assert code == 0
     assert out.count("evaluate") == 2 and "convert" in out and "download" in out
-    assert "eval.max_ite=5" in out and "eval.max_ite=4" in out
-    assert "model.seed=0 model.source=synthetic" in out and "model.arch=Mamba2 H64 L2" in out
-    assert " B" in out or "KB" in out
+    assert re.search(r"│ evaluate │ \w{12} │ \d{4}-\d\d-\d\d \d\d:\d\d │ +[\d.]+ K?B │ "
+                     r"synthetic Mamba2 float32 summarize eval.max_ite=5 +│", out), out
+    assert "synthetic Mamba2 float32 summarize eval.max_ite=4 " in out  # the dtype is the build's, found upstream
+    assert re.search(r"│ download │ \w{12} │ .* │ synthetic Mamba2 +│", out)
 
 
-def test_ls_names_the_hub_commits_an_artifact_was_pinned_to(capsys, tmp_path):
+def test_ls_rows_are_one_line_each(capsys, filled):
+    """All of an artifact's params made each evaluate row about five lines high: only what tells it apart is
+    shown, and what does not fit is cut short."""
+    rows = [line for line in run_cli(capsys, filled, "ls")[1].splitlines() if line.startswith("│")]
+    assert len(rows) == 5 and all(len(row) <= 120 for row in rows)
+    assert "eval.batch_size" not in "".join(rows)  # the same in both evaluate rows
+
+
+def test_ls_ends_with_the_total(capsys, filled):
+    staging = filled.root / "convert" / ".staging" / "deadbeef.1.x"
+    staging.mkdir(parents=True)
+    (staging / "rank0.safetensors").write_bytes(b"0" * 3072)
+    total = sum(dir_size(directory) for directory, _ in filled.artifacts())
+    last_line = run_cli(capsys, filled, "ls")[1].rstrip().splitlines()[-1].rstrip()
+    assert last_line == f"total: 5 artifact(s), {total:,} bytes ({total / 1024:.1f} KB); and in staging 3,072 bytes " \
+                        "(3.0 KB)"
+
+
+def test_ls_names_the_hub_commits_where_two_downloads_differ_in_them(capsys, tmp_path):
+    """A branch's name alone does not say which files a download holds."""
     store = ArtifactStore(tmp_path)
-    manifest = {"step": "download", "created": "2026-11-30T00:00:00+00:00", "params": {"model.revision": "main"},
-                "environment": {"commit": "c" * 40, "tokenizer_commit": "d" * 40}}
-    store.commit(store.new_staging("download", "k" * 64), "download", "k" * 64, manifest)
+    for key, commit in (("a" * 64, "c" * 40), ("b" * 64, "d" * 40)):
+        manifest = {"step": "download", "created": "2026-11-30T00:00:00+00:00", "environment": {"commit": commit},
+                    "params": {"model.source": "hub", "model.repo_id": "state-spaces/mamba-130m-hf",
+                               "model.revision": "main"}}
+        store.commit(store.new_staging("download", key), "download", key, manifest)
     _, out = run_cli(capsys, store, "ls")
-    assert f"model.revision=main commit={'c' * 12} tokenizer_commit={'d' * 12}" in out
+    assert f"│ mamba-130m-hf commit={'c' * 12} " in out and f"│ mamba-130m-hf commit={'d' * 12} " in out
 
 
 def test_ls_one_step(capsys, filled):
@@ -165,7 +187,7 @@ def test_a_damaged_manifest_is_listed_remade_and_removable(capsys, filled, pipel
     directory, _ = next(iter(filled.artifacts("build")))
     (directory / "manifest.json").write_text('{"step": "build", trunc')
     code, out = run_cli(capsys, filled, "ls")
-    assert code == 0 and "damaged manifest.json" in out and "rm --step build" in out
+    assert code == 0 and "damaged manifest.json: not cached; rm --key removes it" in out
     assert run_cli(capsys, filled, "rm", "--step", "build")[1].startswith("removed 1 artifact")
     assert not directory.exists()
     (next(iter(filled.artifacts("convert")))[0] / "manifest.json").write_text("[]")
@@ -181,7 +203,7 @@ def test_rm_older_than_dates_a_damaged_manifest_by_its_mtime(capsys, filled):
         (directory / "manifest.json").write_text('{"step": "evaluate", trunc')
     os.utime(old / "manifest.json", (datetime(2020, 1, 1, tzinfo=timezone.utc).timestamp(),) * 2)
     listing = run_cli(capsys, filled, "ls")[1]
-    assert re.search(rf"{old.name[:12]} │ [^│]+ │ +\d{{4}}d │ damaged manifest.json", listing), listing
+    assert re.search(rf"{old.name[:12]} │ 2020-01-01 00:00 │ [^│]+ │ damaged manifest.json", listing), listing
     assert run_cli(capsys, filled, "rm", "--older-than", "2021-01-01")[1].startswith("removed 1 artifact")
     assert not old.exists() and new.is_dir() and len(list(filled.artifacts())) == 3
 
@@ -217,11 +239,9 @@ def test_a_file_named_by_the_cache_variable_is_a_user_error(capsys, tmp_path, mo
     assert f"error: $MAMBAPIPE_CACHE {a_file} is a file, not a directory" in capsys.readouterr().err
 
 
-def test_age_is_human():
-    now = datetime(2026, 1, 2, tzinfo=timezone.utc)
-    assert age((now - timedelta(hours=5)).isoformat(), now) == "5h"
-    assert age((now - timedelta(days=3)).isoformat(), now) == "3d"
-    assert age("2026-01-01T12:00:00", now) == "12h"  # no zone: UTC
+def test_created_is_shown_in_utc():
+    assert created_column("2026-01-01T12:00:00.123+02:00") == "2026-01-01 10:00"
+    assert created_column("2026-01-01T12:00:00") == "2026-01-01 12:00"  # no zone: UTC
 
 
 def test_an_artifact_keyed_on_part_of_the_architecture_shows_that_part():
@@ -229,5 +249,5 @@ def test_an_artifact_keyed_on_part_of_the_architecture_shows_that_part():
     partial = {"params": {"model.arch.mamba_version": "Mamba2", "backend": "trtllm"}}
     whole = {"params": {"model.arch.mamba_version": "Mamba1", "model.arch.hidden_size": 768,
                         "model.arch.num_layers": 24, "model.arch.vocab_size": 50280}}
-    assert config_slice(partial) == "backend=trtllm model.arch=Mamba2"
-    assert config_slice(whole) == "model.arch=Mamba1 H768 L24 V50280"
+    assert config_items(partial) == ["backend=trtllm", "model.arch=Mamba2"]
+    assert config_items(whole) == ["model.arch=Mamba1 H768 L24 V50280"]
