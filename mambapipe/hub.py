@@ -11,8 +11,10 @@ A hub found unreachable at plan time is not asked again when the step fetches th
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from types import ModuleType
+from typing import Iterator, Optional
 
 from mambapipe.pipeline.step import StepError, first_line
 
@@ -113,3 +115,17 @@ def _found_unreachable(exc: Exception) -> None:
     global _unreachable
     _unreachable = type(exc).__name__
     log.warning("the Hugging Face hub is unreachable (%s): this run will read the local cache only", _unreachable)
+
+
+@contextmanager
+def progress_bars(shown: bool, library: ModuleType) -> Iterator[None]:
+    """A Hugging Face library's own progress bars (huggingface_hub.utils' downloads, datasets' split generation)
+    hidden for the block where the run's `progress` setting hides mambapipe's; both libraries have these switches."""
+    if shown or library.are_progress_bars_disabled():
+        yield
+        return
+    library.disable_progress_bars()
+    try:
+        yield
+    finally:
+        library.enable_progress_bars()

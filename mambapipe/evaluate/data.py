@@ -45,18 +45,23 @@ def hub_commit(hub_id: str) -> str:
 
 def load_articles(dataset: str, hub_id: str = "abisee/cnn_dailymail", hub_config: str = "3.0.0",
                   split: str = "test", seed: int = 0, revision: Optional[str] = None,
-                  local_only: Optional[str] = None, sha256: Optional[str] = None):
+                  local_only: Optional[str] = None, sha256: Optional[str] = None, show_progress: bool = True):
     """A shuffled `datasets.Dataset` with `article`, `highlights` and `id` columns.
 
     `dataset` is "sample", "cnn_dailymail" (loaded from `hub_id`/`hub_config`/`split` at commit `revision`,
     None = the main branch; from the local datasets cache only when `local_only` says why) or a local path, which
-    must still hold the contents `sha256` names where the plan hashed it (local_dataset_sha256)."""
-    if dataset == "sample":
-        articles = _load_local(sample_path())
-    elif dataset == "cnn_dailymail":
-        articles = _load_hub(hub_id, hub_config, split, revision, local_only)
-    else:
-        articles = _load_local(Path(dataset).expanduser(), sha256)
+    must still hold the contents `sha256` names where the plan hashed it (local_dataset_sha256). `show_progress`:
+    whether datasets shows its own bars (a download, generating a split)."""
+    require_datasets()  # its one-line error where the install cannot import datasets
+    import datasets
+
+    with hub.progress_bars(show_progress, datasets):
+        if dataset == "sample":
+            articles = _load_local(sample_path())
+        elif dataset == "cnn_dailymail":
+            articles = _load_hub(hub_id, hub_config, split, revision, local_only)
+        else:
+            articles = _load_local(Path(dataset).expanduser(), sha256)
     _check_fields(articles, dataset)
     return _with_ids(articles).shuffle(seed=seed)
 

@@ -84,7 +84,8 @@ def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
                                            job.params["eval.max_input_length"], job.params["eval.output_len"])
     bundle = load_tokenizer(job.download_dir / "tokenizer", _tokenizer_fix(job.download_dir))
     articles = load_articles(job.params["eval.dataset"], **_hub_source(job), seed=job.params["eval.random_seed"],
-                             revision=job.dataset_revision, local_only=job.hub_local_only, sha256=job.dataset_sha256)
+                             revision=job.dataset_revision, local_only=job.hub_local_only, sha256=job.dataset_sha256,
+                             show_progress=show)
     batches = summarize.prepare_samples(articles, bundle, settings)
     asked = settings.max_ite * settings.batch_size
     if rank == 0 and len(articles) < asked:  # metrics.json's `samples` would be the only other trace of it

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+import huggingface_hub.utils
+
 from mambapipe import hub
 from mambapipe.checkpoint.detect import MISTRAL, detect_source, source_format, weight_files
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError, UnreadableError
@@ -233,13 +235,15 @@ class DownloadStep:
         if model["source"] == "local":
             source_dir = Path(model["path"]).expanduser().resolve()
         else:
-            source_dir = fetch_snapshot(model["repo_id"], env["commit"], model.get("allow_patterns"))
+            with hub.progress_bars(ctx.show_progress, huggingface_hub.utils):
+                source_dir = fetch_snapshot(model["repo_id"], env["commit"], model.get("allow_patterns"))
         # A hub snapshot folder is shared by every download of that commit, so it may also hold files
         # another run's allow_patterns fetched: link only the ones this config asked for.
         patterns = model.get("allow_patterns") if model["source"] == "hub" else None
         files, size = link_tree(source_dir, out_dir / "model", patterns)
         layout = _linked_layout(model, out_dir / "model", env.get("commit", ""))
-        self._tokenizer(model, source_dir, env, out_dir / "tokenizer")
+        with hub.progress_bars(ctx.show_progress, huggingface_hub.utils):
+            self._tokenizer(model, source_dir, env, out_dir / "tokenizer")
         return {"source": model["source"], "layout": layout, "files": files, "bytes": size,
                 "from": str(source_dir), **env}
 

@@ -191,3 +191,15 @@ def test_records_without_an_id_are_labelled_by_their_position_even_beside_record
     assert by_article == {"One.": "1", "Two.": "#1", "Three.": "c9"}  # "1" is the first record's own id
     path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "id"}) + "\n" for r in records))
     assert sorted(load_articles(str(path))["id"]) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_datasets_own_progress_bars_follow_the_runs_setting(tmp_path, capfd, shown):
+    import datasets
+
+    path = tmp_path / f"new-{shown}.jsonl"  # not in datasets' cache: it generates the split, with its bar
+    path.write_text(json.dumps({"article": "An article.", "highlights": "A summary."}) + "\n")
+    datasets.enable_progress_bars()
+    load_articles(str(path), show_progress=shown)
+    assert ("Generating train split" in capfd.readouterr().err) == shown
+    assert not datasets.are_progress_bars_disabled()  # put back for the rest of the process

@@ -149,6 +149,21 @@ def test_hub_pins_the_resolved_commit(compose_config, tmp_path, local_copy):
 
 
 
+def test_hub_download_bars_are_hidden_where_the_runs_are(compose_config, tmp_path, local_copy):
+    import huggingface_hub.utils
+
+    params = model_params(compose_config, "model=mamba2_130m")
+    hidden = []
+
+    def snapshot(*args, **kwargs):
+        hidden.append(huggingface_hub.utils.are_progress_bars_disabled())
+        return str(local_copy)
+
+    with mock.patch("huggingface_hub.snapshot_download", side_effect=snapshot):
+        run_step(params, tmp_path / "out", {"commit": COMMIT, "tokenizer_commit": COMMIT})  # show_progress=False
+    assert hidden == [True, True] and not huggingface_hub.utils.are_progress_bars_disabled()
+
+
 def test_hub_links_only_the_files_allow_patterns_selects(compose_config, tmp_path, local_copy):
     """The snapshot folder of a commit is shared: files another config fetched must not leak in."""
     snapshot = tmp_path / "snapshot"
