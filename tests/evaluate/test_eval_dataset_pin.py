@@ -127,13 +127,7 @@ def test_the_run_hands_the_ranks_the_local_files_planned_hash(monkeypatch, compo
     path.write_text('{"article": "a b c", "highlights": "a"}\n')
     resolved = resolve_config(compose_config(f"eval.dataset={path}"))
     planned = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"])).get("evaluate")
-    jobs = []
-    monkeypatch.setattr(evaluate_step, "run_evaluation", lambda job: jobs.append(job) or (job.out_dir / "metrics.json")
-                        .write_text(json.dumps({"task": "summarize", "samples": 1, "rouge1": 20.0})))
-    ctx = StepContext(environment=planned.environment)
-    evaluate_step.STEP.run(planned.params, {"build": tmp_path, "download": tmp_path}, tmp_path, ctx)
-    write_job(jobs[0], tmp_path / "job.json")
-    assert read_job(tmp_path / "job.json").dataset_sha256 == data.local_dataset_sha256(path)
+    assert _ranks_job(planned, monkeypatch, tmp_path).dataset_sha256 == data.local_dataset_sha256(path)
 
 
 def test_a_hub_found_unreachable_at_plan_time_sends_the_ranks_to_the_local_cache(monkeypatch, compose_config,
@@ -143,13 +137,18 @@ def test_a_hub_found_unreachable_at_plan_time_sends_the_ranks_to_the_local_cache
     resolved = resolve_config(compose_config("eval.dataset=cnn_dailymail"))
     with mock.patch("huggingface_hub.HfApi.dataset_info", side_effect=ConnectionError("no route")):
         planned = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"])).get("evaluate")
+    assert _ranks_job(planned, monkeypatch, tmp_path).hub_local_only == "unreachable: ConnectionError"
+
+
+def _ranks_job(planned, monkeypatch, tmp_path) -> EvalJob:
+    """The job the evaluate step hands its launched ranks (tp_size > 1), run with a stand-in evaluation."""
     jobs = []
     monkeypatch.setattr(evaluate_step, "run_evaluation", lambda job: jobs.append(job) or (job.out_dir / "metrics.json")
                         .write_text(json.dumps({"task": "summarize", "samples": 1, "rouge1": 20.0})))
     ctx = StepContext(environment=planned.environment)
     evaluate_step.STEP.run(planned.params, {"build": tmp_path, "download": tmp_path}, tmp_path, ctx)
     write_job(jobs[0], tmp_path / "job.json")
-    assert read_job(tmp_path / "job.json").hub_local_only == "unreachable: ConnectionError"
+    return read_job(tmp_path / "job.json")
 
 
 def test_load_articles_asks_datasets_for_that_commit(monkeypatch):
