@@ -144,7 +144,7 @@ def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[s
             console.print(f"[green]✓ {name}[/] made by another run meanwhile: cached")
             return _published(StepOutcome(name, key, "cached", 0.0, str(store.path(name, key))), run_dir)
         store.clear_staging(name, key)
-        seconds, facts, staging = _call_step(plan, planned, run_dir)
+        seconds, facts, staging = _call_step(plan, planned, run_dir, console)
         try:
             artifact = store.commit(staging, name, key, _manifest(planned, seconds, facts, overrides), on_wait=lambda:
                                     console.print(f"  waiting for the runs reading the old {name} {short(key)} ..."))
@@ -157,7 +157,8 @@ def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[s
     return _published(StepOutcome(name, key, "ran", round(seconds, 3), str(artifact)), run_dir)
 
 
-def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path) -> tuple[float, dict[str, Any], Path]:
+def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path,
+               console: Console) -> tuple[float, dict[str, Any], Path]:
     """Run the step in a fresh staging dir; on any failure (or Ctrl-C) the staging dir goes away,
     after the files the run dir keeps (a failed accuracy gate's metrics) are copied out."""
     staging = plan.store.new_staging(planned.name, planned.key)
@@ -168,7 +169,8 @@ def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path) -> tuple[float, 
     try:
         with contextlib.ExitStack() as claims:  # what the step reads stays while it reads it (mambapipe-cache rm)
             for name, key in planned.inputs.items():
-                claims.enter_context(plan.store.reading(name, key))
+                claims.enter_context(plan.store.reading(name, key, on_wait=lambda name=name, key=key: console.print(
+                    f"  waiting for a forced re-run that is replacing {name} {short(key)} ...")))
                 if not plan.store.is_complete(name, key):
                     raise StepError(f"{name} {short(key)} was removed after the plan found it (mambapipe-cache rm?); "
                                     "run again to remake it")

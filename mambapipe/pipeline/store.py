@@ -109,35 +109,40 @@ class ArtifactStore:
         return lock
 
     @contextlib.contextmanager
-    def reading(self, step: str, key: str) -> Iterator[None]:
+    def reading(self, step: str, key: str, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
         """Claim the artifact for reading (shared with other readers) while the block runs. The claim is taken
-        through the key's gate, which a waiting writer holds: new readers queue behind it instead of keeping
-        a forced re-run waiting for as long as their claims overlap."""
+        through the key's gate, which a forced re-run holds while it waits for the readers before it: new readers
+        queue behind it (`on_wait` is called if this one must) instead of keeping it waiting for as long as their
+        claims overlap. Not re-entrant: a second claim of a key this process reads would wait for that re-run,
+        which waits for the first."""
         with contextlib.ExitStack() as claim:
-            with self._flock(step, key, ".gate", fcntl.LOCK_EX):
+            # Shared: readers pass the gate together, and only a writer holding it stops them.
+            with self._flock(step, key, ".gate", fcntl.LOCK_SH, on_wait):
                 claim.enter_context(self._flock(step, key, ".readers", fcntl.LOCK_SH))
             yield
 
     @contextlib.contextmanager
     def unread(self, step: str, key: str, wait: bool) -> Iterator[bool]:
         """Hold the artifact with no run reading it; yields False at once if one is and `wait` is False."""
-        if not wait:
-            with self._flock(step, key, ".readers", fcntl.LOCK_EX | fcntl.LOCK_NB) as held:
-                yield held
-            return
-        with self._flock(step, key, ".gate", fcntl.LOCK_EX), self._flock(step, key, ".readers", fcntl.LOCK_EX):
-            yield True
+        with self._flock(step, key, ".readers", fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)) as held:
+            yield held
 
     @contextlib.contextmanager
-    def _flock(self, step: str, key: str, suffix: str, operation: int) -> Iterator[bool]:
+    def _flock(self, step: str, key: str, suffix: str, operation: int,
+               on_wait: Optional[Callable[[], None]] = None) -> Iterator[bool]:
+        """Hold `operation`'s flock on the key's `suffix` file; with LOCK_NB, yields False where it is held. With
+        `on_wait`, tries first and calls it before waiting, so that a wait is said, not silent."""
         # flock, unlike filelock's locks, can be shared, and the kernel drops it with a killed process. Opened for
         # reading too: NFS turns flock into a POSIX lock, whose shared form needs a readable file.
         with open(self._lock_file(step, key, suffix), "a+") as claim:
             try:
-                fcntl.flock(claim, operation)
+                fcntl.flock(claim, operation | (fcntl.LOCK_NB if on_wait else 0))
             except BlockingIOError:
-                yield False
-                return
+                if on_wait is None:
+                    yield False
+                    return
+                on_wait()
+                fcntl.flock(claim, operation)
             try:
                 yield True
             finally:
@@ -202,12 +207,9 @@ class ArtifactStore:
 
     @contextlib.contextmanager
     def _unread_after_waiting(self, step: str, key: str, on_wait: Callable[[], None]) -> Iterator[None]:
-        with self.unread(step, key, wait=False) as unread:
-            if unread:
-                yield
-                return
-        on_wait()
-        with self.unread(step, key, wait=True):
+        """The gate first, so that readers who come while this waits for those before it queue behind it."""
+        with self._flock(step, key, ".gate", fcntl.LOCK_EX), \
+                self._flock(step, key, ".readers", fcntl.LOCK_EX, on_wait):
             yield
 
     def remove_dir(self, directory: Path) -> None:

@@ -95,11 +95,14 @@ def test_a_waiting_forced_artifact_goes_ahead_of_readers_that_come_after_it(tmp_
     committer.start()
     assert waited.wait(timeout=10)
 
+    queued = threading.Event()
+
     def read_later():
-        with store.reading("build", "k"):
+        with store.reading("build", "k", on_wait=queued.set):
             seen.append((store.path("build", "k") / "engine.bin").read_text())
     later_reader = threading.Thread(target=read_later)
     later_reader.start()
+    assert queued.wait(timeout=10)  # told it waits, not silent
     time.sleep(0.3)
     assert seen == []  # queued behind the waiting commit, not reading beside the first reader
     first_reader.__exit__(None, None, None)
