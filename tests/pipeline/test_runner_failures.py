@@ -78,10 +78,10 @@ def test_an_input_removed_between_the_plan_and_its_claim_is_one_line(pipeline, m
     pipeline.run()
     claim = ArtifactStore.reading
 
-    def removed_first(self, step, key):
+    def removed_first(self, step, key, **kwargs):
         if step == "build":
             self.remove_dir(self.path(step, key))
-        return claim(self, step, key)
+        return claim(self, step, key, **kwargs)
 
     monkeypatch.setattr(ArtifactStore, "reading", removed_first)
     result = pipeline.run("force=[evaluate]")
