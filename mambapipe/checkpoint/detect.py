@@ -69,7 +69,7 @@ def detect_source(model_dir: str | Path) -> SourceInfo:
     model_dir = Path(model_dir).expanduser()
     fmt, cfg = _read_format(model_dir)
     params, config = model_dir / "params.json", model_dir / "config.json"
-    if cfg is None:  # Mistral
+    if fmt == MISTRAL:
         spec = source_specs.spec_from_mistral(load_json_object(params), params)
         return SourceInfo(MISTRAL, spec, model_dir, params, (model_dir / MISTRAL_WEIGHTS,))
     norm_epsilon = None

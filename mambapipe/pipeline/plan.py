@@ -18,7 +18,8 @@ from mambapipe.pipeline.store import MANIFEST, ArtifactStore
 
 log = logging.getLogger(__name__)
 RUN, CACHED, SKIP, MISSING = "run", "cached", "skip", "missing"
-_MAX_REASONS = 4  # what a reason lists; an artifact that differs in more is none to measure against
+_MAX_REASONS = 4  # what a reason lists, then (+N more)
+_MAX_DIFFERENCES = 4  # an artifact that differs in more independent things is none to measure against
 
 
 @dataclass
@@ -93,11 +94,11 @@ class _Differences:
 def _closest(planned: PlannedStep, manifests: list[dict[str, Any]]) -> Optional[_Differences]:
     """The differences from the closest artifact: one made from the same upstream artifacts where there is one, so
     that what this run changed in the step itself is not hidden behind an upstream change another run made; then
-    the fewest differences; ties: the newest. An artifact that differs in more than _MAX_REASONS independent things
+    the fewest differences; ties: the newest. An artifact that differs in more than _MAX_DIFFERENCES independent things
     (another model, another recipe) is none to measure against: a list of them would say nothing about this run."""
     newest_first = sorted(manifests, key=lambda manifest: manifest["created"], reverse=True)
     comparable = [differences for differences in (_differences(planned, manifest) for manifest in newest_first)
-                  if differences.independent <= _MAX_REASONS]
+                  if differences.independent <= _MAX_DIFFERENCES]
     return min(comparable, key=lambda differences: (differences.upstream, len(differences.lines)), default=None)
 
 

@@ -72,7 +72,7 @@ class Step(Protocol):
 #
 #   check_upstream(params, upstream) -> None
 #       Plan-time validation of the step's params against those of the steps in `needs`: `upstream` maps each
-#       to its params as keyed (convert compares model.arch with the checkpoint a local model.path holds). A step
+#       to its params as planned (convert compares model.arch with the checkpoint a local model.path holds). A step
 #       may read them without declaring them, since its key hashes theirs. Called after `check` passes, and only
 #       when every upstream step is cached or passed its own checks: a fault of theirs is theirs to name, once.
 #       Raise StepError.

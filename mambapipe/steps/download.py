@@ -17,8 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-import huggingface_hub.utils
-
 from mambapipe import hub
 from mambapipe.checkpoint.detect import MISTRAL, detect_source, source_format, weight_files
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError, UnreadableError
@@ -228,6 +226,8 @@ class DownloadStep:
 
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
+        import huggingface_hub.utils
+
         model = model_settings(params)
         if model["source"] == "synthetic":
             return self._synthetic(model, out_dir, ctx)

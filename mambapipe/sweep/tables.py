@@ -123,10 +123,11 @@ def count_line(rows: Sequence[JobRow]) -> str:
     """`4 jobs: 1 ok, 1 failed, 2 not run.` (`planned` and `not run` only when some are), or for a plan_only=true
     sweep `2 jobs planned (plan_only=true): nothing ran.`"""
     counts = {status: sum(row.status == status for row in rows) for status in (OK, FAILED, PLANNED, NOT_RUN)}
-    if counts[PLANNED] == len(rows):
-        return f"{len(rows)} jobs planned (plan_only=true): nothing ran."
+    jobs = f"{len(rows)} job{'' if len(rows) == 1 else 's'}"
+    if rows and counts[PLANNED] == len(rows):
+        return f"{jobs} planned (plan_only=true): nothing ran."
     shown = [f"{n} {status}" for status, n in counts.items() if n or status in (OK, FAILED)]
-    return f"{len(rows)} jobs: {', '.join(shown)}."
+    return f"{jobs}: {', '.join(shown)}."
 
 
 def left_out_line(left_out: Sequence[Path], sweep_dir: Path) -> str:

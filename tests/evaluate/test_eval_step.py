@@ -169,7 +169,7 @@ def test_plan_and_loader_name_the_line_of_a_file_that_is_not_utf8(tmp_path, name
 
 
 def _count_reads(path: Path, monkeypatch) -> list[int]:
-    """The sizes of the reads through Path.open of `path` (read and readinto, which hashlib.file_digest uses)."""
+    """The sizes of the reads through Path.open of `path` (read, and readinto for readers that fill a buffer)."""
     reads: list[int] = []
     real_open = Path.open
 

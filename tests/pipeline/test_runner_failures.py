@@ -131,18 +131,21 @@ def test_two_concurrent_runs_make_one_artifact(tmp_path, pipeline):
     """The first run holds convert until the second says it waits for it: however slowly either starts."""
     release = tmp_path / "release"
     behaviour = {"convert": f"hold:{release}"}
-    first = _start(tmp_path, "run0", behaviour)
-    _wait_for(lambda: "convert" in journal_lines(tmp_path / "journal.txt"))
-    second = _start(tmp_path, "run1", behaviour)
-    second_lines: list[str] = []
-    reader = threading.Thread(target=lambda: second_lines.extend(second.stdout))
-    reader.start()
-    _wait_for(lambda: any("waiting for another run" in line for line in second_lines))
-    release.touch()
-    procs = [first, second]
-    reader.join(timeout=120)
-    outputs = [first.communicate(timeout=120)[0], "".join(second_lines)]
-    second.wait(timeout=120)
+    procs = [_start(tmp_path, "run0", behaviour)]
+    try:
+        _wait_for(lambda: "convert" in journal_lines(tmp_path / "journal.txt"))
+        procs.append(_start(tmp_path, "run1", behaviour))
+        second_lines: list[str] = []
+        reader = threading.Thread(target=lambda: second_lines.extend(procs[1].stdout))
+        reader.start()
+        _wait_for(lambda: any("waiting for another run" in line for line in second_lines))
+        release.touch()
+        reader.join(timeout=120)
+        outputs = [procs[0].communicate(timeout=120)[0], "".join(second_lines)]
+        procs[1].wait(timeout=120)
+    finally:  # a timeout above must not leave a run holding the lock
+        for proc in procs:
+            proc.kill()
     assert [p.returncode for p in procs] == [0, 0], outputs
     ran = journal_lines(tmp_path / "journal.txt")
     assert sorted(ran) == sorted(["download", "convert", "build", "evaluate"]), (ran, outputs)

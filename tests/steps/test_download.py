@@ -149,7 +149,8 @@ def test_hub_pins_the_resolved_commit(compose_config, tmp_path, local_copy):
 
 
 
-def test_hub_download_bars_are_hidden_where_the_runs_are(compose_config, tmp_path, local_copy):
+@pytest.mark.parametrize("shown", [True, False])
+def test_hub_download_bars_follow_the_runs_progress_setting(compose_config, tmp_path, local_copy, shown):
     import huggingface_hub.utils
 
     params = model_params(compose_config, "model=mamba2_130m")
@@ -159,9 +160,11 @@ def test_hub_download_bars_are_hidden_where_the_runs_are(compose_config, tmp_pat
         hidden.append(huggingface_hub.utils.are_progress_bars_disabled())
         return str(local_copy)
 
+    ctx = StepContext(show_progress=shown, environment={"commit": COMMIT, "tokenizer_commit": COMMIT})
+    (tmp_path / "out").mkdir()
     with mock.patch("huggingface_hub.snapshot_download", side_effect=snapshot):
-        run_step(params, tmp_path / "out", {"commit": COMMIT, "tokenizer_commit": COMMIT})  # show_progress=False
-    assert hidden == [True, True] and not huggingface_hub.utils.are_progress_bars_disabled()
+        STEP.run(params, {}, tmp_path / "out", ctx)
+    assert hidden == [not shown] * 2 and not huggingface_hub.utils.are_progress_bars_disabled()
 
 
 def test_hub_links_only_the_files_allow_patterns_selects(compose_config, tmp_path, local_copy):

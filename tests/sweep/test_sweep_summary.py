@@ -82,6 +82,12 @@ def test_counts_name_planned_jobs_beside_the_others(tmp_path, job_writer):
     assert count_line(collect_rows(tmp_path).rows) == "2 jobs: 1 ok, 0 failed, 1 planned."
 
 
+def test_counts_of_one_job_and_of_none_read_right(tmp_path, job_writer):
+    assert count_line([]) == "0 jobs: 0 ok, 0 failed."
+    job_writer(tmp_path, 0, ["plan_only=true"], statuses=("skipped",) * 4, stopped_at_plan=True)
+    assert count_line(collect_rows(tmp_path).rows) == "1 job planned (plan_only=true): nothing ran."
+
+
 def test_benchmark_job_reports_its_fastest_scenario(tmp_path, job_writer):
     rows = [{"batch": b, "input_len": 100, "output_len": 100, "tokens_per_s": t, "decode_ms_per_step": d,
              "prefill_ms": p} for b, t, d, p in ((1, 50.0, 20.0, 3.0), (8, 300.0, 26.6, 9.5), (64, None, None, None))]
