@@ -69,14 +69,15 @@ def created_column(created: str) -> str:
 
 def config_items(manifest: dict[str, Any]) -> list[str]:
     """The params an artifact came from, flattened; the architecture summed up in one item; the hub commits it
-    was pinned to (a branch's name alone does not say which files it holds); the artifacts it was made from."""
+    was pinned to (a branch's name alone does not say which files it holds) and the fingerprints of the local
+    directories it was read from (one path before and after an edit); the artifacts it was made from."""
     flat = flatten(manifest.get("params", {}))
     params = [f"{k}={v}" for k, v in flat.items() if v is not None and not k.startswith("model.arch.")]
     arch = {k.removeprefix("model.arch."): v for k, v in flat.items() if k.startswith("model.arch.")}
     if arch:  # a step keyed on part of it (trtllm's build: mamba_version alone) shows that part
         params.append(f"model.arch={arch_summary(arch)}")
     commits = [f"{name}={value[:12]}" for name, value in manifest.get("environment", {}).items()
-               if name.endswith("commit") and isinstance(value, str)]
+               if name.endswith(("commit", "fingerprint")) and isinstance(value, str)]
     inputs = [f"<-{step} {short(key)}" for step, key in manifest.get("inputs", {}).items()]
     return params + commits + inputs
 
@@ -88,6 +89,7 @@ def arch_summary(arch: dict[str, Any]) -> str:
 
 
 # Said by the summary that leads each description (model, dtype, task), so not repeated among what differs
+# where the summary tells the artifacts apart
 SUMMARISED = ("model.source", "model.repo_id", "model.path", "dtype", "eval.task")
 
 
@@ -95,23 +97,29 @@ def describe(listed: list[tuple[Path, dict[str, Any]]], manifests: dict[tuple[st
              ) -> dict[Path, str]:
     """What each listed artifact is, in a line: its model and dtype (from its inputs where it has no such
     params) and task, then its config items that the other listed artifacts of its step do not share. All its
-    params made an evaluate row five lines high, most of them the same in every row."""
+    params made an evaluate row five lines high, most of them the same in every row. A summarised item goes
+    too, unless an artifact of the step with the same summary lacks it (the summary did not tell them apart)."""
+    collide = colliding_names([manifest for _, manifest in listed] + list(manifests.values()))
     items = {directory: config_items(manifest) for directory, manifest in listed}
+    summaries = {directory: summary(manifest, manifests, collide) for directory, manifest in listed}
     items_by_step: dict[str, list[set[str]]] = {}
     for directory, _ in listed:
         items_by_step.setdefault(directory.parent.name, []).append(set(items[directory]))
     shared = {step: set.intersection(*step_items) for step, step_items in items_by_step.items()}
     descriptions = {}
-    for directory, manifest in listed:
+    for directory, _ in listed:
+        twins = [set(items[other]) for other, _ in listed if other != directory
+                 and other.parent.name == directory.parent.name and summaries[other] == summaries[directory]]
         differing = [item for item in items[directory] if item not in shared[directory.parent.name]
-                     and item.split("=")[0] not in SUMMARISED]
-        descriptions[directory] = " ".join(summary(manifest, manifests) + differing)
+                     and (item.split("=")[0] not in SUMMARISED or any(item not in twin for twin in twins))]
+        descriptions[directory] = " ".join(summaries[directory] + differing)
     return descriptions
 
 
-def summary(manifest: dict[str, Any], manifests: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+def summary(manifest: dict[str, Any], manifests: dict[tuple[str, str], dict[str, Any]],
+            collide: frozenset[str] = frozenset()) -> list[str]:
     """The model, dtype and task, each found in the manifest or the nearest of those it was made from."""
-    found = [along_inputs(manifest, manifests, lambda m: model_name(m.get("params", {}))),
+    found = [along_inputs(manifest, manifests, lambda m: model_name(m.get("params", {}), collide)),
              along_inputs(manifest, manifests, lambda m: m.get("params", {}).get("dtype")),
              manifest.get("params", {}).get("eval.task")]
     return [str(value) for value in found if value is not None]
@@ -130,12 +138,34 @@ def along_inputs(manifest: dict[str, Any], manifests: dict[tuple[str, str], dict
     return None
 
 
-def model_name(params: dict[str, Any]) -> Optional[str]:
-    """The download step's model, short: the hub repository's or the local directory's name, or which Mamba a
-    synthetic one is (the rest of its shape shows where it differs)."""
-    source, where = params.get("model.source"), params.get("model.repo_id") or params.get("model.path")
-    if source in ("hub", "local") and isinstance(where, str):
-        return where.rstrip("/").rsplit("/", 1)[-1]
+def model_location(params: dict[str, Any]) -> Optional[str]:
+    """A hub model's repo_id or a local one's path, as the config gave it."""
+    where = params.get("model.repo_id") or params.get("model.path")
+    return where if params.get("model.source") in ("hub", "local") and isinstance(where, str) else None
+
+
+def base_name(where: str) -> str:
+    return where.rstrip("/").rsplit("/", 1)[-1]
+
+
+def colliding_names(manifests: list[dict[str, Any]]) -> frozenset[str]:
+    """The short model names that two different hub repositories or local paths share (org1/mamba and
+    org2/mamba, /data/a/ckpt and /data/b/ckpt): those models go by their whole repo_id or path."""
+    places: dict[str, set[tuple[Any, str]]] = {}
+    for manifest in manifests:
+        params = manifest.get("params", {})
+        if (where := model_location(params)) is not None:
+            places.setdefault(base_name(where), set()).add((params.get("model.source"), where.rstrip("/")))
+    return frozenset(name for name, found in places.items() if len(found) > 1)
+
+
+def model_name(params: dict[str, Any], collide: frozenset[str] = frozenset()) -> Optional[str]:
+    """The download step's model, short: the hub repository's or the local directory's name (the whole repo_id
+    or path where that name is in `collide`), or which Mamba a synthetic one is (the rest of its shape shows
+    where it differs)."""
+    source, where = params.get("model.source"), model_location(params)
+    if where is not None:
+        return where if base_name(where) in collide else base_name(where)
     arch = params.get("model.arch")
     if source == "synthetic" and isinstance(arch, dict) and arch.get("mamba_version"):
         return f"synthetic {arch['mamba_version']}"

@@ -65,6 +65,41 @@ def test_ls_names_the_hub_commits_where_two_downloads_differ_in_them(capsys, tmp
     assert f"│ mamba-130m-hf commit={'c' * 12} " in out and f"│ mamba-130m-hf commit={'d' * 12} " in out
 
 
+def put_download(store, key, params, environment, inputs=None):
+    step = "convert" if inputs else "download"
+    manifest = {"step": step, "created": "2026-11-30T00:00:00+00:00", "params": params, "environment": environment,
+                "inputs": inputs or {}}
+    store.commit(store.new_staging(step, key), step, key, manifest)
+
+
+def test_ls_tells_apart_models_of_one_name(capsys, tmp_path):
+    """Two local paths of one name, one path before and after an edit, two hub repos of one name, a hub repo and a
+    local path spelt alike: each row, and each row made from them, says which it is."""
+    store = ArtifactStore(tmp_path)
+    fingerprint_1, fingerprint_2 = "9f8e7d6" + "0" * 57, "1b2c3d4" + "0" * 57
+    for digit, params, environment in (
+            ("1", {"model.source": "local", "model.path": "/data/a/ckpt"}, {"fingerprint": fingerprint_1}),
+            ("2", {"model.source": "local", "model.path": "/data/a/ckpt"}, {"fingerprint": fingerprint_2}),
+            ("3", {"model.source": "local", "model.path": "/data/b/ckpt"}, {"fingerprint": fingerprint_1}),
+            ("4", {"model.source": "hub", "model.repo_id": "org1/mamba"}, {"commit": "c" * 40}),
+            ("5", {"model.source": "hub", "model.repo_id": "org2/mamba"}, {"commit": "c" * 40}),
+            ("6", {"model.source": "hub", "model.repo_id": "org/m"}, {"commit": "c" * 40}),
+            ("7", {"model.source": "local", "model.path": "org/m"}, {"fingerprint": fingerprint_1})):
+        put_download(store, digit * 64, params, environment)
+    put_download(store, "8" * 64, {"dtype": "float16"}, {}, {"download": "3" * 64})
+    rows = {line.split("│")[2].strip(): line.split("│")[5].strip()
+            for line in run_cli(capsys, store, "ls")[1].splitlines() if line.startswith("│")}
+    assert rows == {"1" * 12: "/data/a/ckpt fingerprint=9f8e7d600000",
+                    "2" * 12: "/data/a/ckpt fingerprint=1b2c3d400000",
+                    "3" * 12: "/data/b/ckpt fingerprint=9f8e7d600000",
+                    "4" * 12: "org1/mamba commit=cccccccccccc",
+                    "5" * 12: "org2/mamba commit=cccccccccccc",
+                    "6" * 12: "org/m model.repo_id=org/m model.source=hub commit=cccccccccccc",
+                    "7" * 12: rows["7" * 12],
+                    "8" * 12: "/data/b/ckpt float16"}
+    assert rows["7" * 12].startswith("org/m model.path=org/m model.source=local")
+
+
 def test_ls_one_step(capsys, filled):
     _, out = run_cli(capsys, filled, "ls", "--step", "convert")
     assert "convert" in out and "evaluate" not in out
