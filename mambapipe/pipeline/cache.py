@@ -321,7 +321,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 def _key_prefix(text: str) -> str:
-    if not re.fullmatch(r"[0-9a-f]{4,64}", text.lower()):
+    if not re.fullmatch(r"[0-9a-f]*", text.lower()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a key: keys are hex (0-9, a-f), as ls prints them")
+    if len(text) > 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a key: keys are 64 characters at most")
+    if len(text) < 4:
         raise argparse.ArgumentTypeError(f"{text!r} is not a key: give the key that ls prints (4 characters or more)")
     return text.lower()
 

@@ -164,6 +164,9 @@ def test_rm_key_keeps_an_artifact_a_running_run_is_reading(capsys, filled):
     ([], "say what to remove: --all, --step STEP, --older-than YYYY-MM-DD or --key KEY"),
     (["--all", "--step", "build"], "--step goes alone or with --key, not with --all or --older-than"),
     (["--key", "abc"], "'abc' is not a key: give the key that ls prints (4 characters or more)"),
+    (["--key", "zzzz"], "'zzzz' is not a key: keys are hex (0-9, a-f), as ls prints them"),
+    (["--key", "ab"], "'ab' is not a key: give the key that ls prints (4 characters or more)"),
+    (["--key", "a" * 65], f"'{'a' * 65}' is not a key: keys are 64 characters at most"),
     (["--key", "1a2b", "--older-than", "2026-01-01"], "not allowed with argument"),
 ])
 def test_rm_arguments_that_do_not_say_what_to_remove_are_rejected(capsys, tmp_path, args, error):
