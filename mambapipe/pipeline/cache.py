@@ -281,7 +281,7 @@ def remove(store: ArtifactStore, selected: list[Path], whole_steps: list[str]) -
     removal = Removal(0, [], 0)
     for directory in selected:
         step_name, key = directory.parent.name, directory.name
-        with store.lock(step_name, key), store.unread(step_name, key, wait=False) as unread:
+        with store.lock(step_name, key), store.unread(step_name, key) as unread:
             if not unread:
                 removal.in_use.append(directory)
             elif directory.exists():

@@ -122,9 +122,9 @@ class ArtifactStore:
             yield
 
     @contextlib.contextmanager
-    def unread(self, step: str, key: str, wait: bool) -> Iterator[bool]:
-        """Hold the artifact with no run reading it; yields False at once if one is and `wait` is False."""
-        with self._flock(step, key, ".readers", fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)) as held:
+    def unread(self, step: str, key: str) -> Iterator[bool]:
+        """Hold the artifact with no run reading it; yields False at once if one is."""
+        with self._flock(step, key, ".readers", fcntl.LOCK_EX | fcntl.LOCK_NB) as held:
             yield held
 
     @contextlib.contextmanager

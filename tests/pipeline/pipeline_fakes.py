@@ -50,8 +50,7 @@ class FakeStep:
             (out_dir / "predictions.jsonl").write_text('{"id": "a"}\n')
         if self.behaviour == "expect-claims":  # what the step reads is claimed against mambapipe-cache rm
             for upstream in inputs.values():
-                with ArtifactStore(upstream.parent.parent).unread(upstream.parent.name, upstream.name,
-                                                                  wait=False) as unread:
+                with ArtifactStore(upstream.parent.parent).unread(upstream.parent.name, upstream.name) as unread:
                     if unread:
                         raise StepError(f"{upstream} is not claimed while {self.name} reads it")
         if self.behaviour.startswith("sleep:"):

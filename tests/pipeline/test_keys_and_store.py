@@ -114,9 +114,9 @@ def test_a_waiting_forced_artifact_goes_ahead_of_readers_that_come_after_it(tmp_
 def test_readers_share_a_claim_that_excludes_removal(tmp_path):
     store = ArtifactStore(tmp_path)
     with store.reading("build", "k"), store.reading("build", "k"):
-        with store.unread("build", "k", wait=False) as unread:
+        with store.unread("build", "k") as unread:
             assert not unread
-    with store.unread("build", "k", wait=False) as unread:
+    with store.unread("build", "k") as unread:
         assert unread
 
 
