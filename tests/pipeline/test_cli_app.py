@@ -215,6 +215,15 @@ def test_logs_go_to_standard_error(tmp_path):
     assert not LOG_LINE.search(out.stdout) and "[HYDRA]" not in out.stdout, out.stdout
 
 
+@pytest.mark.parametrize("logging_choice", ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"])
+def test_another_logging_config_replaces_mambapipes_whole(tmp_path, logging_choice):
+    """`disabled` has no console handler: config.yaml selects whole logging configs, not a handler to merge in."""
+    out = run(COMMANDS["python -m"], tmp_path, "plan_only=true", "hydra.run.dir=run", "hydra.verbose=true",
+              logging_choice)
+    assert out.returncode == 0 and "not cached" in out.stdout, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and not LOG_LINE.search(out.stdout), out.stdout + out.stderr
+
+
 CTRL_C_IN_THE_APPS_IMPORTS = """
 import sys
 
