@@ -6,10 +6,8 @@ that gets it, so a bad one stops the sweep before any job has run, and the line 
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from hydra._internal.config_repository import ConfigRepository
-from hydra._internal.utils import create_config_search_path
 from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -22,24 +20,36 @@ from mambapipe.cli_keys import parse_command_line
 from mambapipe.config import CONFIG_DIR, MambapipeConfig, ModelConfig, close_key
 from mambapipe.pipeline.step import first_line
 
+if TYPE_CHECKING:
+    from hydra._internal.config_repository import ConfigRepository
+
+
+# What a change in Hydra's internals (hydra._internal, which _options reads the config groups with) would raise:
+# the check is then left out, and Hydra reports the command line's mistakes itself.
+_HYDRA_INTERNALS_CHANGED = (ImportError, AttributeError, TypeError)
+
 
 def bad_value_problem(argv: list[str]) -> Optional[str]:
     """The first value of `argv` that Hydra would refuse, as one line; None when none is (or when Hydra reads
-    the line with another primary config, or cannot parse it: then it reports that itself)."""
+    the line with another primary config, cannot parse it, or lacks the --config-dir: then it reports that)."""
     args = parse_command_line(argv)
-    if args is None:
+    if args is None or (args.config_dir is not None and not os.path.isdir(args.config_dir)):
         return None
     overrides = _job_overrides(args.overrides)
-    # hydra.searchpath adds config dirs that only the composed config names: their options are not known here.
-    options = None if any(o.key_or_group == "hydra.searchpath" for o in overrides) else _options(args.config_dir)
+    # hydra.searchpath adds config dirs that only the composed config names: a group may have options not known here.
+    more_options = any(o.key_or_group == "hydra.searchpath" for o in overrides)
     config = OmegaConf.structured(MambapipeConfig(model=ModelConfig()))
-    for override in overrides:
-        if options is not None and options.group_exists(override.key_or_group):
-            problem = _missing_option_problem(override, options)
-        else:
-            problem = _type_problem(override, config)
-        if problem:
-            return problem
+    try:
+        options = _options(args.config_dir)
+        for override in overrides:
+            if not options.group_exists(override.key_or_group):
+                problem = _type_problem(override, config)
+            else:
+                problem = None if more_options else _missing_option_problem(override, options)
+            if problem:
+                return problem
+    except _HYDRA_INTERNALS_CHANGED:
+        return None
     return None
 
 
@@ -61,13 +71,15 @@ def _job_overrides(texts: list[str]) -> list[Override]:
     return jobs
 
 
-def _options(config_dir: Optional[str]) -> Optional[ConfigRepository]:
-    """The configs Hydra finds: this package's configs/, its plugins', and the command line's --config-dir (put
-    where Hydra puts it); None when that dir does not exist, which Hydra reports."""
+def _options(config_dir: Optional[str]) -> ConfigRepository:
+    """The configs Hydra finds: this package's configs/, its plugins', and the command line's --config-dir (an
+    existing dir, put where Hydra puts it). Hydra's internals are imported here, not on the module's import, so
+    that a change in them costs the check (_HYDRA_INTERNALS_CHANGED), not every command."""
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra._internal.utils import create_config_search_path
+
     search_path = create_config_search_path(f"file://{CONFIG_DIR}")
     if config_dir is not None:
-        if not os.path.isdir(config_dir):
-            return None
         search_path.prepend("command-line", f"file://{os.path.abspath(config_dir)}", SearchPathQuery(provider="schema"))
     return ConfigRepository(search_path)
 

@@ -224,6 +224,26 @@ def test_another_logging_config_replaces_mambapipes_whole(tmp_path, logging_choi
     assert "Traceback" not in out.stderr and not LOG_LINE.search(out.stdout), out.stdout + out.stderr
 
 
+HYDRA_INTERNALS_CHANGED = """
+import hydra._internal.config_loader_impl  # Hydra's own ConfigRepository; the check gets one that takes more:
+from hydra._internal import config_repository
+
+class ConfigRepository(config_repository.ConfigRepository):
+    def __init__(self, config_search_path, more):
+        super().__init__(config_search_path)
+
+config_repository.ConfigRepository = ConfigRepository
+from mambapipe.cli import main
+main()
+"""
+
+
+def test_a_command_runs_when_hydras_internals_changed(tmp_path):
+    """The value check reads config groups through hydra._internal; once that changes, it is left out."""
+    out = run([sys.executable, "-c", HYDRA_INTERNALS_CHANGED], tmp_path, "plan_only=true", "hydra.run.dir=run")
+    assert out.returncode == 0 and "not cached" in out.stdout, out.stdout + out.stderr
+
+
 CTRL_C_IN_THE_APPS_IMPORTS = """
 import sys
 

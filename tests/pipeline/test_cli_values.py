@@ -5,9 +5,11 @@ passes."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import hydra._internal.config_repository
 import pytest
 from omegaconf import OmegaConf
 
@@ -78,7 +80,9 @@ def test_every_value_of_a_composed_config_passes(compose_config, recipe):
     ["+extra=float8", "++eval.extra=2", "xyz=1"],  # added and unknown keys: resolve_config's and the key check's
     ["eval.scenarios.0.batch=3", "steps.0=build"],  # through a list that a recipe may fill
     ["hydra.searchpath=[file:///mine]", "recipe=mine"],  # a search path only the composed config has
+    ["hydra.searchpath=[file:///mine]", "model=tiny_mamba"],  # a group choice, not a value of the schema's key
     ["--config-name", "mine", "recipe=mine", "dtype=float8"], ["-cd", "/no/such/dir", "recipe=mine"],
+    ["-cd", "/no/such/dir", "model=tiny_mamba"],  # Hydra says the dir is missing
     ["dtype=[", "--bogus"],  # Hydra's own errors
 ])
 def test_what_hydra_accepts_or_reports_itself_passes(capsys, argv):
@@ -93,3 +97,13 @@ def test_a_config_dirs_recipes_are_options_too(tmp_path):
     problem = bad_value_problem(["-cd", str(tmp_path), "recipe=to_wide"])
     assert problem.startswith("recipe=to_wide: no such recipe; did you mean recipe=too_wide? (recipes: ")
     assert "too_wide" in problem and "quickstart" in problem
+
+
+@pytest.mark.parametrize("hydra_change", ["module gone", "class changed"])
+def test_a_change_in_hydras_internals_leaves_the_check_to_hydra(monkeypatch, hydra_change):
+    """The check reads the config groups through hydra._internal; once that changes, Hydra reports mistakes."""
+    if hydra_change == "module gone":
+        monkeypatch.setitem(sys.modules, "hydra._internal.config_repository", None)  # ImportError on import
+    else:
+        monkeypatch.setattr(hydra._internal.config_repository, "ConfigRepository", lambda search_path: object())
+    assert bad_value_problem(["recipe=quickstrat"]) is None and bad_value_problem(["dtype=float8"]) is None
