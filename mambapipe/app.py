@@ -26,7 +26,7 @@ def run_app() -> None:
     """Run the app; a mistyped key on the command line, a recipe or model that does not exist, or a value its
     key's type refuses (each value of a sweep, before any job runs) ends in one line, not a traceback, and so
     does a command of mambapipe-cache or mambapipe-sweep given to this one (exit 2, a usage error as argparse's).
-    A Ctrl-C in a sweep ends in the summary of its jobs so far; mambapipe.cli reports one before any step."""
+    A Ctrl-C in a sweep ends in the summary of its jobs so far; mambapipe.cli reports one outside a step."""
     misplaced = other_command_problem(sys.argv[1:])
     if misplaced:
         print(misplaced, file=sys.stderr)
@@ -57,7 +57,7 @@ def _hydra_app(cfg: DictConfig) -> None:
     result = run_recipe(cfg, run_dir=hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task),
                         config_dirs=command_line_config_dirs(hydra_cfg.runtime.config_sources))
     # The run is over and recorded: a Ctrl-C from here on (the interpreter's shutdown takes a second) would only
-    # turn its exit status into 130, and mambapipe.cli would call it one before any step ran.
+    # turn its exit status into 130, and mambapipe.cli would report it as an interrupted run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if result.failed:
         sys.exit(INTERRUPTED_EXIT if result.interrupted else 1)

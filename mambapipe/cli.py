@@ -8,8 +8,9 @@ import sys
 
 
 def main() -> None:
-    """Run the app; a Ctrl-C that reaches this far came before any step ran (the runner reports one within a
-    step, and the app a sweep's), and ends in one line and exit 130."""
+    """Run the app; a Ctrl-C that reaches this far (the runner reports one within a step, and the app a sweep's)
+    ends in one line and exit 130. It may have come before any step ran (the imports, Hydra's compose, the plan)
+    or after some did (between two steps, while the run is recorded), which this handler cannot tell apart."""
     try:
         from mambapipe.app import run_app
 
@@ -17,5 +18,5 @@ def main() -> None:
     except KeyboardInterrupt:
         from mambapipe.pipeline.step import INTERRUPTED_EXIT
 
-        print("INTERRUPTED before any step ran")
+        print("INTERRUPTED (finished steps are cached: the same command resumes)")
         sys.exit(INTERRUPTED_EXIT)

@@ -19,6 +19,7 @@ from mambapipe.pipeline.store import ArtifactStore
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = {"python -m": [sys.executable, "-m", "mambapipe"], "console script": ["mambapipe"]}
 LOG_LINE = re.compile(r"^\[[\d\- :,]+\]\[[\w.]+\]\[[A-Z]+\] - ", re.MULTILINE)  # Hydra's job_logging format
+INTERRUPTED_LINE = "INTERRUPTED (finished steps are cached: the same command resumes)\n"
 
 
 def app_env(tmp_path: Path) -> dict[str, str]:
@@ -268,6 +269,16 @@ mambapipe.steps.load_steps = load_steps
 from mambapipe.cli import main
 main()
 """
+CTRL_C_WHILE_THE_RUN_IS_RECORDED = """
+import mambapipe.pipeline.runner as runner
+
+def _finish(*args, **kwargs):  # the steps ran; a Ctrl-C outside any step, which the runner does not catch
+    raise KeyboardInterrupt
+
+runner._finish = _finish
+from mambapipe.cli import main
+main()
+"""
 
 
 @pytest.mark.parametrize("script", [CTRL_C_IN_THE_APPS_IMPORTS, CTRL_C_IN_TORCHS_IMPORT])
@@ -275,5 +286,12 @@ def test_ctrl_c_before_any_step_is_one_line_and_exit_130(tmp_path, script):
     """Not a KeyboardInterrupt's traceback, nor the INFO lines of a torch whose import stopped before it set its
     own loggers to WARNING (its exit handler logs FakeTensor cache stats)."""
     out = run([sys.executable, "-c", script], tmp_path, "hydra.run.dir=run")
-    assert out.returncode == 130 and out.stdout == "INTERRUPTED before any step ran\n", out.stdout + out.stderr
+    assert out.returncode == 130 and out.stdout == INTERRUPTED_LINE, out.stdout + out.stderr
     assert "Traceback" not in out.stderr and "FakeTensor" not in out.stdout + out.stderr, out.stderr
+
+
+def test_ctrl_c_after_a_step_ran_does_not_say_none_ran(tmp_path):
+    out = run([sys.executable, "-c", CTRL_C_WHILE_THE_RUN_IS_RECORDED], tmp_path, "steps=[download]",
+              "hydra.run.dir=run")
+    assert out.returncode == 130 and "✓ download" in out.stdout, out.stdout + out.stderr
+    assert out.stdout.endswith("\n" + INTERRUPTED_LINE) and "Traceback" not in out.stderr, out.stdout + out.stderr

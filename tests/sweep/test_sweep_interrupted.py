@@ -22,6 +22,8 @@ from mambapipe.sweep.expected import BASIC_SWEEPER, SweepConfig
 from mambapipe.sweep.job import _record_exit, _wait_through_interrupts
 from mambapipe.sweep.summary import collect_rows
 
+INTERRUPTED_LINE = "INTERRUPTED (finished steps are cached: the same command resumes)\n"
+
 
 def write_multirun_yaml(sweep_dir: Path, *task: str, params: dict | None = None, subdir: str = "${hydra.job.num}",
                         sweeper: str = BASIC_SWEEPER, hydra_overrides: tuple[str, ...] | list[str] = (),
@@ -189,7 +191,7 @@ def test_ctrl_c_outside_a_step_is_one_line_and_exit_130(monkeypatch, capsys):
     monkeypatch.setattr(app, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(SystemExit) as stopped:
         cli.main()
-    assert stopped.value.code == 130 and capsys.readouterr().out == "INTERRUPTED before any step ran\n"
+    assert stopped.value.code == 130 and capsys.readouterr().out == INTERRUPTED_LINE
 
 
 def test_ctrl_c_in_a_sweep_prints_its_summary_and_how_to_finish_it(interrupted_sweep, monkeypatch, capsys):
