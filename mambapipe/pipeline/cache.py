@@ -270,20 +270,24 @@ def _split_by_manifest(store: ArtifactStore, step: Optional[str]) -> tuple[list[
 @dataclass
 class Removal:
     artifacts: int  # how many were removed
-    in_use: list[Path]  # selected, but kept: a running run is reading them
+    in_use: list[tuple[Path, str]]  # selected, but kept: each with what a running run is doing with it
     leftover_bytes: int  # freed by removing the leftovers of killed runs
 
 
 def remove(store: ArtifactStore, selected: list[Path], whole_steps: list[str]) -> Removal:
     """Remove the selected artifacts, each under its key's lock and only if no running run reads it (a step
-    claims what it reads: store.reading). From `whole_steps` the leftovers of killed runs go too, but not the
-    staging dir of a run still writing."""
+    claims what it reads: store.reading) or makes it again (force=[...] holds its key's lock). From `whole_steps`
+    the leftovers of killed runs go too, but not the staging dir of a run still writing."""
     removal = Removal(0, [], 0)
     for directory in selected:
         step_name, key = directory.parent.name, directory.name
-        with store.lock(step_name, key), store.unread(step_name, key) as unread:
+        lock = store.try_lock(step_name, key)
+        if lock is None:  # a forced re-run is making it: waiting for the lock would remove the run's new artifact
+            removal.in_use.append((directory, "a running run is making it again"))
+            continue
+        with lock, store.unread(step_name, key) as unread:
             if not unread:
-                removal.in_use.append(directory)
+                removal.in_use.append((directory, "a running run is reading it"))
             elif directory.exists():
                 store.remove_dir(directory)
                 removal.artifacts += 1
@@ -371,9 +375,9 @@ def remove_and_report(store: ArtifactStore, args: argparse.Namespace, console: C
     removal = remove(store, selected, steps_removed_whole(store, args))
     leftovers = f" and {human_size(removal.leftover_bytes)} left by killed runs" if removal.leftover_bytes else ""
     console.print(f"removed {removal.artifacts} artifact(s){leftovers} from {store.root}")
-    for directory in removal.in_use:
-        console.print(f"[yellow]kept {directory.parent.name} {short(directory.name)}[/]: a running run is reading it; "
-                      "run the same rm again once it has finished")
+    for directory, why in removal.in_use:
+        console.print(f"[yellow]kept {directory.parent.name} {short(directory.name)}[/]: {why}; run the same rm again "
+                      "once it has finished")
     return 1 if removal.in_use else 0
 
 

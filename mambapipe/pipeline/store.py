@@ -98,7 +98,7 @@ class ArtifactStore:
         lock_dir.mkdir(parents=True, exist_ok=True)
         return lock_dir / f"{key}{suffix}"
 
-    def _try_lock(self, step: str, key: str) -> Optional[FileLock]:
+    def try_lock(self, step: str, key: str) -> Optional[FileLock]:
         """The key's lock, acquired; None when a live run holds it (from before its step starts until the
         artifact is in place)."""
         lock = self.lock(step, key)
@@ -166,7 +166,7 @@ class ArtifactStore:
 
     def is_being_written(self, staging_dir: Path) -> bool:
         """Whether a live run holds the lock of the key this staging dir is for."""
-        lock = self._try_lock(staging_dir.parent.parent.name, staging_dir.name.split(".")[0])
+        lock = self.try_lock(staging_dir.parent.parent.name, staging_dir.name.split(".")[0])
         if lock is None:
             return True
         lock.release()
@@ -179,7 +179,7 @@ class ArtifactStore:
         keys = sorted({p.name.split(".")[0] for p in self.staging_dirs(step)})
         freed = 0
         for key in keys:
-            lock = self._try_lock(step, key)
+            lock = self.try_lock(step, key)
             if lock is None:
                 continue
             try:

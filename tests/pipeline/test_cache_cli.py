@@ -175,6 +175,15 @@ def test_rm_arguments_that_do_not_say_what_to_remove_are_rejected(capsys, tmp_pa
     assert exit_info.value.code == 2 and error in capsys.readouterr().err
 
 
+def test_rm_keeps_an_artifact_a_forced_run_is_making_again(capsys, filled):
+    """Waiting for the run's lock, rm used to remove the new artifact the moment the run committed it."""
+    (engine, _), = filled.artifacts("build")
+    with filled.lock("build", engine.name):  # what force=[build] holds from before its step until its commit
+        code, out = run_cli(capsys, filled, "rm", "--key", engine.name[:12])
+    assert code == 1 and engine.is_dir()
+    assert f"kept build {engine.name[:12]}: a running run is making it again; run the same rm again" in out
+
+
 def test_rm_spares_the_staging_dir_of_a_run_still_writing(capsys, filled):
     """A live run holds its key's lock while its step writes into staging: removing that dir would make
     the run crash when it commits."""
