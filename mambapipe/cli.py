@@ -12,6 +12,9 @@ def main() -> None:
     ends in one line and exit 130. It may have come before any step ran (the imports, Hydra's compose, the plan)
     or after some did (between two steps, while the run is recorded), which this handler cannot tell apart."""
     try:
+        from mambapipe import interrupts
+
+        interrupts.watch()
         from mambapipe.app import run_app
 
         run_app()

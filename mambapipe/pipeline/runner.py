@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
-from mambapipe import hub
+from mambapipe import hub, interrupts
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan
 from mambapipe.pipeline.provenance import git_commit, utc_now, versions
@@ -104,6 +104,8 @@ def _execute(plan: Plan, run_dir: Path, overrides: list[str],
     reason: Optional[str] = None
     interrupted = False
     for planned in plan.steps:
+        if reason is None and planned.action == RUN and interrupts.received():  # dropped by code before (a __del__)
+            reason, interrupted = f"{planned.name}: interrupted", True
         if reason is not None:
             outcomes.append(StepOutcome(planned.name, planned.key, "skipped", 0.0, None))
             continue

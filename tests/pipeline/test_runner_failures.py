@@ -181,3 +181,33 @@ def test_a_failed_run_is_not_offered_a_resume(pipeline, behaviour, hint):
     assert result.failed and not result.interrupted
     assert pipeline.output.rstrip().splitlines()[-2].startswith(f"{hint}: python -m mambapipe hydra.run.dir=")
     assert "resume" not in pipeline.output
+
+
+def test_a_ctrl_c_that_a_step_dropped_starts_no_further_step(pipeline, monkeypatch):
+    """Python drops a KeyboardInterrupt raised in a __del__; the run must still stop, not go on to exit 0."""
+    from mambapipe import interrupts
+
+    pipeline.run("steps=[download]")
+    pipeline.ran()
+    monkeypatch.setattr(interrupts, "_received", True)  # as the handler leaves it after a dropped Ctrl-C
+    result = pipeline.run()
+    assert result.interrupted and result.reason == "convert: interrupted" and pipeline.ran() == []
+    assert [o.status for o in result.outcomes] == ["cached", "skipped", "skipped", "skipped"]
+
+
+def test_the_handler_remembers_a_ctrl_c_it_raises(monkeypatch):
+    import os
+    import signal
+
+    from mambapipe import interrupts
+
+    monkeypatch.setattr(interrupts, "_received", False)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        interrupts.watch()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs at the next bytecode; the sleep is cut short by it
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert interrupts.received()
