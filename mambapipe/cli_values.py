@@ -88,11 +88,15 @@ def _missing_option_problem(override: Override, options: ConfigRepository) -> Op
     """`recipe=quickstrat: no such recipe; did you mean recipe=quickstart? (recipes: ...)` for a group choice
     that names no config of the group (or a list of them, `group=[a,b]`, with one such)."""
     group, key, value = override.key_or_group, override.get_key_element(), override.value()
-    chosen = value if isinstance(value, list) else [value]  # null: no config of the group, as Hydra takes it
-    missing = [name for name in chosen if name is not None and not options.config_exists(f"{group}/{name}")]
-    if override.is_delete() or not missing:
+    if override.is_delete():
         return None
     names = options.get_group_options(group, results_filter=ObjectType.CONFIG)
+    if value is None:  # Hydra's own error is a traceback: "must be a string or a list. Got NoneType"
+        return f"{key}=null: name a {group} ({group}s: {', '.join(names)})"
+    chosen = value if isinstance(value, list) else [value]
+    missing = [name for name in chosen if not options.config_exists(f"{group}/{name}")]
+    if not missing:
+        return None
     meant = close_key(str(missing[0]), names)
     suggestion = f"; did you mean {key}={meant}?" if meant else ""
     return f"{key}={missing[0]}: no such {group}{suggestion} ({group}s: {', '.join(names)})"
