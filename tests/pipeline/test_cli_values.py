@@ -76,7 +76,7 @@ def test_every_value_of_a_composed_config_passes(compose_config, recipe):
 @pytest.mark.parametrize("argv", [
     [f"recipe={recipe}" for recipe in RECIPES], [f"model={model}" for model in MODELS],
     ["-m", f"recipe={','.join(RECIPES)}", "model=glob(tiny_*)", "tp_size=range(1,3)", "dtype=float16,float32"],
-    ["recipe=null"], ["~model"], ["model@model=tiny_mamba", "hydra/launcher=mambapipe_slurm"],
+    ["~model"], ["model@model=tiny_mamba", "hydra/launcher=mambapipe_slurm"],
     ["dtype=${model.source_dtype}", "model.arch.hidden_size=???", "model.revision=null"],
     ["+extra=float8", "++eval.extra=2", "xyz=1"],  # added and unknown keys: resolve_config's and the key check's
     ["eval.scenarios.0.batch=3", "steps.0=build"],  # through a list that a recipe may fill
