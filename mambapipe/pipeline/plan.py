@@ -108,17 +108,21 @@ def _differences(planned: PlannedStep, previous: dict[str, Any]) -> _Differences
     if previous.get("version") != step.version:
         lines.append(f"{step.name} version {previous.get('version')}→{step.version}")
     old, new = flatten(previous.get("params", {})), flatten(planned.params)
-    # Keys the step no longer reads (eval.dataset once eval.task=benchmark) are no change of this run; a changed
-    # value comes before a key read now and not then, so that eval.task summarize→benchmark leads.
-    changed = sorted((k for k in new if old.get(k) != new[k]), key=lambda k: (k not in old, k))
-    lines += [f"{k} {_fmt(old.get(k))}→{_fmt(new[k])}" for k in changed]
+    # Keys the step no longer reads (eval.dataset once eval.task=benchmark) are no change of this run; those it
+    # reads now and did not then follow from a changed value (eval.task benchmark→summarize), which leads, and are
+    # one line: a list of "∅→value" would bury it.
+    changed = sorted(k for k in new if k in old and old[k] != new[k])
+    lines += [f"{k} {_fmt(old[k])}→{_fmt(new[k])}" for k in changed]
+    read_now = sorted(k for k in new if k not in old)
+    if read_now:
+        lines.append(f"reads {len(read_now)} more ({', '.join(read_now[:2])}{', ...' if len(read_now) > 2 else ''})")
     upstream = [f"upstream {name} changed" for name, key in planned.inputs.items()
                 if previous.get("inputs", {}).get(name) != key]
     lines += upstream
     old_env, new_env = flatten(previous.get("environment", {})), flatten(planned.environment)
     changed_env = [k for k in sorted(old_env.keys() | new_env.keys()) if old_env.get(k) != new_env.get(k)]
     lines += [f"{k} changed" for k in changed_env]
-    one_sided = sum(k not in old for k in changed) + sum((k in old_env) != (k in new_env) for k in changed_env)
+    one_sided = bool(read_now) + sum((k in old_env) != (k in new_env) for k in changed_env)
     return _Differences(lines, len(upstream), one_sided)
 
 
