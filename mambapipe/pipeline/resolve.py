@@ -75,10 +75,11 @@ def resolve_config(cfg: DictConfig) -> Resolved:
     if problem:
         raise StepError(problem)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
-    # Absolute: run.json names real paths, and model.path=m and model.path=$PWD/m are one key.
+    # Absolute: run.json names real paths, and model.path=m and model.path=$PWD/m are one key; model.path also with
+    # its links and ../ followed, so that every spelling of one checkpoint directory is one key.
     config["cache_dir"] = str(Path(config["cache_dir"]).expanduser().absolute())
     if config["model"]["path"]:
-        config["model"]["path"] = str(Path(config["model"]["path"]).expanduser().absolute())
+        config["model"]["path"] = str(Path(config["model"]["path"]).expanduser().resolve())
     config["device"], device_why, device_problem = resolve_device(config["device"])
     config["backend"], backend_why = resolve_backend(config["backend"], config["device"])
     problems = [*map(partial(_unknown_key_problem, config), unknown_keys(config)), unread_path_problem(config),

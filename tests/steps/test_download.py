@@ -349,10 +349,12 @@ def test_a_key_the_source_does_not_read_leaves_every_step_cached(compose_config,
     assert plan_keys(compose_config, *base, override) == plan_keys(compose_config, *base)
 
 
-def test_a_relative_model_path_is_the_same_key_as_the_absolute_one(compose_config, local_copy, monkeypatch):
+def test_every_spelling_of_a_model_path_is_one_key(compose_config, local_copy, monkeypatch, tmp_path):
     monkeypatch.chdir(local_copy.parent)
-    relative = plan_keys(compose_config, "model.source=local", f"model.path={local_copy.name}")
-    assert relative == plan_keys(compose_config, "model.source=local", f"model.path={local_copy}")
+    (tmp_path / "link").symlink_to(local_copy)
+    absolute = plan_keys(compose_config, "model.source=local", f"model.path={local_copy}")
+    for spelling in (local_copy.name, f"../{local_copy.parent.name}/{local_copy.name}", tmp_path / "link"):
+        assert plan_keys(compose_config, "model.source=local", f"model.path={spelling}") == absolute
 
 
 @pytest.mark.parametrize("source, override", [(s, o) for s, overrides in READ.items() for o in overrides])
