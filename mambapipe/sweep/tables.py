@@ -155,20 +155,31 @@ def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: S
     path.write_text("\n".join(lines) + "\n")
 
 
+def _console_number(row: JobRow, key: str) -> str:
+    """A metric as the console table shows it: a benchmark's tokens/s with the scenario it is of (`4294.0 (B=2
+    16/8)`), which summary.md gives a column of its own, as jobs of one sweep may have their best in different ones."""
+    text = fmt(row.metrics[key])
+    scenario = row.metrics["throughput_of"]
+    if key == "tokens_per_s" and text and scenario and scenario != "summarize":
+        return f"{text} ({scenario})"
+    return text
+
+
 def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Path] = None) -> None:
     keys = varying_overrides(list(rows))
     metrics = measured(rows, CONSOLE_METRICS)
     table = Table(title=f"sweep summary{f' ({sweep_dir})' if sweep_dir else ''}", title_justify="left")
     # `evaluate` says whether the numbers were measured by this sweep (ran) or an earlier run (cached).
-    for column in ("job", "overrides", "status", "evaluate", *metrics.values(), "reason"):
+    reasons = any(row.reason for row in rows)  # a column only where some job has one
+    for column in ("job", "overrides", "status", "evaluate", *metrics.values(), *(["reason"] if reasons else [])):
         table.add_column(column)
     for row in rows:
         color = {OK: "green", FAILED: "red", PLANNED: "cyan"}.get(row.status, "yellow")
         status = f"[{color}]{row.status}[/]"
         # Overrides and reasons are user text: `steps=[evaluate]` is not rich markup.
-        numbers = (fmt(row.metrics[key]) for key in metrics)
+        numbers = (_console_number(row, key) for key in metrics)
         table.add_row(row.job, escape(job_label(row, keys)), status, row.steps["evaluate"], *numbers,
-                      escape(row.reason or ""))
+                      *([escape(row.reason or "")] if reasons else []))
     console.print(table)
     for note in speed_notes(rows):
         console.print(note, markup=False)

@@ -112,6 +112,7 @@ def test_a_benchmark_sweep_shows_no_empty_rouge_columns_but_keeps_the_csv_schema
     assert sweep_cli(["summarize", str(tmp_path), "--no-plots"]) == 0
     console = capsys.readouterr().out
     assert "tokens/s" in console and "rouge1" not in console
+    assert "400.000 (B=8" in console and "reason" not in console  # which scenario; no empty column
     header = (tmp_path / "summary.md").read_text().split("| job |")[1].splitlines()[0]
     assert header == " overrides | status | download | convert | build | evaluate | tokens/s | tokens/s of | " \
                      "decode ms/step |"
