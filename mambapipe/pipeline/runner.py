@@ -257,10 +257,23 @@ def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason
     print_summary(console, outcomes, metrics)
     console.print(f"run directory: {run_dir}")
     if reason is not None:
-        rerun = resume_command(command.overrides, run_dir, command.config_dirs)
+        rerun = resume_command(_unforced_where_made(command.overrides, outcomes), run_dir, command.config_dirs)
         console.print(f"{_rerun_hint(stopped_at_plan, interrupted)}: {escape(rerun)}", soft_wrap=True)
         console.print(f"[red]FAILED[/] {escape(reason)}", soft_wrap=True)
     return RunResult(outcomes, reason, run_dir, interrupted)
+
+
+def _unforced_where_made(overrides: Sequence[str], outcomes: list[StepOutcome]) -> list[str]:
+    """The overrides to run again with: a forced step this run already made again is forced no more, so that the
+    rerun takes it from the cache, as the hint says finished steps are."""
+    made = {outcome.name for outcome in outcomes if outcome.status == "ran"}
+    again = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") == "force" and value.startswith("[") and value.endswith("]"):
+            override = f"{key}=[{','.join(s for s in value[1:-1].split(',') if s.strip() not in made)}]"
+        again.append(override)
+    return again
 
 
 def _rerun_hint(stopped_at_plan: bool, interrupted: bool) -> str:

@@ -211,3 +211,9 @@ def test_the_handler_remembers_a_ctrl_c_it_raises(monkeypatch):
     finally:
         signal.signal(signal.SIGINT, previous)
     assert interrupts.received()
+
+
+def test_the_rerun_command_forces_no_step_the_run_already_made_again(pipeline):
+    pipeline.run()
+    result = pipeline.run("force=[download,convert,build]", build="fail")
+    assert result.failed and "'force=[build]' " in pipeline.output and "download,convert" not in pipeline.output
