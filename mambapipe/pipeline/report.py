@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Optional, Sequence
 
@@ -18,8 +19,10 @@ _SUMMARIZE_HEADLINE = {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL
 
 
 def make_console() -> Console:
-    # Logs and CI are not terminals: a fixed width keeps the tables from folding at 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+    # Logs and CI are not terminals: a fixed width keeps the tables from folding at 80 columns, unless COLUMNS
+    # asks for another (rich reads it itself), e.g. COLUMNS=250 mambapipe-cache ls > cache.txt.
+    fixed = None if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else 120
+    return Console(width=fixed, highlight=False)
 
 
 def print_plan(console: Console, plan: Plan, show_notes: bool) -> None:

@@ -298,3 +298,16 @@ def test_an_artifact_keyed_on_part_of_the_architecture_shows_that_part():
                         "model.arch.num_layers": 24, "model.arch.vocab_size": 50280}}
     assert config_items(partial) == ["backend=trtllm", "model.arch=Mamba2"]
     assert config_items(whole) == ["model.arch=Mamba1 H768 L24 V50280"]
+
+
+@pytest.mark.parametrize("columns, width", [(None, 120), ("250", 250), ("60", 60)])
+def test_output_to_a_file_is_120_wide_unless_columns_says(monkeypatch, columns, width):
+    """ls > file cut the 'what' column at 120 with no way to widen it."""
+    from mambapipe.pipeline.report import make_console
+
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert make_console().width == width
