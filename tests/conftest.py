@@ -26,6 +26,13 @@ MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 
 @pytest.fixture(autouse=True)
+def console_width_unset(monkeypatch):
+    """pytest-xdist's workers have COLUMNS=80, which mambapipe's consoles (and the runs tests start) would take as
+    the width asked for; the tests read the 120 columns a run writes into a file or pipe."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def hub_reachability_unknown():
     """A test that makes the hub unreachable must not leave every later test in its process offline."""
     hub.forget_unreachable()
