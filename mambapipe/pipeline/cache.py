@@ -285,12 +285,15 @@ def remove(store: ArtifactStore, selected: list[Path], whole_steps: list[str]) -
         if lock is None:  # a forced re-run is making it: waiting for the lock would remove the run's new artifact
             removal.in_use.append((directory, "a running run is making it again"))
             continue
-        with lock, store.unread(step_name, key) as unread:
-            if not unread:
-                removal.in_use.append((directory, "a running run is reading it"))
-            elif directory.exists():
-                store.remove_dir(directory)
-                removal.artifacts += 1
+        try:  # try_lock has acquired it: `with lock` would count a second hold and leave one on at its end
+            with store.unread(step_name, key) as unread:
+                if not unread:
+                    removal.in_use.append((directory, "a running run is reading it"))
+                elif directory.exists():
+                    store.remove_dir(directory)
+                    removal.artifacts += 1
+        finally:
+            lock.release()
     for step_name in whole_steps:
         removal.leftover_bytes += store.remove_leftovers(step_name)
     return removal

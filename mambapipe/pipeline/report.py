@@ -21,7 +21,8 @@ _SUMMARIZE_HEADLINE = {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL
 def make_console() -> Console:
     # Logs and CI are not terminals: a fixed width keeps the tables from folding at 80 columns, unless COLUMNS
     # asks for another (rich reads it itself), e.g. COLUMNS=250 mambapipe-cache ls > cache.txt.
-    fixed = None if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else 120
+    asked = os.environ.get("COLUMNS", "")
+    fixed = None if sys.stdout.isatty() or (asked.isdigit() and int(asked) > 0) else 120
     return Console(width=fixed, highlight=False)
 
 

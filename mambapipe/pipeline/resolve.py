@@ -79,7 +79,7 @@ def resolve_config(cfg: DictConfig) -> Resolved:
     # its links and ../ followed, so that every spelling of one checkpoint directory is one key.
     config["cache_dir"] = str(Path(config["cache_dir"]).expanduser().absolute())
     if config["model"]["path"]:
-        config["model"]["path"] = str(Path(config["model"]["path"]).expanduser().resolve())
+        config["model"]["path"] = os.path.realpath(Path(config["model"]["path"]).expanduser())  # never raises
     config["device"], device_why, device_problem = resolve_device(config["device"])
     config["backend"], backend_why = resolve_backend(config["backend"], config["device"])
     problems = [*map(partial(_unknown_key_problem, config), unknown_keys(config)), unread_path_problem(config),

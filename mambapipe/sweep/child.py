@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from mambapipe import interrupts
 from mambapipe.pipeline.step import INTERRUPTED_EXIT, crash_summary
 from mambapipe.sweep.record import update_job_record
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:
+    interrupts.watch()  # as mambapipe.cli does for a single run: a Ctrl-C dropped in a __del__ stops the job too
     run_dir, overrides, config_dirs = Path(argv[0]), json.loads(argv[1]), json.loads(argv[2])
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "mambapipe.log")])

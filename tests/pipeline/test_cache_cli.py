@@ -220,6 +220,17 @@ def test_ls_shows_what_is_in_staging_and_rm_says_what_it_freed(capsys, filled):
     assert "removed 1 artifact(s) and 3.0 KB left by killed runs" in out
 
 
+def test_rm_step_removes_what_a_killed_re_run_of_a_removed_artifact_left(capsys, filled):
+    """A killed force=[build] leaves staging beside the artifact; rm --step took the artifact and then kept that
+    staging as 'being written', its own lock on the key still held (found by review)."""
+    (engine, _), = filled.artifacts("build")
+    leftover = filled.root / "build" / ".staging" / f"{engine.name}.99999.deadbeef"
+    leftover.mkdir(parents=True)
+    (leftover / "rank0.engine").write_bytes(b"0" * 1000)
+    _, out = run_cli(capsys, filled, "rm", "--step", "build")
+    assert "removed 1 artifact(s) and 1000 B left by killed runs" in out and not leftover.exists()
+
+
 def test_removed_artifacts_are_remade_only_where_a_step_reads_them(capsys, filled, pipeline):
     run_cli(capsys, filled, "rm", "--step", "build")
     pipeline.ran()

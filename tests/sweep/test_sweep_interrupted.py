@@ -232,7 +232,7 @@ def test_a_child_whose_run_is_over_ignores_a_late_ctrl_c(tmp_path, monkeypatch):
     monkeypatch.setattr(signal, "signal", lambda sig, handler: calls.append((sig, handler)))
     calls: list = []
     assert child.main([str(tmp_path), "[]", "[]"]) == 0
-    assert calls == [(signal.SIGINT, signal.SIG_IGN)]
+    assert calls[-1] == (signal.SIGINT, signal.SIG_IGN)  # after the watcher, mambapipe.interrupts', set first
     for handler in logging.root.handlers:
         handler.close()
 
