@@ -177,6 +177,8 @@ def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path,
                     raise StepError(f"{name} {short(key)} was removed after the plan found it (mambapipe-cache rm?); "
                                     "run again to remake it")
             facts = planned.step.run(planned.params, inputs, staging, ctx) or {}
+            if interrupts.received():  # a Ctrl-C the step's code dropped (a __del__): its output may be cut short
+                raise KeyboardInterrupt
     except BaseException:
         _publish(staging, run_dir)
         shutil.rmtree(staging, ignore_errors=True)

@@ -217,3 +217,33 @@ def test_the_rerun_command_forces_no_step_the_run_already_made_again(pipeline):
     pipeline.run()
     result = pipeline.run("force=[download,convert,build]", build="fail")
     assert result.failed and "'force=[build]' " in pipeline.output and "download,convert" not in pipeline.output
+
+
+def test_a_ctrl_c_dropped_inside_a_step_fails_that_step_and_keeps_nothing(pipeline, monkeypatch):
+    from pipeline_fakes import FakeStep
+
+    from mambapipe import interrupts
+
+    monkeypatch.setattr(interrupts, "_received", False)
+    real_run = FakeStep.run
+
+    def dropping(self, *args):
+        facts = real_run(self, *args)
+        if self.name == "convert":
+            monkeypatch.setattr(interrupts, "_received", True)  # as the handler leaves it when a __del__ drops one
+        return facts
+    monkeypatch.setattr(FakeStep, "run", dropping)
+    result = pipeline.run()
+    assert result.interrupted and result.reason == "convert: interrupted"
+    assert [o.status for o in result.outcomes] == ["ran", "failed", "skipped", "skipped"]
+    assert complete_artifacts(pipeline.store, "convert") == [] and leftovers(pipeline.store, "convert") == []
+
+
+def test_the_command_line_watches_for_ctrl_c_before_anything_else(monkeypatch):
+    from mambapipe import app, cli, interrupts
+
+    calls = []
+    monkeypatch.setattr(interrupts, "watch", lambda: calls.append("watch"))
+    monkeypatch.setattr(app, "run_app", lambda: calls.append("app"))
+    cli.main()
+    assert calls == ["watch", "app"]
