@@ -269,7 +269,7 @@ def _split_by_manifest(store: ArtifactStore, step: Optional[str]) -> tuple[list[
 
 @dataclass
 class Removal:
-    artifacts: int  # how many were removed
+    removed: list[Path]
     in_use: list[tuple[Path, str]]  # selected, but kept: each with what a running run is doing with it
     leftover_bytes: int  # freed by removing the leftovers of killed runs
 
@@ -278,7 +278,7 @@ def remove(store: ArtifactStore, selected: list[Path], whole_steps: list[str]) -
     """Remove the selected artifacts, each under its key's lock and only if no running run reads it (a step
     claims what it reads: store.reading) or makes it again (force=[...] holds its key's lock). From `whole_steps`
     the leftovers of killed runs go too, but not the staging dir of a run still writing."""
-    removal = Removal(0, [], 0)
+    removal = Removal([], [], 0)
     for directory in selected:
         step_name, key = directory.parent.name, directory.name
         lock = store.try_lock(step_name, key)
@@ -291,7 +291,7 @@ def remove(store: ArtifactStore, selected: list[Path], whole_steps: list[str]) -
                     removal.in_use.append((directory, "a running run is reading it"))
                 elif directory.exists():
                     store.remove_dir(directory)
-                    removal.artifacts += 1
+                    removal.removed.append(directory)
         finally:
             lock.release()
     for step_name in whole_steps:
@@ -377,7 +377,8 @@ def remove_and_report(store: ArtifactStore, args: argparse.Namespace, console: C
         return 2
     removal = remove(store, selected, steps_removed_whole(store, args))
     leftovers = f" and {human_size(removal.leftover_bytes)} left by killed runs" if removal.leftover_bytes else ""
-    console.print(f"removed {removal.artifacts} artifact(s){leftovers} from {store.root}")
+    named = f" ({', '.join(f'{d.parent.name} {short(d.name)}' for d in removal.removed)})" if args.key else ""
+    console.print(f"removed {len(removal.removed)} artifact(s){named}{leftovers} from {store.root}")
     for directory, why in removal.in_use:
         console.print(f"[yellow]kept {directory.parent.name} {short(directory.name)}[/]: {why}; run the same rm again "
                       "once it has finished")

@@ -132,7 +132,7 @@ def test_rm_all_empties_the_cache_and_leftovers(capsys, filled):
 def test_rm_key_removes_that_one_artifact(capsys, filled):
     (first, _), (second, _) = filled.artifacts("evaluate")
     code, out = run_cli(capsys, filled, "rm", "--key", first.name[:12])
-    assert code == 0 and out.startswith("removed 1 artifact(s)")
+    assert code == 0 and out.startswith(f"removed 1 artifact(s) (evaluate {first.name[:12]}) from ")
     assert not first.exists() and second.is_dir() and len(list(filled.artifacts())) == 4
 
 
