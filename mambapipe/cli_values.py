@@ -111,9 +111,12 @@ def _type_problem(override: Override, config: DictConfig) -> Optional[str]:
     key = override.key_or_group
     if override.type != OverrideType.CHANGE or override.is_hydra_override() or any(map(str.isdigit, key.split("."))):
         return None
+    value = override.value()
     try:
-        OmegaConf.update(config, key, override.value(), merge=True)
+        OmegaConf.update(config, key, value, merge=True)
     except ValidationError as exc:
+        if isinstance(value, str) and OmegaConf.is_list(OmegaConf.select(config, key)):  # steps=evaluate
+            return f"{override.input_line}: {key} is a list; write {key}=[{value}]"
         return f"{override.input_line}: {first_line(exc)}"
     except OmegaConfBaseException:  # e.g. a key the schema lacks: Hydra reports it, with the composed config
         pass

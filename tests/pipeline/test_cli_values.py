@@ -37,6 +37,7 @@ def _schema_registered():
     (["dtype=float8"], "dtype=float8: Invalid value 'float8', expected one of [float16, bfloat16, float32]"),
     (["steps=[evalute]"], "steps=[evalute]: Invalid value 'evalute', expected one of [download, convert, build, "
                           "evaluate]"),
+    (["steps=evaluate"], "steps=evaluate: steps is a list; write steps=[evaluate]"),
     (["eval.task=bench"], "eval.task=bench: Invalid value 'bench', expected one of [summarize, benchmark]"),
     (["tp_size=3.5"], "tp_size=3.5: Value '3.5' of type 'float' could not be converted to Integer"),
     (["model.arch.hidden_size=wide"], "model.arch.hidden_size=wide: Value 'wide' of type 'str' could not be "
