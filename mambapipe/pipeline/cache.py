@@ -7,7 +7,8 @@
   mambapipe-cache rm --older-than 2026-01-31     artifacts created before that day (UTC); one whose manifest.json
                                                  is damaged has no date to read, so it goes by that file's mtime
   mambapipe-cache rm --all                       everything, including leftovers of killed runs
-An artifact a running run is reading is kept (and named; the exit status is then 1).
+An artifact a running run is reading, or a forced re-run is making again, is kept (and named; the exit status is
+then 1).
 The cache directory is `--cache-dir`, else $MAMBAPIPE_CACHE, else ~/.cache/mambapipe (as the runner).
 """
 
