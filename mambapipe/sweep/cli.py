@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from mambapipe.pipeline.report import make_console
 from mambapipe.sweep.report import summarize_sweep
-from mambapipe.sweep.summary import OVERRIDES_FILE
+from mambapipe.sweep.summary import OVERRIDES_FILE, holds_single_runs_only
 from mambapipe.sweep.tables import print_table
 
 
@@ -38,6 +38,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if (sweep_dir / OVERRIDES_FILE).is_file():  # its summary would land among a run's own files
         console.print(f"[red]error[/] {escape(str(sweep_dir))} is a single run's directory (it has its own "
                       f"{OVERRIDES_FILE}): pass the sweep directory above its job dirs", soft_wrap=True)
+        return 2
+    if holds_single_runs_only(sweep_dir):  # outputs/<date>/: its summary would take the user's runs for jobs
+        console.print(f"[red]error[/] {escape(str(sweep_dir))} holds single runs (python -m mambapipe without -m), "
+                      "not a sweep's jobs: pass a sweep directory (multirun/<date>/<time>, or the sweep's "
+                      "hydra.sweep.dir)", soft_wrap=True)
         return 2
     rows = summarize_sweep(sweep_dir, plots=not args.no_plots)
     if not rows:  # summarize_sweep wrote nothing

@@ -21,7 +21,14 @@ from mambapipe.config import STEP_NAMES
 from mambapipe.evaluate.scenarios import Scenario, scenario_label
 from mambapipe.pipeline.step import first_line
 from mambapipe.sweep.expected import ExpectedJob, SweepConfig
-from mambapipe.sweep.record import JOB_RECORD, RUN_JSON_STAMP, SWEEP_STAMP, read_job_record, sweep_config_digest
+from mambapipe.sweep.record import (
+    JOB_RECORD,
+    RUN_JSON_STAMP,
+    SWEEP_CONFIG,
+    SWEEP_STAMP,
+    read_job_record,
+    sweep_config_digest,
+)
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 OVERRIDES_FILE = ".hydra/overrides.yaml"
@@ -77,6 +84,15 @@ def find_run_dirs(sweep_dir: Path) -> list[Path]:
     sweep_dir = Path(sweep_dir)
     dirs = [p.parent.parent for p in sweep_dir.rglob(OVERRIDES_FILE) if p.parent.parent != sweep_dir]
     return sorted(dirs, key=lambda d: _job_sort_key(d.relative_to(sweep_dir)))
+
+
+def holds_single_runs_only(directory: Path) -> bool:
+    """Whether `directory` has run dirs but nothing of a sweep: no multirun.yaml (Hydra's basic sweeper writes it
+    before any job) and no sweep_job.json in any run dir (a sweep's job writes it first, whatever the sweeper). So
+    are the outputs/<date>/ of plain `python -m mambapipe` runs: a summary would take them for one sweep's jobs."""
+    run_dirs = find_run_dirs(directory)
+    return (bool(run_dirs) and not (Path(directory) / SWEEP_CONFIG).is_file()
+            and not any((run_dir / JOB_RECORD).is_file() for run_dir in run_dirs))
 
 
 def find_sweep_jobs(sweep_dir: Path, sweep_config: SweepConfig) -> SweepJobDirs:

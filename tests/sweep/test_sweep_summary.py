@@ -348,6 +348,31 @@ def test_summarize_refuses_a_single_run_dir_and_writes_nothing(tmp_path, job_wri
     assert files_under(run_dir) == before
 
 
+def test_summarize_refuses_a_folder_of_single_runs_and_writes_nothing(tmp_path, job_writer, capsys):
+    """outputs/<date>/ of plain `python -m mambapipe` runs: run dirs, none of them a sweep's job (no sweep_job.json),
+    and no multirun.yaml. Summarized, they would pass for one sweep's jobs, rerun without their own --config-dir."""
+    day = tmp_path / "outputs" / "2026-11-29"
+    for time in ("10-00-00", "11-30-00"):
+        job_writer(day, time, ["recipe=quickstart"], metrics=summarize_metrics(21.5, 120.0, 8.0), exit_code=None)
+    before = files_under(tmp_path)
+    for directory in (day, day.parent):
+        assert sweep_cli(["summarize", str(directory)]) == 2
+        [line] = capsys.readouterr().out.splitlines()
+        assert line == (f"error {directory} holds single runs (python -m mambapipe without -m), not a sweep's jobs: "
+                        "pass a sweep directory (multirun/<date>/<time>, or the sweep's hydra.sweep.dir)")
+    assert files_under(tmp_path) == before
+
+
+def test_a_sweep_dir_is_known_by_its_multirun_yaml_or_its_jobs_records(tmp_path, job_writer):
+    """Only Hydra's basic sweeper writes multirun.yaml; every sweep's job writes its sweep_job.json first."""
+    job_writer(tmp_path / "other_sweeper", 0, ["dtype=float32"], metrics=summarize_metrics(21.5, 120.0, 8.0))
+    start_sweep(tmp_path / "basic", "dtype=float32")
+    job_writer(tmp_path / "basic", 0, ["dtype=float32"], metrics=summarize_metrics(21.5, 120.0, 8.0), exit_code=None)
+    for sweep in ("other_sweeper", "basic"):
+        assert sweep_cli(["summarize", str(tmp_path / sweep), "--no-plots"]) == 0
+        assert (tmp_path / sweep / "summary.md").is_file()
+
+
 def reuse_sweep_dir(sweep_dir, job_writer) -> str:
     """`-m hydra.sweep.dir=D eval.max_ite=1,2,3`, then `-m hydra.sweep.dir=D eval.output_len=3,4`: Hydra rewrites
     D/multirun.yaml and jobs 0 and 1, and job 2 of the first sweep stays. The second sweep's multirun.yaml sha256."""
