@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import shlex
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -60,9 +61,13 @@ def other_command_problem(argv: list[str]) -> Optional[str]:
 def unknown_key_problem(argv: list[str]) -> Optional[str]:
     """The first override of `argv` that sets a key the schema lacks, as one line with the key it likely meant.
     Checked before Hydra composes: its own error for a mistyped key spans six lines and suggests `+key`, which
-    would add the typo as a new key that no step reads."""
-    groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
-    for key in _changed_keys(_overrides(argv), groups):
+    would add the typo as a new key that no step reads. A --config-dir adds recipes and config groups but no
+    keys: the schema is the primary config's first default, and Hydra refuses a key it lacks in any config."""
+    args = parse_command_line(argv)
+    if args is None:
+        return None
+    groups = {p.name for d in (CONFIG_DIR, args.config_dir) if d for p in Path(d).iterdir() if p.is_dir()}
+    for key in _changed_keys(args.overrides, groups):
         meant = schema_key(key) or close_key(key, groups)
         if meant != key:
             return f"{key} is not a config key; {key_hint(meant)}"
@@ -70,9 +75,9 @@ def unknown_key_problem(argv: list[str]) -> Optional[str]:
 
 
 def parse_command_line(argv: list[str]) -> Optional[argparse.Namespace]:
-    """The command line as Hydra's own argument parser reads it; None when Hydra will refuse the line itself, or
-    when its primary config may not be this one: another config (--config-name, --config-path), a rerun, or -sc
-    (whose `install=bash` is no override)."""
+    """The command line as Hydra's own argument parser reads it; None when Hydra will refuse the line itself (a
+    --config-dir that is no directory among its mistakes), or when its primary config may not be this one:
+    another config (--config-name, --config-path), a rerun, or -sc (whose `install=bash` is no override)."""
     try:
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # argparse's usage, --version
             args = get_args_parser().parse_args(argv)
@@ -80,14 +85,9 @@ def parse_command_line(argv: list[str]) -> Optional[argparse.Namespace]:
         return None
     if args.shell_completion or args.config_path or args.config_name or args.experimental_rerun:
         return None
+    if args.config_dir is not None and not os.path.isdir(args.config_dir):
+        return None
     return args
-
-
-def _overrides(argv: list[str]) -> list[str]:
-    """The overrides of a command line whose keys the schema types: none when parse_command_line gives up, or
-    with --config-dir, whose configs may add groups and keys of their own."""
-    args = parse_command_line(argv)
-    return [] if args is None or args.config_dir else args.overrides
 
 
 def _changed_keys(overrides: list[str], groups: set[str]) -> list[str]:

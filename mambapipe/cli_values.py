@@ -33,7 +33,7 @@ def bad_value_problem(argv: list[str]) -> Optional[str]:
     """The first value of `argv` that Hydra would refuse, as one line; None when none is (or when Hydra reads
     the line with another primary config, cannot parse it, or lacks the --config-dir: then it reports that)."""
     args = parse_command_line(argv)
-    if args is None or (args.config_dir is not None and not os.path.isdir(args.config_dir)):
+    if args is None:
         return None
     overrides = _job_overrides(args.overrides)
     # hydra.searchpath adds config dirs that only the composed config names: a group may have options not known here.

@@ -134,6 +134,19 @@ def test_a_mistyped_key_is_one_line_naming_the_key_meant(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_mistyped_key_beside_a_config_dir_is_one_line_too(tmp_path):
+    """A --config-dir adds recipes, not keys: Hydra refuses a recipe's key that the schema lacks, as it does a typo."""
+    (tmp_path / "mine" / "recipe").mkdir(parents=True)
+    (tmp_path / "mine" / "recipe" / "extra.yaml").write_text("# @package _global_\nmy_key: 1\n")
+    out = run(COMMANDS["python -m"], tmp_path, f"--config-dir={tmp_path / 'mine'}", "build.max_batch_sise=16",
+              "hydra.run.dir=run")
+    assert out.returncode == 1 and out.stderr == ""
+    assert out.stdout == "FAILED build.max_batch_sise is not a config key; did you mean build.max_batch_size?\n"
+    out = run(COMMANDS["python -m"], tmp_path, "-cd", str(tmp_path / "mine"), "recipe=extra", "hydra.run.dir=run")
+    assert out.returncode == 1 and "Key 'my_key' not in 'MambapipeConfig'" in out.stderr, out.stdout + out.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("args, line", [
     (["recipe=quickstrat"], "FAILED recipe=quickstrat: no such recipe; did you mean recipe=quickstart? (recipes: "),
     (["model=tiny_mamba3"], "FAILED model=tiny_mamba3: no such model; did you mean model=tiny_mamba? (models: "),

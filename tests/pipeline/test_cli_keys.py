@@ -64,6 +64,26 @@ def test_what_hydra_handles_itself_passes_silently(capsys, argv):
     assert capsys.readouterr() == ("", "")
 
 
+def my_config_dir(root: Path) -> Path:
+    """A user's --config-dir: a recipe of their own, and a config group the schema does not have as a key."""
+    (root / "recipe").mkdir(parents=True)
+    (root / "recipe" / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - /hw: cpu\n")
+    (root / "hw").mkdir()
+    (root / "hw" / "cpu.yaml").write_text("# @package _global_\ndevice: cpu\n")
+    return root
+
+
+@pytest.mark.parametrize("spelling", [["-cd", "{}"], ["--config-dir", "{}"], ["--config-dir={}"]])
+def test_a_config_dirs_command_line_is_checked_too(tmp_path, spelling):
+    """A --config-dir adds recipes and groups (hw=cpu is a choice, not a key), but its recipes add no keys."""
+    mine = my_config_dir(tmp_path / "mine")
+    config_dir = [word.format(mine) for word in spelling]
+    assert unknown_key_problem([*config_dir, "recipe=mine", "hw=cpu", "build.max_batch_size=4"]) is None
+    problem = unknown_key_problem([*config_dir, "recipe=mine", "build.max_batch_szie=4"])
+    assert problem == "build.max_batch_szie is not a config key; did you mean build.max_batch_size?"
+    assert unknown_key_problem([*config_dir, "hwx=cpu"]) == "hwx is not a config key; did you mean hw?"
+
+
 @pytest.mark.parametrize("argv, problem", [
     (["cache", "ls"], "mambapipe: 'cache' is a command of mambapipe-cache, not an override: run `mambapipe-cache ls` "
                       "(or python -m mambapipe.pipeline.cache ls)"),

@@ -92,13 +92,16 @@ def test_what_hydra_accepts_or_reports_itself_passes(capsys, argv):
     assert capsys.readouterr() == ("", "")
 
 
-def test_a_config_dirs_recipes_are_options_too(tmp_path):
+@pytest.mark.parametrize("spelling", [["-cd", "{}"], ["--config-dir", "{}"], ["--config-dir={}"]])
+def test_a_config_dirs_recipes_are_options_too(tmp_path, spelling):
     (tmp_path / "recipe").mkdir()
     (tmp_path / "recipe" / "too_wide.yaml").write_text("# @package _global_\ntp_size: 3\n")
-    assert bad_value_problem(["-cd", str(tmp_path), "recipe=too_wide"]) is None
-    problem = bad_value_problem(["-cd", str(tmp_path), "recipe=to_wide"])
+    config_dir = [word.format(tmp_path) for word in spelling]
+    assert bad_value_problem([*config_dir, "recipe=too_wide"]) is None
+    problem = bad_value_problem([*config_dir, "recipe=to_wide"])
     assert problem.startswith("recipe=to_wide: no such recipe; did you mean recipe=too_wide? (recipes: ")
     assert "too_wide" in problem and "quickstart" in problem
+    assert bad_value_problem([*config_dir, "dtype=float8"]).startswith("dtype=float8: Invalid value 'float8'")
 
 
 @pytest.mark.parametrize("hydra_change", ["module gone", "class changed"])
