@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -87,6 +88,28 @@ def test_tab_completion_offers_recipes_and_keys(tmp_path):
     out = subprocess.run(["mambapipe", "-sc", "query=bash"], env={**os.environ, **env_line},
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["recipe=codestral", "recipe=codestral_tp2"]
+
+
+def bash_completions(tmp_path: Path, install: str, comp_line: str) -> list[str]:
+    """What bash offers for `comp_line` (the cursor at its end) once `install` ran, calling the completion function
+    as bash does, with COMP_LINE, COMP_POINT and COMP_CWORD set."""
+    script = (f'{install}\nCOMP_LINE={shlex.quote(comp_line)}; COMP_POINT=${{#COMP_LINE}}; '
+              f'COMP_CWORD={len(comp_line.split()) - 1}\nhydra_bash_completion; printf "%s\\n" "${{COMPREPLY[@]}}"')
+    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=app_env(tmp_path), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_the_readmes_tab_completion_line_completes_the_console_script_only(tmp_path):
+    install = re.search(r"`([^`]*-sc install=bash[^`]*)`", (REPO / "README.md").read_text())[1]
+    assert bash_completions(tmp_path, install, "mambapipe recipe=code") == ["recipe=codestral", "recipe=codestral_tp2"]
+    assert bash_completions(tmp_path, install, "mambapipe build.max_b") == ["build.max_batch_size="]
+    (tmp_path / "mine" / "recipe").mkdir(parents=True)
+    (tmp_path / "mine" / "recipe" / "my_codestral.yaml").write_text("# @package _global_\n")
+    assert bash_completions(tmp_path, install, "mambapipe -cd mine recipe=my_") == []  # from configs/ alone
+    python_m = install.replace("mambapipe -sc", "python -m mambapipe -sc")  # completion installed for `python`
+    assert bash_completions(tmp_path, python_m, "python -m mambapipe recipe=code") == []
 
 
 def test_plan_only_exits_zero_and_writes_the_run_dir(tmp_path):
