@@ -1,1 +1,4 @@
 """The evaluate step's tasks: cnn_dailymail-style summarization scored with ROUGE, and a speed benchmark."""
+
+# metrics.json's `task` for the summarize task, by which the sweep summary tells how a row's tokens/s were timed.
+SUMMARIZE_TASK = "summarize"

@@ -254,7 +254,7 @@ def _metric_facts(metrics: dict) -> dict[str, Any]:
         scenario = Scenario(source.get("batch"), source.get("input_len"), source.get("output_len"))
         facts["throughput_of"] = scenario_label(scenario) if source else None
     else:
-        facts["throughput_of"] = metrics.get("task")
+        facts["throughput_of"] = metrics.get("task")  # SUMMARIZE_TASK, by which the tables tell such a row
     return facts
 
 

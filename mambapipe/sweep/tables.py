@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mambapipe.config import STEP_NAMES
+from mambapipe.evaluate import SUMMARIZE_TASK
 from mambapipe.pipeline.runner import resume_command
 from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
 from mambapipe.sweep.summary import (
@@ -64,7 +65,7 @@ def measured(rows: Sequence[JobRow], metrics: dict[str, str]) -> dict[str, str]:
 
 def speed_notes(rows: Sequence[JobRow]) -> list[str]:
     """How the tables' tokens/s were measured, where some come from the summarize task."""
-    timed_by_summarize = any(row.metrics["throughput_of"] == "summarize" and row.metrics["tokens_per_s"] is not None
+    timed_by_summarize = any(row.metrics["throughput_of"] == SUMMARIZE_TASK and row.metrics["tokens_per_s"] is not None
                              for row in rows)
     return [SUMMARIZE_SPEED_NOTE] if timed_by_summarize else []
 
@@ -160,7 +161,7 @@ def _console_number(row: JobRow, key: str) -> str:
     16/8)`), which summary.md gives a column of its own, as jobs of one sweep may have their best in different ones."""
     text = fmt(row.metrics[key])
     scenario = row.metrics["throughput_of"]
-    if key == "tokens_per_s" and text and scenario and scenario != "summarize":
+    if key == "tokens_per_s" and text and scenario and scenario != SUMMARIZE_TASK:
         return f"{text} ({scenario})"
     return text
 
