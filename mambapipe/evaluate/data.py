@@ -52,7 +52,7 @@ def load_articles(dataset: str, hub_id: str = "abisee/cnn_dailymail", hub_config
     None = the main branch; from the local datasets cache only when `local_only` says why) or a local path, which
     must still hold the contents `sha256` names where the plan hashed it (local_dataset_sha256). `show_progress`:
     whether datasets shows its own bars (a download, generating a split)."""
-    require_datasets()  # its one-line error where the install cannot import datasets
+    require_datasets()  # its one-line error where the install cannot import datasets, once for the loaders below
     import datasets
 
     with hub.progress_bars(show_progress, datasets):
@@ -204,7 +204,7 @@ def _first_json_record(path: Path) -> Any:
 
 
 def _load_local(path: Path, sha256: Optional[str] = None):
-    load_dataset = require_datasets()
+    from datasets import load_dataset  # load_articles has checked that it imports
     builder = local_builder(path)
     _check_contents(path, builder, sha256)
     json_array = builder == "json" and _opens_an_array(path)
@@ -305,7 +305,7 @@ def _parquet_problem(path: Path) -> Optional[str]:
 
 
 def _load_hub(hub_id: str, hub_config: str, split: str, revision: Optional[str], local_only: Optional[str]):
-    load_dataset = require_datasets()
+    from datasets import load_dataset  # load_articles has checked that it imports
     try:
         with _datasets_offline(local_only is not None):
             return load_dataset(hub_id, hub_config, split=split, revision=revision)
