@@ -6,7 +6,8 @@ that gets it, so a bad one stops the sweep before any job has run, and the line 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Optional
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.object_type import ObjectType
@@ -24,9 +25,19 @@ if TYPE_CHECKING:
     from hydra._internal.config_repository import ConfigRepository
 
 
-# What a change in Hydra's internals (hydra._internal, which _options reads the config groups with) would raise:
-# the check is then left out, and Hydra reports the command line's mistakes itself.
-_HYDRA_INTERNALS_CHANGED = (ImportError, AttributeError, TypeError)
+class _HydraInternalsChanged(Exception):
+    """hydra._internal, which the check reads the config groups with, no longer works as it did: the check is then
+    left out, and Hydra reports the command line's mistakes itself."""
+
+
+@contextmanager
+def _hydra_internals() -> Iterator[None]:
+    """Around the check's calls into hydra._internal alone: what a change in it would raise becomes
+    _HydraInternalsChanged there, while the same errors from the check's own code stay the bugs they are."""
+    try:
+        yield
+    except (ImportError, AttributeError, TypeError) as err:
+        raise _HydraInternalsChanged from err
 
 
 def bad_value_problem(argv: list[str]) -> Optional[str]:
@@ -40,15 +51,18 @@ def bad_value_problem(argv: list[str]) -> Optional[str]:
     more_options = any(o.key_or_group == "hydra.searchpath" for o in overrides)
     config = OmegaConf.structured(MambapipeConfig(model=ModelConfig()))
     try:
-        options = _options(args.config_dir)
+        with _hydra_internals():
+            options = _options(args.config_dir)
         for override in overrides:
-            if not options.group_exists(override.key_or_group):
+            with _hydra_internals():
+                is_group = options.group_exists(override.key_or_group)
+            if not is_group:
                 problem = _type_problem(override, config)
             else:
                 problem = None if more_options else _missing_option_problem(override, options)
             if problem:
                 return problem
-    except _HYDRA_INTERNALS_CHANGED:
+    except _HydraInternalsChanged:
         return None
     return None
 
@@ -74,7 +88,7 @@ def _job_overrides(texts: list[str]) -> list[Override]:
 def _options(config_dir: Optional[str]) -> ConfigRepository:
     """The configs Hydra finds: this package's configs/, its plugins', and the command line's --config-dir (an
     existing dir, put where Hydra puts it). Hydra's internals are imported here, not on the module's import, so
-    that a change in them costs the check (_HYDRA_INTERNALS_CHANGED), not every command."""
+    that a change in them costs the check (_HydraInternalsChanged), not every command."""
     from hydra._internal.config_repository import ConfigRepository
     from hydra._internal.utils import create_config_search_path
 
@@ -90,11 +104,13 @@ def _missing_option_problem(override: Override, options: ConfigRepository) -> Op
     group, key, value = override.key_or_group, override.get_key_element(), override.value()
     if override.is_delete():
         return None
-    names = options.get_group_options(group, results_filter=ObjectType.CONFIG)
+    with _hydra_internals():
+        names = options.get_group_options(group, results_filter=ObjectType.CONFIG)
     if value is None:  # Hydra's own error is a traceback: "must be a string or a list. Got NoneType"
         return f"{key}=null: name a {group} ({group}s: {', '.join(names)})"
     chosen = value if isinstance(value, list) else [value]
-    missing = [name for name in chosen if not options.config_exists(f"{group}/{name}")]
+    with _hydra_internals():
+        missing = [name for name in chosen if not options.config_exists(f"{group}/{name}")]
     if not missing:
         return None
     meant = close_key(str(missing[0]), names)

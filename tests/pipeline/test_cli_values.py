@@ -112,3 +112,21 @@ def test_a_change_in_hydras_internals_leaves_the_check_to_hydra(monkeypatch, hyd
     else:
         monkeypatch.setattr(hydra._internal.config_repository, "ConfigRepository", lambda search_path: object())
     assert bad_value_problem(["recipe=quickstrat"]) is None and bad_value_problem(["dtype=float8"]) is None
+
+
+@pytest.mark.parametrize("method", ["get_group_options", "config_exists"])
+def test_a_change_in_the_calls_after_finding_a_group_leaves_the_check_to_hydra(monkeypatch, method):
+    """Its options and whether the choice is among them, asked only of a group choice."""
+    changed = lambda self, name, added: True  # noqa: E731 - a new parameter: a TypeError where the check calls it
+    monkeypatch.setattr(hydra._internal.config_repository.ConfigRepository, method, changed)
+    assert bad_value_problem(["recipe=quickstrat"]) is None
+
+
+@pytest.mark.parametrize("argv, own_code", [(["dtype=float8"], "first_line"), (["recipe=quickstrat"], "close_key")])
+def test_a_bug_in_the_checks_own_code_is_raised_not_taken_for_a_change_in_hydra(monkeypatch, argv, own_code):
+    def bug(*args):
+        raise AttributeError("a bug of ours")
+
+    monkeypatch.setattr(f"mambapipe.cli_values.{own_code}", bug)
+    with pytest.raises(AttributeError, match="a bug of ours"):
+        bad_value_problem(argv)
