@@ -88,7 +88,8 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
         reason = "; ".join(plan.problems) if plan.problems else None
         return _finish(console, run_dir, outcomes, reason, command, stopped_at_plan=True)
     outcomes, reason, interrupted = _execute(plan, run_dir, list(overrides), console)
-    return _finish(console, run_dir, outcomes, reason, command, stopped_at_plan=False, interrupted=interrupted)
+    return _finish(console, run_dir, outcomes, reason, command, stopped_at_plan=False, interrupted=interrupted,
+                   forced=resolved.config["force"])
 
 
 def _not_run(plan: Plan, planned: PlannedStep) -> StepOutcome:
@@ -248,7 +249,8 @@ def hydra_quoted(value: str) -> str:
 
 
 def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str],
-            command: CommandLine, stopped_at_plan: bool, interrupted: bool = False) -> RunResult:
+            command: CommandLine, stopped_at_plan: bool, interrupted: bool = False,
+            forced: Sequence[str] = ()) -> RunResult:
     # `reason` and `finished` let a sweep summary tell a rerun by hand from the sweep's own run of a job;
     # `stopped_at_plan` that no step started, so the statuses are the plan's (cached: there to reuse).
     record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "stopped_at_plan": stopped_at_plan,
@@ -259,23 +261,30 @@ def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason
     print_summary(console, outcomes, metrics)
     console.print(f"run directory: {run_dir}")
     if reason is not None:
-        rerun = resume_command(_unforced_where_made(command.overrides, outcomes), run_dir, command.config_dirs)
+        made = {outcome.name for outcome in outcomes if outcome.status == "ran"}
+        rerun = resume_command(unforced_where_made(command.overrides, forced, made), run_dir, command.config_dirs)
         console.print(f"{_rerun_hint(stopped_at_plan, interrupted)}: {escape(rerun)}", soft_wrap=True)
         console.print(f"[red]FAILED[/] {escape(reason)}", soft_wrap=True)
     return RunResult(outcomes, reason, run_dir, interrupted)
 
 
-def _unforced_where_made(overrides: Sequence[str], outcomes: list[StepOutcome]) -> list[str]:
-    """The overrides to run again with: a forced step this run already made again is forced no more, so that the
-    rerun takes it from the cache, as the hint says finished steps are."""
-    made = {outcome.name for outcome in outcomes if outcome.status == "ran"}
-    again = []
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key.lstrip("+") == "force" and value.startswith("[") and value.endswith("]"):
-            override = f"{key}=[{','.join(s for s in value[1:-1].split(',') if s.strip() not in made)}]"
-        again.append(override)
-    return again
+def unforced_where_made(overrides: Sequence[str], forced: Sequence[str], made: set[str]) -> list[str]:
+    """The overrides to run again with: a step the run was forced to make (`forced`: the config's `force`, which the
+    command line or a recipe set) and `made` is forced no more, so that the rerun takes it from the cache, as the
+    hint says finished steps are. The command line's `force` overrides, however written, get the steps still to
+    force; where it has none (a recipe's force), one is added."""
+    still = [name for name in forced if name not in made]
+    if len(still) == len(forced):
+        return list(overrides)
+    value = f"[{','.join(still)}]"
+    if not any(map(_sets_force, overrides)):
+        return [*overrides, f"force={value}"]
+    return [f"{override.partition('=')[0]}={value}" if _sets_force(override) else override for override in overrides]
+
+
+def _sets_force(override: str) -> bool:
+    """`force=...`, `++force=...` (a key never holds `=`, and Hydra reads no space around it)."""
+    return override.partition("=")[0].lstrip("+") == "force"
 
 
 def _rerun_hint(stopped_at_plan: bool, interrupted: bool) -> str:

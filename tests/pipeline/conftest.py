@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 from pathlib import Path
+from typing import Optional, Sequence
 
 import pytest
 from pipeline_fakes import fake_steps, journal_lines
@@ -22,11 +23,12 @@ class FakePipeline:
         self.output = ""
         self._runs = itertools.count()
 
-    def run(self, *overrides: str, **behaviour: str) -> RunResult:
-        """Run quickstart (+ overrides) with fake steps; `behaviour` e.g. convert="fail"."""
+    def run(self, *overrides: str, typed: Optional[Sequence[str]] = None, **behaviour: str) -> RunResult:
+        """Run quickstart (+ overrides) with fake steps; `behaviour` e.g. convert="fail". `typed`: the command line
+        the run repeats, where it says less than `overrides` (those a recipe of the user's would set)."""
         buffer = io.StringIO()
         run_dir = self.tmp / "runs" / str(next(self._runs))
-        result = run_recipe(self.compose(*overrides), run_dir, list(overrides),
+        result = run_recipe(self.compose(*overrides), run_dir, list(overrides if typed is None else typed),
                             steps=fake_steps(self.journal, **behaviour), console=Console(file=buffer, width=200))
         self.output = buffer.getvalue()
         return result

@@ -4,6 +4,7 @@ processes racing for the same artifact."""
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from pipeline_fakes import journal_lines
+
+from mambapipe.pipeline.runner import program_name
 
 FAKE_RUN = Path(__file__).with_name("fake_run.py")
 
@@ -213,10 +216,35 @@ def test_the_handler_remembers_a_ctrl_c_it_raises(monkeypatch):
     assert interrupts.received()
 
 
-def test_the_rerun_command_forces_no_step_the_run_already_made_again(pipeline):
+def rerun_overrides(output: str) -> list[str]:
+    """The overrides of the command the failed run prints, without its hydra.run.dir."""
+    line = next(line for line in output.splitlines() if line.startswith("run again once fixed"))
+    return shlex.split(line.split(": ", 1)[1])[len(program_name().split()):-1]
+
+
+@pytest.mark.parametrize("typed, again", [
+    ("force=[download,convert,build]", "force=[build]"),
+    ("force=[download, convert, build]", "force=[build]"),  # as typed in shell quotes
+    ('force=["download","convert","build"]', "force=[build]"),
+    ("force=['download', 'convert', 'build']", "force=[build]"),
+    ("++force=[download,convert,build]", "++force=[build]"),
+    ("force=[convert,download]", "force=[]"),  # every forced step made: none is forced again
+])
+def test_the_rerun_command_forces_no_step_the_run_already_made_again(pipeline, typed, again):
     pipeline.run()
-    result = pipeline.run("force=[download,convert,build]", build="fail")
-    assert result.failed and "'force=[build]' " in pipeline.output and "download,convert" not in pipeline.output
+    result = pipeline.run("dtype=float16", typed, build="fail")
+    assert result.failed and rerun_overrides(pipeline.output) == ["dtype=float16", again]
+
+
+def test_the_rerun_command_forces_the_steps_a_recipe_forced_that_the_run_did_not_make(pipeline):
+    pipeline.run()
+    result = pipeline.run("dtype=float16", "force=[convert,build]", typed=["dtype=float16"], build="fail")
+    assert result.failed and rerun_overrides(pipeline.output) == ["dtype=float16", "force=[build]"]
+
+
+def test_the_rerun_command_keeps_the_force_where_the_run_made_no_forced_step(pipeline):
+    result = pipeline.run("force=[build, evaluate]", convert="fail")  # download made, but not forced
+    assert result.failed and rerun_overrides(pipeline.output) == ["force=[build, evaluate]"]
 
 
 def test_a_ctrl_c_dropped_inside_a_step_fails_that_step_and_keeps_nothing(pipeline, monkeypatch):
