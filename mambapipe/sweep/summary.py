@@ -48,6 +48,7 @@ class JobRow:
     config: dict[str, Any]  # model, dtype, tp_size, backend, device, max_batch_size, eval_batch_size, task
     metrics: dict[str, Any]  # rouge*, tokens_per_s, decode_ms_per_step, ttft_ms, throughput_of
     throughput: list[tuple[int, float]] = field(default_factory=list)  # (batch, tokens/s) points
+    forced: list[str] = field(default_factory=list)  # config.yaml's force: steps made again even when cached
     unreadable: list[str] = field(default_factory=list)  # damaged files, relative to the run dir
 
     @property
@@ -196,7 +197,7 @@ def read_row(sweep_dir: Path, run_dir: Path) -> JobRow:
     return JobRow(job=str(run_dir.relative_to(sweep_dir)), run_dir=run_dir, overrides=list(overrides),
                   status=status, reason=reason, steps={name: steps.get(name, "") for name in STEP_NAMES},
                   config=_config_facts(config), metrics=_metric_facts(metrics),
-                  throughput=_throughput(metrics, config), unreadable=list(files.problems))
+                  throughput=_throughput(metrics, config), forced=_forced(config), unreadable=list(files.problems))
 
 
 def _step_cells(run: dict) -> dict[str, str]:
@@ -227,6 +228,11 @@ def _rerun_since(record: dict, run: dict) -> bool:
     """Whether run.json was written after the record: by a run the sweep did not record (a rerun by hand).
     A run.json without a stamp predates them: the record stands, as it always did."""
     return run.get("finished") is not None and run["finished"] != record.get(RUN_JSON_STAMP)
+
+
+def _forced(config: dict) -> list[str]:
+    forced = config.get("force")
+    return [str(name) for name in forced] if isinstance(forced, list) else []
 
 
 def _config_facts(config: dict) -> dict[str, Any]:

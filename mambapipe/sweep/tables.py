@@ -13,7 +13,7 @@ from rich.table import Table
 
 from mambapipe.config import STEP_NAMES
 from mambapipe.evaluate import SUMMARIZE_TASK
-from mambapipe.pipeline.runner import resume_command
+from mambapipe.pipeline.runner import resume_command, unforced_where_made
 from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
 from mambapipe.sweep.summary import (
     FAILED,
@@ -87,8 +87,10 @@ def markdown_table(rows: Sequence[JobRow]) -> list[str]:
 
 
 def rerun_command(row: JobRow, config_dirs: Sequence[str] = ()) -> str:
-    """The command that reruns just this job into its run dir, so a later summary reports the new outcome."""
-    return resume_command(row.overrides, row.run_dir, config_dirs)
+    """The command that reruns just this job into its run dir, so a later summary reports the new outcome. As a
+    run's own rerun command, it forces no step the job already made again: that one comes from the cache."""
+    made = {name for name, status in row.steps.items() if status == "ran"}
+    return resume_command(unforced_where_made(row.overrides, row.forced, made), row.run_dir, config_dirs)
 
 
 def failure_lines(rows: Sequence[JobRow], config_dirs: Sequence[str] = ()) -> list[str]:

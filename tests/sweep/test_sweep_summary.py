@@ -317,6 +317,17 @@ def test_rerun_command_reruns_the_job_into_its_run_dir(tmp_path, job_writer):
     assert (run_dir_override.key_or_group, run_dir_override.value()) == ("hydra.run.dir", str(sweep / "0"))
 
 
+def test_rerun_command_forces_no_step_the_job_already_made_again(tmp_path, job_writer):
+    """As a run's own rerun command: what the job made comes from the cache, the rest is still forced."""
+    job_writer(tmp_path, 0, ["dtype=float16", "force=[build, evaluate]"], force=("build", "evaluate"),
+               statuses=("cached", "cached", "ran", "failed"), exit_code=1, reason="evaluate: boom")
+    job_writer(tmp_path, 1, ["recipe=forcing"], force=("convert",), statuses=("cached", "ran", "failed", "skipped"),
+               exit_code=1, reason="build: boom")  # a recipe's force
+    summarize_sweep(tmp_path, plots=False)
+    commands = [shlex.split(c) for c in re.findall(r"rerun: `(.*)`", (tmp_path / "summary.md").read_text())]
+    assert [c[3:-1] for c in commands] == [["dtype=float16", "force=[evaluate]"], ["recipe=forcing", "force=[]"]]
+
+
 def test_summarize_leaves_a_directory_that_is_not_a_sweep_alone(tmp_path, capsys):
     (tmp_path / "summary.md").write_text("my notes\n")
     assert sweep_cli(["summarize", str(tmp_path)]) == 2
