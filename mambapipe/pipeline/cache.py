@@ -268,6 +268,12 @@ def _split_by_manifest(store: ArtifactStore, step: Optional[str]) -> tuple[list[
     return [(d, m) for d, m in entries if m is not None], [d for d, m in entries if m is None]
 
 
+# Why rm keeps an artifact whose key's lock is held. A run making it again holds the lock until it has; a run that
+# finds it made by another meanwhile, and another mambapipe-cache, hold it for a moment, which nothing here tells
+# apart from the start of a long hold.
+LOCKED = "a running run is making it again (or another run or mambapipe-cache holds its key for a moment)"
+
+
 @dataclass
 class Removal:
     removed: list[Path]
@@ -283,8 +289,8 @@ def remove(store: ArtifactStore, selected: list[Path], whole_steps: list[str]) -
     for directory in selected:
         step_name, key = directory.parent.name, directory.name
         lock = store.try_lock(step_name, key)
-        if lock is None:  # a forced re-run is making it: waiting for the lock would remove the run's new artifact
-            removal.in_use.append((directory, "a running run is making it again"))
+        if lock is None:  # not waited for: a run making it again would commit a new artifact for rm to remove
+            removal.in_use.append((directory, LOCKED))
             continue
         try:  # try_lock has acquired it: `with lock` would count a second hold and leave one on at its end
             with store.unread(step_name, key) as unread:
@@ -382,7 +388,7 @@ def remove_and_report(store: ArtifactStore, args: argparse.Namespace, console: C
     console.print(f"removed {len(removal.removed)} artifact(s){named}{leftovers} from {store.root}")
     for directory, why in removal.in_use:
         console.print(f"[yellow]kept {directory.parent.name} {short(directory.name)}[/]: {why}; run the same rm again "
-                      "once it has finished")
+                      "once it has finished", soft_wrap=True)
     return 1 if removal.in_use else 0
 
 
