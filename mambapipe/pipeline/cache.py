@@ -7,8 +7,8 @@
   mambapipe-cache rm --older-than 2026-01-31     artifacts created before that day (UTC); one whose manifest.json
                                                  is damaged has no date to read, so it goes by that file's mtime
   mambapipe-cache rm --all                       everything, including leftovers of killed runs
-An artifact a running run is reading, or a forced re-run is making again, is kept (and named; the exit status is
-then 1).
+An artifact a running run is reading, or a forced re-run is making again (or made again once rm had selected it), is
+kept (and named; the exit status is then 1).
 The cache directory is `--cache-dir`, else $MAMBAPIPE_CACHE, else ~/.cache/mambapipe (as the runner).
 """
 
@@ -283,9 +283,11 @@ class Removal:
 
 def remove(store: ArtifactStore, selected: list[Path], whole_steps: list[str]) -> Removal:
     """Remove the selected artifacts, each under its key's lock and only if no running run reads it (a step
-    claims what it reads: store.reading) or makes it again (force=[...] holds its key's lock). From `whole_steps`
-    the leftovers of killed runs go too, but not the staging dir of a run still writing."""
+    claims what it reads: store.reading) or makes it again (force=[...] holds its key's lock), or made it again
+    since it was selected. From `whole_steps` the leftovers of killed runs go too, but not the staging dir of a
+    run still writing."""
     removal = Removal([], [], 0)
+    selected_as = {directory: _identity(directory) for directory in selected}
     for directory in selected:
         step_name, key = directory.parent.name, directory.name
         lock = store.try_lock(step_name, key)
@@ -294,9 +296,12 @@ def remove(store: ArtifactStore, selected: list[Path], whole_steps: list[str]) -
             continue
         try:  # try_lock has acquired it: `with lock` would count a second hold and leave one on at its end
             with store.unread(step_name, key) as unread:
+                now = _identity(directory)
                 if not unread:
                     removal.in_use.append((directory, "a running run is reading it"))
-                elif directory.exists():
+                elif now is not None and now != selected_as[directory]:  # a commit renamed a new one into place
+                    removal.in_use.append((directory, "a run has made it again since rm selected it"))
+                elif now is not None:
                     store.remove_dir(directory)
                     removal.removed.append(directory)
         finally:
@@ -304,6 +309,15 @@ def remove(store: ArtifactStore, selected: list[Path], whole_steps: list[str]) -
     for step_name in whole_steps:
         removal.leftover_bytes += store.remove_leftovers(step_name)
     return removal
+
+
+def _identity(directory: Path) -> Optional[tuple[int, int]]:
+    """Which directory is at the path (None: none is): a commit renames another one into place."""
+    try:
+        found = directory.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_ino, found.st_mtime_ns
 
 
 def steps_removed_whole(store: ArtifactStore, args: argparse.Namespace) -> list[str]:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from mambapipe.pipeline.cache import config_items, created_column, main
+from mambapipe.pipeline.cache import config_items, created_column, main, remove, select_for_removal
 from mambapipe.pipeline.store import ArtifactStore, dir_size
 
 
@@ -183,6 +183,26 @@ def test_rm_keeps_an_artifact_a_forced_run_is_making_again(capsys, filled):
     assert code == 1 and engine.is_dir()
     assert f"kept build {engine.name[:12]}: a running run is making it again (or another run or mambapipe-cache " \
            "holds its key for a moment); run the same rm again" in out
+
+
+def test_rm_keeps_an_artifact_a_forced_run_made_again_after_rm_selected_it(filled, monkeypatch):
+    """rm selects first, then removes artifact after artifact: a forced re-run may commit a new artifact in place of
+    a selected one before rm comes to it (a new one that `--older-than` would not even select)."""
+    (engine, manifest), = filled.artifacts("build")
+    staging = filled.new_staging("build", engine.name)
+    (staging / "rank0.engine").write_bytes(b"made again")
+    remove_dir = filled.remove_dir
+
+    def remove_then_commit(directory):  # the forced re-run commits while rm removes the artifacts before its own
+        remove_dir(directory)
+        if staging.exists():
+            with filled.lock("build", engine.name):
+                filled.commit(staging, "build", engine.name, manifest)
+    monkeypatch.setattr(filled, "remove_dir", remove_then_commit)
+    selected = sorted(select_for_removal(filled, None, "2999-01-01", None), key=lambda directory: directory == engine)
+    removal = remove(filled, selected, [])
+    assert removal.in_use == [(engine, "a run has made it again since rm selected it")]
+    assert (engine / "rank0.engine").read_bytes() == b"made again" and len(removal.removed) == 4
 
 
 def test_rm_spares_the_staging_dir_of_a_run_still_writing(capsys, filled):
