@@ -398,7 +398,8 @@ def remove_and_report(store: ArtifactStore, args: argparse.Namespace, console: C
         return 2
     removal = remove(store, selected, steps_removed_whole(store, args))
     leftovers = f" and {human_size(removal.leftover_bytes)} left by killed runs" if removal.leftover_bytes else ""
-    named = f" ({', '.join(f'{d.parent.name} {short(d.name)}' for d in removal.removed)})" if args.key else ""
+    names = ", ".join(f"{d.parent.name} {short(d.name)}" for d in removal.removed)
+    named = f" ({names})" if args.key and names else ""
     console.print(f"removed {len(removal.removed)} artifact(s){named}{leftovers} from {store.root}")
     for directory, why in removal.in_use:
         console.print(f"[yellow]kept {directory.parent.name} {short(directory.name)}[/]: {why}; run the same rm again "
