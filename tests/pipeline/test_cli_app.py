@@ -149,6 +149,29 @@ def test_a_recipe_of_ones_own_in_a_config_dir_is_named_again_by_the_rerun_line(t
             f"hydra.run.dir={tmp_path / 'run'}") in out.stdout
 
 
+@pytest.mark.parametrize("args", [["recipe=typo"], ["-m", "recipe=quickstart,typo"]])
+def test_a_yaml_syntax_error_in_a_recipe_file_is_one_line_before_any_job(tmp_path, args):
+    """Hydra's report was the YAML scanner's traceback, ~100 lines (QA); a sweep ran its other jobs first."""
+    (tmp_path / "mine" / "recipe").mkdir(parents=True)
+    recipe = "# @package _global_\neval:\n  task: summarize\n  max_ite 2\n  batch_size: 1\n"  # QA's, cut short
+    (tmp_path / "mine" / "recipe" / "typo.yaml").write_text(recipe)
+    out = run(COMMANDS["python -m"], tmp_path, "-cd", str(tmp_path / "mine"), *args, "plan_only=true",
+              "hydra.run.dir=run", "hydra.sweep.dir=sweep")
+    assert out.returncode == 1 and out.stderr == "", out.stdout + out.stderr
+    assert out.stdout == (f"FAILED recipe=typo: {tmp_path / 'mine' / 'recipe' / 'typo.yaml'} line 4: could not find "
+                          "expected ':'\n")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_hydra_full_error_still_gives_hydras_traceback_of_a_recipe_file(tmp_path):
+    (tmp_path / "mine" / "recipe").mkdir(parents=True)
+    (tmp_path / "mine" / "recipe" / "typo.yaml").write_text("# @package _global_\ndtyp: float32\n")
+    out = subprocess.run([*COMMANDS["python -m"], "-cd", str(tmp_path / "mine"), "recipe=typo", "hydra.run.dir=run"],
+                         cwd=tmp_path, env={**app_env(tmp_path), "HYDRA_FULL_ERROR": "1"}, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "Key 'dtyp' not in 'MambapipeConfig'" in out.stderr
+
+
 def test_a_mistyped_key_is_one_line_naming_the_key_meant(tmp_path):
     """Before Hydra composes: its own error spans six lines and suggests `+build.max_batch_sise=16`."""
     out = run(COMMANDS["python -m"], tmp_path, "recipe=mamba_130m", "build.max_batch_sise=16", "hydra.run.dir=run")
@@ -158,7 +181,7 @@ def test_a_mistyped_key_is_one_line_naming_the_key_meant(tmp_path):
 
 
 def test_a_mistyped_key_beside_a_config_dir_is_one_line_too(tmp_path):
-    """A --config-dir adds recipes, not keys: Hydra refuses a recipe's key that the schema lacks, as it does a typo."""
+    """A --config-dir adds recipes, not keys: a recipe's key that the schema lacks is refused, as a typo is."""
     (tmp_path / "mine" / "recipe").mkdir(parents=True)
     (tmp_path / "mine" / "recipe" / "extra.yaml").write_text("# @package _global_\nmy_key: 1\n")
     out = run(COMMANDS["python -m"], tmp_path, f"--config-dir={tmp_path / 'mine'}", "build.max_batch_sise=16",
@@ -166,7 +189,9 @@ def test_a_mistyped_key_beside_a_config_dir_is_one_line_too(tmp_path):
     assert out.returncode == 1 and out.stderr == ""
     assert out.stdout == "FAILED build.max_batch_sise is not a config key; did you mean build.max_batch_size?\n"
     out = run(COMMANDS["python -m"], tmp_path, "-cd", str(tmp_path / "mine"), "recipe=extra", "hydra.run.dir=run")
-    assert out.returncode == 1 and "Key 'my_key' not in 'MambapipeConfig'" in out.stderr, out.stdout + out.stderr
+    assert out.returncode == 1 and out.stderr == "", out.stdout + out.stderr
+    assert out.stdout == (f"FAILED recipe=extra: {tmp_path / 'mine' / 'recipe' / 'extra.yaml'}: my_key is not a config "
+                          "key; see python -m mambapipe --help\n")
     assert not (tmp_path / "run").exists()
 
 
