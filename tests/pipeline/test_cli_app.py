@@ -172,6 +172,30 @@ def test_hydra_full_error_still_gives_hydras_traceback_of_a_recipe_file(tmp_path
     assert out.returncode == 1 and "Traceback" in out.stderr and "Key 'dtyp' not in 'MambapipeConfig'" in out.stderr
 
 
+def test_an_unquoted_tilde_is_one_line_and_the_quoted_path_is_expanded(tmp_path):
+    """Hydra's report was `LexerNoViableAltException: model.path=~/m1hf` with a caret and a link (QA)."""
+    env = {**app_env(tmp_path), "HOME": str(tmp_path)}
+    out = subprocess.run([*COMMANDS["python -m"], "model.source=local", "model.path=~/m1hf", "hydra.run.dir=run"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stderr == "", out.stdout + out.stderr
+    assert out.stdout == ("FAILED model.path=~/m1hf: Hydra reads ~ only in quotes: write 'model.path=\"~/m1hf\"' "
+                          "(mambapipe expands the ~ itself; the shell does not, after =)\n")
+    out = subprocess.run([*COMMANDS["python -m"], "model.source=local", 'model.path="~/m1hf"', "plan_only=true",
+                          "hydra.run.dir=run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert f"model.path={tmp_path / 'm1hf'} does not exist" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_config_dir_given_with_a_tilde_after_the_equals_sign_is_found(tmp_path):
+    """The shell leaves `--config-dir=~/mine` as typed; Hydra looked for ./~/mine (QA)."""
+    (tmp_path / "mine" / "recipe").mkdir(parents=True)
+    (tmp_path / "mine" / "recipe" / "wide.yaml").write_text("# @package _global_\ntp_size: 3\n")
+    out = subprocess.run([*COMMANDS["python -m"], "--config-dir=~/mine", "recipe=wide", "plan_only=true",
+                          "hydra.run.dir=run"], cwd=tmp_path, env={**app_env(tmp_path), "HOME": str(tmp_path)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "tp_size=3" in out.stdout, out.stdout + out.stderr
+    assert f"python -m mambapipe --config-dir {tmp_path / 'mine'} recipe=wide" in out.stdout
+
+
 def test_a_mistyped_key_is_one_line_naming_the_key_meant(tmp_path):
     """Before Hydra composes: its own error spans six lines and suggests `+build.max_batch_sise=16`."""
     out = run(COMMANDS["python -m"], tmp_path, "recipe=mamba_130m", "build.max_batch_sise=16", "hydra.run.dir=run")
