@@ -1,11 +1,14 @@
 """Paths on the command line as the shell and Hydra leave them: a `~` after `=`, which the shell does not expand
-(Hydra's override grammar refuses it unquoted, and its --config-dir takes it as a folder named ~)."""
+(Hydra's override grammar refuses it unquoted, and its --config-dir takes it as a folder named ~), and a recipe
+given as its file's path, or a --config-dir that is the recipe/ folder itself, where Hydra looks for
+DIR/recipe/NAME.yaml."""
 
 from __future__ import annotations
 
 import os
 import re
 import shlex
+from pathlib import Path
 from typing import Optional
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -60,3 +63,27 @@ def _parses(parser: OverridesParser, text: str) -> bool:
     except HydraException:
         return False
     return True
+
+
+def recipe_place_hint(name: str, config_dir: Optional[str]) -> str:
+    """How to run a recipe that Hydra does not find where its file is plain to see, to end the 'no such recipe'
+    line with: `recipe=DIR/recipe/NAME.yaml` (a path, where Hydra takes a name) or `-cd DIR/recipe recipe=NAME`
+    (the recipe/ folder itself, where Hydra looks in DIR/recipe/recipe/); '' when neither is the case."""
+    path = Path(name).expanduser()
+    file = path if path.suffix == ".yaml" else path.with_name(f"{path.name}.yaml")
+    if ("/" in name or path.suffix == ".yaml") and file.is_file():
+        return f"; recipe= takes a recipe's name, not its path: {_how_to_run(file)}"
+    if config_dir is None:
+        return ""
+    file = Path(config_dir).expanduser() / f"{name}.yaml"
+    if file.is_file() and not (file.parent / "recipe").is_dir():
+        return f"; -cd {config_dir} holds {file.name} but no recipe/ folder, where Hydra looks: {_how_to_run(file)}"
+    return ""
+
+
+def _how_to_run(file: Path) -> str:
+    """The arguments that run the recipe `file`, or where to put it first: -cd names the folder above recipe/."""
+    if file.parent.name == "recipe":
+        return f"use -cd {shlex.quote(str(file.parent.parent))} recipe={file.stem}"
+    folder = shlex.quote(str(file.parent))
+    return f"put it in {folder}/recipe/ and give -cd {folder} recipe={file.stem}"

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from mambapipe.cli_keys import parse_command_line
+from mambapipe.cli_paths import recipe_place_hint
 from mambapipe.config import CONFIG_DIR, MambapipeConfig, ModelConfig, close_key
 from mambapipe.pipeline.step import first_line
 
@@ -59,7 +60,7 @@ def bad_value_problem(argv: list[str]) -> Optional[str]:
             if not is_group:
                 problem = _type_problem(override, config)
             else:
-                problem = None if more_options else _missing_option_problem(override, options)
+                problem = None if more_options else _missing_option_problem(override, options, args.config_dir)
             if problem:
                 return problem
     except _HydraInternalsChanged:
@@ -98,9 +99,11 @@ def _options(config_dir: Optional[str]) -> ConfigRepository:
     return ConfigRepository(search_path)
 
 
-def _missing_option_problem(override: Override, options: ConfigRepository) -> Optional[str]:
+def _missing_option_problem(override: Override, options: ConfigRepository,
+                            config_dir: Optional[str]) -> Optional[str]:
     """`recipe=quickstrat: no such recipe; did you mean recipe=quickstart? (recipes: ...)` for a group choice
-    that names no config of the group (or a list of them, `group=[a,b]`, with one such)."""
+    that names no config of the group (or a list of them, `group=[a,b]`, with one such). A recipe given as its
+    file's path, or in `config_dir` (the -cd) that is its recipe/ folder itself, is told how to run it instead."""
     group, key, value = override.key_or_group, override.get_key_element(), override.value()
     if override.is_delete():
         return None
@@ -114,7 +117,8 @@ def _missing_option_problem(override: Override, options: ConfigRepository) -> Op
     if not missing:
         return None
     meant = close_key(str(missing[0]), names)
-    suggestion = f"; did you mean {key}={meant}?" if meant else ""
+    place = recipe_place_hint(str(missing[0]), config_dir) if group == "recipe" else ""
+    suggestion = place or (f"; did you mean {key}={meant}?" if meant else "")
     return f"{key}={missing[0]}: no such {group}{suggestion} ({group}s: {', '.join(names)})"
 
 

@@ -1,4 +1,5 @@
-"""The command line's paths as the shell and Hydra leave them (mambapipe.cli_paths): a ~ after `=`."""
+"""The command line's paths as the shell and Hydra leave them (mambapipe.cli_paths): a ~ after `=`, and a recipe
+given as its file's path or beside a -cd that is the recipe/ folder itself."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 
 import pytest
 
-from mambapipe.cli_paths import expand_config_dir, tilde_problem
+from mambapipe.cli_paths import expand_config_dir, recipe_place_hint, tilde_problem
 
 HOME = os.path.expanduser("~")
 
@@ -44,3 +45,32 @@ def test_an_unquoted_tilde_in_a_value_is_one_line_giving_it_quoted(override, wri
                                   ["dtype=["], ["-sc", "install=bash"]])
 def test_what_hydra_parses_or_fails_on_for_another_reason_passes(argv):
     assert tilde_problem(argv) is None
+
+
+def test_a_recipe_given_as_its_files_path_is_told_the_name_and_config_dir(tmp_path):
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "m1.yaml").write_text("# @package _global_\n")
+    hint = f"; recipe= takes a recipe's name, not its path: use -cd {tmp_path} recipe=m1"
+    assert recipe_place_hint(str(tmp_path / "recipe" / "m1.yaml"), None) == hint
+    assert recipe_place_hint(str(tmp_path / "recipe" / "m1"), str(tmp_path)) == hint
+    (tmp_path / "loose.yaml").write_text("# @package _global_\n")
+    assert recipe_place_hint(str(tmp_path / "loose.yaml"), None) == (
+        f"; recipe= takes a recipe's name, not its path: put it in {tmp_path}/recipe/ and give -cd {tmp_path} "
+        "recipe=loose")
+
+
+def test_a_config_dir_that_is_the_recipe_folder_itself_is_told_its_parent(tmp_path):
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "m1.yaml").write_text("# @package _global_\n")
+    assert recipe_place_hint("m1", str(tmp_path / "recipe")) == (
+        f"; -cd {tmp_path / 'recipe'} holds m1.yaml but no recipe/ folder, where Hydra looks: use -cd {tmp_path} "
+        "recipe=m1")
+
+
+@pytest.mark.parametrize("name, config_dir", [("m2", "{tmp}/recipe"), ("m1", None), ("m1", "{tmp}"),
+                                              ("{tmp}/recipe/m2.yaml", None)])
+def test_no_hint_where_no_such_file_is_in_sight(tmp_path, name, config_dir):
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "m1.yaml").write_text("# @package _global_\n")
+    config_dir = config_dir and config_dir.format(tmp=tmp_path)
+    assert recipe_place_hint(name.format(tmp=tmp_path), config_dir) == ""

@@ -104,6 +104,18 @@ def test_a_config_dirs_recipes_are_options_too(tmp_path, spelling):
     assert bad_value_problem([*config_dir, "dtype=float8"]).startswith("dtype=float8: Invalid value 'float8'")
 
 
+def test_a_recipe_given_as_its_files_path_or_beside_a_config_dir_that_is_its_folder_is_told_how_to_run_it(tmp_path):
+    """Both were `no such recipe` alone (QA): recipe=DIR/recipe/m1.yaml, and -cd DIR/recipe recipe=m1."""
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "m1.yaml").write_text("# @package _global_\ntp_size: 1\n")
+    assert bad_value_problem([f"recipe={tmp_path / 'recipe' / 'm1.yaml'}"]).startswith(
+        f"recipe={tmp_path / 'recipe' / 'm1.yaml'}: no such recipe; recipe= takes a recipe's name, not its path: use "
+        f"-cd {tmp_path} recipe=m1 (recipes: ")
+    assert bad_value_problem(["-cd", str(tmp_path / "recipe"), "recipe=m1"]).startswith(
+        f"recipe=m1: no such recipe; -cd {tmp_path / 'recipe'} holds m1.yaml but no recipe/ folder, where Hydra "
+        f"looks: use -cd {tmp_path} recipe=m1 (recipes: ")
+
+
 @pytest.mark.parametrize("hydra_change", ["module gone", "class changed"])
 def test_a_change_in_hydras_internals_leaves_the_check_to_hydra(monkeypatch, hydra_change):
     """The check reads the config groups through hydra._internal; once that changes, Hydra reports mistakes."""
