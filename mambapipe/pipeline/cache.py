@@ -2,7 +2,8 @@
 
   mambapipe-cache ls [--step build]              each artifact's key, date, size and what it is; the total
   mambapipe-cache rm --key 1a2b3c4d5e6f          one artifact, by its key as ls and the plan print it (a shorter
-                 [--step build]                  start will do where it is one artifact's; --step looks in one)
+                 [--step build]                  start will do where it is one artifact's; --step looks in one),
+                                                 and what killed runs left in staging under that key
   mambapipe-cache rm --step evaluate             every artifact of one step
   mambapipe-cache rm --older-than 2026-01-31     artifacts created before that day (UTC); one whose manifest.json
                                                  is damaged has no date to read, so it goes by that file's mtime
@@ -215,7 +216,7 @@ def artifact_rows(store: ArtifactStore, step: Optional[str]) -> list[Row]:
     for staging_dir in store.staging_dirs(step):
         step_name = staging_dir.parent.parent.name
         note = ("[yellow]being written by a running run[/]" if store.is_being_written(staging_dir) else
-                f"[yellow]left by a killed run: not cached; rm --step {step_name} removes it[/]")
+                "[yellow]left by a killed run: not cached; rm --key removes it[/]")
         rows.append(Row(step_name, staging_dir.name.split(".")[0], modified(staging_dir), dir_size(staging_dir),
                         note, in_staging=True))
     return rows
@@ -234,13 +235,10 @@ class KeyPrefixError(ValueError):
     """rm --key names no artifact, or more than one."""
 
 
-def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Optional[str],
-                       key_prefix: Optional[str]) -> list[Path]:
+def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Optional[str]) -> list[Path]:
     """The artifacts of `step` (or of all steps), damaged ones included; with `older_than` only those created
-    before that day, a damaged one dated by damaged_created; with `key_prefix` the one whose key starts so."""
+    before that day, a damaged one dated by damaged_created."""
     complete, damaged = _split_by_manifest(store, step)
-    if key_prefix is not None:
-        return [the_one_with_key(key_prefix, [directory for directory, _ in complete] + damaged, step)]
     if older_than is None:
         return [directory for directory, _ in complete] + damaged
     cutoff = created_at(older_than)  # a day without a zone, as UTC
@@ -249,14 +247,23 @@ def select_for_removal(store: ArtifactStore, step: Optional[str], older_than: Op
     return [directory for directory, created in dated if created_at(created) < cutoff]
 
 
-def the_one_with_key(prefix: str, directories: list[Path], step: Optional[str]) -> Path:
-    matches = [directory for directory in directories if directory.name.startswith(prefix)]
+def keys_listed(store: ArtifactStore, step: Optional[str]) -> list[tuple[str, str]]:
+    """(step, key) of each artifact, damaged ones included, and of each key in staging (a running run's, or what a
+    killed run left): each key that ls lists, once."""
+    artifacts = {(directory.parent.name, directory.name) for directory, _ in store.entries(step)}
+    staged = {(staging_dir.parent.parent.name, staging_dir.name.split(".")[0])
+              for staging_dir in store.staging_dirs(step)}
+    return sorted(artifacts | staged)
+
+
+def the_one_with_key(prefix: str, keys: list[tuple[str, str]], step: Optional[str]) -> tuple[str, str]:
+    matches = [(step_name, key) for step_name, key in keys if key.startswith(prefix)]
     if len(matches) == 1:
         return matches[0]
     where = f" of step {step}" if step else ""
     if not matches:
         raise KeyPrefixError(f"no artifact{where} has a key that starts with {prefix}; mambapipe-cache ls lists them")
-    names = ", ".join(f"{directory.parent.name} {short(directory.name)}" for directory in matches)
+    names = ", ".join(f"{step_name} {short(key)}" for step_name, key in matches)
     raise KeyPrefixError(f"key {prefix} is ambiguous: {len(matches)} artifacts{where} start with it ({names}); "
                          f"give more of the key{'' if step else ' or --step'}")
 
@@ -320,10 +327,24 @@ def _identity(directory: Path) -> Optional[tuple[int, int]]:
     return found.st_ino, found.st_mtime_ns
 
 
+def remove_key(store: ArtifactStore, prefix: str, step: Optional[str]) -> tuple[Removal, tuple[str, str]]:
+    """Remove the artifact whose key starts with `prefix` and what killed runs left in staging for that key (ls
+    lists either under it); also the step and key removed."""
+    step_name, key = the_one_with_key(prefix, keys_listed(store, step), step)
+    artifact = [directory for directory, _ in store.entries(step_name) if directory.name == key]
+    removal = remove(store, artifact, [])
+    removal.leftover_bytes = store.remove_leftovers(step_name, key)
+    written = [staging_dir for staging_dir in store.staging_dirs(step_name) if staging_dir.name.split(".")[0] == key]
+    if written and not artifact:  # kept by remove_leftovers: a live run holds the key's lock
+        removal.in_use.append((store.path(step_name, key), "a running run is writing it (or another run or "
+                                                           "mambapipe-cache holds its key for a moment)"))
+    return removal, (step_name, key)
+
+
 def steps_removed_whole(store: ArtifactStore, args: argparse.Namespace) -> list[str]:
     if args.everything:
         return sorted(p.name for p in store.root.glob("*") if p.is_dir() and not p.name.startswith("."))
-    return [args.step] if args.step and not args.key else []
+    return [args.step] if args.step else []
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -391,16 +412,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def remove_and_report(store: ArtifactStore, args: argparse.Namespace, console: Console) -> int:
+    key_named: Optional[tuple[str, str]] = None  # rm --key's step and key
     try:
-        selected = select_for_removal(store, args.step, args.older_than, args.key)
+        if args.key:
+            removal, key_named = remove_key(store, args.key, args.step)
+        else:
+            selected = select_for_removal(store, args.step, args.older_than)
+            removal = remove(store, selected, steps_removed_whole(store, args))
     except KeyPrefixError as error:  # a bad argument: argparse's form and exit status
         print(f"mambapipe-cache rm: error: {error}", file=sys.stderr)
         return 2
-    removal = remove(store, selected, steps_removed_whole(store, args))
-    leftovers = f" and {human_size(removal.leftover_bytes)} left by killed runs" if removal.leftover_bytes else ""
-    names = ", ".join(f"{d.parent.name} {short(d.name)}" for d in removal.removed)
-    named = f" ({names})" if args.key and names else ""
-    console.print(f"removed {len(removal.removed)} artifact(s){named}{leftovers} from {store.root}")
+    # A key that named no artifact and was not kept named what a killed run left: said even where it was empty
+    only_leftovers = key_named is not None and not removal.removed and not removal.in_use
+    leftovers = (f" and {human_size(removal.leftover_bytes)} left by killed runs"
+                 if removal.leftover_bytes or only_leftovers else "")
+    named = f" ({key_named[0]} {short(key_named[1])})" if key_named and (removal.removed or leftovers) else ""
+    console.print(f"removed {len(removal.removed)} artifact(s){leftovers}{named} from {store.root}")
     for directory, why in removal.in_use:
         console.print(f"[yellow]kept {directory.parent.name} {short(directory.name)}[/]: {why}; run the same rm again "
                       "once it has finished", soft_wrap=True)

@@ -172,11 +172,11 @@ class ArtifactStore:
         lock.release()
         return False
 
-    def remove_leftovers(self, step: str) -> int:
-        """Remove the staging dirs of killed runs of `step`, but not the one a live run is writing; the
-        bytes freed."""
+    def remove_leftovers(self, step: str, only_key: Optional[str] = None) -> int:
+        """Remove the staging dirs of killed runs of `step` (of `only_key` alone, where given), but not the one a live
+        run is writing; the bytes freed."""
         staging_root = self.root / step / STAGING
-        keys = sorted({p.name.split(".")[0] for p in self.staging_dirs(step)})
+        keys = [only_key] if only_key else sorted({p.name.split(".")[0] for p in self.staging_dirs(step)})
         freed = 0
         for key in keys:
             lock = self.try_lock(step, key)

@@ -199,7 +199,7 @@ def test_rm_keeps_an_artifact_a_forced_run_made_again_after_rm_selected_it(fille
             with filled.lock("build", engine.name):
                 filled.commit(staging, "build", engine.name, manifest)
     monkeypatch.setattr(filled, "remove_dir", remove_then_commit)
-    selected = sorted(select_for_removal(filled, None, "2999-01-01", None), key=lambda directory: directory == engine)
+    selected = sorted(select_for_removal(filled, None, "2999-01-01"), key=lambda directory: directory == engine)
     removal = remove(filled, selected, [])
     assert removal.in_use == [(engine, "a run has made it again since rm selected it")]
     assert (engine / "rank0.engine").read_bytes() == b"made again" and len(removal.removed) == 4
@@ -236,7 +236,7 @@ def test_ls_shows_what_is_in_staging_and_rm_says_what_it_freed(capsys, filled):
     with filled.lock("convert", "feedface"):
         _, out = run_cli(capsys, filled, "ls")
         assert re.search(r"convert .*feedface .*3\.0 KB .*being written by a running run", out)
-        assert re.search(r"convert .*deadbeef .*3\.0 KB .*left by a killed run: not cached; rm --step convert", out)
+        assert re.search(r"convert .*deadbeef .*3\.0 KB .*left by a killed run: not cached; rm --key removes it", out)
         _, out = run_cli(capsys, filled, "rm", "--step", "convert")
     assert "removed 1 artifact(s) and 3.0 KB left by killed runs" in out
 
@@ -250,6 +250,39 @@ def test_rm_step_removes_what_a_killed_re_run_of_a_removed_artifact_left(capsys,
     (leftover / "rank0.engine").write_bytes(b"0" * 1000)
     _, out = run_cli(capsys, filled, "rm", "--step", "build")
     assert "removed 1 artifact(s) and 1000 B left by killed runs" in out and not leftover.exists()
+
+
+def test_rm_key_removes_what_a_killed_run_left_under_that_key(capsys, filled):
+    """ls listed the leftover under its key, and rm --key said no artifact had it (found by QA); rm --step, which
+    ls suggested, removed every artifact of the step with it."""
+    staging = filled.root / "evaluate" / ".staging"
+    (staging / "a457f28285b4ffff.4242.deadbeef").mkdir(parents=True)  # a run killed early: nothing written yet
+    assert "a457f28285b4 │" in run_cli(capsys, filled, "ls", "--step", "evaluate")[1]
+    code, out = run_cli(capsys, filled, "rm", "--key", "a457f28285b4")
+    assert code == 0 and out.startswith("removed 0 artifact(s) and 0 B left by killed runs (evaluate a457f28285b4) ")
+    assert not staging.exists() and len(list(filled.artifacts("evaluate"))) == 2
+
+
+def test_rm_key_removes_an_artifact_with_what_a_killed_re_run_of_it_left(capsys, filled):
+    (engine, _), = filled.artifacts("build")
+    key = engine.name[:12]
+    leftover = filled.root / "build" / ".staging" / f"{engine.name}.99999.deadbeef"
+    leftover.mkdir(parents=True)
+    (leftover / "rank0.engine").write_bytes(b"0" * 1000)
+    code, out = run_cli(capsys, filled, "rm", "--key", key)
+    assert code == 0 and out.startswith(f"removed 1 artifact(s) and 1000 B left by killed runs (build {key}) ")
+    assert not engine.exists() and not leftover.exists()
+
+
+def test_rm_key_keeps_what_a_running_run_is_writing(capsys, filled):
+    live = filled.root / "convert" / ".staging" / f"{'f' * 64}.42.a"
+    live.mkdir(parents=True)
+    with filled.lock("convert", "f" * 64):
+        code, out = run_cli(capsys, filled, "rm", "--key", "ffff")
+    assert code == 1 and live.is_dir()
+    assert out.startswith("removed 0 artifact(s) from ")
+    assert "kept convert ffffffffffff: a running run is writing it (or another run or mambapipe-cache holds its key " \
+           "for a moment); run the same rm again" in out
 
 
 def test_removed_artifacts_are_remade_only_where_a_step_reads_them(capsys, filled, pipeline):
