@@ -405,6 +405,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not store.root.is_dir():
         console.print(f"[yellow]{store.root} does not exist[/]: nothing is cached there (a wrong --cache-dir, "
                       "or no run has used it yet)")
+        if args.command == "ls":  # an empty table would add nothing; exit 0 as rm's 'removed 0 artifact(s)' does
+            return 0
     if args.command == "ls":
         console.print(list_artifacts(store, args.step))
         return 0
