@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from rich.console import Console, Group
 from rich.markup import escape
@@ -31,6 +31,7 @@ from rich.text import Text
 
 from mambapipe.config import DEFAULT_CACHE_DIR, STEP_NAMES
 from mambapipe.pipeline.keys import short
+from mambapipe.pipeline.lineage import lineage
 from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.resolve import flatten
 from mambapipe.pipeline.store import MANIFEST, ArtifactStore, dir_size
@@ -97,11 +98,12 @@ SUMMARISED = ("model.source", "model.repo_id", "model.path", "dtype", "eval.task
 
 def describe(listed: list[tuple[Path, dict[str, Any]]], manifests: dict[tuple[str, str], dict[str, Any]]
              ) -> dict[Path, str]:
-    """What each listed artifact is, in a line: its model and dtype (from its inputs where it has no such
-    params) and task, then its config items that the other listed artifacts of its step do not share. All its
-    params made an evaluate row five lines high, most of them the same in every row. A summarised item goes
+    """What each listed artifact is, in a line: its model and dtype (from the artifacts it was made from where it
+    has no such params) and task, then its config items that the other listed artifacts of its step do not share.
+    All its params made an evaluate row five lines high, most of them the same in every row. A summarised item goes
     too, unless an artifact of the step with the same summary lacks it (the summary did not tell them apart)."""
-    collide = colliding_names([manifest for _, manifest in listed] + list(manifests.values()))
+    everything = [manifest for _, manifest in listed] + list(manifests.values())
+    collide = colliding_names([lineage(manifest, manifests.get) for manifest in everything])
     items = {directory: config_items(manifest) for directory, manifest in listed}
     summaries = {directory: summary(manifest, manifests, collide) for directory, manifest in listed}
     items_by_step: dict[str, list[set[str]]] = {}
@@ -120,24 +122,11 @@ def describe(listed: list[tuple[Path, dict[str, Any]]], manifests: dict[tuple[st
 
 def summary(manifest: dict[str, Any], manifests: dict[tuple[str, str], dict[str, Any]],
             collide: frozenset[str] = frozenset()) -> list[str]:
-    """The model, dtype and task, each found in the manifest or the nearest of those it was made from."""
-    found = [along_inputs(manifest, manifests, lambda m: model_name(m.get("params", {}), collide)),
-             along_inputs(manifest, manifests, lambda m: m.get("params", {}).get("dtype")),
-             manifest.get("params", {}).get("eval.task")]
+    """The model, dtype and task, each found in the manifest's params or in those of the artifacts it was made
+    from (which it records; an older one's are looked up in `manifests`)."""
+    made_from = lineage(manifest, manifests.get)
+    found = [model_name(made_from, collide), made_from.get("dtype"), manifest.get("params", {}).get("eval.task")]
     return [str(value) for value in found if value is not None]
-
-
-def along_inputs(manifest: dict[str, Any], manifests: dict[tuple[str, str], dict[str, Any]],
-                 read: Callable[[dict[str, Any]], Any]) -> Any:
-    """What `read` finds first in the manifest, else breadth-first in those of the cached artifacts it was made
-    from; None where none has it."""
-    queue = [manifest]
-    while queue:
-        current = queue.pop(0)
-        if (value := read(current)) is not None:
-            return value
-        queue += [manifests[ref] for ref in current.get("inputs", {}).items() if ref in manifests]
-    return None
 
 
 def model_location(params: dict[str, Any]) -> Optional[str]:
@@ -150,12 +139,12 @@ def base_name(where: str) -> str:
     return where.rstrip("/").rsplit("/", 1)[-1]
 
 
-def colliding_names(manifests: list[dict[str, Any]]) -> frozenset[str]:
+def colliding_names(made_from: list[dict[str, Any]]) -> frozenset[str]:
     """The short model names that two different hub repositories or local paths share (org1/mamba and
-    org2/mamba, /data/a/ckpt and /data/b/ckpt): those models go by their whole repo_id or path."""
+    org2/mamba, /data/a/ckpt and /data/b/ckpt), among the params of artifacts and of what they were made from:
+    those models go by their whole repo_id or path."""
     places: dict[str, set[tuple[Any, str]]] = {}
-    for manifest in manifests:
-        params = manifest.get("params", {})
+    for params in made_from:
         if (where := model_location(params)) is not None:
             places.setdefault(base_name(where), set()).add((params.get("model.source"), where.rstrip("/")))
     return frozenset(name for name, found in places.items() if len(found) > 1)

@@ -57,6 +57,20 @@ class Plan:
         return {name for name, _, _ in (problem.partition(": ") for problem in self.problems) if name in names}
 
 
+def upstream_params(planned_steps: Sequence[PlannedStep], planned: PlannedStep) -> dict[str, Any]:
+    """The params of the steps `planned` reads, and of those they read, that its own lack (the nearest's, where two
+    have one key): what its manifest records as `upstream` (mambapipe.pipeline.lineage)."""
+    by_name = {other.name: other for other in planned_steps}
+    found: dict[str, Any] = {}
+    queue = list(planned.step.needs)
+    while queue:
+        upstream = by_name[queue.pop(0)]
+        for key, value in upstream.params.items():
+            found.setdefault(key, value)
+        queue += upstream.step.needs
+    return {key: value for key, value in found.items() if key not in planned.params}
+
+
 def _fmt(value: Any) -> str:
     text = "∅" if value is None else str(value)
     return text if len(text) <= 24 else text[:21] + "..."

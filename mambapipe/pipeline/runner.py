@@ -25,7 +25,7 @@ from rich.markup import escape
 
 from mambapipe import hub, interrupts
 from mambapipe.pipeline.keys import short
-from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan
+from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan, upstream_params
 from mambapipe.pipeline.provenance import git_commit, utc_now, versions
 from mambapipe.pipeline.report import make_console, print_plan, print_summary
 from mambapipe.pipeline.resolve import resolve_config
@@ -149,7 +149,8 @@ def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[s
         store.clear_staging(name, key)
         seconds, facts, staging = _call_step(plan, planned, run_dir, console)
         try:
-            artifact = store.commit(staging, name, key, _manifest(planned, seconds, facts, overrides), on_wait=lambda:
+            manifest = _manifest(plan, planned, seconds, facts, overrides)
+            artifact = store.commit(staging, name, key, manifest, on_wait=lambda:
                                     console.print(f"  waiting for the runs reading the old {name} {short(key)} ..."))
         except BaseException:  # e.g. Ctrl-C or a full disk: don't leave a whole artifact's worth in staging
             shutil.rmtree(staging, ignore_errors=True)
@@ -192,10 +193,12 @@ def _progress_wanted(setting: Optional[bool]) -> bool:
     return sys.stderr.isatty() if setting is None else setting
 
 
-def _manifest(planned: PlannedStep, seconds: float, facts: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def _manifest(plan: Plan, planned: PlannedStep, seconds: float, facts: dict[str, Any],
+              overrides: list[str]) -> dict[str, Any]:
+    # `upstream`: what the artifact was made from, so that it can be told what it is once those artifacts are gone
     return {"step": planned.name, "key": planned.key, "version": planned.step.version,
-            "params": planned.params, "inputs": planned.inputs, "environment": planned.environment,
-            "created": utc_now(), "seconds": round(seconds, 3), "facts": facts,
+            "params": planned.params, "inputs": planned.inputs, "upstream": upstream_params(plan.steps, planned),
+            "environment": planned.environment, "created": utc_now(), "seconds": round(seconds, 3), "facts": facts,
             "git_commit": git_commit(), "overrides": overrides}
 
 

@@ -40,7 +40,7 @@ def read_manifest(file: Path) -> Optional[dict[str, Any]]:
 def _well_formed(manifest: dict[str, Any]) -> bool:
     """The parts the plan and `mambapipe-cache` read have the shapes the runner writes (a hand edit or another
     version's manifest may not)."""
-    sections = [manifest.get(name, {}) for name in ("params", "inputs", "environment", "facts")]
+    sections = [manifest.get(name, {}) for name in ("params", "inputs", "environment", "facts", "upstream")]
     inputs = manifest.get("inputs", {})
     return all(isinstance(section, dict) for section in sections) and all(
         isinstance(key, str) for key in inputs.values())

@@ -35,6 +35,16 @@ def test_ls_lists_every_artifact_with_its_date_size_and_what_it_is(capsys, fille
     assert re.search(r"│ download │ \w{12} │ .* │ synthetic Mamba2 +│", out)
 
 
+def test_ls_tells_what_an_artifact_is_once_those_it_was_made_from_are_removed(capsys, filled):
+    """ls found the dtype and model along the cached artifacts an artifact was made from: once the engine was removed,
+    a float16 and a bfloat16 evaluation looked alike (found by QA). Each manifest now records them."""
+    run_cli(capsys, filled, "rm", "--step", "build")
+    run_cli(capsys, filled, "rm", "--step", "download")
+    rows = [line for line in run_cli(capsys, filled, "ls")[1].splitlines() if line.startswith("│")]
+    assert [row.split("│")[5].split()[:4] for row in rows] == [["synthetic", "Mamba2", "float32"]] + \
+        [["synthetic", "Mamba2", "float32", "summarize"]] * 2
+
+
 def test_ls_rows_are_one_line_each(capsys, filled):
     """All of an artifact's params made each evaluate row about five lines high: only what tells it apart is
     shown, and what does not fit is cut short."""

@@ -248,6 +248,9 @@ def test_manifest_records_provenance(pipeline):
                                        "build.max_batch_size", "build.max_input_len", "build.max_seq_len",
                                        "eval.dataset", "eval.max_ite", "eval.batch_size", "eval.max_input_length",
                                        "eval.output_len", "eval.compare_hf", "eval.check_accuracy"}
+    # what it was made from (the build's, the conversion's and the download's params), for ls once those are gone
+    assert manifest["upstream"]["dtype"] == "float32" and manifest["upstream"]["model.source"] == "synthetic"
+    assert not set(manifest["upstream"]) & set(manifest["params"])
     assert manifest["overrides"] == ["eval.output_len=9"] and manifest["facts"] == {"fake": True}
     assert {"created", "seconds", "environment", "git_commit"} <= set(manifest)
     assert short(evaluate.key) in pipeline.output
