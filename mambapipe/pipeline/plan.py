@@ -84,8 +84,9 @@ def explain_miss(store: ArtifactStore, planned: PlannedStep) -> str:
     closest = _closest(planned, [manifest for _, manifest in store.artifacts(planned.name)])
     if closest is None or not closest.lines:
         return "not cached"
-    extra = len(closest.lines) - _MAX_REASONS
-    return "; ".join(closest.lines[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
+    lines = _differences(planned, closest.previous, detailed=True).lines  # the details for the closest alone
+    extra = len(lines) - _MAX_REASONS
+    return "; ".join(lines[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
 
 
 def _damaged(store: ArtifactStore, planned: PlannedStep) -> bool:
@@ -95,7 +96,8 @@ def _damaged(store: ArtifactStore, planned: PlannedStep) -> bool:
 
 @dataclass
 class _Differences:
-    """What differs from one artifact of the step: `lines` as the reason names them."""
+    """What differs from one artifact of the step (`previous`, its manifest): `lines` as the reason names them."""
+    previous: dict[str, Any]
     lines: list[str]
     upstream: int  # its inputs that are not this run's
     one_sided: int  # of `lines`, keys only one of the two reads: they follow from another line (eval.task)
@@ -116,7 +118,8 @@ def _closest(planned: PlannedStep, manifests: list[dict[str, Any]]) -> Optional[
     return min(comparable, key=lambda differences: (differences.upstream, len(differences.lines)), default=None)
 
 
-def _differences(planned: PlannedStep, previous: dict[str, Any]) -> _Differences:
+def _differences(planned: PlannedStep, previous: dict[str, Any], detailed: bool = False) -> _Differences:
+    """`detailed`: with what changed in a changed environment fact, where the step can say (it may read files)."""
     step = planned.step
     lines = []
     if previous.get("version") != step.version:
@@ -135,9 +138,16 @@ def _differences(planned: PlannedStep, previous: dict[str, Any]) -> _Differences
     lines += upstream
     old_env, new_env = flatten(previous.get("environment", {})), flatten(planned.environment)
     changed_env = [k for k in sorted(old_env.keys() | new_env.keys()) if old_env.get(k) != new_env.get(k)]
-    lines += [f"{k} changed" for k in changed_env]
+    lines += [_environment_change(planned, previous, k) if detailed else f"{k} changed" for k in changed_env]
     one_sided = bool(read_now) + sum((k in old_env) != (k in new_env) for k in changed_env)
-    return _Differences(lines, len(upstream), one_sided)
+    return _Differences(previous, lines, len(upstream), one_sided)
+
+
+def _environment_change(planned: PlannedStep, previous: dict[str, Any], name: str) -> str:
+    """`<name> changed`, and what in it where the step can say (download: the files of a local directory)."""
+    step = planned.step
+    detail = step.environment_change(name, planned.params, previous) if hasattr(step, "environment_change") else ""
+    return f"{name} changed ({detail})" if detail else f"{name} changed"
 
 
 def _problem(step: Step, exc: Exception) -> str:

@@ -87,6 +87,11 @@ class Step(Protocol):
 #       Facts outside the config that change the output (e.g. tensorrt_llm/TensorRT versions, the GPU's
 #       compute capability). Hashed into the key and recorded in the manifest.
 #
+#   environment_change(name, params, previous) -> str
+#       What changed in the environment fact `name` since the artifact whose manifest is `previous` was made, where
+#       the step can say ('' where not): download names the files of a local directory behind a changed fingerprint,
+#       from the records its run put in the manifest's facts. The plan's why adds it to `<name> changed`.
+#
 #   describe(params, inputs, out_dir) -> list[str]
 #       Extra plan lines, e.g. the exact `trtllm-build ...` command line (printed with plan_only=true).
 #       `inputs` and `out_dir` are the final artifact paths (they may not exist yet).

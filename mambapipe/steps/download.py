@@ -118,19 +118,55 @@ def fingerprint(directory: Path) -> str:
     """Hash of the source files' names and sizes, plus each small file's contents and each large file's mtime and
     ctime: a rewrite changes the ctime even where its mtime was put back (touch -r, cp -p), and a touched small
     file (a tokenizer.json) with the same bytes keys as it did."""
-    digest = hashlib.sha256()
+    return fingerprint_of(file_records(directory))
+
+
+def file_records(directory: Path) -> dict[str, dict[str, Any]]:
+    """What the fingerprint hashes of each source file, by relative path: its size, and its contents' sha256 (a small
+    file) or its mtime and ctime (a large one). The download's manifest records them, so that a plan can name the
+    files a changed fingerprint means."""
+    records = {}
     for relative, path in source_files(directory).items():
         try:
             stat = path.stat()
-            digest.update(f"{relative}\0{stat.st_size}\0".encode())
-            if stat.st_size < _SMALL_FILE:
-                digest.update(hashlib.sha256(path.read_bytes()).digest())
-            else:
-                digest.update(f"{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0".encode())
+            records[relative] = ({"size": stat.st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+                                 if stat.st_size < _SMALL_FILE else
+                                 {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns})
         except OSError as err:
             raise StepError(f"cannot read {path} ({err.strerror or err}); make it readable or move it out of "
                             f"{directory}") from None
+    return records
+
+
+def fingerprint_of(records: dict[str, dict[str, Any]]) -> str:
+    """The fingerprint that file_records' `records` hash to."""
+    digest = hashlib.sha256()
+    for relative, record in records.items():
+        digest.update(f"{relative}\0{record['size']}\0".encode())
+        if "sha256" in record:
+            digest.update(bytes.fromhex(record["sha256"]))
+        else:
+            digest.update(f"{record['mtime_ns']}\0{record['ctime_ns']}\0".encode())
     return digest.hexdigest()
+
+
+def changed_files(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The files whose records differ, a new one marked '+' and one gone '-': three, then how many more."""
+    changed = sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
+    marked = [("+" if name not in old else "-" if name not in new else "") + name for name in changed]
+    return ", ".join(marked[:3]) + (f" and {len(marked) - 3} more" if len(marked) > 3 else "")
+
+
+def fingerprinted_dirs(model: dict[str, Any]) -> dict[str, Path]:
+    """The local directories the environment fingerprints, by the names it holds their fingerprints under."""
+    directories = {}
+    if model["source"] == "local":
+        directories["fingerprint"] = Path(model["path"]).expanduser()
+    if model["source"] != "synthetic" and model.get("tokenizer"):
+        local_tokenizer = tokenizer_dir(model)
+        if local_tokenizer is not None:
+            directories["tokenizer_fingerprint"] = local_tokenizer
+    return directories
 
 
 # ---- hub -------------------------------------------------------------------------------------
@@ -195,16 +231,22 @@ class DownloadStep:
         env: dict[str, Any] = {}
         if model["source"] == "hub":
             env["commit"] = resolve_commit(model["repo_id"], model.get("revision"))
-        if model["source"] == "local":
-            env["fingerprint"] = fingerprint(Path(model["path"]).expanduser())
-        if model["source"] != "synthetic" and model.get("tokenizer"):
-            local_tokenizer = tokenizer_dir(model)
-            if local_tokenizer is not None:
-                env["tokenizer_fingerprint"] = fingerprint(local_tokenizer)
-            else:
-                env["tokenizer_commit"] = resolve_commit(model["tokenizer"], None, "model.tokenizer",
-                                                         _tokenizer_without_hub(model))
+        env.update({name: fingerprint(directory) for name, directory in fingerprinted_dirs(model).items()})
+        if model["source"] != "synthetic" and model.get("tokenizer") and "tokenizer_fingerprint" not in env:
+            env["tokenizer_commit"] = resolve_commit(model["tokenizer"], None, "model.tokenizer",
+                                                     _tokenizer_without_hub(model))
         return env
+
+    def environment_change(self, name: str, params: dict[str, Any], previous: dict[str, Any]) -> str:
+        """The files of a local directory that differ from those the download `previous` (its manifest) recorded,
+        where `name` is that directory's fingerprint; '' where there is no such record (an older download's)."""
+        records = previous.get("facts", {}).get("fingerprinted_files")
+        recorded = records.get(name) if isinstance(records, dict) else None
+        try:
+            directory = fingerprinted_dirs(model_settings(params)).get(name)
+            return changed_files(recorded, file_records(directory)) if isinstance(recorded, dict) and directory else ""
+        except StepError:  # the plan names it as a problem of the step's environment
+            return ""
 
     def key_params(self, params: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:
         """A hub model.revision keyed as if unset (as the recipes leave it, so their keys stay) once its commit is
@@ -245,7 +287,7 @@ class DownloadStep:
         with hub.progress_bars(ctx.show_progress, huggingface_hub.utils):
             self._tokenizer(model, source_dir, env, out_dir / "tokenizer")
         return {"source": model["source"], "layout": layout, "files": files, "bytes": size,
-                "from": str(source_dir), **env}
+                "from": str(source_dir), **env, "fingerprinted_files": fingerprinted_files(model, env)}
 
     def _synthetic(self, model: dict[str, Any], out_dir: Path, ctx: StepContext) -> dict[str, Any]:
         from mambapipe.synthetic import write_synthetic_checkpoint, write_synthetic_tokenizer
@@ -269,6 +311,13 @@ class DownloadStep:
         if not has_tokenizer(tok_dir):
             raise StepError(f"no tokenizer files in {tok_dir}: set model.tokenizer to a hub id or a directory")
         link_tree(tok_dir, dest, TOKENIZER_PATTERNS)
+
+
+def fingerprinted_files(model: dict[str, Any], environment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The file records of each fingerprinted directory, where they hash to the fingerprint in the key: not where a
+    file changed since the plan, as they would not be the files the artifact is keyed by."""
+    records = {name: file_records(directory) for name, directory in fingerprinted_dirs(model).items()}
+    return {name: files for name, files in records.items() if fingerprint_of(files) == environment.get(name)}
 
 
 def _check_synthetic(model: dict[str, Any]) -> None:

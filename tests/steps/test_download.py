@@ -573,6 +573,35 @@ def test_the_fingerprint_follows_the_weights_not_touches_or_dot_files(tmp_path, 
     assert download.fingerprint(tmp_path) != before
 
 
+def test_the_fingerprint_keys_as_it_did(tmp_path):
+    """Computed from the per-file records now: the same hash, so no local download's key, nor those after it, moves."""
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "tokenizer.json").write_text("[]")
+    assert download.fingerprint(tmp_path) == "6f9c1a5b6ba2c42aa2ef5aff985fe6883d90d68b61201f9e7055552ce693da67"
+
+
+def test_the_plan_names_the_local_files_behind_a_changed_fingerprint(compose_config, tmp_path, local_copy):
+    """The why was 'fingerprint changed' alone (found by QA): the download's manifest records what it hashed of each
+    file, to compare the directory with."""
+    copy = Path(shutil.copytree(local_copy, tmp_path / "mine"))
+    local = ("device=cpu", "model.source=local", f"model.path={copy}", "model.arch.n_groups=2", "steps=[download]")
+    assert not run_recipe(compose_config(*local), tmp_path / "run").failed
+    (copy / "config.json").write_text((copy / "config.json").read_text() + "\n")
+    (copy / "notes.txt").write_text("mine")
+    resolved = resolve_config(compose_config(*local))
+    plan = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"]))
+    assert plan.get("download").reason == "fingerprint changed (config.json, +notes.txt)"
+
+
+def test_changed_files_marks_new_and_gone_ones_and_counts_past_three():
+    old = {name: {"size": 1} for name in ("a", "b", "c", "gone")}
+    new = {"a": {"size": 2}, "b": {"size": 1}, "c": {"size": 1, "mtime_ns": 5}, "d": {"size": 1}, "e": {"size": 1}}
+    assert download.changed_files(old, new) == "a, c, +d and 2 more"
+    assert download.changed_files(old, {**old, "gone": {"size": 3}}) == "gone"
+    assert download.changed_files({"x": {}}, {}) == "-x"
+
+
 def test_an_unreadable_source_file_is_one_line_naming_it(tmp_path, monkeypatch):
     (tmp_path / "README.md").write_text("notes")
 
