@@ -1,9 +1,10 @@
 """What an artifact was made from: the params of the artifacts upstream of it, up to its download.
 
 The runner records them in each manifest (`upstream`) when it makes the artifact, so that what the artifact is (its
-model, its dtype) can be read from its own manifest once the artifacts it was made from are removed. A manifest
-written before they were recorded has them read along its inputs, from those of its upstream artifacts that are
-still cached.
+model, its dtype) can be read from its own manifest once the artifacts it was made from are removed: by
+`mambapipe-cache ls`, and by the plan, which measures why a step runs against artifacts of the same model alone. A
+manifest written before they were recorded has them read along its inputs, from those of its upstream artifacts that
+are still cached.
 """
 
 from __future__ import annotations

@@ -6,12 +6,14 @@ whole plan is known before anything runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from mambapipe.pipeline.keys import step_key
+from mambapipe.pipeline.lineage import lineage
 from mambapipe.pipeline.resolve import Resolved, flatten, select
 from mambapipe.pipeline.step import Step, StepError, crash_summary
 from mambapipe.pipeline.store import MANIFEST, ArtifactStore
@@ -20,6 +22,9 @@ log = logging.getLogger(__name__)
 RUN, CACHED, SKIP, MISSING = "run", "cached", "skip", "missing"
 _MAX_REASONS = 4  # what a reason lists, then (+N more)
 _MAX_DIFFERENCES = 4  # an artifact that differs in more independent things is none to measure against
+# What names the model an artifact was made from (with the architecture, model.arch.*): another model's artifacts are
+# none to measure against, however few of their params differ (a synthetic model's hidden_size)
+_MODEL_KEYS = ("model.source", "model.repo_id", "model.path")
 
 
 @dataclass
@@ -76,17 +81,32 @@ def _fmt(value: Any) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
-def explain_miss(store: ArtifactStore, planned: PlannedStep) -> str:
-    """Why a step must run: what differs from the closest artifact of the same step, so that the reason names what
-    this run changed, not what some other run did."""
+def explain_miss(store: ArtifactStore, planned: PlannedStep, planned_steps: Sequence[PlannedStep]) -> str:
+    """Why a step must run: what differs from the closest cached artifact of the step and of the same model, said to
+    be that artifact's difference, as the user may have changed none of it (the artifact may be another run's, and
+    this run's may have been removed)."""
     if _damaged(store, planned):
         return "not cached: its manifest.json is damaged"
-    closest = _closest(planned, [manifest for _, manifest in store.artifacts(planned.name)])
+    closest = _closest(planned, _of_the_same_model(store, planned, planned_steps))
     if closest is None or not closest.lines:
         return "not cached"
     lines = _differences(planned, closest.previous, detailed=True).lines  # the details for the closest alone
     extra = len(lines) - _MAX_REASONS
-    return "; ".join(lines[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
+    return "closest cached: " + "; ".join(lines[:_MAX_REASONS]) + (f" (+{extra} more)" if extra > 0 else "")
+
+
+def _of_the_same_model(store: ArtifactStore, planned: PlannedStep,
+                       planned_steps: Sequence[PlannedStep]) -> list[dict[str, Any]]:
+    """The manifests of the step's cached artifacts made from this plan's model, as they and the artifacts they were
+    made from say (an artifact whose upstream is no longer known is left out)."""
+    model = _model_of(planned.params | upstream_params(planned_steps, planned))
+    lookup = functools.cache(lambda ref: store.manifest(*ref))
+    return [manifest for _, manifest in store.artifacts(planned.name) if _model_of(lineage(manifest, lookup)) == model]
+
+
+def _model_of(params: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in flatten(params).items()
+            if key in _MODEL_KEYS or key.startswith("model.arch.")}
 
 
 def _damaged(store: ArtifactStore, planned: PlannedStep) -> bool:
@@ -111,7 +131,7 @@ def _closest(planned: PlannedStep, manifests: list[dict[str, Any]]) -> Optional[
     """The differences from the closest artifact: one made from the same upstream artifacts where there is one, so
     that what this run changed in the step itself is not hidden behind an upstream change another run made; then
     the fewest differences; ties: the newest. An artifact that differs in more than _MAX_DIFFERENCES independent things
-    (another model, another recipe) is none to measure against: a list of them would say nothing about this run."""
+    (another recipe) is none to measure against: a list of them would say nothing about this run."""
     newest_first = sorted(manifests, key=lambda manifest: manifest["created"], reverse=True)
     comparable = [differences for differences in (_differences(planned, manifest) for manifest in newest_first)
                   if differences.independent <= _MAX_DIFFERENCES]
@@ -215,7 +235,7 @@ def _decide_actions(planned_steps: Sequence[PlannedStep], store: ArtifactStore, 
         if planned.action in (RUN, MISSING):
             makers.add(planned.name)
         if planned.action == RUN and not planned.reason:
-            planned.reason = explain_miss(store, planned)
+            planned.reason = explain_miss(store, planned, planned_steps)
         if planned.action == MISSING and _damaged(store, planned):
             planned.reason += ": its manifest.json is damaged"
 

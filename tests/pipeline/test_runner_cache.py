@@ -120,9 +120,10 @@ def test_the_reason_names_what_differs_from_the_closest_artifact(pipeline):
 def test_the_reason_is_measured_against_an_artifact_made_from_the_same_upstream_artifacts(pipeline):
     pipeline.run()
     pipeline.run("dtype=float16", "eval.output_len=8")  # the newest evaluate artifact, of another engine
-    assert plan_row(pipeline.output, "evaluate") == ["run", "eval.output_len 16→8; upstream build changed"]
+    assert plan_row(pipeline.output, "evaluate") == ["run",
+                                                     "closest cached: eval.output_len 16→8; upstream build changed"]
     pipeline.run("eval.output_len=8", "plan_only=true")  # the first run's engine: its evaluation is the closest
-    assert plan_row(pipeline.output, "evaluate") == ["run", "eval.output_len 16→8"]
+    assert plan_row(pipeline.output, "evaluate") == ["run", "closest cached: eval.output_len 16→8"]
 
 
 def test_another_model_is_not_cached_rather_than_a_list_of_what_differs(pipeline):
@@ -130,6 +131,25 @@ def test_another_model_is_not_cached_rather_than_a_list_of_what_differs(pipeline
     pipeline.run("recipe=mamba_130m", "model.source=synthetic", "device=cpu", "plan_only=true")
     for step in ("download", "convert", "build", "evaluate"):
         assert plan_row(pipeline.output, step) == ["run", "not cached"]
+
+
+def test_another_model_of_few_differences_is_not_cached_too(pipeline):
+    """One arch value apart, another model's artifacts read as what this run changed: 'model.arch.hidden_size 1→96'
+    (found by QA). Each step measures against artifacts made from the same model alone."""
+    pipeline.run()
+    pipeline.run("model.arch.num_layers=3", "plan_only=true")
+    assert [plan_row(pipeline.output, step) for step in ("download", "convert", "build", "evaluate")] == \
+        [["run", "not cached"]] * 4
+
+
+def test_the_reason_is_what_the_closest_cached_artifact_differs_in(pipeline):
+    """Not worded as a change the user made (found by QA: 'eval.task benchmark→summarize' where the summarize
+    evaluation had been removed); measured against artifacts whose upstream ones are removed too, by what their
+    manifests record."""
+    first = pipeline.run()
+    pipeline.store.remove_dir(pipeline.store.path("download", first.outcomes[0].key))
+    pipeline.run("eval.max_ite=5", "plan_only=true")
+    assert plan_row(pipeline.output, "evaluate") == ["run", "closest cached: eval.max_ite 4→5"]
 
 
 def test_missing_upstream_stops_before_any_work(pipeline):
@@ -226,7 +246,8 @@ def test_the_keys_a_task_switch_brings_count_as_that_one_change(pipeline):
     pipeline.run("eval.task=benchmark", "eval.scenarios=[{batch:1,input_len:8,output_len:4}]")
     pipeline.run("plan_only=true")  # summarize reads eval.dataset, eval.max_ite, eval.output_len, ...
     why = plan_row(pipeline.output, "evaluate")[1]
-    assert why.startswith("eval.task benchmark→summarize; reads ") and "∅" not in why  # one line, not a list
+    assert why.startswith("closest cached: eval.task benchmark→summarize; reads ")
+    assert "∅" not in why  # one line, not a list
 
 
 def test_a_reused_run_dir_shows_no_earlier_results(pipeline):

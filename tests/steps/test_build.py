@@ -13,7 +13,7 @@ from mambapipe.checkpoint.convert import convert_checkpoint
 from mambapipe.engine.api import load_engine
 from mambapipe.engine.build import resolve_ssm_state_dtype
 from mambapipe.models import ModelSpec
-from mambapipe.pipeline.plan import build_plan
+from mambapipe.pipeline.plan import build_plan, upstream_params
 from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.pipeline.store import ArtifactStore
@@ -209,7 +209,7 @@ def test_an_explicit_state_dtype_that_auto_resolves_to_keys_as_auto(compose_conf
     assert explicit.get("build").key == auto.get("build").key and explicit.get("build").action == "cached"
     assert explicit.get("evaluate").key == auto.get("evaluate").key
     other = _plan(compose_config, "backend=native", f"dtype={dtype}", "build.ssm_state_dtype=bfloat16").get("build")
-    assert other.key != auto.get("build").key and other.reason == "build.ssm_state_dtype auto→bfloat16"
+    assert other.key != auto.get("build").key and other.reason == "closest cached: build.ssm_state_dtype auto→bfloat16"
 
 
 TRTLLM_FLAGS = ["build.paged_state=false", "build.mamba_conv1d_plugin=disable", "build.remove_input_padding=false",
@@ -234,7 +234,7 @@ def test_trtllm_flags_are_in_the_trtllm_build_key(compose_config, override):
     key, value = override.split("=")
     old = base.get("build").params[key]
     assert changed.key != base.get("build").key and changed.action == "run"
-    assert changed.reason == f"{key} {old}→{value.replace('false', 'False')}"
+    assert changed.reason == f"closest cached: {key} {old}→{value.replace('false', 'False')}"
 
 
 @pytest.mark.parametrize("backend", ["native", "trtllm"])
@@ -243,7 +243,7 @@ def test_a_changed_limit_is_explained_on_either_backend(compose_config, backend)
     _store_artifact(base, "build")
     changed = _plan(compose_config, f"backend={backend}", "build.max_batch_size=16").get("build")
     old = base.get("build").params["build.max_batch_size"]
-    assert changed.action == "run" and changed.reason == f"build.max_batch_size {old}→16"
+    assert changed.action == "run" and changed.reason == f"closest cached: build.max_batch_size {old}→16"
 
 
 def _store_artifact(plan, name: str) -> None:
@@ -252,6 +252,7 @@ def _store_artifact(plan, name: str) -> None:
     staging = plan.store.new_staging(name, planned.key)
     plan.store.commit(staging, name, planned.key, {"step": name, "key": planned.key, "version": planned.step.version,
                                                    "params": planned.params, "inputs": planned.inputs,
+                                                   "upstream": upstream_params(plan.steps, planned),
                                                    "environment": planned.environment, "created": "2026-11-30"})
 
 

@@ -591,7 +591,7 @@ def test_the_plan_names_the_local_files_behind_a_changed_fingerprint(compose_con
     (copy / "notes.txt").write_text("mine")
     resolved = resolve_config(compose_config(*local))
     plan = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"]))
-    assert plan.get("download").reason == "fingerprint changed (config.json, +notes.txt)"
+    assert plan.get("download").reason == "closest cached: fingerprint changed (config.json, +notes.txt)"
 
 
 def test_changed_files_marks_new_and_gone_ones_and_counts_past_three():
