@@ -4,15 +4,20 @@ Python raises KeyboardInterrupt where the main thread happens to be when SIGINT 
 "Exception ignored" line, where that is an object's `__del__` (a regex group, a file being closed). Seen by QA: a
 Ctrl-C during the download step so dropped, and the run went on through every step to exit 0. The handler here
 raises as Python's does and also remembers, and the runner starts no further step once it has seen one.
+
+Nor may a Ctrl-C stop an import halfway: `deferred()` holds it until the import is done (see there).
 """
 
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
 from types import FrameType
-from typing import Optional
+from typing import Iterator, Optional
 
 _received = False
+_deferring = 0  # how many deferred() blocks are running (nested ones count each)
+_held = False  # a Ctrl-C came while one was
 
 
 def watch() -> None:
@@ -25,7 +30,27 @@ def received() -> bool:
     return _received
 
 
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Run the block whole: a Ctrl-C within it (once watch() handles SIGINT) is remembered, and raised as
+    KeyboardInterrupt as the block ends. For the imports of torch, numpy, datasets and the like: stopped halfway,
+    they leave modules half-imported behind and do not always let the KeyboardInterrupt out (QA: a Ctrl-C in
+    numpy's import, which torch's swallowed, and the plan then failed with a RecursionError in numpy, exit 1)."""
+    global _deferring, _held
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if _held and not _deferring:
+            _held = False
+            raise KeyboardInterrupt
+
+
 def _remember_and_raise(signum: int, frame: Optional[FrameType]) -> None:
-    global _received
+    global _received, _held
     _received = True
+    if _deferring:
+        _held = True
+        return
     raise KeyboardInterrupt

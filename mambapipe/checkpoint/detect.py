@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from mambapipe import interrupts
 from mambapipe.checkpoint import source_specs
 from mambapipe.checkpoint.config_json import read_json_object
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError, UnreadableError
@@ -86,12 +87,13 @@ def check_with_transformers(path: Path, cfg: dict[str, Any], class_name: str) ->
     (AutoTokenizer parses the config.json linked beside the tokenizer, eval.compare_hf loads the model): a field it
     refuses (a dtype torch lacks, a size written as text or a fraction) is one line naming it here, not a traceback
     after convert and build. transformers' strict config dataclasses know their own rules; they are not copied here."""
-    import transformers
+    with interrupts.deferred():  # the first call imports transformers and the config class: whole or not at all
+        import transformers
 
-    try:
-        getattr(transformers, class_name).from_json_file(path)
-    except Exception as err:  # strict-dataclass errors, a torch dtype it cannot find, ...: all the file's fault
-        raise ConvertError(_refusal(path, cfg, class_name, err)) from None
+        try:
+            getattr(transformers, class_name).from_json_file(path)
+        except Exception as err:  # strict-dataclass errors, a torch dtype it cannot find, ...: all the file's fault
+            raise ConvertError(_refusal(path, cfg, class_name, err)) from None
 
 
 def _refusal(path: Path, cfg: dict[str, Any], class_name: str, err: Exception) -> str:

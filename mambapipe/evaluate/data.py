@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from mambapipe import hub
+from mambapipe import hub, interrupts
 from mambapipe.pipeline.step import StepError, first_line
 
 INPUT_FIELD = "article"
@@ -82,7 +82,8 @@ def require_datasets():
     """`datasets.load_dataset`, or a one-line error when the install cannot import it (the evaluate step's plan
     check calls this, so a broken install stops the run before its first step)."""
     try:
-        from datasets import load_dataset
+        with interrupts.deferred():  # datasets brings pandas and pyarrow: imported whole or not at all
+            from datasets import load_dataset
     except ImportError as err:
         raise StepError(f"the summarize task cannot import datasets ({err}); repair the install with "
                         "pip install -e .") from err

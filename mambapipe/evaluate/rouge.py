@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mambapipe import interrupts
 from mambapipe.pipeline.step import StepError
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -26,7 +27,8 @@ def require_scorer():
     install that cannot score (rouge-score imports nltk, which imports packages of its own) stops the run with
     one line before its first step, not with a traceback after the whole generation."""
     try:
-        from rouge_score import rouge_scorer, scoring
+        with interrupts.deferred():  # rouge-score brings nltk, scipy and numpy: imported whole or not at all
+            from rouge_score import rouge_scorer, scoring
     except ImportError as err:
         raise StepError(f"the summarize task cannot import rouge-score ({err}); repair the install with "
                         "pip install -e . (rouge-score and nltk with their dependencies)") from err

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 
+from mambapipe import interrupts
 from mambapipe.config import STEP_NAMES
 from mambapipe.pipeline.step import Step
 
 
 def load_steps() -> list[Step]:
     """The `STEP` objects of download, convert, build and evaluate (imported here, not at package
-    import, so `import mambapipe.steps` stays light)."""
-    return [importlib.import_module(f"mambapipe.steps.{name}").STEP for name in STEP_NAMES]
+    import, so `import mambapipe.steps` stays light). Their imports bring torch and numpy: a Ctrl-C meanwhile
+    is raised once they are done (interrupts.deferred)."""
+    with interrupts.deferred():
+        return [importlib.import_module(f"mambapipe.steps.{name}").STEP for name in STEP_NAMES]

@@ -354,6 +354,20 @@ mambapipe.steps.load_steps = load_steps
 from mambapipe.cli import main
 main()
 """
+CTRL_C_AS_TORCH_STARTS_LOADING = """
+import atexit, os, signal, sys, time
+
+class CtrlC:  # pressed as the runner's import of the steps starts on torch, by the test: at a known point
+    def find_spec(self, name, path, target=None):
+        if name == "torch":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)  # the handler runs meanwhile
+
+sys.meta_path.insert(0, CtrlC())
+atexit.register(lambda: print("torch loaded:", hasattr(sys.modules.get("torch"), "Tensor"), file=sys.stderr))
+from mambapipe.cli import main
+main()
+"""
 CTRL_C_WHILE_THE_RUN_IS_RECORDED = """
 import mambapipe.pipeline.runner as runner
 
@@ -373,6 +387,14 @@ def test_ctrl_c_before_any_step_is_one_line_and_exit_130(tmp_path, script):
     out = run([sys.executable, "-c", script], tmp_path, "hydra.run.dir=run")
     assert out.returncode == 130 and out.stdout == INTERRUPTED_LINE, out.stdout + out.stderr
     assert "Traceback" not in out.stderr and "FakeTensor" not in out.stdout + out.stderr, out.stderr
+
+
+def test_ctrl_c_in_torchs_import_is_raised_once_torch_is_loaded(tmp_path):
+    """Stopped halfway, torch's import left numpy half-imported and did not always let the KeyboardInterrupt out:
+    the plan went on and failed in numpy with a RecursionError (QA). The Ctrl-C waits for the import instead."""
+    out = run([sys.executable, "-c", CTRL_C_AS_TORCH_STARTS_LOADING], tmp_path, "hydra.run.dir=run")
+    assert out.returncode == 130 and out.stdout == INTERRUPTED_LINE, out.stdout + out.stderr
+    assert "torch loaded: True" in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 def test_ctrl_c_after_a_step_ran_does_not_say_none_ran(tmp_path):

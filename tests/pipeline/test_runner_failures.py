@@ -216,6 +216,30 @@ def test_the_handler_remembers_a_ctrl_c_it_raises(monkeypatch):
     assert interrupts.received()
 
 
+def test_a_ctrl_c_in_a_deferred_block_is_raised_once_the_block_is_done(monkeypatch):
+    """As for an import that must not stop halfway: the block runs to its end, then the KeyboardInterrupt comes."""
+    import os
+    import signal
+
+    from mambapipe import interrupts
+
+    monkeypatch.setattr(interrupts, "_received", False)
+    previous = signal.getsignal(signal.SIGINT)
+    done = []
+    try:
+        interrupts.watch()
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.deferred():
+                with interrupts.deferred():  # nested: held until the outer block is done too
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.2)  # the handler runs meanwhile, and raises nothing here
+                    done.append("inner")
+                done.append("outer")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert done == ["inner", "outer"] and interrupts.received()
+
+
 def rerun_overrides(output: str) -> list[str]:
     """The overrides of the command the failed run prints, without its hydra.run.dir."""
     line = next(line for line in output.splitlines() if line.startswith("run again once fixed"))
