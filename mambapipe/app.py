@@ -3,7 +3,6 @@ runner."""
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import hydra
@@ -12,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.markup import escape
 
+from mambapipe import interrupts
 from mambapipe.cli_keys import other_command_problem, unknown_key_problem
 from mambapipe.cli_paths import expand_config_dir, tilde_problem
 from mambapipe.cli_recipes import recipe_problem
@@ -47,6 +47,7 @@ def run_app() -> None:
 
         if not summarize_interrupted_sweep(make_console()):
             raise
+        interrupts.ignore_from_here()
         sys.exit(INTERRUPTED_EXIT)
 
 
@@ -63,6 +64,6 @@ def _hydra_app(cfg: DictConfig) -> None:
                         config_dirs=command_line_config_dirs(hydra_cfg.runtime.config_sources))
     # The run is over and recorded: a Ctrl-C from here on (the interpreter's shutdown takes a second) would only
     # turn its exit status into 130, and mambapipe.cli would report it as an interrupted run.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupts.ignore_from_here()
     if result.failed:
         sys.exit(INTERRUPTED_EXIT if result.interrupted else 1)

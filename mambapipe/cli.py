@@ -19,6 +19,9 @@ def main() -> None:
 
         run_app()
     except KeyboardInterrupt:
+        from mambapipe import interrupts
+
+        interrupts.ignore_from_here()  # a second Ctrl-C, here or as the interpreter shuts down, still exits 130
         from mambapipe.pipeline.step import INTERRUPTED_EXIT
 
         print("INTERRUPTED (finished steps are cached: the same command resumes)")

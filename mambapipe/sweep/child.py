@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ def main(argv: list[str]) -> int:
     try:
         result = _run(run_dir, overrides, config_dirs)
     except KeyboardInterrupt:  # outside any step (a step's own is the runner's to report): imports, the plan
+        interrupts.ignore_from_here()  # the launcher's second Ctrl-C still kills
         update_job_record(run_dir, reason="interrupted")
         return INTERRUPTED_EXIT
     except Exception as exc:  # a bug outside any step (those the runner reports itself)
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         return 1
     # The run is over and recorded in run.json: a Ctrl-C from here on (this interpreter's shutdown takes a
     # second) would only turn a finished job's exit status into a kill. The launcher's second Ctrl-C still kills.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupts.ignore_from_here()
     update_job_record(run_dir, reason=result.reason)
     if result.interrupted:
         return INTERRUPTED_EXIT

@@ -368,6 +368,42 @@ atexit.register(lambda: print("torch loaded:", hasattr(sys.modules.get("torch"),
 from mambapipe.cli import main
 main()
 """
+CTRL_C_IN_EXECD_CODE = """
+import mambapipe.steps
+
+def load_steps():  # a Ctrl-C in code that exec() runs: the methods of a dataclass, which torch's import makes
+    exec("raise KeyboardInterrupt")
+
+mambapipe.steps.load_steps = load_steps
+from mambapipe.cli import main
+main()
+"""
+CTRL_C_IN_EXECD_CODE_IN_A_STEP = """
+import mambapipe.pipeline.runner as runner
+
+def _call_step(*args):  # the same within the download step, which the runner reports
+    exec("raise KeyboardInterrupt")
+
+runner._call_step = _call_step
+from mambapipe.cli import main
+main()
+"""
+CTRL_C_AGAIN_AS_IT_SHUTS_DOWN = """
+import atexit, os, signal, time
+import mambapipe.steps
+
+def load_steps():  # a Ctrl-C before any step ran
+    raise KeyboardInterrupt
+
+def ctrl_c_again():  # and another as the interpreter shuts down: exit handlers run last registered first
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+
+atexit.register(ctrl_c_again)
+mambapipe.steps.load_steps = load_steps
+from mambapipe.cli import main
+main()
+"""
 CTRL_C_WHILE_THE_RUN_IS_RECORDED = """
 import mambapipe.pipeline.runner as runner
 
@@ -395,6 +431,22 @@ def test_ctrl_c_in_torchs_import_is_raised_once_torch_is_loaded(tmp_path):
     out = run([sys.executable, "-c", CTRL_C_AS_TORCH_STARTS_LOADING], tmp_path, "hydra.run.dir=run")
     assert out.returncode == 130 and out.stdout == INTERRUPTED_LINE, out.stdout + out.stderr
     assert "torch loaded: True" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("script, last_line", [(CTRL_C_IN_EXECD_CODE, INTERRUPTED_LINE),
+                                               (CTRL_C_IN_EXECD_CODE_IN_A_STEP, "FAILED download: interrupted\n")])
+def test_a_ctrl_c_through_execd_code_exits_130_under_python_m(tmp_path, script, last_line):
+    """CPython 3.10 to 3.13 take a KeyboardInterrupt that left exec()'d code for one nothing caught, and
+    `python -m` then ended by SIGINT (returncode -2) after its whole report (QA: 3 of ~25 Ctrl-Cs)."""
+    (tmp_path / "ctrl_c_app.py").write_text(script)
+    out = run([sys.executable, "-m", "ctrl_c_app"], tmp_path, "steps=[download]", "hydra.run.dir=run")
+    assert out.returncode == 130 and out.stdout.endswith(last_line), out.stdout + out.stderr
+
+
+def test_a_second_ctrl_c_as_the_interpreter_shuts_down_is_ignored(tmp_path):
+    out = run([sys.executable, "-c", CTRL_C_AGAIN_AS_IT_SHUTS_DOWN], tmp_path, "hydra.run.dir=run")
+    assert out.returncode == 130 and out.stdout == INTERRUPTED_LINE, out.stdout + out.stderr
+    assert "KeyboardInterrupt" not in out.stderr, out.stderr
 
 
 def test_ctrl_c_after_a_step_ran_does_not_say_none_ran(tmp_path):

@@ -213,8 +213,11 @@ def test_a_child_stopped_before_the_runner_took_over_records_the_interrupt(tmp_p
 
     monkeypatch.setattr(child, "_run", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
     monkeypatch.setattr(logging.root, "handlers", [])  # main's basicConfig adds its handlers to a clean root
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: calls.append((sig, handler)))
+    calls: list = []
     assert child.main([str(tmp_path), "[]", "[]"]) == 130
     assert json.loads((tmp_path / "sweep_job.json").read_text())["reason"] == "interrupted"
+    assert calls[-1] == (signal.SIGINT, signal.SIG_IGN)  # it exits 130 now, whatever Ctrl-C comes
     for handler in logging.root.handlers:
         handler.close()
 
