@@ -70,23 +70,28 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     for name in RUN_DIR_FILES:  # a reused run dir (hydra.run.dir=...) must not show an earlier run's results
         (run_dir / name).unlink(missing_ok=True)
     try:
-        resolved = resolve_config(cfg)
-    except StepError as exc:  # no plan can be made without the config, e.g. a mandatory value left ???
-        return _finish(console, run_dir, [], f"config: {exc}", command, stopped_at_plan=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
-    if steps is None:
-        from mambapipe.steps import load_steps
-        steps = load_steps()
-    hub.forget_unreachable()  # an earlier run in this process may have found it down
-    plan = build_plan(resolved, steps, ArtifactStore(resolved.config["cache_dir"]))
-    plan_only = resolved.config["plan_only"]
-    print_plan(console, plan, show_notes=plan_only)
-    if plan.problems or plan_only:
-        refused = plan.refused_steps()  # failed, not skipped: so a summary filtered on failed steps finds them
-        outcomes = [StepOutcome(p.name, p.key, "failed", 0.0, None) if p.name in refused else _not_run(plan, p)
-                    for p in plan.steps]
-        reason = "; ".join(plan.problems) if plan.problems else None
-        return _finish(console, run_dir, outcomes, reason, command, stopped_at_plan=True)
+        try:
+            resolved = resolve_config(cfg)
+        except StepError as exc:  # no plan can be made without the config, e.g. a mandatory value left ???
+            return _finish(console, run_dir, [], f"config: {exc}", command, stopped_at_plan=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
+        if steps is None:
+            from mambapipe.steps import load_steps
+            steps = load_steps()
+        hub.forget_unreachable()  # an earlier run in this process may have found it down
+        plan = build_plan(resolved, steps, ArtifactStore(resolved.config["cache_dir"]))
+        plan_only = resolved.config["plan_only"]
+        print_plan(console, plan, show_notes=plan_only)
+        if plan.problems or plan_only:
+            refused = plan.refused_steps()  # failed, not skipped: so a summary filtered on failed steps finds them
+            outcomes = [StepOutcome(p.name, p.key, "failed", 0.0, None) if p.name in refused else _not_run(plan, p)
+                        for p in plan.steps]
+            reason = "; ".join(plan.problems) if plan.problems else None
+            return _finish(console, run_dir, outcomes, reason, command, stopped_at_plan=True)
+    except KeyboardInterrupt:  # before any step ran (the imports, the plan): recorded, as a run dir without a
+        with interrupts.deferred():  # run.json reads as a run killed or still going; mambapipe.cli reports it
+            _record(run_dir, [], "interrupted", stopped_at_plan=True)
+        raise
     outcomes, reason, interrupted = _execute(plan, run_dir, list(overrides), console)
     return _finish(console, run_dir, outcomes, reason, command, stopped_at_plan=False, interrupted=interrupted,
                    forced=resolved.config["force"])
@@ -254,11 +259,7 @@ def hydra_quoted(value: str) -> str:
 def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str],
             command: CommandLine, stopped_at_plan: bool, interrupted: bool = False,
             forced: Sequence[str] = ()) -> RunResult:
-    # `reason` and `finished` let a sweep summary tell a rerun by hand from the sweep's own run of a job;
-    # `stopped_at_plan` that no step started, so the statuses are the plan's (cached: there to reuse).
-    record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "stopped_at_plan": stopped_at_plan,
-              "finished": utc_now(), "versions": versions(), "git_commit": git_commit()}
-    (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    _record(run_dir, outcomes, reason, stopped_at_plan)
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
     print_summary(console, outcomes, metrics)
@@ -269,6 +270,15 @@ def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason
         console.print(f"{_rerun_hint(stopped_at_plan, interrupted)}: {escape(rerun)}", soft_wrap=True)
         console.print(f"[red]FAILED[/] {escape(reason)}", soft_wrap=True)
     return RunResult(outcomes, reason, run_dir, interrupted)
+
+
+def _record(run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str], stopped_at_plan: bool) -> None:
+    """Write the run dir's run.json. `reason` and `finished` let a sweep summary tell a rerun by hand from the
+    sweep's own run of a job; `stopped_at_plan` that no step started, so the statuses are the plan's (cached:
+    there to reuse)."""
+    record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "stopped_at_plan": stopped_at_plan,
+              "finished": utc_now(), "versions": versions(), "git_commit": git_commit()}
+    (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def unforced_where_made(overrides: Sequence[str], forced: Sequence[str], made: set[str]) -> list[str]:

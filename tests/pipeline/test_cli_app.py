@@ -431,6 +431,7 @@ def test_ctrl_c_in_torchs_import_is_raised_once_torch_is_loaded(tmp_path):
     out = run([sys.executable, "-c", CTRL_C_AS_TORCH_STARTS_LOADING], tmp_path, "hydra.run.dir=run")
     assert out.returncode == 130 and out.stdout == INTERRUPTED_LINE, out.stdout + out.stderr
     assert "torch loaded: True" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["reason"] == "interrupted"  # none ran
 
 
 @pytest.mark.parametrize("script, last_line", [(CTRL_C_IN_EXECD_CODE, INTERRUPTED_LINE),

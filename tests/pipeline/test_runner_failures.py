@@ -173,6 +173,23 @@ def test_ctrl_c_is_recorded_and_resumable(pipeline, monkeypatch):
     assert "resume (finished steps are cached): python -m mambapipe" in pipeline.output
 
 
+def test_ctrl_c_before_any_step_is_recorded_as_an_interrupted_run(pipeline, monkeypatch):
+    """Hydra makes the run dir before the plan: without run.json it read as a job killed or still running."""
+    from mambapipe.pipeline import runner
+    from mambapipe.sweep.summary import read_row
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "build_plan", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # mambapipe.cli reports it
+        pipeline.run()
+    run_dir = pipeline.tmp / "runs" / "0"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["reason"] == "interrupted" and record["steps"] == [] and record["stopped_at_plan"]
+    row = read_row(run_dir.parent, run_dir)
+    assert (row.status, row.reason) == ("failed", "interrupted") and pipeline.output == ""
+
+
 @pytest.mark.parametrize("behaviour, hint", [
     ({"evaluate": "fail"}, "run again once fixed (finished steps are cached)"),  # e.g. eval.check_accuracy's gate
     ({"build": "crash"}, "run again once fixed (finished steps are cached)"),
