@@ -66,7 +66,7 @@ def test_convert_memory_refuses_a_split_the_model_cannot_take(capsys):
     with pytest.raises(SystemExit) as exit_info:
         convert_memory.parse_args(["--runs", "mamba2_130m:2"])
     assert exit_info.value.code == 2
-    assert ("'mamba2_130m:2': cannot split mamba2_130m 2 ways: ngroups=1 is not divisible by tp_size=2; "
+    assert ("'mamba2_130m:2': cannot split mamba2_130m 2 ways: n_groups=1 is not divisible by tp_size=2; "
             "pick a TP that divides them") in capsys.readouterr().err
 
 

@@ -20,6 +20,7 @@ from mambapipe.models import ModelSpec
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.pipeline.store import MANIFEST, read_manifest
 
+TP_SIZES = (1, 2, 4, 8)  # the splits the README offers, of which the error names those that fit
 # Fields that mean nothing for one version: never let them cause a mismatch.
 _MAMBA1_ONLY = {"time_step_rank"}
 _MAMBA2_ONLY = {"head_dim", "n_groups", "chunk_size"}
@@ -46,9 +47,11 @@ class ConvertStep:
             parse_dtype(params["dtype"])
         except ConvertError as e:
             raise StepError(str(e)) from None
-        problems = spec.tp_problems(int(params["tp_size"]))
+        problems = spec.tp_problems(int(params["tp_size"]), keys="model.arch.")
         if problems:
-            raise StepError(f"tp_size={params['tp_size']} does not fit model.arch: {'; '.join(problems)}")
+            fits = [str(tp) for tp in TP_SIZES if not spec.tp_problems(tp)]
+            raise StepError(f"tp_size={params['tp_size']} does not fit model.arch: {'; '.join(problems)}; it runs "
+                            f"with tp_size={' or '.join(filter(None, [', '.join(fits[:-1]), fits[-1]]))}")
 
     def check_upstream(self, params: dict[str, Any], upstream: dict[str, dict[str, Any]]) -> None:
         """model.arch against the checkpoint of a local model.path, read as run() will read its links, so that a

@@ -40,8 +40,31 @@ def test_check_accepts_codestral_tp(tp):
 
 
 def test_check_refuses_single_group_tp2():
-    with pytest.raises(StepError, match=r"tp_size=2 .*ngroups=1 is not divisible by tp_size=2"):
+    with pytest.raises(StepError, match=r"tp_size=2 .*model\.arch\.n_groups=1 is not divisible by tp_size=2; "
+                                        r"it runs with tp_size=1$"):
         STEP.check(params(MAMBA2_130M, tp_size=2))
+
+
+def test_check_names_the_keys_a_derived_size_comes_from():
+    """Mamba1's d_inner is no key: the refusal says which keys make it (found by QA: it said d_inner=194), and which
+    tp sizes the model does take."""
+    arch = dict(mamba_version="Mamba1", hidden_size=97, num_layers=3, vocab_size=1024, state_size=8)
+    with pytest.raises(StepError) as refused:
+        STEP.check(params(arch, tp_size=4))
+    assert str(refused.value) == ("tp_size=4 does not fit model.arch: d_inner = model.arch.expand × "
+                                  "model.arch.hidden_size = 2 × 97 = 194 is not divisible by tp_size=4; "
+                                  "it runs with tp_size=1 or 2")
+
+
+def test_check_names_the_mamba2_keys():
+    arch = dict(mamba_version="Mamba2", hidden_size=96, num_layers=2, vocab_size=512, state_size=16, head_dim=16,
+                n_groups=4)
+    with pytest.raises(StepError) as refused:
+        STEP.check(params(arch, tp_size=8))
+    assert str(refused.value) == ("tp_size=8 does not fit model.arch: model.arch.n_groups=4 is not divisible by "
+                                  "tp_size=8; heads = model.arch.expand × model.arch.hidden_size / "
+                                  "model.arch.head_dim = 2 × 96 / 16 = 12 is not divisible by tp_size=8; "
+                                  "it runs with tp_size=1, 2 or 4")
 
 
 def test_check_refuses_unknown_dtype():
