@@ -26,7 +26,7 @@ from rich.markup import escape
 from mambapipe import hub, interrupts
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan, upstream_params
-from mambapipe.pipeline.provenance import git_commit, utc_now, versions
+from mambapipe.pipeline.provenance import git_state, utc_now, versions
 from mambapipe.pipeline.report import make_console, print_plan, print_summary
 from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.step import Step, StepContext, StepError, crash_summary
@@ -204,7 +204,7 @@ def _manifest(plan: Plan, planned: PlannedStep, seconds: float, facts: dict[str,
     return {"step": planned.name, "key": planned.key, "version": planned.step.version,
             "params": planned.params, "inputs": planned.inputs, "upstream": upstream_params(plan.steps, planned),
             "environment": planned.environment, "created": utc_now(), "seconds": round(seconds, 3), "facts": facts,
-            "git_commit": git_commit(), "overrides": overrides}
+            **git_state(), "overrides": overrides}
 
 
 def _publish(source_dir: Path, run_dir: Path) -> None:
@@ -277,7 +277,7 @@ def _record(run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str], s
     sweep's own run of a job; `stopped_at_plan` that no step started, so the statuses are the plan's (cached:
     there to reuse)."""
     record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "stopped_at_plan": stopped_at_plan,
-              "finished": utc_now(), "versions": versions(), "git_commit": git_commit()}
+              "finished": utc_now(), "versions": versions(), **git_state()}
     (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -204,7 +204,7 @@ def test_check_failure_stops_before_any_work(pipeline):
 def test_run_json_has_exactly_the_promised_schema(pipeline):
     result = pipeline.run()
     record = json.loads((result.run_dir / "run.json").read_text())
-    assert set(record) == {"steps", "reason", "stopped_at_plan", "finished", "versions", "git_commit"}
+    assert set(record) == {"steps", "reason", "stopped_at_plan", "finished", "versions", "git_commit", "git_dirty"}
     assert record["reason"] is None and record["stopped_at_plan"] is False and record["finished"].endswith("+00:00")
     assert [s["name"] for s in record["steps"]] == ["download", "convert", "build", "evaluate"]
     for step in record["steps"]:
@@ -213,6 +213,7 @@ def test_run_json_has_exactly_the_promised_schema(pipeline):
         assert (pipeline.store.root / step["name"] / step["key"]).samefile(step["artifact"])
     assert {"mambapipe", "torch", "hydra-core", "omegaconf"} <= set(record["versions"])
     assert record["git_commit"] is None or len(record["git_commit"]) == 40
+    assert record["git_dirty"] in (True, False) if record["git_commit"] else record["git_dirty"] is None
 
 
 def test_run_dir_holds_resolved_config_and_evaluate_outputs(pipeline):
@@ -273,7 +274,7 @@ def test_manifest_records_provenance(pipeline):
     assert manifest["upstream"]["dtype"] == "float32" and manifest["upstream"]["model.source"] == "synthetic"
     assert not set(manifest["upstream"]) & set(manifest["params"])
     assert manifest["overrides"] == ["eval.output_len=9"] and manifest["facts"] == {"fake": True}
-    assert {"created", "seconds", "environment", "git_commit"} <= set(manifest)
+    assert {"created", "seconds", "environment", "git_commit", "git_dirty"} <= set(manifest)
     assert short(evaluate.key) in pipeline.output
 
 
