@@ -26,10 +26,20 @@ def make_console() -> Console:
     return Console(width=fixed, highlight=False)
 
 
+def model_description(model: dict[str, Any]) -> str:
+    """`my-m1 (synthetic Mamba2, hidden 96, 3 layers, vocab 1024)`: the model's name, source and the architecture
+    that runs, which the name alone does not tell (a recipe's model.arch changes the model file's)."""
+    arch = model.get("arch") if isinstance(model.get("arch"), dict) else {}
+    kind = " ".join(str(part) for part in (model.get("source"), arch.get("mamba_version")) if part is not None)
+    sizes = [text.format(arch[key]) for key, text in (("hidden_size", "hidden {}"), ("num_layers", "{} layers"),
+                                                      ("vocab_size", "vocab {}")) if arch.get(key) is not None]
+    details = ", ".join(part for part in (kind, *sizes) if part)
+    return f"{model.get('name')} ({details})" if details else str(model.get("name"))
+
+
 def print_plan(console: Console, plan: Plan, show_notes: bool) -> None:
     config = plan.resolved.config
-    model = config["model"]
-    console.print(f"[bold]mambapipe[/] model {model['name']} ({model['source']}), dtype {config['dtype']}, "
+    console.print(f"[bold]mambapipe[/] model {escape(model_description(config['model']))}, dtype {config['dtype']}, "
                   f"tp {config['tp_size']}")
     console.print(f"device  {config['device']} ({plan.resolved.device_why})")
     console.print(f"backend {config['backend']} ({plan.resolved.backend_why})")

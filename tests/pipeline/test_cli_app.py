@@ -235,6 +235,15 @@ def test_a_bad_recipe_model_or_value_is_one_line_before_any_job(tmp_path, args, 
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
+def test_the_header_names_the_architecture_that_runs(tmp_path):
+    """Found by QA: `model my-m1 (synthetic)` did not say that a Mamba2 ran where the recipe meant a Mamba1."""
+    out = run(COMMANDS["python -m"], tmp_path, "model=tiny_mamba", "model.arch.num_layers=3", "plan_only=true",
+              "hydra.run.dir=run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("mambapipe model tiny-mamba (synthetic Mamba1, hidden 64, 3 layers, vocab 512), "
+                                 "dtype float32, tp 1\n")
+
+
 @pytest.mark.parametrize("args, script", [(["cache", "ls"], "mambapipe-cache ls"),
                                           (["sweep", "summarize", "s"], "mambapipe-sweep summarize s")])
 def test_a_command_of_another_program_is_one_line_naming_it(tmp_path, command, args, script):
