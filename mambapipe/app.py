@@ -15,7 +15,7 @@ from mambapipe import interrupts
 from mambapipe.cli_keys import other_command_problem, unknown_key_problem
 from mambapipe.cli_paths import expand_config_dir, tilde_problem
 from mambapipe.cli_recipes import recipe_problem
-from mambapipe.cli_values import bad_value_problem
+from mambapipe.cli_values import bad_value_problem, unchosen_model_problem
 from mambapipe.config import CONFIG_DIR, register_configs
 from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.runner import command_line_config_dirs, run_recipe
@@ -26,17 +26,17 @@ register_configs()
 
 def run_app() -> None:
     """Run the app; a mistyped key on the command line, a recipe or model that does not exist, a value its
-    key's type refuses, an unquoted ~ in a value, or a mistake in a recipe file (each value of a sweep, before any
-    job runs) ends in one line, not a traceback, and so does a command of mambapipe-cache or mambapipe-sweep given
-    to this one (exit 2, a usage error as argparse's). A Ctrl-C in a sweep ends in the summary of its jobs so far;
-    mambapipe.cli reports one outside a step."""
+    key's type refuses, an unquoted ~ in a value, a mistake in a recipe file, or a recipe that sets model keys but
+    picks no model (each value of a sweep, before any job runs) ends in one line, not a traceback, and so does a
+    command of mambapipe-cache or mambapipe-sweep given to this one (exit 2, a usage error as argparse's). A Ctrl-C
+    in a sweep ends in the summary of its jobs so far; mambapipe.cli reports one outside a step."""
     misplaced = other_command_problem(sys.argv[1:])
     if misplaced:
         print(misplaced, file=sys.stderr)
         sys.exit(2)
     sys.argv[1:] = argv = expand_config_dir(sys.argv[1:])  # Hydra parses sys.argv itself: the expanded -cd too
     problem = (tilde_problem(argv) or unknown_key_problem(argv) or bad_value_problem(argv)
-               or recipe_problem(argv))
+               or recipe_problem(argv) or unchosen_model_problem(argv))
     if problem:
         make_console().print(f"[red]FAILED[/] {escape(problem)}", soft_wrap=True)
         sys.exit(1)

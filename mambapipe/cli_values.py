@@ -1,7 +1,8 @@
 """The command line's values, checked before Hydra composes: a config group option that does not exist
 (`recipe=quickstrat`) or a value that its key's type refuses (`dtype=float8`) is one line naming it, where
 Hydra's own errors take 5 to 20 lines. Each value of a sweep (`-m dtype=float16,float8`) is checked as the job
-that gets it, so a bad one stops the sweep before any job has run, and the line names that value alone."""
+that gets it, so a bad one stops the sweep before any job has run, and the line names that value alone. So is a
+recipe that sets model keys without picking a model, which would merge them into the default model."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import os
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Optional
 
-from hydra.core.config_search_path import SearchPathQuery
+import yaml
+from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
@@ -23,6 +26,7 @@ from mambapipe.config import CONFIG_DIR, MambapipeConfig, ModelConfig, close_key
 from mambapipe.pipeline.step import first_line
 
 if TYPE_CHECKING:
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.config_repository import ConfigRepository
 
 
@@ -68,6 +72,53 @@ def bad_value_problem(argv: list[str]) -> Optional[str]:
     return None
 
 
+def unchosen_model_problem(argv: list[str]) -> Optional[str]:
+    """A recipe that sets model keys but picks no model (no `- override /model: NAME` in its defaults), on a
+    command line that picks none either, as one line: its keys would be merged into config.yaml's default model, so
+    a `model.arch` written for a Mamba1 would run as a Mamba2 of that shape. None when every recipe the line runs
+    picks its model, sets no model keys (it runs the default model as it is), or cannot be read here (Hydra
+    reports that)."""
+    args = parse_command_line(argv)
+    if args is None or (args.config_dir is not None and not os.path.isdir(args.config_dir)):
+        return None
+    overrides = _job_overrides(args.overrides)
+    if any(o.key_or_group in ("model", "hydra.searchpath") for o in overrides):  # chosen, or configs not seen here
+        return None
+    choices = [f"recipe={o.value()}" for o in overrides if o.key_or_group == "recipe"] or [None]
+    try:
+        with _hydra_internals():  # the defaults list and config loading are all hydra._internal's
+            loader = _loader(args.config_dir)
+            for choice in dict.fromkeys(choices):
+                problem = _recipe_model_problem(loader, choice)
+                if problem:
+                    return problem
+    except (_HydraInternalsChanged, HydraException, OmegaConfBaseException, OSError, yaml.YAMLError):  # Hydra's
+        return None
+    return None
+
+
+def _recipe_model_problem(loader: ConfigLoaderImpl, choice: Optional[str]) -> Optional[str]:
+    """The problem of the recipe `choice` picks (None: config.yaml's default one) when it sets model keys without
+    picking a model."""
+    defaults = loader.compute_defaults_list("config", [choice] if choice else [], RunMode.RUN)
+    if "model" in defaults.overrides.override_metadata:  # the recipe (or a config it includes) picked the model
+        return None
+    chosen = {d.config_path.partition("/")[0]: d.config_path for d in defaults.defaults if d.config_path}
+    if "recipe" not in chosen or "model" not in chosen:
+        return None
+    recipe = loader.repository.load_config(chosen["recipe"])
+    sets = recipe and recipe.header.get("package") == "_global_" and recipe.config.get("model")
+    if not OmegaConf.is_dict(sets):  # no model keys (or not as keys: Hydra says what is wrong with those)
+        return None
+    keys = ", ".join(f"model.{key}" for key in sets)
+    model = chosen["model"].partition("/")[2]
+    version = OmegaConf.select(loader.repository.load_config(chosen["model"]).config, "arch.mamba_version")
+    models = loader.repository.get_group_options("model", results_filter=ObjectType.CONFIG)
+    return (f"recipe={chosen['recipe'].partition('/')[2]} sets {keys} but picks no model, so they would be merged "
+            f"into the default model {model} (a {version}): add '- override /model: NAME' to its defaults, as the "
+            f"recipes in recipes/ do, or give model=NAME (models: {', '.join(models)})")
+
+
 def _job_overrides(texts: list[str]) -> list[Override]:
     """The overrides as the jobs get them: a sweep's once per value, as Hydra's basic sweeper writes them out.
     Left out: what does not parse (Hydra says so), and sweeps whose values are not listed on the command line
@@ -91,12 +142,24 @@ def _options(config_dir: Optional[str]) -> ConfigRepository:
     existing dir, put where Hydra puts it). Hydra's internals are imported here, not on the module's import, so
     that a change in them costs the check (_HydraInternalsChanged), not every command."""
     from hydra._internal.config_repository import ConfigRepository
+
+    return ConfigRepository(_search_path(config_dir))
+
+
+def _search_path(config_dir: Optional[str]) -> ConfigSearchPath:
     from hydra._internal.utils import create_config_search_path
 
     search_path = create_config_search_path(f"file://{CONFIG_DIR}")
     if config_dir is not None:
         search_path.prepend("command-line", f"file://{os.path.abspath(config_dir)}", SearchPathQuery(provider="schema"))
-    return ConfigRepository(search_path)
+    return search_path
+
+
+def _loader(config_dir: Optional[str]) -> ConfigLoaderImpl:
+    """Hydra's config loader over the configs _options finds, for the defaults list a command line composes."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    return ConfigLoaderImpl(config_search_path=_search_path(config_dir))
 
 
 def _missing_option_problem(override: Override, options: ConfigRepository,

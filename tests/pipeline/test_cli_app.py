@@ -235,6 +235,17 @@ def test_a_bad_recipe_model_or_value_is_one_line_before_any_job(tmp_path, args, 
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
+def test_a_recipe_that_sets_model_keys_but_picks_no_model_stops_before_any_step(tmp_path):
+    (tmp_path / "mine" / "recipe").mkdir(parents=True)
+    (tmp_path / "mine" / "recipe" / "my_m1.yaml").write_text(
+        "# @package _global_\nmodel:\n  arch:\n    mamba_version: Mamba1\n")
+    out = run(COMMANDS["python -m"], tmp_path, "-cd", str(tmp_path / "mine"), "recipe=my_m1", "hydra.run.dir=run")
+    assert out.returncode == 1 and out.stderr == "", out.stdout + out.stderr
+    assert out.stdout.startswith("FAILED recipe=my_m1 sets model.arch but picks no model, so they would be merged "
+                                 "into the default model tiny_mamba2 (a Mamba2): ") and out.stdout.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_header_names_the_architecture_that_runs(tmp_path):
     """Found by QA: `model my-m1 (synthetic)` did not say that a Mamba2 ran where the recipe meant a Mamba1."""
     out = run(COMMANDS["python -m"], tmp_path, "model=tiny_mamba", "model.arch.num_layers=3", "plan_only=true",

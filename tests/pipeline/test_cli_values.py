@@ -13,7 +13,7 @@ import hydra._internal.config_repository
 import pytest
 from omegaconf import OmegaConf
 
-from mambapipe.cli_values import bad_value_problem
+from mambapipe.cli_values import bad_value_problem, unchosen_model_problem
 from mambapipe.config import CONFIG_DIR, register_configs
 
 RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))
@@ -142,3 +142,40 @@ def test_a_bug_in_the_checks_own_code_is_raised_not_taken_for_a_change_in_hydra(
     monkeypatch.setattr(f"mambapipe.cli_values.{own_code}", bug)
     with pytest.raises(AttributeError, match="a bug of ours"):
         bad_value_problem(argv)
+
+
+MY_MAMBA1 = ("# @package _global_\n{defaults}model:\n  name: my-m1\n  arch:\n    mamba_version: Mamba1\n"
+             "    hidden_size: 96\n")
+
+
+@pytest.fixture
+def my_recipes(tmp_path) -> Path:
+    """A config dir with a recipe that sets model keys and picks no model, one that picks it, and one that sets
+    none (it runs the default model as it is)."""
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "unpicked.yaml").write_text(MY_MAMBA1.format(defaults=""))
+    (tmp_path / "recipe" / "picked.yaml").write_text(
+        MY_MAMBA1.format(defaults="defaults:\n  - override /model: tiny_mamba\n"))
+    (tmp_path / "recipe" / "no_model.yaml").write_text("# @package _global_\ndtype: float32\n")
+    return tmp_path
+
+
+def test_a_recipe_that_sets_model_keys_but_picks_no_model_is_one_line(my_recipes):
+    """Found by QA: without `- override /model: ...` a recipe's Mamba1 model.arch ran as config.yaml's default
+    tiny_mamba2, a Mamba2, and nothing said so."""
+    assert unchosen_model_problem(["-cd", str(my_recipes), "recipe=unpicked"]) == (
+        "recipe=unpicked sets model.name, model.arch but picks no model, so they would be merged into the default "
+        "model tiny_mamba2 (a Mamba2): add '- override /model: NAME' to its defaults, as the recipes in recipes/ do, "
+        f"or give model=NAME (models: {', '.join(MODELS)})")
+
+
+def test_each_recipe_of_a_sweep_is_checked(my_recipes):
+    problem = unchosen_model_problem(["-m", "-cd", str(my_recipes), "recipe=picked,unpicked", "dtype=float32"])
+    assert problem.startswith("recipe=unpicked sets model.name, model.arch but picks no model")
+
+
+@pytest.mark.parametrize("argv", [["recipe=picked"], ["recipe=no_model"], ["recipe=unpicked", "model=tiny_mamba"],
+                                  ["-m", "recipe=unpicked", "model=tiny_mamba,tiny_mamba2"],
+                                  *[[f"recipe={recipe}"] for recipe in RECIPES], []])
+def test_a_model_picked_by_the_recipe_or_the_command_line_passes(my_recipes, argv):
+    assert unchosen_model_problem(["-cd", str(my_recipes), *argv]) is None
