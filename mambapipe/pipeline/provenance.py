@@ -1,8 +1,11 @@
-"""Where a run came from: package versions and the git commit of the mambapipe source, and whether it had changes."""
+"""Where a run came from: package versions, the git commit of the mambapipe source and whether it had changes, and the
+machine; and each as the line a summary shows."""
 
 from __future__ import annotations
 
 import os
+import platform
+import socket
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
@@ -11,6 +14,7 @@ from typing import Any, Optional
 
 PACKAGES = ("mambapipe", "torch", "transformers", "tokenizers", "safetensors", "huggingface_hub",
             "hydra-core", "omegaconf", "datasets", "rouge-score", "tensorrt_llm")
+SHOWN_PACKAGES = ("torch", "transformers", "tensorrt_llm")  # of PACKAGES, those a summary names beside mambapipe
 SOURCE = Path(__file__).resolve().parents[2]  # the checkout mambapipe is imported from, where it is one
 
 
@@ -50,5 +54,64 @@ def _git(source: Path, *arguments: str) -> Optional[str]:
     return out.stdout.strip()
 
 
+def machine(device: Optional[str]) -> dict[str, Any]:
+    """The host, its CPU model and the CPUs this process may use, and the CUDA devices visible to a run on `cuda`
+    (by name; none for a CPU run, whatever the host has): what speed numbers need beside them to be compared."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # Linux: a job's own
+    return {"host": socket.gethostname(), "cpu": _cpu_model(), "cpus": cpus,
+            "cuda_devices": _cuda_devices() if device == "cuda" else []}
+
+
+def _cpu_model() -> Optional[str]:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:  # Linux; platform.processor() says only "x86_64" there
+            found = next((line for line in cpuinfo if line.startswith("model name")), None)
+    except OSError:
+        found = None
+    return found.partition(":")[2].strip() if found else platform.processor() or None
+
+
+def _cuda_devices() -> list[str]:
+    """Names of the visible CUDA devices. torch reads them without making a CUDA context (on an H200, nvidia-smi
+    lists no process after it), so a tp_size > 1 run, whose ranks hold the GPUs, loses no GPU memory to this one."""
+    import torch  # imported already: resolving device=cuda asked torch for a GPU
+
+    try:
+        return [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
+    except (RuntimeError, AssertionError):  # a driver that fails to start: the run has said so already
+        return []
+
+
+def software_line(record: dict[str, Any]) -> str:
+    """`mambapipe 0.1.0 (git 0f45781e1463, dirty), torch 2.13.0+cpu, transformers 5.24.0`: what a run.json says of
+    the code that ran (tensorrt_llm too where installed)."""
+    versions = record.get("versions") if isinstance(record.get("versions"), dict) else {}
+    commit, dirty = record.get("git_commit"), record.get("git_dirty")
+    state = {True: ", dirty", False: ", clean"}.get(dirty, "")  # None: not known (a run.json older than git_dirty)
+    git = f"git {commit[:12]}{state}" if isinstance(commit, str) else "no git"
+    others = [f"{name} {versions[name]}" for name in SHOWN_PACKAGES if name in versions]
+    return ", ".join([f"mambapipe {versions.get('mambapipe', '(version unknown)')} ({git})", *others])
+
+
+def machine_line(record: dict[str, Any]) -> Optional[str]:
+    """`vm: AMD EPYC (2 CPUs), 2 × NVIDIA H200`: what a run.json says of the machine; None where it says nothing (a
+    run.json older than that record)."""
+    found = record.get("machine")
+    if not isinstance(found, dict):
+        return None
+    cpu = f"{found.get('cpu') or 'CPU'} ({found.get('cpus') or '?'} CPUs)"
+    devices = [str(name) for name in found.get("cuda_devices") or [] if name]
+    gpus = [f"{devices.count(name)} × {name}" for name in dict.fromkeys(devices)]
+    return f"{found.get('host')}: {', '.join([cpu, *gpus])}"
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def utc_minute(stamp: str) -> str:
+    """`2026-11-30 23:31 UTC` of a utc_now() stamp; the stamp as it is where it is not one."""
+    try:
+        return datetime.fromisoformat(stamp).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    except (TypeError, ValueError):
+        return str(stamp)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, MISSING, RUN, Plan
+from mambapipe.pipeline.provenance import machine_line, software_line, utc_minute
 
 _ACTION_STYLE = {RUN: "yellow", CACHED: "green", MISSING: "red"}
 _SUMMARIZE_HEADLINE = {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL", "rougeLsum": "rougeLsum",
@@ -74,7 +75,11 @@ def headline(metrics: Optional[dict[str, Any]]) -> str:
     return ", ".join(parts)
 
 
-def print_summary(console: Console, outcomes: Sequence[Any], metrics: Optional[dict[str, Any]]) -> None:
+def print_summary(console: Console, outcomes: Sequence[Any], metrics: Optional[dict[str, Any]],
+                  config: Optional[dict[str, Any]], record: dict[str, Any]) -> None:
+    """The steps and the evaluate step's headline, then what ran where, so that the summary pasted alone says it:
+    the model and its architecture, dtype, tp, device and backend (of the resolved `config`, where there is one),
+    the code (`record`, as run.json has it) and the machine."""
     table = Table(title="summary", title_justify="left")
     for column in ("step", "key", "status", "seconds", "result"):
         table.add_column(column, justify="right" if column == "seconds" else "left")
@@ -82,3 +87,14 @@ def print_summary(console: Console, outcomes: Sequence[Any], metrics: Optional[d
         result = headline(metrics) if outcome.name == "evaluate" else ""
         table.add_row(outcome.name, short(outcome.key), outcome.status, f"{outcome.seconds:.1f}", escape(result))
     console.print(table)
+    if config is not None:
+        console.print(f"run      {escape(run_description(config))}", soft_wrap=True)
+    console.print(f"software {escape(software_line(record))}", soft_wrap=True)
+    machine = machine_line(record) or "not recorded"
+    console.print(f"machine  {escape(machine)}; finished {utc_minute(record['finished'])}", soft_wrap=True)
+
+
+def run_description(config: dict[str, Any]) -> str:
+    """`my-m1 (synthetic Mamba1, hidden 96, 3 layers, vocab 1024), dtype bfloat16, tp 1, device cpu, backend native`"""
+    return (f"{model_description(config['model'])}, dtype {config['dtype']}, tp {config['tp_size']}, "
+            f"device {config['device']}, backend {config['backend']}")

@@ -26,7 +26,7 @@ from rich.markup import escape
 from mambapipe import hub, interrupts
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan, upstream_params
-from mambapipe.pipeline.provenance import git_state, utc_now, versions
+from mambapipe.pipeline.provenance import git_state, machine, utc_now, versions
 from mambapipe.pipeline.report import make_console, print_plan, print_summary
 from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.step import Step, StepContext, StepError, crash_summary
@@ -73,7 +73,7 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
         try:
             resolved = resolve_config(cfg)
         except StepError as exc:  # no plan can be made without the config, e.g. a mandatory value left ???
-            return _finish(console, run_dir, [], f"config: {exc}", command, stopped_at_plan=True)
+            return _finish(console, run_dir, None, [], f"config: {exc}", command, stopped_at_plan=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
         if steps is None:
             from mambapipe.steps import load_steps
@@ -87,14 +87,14 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
             outcomes = [StepOutcome(p.name, p.key, "failed", 0.0, None) if p.name in refused else _not_run(plan, p)
                         for p in plan.steps]
             reason = "; ".join(plan.problems) if plan.problems else None
-            return _finish(console, run_dir, outcomes, reason, command, stopped_at_plan=True)
+            return _finish(console, run_dir, resolved.config, outcomes, reason, command, stopped_at_plan=True)
     except KeyboardInterrupt:  # before any step ran (the imports, the plan): recorded, as a run dir without a
         with interrupts.deferred():  # run.json reads as a run killed or still going; mambapipe.cli reports it
-            _record(run_dir, [], "interrupted", stopped_at_plan=True)
+            _record(run_dir, [], "interrupted", stopped_at_plan=True, device=None)
         raise
     outcomes, reason, interrupted = _execute(plan, run_dir, list(overrides), console)
-    return _finish(console, run_dir, outcomes, reason, command, stopped_at_plan=False, interrupted=interrupted,
-                   forced=resolved.config["force"])
+    return _finish(console, run_dir, resolved.config, outcomes, reason, command, stopped_at_plan=False,
+                   interrupted=interrupted)
 
 
 def _not_run(plan: Plan, planned: PlannedStep) -> StepOutcome:
@@ -256,29 +256,32 @@ def hydra_quoted(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _finish(console: Console, run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str],
-            command: CommandLine, stopped_at_plan: bool, interrupted: bool = False,
-            forced: Sequence[str] = ()) -> RunResult:
-    _record(run_dir, outcomes, reason, stopped_at_plan)
+def _finish(console: Console, run_dir: Path, config: Optional[dict[str, Any]], outcomes: list[StepOutcome],
+            reason: Optional[str], command: CommandLine, stopped_at_plan: bool, interrupted: bool = False) -> RunResult:
+    """Record the run and print its summary; `config` is the resolved config, None where it could not be resolved."""
+    record = _record(run_dir, outcomes, reason, stopped_at_plan, config["device"] if config else None)
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-    print_summary(console, outcomes, metrics)
+    print_summary(console, outcomes, metrics, config, record)
     console.print(f"run directory: {run_dir}")
     if reason is not None:
         made = {outcome.name for outcome in outcomes if outcome.status == "ran"}
+        forced = config["force"] if config else []
         rerun = resume_command(unforced_where_made(command.overrides, forced, made), run_dir, command.config_dirs)
         console.print(f"{_rerun_hint(stopped_at_plan, interrupted)}: {escape(rerun)}", soft_wrap=True)
         console.print(f"[red]FAILED[/] {escape(reason)}", soft_wrap=True)
     return RunResult(outcomes, reason, run_dir, interrupted)
 
 
-def _record(run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str], stopped_at_plan: bool) -> None:
-    """Write the run dir's run.json. `reason` and `finished` let a sweep summary tell a rerun by hand from the
-    sweep's own run of a job; `stopped_at_plan` that no step started, so the statuses are the plan's (cached:
-    there to reuse)."""
+def _record(run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str], stopped_at_plan: bool,
+            device: Optional[str]) -> dict[str, Any]:
+    """Write the run dir's run.json, and return it. `reason` and `finished` let a sweep summary tell a rerun by hand
+    from the sweep's own run of a job; `stopped_at_plan` that no step started, so the statuses are the plan's
+    (cached: there to reuse); `device` the config's (None where it could not be resolved), for the machine record."""
     record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "stopped_at_plan": stopped_at_plan,
-              "finished": utc_now(), "versions": versions(), **git_state()}
+              "finished": utc_now(), "versions": versions(), **git_state(), "machine": machine(device)}
     (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def unforced_where_made(overrides: Sequence[str], forced: Sequence[str], made: set[str]) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mambapipe.pipeline import provenance
-from mambapipe.pipeline.provenance import git_state
+from mambapipe.pipeline.provenance import git_state, machine, machine_line, software_line
 
 
 def git(repo: Path, *arguments: str) -> str:
@@ -57,3 +57,28 @@ def test_the_run_and_its_artifacts_record_a_dirty_checkout(pipeline, checkout, m
     assert record["git_commit"] == git(checkout, "rev-parse", "HEAD").strip() and record["git_dirty"] is True
     manifest = pipeline.store.manifest("evaluate", result.outcomes[-1].key)
     assert manifest["git_commit"] == record["git_commit"] and manifest["git_dirty"] is True
+
+
+COMMIT = "0f45781e1463aee9705bf9ba61491aa31dc48437"
+
+
+@pytest.mark.parametrize("git, shown", [({"git_commit": COMMIT, "git_dirty": True}, "git 0f45781e1463, dirty"),
+                                        ({"git_commit": COMMIT, "git_dirty": False}, "git 0f45781e1463, clean"),
+                                        ({"git_commit": COMMIT}, "git 0f45781e1463"),  # a run.json before git_dirty
+                                        ({"git_commit": None, "git_dirty": None}, "no git")])
+def test_the_software_line_names_the_commit_and_whether_it_was_dirty(git, shown):
+    record = {"versions": {"mambapipe": "0.1.0", "torch": "2.13.0", "transformers": "5.24.0", "omegaconf": "2.3"},
+              **git}
+    assert software_line(record) == f"mambapipe 0.1.0 ({shown}), torch 2.13.0, transformers 5.24.0"
+
+
+def test_the_machine_line_counts_the_gpus_of_each_name():
+    record = {"machine": {"host": "node7", "cpu": "AMD EPYC 9654", "cpus": 16,
+                          "cuda_devices": ["NVIDIA H200", "NVIDIA H200"]}}
+    assert machine_line(record) == "node7: AMD EPYC 9654 (16 CPUs), 2 × NVIDIA H200"
+    assert machine_line({}) is None  # a run.json from before the machine was recorded
+
+
+def test_the_machine_of_a_cpu_run_names_no_gpu():
+    found = machine("cpu")
+    assert found["cuda_devices"] == [] and found["cpus"] >= 1 and found["host"]

@@ -204,7 +204,8 @@ def test_check_failure_stops_before_any_work(pipeline):
 def test_run_json_has_exactly_the_promised_schema(pipeline):
     result = pipeline.run()
     record = json.loads((result.run_dir / "run.json").read_text())
-    assert set(record) == {"steps", "reason", "stopped_at_plan", "finished", "versions", "git_commit", "git_dirty"}
+    assert set(record) == {"steps", "reason", "stopped_at_plan", "finished", "versions", "git_commit", "git_dirty",
+                           "machine"}
     assert record["reason"] is None and record["stopped_at_plan"] is False and record["finished"].endswith("+00:00")
     assert [s["name"] for s in record["steps"]] == ["download", "convert", "build", "evaluate"]
     for step in record["steps"]:
@@ -214,6 +215,26 @@ def test_run_json_has_exactly_the_promised_schema(pipeline):
     assert {"mambapipe", "torch", "hydra-core", "omegaconf"} <= set(record["versions"])
     assert record["git_commit"] is None or len(record["git_commit"]) == 40
     assert record["git_dirty"] in (True, False) if record["git_commit"] else record["git_dirty"] is None
+    assert set(record["machine"]) == {"host", "cpu", "cpus", "cuda_devices"} and record["machine"]["cpus"] >= 1
+    assert record["machine"]["cuda_devices"] == []  # a CPU run names no GPU, whatever the host has
+
+
+def test_the_printed_summary_says_what_ran_where(pipeline):
+    """Found by QA: the summary a run ends with named neither the model nor the code, so pasted alone it said too
+    little. It ends with the model and its architecture, dtype, tp, device and backend, the code and the machine."""
+    record = json.loads((pipeline.run("model.arch.num_layers=3").run_dir / "run.json").read_text())
+    lines = pipeline.output.splitlines()
+    summary = lines[next(i for i, line in enumerate(lines) if line.startswith("summary")):]
+    software = f"software mambapipe {record['versions']['mambapipe']} ("
+    assert summary[-4:-1] == [
+        "run      tiny-mamba2 (synthetic Mamba2, hidden 64, 3 layers, vocab 512), dtype float32, tp 1, device cpu, "
+        "backend native",
+        f"{software}{'git ' + record['git_commit'][:12] if record['git_commit'] else 'no git'}"
+        f"{', dirty' if record['git_dirty'] else ', clean' if record['git_commit'] else ''}), "
+        f"torch {record['versions']['torch']}, transformers {record['versions']['transformers']}",
+        f"machine  {record['machine']['host']}: {record['machine']['cpu']} ({record['machine']['cpus']} CPUs); "
+        f"finished {record['finished'][:10]} {record['finished'][11:16]} UTC"]
+    assert summary[-1].startswith("run directory: ")
 
 
 def test_run_dir_holds_resolved_config_and_evaluate_outputs(pipeline):
