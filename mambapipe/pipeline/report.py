@@ -30,12 +30,17 @@ def make_console() -> Console:
 def model_description(model: dict[str, Any]) -> str:
     """`my-m1 (synthetic Mamba2, hidden 96, 3 layers, vocab 1024)`: the model's name, source and the architecture
     that runs, which the name alone does not tell (a recipe's model.arch changes the model file's)."""
+    details = arch_description(model)
+    return f"{model.get('name')} ({details})" if details else str(model.get("name"))
+
+
+def arch_description(model: dict[str, Any]) -> str:
+    """`synthetic Mamba2, hidden 96, 3 layers, vocab 1024`, of what the model config has ('' where nothing)."""
     arch = model.get("arch") if isinstance(model.get("arch"), dict) else {}
     kind = " ".join(str(part) for part in (model.get("source"), arch.get("mamba_version")) if part is not None)
     sizes = [text.format(arch[key]) for key, text in (("hidden_size", "hidden {}"), ("num_layers", "{} layers"),
                                                       ("vocab_size", "vocab {}")) if arch.get(key) is not None]
-    details = ", ".join(part for part in (kind, *sizes) if part)
-    return f"{model.get('name')} ({details})" if details else str(model.get("name"))
+    return ", ".join(part for part in (kind, *sizes) if part)
 
 
 def print_plan(console: Console, plan: Plan, show_notes: bool) -> None:

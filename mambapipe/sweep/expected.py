@@ -79,12 +79,19 @@ class SweepConfig:
 
     def resume_command(self) -> Optional[str]:
         """The command that runs the sweep again, into the same directory; None without its overrides."""
+        return self._command([f"hydra.sweep.dir={hydra_quoted(str(self.sweep_dir))}"])
+
+    def command(self) -> Optional[str]:
+        """The command that runs the sweep again into a directory of its own, as one reproducing it elsewhere
+        would: this one's path is of no use there, and a rerun into it would write over its jobs."""
+        return self._command([])
+
+    def _command(self, more: list[str]) -> Optional[str]:
         overrides = (self.hydra or {}).get("overrides")
         if not isinstance(overrides, dict):
             return None
         kept = [o for o in overrides.get("hydra") or [] if o.partition("=")[0] not in ("hydra.mode", "hydra.sweep.dir")]
-        arguments = [*config_dir_arguments(self.config_dirs()), *(overrides.get("task") or []), *kept,
-                     f"hydra.sweep.dir={hydra_quoted(str(self.sweep_dir))}"]
+        arguments = [*config_dir_arguments(self.config_dirs()), *(overrides.get("task") or []), *kept, *more]
         return " ".join([program_name(), "-m", *map(shlex.quote, arguments)])
 
 

@@ -31,7 +31,7 @@ def summarize_sweep(sweep_dir: Path | str, plots: bool = True) -> list[JobRow]:
     write_csv(rows, sweep_dir / "summary.csv")
     resume = found.sweep_config.resume_command() if any(row.not_run for row in rows) else None
     write_markdown(rows, sweep_dir / "summary.md", sweep_dir, made, left_out=found.earlier, resume=resume,
-                   config_dirs=found.sweep_config.config_dirs())
+                   config_dirs=found.sweep_config.config_dirs(), command=found.sweep_config.command())
     return rows
 
 

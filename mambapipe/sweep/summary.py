@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mambapipe.config import STEP_NAMES
 from mambapipe.evaluate.scenarios import Scenario, scenario_label
+from mambapipe.pipeline.report import arch_description
 from mambapipe.pipeline.step import first_line
 from mambapipe.sweep.expected import ExpectedJob, SweepConfig
 from mambapipe.sweep.record import (
@@ -35,6 +36,7 @@ OVERRIDES_FILE = ".hydra/overrides.yaml"
 PARSE_ERRORS = (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException)  # ValueError: JSON, UTF-8
 OK, FAILED, PLANNED, NOT_RUN = "ok", "failed", "planned", "not run"  # planned: plan_only=true, nothing ran
 NOT_RUN_REASON = "not started: the sweep stopped before this job"
+ENVIRONMENT_KEYS = ("versions", "git_commit", "git_dirty", "machine", "finished")  # of run.json: what ran where
 
 
 @dataclass
@@ -45,11 +47,12 @@ class JobRow:
     status: str  # OK | FAILED | PLANNED | NOT_RUN
     reason: Optional[str]
     steps: dict[str, str]  # step name -> cached | ran | failed | skipped | refused | not run | "" (not recorded)
-    config: dict[str, Any]  # model, dtype, tp_size, backend, device, max_batch_size, eval_batch_size, task
+    config: dict[str, Any]  # model, arch, dtype, tp_size, backend, device, max_batch_size, eval_batch_size, task
     metrics: dict[str, Any]  # rouge*, tokens_per_s, decode_ms_per_step, ttft_ms, throughput_of
     throughput: list[tuple[int, float]] = field(default_factory=list)  # (batch, tokens/s) points
     forced: list[str] = field(default_factory=list)  # config.yaml's force: steps made again even when cached
     unreadable: list[str] = field(default_factory=list)  # damaged files, relative to the run dir
+    environment: dict[str, Any] = field(default_factory=dict)  # run.json's versions, git, machine, finished
 
     @property
     def failed(self) -> bool:
@@ -197,7 +200,8 @@ def read_row(sweep_dir: Path, run_dir: Path) -> JobRow:
     return JobRow(job=str(run_dir.relative_to(sweep_dir)), run_dir=run_dir, overrides=list(overrides),
                   status=status, reason=reason, steps={name: steps.get(name, "") for name in STEP_NAMES},
                   config=_config_facts(config), metrics=_metric_facts(metrics),
-                  throughput=_throughput(metrics, config), forced=_forced(config), unreadable=list(files.problems))
+                  throughput=_throughput(metrics, config), forced=_forced(config), unreadable=list(files.problems),
+                  environment={key: run[key] for key in ENVIRONMENT_KEYS if key in run})
 
 
 def _step_cells(run: dict) -> dict[str, str]:
@@ -237,7 +241,8 @@ def _forced(config: dict) -> list[str]:
 
 def _config_facts(config: dict) -> dict[str, Any]:
     model, build, evaluate = config.get("model") or {}, config.get("build") or {}, config.get("eval") or {}
-    return {"model": model.get("name"), "dtype": config.get("dtype"), "tp_size": config.get("tp_size"),
+    return {"model": model.get("name"), "arch": arch_description(model) or None, "dtype": config.get("dtype"),
+            "tp_size": config.get("tp_size"),
             "backend": config.get("backend"), "device": config.get("device"),
             "max_batch_size": build.get("max_batch_size"), "eval_batch_size": evaluate.get("batch_size"),
             "task": evaluate.get("task")}

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mambapipe.config import STEP_NAMES
 from mambapipe.evaluate import SUMMARIZE_TASK
+from mambapipe.pipeline.provenance import machine_line, software_line, utc_minute
 from mambapipe.pipeline.runner import resume_command, unforced_where_made
 from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
 from mambapipe.sweep.summary import (
@@ -27,12 +28,23 @@ from mambapipe.sweep.summary import (
     varying_overrides,
 )
 
-CONFIG_COLUMNS = ("model", "dtype", "tp_size", "backend", "device", "max_batch_size", "eval_batch_size", "task")
+CONFIG_COLUMNS = ("model", "arch", "dtype", "tp_size", "backend", "device", "max_batch_size", "eval_batch_size",
+                  "task")
 METRIC_COLUMNS = (*ROUGE_KEYS, "tokens_per_s", "throughput_of", "decode_ms_per_step", "ttft_ms")
 CSV_COLUMNS = ("job", "overrides", "status", *STEP_NAMES, *CONFIG_COLUMNS, *METRIC_COLUMNS, "reason", "run_dir")
 MARKDOWN_METRICS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
                     "tokens_per_s": "tokens/s", "throughput_of": "tokens/s of", "decode_ms_per_step": "decode ms/step"}
 CONSOLE_METRICS = {"rouge1": "rouge1", "tokens_per_s": "tokens/s", "decode_ms_per_step": "decode ms/step"}
+# What a job ran with, as summary.md names it (its label and the override that sets it, where one does): one line for
+# those every job shares, a column each for the others unless the overrides column says them already.
+SETTINGS = {"model": ("model", None), "dtype": ("dtype", "dtype"), "tp_size": ("tp", "tp_size"),
+            "device": ("device", "device"), "backend": ("backend", "backend"), "task": ("task", "eval.task")}
+# Speed is measured anew by each evaluate step that runs; one cached gives back the numbers of the run that made it.
+SPEED_METRICS = ("tokens_per_s", "decode_ms_per_step")
+CACHED_MARK = "†"
+CACHED_NOTE = (f"{CACHED_MARK} measured by an earlier run: the job's evaluate step was cached, so these are that run's "
+               "numbers, with code and on a machine that the environment below need not describe (`force=[evaluate]` "
+               "measures them again).")
 # The two tasks time generation differently, and a row's tokens/s does not say which way it was timed.
 SUMMARIZE_SPEED_NOTE = ("summarize tokens/s: one timed pass over the eval batches after a one-prompt warm-up, as "
                         "TensorRT-LLM's summarize.py measures it; for speed use eval.task=benchmark (the median of "
@@ -74,15 +86,75 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(rows: Sequence[JobRow]) -> list[str]:
+def setting(row: JobRow, fact: str) -> Optional[str]:
+    """A job's value of a SETTINGS fact as summary.md shows it; the model with its architecture."""
+    value = row.config[fact]
+    if fact == "model" and value is not None and row.config["arch"]:
+        return f"{value} ({row.config['arch']})"
+    return None if value is None else str(value)
+
+
+def shared_settings(rows: Sequence[JobRow]) -> tuple[dict[str, str], list[str]]:
+    """The settings every job that has a config shares ({label: value}), and the facts that differ between them
+    and that the overrides column does not already show (each job's override of the key naming its value)."""
+    shared, differing = {}, []
+    for fact, (label, key) in SETTINGS.items():
+        values = {row.job: value for row in rows if (value := setting(row, fact)) is not None}
+        if len(set(values.values())) == 1:
+            shared[label] = next(iter(values.values()))
+        elif values and not _overrides_say(rows, key, values):
+            differing.append(fact)
+    return shared, differing
+
+
+def _overrides_say(rows: Sequence[JobRow], key: Optional[str], values: dict[str, str]) -> bool:
+    """Whether each job's overrides set `key` to the job's value (`values`, by job), so the overrides show it."""
+    return key is not None and all(f"{key}={values[row.job]}" in row.overrides for row in rows if row.job in values)
+
+
+def measured_earlier(row: JobRow, key: str) -> bool:
+    """Whether the job's `key` is a speed an earlier run measured (its evaluate step was cached)."""
+    return key in SPEED_METRICS and row.metrics[key] is not None and row.steps["evaluate"] == "cached"
+
+
+def _metric_cell(row: JobRow, key: str) -> str:
+    return f"{fmt(row.metrics[key])} {CACHED_MARK}" if measured_earlier(row, key) else fmt(row.metrics[key])
+
+
+def markdown_table(rows: Sequence[JobRow], differing: Sequence[str] = ()) -> list[str]:
+    """The table of jobs: overrides, the `differing` settings, status, steps and metrics, speed marked where an
+    earlier run measured it."""
     keys = varying_overrides(list(rows))
     metrics = measured(rows, MARKDOWN_METRICS)
-    header = ["job", "overrides", "status", *STEP_NAMES, *metrics.values()]
+    header = ["job", "overrides", *(SETTINGS[fact][0] for fact in differing), "status", *STEP_NAMES,
+              *metrics.values()]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row.job, job_label(row, keys), row.status, *row.steps.values(),
-                 *(fmt(row.metrics[k]) for k in metrics)]
+        cells = [row.job, job_label(row, keys), *(setting(row, fact) or "" for fact in differing), row.status,
+                 *row.steps.values(), *(_metric_cell(row, k) for k in metrics)]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
+
+
+def environment_lines(rows: Sequence[JobRow]) -> list[str]:
+    """The code and machine the jobs ran with, from their run.json: one line each where the jobs agree, else a
+    line per group of jobs that agree; then when they finished."""
+    recorded = [row for row in rows if row.environment]
+    if not recorded:
+        return []
+    lines = []
+    for label, describe in (("software", software_line), ("machine", machine_line)):
+        groups: dict[str, list[str]] = {}
+        for row in recorded:
+            groups.setdefault(describe(row.environment) or "not recorded", []).append(row.job)
+        if len(groups) == 1:
+            lines.append(f"- {label}: {next(iter(groups))}")
+        else:
+            lines.append(f"- {label}: differs between jobs")
+            lines += [f"  - job{'s' * (len(jobs) > 1)} {', '.join(jobs)}: {text}" for text, jobs in groups.items()]
+    finished = sorted(utc_minute(row.environment["finished"]) for row in recorded if row.environment.get("finished"))
+    if finished:
+        lines.append(f"- finished: {' to '.join(dict.fromkeys([finished[0], finished[-1]]))}")
     return lines
 
 
@@ -143,12 +215,23 @@ def left_out_line(left_out: Sequence[Path], sweep_dir: Path) -> str:
 
 def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: Sequence[Path],
                    left_out: Sequence[Path] = (), resume: Optional[str] = None,
-                   config_dirs: Sequence[str] = ()) -> None:
-    lines = ["# Sweep summary", "", f"Sweep directory: `{sweep_dir}`", "", count_line(rows), ""]
+                   config_dirs: Sequence[str] = (), command: Optional[str] = None) -> None:
+    """summary.md, made to be pasted whole: what ran (the sweep's command, the settings its jobs share), each job,
+    the environment, failures and plots. `command` runs the sweep again (None: not known)."""
+    rerun = f"`{command}`" if command else "not known (the sweep dir has no readable multirun.yaml)"
+    lines = ["# Sweep summary", "", f"Sweep directory: `{sweep_dir}`", "", f"Command: {rerun}", "", count_line(rows),
+             ""]
     if left_out:
         lines += [left_out_line(left_out, sweep_dir), ""]
-    lines += markdown_table(rows)
+    shared, differing = shared_settings(rows)
+    if shared:
+        lines += ["Every job: " + ", ".join(f"{label} {value}" for label, value in shared.items()) + ".", ""]
+    lines += markdown_table(rows, differing)
+    if any(measured_earlier(row, key) for row in rows for key in measured(rows, MARKDOWN_METRICS)):
+        lines += ["", CACHED_NOTE]
     lines += [line for note in speed_notes(rows) for line in ("", note)]
+    if environment := environment_lines(rows):
+        lines += ["", "## Environment", "", *environment]
     if any(row.failed for row in rows):
         lines += ["", "## Failed jobs", "", *failure_lines(rows, config_dirs)]
     if any(row.not_run for row in rows):

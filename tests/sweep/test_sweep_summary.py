@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.figure import Figure
 from matplotlib.image import imread
@@ -468,3 +469,100 @@ def test_the_console_table_says_which_jobs_numbers_an_earlier_run_measured(tmp_p
     print_table(console, collect_rows(tmp_path).rows)
     lines = [line.split("│") for line in console.file.getvalue().splitlines() if line.startswith("│")]
     assert [(cells[1].strip(), cells[4].strip()) for cells in lines] == [("0", "cached"), ("1", "ran")]
+
+
+MAMBA1 = {"mamba_version": "Mamba1", "hidden_size": 96, "num_layers": 3, "vocab_size": 1024}
+MAMBA2 = {"mamba_version": "Mamba2", "hidden_size": 64, "num_layers": 2, "vocab_size": 512}
+
+
+def environment(commit: str = "0f45781e1463aee9705bf9ba61491aa31dc48437", dirty: bool = False, host: str = "node1",
+                gpus: tuple[str, ...] = (), finished: str = "2026-11-30T23:11:59.262+00:00") -> dict:
+    """What a run.json says of the code and machine a job ran with."""
+    return {"versions": {"mambapipe": "0.1.0", "torch": "2.13.0", "transformers": "5.24.0", "omegaconf": "2.3.1"},
+            "git_commit": commit, "git_dirty": dirty, "finished": finished,
+            "machine": {"host": host, "cpu": "AMD EPYC", "cpus": 16, "cuda_devices": list(gpus)}}
+
+
+def write_sweep_config(sweep_dir: Path, task: list[str], config_dir: str) -> None:
+    """multirun.yaml as Hydra writes it for `python -m mambapipe -m --config-dir CONFIG_DIR TASK...`."""
+    sources = [{"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
+               {"path": config_dir, "schema": "file", "provider": "command-line"}]
+    hydra = {"overrides": {"hydra": ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}"], "task": task},
+             "runtime": {"config_sources": sources}}
+    (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+
+
+def summary_md(sweep_dir: Path) -> str:
+    summarize_sweep(sweep_dir, plots=False)
+    return (sweep_dir / "summary.md").read_text()
+
+
+def environment_block(text: str) -> list[str]:
+    return text.split("## Environment\n\n")[1].split("\n\n")[0].splitlines()
+
+
+def test_the_markdown_says_the_command_model_and_environment_of_the_sweep(tmp_path, job_writer):
+    """Found by QA: pasted into a PR, summary.md said neither how to run the sweep again, nor which model, device,
+    backend, code and machine its numbers are of."""
+    metrics = summarize_metrics(20.0, 100.0, 5.0)
+    for num, dtype in enumerate(("float32", "bfloat16")):
+        job_writer(tmp_path, num, ["recipe=m1", f"dtype={dtype}", "eval.max_ite=2"], model="my-m1", dtype=dtype,
+                   arch=MAMBA1, metrics=metrics, environment=environment(finished=f"2026-11-30T23:1{num}:00+00:00"))
+    write_sweep_config(tmp_path, ["recipe=m1", "dtype=float32,bfloat16", "eval.max_ite=2"], "/home/me/recipes")
+    text = summary_md(tmp_path)
+    assert ("Command: `python -m mambapipe -m --config-dir /home/me/recipes recipe=m1 dtype=float32,bfloat16 "
+            "eval.max_ite=2`") in text  # into a sweep dir of its own: this one's path means nothing elsewhere
+    assert ("Every job: model my-m1 (synthetic Mamba1, hidden 96, 3 layers, vocab 1024), tp 1, device cpu, "
+            "backend native, task summarize.") in text
+    assert "| job | overrides | status |" in text  # dtype differs, but the overrides column says so already
+    assert environment_block(text) == [
+        "- software: mambapipe 0.1.0 (git 0f45781e1463, clean), torch 2.13.0, transformers 5.24.0",
+        "- machine: node1: AMD EPYC (16 CPUs)",
+        "- finished: 2026-11-30 23:10 UTC to 2026-11-30 23:11 UTC"]
+
+
+def test_the_markdown_groups_the_jobs_by_environment_where_they_differ(tmp_path, job_writer):
+    job_writer(tmp_path, 0, ["dtype=float32"], metrics=summarize_metrics(20.0, 100.0, 5.0),
+               environment=environment(gpus=("NVIDIA H200",)))
+    job_writer(tmp_path, 1, ["dtype=bfloat16"], dtype="bfloat16", metrics=summarize_metrics(20.0, 90.0, 5.0),
+               environment=environment(dirty=True, gpus=("NVIDIA H200",)))
+    job_writer(tmp_path, 2, ["dtype=float16"], dtype="float16", metrics=summarize_metrics(20.0, 80.0, 5.0),
+               environment=environment(dirty=True, host="node2", gpus=("NVIDIA H100",)))
+    assert environment_block(summary_md(tmp_path)) == [
+        "- software: differs between jobs",
+        "  - job 0: mambapipe 0.1.0 (git 0f45781e1463, clean), torch 2.13.0, transformers 5.24.0",
+        "  - jobs 1, 2: mambapipe 0.1.0 (git 0f45781e1463, dirty), torch 2.13.0, transformers 5.24.0",
+        "- machine: differs between jobs",
+        "  - jobs 0, 1: node1: AMD EPYC (16 CPUs), 1 × NVIDIA H200",
+        "  - job 2: node2: AMD EPYC (16 CPUs), 1 × NVIDIA H100",
+        "- finished: 2026-11-30 23:11 UTC"]
+
+
+def test_a_setting_that_differs_and_no_override_names_gets_a_column(tmp_path, job_writer):
+    """A model sweep's overrides name the model files, not the architectures; a recipe sweep names neither."""
+    job_writer(tmp_path, 0, ["recipe=a"], model="tiny-mamba", arch=MAMBA1, metrics=summarize_metrics(1.0, 9.0, 1.0))
+    job_writer(tmp_path, 1, ["recipe=b"], model="tiny-mamba2", arch=MAMBA2, dtype="bfloat16",
+               metrics=summarize_metrics(1.0, 9.0, 1.0))
+    text = summary_md(tmp_path)
+    assert "Every job: tp 1, device cpu, backend native, task summarize." in text
+    assert "| job | overrides | model | dtype | status |" in text
+    assert ("| 1 | recipe=b | tiny-mamba2 (synthetic Mamba2, hidden 64, 2 layers, vocab 512) | bfloat16 | ok |"
+            in text)
+
+
+def test_the_markdown_marks_speed_an_earlier_run_measured(tmp_path, job_writer):
+    """Found by QA: a cached evaluate's tokens/s sat unmarked beside those this sweep measured. ROUGE, which does
+    not depend on the run, is not marked."""
+    job_writer(tmp_path, 0, ["dtype=float32"], metrics=summarize_metrics(21.5, 120.0, 8.0), statuses=("cached",) * 4)
+    job_writer(tmp_path, 1, ["dtype=bfloat16"], dtype="bfloat16", metrics=summarize_metrics(20.25, 95.5, 10.0))
+    text = summary_md(tmp_path)
+    assert ("| 0 | dtype=float32 | ok | cached | cached | cached | cached | 21.500 | 10.750 | 17.200 | 19.350 | "
+            "120.000 † | summarize | 8.000 † |") in text
+    assert "| 95.500 | summarize | 10.000 |" in text
+    assert "\n† measured by an earlier run: the job's evaluate step was cached" in text
+
+
+def test_no_mark_note_where_every_number_is_this_sweeps_and_no_environment_where_none_is_recorded(sweep_dir):
+    text = summary_md(sweep_dir)
+    assert "†" not in text and "## Environment" not in text  # run.json of a mambapipe before they were recorded
+    assert "Command: not known (the sweep dir has no readable multirun.yaml)" in text
