@@ -19,6 +19,7 @@ import argparse
 import os
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -70,19 +71,22 @@ def created_column(created: str) -> str:
     return created_at(created).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def config_items(manifest: dict[str, Any]) -> list[str]:
+def config_items(manifest: dict[str, Any]) -> dict[str, str]:
     """The params an artifact came from, flattened; the architecture summed up in one item; the hub commits it
     was pinned to (a branch's name alone does not say which files it holds) and the fingerprints of the local
-    directories it was read from (one path before and after an edit); the artifacts it was made from."""
+    directories it was read from (one path before and after an edit); the artifacts it was made from. Each item as
+    ls shows it, by what it sets (`eval.max_ite`, `commit`, `<-build`)."""
     flat = flatten(manifest.get("params", {}))
-    params = [f"{k}={v}" for k, v in flat.items() if v is not None and not k.startswith("model.arch.")]
+    items = {k: f"{k}={v}" for k, v in flat.items() if v is not None and not k.startswith("model.arch.")}
     arch = {k.removeprefix("model.arch."): v for k, v in flat.items() if k.startswith("model.arch.")}
     if arch:  # a step keyed on part of it (trtllm's build: mamba_version alone) shows that part
-        params.append(f"model.arch={arch_summary(arch)}")
-    commits = [f"{name}={value[:12]}" for name, value in manifest.get("environment", {}).items()
-               if name.endswith(("commit", "fingerprint")) and isinstance(value, str)]
-    inputs = [f"<-{step} {short(key)}" for step, key in manifest.get("inputs", {}).items()]
-    return params + commits + inputs
+        items["model.arch"] = f"model.arch={arch_summary(arch)}"
+    for name, value in manifest.get("environment", {}).items():
+        if name.endswith(("commit", "fingerprint")) and isinstance(value, str):
+            items[name] = f"{name}={value[:12]}"
+    for step, key in manifest.get("inputs", {}).items():
+        items[f"<-{step}"] = f"<-{step} {short(key)}"
+    return items
 
 
 def arch_summary(arch: dict[str, Any]) -> str:
@@ -91,33 +95,44 @@ def arch_summary(arch: dict[str, Any]) -> str:
     return " ".join(str(part) for part in [arch.get("mamba_version"), *sizes] if part is not None)
 
 
-# Said by the summary that leads each description (model, dtype, task), so not repeated among what differs
-# where the summary tells the artifacts apart
-SUMMARISED = ("model.source", "model.repo_id", "model.path", "dtype", "eval.task")
-
-
 def describe(listed: list[tuple[Path, dict[str, Any]]], manifests: dict[tuple[str, str], dict[str, Any]]
              ) -> dict[Path, str]:
     """What each listed artifact is, in a line: its model and dtype (from the artifacts it was made from where it
-    has no such params) and task, then its config items that the other listed artifacts of its step do not share.
-    All its params made an evaluate row five lines high, most of them the same in every row. A summarised item goes
-    too, unless an artifact of the step with the same summary lacks it (the summary did not tell them apart)."""
+    has no such params) and task, then the config items that tell it apart from its siblings, the listed artifacts
+    of its step that those three leave alike (setting_apart). Every item that varied anywhere in the step put ~13
+    settings in each evaluate row of a cache of several recipes, the one that told it apart ~250 characters in."""
     everything = [manifest for _, manifest in listed] + list(manifests.values())
     collide = colliding_names([lineage(manifest, manifests.get) for manifest in everything])
     items = {directory: config_items(manifest) for directory, manifest in listed}
     summaries = {directory: summary(manifest, manifests, collide) for directory, manifest in listed}
-    items_by_step: dict[str, list[set[str]]] = {}
+    alike = {directory: (directory.parent.name, *summaries[directory]) for directory, _ in listed}
+    siblings: dict[tuple[str, ...], list[dict[str, str]]] = {}
     for directory, _ in listed:
-        items_by_step.setdefault(directory.parent.name, []).append(set(items[directory]))
-    shared = {step: set.intersection(*step_items) for step, step_items in items_by_step.items()}
-    descriptions = {}
-    for directory, _ in listed:
-        twins = [set(items[other]) for other, _ in listed if other != directory
-                 and other.parent.name == directory.parent.name and summaries[other] == summaries[directory]]
-        differing = [item for item in items[directory] if item not in shared[directory.parent.name]
-                     and (item.split("=")[0] not in SUMMARISED or any(item not in twin for twin in twins))]
-        descriptions[directory] = " ".join(summaries[directory] + differing)
-    return descriptions
+        siblings.setdefault(alike[directory], []).append(items[directory])
+    return {directory: " ".join(summaries[directory] + setting_apart(items[directory], siblings[alike[directory]]))
+            for directory, _ in listed}
+
+
+def setting_apart(own: dict[str, str], siblings: list[dict[str, str]]) -> list[str]:
+    """The items of `own` (one of `siblings`) other than the value most siblings share for that setting, the rarest
+    first: what is left out is that common value, so no two rows read alike. Where no one value is the most common
+    (two siblings: eval.max_ite=2 and =4), each row shows its own; an artifact without siblings shows none. Of items
+    that the same siblings hold (build.max_batch_size=4 and the <-build made so) the first says it."""
+    apart = []
+    for position, (setting, item) in enumerate(own.items()):
+        values = [sibling.get(setting) for sibling in siblings]  # None: a sibling without that setting
+        counts = Counter(values)
+        most = max(counts.values())
+        if counts[item] < most or list(counts.values()).count(most) > 1:
+            holders = frozenset(index for index, value in enumerate(values) if value == item)
+            apart.append((len(holders), position, item, holders))
+    told: set[frozenset[int]] = set()
+    shown = []
+    for _, _, item, holders in sorted(apart, key=lambda found: found[:2]):
+        if holders not in told:
+            told.add(holders)
+            shown.append(item)
+    return shown
 
 
 def summary(manifest: dict[str, Any], manifests: dict[tuple[str, str], dict[str, Any]],

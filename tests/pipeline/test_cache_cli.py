@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from mambapipe.pipeline.cache import config_items, created_column, main, remove, select_for_removal
+from mambapipe.pipeline.cache import config_items, created_column, main, remove, select_for_removal, setting_apart
 from mambapipe.pipeline.store import ArtifactStore, dir_size
 
 
@@ -51,6 +51,47 @@ def test_ls_rows_are_one_line_each(capsys, filled):
     rows = [line for line in run_cli(capsys, filled, "ls")[1].splitlines() if line.startswith("│")]
     assert len(rows) == 5 and all(len(row) <= 120 for row in rows)
     assert "eval.batch_size" not in "".join(rows)  # the same in both evaluate rows
+
+
+@pytest.fixture
+def evaluations(pipeline):
+    """Evaluations of one engine that differ in eval.max_ite, a benchmark of it, and one of a float16 engine."""
+    for overrides in ((), ("eval.max_ite=2",), ("eval.max_ite=3",), ("eval.task=benchmark",), ("dtype=float16",)):
+        pipeline.run(*overrides)
+    return pipeline.store
+
+
+def what_column(out):
+    return sorted(line.split("│")[-2].strip() for line in out.splitlines() if line.startswith("│ evaluate"))
+
+
+def test_ls_shows_what_sets_each_evaluation_apart_at_120_columns(capsys, evaluations, monkeypatch):
+    """Each row listed every setting that varied anywhere in its step (eval.batch_size=1 eval.check_accuracy=False
+    ...: a benchmark lacks them), what told it apart cut off at 120 columns (found by a docs audit)."""
+    monkeypatch.delenv("COLUMNS", raising=False)  # capsys's stdout is no terminal: 120 columns
+    assert what_column(run_cli(capsys, evaluations, "ls")[1]) == [
+        "synthetic Mamba2 float16 summarize", "synthetic Mamba2 float32 benchmark",
+        "synthetic Mamba2 float32 summarize eval.max_ite=2", "synthetic Mamba2 float32 summarize eval.max_ite=3",
+        "synthetic Mamba2 float32 summarize eval.max_ite=4"]
+
+
+def items(*shown):
+    """Config items as config_items gives them, by what each sets."""
+    return {item.split("=")[0].split(" ")[0]: item for item in shown}
+
+
+def test_an_artifact_shows_its_settings_that_most_of_its_siblings_do_not_share_the_rarest_first():
+    common = items("eval.max_ite=4", "build.max_batch_size=2", "<-build aaa")
+    fewer = items("eval.max_ite=2", "build.max_batch_size=2", "<-build aaa")
+    rarer = items("eval.max_ite=2", "build.max_batch_size=8", "<-build bbb")
+    seeded = [dict(common, seed=f"seed={seed}") for seed in (1, 2)]
+    siblings = [common, *seeded, fewer, rarer]
+    assert setting_apart(common, siblings) == []
+    assert setting_apart(fewer, siblings) == ["eval.max_ite=2"]
+    assert setting_apart(rarer, siblings) == ["build.max_batch_size=8", "eval.max_ite=2"]  # not also <-build bbb
+    assert setting_apart(seeded[0], siblings) == ["seed=1"]  # where most have none
+    assert setting_apart(fewer, [fewer, rarer]) == ["build.max_batch_size=2"]  # no value more common: each its own
+    assert setting_apart(fewer, [fewer]) == []
 
 
 def test_ls_ends_with_the_total(capsys, filled):
@@ -101,13 +142,12 @@ def test_ls_tells_apart_models_of_one_name(capsys, tmp_path):
             for line in run_cli(capsys, store, "ls")[1].splitlines() if line.startswith("│")}
     assert rows == {"1" * 12: "/data/a/ckpt fingerprint=9f8e7d600000",
                     "2" * 12: "/data/a/ckpt fingerprint=1b2c3d400000",
-                    "3" * 12: "/data/b/ckpt fingerprint=9f8e7d600000",
-                    "4" * 12: "org1/mamba commit=cccccccccccc",
-                    "5" * 12: "org2/mamba commit=cccccccccccc",
-                    "6" * 12: "org/m model.repo_id=org/m model.source=hub commit=cccccccccccc",
-                    "7" * 12: rows["7" * 12],
+                    "3" * 12: "/data/b/ckpt",
+                    "4" * 12: "org1/mamba",
+                    "5" * 12: "org2/mamba",
+                    "6" * 12: "org/m model.repo_id=org/m",
+                    "7" * 12: "org/m model.path=org/m",
                     "8" * 12: "/data/b/ckpt float16"}
-    assert rows["7" * 12].startswith("org/m model.path=org/m model.source=local")
 
 
 def test_ls_one_step(capsys, filled):
@@ -375,8 +415,8 @@ def test_an_artifact_keyed_on_part_of_the_architecture_shows_that_part():
     partial = {"params": {"model.arch.mamba_version": "Mamba2", "backend": "trtllm"}}
     whole = {"params": {"model.arch.mamba_version": "Mamba1", "model.arch.hidden_size": 768,
                         "model.arch.num_layers": 24, "model.arch.vocab_size": 50280}}
-    assert config_items(partial) == ["backend=trtllm", "model.arch=Mamba2"]
-    assert config_items(whole) == ["model.arch=Mamba1 H768 L24 V50280"]
+    assert config_items(partial) == {"backend": "backend=trtllm", "model.arch": "model.arch=Mamba2"}
+    assert config_items(whole) == {"model.arch": "model.arch=Mamba1 H768 L24 V50280"}
 
 
 @pytest.mark.parametrize("columns, width", [(None, 120), ("250", 250), ("60", 60)])
