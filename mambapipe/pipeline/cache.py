@@ -1,6 +1,7 @@
 """List and remove cached artifacts: `mambapipe-cache ls|rm` (or `python -m mambapipe.pipeline.cache`).
 
   mambapipe-cache ls [--step build]              each artifact's key, date, size and what it is; the total
+                                                 (into a file or pipe 120 columns wide: COLUMNS=250 widens it)
   mambapipe-cache rm --key 1a2b3c4d5e6f          one artifact, by its key as ls and the plan print it (a shorter
                  [--step build]                  start will do where it is one artifact's; --step looks in one),
                                                  and what killed runs left in staging under that key
@@ -25,6 +26,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
@@ -188,18 +190,34 @@ class Row:
     in_staging: bool = False
 
 
-def list_artifacts(store: ArtifactStore, step: Optional[str]) -> Group:
-    """A row for each artifact and staging dir, kept to one line (the description cut short where it must be),
-    and the total below."""
+# The least of the 'what' column ls shows. Where the terminal leaves it less, the creation time gives way: rich drops
+# the column, header and all, where the others leave it none (60 columns, a size like '123.4 MB').
+LEAST_WHAT = 20
+
+
+def list_artifacts(store: ArtifactStore, step: Optional[str], width: int) -> Group:
+    """A row for each artifact and staging dir, kept to one line (the description cut short where it must be, and
+    the creation time left out where `width` leaves the description less than LEAST_WHAT), and the total below."""
     rows = artifact_rows(store, step)
+    columns = {"step": [row.step for row in rows], "key": [short(row.key) for row in rows],
+               "created (UTC)": [created_column(row.created) for row in rows],
+               "size": [human_size(row.size) for row in rows]}
+    if width - width_besides_what(columns) < LEAST_WHAT:
+        del columns["created (UTC)"]
     table = Table(title=f"artifacts in {store.root}", title_justify="left")
-    for column in ("step", "key", "created (UTC)", "size"):
+    for column in columns:
         table.add_column(column, justify="right" if column == "size" else "left", no_wrap=True)
     table.add_column("what")  # wrappable, so that it is what narrows on a narrow terminal
-    for row in rows:
-        table.add_row(row.step, short(row.key), created_column(row.created), human_size(row.size),
-                      one_line(row.what))
+    for index, row in enumerate(rows):
+        table.add_row(*(cells[index] for cells in columns.values()), one_line(row.what))
     return Group(table, total_line(rows))
+
+
+def width_besides_what(columns: dict[str, list[str]]) -> int:
+    """How wide the table is but for the text of its 'what' column: each other column's widest cell, and the
+    padding and border of every column (3 characters each) and the table's last border."""
+    widest = [max(cell_len(cell) for cell in [name, *cells]) for name, cells in columns.items()]
+    return sum(widest) + 3 * (len(columns) + 1) + 1
 
 
 def one_line(markup: str) -> Text:
@@ -351,12 +369,18 @@ def steps_removed_whole(store: ArtifactStore, args: argparse.Namespace) -> list[
     return [args.step] if args.step else []
 
 
+LS_DESCRIPTION = ("List each cached artifact's step, key, creation time (UTC), size and what it is: its model, dtype "
+                  "and task, and the fewest settings that set it apart from the artifacts of its step that read alike. "
+                  "Into a file or a pipe the table is 120 columns wide; COLUMNS sets another width "
+                  "(COLUMNS=250 mambapipe-cache ls > cache.txt).")
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mambapipe-cache", description=__doc__.split("\n")[0],
                                      epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--cache-dir", type=Path, help=f"default: $MAMBAPIPE_CACHE or {DEFAULT_CACHE_DIR}")
     commands = parser.add_subparsers(dest="command", required=True)
-    ls = commands.add_parser("ls", help="list cached artifacts")
+    ls = commands.add_parser("ls", help="list cached artifacts", description=LS_DESCRIPTION)
     ls.add_argument("--step", choices=STEP_NAMES)
     rm = commands.add_parser("rm", help="remove cached artifacts")
     what = rm.add_mutually_exclusive_group()
@@ -412,7 +436,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "ls":  # an empty table would add nothing; exit 0 as rm's 'removed 0 artifact(s)' does
             return 0
     if args.command == "ls":
-        console.print(list_artifacts(store, args.step))
+        console.print(list_artifacts(store, args.step, console.width))
         return 0
     return remove_and_report(store, args, console)
 

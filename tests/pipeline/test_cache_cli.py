@@ -94,6 +94,18 @@ def test_an_artifact_shows_its_settings_that_most_of_its_siblings_do_not_share_t
     assert setting_apart(fewer, [fewer]) == []
 
 
+def test_ls_on_a_narrow_terminal_leaves_out_the_creation_time_rather_than_what_an_artifact_is(capsys, filled,
+                                                                                             monkeypatch):
+    """At 60 columns rich had no room left for the 'what' column but 's…', or dropped it, header and all, where
+    sizes were wider ('123.4 MB')."""
+    monkeypatch.setenv("COLUMNS", "60")
+    out = run_cli(capsys, filled, "ls")[1]
+    assert "┃ what " in out and "created" not in out
+    assert what_column(out) == ["synthetic Mamba2 flo…"] * 2
+    monkeypatch.setenv("COLUMNS", "120")
+    assert "┃ created (UTC) " in run_cli(capsys, filled, "ls")[1]
+
+
 def test_ls_ends_with_the_total(capsys, filled):
     staging = filled.root / "convert" / ".staging" / "deadbeef.1.x"
     staging.mkdir(parents=True)
