@@ -12,6 +12,7 @@ from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from mambapipe import interrupts
 from mambapipe.config import close_key, key_hint, unknown_keys
 from mambapipe.pipeline.step import StepError
 
@@ -74,7 +75,12 @@ def resolve_config(cfg: DictConfig) -> Resolved:
     problem = missing_values_problem(cfg)
     if problem:
         raise StepError(problem)
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
+    except Exception as exc:
+        if interrupts.received():  # a Ctrl-C stopped OmegaConf, which then may raise another error for it
+            raise KeyboardInterrupt from exc  # (QA: ConfigKeyError "'NoneType' object has no attribute ...")
+        raise
     # Absolute: run.json names real paths, and model.path=m and model.path=$PWD/m are one key; model.path also with
     # its links and ../ followed, so that every spelling of one checkpoint directory is one key.
     config["cache_dir"] = str(Path(config["cache_dir"]).expanduser().absolute())

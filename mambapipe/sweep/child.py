@@ -28,10 +28,10 @@ def main(argv: list[str]) -> int:
     try:
         result = _run(run_dir, overrides, config_dirs)
     except KeyboardInterrupt:  # outside any step (a step's own is the runner's to report): imports, the plan
-        interrupts.ignore_from_here()  # the launcher's second Ctrl-C still kills
-        update_job_record(run_dir, reason="interrupted")
-        return INTERRUPTED_EXIT
+        return _interrupted(run_dir)
     except Exception as exc:  # a bug outside any step (those the runner reports itself)
+        if interrupts.received():  # or a Ctrl-C that the code it stopped turned into another error (OmegaConf does)
+            return _interrupted(run_dir)
         log.error("sweep job crashed", exc_info=True)
         update_job_record(run_dir, reason=crash_summary(exc))
         return 1
@@ -42,6 +42,12 @@ def main(argv: list[str]) -> int:
     if result.interrupted:
         return INTERRUPTED_EXIT
     return 1 if result.failed else 0
+
+
+def _interrupted(run_dir: Path) -> int:
+    interrupts.ignore_from_here()  # the launcher's second Ctrl-C still kills
+    update_job_record(run_dir, reason="interrupted")
+    return INTERRUPTED_EXIT
 
 
 def _run(run_dir: Path, overrides: list[str], config_dirs: list[str]):

@@ -5,7 +5,8 @@ re-executes the pipeline in a child interpreter (`mambapipe.sweep.child`) pinned
 failed job never raises: Hydra's sweeper would stop the sweep at the first failed batch and skip the
 summary. Failures are recorded in the job's sweep_job.json, and the summary callback sets the exit code.
 Ctrl-C is the exception: the job waits for its child to record where it stopped, records the job as
-interrupted, and lets the KeyboardInterrupt stop the sweep (`mambapipe.app` then writes the summary).
+interrupted, and lets the KeyboardInterrupt stop the sweep (`mambapipe.app` then writes the summary). So does a
+Ctrl-C before the child started.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mambapipe import interrupts
 from mambapipe.pipeline.provenance import utc_now
 from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.runner import command_line_config_dirs
+from mambapipe.pipeline.step import INTERRUPTED_EXIT
 from mambapipe.sweep.gpus import lease_gpus
 from mambapipe.sweep.record import SWEEP_STAMP, read_job_record, record_outcome, sweep_config_digest, update_job_record
 
@@ -37,6 +40,15 @@ FORWARD_SIGINT_AFTER_S = 5.0
 def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
     """Run one sweep job in a child process; return (and record) its exit code and failure reason."""
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        return _run_isolated_job(cfg, hydra_cfg, run_dir)
+    except KeyboardInterrupt:
+        if read_job_record(run_dir).get("exit_code") is None:  # before its child started: the job never ran
+            record_outcome(run_dir, exit_code=INTERRUPTED_EXIT, reason="interrupted")
+        raise  # Hydra launches no further job; mambapipe.app summarizes the sweep
+
+
+def _run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     overrides = list(hydra_cfg.overrides.task)
     job_num = int(hydra_cfg.job.num)
     sweep_dir = sweep_dir_of(hydra_cfg)
@@ -47,6 +59,8 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
     try:
         config_yaml = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     except Exception as exc:  # an interpolation that cannot resolve: this job's config is bad
+        if interrupts.received():  # unless a Ctrl-C stopped OmegaConf, which then may raise another error for it
+            raise KeyboardInterrupt from exc
         return record_outcome(run_dir, exit_code=1, reason=f"config: {type(exc).__name__}: {exc}")
     uses_gpu = cfg.device != "cpu"
     with lease_gpus(job_num, int(cfg.tp_size), sweep_dir / GPU_LEASES,
@@ -59,10 +73,10 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
                                   json.dumps(config_dirs)], stdin=subprocess.PIPE, text=True, env=env)
         _send_config(child, config_yaml)
         interrupted = _wait_through_interrupts(child, job_num)
-        seconds = time.perf_counter() - started
-    outcome = _record_exit(run_dir, child.returncode, seconds, interrupted)
+        # Recorded before the lease is let go: a Ctrl-C then must find the job's end, not read as its child's start.
+        outcome = _record_exit(run_dir, child.returncode, time.perf_counter() - started, interrupted)
     if interrupted:
-        raise KeyboardInterrupt  # Hydra launches no further job; mambapipe.app summarizes the sweep
+        raise KeyboardInterrupt
     return outcome
 
 

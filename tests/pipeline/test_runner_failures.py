@@ -215,6 +215,25 @@ def test_a_ctrl_c_that_a_step_dropped_starts_no_further_step(pipeline, monkeypat
     assert [o.status for o in result.outcomes] == ["cached", "skipped", "skipped", "skipped"]
 
 
+def test_a_ctrl_c_that_omegaconf_turns_into_another_error_stops_the_run_as_a_ctrl_c(pipeline, monkeypatch):
+    """QA: OmegaConf.to_container, interrupted, sometimes raises ConfigKeyError instead (89 of 2000 tries); the run
+    then failed with that error (exit 1), not as interrupted (exit 130)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError
+
+    from mambapipe import interrupts
+
+    def dropped_ctrl_c(*args, **kwargs):
+        raise ConfigKeyError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+    monkeypatch.setattr(OmegaConf, "to_container", dropped_ctrl_c)
+    monkeypatch.setattr(interrupts, "_received", True)  # as the handler leaves it
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run()
+    monkeypatch.setattr(interrupts, "_received", False)  # no Ctrl-C: the error is the config's, as it was
+    with pytest.raises(ConfigKeyError):
+        pipeline.run()
+
+
 def test_the_handler_remembers_a_ctrl_c_it_raises(monkeypatch):
     import os
     import signal

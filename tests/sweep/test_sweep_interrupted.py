@@ -207,37 +207,37 @@ def test_ctrl_c_in_a_sweep_prints_its_summary_and_how_to_finish_it(interrupted_s
 
 def test_a_child_stopped_before_the_runner_took_over_records_the_interrupt(tmp_path, monkeypatch):
     """Ctrl-C between two jobs lands in the next child's start (its imports): a record, exit 130, no traceback."""
-    import logging
-
-    from mambapipe.sweep import child
-
-    monkeypatch.setattr(child, "_run", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
-    monkeypatch.setattr(logging.root, "handlers", [])  # main's basicConfig adds its handlers to a clean root
-    monkeypatch.setattr(signal, "signal", lambda sig, handler: calls.append((sig, handler)))
     calls: list = []
-    assert child.main([str(tmp_path), "[]", "[]"]) == 130
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: calls.append((sig, handler)))
+    assert run_child(tmp_path, monkeypatch, lambda: (_ for _ in ()).throw(KeyboardInterrupt)) == 130
     assert json.loads((tmp_path / "sweep_job.json").read_text())["reason"] == "interrupted"
     assert calls[-1] == (signal.SIGINT, signal.SIG_IGN)  # it exits 130 now, whatever Ctrl-C comes
-    for handler in logging.root.handlers:
-        handler.close()
 
 
 def test_a_child_whose_run_is_over_ignores_a_late_ctrl_c(tmp_path, monkeypatch):
     """Its interpreter's shutdown takes a second: a Ctrl-C then must not record a finished job as killed."""
-    import logging
     from types import SimpleNamespace
+
+    finished = SimpleNamespace(reason=None, interrupted=False, failed=False)
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: calls.append((sig, handler)))
+    calls: list = []
+    assert run_child(tmp_path, monkeypatch, lambda: finished) == 0
+    assert calls[-1] == (signal.SIGINT, signal.SIG_IGN)  # after the watcher, mambapipe.interrupts', set first
+
+
+def run_child(tmp_path: Path, monkeypatch, run) -> int:
+    """mambapipe.sweep.child's main, its run of the recipe replaced by `run`."""
+    import logging
 
     from mambapipe.sweep import child
 
-    finished = SimpleNamespace(reason=None, interrupted=False, failed=False)
-    monkeypatch.setattr(child, "_run", lambda *args: finished)
-    monkeypatch.setattr(logging.root, "handlers", [])
-    monkeypatch.setattr(signal, "signal", lambda sig, handler: calls.append((sig, handler)))
-    calls: list = []
-    assert child.main([str(tmp_path), "[]", "[]"]) == 0
-    assert calls[-1] == (signal.SIGINT, signal.SIG_IGN)  # after the watcher, mambapipe.interrupts', set first
-    for handler in logging.root.handlers:
-        handler.close()
+    monkeypatch.setattr(child, "_run", lambda *args: run())
+    monkeypatch.setattr(logging.root, "handlers", [])  # main's basicConfig adds its handlers to a clean root
+    try:
+        return child.main([str(tmp_path), "[]", "[]"])
+    finally:
+        for handler in logging.root.handlers:
+            handler.close()
 
 
 def test_commands_that_finish_a_sweep_name_its_config_dir(tmp_path):
@@ -250,3 +250,16 @@ def test_commands_that_finish_a_sweep_name_its_config_dir(tmp_path):
     assert markdown.count("python -m mambapipe --config-dir /home/me/recipes recipe=mine dtype=") == 2  # rerun, run
     resume = SweepConfig.read(sweep).resume_command()
     assert resume.startswith("python -m mambapipe -m --config-dir /home/me/recipes recipe=mine ")
+
+
+def test_a_ctrl_c_the_child_saw_turned_into_another_error_is_recorded_as_interrupted(tmp_path, monkeypatch):
+    """OmegaConf, stopped by a Ctrl-C, may raise ConfigKeyError for it: not 'unexpected ConfigKeyError', exit 1."""
+    from omegaconf.errors import ConfigKeyError
+
+    from mambapipe import interrupts
+
+    def interrupted_run():
+        monkeypatch.setattr(interrupts, "_received", True)  # as the handler leaves it
+        raise ConfigKeyError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+    assert run_child(tmp_path, monkeypatch, interrupted_run) == 130
+    assert json.loads((tmp_path / "sweep_job.json").read_text())["reason"] == "interrupted"

@@ -160,3 +160,46 @@ def test_child_records_a_crash_outside_the_steps(tmp_path, monkeypatch):
     assert child_main([str(tmp_path), "[]", "[]"]) == 1
     record = json.loads((tmp_path / "sweep_job.json").read_text())
     assert record["reason"].startswith("unexpected KeyError") and isinstance(record["pid"], int)
+
+
+def interrupting_to_container(monkeypatch, raises: BaseException):
+    """OmegaConf.to_container stopped by a Ctrl-C, raising `raises`, the handler's record of the Ctrl-C left."""
+    from omegaconf import OmegaConf
+
+    from mambapipe import interrupts
+
+    monkeypatch.setattr(interrupts, "_received", True)
+
+    def to_container(*args, **kwargs):
+        raise raises
+    monkeypatch.setattr(OmegaConf, "to_container", to_container)
+
+
+def test_a_ctrl_c_that_omegaconf_turns_into_a_config_error_stops_the_sweep(tmp_path, monkeypatch):
+    """QA: interrupted, OmegaConf.to_container sometimes raises ConfigKeyError; the sweep went on to job 2 and
+    exit 1, the job failed as 'config: ConfigKeyError: ...'."""
+    from omegaconf.errors import ConfigKeyError
+
+    dropped = ConfigKeyError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+    interrupting_to_container(monkeypatch, dropped)
+    with pytest.raises(KeyboardInterrupt):
+        run_job_with_a_bad_config(tmp_path)
+    record = json.loads((tmp_path / "0" / "sweep_job.json").read_text())
+    assert (record["exit_code"], record["reason"]) == (130, "interrupted")
+
+
+def test_a_ctrl_c_before_the_child_started_records_the_job_as_interrupted(tmp_path, monkeypatch):
+    """Not 'no run.json: the job did not finish (killed, or still running)': the sweep knows it stopped the job."""
+    interrupting_to_container(monkeypatch, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        run_job_with_a_bad_config(tmp_path)
+    record = json.loads((tmp_path / "0" / "sweep_job.json").read_text())
+    assert (record["exit_code"], record["reason"]) == (130, "interrupted")
+
+
+def test_a_config_that_cannot_resolve_without_a_ctrl_c_is_the_jobs_failure(tmp_path, monkeypatch):
+    from mambapipe import interrupts
+
+    monkeypatch.setattr(interrupts, "_received", False)
+    record = run_job_with_a_bad_config(tmp_path)
+    assert record["exit_code"] == 1 and record["reason"].startswith("config: InterpolationKeyError")
