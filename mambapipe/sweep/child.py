@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -19,13 +20,16 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:
-    interrupts.watch()  # as mambapipe.cli does for a single run: a Ctrl-C dropped in a __del__ stops the job too
+    """The job's exit code. The sweep starts this process with SIGINT blocked (see mambapipe.sweep.job), and main
+    unblocks it where a Ctrl-C can be reported: one that came before is raised there."""
     run_dir, overrides, config_dirs = Path(argv[0]), json.loads(argv[1]), json.loads(argv[2])
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "mambapipe.log")])
     logging.getLogger("torch").setLevel(logging.WARNING)  # as configs/config.yaml sets it for a single run: see there
-    update_job_record(run_dir, pid=os.getpid())
     try:
+        update_job_record(run_dir, pid=os.getpid())
+        interrupts.watch()  # as mambapipe.cli does for a single run: a Ctrl-C dropped in a __del__ stops the job too
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         result = _run(run_dir, overrides, config_dirs)
     except KeyboardInterrupt:  # outside any step (a step's own is the runner's to report): imports, the plan
         return _interrupted(run_dir)

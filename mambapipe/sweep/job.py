@@ -6,7 +6,7 @@ failed job never raises: Hydra's sweeper would stop the sweep at the first faile
 summary. Failures are recorded in the job's sweep_job.json, and the summary callback sets the exit code.
 Ctrl-C is the exception: the job waits for its child to record where it stopped, records the job as
 interrupted, and lets the KeyboardInterrupt stop the sweep (`mambapipe.app` then writes the summary). So does a
-Ctrl-C before the child started.
+Ctrl-C before the child started, and the child starts with SIGINT blocked until it can report one itself.
 """
 
 from __future__ import annotations
@@ -69,15 +69,32 @@ def _run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> 
         update_job_record(run_dir, cuda_visible_devices=gpus, started=utc_now())
         started = time.perf_counter()
         config_dirs = command_line_config_dirs(hydra_cfg.runtime.config_sources)
-        child = subprocess.Popen([sys.executable, "-m", "mambapipe.sweep.child", str(run_dir), json.dumps(overrides),
-                                  json.dumps(config_dirs)], stdin=subprocess.PIPE, text=True, env=env)
-        _send_config(child, config_yaml)
-        interrupted = _wait_through_interrupts(child, job_num)
-        # Recorded before the lease is let go: a Ctrl-C then must find the job's end, not read as its child's start.
+        child, interrupted = _start_child([sys.executable, "-m", "mambapipe.sweep.child", str(run_dir),
+                                           json.dumps(overrides), json.dumps(config_dirs)], env, config_yaml)
+        interrupted = _wait_through_interrupts(child, job_num, interrupted)
+        # Recorded before the lease is let go: a Ctrl-C there finds the job's end, not a job stopped before its child.
         outcome = _record_exit(run_dir, child.returncode, time.perf_counter() - started, interrupted)
     if interrupted:
         raise KeyboardInterrupt
     return outcome
+
+
+def _start_child(command: list[str], env: dict[str, str], config_yaml: str) -> tuple[subprocess.Popen, bool]:
+    """The job's child process, handed its config, and whether a Ctrl-C came meanwhile. This thread blocks SIGINT
+    meanwhile, and the child inherits the mask: a Ctrl-C during its interpreter's start-up (site, the imports) would
+    be a traceback, so it unblocks SIGINT once it can report one (mambapipe.sweep.child). Here one is taken off rather
+    than raised, which could lose the child the job must wait for. (The basic launcher's process and joblib's workers
+    have no other thread that could take the signal instead.)"""
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        child = subprocess.Popen(command, stdin=subprocess.PIPE, text=True, env=env)
+        _send_config(child, config_yaml)
+    finally:
+        interrupted = signal.SIGINT in signal.sigpending()
+        if interrupted:
+            signal.sigwait({signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+    return child, interrupted
 
 
 def _send_config(child: subprocess.Popen, config_yaml: str) -> None:
@@ -88,10 +105,13 @@ def _send_config(child: subprocess.Popen, config_yaml: str) -> None:
         pass
 
 
-def _wait_through_interrupts(child: subprocess.Popen, job_num: int) -> bool:
-    """Wait until the child has ended; whether Ctrl-C came meanwhile. After the first Ctrl-C the child
-    records its step as interrupted and removes what it half made, so wait for it; a second one kills it."""
-    interrupted = forwarded = False
+def _wait_through_interrupts(child: subprocess.Popen, job_num: int, interrupted: bool = False) -> bool:
+    """Wait until the child has ended; whether Ctrl-C came meanwhile (or `interrupted`: as it started). After the
+    first Ctrl-C the child records its step as interrupted and removes what it half made, so wait for it; a second
+    one kills it."""
+    if interrupted:
+        _say_interrupting(job_num)
+    forwarded = False
     while True:
         try:
             child.wait(timeout=FORWARD_SIGINT_AFTER_S if interrupted and not forwarded else None)
@@ -103,9 +123,12 @@ def _wait_through_interrupts(child: subprocess.Popen, job_num: int) -> bool:
             if interrupted:
                 child.kill()
             else:
-                make_console().print(f"[yellow]interrupting[/] sweep job {job_num}: waiting for it to stop "
-                                     "(Ctrl-C again kills it)")
+                _say_interrupting(job_num)
             interrupted = True
+
+
+def _say_interrupting(job_num: int) -> None:
+    make_console().print(f"[yellow]interrupting[/] sweep job {job_num}: waiting for it to stop (Ctrl-C again kills it)")
 
 
 def sweep_dir_of(hydra_cfg: DictConfig) -> Path:

@@ -252,6 +252,29 @@ def test_commands_that_finish_a_sweep_name_its_config_dir(tmp_path):
     assert resume.startswith("python -m mambapipe -m --config-dir /home/me/recipes recipe=mine ")
 
 
+def test_a_child_records_a_ctrl_c_that_came_while_the_sweep_held_it_back(tmp_path, monkeypatch):
+    """The sweep starts the child with SIGINT blocked (its start-up would print a traceback); main unblocks it
+    where it can report one, as interrupted, and exits 130."""
+    import threading
+    from types import SimpleNamespace
+
+    from mambapipe import interrupts
+
+    monkeypatch.setattr(interrupts, "_received", False)
+    previous_handler, previous_mask = signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # the Ctrl-C during the child's start-up
+    try:
+        code = run_child(tmp_path, monkeypatch, lambda: SimpleNamespace(reason=None, interrupted=False, failed=False))
+    finally:
+        if signal.SIGINT in signal.sigpending():  # still blocked: main never let it through
+            signal.sigwait({signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        signal.signal(signal.SIGINT, previous_handler)
+    record = json.loads((tmp_path / "sweep_job.json").read_text())
+    assert code == 130 and record["reason"] == "interrupted" and isinstance(record["pid"], int)
+
+
 def test_a_ctrl_c_the_child_saw_turned_into_another_error_is_recorded_as_interrupted(tmp_path, monkeypatch):
     """OmegaConf, stopped by a Ctrl-C, may raise ConfigKeyError for it: not 'unexpected ConfigKeyError', exit 1."""
     from omegaconf.errors import ConfigKeyError

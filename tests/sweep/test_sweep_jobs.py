@@ -203,3 +203,38 @@ def test_a_config_that_cannot_resolve_without_a_ctrl_c_is_the_jobs_failure(tmp_p
     monkeypatch.setattr(interrupts, "_received", False)
     record = run_job_with_a_bad_config(tmp_path)
     assert record["exit_code"] == 1 and record["reason"].startswith("config: InterpolationKeyError")
+
+
+CHILD_REPORTS_ITS_SIGINT_MASK = ("import signal; "
+                                 "print('blocked:', signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))")
+
+
+def test_the_child_starts_with_sigint_blocked_and_a_ctrl_c_meanwhile_is_the_jobs(monkeypatch, capfd):
+    """Blocked, a Ctrl-C during the child's start-up waits for it to be able to report one; the job's own Ctrl-C,
+    sent as Popen returns, is taken off for it to wait for the child rather than raised there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from mambapipe.sweep import job
+
+    real_popen = subprocess.Popen
+
+    def popen_then_ctrl_c(*args, **kwargs):
+        child = real_popen(*args, **kwargs)
+        # To this thread, as to the sweep's single-threaded process (pytest-xdist's has others); pending, as blocked.
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        return child
+    monkeypatch.setattr(subprocess, "Popen", popen_then_ctrl_c)
+    heard = []
+    previous = signal.signal(signal.SIGINT, lambda *args: heard.append("SIGINT"))
+    try:
+        child, interrupted = job._start_child([sys.executable, "-c", CHILD_REPORTS_ITS_SIGINT_MASK], dict(os.environ),
+                                              "config: yaml\n")
+        assert child.wait(timeout=60) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert interrupted and heard == [] and signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert capfd.readouterr().out == "blocked: True\n"

@@ -124,3 +124,30 @@ def test_ctrl_c_stops_the_sweep_with_its_summary_and_no_traceback(tmp_path):
     assert rows[1]["reason"].endswith("interrupted")
     assert not (sweep / "2").exists()  # no job started after the Ctrl-C
     assert not [p for p in (tmp_path / "cache").rglob(".staging/*")]  # nothing half-made left in the cache
+
+
+# A sitecustomize: Python imports it as it starts up (site), where a Ctrl-C used to be a KeyboardInterrupt traceback.
+CTRL_C_AS_JOB_1_STARTS = """\
+import os, signal, sys
+if sys.orig_argv[1:3] == ["-m", "mambapipe.sweep.child"] and os.path.basename(sys.orig_argv[3]) == "1":
+    os.killpg(0, signal.SIGINT)  # Ctrl-C at the terminal: the whole process group, the sweep too
+"""
+
+
+def test_ctrl_c_as_a_job_starts_stops_the_sweep_with_its_summary_and_no_traceback(tmp_path):
+    """The Ctrl-C is sent by job 1's child process itself, as its interpreter starts: no timing to miss."""
+    sweep, hook = tmp_path / "sweep", tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CTRL_C_AS_JOB_1_STARTS)
+    env = sweep_env(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    sweep_process = subprocess.Popen(
+        [sys.executable, "-m", "mambapipe", "-m", *TINY_EVAL[:2], "eval.output_len=4,5,6", "hydra.sweep.dir=sweep"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    out = sweep_process.communicate(timeout=400)[0]
+    assert sweep_process.returncode == 130, out[-3000:]
+    assert "Traceback" not in out and "INTERRUPTED 3 jobs: 1 ok, 1 failed, 1 not run." in out, out[-3000:]
+    assert [(r["status"], r["reason"]) for r in csv_rows(sweep / "summary.csv")] == [
+        ("ok", ""), ("failed", "interrupted"), ("not run", "not started: the sweep stopped before this job")]
+    assert json.loads((sweep / "1" / "sweep_job.json").read_text())["exit_code"] == 130  # it reported the Ctrl-C
