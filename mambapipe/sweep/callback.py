@@ -19,12 +19,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from mambapipe.pipeline.report import make_console
-from mambapipe.sweep.expected import SweepConfig
+from mambapipe.sweep.expected import JOBLIB_LAUNCHER, SweepConfig
+from mambapipe.sweep.record import record_outcome
 from mambapipe.sweep.report import summarize_sweep
-from mambapipe.sweep.summary import JobRow
+from mambapipe.sweep.summary import JobRow, find_sweep_jobs, job_record
 from mambapipe.sweep.tables import count_line, print_table
 
 log = logging.getLogger(__name__)
+KILLED_BY_JOBLIB = "interrupted: joblib killed it at the Ctrl-C"
 # The sweep dir of the multirun running in this process, for the summary after a Ctrl-C (Hydra then
 # calls no callback, and its config is gone by the time the interrupt reaches `mambapipe.app`).
 _running_sweep_dir: Optional[Path] = None
@@ -55,16 +57,30 @@ def summarize_interrupted_sweep(console: Console) -> bool:
     when no sweep is running here (a single run)."""
     if _running_sweep_dir is None:
         return False
+    sweep_config = SweepConfig.read(_running_sweep_dir)
+    if sweep_config.launcher() == JOBLIB_LAUNCHER:
+        _record_jobs_joblib_killed(sweep_config)
     rows = _summarize(console, _running_sweep_dir, plots=True)
     if not rows:
         console.print(f"[red]INTERRUPTED[/] before any job of the sweep started ({_running_sweep_dir})",
                       soft_wrap=True)
         return True
     console.print(f"[red]INTERRUPTED[/] {count_line(rows)}", soft_wrap=True)
-    resume = SweepConfig.read(_running_sweep_dir).resume_command()
-    if resume and any(row.not_run for row in rows):
+    resume = sweep_config.resume_command()
+    if resume and not all(row.succeeded for row in rows):  # interrupted, not run, or failed: it runs them again
         console.print(f"finish it (finished steps come from the cache): {escape(resume)}", soft_wrap=True)
     return True
+
+
+def _record_jobs_joblib_killed(sweep_config: SweepConfig) -> None:
+    """Record the jobs joblib killed as interrupted. At a Ctrl-C it kills its workers and their processes before the
+    KeyboardInterrupt reaches mambapipe.app: a job of this sweep that recorded its start but no end, and wrote no
+    run.json, was killed so, and would read as 'did not finish (killed, or still running)'."""
+    for run_dir in find_sweep_jobs(sweep_config.sweep_dir, sweep_config).current:
+        record = job_record(run_dir)  # {} when there is none, or none to read: nothing to go on
+        ended = record.get("exit_code") is not None or record.get("reason") or (run_dir / "run.json").exists()
+        if record and not ended:
+            record_outcome(run_dir, reason=KILLED_BY_JOBLIB)
 
 
 def _summarize(console: Console, sweep_dir: Path, plots: bool) -> list[JobRow]:

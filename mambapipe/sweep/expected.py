@@ -27,6 +27,7 @@ from mambapipe.sweep.record import SWEEP_CONFIG
 
 log = logging.getLogger(__name__)
 BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
+JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"  # a plugin: maybe not installed
 DEFAULT_SUBDIR = "${hydra.job.num}"
 
 
@@ -68,6 +69,11 @@ class SweepConfig:
         numbered_dirs = subdir == DEFAULT_SUBDIR
         return [ExpectedJob(num, overrides, self.sweep_dir / str(num) if numbered_dirs else None)
                 for num, overrides in enumerate(jobs)]
+
+    def launcher(self) -> Optional[str]:
+        """The `_target_` of the sweep's launcher (`hydra/launcher=...`); None when unknown."""
+        launcher = (self.hydra or {}).get("launcher")
+        return launcher.get("_target_") if isinstance(launcher, dict) else None
 
     def config_dirs(self) -> list[str]:
         """The config dirs the sweep's command line added (--config-dir)."""

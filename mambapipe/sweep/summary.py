@@ -107,7 +107,7 @@ def find_sweep_jobs(sweep_dir: Path, sweep_config: SweepConfig) -> SweepJobDirs:
     jobs = SweepJobDirs(current=[], earlier=[], not_started=[])
     started: set[int] = set()
     for run_dir in find_run_dirs(sweep_dir):
-        record = _job_record(run_dir)
+        record = job_record(run_dir)
         recorded_sweep = record.get(SWEEP_STAMP)
         stale = None not in (current_sweep, recorded_sweep) and recorded_sweep != current_sweep
         (jobs.earlier if stale else jobs.current).append(run_dir)
@@ -117,7 +117,7 @@ def find_sweep_jobs(sweep_dir: Path, sweep_config: SweepConfig) -> SweepJobDirs:
     return jobs
 
 
-def _job_record(run_dir: Path) -> dict[str, Any]:
+def job_record(run_dir: Path) -> dict[str, Any]:
     """The job's sweep_job.json as read_job_record reads it, but {} also where that raises or returns no object:
     a damaged record (read_row reports it) must not stop the summary."""
     try:

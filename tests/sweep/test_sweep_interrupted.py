@@ -18,22 +18,24 @@ import mambapipe.app as app
 import mambapipe.cli as cli
 import mambapipe.sweep.callback as callback
 from mambapipe.sweep.cli import main as sweep_cli
-from mambapipe.sweep.expected import BASIC_SWEEPER, SweepConfig
+from mambapipe.sweep.expected import BASIC_SWEEPER, JOBLIB_LAUNCHER, SweepConfig
 from mambapipe.sweep.job import _record_exit, _wait_through_interrupts
 from mambapipe.sweep.summary import collect_rows
 
 INTERRUPTED_LINE = "INTERRUPTED (finished steps are cached: the same command resumes)\n"
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 def write_multirun_yaml(sweep_dir: Path, *task: str, params: dict | None = None, subdir: str = "${hydra.job.num}",
                         sweeper: str = BASIC_SWEEPER, hydra_overrides: tuple[str, ...] | list[str] = (),
-                        config_dir: str | None = None) -> None:
-    """The parts of Hydra's multirun.yaml that say which jobs a sweep runs (and `-cd config_dir`)."""
+                        config_dir: str | None = None, launcher: str = BASIC_LAUNCHER) -> None:
+    """The parts of Hydra's multirun.yaml that say which jobs a sweep runs (and `-cd config_dir`) and how."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     sources = [{"path": "/repo/configs", "schema": "file", "provider": "main"}]
     sources += [{"path": config_dir, "schema": "file", "provider": "command-line"}] if config_dir else []
     hydra = {"sweep": {"dir": str(sweep_dir), "subdir": subdir}, "runtime": {"config_sources": sources},
              "sweeper": {"_target_": sweeper, "max_batch_size": None, "params": params},
+             "launcher": {"_target_": launcher},
              "overrides": {"hydra": ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}", *hydra_overrides],
                            "task": list(task)}}
     (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
@@ -286,3 +288,47 @@ def test_a_ctrl_c_the_child_saw_turned_into_another_error_is_recorded_as_interru
         raise ConfigKeyError("'NoneType' object has no attribute '_invalidate_flags_cache'")
     assert run_child(tmp_path, monkeypatch, interrupted_run) == 130
     assert json.loads((tmp_path / "sweep_job.json").read_text())["reason"] == "interrupted"
+
+
+def write_started_job(sweep_dir: Path, num: int, overrides: list[str]) -> Path:
+    """A job dir as a job killed while it ran leaves it: its start recorded, no end, no run.json."""
+    digest = hashlib.sha256((sweep_dir / "multirun.yaml").read_bytes()).hexdigest()
+    run_dir = sweep_dir / str(num)
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (run_dir / "sweep_job.json").write_text(json.dumps({"job_num": num, "overrides": overrides, "reason": None,
+                                                         "exit_code": None, "multirun_yaml_sha256": digest}))
+    return run_dir
+
+
+@pytest.mark.parametrize("launcher, reason", [
+    (JOBLIB_LAUNCHER, "interrupted: joblib killed it at the Ctrl-C"),  # it kills its workers' processes at a Ctrl-C
+    ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",  # its jobs may still run
+     "no run.json: the job did not finish (killed, or still running)"),
+])
+def test_ctrl_c_with_every_job_started_prints_how_to_finish_the_sweep(tmp_path, monkeypatch, capsys, launcher, reason):
+    """QA: under joblib both jobs ran when the Ctrl-C came; no job was 'not run', and no finish command was printed."""
+    sweep = tmp_path / "sweep"
+    write_multirun_yaml(sweep, "eval.output_len=20,21", launcher=launcher)
+    write_started_job(sweep, 0, ["eval.output_len=20"])
+    write_started_job(sweep, 1, ["eval.output_len=21"])
+    monkeypatch.setattr(callback, "_running_sweep_dir", sweep)
+    monkeypatch.setattr(app, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    out = capsys.readouterr().out
+    assert stopped.value.code == 130 and "INTERRUPTED 2 jobs: 0 ok, 2 failed." in out
+    assert "finish it (finished steps come from the cache): python -m mambapipe -m eval.output_len=20,21 " in out
+    assert [row["reason"] for row in csv.DictReader(open(sweep / "summary.csv", newline=""))] == [reason] * 2
+
+
+def test_ctrl_c_after_every_job_succeeded_prints_no_finish_command(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep"
+    write_multirun_yaml(sweep, "dtype=float32")
+    write_done_job(sweep, 0, ["dtype=float32"])
+    monkeypatch.setattr(callback, "_running_sweep_dir", sweep)
+    monkeypatch.setattr(app, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(SystemExit):
+        cli.main()
+    out = capsys.readouterr().out
+    assert "INTERRUPTED 1 job: 1 ok, 0 failed." in out and "finish it" not in out
