@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from filelock import Timeout
 from omegaconf import DictConfig, OmegaConf
@@ -28,7 +28,7 @@ from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan, upstream_params
 from mambapipe.pipeline.provenance import git_state, machine, utc_now, versions
 from mambapipe.pipeline.report import make_console, print_plan, print_summary
-from mambapipe.pipeline.resolve import resolve_config
+from mambapipe.pipeline.resolve import Resolved, resolve_config
 from mambapipe.pipeline.step import Step, StepContext, StepError, crash_summary
 from mambapipe.pipeline.store import ArtifactStore
 
@@ -69,32 +69,49 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in RUN_DIR_FILES:  # a reused run dir (hydra.run.dir=...) must not show an earlier run's results
         (run_dir / name).unlink(missing_ok=True)
-    try:
-        try:
-            resolved = resolve_config(cfg)
-        except StepError as exc:  # no plan can be made without the config, e.g. a mandatory value left ???
-            return _finish(console, run_dir, None, [], f"config: {exc}", command, stopped_at_plan=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
-        if steps is None:
-            from mambapipe.steps import load_steps
-            steps = load_steps()
-        hub.forget_unreachable()  # an earlier run in this process may have found it down
-        plan = build_plan(resolved, steps, ArtifactStore(resolved.config["cache_dir"]))
-        plan_only = resolved.config["plan_only"]
-        print_plan(console, plan, show_notes=plan_only)
-        if plan.problems or plan_only:
-            refused = plan.refused_steps()  # failed, not skipped: so a summary filtered on failed steps finds them
-            outcomes = [StepOutcome(p.name, p.key, "failed", 0.0, None) if p.name in refused else _not_run(plan, p)
-                        for p in plan.steps]
-            reason = "; ".join(plan.problems) if plan.problems else None
-            return _finish(console, run_dir, resolved.config, outcomes, reason, command, stopped_at_plan=True)
-    except KeyboardInterrupt:  # before any step ran (the imports, the plan): recorded, as a run dir without a
-        with interrupts.deferred():  # run.json reads as a run killed or still going; mambapipe.cli reports it
-            _record(run_dir, [], "interrupted", stopped_at_plan=True, device=None)
-        raise
+    with _interrupt_recorded(run_dir):
+        resolved, plan, config_problem = _plan(cfg, run_dir, steps, console)
+    if plan is None:  # no plan can be made without the config, e.g. a mandatory value left ???
+        return _finish(console, run_dir, None, [], config_problem, command, stopped_at_plan=True)
+    if plan.problems or resolved.config["plan_only"]:
+        refused = plan.refused_steps()  # failed, not skipped: so a summary filtered on failed steps finds them
+        outcomes = [StepOutcome(p.name, p.key, "failed", 0.0, None) if p.name in refused else _not_run(plan, p)
+                    for p in plan.steps]
+        reason = "; ".join(plan.problems) if plan.problems else None
+        return _finish(console, run_dir, resolved.config, outcomes, reason, command, stopped_at_plan=True)
     outcomes, reason, interrupted = _execute(plan, run_dir, list(overrides), console)
     return _finish(console, run_dir, resolved.config, outcomes, reason, command, stopped_at_plan=False,
                    interrupted=interrupted)
+
+
+def _plan(cfg: DictConfig, run_dir: Path, steps: Optional[Sequence[Step]],
+          console: Console) -> tuple[Optional[Resolved], Optional[Plan], Optional[str]]:
+    """The resolved config and the printed plan; (None, None, the reason) where the config cannot be resolved."""
+    try:
+        resolved = resolve_config(cfg)
+    except StepError as exc:
+        return None, None, f"config: {exc}"
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
+    if steps is None:
+        from mambapipe.steps import load_steps
+        steps = load_steps()
+    hub.forget_unreachable()  # an earlier run in this process may have found it down
+    plan = build_plan(resolved, steps, ArtifactStore(resolved.config["cache_dir"]))
+    print_plan(console, plan, show_notes=resolved.config["plan_only"])
+    return resolved, plan, None
+
+
+@contextlib.contextmanager
+def _interrupt_recorded(run_dir: Path) -> Iterator[None]:
+    """A Ctrl-C before any step ran (the imports of the steps, the plan) is recorded, as a run dir without a
+    run.json reads as a run killed or still going; mambapipe.cli reports it. Only around the planning: a run that
+    stopped at its plan has its own record, which a Ctrl-C while it is printed must not replace."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        with interrupts.deferred():
+            _record(run_dir, [], "interrupted", stopped_at_plan=True, device=None)
+        raise
 
 
 def _not_run(plan: Plan, planned: PlannedStep) -> StepOutcome:

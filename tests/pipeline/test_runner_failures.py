@@ -190,6 +190,19 @@ def test_ctrl_c_before_any_step_is_recorded_as_an_interrupted_run(pipeline, monk
     assert (row.status, row.reason) == ("failed", "interrupted") and pipeline.output == ""
 
 
+def test_a_ctrl_c_while_a_refused_plan_is_reported_keeps_its_record(pipeline, monkeypatch):
+    """Found by review: the plan's refusal is what run.json says, not 'interrupted' with no steps."""
+    from mambapipe.pipeline import runner
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "print_summary", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(convert="bad-config")
+    record = json.loads((pipeline.tmp / "runs" / "0" / "run.json").read_text())
+    assert record["reason"] != "interrupted" and record["steps"] and record["stopped_at_plan"]
+
+
 @pytest.mark.parametrize("behaviour, hint", [
     ({"evaluate": "fail"}, "run again once fixed (finished steps are cached)"),  # e.g. eval.check_accuracy's gate
     ({"build": "crash"}, "run again once fixed (finished steps are cached)"),
