@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import yaml
-from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
@@ -25,7 +24,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from mambapipe.cli_keys import parse_command_line
-from mambapipe.cli_values import _hydra_internals, _HydraInternalsChanged
+from mambapipe.cli_values import HydraInternalsChanged, config_loader, hydra_internals
 from mambapipe.config import CONFIG_DIR, MambapipeConfig, ModelConfig, close_key, key_hint, schema_key, unknown_keys
 from mambapipe.pipeline.step import first_line
 
@@ -47,15 +46,8 @@ class _HydraConfigs:
     check's)."""
 
     def __init__(self, config_dir: Optional[str]):
-        with _hydra_internals():
-            from hydra._internal.config_loader_impl import ConfigLoaderImpl
-            from hydra._internal.utils import create_config_search_path
-
-            search_path = create_config_search_path(f"file://{CONFIG_DIR}")
-            if config_dir is not None:  # where Hydra puts it
-                search_path.prepend("command-line", f"file://{os.path.abspath(config_dir)}",
-                                    SearchPathQuery(provider="schema"))
-            self._loader = ConfigLoaderImpl(config_search_path=search_path)
+        with hydra_internals():
+            self._loader = config_loader(config_dir)
             self._repository = self._loader.repository
 
     def compose_error(self, overrides: list[str]) -> Optional[Exception]:
@@ -69,16 +61,16 @@ class _HydraConfigs:
         return None
 
     def is_group(self, name: str) -> bool:
-        with _hydra_internals():
+        with hydra_internals():
             return self._repository.group_exists(name)
 
     def options(self, group: str) -> list[str]:
-        with _hydra_internals():
+        with hydra_internals():
             return self._repository.get_group_options(group, results_filter=ObjectType.CONFIG)
 
     def file(self, config_path: str) -> Optional[_ConfigFile]:
         """The file of a config (`recipe/m1`), None when it is no file (a ConfigStore schema, a package's)."""
-        with _hydra_internals():
+        with hydra_internals():
             found = self._repository.load_config(config_path)
             source, package = (found.path, found.header["package"]) if found else ("", None)
         if not source.startswith("file://"):
@@ -117,7 +109,9 @@ def recipe_problem(argv: list[str]) -> Optional[str]:
             problem = error and _problem(error, job, configs)
             if problem:
                 return problem
-    except _HydraInternalsChanged:
+    # Explaining the error reads the config files again: one that cannot be read (not UTF-8, gone) is Hydra's to
+    # report, as it is where no explanation is found.
+    except (HydraInternalsChanged, OSError, ValueError, OmegaConfBaseException, yaml.YAMLError):
         return None
     return None
 

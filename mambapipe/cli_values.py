@@ -30,19 +30,19 @@ if TYPE_CHECKING:
     from hydra._internal.config_repository import ConfigRepository
 
 
-class _HydraInternalsChanged(Exception):
+class HydraInternalsChanged(Exception):
     """hydra._internal, which the check reads the config groups with, no longer works as it did: the check is then
     left out, and Hydra reports the command line's mistakes itself."""
 
 
 @contextmanager
-def _hydra_internals() -> Iterator[None]:
+def hydra_internals() -> Iterator[None]:
     """Around the check's calls into hydra._internal alone: what a change in it would raise becomes
-    _HydraInternalsChanged there, while the same errors from the check's own code stay the bugs they are."""
+    HydraInternalsChanged there, while the same errors from the check's own code stay the bugs they are."""
     try:
         yield
     except (ImportError, AttributeError, TypeError) as err:
-        raise _HydraInternalsChanged from err
+        raise HydraInternalsChanged from err
 
 
 def bad_value_problem(argv: list[str]) -> Optional[str]:
@@ -56,10 +56,10 @@ def bad_value_problem(argv: list[str]) -> Optional[str]:
     more_options = any(o.key_or_group == "hydra.searchpath" for o in overrides)
     config = OmegaConf.structured(MambapipeConfig(model=ModelConfig()))
     try:
-        with _hydra_internals():
+        with hydra_internals():
             options = _options(args.config_dir)
         for override in overrides:
-            with _hydra_internals():
+            with hydra_internals():
                 is_group = options.group_exists(override.key_or_group)
             if not is_group:
                 problem = _type_problem(override, config)
@@ -67,7 +67,7 @@ def bad_value_problem(argv: list[str]) -> Optional[str]:
                 problem = None if more_options else _missing_option_problem(override, options, args.config_dir)
             if problem:
                 return problem
-    except _HydraInternalsChanged:
+    except HydraInternalsChanged:
         return None
     return None
 
@@ -79,20 +79,20 @@ def unchosen_model_problem(argv: list[str]) -> Optional[str]:
     picks its model, sets no model keys (it runs the default model as it is), or cannot be read here (Hydra
     reports that)."""
     args = parse_command_line(argv)
-    if args is None or (args.config_dir is not None and not os.path.isdir(args.config_dir)):
+    if args is None:
         return None
     overrides = _job_overrides(args.overrides)
     if any(o.key_or_group in ("model", "hydra.searchpath") for o in overrides):  # chosen, or configs not seen here
         return None
     choices = [f"recipe={o.value()}" for o in overrides if o.key_or_group == "recipe"] or [None]
     try:
-        with _hydra_internals():  # the defaults list and config loading are all hydra._internal's
-            loader = _loader(args.config_dir)
-            for choice in dict.fromkeys(choices):
-                problem = _recipe_model_problem(loader, choice)
-                if problem:
-                    return problem
-    except (_HydraInternalsChanged, HydraException, OmegaConfBaseException, OSError, yaml.YAMLError):  # Hydra's
+        with hydra_internals():
+            loader = config_loader(args.config_dir)
+        for choice in dict.fromkeys(choices):
+            problem = _recipe_model_problem(loader, choice)
+            if problem:
+                return problem
+    except (HydraInternalsChanged, HydraException, OmegaConfBaseException, OSError, yaml.YAMLError):  # Hydra's
         return None
     return None
 
@@ -100,22 +100,26 @@ def unchosen_model_problem(argv: list[str]) -> Optional[str]:
 def _recipe_model_problem(loader: ConfigLoaderImpl, choice: Optional[str]) -> Optional[str]:
     """The problem of the recipe `choice` picks (None: config.yaml's default one) when it sets model keys without
     picking a model."""
-    defaults = loader.compute_defaults_list("config", [choice] if choice else [], RunMode.RUN)
+    with hydra_internals():
+        defaults = loader.compute_defaults_list("config", [choice] if choice else [], RunMode.RUN)
     if "model" in defaults.overrides.override_metadata:  # the recipe (or a config it includes) picked the model
         return None
     chosen = {d.config_path.partition("/")[0]: d.config_path for d in defaults.defaults if d.config_path}
     if "recipe" not in chosen or "model" not in chosen:
         return None
-    recipe = loader.repository.load_config(chosen["recipe"])
+    with hydra_internals():
+        recipe = loader.repository.load_config(chosen["recipe"])
+        model_config = loader.repository.load_config(chosen["model"]).config
+        models = loader.repository.get_group_options("model", results_filter=ObjectType.CONFIG)
     sets = recipe and recipe.header.get("package") == "_global_" and recipe.config.get("model")
     if not OmegaConf.is_dict(sets):  # no model keys (or not as keys: Hydra says what is wrong with those)
         return None
     keys = ", ".join(f"model.{key}" for key in sets)
     model = chosen["model"].partition("/")[2]
-    version = OmegaConf.select(loader.repository.load_config(chosen["model"]).config, "arch.mamba_version")
-    models = loader.repository.get_group_options("model", results_filter=ObjectType.CONFIG)
+    version = OmegaConf.select(model_config, "arch.mamba_version")
+    model += f" (a {version})" if version else ""
     return (f"recipe={chosen['recipe'].partition('/')[2]} sets {keys} but picks no model, so they would be merged "
-            f"into the default model {model} (a {version}): add '- override /model: NAME' to its defaults, as the "
+            f"into the default model {model}: add '- override /model: NAME' to its defaults, as the "
             f"recipes in recipes/ do, or give model=NAME (models: {', '.join(models)})")
 
 
@@ -140,7 +144,7 @@ def _job_overrides(texts: list[str]) -> list[Override]:
 def _options(config_dir: Optional[str]) -> ConfigRepository:
     """The configs Hydra finds: this package's configs/, its plugins', and the command line's --config-dir (an
     existing dir, put where Hydra puts it). Hydra's internals are imported here, not on the module's import, so
-    that a change in them costs the check (_HydraInternalsChanged), not every command."""
+    that a change in them costs the check (HydraInternalsChanged), not every command."""
     from hydra._internal.config_repository import ConfigRepository
 
     return ConfigRepository(_search_path(config_dir))
@@ -155,7 +159,7 @@ def _search_path(config_dir: Optional[str]) -> ConfigSearchPath:
     return search_path
 
 
-def _loader(config_dir: Optional[str]) -> ConfigLoaderImpl:
+def config_loader(config_dir: Optional[str]) -> ConfigLoaderImpl:
     """Hydra's config loader over the configs _options finds, for the defaults list a command line composes."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
@@ -170,12 +174,12 @@ def _missing_option_problem(override: Override, options: ConfigRepository,
     group, key, value = override.key_or_group, override.get_key_element(), override.value()
     if override.is_delete():
         return None
-    with _hydra_internals():
+    with hydra_internals():
         names = options.get_group_options(group, results_filter=ObjectType.CONFIG)
     if value is None:  # Hydra's own error is a traceback: "must be a string or a list. Got NoneType"
         return f"{key}=null: name a {group} ({group}s: {', '.join(names)})"
     chosen = value if isinstance(value, list) else [value]
-    with _hydra_internals():
+    with hydra_internals():
         missing = [name for name in chosen if not options.config_exists(f"{group}/{name}")]
     if not missing:
         return None

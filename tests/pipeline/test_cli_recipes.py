@@ -166,3 +166,9 @@ def test_a_change_in_hydras_internals_leaves_the_check_to_hydra(config_dir, monk
 
     monkeypatch.setattr(hydra._internal.config_loader_impl, "ConfigLoaderImpl", changed)
     assert problem_of(config_dir, "typo", M1.replace("dtype:", "dtyp:")) is None
+
+
+def test_a_recipe_file_the_explanation_cannot_read_is_left_to_hydra(config_dir):
+    """Found by review: a recipe that is not UTF-8 ended in a UnicodeDecodeError traceback from this check."""
+    (config_dir / "recipe" / "latin1.yaml").write_bytes(M1.replace("my-m1", "my-m\xe9").encode("latin-1"))
+    assert recipe_problem(["-cd", str(config_dir), "recipe=latin1"]) is None

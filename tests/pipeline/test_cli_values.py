@@ -169,6 +169,22 @@ def test_a_recipe_that_sets_model_keys_but_picks_no_model_is_one_line(my_recipes
         f"or give model=NAME (models: {', '.join(MODELS)})")
 
 
+def test_a_bug_in_the_model_checks_own_code_is_raised_not_taken_for_a_change_in_hydra(my_recipes, monkeypatch):
+    """Found by review: only the calls into hydra._internal fall back, as in bad_value_problem."""
+    import mambapipe.cli_values as cli_values
+
+    class BuggyOmegaConf:  # what the check's own code calls, while Hydra's keeps the real OmegaConf
+        is_dict = staticmethod(OmegaConf.is_dict)
+
+        @staticmethod
+        def select(*args):
+            raise TypeError("a bug of ours")
+
+    monkeypatch.setattr(cli_values, "OmegaConf", BuggyOmegaConf)
+    with pytest.raises(TypeError, match="a bug of ours"):
+        unchosen_model_problem(["-cd", str(my_recipes), "recipe=unpicked"])
+
+
 def test_each_recipe_of_a_sweep_is_checked(my_recipes):
     problem = unchosen_model_problem(["-m", "-cd", str(my_recipes), "recipe=picked,unpicked", "dtype=float32"])
     assert problem.startswith("recipe=unpicked sets model.name, model.arch but picks no model")
