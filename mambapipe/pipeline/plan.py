@@ -170,11 +170,11 @@ def _environment_change(planned: PlannedStep, previous: dict[str, Any], name: st
     return f"{name} changed ({detail})" if detail else f"{name} changed"
 
 
-def _problem(step: Step, exc: Exception) -> str:
+def _problems(step: Step, exc: Exception) -> list[str]:
     if isinstance(exc, StepError):
-        return f"{step.name}: {exc}"
+        return [f"{step.name}: {problem}" for problem in exc.problems]
     log.error("%s failed while planning", step.name, exc_info=True)
-    return f"{step.name}: {crash_summary(exc)} (while planning)"
+    return [f"{step.name}: {crash_summary(exc)} (while planning)"]
 
 
 def step_params(step: Step, config: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +197,7 @@ def _environment(step: Step, params: dict[str, Any], problems: list[str]) -> dic
     try:
         return step.environment(params)
     except Exception as exc:  # the plan still shows every step; the run stops before any work
-        problems.append(_problem(step, exc))
+        problems.extend(_problems(step, exc))
         return {"unresolved": str(exc)}
 
 
@@ -318,7 +318,7 @@ def _check_and_describe(plan: Plan, planned: PlannedStep, valid: set[str]) -> bo
         _check_upstream(plan, planned, valid)
         checked = True
     except Exception as exc:
-        plan.problems.append(_problem(step, exc))
+        plan.problems.extend(_problems(step, exc))
         checked = False
     if not hasattr(step, "describe"):
         return checked
@@ -327,7 +327,7 @@ def _check_and_describe(plan: Plan, planned: PlannedStep, valid: set[str]) -> bo
         planned.notes = list(step.describe(planned.params, inputs, plan.artifact(step.name)))
     except Exception as exc:
         if checked:
-            plan.problems.append(_problem(step, exc))
+            plan.problems.extend(_problems(step, exc))
     return checked
 
 

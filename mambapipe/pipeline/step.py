@@ -17,7 +17,13 @@ INTERRUPTED_EXIT = 130  # what shells report for a command stopped by Ctrl-C (12
 
 
 class StepError(Exception):
-    """A user-facing failure: the message is one line naming the bad thing and what to do."""
+    """A user-facing failure: the message is one line naming the bad thing and what to do. A check that finds
+    several problems raises them together, `StepError(first, second)`: the plan lists each on its own line (and
+    leaves out one the run itself has already stated), and the message is them all."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 def first_line(error: BaseException) -> str:

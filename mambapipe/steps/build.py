@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from mambapipe.backends import get_backend
 from mambapipe.backends.base import BuildSettings
@@ -17,7 +17,7 @@ NATIVE_DEFAULTS = {"build.ssm_state_dtype": "auto"}
 # The build.* options each backend reads, and so the only ones in its key: a trtllm plugin flag must not
 # rebuild a native engine. trtllm reads the native ones too, to refuse values it cannot honour.
 BACKEND_OPTION_KEYS = {"native": NATIVE_KEYS, "trtllm": TRTLLM_KEYS + NATIVE_KEYS}
-TRTLLM_ARCH_KEYS = ("model.arch.mamba_version",)  # for _check_trtllm_parallelism
+TRTLLM_ARCH_KEYS = ("model.arch.mamba_version",)  # for _trtllm_parallelism_problem
 
 
 def settings_from(params: dict[str, Any]) -> BuildSettings:
@@ -36,26 +36,26 @@ def _check_checkpoint_matches(params: dict[str, Any], checkpoint_dir: Path) -> N
                         f"for dtype={params['dtype']} tp_size={params['tp_size']}; rerun convert")
 
 
-def _check_native_options(params: dict[str, Any], device: str) -> None:
+def _native_options_problem(params: dict[str, Any], device: str) -> Optional[str]:
     problem = ssm_state_dtype_problem(params["build.ssm_state_dtype"], device)
-    if problem:
-        raise StepError(problem)
-    if params["backend"] == "native":
-        return
+    if problem or params["backend"] == "native":
+        return problem
     changed = [key for key in NATIVE_KEYS if params[key] != NATIVE_DEFAULTS[key]]
     if changed:  # refused rather than silently ignored: the key would claim a computation that never ran
         asked = ", ".join(f"{key}={params[key]}" for key in changed)
         defaults = ", ".join(f"{key}={NATIVE_DEFAULTS[key]}" for key in changed)
-        raise StepError(f"backend={params['backend']} cannot honour {asked} (TensorRT-LLM picks its own "
-                        f"state dtype and kernels); set {defaults} or use backend=native")
+        return (f"backend={params['backend']} cannot honour {asked} (TensorRT-LLM picks its own "
+                f"state dtype and kernels); set {defaults} or use backend=native")
+    return None
 
 
-def _check_trtllm_parallelism(params: dict[str, Any]) -> None:
+def _trtllm_parallelism_problem(params: dict[str, Any]) -> Optional[str]:
     """TensorRT-LLM's Mamba1 layer asserts tp_size == 1 (tensorrt_llm/models/mamba/model.py), which trtllm-build
     would only hit after the checkpoint was converted; the native engine splits Mamba1 too."""
     if params["backend"] == "trtllm" and params["model.arch.mamba_version"] == "Mamba1" and int(params["tp_size"]) > 1:
-        raise StepError(f"backend=trtllm cannot split a Mamba1 model (tp_size={params['tp_size']}): TensorRT-LLM runs "
-                        "Mamba1 on one GPU only; use tp_size=1, or backend=native")
+        return (f"backend=trtllm cannot split a Mamba1 model (tp_size={params['tp_size']}): TensorRT-LLM runs "
+                "Mamba1 on one GPU only; use tp_size=1, or backend=native")
+    return None
 
 
 class BuildStep:
@@ -78,16 +78,16 @@ class BuildStep:
         return params
 
     def check(self, params: dict[str, Any]) -> None:
+        """Every problem at once: the first may be the run's own (device=cuda with no GPU), which the plan does not
+        repeat, and a plan without TensorRT-LLM must still say how to install it."""
         s = settings_from(params)
-        _check_native_options(params, s.device)
-        _check_trtllm_parallelism(params)
-        backend = get_backend(params["backend"])
-        for problem in (limits_problem(s.max_batch_size, s.max_input_len, s.max_seq_len),
-                        dtype_problem(params["dtype"], s.device), backend.unavailable_reason(s.device)):
-            if problem:
-                raise StepError(problem)
-        if int(params["tp_size"]) < 1:
-            raise StepError(f"tp_size must be >= 1, got {params['tp_size']}")
+        problems = [_native_options_problem(params, s.device), _trtllm_parallelism_problem(params),
+                    limits_problem(s.max_batch_size, s.max_input_len, s.max_seq_len),
+                    dtype_problem(params["dtype"], s.device),
+                    get_backend(params["backend"]).unavailable_reason(s.device),
+                    f"tp_size must be >= 1, got {params['tp_size']}" if int(params["tp_size"]) < 1 else None]
+        if any(problems):
+            raise StepError(*filter(None, problems))
 
     def environment(self, params: dict[str, Any]) -> dict[str, Any]:
         backend = get_backend(params["backend"])

@@ -54,6 +54,23 @@ def test_plan_only_without_tensorrt_llm_shows_the_build_line_beside_the_install_
     assert [line for line in lines if line.startswith("problem ")] == [f"problem {result.reason}"]
 
 
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_llm") is not None, reason="needs a machine without it")
+def test_plan_only_without_a_gpu_still_says_how_to_install_tensorrt_llm(compose_config, tmp_path, monkeypatch):
+    """The bench recipes ask for device=cuda: the run's own problem with it, which the build step's dtype check
+    restates (and the plan leaves out), must not hide the build step's next problem."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_config("recipe=bench_mamba_130m", "backend=trtllm", "plan_only=true")
+    console = quiet_console()
+    run_recipe(cfg, tmp_path / "run", console=console)
+    problems = [line for line in console.file.getvalue().splitlines() if line.startswith("problem ")]
+    assert problems[0] == "problem device=cuda but torch sees no CUDA device; use device=cpu or device=auto"
+    assert any(line.startswith("problem build: backend=trtllm needs TensorRT-LLM, which is not installed: pip install")
+               for line in problems), problems
+    assert sum("CUDA device" in line for line in problems) == 1, problems
+
+
 def test_a_description_that_fails_after_a_failed_check_adds_no_second_problem(compose_config, tmp_path, monkeypatch):
     from mambapipe.steps import build
 
