@@ -12,6 +12,11 @@ def main() -> None:
     ends in one line and exit 130. It may have come before any step ran (the imports, Hydra's compose, the plan)
     or after some did (between two steps, while the run is recorded), which this handler cannot tell apart."""
     try:
+        if "--version" in sys.argv[1:]:  # before Hydra's, which names Hydra's version alone
+            from mambapipe.pipeline.provenance import installed_version
+
+            print(f"mambapipe {installed_version()} (Hydra {installed_version('hydra-core')})")
+            return
         from mambapipe import interrupts
 
         interrupts.watch()

@@ -35,6 +35,7 @@ from rich.text import Text
 from mambapipe.config import DEFAULT_CACHE_DIR, STEP_NAMES
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.lineage import lineage
+from mambapipe.pipeline.provenance import installed_version
 from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.resolve import flatten
 from mambapipe.pipeline.store import MANIFEST, ArtifactStore, dir_size
@@ -379,6 +380,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mambapipe-cache", description=__doc__.split("\n")[0],
                                      epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--cache-dir", type=Path, help=f"default: $MAMBAPIPE_CACHE or {DEFAULT_CACHE_DIR}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     ls = commands.add_parser("ls", help="list cached artifacts", description=LS_DESCRIPTION)
     ls.add_argument("--step", choices=STEP_NAMES)

@@ -29,6 +29,14 @@ def versions() -> dict[str, str]:
     return found
 
 
+def installed_version(package: str = "mambapipe") -> str:
+    """`package`'s installed version, for --version; 'unknown' where it is not installed (a checkout on PYTHONPATH)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def git_state(source: Optional[Path] = None) -> dict[str, Any]:
     """`git_commit`, HEAD of the checkout mambapipe is imported from, and `git_dirty`, whether its tracked files differ
     from that commit (the commit alone names code that may not be what ran); both None outside a git checkout.

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 from rich.markup import escape
 
+from mambapipe.pipeline.provenance import installed_version
 from mambapipe.pipeline.report import make_console
 from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.summary import OVERRIDES_FILE, holds_single_runs_only
@@ -20,6 +21,7 @@ from mambapipe.sweep.tables import print_table
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mambapipe-sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     summarize = commands.add_parser("summarize", help="rebuild summary.md/.csv and plots of a sweep dir")
     summarize.add_argument("sweep_dir", type=Path, help="the multirun directory (holds multirun.yaml)")

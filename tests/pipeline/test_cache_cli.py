@@ -6,6 +6,7 @@ import json
 import os
 import re
 from datetime import datetime, timezone
+from importlib import metadata
 
 import pytest
 
@@ -387,6 +388,12 @@ def test_bad_date_is_rejected(capsys, filled, text):
     with pytest.raises(SystemExit) as exit_info:
         main(["--cache-dir", str(filled.root), "rm", "--older-than", text])
     assert exit_info.value.code == 2 and f"{text!r} is not a date like 2026-01-31" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"mambapipe-cache {metadata.version('mambapipe')}\n"
 
 
 def test_a_cache_dir_that_does_not_exist_is_named(capsys, tmp_path):

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -280,6 +281,21 @@ def test_a_sweep_passes_the_key_check(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "dtype=float32" in out.stdout and "dtype=bfloat16" in out.stdout
     assert "2 jobs planned (plan_only=true): nothing ran." in (tmp_path / "s" / "summary.md").read_text()
+
+
+VERSION_WITHOUT_TORCH = """
+import sys
+from mambapipe.cli import main  # as the console script starts it
+main()
+print("torch imported" if "torch" in sys.modules else "")
+"""
+
+
+def test_version_names_mambapipe_and_hydra(command, tmp_path):
+    out = run(command, tmp_path, "recipe=quickstart", "--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"mambapipe {metadata.version('mambapipe')} (Hydra {metadata.version('hydra-core')})\n"
+    assert "torch imported" not in run([sys.executable, "-c", VERSION_WITHOUT_TORCH], tmp_path, "--version").stdout
 
 
 def test_cache_console_script(tmp_path):

@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,12 @@ def test_benchmark_job_reports_its_fastest_scenario(tmp_path, job_writer):
     assert row.metrics["tokens_per_s"] == 300.0 and row.metrics["decode_ms_per_step"] == 26.6
     assert row.metrics["throughput_of"] == "B=8 100/100" and row.metrics["ttft_ms"] == 9.5
     assert row.throughput == [(1, 50.0), (8, 300.0)]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sweep_cli(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"mambapipe-sweep {metadata.version('mambapipe')}\n"
 
 
 def test_summarizing_a_sweep_does_not_import_torch():
