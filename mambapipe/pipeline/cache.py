@@ -379,12 +379,18 @@ LS_DESCRIPTION = ("List each cached artifact's step, key, creation time (UTC), s
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mambapipe-cache", description=__doc__.split("\n")[0],
                                      epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--cache-dir", type=Path, help=f"default: $MAMBAPIPE_CACHE or {DEFAULT_CACHE_DIR}")
+    cache_dir_help = f"default: $MAMBAPIPE_CACHE or {DEFAULT_CACHE_DIR}"
+    parser.add_argument("--cache-dir", type=Path, help=cache_dir_help)
     parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
+    # --cache-dir after the command too (ls --cache-dir X); suppressed when absent there, so that it does not
+    # overwrite one given before the command with its default.
+    after_command = argparse.ArgumentParser(add_help=False)
+    after_command.add_argument("--cache-dir", type=Path, default=argparse.SUPPRESS, help=cache_dir_help)
     commands = parser.add_subparsers(dest="command", required=True)
-    ls = commands.add_parser("ls", help="list cached artifacts", description=LS_DESCRIPTION)
+    ls = commands.add_parser("ls", help="list cached artifacts", description=LS_DESCRIPTION,
+                             parents=[after_command])
     ls.add_argument("--step", choices=STEP_NAMES)
-    rm = commands.add_parser("rm", help="remove cached artifacts")
+    rm = commands.add_parser("rm", help="remove cached artifacts", parents=[after_command])
     what = rm.add_mutually_exclusive_group()
     what.add_argument("--all", action="store_true", dest="everything")
     what.add_argument("--older-than", metavar="YYYY-MM-DD", type=_date,

@@ -390,6 +390,15 @@ def test_bad_date_is_rejected(capsys, filled, text):
     assert exit_info.value.code == 2 and f"{text!r} is not a date like 2026-01-31" in capsys.readouterr().err
 
 
+def test_cache_dir_may_come_after_the_command(capsys, filled, monkeypatch, tmp_path):
+    """As the command's own options do: `ls --cache-dir X` was refused ('unrecognized arguments')."""
+    monkeypatch.setenv("MAMBAPIPE_CACHE", str(tmp_path / "elsewhere"))
+    assert main(["ls", "--step", "evaluate", "--cache-dir", str(filled.root)]) == 0
+    assert capsys.readouterr().out.count("│ evaluate │") == 2
+    assert main(["rm", "--step", "evaluate", "--cache-dir", str(filled.root)]) == 0
+    assert "removed 2 artifact(s)" in capsys.readouterr().out and list(filled.artifacts("evaluate")) == []
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
