@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from rich.console import Console
 from rich.markup import escape
 
 from mambapipe.pipeline.provenance import installed_version
@@ -34,26 +35,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     console = make_console()
     sweep_dir = Path(os.path.abspath(args.sweep_dir))  # as the summary files will name it
     if not sweep_dir.is_dir():
-        console.print(f"[red]error[/] {sweep_dir} is not a directory: pass the sweep dir "
-                      "(multirun/<date>/<time>, or the sweep's hydra.sweep.dir)", soft_wrap=True)
-        return 2
+        return _usage_error(f"{sweep_dir} is not a directory: pass the sweep dir (multirun/<date>/<time>, or the "
+                            "sweep's hydra.sweep.dir)")
     if (sweep_dir / OVERRIDES_FILE).is_file():  # its summary would land among a run's own files
-        console.print(f"[red]error[/] {escape(str(sweep_dir))} is a single run's directory (it has its own "
-                      f"{OVERRIDES_FILE}): pass the sweep directory above its job dirs", soft_wrap=True)
-        return 2
+        return _usage_error(f"{sweep_dir} is a single run's directory (it has its own {OVERRIDES_FILE}): pass the "
+                            "sweep directory above its job dirs")
     if holds_single_runs_only(sweep_dir):  # outputs/<date>/: its summary would take the user's runs for jobs
-        console.print(f"[red]error[/] {escape(str(sweep_dir))} holds single runs (python -m mambapipe without -m), "
-                      "not a sweep's jobs: pass a sweep directory (multirun/<date>/<time>, or the sweep's "
-                      "hydra.sweep.dir)", soft_wrap=True)
-        return 2
+        return _usage_error(f"{sweep_dir} holds single runs (python -m mambapipe without -m), not a sweep's jobs: "
+                            "pass a sweep directory (multirun/<date>/<time>, or the sweep's hydra.sweep.dir)")
     rows = summarize_sweep(sweep_dir, plots=not args.no_plots)
     if not rows:  # summarize_sweep wrote nothing
-        console.print(f"[red]error[/] no job run dirs ({OVERRIDES_FILE}) under {sweep_dir}: "
-                      "is it a sweep directory?", soft_wrap=True)  # one line, however long the path
-        return 2
+        return _usage_error(f"no job run dirs ({OVERRIDES_FILE}) under {sweep_dir}: is it a sweep directory?")
     print_table(console, rows, sweep_dir)
     console.print(f"summary: {sweep_dir / 'summary.md'}")
     return 0 if all(row.succeeded for row in rows) else 1
+
+
+def _usage_error(message: str) -> int:
+    """Say `message` on standard error, as argparse says its errors (`summarize DIR 2>/dev/null` shows the results
+    alone), in one line however long the path; exit status 2."""
+    Console(stderr=True, highlight=False).print(f"[red]error[/] {escape(message)}", soft_wrap=True)
+    return 2
 
 
 if __name__ == "__main__":

@@ -219,11 +219,16 @@ def test_summarize_command_exit_codes(sweep_dir, tmp_path, capsys):
     json_record.write_text(json.dumps({"exit_code": 0, "reason": None}))
     (sweep_dir / "2" / "run.json").write_text(json.dumps({"steps": []}))
     assert sweep_cli(["summarize", str(sweep_dir), "--no-plots"]) == 0
+    capsys.readouterr()
     assert sweep_cli(["summarize", str(tmp_path / "nowhere")]) == 2
     (tmp_path / "empty").mkdir()
     assert sweep_cli(["summarize", str(tmp_path / "empty")]) == 2
-    lines = capsys.readouterr().out.splitlines()  # the error is one line, however long the path
-    assert any("no job run dirs" in line and line.endswith("is it a sweep directory?") for line in lines)
+    captured = capsys.readouterr()
+    assert captured.out == ""  # usage errors go to standard error, as argparse's do
+    [nowhere, empty] = captured.err.splitlines()  # each error is one line, however long the path
+    assert nowhere.endswith("nowhere is not a directory: pass the sweep dir (multirun/<date>/<time>, or the sweep's "
+                            "hydra.sweep.dir)")
+    assert "no job run dirs" in empty and empty.endswith("is it a sweep directory?")
 
 
 def test_console_table_shows_overrides_and_reasons_verbatim(tmp_path, job_writer, capsys):
@@ -339,7 +344,7 @@ def test_rerun_command_forces_no_step_the_job_already_made_again(tmp_path, job_w
 def test_summarize_leaves_a_directory_that_is_not_a_sweep_alone(tmp_path, capsys):
     (tmp_path / "summary.md").write_text("my notes\n")
     assert sweep_cli(["summarize", str(tmp_path)]) == 2
-    assert "is it a sweep directory?" in capsys.readouterr().out
+    assert "is it a sweep directory?" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["summary.md"]
     assert (tmp_path / "summary.md").read_text() == "my notes\n"
 
@@ -361,7 +366,9 @@ def test_summarize_refuses_a_single_run_dir_and_writes_nothing(tmp_path, job_wri
                          exit_code=None)  # a single run writes no sweep_job.json
     before = files_under(run_dir)
     assert sweep_cli(["summarize", str(run_dir)]) == 2
-    [line] = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert captured.out == ""
     assert "is a single run's directory" in line and line.endswith("pass the sweep directory above its job dirs")
     assert summarize_sweep(run_dir, plots=False) == []  # the end-of-sweep path: no job `.` either
     assert files_under(run_dir) == before
@@ -376,7 +383,9 @@ def test_summarize_refuses_a_folder_of_single_runs_and_writes_nothing(tmp_path, 
     before = files_under(tmp_path)
     for directory in (day, day.parent):
         assert sweep_cli(["summarize", str(directory)]) == 2
-        [line] = capsys.readouterr().out.splitlines()
+        captured = capsys.readouterr()
+        [line] = captured.err.splitlines()
+        assert captured.out == ""
         assert line == (f"error {directory} holds single runs (python -m mambapipe without -m), not a sweep's jobs: "
                         "pass a sweep directory (multirun/<date>/<time>, or the sweep's hydra.sweep.dir)")
     assert files_under(tmp_path) == before
