@@ -20,8 +20,9 @@ import time
 from typing import Optional, Sequence
 
 import psutil
-import torch
 
+# torch is imported where it is used: a rank imports this module to start its watch (end_with_the_launching_process)
+# before torch, whose import takes seconds.
 from mambapipe.pipeline.step import StepError
 from mambapipe.process_tree import LAUNCHED_BY_ENV, run_tree
 
@@ -118,6 +119,8 @@ def init_distributed(device: str) -> tuple[int, int]:
     world = _env_int("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE")
     if rank is None or world is None or world == 1:
         return 0, 1
+    import torch
+
     dist = torch.distributed
     if not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -131,7 +134,9 @@ def init_distributed(device: str) -> tuple[int, int]:
 def end_with_the_launching_process() -> None:
     """A rank that `launch` started ends itself once the process that called `launch` is gone (killed with -9,
     or by the OOM killer), which has no chance to stop it: a rank blocked in a collective would otherwise hold
-    its GPU until NCCL's timeout, minutes later. Called by each rank once; outside `launch` it does nothing."""
+    its GPU until NCCL's timeout, minutes later. The evaluate step's rank calls it first, before its imports of
+    torch and the task take seconds; init_distributed and launcher_rank call it for any other. Outside `launch` it
+    does nothing, and a second call nothing more."""
     global _watching
     caller_pid = os.environ.get(LAUNCHED_BY_ENV, "").partition(":")[0]
     if _watching or not caller_pid.isdigit():
@@ -162,5 +167,7 @@ def _watch(caller: Optional[psutil.Process]) -> None:
 
 
 def shutdown_distributed() -> None:
+    import torch
+
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

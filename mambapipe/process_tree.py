@@ -27,8 +27,6 @@ from typing import IO, Callable, Optional, Sequence
 
 import psutil
 
-from mambapipe.pipeline.report import make_console
-
 # "<pid>:<start time>" of the process that ran the launcher, in the environment of everything it starts.
 LAUNCHED_BY_ENV = "MAMBAPIPE_LAUNCHED_BY"
 # How long a process of the tree may outlive the launcher after SIGTERM before it is killed.
@@ -66,6 +64,11 @@ def _stop_tree(proc: subprocess.Popen, stream: str, mark: str, what: str) -> Non
     again = _Flag()
     previous = signal.signal(signal.SIGINT, again.raise_flag)
     try:
+        # Imported here, not at the top: a rank imports this module (through parallel) before its watch starts,
+        # and the console's modules (rich, the plan's and so Hydra's) would hold that watch back by most of a
+        # second. Imported once the flag is up, so that a second Ctrl-C during the import only says so.
+        from mambapipe.pipeline.report import make_console
+
         make_console().print(f"[yellow]interrupted[/]: waiting for {what} to stop (Ctrl-C again kills them)")
         tree = _tree(proc, mark, [])
         _send(tree, signal.SIGTERM)

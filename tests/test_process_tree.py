@@ -11,7 +11,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from mambapipe.process_tree import STRAGGLER_WAIT_S, run_tree
+import psutil
+
+from mambapipe.process_tree import LAUNCHED_BY_ENV, STRAGGLER_WAIT_S, run_tree
 
 # A launcher that starts one "rank" in a session of its own, both writing their pids and sleeping; argv: pid file,
 # then how they take the SIGTERM a Ctrl-C sends: "default" (it ends them), "ignore" (both ignore it), "rank-ignores",
@@ -191,3 +193,42 @@ def test_ranks_end_themselves_when_the_launching_process_is_killed(tmp_path):
     os.kill(driver.pid, signal.SIGKILL)
     assert _wait_gone(pids) == []
     driver.wait(timeout=10)
+
+
+# The evaluate step's rank as torchrun starts it, with its import of torch held (as it takes seconds on a busy
+# machine), saying so in the file argv[1] names.
+RANK_IMPORTING_TORCH = textwrap.dedent("""
+    import runpy, sys, time
+    marker = sys.argv.pop(1)
+
+    class SlowTorch:
+        def find_spec(self, name, path, target=None):
+            if name == "torch":
+                open(marker, "w").close()
+                time.sleep(120)
+
+    sys.meta_path.insert(0, SlowTorch())
+    runpy.run_module("mambapipe.evaluate.worker", run_name="__main__", alter_sys=True)
+""")
+
+
+def test_a_rank_still_importing_torch_ends_itself_when_the_launching_process_is_killed(tmp_path):
+    """The watch starts before the rank's heavy imports: started only by init_distributed, after them, it left a
+    rank of a run killed in its first seconds running for seconds more."""
+    caller = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    mark = f"{caller.pid}:{psutil.Process(caller.pid).create_time()!r}"
+    marker = tmp_path / "importing-torch"
+    rank = subprocess.Popen([sys.executable, "-c", RANK_IMPORTING_TORCH, str(marker), str(tmp_path / "job.json")],
+                            env={**os.environ, LAUNCHED_BY_ENV: mark})
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and rank.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the rank never came to import torch"
+        caller.kill()
+        caller.wait()
+        assert rank.wait(timeout=10) == 1
+    finally:
+        for process in (caller, rank):
+            process.kill()
+            process.wait()

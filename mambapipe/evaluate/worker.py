@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mambapipe.evaluate.task import EvalJob, run_evaluation
+from mambapipe.parallel import end_with_the_launching_process, init_distributed, launcher_rank, shutdown_distributed
+
+if TYPE_CHECKING:  # the task's module imports torch, which takes seconds: main starts the rank's watch first
+    from mambapipe.evaluate.task import EvalJob
 
 
 def write_job(job: EvalJob, path: Path) -> None:
@@ -24,6 +28,8 @@ def write_job(job: EvalJob, path: Path) -> None:
 
 
 def read_job(path: Path) -> EvalJob:
+    from mambapipe.evaluate.task import EvalJob
+
     raw = json.loads(path.read_text())
     return EvalJob(raw["params"], Path(raw["engine_dir"]), Path(raw["download_dir"]), Path(raw["out_dir"]),
                    raw["show_progress"], raw["dataset_revision"], raw["hub_local_only"], raw["dataset_sha256"])
@@ -31,26 +37,24 @@ def read_job(path: Path) -> EvalJob:
 
 def this_rank(job: EvalJob) -> int:
     if job.params["backend"] == "native":
-        from mambapipe.parallel import init_distributed
-
         rank, _ = init_distributed(job.params["device"])
         return rank
     # TensorRT-LLM ranks are MPI ranks; its runtime reads them itself, we only need to know rank 0.
-    from mambapipe.parallel import launcher_rank
-
     return launcher_rank()
 
 
 def main(argv: list[str]) -> int:
+    # First, so that a rank whose run is killed during the seconds its imports take still ends within a second.
+    end_with_the_launching_process()
     if len(argv) != 1:
         print("usage: python -m mambapipe.evaluate.worker <job.json>", file=sys.stderr)
         return 2
+    from mambapipe.evaluate.task import run_evaluation
+
     job = read_job(Path(argv[0]))
     try:
         run_evaluation(job, rank=this_rank(job))
     finally:
-        from mambapipe.parallel import shutdown_distributed
-
         shutdown_distributed()
     return 0
 
