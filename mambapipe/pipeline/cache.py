@@ -38,7 +38,7 @@ from mambapipe.pipeline.lineage import lineage
 from mambapipe.pipeline.provenance import installed_version
 from mambapipe.pipeline.report import make_console
 from mambapipe.pipeline.resolve import flatten
-from mambapipe.pipeline.store import MANIFEST, ArtifactStore, dir_size
+from mambapipe.pipeline.store import MANIFEST, ArtifactStore, dir_size, staged_for
 
 
 def default_cache_dir() -> Path:
@@ -237,11 +237,9 @@ def artifact_rows(store: ArtifactStore, step: Optional[str]) -> list[Row]:
     rows += [Row(directory.parent.name, directory.name, damaged_created(directory), dir_size(directory),
                  "[red]damaged manifest.json: not cached; rm --key removes it[/]") for directory in damaged]
     for staging_dir in store.staging_dirs(step):
-        step_name = staging_dir.parent.parent.name
         note = ("[yellow]being written by a running run[/]" if store.is_being_written(staging_dir) else
                 "[yellow]left by a killed run: not cached; rm --key removes it[/]")
-        rows.append(Row(step_name, staging_dir.name.split(".")[0], modified(staging_dir), dir_size(staging_dir),
-                        note, in_staging=True))
+        rows.append(Row(*staged_for(staging_dir), modified(staging_dir), dir_size(staging_dir), note, in_staging=True))
     return rows
 
 
@@ -274,8 +272,7 @@ def keys_listed(store: ArtifactStore, step: Optional[str]) -> list[tuple[str, st
     """(step, key) of each artifact, damaged ones included, and of each key in staging (a running run's, or what a
     killed run left): each key that ls lists, once."""
     artifacts = {(directory.parent.name, directory.name) for directory, _ in store.entries(step)}
-    staged = {(staging_dir.parent.parent.name, staging_dir.name.split(".")[0])
-              for staging_dir in store.staging_dirs(step)}
+    staged = {staged_for(staging_dir) for staging_dir in store.staging_dirs(step)}
     return sorted(artifacts | staged)
 
 
@@ -301,7 +298,8 @@ def _split_by_manifest(store: ArtifactStore, step: Optional[str]) -> tuple[list[
 # Why rm keeps an artifact whose key's lock is held. A run making it again holds the lock until it has; a run that
 # finds it made by another meanwhile, and another mambapipe-cache, hold it for a moment, which nothing here tells
 # apart from the start of a long hold.
-LOCKED = "a running run is making it again (or another run or mambapipe-cache holds its key for a moment)"
+BRIEF_HOLD = "or another run or mambapipe-cache holds its key for a moment"
+LOCKED = f"a running run is making it again ({BRIEF_HOLD})"
 
 
 @dataclass
@@ -357,10 +355,9 @@ def remove_key(store: ArtifactStore, prefix: str, step: Optional[str]) -> tuple[
     artifact = [directory for directory, _ in store.entries(step_name) if directory.name == key]
     removal = remove(store, artifact, [])
     removal.leftover_bytes = store.remove_leftovers(step_name, key)
-    written = [staging_dir for staging_dir in store.staging_dirs(step_name) if staging_dir.name.split(".")[0] == key]
+    written = [staging_dir for staging_dir in store.staging_dirs(step_name) if staged_for(staging_dir)[1] == key]
     if written and not artifact:  # kept by remove_leftovers: a live run holds the key's lock
-        removal.in_use.append((store.path(step_name, key), "a running run is writing it (or another run or "
-                                                           "mambapipe-cache holds its key for a moment)"))
+        removal.in_use.append((store.path(step_name, key), f"a running run is writing it ({BRIEF_HOLD})"))
     return removal, (step_name, key)
 
 

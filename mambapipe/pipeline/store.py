@@ -59,6 +59,11 @@ def dir_size(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() or p.is_symlink())
 
 
+def staged_for(staging_dir: Path) -> tuple[str, str]:
+    """The step and key a staging dir is for, as new_staging names it: `<step>/.staging/<key>.<pid>.<nonce>`."""
+    return staging_dir.parent.parent.name, staging_dir.name.split(".")[0]
+
+
 class ArtifactStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -166,7 +171,7 @@ class ArtifactStore:
 
     def is_being_written(self, staging_dir: Path) -> bool:
         """Whether a live run holds the lock of the key this staging dir is for."""
-        lock = self.try_lock(staging_dir.parent.parent.name, staging_dir.name.split(".")[0])
+        lock = self.try_lock(*staged_for(staging_dir))
         if lock is None:
             return True
         lock.release()
@@ -176,7 +181,7 @@ class ArtifactStore:
         """Remove the staging dirs of killed runs of `step` (of `only_key` alone, where given), but not the one a live
         run is writing; the bytes freed."""
         staging_root = self.root / step / STAGING
-        keys = [only_key] if only_key else sorted({p.name.split(".")[0] for p in self.staging_dirs(step)})
+        keys = [only_key] if only_key else sorted({staged_for(p)[1] for p in self.staging_dirs(step)})
         freed = 0
         for key in keys:
             lock = self.try_lock(step, key)
