@@ -17,7 +17,7 @@ from mambapipe.cli_paths import expand_config_dir, tilde_problem
 from mambapipe.cli_recipes import recipe_problem
 from mambapipe.cli_values import bad_value_problem, unchosen_model_problem
 from mambapipe.config import CONFIG_DIR, register_configs
-from mambapipe.pipeline.report import make_console
+from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.pipeline.runner import command_line_config_dirs, run_recipe
 from mambapipe.pipeline.step import INTERRUPTED_EXIT
 
@@ -27,9 +27,10 @@ register_configs()
 def run_app() -> None:
     """Run the app; a mistyped key on the command line, a recipe or model that does not exist, a value its
     key's type refuses, an unquoted ~ in a value, a mistake in a recipe file, or a recipe that sets model keys but
-    picks no model (each value of a sweep, before any job runs) ends in one line, not a traceback, and so does a
-    command of mambapipe-cache or mambapipe-sweep given to this one (exit 2, a usage error as argparse's). A Ctrl-C
-    in a sweep ends in the summary of its jobs so far; mambapipe.cli reports one outside a step."""
+    picks no model (each value of a sweep, before any job runs) ends in one line on standard error, not a traceback,
+    and so does a command of mambapipe-cache or mambapipe-sweep given to this one (exit 2, a usage error as
+    argparse's). A Ctrl-C in a sweep ends in the summary of its jobs so far; mambapipe.cli reports one outside a
+    step."""
     misplaced = other_command_problem(sys.argv[1:])
     if misplaced:
         print(misplaced, file=sys.stderr)
@@ -38,14 +39,14 @@ def run_app() -> None:
     problem = (tilde_problem(argv) or unknown_key_problem(argv) or bad_value_problem(argv)
                or recipe_problem(argv) or unchosen_model_problem(argv))
     if problem:
-        make_console().print(f"[red]FAILED[/] {escape(problem)}", soft_wrap=True)
+        print_diagnostic(make_console(stderr=True), f"[red]FAILED[/] {escape(problem)}")
         sys.exit(1)
     try:
         _hydra_app()
     except KeyboardInterrupt:
         from mambapipe.sweep.callback import summarize_interrupted_sweep
 
-        if not summarize_interrupted_sweep(make_console()):
+        if not summarize_interrupted_sweep(make_console(), make_console(stderr=True)):
             raise
         interrupts.ignore_from_here()
         sys.exit(INTERRUPTED_EXIT)

@@ -29,5 +29,6 @@ def main() -> None:
         interrupts.ignore_from_here()  # a second Ctrl-C, here or as the interpreter shuts down, still exits 130
         from mambapipe.pipeline.step import INTERRUPTED_EXIT
 
-        print("INTERRUPTED (finished steps are cached: the same command resumes)")
+        sys.stdout.flush()  # what the run printed comes first, where both streams show on one terminal
+        print("INTERRUPTED (finished steps are cached: the same command resumes)", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT)

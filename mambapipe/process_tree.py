@@ -67,9 +67,10 @@ def _stop_tree(proc: subprocess.Popen, stream: str, mark: str, what: str) -> Non
         # Imported here, not at the top: a rank imports this module (through parallel) before its watch starts,
         # and the console's modules (rich, the plan's and so Hydra's) would hold that watch back by most of a
         # second. Imported once the flag is up, so that a second Ctrl-C during the import only says so.
-        from mambapipe.pipeline.report import make_console
+        from mambapipe.pipeline.report import make_console, print_diagnostic
 
-        make_console().print(f"[yellow]interrupted[/]: waiting for {what} to stop (Ctrl-C again kills them)")
+        print_diagnostic(make_console(stderr=True),
+                         f"[yellow]interrupted[/]: waiting for {what} to stop (Ctrl-C again kills them)")
         tree = _tree(proc, mark, [])
         _send(tree, signal.SIGTERM)
         # What the tree prints from here on is its shutdown messages and tracebacks: read, not shown. The thread

@@ -36,7 +36,7 @@ from mambapipe.config import DEFAULT_CACHE_DIR, STEP_NAMES
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.lineage import lineage
 from mambapipe.pipeline.provenance import installed_version
-from mambapipe.pipeline.report import make_console
+from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.pipeline.resolve import flatten
 from mambapipe.pipeline.store import MANIFEST, ArtifactStore, dir_size, staged_for
 
@@ -434,19 +434,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"mambapipe-cache: error: {cache_dir_origin(args)} {store.root} is a file, not a directory; "
               "pass the cache directory", file=sys.stderr)
         return 2
-    console = make_console()
+    # The listing and what rm removed go to standard output; warnings and what rm had to keep, to standard error.
+    console, errors = make_console(), make_console(stderr=True)
     if not store.root.is_dir():
-        console.print(f"[yellow]{store.root} does not exist[/]: nothing is cached there (a wrong --cache-dir, "
-                      "or no run has used it yet)")
+        print_diagnostic(errors, f"[yellow]{escape(str(store.root))} does not exist[/]: nothing is cached there "
+                                 "(a wrong --cache-dir, or no run has used it yet)")
         if args.command == "ls":  # an empty table would add nothing; exit 0 as rm's 'removed 0 artifact(s)' does
             return 0
     if args.command == "ls":
         console.print(list_artifacts(store, args.step, console.width))
         return 0
-    return remove_and_report(store, args, console)
+    return remove_and_report(store, args, console, errors)
 
 
-def remove_and_report(store: ArtifactStore, args: argparse.Namespace, console: Console) -> int:
+def remove_and_report(store: ArtifactStore, args: argparse.Namespace, console: Console, errors: Console) -> int:
     key_named: Optional[tuple[str, str]] = None  # rm --key's step and key
     try:
         if args.key:
@@ -464,8 +465,8 @@ def remove_and_report(store: ArtifactStore, args: argparse.Namespace, console: C
     named = f" ({key_named[0]} {short(key_named[1])})" if key_named and (removal.removed or leftovers) else ""
     console.print(f"removed {len(removal.removed)} artifact(s){leftovers}{named} from {store.root}")
     for directory, why in removal.in_use:
-        console.print(f"[yellow]kept {directory.parent.name} {short(directory.name)}[/]: {why}; run the same rm again "
-                      "once it has finished", soft_wrap=True)
+        print_diagnostic(errors, f"[yellow]kept {directory.parent.name} {short(directory.name)}[/]: {escape(why)}; "
+                                 "run the same rm again once it has finished")
     return 1 if removal.in_use else 0
 
 

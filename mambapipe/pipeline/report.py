@@ -19,12 +19,23 @@ _SUMMARIZE_HEADLINE = {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL
                        "tokens_per_s": "tok/s"}
 
 
-def make_console() -> Console:
+def make_console(stderr: bool = False) -> Console:
+    """The console of standard output, for the results a user pastes (the plan, tables, the summary), or with `stderr`
+    the one of standard error, for what went wrong and what to do about it (print_diagnostic). Each is in color only
+    where its own stream is a terminal (rich asks the stream): `> results.txt 2> errors.txt` holds no escape codes."""
+    stream = sys.stderr if stderr else sys.stdout
     # Logs and CI are not terminals: a fixed width keeps the tables from folding at 80 columns, unless COLUMNS
     # asks for another (rich reads it itself), e.g. COLUMNS=250 mambapipe-cache ls > cache.txt.
     asked = os.environ.get("COLUMNS", "")
-    fixed = None if sys.stdout.isatty() or (asked.isdigit() and int(asked) > 0) else 120
-    return Console(width=fixed, highlight=False)
+    fixed = None if stream.isatty() or (asked.isdigit() and int(asked) > 0) else 120
+    return Console(width=fixed, highlight=False, stderr=stderr)
+
+
+def print_diagnostic(errors: Console, markup: str) -> None:
+    """`markup` on `errors` (standard error's console) in one line however long, after whatever standard output still
+    buffers: on a terminal that shows both streams, an error comes below the results it follows."""
+    sys.stdout.flush()
+    errors.print(markup, soft_wrap=True)
 
 
 def model_description(model: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from mambapipe import hub, interrupts
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan, upstream_params
 from mambapipe.pipeline.provenance import git_state, machine, utc_now, versions
-from mambapipe.pipeline.report import make_console, print_plan, print_summary
+from mambapipe.pipeline.report import make_console, print_diagnostic, print_plan, print_summary
 from mambapipe.pipeline.resolve import Resolved, resolve_config
 from mambapipe.pipeline.step import Step, StepContext, StepError, crash_summary
 from mambapipe.pipeline.store import ArtifactStore
@@ -60,10 +60,13 @@ class RunResult:
 
 def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = (),
                steps: Optional[Sequence[Step]] = None, console: Optional[Console] = None,
-               config_dirs: Sequence[str] = ()) -> RunResult:
+               config_dirs: Sequence[str] = (), errors: Optional[Console] = None) -> RunResult:
     """Plan and run the pipeline `cfg` describes; `steps` defaults to the four real steps. `overrides` and
-    `config_dirs` (the command line's --config-dir) are the command the resume line repeats."""
+    `config_dirs` (the command line's --config-dir) are the command the resume line repeats. The plan, progress and
+    summary go to `console` (standard output's), why the run failed and how to run it again to `errors` (standard
+    error's)."""
     console = console or make_console()
+    errors = errors or make_console(stderr=True)
     command = CommandLine(list(overrides), list(config_dirs))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -72,15 +75,15 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     with _interrupt_recorded(run_dir):
         resolved, plan, config_problem = _plan(cfg, run_dir, steps, console)
     if plan is None:  # no plan can be made without the config, e.g. a mandatory value left ???
-        return _finish(console, run_dir, None, [], config_problem, command, stopped_at_plan=True)
+        return _finish(console, errors, run_dir, None, [], config_problem, command, stopped_at_plan=True)
     if plan.problems or resolved.config["plan_only"]:
         refused = plan.refused_steps()  # failed, not skipped: so a summary filtered on failed steps finds them
         outcomes = [StepOutcome(p.name, p.key, "failed", 0.0, None) if p.name in refused else _not_run(plan, p)
                     for p in plan.steps]
         reason = "; ".join(plan.problems) if plan.problems else None
-        return _finish(console, run_dir, resolved.config, outcomes, reason, command, stopped_at_plan=True)
+        return _finish(console, errors, run_dir, resolved.config, outcomes, reason, command, stopped_at_plan=True)
     outcomes, reason, interrupted = _execute(plan, run_dir, list(overrides), console)
-    return _finish(console, run_dir, resolved.config, outcomes, reason, command, stopped_at_plan=False,
+    return _finish(console, errors, run_dir, resolved.config, outcomes, reason, command, stopped_at_plan=False,
                    interrupted=interrupted)
 
 
@@ -273,9 +276,11 @@ def hydra_quoted(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _finish(console: Console, run_dir: Path, config: Optional[dict[str, Any]], outcomes: list[StepOutcome],
-            reason: Optional[str], command: CommandLine, stopped_at_plan: bool, interrupted: bool = False) -> RunResult:
-    """Record the run and print its summary; `config` is the resolved config, None where it could not be resolved."""
+def _finish(console: Console, errors: Console, run_dir: Path, config: Optional[dict[str, Any]],
+            outcomes: list[StepOutcome], reason: Optional[str], command: CommandLine, stopped_at_plan: bool,
+            interrupted: bool = False) -> RunResult:
+    """Record the run, print its summary on `console` (the results to paste) and, where it failed, the command that
+    runs it again and why on `errors`; `config` is the resolved config, None where it could not be resolved."""
     record = _record(run_dir, outcomes, reason, stopped_at_plan, config["device"] if config else None)
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
@@ -285,8 +290,8 @@ def _finish(console: Console, run_dir: Path, config: Optional[dict[str, Any]], o
         made = {outcome.name for outcome in outcomes if outcome.status == "ran"}
         forced = config["force"] if config else []
         rerun = resume_command(unforced_where_made(command.overrides, forced, made), run_dir, command.config_dirs)
-        console.print(f"{_rerun_hint(stopped_at_plan, interrupted)}: {escape(rerun)}", soft_wrap=True)
-        console.print(f"[red]FAILED[/] {escape(reason)}", soft_wrap=True)
+        print_diagnostic(errors, f"{_rerun_hint(stopped_at_plan, interrupted)}: {escape(rerun)}")
+        print_diagnostic(errors, f"[red]FAILED[/] {escape(reason)}")
     return RunResult(outcomes, reason, run_dir, interrupted)
 
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 
-from mambapipe.pipeline.report import make_console
+from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.sweep.expected import JOBLIB_LAUNCHER, SweepConfig
 from mambapipe.sweep.record import record_outcome
 from mambapipe.sweep.report import summarize_sweep
@@ -44,31 +44,31 @@ class SweepSummaryCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = self.sweep_dir or Path(config.hydra.sweep.dir)
-        console = make_console()
-        rows = _summarize(console, sweep_dir, self.plots)
+        errors = make_console(stderr=True)
+        rows = _summarize(make_console(), errors, sweep_dir, self.plots)
         failed = [row.job for row in rows if not row.succeeded]
         if failed:
-            console.print(f"[red]FAILED[/] {len(failed)} of {len(rows)} jobs: {', '.join(failed)}", soft_wrap=True)
+            print_diagnostic(errors, f"[red]FAILED[/] {len(failed)} of {len(rows)} jobs: {', '.join(failed)}")
             raise SystemExit(1)
 
 
-def summarize_interrupted_sweep(console: Console) -> bool:
-    """After a Ctrl-C: the summary of the sweep running in this process, and how to finish it. False
-    when no sweep is running here (a single run)."""
+def summarize_interrupted_sweep(console: Console, errors: Console) -> bool:
+    """After a Ctrl-C: the summary of the sweep running in this process on `console`, and on `errors` that it was
+    interrupted and how to finish it. False when no sweep is running here (a single run)."""
     if _running_sweep_dir is None:
         return False
     sweep_config = SweepConfig.read(_running_sweep_dir)
     if sweep_config.launcher() == JOBLIB_LAUNCHER:
         _record_jobs_joblib_killed(sweep_config)
-    rows = _summarize(console, _running_sweep_dir, plots=True)
+    rows = _summarize(console, errors, _running_sweep_dir, plots=True)
     if not rows:
-        console.print(f"[red]INTERRUPTED[/] before any job of the sweep started ({_running_sweep_dir})",
-                      soft_wrap=True)
+        print_diagnostic(errors, f"[red]INTERRUPTED[/] before any job of the sweep started "
+                                 f"({escape(str(_running_sweep_dir))})")
         return True
-    console.print(f"[red]INTERRUPTED[/] {count_line(rows)}", soft_wrap=True)
+    print_diagnostic(errors, f"[red]INTERRUPTED[/] {count_line(rows)}")
     resume = sweep_config.resume_command()
     if resume and not all(row.succeeded for row in rows):  # interrupted, not run, or failed: it runs them again
-        console.print(f"finish it (finished steps come from the cache): {escape(resume)}", soft_wrap=True)
+        print_diagnostic(errors, f"finish it (finished steps come from the cache): {escape(resume)}")
     return True
 
 
@@ -83,14 +83,16 @@ def _record_jobs_joblib_killed(sweep_config: SweepConfig) -> None:
             record_outcome(run_dir, reason=KILLED_BY_JOBLIB)
 
 
-def _summarize(console: Console, sweep_dir: Path, plots: bool) -> list[JobRow]:
-    """Write the summary files and print the table; the rows."""
+def _summarize(console: Console, errors: Console, sweep_dir: Path, plots: bool) -> list[JobRow]:
+    """Write the summary files and print the table on `console`; the rows. A summary that cannot be written is said
+    on `errors`, and ends the sweep with exit status 1."""
     try:
         rows = summarize_sweep(sweep_dir, plots=plots)
     except Exception as exc:  # results exist but cannot be read back: not a green sweep
         log.error("sweep summary failed", exc_info=True)
-        console.print(f"[red]FAILED[/] could not summarize {sweep_dir}: {type(exc).__name__}: {escape(str(exc))}; "
-                      f"after a fix: mambapipe-sweep summarize {sweep_dir}", soft_wrap=True)
+        why = f"could not summarize {sweep_dir}: {type(exc).__name__}: {exc}"
+        print_diagnostic(errors, f"[red]FAILED[/] {escape(why)}; after a fix: mambapipe-sweep summarize "
+                                 f"{escape(str(sweep_dir))}")
         raise SystemExit(1) from exc
     if rows:
         print_table(console, rows, sweep_dir)

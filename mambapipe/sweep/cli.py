@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from rich.console import Console
 from rich.markup import escape
 
 from mambapipe.pipeline.provenance import installed_version
-from mambapipe.pipeline.report import make_console
+from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.sweep.report import summarize_sweep
 from mambapipe.sweep.summary import OVERRIDES_FILE, holds_single_runs_only
 from mambapipe.sweep.tables import print_table
@@ -54,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _usage_error(message: str) -> int:
     """Say `message` on standard error, as argparse says its errors (`summarize DIR 2>/dev/null` shows the results
     alone), in one line however long the path; exit status 2."""
-    Console(stderr=True, highlight=False).print(f"[red]error[/] {escape(message)}", soft_wrap=True)
+    print_diagnostic(make_console(stderr=True), f"[red]error[/] {escape(message)}")
     return 2
 
 

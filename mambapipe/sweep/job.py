@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mambapipe import interrupts
 from mambapipe.pipeline.provenance import utc_now
-from mambapipe.pipeline.report import make_console
+from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.pipeline.runner import command_line_config_dirs
 from mambapipe.pipeline.step import INTERRUPTED_EXIT
 from mambapipe.sweep.gpus import lease_gpus
@@ -128,7 +128,8 @@ def _wait_through_interrupts(child: subprocess.Popen, job_num: int, interrupted:
 
 
 def _say_interrupting(job_num: int) -> None:
-    make_console().print(f"[yellow]interrupting[/] sweep job {job_num}: waiting for it to stop (Ctrl-C again kills it)")
+    print_diagnostic(make_console(stderr=True),
+                     f"[yellow]interrupting[/] sweep job {job_num}: waiting for it to stop (Ctrl-C again kills it)")
 
 
 def sweep_dir_of(hydra_cfg: DictConfig) -> Path:

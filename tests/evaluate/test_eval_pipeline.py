@@ -55,7 +55,7 @@ def test_tp2_under_torchrun_matches_tp1_and_the_gate_fails_the_run(compose_confi
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     # Random weights score far below the default 15.0 threshold: the run must fail with exit code 1...
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "rouge1" in proc.stdout and "<= threshold 15.00" in proc.stdout
+    assert "rouge1" in proc.stdout and "<= threshold 15.00" in proc.stderr.splitlines()[-1]  # the FAILED line
     # ...yet keep its outputs, which equal the single-rank run token for token.
     metrics = json.loads((tmp_path / "tp2" / "metrics.json").read_text())
     assert metrics["tp_size"] == 2 and metrics["rouge1"] <= 15.0

@@ -20,17 +20,18 @@ class FakePipeline:
         self.tmp, self.compose = tmp_path, compose_config
         self.journal = tmp_path / "journal.txt"
         self.store = ArtifactStore(tmp_path / "cache")
-        self.output = ""
+        self.output = self.errors = ""  # what the run printed on standard output and on standard error
         self._runs = itertools.count()
 
     def run(self, *overrides: str, typed: Optional[Sequence[str]] = None, **behaviour: str) -> RunResult:
         """Run quickstart (+ overrides) with fake steps; `behaviour` e.g. convert="fail". `typed`: the command line
         the run repeats, where it says less than `overrides` (those a recipe of the user's would set)."""
-        buffer = io.StringIO()
+        buffer, errors = io.StringIO(), io.StringIO()
         run_dir = self.tmp / "runs" / str(next(self._runs))
         result = run_recipe(self.compose(*overrides), run_dir, list(overrides if typed is None else typed),
-                            steps=fake_steps(self.journal, **behaviour), console=Console(file=buffer, width=200))
-        self.output = buffer.getvalue()
+                            steps=fake_steps(self.journal, **behaviour), console=Console(file=buffer, width=200),
+                            errors=Console(file=errors, width=200))
+        self.output, self.errors = buffer.getvalue(), errors.getvalue()
         return result
 
     def ran(self) -> list[str]:

@@ -15,8 +15,15 @@ from mambapipe.pipeline.store import ArtifactStore, dir_size
 
 
 def run_cli(capsys, store, *args):
+    code, out, _ = run_cli_streams(capsys, store, *args)
+    return code, out
+
+
+def run_cli_streams(capsys, store, *args):
+    """The exit code, standard output (the listing, what rm removed) and standard error (what it kept, and why)."""
     code = main(["--cache-dir", str(store.root), *args])
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -219,8 +226,10 @@ def test_rm_key_refuses_a_prefix_of_several_keys_naming_them(capsys, tmp_path):
 def test_rm_key_keeps_an_artifact_a_running_run_is_reading(capsys, filled):
     (engine, _), = filled.artifacts("build")
     with filled.reading("build", engine.name):
-        code, out = run_cli(capsys, filled, "rm", "--key", engine.name[:12])
-    assert code == 1 and engine.is_dir() and f"kept build {engine.name[:12]}: a running run is reading it" in out
+        code, out, err = run_cli_streams(capsys, filled, "rm", "--key", engine.name[:12])
+    assert code == 1 and engine.is_dir() and out.startswith("removed 0 artifact(s) from ")
+    assert err == f"kept build {engine.name[:12]}: a running run is reading it; run the same rm again once it has " \
+                  "finished\n"
 
 
 @pytest.mark.parametrize("args, error", [
@@ -242,10 +251,10 @@ def test_rm_keeps_an_artifact_a_forced_run_is_making_again(capsys, filled):
     """Waiting for the run's lock, rm used to remove the new artifact the moment the run committed it."""
     (engine, _), = filled.artifacts("build")
     with filled.lock("build", engine.name):  # what force=[build] holds from before its step until its commit
-        code, out = run_cli(capsys, filled, "rm", "--key", engine.name[:12])
+        code, out, err = run_cli_streams(capsys, filled, "rm", "--key", engine.name[:12])
     assert code == 1 and engine.is_dir() and out.startswith("removed 0 artifact(s) from ")  # no empty "()"
     assert f"kept build {engine.name[:12]}: a running run is making it again (or another run or mambapipe-cache " \
-           "holds its key for a moment); run the same rm again" in out
+           "holds its key for a moment); run the same rm again" in err
 
 
 def test_rm_keeps_an_artifact_a_forced_run_made_again_after_rm_selected_it(filled, monkeypatch):
@@ -284,9 +293,9 @@ def test_rm_spares_the_staging_dir_of_a_run_still_writing(capsys, filled):
 def test_rm_keeps_an_artifact_a_running_run_is_reading(capsys, filled):
     (engine, _), = filled.artifacts("build")
     with filled.reading("build", engine.name):
-        code, out = run_cli(capsys, filled, "rm", "--all")
+        code, out, err = run_cli_streams(capsys, filled, "rm", "--all")
         assert code == 1 and engine.is_dir() and [d for d, _ in filled.artifacts()] == [engine]
-        assert f"kept build {engine.name[:12]}: a running run is reading it" in out
+        assert f"kept build {engine.name[:12]}: a running run is reading it" in err and "kept" not in out
     code, out = run_cli(capsys, filled, "rm", "--all")
     assert code == 0 and not engine.exists()
 
@@ -341,11 +350,11 @@ def test_rm_key_keeps_what_a_running_run_is_writing(capsys, filled):
     live = filled.root / "convert" / ".staging" / f"{'f' * 64}.42.a"
     live.mkdir(parents=True)
     with filled.lock("convert", "f" * 64):
-        code, out = run_cli(capsys, filled, "rm", "--key", "ffff")
+        code, out, err = run_cli_streams(capsys, filled, "rm", "--key", "ffff")
     assert code == 1 and live.is_dir()
     assert out.startswith("removed 0 artifact(s) from ")
     assert "kept convert ffffffffffff: a running run is writing it (or another run or mambapipe-cache holds its key " \
-           "for a moment); run the same rm again" in out
+           "for a moment); run the same rm again" in err
 
 
 def test_removed_artifacts_are_remade_only_where_a_step_reads_them(capsys, filled, pipeline):
@@ -408,9 +417,10 @@ def test_version(capsys):
 def test_a_cache_dir_that_does_not_exist_is_named(capsys, tmp_path):
     """ls printed an empty table and a total of 0 below the line (found by QA); rm --all says it removed 0."""
     code = main(["--cache-dir", str(tmp_path / "typo"), "ls"])
-    out = " ".join(capsys.readouterr().out.split())  # as one line, however the console wrapped it
-    assert code == 0 and out == f"{tmp_path / 'typo'} does not exist: nothing is cached there (a wrong --cache-dir, " \
-                                "or no run has used it yet)"
+    captured = capsys.readouterr()  # a warning, not a listing: `ls > cache.txt` shows it on the terminal
+    assert code == 0 and captured.out == ""
+    assert captured.err == f"{tmp_path / 'typo'} does not exist: nothing is cached there (a wrong --cache-dir, " \
+                           "or no run has used it yet)\n"
     assert main(["--cache-dir", str(tmp_path / "typo"), "rm", "--all"]) == 0 and not (tmp_path / "typo").exists()
 
 

@@ -68,7 +68,7 @@ def test_help_offers_models_but_not_their_schema(tmp_path):
 def test_a_missing_mandatory_value_is_one_line_naming_the_key(tmp_path, override, key):
     out = run(COMMANDS["python -m"], tmp_path, override, "plan_only=true", "hydra.run.dir=run")
     assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
-    assert out.stdout.rstrip().splitlines()[-1].startswith(f"FAILED config: {key} has no value (???): set it")
+    assert out.stderr.rstrip().splitlines()[-1].startswith(f"FAILED config: {key} has no value (???): set it")
 
 
 @pytest.mark.parametrize("cache_dir, why", [
@@ -80,8 +80,8 @@ def test_a_cache_dir_that_cannot_be_written_stops_the_plan_naming_it(tmp_path, c
     cache_dir, why = cache_dir.format(tmp=tmp_path), why.format(tmp=tmp_path)
     out = run(COMMANDS["python -m"], tmp_path, f"cache_dir={cache_dir}", "plan_only=true", "hydra.run.dir=run")
     assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
-    assert out.stdout.rstrip().splitlines()[-1].startswith(f"FAILED cache_dir={cache_dir} {why}")
-    assert "set cache_dir (or MAMBAPIPE_CACHE) to a directory you can write to" in out.stdout
+    assert out.stderr.rstrip().splitlines()[-1].startswith(f"FAILED cache_dir={cache_dir} {why}")
+    assert "set cache_dir (or MAMBAPIPE_CACHE) to a directory you can write to" in out.stderr
 
 
 def test_tab_completion_offers_recipes_and_keys(tmp_path):
@@ -124,7 +124,7 @@ def test_plan_only_exits_zero_and_writes_the_run_dir(tmp_path):
 def test_failure_exits_nonzero_with_reason_last(tmp_path):
     out = run(COMMANDS["python -m"], tmp_path, "recipe=mamba_130m", "hydra.run.dir=run")
     assert out.returncode == 1
-    last = out.stdout.rstrip().splitlines()[-1]
+    last = out.stderr.rstrip().splitlines()[-1]
     assert "state-spaces/mamba-130m-hf" in last and "model.source=local model.path=" in last
     assert "Traceback" not in out.stdout + out.stderr
 
@@ -145,9 +145,9 @@ def test_a_recipe_of_ones_own_in_a_config_dir_is_named_again_by_the_rerun_line(t
     (tmp_path / "mine" / "recipe").mkdir(parents=True)
     (tmp_path / "mine" / "recipe" / "too_wide.yaml").write_text("# @package _global_\ntp_size: 3\n")
     out = run(COMMANDS["python -m"], tmp_path, "-cd", str(tmp_path / "mine"), "recipe=too_wide", "hydra.run.dir=run")
-    assert out.returncode == 1 and "tp_size=3" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 1 and "tp_size=3" in out.stderr, out.stdout + out.stderr
     assert (f"fix it, then run: python -m mambapipe --config-dir {tmp_path / 'mine'} recipe=too_wide "
-            f"hydra.run.dir={tmp_path / 'run'}") in out.stdout
+            f"hydra.run.dir={tmp_path / 'run'}") in out.stderr
 
 
 @pytest.mark.parametrize("args", [["recipe=typo"], ["-m", "recipe=quickstart,typo"]])
@@ -158,8 +158,8 @@ def test_a_yaml_syntax_error_in_a_recipe_file_is_one_line_before_any_job(tmp_pat
     (tmp_path / "mine" / "recipe" / "typo.yaml").write_text(recipe)
     out = run(COMMANDS["python -m"], tmp_path, "-cd", str(tmp_path / "mine"), *args, "plan_only=true",
               "hydra.run.dir=run", "hydra.sweep.dir=sweep")
-    assert out.returncode == 1 and out.stderr == "", out.stdout + out.stderr
-    assert out.stdout == (f"FAILED recipe=typo: {tmp_path / 'mine' / 'recipe' / 'typo.yaml'} line 4: could not find "
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr == (f"FAILED recipe=typo: {tmp_path / 'mine' / 'recipe' / 'typo.yaml'} line 4: could not find "
                           "expected ':'\n")
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
@@ -178,8 +178,8 @@ def test_an_unquoted_tilde_is_one_line_and_the_quoted_path_is_expanded(tmp_path)
     env = {**app_env(tmp_path), "HOME": str(tmp_path)}
     out = subprocess.run([*COMMANDS["python -m"], "model.source=local", "model.path=~/m1hf", "hydra.run.dir=run"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1 and out.stderr == "", out.stdout + out.stderr
-    assert out.stdout == ("FAILED model.path=~/m1hf: Hydra reads ~ only in quotes: write 'model.path=\"~/m1hf\"' "
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr == ("FAILED model.path=~/m1hf: Hydra reads ~ only in quotes: write 'model.path=\"~/m1hf\"' "
                           "(mambapipe expands the ~ itself; the shell does not, after =)\n")
     out = subprocess.run([*COMMANDS["python -m"], "model.source=local", 'model.path="~/m1hf"', "plan_only=true",
                           "hydra.run.dir=run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -193,15 +193,15 @@ def test_a_config_dir_given_with_a_tilde_after_the_equals_sign_is_found(tmp_path
     out = subprocess.run([*COMMANDS["python -m"], "--config-dir=~/mine", "recipe=wide", "plan_only=true",
                           "hydra.run.dir=run"], cwd=tmp_path, env={**app_env(tmp_path), "HOME": str(tmp_path)},
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1 and "tp_size=3" in out.stdout, out.stdout + out.stderr
-    assert f"python -m mambapipe --config-dir {tmp_path / 'mine'} recipe=wide" in out.stdout
+    assert out.returncode == 1 and "tp_size=3" in out.stderr, out.stdout + out.stderr
+    assert f"python -m mambapipe --config-dir {tmp_path / 'mine'} recipe=wide" in out.stderr
 
 
 def test_a_mistyped_key_is_one_line_naming_the_key_meant(tmp_path):
     """Before Hydra composes: its own error spans six lines and suggests `+build.max_batch_sise=16`."""
     out = run(COMMANDS["python -m"], tmp_path, "recipe=mamba_130m", "build.max_batch_sise=16", "hydra.run.dir=run")
-    assert out.returncode == 1 and out.stderr == ""
-    assert out.stdout == "FAILED build.max_batch_sise is not a config key; did you mean build.max_batch_size?\n"
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == "FAILED build.max_batch_sise is not a config key; did you mean build.max_batch_size?\n"
     assert not (tmp_path / "run").exists()
 
 
@@ -211,11 +211,11 @@ def test_a_mistyped_key_beside_a_config_dir_is_one_line_too(tmp_path):
     (tmp_path / "mine" / "recipe" / "extra.yaml").write_text("# @package _global_\nmy_key: 1\n")
     out = run(COMMANDS["python -m"], tmp_path, f"--config-dir={tmp_path / 'mine'}", "build.max_batch_sise=16",
               "hydra.run.dir=run")
-    assert out.returncode == 1 and out.stderr == ""
-    assert out.stdout == "FAILED build.max_batch_sise is not a config key; did you mean build.max_batch_size?\n"
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == "FAILED build.max_batch_sise is not a config key; did you mean build.max_batch_size?\n"
     out = run(COMMANDS["python -m"], tmp_path, "-cd", str(tmp_path / "mine"), "recipe=extra", "hydra.run.dir=run")
-    assert out.returncode == 1 and out.stderr == "", out.stdout + out.stderr
-    assert out.stdout == (f"FAILED recipe=extra: {tmp_path / 'mine' / 'recipe' / 'extra.yaml'}: my_key is not a config "
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr == (f"FAILED recipe=extra: {tmp_path / 'mine' / 'recipe' / 'extra.yaml'}: my_key is not a config "
                           "key; see python -m mambapipe --help\n")
     assert not (tmp_path / "run").exists()
 
@@ -231,8 +231,8 @@ def test_a_bad_recipe_model_or_value_is_one_line_before_any_job(tmp_path, args, 
     """Hydra's own errors span 5 to 20 lines (a missing recipe's lists the search path); a sweep stops before any
     job, naming the bad value of the sweep."""
     out = run(COMMANDS["python -m"], tmp_path, *args, "plan_only=true", "hydra.run.dir=run", "hydra.sweep.dir=sweep")
-    assert out.returncode == 1 and out.stderr == "", out.stdout + out.stderr
-    assert out.stdout.startswith(line) and out.stdout.count("\n") == 1, out.stdout
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr.startswith(line) and out.stderr.count("\n") == 1, out.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
@@ -241,9 +241,9 @@ def test_a_recipe_that_sets_model_keys_but_picks_no_model_stops_before_any_step(
     (tmp_path / "mine" / "recipe" / "my_m1.yaml").write_text(
         "# @package _global_\nmodel:\n  arch:\n    mamba_version: Mamba1\n")
     out = run(COMMANDS["python -m"], tmp_path, "-cd", str(tmp_path / "mine"), "recipe=my_m1", "hydra.run.dir=run")
-    assert out.returncode == 1 and out.stderr == "", out.stdout + out.stderr
-    assert out.stdout.startswith("FAILED recipe=my_m1 sets model.arch but picks no model, so they would be merged "
-                                 "into the default model tiny_mamba2 (a Mamba2): ") and out.stdout.count("\n") == 1
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr.startswith("FAILED recipe=my_m1 sets model.arch but picks no model, so they would be merged "
+                                 "into the default model tiny_mamba2 (a Mamba2): ") and out.stderr.count("\n") == 1
     assert not (tmp_path / "run").exists()
 
 
@@ -335,6 +335,63 @@ def test_logs_go_to_standard_error(tmp_path):
     assert out.returncode == 0 and "not cached" in out.stdout, out.stdout + out.stderr
     assert LOG_LINE.search(out.stderr) and "[HYDRA]" in out.stderr, out.stderr
     assert not LOG_LINE.search(out.stdout) and "[HYDRA]" not in out.stdout, out.stdout
+
+
+A_STEP_THAT_FAILS = """
+import mambapipe.pipeline.runner as runner
+from mambapipe.pipeline.step import StepError
+
+def _call_step(*args):  # the download step refuses what it was given, as a step does
+    raise StepError("the checkpoint is damaged; download it again")
+
+runner._call_step = _call_step
+from mambapipe.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["-m", "mambapipe", "build.max_batch_sise=16"],  # refused before Hydra composes: no results at all
+     ["FAILED build.max_batch_sise is not a config key; did you mean build.max_batch_size?"]),
+    (["-c", A_STEP_THAT_FAILS, "steps=[download]"],
+     ["run again once fixed (finished steps are cached): python -m mambapipe 'steps=[download]' hydra.run.dir={run}",
+      "FAILED download: the checkpoint is damaged; download it again"]),
+])
+def test_why_a_run_failed_is_on_standard_error_below_its_results(tmp_path, argv, said):
+    """`python -m mambapipe ... > results.txt` left the terminal without a word of why it failed: the FAILED line and
+    the command that runs it again were on standard output, among the results."""
+    said = [line.format(run=tmp_path / "run") for line in said]
+    out = run([sys.executable, *argv], tmp_path, "hydra.run.dir=run")
+    assert out.returncode == 1 and out.stderr.splitlines()[-len(said):] == said, out.stdout + out.stderr
+    assert "FAILED" not in out.stdout and "run again" not in out.stdout, out.stdout
+    # On a terminal that shows both streams the error comes last, below the summary it follows.
+    both = subprocess.run([sys.executable, *argv, "hydra.run.dir=run"], cwd=tmp_path, env=app_env(tmp_path),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert both.stdout.splitlines()[-len(said):] == said, both.stdout
+    if out.stdout:
+        assert out.stdout.endswith(f"run directory: {tmp_path / 'run'}\n")
+        assert both.stdout.splitlines()[-len(said) - 1] == f"run directory: {tmp_path / 'run'}"
+
+
+def test_the_failed_line_is_in_color_on_a_terminal_only(tmp_path):
+    """Standard error's console asks standard error, not standard output, whether it is a terminal."""
+    import pty
+
+    env = {**app_env(tmp_path), "TERM": "xterm-256color"}
+    for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE"):
+        env.pop(name, None)
+    terminal, its_device = pty.openpty()
+    with open(terminal, "rb") as screen:
+        app = subprocess.run([*COMMANDS["python -m"], "build.max_batch_sise=16"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=its_device, timeout=120)
+        os.close(its_device)
+        shown = os.read(screen.fileno(), 4096).decode()
+    assert app.returncode == 1 and app.stdout == b""
+    assert shown == "\x1b[31mFAILED\x1b[0m build.max_batch_sise is not a config key; did you mean " \
+                    "build.max_batch_size?\r\n"
+    plain = subprocess.run([*COMMANDS["python -m"], "build.max_batch_sise=16"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert plain.stderr.startswith("FAILED build.max_batch_sise") and "\x1b" not in plain.stderr
 
 
 @pytest.mark.parametrize("logging_choice", ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"])
@@ -457,16 +514,16 @@ def test_ctrl_c_before_any_step_is_one_line_and_exit_130(tmp_path, script):
     """Not a KeyboardInterrupt's traceback, nor the INFO lines of a torch whose import stopped before it set its
     own loggers to WARNING (its exit handler logs FakeTensor cache stats)."""
     out = run([sys.executable, "-c", script], tmp_path, "hydra.run.dir=run")
-    assert out.returncode == 130 and out.stdout == INTERRUPTED_LINE, out.stdout + out.stderr
-    assert "Traceback" not in out.stderr and "FakeTensor" not in out.stdout + out.stderr, out.stderr
+    assert out.returncode == 130 and out.stdout == "" and out.stderr == INTERRUPTED_LINE, out.stdout + out.stderr
+    assert "FakeTensor" not in out.stdout + out.stderr, out.stderr
 
 
 def test_ctrl_c_in_torchs_import_is_raised_once_torch_is_loaded(tmp_path):
     """Stopped halfway, torch's import left numpy half-imported and did not always let the KeyboardInterrupt out:
     the plan went on and failed in numpy with a RecursionError (QA). The Ctrl-C waits for the import instead."""
     out = run([sys.executable, "-c", CTRL_C_AS_TORCH_STARTS_LOADING], tmp_path, "hydra.run.dir=run")
-    assert out.returncode == 130 and out.stdout == INTERRUPTED_LINE, out.stdout + out.stderr
-    assert "torch loaded: True" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 130 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr == INTERRUPTED_LINE + "torch loaded: True\n", out.stderr
     assert json.loads((tmp_path / "run" / "run.json").read_text())["reason"] == "interrupted"  # none ran
 
 
@@ -477,17 +534,16 @@ def test_a_ctrl_c_through_execd_code_exits_130_under_python_m(tmp_path, script, 
     `python -m` then ended by SIGINT (returncode -2) after its whole report (QA: 3 of ~25 Ctrl-Cs)."""
     (tmp_path / "ctrl_c_app.py").write_text(script)
     out = run([sys.executable, "-m", "ctrl_c_app"], tmp_path, "steps=[download]", "hydra.run.dir=run")
-    assert out.returncode == 130 and out.stdout.endswith(last_line), out.stdout + out.stderr
+    assert out.returncode == 130 and out.stderr.endswith(last_line), out.stdout + out.stderr
 
 
 def test_a_second_ctrl_c_as_the_interpreter_shuts_down_is_ignored(tmp_path):
     out = run([sys.executable, "-c", CTRL_C_AGAIN_AS_IT_SHUTS_DOWN], tmp_path, "hydra.run.dir=run")
-    assert out.returncode == 130 and out.stdout == INTERRUPTED_LINE, out.stdout + out.stderr
-    assert "KeyboardInterrupt" not in out.stderr, out.stderr
+    assert out.returncode == 130 and out.stdout == "" and out.stderr == INTERRUPTED_LINE, out.stdout + out.stderr
 
 
 def test_ctrl_c_after_a_step_ran_does_not_say_none_ran(tmp_path):
     out = run([sys.executable, "-c", CTRL_C_WHILE_THE_RUN_IS_RECORDED], tmp_path, "steps=[download]",
               "hydra.run.dir=run")
     assert out.returncode == 130 and "✓ download" in out.stdout, out.stdout + out.stderr
-    assert out.stdout.endswith("\n" + INTERRUPTED_LINE) and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert out.stderr == INTERRUPTED_LINE and "INTERRUPTED" not in out.stdout, out.stdout + out.stderr

@@ -41,9 +41,11 @@ def test_step_error_leaves_nothing_and_next_run_redoes_it(pipeline):
     record = json.loads((result.run_dir / "run.json").read_text())
     assert record["steps"][1]["status"] == "failed" and record["steps"][1]["artifact"] is None
     assert record["reason"] == result.reason  # what a sweep summary reports after a rerun by hand
-    assert "run again once fixed (finished steps are cached): python -m mambapipe" in pipeline.output
-    assert pipeline.output.rstrip().splitlines()[-1].endswith("convert cannot do this: a one-line reason")
-    assert "Traceback" not in pipeline.output
+    assert pipeline.errors.startswith("run again once fixed (finished steps are cached): python -m mambapipe")
+    assert pipeline.errors.endswith("\nFAILED convert: convert cannot do this: a one-line reason\n")
+    assert pipeline.errors.count("\n") == 2 and "Traceback" not in pipeline.output + pipeline.errors
+    assert "FAILED" not in pipeline.output and "run again" not in pipeline.output  # what to paste: the summary alone
+    assert pipeline.output.rstrip().splitlines()[-1].startswith("run directory: ")
     pipeline.ran()
     again = pipeline.run()
     assert pipeline.ran() == ["convert", "build", "evaluate"]
@@ -170,7 +172,8 @@ def test_ctrl_c_is_recorded_and_resumable(pipeline, monkeypatch):
     assert result.reason == "download: interrupted" and result.interrupted
     assert json.loads((result.run_dir / "run.json").read_text())["steps"][0]["status"] == "failed"
     assert leftovers(pipeline.store, "download") == []
-    assert "resume (finished steps are cached): python -m mambapipe" in pipeline.output
+    assert pipeline.errors.startswith("resume (finished steps are cached): python -m mambapipe")
+    assert pipeline.errors.endswith("\nFAILED download: interrupted\n") and "resume" not in pipeline.output
 
 
 def test_ctrl_c_before_any_step_is_recorded_as_an_interrupted_run(pipeline, monkeypatch):
@@ -187,7 +190,7 @@ def test_ctrl_c_before_any_step_is_recorded_as_an_interrupted_run(pipeline, monk
     record = json.loads((run_dir / "run.json").read_text())
     assert record["reason"] == "interrupted" and record["steps"] == [] and record["stopped_at_plan"]
     row = read_row(run_dir.parent, run_dir)
-    assert (row.status, row.reason) == ("failed", "interrupted") and pipeline.output == ""
+    assert (row.status, row.reason) == ("failed", "interrupted") and pipeline.output == pipeline.errors == ""
 
 
 def test_a_ctrl_c_while_a_refused_plan_is_reported_keeps_its_record(pipeline, monkeypatch):
@@ -212,8 +215,8 @@ def test_a_failed_run_is_not_offered_a_resume(pipeline, behaviour, hint):
     """The same command fails the same way until the reason is dealt with: only Ctrl-C's run resumes as it is."""
     result = pipeline.run(**behaviour)
     assert result.failed and not result.interrupted
-    assert pipeline.output.rstrip().splitlines()[-2].startswith(f"{hint}: python -m mambapipe hydra.run.dir=")
-    assert "resume" not in pipeline.output
+    assert pipeline.errors.splitlines()[0].startswith(f"{hint}: python -m mambapipe hydra.run.dir=")
+    assert pipeline.errors.splitlines()[1].startswith("FAILED ") and "resume" not in pipeline.errors
 
 
 def test_a_ctrl_c_that_a_step_dropped_starts_no_further_step(pipeline, monkeypatch):
@@ -306,18 +309,18 @@ def rerun_overrides(output: str) -> list[str]:
 def test_the_rerun_command_forces_no_step_the_run_already_made_again(pipeline, typed, again):
     pipeline.run()
     result = pipeline.run("dtype=float16", typed, build="fail")
-    assert result.failed and rerun_overrides(pipeline.output) == ["dtype=float16", again]
+    assert result.failed and rerun_overrides(pipeline.errors) == ["dtype=float16", again]
 
 
 def test_the_rerun_command_forces_the_steps_a_recipe_forced_that_the_run_did_not_make(pipeline):
     pipeline.run()
     result = pipeline.run("dtype=float16", "force=[convert,build]", typed=["dtype=float16"], build="fail")
-    assert result.failed and rerun_overrides(pipeline.output) == ["dtype=float16", "force=[build]"]
+    assert result.failed and rerun_overrides(pipeline.errors) == ["dtype=float16", "force=[build]"]
 
 
 def test_the_rerun_command_keeps_the_force_where_the_run_made_no_forced_step(pipeline):
     result = pipeline.run("force=[build, evaluate]", convert="fail")  # download made, but not forced
-    assert result.failed and rerun_overrides(pipeline.output) == ["force=[build, evaluate]"]
+    assert result.failed and rerun_overrides(pipeline.errors) == ["force=[build, evaluate]"]
 
 
 def test_a_ctrl_c_dropped_inside_a_step_fails_that_step_and_keeps_nothing(pipeline, monkeypatch):

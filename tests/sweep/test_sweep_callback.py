@@ -21,7 +21,9 @@ def test_a_failed_job_fails_the_sweep_after_the_summary(sweep_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         finish(sweep_dir)
     assert exit_info.value.code == 1
-    assert "FAILED 1 of 3 jobs: 2" in capsys.readouterr().out
+    captured = capsys.readouterr()  # the table is the result to paste; which jobs failed, an error
+    assert captured.err == "FAILED 1 of 3 jobs: 2\n"
+    assert f"summary: {sweep_dir / 'summary.md'}\n" in captured.out and "FAILED" not in captured.out
     assert {"summary.md", "summary.csv", "tokens_per_s.png", "rouge.png"} <= {p.name for p in sweep_dir.iterdir()}
 
 
@@ -37,7 +39,7 @@ def test_a_damaged_results_file_fails_its_job_not_the_summary(sweep_dir, capsys)
     with pytest.raises(SystemExit) as exit_info:
         finish(sweep_dir, plots=False)
     assert exit_info.value.code == 1
-    assert "FAILED 2 of 3 jobs: 0, 2" in capsys.readouterr().out
+    assert "FAILED 2 of 3 jobs: 0, 2" in capsys.readouterr().err
     assert "- job 0: unreadable metrics.json (JSONDecodeError: " in (sweep_dir / "summary.md").read_text()
 
 
@@ -46,4 +48,6 @@ def test_a_summary_that_cannot_be_written_fails_the_sweep_with_a_rebuild_hint(sw
     with pytest.raises(SystemExit) as exit_info:
         finish(sweep_dir, plots=False)
     assert exit_info.value.code == 1
-    assert "mambapipe-sweep summarize" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"FAILED could not summarize {sweep_dir}: IsADirectoryError")
+    assert captured.err.endswith(f"; after a fix: mambapipe-sweep summarize {sweep_dir}\n")

@@ -157,7 +157,7 @@ class ScriptedChild:
 def test_the_first_ctrl_c_waits_for_the_child_that_heard_it_too(capsys):
     child = ScriptedChild(KeyboardInterrupt)
     assert _wait_through_interrupts(child, 3) is True and child.signals == []
-    assert "interrupting sweep job 3" in capsys.readouterr().out
+    assert "interrupting sweep job 3" in capsys.readouterr().err
 
 
 def test_a_sigint_sent_to_the_launcher_alone_is_passed_on():
@@ -193,7 +193,8 @@ def test_ctrl_c_outside_a_step_is_one_line_and_exit_130(monkeypatch, capsys):
     monkeypatch.setattr(app, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(SystemExit) as stopped:
         cli.main()
-    assert stopped.value.code == 130 and capsys.readouterr().out == INTERRUPTED_LINE
+    captured = capsys.readouterr()
+    assert stopped.value.code == 130 and captured.out == "" and captured.err == INTERRUPTED_LINE
 
 
 def test_ctrl_c_in_a_sweep_prints_its_summary_and_how_to_finish_it(interrupted_sweep, monkeypatch, capsys):
@@ -201,10 +202,10 @@ def test_ctrl_c_in_a_sweep_prints_its_summary_and_how_to_finish_it(interrupted_s
     monkeypatch.setattr(app, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(SystemExit) as stopped:
         cli.main()
-    out = capsys.readouterr().out
-    assert stopped.value.code == 130
-    assert "INTERRUPTED 3 jobs: 1 ok, 1 failed, 1 not run." in out
-    assert f"hydra.sweep.dir={interrupted_sweep}" in out and (interrupted_sweep / "summary.md").is_file()
+    captured = capsys.readouterr()  # the jobs' table is the result; that the sweep stopped and how to finish it, not
+    assert stopped.value.code == 130 and "│ ok " in captured.out and "INTERRUPTED" not in captured.out
+    assert captured.err.startswith("INTERRUPTED 3 jobs: 1 ok, 1 failed, 1 not run.\nfinish it (finished steps come ")
+    assert f"hydra.sweep.dir={interrupted_sweep}" in captured.err and (interrupted_sweep / "summary.md").is_file()
 
 
 def test_a_child_stopped_before_the_runner_took_over_records_the_interrupt(tmp_path, monkeypatch):
@@ -316,9 +317,9 @@ def test_ctrl_c_with_every_job_started_prints_how_to_finish_the_sweep(tmp_path, 
     monkeypatch.setattr(app, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(SystemExit) as stopped:
         cli.main()
-    out = capsys.readouterr().out
-    assert stopped.value.code == 130 and "INTERRUPTED 2 jobs: 0 ok, 2 failed." in out
-    assert "finish it (finished steps come from the cache): python -m mambapipe -m eval.output_len=20,21 " in out
+    err = capsys.readouterr().err
+    assert stopped.value.code == 130 and "INTERRUPTED 2 jobs: 0 ok, 2 failed." in err
+    assert "finish it (finished steps come from the cache): python -m mambapipe -m eval.output_len=20,21 " in err
     assert [row["reason"] for row in csv.DictReader(open(sweep / "summary.csv", newline=""))] == [reason] * 2
 
 
@@ -330,5 +331,5 @@ def test_ctrl_c_after_every_job_succeeded_prints_no_finish_command(tmp_path, mon
     monkeypatch.setattr(app, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(SystemExit):
         cli.main()
-    out = capsys.readouterr().out
-    assert "INTERRUPTED 1 job: 1 ok, 0 failed." in out and "finish it" not in out
+    err = capsys.readouterr().err
+    assert "INTERRUPTED 1 job: 1 ok, 0 failed." in err and "finish it" not in err

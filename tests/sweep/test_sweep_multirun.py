@@ -48,7 +48,11 @@ def test_basic_launcher_sweep_keeps_going_past_failures(tmp_path):
     # tp_size=3 does not fit the model; the two tp_size=1 jobs are the same config on purpose.
     out = run(tmp_path, "-m", "mambapipe", "-m", *TINY_EVAL, "tp_size=3,1,1", "hydra.sweep.dir=sweep")
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "FAILED 1 of 3 jobs: 0" in out.stdout
+    # Why it failed is on standard error (job 0's own line, from its process, and the sweep's), the tables alone on
+    # standard output: `python -m mambapipe -m ... > results.txt` shows the failure on the terminal.
+    assert "\nFAILED convert: tp_size=3 does not fit" in out.stderr and "FAILED 1 of 3 jobs: 0\n" in out.stderr
+    assert "FAILED" not in out.stdout and "fix it, then run" not in out.stdout
+    assert out.stdout.endswith("\nsummary: sweep/summary.md\n")
     sweep = tmp_path / "sweep"
     rows = csv_rows(sweep / "summary.csv")
     assert [r["status"] for r in rows] == ["failed", "ok", "ok"]  # jobs after a failure still ran
