@@ -128,7 +128,7 @@ class EvalConfig:
     dataset_hub_id: str = "abisee/cnn_dailymail"
     dataset_config: str = "3.0.0"
     dataset_split: str = "test"
-    max_ite: int = 20
+    max_ite: int = 20  # batches, as summarize.py counts: batch_size x max_ite articles are scored
     batch_size: int = 1
     max_input_length: int = 923
     output_len: int = 100

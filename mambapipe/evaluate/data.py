@@ -37,6 +37,14 @@ def sample_path() -> Path:
     return Path(str(resources.files("mambapipe.evaluate") / "data" / "sample.jsonl"))
 
 
+def dataset_file(dataset: str) -> Optional[Path]:
+    """The file whose contents are eval.dataset's articles: the bundled sample's or a local path's; None for the hub's
+    cnn_dailymail. The evaluate step keys a summarize run by its contents, the loader checks them against that."""
+    if dataset == "cnn_dailymail":
+        return None
+    return sample_path() if dataset == "sample" else Path(dataset).expanduser()
+
+
 def hub_commit(hub_id: str) -> str:
     """The commit of the dataset repo's main branch (from the local cache when offline), which the
     evaluate step hashes into its key and loads; a one-line StepError when it cannot be known."""
@@ -48,20 +56,19 @@ def load_articles(dataset: str, hub_id: str = "abisee/cnn_dailymail", hub_config
                   local_only: Optional[str] = None, sha256: Optional[str] = None, show_progress: bool = True):
     """A shuffled `datasets.Dataset` with `article`, `highlights` and `id` columns.
 
-    `dataset` is "sample", "cnn_dailymail" (loaded from `hub_id`/`hub_config`/`split` at commit `revision`,
-    None = the main branch; from the local datasets cache only when `local_only` says why) or a local path, which
-    must still hold the contents `sha256` names where the plan hashed it (local_dataset_sha256). `show_progress`:
-    whether datasets shows its own bars (a download, generating a split)."""
+    `dataset` is "cnn_dailymail" (loaded from `hub_id`/`hub_config`/`split` at commit `revision`, None = the main
+    branch; from the local datasets cache only when `local_only` says why), "sample" or a local path: a file
+    (dataset_file), which must still hold the contents `sha256` names where the plan hashed it
+    (local_dataset_sha256). `show_progress`: whether datasets shows its own bars (a download, generating a split)."""
     require_datasets()  # its one-line error where the install cannot import datasets, once for the loaders below
     import datasets
 
+    path = dataset_file(dataset)
     with hub.progress_bars(show_progress, datasets):
-        if dataset == "sample":
-            articles = _load_local(sample_path())
-        elif dataset == "cnn_dailymail":
+        if path is None:
             articles = _load_hub(hub_id, hub_config, split, revision, local_only)
         else:
-            articles = _load_local(Path(dataset).expanduser(), sha256)
+            articles = _load_local(path, sha256)
     _check_fields(articles, dataset)
     return _with_ids(articles).shuffle(seed=seed)
 
@@ -103,8 +110,9 @@ def local_builder(path: Path) -> str:
 
 
 def local_dataset_sha256(path: Path) -> str:
-    """The sha256 the evaluate step keys a local eval.dataset file by. A JSON file is checked to be UTF-8 text in the
-    same read, so that the plan streams a large file once: a one-line StepError naming the line where it is not."""
+    """The sha256 the evaluate step keys the articles file of eval.dataset by (dataset_file). A JSON file is checked
+    to be UTF-8 text in the same read, so that the plan streams a large file once: a one-line StepError naming the
+    line where it is not."""
     digest = hashlib.sha256()
     chunks = _hashed(_file_chunks(path), digest)
     problem = _utf8_problem(path, chunks) if LOCAL_BUILDERS.get(path.suffix.lower()) == "json" else None

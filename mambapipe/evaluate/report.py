@@ -8,13 +8,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mambapipe.evaluate.protocol import ROUGE_DECIMALS, dataset_label, rouge_interval
 from mambapipe.evaluate.rouge import ROUGE_TYPES
 
 SUMMARIZE_ROWS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("rougeLsum", "ROUGE-Lsum"),
                   ("samples", "samples"), ("output_tokens", "output tokens"), ("tokens_per_s", "tokens/s"),
                   ("ttft_ms", "TTFT ms"), ("decode_ms_per_step", "decode ms/step"), ("peak_memory_mb", "peak MiB"))
-# ×100 scores, printed as the run summary's headline prints them (pipeline/report.py), so the two tables agree
-ROUGE_DECIMALS = 2
 LOG_WIDTH = 140
 BENCHMARK_COLUMNS = (("batch", "batch"), ("input_len", "in"), ("output_len", "out"), ("prefill_ms", "prefill ms"),
                      ("decode_ms_per_step", "decode ms/step"), ("tokens_per_s", "tok/s"),
@@ -33,23 +32,32 @@ def _fmt(value: Any, key: str = "") -> str:
     return str(value)
 
 
+def _score_cell(scores: Optional[dict[str, Any]], key: str) -> str:
+    """A cell of the engine's or HF's column: a ROUGE score with its interval."""
+    scores = scores or {}
+    return _fmt(scores.get(key), key) + (rouge_interval(scores, key) if key in ROUGE_TYPES else "")
+
+
 def summarize_table(metrics: dict[str, Any]) -> Table:
     hf: Optional[dict[str, Any]] = metrics.get("hf")
     with_hf = bool(hf) and "skipped" not in hf
-    table = Table(title=f"summarize: {metrics.get('dataset', '')}")
+    samples = f", {metrics['samples']} articles" if metrics.get("samples") is not None else ""
+    table = Table(title=f"summarize: {dataset_label(metrics) or ''}{samples}")
     table.add_column("metric")
     table.add_column(metrics.get("backend", "engine"), justify="right")
     if with_hf:
         table.add_column("HF transformers", justify="right")
     for key, label in SUMMARIZE_ROWS:
-        table.add_row(label, _fmt(metrics.get(key), key), *([_fmt(hf.get(key), key)] if with_hf else []))
+        table.add_row(label, _score_cell(metrics, key), *([_score_cell(hf, key)] if with_hf else []))
     return table
 
 
 def report_notes(metrics: dict[str, Any]) -> list[str]:
-    """The lines under the table: where the floor's bandwidth comes from, what peak MiB measures, the HF comparison.
-    Lines, not the table's caption, which rich wraps to the width of the table."""
+    """The lines under the table: where the floor's bandwidth comes from, which ROUGE the scores are, what peak MiB
+    measures, the HF comparison. Lines, not the table's caption, which rich wraps to the width of the table."""
     notes = [f"bandwidth: {metrics.get('bandwidth_source', '?')}"] if metrics["task"] == "benchmark" else []
+    if metrics.get("rouge_variant"):
+        notes.append(f"ROUGE: {metrics['rouge_variant']}")
     notes.append(_peak_memory_note(metrics))
     hf: Optional[dict[str, Any]] = metrics.get("hf")
     if hf and "skipped" not in hf:

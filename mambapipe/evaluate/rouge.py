@@ -5,7 +5,8 @@ hub at run time. Its defaults are reproduced here with `rouge-score` directly: r
 default tokenizer, no stemmer, a `BootstrapAggregator` and its mid F-measure, with numpy's global RNG
 seeded to 0 just before aggregating (summarize.py calls `np.random.seed(0)` there). Texts are passed
 unchanged: rougeLsum's summary-level LCS splits on "\\n" inside rouge-score, so the newline-separated
-highlights count as sentences and the single-line predictions as one.
+highlights count as sentences and the single-line predictions as one. The same aggregation gives the
+bootstrap's 95% interval (its low and high), kept beside the mid value it leaves unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from mambapipe.pipeline.step import StepError
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 BOOTSTRAP_SEED = 0
+# rouge-score's BootstrapAggregator defaults, which evaluate's metric takes; named so that ROUGE_VARIANT states them
+BOOTSTRAP_CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 1000
+BOUNDS = ("low", "high")
+# metrics.json's `rouge_variant`: which ROUGE its numbers are, as scores of other tools may be another
+ROUGE_VARIANT = (f"F-measure x 100, bootstrap mid of {BOOTSTRAP_RESAMPLES} resamples (numpy seed {BOOTSTRAP_SEED}; "
+                 f"<type>_low/_high: its {BOOTSTRAP_CONFIDENCE:.0%} interval), rouge-score's default tokenizer, no "
+                 "stemmer, rougeLsum over newline-split sentences: the evaluate library's rouge defaults, as "
+                 "TensorRT-LLM's summarize.py scores")
 
 
 def require_scorer():
@@ -36,7 +46,8 @@ def require_scorer():
 
 
 def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """{rouge type: bootstrap mid F-measure x 100} over the (prediction, reference) pairs."""
+    """{rouge type: bootstrap mid F-measure x 100} over the (prediction, reference) pairs, then the bounds of its
+    interval: {`rouge1_low`: ..., `rouge1_high`: ..., ...}."""
     rouge_scorer, scoring = require_scorer()
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
@@ -49,7 +60,7 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
         scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
     finally:
         absl_log.setLevel(level)
-    aggregator = scoring.BootstrapAggregator()
+    aggregator = scoring.BootstrapAggregator(confidence_interval=BOOTSTRAP_CONFIDENCE, n_samples=BOOTSTRAP_RESAMPLES)
     for prediction, reference in zip(predictions, references):
         aggregator.add_scores(scorer.score(reference, prediction))  # score(target, prediction)
     # The bootstrap samples with numpy's global RNG; seed it as summarize.py does, then put the caller's
@@ -60,4 +71,7 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
         aggregate = aggregator.aggregate()
     finally:
         np.random.set_state(saved)
-    return {name: float(aggregate[name].mid.fmeasure * 100) for name in ROUGE_TYPES}
+    scores = {name: float(aggregate[name].mid.fmeasure * 100) for name in ROUGE_TYPES}
+    for name in ROUGE_TYPES:
+        scores.update({f"{name}_{bound}": float(getattr(aggregate[name], bound).fmeasure * 100) for bound in BOUNDS})
+    return scores

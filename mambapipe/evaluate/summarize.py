@@ -13,7 +13,7 @@ from mambapipe.backends.base import Generator, SamplingConfig
 from mambapipe.evaluate import SUMMARIZE_TASK
 from mambapipe.evaluate.data import INPUT_FIELD, REFERENCE_FIELD
 from mambapipe.evaluate.prompts import TokenizerBundle, encode_prompt
-from mambapipe.evaluate.rouge import rouge_scores
+from mambapipe.evaluate.rouge import ROUGE_VARIANT, rouge_scores
 from mambapipe.peak_memory import reset_peak_memory
 
 
@@ -96,7 +96,7 @@ def token_agreement(ours: Sequence[Sequence[int]], reference: Sequence[Sequence[
 
 def summarize_metrics(samples: list[Sample], texts: list[str], run: GenerationRun) -> dict[str, Any]:
     scores = rouge_scores(texts, [s.reference for s in samples])
-    return {"task": SUMMARIZE_TASK, **scores, "samples": len(samples),
+    return {"task": SUMMARIZE_TASK, **scores, "rouge_variant": ROUGE_VARIANT, "samples": len(samples),
             "input_tokens": sum(len(s.input_ids) for s in samples), "output_tokens": run.output_tokens,
             **run.speed()}
 

@@ -20,6 +20,7 @@ from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.floor import device_bandwidth
 from mambapipe.evaluate.hf_reference import HFGenerator, hf_reference_problem
 from mambapipe.evaluate.prompts import FIX_LOCAL_TOKENIZER, REDOWNLOAD, TokenizerBundle, load_tokenizer
+from mambapipe.evaluate.protocol import summarize_protocol
 from mambapipe.evaluate.report import print_report
 from mambapipe.evaluate.rouge import rouge_scores
 from mambapipe.peak_memory import peak_memory_meaning, reset_peak_memory
@@ -100,7 +101,9 @@ def _summarize(job: EvalJob, rank: int, show: bool) -> Outputs:
     samples = [s for batch in batches for s in batch]
     texts = summarize.decode_outputs(bundle, run.output_ids)
     metrics = {**summarize.summarize_metrics(samples, texts, run), "dataset": job.params["eval.dataset"],
-               "dtype": dtype, **path}
+               "dtype": dtype, **path,
+               "protocol": summarize_protocol(job.params, len(samples), dtype, job.dataset_revision,
+                                              job.dataset_sha256)}
     if job.params["eval.compare_hf"]:
         metrics.update(_compare_hf(job, bundle, batches, run, dtype, show))
     return metrics, summarize.prediction_records(samples, texts, run)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mambapipe.evaluate.protocol import dataset_label, rouge_interval
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, MISSING, RUN, Plan
 from mambapipe.pipeline.provenance import machine_line, software_line, utc_minute
@@ -17,6 +18,7 @@ from mambapipe.pipeline.provenance import machine_line, software_line, utc_minut
 _ACTION_STYLE = {RUN: "yellow", CACHED: "green", MISSING: "red"}
 _SUMMARIZE_HEADLINE = {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL", "rougeLsum": "rougeLsum",
                        "tokens_per_s": "tok/s"}
+_HEADLINE_INTERVALS = ("rouge1",)  # the others' would crowd the line: evaluate's table and metrics.json have them
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -77,7 +79,9 @@ def print_plan(console: Console, plan: Plan, show_notes: bool) -> None:
 
 
 def headline(metrics: Optional[dict[str, Any]]) -> str:
-    """The few numbers worth a glance: ROUGE and throughput, or the benchmark's best row."""
+    """The few numbers worth a glance: ROUGE (rouge1 with its 95% interval) and throughput, and what they are of: the
+    articles scored and their dataset (`rouge1 19.30 [16.84-21.93], ..., tok/s 318.19; 20 articles of sample`), as
+    eval.batch_size changes how many eval.max_ite batches hold; or the benchmark's best row."""
     if not metrics:
         return ""
     if metrics.get("task") == "benchmark":
@@ -86,9 +90,17 @@ def headline(metrics: Optional[dict[str, Any]]) -> str:
         skipped = sum(1 for r in rows if r.get("skipped"))
         counted = f"{len(rows)} scenario{'s' * (len(rows) != 1)}" + (f" ({skipped} skipped)" if skipped else "")
         return f"{counted}, best {best:.1f} tok/s"
-    parts = [f"{label} {metrics[key]:.2f}" for key, label in _SUMMARIZE_HEADLINE.items()
-             if isinstance(metrics.get(key), (int, float))]
-    return ", ".join(parts)
+    parts = [f"{label} {metrics[key]:.2f}{rouge_interval(metrics, key) if key in _HEADLINE_INTERVALS else ''}"
+             for key, label in _SUMMARIZE_HEADLINE.items() if isinstance(metrics.get(key), (int, float))]
+    return ", ".join(parts) + _articles_scored(metrics)
+
+
+def _articles_scored(metrics: dict[str, Any]) -> str:
+    """`; 20 articles of cnn_dailymail@1a2b3c4d5e6f`, or as much of it as metrics.json says."""
+    count, label = metrics.get("samples"), dataset_label(metrics)
+    if count is None:
+        return f"; {label}" if label else ""
+    return f"; {count} article{'s' * (count != 1)}" + (f" of {label}" if label else "")
 
 
 def print_summary(console: Console, outcomes: Sequence[Any], metrics: Optional[dict[str, Any]],

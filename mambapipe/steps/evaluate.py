@@ -17,7 +17,13 @@ from typing import Any, Optional
 from mambapipe import hub
 from mambapipe.backends.base import LimitError, Limits
 from mambapipe.evaluate import benchmark
-from mambapipe.evaluate.data import check_first_record, hub_commit, local_dataset_sha256, require_datasets
+from mambapipe.evaluate.data import (
+    check_first_record,
+    dataset_file,
+    hub_commit,
+    local_dataset_sha256,
+    require_datasets,
+)
 from mambapipe.evaluate.rouge import require_scorer
 from mambapipe.evaluate.scenarios import Scenario, scenario_label
 from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
@@ -38,7 +44,7 @@ _SUMMARIZE_POSITIVE = ("eval.batch_size", "eval.max_ite", "eval.max_input_length
 
 class EvaluateStep:
     name = "evaluate"
-    version = 2
+    version = 3  # metrics.json also holds the ROUGE interval, rouge_variant and protocol
     uses = ("eval.task", "eval.random_seed", "device", "backend", "tp_size",
             "build.max_batch_size", "build.max_input_len", "build.max_seq_len")
     needs = ("build", "download")
@@ -116,14 +122,15 @@ def _check_summarize_limits(params: dict[str, Any]) -> None:
 
 def _dataset_environment(params: dict[str, Any]) -> dict[str, Any]:
     """What pins the articles beyond eval.dataset's name: the hub dataset's commit (its main branch can
-    move), or a local file's contents (its path alone would keep serving old scores after an edit). The read that
-    hashes a JSON file also checks that it is UTF-8 text, so the plan reads it once; a problem found there stops
-    the run as check()'s do."""
+    move), or the contents of a local file or of the bundled sample (a name or path alone would keep serving old
+    scores after an edit, as a local model.path would without its fingerprint). The read that hashes a JSON file
+    also checks that it is UTF-8 text, so the plan reads it once; a problem found there stops the run as check()'s
+    do."""
     dataset = params["eval.dataset"]
-    if dataset == "cnn_dailymail":
+    path = dataset_file(dataset)
+    if path is None:
         return {"dataset_commit": hub_commit(params["eval.dataset_hub_id"])}
-    path = _local_dataset(dataset)
-    if path is not None and path.is_file():
+    if path.is_file():  # else check() names what is wrong
         return {"dataset_sha256": local_dataset_sha256(path)}
     return {}
 

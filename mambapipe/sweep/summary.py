@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mambapipe.config import STEP_NAMES
+from mambapipe.evaluate.protocol import dataset_label
 from mambapipe.evaluate.scenarios import Scenario, scenario_label
 from mambapipe.pipeline.report import arch_description
 from mambapipe.pipeline.step import first_line
@@ -32,6 +33,7 @@ from mambapipe.sweep.record import (
 )
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+ROUGE1_INTERVAL = ("rouge1_low", "rouge1_high")  # the bootstrap's 95% interval, where metrics.json has it
 OVERRIDES_FILE = ".hydra/overrides.yaml"
 PARSE_ERRORS = (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException)  # ValueError: JSON, UTF-8
 OK, FAILED, PLANNED, NOT_RUN = "ok", "failed", "planned", "not run"  # planned: plan_only=true, nothing ran
@@ -48,7 +50,7 @@ class JobRow:
     reason: Optional[str]
     steps: dict[str, str]  # step name -> cached | ran | failed | skipped | refused | not run | "" (not recorded)
     config: dict[str, Any]  # model, arch, dtype, tp_size, backend, device, max_batch_size, eval_batch_size, task
-    metrics: dict[str, Any]  # rouge*, tokens_per_s, decode_ms_per_step, ttft_ms, throughput_of
+    metrics: dict[str, Any]  # dataset, samples, rouge*, tokens_per_s, decode_ms_per_step, ttft_ms, throughput_of
     throughput: list[tuple[int, float]] = field(default_factory=list)  # (batch, tokens/s) points
     forced: list[str] = field(default_factory=list)  # config.yaml's force: steps made again even when cached
     unreadable: list[str] = field(default_factory=list)  # damaged files, relative to the run dir
@@ -254,11 +256,13 @@ def _best_benchmark_row(metrics: dict) -> dict:
 
 
 def _metric_facts(metrics: dict) -> dict[str, Any]:
-    """Headline numbers; for the benchmark task, those of its fastest scenario (its prefill as the time to first
+    """Headline numbers; for the summarize task, with the articles they are of (their dataset, as the run summary
+    names it, and count); for the benchmark task, those of its fastest scenario (its prefill as the time to first
     token), which `throughput_of` names as the benchmark table does (`B=64 100/100`)."""
     benchmark = metrics.get("task") == "benchmark"
     source = _best_benchmark_row(metrics) if benchmark else metrics
-    facts = {key: metrics.get(key) for key in ROUGE_KEYS}
+    facts = {"dataset": dataset_label(metrics), "samples": None if benchmark else metrics.get("samples")}
+    facts.update({key: metrics.get(key) for key in (*ROUGE_KEYS, *ROUGE1_INTERVAL)})
     facts.update({key: source.get(key) for key in ("tokens_per_s", "decode_ms_per_step")})
     facts["ttft_ms"] = source.get("prefill_ms" if benchmark else "ttft_ms")
     if benchmark:

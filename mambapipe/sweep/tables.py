@@ -22,6 +22,7 @@ from mambapipe.sweep.summary import (
     OK,
     OVERRIDES_FILE,
     PLANNED,
+    ROUGE1_INTERVAL,
     ROUGE_KEYS,
     JobRow,
     job_label,
@@ -30,11 +31,18 @@ from mambapipe.sweep.summary import (
 
 CONFIG_COLUMNS = ("model", "arch", "dtype", "tp_size", "backend", "device", "max_batch_size", "eval_batch_size",
                   "task")
-METRIC_COLUMNS = (*ROUGE_KEYS, "tokens_per_s", "throughput_of", "decode_ms_per_step", "ttft_ms")
+# The articles a summarize job scored (`dataset`, `samples`) first: ROUGE compares only over the same articles.
+METRIC_COLUMNS = ("dataset", "samples", *ROUGE_KEYS, *ROUGE1_INTERVAL, "tokens_per_s", "throughput_of",
+                  "decode_ms_per_step", "ttft_ms")
 CSV_COLUMNS = ("job", "overrides", "status", *STEP_NAMES, *CONFIG_COLUMNS, *METRIC_COLUMNS, "reason", "run_dir")
-MARKDOWN_METRICS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
-                    "tokens_per_s": "tokens/s", "throughput_of": "tokens/s of", "decode_ms_per_step": "decode ms/step"}
-CONSOLE_METRICS = {"rouge1": "rouge1", "tokens_per_s": "tokens/s", "decode_ms_per_step": "decode ms/step"}
+MARKDOWN_METRICS = {"dataset": "dataset", "samples": "samples", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2",
+                    "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum", "tokens_per_s": "tokens/s",
+                    "throughput_of": "tokens/s of", "decode_ms_per_step": "decode ms/step"}
+CONSOLE_METRICS = {"samples": "samples", "rouge1": "rouge1", "tokens_per_s": "tokens/s",
+                   "decode_ms_per_step": "decode ms/step"}
+# Where jobs scored other articles, their ROUGE is of other articles: said under the tables (articles_notes).
+ARTICLE_FACTS = {"dataset": "datasets", "samples": "numbers of articles"}
+SAMPLES_WHY = " (eval.max_ite counts batches: eval.batch_size x eval.max_ite articles are scored)"
 # What a job ran with, as summary.md names it (its label and the override that sets it, where one does): one line for
 # those every job shares, a column each for the others unless the overrides column says them already.
 SETTINGS = {"model": ("model", None), "dtype": ("dtype", "dtype"), "tp_size": ("tp", "tp_size"),
@@ -82,6 +90,30 @@ def speed_notes(rows: Sequence[JobRow]) -> list[str]:
     return [SUMMARIZE_SPEED_NOTE] if timed_by_summarize else []
 
 
+def articles_notes(rows: Sequence[JobRow]) -> list[str]:
+    """A line for each of dataset and sample count where the summarize jobs differ in it, naming which job scored
+    which: their ROUGE scores are not of the same articles."""
+    notes = []
+    for key, what in ARTICLE_FACTS.items():
+        jobs_by_value: dict[str, list[str]] = {}
+        for row in rows:
+            if row.metrics[key] is not None:
+                jobs_by_value.setdefault(str(row.metrics[key]), []).append(row.job)
+        if len(jobs_by_value) > 1:
+            scored = ", ".join(f"{value} (job{'s' * (len(jobs) > 1)} {', '.join(jobs)})"
+                               for value, jobs in jobs_by_value.items())
+            why = SAMPLES_WHY if key == "samples" else ""
+            notes.append(f"The jobs scored different {what}: {scored}; their ROUGE is not of the same articles{why}.")
+    return notes
+
+
+def rouge1_text(row: JobRow) -> str:
+    """`21.500 [19.250-23.750]`: the job's ROUGE-1 with the bootstrap's 95% interval, where its metrics.json has one."""
+    text = fmt(row.metrics["rouge1"])
+    low, high = (row.metrics[key] for key in ROUGE1_INTERVAL)
+    return f"{text} [{fmt(low)}-{fmt(high)}]" if text and low is not None and high is not None else text
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -118,6 +150,8 @@ def measured_earlier(row: JobRow, key: str) -> bool:
 
 
 def _metric_cell(row: JobRow, key: str) -> str:
+    if key == "rouge1":
+        return rouge1_text(row)
     return f"{fmt(row.metrics[key])} {CACHED_MARK}" if measured_earlier(row, key) else fmt(row.metrics[key])
 
 
@@ -229,7 +263,7 @@ def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: S
     lines += markdown_table(rows, differing)
     if any(measured_earlier(row, key) for row in rows for key in measured(rows, MARKDOWN_METRICS)):
         lines += ["", CACHED_NOTE]
-    lines += [line for note in speed_notes(rows) for line in ("", note)]
+    lines += [line for note in (*articles_notes(rows), *speed_notes(rows)) for line in ("", note)]
     if environment := environment_lines(rows):
         lines += ["", "## Environment", "", *environment]
     if any(row.failed for row in rows):
@@ -244,7 +278,7 @@ def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: S
 def _console_number(row: JobRow, key: str) -> str:
     """A metric as the console table shows it: a benchmark's tokens/s with the scenario it is of (`4294.0 (B=2
     16/8)`), which summary.md gives a column of its own, as jobs of one sweep may have their best in different ones."""
-    text = fmt(row.metrics[key])
+    text = rouge1_text(row) if key == "rouge1" else fmt(row.metrics[key])
     scenario = row.metrics["throughput_of"]
     if key == "tokens_per_s" and text and scenario and scenario != SUMMARIZE_TASK:
         return f"{text} ({scenario})"
@@ -267,5 +301,5 @@ def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Pa
         table.add_row(row.job, escape(job_label(row, keys)), status, row.steps["evaluate"], *numbers,
                       *([escape(row.reason or "")] if reasons else []))
     console.print(table)
-    for note in speed_notes(rows):
+    for note in (*articles_notes(rows), *speed_notes(rows)):
         console.print(note, markup=False)

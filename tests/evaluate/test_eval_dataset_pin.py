@@ -140,6 +140,44 @@ def test_a_hub_found_unreachable_at_plan_time_sends_the_ranks_to_the_local_cache
     assert _ranks_job(planned, monkeypatch, tmp_path).hub_local_only == "unreachable: ConnectionError"
 
 
+@pytest.fixture
+def sample_copy(monkeypatch, tmp_path) -> Path:
+    """A copy of the bundled sample that eval.dataset=sample reads, to edit: the real file is never touched."""
+    copy = tmp_path / "sample-copy" / "sample.jsonl"
+    copy.parent.mkdir()
+    copy.write_bytes(data.sample_path().read_bytes())
+    monkeypatch.setattr(data, "sample_path", lambda: copy)
+    return copy
+
+
+def test_the_bundled_samples_contents_enter_the_evaluate_key(compose_config, sample_copy):
+    """Editing the sample must change the evaluate key, as an edit of a local model.path changes the download's:
+    its name alone kept serving the cached scores of the old articles."""
+    def planned():
+        resolved = resolve_config(compose_config())  # the quickstart: eval.dataset=sample
+        return build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"]))
+
+    before, contents = planned(), data.local_dataset_sha256(sample_copy)
+    records = sample_copy.read_text().splitlines()
+    sample_copy.write_text("\n".join([records[1], records[0], *records[2:]]) + "\n")  # the same articles, reordered
+    after = planned()
+    assert before.get("evaluate").environment == {"dataset_sha256": contents} != after.get("evaluate").environment
+    assert before.get("evaluate").key != after.get("evaluate").key
+    assert before.get("build").key == after.get("build").key
+
+
+def test_the_run_hands_the_ranks_the_samples_planned_hash_and_the_loader_checks_it(monkeypatch, compose_config,
+                                                                                   sample_copy, tmp_path):
+    resolved = resolve_config(compose_config())
+    planned = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"])).get("evaluate")
+    job = _ranks_job(planned, monkeypatch, tmp_path)
+    assert job.dataset_sha256 == data.local_dataset_sha256(sample_copy)
+    assert len(data.load_articles("sample", sha256=job.dataset_sha256, show_progress=False)) > 0
+    sample_copy.write_text(sample_copy.read_text().replace("e", "E", 1))  # edited while convert and build ran
+    with pytest.raises(StepError, match="changed after the plan hashed it"):
+        data.load_articles("sample", sha256=job.dataset_sha256, show_progress=False)
+
+
 def _ranks_job(planned, monkeypatch, tmp_path) -> EvalJob:
     """The job the evaluate step hands its launched ranks (tp_size > 1), run with a stand-in evaluation."""
     jobs = []

@@ -52,3 +52,77 @@ def test_the_report_goes_to_standard_output_with_its_notes_as_whole_lines(capsys
     out, err = capsys.readouterr()
     assert "ROUGE-1" in out and err == ""
     assert f"peak MiB: {meaning}" in out.splitlines() and "identical output tokens: 50.0%" in out.splitlines()
+
+
+INTERVALS = {"rouge1_low": 70.1, "rouge1_high": 83.456, "rouge2_low": 1.0, "rouge2_high": 9.0, "rougeL_low": 0.0,
+             "rougeL_high": 0.0, "rougeLsum_low": 8.0, "rougeLsum_high": 12.0}
+SAMPLE_PROTOCOL = {"dataset": "sample", "sha256": "9f" * 32, "samples": 4, "batch_size": 2, "max_ite": 2,
+                   "max_input_length": 64, "output_len": 8, "seed": 0, "dtype": "float32"}
+
+
+def test_the_headline_gives_rouge1s_interval_and_the_articles_it_scored():
+    """eval.batch_size changes how many articles eval.max_ite batches hold: the summary line says how many, and of
+    which dataset, where numbers are compared."""
+    metrics = METRICS | INTERVALS | {"protocol": SAMPLE_PROTOCOL}
+    assert headline(metrics) == ("rouge1 76.92 [70.10-83.46], rouge2 5.00, rougeL 0.00, rougeLsum 10.46, "
+                                 "tok/s 2264.12; 4 articles of sample")
+    hub = {"dataset": "cnn_dailymail", "hub_id": "abisee/cnn_dailymail", "config": "3.0.0", "split": "test",
+           "commit": "0123456789abcdef" * 2 + "01234567", "samples": 1}
+    assert headline(metrics | {"protocol": hub, "samples": 1}).endswith("; 1 article of cnn_dailymail@0123456789ab")
+    # A metrics.json from before the interval and the protocol were kept: its dataset's name, no interval.
+    assert headline(METRICS) == ("rouge1 76.92, rouge2 5.00, rougeL 0.00, rougeLsum 10.46, tok/s 2264.12; "
+                                 "4 articles of sample")
+
+
+def test_the_dataset_is_named_by_what_pins_its_articles():
+    from mambapipe.evaluate.protocol import dataset_label
+
+    summarize = {"task": "summarize"}
+    assert dataset_label(summarize | {"protocol": SAMPLE_PROTOCOL}) == "sample"  # the sample comes with the code
+    local = SAMPLE_PROTOCOL | {"dataset": "/data/articles.jsonl", "sha256": "9f8e7d6c5b4a" + "0" * 52}
+    assert dataset_label(summarize | {"protocol": local}) == "/data/articles.jsonl@9f8e7d6c5b4a"
+    assert dataset_label(summarize | {"dataset": "cnn_dailymail"}) == "cnn_dailymail"  # no protocol recorded
+    assert dataset_label(summarize) is None and dataset_label({"task": "benchmark", "rows": []}) is None
+
+
+def test_the_protocol_holds_the_hub_datasets_settings_only_for_the_hub_dataset():
+    from mambapipe.evaluate.protocol import summarize_protocol
+
+    params = {"eval.dataset": "cnn_dailymail", "eval.dataset_hub_id": "abisee/cnn_dailymail",
+              "eval.dataset_config": "3.0.0", "eval.dataset_split": "test", "eval.batch_size": 8, "eval.max_ite": 20,
+              "eval.max_input_length": 923, "eval.output_len": 100, "eval.random_seed": 0}
+    assert summarize_protocol(params, 160, "float16", "c" * 40, None) == {
+        "dataset": "cnn_dailymail", "hub_id": "abisee/cnn_dailymail", "config": "3.0.0", "split": "test",
+        "commit": "c" * 40, "samples": 160, "batch_size": 8, "max_ite": 20, "max_input_length": 923,
+        "output_len": 100, "seed": 0, "dtype": "float16"}
+    sample = summarize_protocol(params | {"eval.dataset": "sample"}, 20, "float16", None, "d" * 64)
+    assert sample["sha256"] == "d" * 64 and not {"hub_id", "config", "split", "commit"} & set(sample)
+
+
+def test_the_table_shows_each_scores_interval_and_names_the_rouge_and_the_articles():
+    from mambapipe.evaluate.report import report_notes
+    from mambapipe.evaluate.rouge import ROUGE_VARIANT
+
+    metrics = METRICS | INTERVALS | {"protocol": SAMPLE_PROTOCOL, "rouge_variant": ROUGE_VARIANT,
+                                     "hf": METRICS["hf"] | {"rouge1_low": 75.0, "rouge1_high": 85.0}}
+    table = cells(metrics)
+    assert table["ROUGE-1"] == ["76.92 [70.10-83.46]", "80.00 [75.00-85.00]"]
+    assert table["ROUGE-2"] == ["5.00 [1.00-9.00]", "0.50"]
+    assert summarize_table(metrics).title == "summarize: sample, 4 articles"
+    assert f"ROUGE: {ROUGE_VARIANT}" in report_notes(metrics | {"peak_memory": "x"})
+
+
+def test_the_rouge_variant_states_the_scorers_settings():
+    """What metrics.json's rouge_variant says must be what rouge.py computes: evaluate's defaults."""
+    import inspect
+
+    from rouge_score import scoring
+
+    from mambapipe.evaluate import rouge
+
+    defaults = inspect.signature(scoring.BootstrapAggregator).parameters
+    assert (defaults["confidence_interval"].default, defaults["n_samples"].default) == (
+        rouge.BOOTSTRAP_CONFIDENCE, rouge.BOOTSTRAP_RESAMPLES)
+    for fact in ("F-measure x 100", "bootstrap mid of 1000 resamples", "numpy seed 0", "95% interval", "no stemmer",
+                 "rougeLsum over newline-split sentences", "evaluate library's rouge defaults"):
+        assert fact in rouge.ROUGE_VARIANT, fact

@@ -26,21 +26,32 @@ REFERENCES = [
 ]
 
 
-def _direct(predictions, references, seed=0):
-    """What evaluate's rouge metric does with its defaults, written out with rouge-score."""
+def _direct(predictions, references, seed=0, bound="mid"):
+    """What evaluate's rouge metric does with its defaults, written out with rouge-score (its result's mid; or the
+    low or high of the same aggregation)."""
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
     aggregator = scoring.BootstrapAggregator()
     for p, r in zip(predictions, references):
         aggregator.add_scores(scorer.score(r, p))
     np.random.seed(seed)
     result = aggregator.aggregate()
-    return {k: result[k].mid.fmeasure * 100 for k in ROUGE_TYPES}
+    return {k: getattr(result[k], bound).fmeasure * 100 for k in ROUGE_TYPES}
 
 
 def test_matches_rouge_score_bootstrap_mid_with_seed_0():
     ours = rouge_scores(PREDICTIONS, REFERENCES)
-    assert ours == pytest.approx(_direct(PREDICTIONS, REFERENCES, seed=0), abs=1e-12)
-    assert set(ours) == set(ROUGE_TYPES)
+    assert {k: ours[k] for k in ROUGE_TYPES} == pytest.approx(_direct(PREDICTIONS, REFERENCES, seed=0), abs=1e-12)
+    assert set(ours) == {*ROUGE_TYPES, *(f"{k}_{bound}" for k in ROUGE_TYPES for bound in ("low", "high"))}
+
+
+def test_the_interval_is_the_same_bootstraps_low_and_high_around_its_mid():
+    """The 95% interval comes from the one aggregation that gives the mid, so keeping it leaves the mid as it was."""
+    ours = rouge_scores(PREDICTIONS, REFERENCES)
+    for bound in ("low", "high"):
+        direct = _direct(PREDICTIONS, REFERENCES, seed=0, bound=bound)
+        assert {k: ours[f"{k}_{bound}"] for k in ROUGE_TYPES} == pytest.approx(direct, abs=1e-12)
+    assert all(ours[f"{k}_low"] <= ours[k] <= ours[f"{k}_high"] for k in ROUGE_TYPES)
+    assert ours["rouge1_low"] < ours["rouge1_high"]  # five different pairs: a bootstrap of some width
 
 
 def test_bootstrap_mid_is_not_the_plain_mean():

@@ -264,7 +264,7 @@ def test_local_dataset_contents_enter_the_key(tmp_path):
     data.write_text('{"article": "x y z", "highlights": "x"}\n')
     after = STEP.environment(params)
     assert before["dataset_sha256"] != after["dataset_sha256"]
-    assert "dataset_sha256" not in STEP.environment(_params())  # the bundled sample is versioned with the code
+    assert "dataset_sha256" in STEP.environment(_params())  # the bundled sample's too (test_eval_dataset_pin.py)
 
 
 def test_a_request_outside_the_engine_limits_is_one_line_on_one_rank(monkeypatch, tmp_path):

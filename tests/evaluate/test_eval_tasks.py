@@ -91,6 +91,25 @@ def test_summarize_writes_metrics_and_predictions(engine_is_hf, download_dir, tm
     assert metrics["tokens_per_s"] > 0 and metrics["decode_ms_per_step"] > 0
 
 
+def test_metrics_say_which_rouge_and_the_protocol_that_produced_it(engine_is_hf, download_dir, tmp_path):
+    """Two metrics files compare only where these agree: eval.max_ite counts batches, so eval.batch_size changes how
+    many articles are scored; the protocol holds the dataset's pin the plan keyed the step by."""
+    from mambapipe.evaluate.data import local_dataset_sha256, sample_path
+    from mambapipe.evaluate.rouge import ROUGE_VARIANT
+
+    sha256 = local_dataset_sha256(sample_path())
+    job = task.EvalJob(_params(**{"eval.batch_size": 1, "eval.max_ite": 3}), tmp_path / "engine", download_dir,
+                       tmp_path / "out", show_progress=False, dataset_sha256=sha256)
+    metrics = task.run_evaluation(job)
+    assert metrics["protocol"] == {"dataset": "sample", "sha256": sha256, "samples": 3, "batch_size": 1, "max_ite": 3,
+                                   "max_input_length": 64, "output_len": 8, "seed": 0, "dtype": "float32"}
+    assert metrics["rouge_variant"] == ROUGE_VARIANT and metrics["samples"] == 3
+    texts = [json.loads(x)["output_text"] for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    references = [json.loads(x)["reference"] for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert {k: metrics[k] for k in rouge_scores(texts, references)} == rouge_scores(texts, references)
+    assert metrics["rouge1_low"] <= metrics["rouge1"] <= metrics["rouge1_high"]
+
+
 def test_compare_hf_reports_both_scores_and_token_agreement(engine_is_hf, download_dir, tmp_path):
     job = task.EvalJob(_params(**{"eval.compare_hf": True}), tmp_path / "engine", download_dir, tmp_path / "out",
                        show_progress=False)
@@ -98,6 +117,7 @@ def test_compare_hf_reports_both_scores_and_token_agreement(engine_is_hf, downlo
     # The "engine" here is the same HF model, so the reference must agree token for token.
     assert metrics["hf_token_agreement"] == 1.0 and metrics["hf_identical_samples"] == 4
     assert metrics["hf"]["rouge1"] == pytest.approx(metrics["rouge1"])
+    assert metrics["hf"]["rouge1_high"] == pytest.approx(metrics["rouge1_high"])  # HF's scores with their interval
 
 
 def test_compare_hf_skips_non_hf_layouts_with_a_note(engine_is_hf, download_dir, tmp_path):

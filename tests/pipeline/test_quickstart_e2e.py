@@ -10,22 +10,31 @@ import os
 import pytest
 from rich.console import Console
 
+from mambapipe.evaluate import data
 from mambapipe.pipeline.runner import run_recipe
 
 
 @pytest.mark.slow
-def test_quickstart_runs_then_caches_then_reruns_only_evaluate(compose_config, tmp_path):
+def test_quickstart_runs_then_caches_then_reruns_only_evaluate(compose_config, tmp_path, monkeypatch):
+    sample = tmp_path / "sample.jsonl"  # a copy of the bundled sample, to edit at the end
+    sample.write_bytes(data.sample_path().read_bytes())
+    monkeypatch.setattr(data, "sample_path", lambda: sample)
+    outputs = {}
+
     def run(name: str, *overrides: str):
         console = Console(file=io.StringIO(), width=200)
         result = run_recipe(compose_config(*overrides), tmp_path / name, list(overrides), console=console)
-        assert not result.failed, console.file.getvalue()
+        outputs[name] = console.file.getvalue()
+        assert not result.failed, outputs[name]
         return result
 
     first = run("first")
     assert [o.status for o in first.outcomes] == ["ran"] * 4
     metrics = json.loads((first.run_dir / "metrics.json").read_text())
     assert metrics["task"] == "summarize" and metrics["samples"] == 4
-    assert {"rouge1", "rouge2", "rougeL", "rougeLsum", "tokens_per_s"} <= set(metrics)
+    assert {"rouge1", "rouge2", "rougeL", "rougeLsum", "tokens_per_s", "rouge1_low", "rouge1_high"} <= set(metrics)
+    assert metrics["protocol"]["sha256"] == data.local_dataset_sha256(sample) and metrics["protocol"]["samples"] == 4
+    assert "; 4 articles of sample" in outputs["first"]  # the summary's result column
     predictions = [json.loads(line) for line in (first.run_dir / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 4 and all(0 < len(p["output_ids"]) <= 16 for p in predictions)
 
@@ -35,6 +44,11 @@ def test_quickstart_runs_then_caches_then_reruns_only_evaluate(compose_config, t
 
     changed = run("changed", "eval.output_len=8")
     assert [o.status for o in changed.outcomes] == ["cached", "cached", "cached", "ran"]
+
+    sample.write_text(sample.read_text().replace("the", "a", 1))  # an edit of the sample evaluates it anew
+    edited = run("edited", "eval.output_len=8")
+    assert [o.status for o in edited.outcomes] == ["cached", "cached", "cached", "ran"]
+    assert "closest cached: dataset_sha256 changed" in outputs["edited"]
 
 
 @pytest.mark.slow

@@ -582,3 +582,43 @@ def test_no_mark_note_where_every_number_is_this_sweeps_and_no_environment_where
     text = summary_md(sweep_dir)
     assert "†" not in text and "## Environment" not in text  # run.json of a mambapipe before they were recorded
     assert "Command: not known (the sweep dir has no readable multirun.yaml)" in text
+
+
+def scored(samples: int, dataset: str = "sample", rouge1: float = 20.0, **pin: str) -> dict:
+    """A summarize job's metrics.json with the articles it scored and rouge1's interval."""
+    protocol = {"dataset": dataset, **pin, "samples": samples, "batch_size": 1, "max_ite": samples}
+    return summarize_metrics(rouge1, 100.0, 8.0) | {"samples": samples, "dataset": dataset, "protocol": protocol,
+                                                    "rouge1_low": rouge1 / 2, "rouge1_high": rouge1 + 2.25}
+
+
+def test_the_tables_give_the_articles_each_job_scored_and_say_where_jobs_differ(tmp_path, job_writer, capsys):
+    """`eval.max_ite=5 eval.batch_size=1,4` scores 5 articles and 20: nothing said so beside rouge1 0.000 and 0.742."""
+    job_writer(tmp_path, 0, ["eval.batch_size=1"], metrics=scored(5, rouge1=0.0))
+    job_writer(tmp_path, 1, ["eval.batch_size=4"], eval_batch=4, metrics=scored(20, rouge1=0.742))
+    job_writer(tmp_path, 2, ["eval.batch_size=4"], eval_batch=4,
+               metrics=scored(20, "cnn_dailymail", commit="0123456789abcdef" * 2 + "01234567"))
+    assert sweep_cli(["summarize", str(tmp_path), "--no-plots"]) == 0
+    console = " ".join(capsys.readouterr().out.split())
+    text = (tmp_path / "summary.md").read_text()
+    assert "| ok | ran | ran | ran | ran | sample | 5 | 0.000 [0.000-2.250] |" in text
+    assert "| ok | ran | ran | ran | ran | cnn_dailymail@0123456789ab | 20 | 20.000 [10.000-22.250] |" in text
+    samples_note = ("The jobs scored different numbers of articles: 5 (job 0), 20 (jobs 1, 2); their ROUGE is not "
+                    "of the same articles (eval.max_ite counts batches: eval.batch_size x eval.max_ite articles are "
+                    "scored).")
+    datasets_note = ("The jobs scored different datasets: sample (jobs 0, 1), cnn_dailymail@0123456789ab (job 2); "
+                     "their ROUGE is not of the same articles.")
+    assert f"\n\n{datasets_note}\n\n{samples_note}\n" in text
+    assert samples_note in console and datasets_note in console and "0.742 [" in console
+    with open(tmp_path / "summary.csv", newline="") as handle:
+        records = list(csv.DictReader(handle))
+    assert [(r["dataset"], r["samples"], r["rouge1_low"], r["rouge1_high"]) for r in records] == [
+        ("sample", "5", "0.0", "2.25"), ("sample", "20", "0.371", "2.992"),
+        ("cnn_dailymail@0123456789ab", "20", "10.0", "22.25")]
+
+
+def test_no_articles_note_where_every_job_scored_the_same_ones(sweep_dir, tmp_path, job_writer):
+    job_writer(tmp_path, 0, ["dtype=float32"], metrics=scored(20))
+    job_writer(tmp_path, 1, ["dtype=bfloat16"], metrics=scored(20))
+    text = summary_md(tmp_path)
+    assert "| sample | 20 |" in text and "different" not in text
+    assert "| dataset |" not in summary_md(sweep_dir)  # metrics.json from before they were recorded: no columns
