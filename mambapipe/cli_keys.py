@@ -8,8 +8,9 @@ import io
 import os
 import shlex
 from contextlib import redirect_stderr, redirect_stdout
+from importlib import resources
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -17,6 +18,9 @@ from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
 
 from mambapipe.config import CONFIG_DIR, close_key, key_hint, schema_key
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 def _cache_arguments(words: list[str]) -> list[str]:
@@ -61,16 +65,54 @@ def other_command_problem(argv: list[str]) -> Optional[str]:
 def unknown_key_problem(argv: list[str]) -> Optional[str]:
     """The first override of `argv` that sets a key the schema lacks, as one line with the key it likely meant.
     Checked before Hydra composes: its own error for a mistyped key spans six lines and suggests `+key`, which
-    would add the typo as a new key that no step reads. A --config-dir adds recipes and config groups but no
-    keys: the schema is the primary config's first default, and Hydra refuses a key it lacks in any config."""
+    would add the typo as a new key that no step reads. A --config-dir or hydra.searchpath adds recipes and config
+    groups but no keys: the schema is the primary config's first default, and Hydra refuses a key it lacks in any
+    config."""
     args = parse_command_line(argv)
     if args is None:
         return None
-    groups = {p.name for d in (CONFIG_DIR, args.config_dir) if d for p in Path(d).iterdir() if p.is_dir()}
+    groups = _group_names(args)
     for key in _changed_keys(args.overrides, groups):
         meant = schema_key(key) or close_key(key, groups)
         if meant != key:
             return f"{key} is not a config key; {key_hint(meant)}"
+    return None
+
+
+def _group_names(args: argparse.Namespace) -> set[str]:
+    """The config groups at the top of the configs the command line reaches: configs/, its --config-dir and its
+    hydra.searchpath."""
+    folders = [Path(CONFIG_DIR), *([Path(args.config_dir)] if args.config_dir else []),
+               *map(_searchpath_folder, command_line_searchpath(args.overrides))]
+    return {p.name for folder in folders if folder is not None and folder.is_dir()
+            for p in folder.iterdir() if p.is_dir()}
+
+
+def command_line_searchpath(overrides: list[str]) -> list[str]:
+    """The hydra.searchpath the command line sets (its first, which Hydra takes): the config dirs (file://DIR, or
+    DIR) and packages (pkg://module) whose recipes and config groups it adds; [] for none, or one Hydra refuses."""
+    for text in (text for text in overrides if "hydra.searchpath" in text):  # the parser takes ms an override
+        try:
+            override = OverridesParser.create().parse_override(text)
+        except HydraException:
+            return []
+        if override.key_or_group == "hydra.searchpath":
+            value = override.value()
+            return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else []
+    return []
+
+
+def _searchpath_folder(entry: str) -> Optional[Traversable]:
+    """The folder of a hydra.searchpath entry as Hydra reads it; None for a package that does not import, or
+    another kind of source."""
+    scheme, _, where = entry.rpartition("://")
+    if scheme in ("", "file"):
+        return Path(where)
+    if scheme == "pkg":
+        try:
+            return resources.files(where.replace("/", "."))
+        except (ImportError, ValueError, TypeError):  # no such package, no name, a module: Hydra reports the entry
+            return None
     return None
 
 

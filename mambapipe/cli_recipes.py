@@ -23,12 +23,19 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from mambapipe.cli_keys import parse_command_line
-from mambapipe.cli_values import HydraInternalsChanged, config_loader, hydra_internals
-from mambapipe.config import CONFIG_DIR, MambapipeConfig, ModelConfig, close_key, key_hint, schema_key, unknown_keys
+from mambapipe.cli_keys import command_line_searchpath, parse_command_line
+from mambapipe.cli_values import (
+    HydraInternalsChanged,
+    config_file,
+    config_loader,
+    config_repository,
+    hydra_internals,
+    must_override,
+    shape_problem,
+)
+from mambapipe.config import CONFIG_DIR, close_key, key_hint, schema_key, unknown_keys
 from mambapipe.pipeline.step import first_line
 
-_SCHEMA = OmegaConf.structured(MambapipeConfig(model=ModelConfig()))
 _PACKAGE_LINE = re.compile(r"^\s*#\s*@package\b", re.MULTILINE)
 
 
@@ -41,14 +48,14 @@ class _ConfigFile(NamedTuple):
 
 
 class _HydraConfigs:
-    """The configs Hydra finds for the command line (this package's configs/, its plugins', the --config-dir),
-    read through Hydra's own config loader (hydra._internal: a change in it leaves the check to Hydra, as the value
-    check's)."""
+    """The configs Hydra finds for the command line (this package's configs/, its plugins', the --config-dir, the
+    hydra.searchpath), read through Hydra's own config loader (hydra._internal: a change in it leaves the check to
+    Hydra, as the value check's)."""
 
-    def __init__(self, config_dir: Optional[str]):
+    def __init__(self, config_dir: Optional[str], searchpath: list[str]):
         with hydra_internals():
-            self._loader = config_loader(config_dir)
-            self._repository = self._loader.repository
+            self._loader = config_loader(config_dir, [])  # its load_configuration adds the overrides' searchpath
+            self._repository = config_repository(config_dir, searchpath)
 
     def compose_error(self, overrides: list[str]) -> Optional[Exception]:
         """What Hydra refuses the job's config with, as the run would compose it; None when it composes."""
@@ -73,9 +80,9 @@ class _HydraConfigs:
         with hydra_internals():
             found = self._repository.load_config(config_path)
             source, package = (found.path, found.header["package"]) if found else ("", None)
-        if not source.startswith("file://"):
+        path = config_file(source, config_path)
+        if path is None:
             return None
-        path = os.path.join(source[len("file://"):], f"{config_path}.yaml")
         content = OmegaConf.to_container(OmegaConf.load(path))
         content = content if isinstance(content, dict) else {}
         defaults = content.pop("defaults", None)
@@ -95,18 +102,19 @@ def _nested(prefix: str, content: dict) -> dict:
 def recipe_problem(argv: list[str]) -> Optional[str]:
     """The first job of `argv` whose config Hydra refuses for a mistake in a config file, as one line naming the
     file (`recipe=m1: DIR/recipe/m1.yaml: build.max_batch_szie is not a config key; did you mean
-    build.max_batch_size?`); None when every job composes, when the mistake is the command line's (which the
-    other checks, or Hydra, report), or when Hydra cannot be asked so."""
+    build.max_batch_size?`), or for the command line's choice of a config group that no defaults list picks, which
+    only composing finds (`mygroup=a`, for `+mygroup=a`); None when every job composes, when the mistake is the
+    command line's otherwise (which the other checks, or Hydra, report), or when Hydra cannot be asked so."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         return None
     args = parse_command_line(argv)
     if args is None:
         return None
     try:
-        configs = _HydraConfigs(args.config_dir)
+        configs = _HydraConfigs(args.config_dir, command_line_searchpath(args.overrides))
         for job in _jobs(args.overrides, configs.is_group):
             error = configs.compose_error([override.input_line for override in job])
-            problem = error and _problem(error, job, configs)
+            problem = error and (_unpicked_group_problem(error, job) or _problem(error, job, configs))
             if problem:
                 return problem
     # Explaining the error reads the config files again: one that cannot be read (not UTF-8, gone) is Hydra's to
@@ -135,6 +143,17 @@ def _jobs(texts: list[str], is_group: Callable[[str], bool]) -> list[list[Overri
     return [fixed + list(choices) for choices in itertools.product(*swept)]
 
 
+def _unpicked_group_problem(error: Exception, job: list[Override]) -> Optional[str]:
+    """A choice of a config group that no defaults list picks (mygroup=a, a group of the --config-dir or the
+    hydra.searchpath), which Hydra refuses as an override of nothing: what adds it instead."""
+    unpicked = re.match(r"Could not override '([^']+)'\. No match in the defaults list", str(error))
+    override = unpicked and next((o for o in job if o.key_or_group == unpicked[1]), None)
+    if not override:
+        return None
+    return (f"{override.input_line}: {override.key_or_group} is a config group that no defaults list picks, so there "
+            f"is no choice to change: add it with +{override.input_line}")
+
+
 def _problem(error: Exception, job: list[Override], configs: _HydraConfigs) -> Optional[str]:
     """`error` as one line naming the config file at fault, None when no config file is."""
     label, recipes = _recipes(job)
@@ -160,7 +179,7 @@ def _recipes(job: list[Override]) -> tuple[str, list[str]]:
     config.yaml's choice where the command line makes none."""
     chosen = next((o for o in job if o.key_or_group == "recipe" and o.type == OverrideType.CHANGE), None)
     if chosen is None:
-        defaults = OmegaConf.load(Path(CONFIG_DIR) / "config.yaml").defaults
+        defaults = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "config.yaml").defaults)
         default = next(entry["recipe"] for entry in defaults if isinstance(entry, dict) and "recipe" in entry)
         return f"recipe={default}", [default]
     names = chosen.value() if isinstance(chosen.value(), list) else [chosen.value()]
@@ -205,8 +224,7 @@ def _defaults_entry_problem(spec: str, choice: Any, configs: _HydraConfigs) -> O
     if not configs.is_group(group):
         return None
     if "override" not in words or not words[-1].startswith("/"):
-        return (f"its defaults entry '- {spec}: {choice}' must read '- override /{group}: {choice}': a recipe "
-                f"overrides the {group} that mambapipe's config.yaml chooses")
+        return must_override(spec, group, choice)
     names = configs.options(group)
     if choice in names:
         return None
@@ -228,13 +246,25 @@ def _key_problem(error: Exception, file: _ConfigFile) -> Optional[str]:
         meant = schema_key(re.sub(r"\[(\d+)\]", r".\1", key))  # as schema_key takes an index: eval.scenarios.0.batch
         meant = meant and re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", meant)
         return f"{key} is not a config key; {key_hint(meant)}"
+    misshapen = _misshapen_problem(file.placed)  # build: 3, whose error names neither key nor value
+    if misshapen:
+        return misshapen
     values = dict(_leaves(file.placed))
     key = _located(cause, [path for path, value in values.items() if str(value) == str(cause.value)])
-    if key is None:
-        return None
-    if OmegaConf.is_list(OmegaConf.select(_SCHEMA, key)):  # steps: evaluate
-        return f"{key} is a list; write {key}: [{values[key]}]"
-    return f"{key}: {first_line(cause)}"
+    return key and f"{key}: {first_line(cause)}"
+
+
+def _misshapen_problem(node: dict, prefix: str = "") -> Optional[str]:
+    """The first key of a config file's `node` (its keys where Hydra puts them) that is given one value where the
+    schema makes it a list or a group of settings (steps: evaluate, build: 3), with what to write instead."""
+    for key, value in node.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        problem = shape_problem(dotted, value, in_yaml=True)
+        if problem is None and isinstance(value, dict):
+            problem = _misshapen_problem(value, dotted)
+        if problem:
+            return problem
+    return None
 
 
 def _located(cause: OmegaConfBaseException, paths: list[str]) -> Optional[str]:

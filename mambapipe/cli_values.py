@@ -1,14 +1,17 @@
 """The command line's values, checked before Hydra composes: a config group option that does not exist
 (`recipe=quickstrat`) or a value that its key's type refuses (`dtype=float8`) is one line naming it, where
-Hydra's own errors take 5 to 20 lines. Each value of a sweep (`-m dtype=float16,float8`) is checked as the job
-that gets it, so a bad one stops the sweep before any job has run, and the line names that value alone. So is a
-recipe that sets model keys without picking a model, which would merge them into the default model."""
+Hydra's own errors take 5 to 20 lines; one value for a list or a group of settings (`steps=evaluate`, `build=3`) is
+told what to write. Each value of a sweep (`-m dtype=float16,float8`) is checked as the job that gets it, so a bad
+one stops the sweep before any job has run, and the line names that value alone. So is a recipe that picks no model
+while it sets model keys, which would be merged into the default model, or means to with `- optional model: NAME`,
+which Hydra skips."""
 
 from __future__ import annotations
 
 import os
+import shlex
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import yaml
 from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
@@ -17,17 +20,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from mambapipe.cli_keys import parse_command_line
+from mambapipe.cli_keys import command_line_searchpath, parse_command_line
 from mambapipe.cli_paths import recipe_place_hint
-from mambapipe.config import CONFIG_DIR, MambapipeConfig, ModelConfig, close_key
+from mambapipe.config import CONFIG_DIR, MambapipeConfig, ModelConfig, close_key, key_shape
 from mambapipe.pipeline.step import first_line
 
 if TYPE_CHECKING:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.config_repository import ConfigRepository
+    from hydra.plugins.config_source import ConfigResult
 
 
 class HydraInternalsChanged(Exception):
@@ -52,19 +56,17 @@ def bad_value_problem(argv: list[str]) -> Optional[str]:
     if args is None:
         return None
     overrides = _job_overrides(args.overrides)
-    # hydra.searchpath adds config dirs that only the composed config names: a group may have options not known here.
-    more_options = any(o.key_or_group == "hydra.searchpath" for o in overrides)
     config = OmegaConf.structured(MambapipeConfig(model=ModelConfig()))
     try:
         with hydra_internals():
-            options = _options(args.config_dir)
+            options = config_repository(args.config_dir, command_line_searchpath(args.overrides))
         for override in overrides:
             with hydra_internals():
                 is_group = options.group_exists(override.key_or_group)
             if not is_group:
                 problem = _type_problem(override, config)
             else:
-                problem = None if more_options else _missing_option_problem(override, options, args.config_dir)
+                problem = _missing_option_problem(override, options, args.config_dir)
             if problem:
                 return problem
     except HydraInternalsChanged:
@@ -73,21 +75,22 @@ def bad_value_problem(argv: list[str]) -> Optional[str]:
 
 
 def unchosen_model_problem(argv: list[str]) -> Optional[str]:
-    """A recipe that sets model keys but picks no model (no `- override /model: NAME` in its defaults), on a
-    command line that picks none either, as one line: its keys would be merged into config.yaml's default model, so
-    a `model.arch` written for a Mamba1 would run as a Mamba2 of that shape. None when every recipe the line runs
-    picks its model, sets no model keys (it runs the default model as it is), or cannot be read here (Hydra
-    reports that)."""
+    """A recipe that picks no model, on a command line that picks none either, as one line: where it sets model keys
+    (no `- override /model: NAME` in its defaults) they would be merged into config.yaml's default model, so a
+    `model.arch` written for a Mamba1 would run as a Mamba2 of that shape; where its entry for the model reads
+    `- optional model: NAME`, Hydra looks for recipe/model/NAME and skips it without a word. None when every recipe
+    the line runs picks its model, sets no model keys (it runs the default model as it is), or cannot be read here
+    (Hydra reports that)."""
     args = parse_command_line(argv)
     if args is None:
         return None
     overrides = _job_overrides(args.overrides)
-    if any(o.key_or_group in ("model", "hydra.searchpath") for o in overrides):  # chosen, or configs not seen here
+    if any(o.key_or_group == "model" for o in overrides):
         return None
     choices = [f"recipe={o.value()}" for o in overrides if o.key_or_group == "recipe"] or [None]
     try:
         with hydra_internals():
-            loader = config_loader(args.config_dir)
+            loader = config_loader(args.config_dir, command_line_searchpath(args.overrides))
         for choice in dict.fromkeys(choices):
             problem = _recipe_model_problem(loader, choice)
             if problem:
@@ -98,8 +101,7 @@ def unchosen_model_problem(argv: list[str]) -> Optional[str]:
 
 
 def _recipe_model_problem(loader: ConfigLoaderImpl, choice: Optional[str]) -> Optional[str]:
-    """The problem of the recipe `choice` picks (None: config.yaml's default one) when it sets model keys without
-    picking a model."""
+    """The problem of the recipe `choice` picks (None: config.yaml's default one) when it picks no model."""
     with hydra_internals():
         defaults = loader.compute_defaults_list("config", [choice] if choice else [], RunMode.RUN)
     if "model" in defaults.overrides.override_metadata:  # the recipe (or a config it includes) picked the model
@@ -109,18 +111,52 @@ def _recipe_model_problem(loader: ConfigLoaderImpl, choice: Optional[str]) -> Op
         return None
     with hydra_internals():
         recipe = loader.repository.load_config(chosen["recipe"])
-        model_config = loader.repository.load_config(chosen["model"]).config
-        models = loader.repository.get_group_options("model", results_filter=ObjectType.CONFIG)
-    sets = recipe and recipe.header.get("package") == "_global_" and recipe.config.get("model")
+    if recipe is None:
+        return None
+    label = f"recipe={chosen['recipe'].partition('/')[2]}"
+    skipped = _skipped_model_entry(loader.repository, recipe)
+    if skipped:
+        path = config_file(recipe.path, chosen["recipe"])
+        return f"{label}: {path}: {skipped}" if path else f"{label}: {skipped}"
+    sets = recipe.header.get("package") == "_global_" and recipe.config.get("model")
     if not OmegaConf.is_dict(sets):  # no model keys (or not as keys: Hydra says what is wrong with those)
         return None
+    with hydra_internals():
+        model_config = loader.repository.load_config(chosen["model"]).config
+        models = loader.repository.get_group_options("model", results_filter=ObjectType.CONFIG)
     keys = ", ".join(f"model.{key}" for key in sets)
     model = chosen["model"].partition("/")[2]
     version = OmegaConf.select(model_config, "arch.mamba_version")
     model += f" (a {version})" if version else ""
-    return (f"recipe={chosen['recipe'].partition('/')[2]} sets {keys} but picks no model, so they would be merged "
-            f"into the default model {model}: add '- override /model: NAME' to its defaults, as the "
-            f"recipes in recipes/ do, or give model=NAME (models: {', '.join(models)})")
+    return (f"{label} sets {keys} but picks no model, so they would be merged into the default model {model}: "
+            f"add '- override /model: NAME' to its defaults, as the recipes in recipes/ do, or give model=NAME "
+            f"(models: {', '.join(models)})")
+
+
+def _skipped_model_entry(repository: ConfigRepository, recipe: ConfigResult) -> Optional[str]:
+    """What a recipe's `- optional model: NAME` must read: Hydra takes a group without its leading / as the
+    recipe's own (recipe/model), finds no NAME there, and skips the entry as optional."""
+    with hydra_internals():
+        skipped = [(entry.value, entry.override) for entry in recipe.defaults_list or []
+                   if getattr(entry, "group", None) == "model" and entry.optional and entry.package is None
+                   and not repository.config_exists(f"recipe/model/{entry.value}")]
+    if not skipped:
+        return None
+    choice, override = skipped[0]
+    return must_override(f"optional {'override ' if override else ''}model", "model", choice)
+
+
+def must_override(spec: str, group: str, choice: str) -> str:
+    """What a recipe's defaults entry `- spec: choice` that picks an option of the primary config's `group` without
+    `override /` must read."""
+    return (f"its defaults entry '- {spec}: {choice}' must read '- override /{group}: {choice}': a recipe "
+            f"overrides the {group} that mambapipe's config.yaml chooses")
+
+
+def config_file(source: str, config_path: str) -> Optional[str]:
+    """The file of the config `config_path` (recipe/m1) that Hydra found in `source` (file://DIR); None when it
+    is no file (a ConfigStore schema, a package's)."""
+    return os.path.join(source[len("file://"):], f"{config_path}.yaml") if source.startswith("file://") else None
 
 
 def _job_overrides(texts: list[str]) -> list[Override]:
@@ -141,29 +177,35 @@ def _job_overrides(texts: list[str]) -> list[Override]:
     return jobs
 
 
-def _options(config_dir: Optional[str]) -> ConfigRepository:
-    """The configs Hydra finds: this package's configs/, its plugins', and the command line's --config-dir (an
-    existing dir, put where Hydra puts it). Hydra's internals are imported here, not on the module's import, so
-    that a change in them costs the check (HydraInternalsChanged), not every command."""
+def config_repository(config_dir: Optional[str], searchpath: list[str]) -> ConfigRepository:
+    """The configs Hydra finds: this package's configs/, its plugins', the command line's --config-dir (an
+    existing dir) and its hydra.searchpath, each put where Hydra puts it. Hydra's internals are imported here, not
+    on the module's import, so that a change in them costs the check (HydraInternalsChanged), not every command."""
     from hydra._internal.config_repository import ConfigRepository
 
-    return ConfigRepository(_search_path(config_dir))
+    return ConfigRepository(_search_path(config_dir, searchpath))
 
 
-def _search_path(config_dir: Optional[str]) -> ConfigSearchPath:
+def _search_path(config_dir: Optional[str], searchpath: list[str]) -> ConfigSearchPath:
     from hydra._internal.utils import create_config_search_path
 
     search_path = create_config_search_path(f"file://{CONFIG_DIR}")
     if config_dir is not None:
         search_path.prepend("command-line", f"file://{os.path.abspath(config_dir)}", SearchPathQuery(provider="schema"))
+    if searchpath:
+        schema = search_path.get_path().pop()  # the structured configs stay last, as Hydra keeps them
+        for entry in searchpath:
+            search_path.append("hydra.searchpath in command-line", entry)
+        search_path.append(schema.provider, schema.path)
     return search_path
 
 
-def config_loader(config_dir: Optional[str]) -> ConfigLoaderImpl:
-    """Hydra's config loader over the configs _options finds, for the defaults list a command line composes."""
+def config_loader(config_dir: Optional[str], searchpath: list[str]) -> ConfigLoaderImpl:
+    """Hydra's config loader over the configs config_repository finds, for the defaults list a command line
+    composes (its load_configuration adds the hydra.searchpath of the overrides it is given itself)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-    return ConfigLoaderImpl(config_search_path=_search_path(config_dir))
+    return ConfigLoaderImpl(config_search_path=_search_path(config_dir, searchpath))
 
 
 def _missing_option_problem(override: Override, options: ConfigRepository,
@@ -201,10 +243,78 @@ def _type_problem(override: Override, config: DictConfig) -> Optional[str]:
     value = override.value()
     try:
         OmegaConf.update(config, key, value, merge=True)
-    except ValidationError as exc:
-        if isinstance(value, str) and OmegaConf.is_list(OmegaConf.select(config, key)):  # steps=evaluate
-            return f"{override.input_line}: {key} is a list; write {key}=[{value}]"
-        return f"{override.input_line}: {first_line(exc)}"
-    except OmegaConfBaseException:  # e.g. a key the schema lacks: Hydra reports it, with the composed config
-        pass
+    except OmegaConfBaseException as exc:  # build=[1] raises no ValidationError; a key the schema lacks is Hydra's
+        problem = shape_problem(key, value) or (first_line(exc) if isinstance(exc, ValidationError) else None)
+        return problem and f"{override.input_line}: {problem}"
     return None
+
+
+def shape_problem(key: str, value: Any, in_yaml: bool = False) -> Optional[str]:
+    """What to write where one value is given for a key that the schema makes a list (steps=evaluate,
+    force='[build]') or a group of settings (build=3: its keys, one set as an example); None for a value of the
+    key's shape, null, or an interpolation (Hydra judges those). `in_yaml`: as a recipe file's line
+    (`steps: [evaluate]`), not the command line's (`steps=[evaluate]`)."""
+    section, listed = key_shape(key)
+    if value is None or (isinstance(value, str) and "${" in value):
+        return None
+    if section is None:
+        return None if not listed or isinstance(value, (list, dict)) else _list_hint(key, value, in_yaml)
+    if not listed:
+        return None if isinstance(value, dict) else _group_hint(key, section, in_yaml)
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        return None
+    return _list_of_groups_hint(key, section, in_yaml)  # eval.scenarios=3
+
+
+def _list_hint(key: str, value: Any, in_yaml: bool) -> str:
+    items = _quoted_list(value)
+    return f"{key} is a list; write {_assignment(key, [value] if items is None else items, in_yaml)}"
+
+
+def _quoted_list(value: Any) -> Optional[list]:
+    """The items of a list in quotes (force='[build]'), as Hydra's grammar reads them; None for another value."""
+    if not isinstance(value, str) or not value.startswith("["):
+        return None
+    try:
+        items = OverridesParser.create().parse_override(f"key={value}").value()
+    except HydraException:
+        return None
+    return items if isinstance(items, list) else None
+
+
+def _group_hint(key: str, section: type, in_yaml: bool) -> str:
+    settings = _defaults(section)
+    name, value = next((name, value) for name, value in settings.items()
+                       if value not in (None, MISSING) and not isinstance(value, (dict, list)))
+    example = _assignment(key, {name: value}, in_yaml) if in_yaml else _assignment(f"{key}.{name}", value, in_yaml)
+    how = "under it" if in_yaml else "one by one"
+    return f"{key} is a group of settings, not one value: set its keys ({', '.join(settings)}) {how}, as {example}"
+
+
+def _list_of_groups_hint(key: str, section: type, in_yaml: bool) -> str:
+    settings = _defaults(section)
+    return (f"{key} is a list of groups of settings ({', '.join(settings)}); write "
+            f"{_assignment(key, [settings], in_yaml)}")
+
+
+def _defaults(section: type) -> dict[str, Any]:
+    """The keys of a schema class with their default values (enums by name)."""
+    return OmegaConf.to_container(OmegaConf.structured(section), enum_to_str=True)
+
+
+def _assignment(key: str, value: Any, in_yaml: bool) -> str:
+    """`key: value` as a recipe file's YAML writes it; `key=value` as the command line's override grammar does,
+    quoted where the shell would expand it (braces)."""
+    if in_yaml:
+        return f"{key}: {yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000).strip()}"
+    text = f"{key}={_as_override(value)}"
+    return shlex.quote(text) if "{" in text else text
+
+
+def _as_override(value: Any) -> str:
+    """A plain value as Hydra's override grammar writes it: [a,b], {batch:1}, true."""
+    if isinstance(value, list):
+        return f"[{','.join(map(_as_override, value))}]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{name}:{_as_override(item)}" for name, item in value.items()) + "}"
+    return str(value).lower() if isinstance(value, bool) else str(value)

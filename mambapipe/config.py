@@ -214,6 +214,20 @@ def schema_key(dotted: str, schema: Optional[type] = MambapipeConfig, listed: bo
     return None if fixed is None else part + dot + fixed
 
 
+def key_shape(dotted: str, schema: type = MambapipeConfig) -> tuple[Optional[type], bool]:
+    """The shape the schema gives the key `dotted`: the schema class it holds, None for plain values (build:
+    BuildConfig, dtype: None), and whether it holds a list of them (eval.scenarios: BenchmarkScenario, True; steps:
+    None, True). (None, False) for a key the schema lacks, or one inside a list."""
+    part, _, rest = dotted.partition(".")
+    hints = get_type_hints(schema)
+    if part not in hints:
+        return None, False
+    inner, listed = _dataclass_in(hints[part]), _is_list(hints[part])
+    if not rest:
+        return inner, listed
+    return key_shape(rest, inner) if inner is not None and not listed else (None, False)
+
+
 def _is_list(annotation: Any) -> bool:
     """Whether a field holds a list (also inside Optional[...])."""
     return get_origin(annotation) is list or any(map(_is_list, get_args(annotation)))

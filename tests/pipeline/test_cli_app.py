@@ -226,6 +226,8 @@ def test_a_mistyped_key_beside_a_config_dir_is_one_line_too(tmp_path):
     (["eval.task=bench"], "FAILED eval.task=bench: Invalid value 'bench', expected one of [summarize, benchmark]\n"),
     (["-m", "recipe=quickstart,quickstrat"], "FAILED recipe=quickstrat: no such recipe; did you mean"),
     (["-m", "dtype=float32,float8"], "FAILED dtype=float8: Invalid value 'float8', expected one of [float16, "),
+    (["build=3"], "FAILED build=3: build is a group of settings, not one value: set its keys (max_batch_size, "),
+    (["force='[build]'"], "FAILED force='[build]': force is a list; write force=[build]\n"),
 ])
 def test_a_bad_recipe_model_or_value_is_one_line_before_any_job(tmp_path, args, line):
     """Hydra's own errors span 5 to 20 lines (a missing recipe's lists the search path); a sweep stops before any

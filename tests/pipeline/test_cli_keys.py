@@ -84,6 +84,28 @@ def test_a_config_dirs_command_line_is_checked_too(tmp_path, spelling):
     assert unknown_key_problem([*config_dir, "hwx=cpu"]) == "hwx is not a config key; did you mean hw?"
 
 
+@pytest.mark.parametrize("entry", ["file://{dir}", "{dir}", "pkg://my_configs"])
+def test_a_searchpaths_groups_are_choices_not_keys(tmp_path, monkeypatch, entry):
+    """mygroup=a, a group that hydra.searchpath adds, was refused as 'mygroup is not a config key'."""
+    my_config_dir(tmp_path / "my_configs")
+    (tmp_path / "my_configs" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    searchpath = f"hydra.searchpath=[{entry.format(dir=tmp_path / 'my_configs')}]"
+    assert unknown_key_problem([searchpath, "hw=cpu", "build.max_batch_size=4"]) is None
+    assert unknown_key_problem([searchpath, "hwx=cpu"]) == "hwx is not a config key; did you mean hw?"
+    assert unknown_key_problem(["hw=cpu"]) == "hw is not a config key; see python -m mambapipe --help"
+
+
+@pytest.mark.parametrize("searchpath", [
+    "hydra.searchpath=[file:///no/such/dir]", "hydra.searchpath=[pkg://no.such]", "hydra.searchpath=[pkg://]",
+    "hydra.searchpath=[pkg://json.decoder]", "hydra.searchpath=[pkg://.x]", "hydra.searchpath=file:///a/string",
+    "hydra.searchpath=[",
+])
+def test_a_searchpath_hydra_cannot_read_leaves_the_keys_checked(searchpath):
+    assert unknown_key_problem([searchpath, "biuld.max_batch_size=4"]) == (
+        "biuld.max_batch_size is not a config key; did you mean build.max_batch_size?")
+
+
 @pytest.mark.parametrize("argv, problem", [
     (["cache", "ls"], "mambapipe: 'cache' is a command of mambapipe-cache, not an override: run `mambapipe-cache ls` "
                       "(or python -m mambapipe.pipeline.cache ls)"),

@@ -4,6 +4,7 @@ file, the key and what to write; whatever composes, and the command line's own m
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +12,8 @@ import hydra._internal.config_loader_impl
 import pytest
 
 from mambapipe.cli_recipes import recipe_problem
-from mambapipe.config import CONFIG_DIR, register_configs
+from mambapipe.cli_values import unchosen_model_problem
+from mambapipe.config import CONFIG_DIR, BuildConfig, register_configs
 
 RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))
 # A user's recipe as QA wrote them (-cd DIR recipe=m1 reads DIR/recipe/m1.yaml); the cases below change a line.
@@ -116,6 +118,19 @@ def test_a_yaml_syntax_error_is_the_line_an_editor_shows(config_dir, recipe, old
      "its defaults entry '- /model: tiny_mamba' must read '- override /model: tiny_mamba': "),
     ("m1", "- override /model: tiny_mamba", "- override /model: tiny_mamba1",
      "its defaults entry '- override /model: tiny_mamba1': no such model; did you mean tiny_mamba? (models: "),
+    ("m1", "build:\n  max_batch_size: 4\n  max_input_len: 256\n  max_seq_len: 300", "build: 3",
+     f"build is a group of settings, not one value: set its keys ({', '.join(f.name for f in fields(BuildConfig))}) "
+     "under it, as build: {max_batch_size: 8}"),  # Hydra: Merge error: int is not a subclass of BuildConfig
+    ("m1", "  arch:\n    hidden_size: 96\n    num_layers: 3\n    vocab_size: 1024\n    state_size: 8\n",
+     "  arch: [96]\n", "model.arch is a group of settings, not one value: "),
+    ("bench", "    - {batch: 1, input_len: 32, output_len: 16}\n    - {batch: 4, input_len: 64, output_len: 16}\n",
+     "    - 4\n", "eval.scenarios is a list of groups of settings (batch, input_len, output_len); write "
+                 "eval.scenarios: [{batch: 1, input_len: 100, output_len: 100}]"),
+    ("m1", "device: cpu", "device: cpu\nforce: '[build]'", "force is a list; write force: [build]"),
+    ("m1", "  name: my-m1", "  name: my-m1\n  allow_patterns: '*.json'",
+     "model.allow_patterns is a list; write model.allow_patterns: ['*.json']"),
+    ("m1", "  name: my-m1", "  name: my-m1\n  allow_patterns: '[\"*.json\", a.txt]'",  # quoted where YAML needs it
+     "model.allow_patterns is a list; write model.allow_patterns: ['*.json', a.txt]"),
     ("m1", "device: cpu", "device: cpu\nhydra:\n  run:\n    dirr: x",  # Hydra's words, on one line
      "hydra.run.dirr: Key 'dirr' not in 'RunDir'"),
 ])
@@ -126,6 +141,40 @@ def test_a_mistake_in_a_recipe_file_is_one_line_naming_the_file_and_key(config_d
     assert old in TEXTS[recipe]
     path = config_dir / "recipe" / "mine.yaml"
     assert problem_of(config_dir, "mine", TEXTS[recipe].replace(old, new)).startswith(f"recipe=mine: {path}: {problem}")
+
+
+@pytest.mark.parametrize("entry", ["model", "/model", "optional model", "optional /model", "override model",
+                                   "optional override model"])
+def test_a_defaults_entry_that_does_not_override_the_model_is_one_line(config_dir, entry):
+    """Each way to leave out `override /`, as the app checks them; `- optional model: NAME` composed and the default
+    tiny_mamba2 ran: Hydra skips the recipe's own recipe/model/NAME it does not find, as optional."""
+    (config_dir / "recipe" / "mine.yaml").write_text(f"# @package _global_\ndefaults:\n  - {entry}: mamba_130m\n")
+    argv = ["-cd", str(config_dir), "recipe=mine"]
+    assert (recipe_problem(argv) or unchosen_model_problem(argv)) == (
+        f"recipe=mine: {config_dir / 'recipe' / 'mine.yaml'}: its defaults entry '- {entry}: mamba_130m' must read "
+        "'- override /model: mamba_130m': a recipe overrides the model that mambapipe's config.yaml chooses")
+
+
+@pytest.mark.parametrize("where", [["-cd", "{}"], ["hydra.searchpath=[file://{}]"]])
+def test_a_choice_of_a_group_no_defaults_list_picks_says_to_add_it(config_dir, where):
+    """Was, with -cd, a StopIteration traceback from this check (with recipe=, Hydra's 'Could not override
+    'mygroup'. No match in the defaults list.' and three lines more); with hydra.searchpath, the key check's
+    'mygroup is not a config key'."""
+    (config_dir / "mygroup").mkdir()
+    (config_dir / "mygroup" / "a.yaml").write_text("# @package _global_\ndtype: float32\n")
+    argv = [word.format(config_dir) for word in where]
+    assert recipe_problem([*argv, "mygroup=a"]) == ("mygroup=a: mygroup is a config group that no defaults list "
+                                                    "picks, so there is no choice to change: add it with +mygroup=a")
+    assert recipe_problem([*argv, "+mygroup=a"]) is None
+    (config_dir / "recipe" / "picks.yaml").write_text("# @package _global_\ndefaults:\n  - /mygroup: a\n")
+    assert recipe_problem([*argv, "recipe=picks", "mygroup=a"]) is None
+
+
+def test_a_searchpaths_recipe_file_is_named_too(config_dir):
+    path = config_dir / "recipe" / "typo.yaml"
+    path.write_text(M1.replace("dtype:", "dtyp:"))
+    assert recipe_problem([f"hydra.searchpath=[file://{config_dir}]", "recipe=typo"]) == (
+        f"recipe=typo: {path}: dtyp is not a config key; did you mean dtype?")
 
 
 def test_a_mistake_in_a_model_file_of_ones_own_names_that_file(config_dir):
@@ -149,6 +198,7 @@ def test_each_recipe_of_a_sweep_is_checked_before_any_job(config_dir):
     ["-m", f"recipe={','.join(RECIPES)}", "tp_size=1,2"],
     ["recipe=bench_mamba_130m", "eval.scenarios.0.batch=x"],  # the command line's mistakes: Hydra reports them
     ["dtype=["], ["recipe=quickstrat"], ["-cd", "/no/such/dir"], ["--config-name", "mine"],
+    ["eval.scenarios.0=3"],  # a compose error with the default recipe: was a StopIteration traceback
 ])
 def test_what_composes_or_is_the_command_lines_mistake_passes(config_dir, capsys, argv):
     assert recipe_problem(["-cd", str(config_dir), *argv] if "-cd" not in argv else argv) is None

@@ -5,7 +5,9 @@ passes."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mambapipe.cli_values import bad_value_problem, unchosen_model_problem
-from mambapipe.config import CONFIG_DIR, register_configs
+from mambapipe.config import CONFIG_DIR, ArchConfig, BuildConfig, EvalConfig, register_configs
 
 RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
@@ -46,6 +48,35 @@ def _schema_registered():
 ])
 def test_a_bad_value_is_one_line_naming_it(argv, problem):
     assert bad_value_problem(["plan_only=true", *argv]).startswith(problem)
+
+
+def settings(section: type) -> str:
+    return ", ".join(f.name for f in fields(section))
+
+
+@pytest.mark.parametrize("override, write", [
+    ("build=3", f"build is a group of settings, not one value: set its keys ({settings(BuildConfig)}) one by one, as "
+                "build.max_batch_size=8"),
+    ("build=[16]", "build is a group of settings, not one value: "),  # Hydra: Cannot merge DictConfig with ListConfig
+    ("eval=fast", f"eval is a group of settings, not one value: set its keys ({settings(EvalConfig)}) one by one, "
+                  "as eval.task=summarize"),
+    ("model.arch=3", f"model.arch is a group of settings, not one value: set its keys ({settings(ArchConfig)}) one by "
+                     "one, as model.arch.conv_kernel=4"),
+    ("force='[build]'", "force is a list; write force=[build]"),  # a list in quotes: not force=[[build]]
+    ("steps='[convert, build]'", "steps is a list; write steps=[convert,build]"),
+    ("model.allow_patterns=*.json", "model.allow_patterns is a list; write model.allow_patterns=[*.json]"),
+    ("model.allow_patterns='[*.json]'", "model.allow_patterns is a list; write model.allow_patterns=[*.json]"),
+    ("eval.scenarios=3", "eval.scenarios is a list of groups of settings (batch, input_len, output_len); write "
+                         "'eval.scenarios=[{batch:1,input_len:100,output_len:100}]'"),
+    ("eval.scenarios=[4]", "eval.scenarios is a list of groups of settings (batch, input_len, output_len); write "),
+])
+def test_one_value_for_a_group_of_settings_or_a_list_is_told_what_to_write(override, write):
+    """build=3 was OmegaConf's 'int is not a subclass of BuildConfig', force='[build]' was told to
+    write force=[[build]], and model.allow_patterns (null by default) was told nothing of a list."""
+    problem = bad_value_problem([override])
+    assert problem.startswith(f"{override}: {write}")
+    written = shlex.split(problem.rpartition(" write ")[2] if " write " in problem else problem.rpartition(" as ")[2])
+    assert bad_value_problem(written) is None, written  # what it says to write passes
 
 
 @pytest.mark.parametrize("sweep, bad", [("recipe=quickstart,quickstrat", "recipe=quickstrat: no such recipe"),
@@ -81,7 +112,6 @@ def test_every_value_of_a_composed_config_passes(compose_config, recipe):
     ["dtype=${model.source_dtype}", "model.arch.hidden_size=???", "model.revision=null"],
     ["+extra=float8", "++eval.extra=2", "xyz=1"],  # added and unknown keys: resolve_config's and the key check's
     ["eval.scenarios.0.batch=3", "steps.0=build"],  # through a list that a recipe may fill
-    ["hydra.searchpath=[file:///mine]", "recipe=mine"],  # a search path only the composed config has
     ["hydra.searchpath=[file:///mine]", "model=tiny_mamba"],  # a group choice, not a value of the schema's key
     ["--config-name", "mine", "recipe=mine", "dtype=float8"], ["-cd", "/no/such/dir", "recipe=mine"],
     ["-cd", "/no/such/dir", "model=tiny_mamba"],  # Hydra says the dir is missing
@@ -114,6 +144,22 @@ def test_a_recipe_given_as_its_files_path_or_beside_a_config_dir_that_is_its_fol
     assert bad_value_problem(["-cd", str(tmp_path / "recipe"), "recipe=m1"]).startswith(
         f"recipe=m1: no such recipe; -cd {tmp_path / 'recipe'} holds m1.yaml but no recipe/ folder, where Hydra "
         f"looks: use -cd {tmp_path} recipe=m1 (recipes: ")
+
+
+@pytest.mark.parametrize("spelling", ["file://{}", "{}"])
+def test_a_searchpaths_recipes_and_groups_are_options_too(tmp_path, spelling):
+    """With hydra.searchpath a missing recipe was Hydra's `In 'config': Could not find 'recipe/opt'`
+    (and its list of the search path), and a group's missing option passed to Hydra too."""
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "opt2.yaml").write_text("# @package _global_\ntp_size: 1\n")
+    (tmp_path / "mygroup").mkdir()
+    (tmp_path / "mygroup" / "a.yaml").write_text("# @package _global_\ndtype: float32\n")
+    searchpath = f"hydra.searchpath=[{spelling.format(tmp_path)}]"
+    assert bad_value_problem([searchpath, "recipe=opt2", "mygroup=a"]) is None
+    problem = bad_value_problem([searchpath, "recipe=opt"])
+    assert problem.startswith("recipe=opt: no such recipe; did you mean recipe=opt2? (recipes: ")
+    assert "opt2" in problem.partition("(recipes: ")[2] and "quickstart" in problem
+    assert bad_value_problem([searchpath, "mygroup=b"]) == "mygroup=b: no such mygroup (mygroups: a)"
 
 
 @pytest.mark.parametrize("hydra_change", ["module gone", "class changed"])
@@ -169,6 +215,25 @@ def test_a_recipe_that_sets_model_keys_but_picks_no_model_is_one_line(my_recipes
         f"or give model=NAME (models: {', '.join(MODELS)})")
 
 
+@pytest.mark.parametrize("spelling", [["-cd", "{}"], ["hydra.searchpath=[file://{}]"]])
+def test_a_recipe_whose_model_entry_hydra_skips_as_optional_is_one_line(my_recipes, spelling):
+    """`- optional model: mamba_130m` composed, and the default tiny-mamba2 ran: Hydra looks for the
+    recipe's own recipe/model/mamba_130m, finds none and skips the entry as optional. It says so also where the
+    recipe sets model keys, whose line would say to add the entry it has."""
+    for name, defaults in [("skipped", ""), ("skipped_keys", MY_MAMBA1.format(defaults="").partition("\n")[2])]:
+        (my_recipes / "recipe" / f"{name}.yaml").write_text(
+            f"# @package _global_\ndefaults:\n  - optional model: mamba_130m\n{defaults}")
+        problem = unchosen_model_problem([*(word.format(my_recipes) for word in spelling), f"recipe={name}"])
+        assert problem == (f"recipe={name}: {my_recipes / 'recipe' / name}.yaml: its defaults entry '- optional "
+                           "model: mamba_130m' must read '- override /model: mamba_130m': a recipe overrides the "
+                           "model that mambapipe's config.yaml chooses")
+
+
+def test_a_searchpaths_recipe_that_picks_no_model_is_checked_too(my_recipes):
+    assert unchosen_model_problem([f"hydra.searchpath=[file://{my_recipes}]", "recipe=unpicked"]).startswith(
+        "recipe=unpicked sets model.name, model.arch but picks no model")
+
+
 def test_a_bug_in_the_model_checks_own_code_is_raised_not_taken_for_a_change_in_hydra(my_recipes, monkeypatch):
     """Found by review: only the calls into hydra._internal fall back, as in bad_value_problem."""
     import mambapipe.cli_values as cli_values
@@ -192,6 +257,8 @@ def test_each_recipe_of_a_sweep_is_checked(my_recipes):
 
 @pytest.mark.parametrize("argv", [["recipe=picked"], ["recipe=no_model"], ["recipe=unpicked", "model=tiny_mamba"],
                                   ["-m", "recipe=unpicked", "model=tiny_mamba,tiny_mamba2"],
-                                  *[[f"recipe={recipe}"] for recipe in RECIPES], []])
+                                  ["recipe=optional_picked"], *[[f"recipe={recipe}"] for recipe in RECIPES], []])
 def test_a_model_picked_by_the_recipe_or_the_command_line_passes(my_recipes, argv):
+    (my_recipes / "recipe" / "optional_picked.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - optional override /model: tiny_mamba\n")
     assert unchosen_model_problem(["-cd", str(my_recipes), *argv]) is None
