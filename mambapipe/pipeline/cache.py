@@ -104,10 +104,14 @@ def describe(listed: list[tuple[Path, dict[str, Any]]], manifests: dict[tuple[st
     has no such params) and task, then the config items that tell it apart from its siblings, the listed artifacts
     of its step that those three leave alike (setting_apart). Every item that varied anywhere in the step put ~13
     settings in each evaluate row of a cache of several recipes, the one that told it apart ~250 characters in."""
-    everything = [manifest for _, manifest in listed] + list(manifests.values())
-    collide = colliding_names([lineage(manifest, manifests.get) for manifest in everything])
+    # Each artifact's lineage once: a listed one's serves both colliding_names and its summary (`manifests`, what
+    # the listed ones may have been made from, holds them too)
+    made_from = {directory: lineage(manifest, manifests.get) for directory, manifest in listed}
+    listed_refs = {(directory.parent.name, directory.name) for directory in made_from}
+    others = [lineage(manifest, manifests.get) for ref, manifest in manifests.items() if ref not in listed_refs]
+    collide = colliding_names([*made_from.values(), *others])
     items = {directory: config_items(manifest) for directory, manifest in listed}
-    summaries = {directory: summary(manifest, manifests, collide) for directory, manifest in listed}
+    summaries = {directory: summary(manifest, made_from[directory], collide) for directory, manifest in listed}
     alike = {directory: (directory.parent.name, *summaries[directory]) for directory, _ in listed}
     siblings: dict[tuple[str, ...], list[dict[str, str]]] = {}
     for directory, _ in listed:
@@ -138,11 +142,9 @@ def setting_apart(own: dict[str, str], siblings: list[dict[str, str]]) -> list[s
     return shown
 
 
-def summary(manifest: dict[str, Any], manifests: dict[tuple[str, str], dict[str, Any]],
-            collide: frozenset[str] = frozenset()) -> list[str]:
+def summary(manifest: dict[str, Any], made_from: dict[str, Any], collide: frozenset[str] = frozenset()) -> list[str]:
     """The model, dtype and task, each found in the manifest's params or in those of the artifacts it was made
-    from (which it records; an older one's are looked up in `manifests`)."""
-    made_from = lineage(manifest, manifests.get)
+    from (`made_from`: its lineage)."""
     found = [model_name(made_from, collide), made_from.get("dtype"), manifest.get("params", {}).get("eval.task")]
     return [str(value) for value in found if value is not None]
 

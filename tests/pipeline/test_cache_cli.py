@@ -10,7 +10,9 @@ from importlib import metadata
 
 import pytest
 
+from mambapipe.pipeline import cache
 from mambapipe.pipeline.cache import config_items, created_column, main, remove, select_for_removal, setting_apart
+from mambapipe.pipeline.lineage import lineage
 from mambapipe.pipeline.store import ArtifactStore, dir_size
 
 
@@ -59,6 +61,16 @@ def test_ls_rows_are_one_line_each(capsys, filled):
     rows = [line for line in run_cli(capsys, filled, "ls")[1].splitlines() if line.startswith("│")]
     assert len(rows) == 5 and all(len(row) <= 120 for row in rows)
     assert "eval.batch_size" not in "".join(rows)  # the same in both evaluate rows
+
+
+@pytest.mark.parametrize("step, lineages", [(None, 5), ("evaluate", 5)])
+def test_ls_reads_each_artifacts_lineage_once(capsys, filled, monkeypatch, step, lineages):
+    """ls read each listed artifact's lineage three times, twice among those whose model names may collide (as
+    listed and as upstream) and once for its summary: 15 for these 5 artifacts, 9 with --step evaluate's 2."""
+    read = []
+    monkeypatch.setattr(cache, "lineage", lambda manifest, lookup: read.append(manifest) or lineage(manifest, lookup))
+    run_cli(capsys, filled, "ls", *(["--step", step] if step else []))
+    assert len(read) == lineages  # each cached artifact's: a listed one's and those it may have been made from
 
 
 @pytest.fixture
