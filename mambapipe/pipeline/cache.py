@@ -193,26 +193,35 @@ class Row:
     in_staging: bool = False
 
 
-# The least of the 'what' column ls shows. Where the terminal leaves it less, the creation time gives way: rich drops
-# the column, header and all, where the others leave it none (60 columns, a size like '123.4 MB').
-LEAST_WHAT = 20
+# The least width of the 'what' column beside the others: it is what ls is for, so the creation time, then the size,
+# give way to it. Less would wrap a model and its dtype ('synthetic Mamba2 bfloat16', 25) over two lines, and at 80
+# columns (where the creation time leaves it 20) most rows over three; at 60 the creation time would leave it none.
+LEAST_WHAT = 30
+GIVE_WAY = ("created (UTC)", "size")
 
 
 def list_artifacts(store: ArtifactStore, step: Optional[str], width: int) -> Group:
-    """A row for each artifact and staging dir, kept to one line (the description cut short where it must be, and
-    the creation time left out where `width` leaves the description less than LEAST_WHAT), and the total below."""
+    """A row for each artifact and staging dir and the total below. What each one is wraps, at spaces, where `width`
+    is too narrow for it: cut short, it lost what tells artifacts apart, which comes last, and at 80 columns even the
+    dtype. The columns of GIVE_WAY are left out in turn where `width` would leave the description less than
+    LEAST_WHAT, or too little for its longest word (a setting, `build.max_batch_size=16`), which would be broken
+    inside."""
     rows = artifact_rows(store, step)
+    whats = [Text.from_markup(row.what) for row in rows]
     columns = {"step": [row.step for row in rows], "key": [short(row.key) for row in rows],
                "created (UTC)": [created_column(row.created) for row in rows],
                "size": [human_size(row.size) for row in rows]}
-    if width - width_besides_what(columns) < LEAST_WHAT:
-        del columns["created (UTC)"]
+    least_what = max([LEAST_WHAT, *(longest_word(what) for what in whats)])
+    for column in GIVE_WAY:
+        if width - width_besides_what(columns) < least_what:
+            del columns[column]
     table = Table(title=f"artifacts in {store.root}", title_justify="left")
     for column in columns:
         table.add_column(column, justify="right" if column == "size" else "left", no_wrap=True)
-    table.add_column("what")  # wrappable, so that it is what narrows on a narrow terminal
-    for index, row in enumerate(rows):
-        table.add_row(*(cells[index] for cells in columns.values()), one_line(row.what))
+    # The one column that wraps, so that it is what narrows on a narrow terminal; a word wider than it is folded
+    table.add_column("what", overflow="fold")
+    for index, what in enumerate(whats):
+        table.add_row(*(cells[index] for cells in columns.values()), what)
     return Group(table, total_line(rows))
 
 
@@ -223,11 +232,8 @@ def width_besides_what(columns: dict[str, list[str]]) -> int:
     return sum(widest) + 3 * (len(columns) + 1) + 1
 
 
-def one_line(markup: str) -> Text:
-    """Cut short with an ellipsis where the column is too narrow, instead of wrapped."""
-    text = Text.from_markup(markup, overflow="ellipsis")
-    text.no_wrap = True
-    return text
+def longest_word(text: Text) -> int:
+    return max((cell_len(word) for word in text.plain.split()), default=0)
 
 
 def artifact_rows(store: ArtifactStore, step: Optional[str]) -> list[Row]:
@@ -371,6 +377,8 @@ def steps_removed_whole(store: ArtifactStore, args: argparse.Namespace) -> list[
 
 LS_DESCRIPTION = ("List each cached artifact's step, key, creation time (UTC), size and what it is: its model, dtype "
                   "and task, and the fewest settings that set it apart from the artifacts of its step that read alike. "
+                  "What does not fit wraps; the creation time, then the size, are left out where they would "
+                  "squeeze that. "
                   "Into a file or a pipe the table is 120 columns wide; COLUMNS sets another width "
                   "(COLUMNS=250 mambapipe-cache ls > cache.txt).")
 

@@ -57,7 +57,7 @@ def test_ls_tells_what_an_artifact_is_once_those_it_was_made_from_are_removed(ca
 
 def test_ls_rows_are_one_line_each(capsys, filled):
     """All of an artifact's params made each evaluate row about five lines high: only what tells it apart is
-    shown, and what does not fit is cut short."""
+    shown, which fits on one line at 120 columns."""
     rows = [line for line in run_cli(capsys, filled, "ls")[1].splitlines() if line.startswith("│")]
     assert len(rows) == 5 and all(len(row) <= 120 for row in rows)
     assert "eval.batch_size" not in "".join(rows)  # the same in both evaluate rows
@@ -114,16 +114,61 @@ def test_an_artifact_shows_its_settings_that_most_of_its_siblings_do_not_share_t
     assert setting_apart(fewer, [fewer]) == []
 
 
-def test_ls_on_a_narrow_terminal_leaves_out_the_creation_time_rather_than_what_an_artifact_is(capsys, filled,
-                                                                                             monkeypatch):
-    """At 60 columns rich had no room left for the 'what' column but 's…', or dropped it, header and all, where
-    sizes were wider ('123.4 MB')."""
-    monkeypatch.setenv("COLUMNS", "60")
-    out = run_cli(capsys, filled, "ls")[1]
-    assert "┃ what " in out and "created" not in out
-    assert what_column(out) == ["synthetic Mamba2 flo…"] * 2
+def what_it_is(out):
+    """Each row's step, key and 'what', the lines it wraps onto joined (a word folded at its end is joined with
+    a space too)."""
+    rows = []
+    for line in out.splitlines():
+        if line.startswith("│"):
+            step, key, *_, what = (cell.strip() for cell in line.split("│")[1:-1])
+            if step:
+                rows.append([step, key, what])
+            else:
+                rows[-1][2] += f" {what}"
+    return rows
+
+
+@pytest.fixture
+def engines(pipeline):
+    """Evaluations of two engines that only their longest setting tells apart, and one of each other dtype."""
+    for overrides in ((), ("build.max_batch_size=4",), ("dtype=float16",), ("dtype=bfloat16",)):
+        pipeline.run(*overrides)
+    return pipeline.store
+
+
+@pytest.mark.parametrize("columns", [40, 60, 80, 100, 120, 200])
+def test_ls_wraps_what_an_artifact_is_rather_than_cut_it_at_any_width(capsys, engines, monkeypatch, columns):
+    """At 80 columns what told the artifacts apart was cut off with an ellipsis, the dtype included: 'synthetic
+    Mamba2 fl…' (found by QA). It wraps now, and the creation time, then the size, make way for it."""
+    monkeypatch.setenv("COLUMNS", "250")
+    whole = what_it_is(run_cli(capsys, engines, "ls")[1])
+    assert "synthetic Mamba2 float32 summarize build.max_batch_size=4" in [what for _, _, what in whole]
+    monkeypatch.setenv("COLUMNS", str(columns))
+    out = run_cli(capsys, engines, "ls")[1]
+    assert all(len(line) <= columns for line in out.splitlines())
+    header = next(line for line in out.splitlines() if line.startswith("┃"))  # the title above wraps as the path
+    assert ("created (UTC)" in header, "size" in header) == (columns >= 100, columns >= 80)
+    wrapped = what_it_is(out)
+    if columns >= 60:  # wide enough for every word: each row reads as at 250 columns
+        assert wrapped == whole
+    else:  # build.max_batch_size=4 folded inside, but all of it there
+        assert [[step, key, what.replace(" ", "")] for step, key, what in wrapped] == \
+            [[step, key, what.replace(" ", "")] for step, key, what in whole]
+
+
+def test_ls_leaves_out_the_creation_time_where_it_would_break_a_setting(capsys, engines, monkeypatch):
+    """At 100 columns the creation time leaves 'what' about 40, room for build.max_batch_size=4; a longer word (the
+    path of a local model whose directory's name another's shares) keeps the creation time out until it fits beside
+    it."""
+    monkeypatch.setenv("COLUMNS", "100")
+    assert "created (UTC)" in run_cli(capsys, engines, "ls")[1]
+    for key, team in (("c" * 64, "first"), ("d" * 64, "second")):
+        path = f"/data/checkpoints-of-the-{team}-team/mamba-130m"
+        put_download(engines, key, {"model.source": "local", "model.path": path}, {"fingerprint": key})
+    out = run_cli(capsys, engines, "ls")[1]
+    assert "created (UTC)" not in out and "│ /data/checkpoints-of-the-second-team/mamba-130m " in out
     monkeypatch.setenv("COLUMNS", "120")
-    assert "┃ created (UTC) " in run_cli(capsys, filled, "ls")[1]
+    assert "created (UTC)" in run_cli(capsys, engines, "ls")[1]
 
 
 def test_ls_ends_with_the_total(capsys, filled):
