@@ -337,8 +337,8 @@ def remove(store: ArtifactStore, selected: list[Path], whole_steps: list[str]) -
                     removal.in_use.append((directory, "a running run is reading it"))
                 elif now is not None and now != selected_as[directory]:  # a commit renamed a new one into place
                     removal.in_use.append((directory, "a run has made it again since rm selected it"))
-                elif now is not None:
-                    store.remove_dir(directory)
+                elif now is not None:  # its lock files stay: deleting one races with a run about to take it
+                    store.remove_dir(directory)  # (store._lock_file says how)
                     removal.removed.append(directory)
         finally:
             lock.release()

@@ -99,6 +99,18 @@ class ArtifactStore:
         return FileLock(str(self._lock_file(step, key, ".lock")))
 
     def _lock_file(self, step: str, key: str, suffix: str) -> Path:
+        """`<step>/.locks/<key><suffix>`: the key's lock (.lock), gate (.gate) and readers' claim (.readers).
+
+        Kept for good, also once the key's artifact is removed (up to 3 empty files per key a run made or tried to
+        make; nothing scans them): a lock is its file's inode, so deleting the file lets two processes hold it. One
+        that opened the file before it was deleted waits on, and then holds, the old inode, while one that comes
+        after creates and holds a new one: a reader's claim on the old .readers and a forced re-run's or rm's on the
+        new would both be granted, and the artifact replaced or removed under the reader. Deleting it while holding
+        the lock does not help: the waiter still gets the old inode. filelock 4 takes the lock again where the inode
+        it got has no name left, but 3.x (which pyproject allows) does not, nor does `_flock` here or an older
+        mambapipe on the same cache; and on NFS a file deleted while a process of that machine has it open is renamed
+        (.nfsXXXX), so it keeps a name. With no run or mambapipe-cache using the cache on any machine,
+        `rm -r <cache>/*/.locks` is safe."""
         lock_dir = self.root / step / LOCKS
         lock_dir.mkdir(parents=True, exist_ok=True)
         return lock_dir / f"{key}{suffix}"

@@ -256,6 +256,15 @@ def test_rm_all_empties_the_cache_and_leftovers(capsys, filled):
     assert not (filled.root / "convert" / ".staging").exists()
 
 
+def test_rm_keeps_the_lock_files_of_what_it_removes(capsys, filled):
+    """Deleting a lock file lets a process that waits on it and one that comes after hold it at once (the reasons are
+    ArtifactStore._lock_file's): three empty files a key stay."""
+    locks = sorted(filled.root.glob("*/.locks/*"))
+    assert len(locks) == 3 * 5 and all(lock.stat().st_size == 0 for lock in locks)
+    run_cli(capsys, filled, "rm", "--all")
+    assert sorted(filled.root.glob("*/.locks/*")) == locks
+
+
 def test_rm_key_removes_that_one_artifact(capsys, filled):
     (first, _), (second, _) = filled.artifacts("evaluate")
     code, out = run_cli(capsys, filled, "rm", "--key", first.name[:12])
