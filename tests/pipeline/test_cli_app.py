@@ -121,6 +121,32 @@ def test_plan_only_exits_zero_and_writes_the_run_dir(tmp_path):
     assert not (tmp_path / "cache" / "download").exists() or not any((tmp_path / "cache" / "download").iterdir())
 
 
+@pytest.mark.parametrize("launcher,size,rank", [("torchrun", "WORLD_SIZE", "RANK"),
+                                                ("mpirun", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
+                                                ("mpirun", "PMI_SIZE", "PMI_RANK")])
+def test_started_as_one_of_several_ranks_it_refuses_in_one_line_said_once(tmp_path, launcher, size, rank):
+    """`torchrun --nproc-per-node 2 -m mambapipe` ran the whole pipeline twice (two plans, two run.json), each copy
+    launching its own ranks (found by QA): mambapipe starts its own. Rank 0 says so, the others exit quietly."""
+    outputs = []
+    for this_rank in ("0", "1"):
+        env = {**app_env(tmp_path), size: "2", rank: this_rank, "LOCAL_RANK": this_rank}
+        outputs.append(subprocess.run([sys.executable, "-m", "mambapipe", "eval.max_ite=3", "force=[build]"],
+                                      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120))
+    assert [out.returncode for out in outputs] == [2, 2]
+    assert outputs[0].stderr == (f"mambapipe was started as one of 2 ranks by {launcher}, but it starts its own "
+                                 "tp_size ranks: run `python -m mambapipe eval.max_ite=3 'force=[build]' tp_size=2` "
+                                 f"without {launcher}\n")
+    assert outputs[0].stdout == outputs[1].stdout == outputs[1].stderr == ""
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_one_rank_of_a_launcher_runs_as_it_is(tmp_path):
+    """torchrun --nproc-per-node 1 starts one copy: nothing runs twice."""
+    out = subprocess.run([sys.executable, "-m", "mambapipe", "--version"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**app_env(tmp_path), "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("mambapipe "), out.stderr
+
+
 def test_failure_exits_nonzero_with_reason_last(tmp_path):
     out = run(COMMANDS["python -m"], tmp_path, "recipe=mamba_130m", "hydra.run.dir=run")
     assert out.returncode == 1
