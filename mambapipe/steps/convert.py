@@ -47,7 +47,10 @@ class ConvertStep:
             parse_dtype(params["dtype"])
         except ConvertError as e:
             raise StepError(str(e)) from None
-        problems = spec.tp_problems(int(params["tp_size"]), keys="model.arch.")
+        tp_size = int(params["tp_size"])
+        if tp_size < 1:  # no fault of model.arch's; as the build step says it, so that the plan says it once
+            raise StepError(f"tp_size must be >= 1, got {tp_size}")
+        problems = spec.tp_problems(tp_size, keys="model.arch.")
         if problems:
             fits = [str(tp) for tp in TP_SIZES if not spec.tp_problems(tp)]
             raise StepError(f"tp_size={params['tp_size']} does not fit model.arch: {'; '.join(problems)}; it runs "

@@ -201,3 +201,19 @@ def test_a_mamba_ssm_mamba2_without_its_ssm_cfg_says_why_it_reads_as_mamba1(tmp_
         STEP.run(params(arch), {"download": tmp_path / "download"}, tmp_path / "out", StepContext(show_progress=False))
     assert ('mamba_version: config Mamba2, checkpoint Mamba1 (config.json has no ssm_cfg with layer "Mamba2", so '
             "mamba_ssm reads it as Mamba1)") in str(info.value)
+
+
+def test_a_tp_size_below_1_is_one_problem_that_does_not_blame_the_model(compose_config, tmp_path):
+    """It was two: 'convert: tp_size=0 does not fit model.arch: tp_size must be >= 1, got 0; it runs with tp_size=1,
+    2 or 4' and build's 'tp_size must be >= 1, got 0'."""
+    import io
+
+    from rich.console import Console
+
+    from mambapipe.pipeline.runner import run_recipe
+
+    console = Console(file=io.StringIO(), width=400, color_system=None)
+    result = run_recipe(compose_config("tp_size=0"), tmp_path / "run", console=console)
+    assert result.reason == "convert: tp_size must be >= 1, got 0"
+    assert [line for line in console.file.getvalue().splitlines() if line.startswith("problem ")] == \
+        ["problem convert: tp_size must be >= 1, got 0"]
