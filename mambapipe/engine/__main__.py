@@ -5,7 +5,8 @@
 
 Only rank 0 writes `--out` (JSON: output_ids, prefill_ms, decode_ms_per_step, peak_memory_mb, probe_ms) and
 `--logits-out` (torch.save of a list with each prompt's fp32 logits at every position, (len, V):
-`EngineGenerator.score`).
+`EngineGenerator.score`). Only rank 0 says an error that every rank meets alike (a bad argument, an engine built for
+another number of ranks); a rank says its own (its weights file damaged).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import torch
 
 from mambapipe.backends.base import SamplingConfig
 from mambapipe.engine.api import EngineLoadError, load_engine
+from mambapipe.engine.weights import RankWeightsError
 from mambapipe.models import ModelSpec
-from mambapipe.parallel import init_distributed, shutdown_distributed
+from mambapipe.parallel import init_distributed, launcher_rank, record_failure, shutdown_distributed
 from mambapipe.pipeline.resolve import resolve_device
 from mambapipe.pipeline.step import StepError
 
@@ -59,8 +61,13 @@ def main() -> int:
     try:
         _generate(args)
     except USER_ERRORS as err:
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)  # the form mambapipe.parallel.launch quotes
+        record_failure(err, known=True)  # for mambapipe.parallel.launch, which quotes it
+        if launcher_rank() == 0 or isinstance(err, RankWeightsError):
+            print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return 1
+    except Exception as err:
+        record_failure(err, known=False)
+        raise
     return 0
 
 

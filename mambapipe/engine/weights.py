@@ -24,6 +24,11 @@ _SSM = "backbone.layers.{i}.ssm."
 _REBUILD = "rebuild the engine (force=[build])"
 
 
+class RankWeightsError(StepError):
+    """This rank's weights file is missing or damaged: of the errors loading an engine, the one that is not every
+    rank's alike (a StepError, so that the pipeline reports it in one line)."""
+
+
 def _layer_from_checkpoint(ckpt: dict[str, Tensor], spec: ModelSpec, i: int) -> dict[str, Tensor]:
     """One layer's engine tensors from a TensorRT-LLM checkpoint rank (reference §1.6/§1.7 names)."""
     p = _SSM.format(i=i)
@@ -71,14 +76,14 @@ def load_rank(engine_dir: Path, rank: int, spec: ModelSpec,
               device: str) -> tuple[dict[str, Tensor], list[LayerWeights]]:
     """This rank's tensors, read one at a time from the memory-mapped `rank{rank}.safetensors` straight
     onto `device` (no second host copy of the file): (global tensors, per-layer tensors).
-    A missing or damaged file is a StepError, so the CLI and the evaluate step both report it in one line."""
+    A missing or damaged file is a RankWeightsError, so the CLI and the evaluate step both report it in one line."""
     path = engine_dir / f"rank{rank}.safetensors"
     if not path.is_file():
-        raise StepError(f"engine weights {path} are missing; {_REBUILD}")
+        raise RankWeightsError(f"engine weights {path} are missing; {_REBUILD}")
     try:
         return _read_rank(path, spec.num_layers, device)
     except SafetensorError as err:  # e.g. a file truncated by a full disk or an interrupted copy
-        raise StepError(f"engine weights {path} are damaged ({err}); {_REBUILD}") from None
+        raise RankWeightsError(f"engine weights {path} are damaged ({err}); {_REBUILD}") from None
 
 
 def _read_rank(path: Path, num_layers: int, device: str) -> tuple[dict[str, Tensor], list[LayerWeights]]:

@@ -3,7 +3,9 @@
     python -m mambapipe.evaluate.worker <job.json>
 
 Started by the evaluate step through `mambapipe.parallel.launch` (torchrun for the native engine,
-mpirun for TensorRT-LLM). Every rank runs the same task code; only rank 0 writes files.
+mpirun for TensorRT-LLM). Every rank runs the same task code; only rank 0 writes files. A rank that fails records
+why (mambapipe.parallel.record_failure); a known error (what the step says in one line at tp_size=1 too) it says in
+one line rather than a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mambapipe.parallel import end_with_the_launching_process, init_distributed, launcher_rank, shutdown_distributed
+from mambapipe.parallel import (
+    end_with_the_launching_process,
+    error_line,
+    init_distributed,
+    launcher_rank,
+    record_failure,
+    shutdown_distributed,
+)
 
 if TYPE_CHECKING:  # the task's module imports torch, which takes seconds: main starts the rank's watch first
     from mambapipe.evaluate.task import EvalJob
@@ -49,11 +58,20 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m mambapipe.evaluate.worker <job.json>", file=sys.stderr)
         return 2
+    from mambapipe.backends.base import LimitError
     from mambapipe.evaluate.task import run_evaluation
+    from mambapipe.pipeline.step import StepError
 
     job = read_job(Path(argv[0]))
     try:
         run_evaluation(job, rank=this_rank(job))
+    except (StepError, LimitError) as err:
+        record_failure(err, known=True)
+        print(f"[rank{launcher_rank()}]: {error_line(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        record_failure(err, known=False)
+        raise
     finally:
         shutdown_distributed()
     return 0

@@ -193,7 +193,7 @@ def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path,
     staging = plan.store.new_staging(planned.name, planned.key)
     inputs = {name: plan.artifact(name) for name in planned.step.needs}
     ctx = StepContext(show_progress=_progress_wanted(plan.resolved.config["progress"]),
-                      environment=planned.environment)
+                      environment=planned.environment, run_dir=run_dir)
     started = time.perf_counter()
     try:
         with contextlib.ExitStack() as claims:  # what the step reads stays while it reads it (mambapipe-cache rm)

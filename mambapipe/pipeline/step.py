@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 INTERRUPTED_EXIT = 130  # what shells report for a command stopped by Ctrl-C (128 + SIGINT): a run's, a sweep job's
 
@@ -45,6 +45,9 @@ class StepContext:
     # What the step's environment() returned at plan time, as hashed into the key: a step reads it here rather
     # than looking again, which could see a hub branch that moved since the plan. Empty for steps without one.
     environment: dict[str, Any] = field(default_factory=dict)
+    # The run directory, for a log the run keeps whether the step fails or not (its staging dir goes if it fails);
+    # None where there is none.
+    run_dir: Optional[Path] = None
 
 
 class Step(Protocol):

@@ -1,7 +1,8 @@
 """Evaluate step: run `eval.task` (summarize with ROUGE, or the speed benchmark) against the built engine.
 
 Writes `metrics.json` and `predictions.jsonl` (summarize only) at the artifact root; the runner copies
-them into the run directory. With tp_size > 1 the task runs on every rank under the launcher.
+them into the run directory. With tp_size > 1 the task runs on every rank under the launcher, whose command the
+plan shows, and the ranks' output is also kept in the run directory's `evaluate-ranks.log`.
 With `eval.check_accuracy`, a rouge1 at or below `eval.rouge1_threshold` fails the step *after* the
 outputs are written: the runner copies a failed step's metrics/predictions into the run directory
 before it discards the staging directory, so the scores stay readable but nothing is cached.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,10 +29,13 @@ from mambapipe.evaluate.data import (
 from mambapipe.evaluate.rouge import require_scorer
 from mambapipe.evaluate.scenarios import Scenario, scenario_label
 from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
-from mambapipe.parallel import launch, launcher_problem
+from mambapipe.parallel import launch, launch_command, launcher_problem
 from mambapipe.pipeline.step import StepContext, StepError
 
 LAUNCHERS = {"native": "torchrun", "trtllm": "mpirun"}
+WORKER = "mambapipe.evaluate.worker"
+RANK_JOB_FILE = ".rank_job.json"  # in the step's staging dir, which the plan cannot name: its pid and a nonce
+RANKS_LOG = "evaluate-ranks.log"  # in the run dir
 # The eval.* keys each task reads, and so the only ones in its key: a benchmark setting must not re-run a
 # summarize evaluation, nor the reverse. The build limits are in both for the plan-time checks.
 TASK_KEYS = {
@@ -77,6 +82,13 @@ class EvaluateStep:
         else:
             _check_summarize(params)
 
+    def describe(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path) -> list[str]:
+        """The command that launches the ranks (tp_size > 1), as the build step shows trtllm-build's."""
+        if params["tp_size"] <= 1:
+            return []
+        command = launch_command(params["tp_size"], WORKER, [], LAUNCHERS[params["backend"]])
+        return [f"{shlex.join(command)} <staging dir>/{RANK_JOB_FILE}"]
+
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
         env = ctx.environment  # the dataset commit or file contents pinned at plan time
@@ -85,7 +97,7 @@ class EvaluateStep:
                       dataset_sha256=env.get("dataset_sha256"))
         tp_size = params["tp_size"]
         if tp_size > 1:
-            _run_launched(job, tp_size)
+            _run_launched(job, tp_size, ctx.run_dir / RANKS_LOG if ctx.run_dir else None)
         else:
             try:
                 run_evaluation(job)
@@ -187,19 +199,21 @@ def _check_some_scenario_fits(scenarios: list[Scenario], params: dict[str, Any])
                         "within them")
 
 
-def _run_launched(job: EvalJob, tp_size: int) -> None:
+def _run_launched(job: EvalJob, tp_size: int, log_file: Optional[Path]) -> None:
     """Every rank runs worker.py on the same job file; rank 0 writes the outputs into out_dir."""
     from mambapipe.evaluate.worker import write_job
 
     # In the staging dir rather than /tmp: a killed run's copy goes with the rest of its leftovers.
-    job_file = job.out_dir / ".rank_job.json"
+    job_file = job.out_dir / RANK_JOB_FILE
     write_job(job, job_file)
     try:
-        launch(tp_size, "mambapipe.evaluate.worker", [str(job_file)], launcher=LAUNCHERS[job.params["backend"]])
+        launch(tp_size, WORKER, [str(job_file)], launcher=LAUNCHERS[job.params["backend"]], log_file=log_file)
     finally:
         job_file.unlink()
     if not (job.out_dir / METRICS_FILE).is_file():
-        raise StepError(f"the {tp_size} evaluation ranks exited without writing {METRICS_FILE}; see their log above")
+        where = log_file or "standard error"
+        raise StepError(f"the {tp_size} evaluation ranks exited without writing {METRICS_FILE}; see their output in "
+                        f"{where}")
 
 
 def _accuracy_gate(params: dict[str, Any], metrics: dict[str, Any]) -> None:

@@ -311,7 +311,7 @@ def test_damaged_engine_weights_are_one_line_saying_to_rebuild(tmp_path, monkeyp
     monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[1]]"])
     assert cli.main() == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"StepError: engine weights {weights} are damaged") and "\n" not in err, err
+    assert err.startswith(f"RankWeightsError: engine weights {weights} are damaged") and "\n" not in err, err
     weights.unlink()
     with pytest.raises(StepError, match=r"rank0\.safetensors are missing" + rebuild):
         load_engine(engine)
@@ -337,8 +337,41 @@ def test_engine_cli_device_auto_and_bad_device(tmp_path, monkeypatch, capsys):
 
 
 def test_failed_rank_is_named(tmp_path):
-    with pytest.raises(StepError, match=r"rank \d of 2 .*failed: [\w.]*StepError: .*missing does not exist"):
+    with pytest.raises(StepError, match=r"^rank \d of 2 \(torchrun -m mambapipe.engine\) failed: \S*missing does not "
+                                        r"exist"):
         launch(2, "mambapipe.engine", ["--engine-dir", str(tmp_path / "missing"), "--prompt-ids", "[[1]]"])
+
+
+def test_an_error_every_rank_meets_alike_is_said_once(tmp_path, capsys):
+    """A tp=1 engine under 2 ranks: rank 0 says so, rank 1 does not say it again (under torchrun --nproc-per-node 4,
+    QA saw it 4 times)."""
+    spec = ModelSpec(**MAMBA1)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path)
+    with pytest.raises(StepError, match=r"^rank \d of 2 .* failed: EngineLoadError: the engine was built for "
+                                        r"tp_size=1 but 2 rank\(s\) are running"):
+        launch(2, "mambapipe.engine", ["--engine-dir", str(engine), "--prompt-ids", "[[1]]"])
+    assert capsys.readouterr().err.count("EngineLoadError: the engine was built for tp_size=1") == 1
+
+
+def test_a_rank_other_than_0_says_its_own_weights_error_alone(tmp_path, monkeypatch, capsys):
+    """Only rank 1 meets its damaged rank1.safetensors, so it says it; an engine built for another number of ranks
+    every rank meets, and rank 0 says."""
+    from mambapipe.engine import __main__ as cli
+
+    spec = ModelSpec(**MAMBA1)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path, tp=2)
+    (engine / "rank1.safetensors").write_bytes(b"damaged")
+    monkeypatch.setattr(cli, "init_distributed", lambda device: (1, 2))
+    monkeypatch.setattr(cli, "shutdown_distributed", lambda: None)
+    monkeypatch.setenv("RANK", "1")
+    for world, said in ((2, "RankWeightsError: engine weights "), (3, "")):
+        monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.distributed, "get_world_size", lambda world=world: world)
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+        monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids", "[[1]]"])
+        assert cli.main() == 1
+        err = capsys.readouterr().err
+        assert err.startswith(said) and (err.count("\n") == 1 if said else err == ""), (world, err)
 
 
 def test_launch_commands_and_rank_environment():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,25 @@ def test_tp2_under_torchrun_matches_tp1_and_the_gate_fails_the_run(compose_confi
     assert metrics["tp_size"] == 2 and metrics["rouge1"] <= 15.0
     ours = [p["output_ids"] for p in _predictions(tmp_path / "tp2")]
     assert ours == [p["output_ids"] for p in _predictions(tmp_path / "tp1")]
+
+
+@pytest.mark.slow
+def test_a_damaged_shard_under_tp2_fails_in_one_line_naming_its_rank(compose_config, tmp_path, capfd, monkeypatch):
+    """Found by QA: with rank1.safetensors truncated, the run named rank 0's gloo error ('Connection closed by peer',
+    its collective having lost rank 1) and printed ~120 lines: both ranks' tracebacks and torchrun's report. Now the
+    line is rank 1's own, and the rest is in the run directory's evaluate-ranks.log."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # torchrun's banner says it sets it then
+    overrides = ("tp_size=2", "eval.max_ite=1", "eval.output_len=2")
+    built = run_recipe(compose_config(*overrides, "steps=[download,convert,build]"), tmp_path / "build")
+    assert not built.failed, built.reason
+    weights = Path(built.outcomes[2].artifact) / "rank1.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    capfd.readouterr()
+    result = run_recipe(compose_config(*overrides), tmp_path / "run", overrides)
+    log = tmp_path / "run" / "evaluate-ranks.log"
+    assert re.fullmatch(re.escape(f"evaluate: rank 1 of 2 (torchrun -m mambapipe.evaluate.worker, output in {log}) "
+                                  f"failed: engine weights {weights} are damaged (") + r"[^\n]*" +
+                        re.escape("); rebuild the engine (force=[build])"), result.reason), result.reason
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ChildFailedError" not in err and "OMP_NUM_THREADS" not in err, err
+    assert f"[rank1]: engine weights {weights} are damaged" in log.read_text() and "ChildFailedError" in log.read_text()

@@ -293,3 +293,23 @@ def test_a_missing_mpirun_stops_a_trtllm_tensor_parallel_plan(monkeypatch):
         STEP.check(_params(backend="trtllm", tp_size=2))
     STEP.check(_params(backend="trtllm", tp_size=1))  # one rank needs no launcher
     STEP.check(_params(tp_size=2))  # the native engine's ranks run under torchrun, which comes with torch
+
+
+def test_plan_only_shows_the_command_that_launches_the_ranks(compose_config, tmp_path):
+    """As it shows trtllm-build's: nothing else said that a tp_size > 1 evaluation runs its ranks under torchrun."""
+    import io
+
+    from rich.console import Console
+
+    from mambapipe.pipeline.runner import run_recipe
+
+    lines = {}
+    for tp in (1, 2):
+        console = Console(file=io.StringIO(), width=400, color_system=None)
+        result = run_recipe(compose_config(f"tp_size={tp}", "plan_only=true"), tmp_path / f"tp{tp}", console=console)
+        assert not result.failed, result.reason
+        lines[tp] = [line for line in console.file.getvalue().splitlines() if line.startswith("  evaluate: ")]
+    assert lines[1] == []
+    assert lines[2] == [f"  evaluate: {sys.executable} -m torch.distributed.run --standalone --nproc-per-node=2 -m "
+                        "mambapipe.evaluate.worker <staging dir>/.rank_job.json"]
+    assert STEP.describe(_params(backend="trtllm", tp_size=4), {}, tmp_path)[0].startswith("mpirun -n 4 ")

@@ -1,0 +1,140 @@
+"""mambapipe.parallel.launch names the rank that failed first for a reason of its own, from the records its ranks
+write (record_failure), and keeps the other ranks' and the launcher's reports of that failure off the terminal; the
+ranks' environment. Real launches: tests/engine/test_engine_tp.py and tests/evaluate/test_eval_pipeline.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from mambapipe import parallel
+from mambapipe.parallel import FAILURES_ENV, launch, rank_environment, record_failure
+from mambapipe.pipeline.step import StepError
+
+DAMAGED = "engine weights /c/build/k/rank1.safetensors are damaged (invalid header); rebuild the engine (force=[build])"
+
+
+def _record(failures: Path, rank: int, when: float, line: str, known: bool, from_a_peer: bool) -> None:
+    (failures / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "time": when, "line": line, "known": known,
+                                                          "from_a_peer": from_a_peer, "traceback": f"tb {rank}\n"}))
+
+
+def _fake_launcher(monkeypatch, script):
+    """run_tree stands in for torchrun: `script(on_line, failures_dir)` plays what the ranks do; exit code 1."""
+    def fake_run_tree(what, cmd, stream, on_line, env, **popen_kwargs):
+        script(on_line, Path(env[FAILURES_ENV]))
+        return 1
+
+    monkeypatch.setattr(parallel, "run_tree", fake_run_tree)
+
+
+def test_the_rank_failing_for_its_own_reason_is_named_not_the_peer_that_lost_it(tmp_path, monkeypatch, capsys):
+    """Rank 0's collective failed first (its peer had gone) and torchrun names rank 0; rank 1's damaged weights are
+    the cause. What follows the first record (tracebacks, torchrun's report) goes to the log alone."""
+    def ranks(say, failures):
+        say("progress 1/3\n")
+        _record(failures, 0, 100.0, "unexpected RuntimeError: Connection closed by peer", False, True)
+        say("[rank0]: Traceback (most recent call last):\n")
+        _record(failures, 1, 100.5, DAMAGED, True, False)
+        say(f"[rank1]: {DAMAGED}\n")
+        say("Root Cause (first observed failure):\n")
+        say("  rank      : 0 (local_rank: 0)\n")
+
+    _fake_launcher(monkeypatch, ranks)
+    log_file = tmp_path / "evaluate-ranks.log"
+    with pytest.raises(StepError) as failed:
+        launch(2, "mambapipe.evaluate.worker", ["job.json"], log_file=log_file)
+    assert str(failed.value) == (f"rank 1 of 2 (torchrun -m mambapipe.evaluate.worker, output in {log_file}) failed: "
+                                 f"{DAMAGED}")
+    assert capsys.readouterr().err == "progress 1/3\n"
+    log = log_file.read_text()
+    assert log.startswith("progress 1/3\n[rank0]: Traceback") and log.endswith("rank      : 0 (local_rank: 0)\n")
+
+
+def test_with_every_failure_a_peers_the_first_is_named_with_its_traceback(tmp_path, monkeypatch, caplog):
+    def ranks(say, failures):
+        _record(failures, 1, 7.0, "unexpected RuntimeError: Connection reset", False, True)
+        _record(failures, 0, 5.0, "unexpected RuntimeError: Connection closed by peer", False, True)
+
+    _fake_launcher(monkeypatch, ranks)
+    with pytest.raises(StepError, match=r"^rank 0 of 2 \(torchrun -m m, output in .*\) failed: unexpected "
+                                        r"RuntimeError: Connection closed by peer$"):
+        launch(2, "m", log_file=tmp_path / "log")
+    assert "rank 0 failed:\ntb 0" in caplog.text  # a crash's traceback, as the runner logs a step's
+
+
+def test_without_records_the_launchers_output_names_the_rank(monkeypatch, capsys):
+    """A rank killed by a signal records nothing; without a log file everything stays on standard error."""
+    def ranks(say, failures):
+        say("[rank1]: MemoryError: out of memory\n")
+        say("Root Cause (first observed failure):\n")
+        say("  rank      : 1 (local_rank: 1)\n")
+
+    _fake_launcher(monkeypatch, ranks)
+    with pytest.raises(StepError, match=r"^rank 1 of 2 \(torchrun -m m\) failed: MemoryError: out of memory$"):
+        launch(2, "m")
+    assert capsys.readouterr().err.count("\n") == 3
+
+
+def test_failed_rank_reads_torchruns_root_cause_not_the_ranks_it_ended():
+    lines = ["Failures:", "  rank      : 1 (local_rank: 1)", "Root Cause (first observed failure):",
+             "  rank      : 0 (local_rank: 0)"]
+    assert parallel.failed_rank(lines) == 0
+
+
+def test_a_rank_records_its_failure_only_under_launch(tmp_path, monkeypatch):
+    monkeypatch.delenv(FAILURES_ENV, raising=False)
+    record_failure(StepError("x"), known=True)  # outside launch: nothing to write to, and no error
+    monkeypatch.setenv(FAILURES_ENV, str(tmp_path))
+    monkeypatch.setenv("RANK", "3")
+    record_failure(StepError(DAMAGED), known=True)
+    record = json.loads((tmp_path / "rank3.json").read_text())
+    assert (record["rank"], record["line"], record["known"], record["from_a_peer"]) == (3, DAMAGED, True, False)
+    assert [p.name for p in tmp_path.iterdir()] == ["rank3.json"]  # written whole, then renamed
+
+
+def test_a_crash_inside_torch_distributed_is_recorded_as_a_peers_failure(tmp_path, monkeypatch):
+    """A rank whose collective lost its peer raises from within torch.distributed (gloo: RuntimeError, Connection
+    closed by peer); here a collective without a process group stands in for it."""
+    monkeypatch.setenv(FAILURES_ENV, str(tmp_path))
+    monkeypatch.setenv("RANK", "0")
+    for fails, from_a_peer in ((lambda: torch.distributed.all_reduce(torch.zeros(1)), True), (lambda: 1 / 0, False)):
+        try:
+            fails()
+        except Exception as err:
+            record_failure(err, known=False)
+        record = json.loads((tmp_path / "rank0.json").read_text())
+        assert record["from_a_peer"] is from_a_peer and record["line"].startswith("unexpected ")
+        assert "Traceback (most recent call last)" in record["traceback"]
+
+
+def test_known_errors_are_said_as_the_step_says_them_in_process():
+    from mambapipe.backends.base import LimitError
+
+    assert parallel.error_line(StepError("bad thing; fix it")) == "bad thing; fix it"
+    assert parallel.error_line(LimitError("prompt 0 is too long\nmore")) == "LimitError: prompt 0 is too long"
+
+
+@pytest.mark.parametrize("launcher,nprocs,user_value,expected", [
+    ("torchrun", 2, None, "1"),  # what torchrun would set, announcing it in a 4-line banner
+    ("torchrun", 2, "8", "8"),  # the user's own
+    ("torchrun", 1, None, None),  # torchrun sets none for one process
+    ("mpirun", 2, None, None),  # nor does mpirun
+])
+def test_omp_num_threads_is_torchruns_default_set_before_torchrun_can(monkeypatch, launcher, nprocs, user_value,
+                                                                      expected):
+    if user_value is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", user_value)
+    env = rank_environment(nprocs, launcher, "/tmp/failures")
+    assert env.get("OMP_NUM_THREADS") == expected and env[FAILURES_ENV] == "/tmp/failures"
+
+
+def test_mpirun_passes_the_failures_dir_to_its_ranks():
+    command = parallel.launch_command(2, "m", [], launcher="mpirun")
+    assert re.search(rf"-x {FAILURES_ENV}\b", " ".join(command))
