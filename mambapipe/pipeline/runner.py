@@ -98,6 +98,9 @@ def _plan(cfg: DictConfig, run_dir: Path, steps: Optional[Sequence[Step]],
     if steps is None:
         from mambapipe.steps import load_steps
         steps = load_steps()
+    for step in steps:  # as RUN_DIR_FILES in run_recipe: a reused run dir must not show an earlier run's files
+        for name in getattr(step, "run_dir_files", ()):
+            (run_dir / name).unlink(missing_ok=True)
     hub.forget_unreachable()  # an earlier run in this process may have found it down
     plan = build_plan(resolved, steps, ArtifactStore(resolved.config["cache_dir"]))
     print_plan(console, plan, show_notes=resolved.config["plan_only"])

@@ -92,6 +92,11 @@ class Step(Protocol):
 #       commit itself find one artifact. By default the key hashes the params as they are; checks, descriptions,
 #       the run and the manifest always get them as they are.
 #
+#   run_dir_files: tuple[str, ...]
+#       Files the step writes into the run dir itself (evaluate: its ranks' log), beside the metrics.json and
+#       predictions.jsonl the runner copies there. The runner removes them from a reused run dir
+#       (hydra.run.dir=...) before the plan, so a run whose step is cached shows no earlier run's file.
+#
 #   environment(params) -> dict
 #       Facts outside the config that change the output (e.g. tensorrt_llm/TensorRT versions, the GPU's
 #       compute capability). Hashed into the key and recorded in the manifest.

@@ -53,6 +53,7 @@ class EvaluateStep:
     uses = ("eval.task", "eval.random_seed", "device", "backend", "tp_size",
             "build.max_batch_size", "build.max_input_len", "build.max_seq_len")
     needs = ("build", "download")
+    run_dir_files = (RANKS_LOG,)  # written only by a tp_size > 1 run; removed from a reused run dir
 
     def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
         """The keys of the chosen task; summarize's threshold only when it gates, its hub keys only for the hub."""

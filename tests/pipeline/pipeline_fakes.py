@@ -21,6 +21,7 @@ class FakeStep:
 
     def __init__(self, real: Step, journal: Path, behaviour: str = ""):
         self.real, self.name, self.uses, self.needs = real, real.name, real.uses, real.needs
+        self.run_dir_files = getattr(real, "run_dir_files", ())
         self.journal, self.behaviour = journal, behaviour
 
     def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:

@@ -280,6 +280,16 @@ def test_a_reused_run_dir_shows_no_earlier_results(pipeline):
     assert not (first.run_dir / "metrics.json").exists() and not (first.run_dir / "predictions.jsonl").exists()
 
 
+def test_a_reused_run_dir_keeps_no_file_an_earlier_run_of_a_step_wrote_there(pipeline):
+    first = pipeline.run()
+    ranks_log = first.run_dir / "evaluate-ranks.log"  # the real evaluate step's, for a tp_size > 1 run
+    ranks_log.write_text("rank 1 failed: an earlier run's reason\n")
+    again = run_recipe(pipeline.compose(), first.run_dir, [], steps=fake_steps(pipeline.journal),
+                       console=Console(file=io.StringIO()))
+    assert [o.status for o in again.outcomes] == ["cached"] * 4
+    assert not ranks_log.exists()
+
+
 def test_manifest_records_provenance(pipeline):
     result = pipeline.run("eval.output_len=9")
     build, evaluate = result.outcomes[2], result.outcomes[3]
