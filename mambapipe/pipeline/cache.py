@@ -76,8 +76,9 @@ def created_column(created: str) -> str:
 
 def config_items(manifest: dict[str, Any]) -> dict[str, str]:
     """The params an artifact came from, flattened; the architecture summed up in one item; the hub commits it
-    was pinned to (a branch's name alone does not say which files it holds) and the fingerprints of the local
-    directories it was read from (one path before and after an edit); the artifacts it was made from. Each item as
+    was pinned to (a branch's name alone does not say which files it holds), the fingerprints of the local
+    directories and the hashes of the dataset files it was read from (one path before and after an edit); the
+    artifacts it was made from. Each item as
     ls shows it, by what it sets (`eval.max_ite`, `commit`, `<-build`)."""
     flat = flatten(manifest.get("params", {}))
     items = {k: f"{k}={v}" for k, v in flat.items() if v is not None and not k.startswith("model.arch.")}
@@ -85,7 +86,7 @@ def config_items(manifest: dict[str, Any]) -> dict[str, str]:
     if arch:  # a step keyed on part of it (trtllm's build: mamba_version alone) shows that part
         items["model.arch"] = f"model.arch={arch_summary(arch)}"
     for name, value in manifest.get("environment", {}).items():
-        if name.endswith(("commit", "fingerprint")) and isinstance(value, str):
+        if name.endswith(("commit", "fingerprint", "sha256")) and isinstance(value, str):
             items[name] = f"{name}={value[:12]}"
     for step, key in manifest.get("inputs", {}).items():
         items[f"<-{step}"] = f"<-{step} {short(key)}"

@@ -227,6 +227,19 @@ def test_ls_tells_apart_models_of_one_name(capsys, tmp_path):
                     "8" * 12: "/data/b/ckpt float16"}
 
 
+def test_ls_tells_apart_evaluations_of_one_dataset_file_before_and_after_an_edit(capsys, tmp_path):
+    store = ArtifactStore(tmp_path)
+    for digit, sha256 in (("1", "a" * 64), ("2", "b" * 64)):
+        manifest = {"step": "evaluate", "created": "2026-11-30T00:00:00+00:00", "inputs": {},
+                    "params": {"eval.task": "summarize", "eval.dataset": "sample"},
+                    "environment": {"dataset_sha256": sha256}}
+        store.commit(store.new_staging("evaluate", digit * 64), "evaluate", digit * 64, manifest)
+    rows = {line.split("│")[2].strip(): line.split("│")[5].strip()
+            for line in run_cli(capsys, store, "ls")[1].splitlines() if line.startswith("│")}
+    assert rows["1" * 12].endswith("dataset_sha256=aaaaaaaaaaaa")
+    assert rows["2" * 12].endswith("dataset_sha256=bbbbbbbbbbbb")
+
+
 def test_ls_one_step(capsys, filled):
     _, out = run_cli(capsys, filled, "ls", "--step", "convert")
     assert "convert" in out and "evaluate" not in out
