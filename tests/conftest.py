@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Callable
 
@@ -50,3 +51,14 @@ def compose_config(tmp_path: Path) -> Callable[..., DictConfig]:
             return compose("config", overrides=[*overrides, *extra])
 
     return _compose
+
+
+@pytest.fixture(autouse=True)
+def sigint_handler_restored():
+    """A test that runs mambapipe.cli's main in-process can leave SIGINT ignored (interrupts.ignore_from_here, as a
+    process that reports a Ctrl-C and exits does): every later subprocess of that test worker would inherit it, and
+    the Ctrl-C tests of process_tree would wait in vain for their drivers to stop."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
