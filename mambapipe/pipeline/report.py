@@ -16,8 +16,7 @@ from mambapipe.pipeline.plan import CACHED, MISSING, RUN, Plan
 from mambapipe.pipeline.provenance import machine_line, software_line, utc_minute
 
 _ACTION_STYLE = {RUN: "yellow", CACHED: "green", MISSING: "red"}
-_SUMMARIZE_HEADLINE = {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL", "rougeLsum": "rougeLsum",
-                       "tokens_per_s": "tok/s"}
+_HEADLINE_ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")  # named as metrics.json names them
 _HEADLINE_INTERVALS = ("rouge1",)  # the others' would crowd the line: evaluate's table and metrics.json have them
 
 
@@ -78,43 +77,48 @@ def print_plan(console: Console, plan: Plan, show_notes: bool) -> None:
         console.print(f"[red]problem[/] {escape(problem)}", soft_wrap=True)
 
 
-def headline(metrics: Optional[dict[str, Any]]) -> str:
-    """The few numbers worth a glance: ROUGE (rouge1 with its 95% interval) and throughput, and what they are of: the
-    articles scored and their dataset (`rouge1 19.30 [16.84-21.93], ..., tok/s 318.19; 20 articles of sample`), as
-    eval.batch_size changes how many eval.max_ite batches hold; or the benchmark's best row."""
+def headline(metrics: Optional[dict[str, Any]]) -> list[str]:
+    """The few numbers worth a glance, a line for each kind: ROUGE (rouge1 with its 95% interval), then throughput
+    and what the numbers are of, the articles scored and their dataset (`rouge1 19.30 [16.84-21.93], rouge2 6.12,
+    rougeL 15.20, rougeLsum 17.80` and `tok/s 318.19; 20 articles of sample`), as eval.batch_size changes how many
+    eval.max_ite batches hold; or the benchmark's best row. Two lines, as one would pass 120 columns."""
     if not metrics:
-        return ""
+        return []
     if metrics.get("task") == "benchmark":
         rows = metrics.get("rows", [])
         best = max((r.get("tokens_per_s") or 0 for r in rows), default=0)
         skipped = sum(1 for r in rows if r.get("skipped"))
         counted = f"{len(rows)} scenario{'s' * (len(rows) != 1)}" + (f" ({skipped} skipped)" if skipped else "")
-        return f"{counted}, best {best:.1f} tok/s"
-    parts = [f"{label} {metrics[key]:.2f}{rouge_interval(metrics, key) if key in _HEADLINE_INTERVALS else ''}"
-             for key, label in _SUMMARIZE_HEADLINE.items() if isinstance(metrics.get(key), (int, float))]
-    return ", ".join(parts) + _articles_scored(metrics)
+        return [f"{counted}, best {best:.1f} tok/s"]
+    scores = ", ".join(f"{key} {metrics[key]:.2f}{rouge_interval(metrics, key) if key in _HEADLINE_INTERVALS else ''}"
+                       for key in _HEADLINE_ROUGE if isinstance(metrics.get(key), (int, float)))
+    speed = f"tok/s {metrics['tokens_per_s']:.2f}" if isinstance(metrics.get("tokens_per_s"), (int, float)) else ""
+    of_what = "; ".join(part for part in (speed, _articles_scored(metrics)) if part)
+    return [line for line in (scores, of_what) if line]
 
 
 def _articles_scored(metrics: dict[str, Any]) -> str:
-    """`; 20 articles of cnn_dailymail@1a2b3c4d5e6f`, or as much of it as metrics.json says."""
+    """`20 articles of cnn_dailymail@1a2b3c4d5e6f`, or as much of it as metrics.json says."""
     count, label = metrics.get("samples"), dataset_label(metrics)
     if count is None:
-        return f"; {label}" if label else ""
-    return f"; {count} article{'s' * (count != 1)}" + (f" of {label}" if label else "")
+        return label or ""
+    return f"{count} article{'s' * (count != 1)}" + (f" of {label}" if label else "")
 
 
 def print_summary(console: Console, outcomes: Sequence[Any], metrics: Optional[dict[str, Any]],
                   config: Optional[dict[str, Any]], record: dict[str, Any]) -> None:
-    """The steps and the evaluate step's headline, then what ran where, so that the summary pasted alone says it:
-    the model and its architecture, dtype, tp, device and backend (of the resolved `config`, where there is one),
-    the code (`record`, as run.json has it) and the machine."""
+    """The steps, then the evaluate step's headline and what ran where, a labelled line each, so that the summary
+    pasted alone says it: the model and its architecture, dtype, tp, device and backend (of the resolved `config`,
+    where there is one), the code (`record`, as run.json has it) and the machine. The headline is not a column of
+    the table: beside the step, key, status and seconds it would fold at 120 columns."""
     table = Table(title="summary", title_justify="left")
-    for column in ("step", "key", "status", "seconds", "result"):
+    for column in ("step", "key", "status", "seconds"):
         table.add_column(column, justify="right" if column == "seconds" else "left")
     for outcome in outcomes:
-        result = headline(metrics) if outcome.name == "evaluate" else ""
-        table.add_row(outcome.name, short(outcome.key), outcome.status, f"{outcome.seconds:.1f}", escape(result))
+        table.add_row(outcome.name, short(outcome.key), outcome.status, f"{outcome.seconds:.1f}")
     console.print(table)
+    for index, line in enumerate(headline(metrics)):
+        console.print(f"{'result' if index == 0 else '':<9}{escape(line)}", soft_wrap=True)
     if config is not None:
         console.print(f"run      {escape(run_description(config))}", soft_wrap=True)
     console.print(f"software {escape(software_line(record))}", soft_wrap=True)

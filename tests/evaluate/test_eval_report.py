@@ -26,7 +26,7 @@ def test_rouge_scores_print_with_the_summary_headlines_decimals():
     table = cells(METRICS)
     assert [table[label] for label in ("ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum")] == [
         ["76.92", "80.00"], ["5.00", "0.50"], ["0.00", "12.00"], ["10.46", "10.00"]]
-    assert headline(METRICS).startswith("rouge1 76.92, rouge2 5.00, rougeL 0.00, rougeLsum 10.46")
+    assert headline(METRICS)[0] == "rouge1 76.92, rouge2 5.00, rougeL 0.00, rougeLsum 10.46"
 
 
 def test_the_other_rows_keep_their_precision():
@@ -38,8 +38,8 @@ def test_the_other_rows_keep_their_precision():
 
 def test_the_benchmark_headline_counts_the_scenarios_the_engine_skipped():
     rows = [{"tokens_per_s": 51.25}, {"tokens_per_s": None, "skipped": "batch 8 > max_batch_size 2"}]
-    assert headline({"task": "benchmark", "rows": rows}) == "2 scenarios (1 skipped), best 51.2 tok/s"
-    assert headline({"task": "benchmark", "rows": rows[:1]}) == "1 scenario, best 51.2 tok/s"
+    assert headline({"task": "benchmark", "rows": rows}) == ["2 scenarios (1 skipped), best 51.2 tok/s"]
+    assert headline({"task": "benchmark", "rows": rows[:1]}) == ["1 scenario, best 51.2 tok/s"]
 
 
 def test_the_report_goes_to_standard_output_with_its_notes_as_whole_lines(capsys):
@@ -64,14 +64,37 @@ def test_the_headline_gives_rouge1s_interval_and_the_articles_it_scored():
     """eval.batch_size changes how many articles eval.max_ite batches hold: the summary line says how many, and of
     which dataset, where numbers are compared."""
     metrics = METRICS | INTERVALS | {"protocol": SAMPLE_PROTOCOL}
-    assert headline(metrics) == ("rouge1 76.92 [70.10-83.46], rouge2 5.00, rougeL 0.00, rougeLsum 10.46, "
-                                 "tok/s 2264.12; 4 articles of sample")
+    assert headline(metrics) == ["rouge1 76.92 [70.10-83.46], rouge2 5.00, rougeL 0.00, rougeLsum 10.46",
+                                 "tok/s 2264.12; 4 articles of sample"]
     hub = {"dataset": "cnn_dailymail", "hub_id": "abisee/cnn_dailymail", "config": "3.0.0", "split": "test",
            "commit": "0123456789abcdef" * 2 + "01234567", "samples": 1}
-    assert headline(metrics | {"protocol": hub, "samples": 1}).endswith("; 1 article of cnn_dailymail@0123456789ab")
+    scored = headline(metrics | {"protocol": hub, "samples": 1})[1]
+    assert scored == "tok/s 2264.12; 1 article of cnn_dailymail@0123456789ab"
     # A metrics.json from before the interval and the protocol were kept: its dataset's name, no interval.
-    assert headline(METRICS) == ("rouge1 76.92, rouge2 5.00, rougeL 0.00, rougeLsum 10.46, tok/s 2264.12; "
-                                 "4 articles of sample")
+    assert headline(METRICS) == ["rouge1 76.92, rouge2 5.00, rougeL 0.00, rougeLsum 10.46",
+                                 "tok/s 2264.12; 4 articles of sample"]
+    assert headline({"task": "summarize", "dataset": "sample", "samples": 4}) == ["4 articles of sample"]
+
+
+def test_the_run_summary_shows_a_real_runs_headline_without_folding_at_120_columns():
+    """Users paste the summary: a cnn_dailymail run's headline (two-digit scores, the dataset's commit) is whole
+    lines of it at 120 columns, not a table cell folded onto a second line; at 80 nothing of it is cut."""
+    from types import SimpleNamespace
+
+    from mambapipe.pipeline.report import print_summary
+
+    hub = {"dataset": "cnn_dailymail", "commit": "0123456789ab" * 3}
+    metrics = {**METRICS, **INTERVALS, "rouge1": 19.3, "rouge2": 16.12, "rougeL": 15.2, "rougeLsum": 17.8,
+               "tokens_per_s": 318.19, "samples": 20, "protocol": hub}
+    outcomes = [SimpleNamespace(name=name, key="ab" * 32, status="cached", seconds=1234.5)
+                for name in ("download", "convert", "build", "evaluate")]
+    for width in (120, 80):
+        console = Console(file=io.StringIO(), width=width)
+        print_summary(console, outcomes, metrics, None, {"finished": "2026-12-01T05:00:00+00:00"})
+        lines = console.file.getvalue().splitlines()
+        assert "result   rouge1 19.30 [70.10-83.46], rouge2 16.12, rougeL 15.20, rougeLsum 17.80" in lines
+        assert "         tok/s 318.19; 20 articles of cnn_dailymail@0123456789ab" in lines
+        assert max(len(line.rstrip()) for line in lines) <= width
 
 
 def test_the_dataset_is_named_by_what_pins_its_articles():
