@@ -16,8 +16,10 @@ import dataclasses
 import json
 import math
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -34,8 +36,26 @@ from mambapipe.pipeline.step import StepError
 USER_ERRORS = (ValueError, OSError, StepError, EngineLoadError)
 
 
+# How long a rank other than 0 with a bad command line waits before saying it: rank 0 parses the same line, says it
+# and exits, and the launcher then ends this rank. Exiting at once, it could have the launcher end rank 0 unheard.
+PEER_SAYS_IT_S = 10.0
+
+
+class _RankArgumentParser(argparse.ArgumentParser):
+    """Says a bad command line once under a launcher, on rank 0: every rank parses the same one, so under `torchrun
+    --nproc-per-node N` the usage and error came N times. A rank other than 0 says it only if still running after
+    PEER_SAYS_IT_S (an error of its own: a directory its host lacks). Each rank records it for
+    mambapipe.parallel.launch, whose one line then quotes it instead of an exit code."""
+
+    def error(self, message: str) -> NoReturn:
+        record_failure(StepError(message), known=True)
+        if launcher_rank() != 0:
+            time.sleep(PEER_SAYS_IT_S)
+        super().error(message)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m mambapipe.engine", description=__doc__.split("\n")[0])
+    parser = _RankArgumentParser(prog="python -m mambapipe.engine", description=__doc__.split("\n")[0])
     parser.add_argument("--engine-dir", required=True)
     parser.add_argument("--device", default="cpu", type=_device,
                         help="cpu, cuda, cuda:N, or auto (cuda where torch sees a GPU, else cpu)")

@@ -232,6 +232,36 @@ def test_engine_cli_refuses_sampling_options_without_sample(monkeypatch, capsys,
         f"error: without --sample decoding is greedy and ignores {named}; add --sample, or leave {named} out")
 
 
+class _LauncherEndsRank(BaseException):
+    """What torchrun's SIGTERM does to a rank waiting for rank 0 to say the error: ends it."""
+
+
+def test_a_bad_command_line_under_a_launcher_is_said_by_rank_0_alone(tmp_path, monkeypatch, capsys):
+    """Every rank parses the same command line: under torchrun --nproc-per-node 2 the usage and error came twice.
+    Rank 1 waits for the launcher to end it once rank 0 has said it, and says it itself only if not ended; each
+    records it for launch's one line."""
+    from mambapipe.engine import __main__ as cli
+    from mambapipe.parallel import FAILURES_ENV
+
+    def ended_by_the_launcher(seconds):
+        assert seconds == cli.PEER_SAYS_IT_S
+        raise _LauncherEndsRank
+
+    monkeypatch.setenv(FAILURES_ENV, str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", "unused", "--prompt-ids", "[[1]]",
+                                     "--device", "gpu"])
+    said = "error: argument --device: 'gpu' is not cpu, cuda, cuda:N or auto"
+    for rank, sleep, outcome in (("1", ended_by_the_launcher, _LauncherEndsRank), ("1", lambda s: None, SystemExit),
+                                 ("0", ended_by_the_launcher, SystemExit)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setattr("time.sleep", sleep)
+        with pytest.raises(outcome):
+            cli.main()
+        err = capsys.readouterr().err
+        assert err.count(said) == (0 if outcome is _LauncherEndsRank else 1), (rank, err)
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text())["line"] == said.removeprefix("error: ")
+
+
 class _SamplingRecorder:
     """Stands in for load_engine and the generator it returns, keeping the SamplingConfig each generate got."""
 
