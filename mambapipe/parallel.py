@@ -46,6 +46,9 @@ LAUNCHERS = ("torchrun", "mpirun")
 _watching = False  # whether this rank's end_with_the_launching_process has started its watch
 # A rank's own exception line, e.g. "[rank1]: FileNotFoundError: ..." (not the launcher's ChildFailedError).
 _RANK_ERROR = re.compile(r"^(?:\[rank\d+\]:\s*)?((?!.*ChildFailedError)[\w.]*(?:Error|Exception): .*)")
+# The first line of a rank's report of its failure: a traceback, an exception's line, a line torch or the evaluate
+# worker prefixed with the rank (`[rank1]: ...`), argparse's usage.
+_REPORT_START = re.compile(r"(?:\[rank\d+\]:|Traceback \(most recent call last\)|usage: |[\w.]*(?:Error|Exception): )")
 _FAILED_RANK = (re.compile(r"rank\s*:\s*(\d+) \(local_rank"),  # torchrun's "Root Cause" summary
                 re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]"))  # mpirun's first failed process
 
@@ -140,8 +143,10 @@ class _RankOutput:
             sys.stderr.write(line)
             return
         self.log_stream.write(line)
-        # A rank records its failure before it says it, so its own report lands here too.
-        self.quiet = self.quiet or any(self.failures_dir.glob("rank*.json"))
+        # A rank records its failure before it reports it, so the records are looked for where a report starts
+        # (not on every line of progress), and the report lands in the log alone too.
+        if not self.quiet and _REPORT_START.match(line):
+            self.quiet = any(self.failures_dir.glob("rank*.json"))
         if not self.quiet:
             sys.stderr.write(line)
 

@@ -4,6 +4,7 @@ ranks' environment. Real launches: tests/engine/test_engine_tp.py and tests/eval
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -53,6 +54,22 @@ def test_the_rank_failing_for_its_own_reason_is_named_not_the_peer_that_lost_it(
     assert capsys.readouterr().err == "progress 1/3\n"
     log = log_file.read_text()
     assert log.startswith("progress 1/3\n[rank0]: Traceback") and log.endswith("rank      : 0 (local_rank: 0)\n")
+
+
+def test_the_records_are_looked_for_where_a_rank_starts_a_report_not_on_every_line(tmp_path, monkeypatch):
+    """Ranks write progress to standard error all run long: the failures dir is looked at for none of those lines,
+    only for one that starts a report of a failure, which a rank writes after its record."""
+    looked = []
+    real_glob = Path.glob  # each look is noted with the line being shown (the loops' `line`)
+    monkeypatch.setattr(Path, "glob", lambda path, pattern: looked.append(line) or real_glob(path, pattern))
+    output = parallel._RankOutput(tmp_path, io.StringIO())
+    for line in ["progress 1/3\n"] * 50 + ["[rank0]:[W1201 ProcessGroup.cpp] Warning: ...\n", "progress 2/3\n"]:
+        output.show(line)
+    assert looked == ["[rank0]:[W1201 ProcessGroup.cpp] Warning: ...\n"] and not output.quiet
+    _record(tmp_path, 1, 1.0, DAMAGED, True, False)
+    for line in (f"[rank1]: {DAMAGED}\n", "Traceback (most recent call last):\n", "progress 3/3\n"):
+        output.show(line)
+    assert looked[1:] == [f"[rank1]: {DAMAGED}\n"] and output.quiet
 
 
 def test_with_every_failure_a_peers_the_first_is_named_with_its_traceback(tmp_path, monkeypatch, caplog):
