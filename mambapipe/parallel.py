@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +50,7 @@ _RANK_ERROR = re.compile(r"^(?:\[rank\d+\]:\s*)?((?!.*ChildFailedError)[\w.]*(?:
 # The first line of a rank's report of its failure: a traceback, an exception's line, a line torch or the evaluate
 # worker prefixed with the rank (`[rank1]: ...`), argparse's usage.
 _REPORT_START = re.compile(r"(?:\[rank\d+\]:|Traceback \(most recent call last\)|usage: |[\w.]*(?:Error|Exception): )")
+_SIGNAL_EXIT = re.compile(r"exitcode\s*:\s*-(\d+)\b")  # torchrun's exit code of a rank a signal ended
 _FAILED_RANK = (re.compile(r"rank\s*:\s*(\d+) \(local_rank"),  # torchrun's "Root Cause" summary
                 re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]"))  # mpirun's first failed process
 
@@ -83,6 +85,31 @@ def failed_rank(output_lines: Sequence[str]) -> Optional[int]:
             if match:
                 return int(match.group(1))
     return None
+
+
+def signalled_rank(output_lines: Sequence[str]) -> Optional[tuple[int, signal.Signals]]:
+    """The rank torchrun's root cause names and the signal that ended it (`exitcode  : -9 (pid: 123)  (SIGKILL)`),
+    None where no signal did: a rank killed writes no record of its own."""
+    lines = list(output_lines)
+    start = next((i for i, line in enumerate(lines) if "Root Cause" in line), None)
+    if start is None:  # before it, torchrun's other lines name ranks it ended itself (SIGTERM)
+        return None
+    rank = failed_rank(lines[start:])
+    exit_code = next((match for match in map(_SIGNAL_EXIT.search, lines[start:]) if match), None)
+    if rank is None or exit_code is None:
+        return None
+    try:
+        return rank, signal.Signals(int(exit_code.group(1)))
+    except ValueError:  # no signal this Python knows
+        return None
+
+
+def killed_reason(signum: signal.Signals) -> str:
+    """`killed by SIGKILL (signal 9): ...`: why a rank that a signal ended wrote no reason of its own."""
+    reason = f"killed by {signum.name} (signal {signum.value})"
+    if signum == signal.SIGKILL:
+        reason += ": the OS may have killed it for lack of memory (`dmesg` says so where it did)"
+    return reason
 
 
 def launcher_problem(launcher: str) -> Optional[str]:
@@ -153,10 +180,14 @@ class _RankOutput:
 
 def _first_failure(failures_dir: Path, tail: Sequence[str], code: int) -> tuple[str, str]:
     """("rank N", its one-line reason) of the rank that failed first for a reason of its own, as the ranks recorded
-    it; without records, as the launcher's output names it. A failure that is no known error comes with the rank's
-    traceback, logged."""
+    it; where none recorded one, the rank a signal ended as the launcher's output names it, else the first peer's
+    record, else the launcher's output. A failure that is no known error comes with the rank's traceback, logged."""
     records = [_read_record(path) for path in failures_dir.glob("rank*.json")]
     records = [record for record in records if record]
+    # A rank a signal ended (the OOM killer's SIGKILL) records nothing; its peers record losing it.
+    killed = None if any(not record["from_a_peer"] for record in records) else signalled_rank(tail)
+    if killed is not None:
+        return f"rank {killed[0]}", killed_reason(killed[1])
     if records:
         first = min(records, key=lambda record: (record["from_a_peer"], record["time"]))
         if not first["known"]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,49 @@ def test_without_records_the_launchers_output_names_the_rank(monkeypatch, capsys
     with pytest.raises(StepError, match=r"^rank 1 of 2 \(torchrun -m m\) failed: MemoryError: out of memory$"):
         launch(2, "m")
     assert capsys.readouterr().err.count("\n") == 3
+
+
+# What torchrun (torch 2.13) wrote when rank 1 of 2 killed itself with SIGKILL amid gloo all-reduces (abridged).
+TORCHRUN_RANK1_KILLED = """\
+[rank0]: RuntimeError: [../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:46748.
+W1201 05:17:24.442000 30453 site-packages/torch/distributed/elastic/multiprocessing/api.py:1028] Sending process \
+30526 closing signal SIGTERM
+E1201 05:17:24.508000 30453 site-packages/torch/distributed/elastic/multiprocessing/api.py:1002] failed \
+(exitcode: -9) local_rank: 1 (pid: 30527) of binary: /usr/bin/python
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Failures:
+[1]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 30526)  (SIGTERM)
+  traceback : Signal 15 (SIGTERM) received by PID 30526
+-------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 30527)  (SIGKILL)
+  traceback : Signal 9 (SIGKILL) received by PID 30527
+""".splitlines(keepends=True)
+
+
+@pytest.mark.parametrize("peer_recorded", [True, False])
+def test_a_rank_a_signal_ended_is_named_with_the_signal_not_its_peers_lost_connection(monkeypatch, peer_recorded):
+    """A rank killed (the OOM killer's SIGKILL) records nothing; its peer's record, or its last line, is of losing
+    it. The one line names the killed rank and the signal, as torchrun's root cause does."""
+    def ranks(say, failures):
+        if peer_recorded:
+            _record(failures, 0, 1.0, "unexpected RuntimeError: Connection closed by peer", False, True)
+        for line in TORCHRUN_RANK1_KILLED:
+            say(line)
+
+    _fake_launcher(monkeypatch, ranks)
+    with pytest.raises(StepError) as failed:
+        launch(2, "m")
+    assert str(failed.value) == ("rank 1 of 2 (torchrun -m m) failed: killed by SIGKILL (signal 9): the OS may have "
+                                 "killed it for lack of memory (`dmesg` says so where it did)")
+    terminated = [line.replace("-9 (pid: 30527)  (SIGKILL)", "-15 (pid: 30527)  (SIGTERM)")
+                  for line in TORCHRUN_RANK1_KILLED]
+    assert parallel.signalled_rank(terminated) == (1, signal.SIGTERM)
+    assert parallel.killed_reason(signal.SIGTERM) == "killed by SIGTERM (signal 15)"
 
 
 def test_failed_rank_reads_torchruns_root_cause_not_the_ranks_it_ended():
