@@ -60,7 +60,7 @@ def summarize_interrupted_sweep(console: Console, errors: Console) -> bool:
     sweep_config = SweepConfig.read(_running_sweep_dir)
     if sweep_config.launcher() == JOBLIB_LAUNCHER:
         _record_jobs_joblib_killed(sweep_config)
-    rows = _summarize(console, errors, _running_sweep_dir, plots=True)
+    rows = _summarize(console, errors, _running_sweep_dir, plots=True, sweep_config=sweep_config)
     if not rows:
         print_diagnostic(errors, f"[red]INTERRUPTED[/] before any job of the sweep started "
                                  f"({escape(str(_running_sweep_dir))})")
@@ -83,11 +83,12 @@ def _record_jobs_joblib_killed(sweep_config: SweepConfig) -> None:
             record_outcome(run_dir, reason=KILLED_BY_JOBLIB)
 
 
-def _summarize(console: Console, errors: Console, sweep_dir: Path, plots: bool) -> list[JobRow]:
+def _summarize(console: Console, errors: Console, sweep_dir: Path, plots: bool,
+               sweep_config: Optional[SweepConfig] = None) -> list[JobRow]:
     """Write the summary files and print the table on `console`; the rows. A summary that cannot be written is said
-    on `errors`, and ends the sweep with exit status 1."""
+    on `errors`, and ends the sweep with exit status 1. `sweep_config`: its multirun.yaml, where read already."""
     try:
-        rows = summarize_sweep(sweep_dir, plots=plots)
+        rows = summarize_sweep(sweep_dir, plots=plots, sweep_config=sweep_config)
     except Exception as exc:  # results exist but cannot be read back: not a green sweep
         log.error("sweep summary failed", exc_info=True)
         why = f"could not summarize {sweep_dir}: {type(exc).__name__}: {exc}"

@@ -8,7 +8,9 @@ For any other sweeper, or a multirun.yaml that cannot be read, the jobs are unkn
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,18 +44,26 @@ class ExpectedJob:
 class SweepConfig:
     """The `hydra` part of a sweep's multirun.yaml as plain values, read once for everything a summary takes
     from it, its interpolations left as written (as Hydra's sweeper reads its arguments: `${hydra.job.num}` in
-    an override means each job's own number). `hydra` is None when there is no file or it cannot be read."""
-    sweep_dir: Path
+    an override means each job's own number). `hydra` is None when there is no file or it cannot be read;
+    `digest` (the sha256 its jobs' records name, see record.py) None when there is no file."""
+    sweep_dir: Path  # absolute, as the summary's paths are
     hydra: Optional[dict[str, Any]]
+    digest: Optional[str]
 
     @classmethod
     def read(cls, sweep_dir: Path) -> SweepConfig:
+        sweep_dir = Path(os.path.abspath(sweep_dir))
         try:
-            hydra = OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / SWEEP_CONFIG), resolve=False)["hydra"]
-        except Exception as exc:  # noqa: BLE001 - OSError, YAML and OmegaConf errors alike: unknown
+            contents = (sweep_dir / SWEEP_CONFIG).read_bytes()
+        except OSError as exc:
+            log.debug("cannot read %s of %s: %s", SWEEP_CONFIG, sweep_dir, exc)
+            return cls(sweep_dir, None, None)
+        try:
+            hydra = OmegaConf.to_container(OmegaConf.create(contents.decode()), resolve=False)["hydra"]
+        except Exception as exc:  # noqa: BLE001 - UTF-8, YAML and OmegaConf errors alike: unknown
             log.debug("cannot read %s of %s: %s", SWEEP_CONFIG, sweep_dir, exc)
             hydra = None
-        return cls(Path(sweep_dir), hydra if isinstance(hydra, dict) else None)
+        return cls(sweep_dir, hydra if isinstance(hydra, dict) else None, hashlib.sha256(contents).hexdigest())
 
     def jobs(self) -> Optional[list[ExpectedJob]]:
         """Every job of the sweep, in job order; None when that cannot be known."""

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
+from mambapipe.sweep.expected import SweepConfig
 from mambapipe.sweep.summary import JobRow, collect_rows
 from mambapipe.sweep.tables import write_csv, write_markdown
 
 THROUGHPUT_PLOT, ROUGE_PLOT = "tokens_per_s.png", "rouge.png"  # drawn by plots.py, which imports matplotlib
 
 
-def summarize_sweep(sweep_dir: Path | str, plots: bool = True) -> list[JobRow]:
+def summarize_sweep(sweep_dir: Path | str, plots: bool = True, sweep_config: Optional[SweepConfig] = None
+                    ) -> list[JobRow]:
     """Rebuild summary.csv, summary.md and the PNG plots in `sweep_dir` from its run dirs (removing an earlier
-    summary's plots that it does not draw); the rows.
-    Without any job run dir nothing is written: the directory is not a sweep, and its files are not ours."""
+    summary's plots that it does not draw); the rows. `sweep_config`: its multirun.yaml where the caller has read it
+    already. Without any job run dir nothing is written: the directory is not a sweep, and its files are not ours."""
     # Absolute, as the jobs' own run dirs are (Hydra's runtime.output_dir): the summary's paths work from anywhere.
     sweep_dir = Path(os.path.abspath(sweep_dir))
-    found = collect_rows(sweep_dir)
+    found = collect_rows(sweep_dir, sweep_config)
     rows = found.rows
     if all(row.not_run for row in rows):  # no job dir at all: not a sweep dir, or a sweep stopped
         return []  # before its first job; either way nothing to summarize

@@ -29,7 +29,6 @@ from mambapipe.sweep.record import (
     SWEEP_CONFIG,
     SWEEP_STAMP,
     read_job_record,
-    sweep_config_digest,
 )
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -105,7 +104,7 @@ def find_sweep_jobs(sweep_dir: Path, sweep_config: SweepConfig) -> SweepJobDirs:
     """The job dirs, split by the sweep they ran in, and the sweep's jobs that have none. Only a job whose record
     names another multirun.yaml is known to be stale; one that names none (an older mambapipe, a damaged record)
     is counted as ever."""
-    current_sweep = sweep_config_digest(sweep_dir)
+    current_sweep = sweep_config.digest
     jobs = SweepJobDirs(current=[], earlier=[], not_started=[])
     started: set[int] = set()
     for run_dir in find_run_dirs(sweep_dir):
@@ -140,10 +139,11 @@ def _job_sort_key(relative: Path) -> tuple:
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in relative.parts)
 
 
-def collect_rows(sweep_dir: Path) -> SweepRows:
-    """The rows of the sweep that last ran in the directory, and the job dirs left out."""
+def collect_rows(sweep_dir: Path, sweep_config: Optional[SweepConfig] = None) -> SweepRows:
+    """The rows of the sweep that last ran in the directory, and the job dirs left out; `sweep_config`: its
+    multirun.yaml where the caller has read it already."""
     sweep_dir = Path(sweep_dir)
-    sweep_config = SweepConfig.read(sweep_dir)
+    sweep_config = SweepConfig.read(sweep_dir) if sweep_config is None else sweep_config
     jobs = find_sweep_jobs(sweep_dir, sweep_config)
     rows = [read_row(sweep_dir, run_dir) for run_dir in jobs.current]
     return SweepRows(rows + [not_run_row(sweep_dir, job) for job in jobs.not_started], jobs.earlier, sweep_config)

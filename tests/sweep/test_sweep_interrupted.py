@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import signal
 import subprocess
@@ -321,6 +322,24 @@ def test_ctrl_c_with_every_job_started_prints_how_to_finish_the_sweep(tmp_path, 
     assert stopped.value.code == 130 and "INTERRUPTED 2 jobs: 0 ok, 2 failed." in err
     assert "finish it (finished steps come from the cache): python -m mambapipe -m eval.output_len=20,21 " in err
     assert [row["reason"] for row in csv.DictReader(open(sweep / "summary.csv", newline=""))] == [reason] * 2
+
+
+def test_ctrl_c_reads_the_sweeps_multirun_yaml_once(tmp_path, monkeypatch, capsys):
+    """The summary after a Ctrl-C reads multirun.yaml for the launcher, the jobs killed, the rows and the jobs'
+    sweep (its digest) alike: once, not once for each (under joblib it was read four times)."""
+    sweep = tmp_path / "sweep"
+    write_multirun_yaml(sweep, "eval.output_len=20,21", launcher=JOBLIB_LAUNCHER)
+    write_started_job(sweep, 0, ["eval.output_len=20"])
+    opened = []
+    real_open = io.open
+    monkeypatch.setattr(io, "open", lambda path, *args, **kwargs: opened.append(Path(path).name) or
+                        real_open(path, *args, **kwargs))
+    monkeypatch.setattr(callback, "_running_sweep_dir", sweep)
+    monkeypatch.setattr(app, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "INTERRUPTED 2 jobs: 0 ok, 1 failed, 1 not run." in capsys.readouterr().err
+    assert opened.count("multirun.yaml") == 1
 
 
 def test_ctrl_c_after_every_job_succeeded_prints_no_finish_command(tmp_path, monkeypatch, capsys):
