@@ -11,6 +11,7 @@ A hub found unreachable at plan time is not asked again when the step fetches th
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -40,12 +41,16 @@ def offline_why() -> str:
 
 def cached_commit(repo_id: str, revision: str, repo_type: str) -> Optional[str]:
     """The commit a branch/tag points to in the local Hugging Face cache, if it was downloaded: the
-    library resolves the ref offline and names the snapshot folder after the commit."""
+    library resolves the ref offline and names the snapshot folder after the commit. A snapshot that lacks files of
+    the repo's tree still names it: allow_patterns fetch part of a repo by design (a tokenizer's files of a model
+    repo), and whether it holds the files a step needs is asked when the step fetches them with its patterns."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, revision=revision, repo_type=repo_type, local_files_only=True)).name
+    except IncompleteSnapshotError as partial:
+        return Path(partial.snapshot_path).name
     except LocalEntryNotFoundError:
         return None
 
@@ -58,6 +63,20 @@ def not_available(repo_id: str, revision: str, without_hub: str, why: Optional[s
     other_fix = "unset HF_HUB_OFFLINE" if constants.is_offline_mode() else "check the network"
     return StepError(f"cannot reach {repo_id} on the Hugging Face hub ({why or offline_why()}) and its revision "
                      f"{revision} is not in the local cache: {without_hub}, or {other_fix}")
+
+
+def gated(repo_id: str) -> StepError:
+    """The error for a gated repo the token (if any) may not read: the hub shows a gated repo's info to anyone, and
+    refuses its files with 401 (no token) or 403 (a token of an account without access)."""
+    return StepError(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN to a token of that "
+                     "account")
+
+
+def fetch_failed(repo_id: str, commit: str, exc: Exception) -> StepError:
+    """The error for a fetch the hub (or the network, or the disk) broke off; huggingface_hub has removed the file it
+    was writing, and the runner the step's staging directory."""
+    return StepError(f"fetching {repo_id} at {commit} failed ({type(exc).__name__}: {first_line(exc) or 'no message'})"
+                     "; run again")
 
 
 def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settings: str, without_hub: str) -> str:
@@ -76,9 +95,11 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
     failure = None
     if not use_local_files_only():
         try:  # a commit too: whether the hub has it, and whether the hub can be reached at all
-            return HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type).sha
+            commit = HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type).sha
+            _remember_ref(repo_id, revision, repo_type, commit)
+            return commit
         except GatedRepoError:
-            raise StepError(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN") from None
+            raise gated(repo_id) from None
         except (RepositoryNotFoundError, RevisionNotFoundError):
             raise StepError(f"{repo_id}@{revision} not found on the hub: check {settings}") from None
         except Exception as exc:  # network down, or the hub failing: what is cached stands in
@@ -92,6 +113,28 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
         log.warning("asking the hub for %s@%s failed (%s): pinned to the local cache's %s", repo_id, revision,
                     failure, commit)
     return commit
+
+
+def _remember_ref(repo_id: str, revision: str, repo_type: str, commit: str) -> None:
+    """Write the local Hugging Face cache's refs/<revision> as huggingface_hub's own resolve_revision does: the steps
+    fetch by commit, which writes no ref, so an offline run could not otherwise pin a revision an online run fetched.
+    Best effort, as the library's: a read-only cache keeps the refs it has."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    if revision == commit:
+        return
+    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type=repo_type) / "refs" / revision
+    try:
+        if ref.is_file() and ref.read_text() == commit:
+            return
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        written = ref.with_name(f"{ref.name}.{os.getpid()}.tmp")
+        written.write_text(commit)
+        os.replace(written, ref)  # a reader never sees half a commit
+    except OSError as err:
+        log.warning("cannot record %s@%s in the Hugging Face cache (%s): an offline run will not find it", repo_id,
+                    revision, err.strerror or err)
 
 
 def forget_unreachable() -> None:
@@ -109,6 +152,14 @@ def _is_network_failure(exc: Exception) -> bool:
     if isinstance(exc, HfHubHTTPError):
         return False
     return isinstance(exc, OSError) or any(cls.__name__ == "TransportError" for cls in type(exc).__mro__)
+
+
+def is_transfer_failure(exc: Exception) -> bool:
+    """Whether a fetch broke off for a reason outside mambapipe: an answer of the hub's (a 5xx), the network or the
+    disk (an OSError: a full disk, a size that does not match); not a bug."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return isinstance(exc, HfHubHTTPError) or _is_network_failure(exc)
 
 
 def _found_unreachable(exc: Exception) -> None:

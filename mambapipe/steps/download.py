@@ -179,14 +179,22 @@ def resolve_commit(repo_id: str, revision: Optional[str], settings: str = "model
 
 
 def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], without_hub: str = _WITHOUT_HUB) -> Path:
+    """The snapshot folder of `repo_id` at `commit` holding the files `patterns` select, fetched where missing; a
+    one-line StepError for whatever stops it (the plan saw the repo, but its files may be refused or broken off)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns,
                                       local_files_only=hub.use_local_files_only()))
     except LocalEntryNotFoundError:
         raise hub.not_available(repo_id, commit, without_hub) from None
+    except GatedRepoError:
+        raise hub.gated(repo_id) from None
+    except Exception as exc:
+        if not hub.is_transfer_failure(exc):
+            raise
+        raise hub.fetch_failed(repo_id, commit, exc) from exc
 
 
 def _linked_layout(model: dict[str, Any], model_dir: Path, commit: str) -> str:

@@ -137,7 +137,8 @@ def test_hub_pins_the_resolved_commit(compose_config, tmp_path, local_copy):
     params = model_params(compose_config, "model=mamba2_130m")
     info = mock.Mock(sha=COMMIT)
     with mock.patch("huggingface_hub.HfApi.model_info", return_value=info) as model_info, \
-         mock.patch("huggingface_hub.constants.HF_HUB_OFFLINE", False):
+         mock.patch("huggingface_hub.constants.HF_HUB_OFFLINE", False), \
+         mock.patch("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf-hub")):  # where the refs go
         env = STEP.environment(params)
     assert env == {"commit": COMMIT, "tokenizer_commit": COMMIT}
     assert model_info.call_args_list[0].args[0] == "state-spaces/mamba2-130m"

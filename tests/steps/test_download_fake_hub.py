@@ -1,0 +1,185 @@
+"""The hub source through huggingface_hub's real HTTP path, against a fake hub on 127.0.0.1 (fake_hub.py) serving a
+checkpoint the synthetic source wrote: pinning, allow_patterns, and the one-line errors of a gated repo, an unknown
+revision and a hub that is down."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+from fake_hub import FakeHub, Repo
+
+from mambapipe.evaluate.prompts import load_tokenizer
+from mambapipe.models import ModelSpec
+from mambapipe.pipeline.runner import run_recipe
+from mambapipe.synthetic import write_synthetic_checkpoint, write_synthetic_tokenizer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMMIT, TOKENIZER_COMMIT = "5eed" * 10, "70ce" * 10
+REPO_ID, TOKENIZER_ID = "fake-org/tiny-mamba2", "fake-org/tokenizer"
+ALLOW = "model.allow_patterns=[config.json,'model*.safetensors*','tokenizer*']"
+NOT_SELECTED = {"README.md": b"# tiny\n", "consolidated.safetensors": b"\0" * 64}  # a Mistral copy: not to fetch
+TOKEN = "hf_fakeSecretToken0123456789"
+
+
+@pytest.fixture(scope="module")
+def repo_files(tmp_path_factory) -> Path:
+    """What the synthetic source writes for model=tiny_mamba2 (its seed 0, float32), as a hub repo holds it, with
+    files beside it that the allow patterns leave out."""
+    directory = tmp_path_factory.mktemp("hub-repo")
+    arch = yaml.safe_load((REPO_ROOT / "configs" / "model" / "tiny_mamba2.yaml").read_text())["arch"]
+    spec = ModelSpec(**arch)
+    write_synthetic_checkpoint(spec, directory, "float32", seed=0, progress=False)
+    write_synthetic_tokenizer(directory, spec.vocab_size)
+    for name, data in NOT_SELECTED.items():
+        (directory / name).write_bytes(data)
+    return directory
+
+
+def point_huggingface_hub_at(monkeypatch, endpoint: str, hf_home: Path) -> None:
+    """huggingface_hub reads HF_ENDPOINT and HF_HOME when it is imported: in-process, its constants are set instead
+    (HfApi and hf_hub_url read them at each call)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(hf_home / "token"))
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(hf_home / ".agent_harnesses.json"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path, repo_files):
+    """The fake hub serving REPO_ID at COMMIT (its main); TOKENIZER_ID, a copy at TOKENIZER_COMMIT; fake-org/gated,
+    which grants no token; fake-org/flaky, whose weights fail to download."""
+    repos = {("model", REPO_ID): Repo.of_directory(repo_files, COMMIT),
+             ("model", "fake-org/gated"): Repo.of_directory(repo_files, COMMIT, gated=True),
+             ("model", "fake-org/flaky"): Repo.of_directory(repo_files, COMMIT, failing={"model.safetensors": 500}),
+             ("model", TOKENIZER_ID): Repo.of_directory(repo_files, TOKENIZER_COMMIT)}
+    with FakeHub(repos) as server:
+        point_huggingface_hub_at(monkeypatch, server.url, tmp_path / "hf")
+        yield server
+
+
+def hub_overrides(*overrides: str, repo_id: str = REPO_ID) -> tuple[str, ...]:
+    return ("model=tiny_mamba2", "model.source=hub", f"model.repo_id={repo_id}", "model.tokenizer=null", ALLOW,
+            "steps=[download,convert]", *overrides)
+
+
+def run(compose_config, tmp_path: Path, *overrides: str):
+    result = run_recipe(compose_config(*overrides), tmp_path / "run", overrides)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    return result, record
+
+
+def fetched(hub: FakeHub, repo_id: str) -> set[str]:
+    """The files of `repo_id` the hub was asked for, each asked at the commit the plan pinned."""
+    paths = [path for path in hub.paths() + hub.paths("HEAD") if path.startswith(f"/{repo_id}/resolve/")]
+    pinned = {REPO_ID: COMMIT, TOKENIZER_ID: TOKENIZER_COMMIT}[repo_id]
+    assert all(path.startswith(f"/{repo_id}/resolve/{pinned}/") for path in paths)
+    return {path.rsplit("/", 1)[1] for path in paths}
+
+
+def test_a_hub_model_is_fetched_at_the_pinned_commit_and_converts(compose_config, tmp_path, hub):
+    result, record = run(compose_config, tmp_path, *hub_overrides(f"model.tokenizer={TOKENIZER_ID}"))
+    assert not result.failed, result.reason
+    assert [(step["name"], step["status"]) for step in record["steps"][:2]] == [("download", "ran"), ("convert", "ran")]
+    download = Path(record["steps"][0]["artifact"])
+    manifest = json.loads((download / "manifest.json").read_text())
+    assert manifest["environment"] == {"commit": COMMIT, "tokenizer_commit": TOKENIZER_COMMIT}
+    assert manifest["facts"]["commit"] == COMMIT and manifest["facts"]["layout"] == "hf_mamba2"
+    # each main asked once, at plan time; then only the files the patterns select, at the pinned commits
+    assert [hub.paths().count(f"/api/models/{repo}/revision/main") for repo in (REPO_ID, TOKENIZER_ID)] == [1, 1]
+    assert fetched(hub, REPO_ID) == {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+    assert fetched(hub, TOKENIZER_ID) == {"config.json", "tokenizer.json", "tokenizer_config.json"}
+    assert sorted(p.name for p in (download / "model").iterdir()) == sorted(fetched(hub, REPO_ID))
+    assert Path(os.readlink(download / "tokenizer" / "tokenizer.json")).parent.name == TOKENIZER_COMMIT
+    assert load_tokenizer(download / "tokenizer").tokenizer.vocab_size == 512
+    converted = Path(record["steps"][1]["artifact"])
+    assert json.loads((converted / "manifest.json").read_text())["step"] == "convert"
+
+
+def test_a_branch_and_its_commit_share_the_download(compose_config, tmp_path, hub):
+    first, _ = run(compose_config, tmp_path / "a", *hub_overrides("steps=[download]"))
+    again, record = run(compose_config, tmp_path / "b", *hub_overrides("steps=[download]", f"model.revision={COMMIT}"))
+    assert not first.failed and not again.failed, (first.reason, again.reason)
+    assert record["steps"][0]["status"] == "cached"
+
+
+@pytest.mark.parametrize("token, status", [(None, 401), (TOKEN, 403)])
+def test_a_gated_repo_is_one_line_and_no_token_is_logged(compose_config, tmp_path, hub, monkeypatch, caplog, capsys,
+                                                          token, status):
+    """The hub answers a gated repo's info, and 401 (no token) or 403 (a token without access) for its files."""
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
+    with caplog.at_level(logging.DEBUG):
+        result, record = run(compose_config, tmp_path, *hub_overrides(repo_id="fake-org/gated"))
+    assert result.reason == ("download: fake-org/gated is gated: accept its licence on huggingface.co and set "
+                             "HF_TOKEN to a token of that account")
+    assert [step["status"] for step in record["steps"][:2]] == ["failed", "skipped"]
+    assert any(request.authorization == (f"Bearer {token}" if token else None) for request in hub.requests)
+    outputs = capsys.readouterr()
+    assert TOKEN not in caplog.text + outputs.out + outputs.err + (tmp_path / "run" / "run.json").read_text()
+    assert_no_download_left(tmp_path / "cache")
+
+
+def assert_no_download_left(cache: Path) -> None:
+    """Neither an artifact nor a staging directory of the download step."""
+    assert not [path for path in (cache / "download").iterdir() if not path.name.startswith(".")]
+    assert not list((cache / "download" / ".staging").iterdir())
+
+
+@pytest.mark.parametrize("revision", ["v9", "9" * 40])
+def test_a_revision_the_hub_does_not_know_is_named(compose_config, tmp_path, hub, revision):
+    result, record = run(compose_config, tmp_path, *hub_overrides(f"model.revision='{revision}'"))
+    assert result.reason == (f"download: {REPO_ID}@{revision} not found on the hub: check model.repo_id / "
+                             "model.revision")
+    assert record["stopped_at_plan"] and not hub.paths("HEAD")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_hub_that_is_down_is_one_line(compose_config, tmp_path, monkeypatch, repo_files):
+    point_huggingface_hub_at(monkeypatch, f"http://127.0.0.1:{closed_port()}", tmp_path / "hf")
+    result, _ = run(compose_config, tmp_path, *hub_overrides())
+    assert result.reason == (f"download: cannot reach {REPO_ID} on the Hugging Face hub (ConnectError: [Errno 111] "
+                             "Connection refused) "
+                             "and its revision main is not in the local cache: set model.source=local "
+                             "model.path=/path/to/copy, or check the network")
+
+
+def test_a_download_the_hub_breaks_off_is_one_line_and_leaves_no_partial_file(compose_config, tmp_path, hub):
+    result, _ = run(compose_config, tmp_path, *hub_overrides(repo_id="fake-org/flaky"))
+    assert result.reason.startswith(f"download: fetching fake-org/flaky at {COMMIT} failed (HfHubHTTPError: Server "
+                                    "error '500 Internal Server Error' for url ")
+    assert result.reason.endswith("/model.safetensors'); run again") and "\n" not in result.reason
+    assert_no_download_left(tmp_path / "cache")
+    blobs = tmp_path / "hf" / "hub" / "models--fake-org--flaky" / "blobs"
+    assert not [blob.name for blob in blobs.iterdir() if blob.name.endswith(".incomplete")]
+
+
+def test_a_partial_snapshot_the_run_fetched_serves_it_offline(compose_config, tmp_path, hub, monkeypatch):
+    """allow_patterns leave the snapshot partial by design (the tokenizer's repo always so): the offline plan must
+    still find the commit main pointed to, and the run its files, without asking the hub."""
+    overrides = hub_overrides("steps=[download]", f"model.tokenizer={TOKENIZER_ID}")
+    online, _ = run(compose_config, tmp_path / "online", *overrides)
+    assert not online.failed, online.reason
+    asked = len(hub.requests)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    offline, record = run(compose_config, tmp_path / "offline", *overrides, "force=[download]")
+    assert not offline.failed, offline.reason
+    manifest = json.loads((Path(record["steps"][0]["artifact"]) / "manifest.json").read_text())
+    assert manifest["environment"] == {"commit": COMMIT, "tokenizer_commit": TOKENIZER_COMMIT}
+    assert len(hub.requests) == asked
