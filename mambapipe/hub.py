@@ -2,8 +2,9 @@
 
 A step that reads a hub repo hashes the commit its branch or tag points to into its key and fetches
 exactly that commit, so a cached artifact never stands for files the branch has since moved past.
-Offline (HF_HUB_OFFLINE) or with the hub unreachable, the local Hugging Face cache's refs say which
-commit was fetched last; with nothing cached, a one-line StepError names the repo and how to do without it.
+Offline (HF_HUB_OFFLINE) or with the hub unreachable, the local Hugging Face cache's refs (which an online
+plan writes) say which commit the revision last pointed to, and its snapshot must hold the files; with nothing
+cached, a one-line StepError names the repo and how to do without it.
 A hub found unreachable at plan time is not asked again when the step fetches the files
 (`use_local_files_only`): huggingface_hub would retry for ~20 s a repo before reading its cache.
 """

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-_API = re.compile(r"^/api/(?P<type>models|datasets)/(?P<repo>[^/]+/[^/]+)/(?P<kind>revision|tree)/(?P<rev>[^/]+)$")
+_API = re.compile(r"^/api/(?P<type>models|datasets)/(?P<repo>[^/]+/[^/]+)/(?P<kind>revision|tree)/(?P<rev>[^/]+)"
+                  r"(?:/(?P<folder>.+))?$")
 _RESOLVE = re.compile(r"^/(?P<type>datasets/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 
 
@@ -92,11 +93,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(send_body=False)
 
     def _answer(self, send_body: bool) -> None:
-        path = unquote(urlsplit(self.path).path)
+        url = urlsplit(self.path)
+        path = unquote(url.path)
         authorization = self.headers.get("Authorization")
         self.fake_hub.requests.append(Request(self.command, path, authorization))
         if (match := _API.match(path)) and self.command == "GET":
-            return self._api(match["type"].removesuffix("s"), match["repo"], match["kind"], match["rev"])
+            recursive = parse_qs(url.query).get("recursive") == ["True"]
+            return self._api(match["type"].removesuffix("s"), match["repo"], match["kind"], match["rev"],
+                             match["folder"] or "", recursive)
         if match := _RESOLVE.match(path):
             return self._resolve("dataset" if match["type"] else "model", match["repo"], match["rev"], match["path"],
                                  authorization, send_body)
@@ -113,7 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return repo
 
-    def _api(self, repo_type: str, repo_id: str, kind: str, revision: str) -> None:
+    def _api(self, repo_type: str, repo_id: str, kind: str, revision: str, folder: str, recursive: bool) -> None:
         repo = self._find(repo_type, repo_id, revision)
         if repo is None:
             return
@@ -121,8 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"id": repo_id, "sha": repo.commit, "private": False, "gated": "manual" if repo.gated else False,
                     "siblings": [{"rfilename": name} for name in repo.files]}
         else:
-            body = [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
-                    for name, data in repo.files.items()]
+            body = _tree(repo.files, folder, recursive)
         self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"}, send_body=True)
 
     def _resolve(self, repo_type: str, repo_id: str, revision: str, name: str, authorization: Optional[str],
@@ -155,3 +158,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if send_body:
             self.wfile.write(body)
+
+
+def _tree(files: dict[str, bytes], folder: str, recursive: bool) -> list[dict]:
+    """The tree listing of `folder` ('' for the root): its files and folders, or with `recursive` everything below
+    it (files only: snapshot_download keeps those alone)."""
+    prefix = folder + "/" if folder else ""
+    entries, folders = [], set()
+    for name, data in files.items():
+        if not name.startswith(prefix):
+            continue
+        below = name[len(prefix):]
+        if recursive or "/" not in below:
+            entries.append({"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()})
+        elif (child := prefix + below.split("/")[0]) not in folders:
+            folders.add(child)
+            entries.append({"type": "directory", "path": child, "oid": hashlib.sha1(child.encode()).hexdigest()})
+    return entries

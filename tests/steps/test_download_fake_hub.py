@@ -1,6 +1,7 @@
 """The hub source through huggingface_hub's real HTTP path, against a fake hub on 127.0.0.1 (fake_hub.py) serving a
-checkpoint the synthetic source wrote: pinning, allow_patterns, and the one-line errors of a gated repo, an unknown
-revision and a hub that is down."""
+checkpoint the synthetic source wrote: pinning, allow_patterns, an offline run after an online one, and the one-line
+errors of a gated repo, a download broken off, an unknown revision and a hub that is down; then the evaluate step's
+hub dataset through datasets' own client."""
 
 from __future__ import annotations
 
@@ -107,13 +108,6 @@ def test_a_hub_model_is_fetched_at_the_pinned_commit_and_converts(compose_config
     assert json.loads((converted / "manifest.json").read_text())["step"] == "convert"
 
 
-def test_a_branch_and_its_commit_share_the_download(compose_config, tmp_path, hub):
-    first, _ = run(compose_config, tmp_path / "a", *hub_overrides("steps=[download]"))
-    again, record = run(compose_config, tmp_path / "b", *hub_overrides("steps=[download]", f"model.revision={COMMIT}"))
-    assert not first.failed and not again.failed, (first.reason, again.reason)
-    assert record["steps"][0]["status"] == "cached"
-
-
 @pytest.mark.parametrize("token, status", [(None, 401), (TOKEN, 403)])
 def test_a_gated_repo_is_one_line_and_no_token_is_logged(compose_config, tmp_path, hub, monkeypatch, caplog, capsys,
                                                           token, status):
@@ -183,3 +177,53 @@ def test_a_partial_snapshot_the_run_fetched_serves_it_offline(compose_config, tm
     manifest = json.loads((Path(record["steps"][0]["artifact"]) / "manifest.json").read_text())
     assert manifest["environment"] == {"commit": COMMIT, "tokenizer_commit": TOKENIZER_COMMIT}
     assert len(hub.requests) == asked
+
+
+# ---- the evaluate step's hub dataset (eval.dataset=cnn_dailymail), through datasets' own hub client ----------------
+
+DATASET_ID, DATASET_COMMIT = "fake-org/news", "da7a" * 10
+ARTICLES = [{"article": f"Article {i}: the river rose {i} feet overnight.", "highlights": f"River up {i} ft.",
+             "id": f"n{i}"} for i in range(4)]
+
+
+@pytest.fixture
+def dataset_hub(monkeypatch, tmp_path):
+    """The fake hub serving DATASET_ID at DATASET_COMMIT as abisee/cnn_dailymail lays it out (a README whose configs
+    name each config's parquet files); datasets reads its endpoint, offline switch and cache from its own config."""
+    import datasets.config
+    import pyarrow
+    import pyarrow.parquet
+
+    files = tmp_path / "news"
+    (files / "3.0.0").mkdir(parents=True)
+    table = pyarrow.Table.from_pylist(ARTICLES)
+    pyarrow.parquet.write_table(table, files / "3.0.0" / "test-00000-of-00001.parquet")
+    (files / "README.md").write_text("---\nconfigs:\n- config_name: 3.0.0\n  data_files:\n  - split: test\n"
+                                     "    path: 3.0.0/test-*\n---\n# news\n")
+    with FakeHub({("dataset", DATASET_ID): Repo.of_directory(files, DATASET_COMMIT)}) as server:
+        point_huggingface_hub_at(monkeypatch, server.url, tmp_path / "hf")
+        monkeypatch.setattr(datasets.config, "HF_ENDPOINT", server.url)
+        monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL",
+                            server.url + "/datasets/{repo_id}/resolve/{revision}/{path}")
+        monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf" / "datasets")
+        monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+        yield server
+
+
+def test_a_hub_dataset_is_pinned_loaded_at_its_commit_and_then_offline(dataset_hub, monkeypatch):
+    from mambapipe.evaluate.data import hub_commit, load_articles
+
+    def load(local_only=None):
+        return load_articles("cnn_dailymail", DATASET_ID, "3.0.0", "test", revision=DATASET_COMMIT,
+                             local_only=local_only, show_progress=False)
+
+    assert hub_commit(DATASET_ID) == DATASET_COMMIT
+    online = load()
+    assert sorted(online["id"]) == ["n0", "n1", "n2", "n3"] and set(online.column_names) >= {"article", "highlights"}
+    files = [path for path in dataset_hub.paths() if "/resolve/" in path]
+    assert files and all(path.startswith(f"/datasets/{DATASET_ID}/resolve/{DATASET_COMMIT}/") for path in files)
+    asked = len(dataset_hub.requests)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets
+    assert hub_commit(DATASET_ID) == DATASET_COMMIT
+    assert load(local_only="HF_HUB_OFFLINE is set")["id"] == online["id"]
+    assert len(dataset_hub.requests) == asked
