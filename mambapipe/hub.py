@@ -76,8 +76,7 @@ def gated(repo_id: str) -> StepError:
 def fetch_failed(repo_id: str, commit: str, exc: Exception) -> StepError:
     """The error for a fetch the hub (or the network, or the disk) broke off; huggingface_hub has removed the file it
     was writing, and the runner the step's staging directory."""
-    return StepError(f"fetching {repo_id} at {commit} failed ({type(exc).__name__}: {first_line(exc) or 'no message'})"
-                     "; run again")
+    return StepError(f"fetching {repo_id} at {commit} failed ({_described(exc)}); run again")
 
 
 def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settings: str, without_hub: str) -> str:
@@ -104,7 +103,7 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
         except (RepositoryNotFoundError, RevisionNotFoundError):
             raise StepError(f"{repo_id}@{revision} not found on the hub: check {settings}") from None
         except Exception as exc:  # network down, or the hub failing: what is cached stands in
-            failure = f"{type(exc).__name__}: {first_line(exc) or 'no message'}"
+            failure = _described(exc)
             if _is_network_failure(exc):  # and will when the step fetches; a 429 or 5xx says nothing of the rest
                 _found_unreachable(exc)
     commit = cached_commit(repo_id, revision, repo_type)
@@ -136,6 +135,17 @@ def _remember_ref(repo_id: str, revision: str, repo_type: str, commit: str) -> N
     except OSError as err:
         log.warning("cannot record %s@%s in the Hugging Face cache (%s): an offline run will not find it", repo_id,
                     revision, err.strerror or err)
+
+
+def not_fetched(repo_id: str, commit: str, without_hub: str, missing: Exception) -> StepError:
+    """The error for files of `commit` neither fetched nor cached: huggingface_hub's LocalEntryNotFoundError
+    `missing` chains what it met where it asked the hub (the hub gone down since the plan)."""
+    asked = not use_local_files_only()
+    return not_available(repo_id, commit, without_hub, _described(missing.__cause__ or missing) if asked else None)
+
+
+def _described(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {first_line(exc) or 'no message'}"
 
 
 def forget_unreachable() -> None:

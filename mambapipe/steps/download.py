@@ -187,8 +187,8 @@ def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], wit
     try:
         return Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns,
                                       local_files_only=hub.use_local_files_only()))
-    except LocalEntryNotFoundError:
-        raise hub.not_available(repo_id, commit, without_hub) from None
+    except LocalEntryNotFoundError as missing:
+        raise hub.not_fetched(repo_id, commit, without_hub, missing) from None
     except GatedRepoError:
         raise hub.gated(repo_id) from None
     except Exception as exc:

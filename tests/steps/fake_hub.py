@@ -81,7 +81,7 @@ class FakeHub:
 
 class _Handler(BaseHTTPRequestHandler):
     fake_hub: FakeHub
-    protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.0"  # a connection per request: once the hub is shut down, nothing answers
 
     def log_message(self, *args) -> None:  # the test's output is the library's, not the server's
         pass

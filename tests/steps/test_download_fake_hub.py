@@ -17,7 +17,11 @@ from fake_hub import FakeHub, Repo
 
 from mambapipe.evaluate.prompts import load_tokenizer
 from mambapipe.models import ModelSpec
+from mambapipe.pipeline.plan import step_params
+from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.runner import run_recipe
+from mambapipe.pipeline.step import StepContext, StepError
+from mambapipe.steps.download import STEP
 from mambapipe.synthetic import write_synthetic_checkpoint, write_synthetic_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -179,6 +183,22 @@ def test_a_partial_snapshot_the_run_fetched_serves_it_offline(compose_config, tm
     assert len(hub.requests) == asked
 
 
+def test_a_hub_gone_down_after_the_plan_is_named_when_the_files_are_fetched(compose_config, tmp_path, repo_files,
+                                                                              monkeypatch):
+    params = step_params(STEP, resolve_config(compose_config(*hub_overrides())).config)
+    with FakeHub({("model", REPO_ID): Repo.of_directory(repo_files, COMMIT)}) as server:
+        point_huggingface_hub_at(monkeypatch, server.url, tmp_path / "hf")
+        environment = STEP.environment(params)
+    (tmp_path / "out").mkdir()
+    # huggingface_hub retries a refused connection for ~20 s: time.sleep (the module's, so this process's) skips it
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)
+    with pytest.raises(StepError) as info:
+        STEP.run(params, {}, tmp_path / "out", StepContext(show_progress=False, environment=environment))
+    assert str(info.value) == (f"cannot reach {REPO_ID} on the Hugging Face hub (ConnectError: [Errno 111] Connection "
+                               f"refused) and its revision {COMMIT} is not in the local cache: set model.source=local "
+                               "model.path=/path/to/copy, or check the network")
+
+
 # ---- the evaluate step's hub dataset (eval.dataset=cnn_dailymail), through datasets' own hub client ----------------
 
 DATASET_ID, DATASET_COMMIT = "fake-org/news", "da7a" * 10
@@ -227,3 +247,4 @@ def test_a_hub_dataset_is_pinned_loaded_at_its_commit_and_then_offline(dataset_h
     assert hub_commit(DATASET_ID) == DATASET_COMMIT
     assert load(local_only="HF_HUB_OFFLINE is set")["id"] == online["id"]
     assert len(dataset_hub.requests) == asked
+
