@@ -1,7 +1,9 @@
-"""The dtype names configs and checkpoint configs use, and the torch dtype each one means."""
+"""The torch dtype each dtype name of configs and checkpoint configs (models.DTYPE_NAMES) means."""
 
 from __future__ import annotations
 
 import torch
 
-TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+from mambapipe.models import DTYPE_NAMES
+
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}

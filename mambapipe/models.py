@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 MAMBA1 = "Mamba1"
 MAMBA2 = "Mamba2"
 # TensorRT-LLM ignores the source's layer_norm_epsilon and always uses PretrainedConfig's default.
 TRTLLM_NORM_EPSILON = 1e-5
+# The dtype names configs, checkpoints and engines use (mambapipe.dtypes maps them to torch's, which the plan's checks
+# of a name need not import).
+DTYPE_NAMES = ("float16", "bfloat16", "float32")
 # Sizes that must be at least 1: a 0 divides by zero in the engine or builds a model that computes nothing.
 _POSITIVE = ("hidden_size", "num_layers", "vocab_size", "state_size", "conv_kernel", "expand",
              "pad_vocab_size_multiple")
@@ -211,3 +214,8 @@ class ModelSpec:
 def _explicit_dt_rank(rank: int, hidden: int, version: str) -> int:
     """0 (= ceil(H/16)) when the written rank is the default or unused, so specs round-trip through config.json."""
     return 0 if version == MAMBA2 or rank == math.ceil(hidden / 16) else rank
+
+
+def unknown_dtype(dtype: str) -> Optional[str]:
+    """The one line for a dtype name that is none of DTYPE_NAMES (None for one that is)."""
+    return None if dtype in DTYPE_NAMES else f"unknown dtype {dtype!r}; use one of {', '.join(DTYPE_NAMES)}"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from mambapipe import interrupts
 from mambapipe.backends.base import BuildSettings, Generator
-from mambapipe.engine.build import ENGINE_FORMAT, build_engine
+from mambapipe.engine.checks import ENGINE_FORMAT
 from mambapipe.pipeline.step import StepError
 
 
@@ -26,6 +27,9 @@ class NativeBackend:
 
     def build(self, checkpoint_dir: Path, out_dir: Path, settings: BuildSettings,
               show_progress: bool = True) -> dict[str, Any]:
+        with interrupts.deferred():  # the engine's build brings torch: imported whole or not at all
+            from mambapipe.engine.build import build_engine
+
         try:
             return build_engine(Path(checkpoint_dir), Path(out_dir), settings, show_progress)
         except (ValueError, FileNotFoundError, KeyError) as err:

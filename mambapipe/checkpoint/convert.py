@@ -25,7 +25,7 @@ from mambapipe.checkpoint.sources import TensorSource, open_source
 from mambapipe.checkpoint.tp import shard, shard_shape
 from mambapipe.checkpoint.trtllm import TrtTensor, trtllm_tensors
 from mambapipe.dtypes import TORCH_DTYPES
-from mambapipe.models import TRTLLM_NORM_EPSILON
+from mambapipe.models import TRTLLM_NORM_EPSILON, unknown_dtype
 from mambapipe.pipeline.store import write_atomic
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,9 @@ def _clear_outputs(model_dir: Path, out_dir: Path) -> Path:
 
 
 def parse_dtype(dtype: str) -> torch.dtype:
-    if dtype not in TORCH_DTYPES:
-        raise ConvertError(f"unknown dtype {dtype!r}; use one of {', '.join(TORCH_DTYPES)}")
+    problem = unknown_dtype(dtype)
+    if problem:
+        raise ConvertError(problem)
     return TORCH_DTYPES[dtype]
 
 

@@ -28,7 +28,7 @@ import torch
 from mambapipe.backends.base import Limits
 from mambapipe.checkpoint.config_json import CONFIG_FILE, read_config_json
 from mambapipe.dtypes import TORCH_DTYPES
-from mambapipe.engine.build import ENGINE_FORMAT, dtype_problem
+from mambapipe.engine.checks import ENGINE_FORMAT, dtype_problem
 from mambapipe.engine.generate import EngineGenerator
 from mambapipe.engine.kernels import kernels_problem
 from mambapipe.engine.model import Comm, MambaModel

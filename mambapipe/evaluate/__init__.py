@@ -2,3 +2,5 @@
 
 # metrics.json's `task` for the summarize task, by which the sweep summary tells how a row's tokens/s were timed.
 SUMMARIZE_TASK = "summarize"
+# The file every task writes its results to, at the artifact's root (the runner copies it into the run directory).
+METRICS_FILE = "metrics.json"

@@ -5,39 +5,17 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import torch
 from tqdm import tqdm
 
-from mambapipe.backends.base import Generator, LimitError, Limits, SamplingConfig
+from mambapipe.backends.base import Generator, SamplingConfig
 from mambapipe.evaluate.floor import decode_step_traffic
-from mambapipe.evaluate.scenarios import Scenario, scenario_label
+from mambapipe.evaluate.scenarios import Scenario, limit_problem, scenario_label
 from mambapipe.peak_memory import reset_peak_memory
 
 PROMPT_TOKEN_HIGH = 1000  # prompts are randint(1, 1000), as mamba_ssm's benchmark script draws them
-
-
-# anchors-h200.md S1-S4: mamba_ssm latency and throughput defaults, the Mamba paper's long prompt, and
-# TensorRT-LLM summarize.py's setting.
-DEFAULT_SCENARIOS = (Scenario(1, 100, 100), Scenario(64, 100, 100), Scenario(1, 2048, 128), Scenario(8, 923, 100))
-
-
-def scenarios_from_config(raw: Optional[Iterable[dict[str, int]]]) -> list[Scenario]:
-    """`eval.scenarios` as Scenario objects; the anchors' S1-S4 when it is empty."""
-    items = [Scenario(int(s["batch"]), int(s["input_len"]), int(s["output_len"])) for s in (raw or [])]
-    return items or list(DEFAULT_SCENARIOS)
-
-
-def limit_problem(limits: Limits, scenario: Scenario) -> Optional[str]:
-    """Why an engine of these limits (a loaded engine's, or the build.* params at plan time) cannot run
-    `scenario`, in the words the engine itself would refuse it with; or None."""
-    prompts = [[1] * scenario.input_len] * scenario.batch  # one row repeated: only the shape is checked
-    try:
-        limits.check(prompts, scenario.output_len)
-    except LimitError as err:
-        return str(err)
-    return None
 
 
 def random_prompts(scenario: Scenario, vocab_size: int, seed: int) -> list[list[int]]:

@@ -130,6 +130,7 @@ def check_first_record(path: Path, dataset: str) -> None:
     (local_dataset_sha256). A first record this cannot read is left to the loader, which names what is wrong with
     the file."""
     if local_builder(path) == "parquet":
+        require_datasets()  # the footer is read with the pyarrow datasets brings: a broken install says so in one line
         fields, rows = _parquet_fields_and_rows(path)
     else:
         record = _first_json_record(path)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-import numpy as np
-
 from mambapipe import interrupts
 from mambapipe.pipeline.step import StepError
 
@@ -64,7 +62,10 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
     for prediction, reference in zip(predictions, references):
         aggregator.add_scores(scorer.score(reference, prediction))  # score(target, prediction)
     # The bootstrap samples with numpy's global RNG; seed it as summarize.py does, then put the caller's
-    # RNG state back so scoring has no side effects.
+    # RNG state back so scoring has no side effects. Imported here, where rouge-score has imported it: the evaluate
+    # step's plan imports this module for require_scorer, and a plan that runs no scoring need not wait for numpy.
+    import numpy as np
+
     saved = np.random.get_state()
     np.random.seed(BOOTSTRAP_SEED)
     try:

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 
 from mambapipe.backends import get_backend
 from mambapipe.backends.base import Generator
-from mambapipe.evaluate import benchmark, summarize
+from mambapipe.evaluate import METRICS_FILE, benchmark, summarize
 from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.floor import device_bandwidth
 from mambapipe.evaluate.hf_reference import HFGenerator, hf_reference_problem
@@ -23,11 +23,11 @@ from mambapipe.evaluate.prompts import FIX_LOCAL_TOKENIZER, REDOWNLOAD, Tokenize
 from mambapipe.evaluate.protocol import summarize_protocol
 from mambapipe.evaluate.report import print_report
 from mambapipe.evaluate.rouge import rouge_scores
+from mambapipe.evaluate.scenarios import scenarios_from_config
 from mambapipe.peak_memory import peak_memory_meaning, reset_peak_memory
 from mambapipe.pipeline.store import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 Outputs = tuple[Optional[dict[str, Any]], Optional[list[dict[str, Any]]]]
 HUB_ARGUMENTS = {"hub_id": "eval.dataset_hub_id", "hub_config": "eval.dataset_config", "split": "eval.dataset_split"}
@@ -144,7 +144,7 @@ def _compare_hf(job: EvalJob, bundle: TokenizerBundle, batches: list[list[summar
 
 
 def _benchmark(job: EvalJob, rank: int, show: bool) -> Outputs:
-    scenarios = benchmark.scenarios_from_config(job.params["eval.scenarios"])
+    scenarios = scenarios_from_config(job.params["eval.scenarios"])
     bytes_per_s, source = device_bandwidth(job.params["device"], job.params["eval.bandwidth_gbps"])
     with loaded_engine(job) as generator:
         rows = benchmark.run_benchmark(generator, scenarios, warmup=job.params["eval.warmup"],

@@ -285,6 +285,8 @@ def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) 
     for planned in plan.steps:
         if _check_and_describe(plan, planned, valid) and planned.name not in unknown_keys:
             valid.add(planned.name)
+    if not plan.problems and not config["plan_only"]:
+        _check_imports(plan)
     plan.problems = _distinct(plan.problems, [s.name for s in steps])
     return plan
 
@@ -329,6 +331,18 @@ def _check_and_describe(plan: Plan, planned: PlannedStep, valid: set[str]) -> bo
         if checked:
             plan.problems.extend(_problems(step, exc))
     return checked
+
+
+def _check_imports(plan: Plan) -> None:
+    """The check_imports of the steps that run, which import what those runs will (seconds: datasets, rouge-score),
+    for a plan that goes on to run them: plan_only=true runs nothing, and a plan with a problem stops before any
+    step, so neither waits for those imports."""
+    for planned in plan.steps:
+        if planned.action == RUN and hasattr(planned.step, "check_imports"):
+            try:
+                planned.step.check_imports(planned.params)
+            except Exception as exc:
+                plan.problems.extend(_problems(planned.step, exc))
 
 
 def _check_upstream(plan: Plan, planned: PlannedStep, valid: set[str]) -> None:

@@ -33,7 +33,7 @@ def resolve_device(requested: str) -> tuple[str, str, Optional[str]]:
         return "cpu", "requested", None
     import torch  # only when there is a GPU to look for: importing torch costs a second
 
-    from mambapipe.engine.build import no_cuda_device
+    from mambapipe.engine.checks import no_cuda_device
 
     visible = torch.cuda.is_available()
     if requested == "cuda":

@@ -86,6 +86,12 @@ class Step(Protocol):
 #       when every upstream step is cached or passed its own checks: a fault of theirs is theirs to name, once.
 #       Raise StepError.
 #
+#   check_imports(params) -> None
+#       Plan-time check that the libraries the step's run imports can be imported, where that takes seconds (evaluate's
+#       summarize: datasets and rouge-score), so that a broken install stops the run before its first step. Called
+#       for a step that runs, once the whole plan has no problem, and not with plan_only=true: a plan that runs
+#       nothing, or stops at a problem, does not wait for those imports. Raise StepError.
+#
 #   key_params(params, environment) -> dict
 #       The params as the key hashes them, where `environment` pins what one of them names: download keys a hub
 #       model.revision as if unset once the commit it resolved to is in `environment`, so `main`, a tag and the

@@ -11,7 +11,8 @@ from mambapipe.pipeline.step import Step
 
 def load_steps() -> list[Step]:
     """The `STEP` objects of download, convert, build and evaluate (imported here, not at package
-    import, so `import mambapipe.steps` stays light). Their imports bring torch and numpy: a Ctrl-C meanwhile
-    is raised once they are done (interrupts.deferred)."""
+    import, so `import mambapipe.steps` stays light). They import what planning needs; what a step's run needs
+    (torch, transformers, datasets, rouge-score) it imports as it runs, so that a plan, a plan-time error and a run
+    whose every step is cached do without. A Ctrl-C meanwhile is raised once they are done (interrupts.deferred)."""
     with interrupts.deferred():
         return [importlib.import_module(f"mambapipe.steps.{name}").STEP for name in STEP_NAMES]

@@ -8,7 +8,7 @@ from typing import Any, Optional
 from mambapipe.backends import get_backend
 from mambapipe.backends.base import BuildSettings
 from mambapipe.checkpoint.config_json import config_tp_size, read_config_json
-from mambapipe.engine.build import dtype_problem, limits_problem, resolve_ssm_state_dtype, ssm_state_dtype_problem
+from mambapipe.engine.checks import dtype_problem, limits_problem, resolve_ssm_state_dtype, ssm_state_dtype_problem
 from mambapipe.pipeline.step import StepContext, StepError
 
 TRTLLM_KEYS = ("build.paged_state", "build.mamba_conv1d_plugin", "build.remove_input_padding", "build.gemm_plugin")

@@ -6,17 +6,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from mambapipe.checkpoint import (
-    MAMBA_SSM,
-    ConvertError,
-    DamagedFileError,
-    SourceInfo,
-    convert_checkpoint,
-    detect_source,
-    parse_dtype,
-)
-from mambapipe.checkpoint.detect import load_json_object
-from mambapipe.models import ModelSpec
+from mambapipe import interrupts
+from mambapipe.checkpoint.detect import MAMBA_SSM, SourceInfo, detect_source, load_json_object
+from mambapipe.checkpoint.errors import ConvertError, DamagedFileError
+from mambapipe.models import ModelSpec, unknown_dtype
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.pipeline.store import MANIFEST, read_manifest
 
@@ -43,10 +36,9 @@ class ConvertStep:
 
     def check(self, params: dict[str, Any]) -> None:
         spec = arch_spec(params["model.arch"])
-        try:
-            parse_dtype(params["dtype"])
-        except ConvertError as e:
-            raise StepError(str(e)) from None
+        dtype_problem = unknown_dtype(params["dtype"])
+        if dtype_problem:
+            raise StepError(dtype_problem)
         tp_size = int(params["tp_size"])
         if tp_size < 1:  # no fault of model.arch's; as the build step says it, so that the plan says it once
             raise StepError(f"tp_size must be >= 1, got {tp_size}")
@@ -72,6 +64,9 @@ class ConvertStep:
 
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
+        with interrupts.deferred():  # the converter brings torch: imported whole or not at all
+            from mambapipe.checkpoint.convert import convert_checkpoint
+
         model_dir = Path(inputs["download"]) / "model"
         download = read_manifest(Path(inputs["download"]) / MANIFEST) or {}
         try:

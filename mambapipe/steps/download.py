@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from mambapipe import hub
+from mambapipe import hub, interrupts
 from mambapipe.checkpoint.detect import MISTRAL, detect_source, source_format, weight_files
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError, UnreadableError
 from mambapipe.models import ModelSpec
@@ -298,7 +298,8 @@ class DownloadStep:
                 "from": str(source_dir), **env, "fingerprinted_files": fingerprinted_files(model, env)}
 
     def _synthetic(self, model: dict[str, Any], out_dir: Path, ctx: StepContext) -> dict[str, Any]:
-        from mambapipe.synthetic import write_synthetic_checkpoint, write_synthetic_tokenizer
+        with interrupts.deferred():  # the synthetic model brings torch: imported whole or not at all
+            from mambapipe.synthetic import write_synthetic_checkpoint, write_synthetic_tokenizer
 
         spec = ModelSpec(**model["arch"])
         facts = write_synthetic_checkpoint(spec, out_dir / "model", model["source_dtype"], model["seed"],

@@ -14,23 +14,19 @@ import json
 import math
 import shlex
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from mambapipe import hub
+from mambapipe import hub, interrupts
 from mambapipe.backends.base import LimitError, Limits
-from mambapipe.evaluate import benchmark
-from mambapipe.evaluate.data import (
-    check_first_record,
-    dataset_file,
-    hub_commit,
-    local_dataset_sha256,
-    require_datasets,
-)
+from mambapipe.evaluate import METRICS_FILE
+from mambapipe.evaluate.data import check_first_record, dataset_file, hub_commit, local_dataset_sha256, require_datasets
 from mambapipe.evaluate.rouge import require_scorer
-from mambapipe.evaluate.scenarios import Scenario, scenario_label
-from mambapipe.evaluate.task import METRICS_FILE, EvalJob, run_evaluation
+from mambapipe.evaluate.scenarios import Scenario, limit_problem, scenario_label, scenarios_from_config
 from mambapipe.parallel import launch, launch_command, launcher_problem
 from mambapipe.pipeline.step import StepContext, StepError
+
+if TYPE_CHECKING:
+    from mambapipe.evaluate.task import EvalJob
 
 LAUNCHERS = {"native": "torchrun", "trtllm": "mpirun"}
 WORKER = "mambapipe.evaluate.worker"
@@ -67,11 +63,9 @@ class EvaluateStep:
     def environment(self, params: dict[str, Any]) -> dict[str, Any]:
         """Facts outside the config the metrics depend on: which articles the dataset holds (see
         _dataset_environment) and the GPU model (timings and, in low precision, outputs depend on it)."""
-        import torch
-
         env = _dataset_environment(params) if params["eval.task"] == "summarize" else {}
-        if params["device"] == "cuda" and torch.cuda.is_available():  # else the runner reports it
-            env["gpu"] = torch.cuda.get_device_name()
+        if params["device"] == "cuda":
+            env.update(_gpu_environment())
         return env
 
     def check(self, params: dict[str, Any]) -> None:
@@ -83,6 +77,13 @@ class EvaluateStep:
         else:
             _check_summarize(params)
 
+    def check_imports(self, params: dict[str, Any]) -> None:
+        """summarize reads its articles with datasets and scores them with rouge-score: an install that cannot import
+        them stops the run before its first step, not once the engine has generated every summary."""
+        if params["eval.task"] == "summarize":
+            require_datasets()
+            require_scorer()
+
     def describe(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path) -> list[str]:
         """The command that launches the ranks (tp_size > 1), as the build step shows trtllm-build's."""
         if params["tp_size"] <= 1:
@@ -92,6 +93,9 @@ class EvaluateStep:
 
     def run(self, params: dict[str, Any], inputs: dict[str, Path], out_dir: Path,
             ctx: StepContext) -> dict[str, Any]:
+        with interrupts.deferred():  # the tasks bring torch: imported whole or not at all
+            from mambapipe.evaluate.task import EvalJob, run_evaluation
+
         env = ctx.environment  # the dataset commit or file contents pinned at plan time
         job = EvalJob(params, Path(inputs["build"]), Path(inputs["download"]), Path(out_dir), ctx.show_progress,
                       dataset_revision=env.get("dataset_commit"), hub_local_only=_hub_local_only(env),
@@ -114,9 +118,7 @@ def _check_summarize(params: dict[str, Any]) -> None:
         if params[key] < 1:
             raise StepError(f"{key} must be >= 1, got {params[key]}")
     _check_summarize_limits(params)
-    require_datasets()  # before the dataset check, which reads a parquet schema with the pyarrow datasets brings
     _check_dataset(params["eval.dataset"])
-    require_scorer()
 
 
 def _check_summarize_limits(params: dict[str, Any]) -> None:
@@ -146,6 +148,14 @@ def _dataset_environment(params: dict[str, Any]) -> dict[str, Any]:
     if path.is_file():  # else check() names what is wrong
         return {"dataset_sha256": local_dataset_sha256(path)}
     return {}
+
+
+def _gpu_environment() -> dict[str, Any]:
+    """The GPU's name, where torch sees one (else the runner reports it): torch is imported already, as resolving
+    device=cuda asked it for a GPU."""
+    import torch
+
+    return {"gpu": torch.cuda.get_device_name()} if torch.cuda.is_available() else {}
 
 
 def _hub_local_only(env: dict[str, Any]) -> Optional[str]:
@@ -179,7 +189,7 @@ def _check_benchmark(params: dict[str, Any]) -> None:
                         "the H200 figure or measure the device")
     raw = params["eval.scenarios"] or []
     _check_scenario_lengths(raw)
-    _check_some_scenario_fits(benchmark.scenarios_from_config(raw), params)
+    _check_some_scenario_fits(scenarios_from_config(raw), params)
 
 
 def _check_scenario_lengths(scenarios: list[Any]) -> None:
@@ -193,7 +203,7 @@ def _check_some_scenario_fits(scenarios: list[Scenario], params: dict[str, Any])
     """A benchmark whose every scenario the engine refuses would 'succeed' with nothing measured. Scenarios
     that do not fit beside others that do are kept, as `skipped` rows."""
     limits = Limits(params["build.max_batch_size"], params["build.max_input_len"], params["build.max_seq_len"])
-    problems = [benchmark.limit_problem(limits, s) for s in scenarios]
+    problems = [limit_problem(limits, s) for s in scenarios]
     if all(problems):
         reasons = "; ".join(f"{scenario_label(s)}: {p}" for s, p in zip(scenarios, problems))
         raise StepError(f"no eval.scenarios fit the engine's build limits ({reasons}); or give eval.scenarios "

@@ -10,7 +10,7 @@ from unittest import mock
 import httpx2
 import pytest
 
-from mambapipe.evaluate import data
+from mambapipe.evaluate import data, task
 from mambapipe.evaluate.task import EvalJob
 from mambapipe.evaluate.worker import read_job, write_job
 from mambapipe.pipeline.plan import build_plan
@@ -112,7 +112,7 @@ def test_the_run_loads_the_commit_the_plan_pinned(monkeypatch, compose_config, h
         jobs.append(job)
         (job.out_dir / "metrics.json").write_text(json.dumps({"task": "summarize", "samples": 1, "rouge1": 20.0}))
 
-    monkeypatch.setattr(evaluate_step, "run_evaluation", evaluation)
+    monkeypatch.setattr(task, "run_evaluation", evaluation)
     planned = plan.get("evaluate")
     ctx = StepContext(environment=planned.environment)
     evaluate_step.STEP.run(planned.params, {"build": tmp_path, "download": tmp_path}, tmp_path, ctx)
@@ -181,7 +181,7 @@ def test_the_run_hands_the_ranks_the_samples_planned_hash_and_the_loader_checks_
 def _ranks_job(planned, monkeypatch, tmp_path) -> EvalJob:
     """The job the evaluate step hands its launched ranks (tp_size > 1), run with a stand-in evaluation."""
     jobs = []
-    monkeypatch.setattr(evaluate_step, "run_evaluation", lambda job: jobs.append(job) or (job.out_dir / "metrics.json")
+    monkeypatch.setattr(task, "run_evaluation", lambda job: jobs.append(job) or (job.out_dir / "metrics.json")
                         .write_text(json.dumps({"task": "summarize", "samples": 1, "rouge1": 20.0})))
     ctx = StepContext(environment=planned.environment)
     evaluate_step.STEP.run(planned.params, {"build": tmp_path, "download": tmp_path}, tmp_path, ctx)

@@ -231,9 +231,9 @@ def test_a_benchmark_runs_when_some_scenario_fits_the_engine():
 @pytest.mark.parametrize("module, package", [("datasets", "datasets"), ("rouge_score", "rouge-score")])
 def test_plan_check_stops_a_summarize_run_whose_install_cannot_import_its_libraries(monkeypatch, module, package):
     monkeypatch.setitem(sys.modules, module, None)  # what a missing or broken package looks like to import
-    STEP.check(_params(**{"eval.task": "benchmark"}))  # the benchmark needs neither
+    STEP.check_imports(_params(**{"eval.task": "benchmark"}))  # the benchmark needs neither
     with pytest.raises(StepError, match=f"summarize task cannot import {package} "):
-        STEP.check(_params())
+        STEP.check_imports(_params())
 
 
 @pytest.mark.parametrize("rouge1, fails", [(12.3, True), (15.0, True), (15.01, False)])
@@ -271,13 +271,13 @@ def test_a_request_outside_the_engine_limits_is_one_line_on_one_rank(monkeypatch
     """At tp_size=1 the evaluation runs in this process: its LimitError (e.g. a tokenizer that is not the model's)
     must reach the runner as the StepError a launched rank's failure already is, not as a crash."""
     from mambapipe.backends.base import LimitError
+    from mambapipe.evaluate import task
     from mambapipe.pipeline.step import StepContext
-    from mambapipe.steps import evaluate
 
     def refuse(job):
         raise LimitError("prompt 0 has token id 510 outside the vocabulary [0, 510)")
 
-    monkeypatch.setattr(evaluate, "run_evaluation", refuse)
+    monkeypatch.setattr(task, "run_evaluation", refuse)
     ctx = StepContext(show_progress=False)
     with pytest.raises(StepError, match=r"^LimitError: prompt 0 has token id 510 outside the vocabulary"):
         STEP.run(_params(), {"build": tmp_path, "download": tmp_path}, tmp_path / "out", ctx)

@@ -14,7 +14,7 @@ from mambapipe import peak_memory
 from mambapipe.evaluate import benchmark, summarize, task
 from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.rouge import rouge_scores
-from mambapipe.evaluate.scenarios import Scenario
+from mambapipe.evaluate.scenarios import Scenario, scenarios_from_config
 
 SETTINGS = summarize.SummarizeSettings(batch_size=2, max_ite=2, max_input_length=64, output_len=8)
 
@@ -201,8 +201,8 @@ def test_peak_memory_is_the_lifetime_peak_where_the_system_cannot_reset_it(engin
 
 
 def test_default_scenarios_are_the_h200_anchors():
-    assert benchmark.scenarios_from_config([]) == [Scenario(1, 100, 100), Scenario(64, 100, 100),
-                                                   Scenario(1, 2048, 128), Scenario(8, 923, 100)]
+    assert scenarios_from_config([]) == [Scenario(1, 100, 100), Scenario(64, 100, 100), Scenario(1, 2048, 128),
+                                         Scenario(8, 923, 100)]
 
 
 def test_random_prompts_are_seeded_and_in_range():

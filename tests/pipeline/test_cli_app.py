@@ -357,11 +357,28 @@ def test_ctrl_c_in_a_step_exits_130_with_the_resume_command(tmp_path):
     assert f"resume (finished steps are cached): python -m mambapipe hydra.run.dir={tmp_path / 'run'}\n" in out
 
 
+A_RUN_THAT_LOGS = """
+import logging
+import mambapipe.steps
+
+load_steps = mambapipe.steps.load_steps
+
+def logging_load_steps():  # a log line of the run's, as the libraries a step imports may write (a plan imports none)
+    logging.getLogger("mambapipe.steps").info("loading the steps")
+    return load_steps()
+
+mambapipe.steps.load_steps = logging_load_steps
+from mambapipe.cli import main
+main()
+"""
+
+
 def test_logs_go_to_standard_error(tmp_path):
     """Standard output is the results' (`> results.txt`); Hydra's own logging config sends logs there too."""
-    out = run(COMMANDS["python -m"], tmp_path, "plan_only=true", "hydra.run.dir=run", "hydra.verbose=true")
+    out = run([sys.executable, "-c", A_RUN_THAT_LOGS], tmp_path, "plan_only=true", "hydra.run.dir=run",
+              "hydra.verbose=true")
     assert out.returncode == 0 and "not cached" in out.stdout, out.stdout + out.stderr
-    assert LOG_LINE.search(out.stderr) and "[HYDRA]" in out.stderr, out.stderr
+    assert LOG_LINE.search(out.stderr) and "loading the steps" in out.stderr and "[HYDRA]" in out.stderr, out.stderr
     assert not LOG_LINE.search(out.stdout) and "[HYDRA]" not in out.stdout, out.stdout
 
 
@@ -478,7 +495,7 @@ main()
 CTRL_C_AS_TORCH_STARTS_LOADING = """
 import atexit, os, signal, sys, time
 
-class CtrlC:  # pressed as the runner's import of the steps starts on torch, by the test: at a known point
+class CtrlC:  # pressed as the download step's synthetic model starts on torch, by the test: at a known point
     def find_spec(self, name, path, target=None):
         if name == "torch":
             os.kill(os.getpid(), signal.SIGINT)
@@ -548,11 +565,12 @@ def test_ctrl_c_before_any_step_is_one_line_and_exit_130(tmp_path, script):
 
 def test_ctrl_c_in_torchs_import_is_raised_once_torch_is_loaded(tmp_path):
     """Stopped halfway, torch's import left numpy half-imported and did not always let the KeyboardInterrupt out:
-    the plan went on and failed in numpy with a RecursionError (QA). The Ctrl-C waits for the import instead."""
-    out = run([sys.executable, "-c", CTRL_C_AS_TORCH_STARTS_LOADING], tmp_path, "hydra.run.dir=run")
-    assert out.returncode == 130 and out.stdout == "", out.stdout + out.stderr
-    assert out.stderr == INTERRUPTED_LINE + "torch loaded: True\n", out.stderr
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["reason"] == "interrupted"  # none ran
+    the plan went on and failed in numpy with a RecursionError (QA). The Ctrl-C waits for the import instead, which
+    the first step to need torch makes (the plan does without it)."""
+    out = run([sys.executable, "-c", CTRL_C_AS_TORCH_STARTS_LOADING], tmp_path, "steps=[download]", "hydra.run.dir=run")
+    assert out.returncode == 130 and "✓ download" not in out.stdout, out.stdout + out.stderr
+    assert out.stderr.endswith("FAILED download: interrupted\ntorch loaded: True\n"), out.stderr
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["reason"] == "download: interrupted"
 
 
 @pytest.mark.parametrize("script, last_line", [(CTRL_C_IN_EXECD_CODE, INTERRUPTED_LINE),
