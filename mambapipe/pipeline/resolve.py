@@ -31,7 +31,8 @@ def resolve_device(requested: str) -> tuple[str, str, Optional[str]]:
     """(device, why, problem): `auto` picks cuda when torch sees a GPU; `cuda` without one is a problem."""
     if requested == "cpu":
         return "cpu", "requested", None
-    import torch  # only when there is a GPU to look for: importing torch costs a second
+    with interrupts.deferred():  # only when there is a GPU to look for: importing torch costs a second
+        import torch
 
     from mambapipe.engine.checks import no_cuda_device
 
