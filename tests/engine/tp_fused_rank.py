@@ -1,6 +1,6 @@
 """One rank of test_engine_tp's check of the fused decode step under tensor parallelism, on the CPU: gloo for
-the collectives, Triton's interpreter for the kernels. Launched by `mambapipe.parallel.launch` with this
-directory on PYTHONPATH:
+the collectives, Triton's interpreter for the kernels (sped up by triton_interpreter.py). Launched by
+`mambapipe.parallel.launch` with this directory on PYTHONPATH:
 
     python -m tp_fused_rank ENGINE_DIR PROMPT_JSON STEP_TOKENS_JSON OUT
 
@@ -17,6 +17,7 @@ import sys
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton is imported: the kernels run interpreted
 
 import torch  # noqa: E402
+from triton_interpreter import skip_repeated_language_patching  # noqa: E402
 
 from mambapipe.engine.api import load_engine  # noqa: E402
 from mambapipe.engine.kernels.decode import fused_decode  # noqa: E402
@@ -24,6 +25,7 @@ from mambapipe.parallel import init_distributed, shutdown_distributed  # noqa: E
 
 
 def main() -> None:
+    skip_repeated_language_patching()
     engine, prompt, steps, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
     rank, _ = init_distributed("cpu")
     try:
