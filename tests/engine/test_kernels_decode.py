@@ -23,7 +23,13 @@ from mambapipe.models import ModelSpec  # noqa: E402
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.fixture(scope="module", params=["mamba1", "mamba2"])
+ARCHS = ["mamba1", "mamba2"]
+# FUSED_GATE_MAX_GROUPS is read only by Mamba2's batch-1 step (the gated norm inside out_proj or its own kernel):
+# Mamba1 has no gated norm, so it runs one value of it, with the same kernels as any other would run
+GATE_CASES = [("mamba1", 1), ("mamba2", 1), ("mamba2", 8)]
+
+
+@pytest.fixture(scope="module")
 def model(request, tmp_path_factory):
     spec = ModelSpec(**(MAMBA1 if request.param == "mamba1" else MAMBA2))
     engine = build_from_hf(hf_model(spec), spec, tmp_path_factory.mktemp(request.param), max_batch_size=3)
@@ -32,7 +38,9 @@ def model(request, tmp_path_factory):
 
 # small batches take the matrix-vector kernels (kernels/gemv.py), larger ones cuBLAS GEMMs; the tiny Mamba2
 # has 4 norm groups: its gate runs inside out_proj (max groups 8) or as its own kernel (max groups 1)
-@pytest.mark.parametrize("gemv_max_batch,fused_gate_max_groups", [(8, 1), (8, 8), (0, 1)])
+@pytest.mark.parametrize("model,gemv_max_batch,fused_gate_max_groups",
+                         [(arch, 8, gate) for arch, gate in GATE_CASES] + [(arch, 0, 1) for arch in ARCHS],
+                         indirect=["model"])
 @pytest.mark.parametrize("ssm_dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2)])
 def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, gemv_max_batch, fused_gate_max_groups,
                                            monkeypatch):
@@ -57,7 +65,7 @@ def test_fused_decode_matches_torch_decode(model, ssm_dtype, tol, gemv_max_batch
         step = ref.argmax(-1)
 
 
-@pytest.mark.parametrize("fused_gate_max_groups", [1, 8])
+@pytest.mark.parametrize("model,fused_gate_max_groups", GATE_CASES, indirect=["model"])
 def test_the_norms_read_the_rounded_stream_with_the_same_results(model, fused_gate_max_groups, monkeypatch):
     """Batch-1 decode with the norms reading the residual stream's copy in the model dtype (decode.ROUNDED_INPUT)
     or the fp32 stream: the same logits and states, step after step, bit for bit."""
@@ -80,6 +88,7 @@ def test_the_norms_read_the_rounded_stream_with_the_same_results(model, fused_ga
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="programmatic dependent launch runs only compiled, on a GPU")
+@pytest.mark.parametrize("model", ARCHS, indirect=True)
 @pytest.mark.parametrize("gemv_max_batch", [8, 0])
 def test_pdl_changes_timing_not_results(model, gemv_max_batch, monkeypatch):
     """The decode kernels read their weights and own state before waiting for the kernel before them
@@ -111,7 +120,7 @@ def test_pdl_changes_timing_not_results(model, gemv_max_batch, monkeypatch):
     assert torch.equal(runs[False][1], runs[True][1]) and torch.equal(runs[False][2], runs[True][2])
 
 
-@pytest.mark.parametrize("fused_gate_max_groups", [1, 8])
+@pytest.mark.parametrize("model,fused_gate_max_groups", GATE_CASES, indirect=["model"])
 def test_split_k_out_proj_in_the_decode_step(model, fused_gate_max_groups, monkeypatch):
     """Batch-1 decode with out_proj (and Mamba1's x_proj) split over K (gemv.TILES' fifth entry) against the
     torch decode; on a GPU, replayed from a CUDA graph, it repeats the eager step bit for bit (the arrival
