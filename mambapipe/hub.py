@@ -73,9 +73,13 @@ def gated(repo_id: str) -> StepError:
                      "account")
 
 
-def fetch_failed(repo_id: str, commit: str, exc: Exception) -> StepError:
+def fetch_failed(repo_id: str, commit: str, without_hub: str, exc: Exception) -> StepError:
     """The error for a fetch the hub (or the network, or the disk) broke off; huggingface_hub has removed the file it
-    was writing, and the runner the step's staging directory."""
+    was writing, and the runner the step's staging directory. A hub not reached at all is said as a plan that could
+    not reach it says it: huggingface_hub releases differ in whether they raise the connection's error itself or a
+    LocalEntryNotFoundError chaining it (not_fetched)."""
+    if _is_connection_failure(exc):
+        return not_available(repo_id, commit, without_hub, _described(exc))
     return StepError(f"fetching {repo_id} at {commit} failed ({_described(exc)}); run again")
 
 
@@ -163,6 +167,13 @@ def _is_network_failure(exc: Exception) -> bool:
     if isinstance(exc, HfHubHTTPError):
         return False
     return isinstance(exc, OSError) or any(cls.__name__ == "TransportError" for cls in type(exc).__mro__)
+
+
+def _is_connection_failure(exc: Exception) -> bool:
+    """The hub not reached: the socket's connection or timeout error, or the HTTP client's (httpx's TransportError, by
+    name as in _is_network_failure); not a disk's OSError."""
+    return isinstance(exc, (ConnectionError, TimeoutError)) or any(cls.__name__ == "TransportError"
+                                                                   for cls in type(exc).__mro__)
 
 
 def is_transfer_failure(exc: Exception) -> bool:

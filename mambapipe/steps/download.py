@@ -194,7 +194,7 @@ def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], wit
     except Exception as exc:
         if not hub.is_transfer_failure(exc):
             raise
-        raise hub.fetch_failed(repo_id, commit, exc) from exc
+        raise hub.fetch_failed(repo_id, commit, without_hub, exc) from exc
 
 
 def _linked_layout(model: dict[str, Any], model_dir: Path, commit: str) -> str:

@@ -21,7 +21,7 @@ from mambapipe.pipeline.plan import step_params
 from mambapipe.pipeline.resolve import resolve_config
 from mambapipe.pipeline.runner import run_recipe
 from mambapipe.pipeline.step import StepContext, StepError
-from mambapipe.steps.download import STEP
+from mambapipe.steps.download import STEP, fetch_snapshot
 from mambapipe.synthetic import write_synthetic_checkpoint, write_synthetic_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -229,6 +229,34 @@ def dataset_hub(monkeypatch, tmp_path):
         monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
         yield server
 
+
+
+@pytest.mark.parametrize("raised", ["connection", "disk"])
+def test_a_fetch_broken_off_by_the_connection_itself_reads_as_an_unreachable_hub(raised, monkeypatch):
+    """Where huggingface_hub raises the HTTP client's own error from snapshot_download (the GPU machine's release
+    did, where this one chains it into a LocalEntryNotFoundError), a hub gone down since the plan is still said as
+    one that cannot be reached; a full disk stays a fetch that failed."""
+    class TransportError(Exception):  # the base of httpx's connection errors, which mambapipe knows by name
+        pass
+
+    class ConnectError(TransportError):
+        pass
+
+    error = ConnectError("[Errno 111] Connection refused") if raised == "connection" else OSError(
+        28, "No space left on device")
+
+    def snapshot_download(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    with pytest.raises(StepError) as info:
+        fetch_snapshot(REPO_ID, COMMIT, None)
+    if raised == "connection":
+        assert str(info.value).startswith(f"cannot reach {REPO_ID} on the Hugging Face hub (ConnectError: [Errno 111] "
+                                          f"Connection refused) and its revision {COMMIT} is not in the local cache")
+    else:
+        assert str(info.value) == (f"fetching {REPO_ID} at {COMMIT} failed (OSError: [Errno 28] No space left on "
+                                   "device); run again")
 
 def test_a_hub_dataset_is_pinned_loaded_at_its_commit_and_then_offline(dataset_hub, monkeypatch):
     from mambapipe.evaluate.data import hub_commit, load_articles
