@@ -87,7 +87,7 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
     """The commit sha `revision` (default main) of `repo_id` points to: asked of the hub when online,
     read from the local cache's refs when offline or unreachable. For the one-line errors, `settings`
     names the config keys that choose the repo and `without_hub` how to do without it."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
     from huggingface_hub.utils import validate_repo_id
 
@@ -104,8 +104,11 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
             return commit
         except GatedRepoError:
             raise gated(repo_id) from None
-        except (RepositoryNotFoundError, RevisionNotFoundError):
+        except RevisionNotFoundError:
             raise StepError(f"{repo_id}@{revision} not found on the hub: check {settings}") from None
+        except RepositoryNotFoundError:  # the hub answers a private repo it was not shown a token for so too
+            private = "" if get_token() else "; a private repo needs HF_TOKEN set to a token that can read it"
+            raise StepError(f"{repo_id}@{revision} not found on the hub: check {settings}{private}") from None
         except Exception as exc:  # network down, or the hub failing: what is cached stands in
             failure = _described(exc)
             if _is_network_failure(exc):  # and will when the step fetches; a 429 or 5xx says nothing of the rest

@@ -143,6 +143,19 @@ def test_a_revision_the_hub_does_not_know_is_named(compose_config, tmp_path, hub
     assert record["stopped_at_plan"] and not hub.paths("HEAD")
 
 
+
+@pytest.mark.parametrize("token", [None, TOKEN])
+def test_a_repo_the_hub_does_not_show_names_the_token_where_none_is_set(compose_config, tmp_path, hub, monkeypatch,
+                                                                        token):
+    """The hub answers a private repo asked for without a token as one that does not exist: with no token set, the
+    line says what a private repo needs too."""
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
+    result, _ = run(compose_config, tmp_path, *hub_overrides("model.repo_id=fake-org/private"))
+    private = "; a private repo needs HF_TOKEN set to a token that can read it"
+    assert result.reason == ("download: fake-org/private@main not found on the hub: check model.repo_id / "
+                             f"model.revision{'' if token else private}")
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
