@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +22,12 @@ from mambapipe.config import register_configs
 # test (in any xdist worker) imports mambapipe.engine.kernels: without CUDA, kernels run interpreted.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# The Hugging Face libraries' caches (datasets' copies of the local JSON datasets the tests evaluate on, hub
+# snapshots) in a directory of this test process's, removed at its end, not in the user's ~/.cache/huggingface: set
+# before they are imported, as they read it then; the tests' subprocesses inherit it.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="mambapipe-tests-hf-")
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "configs"
