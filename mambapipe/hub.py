@@ -45,14 +45,15 @@ def cached_commit(repo_id: str, revision: str, repo_type: str) -> Optional[str]:
     library resolves the ref offline and names the snapshot folder after the commit. A snapshot that lacks files of
     the repo's tree still names it: allow_patterns fetch part of a repo by design (a tokenizer's files of a model
     repo), and whether it holds the files a step needs is asked when the step fetches them with its patterns."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
+    from huggingface_hub import errors, snapshot_download
 
+    # Releases before IncompleteSnapshotError (pyproject allows them) return a partial snapshot's folder as it is
+    incomplete_snapshot = getattr(errors, "IncompleteSnapshotError", ())
     try:
         return Path(snapshot_download(repo_id, revision=revision, repo_type=repo_type, local_files_only=True)).name
-    except IncompleteSnapshotError as partial:
+    except incomplete_snapshot as partial:
         return Path(partial.snapshot_path).name
-    except LocalEntryNotFoundError:
+    except errors.LocalEntryNotFoundError:
         return None
 
 

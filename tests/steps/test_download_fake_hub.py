@@ -16,6 +16,7 @@ import yaml
 from fake_hub import FakeHub, Repo
 
 from mambapipe.evaluate.prompts import load_tokenizer
+from mambapipe.hub import cached_commit
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.plan import step_params
 from mambapipe.pipeline.resolve import resolve_config
@@ -270,6 +271,19 @@ def test_a_fetch_broken_off_by_the_connection_itself_reads_as_an_unreachable_hub
     else:
         assert str(info.value) == (f"fetching {REPO_ID} at {COMMIT} failed (OSError: [Errno 28] No space left on "
                                    "device); run again")
+
+
+def test_the_cache_lookup_does_without_incomplete_snapshot_errors(monkeypatch):
+    """pyproject allows huggingface_hub releases from before IncompleteSnapshotError: an offline plan's lookup of the
+    local cache works with them (it failed on importing the name)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def snapshot_download(*args, **kwargs):  # as an older release answers for a snapshot it has not got
+        raise LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    monkeypatch.delattr("huggingface_hub.errors.IncompleteSnapshotError")
+    assert cached_commit("fake-org/never-fetched", "main", "model") is None
 
 def test_a_hub_dataset_is_pinned_loaded_at_its_commit_and_then_offline(dataset_hub, monkeypatch):
     from mambapipe.evaluate.data import hub_commit, load_articles
