@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from contextlib import closing
@@ -27,7 +28,7 @@ from mambapipe.backends.base import SamplingConfig
 from mambapipe.engine.api import EngineLoadError, load_engine
 from mambapipe.engine.weights import RankWeightsError
 from mambapipe.models import ModelSpec
-from mambapipe.parallel import init_distributed, launcher_rank, record_failure, shutdown_distributed
+from mambapipe.parallel import FAILURES_ENV, init_distributed, launcher_rank, record_failure, shutdown_distributed
 from mambapipe.pipeline.resolve import resolve_device
 from mambapipe.pipeline.step import StepError
 
@@ -49,9 +50,17 @@ class _RankArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         record_failure(StepError(message), known=True)
-        if launcher_rank() != 0:
+        if _rank_zero_says_it():
             time.sleep(PEER_SAYS_IT_S)
         super().error(message)
+
+
+def _rank_zero_says_it() -> bool:
+    """Whether this rank leaves a bad command line to rank 0: under torchrun or mambapipe.parallel.launch, which end
+    every rank once one fails. A process a scheduler gave a rank (RANK or PMI_RANK set, no such launcher) says it at
+    once."""
+    under_a_launcher = "TORCHELASTIC_RUN_ID" in os.environ or FAILURES_ENV in os.environ
+    return under_a_launcher and launcher_rank() != 0
 
 
 def main() -> int:

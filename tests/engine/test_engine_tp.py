@@ -262,6 +262,22 @@ def test_a_bad_command_line_under_a_launcher_is_said_by_rank_0_alone(tmp_path, m
         assert json.loads((tmp_path / f"rank{rank}.json").read_text())["line"] == said.removeprefix("error: ")
 
 
+
+def test_a_rank_no_launcher_started_says_its_bad_command_line_at_once(monkeypatch, capsys):
+    """A process a scheduler gave a rank (RANK set) outside torchrun and mambapipe's launch, which would end it once
+    rank 0 has spoken, says the error itself without waiting."""
+    from mambapipe.engine import __main__ as cli
+    from mambapipe.parallel import FAILURES_ENV
+
+    for name in (FAILURES_ENV, "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr("time.sleep", lambda seconds: pytest.fail("waited for a rank 0 that no launcher started"))
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", "unused", "--device", "gpu"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "error: argument --device: 'gpu' is not cpu, cuda, cuda:N or auto" in capsys.readouterr().err
+
 class _SamplingRecorder:
     """Stands in for load_engine and the generator it returns, keeping the SamplingConfig each generate got."""
 
