@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import shutil
 
+from mambapipe import interrupts
 from mambapipe.backends.base import Backend
 
 _MODULES = {"native": "mambapipe.backends.native", "trtllm": "mambapipe.backends.trtllm"}
@@ -15,7 +16,8 @@ def get_backend(name: str) -> Backend:
     """The backend object for a resolved name ("native" or "trtllm"); heavy imports happen inside it."""
     if name not in _MODULES:
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(_MODULES)}")
-    return importlib.import_module(_MODULES[name]).BACKEND
+    with interrupts.deferred():  # trtllm's module imports torch: whole or not at all
+        return importlib.import_module(_MODULES[name]).BACKEND
 
 
 def resolve_backend(requested: str, device: str) -> tuple[str, str]:
