@@ -100,9 +100,7 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
     failure = None
     if not use_local_files_only():
         try:  # a commit too: whether the hub has it, and whether the hub can be reached at all
-            commit = HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type).sha
-            _remember_ref(repo_id, revision, repo_type, commit)
-            return commit
+            return HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type).sha
         except GatedRepoError:
             raise gated(repo_id) from None
         except RevisionNotFoundError:
@@ -123,14 +121,17 @@ def resolve_commit(repo_id: str, revision: Optional[str], repo_type: str, settin
     return commit
 
 
-def _remember_ref(repo_id: str, revision: str, repo_type: str, commit: str) -> None:
-    """Write the local Hugging Face cache's refs/<revision> as huggingface_hub's own resolve_revision does: the steps
-    fetch by commit, which writes no ref, so an offline run could not otherwise pin a revision an online run fetched.
-    Best effort, as the library's: a read-only cache keeps the refs it has."""
+def remember_ref(repo_id: str, revision: Optional[str], repo_type: str, commit: str) -> None:
+    """Once the files of `commit`, which `revision` (None: main) named at plan time, are fetched, write the local
+    Hugging Face cache's refs/<revision> as huggingface_hub's own downloads do: the steps fetch by commit, which writes
+    no ref, so an offline run could not otherwise pin a revision an online run fetched. Not at plan time: a plan that
+    fetches nothing (plan_only) would point the ref at files the cache lacks. Best effort, as the library's: a
+    read-only cache keeps the refs it has."""
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
-    if revision == commit:
+    revision = revision or "main"
+    if revision == commit or use_local_files_only():  # offline, the ref was read from the cache
         return
     ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type=repo_type) / "refs" / revision
     try:

@@ -318,7 +318,10 @@ def _load_hub(hub_id: str, hub_config: str, split: str, revision: Optional[str],
     from datasets import load_dataset  # load_articles has checked that it imports
     try:
         with _datasets_offline(local_only is not None):
-            return load_dataset(hub_id, hub_config, split=split, revision=revision)
+            articles = load_dataset(hub_id, hub_config, split=split, revision=revision)
+        if revision is not None:  # the commit hub_commit pinned main to
+            hub.remember_ref(hub_id, None, "dataset", revision)
+        return articles
     except RuntimeError as exc:
         if "scripts are no longer supported" not in str(exc):
             raise

@@ -287,6 +287,7 @@ class DownloadStep:
         else:
             with hub.progress_bars(ctx.show_progress, huggingface_hub.utils):
                 source_dir = fetch_snapshot(model["repo_id"], env["commit"], model.get("allow_patterns"))
+            hub.remember_ref(model["repo_id"], model.get("revision"), "model", env["commit"])
         # A hub snapshot folder is shared by every download of that commit, so it may also hold files
         # another run's allow_patterns fetched: link only the ones this config asked for.
         patterns = model.get("allow_patterns") if model["source"] == "hub" else None
@@ -315,6 +316,7 @@ class DownloadStep:
         elif model.get("tokenizer"):
             tok_dir = fetch_snapshot(model["tokenizer"], env["tokenizer_commit"], TOKENIZER_PATTERNS,
                                      _tokenizer_without_hub(model))
+            hub.remember_ref(model["tokenizer"], None, "model", env["tokenizer_commit"])
         else:
             tok_dir = source_dir
         if not has_tokenizer(tok_dir):

@@ -182,6 +182,20 @@ def test_a_download_the_hub_breaks_off_is_one_line_and_leaves_no_partial_file(co
     assert not [blob.name for blob in blobs.iterdir() if blob.name.endswith(".incomplete")]
 
 
+
+def test_a_plan_that_fetches_nothing_leaves_the_caches_refs_alone(compose_config, tmp_path, hub):
+    """plan_only asks the hub for main's commit and fetches nothing: refs/main in the shared Hugging Face cache, which
+    other tools read offline too, would point at files the cache lacks. The run that fetches them writes it."""
+    from huggingface_hub import constants
+
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{REPO_ID.replace('/', '--')}" / "refs" / "main"
+    planned, _ = run(compose_config, tmp_path / "plan", *hub_overrides("plan_only=true"))
+    assert not planned.failed, planned.reason
+    assert not ref.exists()
+    fetched_run, _ = run(compose_config, tmp_path / "fetch", *hub_overrides())
+    assert not fetched_run.failed, fetched_run.reason
+    assert ref.read_text() == COMMIT
+
 def test_a_partial_snapshot_the_run_fetched_serves_it_offline(compose_config, tmp_path, hub, monkeypatch):
     """allow_patterns leave the snapshot partial by design (the tokenizer's repo always so): the offline plan must
     still find the commit main pointed to, and the run its files, without asking the hub."""
