@@ -74,6 +74,13 @@ def gated(repo_id: str) -> StepError:
                      "account")
 
 
+def gone(repo_id: str, commit: str, settings: str, exc: Exception) -> StepError:
+    """The error for a repo (or commit) the plan saw and the fetch no longer finds: deleted or made private since, so
+    running again cannot help."""
+    return StepError(f"{repo_id} at {commit}, which the plan found, is no longer on the hub ({_described(exc)}): "
+                     f"check {settings}; a repo made private needs HF_TOKEN set to a token that can read it")
+
+
 def fetch_failed(repo_id: str, commit: str, without_hub: str, exc: Exception) -> StepError:
     """The error for a fetch the hub (or the network, or the disk) broke off; huggingface_hub has removed the file it
     was writing, and the runner the step's staging directory. A hub not reached at all is said as a plan that could

@@ -178,11 +178,18 @@ def resolve_commit(repo_id: str, revision: Optional[str], settings: str = "model
     return hub.resolve_commit(repo_id, revision, "model", settings, without_hub)
 
 
-def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], without_hub: str = _WITHOUT_HUB) -> Path:
+def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], without_hub: str = _WITHOUT_HUB,
+                   settings: str = "model.repo_id / model.revision") -> Path:
     """The snapshot folder of `repo_id` at `commit` holding the files `patterns` select, fetched where missing; a
-    one-line StepError for whatever stops it (the plan saw the repo, but its files may be refused or broken off)."""
+    one-line StepError for whatever stops it (the plan saw the repo, but its files may be refused or broken off, or
+    the repo gone), naming the keys that chose it (`settings`) and how to do without the hub (`without_hub`)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         return Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns,
@@ -191,6 +198,8 @@ def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], wit
         raise hub.not_fetched(repo_id, commit, without_hub, missing) from None
     except GatedRepoError:
         raise hub.gated(repo_id) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise hub.gone(repo_id, commit, settings, exc) from None
     except Exception as exc:
         if not hub.is_transfer_failure(exc):
             raise
@@ -315,7 +324,7 @@ class DownloadStep:
             tok_dir = local_tokenizer.resolve()
         elif model.get("tokenizer"):
             tok_dir = fetch_snapshot(model["tokenizer"], env["tokenizer_commit"], TOKENIZER_PATTERNS,
-                                     _tokenizer_without_hub(model))
+                                     _tokenizer_without_hub(model), "model.tokenizer")
             hub.remember_ref(model["tokenizer"], None, "model", env["tokenizer_commit"])
         else:
             tok_dir = source_dir

@@ -196,6 +196,7 @@ def test_a_plan_that_fetches_nothing_leaves_the_caches_refs_alone(compose_config
     assert not fetched_run.failed, fetched_run.reason
     assert ref.read_text() == COMMIT
 
+
 def test_a_partial_snapshot_the_run_fetched_serves_it_offline(compose_config, tmp_path, hub, monkeypatch):
     """allow_patterns leave the snapshot partial by design (the tokenizer's repo always so): the offline plan must
     still find the commit main pointed to, and the run its files, without asking the hub."""
@@ -210,6 +211,22 @@ def test_a_partial_snapshot_the_run_fetched_serves_it_offline(compose_config, tm
     assert manifest["environment"] == {"commit": COMMIT, "tokenizer_commit": TOKENIZER_COMMIT}
     assert len(hub.requests) == asked
 
+
+
+def test_a_repo_removed_after_the_plan_is_named_not_retried(compose_config, tmp_path, repo_files, monkeypatch):
+    """A repo deleted (or made private) between the plan and the fetch: running again cannot help, so the line
+    names the repo and the keys that chose it."""
+    params = step_params(STEP, resolve_config(compose_config(*hub_overrides())).config)
+    with FakeHub({("model", REPO_ID): Repo.of_directory(repo_files, COMMIT)}) as server:
+        point_huggingface_hub_at(monkeypatch, server.url, tmp_path / "hf")
+        environment = STEP.environment(params)
+        server.repos.clear()
+        (tmp_path / "out").mkdir()
+        with pytest.raises(StepError) as info:
+            STEP.run(params, {}, tmp_path / "out", StepContext(show_progress=False, environment=environment))
+    assert str(info.value) == (f"{REPO_ID} at {COMMIT}, which the plan found, is no longer on the hub "
+                               "(RepositoryNotFoundError: 404 Client Error.): check model.repo_id / model.revision; a "
+                               "repo made private needs HF_TOKEN set to a token that can read it")
 
 def test_a_hub_gone_down_after_the_plan_is_named_when_the_files_are_fetched(compose_config, tmp_path, repo_files,
                                                                               monkeypatch):
