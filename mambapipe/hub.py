@@ -2,9 +2,9 @@
 
 A step that reads a hub repo hashes the commit its branch or tag points to into its key and fetches
 exactly that commit, so a cached artifact never stands for files the branch has since moved past.
-Offline (HF_HUB_OFFLINE) or with the hub unreachable, the local Hugging Face cache's refs (which an online
-plan writes) say which commit the revision last pointed to, and its snapshot must hold the files; with nothing
-cached, a one-line StepError names the repo and how to do without it.
+Offline (HF_HUB_OFFLINE) or with the hub unreachable, the local Hugging Face cache's refs (which a run writes once
+it has fetched a commit's files) say which commit the revision last pointed to, and its snapshot must hold the files;
+with nothing cached, a one-line StepError names the repo and how to do without it.
 A hub found unreachable at plan time is not asked again when the step fetches the files
 (`use_local_files_only`): huggingface_hub would retry for ~20 s a repo before reading its cache.
 """
@@ -171,21 +171,24 @@ def forget_unreachable() -> None:
 
 
 def _is_network_failure(exc: Exception) -> bool:
-    """A connection or timeout error, of the socket (OSError) or of the HTTP client huggingface_hub uses (httpx's
-    TransportError, by name: the client's package differs between huggingface_hub releases); not an answer of
-    the hub's, which is an OSError too."""
+    """A connection or timeout error, of the socket (OSError) or of the HTTP client huggingface_hub uses; not an
+    answer of the hub's, which is an OSError too."""
     from huggingface_hub.errors import HfHubHTTPError
 
     if isinstance(exc, HfHubHTTPError):
         return False
-    return isinstance(exc, OSError) or any(cls.__name__ == "TransportError" for cls in type(exc).__mro__)
+    return isinstance(exc, OSError) or _is_http_client_transport_error(exc)
 
 
 def _is_connection_failure(exc: Exception) -> bool:
-    """The hub not reached: the socket's connection or timeout error, or the HTTP client's (httpx's TransportError, by
-    name as in _is_network_failure); not a disk's OSError."""
-    return isinstance(exc, (ConnectionError, TimeoutError)) or any(cls.__name__ == "TransportError"
-                                                                   for cls in type(exc).__mro__)
+    """The hub not reached: the socket's connection or timeout error, or the HTTP client's; not a disk's OSError."""
+    return isinstance(exc, (ConnectionError, TimeoutError)) or _is_http_client_transport_error(exc)
+
+
+def _is_http_client_transport_error(exc: Exception) -> bool:
+    """httpx's TransportError (connect, read, timeout), by name: the client's package differs between huggingface_hub
+    releases (httpx, httpx2)."""
+    return any(cls.__name__ == "TransportError" for cls in type(exc).__mro__)
 
 
 def is_transfer_failure(exc: Exception) -> bool:
