@@ -8,7 +8,6 @@ For any other sweeper, or a multirun.yaml that cannot be read, the jobs are unkn
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shlex
@@ -25,7 +24,7 @@ from omegaconf import OmegaConf
 
 from mambapipe.config import CONFIG_DIR
 from mambapipe.pipeline.runner import command_line_config_dirs, config_dir_arguments, hydra_quoted, program_name
-from mambapipe.sweep.record import SWEEP_CONFIG
+from mambapipe.sweep.record import SWEEP_CONFIG, digest_of_sweep_config
 
 log = logging.getLogger(__name__)
 BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
@@ -63,7 +62,7 @@ class SweepConfig:
         except Exception as exc:  # noqa: BLE001 - UTF-8, YAML and OmegaConf errors alike: unknown
             log.debug("cannot read %s of %s: %s", SWEEP_CONFIG, sweep_dir, exc)
             hydra = None
-        return cls(sweep_dir, hydra if isinstance(hydra, dict) else None, hashlib.sha256(contents).hexdigest())
+        return cls(sweep_dir, hydra if isinstance(hydra, dict) else None, digest_of_sweep_config(contents))
 
     def jobs(self) -> Optional[list[ExpectedJob]]:
         """Every job of the sweep, in job order; None when that cannot be known."""

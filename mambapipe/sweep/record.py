@@ -52,6 +52,12 @@ def record_outcome(run_dir: Path, **facts: Any) -> dict[str, Any]:
 def sweep_config_digest(sweep_dir: Path) -> Optional[str]:
     """The sha256 of the sweep dir's multirun.yaml; None when there is none (a sweeper that writes none)."""
     try:
-        return hashlib.sha256((Path(sweep_dir) / SWEEP_CONFIG).read_bytes()).hexdigest()
+        return digest_of_sweep_config((Path(sweep_dir) / SWEEP_CONFIG).read_bytes())
     except OSError:
         return None
+
+
+def digest_of_sweep_config(contents: bytes) -> str:
+    """What a job's record names its sweep by (SWEEP_STAMP), of multirun.yaml's contents: a job records it and the
+    summary compares it (expected.SweepConfig), so both take it from here."""
+    return hashlib.sha256(contents).hexdigest()
