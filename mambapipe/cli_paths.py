@@ -70,6 +70,8 @@ def recipe_place_hint(name: str, config_dir: Optional[str]) -> str:
     line with: `recipe=DIR/recipe/NAME.yaml` (a path, where Hydra takes a name) or `-cd DIR/recipe recipe=NAME`
     (the recipe/ folder itself, where Hydra looks in DIR/recipe/recipe/); '' when neither is the case."""
     path = Path(name).expanduser()
+    if not path.name:  # recipe=, recipe=. or recipe=/: no file is named
+        return ""
     file = path if path.suffix == ".yaml" else path.with_name(f"{path.name}.yaml")
     if ("/" in name or path.suffix == ".yaml") and file.is_file():
         return f"; recipe= takes a recipe's name, not its path: {_how_to_run(file)}"

@@ -68,7 +68,8 @@ def test_a_config_dir_that_is_the_recipe_folder_itself_is_told_its_parent(tmp_pa
 
 
 @pytest.mark.parametrize("name, config_dir", [("m2", "{tmp}/recipe"), ("m1", None), ("m1", "{tmp}"),
-                                              ("{tmp}/recipe/m2.yaml", None)])
+                                              ("{tmp}/recipe/m2.yaml", None),
+                                              ("", None), (".", None), ("/", None), ("", "{tmp}/recipe")])
 def test_no_hint_where_no_such_file_is_in_sight(tmp_path, name, config_dir):
     (tmp_path / "recipe").mkdir()
     (tmp_path / "recipe" / "m1.yaml").write_text("# @package _global_\n")

@@ -34,6 +34,8 @@ def _schema_registered():
                             f"(models: {', '.join(MODELS)})"),
     (["recipe=xyzzy"], f"recipe=xyzzy: no such recipe (recipes: {', '.join(RECIPES)})"),
     (["recipe=null"], f"recipe=null: name a recipe (recipes: {', '.join(RECIPES)})"),  # Hydra: a traceback
+    (["recipe="], f"recipe=: no such recipe (recipes: {', '.join(RECIPES)})"),  # no file named: was a traceback
+    (["recipe=/"], f"recipe=/: no such recipe (recipes: {', '.join(RECIPES)})"),
     (["hydra/launcher=mambapipe_slrum"], "hydra/launcher=mambapipe_slrum: no such hydra/launcher; did you mean "
                                          "hydra/launcher=mambapipe_slurm? (hydra/launchers: "),
     (["dtype=float8"], "dtype=float8: Invalid value 'float8', expected one of [float16, bfloat16, float32]"),
