@@ -82,7 +82,7 @@ def unknown_key_problem(argv: list[str]) -> Optional[str]:
 def _group_names(args: argparse.Namespace) -> set[str]:
     """The config groups at the top of the configs the command line reaches: configs/, its --config-dir and its
     hydra.searchpath."""
-    folders = [Path(CONFIG_DIR), *([Path(args.config_dir)] if args.config_dir else []),
+    folders = [Path(CONFIG_DIR), *([Path(args.config_dir)] if args.config_dir is not None else []),
                *map(_searchpath_folder, command_line_searchpath(args.overrides))]
     return {p.name for folder in folders if folder is not None and folder.is_dir()
             for p in folder.iterdir() if p.is_dir()}
@@ -119,7 +119,8 @@ def _searchpath_folder(entry: str) -> Optional[Traversable]:
 def parse_command_line(argv: list[str]) -> Optional[argparse.Namespace]:
     """The command line as Hydra's own argument parser reads it; None when Hydra will refuse the line itself (a
     --config-dir that is no directory among its mistakes), or when its primary config may not be this one:
-    another config (--config-name, --config-path), a rerun, or -sc (whose `install=bash` is no override)."""
+    another config (--config-name, --config-path), a rerun, or -sc (whose `install=bash` is no override). An empty
+    --config-dir (`-cd "$DIR"` with DIR unset) is the working directory, as Hydra reads it."""
     try:
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # argparse's usage, --version
             args = get_args_parser().parse_args(argv)
@@ -127,7 +128,7 @@ def parse_command_line(argv: list[str]) -> Optional[argparse.Namespace]:
         return None
     if args.shell_completion or args.config_path or args.config_name or args.experimental_rerun:
         return None
-    if args.config_dir is not None and not os.path.isdir(args.config_dir):
+    if args.config_dir is not None and not os.path.isdir(os.path.abspath(args.config_dir)):
         return None
     return args
 

@@ -84,6 +84,14 @@ def test_a_config_dirs_command_line_is_checked_too(tmp_path, spelling):
     assert unknown_key_problem([*config_dir, "hwx=cpu"]) == "hwx is not a config key; did you mean hw?"
 
 
+@pytest.mark.parametrize("spelling", [["--config-dir="], ["-cd", ""]])
+def test_an_empty_config_dir_is_the_working_directory_as_hydra_reads_it(tmp_path, monkeypatch, spelling):
+    """`-cd "$DIR"` with DIR unset: Hydra reads the working directory's configs; the checks were left out."""
+    monkeypatch.chdir(my_config_dir(tmp_path / "mine"))
+    assert unknown_key_problem([*spelling, "recipe=mine", "hw=cpu"]) is None
+    assert unknown_key_problem([*spelling, "hwx=cpu"]) == "hwx is not a config key; did you mean hw?"
+
+
 @pytest.mark.parametrize("entry", ["file://{dir}", "{dir}", "pkg://my_configs"])
 def test_a_searchpaths_groups_are_choices_not_keys(tmp_path, monkeypatch, entry):
     """mygroup=a, a group that hydra.searchpath adds, was refused as 'mygroup is not a config key'."""
