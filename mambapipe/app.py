@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from rich.markup import escape
 
 from mambapipe import interrupts
-from mambapipe.cli_keys import other_command_problem, unknown_key_problem
+from mambapipe.cli_keys import other_command_problem, parse_command_line, unknown_key_problem
 from mambapipe.cli_paths import expand_config_dir, tilde_problem
 from mambapipe.cli_recipes import recipe_problem
 from mambapipe.cli_values import bad_value_problem, unchosen_model_problem
@@ -36,8 +36,9 @@ def run_app() -> None:
         print(misplaced, file=sys.stderr)
         sys.exit(2)
     sys.argv[1:] = argv = expand_config_dir(sys.argv[1:])  # Hydra parses sys.argv itself: the expanded -cd too
-    problem = (tilde_problem(argv) or unknown_key_problem(argv) or bad_value_problem(argv)
-               or recipe_problem(argv) or unchosen_model_problem(argv))
+    args = parse_command_line(argv)  # once for all the checks; None where Hydra is to read the line itself
+    problem = args and (tilde_problem(args) or unknown_key_problem(args) or bad_value_problem(args)
+                        or recipe_problem(args) or unchosen_model_problem(args))
     if problem:
         print_diagnostic(make_console(stderr=True), f"[red]FAILED[/] {escape(problem)}")
         sys.exit(1)

@@ -3,7 +3,6 @@ naming the key it likely meant, where Hydra's own error spans six lines and sugg
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import shlex
@@ -62,15 +61,19 @@ def other_command_problem(argv: list[str]) -> Optional[str]:
             f"{arguments}` (or python -m {other.module} {arguments}){other.note}")
 
 
-def unknown_key_problem(argv: list[str]) -> Optional[str]:
-    """The first override of `argv` that sets a key the schema lacks, as one line with the key it likely meant.
+class ParsedCommandLine(NamedTuple):
+    """The command line as the checks read it, parsed once for them all (parse_command_line)."""
+    config_dir: Optional[str]  # its --config-dir, an existing folder ('' is the working directory); None for none
+    overrides: list[str]
+    searchpath: list[str]  # the hydra.searchpath it sets (_command_line_searchpath)
+
+
+def unknown_key_problem(args: ParsedCommandLine) -> Optional[str]:
+    """The first override of `args` that sets a key the schema lacks, as one line with the key it likely meant.
     Checked before Hydra composes: its own error for a mistyped key spans six lines and suggests `+key`, which
     would add the typo as a new key that no step reads. A --config-dir or hydra.searchpath adds recipes and config
     groups but no keys: the schema is the primary config's first default, and Hydra refuses a key it lacks in any
     config."""
-    args = parse_command_line(argv)
-    if args is None:
-        return None
     groups = _group_names(args)
     for key in _changed_keys(args.overrides, groups):
         meant = schema_key(key) or close_key(key, groups)
@@ -79,19 +82,19 @@ def unknown_key_problem(argv: list[str]) -> Optional[str]:
     return None
 
 
-def _group_names(args: argparse.Namespace) -> set[str]:
+def _group_names(args: ParsedCommandLine) -> set[str]:
     """The config groups at the top of the configs the command line reaches: configs/, its --config-dir and its
     hydra.searchpath."""
     folders = [Path(CONFIG_DIR), *([Path(args.config_dir)] if args.config_dir is not None else []),
-               *map(_searchpath_folder, command_line_searchpath(args.overrides))]
+               *map(_searchpath_folder, args.searchpath)]
     return {p.name for folder in folders if folder is not None and folder.is_dir()
             for p in folder.iterdir() if p.is_dir()}
 
 
-def command_line_searchpath(overrides: list[str]) -> list[str]:
+def _command_line_searchpath(overrides: list[str]) -> list[str]:
     """The hydra.searchpath the command line sets (its first, which Hydra takes): the config dirs (file://DIR, or
     DIR) and packages (pkg://module) whose recipes and config groups it adds; [] for none, or one Hydra refuses."""
-    for text in (text for text in overrides if "hydra.searchpath" in text):  # the parser takes ms an override
+    for text in (text for text in overrides if "hydra.searchpath" in text):  # parsing each override takes ms
         try:
             override = OverridesParser.create().parse_override(text)
         except HydraException:
@@ -116,7 +119,7 @@ def _searchpath_folder(entry: str) -> Optional[Traversable]:
     return None
 
 
-def parse_command_line(argv: list[str]) -> Optional[argparse.Namespace]:
+def parse_command_line(argv: list[str]) -> Optional[ParsedCommandLine]:
     """The command line as Hydra's own argument parser reads it; None when Hydra will refuse the line itself (a
     --config-dir that is no directory among its mistakes), or when its primary config may not be this one:
     another config (--config-name, --config-path), a rerun, or -sc (whose `install=bash` is no override). An empty
@@ -130,7 +133,7 @@ def parse_command_line(argv: list[str]) -> Optional[argparse.Namespace]:
         return None
     if args.config_dir is not None and not os.path.isdir(os.path.abspath(args.config_dir)):
         return None
-    return args
+    return ParsedCommandLine(args.config_dir, args.overrides, _command_line_searchpath(args.overrides))
 
 
 def _changed_keys(overrides: list[str], groups: set[str]) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Optional
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from mambapipe.cli_keys import parse_command_line
+from mambapipe.cli_keys import ParsedCommandLine
 
 CONFIG_DIR_OPTIONS = ("--config-dir", "-cd")
 # The keys whose ~ mambapipe expands (resolve_config, the download and evaluate steps).
@@ -38,12 +38,9 @@ def expand_config_dir(argv: list[str]) -> list[str]:
     return expanded
 
 
-def tilde_problem(argv: list[str]) -> Optional[str]:
+def tilde_problem(args: ParsedCommandLine) -> Optional[str]:
     """The first override whose value holds a ~ out of quotes, which Hydra's grammar refuses ('token recognition
     error at: ~', with a link to its docs), as one line giving the override with that value quoted."""
-    args = parse_command_line(argv)
-    if args is None:
-        return None
     parser = OverridesParser.create()
     for text in args.overrides:
         key, equals, value = text.partition("=")

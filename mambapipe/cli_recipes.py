@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from mambapipe.cli_keys import command_line_searchpath, parse_command_line
+from mambapipe.cli_keys import ParsedCommandLine
 from mambapipe.cli_values import (
     HydraInternalsChanged,
     config_file,
@@ -99,19 +99,16 @@ def _nested(prefix: str, content: dict) -> dict:
     return content
 
 
-def recipe_problem(argv: list[str]) -> Optional[str]:
-    """The first job of `argv` whose config Hydra refuses for a mistake in a config file, as one line naming the
+def recipe_problem(args: ParsedCommandLine) -> Optional[str]:
+    """The first job of `args` whose config Hydra refuses for a mistake in a config file, as one line naming the
     file (`recipe=m1: DIR/recipe/m1.yaml: build.max_batch_szie is not a config key; did you mean
     build.max_batch_size?`), or for the command line's choice of a config group that no defaults list picks, which
     only composing finds (`mygroup=a`, for `+mygroup=a`); None when every job composes, when the mistake is the
     command line's otherwise (which the other checks, or Hydra, report), or when Hydra cannot be asked so."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         return None
-    args = parse_command_line(argv)
-    if args is None:
-        return None
     try:
-        configs = _HydraConfigs(args.config_dir, command_line_searchpath(args.overrides))
+        configs = _HydraConfigs(args.config_dir, args.searchpath)
         for job in _jobs(args.overrides, configs.is_group):
             error = configs.compose_error([override.input_line for override in job])
             problem = error and (_unpicked_group_problem(error, job) or _problem(error, job, configs))

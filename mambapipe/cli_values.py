@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from mambapipe.cli_keys import command_line_searchpath, parse_command_line
+from mambapipe.cli_keys import ParsedCommandLine
 from mambapipe.cli_paths import recipe_place_hint
 from mambapipe.config import CONFIG_DIR, MambapipeConfig, ModelConfig, close_key, key_shape
 from mambapipe.pipeline.step import first_line
@@ -49,17 +49,14 @@ def hydra_internals() -> Iterator[None]:
         raise HydraInternalsChanged from err
 
 
-def bad_value_problem(argv: list[str]) -> Optional[str]:
-    """The first value of `argv` that Hydra would refuse, as one line; None when none is (or when Hydra reads
-    the line with another primary config, cannot parse it, or lacks the --config-dir: then it reports that)."""
-    args = parse_command_line(argv)
-    if args is None:
-        return None
+def bad_value_problem(args: ParsedCommandLine) -> Optional[str]:
+    """The first value of `args` that Hydra would refuse, as one line; None when none is (or when Hydra cannot
+    parse it: then it reports that)."""
     overrides = _job_overrides(args.overrides)
     config = OmegaConf.structured(MambapipeConfig(model=ModelConfig()))
     try:
         with hydra_internals():
-            options = config_repository(args.config_dir, command_line_searchpath(args.overrides))
+            options = config_repository(args.config_dir, args.searchpath)
         for override in overrides:
             with hydra_internals():
                 is_group = options.group_exists(override.key_or_group)
@@ -74,23 +71,20 @@ def bad_value_problem(argv: list[str]) -> Optional[str]:
     return None
 
 
-def unchosen_model_problem(argv: list[str]) -> Optional[str]:
+def unchosen_model_problem(args: ParsedCommandLine) -> Optional[str]:
     """A recipe that picks no model, on a command line that picks none either, as one line: where it sets model keys
     (no `- override /model: NAME` in its defaults) they would be merged into config.yaml's default model, so a
     `model.arch` written for a Mamba1 would run as a Mamba2 of that shape; where its entry for the model reads
     `- optional model: NAME`, Hydra looks for recipe/model/NAME and skips it without a word. None when every recipe
     the line runs picks its model, sets no model keys (it runs the default model as it is), or cannot be read here
     (Hydra reports that)."""
-    args = parse_command_line(argv)
-    if args is None:
-        return None
     overrides = _job_overrides(args.overrides)
     if any(o.key_or_group == "model" for o in overrides):
         return None
     choices = [f"recipe={o.value()}" for o in overrides if o.key_or_group == "recipe"] or [None]
     try:
         with hydra_internals():
-            loader = config_loader(args.config_dir, command_line_searchpath(args.overrides))
+            loader = config_loader(args.config_dir, args.searchpath)
         for choice in dict.fromkeys(choices):
             problem = _recipe_model_problem(loader, choice)
             if problem:

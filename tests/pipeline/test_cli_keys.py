@@ -8,10 +8,14 @@ from typing import Any
 
 import pytest
 import tomllib
+from cli_checks import on_argv
 from omegaconf import OmegaConf
 
-from mambapipe.cli_keys import OTHER_COMMANDS, other_command_problem, unknown_key_problem
+from mambapipe import cli_keys
+from mambapipe.cli_keys import OTHER_COMMANDS, other_command_problem
 from mambapipe.config import CONFIG_DIR
+
+unknown_key_problem = on_argv(cli_keys.unknown_key_problem)
 
 RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))
 

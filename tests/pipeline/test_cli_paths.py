@@ -6,8 +6,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from cli_checks import on_argv
 
-from mambapipe.cli_paths import expand_config_dir, recipe_place_hint, tilde_problem
+from mambapipe import cli_paths
+from mambapipe.cli_paths import expand_config_dir, recipe_place_hint
+
+tilde_problem = on_argv(cli_paths.tilde_problem)
 
 HOME = os.path.expanduser("~")
 

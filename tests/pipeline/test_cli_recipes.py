@@ -10,10 +10,13 @@ from typing import Optional
 
 import hydra._internal.config_loader_impl
 import pytest
+from cli_checks import on_argv
 
-from mambapipe.cli_recipes import recipe_problem
-from mambapipe.cli_values import unchosen_model_problem
+from mambapipe import cli_recipes, cli_values
 from mambapipe.config import CONFIG_DIR, BuildConfig, register_configs
+
+recipe_problem = on_argv(cli_recipes.recipe_problem)
+unchosen_model_problem = on_argv(cli_values.unchosen_model_problem)
 
 RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))
 # A user's recipe as QA wrote them (-cd DIR recipe=m1 reads DIR/recipe/m1.yaml); the cases below change a line.

@@ -13,10 +13,14 @@ from typing import Any
 
 import hydra._internal.config_repository
 import pytest
+from cli_checks import on_argv
 from omegaconf import OmegaConf
 
-from mambapipe.cli_values import bad_value_problem, unchosen_model_problem
+from mambapipe import cli_values
 from mambapipe.config import CONFIG_DIR, ArchConfig, BuildConfig, EvalConfig, register_configs
+
+bad_value_problem = on_argv(cli_values.bad_value_problem)
+unchosen_model_problem = on_argv(cli_values.unchosen_model_problem)
 
 RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
