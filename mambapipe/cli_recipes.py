@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional
 import yaml
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType, ValueType
+from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
@@ -30,6 +30,7 @@ from mambapipe.cli_values import (
     config_loader,
     config_repository,
     hydra_internals,
+    listed_sweep,
     must_override,
     shape_problem,
 )
@@ -133,10 +134,8 @@ def _jobs(texts: list[str], is_group: Callable[[str], bool]) -> list[list[Overri
             return []
         if not override.is_sweep_override():
             fixed.append(override)
-        elif (override.is_discrete_sweep() and override.value_type != ValueType.GLOB_CHOICE_SWEEP
-              and is_group(override.key_or_group)):
-            key = override.get_key_element()
-            swept.append([parser.parse_override(f"{key}={value}") for value in override.sweep_string_iterator()])
+        elif is_group(override.key_or_group) and (values := listed_sweep(parser, override)) is not None:
+            swept.append(values)
     return [fixed + list(choices) for choices in itertools.product(*swept)]
 
 

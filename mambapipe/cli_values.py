@@ -154,21 +154,26 @@ def config_file(source: str, config_path: str) -> Optional[str]:
 
 
 def _job_overrides(texts: list[str]) -> list[Override]:
-    """The overrides as the jobs get them: a sweep's once per value, as Hydra's basic sweeper writes them out.
-    Left out: what does not parse (Hydra says so), and sweeps whose values are not listed on the command line
-    (glob(...) picks among a group's options itself, interval(...) is an optimizing sweeper's)."""
+    """The overrides as the jobs get them: a sweep's once per value (listed_sweep). Left out: what does not parse
+    (Hydra says so), and sweeps whose values are not listed on the command line."""
     parser, jobs = OverridesParser.create(), []
     for text in texts:
         try:
             override = parser.parse_override(text)
-            if not override.is_sweep_override():
-                jobs.append(override)
-            elif override.is_discrete_sweep() and override.value_type != ValueType.GLOB_CHOICE_SWEEP:
-                key = override.get_key_element()
-                jobs += [parser.parse_override(f"{key}={value}") for value in override.sweep_string_iterator()]
+            jobs += (listed_sweep(parser, override) or []) if override.is_sweep_override() else [override]
         except HydraException:
             continue
     return jobs
+
+
+def listed_sweep(parser: OverridesParser, override: Override) -> Optional[list[Override]]:
+    """A sweep's override once per value, as Hydra's basic sweeper writes out its jobs' (`dtype=a,b`: dtype=a and
+    dtype=b); None for a sweep whose values the command line does not list (glob(...) picks among a group's
+    options itself, interval(...) is an optimizing sweeper's)."""
+    if not override.is_discrete_sweep() or override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        return None
+    key = override.get_key_element()
+    return [parser.parse_override(f"{key}={value}") for value in override.sweep_string_iterator()]
 
 
 def config_repository(config_dir: Optional[str], searchpath: list[str]) -> ConfigRepository:
