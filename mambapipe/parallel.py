@@ -74,12 +74,19 @@ def launch_command(nprocs: int, module: str, args: Sequence[str], launcher: str 
     raise StepError(f"unknown launcher {launcher!r}; use one of {LAUNCHERS}")
 
 
+def _root_cause(output_lines: Sequence[str]) -> Optional[list[str]]:
+    """torchrun's output from its "Root Cause" summary on, which names the rank that failed first; None without one
+    (mpirun's output). Before it, torchrun's other lines name the ranks it ended itself (SIGTERM)."""
+    lines = list(output_lines)
+    start = next((i for i, line in enumerate(lines) if "Root Cause" in line), None)
+    return None if start is None else lines[start:]
+
+
 def failed_rank(output_lines: Sequence[str]) -> Optional[int]:
     """The rank a launcher's output names as the first failure (None if it names none): torchrun's root cause, which
     it lists after the other failures."""
-    lines = list(output_lines)
-    root_cause = next((i for i, line in enumerate(lines) if "Root Cause" in line), 0)
-    for line in lines[root_cause:]:
+    root_cause = _root_cause(output_lines)
+    for line in output_lines if root_cause is None else root_cause:
         for pattern in _FAILED_RANK:
             match = pattern.search(line)
             if match:
@@ -90,12 +97,11 @@ def failed_rank(output_lines: Sequence[str]) -> Optional[int]:
 def signalled_rank(output_lines: Sequence[str]) -> Optional[tuple[int, signal.Signals]]:
     """The rank torchrun's root cause names and the signal that ended it (`exitcode  : -9 (pid: 123)  (SIGKILL)`),
     None where no signal did: a rank killed writes no record of its own."""
-    lines = list(output_lines)
-    start = next((i for i, line in enumerate(lines) if "Root Cause" in line), None)
-    if start is None:  # before it, torchrun's other lines name ranks it ended itself (SIGTERM)
+    root_cause = _root_cause(output_lines)
+    if root_cause is None:
         return None
-    rank = failed_rank(lines[start:])
-    exit_code = next((match for match in map(_SIGNAL_EXIT.search, lines[start:]) if match), None)
+    rank = failed_rank(root_cause)
+    exit_code = next((match for match in map(_SIGNAL_EXIT.search, root_cause) if match), None)
     if rank is None or exit_code is None:
         return None
     try:
@@ -213,7 +219,7 @@ def record_failure(error: BaseException, known: bool) -> None:
     directory = os.environ.get(FAILURES_ENV)
     if not directory or not os.path.isdir(directory):
         return
-    rank = _env_int("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK") or 0
+    rank = _rank_from_environment()
     record = {"rank": rank, "time": time.time(), "line": error_line(error) if known else crash_summary(error),
               "known": known, "from_a_peer": not known and _raised_by_torch_distributed(error),
               "traceback": "".join(traceback.format_exception(error))}
@@ -247,6 +253,10 @@ def _env_int(*names: str) -> Optional[int]:
 def launcher_rank() -> int:
     """This process's rank as torchrun or an MPI launcher numbers it; 0 outside a launcher."""
     end_with_the_launching_process()  # TensorRT-LLM's ranks ask this, and never init_distributed
+    return _rank_from_environment()
+
+
+def _rank_from_environment() -> int:
     return _env_int("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK") or 0
 
 
