@@ -112,7 +112,7 @@ def recipe_problem(args: ParsedCommandLine) -> Optional[str]:
         configs = _HydraConfigs(args.config_dir, args.searchpath)
         for job in _jobs(args.overrides, configs.is_group):
             error = configs.compose_error([override.input_line for override in job])
-            problem = error and (_unpicked_group_problem(error, job) or _problem(error, job, configs))
+            problem = error and (_unpicked_group_problem(error, job) or _config_file_problem(error, job, configs))
             if problem:
                 return problem
     # Explaining the error reads the config files again: one that cannot be read (not UTF-8, gone) is Hydra's to
@@ -150,7 +150,7 @@ def _unpicked_group_problem(error: Exception, job: list[Override]) -> Optional[s
             f"is no choice to change: add it with +{override.input_line}")
 
 
-def _problem(error: Exception, job: list[Override], configs: _HydraConfigs) -> Optional[str]:
+def _config_file_problem(error: Exception, job: list[Override], configs: _HydraConfigs) -> Optional[str]:
     """`error` as one line naming the config file at fault, None when no config file is."""
     label, recipes = _recipes(job)
     syntax = _yaml_problem(error)
