@@ -72,6 +72,7 @@ def settings(section: type) -> str:
     ("steps='[convert, build]'", "steps is a list; write steps=[convert,build]"),
     ("model.allow_patterns=*.json", "model.allow_patterns is a list; write model.allow_patterns=[*.json]"),
     ("model.allow_patterns='[*.json]'", "model.allow_patterns is a list; write model.allow_patterns=[*.json]"),
+    ("model.allow_patterns='my model/*'", "model.allow_patterns is a list; write 'model.allow_patterns=[my model/*]'"),
     ("eval.scenarios=3", "eval.scenarios is a list of groups of settings (batch, input_len, output_len); write "
                          "'eval.scenarios=[{batch:1,input_len:100,output_len:100}]'"),
     ("eval.scenarios=[4]", "eval.scenarios is a list of groups of settings (batch, input_len, output_len); write "),
