@@ -70,8 +70,6 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
     command = CommandLine(list(overrides), list(config_dirs))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in RUN_DIR_FILES:  # a reused run dir (hydra.run.dir=...) must not show an earlier run's results
-        (run_dir / name).unlink(missing_ok=True)
     with _interrupt_recorded(run_dir):
         resolved, plan, config_problem = _plan(cfg, run_dir, steps, console)
     if plan is None:  # no plan can be made without the config, e.g. a mandatory value left ???
@@ -90,17 +88,17 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
 def _plan(cfg: DictConfig, run_dir: Path, steps: Optional[Sequence[Step]],
           console: Console) -> tuple[Optional[Resolved], Optional[Plan], Optional[str]]:
     """The resolved config and the printed plan; (None, None, the reason) where the config cannot be resolved."""
+    if steps is None:
+        from mambapipe.steps import load_steps
+        steps = load_steps()
+    # A reused run dir (hydra.run.dir=...) must not show an earlier run's files, whichever step this run stops at.
+    for name in (*RUN_DIR_FILES, *(name for step in steps for name in getattr(step, "run_dir_files", ()))):
+        (run_dir / name).unlink(missing_ok=True)
     try:
         resolved = resolve_config(cfg)
     except StepError as exc:
         return None, None, f"config: {exc}"
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
-    if steps is None:
-        from mambapipe.steps import load_steps
-        steps = load_steps()
-    for step in steps:  # as RUN_DIR_FILES in run_recipe: a reused run dir must not show an earlier run's files
-        for name in getattr(step, "run_dir_files", ()):
-            (run_dir / name).unlink(missing_ok=True)
     hub.forget_unreachable()  # an earlier run in this process may have found it down
     plan = build_plan(resolved, steps, ArtifactStore(resolved.config["cache_dir"]))
     print_plan(console, plan, show_notes=resolved.config["plan_only"])

@@ -290,6 +290,19 @@ def test_a_reused_run_dir_keeps_no_file_an_earlier_run_of_a_step_wrote_there(pip
     assert not ranks_log.exists()
 
 
+def test_a_reused_run_dir_keeps_no_earlier_file_where_the_config_stops_the_run_before_a_plan(pipeline):
+    """The run-dir files the steps declare were removed only once the config resolved: a mandatory value left ???
+    kept an earlier run's evaluate-ranks.log beside this run's run.json."""
+    first = pipeline.run()
+    ranks_log = first.run_dir / "evaluate-ranks.log"
+    ranks_log.write_text("rank 1 failed: an earlier run's reason\n")
+    again = run_recipe(pipeline.compose("model.arch.hidden_size=???"), first.run_dir, [],
+                       steps=fake_steps(pipeline.journal), console=Console(file=io.StringIO()),
+                       errors=Console(file=io.StringIO()))
+    assert again.failed and again.reason.startswith("config: model.arch.hidden_size has no value (???)")
+    assert not ranks_log.exists() and not (first.run_dir / "metrics.json").exists()
+
+
 def test_manifest_records_provenance(pipeline):
     result = pipeline.run("eval.output_len=9")
     build, evaluate = result.outcomes[2], result.outcomes[3]
