@@ -16,8 +16,9 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator, Optional
+from typing import ContextManager, Iterator, Optional
 
+from mambapipe.pipeline.disk import filling
 from mambapipe.pipeline.step import StepError, first_line
 
 log = logging.getLogger("mambapipe.hub")
@@ -85,7 +86,7 @@ def fetch_failed(repo_id: str, commit: str, without_hub: str, exc: Exception) ->
     """The error for a fetch the hub (or the network, or the disk) broke off; huggingface_hub has removed the file it
     was writing, and the runner the step's staging directory. A hub not reached at all is said as a plan that could
     not reach it says it: huggingface_hub releases differ in whether they raise the connection's error itself or a
-    LocalEntryNotFoundError chaining it (not_fetched)."""
+    LocalEntryNotFoundError chaining it (not_fetched). A full disk is said by filling_caches around the fetch."""
     if _is_connection_failure(exc):
         return not_available(repo_id, commit, without_hub, _described(exc))
     return StepError(f"fetching {repo_id} at {commit} failed ({_described(exc)}); run again")
@@ -151,6 +152,29 @@ def remember_ref(repo_id: str, revision: Optional[str], repo_type: str, commit: 
     except OSError as err:
         log.warning("cannot record %s@%s in the Hugging Face cache (%s): an offline run will not find it", repo_id,
                     revision, err.strerror or err)
+
+
+def hub_cache() -> tuple[Path, str]:
+    """huggingface_hub's cache directory, and the environment variable that moves it (for filling_caches)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE), moved_by("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
+
+
+def moved_by(*variables: str) -> str:
+    """The environment variable that moves a Hugging Face cache: the first of its own `variables` (in the order the
+    library reads them) that is set, else HF_HOME, below which the hub, datasets and xet caches lie by default."""
+    return next((variable for variable in variables if variable in os.environ), "HF_HOME")
+
+
+def filling_caches(*caches: tuple[Path, str]) -> ContextManager[None]:
+    """For a block that writes the Hugging Face caches `caches` ((directory, the variable that moves it), as hub_cache
+    gives them): a full disk met there is a one-line DiskFullError naming them and the variables to set."""
+    where = " and ".join(str(directory) for directory, _ in caches)
+    variables = list(dict.fromkeys(variable for _, variable in caches))
+    target = "a directory" if len(variables) == 1 else "directories"
+    return filling(f"the Hugging Face cache{'s' if len(caches) > 1 else ''} {where}",
+                   f"set {' and '.join(variables)} to {target} on a disk with room")
 
 
 def not_fetched(repo_id: str, commit: str, without_hub: str, missing: Exception) -> StepError:

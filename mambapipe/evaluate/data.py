@@ -61,10 +61,13 @@ def load_articles(dataset: str, hub_id: str = "abisee/cnn_dailymail", hub_config
     (dataset_file), which must still hold the contents `sha256` names where the plan hashed it
     (local_dataset_sha256). `show_progress`: whether datasets shows its own bars (a download, generating a split)."""
     require_datasets()  # its one-line error where the install cannot import datasets, once for the loaders below
-    import datasets
+    import datasets.config
 
     path = dataset_file(dataset)
-    with hub.progress_bars(show_progress, datasets):
+    # datasets prepares every dataset in its own cache, and fetches a hub one into huggingface_hub's first
+    caches = [hub.hub_cache()] if path is None else []
+    caches.append((Path(datasets.config.HF_DATASETS_CACHE), hub.moved_by("HF_DATASETS_CACHE")))
+    with hub.progress_bars(show_progress, datasets), hub.filling_caches(*caches):
         if path is None:
             articles = _load_hub(hub_id, hub_config, split, revision, local_only)
         else:

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mambapipe import hub, interrupts
+from mambapipe.pipeline.disk import filling
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan, upstream_params
 from mambapipe.pipeline.provenance import git_state, machine, utc_now, versions
@@ -34,6 +35,7 @@ from mambapipe.pipeline.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 RUN_DIR_FILES = ("metrics.json", "predictions.jsonl")
+_CACHE_DIR_MOVED = "set cache_dir (or MAMBAPIPE_CACHE) to a directory on a disk with room"
 HYDRA_PLAIN_VALUE = re.compile(r"[\w/.+\-@%:]+", re.ASCII)  # read back verbatim by Hydra's override grammar
 
 
@@ -173,14 +175,16 @@ def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[s
             console.print(f"[green]✓ {name}[/] made by another run meanwhile: cached")
             return _published(StepOutcome(name, key, "cached", 0.0, str(store.path(name, key))), run_dir)
         store.clear_staging(name, key)
-        seconds, facts, staging = _call_step(plan, planned, run_dir, console)
-        try:
-            manifest = _manifest(plan, planned, seconds, facts, overrides)
-            artifact = store.commit(staging, name, key, manifest, on_wait=lambda:
-                                    console.print(f"  waiting for the runs reading the old {name} {short(key)} ..."))
-        except BaseException:  # e.g. Ctrl-C or a full disk: don't leave a whole artifact's worth in staging
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        # A step writes into its staging dir alone; a write into a Hugging Face cache names that cache itself.
+        with filling(f"the mambapipe cache {store.root}", _CACHE_DIR_MOVED):
+            seconds, facts, staging = _call_step(plan, planned, run_dir, console)
+            try:
+                manifest = _manifest(plan, planned, seconds, facts, overrides)
+                artifact = store.commit(staging, name, key, manifest, on_wait=lambda: console.print(
+                    f"  waiting for the runs reading the old {name} {short(key)} ..."))
+            except BaseException:  # e.g. Ctrl-C or a full disk: don't leave a whole artifact's worth in staging
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
     finally:
         lock.release()
     console.print(f"[green]✓ {name}[/] ran in {seconds:.1f}s")
@@ -208,8 +212,10 @@ def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path,
             if interrupts.received():  # a Ctrl-C the step's code dropped (a __del__): its output may be cut short
                 raise KeyboardInterrupt
     except BaseException:
-        _publish(staging, run_dir)
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            _publish(staging, run_dir)
+        finally:  # also where the copy fails (the run dir on the same full disk)
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return time.perf_counter() - started, facts, staging
 

@@ -182,7 +182,8 @@ def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], wit
                    settings: str = "model.repo_id / model.revision") -> Path:
     """The snapshot folder of `repo_id` at `commit` holding the files `patterns` select, fetched where missing; a
     one-line StepError for whatever stops it (the plan saw the repo, but its files may be refused or broken off, or
-    the repo gone), naming the keys that chose it (`settings`) and how to do without the hub (`without_hub`)."""
+    the repo gone, or the Hugging Face cache's disk full), naming the keys that chose it (`settings`) and how to do
+    without the hub (`without_hub`)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -191,19 +192,20 @@ def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], wit
         RevisionNotFoundError,
     )
 
-    try:
-        return Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns,
-                                      local_files_only=hub.use_local_files_only()))
-    except LocalEntryNotFoundError as missing:
-        raise hub.not_fetched(repo_id, commit, without_hub, missing) from None
-    except GatedRepoError:
-        raise hub.gated(repo_id) from None
-    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-        raise hub.gone(repo_id, commit, settings, exc) from None
-    except Exception as exc:
-        if not hub.is_transfer_failure(exc):
-            raise
-        raise hub.fetch_failed(repo_id, commit, without_hub, exc) from exc
+    with hub.filling_caches(hub.hub_cache()):
+        try:
+            return Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns,
+                                          local_files_only=hub.use_local_files_only()))
+        except LocalEntryNotFoundError as missing:
+            raise hub.not_fetched(repo_id, commit, without_hub, missing) from None
+        except GatedRepoError:
+            raise hub.gated(repo_id) from None
+        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+            raise hub.gone(repo_id, commit, settings, exc) from None
+        except Exception as exc:
+            if not hub.is_transfer_failure(exc):
+                raise
+            raise hub.fetch_failed(repo_id, commit, without_hub, exc) from exc
 
 
 def _linked_layout(model: dict[str, Any], model_dir: Path, commit: str) -> str:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import sys
 
@@ -91,6 +93,31 @@ def test_hub_dataset_offline_is_a_clear_step_error(monkeypatch):
     with pytest.raises(StepError, match="could not load dataset 'abisee/cnn_dailymail'.*local .jsonl/.parquet") as err:
         load_articles("cnn_dailymail")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("variable", [None, "HF_DATASETS_CACHE"])
+def test_a_datasets_cache_whose_disk_fills_is_named_with_the_variable_that_moves_it(tmp_path, monkeypatch, variable):
+    """datasets prepares even a local file in its own cache: a disk that fills there is named with the variable that
+    moves that cache (HF_HOME, below which it lies, unless the user moved it alone), not a crash of datasets' own
+    DatasetGenerationError; datasets removes what it had written."""
+    import datasets.arrow_writer
+
+    def disk_fills(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "write_table", disk_fills)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    monkeypatch.delenv("HF_DATASETS_CACHE", raising=False)
+    if variable:
+        monkeypatch.setenv(variable, str(tmp_path / "datasets"))
+    articles = tmp_path / "mine.jsonl"
+    articles.write_text("".join(json.dumps({"article": f"The river rose {i} feet.", "highlights": f"Up {i} ft."}) + "\n"
+                                for i in range(2)))  # datasets writes a table of them (one alone, as a row)
+    with pytest.raises(StepError) as err:
+        load_articles(str(articles))
+    assert str(err.value) == (f"no space left on device in the Hugging Face cache {tmp_path / 'datasets'}: free space "
+                              f"there, or set {variable or 'HF_HOME'} to a directory on a disk with room")
+    assert not [path for path in (tmp_path / "datasets").rglob("*.arrow")]
 
 
 def test_loading_script_repos_get_a_pointer_to_the_parquet_copy(monkeypatch):

@@ -3,7 +3,9 @@ processes racing for the same artifact."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -16,6 +18,8 @@ import pytest
 from pipeline_fakes import journal_lines
 
 from mambapipe.pipeline.runner import program_name
+from mambapipe.pipeline.step import StepError
+from mambapipe.pipeline.store import MANIFEST
 
 FAKE_RUN = Path(__file__).with_name("fake_run.py")
 
@@ -65,12 +69,69 @@ def test_a_failed_commit_leaves_no_staging_behind(pipeline, monkeypatch):
     dir, a whole artifact's worth of files, must not stay behind."""
     from mambapipe.pipeline.store import ArtifactStore
 
-    def disk_full(self, staging, step, key, manifest, on_wait):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(ArtifactStore, "commit", disk_full)
+    def manifest_cut_short(self, staging, step, key, manifest, on_wait):
+        (staging / MANIFEST).write_text('{"step": ')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(ArtifactStore, "commit", manifest_cut_short)
     result = pipeline.run()
-    assert result.reason == "download: unexpected OSError: [Errno 28] No space left on device"
+    assert result.reason == f"download: no space left on device in the mambapipe cache {pipeline.store.root}: free " \
+                            "space there, or set cache_dir (or MAMBAPIPE_CACHE) to a directory on a disk with room"
     assert not any((pipeline.store.root / "download" / ".staging").iterdir())
+    assert complete_artifacts(pipeline.store, "download") == []
+
+
+def _safetensors_disk_full() -> Exception:
+    """What safetensors' save_file raises where the disk fills (measured on a full tmpfs): its own error type, the
+    OS error only in its message, as Rust writes it."""
+    from safetensors import SafetensorError
+
+    return SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+@pytest.mark.parametrize("error, said", [
+    pytest.param(lambda: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "no space left on device", id="ENOSPC"),
+    pytest.param(lambda: OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)), "disk quota exceeded", id="EDQUOT"),
+    pytest.param(_safetensors_disk_full, "no space left on device", id="safetensors"),
+])
+@pytest.mark.parametrize("wrapped", [False, True], ids=["raised", "wrapped"])
+def test_a_disk_that_fills_while_a_step_writes_names_the_cache_and_keeps_nothing(pipeline, monkeypatch, error, said,
+                                                                                  wrapped):
+    """Half a shard written, then the disk is full (or the quota spent): one line naming the cache and the settings
+    that move it, also where the step's code said it as an error of its own (datasets' DatasetGenerationError around
+    the OSError); no traceback, and neither the half-written staging dir nor an artifact left."""
+    from pipeline_fakes import FakeStep
+
+    def half_written(self, params, inputs, out_dir, ctx):
+        (out_dir / "rank0.safetensors").write_bytes(b"\0" * 1024)
+        if not wrapped:
+            raise error()
+        try:
+            raise error()
+        except Exception as exc:
+            raise StepError("an error of the step's own that hides the disk") from exc
+
+    pipeline.run("steps=[download]")
+    monkeypatch.setattr(FakeStep, "run", half_written)
+    result = pipeline.run()
+    assert result.reason == (f"convert: {said} in the mambapipe cache {pipeline.store.root}: free space there, or set "
+                             "cache_dir (or MAMBAPIPE_CACHE) to a directory on a disk with room")
+    assert pipeline.errors.endswith(f"\nFAILED {result.reason}\n") and "Traceback" not in pipeline.errors
+    assert not any((pipeline.store.root / "convert" / ".staging").iterdir())
+    assert complete_artifacts(pipeline.store, "convert") == []
+    assert [(o.name, o.status) for o in result.outcomes] == [
+        ("download", "cached"), ("convert", "failed"), ("build", "skipped"), ("evaluate", "skipped")]
+
+
+def test_an_os_error_of_another_kind_stays_a_crash(pipeline, monkeypatch):
+    """Only a full disk or quota is said as one: another OSError of a step's is a bug's, its traceback logged."""
+    from pipeline_fakes import FakeStep
+
+    def refused(self, params, inputs, out_dir, ctx):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(FakeStep, "run", refused)
+    result = pipeline.run()
+    assert result.reason == "download: unexpected PermissionError: [Errno 13] Permission denied"
 
 def test_a_step_claims_what_it_reads_while_it_runs(pipeline):
     assert not pipeline.run(convert="expect-claims", build="expect-claims", evaluate="expect-claims").failed

@@ -5,6 +5,7 @@ hub dataset through datasets' own client."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import yaml
 from fake_hub import FakeHub, Repo
 
 from mambapipe.evaluate.prompts import load_tokenizer
-from mambapipe.hub import cached_commit
+from mambapipe.hub import cached_commit, hub_cache
 from mambapipe.models import ModelSpec
 from mambapipe.pipeline.plan import step_params
 from mambapipe.pipeline.resolve import resolve_config
@@ -182,6 +183,32 @@ def test_a_download_the_hub_breaks_off_is_one_line_and_leaves_no_partial_file(co
     assert not [blob.name for blob in blobs.iterdir() if blob.name.endswith(".incomplete")]
 
 
+@pytest.mark.parametrize("variable", [None, "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"])
+def test_a_hub_cache_whose_disk_fills_is_named_with_the_variable_that_moves_it(compose_config, tmp_path, hub,
+                                                                                  monkeypatch, variable):
+    """The Hugging Face cache's disk fills as the weights come in: one line naming that cache and the variable that
+    moves it (HF_HOME, below which it lies, unless the user moved it alone), not 'failed ...; run again', which the
+    same full disk would fail again; neither huggingface_hub's partial file nor the step's staging dir is left."""
+    from huggingface_hub import file_download
+
+    def disk_fills(url, temp_file, **kwargs):
+        temp_file.write(b"\0" * 100)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(file_download, "http_get", disk_fills)
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    hub_cache = tmp_path / "hf" / "hub"  # where point_huggingface_hub_at puts it, as these variables would
+    if variable:
+        monkeypatch.setenv(variable, str(hub_cache))
+    result, _ = run(compose_config, tmp_path, *hub_overrides())
+    assert result.reason == (f"download: no space left on device in the Hugging Face cache {hub_cache}: free space "
+                             f"there, or set {variable or 'HF_HOME'} to a directory on a disk with room")
+    assert_no_download_left(tmp_path / "cache")
+    blobs = hub_cache / f"models--{REPO_ID.replace('/', '--')}" / "blobs"
+    assert not [blob.name for blob in blobs.iterdir() if blob.name.endswith(".incomplete")]
+
+
 
 def test_a_plan_that_fetches_nothing_leaves_the_caches_refs_alone(compose_config, tmp_path, hub):
     """plan_only asks the hub for main's commit and fetches nothing: refs/main in the shared Hugging Face cache, which
@@ -280,7 +307,7 @@ def dataset_hub(monkeypatch, tmp_path):
 def test_a_fetch_broken_off_by_the_connection_itself_reads_as_an_unreachable_hub(raised, monkeypatch):
     """Where huggingface_hub raises the HTTP client's own error from snapshot_download (the GPU machine's release
     did, where this one chains it into a LocalEntryNotFoundError), a hub gone down since the plan is still said as
-    one that cannot be reached; a full disk stays a fetch that failed."""
+    one that cannot be reached; a full disk is the Hugging Face cache's."""
     class TransportError(Exception):  # the base of httpx's connection errors, which mambapipe knows by name
         pass
 
@@ -288,7 +315,7 @@ def test_a_fetch_broken_off_by_the_connection_itself_reads_as_an_unreachable_hub
         pass
 
     error = ConnectError("[Errno 111] Connection refused") if raised == "connection" else OSError(
-        28, "No space left on device")
+        errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def snapshot_download(*args, **kwargs):
         raise error
@@ -300,8 +327,7 @@ def test_a_fetch_broken_off_by_the_connection_itself_reads_as_an_unreachable_hub
         assert str(info.value).startswith(f"cannot reach {REPO_ID} on the Hugging Face hub (ConnectError: [Errno 111] "
                                           f"Connection refused) and its revision {COMMIT} is not in the local cache")
     else:
-        assert str(info.value) == (f"fetching {REPO_ID} at {COMMIT} failed (OSError: [Errno 28] No space left on "
-                                   "device); run again")
+        assert str(info.value).startswith(f"no space left on device in the Hugging Face cache {hub_cache()[0]}: ")
 
 
 def test_the_cache_lookup_does_without_incomplete_snapshot_errors(monkeypatch):

@@ -1,0 +1,60 @@
+"""A disk that fills (or a quota that runs out) while a step writes: one line naming the directory that filled and
+how to move it, whichever library's write met it.
+
+The runner names the mambapipe cache for whatever a step writes (steps write only into their staging directory);
+the code that writes a Hugging Face cache (a hub fetch, a datasets load) names that cache around its own call, and
+the innermost name wins. The written parts go as for any failure: the runner removes the staging directory, and
+huggingface_hub and datasets their temporary files.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from mambapipe.pipeline.step import StepError
+
+_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+# How Rust's std::io::Error ends its message, which safetensors and tokenizers raise in their own exception types.
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+class DiskFullError(StepError):
+    """A write found the disk of the directory it names full."""
+
+
+def full_disk(exc: BaseException) -> Optional[str]:
+    """What a full disk said ("no space left on device", "disk quota exceeded") where `exc` or an exception in its
+    chain (as a traceback prints it: a StepError raised from the OSError, a library's own error around it) was a
+    write that found it full; None otherwise."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            number = current.errno
+        else:
+            found = _RUST_OS_ERROR.search(str(current))
+            number = int(found[1]) if found else None
+        if number in _FULL:
+            return _FULL[number]
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None
+
+
+@contextmanager
+def filling(where: str, relocate: str) -> Iterator[None]:
+    """Turn a full disk met in the block into a DiskFullError naming `where` (the directory the block writes, as the
+    user knows it) and how to `relocate` it (the key or environment variable that moves it)."""
+    try:
+        yield
+    except DiskFullError:  # named by a block inside this one, which knows better where it wrote
+        raise
+    except Exception as exc:
+        said = full_disk(exc)
+        if said is None:
+            raise
+        raise DiskFullError(f"{said} in {where}: free space there, or {relocate}") from exc
+
