@@ -10,6 +10,7 @@ the summary of the sweep this callback saw start.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,16 +41,22 @@ class SweepSummaryCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _running_sweep_dir
         # Resolved once: `${now:...}` in hydra.sweep.dir must give the directory the jobs used.
-        self.sweep_dir = _running_sweep_dir = Path(config.hydra.sweep.dir)
+        self.sweep_dir = _running_sweep_dir = _absolute(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = self.sweep_dir or Path(config.hydra.sweep.dir)
+        sweep_dir = self.sweep_dir or _absolute(config.hydra.sweep.dir)
         errors = make_console(stderr=True)
         rows = _summarize(make_console(), errors, sweep_dir, self.plots)
         failed = [row.job for row in rows if not row.succeeded]
         if failed:
             print_diagnostic(errors, f"[red]FAILED[/] {len(failed)} of {len(rows)} jobs: {', '.join(failed)}")
             raise SystemExit(1)
+
+
+def _absolute(sweep_dir: str) -> Path:
+    """The sweep dir as every path and command a sweep prints names it, however it was given: absolute, as the jobs'
+    run dirs (Hydra's runtime.output_dir), summary.md's paths and the commands that run it again are."""
+    return Path(os.path.abspath(sweep_dir))
 
 
 def summarize_interrupted_sweep(console: Console, errors: Console) -> bool:

@@ -51,3 +51,12 @@ def test_a_summary_that_cannot_be_written_fails_the_sweep_with_a_rebuild_hint(sw
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith(f"FAILED could not summarize {sweep_dir}: IsADirectoryError")
     assert captured.err.endswith(f"; after a fix: mambapipe-sweep summarize {sweep_dir}\n")
+
+
+def test_a_sweep_dir_given_relative_is_printed_absolute(sweep_dir, monkeypatch, capsys):
+    """`-m hydra.sweep.dir=sweep`: the summary's path on the terminal is absolute, as its run dirs and the commands a
+    sweep prints are, and as summary.md names it."""
+    monkeypatch.chdir(sweep_dir.parent)
+    with pytest.raises(SystemExit):
+        finish(sweep_dir.name, plots=False)
+    assert f"summary: {sweep_dir / 'summary.md'}\n" in capsys.readouterr().out

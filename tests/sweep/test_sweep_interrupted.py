@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from sweep_support import summarize_metrics, write_job
 
 import mambapipe.app as app
@@ -207,6 +208,32 @@ def test_ctrl_c_in_a_sweep_prints_its_summary_and_how_to_finish_it(interrupted_s
     assert stopped.value.code == 130 and "│ ok " in captured.out and "INTERRUPTED" not in captured.out
     assert captured.err.startswith("INTERRUPTED 3 jobs: 1 ok, 1 failed, 1 not run.\nfinish it (finished steps come ")
     assert f"hydra.sweep.dir={interrupted_sweep}" in captured.err and (interrupted_sweep / "summary.md").is_file()
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_a_sweep_dir_given_relative_is_named_absolute_as_a_runs_resume_command_names_its(
+        tmp_path, monkeypatch, capsys, started):
+    """`-m hydra.sweep.dir=sweep`, and a recipe found with `-cd recipes`: the finish command, the summary's path and
+    the line of a sweep stopped before its first job name them absolute, however they were typed, as a single run's
+    resume command names its hydra.run.dir and --config-dir (Hydra's runtime.output_dir and config_sources are
+    absolute), and as summary.md names them: one form for every path and command a run or sweep prints."""
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "sweep"
+    write_multirun_yaml(sweep, "recipe=mine", "dtype=float32,bfloat16", hydra_overrides=["hydra.sweep.dir=sweep"],
+                        config_dir=str(tmp_path / "recipes"))
+    if started:
+        write_done_job(sweep, 0, ["recipe=mine", "dtype=float32"], exit_code=130, reason="build: interrupted")
+    callback.SweepSummaryCallback().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": "sweep"}}}))
+    monkeypatch.setattr(app, "_hydra_app", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(SystemExit):
+        cli.main()
+    captured = capsys.readouterr()
+    if started:
+        assert f"summary: {sweep / 'summary.md'}\n" in captured.out
+        assert captured.err.endswith(f"python -m mambapipe -m --config-dir {tmp_path / 'recipes'} recipe=mine "
+                                     f"dtype=float32,bfloat16 hydra.sweep.dir={sweep}\n")
+    else:
+        assert captured.err == f"INTERRUPTED before any job of the sweep started ({sweep})\n"
 
 
 def test_a_child_stopped_before_the_runner_took_over_records_the_interrupt(tmp_path, monkeypatch):
