@@ -178,12 +178,13 @@ def resolve_commit(repo_id: str, revision: Optional[str], settings: str = "model
     return hub.resolve_commit(repo_id, revision, "model", settings, without_hub)
 
 
-def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], without_hub: str = _WITHOUT_HUB,
-                   settings: str = "model.repo_id / model.revision") -> Path:
-    """The snapshot folder of `repo_id` at `commit` holding the files `patterns` select, fetched where missing; a
-    one-line StepError for whatever stops it (the plan saw the repo, but its files may be refused or broken off, or
-    the repo gone, or the Hugging Face cache's disk full), naming the keys that chose it (`settings`) and how to do
-    without the hub (`without_hub`)."""
+def fetch_snapshot(repo_id: str, revision: Optional[str], commit: str, patterns: Optional[list[str]],
+                   without_hub: str = _WITHOUT_HUB, settings: str = "model.repo_id / model.revision") -> Path:
+    """The snapshot folder of `repo_id` at `commit`, which `revision` (None: main) named at plan time, holding the
+    files `patterns` select, fetched where missing, and the cache's ref of `revision` then pointed at it
+    (hub.remember_ref); a one-line StepError for whatever stops it (the plan saw the repo, but its files may be
+    refused or broken off, or the repo gone, or the Hugging Face cache's disk full), naming the keys that chose it
+    (`settings`) and how to do without the hub (`without_hub`)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -194,8 +195,8 @@ def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], wit
 
     with hub.filling_caches(hub.hub_cache()):
         try:
-            return Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns,
-                                          local_files_only=hub.use_local_files_only()))
+            snapshot = Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns,
+                                              local_files_only=hub.use_local_files_only()))
         except LocalEntryNotFoundError as missing:
             raise hub.not_fetched(repo_id, commit, without_hub, missing) from None
         except GatedRepoError:
@@ -206,6 +207,8 @@ def fetch_snapshot(repo_id: str, commit: str, patterns: Optional[list[str]], wit
             if not hub.is_transfer_failure(exc):
                 raise
             raise hub.fetch_failed(repo_id, commit, without_hub, exc) from exc
+    hub.remember_ref(repo_id, revision, "model", commit)
+    return snapshot
 
 
 def _linked_layout(model: dict[str, Any], model_dir: Path, commit: str) -> str:
@@ -297,8 +300,8 @@ class DownloadStep:
             source_dir = Path(model["path"]).expanduser().resolve()
         else:
             with hub.progress_bars(ctx.show_progress, huggingface_hub.utils):
-                source_dir = fetch_snapshot(model["repo_id"], env["commit"], model.get("allow_patterns"))
-            hub.remember_ref(model["repo_id"], model.get("revision"), "model", env["commit"])
+                source_dir = fetch_snapshot(model["repo_id"], model.get("revision"), env["commit"],
+                                            model.get("allow_patterns"))
         # A hub snapshot folder is shared by every download of that commit, so it may also hold files
         # another run's allow_patterns fetched: link only the ones this config asked for.
         patterns = model.get("allow_patterns") if model["source"] == "hub" else None
@@ -325,9 +328,8 @@ class DownloadStep:
         if local_tokenizer is not None:
             tok_dir = local_tokenizer.resolve()
         elif model.get("tokenizer"):
-            tok_dir = fetch_snapshot(model["tokenizer"], env["tokenizer_commit"], TOKENIZER_PATTERNS,
+            tok_dir = fetch_snapshot(model["tokenizer"], None, env["tokenizer_commit"], TOKENIZER_PATTERNS,
                                      _tokenizer_without_hub(model), "model.tokenizer")
-            hub.remember_ref(model["tokenizer"], None, "model", env["tokenizer_commit"])
         else:
             tok_dir = source_dir
         if not has_tokenizer(tok_dir):

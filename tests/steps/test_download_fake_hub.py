@@ -224,6 +224,21 @@ def test_a_plan_that_fetches_nothing_leaves_the_caches_refs_alone(compose_config
     assert ref.read_text() == COMMIT
 
 
+def test_a_fetch_records_the_revision_each_repo_was_pinned_by(compose_config, tmp_path, hub, repo_files):
+    """The refs the fetch writes are those of the revision that chose each repo: the model's tag, and main for the
+    tokenizer (model.revision names the model's alone); a tag's commit must not move the model's main."""
+    from huggingface_hub import constants
+
+    hub.repos[("model", REPO_ID)] = Repo.of_directory(repo_files, COMMIT, refs=("main", "v1"))
+    result, _ = run(compose_config, tmp_path, *hub_overrides("steps=[download]", "model.revision=v1",
+                                                             f"model.tokenizer={TOKENIZER_ID}"))
+    assert not result.failed, result.reason
+    refs = {repo: Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs"
+            for repo in (REPO_ID, TOKENIZER_ID)}
+    assert {path.name: path.read_text() for path in refs[REPO_ID].iterdir()} == {"v1": COMMIT}
+    assert {path.name: path.read_text() for path in refs[TOKENIZER_ID].iterdir()} == {"main": TOKENIZER_COMMIT}
+
+
 def test_a_partial_snapshot_the_run_fetched_serves_it_offline(compose_config, tmp_path, hub, monkeypatch):
     """allow_patterns leave the snapshot partial by design (the tokenizer's repo always so): the offline plan must
     still find the commit main pointed to, and the run its files, without asking the hub."""
@@ -322,7 +337,7 @@ def test_a_fetch_broken_off_by_the_connection_itself_reads_as_an_unreachable_hub
 
     monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
     with pytest.raises(StepError) as info:
-        fetch_snapshot(REPO_ID, COMMIT, None)
+        fetch_snapshot(REPO_ID, None, COMMIT, None)
     if raised == "connection":
         assert str(info.value).startswith(f"cannot reach {REPO_ID} on the Hugging Face hub (ConnectError: [Errno 111] "
                                           f"Connection refused) and its revision {COMMIT} is not in the local cache")
