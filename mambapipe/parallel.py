@@ -51,8 +51,14 @@ _RANK_ERROR = re.compile(r"^(?:\[rank\d+\]:\s*)?((?!.*ChildFailedError)[\w.]*(?:
 # worker prefixed with the rank (`[rank1]: ...`), argparse's usage.
 _REPORT_START = re.compile(r"(?:\[rank\d+\]:|Traceback \(most recent call last\)|usage: |[\w.]*(?:Error|Exception): )")
 _SIGNAL_EXIT = re.compile(r"exitcode\s*:\s*-(\d+)\b")  # torchrun's exit code of a rank a signal ended
+# mpirun's (Open MPI 4.1) line for a rank a signal ended; the PID it names is 0 in 4.1.4.
+_MPIRUN_SIGNALLED = re.compile(r"noticed that process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+)\b")
 _FAILED_RANK = (re.compile(r"rank\s*:\s*(\d+) \(local_rank"),  # torchrun's "Root Cause" summary
-                re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]"))  # mpirun's first failed process
+                # mpirun's: the first process that exited non-zero; one that called MPI_Abort; one that exited
+                # without MPI_Finalize (or called abort)
+                re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]"),
+                re.compile(r"MPI_ABORT was invoked on rank (\d+) in communicator MPI_COMM_WORLD\b"),
+                re.compile(r"has exited due to process rank (\d+) with PID \d+"))
 
 
 def _free_port() -> int:
@@ -95,19 +101,30 @@ def failed_rank(output_lines: Sequence[str]) -> Optional[int]:
 
 
 def signalled_rank(output_lines: Sequence[str]) -> Optional[tuple[int, signal.Signals]]:
-    """The rank torchrun's root cause names and the signal that ended it (`exitcode  : -9 (pid: 123)  (SIGKILL)`),
-    None where no signal did: a rank killed writes no record of its own."""
+    """The rank that the launcher says a signal ended, and the signal: torchrun's root cause (`exitcode  : -9 (pid:
+    123)  (SIGKILL)`) or mpirun's `mpirun noticed that process rank 1 with PID 0 on node vm exited on signal 9
+    (Killed).`; None where no signal did. A rank killed writes no record of its own."""
+    found = _mpirun_signalled(output_lines) or _torchrun_signalled(output_lines)
+    if found is None:
+        return None
+    try:
+        return found[0], signal.Signals(found[1])
+    except ValueError:  # no signal this Python knows
+        return None
+
+
+def _mpirun_signalled(output_lines: Sequence[str]) -> Optional[tuple[int, int]]:
+    match = next((match for match in map(_MPIRUN_SIGNALLED.search, output_lines) if match), None)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _torchrun_signalled(output_lines: Sequence[str]) -> Optional[tuple[int, int]]:
     root_cause = _root_cause(output_lines)
     if root_cause is None:
         return None
     rank = failed_rank(root_cause)
     exit_code = next((match for match in map(_SIGNAL_EXIT.search, root_cause) if match), None)
-    if rank is None or exit_code is None:
-        return None
-    try:
-        return rank, signal.Signals(int(exit_code.group(1)))
-    except ValueError:  # no signal this Python knows
-        return None
+    return (rank, int(exit_code.group(1))) if rank is not None and exit_code is not None else None
 
 
 def killed_reason(signum: signal.Signals) -> str:

@@ -120,25 +120,95 @@ Root Cause (first observed failure):
 """.splitlines(keepends=True)
 
 
+# Captured from Open MPI 4.1.4's mpirun (Debian's openmpi-bin) when rank 1 of 2 killed itself with SIGKILL amid gloo
+# all-reduces, rank 0's traceback abridged. mpirun's own lines are its standard error too; the PID it names is 0.
+MPIRUN_RANK1_KILLED = """\
+[rank0]: Traceback (most recent call last):
+[rank0]:     work.wait()
+[rank0]: RuntimeError: [../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:37596: Connection reset by peer.
+--------------------------------------------------------------------------
+Primary job  terminated normally, but 1 process returned
+a non-zero exit code. Per user-direction, the job has been aborted.
+--------------------------------------------------------------------------
+--------------------------------------------------------------------------
+mpirun noticed that process rank 1 with PID 0 on node vm exited on signal 9 (Killed).
+--------------------------------------------------------------------------
+""".splitlines(keepends=True)
+KILLED_BY_SIGKILL = ("killed by SIGKILL (signal 9): the OS may have killed it for lack of memory (`dmesg` says so "
+                     "where it did)")
+
+
 @pytest.mark.parametrize("peer_recorded", [True, False])
-def test_a_rank_a_signal_ended_is_named_with_the_signal_not_its_peers_lost_connection(monkeypatch, peer_recorded):
+@pytest.mark.parametrize("launcher,transcript,sigkill,sigterm", [
+    ("torchrun", TORCHRUN_RANK1_KILLED, "-9 (pid: 30527)  (SIGKILL)", "-15 (pid: 30527)  (SIGTERM)"),
+    ("mpirun", MPIRUN_RANK1_KILLED, "signal 9 (Killed)", "signal 15 (Terminated)"),
+], ids=["torchrun", "mpirun"])
+def test_a_rank_a_signal_ended_is_named_with_the_signal_not_its_peers_lost_connection(monkeypatch, peer_recorded,
+                                                                                      launcher, transcript, sigkill,
+                                                                                      sigterm):
     """A rank killed (the OOM killer's SIGKILL) records nothing; its peer's record, or its last line, is of losing
-    it. The one line names the killed rank and the signal, as torchrun's root cause does."""
+    it. The one line names the killed rank and the signal, as the launcher's report does (mpirun's alone named
+    neither: `a rank of 2 (mpirun -m m) failed: exit code 137`)."""
     def ranks(say, failures):
         if peer_recorded:
             _record(failures, 0, 1.0, "unexpected RuntimeError: Connection closed by peer", False, True)
-        for line in TORCHRUN_RANK1_KILLED:
+        for line in transcript:
             say(line)
 
     _fake_launcher(monkeypatch, ranks)
+    monkeypatch.setattr(parallel, "launcher_problem", lambda launcher: None)  # mpirun need not be installed
     with pytest.raises(StepError) as failed:
-        launch(2, "m")
-    assert str(failed.value) == ("rank 1 of 2 (torchrun -m m) failed: killed by SIGKILL (signal 9): the OS may have "
-                                 "killed it for lack of memory (`dmesg` says so where it did)")
-    terminated = [line.replace("-9 (pid: 30527)  (SIGKILL)", "-15 (pid: 30527)  (SIGTERM)")
-                  for line in TORCHRUN_RANK1_KILLED]
+        launch(2, "m", launcher=launcher)
+    assert str(failed.value) == f"rank 1 of 2 ({launcher} -m m) failed: {KILLED_BY_SIGKILL}"
+    terminated = [line.replace(sigkill, sigterm) for line in transcript]
     assert parallel.signalled_rank(terminated) == (1, signal.SIGTERM)
     assert parallel.killed_reason(signal.SIGTERM) == "killed by SIGTERM (signal 15)"
+
+
+# Captured from Open MPI 4.1.4's mpirun: its reports of the rank that ended the job, each for rank 1 of 2.
+MPIRUN_RANK1_EXITED_3 = """\
+--------------------------------------------------------------------------
+Primary job  terminated normally, but 1 process returned
+a non-zero exit code. Per user-direction, the job has been aborted.
+--------------------------------------------------------------------------
+--------------------------------------------------------------------------
+mpirun detected that one or more processes exited with non-zero status, thus causing
+the job to be terminated. The first process to do so was:
+
+  Process name: [[32484,1],1]
+  Exit code:    3
+--------------------------------------------------------------------------
+"""
+MPIRUN_RANK1_CALLED_MPI_ABORT = """\
+[vm:17017] [[11911,0],0] ORTE_ERROR_LOG: Data unpack would read past end of buffer in file \
+../../../orte/util/show_help.c at line 501
+--------------------------------------------------------------------------
+MPI_ABORT was invoked on rank 1 in communicator MPI_COMM_WORLD
+with errorcode 7.
+
+NOTE: invoking MPI_ABORT causes Open MPI to kill all MPI processes.
+You may or may not see output from other processes, depending on
+exactly when Open MPI kills them.
+--------------------------------------------------------------------------
+"""
+MPIRUN_RANK1_EXITED_WITHOUT_FINALIZE = """\
+--------------------------------------------------------------------------
+mpirun has exited due to process rank 1 with PID 0 on
+node vm exiting improperly. There are three reasons this could occur:
+
+1. this process did not call "init" before exiting, but others in
+the job did. This can cause a job to hang indefinitely while it waits
+for all processes to call "init". By rule, if one process calls "init",
+then ALL processes must call "init" prior to termination.
+"""
+
+
+@pytest.mark.parametrize("transcript", [MPIRUN_RANK1_EXITED_3, MPIRUN_RANK1_CALLED_MPI_ABORT,
+                                        MPIRUN_RANK1_EXITED_WITHOUT_FINALIZE],
+                         ids=["non-zero exit", "MPI_Abort", "exit without MPI_Finalize"])
+def test_failed_rank_reads_each_of_mpiruns_reports(transcript):
+    lines = transcript.splitlines(keepends=True)
+    assert parallel.failed_rank(lines) == 1 and parallel.signalled_rank(lines) is None
 
 
 def test_failed_rank_reads_torchruns_root_cause_not_the_ranks_it_ended():
