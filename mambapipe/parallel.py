@@ -75,7 +75,9 @@ def launch_command(nprocs: int, module: str, args: Sequence[str], launcher: str 
     if launcher == "mpirun":
         exports = [x for key in (*RANK_ENV, "MASTER_ADDR", "MASTER_PORT", LAUNCHED_BY_ENV, FAILURES_ENV)
                    for x in ("-x", key)]
-        return ["mpirun", "-n", str(nprocs), "--allow-run-as-root", "--bind-to", "none", *exports,
+        # --oversubscribe: mpirun refuses more ranks than the host has cores ("not enough slots"), torchrun does
+        # not; a rank per GPU is what counts here (TensorRT-LLM's examples pass it too).
+        return ["mpirun", "-n", str(nprocs), "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", *exports,
                 sys.executable, "-m", module, *args]
     raise StepError(f"unknown launcher {launcher!r}; use one of {LAUNCHERS}")
 

