@@ -56,10 +56,10 @@ class _RankArgumentParser(argparse.ArgumentParser):
 
 
 def _rank_zero_says_it() -> bool:
-    """Whether this rank leaves a bad command line to rank 0: under torchrun or mambapipe.parallel.launch, which end
-    every rank once one fails. A process a scheduler gave a rank (RANK or PMI_RANK set, no such launcher) says it at
-    once."""
-    under_a_launcher = "TORCHELASTIC_RUN_ID" in os.environ or FAILURES_ENV in os.environ
+    """Whether this rank leaves a bad command line to rank 0: under torchrun, Open MPI's mpirun (which sets
+    OMPI_COMM_WORLD_SIZE) or mambapipe.parallel.launch, which end every rank once one fails. A process a scheduler
+    gave a rank (RANK or PMI_RANK set, no such launcher) says it at once."""
+    under_a_launcher = any(name in os.environ for name in ("TORCHELASTIC_RUN_ID", "OMPI_COMM_WORLD_SIZE", FAILURES_ENV))
     return under_a_launcher and launcher_rank() != 0
 
 

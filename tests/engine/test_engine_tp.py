@@ -278,6 +278,26 @@ def test_a_rank_no_launcher_started_says_its_bad_command_line_at_once(monkeypatc
         cli.main()
     assert "error: argument --device: 'gpu' is not cpu, cuda, cuda:N or auto" in capsys.readouterr().err
 
+
+def test_under_a_users_mpirun_rank_1_leaves_a_bad_command_line_to_rank_0(monkeypatch, capsys):
+    """`mpirun -n 2 python -m mambapipe.engine ... --top-k 3` (without --sample) printed the usage and error twice
+    (Open MPI 4.1.4): mpirun, as torchrun, ends rank 1 once rank 0 has exited 2 with them."""
+    from mambapipe.engine import __main__ as cli
+    from mambapipe.parallel import FAILURES_ENV
+
+    def ended_by_mpirun(seconds):
+        raise _LauncherEndsRank
+
+    for name in (FAILURES_ENV, "TORCHELASTIC_RUN_ID", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
+    monkeypatch.setattr("time.sleep", ended_by_mpirun)
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", "unused", "--device", "gpu"])
+    with pytest.raises(_LauncherEndsRank):
+        cli.main()
+    assert capsys.readouterr().err == ""
+
 class _SamplingRecorder:
     """Stands in for load_engine and the generator it returns, keeping the SamplingConfig each generate got."""
 
