@@ -127,16 +127,30 @@ def setting(row: JobRow, fact: str) -> Optional[str]:
 
 
 def shared_settings(rows: Sequence[JobRow]) -> tuple[dict[str, str], list[str]]:
-    """The settings every job that has a config shares ({label: value}), and the facts that differ between them
-    and that the overrides column does not already show (each job's override of the key naming its value)."""
+    """The settings every job shares ({label: value}), and the facts that differ between jobs and that the overrides
+    column does not already show (each job's override of the key naming its value). A job without a config (not run)
+    counts by its override of the key; one whose recipe (or model) differs from the others' may differ in anything."""
     shared, differing = {}, []
+    swept = varying_overrides(list(rows))
     for fact, (label, key) in SETTINGS.items():
-        values = {row.job: value for row in rows if (value := setting(row, fact)) is not None}
-        if len(set(values.values())) == 1:
+        values = {row.job: value for row in rows if (value := setting(row, fact) or _override(row, key)) is not None}
+        unknown = len(values) < len(rows) and any(_may_set(swept_key, fact, key) for swept_key in swept)
+        if len(set(values.values())) == 1 and not unknown:
             shared[label] = next(iter(values.values()))
         elif values and not _overrides_say(rows, key, values):
             differing.append(fact)
     return shared, differing
+
+
+def _override(row: JobRow, key: Optional[str]) -> Optional[str]:
+    """The value the job's overrides give `key`, if they set it."""
+    return next((value for name, _, value in (o.partition("=") for o in row.overrides) if name == key), None)
+
+
+def _may_set(swept_key: str, fact: str, key: Optional[str]) -> bool:
+    """Whether a swept override may set a SETTINGS fact: its own key, a recipe (which sets any), or for the model
+    a model file or one of its keys."""
+    return swept_key in ("recipe", key) or (fact == "model" and swept_key.partition(".")[0] == "model")
 
 
 def _overrides_say(rows: Sequence[JobRow], key: Optional[str], values: dict[str, str]) -> bool:

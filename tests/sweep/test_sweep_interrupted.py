@@ -134,6 +134,42 @@ def test_a_job_run_by_hand_into_its_dir_counts_as_started(interrupted_sweep):
     assert [r.status for r in collect_rows(interrupted_sweep).rows] == ["ok", "failed", "ok"]
 
 
+def every_job_line(sweep_dir: Path) -> str:
+    return next(line for line in (sweep_dir / "summary.md").read_text().splitlines() if line.startswith("Every job:"))
+
+
+def test_every_job_names_no_setting_that_a_job_not_run_overrides_otherwise(tmp_path):
+    """Found by trying the README: a dtype=float32,bfloat16 sweep stopped in its first job said `Every job: ...
+    dtype float32`, beside rows of dtype=bfloat16 jobs that had not run. A setting the jobs that ran share is every
+    job's only where the jobs that did not run do not override it otherwise (their overrides column shows it)."""
+    sweep = tmp_path / "sweep"
+    write_multirun_yaml(sweep, "recipe=quickstart", "dtype=float32,bfloat16")
+    write_done_job(sweep, 0, ["recipe=quickstart", "dtype=float32"])
+    sweep_cli(["summarize", str(sweep), "--no-plots"])
+    assert every_job_line(sweep) == "Every job: model tiny-mamba2, tp 1, device cpu, backend native, task summarize."
+    assert "| job | overrides | status |" in (sweep / "summary.md").read_text()  # dtype=... says each job's
+
+
+def test_every_job_names_no_setting_that_the_recipe_of_a_job_not_run_may_set_otherwise(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_multirun_yaml(sweep, "recipe=quickstart,mamba_130m")
+    write_done_job(sweep, 0, ["recipe=quickstart"])
+    sweep_cli(["summarize", str(sweep), "--no-plots"])
+    assert "Every job:" not in (sweep / "summary.md").read_text()
+    assert "| job | overrides | model | dtype | tp | device | backend | task | status |" in (
+        sweep / "summary.md").read_text()
+
+
+def test_every_job_still_names_what_a_sweep_of_other_keys_leaves_alike(tmp_path):
+    """Job 1 never ran, but its overrides set neither a recipe nor a setting that the line names."""
+    sweep = tmp_path / "sweep"
+    write_multirun_yaml(sweep, "recipe=quickstart", "eval.max_ite=1,2")
+    write_done_job(sweep, 0, ["recipe=quickstart", "eval.max_ite=1"])
+    sweep_cli(["summarize", str(sweep), "--no-plots"])
+    assert every_job_line(sweep) == (
+        "Every job: model tiny-mamba2, dtype float32, tp 1, device cpu, backend native, task summarize.")
+
+
 class ScriptedChild:
     """A child process whose `wait` plays a script: a KeyboardInterrupt or TimeoutExpired, or it exits."""
 
