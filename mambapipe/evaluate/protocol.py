@@ -48,6 +48,11 @@ def dataset_label(metrics: dict[str, Any]) -> Optional[str]:
     return f"{name}@{short(str(pin))}" if pin else str(name)
 
 
+def articles(count: int) -> str:
+    """`1 article`, `20 articles`: how many a summarize run scored."""
+    return f"{count} article{'s' * (count != 1)}"
+
+
 def rouge_interval(scores: dict[str, Any], key: str) -> str:
     """` [16.84-21.93]`: the bootstrap's 95% interval of the ROUGE score `key` of `scores` (metrics.json's, or its
     `hf` block), at the scores' precision; '' where it has none (a metrics.json from before it was kept)."""

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mambapipe.evaluate.protocol import ROUGE_DECIMALS, dataset_label, rouge_interval
+from mambapipe.evaluate.protocol import ROUGE_DECIMALS, articles, dataset_label, rouge_interval
 from mambapipe.evaluate.rouge import ROUGE_TYPES
 
 SUMMARIZE_ROWS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("rougeLsum", "ROUGE-Lsum"),
@@ -41,7 +41,7 @@ def _score_cell(scores: Optional[dict[str, Any]], key: str) -> str:
 def summarize_table(metrics: dict[str, Any]) -> Table:
     hf: Optional[dict[str, Any]] = metrics.get("hf")
     with_hf = bool(hf) and "skipped" not in hf
-    samples = f", {metrics['samples']} articles" if metrics.get("samples") is not None else ""
+    samples = f", {articles(metrics['samples'])}" if metrics.get("samples") is not None else ""
     table = Table(title=f"summarize: {dataset_label(metrics) or ''}{samples}")
     table.add_column("metric")
     table.add_column(metrics.get("backend", "engine"), justify="right")

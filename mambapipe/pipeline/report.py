@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mambapipe.evaluate.protocol import dataset_label, rouge_interval
+from mambapipe.evaluate.protocol import articles, dataset_label, rouge_interval
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, MISSING, RUN, Plan
 from mambapipe.pipeline.provenance import machine_line, software_line, utc_minute
@@ -102,7 +102,7 @@ def _articles_scored(metrics: dict[str, Any]) -> str:
     count, label = metrics.get("samples"), dataset_label(metrics)
     if count is None:
         return label or ""
-    return f"{count} article{'s' * (count != 1)}" + (f" of {label}" if label else "")
+    return articles(count) + (f" of {label}" if label else "")
 
 
 def print_summary(console: Console, outcomes: Sequence[Any], metrics: Optional[dict[str, Any]],

@@ -132,6 +132,7 @@ def test_the_table_shows_each_scores_interval_and_names_the_rouge_and_the_articl
     assert table["ROUGE-1"] == ["76.92 [70.10-83.46]", "80.00 [75.00-85.00]"]
     assert table["ROUGE-2"] == ["5.00 [1.00-9.00]", "0.50"]
     assert summarize_table(metrics).title == "summarize: sample, 4 articles"
+    assert summarize_table(metrics | {"samples": 1}).title == "summarize: sample, 1 article"  # as the summary says
     assert f"ROUGE: {ROUGE_VARIANT}" in report_notes(metrics | {"peak_memory": "x"})
 
 
