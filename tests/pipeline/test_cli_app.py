@@ -57,6 +57,15 @@ def test_help_lists_recipes_and_examples(tmp_path):
     assert "python -m mambapipe recipe=" in out.stdout
 
 
+def test_help_examples_quote_what_a_shell_would_glob(tmp_path):
+    """zsh, macOS's login shell, refuses an unquoted `steps=[evaluate]` (`no matches found`) and bash would expand it
+    where a file matched: an example to copy quotes it, as the commands a run prints do."""
+    out = run(COMMANDS["python -m"], tmp_path, "--help")
+    examples = out.stdout.split("== Configuration groups ==")[0]
+    words = [word for line in examples.splitlines() if "mambapipe" in line for word in line.split("#")[0].split()]
+    assert [word for word in words if set(word) & set("[]*?") and word[0] not in "'\""] == []
+
+
 def test_help_offers_models_but_not_their_schema(tmp_path):
     out = run(COMMANDS["python -m"], tmp_path, "--help")
     models = next(line for line in out.stdout.splitlines() if line.startswith("model: "))
