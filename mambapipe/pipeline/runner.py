@@ -36,6 +36,7 @@ from mambapipe.pipeline.store import ArtifactStore
 log = logging.getLogger(__name__)
 RUN_DIR_FILES = ("metrics.json", "predictions.jsonl")
 _CACHE_DIR_MOVED = "set cache_dir (or MAMBAPIPE_CACHE) to a directory on a disk with room"
+PLANNED_ONLY = "plan_only=true: nothing ran; without it the steps the plan marks run would run"
 HYDRA_PLAIN_VALUE = re.compile(r"[\w/.+\-@%:]+", re.ASCII)  # read back verbatim by Hydra's override grammar
 
 
@@ -292,6 +293,8 @@ def _finish(console: Console, errors: Console, run_dir: Path, config: Optional[d
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
     print_summary(console, outcomes, metrics, config, record)
+    if stopped_at_plan and reason is None:  # plan_only=true: its summary's `skipped` steps are those marked run
+        console.print(PLANNED_ONLY)
     console.print(f"run directory: {run_dir}")
     if reason is not None:
         made = {outcome.name for outcome in outcomes if outcome.status == "ran"}

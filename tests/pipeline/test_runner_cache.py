@@ -70,6 +70,7 @@ def test_plan_only_runs_nothing_and_says_why(pipeline):
     assert set(statuses(result).values()) == {"skipped"}
     assert json.loads((result.run_dir / "run.json").read_text())["stopped_at_plan"] is True  # a summary says so
     assert "not cached" in pipeline.output
+    assert "plan_only=true: nothing ran" in pipeline.output  # its summary's `skipped` steps are those marked run
     assert not any(pipeline.store.artifacts())
 
 
