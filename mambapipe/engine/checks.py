@@ -18,9 +18,9 @@ SSM_STATE_DTYPES = ("auto", *DTYPE_NAMES)
 
 def limits_problem(max_batch_size: int, max_input_len: int, max_seq_len: int) -> Optional[str]:
     """Why these engine limits cannot work (None when they can)."""
-    if min(max_batch_size, max_input_len, max_seq_len) < 1:
-        return (f"build limits must be >= 1 (max_batch_size={max_batch_size}, max_input_len={max_input_len}, "
-                f"max_seq_len={max_seq_len})")
+    limits = {"max_batch_size": max_batch_size, "max_input_len": max_input_len, "max_seq_len": max_seq_len}
+    if below_one := [f"build.{key} must be >= 1, got {value}" for key, value in limits.items() if value < 1]:
+        return "; ".join(below_one)
     if max_input_len > max_seq_len:
         return (f"build.max_input_len={max_input_len} exceeds build.max_seq_len={max_seq_len}; "
                 f"raise build.max_seq_len or lower build.max_input_len")

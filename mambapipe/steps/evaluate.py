@@ -122,6 +122,9 @@ def _check_summarize(params: dict[str, Any]) -> None:
 
 
 def _check_summarize_limits(params: dict[str, Any]) -> None:
+    """The eval settings against the engine's limits; a limit below 1 is the build step's to name, not a bound."""
+    if min(params[key] for key in ("build.max_batch_size", "build.max_input_len", "build.max_seq_len")) < 1:
+        return
     batch, max_batch = params["eval.batch_size"], params["build.max_batch_size"]
     if batch > max_batch:
         raise StepError(f"eval.batch_size {batch} > build.max_batch_size {max_batch}; lower one or raise the other")

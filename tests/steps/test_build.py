@@ -49,7 +49,9 @@ def checkpoints(tmp_path_factory) -> dict[int, Path]:
 
 @pytest.mark.parametrize("changes,message", [
     (dict(build__max_input_len=30), "max_input_len=30 exceeds build.max_seq_len=24"),
-    (dict(build__max_batch_size=0), "must be >= 1"),
+    (dict(build__max_batch_size=0), "^build.max_batch_size must be >= 1, got 0$"),
+    (dict(build__max_input_len=0, build__max_seq_len=-1),
+     "^build.max_input_len must be >= 1, got 0; build.max_seq_len must be >= 1, got -1$"),
     (dict(dtype="float64"), "dtype 'float64'"),
     (dict(build__ssm_state_dtype="float64"), "build.ssm_state_dtype='float64' is not one of"),
     (dict(backend="trtllm", build__ssm_state_dtype="float16"), "cannot honour build.ssm_state_dtype=float16"),
@@ -58,6 +60,23 @@ def test_check_refuses_limits_that_cannot_work(changes, message):
     with pytest.raises(StepError, match=message) as err:
         STEP.check(_params(**changes))
     assert "\n" not in str(err.value)
+
+
+def test_a_limit_below_1_is_one_problem_naming_its_key(compose_config, tmp_path):
+    """It was two, neither naming the key to change: 'build: build limits must be >= 1 (max_batch_size=0,
+    max_input_len=256, max_seq_len=288)' and evaluate's 'eval.batch_size 1 > build.max_batch_size 0; lower one or
+    raise the other', of which lowering is no fix."""
+    import io
+
+    from rich.console import Console
+
+    from mambapipe.pipeline.runner import run_recipe
+
+    console = Console(file=io.StringIO(), width=400, color_system=None)
+    result = run_recipe(compose_config("build.max_batch_size=0"), tmp_path / "run", console=console)
+    assert result.reason == "build: build.max_batch_size must be >= 1, got 0"
+    assert [line for line in console.file.getvalue().splitlines() if line.startswith("problem ")] == \
+        ["problem build: build.max_batch_size must be >= 1, got 0"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
