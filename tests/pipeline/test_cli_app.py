@@ -55,6 +55,7 @@ def test_help_lists_recipes_and_examples(tmp_path):
     recipes = next(line for line in out.stdout.splitlines() if line.startswith("recipe: "))
     assert {"quickstart", "codestral_tp2", "mamba_2p8b"} <= set(recipes[len("recipe: "):].split(", "))
     assert "python -m mambapipe recipe=" in out.stdout
+    assert "python -m mambapipe -m " in out.stdout and "--hydra-help" in out.stdout  # Hydra's flags are not listed
 
 
 def test_help_examples_quote_what_a_shell_would_glob(tmp_path):
