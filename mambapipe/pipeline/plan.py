@@ -156,8 +156,10 @@ def _differences(planned: PlannedStep, previous: dict[str, Any], detailed: bool 
     upstream = [f"upstream {name} changed" for name, key in planned.inputs.items()
                 if previous.get("inputs", {}).get(name) != key]
     lines += upstream
+    # As with keys: an environment fact the step no longer has (a summarize's dataset_sha256 once eval.task=benchmark)
+    # is no change of this run.
     old_env, new_env = flatten(previous.get("environment", {})), flatten(planned.environment)
-    changed_env = [k for k in sorted(old_env.keys() | new_env.keys()) if old_env.get(k) != new_env.get(k)]
+    changed_env = [k for k in sorted(new_env) if old_env.get(k) != new_env[k]]
     lines += [_environment_change(planned, previous, k) if detailed else f"{k} changed" for k in changed_env]
     one_sided = bool(read_now) + sum((k in old_env) != (k in new_env) for k in changed_env)
     return _Differences(previous, lines, len(upstream), one_sided)

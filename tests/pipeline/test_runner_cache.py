@@ -265,6 +265,23 @@ def test_a_task_switch_leads_the_reason_and_keys_no_longer_read_are_left_out(pip
     assert "eval.task summarize→benchmark" in why and "eval.dataset" not in why
 
 
+def test_an_environment_fact_the_step_no_longer_has_is_no_change():
+    """Found by trying the README: quickstart's evaluate planned as a benchmark was 'closest cached: eval.task
+    summarize→benchmark; reads 4 more (...); dataset_sha256 changed', though a benchmark reads no dataset."""
+    from types import SimpleNamespace
+
+    from mambapipe.pipeline.plan import _differences
+
+    planned = SimpleNamespace(step=SimpleNamespace(name="evaluate", version=1), inputs={}, environment={},
+                              params={"eval.task": "benchmark"})
+    summarized = {"version": 1, "inputs": {}, "params": {"eval.task": "summarize", "eval.dataset": "sample"},
+                  "environment": {"dataset_sha256": "d" * 64}}
+    assert _differences(planned, summarized).lines == ["eval.task summarize→benchmark"]
+    edited = SimpleNamespace(**{**vars(planned), "params": summarized["params"],
+                                "environment": {"dataset_sha256": "e" * 64}})
+    assert _differences(edited, summarized).lines == ["dataset_sha256 changed"]  # an edit of the file still is
+
+
 def test_the_keys_a_task_switch_brings_count_as_that_one_change(pipeline):
     pipeline.run("eval.task=benchmark", "eval.scenarios=[{batch:1,input_len:8,output_len:4}]")
     pipeline.run("plan_only=true")  # summarize reads eval.dataset, eval.max_ite, eval.output_len, ...
