@@ -81,6 +81,12 @@ def _fmt(value: Any) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
+def _change(key: str, old: Any, new: Any) -> str:
+    """`build.max_batch_size 8→16`; `eval.scenarios changed` where the shortened values would read alike."""
+    before, after = _fmt(old), _fmt(new)
+    return f"{key} changed" if before == after else f"{key} {before}→{after}"
+
+
 def explain_miss(store: ArtifactStore, planned: PlannedStep, planned_steps: Sequence[PlannedStep]) -> str:
     """Why a step must run: what differs from the closest cached artifact of the step and of the same model, said to
     be that artifact's difference, as the user may have changed none of it (the artifact may be another run's, and
@@ -149,7 +155,7 @@ def _differences(planned: PlannedStep, previous: dict[str, Any], detailed: bool 
     # reads now and did not then follow from a changed value (eval.task benchmark→summarize), which leads, and are
     # one line: a list of "∅→value" would bury it.
     changed = sorted(k for k in new if k in old and old[k] != new[k])
-    lines += [f"{k} {_fmt(old[k])}→{_fmt(new[k])}" for k in changed]
+    lines += [_change(k, old[k], new[k]) for k in changed]
     read_now = sorted(k for k in new if k not in old)
     if read_now:
         lines.append(f"reads {len(read_now)} more ({', '.join(read_now[:2])}{', ...' if len(read_now) > 2 else ''})")

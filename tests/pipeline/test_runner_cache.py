@@ -282,6 +282,21 @@ def test_an_environment_fact_the_step_no_longer_has_is_no_change():
     assert _differences(edited, summarized).lines == ["dataset_sha256 changed"]  # an edit of the file still is
 
 
+def test_a_change_that_shortened_values_would_hide_is_named_without_them():
+    """Found by trying the README: bench_mamba2_130m's own grid after a one-scenario run was 'closest cached:
+    eval.scenarios [{'batch': 1, 'input_...→[{'batch': 1, 'input_...', two values that read alike."""
+    from types import SimpleNamespace
+
+    from mambapipe.pipeline.plan import _differences
+
+    one = [{"batch": 1, "input_len": 128, "output_len": 128}]
+    planned = SimpleNamespace(step=SimpleNamespace(name="evaluate", version=1), inputs={}, environment={},
+                              params={"eval.scenarios": [*one, {"batch": 64, "input_len": 100, "output_len": 100}],
+                                      "eval.repeats": 5})
+    previous = {"version": 1, "inputs": {}, "environment": {}, "params": {"eval.scenarios": one, "eval.repeats": 3}}
+    assert _differences(planned, previous).lines == ["eval.repeats 3→5", "eval.scenarios changed"]
+
+
 def test_the_keys_a_task_switch_brings_count_as_that_one_change(pipeline):
     pipeline.run("eval.task=benchmark", "eval.scenarios=[{batch:1,input_len:8,output_len:4}]")
     pipeline.run("plan_only=true")  # summarize reads eval.dataset, eval.max_ite, eval.output_len, ...
