@@ -178,8 +178,8 @@ def _recipes(job: list[Override]) -> tuple[str, list[str]]:
         defaults = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "config.yaml").defaults)
         default = next(entry["recipe"] for entry in defaults if isinstance(entry, dict) and "recipe" in entry)
         return f"recipe={default}", [default]
-    names = chosen.value() if isinstance(chosen.value(), list) else [chosen.value()]
-    return chosen.input_line, [name for name in names if isinstance(name, str)]
+    # A list (recipe=[a,b]) never gets here: the value check refuses it first (SINGLE_CHOICE_GROUPS).
+    return chosen.input_line, [chosen.value()] if isinstance(chosen.value(), str) else []
 
 
 def _yaml_problem(error: BaseException) -> Optional[str]:

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
     from hydra.plugins.config_source import ConfigResult
 
 
+# mambapipe's config groups, whose option is a whole recipe or model: Hydra takes a list of options for a group
+# (recipe=[a,b]) and merges them in order, into a run of one recipe's model with the other's settings; [] picks none.
+SINGLE_CHOICE_GROUPS = ("recipe", "model")
+
+
 class HydraInternalsChanged(Exception):
     """hydra._internal, which the check reads the config groups with, no longer works as it did: the check is then
     left out, and Hydra reports the command line's mistakes itself."""
@@ -211,8 +216,9 @@ def config_loader(config_dir: Optional[str], searchpath: list[str]) -> ConfigLoa
 def _missing_option_problem(override: Override, options: ConfigRepository,
                             config_dir: Optional[str]) -> Optional[str]:
     """`recipe=quickstrat: no such recipe; did you mean recipe=quickstart? (recipes: ...)` for a group choice
-    that names no config of the group (or a list of them, `group=[a,b]`, with one such). A recipe given as its
-    file's path, or in `config_dir` (the -cd) that is its recipe/ folder itself, is told how to run it instead."""
+    that names no config of the group (or a list of them, `group=[a,b]`, with one such; a group of
+    SINGLE_CHOICE_GROUPS refuses any list). A recipe given as its file's path, or in `config_dir` (the -cd) that is
+    its recipe/ folder itself, is told how to run it instead."""
     group, key, value = override.key_or_group, override.get_key_element(), override.value()
     if override.is_delete():
         return None
@@ -220,6 +226,8 @@ def _missing_option_problem(override: Override, options: ConfigRepository,
         names = options.get_group_options(group, results_filter=ObjectType.CONFIG)
     if value is None:  # Hydra's own error is a traceback: "must be a string or a list. Got NoneType"
         return f"{key}=null: name a {group} ({group}s: {', '.join(names)})"
+    if isinstance(value, list) and group in SINGLE_CHOICE_GROUPS:
+        return _listed_choice_problem(override, names)
     chosen = value if isinstance(value, list) else [value]
     with hydra_internals():
         missing = [name for name in chosen if not options.config_exists(f"{group}/{name}")]
@@ -229,6 +237,20 @@ def _missing_option_problem(override: Override, options: ConfigRepository,
     place = recipe_place_hint(str(missing[0]), config_dir) if group == "recipe" else ""
     suggestion = place or (f"; did you mean {key}={meant}?" if meant else "")
     return f"{key}={missing[0]}: no such {group}{suggestion} ({group}s: {', '.join(names)})"
+
+
+def _listed_choice_problem(override: Override, names: list[str]) -> str:
+    """What to write for a list given to a group of SINGLE_CHOICE_GROUPS (recipe=[a,b]): one choice, or a sweep
+    of them."""
+    group, key, chosen = override.key_or_group, override.get_key_element(), override.value()
+    if not chosen:
+        why, write = "and [] picks none", f"{key}=NAME"
+    elif len(chosen) == 1:
+        why, write = "not a list", f"{key}={chosen[0]}"
+    else:
+        why = f"and Hydra would merge the listed {group}s into one"
+        write = f"{key}=NAME, or -m {key}={','.join(map(str, chosen))} to run each as a job of a sweep"
+    return f"{override.input_line}: a run takes one {group}, {why}: write {write} ({group}s: {', '.join(names)})"
 
 
 def _type_problem(override: Override, config: DictConfig) -> Optional[str]:

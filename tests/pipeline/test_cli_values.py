@@ -56,6 +56,32 @@ def test_a_bad_value_is_one_line_naming_it(argv, problem):
     assert bad_value_problem(["plan_only=true", *argv]).startswith(problem)
 
 
+@pytest.mark.parametrize("argv, problem", [
+    (["recipe=[]"], "recipe=[]: a run takes one recipe, and [] picks none: write recipe=NAME (recipes: "),
+    (["model=[]"], "model=[]: a run takes one model, and [] picks none: write model=NAME (models: "),
+    (["recipe=[mamba_130m]"], "recipe=[mamba_130m]: a run takes one recipe, not a list: write recipe=mamba_130m ("),
+    (["recipe=[quickstart,mamba_130m]"], "recipe=[quickstart,mamba_130m]: a run takes one recipe, and Hydra would "
+                                         "merge the listed recipes into one: write recipe=NAME, or -m "
+                                         "recipe=quickstart,mamba_130m to run each as a job of a sweep (recipes: "),
+    (["-m", "model=tiny_mamba,[tiny_mamba2,tiny_mamba]"], "model=[tiny_mamba2,tiny_mamba]: a run takes one model, "),
+])
+def test_a_list_of_recipes_or_models_is_refused_with_what_to_write(argv, problem):
+    """Hydra takes a list for a config group and merges its configs: recipe=[] ran the schema's defaults with no
+    recipe at all, recipe=[quickstart,mamba_130m] mamba-130m on quickstart's CPU, and model=[] failed only once its
+    run dir was made ('model has no value')."""
+    assert bad_value_problem([*argv, "plan_only=true"]).startswith(problem)
+    sweep = problem.partition(", or ")[2].partition(" to run")[0]
+    assert not sweep or bad_value_problem(shlex.split(sweep)) is None  # the sweep it offers runs
+
+
+def test_a_group_of_ones_own_still_takes_a_list(tmp_path):
+    (tmp_path / "mygroup").mkdir()
+    (tmp_path / "mygroup" / "a.yaml").write_text("# @package _global_\ndtype: float32\n")
+    (tmp_path / "mygroup" / "b.yaml").write_text("# @package _global_\ntp_size: 1\n")
+    assert bad_value_problem(["-cd", str(tmp_path), "+mygroup=[a,b]"]) is None
+    assert bad_value_problem(["-cd", str(tmp_path), "+mygroup=[a,c]"]).startswith("+mygroup=c: no such mygroup")
+
+
 def settings(section: type) -> str:
     return ", ".join(f.name for f in fields(section))
 
