@@ -1,7 +1,8 @@
 """Paths on the command line as the shell and Hydra leave them: a `~` after `=`, which the shell does not expand
 (Hydra's override grammar refuses it unquoted, and its --config-dir takes it as a folder named ~), and a recipe
 given as its file's path, or a --config-dir that is the recipe/ folder itself, where Hydra looks for
-DIR/recipe/NAME.yaml."""
+DIR/recipe/NAME.yaml. Beside the ~, whatever else that grammar refuses (an empty value between commas: -m
+recipe=a,) is one line too."""
 
 from __future__ import annotations
 
@@ -15,12 +16,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from mambapipe.cli_keys import ParsedCommandLine
+from mambapipe.pipeline.runner import hydra_quoted
 
 CONFIG_DIR_OPTIONS = ("--config-dir", "-cd")
 # The keys whose ~ mambapipe expands (resolve_config, the download and evaluate steps).
 HOME_EXPANDED_KEYS = ("model.path", "model.tokenizer", "eval.dataset", "cache_dir")
 # An item of a value (between commas, brackets, braces) that holds a ~ and no quote.
 _UNQUOTED_TILDE = re.compile(r"""[^,\[\]{}:\s'"]*~[^,\[\]{}'"]*""")
+# A comma with no value before it (at the start, after another comma or an opening bracket) or after it; a quoted
+# string is matched whole, to be kept as it is.
+_EMPTY_VALUE = re.compile(r"""(?P<quoted>'[^']*'|"[^"]*")|,\s*(?=[,\])]|$)|(?:^|(?<=[\[(]))\s*,""")
+GRAMMAR_DOCS = "https://hydra.cc/docs/1.2/advanced/override_grammar/basic"  # as Hydra 1.3 links it
 
 
 def expand_config_dir(argv: list[str]) -> list[str]:
@@ -52,6 +58,36 @@ def tilde_problem(args: ParsedCommandLine) -> Optional[str]:
         expands = " (mambapipe expands the ~ itself; the shell does not, after =)" if home else ""
         return f"{text}: Hydra reads ~ only in quotes: {write}{expands}"
     return None
+
+
+def grammar_problem(args: ParsedCommandLine) -> Optional[str]:
+    """The first override that Hydra's grammar refuses, as one line naming it and what to write: Hydra's report
+    spans four lines and, for most such mistakes (a trailing comma: -m recipe=a,), names neither the override nor a
+    fix. A ~ out of quotes is tilde_problem's."""
+    parser = OverridesParser.create()
+    for text in args.overrides:
+        try:
+            parser.parse_override(text)
+        except HydraException as error:
+            return _grammar_fix(parser, text, str(error).partition(" expecting ")[0])  # less ANTLR's token list
+    return None
+
+
+def _grammar_fix(parser: OverridesParser, text: str, reason: str) -> str:
+    """What to write for the override `text` that Hydra's grammar refuses for `reason`: without its empty values
+    between commas, or, where its value is plainly one string (no brackets, commas or quotes), that string quoted."""
+    key, equals, value = text.partition("=")
+    if not equals:
+        return f"{text}: not an override, which reads key=value (recipe=NAME picks a recipe)"
+    fixes = [f"{key}={_EMPTY_VALUE.sub(lambda found: found['quoted'] or '', value)}"]
+    if not re.search(r"""[\[\]{}(),'"]""", value):
+        fixes.append(f"{key}={hydra_quoted(value)}")
+    fixed = next((fix for fix in fixes if fix != text and _parses(parser, fix)), None)
+    if fixed is None:
+        return f"{text}: Hydra cannot parse it ({reason}); see {GRAMMAR_DOCS}"
+    if fixed == fixes[0]:
+        return f"{text}: Hydra cannot parse an empty value between commas: write {shlex.quote(fixed)}"
+    return f"{text}: Hydra cannot parse it ({reason}); put the value in quotes: write {shlex.quote(fixed)}"
 
 
 def _parses(parser: OverridesParser, text: str) -> bool:

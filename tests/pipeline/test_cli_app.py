@@ -265,6 +265,8 @@ def test_a_mistyped_key_beside_a_config_dir_is_one_line_too(tmp_path):
     (["build=3"], "FAILED build=3: build is a group of settings, not one value: set its keys (max_batch_size, "),
     (["force='[build]'"], "FAILED force='[build]': force is a list; write force=[build]\n"),
     (["recipe=[]"], "FAILED recipe=[]: a run takes one recipe, and [] picks none: write recipe=NAME (recipes: "),
+    (["-m", "recipe=quickstart,"], "FAILED recipe=quickstart,: Hydra cannot parse an empty value between commas: "
+                                   "write recipe=quickstart\n"),  # Hydra: 4 lines, not naming the override
 ])
 def test_a_bad_recipe_model_or_value_is_one_line_before_any_job(tmp_path, args, line):
     """Hydra's own errors span 5 to 20 lines (a missing recipe's lists the search path); a sweep stops before any

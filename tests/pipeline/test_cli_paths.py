@@ -4,14 +4,17 @@ given as its file's path or beside a -cd that is the recipe/ folder itself."""
 from __future__ import annotations
 
 import os
+import shlex
 
 import pytest
 from cli_checks import on_argv
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from mambapipe import cli_paths
 from mambapipe.cli_paths import expand_config_dir, recipe_place_hint
 
 tilde_problem = on_argv(cli_paths.tilde_problem)
+grammar_problem = on_argv(cli_paths.grammar_problem)
 
 HOME = os.path.expanduser("~")
 
@@ -49,6 +52,41 @@ def test_an_unquoted_tilde_in_a_value_is_one_line_giving_it_quoted(override, wri
                                   ["dtype=["], ["-sc", "install=bash"]])
 def test_what_hydra_parses_or_fails_on_for_another_reason_passes(argv):
     assert tilde_problem(argv) is None
+
+
+EMPTY = "Hydra cannot parse an empty value between commas: write "
+
+
+@pytest.mark.parametrize("override, problem", [
+    ("recipe=quickstart,", EMPTY + "recipe=quickstart"),  # Hydra: "mismatched input '<EOF>' expecting {...}"
+    ("recipe=,quickstart", EMPTY + "recipe=quickstart"),
+    ("dtype=float16,,float32", EMPTY + "dtype=float16,float32"),
+    ("steps=[build,]", EMPTY + "'steps=[build]'"),
+    ("tp_size=choice(1,)", EMPTY + "'tp_size=choice(1)'"),
+    ("model.name='a,,b',", EMPTY + shlex.quote("model.name='a,,b'")),  # a quoted value's commas are its own
+    ("model.name=a=b", "Hydra cannot parse it (mismatched input '='); put the value in quotes: write "
+                       "'model.name=\"a=b\"'"),
+    ("model.name=é", "Hydra cannot parse it (token recognition error at: 'é'); put the value in quotes: write "
+                     "'model.name=\"é\"'"),
+    ("steps=[", f"Hydra cannot parse it (no viable alternative at input '['); see {cli_paths.GRAMMAR_DOCS}"),
+    ("quickstart", "not an override, which reads key=value (recipe=NAME picks a recipe)"),
+])
+def test_an_override_hydra_cannot_parse_is_one_line_naming_it(override, problem):
+    """Hydra's report spans four lines, and for a trailing comma (-m recipe=a,) names neither the override nor what
+    to write: `mismatched input '<EOF>' expecting {':', BRACKET_OPEN, ...}` and a link to its grammar."""
+    assert grammar_problem(["-m", "plan_only=true", override]) == f"{override}: {problem}"
+    written = problem.partition(": write ")[2]
+    if written:  # what it says to write parses
+        OverridesParser.create().parse_override(shlex.split(written)[0])
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "recipe=quickstart,mamba_130m", "tp_size=range(1,3)", "model=glob(tiny_*)", "steps=[build],[evaluate]"],
+    ["model.name='a,b'", "model.path=\"~/m\"", "~model.tokenizer", "+extra=[]", "eval.scenarios=[{batch:1}]"],
+    ["-sc", "install=bash"], ["--config-name", "mine", "dtype=["],  # Hydra reads these itself
+])
+def test_what_hydras_grammar_reads_passes(argv):
+    assert grammar_problem(argv) is None
 
 
 def test_a_recipe_given_as_its_files_path_is_told_the_name_and_config_dir(tmp_path):
