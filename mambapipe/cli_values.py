@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException, ValidationError
 from mambapipe.cli_keys import ParsedCommandLine
 from mambapipe.cli_paths import recipe_place_hint
 from mambapipe.config import CONFIG_DIR, MambapipeConfig, ModelConfig, close_key, key_shape
+from mambapipe.pipeline.runner import hydra_in_quotes
 from mambapipe.pipeline.step import first_line
 
 if TYPE_CHECKING:
@@ -334,9 +335,23 @@ def _assignment(key: str, value: Any, in_yaml: bool) -> str:
 
 
 def _as_override(value: Any) -> str:
-    """A plain value as Hydra's override grammar writes it: [a,b], {batch:1}, true."""
+    """A plain value as Hydra's override grammar writes it, for it to read back the same: [a,b], {batch:1}, true,
+    null, and a string in quotes where it would read otherwise ("a=b", "a,b", "true")."""
     if isinstance(value, list):
         return f"[{','.join(map(_as_override, value))}]"
     if isinstance(value, dict):
         return "{" + ",".join(f"{name}:{_as_override(item)}" for name, item in value.items()) + "}"
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    if not isinstance(value, str) or _reads_back(value):
+        return str(value)
+    return hydra_in_quotes(value)
+
+
+def _reads_back(text: str) -> bool:
+    """Whether Hydra's grammar reads the string `text`, unquoted as an item of a list, as that string: not where it
+    is a parse error (a=b), several items (a,b), another type (1, true) or loses its spaces ( a)."""
+    try:
+        return OverridesParser.create().parse_override(f"key=[{text}]").value() == [text]
+    except HydraException:
+        return False

@@ -276,10 +276,14 @@ def config_dir_arguments(config_dirs: Sequence[str]) -> list[str]:
 
 def hydra_quoted(value: str) -> str:
     """`value` as Hydra's override grammar reads it back verbatim: quoted unless plain (unquoted, `,` in a
-    path would make a sweep and `~` or `é` a parse error). In quotes, `\\"` is a quote and backslashes
-    before a quote, or before the closing one, are doubled."""
-    if HYDRA_PLAIN_VALUE.fullmatch(value):
-        return value
+    path would make a sweep and `~` or `é` a parse error)."""
+    return value if HYDRA_PLAIN_VALUE.fullmatch(value) else hydra_in_quotes(value)
+
+
+def hydra_in_quotes(value: str) -> str:
+    """The string `value` in quotes, as Hydra's override grammar reads it back verbatim (also where unquoted it
+    would read as a number or a bool): `\\"` is a quote, and backslashes before a quote, or before the closing
+    one, are doubled."""
     escaped = re.sub(r'(\\*)("|\Z)', lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""), value)
     return f'"{escaped}"'
 

@@ -14,6 +14,7 @@ from typing import Any
 import hydra._internal.config_repository
 import pytest
 from cli_checks import on_argv
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from mambapipe import cli_values
@@ -110,6 +111,20 @@ def test_one_value_for_a_group_of_settings_or_a_list_is_told_what_to_write(overr
     assert problem.startswith(f"{override}: {write}")
     written = shlex.split(problem.rpartition(" write ")[2] if " write " in problem else problem.rpartition(" as ")[2])
     assert bad_value_problem(written) is None, written  # what it says to write passes
+
+
+@pytest.mark.parametrize("value", ["'a=b'", "'a,b'", "a\\,b", "'1'", "'true'", "' a'", "'a\"b'", "'a\\\\'",
+                                   "'[\"x,y\", 2]'", "'[null, b]'", "'my model/*'", "*.json"])
+def test_a_list_hint_reads_back_as_the_list_of_the_value_given(value):
+    """The hint wrote each item unquoted: 'a=b' became [a=b], which Hydra cannot parse, 'a,b' [a,b], two items, and
+    '1' or 'true' [1] and [true], which OmegaConf stores in the list of strings as '1' and 'True', and '[null, b]'
+    [None,b]."""
+    parser = OverridesParser.create()
+    given = parser.parse_override(f"model.allow_patterns={value}").value()
+    items = parser.parse_override(f"key={given}").value() if given.startswith("[") else [given]  # a list in quotes
+    problem = bad_value_problem([f"model.allow_patterns={value}"])
+    written = shlex.split(problem.partition("; write ")[2])
+    assert len(written) == 1 and parser.parse_override(written[0]).value() == items, problem
 
 
 @pytest.mark.parametrize("sweep, bad", [("recipe=quickstart,quickstrat", "recipe=quickstrat: no such recipe"),
