@@ -52,8 +52,8 @@ def test_basic_launcher_sweep_keeps_going_past_failures(tmp_path):
     # standard output: `python -m mambapipe -m ... > results.txt` shows the failure on the terminal.
     assert "\nFAILED convert: tp_size=3 does not fit" in out.stderr and "FAILED 1 of 3 jobs: 0\n" in out.stderr
     assert "FAILED" not in out.stdout and "fix it, then run" not in out.stdout
-    assert out.stdout.endswith("\nsummary: sweep/summary.md\n")
     sweep = tmp_path / "sweep"
+    assert out.stdout.endswith(f"\nsummary: {sweep / 'summary.md'}\n")  # absolute, as typed or not (9019b6e)
     rows = csv_rows(sweep / "summary.csv")
     assert [r["status"] for r in rows] == ["failed", "ok", "ok"]  # jobs after a failure still ran
     assert "tp_size=3 does not fit" in rows[0]["reason"] and rows[0]["convert"] == "refused"  # by the plan
