@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import shutil
 import signal
@@ -71,3 +72,22 @@ def sigint_handler_restored():
     yield
     signal.signal(signal.SIGINT, handler)
 
+
+
+@pytest.fixture
+def disk_fills_writing(monkeypatch) -> Callable[..., None]:
+    """disk_fills_writing("run.json"): the disk fills as mambapipe writes a file of that name whole or not at all
+    (write_atomic, through its partial file): half of its bytes land, then ENOSPC. `when` picks the writes it fills
+    by their bytes (all by default); every other write goes through."""
+    real_write_bytes = Path.write_bytes
+
+    def fill(name: str, when: Callable[[bytes], bool] = lambda data: True) -> None:
+        def half_written(self: Path, data: bytes) -> int:
+            if self.name != f".{name}.partial" or not when(data):
+                return real_write_bytes(self, data)
+            real_write_bytes(self, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(Path, "write_bytes", half_written)
+
+    return fill

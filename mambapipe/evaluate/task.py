@@ -25,7 +25,7 @@ from mambapipe.evaluate.report import print_report
 from mambapipe.evaluate.rouge import rouge_scores
 from mambapipe.evaluate.scenarios import scenarios_from_config
 from mambapipe.peak_memory import peak_memory_meaning, reset_peak_memory
-from mambapipe.pipeline.store import MANIFEST, read_manifest
+from mambapipe.pipeline.store import MANIFEST, read_manifest, write_atomic
 
 log = logging.getLogger(__name__)
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -159,9 +159,10 @@ def _benchmark(job: EvalJob, rank: int, show: bool) -> Outputs:
 
 
 def write_outputs(out_dir: Path, metrics: dict[str, Any], predictions: Optional[list[dict[str, Any]]]) -> None:
+    """Each file whole or not at all, metrics.json last: a write the disk cut short leaves none of them half-written
+    for the runner to copy into the run dir with a failed step's files (a metrics.json there is read back)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     if predictions is not None:
-        with (out_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as f:
-            for record in predictions:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        write_atomic(out_dir / PREDICTIONS_FILE,
+                     "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in predictions))
+    write_atomic(out_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")

@@ -2,9 +2,11 @@
 how to move it, whichever library's write met it.
 
 The runner names the mambapipe cache for whatever a step writes (steps write only into their staging directory);
-the code that writes a Hugging Face cache (a hub fetch, a datasets load) names that cache around its own call, and
-the innermost name wins. The written parts go as for any failure: the runner removes the staging directory, and
-huggingface_hub and datasets their temporary files.
+the code that writes a Hugging Face cache (a hub fetch, a datasets load) or the run directory (the runner's records
+and the copies of a step's outputs, a tensor-parallel evaluation's log of its ranks) names that directory around its
+own call, and the innermost name wins. The written parts go as for any failure: the runner removes the staging
+directory, and huggingface_hub and datasets their temporary files; the run directory's files are written whole or
+not at all.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import errno
 import re
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from pathlib import Path
+from typing import ContextManager, Iterator, Optional
 
 from mambapipe.pipeline.step import StepError
 
@@ -58,3 +61,15 @@ def filling(where: str, relocate: str) -> Iterator[None]:
             raise
         raise DiskFullError(f"{said} in {where}: free space there, or {relocate}") from exc
 
+
+def filling_cache(root: Path) -> ContextManager[None]:
+    """For a block that writes into the mambapipe cache at `root` (a step's staging directory, its commit)."""
+    return filling(f"the mambapipe cache {root}",
+                   "set cache_dir (or MAMBAPIPE_CACHE) to a directory on a disk with room")
+
+
+def filling_run_dir(run_dir: Path) -> ContextManager[None]:
+    """For a block that writes into a run's directory (Hydra's hydra.run.dir; a sweep's jobs each have theirs below
+    its hydra.sweep.dir)."""
+    return filling(f"the run directory {run_dir}",
+                   "set hydra.run.dir (hydra.sweep.dir for a sweep) to a directory on a disk with room")

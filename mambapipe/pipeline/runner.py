@@ -1,7 +1,8 @@
 """`run_recipe(cfg)`: plan, run the steps that are not cached, record the run.
 
 The run directory gets the resolved `config.yaml`, `run.json`, and the evaluate step's
-`metrics.json` / `predictions.jsonl`. Artifacts live in the cache (see store.py), never in the run dir.
+`metrics.json` / `predictions.jsonl`, each written whole or not at all. Artifacts live in the cache (see store.py),
+never in the run dir.
 """
 
 from __future__ import annotations
@@ -24,18 +25,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from mambapipe import hub, interrupts
-from mambapipe.pipeline.disk import filling
+from mambapipe.pipeline.disk import DiskFullError, filling_cache, filling_run_dir
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan, upstream_params
 from mambapipe.pipeline.provenance import git_state, machine, utc_now, versions
 from mambapipe.pipeline.report import make_console, print_diagnostic, print_plan, print_summary
 from mambapipe.pipeline.resolve import Resolved, resolve_config
 from mambapipe.pipeline.step import Step, StepContext, StepError, crash_summary
-from mambapipe.pipeline.store import ArtifactStore
+from mambapipe.pipeline.store import ArtifactStore, write_atomic
 
 log = logging.getLogger(__name__)
 RUN_DIR_FILES = ("metrics.json", "predictions.jsonl")
-_CACHE_DIR_MOVED = "set cache_dir (or MAMBAPIPE_CACHE) to a directory on a disk with room"
 PLANNED_ONLY = "plan_only=true: nothing ran; without it the steps the plan marks run would run"
 HYDRA_PLAIN_VALUE = re.compile(r"[\w/.+\-@%:]+", re.ASCII)  # read back verbatim by Hydra's override grammar
 
@@ -101,7 +101,10 @@ def _plan(cfg: DictConfig, run_dir: Path, steps: Optional[Sequence[Step]],
         resolved = resolve_config(cfg)
     except StepError as exc:
         return None, None, f"config: {exc}"
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved.config))
+    try:
+        _write_into_run_dir(run_dir, "config.yaml", OmegaConf.to_yaml(resolved.config))
+    except DiskFullError as exc:  # nothing the run made could be kept there
+        return None, None, str(exc)
     hub.forget_unreachable()  # an earlier run in this process may have found it down
     plan = build_plan(resolved, steps, ArtifactStore(resolved.config["cache_dir"]))
     print_plan(console, plan, show_notes=resolved.config["plan_only"])
@@ -116,8 +119,8 @@ def _interrupt_recorded(run_dir: Path) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        with interrupts.deferred():
-            _record(run_dir, [], "interrupted", stopped_at_plan=True, device=None)
+        with interrupts.deferred(), contextlib.suppress(DiskFullError):  # the Ctrl-C is what to report
+            _record(run_dir, _run_record([], "interrupted", stopped_at_plan=True, device=None))
         raise
 
 
@@ -139,26 +142,36 @@ def _execute(plan: Plan, run_dir: Path, overrides: list[str],
         if reason is not None:
             outcomes.append(StepOutcome(planned.name, planned.key, "skipped", 0.0, None))
             continue
-        if planned.action != RUN:
-            outcomes.append(_not_run(plan, planned))
-            if outcomes[-1].artifact:
-                _publish(Path(outcomes[-1].artifact), run_dir)
-            continue
-        started = time.perf_counter()
-        try:
-            outcomes.append(_run_step(plan, planned, run_dir, overrides, console))
-            continue
-        except StepError as exc:
-            reason = f"{planned.name}: {exc}"
-        except KeyboardInterrupt:  # the staging dir is already gone; record the run and say how to resume
-            reason, interrupted = f"{planned.name}: interrupted", True
-        except Exception as exc:  # a bug, not bad input: keep the traceback for the log
-            log.error("step %s crashed", planned.name, exc_info=True)
-            reason = f"{planned.name}: {crash_summary(exc)}"
-        seconds = time.perf_counter() - started
-        outcomes.append(StepOutcome(planned.name, planned.key, "failed", round(seconds, 3), None))
-        console.print(f"[red]✗ {planned.name}[/] failed after {seconds:.1f}s")
+        if planned.action == RUN:
+            outcome, reason, interrupted = _run_or_fail(plan, planned, run_dir, overrides, console)
+        else:
+            outcome = _not_run(plan, planned)
+        outcomes.append(outcome)
+        if outcome.artifact:  # its files the run dir keeps (the evaluate step's), made by this run or an earlier one
+            try:
+                _publish(Path(outcome.artifact), run_dir)
+            except DiskFullError as exc:  # the artifact is whole in the cache: the next run only copies them
+                reason = f"{planned.name}: {exc}"
     return outcomes, reason, interrupted
+
+
+def _run_or_fail(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[str],
+                 console: Console) -> tuple[StepOutcome, Optional[str], bool]:
+    """Run the step; its outcome, the failure reason (None where it succeeded), and whether Ctrl-C stopped it."""
+    started = time.perf_counter()
+    interrupted = False
+    try:
+        return _run_step(plan, planned, run_dir, overrides, console), None, False
+    except StepError as exc:
+        reason = f"{planned.name}: {exc}"
+    except KeyboardInterrupt:  # the staging dir is already gone; record the run and say how to resume
+        reason, interrupted = f"{planned.name}: interrupted", True
+    except Exception as exc:  # a bug, not bad input: keep the traceback for the log
+        log.error("step %s crashed", planned.name, exc_info=True)
+        reason = f"{planned.name}: {crash_summary(exc)}"
+    seconds = time.perf_counter() - started
+    console.print(f"[red]✗ {planned.name}[/] failed after {seconds:.1f}s")
+    return StepOutcome(planned.name, planned.key, "failed", round(seconds, 3), None), reason, interrupted
 
 
 def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[str],
@@ -174,10 +187,11 @@ def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[s
     try:
         if store.is_complete(name, key) and name not in plan.resolved.config["force"]:
             console.print(f"[green]✓ {name}[/] made by another run meanwhile: cached")
-            return _published(StepOutcome(name, key, "cached", 0.0, str(store.path(name, key))), run_dir)
+            return StepOutcome(name, key, "cached", 0.0, str(store.path(name, key)))
         store.clear_staging(name, key)
-        # A step writes into its staging dir alone; a write into a Hugging Face cache names that cache itself.
-        with filling(f"the mambapipe cache {store.root}", _CACHE_DIR_MOVED):
+        # A step writes into its staging dir alone; a write into a Hugging Face cache, or of a failed step's files
+        # into the run dir, names that directory itself.
+        with filling_cache(store.root):
             seconds, facts, staging = _call_step(plan, planned, run_dir, console)
             try:
                 manifest = _manifest(plan, planned, seconds, facts, overrides)
@@ -189,7 +203,7 @@ def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[s
     finally:
         lock.release()
     console.print(f"[green]✓ {name}[/] ran in {seconds:.1f}s")
-    return _published(StepOutcome(name, key, "ran", round(seconds, 3), str(artifact)), run_dir)
+    return StepOutcome(name, key, "ran", round(seconds, 3), str(artifact))
 
 
 def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path,
@@ -212,9 +226,12 @@ def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path,
             facts = planned.step.run(planned.params, inputs, staging, ctx) or {}
             if interrupts.received():  # a Ctrl-C the step's code dropped (a __del__): its output may be cut short
                 raise KeyboardInterrupt
-    except BaseException:
+    except BaseException as failure:
         try:
             _publish(staging, run_dir)
+        except DiskFullError:  # the reason now (a missed gate's would point to a metrics.json that is not there),
+            if not isinstance(failure, KeyboardInterrupt):  # but a Ctrl-C stays one: the run resumes, exit 130
+                raise
         finally:  # also where the copy fails (the run dir on the same full disk)
             shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -238,12 +255,14 @@ def _manifest(plan: Plan, planned: PlannedStep, seconds: float, facts: dict[str,
 def _publish(source_dir: Path, run_dir: Path) -> None:
     for name in RUN_DIR_FILES:
         if (source_dir / name).is_file():
-            shutil.copyfile(source_dir / name, run_dir / name)
+            _write_into_run_dir(run_dir, name, (source_dir / name).read_bytes())
 
 
-def _published(outcome: StepOutcome, run_dir: Path) -> StepOutcome:
-    _publish(Path(outcome.artifact), run_dir)
-    return outcome
+def _write_into_run_dir(run_dir: Path, name: str, data: str | bytes) -> None:
+    """Write a file of the run dir whole or not at all (a metrics.json cut short would stop _finish, which reads it
+    back, and mislead a sweep summary); a full disk is a DiskFullError naming the run dir."""
+    with filling_run_dir(run_dir):
+        write_atomic(run_dir / name, data)
 
 
 @dataclass
@@ -293,7 +312,11 @@ def _finish(console: Console, errors: Console, run_dir: Path, config: Optional[d
             interrupted: bool = False) -> RunResult:
     """Record the run, print its summary on `console` (the results to paste) and, where it failed, the command that
     runs it again and why on `errors`; `config` is the resolved config, None where it could not be resolved."""
-    record = _record(run_dir, outcomes, reason, stopped_at_plan, config["device"] if config else None)
+    record = _run_record(outcomes, reason, stopped_at_plan, config["device"] if config else None)
+    try:
+        _record(run_dir, record)
+    except DiskFullError as exc:
+        reason = _unrecorded(reason, exc)
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
     print_summary(console, outcomes, metrics, config, record)
@@ -309,15 +332,26 @@ def _finish(console: Console, errors: Console, run_dir: Path, config: Optional[d
     return RunResult(outcomes, reason, run_dir, interrupted)
 
 
-def _record(run_dir: Path, outcomes: list[StepOutcome], reason: Optional[str], stopped_at_plan: bool,
-            device: Optional[str]) -> dict[str, Any]:
-    """Write the run dir's run.json, and return it. `reason` and `finished` let a sweep summary tell a rerun by hand
-    from the sweep's own run of a job; `stopped_at_plan` that no step started, so the statuses are the plan's
-    (cached: there to reuse); `device` the config's (None where it could not be resolved), for the machine record."""
-    record = {"steps": [asdict(o) for o in outcomes], "reason": reason, "stopped_at_plan": stopped_at_plan,
-              "finished": utc_now(), "versions": versions(), **git_state(), "machine": machine(device)}
-    (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
+def _run_record(outcomes: list[StepOutcome], reason: Optional[str], stopped_at_plan: bool,
+                device: Optional[str]) -> dict[str, Any]:
+    """The run dir's run.json. `reason` and `finished` let a sweep summary tell a rerun by hand from the sweep's own
+    run of a job; `stopped_at_plan` that no step started, so the statuses are the plan's (cached: there to reuse);
+    `device` the config's (None where it could not be resolved), for the machine record."""
+    return {"steps": [asdict(o) for o in outcomes], "reason": reason, "stopped_at_plan": stopped_at_plan,
+            "finished": utc_now(), "versions": versions(), **git_state(), "machine": machine(device)}
+
+
+def _record(run_dir: Path, record: dict[str, Any]) -> None:
+    _write_into_run_dir(run_dir, "run.json", json.dumps(record, indent=2) + "\n")
+
+
+def _unrecorded(reason: Optional[str], full: DiskFullError) -> str:
+    """The run's reason once its run.json could not be written for a full disk: the reason it had and that, unless
+    the reason (the run dir found full before) says it already. A run fine otherwise fails: nothing would say how it
+    went once its output has scrolled away."""
+    if reason is None:
+        return str(full)
+    return reason if str(full) in reason else f"{reason}; run.json not written: {full}"
 
 
 def unforced_where_made(overrides: Sequence[str], forced: Sequence[str], made: set[str]) -> list[str]:

@@ -48,10 +48,15 @@ def _well_formed(manifest: dict[str, Any]) -> bool:
 
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write `path` whole or not at all, so that a reader, or a run killed meanwhile, never leaves or sees half a
-    file: the data goes to a hidden `.<name>.partial` beside it, which then replaces `path` in one rename."""
+    file: the data goes to a hidden `.<name>.partial` beside it, which then replaces `path` in one rename. A write
+    that fails (a full disk) takes its partial file with it."""
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def dir_size(path: Path) -> int:

@@ -10,6 +10,7 @@ before it discards the staging directory, so the scores stay readable but nothin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shlex
@@ -23,6 +24,7 @@ from mambapipe.evaluate.data import check_first_record, dataset_file, hub_commit
 from mambapipe.evaluate.rouge import require_scorer
 from mambapipe.evaluate.scenarios import Scenario, limit_problem, scenario_label, scenarios_from_config
 from mambapipe.parallel import launch, launch_command, launcher_problem
+from mambapipe.pipeline.disk import filling_run_dir
 from mambapipe.pipeline.step import StepContext, StepError
 
 if TYPE_CHECKING:
@@ -220,8 +222,11 @@ def _run_launched(job: EvalJob, tp_size: int, log_file: Optional[Path]) -> None:
     # In the staging dir rather than /tmp: a killed run's copy goes with the rest of its leftovers.
     job_file = job.out_dir / RANK_JOB_FILE
     write_job(job, job_file)
+    # The ranks' output is written into the run dir as it comes; what they write themselves, each names (the worker).
+    logging_ranks = filling_run_dir(log_file.parent) if log_file else contextlib.nullcontext()
     try:
-        launch(tp_size, WORKER, [str(job_file)], launcher=LAUNCHERS[job.params["backend"]], log_file=log_file)
+        with logging_ranks:
+            launch(tp_size, WORKER, [str(job_file)], launcher=LAUNCHERS[job.params["backend"]], log_file=log_file)
     finally:
         job_file.unlink()
     if not (job.out_dir / METRICS_FILE).is_file():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -281,6 +283,33 @@ def test_a_request_outside_the_engine_limits_is_one_line_on_one_rank(monkeypatch
     ctx = StepContext(show_progress=False)
     with pytest.raises(StepError, match=r"^LimitError: prompt 0 has token id 510 outside the vocabulary"):
         STEP.run(_params(), {"build": tmp_path, "download": tmp_path}, tmp_path / "out", ctx)
+
+
+def _no_space() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_run_dir_that_fills_as_the_ranks_output_is_logged_is_named(tmp_path, monkeypatch):
+    """With tp_size > 1 the ranks' output goes into the run dir's evaluate-ranks.log as it comes: a full disk met
+    there names the run dir, though the runner names the mambapipe cache for what the step writes."""
+    from mambapipe.pipeline.disk import filling_cache
+    from mambapipe.pipeline.step import StepContext
+    from mambapipe.steps import evaluate
+
+    def launch_whose_log_fills(nprocs, module, args, launcher, log_file):
+        log_file.write_text("[rank1]: a warn")  # and the rest of the line finds no room
+        raise _no_space()
+
+    monkeypatch.setattr(evaluate, "launch", launch_whose_log_fills)
+    out_dir, run_dir = tmp_path / "cache" / "evaluate" / "staging", tmp_path / "run"
+    out_dir.mkdir(parents=True)
+    run_dir.mkdir()
+    with pytest.raises(StepError) as failed, filling_cache(tmp_path / "cache"):
+        STEP.run(_params(tp_size=2), {"build": tmp_path, "download": tmp_path}, out_dir,
+                 StepContext(show_progress=False, run_dir=run_dir))
+    assert str(failed.value) == (f"no space left on device in the run directory {run_dir}: free space there, or set "
+                                 "hydra.run.dir (hydra.sweep.dir for a sweep) to a directory on a disk with room")
+    assert list(out_dir.iterdir()) == []  # the ranks' job file went too
 
 
 def test_a_missing_mpirun_stops_a_trtllm_tensor_parallel_plan(monkeypatch):

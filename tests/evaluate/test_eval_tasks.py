@@ -91,6 +91,16 @@ def test_summarize_writes_metrics_and_predictions(engine_is_hf, download_dir, tm
     assert metrics["tokens_per_s"] > 0 and metrics["decode_ms_per_step"] > 0
 
 
+@pytest.mark.parametrize("filled", ["metrics.json", "predictions.jsonl"])
+def test_outputs_the_disk_cuts_short_are_not_left_half_written(tmp_path, disk_fills_writing, filled):
+    """The runner copies what a failed evaluation left into the run dir, and reads its metrics.json back: a write the
+    disk cut short leaves no file of it, and metrics.json, written last, none where predictions.jsonl is missing."""
+    disk_fills_writing(filled)
+    with pytest.raises(OSError, match="No space left on device"):
+        task.write_outputs(tmp_path, {"task": "summarize", "rouge1": 1.5}, [{"id": "a"}, {"id": "b"}])
+    assert [path.name for path in tmp_path.iterdir()] == (["predictions.jsonl"] if filled == "metrics.json" else [])
+
+
 def test_metrics_say_which_rouge_and_the_protocol_that_produced_it(engine_is_hf, download_dir, tmp_path):
     """Two metrics files compare only where these agree: eval.max_ite counts batches, so eval.batch_size changes how
     many articles are scored; the protocol holds the dataset's pin the plan keyed the step by."""

@@ -133,6 +133,73 @@ def test_an_os_error_of_another_kind_stays_a_crash(pipeline, monkeypatch):
     result = pipeline.run()
     assert result.reason == "download: unexpected PermissionError: [Errno 13] Permission denied"
 
+
+def _run_dir_full(run_dir: Path) -> str:
+    return (f"no space left on device in the run directory {run_dir}: free space there, or set hydra.run.dir "
+            "(hydra.sweep.dir for a sweep) to a directory on a disk with room")
+
+
+@pytest.mark.parametrize("name, step, kept", [
+    ("config.yaml", "", ["run.json"]),  # the first write: nothing runs that the run dir could not keep
+    ("metrics.json", "evaluate: ", ["config.yaml", "run.json"]),  # the copies of the evaluate step's outputs
+    ("predictions.jsonl", "evaluate: ", ["config.yaml", "metrics.json", "run.json"]),
+    ("run.json", "", ["config.yaml", "metrics.json", "predictions.jsonl"]),  # a run fine otherwise goes unrecorded
+])
+def test_a_run_dir_that_fills_is_one_line_naming_it_and_keeps_no_file_half_written(pipeline, disk_fills_writing,
+                                                                                   name, step, kept):
+    """Hydra's outputs/<date>/<time> (hydra.run.dir) on a full disk: one line naming it and how to move it, not a
+    traceback, nor a metrics.json cut short that the summary then fails to read back."""
+    disk_fills_writing(name)
+    result = pipeline.run()
+    assert result.reason == step + _run_dir_full(result.run_dir)
+    assert pipeline.errors.endswith(f"\nFAILED {result.reason}\n") and "Traceback" not in pipeline.errors
+    assert sorted(path.name for path in result.run_dir.iterdir()) == kept  # each whole, no partial file left
+    if "run.json" in kept:
+        assert json.loads((result.run_dir / "run.json").read_text())["reason"] == result.reason
+    if name == "config.yaml":
+        assert result.outcomes == [] and pipeline.ran() == []
+    else:  # the evaluation is cached all the same: the next run only copies its outputs
+        assert [o.status for o in result.outcomes] == ["ran"] * 4
+        assert len(complete_artifacts(pipeline.store, "evaluate")) == 1
+
+
+def test_a_failed_steps_outputs_that_fill_the_run_dir_name_it_not_the_cache(pipeline, disk_fills_writing):
+    """A step that failed after writing the files the run dir keeps (a missed accuracy gate's metrics): copying them
+    fills the run dir's disk, which the line names (the cache's was not full), and the staging dir still goes."""
+    disk_fills_writing("metrics.json")
+    result = pipeline.run(evaluate="fail")
+    assert result.reason == f"evaluate: {_run_dir_full(result.run_dir)}"
+    assert not any((pipeline.store.root / "evaluate" / ".staging").iterdir())
+    assert complete_artifacts(pipeline.store, "evaluate") == []
+
+
+def test_a_ctrl_c_stays_one_where_the_run_dir_is_full_too(pipeline, monkeypatch, disk_fills_writing):
+    """A Ctrl-C after the step wrote its outputs: the run is interrupted (resume, exit 130), not failed for the run
+    dir its outputs could not be copied into."""
+    from pipeline_fakes import FakeStep
+
+    real_run = FakeStep.run
+
+    def interrupted_after_its_outputs(self, params, inputs, out_dir, ctx):
+        facts = real_run(self, params, inputs, out_dir, ctx)
+        if self.name == "evaluate":
+            raise KeyboardInterrupt
+        return facts
+
+    monkeypatch.setattr(FakeStep, "run", interrupted_after_its_outputs)
+    disk_fills_writing("metrics.json")
+    result = pipeline.run()
+    assert result.interrupted and result.reason == "evaluate: interrupted"
+    assert not any((pipeline.store.root / "evaluate" / ".staging").iterdir())
+
+
+def test_a_run_json_that_fills_the_disk_after_a_failure_is_said_after_it(pipeline, disk_fills_writing):
+    disk_fills_writing("run.json")
+    result = pipeline.run(convert="fail")
+    assert result.reason == ("convert: convert cannot do this: a one-line reason; run.json not written: "
+                             f"{_run_dir_full(result.run_dir)}")
+    assert not (result.run_dir / "run.json").exists() and not (result.run_dir / ".run.json.partial").exists()
+
 def test_a_step_claims_what_it_reads_while_it_runs(pipeline):
     assert not pipeline.run(convert="expect-claims", build="expect-claims", evaluate="expect-claims").failed
 
