@@ -5,7 +5,8 @@
 Started by the evaluate step through `mambapipe.parallel.launch` (torchrun for the native engine,
 mpirun for TensorRT-LLM). Every rank runs the same task code; only rank 0 writes files. A rank that fails records
 why (mambapipe.parallel.record_failure); a known error (what the step says in one line at tp_size=1 too) it says in
-one line rather than a traceback.
+one line rather than a traceback. A full disk is one: rank 0 writes its outputs into the step's staging dir, and so
+names the mambapipe cache as the runner does for a step run in-process.
 """
 
 from __future__ import annotations
@@ -60,11 +61,14 @@ def main(argv: list[str]) -> int:
         return 2
     from mambapipe.backends.base import LimitError
     from mambapipe.evaluate.task import run_evaluation
+    from mambapipe.pipeline.disk import filling_cache
     from mambapipe.pipeline.step import StepError
+    from mambapipe.pipeline.store import staging_cache
 
     job = read_job(Path(argv[0]))
     try:
-        run_evaluation(job, rank=this_rank(job))
+        with filling_cache(staging_cache(job.out_dir)):
+            run_evaluation(job, rank=this_rank(job))
     except (StepError, LimitError) as err:
         record_failure(err, known=True)
         print(f"[rank{launcher_rank()}]: {error_line(err)}", file=sys.stderr)

@@ -1,12 +1,12 @@
 """A disk that fills (or a quota that runs out) while a step writes: one line naming the directory that filled and
 how to move it, whichever library's write met it.
 
-The runner names the mambapipe cache for whatever a step writes (steps write only into their staging directory);
-the code that writes a Hugging Face cache (a hub fetch, a datasets load) or the run directory (the runner's records
-and the copies of a step's outputs, a tensor-parallel evaluation's log of its ranks) names that directory around its
-own call, and the innermost name wins. The written parts go as for any failure: the runner removes the staging
-directory, and huggingface_hub and datasets their temporary files; the run directory's files are written whole or
-not at all.
+The runner names the mambapipe cache for whatever a step writes (steps write only into their staging directory),
+and an evaluation rank for the outputs it writes there (mambapipe.evaluate.worker); the code that writes a Hugging
+Face cache (a hub fetch, a datasets load) or the run directory (the runner's records and the copies of a step's
+outputs, a tensor-parallel evaluation's log of its ranks) names that directory around its own call, and the innermost
+name wins. The written parts go as for any failure: the runner removes the staging directory, and huggingface_hub and
+datasets their temporary files; the run directory's files are written whole or not at all.
 """
 
 from __future__ import annotations

@@ -69,6 +69,11 @@ def staged_for(staging_dir: Path) -> tuple[str, str]:
     return staging_dir.parent.parent.name, staging_dir.name.split(".")[0]
 
 
+def staging_cache(staging_dir: Path) -> Path:
+    """The cache a staging dir is in, as new_staging names it: `<cache>/<step>/.staging/<key>.<pid>.<nonce>`."""
+    return staging_dir.parents[2]
+
+
 class ArtifactStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)

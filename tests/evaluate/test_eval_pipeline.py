@@ -84,3 +84,38 @@ def test_a_damaged_shard_under_tp2_fails_in_one_line_naming_its_rank(compose_con
     err = capfd.readouterr().err
     assert "Traceback" not in err and "ChildFailedError" not in err and "OMP_NUM_THREADS" not in err, err
     assert f"[rank1]: engine weights {weights} are damaged" in log.read_text() and "ChildFailedError" in log.read_text()
+
+
+# A sitecustomize for the ranks of a tp_size=2 evaluation: rank 0's write of metrics.json (through the partial file
+# write_atomic writes first) finds the disk full after half of it.
+RANK0_FINDS_THE_DISK_FULL = """\
+import errno, os, pathlib, sys
+if "mambapipe.evaluate.worker" in sys.orig_argv and os.environ.get("RANK") == "0":
+    real_write_bytes = pathlib.Path.write_bytes
+    def half_written(self, data):
+        if self.name != ".metrics.json.partial":
+            return real_write_bytes(self, data)
+        real_write_bytes(self, data[:len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    pathlib.Path.write_bytes = half_written
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_met_by_rank_0_fails_the_run_in_the_line_said_at_tp1(compose_config, tmp_path, capfd,
+                                                                          monkeypatch):
+    """The rank's own line (the mambapipe cache and the setting that moves it, as the runner names it for a tp_size=1
+    evaluation), not 'unexpected OSError' from rank 0; nothing of the evaluation left in the cache."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(RANK0_FINDS_THE_DISK_FULL)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
+    overrides = ("tp_size=2", "eval.max_ite=1", "eval.output_len=2")
+    result = run_recipe(compose_config(*overrides), tmp_path / "run", overrides)
+    log, cache = tmp_path / "run" / "evaluate-ranks.log", tmp_path / "cache"
+    assert result.reason == (f"evaluate: rank 0 of 2 (torchrun -m mambapipe.evaluate.worker, output in {log}) failed: "
+                             f"no space left on device in the mambapipe cache {cache}: free space there, or set "
+                             "cache_dir (or MAMBAPIPE_CACHE) to a directory on a disk with room")
+    assert "Traceback" not in capfd.readouterr().err
+    assert not any((cache / "evaluate" / ".staging").iterdir()) and not (tmp_path / "run" / "metrics.json").exists()
+    assert not [path for path in (cache / "evaluate").iterdir() if not path.name.startswith(".")]

@@ -289,6 +289,30 @@ def _no_space() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+def test_a_rank_that_finds_the_disk_full_records_the_line_said_at_tp1(tmp_path, monkeypatch):
+    """Rank 0 writes the outputs into the step's staging dir: a full disk there is recorded, for the launch that
+    started the rank, as the line the runner says for an evaluation in-process (the mambapipe cache and the setting
+    that moves it), not as 'unexpected OSError'."""
+    from mambapipe.evaluate import task, worker
+    from mambapipe.parallel import FAILURES_ENV
+    from mambapipe.pipeline.store import ArtifactStore
+
+    staging = ArtifactStore(tmp_path / "cache").new_staging("evaluate", "0123abcd")
+    worker.write_job(task.EvalJob(_params(), tmp_path, tmp_path, staging, show_progress=False), staging / "job.json")
+
+    def disk_full(job, rank):
+        raise _no_space()
+
+    monkeypatch.setattr(task, "run_evaluation", disk_full)
+    (tmp_path / "failures").mkdir()
+    monkeypatch.setenv(FAILURES_ENV, str(tmp_path / "failures"))
+    assert worker.main([str(staging / "job.json")]) == 1
+    record = json.loads((tmp_path / "failures" / "rank0.json").read_text())
+    assert record["known"] and record["line"] == (
+        f"no space left on device in the mambapipe cache {tmp_path / 'cache'}: free space there, or set cache_dir (or "
+        "MAMBAPIPE_CACHE) to a directory on a disk with room")
+
+
 def test_a_run_dir_that_fills_as_the_ranks_output_is_logged_is_named(tmp_path, monkeypatch):
     """With tp_size > 1 the ranks' output goes into the run dir's evaluate-ranks.log as it comes: a full disk met
     there names the run dir, though the runner names the mambapipe cache for what the step writes."""
