@@ -22,7 +22,7 @@ from rich.markup import escape
 from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.sweep.expected import JOBLIB_LAUNCHER, SweepConfig
 from mambapipe.sweep.record import record_outcome
-from mambapipe.sweep.report import summarize_sweep
+from mambapipe.sweep.report import summarize_sweep, summary_disk_full
 from mambapipe.sweep.summary import JobRow, find_sweep_jobs, job_record
 from mambapipe.sweep.tables import count_line, print_table
 
@@ -96,11 +96,13 @@ def _summarize(console: Console, errors: Console, sweep_dir: Path, plots: bool,
     on `errors`, and ends the sweep with exit status 1. `sweep_config`: its multirun.yaml, where read already."""
     try:
         rows = summarize_sweep(sweep_dir, plots=plots, sweep_config=sweep_config)
-    except Exception as exc:  # results exist but cannot be read back: not a green sweep
-        log.error("sweep summary failed", exc_info=True)
-        why = f"could not summarize {sweep_dir}: {type(exc).__name__}: {exc}"
-        print_diagnostic(errors, f"[red]FAILED[/] {escape(why)}; after a fix: mambapipe-sweep summarize "
-                                 f"{escape(str(sweep_dir))}")
+    except Exception as exc:  # results exist but cannot be read back, or the disk is full: not a green sweep
+        why = summary_disk_full(exc, sweep_dir)
+        if why is None:
+            log.error("sweep summary failed", exc_info=True)
+            why = (f"could not summarize {sweep_dir}: {type(exc).__name__}: {exc}; after a fix: mambapipe-sweep "
+                   f"summarize {sweep_dir}")
+        print_diagnostic(errors, f"[red]FAILED[/] {escape(why)}")
         raise SystemExit(1) from exc
     if rows:
         print_table(console, rows, sweep_dir)

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from mambapipe.pipeline.provenance import installed_version
 from mambapipe.pipeline.report import make_console, print_diagnostic
-from mambapipe.sweep.report import summarize_sweep
+from mambapipe.sweep.report import summarize_sweep, summary_disk_full
 from mambapipe.sweep.summary import OVERRIDES_FILE, holds_single_runs_only
 from mambapipe.sweep.tables import print_table
 
@@ -42,7 +42,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if holds_single_runs_only(sweep_dir):  # outputs/<date>/: its summary would take the user's runs for jobs
         return _usage_error(f"{sweep_dir} holds single runs (python -m mambapipe without -m), not a sweep's jobs: "
                             "pass a sweep directory (multirun/<date>/<time>, or the sweep's hydra.sweep.dir)")
-    rows = summarize_sweep(sweep_dir, plots=not args.no_plots)
+    try:
+        rows = summarize_sweep(sweep_dir, plots=not args.no_plots)
+    except Exception as exc:  # a full disk is one line; anything else a bug's traceback
+        full = summary_disk_full(exc, sweep_dir)
+        if full is None:
+            raise
+        print_diagnostic(make_console(stderr=True), f"[red]FAILED[/] {escape(full)}")
+        return 1
     if not rows:  # summarize_sweep wrote nothing
         return _usage_error(f"no job run dirs ({OVERRIDES_FILE}) under {sweep_dir}: is it a sweep directory?")
     print_table(console, rows, sweep_dir)

@@ -11,6 +11,7 @@ Ctrl-C before the child started, and the child starts with SIGINT blocked until 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 
 from mambapipe import interrupts
+from mambapipe.pipeline.disk import DiskFullError
 from mambapipe.pipeline.provenance import utc_now
 from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.pipeline.runner import command_line_config_dirs
@@ -44,8 +47,12 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
         return _run_isolated_job(cfg, hydra_cfg, run_dir)
     except KeyboardInterrupt:
         if read_job_record(run_dir).get("exit_code") is None:  # before its child started: the job never ran
-            record_outcome(run_dir, exit_code=INTERRUPTED_EXIT, reason="interrupted")
+            with contextlib.suppress(DiskFullError):  # the Ctrl-C is what to report
+                record_outcome(run_dir, exit_code=INTERRUPTED_EXIT, reason="interrupted")
         raise  # Hydra launches no further job; mambapipe.app summarizes the sweep
+    except DiskFullError as exc:  # its sweep_job.json: raised, it would stop the sweep in Hydra's traceback
+        print_diagnostic(make_console(stderr=True), f"[red]FAILED[/] sweep job {hydra_cfg.job.num}: {escape(str(exc))}")
+        return {"exit_code": 1, "reason": str(exc)}
 
 
 def _run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

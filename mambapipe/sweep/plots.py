@@ -3,6 +3,7 @@ Drawn on bare matplotlib Figures (Agg canvas), so no display and no pyplot globa
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
@@ -11,6 +12,7 @@ from typing import Sequence
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from mambapipe.pipeline.store import write_atomic
 from mambapipe.sweep.report import ROUGE_PLOT, THROUGHPUT_PLOT
 from mambapipe.sweep.summary import ROUGE_KEYS, JobRow, job_label, varying_overrides
 
@@ -62,7 +64,7 @@ def plot_throughput(rows: Sequence[JobRow], path: Path) -> bool:
            title="Throughput by batch size")
     ax.grid(True, alpha=0.3)
     ax.legend(title="model dtype", fontsize="small")
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     return True
 
 
@@ -82,7 +84,7 @@ def _throughput_bars(rows: Sequence[JobRow], batch: int, path: Path) -> bool:
     ax.set(xlabel="tokens/s (generated)", title=f"Throughput per configuration (all at batch size {batch})")
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(handles=[Patch(color=colors[n], label=n) for n in names], title="model dtype", fontsize="small")
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     return True
 
 
@@ -111,8 +113,15 @@ def plot_rouge(rows: Sequence[JobRow], path: Path) -> bool:
     ax.set(xlabel="score (0-100)", title="ROUGE per configuration")
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize="small", loc="best")
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     return True
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """The PNG whole or not at all: one a full disk cut short would sit beside summary.md as a broken picture."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    write_atomic(path, png.getvalue())
 
 
 def write_plots(rows: Sequence[JobRow], sweep_dir: Path) -> list[Path]:

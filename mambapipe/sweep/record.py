@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from mambapipe.pipeline.disk import filling_run_dir
 from mambapipe.pipeline.store import write_atomic
 
 JOB_RECORD = "sweep_job.json"
@@ -29,9 +30,11 @@ def read_job_record(run_dir: Path) -> dict[str, Any]:
 
 
 def update_job_record(run_dir: Path, **facts: Any) -> dict[str, Any]:
-    """Merge `facts` into the record (the child writes the reason, the parent the exit code)."""
+    """Merge `facts` into the record (the child writes the reason, the parent the exit code); a full disk is a
+    DiskFullError naming the job's run dir, as the runner names it for the job's other files."""
     record = {**read_job_record(run_dir), **facts}
-    write_atomic(Path(run_dir) / JOB_RECORD, json.dumps(record, indent=2) + "\n")  # a summary may read it meanwhile
+    with filling_run_dir(Path(run_dir)):  # whole: a summary may read it meanwhile
+        write_atomic(Path(run_dir) / JOB_RECORD, json.dumps(record, indent=2) + "\n")
     return record
 
 

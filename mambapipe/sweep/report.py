@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from mambapipe.pipeline.disk import full_disk
 from mambapipe.sweep.expected import SweepConfig
 from mambapipe.sweep.summary import JobRow, collect_rows
 from mambapipe.sweep.tables import write_csv, write_markdown
@@ -36,6 +37,15 @@ def summarize_sweep(sweep_dir: Path | str, plots: bool = True, sweep_config: Opt
     write_markdown(rows, sweep_dir / "summary.md", sweep_dir, made, left_out=found.earlier, resume=resume,
                    config_dirs=found.sweep_config.config_dirs(), command=found.sweep_config.command())
     return rows
+
+
+def summary_disk_full(error: BaseException, sweep_dir: Path) -> Optional[str]:
+    """The one line for a summary that a full disk (or a quota spent) kept summarize_sweep from writing, None for
+    another error: the jobs' results are in their run dirs, so what to do is to write it again once there is room."""
+    said = full_disk(error)
+    if said is None:
+        return None
+    return f"{said} in the sweep directory {sweep_dir}: free space there, then: mambapipe-sweep summarize {sweep_dir}"
 
 
 def _remove_stale_plots(sweep_dir: Path, drawn: list[Path]) -> None:

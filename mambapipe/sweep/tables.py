@@ -4,6 +4,7 @@ and a rich table on the console at the end of the sweep."""
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -15,6 +16,7 @@ from mambapipe.config import STEP_NAMES
 from mambapipe.evaluate import SUMMARIZE_TASK
 from mambapipe.pipeline.provenance import machine_line, software_line, utc_minute
 from mambapipe.pipeline.runner import resume_command, unforced_where_made
+from mambapipe.pipeline.store import write_atomic
 from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
 from mambapipe.sweep.summary import (
     FAILED,
@@ -71,10 +73,12 @@ def csv_record(row: JobRow) -> dict[str, Any]:
 
 
 def write_csv(rows: Sequence[JobRow], path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(csv_record(row) for row in rows)
+    """summary.csv, whole or not at all (as summary.md and the plots: a full disk leaves no file cut short)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(csv_record(row) for row in rows)
+    write_atomic(path, text.getvalue())
 
 
 def measured(rows: Sequence[JobRow], metrics: dict[str, str]) -> dict[str, str]:
@@ -286,7 +290,7 @@ def write_markdown(rows: Sequence[JobRow], path: Path, sweep_dir: Path, plots: S
         lines += ["", "## Jobs not run", "", *not_run_lines(rows, resume, config_dirs)]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    path.write_text("\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 def _console_number(row: JobRow, key: str) -> str:

@@ -53,6 +53,21 @@ def test_a_summary_that_cannot_be_written_fails_the_sweep_with_a_rebuild_hint(sw
     assert captured.err.endswith(f"; after a fix: mambapipe-sweep summarize {sweep_dir}\n")
 
 
+@pytest.mark.parametrize("filled", ["summary.csv", "summary.md", "rouge.png"])
+def test_a_summary_that_fills_the_disk_fails_the_sweep_in_one_line_and_leaves_no_file_half_written(
+        sweep_dir, disk_fills_writing, capsys, caplog, filled):
+    """Not 'could not summarize ...: OSError: [Errno 28] ...' with the traceback logged: the jobs' results are all
+    there, and the summary is to be written again once there is room."""
+    disk_fills_writing(filled)
+    with pytest.raises(SystemExit) as exit_info:
+        finish(sweep_dir)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (f"FAILED no space left on device in the sweep directory {sweep_dir}: free space "
+                                       f"there, then: mambapipe-sweep summarize {sweep_dir}\n")
+    assert not caplog.records
+    assert not (sweep_dir / filled).exists() and not (sweep_dir / f".{filled}.partial").exists()
+
+
 def test_a_sweep_dir_given_relative_is_printed_absolute(sweep_dir, monkeypatch, capsys):
     """`-m hydra.sweep.dir=sweep`: the summary's path on the terminal is absolute, as its run dirs and the commands a
     sweep prints are, and as summary.md names it."""

@@ -162,6 +162,48 @@ def test_child_records_a_crash_outside_the_steps(tmp_path, monkeypatch):
     assert record["reason"].startswith("unexpected KeyError") and isinstance(record["pid"], int)
 
 
+def _run_dir_full(run_dir) -> str:
+    return (f"no space left on device in the run directory {run_dir}: free space there, or set hydra.run.dir "
+            "(hydra.sweep.dir for a sweep) to a directory on a disk with room")
+
+
+def test_a_job_whose_record_finds_the_disk_full_fails_in_one_line_and_the_sweep_goes_on(tmp_path, disk_fills_writing,
+                                                                                      capfd):
+    """Raised, the error of writing sweep_job.json would stop the sweep in Hydra's traceback: the job fails instead,
+    said in one line naming its run dir, and leaves no record half-written."""
+    disk_fills_writing("sweep_job.json")
+    assert run_job_with_a_bad_config(tmp_path, 3) == {"exit_code": 1, "reason": _run_dir_full(tmp_path / "3")}
+    assert capfd.readouterr().err == f"FAILED sweep job 3: {_run_dir_full(tmp_path / '3')}\n"
+    assert list((tmp_path / "3").iterdir()) == []
+
+
+@pytest.mark.parametrize("reason, interrupted, code, said", [
+    (None, False, 1, True),  # the run went well but nothing records it: the job fails, said
+    ("evaluate: {full}", False, 1, False),  # the runner's FAILED line has said it
+    ("build: interrupted", True, 130, False),  # the Ctrl-C is what to report
+])
+def test_a_child_whose_record_finds_the_disk_full_says_it_once(tmp_path, monkeypatch, disk_fills_writing, capfd,
+                                                               reason, interrupted, code, said):
+    from mambapipe.pipeline.runner import RunResult
+    from mambapipe.sweep import child
+
+    full = _run_dir_full(tmp_path)
+    reason = reason and reason.format(full=full)
+    monkeypatch.setattr(child, "_run", lambda *args: RunResult([], reason, tmp_path, interrupted))
+    disk_fills_writing("sweep_job.json", when=lambda data: b'"reason"' in data)  # the record of how the run went
+    assert child.main([str(tmp_path), "[]", "[]"]) == code
+    assert capfd.readouterr().err == (f"FAILED {full}\n" if said else "")
+    assert json.loads((tmp_path / "sweep_job.json").read_text()).keys() == {"pid"}  # as written before the run
+
+
+def test_a_child_whose_first_record_finds_the_disk_full_fails_in_one_line(tmp_path, disk_fills_writing, capfd):
+    from mambapipe.sweep.child import main as child_main
+
+    disk_fills_writing("sweep_job.json")
+    assert child_main([str(tmp_path), "[]", "[]"]) == 1
+    assert capfd.readouterr().err == f"FAILED {_run_dir_full(tmp_path)}\n"
+
+
 def interrupting_to_container(monkeypatch, raises: BaseException):
     """OmegaConf.to_container stopped by a Ctrl-C, raising `raises`, the handler's record of the Ctrl-C left."""
     from omegaconf import OmegaConf

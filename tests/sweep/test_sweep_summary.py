@@ -100,6 +100,13 @@ def test_benchmark_job_reports_its_fastest_scenario(tmp_path, job_writer):
     assert row.throughput == [(1, 50.0), (8, 300.0)]
 
 
+def test_summarize_on_a_full_disk_says_so_in_one_line(sweep_dir, disk_fills_writing, capsys):
+    disk_fills_writing("summary.md")
+    assert sweep_cli(["summarize", str(sweep_dir), "--no-plots"]) == 1
+    assert capsys.readouterr().err == (f"FAILED no space left on device in the sweep directory {sweep_dir}: free space "
+                                       f"there, then: mambapipe-sweep summarize {sweep_dir}\n")
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         sweep_cli(["--version"])
