@@ -10,7 +10,8 @@ import sys
 def main() -> None:
     """Run the app; a Ctrl-C that reaches this far (the runner reports one within a step, and the app a sweep's)
     ends in one line and exit 130. It may have come before any step ran (the imports, Hydra's compose, the plan)
-    or after some did (between two steps, while the run is recorded), which this handler cannot tell apart."""
+    or after some did (between two steps, while the run is recorded), which this handler cannot tell apart. A reader
+    of standard output that went away ends it quietly, as rich's console does in what the app prints through it."""
     try:
         _refuse_to_run_as_one_of_several_ranks()
         if "--version" in sys.argv[1:]:  # before Hydra's, which names Hydra's version alone
@@ -33,6 +34,10 @@ def main() -> None:
         sys.stdout.flush()  # what the run printed comes first, where both streams show on one terminal
         print("INTERRUPTED (finished steps are cached: the same command resumes)", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT)
+    except BrokenPipeError:  # standard output's reader went away (`--help | head -3`) in a print rich does not make
+        from mambapipe.pipeline.report import end_quietly_on_broken_pipe
+
+        end_quietly_on_broken_pipe()
 
 
 # What a launcher tells each process it starts: how many it started (the world size), and which one this is.

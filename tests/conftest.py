@@ -9,7 +9,7 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -72,6 +72,15 @@ def sigint_handler_restored():
     yield
     signal.signal(signal.SIGINT, handler)
 
+
+@pytest.fixture
+def reader_gone() -> Iterator[int]:
+    """A pipe's write end whose reader is gone, as `| head -3` leaves a command's standard output once head has read
+    its lines, before the command has written them all: stdout=reader_gone."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    yield write_end
+    os.close(write_end)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from mambapipe.engine.api import EngineLoadError, load_engine
 from mambapipe.engine.weights import RankWeightsError
 from mambapipe.models import ModelSpec
 from mambapipe.parallel import FAILURES_ENV, init_distributed, launcher_rank, record_failure, shutdown_distributed
+from mambapipe.pipeline.report import end_quietly_on_broken_pipe
 from mambapipe.pipeline.resolve import resolve_device
 from mambapipe.pipeline.step import StepError
 
@@ -89,6 +90,8 @@ def main() -> int:
     _refuse_sampling_options_without_sample(parser, args)
     try:
         _generate(args)
+    except BrokenPipeError:  # the JSON's reader went away (`| head -1`): not the user's error an OSError is
+        end_quietly_on_broken_pipe()
     except USER_ERRORS as err:
         record_failure(err, known=True)  # for mambapipe.parallel.launch, which quotes it
         if launcher_rank() == 0 or isinstance(err, RankWeightsError):

@@ -32,6 +32,14 @@ def make_console(stderr: bool = False) -> Console:
     return Console(width=fixed, highlight=False, stderr=stderr)
 
 
+def end_quietly_on_broken_pipe() -> None:
+    """End a command whose standard output's reader went away (`| head`) as rich's console ends one that prints
+    through it (mambapipe-cache ls, mambapipe-sweep summarize): standard output pointed at devnull, so that nothing
+    left to write (the interpreter's last flush) fails again, and exit 1, without a word. For what rich does not
+    print: Hydra's --help, --version, the engine's JSON."""
+    make_console().on_broken_pipe()  # raises SystemExit(1)
+
+
 def print_diagnostic(errors: Console, markup: str) -> None:
     """`markup` on `errors` (standard error's console) in one line however long, after whatever standard output still
     buffers: on a terminal that shows both streams, an error comes below the results it follows."""

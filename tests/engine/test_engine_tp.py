@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,6 +142,18 @@ def test_engine_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, m
     assert cli.main() == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and "\n" not in err, err
+
+
+def test_engine_cli_whose_reader_went_away_ends_quietly(tmp_path, reader_gone):
+    """`python -m mambapipe.engine ... | head -1`: not 'BrokenPipeError: [Errno 32] Broken pipe', the one line of a
+    user's error, but exit 1 without a word, as mambapipe-cache ls and rich's other commands end."""
+    spec = ModelSpec(**MAMBA1)
+    engine = build_from_hf(hf_model(spec), spec, tmp_path)
+    this_checkout = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")]))
+    ended = subprocess.run([sys.executable, "-m", "mambapipe.engine", "--engine-dir", str(engine), "--prompt-ids",
+                            "[[1, 2]]", "--max-new-tokens", "2"], env={**os.environ, "PYTHONPATH": this_checkout},
+                           stdout=reader_gone, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert (ended.returncode, ended.stderr) == (1, "")
 
 
 def test_engine_cli_names_the_launch_an_engine_needs(tmp_path, monkeypatch, capsys):

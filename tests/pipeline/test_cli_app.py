@@ -344,6 +344,33 @@ def test_cache_console_script(tmp_path):
     assert out.returncode == 0 and "artifacts in" in out.stdout
 
 
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["plan_only=true"]])
+def test_a_reader_of_standard_output_that_went_away_ends_it_quietly_as_the_cache_command(tmp_path, args,
+                                                                                          reader_gone):
+    ended, cache_ls = (subprocess.run(command, cwd=tmp_path, env=app_env(tmp_path), stdout=reader_gone,
+                                      stderr=subprocess.PIPE, text=True, timeout=120)
+                       for command in ([*COMMANDS["python -m"], *args],
+                                       ["mambapipe-cache", "--cache-dir", str(tmp_path), "ls"]))
+    assert (ended.returncode, ended.stderr) == (cache_ls.returncode, cache_ls.stderr) == (1, "")
+
+
+def test_a_reader_gone_in_the_middle_of_a_step_leaves_nothing_of_it_in_the_cache(tmp_path):
+    """The evaluate step prints its table into a pipe whose reader left once the step had begun: the run ends
+    there, and the step's staging dir goes with it; the steps before are cached whole."""
+    app = subprocess.Popen([*COMMANDS["python -m"], "hydra.run.dir=run"], cwd=tmp_path, env=app_env(tmp_path),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in app.stdout:
+        if line.startswith("▶ evaluate"):
+            break
+    app.stdout.close()
+    errors = app.communicate(timeout=120)[1]
+    assert (app.returncode, errors) == (1, "")
+    store = ArtifactStore(tmp_path / "cache")
+    assert [path.name for path in (store.root / "evaluate").iterdir() if not path.name.startswith(".")] == []
+    assert not any(store.root.glob("*/.staging/*"))
+    assert len([path for path in (store.root / "build").iterdir() if not path.name.startswith(".")]) == 1
+
+
 def test_ctrl_c_in_a_step_exits_130_with_the_resume_command(tmp_path):
     """Ctrl-C at the terminal (SIGINT to the process group) inside the download step: held there, waiting on
     the artifact's lock that this test holds, so the signal cannot come after a fast step has finished."""
