@@ -63,14 +63,15 @@ class RunResult:
 
 def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = (),
                steps: Optional[Sequence[Step]] = None, console: Optional[Console] = None,
-               config_dirs: Sequence[str] = (), errors: Optional[Console] = None) -> RunResult:
+               config_dirs: Sequence[str] = (), errors: Optional[Console] = None, sweep_job: bool = False) -> RunResult:
     """Plan and run the pipeline `cfg` describes; `steps` defaults to the four real steps. `overrides` and
     `config_dirs` (the command line's --config-dir) are the command the resume line repeats. The plan, progress and
     summary go to `console` (standard output's), why the run failed and how to run it again to `errors` (standard
-    error's)."""
+    error's). A `sweep_job`'s Ctrl-C stops its sweep, whose finish command resumes the job: it prints no resume line
+    of its own, which would offer a second command to choose from."""
     console = console or make_console()
     errors = errors or make_console(stderr=True)
-    command = CommandLine(list(overrides), list(config_dirs))
+    command = CommandLine(list(overrides), list(config_dirs), sweep_job)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _interrupt_recorded(run_dir):
@@ -268,9 +269,11 @@ def _write_into_run_dir(run_dir: Path, name: str, data: str | bytes) -> None:
 @dataclass
 class CommandLine:
     """What a run's command line said: its overrides, and the config dirs it added with --config-dir (where a
-    recipe of the user's own may live, so a command that repeats the run must name them too)."""
+    recipe of the user's own may live, so a command that repeats the run must name them too); and whether a sweep
+    ran it as one of its jobs (with its own command line, which the sweep's finish command repeats)."""
     overrides: list[str]
     config_dirs: list[str]
+    sweep_job: bool = False
 
 
 def command_line_config_dirs(config_sources: Iterable[Any]) -> list[str]:
@@ -327,7 +330,8 @@ def _finish(console: Console, errors: Console, run_dir: Path, config: Optional[d
         made = {outcome.name for outcome in outcomes if outcome.status == "ran"}
         forced = config["force"] if config else []
         rerun = resume_command(unforced_where_made(command.overrides, forced, made), run_dir, command.config_dirs)
-        print_diagnostic(errors, f"{_rerun_hint(stopped_at_plan, interrupted)}: {escape(rerun)}")
+        if not (interrupted and command.sweep_job):  # a failed job's rerun line is the console's only one
+            print_diagnostic(errors, f"{_rerun_hint(stopped_at_plan, interrupted)}: {escape(rerun)}")
         print_diagnostic(errors, f"[red]FAILED[/] {escape(reason)}")
     return RunResult(outcomes, reason, run_dir, interrupted)
 

@@ -83,7 +83,7 @@ def _run(run_dir: Path, overrides: list[str], config_dirs: list[str]):
     from mambapipe.pipeline.runner import run_recipe
 
     # Already composed, validated and resolved by Hydra in the parent: plain values suffice.
-    return run_recipe(OmegaConf.create(sys.stdin.read()), run_dir, overrides, config_dirs=config_dirs)
+    return run_recipe(OmegaConf.create(sys.stdin.read()), run_dir, overrides, config_dirs=config_dirs, sweep_job=True)
 
 
 if __name__ == "__main__":
