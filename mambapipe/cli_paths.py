@@ -10,7 +10,7 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -98,16 +98,18 @@ def _parses(parser: OverridesParser, text: str) -> bool:
     return True
 
 
-def recipe_place_hint(name: str, config_dir: Optional[str]) -> str:
+def recipe_place_hint(name: str, config_dir: Optional[str], recipe_file: Callable[[str], Optional[str]]) -> str:
     """How to run a recipe that Hydra does not find where its file is plain to see, to end the 'no such recipe'
-    line with: `recipe=DIR/recipe/NAME.yaml` (a path, where Hydra takes a name) or `-cd DIR/recipe recipe=NAME`
-    (the recipe/ folder itself, where Hydra looks in DIR/recipe/recipe/); '' when neither is the case."""
+    line with: `recipe=NAME` (a path to a recipe Hydra finds by that name: the project's recipes/, seen as
+    configs/recipe, or one of the -cd), `recipe=DIR/recipe/NAME.yaml` (a path, where Hydra takes a name) or
+    `-cd DIR/recipe recipe=NAME` (the recipe/ folder itself, where Hydra looks in DIR/recipe/recipe/); '' when
+    none is the case. `recipe_file(NAME)` is the file Hydra reads for recipe=NAME, None for none."""
     path = Path(name).expanduser()
     if not path.name:  # recipe=, recipe=. or recipe=/: no file is named
         return ""
     file = path if path.suffix == ".yaml" else path.with_name(f"{path.name}.yaml")
     if ("/" in name or path.suffix == ".yaml") and file.is_file():
-        return f"; recipe= takes a recipe's name, not its path: {_how_to_run(file)}"
+        return f"; recipe= takes a recipe's name, not its path: {_how_to_run(file, recipe_file(file.stem))}"
     if config_dir is None:
         return ""
     file = Path(config_dir).expanduser() / f"{name}.yaml"
@@ -116,8 +118,11 @@ def recipe_place_hint(name: str, config_dir: Optional[str]) -> str:
     return ""
 
 
-def _how_to_run(file: Path) -> str:
-    """The arguments that run the recipe `file`, or where to put it first: -cd names the folder above recipe/."""
+def _how_to_run(file: Path, found: Optional[str] = None) -> str:
+    """The arguments that run the recipe `file`, or where to put it first: its name alone where it is the file
+    Hydra finds by that name (`found`), else -cd naming the folder above recipe/."""
+    if found is not None and os.path.exists(found) and os.path.samefile(found, file):
+        return f"write recipe={file.stem}"
     if file.parent.name == "recipe":
         return f"use -cd {shlex.quote(str(file.parent.parent))} recipe={file.stem}"
     folder = shlex.quote(str(file.parent))

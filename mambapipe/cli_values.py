@@ -234,10 +234,21 @@ def _missing_option_problem(override: Override, options: ConfigRepository,
         missing = [name for name in chosen if not options.config_exists(f"{group}/{name}")]
     if not missing:
         return None
-    meant = close_key(str(missing[0]), names)
-    place = recipe_place_hint(str(missing[0]), config_dir) if group == "recipe" else ""
+    # A config's path (recipes/m1.yaml) is named by its file's name without .yaml, which may be an option itself.
+    named = re.sub(r"\.yaml$", "", os.path.basename(str(missing[0]))) or str(missing[0])
+    meant = named if named in names else close_key(named, names)
+    place = ""
+    if group == "recipe":
+        place = recipe_place_hint(str(missing[0]), config_dir, lambda name: _config_path(options, f"recipe/{name}"))
     suggestion = place or (f"; did you mean {key}={meant}?" if meant else "")
     return f"{key}={missing[0]}: no such {group}{suggestion} ({group}s: {', '.join(names)})"
+
+
+def _config_path(options: ConfigRepository, config_path: str) -> Optional[str]:
+    """The file Hydra reads for the config `config_path` (recipe/m1); None for none, or no file."""
+    with hydra_internals():
+        found = options.load_config(config_path) if options.config_exists(config_path) else None
+    return found and config_file(found.path, config_path)
 
 
 def _listed_choice_problem(override: Override, names: list[str]) -> str:

@@ -17,6 +17,7 @@ tilde_problem = on_argv(cli_paths.tilde_problem)
 grammar_problem = on_argv(cli_paths.grammar_problem)
 
 HOME = os.path.expanduser("~")
+NOT_FOUND = {}.get  # recipe_place_hint's recipe_file where Hydra finds no recipe by the name
 
 
 @pytest.mark.parametrize("argv, expanded", [
@@ -93,18 +94,35 @@ def test_a_recipe_given_as_its_files_path_is_told_the_name_and_config_dir(tmp_pa
     (tmp_path / "recipe").mkdir()
     (tmp_path / "recipe" / "m1.yaml").write_text("# @package _global_\n")
     hint = f"; recipe= takes a recipe's name, not its path: use -cd {tmp_path} recipe=m1"
-    assert recipe_place_hint(str(tmp_path / "recipe" / "m1.yaml"), None) == hint
-    assert recipe_place_hint(str(tmp_path / "recipe" / "m1"), str(tmp_path)) == hint
+    assert recipe_place_hint(str(tmp_path / "recipe" / "m1.yaml"), None, NOT_FOUND) == hint
+    assert recipe_place_hint(str(tmp_path / "recipe" / "m1"), str(tmp_path), NOT_FOUND) == hint
     (tmp_path / "loose.yaml").write_text("# @package _global_\n")
-    assert recipe_place_hint(str(tmp_path / "loose.yaml"), None) == (
+    assert recipe_place_hint(str(tmp_path / "loose.yaml"), None, NOT_FOUND) == (
         f"; recipe= takes a recipe's name, not its path: put it in {tmp_path}/recipe/ and give -cd {tmp_path} "
         "recipe=loose")
+
+
+@pytest.mark.parametrize("given", ["recipe/m1.yaml", "recipe/m1", "link/m1.yaml"])
+def test_a_path_to_a_recipe_hydra_finds_by_its_name_is_told_the_name_alone(tmp_path, given):
+    """A path to one of the project's recipes (recipes/m1.yaml, configs/recipe being a link to recipes/) was told
+    to put it in recipes/recipe/ and give -cd recipes: Hydra finds it as recipe=m1 already."""
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "m1.yaml").write_text("# @package _global_\n")
+    (tmp_path / "link").symlink_to(tmp_path / "recipe")
+    found = {"m1": str(tmp_path / "recipe" / "m1.yaml")}.get
+    assert recipe_place_hint(str(tmp_path / given), None, found) == (
+        "; recipe= takes a recipe's name, not its path: write recipe=m1")
+    (tmp_path / "elsewhere").mkdir()  # a file of the same name that is not the one Hydra finds: how to run it
+    (tmp_path / "elsewhere" / "m1.yaml").write_text("# @package _global_\n")
+    assert recipe_place_hint(str(tmp_path / "elsewhere" / "m1.yaml"), None, found) == (
+        f"; recipe= takes a recipe's name, not its path: put it in {tmp_path}/elsewhere/recipe/ and give "
+        f"-cd {tmp_path}/elsewhere recipe=m1")
 
 
 def test_a_config_dir_that_is_the_recipe_folder_itself_is_told_its_parent(tmp_path):
     (tmp_path / "recipe").mkdir()
     (tmp_path / "recipe" / "m1.yaml").write_text("# @package _global_\n")
-    assert recipe_place_hint("m1", str(tmp_path / "recipe")) == (
+    assert recipe_place_hint("m1", str(tmp_path / "recipe"), NOT_FOUND) == (
         f"; -cd {tmp_path / 'recipe'} holds m1.yaml but no recipe/ folder, where Hydra looks: use -cd {tmp_path} "
         "recipe=m1")
 
@@ -116,4 +134,4 @@ def test_no_hint_where_no_such_file_is_in_sight(tmp_path, name, config_dir):
     (tmp_path / "recipe").mkdir()
     (tmp_path / "recipe" / "m1.yaml").write_text("# @package _global_\n")
     config_dir = config_dir and config_dir.format(tmp=tmp_path)
-    assert recipe_place_hint(name.format(tmp=tmp_path), config_dir) == ""
+    assert recipe_place_hint(name.format(tmp=tmp_path), config_dir, NOT_FOUND) == ""

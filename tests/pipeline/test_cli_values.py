@@ -194,6 +194,23 @@ def test_a_recipe_given_as_its_files_path_or_beside_a_config_dir_that_is_its_fol
         f"looks: use -cd {tmp_path} recipe=m1 (recipes: ")
 
 
+@pytest.mark.parametrize("given, hint", [
+    ("{recipes}/mamba_130m.yaml", "recipe= takes a recipe's name, not its path: write recipe=mamba_130m"),
+    ("{configs}/recipe/mamba_130m", "recipe= takes a recipe's name, not its path: write recipe=mamba_130m"),
+    ("recipes/mamba_130m.yaml", "did you mean recipe=mamba_130m?"),  # no such file here: the name is a recipe's
+    ("{recipes}/quickstrat.yaml", "did you mean recipe=quickstart?"),
+    ("elsewhere/quickstrat", "did you mean recipe=quickstart?"),
+])
+def test_a_path_to_the_projects_own_recipe_is_told_its_name(tmp_path, monkeypatch, given, hint):
+    """recipe=recipes/mamba_130m.yaml was told to put it in recipes/recipe/ and give -cd recipes (the project's
+    recipes/ is its recipe group, configs/recipe a link to it); from another directory, with no such file there,
+    it was `did you mean recipe=bench_mamba_130m?`, the name matched with its folder and .yaml."""
+    monkeypatch.chdir(tmp_path)
+    given = given.format(recipes=Path(CONFIG_DIR).parent / "recipes", configs=CONFIG_DIR)
+    assert bad_value_problem([f"recipe={given}"]) == (
+        f"recipe={given}: no such recipe; {hint} (recipes: {', '.join(RECIPES)})")
+
+
 @pytest.mark.parametrize("spelling", ["file://{}", "{}"])
 def test_a_searchpaths_recipes_and_groups_are_options_too(tmp_path, spelling):
     """With hydra.searchpath a missing recipe was Hydra's `In 'config': Could not find 'recipe/opt'`
