@@ -66,6 +66,7 @@ class ParsedCommandLine(NamedTuple):
     config_dir: Optional[str]  # its --config-dir, an existing folder ('' is the working directory); None for none
     overrides: list[str]
     searchpath: list[str]  # the hydra.searchpath it sets (_command_line_searchpath)
+    multirun: bool  # -m: a sweep's jobs, each of one value of the sweeps (dtype=a,b)
 
 
 def unknown_key_problem(args: ParsedCommandLine) -> Optional[str]:
@@ -133,7 +134,7 @@ def parse_command_line(argv: list[str]) -> Optional[ParsedCommandLine]:
         return None
     if args.config_dir is not None and not os.path.isdir(os.path.abspath(args.config_dir)):
         return None
-    return ParsedCommandLine(args.config_dir, args.overrides, _command_line_searchpath(args.overrides))
+    return ParsedCommandLine(args.config_dir, args.overrides, _command_line_searchpath(args.overrides), args.multirun)
 
 
 def _changed_keys(overrides: list[str], groups: set[str]) -> list[str]:

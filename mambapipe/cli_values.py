@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException, ValidationError
 from mambapipe.cli_keys import ParsedCommandLine
 from mambapipe.cli_paths import recipe_place_hint
 from mambapipe.config import CONFIG_DIR, MambapipeConfig, ModelConfig, close_key, key_shape
-from mambapipe.pipeline.runner import hydra_in_quotes
+from mambapipe.pipeline.runner import config_dir_arguments, hydra_in_quotes, program_name
 from mambapipe.pipeline.step import first_line
 
 if TYPE_CHECKING:
@@ -76,6 +76,72 @@ def bad_value_problem(args: ParsedCommandLine) -> Optional[str]:
     except HydraInternalsChanged:
         return None
     return None
+
+
+def unswept_sweep_problem(args: ParsedCommandLine) -> Optional[str]:
+    """The first sweep (dtype=a,b, choice(a,b), range(1,3)) of a command line without -m, as one line: the command
+    with -m, and for a key that takes a list (steps=a,b) the list. Hydra's own report ('Ambiguous value', 'Sweep
+    parameters ... requires --multirun') spans four lines, and first suggests key=[a,b] for any key, which the value
+    check refuses for a key that takes one value. Sweeps of Hydra's own settings are Hydra's to report (it sweeps
+    none of them, -m or not)."""
+    if args.multirun:
+        return None
+    parser = OverridesParser.create()
+    for text in args.overrides:
+        try:
+            override = parser.parse_override(text)
+        except HydraException:
+            continue
+        if not override.is_sweep_override() or override.is_hydra_override():
+            continue
+        config_dir = config_dir_arguments([args.config_dir] if args.config_dir is not None else [])
+        command = " ".join([program_name(), "-m", *map(shlex.quote, [*config_dir, *args.overrides])])
+        if override.value_type != ValueType.SIMPLE_CHOICE_SWEEP:  # choice(a,b), range(1,3), glob(*)
+            return f"{text}: a sweep runs with -m: `{command}`"
+        listed, (section, takes_list) = "", key_shape(override.key_or_group)
+        if takes_list and section is None:  # a list of values (steps), not of groups of settings (eval.scenarios)
+            items = list(override.sweep_iterator())
+            listed = f", or for a list write {_assignment(override.key_or_group, items, in_yaml=False)}"
+        return f"{text}: a comma-separated value for a key without -m is a sweep: add -m (`{command}`){listed}"
+    return None
+
+
+def spaced_sweep_problem(args: ParsedCommandLine) -> Optional[str]:
+    """A sweep's values split by spaces (-m dtype=float32 bfloat16, or dtype=float32, bfloat16), which Hydra's
+    grammar refuses at the word after the space, as one line with the values joined by commas. Only where each
+    joined value is one its key takes: -m plan_only=true quickstart is not a sweep of plan_only (grammar_problem
+    says what an override reads)."""
+    if not args.multirun:
+        return None
+    parser, words = OverridesParser.create(), args.overrides
+    for index, text in enumerate(words):
+        try:
+            parser.parse_override(text)
+            continue
+        except HydraException:
+            joined = _joined_sweep(words, index)
+        try:
+            fits = joined is not None and parser.parse_override(joined).is_sweep_override() \
+                and bad_value_problem(args._replace(overrides=[joined])) is None
+        except HydraException:
+            fits = False
+        if not fits:
+            return None  # grammar_problem reports the word
+        what = "" if "=" in text else " not an override, which reads key=value;"
+        return f"{text}:{what} a sweep's values are separated by commas, not spaces: write {shlex.quote(joined)}"
+    return None
+
+
+def _joined_sweep(words: list[str], index: int) -> Optional[str]:
+    """The override that the word at `index` is likely a sweep's value of, whole: the override before it (or at it,
+    ending in a comma) joined with the words after it up to the next override, a comma between each (dtype=float32
+    bfloat16, or dtype=float32, bfloat16: dtype=float32,bfloat16); None for no such words."""
+    start = next((i for i in range(index, -1, -1) if "=" in words[i]), None)
+    end = next((i for i in range(index + 1, len(words)) if "=" in words[i]), len(words))
+    if start is None or end - start < 2:
+        return None
+    values = [word.strip(",") for word in words[start + 1:end]]
+    return ",".join([words[start].rstrip(","), *filter(None, values)])
 
 
 def unchosen_model_problem(args: ParsedCommandLine) -> Optional[str]:

@@ -267,6 +267,11 @@ def test_a_mistyped_key_beside_a_config_dir_is_one_line_too(tmp_path):
     (["recipe=[]"], "FAILED recipe=[]: a run takes one recipe, and [] picks none: write recipe=NAME (recipes: "),
     (["-m", "recipe=quickstart,"], "FAILED recipe=quickstart,: Hydra cannot parse an empty value between commas: "
                                    "write recipe=quickstart\n"),  # Hydra: 4 lines, not naming the override
+    (["recipe=quickstart,mamba_130m"], "FAILED recipe=quickstart,mamba_130m: a comma-separated value for a key "
+     "without -m is a sweep: add -m (`python -m mambapipe -m recipe=quickstart,mamba_130m plan_only=true "
+     "hydra.run.dir=run hydra.sweep.dir=sweep`)\n"),  # Hydra: 'Ambiguous value', 4 lines, first a list to write
+    (["-m", "dtype=float32", "bfloat16"], "FAILED bfloat16: not an override, which reads key=value; a sweep's values "
+                                          "are separated by commas, not spaces: write dtype=float32,bfloat16\n"),
 ])
 def test_a_bad_recipe_model_or_value_is_one_line_before_any_job(tmp_path, args, line):
     """Hydra's own errors span 5 to 20 lines (a missing recipe's lists the search path); a sweep stops before any

@@ -5,6 +5,7 @@ passes."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from dataclasses import fields
@@ -18,10 +19,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from mambapipe import cli_values
+from mambapipe.cli_keys import parse_command_line
 from mambapipe.config import CONFIG_DIR, ArchConfig, BuildConfig, EvalConfig, register_configs
 
 bad_value_problem = on_argv(cli_values.bad_value_problem)
 unchosen_model_problem = on_argv(cli_values.unchosen_model_problem)
+unswept_sweep_problem = on_argv(cli_values.unswept_sweep_problem)
+spaced_sweep_problem = on_argv(cli_values.spaced_sweep_problem)
 
 RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
@@ -132,6 +136,71 @@ def test_a_list_hint_reads_back_as_the_list_of_the_value_given(value):
                                         ("tp_size=choice(1,2.5)", "tp_size=2.5: Value '2.5'")])
 def test_each_value_of_a_sweep_is_checked_and_named_alone(sweep, bad):
     assert bad_value_problem(["-m", sweep, "plan_only=true"]).startswith(bad)
+
+
+SWEEP_WITHOUT_M = "a comma-separated value for a key without -m is a sweep: add -m"
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["recipe=quickstart,mamba_130m"], f"{SWEEP_WITHOUT_M} (`python -m mambapipe -m recipe=quickstart,mamba_130m`)"),
+    (["-cd", "{tmp}", "steps=download,convert", "plan_only=true"],
+     f"{SWEEP_WITHOUT_M} (`python -m mambapipe -m --config-dir {{tmp}} steps=download,convert plan_only=true`), "
+     "or for a list write steps=[download,convert]"),
+    (["model.allow_patterns=*.json,a b"],
+     f"{SWEEP_WITHOUT_M} (`python -m mambapipe -m 'model.allow_patterns=*.json,a b'`), or for a list write "
+     "'model.allow_patterns=[*.json,a b]'"),
+    (["eval.scenarios=1,2"], f"{SWEEP_WITHOUT_M} (`python -m mambapipe -m eval.scenarios=1,2`)"),  # not a list of 1s
+    (["dtype=choice(float32,bfloat16)"], "a sweep runs with -m: `python -m mambapipe -m 'dtype=choice(float32,"
+                                         "bfloat16)'`"),
+])
+def test_a_sweep_without_m_is_one_line_with_the_command_that_runs_it(tmp_path, argv, problem):
+    """Hydra's 'Ambiguous value' report spans four lines and first suggests key=[value1,value2], a list that the
+    value check refuses for a key of one value (recipe=[a,b] would merge the recipes): the list form is offered for a
+    key that takes a list alone."""
+    argv = [word.format(tmp=tmp_path) for word in argv]
+    override = next(word for word in argv if "," in word)
+    assert unswept_sweep_problem(argv) == f"{override}: {problem.format(tmp=tmp_path)}"
+    for written in re.findall(r"`([^`]*)`|write (.*)$", problem.format(tmp=tmp_path)):
+        words = shlex.split("".join(written))
+        assert parse_command_line(words[3:] if words[0] == "python" else words) is not None  # it reads back
+
+
+@pytest.mark.parametrize("argv", [["-m", "recipe=quickstart,mamba_130m"], ["steps=[download,convert]"],
+                                  ["model.name='a,b'"], ["hydra.job.name=a,b"]])  # Hydra's settings: Hydra's
+def test_a_sweep_with_m_or_a_comma_in_a_list_or_quotes_passes(argv):
+    assert unswept_sweep_problem(argv) is None
+
+
+SPACED = "a sweep's values are separated by commas, not spaces: write "
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["-m", "dtype=float32", "bfloat16"], "bfloat16: not an override, which reads key=value; " + SPACED
+     + "dtype=float32,bfloat16"),
+    (["-m", "dtype=float32", "bfloat16", "float16", "plan_only=true"], "bfloat16: not an override, which reads "
+     "key=value; " + SPACED + "dtype=float32,bfloat16,float16"),
+    (["-m", "dtype=float32,", "bfloat16"], "dtype=float32,: " + SPACED + "dtype=float32,bfloat16"),  # was: write
+    (["-m", "dtype=float32", ",", "bfloat16"], ",: not an override, which reads key=value; " + SPACED  # float32
+     + "dtype=float32,bfloat16"),
+    (["-m", "recipe=quickstart", "mamba_130m"], "mamba_130m: not an override, which reads key=value; " + SPACED
+     + "recipe=quickstart,mamba_130m"),
+    (["-m", "model.name=my", "model"], "model: not an override, which reads key=value; " + SPACED
+     + "model.name=my,model"),  # a guess: a string takes either
+])
+def test_a_space_between_a_sweeps_values_is_told_to_write_a_comma(argv, problem):
+    """`-m dtype=float32 bfloat16` was told 'bfloat16: not an override, which reads key=value', not what to write;
+    `-m dtype=float32, bfloat16` to write dtype=float32, leaving bfloat16 out."""
+    assert spaced_sweep_problem(argv) == problem
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "plan_only=true", "quickstart"],  # not a value of plan_only: grammar_problem's 'not an override'
+    ["-m", "dtype=float32", "float8"], ["-m", "recipe=quickstart", "quickstrat"],
+    ["-m", "bfloat16", "dtype=float32"], ["-m", "dtype=float32"],
+    ["dtype=float32", "bfloat16"],  # without -m a value with a space may be meant as much as a sweep
+])
+def test_words_that_are_not_a_sweeps_values_are_left_to_the_grammar_check(argv):
+    assert spaced_sweep_problem(argv) is None
 
 
 def as_overrides(node: Any, prefix: str = "") -> list[str]:
