@@ -40,27 +40,43 @@ def main() -> None:
         end_quietly_on_broken_pipe()
 
 
-# What a launcher tells each process it starts: how many it started (the world size), and which one this is.
-_LAUNCHER_VARIABLES = (("torchrun", "WORLD_SIZE", "RANK"), ("mpirun", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
-                       ("mpirun", "PMI_SIZE", "PMI_RANK"))
+# What a launcher tells each process it starts: how many it started (the world size), which one this is, and how many
+# it started on this node (a variable of the launcher's; the world size counts the ranks of every node).
+_LAUNCHER_VARIABLES = (("torchrun", "WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE"),
+                       ("mpirun", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+                       ("mpirun", "PMI_SIZE", "PMI_RANK", "MPI_LOCALNRANKS"))
 
 
 def _refuse_to_run_as_one_of_several_ranks() -> None:
     """mambapipe starts its own tp_size ranks (mambapipe.parallel). Started as one of several ranks itself
     (`torchrun --nproc-per-node 2 -m mambapipe`), each would run the whole pipeline and launch ranks of its own: a
-    usage error (exit 2), said by the first rank alone. Its own ranks (mambapipe.evaluate.worker, mambapipe.engine)
-    and a sweep's jobs (mambapipe.sweep.child, submitit's) are started otherwise, not through here."""
+    usage error (exit 2), said by the first rank alone, with the command that runs it over as many GPUs of one node
+    (tp_size: one engine's ranks are of one node). A command line that runs no step (--version, --help, --cfg job,
+    `cache ls`: cli_keys.runs_no_step) has nothing to run in parallel: the first rank runs it as without the launcher
+    and the others exit 0. Its own ranks (mambapipe.evaluate.worker, mambapipe.engine) and a sweep's jobs
+    (mambapipe.sweep.child, submitit's) are started otherwise, not through here."""
     import os
     import shlex
 
-    for launcher, size_variable, rank_variable in _LAUNCHER_VARIABLES:
+    for launcher, size_variable, rank_variable, local_size_variable in _LAUNCHER_VARIABLES:
         size = os.environ.get(size_variable, "")
         if not (size.isdecimal() and int(size) > 1):
             continue
-        if os.environ.get(rank_variable, "0") == "0":
+        first = os.environ.get(rank_variable, "0") == "0"
+        from mambapipe.cli_keys import runs_no_step  # Hydra's parser, imported under a launcher alone
+
+        if runs_no_step(sys.argv[1:]):
+            if first:
+                return
+            sys.exit(0)
+        if first:
+            local_size = os.environ.get(local_size_variable, "")
+            gpus = local_size if local_size.isdecimal() and 0 < int(local_size) < int(size) else size
+            nodes = f" ({gpus} on each node)" if gpus != size else ""
             arguments = sys.argv[1:] if any(a.lstrip("+").startswith("tp_size=") for a in sys.argv[1:]) else \
-                [*sys.argv[1:], f"tp_size={size}"]
+                [*sys.argv[1:], f"tp_size={gpus}"]
             program = ["mambapipe"] if os.path.basename(sys.argv[0]) == "mambapipe" else ["python", "-m", "mambapipe"]
-            print(f"mambapipe was started as one of {size} ranks by {launcher}, but it starts its own tp_size ranks: "
-                  f"run `{shlex.join([*program, *arguments])}` without {launcher}", file=sys.stderr)
+            where = " on one node" if nodes else ""
+            print(f"mambapipe was started as one of {size} ranks{nodes} by {launcher}, but it starts its own tp_size "
+                  f"ranks: run `{shlex.join([*program, *arguments])}`{where} without {launcher}", file=sys.stderr)
         sys.exit(2)

@@ -3,6 +3,7 @@ naming the key it likely meant, where Hydra's own error spans six lines and sugg
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import shlex
@@ -125,16 +126,32 @@ def parse_command_line(argv: list[str]) -> Optional[ParsedCommandLine]:
     --config-dir that is no directory among its mistakes), or when its primary config may not be this one:
     another config (--config-name, --config-path), a rerun, or -sc (whose `install=bash` is no override). An empty
     --config-dir (`-cd "$DIR"` with DIR unset) is the working directory, as Hydra reads it."""
-    try:
-        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # argparse's usage, --version
-            args = get_args_parser().parse_args(argv)
-    except SystemExit:
-        return None
-    if args.shell_completion or args.config_path or args.config_name or args.experimental_rerun:
+    args = _hydra_arguments(argv)
+    if args is None or args.shell_completion or args.config_path or args.config_name or args.experimental_rerun:
         return None
     if args.config_dir is not None and not os.path.isdir(os.path.abspath(args.config_dir)):
         return None
     return ParsedCommandLine(args.config_dir, args.overrides, _command_line_searchpath(args.overrides), args.multirun)
+
+
+def runs_no_step(argv: list[str]) -> bool:
+    """Whether the command line runs no step: it shows something (--help, --hydra-help, --version, --info, --cfg),
+    prints tab completion's script (-sc), is a command of another program (`cache ls`), or is one Hydra's parser
+    refuses (it says so and exits). mambapipe.cli runs such a line on a launcher's first rank alone."""
+    if argv and argv[0] in OTHER_COMMANDS:
+        return True
+    args = _hydra_arguments(argv)
+    return args is None or bool(args.help or args.hydra_help or args.info or args.cfg or args.shell_completion)
+
+
+def _hydra_arguments(argv: list[str]) -> Optional[argparse.Namespace]:
+    """The command line as Hydra's own argument parser reads it; None where it exits instead (a mistake, or
+    --version)."""
+    try:
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # argparse's usage, --version
+            return get_args_parser().parse_args(argv)
+    except SystemExit:
+        return None
 
 
 def _changed_keys(overrides: list[str], groups: set[str]) -> list[str]:

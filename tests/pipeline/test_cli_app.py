@@ -150,6 +150,38 @@ def test_started_as_one_of_several_ranks_it_refuses_in_one_line_said_once(tmp_pa
     assert not (tmp_path / "outputs").exists()
 
 
+def test_on_several_nodes_the_suggested_tp_size_is_one_nodes_ranks(tmp_path):
+    """WORLD_SIZE counts the ranks of every node, while one engine's tp_size ranks are of one node: 8 ranks over 2
+    nodes was told to run tp_size=8."""
+    env = {**app_env(tmp_path), "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0"}
+    out = subprocess.run([sys.executable, "-m", "mambapipe", "eval.max_ite=3"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr == (
+        "mambapipe was started as one of 8 ranks (4 on each node) by torchrun, but it starts its own tp_size ranks: "
+        "run `python -m mambapipe eval.max_ite=3 tp_size=4` on one node without torchrun\n")
+
+
+@pytest.mark.parametrize("args, shows", [(["--version"], "mambapipe "), (["--help"], "mambapipe: download"),
+                                         (["--cfg", "job", "dtype=bfloat16"], "dtype: bfloat16"),
+                                         (["-sc", "install=bash"], "hydra_bash_completion"),
+                                         (["cache", "ls"], "")])
+def test_a_command_line_that_runs_no_step_runs_once_under_a_launcher(tmp_path, args, shows):
+    """--version, --help, --cfg job, -sc and another program's command (cache ls) were refused under torchrun with
+    a command that added tp_size=2 to them: they run nothing in parallel, so rank 0 runs them, the others exit 0."""
+    outputs = []
+    for this_rank in ("0", "1"):
+        env = {**app_env(tmp_path), "WORLD_SIZE": "2", "RANK": this_rank, "LOCAL_RANK": this_rank}
+        outputs.append(subprocess.run([sys.executable, "-m", "mambapipe", *args], cwd=tmp_path, env=env,
+                                      capture_output=True, text=True, timeout=120))
+    first, other = outputs
+    assert "tp_size" not in first.stderr and "started as one of" not in first.stderr, first.stderr
+    if args[0] == "cache":  # the app's own line for it, exit 2
+        assert first.returncode == 2 and "run `mambapipe-cache ls`" in first.stderr, first.stderr
+    else:
+        assert first.returncode == 0 and shows in first.stdout, first.stdout + first.stderr
+    assert (other.returncode, other.stdout, other.stderr) == (0, "", "")
+
+
 def test_one_rank_of_a_launcher_runs_as_it_is(tmp_path):
     """torchrun --nproc-per-node 1 starts one copy: nothing runs twice."""
     out = subprocess.run([sys.executable, "-m", "mambapipe", "--version"], cwd=tmp_path, capture_output=True, text=True,

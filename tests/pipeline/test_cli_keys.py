@@ -12,7 +12,7 @@ from cli_checks import on_argv
 from omegaconf import OmegaConf
 
 from mambapipe import cli_keys
-from mambapipe.cli_keys import OTHER_COMMANDS, other_command_problem
+from mambapipe.cli_keys import OTHER_COMMANDS, other_command_problem, runs_no_step
 from mambapipe.config import CONFIG_DIR
 
 unknown_key_problem = on_argv(cli_keys.unknown_key_problem)
@@ -152,3 +152,14 @@ def test_the_programs_pointed_to_are_the_console_scripts_and_modules_that_exist(
         assert script_module == other.module or script_module.startswith(other.module + "."), other
         module_file = Path(CONFIG_DIR).parent.joinpath(*other.module.split("."))
         assert (module_file / "__main__.py").is_file() or "__main__" in module_file.with_suffix(".py").read_text()
+
+
+@pytest.mark.parametrize("argv, runs_none", [
+    (["--version"], True), (["--help"], True), (["--he"], True), (["--hydra-help"], True), (["--info"], True),
+    (["--cfg", "job", "dtype=bfloat16"], True), (["-sc", "install=bash"], True), (["cache", "ls"], True),
+    (["sweep", "summarize", "s"], True), (["--no-such-option"], True),  # Hydra's parser refuses it and exits
+    ([], False), (["dtype=bfloat16"], False), (["-m", "dtype=float32,bfloat16"], False), (["plan_only=true"], False),
+])
+def test_a_command_line_that_runs_no_step_is_told_apart(argv, runs_none):
+    """What mambapipe.cli runs on a launcher's first rank alone, where a run is refused."""
+    assert runs_no_step(argv) is runs_none
