@@ -93,23 +93,23 @@ class ModelSpec:
 
     # ---- tensor parallelism -------------------------------------------------------------------
 
-    def tp_problems(self, tp_size: int, keys: str = "") -> list[str]:
-        """Why this model cannot be split `tp_size` ways (empty when it can), naming the sizes as the fields they
-        come from, each after `keys` (`model.arch.` for a config's): a derived size such as d_inner is written
-        out as its formula, since no key of that name exists to change."""
+    def tp_problems(self, tp_size: int) -> list[str]:
+        """Why this model cannot be split `tp_size` ways (empty when it can)."""
         if tp_size < 1:
             return [f"tp_size must be >= 1, got {tp_size}"]
-        if tp_size == 1:
-            return []
-        expand, hidden = f"{keys}expand", f"{keys}hidden_size"
+        return [f"{size} is not divisible by tp_size={tp_size}" for size in self.tp_misfits(tp_size)]
+
+    def tp_misfits(self, tp_size: int) -> list[str]:
+        """The sizes a split `tp_size` ways (>= 1) must divide and does not, each as `name=value`: a derived size
+        such as d_inner is followed by the config fields it comes from, since no field of that name exists to
+        change (found by QA: 'd_inner=194' alone sent the user looking for one)."""
         # lm_head is split by vocab rows on every rank (Mamba1 too), so the vocab must divide as well.
-        sizes = [(f"d_inner = {expand} × {hidden} = {self.expand} × {self.hidden_size} = ", self.intermediate_size),
-                 (f"{keys}vocab_size=", self.vocab_size)]
+        sizes = [(f"d_inner={self.intermediate_size} (expand × hidden_size)", self.intermediate_size),
+                 (f"vocab_size={self.vocab_size}", self.vocab_size)]
         if self.is_mamba2:
-            sizes += [(f"{keys}n_groups=", self.n_groups),
-                      (f"heads = {expand} × {hidden} / {keys}head_dim = {self.expand} × {self.hidden_size} / "
-                       f"{self.head_dim} = ", self.num_heads)]
-        return [f"{what}{n} is not divisible by tp_size={tp_size}" for what, n in sizes if n % tp_size]
+            sizes += [(f"n_groups={self.n_groups}", self.n_groups),
+                      (f"heads={self.num_heads} (d_inner / head_dim)", self.num_heads)]
+        return [what for what, n in sizes if n % tp_size]
 
     # ---- sizes, for the benchmark's bandwidth floor ------------------------------------------
 

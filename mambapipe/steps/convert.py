@@ -42,11 +42,11 @@ class ConvertStep:
         tp_size = int(params["tp_size"])
         if tp_size < 1:  # no fault of model.arch's; as the build step says it, so that the plan says it once
             raise StepError(f"tp_size must be >= 1, got {tp_size}")
-        problems = spec.tp_problems(tp_size, keys="model.arch.")
-        if problems:
-            fits = [str(tp) for tp in TP_SIZES if not spec.tp_problems(tp)]
-            raise StepError(f"tp_size={params['tp_size']} does not fit model.arch: {'; '.join(problems)}; it runs "
-                            f"with tp_size={' or '.join(filter(None, [', '.join(fits[:-1]), fits[-1]]))}")
+        misfits = spec.tp_misfits(tp_size)
+        if misfits:  # the fix first and the sizes after, short: a sweep's table shows this line in a narrow column
+            fits = [str(tp) for tp in TP_SIZES if not spec.tp_misfits(tp)]
+            raise StepError(f"tp_size={tp_size} does not fit model.arch: use tp_size={_one_of(fits)}; {tp_size} "
+                            f"does not divide {_one_of(misfits)}")
 
     def check_upstream(self, params: dict[str, Any], upstream: dict[str, dict[str, Any]]) -> None:
         """model.arch against the checkpoint of a local model.path, read as run() will read its links, so that a
@@ -78,6 +78,11 @@ class ConvertStep:
             raise StepError(_source_error(e, model_dir, download)) from None
         revision = (download.get("environment") or {}).get("commit")  # the hub commit download pinned, if any
         return facts | ({"source_revision": revision} if revision else {})
+
+
+def _one_of(items: list[str]) -> str:
+    """'a', 'a or b', 'a, b or c'."""
+    return " or ".join(filter(None, [", ".join(items[:-1]), items[-1]]))
 
 
 def check_matches_arch(arch: dict[str, Any], found: SourceInfo, source_dir: str) -> None:
