@@ -15,7 +15,7 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import ContextManager, Iterator, Optional
 
 from mambapipe.pipeline.disk import filling
@@ -230,9 +230,10 @@ def _found_unreachable(exc: Exception) -> None:
 
 
 @contextmanager
-def progress_bars(shown: bool, library: ModuleType) -> Iterator[None]:
-    """A Hugging Face library's own progress bars (huggingface_hub.utils' downloads, datasets' split generation)
-    hidden for the block where the run's `progress` setting hides mambapipe's; both libraries have these switches."""
+def progress_bars(shown: bool, library: ModuleType | SimpleNamespace) -> Iterator[None]:
+    """A Hugging Face library's own progress bars (huggingface_hub.utils' downloads, datasets' split generation,
+    transformers' weight loading through transformers_progress_switches) hidden for the block where the run's
+    `progress` setting hides mambapipe's; the first two libraries have these switches."""
     if shown or library.are_progress_bars_disabled():
         yield
         return
@@ -241,3 +242,13 @@ def progress_bars(shown: bool, library: ModuleType) -> Iterator[None]:
         yield
     finally:
         library.enable_progress_bars()
+
+
+def transformers_progress_switches() -> SimpleNamespace:
+    """transformers' progress-bar switches (its own tqdm's, "Loading weights" among them) under the names
+    progress_bars calls: transformers names them in the singular."""
+    from transformers.utils import logging as transformers_logging
+
+    return SimpleNamespace(are_progress_bars_disabled=lambda: not transformers_logging.is_progress_bar_enabled(),
+                           disable_progress_bars=transformers_logging.disable_progress_bar,
+                           enable_progress_bars=transformers_logging.enable_progress_bar)

@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
+import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 
+from mambapipe import hub
 from mambapipe.backends.base import GenerationOutput, Limits, SamplingConfig
 from mambapipe.dtypes import TORCH_DTYPES
 from mambapipe.models import MAMBA1, MAMBA2, ModelSpec
 from mambapipe.peak_memory import peak_memory_mb
 
 HF_MODEL_TYPES = {"mamba": MAMBA1, "mamba2": MAMBA2}
+# transformers' warning, one per kernel, that a Mamba kernel runs its PyTorch reference; the logger that says it.
+_FALLBACK_WARNING = re.compile(r"is falling back to its reference PyTorch implementation because `([\w-]+)` is not "
+                               "installed")
+_KERNELS_LOGGER = "transformers.integrations.hub_kernels"
+
+log = logging.getLogger(__name__)
 
 
 def hf_norms_groups() -> bool:
@@ -65,6 +75,40 @@ def spec_from_hf_config(config) -> ModelSpec:
         return ModelSpec(MAMBA2, head_dim=config.head_dim, n_groups=config.n_groups,
                          chunk_size=config.chunk_size, **common)
     return ModelSpec(MAMBA1, time_step_rank=config.time_step_rank, **common)
+
+
+class _FallbackKernels(logging.Filter):
+    """Drops transformers' fallback-kernel warnings, noting the packages they name; any other record passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.missing: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = _FALLBACK_WARNING.search(record.getMessage())
+        if found:
+            self.missing.add(found[1])
+        return not found
+
+
+@contextmanager
+def quiet_transformers(show_progress: bool) -> Iterator[None]:
+    """transformers as the run's `progress` setting wants it: its progress bars (loading weights) only where
+    mambapipe's show. Its warnings that Mamba's kernels fall back to PyTorch (four, without mamba_ssm and
+    causal_conv1d, as on any CPU machine) are expected, not a fault: they are said once, in one line of the run's log
+    (its console and mambapipe.log), rather than as four of transformers' own lines on the console alone. Its other
+    messages, errors among them, are untouched."""
+    fallbacks = _FallbackKernels()
+    kernels_logger = logging.getLogger(_KERNELS_LOGGER)
+    kernels_logger.addFilter(fallbacks)
+    try:
+        with hub.progress_bars(show_progress, hub.transformers_progress_switches()):
+            yield
+    finally:
+        kernels_logger.removeFilter(fallbacks)
+    if fallbacks.missing:  # transformers warns once a process, so a second comparison in it says nothing
+        log.info("eval.compare_hf: transformers runs Mamba's PyTorch reference kernels, correct but slower than "
+                 "the optimized ones of %s (not installed)", " and ".join(sorted(fallbacks.missing)))
 
 
 class _FirstTokenClock:

@@ -18,7 +18,7 @@ from mambapipe.backends.base import Generator
 from mambapipe.evaluate import METRICS_FILE, benchmark, summarize
 from mambapipe.evaluate.data import load_articles
 from mambapipe.evaluate.floor import device_bandwidth
-from mambapipe.evaluate.hf_reference import HFGenerator, hf_reference_problem
+from mambapipe.evaluate.hf_reference import HFGenerator, hf_reference_problem, quiet_transformers
 from mambapipe.evaluate.prompts import FIX_LOCAL_TOKENIZER, REDOWNLOAD, TokenizerBundle, load_tokenizer
 from mambapipe.evaluate.protocol import summarize_protocol
 from mambapipe.evaluate.report import print_report
@@ -130,11 +130,12 @@ def _compare_hf(job: EvalJob, bundle: TokenizerBundle, batches: list[list[summar
     if problem is not None:
         log.warning("eval.compare_hf skipped: %s", problem)
         return {"hf": {"skipped": problem}}
-    hf = HFGenerator(model_dir, dtype, job.params["device"])
-    try:
-        run = summarize.generate_batches(hf, batches, job.params["eval.output_len"], bundle.eos_id, "HF", show)
-    finally:
-        hf.close()
+    with quiet_transformers(show):
+        hf = HFGenerator(model_dir, dtype, job.params["device"])
+        try:
+            run = summarize.generate_batches(hf, batches, job.params["eval.output_len"], bundle.eos_id, "HF", show)
+        finally:
+            hf.close()
     texts = summarize.decode_outputs(bundle, run.output_ids)
     references = [s.reference for batch in batches for s in batch]
     return {"hf": {**rouge_scores(texts, references), "samples": len(references), "output_tokens": run.output_tokens,

@@ -52,3 +52,43 @@ def test_ungrouped_models_need_no_grouped_norm(tmp_path, monkeypatch):
 def test_non_hf_layouts_are_named(tmp_path):
     assert "no config.json" in hf_reference.hf_reference_problem(tmp_path)
     assert "model_type='mistral'" in hf_reference.hf_reference_problem(_model_dir(tmp_path, {"model_type": "mistral"}))
+
+
+# transformers' own words (transformers/integrations/hub_kernels.py), one of the four it says without the kernels.
+FALLBACK = ("`mamba_chunk_scan_combined` is falling back to its reference PyTorch implementation because `mamba_ssm` "
+            "is not installed. This is correct but much slower; install `mamba_ssm` for the optimized kernel.")
+
+
+@pytest.mark.parametrize("show_progress", [True, False])
+def test_transformers_progress_bars_follow_the_progress_setting(show_progress):
+    from transformers.utils import logging as transformers_logging
+
+    assert transformers_logging.is_progress_bar_enabled()
+    with hf_reference.quiet_transformers(show_progress):
+        assert transformers_logging.is_progress_bar_enabled() == show_progress  # its "Loading weights" bar
+    assert transformers_logging.is_progress_bar_enabled()
+
+
+def test_fallback_kernel_warnings_are_said_once_in_the_run_log_and_other_warnings_pass(caplog):
+    """Found by a new user: eval.compare_hf=true printed four of these on a machine without mamba_ssm. They are
+    emitted here as transformers does (warning_once would say each once a process, whichever test came first)."""
+    import logging
+
+    shown = []  # what reaches transformers' own handlers (its console line), which do not propagate to caplog's
+    transformers_root = logging.getLogger("transformers")
+    handler = logging.Handler()
+    handler.emit = lambda record: shown.append(record.getMessage())
+    transformers_root.addHandler(handler)
+    kernels = logging.getLogger("transformers.integrations.hub_kernels")
+    try:
+        with caplog.at_level("INFO", logger=hf_reference.__name__), hf_reference.quiet_transformers(False):
+            kernels.warning(FALLBACK)
+            kernels.warning(FALLBACK.replace("mamba_chunk_scan_combined", "causal_conv1d_fn")
+                            .replace("mamba_ssm", "causal_conv1d"))
+            kernels.warning("Failed to load kernel mamba-ssm: no such file")  # a real problem is still shown
+    finally:
+        transformers_root.removeHandler(handler)
+    assert shown == ["Failed to load kernel mamba-ssm: no such file"]
+    assert [r.getMessage() for r in caplog.records if r.name == hf_reference.__name__] == [
+        "eval.compare_hf: transformers runs Mamba's PyTorch reference kernels, correct but slower than the optimized "
+        "ones of causal_conv1d and mamba_ssm (not installed)"]
