@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -60,6 +61,7 @@ def _source_format(model_dir: Path) -> tuple[str, Optional[dict[str, Any]]]:
         return MISTRAL, None
     config = model_dir / "config.json"
     if not config.is_file():
+        _refuse_broken_link(config)
         raise ConvertError(f"{model_dir}: no config.json (nor params.json + {MISTRAL_WEIGHTS}); "
                            "not a Mamba checkpoint directory")
     cfg = load_json_object(config)
@@ -128,11 +130,20 @@ def weight_files(model_dir: Path) -> tuple[Path, ...]:
     for name in _WEIGHT_CANDIDATES:
         path = model_dir / name
         if not path.is_file():
+            _refuse_broken_link(path)
             continue
         if name.endswith(".index.json"):
             return _index_files(path)
         return (path,)
     raise ConvertError(f"{model_dir}: no weights found (looked for {', '.join(_WEIGHT_CANDIDATES)})")
+
+
+def _refuse_broken_link(path: Path) -> None:
+    """A ConvertError naming `path` and its target when it is a link to nothing: is_file() follows links, so such a
+    file would otherwise be reported as not there at all ('no weights found')."""
+    if path.is_symlink() and not path.exists():
+        target = path.parent / os.readlink(path)  # a relative target is relative to the link's directory
+        raise ConvertError(f"{path} is a link to {target}, which does not exist")
 
 
 def _index_files(index: Path) -> tuple[Path, ...]:

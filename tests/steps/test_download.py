@@ -465,6 +465,19 @@ def test_a_local_directory_download_refuses_is_not_compared_with_model_arch_too(
         problems
 
 
+@pytest.mark.parametrize("name, target", [("model.safetensors", "/moved/away/model.safetensors"),
+                                          ("config.json", "../config.json")])  # a relative target: from its dir
+def test_a_file_that_is_a_link_to_nothing_is_named_with_its_target(compose_config, tmp_path, local_copy, name,
+                                                                    target):
+    """Found by a new user: a model.safetensors linking to a file since moved was reported as 'no weights found'."""
+    copy = edited_copy(local_copy, tmp_path / "copy")
+    (copy / name).unlink()
+    (copy / name).symlink_to(target)
+    problems = plan_problems(compose_config, "model.source=local", f"model.path={copy}")
+    assert problems == [f"download: {copy / name} is a link to {copy / target}, which does not exist; fix the file "
+                        "or model.path"]
+
+
 def test_a_model_path_that_is_a_file_is_one_line_with_one_fix(compose_config, local_copy):
     config = local_copy / "config.json"
     problems = plan_problems(compose_config, "model.source=local", f"model.path={config}")
