@@ -53,6 +53,12 @@ _REPORT_START = re.compile(r"(?:\[rank\d+\]:|Traceback \(most recent call last\)
 _SIGNAL_EXIT = re.compile(r"exitcode\s*:\s*-(\d+)\b")  # torchrun's exit code of a rank a signal ended
 # mpirun's (Open MPI 4.1) line for a rank a signal ended; the PID it names is 0 in 4.1.4.
 _MPIRUN_SIGNALLED = re.compile(r"noticed that process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+)\b")
+# mpirun runs in a session of its own, so that a terminal's Ctrl-C (SIGINT to the foreground process group) does not
+# reach it besides the SIGTERM run_tree sends: Open MPI 4.1.4's mpirun, signalled again while it stops, exits without
+# removing its session directory (ompi.<host>.<uid>/pid.<pid> under TMPDIR, ~52 KB a run). Out of the terminal's
+# session the tty is not its controlling terminal, so job control never stops it for writing its ranks' output there
+# (`stty tostop`); stdin is /dev/null, so that mpirun neither reads the tty nor forwards keystrokes to rank 0.
+_LAUNCHER_POPEN = {"mpirun": {"start_new_session": True, "stdin": subprocess.DEVNULL}}
 _FAILED_RANK = (re.compile(r"rank\s*:\s*(\d+) \(local_rank"),  # torchrun's "Root Cause" summary
                 # mpirun's: the first process that exited non-zero; one that called MPI_Abort; one that exited
                 # without MPI_Finalize (or called abort)
@@ -163,7 +169,7 @@ def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "
         output = _RankOutput(Path(failures), log_stream)
         code = run_tree(f"the {nprocs} ranks ({launcher})", cmd, "stderr", output.show,
                         env=rank_environment(nprocs, launcher, failures), stderr=subprocess.PIPE, text=True,
-                        errors="replace")
+                        errors="replace", **_LAUNCHER_POPEN.get(launcher, {}))
         if code != 0:
             who, why = _first_failure(Path(failures), output.tail, code)
             where = f", output in {log_file}" if log_file else ""

@@ -1,7 +1,7 @@
 """mambapipe.parallel.launch under the real `mpirun` (Open MPI; written against 4.1.4): the rank that failed and why,
-a signal named in one line, more ranks than cores, a Ctrl-C that leaves no process behind, and mambapipe's refusal
-to run as one of a user's mpirun ranks. mpirun's transcripts, as captured from 4.1.4, are read in test_parallel.py,
-which runs everywhere."""
+a signal named in one line, more ranks than cores, a Ctrl-C that leaves no process (nor session directory) behind,
+and mambapipe's refusal to run as one of a user's mpirun ranks. mpirun's transcripts, as captured from 4.1.4, are
+read in test_parallel.py, which runs everywhere."""
 
 from __future__ import annotations
 
@@ -89,22 +89,32 @@ def _gone(process: psutil.Process) -> bool:
         return True
 
 
-def test_a_ctrl_c_stops_mpirun_and_its_ranks(rank_path, tmp_path):
-    """A SIGINT to our process alone: mpirun (whose ranks each run in a process group of their own) and the ranks
-    are gone when launch hands the KeyboardInterrupt back."""
-    pids = tmp_path / "pids"
+@pytest.mark.parametrize("to_the_group", [False, True], ids=["our process alone", "the terminal's process group"])
+def test_a_ctrl_c_stops_mpirun_and_its_ranks(rank_path, tmp_path, to_the_group):
+    """A SIGINT to our process alone, or to its process group as a terminal's Ctrl-C is: mpirun (whose ranks each run
+    in a process group of their own) and the ranks are gone when launch hands the KeyboardInterrupt back, and mpirun
+    has removed its session directory (ompi.<host>.<uid>/pid.<pid> under TMPDIR), which it left behind when the
+    terminal's SIGINT reached it besides launch's SIGTERM."""
+    pids, tmpdir = tmp_path / "pids", tmp_path / "tmp"
     pids.mkdir()
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(pids)], env={**os.environ, "PYTHONPATH": rank_path},
+    tmpdir.mkdir()
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(pids)], start_new_session=True,
+                              env={**os.environ, "PYTHONPATH": rank_path, "TMPDIR": str(tmpdir)},
                               stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while len(list(pids.iterdir())) < 2 and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     tree = psutil.Process(driver.pid).children(recursive=True)
     assert len(list(pids.iterdir())) == 2 and {int(p.read_text()) for p in pids.iterdir()} <= {p.pid for p in tree}
-    driver.send_signal(signal.SIGINT)
+    assert list(tmpdir.glob("ompi.*/pid.*"))  # where mpirun keeps its session, while it runs
+    if to_the_group:
+        os.killpg(driver.pid, signal.SIGINT)
+    else:
+        driver.send_signal(signal.SIGINT)
     _, err = driver.communicate(timeout=STRAGGLER_WAIT_S + 10)
     assert driver.returncode == 130, err
     assert [p for p in tree if not _gone(p)] == []
+    assert list(tmpdir.iterdir()) == []
 
 
 def test_mambapipe_started_by_a_users_mpirun_says_to_run_it_alone(tmp_path):
