@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import traceback
+import zlib
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
@@ -59,6 +60,9 @@ _MPIRUN_SIGNALLED = re.compile(r"noticed that process rank (\d+) with PID \d+ on
 # session the tty is not its controlling terminal, so job control never stops it for writing its ranks' output there
 # (`stty tostop`); stdin is /dev/null, so that mpirun neither reads the tty nor forwards keystrokes to rank 0.
 _LAUNCHER_POPEN = {"mpirun": {"start_new_session": True, "stdin": subprocess.DEVNULL}}
+# torch's DistNetworkError for a port another socket listens on (libuv's TCPStore, and the older one's).
+_ADDRESS_IN_USE = re.compile(r"EADDRINUSE|[Aa]ddress already in use")
+_JOB_PORTS = range(29500, 32768)  # see _default_master_port
 _FAILED_RANK = (re.compile(r"rank\s*:\s*(\d+) \(local_rank"),  # torchrun's "Root Cause" summary
                 # mpirun's: the first process that exited non-zero; one that called MPI_Abort; one that exited
                 # without MPI_Finalize (or called abort)
@@ -298,11 +302,28 @@ def init_distributed(device: str) -> tuple[int, int]:
     dist = torch.distributed
     if not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29500")
+        port_given = "MASTER_PORT" in os.environ
+        os.environ.setdefault("MASTER_PORT", _default_master_port())
         if device.startswith("cuda"):
             torch.cuda.set_device(_env_int("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK") or 0)
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=rank, world_size=world)
+        try:
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=rank, world_size=world)
+        except dist.DistNetworkError as err:  # rank 0 could not listen there
+            if not _ADDRESS_IN_USE.search(str(err)):
+                raise
+            chosen = "" if port_given else " (chosen from the MPI job's id, MASTER_PORT unset)"
+            raise StepError(f"rank 0 cannot listen on MASTER_PORT {os.environ['MASTER_PORT']}{chosen}: another "
+                            "program, or another run's ranks, use it; set MASTER_PORT to a free port") from err
     return dist.get_rank(), dist.get_world_size()
+
+
+def _default_master_port() -> str:
+    """Where the ranks meet without a MASTER_PORT: torch's 29500, or under an MPI launcher a port derived from the
+    job's id, which every rank of a job reads alike, so that two of a user's `mpirun -n 2 python -m mambapipe.engine`
+    at once do not both take 29500 (the second's rank 0 failed: EADDRINUSE). The ports lie below Linux's ephemeral
+    ones (32768 on), which the OS hands out to outgoing connections."""
+    job = os.environ.get("PMIX_NAMESPACE") or os.environ.get("OMPI_MCA_ess_base_jobid")
+    return "29500" if job is None else str(_JOB_PORTS[zlib.crc32(job.encode()) % len(_JOB_PORTS)])
 
 
 def end_with_the_launching_process() -> None:

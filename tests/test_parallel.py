@@ -8,6 +8,7 @@ import io
 import json
 import re
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,40 @@ def test_omp_num_threads_is_torchruns_default_set_before_torchrun_can(monkeypatc
 def test_mpirun_passes_the_failures_dir_to_its_ranks():
     command = parallel.launch_command(2, "m", [], launcher="mpirun")
     assert re.search(rf"-x {FAILURES_ENV}\b", " ".join(command))
+
+
+# Open MPI 4.1.4's job ids of two mpiruns (OMPI_MCA_ess_base_jobid; PMIX_NAMESPACE is the same number).
+@pytest.mark.parametrize("job_variable", ["PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"])
+def test_a_users_mpirun_jobs_meet_on_ports_of_their_own(monkeypatch, job_variable):
+    """Without MASTER_PORT, every rank of a job derives one port from the job's id, and two jobs two ports, where
+    all took torch's 29500 (the second job's rank 0 failed: EADDRINUSE); outside MPI it stays 29500."""
+    for name in ("PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"):
+        monkeypatch.delenv(name, raising=False)
+    assert parallel._default_master_port() == "29500"
+    ports = []
+    for job in ("79429633", "7995393"):
+        monkeypatch.setenv(job_variable, job)
+        ports.append(parallel._default_master_port())
+        assert parallel._default_master_port() == ports[-1]
+    assert ports[0] != ports[1] and all(29500 <= int(port) < 32768 for port in ports)
+
+
+@pytest.mark.parametrize("port_given", [True, False])
+def test_a_master_port_in_use_is_one_line_saying_to_set_master_port(monkeypatch, port_given):
+    """Rank 0 listens on MASTER_PORT; torch's DistNetworkError said EADDRINUSE in a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("RANK", "0")
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+        monkeypatch.setenv("MASTER_PORT", str(port))  # also so that what init_distributed sets is undone
+        if not port_given:  # the job's port, as derived, is the one taken
+            monkeypatch.delenv("MASTER_PORT")
+            monkeypatch.setattr(parallel, "_default_master_port", lambda: str(port))
+        with pytest.raises(StepError) as failed:
+            parallel.init_distributed("cpu")
+    chosen = "" if port_given else " (chosen from the MPI job's id, MASTER_PORT unset)"
+    assert str(failed.value) == (f"rank 0 cannot listen on MASTER_PORT {port}{chosen}: another program, or another "
+                                 "run's ranks, use it; set MASTER_PORT to a free port")

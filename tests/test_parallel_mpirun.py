@@ -127,3 +127,18 @@ def test_mambapipe_started_by_a_users_mpirun_says_to_run_it_alone(tmp_path):
     said = ("mambapipe was started as one of 2 ranks by mpirun, but it starts its own tp_size ranks: run `python -m "
             "mambapipe eval.max_ite=3 tp_size=2` without mpirun\n")
     assert said in out.stderr and out.stderr.count("mambapipe was started") == 1, out.stderr
+
+
+
+def test_two_of_a_users_mpirun_jobs_at_once_meet_on_ports_of_their_own(monkeypatch):
+    """`mpirun -n 2 python -m mambapipe.engine ...` twice at once, no MASTER_PORT: both took torch's 29500, and the
+    second job's rank 0 failed (EADDRINUSE). The ranks of a job agree on the port init_distributed sets, the two jobs
+    differ (test_parallel.py: a port taken is one line)."""
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    rank = "from mambapipe.parallel import _default_master_port; print(_default_master_port())"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path])}
+    jobs = [subprocess.Popen(["mpirun", "-n", "2", "--allow-run-as-root", "--oversubscribe", sys.executable, "-c",
+                              rank], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    ports = [job.communicate(timeout=30)[0].split() for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0]
+    assert len(set(ports[0])) == 1 and len(set(ports[1])) == 1 and ports[0] != ports[1], ports
