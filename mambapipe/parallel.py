@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -63,6 +64,10 @@ _LAUNCHER_POPEN = {"mpirun": {"start_new_session": True, "stdin": subprocess.DEV
 # torch's DistNetworkError for a port another socket listens on (libuv's TCPStore, and the older one's).
 _ADDRESS_IN_USE = re.compile(r"EADDRINUSE|[Aa]ddress already in use")
 _JOB_PORTS = range(29500, 32768)  # see _default_master_port
+UNNAMED_RANK = "a rank"  # who failed, where no record or launcher's line names the rank
+# Open MPI's reports (its show_help) stand between such rules; a `Name: value` line of one says what it refused.
+_MPIRUN_RULE = re.compile(r"^-{20,}$")
+_MPIRUN_DETAIL = re.compile(r"^\s*([A-Z][\w ]{0,20}):\s+(\S.*)$")
 _FAILED_RANK = (re.compile(r"rank\s*:\s*(\d+) \(local_rank"),  # torchrun's "Root Cause" summary
                 # mpirun's: the first process that exited non-zero; one that called MPI_Abort; one that exited
                 # without MPI_Finalize (or called abort)
@@ -177,6 +182,10 @@ def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "
         if code != 0:
             who, why = _first_failure(Path(failures), output.tail, code)
             where = f", output in {log_file}" if log_file else ""
+            complaint = mpirun_complaint(output.tail) if launcher == "mpirun" and who == UNNAMED_RANK else None
+            if complaint:
+                raise StepError(f"mpirun failed before starting the {nprocs} ranks (-m {module}{where}): {complaint}"
+                                f"{_mca_settings()}")
             raise StepError(f"{who} of {nprocs} ({launcher} -m {module}{where}) failed: {why}")
 
 
@@ -230,7 +239,32 @@ def _first_failure(failures_dir: Path, tail: Sequence[str], code: int) -> tuple[
         return f"rank {first['rank']}", first["line"]
     rank = failed_rank(tail)
     errors = [m.group(1).strip() for m in map(_RANK_ERROR.match, tail) if m]
-    return (f"rank {rank}" if rank is not None else "a rank"), (errors[-1] if errors else f"exit code {code}")
+    return (f"rank {rank}" if rank is not None else UNNAMED_RANK), (errors[-1] if errors else f"exit code {code}")
+
+
+def mpirun_complaint(output_lines: Sequence[str]) -> Optional[str]:
+    """mpirun's own reason for failing, in one line: its `mpirun: Error: ...` line, or the first sentence of its first
+    report between rules of dashes with the report's `Name: value` lines (`A requested component was not found, or
+    was unable to be opened (Host: vm, Framework: plm, Component: bogus)`); None where it printed neither."""
+    lines = [line.rstrip() for line in output_lines]
+    for i, line in enumerate(lines):
+        if line.startswith("mpirun: "):
+            return line.removeprefix("mpirun: ")
+        if not _MPIRUN_RULE.match(line):
+            continue
+        report = list(itertools.takewhile(lambda text: not _MPIRUN_RULE.match(text), lines[i + 1:]))
+        if report:  # else the rule that closed a report
+            paragraph = " ".join(itertools.takewhile(bool, (text.strip() for text in report)))
+            sentence = re.split(r"(?<=\.)\s", paragraph, maxsplit=1)[0].rstrip(":.")
+            details = [f"{m.group(1)}: {m.group(2)}" for m in map(_MPIRUN_DETAIL.match, report) if m]
+            return f"{sentence} ({', '.join(details)})" if details else sentence
+    return None
+
+
+def _mca_settings() -> str:
+    """Open MPI's settings in our environment (OMPI_MCA_*), which a failing mpirun may well have read."""
+    names = sorted(name for name in os.environ if name.startswith("OMPI_MCA_"))
+    return f"; check Open MPI's settings in the environment: {', '.join(names)}" if names else ""
 
 
 def _read_record(path: Path) -> Optional[dict]:

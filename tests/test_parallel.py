@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import signal
 import socket
@@ -307,3 +308,64 @@ def test_a_master_port_in_use_is_one_line_saying_to_set_master_port(monkeypatch,
     chosen = "" if port_given else " (chosen from the MPI job's id, MASTER_PORT unset)"
     assert str(failed.value) == (f"rank 0 cannot listen on MASTER_PORT {port}{chosen}: another program, or another "
                                  "run's ranks, use it; set MASTER_PORT to a free port")
+
+
+# Captured from Open MPI 4.1.4's mpirun failing before it started any rank: a bad OMPI_MCA_* setting (plm=bogus,
+# rmaps_base_mapping_policy=bogus, orte_default_hostfile=/nonexistent/hosts; the first of its reports), an option it
+# does not know.
+MPIRUN_OWN_FAILURES = {
+    "component": ("""\
+--------------------------------------------------------------------------
+A requested component was not found, or was unable to be opened.  This
+means that this component is either not installed or is unable to be
+used on your system (e.g., sometimes this means that shared libraries
+that the component requires are unable to be found/loaded).  Note that
+Open MPI stopped checking at the first component that it did not find.
+
+Host:      vm
+Framework: plm
+Component: bogus
+--------------------------------------------------------------------------
+--------------------------------------------------------------------------
+It looks like orte_init failed for some reason; your parallel process is
+likely to abort.  There are many reasons that a parallel process can
+--------------------------------------------------------------------------
+""", "A requested component was not found, or was unable to be opened (Host: vm, Framework: plm, Component: bogus)"),
+    "policy": ("""\
+--------------------------------------------------------------------------
+The specified mapping policy is not recognized:
+
+  Policy: bogus
+
+Please check for a typo or ensure that the option is a supported
+one.
+--------------------------------------------------------------------------
+""", "The specified mapping policy is not recognized (Policy: bogus)"),
+    "hostfile": ("""\
+--------------------------------------------------------------------------
+Open RTE was unable to open the hostfile:
+    /nonexistent/hosts
+Check to make sure the path and filename are correct.
+--------------------------------------------------------------------------
+""", "Open RTE was unable to open the hostfile: /nonexistent/hosts Check to make sure the path and filename are "
+        "correct"),
+    "option": ("""\
+mpirun: Error: unknown option "--bogus-flag"
+Type 'mpirun --help' for usage.
+""", 'Error: unknown option "--bogus-flag"'),
+}
+
+
+@pytest.mark.parametrize("transcript,complaint", MPIRUN_OWN_FAILURES.values(), ids=MPIRUN_OWN_FAILURES.keys())
+def test_mpirun_failing_before_any_rank_is_said_with_its_own_reason(monkeypatch, transcript, complaint):
+    """It was `a rank of 2 (mpirun -m m) failed: exit code 1`."""
+    _fake_launcher(monkeypatch, lambda say, failures: [say(line) for line in transcript.splitlines(keepends=True)])
+    monkeypatch.setattr(parallel, "launcher_problem", lambda launcher: None)  # mpirun need not be installed
+    for name in [name for name in os.environ if name.startswith("OMPI_MCA_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OMPI_MCA_plm", "bogus")
+    with pytest.raises(StepError) as failed:
+        launch(2, "m", launcher="mpirun")
+    assert str(failed.value) == (f"mpirun failed before starting the 2 ranks (-m m): {complaint}; check Open MPI's "
+                                 "settings in the environment: OMPI_MCA_plm")
+

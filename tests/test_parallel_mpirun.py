@@ -142,3 +142,14 @@ def test_two_of_a_users_mpirun_jobs_at_once_meet_on_ports_of_their_own(monkeypat
     ports = [job.communicate(timeout=30)[0].split() for job in jobs]
     assert [job.returncode for job in jobs] == [0, 0]
     assert len(set(ports[0])) == 1 and len(set(ports[1])) == 1 and ports[0] != ports[1], ports
+
+
+def test_mpirun_failing_before_any_rank_says_why_in_one_line(monkeypatch):
+    """A bad Open MPI setting: it was `a rank of 2 (mpirun -m m) failed: exit code 1`, mpirun's report above it."""
+    monkeypatch.setenv("OMPI_MCA_rmaps_base_mapping_policy", "bogus")
+    with pytest.raises(StepError) as failed:
+        launch(2, "m", launcher="mpirun")
+    assert str(failed.value).startswith("mpirun failed before starting the 2 ranks (-m m): The specified mapping "
+                                        "policy is not recognized (Policy: bogus); check Open MPI's settings in the "
+                                        "environment: ")
+    assert "OMPI_MCA_rmaps_base_mapping_policy" in str(failed.value)
