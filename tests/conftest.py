@@ -7,6 +7,7 @@ import errno
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -100,3 +101,32 @@ def disk_fills_writing(monkeypatch) -> Callable[..., None]:
         monkeypatch.setattr(Path, "write_bytes", half_written)
 
     return fill
+
+
+@pytest.fixture
+def ctrl_c_while_download_waits() -> Callable[..., tuple[int, str]]:
+    """ctrl_c_while_download_waits(command, cwd, env, cache, download_key): run `command` (a mambapipe run or sweep
+    on the cache `cache`) while this test holds the lock of the download artifact `download_key`, and press Ctrl-C
+    (SIGINT to its process group, as a terminal sends it) once the run says it waits there: inside the step, where a
+    fast step could not be caught. Its exit status, and its standard output and error together."""
+    from filelock import FileLock
+
+    from mambapipe.pipeline.store import LOCKS
+
+    def interrupt(command: list[str], cwd: Path, env: dict[str, str], cache: Path, download_key: str,
+                  timeout: float = 120) -> tuple[int, str]:
+        (cache / "download" / LOCKS).mkdir(parents=True, exist_ok=True)
+        with FileLock(str(cache / "download" / LOCKS / f"{download_key}.lock")):
+            process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, start_new_session=True,
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            lines = []
+            for line in process.stdout:
+                lines.append(line)
+                if "waiting for another run that is making download" in line:
+                    os.killpg(process.pid, signal.SIGINT)
+                    break
+            lines.append(process.communicate(timeout=timeout)[0])  # the lock held until it has stopped
+        return process.returncode, "".join(lines)
+
+    return interrupt

@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 from importlib import metadata
@@ -408,28 +407,14 @@ def test_a_reader_gone_in_the_middle_of_a_step_leaves_nothing_of_it_in_the_cache
     assert len([path for path in (store.root / "build").iterdir() if not path.name.startswith(".")]) == 1
 
 
-def test_ctrl_c_in_a_step_exits_130_with_the_resume_command(tmp_path):
+def test_ctrl_c_in_a_step_exits_130_with_the_resume_command(tmp_path, ctrl_c_while_download_waits):
     """Ctrl-C at the terminal (SIGINT to the process group) inside the download step: held there, waiting on
     the artifact's lock that this test holds, so the signal cannot come after a fast step has finished."""
-    from filelock import FileLock
-
-    from mambapipe.pipeline.store import LOCKS
-
     planned = run(COMMANDS["python -m"], tmp_path, "plan_only=true", "hydra.run.dir=plan")
     download_key = json.loads((tmp_path / "plan" / "run.json").read_text())["steps"][0]["key"]
-    (tmp_path / "cache" / "download" / LOCKS).mkdir(parents=True)
-    with FileLock(str(tmp_path / "cache" / "download" / LOCKS / f"{download_key}.lock")):
-        app = subprocess.Popen([*COMMANDS["python -m"], "hydra.run.dir=run"], cwd=tmp_path, env=app_env(tmp_path),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        lines = []
-        for line in app.stdout:
-            lines.append(line)
-            if "waiting for another run that is making download" in line:
-                os.killpg(app.pid, signal.SIGINT)
-                break
-        out = "".join(lines) + app.communicate(timeout=60)[0]
-    assert planned.returncode == 0 and app.returncode == 130, out[-3000:]
+    code, out = ctrl_c_while_download_waits([*COMMANDS["python -m"], "hydra.run.dir=run"], tmp_path,
+                                            app_env(tmp_path), tmp_path / "cache", download_key, timeout=60)
+    assert planned.returncode == 0 and code == 130, out[-3000:]
     assert "Traceback" not in out and "FAILED download: interrupted" in out, out[-3000:]
     assert f"resume (finished steps are cached): python -m mambapipe hydra.run.dir={tmp_path / 'run'}\n" in out
 

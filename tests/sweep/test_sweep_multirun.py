@@ -130,29 +130,16 @@ def test_ctrl_c_stops_the_sweep_with_its_summary_and_no_traceback(tmp_path):
     assert not [p for p in (tmp_path / "cache").rglob(".staging/*")]  # nothing half-made left in the cache
 
 
-def test_a_job_a_ctrl_c_stops_in_a_step_leaves_resuming_it_to_the_sweeps_finish_command(tmp_path):
+def test_a_job_a_ctrl_c_stops_in_a_step_leaves_resuming_it_to_the_sweeps_finish_command(tmp_path,
+                                                                                     ctrl_c_while_download_waits):
     """Ctrl-C while job 0 waits in its download step, on the artifact's lock that this test holds: the job says it
     failed there, but not `resume ... hydra.run.dir=<sweep>/0` beside the sweep's `finish it: ...`."""
-    from filelock import FileLock
-
-    from mambapipe.pipeline.store import LOCKS
-
     planned = run(tmp_path, "-m", "mambapipe", *TINY_EVAL, "plan_only=true", "hydra.run.dir=plan")
     download_key = json.loads((tmp_path / "plan" / "run.json").read_text())["steps"][0]["key"]
-    (tmp_path / "cache" / "download" / LOCKS).mkdir(parents=True)
-    with FileLock(str(tmp_path / "cache" / "download" / LOCKS / f"{download_key}.lock")):
-        sweep_process = subprocess.Popen(
-            [sys.executable, "-m", "mambapipe", "-m", *TINY_EVAL, "build.max_batch_size=1,2", "hydra.sweep.dir=sweep"],
-            cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        lines = []
-        for line in sweep_process.stdout:
-            lines.append(line)
-            if "waiting for another run that is making download" in line:
-                os.killpg(sweep_process.pid, signal.SIGINT)
-                break
-        out = "".join(lines) + sweep_process.communicate(timeout=120)[0]
-    assert planned.returncode == 0 and sweep_process.returncode == 130, out[-3000:]
+    code, out = ctrl_c_while_download_waits(
+        [sys.executable, "-m", "mambapipe", "-m", *TINY_EVAL, "build.max_batch_size=1,2", "hydra.sweep.dir=sweep"],
+        tmp_path, sweep_env(tmp_path), tmp_path / "cache", download_key)
+    assert planned.returncode == 0 and code == 130, out[-3000:]
     assert "FAILED download: interrupted" in out and "resume (finished steps are cached)" not in out, out[-3000:]
     assert f"finish it (finished steps come from the cache): python -m mambapipe -m {' '.join(TINY_EVAL)} " in out
 
