@@ -17,6 +17,7 @@ from mambapipe.cli_paths import expand_config_dir, grammar_problem, tilde_proble
 from mambapipe.cli_recipes import recipe_problem
 from mambapipe.cli_values import (
     bad_value_problem,
+    hydra_sweep_problem,
     spaced_sweep_problem,
     unchosen_model_problem,
     unswept_sweep_problem,
@@ -31,11 +32,12 @@ register_configs()
 
 def run_app() -> None:
     """Run the app; a mistyped key on the command line, a recipe or model that does not exist, a value its
-    key's type refuses, a sweep's values without -m, an unquoted ~ in a value or another override Hydra cannot
-    parse, a mistake in a recipe file, or a recipe that sets model keys but picks no model (each value of a sweep,
-    before any job runs) ends in one line on standard error, not a traceback, and so does a command of
-    mambapipe-cache or mambapipe-sweep given to this one (exit 2, a usage error as argparse's). A Ctrl-C in a
-    sweep ends in the summary of its jobs so far; mambapipe.cli reports one outside a step."""
+    key's type refuses, a sweep's values without -m or split by spaces, a sweep of Hydra's own settings, an
+    unquoted ~ in a value or another override Hydra cannot parse, a mistake in a recipe file, or a recipe that
+    sets model keys but picks no model (each value of a sweep, before any job runs) ends in one line on standard
+    error, not a traceback, and so does a command of mambapipe-cache or mambapipe-sweep given to this one (exit 2,
+    a usage error as argparse's). A Ctrl-C in a sweep ends in the summary of its jobs so far; mambapipe.cli reports
+    one outside a step."""
     misplaced = other_command_problem(sys.argv[1:])
     if misplaced:
         print(misplaced, file=sys.stderr)
@@ -43,7 +45,7 @@ def run_app() -> None:
     sys.argv[1:] = argv = expand_config_dir(sys.argv[1:])  # Hydra parses sys.argv itself: the expanded -cd too
     args = parse_command_line(argv)  # once for all the checks; None where Hydra is to read the line itself
     problem = args and (tilde_problem(args) or spaced_sweep_problem(args) or grammar_problem(args)
-                        or unknown_key_problem(args)
+                        or hydra_sweep_problem(args) or unknown_key_problem(args)
                         or unswept_sweep_problem(args) or bad_value_problem(args) or recipe_problem(args)
                         or unchosen_model_problem(args))
     if problem:

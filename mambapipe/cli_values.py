@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from mambapipe.cli_keys import ParsedCommandLine
@@ -82,8 +82,7 @@ def unswept_sweep_problem(args: ParsedCommandLine) -> Optional[str]:
     """The first sweep (dtype=a,b, choice(a,b), range(1,3)) of a command line without -m, as one line: the command
     with -m, and for a key that takes a list (steps=a,b) the list. Hydra's own report ('Ambiguous value', 'Sweep
     parameters ... requires --multirun') spans four lines, and first suggests key=[a,b] for any key, which the value
-    check refuses for a key that takes one value. Sweeps of Hydra's own settings are Hydra's to report (it sweeps
-    none of them, -m or not)."""
+    check refuses for a key that takes one value. Sweeps of Hydra's own settings are hydra_sweep_problem's."""
     if args.multirun:
         return None
     parser = OverridesParser.create()
@@ -94,54 +93,107 @@ def unswept_sweep_problem(args: ParsedCommandLine) -> Optional[str]:
             continue
         if not override.is_sweep_override() or override.is_hydra_override():
             continue
-        config_dir = config_dir_arguments([args.config_dir] if args.config_dir is not None else [])
-        command = " ".join([program_name(), "-m", *map(shlex.quote, [*config_dir, *args.overrides])])
+        command = _multirun_command(args, args.overrides)
         if override.value_type != ValueType.SIMPLE_CHOICE_SWEEP:  # choice(a,b), range(1,3), glob(*)
             return f"{text}: a sweep runs with -m: `{command}`"
-        listed, (section, takes_list) = "", key_shape(override.key_or_group)
-        if takes_list and section is None:  # a list of values (steps), not of groups of settings (eval.scenarios)
-            items = list(override.sweep_iterator())
-            listed = f", or for a list write {_assignment(override.key_or_group, items, in_yaml=False)}"
-        return f"{text}: a comma-separated value for a key without -m is a sweep: add -m (`{command}`){listed}"
+        return f"{text}: a comma-separated value for a key without -m is a sweep: add -m (`{command}`)" \
+               f"{_list_alternative(override)}"
     return None
+
+
+def _multirun_command(args: ParsedCommandLine, overrides: list[str]) -> str:
+    """The command that runs `overrides` as a sweep: the user's own, with -m and its --config-dir."""
+    config_dir = config_dir_arguments([args.config_dir] if args.config_dir is not None else [])
+    return " ".join([program_name(), "-m", *map(shlex.quote, [*config_dir, *overrides])])
+
+
+def _list_alternative(override: Override) -> str:
+    """For a sweep of a key that takes a list of values (steps=a,b; not eval.scenarios, a list of groups of
+    settings), what to write for the list it may have meant; '' for another key."""
+    section, takes_list = key_shape(override.key_or_group)
+    if not takes_list or section is not None:
+        return ""
+    return f", or for a list write {_assignment(override.key_or_group, list(override.sweep_iterator()), False)}"
+
+
+def hydra_sweep_problem(args: ParsedCommandLine) -> Optional[str]:
+    """The first sweep of one of Hydra's own settings (hydra.run.dir=a,b, hydra.job.chdir=true,false,
+    hydra/launcher=basic,joblib), as one line naming the key and what to write. Hydra sweeps none of them, -m or
+    not: with -m it says so in three lines that name no fix, and without -m its six-line 'Ambiguous value' report
+    suggests adding --multirun, which it would then refuse."""
+    parser = OverridesParser.create()
+    for text in args.overrides:
+        try:
+            override = parser.parse_override(text)
+        except HydraException:
+            continue
+        if override.is_sweep_override() and override.is_hydra_override():
+            return f"{text}: Hydra sweeps none of its own settings, with -m or without: {_hydra_setting_fix(override)}"
+    return None
+
+
+def _hydra_setting_fix(override: Override) -> str:
+    """What to write for a sweep of a Hydra setting: the list it may have meant, for a setting that takes one
+    (hydra.searchpath=a,b); else one value, and for a sweep of strings written plainly, one string with its commas
+    in quotes."""
+    from hydra.conf import HydraConf  # imported here alone: a Hydra setting's sweep is rare
+
+    key, listed = override.get_key_element(), listed_sweep(OverridesParser.create(), override)
+    values = [value.value() for value in listed or []]  # none for glob(...), interval(...)
+    setting, written = override.key_or_group.partition(".")[2], override.input_line.partition("=")[2]
+    plain = override.value_type == ValueType.SIMPLE_CHOICE_SWEEP and not re.search("['\"]", written)
+    if plain and setting and isinstance(OmegaConf.select(OmegaConf.structured(HydraConf), setting), ListConfig):
+        return f"{key} takes a list: write {_assignment(key, values, in_yaml=False)}"
+    one = f" ({_assignment(key, values[0], in_yaml=False)}, and run once per value)" if values else ""
+    if plain and setting and all(isinstance(value, str) for value in values):
+        quoted = shlex.quote(f"{key}={hydra_in_quotes(written)}")
+        return f"give {key} one value{one}, or one with commas in quotes: {quoted}"
+    return f"give {key} one value{one}"
 
 
 def spaced_sweep_problem(args: ParsedCommandLine) -> Optional[str]:
     """A sweep's values split by spaces (-m dtype=float32 bfloat16, or dtype=float32, bfloat16), which Hydra's
-    grammar refuses at the word after the space, as one line with the values joined by commas. Only where each
-    joined value is one its key takes: -m plan_only=true quickstart is not a sweep of plan_only (grammar_problem
-    says what an override reads)."""
-    if not args.multirun:
-        return None
+    grammar refuses at the word after the space, as one line with the values joined by commas; without -m, the
+    command that runs the sweep, with -m, as for dtype=float32,bfloat16 without it (unswept_sweep_problem). Only
+    where each joined value is one its key takes: -m plan_only=true quickstart is not a sweep of plan_only
+    (grammar_problem says what an override reads); and without -m only where a comma is next to the space
+    (dtype=float32 bfloat16 may be meant as one value as much as a sweep)."""
     parser, words = OverridesParser.create(), args.overrides
     for index, text in enumerate(words):
         try:
             parser.parse_override(text)
             continue
         except HydraException:
-            joined = _joined_sweep(words, index)
+            start, end, joined = _joined_sweep(words, index)
         try:
-            fits = joined is not None and parser.parse_override(joined).is_sweep_override() \
+            override = joined and parser.parse_override(joined)
+            fits = override and override.is_sweep_override() and not override.is_hydra_override() \
                 and bad_value_problem(args._replace(overrides=[joined])) is None
         except HydraException:
             fits = False
-        if not fits:
+        comma = args.multirun or any(word.startswith(",") or word.endswith(",") for word in words[start:end])
+        if not fits or not comma:
             return None  # grammar_problem reports the word
         what = "" if "=" in text else " not an override, which reads key=value;"
-        return f"{text}:{what} a sweep's values are separated by commas, not spaces: write {shlex.quote(joined)}"
+        if args.multirun:
+            return f"{text}:{what} a sweep's values are separated by commas, not spaces: write {shlex.quote(joined)}"
+        command = _multirun_command(args, [*words[:start], joined, *words[end:]])
+        return f"{text}:{what} a sweep runs with -m, its values separated by commas, not spaces: `{command}`" \
+               f"{_list_alternative(override)}"
     return None
 
 
-def _joined_sweep(words: list[str], index: int) -> Optional[str]:
-    """The override that the word at `index` is likely a sweep's value of, whole: the override before it (or at it,
-    ending in a comma) joined with the words after it up to the next override, a comma between each (dtype=float32
-    bfloat16, or dtype=float32, bfloat16: dtype=float32,bfloat16); None for no such words."""
+def _joined_sweep(words: list[str], index: int) -> tuple[int, int, Optional[str]]:
+    """The override that the word at `index` is likely a sweep's value of, whole, and the words it is made of
+    (words[start:end]): the override before it (or at it, ending in a comma) joined with the words after it up to
+    the next override, a comma between each (dtype=float32 bfloat16, or dtype=float32, bfloat16:
+    dtype=float32,bfloat16); None for no such words."""
     start = next((i for i in range(index, -1, -1) if "=" in words[i]), None)
     end = next((i for i in range(index + 1, len(words)) if "=" in words[i]), len(words))
     if start is None or end - start < 2:
-        return None
+        return index, index + 1, None
     values = [word.strip(",") for word in words[start + 1:end]]
-    return ",".join([words[start].rstrip(","), *filter(None, values)])
+    return start, end, ",".join([words[start].rstrip(","), *filter(None, values)])
 
 
 def unchosen_model_problem(args: ParsedCommandLine) -> Optional[str]:

@@ -130,6 +130,24 @@ def test_plan_only_exits_zero_and_writes_the_run_dir(tmp_path):
     assert not (tmp_path / "cache" / "download").exists() or not any((tmp_path / "cache" / "download").iterdir())
 
 
+@pytest.mark.parametrize("args, line", [
+    (["dtype=float32,", "bfloat16"], "dtype=float32,: a sweep runs with -m, its values separated by commas, not "
+                                     "spaces: `python -m mambapipe -m dtype=float32,bfloat16 plan_only=true`"),
+    (["hydra.job.chdir=true,false"], "hydra.job.chdir=true,false: Hydra sweeps none of its own settings, with -m or "
+                                     "without: give hydra.job.chdir one value (hydra.job.chdir=true, and run once "
+                                     "per value)"),
+    (["-m", "hydra.run.dir=a,b"], "hydra.run.dir=a,b: Hydra sweeps none of its own settings, with -m or without: "
+                                  "give hydra.run.dir one value (hydra.run.dir=a, and run once per value), or one "
+                                  "with commas in quotes: 'hydra.run.dir=\"a,b\"'"),
+])
+def test_a_sweep_mistake_is_one_line_before_hydra_runs(tmp_path, args, line):
+    """Hydra's reports of these were three to six lines ('Ambiguous value', 'Sweeping over Hydra's configuration
+    is not supported') or, for the spaced sweep, a fix that left bfloat16 out."""
+    out = run(COMMANDS["python -m"], tmp_path, *args, "plan_only=true")
+    assert (out.returncode, out.stdout, out.stderr) == (1, "", f"FAILED {line}\n")
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
 @pytest.mark.parametrize("launcher,size,rank", [("torchrun", "WORLD_SIZE", "RANK"),
                                                 ("mpirun", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
                                                 ("mpirun", "PMI_SIZE", "PMI_RANK")])

@@ -26,6 +26,7 @@ bad_value_problem = on_argv(cli_values.bad_value_problem)
 unchosen_model_problem = on_argv(cli_values.unchosen_model_problem)
 unswept_sweep_problem = on_argv(cli_values.unswept_sweep_problem)
 spaced_sweep_problem = on_argv(cli_values.spaced_sweep_problem)
+hydra_sweep_problem = on_argv(cli_values.hydra_sweep_problem)
 
 RECIPES = sorted(p.stem for p in (Path(CONFIG_DIR) / "recipe").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
@@ -201,6 +202,60 @@ def test_a_space_between_a_sweeps_values_is_told_to_write_a_comma(argv, problem)
 ])
 def test_words_that_are_not_a_sweeps_values_are_left_to_the_grammar_check(argv):
     assert spaced_sweep_problem(argv) is None
+
+
+SPACED_WITHOUT_M = "a sweep runs with -m, its values separated by commas, not spaces: "
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["dtype=float32,", "bfloat16", "plan_only=true"],  # was: write dtype=float32, leaving bfloat16 out
+     "dtype=float32,: " + SPACED_WITHOUT_M + "`python -m mambapipe -m dtype=float32,bfloat16 plan_only=true`"),
+    (["-cd", "{tmp}", "dtype=float32", ",bfloat16"],  # was: ',bfloat16: not an override' alone
+     ",bfloat16: not an override, which reads key=value; " + SPACED_WITHOUT_M
+     + "`python -m mambapipe -m --config-dir {tmp} dtype=float32,bfloat16`"),
+    (["recipe=quickstart", ",", "mamba_130m", "eval.max_ite=3"], ",: not an override, which reads key=value; "
+     + SPACED_WITHOUT_M + "`python -m mambapipe -m recipe=quickstart,mamba_130m eval.max_ite=3`"),
+])
+def test_a_spaced_sweep_without_m_is_told_the_command_with_m_and_commas(tmp_path, argv, problem):
+    """Without -m, a comma next to the space says a sweep was meant: the line gives the user's command as it runs
+    that sweep, as a sweep written without spaces or -m is told (unswept_sweep_problem)."""
+    argv = [word.format(tmp=tmp_path) for word in argv]
+    assert spaced_sweep_problem(argv) == problem.format(tmp=tmp_path)
+    words = shlex.split(re.search(r"`([^`]*)`", problem.format(tmp=tmp_path))[1])[3:]
+    args = parse_command_line(words)
+    assert args.multirun and spaced_sweep_problem(words) is None and unswept_sweep_problem(words) is None
+
+
+ONE_VALUE = "Hydra sweeps none of its own settings, with -m or without: "
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["hydra.run.dir=a,b"], ONE_VALUE + "give hydra.run.dir one value (hydra.run.dir=a, and run once per value), or "
+                            "one with commas in quotes: 'hydra.run.dir=\"a,b\"'"),
+    (["-m", "hydra.run.dir=out/a,out/b"], ONE_VALUE + "give hydra.run.dir one value (hydra.run.dir=out/a, and run "
+                                          "once per value), or one with commas in quotes: "
+                                          "'hydra.run.dir=\"out/a,out/b\"'"),
+    (["hydra.job.chdir=true,false"], ONE_VALUE + "give hydra.job.chdir one value (hydra.job.chdir=true, and run once "
+                                     "per value)"),
+    (["-m", "hydra.job.chdir=choice(true,false)"], ONE_VALUE + "give hydra.job.chdir one value (hydra.job.chdir=true, "
+                                                   "and run once per value)"),
+    (["-m", "hydra.searchpath=pkg://a,file://b"], ONE_VALUE + "hydra.searchpath takes a list: write "
+                                                  "hydra.searchpath=[pkg://a,file://b]"),
+    (["-m", "dtype=float32,bfloat16", "hydra/launcher=basic,joblib"],
+     ONE_VALUE + "give hydra/launcher one value (hydra/launcher=basic, and run once per value)"),
+    (["-m", "hydra.sweep.dir=glob(*)"], ONE_VALUE + "give hydra.sweep.dir one value"),
+])
+def test_a_sweep_of_a_hydra_setting_is_one_line_naming_the_key_and_what_to_write(argv, problem):
+    """Hydra refused such a sweep with -m in three lines ('Sweeping over Hydra's configuration is not supported'),
+    and without -m in six ('Ambiguous value'), suggesting --multirun, which it then refuses."""
+    override = next(word for word in argv if word.startswith("hydra"))
+    assert hydra_sweep_problem(argv) == f"{override}: {problem}"
+
+
+@pytest.mark.parametrize("argv", [["-m", "hydra.run.dir=out", "dtype=float32,bfloat16"],  # what the lines offer
+                                  ["hydra.searchpath=[pkg://a,file://b]"], ['hydra.run.dir="a,b"']])
+def test_hydra_settings_of_one_value_pass(argv):
+    assert hydra_sweep_problem(argv) is None
 
 
 def as_overrides(node: Any, prefix: str = "") -> list[str]:
