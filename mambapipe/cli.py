@@ -50,11 +50,13 @@ _LAUNCHER_VARIABLES = (("torchrun", "WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE"),
 def _refuse_to_run_as_one_of_several_ranks() -> None:
     """mambapipe starts its own tp_size ranks (mambapipe.parallel). Started as one of several ranks itself
     (`torchrun --nproc-per-node 2 -m mambapipe`), each would run the whole pipeline and launch ranks of its own: a
-    usage error (exit 2), said by the first rank alone, with the command that runs it over as many GPUs of one node
-    (tp_size: one engine's ranks are of one node). A command line that runs no step (--version, --help, --cfg job,
-    `cache ls`: cli_keys.runs_no_step) has nothing to run in parallel: the first rank runs it as without the launcher
-    and the others exit 0. Its own ranks (mambapipe.evaluate.worker, mambapipe.engine) and a sweep's jobs
-    (mambapipe.sweep.child, submitit's) are started otherwise, not through here."""
+    usage error (exit 2), said by the first rank alone (the others exit 0 at once), with the user's own command to
+    run instead and why it starts the ranks it does (cli_ranks.ranks_reason: the recipe's tp_size, and whether the
+    model splits as many ways as the launcher started ranks on a node: one engine's ranks are of one node). A
+    command line that runs no step (--version, --help, --cfg job, `cache ls`: cli_keys.runs_no_step) has nothing to
+    run in parallel: the first rank runs it as without the launcher. Its own ranks (mambapipe.evaluate.worker,
+    mambapipe.engine) and a sweep's jobs (mambapipe.sweep.child, submitit's) are started otherwise, not through
+    here."""
     import os
     import shlex
 
@@ -62,21 +64,23 @@ def _refuse_to_run_as_one_of_several_ranks() -> None:
         size = os.environ.get(size_variable, "")
         if not (size.isdecimal() and int(size) > 1):
             continue
-        first = os.environ.get(rank_variable, "0") == "0"
+        if os.environ.get(rank_variable, "0") != "0":
+            # Quietly and with 0, whatever the command line, leaving the launcher's exit status to the first rank's:
+            # a rank that failed first would make mpirun or torchrun kill the first one before it says why
+            # (composing the config for the reason takes it a few tenths of a second longer).
+            sys.exit(0)
         from mambapipe.cli_keys import runs_no_step  # Hydra's parser, imported under a launcher alone
 
         if runs_no_step(sys.argv[1:]):
-            if first:
-                return
-            sys.exit(0)
-        if first:
-            local_size = os.environ.get(local_size_variable, "")
-            gpus = local_size if local_size.isdecimal() and 0 < int(local_size) < int(size) else size
-            nodes = f" ({gpus} on each node)" if gpus != size else ""
-            arguments = sys.argv[1:] if any(a.lstrip("+").startswith("tp_size=") for a in sys.argv[1:]) else \
-                [*sys.argv[1:], f"tp_size={gpus}"]
-            program = ["mambapipe"] if os.path.basename(sys.argv[0]) == "mambapipe" else ["python", "-m", "mambapipe"]
-            where = " on one node" if nodes else ""
-            print(f"mambapipe was started as one of {size} ranks{nodes} by {launcher}, but it starts its own tp_size "
-                  f"ranks: run `{shlex.join([*program, *arguments])}`{where} without {launcher}", file=sys.stderr)
+            return
+        local_size = os.environ.get(local_size_variable, "")
+        gpus = local_size if local_size.isdecimal() and 0 < int(local_size) < int(size) else size
+        nodes = f" ({gpus} on each node)" if gpus != size else ""
+        from mambapipe.cli_ranks import ranks_reason  # composes the config
+
+        program = ["mambapipe"] if os.path.basename(sys.argv[0]) == "mambapipe" else ["python", "-m", "mambapipe"]
+        where = " on one node" if nodes else ""
+        print(f"mambapipe was started as one of {size} ranks{nodes} by {launcher}, but it starts its own tp_size "
+              f"ranks: run `{shlex.join([*program, *sys.argv[1:]])}`{where} without {launcher} "
+              f"({ranks_reason(sys.argv[1:], int(gpus))})", file=sys.stderr)
         sys.exit(2)

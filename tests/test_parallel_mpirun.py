@@ -117,17 +117,21 @@ def test_a_ctrl_c_stops_mpirun_and_its_ranks(rank_path, tmp_path, to_the_group):
     assert list(tmpdir.iterdir()) == []
 
 
-def test_mambapipe_started_by_a_users_mpirun_says_to_run_it_alone(tmp_path):
-    """`mpirun -n 2 python -m mambapipe ...`: rank 0 says it once, both exit 2; mpirun's report comes before the line
-    or after it."""
-    out = subprocess.run(["mpirun", "-n", "2", "--allow-run-as-root", sys.executable, "-m", "mambapipe",
-                          "eval.max_ite=3"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+@pytest.mark.parametrize("ranks, args, why", [
+    ("2", ["eval.max_ite=3"], "recipe=quickstart runs tp_size=1; for 2 ranks add tp_size=2"),
+    ("4", ["recipe=codestral_tp2"], "recipe=codestral_tp2 runs tp_size=2; for 4 ranks add tp_size=4"),
+])
+def test_mambapipe_started_by_a_users_mpirun_says_to_run_it_alone(tmp_path, ranks, args, why):
+    """`mpirun -n 2 python -m mambapipe ...`: rank 0 says it once and exits 2, the others exit 0 at once; mpirun's
+    report comes before the line or after it. Had the others exited 2, mpirun would kill rank 0 as it composes the
+    config for the reason, before it says anything (found on the -n 4 line: mpirun's report alone)."""
+    out = subprocess.run(["mpirun", "-n", ranks, "--allow-run-as-root", "--oversubscribe", sys.executable, "-m",
+                          "mambapipe", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path])})
     assert out.returncode == 2
-    said = ("mambapipe was started as one of 2 ranks by mpirun, but it starts its own tp_size ranks: run `python -m "
-            "mambapipe eval.max_ite=3 tp_size=2` without mpirun\n")
+    said = (f"mambapipe was started as one of {ranks} ranks by mpirun, but it starts its own tp_size ranks: run "
+            f"`python -m mambapipe {' '.join(args)}` without mpirun ({why})\n")
     assert said in out.stderr and out.stderr.count("mambapipe was started") == 1, out.stderr
-
 
 
 def test_two_of_a_users_mpirun_jobs_at_once_meet_on_ports_of_their_own(monkeypatch):

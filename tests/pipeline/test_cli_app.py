@@ -159,23 +159,47 @@ def test_started_as_one_of_several_ranks_it_refuses_in_one_line_said_once(tmp_pa
         env = {**app_env(tmp_path), size: "2", rank: this_rank, "LOCAL_RANK": this_rank}
         outputs.append(subprocess.run([sys.executable, "-m", "mambapipe", "eval.max_ite=3", "force=[build]"],
                                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120))
-    assert [out.returncode for out in outputs] == [2, 2]
+    assert [out.returncode for out in outputs] == [2, 0]  # the others at once: the launcher keeps rank 0's 2
     assert outputs[0].stderr == (f"mambapipe was started as one of 2 ranks by {launcher}, but it starts its own "
-                                 "tp_size ranks: run `python -m mambapipe eval.max_ite=3 'force=[build]' tp_size=2` "
-                                 f"without {launcher}\n")
+                                 "tp_size ranks: run `python -m mambapipe eval.max_ite=3 'force=[build]'` without "
+                                 f"{launcher} (recipe=quickstart runs tp_size=1; for 2 ranks add tp_size=2)\n")
     assert outputs[0].stdout == outputs[1].stdout == outputs[1].stderr == ""
     assert not (tmp_path / "outputs").exists()
+
+
+def first_of_ranks(tmp_path: Path, ranks: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python -m mambapipe ARGS` as the first of `ranks` ranks that torchrun started."""
+    env = {**app_env(tmp_path), "WORLD_SIZE": ranks, "RANK": "0", "LOCAL_RANK": "0", **env}
+    return subprocess.run([sys.executable, "-m", "mambapipe", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
 
 
 def test_on_several_nodes_the_suggested_tp_size_is_one_nodes_ranks(tmp_path):
     """WORLD_SIZE counts the ranks of every node, while one engine's tp_size ranks are of one node: 8 ranks over 2
     nodes was told to run tp_size=8."""
-    env = {**app_env(tmp_path), "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0"}
-    out = subprocess.run([sys.executable, "-m", "mambapipe", "eval.max_ite=3"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = first_of_ranks(tmp_path, "8", "eval.max_ite=3", LOCAL_WORLD_SIZE="4")
     assert out.returncode == 2 and out.stderr == (
         "mambapipe was started as one of 8 ranks (4 on each node) by torchrun, but it starts its own tp_size ranks: "
-        "run `python -m mambapipe eval.max_ite=3 tp_size=4` on one node without torchrun\n")
+        "run `python -m mambapipe eval.max_ite=3` on one node without torchrun (recipe=quickstart runs tp_size=1; "
+        "for 4 ranks add tp_size=4)\n")
+
+
+@pytest.mark.parametrize("ranks, args, why", [
+    ("4", ["recipe=codestral_tp2"], "recipe=codestral_tp2 runs tp_size=2; for 4 ranks add tp_size=4"),
+    ("2", ["recipe=codestral_tp2"], "recipe=codestral_tp2 runs tp_size=2"),
+    ("2", ["recipe=mamba2_130m", "plan_only=true"],  # was told to add tp_size=2, which the plan then refuses
+     "recipe=mamba2_130m runs tp_size=1; mamba2-130m does not split 2 ways (2 does not divide n_groups=1)"),
+    ("4", ["recipe=codestral", "tp_size=2"], "tp_size=2 as given; for 4 ranks write tp_size=4"),
+    ("2", ["recipe=codestral", "++tp_size=1"], "tp_size=1 as given; for 2 ranks write tp_size=2"),
+    ("2", ["recipe=quickstrat"], "for 2 ranks add tp_size=2"),  # no config to read: the run says what is wrong
+])
+def test_the_command_a_launcher_is_refused_with_is_the_users_own_and_says_why(tmp_path, ranks, args, why):
+    """`mpirun -n 4 python -m mambapipe recipe=codestral_tp2` was told to run `... recipe=codestral_tp2 tp_size=4`
+    without a word on the recipe's own tp_size=2, and a model that does not split that many ways was told the same."""
+    out = first_of_ranks(tmp_path, ranks, *args)
+    assert out.returncode == 2 and out.stderr == (
+        f"mambapipe was started as one of {ranks} ranks by torchrun, but it starts its own tp_size ranks: run "
+        f"`python -m mambapipe {shlex.join(args)}` without torchrun ({why})\n")
 
 
 @pytest.mark.parametrize("args, shows", [(["--version"], "mambapipe "), (["--help"], "mambapipe: download"),
