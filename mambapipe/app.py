@@ -4,6 +4,7 @@ runner."""
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -12,7 +13,7 @@ from omegaconf import DictConfig
 from rich.markup import escape
 
 from mambapipe import interrupts
-from mambapipe.cli_keys import other_command_problem, parse_command_line, unknown_key_problem
+from mambapipe.cli_keys import ParsedCommandLine, other_command_problem, parse_command_line, unknown_key_problem
 from mambapipe.cli_paths import expand_config_dir, grammar_problem, tilde_problem
 from mambapipe.cli_recipes import recipe_problem
 from mambapipe.cli_values import (
@@ -44,10 +45,7 @@ def run_app() -> None:
         sys.exit(2)
     sys.argv[1:] = argv = expand_config_dir(sys.argv[1:])  # Hydra parses sys.argv itself: the expanded -cd too
     args = parse_command_line(argv)  # once for all the checks; None where Hydra is to read the line itself
-    problem = args and (tilde_problem(args) or spaced_sweep_problem(args) or grammar_problem(args)
-                        or hydra_sweep_problem(args) or unknown_key_problem(args)
-                        or unswept_sweep_problem(args) or bad_value_problem(args) or recipe_problem(args)
-                        or unchosen_model_problem(args))
+    problem = args and command_line_problem(args)
     if problem:
         print_diagnostic(make_console(stderr=True), f"[red]FAILED[/] {escape(problem)}")
         sys.exit(1)
@@ -60,6 +58,13 @@ def run_app() -> None:
             raise
         interrupts.ignore_from_here()
         sys.exit(INTERRUPTED_EXIT)
+
+
+def command_line_problem(args: ParsedCommandLine) -> Optional[str]:
+    """The command line's first mistake that run_app names in one line, None for none."""
+    return (tilde_problem(args) or spaced_sweep_problem(args) or grammar_problem(args) or hydra_sweep_problem(args)
+            or unknown_key_problem(args) or unswept_sweep_problem(args) or bad_value_problem(args)
+            or recipe_problem(args) or unchosen_model_problem(args))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

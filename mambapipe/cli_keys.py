@@ -10,11 +10,11 @@ import shlex
 from contextlib import redirect_stderr, redirect_stdout
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional, Union
 
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import OverrideType
+from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException
 
 from mambapipe.config import CONFIG_DIR, close_key, key_hint, schema_key
@@ -63,11 +63,33 @@ def other_command_problem(argv: list[str]) -> Optional[str]:
 
 
 class ParsedCommandLine(NamedTuple):
-    """The command line as the checks read it, parsed once for them all (parse_command_line)."""
+    """The command line as the checks read it, parsed once for them all (parse_command_line): Hydra's grammar takes
+    about 0.3 ms an override, and each check reads every one."""
     config_dir: Optional[str]  # its --config-dir, an existing folder ('' is the working directory); None for none
     overrides: list[str]
     searchpath: list[str]  # the hydra.searchpath it sets (_command_line_searchpath)
     multirun: bool  # -m: a sweep's jobs, each of one value of the sweeps (dtype=a,b)
+    parsed: list[Union[Override, HydraException]]  # each of `overrides` as Hydra's grammar reads it, or its refusal
+
+    def readable(self) -> list[Override]:
+        """The overrides Hydra's grammar reads, in order (override.input_line is the text); those it refuses are
+        grammar_problem's to name."""
+        return [override for override in self.parsed if isinstance(override, Override)]
+
+    def with_overrides(self, overrides: list[str]) -> ParsedCommandLine:
+        """The same command line with other overrides (a check's fix of them), parsed."""
+        return self._replace(overrides=overrides, parsed=parse_overrides(overrides))
+
+
+def parse_overrides(texts: list[str]) -> list[Union[Override, HydraException]]:
+    """Each override as Hydra's grammar reads it, or the error it refuses it with."""
+    parser, parsed = OverridesParser.create(), []
+    for text in texts:
+        try:
+            parsed.append(parser.parse_override(text))
+        except HydraException as error:
+            parsed.append(error)
+    return parsed
 
 
 def unknown_key_problem(args: ParsedCommandLine) -> Optional[str]:
@@ -77,7 +99,7 @@ def unknown_key_problem(args: ParsedCommandLine) -> Optional[str]:
     groups but no keys: the schema is the primary config's first default, and Hydra refuses a key it lacks in any
     config."""
     groups = _group_names(args)
-    for key in _changed_keys(args.overrides, groups):
+    for key in _changed_keys(args.readable(), groups):
         meant = schema_key(key) or close_key(key, groups)
         if meant != key:
             return f"{key} is not a config key; {key_hint(meant)}"
@@ -93,14 +115,14 @@ def _group_names(args: ParsedCommandLine) -> set[str]:
             for p in folder.iterdir() if p.is_dir()}
 
 
-def _command_line_searchpath(overrides: list[str]) -> list[str]:
+def _command_line_searchpath(texts: list[str], parsed: list[Union[Override, HydraException]]) -> list[str]:
     """The hydra.searchpath the command line sets (its first, which Hydra takes): the config dirs (file://DIR, or
     DIR) and packages (pkg://module) whose recipes and config groups it adds; [] for none, or one Hydra refuses."""
-    for text in (text for text in overrides if "hydra.searchpath" in text):  # parsing each override takes ms
-        try:
-            override = OverridesParser.create().parse_override(text)
-        except HydraException:
-            return []
+    for text, override in zip(texts, parsed):
+        if isinstance(override, HydraException):
+            if "hydra.searchpath" in text:
+                return []
+            continue
         if override.key_or_group == "hydra.searchpath":
             value = override.value()
             return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else []
@@ -131,7 +153,9 @@ def parse_command_line(argv: list[str]) -> Optional[ParsedCommandLine]:
         return None
     if args.config_dir is not None and not os.path.isdir(os.path.abspath(args.config_dir)):
         return None
-    return ParsedCommandLine(args.config_dir, args.overrides, _command_line_searchpath(args.overrides), args.multirun)
+    parsed = parse_overrides(args.overrides)
+    searchpath = _command_line_searchpath(args.overrides, parsed)
+    return ParsedCommandLine(args.config_dir, args.overrides, searchpath, args.multirun, parsed)
 
 
 def runs_no_step(argv: list[str]) -> bool:
@@ -154,18 +178,10 @@ def _hydra_arguments(argv: list[str]) -> Optional[argparse.Namespace]:
         return None
 
 
-def _changed_keys(overrides: list[str], groups: set[str]) -> list[str]:
-    """The config keys `overrides` change. Left out: overrides that do not parse (Hydra reports them),
-    `+key`/`++key`/`~key` (resolve_config names added keys that nothing reads), Hydra's own keys, and config
-    group choices (recipe=..., hydra/launcher=..., group@package=...)."""
-    parser, keys = OverridesParser.create(), []
-    for text in overrides:
-        try:
-            override = parser.parse_override(text)
-        except HydraException:
-            continue
-        key = override.key_or_group
-        if (override.type == OverrideType.CHANGE and override.package is None and "/" not in key
-                and key not in groups and key.partition(".")[0] != "hydra"):
-            keys.append(key)
-    return keys
+def _changed_keys(overrides: list[Override], groups: set[str]) -> list[str]:
+    """The config keys `overrides` (those Hydra's grammar reads) change. Left out: `+key`/`++key`/`~key`
+    (resolve_config names added keys that nothing reads), Hydra's own keys, and config group choices (recipe=...,
+    hydra/launcher=..., group@package=...)."""
+    return [override.key_or_group for override in overrides
+            if override.type == OverrideType.CHANGE and override.package is None and "/" not in override.key_or_group
+            and override.key_or_group not in groups and override.key_or_group.partition(".")[0] != "hydra"]

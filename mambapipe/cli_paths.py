@@ -47,10 +47,10 @@ def expand_config_dir(argv: list[str]) -> list[str]:
 def tilde_problem(args: ParsedCommandLine) -> Optional[str]:
     """The first override whose value holds a ~ out of quotes, which Hydra's grammar refuses ('token recognition
     error at: ~', with a link to its docs), as one line giving the override with that value quoted."""
-    parser = OverridesParser.create()
-    for text in args.overrides:
+    parser = OverridesParser.create()  # for the value quoted
+    for text, parsed in zip(args.overrides, args.parsed):
         key, equals, value = text.partition("=")
-        if not equals or "~" not in value or _parses(parser, text):
+        if not equals or "~" not in value or not isinstance(parsed, HydraException):
             continue
         quoted = key + "=" + _UNQUOTED_TILDE.sub(lambda item: f'"{item[0]}"', value)
         write = f"write {shlex.quote(quoted)}" if _parses(parser, quoted) else "put the value in quotes"
@@ -64,12 +64,10 @@ def grammar_problem(args: ParsedCommandLine) -> Optional[str]:
     """The first override that Hydra's grammar refuses, as one line naming it and what to write: Hydra's report
     spans four lines and, for most such mistakes (a trailing comma: -m recipe=a,), names neither the override nor a
     fix. A ~ out of quotes is tilde_problem's."""
-    parser = OverridesParser.create()
-    for text in args.overrides:
-        try:
-            parser.parse_override(text)
-        except HydraException as error:
-            return _grammar_fix(parser, text, str(error).partition(" expecting ")[0])  # less ANTLR's token list
+    parser = OverridesParser.create()  # for the fixes
+    for text, parsed in zip(args.overrides, args.parsed):
+        if isinstance(parsed, HydraException):
+            return _grammar_fix(parser, text, str(parsed).partition(" expecting ")[0])  # less ANTLR's token list
     return None
 
 

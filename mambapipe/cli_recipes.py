@@ -18,7 +18,6 @@ import yaml
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -110,7 +109,7 @@ def recipe_problem(args: ParsedCommandLine) -> Optional[str]:
         return None
     try:
         configs = _HydraConfigs(args.config_dir, args.searchpath)
-        for job in _jobs(args.overrides, configs.is_group):
+        for job in _jobs(args, configs.is_group):
             error = configs.compose_error([override.input_line for override in job])
             problem = error and (_unpicked_group_problem(error, job) or _config_file_problem(error, job, configs))
             if problem:
@@ -122,16 +121,14 @@ def recipe_problem(args: ParsedCommandLine) -> Optional[str]:
     return None
 
 
-def _jobs(texts: list[str], is_group: Callable[[str], bool]) -> list[list[Override]]:
+def _jobs(args: ParsedCommandLine, is_group: Callable[[str], bool]) -> list[list[Override]]:
     """The overrides of each job whose config files differ: one per combination of the config group choices that
     a sweep lists (recipe=a,b model=c,d). The sweeps of values are left out: the value check checked each, and
     Hydra sets them after every config file. No job when some override does not parse: Hydra reports that."""
-    parser, fixed, swept = OverridesParser.create(), [], []
-    for text in texts:
-        try:
-            override = parser.parse_override(text)
-        except HydraException:
-            return []
+    if len(args.readable()) < len(args.parsed):
+        return []
+    parser, fixed, swept = OverridesParser.create(), [], []  # for a sweep's values
+    for override in args.readable():
         if not override.is_sweep_override():
             fixed.append(override)
         elif is_group(override.key_or_group) and (values := listed_sweep(parser, override)) is not None:

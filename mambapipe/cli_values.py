@@ -59,7 +59,7 @@ def hydra_internals() -> Iterator[None]:
 def bad_value_problem(args: ParsedCommandLine) -> Optional[str]:
     """The first value of `args` that Hydra would refuse, as one line; None when none is (or when Hydra cannot
     parse it: then it reports that)."""
-    overrides = _job_overrides(args.overrides)
+    overrides = _job_overrides(args)
     config = OmegaConf.structured(MambapipeConfig(model=ModelConfig()))
     try:
         with hydra_internals():
@@ -85,15 +85,10 @@ def unswept_sweep_problem(args: ParsedCommandLine) -> Optional[str]:
     check refuses for a key that takes one value. Sweeps of Hydra's own settings are hydra_sweep_problem's."""
     if args.multirun:
         return None
-    parser = OverridesParser.create()
-    for text in args.overrides:
-        try:
-            override = parser.parse_override(text)
-        except HydraException:
-            continue
+    for override in args.readable():
         if not override.is_sweep_override() or override.is_hydra_override():
             continue
-        command = _multirun_command(args, args.overrides)
+        text, command = override.input_line, _multirun_command(args, args.overrides)
         if override.value_type != ValueType.SIMPLE_CHOICE_SWEEP:  # choice(a,b), range(1,3), glob(*)
             return f"{text}: a sweep runs with -m: `{command}`"
         return f"{text}: a comma-separated value for a key without -m is a sweep: add -m (`{command}`)" \
@@ -121,14 +116,10 @@ def hydra_sweep_problem(args: ParsedCommandLine) -> Optional[str]:
     hydra/launcher=basic,joblib), as one line naming the key and what to write. Hydra sweeps none of them, -m or
     not: with -m it says so in three lines that name no fix, and without -m its six-line 'Ambiguous value' report
     suggests adding --multirun, which it would then refuse."""
-    parser = OverridesParser.create()
-    for text in args.overrides:
-        try:
-            override = parser.parse_override(text)
-        except HydraException:
-            continue
+    for override in args.readable():
         if override.is_sweep_override() and override.is_hydra_override():
-            return f"{text}: Hydra sweeps none of its own settings, with -m or without: {_hydra_setting_fix(override)}"
+            return (f"{override.input_line}: Hydra sweeps none of its own settings, with -m or without: "
+                    f"{_hydra_setting_fix(override)}")
     return None
 
 
@@ -158,19 +149,15 @@ def spaced_sweep_problem(args: ParsedCommandLine) -> Optional[str]:
     where each joined value is one its key takes: -m plan_only=true quickstart is not a sweep of plan_only
     (grammar_problem says what an override reads); and without -m only where a comma is next to the space
     (dtype=float32 bfloat16 may be meant as one value as much as a sweep)."""
-    parser, words = OverridesParser.create(), args.overrides
+    words = args.overrides
     for index, text in enumerate(words):
-        try:
-            parser.parse_override(text)
+        if not isinstance(args.parsed[index], HydraException):
             continue
-        except HydraException:
-            start, end, joined = _joined_sweep(words, index)
-        try:
-            override = joined and parser.parse_override(joined)
-            fits = override and override.is_sweep_override() and not override.is_hydra_override() \
-                and bad_value_problem(args._replace(overrides=[joined])) is None
-        except HydraException:
-            fits = False
+        start, end, joined = _joined_sweep(words, index)
+        fixed = args.with_overrides([joined] if joined else [])
+        override = next(iter(fixed.readable()), None)
+        fits = override is not None and override.is_sweep_override() and not override.is_hydra_override() \
+            and bad_value_problem(fixed) is None
         comma = args.multirun or any(word.startswith(",") or word.endswith(",") for word in words[start:end])
         if not fits or not comma:
             return None  # grammar_problem reports the word
@@ -203,7 +190,7 @@ def unchosen_model_problem(args: ParsedCommandLine) -> Optional[str]:
     `- optional model: NAME`, Hydra looks for recipe/model/NAME and skips it without a word. None when every recipe
     the line runs picks its model, sets no model keys (it runs the default model as it is), or cannot be read here
     (Hydra reports that)."""
-    overrides = _job_overrides(args.overrides)
+    overrides = _job_overrides(args)
     if any(o.key_or_group == "model" for o in overrides):
         return None
     choices = [f"recipe={o.value()}" for o in overrides if o.key_or_group == "recipe"] or [None]
@@ -278,16 +265,12 @@ def config_file(source: str, config_path: str) -> Optional[str]:
     return os.path.join(source[len("file://"):], f"{config_path}.yaml") if source.startswith("file://") else None
 
 
-def _job_overrides(texts: list[str]) -> list[Override]:
+def _job_overrides(args: ParsedCommandLine) -> list[Override]:
     """The overrides as the jobs get them: a sweep's once per value (listed_sweep). Left out: what does not parse
     (Hydra says so), and sweeps whose values are not listed on the command line."""
-    parser, jobs = OverridesParser.create(), []
-    for text in texts:
-        try:
-            override = parser.parse_override(text)
-            jobs += (listed_sweep(parser, override) or []) if override.is_sweep_override() else [override]
-        except HydraException:
-            continue
+    parser, jobs = OverridesParser.create(), []  # for a sweep's values
+    for override in args.readable():
+        jobs += (listed_sweep(parser, override) or []) if override.is_sweep_override() else [override]
     return jobs
 
 

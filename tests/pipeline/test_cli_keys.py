@@ -163,3 +163,23 @@ def test_the_programs_pointed_to_are_the_console_scripts_and_modules_that_exist(
 def test_a_command_line_that_runs_no_step_is_told_apart(argv, runs_none):
     """What mambapipe.cli runs on a launcher's first rank alone, where a run is refused."""
     assert runs_no_step(argv) is runs_none
+
+
+@pytest.mark.parametrize("argv", [
+    ["recipe=quickstart", "dtype=float32", "eval.max_ite=3", "hydra.run.dir=run"],
+    ["-m", "recipe=quickstart,mamba_130m", "dtype=float32,bfloat16", "steps=[download]", "hydra.sweep.dir=s"],
+    ["dtype=float32,", "bfloat16", "plan_only=true"],  # a check that fixes the line parses its fix alone
+])
+def test_the_command_line_is_parsed_once_for_all_the_checks(monkeypatch, argv):
+    """Each check parsed every override again with Hydra's grammar: the app's checks (mambapipe.app) made 6 passes
+    over the overrides on the first line (24 parses of its 4), 8 with the sweep checks; now parse_command_line
+    parses each once and the checks read what it parsed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mambapipe import app
+
+    parsed, parse = [], OverridesParser.parse_override
+    monkeypatch.setattr(OverridesParser, "parse_override", lambda self, text: parsed.append(text) or parse(self, text))
+    args = cli_keys.parse_command_line(argv)
+    app.command_line_problem(args)
+    assert {text: parsed.count(text) for text in args.overrides} == dict.fromkeys(args.overrides, 1)
