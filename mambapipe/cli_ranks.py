@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mambapipe.cli_keys import ParsedCommandLine, parse_command_line
-from mambapipe.cli_values import HydraInternalsChanged, config_loader, hydra_internals
+from mambapipe.cli_values import config_loader, hydra_internals
 from mambapipe.config import register_configs
 from mambapipe.models import ModelSpec
 
@@ -50,7 +50,5 @@ def _composed(args: ParsedCommandLine) -> Optional[DictConfig]:
         with hydra_internals(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the run composes again and shows them
             return config_loader(args.config_dir, []).load_configuration("config", args.overrides, RunMode.RUN)
-    except HydraInternalsChanged:
-        return None
-    except Exception:  # Hydra's verdict on the command line, whatever its type: the run without the launcher says it
-        return None
+    except Exception:  # Hydra's verdict, whatever its type, or HydraInternalsChanged: the run without the launcher
+        return None  # says it
