@@ -17,13 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import ContextManager, Iterator, Optional
+from urllib.parse import urlsplit
 
 from mambapipe.pipeline.disk import filling
 from mambapipe.pipeline.step import StepError, first_line
 
 log = logging.getLogger("mambapipe.hub")
 
-# Why this process found the hub unreachable (the first lookup's exception), None while it has not.
+# Why this process found the hub unreachable (the first lookup's exception, as _described says it), None while it
+# has not.
 _unreachable: Optional[str] = None
 
 
@@ -185,7 +187,24 @@ def not_fetched(repo_id: str, commit: str, without_hub: str, missing: Exception)
 
 
 def _described(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {first_line(exc) or 'no message'}"
+    """`ConnectError for https://huggingface.co: [Errno -2] Name or service not known`: a network failure names the
+    server it was asking (HF_ENDPOINT may name a mirror) where its message does not, as httpx's do not."""
+    origin = _asked_origin(exc) if isinstance(exc, Exception) and _is_network_failure(exc) else None
+    message = first_line(exc) or "no message"
+    if origin is None or urlsplit(origin).hostname in message:
+        return f"{type(exc).__name__}: {message}"
+    return f"{type(exc).__name__} for {origin}: {message}"
+
+
+def _asked_origin(exc: Exception) -> Optional[str]:
+    """The scheme, host and port of the request the HTTP client's error carries (httpx's and requests' do), or None.
+    Never its path and query, nor credentials a proxy's or mirror's URL may hold."""
+    try:
+        url = urlsplit(str(exc.request.url))  # httpx raises RuntimeError for a request not set, requests has None
+    except (AttributeError, RuntimeError):
+        return None
+    host_and_port = url.netloc.rpartition("@")[2]  # without user:password@
+    return f"{url.scheme}://{host_and_port}" if url.scheme and host_and_port else None
 
 
 def forget_unreachable() -> None:
@@ -224,8 +243,9 @@ def is_transfer_failure(exc: Exception) -> bool:
 
 
 def _found_unreachable(exc: Exception) -> None:
+    """Remember `exc` whole, the server it could not reach too: the later lookups, which do not ask, say it."""
     global _unreachable
-    _unreachable = type(exc).__name__
+    _unreachable = _described(exc)
     log.warning("the Hugging Face hub is unreachable (%s): this run will read the local cache only", _unreachable)
 
 

@@ -137,7 +137,7 @@ def test_a_hub_found_unreachable_at_plan_time_sends_the_ranks_to_the_local_cache
     resolved = resolve_config(compose_config("eval.dataset=cnn_dailymail"))
     with mock.patch("huggingface_hub.HfApi.dataset_info", side_effect=ConnectionError("no route")):
         planned = build_plan(resolved, load_steps(), ArtifactStore(resolved.config["cache_dir"])).get("evaluate")
-    assert _ranks_job(planned, monkeypatch, tmp_path).hub_local_only == "unreachable: ConnectionError"
+    assert _ranks_job(planned, monkeypatch, tmp_path).hub_local_only == "unreachable: ConnectionError: no route"
 
 
 @pytest.fixture

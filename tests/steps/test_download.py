@@ -566,6 +566,23 @@ def test_a_hub_answer_with_nothing_cached_is_quoted(compose_config, hub_snapshot
     assert "(HfHubHTTPError: 429 Too Many Requests for url" in str(info.value)
 
 
+@pytest.mark.parametrize("url, message, said", [
+    ("https://user:secret@mirror.example:8443/api/models/my-org/other/revision/main?token=hf_x",
+     "[Errno -2] Name or service not known",
+     "ConnectError for https://mirror.example:8443: [Errno -2] Name or service not known"),
+    ("https://huggingface.co/api/models/my-org/other/revision/main",  # a message naming the host keeps it once
+     "HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded",
+     "ConnectError: HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded")])
+def test_a_network_failure_names_the_server_it_asked_and_no_credentials(compose_config, hub_snapshot, url, message,
+                                                                        said):
+    """httpx's connection errors do not name the server (HF_ENDPOINT may name a mirror); the line does, without the
+    request's path and query or a user and password in the URL."""
+    error = httpx2.ConnectError(message, request=httpx2.Request("GET", url))
+    with mock.patch("huggingface_hub.HfApi.repo_info", side_effect=error), pytest.raises(StepError) as info:
+        STEP.environment(hub_params(compose_config, "model.repo_id=my-org/other"))
+    assert f"on the Hugging Face hub ({said}) and its revision main" in str(info.value)
+
+
 def test_the_fingerprint_follows_the_weights_not_touches_or_dot_files(tmp_path, monkeypatch):
     """A large file is known by size, mtime and ctime (a rewrite whose mtime was put back still moves its ctime), a
     small one by its bytes; .git and .cache, which no step reads and git or a hub client rewrite, not at all."""

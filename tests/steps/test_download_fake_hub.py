@@ -165,12 +165,33 @@ def closed_port() -> int:
 
 
 def test_a_hub_that_is_down_is_one_line(compose_config, tmp_path, monkeypatch, repo_files):
-    point_huggingface_hub_at(monkeypatch, f"http://127.0.0.1:{closed_port()}", tmp_path / "hf")
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    point_huggingface_hub_at(monkeypatch, endpoint, tmp_path / "hf")
     result, _ = run(compose_config, tmp_path, *hub_overrides())
-    assert result.reason == (f"download: cannot reach {REPO_ID} on the Hugging Face hub (ConnectError: [Errno 111] "
-                             "Connection refused) "
-                             "and its revision main is not in the local cache: set model.source=local "
-                             "model.path=/path/to/copy, or check the network")
+    assert result.reason == (f"download: cannot reach {REPO_ID} on the Hugging Face hub (ConnectError for {endpoint}: "
+                             "[Errno 111] Connection refused) and its revision main is not in the local cache: set "
+                             "model.source=local model.path=/path/to/copy, or check the network")
+
+
+def test_a_hub_found_down_by_one_lookup_is_said_in_full_by_the_next(compose_config, tmp_path, hub, monkeypatch,
+                                                                    caplog, capsys):
+    """The model's lookup finds the hub down and pins the commit an earlier run fetched; the tokenizer's, which does
+    not ask again, says what the first met (it said only `unreachable: ConnectError`), and no token."""
+    fetched_run, _ = run(compose_config, tmp_path / "online", *hub_overrides("steps=[download]"))
+    assert not fetched_run.failed, fetched_run.reason
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    point_huggingface_hub_at(monkeypatch, endpoint, tmp_path / "hf")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with caplog.at_level(logging.DEBUG):
+        result, _ = run(compose_config, tmp_path / "offline", *hub_overrides(f"model.tokenizer={TOKENIZER_ID}"))
+    down = f"ConnectError for {endpoint}: [Errno 111] Connection refused"
+    assert result.reason == (f"download: cannot reach {TOKENIZER_ID} on the Hugging Face hub (unreachable: {down}) "
+                             "and its revision main is not in the local cache: model.tokenizer names it; set "
+                             "model.tokenizer=null to use the tokenizer files of model.repo_id, or "
+                             "model.tokenizer=/path/to/tokenizer/dir, or check the network")
+    assert f"asking the hub for {REPO_ID}@main failed ({down}): pinned to the local cache's {COMMIT}" in caplog.text
+    outputs, record = capsys.readouterr(), (tmp_path / "offline" / "run" / "run.json").read_text()
+    assert TOKEN not in caplog.text + outputs.out + outputs.err + record
 
 
 def test_a_download_the_hub_breaks_off_is_one_line_and_leaves_no_partial_file(compose_config, tmp_path, hub):
@@ -281,9 +302,9 @@ def test_a_hub_gone_down_after_the_plan_is_named_when_the_files_are_fetched(comp
     monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)
     with pytest.raises(StepError) as info:
         STEP.run(params, {}, tmp_path / "out", StepContext(show_progress=False, environment=environment))
-    assert str(info.value) == (f"cannot reach {REPO_ID} on the Hugging Face hub (ConnectError: [Errno 111] Connection "
-                               f"refused) and its revision {COMMIT} is not in the local cache: set model.source=local "
-                               "model.path=/path/to/copy, or check the network")
+    assert str(info.value) == (f"cannot reach {REPO_ID} on the Hugging Face hub (ConnectError for {server.url}: "
+                               f"[Errno 111] Connection refused) and its revision {COMMIT} is not in the local "
+                               "cache: set model.source=local model.path=/path/to/copy, or check the network")
 
 
 # ---- the evaluate step's hub dataset (eval.dataset=cnn_dailymail), through datasets' own hub client ----------------
