@@ -8,7 +8,8 @@ their staging dir. So a KeyboardInterrupt here is passed on to the launcher's wh
 runner sees it only once every process of the tree has stopped. The tree is found through psutil: the
 launcher's descendants, and every process that carries this run's mark in its environment
 (`LAUNCHED_BY_ENV`), which also finds a rank that has left the tree because its parent exited. The same
-mark lets a rank end itself when we are gone (`parallel`).
+mark lets a rank end itself when we are gone (`parallel`), and run_tree end the ranks of a launcher killed
+outright (the OOM killer's SIGKILL), which had no chance to stop them.
 
 The tree is sent SIGTERM, not SIGINT: a rank blocked in a collective whose peer has already exited never
 returns to Python to raise KeyboardInterrupt, and torchrun kills such a rank only 30 s after passing the
@@ -45,16 +46,35 @@ def run_tree(what: str, cmd: Sequence[str], stream: str, on_line: Callable[[str]
     """Run `cmd`, passing each line of its `stream` ("stdout" or "stderr", which the caller pipes in
     `popen_kwargs`) to `on_line`; its exit code. On Ctrl-C the launcher and everything it started are
     sent SIGTERM and waited for, a second Ctrl-C kills them, and the KeyboardInterrupt is raised again.
-    `what` names them in the message saying so."""
+    `what` names them in the message saying so. Where a signal kills the launcher outright, what it started is
+    ended before this returns (_end_orphans)."""
     mark = launched_by_mark()
     with subprocess.Popen(cmd, env={**(env or os.environ), LAUNCHED_BY_ENV: mark}, **popen_kwargs) as proc:
+        # The launcher's end is watched beside the loop, not after it: torchrun's ranks write to its stream
+        # themselves, so the loop would not end while those a launcher killed outright left running do.
+        orphans = threading.Thread(target=_end_orphans, args=(proc, mark), name="mambapipe-orphans", daemon=True)
+        orphans.start()
         try:
             for line in getattr(proc, stream):
                 on_line(line)
+            orphans.join()
         except KeyboardInterrupt:
             _stop_tree(proc, stream, mark, what)
             raise
     return proc.returncode
+
+
+def _end_orphans(proc: subprocess.Popen, mark: str) -> None:
+    """Once the launcher has been ended by a signal it did not handle (the OOM killer's SIGKILL, which leaves it no
+    chance to stop its ranks), SIGTERM to the processes carrying `mark`, and SIGKILL to those left STRAGGLER_WAIT_S
+    later: left alone they would run on (mpirun's, torchrun's), after the runner has removed their staging dir. A
+    launcher that exits, even for a signal it handles (mpirun, torchrun: SIGTERM), has stopped them itself."""
+    if proc.wait() >= 0:
+        return
+    orphans = _tree(proc, mark, [])
+    _send(orphans, signal.SIGTERM)
+    _, left = psutil.wait_procs(orphans, timeout=STRAGGLER_WAIT_S)
+    _send(left, signal.SIGKILL)
 
 
 def _stop_tree(proc: subprocess.Popen, stream: str, mark: str, what: str) -> None:

@@ -3,6 +3,7 @@ ranks run in sessions of their own (as torchrun starts them)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,13 +40,15 @@ LAUNCHER = textwrap.dedent("""
     print("ranks started", flush=True)
     time.sleep(0 if mode == "orphan" else 120)
 """)
-# Our side: run the launcher as parallel.launch runs torchrun, exit 130 when the KeyboardInterrupt comes back.
+# Our side: run the launcher as parallel.launch runs torchrun, saying its exit code; exit 130 when the
+# KeyboardInterrupt comes back.
 DRIVER = textwrap.dedent("""
     import subprocess, sys
     from mambapipe.process_tree import STRAGGLER_WAIT_S, run_tree
     try:
-        run_tree("the launcher", [sys.executable, "-c", sys.argv[1], *sys.argv[2:]], "stdout", print,
-                  stdout=subprocess.PIPE, text=True)
+        code = run_tree("the launcher", [sys.executable, "-c", sys.argv[1], *sys.argv[2:]], "stdout", print,
+                        stdout=subprocess.PIPE, text=True)
+        print("exit code", code)
     except KeyboardInterrupt:
         sys.exit(130)
 """)
@@ -135,6 +138,21 @@ def test_a_rank_whose_launcher_has_exited_is_still_found_by_its_mark(tmp_path):
     _wait_gone(pids[:1])
     os.kill(driver.pid, signal.SIGINT)
     assert driver.wait(timeout=20) == 130 and _wait_gone(pids) == []
+
+
+def test_a_launcher_killed_outright_leaves_no_rank_behind(tmp_path):
+    """SIGKILL (the OOM killer's) leaves the launcher no chance to stop its rank, which ran on and, holding the output
+    pipe as torchrun's ranks do, kept run_tree waiting for it (120 s here; a real torchrun's ranks likewise)."""
+    driver, pids = _start_driver(tmp_path, on_sigint="default")
+    try:
+        os.kill(pids[0], signal.SIGKILL)
+        out, _ = driver.communicate(timeout=STRAGGLER_WAIT_S)
+        # stripped: print's own newline after the launcher's line is left here, unless _start_driver's read took it
+        assert out.strip() == "exit code -9" and _wait_gone(pids, timeout=1) == []
+    finally:  # what a failure leaves
+        for pid in [driver.pid, *pids]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_second_ctrl_c_kills_a_group_that_ignores_the_first(tmp_path):
