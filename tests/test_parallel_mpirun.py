@@ -1,16 +1,18 @@
 """mambapipe.parallel.launch under the real `mpirun` (Open MPI; written against 4.1.4): the rank that failed and why,
 a signal named in one line, more ranks than cores, a Ctrl-C that leaves no process (nor session directory) behind,
-and mambapipe's refusal to run as one of a user's mpirun ranks. mpirun's transcripts, as captured from 4.1.4, are
-read in test_parallel.py, which runs everywhere."""
+mpirun killed outright said as such and its ranks ended, and mambapipe's refusal to run as one of a user's mpirun
+ranks. mpirun's transcripts, as captured from 4.1.4, are read in test_parallel.py, which runs everywhere."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -115,6 +117,35 @@ def test_a_ctrl_c_stops_mpirun_and_its_ranks(rank_path, tmp_path, to_the_group):
     assert driver.returncode == 130, err
     assert [p for p in tree if not _gone(p)] == []
     assert list(tmpdir.iterdir()) == []
+
+
+def test_mpirun_killed_outright_is_named_and_leaves_no_rank(rank_path, tmp_path):
+    """The OOM killer's SIGKILL to mpirun while its ranks run: it was `a rank of 2 (mpirun -m mpirun_rank) failed:
+    exit code -9`, and the ranks, reparented to init, slept on (60 s here; real ones to the end of their work)."""
+    pids, ranks = tmp_path / "pids", []
+    pids.mkdir()
+
+    def kill_mpirun() -> None:  # once both ranks run
+        deadline = time.monotonic() + 30
+        while len([p for p in pids.iterdir() if p.read_text()]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ranks.extend(psutil.Process(int(p.read_text())) for p in pids.iterdir())
+        next(p for p in psutil.Process().children() if p.name() == "mpirun").kill()
+
+    killer = threading.Thread(target=kill_mpirun)
+    killer.start()
+    try:
+        with pytest.raises(StepError) as failed:
+            launch(2, "mpirun_rank", ["sleep", str(pids)], launcher="mpirun", log_file=tmp_path / "ranks.log")
+        killer.join()
+        assert str(failed.value) == (f"mpirun, which ran the 2 ranks (-m mpirun_rank, output in {tmp_path}/ranks.log), "
+                                     "was killed by SIGKILL (signal 9): the OS may have killed it for lack of memory "
+                                     "(`dmesg` says so where it did); no rank reported a failure")
+        assert len(ranks) == 2 and [p for p in ranks if not _gone(p)] == []
+    finally:  # what a failure leaves
+        for rank in ranks:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rank.kill()
 
 
 @pytest.mark.parametrize("ranks, args, why", [
