@@ -37,6 +37,7 @@ class PlannedStep:
     action: str  # run | cached | skip | missing
     reason: str = ""
     notes: list[str] = field(default_factory=list)  # the step's describe() lines
+    gate: dict[str, Any] = field(default_factory=dict)  # the values of the step's gate_uses, in no key
 
     @property
     def name(self) -> str:
@@ -188,7 +189,7 @@ def _problems(step: Step, exc: Exception) -> list[str]:
 def step_params(step: Step, config: dict[str, Any]) -> dict[str, Any]:
     """The config slice `step` reads: its `uses`, plus its `extra_uses` for those values, asked again while it
     names keys not yet selected (a key it adds may decide others: eval.task=summarize brings
-    eval.check_accuracy, whose value decides eval.rouge1_threshold), normalized by the step where it has
+    eval.dataset, whose value decides the hub's keys), normalized by the step where it has
     several spellings of one value, so they share a key."""
     params = select(config, step.uses)
     while hasattr(step, "extra_uses"):
@@ -276,7 +277,8 @@ def build_plan(resolved: Resolved, steps: Sequence[Step], store: ArtifactStore) 
         inputs = {name: keys[name] for name in step.needs}
         keyed = step.key_params(params, environment) if hasattr(step, "key_params") else params
         keys[step.name] = step_key(step.name, step.version, keyed, inputs, environment)
-        planned_steps.append(PlannedStep(step, params, inputs, environment, keys[step.name], SKIP))
+        planned_steps.append(PlannedStep(step, params, inputs, environment, keys[step.name], SKIP,
+                                         gate=select(config, getattr(step, "gate_uses", ()))))
     _decide_actions(planned_steps, store, selected, forced)
     for planned in planned_steps:
         if planned.name in unknown_keys and planned.action in (RUN, MISSING):  # no artifact to compare it with

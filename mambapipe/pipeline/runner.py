@@ -151,9 +151,23 @@ def _execute(plan: Plan, run_dir: Path, overrides: list[str],
         if outcome.artifact:  # its files the run dir keeps (the evaluate step's), made by this run or an earlier one
             try:
                 _publish(Path(outcome.artifact), run_dir)
+                reason = _missed_gate(planned, Path(outcome.artifact), console)
             except DiskFullError as exc:  # the artifact is whole in the cache: the next run only copies them
                 reason = f"{planned.name}: {exc}"
     return outcomes, reason, interrupted
+
+
+def _missed_gate(planned: PlannedStep, artifact: Path, console: Console) -> Optional[str]:
+    """The failure reason where the step's gate (evaluate's accuracy gate) refuses its artifact, else None. Checked
+    on every run, cached or not: the gate's settings are in no key, so a cached artifact has never met this run's."""
+    if not hasattr(planned.step, "check_gate"):
+        return None
+    try:
+        planned.step.check_gate(planned.gate, artifact)
+    except StepError as exc:
+        console.print(f"[red]✗ {planned.name}[/] gate missed")
+        return f"{planned.name}: {exc}"
+    return None
 
 
 def _run_or_fail(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[str],
@@ -210,7 +224,7 @@ def _run_step(plan: Plan, planned: PlannedStep, run_dir: Path, overrides: list[s
 def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path,
                console: Console) -> tuple[float, dict[str, Any], Path]:
     """Run the step in a fresh staging dir; on any failure (or Ctrl-C) the staging dir goes away,
-    after the files the run dir keeps (a failed accuracy gate's metrics) are copied out."""
+    after the files the run dir keeps (the metrics of a step that failed after writing them) are copied out."""
     staging = plan.store.new_staging(planned.name, planned.key)
     inputs = {name: plan.artifact(name) for name in planned.step.needs}
     ctx = StepContext(show_progress=_progress_wanted(plan.resolved.config["progress"]),
@@ -230,7 +244,7 @@ def _call_step(plan: Plan, planned: PlannedStep, run_dir: Path,
     except BaseException as failure:
         try:
             _publish(staging, run_dir)
-        except DiskFullError:  # the reason now (a missed gate's would point to a metrics.json that is not there),
+        except DiskFullError:  # the reason now (the step's could point to a metrics.json that is not there),
             if not isinstance(failure, KeyboardInterrupt):  # but a Ctrl-C stays one: the run resumes, exit 130
                 raise
         finally:  # also where the copy fails (the run dir on the same full disk)

@@ -72,7 +72,7 @@ class Step(Protocol):
 #       trtllm-only build.* flags only when backend=trtllm). They join `params`, and so the key, exactly like
 #       `uses`; keys left out can change without invalidating the artifact. It is asked again with the keys it
 #       added until it adds none, so an extra key may decide further ones (evaluate: eval.task=summarize adds
-#       eval.check_accuracy, and check_accuracy=true adds eval.rouge1_threshold).
+#       eval.dataset, and eval.dataset=cnn_dailymail adds the hub's eval.dataset_hub_id, ...).
 #
 #   normalize(params) -> dict
 #       The params as keyed: a value that means the same as another is written as that one, so both settings
@@ -97,6 +97,13 @@ class Step(Protocol):
 #       model.revision as if unset once the commit it resolved to is in `environment`, so `main`, a tag and the
 #       commit itself find one artifact. By default the key hashes the params as they are; checks, descriptions,
 #       the run and the manifest always get them as they are.
+#
+#   gate_uses: tuple[str, ...]  and  check_gate(gate, artifact) -> None
+#       A pass/fail check of the output against settings that do not change it (evaluate: rouge1 above
+#       eval.rouge1_threshold, with eval.check_accuracy). `gate_uses` are dotted keys the gate alone reads: in no
+#       key, so a new threshold finds the evaluation made before. The runner calls check_gate with their values
+#       (`gate`) and the artifact's directory on every run, whether the step ran or was cached, after the run dir
+#       got the artifact's files; a StepError fails the run with its message, the artifact kept in the cache.
 #
 #   run_dir_files: tuple[str, ...]
 #       Files the step writes into the run dir itself (evaluate: its ranks' log), beside the metrics.json and

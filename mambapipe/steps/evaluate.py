@@ -3,9 +3,9 @@
 Writes `metrics.json` and `predictions.jsonl` (summarize only) at the artifact root; the runner copies
 them into the run directory. With tp_size > 1 the task runs on every rank under the launcher, whose command the
 plan shows, and the ranks' output is also kept in the run directory's `evaluate-ranks.log`.
-With `eval.check_accuracy`, a rouge1 at or below `eval.rouge1_threshold` fails the step *after* the
-outputs are written: the runner copies a failed step's metrics/predictions into the run directory
-before it discards the staging directory, so the scores stay readable but nothing is cached.
+With `eval.check_accuracy`, a rouge1 at or below `eval.rouge1_threshold` fails the run: the step's gate, which
+the runner checks on every run against the evaluation, made now or cached, once its files are in the run
+directory. Neither key is in the step's key: a new threshold is checked against the evaluation already made.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ RANKS_LOG = "evaluate-ranks.log"  # in the run dir
 # summarize evaluation, nor the reverse. The build limits are in both for the plan-time checks.
 TASK_KEYS = {
     "summarize": ("eval.dataset", "eval.max_ite", "eval.batch_size", "eval.max_input_length", "eval.output_len",
-                  "eval.compare_hf", "eval.check_accuracy"),
+                  "eval.compare_hf"),
     "benchmark": ("eval.scenarios", "eval.warmup", "eval.repeats", "eval.bandwidth_gbps", "eval.compare_hf"),
 }
 HUB_DATASET_KEYS = ("eval.dataset_hub_id", "eval.dataset_config", "eval.dataset_split")  # eval.dataset=cnn_dailymail
@@ -47,17 +47,16 @@ _SUMMARIZE_POSITIVE = ("eval.batch_size", "eval.max_ite", "eval.max_input_length
 
 class EvaluateStep:
     name = "evaluate"
-    version = 3  # metrics.json also holds the ROUGE interval, rouge_variant and protocol
+    version = 4  # the accuracy gate's keys left the key (gate_uses): the plan says so of an older evaluation
     uses = ("eval.task", "eval.random_seed", "device", "backend", "tp_size",
             "build.max_batch_size", "build.max_input_len", "build.max_seq_len")
     needs = ("build", "download")
     run_dir_files = (RANKS_LOG,)  # written only by a tp_size > 1 run; removed from a reused run dir
+    gate_uses = ("eval.check_accuracy", "eval.rouge1_threshold")
 
     def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
-        """The keys of the chosen task; summarize's threshold only when it gates, its hub keys only for the hub."""
+        """The keys of the chosen task; summarize's hub keys only for the hub."""
         keys = TASK_KEYS[params["eval.task"]]
-        if params.get("eval.check_accuracy"):
-            keys += ("eval.rouge1_threshold",)
         if params.get("eval.dataset") == "cnn_dailymail":
             keys += HUB_DATASET_KEYS
         return keys
@@ -110,9 +109,18 @@ class EvaluateStep:
                 run_evaluation(job)
             except LimitError as err:  # e.g. a tokenizer that is not the model's; launched ranks say it in one line too
                 raise StepError(f"LimitError: {err}") from None
-        metrics = json.loads((out_dir / METRICS_FILE).read_text())
-        _accuracy_gate(params, metrics)
-        return _facts(metrics)
+        return _facts(json.loads((out_dir / METRICS_FILE).read_text()))
+
+    def check_gate(self, gate: dict[str, Any], artifact: Path) -> None:
+        """The accuracy gate on the evaluation in `artifact`, however old: the runner asks on every run."""
+        if not gate["eval.check_accuracy"]:  # a run without the gate reads nothing more of a cached evaluation
+            return
+        try:
+            metrics = json.loads((artifact / METRICS_FILE).read_text())
+        except (OSError, ValueError) as exc:  # damaged in the cache since it was made
+            raise StepError(f"eval.check_accuracy cannot read {artifact / METRICS_FILE} ({type(exc).__name__}); "
+                            "make the evaluation again with force=[evaluate]") from None
+        _accuracy_gate(gate, metrics)
 
 
 def _check_summarize(params: dict[str, Any]) -> None:
@@ -235,11 +243,11 @@ def _run_launched(job: EvalJob, tp_size: int, log_file: Optional[Path]) -> None:
                         f"{where}")
 
 
-def _accuracy_gate(params: dict[str, Any], metrics: dict[str, Any]) -> None:
+def _accuracy_gate(gate: dict[str, Any], metrics: dict[str, Any]) -> None:
     """summarize.py's --check_accuracy: rouge1 must be strictly above the threshold."""
-    if metrics["task"] != "summarize" or not params["eval.check_accuracy"]:
+    if metrics["task"] != "summarize" or not gate["eval.check_accuracy"]:
         return
-    rouge1, threshold = metrics["rouge1"], params["eval.rouge1_threshold"]
+    rouge1, threshold = metrics["rouge1"], gate["eval.rouge1_threshold"]
     if rouge1 <= threshold:
         raise StepError(f"rouge1 {rouge1:.2f} <= threshold {threshold:.2f} (eval.check_accuracy); metrics.json "
                         "is in the run directory; compare with eval.compare_hf=true or lower eval.rouge1_threshold")

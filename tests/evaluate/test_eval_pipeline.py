@@ -45,6 +45,20 @@ def test_metrics_say_which_state_dtype_ran(compose_config, tmp_path):
     assert metrics["ssm_state_dtype"] == "bfloat16" and metrics["kernels"] == "torch"
 
 
+def test_a_new_accuracy_threshold_is_checked_against_the_cached_evaluation(compose_config, tmp_path):
+    """A missed gate keeps the evaluation, and a threshold changed alone reuses it: before, the threshold was in the
+    evaluation's key and a missed gate cached nothing, so each threshold tried evaluated again."""
+    def gated(name: str, threshold: float):
+        overrides = ("eval.check_accuracy=true", f"eval.rouge1_threshold={threshold}", *SMALL_EVAL)
+        return run_recipe(compose_config(*overrides), tmp_path / name, overrides)
+
+    missed = gated("missed", 15.0)  # random weights score far below it
+    assert missed.reason.startswith("evaluate: rouge1 ") and " <= threshold 15.00 " in missed.reason
+    passed = gated("passed", -1.0)
+    assert not passed.failed and [o.status for o in passed.outcomes] == ["cached"] * 4
+    assert (tmp_path / "passed" / "metrics.json").read_bytes() == (tmp_path / "missed" / "metrics.json").read_bytes()
+
+
 @pytest.mark.slow
 def test_tp2_under_torchrun_matches_tp1_and_the_gate_fails_the_run(compose_config, tmp_path):
     cache = tmp_path / "cache"

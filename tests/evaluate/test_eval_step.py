@@ -17,29 +17,40 @@ from omegaconf import OmegaConf
 from mambapipe.config import MambapipeConfig
 from mambapipe.evaluate.data import load_articles
 from mambapipe.pipeline.plan import step_params
+from mambapipe.pipeline.resolve import select
 from mambapipe.pipeline.step import StepError
-from mambapipe.steps.evaluate import STEP, _accuracy_gate
+from mambapipe.steps.evaluate import STEP
+
+
+def _config(**overrides):
+    """The schema's defaults plus these dotted overrides, as the plan reads them."""
+    cfg = OmegaConf.structured(MambapipeConfig)
+    for key, value in {"device": "cpu", "backend": "native", **overrides}.items():
+        OmegaConf.update(cfg, key, value)
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
 def _params(**overrides):
     """The params the plan hands the step for the schema's defaults plus these dotted overrides."""
-    cfg = OmegaConf.structured(MambapipeConfig)
-    for key, value in {"device": "cpu", "backend": "native", **overrides}.items():
-        OmegaConf.update(cfg, key, value)
-    return step_params(STEP, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    return step_params(STEP, _config(**overrides))
+
+
+def _gate(**overrides):
+    """The values of the gate's keys the plan hands the runner for the step's check_gate."""
+    return select(_config(**overrides), STEP.gate_uses)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"eval.check_accuracy": True, "eval.dataset": "cnn_dailymail"},
                                        {"eval.task": "benchmark"}])
 def test_uses_only_keys_of_the_schema(overrides):
     cfg = OmegaConf.structured(MambapipeConfig)
-    for key in _params(**overrides):
+    for key in [*_params(**overrides), *STEP.gate_uses]:
         assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", key
     assert STEP.name == "evaluate" and set(STEP.needs) == {"build", "download"}
 
 
 SUMMARIZE_ONLY = {"eval.dataset": "cnn_dailymail", "eval.max_ite": 5, "eval.batch_size": 2,
-                  "eval.max_input_length": 500, "eval.output_len": 50, "eval.check_accuracy": True}
+                  "eval.max_input_length": 500, "eval.output_len": 50}
 BENCHMARK_ONLY = {"eval.warmup": 0, "eval.repeats": 7, "eval.bandwidth_gbps": 50.0,
                   "eval.scenarios": [{"batch": 1, "input_len": 10, "output_len": 10}]}
 
@@ -54,10 +65,13 @@ def test_the_params_hold_only_the_keys_the_task_reads(task, read, unread):
         assert _params(**{"eval.task": task, key: value})[key] == value, key
 
 
-def test_rouge1_threshold_counts_only_when_it_gates_and_hub_keys_only_for_the_hub():
-    assert _params(**{"eval.rouge1_threshold": 1.0}) == _params()
-    gated = _params(**{"eval.check_accuracy": True})
-    assert _params(**{"eval.check_accuracy": True, "eval.rouge1_threshold": 1.0}) != gated
+def test_the_gate_keys_are_in_no_key_and_hub_keys_only_for_the_hub():
+    """A new threshold, or the gate turned on, is checked against the evaluation already made (the runner's
+    check_gate), not a reason to make it again."""
+    for task in ("summarize", "benchmark"):
+        assert _params(**{"eval.task": task, "eval.check_accuracy": True, "eval.rouge1_threshold": 1.0}) == \
+            _params(**{"eval.task": task})
+    assert not set(STEP.gate_uses) & set(_params(**{"eval.check_accuracy": True}))
     hub_keys = {"eval.dataset_hub_id", "eval.dataset_config", "eval.dataset_split"}
     assert not hub_keys & set(_params())
     assert hub_keys <= set(_params(**{"eval.dataset": "cnn_dailymail"}))
@@ -238,23 +252,37 @@ def test_plan_check_stops_a_summarize_run_whose_install_cannot_import_its_librar
         STEP.check_imports(_params())
 
 
+def _evaluation(tmp_path, metrics):
+    """An evaluate artifact's directory holding these metrics."""
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    return tmp_path
+
+
 @pytest.mark.parametrize("rouge1, fails", [(12.3, True), (15.0, True), (15.01, False)])
-def test_accuracy_gate_is_strictly_greater(rouge1, fails):
-    metrics = {"task": "summarize", "rouge1": rouge1}
-    params = _params(**{"eval.check_accuracy": True})
+def test_accuracy_gate_is_strictly_greater(tmp_path, rouge1, fails):
+    artifact = _evaluation(tmp_path, {"task": "summarize", "rouge1": rouge1})
+    gate = _gate(**{"eval.check_accuracy": True})
     if not fails:
-        _accuracy_gate(params, metrics)
+        STEP.check_gate(gate, artifact)
         return
     with pytest.raises(StepError, match=f"rouge1 {rouge1:.2f} <= threshold 15.00") as err:
-        _accuracy_gate(params, metrics)
+        STEP.check_gate(gate, artifact)
     assert "\n" not in str(err.value)
 
 
-def test_accuracy_gate_is_off_unless_asked():
-    metrics = {"task": "summarize", "rouge1": 1.0}
-    _accuracy_gate(_params(), metrics)
-    _accuracy_gate(_params(**{"eval.check_accuracy": True, "eval.rouge1_threshold": 0.5}), metrics)
-    _accuracy_gate(_params(**{"eval.check_accuracy": True}), {"task": "benchmark", "rows": []})
+def test_accuracy_gate_is_off_unless_asked(tmp_path):
+    artifact = _evaluation(tmp_path, {"task": "summarize", "rouge1": 1.0})
+    STEP.check_gate(_gate(), artifact)
+    STEP.check_gate(_gate(**{"eval.check_accuracy": True, "eval.rouge1_threshold": 0.5}), artifact)
+    benchmark = _evaluation(tmp_path, {"task": "benchmark", "rows": []})
+    STEP.check_gate(_gate(**{"eval.check_accuracy": True}), benchmark)
+
+
+def test_the_gate_on_an_evaluation_without_its_metrics_is_one_line_and_none_asked_reads_nothing(tmp_path):
+    STEP.check_gate(_gate(), tmp_path)  # no metrics.json: nothing to read without the gate
+    with pytest.raises(StepError, match=r"^eval.check_accuracy cannot read .*metrics.json \(FileNotFoundError\); "
+                                        r"make the evaluation again with force=\[evaluate\]$"):
+        STEP.check_gate(_gate(**{"eval.check_accuracy": True}), tmp_path)
 
 
 def test_local_dataset_contents_enter_the_key(tmp_path):

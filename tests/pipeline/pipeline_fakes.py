@@ -1,6 +1,6 @@
 """Small stand-in steps for testing the generic runner: the real steps' names, `uses`, `extra_uses`, `normalize`
-and `needs` (so the cache tests see the real key split), cheap work, and a journal file that records every real
-execution (across processes)."""
+and `needs` (so the cache tests see the real key split) and their gates, cheap work, and a journal file that records
+every real execution (across processes)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class FakeStep:
     def __init__(self, real: Step, journal: Path, behaviour: str = ""):
         self.real, self.name, self.uses, self.needs = real, real.name, real.uses, real.needs
         self.run_dir_files = getattr(real, "run_dir_files", ())
+        self.gate_uses = getattr(real, "gate_uses", ())
         self.journal, self.behaviour = journal, behaviour
 
     def extra_uses(self, params: dict[str, Any]) -> tuple[str, ...]:
@@ -29,6 +30,11 @@ class FakeStep:
 
     def normalize(self, params: dict[str, Any]) -> dict[str, Any]:
         return self.real.normalize(params) if hasattr(self.real, "normalize") else params
+
+    def check_gate(self, gate: dict[str, Any], artifact: Path) -> None:
+        """The real step's gate on the fake's output (evaluate: its rouge1 1.5)."""
+        if hasattr(self.real, "check_gate"):
+            self.real.check_gate(gate, artifact)
 
     def environment(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.behaviour == "bad-lookup":  # e.g. model.path gone, or the hub unreachable

@@ -55,6 +55,28 @@ def test_a_benchmark_setting_reruns_only_a_benchmark(pipeline, task, reruns):
     assert statuses(result)["evaluate"] == ("ran" if reruns else "cached")
 
 
+GATE_MISSED = ("evaluate: rouge1 1.50 <= threshold 2.00 (eval.check_accuracy); metrics.json is in the run directory; "
+               "compare with eval.compare_hf=true or lower eval.rouge1_threshold")
+
+
+def test_the_accuracy_gate_is_checked_on_every_run_against_the_evaluation_its_settings_leave_cached(pipeline):
+    """The gate's settings are in no key: a new threshold is checked against the evaluation made before (the fakes'
+    rouge1 is 1.5), which is not made again, and a missed gate fails the run, cached or not, keeping the
+    evaluation for a lower threshold. Before, the threshold was in the key: each new value evaluated again, and a
+    cached evaluation was never gated again."""
+    gated = ("eval.check_accuracy=true",)
+    missed = pipeline.run(*gated, "eval.rouge1_threshold=2.0")
+    assert pipeline.ran() == ["download", "convert", "build", "evaluate"] and statuses(missed)["evaluate"] == "ran"
+    assert missed.reason == GATE_MISSED and pipeline.errors.endswith(f"\nFAILED {GATE_MISSED}\n")
+    passed = pipeline.run(*gated, "eval.rouge1_threshold=1.0")
+    assert not passed.failed and pipeline.ran() == [] and statuses(passed)["evaluate"] == "cached"
+    again = pipeline.run(*gated, "eval.rouge1_threshold=2.0")
+    assert again.reason == GATE_MISSED and pipeline.ran() == [] and statuses(again)["evaluate"] == "cached"
+    assert json.loads((again.run_dir / "metrics.json").read_text())["rouge1"] == 1.5  # what the line points to
+    assert json.loads((again.run_dir / "run.json").read_text())["reason"] == GATE_MISSED
+    assert not pipeline.run("eval.rouge1_threshold=2.0").failed and pipeline.ran() == []  # no gate asked for
+
+
 def test_plan_names_upstream_change(pipeline):
     pipeline.run()
     result = pipeline.run("dtype=float16", "plan_only=true")
@@ -346,7 +368,7 @@ def test_manifest_records_provenance(pipeline):
     assert set(manifest["params"]) == {"eval.task", "eval.random_seed", "device", "backend", "tp_size",
                                        "build.max_batch_size", "build.max_input_len", "build.max_seq_len",
                                        "eval.dataset", "eval.max_ite", "eval.batch_size", "eval.max_input_length",
-                                       "eval.output_len", "eval.compare_hf", "eval.check_accuracy"}
+                                       "eval.output_len", "eval.compare_hf"}
     # what it was made from (the build's, the conversion's and the download's params), for ls once those are gone
     assert manifest["upstream"]["dtype"] == "float32" and manifest["upstream"]["model.source"] == "synthetic"
     assert not set(manifest["upstream"]) & set(manifest["params"])

@@ -164,7 +164,7 @@ def test_a_run_dir_that_fills_is_one_line_naming_it_and_keeps_no_file_half_writt
 
 
 def test_a_failed_steps_outputs_that_fill_the_run_dir_name_it_not_the_cache(pipeline, disk_fills_writing):
-    """A step that failed after writing the files the run dir keeps (a missed accuracy gate's metrics): copying them
+    """A step that failed after writing the files the run dir keeps (its metrics.json): copying them
     fills the run dir's disk, which the line names (the cache's was not full), and the staging dir still goes."""
     disk_fills_writing("metrics.json")
     result = pipeline.run(evaluate="fail")
@@ -335,7 +335,7 @@ def test_a_ctrl_c_while_a_refused_plan_is_reported_keeps_its_record(pipeline, mo
 
 
 @pytest.mark.parametrize("behaviour, hint", [
-    ({"evaluate": "fail"}, "run again once fixed (finished steps are cached)"),  # e.g. eval.check_accuracy's gate
+    ({"evaluate": "fail"}, "run again once fixed (finished steps are cached)"),
     ({"build": "crash"}, "run again once fixed (finished steps are cached)"),
     ({"convert": "bad-config"}, "fix it, then run"),  # refused by the plan: no step ran
 ])
