@@ -24,9 +24,10 @@ from mambapipe.cli_values import (
     unswept_sweep_problem,
 )
 from mambapipe.config import CONFIG_DIR, register_configs
-from mambapipe.pipeline.report import make_console, print_diagnostic
+from mambapipe.pipeline.report import end_quietly_on_broken_pipe, make_console, print_diagnostic
 from mambapipe.pipeline.runner import command_line_config_dirs, run_recipe
 from mambapipe.pipeline.step import INTERRUPTED_EXIT
+from mambapipe.sweep.job import StdoutReaderGone
 
 register_configs()
 
@@ -38,7 +39,8 @@ def run_app() -> None:
     sets model keys but picks no model (each value of a sweep, before any job runs) ends in one line on standard
     error, not a traceback, and so does a command of mambapipe-cache or mambapipe-sweep given to this one (exit 2,
     a usage error as argparse's). A Ctrl-C in a sweep ends in the summary of its jobs so far; mambapipe.cli reports
-    one outside a step."""
+    one outside a step. So does a sweep whose standard output's reader went away (`| head`), in its summary files
+    and lines on standard error, exit 1."""
     misplaced = other_command_problem(sys.argv[1:])
     if misplaced:
         print(misplaced, file=sys.stderr)
@@ -58,6 +60,11 @@ def run_app() -> None:
             raise
         interrupts.ignore_from_here()
         sys.exit(INTERRUPTED_EXIT)
+    except StdoutReaderGone:
+        from mambapipe.sweep.callback import summarize_unread_sweep
+
+        summarize_unread_sweep(make_console(stderr=True))
+        end_quietly_on_broken_pipe()
 
 
 def command_line_problem(args: ParsedCommandLine) -> Optional[str]:

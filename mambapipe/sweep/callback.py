@@ -2,9 +2,9 @@
 write the sweep summary and exit non-zero when any job failed.
 
 Jobs never raise (see job.py), so Hydra finishes every job and then calls `on_multirun_end`; Hydra turns
-an exception from a callback into a warning, hence `SystemExit` for the exit code. Ctrl-C is the one way a
-sweep ends early: Hydra then calls no callback, so `mambapipe.app` asks `summarize_interrupted_sweep` for
-the summary of the sweep this callback saw start.
+an exception from a callback into a warning, hence `SystemExit` for the exit code. Ctrl-C and standard output's
+reader going away are the ways a sweep ends early: Hydra then calls no callback, so `mambapipe.app` asks
+`summarize_interrupted_sweep` or `summarize_unread_sweep` for the summary of the sweep this callback saw start.
 """
 
 from __future__ import annotations
@@ -79,6 +79,19 @@ def summarize_interrupted_sweep(console: Console, errors: Console) -> bool:
     return True
 
 
+def summarize_unread_sweep(errors: Console) -> None:
+    """After a job found standard output's reader gone (job.StdoutReaderGone): the summary files, without the table,
+    which nobody would read, and on `errors` that the sweep stopped launching jobs and how to finish it."""
+    sweep_config = SweepConfig.read(_running_sweep_dir)
+    rows = _summarize(None, errors, _running_sweep_dir, plots=True, sweep_config=sweep_config)
+    summary = escape(str(_running_sweep_dir / "summary.md"))
+    print_diagnostic(errors, f"[red]FAILED[/] standard output's reader went away (`| head`?): the sweep launched no "
+                             f"further job; {count_line(rows)} summary: {summary}")
+    resume = sweep_config.resume_command()
+    if resume and not all(row.succeeded for row in rows):
+        print_diagnostic(errors, f"finish it (finished steps come from the cache): {escape(resume)}")
+
+
 def _record_jobs_joblib_killed(sweep_config: SweepConfig) -> None:
     """Record the jobs joblib killed as interrupted. At a Ctrl-C it kills its workers and their processes before the
     KeyboardInterrupt reaches mambapipe.app: a job of this sweep that recorded its start but no end, and wrote no
@@ -90,10 +103,11 @@ def _record_jobs_joblib_killed(sweep_config: SweepConfig) -> None:
             record_outcome(run_dir, reason=KILLED_BY_JOBLIB)
 
 
-def _summarize(console: Console, errors: Console, sweep_dir: Path, plots: bool,
+def _summarize(console: Optional[Console], errors: Console, sweep_dir: Path, plots: bool,
                sweep_config: Optional[SweepConfig] = None) -> list[JobRow]:
-    """Write the summary files and print the table on `console`; the rows. A summary that cannot be written is said
-    on `errors`, and ends the sweep with exit status 1. `sweep_config`: its multirun.yaml, where read already."""
+    """Write the summary files and print the table on `console` (None: nowhere); the rows. A summary that cannot be
+    written is said on `errors`, and ends the sweep with exit status 1. `sweep_config`: its multirun.yaml, where read
+    already."""
     try:
         rows = summarize_sweep(sweep_dir, plots=plots, sweep_config=sweep_config)
     except Exception as exc:  # results exist but cannot be read back, or the disk is full: not a green sweep
@@ -104,7 +118,7 @@ def _summarize(console: Console, errors: Console, sweep_dir: Path, plots: bool,
                    f"summarize {sweep_dir}")
         print_diagnostic(errors, f"[red]FAILED[/] {escape(why)}")
         raise SystemExit(1) from exc
-    if rows:
+    if rows and console is not None:
         print_table(console, rows, sweep_dir)
         console.print(f"summary: {sweep_dir / 'summary.md'}")
     return rows

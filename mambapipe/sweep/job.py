@@ -6,7 +6,9 @@ failed job never raises: Hydra's sweeper would stop the sweep at the first faile
 summary. Failures are recorded in the job's sweep_job.json, and the summary callback sets the exit code.
 Ctrl-C is the exception: the job waits for its child to record where it stopped, records the job as
 interrupted, and lets the KeyboardInterrupt stop the sweep (`mambapipe.app` then writes the summary). So does a
-Ctrl-C before the child started, and the child starts with SIGINT blocked until it can report one itself.
+Ctrl-C before the child started, and the child starts with SIGINT blocked until it can report one itself. So does
+standard output's reader going away (`... | head -3`), with StdoutReaderGone: each later job would die at its
+first print, unread.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 
@@ -32,12 +36,27 @@ from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.pipeline.runner import command_line_config_dirs
 from mambapipe.pipeline.step import INTERRUPTED_EXIT
 from mambapipe.sweep.gpus import lease_gpus
-from mambapipe.sweep.record import SWEEP_STAMP, read_job_record, record_outcome, sweep_config_digest, update_job_record
+from mambapipe.sweep.record import (
+    STDOUT_READER_GONE,
+    SWEEP_STAMP,
+    read_job_record,
+    record_outcome,
+    sweep_config_digest,
+    update_job_record,
+)
 
 GPU_LEASES = ".gpu_leases"
 # A Ctrl-C at the terminal reaches the child too; a SIGINT sent to the launcher alone does not, so it is
 # passed on when the child has not stopped this long after it.
 FORWARD_SIGINT_AFTER_S = 5.0
+BASIC_LAUNCHER = f"{BasicLauncher.__module__}.{BasicLauncher.__name__}"  # the default: every job from this process
+READER_GONE_REASON = "standard output's reader went away (`| head`?): the job ended at its next print"
+
+
+class StdoutReaderGone(BaseException):
+    """A sweep job ended with standard output's reader gone: no later job would be read, and each would die at its
+    first print. A BaseException, as a Ctrl-C is: Hydra records an Exception as the job's failure and launches the
+    next job; this stops its launcher, and mambapipe.app summarizes the sweep."""
 
 
 def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
@@ -79,11 +98,27 @@ def _run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> 
         child, interrupted = _start_child([sys.executable, "-m", "mambapipe.sweep.child", str(run_dir),
                                            json.dumps(overrides), json.dumps(config_dirs)], env, config_yaml)
         interrupted = _wait_through_interrupts(child, job_num, interrupted)
+        reader_gone = stdout_reader_gone()
         # Recorded before the lease is let go: a Ctrl-C there finds the job's end, not a job stopped before its child.
-        outcome = _record_exit(run_dir, child.returncode, time.perf_counter() - started, interrupted)
+        outcome = _record_exit(run_dir, child.returncode, time.perf_counter() - started, interrupted, reader_gone)
     if interrupted:
         raise KeyboardInterrupt
+    if reader_gone and hydra_cfg.launcher._target_ == BASIC_LAUNCHER:  # another launcher's jobs run elsewhere
+        raise StdoutReaderGone
     return outcome
+
+
+def stdout_reader_gone() -> bool:
+    """Whether standard output, which the jobs' children share, is a pipe whose reader has closed it, asked without
+    writing: poll reports POLLERR on a pipe's write end once no reader is left (Linux), POLLHUP on a terminal hung up;
+    a file, or a reader still there, neither."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without one (a StringIO), or closed
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # no event asked for: POLLERR and POLLHUP are reported regardless
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _start_child(command: list[str], env: dict[str, str], config_yaml: str) -> tuple[subprocess.Popen, bool]:
@@ -146,18 +181,21 @@ def sweep_dir_of(hydra_cfg: DictConfig) -> Path:
     return Path(*output_dir.parts[:len(output_dir.parts) - len(subdir.parts)])
 
 
-def _record_exit(run_dir: Path, code: int, seconds: float, interrupted: bool = False) -> dict[str, Any]:
-    facts: dict[str, Any] = {"exit_code": code, "seconds": round(seconds, 3)}
+def _record_exit(run_dir: Path, code: int, seconds: float, interrupted: bool = False,
+                 reader_gone: bool = False) -> dict[str, Any]:
+    facts: dict[str, Any] = {"exit_code": code, "seconds": round(seconds, 3), STDOUT_READER_GONE: reader_gone}
     if code != 0:
-        facts["reason"] = _exit_reason(read_job_record(run_dir).get("reason"), code, interrupted)
+        facts["reason"] = _exit_reason(read_job_record(run_dir).get("reason"), code, interrupted, reader_gone)
     return record_outcome(run_dir, **facts)
 
 
-def _exit_reason(child_reason: str | None, code: int, interrupted: bool) -> str:
+def _exit_reason(child_reason: str | None, code: int, interrupted: bool, reader_gone: bool = False) -> str:
     if interrupted and code == -signal.SIGKILL:
         return "interrupted: killed by a second Ctrl-C"
     if interrupted and code == -signal.SIGINT:  # stopped where the child could not catch it
         return child_reason or "interrupted"
+    if reader_gone and code == 1 and not child_reason:  # rich ends a print to it so, without a word
+        return READER_GONE_REASON
     if code < 0:  # killed by a signal (the OOM killer sends SIGKILL): the child wrote no reason
         return f"job process killed by signal {-code}"
     return child_reason or ("interrupted" if interrupted else f"job process exited with code {code}")

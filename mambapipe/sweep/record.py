@@ -22,6 +22,7 @@ JOB_RECORD = "sweep_job.json"
 RUN_JSON_STAMP = "run_json_finished"  # the record's key for the `finished` of the run.json it accounts for
 SWEEP_CONFIG = "multirun.yaml"  # Hydra's, in the sweep dir
 SWEEP_STAMP = "multirun_yaml_sha256"  # the record's key for the digest of the sweep's multirun.yaml
+STDOUT_READER_GONE = "stdout_reader_gone"  # the record's key: the job ended with standard output's reader gone
 
 
 def read_job_record(run_dir: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from mambapipe.sweep.expected import ExpectedJob, SweepConfig
 from mambapipe.sweep.record import (
     JOB_RECORD,
     RUN_JSON_STAMP,
+    STDOUT_READER_GONE,
     SWEEP_CONFIG,
     SWEEP_STAMP,
     read_job_record,
@@ -37,6 +38,7 @@ OVERRIDES_FILE = ".hydra/overrides.yaml"
 PARSE_ERRORS = (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException)  # ValueError: JSON, UTF-8
 OK, FAILED, PLANNED, NOT_RUN = "ok", "failed", "planned", "not run"  # planned: plan_only=true, nothing ran
 NOT_RUN_REASON = "not started: the sweep stopped before this job"
+NOT_RUN_UNREAD = "not started: the sweep stopped launching jobs once standard output's reader had gone (`| head`?)"
 ENVIRONMENT_KEYS = ("versions", "git_commit", "git_dirty", "machine", "finished")  # of run.json: what ran where
 
 
@@ -74,6 +76,7 @@ class SweepJobDirs:
     current: list[Path]  # the job dirs of the sweep that last ran in the directory, in job order
     earlier: list[Path]  # those an earlier sweep into the same directory left, in job order
     not_started: list[ExpectedJob]  # the sweep's jobs without a dir of this sweep (unknown: none listed)
+    stdout_reader_gone: bool = False  # a job of this sweep ended with it: the sweep launched no job after it
 
 
 @dataclass
@@ -114,6 +117,7 @@ def find_sweep_jobs(sweep_dir: Path, sweep_config: SweepConfig) -> SweepJobDirs:
         (jobs.earlier if stale else jobs.current).append(run_dir)
         if not stale:
             started.add(_job_num(record, run_dir.relative_to(sweep_dir)))
+            jobs.stdout_reader_gone |= record.get(STDOUT_READER_GONE) is True
     jobs.not_started = [job for job in sweep_config.jobs() or [] if job.num not in started]
     return jobs
 
@@ -146,12 +150,14 @@ def collect_rows(sweep_dir: Path, sweep_config: Optional[SweepConfig] = None) ->
     sweep_config = SweepConfig.read(sweep_dir) if sweep_config is None else sweep_config
     jobs = find_sweep_jobs(sweep_dir, sweep_config)
     rows = [read_row(sweep_dir, run_dir) for run_dir in jobs.current]
-    return SweepRows(rows + [not_run_row(sweep_dir, job) for job in jobs.not_started], jobs.earlier, sweep_config)
+    why = NOT_RUN_UNREAD if jobs.stdout_reader_gone else NOT_RUN_REASON
+    return SweepRows(rows + [not_run_row(sweep_dir, job, why) for job in jobs.not_started], jobs.earlier,
+                     sweep_config)
 
 
-def not_run_row(sweep_dir: Path, job: ExpectedJob) -> JobRow:
+def not_run_row(sweep_dir: Path, job: ExpectedJob, reason: str = NOT_RUN_REASON) -> JobRow:
     label = str(job.run_dir.relative_to(sweep_dir)) if job.run_dir else f"#{job.num}"
-    return JobRow(job=label, run_dir=job.run_dir, overrides=job.overrides, status=NOT_RUN, reason=NOT_RUN_REASON,
+    return JobRow(job=label, run_dir=job.run_dir, overrides=job.overrides, status=NOT_RUN, reason=reason,
                   steps={name: "" for name in STEP_NAMES}, config=_config_facts({}), metrics=_metric_facts({}))
 
 

@@ -21,6 +21,7 @@ from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
 from mambapipe.sweep.summary import (
     FAILED,
     NOT_RUN,
+    NOT_RUN_REASON,
     OK,
     OVERRIDES_FILE,
     PLANNED,
@@ -233,8 +234,10 @@ def failure_lines(rows: Sequence[JobRow], config_dirs: Sequence[str] = ()) -> li
 
 def not_run_lines(rows: Sequence[JobRow], resume: Optional[str], config_dirs: Sequence[str] = ()) -> list[str]:
     """Each job the sweep never started, with the command that runs just it into its job dir (when its dir
-    is known), then the one that runs the whole sweep again into this directory."""
-    lines = []
+    is known), then the one that runs the whole sweep again into this directory; first why the sweep stopped, where
+    its summary knows more than that it did (standard output's reader had gone)."""
+    why = next((row.reason for row in rows if row.not_run and row.reason not in (None, NOT_RUN_REASON)), None)
+    lines = [f"{why[0].upper()}{why[1:]}.", ""] if why else []
     for row in rows:
         if not row.not_run:
             continue

@@ -130,6 +130,29 @@ def test_ctrl_c_stops_the_sweep_with_its_summary_and_no_traceback(tmp_path):
     assert not [p for p in (tmp_path / "cache").rglob(".staging/*")]  # nothing half-made left in the cache
 
 
+def test_a_sweep_whose_stdout_reader_goes_away_launches_no_further_job(tmp_path):
+    """`python -m mambapipe -m ... | head -1`: the reader closes the pipe after job 0's first line. Job 0 ended at its
+    next print (rich's exit 1, without a word); before, the sweep went on to start jobs 1 and 2, each of which died
+    so at its first line, and recorded all three as `job process exited with code 1`."""
+    sweep = tmp_path / "sweep"
+    sweep_process = subprocess.Popen(
+        [sys.executable, "-m", "mambapipe", "-m", *TINY_EVAL[:2], "eval.output_len=4,5,6", "hydra.sweep.dir=sweep"],
+        cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert sweep_process.stdout.readline().startswith("mambapipe model tiny-mamba2")
+    sweep_process.stdout.close()
+    err = sweep_process.communicate(timeout=400)[1]
+    assert sweep_process.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert ("FAILED standard output's reader went away (`| head`?): the sweep launched no further job; 3 jobs: 0 ok, "
+            f"1 failed, 2 not run. summary: {sweep / 'summary.md'}\n") in err, err[-3000:]
+    assert f"finish it (finished steps come from the cache): python -m mambapipe -m {' '.join(TINY_EVAL[:2])} " in err
+    assert [(r["status"], r["reason"]) for r in csv_rows(sweep / "summary.csv")] == [
+        ("failed", "standard output's reader went away (`| head`?): the job ended at its next print"),
+        *[("not run", "not started: the sweep stopped launching jobs once standard output's reader had gone "
+                      "(`| head`?)")] * 2]
+    assert job_records(sweep, 1)[0]["stdout_reader_gone"] is True
+    assert not (sweep / "1").exists() and not (sweep / "2").exists()  # never launched
+
+
 def test_a_job_a_ctrl_c_stops_in_a_step_leaves_resuming_it_to_the_sweeps_finish_command(tmp_path,
                                                                                      ctrl_c_while_download_waits):
     """Ctrl-C while job 0 waits in its download step, on the artifact's lock that this test holds: the job says it

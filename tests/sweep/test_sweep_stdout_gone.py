@@ -1,0 +1,64 @@
+"""A sweep whose standard output's reader went away (`python -m mambapipe -m ... | head -3`): the job that found it
+says so, the sweep launches no further job, and its summary says why those did not start. The real pipe closed early
+is in test_sweep_multirun.py."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+
+import pytest
+from test_sweep_interrupted import write_done_job, write_multirun_yaml
+
+from mambapipe.sweep.cli import main as sweep_cli
+from mambapipe.sweep.job import READER_GONE_REASON, _record_exit, stdout_reader_gone
+from mambapipe.sweep.summary import NOT_RUN_UNREAD
+
+
+def test_a_pipe_whose_reader_closed_it_is_found_without_a_write(monkeypatch):
+    read_fd, write_fd = os.pipe()
+    with open(write_fd, "w") as writer:
+        monkeypatch.setattr(sys, "stdout", writer)  # in the test itself: pytest puts its capture back between phases
+        assert not stdout_reader_gone()
+        os.close(read_fd)
+        assert stdout_reader_gone()
+        monkeypatch.undo()
+
+
+def test_a_file_or_a_stdout_without_a_descriptor_has_no_reader_to_lose(tmp_path, monkeypatch):
+    with open(tmp_path / "results.txt", "w") as results:
+        monkeypatch.setattr(sys, "stdout", results)
+        assert not stdout_reader_gone()
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert not stdout_reader_gone()
+
+
+@pytest.mark.parametrize("code, child_reason, expected", [
+    (1, None, READER_GONE_REASON),  # rich's print to the closed pipe: exit 1 without a word
+    (1, "build: a one-line reason", "build: a one-line reason"),  # it failed on its own first
+    (0, None, None),  # it had printed everything before the reader went
+    (-9, None, "job process killed by signal 9"),  # e.g. the OOM killer, meanwhile
+])
+def test_the_job_that_found_the_reader_gone_records_it(tmp_path, code, child_reason, expected):
+    (tmp_path / "sweep_job.json").write_text(json.dumps({"job_num": 0, "reason": child_reason}))
+    record = _record_exit(tmp_path, code, 1.0, reader_gone=True)
+    assert record["reason"] == expected and record["stdout_reader_gone"] is True
+
+
+def test_the_summary_says_why_the_jobs_after_it_did_not_start(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_multirun_yaml(sweep, "recipe=quickstart", "dtype=float32,bfloat16,float16")
+    write_done_job(sweep, 0, ["recipe=quickstart", "dtype=float32"], exit_code=1, reason=READER_GONE_REASON)
+    record = json.loads((sweep / "0" / "sweep_job.json").read_text())
+    (sweep / "0" / "sweep_job.json").write_text(json.dumps({**record, "stdout_reader_gone": True}))
+    assert sweep_cli(["summarize", str(sweep), "--no-plots"]) == 1
+    with open(sweep / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["status"], r["reason"]) for r in rows] == [("failed", READER_GONE_REASON),
+                                                         ("not run", NOT_RUN_UNREAD), ("not run", NOT_RUN_UNREAD)]
+    not_run = (sweep / "summary.md").read_text().split("## Jobs not run")[1]
+    assert not_run.startswith("\n\nNot started: the sweep stopped launching jobs once standard output's reader had "
+                              "gone (`| head`?).\n\n- job 1: ")
