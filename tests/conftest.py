@@ -8,9 +8,10 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import pytest
 import torch
@@ -130,3 +131,71 @@ def ctrl_c_while_download_waits() -> Callable[..., tuple[int, str]]:
         return process.returncode, "".join(lines)
 
     return interrupt
+
+
+# `python -c` this, then UNDER and AFTER_JOB, then mambapipe's arguments: mambapipe.cli's main, in a process whose
+# files opened for writing below UNDER take none of their bytes (made, left empty, and each write an ENOSPC, as on a
+# full tmpfs), from the start (AFTER_JOB -1) or once the sweep's job AFTER_JOB has run. Only this process's: a sweep
+# job's own process writes as usual.
+_FULL_DISK_RUN = """
+import builtins, errno, io, os, sys
+
+import mambapipe.sweep.job
+
+UNDER, AFTER_JOB = os.path.abspath(sys.argv.pop(1)), int(sys.argv.pop(1))
+full = AFTER_JOB < 0
+real_open, run_isolated_job = io.open, mambapipe.sweep.job.run_isolated_job
+
+
+class FullFile:
+    def __init__(self, opened):
+        self.opened = opened
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.opened, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.opened.close()
+
+
+def open_on_a_full_disk(file, mode="r", *args, **kwargs):
+    opened = real_open(file, mode, *args, **kwargs)
+    path = os.path.abspath(file) if isinstance(file, (str, os.PathLike)) else ""
+    if full and path.startswith(UNDER + os.sep) and set(mode) & set("wax+"):
+        return FullFile(opened)
+    return opened
+
+
+def run_job_then_fill(cfg, hydra_cfg):
+    global full
+    try:
+        return run_isolated_job(cfg, hydra_cfg)
+    finally:
+        full = full or hydra_cfg.job.num == AFTER_JOB
+
+
+builtins.open = io.open = open_on_a_full_disk
+mambapipe.sweep.job.run_isolated_job = run_job_then_fill
+from mambapipe.cli import main
+main()
+"""
+
+
+@pytest.fixture
+def run_on_a_full_disk() -> Callable[..., subprocess.CompletedProcess]:
+    """run_on_a_full_disk(args, cwd, env, under, after_job=None): `python -m mambapipe *args` (as mambapipe.cli's
+    main), where the disk of `under` is full from the start, or once the sweep's job `after_job` has run: files
+    opened for writing there are made and left empty, every write an ENOSPC. Hydra's own writes (.hydra/,
+    multirun.yaml) and mambapipe's in that process alike; a sweep job's process writes as usual."""
+    def run(args: list[str], cwd: Path, env: dict[str, str], under: Path, after_job: Optional[int] = None
+            ) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _FULL_DISK_RUN, str(under), str(-1 if after_job is None
+                               else after_job), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+    return run

@@ -12,13 +12,18 @@ datasets their temporary files; the run directory's files are written whole or n
 from __future__ import annotations
 
 import errno
+import os
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import ContextManager, Iterator, Optional
 
 from mambapipe.pipeline.step import StepError
 
+RELOCATE_RUN_DIR = "set hydra.run.dir (hydra.sweep.dir for a sweep) to a directory on a disk with room"
+# What check_room writes: Hydra's own files of a run (.hydra/config.yaml, hydra.yaml, overrides.yaml) take 6-10 KB,
+# a sweep's multirun.yaml 5-6 KB; a disk with less room than this would stop the run at its next write anyway.
+PROBE_BYTES = 64 * 1024
 _FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 # How Rust's std::io::Error ends its message, which safetensors and tokenizers raise in their own exception types.
 _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -71,5 +76,28 @@ def filling_cache(root: Path) -> ContextManager[None]:
 def filling_run_dir(run_dir: Path) -> ContextManager[None]:
     """For a block that writes into a run's directory (Hydra's hydra.run.dir; a sweep's jobs each have theirs below
     its hydra.sweep.dir)."""
-    return filling(f"the run directory {run_dir}",
-                   "set hydra.run.dir (hydra.sweep.dir for a sweep) to a directory on a disk with room")
+    return filling(f"the run directory {run_dir}", RELOCATE_RUN_DIR)
+
+
+def filling_sweep_dir(sweep_dir: Path) -> ContextManager[None]:
+    """For a block that writes into a sweep's directory (Hydra's hydra.sweep.dir) before any job has run there."""
+    return filling(f"the sweep directory {sweep_dir}", "set hydra.sweep.dir to a directory on a disk with room")
+
+
+def check_room(directory: Path) -> None:
+    """Make `directory` where missing, as Hydra makes a run's, and write and remove PROBE_BYTES there: the OSError of
+    a disk without that much room. Where it fails, the directories it made are removed again."""
+    made = [d for d in (directory, *directory.parents) if not d.exists()]
+    probe = directory / f".mambapipe-room-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(probe, "wb") as handle:
+                handle.write(bytes(PROBE_BYTES))
+        finally:
+            probe.unlink(missing_ok=True)
+    except OSError:
+        for empty in made:  # deepest first; one that holds something now is another's
+            with suppress(OSError):
+                os.rmdir(empty)
+        raise

@@ -697,3 +697,14 @@ def test_ctrl_c_after_a_step_ran_does_not_say_none_ran(tmp_path):
               "hydra.run.dir=run")
     assert out.returncode == 130 and "✓ download" in out.stdout, out.stdout + out.stderr
     assert out.stderr == INTERRUPTED_LINE and "INTERRUPTED" not in out.stdout, out.stdout + out.stderr
+
+
+def test_a_run_dir_on_a_full_disk_is_one_line_before_hydra_writes_there(tmp_path, run_on_a_full_disk):
+    """Hydra writes .hydra/ before mambapipe runs: a full disk there was Hydra's traceback and an empty config.yaml."""
+    out = run_on_a_full_disk(["plan_only=true", "hydra.run.dir=full/run"], tmp_path, app_env(tmp_path),
+                             tmp_path / "full")
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr == (f"FAILED no space left on device in the run directory {tmp_path / 'full' / 'run'}: free "
+                          "space there, or set hydra.run.dir (hydra.sweep.dir for a sweep) to a directory on a disk "
+                          "with room\n")
+    assert not (tmp_path / "full").exists()  # the directories the check made are gone: nothing half-written

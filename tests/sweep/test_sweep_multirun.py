@@ -192,3 +192,13 @@ def test_ctrl_c_as_a_job_starts_stops_the_sweep_with_its_summary_and_no_tracebac
     assert [(r["status"], r["reason"]) for r in csv_rows(sweep / "summary.csv")] == [
         ("ok", ""), ("failed", "interrupted"), ("not run", "not started: the sweep stopped before this job")]
     assert json.loads((sweep / "1" / "sweep_job.json").read_text())["exit_code"] == 130  # it reported the Ctrl-C
+
+
+def test_a_sweep_dir_on_a_full_disk_is_one_line_before_hydra_writes_there(tmp_path, run_on_a_full_disk):
+    """Hydra writes multirun.yaml before any job: a full disk there was Hydra's traceback and an empty multirun.yaml."""
+    out = run_on_a_full_disk(["-m", *TINY_EVAL, "dtype=float32,bfloat16", "hydra.sweep.dir=full/sweep"], tmp_path,
+                             sweep_env(tmp_path), tmp_path / "full")
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr == (f"FAILED no space left on device in the sweep directory {tmp_path / 'full' / 'sweep'}: free "
+                          "space there, or set hydra.sweep.dir to a directory on a disk with room\n")
+    assert not (tmp_path / "full").exists()
