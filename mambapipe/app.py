@@ -24,6 +24,7 @@ from mambapipe.cli_values import (
     unswept_sweep_problem,
 )
 from mambapipe.config import CONFIG_DIR, register_configs
+from mambapipe.hydra_dirs import SweepDirFull
 from mambapipe.pipeline.report import end_quietly_on_broken_pipe, make_console, print_diagnostic
 from mambapipe.pipeline.runner import command_line_config_dirs, run_recipe
 from mambapipe.pipeline.step import INTERRUPTED_EXIT
@@ -40,7 +41,8 @@ def run_app() -> None:
     error, not a traceback, and so does a command of mambapipe-cache or mambapipe-sweep given to this one (exit 2,
     a usage error as argparse's). A Ctrl-C in a sweep ends in the summary of its jobs so far; mambapipe.cli reports
     one outside a step. So does a sweep whose standard output's reader went away (`| head`), in its summary files
-    and lines on standard error, exit 1."""
+    and lines on standard error, exit 1, and one whose directory's disk is full after a job, in the table of its
+    jobs and one line, exit 1."""
     misplaced = other_command_problem(sys.argv[1:])
     if misplaced:
         print(misplaced, file=sys.stderr)
@@ -53,6 +55,12 @@ def run_app() -> None:
         sys.exit(1)
     try:
         _hydra_app()
+    except SweepDirFull as full:
+        from mambapipe.sweep.callback import summarize_full_sweep
+
+        summarize_full_sweep(make_console(), make_console(stderr=True), full)
+        interrupts.ignore_from_here()  # said and decided: a Ctrl-C now would only turn exit 1 into 130
+        sys.exit(1)
     except KeyboardInterrupt:
         from mambapipe.sweep.callback import summarize_interrupted_sweep
 

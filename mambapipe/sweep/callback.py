@@ -2,9 +2,10 @@
 write the sweep summary and exit non-zero when any job failed.
 
 Jobs never raise (see job.py), so Hydra finishes every job and then calls `on_multirun_end`; Hydra turns
-an exception from a callback into a warning, hence `SystemExit` for the exit code. Ctrl-C and standard output's
-reader going away are the ways a sweep ends early: Hydra then calls no callback, so `mambapipe.app` asks
-`summarize_interrupted_sweep` or `summarize_unread_sweep` for the summary of the sweep this callback saw start.
+an exception from a callback into a warning, hence `SystemExit` for the exit code. Ctrl-C, standard output's
+reader going away, and a full disk in its directory after a job (mambapipe.hydra_dirs) are the ways a sweep ends
+early: Hydra then calls no callback, so `mambapipe.app` asks `summarize_interrupted_sweep`,
+`summarize_unread_sweep` or `summarize_full_sweep` for the summary of the sweep this callback saw start.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 
+from mambapipe.hydra_dirs import SweepDirFull
 from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.sweep.expected import JOBLIB_LAUNCHER, SweepConfig
 from mambapipe.sweep.record import record_outcome
 from mambapipe.sweep.report import summarize_sweep, summary_disk_full
-from mambapipe.sweep.summary import JobRow, find_sweep_jobs, job_record
+from mambapipe.sweep.summary import JobRow, collect_rows, find_sweep_jobs, job_record
 from mambapipe.sweep.tables import count_line, print_table
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,21 @@ def summarize_unread_sweep(errors: Console) -> None:
     resume = sweep_config.resume_command()
     if resume and not all(row.succeeded for row in rows):
         print_diagnostic(errors, f"finish it (finished steps come from the cache): {escape(resume)}")
+
+
+def summarize_full_sweep(console: Console, errors: Console, full: SweepDirFull) -> None:
+    """After a sweep stopped for its directory's full disk: the table of its jobs on `console` (no summary file:
+    there is no room for one), and on `errors` one line of why and how to finish it."""
+    sweep_config = SweepConfig.read(full.sweep_dir)
+    rows = collect_rows(full.sweep_dir, sweep_config).rows
+    if rows:
+        print_table(console, rows, full.sweep_dir)
+    resume = sweep_config.resume_command() if any(row.not_run for row in rows) else None
+    then = (f"finish it (finished steps come from the cache): {resume}" if resume
+            else f"mambapipe-sweep summarize {full.sweep_dir}")
+    counted = f" ({count_line(rows).rstrip('.')})" if rows else ""
+    print_diagnostic(errors, f"[red]FAILED[/] {escape(str(full))}: the sweep stopped{counted}; free space there, "
+                             f"then {escape(then)}")
 
 
 def _record_jobs_joblib_killed(sweep_config: SweepConfig) -> None:

@@ -202,3 +202,19 @@ def test_a_sweep_dir_on_a_full_disk_is_one_line_before_hydra_writes_there(tmp_pa
     assert out.stderr == (f"FAILED no space left on device in the sweep directory {tmp_path / 'full' / 'sweep'}: free "
                           "space there, or set hydra.sweep.dir to a directory on a disk with room\n")
     assert not (tmp_path / "full").exists()
+
+
+def test_a_sweep_dir_that_fills_stops_the_sweep_in_one_line_with_its_summary(tmp_path, run_on_a_full_disk):
+    """The disk is full once job 0 has run: the sweep stops there, said once with how to finish it, where job 1 met
+    the full disk in Hydra's write of its .hydra/ (a traceback, and no summary), and every job after it would fail."""
+    sweep = tmp_path / "sweep"
+    out = run_on_a_full_disk(["-m", *TINY_EVAL[:2], "eval.output_len=4,5,6", "hydra.sweep.dir=sweep"], tmp_path,
+                             sweep_env(tmp_path), sweep, after_job=0)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stderr.count("no space left on device") == 1, out.stderr[-3000:]
+    assert out.stderr.endswith(
+        f"FAILED no space left on device in the sweep directory {sweep}: the sweep stopped (3 jobs: 1 ok, 0 failed, "
+        f"2 not run); free space there, then finish it (finished steps come from the cache): python -m mambapipe -m "
+        f"{' '.join(TINY_EVAL[:2])} eval.output_len=4,5,6 hydra.sweep.dir={sweep}\n"), out.stderr[-3000:]
+    assert out.stdout.count("│ not run │") == 2, out.stdout  # the table of jobs 1 and 2, on standard output
+    assert not (sweep / "1").exists() and not (sweep / "summary.md").exists()  # no job, no file started
