@@ -20,6 +20,7 @@ from mambapipe import interrupts
 from mambapipe.pipeline.disk import DiskFullError
 from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.pipeline.step import INTERRUPTED_EXIT, crash_summary
+from mambapipe.run_log import RunLogHandler
 from mambapipe.sweep.record import update_job_record
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def main(argv: list[str]) -> int:
     unblocks it where a Ctrl-C can be reported: one that came before is raised there."""
     run_dir, overrides, config_dirs = Path(argv[0]), json.loads(argv[1]), json.loads(argv[2])
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "mambapipe.log")])
+                        handlers=[logging.StreamHandler(), RunLogHandler(run_dir / "mambapipe.log")])
     logging.getLogger("torch").setLevel(logging.WARNING)  # as configs/config.yaml sets it for a single run: see there
     try:
         return _job(run_dir, overrides, config_dirs)

@@ -708,3 +708,14 @@ def test_a_run_dir_on_a_full_disk_is_one_line_before_hydra_writes_there(tmp_path
                           "space there, or set hydra.run.dir (hydra.sweep.dir for a sweep) to a directory on a disk "
                           "with room\n")
     assert not (tmp_path / "full").exists()  # the directories the check made are gone: nothing half-written
+
+
+def test_a_full_disk_under_the_runs_log_is_one_line_not_a_logging_error(tmp_path):
+    """The log file handler's write fails (/dev/full: ENOSPC) as the run logs: one line, and the log goes on on
+    standard error; logging's handlers printed '--- Logging error ---' and a traceback for each record."""
+    out = run([sys.executable, "-c", A_RUN_THAT_LOGS], tmp_path, "plan_only=true", "hydra.run.dir=run",
+              "hydra.job_logging.handlers.file.filename=/dev/full")
+    assert out.returncode == 0 and "not cached" in out.stdout, out.stdout + out.stderr
+    assert "Logging error" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert "loading the steps" in out.stderr and out.stderr.count("\nWARNING no space left on device writing the "
+                                                                   "log /dev/full: ") == 1, out.stderr
