@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -37,6 +36,7 @@ import psutil
 
 # torch is imported where it is used: a rank imports this module to start its watch (end_with_the_launching_process)
 # before torch, whose import takes seconds.
+from mambapipe.pipeline.disk import temporary_directory
 from mambapipe.pipeline.step import StepError, crash_summary, first_line
 from mambapipe.process_tree import LAUNCHED_BY_ENV, run_tree
 
@@ -201,14 +201,14 @@ def launch(nprocs: int, module: str, args: Sequence[str] = (), launcher: str = "
     cmd = launch_command(nprocs, module, args, launcher)
     # The log by line: a killed run's is whole so far.
     log_opened = open(log_file, "w", buffering=1, errors="replace") if log_file else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(prefix="mambapipe-ranks-") as failures, log_opened as log_stream:
-        output = _RankOutput(Path(failures), log_stream)
+    with temporary_directory("mambapipe-ranks-") as failures, log_opened as log_stream:
+        output = _RankOutput(failures, log_stream)
         code = run_tree(f"the {nprocs} ranks ({launcher})", cmd, "stderr", output.show,
-                        env=rank_environment(nprocs, launcher, failures), stderr=subprocess.PIPE, text=True,
+                        env=rank_environment(nprocs, launcher, str(failures)), stderr=subprocess.PIPE, text=True,
                         errors="replace", **_LAUNCHER_POPEN.get(launcher, {}))
         if code != 0:
             where = f", output in {log_file}" if log_file else ""
-            raise StepError(_failure_line(Path(failures), output.tail, code, launcher, nprocs, f"-m {module}{where}"))
+            raise StepError(_failure_line(failures, output.tail, code, launcher, nprocs, f"-m {module}{where}"))
 
 
 def _failure_line(failures_dir: Path, tail: Sequence[str], code: int, launcher: str, nprocs: int, what: str) -> str:

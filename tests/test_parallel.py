@@ -4,12 +4,14 @@ ranks' environment. Real launches: tests/engine/test_engine_tp.py and tests/eval
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import re
 import signal
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -436,3 +438,20 @@ def test_mpirun_failing_before_any_rank_is_said_with_its_own_reason(monkeypatch,
     assert str(failed.value) == (f"mpirun failed before starting the 2 ranks (-m m): {complaint}; check Open MPI's "
                                  "settings in the environment: OMPI_MCA_plm")
 
+
+
+def test_a_full_tmpdir_as_the_ranks_failures_dir_is_made_names_tmpdir(tmp_path, monkeypatch):
+    """The ranks record their failures in a temporary directory; a full disk there was an OSError the runner took for
+    the cache's (the step's writes go there)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again, as a process does once
+
+    def mkdtemp_on_a_full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_on_a_full_disk)
+    _fake_launcher(monkeypatch, lambda say, failures: pytest.fail("no rank may start"))
+    with pytest.raises(StepError) as failed:
+        launch(2, "mambapipe.evaluate.worker", ["job.json"])
+    assert str(failed.value) == (f"no space left on device in the temporary directory {tmp_path} (TMPDIR): free "
+                                 "space there, or set TMPDIR to a directory on a disk with room")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import ContextManager, Iterator, Optional
@@ -82,6 +83,23 @@ def filling_run_dir(run_dir: Path) -> ContextManager[None]:
 def filling_sweep_dir(sweep_dir: Path) -> ContextManager[None]:
     """For a block that writes into a sweep's directory (Hydra's hydra.sweep.dir) before any job has run there."""
     return filling(f"the sweep directory {sweep_dir}", "set hydra.sweep.dir to a directory on a disk with room")
+
+
+def filling_tmpdir() -> ContextManager[None]:
+    """For a block that writes under Python's temporary directory: TMPDIR's, or /tmp and the like where TMPDIR is
+    unset (tempfile tries each for room to write a few bytes once, and keeps the first that has it)."""
+    return filling(f"the temporary directory {tempfile.gettempdir()} (TMPDIR)",
+                   "set TMPDIR to a directory on a disk with room")
+
+
+@contextmanager
+def temporary_directory(prefix: str) -> Iterator[Path]:
+    """A tempfile.TemporaryDirectory, removed as the block ends; a full disk as it is made names TMPDIR
+    (filling_tmpdir). What the block writes there it names itself: the block may write elsewhere too."""
+    with filling_tmpdir():
+        made = tempfile.TemporaryDirectory(prefix=prefix)
+    with made:
+        yield Path(made.name)
 
 
 def check_room(directory: Path) -> None:

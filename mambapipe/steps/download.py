@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,6 +20,7 @@ from mambapipe import hub, interrupts
 from mambapipe.checkpoint.detect import MISTRAL, detect_source, source_format, weight_files
 from mambapipe.checkpoint.errors import ConvertError, DamagedFileError, UnreadableError
 from mambapipe.models import ModelSpec
+from mambapipe.pipeline.disk import filling_tmpdir, temporary_directory
 from mambapipe.pipeline.step import StepContext, StepError
 from mambapipe.steps.convert import arch_spec
 
@@ -390,9 +390,10 @@ def _check_local_tokenizer(model: dict[str, Any]) -> None:
     source = tokenizer_dir(model) or (None if model.get("tokenizer") else Path(model["path"]).expanduser())
     if source is None:  # a hub id: fetched when the step runs
         return
-    with tempfile.TemporaryDirectory(prefix="mambapipe-tokenizer-") as linked:
-        link_tree(source, Path(linked), TOKENIZER_PATTERNS)
-        load_tokenizer(Path(linked), FIX_LOCAL_TOKENIZER)
+    with temporary_directory("mambapipe-tokenizer-") as linked:
+        with filling_tmpdir():  # its links: not the cache, which the runner would name
+            link_tree(source, linked, TOKENIZER_PATTERNS)
+        load_tokenizer(linked, FIX_LOCAL_TOKENIZER)
 
 
 def _check_hub(model: dict[str, Any]) -> None:

@@ -3,12 +3,14 @@ fingerprinted, hub snapshots pinned to the resolved commit (mocked online, real 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -657,3 +659,28 @@ def test_a_damaged_local_index_gets_the_local_fix_alone(tmp_path, index, problem
     with pytest.raises(StepError) as info:
         detect_layout(tmp_path)
     assert str(info.value) == f"{tmp_path / 'model.safetensors.index.json'}: {problem}; fix or replace it in model.path"
+
+
+def test_a_full_tmpdir_as_the_local_tokenizer_is_checked_names_tmpdir(compose_config, tmp_path, local_copy,
+                                                                        monkeypatch):
+    """The check links the tokenizer's files into a temporary directory: its disk full (measured: a 4 MiB ext4 with
+    one block left, where the first link of a long path takes one more) was 'unexpected OSError: [Errno 28] ...'."""
+    params = model_params(compose_config, "recipe=mamba_130m", "model.source=local", f"model.path={local_copy}",
+                          "model.tokenizer=null")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again, as a process does once
+    real_symlink = os.symlink
+
+    def symlink_on_a_full_disk(source, link, *args, **kwargs):
+        if str(link).startswith(str(tmpdir)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(source), None, str(link))
+        return real_symlink(source, link, *args, **kwargs)
+
+    monkeypatch.setattr(os, "symlink", symlink_on_a_full_disk)
+    with pytest.raises(StepError) as refused:
+        STEP.check(params)
+    assert str(refused.value) == (f"no space left on device in the temporary directory {tmpdir} (TMPDIR): free "
+                                  "space there, or set TMPDIR to a directory on a disk with room")
+    assert list(tmpdir.iterdir()) == []  # the temporary directory is gone
