@@ -70,3 +70,5 @@ def _stop_if_full(directory: Path, naming: ContextManager[None]) -> None:
     except DiskFullError as exc:
         print_diagnostic(make_console(stderr=True), f"[red]FAILED[/] {escape(str(exc))}")
         raise SystemExit(1) from exc
+    except OSError:  # not a full disk (a path that cannot be made or written): Hydra says it as it did, no warning
+        pass

@@ -719,3 +719,10 @@ def test_a_full_disk_under_the_runs_log_is_one_line_not_a_logging_error(tmp_path
     assert "Logging error" not in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert "loading the steps" in out.stderr and out.stderr.count("\nWARNING no space left on device writing the "
                                                                    "log /dev/full: ") == 1, out.stderr
+
+
+def test_a_run_dir_that_cannot_be_made_is_left_to_hydra_to_say_without_a_callbacks_warning(tmp_path):
+    """Not a full disk: the room check stays out of it, rather than add Hydra's warning of a callback that raised."""
+    out = run(COMMANDS["python -m"], tmp_path, "plan_only=true", "hydra.run.dir=/proc/nope")
+    assert out.returncode == 1 and "FileNotFoundError" in out.stderr, out.stderr
+    assert "RoomForHydraCallback" not in out.stderr and "no space left" not in out.stderr, out.stderr
