@@ -64,10 +64,24 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 _MPIRUN_SIGNALLED = re.compile(r"noticed that process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+)\b")
 # mpirun runs in a session of its own, so that a terminal's Ctrl-C (SIGINT to the foreground process group) does not
 # reach it besides the SIGTERM run_tree sends: Open MPI 4.1.4's mpirun, signalled again while it stops, exits without
-# removing its session directory (ompi.<host>.<uid>/pid.<pid> under TMPDIR, ~52 KB a run). Out of the terminal's
-# session the tty is not its controlling terminal, so job control never stops it for writing its ranks' output there
+# removing its session directory (which launch now removes anyway: _SESSION_BASE). Out of the terminal's session the
+# tty is not its controlling terminal, so job control never stops it for writing its ranks' output there
 # (`stty tostop`); stdin is /dev/null, so that mpirun neither reads the tty nor forwards keystrokes to rank 0.
 _LAUNCHER_POPEN = {"mpirun": {"start_new_session": True, "stdin": subprocess.DEVNULL}}
+# Where mpirun keeps its session directory (ompi.<host>.<uid>/pid.<pid> under TMPDIR by default; 8 MB on disk once 2
+# ranks have called MPI_Init, 52 KB where they have not), which it removes as it exits but not when it is killed
+# outright (the OOM killer's SIGKILL): launch points it into the directory it makes for the run and always removes
+# (rank_environment). Open MPI 4's setting, and Open MPI 5's (PRRTE's, read from its source; only 4.1.4 was run). It
+# moves Open MPI's files alone, not the ranks' TMPDIR. The global base, not the "local" one for mpirun's node: 4.1.4
+# hands a local base on to the ranks beside the global one it sets for them, and their MPI_Init refuses the pair
+# ("This can lead to confusion"). So in a multi-node run (a hostfile, or a Slurm allocation) Open MPI's daemons on the
+# other nodes are most likely told this path too (mpirun passes its environment's settings on to them, as does srun):
+# they would make it there, where the user's TMPDIR must then be writable too, and leave it empty as they end (not run
+# here: one node).
+_SESSION_BASE = ("OMPI_MCA_orte_tmpdir_base", "PRTE_MCA_prte_tmpdir_base")
+# A base the user chose is kept; beside a local or remote one, Open MPI refuses a global one.
+_USERS_SESSION_BASE = tuple(f"{family}_{which}tmpdir_base" for family in ("OMPI_MCA_orte", "PRTE_MCA_prte")
+                            for which in ("", "local_", "remote_"))
 # torch's DistNetworkError for a port another socket listens on (libuv's TCPStore, and the older one's).
 _ADDRESS_IN_USE = re.compile(r"EADDRINUSE|[Aa]ddress already in use")
 _JOB_PORTS = range(29500, 32768)  # see _default_master_port
@@ -236,6 +250,9 @@ def _failure_line(failures_dir: Path, tail: Sequence[str], code: int, launcher: 
 def rank_environment(nprocs: int, launcher: str, failures_dir: str) -> dict[str, str]:
     """The environment `launch` starts the launcher in, and so its ranks."""
     env = {**os.environ, **RANK_ENV, FAILURES_ENV: failures_dir}
+    if launcher == "mpirun" and not any(name in env for name in _USERS_SESSION_BASE):
+        # Beside the ranks' records (rank*.json): launch removes the directory however mpirun ended.
+        env.update(dict.fromkeys(_SESSION_BASE, failures_dir))
     env.setdefault("MASTER_ADDR", "127.0.0.1")
     env.setdefault("MASTER_PORT", str(_free_port()))
     if launcher == "torchrun" and nprocs > 1:  # torchrun's own rule, the same value

@@ -337,6 +337,22 @@ def test_omp_num_threads_is_torchruns_default_set_before_torchrun_can(monkeypatc
     assert env.get("OMP_NUM_THREADS") == expected and env[FAILURES_ENV] == "/tmp/failures"
 
 
+@pytest.mark.parametrize("users_base", [None, "OMPI_MCA_orte_tmpdir_base", "OMPI_MCA_orte_local_tmpdir_base",
+                                        "OMPI_MCA_orte_remote_tmpdir_base", "PRTE_MCA_prte_tmpdir_base"])
+def test_mpirun_keeps_its_session_in_launchs_own_directory_unless_the_user_chose_one(monkeypatch, users_base):
+    """Which mpirun launch removes however it ended (test_parallel_mpirun.py kills one); torchrun keeps none."""
+    for name in [name for name in os.environ if name.endswith("tmpdir_base")]:
+        monkeypatch.delenv(name)
+    if users_base:
+        monkeypatch.setenv(users_base, "/scratch")
+    env = rank_environment(2, "mpirun", "/tmp/failures")
+    bases = {name: value for name, value in env.items() if name.endswith("tmpdir_base")}
+    assert bases == ({users_base: "/scratch"} if users_base else {"OMPI_MCA_orte_tmpdir_base": "/tmp/failures",
+                                                                   "PRTE_MCA_prte_tmpdir_base": "/tmp/failures"})
+    torchrun_env = rank_environment(2, "torchrun", "/tmp/failures")
+    assert {name for name in torchrun_env if name.endswith("tmpdir_base")} == ({users_base} if users_base else set())
+
+
 def test_mpirun_passes_the_failures_dir_to_its_ranks():
     command = parallel.launch_command(2, "m", [], launcher="mpirun")
     assert re.search(rf"-x {FAILURES_ENV}\b", " ".join(command))

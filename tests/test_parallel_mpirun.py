@@ -6,11 +6,13 @@ ranks. mpirun's transcripts, as captured from 4.1.4, are read in test_parallel.p
 from __future__ import annotations
 
 import contextlib
+import ctypes.util
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -29,7 +31,8 @@ pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None,
 
 REPO = Path(__file__).resolve().parents[1]
 # A rank: argv[1] says how rank 1 fails (raise, or a signal's name), or "done" (every rank exits 0), or "sleep"
-# (every rank writes its pid to argv[2]/<rank> and sleeps). Rank 0 sleeps until mpirun ends it once rank 1 has failed.
+# (every rank writes its pid to argv[2]/<rank> and sleeps), or "tmpdir" (every rank calls MPI_Init, as TensorRT-LLM's
+# ranks do, writes its TMPDIR there and exits). Rank 0 sleeps until mpirun ends it once rank 1 has failed.
 RANK = textwrap.dedent("""
     import os, signal, sys, time
     rank, how = os.environ["OMPI_COMM_WORLD_RANK"], sys.argv[1]
@@ -39,6 +42,13 @@ RANK = textwrap.dedent("""
         raise ValueError("rank 1's own reason")
     if rank == "1" and how.startswith("SIG"):
         os.kill(os.getpid(), getattr(signal, how))
+    if how == "tmpdir":  # where the rank's own temporary files go, once MPI_Init has read Open MPI's settings
+        import ctypes, ctypes.util
+        mpi = ctypes.CDLL(ctypes.util.find_library("mpi"), mode=ctypes.RTLD_GLOBAL)
+        assert mpi.MPI_Init(None, None) == 0
+        with open(os.path.join(sys.argv[2], rank), "w") as out:
+            out.write(os.environ.get("TMPDIR", ""))
+        sys.exit(mpi.MPI_Finalize())
     if how == "sleep":
         with open(os.path.join(sys.argv[2], rank), "w") as pid_file:
             pid_file.write(str(os.getpid()))
@@ -64,17 +74,42 @@ def rank_path(tmp_path, monkeypatch) -> str:
     return path
 
 
+@pytest.fixture
+def user_tmpdir(tmp_path, monkeypatch) -> Path:
+    """The user's TMPDIR, empty, for mpirun (which keeps its session directory there by default) and launch's own
+    temporary directories alike."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile reads TMPDIR once
+    return tmpdir
+
+
 @pytest.mark.parametrize("how,why", [
     ("raise", "ValueError: rank 1's own reason"),
     ("SIGKILL", "killed by SIGKILL (signal 9): the OS may have killed it for lack of memory (`dmesg` says so where it "
                 "did)"),
 ], ids=["raise", "SIGKILL"])
-def test_the_failed_rank_is_named_with_its_reason_in_one_line(rank_path, tmp_path, how, why):
+def test_the_failed_rank_is_named_with_its_reason_in_one_line(rank_path, tmp_path, user_tmpdir, how, why):
     """No rank records its failure here (a TensorRT-LLM rank killed by a signal cannot): mpirun's report names it.
-    A signal was `a rank of 2 (mpirun -m mpirun_rank) failed: exit code 137` before mpirun's line was read."""
+    A signal was `a rank of 2 (mpirun -m mpirun_rank) failed: exit code 137` before mpirun's line was read. Nothing is
+    left in TMPDIR."""
     with pytest.raises(StepError) as failed:
         launch(2, "mpirun_rank", [how], launcher="mpirun", log_file=tmp_path / "ranks.log")
     assert str(failed.value) == f"rank 1 of 2 (mpirun -m mpirun_rank, output in {tmp_path / 'ranks.log'}) failed: {why}"
+    assert list(user_tmpdir.iterdir()) == []
+
+
+@pytest.mark.skipif(ctypes.util.find_library("mpi") is None, reason="no libmpi where ctypes looks")
+def test_ranks_keep_the_users_tmpdir_and_a_run_leaves_nothing_there(rank_path, tmp_path, user_tmpdir):
+    """launch moves mpirun's session directory out of the user's TMPDIR, into a directory of its own: the ranks'
+    TMPDIR, where their own temporary files go, is still the user's, and their MPI_Init takes Open MPI's setting
+    (4.1.4's refuses the "local" one launch set at first, beside the global one mpirun sets for them)."""
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    launch(2, "mpirun_rank", ["tmpdir", str(seen)], launcher="mpirun")
+    assert {p.name: p.read_text() for p in seen.iterdir()} == {"0": str(user_tmpdir), "1": str(user_tmpdir)}
+    assert list(user_tmpdir.iterdir()) == []
 
 
 def test_more_ranks_than_mpirun_counts_cores_start(rank_path, monkeypatch):
@@ -108,7 +143,7 @@ def test_a_ctrl_c_stops_mpirun_and_its_ranks(rank_path, tmp_path, to_the_group):
         time.sleep(0.05)
     tree = psutil.Process(driver.pid).children(recursive=True)
     assert len(list(pids.iterdir())) == 2 and {int(p.read_text()) for p in pids.iterdir()} <= {p.pid for p in tree}
-    assert list(tmpdir.glob("ompi.*/pid.*"))  # where mpirun keeps its session, while it runs
+    assert list(tmpdir.glob("**/ompi.*/pid.*"))  # where mpirun keeps its session, while it runs
     if to_the_group:
         os.killpg(driver.pid, signal.SIGINT)
     else:
@@ -119,10 +154,12 @@ def test_a_ctrl_c_stops_mpirun_and_its_ranks(rank_path, tmp_path, to_the_group):
     assert list(tmpdir.iterdir()) == []
 
 
-def test_mpirun_killed_outright_is_named_and_leaves_no_rank(rank_path, tmp_path):
+def test_mpirun_killed_outright_is_named_and_leaves_no_rank(rank_path, tmp_path, user_tmpdir):
     """The OOM killer's SIGKILL to mpirun while its ranks run: it was `a rank of 2 (mpirun -m mpirun_rank) failed:
-    exit code -9`, and the ranks, reparented to init, slept on (60 s here; real ones to the end of their work)."""
-    pids, ranks = tmp_path / "pids", []
+    exit code -9`, and the ranks, reparented to init, slept on (60 s here; real ones to the end of their work). Nor is
+    mpirun's session directory left in TMPDIR: it was (ompi.<host>.<uid>/pid.<pid>, which mpirun removes only as it
+    exits)."""
+    pids, ranks, sessions = tmp_path / "pids", [], []
     pids.mkdir()
 
     def kill_mpirun() -> None:  # once both ranks run
@@ -130,6 +167,7 @@ def test_mpirun_killed_outright_is_named_and_leaves_no_rank(rank_path, tmp_path)
         while len([p for p in pids.iterdir() if p.read_text()]) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         ranks.extend(psutil.Process(int(p.read_text())) for p in pids.iterdir())
+        sessions.extend(user_tmpdir.glob("**/ompi.*/pid.*"))  # where mpirun keeps its session, while it runs
         next(p for p in psutil.Process().children() if p.name() == "mpirun").kill()
 
     killer = threading.Thread(target=kill_mpirun)
@@ -142,10 +180,19 @@ def test_mpirun_killed_outright_is_named_and_leaves_no_rank(rank_path, tmp_path)
                                      "was killed by SIGKILL (signal 9): the OS may have killed it for lack of memory "
                                      "(`dmesg` says so where it did); no rank reported a failure")
         assert len(ranks) == 2 and [p for p in ranks if not _gone(p)] == []
+        assert sessions and list(user_tmpdir.iterdir()) == []
     finally:  # what a failure leaves
         for rank in ranks:
             with contextlib.suppress(psutil.NoSuchProcess):
                 rank.kill()
+
+
+def test_a_session_base_the_user_chose_is_kept(rank_path, tmp_path, monkeypatch, user_tmpdir):
+    """mpirun refuses the global base launch sets beside a user's remote (or local) one ("This can lead to
+    confusion"): a user's own base is left as it is, and mpirun runs with it."""
+    monkeypatch.setenv("OMPI_MCA_orte_remote_tmpdir_base", str(tmp_path / "base"))
+    launch(2, "mpirun_rank", ["done"], launcher="mpirun")
+    assert list(user_tmpdir.iterdir()) == []
 
 
 @pytest.mark.parametrize("ranks, args, why", [
