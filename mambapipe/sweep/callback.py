@@ -6,6 +6,8 @@ an exception from a callback into a warning, hence `SystemExit` for the exit cod
 reader going away, and a full disk in its directory after a job (mambapipe.hydra_dirs) are the ways a sweep ends
 early: Hydra then calls no callback, so `mambapipe.app` asks `summarize_interrupted_sweep`,
 `summarize_unread_sweep` or `summarize_full_sweep` for the summary of the sweep this callback saw start.
+A launcher whose jobs run in other processes (joblib, submitit) is not stopped by the reader going away: this
+callback, called then, finds the reader gone itself and summarizes so, where the table would die on the broken pipe.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from mambapipe.hydra_dirs import SweepDirFull
-from mambapipe.pipeline.report import make_console, print_diagnostic
+from mambapipe.pipeline.report import end_quietly_on_broken_pipe, make_console, print_diagnostic
 from mambapipe.sweep.expected import JOBLIB_LAUNCHER, SweepConfig
+from mambapipe.sweep.job import stdout_reader_gone
 from mambapipe.sweep.record import record_outcome
 from mambapipe.sweep.report import summarize_sweep, summary_disk_full
 from mambapipe.sweep.summary import JobRow, collect_rows, find_sweep_jobs, job_record
@@ -48,6 +51,9 @@ class SweepSummaryCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = self.sweep_dir or _absolute(config.hydra.sweep.dir)
         errors = make_console(stderr=True)
+        if stdout_reader_gone():  # the launcher ran every job (joblib's): its table would die on the broken pipe
+            summarize_unread_sweep(errors, self.plots)
+            end_quietly_on_broken_pipe()
         rows = _summarize(make_console(), errors, sweep_dir, self.plots)
         failed = [row.job for row in rows if not row.succeeded]
         if failed:
@@ -81,14 +87,16 @@ def summarize_interrupted_sweep(console: Console, errors: Console) -> bool:
     return True
 
 
-def summarize_unread_sweep(errors: Console) -> None:
-    """After a job found standard output's reader gone (job.StdoutReaderGone): the summary files, without the table,
-    which nobody would read, and on `errors` that the sweep stopped launching jobs and how to finish it."""
+def summarize_unread_sweep(errors: Console, plots: bool = True) -> None:
+    """After a job found standard output's reader gone (job.StdoutReaderGone), or the sweep's end did: the summary
+    files, without the table, which nobody would read, and on `errors` that the sweep stopped launching jobs (where it
+    left some out: submitit's jobs, which print elsewhere, all run) and how to finish it."""
     sweep_config = SweepConfig.read(_running_sweep_dir)
-    rows = _summarize(None, errors, _running_sweep_dir, plots=True, sweep_config=sweep_config)
+    rows = _summarize(None, errors, _running_sweep_dir, plots=plots, sweep_config=sweep_config)
     summary = escape(str(_running_sweep_dir / "summary.md"))
-    print_diagnostic(errors, f"[red]FAILED[/] standard output's reader went away (`| head`?): the sweep launched no "
-                             f"further job; {count_line(rows)} summary: {summary}")
+    stopped = "the sweep launched no further job; " if any(row.not_run for row in rows) else ""
+    print_diagnostic(errors, f"[red]FAILED[/] standard output's reader went away (`| head`?): {stopped}"
+                             f"{count_line(rows)} summary: {summary}")
     resume = sweep_config.resume_command()
     if resume and not all(row.succeeded for row in rows):
         print_diagnostic(errors, f"finish it (finished steps come from the cache): {escape(resume)}")

@@ -11,6 +11,7 @@ import os
 import sys
 
 import pytest
+from test_sweep_callback import finish
 from test_sweep_interrupted import write_done_job, write_multirun_yaml
 
 from mambapipe.sweep.cli import main as sweep_cli
@@ -62,3 +63,19 @@ def test_the_summary_says_why_the_jobs_after_it_did_not_start(tmp_path):
     not_run = (sweep / "summary.md").read_text().split("## Jobs not run")[1]
     assert not_run.startswith("\n\nNot started: the sweep stopped launching jobs once standard output's reader had "
                               "gone (`| head`?).\n\n- job 1: ")
+
+
+def test_a_sweep_whose_launcher_ran_every_job_ends_in_the_failed_line_not_its_table(sweep_dir, monkeypatch, capsys):
+    """joblib's (or submitit's) sweep ends in the callback with the reader gone: before, its table died on the broken
+    pipe (rich's exit 1, without a word); now the summary files, the FAILED line and the finish command."""
+    read_fd, write_fd = os.pipe()
+    with open(write_fd, "w") as writer:
+        monkeypatch.setattr(sys, "stdout", writer)
+        os.close(read_fd)
+        with pytest.raises(SystemExit) as exit_info:
+            finish(sweep_dir, plots=False)
+        monkeypatch.undo()
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == ("FAILED standard output's reader went away (`| head`?): 3 jobs: 2 ok, 1 failed. "
+                                       f"summary: {sweep_dir / 'summary.md'}\n")
+    assert (sweep_dir / "summary.csv").is_file()
