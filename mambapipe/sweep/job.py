@@ -8,7 +8,8 @@ Ctrl-C is the exception: the job waits for its child to record where it stopped,
 interrupted, and lets the KeyboardInterrupt stop the sweep (`mambapipe.app` then writes the summary). So does a
 Ctrl-C before the child started, and the child starts with SIGINT blocked until it can report one itself. So does
 standard output's reader going away (`... | head -3`), with StdoutReaderGone: each later job would die at its
-first print, unread.
+first print, unread. Under joblib the jobs are already handed to its workers, so each one not yet running finds the
+reader gone itself and returns without starting its child.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from mambapipe.pipeline.runner import command_line_config_dirs
 from mambapipe.pipeline.step import INTERRUPTED_EXIT
 from mambapipe.sweep.gpus import lease_gpus
 from mambapipe.sweep.record import (
+    NOT_STARTED,
     STDOUT_READER_GONE,
     SWEEP_STAMP,
     read_job_record,
@@ -44,6 +46,7 @@ from mambapipe.sweep.record import (
     sweep_config_digest,
     update_job_record,
 )
+from mambapipe.sweep.summary import NOT_RUN_UNREAD
 
 GPU_LEASES = ".gpu_leases"
 # A Ctrl-C at the terminal reaches the child too; a SIGINT sent to the launcher alone does not, so it is
@@ -81,7 +84,11 @@ def _run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> 
     # Hydra wrote the sweep's multirun.yaml before launching any job: naming it marks this dir as this sweep's.
     update_job_record(run_dir, job_num=job_num, overrides=overrides, host=socket.gethostname(),
                       launcher_pid=os.getpid(), reason=None, exit_code=None,
-                      **{SWEEP_STAMP: sweep_config_digest(sweep_dir)})
+                      **{SWEEP_STAMP: sweep_config_digest(sweep_dir), NOT_STARTED: False})
+    if stdout_reader_gone():  # already (joblib hands its workers every job at once): the child would die unread
+        outcome = record_outcome(run_dir, reason=NOT_RUN_UNREAD, **{NOT_STARTED: True, STDOUT_READER_GONE: True})
+        _stop_basic_launcher(hydra_cfg)
+        return outcome
     try:
         config_yaml = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     except Exception as exc:  # an interpolation that cannot resolve: this job's config is bad
@@ -103,9 +110,16 @@ def _run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> 
         outcome = _record_exit(run_dir, child.returncode, time.perf_counter() - started, interrupted, reader_gone)
     if interrupted:
         raise KeyboardInterrupt
-    if reader_gone and hydra_cfg.launcher._target_ == BASIC_LAUNCHER:  # another launcher's jobs run elsewhere
-        raise StdoutReaderGone
+    if reader_gone:
+        _stop_basic_launcher(hydra_cfg)
     return outcome
+
+
+def _stop_basic_launcher(hydra_cfg: DictConfig) -> None:
+    """Raise StdoutReaderGone under the basic launcher. Another launcher's jobs run in other processes, where it
+    would only fail this job: each of them checks the reader before starting its child instead."""
+    if hydra_cfg.launcher._target_ == BASIC_LAUNCHER:
+        raise StdoutReaderGone
 
 
 def stdout_reader_gone() -> bool:

@@ -23,6 +23,7 @@ RUN_JSON_STAMP = "run_json_finished"  # the record's key for the `finished` of t
 SWEEP_CONFIG = "multirun.yaml"  # Hydra's, in the sweep dir
 SWEEP_STAMP = "multirun_yaml_sha256"  # the record's key for the digest of the sweep's multirun.yaml
 STDOUT_READER_GONE = "stdout_reader_gone"  # the record's key: the job ended with standard output's reader gone
+NOT_STARTED = "not_started"  # the record's key: the job found the reader gone first and started no child
 
 
 def read_job_record(run_dir: Path) -> dict[str, Any]:

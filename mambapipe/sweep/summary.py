@@ -25,6 +25,7 @@ from mambapipe.pipeline.step import first_line
 from mambapipe.sweep.expected import ExpectedJob, SweepConfig
 from mambapipe.sweep.record import (
     JOB_RECORD,
+    NOT_STARTED,
     RUN_JSON_STAMP,
     STDOUT_READER_GONE,
     SWEEP_CONFIG,
@@ -224,6 +225,8 @@ def _step_cells(run: dict) -> dict[str, str]:
 def _status(run: dict, steps: dict[str, str], record: dict) -> tuple[str, Optional[str]]:
     if _rerun_since(record, run):  # the record tells of an earlier run of the job: run.json has the outcome
         record = {}
+    if record.get(NOT_STARTED) is True:  # it found standard output's reader gone before starting its child
+        return NOT_RUN, record.get("reason") or NOT_RUN_UNREAD
     if record.get("exit_code") not in (None, 0):
         return FAILED, record.get("reason") or f"exit code {record['exit_code']}"
     reason = record.get("reason") or run.get("reason")

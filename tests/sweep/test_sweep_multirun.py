@@ -153,6 +153,31 @@ def test_a_sweep_whose_stdout_reader_goes_away_launches_no_further_job(tmp_path)
     assert not (sweep / "1").exists() and not (sweep / "2").exists()  # never launched
 
 
+def test_a_joblib_sweep_whose_stdout_reader_goes_away_starts_no_further_job_and_says_so(tmp_path):
+    """The same under joblib, which hands its two workers jobs 0 and 1 at once and job 2 when one is free: both die at
+    their next print; job 2 finds the reader gone and starts no child. Before, job 2 ran (and died at its first line)
+    and the end-of-sweep table died on the broken pipe, silently: exit 1 without the FAILED line."""
+    sweep = tmp_path / "sweep"
+    sweep_process = subprocess.Popen(
+        [sys.executable, "-m", "mambapipe", "-m", *TINY_EVAL[:2], "eval.output_len=4,5,6", "hydra/launcher=joblib",
+         "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"],
+        cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert sweep_process.stdout.readline().startswith("mambapipe model tiny-mamba2")
+    sweep_process.stdout.close()
+    err = sweep_process.communicate(timeout=400)[1]
+    assert sweep_process.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert ("FAILED standard output's reader went away (`| head`?): the sweep launched no further job; 3 jobs: 0 ok, "
+            f"2 failed, 1 not run. summary: {sweep / 'summary.md'}\n") in err, err[-3000:]
+    assert f"finish it (finished steps come from the cache): python -m mambapipe -m {' '.join(TINY_EVAL[:2])} " in err
+    assert [(r["status"], r["reason"]) for r in csv_rows(sweep / "summary.csv")] == [
+        *[("failed", "standard output's reader went away (`| head`?): the job ended at its next print")] * 2,
+        ("not run", "not started: the sweep stopped launching jobs once standard output's reader had gone (`| head`?)")]
+    records = job_records(sweep, 3)
+    assert [r["not_started"] for r in records] == [False, False, True] and "started" not in records[2]  # no child
+    assert len({r["launcher_pid"] for r in records[:2]}) == 2  # joblib's workers, not the sweep's process
+    assert "- job 2: " in (sweep / "summary.md").read_text().split("## Jobs not run")[1]
+
+
 def test_a_job_a_ctrl_c_stops_in_a_step_leaves_resuming_it_to_the_sweeps_finish_command(tmp_path,
                                                                                      ctrl_c_while_download_waits):
     """Ctrl-C while job 0 waits in its download step, on the artifact's lock that this test holds: the job says it

@@ -1,6 +1,7 @@
 """A sweep whose standard output's reader went away (`python -m mambapipe -m ... | head -3`): the job that found it
-says so, the sweep launches no further job, and its summary says why those did not start. The real pipe closed early
-is in test_sweep_multirun.py."""
+says so, the sweep launches no further job, and its summary says why those did not start; under joblib, a job handed
+to a worker already finds the reader gone and starts no child. The real pipe closed early is in
+test_sweep_multirun.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import sys
 
 import pytest
+import yaml
 from test_sweep_callback import finish
 from test_sweep_interrupted import write_done_job, write_multirun_yaml
 
@@ -63,6 +65,27 @@ def test_the_summary_says_why_the_jobs_after_it_did_not_start(tmp_path):
     not_run = (sweep / "summary.md").read_text().split("## Jobs not run")[1]
     assert not_run.startswith("\n\nNot started: the sweep stopped launching jobs once standard output's reader had "
                               "gone (`| head`?).\n\n- job 1: ")
+
+
+def test_a_job_that_found_the_reader_gone_before_its_child_is_not_run(tmp_path):
+    """Under joblib, job 2 was handed to a worker before the reader went: its dir and record exist, yet it started no
+    child. Before, it counted as failed (`no run.json`); it is one of the jobs not run, with the finish command."""
+    sweep = tmp_path / "sweep"
+    write_multirun_yaml(sweep, "recipe=quickstart", "dtype=float32,bfloat16,float16")
+    for num, dtype in enumerate(("float32", "bfloat16")):
+        write_done_job(sweep, num, ["recipe=quickstart", f"dtype={dtype}"], exit_code=1, reason=READER_GONE_REASON)
+    record = json.loads((sweep / "0" / "sweep_job.json").read_text())
+    (sweep / "2" / ".hydra").mkdir(parents=True)
+    (sweep / "2" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["recipe=quickstart", "dtype=float16"]))
+    (sweep / "2" / "sweep_job.json").write_text(json.dumps({
+        **record, "job_num": 2, "exit_code": None, "reason": NOT_RUN_UNREAD, "not_started": True,
+        "stdout_reader_gone": True}))
+    assert sweep_cli(["summarize", str(sweep), "--no-plots"]) == 1
+    with open(sweep / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["job"], r["status"], r["reason"]) for r in rows][2] == ("2", "not run", NOT_RUN_UNREAD)
+    not_run = (sweep / "summary.md").read_text().split("## Jobs not run")[1]
+    assert "\n- job 2: " in not_run and "dtype=float16" in not_run
 
 
 def test_a_sweep_whose_launcher_ran_every_job_ends_in_the_failed_line_not_its_table(sweep_dir, monkeypatch, capsys):
