@@ -4,7 +4,8 @@ Hydra assigns no GPUs (a launcher's job, say its maintainers), so each job lease
 `tp_size` GPUs from the ones visible to the sweep: it prefers block `job_num % blocks`, takes any free
 block when that one is busy (parallel launchers finish jobs out of order), and waits when none is free.
 A lease is one file lock per GPU, held while the job's child process runs, so jobs of different
-`tp_size` never overlap on one GPU. Under SLURM the allocation already is the job's own: no leases.
+`tp_size` never overlap on one GPU. A job that submitit's SLURM launcher made is a SLURM task whose GPUs are its
+own: no leases. Jobs that share one SLURM allocation (a joblib sweep run by sbatch) lease its GPUs as above.
 """
 
 from __future__ import annotations
@@ -61,12 +62,13 @@ def _try_lease(lock_dir: Path, block: Sequence[str], stack: ExitStack) -> bool:
 
 
 @contextmanager
-def lease_gpus(job_num: int, tp_size: int, lock_root: Path,
-               visible: Optional[Sequence[str]] = None) -> Iterator[Optional[str]]:
+def lease_gpus(job_num: int, tp_size: int, lock_root: Path, visible: Optional[Sequence[str]] = None,
+               own_allocation: bool = False) -> Iterator[Optional[str]]:
     """Yield the `CUDA_VISIBLE_DEVICES` value for a job (None: no GPU visible, leave it unset),
-    holding the job's GPUs until the block exits."""
+    holding the job's GPUs until the block exits. `own_allocation`: the job is a SLURM task of its own, whose
+    GPUs no other job sees (SLURM may number them from 0 in every task on a node: leases would only collide)."""
     visible = visible_gpus() if visible is None else list(visible)
-    if not visible or "SLURM_JOB_ID" in os.environ:
+    if not visible or own_allocation:
         yield ",".join(visible) if visible else None
         return
     blocks = gpu_blocks(visible, tp_size)

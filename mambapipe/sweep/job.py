@@ -53,6 +53,9 @@ GPU_LEASES = ".gpu_leases"
 # passed on when the child has not stopped this long after it.
 FORWARD_SIGINT_AFTER_S = 5.0
 BASIC_LAUNCHER = f"{BasicLauncher.__module__}.{BasicLauncher.__name__}"  # the default: every job from this process
+# Each job a SLURM array task with GPUs of its own (hydra/launcher=submitit_slurm or mambapipe_slurm). Named, not
+# imported: the submitit plugin is optional.
+SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 READER_GONE_REASON = "standard output's reader went away (`| head`?): the job ended at its next print"
 
 
@@ -96,8 +99,8 @@ def _run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> 
             raise KeyboardInterrupt from exc
         return record_outcome(run_dir, exit_code=1, reason=f"config: {type(exc).__name__}: {exc}")
     uses_gpu = cfg.device != "cpu"
-    with lease_gpus(job_num, int(cfg.tp_size), sweep_dir / GPU_LEASES,
-                    visible=None if uses_gpu else []) as gpus:
+    with lease_gpus(job_num, int(cfg.tp_size), sweep_dir / GPU_LEASES, visible=None if uses_gpu else [],
+                    own_allocation=hydra_cfg.launcher._target_ == SLURM_LAUNCHER) as gpus:
         env = dict(os.environ) if gpus is None else {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
         update_job_record(run_dir, cuda_visible_devices=gpus, started=utc_now())
         started = time.perf_counter()

@@ -75,11 +75,41 @@ def test_a_job_waits_while_every_gpu_is_leased(tmp_path, monkeypatch):
     assert calls == [0.01]
 
 
-def test_slurm_allocation_is_used_as_is(tmp_path, monkeypatch):
+def test_a_slurm_task_of_its_own_uses_its_gpus_as_they_are(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "123")
-    with lease_gpus(3, 1, tmp_path, visible=["0", "1"]) as gpus:
+    with lease_gpus(3, 1, tmp_path, visible=["0", "1"], own_allocation=True) as gpus:
         assert gpus == "0,1"
     assert not any(tmp_path.iterdir())  # no lease files on the shared filesystem
+
+
+def test_jobs_sharing_one_slurm_allocation_lease_its_gpus(tmp_path, monkeypatch):
+    """A joblib sweep run by sbatch: every job sees the allocation's GPUs, so without leases all would share them."""
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    with lease_gpus(0, 1, tmp_path, visible=["0", "1"]) as first:
+        with lease_gpus(1, 1, tmp_path, visible=["0", "1"]) as second:
+            assert (first, second) == ("0", "1")
+
+
+@pytest.mark.parametrize("launcher, own_allocation", [
+    ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", True),
+    ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", False),
+])
+def test_only_the_submitit_slurm_launchers_jobs_skip_leases(tmp_path, monkeypatch, launcher, own_allocation):
+    from omegaconf import OmegaConf
+
+    class Leased(Exception):
+        """Stops the job where it has asked for its GPUs: no child starts."""
+
+    def lease(*args, **kwargs):
+        raise Leased(kwargs["own_allocation"])
+
+    monkeypatch.setattr("mambapipe.sweep.job.lease_gpus", lease)
+    hydra_cfg = job_hydra_config(tmp_path, 0)
+    hydra_cfg.launcher = {"_target_": launcher}
+    (tmp_path / "0").mkdir()
+    with pytest.raises(Leased) as leased:
+        run_isolated_job(OmegaConf.create({"device": "cuda", "tp_size": 1}), hydra_cfg)
+    assert leased.value.args == (own_allocation,)
 
 
 def test_no_gpu_leaves_cuda_visible_devices_alone(tmp_path):

@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from mambapipe.config import register_configs
+from mambapipe.sweep.job import SLURM_LAUNCHER
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -24,7 +25,7 @@ def test_slurm_preset_asks_one_task_with_tp_size_gpus():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = compose_with_hydra("hydra/launcher=mambapipe_slurm", "recipe=codestral_tp2", "hydra.launcher.partition=h200")
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher._target_ == SLURM_LAUNCHER  # whose jobs use their SLURM task's GPUs without leases
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.partition) == (1, 2, "h200")
     assert str(cfg.hydra.launcher.submitit_folder).startswith(str(Path(cfg.hydra.sweep.dir)))
 
