@@ -478,6 +478,18 @@ def test_the_docs_name_every_summary_csv_column():
     assert [c for c in CSV_COLUMNS if f"`{c}`" not in paragraph] == []
 
 
+def test_the_docs_example_summary_has_the_table_a_summarize_sweep_gets(tmp_path, job_writer):
+    """docs/sweeps.md pastes a real summary.md: its table must have the columns summary.md writes now (the pasted one
+    went stale, without dataset, samples and ROUGE-1's interval, when those were added)."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "sweeps.md").read_text()
+    example = docs.split("````markdown\n")[1].split("````")[0]
+    job_writer(tmp_path, 0, ["dtype=float32"], metrics=scored(4))
+    job_writer(tmp_path, 1, ["dtype=bfloat16"], metrics=scored(4))
+    header = next(line for line in summary_md(tmp_path).splitlines() if line.startswith("| job |"))
+    assert f"\n{header}\n" in example
+    assert re.search(r"\| sample \| 4 \| \d+\.\d{3} \[\d+\.\d{3}-\d+\.\d{3}\] \|", example)
+
+
 def test_the_console_table_says_which_jobs_numbers_an_earlier_run_measured(tmp_path, job_writer):
     import io
 
