@@ -3,7 +3,9 @@ or of a sweep's, before Hydra writes its own files there: a run's .hydra/ (confi
 and a sweep's multirun.yaml. Hydra writes them before any code of ours runs, so a full disk there was Hydra's
 traceback of an OSError, with an empty file left behind. Its callbacks' hooks come before those writes: on_run_start
 before a run's, on_multirun_start before multirun.yaml, and a sweep job's on_job_end before the next job's .hydra/.
-A disk that fills in the moment between the check and Hydra's write still ends in Hydra's report.
+A disk that fills in the moment between the check and Hydra's write still ends in Hydra's report. The same check
+finds a directory that cannot be made or written at all (read-only, not the user's, below a file, under /proc),
+which was Hydra's traceback of the OSError too: one line naming it and why, and the setting that moves it.
 
 A sweep whose directory's disk fills stops after the job that ended, in one line (SweepDirFull, which mambapipe.app
 reports), not in a failure of every job left. Only where the jobs run in the sweep's own process (Hydra's basic
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ContextManager, Optional
+from typing import Any, ContextManager, NoReturn, Optional
 
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -43,11 +45,11 @@ class RoomForHydraCallback(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(os.path.abspath(config.hydra.run.dir))  # `${now:...}` resolves once: Hydra's dir too
-        _stop_if_full(run_dir, filling_run_dir(run_dir))
+        _stop_unless_writable(run_dir, filling_run_dir(run_dir), "run")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir, self.sweep_pid = Path(os.path.abspath(config.hydra.sweep.dir)), os.getpid()
-        _stop_if_full(self.sweep_dir, filling_sweep_dir(self.sweep_dir))
+        _stop_unless_writable(self.sweep_dir, filling_sweep_dir(self.sweep_dir), "sweep")
 
     def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or self.sweep_pid != os.getpid():  # a single run; another process
@@ -61,14 +63,31 @@ class RoomForHydraCallback(Callback):
             raise SweepDirFull(said, self.sweep_dir) from exc
 
 
-def _stop_if_full(directory: Path, naming: ContextManager[None]) -> None:
-    """Check for room in `directory`; a full disk is one line (`naming` says which directory it is), and exit 1:
-    SystemExit, which Hydra lets through where it turns a callback's Exception into a warning."""
+def _stop_unless_writable(directory: Path, naming: ContextManager[None], which: str) -> None:
+    """Check for room in `directory` (Hydra's hydra.`which`.dir: run or sweep), making it where missing; a full disk
+    (`naming` says which directory it is), or a directory that cannot be made or written, is one line, and exit 1."""
     try:
         with naming:
             check_room(directory)
     except DiskFullError as exc:
-        print_diagnostic(make_console(stderr=True), f"[red]FAILED[/] {escape(str(exc))}")
-        raise SystemExit(1) from exc
-    except OSError:  # not a full disk (a path that cannot be made or written): Hydra says it as it did, no warning
-        pass
+        _stop(str(exc), exc)
+    except OSError as exc:  # not a full disk: a place Hydra could not make or write either
+        why = _why_unwritable(directory, exc)
+        _stop(f"the {which} directory {directory} {why}; set hydra.{which}.dir to a directory you can write to", exc)
+
+
+def _why_unwritable(directory: Path, exc: OSError) -> str:
+    """Why check_room's `exc` (not a full disk) means `directory` cannot be used, in the words cache_dir's check uses:
+    a file where a directory is to be, or what the system said. check_room removed what it made, so the nearest path
+    that exists is the one there was."""
+    existing = next(p for p in (directory, *directory.parents) if os.path.exists(p))
+    if not existing.is_dir():  # mkdir's NotADirectoryError below it, FileExistsError at it
+        return f"cannot be created: {existing} is not a directory"
+    return f"cannot be {'written to' if existing == directory else 'created'} ({exc.strerror or exc})"
+
+
+def _stop(said: str, cause: BaseException) -> NoReturn:
+    """`said` on standard error, and exit 1: SystemExit, which Hydra lets through where it turns a callback's
+    Exception into a warning."""
+    print_diagnostic(make_console(stderr=True), f"[red]FAILED[/] {escape(said)}")
+    raise SystemExit(1) from cause

@@ -199,3 +199,48 @@ def run_on_a_full_disk() -> Callable[..., subprocess.CompletedProcess]:
                                else after_job), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
     return run
+
+
+# `python -c` this, then UNDER and ERRNO, then mambapipe's arguments: mambapipe.cli's main, in a process where making a
+# directory below UNDER, or opening a file there for writing, fails with ERRNO, as it does on a read-only file system
+# (EROFS) or in a directory the user may not write (EACCES), which a test run as root cannot make otherwise. Making one
+# that exists still says it exists, as there. UNDER itself and what is above it are made as usual.
+_REFUSED_RUN = """
+import builtins, io, os, sys
+
+UNDER, ERRNO = os.path.abspath(sys.argv.pop(1)), int(sys.argv.pop(1))
+real_open, real_mkdir = io.open, os.mkdir
+
+
+def refused(path):
+    return isinstance(path, (str, os.PathLike)) and os.path.abspath(path).startswith(UNDER + os.sep)
+
+
+def refusing_open(file, mode="r", *args, **kwargs):
+    if refused(file) and set(mode) & set("wax+"):
+        raise OSError(ERRNO, os.strerror(ERRNO), str(file))
+    return real_open(file, mode, *args, **kwargs)
+
+
+def refusing_mkdir(path, *args, **kwargs):
+    if refused(path) and not os.path.lexists(path):
+        raise OSError(ERRNO, os.strerror(ERRNO), str(path))
+    return real_mkdir(path, *args, **kwargs)
+
+
+builtins.open, io.open, os.mkdir = refusing_open, refusing_open, refusing_mkdir
+from mambapipe.cli import main
+main()
+"""
+
+
+@pytest.fixture
+def run_where_writes_are_refused() -> Callable[..., subprocess.CompletedProcess]:
+    """run_where_writes_are_refused(args, cwd, env, under, error): `python -m mambapipe *args` (as mambapipe.cli's
+    main), where making a directory or writing a file below `under` fails with the errno `error` (errno.EROFS,
+    errno.EACCES), Hydra's writes and mambapipe's alike."""
+    def run(args: list[str], cwd: Path, env: dict[str, str], under: Path, error: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _REFUSED_RUN, str(under), str(error), *args], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    return run

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -721,8 +722,32 @@ def test_a_full_disk_under_the_runs_log_is_one_line_not_a_logging_error(tmp_path
                                                                    "log /dev/full: ") == 1, out.stderr
 
 
-def test_a_run_dir_that_cannot_be_made_is_left_to_hydra_to_say_without_a_callbacks_warning(tmp_path):
-    """Not a full disk: the room check stays out of it, rather than add Hydra's warning of a callback that raised."""
-    out = run(COMMANDS["python -m"], tmp_path, "plan_only=true", "hydra.run.dir=/proc/nope")
-    assert out.returncode == 1 and "FileNotFoundError" in out.stderr, out.stderr
-    assert "RoomForHydraCallback" not in out.stderr and "no space left" not in out.stderr, out.stderr
+@pytest.mark.parametrize("run_dir, why", [
+    ("/proc/nope", "cannot be created (No such file or directory)"),  # refused even to root
+    ("/proc", "cannot be written to (No such file or directory)"),
+    ("{tmp}/a-file/run", "cannot be created: {tmp}/a-file is not a directory"),  # Hydra's NotADirectoryError
+    ("{tmp}/a-file", "cannot be created: {tmp}/a-file is not a directory"),  # Hydra's FileExistsError
+    pytest.param("{tmp}/made/" + "x" * 300, "cannot be created (File name too long)", id="made/x*300"),  # made/ made
+])
+def test_a_run_dir_that_cannot_be_made_or_written_is_one_line_naming_it(tmp_path, run_dir, why):
+    """Not a full disk, yet no place for Hydra's .hydra/ either: that was Hydra's traceback of its mkdir or write."""
+    (tmp_path / "a-file").write_text("")
+    run_dir, why = run_dir.format(tmp=tmp_path), why.format(tmp=tmp_path)
+    out = run(COMMANDS["python -m"], tmp_path, "plan_only=true", f"hydra.run.dir={run_dir}")
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr == f"FAILED the run directory {run_dir} {why}; set hydra.run.dir to a directory you can " \
+                         "write to\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing half-made left behind, nor a cache
+
+
+@pytest.mark.parametrize("error, why", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")])
+@pytest.mark.parametrize("run_dir, what", [("ro", "written to"), ("ro/a/run", "created")])
+def test_a_run_dir_on_a_read_only_or_forbidden_disk_is_one_line_naming_it(tmp_path, run_where_writes_are_refused,
+                                                                         error, why, run_dir, what):
+    """Nothing can be made or written below ro/ (a read-only file system's mount point; a directory not the user's)."""
+    (tmp_path / "ro").mkdir()
+    out = run_where_writes_are_refused(["plan_only=true", f"hydra.run.dir={run_dir}"], tmp_path, app_env(tmp_path),
+                                       tmp_path / "ro", error)
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr == (f"FAILED the run directory {tmp_path / run_dir} cannot be {what} ({why}); set hydra.run.dir "
+                          "to a directory you can write to\n")

@@ -5,6 +5,7 @@ the summary written (and rebuilt later by `python -m mambapipe.sweep summarize`)
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import signal
@@ -227,6 +228,32 @@ def test_a_sweep_dir_on_a_full_disk_is_one_line_before_hydra_writes_there(tmp_pa
     assert out.stderr == (f"FAILED no space left on device in the sweep directory {tmp_path / 'full' / 'sweep'}: free "
                           "space there, or set hydra.sweep.dir to a directory on a disk with room\n")
     assert not (tmp_path / "full").exists()
+
+
+@pytest.mark.parametrize("sweep_dir, why", [
+    ("/proc/nope", "cannot be created (No such file or directory)"),  # refused even to root
+    ("{tmp}/a-file/sweep", "cannot be created: {tmp}/a-file is not a directory"),  # Hydra's NotADirectoryError
+])
+def test_a_sweep_dir_that_cannot_be_made_is_one_line_naming_it(tmp_path, sweep_dir, why):
+    """Not a full disk, yet no place for multirun.yaml: that was Hydra's traceback of its mkdir, no job started."""
+    (tmp_path / "a-file").write_text("")
+    sweep_dir, why = sweep_dir.format(tmp=tmp_path), why.format(tmp=tmp_path)
+    out = run(tmp_path, "-m", "mambapipe", "-m", *TINY_EVAL, "dtype=float32,bfloat16", f"hydra.sweep.dir={sweep_dir}")
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr == (f"FAILED the sweep directory {sweep_dir} {why}; set hydra.sweep.dir to a directory you can "
+                          "write to\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no job ran: no cache
+
+
+@pytest.mark.parametrize("error, why", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")])
+def test_a_sweep_dir_on_a_read_only_or_forbidden_disk_is_one_line_naming_it(tmp_path, run_where_writes_are_refused,
+                                                                           error, why):
+    (tmp_path / "ro").mkdir()
+    out = run_where_writes_are_refused(["-m", *TINY_EVAL, "dtype=float32,bfloat16", "hydra.sweep.dir=ro"], tmp_path,
+                                       sweep_env(tmp_path), tmp_path / "ro", error)
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr == (f"FAILED the sweep directory {tmp_path / 'ro'} cannot be written to ({why}); set "
+                          "hydra.sweep.dir to a directory you can write to\n")
 
 
 def test_a_sweep_dir_that_fills_stops_the_sweep_in_one_line_with_its_summary(tmp_path, run_on_a_full_disk):
