@@ -39,6 +39,7 @@ import psutil
 from mambapipe.pipeline.disk import temporary_directory
 from mambapipe.pipeline.step import StepError, crash_summary, first_line
 from mambapipe.process_tree import LAUNCHED_BY_ENV, run_tree
+from mambapipe.redact import redact
 
 log = logging.getLogger(__name__)
 # NVLink SHARP / multicast paths are not available on the machines we target; keep every rank off them.
@@ -270,6 +271,7 @@ class _RankOutput:
         self.quiet = False
 
     def show(self, line: str) -> None:
+        line = redact(line)  # a rank's traceback may quote a URL or a token (mambapipe.redact)
         self.tail.append(line)
         if self.log_stream is None:
             sys.stderr.write(line)

@@ -14,6 +14,7 @@ from mambapipe.evaluate.protocol import articles, dataset_label, rouge_interval
 from mambapipe.pipeline.keys import short
 from mambapipe.pipeline.plan import CACHED, MISSING, RUN, Plan
 from mambapipe.pipeline.provenance import machine_line, software_line, utc_minute
+from mambapipe.redact import redact
 
 _ACTION_STYLE = {RUN: "yellow", CACHED: "green", MISSING: "red"}
 _HEADLINE_ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")  # named as metrics.json names them
@@ -42,9 +43,10 @@ def end_quietly_on_broken_pipe() -> None:
 
 def print_diagnostic(errors: Console, markup: str) -> None:
     """`markup` on `errors` (standard error's console) in one line however long, after whatever standard output still
-    buffers: on a terminal that shows both streams, an error comes below the results it follows."""
+    buffers: on a terminal that shows both streams, an error comes below the results it follows. Redacted: a line may
+    quote an exception's text or a command line (mambapipe.redact)."""
     sys.stdout.flush()
-    errors.print(markup, soft_wrap=True)
+    errors.print(redact(markup), soft_wrap=True)
 
 
 def model_description(model: dict[str, Any]) -> str:

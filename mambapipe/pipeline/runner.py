@@ -33,6 +33,7 @@ from mambapipe.pipeline.report import make_console, print_diagnostic, print_plan
 from mambapipe.pipeline.resolve import Resolved, resolve_config
 from mambapipe.pipeline.step import Step, StepContext, StepError, crash_summary
 from mambapipe.pipeline.store import ArtifactStore, write_atomic
+from mambapipe.redact import redact
 
 log = logging.getLogger(__name__)
 RUN_DIR_FILES = ("metrics.json", "predictions.jsonl")
@@ -296,9 +297,10 @@ def command_line_config_dirs(config_sources: Iterable[Any]) -> list[str]:
 
 
 def resume_command(overrides: Sequence[str], run_dir: Path, config_dirs: Sequence[str] = ()) -> str:
-    """The command that runs `overrides` again into `run_dir` (finished steps come from the cache)."""
+    """The command that runs `overrides` again into `run_dir` (finished steps come from the cache). Its arguments are
+    redacted (mambapipe.redact), as a sweep's summary.md records it too: a token typed on the command line is ***."""
     arguments = [*config_dir_arguments(config_dirs), *overrides, f"hydra.run.dir={hydra_quoted(str(run_dir))}"]
-    return " ".join([program_name(), *map(shlex.quote, arguments)])
+    return " ".join([program_name(), *(shlex.quote(redact(argument)) for argument in arguments)])
 
 
 def program_name() -> str:

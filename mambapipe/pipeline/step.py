@@ -13,24 +13,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
+from mambapipe.redact import redact
+
 INTERRUPTED_EXIT = 130  # what shells report for a command stopped by Ctrl-C (128 + SIGINT): a run's, a sweep job's
 
 
 class StepError(Exception):
     """A user-facing failure: the message is one line naming the bad thing and what to do. A check that finds
     several problems raises them together, `StepError(first, second)`: the plan lists each on its own line (and
-    leaves out one the run itself has already stated), and the message is them all."""
+    leaves out one the run itself has already stated), and the message is them all. Each is redacted: many quote
+    another exception's text, which may hold a credential (mambapipe.redact)."""
 
     def __init__(self, *problems: str) -> None:
+        problems = tuple(map(redact, problems))
         super().__init__("; ".join(problems))
         self.problems = problems
 
 
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message, '' when it has none: for one-line summaries, as many messages go
-    on with detail (a YAML error's offending text and caret, a wrapped error's report)."""
+    on with detail (a YAML error's offending text and caret, a wrapped error's report); redacted, as it may quote a
+    URL with a mirror's password or a token (mambapipe.redact)."""
     lines = str(error).strip().splitlines()
-    return lines[0] if lines else ""
+    return redact(lines[0]) if lines else ""
 
 
 def crash_summary(exc: BaseException) -> str:

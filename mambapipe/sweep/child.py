@@ -20,6 +20,7 @@ from mambapipe import interrupts
 from mambapipe.pipeline.disk import DiskFullError
 from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.pipeline.step import INTERRUPTED_EXIT, crash_summary
+from mambapipe.redact import RedactingFormatter
 from mambapipe.run_log import RunLogHandler
 from mambapipe.sweep.record import update_job_record
 
@@ -30,8 +31,10 @@ def main(argv: list[str]) -> int:
     """The job's exit code. The sweep starts this process with SIGINT blocked (see mambapipe.sweep.job), and main
     unblocks it where a Ctrl-C can be reported: one that came before is raised there."""
     run_dir, overrides, config_dirs = Path(argv[0]), json.loads(argv[1]), json.loads(argv[2])
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
-                        handlers=[logging.StreamHandler(), RunLogHandler(run_dir / "mambapipe.log")])
+    handlers = [logging.StreamHandler(), RunLogHandler(run_dir / "mambapipe.log")]
+    for handler in handlers:  # as configs/hydra/job_logging/mambapipe.yaml formats a single run's records
+        handler.setFormatter(RedactingFormatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers)
     logging.getLogger("torch").setLevel(logging.WARNING)  # as configs/config.yaml sets it for a single run: see there
     try:
         return _job(run_dir, overrides, config_dirs)

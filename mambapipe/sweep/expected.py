@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from mambapipe.config import CONFIG_DIR
 from mambapipe.pipeline.runner import command_line_config_dirs, config_dir_arguments, hydra_quoted, program_name
+from mambapipe.redact import redact
 from mambapipe.sweep.record import SWEEP_CONFIG, digest_of_sweep_config
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ class SweepConfig:
             return None
         kept = [o for o in overrides.get("hydra") or [] if o.partition("=")[0] not in ("hydra.mode", "hydra.sweep.dir")]
         arguments = [*config_dir_arguments(self.config_dirs()), *(overrides.get("task") or []), *kept, *more]
-        return " ".join([program_name(), "-m", *map(shlex.quote, arguments)])
+        # summary.md, to paste, records it: a token in hydra.launcher.setup (SLURM's `export HF_TOKEN=...`) is ***
+        return " ".join([program_name(), "-m", *(shlex.quote(redact(argument)) for argument in arguments)])
 
 
 def _expand(arguments: list[str]) -> list[list[str]]:

@@ -35,7 +35,7 @@ from mambapipe.pipeline.disk import DiskFullError
 from mambapipe.pipeline.provenance import utc_now
 from mambapipe.pipeline.report import make_console, print_diagnostic
 from mambapipe.pipeline.runner import command_line_config_dirs
-from mambapipe.pipeline.step import INTERRUPTED_EXIT
+from mambapipe.pipeline.step import INTERRUPTED_EXIT, first_line
 from mambapipe.sweep.gpus import lease_gpus
 from mambapipe.sweep.record import (
     NOT_STARTED,
@@ -97,7 +97,7 @@ def _run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> 
     except Exception as exc:  # an interpolation that cannot resolve: this job's config is bad
         if interrupts.received():  # unless a Ctrl-C stopped OmegaConf, which then may raise another error for it
             raise KeyboardInterrupt from exc
-        return record_outcome(run_dir, exit_code=1, reason=f"config: {type(exc).__name__}: {exc}")
+        return record_outcome(run_dir, exit_code=1, reason=f"config: {type(exc).__name__}: {first_line(exc)}")
     uses_gpu = cfg.device != "cpu"
     with lease_gpus(job_num, int(cfg.tp_size), sweep_dir / GPU_LEASES, visible=None if uses_gpu else [],
                     own_allocation=hydra_cfg.launcher._target_ == SLURM_LAUNCHER) as gpus:

@@ -6,10 +6,13 @@ hub dataset through datasets' own client."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,6 +205,55 @@ def test_a_download_the_hub_breaks_off_is_one_line_and_leaves_no_partial_file(co
     assert_no_download_left(tmp_path / "cache")
     blobs = tmp_path / "hf" / "hub" / "models--fake-org--flaky" / "blobs"
     assert not [blob.name for blob in blobs.iterdir() if blob.name.endswith(".incomplete")]
+
+
+MIRROR_PASSWORD = "mirrorPassword0123456789"
+
+
+def test_a_mirror_s_password_and_the_token_are_in_no_output_or_record(tmp_path, hub):
+    """HF_ENDPOINT naming a mirror with its user:password@: huggingface_hub's HTTP errors quote the URL with them, and
+    httpx logs every request's URL at INFO. `python -m mambapipe` as a user runs it: neither the password nor HF_TOKEN
+    is on standard output or error, in mambapipe.log or in run.json (the password was in each but standard output)."""
+    mirror = hub.url.replace("http://", f"http://mirror:{MIRROR_PASSWORD}@")
+    env = {**os.environ, "HF_ENDPOINT": mirror, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("HF_HUB_OFFLINE", None)
+    out = subprocess.run([sys.executable, "-m", "mambapipe", *hub_overrides(repo_id="fake-org/flaky"),
+                          f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert (f"FAILED download: fetching fake-org/flaky at {COMMIT} failed (HfHubHTTPError: Server error '500 Internal "
+            f"Server Error' for url 'http://***@127.0.0.1:") in out.stderr
+    assert "HTTP Request: GET http://***@127.0.0.1:" in (tmp_path / "run" / "mambapipe.log").read_text()
+    said = [out.stdout, out.stderr, *((tmp_path / "run" / name).read_text() for name in ("mambapipe.log", "run.json"))]
+    assert not [text for text in said if MIRROR_PASSWORD in text or TOKEN in text]
+
+
+def test_a_crash_quoting_the_token_is_redacted_in_the_log_the_reason_and_run_json(compose_config, tmp_path, hub,
+                                                                                  monkeypatch, capsys):
+    """A fetch that fails in a way mambapipe does not know (a crash: its traceback goes to the log) with a message
+    that quotes the token, as a proxy's may. The log is formatted as configs/hydra/job_logging/mambapipe.yaml says."""
+    import logging.config
+
+    def snapshot_download(*args, **kwargs):
+        raise RuntimeError(f"the proxy refused Authorization: Bearer {TOKEN}\nsent as token={TOKEN}")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    logging_config = yaml.safe_load((REPO_ROOT / "configs" / "hydra" / "job_logging" / "mambapipe.yaml").read_text())
+    formatter = logging.config.DictConfigurator({}).configure_formatter(logging_config["formatters"]["simple"])
+    log = logging.StreamHandler(io.StringIO())
+    log.setFormatter(formatter)
+    logging.getLogger().addHandler(log)
+    try:
+        result, record = run(compose_config, tmp_path, *hub_overrides())
+    finally:
+        logging.getLogger().removeHandler(log)
+    assert result.reason == "download: unexpected RuntimeError: the proxy refused Authorization: ***"
+    assert record["reason"] == result.reason
+    assert "RuntimeError: the proxy refused Authorization: ***\nsent as token=***" in log.stream.getvalue()
+    outputs = capsys.readouterr()
+    assert TOKEN not in log.stream.getvalue() + outputs.out + outputs.err
 
 
 @pytest.mark.parametrize("variable", [None, "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"])
