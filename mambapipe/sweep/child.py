@@ -35,7 +35,8 @@ def main(argv: list[str]) -> int:
     for handler in handlers:  # as configs/hydra/job_logging/mambapipe.yaml formats a single run's records
         handler.setFormatter(RedactingFormatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=handlers)
-    logging.getLogger("torch").setLevel(logging.WARNING)  # as configs/config.yaml sets it for a single run: see there
+    for library in ("torch", "httpx", "httpx2"):  # as configs/hydra/job_logging/mambapipe.yaml sets them: see there
+        logging.getLogger(library).setLevel(logging.WARNING)
     try:
         return _job(run_dir, overrides, config_dirs)
     except DiskFullError as exc:  # writing sweep_job.json (the runner says its own writes of the run dir)
