@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes.util
+import logging
 import os
 import shutil
 import signal
@@ -185,6 +186,38 @@ def test_mpirun_killed_outright_is_named_and_leaves_no_rank(rank_path, tmp_path,
         for rank in ranks:
             with contextlib.suppress(psutil.NoSuchProcess):
                 rank.kill()
+
+
+def test_a_run_killed_outright_leaves_its_directory_to_the_next_launch(rank_path, tmp_path, user_tmpdir, caplog):
+    """mambapipe killed outright (the OOM killer's SIGKILL) while mpirun runs its ranks: its mambapipe-ranks-XXXXXXXX
+    in TMPDIR, with mpirun's session directory in it, stayed for good; the next launch removes it, saying so."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(pids)], start_new_session=True,
+                              env={**os.environ, "PYTHONPATH": rank_path, "TMPDIR": str(user_tmpdir)})
+    tree: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len([p for p in pids.iterdir() if p.read_text()]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree.extend(psutil.Process(driver.pid).children(recursive=True))
+        driver.kill()
+        driver.wait()
+        for process in tree:  # the ranks, and mpirun: killed too, so that it cannot remove its session
+            process.kill()
+        left = list(user_tmpdir.iterdir())
+        assert len(left) == 1 and left[0].name.startswith("mambapipe-ranks-") and list(left[0].glob("**/ompi.*/pid.*"))
+        with caplog.at_level(logging.INFO, logger="mambapipe.pipeline.disk"):
+            launch(2, "mpirun_rank", ["done"], launcher="mpirun")
+        assert list(user_tmpdir.iterdir()) == []
+        assert caplog.messages == [f"removed 1 temporary directory of mambapipe runs killed outright from "
+                                   f"{user_tmpdir}: {left[0].name}"]
+    finally:  # what a failure leaves
+        driver.kill()
+        driver.wait()
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
 
 
 def test_a_session_base_the_user_chose_is_kept(rank_path, tmp_path, monkeypatch, user_tmpdir):

@@ -12,20 +12,37 @@ datasets their temporary files; the run directory's files are written whole or n
 from __future__ import annotations
 
 import errno
+import fcntl
+import logging
 import os
 import re
+import shutil
+import socket
 import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import ContextManager, Iterator, Optional
+from typing import IO, ContextManager, Iterator, Optional
 
 from mambapipe.pipeline.step import StepError
+
+log = logging.getLogger(__name__)
 
 RELOCATE_RUN_DIR = "set hydra.run.dir (hydra.sweep.dir for a sweep) to a directory on a disk with room"
 # What check_room writes: Hydra's own files of a run (.hydra/config.yaml, hydra.yaml, overrides.yaml) take 6-10 KB,
 # a sweep's multirun.yaml 5-6 KB; a disk with less room than this would stop the run at its next write anyway.
 PROBE_BYTES = 64 * 1024
 _FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+# The temporary directories mambapipe makes (temporary_directory) are named TEMPORARY_PREFIX + what for, e.g.
+# mambapipe-ranks-XXXXXXXX, and each holds OWNER_FILE, which its run holds an flock on while it uses the directory and
+# writes its host and pid into once it does. The kernel drops the lock as the run ends however it ends (SIGKILL, the
+# OOM killer), so a later run that can take it holds a dead run's leftover. A pid and start time would say so less
+# surely: a live run in another pid namespace (a container sharing /tmp) has a pid that reads as gone here, and
+# psutil's start times move with the wall clock.
+TEMPORARY_PREFIX = "mambapipe-"
+OWNER_FILE = ".mambapipe-owner"
+# What the block is given: a directory of its own beside OWNER_FILE, so that what it lists there is what it wrote (a
+# tokenizer's files, named by load_tokenizer where they do not load).
+WORK_DIR = "work"
 # How Rust's std::io::Error ends its message, which safetensors and tokenizers raise in their own exception types.
 _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
@@ -94,12 +111,65 @@ def filling_tmpdir() -> ContextManager[None]:
 
 @contextmanager
 def temporary_directory(prefix: str) -> Iterator[Path]:
-    """A tempfile.TemporaryDirectory, removed as the block ends; a full disk as it is made names TMPDIR
-    (filling_tmpdir). What the block writes there it names itself: the block may write elsewhere too."""
+    """WORK_DIR of a tempfile.TemporaryDirectory (`prefix` starts with TEMPORARY_PREFIX), removed as the block ends,
+    and by a later run's where this one is killed outright (remove_dead_runs_directories, first); a full disk as it
+    is made names TMPDIR (filling_tmpdir). What the block writes there it names itself: the block may write elsewhere
+    too."""
+    remove_dead_runs_directories()
     with filling_tmpdir():
         made = tempfile.TemporaryDirectory(prefix=prefix)
-    with made:
-        yield Path(made.name)
+        try:
+            owner = _own(Path(made.name))
+            (Path(made.name) / WORK_DIR).mkdir()
+        except BaseException:
+            made.cleanup()
+            raise
+    with owner, made:  # the directory removed first, while its lock is held
+        yield Path(made.name) / WORK_DIR
+
+
+def _own(directory: Path) -> IO[str]:
+    """`directory`'s OWNER_FILE, made, locked and then written (see _left_by_a_dead_run); the lock held until it is
+    closed."""
+    owner = open(directory / OWNER_FILE, "x")
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX)
+        owner.write(f"{socket.gethostname()} {os.getpid()}\n")
+        owner.flush()
+    except BaseException:
+        owner.close()
+        raise
+    return owner
+
+
+def remove_dead_runs_directories() -> None:
+    """Remove the temporary directories that mambapipe runs killed outright left (TEMPORARY_PREFIX; up to 8 MB each
+    with mpirun's session directory), saying so in one line where there were any. Another user's, a live run's, one
+    another host made in a TMPDIR they share, and an older mambapipe's (without OWNER_FILE) are left alone."""
+    root = Path(tempfile.gettempdir())
+    try:
+        candidates = [Path(entry.path) for entry in os.scandir(root)
+                      if entry.name.startswith(TEMPORARY_PREFIX) and entry.is_dir(follow_symlinks=False)
+                      and entry.stat(follow_symlinks=False).st_uid == os.getuid()]
+    except OSError:  # a TMPDIR that is not there (yet) or not ours to read: nothing of ours to remove
+        return
+    dead = [directory for directory in candidates if _left_by_a_dead_run(directory)]
+    for directory in dead:
+        shutil.rmtree(directory, ignore_errors=True)  # another run may be removing it too
+    if dead:
+        log.info("removed %d temporary director%s of mambapipe runs killed outright from %s: %s", len(dead),
+                 "y" if len(dead) == 1 else "ies", root, ", ".join(d.name for d in dead))
+
+
+def _left_by_a_dead_run(directory: Path) -> bool:
+    """Whether `directory`'s OWNER_FILE says a run of this host wrote it, and no live process holds its lock. One whose
+    owner is between making the file and locking it has it empty."""
+    try:
+        with open(directory / OWNER_FILE) as owner:
+            fcntl.flock(owner, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return owner.read().split()[:1] == [socket.gethostname()]
+    except OSError:  # no such file (an older mambapipe's directory, or one just made), or locked: a live run's
+        return False
 
 
 def check_room(directory: Path) -> None:
