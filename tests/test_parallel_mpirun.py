@@ -120,6 +120,12 @@ def test_more_ranks_than_mpirun_counts_cores_start(rank_path, monkeypatch):
     launch(2, "mpirun_rank", ["done"], launcher="mpirun")
 
 
+def _written(pids: Path) -> int:
+    """How many ranks have written their pid in `pids`: a rank's file is there as it opens it (a test that read it
+    then, empty, failed: int(''))."""
+    return len([p for p in pids.iterdir() if p.read_text()])
+
+
 def _gone(process: psutil.Process) -> bool:
     try:
         return process.status() == psutil.STATUS_ZOMBIE  # exited; its parent (init, here) has yet to reap it
@@ -140,7 +146,7 @@ def test_a_ctrl_c_stops_mpirun_and_its_ranks(rank_path, tmp_path, to_the_group):
                               env={**os.environ, "PYTHONPATH": rank_path, "TMPDIR": str(tmpdir)},
                               stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
-    while len(list(pids.iterdir())) < 2 and driver.poll() is None and time.monotonic() < deadline:
+    while _written(pids) < 2 and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     tree = psutil.Process(driver.pid).children(recursive=True)
     assert len(list(pids.iterdir())) == 2 and {int(p.read_text()) for p in pids.iterdir()} <= {p.pid for p in tree}
@@ -165,7 +171,7 @@ def test_mpirun_killed_outright_is_named_and_leaves_no_rank(rank_path, tmp_path,
 
     def kill_mpirun() -> None:  # once both ranks run
         deadline = time.monotonic() + 30
-        while len([p for p in pids.iterdir() if p.read_text()]) < 2 and time.monotonic() < deadline:
+        while _written(pids) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         ranks.extend(psutil.Process(int(p.read_text())) for p in pids.iterdir())
         sessions.extend(user_tmpdir.glob("**/ompi.*/pid.*"))  # where mpirun keeps its session, while it runs
@@ -198,7 +204,7 @@ def test_a_run_killed_outright_leaves_its_directory_to_the_next_launch(rank_path
     tree: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 30
-        while len([p for p in pids.iterdir() if p.read_text()]) < 2 and time.monotonic() < deadline:
+        while _written(pids) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         tree.extend(psutil.Process(driver.pid).children(recursive=True))
         driver.kill()
