@@ -19,6 +19,7 @@ from mambapipe.redact import redact
 _ACTION_STYLE = {RUN: "yellow", CACHED: "green", MISSING: "red"}
 _HEADLINE_ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")  # named as metrics.json names them
 _HEADLINE_INTERVALS = ("rouge1",)  # the others' would crowd the line: evaluate's table and metrics.json have them
+GATE_MISSED = "gate missed"  # beside a step's status (step_status)
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -125,7 +126,8 @@ def print_summary(console: Console, outcomes: Sequence[Any], metrics: Optional[d
     for column in ("step", "key", "status", "seconds"):
         table.add_column(column, justify="right" if column == "seconds" else "left")
     for outcome in outcomes:
-        table.add_row(outcome.name, short(outcome.key), outcome.status, f"{outcome.seconds:.1f}")
+        gate = f", [red]{GATE_MISSED}[/]" if outcome.gate_missed else ""  # as step_status says it, in color
+        table.add_row(outcome.name, short(outcome.key), outcome.status + gate, f"{outcome.seconds:.1f}")
     console.print(table)
     for index, line in enumerate(headline(metrics)):
         console.print(f"{'result' if index == 0 else '':<9}{escape(line)}", soft_wrap=True)
@@ -134,6 +136,12 @@ def print_summary(console: Console, outcomes: Sequence[Any], metrics: Optional[d
     console.print(f"software {escape(software_line(record))}", soft_wrap=True)
     machine = machine_line(record) or "not recorded"
     console.print(f"machine  {escape(machine)}; finished {utc_minute(record['finished'])}", soft_wrap=True)
+
+
+def step_status(status: str, gate_missed: bool) -> str:
+    """A step's status as the summaries show it: `cached, gate missed` where its artifact failed the step's gate, as
+    `cached` alone would read as a step that did its part (run.json keeps the two apart, for scripts)."""
+    return f"{status}, {GATE_MISSED}" if gate_missed else status
 
 
 def run_description(config: dict[str, Any]) -> str:

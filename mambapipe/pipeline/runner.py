@@ -31,7 +31,7 @@ from mambapipe.pipeline.plan import CACHED, RUN, Plan, PlannedStep, build_plan, 
 from mambapipe.pipeline.provenance import git_state, machine, utc_now, versions
 from mambapipe.pipeline.report import make_console, print_diagnostic, print_plan, print_summary
 from mambapipe.pipeline.resolve import Resolved, resolve_config
-from mambapipe.pipeline.step import Step, StepContext, StepError, crash_summary
+from mambapipe.pipeline.step import GateMissed, Step, StepContext, StepError, crash_summary
 from mambapipe.pipeline.store import ArtifactStore, write_atomic
 from mambapipe.redact import redact
 
@@ -48,6 +48,9 @@ class StepOutcome:
     status: str  # cached | ran | failed | skipped
     seconds: float
     artifact: Optional[str]
+    # Its artifact, cached or ran, failed the step's gate: the run's reason. Apart from `status`, which still says
+    # where the artifact came from (a sweep's tables mark cached speeds by it); the summaries show both.
+    gate_missed: bool = False
 
 
 @dataclass
@@ -85,9 +88,9 @@ def run_recipe(cfg: DictConfig, run_dir: Path | str, overrides: Sequence[str] = 
                     for p in plan.steps]
         reason = "; ".join(plan.problems) if plan.problems else None
         return _finish(console, errors, run_dir, resolved.config, outcomes, reason, command, stopped_at_plan=True)
-    outcomes, reason, interrupted = _execute(plan, run_dir, list(overrides), console)
+    outcomes, reason, interrupted, verdict = _execute(plan, run_dir, list(overrides), console)
     return _finish(console, errors, run_dir, resolved.config, outcomes, reason, command, stopped_at_plan=False,
-                   interrupted=interrupted)
+                   interrupted=interrupted, verdict=verdict)
 
 
 def _plan(cfg: DictConfig, run_dir: Path, steps: Optional[Sequence[Step]],
@@ -133,11 +136,13 @@ def _not_run(plan: Plan, planned: PlannedStep) -> StepOutcome:
 
 
 def _execute(plan: Plan, run_dir: Path, overrides: list[str],
-             console: Console) -> tuple[list[StepOutcome], Optional[str], bool]:
-    """Run the plan's steps in order; the outcomes, the failure reason, and whether Ctrl-C stopped it."""
+             console: Console) -> tuple[list[StepOutcome], Optional[str], bool, Optional[GateMissed]]:
+    """Run the plan's steps in order; the outcomes, the failure reason, whether Ctrl-C stopped it, and the gate's
+    verdict where that is the reason (a rerun must change the setting it names)."""
     outcomes: list[StepOutcome] = []
     reason: Optional[str] = None
     interrupted = False
+    verdict: Optional[GateMissed] = None
     for planned in plan.steps:
         if reason is None and planned.action == RUN and interrupts.received():  # dropped by code before (a __del__)
             reason, interrupted = f"{planned.name}: interrupted", True
@@ -152,22 +157,26 @@ def _execute(plan: Plan, run_dir: Path, overrides: list[str],
         if outcome.artifact:  # its files the run dir keeps (the evaluate step's), made by this run or an earlier one
             try:
                 _publish(Path(outcome.artifact), run_dir)
-                reason = _missed_gate(planned, Path(outcome.artifact), console)
+                missed = _missed_gate(planned, Path(outcome.artifact), console)
             except DiskFullError as exc:  # the artifact is whole in the cache: the next run only copies them
                 reason = f"{planned.name}: {exc}"
-    return outcomes, reason, interrupted
+                continue
+            if missed is not None:
+                outcome.gate_missed, reason = True, f"{planned.name}: {missed}"
+                verdict = missed if isinstance(missed, GateMissed) else None
+    return outcomes, reason, interrupted, verdict
 
 
-def _missed_gate(planned: PlannedStep, artifact: Path, console: Console) -> Optional[str]:
-    """The failure reason where the step's gate (evaluate's accuracy gate) refuses its artifact, else None. Checked
-    on every run, cached or not: the gate's settings are in no key, so a cached artifact has never met this run's."""
+def _missed_gate(planned: PlannedStep, artifact: Path, console: Console) -> Optional[StepError]:
+    """Why the step's gate (evaluate's accuracy gate) refuses its artifact, else None. Checked on every run, cached
+    or not: the gate's settings are in no key, so a cached artifact has never met this run's."""
     if not hasattr(planned.step, "check_gate"):
         return None
     try:
         planned.step.check_gate(planned.gate, artifact)
     except StepError as exc:
         console.print(f"[red]✗ {planned.name}[/] gate missed")
-        return f"{planned.name}: {exc}"
+        return exc
     return None
 
 
@@ -328,14 +337,15 @@ def hydra_in_quotes(value: str) -> str:
 
 def _finish(console: Console, errors: Console, run_dir: Path, config: Optional[dict[str, Any]],
             outcomes: list[StepOutcome], reason: Optional[str], command: CommandLine, stopped_at_plan: bool,
-            interrupted: bool = False) -> RunResult:
+            interrupted: bool = False, verdict: Optional[GateMissed] = None) -> RunResult:
     """Record the run, print its summary on `console` (the results to paste) and, where it failed, the command that
-    runs it again and why on `errors`; `config` is the resolved config, None where it could not be resolved."""
+    runs it again and why on `errors`; `config` is the resolved config, None where it could not be resolved. Where
+    the reason is a gate's `verdict`, that command changes the gate's setting: as it was, it would fail the same."""
     record = _run_record(outcomes, reason, stopped_at_plan, config["device"] if config else None)
     try:
         _record(run_dir, record)
     except DiskFullError as exc:
-        reason = _unrecorded(reason, exc)
+        reason, verdict = _unrecorded(reason, exc), None  # a rerun as it was may then pass: the usual hint
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
     print_summary(console, outcomes, metrics, config, record)
@@ -345,9 +355,13 @@ def _finish(console: Console, errors: Console, run_dir: Path, config: Optional[d
     if reason is not None:
         made = {outcome.name for outcome in outcomes if outcome.status == "ran"}
         forced = config["force"] if config else []
-        rerun = resume_command(unforced_where_made(command.overrides, forced, made), run_dir, command.config_dirs)
+        overrides = unforced_where_made(command.overrides, forced, made)
+        if verdict is not None:
+            overrides = with_override(overrides, verdict.key, f"<{verdict.change}>")
+        rerun = resume_command(overrides, run_dir, command.config_dirs)
+        hint = _gate_hint(outcomes, verdict) if verdict is not None else _rerun_hint(stopped_at_plan, interrupted)
         if not (interrupted and command.sweep_job):  # a failed job's rerun line is the console's only one
-            print_diagnostic(errors, f"{_rerun_hint(stopped_at_plan, interrupted)}: {escape(rerun)}")
+            print_diagnostic(errors, f"{hint}: {escape(rerun)}")
         print_diagnostic(errors, f"[red]FAILED[/] {escape(reason)}")
     return RunResult(outcomes, reason, run_dir, interrupted)
 
@@ -382,15 +396,27 @@ def unforced_where_made(overrides: Sequence[str], forced: Sequence[str], made: s
     still = [name for name in forced if name not in made]
     if len(still) == len(forced):
         return list(overrides)
-    value = f"[{','.join(still)}]"
-    if not any(map(_sets_force, overrides)):
-        return [*overrides, f"force={value}"]
-    return [f"{override.partition('=')[0]}={value}" if _sets_force(override) else override for override in overrides]
+    return with_override(overrides, "force", f"[{','.join(still)}]")
 
 
-def _sets_force(override: str) -> bool:
-    """`force=...`, `++force=...` (a key never holds `=`, and Hydra reads no space around it)."""
-    return override.partition("=")[0].lstrip("+") == "force"
+def with_override(overrides: Sequence[str], key: str, value: str) -> list[str]:
+    """The overrides with `key` set to `value`: in place of the command line's own (`+`/`++` kept), else added."""
+    if not any(_sets(override, key) for override in overrides):
+        return [*overrides, f"{key}={value}"]
+    return [f"{override.partition('=')[0]}={value}" if _sets(override, key) else override for override in overrides]
+
+
+def _sets(override: str, key: str) -> bool:
+    """`key=...`, `++key=...` (a key never holds `=`, and Hydra reads no space around it)."""
+    return override.partition("=")[0].lstrip("+") == key
+
+
+def _gate_hint(outcomes: Sequence[StepOutcome], verdict: GateMissed) -> str:
+    """What the command whose gate setting is a placeholder is for: the artifact the gate refused is in the cache
+    (it ran, or was cached), so the same command gives the same verdict; a new value of that setting is checked
+    against it with no new work."""
+    name = next(outcome.name for outcome in outcomes if outcome.gate_missed)
+    return f"{name}'s result is cached: a {verdict.change} {verdict.key} is checked against it in about a second"
 
 
 def _rerun_hint(stopped_at_plan: bool, interrupted: bool) -> str:

@@ -30,6 +30,16 @@ class StepError(Exception):
         self.problems = problems
 
 
+class GateMissed(StepError):
+    """A gate's verdict against a whole artifact (evaluate: rouge1 at or below the threshold), as check_gate raises
+    it: run as it was, the run would give it again from the cache. `key` is the gate setting that changes it and
+    `change` how (`lower`), for the hint offered instead of the same command; no value is made up for it."""
+
+    def __init__(self, problem: str, key: str, change: str) -> None:
+        super().__init__(problem)
+        self.key, self.change = key, change
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message, '' when it has none: for one-line summaries, as many messages go
     on with detail (a YAML error's offending text and caret, a wrapped error's report); redacted, as it may quote a
@@ -108,7 +118,9 @@ class Step(Protocol):
 #       eval.rouge1_threshold, with eval.check_accuracy). `gate_uses` are dotted keys the gate alone reads: in no
 #       key, so a new threshold finds the evaluation made before. The runner calls check_gate with their values
 #       (`gate`) and the artifact's directory on every run, whether the step ran or was cached, after the run dir
-#       got the artifact's files; a StepError fails the run with its message, the artifact kept in the cache.
+#       got the artifact's files; a StepError fails the run with its message, the artifact kept in the cache, its
+#       status marked `gate missed`. A GateMissed (a verdict, not an unreadable artifact) also names the setting
+#       that changes the verdict: the run's hint says to change it rather than run the same command again.
 #
 #   run_dir_files: tuple[str, ...]
 #       Files the step writes into the run dir itself (evaluate: its ranks' log), beside the metrics.json and

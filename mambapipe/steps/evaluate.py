@@ -25,7 +25,7 @@ from mambapipe.evaluate.rouge import require_scorer
 from mambapipe.evaluate.scenarios import Scenario, limit_problem, scenario_label, scenarios_from_config
 from mambapipe.parallel import launch, launch_command, launcher_problem
 from mambapipe.pipeline.disk import filling_run_dir
-from mambapipe.pipeline.step import StepContext, StepError
+from mambapipe.pipeline.step import GateMissed, StepContext, StepError
 
 if TYPE_CHECKING:
     from mambapipe.evaluate.task import EvalJob
@@ -249,8 +249,9 @@ def _accuracy_gate(gate: dict[str, Any], metrics: dict[str, Any]) -> None:
         return
     rouge1, threshold = metrics["rouge1"], gate["eval.rouge1_threshold"]
     if rouge1 <= threshold:
-        raise StepError(f"rouge1 {rouge1:.2f} <= threshold {threshold:.2f} (eval.check_accuracy); metrics.json "
-                        "is in the run directory; compare with eval.compare_hf=true or lower eval.rouge1_threshold")
+        raise GateMissed(f"rouge1 {rouge1:.2f} <= threshold {threshold:.2f} (eval.check_accuracy); metrics.json "
+                         "is in the run directory; compare with eval.compare_hf=true or lower eval.rouge1_threshold",
+                         key="eval.rouge1_threshold", change="lower")
 
 
 def _facts(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mambapipe.config import STEP_NAMES
 from mambapipe.evaluate.protocol import dataset_label
 from mambapipe.evaluate.scenarios import Scenario, scenario_label
-from mambapipe.pipeline.report import arch_description
+from mambapipe.pipeline.report import arch_description, step_status
 from mambapipe.pipeline.step import first_line
 from mambapipe.sweep.expected import ExpectedJob, SweepConfig
 from mambapipe.sweep.record import (
@@ -57,6 +57,7 @@ class JobRow:
     forced: list[str] = field(default_factory=list)  # config.yaml's force: steps made again even when cached
     unreadable: list[str] = field(default_factory=list)  # damaged files, relative to the run dir
     environment: dict[str, Any] = field(default_factory=dict)  # run.json's versions, git, machine, finished
+    gates_missed: list[str] = field(default_factory=list)  # steps whose artifact failed their gate (step_cells)
 
     @property
     def failed(self) -> bool:
@@ -210,7 +211,8 @@ def read_row(sweep_dir: Path, run_dir: Path) -> JobRow:
                   status=status, reason=reason, steps={name: steps.get(name, "") for name in STEP_NAMES},
                   config=_config_facts(config), metrics=_metric_facts(metrics),
                   throughput=_throughput(metrics, config), forced=_forced(config), unreadable=list(files.problems),
-                  environment={key: run[key] for key in ENVIRONMENT_KEYS if key in run})
+                  environment={key: run[key] for key in ENVIRONMENT_KEYS if key in run},
+                  gates_missed=[step["name"] for step in run.get("steps", []) if step.get("gate_missed")])
 
 
 def _step_cells(run: dict) -> dict[str, str]:
@@ -220,6 +222,13 @@ def _step_cells(run: dict) -> dict[str, str]:
     if run.get("stopped_at_plan"):
         return {name: "refused" if status == "failed" else "not run" for name, status in recorded.items()}
     return recorded
+
+
+def step_cells(row: JobRow) -> dict[str, str]:
+    """Each step's status as the tables show it, `cached, gate missed` where its artifact failed its gate. Apart in
+    the row, as what reads `steps` (a cached evaluation's speeds, the steps a rerun need not force) asks where the
+    artifact came from."""
+    return {name: step_status(status, name in row.gates_missed) for name, status in row.steps.items()}
 
 
 def _status(run: dict, steps: dict[str, str], record: dict) -> tuple[str, Optional[str]]:

@@ -29,6 +29,7 @@ from mambapipe.sweep.summary import (
     ROUGE_KEYS,
     JobRow,
     job_label,
+    step_cells,
     varying_overrides,
 )
 
@@ -69,7 +70,7 @@ def fmt(value: Any) -> str:
 
 
 def csv_record(row: JobRow) -> dict[str, Any]:
-    return {"job": row.job, "overrides": " ".join(row.overrides), "status": row.status, **row.steps,
+    return {"job": row.job, "overrides": " ".join(row.overrides), "status": row.status, **step_cells(row),
             **row.config, **row.metrics, "reason": row.reason or "", "run_dir": str(row.run_dir or "")}
 
 
@@ -184,7 +185,7 @@ def markdown_table(rows: Sequence[JobRow], differing: Sequence[str] = ()) -> lis
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.job, job_label(row, keys), *(setting(row, fact) or "" for fact in differing), row.status,
-                 *row.steps.values(), *(_metric_cell(row, k) for k in metrics)]
+                 *step_cells(row).values(), *(_metric_cell(row, k) for k in metrics)]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return lines
 
@@ -319,7 +320,7 @@ def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Pa
         status = f"[{color}]{row.status}[/]"
         # Overrides and reasons are user text: `steps=[evaluate]` is not rich markup.
         numbers = (_console_number(row, key) for key in metrics)
-        table.add_row(row.job, escape(job_label(row, keys)), status, row.steps["evaluate"], *numbers,
+        table.add_row(row.job, escape(job_label(row, keys)), status, step_cells(row)["evaluate"], *numbers,
                       *([escape(row.reason or "")] if reasons else []))
     console.print(table)
     for note in (*articles_notes(rows), *speed_notes(rows)):

@@ -18,7 +18,7 @@ from mambapipe.config import MambapipeConfig
 from mambapipe.evaluate.data import load_articles
 from mambapipe.pipeline.plan import step_params
 from mambapipe.pipeline.resolve import select
-from mambapipe.pipeline.step import StepError
+from mambapipe.pipeline.step import GateMissed, StepError
 from mambapipe.steps.evaluate import STEP
 
 
@@ -265,9 +265,11 @@ def test_accuracy_gate_is_strictly_greater(tmp_path, rouge1, fails):
     if not fails:
         STEP.check_gate(gate, artifact)
         return
-    with pytest.raises(StepError, match=f"rouge1 {rouge1:.2f} <= threshold 15.00") as err:
+    with pytest.raises(GateMissed, match=f"rouge1 {rouge1:.2f} <= threshold 15.00") as err:
         STEP.check_gate(gate, artifact)
     assert "\n" not in str(err.value)
+    # A verdict on the cached evaluation: the run's hint offers a lower threshold, not the same command.
+    assert (err.value.key, err.value.change) == ("eval.rouge1_threshold", "lower")
 
 
 def test_accuracy_gate_is_off_unless_asked(tmp_path):
@@ -281,8 +283,9 @@ def test_accuracy_gate_is_off_unless_asked(tmp_path):
 def test_the_gate_on_an_evaluation_without_its_metrics_is_one_line_and_none_asked_reads_nothing(tmp_path):
     STEP.check_gate(_gate(), tmp_path)  # no metrics.json: nothing to read without the gate
     with pytest.raises(StepError, match=r"^eval.check_accuracy cannot read .*metrics.json \(FileNotFoundError\); "
-                                        r"make the evaluation again with force=\[evaluate\]$"):
+                                        r"make the evaluation again with force=\[evaluate\]$") as err:
         STEP.check_gate(_gate(**{"eval.check_accuracy": True}), tmp_path)
+    assert not isinstance(err.value, GateMissed)  # no threshold changes it: the hint is the usual one
 
 
 def test_local_dataset_contents_enter_the_key(tmp_path):

@@ -77,6 +77,37 @@ def test_the_accuracy_gate_is_checked_on_every_run_against_the_evaluation_its_se
     assert not pipeline.run("eval.rouge1_threshold=2.0").failed and pipeline.ran() == []  # no gate asked for
 
 
+def test_a_missed_gate_marks_the_step_and_its_hint_names_the_setting_that_changes_the_verdict(pipeline):
+    """Before, the summary said `evaluate ... cached` (run.json too) beside the FAILED line, and the hint was `run
+    again once fixed (finished steps are cached): <the same command>`, which fails the same way from the cache. Now
+    the status says the gate missed, and the hint offers the command with the threshold to lower, no value made up."""
+    gated = ("eval.check_accuracy=true", "eval.rouge1_threshold=2.0")
+    missed = pipeline.run(*gated)
+    assert [(o.status, o.gate_missed) for o in missed.outcomes][-1] == ("ran", True)
+    assert "│ evaluate │" in pipeline.output and "│ ran, gate missed │" in pipeline.output
+    again = pipeline.run(*gated)
+    assert "│ cached, gate missed │" in pipeline.output and pipeline.output.count("gate missed") == 2  # + `✗`
+    steps = json.loads((again.run_dir / "run.json").read_text())["steps"]
+    assert [(s["status"], s["gate_missed"]) for s in steps] == [("cached", False)] * 3 + [("cached", True)]
+    hint, failed = pipeline.errors.splitlines()
+    assert hint == ("evaluate's result is cached: a lower eval.rouge1_threshold is checked against it in about a "
+                    f"second: python -m mambapipe eval.check_accuracy=true 'eval.rouge1_threshold=<lower>' "
+                    f"hydra.run.dir={again.run_dir}") and failed == f"FAILED {GATE_MISSED}"
+    pipeline.run("eval.check_accuracy=true", typed=["eval.check_accuracy=true"])  # the recipe's threshold, 15.0
+    assert pipeline.errors.splitlines()[0].endswith("eval.check_accuracy=true 'eval.rouge1_threshold=<lower>' "
+                                                    f"hydra.run.dir={pipeline.tmp / 'runs' / '2'}")
+
+
+def test_a_gate_that_cannot_read_the_artifact_keeps_the_usual_hint(pipeline):
+    """A cached evaluation whose metrics.json is gone is no verdict a threshold changes: the FAILED line says to make
+    it again (force=[evaluate]), and the hint is the usual one."""
+    pipeline.run()
+    (pipeline.store.path("evaluate", pipeline.run().outcomes[-1].key) / "metrics.json").unlink()
+    result = pipeline.run("eval.check_accuracy=true")
+    assert result.outcomes[-1].gate_missed and "force=[evaluate]" in result.reason
+    assert pipeline.errors.startswith("run again once fixed (finished steps are cached): python -m mambapipe ")
+
+
 def test_plan_names_upstream_change(pipeline):
     pipeline.run()
     result = pipeline.run("dtype=float16", "plan_only=true")
@@ -232,8 +263,9 @@ def test_run_json_has_exactly_the_promised_schema(pipeline):
     assert record["reason"] is None and record["stopped_at_plan"] is False and record["finished"].endswith("+00:00")
     assert [s["name"] for s in record["steps"]] == ["download", "convert", "build", "evaluate"]
     for step in record["steps"]:
-        assert set(step) == {"name", "key", "status", "seconds", "artifact"}
+        assert set(step) == {"name", "key", "status", "seconds", "artifact", "gate_missed"}
         assert isinstance(step["seconds"], float) and step["status"] in ("cached", "ran", "failed", "skipped")
+        assert step["gate_missed"] is False
         assert (pipeline.store.root / step["name"] / step["key"]).samefile(step["artifact"])
     assert {"mambapipe", "torch", "hydra-core", "omegaconf"} <= set(record["versions"])
     assert record["git_commit"] is None or len(record["git_commit"]) == 40

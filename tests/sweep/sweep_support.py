@@ -18,9 +18,9 @@ def write_job(sweep_dir: Path, num: int, overrides: list[str], *, dtype: str = "
               statuses: tuple[str, ...] = ("ran", "ran", "ran", "ran"), exit_code: Optional[int] = 0,
               reason: Optional[str] = None, multirun_yaml_sha256: Optional[str] = None,
               stopped_at_plan: bool = False, force: tuple[str, ...] = (), arch: Optional[dict[str, Any]] = None,
-              environment: Optional[dict[str, Any]] = None) -> Path:
+              environment: Optional[dict[str, Any]] = None, gate_missed: tuple[str, ...] = ()) -> Path:
     """A job's run dir; `arch` goes into its config's model, `environment` (versions, git, machine, finished) into
-    its run.json."""
+    its run.json, whose steps named in `gate_missed` missed their gate."""
     run_dir = sweep_dir / str(num)
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)  # a later sweep into the same dir writes over a job
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -29,8 +29,8 @@ def write_job(sweep_dir: Path, num: int, overrides: list[str], *, dtype: str = "
               "build": {"max_batch_size": 8}, "eval": {"batch_size": eval_batch, "task": "summarize"},
               "force": list(force)}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    steps = [{"name": n, "key": "k" * 64, "status": s, "seconds": 0.1, "artifact": None}
-             for n, s in zip(STEPS, statuses)]
+    steps = [{"name": n, "key": "k" * 64, "status": s, "seconds": 0.1, "artifact": None,
+              "gate_missed": n in gate_missed} for n, s in zip(STEPS, statuses)]
     (run_dir / "run.json").write_text(json.dumps({"steps": steps, "stopped_at_plan": stopped_at_plan,
                                                   **(environment or {})}))
     if metrics is not None:
