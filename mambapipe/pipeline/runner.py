@@ -136,13 +136,13 @@ def _not_run(plan: Plan, planned: PlannedStep) -> StepOutcome:
 
 
 def _execute(plan: Plan, run_dir: Path, overrides: list[str],
-             console: Console) -> tuple[list[StepOutcome], Optional[str], bool, Optional[GateMissed]]:
+             console: Console) -> tuple[list[StepOutcome], Optional[str], bool, Optional[dict[str, str]]]:
     """Run the plan's steps in order; the outcomes, the failure reason, whether Ctrl-C stopped it, and the gate's
-    verdict where that is the reason (a rerun must change the setting it names)."""
+    verdict where that is the reason (run.json's gate_verdict: a rerun must change the setting it names)."""
     outcomes: list[StepOutcome] = []
     reason: Optional[str] = None
     interrupted = False
-    verdict: Optional[GateMissed] = None
+    verdict: Optional[dict[str, str]] = None
     for planned in plan.steps:
         if reason is None and planned.action == RUN and interrupts.received():  # dropped by code before (a __del__)
             reason, interrupted = f"{planned.name}: interrupted", True
@@ -163,7 +163,8 @@ def _execute(plan: Plan, run_dir: Path, overrides: list[str],
                 continue
             if missed is not None:
                 outcome.gate_missed, reason = True, f"{planned.name}: {missed}"
-                verdict = missed if isinstance(missed, GateMissed) else None
+                if isinstance(missed, GateMissed):
+                    verdict = {"step": planned.name, "key": missed.key, "change": missed.change}
     return outcomes, reason, interrupted, verdict
 
 
@@ -337,11 +338,11 @@ def hydra_in_quotes(value: str) -> str:
 
 def _finish(console: Console, errors: Console, run_dir: Path, config: Optional[dict[str, Any]],
             outcomes: list[StepOutcome], reason: Optional[str], command: CommandLine, stopped_at_plan: bool,
-            interrupted: bool = False, verdict: Optional[GateMissed] = None) -> RunResult:
+            interrupted: bool = False, verdict: Optional[dict[str, str]] = None) -> RunResult:
     """Record the run, print its summary on `console` (the results to paste) and, where it failed, the command that
     runs it again and why on `errors`; `config` is the resolved config, None where it could not be resolved. Where
     the reason is a gate's `verdict`, that command changes the gate's setting: as it was, it would fail the same."""
-    record = _run_record(outcomes, reason, stopped_at_plan, config["device"] if config else None)
+    record = _run_record(outcomes, reason, stopped_at_plan, config["device"] if config else None, verdict)
     try:
         _record(run_dir, record)
     except DiskFullError as exc:
@@ -357,9 +358,9 @@ def _finish(console: Console, errors: Console, run_dir: Path, config: Optional[d
         forced = config["force"] if config else []
         overrides = unforced_where_made(command.overrides, forced, made)
         if verdict is not None:
-            overrides = with_override(overrides, verdict.key, f"<{verdict.change}>")
+            overrides = gate_rerun_overrides(overrides, verdict)
         rerun = resume_command(overrides, run_dir, command.config_dirs)
-        hint = _gate_hint(outcomes, verdict) if verdict is not None else _rerun_hint(stopped_at_plan, interrupted)
+        hint = gate_hint(verdict) if verdict is not None else _rerun_hint(stopped_at_plan, interrupted)
         if not (interrupted and command.sweep_job):  # a failed job's rerun line is the console's only one
             print_diagnostic(errors, f"{hint}: {escape(rerun)}")
         print_diagnostic(errors, f"[red]FAILED[/] {escape(reason)}")
@@ -367,12 +368,14 @@ def _finish(console: Console, errors: Console, run_dir: Path, config: Optional[d
 
 
 def _run_record(outcomes: list[StepOutcome], reason: Optional[str], stopped_at_plan: bool,
-                device: Optional[str]) -> dict[str, Any]:
+                device: Optional[str], verdict: Optional[dict[str, str]] = None) -> dict[str, Any]:
     """The run dir's run.json. `reason` and `finished` let a sweep summary tell a rerun by hand from the sweep's own
     run of a job; `stopped_at_plan` that no step started, so the statuses are the plan's (cached: there to reuse);
-    `device` the config's (None where it could not be resolved), for the machine record."""
-    return {"steps": [asdict(o) for o in outcomes], "reason": reason, "stopped_at_plan": stopped_at_plan,
-            "finished": utc_now(), "versions": versions(), **git_state(), "machine": machine(device)}
+    `device` the config's (None where it could not be resolved), for the machine record; `gate_verdict` the setting
+    that changes a missed gate's verdict, where that is the reason, for a sweep summary's rerun line."""
+    return {"steps": [asdict(o) for o in outcomes], "reason": reason, "gate_verdict": verdict,
+            "stopped_at_plan": stopped_at_plan, "finished": utc_now(), "versions": versions(), **git_state(),
+            "machine": machine(device)}
 
 
 def _record(run_dir: Path, record: dict[str, Any]) -> None:
@@ -411,12 +414,18 @@ def _sets(override: str, key: str) -> bool:
     return override.partition("=")[0].lstrip("+") == key
 
 
-def _gate_hint(outcomes: Sequence[StepOutcome], verdict: GateMissed) -> str:
-    """What the command whose gate setting is a placeholder is for: the artifact the gate refused is in the cache
-    (it ran, or was cached), so the same command gives the same verdict; a new value of that setting is checked
-    against it with no new work."""
-    name = next(outcome.name for outcome in outcomes if outcome.gate_missed)
-    return f"{name}'s result is cached: a {verdict.change} {verdict.key} is checked against it in about a second"
+def gate_rerun_overrides(overrides: Sequence[str], verdict: dict[str, str]) -> list[str]:
+    """The overrides with the setting that changes a missed gate's `verdict` (run.json's gate_verdict) left for the
+    user to fill in (`eval.rouge1_threshold=<lower>`): no value is made up, and unfilled the CLI refuses it."""
+    return with_override(overrides, verdict["key"], f"<{verdict['change']}>")
+
+
+def gate_hint(verdict: dict[str, str]) -> str:
+    """What the command of gate_rerun_overrides is for: the artifact the gate refused is in the cache (it ran, or
+    was cached), so the same command gives the same verdict; a new value of that setting is checked against it
+    with no new work."""
+    return (f"{verdict['step']}'s result is cached: a {verdict['change']} {verdict['key']} is checked against it in "
+            "about a second")
 
 
 def _rerun_hint(stopped_at_plan: bool, interrupted: bool) -> str:

@@ -58,6 +58,7 @@ class JobRow:
     unreadable: list[str] = field(default_factory=list)  # damaged files, relative to the run dir
     environment: dict[str, Any] = field(default_factory=dict)  # run.json's versions, git, machine, finished
     gates_missed: list[str] = field(default_factory=list)  # steps whose artifact failed their gate (step_cells)
+    gate_verdict: Optional[dict[str, str]] = None  # run.json's: the setting a rerun changes (runner.gate_hint)
 
     @property
     def failed(self) -> bool:
@@ -212,7 +213,8 @@ def read_row(sweep_dir: Path, run_dir: Path) -> JobRow:
                   config=_config_facts(config), metrics=_metric_facts(metrics),
                   throughput=_throughput(metrics, config), forced=_forced(config), unreadable=list(files.problems),
                   environment={key: run[key] for key in ENVIRONMENT_KEYS if key in run},
-                  gates_missed=[step["name"] for step in run.get("steps", []) if step.get("gate_missed")])
+                  gates_missed=[step["name"] for step in run.get("steps", []) if step.get("gate_missed")],
+                  gate_verdict=_gate_verdict(run))
 
 
 def _step_cells(run: dict) -> dict[str, str]:
@@ -222,6 +224,13 @@ def _step_cells(run: dict) -> dict[str, str]:
     if run.get("stopped_at_plan"):
         return {name: "refused" if status == "failed" else "not run" for name, status in recorded.items()}
     return recorded
+
+
+def _gate_verdict(run: dict) -> Optional[dict[str, str]]:
+    """run.json's gate_verdict where it is whole (a rerun line is made of it), else None: the usual rerun line."""
+    verdict = run.get("gate_verdict")
+    whole = isinstance(verdict, dict) and all(isinstance(verdict.get(key), str) for key in ("step", "key", "change"))
+    return verdict if whole else None
 
 
 def step_cells(row: JobRow) -> dict[str, str]:

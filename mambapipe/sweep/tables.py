@@ -15,7 +15,7 @@ from rich.table import Table
 from mambapipe.config import STEP_NAMES
 from mambapipe.evaluate import SUMMARIZE_TASK
 from mambapipe.pipeline.provenance import machine_line, software_line, utc_minute
-from mambapipe.pipeline.runner import resume_command, unforced_where_made
+from mambapipe.pipeline.runner import gate_hint, gate_rerun_overrides, resume_command, unforced_where_made
 from mambapipe.pipeline.store import write_atomic
 from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
 from mambapipe.sweep.summary import (
@@ -214,9 +214,13 @@ def environment_lines(rows: Sequence[JobRow]) -> list[str]:
 
 def rerun_command(row: JobRow, config_dirs: Sequence[str] = ()) -> str:
     """The command that reruns just this job into its run dir, so a later summary reports the new outcome. As a
-    run's own rerun command, it forces no step the job already made again: that one comes from the cache."""
+    run's own rerun command, it forces no step the job already made again: that one comes from the cache. Where
+    a gate's verdict failed the job, the setting that changes it is left to fill in: as it was, it fails the same."""
     made = {name for name, status in row.steps.items() if status == "ran"}
-    return resume_command(unforced_where_made(row.overrides, row.forced, made), row.run_dir, config_dirs)
+    overrides = unforced_where_made(row.overrides, row.forced, made)
+    if row.gate_verdict is not None:
+        overrides = gate_rerun_overrides(overrides, row.gate_verdict)
+    return resume_command(overrides, row.run_dir, config_dirs)
 
 
 def failure_lines(rows: Sequence[JobRow], config_dirs: Sequence[str] = ()) -> list[str]:
@@ -229,7 +233,8 @@ def failure_lines(rows: Sequence[JobRow], config_dirs: Sequence[str] = ()) -> li
         if OVERRIDES_FILE in row.unreadable:  # without its overrides a rerun would run some other config
             lines.append(f"  rerun: not known ({OVERRIDES_FILE} is unreadable)")
         else:
-            lines.append(f"  rerun: `{rerun_command(row, config_dirs)}`")
+            what = gate_hint(row.gate_verdict) if row.gate_verdict else "rerun"
+            lines.append(f"  {what}: `{rerun_command(row, config_dirs)}`")
     return lines
 
 

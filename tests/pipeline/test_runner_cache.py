@@ -89,6 +89,8 @@ def test_a_missed_gate_marks_the_step_and_its_hint_names_the_setting_that_change
     assert "│ cached, gate missed │" in pipeline.output and pipeline.output.count("gate missed") == 2  # + `✗`
     steps = json.loads((again.run_dir / "run.json").read_text())["steps"]
     assert [(s["status"], s["gate_missed"]) for s in steps] == [("cached", False)] * 3 + [("cached", True)]
+    verdict = json.loads((again.run_dir / "run.json").read_text())["gate_verdict"]  # for a sweep's rerun line
+    assert verdict == {"step": "evaluate", "key": "eval.rouge1_threshold", "change": "lower"}
     hint, failed = pipeline.errors.splitlines()
     assert hint == ("evaluate's result is cached: a lower eval.rouge1_threshold is checked against it in about a "
                     f"second: python -m mambapipe eval.check_accuracy=true 'eval.rouge1_threshold=<lower>' "
@@ -106,6 +108,7 @@ def test_a_gate_that_cannot_read_the_artifact_keeps_the_usual_hint(pipeline):
     result = pipeline.run("eval.check_accuracy=true")
     assert result.outcomes[-1].gate_missed and "force=[evaluate]" in result.reason
     assert pipeline.errors.startswith("run again once fixed (finished steps are cached): python -m mambapipe ")
+    assert json.loads((result.run_dir / "run.json").read_text())["gate_verdict"] is None
 
 
 def test_plan_names_upstream_change(pipeline):
@@ -258,8 +261,9 @@ def test_check_failure_stops_before_any_work(pipeline):
 def test_run_json_has_exactly_the_promised_schema(pipeline):
     result = pipeline.run()
     record = json.loads((result.run_dir / "run.json").read_text())
-    assert set(record) == {"steps", "reason", "stopped_at_plan", "finished", "versions", "git_commit", "git_dirty",
-                           "machine"}
+    assert set(record) == {"steps", "reason", "gate_verdict", "stopped_at_plan", "finished", "versions", "git_commit",
+                           "git_dirty", "machine"}
+    assert record["gate_verdict"] is None
     assert record["reason"] is None and record["stopped_at_plan"] is False and record["finished"].endswith("+00:00")
     assert [s["name"] for s in record["steps"]] == ["download", "convert", "build", "evaluate"]
     for step in record["steps"]:

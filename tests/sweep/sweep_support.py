@@ -18,9 +18,10 @@ def write_job(sweep_dir: Path, num: int, overrides: list[str], *, dtype: str = "
               statuses: tuple[str, ...] = ("ran", "ran", "ran", "ran"), exit_code: Optional[int] = 0,
               reason: Optional[str] = None, multirun_yaml_sha256: Optional[str] = None,
               stopped_at_plan: bool = False, force: tuple[str, ...] = (), arch: Optional[dict[str, Any]] = None,
-              environment: Optional[dict[str, Any]] = None, gate_missed: tuple[str, ...] = ()) -> Path:
+              environment: Optional[dict[str, Any]] = None, gate_missed: tuple[str, ...] = (),
+              gate_verdict: Optional[dict[str, str]] = None) -> Path:
     """A job's run dir; `arch` goes into its config's model, `environment` (versions, git, machine, finished) into
-    its run.json, whose steps named in `gate_missed` missed their gate."""
+    its run.json, whose steps named in `gate_missed` missed their gate, `gate_verdict` saying what changes it."""
     run_dir = sweep_dir / str(num)
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)  # a later sweep into the same dir writes over a job
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -32,6 +33,7 @@ def write_job(sweep_dir: Path, num: int, overrides: list[str], *, dtype: str = "
     steps = [{"name": n, "key": "k" * 64, "status": s, "seconds": 0.1, "artifact": None,
               "gate_missed": n in gate_missed} for n, s in zip(STEPS, statuses)]
     (run_dir / "run.json").write_text(json.dumps({"steps": steps, "stopped_at_plan": stopped_at_plan,
+                                                  **({"gate_verdict": gate_verdict} if gate_verdict else {}),
                                                   **(environment or {})}))
     if metrics is not None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics))

@@ -251,22 +251,27 @@ def test_console_table_shows_overrides_and_reasons_verbatim(tmp_path, job_writer
 def test_a_job_whose_gate_missed_says_so_beside_its_step_status(tmp_path, job_writer, capsys):
     """A job failed by the accuracy gate on a cached evaluation: its evaluate cell said `cached`, as an ok job's. Now
     `cached, gate missed` in summary.md, summary.csv and the console; its speeds are still marked as measured
-    earlier, and its rerun forces nothing it made (both read where the evaluation came from)."""
+    earlier. Its rerun line was the job's command, which fails the same way from the cache; now it leaves the
+    threshold to fill in (run.json's gate_verdict), and forces nothing the job made (forced, it ran)."""
     gate = ("evaluate: rouge1 21.50 <= threshold 90.00 (eval.check_accuracy); metrics.json is in the run directory; "
             "compare with eval.compare_hf=true or lower eval.rouge1_threshold")
-    job_writer(tmp_path, 0, ["eval.rouge1_threshold=90"], statuses=("cached",) * 4, gate_missed=("evaluate",),
-               metrics=summarize_metrics(21.5, 120.0, 8.0), exit_code=1, reason=gate)
+    job_writer(tmp_path, 0, ["eval.rouge1_threshold=90", "force=[evaluate]"], statuses=("cached",) * 3 + ("ran",),
+               gate_missed=("evaluate",), force=("evaluate",), metrics=summarize_metrics(21.5, 120.0, 8.0),
+               exit_code=1, reason=gate,
+               gate_verdict={"step": "evaluate", "key": "eval.rouge1_threshold", "change": "lower"})
     job_writer(tmp_path, 1, ["eval.rouge1_threshold=10"], statuses=("cached",) * 4,
                metrics=summarize_metrics(21.5, 120.0, 8.0))
     assert sweep_cli(["summarize", str(tmp_path), "--no-plots"]) == 1
     console = " ".join(capsys.readouterr().out.split())
-    assert "│ failed │ cached, gate missed │" in console and "│ ok │ cached │" in console
+    assert "│ failed │ ran, gate missed │" in console and "│ ok │ cached │" in console
     markdown = (tmp_path / "summary.md").read_text()
-    assert "| failed | cached | cached | cached | cached, gate missed | 21.500 | 10.750 |" in markdown
+    assert "| failed | cached | cached | cached | ran, gate missed | 21.500 | 10.750 |" in markdown
     assert "| ok | cached | cached | cached | cached | 21.500 | 10.750 |" in markdown
-    assert markdown.count("| 120.000 † |") == 2  # speeds of an earlier run, the gate missed or not
-    assert f"- job 0: {gate}" in markdown
-    assert [record["evaluate"] for record in csv_records(tmp_path)] == ["cached, gate missed", "cached"]
+    assert "| 120.000 |" in markdown and "| 120.000 † |" in markdown  # measured by job 0, by an earlier run for 1
+    assert (f"- job 0: {gate}\n  evaluate's result is cached: a lower eval.rouge1_threshold is checked against it in "
+            "about a second: `python -m mambapipe 'eval.rouge1_threshold=<lower>' 'force=[]' "
+            f"hydra.run.dir={tmp_path / '0'}`") in markdown
+    assert [record["evaluate"] for record in csv_records(tmp_path)] == ["ran, gate missed", "cached"]
 
 
 def csv_records(sweep_dir):
