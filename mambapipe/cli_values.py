@@ -148,7 +148,8 @@ def spaced_sweep_problem(args: ParsedCommandLine) -> Optional[str]:
     command that runs the sweep, with -m, as for dtype=float32,bfloat16 without it (unswept_sweep_problem). Only
     where each joined value is one its key takes: -m plan_only=true quickstart is not a sweep of plan_only
     (grammar_problem says what an override reads); and without -m only where a comma is next to the space
-    (dtype=float32 bfloat16 may be meant as one value as much as a sweep)."""
+    (dtype=float32 bfloat16 may be meant as one value as much as a sweep). For a key that takes a list
+    (steps=download, convert), whose joined values are refused one by one, the list they make instead."""
     words = args.overrides
     for index, text in enumerate(words):
         if not isinstance(args.parsed[index], HydraException):
@@ -156,18 +157,34 @@ def spaced_sweep_problem(args: ParsedCommandLine) -> Optional[str]:
         start, end, joined = _joined_sweep(words, index)
         fixed = args.with_overrides([joined] if joined else [])
         override = next(iter(fixed.readable()), None)
-        fits = override is not None and override.is_sweep_override() and not override.is_hydra_override() \
-            and bad_value_problem(fixed) is None
+        swept = override is not None and override.is_sweep_override() and not override.is_hydra_override()
         comma = args.multirun or any(word.startswith(",") or word.endswith(",") for word in words[start:end])
-        if not fits or not comma:
+        if not swept or not comma:
             return None  # grammar_problem reports the word
         what = "" if "=" in text else " not an override, which reads key=value;"
+        if bad_value_problem(fixed) is not None:  # a value its key refuses, or each one alone for a list (steps)
+            listed = _spaced_list(args, override)
+            if listed is None:
+                return None
+            return f"{text}:{what} {override.key_or_group} is a list; write it without spaces, in brackets and " \
+                   f"quotes: {listed}"
         if args.multirun:
             return f"{text}:{what} a sweep's values are separated by commas, not spaces: write {shlex.quote(joined)}"
         command = _multirun_command(args, [*words[:start], joined, *words[end:]])
         return f"{text}:{what} a sweep runs with -m, its values separated by commas, not spaces: `{command}`" \
                f"{_list_alternative(override)}"
     return None
+
+
+def _spaced_list(args: ParsedCommandLine, override: Override) -> Optional[str]:
+    """The sweep `override` (steps=download,convert) as the list it likely meant, quoted for the shell, whose
+    brackets zsh would glob: 'steps=[download,convert]'. None where its key takes no list of plain values, or the
+    value check refuses the list (steps=download,convrt: grammar_problem reports the word)."""
+    section, takes_list = key_shape(override.key_or_group)
+    if not takes_list or section is not None or override.value_type != ValueType.SIMPLE_CHOICE_SWEEP:
+        return None
+    text = f"{override.key_or_group}={_as_override(list(override.sweep_iterator()))}"
+    return shlex.quote(text) if bad_value_problem(args.with_overrides([text])) is None else None
 
 
 def _joined_sweep(words: list[str], index: int) -> tuple[int, int, Optional[str]]:

@@ -134,6 +134,8 @@ def test_plan_only_exits_zero_and_writes_the_run_dir(tmp_path):
 @pytest.mark.parametrize("args, line", [
     (["dtype=float32,", "bfloat16"], "dtype=float32,: a sweep runs with -m, its values separated by commas, not "
                                      "spaces: `python -m mambapipe -m dtype=float32,bfloat16 plan_only=true`"),
+    (["steps=download,", "convert"], "steps=download,: steps is a list; write it without spaces, in brackets and "
+                                     "quotes: 'steps=[download,convert]'"),
     (["hydra.job.chdir=true,false"], "hydra.job.chdir=true,false: Hydra sweeps none of its own settings, with -m or "
                                      "without: give hydra.job.chdir one value (hydra.job.chdir=true, and run once "
                                      "per value)"),

@@ -226,6 +226,32 @@ def test_a_spaced_sweep_without_m_is_told_the_command_with_m_and_commas(tmp_path
     assert args.multirun and spaced_sweep_problem(words) is None and unswept_sweep_problem(words) is None
 
 
+LISTED = " is a list; write it without spaces, in brackets and quotes: "
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["steps=download,", "convert"], "steps=download,: steps" + LISTED + "'steps=[download,convert]'"),
+    (["force=build,", "evaluate", "plan_only=true"], "force=build,: force" + LISTED + "'force=[build,evaluate]'"),
+    (["steps=download", ",convert", "build"], ",convert: not an override, which reads key=value; steps" + LISTED
+     + "'steps=[download,convert,build]'"),
+    (["-m", "dtype=float32,bfloat16", "steps=download,", "convert"], "steps=download,: steps" + LISTED
+     + "'steps=[download,convert]'"),  # a sweep of steps would have each job refused: steps=download is no list
+])
+def test_a_spaced_list_is_told_to_write_it_in_brackets(argv, problem):
+    """`steps=download, convert` (a list typed with a space, which the shell splits) was told 'Hydra cannot parse
+    an empty value between commas: write steps=download', leaving convert out; the list it means now, quoted for the
+    shell (zsh refuses brackets out of quotes that match no file), which the check then passes."""
+    assert spaced_sweep_problem(argv) == problem
+    listed = shlex.split(problem.rpartition(": ")[2])  # as the shell passes what the line says to write
+    assert unswept_sweep_problem(listed) is None and bad_value_problem(listed) is None
+
+
+@pytest.mark.parametrize("argv", [["steps=download,", "convrt"],  # no such step: grammar_problem names the word
+                                  ["steps=download", "convert"]])  # no comma: not plainly a list of the two
+def test_a_spaced_list_with_a_bad_step_or_no_comma_is_left_to_the_grammar_check(argv):
+    assert spaced_sweep_problem(argv) is None
+
+
 ONE_VALUE = "Hydra sweeps none of its own settings, with -m or without: "
 
 
