@@ -57,6 +57,7 @@ CACHED_MARK = "†"
 CACHED_NOTE = (f"{CACHED_MARK} measured by an earlier run: the job's evaluate step was cached, so these are that run's "
                "numbers, with code and on a machine that the environment below need not describe (`force=[evaluate]` "
                "measures them again).")
+CONSOLE_GATE_MISSED = "✗gate"  # the console table's short `gate missed` (_console_step)
 # The two tasks time generation differently, and a row's tokens/s does not say which way it was timed.
 SUMMARIZE_SPEED_NOTE = ("summarize tokens/s: one timed pass over the eval batches after a one-prompt warm-up, as "
                         "TensorRT-LLM's summarize.py measures it; for speed use eval.task=benchmark (the median of "
@@ -312,6 +313,14 @@ def _console_number(row: JobRow, key: str) -> str:
     return text
 
 
+def _console_step(row: JobRow, name: str) -> str:
+    """A step's status as the console table shows it: `cached ✗gate` where its artifact failed its gate. The
+    files' `cached, gate missed` is 19 columns wide: beside the reason column that such a job brings (which says what
+    the gate missed) and ROUGE-1's interval, a 120-column table wrapped it onto two lines."""
+    status = row.steps[name]
+    return f"{status} [red]{CONSOLE_GATE_MISSED}[/]" if name in row.gates_missed else status
+
+
 def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Path] = None) -> None:
     keys = varying_overrides(list(rows))
     metrics = measured(rows, CONSOLE_METRICS)
@@ -325,7 +334,7 @@ def print_table(console: Console, rows: Sequence[JobRow], sweep_dir: Optional[Pa
         status = f"[{color}]{row.status}[/]"
         # Overrides and reasons are user text: `steps=[evaluate]` is not rich markup.
         numbers = (_console_number(row, key) for key in metrics)
-        table.add_row(row.job, escape(job_label(row, keys)), status, step_cells(row)["evaluate"], *numbers,
+        table.add_row(row.job, escape(job_label(row, keys)), status, _console_step(row, "evaluate"), *numbers,
                       *([escape(row.reason or "")] if reasons else []))
     console.print(table)
     for note in (*articles_notes(rows), *speed_notes(rows)):

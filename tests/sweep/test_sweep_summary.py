@@ -263,7 +263,7 @@ def test_a_job_whose_gate_missed_says_so_beside_its_step_status(tmp_path, job_wr
                metrics=summarize_metrics(21.5, 120.0, 8.0))
     assert sweep_cli(["summarize", str(tmp_path), "--no-plots"]) == 1
     console = " ".join(capsys.readouterr().out.split())
-    assert "│ failed │ ran, gate missed │" in console and "│ ok │ cached │" in console
+    assert "│ failed │ ran ✗gate │" in console and "│ ok │ cached │" in console  # the console's short form
     markdown = (tmp_path / "summary.md").read_text()
     assert "| failed | cached | cached | cached | ran, gate missed | 21.500 | 10.750 |" in markdown
     assert "| ok | cached | cached | cached | cached | 21.500 | 10.750 |" in markdown
@@ -272,6 +272,29 @@ def test_a_job_whose_gate_missed_says_so_beside_its_step_status(tmp_path, job_wr
             "about a second: `python -m mambapipe 'eval.rouge1_threshold=<lower>' 'force=[]' "
             f"hydra.run.dir={tmp_path / '0'}`") in markdown
     assert [record["evaluate"] for record in csv_records(tmp_path)] == ["ran, gate missed", "cached"]
+
+
+def test_a_gate_missed_status_stays_on_one_line_of_a_120_column_console(tmp_path, job_writer, capsys, monkeypatch):
+    """At 120 columns, with the reason column a gate-missed job brings and ROUGE-1's interval, the console's evaluate
+    cell read `cached, gate` over `missed`. The console says `cached ✗gate` (red on a terminal) on one line; the
+    files keep `cached, gate missed`."""
+    monkeypatch.setenv("COLUMNS", "120")
+    metrics = {**summarize_metrics(21.5, 120.0, 8.0), "rouge1_low": 19.25, "rouge1_high": 23.75}
+    overrides = ["eval.rouge1_threshold=90", "force=[evaluate]", "dtype=bfloat16"]
+    gate = ("evaluate: rouge1 21.50 <= threshold 90.00 (eval.check_accuracy); metrics.json is in the run directory; "
+            "compare with eval.compare_hf=true or lower eval.rouge1_threshold")
+    job_writer(tmp_path, 0, overrides, statuses=("cached",) * 4, gate_missed=("evaluate",), metrics=metrics,
+               exit_code=1, reason=gate)
+    job_writer(tmp_path, 1, ["eval.rouge1_threshold=10", "dtype=float16"], statuses=("cached",) * 4, metrics=metrics)
+    assert sweep_cli(["summarize", str(tmp_path), "--no-plots"]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    assert max(map(len, lines)) <= 120
+    table = [line.split("│") for line in lines]
+    assert [(cells[1].strip(), cells[4].strip()) for cells in table if cells[1].strip()] == [
+        ("0", "cached ✗gate"), ("1", "cached")]
+    assert all(cells[4].strip() == "" for cells in table if not cells[1].strip())  # no second line of a status
+    assert [record["evaluate"] for record in csv_records(tmp_path)] == ["cached, gate missed", "cached"]
+    assert "| failed | cached | cached | cached | cached, gate missed |" in (tmp_path / "summary.md").read_text()
 
 
 def csv_records(sweep_dir):
