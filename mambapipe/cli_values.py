@@ -456,11 +456,12 @@ def _defaults(section: type) -> dict[str, Any]:
 
 def _assignment(key: str, value: Any, in_yaml: bool) -> str:
     """`key: value` as a recipe file's YAML writes it; `key=value` as the command line's override grammar does,
-    quoted where the shell would expand it (braces) or split it (a space in a value: model.allow_patterns=[a b])."""
+    quoted where the shell would expand it (braces; brackets, a glob that zsh refuses to run unmatched) or split it
+    (a space in a value: model.allow_patterns=[a b])."""
     if in_yaml:
         return f"{key}: {yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000).strip()}"
     text = f"{key}={_as_override(value)}"
-    return shlex.quote(text) if re.search(r"[{\s'\"]", text) else text
+    return shlex.quote(text) if re.search(r"[{\[\s'\"]", text) else text
 
 
 def _as_override(value: Any) -> str:

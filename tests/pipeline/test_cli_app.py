@@ -339,7 +339,7 @@ def test_a_mistyped_key_beside_a_config_dir_is_one_line_too(tmp_path):
     (["-m", "recipe=quickstart,quickstrat"], "FAILED recipe=quickstrat: no such recipe; did you mean"),
     (["-m", "dtype=float32,float8"], "FAILED dtype=float8: Invalid value 'float8', expected one of [float16, "),
     (["build=3"], "FAILED build=3: build is a group of settings, not one value: set its keys (max_batch_size, "),
-    (["force='[build]'"], "FAILED force='[build]': force is a list; write force=[build]\n"),
+    (["force='[build]'"], "FAILED force='[build]': force is a list; write 'force=[build]'\n"),
     (["recipe=[]"], "FAILED recipe=[]: a run takes one recipe, and [] picks none: write recipe=NAME (recipes: "),
     (["-m", "recipe=quickstart,"], "FAILED recipe=quickstart,: Hydra cannot parse an empty value between commas: "
                                    "write recipe=quickstart\n"),  # Hydra: 4 lines, not naming the override

@@ -51,7 +51,7 @@ def _schema_registered():
     (["dtype=float8"], "dtype=float8: Invalid value 'float8', expected one of [float16, bfloat16, float32]"),
     (["steps=[evalute]"], "steps=[evalute]: Invalid value 'evalute', expected one of [download, convert, build, "
                           "evaluate]"),
-    (["steps=evaluate"], "steps=evaluate: steps is a list; write steps=[evaluate]"),
+    (["steps=evaluate"], "steps=evaluate: steps is a list; write 'steps=[evaluate]'"),
     (["eval.task=bench"], "eval.task=bench: Invalid value 'bench', expected one of [summarize, benchmark]"),
     (["tp_size=3.5"], "tp_size=3.5: Value '3.5' of type 'float' could not be converted to Integer"),
     (["model.arch.hidden_size=wide"], "model.arch.hidden_size=wide: Value 'wide' of type 'str' could not be "
@@ -100,10 +100,10 @@ def settings(section: type) -> str:
                   "as eval.task=summarize"),
     ("model.arch=3", f"model.arch is a group of settings, not one value: set its keys ({settings(ArchConfig)}) one by "
                      "one, as model.arch.conv_kernel=4"),
-    ("force='[build]'", "force is a list; write force=[build]"),  # a list in quotes: not force=[[build]]
-    ("steps='[convert, build]'", "steps is a list; write steps=[convert,build]"),
-    ("model.allow_patterns=*.json", "model.allow_patterns is a list; write model.allow_patterns=[*.json]"),
-    ("model.allow_patterns='[*.json]'", "model.allow_patterns is a list; write model.allow_patterns=[*.json]"),
+    ("force='[build]'", "force is a list; write 'force=[build]'"),  # a list in quotes: not force=[[build]]
+    ("steps='[convert, build]'", "steps is a list; write 'steps=[convert,build]'"),
+    ("model.allow_patterns=*.json", "model.allow_patterns is a list; write 'model.allow_patterns=[*.json]'"),
+    ("model.allow_patterns='[*.json]'", "model.allow_patterns is a list; write 'model.allow_patterns=[*.json]'"),
     ("model.allow_patterns='my model/*'", "model.allow_patterns is a list; write 'model.allow_patterns=[my model/*]'"),
     ("eval.scenarios=3", "eval.scenarios is a list of groups of settings (batch, input_len, output_len); write "
                          "'eval.scenarios=[{batch:1,input_len:100,output_len:100}]'"),
@@ -146,7 +146,7 @@ SWEEP_WITHOUT_M = "a comma-separated value for a key without -m is a sweep: add 
     (["recipe=quickstart,mamba_130m"], f"{SWEEP_WITHOUT_M} (`python -m mambapipe -m recipe=quickstart,mamba_130m`)"),
     (["-cd", "{tmp}", "steps=download,convert", "plan_only=true"],
      f"{SWEEP_WITHOUT_M} (`python -m mambapipe -m --config-dir {{tmp}} steps=download,convert plan_only=true`), "
-     "or for a list write steps=[download,convert]"),
+     "or for a list write 'steps=[download,convert]'"),
     (["model.allow_patterns=*.json,a b"],
      f"{SWEEP_WITHOUT_M} (`python -m mambapipe -m 'model.allow_patterns=*.json,a b'`), or for a list write "
      "'model.allow_patterns=[*.json,a b]'"),
@@ -266,7 +266,7 @@ ONE_VALUE = "Hydra sweeps none of its own settings, with -m or without: "
     (["-m", "hydra.job.chdir=choice(true,false)"], ONE_VALUE + "give hydra.job.chdir one value (hydra.job.chdir=true, "
                                                    "and run once per value)"),
     (["-m", "hydra.searchpath=pkg://a,file://b"], ONE_VALUE + "hydra.searchpath takes a list: write "
-                                                  "hydra.searchpath=[pkg://a,file://b]"),
+                                                  "'hydra.searchpath=[pkg://a,file://b]'"),
     (["-m", "dtype=float32,bfloat16", "hydra/launcher=basic,joblib"],
      ONE_VALUE + "give hydra/launcher one value (hydra/launcher=basic, and run once per value)"),
     (["-m", "hydra.sweep.dir=glob(*)"], ONE_VALUE + "give hydra.sweep.dir one value"),
