@@ -23,6 +23,8 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
+from mambapipe.dtypes import TORCH_DTYPES
+
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024**2
 MODELS = sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml"))
@@ -125,13 +127,17 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         default=[("mamba_2p8b", 1), ("codestral_7b", 1), ("codestral_7b", 2)],
                         help="model:tp pairs (model = configs/model/<name>.yaml)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mambapipe-convert-bench"))
-    parser.add_argument("--dtype", default="float16", help="source and output dtype")
+    # checked here: writing the source is what would refuse a wrong one, with a traceback
+    parser.add_argument("--dtype", default="float16", choices=list(TORCH_DTYPES), help="source and output dtype")
     return parser.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        sys.exit(f"cannot create --workdir {args.workdir}: {error.strerror}; pick a directory you can write")
     baseline = child(_CHILD_BASELINE)["peak_rss"]
     rows = []
     for name, tp in args.runs:

@@ -96,6 +96,13 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def thread_count(text: str) -> int:
+    """An argparse type for --threads: torch.set_num_threads refuses a negative count with a traceback."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 (torch's default) or a positive integer")
+    return int(text)
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -105,7 +112,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=list(TORCH_DTYPES))
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--threads", type=thread_count, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.device == "cuda":
         require_cuda()

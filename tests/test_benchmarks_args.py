@@ -48,6 +48,15 @@ def test_cpu_generate_refuses_cuda_without_a_gpu(monkeypatch, capsys):
     assert "needs a CUDA GPU; torch sees 0" in capsys.readouterr().err
 
 
+def test_cpu_generate_refuses_negative_threads(capsys):
+    """torch.set_num_threads(-1) is a RuntimeError traceback after the header is printed."""
+    with pytest.raises(SystemExit) as exit_info:
+        cpu_generate.parse_args(["--threads", "-1"])
+    assert exit_info.value.code == 2
+    assert "'-1': expected 0 (torch's default) or a positive integer" in capsys.readouterr().err
+    assert cpu_generate.parse_args(["--threads", "0"]).threads == 0
+
+
 def test_cpu_generate_defaults_parse():
     args = cpu_generate.parse_args([])
     assert (args.batches, args.repeats, args.device) == ([1, 8], 3, "cpu")
@@ -79,3 +88,21 @@ def test_convert_memory_a_failed_child_exits_with_its_last_error_line():
 def test_convert_memory_runs_parse():
     assert convert_memory.parse_args(["--runs", "tiny_mamba2:2"]).runs == [("tiny_mamba2", 2)]
     assert convert_memory.parse_args([]).runs[0] == ("mamba_2p8b", 1)
+
+
+def test_convert_memory_refuses_an_unknown_dtype(capsys):
+    """Writing the source would refuse it, with a ValueError traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        convert_memory.parse_args(["--dtype", "fp8"])
+    assert exit_info.value.code == 2
+    assert "argument --dtype: invalid choice: 'fp8'" in capsys.readouterr().err
+
+
+def test_convert_memory_a_workdir_it_cannot_create_is_one_line(monkeypatch, tmp_path):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(sys, "argv", ["convert_memory.py", "--workdir", str(tmp_path / "file" / "bench")])
+    with pytest.raises(SystemExit) as exit_info:
+        convert_memory.main()
+    assert exit_info.value.code == (f"cannot create --workdir {tmp_path}/file/bench: Not a directory; "
+                                    "pick a directory you can write")
+
