@@ -37,7 +37,10 @@ def run_recipe(cache: Path, tp: int, model: str) -> None:
     if model != "codestral_7b":
         cmd.append(f"model={model}")
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)  # the pipeline launches its ranks with parallel.RANK_ENV itself
+    # the pipeline launches its ranks with parallel.RANK_ENV itself, and says why it failed on standard error
+    code = subprocess.run(cmd).returncode
+    if code:
+        sys.exit(f"the recipe at tp {tp} failed (exit {code}): its reason is above")
 
 
 def artifact(cache: Path, step: str, tp: int) -> Path:
@@ -91,14 +94,27 @@ def table(rows: dict[int, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def tp_size(text: str) -> int:
+    """An argparse type for --tp: a size below 1 needs no GPU, so it would pass require_cuda and fail in the
+    recipe."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return int(text)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cache", type=Path, default=Path("/tmp/mambapipe-tp"))
     parser.add_argument("--out", type=Path, default=Path("gpu_tp_out"))
     parser.add_argument("--model", default="codestral_7b")
-    parser.add_argument("--tp", type=int, nargs="+", default=[2, 1], help="tp sizes to run (1 alone: one GPU)")
-    args = parser.parse_args()
+    parser.add_argument("--tp", type=tp_size, nargs="+", default=[2, 1], help="tp sizes to run (1 alone: one GPU)")
+    args = parser.parse_args(argv)
     require_cuda(max(args.tp))  # before the recipe: on the CPU it would build and write the 7B model
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows, tokens, engines = {}, {}, {}
     for tp in args.tp:
@@ -108,16 +124,17 @@ def main() -> None:
         prompts = prompts_for(engines[tp])
         tokens[tp] = run_engine(engines[tp], tp, prompts, args.out / f"tokens_tp{tp}.json")
     text = table(rows)
-    if len(tokens) == 2:
+    if len(tokens) == 2 and 1 in tokens:  # the other size against tp1 (`--tp 4 1` as well as the default)
+        other = max(tokens)
         scored = [p + t for p, t in zip(prompts, tokens[1])]
         logits = {}
         for tp in engines:
             run_engine(engines[tp], tp, scored, args.out / f"scored_tp{tp}.json", "--logits-out",
                        str(args.out / f"logits_tp{tp}.pt"), new_tokens=1)
             logits[tp] = torch.load(args.out / f"logits_tp{tp}.pt")
-        same = sum(a == b for a, b in zip(tokens[1], tokens[2]))
-        text += (f"\n\nfirst {NEW_TOKENS} greedy tokens, tp2 == tp1 on {same} of {len(prompts)} prompts\n"
-                 + compare_logits(logits[2], logits[1]))
+        same = sum(a == b for a, b in zip(tokens[1], tokens[other]))
+        text += (f"\n\nfirst {NEW_TOKENS} greedy tokens, tp{other} == tp1 on {same} of {len(prompts)} prompts\n"
+                 + compare_logits(logits[other], logits[1]))
     (args.out / "tp_table.md").write_text(text + "\n")
     print(text)
 

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import convert_memory  # noqa: E402
 import cpu_generate  # noqa: E402
 import gpu_common  # noqa: E402
+import gpu_tp  # noqa: E402
 
 
 @pytest.mark.parametrize("seen, gpus, line", [(0, 1, "needs a CUDA GPU; torch sees 0"),
@@ -106,3 +107,20 @@ def test_convert_memory_a_workdir_it_cannot_create_is_one_line(monkeypatch, tmp_
     assert exit_info.value.code == (f"cannot create --workdir {tmp_path}/file/bench: Not a directory; "
                                     "pick a directory you can write")
 
+
+@pytest.mark.parametrize("tp", ["0", "-1"])
+def test_gpu_tp_refuses_a_size_below_one(monkeypatch, capsys, tp):
+    """--tp 0 needs no GPU, so it passed require_cuda and ran the recipe, which failed in a traceback."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_tp.parse_args(["--tp", tp])
+    assert exit_info.value.code == 2
+    assert f"argument --tp: {tp!r}: expected a positive integer" in capsys.readouterr().err
+
+
+def test_gpu_tp_a_failed_recipe_is_one_line(monkeypatch, tmp_path):
+    """The pipeline says why on standard error; the script adds a line, not a CalledProcessError traceback."""
+    monkeypatch.setattr(sys, "executable", "false")  # the recipe's command: `false -m mambapipe ...`, exit 1
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_tp.run_recipe(tmp_path, 2, "codestral_7b")
+    assert exit_info.value.code == "the recipe at tp 2 failed (exit 1): its reason is above"
