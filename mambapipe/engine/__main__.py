@@ -66,11 +66,12 @@ def _rank_zero_says_it() -> bool:
 
 def main() -> int:
     parser = _RankArgumentParser(prog="python -m mambapipe.engine", description=__doc__.split("\n")[0])
-    parser.add_argument("--engine-dir", required=True)
+    parser.add_argument("--engine-dir", required=True,
+                        help="a built engine: the build step's artifact, as a run's run.json names it")
     parser.add_argument("--device", default="cpu", type=_device,
-                        help="cpu, cuda, cuda:N, or auto (cuda where torch sees a GPU, else cpu)")
+                        help="cpu (default), cuda, cuda:N, or auto (cuda where torch sees a GPU, else cpu)")
     parser.add_argument("--prompt-ids", required=True, help="JSON list of token-id lists")
-    parser.add_argument("--max-new-tokens", type=int, default=20)
+    parser.add_argument("--max-new-tokens", type=int, default=20, help="per prompt (default 20)")
     parser.add_argument("--eos-id", type=_token_id, default=None,
                         help="stop a prompt's generation at this token id (within the engine's vocabulary)")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -83,7 +84,9 @@ def main() -> int:
                         help=f"the sampling's random seed, an integer in [0, {MAX_SEED}] (default 0); needs --sample. "
                              "One random stream serves the whole batch, so a prompt's sampled tokens depend on the "
                              "other prompts given with it")
-    parser.add_argument("--out", default=None, type=_output_file)
+    parser.add_argument("--out", default=None, type=_output_file,
+                        help="write the JSON (output_ids, prefill_ms, decode_ms_per_step, peak_memory_mb, probe_ms) "
+                             "here instead of standard output")
     parser.add_argument("--logits-out", default=None, type=_output_file,
                         help="also save every prompt position's logits here")
     args = parser.parse_args()
