@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import MODELS, generator, model_spec, random_model, require_cuda, table_key, torch_twin  # noqa: E402
+from gpu_common import MODELS, generator, model_names, model_spec, random_model, require_cuda, table_key, torch_twin  # noqa: E402
 
 from mambapipe.dtypes import TORCH_DTYPES  # noqa: E402
 from mambapipe.engine.state import InferenceState  # noqa: E402
@@ -132,7 +132,7 @@ def table(results: dict) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", type=model_names, default=",".join(MODELS))
     parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"),
                         help="the models' weights and activations (the anchors and targets are fp16's)")
     parser.add_argument("--skip-hf", action="store_true")

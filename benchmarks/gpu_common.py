@@ -37,6 +37,23 @@ def require_cuda(gpus: int = 1) -> None:
         raise SystemExit(2)  # as argparse exits on a command line it refuses
 
 
+def model_names(text: str) -> str:
+    """An argparse type for --models: comma-separated names from configs/model, checked before any work (a wrong
+    one was a FileNotFoundError traceback once the models before it had run)."""
+    unknown = [name for name in text.split(",") if not (CONFIGS / f"{name}.yaml").is_file()]
+    if unknown:
+        known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+        raise argparse.ArgumentTypeError(f"{', '.join(map(repr, unknown))} not in configs/model; pick from {known}")
+    return text
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for a length or count that must be at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return int(text)
+
+
 def model_spec(name: str) -> ModelSpec:
     return ModelSpec(**OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml").arch))
 

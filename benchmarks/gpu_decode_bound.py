@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import graph_replay_ms, model_spec, parse_arch, require_cuda  # noqa: E402
+from gpu_common import graph_replay_ms, model_names, model_spec, parse_arch, require_cuda  # noqa: E402
 
 from mambapipe.engine.kernels import pdl  # noqa: E402
 from mambapipe.models import ModelSpec  # noqa: E402
@@ -145,14 +146,18 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="mamba_2p8b,mamba2_2p7b,codestral_7b")
+    parser.add_argument("--models", type=model_names, default="mamba_2p8b,mamba2_2p7b,codestral_7b")
     parser.add_argument("--arch", default="", type=parse_arch, help="FIELD=INT,...: ModelSpec fields replaced")
     parser.add_argument("--replays", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2, help="of the engine's step timing")
     parser.add_argument("--no-engine", action="store_true", help="time the read kernels only")
-    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
+                        help="cpu: a check of the script with a tiny --arch, under TRITON_INTERPRET=1")
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     args = parser.parse_args()
+    if args.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        # the read kernels are Triton's: without the interpreter they end in "0 active drivers", a traceback
+        parser.error("--device cpu runs the read kernels in Triton's interpreter: set TRITON_INTERPRET=1")
     if args.device == "cuda":
         require_cuda()
     results = {}

@@ -33,7 +33,7 @@ from mambapipe.evaluate.hf_reference import grouped_norm_problem
 from mambapipe.synthetic import write_synthetic_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import model_spec, parse_arch, require_cuda  # noqa: E402
+from gpu_common import model_names, model_spec, parse_arch, positive_int, require_cuda  # noqa: E402
 
 NEW_TOKENS = 32
 
@@ -114,11 +114,12 @@ def _first_mismatch(ours: list[list[int]], hf: list[list[int]], hf_logits: torch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="mamba_130m,mamba2_130m", help="comma-separated names from configs/model")
+    parser.add_argument("--models", type=model_names, default="mamba_130m,mamba2_130m",
+                        help="comma-separated names from configs/model")
     parser.add_argument("--arch", default="", type=parse_arch, help="FIELD=INT,...: ModelSpec fields replaced")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
                         help="cpu: the torch engine, a check of the script with tiny widths (--arch)")
-    parser.add_argument("--prompt-length", type=int, default=16)
+    parser.add_argument("--prompt-length", type=positive_int, default=16)
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     args = parser.parse_args()
     if args.device == "cuda":

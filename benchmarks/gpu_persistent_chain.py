@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import graph_replay_ms, model_spec, parse_arch, require_cuda  # noqa: E402
+from gpu_common import graph_replay_ms, model_names, model_spec, parse_arch, require_cuda  # noqa: E402
 
 from mambapipe.engine.kernels import pdl  # noqa: E402
 
@@ -276,7 +276,7 @@ def time_model(name: str, arch: dict, with_kernels: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="mamba2_2p7b,codestral_7b")
+    parser.add_argument("--models", type=model_names, default="mamba2_2p7b,codestral_7b")
     parser.add_argument("--arch", default="", type=parse_arch, help="FIELD=INT,...: ModelSpec fields replaced")
     parser.add_argument("--no-kernels", action="store_true", help="time the persistent kernel only")
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))

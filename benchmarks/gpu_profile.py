@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from gpu_common import MODELS, model_spec, random_model, require_cuda
+from gpu_common import MODELS, model_names, model_spec, random_model, require_cuda
 from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
@@ -82,7 +82,7 @@ def prefill_profile(model, length: int = 2048, top: int = 12) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", type=model_names, default=",".join(MODELS))
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     parser.add_argument("--decode-only", action="store_true")
     args = parser.parse_args()

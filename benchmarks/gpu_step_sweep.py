@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_bench import SCENARIOS, bench  # noqa: E402
-from gpu_common import model_spec, parse_arch, random_model, require_cuda, table_key  # noqa: E402
+from gpu_common import model_names, model_spec, parse_arch, random_model, require_cuda, table_key  # noqa: E402
 
 from mambapipe.dtypes import TORCH_DTYPES  # noqa: E402
 from mambapipe.engine.kernels import gemv  # noqa: E402
@@ -156,7 +156,7 @@ def table(results: dict[str, dict[str, list[dict[str, float]]]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", required=True, help="comma-separated names from configs/model")
+    parser.add_argument("--models", type=model_names, required=True, help="comma-separated names from configs/model")
     parser.add_argument("--variant", action="append", default=[], type=parse_variant,
                         help='NAME={"module.NAME": value, ...}; repeat for more variants')
     parser.add_argument("--arch", default="", type=parse_arch, help="FIELD=INT,...: ModelSpec fields replaced")

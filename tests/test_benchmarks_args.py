@@ -4,6 +4,8 @@ without the GPUs it needs, and cpu_generate.py's or convert_memory.py's argument
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -124,3 +126,23 @@ def test_gpu_tp_a_failed_recipe_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         gpu_tp.run_recipe(tmp_path, 2, "codestral_7b")
     assert exit_info.value.code == "the recipe at tp 2 failed (exit 1): its reason is above"
+
+
+@pytest.mark.parametrize("script, args, line", [
+    ("gpu_step_sweep.py", ["--device", "cpu", "--models", "tiny_mamba2,nosuch"],
+     "argument --models: 'nosuch' not in configs/model; pick from codestral_7b,"),
+    ("gpu_hf_check.py", ["--device", "cpu", "--models", "tiny_mamba2", "--prompt-length", "0"],
+     "argument --prompt-length: '0': expected a positive integer"),
+    ("gpu_decode_bound.py", ["--device", "cpu", "--models", "tiny_mamba2", "--no-engine"],
+     "--device cpu runs the read kernels in Triton's interpreter: set TRITON_INTERPRET=1"),
+])
+def test_gpu_script_refuses_on_the_cpu_in_one_line(script, args, line):
+    """Each ran (on the CPU, and on a GPU past the device check) until a FileNotFoundError, an IndexError or
+    Triton's "0 active drivers" traceback."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / script), *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and "Traceback" not in done.stderr and line in last, done.stderr
