@@ -110,7 +110,11 @@ def _device(text: str) -> str:
     """The --device value as torch names it; `auto` is decided here, as the pipeline's device=auto is."""
     if text == "auto":
         return resolve_device("auto")[0]
-    if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+    if text == "cpu":
+        return text
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        if not torch.cuda.is_available():  # said here: load_engine's message names the pipeline's device=cpu
+            raise argparse.ArgumentTypeError(f"{text!r}: torch sees no CUDA device; use --device cpu or --device auto")
         return text
     raise argparse.ArgumentTypeError(f"{text!r} is not cpu, cuda, cuda:N or auto")
 

@@ -125,8 +125,6 @@ def test_engine_cli_closes_its_generator_before_leaving_the_process_group(tmp_pa
     (["--prompt-ids", "[[1]]", "--eos-id", "96"], "ValueError: --eos-id 96 is outside the engine's vocabulary of "
                                                   "96 token ids; give the tokenizer's end-of-sequence id, below 96"),
     (["--prompt-ids", "[[1]]", "--eos-id", "99999"], "ValueError: --eos-id 99999 is outside the engine's vocabulary"),
-    (["--prompt-ids", "[[1]]", "--device", "cuda"], "EngineLoadError: device=cuda but torch sees no CUDA device"),
-    (["--prompt-ids", "[[1]]", "--device", "cuda:1"], "EngineLoadError: device=cuda:1 but torch sees no CUDA device"),
     (["--engine-dir", "ckpt_float32_tp1", "--prompt-ids", "[[1]]"],  # the convert output build_from_hf made
      "StepError: ckpt_float32_tp1 is not an engine directory"),
 ])
@@ -142,6 +140,21 @@ def test_engine_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, m
     assert cli.main() == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and "\n" not in err, err
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_engine_cli_without_cuda_names_its_own_flag(monkeypatch, capsys, device):
+    """Not load_engine's "use device=cpu or device=auto", the pipeline's override, which this command refuses."""
+    from mambapipe.engine import __main__ as cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # on a GPU machine too
+    monkeypatch.setattr("sys.argv", ["mambapipe.engine", "--engine-dir", "e", "--prompt-ids", "[[1]]",
+                                     "--device", device])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"argument --device: {device!r}: torch sees no CUDA device; use --device cpu or --device auto")
 
 
 def test_engine_cli_whose_reader_went_away_ends_quietly(tmp_path, reader_gone):
