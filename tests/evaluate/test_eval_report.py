@@ -86,7 +86,7 @@ def test_the_run_summary_shows_a_real_runs_headline_without_folding_at_120_colum
     hub = {"dataset": "cnn_dailymail", "commit": "0123456789ab" * 3}
     metrics = {**METRICS, **INTERVALS, "rouge1": 19.3, "rouge2": 16.12, "rougeL": 15.2, "rougeLsum": 17.8,
                "tokens_per_s": 318.19, "samples": 20, "protocol": hub}
-    outcomes = [SimpleNamespace(name=name, key="ab" * 32, status="cached", seconds=1234.5)
+    outcomes = [SimpleNamespace(name=name, key="ab" * 32, status="cached", seconds=1234.5, gate_missed=False)
                 for name in ("download", "convert", "build", "evaluate")]
     for width in (120, 80):
         console = Console(file=io.StringIO(), width=width)
