@@ -84,10 +84,11 @@ def _run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> 
     overrides = list(hydra_cfg.overrides.task)
     job_num = int(hydra_cfg.job.num)
     sweep_dir = sweep_dir_of(hydra_cfg)
-    # Hydra wrote the sweep's multirun.yaml before launching any job: naming it marks this dir as this sweep's.
+    # Hydra wrote the sweep's multirun.yaml before launching any job: naming it marks this dir as this sweep's. A
+    # resumed sweep's job finds the record of its last run, whose reader may have gone: this run has not seen it go.
     update_job_record(run_dir, job_num=job_num, overrides=overrides, host=socket.gethostname(),
                       launcher_pid=os.getpid(), reason=None, exit_code=None,
-                      **{SWEEP_STAMP: sweep_config_digest(sweep_dir), NOT_STARTED: False})
+                      **{SWEEP_STAMP: sweep_config_digest(sweep_dir), NOT_STARTED: False, STDOUT_READER_GONE: False})
     if stdout_reader_gone():  # already (joblib hands its workers every job at once): the child would die unread
         outcome = record_outcome(run_dir, reason=NOT_RUN_UNREAD, **{NOT_STARTED: True, STDOUT_READER_GONE: True})
         _stop_basic_launcher(hydra_cfg)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from test_sweep_callback import finish
 from test_sweep_interrupted import write_done_job, write_multirun_yaml
+from test_sweep_jobs import run_job_with_a_bad_config
 
 from mambapipe.sweep.cli import main as sweep_cli
 from mambapipe.sweep.job import READER_GONE_REASON, _record_exit, stdout_reader_gone
@@ -102,3 +103,14 @@ def test_a_sweep_whose_launcher_ran_every_job_ends_in_the_failed_line_not_its_ta
     assert capsys.readouterr().err == ("FAILED standard output's reader went away (`| head`?): 3 jobs: 2 ok, 1 failed. "
                                        f"summary: {sweep_dir / 'summary.md'}\n")
     assert (sweep_dir / "summary.csv").is_file()
+
+
+def test_a_job_run_again_forgets_that_the_reader_had_gone_the_time_before(tmp_path):
+    """A sweep finished by its resume command runs a job into the dir where the reader's going had stopped it; ending
+    before its child (a config that cannot resolve, a Ctrl-C), it must not tell the summary that the reader went again
+    (the jobs not run would read as stopped by `| head`)."""
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "sweep_job.json").write_text(json.dumps({"job_num": 0, "reason": NOT_RUN_UNREAD,
+                                                               "not_started": True, "stdout_reader_gone": True}))
+    record = run_job_with_a_bad_config(tmp_path)
+    assert record["reason"].startswith("config: ") and record["stdout_reader_gone"] is False
