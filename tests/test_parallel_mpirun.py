@@ -234,6 +234,17 @@ def test_a_session_base_the_user_chose_is_kept(rank_path, tmp_path, monkeypatch,
     assert list(user_tmpdir.iterdir()) == []
 
 
+def test_a_session_base_an_mca_parameter_file_chose_is_kept(rank_path, tmp_path, monkeypatch, user_tmpdir):
+    """A local base in an MCA parameter file (a user's ~/.openmpi/mca-params.conf, a site's openmpi-mca-params.conf,
+    where a cluster names its nodes' scratch): mpirun refused launch's global base beside it, and every TP run
+    failed ("This can lead to confusion")."""
+    (tmp_path / "base").mkdir()
+    (tmp_path / "mca-params.conf").write_text(f"orte_local_tmpdir_base = {tmp_path / 'base'}\n")
+    monkeypatch.setenv("OMPI_MCA_mca_base_param_files", str(tmp_path / "mca-params.conf"))
+    launch(2, "mpirun_rank", ["done"], launcher="mpirun")
+    assert list(user_tmpdir.iterdir()) == []
+
+
 @pytest.mark.parametrize("ranks, args, why", [
     ("2", ["eval.max_ite=3"], "recipe=quickstart runs tp_size=1; for 2 ranks add tp_size=2"),
     ("4", ["recipe=codestral_tp2"], "recipe=codestral_tp2 runs tp_size=2; for 4 ranks add tp_size=4"),
