@@ -207,7 +207,7 @@ def _record_exit(run_dir: Path, code: int, seconds: float, interrupted: bool = F
     return record_outcome(run_dir, **facts)
 
 
-def _exit_reason(child_reason: str | None, code: int, interrupted: bool, reader_gone: bool = False) -> str:
+def _exit_reason(child_reason: str | None, code: int, interrupted: bool, reader_gone: bool) -> str:
     if interrupted and code == -signal.SIGKILL:
         return "interrupted: killed by a second Ctrl-C"
     if interrupted and code == -signal.SIGINT:  # stopped where the child could not catch it

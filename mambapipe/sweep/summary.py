@@ -158,7 +158,7 @@ def collect_rows(sweep_dir: Path, sweep_config: Optional[SweepConfig] = None) ->
                      sweep_config)
 
 
-def not_run_row(sweep_dir: Path, job: ExpectedJob, reason: str = NOT_RUN_REASON) -> JobRow:
+def not_run_row(sweep_dir: Path, job: ExpectedJob, reason: str) -> JobRow:
     label = str(job.run_dir.relative_to(sweep_dir)) if job.run_dir else f"#{job.num}"
     return JobRow(job=label, run_dir=job.run_dir, overrides=job.overrides, status=NOT_RUN, reason=reason,
                   steps={name: "" for name in STEP_NAMES}, config=_config_facts({}), metrics=_metric_facts({}))
