@@ -68,7 +68,10 @@ def _end_orphans(proc: subprocess.Popen, mark: str) -> None:
     """Once the launcher has been ended by a signal it did not handle (the OOM killer's SIGKILL, which leaves it no
     chance to stop its ranks), SIGTERM to the processes carrying `mark`, and SIGKILL to those left STRAGGLER_WAIT_S
     later: left alone they would run on (mpirun's, torchrun's), after the runner has removed their staging dir. A
-    launcher that exits, even for a signal it handles (mpirun, torchrun: SIGTERM), has stopped them itself."""
+    launcher that exits, even for a signal it handles (mpirun, torchrun: SIGTERM), has stopped them itself.
+    After a Ctrl-C the signal may be _stop_tree's own (SIGTERM to a launcher that does not handle it): this
+    thread then sends what _stop_tree sends, to the same processes, and either may reap the launcher (Popen's lock:
+    _stop_tree's poll() says None while this thread waits, until this thread has reaped it)."""
     if proc.wait() >= 0:
         return
     orphans = _tree(proc, mark, [])
