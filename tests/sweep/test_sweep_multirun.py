@@ -131,21 +131,30 @@ def test_ctrl_c_stops_the_sweep_with_its_summary_and_no_traceback(tmp_path):
     assert not [p for p in (tmp_path / "cache").rglob(".staging/*")]  # nothing half-made left in the cache
 
 
-def test_a_sweep_whose_stdout_reader_goes_away_launches_no_further_job(tmp_path):
-    """`python -m mambapipe -m ... | head -1`: the reader closes the pipe after job 0's first line. Job 0 ended at its
-    next print (rich's exit 1, without a word); before, the sweep went on to start jobs 1 and 2, each of which died
-    so at its first line, and recorded all three as `job process exited with code 1`."""
+def _sweep_whose_stdout_reader_goes_away(tmp_path: Path, launcher: list[str], counts: str) -> Path:
+    """A 3-job sweep (with `launcher`'s overrides) whose standard output's reader closes the pipe after job 0's first
+    line, as `| head -1` does; checked to end in exit 1 with the FAILED line (`counts` its jobs' failed and not run)
+    and the finish command, without a traceback. Its sweep dir."""
     sweep = tmp_path / "sweep"
     sweep_process = subprocess.Popen(
-        [sys.executable, "-m", "mambapipe", "-m", *TINY_EVAL[:2], "eval.output_len=4,5,6", "hydra.sweep.dir=sweep"],
+        [sys.executable, "-m", "mambapipe", "-m", *TINY_EVAL[:2], "eval.output_len=4,5,6", *launcher,
+         "hydra.sweep.dir=sweep"],
         cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert sweep_process.stdout.readline().startswith("mambapipe model tiny-mamba2")
     sweep_process.stdout.close()
     err = sweep_process.communicate(timeout=400)[1]
     assert sweep_process.returncode == 1 and "Traceback" not in err, err[-3000:]
     assert ("FAILED standard output's reader went away (`| head`?): the sweep launched no further job; 3 jobs: 0 ok, "
-            f"1 failed, 2 not run. summary: {sweep / 'summary.md'}\n") in err, err[-3000:]
+            f"{counts}. summary: {sweep / 'summary.md'}\n") in err, err[-3000:]
     assert f"finish it (finished steps come from the cache): python -m mambapipe -m {' '.join(TINY_EVAL[:2])} " in err
+    return sweep
+
+
+def test_a_sweep_whose_stdout_reader_goes_away_launches_no_further_job(tmp_path):
+    """`python -m mambapipe -m ... | head -1`: the reader closes the pipe after job 0's first line. Job 0 ended at its
+    next print (rich's exit 1, without a word); before, the sweep went on to start jobs 1 and 2, each of which died
+    so at its first line, and recorded all three as `job process exited with code 1`."""
+    sweep = _sweep_whose_stdout_reader_goes_away(tmp_path, [], "1 failed, 2 not run")
     assert [(r["status"], r["reason"]) for r in csv_rows(sweep / "summary.csv")] == [
         ("failed", "standard output's reader went away (`| head`?): the job ended at its next print"),
         *[("not run", "not started: the sweep stopped launching jobs once standard output's reader had gone "
@@ -158,18 +167,8 @@ def test_a_joblib_sweep_whose_stdout_reader_goes_away_starts_no_further_job_and_
     """The same under joblib, which hands its two workers jobs 0 and 1 at once and job 2 when one is free: both die at
     their next print; job 2 finds the reader gone and starts no child. Before, job 2 ran (and died at its first line)
     and the end-of-sweep table died on the broken pipe, silently: exit 1 without the FAILED line."""
-    sweep = tmp_path / "sweep"
-    sweep_process = subprocess.Popen(
-        [sys.executable, "-m", "mambapipe", "-m", *TINY_EVAL[:2], "eval.output_len=4,5,6", "hydra/launcher=joblib",
-         "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"],
-        cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert sweep_process.stdout.readline().startswith("mambapipe model tiny-mamba2")
-    sweep_process.stdout.close()
-    err = sweep_process.communicate(timeout=400)[1]
-    assert sweep_process.returncode == 1 and "Traceback" not in err, err[-3000:]
-    assert ("FAILED standard output's reader went away (`| head`?): the sweep launched no further job; 3 jobs: 0 ok, "
-            f"2 failed, 1 not run. summary: {sweep / 'summary.md'}\n") in err, err[-3000:]
-    assert f"finish it (finished steps come from the cache): python -m mambapipe -m {' '.join(TINY_EVAL[:2])} " in err
+    sweep = _sweep_whose_stdout_reader_goes_away(tmp_path, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                                 "2 failed, 1 not run")
     assert [(r["status"], r["reason"]) for r in csv_rows(sweep / "summary.csv")] == [
         *[("failed", "standard output's reader went away (`| head`?): the job ended at its next print")] * 2,
         ("not run", "not started: the sweep stopped launching jobs once standard output's reader had gone (`| head`?)")]
