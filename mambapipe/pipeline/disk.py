@@ -148,17 +148,24 @@ def remove_dead_runs_directories() -> None:
     another host made in a TMPDIR they share, and an older mambapipe's (without OWNER_FILE) are left alone."""
     root = Path(tempfile.gettempdir())
     try:
-        candidates = [Path(entry.path) for entry in os.scandir(root)
-                      if entry.name.startswith(TEMPORARY_PREFIX) and entry.is_dir(follow_symlinks=False)
-                      and entry.stat(follow_symlinks=False).st_uid == os.getuid()]
+        entries = [entry for entry in os.scandir(root) if entry.name.startswith(TEMPORARY_PREFIX)]
     except OSError:  # a TMPDIR that is not there (yet) or not ours to read: nothing of ours to remove
         return
-    dead = [directory for directory in candidates if _left_by_a_dead_run(directory)]
+    dead = [Path(entry.path) for entry in entries if _ours(entry) and _left_by_a_dead_run(Path(entry.path))]
     for directory in dead:
         shutil.rmtree(directory, ignore_errors=True)  # another run may be removing it too
     if dead:
         log.info("removed %d temporary director%s of mambapipe runs killed outright from %s: %s", len(dead),
                  "y" if len(dead) == 1 else "ies", root, ", ".join(d.name for d in dead))
+
+
+def _ours(entry: os.DirEntry[str]) -> bool:
+    """Whether `entry` is a directory of this user's. One gone since TMPDIR was listed (another run starting now removed
+    it) is not, and leaves the others to look at."""
+    try:
+        return entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_uid == os.getuid()
+    except OSError:
+        return False
 
 
 def _left_by_a_dead_run(directory: Path) -> bool:

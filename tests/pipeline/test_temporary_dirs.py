@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mambapipe.pipeline.disk import OWNER_FILE, temporary_directory
+from mambapipe.pipeline.disk import OWNER_FILE, remove_dead_runs_directories, temporary_directory
 
 REPO = Path(__file__).resolve().parents[2]
 # A run that makes its temporary directory, says where, and sleeps in it until it is killed.
@@ -103,3 +103,25 @@ def test_a_killed_runs_directory_not_surely_ours_stays(user_tmpdir, holders, cap
         with temporary_directory("mambapipe-ranks-"):
             pass
     assert list(user_tmpdir.iterdir()) == [killed] and caplog.messages == []
+
+
+def test_a_directory_removed_meanwhile_by_another_run_leaves_the_others_to_be_removed(user_tmpdir, holders,
+                                                                                      monkeypatch):
+    """Two runs starting at once both remove the dead runs' directories: one that the other removed between listing
+    TMPDIR and looking at its owner (lstat: FileNotFoundError) is gone, not a reason to remove no other. Before, that
+    one error ended the whole removal, the killed run's directory left for good as far as this run went."""
+    killed = _killed(holders)
+    gone = user_tmpdir / "mambapipe-ranks-gone"
+    gone.mkdir()
+    real_scandir = os.scandir
+
+    def scandir_racing_another_run(path):  # lists `gone` in TMPDIR, which the other run then removes
+        if not isinstance(path, (str, Path)) or Path(path) != user_tmpdir:  # rmtree's listings
+            return real_scandir(path)
+        entries = list(real_scandir(path))
+        gone.rmdir()
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", scandir_racing_another_run)
+    remove_dead_runs_directories()
+    assert not killed.exists()
