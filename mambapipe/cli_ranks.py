@@ -9,6 +9,7 @@ from typing import Optional
 
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mambapipe.cli_keys import ParsedCommandLine, parse_command_line
 from mambapipe.cli_values import config_loader, hydra_internals
@@ -25,9 +26,10 @@ def ranks_reason(argv: list[str], ranks: int) -> str:
     config = _composed(args) if args is not None and not args.multirun else None
     given = any(word.lstrip("+").startswith("tp_size=") for word in argv)  # tp_size=4, +tp_size=4, ++tp_size=4
     how = "write" if given else "add"
-    if config is None:
+    tp_size = _tp_size(config) if config is not None else None
+    if tp_size is None:
         return f"for {ranks} ranks {how} tp_size={ranks}"
-    tp_size, choice = int(config.tp_size), OmegaConf.select(config, "hydra.runtime.choices.recipe")
+    choice = OmegaConf.select(config, "hydra.runtime.choices.recipe")
     label = f"tp_size={tp_size} as given" if given else f"recipe={choice} runs tp_size={tp_size}"
     if tp_size == ranks:
         return label
@@ -40,6 +42,15 @@ def ranks_reason(argv: list[str], ranks: int) -> str:
         why = f"{ranks} does not divide {', '.join(misfits)}"
         return f"{label}; {config.model.name} does not split {ranks} ways ({why})"
     return f"{label}; for {ranks} ranks {how} tp_size={ranks}"
+
+
+def _tp_size(config: DictConfig) -> Optional[int]:
+    """The config's tp_size; None where it does not resolve (tp_size='${oc.env:NGPUS}' with NGPUS unset): as for a
+    config that does not compose, the refusal then says only how to ask for the ranks."""
+    try:
+        return int(config.tp_size)
+    except (OmegaConfBaseException, ValueError):
+        return None
 
 
 def _composed(args: ParsedCommandLine) -> Optional[DictConfig]:

@@ -195,6 +195,7 @@ def test_on_several_nodes_the_suggested_tp_size_is_one_nodes_ranks(tmp_path):
     ("4", ["recipe=codestral", "tp_size=2"], "tp_size=2 as given; for 4 ranks write tp_size=4"),
     ("2", ["recipe=codestral", "++tp_size=1"], "tp_size=1 as given; for 2 ranks write tp_size=2"),
     ("2", ["recipe=quickstrat"], "for 2 ranks add tp_size=2"),  # no config to read: the run says what is wrong
+    ("2", ["tp_size=${oc.env:NGPUS}"], "for 2 ranks write tp_size=2"),  # NGPUS unset: was a traceback, exit 1
 ])
 def test_the_command_a_launcher_is_refused_with_is_the_users_own_and_says_why(tmp_path, ranks, args, why):
     """`mpirun -n 4 python -m mambapipe recipe=codestral_tp2` was told to run `... recipe=codestral_tp2 tp_size=4`
