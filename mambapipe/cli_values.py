@@ -191,7 +191,7 @@ def _joined_sweep(words: list[str], index: int) -> tuple[int, int, Optional[str]
     """The override that the word at `index` is likely a sweep's value of, whole, and the words it is made of
     (words[start:end]): the override before it (or at it, ending in a comma) joined with the words after it up to
     the next override, a comma between each (dtype=float32 bfloat16, or dtype=float32, bfloat16:
-    dtype=float32,bfloat16); None for no such words."""
+    dtype=float32,bfloat16); (index, index + 1, None) for no such words."""
     start = next((i for i in range(index, -1, -1) if "=" in words[i]), None)
     end = next((i for i in range(index + 1, len(words)) if "=" in words[i]), len(words))
     if start is None or end - start < 2:
