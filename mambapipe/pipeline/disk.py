@@ -154,9 +154,10 @@ def remove_dead_runs_directories() -> None:
     dead = [Path(entry.path) for entry in entries if _ours(entry) and _left_by_a_dead_run(Path(entry.path))]
     for directory in dead:
         shutil.rmtree(directory, ignore_errors=True)  # another run may be removing it too
-    if dead:
-        log.info("removed %d temporary director%s of mambapipe runs killed outright from %s: %s", len(dead),
-                 "y" if len(dead) == 1 else "ies", root, ", ".join(d.name for d in dead))
+    removed = [directory for directory in dead if not os.path.lexists(directory)]  # not one rmtree could not empty
+    if removed:
+        log.info("removed %d temporary director%s of mambapipe runs killed outright from %s: %s", len(removed),
+                 "y" if len(removed) == 1 else "ies", root, ", ".join(d.name for d in removed))
 
 
 def _ours(entry: os.DirEntry[str]) -> bool:
