@@ -26,7 +26,7 @@ from mambapipe.cli_values import (
 from mambapipe.config import CONFIG_DIR, register_configs
 from mambapipe.hydra_dirs import SweepDirFull
 from mambapipe.pipeline.report import end_quietly_on_broken_pipe, make_console, print_diagnostic
-from mambapipe.pipeline.runner import command_line_config_dirs, run_recipe
+from mambapipe.pipeline.runner import command_line_config_dirs, command_line_overrides, run_recipe
 from mambapipe.pipeline.step import INTERRUPTED_EXIT
 from mambapipe.sweep.job import StdoutReaderGone
 
@@ -91,7 +91,8 @@ def _hydra_app(cfg: DictConfig) -> None:
         from mambapipe.sweep.job import run_isolated_job
         run_isolated_job(cfg, hydra_cfg)
         return
-    result = run_recipe(cfg, run_dir=hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task),
+    result = run_recipe(cfg, run_dir=hydra_cfg.runtime.output_dir,
+                        overrides=command_line_overrides(hydra_cfg.overrides.task),
                         config_dirs=command_line_config_dirs(hydra_cfg.runtime.config_sources))
     # The run is over and recorded: a Ctrl-C from here on (the interpreter's shutdown takes a second) would only
     # turn its exit status into 130, and mambapipe.cli would report it as an interrupted run.

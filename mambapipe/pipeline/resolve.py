@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from mambapipe import interrupts
 from mambapipe.config import close_key, key_hint, unknown_keys
-from mambapipe.pipeline.step import StepError
+from mambapipe.pipeline.step import StepError, first_line
 
 _CACHE_DIR_FIX = "set cache_dir (or MAMBAPIPE_CACHE) to a directory you can write to"
 
@@ -73,14 +74,19 @@ def resolve_config(cfg: DictConfig) -> Resolved:
     """The plain config; a StepError (one line) when a mandatory value is unset."""
     from mambapipe.backends import resolve_backend
 
-    problem = missing_values_problem(cfg)
-    if problem:
-        raise StepError(problem)
     try:
+        problem = missing_values_problem(cfg)
+        if problem:
+            raise StepError(problem)
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
+    except StepError:
+        raise
     except Exception as exc:
         if interrupts.received():  # a Ctrl-C stopped OmegaConf, which then may raise another error for it
             raise KeyboardInterrupt from exc  # (QA: ConfigKeyError "'NoneType' object has no attribute ...")
+        if isinstance(exc, InterpolationResolutionError):  # tp_size=${oc.env:NGPUS} with NGPUS unset
+            raise StepError(f"{exc.full_key} cannot be resolved ({first_line(exc)}): set what it reads, or give "
+                            f"{exc.full_key} a value") from None
         raise
     # Absolute: run.json names real paths, and model.path=m and model.path=$PWD/m are one key; model.path also with
     # its links and ../ followed, so that every spelling of one checkpoint directory is one key.

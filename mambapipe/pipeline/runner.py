@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from filelock import Timeout
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
@@ -299,6 +299,13 @@ class CommandLine:
     overrides: list[str]
     config_dirs: list[str]
     sweep_job: bool = False
+
+
+def command_line_overrides(task: ListConfig) -> list[str]:
+    """The command line's overrides (Hydra's hydra.overrides.task) as typed: read item by item, OmegaConf resolves a
+    `${...}` in one (`tp_size=${oc.env:NGPUS}`), which the rerun commands should repeat, not its value, and which
+    raised for a variable unset before the run could say so in its plan."""
+    return OmegaConf.to_container(task, resolve=False)
 
 
 def command_line_config_dirs(config_sources: Iterable[Any]) -> list[str]:

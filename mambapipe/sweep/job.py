@@ -34,7 +34,7 @@ from mambapipe import interrupts
 from mambapipe.pipeline.disk import DiskFullError
 from mambapipe.pipeline.provenance import utc_now
 from mambapipe.pipeline.report import make_console, print_diagnostic
-from mambapipe.pipeline.runner import command_line_config_dirs
+from mambapipe.pipeline.runner import command_line_config_dirs, command_line_overrides
 from mambapipe.pipeline.step import INTERRUPTED_EXIT, first_line
 from mambapipe.sweep.gpus import lease_gpus
 from mambapipe.sweep.record import (
@@ -81,7 +81,7 @@ def run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
 
 
 def _run_isolated_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = command_line_overrides(hydra_cfg.overrides.task)
     job_num = int(hydra_cfg.job.num)
     sweep_dir = sweep_dir_of(hydra_cfg)
     # Hydra wrote the sweep's multirun.yaml before launching any job: naming it marks this dir as this sweep's. A

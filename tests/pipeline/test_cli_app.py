@@ -81,6 +81,19 @@ def test_a_missing_mandatory_value_is_one_line_naming_the_key(tmp_path, override
     assert out.stderr.rstrip().splitlines()[-1].startswith(f"FAILED config: {key} has no value (???): set it")
 
 
+def test_an_override_reading_an_unset_variable_is_one_line_and_is_repeated_as_typed(tmp_path):
+    """`tp_size=${oc.env:NGPUS}` with NGPUS unset was OmegaConf's InterpolationResolutionError traceback, raised as
+    the app read Hydra's list of overrides; with it set, the rerun command repeated its value, not what was typed."""
+    out = run(COMMANDS["python -m"], tmp_path, "tp_size=${oc.env:MAMBAPIPE_TEST_NGPUS}", "plan_only=true",
+              "hydra.run.dir=run")
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out.stderr
+    assert out.stderr.splitlines() == [
+        f"fix it, then run: python -m mambapipe 'tp_size=${{oc.env:MAMBAPIPE_TEST_NGPUS}}' plan_only=true "
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "FAILED config: tp_size cannot be resolved (KeyError raised while resolving interpolation: \"Environment "
+        "variable 'MAMBAPIPE_TEST_NGPUS' not found\"): set what it reads, or give tp_size a value"]
+
+
 @pytest.mark.parametrize("cache_dir, why", [
     ("/proc/nope", "cannot be created"), ("/proc", "cannot be written to"),  # refused even to root
     ("{tmp}/a-file/cache", "cannot be created: {tmp}/a-file is not a directory"),

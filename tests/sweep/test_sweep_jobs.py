@@ -235,15 +235,19 @@ def test_a_child_whose_first_record_finds_the_disk_full_fails_in_one_line(tmp_pa
 
 
 def interrupting_to_container(monkeypatch, raises: BaseException):
-    """OmegaConf.to_container stopped by a Ctrl-C, raising `raises`, the handler's record of the Ctrl-C left."""
-    from omegaconf import OmegaConf
+    """OmegaConf.to_container stopped by a Ctrl-C as it resolves the job's config, raising `raises`, the handler's
+    record of the Ctrl-C left. Hydra's list of the overrides, a ListConfig read before, reads as it does."""
+    from omegaconf import DictConfig, OmegaConf
 
     from mambapipe import interrupts
 
     monkeypatch.setattr(interrupts, "_received", True)
+    real_to_container = OmegaConf.to_container
 
-    def to_container(*args, **kwargs):
-        raise raises
+    def to_container(config, *args, **kwargs):
+        if isinstance(config, DictConfig):
+            raise raises
+        return real_to_container(config, *args, **kwargs)
     monkeypatch.setattr(OmegaConf, "to_container", to_container)
 
 
