@@ -24,7 +24,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.markup import escape
 
-from mambapipe.pipeline.disk import DiskFullError, check_room, filling_run_dir, filling_sweep_dir, full_disk
+from mambapipe.pipeline.disk import (
+    DiskFullError,
+    check_room,
+    filling_run_dir,
+    filling_sweep_dir,
+    full_disk,
+    why_unwritable,
+)
 from mambapipe.pipeline.report import make_console, print_diagnostic
 
 
@@ -72,18 +79,8 @@ def _stop_unless_writable(directory: Path, naming: ContextManager[None], which: 
     except DiskFullError as exc:
         _stop(str(exc), exc)
     except OSError as exc:  # not a full disk: a place Hydra could not make or write either
-        why = _why_unwritable(directory, exc)
+        why = why_unwritable(directory, exc)
         _stop(f"the {which} directory {directory} {why}; set hydra.{which}.dir to a directory you can write to", exc)
-
-
-def _why_unwritable(directory: Path, exc: OSError) -> str:
-    """Why check_room's `exc` (not a full disk) means `directory` cannot be used, in the words cache_dir's check uses:
-    a file where a directory is to be, or what the system said. check_room removed what it made, so the nearest path
-    that exists is the one there was."""
-    existing = next(p for p in (directory, *directory.parents) if os.path.exists(p))
-    if not existing.is_dir():  # mkdir's NotADirectoryError below it, FileExistsError at it
-        return f"cannot be created: {existing} is not a directory"
-    return f"cannot be {'written to' if existing == directory else 'created'} ({exc.strerror or exc})"
 
 
 def _stop(said: str, cause: BaseException) -> NoReturn:

@@ -180,6 +180,25 @@ def _left_by_a_dead_run(directory: Path) -> bool:
         return False
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path`, or its nearest parent that exists."""
+    return next(p for p in (path, *path.parents) if os.path.exists(p))
+
+
+def why_unwritable(directory: Path, refused: Optional[OSError] = None) -> Optional[str]:
+    """Why `directory` cannot be made or written, in the words of the one-line errors that name it (cache_dir's,
+    the run directory's): `cannot be created: F is not a directory` where a file stands at it or above it; else, given
+    what making or writing there raised (`refused`), `cannot be written to (Read-only file system)` for a directory
+    there is and `cannot be created (...)` for one still to be made; else None. The nearest path that exists decides:
+    a check that failed has removed what it made."""
+    existing = nearest_existing(directory)
+    if not existing.is_dir():  # mkdir's NotADirectoryError below it, FileExistsError at it
+        return f"cannot be created: {existing} is not a directory"
+    if refused is None:
+        return None
+    return f"cannot be {'written to' if existing == directory else 'created'} ({refused.strerror or refused})"
+
+
 def check_room(directory: Path) -> None:
     """Make `directory` where missing, as Hydra makes a run's, and write and remove PROBE_BYTES there: the OSError of
     a disk without that much room. Where it fails, the directories it made are removed again."""

@@ -15,6 +15,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 from mambapipe import interrupts
 from mambapipe.config import close_key, key_hint, unknown_keys
+from mambapipe.pipeline.disk import nearest_existing, why_unwritable
 from mambapipe.pipeline.step import StepError, first_line
 
 _CACHE_DIR_FIX = "set cache_dir (or MAMBAPIPE_CACHE) to a directory you can write to"
@@ -49,15 +50,13 @@ def cache_dir_problem(cache_dir: Path) -> Optional[str]:
     """Why artifacts cannot be written under `cache_dir` (None when they can). Tried, not read off permission
     bits, which miss read-only and virtual file systems (/proc) and which root passes anyway: a directory is
     made and removed in cache_dir, or in its nearest existing parent when cache_dir is still to be made."""
-    existing = next(p for p in (cache_dir, *cache_dir.parents) if os.path.exists(p))
-    if not existing.is_dir():
-        return f"cache_dir={cache_dir} cannot be created: {existing} is not a directory; {_CACHE_DIR_FIX}"
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".mambapipe-write-test-", dir=existing))
-    except OSError as exc:
-        what = "written to" if existing == cache_dir else "created"
-        return f"cache_dir={cache_dir} cannot be {what} ({exc.strerror}); {_CACHE_DIR_FIX}"
-    return None
+    why = why_unwritable(cache_dir)
+    if why is None:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".mambapipe-write-test-", dir=nearest_existing(cache_dir)))
+        except OSError as exc:
+            why = why_unwritable(cache_dir, exc)
+    return f"cache_dir={cache_dir} {why}; {_CACHE_DIR_FIX}" if why else None
 
 
 def missing_values_problem(cfg: DictConfig) -> Optional[str]:
