@@ -363,10 +363,7 @@ def _finish(console: Console, errors: Console, run_dir: Path, config: Optional[d
     if reason is not None:
         made = {outcome.name for outcome in outcomes if outcome.status == "ran"}
         forced = config["force"] if config else []
-        overrides = unforced_where_made(command.overrides, forced, made)
-        if verdict is not None:
-            overrides = gate_rerun_overrides(overrides, verdict)
-        rerun = resume_command(overrides, run_dir, command.config_dirs)
+        rerun = resume_command(rerun_overrides(command.overrides, forced, made, verdict), run_dir, command.config_dirs)
         hint = gate_hint(verdict) if verdict is not None else _rerun_hint(stopped_at_plan, interrupted)
         if not (interrupted and command.sweep_job):  # a failed job's rerun line is the console's only one
             print_diagnostic(errors, f"{hint}: {escape(rerun)}")
@@ -421,16 +418,20 @@ def _sets(override: str, key: str) -> bool:
     return override.partition("=")[0].lstrip("+") == key
 
 
-def gate_rerun_overrides(overrides: Sequence[str], verdict: dict[str, str]) -> list[str]:
-    """The overrides with the setting that changes a missed gate's `verdict` (run.json's gate_verdict) left for the
-    user to fill in (`eval.rouge1_threshold=<lower>`): no value is made up, and unfilled the CLI refuses it."""
-    return with_override(overrides, verdict["key"], f"<{verdict['change']}>")
+def rerun_overrides(overrides: Sequence[str], forced: Sequence[str], made: set[str],
+                    verdict: Optional[dict[str, str]]) -> list[str]:
+    """The overrides that run a run (a sweep's job) again into its directory: the steps it was forced to make and
+    made are forced no more (unforced_where_made), and where a missed gate's `verdict` (run.json's gate_verdict) is why
+    it failed, the setting that changes it is left for the user to fill in (`eval.rouge1_threshold=<lower>`): as it
+    was, it would fail the same. No value is made up, and unfilled the CLI refuses it."""
+    overrides = unforced_where_made(overrides, forced, made)
+    return overrides if verdict is None else with_override(overrides, verdict["key"], f"<{verdict['change']}>")
 
 
 def gate_hint(verdict: dict[str, str]) -> str:
-    """What the command of gate_rerun_overrides is for: the artifact the gate refused is in the cache (it ran, or
-    was cached), so the same command gives the same verdict; a new value of that setting is checked against it
-    with no new work."""
+    """What the command of rerun_overrides is for, where a gate's `verdict` failed the run: the artifact the gate
+    refused is in the cache (it ran, or was cached), so the same command gives the same verdict; a new value of that
+    setting is checked against it with no new work."""
     return (f"{verdict['step']}'s result is cached: a {verdict['change']} {verdict['key']} is checked against it in "
             "about a second")
 

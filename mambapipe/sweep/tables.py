@@ -15,7 +15,7 @@ from rich.table import Table
 from mambapipe.config import STEP_NAMES
 from mambapipe.evaluate import SUMMARIZE_TASK
 from mambapipe.pipeline.provenance import machine_line, software_line, utc_minute
-from mambapipe.pipeline.runner import gate_hint, gate_rerun_overrides, resume_command, unforced_where_made
+from mambapipe.pipeline.runner import gate_hint, rerun_overrides, resume_command
 from mambapipe.pipeline.store import write_atomic
 from mambapipe.sweep.record import JOB_RECORD, SWEEP_CONFIG
 from mambapipe.sweep.summary import (
@@ -218,10 +218,7 @@ def rerun_command(row: JobRow, config_dirs: Sequence[str] = ()) -> str:
     run's own rerun command, it forces no step the job already made again: that one comes from the cache. Where
     a gate's verdict failed the job, the setting that changes it is left to fill in: as it was, it fails the same."""
     made = {name for name, status in row.steps.items() if status == "ran"}
-    overrides = unforced_where_made(row.overrides, row.forced, made)
-    if row.gate_verdict is not None:
-        overrides = gate_rerun_overrides(overrides, row.gate_verdict)
-    return resume_command(overrides, row.run_dir, config_dirs)
+    return resume_command(rerun_overrides(row.overrides, row.forced, made, row.gate_verdict), row.run_dir, config_dirs)
 
 
 def failure_lines(rows: Sequence[JobRow], config_dirs: Sequence[str] = ()) -> list[str]:
