@@ -73,13 +73,10 @@ def resolve_config(cfg: DictConfig) -> Resolved:
     """The plain config; a StepError (one line) when a mandatory value is unset."""
     from mambapipe.backends import resolve_backend
 
-    try:
+    try:  # both read every value, so both meet an interpolation that cannot resolve
         problem = missing_values_problem(cfg)
-        if problem:
-            raise StepError(problem)
-        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
-    except StepError:
-        raise
+        config = None if problem else OmegaConf.to_container(cfg, resolve=True, enum_to_str=True,
+                                                             throw_on_missing=True)
     except Exception as exc:
         if interrupts.received():  # a Ctrl-C stopped OmegaConf, which then may raise another error for it
             raise KeyboardInterrupt from exc  # (QA: ConfigKeyError "'NoneType' object has no attribute ...")
@@ -87,6 +84,8 @@ def resolve_config(cfg: DictConfig) -> Resolved:
             raise StepError(f"{exc.full_key} cannot be resolved ({first_line(exc)}): set what it reads, or give "
                             f"{exc.full_key} a value") from None
         raise
+    if problem:
+        raise StepError(problem)
     # Absolute: run.json names real paths, and model.path=m and model.path=$PWD/m are one key; model.path also with
     # its links and ../ followed, so that every spelling of one checkpoint directory is one key.
     config["cache_dir"] = str(Path(config["cache_dir"]).expanduser().absolute())
