@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from gpu_common import require_cuda
+from gpu_common import positive_int, require_cuda
 
 from mambapipe.backends.base import BuildSettings
 from mambapipe.checkpoint.convert import convert_checkpoint
@@ -89,13 +89,6 @@ def bench_model(name: str, batches: list[int], prompt_len: int, new_tokens: int,
     return rows
 
 
-def positive_int(text: str) -> int:
-    """An argparse type for the sizes and counts below: at 0 there is nothing to time (tokens/s would be NaN)."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
-    return int(text)
-
-
 def thread_count(text: str) -> int:
     """An argparse type for --threads: torch.set_num_threads refuses a negative count with a traceback."""
     if not text.isdigit():
@@ -106,6 +99,7 @@ def thread_count(text: str) -> int:
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    # sizes and counts of at least 1: at 0 there is nothing to time (tokens/s would be NaN)
     parser.add_argument("--batches", nargs="+", type=positive_int, default=[1, 8])
     parser.add_argument("--prompt-len", type=positive_int, default=32)
     parser.add_argument("--new-tokens", type=positive_int, default=32)

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
-from gpu_common import require_cuda
+from gpu_common import positive_int, require_cuda
 
 from mambapipe.engine.api import read_native_engine_config
 from mambapipe.parallel import launch
@@ -94,20 +94,13 @@ def table(rows: dict[int, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def tp_size(text: str) -> int:
-    """An argparse type for --tp: a size below 1 needs no GPU, so it would pass require_cuda and fail in the
-    recipe."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
-    return int(text)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cache", type=Path, default=Path("/tmp/mambapipe-tp"))
     parser.add_argument("--out", type=Path, default=Path("gpu_tp_out"))
     parser.add_argument("--model", default="codestral_7b")
-    parser.add_argument("--tp", type=tp_size, nargs="+", default=[2, 1], help="tp sizes to run (1 alone: one GPU)")
+    # at least 1: a size below needs no GPU, so it would pass require_cuda and fail in the recipe
+    parser.add_argument("--tp", type=positive_int, nargs="+", default=[2, 1], help="tp sizes to run (1 alone: one GPU)")
     args = parser.parse_args(argv)
     require_cuda(max(args.tp))  # before the recipe: on the CPU it would build and write the 7B model
     return args
